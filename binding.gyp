@@ -1,0 +1,12 @@
+{
+  "targets": [
+    {
+      "target_name": "vfio_bridge",
+      "sources": ["native/addon.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags_cc": ["-std=c++20", "-fno-exceptions", "-Wall", "-Wextra", "-O2"],
+      "cflags_cc!": ["-fno-rtti"]
+    }
+  ]
+}

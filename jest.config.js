@@ -1,0 +1,15 @@
+'use strict';
+// Three projects, run in this order by scripts/test.sh: pure TypeScript units, the native addon on
+// memfd-backed fakes, and the hardware-in-the-loop suite on real vfio-pci (inside the lab guest).
+const transform = { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] };
+const project = (name, extra = {}) => ({
+  displayName: name,
+  testEnvironment: 'node',
+  transform,
+  testMatch: [`<rootDir>/test/${name}/**/*.test.ts`],
+  moduleFileExtensions: ['ts', 'js', 'json', 'node'],
+  ...extra,
+});
+module.exports = {
+  projects: [project('unit'), project('native'), project('hil', { testTimeout: 120000 })],
+};
