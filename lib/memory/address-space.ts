@@ -14,7 +14,7 @@ import {
 import { FlatView, renderFlatView, type FlatRange } from './flat-view';
 import { K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
 import { registerSpace, unregisterSpace, type Rebuildable } from './transaction';
-import { MemoryTopologyError, type AccessSize } from './types';
+import { MemoryTopologyError, type AccessSize, type FixedWidthMemory } from './types';
 import { checkAccessSize, checkAddress, checkValue, MAX_ADDRESS } from './validate';
 
 /**
@@ -78,6 +78,13 @@ export class AddressSpace implements Rebuildable, Disposable {
   private _logInterval: number;
   private _lastLog = -Infinity;
   private _suppressed = 0;
+  // The last ram-device range hit, so that repeated device accesses skip the range lookup. Reset with
+  // every new flat view. `_hitWritable` is false for read-only ranges.
+  private _hitStart = 0;
+  private _hitEnd = 0;
+  private _hitDelta = 0;
+  private _hitMem: FixedWidthMemory | null = null;
+  private _hitWritable = false;
 
   constructor(name: string, root: MemoryRegion, opts: AddressSpaceOptions = {}) {
     if (typeof name !== 'string')
@@ -137,6 +144,19 @@ export class AddressSpace implements Rebuildable, Disposable {
   read(addr: number, size: AccessSize): number | bigint {
     if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
     if (size !== 4 && size !== 1 && size !== 2 && size !== 8) checkAccessSize(size);
+    if (addr >= this._hitStart && addr + size <= this._hitEnd) {
+      const off = addr + this._hitDelta;
+      if ((off & (size - 1)) === 0) {
+        const m = this._hitMem!;
+        return size === 4
+          ? m.read32(off)
+          : size === 8
+            ? m.read64(off)
+            : size === 2
+              ? m.read16(off)
+              : m.read8(off);
+      }
+    }
     const fv = this._fv;
     const starts = fv._starts;
     let i = fv._last;
@@ -168,6 +188,17 @@ export class AddressSpace implements Rebuildable, Disposable {
     } else {
       checkValue(checkAccessSize(size), value);
     }
+    if (this._hitWritable && addr >= this._hitStart && addr + size <= this._hitEnd) {
+      const off = addr + this._hitDelta;
+      if ((off & (size - 1)) === 0) {
+        const m = this._hitMem!;
+        if (size === 4) m.write32(off, value as number);
+        else if (size === 8) m.write64(off, value as bigint);
+        else if (size === 2) m.write16(off, value as number);
+        else m.write8(off, value as number);
+        return;
+      }
+    }
     const fv = this._fv;
     const starts = fv._starts;
     let i = fv._last;
@@ -178,6 +209,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     const range = fv.ranges[i];
     const r = range.region;
     const off = range.offsetInRegion + (addr - starts[i]);
+    if (r._kind === K_RAM_DEVICE) this._remember(range, r._memory!);
     if (r._kind === K_RAM_DEVICE && !range.readonly && (off & (size - 1)) === 0) {
       const m = r._memory!;
       if (size === 4) m.write32(off, value as number);
@@ -299,6 +331,21 @@ export class AddressSpace implements Rebuildable, Disposable {
     this._install(renderFlatView(this.root, this._fv), errors);
   }
 
+  private _remember(range: FlatRange, m: FixedWidthMemory): void {
+    this._hitStart = range.addr;
+    this._hitEnd = range.addr + range.size;
+    this._hitDelta = range.offsetInRegion - range.addr;
+    this._hitMem = m;
+    this._hitWritable = !range.readonly;
+  }
+
+  private _forget(): void {
+    this._hitStart = 0;
+    this._hitEnd = 0;
+    this._hitMem = null;
+    this._hitWritable = false;
+  }
+
   private _install(next: FlatView, errors: unknown[]): void {
     const prev = this._fv;
     const oldSet = new Set(prev.ranges);
@@ -307,6 +354,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     const adds = next.ranges.filter((r) => !oldSet.has(r));
     if (dels.length === 0 && adds.length === 0) return;
     this._fv = next;
+    this._forget();
     const ls = this._listeners.slice();
     const call = (fn: () => void): void => {
       try {

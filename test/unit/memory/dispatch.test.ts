@@ -108,6 +108,29 @@ describe('ram-device', () => {
     expect(as.read(4, 8)).toBe(0x8877665544332211n);
   });
 
+  test('a moved, disabled or read-only device range is never served from a stale lookup', () => {
+    const { as, root, events } = setup();
+    const mem = new BufferMemory(0x100);
+    const bar = MemoryRegion.ramDevice('bar', 0x100, mem);
+    root.addSubregion(bar, 0x1000);
+    as.write(0x1000, 4, 0x11111111);
+    expect(as.read(0x1000, 4)).toBe(0x11111111);
+    bar.setOffset(0x2000);
+    expect(as.read(0x1000, 4)).toBe(0xffffffff);
+    as.write(0x1000, 4, 0x22222222);
+    expect(mem.read32(0)).toBe(0x11111111);
+    expect(as.read(0x2000, 4)).toBe(0x11111111);
+    bar.setReadonly(true);
+    as.write(0x2000, 4, 0x33333333);
+    expect(mem.read32(0)).toBe(0x11111111);
+    bar.setReadonly(false);
+    as.write(0x2000, 4, 0x44444444);
+    expect(mem.read32(0)).toBe(0x44444444);
+    bar.setEnabled(false);
+    expect(as.read(0x2000, 4)).toBe(0xffffffff);
+    expect(events.map((e) => e.reason)).toEqual(['unassigned', 'unassigned', 'readonly', 'unassigned']);
+  });
+
   test('read64Pair and write64Pair use the memory pair methods when it has them', () => {
     const { as, root } = setup();
     const mem = new BufferMemory(0x100);
