@@ -3,7 +3,7 @@
  * resolved, as a sorted list of disjoint ranges with O(log n) lookup.
  */
 import { K_ALIAS, K_CONTAINER, K_RAM, K_RAM_DEVICE, type MemoryRegion } from './region';
-import { checkAddress } from './validate';
+import { checkAddress, MAX_ADDRESS } from './validate';
 
 /** One piece of an address space that a single region serves, as QEMU's FlatRange / section. */
 export interface FlatRange {
@@ -210,7 +210,8 @@ class IndexHeap {
 export function renderFlatView(root: MemoryRegion | null, prev?: FlatView): FlatView {
   if (root === null) return new FlatView([], null);
   const p = new Pieces();
-  collect(root, 0, 0, Infinity, false, p);
+  // Clipping at 2^53 keeps every range end an exact integer.
+  collect(root, 0, 0, MAX_ADDRESS + 1, false, p);
   const n = p.start.length;
   const order = new Int32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;

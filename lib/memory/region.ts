@@ -231,11 +231,7 @@ export class MemoryRegion {
       throw new TypeError(`target of alias '${name}' must be a MemoryRegion`);
     checkAddress(`alias '${name}' offset`, offset);
     checkSize('alias', size);
-    if (offset + size > target._size) {
-      throw new RangeError(
-        `alias '${name}' window ${offset}+${size} exceeds its target '${target.name}' of ${target._size} bytes`,
-      );
-    }
+    checkWindow(name, target, offset, size);
     const r = new MemoryRegion('alias', name, size);
     r._target = target;
     r._aliasOffset = offset;
@@ -389,6 +385,7 @@ export class MemoryRegion {
         `ram-device region '${this.name}' size ${s} exceeds its memory of ${this._memory!.length} bytes`,
       );
     }
+    if (this._kind === K_ALIAS) checkWindow(this.name, this._target!, this._aliasOffset, s);
     if (s === this._size) return;
     assertMutable();
     this._size = s;
@@ -426,12 +423,10 @@ export class MemoryRegion {
   /** Moves an alias's window within its target (QEMU's memory_region_set_alias_offset). */
   setAliasOffset(o: number): void {
     if (this._kind !== K_ALIAS) {
-      throw new MemoryTopologyError(
-        'not-a-container',
-        `'${this.name}' is a ${this.kind} region, not an alias`,
-      );
+      throw new MemoryTopologyError('not-an-alias', `'${this.name}' is a ${this.kind} region, not an alias`);
     }
     checkAddress(`alias offset of '${this.name}'`, o);
+    checkWindow(this.name, this._target!, o, this._size);
     if (o === this._aliasOffset) return;
     assertMutable();
     this._aliasOffset = o;
@@ -440,6 +435,18 @@ export class MemoryRegion {
 
   toString(): string {
     return `MemoryRegion(${this.kind} '${this.name}', size 0x${this._size.toString(16)})`;
+  }
+}
+
+/**
+ * Refuses an alias window that does not fit in its target when it is set. A target that shrinks
+ * later simply clips the window, as in QEMU.
+ */
+function checkWindow(name: string, target: MemoryRegion, offset: number, size: number): void {
+  if (offset + size > target._size) {
+    throw new RangeError(
+      `alias '${name}' window ${offset}+${size} exceeds its target '${target.name}' of ${target._size} bytes`,
+    );
   }
 }
 

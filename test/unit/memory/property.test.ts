@@ -151,7 +151,11 @@ class World {
         r.setOffset(o.offset);
         return;
       case 'resize':
-        r.setSize(o.size);
+        if (r.kind === 'alias' && r.aliasOffset + o.size > r.aliasTarget!.size) {
+          expect(() => r.setSize(o.size)).toThrow(RangeError);
+        } else {
+          r.setSize(o.size);
+        }
         return;
       case 'enable':
         r.setEnabled(o.value);
@@ -163,8 +167,10 @@ class World {
         r.setReadonly(o.value);
         return;
       case 'aliasOffset':
-        if (r.kind === 'alias') r.setAliasOffset(o.offset);
-        else expect(() => r.setAliasOffset(o.offset)).toThrow(MemoryTopologyError);
+        if (r.kind !== 'alias') expect(() => r.setAliasOffset(o.offset)).toThrow(MemoryTopologyError);
+        else if (o.offset + r.size > r.aliasTarget!.size)
+          expect(() => r.setAliasOffset(o.offset)).toThrow(RangeError);
+        else r.setAliasOffset(o.offset);
         return;
     }
   }

@@ -400,6 +400,12 @@ describe('bad input', () => {
   test('an alias has no subregions', () => {
     const al = MemoryRegion.alias('al', root(), 0, 0x10);
     expect(code(() => al.addSubregion(ram('x', 1), 0))).toBe('not-a-container');
-    expect(code(() => root().setAliasOffset(0))).toBe('not-a-container');
+    expect(code(() => root().setAliasOffset(0))).toBe('not-an-alias');
+    const t = MemoryRegion.ram('t', 0x10);
+    const w = MemoryRegion.alias('w', t, 0x4, 0x8);
+    expect(() => w.setAliasOffset(0x9)).toThrow(/exceeds its target 't'/);
+    expect(() => w.setSize(0xd)).toThrow(RangeError);
+    w.setAliasOffset(0x8);
+    expect([w.aliasOffset, w.size]).toEqual([0x8, 0x8]);
   });
 });
