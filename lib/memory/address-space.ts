@@ -142,21 +142,27 @@ export class AddressSpace implements Rebuildable, Disposable {
    * An access that crosses ranges is split per range into aligned pieces, lowest address first.
    */
   read(addr: number, size: AccessSize): number | bigint {
-    if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
-    if (size !== 4 && size !== 1 && size !== 2 && size !== 8) checkAccessSize(size);
-    if (addr >= this._hitStart && addr + size <= this._hitEnd) {
+    // Fast path: the last device range hit again, aligned. The hit window lies inside [0, 2^53), so
+    // only integrality remains to be checked; anything unusual falls through to the full path.
+    if (addr >= this._hitStart && addr + size <= this._hitEnd && Math.floor(addr) === addr) {
       const off = addr + this._hitDelta;
-      if ((off & (size - 1)) === 0) {
-        const m = this._hitMem!;
-        return size === 4
-          ? m.read32(off)
-          : size === 8
-            ? m.read64(off)
-            : size === 2
-              ? m.read16(off)
-              : m.read8(off);
+      const m = this._hitMem!;
+      if (size === 4) {
+        if ((off & 3) === 0) return m.read32(off);
+      } else if (size === 8) {
+        if ((off & 7) === 0) return m.read64(off);
+      } else if (size === 2) {
+        if ((off & 1) === 0) return m.read16(off);
+      } else if (size === 1) {
+        return m.read8(off);
       }
     }
+    return this._read(addr, size);
+  }
+
+  private _read(addr: number, size: AccessSize): number | bigint {
+    if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
+    if (size !== 4 && size !== 1 && size !== 2 && size !== 8) checkAccessSize(size);
     const fv = this._fv;
     const starts = fv._starts;
     let i = fv._last;
@@ -182,22 +188,38 @@ export class AddressSpace implements Rebuildable, Disposable {
 
   /** Writes `value` (a `bigint` iff `size` is 8) at `addr`, little-endian. See {@link AddressSpace.read}. */
   write(addr: number, size: AccessSize, value: number | bigint): void {
+    // Fast path, as in read(), with the value checked for its width on the way.
+    if (
+      this._hitWritable &&
+      addr >= this._hitStart &&
+      addr + size <= this._hitEnd &&
+      Math.floor(addr) === addr
+    ) {
+      const off = addr + this._hitDelta;
+      const m = this._hitMem!;
+      if (size === 4) {
+        if (typeof value === 'number' && value >>> 0 === value && (off & 3) === 0)
+          return m.write32(off, value);
+      } else if (size === 8) {
+        if (typeof value === 'bigint' && (off & 7) === 0 && BigInt.asUintN(64, value) === value) {
+          return m.write64(off, value);
+        }
+      } else if (size === 2) {
+        if (typeof value === 'number' && (value & 0xffff) === value && (off & 1) === 0)
+          return m.write16(off, value);
+      } else if (size === 1) {
+        if (typeof value === 'number' && (value & 0xff) === value) return m.write8(off, value);
+      }
+    }
+    this._write(addr, size, value);
+  }
+
+  private _write(addr: number, size: AccessSize, value: number | bigint): void {
     if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
     if (size === 4) {
       if (typeof value !== 'number' || value >>> 0 !== value) checkValue(size, value);
     } else {
       checkValue(checkAccessSize(size), value);
-    }
-    if (this._hitWritable && addr >= this._hitStart && addr + size <= this._hitEnd) {
-      const off = addr + this._hitDelta;
-      if ((off & (size - 1)) === 0) {
-        const m = this._hitMem!;
-        if (size === 4) m.write32(off, value as number);
-        else if (size === 8) m.write64(off, value as bigint);
-        else if (size === 2) m.write16(off, value as number);
-        else m.write8(off, value as number);
-        return;
-      }
     }
     const fv = this._fv;
     const starts = fv._starts;
