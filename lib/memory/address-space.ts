@@ -13,7 +13,7 @@ import {
 } from './dispatch';
 import { FlatView, renderFlatView, type FlatRange } from './flat-view';
 import { K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
-import { registerSpace, unregisterSpace, type Rebuildable } from './transaction';
+import { registerSpace, unregisterSpace, type Rebuildable, type TreeNode } from './transaction';
 import { MemoryTopologyError, type AccessSize, type FixedWidthMemory } from './types';
 import { checkAccessSize, checkAddress, checkValue, MAX_ADDRESS } from './validate';
 
@@ -70,6 +70,8 @@ export class AddressSpace implements Rebuildable, Disposable {
   readonly name: string;
   readonly root: MemoryRegion;
   private _fv: FlatView;
+  /** What the last rendering depended on, kept even when the ranges did not change. */
+  private _deps: ReadonlySet<MemoryRegion>;
   private _listeners: MemoryListener[] = [];
   private _onUnassigned: Array<(e: UnassignedAccess) => void> = [];
   private _unassigned = 0;
@@ -103,6 +105,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     this._log = opts.log === undefined ? defaultLog : opts.log;
     this._logInterval = interval;
     this._fv = renderFlatView(root);
+    this._deps = this._fv._deps;
     registerSpace(this);
   }
 
@@ -348,9 +351,17 @@ export class AddressSpace implements Rebuildable, Disposable {
     this.close();
   }
 
+  /** @internal */
+  _dependsOn(changed: ReadonlySet<TreeNode>): boolean {
+    for (const r of this._deps) if (changed.has(r)) return true;
+    return false;
+  }
+
   /** @internal Called by the outermost commit. */
   _rebuild(errors: unknown[]): void {
-    this._install(renderFlatView(this.root, this._fv), errors);
+    const next = renderFlatView(this.root, this._fv);
+    this._deps = next._deps;
+    this._install(next, errors);
   }
 
   private _remember(range: FlatRange, m: FixedWidthMemory): void {

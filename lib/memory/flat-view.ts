@@ -39,11 +39,18 @@ export class FlatView {
   readonly _ends: Float64Array;
   /** @internal Index of the last range found, tried first on the next lookup. */
   _last = 0;
+  /** @internal The root and every alias target the rendering walked through. */
+  readonly _deps: ReadonlySet<MemoryRegion>;
 
   /** @internal */
-  constructor(ranges: readonly FlatRange[], root: MemoryRegion | null) {
+  constructor(
+    ranges: readonly FlatRange[],
+    root: MemoryRegion | null,
+    deps: ReadonlySet<MemoryRegion> = new Set(),
+  ) {
     this.ranges = Object.freeze(ranges);
     this.root = root;
+    this._deps = deps;
     const n = ranges.length;
     this._starts = new Float64Array(n);
     this._ends = new Float64Array(n);
@@ -124,6 +131,8 @@ class Pieces {
   /** Absolute address of the region's offset 0, so offsetInRegion = addr - base. */
   base: number[] = [];
   ro: boolean[] = [];
+  /** The root and the alias targets visited: changes under anything else cannot matter. */
+  deps = new Set<MemoryRegion>();
 }
 
 /**
@@ -148,6 +157,7 @@ function collect(
   if (s >= e) return;
   if (mr._kind === K_ALIAS) {
     const t = mr._target!;
+    out.deps.add(t);
     // The target's own placement is cancelled: an alias shows contents, not position.
     collect(t, base - t._offset - mr._aliasOffset, s, e, ro, out);
     return;
@@ -210,6 +220,7 @@ class IndexHeap {
 export function renderFlatView(root: MemoryRegion | null, prev?: FlatView): FlatView {
   if (root === null) return new FlatView([], null);
   const p = new Pieces();
+  p.deps.add(root);
   // Clipping at 2^53 keeps every range end an exact integer.
   collect(root, 0, 0, MAX_ADDRESS + 1, false, p);
   const n = p.start.length;
@@ -267,7 +278,7 @@ export function renderFlatView(root: MemoryRegion | null, prev?: FlatView): Flat
   }
   flush();
   if (prev !== undefined) reuseUnchanged(ranges, prev.ranges);
-  return new FlatView(ranges, root);
+  return new FlatView(ranges, root, p.deps);
 }
 
 /**

@@ -2,7 +2,7 @@
  * The region tree: containers, I/O regions, RAM, RAM devices and aliases, with QEMU's
  * docs/devel/memory.rst semantics for placement, priorities and mutation.
  */
-import { assertMutable, topologyChanged } from './transaction';
+import { assertMutable, noteChanged, topologyChanged } from './transaction';
 import {
   MemoryTopologyError,
   type AccessSize,
@@ -341,7 +341,8 @@ export class MemoryRegion {
     child._seq = nextSeq++;
     this._children.push(child);
     this._sorted = null;
-    topologyChanged();
+    // From the child: an address space rooted at it moves with its new offset, as in QEMU.
+    topologyChanged(child);
   }
 
   /** Detaches `child`, which must be a direct subregion of this region. */
@@ -356,11 +357,12 @@ export class MemoryRegion {
       );
     }
     assertMutable();
+    noteChanged(child);
     const i = this._children.indexOf(child);
     this._children.splice(i, 1);
     this._sorted = null;
     child._parent = null;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   /** Moves the region within its parent (QEMU's memory_region_set_address). */
@@ -369,7 +371,7 @@ export class MemoryRegion {
     if (o === this._offset) return;
     assertMutable();
     this._offset = o;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   /** Resizes the region. A ram or ram-device region cannot outgrow its backing. */
@@ -389,7 +391,7 @@ export class MemoryRegion {
     if (s === this._size) return;
     assertMutable();
     this._size = s;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   /** Shows or hides the region (and everything below it). */
@@ -398,7 +400,7 @@ export class MemoryRegion {
     if (e === this._enabled) return;
     assertMutable();
     this._enabled = e;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   /** Changes the priority among siblings. */
@@ -408,7 +410,7 @@ export class MemoryRegion {
     assertMutable();
     this._priority = p;
     if (this._parent !== null) this._parent._sorted = null;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   /** Makes guest writes through this region (and everything below it) be refused or allowed. */
@@ -417,7 +419,7 @@ export class MemoryRegion {
     if (r === this._readonly) return;
     assertMutable();
     this._readonly = r;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   /** Moves an alias's window within its target (QEMU's memory_region_set_alias_offset). */
@@ -430,7 +432,7 @@ export class MemoryRegion {
     if (o === this._aliasOffset) return;
     assertMutable();
     this._aliasOffset = o;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   toString(): string {
