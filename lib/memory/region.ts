@@ -365,13 +365,24 @@ export class MemoryRegion {
     topologyChanged(this);
   }
 
-  /** Moves the region within its parent (QEMU's memory_region_set_address). */
+  /**
+   * Moves the region within its parent (QEMU's memory_region_set_address). As in QEMU, a moved
+   * subregion is re-added, so it becomes the newest among siblings of equal priority.
+   */
   setOffset(o: number): void {
     checkAddress(`offset of '${this.name}'`, o);
     if (o === this._offset) return;
     assertMutable();
     this._offset = o;
+    this._readd();
     topologyChanged(this);
+  }
+
+  /** Re-inserts the region among its siblings as if just added. */
+  private _readd(): void {
+    if (this._parent === null) return;
+    this._seq = nextSeq++;
+    this._parent._sorted = null;
   }
 
   /** Resizes the region. A ram or ram-device region cannot outgrow its backing. */
@@ -403,13 +414,16 @@ export class MemoryRegion {
     topologyChanged(this);
   }
 
-  /** Changes the priority among siblings. */
+  /**
+   * Changes the priority among siblings. The region is re-added, as a move is, so among equal
+   * priorities it becomes the newest.
+   */
   setPriority(p: number): void {
     checkPriority(p);
     if (p === this._priority) return;
     assertMutable();
     this._priority = p;
-    if (this._parent !== null) this._parent._sorted = null;
+    this._readd();
     topologyChanged(this);
   }
 

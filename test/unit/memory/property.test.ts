@@ -148,6 +148,8 @@ class World {
         }
         return;
       case 'move':
+        // A move re-adds the region (QEMU's memory_region_set_address): newest among equals.
+        if (r.parent !== null && r.offset !== o.offset) this.ref.noteAdded(r);
         r.setOffset(o.offset);
         return;
       case 'resize':
@@ -161,6 +163,7 @@ class World {
         r.setEnabled(o.value);
         return;
       case 'prio':
+        if (r.parent !== null && r.priority !== o.prio) this.ref.noteAdded(r);
         r.setPriority(o.prio);
         return;
       case 'readonly':
