@@ -37,7 +37,7 @@ type Op =
 
 const idx = fc.nat({ max: 15 });
 const offset = fc.integer({ min: 0, max: 63 });
-const prio = fc.integer({ min: -2, max: 2 });
+const prio = fc.integer({ min: -1, max: 1 });
 const regionSpec: fc.Arbitrary<RegionSpec> = fc.record({
   kind: fc.constantFrom<Kind>('container', 'container', 'ram', 'io', 'ramd', 'ramd', 'alias', 'alias'),
   size: fc.integer({ min: 0, max: CAPACITY }),
