@@ -1,16 +1,7 @@
 /**
  * Address spaces: a root region, its flat view, guest access dispatch and memory listeners.
  */
-import {
-  ioInvalidReason,
-  ioRead,
-  ioWrite,
-  ones,
-  pieceSize,
-  ramDeviceReadUnaligned,
-  ramDeviceWriteUnaligned,
-  type UnassignedReason,
-} from './dispatch';
+import { ioInvalidReason, ioRead, ioWrite, ones, pieceSize, type UnassignedReason } from './dispatch';
 import { FlatView, renderFlatView, type FlatRange } from './flat-view';
 import { K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
 import { registerSpace, unregisterSpace, type Rebuildable, type TreeNode } from './transaction';
@@ -145,20 +136,15 @@ export class AddressSpace implements Rebuildable, Disposable {
    * An access that crosses ranges is split per range into aligned pieces, lowest address first.
    */
   read(addr: number, size: AccessSize): number | bigint {
-    // Fast path: the last device range hit again, aligned. The hit window lies inside [0, 2^53), so
-    // only integrality remains to be checked; anything unusual falls through to the full path.
+    // Fast path: the last device range hit again. The hit window lies inside [0, 2^53), so only
+    // integrality remains to be checked; anything unusual falls through to the full path.
     if (addr >= this._hitStart && addr + size <= this._hitEnd && Math.floor(addr) === addr) {
       const off = addr + this._hitDelta;
       const m = this._hitMem!;
-      if (size === 4) {
-        if ((off & 3) === 0) return m.read32(off);
-      } else if (size === 8) {
-        if ((off & 7) === 0) return m.read64(off);
-      } else if (size === 2) {
-        if ((off & 1) === 0) return m.read16(off);
-      } else if (size === 1) {
-        return m.read8(off);
-      }
+      if (size === 4) return m.read32(off);
+      if (size === 8) return m.read64(off);
+      if (size === 2) return m.read16(off);
+      if (size === 1) return m.read8(off);
     }
     return this._read(addr, size);
   }
@@ -176,7 +162,8 @@ export class AddressSpace implements Rebuildable, Disposable {
     const range = fv.ranges[i];
     const r = range.region;
     const off = range.offsetInRegion + (addr - starts[i]);
-    if (r._kind === K_RAM_DEVICE && (off & (size - 1)) === 0) {
+    if (r._kind === K_RAM_DEVICE) {
+      this._remember(range, r._memory!);
       const m = r._memory!;
       return size === 4
         ? m.read32(off)
@@ -201,15 +188,11 @@ export class AddressSpace implements Rebuildable, Disposable {
       const off = addr + this._hitDelta;
       const m = this._hitMem!;
       if (size === 4) {
-        if (typeof value === 'number' && value >>> 0 === value && (off & 3) === 0)
-          return m.write32(off, value);
+        if (typeof value === 'number' && value >>> 0 === value) return m.write32(off, value);
       } else if (size === 8) {
-        if (typeof value === 'bigint' && (off & 7) === 0 && BigInt.asUintN(64, value) === value) {
-          return m.write64(off, value);
-        }
+        if (typeof value === 'bigint' && BigInt.asUintN(64, value) === value) return m.write64(off, value);
       } else if (size === 2) {
-        if (typeof value === 'number' && (value & 0xffff) === value && (off & 1) === 0)
-          return m.write16(off, value);
+        if (typeof value === 'number' && (value & 0xffff) === value) return m.write16(off, value);
       } else if (size === 1) {
         if (typeof value === 'number' && (value & 0xff) === value) return m.write8(off, value);
       }
@@ -235,7 +218,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     const r = range.region;
     const off = range.offsetInRegion + (addr - starts[i]);
     if (r._kind === K_RAM_DEVICE) this._remember(range, r._memory!);
-    if (r._kind === K_RAM_DEVICE && !range.readonly && (off & (size - 1)) === 0) {
+    if (r._kind === K_RAM_DEVICE && !range.readonly) {
       const m = r._memory!;
       if (size === 4) m.write32(off, value as number);
       else if (size === 8) m.write64(off, value as bigint);
@@ -258,7 +241,7 @@ export class AddressSpace implements Rebuildable, Disposable {
       const range = fv.ranges[i];
       const r = range.region;
       const off = range.offsetInRegion + (addr - fv._starts[i]);
-      if (r._kind === K_RAM_DEVICE && (off & 7) === 0 && r._memory!.read64Pair !== undefined) {
+      if (r._kind === K_RAM_DEVICE && r._memory!.read64Pair !== undefined) {
         r._memory!.read64Pair(off, out);
         return;
       }
@@ -285,12 +268,7 @@ export class AddressSpace implements Rebuildable, Disposable {
       const range = fv.ranges[i];
       const r = range.region;
       const off = range.offsetInRegion + (addr - fv._starts[i]);
-      if (
-        !range.readonly &&
-        r._kind === K_RAM_DEVICE &&
-        (off & 7) === 0 &&
-        r._memory!.write64Pair !== undefined
-      ) {
+      if (!range.readonly && r._kind === K_RAM_DEVICE && r._memory!.write64Pair !== undefined) {
         r._memory!.write64Pair(off, lo, hi);
         return;
       }
@@ -427,7 +405,16 @@ export class AddressSpace implements Rebuildable, Disposable {
             ? dv.getUint16(off, true)
             : dv.getUint8(off);
     }
-    if (k === K_RAM_DEVICE) return ramDeviceReadUnaligned(r._memory!, off, size);
+    if (k === K_RAM_DEVICE) {
+      const m = r._memory!;
+      return size === 4
+        ? m.read32(off)
+        : size === 8
+          ? m.read64(off)
+          : size === 2
+            ? m.read16(off)
+            : m.read8(off);
+    }
     const why = ioInvalidReason(r, off, size, false);
     if (why !== null) {
       this._report(addr, size, false, why, r);
@@ -458,7 +445,11 @@ export class AddressSpace implements Rebuildable, Disposable {
       return;
     }
     if (k === K_RAM_DEVICE) {
-      ramDeviceWriteUnaligned(r._memory!, off, size, value);
+      const m = r._memory!;
+      if (size === 4) m.write32(off, value as number);
+      else if (size === 8) m.write64(off, value as bigint);
+      else if (size === 2) m.write16(off, value as number);
+      else m.write8(off, value as number);
       return;
     }
     const why = ioInvalidReason(r, off, size, true);

@@ -198,7 +198,7 @@ export class MemoryRegion {
 
   /**
    * Device memory (a mapped BAR): every access is exactly one load or store of the access size on
-   * `memory`, never a byte copy. Unaligned accesses are split into aligned ones.
+   * `memory`, aligned or not, never a byte copy, as QEMU's ram-device regions do.
    */
   static ramDevice(name: string, size: number, memory: FixedWidthMemory): MemoryRegion {
     const r = new MemoryRegion('ram-device', checkName(name), checkSize('ram-device', size));
