@@ -18,8 +18,8 @@
 
 extern "C" {
 // Entries are pairs of 32-bit offsets relative to the field itself (see accessors_x86_64.S).
-extern const int32_t vfio_bridge_extable_start[];
-extern const int32_t vfio_bridge_extable_end[];
+__attribute__((visibility("protected"))) extern const int32_t vfio_bridge_extable_start[];
+__attribute__((visibility("protected"))) extern const int32_t vfio_bridge_extable_end[];
 }
 
 namespace vfio_bridge {
