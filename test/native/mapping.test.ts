@@ -195,6 +195,23 @@ describe('Mapping on a memfd', () => {
 });
 
 describe('Mapping.fromFd', () => {
+  test('many mappings at once each reach their own memory', () => {
+    const fds = [0, 1, 2, 3].map((i) => memfd(`many-${i}`, 4096));
+    const maps = fds.map((fd) => Mapping.fromFd(fd, 0, 4096));
+    maps.forEach((m, i) => m.write64(8, BigInt(i) * 0x1111_1111_1111_1111n));
+    maps[1]!.close();
+    const again = Mapping.fromFd(fds[1]!, 0, 4096);
+    expect(maps.filter((_, i) => i !== 1).map((m) => m.read64(8))).toEqual([
+      0n,
+      0x2222_2222_2222_2222n,
+      0x3333_3333_3333_3333n,
+    ]);
+    expect(again.read64(8)).toBe(0x1111_1111_1111_1111n);
+    expect(() => maps[1]!.read64(8)).toThrow(VfioError);
+    [...maps, again].forEach((m) => m.close());
+    fds.forEach((fd) => fs.closeSync(fd));
+  });
+
   test('maps from a non-page-aligned offset', () => {
     const fd = memfd('offset', 3 * 4096);
     const whole = Mapping.fromFd(fd, 0, 3 * 4096);
