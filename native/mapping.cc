@@ -421,6 +421,7 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
   auto* m = new MappingState();
   m->map_addr = addr;
   m->map_len = map_len;
+  // SAFETY: offset - aligned < page <= map_len, so base stays inside the mapping just made.
   m->base = static_cast<uint8_t*>(addr) + (offset - aligned);
   m->length = length;
   m->writable = writable;
