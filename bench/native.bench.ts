@@ -4,6 +4,7 @@
  *
  * Each task runs an inner loop of OPS operations per sample, so timer overhead does not swamp
  * nanosecond-scale calls; the no-op runs the identical loop, so the ratio compares like with like.
+ * Figures are medians, which shrug off the preemption spikes of a shared machine.
  */
 import * as fs from 'node:fs';
 
@@ -61,7 +62,7 @@ async function main(): Promise<void> {
   for (const task of bench.tasks) {
     const r = task.result;
     if (r.state !== 'completed') throw new Error(`${task.name}: ${r.state}`);
-    const perCall = r.latency.mean * 1e6; // ms -> ns
+    const perCall = r.latency.p50 * 1e6; // median, ms -> ns
     nsPerOp.set(task.name, task.name.includes('1 MiB') ? perCall : perCall / OPS);
   }
   const base = nsPerOp.get('N-API no-op call')!;
