@@ -137,10 +137,10 @@ using LoadFn = vfio_bridge_load (*)(const volatile void*);
 template <unsigned W, LoadFn Load>
 napi_value Read(napi_env env, const char* op) {
   ModuleData* md = FastModule(env);
+  uint64_t off = md->scratch.offset;
+  md->scratch.offset = 0;  // consumed first: JavaScript writes only the low word below 2^32
   MappingState* m = HotMapping(env, md, op);
   if (m == nullptr) return nullptr;
-  uint64_t off = md->scratch.offset;
-  md->scratch.offset = 0;  // consumed: JavaScript writes only the low word for offsets < 2^32
   if (!CheckRange(env, m, off, W, op)) return nullptr;
   // SAFETY: CheckRange proved off + W <= length on an open mapping; Load is one W-byte mov.
   vfio_bridge_load r = Load(m->base + off);
@@ -167,10 +167,10 @@ napi_value Read64(napi_env e, napi_callback_info) {
 template <unsigned W>
 napi_value Write(napi_env env, const char* op) {
   ModuleData* md = FastModule(env);
+  uint64_t off = md->scratch.offset;
+  md->scratch.offset = 0;  // consumed first: JavaScript writes only the low word below 2^32
   MappingState* m = HotMapping(env, md, op);
   if (m == nullptr) return nullptr;
-  uint64_t off = md->scratch.offset;
-  md->scratch.offset = 0;  // consumed: JavaScript writes only the low word for offsets < 2^32
   if (!CheckRange(env, m, off, W, op) || !CheckWritable(env, m, op)) return nullptr;
   // Narrow stores use only the low word of the value; JavaScript checked its range, and the
   // check below keeps the native side honest for 1- and 2-byte stores.
