@@ -225,6 +225,22 @@ describe('Mapping.fromFd', () => {
     fs.closeSync(fd);
   });
 
+  test('offsets above 4 GiB work, and the next small offset is not mistaken for a large one', () => {
+    const size = 2 ** 32 + 8192; // sparse: only the pages touched below use memory
+    const fd = memfd('large', size);
+    const m = Mapping.fromFd(fd, 0, size);
+    m.write32(2 ** 32 + 8, 0x600d_f00d);
+    m.write32(8, 0x1111_2222);
+    expect(m.read32(2 ** 32 + 8)).toBe(0x600d_f00d);
+    expect(m.read32(8)).toBe(0x1111_2222);
+    const viaFd = Buffer.alloc(4);
+    fs.readSync(fd, viaFd, 0, 4, 2 ** 32 + 8);
+    expect(viaFd.readUInt32LE(0)).toBe(0x600d_f00d);
+    expect(() => m.read64(size - 4)).toThrow(new RegExp(`offset ${size - 4} width 8 .*length ${size}`));
+    m.close();
+    fs.closeSync(fd);
+  });
+
   test('a read-only mapping refuses stores with a TypeError and reads fine', () => {
     const fd = memfd('ro', 4096);
     const rw = Mapping.fromFd(fd, 0, 4096);
