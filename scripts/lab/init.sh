@@ -19,7 +19,7 @@ halt_guest() {
 
 fail() {
   echo "lab: FAIL $*"
-  if [ -d /lab ] && mountpoint -q /lab; then
+  if grep -q " /lab 9p " /proc/mounts 2>/dev/null; then
     echo "$*" >/lab/failed
   fi
   halt_guest
@@ -31,7 +31,11 @@ mount -t sysfs sysfs /sys || fail "mounting /sys"
 mount -t devtmpfs devtmpfs /dev || fail "mounting /dev"
 echo "lab: guest kernel $(uname -r) up"
 
-for m in $(cat /modules.list); do
+# lab_modules (comma-separated, from the kernel command line) replaces the list, so the lab's
+# self-test can prove that a module failing to load stops the run.
+modules=$(cat /modules.list)
+[ -z "${lab_modules:-}" ] || modules=$(echo "$lab_modules" | tr , ' ')
+for m in $modules; do
   out=$(insmod "/modules/$m.ko" 2>&1) || fail "module $m did not load: ${out:-insmod failed}"
 done
 

@@ -6,6 +6,8 @@
 #   scripts/lab/lab.sh --provision      only provision (exit 3: cannot, and the line says how to fix)
 #
 # Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT).
+# Environment: VFIO_BRIDGE_LAB_CACHE (cache directory), VFIO_BRIDGE_LAB_KERNEL (pin the kernel
+# package), VFIO_BRIDGE_LAB_APPEND (extra kernel arguments, e.g. lab_modules=a,b for the self-test).
 # The exit status is CMD's; a lab failure prints one `lab: FAIL ...` line and exits non-zero
 # (124 on timeout). See scripts/lab/README.md for the guest layout and the device list.
 set -euo pipefail
@@ -43,7 +45,7 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || set -- node "$here/demo.js"
+[ $# -gt 0 ] || set -- node -r @swc-node/register "$here/demo.ts"
 
 now() { printf '%s\n' "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f s", b - a }'; }
@@ -99,7 +101,7 @@ qemu=(
   -chardev stdio,id=con,signal=on -serial chardev:con
   -device intel-iommu,intremap=on,caching-mode=on
   -kernel "$LAB_VMLINUZ" -initrd "$LAB_INITRAMFS"
-  -append "console=ttyS0 intel_iommu=on quiet loglevel=3 panic=-1 rdinit=/init"
+  -append "console=ttyS0 intel_iommu=on quiet loglevel=3 panic=-1 rdinit=/init ${VFIO_BRIDGE_LAB_APPEND:-}"
   -device edu,addr=03.0
   -netdev user,id=n0,restrict=on -device rtl8139,netdev=n0,addr=04.0
   -netdev user,id=n1,restrict=on -device e1000e,netdev=n1,addr=05.0
@@ -115,24 +117,25 @@ qemu=(
 # markers time the phases. The exit status is taken only from the rc file the guest writes.
 t_ready=
 t_done=
-qemu_rc=0
 while IFS= read -r line; do
   line=${line%$'\r'}
   case $line in
     'lab: ready') t_ready=$(now) ;;
     'lab: command exited '*) t_done=$(now) ;;
   esac
-  printf '%s\n' "$line"
   printf '%s\n' "$line" >>"$run/console.log"
+  case $line in 'lab: qemu exited '*) continue ;; esac
+  printf '%s\n' "$line"
 done < <(
-  timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1
-  echo "lab: qemu exited $?"
+  status=0
+  timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 || status=$?
+  echo "lab: qemu exited $status"
 )
 t2=$(now)
-qemu_line=$(grep -a '^lab: qemu exited ' "$run/console.log" | tail -n 1)
+qemu_line=$(grep -a '^lab: qemu exited ' "$run/console.log" | tail -n 1 || true)
 qemu_rc=${qemu_line##* }
 
-echo "lab: boot took $(elapsed "$t1" "${t_ready:-$t2}")${t_ready:+}"
+echo "lab: boot took $(elapsed "$t1" "${t_ready:-$t2}")"
 [ -z "$t_ready" ] || echo "lab: command took $(elapsed "$t_ready" "${t_done:-$t2}")"
 
 if [ -s "$run/rc" ]; then
@@ -153,6 +156,6 @@ fi
 failed=$(grep -a '^lab: FAIL ' "$run/console.log" | tail -n 1 || true)
 [ -z "$failed" ] || lab_fail "${failed#lab: FAIL }"
 if [ -z "$t_ready" ]; then
-  lab_fail "the guest did not boot to its init (qemu exit status $qemu_rc); console:$(printf '\n'; tail -n 20 "$run/console.log")"
+  lab_fail "the guest did not boot (no 'lab: ready' from its init; qemu exit status $qemu_rc)"
 fi
 lab_fail "the command did not report an exit status (qemu exit status $qemu_rc)"

@@ -72,7 +72,8 @@ lab_provision_kernel() {
     echo "lab: downloading $pkg"
     rm -rf "$LAB_KERNEL_DIR" "$cache/download"
     mkdir -p "$cache/download"
-    (cd "$cache/download" && apt-get download -q "$pkg" >&2) || lab_fail "apt-get download $pkg failed"
+    # apt warns that _apt cannot write the download directory; it then downloads as root, as intended.
+    (cd "$cache/download" && apt-get download -q "$pkg" 2>&1 | { grep -v 'unsandboxed as root' >&2 || true; }) || lab_fail "apt-get download $pkg failed"
     dpkg -x "$cache"/download/*.deb "$LAB_KERNEL_DIR" || lab_fail "dpkg -x of $pkg failed"
     rm -rf "$cache/download"
     touch "$LAB_KERNEL_DIR/.complete"
