@@ -45,7 +45,9 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-[ $# -gt 0 ] || set -- node -r @swc-node/register "$here/demo.ts"
+if [ $# -eq 0 ] || { [ $# -eq 1 ] && [ "$1" = demo ]; }; then
+  set -- node -r @swc-node/register "$here/demo.ts"
+fi
 
 now() { printf '%s\n' "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f s", b - a }'; }
