@@ -1,6 +1,13 @@
 // `npm run lab`: what vfio-bridge sees on the lab's devices. Runs inside the guest (or on any host
 // with VFIO_BRIDGE_HIL_DEVICES set) as `node -r @swc-node/register scripts/lab/demo.ts`.
-import { Container, Group, VfioError, VFIO_PCI_CONFIG_REGION_INDEX, type Device, type RegionInfo } from '../../lib';
+import {
+  Container,
+  Group,
+  VfioError,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  type Device,
+  type RegionInfo,
+} from '../../lib';
 
 const CONFIG = VFIO_PCI_CONFIG_REGION_INDEX;
 const REGION_NAMES = ['BAR0', 'BAR1', 'BAR2', 'BAR3', 'BAR4', 'BAR5', 'ROM', 'config', 'VGA'];
@@ -40,7 +47,11 @@ function describeRegion(r: RegionInfo): string {
         return `cap ${c.id} v${c.version}`;
     }
   });
-  const mmap = r.mappable ? (caps.some((c) => c.startsWith('sparse')) ? '' : ` mmap[0x0+${hex(r.size)}]`) : '';
+  const mmap = r.mappable
+    ? caps.some((c) => c.startsWith('sparse'))
+      ? ''
+      : ` mmap[0x0+${hex(r.size)}]`
+    : '';
   return `${(REGION_NAMES[r.index] ?? `region${r.index}`).padEnd(6)} size ${hex(r.size).padEnd(9)} ${flags} flags ${hex(r.flags)} at fd offset ${hex(r.offset)}${mmap}${caps.length ? ' ' + caps.join(' ') : ''}`;
 }
 
@@ -70,8 +81,12 @@ function eduWidths(d: Device): void {
     const r8 = m.read8(0);
     const r64 = m.read64(0);
     console.log('  edu width-sensitive ID register (BAR0 0x00, through the mapping):');
-    console.log(`    4-byte read: ${hex(r32, 8)}  ${r32 === 0x010000ed ? '(the ID: one 4-byte access)' : '(WRONG)'}`);
-    console.log(`    1-byte read: ${hex(r8, 2)}        ${r8 !== 0xed ? '(not 0xed: the device refused the 1-byte access)' : '(WRONG: split or widened)'}`);
+    console.log(
+      `    4-byte read: ${hex(r32, 8)}  ${r32 === 0x010000ed ? '(the ID: one 4-byte access)' : '(WRONG)'}`,
+    );
+    console.log(
+      `    1-byte read: ${hex(r8, 2)}        ${r8 !== 0xed ? '(not 0xed: the device refused the 1-byte access)' : '(WRONG: split or widened)'}`,
+    );
     console.log(`    8-byte read: ${hex(r64, 16)}  (one 8-byte access the device answers with ones)`);
     console.log(`    4-byte read through the fd: ${hex(d.read(0, 0, 4) as number, 8)}`);
     m.write32(4, 0x12345678);
@@ -85,7 +100,9 @@ function eduWidths(d: Device): void {
 function main(): void {
   const spec = process.env.VFIO_BRIDGE_HIL_DEVICES;
   if (!spec) {
-    console.error('demo: VFIO_BRIDGE_HIL_DEVICES is not set; run it through scripts/lab/lab.sh (npm run lab)');
+    console.error(
+      'demo: VFIO_BRIDGE_HIL_DEVICES is not set; run it through scripts/lab/lab.sh (npm run lab)',
+    );
     process.exitCode = 2;
     return;
   }

@@ -39,10 +39,12 @@ for m in $modules; do
   out=$(insmod "/modules/$m.ko" 2>&1) || fail "module $m did not load: ${out:-insmod failed}"
 done
 
-# The host root keeps 9p's default cache=none, so the guest reads host files (the ivshmem backing
-# file included) fresh on every read.
+# The host root does not change while the guest runs, so the guest may cache it (cache=loose makes
+# node and jest start several times faster). The run directory, which holds ivshmem's backing
+# file, keeps 9p's default cache=none and is bound over its own host path below, so reading that
+# file through its host path always asks the host.
 opts=trans=virtio,version=9p2000.L,msize=524288
-mount -t 9p -o "$opts,ro" host /newroot || fail "mounting the host root over 9p (mount_tag host)"
+mount -t 9p -o "$opts,ro,cache=loose" host /newroot || fail "mounting the host root over 9p (mount_tag host)"
 mount -t 9p -o "$opts,rw" lab /lab || fail "mounting the run directory over 9p (mount_tag lab)"
 [ -r /lab/env ] || fail "the run directory has no env file"
 # shellcheck disable=SC1091
@@ -75,6 +77,8 @@ mount --bind /dev /newroot/dev || fail "binding /dev into the host root"
 mount --bind /proc /newroot/proc || fail "binding /proc into the host root"
 mount --bind /sys /newroot/sys || fail "binding /sys into the host root"
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "mounting a tmpfs on /tmp"
+mkdir -p "/newroot$LAB_RUN_DIR" 2>/dev/null
+mount --bind /lab "/newroot$LAB_RUN_DIR" || fail "binding the run directory over $LAB_RUN_DIR"
 cp /lab/cmd.sh /newroot/tmp/.lab-cmd.sh || fail "copying the command into the guest"
 
 echo "lab: ready"

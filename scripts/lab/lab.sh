@@ -78,6 +78,7 @@ done
 
 {
   printf 'LAB_DEVICES=%q\n' "$LAB_DEVICES"
+  printf 'LAB_RUN_DIR=%q\n' "$run"
 } >"$run/env"
 {
   echo 'set -e'
