@@ -92,9 +92,12 @@ done
   case $PWD/ in "$repo"/*) cwd=$PWD ;; *) cwd=$repo ;; esac
   printf 'cd %q\n' "$cwd"
   echo 'set +e'
-  printf 'exec'
+  # Through a pipe, not the console tty: tools then print plain lines (no progress redraws or
+  # colours), which is what comes back over the serial console.
+  printf '('
   printf ' %q' "$@"
-  echo
+  echo ' ) 2>&1 | cat'
+  echo 'exit "${PIPESTATUS[0]}"'
 } >"$run/cmd.sh"
 
 qemu=(
