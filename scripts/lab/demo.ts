@@ -2,6 +2,8 @@
 // with VFIO_BRIDGE_HIL_DEVICES set) as `node -r @swc-node/register scripts/lab/demo.ts`.
 import {
   Container,
+  VFIO_PCI_ERR_IRQ_INDEX,
+  type IrqInfo,
   Group,
   VfioError,
   VFIO_PCI_CONFIG_REGION_INDEX,
@@ -135,7 +137,14 @@ function main(): void {
         console.log(`  capabilities: ${caps.length ? caps.join(', ') : 'none'}`);
         const irqs: string[] = [];
         for (let i = 0; i < info.numIrqs; i++) {
-          const irq = d.irqInfo(i);
+          let irq: IrqInfo;
+          try {
+            irq = d.irqInfo(i);
+          } catch (e) {
+            // vfio-pci offers the error IRQ only on PCI Express devices; the kernel answers EINVAL.
+            if (i === VFIO_PCI_ERR_IRQ_INDEX && e instanceof VfioError && e.code === 'EINVAL') continue;
+            throw e;
+          }
           if (irq.count > 0) irqs.push(`${IRQ_NAMES[i] ?? i} x${irq.count}`);
         }
         console.log(`  interrupts: ${irqs.join(', ')}`);
