@@ -63,10 +63,19 @@ exec 9>"$(lab_cache_dir)/guest.lock"
 if ! flock -n 9; then
   echo "lab: another lab guest is running; waiting for it"
   flock -w "$timeout_s" 9 || lab_fail "timed out after ${timeout_s}s waiting for another lab guest"
+  echo "lab: waited $(elapsed "$t1" "$(now)") for the other guest"
 fi
 
+t1=$(now)
+# Run directories of killed runs would otherwise pile up (each holds a 1 MiB ivshmem file).
+find "$(lab_cache_dir)" -maxdepth 1 -name 'run.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
 run=$(mktemp -d "$(lab_cache_dir)/run.XXXXXX")
-cleanup() { rm -rf "$run"; }
+# The console of the last run stays behind for a post-mortem; the run directory does not.
+last_console=$(lab_cache_dir)/last-console.log
+cleanup() {
+  [ ! -f "$run/console.log" ] || cp "$run/console.log" "$last_console"
+  rm -rf "$run"
+}
 trap cleanup EXIT
 ivshmem_file=$run/ivshmem.bin
 truncate -s "$LAB_IVSHMEM_SIZE" "$ivshmem_file"
@@ -162,6 +171,6 @@ fi
 failed=$(grep -a '^lab: FAIL ' "$run/console.log" | tail -n 1 || true)
 [ -z "$failed" ] || lab_fail "${failed#lab: FAIL }"
 if [ -z "$t_ready" ]; then
-  lab_fail "the guest did not boot (no 'lab: ready' from its init; qemu exit status $qemu_rc)"
+  lab_fail "the guest did not boot (no 'lab: ready' from its init; qemu exit status $qemu_rc; console in $last_console)"
 fi
-lab_fail "the command did not report an exit status (qemu exit status $qemu_rc)"
+lab_fail "the command did not report an exit status (qemu exit status $qemu_rc; console in $last_console)"

@@ -93,9 +93,14 @@ lab_provision_initramfs() {
     sha256sum /bin/busybox "$here/init.sh"
   } | sha256sum | cut -c1-16)
   LAB_INITRAMFS=$(lab_cache_dir)/initramfs-$LAB_KVER-$key.cpio
-  [ -f "$LAB_INITRAMFS" ] && return 0
+  # Checkouts with another init.sh share the cache and may be booting theirs right now: keep every
+  # initramfs in use, and prune only those nobody has booted for a day.
+  find "$(lab_cache_dir)" -maxdepth 1 -name 'initramfs-*.cpio' -mmin +1440 -delete 2>/dev/null || true
+  if [ -f "$LAB_INITRAMFS" ]; then
+    touch "$LAB_INITRAMFS"
+    return 0
+  fi
   echo "lab: building the initramfs for $LAB_KVER"
-  rm -f "$(lab_cache_dir)"/initramfs-*.cpio
   work=$(mktemp -d)
   mkdir -p "$work/bin" "$work/modules"
   cp /bin/busybox "$work/bin/busybox"
@@ -121,7 +126,11 @@ lab_provision_initramfs() {
 
 lab_provision() {
   mkdir -p "$(lab_cache_dir)" || lab_fail "cannot create the cache directory $(lab_cache_dir)"
+  # Several checkouts may provision at once: one at a time, so none sees a half-written kernel.
+  exec 8>"$(lab_cache_dir)/provision.lock"
+  flock -w 900 8 || lab_fail "timed out waiting for another lab provisioning to finish"
   lab_install_packages
   lab_provision_kernel
   lab_provision_initramfs
+  exec 8>&-
 }
