@@ -7,7 +7,8 @@
 #
 # Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT).
 # Environment: VFIO_BRIDGE_LAB_CACHE (cache directory), VFIO_BRIDGE_LAB_KERNEL (pin the kernel
-# package), VFIO_BRIDGE_LAB_APPEND (extra kernel arguments, e.g. lab_modules=a,b for the self-test).
+# package), VFIO_BRIDGE_LAB_APPEND (extra kernel arguments, e.g. lab_modules=a,b for the self-test),
+# VFIO_BRIDGE_LAB_IVSHMEM (ivshmem's backing file, kept after the run; default: in the run dir).
 # The exit status is CMD's; a lab failure prints one `lab: FAIL ...` line and exits non-zero
 # (124 on timeout). See scripts/lab/README.md for the guest layout and the device list.
 set -euo pipefail
@@ -78,6 +79,11 @@ cleanup() {
 }
 trap cleanup EXIT
 ivshmem_file=$run/ivshmem.bin
+if [ -n "${VFIO_BRIDGE_LAB_IVSHMEM:-}" ]; then
+  # A caller-chosen backing file outlives the run, so the host can inspect what the guest wrote.
+  ivshmem_file=$(realpath -m "$VFIO_BRIDGE_LAB_IVSHMEM")
+  case $ivshmem_file in /tmp/*) lab_fail "VFIO_BRIDGE_LAB_IVSHMEM must not be under /tmp: the guest mounts its own /tmp" ;; esac
+fi
 truncate -s "$LAB_IVSHMEM_SIZE" "$ivshmem_file"
 
 hil_devices=
