@@ -112,6 +112,17 @@ function main(): void {
     const container = Container.open();
     const group = Group.openByBdf(bdf);
     try {
+      if (!group.status().viable) {
+        // What a VMM would hit: vfio-pci cannot hand out a group that still holds other drivers.
+        try {
+          group.setContainer(container);
+        } catch (e) {
+          if (!(e instanceof VfioError) || e.code !== 'ENOTVIABLE') throw e;
+          // The message carries the hint: the members, their drivers and the commands that fix it.
+          console.log(`${role} ${bdf} IOMMU group ${group.number}: ${e.message}`);
+          continue;
+        }
+      }
       group.setContainer(container);
       container.setIommu();
       const d = group.openDevice(bdf);

@@ -20,7 +20,9 @@ repo=$(cd "$here/../.." && pwd)
 
 # Fixed slots on the q35 root bus make the BDFs deterministic; the 9p exports sit far from them.
 # role=vendor:device@bdf, and the QEMU device for it.
-LAB_DEVICES="edu=1234:11e8@0000:00:03.0 rtl8139=10ec:8139@0000:00:04.0 e1000e=8086:10d3@0000:00:05.0 ivshmem=1af4:1110@0000:00:06.0"
+# `nonviable` is a second edu sharing slot 7 (and so its IOMMU group) with a virtio-9p function that
+# stays on virtio-pci: a group vfio-pci can never hand out, for the viability tests.
+LAB_DEVICES="edu=1234:11e8@0000:00:03.0 rtl8139=10ec:8139@0000:00:04.0 e1000e=8086:10d3@0000:00:05.0 ivshmem=1af4:1110@0000:00:06.0 nonviable=1234:11e8@0000:00:07.0"
 LAB_IVSHMEM_SIZE=$((1024 * 1024))
 
 timeout_s=${VFIO_BRIDGE_LAB_TIMEOUT:-600}
@@ -85,6 +87,7 @@ if [ -n "${VFIO_BRIDGE_LAB_IVSHMEM:-}" ]; then
   case $ivshmem_file in /tmp/*) lab_fail "VFIO_BRIDGE_LAB_IVSHMEM must not be under /tmp: the guest mounts its own /tmp" ;; esac
 fi
 truncate -s "$LAB_IVSHMEM_SIZE" "$ivshmem_file"
+mkdir "$run/blocker"
 
 hil_devices=
 for spec in $LAB_DEVICES; do
@@ -128,6 +131,9 @@ qemu=(
   -netdev user,id=n1,restrict=on -device e1000e,netdev=n1,addr=05.0
   -object "memory-backend-file,id=shm,mem-path=$ivshmem_file,size=$LAB_IVSHMEM_SIZE,share=on"
   -device ivshmem-plain,memdev=shm,addr=06.0
+  -device edu,addr=07.0,multifunction=on
+  -fsdev "local,id=blocker,path=$run/blocker,security_model=none,readonly=on"
+  -device virtio-9p-pci,fsdev=blocker,mount_tag=blocker,addr=07.1
   -fsdev local,id=hostfs,path=/,security_model=none,readonly=on,multidevs=remap
   -device virtio-9p-pci,fsdev=hostfs,mount_tag=host,addr=10.0
   -fsdev "local,id=labfs,path=$run,security_model=none"
