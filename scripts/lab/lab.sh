@@ -8,7 +8,8 @@
 # Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT).
 # Environment: VFIO_BRIDGE_LAB_CACHE (cache directory), VFIO_BRIDGE_LAB_KERNEL (pin the kernel
 # package), VFIO_BRIDGE_LAB_APPEND (extra kernel arguments, e.g. lab_modules=a,b for the self-test),
-# VFIO_BRIDGE_LAB_IVSHMEM (ivshmem's backing file, kept after the run; default: in the run dir).
+# VFIO_BRIDGE_LAB_IVSHMEM (ivshmem's backing file, kept after the run; default: in the run dir),
+# VFIO_BRIDGE_LAB_LOCK_WAIT (seconds to wait for another checkout's guest; default 1200).
 # The exit status is CMD's; a lab failure prints one `lab: FAIL ...` line and exits non-zero
 # (124 on timeout). See scripts/lab/README.md for the guest layout and the device list.
 set -euo pipefail
@@ -65,7 +66,9 @@ echo "lab: provision took $(elapsed "$t0" "$t1") (kernel $LAB_KVER, cache $(lab_
 exec 9>"$(lab_cache_dir)/guest.lock"
 if ! flock -n 9; then
   echo "lab: another lab guest is running; waiting for it"
-  flock -w "$timeout_s" 9 || lab_fail "timed out after ${timeout_s}s waiting for another lab guest"
+  # The wait has its own limit: --timeout bounds this run's guest, not someone else's.
+  lock_wait=${VFIO_BRIDGE_LAB_LOCK_WAIT:-1200}
+  flock -w "$lock_wait" 9 || lab_fail "waited ${lock_wait}s for another lab guest to finish (VFIO_BRIDGE_LAB_LOCK_WAIT)"
   echo "lab: waited $(elapsed "$t1" "$(now)") for the other guest"
 fi
 
