@@ -8,7 +8,7 @@
 # Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT).
 # Environment: VFIO_BRIDGE_LAB_CACHE (cache directory), VFIO_BRIDGE_LAB_KERNEL (pin the kernel
 # package), VFIO_BRIDGE_LAB_APPEND (extra kernel arguments, e.g. lab_modules=a,b for the self-test),
-# VFIO_BRIDGE_LAB_IVSHMEM (ivshmem's backing file, kept after the run; default: in the run dir),
+# VFIO_BRIDGE_LAB_IVSHMEM (where to keep a copy of ivshmem's backing file after the run),
 # VFIO_BRIDGE_LAB_LOCK_WAIT (seconds to wait for another checkout's guest; default 1200).
 # The exit status is CMD's; a lab failure prints one `lab: FAIL ...` line and exits non-zero
 # (124 on timeout). See scripts/lab/README.md for the guest layout and the device list.
@@ -80,15 +80,13 @@ run=$(mktemp -d "$(lab_cache_dir)/run.XXXXXX")
 last_console=$(lab_cache_dir)/last-console.log
 cleanup() {
   [ ! -f "$run/console.log" ] || cp "$run/console.log" "$last_console"
+  [ -z "${VFIO_BRIDGE_LAB_IVSHMEM:-}" ] || cp "$run/ivshmem.bin" "$VFIO_BRIDGE_LAB_IVSHMEM"
   rm -rf "$run"
 }
 trap cleanup EXIT
+# The backing file stays in the run directory, which the guest reads uncached; a caller who wants
+# to inspect it afterwards names a path in VFIO_BRIDGE_LAB_IVSHMEM and gets a copy at exit.
 ivshmem_file=$run/ivshmem.bin
-if [ -n "${VFIO_BRIDGE_LAB_IVSHMEM:-}" ]; then
-  # A caller-chosen backing file outlives the run, so the host can inspect what the guest wrote.
-  ivshmem_file=$(realpath -m "$VFIO_BRIDGE_LAB_IVSHMEM")
-  case $ivshmem_file in /tmp/*) lab_fail "VFIO_BRIDGE_LAB_IVSHMEM must not be under /tmp: the guest mounts its own /tmp" ;; esac
-fi
 truncate -s "$LAB_IVSHMEM_SIZE" "$ivshmem_file"
 mkdir "$run/blocker"
 

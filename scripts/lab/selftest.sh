@@ -41,10 +41,10 @@ expect 'a guest that does not boot' nonzero '^lab: FAIL the guest did not boot' 
   VFIO_BRIDGE_LAB_APPEND=rdinit=/nonexistent -- true
 expect 'a command that outlives the timeout' 124 '^lab: FAIL timed out after 12s' -- --timeout 12 sleep 600
 
-# The host's own view of ivshmem's backing file shows what the guest wrote through the BAR.
+# The backing file QEMU maps as ivshmem's BAR2 holds, on the host, what the guest wrote.
 repo=$(cd "$here/../.." && pwd)
 if [ -f "$repo/dist/index.js" ]; then
-  shm=$(mktemp "${XDG_CACHE_HOME:-$HOME/.cache}/vfio-bridge-selftest-shm.XXXXXX")
+  shm=$(mktemp)
   write_js="const { Group, Container } = require('./dist');
 const bdf = process.env.VFIO_BRIDGE_HIL_DEVICES.match(/ivshmem=([^,]+)/)[1];
 const c = Container.open(), g = Group.openByBdf(bdf); g.setContainer(c); c.setIommu();
