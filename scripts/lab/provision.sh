@@ -77,6 +77,10 @@ lab_provision_kernel() {
     dpkg -x "$cache"/download/*.deb "$LAB_KERNEL_DIR" || lab_fail "dpkg -x of $pkg failed"
     rm -rf "$cache/download"
     touch "$LAB_KERNEL_DIR/.complete"
+    # A newer kernel replaces the older ones (about 110 MiB each) unless one was pinned.
+    if [ -z "${VFIO_BRIDGE_LAB_KERNEL:-}" ]; then
+      find "$cache" -mindepth 1 -maxdepth 1 -type d -name 'linux-image-6.12.*' ! -name "$pkg" -exec rm -rf {} +
+    fi
   fi
   LAB_VMLINUZ=$(find "$LAB_KERNEL_DIR/boot" -name 'vmlinuz-*' | head -n 1)
   [ -n "$LAB_VMLINUZ" ] || lab_fail "$pkg has no boot/vmlinuz-*"
