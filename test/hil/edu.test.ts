@@ -122,6 +122,19 @@ describeDevice('edu', 'width sensitivity', (bdf) => {
     expect(m.read32(0x24) & 0x100).toBe(0);
   });
 
+  test('a mapping that starts inside a page addresses the device from its own offset', () => {
+    const dma = o.device.map(BAR0, 0x80, 0x20);
+    try {
+      expect(dma.length).toBe(0x20);
+      dma.write64(0, 0xfeedfacecafebeefn);
+      expect(m.read64(0x80)).toBe(0xfeedfacecafebeefn);
+      expect(dma.read64(8)).toBe(o.device.read(BAR0, 0x88, 8));
+      expect(() => dma.read32(0x20)).toThrow(RangeError);
+    } finally {
+      dma.close();
+    }
+  });
+
   test('a device without a reset method refuses reset() with a VfioError', () => {
     // edu has neither FLR nor PM reset, and a root-bus slot cannot be reset on its own.
     expect(o.device.info().reset).toBe(false);
