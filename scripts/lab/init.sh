@@ -76,7 +76,19 @@ done
 mount --bind /dev /newroot/dev || fail "binding /dev into the host root"
 mount --bind /proc /newroot/proc || fail "binding /proc into the host root"
 mount --bind /sys /newroot/sys || fail "binding /sys into the host root"
+# The guest gets a writable /tmp of its own. A repository checked out under the host's /tmp (CI
+# clones often are) would vanish beneath it, so its mount is moved aside first and put back after.
+case $LAB_REPO/ in
+  /tmp/*)
+    mkdir -p /repo
+    mount --bind "/newroot$LAB_REPO" /repo || fail "binding the repository $LAB_REPO aside"
+    ;;
+esac
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "mounting a tmpfs on /tmp"
+if grep -q " /repo " /proc/mounts; then
+  mkdir -p "/newroot$LAB_REPO" || fail "making $LAB_REPO in the guest's /tmp"
+  mount --move /repo "/newroot$LAB_REPO" || fail "putting the repository back at $LAB_REPO"
+fi
 mkdir -p "/newroot$LAB_RUN_DIR" 2>/dev/null
 mount --bind /lab "/newroot$LAB_RUN_DIR" || fail "binding the run directory over $LAB_RUN_DIR"
 cp /lab/cmd.sh /newroot/tmp/.lab-cmd.sh || fail "copying the command into the guest"

@@ -98,6 +98,7 @@ done
 {
   printf 'LAB_DEVICES=%q\n' "$LAB_DEVICES"
   printf 'LAB_RUN_DIR=%q\n' "$run"
+  printf 'LAB_REPO=%q\n' "$repo"
 } >"$run/env"
 {
   echo 'set -e'
