@@ -1,4 +1,4 @@
 /**
  * vfio-bridge: the public entry point. Everything a VMM, a test or the CLI needs is exported here.
  */
-export {};
+export * from './pci';
