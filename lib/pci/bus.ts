@@ -7,7 +7,7 @@ import {
   mtreeJson,
 } from '../memory';
 import { DEFAULT_PAGE_SIZE } from './constants';
-import { classifyRange } from './mapinfo';
+import { classifyRange, mapinfoColumn } from './mapinfo';
 import { checkAccessSize, checkInteger, checkValue, isPciRegionTag, type MapInfo } from './types';
 
 /** Which address space an exit targets. */
@@ -119,25 +119,27 @@ export class PciBus {
     this.dispatch('io', addr, size, true, value);
   }
 
-  /** Every vfio-pci flat range in both spaces, classified. */
+  /** Every vfio-pci flat range in both spaces, split into pieces that are each served one way. */
   mapinfo(): MapInfoRange[] {
     const out: MapInfoRange[] = [];
     for (const space of ['memory', 'io'] as const) {
       for (const r of this.space(space).flatView.ranges) {
         const tag = r.region.tag;
-        const mapinfo = classifyRange(r, this.pageSize);
-        if (!isPciRegionTag(tag) || mapinfo === undefined) continue;
-        out.push({
-          space,
-          addr: r.addr,
-          size: r.size,
-          name: r.region.name,
-          kind: r.kind,
-          mapinfo,
-          bdf: tag.bdf,
-          bar: tag.bar,
-          barOffset: tag.barOffset + r.offsetInRegion,
-        });
+        const pieces = classifyRange(r, this.pageSize);
+        if (!isPciRegionTag(tag) || pieces === undefined) continue;
+        for (const p of pieces) {
+          out.push({
+            space,
+            addr: p.addr,
+            size: p.size,
+            name: r.region.name,
+            kind: r.kind,
+            mapinfo: p.mapinfo,
+            bdf: tag.bdf,
+            bar: tag.bar,
+            barOffset: tag.barOffset + p.offsetInRegion,
+          });
+        }
       }
     }
     return out;
@@ -147,7 +149,7 @@ export class PciBus {
   mtree(space: PciSpace = 'memory', opts: { flat?: boolean } = {}): string {
     return renderMtree(this.space(space), {
       flat: opts.flat ?? false,
-      annotate: (r) => classifyRange(r, this.pageSize),
+      annotate: (r) => mapinfoColumn(classifyRange(r, this.pageSize)),
     });
   }
 

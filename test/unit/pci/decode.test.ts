@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { barAddress, decodeBarRegister } from '../../../lib/pci/bar';
 import { EmulatedConfig, mergeBits, walkCapabilities } from '../../../lib/pci/config';
 import { formatDump } from '../../../lib/pci/dump';
-import { classifyTag } from '../../../lib/pci/mapinfo';
+import { classifyPieces, mapinfoColumn } from '../../../lib/pci/mapinfo';
 import type { PciRegionTag } from '../../../lib/pci/types';
 
 describe('decodeBarRegister', () => {
@@ -107,7 +107,7 @@ describe('formatDump', () => {
   });
 });
 
-describe('classifyTag', () => {
+describe('classifyPieces', () => {
   const tag = (role: PciRegionTag['role'], barOffset = 0): PciRegionTag => ({
     owner: 'vfio-pci',
     bdf: 'x',
@@ -117,14 +117,32 @@ describe('classifyTag', () => {
     maxAccess: 8,
     barOffset,
   });
-  it('classifies mmap sections by page alignment of address, size and mapping offset', () => {
-    expect(classifyTag(tag('mmap'), 0x1000, 0x2000, 0)).toBe('direct');
-    expect(classifyTag(tag('mmap'), 0x1000, 0x800, 0)).toBe('trapped-mmap');
-    expect(classifyTag(tag('mmap'), 0x1800, 0x1000, 0)).toBe('trapped-mmap');
-    expect(classifyTag(tag('mmap'), 0x1000, 0x1000, 0x78)).toBe('trapped-mmap');
-    expect(classifyTag(tag('bar'), 0x1000, 0x1000, 0)).toBe('trapped-fd');
-    expect(classifyTag(tag('rom'), 0x1000, 0x1000, 0)).toBe('trapped-fd');
-    expect(classifyTag(tag('quirk'), 0x1070, 4, 0)).toBe('emulated');
-    expect(classifyTag(tag('msix-table'), 0x1000, 0x50, 0)).toBe('emulated');
+  const kinds = (t: PciRegionTag, addr: number, size: number, off: number) =>
+    classifyPieces(t, addr, size, off).map((p) => [p.addr, p.size, p.offsetInRegion, p.mapinfo]);
+  it('splits an mmap section into sub-page head, direct pages and sub-page tail', () => {
+    expect(kinds(tag('mmap'), 0x1000, 0x2000, 0)).toEqual([[0x1000, 0x2000, 0, 'direct']]);
+    expect(kinds(tag('mmap'), 0x1000, 0x800, 0)).toEqual([[0x1000, 0x800, 0, 'trapped-mmap']]);
+    expect(kinds(tag('mmap'), 0x1078, 0x1f88, 0x78)).toEqual([
+      [0x1078, 0xf88, 0x78, 'trapped-mmap'],
+      [0x2000, 0x1000, 0x1000, 'direct'],
+    ]);
+    expect(kinds(tag('mmap'), 0x1000, 0x1100, 0)).toEqual([
+      [0x1000, 0x1000, 0, 'direct'],
+      [0x2000, 0x100, 0x1000, 'trapped-mmap'],
+    ]);
+    // Guest address and host offset not congruent modulo the page: nothing can be mapped directly.
+    expect(kinds(tag('mmap'), 0x1800, 0x2000, 0)).toEqual([[0x1800, 0x2000, 0, 'trapped-mmap']]);
+  });
+  it('classifies fd-backed and emulated regions whole', () => {
+    expect(kinds(tag('bar'), 0x1000, 0x1000, 0)).toEqual([[0x1000, 0x1000, 0, 'trapped-fd']]);
+    expect(kinds(tag('rom'), 0x1000, 0x1000, 0)).toEqual([[0x1000, 0x1000, 0, 'trapped-fd']]);
+    expect(kinds(tag('quirk'), 0x1070, 4, 0)).toEqual([[0x1070, 4, 0, 'emulated']]);
+    expect(kinds(tag('msix-table'), 0x1000, 0x50, 0)).toEqual([[0x1000, 0x50, 0, 'emulated']]);
+  });
+  it('labels split ranges piece by piece in the mtree column', () => {
+    expect(mapinfoColumn(classifyPieces(tag('mmap'), 0x1078, 0x1f88, 0x78))).toBe(
+      'trapped-mmap 1078-1fff, direct 2000-2fff',
+    );
+    expect(mapinfoColumn(classifyPieces(tag('quirk'), 0x1070, 4, 0))).toBe('emulated');
   });
 });

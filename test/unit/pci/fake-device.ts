@@ -161,6 +161,8 @@ export class FakeVfioDevice implements VfioDeviceLike {
   readonly log: FakeAccess[] = [];
   readonly mappings: (FixedWidthMemory & { close(): void })[] = [];
   readonly spec: FakeDeviceSpec;
+  /** Writable bits of config space. */
+  readonly configWmask = new Uint8Array(256);
 
   constructor(spec: FakeDeviceSpec) {
     this.spec = spec;
@@ -186,7 +188,13 @@ export class FakeVfioDevice implements VfioDeviceLike {
     this.config[0x34] = 0x40;
     this.config[0x40] = 0x01;
     this.config[0x41] = spec.msix ? 0x50 : 0;
+    this.configWmask.fill(0xff, 0x04, 0x06);
+    this.configWmask.fill(0xff, 0x0c, 0x0e);
+    this.configWmask.fill(0xff, 0x10, 0x28);
+    this.configWmask.fill(0xff, 0x30, 0x34);
+    this.configWmask[0x3c] = 0xff;
     if (spec.msix) {
+      this.configWmask[0x53] = 0xc0;
       const m = spec.msix;
       this.config[0x50] = 0x11;
       this.config[0x51] = 0;
@@ -255,7 +263,15 @@ export class FakeVfioDevice implements VfioDeviceLike {
     const view = this.#view(region, offset, size);
     this.log.push({ via: 'fd', region, offset, size, isWrite: true, value: v });
     if (region === 6) return;
-    if (region === 7 && offset < 4) return;
+    if (region === 7) {
+      // Like the kernel, keep read-only fields (IDs, capability structure, table size) read-only.
+      for (let i = 0; i < size; i++) {
+        const b = Math.floor(Number(BigInt(v) >> BigInt(8 * i)) % 256);
+        const m = this.configWmask[offset + i];
+        this.config[offset + i] = (this.config[offset + i] & ~m) | (b & m);
+      }
+      return;
+    }
     writeLE(view, offset, size, v);
   }
 
