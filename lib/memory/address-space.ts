@@ -1,0 +1,485 @@
+/**
+ * Address spaces: a root region, its flat view, guest access dispatch and memory listeners.
+ */
+import {
+  ioInvalidReason,
+  ioRead,
+  ioWrite,
+  ones,
+  pieceSize,
+  ramDeviceReadUnaligned,
+  ramDeviceWriteUnaligned,
+  type UnassignedReason,
+} from './dispatch';
+import { FlatView, renderFlatView, type FlatRange } from './flat-view';
+import { K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
+import { registerSpace, unregisterSpace, type Rebuildable } from './transaction';
+import { MemoryTopologyError, type AccessSize } from './types';
+import { checkAccessSize, checkAddress, checkValue, MAX_ADDRESS } from './validate';
+
+/**
+ * Follows an address space's flat view. After every commit that changes it, a listener hears
+ * `begin`, then `regionDel` for each range that went away, then `regionAdd` for each new one (each in
+ * ascending address order), then `commit`. Ranges that did not change keep their object identity.
+ */
+export interface MemoryListener {
+  begin?(): void;
+  regionDel?(s: FlatRange): void;
+  regionAdd?(s: FlatRange): void;
+  commit?(): void;
+}
+
+/** A guest access that reached no region, or that the region refused. */
+export interface UnassignedAccess {
+  addr: number;
+  size: number;
+  isWrite: boolean;
+  /** `unassigned` (nothing there), `rejected`/`unaligned`/`invalid-size` (the io region's `valid` rules) or `readonly`. */
+  reason: UnassignedReason;
+  /** Name of the region that refused it, if any. */
+  region?: string;
+}
+
+/** Options of an address space. */
+export interface AddressSpaceOptions {
+  /**
+   * Where unassigned accesses are logged, at most once per `logIntervalMs` with a count of those left
+   * out. Defaults to a process warning; `null` turns logging off (the event and counter remain).
+   */
+  log?: ((line: string) => void) | null;
+  /** Minimum time between two log lines, in milliseconds. Default 1000. */
+  logIntervalMs?: number;
+}
+
+const EMPTY = new FlatView([], null);
+
+function defaultLog(line: string): void {
+  process.emitWarning(line, 'UnassignedAccessWarning');
+}
+
+/**
+ * A view of memory from one bus master's side, e.g. "memory" or "I/O": a root region, the flat view
+ * rendered from it, and guest accesses dispatched through that view.
+ *
+ * Guest accesses never throw for guest reasons: unassigned or refused accesses read as all-ones, drop
+ * writes, bump {@link AddressSpace.unassignedCount} and emit `unassigned`. Programmer errors (an
+ * address that is not a safe non-negative integer, an access size other than 1/2/4/8, a value of the
+ * wrong type or width) are `RangeError`s and `TypeError`s.
+ */
+export class AddressSpace implements Rebuildable, Disposable {
+  readonly name: string;
+  readonly root: MemoryRegion;
+  private _fv: FlatView;
+  private _listeners: MemoryListener[] = [];
+  private _onUnassigned: Array<(e: UnassignedAccess) => void> = [];
+  private _unassigned = 0;
+  private _closed = false;
+  private _log: ((line: string) => void) | null;
+  private _logInterval: number;
+  private _lastLog = -Infinity;
+  private _suppressed = 0;
+
+  constructor(name: string, root: MemoryRegion, opts: AddressSpaceOptions = {}) {
+    if (typeof name !== 'string')
+      throw new TypeError(`address space name must be a string, got ${typeof name}`);
+    if (!(root instanceof MemoryRegion))
+      throw new TypeError(`root of address space '${name}' must be a MemoryRegion`);
+    if (opts.log !== undefined && opts.log !== null && typeof opts.log !== 'function') {
+      throw new TypeError('log must be a function or null');
+    }
+    const interval = opts.logIntervalMs ?? 1000;
+    if (typeof interval !== 'number' || !(interval >= 0)) {
+      throw new RangeError(`logIntervalMs ${String(interval)} is out of range: must be a number >= 0`);
+    }
+    this.name = name;
+    this.root = root;
+    this._log = opts.log === undefined ? defaultLog : opts.log;
+    this._logInterval = interval;
+    this._fv = renderFlatView(root);
+    registerSpace(this);
+  }
+
+  /** The flat view as of the last commit. */
+  get flatView(): FlatView {
+    return this._fv;
+  }
+
+  /** How many accesses were unassigned or refused since creation. */
+  get unassignedCount(): number {
+    return this._unassigned;
+  }
+
+  /** Whether {@link AddressSpace.close} was called. */
+  get closed(): boolean {
+    return this._closed;
+  }
+
+  /** Subscribes to unassigned or refused guest accesses. */
+  on(event: 'unassigned', fn: (e: UnassignedAccess) => void): this {
+    if (event !== 'unassigned') throw new TypeError(`unknown event '${String(event)}'`);
+    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    this._onUnassigned.push(fn);
+    return this;
+  }
+
+  /** Removes a subscription made with {@link AddressSpace.on}. */
+  off(event: 'unassigned', fn: (e: UnassignedAccess) => void): this {
+    if (event !== 'unassigned') throw new TypeError(`unknown event '${String(event)}'`);
+    const i = this._onUnassigned.indexOf(fn);
+    if (i >= 0) this._onUnassigned.splice(i, 1);
+    return this;
+  }
+
+  /**
+   * Reads `size` bytes at `addr`, little-endian: a `bigint` for 8 bytes, otherwise a number.
+   * An access that crosses ranges is split per range into aligned pieces, lowest address first.
+   */
+  read(addr: number, size: AccessSize): number | bigint {
+    if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
+    if (size !== 4 && size !== 1 && size !== 2 && size !== 8) checkAccessSize(size);
+    const fv = this._fv;
+    const starts = fv._starts;
+    let i = fv._last;
+    if (!(addr >= starts[i] && addr + size <= fv._ends[i])) {
+      i = fv._index(addr);
+      if (i < 0 || addr + size > fv._ends[i]) return this._readSlow(addr, size);
+    }
+    const range = fv.ranges[i];
+    const r = range.region;
+    const off = range.offsetInRegion + (addr - starts[i]);
+    if (r._kind === K_RAM_DEVICE && (off & (size - 1)) === 0) {
+      const m = r._memory!;
+      return size === 4
+        ? m.read32(off)
+        : size === 8
+          ? m.read64(off)
+          : size === 2
+            ? m.read16(off)
+            : m.read8(off);
+    }
+    return this._readIn(range, off, addr, size);
+  }
+
+  /** Writes `value` (a `bigint` iff `size` is 8) at `addr`, little-endian. See {@link AddressSpace.read}. */
+  write(addr: number, size: AccessSize, value: number | bigint): void {
+    if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
+    if (size === 4) {
+      if (typeof value !== 'number' || value >>> 0 !== value) checkValue(size, value);
+    } else {
+      checkValue(checkAccessSize(size), value);
+    }
+    const fv = this._fv;
+    const starts = fv._starts;
+    let i = fv._last;
+    if (!(addr >= starts[i] && addr + size <= fv._ends[i])) {
+      i = fv._index(addr);
+      if (i < 0 || addr + size > fv._ends[i]) return this._writeSlow(addr, size, value);
+    }
+    const range = fv.ranges[i];
+    const r = range.region;
+    const off = range.offsetInRegion + (addr - starts[i]);
+    if (r._kind === K_RAM_DEVICE && !range.readonly && (off & (size - 1)) === 0) {
+      const m = r._memory!;
+      if (size === 4) m.write32(off, value as number);
+      else if (size === 8) m.write64(off, value as bigint);
+      else if (size === 2) m.write16(off, value as number);
+      else m.write8(off, value as number);
+      return;
+    }
+    this._writeIn(range, off, addr, size, value);
+  }
+
+  /** An 8-byte read delivered as two 32-bit halves: `out[0]` low, `out[1]` high. */
+  read64Pair(addr: number, out: Uint32Array): void {
+    if (!(out instanceof Uint32Array) || out.length < 2) {
+      throw new TypeError('read64Pair needs a Uint32Array of at least 2 elements');
+    }
+    checkAddress('address', addr);
+    const fv = this._fv;
+    const i = fv._index(addr);
+    if (i >= 0 && addr + 8 <= fv._ends[i]) {
+      const range = fv.ranges[i];
+      const r = range.region;
+      const off = range.offsetInRegion + (addr - fv._starts[i]);
+      if (r._kind === K_RAM_DEVICE && (off & 7) === 0 && r._memory!.read64Pair !== undefined) {
+        r._memory!.read64Pair(off, out);
+        return;
+      }
+      if (r._kind === K_RAM) {
+        const dv = r._dv ?? r._ramView();
+        out[0] = dv.getUint32(off, true);
+        out[1] = dv.getUint32(off + 4, true);
+        return;
+      }
+    }
+    const v = this.read(addr, 8) as bigint;
+    out[0] = Number(v & 0xffffffffn);
+    out[1] = Number(v >> 32n);
+  }
+
+  /** An 8-byte write given as two 32-bit halves. */
+  write64Pair(addr: number, lo: number, hi: number): void {
+    checkAddress('address', addr);
+    checkValue(4, lo);
+    checkValue(4, hi);
+    const fv = this._fv;
+    const i = fv._index(addr);
+    if (i >= 0 && addr + 8 <= fv._ends[i]) {
+      const range = fv.ranges[i];
+      const r = range.region;
+      const off = range.offsetInRegion + (addr - fv._starts[i]);
+      if (
+        !range.readonly &&
+        r._kind === K_RAM_DEVICE &&
+        (off & 7) === 0 &&
+        r._memory!.write64Pair !== undefined
+      ) {
+        r._memory!.write64Pair(off, lo, hi);
+        return;
+      }
+      if (!range.readonly && r._kind === K_RAM) {
+        const dv = r._dv ?? r._ramView();
+        dv.setUint32(off, lo, true);
+        dv.setUint32(off + 4, hi, true);
+        return;
+      }
+    }
+    this.write(addr, 8, (BigInt(hi) << 32n) | BigInt(lo));
+  }
+
+  /**
+   * Subscribes a listener. It first hears `regionAdd` for every range already present (between
+   * `begin` and `commit`), then every later change. The returned function unsubscribes it, after
+   * telling it `regionDel` for every range still present.
+   */
+  addListener(l: MemoryListener): () => void {
+    this._assertOpen();
+    if (l === null || typeof l !== 'object') throw new TypeError('listener must be an object');
+    this._listeners.push(l);
+    const ranges = this._fv.ranges;
+    l.begin?.();
+    for (const r of ranges) l.regionAdd?.(r);
+    l.commit?.();
+    let removed = false;
+    return () => {
+      if (removed) return;
+      removed = true;
+      const i = this._listeners.indexOf(l);
+      if (i < 0) return;
+      this._listeners.splice(i, 1);
+      const now = this._fv.ranges;
+      l.begin?.();
+      for (const r of now) l.regionDel?.(r);
+      l.commit?.();
+    };
+  }
+
+  /**
+   * Detaches the address space from the topology: listeners hear `regionDel` for everything, the flat
+   * view becomes empty, and later accesses throw. Idempotent.
+   */
+  close(): void {
+    if (this._closed) return;
+    unregisterSpace(this);
+    const errors: unknown[] = [];
+    this._install(EMPTY, errors);
+    this._closed = true;
+    this._listeners = [];
+    this._onUnassigned = [];
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) throw new AggregateError(errors, `${errors.length} memory listeners failed`);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** @internal Called by the outermost commit. */
+  _rebuild(errors: unknown[]): void {
+    this._install(renderFlatView(this.root, this._fv), errors);
+  }
+
+  private _install(next: FlatView, errors: unknown[]): void {
+    const prev = this._fv;
+    const oldSet = new Set(prev.ranges);
+    const newSet = new Set(next.ranges);
+    const dels = prev.ranges.filter((r) => !newSet.has(r));
+    const adds = next.ranges.filter((r) => !oldSet.has(r));
+    if (dels.length === 0 && adds.length === 0) return;
+    this._fv = next;
+    const ls = this._listeners.slice();
+    const call = (fn: () => void): void => {
+      try {
+        fn();
+      } catch (e) {
+        errors.push(e);
+      }
+    };
+    for (const l of ls) if (l.begin) call(() => l.begin!());
+    // Removals go to the most recently added listener first, additions to the oldest first, as QEMU
+    // orders them, so that stacked listeners unwind in reverse.
+    for (const r of dels) {
+      for (let k = ls.length - 1; k >= 0; k--) {
+        const l = ls[k];
+        if (l.regionDel) call(() => l.regionDel!(r));
+      }
+    }
+    for (const r of adds) for (const l of ls) if (l.regionAdd) call(() => l.regionAdd!(r));
+    for (const l of ls) if (l.commit) call(() => l.commit!());
+  }
+
+  private _assertOpen(): void {
+    if (this._closed) throw new MemoryTopologyError('closed', `address space '${this.name}' is closed`);
+  }
+
+  /** One access that lies entirely inside `range`. */
+  private _readIn(range: FlatRange, off: number, addr: number, size: AccessSize): number | bigint {
+    const r = range.region;
+    const k = r._kind;
+    if (k === K_RAM) {
+      const dv = r._dv ?? r._ramView();
+      return size === 4
+        ? dv.getUint32(off, true)
+        : size === 8
+          ? dv.getBigUint64(off, true)
+          : size === 2
+            ? dv.getUint16(off, true)
+            : dv.getUint8(off);
+    }
+    if (k === K_RAM_DEVICE) return ramDeviceReadUnaligned(r._memory!, off, size);
+    const why = ioInvalidReason(r, off, size, false);
+    if (why !== null) {
+      this._report(addr, size, false, why, r);
+      return ones(size);
+    }
+    return ioRead(r, off, size);
+  }
+
+  private _writeIn(
+    range: FlatRange,
+    off: number,
+    addr: number,
+    size: AccessSize,
+    value: number | bigint,
+  ): void {
+    const r = range.region;
+    if (range.readonly) {
+      this._report(addr, size, true, 'readonly', r);
+      return;
+    }
+    const k = r._kind;
+    if (k === K_RAM) {
+      const dv = r._dv ?? r._ramView();
+      if (size === 4) dv.setUint32(off, value as number, true);
+      else if (size === 8) dv.setBigUint64(off, value as bigint, true);
+      else if (size === 2) dv.setUint16(off, value as number, true);
+      else dv.setUint8(off, value as number);
+      return;
+    }
+    if (k === K_RAM_DEVICE) {
+      ramDeviceWriteUnaligned(r._memory!, off, size, value);
+      return;
+    }
+    const why = ioInvalidReason(r, off, size, true);
+    if (why !== null) {
+      this._report(addr, size, true, why, r);
+      return;
+    }
+    ioWrite(r, off, size, value);
+  }
+
+  /** Access that crosses a range boundary or touches unassigned space. */
+  private _readSlow(addr: number, size: AccessSize): number | bigint {
+    this._assertOpen();
+    let v = 0n;
+    this._walk(addr, size, (at, n, range) => {
+      let piece: number | bigint;
+      if (range === null) {
+        this._report(at, n, false, 'unassigned');
+        piece = (1n << BigInt(n * 8)) - 1n;
+      } else {
+        piece = this._readIn(range, range.offsetInRegion + (at - range.addr), at, n as AccessSize);
+      }
+      v |= BigInt(piece) << BigInt((at - addr) * 8);
+    });
+    return size === 8 ? v : Number(v);
+  }
+
+  private _writeSlow(addr: number, size: AccessSize, value: number | bigint): void {
+    this._assertOpen();
+    const v = BigInt(value);
+    this._walk(addr, size, (at, n, range) => {
+      if (range === null) {
+        this._report(at, n, true, 'unassigned');
+        return;
+      }
+      const piece = BigInt.asUintN(n * 8, v >> BigInt((at - addr) * 8));
+      this._writeIn(
+        range,
+        range.offsetInRegion + (at - range.addr),
+        at,
+        n as AccessSize,
+        n === 8 ? piece : Number(piece),
+      );
+    });
+  }
+
+  /**
+   * Splits [addr, addr+size) at range boundaries. Each unassigned gap is one call with a null range;
+   * each assigned part is cut into the largest naturally aligned pieces, lowest address first.
+   */
+  private _walk(
+    addr: number,
+    size: number,
+    fn: (at: number, n: number, range: FlatRange | null) => void,
+  ): void {
+    const fv = this._fv;
+    const end = addr + size;
+    let at = addr;
+    while (at < end) {
+      const i = fv._index(at);
+      if (i < 0) {
+        // Unassigned up to the next range or the end of the access.
+        const next = fv._nextStart(at);
+        const stop = next < end ? next : end;
+        fn(at, stop - at, null);
+        at = stop;
+        continue;
+      }
+      const range = fv.ranges[i];
+      const stop = Math.min(end, fv._ends[i]);
+      while (at < stop) {
+        const n = pieceSize(at, stop - at);
+        fn(at, n, range);
+        at += n;
+      }
+    }
+  }
+
+  private _report(
+    addr: number,
+    size: number,
+    isWrite: boolean,
+    reason: UnassignedReason,
+    r?: MemoryRegion,
+  ): void {
+    this._unassigned++;
+    const e: UnassignedAccess = { addr, size, isWrite, reason };
+    if (r !== undefined) e.region = r.name;
+    if (this._log !== null) {
+      const now = Date.now();
+      if (now - this._lastLog >= this._logInterval) {
+        const more = this._suppressed > 0 ? ` (${this._suppressed} more since the last report)` : '';
+        this._log(
+          `${this.name}: ${reason} ${isWrite ? 'write' : 'read'} at 0x${addr.toString(16)} size ${size}` +
+            `${r !== undefined ? ` in '${r.name}'` : ''}${more}`,
+        );
+        this._lastLog = now;
+        this._suppressed = 0;
+      } else {
+        this._suppressed++;
+      }
+    }
+    for (const fn of this._onUnassigned) fn(e);
+  }
+}

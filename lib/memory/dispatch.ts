@@ -1,0 +1,149 @@
+/**
+ * Accesses into one terminal region: the validity rules and size adjustment of I/O regions (QEMU's
+ * memory_region_access_valid and access_with_adjusted_size), and the split of unaligned accesses to
+ * device memory into aligned ones.
+ */
+import type { MemoryRegion } from './region';
+import type { AccessSize, FixedWidthMemory } from './types';
+
+/** Why an access was not delivered to a region. */
+export type UnassignedReason = 'unassigned' | 'rejected' | 'unaligned' | 'invalid-size' | 'readonly';
+
+/** All-ones value of each access size, as a guest reads from nothing. */
+export function ones(size: number): number | bigint {
+  return size === 8 ? 0xffffffffffffffffn : size === 4 ? 0xffffffff : size === 2 ? 0xffff : 0xff;
+}
+
+/** Why the device would refuse this access, or null if it accepts it. */
+export function ioInvalidReason(
+  r: MemoryRegion,
+  off: number,
+  size: AccessSize,
+  isWrite: boolean,
+): UnassignedReason | null {
+  if (r._accepts !== null && !r._accepts(off, size, isWrite)) return 'rejected';
+  // `&` keeps the low 32 bits of any safe integer, which is all an alignment test needs.
+  if (!r._validUnaligned && (off & (size - 1)) !== 0) return 'unaligned';
+  if (size > r._validMax || size < r._validMin) return 'invalid-size';
+  return null;
+}
+
+function implSize(r: MemoryRegion, size: number): number {
+  const s = size < r._implMax ? size : r._implMax;
+  return s < r._implMin ? r._implMin : s;
+}
+
+/** Checks and masks what a read callback returned to `size` bytes. */
+function normalize(r: MemoryRegion, v: unknown, size: number): number | bigint {
+  if (size === 8) {
+    if (typeof v !== 'bigint') {
+      throw new TypeError(
+        `read callback of region '${r.name}' returned ${typeof v} for an 8-byte read; expected a bigint`,
+      );
+    }
+    return BigInt.asUintN(64, v);
+  }
+  if (typeof v !== 'number') {
+    throw new TypeError(
+      `read callback of region '${r.name}' returned ${typeof v} for a ${size}-byte read; expected a number`,
+    );
+  }
+  return size === 4 ? v >>> 0 : size === 2 ? v & 0xffff : v & 0xff;
+}
+
+function truncate(v: number | bigint, size: number): number {
+  if (typeof v === 'bigint') return Number(BigInt.asUintN(size * 8, v));
+  return size === 4 ? v >>> 0 : size === 2 ? v & 0xffff : v & 0xff;
+}
+
+/**
+ * Reads through an io region's callback with impl-sized accesses: a wider access is split into
+ * consecutive impl-sized ones combined little-endian, a narrower one is widened to impl.min and
+ * truncated, as QEMU's access_with_adjusted_size does.
+ */
+export function ioRead(r: MemoryRegion, off: number, size: AccessSize): number | bigint {
+  const ops = r._ops!;
+  const acc = implSize(r, size);
+  if (acc === size) return normalize(r, ops.read(off, size), size);
+  if (acc > size) return truncate(normalize(r, ops.read(off, acc as AccessSize), acc), size);
+  if (size === 8) {
+    let v = 0n;
+    for (let i = 0; i < 8; i += acc) {
+      v |= BigInt(normalize(r, ops.read(off + i, acc as AccessSize), acc)) << BigInt(i * 8);
+    }
+    return v;
+  }
+  let v = 0;
+  for (let i = 0; i < size; i += acc) {
+    v += (normalize(r, ops.read(off + i, acc as AccessSize), acc) as number) * 2 ** (i * 8);
+  }
+  return v;
+}
+
+/** Writes through an io region's callback with impl-sized accesses (see {@link ioRead}). */
+export function ioWrite(r: MemoryRegion, off: number, size: AccessSize, value: number | bigint): void {
+  const ops = r._ops!;
+  const acc = implSize(r, size);
+  if (acc === size) {
+    ops.write(off, size, value);
+  } else if (acc > size) {
+    // A narrow write to a wide-only implementation carries zeros in the upper bytes, as in QEMU.
+    ops.write(off, acc as AccessSize, acc === 8 ? BigInt(value) : value);
+  } else if (size === 8) {
+    const v = value as bigint;
+    const mask = (1n << BigInt(acc * 8)) - 1n;
+    for (let i = 0; i < 8; i += acc) {
+      ops.write(off + i, acc as AccessSize, Number((v >> BigInt(i * 8)) & mask));
+    }
+  } else {
+    const v = value as number;
+    const mask = acc === 2 ? 0xffff : 0xff;
+    for (let i = 0; i < size; i += acc) ops.write(off + i, acc as AccessSize, (v >>> (i * 8)) & mask);
+  }
+}
+
+/** Largest power of two up to 8 that fits in `remaining` bytes and divides `at`. */
+export function pieceSize(at: number, remaining: number): AccessSize {
+  if (remaining >= 8 && at % 8 === 0) return 8;
+  if (remaining >= 4 && at % 4 === 0) return 4;
+  if (remaining >= 2 && at % 2 === 0) return 2;
+  return 1;
+}
+
+function memRead(m: FixedWidthMemory, off: number, size: number): number | bigint {
+  return size === 4 ? m.read32(off) : size === 2 ? m.read16(off) : size === 1 ? m.read8(off) : m.read64(off);
+}
+
+function memWrite(m: FixedWidthMemory, off: number, size: number, v: number | bigint): void {
+  if (size === 4) m.write32(off, v as number);
+  else if (size === 2) m.write16(off, v as number);
+  else if (size === 1) m.write8(off, v as number);
+  else m.write64(off, v as bigint);
+}
+
+/** An unaligned read of device memory, made of aligned fixed-width reads, combined little-endian. */
+export function ramDeviceReadUnaligned(m: FixedWidthMemory, off: number, size: AccessSize): number | bigint {
+  let v = 0n;
+  for (let i = 0; i < size;) {
+    const s = pieceSize(off + i, size - i);
+    v |= BigInt(memRead(m, off + i, s)) << BigInt(i * 8);
+    i += s;
+  }
+  return size === 8 ? v : Number(v);
+}
+
+/** An unaligned write to device memory, made of aligned fixed-width writes, lowest address first. */
+export function ramDeviceWriteUnaligned(
+  m: FixedWidthMemory,
+  off: number,
+  size: AccessSize,
+  value: number | bigint,
+): void {
+  const v = BigInt(value);
+  for (let i = 0; i < size;) {
+    const s = pieceSize(off + i, size - i);
+    const piece = BigInt.asUintN(s * 8, v >> BigInt(i * 8));
+    memWrite(m, off + i, s, s === 8 ? piece : Number(piece));
+    i += s;
+  }
+}

@@ -1,0 +1,25 @@
+/**
+ * The memory model: QEMU's region tree, transactions, flat views, dispatch, listeners and
+ * `info mtree` rendering, in pure TypeScript.
+ */
+export type { AccessSize, AccessConstraints, FixedWidthMemory, MemoryRegionOps, RegionKind } from './types';
+export { MemoryTopologyError, type MemoryTopologyErrorCode } from './types';
+export { MemoryRegion } from './region';
+export { BufferMemory } from './buffer-memory';
+export { beginTransaction, commitTransaction, transaction, transactionDepth } from './transaction';
+export { FlatView, type FlatRange } from './flat-view';
+export type { UnassignedReason } from './dispatch';
+export {
+  AddressSpace,
+  type AddressSpaceOptions,
+  type MemoryListener,
+  type UnassignedAccess,
+} from './address-space';
+export {
+  renderMtree,
+  mtreeJson,
+  mtreeType,
+  type MtreeOptions,
+  type MtreeNodeJson,
+  type MtreeFlatJson,
+} from './mtree';

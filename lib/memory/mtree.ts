@@ -1,0 +1,283 @@
+/**
+ * `info mtree` and `info mtree -f` in QEMU's line formats, so that an operator can read the output the
+ * way they read QEMU's and diff the two; plus the same information as JSON.
+ */
+import { AddressSpace } from './address-space';
+import { renderFlatView, type FlatRange } from './flat-view';
+import { K_ALIAS, K_CONTAINER, K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
+import { hex16 } from './validate';
+
+/** Options of {@link renderMtree}. */
+export interface MtreeOptions {
+  /** Print the flat views (`info mtree -f`) instead of the region trees. */
+  flat?: boolean;
+  /** Also print disabled regions, marked `[disabled]` (`info mtree -D`). Tree form only. */
+  disabled?: boolean;
+  /** Text appended (after a space) to a flat range's line, e.g. how the range is mapped. */
+  annotate?(r: FlatRange): string | undefined;
+}
+
+/** The type word QEMU prints in parentheses: ram, rom, ramd, i/o or container. */
+export function mtreeType(mr: MemoryRegion): string {
+  while (mr._kind === K_ALIAS) mr = mr._target!;
+  if (mr._kind === K_RAM_DEVICE) return 'ramd';
+  if (mr._kind === K_RAM) return mr._readonly ? 'rom' : 'ram';
+  // QEMU calls any region without a parent a container and any other non-RAM region i/o.
+  return mr._parent === null ? 'container' : 'i/o';
+}
+
+/** Last address of a region or range, as QEMU prints it (the start itself for size 0). */
+function lastOf(start: number, size: number): number {
+  return size === 0 ? start : start + size - 1;
+}
+
+/** Subregions in QEMU's print order: by address, then higher priority first, else list order. */
+function printOrder(mr: MemoryRegion): MemoryRegion[] {
+  // Array.prototype.sort is stable, so ties keep the priority-list order as QEMU's insertion does.
+  return mr
+    ._sortedChildren()
+    .slice()
+    .sort((a, b) => a._offset - b._offset || b._priority - a._priority);
+}
+
+function printRegion(
+  out: string[],
+  mr: MemoryRegion,
+  level: number,
+  base: number,
+  aliasQueue: MemoryRegion[],
+  showDisabled: boolean,
+): void {
+  const start = base + mr._offset;
+  const end = lastOf(start, mr._size);
+  const visible = mr._enabled || showDisabled;
+  const head = `${'  '.repeat(level)}${hex16(start)}-${hex16(end)} (prio ${mr._priority}, ${mtreeType(mr)}): `;
+  const tail = mr._enabled ? '' : ' [disabled]';
+  if (mr._kind === K_ALIAS) {
+    const t = mr._target!;
+    if (!aliasQueue.includes(t)) aliasQueue.push(t);
+    if (visible) {
+      const a = mr._aliasOffset;
+      out.push(`${head}alias ${mr.name} @${t.name} ${hex16(a)}-${hex16(lastOf(a, mr._size))}${tail}`);
+    }
+  } else if (visible) {
+    out.push(`${head}${mr.name}${tail}`);
+  }
+  // As in QEMU, the subregions of a hidden disabled region are still listed.
+  for (const c of printOrder(mr)) printRegion(out, c, level + 1, start, aliasQueue, showDisabled);
+}
+
+/**
+ * QEMU's memory_region_get_flatview_root: the region a flat view is named after, skipping aliases
+ * and single-child containers that show their target whole.
+ */
+function flatViewRootName(root: MemoryRegion): string | null {
+  let mr = root;
+  while (mr._enabled) {
+    if (mr._kind === K_ALIAS) {
+      if (mr._aliasOffset === 0 && mr._size >= mr._target!._size) {
+        mr = mr._target!;
+        continue;
+      }
+    } else if (mr._kind === K_CONTAINER) {
+      let found = 0;
+      let next: MemoryRegion | null = null;
+      for (const c of mr._sortedChildren()) {
+        if (!c._enabled) continue;
+        if (++found > 1) {
+          next = null;
+          break;
+        }
+        if (c._offset === 0 && mr._size >= c._size) next = c;
+      }
+      if (found === 0) return null;
+      if (next !== null) {
+        mr = next;
+        continue;
+      }
+    }
+    return mr.name;
+  }
+  return null;
+}
+
+function flatLine(r: FlatRange, annotate: MtreeOptions['annotate']): string {
+  const mr = r.region;
+  const type = r.readonly ? 'rom' : mtreeType(mr);
+  const at = r.offsetInRegion !== 0 ? ` @${hex16(r.offsetInRegion)}` : '';
+  const note = annotate?.(r);
+  const extra = note !== undefined && note !== '' ? ` ${note}` : '';
+  return `  ${hex16(r.addr)}-${hex16(lastOf(r.addr, r.size))} (prio ${mr._priority}, ${type}): ${mr.name}${at}${extra}`;
+}
+
+function renderFlat(spaces: AddressSpace[], region: MemoryRegion | null, opts: MtreeOptions): string {
+  const out: string[] = [];
+  let counter = 0;
+  const emit = (header: string[], rootName: string | null, ranges: readonly FlatRange[]): void => {
+    out.push(`FlatView #${counter++}`);
+    out.push(...header);
+    out.push(` Root memory region: ${rootName ?? '(none)'}`);
+    if (ranges.length === 0) {
+      out.push('  No rendered FlatView', '');
+      return;
+    }
+    for (const r of ranges) out.push(flatLine(r, opts.annotate));
+    out.push('');
+  };
+  if (region !== null) {
+    emit([], flatViewRootName(region), renderFlatView(region).ranges);
+  } else {
+    // Address spaces with the same root share one flat view, and QEMU prints it once for all of them.
+    const groups = new Map<MemoryRegion, AddressSpace[]>();
+    for (const as of spaces) {
+      const key = as.root;
+      const g = groups.get(key);
+      if (g === undefined) groups.set(key, [as]);
+      else g.push(as);
+    }
+    for (const g of groups.values()) {
+      const header = g.map((as) => {
+        const alias = as.root._kind === K_ALIAS ? `, alias ${as.root._target!.name}` : '';
+        return ` AS "${as.name}", root: ${as.root.name}${alias}`;
+      });
+      emit(header, flatViewRootName(g[0].root), g[0].flatView.ranges);
+    }
+  }
+  return out.join('\n') + '\n';
+}
+
+function renderTree(spaces: AddressSpace[], region: MemoryRegion | null, opts: MtreeOptions): string {
+  const out: string[] = [];
+  const aliasQueue: MemoryRegion[] = [];
+  const showDisabled = opts.disabled === true;
+  if (region !== null) {
+    out.push(`memory-region: ${region.name}`);
+    printRegion(out, region, 1, 0, aliasQueue, showDisabled);
+    out.push('');
+  } else {
+    const byRoot = new Map<MemoryRegion, AddressSpace[]>();
+    for (const as of spaces) {
+      const g = byRoot.get(as.root);
+      if (g === undefined) byRoot.set(as.root, [as]);
+      else g.push(as);
+    }
+    for (const [root, g] of byRoot) {
+      const names = g.map((as) => as.name).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      for (const n of names) out.push(`address-space: ${n}`);
+      printRegion(out, root, 1, 0, aliasQueue, showDisabled);
+      out.push('');
+    }
+  }
+  // The queue grows while it is printed: alias targets found inside alias targets come last.
+  for (let i = 0; i < aliasQueue.length; i++) {
+    out.push(`memory-region: ${aliasQueue[i].name}`);
+    printRegion(out, aliasQueue[i], 1, 0, aliasQueue, showDisabled);
+    out.push('');
+  }
+  return out.join('\n') + '\n';
+}
+
+/**
+ * Renders address spaces (or one region) as QEMU's `info mtree` does, or with `flat: true` as
+ * `info mtree -f` does. Lines are `%016x-%016x (prio N, TYPE): NAME`, indented two spaces per level in
+ * the tree form, with `alias NAME @TARGET START-END` for aliases and ` @%016x` for flat ranges that
+ * start inside their region. Alias targets follow as `memory-region:` sections.
+ */
+export function renderMtree(
+  target: AddressSpace | MemoryRegion | readonly AddressSpace[],
+  opts: MtreeOptions = {},
+): string {
+  let spaces: AddressSpace[] = [];
+  let region: MemoryRegion | null = null;
+  if (target instanceof MemoryRegion) region = target;
+  else if (target instanceof AddressSpace) spaces = [target];
+  else if (Array.isArray(target) && target.every((t) => t instanceof AddressSpace)) spaces = [...target];
+  else throw new TypeError('renderMtree needs an AddressSpace, an array of them, or a MemoryRegion');
+  if (opts.annotate !== undefined && typeof opts.annotate !== 'function') {
+    throw new TypeError('annotate must be a function');
+  }
+  return opts.flat === true ? renderFlat(spaces, region, opts) : renderTree(spaces, region, opts);
+}
+
+/** JSON form of one region and its subtree (alias targets are named, not inlined). */
+export interface MtreeNodeJson {
+  name: string;
+  kind: MemoryRegion['kind'];
+  /** QEMU's type word: ram, rom, ramd, i/o or container. */
+  type: string;
+  /** Absolute first and last address, as in the tree form. */
+  start: number;
+  end: number;
+  size: number;
+  offset: number;
+  priority: number;
+  enabled: boolean;
+  readonly: boolean;
+  alias?: { target: string; offset: number };
+  subregions: MtreeNodeJson[];
+}
+
+/** JSON form of one flat range. */
+export interface MtreeFlatJson {
+  start: number;
+  end: number;
+  size: number;
+  region: string;
+  offsetInRegion: number;
+  kind: FlatRange['kind'];
+  type: string;
+  readonly: boolean;
+  priority: number;
+}
+
+function nodeJson(mr: MemoryRegion, base: number, aliasQueue: MemoryRegion[]): MtreeNodeJson {
+  const start = base + mr._offset;
+  const n: MtreeNodeJson = {
+    name: mr.name,
+    kind: mr.kind,
+    type: mtreeType(mr),
+    start,
+    end: lastOf(start, mr._size),
+    size: mr._size,
+    offset: mr._offset,
+    priority: mr._priority,
+    enabled: mr._enabled,
+    readonly: mr._readonly,
+    subregions: [],
+  };
+  if (mr._kind === K_ALIAS) {
+    const t = mr._target!;
+    n.alias = { target: t.name, offset: mr._aliasOffset };
+    if (!aliasQueue.includes(t)) aliasQueue.push(t);
+  }
+  for (const c of printOrder(mr)) n.subregions.push(nodeJson(c, start, aliasQueue));
+  return n;
+}
+
+/**
+ * The tree (in print order, disabled regions included), the flat view, and the trees of every alias
+ * target (as the `memory-region:` sections of the text form) of an address space.
+ */
+export function mtreeJson(as: AddressSpace): {
+  tree: MtreeNodeJson;
+  flat: MtreeFlatJson[];
+  aliasTargets: MtreeNodeJson[];
+} {
+  if (!(as instanceof AddressSpace)) throw new TypeError('mtreeJson needs an AddressSpace');
+  const aliasQueue: MemoryRegion[] = [];
+  const tree = nodeJson(as.root, 0, aliasQueue);
+  const aliasTargets: MtreeNodeJson[] = [];
+  for (let i = 0; i < aliasQueue.length; i++) aliasTargets.push(nodeJson(aliasQueue[i], 0, aliasQueue));
+  const flat = as.flatView.ranges.map((r) => ({
+    start: r.addr,
+    end: lastOf(r.addr, r.size),
+    size: r.size,
+    region: r.region.name,
+    offsetInRegion: r.offsetInRegion,
+    kind: r.kind,
+    type: r.readonly ? 'rom' : mtreeType(r.region),
+    readonly: r.readonly,
+    priority: r.region._priority,
+  }));
+  return { tree, flat, aliasTargets };
+}

@@ -1,0 +1,82 @@
+/**
+ * Shared types of the memory model: access sizes, the fixed-width memory a ram-device region wraps,
+ * the callbacks of an I/O region and the error raised for a misused topology.
+ */
+
+/** Width of one guest access in bytes. 8-byte values are `bigint`, all others `number`. */
+export type AccessSize = 1 | 2 | 4 | 8;
+
+/**
+ * Memory that is accessed only with loads and stores of one exact width. The native `Mapping` of a
+ * VFIO region satisfies it structurally; tests and benchmarks use a JavaScript stand-in.
+ */
+export interface FixedWidthMemory {
+  readonly length: number;
+  read8(o: number): number;
+  read16(o: number): number;
+  read32(o: number): number;
+  read64(o: number): bigint;
+  write8(o: number, v: number): void;
+  write16(o: number, v: number): void;
+  write32(o: number, v: number): void;
+  write64(o: number, v: bigint): void;
+  /** Optional fast path for 64-bit reads without a bigint: fills `out[0]` (low) and `out[1]` (high). */
+  read64Pair?(o: number, out: Uint32Array): void;
+  /** Optional fast path for 64-bit writes without a bigint. */
+  write64Pair?(o: number, lo: number, hi: number): void;
+}
+
+/**
+ * Access constraints of an I/O region, as QEMU's `MemoryRegionOps.valid` and `.impl`.
+ * `valid` is what the modelled device accepts (anything else is treated as an unassigned access);
+ * `impl` is what the callbacks implement (anything else is split or widened to fit).
+ */
+export interface AccessConstraints {
+  /** Smallest access in bytes. Default 1. */
+  minAccessSize?: AccessSize;
+  /** Largest access in bytes. Default 4. */
+  maxAccessSize?: AccessSize;
+  /** Whether accesses not aligned to their own size are allowed. Default false. */
+  unaligned?: boolean;
+}
+
+/** Callbacks and constraints of an `io` region. Offsets are relative to the region. */
+export interface MemoryRegionOps {
+  /** Returns a `bigint` iff `size === 8`, otherwise an unsigned number of `size` bytes. */
+  read(offset: number, size: AccessSize): number | bigint;
+  /** `value` is a `bigint` iff `size === 8`. */
+  write(offset: number, size: AccessSize, value: number | bigint): void;
+  valid?: AccessConstraints & {
+    /** Last word on validity, consulted before the size and alignment rules. */
+    accepts?(offset: number, size: AccessSize, isWrite: boolean): boolean;
+  };
+  impl?: AccessConstraints;
+}
+
+/** The five region kinds. */
+export type RegionKind = 'container' | 'io' | 'ram' | 'ram-device' | 'alias';
+
+/** Why a topology operation was refused. */
+export type MemoryTopologyErrorCode =
+  | 'already-attached'
+  | 'cycle'
+  | 'not-a-child'
+  | 'not-a-container'
+  | 'unbalanced-transaction'
+  | 'reentrant-commit'
+  | 'closed';
+
+/**
+ * A misuse of the region tree or of the transaction API: adding a region that already has a parent,
+ * creating a cycle, removing a region that is not a child, committing without a transaction, or
+ * using a closed address space. Bad numbers are `RangeError`s and wrong types `TypeError`s instead.
+ */
+export class MemoryTopologyError extends Error {
+  override readonly name = 'MemoryTopologyError';
+  constructor(
+    readonly code: MemoryTopologyErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * Argument checks shared by the memory model. Every message names the value, the width (where there
+ * is one) and the limit, so that a failing call can be fixed from the message alone.
+ */
+import type { AccessSize } from './types';
+
+/** Largest address, offset or size the model represents exactly. */
+export const MAX_ADDRESS = Number.MAX_SAFE_INTEGER;
+
+/** True for an exact integer in [0, MAX_ADDRESS]; false for NaN, fractions, negatives and non-numbers. */
+export function isAddress(v: unknown): v is number {
+  return typeof v === 'number' && v >= 0 && v <= MAX_ADDRESS && Math.floor(v) === v;
+}
+
+/** Throws unless `v` is an exact non-negative integer up to 2^53 - 1. */
+export function checkAddress(what: string, v: unknown): number {
+  if (typeof v !== 'number') {
+    throw new TypeError(`${what} must be a number, got ${typeof v}`);
+  }
+  if (!isAddress(v)) {
+    throw new RangeError(`${what} ${String(v)} is out of range: must be an integer in [0, ${MAX_ADDRESS}]`);
+  }
+  return v;
+}
+
+/** Throws unless `size` is 1, 2, 4 or 8. */
+export function checkAccessSize(size: unknown): AccessSize {
+  if (size === 1 || size === 2 || size === 4 || size === 8) return size;
+  if (typeof size !== 'number') {
+    throw new TypeError(`access size must be a number, got ${typeof size}`);
+  }
+  throw new RangeError(`access size ${String(size)} is invalid: must be 1, 2, 4 or 8`);
+}
+
+/** Throws unless `p` is a signed 32-bit integer, as QEMU's priorities are. */
+export function checkPriority(p: unknown): number {
+  if (typeof p !== 'number') {
+    throw new TypeError(`priority must be a number, got ${typeof p}`);
+  }
+  if ((p | 0) !== p) {
+    throw new RangeError(
+      `priority ${String(p)} is out of range: must be an integer in [-2147483648, 2147483647]`,
+    );
+  }
+  return p;
+}
+
+/** Throws unless `value` is a valid unsigned value of `size` bytes (a `bigint` iff size is 8). */
+export function checkValue(size: AccessSize, value: unknown): void {
+  if (size === 8) {
+    if (typeof value !== 'bigint') {
+      throw new TypeError(`value of an 8-byte access must be a bigint, got ${typeof value}`);
+    }
+    if (BigInt.asUintN(64, value) !== value) {
+      throw new RangeError(`value ${value} does not fit in 8 bytes: must be in [0, 0xffffffffffffffff]`);
+    }
+    return;
+  }
+  if (typeof value !== 'number') {
+    throw new TypeError(`value of a ${size}-byte access must be a number, got ${typeof value}`);
+  }
+  const ok = size === 4 ? value >>> 0 === value : (value & (size === 1 ? 0xff : 0xffff)) === value;
+  if (!ok) {
+    const limit = size === 4 ? 0xffffffff : size === 1 ? 0xff : 0xffff;
+    throw new RangeError(`value ${value} does not fit in ${size} bytes: must be an integer in [0, ${limit}]`);
+  }
+}
+
+/** Formats an address the way QEMU prints a hwaddr: 16 lower-case hex digits. */
+export function hex16(v: number): string {
+  return v.toString(16).padStart(16, '0');
+}

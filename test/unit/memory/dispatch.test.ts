@@ -1,0 +1,389 @@
+import {
+  AddressSpace,
+  BufferMemory,
+  MemoryRegion,
+  MemoryTopologyError,
+  type UnassignedAccess,
+} from '../../../lib';
+import { closeAll, recordingIo, space } from './helpers';
+
+afterEach(closeAll);
+
+/** A FixedWidthMemory that records which width each access used. */
+class TracingMemory extends BufferMemory {
+  trace: string[] = [];
+  override read8(o: number): number {
+    this.trace.push(`r1@${o}`);
+    return super.read8(o);
+  }
+  override read16(o: number): number {
+    this.trace.push(`r2@${o}`);
+    return super.read16(o);
+  }
+  override read32(o: number): number {
+    this.trace.push(`r4@${o}`);
+    return super.read32(o);
+  }
+  override read64(o: number): bigint {
+    this.trace.push(`r8@${o}`);
+    return super.read64(o);
+  }
+  override write8(o: number, v: number): void {
+    this.trace.push(`w1@${o}`);
+    super.write8(o, v);
+  }
+  override write16(o: number, v: number): void {
+    this.trace.push(`w2@${o}`);
+    super.write16(o, v);
+  }
+  override write32(o: number, v: number): void {
+    this.trace.push(`w4@${o}`);
+    super.write32(o, v);
+  }
+  override write64(o: number, v: bigint): void {
+    this.trace.push(`w8@${o}`);
+    super.write64(o, v);
+  }
+}
+
+function setup(): { as: AddressSpace; root: MemoryRegion; events: UnassignedAccess[] } {
+  const root = MemoryRegion.container('root', 0x10000);
+  const as = space(root);
+  const events: UnassignedAccess[] = [];
+  as.on('unassigned', (e) => events.push(e));
+  return { as, root, events };
+}
+
+describe('ram', () => {
+  test('reads and writes little-endian at any alignment, into the shared backing', () => {
+    const { as, root } = setup();
+    const buf = new ArrayBuffer(0x100);
+    root.addSubregion(MemoryRegion.ram('ram', 0x100, buf), 0x1000);
+    as.write(0x1001, 4, 0x11223344);
+    expect(Array.from(new Uint8Array(buf, 1, 4))).toEqual([0x44, 0x33, 0x22, 0x11]);
+    expect(as.read(0x1001, 4)).toBe(0x11223344);
+    expect(as.read(0x1001, 2)).toBe(0x3344);
+    expect(as.read(0x1004, 1)).toBe(0x11);
+    as.write(0x1008, 8, 0x0102030405060708n);
+    expect(as.read(0x1008, 8)).toBe(0x0102030405060708n);
+    expect(as.read(0x1008, 4)).toBe(0x05060708);
+  });
+
+  test('without a backing, zeroed memory appears on first access', () => {
+    const { as, root } = setup();
+    const r = MemoryRegion.ram('lazy', 0x10);
+    root.addSubregion(r, 0);
+    expect(as.read(4, 4)).toBe(0);
+    as.write(4, 2, 0xbeef);
+    expect(new DataView(r.backing as ArrayBuffer).getUint16(4, true)).toBe(0xbeef);
+  });
+});
+
+describe('ram-device', () => {
+  test('every aligned access is one fixed-width access of exactly that size', () => {
+    const { as, root } = setup();
+    const mem = new TracingMemory(0x100);
+    root.addSubregion(MemoryRegion.ramDevice('bar', 0x100, mem), 0x2000);
+    as.write(0x2010, 4, 0xdeadbeef);
+    expect(as.read(0x2010, 4)).toBe(0xdeadbeef);
+    as.write(0x2018, 8, 0x1122334455667788n);
+    expect(as.read(0x2018, 8)).toBe(0x1122334455667788n);
+    as.write(0x2002, 2, 0xabcd);
+    expect(as.read(0x2003, 1)).toBe(0xab);
+    expect(mem.trace).toEqual(['w4@16', 'r4@16', 'w8@24', 'r8@24', 'w2@2', 'r1@3']);
+  });
+
+  test('an unaligned access is split into naturally aligned ones', () => {
+    const { as, root } = setup();
+    const mem = new TracingMemory(0x100);
+    root.addSubregion(MemoryRegion.ramDevice('bar', 0x100, mem), 0);
+    as.write(1, 4, 0x44332211);
+    expect(mem.trace).toEqual(['w1@1', 'w2@2', 'w1@4']);
+    mem.trace = [];
+    expect(as.read(1, 4)).toBe(0x44332211);
+    expect(mem.trace).toEqual(['r1@1', 'r2@2', 'r1@4']);
+    mem.trace = [];
+    as.write(4, 8, 0x8877665544332211n);
+    expect(mem.trace).toEqual(['w4@4', 'w4@8']);
+    expect(as.read(4, 8)).toBe(0x8877665544332211n);
+  });
+
+  test('read64Pair and write64Pair use the memory pair methods when it has them', () => {
+    const { as, root } = setup();
+    const mem = new BufferMemory(0x100);
+    const calls: string[] = [];
+    const paired = Object.assign(mem, {
+      read64Pair(o: number, out: Uint32Array) {
+        calls.push(`rp@${o}`);
+        out[0] = mem.read32(o);
+        out[1] = mem.read32(o + 4);
+      },
+      write64Pair(o: number, lo: number, hi: number) {
+        calls.push(`wp@${o}`);
+        mem.write32(o, lo);
+        mem.write32(o + 4, hi);
+      },
+    });
+    root.addSubregion(MemoryRegion.ramDevice('bar', 0x100, paired), 0x100);
+    as.write64Pair(0x108, 0x55667788, 0x11223344);
+    const out = new Uint32Array(2);
+    as.read64Pair(0x108, out);
+    expect(Array.from(out)).toEqual([0x55667788, 0x11223344]);
+    expect(as.read(0x108, 8)).toBe(0x1122334455667788n);
+    expect(calls).toEqual(['wp@8', 'rp@8']);
+  });
+});
+
+describe('io: valid and impl', () => {
+  test('defaults accept aligned 1, 2 and 4 byte accesses and pass them through', () => {
+    const { as, root, events } = setup();
+    const dev = recordingIo('dev', 0x100);
+    root.addSubregion(dev.region, 0x100);
+    as.write(0x104, 4, 0x12345678);
+    expect(as.read(0x104, 2)).toBe(0x5678);
+    expect(dev.log).toEqual(['w4@4=12345678', 'r2@4']);
+    expect(events).toEqual([]);
+  });
+
+  test('accesses the device would not accept are unassigned: all-ones, dropped, reported', () => {
+    const { as, root, events } = setup();
+    const dev = recordingIo('dev', 0x100, { valid: { minAccessSize: 2, maxAccessSize: 4 } });
+    root.addSubregion(dev.region, 0x100);
+    expect(as.read(0x100, 1)).toBe(0xff);
+    expect(as.read(0x100, 8)).toBe(0xffffffffffffffffn);
+    expect(as.read(0x102, 4)).toBe(0xffffffff);
+    as.write(0x101, 2, 0x1234);
+    expect(dev.log).toEqual([]);
+    expect(events).toEqual([
+      { addr: 0x100, size: 1, isWrite: false, reason: 'invalid-size', region: 'dev' },
+      { addr: 0x100, size: 8, isWrite: false, reason: 'invalid-size', region: 'dev' },
+      { addr: 0x102, size: 4, isWrite: false, reason: 'unaligned', region: 'dev' },
+      { addr: 0x101, size: 2, isWrite: true, reason: 'unaligned', region: 'dev' },
+    ]);
+    expect(as.unassignedCount).toBe(4);
+  });
+
+  test('valid.accepts has the last word', () => {
+    const { as, root, events } = setup();
+    const dev = recordingIo('dev', 0x100, {
+      valid: {
+        maxAccessSize: 8,
+        unaligned: true,
+        accepts: (off, _size, isWrite) => !(isWrite && off >= 0x80),
+      },
+    });
+    root.addSubregion(dev.region, 0);
+    as.write(0x10, 4, 1);
+    as.write(0x80, 4, 1);
+    expect(as.read(0x80, 4)).toBe(0);
+    expect(dev.log).toEqual(['w4@16=1', 'r4@128']);
+    expect(events.map((e) => e.reason)).toEqual(['rejected']);
+  });
+
+  test('wider accesses are split into impl-sized ones, little-endian, lowest first', () => {
+    const { as, root } = setup();
+    const dev = recordingIo('dev', 0x100, { valid: { maxAccessSize: 8 }, impl: { maxAccessSize: 1 } });
+    root.addSubregion(dev.region, 0);
+    as.write(0x10, 4, 0x44332211);
+    expect(dev.log).toEqual(['w1@16=11', 'w1@17=22', 'w1@18=33', 'w1@19=44']);
+    dev.log.length = 0;
+    expect(as.read(0x10, 4)).toBe(0x44332211);
+    expect(dev.log).toEqual(['r1@16', 'r1@17', 'r1@18', 'r1@19']);
+  });
+
+  test('an 8-byte access to a 4-byte implementation is two 4-byte halves', () => {
+    const { as, root } = setup();
+    const dev = recordingIo('dev', 0x100, { valid: { maxAccessSize: 8 } });
+    root.addSubregion(dev.region, 0);
+    as.write(0x8, 8, 0x1122334455667788n);
+    expect(dev.log).toEqual(['w4@8=55667788', 'w4@12=11223344']);
+    dev.log.length = 0;
+    expect(as.read(0x8, 8)).toBe(0x1122334455667788n);
+    expect(dev.log).toEqual(['r4@8', 'r4@12']);
+    const out = new Uint32Array(2);
+    as.read64Pair(0x8, out);
+    expect(Array.from(out)).toEqual([0x55667788, 0x11223344]);
+    as.write64Pair(0x10, 1, 2);
+    expect(as.read(0x10, 8)).toBe(0x200000001n);
+  });
+
+  test('narrower accesses are widened to impl.min and truncated, as QEMU does', () => {
+    const { as, root } = setup();
+    const dev = recordingIo('dev', 0x100, { impl: { minAccessSize: 4 } });
+    root.addSubregion(dev.region, 0);
+    dev.bytes.set([0x11, 0x22, 0x33, 0x44], 0x20);
+    expect(as.read(0x20, 1)).toBe(0x11);
+    as.write(0x24, 2, 0xabcd);
+    expect(dev.log).toEqual(['r4@32', 'w4@36=abcd']);
+  });
+
+  test('read callbacks are masked to the access size and must return the right type', () => {
+    const { as, root } = setup();
+    root.addSubregion(MemoryRegion.io('wild', 0x10, { read: () => -1, write: () => undefined }), 0);
+    expect(as.read(0, 2)).toBe(0xffff);
+    root.addSubregion(
+      MemoryRegion.io('broken', 0x10, {
+        read: () => 'x' as never,
+        write: () => undefined,
+        valid: { maxAccessSize: 8 },
+      }),
+      0x100,
+    );
+    expect(() => as.read(0x100, 4)).toThrow(/returned string/);
+    expect(() => as.read(0x100, 8)).toThrow(TypeError);
+  });
+});
+
+describe('address space dispatch', () => {
+  test('unassigned reads are all-ones, writes are dropped, both are counted and reported', () => {
+    const { as, events } = setup();
+    expect(as.read(0x10, 1)).toBe(0xff);
+    expect(as.read(0x10, 2)).toBe(0xffff);
+    expect(as.read(0x10, 4)).toBe(0xffffffff);
+    expect(as.read(0x10, 8)).toBe(0xffffffffffffffffn);
+    as.write(0x10, 4, 5);
+    expect(as.unassignedCount).toBe(5);
+    expect(events[4]).toEqual({ addr: 0x10, size: 4, isWrite: true, reason: 'unassigned' });
+    // Far beyond the root: still only unassigned.
+    expect(as.read(2 ** 53 - 1, 1)).toBe(0xff);
+  });
+
+  test('writes to read-only ranges are dropped and reported', () => {
+    const { as, root, events } = setup();
+    const buf = new ArrayBuffer(0x10);
+    const rom = MemoryRegion.ram('rom', 0x10, buf);
+    rom.setReadonly(true);
+    root.addSubregion(rom, 0);
+    new Uint8Array(buf)[0] = 7;
+    as.write(0, 1, 9);
+    expect(as.read(0, 1)).toBe(7);
+    expect(events).toEqual([{ addr: 0, size: 1, isWrite: true, reason: 'readonly', region: 'rom' }]);
+    const mem = new BufferMemory(0x10);
+    const bar = MemoryRegion.ramDevice('bar', 0x10, mem);
+    bar.setReadonly(true);
+    root.addSubregion(bar, 0x100);
+    as.write(0x100, 4, 1);
+    as.write64Pair(0x100, 1, 1);
+    expect(mem.read32(0)).toBe(0);
+    const dev = recordingIo('dev', 0x10);
+    dev.region.setReadonly(true);
+    root.addSubregion(dev.region, 0x200);
+    as.write(0x200, 4, 1);
+    expect(dev.log).toEqual([]);
+  });
+
+  test('an access across a range boundary is split per range, deterministically', () => {
+    const { as, root, events } = setup();
+    const a = new ArrayBuffer(0x10);
+    const dev = recordingIo('dev', 0x10, { valid: { maxAccessSize: 8, unaligned: true } });
+    root.addSubregion(MemoryRegion.ram('a', 0x10, a), 0x0);
+    root.addSubregion(dev.region, 0x10);
+    new Uint8Array(a).set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+    dev.bytes.set([0x21, 0x22, 0x23, 0x24]);
+    expect(as.read(0xe, 4)).toBe(0x2221100f);
+    expect(as.read(0xd, 8)).toBe(0x0024232221100f0en);
+    expect(dev.log).toEqual(['r2@0', 'r4@0', 'r1@4']);
+    dev.log.length = 0;
+    as.write(0xf, 2, 0xaabb);
+    expect(new Uint8Array(a)[15]).toBe(0xbb);
+    expect(dev.log).toEqual(['w1@0=aa']);
+    // Partly unassigned: the gap reads as ones and is reported with its own extent.
+    expect(as.read(0x1e, 4)).toBe(0xffff0000 + (dev.bytes[0xf] << 8) + dev.bytes[0xe]);
+    expect(events).toEqual([{ addr: 0x20, size: 2, isWrite: false, reason: 'unassigned' }]);
+  });
+
+  test('bad arguments from the caller are RangeErrors and TypeErrors', () => {
+    const { as } = setup();
+    expect(() => as.read(-1, 4)).toThrow(RangeError);
+    expect(() => as.read(0.5, 4)).toThrow(RangeError);
+    expect(() => as.read(NaN, 4)).toThrow(RangeError);
+    expect(() => as.read(2 ** 53, 4)).toThrow(RangeError);
+    expect(() => as.read(0, 3 as never)).toThrow(/access size 3/);
+    expect(() => as.write(0, 3 as never, 0)).toThrow(RangeError);
+    expect(() => as.write(0, 4, 2 ** 32)).toThrow(RangeError);
+    expect(() => as.write(0, 4, -1)).toThrow(RangeError);
+    expect(() => as.write(0, 1, 256)).toThrow(/does not fit in 1 bytes/);
+    expect(() => as.write(0, 8, 1)).toThrow(TypeError);
+    expect(() => as.write(0, 8, 2n ** 64n)).toThrow(RangeError);
+    expect(() => as.write(0, 2, 1n)).toThrow(TypeError);
+    expect(() => as.read('0' as never, 4)).toThrow(TypeError);
+    expect(() => as.read64Pair(0, new Uint32Array(1))).toThrow(TypeError);
+    expect(() => as.write64Pair(0, 2 ** 32, 0)).toThrow(RangeError);
+    expect(() => new AddressSpace('x', {} as MemoryRegion)).toThrow(TypeError);
+    expect(as.unassignedCount).toBe(0);
+  });
+
+  test('logging is rate-limited and counts what it left out', () => {
+    const root = MemoryRegion.container('root', 0x100);
+    const lines: string[] = [];
+    let now = 1_000_000;
+    const spy = jest.spyOn(Date, 'now').mockImplementation(() => now);
+    try {
+      const as = space(root, 'mem', { log: (l) => lines.push(l), logIntervalMs: 1000 });
+      as.read(0x10, 4);
+      as.read(0x14, 4);
+      as.write(0x18, 2, 1);
+      now += 1000;
+      as.read(0x20, 1);
+      expect(lines).toEqual([
+        'mem: unassigned read at 0x10 size 4',
+        'mem: unassigned read at 0x20 size 1 (2 more since the last report)',
+      ]);
+      expect(as.unassignedCount).toBe(4);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  test('the default log is a process warning', () => {
+    const root = MemoryRegion.container('root', 0x100);
+    const spy = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      const as = new AddressSpace('warned', root);
+      as.read(0, 4);
+      as.close();
+      expect(spy).toHaveBeenCalledWith('warned: unassigned read at 0x0 size 4', 'UnassignedAccessWarning');
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  test('off() removes an unassigned handler', () => {
+    const { as } = setup();
+    const seen: number[] = [];
+    const fn = (e: UnassignedAccess): void => void seen.push(e.addr);
+    as.on('unassigned', fn);
+    as.read(1, 1);
+    as.off('unassigned', fn);
+    as.read(2, 1);
+    expect(seen).toEqual([1]);
+    expect(() => as.on('other' as never, fn)).toThrow(TypeError);
+  });
+
+  test('a device callback may remap memory during an access', () => {
+    const { as, root } = setup();
+    const bar = MemoryRegion.ram('bar', 0x10);
+    root.addSubregion(bar, 0x100);
+    root.addSubregion(
+      MemoryRegion.io('ctl', 4, { read: () => 0, write: (_o, _s, v) => bar.setOffset(v as number) }),
+      0,
+    );
+    as.write(0x100, 4, 0xaa);
+    as.write(0, 4, 0x200);
+    expect(as.read(0x200, 4)).toBe(0xaa);
+    expect(as.read(0x100, 4)).toBe(0xffffffff);
+  });
+
+  test('a closed address space refuses accesses and listeners', () => {
+    const root = MemoryRegion.container('root', 0x100);
+    root.addSubregion(MemoryRegion.ram('r', 0x10), 0);
+    const as = new AddressSpace('gone', root, { log: null });
+    as.close();
+    as.close();
+    expect(as.closed).toBe(true);
+    expect(() => as.read(0, 4)).toThrow(MemoryTopologyError);
+    expect(() => as.write(0, 4, 0)).toThrow(/closed/);
+    expect(() => as.addListener({})).toThrow(/closed/);
+    expect(as.flatView.ranges).toEqual([]);
+  });
+});
