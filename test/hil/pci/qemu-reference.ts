@@ -1,0 +1,181 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** One line of a QEMU `info mtree -f` flat view. */
+export interface QemuFlatLine {
+  start: number;
+  end: number;
+  priority: number;
+  kind: string;
+  name: string;
+  /** The `@offset` QEMU prints when the range starts inside its region. */
+  offsetInRegion: number;
+}
+
+/** Parses the flat view of address space `as` out of `info mtree -f` output. */
+export function parseFlatView(text: string, as: string): QemuFlatLine[] {
+  const out: QemuFlatLine[] = [];
+  let inView = false;
+  let header = false;
+  for (const raw of text.split(/\r?\n/)) {
+    if (raw.startsWith('FlatView #')) {
+      inView = false;
+      header = true;
+      continue;
+    }
+    if (header && raw.startsWith(' AS "')) {
+      if (raw.startsWith(` AS "${as}"`)) inView = true;
+      continue;
+    }
+    if (raw.startsWith(' Root memory region')) {
+      header = false;
+      continue;
+    }
+    if (!inView) continue;
+    const m =
+      /^\s+([0-9a-f]+)-([0-9a-f]+) \(prio (-?\d+), ([\w-]+)\): (.*?)(?: @([0-9a-f]+))?(?: KVM)?$/.exec(raw);
+    if (!m) continue;
+    out.push({
+      start: parseInt(m[1], 16),
+      end: parseInt(m[2], 16),
+      priority: Number(m[3]),
+      kind: m[4],
+      name: m[5],
+      offsetInRegion: m[6] ? parseInt(m[6], 16) : 0,
+    });
+  }
+  return out;
+}
+
+/** A line-oriented reader over a socket. */
+class Lines {
+  #buf = '';
+  #waiters: ((line: string) => void)[] = [];
+  #lines: string[] = [];
+  constructor(readonly sock: Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      this.#buf += d;
+      let i: number;
+      while ((i = this.#buf.indexOf('\n')) >= 0) {
+        const line = this.#buf.slice(0, i);
+        this.#buf = this.#buf.slice(i + 1);
+        const w = this.#waiters.shift();
+        if (w) w(line);
+        else this.#lines.push(line);
+      }
+    });
+  }
+  next(): Promise<string> {
+    const l = this.#lines.shift();
+    if (l !== undefined) return Promise.resolve(l);
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+  /** Everything received so far that is not a complete line (e.g. a prompt). */
+  pending(): string {
+    return this.#buf;
+  }
+}
+
+/**
+ * QemuReference: QEMU (the host's qemu-system-x86_64) run with `-accel qtest` and the lab devices
+ * assigned through its own vfio-pci. Config cycles go through the qtest protocol on ports
+ * 0xcf8/0xcfc; `info mtree -f` comes from an HMP monitor socket.
+ */
+export class QemuReference {
+  #proc: ChildProcess;
+  #dir: string;
+  #qtest!: Lines;
+  #server: Server;
+  #stderr = '';
+
+  private constructor(proc: ChildProcess, dir: string, server: Server) {
+    this.#proc = proc;
+    this.#dir = dir;
+    this.#server = server;
+    proc.stderr?.setEncoding('utf8');
+    proc.stderr?.on('data', (d: string) => (this.#stderr += d));
+  }
+
+  /** Starts QEMU with `devices` (vfio-pci property strings, e.g. "host=0000:00:05.0,addr=05.0"). */
+  static async start(devices: string[], qemu = 'qemu-system-x86_64'): Promise<QemuReference> {
+    const dir = mkdtempSync(join(tmpdir(), 'vfio-bridge-qemu-'));
+    const qsock = join(dir, 'qtest.sock');
+    const server = createServer();
+    const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+    await new Promise<void>((resolve) => server.listen(qsock, resolve));
+    const args = ['-machine', 'q35', '-accel', 'qtest', '-nodefaults', '-display', 'none', '-m', '256'];
+    args.push('-qtest', `unix:${qsock}`, '-monitor', `unix:${join(dir, 'hmp.sock')},server=on,wait=off`);
+    for (const d of devices) args.push('-device', `vfio-pci,${d}`);
+    const proc = spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const ref = new QemuReference(proc, dir, server);
+    const exited = new Promise<never>((_, reject) =>
+      proc.once('exit', (code) =>
+        reject(new Error(`QEMU exited (${code}) before connecting: ${ref.#stderr}`)),
+      ),
+    );
+    const sock = await Promise.race([accepted, exited]);
+    ref.#qtest = new Lines(sock);
+    return ref;
+  }
+
+  /** One qtest command; returns the text after "OK". */
+  async qtest(cmd: string): Promise<string> {
+    this.#qtest.sock.write(`${cmd}\n`);
+    for (;;) {
+      const line = await this.#qtest.next();
+      if (line.startsWith('IRQ')) continue;
+      if (!line.startsWith('OK')) throw new Error(`qtest ${cmd}: ${line}`);
+      return line.slice(2).trim();
+    }
+  }
+
+  /** A config-space write to slot `slot` of bus 0 (mechanism #1). */
+  async configWrite(slot: number, reg: number, size: 1 | 2 | 4, value: number): Promise<void> {
+    const addr = (0x80000000 | (slot << 11) | (reg & 0xfc)) >>> 0;
+    await this.qtest(`outl 0xcf8 0x${addr.toString(16)}`);
+    const port = 0xcfc + (reg & 3);
+    const op = size === 1 ? 'outb' : size === 2 ? 'outw' : 'outl';
+    await this.qtest(`${op} 0x${port.toString(16)} 0x${value.toString(16)}`);
+  }
+
+  /** `info mtree -f` over the HMP socket. */
+  async infoMtreeFlat(): Promise<string> {
+    const path = join(this.#dir, 'hmp.sock');
+    for (let i = 0; i < 100 && !existsSync(path); i++) await new Promise((r) => setTimeout(r, 50));
+    const sock = connect(path);
+    let text = '';
+    sock.setEncoding('utf8');
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      let sent = false;
+      sock.on('data', (d: string) => {
+        text += d;
+        if (!sent && text.includes('(qemu) ')) {
+          sent = true;
+          text = '';
+          sock.write('info mtree -f\n');
+        } else if (sent && text.trimEnd().endsWith('(qemu)')) {
+          resolve();
+        }
+      });
+    });
+    sock.end();
+    return text;
+  }
+
+  /** Stops QEMU and removes its sockets. */
+  async stop(): Promise<void> {
+    if (this.#proc.exitCode === null) {
+      const done = new Promise((r) => this.#proc.once('exit', r));
+      this.#proc.kill('SIGTERM');
+      await done;
+    }
+    this.#qtest?.sock.destroy();
+    this.#server.close();
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
