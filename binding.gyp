@@ -2,9 +2,20 @@
   "targets": [
     {
       "target_name": "vfio_bridge",
-      "sources": ["native/addon.cc"],
+      "sources": [
+        "native/module.cc",
+        "native/errors.cc",
+        "native/fault_guard.cc",
+        "native/accessors_x86_64.S",
+        "native/handle.cc",
+        "native/mapping.cc",
+        "native/container.cc",
+        "native/group.cc",
+        "native/device.cc"
+      ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
       "cflags_cc": ["-std=c++20", "-fno-exceptions", "-Wall", "-Wextra", "-O2"],
       "cflags_cc!": ["-fno-rtti"]
     }

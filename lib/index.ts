@@ -2,4 +2,5 @@
  * vfio-bridge: the public entry point. Everything a VMM, a test or the CLI needs is exported here.
  */
 export * from './memory';
+export * from './vfio';
 export * from './pci';

@@ -1,0 +1,164 @@
+import { native, type NativeHandle } from '../native';
+import { VfioError } from './errors';
+import {
+  parseIommuInfo,
+  VFIO_API_VERSION,
+  VFIO_TYPE1_IOMMU,
+  VFIO_TYPE1v2_IOMMU,
+  type IommuInfo,
+} from './uapi';
+
+/** The IOMMU models vfio-bridge drives, best first. */
+export type IommuType = 'Type1v2' | 'Type1';
+
+const IOMMU_TYPES: ReadonlyArray<[IommuType, number]> = [
+  ['Type1v2', VFIO_TYPE1v2_IOMMU],
+  ['Type1', VFIO_TYPE1_IOMMU],
+];
+
+const handles = new WeakMap<Container, NativeHandle>();
+
+/** The container's native handle, for Group.setContainer. @internal */
+export function containerHandle(c: Container): NativeHandle {
+  const h = handles.get(c);
+  if (h === undefined || c.closed) {
+    throw new VfioError({
+      message: 'the container is closed',
+      code: 'ECLOSED',
+      op: 'VFIO_GROUP_SET_CONTAINER',
+      path: c.path,
+      hint: 'the object was closed; open a new one',
+    });
+  }
+  return h;
+}
+
+/**
+ * A VFIO container (`/dev/vfio/vfio`, the legacy container/group uAPI): the IOMMU context that
+ * groups attach to. Close it with {@link Container.close} or `using`; it is also released when
+ * garbage-collected or when its thread exits.
+ */
+export class Container implements Disposable {
+  /** The VFIO API version reported by the kernel (always VFIO_API_VERSION, 0). */
+  readonly apiVersion: number;
+  /** The device node this container was opened from. */
+  readonly path: string;
+  #closed = false;
+  #groups = 0;
+  #iommu: IommuType | null = null;
+
+  private constructor(handle: NativeHandle, path: string, apiVersion: number) {
+    handles.set(this, handle);
+    this.path = path;
+    this.apiVersion = apiVersion;
+  }
+
+  /**
+   * Open a container and check its API version.
+   * @throws VfioError (ENOENT: VFIO not loaded; EACCES/EPERM: permissions; EVERSION)
+   */
+  static open(path = '/dev/vfio/vfio'): Container {
+    if (typeof path !== 'string') throw new TypeError('Container.open: path must be a string');
+    const h = native.openFd(path);
+    try {
+      const version = native.vfioGetApiVersion(h);
+      if (version !== VFIO_API_VERSION) {
+        throw new VfioError({
+          message: `${path} speaks VFIO API version ${version}, vfio-bridge needs ${VFIO_API_VERSION}`,
+          code: 'EVERSION',
+          op: 'VFIO_GET_API_VERSION',
+          path,
+        });
+      }
+      return new Container(h, path, version);
+    } catch (e) {
+      native.closeFd(h);
+      throw e;
+    }
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The IOMMU type set by {@link Container.setIommu}, or null. */
+  get iommuType(): IommuType | null {
+    return this.#iommu;
+  }
+
+  /** The IOMMU types the kernel supports for this container, best first. */
+  supportedIommuTypes(): IommuType[] {
+    const h = this.#handle('VFIO_CHECK_EXTENSION');
+    return IOMMU_TYPES.filter(([, ext]) => native.vfioCheckExtension(h, ext) > 0).map(([name]) => name);
+  }
+
+  /**
+   * Select the IOMMU model. A group must be attached first (Group.setContainer). Default: the
+   * best supported type.
+   * @throws VfioError ENOGROUP (no group attached), ENOIOMMU (nothing supported), or the kernel's
+   */
+  setIommu(type?: IommuType): void {
+    const h = this.#handle('VFIO_SET_IOMMU');
+    if (type !== undefined && !IOMMU_TYPES.some(([name]) => name === type)) {
+      throw new RangeError(`setIommu: unknown IOMMU type ${JSON.stringify(type)} (Type1v2 or Type1)`);
+    }
+    if (this.#groups === 0) {
+      throw new VfioError({
+        message: 'VFIO_SET_IOMMU needs a group in the container',
+        code: 'ENOGROUP',
+        op: 'VFIO_SET_IOMMU',
+        path: this.path,
+        hint: 'call group.setContainer(container) first',
+      });
+    }
+    const chosen = type ?? this.supportedIommuTypes()[0];
+    if (chosen === undefined) {
+      throw new VfioError({
+        message: 'the container supports neither the Type1v2 nor the Type1 IOMMU',
+        code: 'ENOIOMMU',
+        op: 'VFIO_CHECK_EXTENSION',
+        path: this.path,
+        hint: 'vfio-bridge needs an x86 IOMMU with vfio_iommu_type1 (modprobe vfio_iommu_type1)',
+      });
+    }
+    native.vfioSetIommu(h, IOMMU_TYPES.find(([name]) => name === chosen)![1]);
+    this.#iommu = chosen;
+  }
+
+  /** VFIO_IOMMU_GET_INFO: page sizes and the capability chain (IOVA ranges, DMA entries left). */
+  iommuInfo(): IommuInfo {
+    return parseIommuInfo(native.vfioIommuInfo(this.#handle('VFIO_IOMMU_GET_INFO')));
+  }
+
+  /** Bookkeeping from Group: how many groups are attached. @internal */
+  _groupAttached(delta: 1 | -1): void {
+    this.#groups += delta;
+  }
+
+  /** Close the container. Idempotent; later use throws VfioError `'ECLOSED'`. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const h = handles.get(this);
+    if (h !== undefined) native.closeFd(h);
+  }
+
+  /** Same as {@link Container.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #handle(op: string): NativeHandle {
+    if (this.#closed) {
+      throw new VfioError({
+        message: `${op} failed: the container is closed`,
+        code: 'ECLOSED',
+        op,
+        path: this.path,
+        hint: 'the object was closed; open a new one',
+      });
+    }
+    return handles.get(this)!;
+  }
+}

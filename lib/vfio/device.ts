@@ -1,0 +1,223 @@
+import { native, type NativeHandle } from '../native';
+import { VfioError } from './errors';
+import { Mapping } from './mapping';
+import type { AccessSize } from './types';
+import {
+  parseDeviceInfo,
+  parseIrqInfo,
+  parseRegionInfo,
+  type DeviceInfo,
+  type IrqInfo,
+  type RegionInfo,
+} from './uapi';
+
+function checkIndex(what: string, index: unknown): number {
+  if (typeof index !== 'number') throw new TypeError(`${what} must be a number, got ${typeof index}`);
+  if (!Number.isInteger(index) || index < 0 || index > 0xffff_ffff) {
+    throw new RangeError(`${what} ${index} is not a valid index`);
+  }
+  return index;
+}
+
+function checkSize(size: unknown): AccessSize {
+  if (size !== 1 && size !== 2 && size !== 4 && size !== 8) {
+    throw new RangeError(`size ${String(size)} is not 1, 2, 4 or 8`);
+  }
+  return size;
+}
+
+function checkRange(op: string, region: RegionInfo, offset: unknown, size: unknown): number {
+  if (typeof offset !== 'number') throw new TypeError(`${op}: offset must be a number, got ${typeof offset}`);
+  if (typeof size !== 'number') throw new TypeError(`${op}: size must be a number, got ${typeof size}`);
+  if (
+    !Number.isSafeInteger(offset) ||
+    offset < 0 ||
+    !Number.isSafeInteger(size) ||
+    size < 0 ||
+    offset > region.size ||
+    size > region.size - offset
+  ) {
+    throw new RangeError(
+      `${op}: offset ${offset} width ${size} is outside region ${region.index} (size ${region.size})`,
+    );
+  }
+  return offset;
+}
+
+/**
+ * A VFIO device fd, from {@link Group.openDevice}: info, region and IRQ info, reset, region I/O
+ * through the fd (one pread/pwrite per access), and mappings of mmap-capable regions.
+ */
+export class Device implements Disposable {
+  /** The PCI address. */
+  readonly bdf: string;
+  readonly #handle: NativeHandle;
+  readonly #groupPath: string;
+  readonly #regions = new Map<number, RegionInfo>();
+  #closed = false;
+
+  private constructor(handle: NativeHandle, bdf: string, groupPath: string) {
+    this.#handle = handle;
+    this.bdf = bdf;
+    this.#groupPath = groupPath;
+  }
+
+  /** Wrap a device handle from the group. @internal */
+  static _fromHandle(handle: NativeHandle, bdf: string, groupPath: string): Device {
+    return new Device(handle, bdf, groupPath);
+  }
+
+  /** The device fd (-1 once closed). */
+  get fd(): number {
+    return native.fdOf(this.#handle);
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** VFIO_DEVICE_GET_INFO. */
+  info(): DeviceInfo {
+    return parseDeviceInfo(native.vfioDeviceInfo(this.#open('VFIO_DEVICE_GET_INFO')));
+  }
+
+  /**
+   * VFIO_DEVICE_GET_REGION_INFO with its whole capability chain. Cached: region layout does not
+   * change while the device is open.
+   */
+  regionInfo(index: number): RegionInfo {
+    checkIndex('region index', index);
+    const h = this.#open('VFIO_DEVICE_GET_REGION_INFO');
+    let info = this.#regions.get(index);
+    if (info === undefined) {
+      info = parseRegionInfo(native.vfioRegionInfo(h, index));
+      this.#regions.set(index, info);
+    }
+    return info;
+  }
+
+  /** VFIO_DEVICE_GET_IRQ_INFO. */
+  irqInfo(index: number): IrqInfo {
+    checkIndex('IRQ index', index);
+    return parseIrqInfo(native.vfioIrqInfo(this.#open('VFIO_DEVICE_GET_IRQ_INFO'), index));
+  }
+
+  /** VFIO_DEVICE_RESET. Mappings of the BARs fault (VfioError 'SIGBUS') while it runs. */
+  reset(): void {
+    native.vfioDeviceReset(this.#open('VFIO_DEVICE_RESET'));
+  }
+
+  /** Read exactly `size` bytes at `offset` in `region` with one pread; bigint when size is 8. */
+  read(region: number, offset: number, size: AccessSize): number | bigint {
+    const h = this.#open('pread');
+    const info = this.regionInfo(region);
+    checkSize(size);
+    checkRange('read', info, offset, size);
+    if (!info.readable) throw this.#denied('pread', info, 'readable');
+    return native.pread(h, info.offset + offset, size);
+  }
+
+  /** Write exactly `size` bytes at `offset` in `region` with one pwrite; `v` is a bigint when size is 8. */
+  write(region: number, offset: number, size: AccessSize, v: number | bigint): void {
+    const h = this.#open('pwrite');
+    const info = this.regionInfo(region);
+    checkSize(size);
+    checkRange('write', info, offset, size);
+    if (size === 8 ? typeof v !== 'bigint' : typeof v !== 'number') {
+      throw new TypeError(`write: a ${size}-byte value must be a ${size === 8 ? 'bigint' : 'number'}`);
+    }
+    if (
+      size === 8
+        ? (v as bigint) < 0n || (v as bigint) > 0xffff_ffff_ffff_ffffn
+        : !Number.isInteger(v) || (v as number) < 0 || (v as number) >= 2 ** (8 * size)
+    ) {
+      throw new RangeError(`write: value ${String(v)} does not fit in ${size} byte(s) unsigned`);
+    }
+    if (!info.writable) throw this.#denied('pwrite', info, 'writable');
+    native.pwrite(h, info.offset + offset, size, v);
+  }
+
+  /** Read `length` bytes at `offset` in `region` into a new Buffer with one pread (config space, dumps). */
+  readBlock(region: number, offset: number, length: number): Buffer {
+    const h = this.#open('pread');
+    const info = this.regionInfo(region);
+    checkRange('readBlock', info, offset, length);
+    if (!info.readable) throw this.#denied('pread', info, 'readable');
+    return native.preadBlock(h, info.offset + offset, length);
+  }
+
+  /** Write all of `data` at `offset` in `region` with one pwrite. */
+  writeBlock(region: number, offset: number, data: Uint8Array): void {
+    if (!(data instanceof Uint8Array)) throw new TypeError('writeBlock: data must be a Uint8Array or Buffer');
+    const h = this.#open('pwrite');
+    const info = this.regionInfo(region);
+    checkRange('writeBlock', info, offset, data.length);
+    if (!info.writable) throw this.#denied('pwrite', info, 'writable');
+    native.pwriteBlock(h, info.offset + offset, data);
+  }
+
+  /**
+   * mmap `length` bytes of `region` from `offset` (both relative to the region). The mapping is
+   * writable when the region is. It stays valid after the device is closed.
+   * @throws VfioError ENOTMAPPABLE, or mmap's error (EINVAL: outside the mappable areas)
+   */
+  map(region: number, offset: number, length: number): Mapping {
+    this.#open('mmap');
+    const info = this.regionInfo(region);
+    checkRange('map', info, offset, length);
+    if (length === 0) throw new RangeError('map: length 0: a mapping must cover at least one byte');
+    if (!info.mappable) {
+      throw new VfioError({
+        message: `region ${region} of ${this.bdf} does not support mmap`,
+        code: 'ENOTMAPPABLE',
+        op: 'mmap',
+        path: this.#groupPath,
+        bdf: this.bdf,
+        hint: 'access it through read()/write() on the device fd instead',
+      });
+    }
+    return Mapping.fromFd(this.fd, info.offset + offset, length, {
+      writable: info.writable,
+      path: this.#groupPath,
+      bdf: this.bdf,
+    });
+  }
+
+  /** Close the device fd. Idempotent; later use throws VfioError `'ECLOSED'`. Mappings stay valid. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    native.closeFd(this.#handle);
+  }
+
+  /** Same as {@link Device.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #open(op: string): NativeHandle {
+    if (this.#closed) {
+      throw new VfioError({
+        message: `${op} failed: device ${this.bdf} is closed`,
+        code: 'ECLOSED',
+        op,
+        path: this.#groupPath,
+        bdf: this.bdf,
+        hint: 'the object was closed; open a new one',
+      });
+    }
+    return this.#handle;
+  }
+
+  #denied(op: string, info: RegionInfo, what: string): VfioError {
+    return new VfioError({
+      message: `region ${info.index} of ${this.bdf} is not ${what}`,
+      code: 'EACCES',
+      errno: 13,
+      op,
+      path: this.#groupPath,
+      bdf: this.bdf,
+    });
+  }
+}

@@ -1,0 +1,182 @@
+import * as util from 'node:util';
+
+import { native } from '../native';
+
+/** What a {@link VfioError} is built from. */
+export interface VfioErrorInit {
+  message: string;
+  code: string;
+  op: string;
+  errno?: number;
+  path?: string;
+  bdf?: string;
+  hint?: string;
+}
+
+/**
+ * A failed VFIO operation or device access.
+ *
+ * `code` is the errno name (`'EPERM'`, `'EBUSY'`, ...) when the kernel returned one, or one of:
+ * - `'SIGBUS'`: a Mapping access faulted because vfio-pci revoked the mapping (memory decode
+ *   disabled in the command register, or a reset in progress, Linux 5.8+). The process carries
+ *   on; the access did not happen. The mapping works again once decode is back on.
+ * - `'ECLOSED'`: the object (mapping, container, group, device) was used after `close()`.
+ * - `'ESHORT'`: a pread/pwrite moved fewer bytes than asked.
+ * - `'ENOTVIABLE'`: the group is not viable; the message lists its devices and their drivers.
+ * - `'EVERSION'`: `/dev/vfio/vfio` speaks another VFIO API version.
+ * - `'ENOIOMMU'`: the container supports none of the IOMMU types vfio-bridge drives.
+ * - `'ENOGROUP'`: the container has no group attached yet.
+ * - `'EPROTO'`: the kernel returned a malformed info structure or capability chain.
+ * - `'ENOTMAPPABLE'`: the region does not support mmap.
+ */
+export class VfioError extends Error {
+  override readonly name = 'VfioError';
+  /** The errno name, or one of the vfio-bridge codes listed on the class. */
+  readonly code: string;
+  /** The positive errno, when the kernel returned one. */
+  readonly errno?: number;
+  /** The operation: an ioctl name (`'VFIO_GROUP_GET_STATUS'`), a syscall, or `'mapping.read32'`. */
+  readonly op: string;
+  /** The device node or file involved, e.g. `/dev/vfio/12`. */
+  readonly path?: string;
+  /** The PCI address of the device involved, e.g. `0000:00:03.0`. */
+  readonly bdf?: string;
+  /** What to do about it, for the common cases. */
+  readonly hint?: string;
+
+  constructor(init: VfioErrorInit) {
+    super(init.hint ? `${init.message}\n  hint: ${init.hint}` : init.message);
+    this.code = init.code;
+    this.op = init.op;
+    if (init.errno !== undefined) this.errno = init.errno;
+    if (init.path !== undefined) this.path = init.path;
+    if (init.bdf !== undefined) this.bdf = init.bdf;
+    if (init.hint !== undefined) this.hint = init.hint;
+  }
+}
+
+/** The errno name for a positive errno (`1` -> `'EPERM'`). */
+export function errnoName(errno: number): string {
+  try {
+    return util.getSystemErrorName(-errno);
+  } catch {
+    return `E${errno}`;
+  }
+}
+
+const RLIM_INFINITY = 0xffff_ffff_ffff_ffffn;
+
+function formatLimit(v: bigint): string {
+  if (v === RLIM_INFINITY) return 'unlimited';
+  return v >= 1024n ? `${v / 1024n} KiB` : `${v} bytes`;
+}
+
+/** The hint text for RLIMIT_MEMLOCK, showing the current soft and hard limits. */
+export function memlockHint(): string {
+  let limits = 'unknown';
+  try {
+    const [soft, hard] = native.memlockLimit();
+    limits = `${formatLimit(soft)} (hard limit ${formatLimit(hard)})`;
+  } catch {
+    // The limit is only decoration for the hint; the original error is what gets thrown.
+  }
+  return (
+    `RLIMIT_MEMLOCK is ${limits}. Memory pinned for DMA counts against it: raise it ` +
+    `(ulimit -l, LimitMEMLOCK= in a systemd unit, or memlock in /etc/security/limits.conf) or run as root`
+  );
+}
+
+/** Context for {@link hintFor}. */
+export interface HintContext {
+  op: string;
+  code: string;
+  path?: string | undefined;
+  bdf?: string | undefined;
+}
+
+/**
+ * The hint for the common failures: permissions on /dev/vfio, a busy group, a missing group node,
+ * RLIMIT_MEMLOCK, a region that cannot be mapped there, a revoked mapping, use after close.
+ * Returns undefined when there is nothing better to say than the error itself.
+ */
+export function hintFor(ctx: HintContext): string | undefined {
+  const { op, code, path } = ctx;
+  const isGroupNode = path !== undefined && /^\/dev\/vfio\/(noiommu-)?\d+$/.test(path);
+  const isVfioNode = path !== undefined && path.startsWith('/dev/vfio/');
+  switch (code) {
+    case 'EACCES':
+    case 'EPERM':
+      if (op === 'mmap') return 'the mapping was refused: a read-only region or fd cannot be mapped writable';
+      if (isVfioNode) {
+        return (
+          `no permission on ${path}: run as root, or give this user read/write access to the node ` +
+          `(chown/chmod, or a udev rule for the vfio group)`
+        );
+      }
+      return undefined;
+    case 'EBUSY':
+      if (op === 'VFIO_GROUP_GET_DEVICE_FD') {
+        return `${ctx.bdf ?? 'the device'} is already open through this group (another Device, or another process)`;
+      }
+      if (isGroupNode) {
+        return (
+          `the group is already open elsewhere: another process (check \`fuser ${path}\`) or another ` +
+          `Group object in this process; a group can be opened only once`
+        );
+      }
+      return undefined;
+    case 'ENOENT':
+      if (isGroupNode) {
+        return `${path} does not exist: bind the group's devices to vfio-pci (modprobe vfio-pci), then retry`;
+      }
+      if (path === '/dev/vfio/vfio') return 'VFIO is not available: modprobe vfio-pci (and enable the IOMMU)';
+      return undefined;
+    case 'ENOMEM':
+      if (op.startsWith('VFIO_') || op === 'mmap') return memlockHint();
+      return undefined;
+    case 'EINVAL':
+      if (op === 'mmap') {
+        return (
+          'the region is not mappable there: check regionInfo(index).mappable and its sparse-mmap ' +
+          'areas, and map only inside them (the MSI-X table is often excluded)'
+        );
+      }
+      return undefined;
+    case 'SIGBUS':
+      return (
+        'vfio-pci revoked the mapping because memory decode is disabled in the command register or ' +
+        'the device is being reset; enable memory space decode (or wait for the reset) and retry'
+      );
+    case 'ECLOSED':
+      return 'the object was closed; open a new one';
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The factory the addon calls for every error it throws: for kernel failures it derives the code
+ * from the errno and adds the hint. Exported for tests.
+ */
+export function makeNativeError(
+  kind: 'VfioError' | 'RangeError' | 'TypeError',
+  op: string,
+  code: string | undefined,
+  errno: number | undefined,
+  message: string,
+  path: string | undefined,
+  bdf: string | undefined,
+): Error {
+  if (kind === 'RangeError') return new RangeError(message);
+  if (kind === 'TypeError') return new TypeError(message);
+  const resolved = code ?? (errno !== undefined ? errnoName(errno) : 'EUNKNOWN');
+  const init: VfioErrorInit = { message, code: resolved, op };
+  if (errno !== undefined) init.errno = errno;
+  if (path !== undefined) init.path = path;
+  if (bdf !== undefined) init.bdf = bdf;
+  const hint = hintFor({ op, code: resolved, path, bdf });
+  if (hint !== undefined) init.hint = hint;
+  return new VfioError(init);
+}
+
+native.setErrorFactory(makeNativeError);

@@ -1,0 +1,201 @@
+import * as path from 'node:path';
+
+import { native, type NativeHandle } from '../native';
+import { containerHandle, type Container } from './container';
+import { Device } from './device';
+import { VfioError } from './errors';
+import {
+  groupMembers,
+  groupNumberOf,
+  normalizeBdf,
+  notViableHint,
+  type GroupMember,
+  type SysfsOptions,
+} from './sysfs';
+import { VFIO_GROUP_FLAGS_CONTAINER_SET, VFIO_GROUP_FLAGS_VIABLE } from './uapi';
+
+/** Where a group is looked up. */
+export interface GroupOptions extends SysfsOptions {
+  /** Directory of the group nodes (default `/dev/vfio`). */
+  devDir?: string;
+}
+
+/** VFIO_GROUP_GET_STATUS, decoded. */
+export interface GroupStatus {
+  /** Every device in the group is bound to vfio-pci (or a driver VFIO allows) or to none. */
+  viable: boolean;
+  /** The group is attached to a container. */
+  containerSet: boolean;
+}
+
+/**
+ * A VFIO group (`/dev/vfio/N`): the unit of isolation, attached to a {@link Container}, from which
+ * device fds are obtained. Only one process (and one Group object) can hold a group open.
+ */
+export class Group implements Disposable {
+  /** The IOMMU group number. */
+  readonly number: number;
+  /** The group node, e.g. `/dev/vfio/12`. */
+  readonly path: string;
+  readonly #handle: NativeHandle;
+  readonly #sysfs: SysfsOptions;
+  #container: Container | null = null;
+  #closed = false;
+
+  private constructor(n: number, p: string, h: NativeHandle, sysfs: SysfsOptions) {
+    this.number = n;
+    this.path = p;
+    this.#handle = h;
+    this.#sysfs = sysfs;
+  }
+
+  /**
+   * Open IOMMU group `group`.
+   * @throws VfioError: EACCES/EPERM (permissions), EBUSY (open elsewhere), ENOENT (not bound to vfio-pci)
+   */
+  static open(group: number, opts: GroupOptions = {}): Group {
+    if (typeof group !== 'number')
+      throw new TypeError(`Group.open: group must be a number, got ${typeof group}`);
+    if (!Number.isInteger(group) || group < 0 || group > 0xffff_ffff) {
+      throw new RangeError(`Group.open: ${group} is not an IOMMU group number`);
+    }
+    const p = path.join(opts.devDir ?? '/dev/vfio', String(group));
+    const sysfs: SysfsOptions = opts.sysfsRoot !== undefined ? { sysfsRoot: opts.sysfsRoot } : {};
+    return new Group(group, p, native.openFd(p), sysfs);
+  }
+
+  /** Open the IOMMU group of PCI device `bdf` (found through its sysfs `iommu_group` link). */
+  static openByBdf(bdf: string, opts: GroupOptions = {}): Group {
+    return Group.open(Group.numberOf(bdf, opts), opts);
+  }
+
+  /**
+   * The IOMMU group number of PCI device `bdf`.
+   * @throws VfioError ENOENT when the device does not exist or has no group
+   */
+  static numberOf(bdf: string, opts: SysfsOptions = {}): number {
+    return groupNumberOf(bdf, opts);
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The container this group is attached to, or null. */
+  get container(): Container | null {
+    return this.#container;
+  }
+
+  /** VFIO_GROUP_GET_STATUS. */
+  status(): GroupStatus {
+    const flags = native.vfioGroupStatus(this.#open('VFIO_GROUP_GET_STATUS'));
+    return {
+      viable: (flags & VFIO_GROUP_FLAGS_VIABLE) !== 0,
+      containerSet: (flags & VFIO_GROUP_FLAGS_CONTAINER_SET) !== 0,
+    };
+  }
+
+  /** The devices in this group with their drivers, read from sysfs. */
+  members(): GroupMember[] {
+    return groupMembers(this.number, this.#sysfs);
+  }
+
+  /**
+   * Attach this group to `c`.
+   * @throws VfioError ENOTVIABLE listing every member with its driver, or the kernel's error
+   */
+  setContainer(c: Container): void {
+    const h = this.#open('VFIO_GROUP_SET_CONTAINER');
+    if (!this.status().viable) throw this.#notViable('VFIO_GROUP_SET_CONTAINER');
+    native.vfioGroupSetContainer(h, containerHandle(c));
+    this.#container = c;
+    c._groupAttached(1);
+  }
+
+  /** Detach this group from its container (no-op when not attached). */
+  unsetContainer(): void {
+    const h = this.#open('VFIO_GROUP_UNSET_CONTAINER');
+    if (this.#container === null) return;
+    native.vfioGroupUnsetContainer(h);
+    this.#container._groupAttached(-1);
+    this.#container = null;
+  }
+
+  /**
+   * Get a device of this group by PCI address. The group must be in a container with an IOMMU set.
+   * @throws VfioError ENOTVIABLE, or the kernel's error with a hint
+   */
+  openDevice(bdf: string): Device {
+    const h = this.#open('VFIO_GROUP_GET_DEVICE_FD');
+    const dev = normalizeBdf(bdf);
+    let status: GroupStatus | undefined;
+    try {
+      return Device._fromHandle(native.vfioGroupGetDeviceFd(h, dev), dev, this.path);
+    } catch (e) {
+      if (!(e instanceof VfioError)) throw e;
+      try {
+        status = this.status();
+      } catch {
+        throw e; // the status is only for the hint; the first failure is the one to report
+      }
+      if (!status.viable) throw this.#notViable('VFIO_GROUP_GET_DEVICE_FD', e);
+      if (!status.containerSet || this.#container?.iommuType === null) {
+        throw new VfioError({
+          message: e.message.split('\n')[0]!,
+          code: e.code,
+          ...(e.errno !== undefined ? { errno: e.errno } : {}),
+          op: e.op,
+          path: this.path,
+          bdf: dev,
+          hint: 'attach the group first: group.setContainer(container); container.setIommu()',
+        });
+      }
+      throw e;
+    }
+  }
+
+  /** Close the group node. Idempotent; later use throws VfioError `'ECLOSED'`. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#container !== null) this.#container._groupAttached(-1);
+    this.#container = null;
+    native.closeFd(this.#handle);
+  }
+
+  /** Same as {@link Group.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #open(op: string): NativeHandle {
+    if (this.#closed) {
+      throw new VfioError({
+        message: `${op} failed: group ${this.number} is closed`,
+        code: 'ECLOSED',
+        op,
+        path: this.path,
+        hint: 'the object was closed; open a new one',
+      });
+    }
+    return this.#handle;
+  }
+
+  #notViable(op: string, cause?: VfioError): VfioError {
+    let members: GroupMember[] = [];
+    try {
+      members = this.members();
+    } catch {
+      // sysfs unreadable: the message still says the group is not viable.
+    }
+    return new VfioError({
+      message: `group ${this.number} is not viable`,
+      code: 'ENOTVIABLE',
+      ...(cause?.errno !== undefined ? { errno: cause.errno } : {}),
+      op,
+      path: this.path,
+      hint: notViableHint(this.number, members, this.#sysfs),
+    });
+  }
+}

@@ -1,0 +1,31 @@
+/** lib/vfio: the VFIO container/group/device API and fixed-width mappings. */
+export type { AccessSize } from './types';
+export { VfioError, type VfioErrorInit } from './errors';
+export { Mapping, memfd, type BlockArray, type MappingOptions } from './mapping';
+export { Container, type IommuType } from './container';
+export { Group, type GroupOptions, type GroupStatus } from './group';
+export { Device } from './device';
+export { normalizeBdf, type GroupMember, type SysfsOptions } from './sysfs';
+export {
+  VFIO_PCI_BAR0_REGION_INDEX,
+  VFIO_PCI_BAR1_REGION_INDEX,
+  VFIO_PCI_BAR2_REGION_INDEX,
+  VFIO_PCI_BAR3_REGION_INDEX,
+  VFIO_PCI_BAR4_REGION_INDEX,
+  VFIO_PCI_BAR5_REGION_INDEX,
+  VFIO_PCI_ROM_REGION_INDEX,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  VFIO_PCI_VGA_REGION_INDEX,
+  VFIO_PCI_NUM_REGIONS,
+  VFIO_PCI_INTX_IRQ_INDEX,
+  VFIO_PCI_MSI_IRQ_INDEX,
+  VFIO_PCI_MSIX_IRQ_INDEX,
+  VFIO_PCI_ERR_IRQ_INDEX,
+  VFIO_PCI_REQ_IRQ_INDEX,
+  type DeviceInfo,
+  type RegionInfo,
+  type RegionCap,
+  type IrqInfo,
+  type IommuInfo,
+  type IommuCap,
+} from './uapi';

@@ -1,0 +1,276 @@
+/**
+ * The VFIO uAPI structures (linux/vfio.h) and their parsers. The addon returns the raw bytes of
+ * each info ioctl, capability chain included; parsing them here keeps the C++ to syscalls and lets
+ * the parsers be tested on synthetic buffers.
+ */
+import { VfioError } from './errors';
+
+export const VFIO_API_VERSION = 0;
+export const VFIO_TYPE1_IOMMU = 1;
+export const VFIO_TYPE1v2_IOMMU = 3;
+
+export const VFIO_GROUP_FLAGS_VIABLE = 1 << 0;
+export const VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1;
+
+export const VFIO_DEVICE_FLAGS_RESET = 1 << 0;
+export const VFIO_DEVICE_FLAGS_PCI = 1 << 1;
+
+export const VFIO_REGION_INFO_FLAG_READ = 1 << 0;
+export const VFIO_REGION_INFO_FLAG_WRITE = 1 << 1;
+export const VFIO_REGION_INFO_FLAG_MMAP = 1 << 2;
+export const VFIO_REGION_INFO_FLAG_CAPS = 1 << 3;
+export const VFIO_REGION_INFO_CAP_SPARSE_MMAP = 1;
+export const VFIO_REGION_INFO_CAP_TYPE = 2;
+export const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE = 3;
+
+export const VFIO_IRQ_INFO_EVENTFD = 1 << 0;
+export const VFIO_IRQ_INFO_MASKABLE = 1 << 1;
+export const VFIO_IRQ_INFO_AUTOMASKED = 1 << 2;
+export const VFIO_IRQ_INFO_NORESIZE = 1 << 3;
+
+export const VFIO_IOMMU_INFO_PGSIZES = 1 << 0;
+export const VFIO_IOMMU_INFO_CAPS = 1 << 1;
+export const VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE = 1;
+export const VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL = 3;
+
+/** PCI region indexes, as in linux/vfio.h. BARs 0..5 are indexes 0..5. */
+export const VFIO_PCI_BAR0_REGION_INDEX = 0;
+export const VFIO_PCI_BAR1_REGION_INDEX = 1;
+export const VFIO_PCI_BAR2_REGION_INDEX = 2;
+export const VFIO_PCI_BAR3_REGION_INDEX = 3;
+export const VFIO_PCI_BAR4_REGION_INDEX = 4;
+export const VFIO_PCI_BAR5_REGION_INDEX = 5;
+export const VFIO_PCI_ROM_REGION_INDEX = 6;
+export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
+export const VFIO_PCI_VGA_REGION_INDEX = 8;
+export const VFIO_PCI_NUM_REGIONS = 9;
+
+/** PCI IRQ indexes, as in linux/vfio.h. */
+export const VFIO_PCI_INTX_IRQ_INDEX = 0;
+export const VFIO_PCI_MSI_IRQ_INDEX = 1;
+export const VFIO_PCI_MSIX_IRQ_INDEX = 2;
+export const VFIO_PCI_ERR_IRQ_INDEX = 3;
+export const VFIO_PCI_REQ_IRQ_INDEX = 4;
+
+/** Result of VFIO_DEVICE_GET_INFO. */
+export interface DeviceInfo {
+  flags: number;
+  numRegions: number;
+  numIrqs: number;
+  /** A vfio-pci device. */
+  pci: boolean;
+  /** VFIO_DEVICE_RESET is supported. */
+  reset: boolean;
+}
+
+/** One capability of a region. Unknown capabilities are kept, by id and version. */
+export type RegionCap =
+  | { kind: 'sparse-mmap'; areas: { offset: number; size: number }[] }
+  | { kind: 'type'; type: number; subtype: number }
+  | { kind: 'msix-mappable' }
+  | { kind: 'unknown'; id: number; version: number };
+
+/** Result of VFIO_DEVICE_GET_REGION_INFO. */
+export interface RegionInfo {
+  index: number;
+  flags: number;
+  readable: boolean;
+  writable: boolean;
+  mappable: boolean;
+  size: number;
+  /** Where the region starts in the device fd. */
+  offset: number;
+  caps: RegionCap[];
+}
+
+/** Result of VFIO_DEVICE_GET_IRQ_INFO. */
+export interface IrqInfo {
+  index: number;
+  flags: number;
+  count: number;
+  eventfd: boolean;
+  maskable: boolean;
+  automasked: boolean;
+  noresize: boolean;
+}
+
+/** One capability of the type1 IOMMU. */
+export type IommuCap =
+  | { kind: 'iova-ranges'; ranges: { start: bigint; end: bigint }[] }
+  | { kind: 'dma-avail'; avail: number }
+  | { kind: 'unknown'; id: number; version: number };
+
+/** Result of VFIO_IOMMU_GET_INFO. */
+export interface IommuInfo {
+  flags: number;
+  /** Bitmap of supported IOMMU page sizes. */
+  iovaPgsizes: bigint;
+  caps: IommuCap[];
+}
+
+function malformed(op: string, what: string): VfioError {
+  return new VfioError({ message: `${op} returned a malformed structure: ${what}`, code: 'EPROTO', op });
+}
+
+function view(buf: Uint8Array): DataView {
+  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+function safeNumber(op: string, what: string, v: bigint): number {
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed(op, `${what} ${v} exceeds 2^53`);
+  return Number(v);
+}
+
+interface RawCap {
+  id: number;
+  version: number;
+  /** Offset of the capability header in the buffer. */
+  at: number;
+}
+
+/**
+ * Walk a capability chain: each header is { u16 id; u16 version; u32 next }, where next is the
+ * offset of the following header from the start of the info structure (0 ends the chain). The
+ * walk rejects headers outside the buffer, offsets inside the fixed structure, and cycles.
+ */
+export function walkCaps(op: string, buf: Uint8Array, first: number, fixedSize: number): RawCap[] {
+  const dv = view(buf);
+  const caps: RawCap[] = [];
+  const seen = new Set<number>();
+  for (let at = first; at !== 0;) {
+    if (at < fixedSize || at + 8 > buf.byteLength || at % 4 !== 0) {
+      throw malformed(op, `capability at offset ${at} is outside the ${buf.byteLength}-byte buffer`);
+    }
+    if (seen.has(at)) throw malformed(op, `capability chain loops at offset ${at}`);
+    seen.add(at);
+    caps.push({ id: dv.getUint16(at, true), version: dv.getUint16(at + 2, true), at });
+    at = dv.getUint32(at + 4, true);
+  }
+  return caps;
+}
+
+function need(op: string, buf: Uint8Array, at: number, size: number, what: string): void {
+  if (at + size > buf.byteLength) throw malformed(op, `${what} at offset ${at} runs past the buffer`);
+}
+
+/** Parse struct vfio_device_info (20 bytes; capabilities, if any, are not needed yet). */
+export function parseDeviceInfo(buf: Uint8Array): DeviceInfo {
+  const op = 'VFIO_DEVICE_GET_INFO';
+  need(op, buf, 0, 16, 'vfio_device_info');
+  const dv = view(buf);
+  const flags = dv.getUint32(4, true);
+  return {
+    flags,
+    numRegions: dv.getUint32(8, true),
+    numIrqs: dv.getUint32(12, true),
+    pci: (flags & VFIO_DEVICE_FLAGS_PCI) !== 0,
+    reset: (flags & VFIO_DEVICE_FLAGS_RESET) !== 0,
+  };
+}
+
+/** Parse struct vfio_region_info (32 bytes) and its whole capability chain. */
+export function parseRegionInfo(buf: Uint8Array): RegionInfo {
+  const op = 'VFIO_DEVICE_GET_REGION_INFO';
+  need(op, buf, 0, 32, 'vfio_region_info');
+  const dv = view(buf);
+  const flags = dv.getUint32(4, true);
+  const capOffset = dv.getUint32(12, true);
+  const caps: RegionCap[] = [];
+  if (flags & VFIO_REGION_INFO_FLAG_CAPS && capOffset !== 0) {
+    for (const cap of walkCaps(op, buf, capOffset, 32)) {
+      const at = cap.at;
+      switch (cap.id) {
+        case VFIO_REGION_INFO_CAP_SPARSE_MMAP: {
+          need(op, buf, at, 16, 'sparse mmap capability');
+          const n = dv.getUint32(at + 8, true);
+          need(op, buf, at + 16, n * 16, `${n} sparse mmap areas`);
+          const areas = [];
+          for (let i = 0; i < n; i++) {
+            const base = at + 16 + i * 16;
+            areas.push({
+              offset: safeNumber(op, 'sparse area offset', dv.getBigUint64(base, true)),
+              size: safeNumber(op, 'sparse area size', dv.getBigUint64(base + 8, true)),
+            });
+          }
+          caps.push({ kind: 'sparse-mmap', areas });
+          break;
+        }
+        case VFIO_REGION_INFO_CAP_TYPE:
+          need(op, buf, at, 16, 'type capability');
+          caps.push({ kind: 'type', type: dv.getUint32(at + 8, true), subtype: dv.getUint32(at + 12, true) });
+          break;
+        case VFIO_REGION_INFO_CAP_MSIX_MAPPABLE:
+          caps.push({ kind: 'msix-mappable' });
+          break;
+        default:
+          caps.push({ kind: 'unknown', id: cap.id, version: cap.version });
+      }
+    }
+  }
+  return {
+    index: dv.getUint32(8, true),
+    flags,
+    readable: (flags & VFIO_REGION_INFO_FLAG_READ) !== 0,
+    writable: (flags & VFIO_REGION_INFO_FLAG_WRITE) !== 0,
+    mappable: (flags & VFIO_REGION_INFO_FLAG_MMAP) !== 0,
+    size: safeNumber(op, 'region size', dv.getBigUint64(16, true)),
+    offset: safeNumber(op, 'region offset', dv.getBigUint64(24, true)),
+    caps,
+  };
+}
+
+/** Parse struct vfio_irq_info (16 bytes). */
+export function parseIrqInfo(buf: Uint8Array): IrqInfo {
+  need('VFIO_DEVICE_GET_IRQ_INFO', buf, 0, 16, 'vfio_irq_info');
+  const dv = view(buf);
+  const flags = dv.getUint32(4, true);
+  return {
+    index: dv.getUint32(8, true),
+    flags,
+    count: dv.getUint32(12, true),
+    eventfd: (flags & VFIO_IRQ_INFO_EVENTFD) !== 0,
+    maskable: (flags & VFIO_IRQ_INFO_MASKABLE) !== 0,
+    automasked: (flags & VFIO_IRQ_INFO_AUTOMASKED) !== 0,
+    noresize: (flags & VFIO_IRQ_INFO_NORESIZE) !== 0,
+  };
+}
+
+/** Parse struct vfio_iommu_type1_info (24 bytes) and its whole capability chain. */
+export function parseIommuInfo(buf: Uint8Array): IommuInfo {
+  const op = 'VFIO_IOMMU_GET_INFO';
+  need(op, buf, 0, 24, 'vfio_iommu_type1_info');
+  const dv = view(buf);
+  const flags = dv.getUint32(4, true);
+  const capOffset = dv.getUint32(16, true);
+  const caps: IommuCap[] = [];
+  if (flags & VFIO_IOMMU_INFO_CAPS && capOffset !== 0) {
+    for (const cap of walkCaps(op, buf, capOffset, 24)) {
+      const at = cap.at;
+      switch (cap.id) {
+        case VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE: {
+          need(op, buf, at, 16, 'IOVA range capability');
+          const n = dv.getUint32(at + 8, true);
+          need(op, buf, at + 16, n * 16, `${n} IOVA ranges`);
+          const ranges = [];
+          for (let i = 0; i < n; i++) {
+            const base = at + 16 + i * 16;
+            ranges.push({ start: dv.getBigUint64(base, true), end: dv.getBigUint64(base + 8, true) });
+          }
+          caps.push({ kind: 'iova-ranges', ranges });
+          break;
+        }
+        case VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL:
+          need(op, buf, at, 12, 'DMA avail capability');
+          caps.push({ kind: 'dma-avail', avail: dv.getUint32(at + 8, true) });
+          break;
+        default:
+          caps.push({ kind: 'unknown', id: cap.id, version: cap.version });
+      }
+    }
+  }
+  return {
+    flags,
+    iovaPgsizes: flags & VFIO_IOMMU_INFO_PGSIZES ? dv.getBigUint64(8, true) : 0n,
+    caps,
+  };
+}

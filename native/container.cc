@@ -1,0 +1,89 @@
+// Container ioctls on /dev/vfio/vfio: API version, IOMMU extensions, IOMMU selection and info.
+// The info structure and its capability chain are returned raw and parsed in lib/vfio, where the
+// parser can be tested on synthetic buffers.
+#include <linux/vfio.h>
+#include <sys/resource.h>
+
+#include "args.h"
+#include "handle.h"
+#include "ioctl.h"
+
+namespace vfio_bridge {
+namespace {
+
+/** GetApiVersion(container) - VFIO_GET_API_VERSION. */
+napi_value GetApiVersion(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "VFIO_GET_API_VERSION");
+  if (h == nullptr) return nullptr;
+  int r = IoctlValue(h->fd, VFIO_GET_API_VERSION, 0);
+  if (r < 0) return ThrowErrno(env, "VFIO_GET_API_VERSION", h, -r);
+  napi_value out;
+  napi_create_int32(env, r, &out);
+  return out;
+}
+
+/** CheckExtension(container, ext) - VFIO_CHECK_EXTENSION; > 0 when supported. */
+napi_value CheckExtension(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  uint32_t ext;
+  FdResource* h = GetHandle(env, args[0], "VFIO_CHECK_EXTENSION");
+  if (h == nullptr || !GetUint32(env, args[1], "extension", &ext)) return nullptr;
+  int r = IoctlValue(h->fd, VFIO_CHECK_EXTENSION, ext);
+  if (r < 0) return ThrowErrno(env, "VFIO_CHECK_EXTENSION", h, -r);
+  napi_value out;
+  napi_create_int32(env, r, &out);
+  return out;
+}
+
+/** SetIommu(container, type) - VFIO_SET_IOMMU. */
+napi_value SetIommu(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  uint32_t type;
+  FdResource* h = GetHandle(env, args[0], "VFIO_SET_IOMMU");
+  if (h == nullptr || !GetUint32(env, args[1], "type", &type)) return nullptr;
+  int r = IoctlValue(h->fd, VFIO_SET_IOMMU, type);
+  if (r < 0) return ThrowErrno(env, "VFIO_SET_IOMMU", h, -r);
+  return nullptr;
+}
+
+/** IommuInfo(container) - VFIO_IOMMU_GET_INFO with its capability chain, as a Buffer. */
+napi_value IommuInfo(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "VFIO_IOMMU_GET_INFO");
+  if (h == nullptr) return nullptr;
+  return GetInfo(env, h, VFIO_IOMMU_GET_INFO, "VFIO_IOMMU_GET_INFO", sizeof(vfio_iommu_type1_info),
+                 0, 0);
+}
+
+/** MemlockLimit() - [soft, hard] RLIMIT_MEMLOCK in bytes as bigints (2^64 - 1 = unlimited). */
+napi_value MemlockLimit(napi_env env, napi_callback_info) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0) {
+    return ThrowVfioError(env, "getrlimit", errno, "RLIMIT_MEMLOCK", ErrorContext{});
+  }
+  napi_value out, soft, hard;
+  napi_create_array_with_length(env, 2, &out);
+  napi_create_bigint_uint64(env, rl.rlim_cur, &soft);
+  napi_create_bigint_uint64(env, rl.rlim_max, &hard);
+  napi_set_element(env, out, 0, soft);
+  napi_set_element(env, out, 1, hard);
+  return out;
+}
+
+}  // namespace
+
+void RegisterContainer(Napi::Env env, Napi::Object exports) {
+  napi_property_descriptor props[] = {
+      {"vfioGetApiVersion", nullptr, GetApiVersion, nullptr, nullptr, nullptr, napi_enumerable,
+       nullptr},
+      {"vfioCheckExtension", nullptr, CheckExtension, nullptr, nullptr, nullptr, napi_enumerable,
+       nullptr},
+      {"vfioSetIommu", nullptr, SetIommu, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"vfioIommuInfo", nullptr, IommuInfo, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"memlockLimit", nullptr, MemlockLimit, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
+
+}  // namespace vfio_bridge

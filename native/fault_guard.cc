@@ -1,0 +1,90 @@
+// SIGBUS recovery by exception table, the way kernels recover from faults in user-copy routines.
+//
+// vfio-pci (Linux 5.8+) zaps BAR mappings while memory decode is off or the device is resetting;
+// touching one then raises SIGBUS. Only the instructions listed in the accessors' exception table
+// are recovered. The per-access cost is zero: no syscall, no sigsetjmp, no signal-mask save.
+#include "fault_guard.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <ucontext.h>
+
+#include <mutex>
+
+#if !defined(__x86_64__) || !defined(__linux__)
+#error "vfio-bridge's fault guard supports only x86-64 Linux"
+#endif
+
+extern "C" {
+// Entries are pairs of 32-bit offsets relative to the field itself (see accessors_x86_64.S).
+extern const int32_t vfio_bridge_extable_start[];
+extern const int32_t vfio_bridge_extable_end[];
+}
+
+namespace vfio_bridge {
+namespace {
+
+// The only process-wide state: written once under call_once before the handler is installed,
+// read-only afterwards, so reading it from the handler is async-signal-safe.
+struct sigaction g_previous;
+std::once_flag g_install_once;
+
+uintptr_t FindFixup(uintptr_t ip) {
+  for (const int32_t* e = vfio_bridge_extable_start; e < vfio_bridge_extable_end; e += 2) {
+    uintptr_t insn = reinterpret_cast<uintptr_t>(&e[0]) + static_cast<intptr_t>(e[0]);
+    if (insn == ip) return reinterpret_cast<uintptr_t>(&e[1]) + static_cast<intptr_t>(e[1]);
+  }
+  return 0;
+}
+
+void Chain(int sig, siginfo_t* info, void* context) {
+  if (g_previous.sa_flags & SA_SIGINFO) {
+    g_previous.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (g_previous.sa_handler == SIG_IGN && info->si_code <= 0) return;  // a sent signal, ignored
+  if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
+    g_previous.sa_handler(sig);
+    return;
+  }
+  // Default action: restore it and re-raise. The signal stays blocked until this handler
+  // returns, then terminates the process as it would have without vfio-bridge.
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  sigaction(sig, &dfl, nullptr);
+  raise(sig);
+}
+
+void OnSigbus(int sig, siginfo_t* info, void* context) {
+  auto* uc = static_cast<ucontext_t*>(context);
+  uintptr_t fixup = FindFixup(static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]));
+  if (fixup != 0) {
+    uc->uc_mcontext.gregs[REG_RIP] = static_cast<greg_t>(fixup);
+    return;
+  }
+  Chain(sig, info, context);
+}
+
+}  // namespace
+
+void InstallFaultGuard() {
+  std::call_once(g_install_once, [] {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = OnSigbus;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &g_previous);
+  });
+  // A synchronous SIGBUS on a thread that blocks it kills the process regardless of handlers, so
+  // every thread that loads the addon (main, workers) unblocks it once, at load time.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGBUS);
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
+}  // namespace vfio_bridge

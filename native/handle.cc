@@ -1,0 +1,119 @@
+#include "handle.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "args.h"
+
+namespace vfio_bridge {
+namespace {
+
+// Distinguishes our handles from any other external in the process.
+constexpr napi_type_tag kHandleTag = {0x7666696f2d627269ULL, 0x6467652d68616e64ULL};
+
+void FinalizeHandle(napi_env, void* data, void*) {
+  ReleaseAndForget(static_cast<FdResource*>(data));
+}
+
+FdResource* Unwrap(napi_env env, napi_value value) {
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external) return nullptr;
+  if (napi_check_object_type_tag(env, value, &kHandleTag, &tagged) != napi_ok || !tagged) {
+    return nullptr;
+  }
+  void* data = nullptr;
+  napi_get_value_external(env, value, &data);
+  return static_cast<FdResource*>(data);
+}
+
+/** OpenFd(path) - open @path read-write, close-on-exec; returns a handle. */
+napi_value OpenFd(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  std::string path;
+  if (!GetString(env, args[0], "path", &path)) return nullptr;
+  int fd;
+  do {
+    fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return ThrowVfioError(env, "open", errno, "", ErrorContext{path, ""});
+  return NewHandle(env, fd, ErrorContext{path, ""});
+}
+
+/** CloseFd(handle) - close the fd now; idempotent. Errors from close(2) are reported. */
+napi_value CloseFd(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  FdResource* r = Unwrap(env, args[0]);
+  if (r == nullptr) return ThrowTypeError(env, "closeFd expects a vfio-bridge handle");
+  if (r->fd >= 0) {
+    int fd = r->fd;
+    r->fd = -1;
+    // Linux frees the descriptor even when close() fails, so never retry (not even on EINTR).
+    if (close(fd) != 0 && errno != EINTR) return ThrowErrno(env, "close", r, errno);
+  }
+  return nullptr;
+}
+
+/** FdOf(handle) - the fd number, or -1 once closed. */
+napi_value FdOf(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  FdResource* r = Unwrap(env, args[0]);
+  if (r == nullptr) return ThrowTypeError(env, "fdOf expects a vfio-bridge handle");
+  napi_value out;
+  napi_create_int32(env, r->fd, &out);
+  return out;
+}
+
+}  // namespace
+
+void FdResource::Release() {
+  if (fd >= 0) {
+    close(fd);
+    fd = -1;
+  }
+}
+
+napi_value NewHandle(napi_env env, int fd, ErrorContext where) {
+  auto* r = new FdResource();
+  r->fd = fd;
+  r->where = std::move(where);
+  napi_value external;
+  if (napi_create_external(env, r, FinalizeHandle, nullptr, &external) != napi_ok) {
+    r->Release();
+    delete r;
+    return nullptr;
+  }
+  ModuleData::Get(env)->Track(r);
+  napi_type_tag_object(env, external, &kHandleTag);
+  return external;
+}
+
+FdResource* GetHandle(napi_env env, napi_value value, const char* op) {
+  FdResource* r = Unwrap(env, value);
+  if (r == nullptr) {
+    ThrowTypeError(env, std::string(op) + " expects a vfio-bridge handle");
+    return nullptr;
+  }
+  if (r->fd < 0) {
+    ThrowVfioError(env, op, 0, "the handle is closed", r->where, "ECLOSED");
+    return nullptr;
+  }
+  return r;
+}
+
+napi_value ThrowErrno(napi_env env, const char* op, const FdResource* handle, int err,
+                      const std::string& detail) {
+  return ThrowVfioError(env, op, err, detail, handle->where);
+}
+
+void RegisterHandles(Napi::Env env, Napi::Object exports) {
+  napi_property_descriptor props[] = {
+      {"openFd", nullptr, OpenFd, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"closeFd", nullptr, CloseFd, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"fdOf", nullptr, FdOf, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
+
+}  // namespace vfio_bridge

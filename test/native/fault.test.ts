@@ -1,0 +1,148 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+import { Mapping, VfioError, memfd } from '../../lib';
+import { ROOT } from './helpers';
+
+/** A writable mapping of a memfd that has been truncated to 0 bytes: every access raises SIGBUS. */
+function zapped(size = 4096) {
+  const fd = memfd('vfio-bridge-zapped', size);
+  const mapping = Mapping.fromFd(fd, 0, size);
+  fs.ftruncateSync(fd, 0);
+  return { fd, mapping };
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof VfioError) return e.code;
+    throw e;
+  }
+  return undefined;
+}
+
+describe('SIGBUS guard', () => {
+  test('every accessor reports a fault as VfioError SIGBUS and the process carries on', () => {
+    const { fd, mapping: m } = zapped();
+    const accesses: Array<[string, () => unknown]> = [
+      ['mapping.read8', () => m.read8(1)],
+      ['mapping.read16', () => m.read16(3)],
+      ['mapping.read32', () => m.read32(5)],
+      ['mapping.read64', () => m.read64(7)],
+      ['mapping.read64', () => m.read64Pair(8, new Uint32Array(2))],
+      ['mapping.write8', () => m.write8(1, 1)],
+      ['mapping.write16', () => m.write16(2, 1)],
+      ['mapping.write32', () => m.write32(4, 1)],
+      ['mapping.write64', () => m.write64(8, 1n)],
+      ['mapping.write64', () => m.write64Pair(8, 1, 2)],
+      ['mapping.readBlock', () => m.readBlock(16, 4, 4)],
+      ['mapping.writeBlock', () => m.writeBlock(16, new BigUint64Array(2), 8)],
+    ];
+    for (const [op, access] of accesses) {
+      let error: unknown;
+      try {
+        access();
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(VfioError);
+      const v = error as VfioError;
+      expect(v.code).toBe('SIGBUS');
+      expect(v.op).toBe(op);
+      expect(v.errno).toBeUndefined();
+      expect(v.hint).toMatch(/memory decode/);
+      expect(v.message).toMatch(/bus error at offset 0x/);
+    }
+    m.close();
+    fs.closeSync(fd);
+  });
+
+  test('a block fault reports the offset of the element that faulted', () => {
+    // Two pages; truncating to one page leaves the first readable and the second zapped.
+    const fd = memfd('vfio-bridge-half', 8192);
+    const m = Mapping.fromFd(fd, 0, 8192);
+    m.writeBlock(0, new Uint32Array(1024).fill(7), 4);
+    fs.ftruncateSync(fd, 4096);
+    expect(() => m.readBlock(4096 - 8, 4, 4)).toThrow(/bus error at offset 0x1000 /);
+    expect(() => m.writeBlock(4096 - 2, new Uint8Array(4), 1)).toThrow(/bus error at offset 0x1000 /);
+    expect(m.read32(4092)).toBe(7);
+    m.close();
+    fs.closeSync(fd);
+  });
+
+  test('the mapping works again once the backing comes back', () => {
+    const { fd, mapping: m } = zapped();
+    expect(codeOf(() => m.read32(0))).toBe('SIGBUS');
+    fs.ftruncateSync(fd, 4096);
+    m.write32(0, 0x1234);
+    expect(m.read32(0)).toBe(0x1234);
+    m.close();
+    fs.closeSync(fd);
+  });
+
+  test('10,000 faults in a loop on the main thread', () => {
+    const { fd, mapping: m } = zapped();
+    let faults = 0;
+    for (let i = 0; i < 10_000; i++) {
+      if (
+        codeOf(() => (i & 1 ? m.read32((i * 4) & 4095) : m.write64((i * 8) & 4095, BigInt(i)))) === 'SIGBUS'
+      ) {
+        faults++;
+      }
+    }
+    expect(faults).toBe(10_000);
+    m.close();
+    fs.closeSync(fd);
+  });
+
+  test('10,000 faults in a loop in a worker thread', async () => {
+    const worker = new Worker(
+      `
+      require('@swc-node/register');
+      const fs = require('node:fs');
+      const { parentPort } = require('node:worker_threads');
+      const { Mapping, VfioError, memfd } = require(${JSON.stringify(path.join(ROOT, 'lib'))});
+      const fd = memfd('vfio-bridge-worker-zapped', 4096);
+      const m = Mapping.fromFd(fd, 0, 4096);
+      fs.ftruncateSync(fd, 0);
+      let faults = 0;
+      for (let i = 0; i < 10000; i++) {
+        try { m.read32((i * 4) & 4095); } catch (e) { if (e instanceof VfioError && e.code === 'SIGBUS') faults++; }
+      }
+      m.close();
+      fs.closeSync(fd);
+      parentPort.postMessage(faults);
+      `,
+      { eval: true },
+    );
+    const faults = await new Promise((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+      worker.once('exit', (code) => reject(new Error(`worker exited with ${code} before reporting`)));
+    });
+    expect(faults).toBe(10_000);
+  });
+});
+
+describe('SIGBUS outside the accessors keeps its normal behaviour', () => {
+  const run = (script: string) =>
+    spawnSync(process.execPath, ['-r', '@swc-node/register', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+
+  test('with no earlier handler, the default action terminates the process', () => {
+    const r = run(`require('./lib'); process.kill(process.pid, 'SIGBUS'); setTimeout(() => {}, 2000);`);
+    expect(r.signal).toBe('SIGBUS');
+  });
+
+  test('an earlier handler is chained to', () => {
+    const r = run(
+      `process.on('SIGBUS', () => { console.log('chained'); process.exit(0); });
+       require('./lib');
+       process.kill(process.pid, 'SIGBUS'); setTimeout(() => process.exit(3), 2000);`,
+    );
+    expect(r.stdout.trim()).toBe('chained');
+    expect(r.status).toBe(0);
+  });
+});

@@ -1,0 +1,34 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { Mapping, memfd } from '../../lib';
+
+/** A memfd of `size` bytes and a writable mapping of all of it; `dispose()` cleans up both. */
+export function memfdMapping(size: number, name = 'vfio-bridge-test') {
+  const fd = memfd(name, size);
+  const mapping = Mapping.fromFd(fd, 0, size);
+  return {
+    fd,
+    mapping,
+    /** The file's bytes as seen through the fd (not through the mapping). */
+    bytes(offset: number, length: number): Buffer {
+      const b = Buffer.alloc(length);
+      fs.readSync(fd, b, 0, length, offset);
+      return b;
+    },
+    dispose() {
+      mapping.close();
+      fs.closeSync(fd);
+    },
+  };
+}
+
+/** A fresh temporary directory, removed by the returned function. */
+export function tempDir(prefix = 'vfio-bridge-'): { dir: string; remove(): void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** The repository root. */
+export const ROOT = path.join(__dirname, '..', '..');
