@@ -96,6 +96,8 @@ export interface PciBar {
   readonly address: number | null;
   /** True while a sub-page BAR is expanded to a full page. */
   readonly expanded: boolean;
+  /** True for a sub-page BAR whose whole page is mapped, so it can be expanded. */
+  readonly expandable: boolean;
   /** The "<BDF> base BAR n" container placed in the PCI address space. */
   readonly base: MemoryRegion;
   /** The "<BDF> BAR n" region served by pread/pwrite, or null for a virtual BAR. */

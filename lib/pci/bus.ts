@@ -87,21 +87,22 @@ export class PciBus {
     isWrite: boolean,
     value?: number | bigint,
   ): number | bigint | undefined {
+    const as = space === 'memory' ? this.memory : space === 'io' ? this.io : this.space(space);
     this.#checkOpen();
-    const as = this.space(space);
-    checkInteger(addr, `${space} address`);
-    checkAccessSize(size, `${space} access at ${addr}`);
     if (isWrite) {
-      checkValue(value, size, `${space} write at 0x${addr.toString(16)}`);
+      checkAccessSize(size, `${space} write at ${addr}`);
+      checkValue(value, size, `${space} write at ${addr}`);
       as.write(addr, size, value);
       return undefined;
     }
+    // The address space validates the address and the size itself, on its fast path.
     return as.read(addr, size);
   }
 
   /** Guest MMIO read. */
   mmioRead(addr: number, size: AccessSize): number | bigint {
-    return this.dispatch('memory', addr, size, false) as number | bigint;
+    this.#checkOpen();
+    return this.memory.read(addr, size);
   }
 
   /** Guest MMIO write. */
@@ -111,7 +112,8 @@ export class PciBus {
 
   /** Guest port read. */
   pioRead(addr: number, size: AccessSize): number | bigint {
-    return this.dispatch('io', addr, size, false) as number | bigint;
+    this.#checkOpen();
+    return this.io.read(addr, size);
   }
 
   /** Guest port write. */

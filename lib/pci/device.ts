@@ -86,6 +86,7 @@ class BarState implements PciBar {
   mmaps: BarMmap[] = [];
   quirks: string[] = [];
   mmapError: Error | null = null;
+  expandable = false;
   region: MemoryRegion | null = null;
   base!: MemoryRegion;
 
@@ -451,11 +452,32 @@ export class VfioPciDevice implements Disposable {
     }
     for (const m of mmaps) region.addSubregion(m.region, m.offset, 0);
     bar.mmaps = mmaps;
+    bar.expandable = mmaps.length === 1 && bar.regionSize < page && mmaps[0].memory.length >= page;
   }
 
+  /**
+   * Maps a whole page for a sub-page BAR. The kernel reserves the rest of the page when it allows
+   * mmap of such a BAR, but Device.map bounds-checks against the BAR size, so a real device is mapped
+   * straight from its fd. When the page cannot be mapped, the BAR is mapped at its size and simply
+   * never expands (`PciBar.expandable`).
+   */
   #mapPage(index: number, size: number): ReturnType<VfioDeviceLike['map']> {
+    const page = this.bus.pageSize;
+    const dev = this.device as VfioDeviceLike & { fd?: unknown };
+    if (typeof dev.fd === 'number') {
+      const info = dev.regionInfo(index);
+      // Loaded here only: the rest of lib/pci runs without the native addon.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const { Mapping } = require('../vfio') as typeof import('../vfio');
+      try {
+        return Mapping.fromFd(dev.fd, info.offset, page, { writable: info.writable, bdf: this.bdf });
+      } catch (e) {
+        if (!(e instanceof Error && 'code' in e)) throw e;
+        return this.device.map(index, 0, size);
+      }
+    }
     try {
-      return this.device.map(index, 0, this.bus.pageSize);
+      return this.device.map(index, 0, page);
     } catch (e) {
       if (!(e instanceof RangeError)) throw e;
       return this.device.map(index, 0, size);
@@ -606,7 +628,7 @@ export class VfioPciDevice implements Disposable {
     const m = bar.mmaps;
     if (m.length !== 1 || m[0].offset !== 0 || m[0].size !== bar.regionSize || bar.size !== bar.regionSize)
       return;
-    if (m[0].memory.length < page || !bar.region) return;
+    if (!bar.expandable || !bar.region) return;
     const size = bar.address !== null && bar.address % page === 0 ? page : bar.regionSize;
     bar.base.setSize(size);
     bar.region.setSize(size);
