@@ -1,0 +1,153 @@
+// `npm run lab`: what vfio-bridge sees on the lab's devices. Runs inside the guest (or on any host
+// with VFIO_BRIDGE_HIL_DEVICES set) as `node -r @swc-node/register scripts/lab/demo.ts`.
+import {
+  Container,
+  Group,
+  VfioError,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  type Device,
+  type RegionInfo,
+} from '../../lib';
+
+const CONFIG = VFIO_PCI_CONFIG_REGION_INDEX;
+const REGION_NAMES = ['BAR0', 'BAR1', 'BAR2', 'BAR3', 'BAR4', 'BAR5', 'ROM', 'config', 'VGA'];
+const IRQ_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
+const CAP_NAMES: Record<number, string> = {
+  0x01: 'power-management',
+  0x05: 'MSI',
+  0x09: 'vendor-specific',
+  0x10: 'PCI-Express',
+  0x11: 'MSI-X',
+};
+
+const hex = (v: number | bigint, digits = 0) => `0x${v.toString(16).padStart(digits, '0')}`;
+
+function parseDevices(spec: string): Array<[string, string]> {
+  return spec
+    .split(',')
+    .filter((s) => s.trim() !== '')
+    .map((s) => {
+      const [role, bdf] = s.trim().split('=');
+      if (!role || !bdf) throw new TypeError(`VFIO_BRIDGE_HIL_DEVICES: '${s}' is not role=BDF`);
+      return [role, bdf];
+    });
+}
+
+function describeRegion(r: RegionInfo): string {
+  const flags = [r.readable ? 'r' : '-', r.writable ? 'w' : '-', r.mappable ? 'm' : '-'].join('');
+  const caps = r.caps.map((c) => {
+    switch (c.kind) {
+      case 'sparse-mmap':
+        return `sparse-mmap[${c.areas.map((a) => `${hex(a.offset)}+${hex(a.size)}`).join(' ')}]`;
+      case 'type':
+        return `type ${c.type}/${c.subtype}`;
+      case 'msix-mappable':
+        return 'msix-mappable';
+      default:
+        return `cap ${c.id} v${c.version}`;
+    }
+  });
+  const mmap = r.mappable
+    ? caps.some((c) => c.startsWith('sparse'))
+      ? ''
+      : ` mmap[0x0+${hex(r.size)}]`
+    : '';
+  return `${(REGION_NAMES[r.index] ?? `region${r.index}`).padEnd(6)} size ${hex(r.size).padEnd(9)} ${flags} flags ${hex(r.flags)} at fd offset ${hex(r.offset)}${mmap}${caps.length ? ' ' + caps.join(' ') : ''}`;
+}
+
+function pciCapabilities(d: Device): string[] {
+  const out: string[] = [];
+  if (((d.read(CONFIG, 6, 2) as number) & 0x10) === 0) return out;
+  let ptr = (d.read(CONFIG, 0x34, 1) as number) & 0xfc;
+  for (let i = 0; ptr !== 0 && i < 48; i++) {
+    const id = d.read(CONFIG, ptr, 1) as number;
+    let text = `${hex(ptr, 2)} ${CAP_NAMES[id] ?? `id ${hex(id, 2)}`}`;
+    if (id === 0x11) {
+      const ctl = d.read(CONFIG, ptr + 2, 2) as number;
+      const table = d.read(CONFIG, ptr + 4, 4) as number;
+      const pba = d.read(CONFIG, ptr + 8, 4) as number;
+      text += ` (${(ctl & 0x7ff) + 1} vectors, table BAR${table & 7}+${hex(table & ~7)}, PBA BAR${pba & 7}+${hex(pba & ~7)})`;
+    }
+    out.push(text);
+    ptr = (d.read(CONFIG, ptr + 1, 1) as number) & 0xfc;
+  }
+  return out;
+}
+
+function eduWidths(d: Device): void {
+  const m = d.map(0, 0, 4096);
+  try {
+    const r32 = m.read32(0);
+    const r8 = m.read8(0);
+    const r64 = m.read64(0);
+    console.log('  edu width-sensitive ID register (BAR0 0x00, through the mapping):');
+    console.log(
+      `    4-byte read: ${hex(r32, 8)}  ${r32 === 0x010000ed ? '(the ID: one 4-byte access)' : '(WRONG)'}`,
+    );
+    console.log(
+      `    1-byte read: ${hex(r8, 2)}        ${r8 !== 0xed ? '(not 0xed: the device refused the 1-byte access)' : '(WRONG: split or widened)'}`,
+    );
+    console.log(`    8-byte read: ${hex(r64, 16)}  (one 8-byte access the device answers with ones)`);
+    console.log(`    4-byte read through the fd: ${hex(d.read(0, 0, 4) as number, 8)}`);
+    m.write32(4, 0x12345678);
+    console.log(`    0x04 after writing 0x12345678: ${hex(m.read32(4), 8)} (the inverse)`);
+    if (r32 !== 0x010000ed || r8 === 0xed) process.exitCode = 1;
+  } finally {
+    m.close();
+  }
+}
+
+function main(): void {
+  const spec = process.env.VFIO_BRIDGE_HIL_DEVICES;
+  if (!spec) {
+    console.error(
+      'demo: VFIO_BRIDGE_HIL_DEVICES is not set; run it through scripts/lab/lab.sh (npm run lab)',
+    );
+    process.exitCode = 2;
+    return;
+  }
+  for (const [role, bdf] of parseDevices(spec)) {
+    const container = Container.open();
+    const group = Group.openByBdf(bdf);
+    try {
+      group.setContainer(container);
+      container.setIommu();
+      const d = group.openDevice(bdf);
+      try {
+        const info = d.info();
+        const id = d.read(CONFIG, 0, 4) as number;
+        console.log(
+          `${role} ${bdf} [${hex(id & 0xffff, 4)}:${hex(id >>> 16, 4)}] IOMMU group ${group.number}, ` +
+            `${info.numRegions} regions, ${info.numIrqs} IRQ indexes${info.reset ? ', resettable' : ''}`,
+        );
+        for (let i = 0; i < info.numRegions; i++) {
+          let r: RegionInfo;
+          try {
+            r = d.regionInfo(i);
+          } catch (e) {
+            // The VGA region exists only on VGA devices; the kernel answers EINVAL elsewhere.
+            if (i === 8 && e instanceof VfioError && e.code === 'EINVAL') continue;
+            throw e;
+          }
+          if (r.size > 0) console.log(`  ${describeRegion(r)}`);
+        }
+        const caps = pciCapabilities(d);
+        console.log(`  capabilities: ${caps.length ? caps.join(', ') : 'none'}`);
+        const irqs: string[] = [];
+        for (let i = 0; i < info.numIrqs; i++) {
+          const irq = d.irqInfo(i);
+          if (irq.count > 0) irqs.push(`${IRQ_NAMES[i] ?? i} x${irq.count}`);
+        }
+        console.log(`  interrupts: ${irqs.join(', ')}`);
+        if (role === 'edu') eduWidths(d);
+      } finally {
+        d.close();
+      }
+    } finally {
+      group.close();
+      container.close();
+    }
+  }
+}
+
+main();

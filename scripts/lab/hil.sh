@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the hardware-in-the-loop jest project (test/hil) inside the lab guest. Extra arguments go
+# to jest, e.g. `scripts/lab/hil.sh test/hil/edu.test.ts -t width`. Build first (npm run build):
+# the guest sees the repository read-only and cannot compile the addon or dist/.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$here/../.."
+if ! compgen -G 'build/Release/*.node' >/dev/null && ! compgen -G 'prebuilds/linux-x64/*.node' >/dev/null; then
+  echo "lab: FAIL the native addon is not built; run: npm run build" >&2
+  exit 1
+fi
+[ -f dist/index.js ] || { echo "lab: FAIL dist/ is not built; run: npm run build" >&2; exit 1; }
+exec "$here/lab.sh" node node_modules/.bin/jest --selectProjects hil --runInBand --ci \
+  --cacheDirectory=/tmp/jest-cache "$@"

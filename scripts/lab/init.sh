@@ -1,0 +1,89 @@
+#!/bin/busybox sh
+# vfio-bridge lab: PID 1 of the guest (busybox sh, packed into the initramfs by provision.sh).
+#
+# It loads VFIO and 9p, mounts the host root read-only and the run directory writable, binds the
+# lab devices to vfio-pci, runs the host's command chrooted into the host root, and writes the
+# exit status to the run directory. Every step that can fail prints one `lab: FAIL ...` line, which
+# the host reports verbatim; the host only trusts an exit status found in the `rc` file.
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+halt_guest() {
+  sync
+  poweroff -f
+  # Only reached when ACPI power-off is missing; init exiting panics, and panic=-1 with
+  # QEMU's -no-reboot ends the guest as well.
+  exit 1
+}
+
+fail() {
+  echo "lab: FAIL $*"
+  if grep -q " /lab 9p " /proc/mounts 2>/dev/null; then
+    echo "$*" >/lab/failed
+  fi
+  halt_guest
+}
+
+mkdir -p /proc /sys /dev /newroot /lab
+mount -t proc proc /proc || fail "mounting /proc"
+mount -t sysfs sysfs /sys || fail "mounting /sys"
+mount -t devtmpfs devtmpfs /dev || fail "mounting /dev"
+echo "lab: guest kernel $(uname -r) up"
+
+# lab_modules (comma-separated, from the kernel command line) replaces the list, so the lab's
+# self-test can prove that a module failing to load stops the run.
+modules=$(cat /modules.list)
+[ -z "${lab_modules:-}" ] || modules=$(echo "$lab_modules" | tr , ' ')
+for m in $modules; do
+  out=$(insmod "/modules/$m.ko" 2>&1) || fail "module $m did not load: ${out:-insmod failed}"
+done
+
+# The host root does not change while the guest runs, so the guest may cache it (cache=loose makes
+# node and jest start several times faster). The run directory, which holds ivshmem's backing
+# file, keeps 9p's default cache=none and is bound over its own host path below, so reading that
+# file through its host path always asks the host.
+opts=trans=virtio,version=9p2000.L,msize=524288
+mount -t 9p -o "$opts,ro,cache=loose" host /newroot || fail "mounting the host root over 9p (mount_tag host)"
+mount -t 9p -o "$opts,rw" lab /lab || fail "mounting the run directory over 9p (mount_tag lab)"
+[ -r /lab/env ] || fail "the run directory has no env file"
+# shellcheck disable=SC1091
+. /lab/env
+
+# LAB_DEVICES is "role=vendor:device@bdf ..." from lab.sh.
+for spec in $LAB_DEVICES; do
+  role=${spec%%=*}
+  rest=${spec#*=}
+  ids=${rest%@*}
+  bdf=${rest#*@}
+  dev=/sys/bus/pci/devices/$bdf
+  [ -d "$dev" ] || fail "device $role: no PCI device at $bdf"
+  seen="$(cat "$dev/vendor"):$(cat "$dev/device")"
+  want="0x${ids%:*}:0x${ids#*:}"
+  [ "$seen" = "$want" ] || fail "device $role at $bdf is $seen, expected $want"
+  echo vfio-pci >"$dev/driver_override" || fail "device $role $bdf: writing driver_override"
+  if [ -e "$dev/driver" ]; then
+    echo "$bdf" >"$dev/driver/unbind" || fail "device $role $bdf: unbinding its driver"
+  fi
+  echo "$bdf" >/sys/bus/pci/drivers_probe
+  drv=$(basename "$(readlink "$dev/driver" 2>/dev/null)" 2>/dev/null)
+  [ "$drv" = vfio-pci ] || fail "device $role $bdf did not bind to vfio-pci (driver: ${drv:-none})"
+  group=$(basename "$(readlink "$dev/iommu_group")")
+  [ -c "/dev/vfio/$group" ] || fail "device $role $bdf: /dev/vfio/$group did not appear"
+  echo "lab: $role $bdf bound to vfio-pci, IOMMU group $group"
+done
+
+mount --bind /dev /newroot/dev || fail "binding /dev into the host root"
+mount --bind /proc /newroot/proc || fail "binding /proc into the host root"
+mount --bind /sys /newroot/sys || fail "binding /sys into the host root"
+mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "mounting a tmpfs on /tmp"
+mkdir -p "/newroot$LAB_RUN_DIR" 2>/dev/null
+mount --bind /lab "/newroot$LAB_RUN_DIR" || fail "binding the run directory over $LAB_RUN_DIR"
+cp /lab/cmd.sh /newroot/tmp/.lab-cmd.sh || fail "copying the command into the guest"
+
+echo "lab: ready"
+chroot /newroot /bin/bash /tmp/.lab-cmd.sh
+rc=$?
+echo "$rc" >/lab/rc.tmp && mv /lab/rc.tmp /lab/rc || fail "writing the exit status to the run directory"
+echo "lab: command exited $rc"
+halt_guest

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# vfio-bridge lab: real vfio-pci in a QEMU (TCG) guest.
+#
+#   scripts/lab/lab.sh                  boot and run the demo (npm run lab)
+#   scripts/lab/lab.sh CMD [ARGS...]    boot and run CMD as root in this repository, inside the guest
+#   scripts/lab/lab.sh --provision      only provision (exit 3: cannot, and the line says how to fix)
+#
+# Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT).
+# Environment: VFIO_BRIDGE_LAB_CACHE (cache directory), VFIO_BRIDGE_LAB_KERNEL (pin the kernel
+# package), VFIO_BRIDGE_LAB_APPEND (extra kernel arguments, e.g. lab_modules=a,b for the self-test).
+# The exit status is CMD's; a lab failure prints one `lab: FAIL ...` line and exits non-zero
+# (124 on timeout). See scripts/lab/README.md for the guest layout and the device list.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=provision.sh
+. "$here/provision.sh"
+
+# Fixed slots on the q35 root bus make the BDFs deterministic; the 9p exports sit far from them.
+# role=vendor:device@bdf, and the QEMU device for it.
+LAB_DEVICES="edu=1234:11e8@0000:00:03.0 rtl8139=10ec:8139@0000:00:04.0 e1000e=8086:10d3@0000:00:05.0 ivshmem=1af4:1110@0000:00:06.0"
+LAB_IVSHMEM_SIZE=$((1024 * 1024))
+
+timeout_s=${VFIO_BRIDGE_LAB_TIMEOUT:-600}
+provision_only=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --timeout)
+      timeout_s=${2:?--timeout needs seconds}
+      shift 2
+      ;;
+    --provision)
+      provision_only=1
+      shift
+      ;;
+    --)
+      shift
+      break
+      ;;
+    -h | --help)
+      sed -n '2,11s/^# \{0,1\}//p' "$0"
+      exit 0
+      ;;
+    *) break ;;
+  esac
+done
+if [ $# -eq 0 ] || { [ $# -eq 1 ] && [ "$1" = demo ]; }; then
+  set -- node -r @swc-node/register "$here/demo.ts"
+fi
+
+now() { printf '%s\n' "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f s", b - a }'; }
+
+t0=$(now)
+lab_provision
+t1=$(now)
+echo "lab: provision took $(elapsed "$t0" "$t1") (kernel $LAB_KVER, cache $(lab_cache_dir))"
+[ "$provision_only" = 0 ] || exit 0
+
+# One guest at a time: the machine is small and shared, and TCG uses every core it gets.
+exec 9>"$(lab_cache_dir)/guest.lock"
+if ! flock -n 9; then
+  echo "lab: another lab guest is running; waiting for it"
+  flock -w "$timeout_s" 9 || lab_fail "timed out after ${timeout_s}s waiting for another lab guest"
+fi
+
+run=$(mktemp -d "$(lab_cache_dir)/run.XXXXXX")
+cleanup() { rm -rf "$run"; }
+trap cleanup EXIT
+ivshmem_file=$run/ivshmem.bin
+truncate -s "$LAB_IVSHMEM_SIZE" "$ivshmem_file"
+
+hil_devices=
+for spec in $LAB_DEVICES; do
+  hil_devices+="${hil_devices:+,}${spec%%=*}=${spec#*@}"
+done
+
+{
+  printf 'LAB_DEVICES=%q\n' "$LAB_DEVICES"
+  printf 'LAB_RUN_DIR=%q\n' "$run"
+} >"$run/env"
+{
+  echo 'set -e'
+  echo 'export HOME=/tmp/home XDG_CACHE_HOME=/tmp/cache TMPDIR=/tmp'
+  printf 'export PATH=%q\n' "$PATH"
+  printf 'export VFIO_BRIDGE_HIL_DEVICES=%q\n' "$hil_devices"
+  printf 'export VFIO_BRIDGE_HIL_IVSHMEM_FILE=%q\n' "$ivshmem_file"
+  echo 'export VFIO_BRIDGE_LAB=1'
+  [ -z "${CI:-}" ] || printf 'export CI=%q\n' "$CI"
+  echo 'mkdir -p "$HOME" "$XDG_CACHE_HOME"'
+  case $PWD/ in "$repo"/*) cwd=$PWD ;; *) cwd=$repo ;; esac
+  printf 'cd %q\n' "$cwd"
+  echo 'set +e'
+  # Through a pipe, not the console tty: tools then print plain lines (no progress redraws or
+  # colours), which is what comes back over the serial console.
+  printf '('
+  printf ' %q' "$@"
+  echo ' ) 2>&1 | cat'
+  echo 'exit "${PIPESTATUS[0]}"'
+} >"$run/cmd.sh"
+
+qemu=(
+  qemu-system-x86_64
+  -M q35 -accel tcg,thread=multi -smp 2 -m 2048 -cpu max
+  -nodefaults -display none -no-reboot
+  -chardev stdio,id=con,signal=on -serial chardev:con
+  -device intel-iommu,intremap=on,caching-mode=on
+  -kernel "$LAB_VMLINUZ" -initrd "$LAB_INITRAMFS"
+  -append "console=ttyS0 intel_iommu=on quiet loglevel=3 panic=-1 rdinit=/init ${VFIO_BRIDGE_LAB_APPEND:-}"
+  -device edu,addr=03.0
+  -netdev user,id=n0,restrict=on -device rtl8139,netdev=n0,addr=04.0
+  -netdev user,id=n1,restrict=on -device e1000e,netdev=n1,addr=05.0
+  -object "memory-backend-file,id=shm,mem-path=$ivshmem_file,size=$LAB_IVSHMEM_SIZE,share=on"
+  -device ivshmem-plain,memdev=shm,addr=06.0
+  -fsdev local,id=hostfs,path=/,security_model=none,readonly=on,multidevs=remap
+  -device virtio-9p-pci,fsdev=hostfs,mount_tag=host,addr=10.0
+  -fsdev "local,id=labfs,path=$run,security_model=none"
+  -device virtio-9p-pci,fsdev=labfs,mount_tag=lab,addr=11.0
+)
+
+# The guest's console is the command's output. Lines are relayed as they come; the lab's own
+# markers time the phases. The exit status is taken only from the rc file the guest writes.
+t_ready=
+t_done=
+while IFS= read -r line; do
+  line=${line%$'\r'}
+  case $line in
+    'lab: ready') t_ready=$(now) ;;
+    'lab: command exited '*) t_done=$(now) ;;
+  esac
+  printf '%s\n' "$line" >>"$run/console.log"
+  case $line in 'lab: qemu exited '*) continue ;; esac
+  printf '%s\n' "$line"
+done < <(
+  status=0
+  timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null 2>&1 || status=$?
+  echo "lab: qemu exited $status"
+)
+t2=$(now)
+qemu_line=$(grep -a '^lab: qemu exited ' "$run/console.log" | tail -n 1 || true)
+qemu_rc=${qemu_line##* }
+
+echo "lab: boot took $(elapsed "$t1" "${t_ready:-$t2}")"
+[ -z "$t_ready" ] || echo "lab: command took $(elapsed "$t_ready" "${t_done:-$t2}")"
+
+if [ -s "$run/rc" ]; then
+  rc=$(cat "$run/rc")
+  [[ $rc =~ ^[0-9]+$ ]] || lab_fail "the guest wrote a malformed exit status: $rc"
+  echo "lab: command exited $rc"
+  exit "$rc"
+fi
+if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+  phase=boot
+  [ -z "$t_ready" ] || phase=command
+  echo "lab: FAIL timed out after ${timeout_s}s during the $phase phase" >&2
+  exit 124
+fi
+if [ -s "$run/failed" ]; then
+  lab_fail "$(cat "$run/failed")"
+fi
+failed=$(grep -a '^lab: FAIL ' "$run/console.log" | tail -n 1 || true)
+[ -z "$failed" ] || lab_fail "${failed#lab: FAIL }"
+if [ -z "$t_ready" ]; then
+  lab_fail "the guest did not boot (no 'lab: ready' from its init; qemu exit status $qemu_rc)"
+fi
+lab_fail "the command did not report an exit status (qemu exit status $qemu_rc)"
