@@ -1,10 +1,10 @@
-import { barRanges, bdfOf, describeLab, enableDecode, type LabDevice, openLab, placeBar } from './lab';
+import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
-describeLab('e1000e on real vfio-pci', () => {
+describePci('e1000e', 'e1000e on real vfio-pci', (bdfOf) => {
   let lab: LabDevice;
   const bar3 = 0xfebf0000;
   beforeAll(() => {
-    lab = openLab('e1000e');
+    lab = openLab(bdfOf());
     placeBar(lab.dev, 0, 0xfea00000);
     placeBar(lab.dev, 1, 0xfea20000);
     placeBar(lab.dev, 3, bar3);
@@ -17,7 +17,7 @@ describeLab('e1000e on real vfio-pci', () => {
     expect(msix).not.toBeNull();
     expect(msix?.tableBar).toBe(3);
     expect(msix?.tableOffset).toBe(0);
-    const bdf = bdfOf('e1000e');
+    const bdf = bdfOf();
     const size = lab.dev.bars[3]?.size ?? 0;
     const tableEnd = (msix?.entries ?? 0) * 16;
     expect(barRanges(lab.dev, 3)).toEqual([
@@ -43,7 +43,7 @@ describeLab('e1000e on real vfio-pci', () => {
   });
 
   it('maps BAR 0 (the register file) directly', () => {
-    const bdf = bdfOf('e1000e');
+    const bdf = bdfOf();
     expect(barRanges(lab.dev, 0)).toEqual([[0, 0x20000, `${bdf} BAR 0 mmaps[0]`, 'direct']]);
     // STATUS (0x8) read through dispatch matches a pread of the register.
     expect(lab.bus.mmioRead(0xfea00008, 4)).toBe(lab.vfio.read(0, 8, 4));

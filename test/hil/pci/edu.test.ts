@@ -1,17 +1,17 @@
-import { barRanges, bdfOf, describeLab, enableDecode, type LabDevice, openLab, placeBar } from './lab';
+import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
-describeLab('edu on real vfio-pci', () => {
+describePci('edu', 'edu on real vfio-pci', (bdfOf) => {
   let lab: LabDevice;
   const base = 0xfe000000;
   beforeAll(() => {
-    lab = openLab('edu');
+    lab = openLab(bdfOf());
     placeBar(lab.dev, 0, base);
     enableDecode(lab.dev);
   });
   afterAll(() => lab?.close());
 
   it('maps the whole 1 MiB BAR 0 directly', () => {
-    const bdf = bdfOf('edu');
+    const bdf = bdfOf();
     expect(lab.dev.bars[0]?.mmaps).toHaveLength(1);
     expect(barRanges(lab.dev, 0)).toEqual([[0, 0x100000, `${bdf} BAR 0 mmaps[0]`, 'direct']]);
   });

@@ -1,5 +1,5 @@
 import { closeSync, openSync, readSync } from 'node:fs';
-import { barRanges, bdfOf, describeLab, enableDecode, type LabDevice, openLab, placeBar } from './lab';
+import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
 /** Reads `size` bytes at `offset` of the host's ivshmem backing file, little-endian. */
 function hostRead(offset: number, size: 1 | 2 | 4): number {
@@ -15,11 +15,11 @@ function hostRead(offset: number, size: 1 | 2 | 4): number {
   }
 }
 
-describeLab('ivshmem presented as an RTL8168', () => {
+describePci('ivshmem', 'ivshmem presented as an RTL8168', (bdfOf) => {
   let lab: LabDevice;
   const base = 0x8_0000_0000;
   beforeAll(() => {
-    lab = openLab('ivshmem', { vendorId: 0x10ec, deviceId: 0x8168 });
+    lab = openLab(bdfOf(), { vendorId: 0x10ec, deviceId: 0x8168 });
     placeBar(lab.dev, 2, base);
     enableDecode(lab.dev);
   });
@@ -32,7 +32,7 @@ describeLab('ivshmem presented as an RTL8168', () => {
   });
 
   it("splits BAR 2's first page in three around the window quirk", () => {
-    const bdf = bdfOf('ivshmem');
+    const bdf = bdfOf();
     const size = lab.dev.bars[2]?.size ?? 0;
     expect(barRanges(lab.dev, 2)).toEqual([
       [0, 0x70, `${bdf} BAR 2 mmaps[0]`, 'trapped-mmap'],

@@ -1,74 +1,41 @@
 import { PciBus, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
-import { Container, Group } from '../../../lib/vfio';
+import type { Device } from '../../../lib/vfio';
+import { describeDevice, openDevice, type Role } from '../hil';
 
-/** Lab device roles, as scripts/lab names them. */
-export type LabRole = 'edu' | 'rtl8139' | 'e1000e' | 'ivshmem';
-
-const devices = new Map<string, string>();
-for (const item of (process.env.VFIO_BRIDGE_HIL_DEVICES ?? '').split(',')) {
-  const [role, bdf] = item.split('=');
-  if (role && bdf) devices.set(role, bdf);
-}
-
-/** Why the hardware tests are skipped, or null when the lab provides the devices. */
-export const skipReason: string | null =
-  devices.size > 0
-    ? null
-    : 'VFIO_BRIDGE_HIL_DEVICES is not set: run through scripts/lab/hil.sh (the lab guest)';
-
-/** `describe` when the lab is there; otherwise a skipped block that names the reason (and fails in CI). */
-export function describeLab(name: string, fn: () => void): void {
-  if (skipReason === null) {
-    describe(name, fn);
-    return;
-  }
-  if (process.env.CI === 'true' || process.env.CI === '1') {
-    describe(name, () => {
-      it('needs the lab', () => {
-        throw new Error(`hardware tests cannot be skipped in CI: ${skipReason}`);
-      });
-    });
-    return;
-  }
-  describe.skip(`${name} (skipped: ${skipReason})`, fn);
-}
-
-/** The BDF of a lab device. */
-export function bdfOf(role: LabRole): string {
-  const bdf = devices.get(role);
-  if (!bdf) throw new Error(`the lab did not provide a ${role} device (VFIO_BRIDGE_HIL_DEVICES)`);
-  return bdf;
-}
+export { bdfOf, describeDevice, type Role } from '../hil';
 
 /** A lab device opened through VFIO and built into a VfioPciDevice on a fresh bus. */
 export interface LabDevice {
   bus: PciBus;
   dev: VfioPciDevice;
-  vfio: ReturnType<Group['openDevice']>;
+  vfio: Device;
   close(): void;
 }
 
-/** Opens the lab device `role` in its own container and builds its region stacks. */
-export function openLab(role: LabRole, opts: VfioPciDeviceOptions = {}): LabDevice {
-  const bdf = bdfOf(role);
-  const container = Container.open();
-  const group = Group.openByBdf(bdf);
-  group.setContainer(container);
-  container.setIommu();
-  const vfio = group.openDevice(bdf);
-  const bus = new PciBus();
-  const dev = VfioPciDevice.open(bus, vfio, opts);
-  return {
-    bus,
-    dev,
-    vfio,
-    close() {
-      bus.close();
-      vfio.close();
-      group.close();
-      container.close();
-    },
-  };
+/** Opens `bdf` in its own container and builds its region stacks on a new bus. */
+export function openLab(bdf: string, opts: VfioPciDeviceOptions = {}): LabDevice {
+  const opened = openDevice(bdf);
+  try {
+    const bus = new PciBus();
+    const dev = VfioPciDevice.open(bus, opened.device, opts);
+    return {
+      bus,
+      dev,
+      vfio: opened.device,
+      close() {
+        bus.close();
+        opened.close();
+      },
+    };
+  } catch (e) {
+    opened.close();
+    throw e;
+  }
+}
+
+/** describeDevice for PCI-layer tests of `role`. */
+export function describePci(role: Role, name: string, body: (bdf: () => string) => void): void {
+  describeDevice(role, `vfio-pci layer: ${name}`, body);
 }
 
 /** Programs BAR `bar` at `addr` through config space. */

@@ -1,9 +1,9 @@
-import { barRanges, bdfOf, describeLab, enableDecode, type LabDevice, openLab, placeBar } from './lab';
+import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
-describeLab('rtl8139 on real vfio-pci', () => {
+describePci('rtl8139', 'rtl8139 on real vfio-pci', (bdfOf) => {
   let lab: LabDevice;
   beforeAll(() => {
-    lab = openLab('rtl8139');
+    lab = openLab(bdfOf());
     placeBar(lab.dev, 0, 0xc000);
     placeBar(lab.dev, 1, 0xfebf1000);
     enableDecode(lab.dev);
@@ -11,7 +11,7 @@ describeLab('rtl8139 on real vfio-pci', () => {
   afterAll(() => lab?.close());
 
   it('serves the I/O BAR 0 through the fd, in the I/O space', () => {
-    const bdf = bdfOf('rtl8139');
+    const bdf = bdfOf();
     expect(lab.dev.bars[0]?.type).toBe('io');
     expect(lab.dev.mapinfo().filter((r) => r.space === 'io')).toEqual([
       expect.objectContaining({ addr: 0xc000, size: 0x100, name: `${bdf} BAR 0`, mapinfo: 'trapped-fd' }),
@@ -25,7 +25,7 @@ describeLab('rtl8139 on real vfio-pci', () => {
   });
 
   it('expands the 256-byte BAR 1 to the page when page-aligned, and shrinks it off alignment', () => {
-    const bdf = bdfOf('rtl8139');
+    const bdf = bdfOf();
     const b1 = lab.dev.bars[1];
     if (!b1?.mmaps.length) {
       throw new Error(
