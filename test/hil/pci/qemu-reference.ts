@@ -36,7 +36,7 @@ export function parseFlatView(text: string, as: string): QemuFlatLine[] {
     }
     if (!inView) continue;
     const m =
-      /^\s+([0-9a-f]+)-([0-9a-f]+) \(prio (-?\d+), ([\w-]+)\): (.*?)(?: @([0-9a-f]+))?(?: KVM)?$/.exec(raw);
+      /^\s+([0-9a-f]+)-([0-9a-f]+) \(prio (-?\d+), ([\w/-]+)\): (.*?)(?: @([0-9a-f]+))?(?: KVM)?$/.exec(raw);
     if (!m) continue;
     out.push({
       start: parseInt(m[1], 16),
@@ -107,7 +107,18 @@ export class QemuReference {
     const server = createServer();
     const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
     await new Promise<void>((resolve) => server.listen(qsock, resolve));
-    const args = ['-machine', 'q35', '-accel', 'qtest', '-nodefaults', '-display', 'none', '-m', '256'];
+    // -qtest selects QEMU's qtest accelerator by itself: no guest CPU ever runs.
+    const args = [
+      '-machine',
+      'q35',
+      '-nodefaults',
+      '-display',
+      'none',
+      '-m',
+      '256',
+      '-qtest-log',
+      '/dev/null',
+    ];
     args.push('-qtest', `unix:${qsock}`, '-monitor', `unix:${join(dir, 'hmp.sock')},server=on,wait=off`);
     for (const d of devices) args.push('-device', `vfio-pci,${d}`);
     const proc = spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -117,8 +128,12 @@ export class QemuReference {
         reject(new Error(`QEMU exited (${code}) before connecting: ${ref.#stderr}`)),
       ),
     );
-    const sock = await Promise.race([accepted, exited]);
-    ref.#qtest = new Lines(sock);
+    try {
+      ref.#qtest = new Lines(await Promise.race([accepted, exited]));
+    } catch (e) {
+      await ref.stop();
+      throw e;
+    }
     return ref;
   }
 
@@ -169,7 +184,7 @@ export class QemuReference {
 
   /** Stops QEMU and removes its sockets. */
   async stop(): Promise<void> {
-    if (this.#proc.exitCode === null) {
+    if (this.#proc.exitCode === null && this.#proc.signalCode === null) {
       const done = new Promise((r) => this.#proc.once('exit', r));
       this.#proc.kill('SIGTERM');
       await done;
