@@ -55,6 +55,15 @@ export interface VfioPciDeviceOptions {
   noMmap?: boolean;
 }
 
+/** Options of {@link VfioPciDevice.openByBdf}. */
+export interface OpenByBdfOptions extends VfioPciDeviceOptions {
+  /**
+   * The container to attach the device's group to, for VMMs with several devices. Without it the
+   * device gets a container of its own, closed with the device.
+   */
+  container?: import('../vfio').Container;
+}
+
 /** Options of {@link VfioPciDevice.dump}. */
 export interface DumpOptions {
   /** Access width; by default the widest every region in the range accepts. */
@@ -139,6 +148,7 @@ export class VfioPciDevice implements Disposable {
   #command: number;
   #closed = false;
   #removeCloser: () => void;
+  #release: (() => void) | null = null;
 
   private constructor(bus: PciBus, device: VfioDeviceLike, opts: VfioPciDeviceOptions) {
     if (typeof device !== 'object' || device === null || typeof device.regionInfo !== 'function') {
@@ -197,6 +207,38 @@ export class VfioPciDevice implements Disposable {
    */
   static open(bus: PciBus, device: VfioDeviceLike, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
     return new VfioPciDevice(bus, device, opts);
+  }
+
+  /**
+   * openByBdf: open the vfio-pci device at `bdf` (its group attached to `opts.container`, or to a new
+   * container with the best IOMMU type) and build it on `bus`. Closing the device also closes the
+   * VFIO device, its group and a container it created.
+   */
+  static openByBdf(bus: PciBus, bdf: string, opts: OpenByBdfOptions = {}): VfioPciDevice {
+    if (typeof bdf !== 'string') throw new TypeError(`BDF must be a string, got ${typeof bdf}`);
+    // Loaded here only: the rest of lib/pci runs without the native addon.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const vfio = require('../vfio') as typeof import('../vfio');
+    const own = opts.container === undefined;
+    const container = opts.container ?? vfio.Container.open();
+    const cleanup: (() => void)[] = own ? [() => container.close()] : [];
+    const unwind = (): void => {
+      for (const fn of cleanup.splice(0).reverse()) fn();
+    };
+    try {
+      const group = vfio.Group.openByBdf(bdf);
+      cleanup.push(() => group.close());
+      group.setContainer(container);
+      if (container.iommuType === null) container.setIommu();
+      const device = group.openDevice(bdf);
+      cleanup.push(() => device.close());
+      const dev = new VfioPciDevice(bus, device, opts);
+      dev.#release = unwind;
+      return dev;
+    } catch (e) {
+      unwind();
+      throw e;
+    }
   }
 
   /** The six BARs; null for an unimplemented BAR or the upper half of a 64-bit one. */
@@ -721,6 +763,9 @@ export class VfioPciDevice implements Disposable {
       }
     });
     for (const bar of this.#bars) for (const m of bar?.mmaps ?? []) m.memory.close();
+    const release = this.#release;
+    this.#release = null;
+    release?.();
   }
 
   /** Same as {@link VfioPciDevice.close}. */

@@ -543,3 +543,9 @@ describe('lifetime', () => {
     expect(() => VfioPciDevice.open(new PciBus(), {} as never)).toThrow(TypeError);
   });
 });
+
+describe('openByBdf', () => {
+  it('rejects a BDF that is not a string before touching VFIO', () => {
+    expect(() => VfioPciDevice.openByBdf(new PciBus(), 3 as unknown as string)).toThrow(TypeError);
+  });
+});
