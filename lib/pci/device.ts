@@ -193,11 +193,17 @@ export class VfioPciDevice implements Disposable {
     }
     const layout = this.#msixEarlySetup(infos, areas, opts.msixRelocation ?? 'off');
 
-    for (const bar of this.#bars) if (bar) this.#registerBar(bar, areas[bar.index]);
-    this.msix = layout ? this.#msixSetup(layout.layout, layout.relocated) : null;
-    this.#installQuirks(opts.quirks ?? DEFAULT_QUIRKS);
-    this.#setupRom();
-    this.#emulateBarRegisters();
+    try {
+      for (const bar of this.#bars) if (bar) this.#registerBar(bar, areas[bar.index]);
+      this.msix = layout ? this.#msixSetup(layout.layout, layout.relocated) : null;
+      this.#installQuirks(opts.quirks ?? DEFAULT_QUIRKS);
+      this.#setupRom();
+      this.#emulateBarRegisters();
+    } catch (e) {
+      // Nothing is on the bus yet; only the mappings made so far need undoing.
+      for (const bar of this.#bars) for (const m of bar?.mmaps ?? []) m.memory.close();
+      throw e;
+    }
     this.#removeCloser = bus.onClose(() => this.close());
   }
 

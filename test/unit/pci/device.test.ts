@@ -549,3 +549,45 @@ describe('openByBdf', () => {
     expect(() => VfioPciDevice.openByBdf(new PciBus(), 3 as unknown as string)).toThrow(TypeError);
   });
 });
+
+describe('quirk framework', () => {
+  it('installs declarative quirks matched by presented IDs and BAR, and rejects overlays outside the BAR', () => {
+    const fake = new FakeVfioDevice(e1000eSpec());
+    const seen: number[] = [];
+    const quirk = {
+      name: 'test',
+      match: { vendor: 0x8086, bar: 0 },
+      overlays: () => [
+        {
+          name: 'test-quirk',
+          offset: 0x10,
+          size: 4,
+          ops: {
+            read: () => 0x1234,
+            write: (_o: number, _s: number, v: number | bigint) => void seen.push(Number(v)),
+          },
+        },
+      ],
+    };
+    const bus = new PciBus();
+    const dev = VfioPciDevice.open(bus, fake, { quirks: [quirk] });
+    expect(dev.bars[0]?.quirks).toEqual(['test-quirk']);
+    expect(dev.bars[1]?.quirks).toEqual([]);
+    placeBar(dev, 0, 0xfebc0000);
+    enableDecode(dev);
+    expect(bus.mmioRead(0xfebc0010, 4)).toBe(0x1234);
+    bus.mmioWrite(0xfebc0010, 4, 7);
+    expect(seen).toEqual([7]);
+    expect(
+      dev
+        .mapinfo()
+        .filter((r) => r.bar === 0)
+        .map((r) => r.mapinfo),
+    ).toEqual(['trapped-mmap', 'emulated', 'trapped-mmap', 'direct']);
+    const bad = { ...quirk, overlays: () => [{ ...quirk.overlays()[0], offset: 0x1fffe }] };
+    const fake2 = new FakeVfioDevice(e1000eSpec());
+    expect(() => VfioPciDevice.open(new PciBus(), fake2, { quirks: [bad] })).toThrow(RangeError);
+    // The mappings made before the failure were closed.
+    expect(fake2.mappings.every((m) => (m as unknown as { closed: boolean }).closed)).toBe(true);
+  });
+});
