@@ -50,12 +50,16 @@ export function parseFlatView(text: string, as: string): QemuFlatLine[] {
   return out;
 }
 
-/** A line-oriented reader over a socket. */
+/** A line-oriented reader over a socket; waiting readers fail when the socket ends. */
 class Lines {
   #buf = '';
-  #waiters: ((line: string) => void)[] = [];
+  #waiters: { resolve: (line: string) => void; reject: (e: Error) => void }[] = [];
   #lines: string[] = [];
-  constructor(readonly sock: Socket) {
+  #ended: Error | null = null;
+  constructor(
+    readonly sock: Socket,
+    why: () => string,
+  ) {
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => {
       this.#buf += d;
@@ -64,19 +68,22 @@ class Lines {
         const line = this.#buf.slice(0, i);
         this.#buf = this.#buf.slice(i + 1);
         const w = this.#waiters.shift();
-        if (w) w(line);
+        if (w) w.resolve(line);
         else this.#lines.push(line);
       }
     });
+    const end = (e?: Error): void => {
+      this.#ended ??= new Error(`QEMU closed the qtest connection${e ? ` (${e.message})` : ''}: ${why()}`);
+      for (const w of this.#waiters.splice(0)) w.reject(this.#ended);
+    };
+    sock.on('error', end);
+    sock.on('close', () => end());
   }
   next(): Promise<string> {
     const l = this.#lines.shift();
     if (l !== undefined) return Promise.resolve(l);
-    return new Promise((resolve) => this.#waiters.push(resolve));
-  }
-  /** Everything received so far that is not a complete line (e.g. a prompt). */
-  pending(): string {
-    return this.#buf;
+    if (this.#ended) return Promise.reject(this.#ended);
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 }
 
@@ -100,8 +107,12 @@ export class QemuReference {
     proc.stderr?.on('data', (d: string) => (this.#stderr += d));
   }
 
-  /** Starts QEMU with `devices` (vfio-pci property strings, e.g. "host=0000:00:05.0,addr=05.0"). */
-  static async start(devices: string[], qemu = 'qemu-system-x86_64'): Promise<QemuReference> {
+  /** Starts QEMU with `devices` (`-device` values, e.g. "vfio-pci,host=0000:00:05.0,addr=05.0"). */
+  static async start(
+    devices: string[],
+    qemu = 'qemu-system-x86_64',
+    timeoutMs = 120_000,
+  ): Promise<QemuReference> {
     const dir = mkdtempSync(join(tmpdir(), 'vfio-bridge-qemu-'));
     const qsock = join(dir, 'qtest.sock');
     const server = createServer();
@@ -120,7 +131,7 @@ export class QemuReference {
       '/dev/null',
     ];
     args.push('-qtest', `unix:${qsock}`, '-monitor', `unix:${join(dir, 'hmp.sock')},server=on,wait=off`);
-    for (const d of devices) args.push('-device', `vfio-pci,${d}`);
+    for (const d of devices) args.push('-device', d);
     const proc = spawn(qemu, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     const ref = new QemuReference(proc, dir, server);
     const exited = new Promise<never>((_, reject) =>
@@ -128,13 +139,29 @@ export class QemuReference {
         reject(new Error(`QEMU exited (${code}) before connecting: ${ref.#stderr}`)),
       ),
     );
+    // Once connected, a later exit is reported by the qtest connection closing instead.
+    exited.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const slow = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`QEMU did not connect within ${timeoutMs} ms: ${ref.#stderr}`)),
+        timeoutMs,
+      );
+    });
     try {
-      ref.#qtest = new Lines(await Promise.race([accepted, exited]));
+      ref.#qtest = new Lines(await Promise.race([accepted, exited, slow]), () => ref.#stderr);
+      clearTimeout(timer);
     } catch (e) {
+      clearTimeout(timer);
       await ref.stop();
       throw e;
     }
     return ref;
+  }
+
+  /** What QEMU wrote to stderr so far (diagnostics). */
+  get stderr(): string {
+    return this.#stderr;
   }
 
   /** One qtest command; returns the text after "OK". */
@@ -154,7 +181,14 @@ export class QemuReference {
     await this.qtest(`outl 0xcf8 0x${addr.toString(16)}`);
     const port = 0xcfc + (reg & 3);
     const op = size === 1 ? 'outb' : size === 2 ? 'outw' : 'outl';
-    await this.qtest(`${op} 0x${port.toString(16)} 0x${value.toString(16)}`);
+    await this.qtest(`${op} 0x${port.toString(16)} 0x${(value >>> 0).toString(16)}`);
+  }
+
+  /** A 4-byte config-space read of slot `slot` of bus 0. */
+  async configRead(slot: number, reg: number): Promise<number> {
+    const addr = (0x80000000 | (slot << 11) | (reg & 0xfc)) >>> 0;
+    await this.qtest(`outl 0xcf8 0x${addr.toString(16)}`);
+    return Number(await this.qtest('inl 0xcfc'));
   }
 
   /** `info mtree -f` over the HMP socket. */
