@@ -4,5 +4,6 @@
 export * from './memory';
 export * from './vfio';
 export * from './pci';
-// Both layers declare the same AccessSize (1 | 2 | 4 | 8); name one so the star exports do not clash.
+// lib/memory and lib/vfio both declare the same AccessSize (1 | 2 | 4 | 8); naming one settles the
+// ambiguity between the two star exports.
 export type { AccessSize } from './memory';

@@ -1,20 +1,11 @@
 /**
  * Address spaces: a root region, its flat view, guest access dispatch and memory listeners.
  */
-import {
-  ioInvalidReason,
-  ioRead,
-  ioWrite,
-  ones,
-  pieceSize,
-  ramDeviceReadUnaligned,
-  ramDeviceWriteUnaligned,
-  type UnassignedReason,
-} from './dispatch';
+import { ioInvalidReason, ioRead, ioWrite, ones, pieceSize, type UnassignedReason } from './dispatch';
 import { FlatView, renderFlatView, type FlatRange } from './flat-view';
 import { K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
-import { registerSpace, unregisterSpace, type Rebuildable } from './transaction';
-import { MemoryTopologyError, type AccessSize } from './types';
+import { registerSpace, unregisterSpace, type Rebuildable, type TreeNode } from './transaction';
+import { MemoryTopologyError, type AccessSize, type FixedWidthMemory } from './types';
 import { checkAccessSize, checkAddress, checkValue, MAX_ADDRESS } from './validate';
 
 /**
@@ -70,6 +61,8 @@ export class AddressSpace implements Rebuildable, Disposable {
   readonly name: string;
   readonly root: MemoryRegion;
   private _fv: FlatView;
+  /** What the last rendering depended on, kept even when the ranges did not change. */
+  private _deps: ReadonlySet<MemoryRegion>;
   private _listeners: MemoryListener[] = [];
   private _onUnassigned: Array<(e: UnassignedAccess) => void> = [];
   private _unassigned = 0;
@@ -78,6 +71,13 @@ export class AddressSpace implements Rebuildable, Disposable {
   private _logInterval: number;
   private _lastLog = -Infinity;
   private _suppressed = 0;
+  // The last ram-device range hit, so that repeated device accesses skip the range lookup. Reset with
+  // every new flat view. `_hitWritable` is false for read-only ranges.
+  private _hitStart = 0;
+  private _hitEnd = 0;
+  private _hitDelta = 0;
+  private _hitMem: FixedWidthMemory | null = null;
+  private _hitWritable = false;
 
   constructor(name: string, root: MemoryRegion, opts: AddressSpaceOptions = {}) {
     if (typeof name !== 'string')
@@ -96,6 +96,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     this._log = opts.log === undefined ? defaultLog : opts.log;
     this._logInterval = interval;
     this._fv = renderFlatView(root);
+    this._deps = this._fv._deps;
     registerSpace(this);
   }
 
@@ -135,6 +136,20 @@ export class AddressSpace implements Rebuildable, Disposable {
    * An access that crosses ranges is split per range into aligned pieces, lowest address first.
    */
   read(addr: number, size: AccessSize): number | bigint {
+    // Fast path: the last device range hit again. The hit window lies inside [0, 2^53), so only
+    // integrality remains to be checked; anything unusual falls through to the full path.
+    if (addr >= this._hitStart && addr + size <= this._hitEnd && Math.floor(addr) === addr) {
+      const off = addr + this._hitDelta;
+      const m = this._hitMem!;
+      if (size === 4) return m.read32(off);
+      if (size === 8) return m.read64(off);
+      if (size === 2) return m.read16(off);
+      if (size === 1) return m.read8(off);
+    }
+    return this._read(addr, size);
+  }
+
+  private _read(addr: number, size: AccessSize): number | bigint {
     if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
     if (size !== 4 && size !== 1 && size !== 2 && size !== 8) checkAccessSize(size);
     const fv = this._fv;
@@ -147,7 +162,8 @@ export class AddressSpace implements Rebuildable, Disposable {
     const range = fv.ranges[i];
     const r = range.region;
     const off = range.offsetInRegion + (addr - starts[i]);
-    if (r._kind === K_RAM_DEVICE && (off & (size - 1)) === 0) {
+    if (r._kind === K_RAM_DEVICE) {
+      this._remember(range, r._memory!);
       const m = r._memory!;
       return size === 4
         ? m.read32(off)
@@ -162,6 +178,29 @@ export class AddressSpace implements Rebuildable, Disposable {
 
   /** Writes `value` (a `bigint` iff `size` is 8) at `addr`, little-endian. See {@link AddressSpace.read}. */
   write(addr: number, size: AccessSize, value: number | bigint): void {
+    // Fast path, as in read(), with the value checked for its width on the way.
+    if (
+      this._hitWritable &&
+      addr >= this._hitStart &&
+      addr + size <= this._hitEnd &&
+      Math.floor(addr) === addr
+    ) {
+      const off = addr + this._hitDelta;
+      const m = this._hitMem!;
+      if (size === 4) {
+        if (typeof value === 'number' && value >>> 0 === value) return m.write32(off, value);
+      } else if (size === 8) {
+        if (typeof value === 'bigint' && BigInt.asUintN(64, value) === value) return m.write64(off, value);
+      } else if (size === 2) {
+        if (typeof value === 'number' && (value & 0xffff) === value) return m.write16(off, value);
+      } else if (size === 1) {
+        if (typeof value === 'number' && (value & 0xff) === value) return m.write8(off, value);
+      }
+    }
+    this._write(addr, size, value);
+  }
+
+  private _write(addr: number, size: AccessSize, value: number | bigint): void {
     if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
     if (size === 4) {
       if (typeof value !== 'number' || value >>> 0 !== value) checkValue(size, value);
@@ -178,7 +217,8 @@ export class AddressSpace implements Rebuildable, Disposable {
     const range = fv.ranges[i];
     const r = range.region;
     const off = range.offsetInRegion + (addr - starts[i]);
-    if (r._kind === K_RAM_DEVICE && !range.readonly && (off & (size - 1)) === 0) {
+    if (r._kind === K_RAM_DEVICE) this._remember(range, r._memory!);
+    if (r._kind === K_RAM_DEVICE && !range.readonly) {
       const m = r._memory!;
       if (size === 4) m.write32(off, value as number);
       else if (size === 8) m.write64(off, value as bigint);
@@ -201,7 +241,7 @@ export class AddressSpace implements Rebuildable, Disposable {
       const range = fv.ranges[i];
       const r = range.region;
       const off = range.offsetInRegion + (addr - fv._starts[i]);
-      if (r._kind === K_RAM_DEVICE && (off & 7) === 0 && r._memory!.read64Pair !== undefined) {
+      if (r._kind === K_RAM_DEVICE && r._memory!.read64Pair !== undefined) {
         r._memory!.read64Pair(off, out);
         return;
       }
@@ -228,12 +268,7 @@ export class AddressSpace implements Rebuildable, Disposable {
       const range = fv.ranges[i];
       const r = range.region;
       const off = range.offsetInRegion + (addr - fv._starts[i]);
-      if (
-        !range.readonly &&
-        r._kind === K_RAM_DEVICE &&
-        (off & 7) === 0 &&
-        r._memory!.write64Pair !== undefined
-      ) {
+      if (!range.readonly && r._kind === K_RAM_DEVICE && r._memory!.write64Pair !== undefined) {
         r._memory!.write64Pair(off, lo, hi);
         return;
       }
@@ -294,9 +329,32 @@ export class AddressSpace implements Rebuildable, Disposable {
     this.close();
   }
 
+  /** @internal */
+  _dependsOn(changed: ReadonlySet<TreeNode>): boolean {
+    for (const r of this._deps) if (changed.has(r)) return true;
+    return false;
+  }
+
   /** @internal Called by the outermost commit. */
   _rebuild(errors: unknown[]): void {
-    this._install(renderFlatView(this.root, this._fv), errors);
+    const next = renderFlatView(this.root, this._fv);
+    this._deps = next._deps;
+    this._install(next, errors);
+  }
+
+  private _remember(range: FlatRange, m: FixedWidthMemory): void {
+    this._hitStart = range.addr;
+    this._hitEnd = range.addr + range.size;
+    this._hitDelta = range.offsetInRegion - range.addr;
+    this._hitMem = m;
+    this._hitWritable = !range.readonly;
+  }
+
+  private _forget(): void {
+    this._hitStart = 0;
+    this._hitEnd = 0;
+    this._hitMem = null;
+    this._hitWritable = false;
   }
 
   private _install(next: FlatView, errors: unknown[]): void {
@@ -307,6 +365,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     const adds = next.ranges.filter((r) => !oldSet.has(r));
     if (dels.length === 0 && adds.length === 0) return;
     this._fv = next;
+    this._forget();
     const ls = this._listeners.slice();
     const call = (fn: () => void): void => {
       try {
@@ -346,7 +405,16 @@ export class AddressSpace implements Rebuildable, Disposable {
             ? dv.getUint16(off, true)
             : dv.getUint8(off);
     }
-    if (k === K_RAM_DEVICE) return ramDeviceReadUnaligned(r._memory!, off, size);
+    if (k === K_RAM_DEVICE) {
+      const m = r._memory!;
+      return size === 4
+        ? m.read32(off)
+        : size === 8
+          ? m.read64(off)
+          : size === 2
+            ? m.read16(off)
+            : m.read8(off);
+    }
     const why = ioInvalidReason(r, off, size, false);
     if (why !== null) {
       this._report(addr, size, false, why, r);
@@ -377,7 +445,11 @@ export class AddressSpace implements Rebuildable, Disposable {
       return;
     }
     if (k === K_RAM_DEVICE) {
-      ramDeviceWriteUnaligned(r._memory!, off, size, value);
+      const m = r._memory!;
+      if (size === 4) m.write32(off, value as number);
+      else if (size === 8) m.write64(off, value as bigint);
+      else if (size === 2) m.write16(off, value as number);
+      else m.write8(off, value as number);
       return;
     }
     const why = ioInvalidReason(r, off, size, true);

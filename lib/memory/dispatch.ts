@@ -1,10 +1,10 @@
 /**
  * Accesses into one terminal region: the validity rules and size adjustment of I/O regions (QEMU's
- * memory_region_access_valid and access_with_adjusted_size), and the split of unaligned accesses to
- * device memory into aligned ones.
+ * memory_region_access_valid and access_with_adjusted_size), and the aligned pieces an access that
+ * crosses ranges is cut into.
  */
 import type { MemoryRegion } from './region';
-import type { AccessSize, FixedWidthMemory } from './types';
+import type { AccessSize } from './types';
 
 /** Why an access was not delivered to a region. */
 export type UnassignedReason = 'unassigned' | 'rejected' | 'unaligned' | 'invalid-size' | 'readonly';
@@ -108,42 +108,4 @@ export function pieceSize(at: number, remaining: number): AccessSize {
   if (remaining >= 4 && at % 4 === 0) return 4;
   if (remaining >= 2 && at % 2 === 0) return 2;
   return 1;
-}
-
-function memRead(m: FixedWidthMemory, off: number, size: number): number | bigint {
-  return size === 4 ? m.read32(off) : size === 2 ? m.read16(off) : size === 1 ? m.read8(off) : m.read64(off);
-}
-
-function memWrite(m: FixedWidthMemory, off: number, size: number, v: number | bigint): void {
-  if (size === 4) m.write32(off, v as number);
-  else if (size === 2) m.write16(off, v as number);
-  else if (size === 1) m.write8(off, v as number);
-  else m.write64(off, v as bigint);
-}
-
-/** An unaligned read of device memory, made of aligned fixed-width reads, combined little-endian. */
-export function ramDeviceReadUnaligned(m: FixedWidthMemory, off: number, size: AccessSize): number | bigint {
-  let v = 0n;
-  for (let i = 0; i < size;) {
-    const s = pieceSize(off + i, size - i);
-    v |= BigInt(memRead(m, off + i, s)) << BigInt(i * 8);
-    i += s;
-  }
-  return size === 8 ? v : Number(v);
-}
-
-/** An unaligned write to device memory, made of aligned fixed-width writes, lowest address first. */
-export function ramDeviceWriteUnaligned(
-  m: FixedWidthMemory,
-  off: number,
-  size: AccessSize,
-  value: number | bigint,
-): void {
-  const v = BigInt(value);
-  for (let i = 0; i < size;) {
-    const s = pieceSize(off + i, size - i);
-    const piece = BigInt.asUintN(s * 8, v >> BigInt(i * 8));
-    memWrite(m, off + i, s, s === 8 ? piece : Number(piece));
-    i += s;
-  }
 }

@@ -3,7 +3,7 @@
  * resolved, as a sorted list of disjoint ranges with O(log n) lookup.
  */
 import { K_ALIAS, K_CONTAINER, K_RAM, K_RAM_DEVICE, type MemoryRegion } from './region';
-import { checkAddress } from './validate';
+import { checkAddress, MAX_ADDRESS } from './validate';
 
 /** One piece of an address space that a single region serves, as QEMU's FlatRange / section. */
 export interface FlatRange {
@@ -39,11 +39,18 @@ export class FlatView {
   readonly _ends: Float64Array;
   /** @internal Index of the last range found, tried first on the next lookup. */
   _last = 0;
+  /** @internal The root and every alias target the rendering walked through. */
+  readonly _deps: ReadonlySet<MemoryRegion>;
 
   /** @internal */
-  constructor(ranges: readonly FlatRange[], root: MemoryRegion | null) {
+  constructor(
+    ranges: readonly FlatRange[],
+    root: MemoryRegion | null,
+    deps: ReadonlySet<MemoryRegion> = new Set(),
+  ) {
     this.ranges = Object.freeze(ranges);
     this.root = root;
+    this._deps = deps;
     const n = ranges.length;
     this._starts = new Float64Array(n);
     this._ends = new Float64Array(n);
@@ -124,6 +131,8 @@ class Pieces {
   /** Absolute address of the region's offset 0, so offsetInRegion = addr - base. */
   base: number[] = [];
   ro: boolean[] = [];
+  /** The root and the alias targets visited: changes under anything else cannot matter. */
+  deps = new Set<MemoryRegion>();
 }
 
 /**
@@ -148,6 +157,7 @@ function collect(
   if (s >= e) return;
   if (mr._kind === K_ALIAS) {
     const t = mr._target!;
+    out.deps.add(t);
     // The target's own placement is cancelled: an alias shows contents, not position.
     collect(t, base - t._offset - mr._aliasOffset, s, e, ro, out);
     return;
@@ -210,7 +220,9 @@ class IndexHeap {
 export function renderFlatView(root: MemoryRegion | null, prev?: FlatView): FlatView {
   if (root === null) return new FlatView([], null);
   const p = new Pieces();
-  collect(root, 0, 0, Infinity, false, p);
+  p.deps.add(root);
+  // Clipping at 2^53 keeps every range end an exact integer.
+  collect(root, 0, 0, MAX_ADDRESS + 1, false, p);
   const n = p.start.length;
   const order = new Int32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
@@ -266,7 +278,7 @@ export function renderFlatView(root: MemoryRegion | null, prev?: FlatView): Flat
   }
   flush();
   if (prev !== undefined) reuseUnchanged(ranges, prev.ranges);
-  return new FlatView(ranges, root);
+  return new FlatView(ranges, root, p.deps);
 }
 
 /**

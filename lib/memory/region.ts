@@ -2,7 +2,7 @@
  * The region tree: containers, I/O regions, RAM, RAM devices and aliases, with QEMU's
  * docs/devel/memory.rst semantics for placement, priorities and mutation.
  */
-import { assertMutable, topologyChanged } from './transaction';
+import { assertMutable, noteChanged, topologyChanged } from './transaction';
 import {
   MemoryTopologyError,
   type AccessSize,
@@ -198,7 +198,7 @@ export class MemoryRegion {
 
   /**
    * Device memory (a mapped BAR): every access is exactly one load or store of the access size on
-   * `memory`, never a byte copy. Unaligned accesses are split into aligned ones.
+   * `memory`, aligned or not, never a byte copy, as QEMU's ram-device regions do.
    */
   static ramDevice(name: string, size: number, memory: FixedWidthMemory): MemoryRegion {
     const r = new MemoryRegion('ram-device', checkName(name), checkSize('ram-device', size));
@@ -231,11 +231,7 @@ export class MemoryRegion {
       throw new TypeError(`target of alias '${name}' must be a MemoryRegion`);
     checkAddress(`alias '${name}' offset`, offset);
     checkSize('alias', size);
-    if (offset + size > target._size) {
-      throw new RangeError(
-        `alias '${name}' window ${offset}+${size} exceeds its target '${target.name}' of ${target._size} bytes`,
-      );
-    }
+    checkWindow(name, target, offset, size);
     const r = new MemoryRegion('alias', name, size);
     r._target = target;
     r._aliasOffset = offset;
@@ -345,7 +341,8 @@ export class MemoryRegion {
     child._seq = nextSeq++;
     this._children.push(child);
     this._sorted = null;
-    topologyChanged();
+    // From the child: an address space rooted at it moves with its new offset, as in QEMU.
+    topologyChanged(child);
   }
 
   /** Detaches `child`, which must be a direct subregion of this region. */
@@ -360,20 +357,32 @@ export class MemoryRegion {
       );
     }
     assertMutable();
+    noteChanged(child);
     const i = this._children.indexOf(child);
     this._children.splice(i, 1);
     this._sorted = null;
     child._parent = null;
-    topologyChanged();
+    topologyChanged(this);
   }
 
-  /** Moves the region within its parent (QEMU's memory_region_set_address). */
+  /**
+   * Moves the region within its parent (QEMU's memory_region_set_address). As in QEMU, a moved
+   * subregion is re-added, so it becomes the newest among siblings of equal priority.
+   */
   setOffset(o: number): void {
     checkAddress(`offset of '${this.name}'`, o);
     if (o === this._offset) return;
     assertMutable();
     this._offset = o;
-    topologyChanged();
+    this._readd();
+    topologyChanged(this);
+  }
+
+  /** Re-inserts the region among its siblings as if just added. */
+  private _readd(): void {
+    if (this._parent === null) return;
+    this._seq = nextSeq++;
+    this._parent._sorted = null;
   }
 
   /** Resizes the region. A ram or ram-device region cannot outgrow its backing. */
@@ -389,10 +398,11 @@ export class MemoryRegion {
         `ram-device region '${this.name}' size ${s} exceeds its memory of ${this._memory!.length} bytes`,
       );
     }
+    if (this._kind === K_ALIAS) checkWindow(this.name, this._target!, this._aliasOffset, s);
     if (s === this._size) return;
     assertMutable();
     this._size = s;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   /** Shows or hides the region (and everything below it). */
@@ -401,17 +411,20 @@ export class MemoryRegion {
     if (e === this._enabled) return;
     assertMutable();
     this._enabled = e;
-    topologyChanged();
+    topologyChanged(this);
   }
 
-  /** Changes the priority among siblings. */
+  /**
+   * Changes the priority among siblings. The region is re-added, as a move is, so among equal
+   * priorities it becomes the newest.
+   */
   setPriority(p: number): void {
     checkPriority(p);
     if (p === this._priority) return;
     assertMutable();
     this._priority = p;
-    if (this._parent !== null) this._parent._sorted = null;
-    topologyChanged();
+    this._readd();
+    topologyChanged(this);
   }
 
   /** Makes guest writes through this region (and everything below it) be refused or allowed. */
@@ -420,26 +433,36 @@ export class MemoryRegion {
     if (r === this._readonly) return;
     assertMutable();
     this._readonly = r;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   /** Moves an alias's window within its target (QEMU's memory_region_set_alias_offset). */
   setAliasOffset(o: number): void {
     if (this._kind !== K_ALIAS) {
-      throw new MemoryTopologyError(
-        'not-a-container',
-        `'${this.name}' is a ${this.kind} region, not an alias`,
-      );
+      throw new MemoryTopologyError('not-an-alias', `'${this.name}' is a ${this.kind} region, not an alias`);
     }
     checkAddress(`alias offset of '${this.name}'`, o);
+    checkWindow(this.name, this._target!, o, this._size);
     if (o === this._aliasOffset) return;
     assertMutable();
     this._aliasOffset = o;
-    topologyChanged();
+    topologyChanged(this);
   }
 
   toString(): string {
     return `MemoryRegion(${this.kind} '${this.name}', size 0x${this._size.toString(16)})`;
+  }
+}
+
+/**
+ * Refuses an alias window that does not fit in its target when it is set. A target that shrinks
+ * later simply clips the window, as in QEMU.
+ */
+function checkWindow(name: string, target: MemoryRegion, offset: number, size: number): void {
+  if (offset + size > target._size) {
+    throw new RangeError(
+      `alias '${name}' window ${offset}+${size} exceeds its target '${target.name}' of ${target._size} bytes`,
+    );
   }
 }
 

@@ -5,8 +5,15 @@
  */
 import { MemoryTopologyError } from './types';
 
+/** A region as the transaction machinery sees it: only its link to its parent. */
+export interface TreeNode {
+  readonly _parent: TreeNode | null;
+}
+
 /** What the transaction machinery needs from an address space. */
 export interface Rebuildable {
+  /** Whether the last rendering walked through any of `changed` (the root or an alias target). */
+  _dependsOn(changed: ReadonlySet<TreeNode>): boolean;
   /** Recomputes the flat view and notifies listeners; listener errors are pushed, not thrown. */
   _rebuild(errors: unknown[]): void;
 }
@@ -15,6 +22,8 @@ const spaces = new Set<Rebuildable>();
 let depth = 0;
 let pending = false;
 let committing = false;
+/** Every changed region and all its ancestors since the last rebuild. */
+let changed = new Set<TreeNode>();
 
 /** @internal */
 export function registerSpace(s: Rebuildable): void {
@@ -40,8 +49,19 @@ export function assertMutable(): void {
   }
 }
 
-/** @internal Records a mutation; rebuilds now unless a transaction is open. */
-export function topologyChanged(): void {
+/** @internal Records `r` and its ancestors as changed, without committing. */
+export function noteChanged(r: TreeNode): void {
+  for (let n: TreeNode | null = r; n !== null; n = n._parent) changed.add(n);
+}
+
+/**
+ * Records a mutation of `r`; rebuilds now unless a transaction is open. Only address spaces whose
+ * root or alias targets lie on the path from `r` to its topmost ancestor are rebuilt: a change
+ * anywhere else cannot alter what they show.
+ * @internal
+ */
+export function topologyChanged(r: TreeNode): void {
+  noteChanged(r);
   if (depth > 0) {
     pending = true;
     return;
@@ -51,10 +71,12 @@ export function topologyChanged(): void {
 
 function rebuildAll(): void {
   pending = false;
+  const dirty = changed;
+  changed = new Set();
   const errors: unknown[] = [];
   committing = true;
   try {
-    for (const s of spaces) s._rebuild(errors);
+    for (const s of spaces) if (s._dependsOn(dirty)) s._rebuild(errors);
   } finally {
     committing = false;
   }

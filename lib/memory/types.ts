@@ -62,6 +62,7 @@ export type MemoryTopologyErrorCode =
   | 'cycle'
   | 'not-a-child'
   | 'not-a-container'
+  | 'not-an-alias'
   | 'unbalanced-transaction'
   | 'reentrant-commit'
   | 'closed';

@@ -113,16 +113,16 @@ describe('SIGBUS guard', () => {
         try { m.read32((i * 4) & 4095); } catch (e) { if (e instanceof VfioError && e.code === 'SIGBUS') faults++; }
       }
       m.close();
-      fs.closeSync(fd);
-      parentPort.postMessage(faults);
+      parentPort.postMessage({ fd, faults }); // the main thread closes fd: fs in a worker warns about foreign fds
       `,
       { eval: true },
     );
-    const faults = await new Promise((resolve, reject) => {
+    const { fd, faults } = await new Promise<{ fd: number; faults: number }>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);
       worker.once('exit', (code) => reject(new Error(`worker exited with ${code} before reporting`)));
     });
+    fs.closeSync(fd);
     expect(faults).toBe(10_000);
   });
 });

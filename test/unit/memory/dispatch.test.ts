@@ -93,19 +93,51 @@ describe('ram-device', () => {
     expect(mem.trace).toEqual(['w4@16', 'r4@16', 'w8@24', 'r8@24', 'w2@2', 'r1@3']);
   });
 
-  test('an unaligned access is split into naturally aligned ones', () => {
+  test('an unaligned access is still one access of exactly its size', () => {
     const { as, root } = setup();
     const mem = new TracingMemory(0x100);
     root.addSubregion(MemoryRegion.ramDevice('bar', 0x100, mem), 0);
     as.write(1, 4, 0x44332211);
-    expect(mem.trace).toEqual(['w1@1', 'w2@2', 'w1@4']);
-    mem.trace = [];
     expect(as.read(1, 4)).toBe(0x44332211);
-    expect(mem.trace).toEqual(['r1@1', 'r2@2', 'r1@4']);
-    mem.trace = [];
-    as.write(4, 8, 0x8877665544332211n);
-    expect(mem.trace).toEqual(['w4@4', 'w4@8']);
-    expect(as.read(4, 8)).toBe(0x8877665544332211n);
+    as.write(3, 8, 0x8877665544332211n);
+    expect(as.read(3, 8)).toBe(0x8877665544332211n);
+    expect(as.read(5, 2)).toBe(0x4433);
+    expect(mem.trace).toEqual(['w4@1', 'r4@1', 'w8@3', 'r8@3', 'r2@5']);
+  });
+
+  test('an access across two device ranges is cut at the boundary into aligned pieces', () => {
+    const { as, root } = setup();
+    const a = new TracingMemory(0x10);
+    const b = new TracingMemory(0x10);
+    root.addSubregion(MemoryRegion.ramDevice('a', 0x10, a), 0x00);
+    root.addSubregion(MemoryRegion.ramDevice('b', 0x10, b), 0x10);
+    as.write(0xd, 8, 0x8877665544332211n);
+    expect(a.trace).toEqual(['w1@13', 'w2@14']);
+    expect(b.trace).toEqual(['w4@0', 'w1@4']);
+    expect(as.read(0xd, 8)).toBe(0x8877665544332211n);
+  });
+
+  test('a moved, disabled or read-only device range is never served from a stale lookup', () => {
+    const { as, root, events } = setup();
+    const mem = new BufferMemory(0x100);
+    const bar = MemoryRegion.ramDevice('bar', 0x100, mem);
+    root.addSubregion(bar, 0x1000);
+    as.write(0x1000, 4, 0x11111111);
+    expect(as.read(0x1000, 4)).toBe(0x11111111);
+    bar.setOffset(0x2000);
+    expect(as.read(0x1000, 4)).toBe(0xffffffff);
+    as.write(0x1000, 4, 0x22222222);
+    expect(mem.read32(0)).toBe(0x11111111);
+    expect(as.read(0x2000, 4)).toBe(0x11111111);
+    bar.setReadonly(true);
+    as.write(0x2000, 4, 0x33333333);
+    expect(mem.read32(0)).toBe(0x11111111);
+    bar.setReadonly(false);
+    as.write(0x2000, 4, 0x44444444);
+    expect(mem.read32(0)).toBe(0x44444444);
+    bar.setEnabled(false);
+    expect(as.read(0x2000, 4)).toBe(0xffffffff);
+    expect(events.map((e) => e.reason)).toEqual(['unassigned', 'unassigned', 'readonly', 'unassigned']);
   });
 
   test('read64Pair and write64Pair use the memory pair methods when it has them', () => {

@@ -68,6 +68,20 @@ describe('regions', () => {
     expect(flat(space(root))).toEqual([[0, 0x10, 'second', 0]]);
   });
 
+  test('a moved or re-prioritised region is re-added: newest among equals, as in QEMU', () => {
+    const root = MemoryRegion.container('root', 0x100);
+    const older = ram('older', 0x10);
+    const newer = ram('newer', 0x10);
+    root.addSubregion(older, 0x10);
+    root.addSubregion(newer, 0);
+    const as = space(root);
+    older.setOffset(0);
+    expect(flat(as)).toEqual([[0, 0x10, 'older', 0]]);
+    newer.setPriority(1);
+    newer.setPriority(0);
+    expect(flat(as)).toEqual([[0, 0x10, 'newer', 0]]);
+  });
+
   test('priorities are compared only among siblings', () => {
     // A low-priority container's children beat a high-priority region nowhere: only the container's
     // own priority against its sibling counts.
@@ -400,6 +414,12 @@ describe('bad input', () => {
   test('an alias has no subregions', () => {
     const al = MemoryRegion.alias('al', root(), 0, 0x10);
     expect(code(() => al.addSubregion(ram('x', 1), 0))).toBe('not-a-container');
-    expect(code(() => root().setAliasOffset(0))).toBe('not-a-container');
+    expect(code(() => root().setAliasOffset(0))).toBe('not-an-alias');
+    const t = MemoryRegion.ram('t', 0x10);
+    const w = MemoryRegion.alias('w', t, 0x4, 0x8);
+    expect(() => w.setAliasOffset(0x9)).toThrow(/exceeds its target 't'/);
+    expect(() => w.setSize(0xd)).toThrow(RangeError);
+    w.setAliasOffset(0x8);
+    expect([w.aliasOffset, w.size]).toEqual([0x8, 0x8]);
   });
 });

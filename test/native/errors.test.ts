@@ -1,0 +1,88 @@
+import { VfioError } from '../../lib';
+import { errnoName, hintFor, makeNativeError, memlockHint } from '../../lib/vfio/errors';
+import { native } from '../../lib/native';
+
+describe('VfioError', () => {
+  test('carries every field and puts the hint in the message', () => {
+    const e = new VfioError({
+      message: 'open failed',
+      code: 'EBUSY',
+      errno: 16,
+      op: 'open',
+      path: '/dev/vfio/12',
+      bdf: '0000:00:03.0',
+      hint: 'close it',
+    });
+    expect(e).toBeInstanceOf(Error);
+    expect(e.name).toBe('VfioError');
+    expect(e).toMatchObject({
+      code: 'EBUSY',
+      errno: 16,
+      op: 'open',
+      path: '/dev/vfio/12',
+      bdf: '0000:00:03.0',
+    });
+    expect(e.message).toBe('open failed\n  hint: close it');
+    expect(new VfioError({ message: 'm', code: 'SIGBUS', op: 'mapping.read8' }).errno).toBeUndefined();
+  });
+
+  test('errors from the addon are built by the factory, with code, errno and hint', () => {
+    let error: unknown;
+    try {
+      native.openFd('/dev/vfio/987654');
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(VfioError);
+    expect(error).toMatchObject({ code: 'ENOENT', errno: 2, op: 'open', path: '/dev/vfio/987654' });
+    expect((error as VfioError).message).toMatch(/^open failed: No such file or directory/);
+  });
+
+  test('the factory maps errno to code and builds RangeError/TypeError in this realm', () => {
+    expect(makeNativeError('VfioError', 'pread', undefined, 5, 'm', undefined, undefined)).toMatchObject({
+      code: 'EIO',
+      errno: 5,
+    });
+    expect(
+      makeNativeError('RangeError', '', undefined, undefined, 'bad', undefined, undefined),
+    ).toBeInstanceOf(RangeError);
+    expect(
+      makeNativeError('TypeError', '', undefined, undefined, 'bad', undefined, undefined),
+    ).toBeInstanceOf(TypeError);
+    expect(errnoName(1)).toBe('EPERM');
+  });
+});
+
+describe('hints', () => {
+  test('EACCES / EPERM on /dev/vfio/N: permissions or root', () => {
+    for (const code of ['EACCES', 'EPERM']) {
+      expect(hintFor({ op: 'open', code, path: '/dev/vfio/12' })).toMatch(/run as root.*access/);
+    }
+    expect(hintFor({ op: 'open', code: 'EACCES', path: '/tmp/x' })).toBeUndefined();
+  });
+
+  test('EBUSY: the group is open elsewhere', () => {
+    expect(hintFor({ op: 'open', code: 'EBUSY', path: '/dev/vfio/12' })).toMatch(/already open elsewhere/);
+    expect(hintFor({ op: 'VFIO_GROUP_GET_DEVICE_FD', code: 'EBUSY', bdf: '0000:00:03.0' })).toMatch(
+      /0000:00:03.0 is already open/,
+    );
+  });
+
+  test('ENOMEM shows the current RLIMIT_MEMLOCK', () => {
+    const [soft] = native.memlockLimit();
+    const hint = hintFor({ op: 'VFIO_IOMMU_MAP_DMA', code: 'ENOMEM' })!;
+    expect(hint).toMatch(/RLIMIT_MEMLOCK is /);
+    expect(hint).toContain(soft === 0xffff_ffff_ffff_ffffn ? 'unlimited' : `${soft / 1024n} KiB`);
+    expect(memlockHint()).toBe(hint);
+  });
+
+  test('EINVAL from mmap: the region is not mappable there', () => {
+    expect(hintFor({ op: 'mmap', code: 'EINVAL' })).toMatch(/not mappable there.*sparse-mmap/);
+    expect(hintFor({ op: 'VFIO_SET_IOMMU', code: 'EINVAL' })).toBeUndefined();
+  });
+
+  test('SIGBUS and ECLOSED', () => {
+    expect(hintFor({ op: 'mapping.read32', code: 'SIGBUS' })).toMatch(/memory decode/);
+    expect(hintFor({ op: 'mapping.read32', code: 'ECLOSED' })).toMatch(/closed/);
+  });
+});
