@@ -12,24 +12,15 @@ export interface NativeHandle {
   readonly __vfioBridgeHandle: never;
 }
 
-/**
- * The accessors of one mapping, bound to it natively. The single accessors take no arguments:
- * the offset goes in as a uint64 at byte 0 of `scratch`, and the value (loaded or to store) sits
- * at byte 8, because passing them as N-API arguments costs more than the access itself.
- */
+/** A mapping inside the addon. Opaque to JavaScript. */
+export interface NativeMappingHandle {
+  readonly __vfioBridgeMapping: never;
+}
+
+/** A new mapping: its handle, and its slot in the environment's scratch (see `mappingScratch`). */
 export interface NativeMapping {
-  readonly scratch: ArrayBuffer;
-  read8(): void;
-  read16(): void;
-  read32(): void;
-  read64(): void;
-  write8(): void;
-  write16(): void;
-  write32(): void;
-  write64(): void;
-  readBlock(offset: number, count: number, width: number, into: ArrayBufferView): void;
-  writeBlock(offset: number, data: ArrayBufferView, width: number): void;
-  close(): void;
+  readonly handle: NativeMappingHandle;
+  readonly slot: number;
 }
 
 /**
@@ -65,6 +56,29 @@ export interface NativeBinding {
     bdf: string | undefined,
   ): NativeMapping;
   memfd(name: string, size: number): number;
+  /**
+   * The environment's 24-byte scratch for the single accessors, which take no arguments:
+   * uint32 slot at byte 0, uint64 offset at byte 8, uint64 value at byte 16 (in for stores, out
+   * for loads). Passing operands as N-API arguments would cost more than the access itself.
+   */
+  readonly mappingScratch: ArrayBuffer;
+  mapRead8(): void;
+  mapRead16(): void;
+  mapRead32(): void;
+  mapRead64(): void;
+  mapWrite8(): void;
+  mapWrite16(): void;
+  mapWrite32(): void;
+  mapWrite64(): void;
+  mapReadBlock(
+    mapping: NativeMappingHandle,
+    offset: number,
+    count: number,
+    width: number,
+    into: ArrayBufferView,
+  ): void;
+  mapWriteBlock(mapping: NativeMappingHandle, offset: number, data: ArrayBufferView, width: number): void;
+  unmap(mapping: NativeMappingHandle): void;
 
   vfioGetApiVersion(container: NativeHandle): number;
   vfioCheckExtension(container: NativeHandle, extension: number): number;

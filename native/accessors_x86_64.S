@@ -18,7 +18,7 @@
         .section .rodata.vfio_bridge_extable, "a"
         .balign 4
         .globl  vfio_bridge_extable_start
-        .hidden vfio_bridge_extable_start
+        .protected vfio_bridge_extable_start
 vfio_bridge_extable_start:
 
         .text
@@ -34,7 +34,7 @@ vfio_bridge_extable_start:
 
 .macro FUNC name
         .globl  \name
-        .hidden \name
+        .protected \name
         .type   \name, @function
         .p2align 4
 \name:
@@ -135,7 +135,7 @@ WRITE_BLOCK vfio_bridge_write_block64, "movq (%rsi), %rax",   "movq %rax, (%rdi)
 
         .section .rodata.vfio_bridge_extable, "a"
         .globl  vfio_bridge_extable_end
-        .hidden vfio_bridge_extable_end
+        .protected vfio_bridge_extable_end
 vfio_bridge_extable_end:
 
         .section .note.GNU-stack, "", @progbits

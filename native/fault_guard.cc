@@ -18,8 +18,8 @@
 
 extern "C" {
 // Entries are pairs of 32-bit offsets relative to the field itself (see accessors_x86_64.S).
-extern const int32_t vfio_bridge_extable_start[];
-extern const int32_t vfio_bridge_extable_end[];
+__attribute__((visibility("protected"))) extern const int32_t vfio_bridge_extable_start[];
+__attribute__((visibility("protected"))) extern const int32_t vfio_bridge_extable_end[];
 }
 
 namespace vfio_bridge {
@@ -39,12 +39,14 @@ uintptr_t FindFixup(uintptr_t ip) {
 }
 
 void Chain(int sig, siginfo_t* info, void* context) {
-  if (g_previous.sa_flags & SA_SIGINFO) {
+  // sa_handler and sa_sigaction share storage, so SIG_DFL/SIG_IGN are recognised either way.
+  bool is_default = g_previous.sa_handler == SIG_DFL || g_previous.sa_handler == SIG_IGN;
+  if ((g_previous.sa_flags & SA_SIGINFO) && !is_default) {
     g_previous.sa_sigaction(sig, info, context);
     return;
   }
   if (g_previous.sa_handler == SIG_IGN && info->si_code <= 0) return;  // a sent signal, ignored
-  if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
+  if (!is_default) {
     g_previous.sa_handler(sig);
     return;
   }

@@ -1,10 +1,15 @@
 // Mappings: an mmap'd range of an fd (a device region, a memfd, a file) and its fixed-width
 // accessors.
 //
-// Each mapping's accessors are N-API functions whose data pointer is the mapping itself, so an
-// access costs one N-API call with no unwrap and no lookup. The functions share a reference count;
-// the mapping is unmapped by close(), when the last function is garbage-collected, or at
-// environment teardown.
+// The single accessors are per-environment functions with no arguments: JavaScript writes the
+// mapping's slot and the offset into the environment's HotScratch, calls, and reads the value
+// back. That costs one N-API call and no N-API helper calls; the environment's ModuleData is
+// found through a per-thread cache keyed by napi_env (falling back to napi_get_instance_data), so
+// correctness never depends on the cache. Block accessors and close() take the mapping's handle.
+//
+// A MappingState is owned by its handle (an external): it is unmapped by close(), when the handle
+// is garbage-collected, or at environment teardown; its slot is freed only when the handle is
+// collected, so a slot can never be reached through a stale Mapping.
 #include <errno.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -18,9 +23,8 @@
 #include "module.h"
 
 namespace vfio_bridge {
-namespace {
 
-/** class MappingState - one mapping shared by its accessor functions. */
+/** class MappingState - one mapping. */
 class MappingState : public Resource {
  public:
   void Release() override {
@@ -29,19 +33,42 @@ class MappingState : public Resource {
     base = nullptr;
   }
 
-  // Offset in, value out (or in, for stores); shared with JavaScript as an ArrayBuffer.
-  struct alignas(8) Scratch {
-    uint64_t offset;
-    uint64_t value;
-  } scratch = {0, 0};
   uint8_t* base = nullptr;  // start of the caller's range; nullptr once closed
   uint64_t length = 0;
   void* map_addr = nullptr;  // page-aligned start actually mapped
   size_t map_len = 0;
   bool writable = false;
-  int refs = 0;
+  uint32_t slot = 0;
   ErrorContext where;
 };
+
+namespace {
+
+// A cache, not state: the last environment that used the accessors on this thread. Node runs one
+// environment per thread, so this nearly always hits; a miss asks N-API. Initial-exec TLS keeps
+// the lookup to a single %fs-relative load.
+struct ModuleCache {
+  napi_env env;
+  ModuleData* module;
+};
+thread_local ModuleCache t_module_cache
+    __attribute__((tls_model("initial-exec"))) = {nullptr, nullptr};
+
+inline ModuleData* FastModule(napi_env env) {
+  if (t_module_cache.env == env) [[likely]] {
+    return t_module_cache.module;
+  }
+  ModuleData* module = ModuleData::Get(env);
+  t_module_cache = {env, module};
+  return module;
+}
+
+void ClearModuleCache(void* env) {
+  if (t_module_cache.env == static_cast<napi_env>(env)) t_module_cache = {nullptr, nullptr};
+}
+
+// Distinguishes mapping handles from any other external in the process.
+constexpr napi_type_tag kMappingTag = {0x7666696f2d627269ULL, 0x6467652d6d617070ULL};
 
 std::string Hex(uint64_t v) {
   char buf[24];
@@ -49,11 +76,12 @@ std::string Hex(uint64_t v) {
   return buf;
 }
 
-napi_value ThrowClosed(napi_env env, const char* op, MappingState* m) {
+[[gnu::noinline, gnu::cold]] napi_value ThrowClosed(napi_env env, const char* op, MappingState* m) {
   return ThrowVfioError(env, op, 0, "the mapping is closed", m->where, "ECLOSED");
 }
 
-napi_value ThrowFault(napi_env env, const char* op, MappingState* m, uint64_t off) {
+[[gnu::noinline, gnu::cold]] napi_value ThrowFault(napi_env env, const char* op, MappingState* m,
+                                                   uint64_t off) {
   return ThrowVfioError(env, op, 0, "bus error at offset " + Hex(off) + " of the mapping", m->where,
                         "SIGBUS");
 }
@@ -63,6 +91,10 @@ napi_value ThrowFault(napi_env env, const char* op, MappingState* m, uint64_t of
   ThrowRangeError(env, std::string(op) + ": offset " + std::to_string(off) + " width " +
                            std::to_string(width) + " is outside the mapping (length " +
                            std::to_string(m->length) + ")");
+}
+
+[[gnu::noinline, gnu::cold]] napi_value ThrowBadSlot(napi_env env, const char* op) {
+  return ThrowVfioError(env, op, 0, "no such mapping", ErrorContext{}, "ECLOSED");
 }
 
 /**
@@ -83,62 +115,66 @@ inline bool CheckRange(napi_env env, MappingState* m, uint64_t off, uint64_t wid
 }
 
 inline bool CheckWritable(napi_env env, MappingState* m, const char* op) {
-  if (m->writable) return true;
+  if (m->writable) [[likely]] {
+    return true;
+  }
   ThrowTypeError(env, std::string(op) + ": the mapping is read-only");
   return false;
 }
 
-/**
- * The hot accessors take no arguments and return nothing: the offset and value travel through
- * the mapping's 16-byte scratch area, which JavaScript sees as an ArrayBuffer (see lib/vfio).
- * Converting arguments and results through N-API costs several calls per access; this costs one
- * (napi_get_cb_info, for the mapping pointer).
- */
-inline MappingState* Self(napi_env env, napi_callback_info info) {
-  void* data;
-  napi_get_cb_info(env, info, nullptr, nullptr, nullptr, &data);
-  return static_cast<MappingState*>(data);
+/** HotMapping - the mapping named by the scratch slot, or nullptr after throwing. */
+inline MappingState* HotMapping(napi_env env, ModuleData* md, const char* op) {
+  uint32_t slot = md->scratch.slot;
+  if (slot >= md->mappings.size() || md->mappings[slot] == nullptr) [[unlikely]] {
+    ThrowBadSlot(env, op);
+    return nullptr;
+  }
+  return md->mappings[slot];
 }
 
 using LoadFn = vfio_bridge_load (*)(const volatile void*);
 
 template <unsigned W, LoadFn Load>
-napi_value Read(napi_env env, napi_callback_info info, const char* op) {
-  MappingState* m = Self(env, info);
-  uint64_t off = m->scratch.offset;
-  m->scratch.offset = 0;  // consumed: JavaScript writes only the low word for offsets < 2^32
+napi_value Read(napi_env env, const char* op) {
+  ModuleData* md = FastModule(env);
+  uint64_t off = md->scratch.offset;
+  md->scratch.offset = 0;  // consumed first: JavaScript writes only the low word below 2^32
+  MappingState* m = HotMapping(env, md, op);
+  if (m == nullptr) return nullptr;
   if (!CheckRange(env, m, off, W, op)) return nullptr;
   // SAFETY: CheckRange proved off + W <= length on an open mapping; Load is one W-byte mov.
   vfio_bridge_load r = Load(m->base + off);
-  if (r.fault) return ThrowFault(env, op, m, off);
-  m->scratch.value = r.value;
+  if (r.fault) [[unlikely]] {
+    return ThrowFault(env, op, m, off);
+  }
+  md->scratch.value = r.value;
   return nullptr;
 }
 
-napi_value Read8(napi_env e, napi_callback_info i) {
-  return Read<1, vfio_bridge_load8>(e, i, "mapping.read8");
+napi_value Read8(napi_env e, napi_callback_info) {
+  return Read<1, vfio_bridge_load8>(e, "mapping.read8");
 }
-napi_value Read16(napi_env e, napi_callback_info i) {
-  return Read<2, vfio_bridge_load16>(e, i, "mapping.read16");
+napi_value Read16(napi_env e, napi_callback_info) {
+  return Read<2, vfio_bridge_load16>(e, "mapping.read16");
 }
-napi_value Read32(napi_env e, napi_callback_info i) {
-  return Read<4, vfio_bridge_load32>(e, i, "mapping.read32");
+napi_value Read32(napi_env e, napi_callback_info) {
+  return Read<4, vfio_bridge_load32>(e, "mapping.read32");
 }
-napi_value Read64(napi_env e, napi_callback_info i) {
-  return Read<8, vfio_bridge_load64>(e, i, "mapping.read64");
+napi_value Read64(napi_env e, napi_callback_info) {
+  return Read<8, vfio_bridge_load64>(e, "mapping.read64");
 }
 
 template <unsigned W>
-napi_value Write(napi_env env, napi_callback_info info, const char* op) {
-  MappingState* m = Self(env, info);
-  uint64_t off = m->scratch.offset;
-  m->scratch.offset = 0;  // consumed: JavaScript writes only the low word for offsets < 2^32
-  if (!CheckRange(env, m, off, W, op) || !CheckWritable(env, m, op)) {
-    return nullptr;
-  }
+napi_value Write(napi_env env, const char* op) {
+  ModuleData* md = FastModule(env);
+  uint64_t off = md->scratch.offset;
+  md->scratch.offset = 0;  // consumed first: JavaScript writes only the low word below 2^32
+  MappingState* m = HotMapping(env, md, op);
+  if (m == nullptr) return nullptr;
+  if (!CheckRange(env, m, off, W, op) || !CheckWritable(env, m, op)) return nullptr;
   // Narrow stores use only the low word of the value; JavaScript checked its range, and the
   // check below keeps the native side honest for 1- and 2-byte stores.
-  uint64_t v = W == 8 ? m->scratch.value : static_cast<uint32_t>(m->scratch.value);
+  uint64_t v = W == 8 ? md->scratch.value : static_cast<uint32_t>(md->scratch.value);
   if (W < 4 && (v >> (W < 4 ? 8 * W : 0)) != 0) [[unlikely]] {
     return ThrowRangeError(env, std::string(op) + ": value " + std::to_string(v) +
                                     " does not fit in " + std::to_string(W) + " byte(s)");
@@ -149,14 +185,30 @@ napi_value Write(napi_env env, napi_callback_info info, const char* op) {
   if constexpr (W == 2) fault = vfio_bridge_store16(m->base + off, static_cast<uint16_t>(v));
   if constexpr (W == 4) fault = vfio_bridge_store32(m->base + off, static_cast<uint32_t>(v));
   if constexpr (W == 8) fault = vfio_bridge_store64(m->base + off, v);
-  if (fault) return ThrowFault(env, op, m, off);
+  if (fault) [[unlikely]] {
+    return ThrowFault(env, op, m, off);
+  }
   return nullptr;
 }
 
-napi_value Write8(napi_env e, napi_callback_info i) { return Write<1>(e, i, "mapping.write8"); }
-napi_value Write16(napi_env e, napi_callback_info i) { return Write<2>(e, i, "mapping.write16"); }
-napi_value Write32(napi_env e, napi_callback_info i) { return Write<4>(e, i, "mapping.write32"); }
-napi_value Write64(napi_env e, napi_callback_info i) { return Write<8>(e, i, "mapping.write64"); }
+napi_value Write8(napi_env e, napi_callback_info) { return Write<1>(e, "mapping.write8"); }
+napi_value Write16(napi_env e, napi_callback_info) { return Write<2>(e, "mapping.write16"); }
+napi_value Write32(napi_env e, napi_callback_info) { return Write<4>(e, "mapping.write32"); }
+napi_value Write64(napi_env e, napi_callback_info) { return Write<8>(e, "mapping.write64"); }
+
+/** GetMapping - the MappingState behind a handle, or nullptr after a TypeError. */
+MappingState* GetMapping(napi_env env, napi_value value, const char* op) {
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_typeof(env, value, &type) == napi_ok && type == napi_external &&
+      napi_check_object_type_tag(env, value, &kMappingTag, &tagged) == napi_ok && tagged) {
+    void* data = nullptr;
+    napi_get_value_external(env, value, &data);
+    return static_cast<MappingState*>(data);
+  }
+  ThrowTypeError(env, std::string(op) + " expects a mapping handle");
+  return nullptr;
+}
 
 /**
  * GetBlock - validate a block access: width in {1,2,4,8}; @array a TypedArray whose byteLength is
@@ -176,14 +228,12 @@ bool GetBlock(napi_env env, MappingState* m, napi_value off_value, napi_value co
   napi_typedarray_type type;
   size_t n = 0;
   void* data = nullptr;
-  napi_value buffer;
-  size_t byte_offset = 0;
   napi_is_typedarray(env, array, &is_typed);
   if (!is_typed) {
     ThrowTypeError(env, std::string(op) + ": expected a TypedArray");
     return false;
   }
-  napi_get_typedarray_info(env, array, &type, &n, &data, &buffer, &byte_offset);
+  napi_get_typedarray_info(env, array, &type, &n, &data, nullptr, nullptr);
   size_t element = 1;
   switch (type) {
     case napi_uint16_array:
@@ -234,19 +284,16 @@ bool GetBlock(napi_env env, MappingState* m, napi_value off_value, napi_value co
   return true;
 }
 
-/** ReadBlock(off, count, width, into) - count loads of width bytes into the TypedArray. */
+/** ReadBlock(handle, off, count, width, into) - count loads of width bytes into the TypedArray. */
 napi_value ReadBlock(napi_env env, napi_callback_info info) {
   const char* op = "mapping.readBlock";
-  size_t argc = 4;
-  napi_value argv[4];
-  void* data;
-  napi_get_cb_info(env, info, &argc, argv, nullptr, &data);
-  auto* m = static_cast<MappingState*>(data);
-  for (size_t i = argc; i < 4; i++) napi_get_undefined(env, &argv[i]);
+  Args<5> args(env, info);
+  MappingState* m = GetMapping(env, args[0], op);
+  if (m == nullptr) return nullptr;
   uint64_t off, count;
   uint32_t width;
   uint8_t* into;
-  if (!GetBlock(env, m, argv[0], argv[1], argv[2], argv[3], false, op, &off, &count, &width,
+  if (!GetBlock(env, m, args[1], args[2], args[3], args[4], false, op, &off, &count, &width,
                 &into)) {
     return nullptr;
   }
@@ -272,19 +319,16 @@ napi_value ReadBlock(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-/** WriteBlock(off, data, width) - one store of width bytes per element of data. */
+/** WriteBlock(handle, off, data, width) - one store of width bytes per element of data. */
 napi_value WriteBlock(napi_env env, napi_callback_info info) {
   const char* op = "mapping.writeBlock";
-  size_t argc = 3;
-  napi_value argv[3];
-  void* data;
-  napi_get_cb_info(env, info, &argc, argv, nullptr, &data);
-  auto* m = static_cast<MappingState*>(data);
-  for (size_t i = argc; i < 3; i++) napi_get_undefined(env, &argv[i]);
+  Args<4> args(env, info);
+  MappingState* m = GetMapping(env, args[0], op);
+  if (m == nullptr) return nullptr;
   uint64_t off, count;
   uint32_t width;
   uint8_t* from;
-  if (!GetBlock(env, m, argv[0], nullptr, argv[2], argv[1], true, op, &off, &count, &width,
+  if (!GetBlock(env, m, args[1], nullptr, args[3], args[2], true, op, &off, &count, &width,
                 &from) ||
       !CheckWritable(env, m, op)) {
     return nullptr;
@@ -310,35 +354,34 @@ napi_value WriteBlock(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-/** Close() - unmap now; idempotent. Later accesses throw ECLOSED. */
-napi_value Close(napi_env env, napi_callback_info info) {
-  void* data;
-  napi_get_cb_info(env, info, nullptr, nullptr, nullptr, &data);
-  auto* m = static_cast<MappingState*>(data);
-  if (m->map_addr != nullptr && munmap(m->map_addr, m->map_len) != 0) {
-    int err = errno;
-    m->map_addr = nullptr;
-    m->base = nullptr;
-    return ThrowVfioError(env, "munmap", err, "", m->where);
-  }
+/** Unmap(handle) - unmap now; idempotent. Later accesses throw ECLOSED. */
+napi_value Unmap(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  MappingState* m = GetMapping(env, args[0], "mapping.close");
+  if (m == nullptr) return nullptr;
+  void* addr = m->map_addr;
   m->map_addr = nullptr;
   m->base = nullptr;
+  if (addr != nullptr && munmap(addr, m->map_len) != 0) {
+    return ThrowVfioError(env, "munmap", errno, "", m->where);
+  }
   return nullptr;
 }
 
-void FinalizeFunction(napi_env, void* data, void*) {
+void FinalizeMapping(napi_env, void* data, void*) {
   auto* m = static_cast<MappingState*>(data);
-  if (--m->refs == 0) ReleaseAndForget(m);
+  ModuleData* md = m->module;
+  if (md != nullptr && m->slot < md->mappings.size() && md->mappings[m->slot] == m) {
+    md->mappings[m->slot] = nullptr;
+    md->free_slots.push_back(m->slot);
+  }
+  ReleaseAndForget(m);
 }
-
-void FinalizeScratch(napi_env env, void*, void* hint) { FinalizeFunction(env, hint, nullptr); }
 
 /**
  * Mmap(fd, offset, length, writable, path, bdf) - MAP_SHARED mapping of [offset, offset + length)
  * of @fd. The offset need not be page-aligned: the mapping starts at the page below it. Returns
- * an object of accessor functions bound to the mapping, and `scratch`: the 16-byte ArrayBuffer
- * through which the single accessors take the offset (uint64 at byte 0) and the value (uint64 at
- * byte 8).
+ * { handle, slot }: the handle for the block accessors and close, the slot for the HotScratch.
  */
 napi_value Mmap(napi_env env, napi_callback_info info) {
   Args<6> args(env, info);
@@ -359,7 +402,9 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
   napi_typeof(env, args[5], &type);
   if (type == napi_string && !GetString(env, args[5], "bdf", &where.bdf)) return nullptr;
   if (length == 0) return ThrowRangeError(env, "mmap: length must be at least 1");
-  if (fd > INT32_MAX) return ThrowRangeError(env, "mmap: fd " + std::to_string(fd) + " is invalid");
+  if (fd > INT32_MAX) {
+    return ThrowRangeError(env, "mmap: fd " + std::to_string(fd) + " is invalid");
+  }
 
   uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   uint64_t aligned = offset & ~(page - 1);
@@ -376,45 +421,36 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
   auto* m = new MappingState();
   m->map_addr = addr;
   m->map_len = map_len;
+  // SAFETY: offset - aligned < page <= map_len, so base stays inside the mapping just made.
   m->base = static_cast<uint8_t*>(addr) + (offset - aligned);
   m->length = length;
   m->writable = writable;
   m->where = std::move(where);
-  ModuleData::Get(env)->Track(m);
 
-  struct Entry {
-    const char* name;
-    napi_callback cb;
-  };
-  static const Entry kEntries[] = {
-      {"read8", Read8},           {"read16", Read16},   {"read32", Read32},
-      {"read64", Read64},         {"write8", Write8},   {"write16", Write16},
-      {"write32", Write32},       {"write64", Write64}, {"readBlock", ReadBlock},
-      {"writeBlock", WriteBlock}, {"close", Close},
-  };
-  napi_value ops;
-  napi_create_object(env, &ops);
-  for (const Entry& e : kEntries) {
-    napi_value fn;
-    if (napi_create_function(env, e.name, NAPI_AUTO_LENGTH, e.cb, m, &fn) != napi_ok) break;
-    m->refs++;
-    napi_add_finalizer(env, fn, m, FinalizeFunction, nullptr, nullptr);
-    napi_set_named_property(env, ops, e.name, fn);
-  }
-  if (m->refs == 0) {  // nothing can reach the mapping: free it now
-    ReleaseAndForget(m);
+  napi_value handle;
+  if (napi_create_external(env, m, FinalizeMapping, nullptr, &handle) != napi_ok) {
+    m->Release();
+    delete m;
     return nullptr;
   }
-  // The scratch area lives inside the MappingState, which the ArrayBuffer keeps alive through
-  // the shared reference count, so the memory stays valid for as long as JavaScript can see it.
-  napi_value scratch;
-  if (napi_create_external_arraybuffer(env, &m->scratch, sizeof m->scratch, FinalizeScratch, m,
-                                       &scratch) != napi_ok) {
-    return nullptr;
+  napi_type_tag_object(env, handle, &kMappingTag);
+  ModuleData* md = ModuleData::Get(env);
+  md->Track(m);
+  if (!md->free_slots.empty()) {
+    m->slot = md->free_slots.back();
+    md->free_slots.pop_back();
+    md->mappings[m->slot] = m;
+  } else {
+    m->slot = static_cast<uint32_t>(md->mappings.size());
+    md->mappings.push_back(m);
   }
-  m->refs++;
-  napi_set_named_property(env, ops, "scratch", scratch);
-  return ops;
+
+  napi_value result, slot;
+  napi_create_object(env, &result);
+  napi_create_uint32(env, m->slot, &slot);
+  napi_set_named_property(env, result, "handle", handle);
+  napi_set_named_property(env, result, "slot", slot);
+  return result;
 }
 
 /** Memfd(name, size) - memfd_create(MFD_CLOEXEC) + ftruncate; returns the fd. */
@@ -437,14 +473,40 @@ napi_value Memfd(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// The scratch lives in ModuleData; Node detaches the ArrayBuffer at teardown because it has a
+// finalizer, so JavaScript can never reach the memory after ModuleData is gone.
+void FinalizeScratch(napi_env, void*, void*) {}
+
 }  // namespace
+
+void ForgetModuleCache(ModuleData* module) {
+  if (t_module_cache.module == module) t_module_cache = {nullptr, nullptr};
+}
 
 void RegisterMapping(Napi::Env env, Napi::Object exports) {
   napi_property_descriptor props[] = {
       {"mmap", nullptr, Mmap, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"memfd", nullptr, Memfd, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapRead8", nullptr, Read8, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapRead16", nullptr, Read16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapRead32", nullptr, Read32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapRead64", nullptr, Read64, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapWrite8", nullptr, Write8, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapWrite16", nullptr, Write16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapWrite32", nullptr, Write32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapWrite64", nullptr, Write64, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapReadBlock", nullptr, ReadBlock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapWriteBlock", nullptr, WriteBlock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"unmap", nullptr, Unmap, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+
+  ModuleData* md = ModuleData::Get(env);
+  napi_value scratch;
+  napi_create_external_arraybuffer(env, &md->scratch, sizeof md->scratch, FinalizeScratch, nullptr,
+                                   &scratch);
+  exports.Set("mappingScratch", scratch);
+  napi_add_env_cleanup_hook(env, ClearModuleCache, env);
 }
 
 }  // namespace vfio_bridge

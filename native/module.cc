@@ -7,6 +7,9 @@
 namespace vfio_bridge {
 
 ModuleData::~ModuleData() {
+  ForgetModuleCache(this);
+  mappings.clear();
+  free_slots.clear();
   // Environment teardown: free everything JavaScript left open. Objects that are finalized later
   // find module == nullptr and only free their bookkeeping.
   while (head_ != nullptr) {

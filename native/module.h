@@ -5,9 +5,13 @@
 
 #include <napi.h>
 
+#include <cstdint>
+#include <vector>
+
 namespace vfio_bridge {
 
 class ModuleData;
+class MappingState;
 
 /**
  * Resource - an OS resource (fd, mapping) owned by one environment.
@@ -27,8 +31,20 @@ class Resource {
 };
 
 /**
- * ModuleData - the state of one environment: the error factory registered by lib/vfio and the list
- * of live resources.
+ * struct HotScratch - how the single mapping accessors receive their operands. JavaScript writes
+ * the mapping's slot and the offset (and the value, for stores) here, calls an accessor with no
+ * arguments, and reads the loaded value back: one N-API call, no argument conversion, no unwrap.
+ */
+struct alignas(8) HotScratch {
+  uint32_t slot;
+  uint32_t reserved;
+  uint64_t offset;
+  uint64_t value;
+};
+
+/**
+ * ModuleData - the state of one environment: the error factory registered by lib/vfio, the list
+ * of live resources, and the mapping slot table used by the single accessors.
  */
 class ModuleData {
  public:
@@ -42,9 +58,17 @@ class ModuleData {
 
   Napi::FunctionReference error_factory;
 
+  HotScratch scratch = {};
+  /** Slot -> mapping; a slot is reused only after its mapping's JavaScript handle is collected. */
+  std::vector<MappingState*> mappings;
+  std::vector<uint32_t> free_slots;
+
  private:
   Resource* head_ = nullptr;
 };
+
+/** ForgetModuleCache - drop the calling thread's cached pointer to @module (mapping.cc). */
+void ForgetModuleCache(ModuleData* module);
 
 /**
  * ReleaseAndForget - release @r and unlink it from its environment, when its last JavaScript owner

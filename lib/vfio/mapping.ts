@@ -1,4 +1,4 @@
-import { native, type NativeMapping } from '../native';
+import { native, type NativeMappingHandle } from '../native';
 import './errors'; // registers the error factory before any native call can fail
 import type { AccessSize } from './types';
 
@@ -37,6 +37,12 @@ function checkWidth(op: string, width: unknown): AccessSize {
   return width;
 }
 
+// The environment's operand area for the single accessors (see NativeBinding.mappingScratch):
+// W[0] = slot, W[2..3] = offset, W[4..5] = value (BIG[2] as a bigint).
+const W = new Uint32Array(native.mappingScratch);
+const BIG = new BigUint64Array(native.mappingScratch);
+const { mapRead8, mapRead16, mapRead32, mapRead64, mapWrite8, mapWrite16, mapWrite32, mapWrite64 } = native;
+
 const ARRAY_FOR_WIDTH = {
   1: Uint8Array,
   2: Uint16Array,
@@ -63,16 +69,14 @@ const ARRAY_FOR_WIDTH = {
 export class Mapping implements Disposable {
   /** Length in bytes. */
   readonly length: number;
-  readonly #native: NativeMapping;
-  readonly #words: Uint32Array;
-  readonly #big: BigUint64Array;
+  readonly #handle: NativeMappingHandle;
+  readonly #slot: number;
   #closed = false;
 
-  private constructor(nat: NativeMapping, length: number) {
-    this.#native = nat;
+  private constructor(handle: NativeMappingHandle, slot: number, length: number) {
+    this.#handle = handle;
+    this.#slot = slot;
     this.length = length;
-    this.#words = new Uint32Array(nat.scratch);
-    this.#big = new BigUint64Array(nat.scratch);
   }
 
   /**
@@ -86,7 +90,8 @@ export class Mapping implements Disposable {
     if (length === 0) throw new RangeError('length 0: a mapping must cover at least one byte');
     const writable = opts.writable ?? true;
     if (typeof writable !== 'boolean') throw new TypeError('writable must be a boolean');
-    return new Mapping(native.mmap(fd, offset, length, writable, opts.path, opts.bdf), length);
+    const { handle, slot } = native.mmap(fd, offset, length, writable, opts.path, opts.bdf);
+    return new Mapping(handle, slot, length);
   }
 
   /** True once {@link Mapping.close} has run. */
@@ -94,7 +99,7 @@ export class Mapping implements Disposable {
     return this.#closed;
   }
 
-  // Offsets below 2^32 take one store; the addon clears the high word after each access.
+  // Offsets below 2^32 take one store (W[2]); the addon clears the high word after each access.
   #offset(op: string, off: number, width: number): void {
     if (typeof off !== 'number') throw new TypeError(`${op}: offset must be a number, got ${typeof off}`);
     if (!Number.isSafeInteger(off) || off < 0) {
@@ -102,8 +107,8 @@ export class Mapping implements Disposable {
         `${op}: offset ${describe(off)} width ${width} is outside the mapping (length ${this.length})`,
       );
     }
-    this.#words[0] = off % TWO_32;
-    this.#words[1] = Math.floor(off / TWO_32);
+    W[2] = off % TWO_32;
+    W[3] = Math.floor(off / TWO_32);
   }
 
   #value(op: string, v: number, width: 1 | 2 | 4): never {
@@ -113,38 +118,38 @@ export class Mapping implements Disposable {
 
   /** Load 1 byte. */
   read8(off: number): number {
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read8', off, 1);
-    this.#native.read8();
-    return w[2];
+    W[0] = this.#slot;
+    mapRead8();
+    return W[4];
   }
 
   /** Load 2 bytes. */
   read16(off: number): number {
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read16', off, 2);
-    this.#native.read16();
-    return w[2];
+    W[0] = this.#slot;
+    mapRead16();
+    return W[4];
   }
 
   /** Load 4 bytes. */
   read32(off: number): number {
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read32', off, 4);
-    this.#native.read32();
-    return w[2];
+    W[0] = this.#slot;
+    mapRead32();
+    return W[4];
   }
 
   /** Load 8 bytes as a bigint. */
   read64(off: number): bigint {
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read64', off, 8);
-    this.#native.read64();
-    return this.#big[1];
+    W[0] = this.#slot;
+    mapRead64();
+    return BIG[2];
   }
 
   /** Load 8 bytes in one access into `out[0]` (low half) and `out[1]` (high half). */
@@ -152,42 +157,42 @@ export class Mapping implements Disposable {
     if (!(out instanceof Uint32Array) || out.length < 2) {
       throw new TypeError('mapping.read64Pair: out must be a Uint32Array of length >= 2');
     }
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read64Pair', off, 8);
-    this.#native.read64();
-    out[0] = w[2];
-    out[1] = w[3];
+    W[0] = this.#slot;
+    mapRead64();
+    out[0] = W[4];
+    out[1] = W[5];
   }
 
   /** Store 1 byte. */
   write8(off: number, v: number): void {
     if ((v & 0xff) !== v) this.#value('mapping.write8', v, 1);
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.write8', off, 1);
-    w[2] = v;
-    this.#native.write8();
+    W[0] = this.#slot;
+    W[4] = v;
+    mapWrite8();
   }
 
   /** Store 2 bytes. */
   write16(off: number, v: number): void {
     if ((v & 0xffff) !== v) this.#value('mapping.write16', v, 2);
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.write16', off, 2);
-    w[2] = v;
-    this.#native.write16();
+    W[0] = this.#slot;
+    W[4] = v;
+    mapWrite16();
   }
 
   /** Store 4 bytes. */
   write32(off: number, v: number): void {
     if (v >>> 0 !== v) this.#value('mapping.write32', v, 4);
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.write32', off, 4);
-    w[2] = v;
-    this.#native.write32();
+    W[0] = this.#slot;
+    W[4] = v;
+    mapWrite32();
   }
 
   /** Store 8 bytes from a bigint in [0, 2^64). */
@@ -197,23 +202,23 @@ export class Mapping implements Disposable {
     if (v < 0n || v > U64_MAX) {
       throw new RangeError(`mapping.write64: value ${v}n does not fit in 8 bytes unsigned`);
     }
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.write64', off, 8);
-    this.#big[1] = v;
-    this.#native.write64();
+    W[0] = this.#slot;
+    BIG[2] = v;
+    mapWrite64();
   }
 
   /** Store 8 bytes, given as two 32-bit halves, in one access. */
   write64Pair(off: number, lo: number, hi: number): void {
     if (lo >>> 0 !== lo) this.#value('mapping.write64Pair', lo, 4);
     if (hi >>> 0 !== hi) this.#value('mapping.write64Pair', hi, 4);
-    const w = this.#words;
-    if (off >>> 0 === off) w[0] = off;
+    if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.write64Pair', off, 8);
-    w[2] = lo;
-    w[3] = hi;
-    this.#native.write64();
+    W[0] = this.#slot;
+    W[4] = lo;
+    W[5] = hi;
+    mapWrite64();
   }
 
   /** Load `size` bytes: a bigint when size is 8, a number otherwise. */
@@ -276,7 +281,7 @@ export class Mapping implements Disposable {
     if (!(target instanceof ARRAY_FOR_WIDTH[width]) && !(target instanceof Uint8Array)) {
       throw new TypeError(`mapping.readBlock: into must be a ${ARRAY_FOR_WIDTH[width].name} or a Uint8Array`);
     }
-    this.#native.readBlock(off, count, width, target);
+    native.mapReadBlock(this.#handle, off, count, width, target);
     return target;
   }
 
@@ -291,14 +296,14 @@ export class Mapping implements Disposable {
         `mapping.writeBlock: data must be a ${ARRAY_FOR_WIDTH[width].name} or a Uint8Array`,
       );
     }
-    this.#native.writeBlock(off, data, width);
+    native.mapWriteBlock(this.#handle, off, data, width);
   }
 
   /** Unmap now. Idempotent; later accesses throw VfioError `'ECLOSED'`. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#native.close();
+    native.unmap(this.#handle);
   }
 
   /** Same as {@link Mapping.close}, for `using`. */

@@ -2,6 +2,8 @@
 // with VFIO_BRIDGE_HIL_DEVICES set) as `node -r @swc-node/register scripts/lab/demo.ts`.
 import {
   Container,
+  VFIO_PCI_ERR_IRQ_INDEX,
+  type IrqInfo,
   Group,
   VfioError,
   VFIO_PCI_CONFIG_REGION_INDEX,
@@ -110,6 +112,17 @@ function main(): void {
     const container = Container.open();
     const group = Group.openByBdf(bdf);
     try {
+      if (!group.status().viable) {
+        // What a VMM would hit: vfio-pci cannot hand out a group that still holds other drivers.
+        try {
+          group.setContainer(container);
+        } catch (e) {
+          if (!(e instanceof VfioError) || e.code !== 'ENOTVIABLE') throw e;
+          // The message carries the hint: the members, their drivers and the commands that fix it.
+          console.log(`${role} ${bdf} IOMMU group ${group.number}: ${e.message}`);
+          continue;
+        }
+      }
       group.setContainer(container);
       container.setIommu();
       const d = group.openDevice(bdf);
@@ -135,7 +148,14 @@ function main(): void {
         console.log(`  capabilities: ${caps.length ? caps.join(', ') : 'none'}`);
         const irqs: string[] = [];
         for (let i = 0; i < info.numIrqs; i++) {
-          const irq = d.irqInfo(i);
+          let irq: IrqInfo;
+          try {
+            irq = d.irqInfo(i);
+          } catch (e) {
+            // vfio-pci offers the error IRQ only on PCI Express devices; the kernel answers EINVAL.
+            if (i === VFIO_PCI_ERR_IRQ_INDEX && e instanceof VfioError && e.code === 'EINVAL') continue;
+            throw e;
+          }
           if (irq.count > 0) irqs.push(`${IRQ_NAMES[i] ?? i} x${irq.count}`);
         }
         console.log(`  interrupts: ${irqs.join(', ')}`);

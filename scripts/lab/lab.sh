@@ -7,7 +7,9 @@
 #
 # Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT).
 # Environment: VFIO_BRIDGE_LAB_CACHE (cache directory), VFIO_BRIDGE_LAB_KERNEL (pin the kernel
-# package), VFIO_BRIDGE_LAB_APPEND (extra kernel arguments, e.g. lab_modules=a,b for the self-test).
+# package), VFIO_BRIDGE_LAB_APPEND (extra kernel arguments, e.g. lab_modules=a,b for the self-test),
+# VFIO_BRIDGE_LAB_IVSHMEM (where to keep a copy of ivshmem's backing file after the run),
+# VFIO_BRIDGE_LAB_LOCK_WAIT (seconds to wait for another checkout's guest; default 1200).
 # The exit status is CMD's; a lab failure prints one `lab: FAIL ...` line and exits non-zero
 # (124 on timeout). See scripts/lab/README.md for the guest layout and the device list.
 set -euo pipefail
@@ -19,7 +21,9 @@ repo=$(cd "$here/../.." && pwd)
 
 # Fixed slots on the q35 root bus make the BDFs deterministic; the 9p exports sit far from them.
 # role=vendor:device@bdf, and the QEMU device for it.
-LAB_DEVICES="edu=1234:11e8@0000:00:03.0 rtl8139=10ec:8139@0000:00:04.0 e1000e=8086:10d3@0000:00:05.0 ivshmem=1af4:1110@0000:00:06.0"
+# `nonviable` is a second edu sharing slot 7 (and so its IOMMU group) with a virtio-9p function that
+# stays on virtio-pci: a group vfio-pci can never hand out, for the viability tests.
+LAB_DEVICES="edu=1234:11e8@0000:00:03.0 rtl8139=10ec:8139@0000:00:04.0 e1000e=8086:10d3@0000:00:05.0 ivshmem=1af4:1110@0000:00:06.0 nonviable=1234:11e8@0000:00:07.0"
 LAB_IVSHMEM_SIZE=$((1024 * 1024))
 
 timeout_s=${VFIO_BRIDGE_LAB_TIMEOUT:-600}
@@ -62,14 +66,29 @@ echo "lab: provision took $(elapsed "$t0" "$t1") (kernel $LAB_KVER, cache $(lab_
 exec 9>"$(lab_cache_dir)/guest.lock"
 if ! flock -n 9; then
   echo "lab: another lab guest is running; waiting for it"
-  flock -w "$timeout_s" 9 || lab_fail "timed out after ${timeout_s}s waiting for another lab guest"
+  # The wait has its own limit: --timeout bounds this run's guest, not someone else's.
+  lock_wait=${VFIO_BRIDGE_LAB_LOCK_WAIT:-1200}
+  flock -w "$lock_wait" 9 || lab_fail "waited ${lock_wait}s for another lab guest to finish (VFIO_BRIDGE_LAB_LOCK_WAIT)"
+  echo "lab: waited $(elapsed "$t1" "$(now)") for the other guest"
 fi
 
+t1=$(now)
+# Run directories of killed runs would otherwise pile up (each holds a 1 MiB ivshmem file).
+find "$(lab_cache_dir)" -maxdepth 1 -name 'run.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
 run=$(mktemp -d "$(lab_cache_dir)/run.XXXXXX")
-cleanup() { rm -rf "$run"; }
+# The console of the last run stays behind for a post-mortem; the run directory does not.
+last_console=$(lab_cache_dir)/last-console.log
+cleanup() {
+  [ ! -f "$run/console.log" ] || cp "$run/console.log" "$last_console"
+  [ -z "${VFIO_BRIDGE_LAB_IVSHMEM:-}" ] || cp "$run/ivshmem.bin" "$VFIO_BRIDGE_LAB_IVSHMEM"
+  rm -rf "$run"
+}
 trap cleanup EXIT
+# The backing file stays in the run directory, which the guest reads uncached; a caller who wants
+# to inspect it afterwards names a path in VFIO_BRIDGE_LAB_IVSHMEM and gets a copy at exit.
 ivshmem_file=$run/ivshmem.bin
 truncate -s "$LAB_IVSHMEM_SIZE" "$ivshmem_file"
+mkdir "$run/blocker"
 
 hil_devices=
 for spec in $LAB_DEVICES; do
@@ -113,6 +132,9 @@ qemu=(
   -netdev user,id=n1,restrict=on -device e1000e,netdev=n1,addr=05.0
   -object "memory-backend-file,id=shm,mem-path=$ivshmem_file,size=$LAB_IVSHMEM_SIZE,share=on"
   -device ivshmem-plain,memdev=shm,addr=06.0
+  -device edu,addr=07.0,multifunction=on
+  -fsdev "local,id=blocker,path=$run/blocker,security_model=none,readonly=on"
+  -device virtio-9p-pci,fsdev=blocker,mount_tag=blocker,addr=07.1
   -fsdev local,id=hostfs,path=/,security_model=none,readonly=on,multidevs=remap
   -device virtio-9p-pci,fsdev=hostfs,mount_tag=host,addr=10.0
   -fsdev "local,id=labfs,path=$run,security_model=none"
@@ -162,6 +184,6 @@ fi
 failed=$(grep -a '^lab: FAIL ' "$run/console.log" | tail -n 1 || true)
 [ -z "$failed" ] || lab_fail "${failed#lab: FAIL }"
 if [ -z "$t_ready" ]; then
-  lab_fail "the guest did not boot (no 'lab: ready' from its init; qemu exit status $qemu_rc)"
+  lab_fail "the guest did not boot (no 'lab: ready' from its init; qemu exit status $qemu_rc; console in $last_console)"
 fi
-lab_fail "the command did not report an exit status (qemu exit status $qemu_rc)"
+lab_fail "the command did not report an exit status (qemu exit status $qemu_rc; console in $last_console)"

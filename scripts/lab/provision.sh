@@ -77,6 +77,10 @@ lab_provision_kernel() {
     dpkg -x "$cache"/download/*.deb "$LAB_KERNEL_DIR" || lab_fail "dpkg -x of $pkg failed"
     rm -rf "$cache/download"
     touch "$LAB_KERNEL_DIR/.complete"
+    # A newer kernel replaces the older ones (about 110 MiB each) unless one was pinned.
+    if [ -z "${VFIO_BRIDGE_LAB_KERNEL:-}" ]; then
+      find "$cache" -mindepth 1 -maxdepth 1 -type d -name 'linux-image-6.12.*' ! -name "$pkg" -exec rm -rf {} +
+    fi
   fi
   LAB_VMLINUZ=$(find "$LAB_KERNEL_DIR/boot" -name 'vmlinuz-*' | head -n 1)
   [ -n "$LAB_VMLINUZ" ] || lab_fail "$pkg has no boot/vmlinuz-*"
@@ -93,9 +97,14 @@ lab_provision_initramfs() {
     sha256sum /bin/busybox "$here/init.sh"
   } | sha256sum | cut -c1-16)
   LAB_INITRAMFS=$(lab_cache_dir)/initramfs-$LAB_KVER-$key.cpio
-  [ -f "$LAB_INITRAMFS" ] && return 0
+  # Checkouts with another init.sh share the cache and may be booting theirs right now: keep every
+  # initramfs in use, and prune only those nobody has booted for a day.
+  find "$(lab_cache_dir)" -maxdepth 1 -name 'initramfs-*.cpio' -mmin +1440 -delete 2>/dev/null || true
+  if [ -f "$LAB_INITRAMFS" ]; then
+    touch "$LAB_INITRAMFS"
+    return 0
+  fi
   echo "lab: building the initramfs for $LAB_KVER"
-  rm -f "$(lab_cache_dir)"/initramfs-*.cpio
   work=$(mktemp -d)
   mkdir -p "$work/bin" "$work/modules"
   cp /bin/busybox "$work/bin/busybox"
@@ -121,7 +130,11 @@ lab_provision_initramfs() {
 
 lab_provision() {
   mkdir -p "$(lab_cache_dir)" || lab_fail "cannot create the cache directory $(lab_cache_dir)"
+  # Several checkouts may provision at once: one at a time, so none sees a half-written kernel.
+  exec 8>"$(lab_cache_dir)/provision.lock"
+  flock -w 900 8 || lab_fail "timed out waiting for another lab provisioning to finish"
   lab_install_packages
   lab_provision_kernel
   lab_provision_initramfs
+  exec 8>&-
 }

@@ -1,6 +1,6 @@
 // Width sensitivity on QEMU's edu device: below 0x80 it accepts only 4-byte accesses, so a wrong
 // width, a split access or a merged one shows up as a wrong value (QEMU docs/specs/edu.rst).
-import type { Mapping } from '../../lib';
+import { VfioError, type Mapping } from '../../lib';
 import { CONFIG, describeDevice, openDevice, type Opened } from './hil';
 
 const ID = 0x010000ed;
@@ -120,6 +120,26 @@ describeDevice('edu', 'width sensitivity', (bdf) => {
     expect(m.read32(0x24) & 0x100).toBe(0x100);
     m.write32(0x64, 0x100);
     expect(m.read32(0x24) & 0x100).toBe(0);
+  });
+
+  test('a mapping that starts inside a page addresses the device from its own offset', () => {
+    const dma = o.device.map(BAR0, 0x80, 0x20);
+    try {
+      expect(dma.length).toBe(0x20);
+      dma.write64(0, 0xfeedfacecafebeefn);
+      expect(m.read64(0x80)).toBe(0xfeedfacecafebeefn);
+      expect(dma.read64(8)).toBe(o.device.read(BAR0, 0x88, 8));
+      expect(() => dma.read32(0x20)).toThrow(RangeError);
+    } finally {
+      dma.close();
+    }
+  });
+
+  test('a device without a reset method refuses reset() with a VfioError', () => {
+    // edu has neither FLR nor PM reset, and a root-bus slot cannot be reset on its own.
+    expect(o.device.info().reset).toBe(false);
+    expect(() => o.device.reset()).toThrow(VfioError);
+    expect(m.read32(0)).toBe(ID);
   });
 
   test('the command register shows memory enabled while the BAR is in use', () => {

@@ -2,8 +2,9 @@
  * The hardware-in-the-loop suite's view of its hardware.
  *
  * `VFIO_BRIDGE_HIL_DEVICES` lists the devices as `role=BDF` pairs separated by commas, for example
- * `edu=0000:00:03.0,rtl8139=0000:00:04.0,e1000e=0000:00:05.0,ivshmem=0000:00:06.0`. The lab sets it;
- * on a real Linux host the operator sets it to devices already bound to vfio-pci. A role that is
+ * `edu=0000:00:03.0,rtl8139=0000:00:04.0,e1000e=0000:00:05.0,ivshmem=0000:00:06.0,nonviable=0000:00:07.0`.
+ * The lab sets it; on a real Linux host the operator sets it to devices already bound to vfio-pci
+ * (`nonviable`: one whose IOMMU group also holds a device on another driver). A role that is
  * not listed skips the tests that need it, with the reason in the skipped test's title. With
  * `CI=true` nothing is skipped: a missing device is a failing test, because in CI the lab provides
  * every device. `VFIO_BRIDGE_HIL_IVSHMEM_FILE` names ivshmem's backing file on the machine running
@@ -13,7 +14,8 @@ import * as fs from 'node:fs';
 import { Container, Group, VFIO_PCI_CONFIG_REGION_INDEX } from '../../lib';
 import type { Device } from '../../lib';
 
-export type Role = 'edu' | 'rtl8139' | 'e1000e' | 'ivshmem';
+export type Role = 'edu' | 'rtl8139' | 'e1000e' | 'ivshmem' | 'nonviable';
+/** Roles of usable devices; `nonviable` names a vfio-pci device whose group holds another driver's. */
 export const ROLES: readonly Role[] = ['edu', 'rtl8139', 'e1000e', 'ivshmem'];
 
 /** PCI IDs each role must present; null accepts any device ID from that vendor. */
@@ -22,6 +24,7 @@ const IDS: Record<Role, { vendor: number; device: number | null }> = {
   rtl8139: { vendor: 0x10ec, device: 0x8139 },
   e1000e: { vendor: 0x8086, device: null },
   ivshmem: { vendor: 0x1af4, device: 0x1110 },
+  nonviable: { vendor: 0, device: null },
 };
 
 export const inCi = process.env.CI === 'true' || process.env.CI === '1';
@@ -63,6 +66,7 @@ export function bdfOf(role: Role): string {
   const vendor = parseInt(fs.readFileSync(`${sys}/vendor`, 'utf8'), 16);
   const device = parseInt(fs.readFileSync(`${sys}/device`, 'utf8'), 16);
   const want = IDS[role];
+  if (role === 'nonviable') return bdf;
   if (vendor !== want.vendor || (want.device !== null && device !== want.device)) {
     throw new Error(
       `${role} at ${bdf} is ${vendor.toString(16)}:${device.toString(16)}, expected ` +

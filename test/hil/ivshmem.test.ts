@@ -63,6 +63,19 @@ describeDevice('ivshmem', 'BAR2 shared memory', (bdf) => {
     }
   });
 
+  test('a mapping of a window deep in BAR2 sees the same bytes as the whole-BAR mapping', () => {
+    const w = o.device.map(BAR2, 0x7003, 0x2001);
+    try {
+      w.write32(0, 0x11223344);
+      expect(m.read32(0x7003)).toBe(0x11223344);
+      m.write16(0x9002, 0xabcd);
+      expect(w.read16(0x1fff)).toBe(0xabcd);
+      expect(() => w.read16(0x2000)).toThrow(RangeError);
+    } finally {
+      w.close();
+    }
+  });
+
   const fileTest = ivshmemFile ? test : test.skip;
   const why = ivshmemFile ? '' : ' (skipped: VFIO_BRIDGE_HIL_IVSHMEM_FILE is not set)';
 

@@ -4,10 +4,22 @@ import * as fs from 'node:fs';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { Worker } from 'node:worker_threads';
-import { Container, Group } from '../../lib';
+import { Container, Group, VfioError } from '../../lib';
 import { CONFIG, describeDevice, openDevice } from './hil';
 
 const dist = path.resolve(__dirname, '../../dist/index.js');
+
+/** Use after close must be a typed error naming the operation, never a crash or a stale fd. */
+function expectClosed(fn: () => unknown): void {
+  let err: unknown;
+  try {
+    fn();
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(VfioError);
+  expect((err as VfioError).code).toBe('ECLOSED');
+}
 
 /** Opens the group of `bdf` and closes it again: fails with EBUSY while anyone still holds it. */
 function groupIsFree(bdf: string): boolean {
@@ -52,24 +64,24 @@ describeDevice('edu', 'object lifetimes', (bdf) => {
     expect(m.read32(0)).toBe(0x010000ed);
     m.close();
     expect(m.closed).toBe(true);
-    expect(() => m.read32(0)).toThrow();
-    expect(() => m.write32(4, 0)).toThrow();
-    expect(() => m.readBlock(0, 1, 4)).toThrow();
+    expectClosed(() => m.read32(0));
+    expectClosed(() => m.write32(4, 0));
+    expectClosed(() => m.readBlock(0, 1, 4));
     m.close();
 
     o.device.close();
-    expect(() => o.device.read(CONFIG, 0, 4)).toThrow();
-    expect(() => o.device.regionInfo(0)).toThrow();
-    expect(() => o.device.map(0, 0, 4096)).toThrow();
+    expectClosed(() => o.device.read(CONFIG, 0, 4));
+    expectClosed(() => o.device.regionInfo(0));
+    expectClosed(() => o.device.map(0, 0, 4096));
     o.device.close();
 
     o.group.close();
-    expect(() => o.group.status()).toThrow();
-    expect(() => o.group.openDevice(bdf())).toThrow();
+    expectClosed(() => o.group.status());
+    expectClosed(() => o.group.openDevice(bdf()));
     o.group.close();
 
     o.container.close();
-    expect(() => o.container.iommuInfo()).toThrow();
+    expectClosed(() => o.container.iommuInfo());
     o.container.close();
     expect(groupIsFree(bdf())).toBe(true);
   });

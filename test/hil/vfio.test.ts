@@ -185,8 +185,14 @@ for (const role of ROLES) {
       try {
         const size = o.device.regionInfo(CONFIG).size;
         expect(() => o.device.read(CONFIG, size, 4)).toThrow(RangeError);
+        expect(() => o.device.read(CONFIG, size, 4)).toThrow(new RegExp(`${size}`));
+        expect(() => o.device.read(CONFIG, size - 2, 4)).toThrow(RangeError);
         expect(() => o.device.read(CONFIG, 0, 3 as 4)).toThrow(RangeError);
-        expect(() => o.device.regionInfo(1000)).toThrow();
+        expect(() => o.device.read(CONFIG, -1, 4)).toThrow(RangeError);
+        // Config space is never mappable: refused with a VfioError, not a crash or a fault.
+        expect(() => o.device.map(CONFIG, 0, 256)).toThrow(VfioError);
+        // The kernel rejects an index past the last region; the error keeps its errno.
+        expect(() => o.device.regionInfo(1000)).toThrow(expect.objectContaining({ code: 'EINVAL' }));
       } finally {
         o.close();
       }

@@ -57,8 +57,13 @@ describe('native resources are released without close()', () => {
           global.gc();
           await new Promise((r) => setImmediate(r));
         }
+        // Slots freed by the collected mappings are reused by new ones, which must work normally.
+        const fresh = [0, 1, 2].map(() => Mapping.fromFd(fd, 0, 4096));
+        fresh.forEach((m, i) => m.write32(4 * i, 100 + i));
+        const reused = fresh.map((m, i) => m.read32(4 * i));
+        fresh.forEach((m) => m.close());
         fs.closeSync(fd);
-        console.log(JSON.stringify({ before, after: { maps: maps(), fds: fds() } }));
+        console.log(JSON.stringify({ before, after: { maps: maps(), fds: fds() }, reused }));
       })();
     `;
     const r = spawnSync(process.execPath, ['--expose-gc', '-r', '@swc-node/register', '-e', script], {
@@ -66,7 +71,11 @@ describe('native resources are released without close()', () => {
       encoding: 'utf8',
     });
     expect(r.stderr).toBe('');
-    expect(JSON.parse(r.stdout)).toEqual({ before: { maps: 8, fds: 8 }, after: { maps: 0, fds: 0 } });
+    expect(JSON.parse(r.stdout)).toEqual({
+      before: { maps: 8, fds: 8 },
+      after: { maps: 0, fds: 0 },
+      reused: [100, 101, 102],
+    });
   });
 
   test('at environment teardown (worker exit), even while still referenced', async () => {

@@ -195,6 +195,23 @@ describe('Mapping on a memfd', () => {
 });
 
 describe('Mapping.fromFd', () => {
+  test('many mappings at once each reach their own memory', () => {
+    const fds = [0, 1, 2, 3].map((i) => memfd(`many-${i}`, 4096));
+    const maps = fds.map((fd) => Mapping.fromFd(fd, 0, 4096));
+    maps.forEach((m, i) => m.write64(8, BigInt(i) * 0x1111_1111_1111_1111n));
+    maps[1]!.close();
+    const again = Mapping.fromFd(fds[1]!, 0, 4096);
+    expect(maps.filter((_, i) => i !== 1).map((m) => m.read64(8))).toEqual([
+      0n,
+      0x2222_2222_2222_2222n,
+      0x3333_3333_3333_3333n,
+    ]);
+    expect(again.read64(8)).toBe(0x1111_1111_1111_1111n);
+    expect(() => maps[1]!.read64(8)).toThrow(VfioError);
+    [...maps, again].forEach((m) => m.close());
+    fds.forEach((fd) => fs.closeSync(fd));
+  });
+
   test('maps from a non-page-aligned offset', () => {
     const fd = memfd('offset', 3 * 4096);
     const whole = Mapping.fromFd(fd, 0, 3 * 4096);
@@ -205,6 +222,22 @@ describe('Mapping.fromFd', () => {
     expect(() => part.read32(7)).toThrow(RangeError);
     part.close();
     whole.close();
+    fs.closeSync(fd);
+  });
+
+  test('offsets above 4 GiB work, and the next small offset is not mistaken for a large one', () => {
+    const size = 2 ** 32 + 8192; // sparse: only the pages touched below use memory
+    const fd = memfd('large', size);
+    const m = Mapping.fromFd(fd, 0, size);
+    m.write32(2 ** 32 + 8, 0x600d_f00d);
+    m.write32(8, 0x1111_2222);
+    expect(m.read32(2 ** 32 + 8)).toBe(0x600d_f00d);
+    expect(m.read32(8)).toBe(0x1111_2222);
+    const viaFd = Buffer.alloc(4);
+    fs.readSync(fd, viaFd, 0, 4, 2 ** 32 + 8);
+    expect(viaFd.readUInt32LE(0)).toBe(0x600d_f00d);
+    expect(() => m.read64(size - 4)).toThrow(new RegExp(`offset ${size - 4} width 8 .*length ${size}`));
+    m.close();
     fs.closeSync(fd);
   });
 
