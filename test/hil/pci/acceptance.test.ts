@@ -83,24 +83,26 @@ function wanted(): [slot: number, reg: number, value: number, role: string][] {
 }
 
 /**
- * Programs every BAR, then the command register, and reads everything back until QEMU holds it all.
- * Under nested TCG, QEMU's vfio-pci occasionally loses a config write (seen as a register reading
- * back 0); a register that did not take would make the comparison meaningless, so it is written again
- * and the retry is reported.
+ * Programs every BAR, then the command register, and reads everything back: a register that did not
+ * take would make the comparison meaningless. A lost write is written again and reported.
  */
 async function programQemu(qemu: QemuReference): Promise<void> {
   for (let round = 0; round < 5; round++) {
     const stale: string[] = [];
     for (const [slot, reg, value, role] of wanted()) {
-      const got = (await qemu.configRead(slot, reg)) >>> 0;
-      // Compare the address bits only: the low bits hold the BAR's read-only type.
-      if (((got ^ value) & ~0xf) >>> 0 === 0) continue;
-      if (round > 0) stale.push(`${role} reg 0x${reg.toString(16)} read 0x${got.toString(16)}`);
+      if (round > 0) {
+        const got = (await qemu.configRead(slot, reg)) >>> 0;
+        // Compare the address bits only: the low bits hold the BAR's read-only type.
+        if (((got ^ value) & ~0xf) >>> 0 === 0) continue;
+        stale.push(`${role} reg 0x${reg.toString(16)} read 0x${got.toString(16)}`);
+      }
       await qemu.configWrite(slot, reg, 4, value);
     }
     for (const l of LAYOUT) {
-      if (((await qemu.configRead(l.slot, 0x04)) & 0x7) === 0x7) continue;
-      if (round > 0) stale.push(`${l.role} command`);
+      if (round > 0) {
+        if (((await qemu.configRead(l.slot, 0x04)) & 0x7) === 0x7) continue;
+        stale.push(`${l.role} command`);
+      }
       await qemu.configWrite(l.slot, 0x04, 2, 0x0007);
     }
     if (round > 0 && stale.length === 0) return;

@@ -88,7 +88,7 @@ class Lines {
 }
 
 /**
- * QemuReference: QEMU (the host's qemu-system-x86_64) run with `-accel qtest` and the lab devices
+ * QemuReference: QEMU (the host's qemu-system-x86_64), its CPU stopped, with the lab devices
  * assigned through its own vfio-pci. Config cycles go through the qtest protocol on ports
  * 0xcf8/0xcfc; `info mtree -f` comes from an HMP monitor socket.
  */
@@ -118,8 +118,10 @@ export class QemuReference {
     const server = createServer();
     const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
     await new Promise<void>((resolve) => server.listen(qsock, resolve));
-    // -qtest selects QEMU's qtest accelerator by itself: no guest CPU ever runs.
+    // -S keeps the CPU stopped: firmware never runs, so nothing but the qtest commands programs the
+    // BARs (this QEMU build offers no qtest accelerator to ask for explicitly).
     const args = [
+      '-S',
       '-machine',
       'q35',
       '-nodefaults',
