@@ -1,0 +1,187 @@
+import {
+  type AccessSize,
+  AddressSpace,
+  type FlatRange,
+  MemoryRegion,
+  renderMtree,
+  mtreeJson,
+} from '../memory';
+import { DEFAULT_PAGE_SIZE } from './constants';
+import { classifyRange, mapinfoColumn } from './mapinfo';
+import { checkAccessSize, checkInteger, checkValue, isPciRegionTag, type MapInfo } from './types';
+
+/** Which address space an exit targets. */
+export type PciSpace = 'memory' | 'io';
+
+/** One flat range of a vfio-pci device, with how accesses to it are served. */
+export interface MapInfoRange {
+  readonly space: PciSpace;
+  readonly addr: number;
+  readonly size: number;
+  /** Name of the region serving the range (QEMU's naming). */
+  readonly name: string;
+  readonly kind: FlatRange['kind'];
+  readonly mapinfo: MapInfo;
+  readonly bdf: string;
+  /** BAR number, 6 for the ROM. */
+  readonly bar: number;
+  /** Offset of the range's start inside its BAR. */
+  readonly barOffset: number;
+}
+
+/** Options of {@link PciBus}. */
+export interface PciBusOptions {
+  /** Size of the PCI memory space (default 2^48). */
+  memorySize?: number;
+  /** Size of the PCI I/O space (default 64 KiB). */
+  ioSize?: number;
+  /** Host page size (default 4096). */
+  pageSize?: number;
+}
+
+/**
+ * PciBus: the VMM's PCI memory and I/O address spaces, where vfio-pci devices place their BARs, and
+ * the entry point for the VMM's MMIO and PIO exits.
+ */
+export class PciBus {
+  /** The PCI memory space. */
+  readonly memory: AddressSpace;
+  /** The PCI I/O port space. */
+  readonly io: AddressSpace;
+  /** Host page size, the granularity of `direct` ranges. */
+  readonly pageSize: number;
+  #closers = new Set<() => void>();
+  #closed = false;
+
+  constructor(opts: PciBusOptions = {}) {
+    const memorySize = opts.memorySize ?? 2 ** 48;
+    const ioSize = opts.ioSize ?? 0x10000;
+    const pageSize = opts.pageSize ?? DEFAULT_PAGE_SIZE;
+    checkInteger(memorySize, 'PCI memory size');
+    checkInteger(ioSize, 'PCI I/O size');
+    checkInteger(pageSize, 'page size');
+    if (pageSize === 0 || (pageSize & (pageSize - 1)) !== 0) {
+      throw new RangeError(`page size ${pageSize} is not a power of two`);
+    }
+    this.pageSize = pageSize;
+    this.memory = new AddressSpace('pci-memory', MemoryRegion.container('pci', memorySize));
+    this.io = new AddressSpace('pci-io', MemoryRegion.container('io', ioSize));
+  }
+
+  /** The address space for `space`. */
+  space(space: PciSpace): AddressSpace {
+    if (space === 'memory') return this.memory;
+    if (space === 'io') return this.io;
+    throw new TypeError(`PCI space must be 'memory' or 'io', got ${String(space)}`);
+  }
+
+  /**
+   * dispatch: serve one MMIO ('memory') or PIO ('io') exit and return the value read (undefined for
+   * a write). The access reaches the region at exactly `size` bytes: trapped mmap sections are one
+   * native load or store of that width, and fd-backed ones one pread or pwrite.
+   */
+  dispatch(
+    space: PciSpace,
+    addr: number,
+    size: AccessSize,
+    isWrite: boolean,
+    value?: number | bigint,
+  ): number | bigint | undefined {
+    const as = space === 'memory' ? this.memory : space === 'io' ? this.io : this.space(space);
+    this.#checkOpen();
+    if (isWrite) {
+      checkAccessSize(size, `${space} write at ${addr}`);
+      checkValue(value, size, `${space} write at ${addr}`);
+      as.write(addr, size, value);
+      return undefined;
+    }
+    // The address space validates the address and the size itself, on its fast path.
+    return as.read(addr, size);
+  }
+
+  /** Guest MMIO read. */
+  mmioRead(addr: number, size: AccessSize): number | bigint {
+    this.#checkOpen();
+    return this.memory.read(addr, size);
+  }
+
+  /** Guest MMIO write. */
+  mmioWrite(addr: number, size: AccessSize, value: number | bigint): void {
+    this.dispatch('memory', addr, size, true, value);
+  }
+
+  /** Guest port read. */
+  pioRead(addr: number, size: AccessSize): number | bigint {
+    this.#checkOpen();
+    return this.io.read(addr, size);
+  }
+
+  /** Guest port write. */
+  pioWrite(addr: number, size: AccessSize, value: number | bigint): void {
+    this.dispatch('io', addr, size, true, value);
+  }
+
+  /** Every vfio-pci flat range in both spaces, split into pieces that are each served one way. */
+  mapinfo(): MapInfoRange[] {
+    const out: MapInfoRange[] = [];
+    for (const space of ['memory', 'io'] as const) {
+      for (const r of this.space(space).flatView.ranges) {
+        const tag = r.region.tag;
+        const pieces = classifyRange(r, this.pageSize);
+        if (!isPciRegionTag(tag) || pieces === undefined) continue;
+        for (const p of pieces) {
+          out.push({
+            space,
+            addr: p.addr,
+            size: p.size,
+            name: r.region.name,
+            kind: r.kind,
+            mapinfo: p.mapinfo,
+            bdf: tag.bdf,
+            bar: tag.bar,
+            barOffset: tag.barOffset + p.offsetInRegion,
+          });
+        }
+      }
+    }
+    return out;
+  }
+
+  /** `info mtree` of one space, with a mapinfo column on flat ranges of vfio-pci devices. */
+  mtree(space: PciSpace = 'memory', opts: { flat?: boolean } = {}): string {
+    return renderMtree(this.space(space), {
+      flat: opts.flat ?? false,
+      annotate: (r) => mapinfoColumn(classifyRange(r, this.pageSize)),
+    });
+  }
+
+  /** The memory layer's JSON view of both spaces plus the classified vfio-pci ranges. */
+  mtreeJson(): { memory: unknown; io: unknown; mapinfo: MapInfoRange[] } {
+    return { memory: mtreeJson(this.memory), io: mtreeJson(this.io), mapinfo: this.mapinfo() };
+  }
+
+  /** Registers a cleanup run by {@link PciBus.close} (used by devices on the bus). */
+  onClose(fn: () => void): () => void {
+    this.#closers.add(fn);
+    return () => this.#closers.delete(fn);
+  }
+
+  /** Closes every device on the bus, then both address spaces. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const fn of [...this.#closers]) fn();
+    this.#closers.clear();
+    this.memory.close();
+    this.io.close();
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new Error('PciBus is closed');
+  }
+}

@@ -1,0 +1,14 @@
+/**
+ * lib/pci: vfio-pci devices for a Node VMM, with QEMU's per-BAR region stacks, MSI-X and quirk
+ * overlays, sub-page BARs, BAR relocation, mapinfo and exit routing.
+ */
+export { DEFAULT_PAGE_SIZE } from './constants';
+export * from './types';
+export * from './config';
+export * from './bar';
+export * from './msix';
+export * from './quirks';
+export * from './mapinfo';
+export * from './bus';
+export * from './device';
+export * from './dump';

@@ -1,0 +1,129 @@
+import type { AccessSize, MemoryRegionOps } from '../memory';
+import type { Msix } from './msix';
+
+/** The IDs a quirk is matched against: those the device presents to the guest (after any override). */
+export interface PresentedIds {
+  readonly vendorId: number;
+  readonly deviceId: number;
+}
+
+/** Declarative match of a quirk: vendor and device as presented (omitted = any), and the BAR. */
+export interface QuirkMatch {
+  readonly vendor?: number;
+  readonly device?: number;
+  readonly bar: number;
+}
+
+/** What a quirk's overlays can reach. */
+export interface QuirkContext {
+  readonly bdf: string;
+  readonly bar: number;
+  readonly ids: PresentedIds;
+  /** One pread of exactly `size` bytes at `offset` in the BAR, bypassing every overlay. */
+  readBar(offset: number, size: AccessSize): number | bigint;
+  /** One pwrite of exactly `size` bytes at `offset` in the BAR, bypassing every overlay. */
+  writeBar(offset: number, size: AccessSize, value: number | bigint): void;
+  /** The emulated MSI-X table, when the device has one. */
+  readonly msix: Msix | null;
+}
+
+/** One overlay region a quirk adds inside the BAR's IO region. */
+export interface QuirkOverlay {
+  /** Region name, as QEMU names it (e.g. "vfio-rtl8168-window-data-quirk"). */
+  readonly name: string;
+  /** Offset inside the BAR. */
+  readonly offset: number;
+  readonly size: number;
+  /** Priority among the BAR region's subregions; QEMU uses 1 so overlays sit above the mmaps. */
+  readonly priority?: number;
+  readonly ops: MemoryRegionOps;
+}
+
+/** A quirk: a name, what it applies to, and the overlays it installs. */
+export interface QuirkDefinition {
+  readonly name: string;
+  readonly match: QuirkMatch;
+  overlays(ctx: QuirkContext): QuirkOverlay[];
+}
+
+/** True when `q` applies to BAR `bar` of a device presenting `ids`. */
+export function quirkMatches(q: QuirkDefinition, ids: PresentedIds, bar: number): boolean {
+  const m = q.match;
+  return (
+    m.bar === bar &&
+    (m.vendor === undefined || m.vendor === ids.vendorId) &&
+    (m.device === undefined || m.device === ids.deviceId)
+  );
+}
+
+const RTL_DATA = 0x70;
+const RTL_ADDRESS = 0x74;
+/** Address register bit 31: the write flag of the window, and the "complete" flag when read back. */
+const RTL_FLAG = 0x8000_0000;
+
+/**
+ * The RTL8168 BAR 2 window quirk (QEMU's vfio_probe_rtl8168_bar2_quirk).
+ *
+ * RTL8168 drivers reach the MSI-X table through a window in BAR 2: a data register at 0x70 and an
+ * address register at 0x74. An address of 0x1xxxx targets the table. Those accesses are redirected to
+ * the emulated table, since the device's own table is owned by the host; every other window access
+ * goes to the device at its original width.
+ */
+export const rtl8168WindowQuirk: QuirkDefinition = {
+  name: 'rtl8168-window',
+  match: { vendor: 0x10ec, device: 0x8168, bar: 2 },
+  overlays(ctx) {
+    // Window state: whether the last address targets the table, and the latched address and data.
+    let enabled = false;
+    let addr = 0;
+    let data = 0;
+    const valid = { minAccessSize: 4 as AccessSize, maxAccessSize: 4 as AccessSize, unaligned: false };
+    const address: MemoryRegionOps = {
+      read(o, size) {
+        const v = ctx.readBar(RTL_ADDRESS + o, size);
+        // The device would report completion by flipping bit 31; fake it for redirected accesses.
+        return enabled ? (addr ^ RTL_FLAG) >>> 0 : v;
+      },
+      write(o, size, value) {
+        const v = Number(value) >>> 0;
+        enabled = false;
+        if ((v & 0x7fff_0000) === 0x1_0000) {
+          enabled = true;
+          addr = v;
+          if (v & RTL_FLAG) {
+            const offset = v & 0xfff;
+            if (ctx.msix?.containsTable(offset, size)) ctx.msix.tableWrite(offset, size, data);
+            // A table write is never forwarded: the guest's vector must not reach the device.
+            return;
+          }
+        }
+        ctx.writeBar(RTL_ADDRESS + o, size, value);
+      },
+      valid,
+      impl: valid,
+    };
+    const dataOps: MemoryRegionOps = {
+      read(o, size) {
+        let v = ctx.readBar(RTL_DATA + o, size);
+        if (enabled && ctx.msix) {
+          const offset = addr & 0xfff;
+          if (ctx.msix.containsTable(offset, size)) v = ctx.msix.tableRead(offset, size);
+        }
+        return v;
+      },
+      write(o, size, value) {
+        data = Number(value) >>> 0;
+        ctx.writeBar(RTL_DATA + o, size, value);
+      },
+      valid,
+      impl: valid,
+    };
+    return [
+      { name: 'vfio-rtl8168-window-address-quirk', offset: RTL_ADDRESS, size: 4, priority: 1, ops: address },
+      { name: 'vfio-rtl8168-window-data-quirk', offset: RTL_DATA, size: 4, priority: 1, ops: dataOps },
+    ];
+  },
+};
+
+/** The quirks every device is checked against unless the caller replaces the list. */
+export const DEFAULT_QUIRKS: readonly QuirkDefinition[] = [rtl8168WindowQuirk];

@@ -1,0 +1,88 @@
+import type { AccessSize, FixedWidthMemory } from '../memory';
+import type { RegionInfo } from '../vfio';
+
+/**
+ * The part of a VFIO device the PCI layer uses. The native `Device` from lib/vfio satisfies it, and
+ * test fakes implement it without a kernel.
+ */
+export interface VfioDeviceLike {
+  readonly bdf: string;
+  regionInfo(index: number): RegionInfo;
+  /** One pread of exactly `size` bytes. */
+  read(region: number, offset: number, size: AccessSize): number | bigint;
+  /** One pwrite of exactly `size` bytes. */
+  write(region: number, offset: number, size: AccessSize, v: number | bigint): void;
+  /** An mmap of `length` bytes at `offset` inside the region. */
+  map(region: number, offset: number, length: number): FixedWidthMemory & { close(): void };
+}
+
+/**
+ * How an access to a flat range is served:
+ * - `direct`: mmap-backed, page-aligned and a whole number of pages; a VMM may hand it to
+ *   KVM_SET_USER_MEMORY_REGION;
+ * - `trapped-mmap`: mmap-backed but sub-page or misaligned; the VMM traps and the access is one
+ *   native fixed-width load or store;
+ * - `trapped-fd`: one pread/pwrite on the device fd;
+ * - `emulated`: served by a quirk or MSI-X overlay.
+ */
+export type MapInfo = 'direct' | 'trapped-mmap' | 'trapped-fd' | 'emulated';
+
+/** The role a region plays in a vfio-pci BAR stack. */
+export type PciRegionRole = 'base' | 'bar' | 'mmap' | 'msix-table' | 'msix-pba' | 'quirk' | 'rom';
+
+/** What lib/pci stores in `MemoryRegion.tag` for every region it creates. */
+export interface PciRegionTag {
+  readonly owner: 'vfio-pci';
+  readonly bdf: string;
+  /** BAR number, or 6 for the expansion ROM. */
+  readonly bar: number;
+  readonly role: PciRegionRole;
+  /** Narrowest and widest access the region accepts, used by the dump to pick its width. */
+  readonly minAccess: AccessSize;
+  readonly maxAccess: AccessSize;
+  /** Offset of the region inside its BAR (mmaps and overlays), so flat ranges map back to BAR offsets. */
+  readonly barOffset: number;
+}
+
+/** True when `tag` was put on a region by lib/pci. */
+export function isPciRegionTag(tag: unknown): tag is PciRegionTag {
+  return typeof tag === 'object' && tag !== null && (tag as { owner?: unknown }).owner === 'vfio-pci';
+}
+
+const SIZES: readonly number[] = [1, 2, 4, 8];
+
+/** Throws a RangeError unless `size` is 1, 2, 4 or 8. */
+export function checkAccessSize(size: unknown, what: string): asserts size is AccessSize {
+  if (typeof size !== 'number' || !SIZES.includes(size)) {
+    throw new RangeError(`${what}: access size ${String(size)} is not 1, 2, 4 or 8`);
+  }
+}
+
+/** Throws a TypeError or RangeError unless `v` is a safe non-negative integer. */
+export function checkInteger(v: unknown, what: string, limit = Number.MAX_SAFE_INTEGER): asserts v is number {
+  if (typeof v !== 'number') throw new TypeError(`${what} must be a number, got ${typeof v}`);
+  if (!Number.isSafeInteger(v) || v < 0 || v > limit) {
+    throw new RangeError(`${what} ${v} is not an integer in [0, ${limit}]`);
+  }
+}
+
+/** Throws a TypeError unless `value` has the type the access size requires (bigint iff 8 bytes). */
+export function checkValue(value: unknown, size: AccessSize, what: string): asserts value is number | bigint {
+  if (size === 8) {
+    if (typeof value !== 'bigint') throw new TypeError(`${what}: an 8-byte value must be a bigint`);
+    if (value < 0n || value > 0xffff_ffff_ffff_ffffn) {
+      throw new RangeError(`${what}: value ${value} does not fit in 8 bytes`);
+    }
+    return;
+  }
+  if (typeof value !== 'number') throw new TypeError(`${what}: a ${size}-byte value must be a number`);
+  const max = 2 ** (size * 8) - 1;
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new RangeError(`${what}: value ${value} does not fit in ${size} bytes (max ${max})`);
+  }
+}
+
+/** Formats a number as 0x-prefixed hex for error messages. */
+export function hex(v: number | bigint): string {
+  return `0x${v.toString(16)}`;
+}

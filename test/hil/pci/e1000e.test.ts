@@ -1,0 +1,51 @@
+import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
+
+describePci('e1000e', 'e1000e on real vfio-pci', (bdfOf) => {
+  let lab: LabDevice;
+  const bar3 = 0xfebf0000;
+  beforeAll(() => {
+    lab = openLab(bdfOf());
+    placeBar(lab.dev, 0, 0xfea00000);
+    placeBar(lab.dev, 1, 0xfea20000);
+    placeBar(lab.dev, 3, bar3);
+    enableDecode(lab.dev);
+  });
+  afterAll(() => lab?.close());
+
+  it('finds MSI-X in BAR 3 and overlays the table at its start', () => {
+    const msix = lab.dev.msix;
+    expect(msix).not.toBeNull();
+    expect(msix?.tableBar).toBe(3);
+    expect(msix?.tableOffset).toBe(0);
+    const bdf = bdfOf();
+    const size = lab.dev.bars[3]?.size ?? 0;
+    const tableEnd = (msix?.entries ?? 0) * 16;
+    expect(barRanges(lab.dev, 3)).toEqual([
+      [0, tableEnd, 'msix-table', 'emulated'],
+      [tableEnd, 0x1000 - tableEnd, `${bdf} BAR 3 mmaps[0]`, 'trapped-mmap'],
+      [0x1000, size - 0x1000, `${bdf} BAR 3 mmaps[0]`, 'direct'],
+    ]);
+  });
+
+  it('keeps the guest vector in the emulated table, away from the device', () => {
+    const before = lab.vfio.read(3, 0x18, 4);
+    lab.bus.mmioWrite(bar3 + 0x10, 8, 0xfee01000n);
+    lab.bus.mmioWrite(bar3 + 0x18, 4, 0x4041);
+    lab.bus.mmioWrite(bar3 + 0x1c, 4, 0);
+    expect(lab.dev.msix?.vector(1)).toEqual({ index: 1, address: 0xfee01000n, data: 0x4041, masked: false });
+    expect(lab.bus.mmioRead(bar3 + 0x18, 4)).toBe(0x4041);
+    expect(lab.vfio.read(3, 0x18, 4)).toBe(before);
+  });
+
+  it('reads the trapped rest of the first page through the mapping', () => {
+    expect(lab.dev.dump(3, 0x40, 0x20, { width: 4 }).split('\n')).toHaveLength(2);
+    expect(typeof lab.bus.mmioRead(bar3 + 0x100, 4)).toBe('number');
+  });
+
+  it('maps BAR 0 (the register file) directly', () => {
+    const bdf = bdfOf();
+    expect(barRanges(lab.dev, 0)).toEqual([[0, 0x20000, `${bdf} BAR 0 mmaps[0]`, 'direct']]);
+    // STATUS (0x8) read through dispatch matches a pread of the register.
+    expect(lab.bus.mmioRead(0xfea00008, 4)).toBe(lab.vfio.read(0, 8, 4));
+  });
+});

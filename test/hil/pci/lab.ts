@@ -1,0 +1,60 @@
+import { PciBus, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
+import type { Device } from '../../../lib/vfio';
+import { describeDevice, openDevice, type Role } from '../hil';
+
+export { bdfOf, describeDevice, type Role } from '../hil';
+
+/** A lab device opened through VFIO and built into a VfioPciDevice on a fresh bus. */
+export interface LabDevice {
+  bus: PciBus;
+  dev: VfioPciDevice;
+  vfio: Device;
+  close(): void;
+}
+
+/** Opens `bdf` in its own container and builds its region stacks on a new bus. */
+export function openLab(bdf: string, opts: VfioPciDeviceOptions = {}): LabDevice {
+  const opened = openDevice(bdf);
+  try {
+    const bus = new PciBus();
+    const dev = VfioPciDevice.open(bus, opened.device, opts);
+    return {
+      bus,
+      dev,
+      vfio: opened.device,
+      close() {
+        bus.close();
+        opened.close();
+      },
+    };
+  } catch (e) {
+    opened.close();
+    throw e;
+  }
+}
+
+/** describeDevice for PCI-layer tests of `role`. */
+export function describePci(role: Role, name: string, body: (bdf: () => string) => void): void {
+  describeDevice(role, `vfio-pci layer: ${name}`, body);
+}
+
+/** Programs BAR `bar` at `addr` through config space. */
+export function placeBar(dev: VfioPciDevice, bar: number, addr: number): void {
+  const b = dev.bars[bar];
+  const lo = addr % 2 ** 32;
+  dev.configWrite(0x10 + 4 * bar, 4, b?.type === 'io' ? lo | 1 : lo);
+  if (b?.type === 'mem64') dev.configWrite(0x14 + 4 * bar, 4, Math.floor(addr / 2 ** 32));
+}
+
+/** Enables memory and I/O decode. */
+export function enableDecode(dev: VfioPciDevice): void {
+  dev.configWrite(0x04, 2, dev.configRead(0x04, 2) | 0x3);
+}
+
+/** The mapinfo pieces of one BAR: [offset in BAR, size, region name, mapinfo]. */
+export function barRanges(dev: VfioPciDevice, bar: number): [number, number, string, string][] {
+  return dev
+    .mapinfo()
+    .filter((r) => r.bar === bar)
+    .map((r) => [r.barOffset, r.size, r.name, r.mapinfo]);
+}
