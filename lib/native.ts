@@ -56,6 +56,8 @@ export interface NativeBinding {
     bdf: string | undefined,
   ): NativeMapping;
   memfd(name: string, size: number): number;
+  /** The host's page size (sysconf(_SC_PAGESIZE)): the granularity of every mmap. */
+  readonly pageSize: number;
   /**
    * The environment's 24-byte scratch for the single accessors, which take no arguments:
    * uint32 slot at byte 0, uint64 offset at byte 8, uint64 value at byte 16 (in for stores, out

@@ -506,6 +506,7 @@ void RegisterMapping(Napi::Env env, Napi::Object exports) {
   napi_create_external_arraybuffer(env, &md->scratch, sizeof md->scratch, FinalizeScratch, nullptr,
                                    &scratch);
   exports.Set("mappingScratch", scratch);
+  exports.Set("pageSize", Napi::Number::New(env, static_cast<double>(sysconf(_SC_PAGESIZE))));
   napi_add_env_cleanup_hook(env, ClearModuleCache, env);
 }
 

@@ -504,30 +504,15 @@ export class VfioPciDevice implements Disposable {
   }
 
   /**
-   * Maps a whole page for a sub-page BAR. The kernel reserves the rest of the page when it allows
-   * mmap of such a BAR, but Device.map bounds-checks against the BAR size, so a real device is mapped
-   * straight from its fd. When the page cannot be mapped, the BAR is mapped at its size and simply
-   * never expands (`PciBar.expandable`).
+   * Maps a whole page for a sub-page BAR: the kernel reserves the rest of the page when it allows
+   * mmap of such a BAR. When the page cannot be mapped (the backend refuses the length, or the kernel
+   * refuses the mmap), the BAR is mapped at its size and simply never expands (`PciBar.expandable`).
    */
   #mapPage(index: number, size: number): ReturnType<VfioDeviceLike['map']> {
-    const page = this.bus.pageSize;
-    const dev = this.device as VfioDeviceLike & { fd?: unknown };
-    if (typeof dev.fd === 'number') {
-      const info = dev.regionInfo(index);
-      // Loaded here only: the rest of lib/pci runs without the native addon.
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const { Mapping } = require('../vfio') as typeof import('../vfio');
-      try {
-        return Mapping.fromFd(dev.fd, info.offset, page, { writable: info.writable, bdf: this.bdf });
-      } catch (e) {
-        if (!(e instanceof Error && 'code' in e)) throw e;
-        return this.device.map(index, 0, size);
-      }
-    }
     try {
-      return this.device.map(index, 0, page);
+      return this.device.map(index, 0, this.bus.pageSize);
     } catch (e) {
-      if (!(e instanceof RangeError)) throw e;
+      if (!(e instanceof RangeError || (e instanceof Error && 'code' in e))) throw e;
       return this.device.map(index, 0, size);
     }
   }

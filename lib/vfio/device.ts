@@ -1,6 +1,6 @@
 import { native, type NativeHandle } from '../native';
 import { VfioError } from './errors';
-import { Mapping } from './mapping';
+import { Mapping, PAGE_SIZE } from './mapping';
 import type { AccessSize } from './types';
 import {
   parseDeviceInfo,
@@ -26,7 +26,13 @@ function checkSize(size: unknown): AccessSize {
   return size;
 }
 
-function checkRange(op: string, region: RegionInfo, offset: unknown, size: unknown): number {
+function checkRange(
+  op: string,
+  region: RegionInfo,
+  offset: unknown,
+  size: unknown,
+  limit: number = region.size,
+): number {
   if (typeof offset !== 'number') throw new TypeError(`${op}: offset must be a number, got ${typeof offset}`);
   if (typeof size !== 'number') throw new TypeError(`${op}: size must be a number, got ${typeof size}`);
   if (
@@ -34,11 +40,11 @@ function checkRange(op: string, region: RegionInfo, offset: unknown, size: unkno
     offset < 0 ||
     !Number.isSafeInteger(size) ||
     size < 0 ||
-    offset > region.size ||
-    size > region.size - offset
+    offset > limit ||
+    size > limit - offset
   ) {
     throw new RangeError(
-      `${op}: offset ${offset} width ${size} is outside region ${region.index} (size ${region.size})`,
+      `${op}: offset ${offset} width ${size} is outside region ${region.index} (size ${limit})`,
     );
   }
   return offset;
@@ -160,12 +166,16 @@ export class Device implements Disposable {
   /**
    * mmap `length` bytes of `region` from `offset` (both relative to the region). The mapping is
    * writable when the region is. It stays valid after the device is closed.
+   *
+   * The limit is the region's size rounded up to a whole page, as the kernel's own check is: a BAR
+   * smaller than a page can be mapped as the whole page, whose rest vfio-pci reserves, which is what
+   * lets a VMM hand a sub-page BAR to KVM as one page.
    * @throws VfioError ENOTMAPPABLE, or mmap's error (EINVAL: outside the mappable areas)
    */
   map(region: number, offset: number, length: number): Mapping {
     this.#open('mmap');
     const info = this.regionInfo(region);
-    checkRange('map', info, offset, length);
+    checkRange('map', info, offset, length, Math.ceil(info.size / PAGE_SIZE) * PAGE_SIZE);
     if (length === 0) throw new RangeError('map: length 0: a mapping must cover at least one byte');
     if (!info.mappable) {
       throw new VfioError({

@@ -1,7 +1,7 @@
 /** lib/vfio: the VFIO container/group/device API and fixed-width mappings. */
 export type { AccessSize } from './types';
 export { VfioError, type VfioErrorInit } from './errors';
-export { Mapping, memfd, type BlockArray, type MappingOptions } from './mapping';
+export { Mapping, memfd, PAGE_SIZE, type BlockArray, type MappingOptions } from './mapping';
 export { Container, type IommuType } from './container';
 export { Group, type GroupOptions, type GroupStatus } from './group';
 export { Device } from './device';

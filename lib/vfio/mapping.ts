@@ -312,6 +312,9 @@ export class Mapping implements Disposable {
   }
 }
 
+/** The host's page size: mmap works in whole pages, and so does a VMM's direct (KVM) mapping. */
+export const PAGE_SIZE: number = native.pageSize;
+
 /**
  * Create an anonymous memory file (memfd_create with MFD_CLOEXEC) of `size` bytes: a stand-in for a
  * device region in tests and examples. The caller owns the fd and closes it with `fs.closeSync`.
