@@ -3,8 +3,9 @@
  * the callbacks of an I/O region and the error raised for a misused topology.
  */
 
-/** Width of one guest access in bytes. 8-byte values are `bigint`, all others `number`. */
-export type AccessSize = 1 | 2 | 4 | 8;
+import type { AccessSize } from '../types';
+
+export type { AccessSize };
 
 /**
  * Memory that is accessed only with loads and stores of one exact width. The native `Mapping` of a

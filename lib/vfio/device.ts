@@ -1,7 +1,7 @@
 import { native, type NativeHandle } from '../native';
 import { VfioError } from './errors';
 import { Mapping, PAGE_SIZE } from './mapping';
-import type { AccessSize } from './types';
+import type { AccessSize } from '../types';
 import {
   parseDeviceInfo,
   parseIrqInfo,

@@ -1,5 +1,5 @@
 /** lib/vfio: the VFIO container/group/device API and fixed-width mappings. */
-export type { AccessSize } from './types';
+export type { AccessSize } from '../types';
 export { VfioError, type VfioErrorInit } from './errors';
 export { Mapping, memfd, PAGE_SIZE, type BlockArray, type MappingOptions } from './mapping';
 export { Container, type IommuType } from './container';

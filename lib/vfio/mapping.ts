@@ -1,6 +1,6 @@
 import { native, type NativeMappingHandle } from '../native';
 import './errors'; // registers the error factory before any native call can fail
-import type { AccessSize } from './types';
+import type { AccessSize } from '../types';
 
 /** A typed array a block access can move elements in and out of. */
 export type BlockArray = Uint8Array | Uint16Array | Uint32Array | BigUint64Array;
