@@ -1,6 +1,6 @@
 import * as util from 'node:util';
 
-import { native } from '../native';
+import { native, type NativeErrorFactory } from '../native';
 
 /** What a {@link VfioError} is built from. */
 export interface VfioErrorInit {
@@ -158,15 +158,7 @@ export function hintFor(ctx: HintContext): string | undefined {
  * The factory the addon calls for every error it throws: for kernel failures it derives the code
  * from the errno and adds the hint. Exported for tests.
  */
-export function makeNativeError(
-  kind: 'VfioError' | 'RangeError' | 'TypeError',
-  op: string,
-  code: string | undefined,
-  errno: number | undefined,
-  message: string,
-  path: string | undefined,
-  bdf: string | undefined,
-): Error {
+export const makeNativeError: NativeErrorFactory = (kind, op, code, errno, message, path, bdf) => {
   if (kind === 'RangeError') return new RangeError(message);
   if (kind === 'TypeError') return new TypeError(message);
   const resolved = code ?? (errno !== undefined ? errnoName(errno) : 'EUNKNOWN');
@@ -177,6 +169,6 @@ export function makeNativeError(
   const hint = hintFor({ op, code: resolved, path, bdf });
   if (hint !== undefined) init.hint = hint;
   return new VfioError(init);
-}
+};
 
 native.setErrorFactory(makeNativeError);

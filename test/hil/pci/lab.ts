@@ -3,6 +3,7 @@ import type { Device } from '../../../lib/vfio';
 import { describeDevice, openDevice, type Role } from '../hil';
 
 export { bdfOf, describeDevice, type Role } from '../hil';
+export { placeBar } from '../../unit/pci/helpers';
 
 /** A lab device opened through VFIO and built into a VfioPciDevice on a fresh bus. */
 export interface LabDevice {
@@ -36,14 +37,6 @@ export function openLab(bdf: string, opts: VfioPciDeviceOptions = {}): LabDevice
 /** describeDevice for PCI-layer tests of `role`. */
 export function describePci(role: Role, name: string, body: (bdf: () => string) => void): void {
   describeDevice(role, `vfio-pci layer: ${name}`, body);
-}
-
-/** Programs BAR `bar` at `addr` through config space. */
-export function placeBar(dev: VfioPciDevice, bar: number, addr: number): void {
-  const b = dev.bars[bar];
-  const lo = addr % 2 ** 32;
-  dev.configWrite(0x10 + 4 * bar, 4, b?.type === 'io' ? lo | 1 : lo);
-  if (b?.type === 'mem64') dev.configWrite(0x14 + 4 * bar, 4, Math.floor(addr / 2 ** 32));
 }
 
 /** Enables memory and I/O decode. */
