@@ -46,8 +46,11 @@ lab_install_packages() {
 }
 
 # Prints the newest linux-image-6.12.*+deb12-amd64 package name apt knows, or nothing.
+# No match (no apt lists yet, on a fresh machine) is an empty answer, not a failure: under errexit
+# and pipefail, grep's status 1 would otherwise end lab.sh silently before `apt-get update` runs.
 lab_newest_kernel_package() {
-  apt-cache pkgnames linux-image-6.12. 2>/dev/null | grep -E '^linux-image-6\.12\.[0-9]+\+deb12-amd64$' | sort -V | tail -n 1
+  { apt-cache pkgnames linux-image-6.12. 2>/dev/null || true; } |
+    { grep -E '^linux-image-6\.12\.[0-9]+\+deb12-amd64$' || true; } | sort -V | tail -n 1
 }
 
 # Sets LAB_KERNEL_DIR to an unpacked kernel package: boot/vmlinuz-* and lib/modules/*.
