@@ -9,6 +9,8 @@ import {
   VFIO_PCI_CONFIG_REGION_INDEX,
   type Device,
   type RegionInfo,
+  PciBus,
+  VfioPciDevice,
 } from '../../lib';
 
 const CONFIG = VFIO_PCI_CONFIG_REGION_INDEX;
@@ -99,6 +101,47 @@ function eduWidths(d: Device): void {
   }
 }
 
+/**
+ * The vfio-pci layer on one PCI bus: every viable device's BARs placed as a guest would place them
+ * (ivshmem presented as an RTL8168, so its BAR 2 carries the window quirk), then QEMU's
+ * `info mtree -f` with how each range is served, and edu's ID register read as a guest MMIO exit.
+ */
+function pciLayer(devices: Array<[string, string]>): void {
+  console.log('\nThe vfio-pci layer: one bus, the BARs placed, the flat view with mapinfo');
+  const bus = new PciBus();
+  try {
+    let mmio = 0xfe00_0000;
+    let pio = 0xc000;
+    let eduBar0: number | null = null;
+    for (const [role, bdf] of devices) {
+      if (role === 'nonviable') continue;
+      const opts = role === 'ivshmem' ? { vendorId: 0x10ec, deviceId: 0x8168 } : {};
+      const dev = VfioPciDevice.openByBdf(bus, bdf, opts);
+      for (const bar of dev.bars) {
+        if (!bar) continue;
+        const align = bar.type === 'io' ? bar.size : Math.max(bar.size, 0x1000);
+        const cursor = bar.type === 'io' ? pio : mmio;
+        const addr = Math.ceil(cursor / align) * align;
+        const reg = 0x10 + 4 * bar.index;
+        dev.configWrite(reg, 4, bar.type === 'io' ? addr | 1 : addr);
+        if (bar.type === 'mem64') dev.configWrite(reg + 4, 4, 0);
+        if (bar.type === 'io') pio = addr + bar.size;
+        else mmio = addr + align;
+        if (role === 'edu' && bar.index === 0) eduBar0 = addr;
+      }
+      dev.configWrite(0x04, 2, dev.configRead(0x04, 2) | 0x3); // memory and I/O decode
+    }
+    console.log(bus.mtree('memory', { flat: true }));
+    console.log(bus.mtree('io', { flat: true }));
+    if (eduBar0 !== null) {
+      const id = bus.dispatch('memory', eduBar0, 4, false) as number;
+      console.log(`guest MMIO read, 4 bytes at ${hex(eduBar0)} (edu ID): ${hex(id, 8)}`);
+    }
+  } finally {
+    bus.close();
+  }
+}
+
 function main(): void {
   const spec = process.env.VFIO_BRIDGE_HIL_DEVICES;
   if (!spec) {
@@ -168,6 +211,6 @@ function main(): void {
       container.close();
     }
   }
+  pciLayer(parseDevices(spec));
 }
-
 main();
