@@ -20,6 +20,7 @@
 #include "accessors.h"
 #include "args.h"
 #include "errors.h"
+#include "fault_guard.h"
 #include "module.h"
 
 namespace vfio_bridge {
@@ -405,6 +406,11 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
   if (fd > INT32_MAX) {
     return ThrowRangeError(env, "mmap: fd " + std::to_string(fd) + " is invalid");
   }
+
+  // A process.on('SIGBUS') listener added since the last mapping replaced the guard with libuv's
+  // handler, under which a revoked mapping would fault for ever; take the guard back here, where
+  // it costs nothing per access.
+  AssertFaultGuard();
 
   uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   uint64_t aligned = offset & ~(page - 1);

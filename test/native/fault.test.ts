@@ -146,3 +146,44 @@ describe('SIGBUS outside the accessors keeps its normal behaviour', () => {
     expect(r.status).toBe(0);
   });
 });
+
+describe('a SIGBUS listener added after the guard', () => {
+  // The child is bounded: before the guard was re-asserted, the faulting access looped for ever.
+  const run = (script: string) =>
+    spawnSync(process.execPath, ['-r', '@swc-node/register', '-e', script], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 20_000,
+      killSignal: 'SIGKILL',
+    });
+  const prelude = `
+    const fs = require('node:fs');
+    const { Mapping, VfioError, memfd } = require('./lib');
+    const first = memfd('vfio-bridge-first', 4096);
+    Mapping.fromFd(first, 0, 4096).close();
+    process.on('SIGBUS', () => { console.log('listener'); process.exit(0); });
+    const fd = memfd('vfio-bridge-second', 4096);
+    const m = Mapping.fromFd(fd, 0, 4096); // re-asserts the guard over the listener's handler
+  `;
+
+  test('does not stop a revoked mapping from faulting into a VfioError', () => {
+    const r = run(
+      `${prelude}
+       fs.ftruncateSync(fd, 0);
+       try { m.read32(0); console.log('no fault'); } catch (e) { console.log(e instanceof VfioError ? e.code : String(e)); }
+       process.exit(0);`,
+    );
+    expect(r.signal).toBeNull();
+    expect(r.stdout.trim()).toBe('SIGBUS');
+    expect(r.status).toBe(0);
+  });
+
+  test('still hears a SIGBUS sent to the process', () => {
+    const r = run(
+      `${prelude}
+       process.kill(process.pid, 'SIGBUS'); setTimeout(() => process.exit(3), 5000);`,
+    );
+    expect(r.stdout.trim()).toBe('listener');
+    expect(r.status).toBe(0);
+  });
+});
