@@ -67,11 +67,16 @@ void Chain(int sig, siginfo_t* info, void* context) {
 }
 
 void OnSigbus(int sig, siginfo_t* info, void* context) {
-  auto* uc = static_cast<ucontext_t*>(context);
-  uintptr_t fixup = FindFixup(static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]));
-  if (fixup != 0) {
-    uc->uc_mcontext.gregs[REG_RIP] = static_cast<greg_t>(fixup);
-    return;
+  // si_code > 0 only when the kernel raised the signal for a fault; a sent SIGBUS (kill, sigqueue,
+  // tgkill: si_code <= 0) can arrive while the instruction pointer happens to be at a guarded
+  // access, and must still reach its listener instead of failing an access that did not fault.
+  if (info != nullptr && info->si_code > 0) {
+    auto* uc = static_cast<ucontext_t*>(context);
+    uintptr_t fixup = FindFixup(static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]));
+    if (fixup != 0) {
+      uc->uc_mcontext.gregs[REG_RIP] = static_cast<greg_t>(fixup);
+      return;
+    }
   }
   Chain(sig, info, context);
 }
