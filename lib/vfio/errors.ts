@@ -1,3 +1,4 @@
+import * as os from 'node:os';
 import * as util from 'node:util';
 
 import { native, type NativeErrorFactory } from '../native';
@@ -55,13 +56,33 @@ export class VfioError extends Error {
   }
 }
 
-/** The errno name for a positive errno (`1` -> `'EPERM'`). */
-export function errnoName(errno: number): string {
-  try {
-    return util.getSystemErrorName(-errno);
-  } catch {
-    return `E${errno}`;
+let errnoNames: Map<number, string> | undefined;
+
+/** os.constants.errno inverted; the first name wins for aliases (EAGAIN over EWOULDBLOCK). */
+function osErrnoName(errno: number): string | undefined {
+  if (errnoNames === undefined) {
+    errnoNames = new Map();
+    for (const [name, value] of Object.entries(os.constants.errno)) {
+      if (!errnoNames.has(value)) errnoNames.set(value, name);
+    }
   }
+  return errnoNames.get(errno);
+}
+
+/**
+ * The errno name for a positive errno (`1` -> `'EPERM'`, `35` -> `'EDEADLK'`), or `E<number>` for
+ * one that has no name. libuv answers errnos it does not know (EDEADLK among them) with the
+ * sentence "Unknown system error -N" rather than throwing, so only a real name is taken from it.
+ */
+export function errnoName(errno: number): string {
+  let name: string | undefined;
+  try {
+    name = util.getSystemErrorName(-errno);
+  } catch {
+    // Not a negative integer libuv accepts: fall through to the other sources.
+  }
+  if (name !== undefined && /^E[A-Z0-9]+$/.test(name)) return name;
+  return osErrnoName(errno) ?? `E${errno}`;
 }
 
 const RLIM_INFINITY = 0xffff_ffff_ffff_ffffn;

@@ -51,6 +51,16 @@ describe('VfioError', () => {
     ).toBeInstanceOf(TypeError);
     expect(errnoName(1)).toBe('EPERM');
   });
+
+  test('errnoName names errnos libuv does not know, and never returns a sentence', () => {
+    // libuv has no name for EDEADLK: util.getSystemErrorName answers "Unknown system error -35".
+    expect(errnoName(35)).toBe('EDEADLK');
+    expect(errnoName(9999)).toBe('E9999');
+    expect(makeNativeError('VfioError', 'ioctl', undefined, 35, 'm', undefined, undefined)).toMatchObject({
+      code: 'EDEADLK',
+      errno: 35,
+    });
+  });
 });
 
 describe('hints', () => {
