@@ -107,6 +107,12 @@ export function memlockHint(): string {
   );
 }
 
+/**
+ * The operations that pin memory for DMA, the only ones whose ENOMEM can come from RLIMIT_MEMLOCK.
+ * (The type1 IOMMU pins on map; the sPAPR IOMMU's memory registration is not driven here.)
+ */
+const PINNING_OPS: ReadonlySet<string> = new Set(['VFIO_IOMMU_MAP_DMA']);
+
 /** Context for {@link hintFor}. */
 export interface HintContext {
   op: string;
@@ -117,7 +123,8 @@ export interface HintContext {
 
 /**
  * The hint for the common failures: permissions on /dev/vfio, a busy group, a missing group node,
- * RLIMIT_MEMLOCK, a region that cannot be mapped there, a revoked mapping, use after close.
+ * RLIMIT_MEMLOCK when pinning memory for DMA, no room for a mapping, a region that cannot be mapped
+ * there, a revoked mapping, use after close.
  * Returns undefined when there is nothing better to say than the error itself.
  */
 export function hintFor(ctx: HintContext): string | undefined {
@@ -153,7 +160,13 @@ export function hintFor(ctx: HintContext): string | undefined {
       if (path === '/dev/vfio/vfio') return 'VFIO is not available: modprobe vfio-pci (and enable the IOMMU)';
       return undefined;
     case 'ENOMEM':
-      if (op.startsWith('VFIO_') || op === 'mmap') return memlockHint();
+      if (PINNING_OPS.has(op)) return memlockHint();
+      if (op === 'mmap') {
+        return (
+          'no room for the mapping: the address space is exhausted (ulimit -v) or the process has ' +
+          'reached vm.max_map_count mappings (sysctl vm.max_map_count); close unused mappings or raise the limit'
+        );
+      }
       return undefined;
     case 'EINVAL':
       if (op === 'mmap') {

@@ -86,6 +86,17 @@ describe('hints', () => {
     expect(memlockHint()).toBe(hint);
   });
 
+  test('ENOMEM names RLIMIT_MEMLOCK only where memory is pinned for DMA', () => {
+    const mmap = hintFor({ op: 'mmap', code: 'ENOMEM' })!;
+    expect(mmap).toMatch(/address space/);
+    expect(mmap).toMatch(/vm\.max_map_count/);
+    expect(mmap).not.toMatch(/MEMLOCK/);
+    for (const op of ['VFIO_DEVICE_GET_REGION_INFO', 'VFIO_GROUP_GET_DEVICE_FD', 'VFIO_SET_IOMMU']) {
+      expect(hintFor({ op, code: 'ENOMEM' })).toBeUndefined();
+    }
+    expect(hintFor({ op: 'memfd_create', code: 'ENOMEM' })).toBeUndefined();
+  });
+
   test('EINVAL from mmap: the region is not mappable there', () => {
     expect(hintFor({ op: 'mmap', code: 'EINVAL' })).toMatch(/not mappable there.*sparse-mmap/);
     expect(hintFor({ op: 'VFIO_SET_IOMMU', code: 'EINVAL' })).toBeUndefined();
