@@ -271,11 +271,14 @@ bool GetBlock(napi_env env, MappingState* m, napi_value off_value, napi_value co
       return false;
     }
   }
-  if (!GetSafeInteger(env, off_value, "offset", off) || !CheckRange(env, m, *off, 0, op)) {
+  if (!GetSafeInteger(env, off_value, "offset", off)) return false;
+  if (m->base == nullptr) {
+    ThrowClosed(env, op, m);
     return false;
   }
+  // Neither off + total nor anything that could wrap is formed: off is tested first.
   uint64_t total = *count * *width;
-  if (total > m->length - *off) {
+  if (*off > m->length || total > m->length - *off) {
     ThrowRangeError(env, std::string(op) + ": offset " + std::to_string(*off) + " count " +
                              std::to_string(*count) + " width " + std::to_string(*width) +
                              " is outside the mapping (length " + std::to_string(m->length) + ")");

@@ -146,6 +146,17 @@ describe('Mapping on a memfd', () => {
     expect(() => t.mapping.readBlock(0, 4, 4, new Uint16Array(8))).toThrow(TypeError);
     expect(() => t.mapping.writeBlock(0, new Uint8Array(3), 2)).toThrow(/not a multiple of width 2/);
     expect(() => t.mapping.readBlock(0, 1, 3 as AccessSize)).toThrow(RangeError);
+    // An offset past the end names the whole block, not a zero-width access.
+    expect(() => t.mapping.readBlock(SIZE + 4, 2, 4)).toThrow(
+      new RangeError(
+        `mapping.readBlock: offset ${SIZE + 4} count 2 width 4 is outside the mapping (length ${SIZE})`,
+      ),
+    );
+    expect(() => t.mapping.writeBlock(SIZE + 1, new Uint16Array(3), 2)).toThrow(
+      new RangeError(
+        `mapping.writeBlock: offset ${SIZE + 1} count 3 width 2 is outside the mapping (length ${SIZE})`,
+      ),
+    );
     expect(t.bytes(0, SIZE)).toEqual(before);
   });
 
