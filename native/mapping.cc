@@ -367,7 +367,8 @@ napi_value Unmap(napi_env env, napi_callback_info info) {
   m->map_addr = nullptr;
   m->base = nullptr;
   if (addr != nullptr && munmap(addr, m->map_len) != 0) {
-    return ThrowVfioError(env, "munmap", errno, "", m->where);
+    int err = errno;
+    return ThrowVfioError(env, "munmap", err, "", m->where);
   }
   return nullptr;
 }
@@ -422,8 +423,9 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
   void* addr =
       mmap(nullptr, map_len, prot, MAP_SHARED, static_cast<int>(fd), static_cast<off_t>(aligned));
   if (addr == MAP_FAILED) {
+    int err = errno;  // before the message is built: allocation may overwrite errno
     return ThrowVfioError(
-        env, "mmap", errno,
+        env, "mmap", err,
         "fd " + std::to_string(fd) + " offset " + Hex(offset) + " length " + Hex(length), where);
   }
 
@@ -471,7 +473,10 @@ napi_value Memfd(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
-  if (fd < 0) return ThrowVfioError(env, "memfd_create", errno, name, ErrorContext{});
+  if (fd < 0) {
+    int err = errno;
+    return ThrowVfioError(env, "memfd_create", err, name, ErrorContext{});
+  }
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
     int err = errno;
     close(fd);

@@ -1,6 +1,12 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
 import { VfioError } from '../../lib';
 import { errnoName, hintFor, makeNativeError, memlockHint } from '../../lib/vfio/errors';
 import { native } from '../../lib/native';
+import { ROOT } from './helpers';
 
 describe('VfioError', () => {
   test('carries every field and puts the hint in the message', () => {
@@ -105,5 +111,46 @@ describe('hints', () => {
   test('SIGBUS and ECLOSED', () => {
     expect(hintFor({ op: 'mapping.read32', code: 'SIGBUS' })).toMatch(/memory decode/);
     expect(hintFor({ op: 'mapping.read32', code: 'ECLOSED' })).toMatch(/closed/);
+  });
+});
+
+describe('errno', () => {
+  // The shim makes every C++ allocation overwrite errno, so a failure path that builds strings or
+  // an ErrorContext before reading errno reports EDOM (33) instead of the syscall's errno.
+  test('is captured before the error is built, even when allocation clobbers it', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-bridge-errno-'));
+    try {
+      const shim = path.join(dir, 'errno_clobber.so');
+      const build = spawnSync(
+        'g++',
+        ['-shared', '-fPIC', '-O2', path.join(__dirname, 'errno_clobber.cc'), '-o', shim],
+        { encoding: 'utf8' },
+      );
+      expect(build.stderr).toBe('');
+      expect(build.status).toBe(0);
+      const script = `
+        const fs = require('node:fs');
+        const { Mapping } = require('./lib');
+        const { native } = require('./lib/native');
+        const codes = {};
+        const attempt = (name, fn) => { try { fn(); codes[name] = 'no error'; } catch (e) { codes[name] = e.code; } };
+        attempt('open', () => native.openFd('/nonexistent-vfio-bridge-dir/a-path-longer-than-sso'));
+        const fd = fs.openSync('/dev/null', 'r');
+        fs.closeSync(fd);
+        attempt('mmap', () => Mapping.fromFd(fd, 4096, 4096));
+        attempt('memfd_create', () => native.memfd('x'.repeat(300), 4096));
+        console.log(JSON.stringify(codes));
+      `;
+      const r = spawnSync(process.execPath, ['-r', '@swc-node/register', '-e', script], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 20_000,
+        env: { ...process.env, LD_PRELOAD: shim },
+      });
+      expect(r.status).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ open: 'ENOENT', mmap: 'EBADF', memfd_create: 'EINVAL' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
