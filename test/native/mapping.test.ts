@@ -65,8 +65,12 @@ describe('Mapping on a memfd', () => {
   test('offsets >= 2^32 do not alias low offsets', () => {
     // The fast path writes only the low word; a large offset must be rejected, not wrapped to 0.
     expect(() => t.mapping.read32(2 ** 32)).toThrow(RangeError);
+    t.mapping.write32(0, 0x600dcafe);
     expect(() => t.mapping.read32(2 ** 32)).toThrow(/offset 4294967296 width 4 .*length 8192/);
-    expect(t.mapping.read32(0)).toBe(t.mapping.read32(0));
+    expect(() => t.mapping.write32(2 ** 32, 0xbadbad00)).toThrow(/offset 4294967296 width 4 .*length 8192/);
+    expect(() => t.mapping.write8(2 ** 32 + 1, 0xbb)).toThrow(RangeError);
+    expect(t.mapping.read32(0)).toBe(0x600dcafe);
+    expect(t.bytes(0, 4)).toEqual(Buffer.from([0xfe, 0xca, 0x0d, 0x60]));
   });
 
   test.each(WIDTHS)(
