@@ -60,7 +60,8 @@ napi_value IommuInfo(napi_env env, napi_callback_info info) {
 napi_value MemlockLimit(napi_env env, napi_callback_info) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0) {
-    return ThrowVfioError(env, "getrlimit", errno, "RLIMIT_MEMLOCK", ErrorContext{});
+    int err = errno;
+    return ThrowVfioError(env, "getrlimit", err, "RLIMIT_MEMLOCK", ErrorContext{});
   }
   napi_value out, soft, hard;
   napi_create_array_with_length(env, 2, &out);

@@ -81,7 +81,10 @@ napi_value Pread(napi_env env, napi_callback_info info) {
   do {
     n = pread(h->fd, &value, size, static_cast<off_t>(offset));
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return ThrowErrno(env, "pread", h, errno);
+  if (n < 0) {
+    int err = errno;
+    return ThrowErrno(env, "pread", h, err);
+  }
   if (static_cast<size_t>(n) != size) return ThrowShort(env, "pread", h, n, size, offset);
   napi_value out;
   if (size == 8) {
@@ -121,7 +124,10 @@ napi_value Pwrite(napi_env env, napi_callback_info info) {
   do {
     n = pwrite(h->fd, &value, size, static_cast<off_t>(offset));
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return ThrowErrno(env, "pwrite", h, errno);
+  if (n < 0) {
+    int err = errno;
+    return ThrowErrno(env, "pwrite", h, err);
+  }
   if (static_cast<size_t>(n) != size) return ThrowShort(env, "pwrite", h, n, size, offset);
   return nullptr;
 }
@@ -146,7 +152,10 @@ napi_value PreadBlock(napi_env env, napi_callback_info info) {
   do {
     n = pread(h->fd, data, length, static_cast<off_t>(offset));
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return ThrowErrno(env, "pread", h, errno);
+  if (n < 0) {
+    int err = errno;
+    return ThrowErrno(env, "pread", h, err);
+  }
   if (static_cast<uint64_t>(n) != length) return ThrowShort(env, "pread", h, n, length, offset);
   return out;
 }
@@ -172,7 +181,10 @@ napi_value PwriteBlock(napi_env env, napi_callback_info info) {
   do {
     n = pwrite(h->fd, data, length, static_cast<off_t>(offset));
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return ThrowErrno(env, "pwrite", h, errno);
+  if (n < 0) {
+    int err = errno;
+    return ThrowErrno(env, "pwrite", h, err);
+  }
   if (static_cast<size_t>(n) != length) return ThrowShort(env, "pwrite", h, n, length, offset);
   return nullptr;
 }

@@ -37,7 +37,10 @@ napi_value OpenFd(napi_env env, napi_callback_info info) {
   do {
     fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
-  if (fd < 0) return ThrowVfioError(env, "open", errno, "", ErrorContext{path, ""});
+  if (fd < 0) {
+    int err = errno;  // before the error's strings are allocated, which may overwrite errno
+    return ThrowVfioError(env, "open", err, "", ErrorContext{path, ""});
+  }
   return NewHandle(env, fd, ErrorContext{path, ""});
 }
 
@@ -50,7 +53,10 @@ napi_value CloseFd(napi_env env, napi_callback_info info) {
     int fd = r->fd;
     r->fd = -1;
     // Linux frees the descriptor even when close() fails, so never retry (not even on EINTR).
-    if (close(fd) != 0 && errno != EINTR) return ThrowErrno(env, "close", r, errno);
+    if (close(fd) != 0) {
+      int err = errno;
+      if (err != EINTR) return ThrowErrno(env, "close", r, err);
+    }
   }
   return nullptr;
 }

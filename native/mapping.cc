@@ -20,6 +20,7 @@
 #include "accessors.h"
 #include "args.h"
 #include "errors.h"
+#include "fault_guard.h"
 #include "module.h"
 
 namespace vfio_bridge {
@@ -270,11 +271,14 @@ bool GetBlock(napi_env env, MappingState* m, napi_value off_value, napi_value co
       return false;
     }
   }
-  if (!GetSafeInteger(env, off_value, "offset", off) || !CheckRange(env, m, *off, 0, op)) {
+  if (!GetSafeInteger(env, off_value, "offset", off)) return false;
+  if (m->base == nullptr) {
+    ThrowClosed(env, op, m);
     return false;
   }
+  // Neither off + total nor anything that could wrap is formed: off is tested first.
   uint64_t total = *count * *width;
-  if (total > m->length - *off) {
+  if (*off > m->length || total > m->length - *off) {
     ThrowRangeError(env, std::string(op) + ": offset " + std::to_string(*off) + " count " +
                              std::to_string(*count) + " width " + std::to_string(*width) +
                              " is outside the mapping (length " + std::to_string(m->length) + ")");
@@ -363,7 +367,8 @@ napi_value Unmap(napi_env env, napi_callback_info info) {
   m->map_addr = nullptr;
   m->base = nullptr;
   if (addr != nullptr && munmap(addr, m->map_len) != 0) {
-    return ThrowVfioError(env, "munmap", errno, "", m->where);
+    int err = errno;
+    return ThrowVfioError(env, "munmap", err, "", m->where);
   }
   return nullptr;
 }
@@ -406,6 +411,11 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
     return ThrowRangeError(env, "mmap: fd " + std::to_string(fd) + " is invalid");
   }
 
+  // A process.on('SIGBUS') listener added since the last mapping replaced the guard with libuv's
+  // handler, under which a revoked mapping would fault for ever; take the guard back here, where
+  // it costs nothing per access.
+  AssertFaultGuard();
+
   uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   uint64_t aligned = offset & ~(page - 1);
   uint64_t map_len = (offset - aligned) + length;  // both terms <= 2^53: no overflow
@@ -413,8 +423,9 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
   void* addr =
       mmap(nullptr, map_len, prot, MAP_SHARED, static_cast<int>(fd), static_cast<off_t>(aligned));
   if (addr == MAP_FAILED) {
+    int err = errno;  // before the message is built: allocation may overwrite errno
     return ThrowVfioError(
-        env, "mmap", errno,
+        env, "mmap", err,
         "fd " + std::to_string(fd) + " offset " + Hex(offset) + " length " + Hex(length), where);
   }
 
@@ -462,7 +473,10 @@ napi_value Memfd(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
-  if (fd < 0) return ThrowVfioError(env, "memfd_create", errno, name, ErrorContext{});
+  if (fd < 0) {
+    int err = errno;
+    return ThrowVfioError(env, "memfd_create", err, name, ErrorContext{});
+  }
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
     int err = errno;
     close(fd);

@@ -1,3 +1,4 @@
+import * as os from 'node:os';
 import * as util from 'node:util';
 
 import { native, type NativeErrorFactory } from '../native';
@@ -55,13 +56,33 @@ export class VfioError extends Error {
   }
 }
 
-/** The errno name for a positive errno (`1` -> `'EPERM'`). */
-export function errnoName(errno: number): string {
-  try {
-    return util.getSystemErrorName(-errno);
-  } catch {
-    return `E${errno}`;
+let errnoNames: Map<number, string> | undefined;
+
+/** os.constants.errno inverted; the first name wins for aliases (EAGAIN over EWOULDBLOCK). */
+function osErrnoName(errno: number): string | undefined {
+  if (errnoNames === undefined) {
+    errnoNames = new Map();
+    for (const [name, value] of Object.entries(os.constants.errno)) {
+      if (!errnoNames.has(value)) errnoNames.set(value, name);
+    }
   }
+  return errnoNames.get(errno);
+}
+
+/**
+ * The errno name for a positive errno (`1` -> `'EPERM'`, `35` -> `'EDEADLK'`), or `E<number>` for
+ * one that has no name. libuv answers errnos it does not know (EDEADLK among them) with the
+ * sentence "Unknown system error -N" rather than throwing, so only a real name is taken from it.
+ */
+export function errnoName(errno: number): string {
+  let name: string | undefined;
+  try {
+    name = util.getSystemErrorName(-errno);
+  } catch {
+    // Not a negative integer libuv accepts: fall through to the other sources.
+  }
+  if (name !== undefined && /^E[A-Z0-9]+$/.test(name)) return name;
+  return osErrnoName(errno) ?? `E${errno}`;
 }
 
 const RLIM_INFINITY = 0xffff_ffff_ffff_ffffn;
@@ -86,6 +107,12 @@ export function memlockHint(): string {
   );
 }
 
+/**
+ * The operations that pin memory for DMA, the only ones whose ENOMEM can come from RLIMIT_MEMLOCK.
+ * (The type1 IOMMU pins on map; the sPAPR IOMMU's memory registration is not driven here.)
+ */
+const PINNING_OPS: ReadonlySet<string> = new Set(['VFIO_IOMMU_MAP_DMA']);
+
 /** Context for {@link hintFor}. */
 export interface HintContext {
   op: string;
@@ -96,7 +123,8 @@ export interface HintContext {
 
 /**
  * The hint for the common failures: permissions on /dev/vfio, a busy group, a missing group node,
- * RLIMIT_MEMLOCK, a region that cannot be mapped there, a revoked mapping, use after close.
+ * RLIMIT_MEMLOCK when pinning memory for DMA, no room for a mapping, a region that cannot be mapped
+ * there, a revoked mapping, use after close.
  * Returns undefined when there is nothing better to say than the error itself.
  */
 export function hintFor(ctx: HintContext): string | undefined {
@@ -132,7 +160,13 @@ export function hintFor(ctx: HintContext): string | undefined {
       if (path === '/dev/vfio/vfio') return 'VFIO is not available: modprobe vfio-pci (and enable the IOMMU)';
       return undefined;
     case 'ENOMEM':
-      if (op.startsWith('VFIO_') || op === 'mmap') return memlockHint();
+      if (PINNING_OPS.has(op)) return memlockHint();
+      if (op === 'mmap') {
+        return (
+          'no room for the mapping: the address space is exhausted (ulimit -v) or the process has ' +
+          'reached vm.max_map_count mappings (sysctl vm.max_map_count); close unused mappings or raise the limit'
+        );
+      }
       return undefined;
     case 'EINVAL':
       if (op === 'mmap') {

@@ -63,6 +63,12 @@ const ARRAY_FOR_WIDTH = {
  * `'ECLOSED'`; an access that faults (vfio-pci revoked the mapping) is a `VfioError` with code
  * `'SIGBUS'` and the process carries on.
  *
+ * The SIGBUS guard is re-asserted each time a mapping is created: if a `process.on('SIGBUS')`
+ * listener (or another library) has installed its own handler since, that handler becomes the one
+ * the guard chains to for every SIGBUS that is not an accessor's fault, and the guard takes its
+ * place again. Add such listeners before creating mappings, or create a mapping afterwards: until
+ * then, a fault on a revoked mapping goes to that handler instead of becoming a `VfioError`.
+ *
  * The mapping is unmapped by {@link Mapping.close}, when it is garbage-collected, or when its
  * environment (thread) exits. It does not own the fd: close the fd whenever convenient.
  */

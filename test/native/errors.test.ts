@@ -1,6 +1,12 @@
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
 import { VfioError } from '../../lib';
 import { errnoName, hintFor, makeNativeError, memlockHint } from '../../lib/vfio/errors';
 import { native } from '../../lib/native';
+import { ROOT } from './helpers';
 
 describe('VfioError', () => {
   test('carries every field and puts the hint in the message', () => {
@@ -51,6 +57,16 @@ describe('VfioError', () => {
     ).toBeInstanceOf(TypeError);
     expect(errnoName(1)).toBe('EPERM');
   });
+
+  test('errnoName names errnos libuv does not know, and never returns a sentence', () => {
+    // libuv has no name for EDEADLK: util.getSystemErrorName answers "Unknown system error -35".
+    expect(errnoName(35)).toBe('EDEADLK');
+    expect(errnoName(9999)).toBe('E9999');
+    expect(makeNativeError('VfioError', 'ioctl', undefined, 35, 'm', undefined, undefined)).toMatchObject({
+      code: 'EDEADLK',
+      errno: 35,
+    });
+  });
 });
 
 describe('hints', () => {
@@ -76,6 +92,17 @@ describe('hints', () => {
     expect(memlockHint()).toBe(hint);
   });
 
+  test('ENOMEM names RLIMIT_MEMLOCK only where memory is pinned for DMA', () => {
+    const mmap = hintFor({ op: 'mmap', code: 'ENOMEM' })!;
+    expect(mmap).toMatch(/address space/);
+    expect(mmap).toMatch(/vm\.max_map_count/);
+    expect(mmap).not.toMatch(/MEMLOCK/);
+    for (const op of ['VFIO_DEVICE_GET_REGION_INFO', 'VFIO_GROUP_GET_DEVICE_FD', 'VFIO_SET_IOMMU']) {
+      expect(hintFor({ op, code: 'ENOMEM' })).toBeUndefined();
+    }
+    expect(hintFor({ op: 'memfd_create', code: 'ENOMEM' })).toBeUndefined();
+  });
+
   test('EINVAL from mmap: the region is not mappable there', () => {
     expect(hintFor({ op: 'mmap', code: 'EINVAL' })).toMatch(/not mappable there.*sparse-mmap/);
     expect(hintFor({ op: 'VFIO_SET_IOMMU', code: 'EINVAL' })).toBeUndefined();
@@ -84,5 +111,46 @@ describe('hints', () => {
   test('SIGBUS and ECLOSED', () => {
     expect(hintFor({ op: 'mapping.read32', code: 'SIGBUS' })).toMatch(/memory decode/);
     expect(hintFor({ op: 'mapping.read32', code: 'ECLOSED' })).toMatch(/closed/);
+  });
+});
+
+describe('errno', () => {
+  // The shim makes every C++ allocation overwrite errno, so a failure path that builds strings or
+  // an ErrorContext before reading errno reports EDOM (33) instead of the syscall's errno.
+  test('is captured before the error is built, even when allocation clobbers it', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-bridge-errno-'));
+    try {
+      const shim = path.join(dir, 'errno_clobber.so');
+      const build = spawnSync(
+        'g++',
+        ['-shared', '-fPIC', '-O2', path.join(__dirname, 'errno_clobber.cc'), '-o', shim],
+        { encoding: 'utf8' },
+      );
+      expect(build.stderr).toBe('');
+      expect(build.status).toBe(0);
+      const script = `
+        const fs = require('node:fs');
+        const { Mapping } = require('./lib');
+        const { native } = require('./lib/native');
+        const codes = {};
+        const attempt = (name, fn) => { try { fn(); codes[name] = 'no error'; } catch (e) { codes[name] = e.code; } };
+        attempt('open', () => native.openFd('/nonexistent-vfio-bridge-dir/a-path-longer-than-sso'));
+        const fd = fs.openSync('/dev/null', 'r');
+        fs.closeSync(fd);
+        attempt('mmap', () => Mapping.fromFd(fd, 4096, 4096));
+        attempt('memfd_create', () => native.memfd('x'.repeat(300), 4096));
+        console.log(JSON.stringify(codes));
+      `;
+      const r = spawnSync(process.execPath, ['-r', '@swc-node/register', '-e', script], {
+        cwd: ROOT,
+        encoding: 'utf8',
+        timeout: 20_000,
+        env: { ...process.env, LD_PRELOAD: shim },
+      });
+      expect(r.status).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ open: 'ENOENT', mmap: 'EBADF', memfd_create: 'EINVAL' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
@@ -144,5 +145,85 @@ describe('SIGBUS outside the accessors keeps its normal behaviour', () => {
     );
     expect(r.stdout.trim()).toBe('chained');
     expect(r.status).toBe(0);
+  });
+});
+
+describe('a SIGBUS listener added after the guard', () => {
+  // The child is bounded: before the guard was re-asserted, the faulting access looped for ever.
+  const run = (script: string) =>
+    spawnSync(process.execPath, ['-r', '@swc-node/register', '-e', script], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 20_000,
+      killSignal: 'SIGKILL',
+    });
+  const prelude = `
+    const fs = require('node:fs');
+    const { Mapping, VfioError, memfd } = require('./lib');
+    const first = memfd('vfio-bridge-first', 4096);
+    Mapping.fromFd(first, 0, 4096).close();
+    process.on('SIGBUS', () => { console.log('listener'); process.exit(0); });
+    const fd = memfd('vfio-bridge-second', 4096);
+    const m = Mapping.fromFd(fd, 0, 4096); // re-asserts the guard over the listener's handler
+  `;
+
+  test('does not stop a revoked mapping from faulting into a VfioError', () => {
+    const r = run(
+      `${prelude}
+       fs.ftruncateSync(fd, 0);
+       try { m.read32(0); console.log('no fault'); } catch (e) { console.log(e instanceof VfioError ? e.code : String(e)); }
+       process.exit(0);`,
+    );
+    expect(r.signal).toBeNull();
+    expect(r.stdout.trim()).toBe('SIGBUS');
+    expect(r.status).toBe(0);
+  });
+
+  test('still hears a SIGBUS sent to the process', () => {
+    const r = run(
+      `${prelude}
+       process.kill(process.pid, 'SIGBUS'); setTimeout(() => process.exit(3), 5000);`,
+    );
+    expect(r.stdout.trim()).toBe('listener');
+    expect(r.status).toBe(0);
+  });
+});
+
+describe('a SIGBUS at a guarded instruction', () => {
+  // A sent signal can arrive while the instruction pointer is at a guarded access (on the return
+  // from a page fault, say); only the kernel's own fault may be turned into an access error. The
+  // harness calls the guard's handler with a crafted siginfo, as the kernel would deliver it.
+  test('is redirected only when the kernel raised it; a sent one is chained', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-bridge-guard-'));
+    try {
+      const exe = path.join(dir, 'harness');
+      const build = spawnSync(
+        'g++',
+        [
+          '-std=c++20',
+          '-O2',
+          `-I${path.join(ROOT, 'native')}`,
+          path.join(__dirname, 'fault_guard_harness.cc'),
+          path.join(ROOT, 'native', 'fault_guard.cc'),
+          path.join(ROOT, 'native', 'accessors_x86_64.S'),
+          '-o',
+          exe,
+        ],
+        { encoding: 'utf8' },
+      );
+      expect(build.stderr).toBe('');
+      expect(build.status).toBe(0);
+      const r = spawnSync(exe, { encoding: 'utf8', timeout: 20_000 });
+      expect(r.status).toBe(0);
+      const [SI_USER, SI_QUEUE, SI_TKILL, BUS_ADRERR] = [0, -1, -6, 2];
+      expect(r.stdout.trim().split('\n')).toEqual([
+        `${SI_USER} chained=1 redirected=0`,
+        `${SI_QUEUE} chained=1 redirected=0`,
+        `${SI_TKILL} chained=1 redirected=0`,
+        `${BUS_ADRERR} chained=0 redirected=1`,
+      ]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { ROOT, tempDir } from './helpers';
+import { ROOT, memfdMapping, tempDir } from './helpers';
 
 const LIB = JSON.stringify(path.join(ROOT, 'lib'));
 const NATIVE = JSON.stringify(path.join(ROOT, 'lib', 'native'));
@@ -108,6 +108,8 @@ describe('native resources are released without close()', () => {
   });
 
   test('workers have their own state: a mapping works in a worker while the main thread uses its own', async () => {
+    const main = memfdMapping(4096, 'vfio-bridge-main');
+    main.mapping.write32(0, 0xa5a5a5a5);
     const worker = new Worker(
       `
       require('@swc-node/register');
@@ -116,11 +118,19 @@ describe('native resources are released without close()', () => {
       const { Mapping, VfioError, memfd } = require(${LIB});
       const fd = memfd('vfio-bridge-worker', 4096);
       const m = Mapping.fromFd(fd, 0, 4096);
-      m.write64(8, 0x0102030405060708n);
+      // Each direction goes through the fd on one side and the worker's mapping on the other, so
+      // the values can only round-trip if that mapping really reaches the memfd.
+      const viaFd = Buffer.alloc(8);
+      viaFd.writeBigUInt64LE(0x0102030405060708n);
+      fs.writeSync(fd, viaFd, 0, 8, 8);
+      const read = String(m.read64(8));
+      m.write32(16, 0xcafef00d);
+      const back = Buffer.alloc(4);
+      fs.readSync(fd, back, 0, 4, 16);
       let closed;
       m.close();
       try { m.read8(0); } catch (e) { closed = e instanceof VfioError && e.code; }
-      parentPort.postMessage({ fd, value: m.closed, closed, read: String(0x0102030405060708n) });
+      parentPort.postMessage({ fd, value: m.closed, closed, read, written: back.readUInt32LE(0) });
       `,
       { eval: true },
     );
@@ -129,7 +139,15 @@ describe('native resources are released without close()', () => {
       worker.once('error', reject);
     });
     fs.closeSync(reply.fd);
-    expect(reply).toEqual({ fd: reply.fd, value: true, closed: 'ECLOSED', read: '72623859790382856' });
+    expect(reply).toEqual({
+      fd: reply.fd,
+      value: true,
+      closed: 'ECLOSED',
+      read: '72623859790382856',
+      written: 0xcafef00d,
+    });
     await worker.terminate();
+    expect(main.mapping.read32(0)).toBe(0xa5a5a5a5);
+    main.dispose();
   });
 });

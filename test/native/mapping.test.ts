@@ -65,8 +65,12 @@ describe('Mapping on a memfd', () => {
   test('offsets >= 2^32 do not alias low offsets', () => {
     // The fast path writes only the low word; a large offset must be rejected, not wrapped to 0.
     expect(() => t.mapping.read32(2 ** 32)).toThrow(RangeError);
+    t.mapping.write32(0, 0x600dcafe);
     expect(() => t.mapping.read32(2 ** 32)).toThrow(/offset 4294967296 width 4 .*length 8192/);
-    expect(t.mapping.read32(0)).toBe(t.mapping.read32(0));
+    expect(() => t.mapping.write32(2 ** 32, 0xbadbad00)).toThrow(/offset 4294967296 width 4 .*length 8192/);
+    expect(() => t.mapping.write8(2 ** 32 + 1, 0xbb)).toThrow(RangeError);
+    expect(t.mapping.read32(0)).toBe(0x600dcafe);
+    expect(t.bytes(0, 4)).toEqual(Buffer.from([0xfe, 0xca, 0x0d, 0x60]));
   });
 
   test.each(WIDTHS)(
@@ -146,6 +150,17 @@ describe('Mapping on a memfd', () => {
     expect(() => t.mapping.readBlock(0, 4, 4, new Uint16Array(8))).toThrow(TypeError);
     expect(() => t.mapping.writeBlock(0, new Uint8Array(3), 2)).toThrow(/not a multiple of width 2/);
     expect(() => t.mapping.readBlock(0, 1, 3 as AccessSize)).toThrow(RangeError);
+    // An offset past the end names the whole block, not a zero-width access.
+    expect(() => t.mapping.readBlock(SIZE + 4, 2, 4)).toThrow(
+      new RangeError(
+        `mapping.readBlock: offset ${SIZE + 4} count 2 width 4 is outside the mapping (length ${SIZE})`,
+      ),
+    );
+    expect(() => t.mapping.writeBlock(SIZE + 1, new Uint16Array(3), 2)).toThrow(
+      new RangeError(
+        `mapping.writeBlock: offset ${SIZE + 1} count 3 width 2 is outside the mapping (length ${SIZE})`,
+      ),
+    );
     expect(t.bytes(0, SIZE)).toEqual(before);
   });
 
