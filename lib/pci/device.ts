@@ -27,6 +27,7 @@ import {
 import { formatDump } from './dump';
 import { Msix, type MsixLayout } from './msix';
 import { DEFAULT_QUIRKS, type QuirkContext, type QuirkDefinition, quirkMatches } from './quirks';
+import { type DeviceErrorEvent, DeviceReporter, type DeviceReportOptions } from './report';
 import {
   checkAccessSize,
   checkInteger,
@@ -42,7 +43,7 @@ import {
 export type MsixRelocation = 'off' | 'auto' | 'bar0' | 'bar1' | 'bar2' | 'bar3' | 'bar4' | 'bar5';
 
 /** Options of {@link VfioPciDevice.open}. */
-export interface VfioPciDeviceOptions {
+export interface VfioPciDeviceOptions extends DeviceReportOptions {
   /** Vendor ID presented to the guest and used for quirk matching (QEMU's x-pci-vendor-id). */
   vendorId?: number;
   /** Device ID presented to the guest and used for quirk matching (QEMU's x-pci-device-id). */
@@ -149,6 +150,7 @@ export class VfioPciDevice implements Disposable {
   #closed = false;
   #removeCloser: () => void;
   #release: (() => void) | null = null;
+  #reporter: DeviceReporter;
 
   private constructor(bus: PciBus, device: VfioDeviceLike, opts: VfioPciDeviceOptions) {
     if (typeof device !== 'object' || device === null || typeof device.regionInfo !== 'function') {
@@ -158,6 +160,7 @@ export class VfioPciDevice implements Disposable {
     this.bus = bus;
     this.device = device;
     this.bdf = device.bdf;
+    this.#reporter = new DeviceReporter(opts);
 
     const cfg = device.regionInfo(VFIO_PCI_CONFIG_REGION_INDEX);
     if (cfg.size < 0x40) throw new RangeError(`${this.bdf}: config region of ${cfg.size} bytes is too small`);
@@ -266,6 +269,28 @@ export class VfioPciDevice implements Disposable {
   /** True once closed. */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** How many guest accesses the device could not serve as asked since it was opened. */
+  get deviceErrorCount(): number {
+    return this.#reporter.count;
+  }
+
+  /**
+   * Subscribes to guest accesses the device could not serve as asked (the reasons are listed on `DeviceErrorReason`).
+   * They never throw at the VMM: they are counted, logged at a limited rate and reported here.
+   */
+  on(event: 'device-error', fn: (e: DeviceErrorEvent) => void): this {
+    if (event !== 'device-error') throw new TypeError(`unknown event '${String(event)}'`);
+    this.#reporter.on(fn);
+    return this;
+  }
+
+  /** Removes a subscription made with {@link VfioPciDevice.on}. */
+  off(event: 'device-error', fn: (e: DeviceErrorEvent) => void): this {
+    if (event !== 'device-error') throw new TypeError(`unknown event '${String(event)}'`);
+    this.#reporter.off(fn);
+    return this;
   }
 
   // ---- configuration space ------------------------------------------------------------------
@@ -559,6 +584,7 @@ export class VfioPciDevice implements Disposable {
           readBar: (o, s) => this.device.read(bar.index, o, s),
           writeBar: (o, s, v) => this.device.write(bar.index, o, s, v),
           msix: this.msix,
+          report: (e) => this.#reporter.report({ bdf: this.bdf, ...e }),
         };
         for (const ov of q.overlays(ctx)) {
           if (ov.offset < 0 || ov.size <= 0 || ov.offset + ov.size > bar.regionSize) {

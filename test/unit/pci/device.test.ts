@@ -1,6 +1,23 @@
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
-import { FakeVfioDevice } from './fake-device';
+import { type DeviceErrorEvent, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
 import { barRanges, e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from './helpers';
+
+/** An RTL8168-like device: I/O BAR 0, the window in 64-bit BAR 2, MSI-X in 64-bit BAR 4. */
+function rtl8168Spec(): FakeDeviceSpec {
+  return {
+    bdf: '0000:02:00.0',
+    vendorId: 0x10ec,
+    deviceId: 0x8168,
+    bars: [
+      { size: 0x100, type: 'io' },
+      null,
+      { size: 0x1000, type: 'mem64' },
+      null,
+      { size: 0x4000, type: 'mem64' },
+    ],
+    msix: { entries: 4, tableBar: 4, tableOffset: 0, pbaBar: 4, pbaOffset: 0x800 },
+  };
+}
 
 function open(spec = e1000eSpec(), opts = {}) {
   const bus = new PciBus();
@@ -198,20 +215,7 @@ describe('ID override and the RTL8168 window quirk', () => {
   });
 
   it('redirects window accesses that target the MSI-X table to the emulated table', () => {
-    const spec = {
-      bdf: '0000:02:00.0',
-      vendorId: 0x10ec,
-      deviceId: 0x8168,
-      bars: [
-        { size: 0x100, type: 'io' as const },
-        null,
-        { size: 0x1000, type: 'mem64' as const },
-        null,
-        { size: 0x4000, type: 'mem64' as const },
-      ],
-      msix: { entries: 4, tableBar: 4, tableOffset: 0, pbaBar: 4, pbaOffset: 0x800 },
-    };
-    const { bus, fake, dev } = open(spec);
+    const { bus, fake, dev } = open(rtl8168Spec());
     placeBar(dev, 2, 0xf0000000);
     enableDecode(dev);
     fake.take();
@@ -230,6 +234,73 @@ describe('ID override and the RTL8168 window quirk', () => {
     // An index past the table is never redirected.
     bus.mmioWrite(0xf0000074, 4, 0x80010ff0);
     expect(dev.msix?.vectors().map((v) => v.data)).toEqual([0, 0x4041, 0, 0]);
+  });
+
+  it('refuses unaligned and out-of-table window accesses without throwing, and reports them', () => {
+    const { bus, fake, dev } = open(rtl8168Spec(), { log: null });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    bus.mmioWrite(0xf0000070, 4, 0x4041);
+    fake.take();
+    // A table write at an unaligned offset: dropped, and it never reaches the device either.
+    expect(() => bus.mmioWrite(0xf0000074, 4, 0x80010002)).not.toThrow();
+    expect(fake.take()).toEqual([]);
+    expect(dev.msix?.vectors().map((v) => v.data)).toEqual([0, 0, 0, 0]);
+    // A table read at an unaligned offset, and one past the table: QEMU 7.2 reads a refused table
+    // access as 0, replacing what the device returned.
+    bus.mmioWrite(0xf0000074, 4, 0x00010002);
+    expect(bus.mmioRead(0xf0000070, 4)).toBe(0);
+    bus.mmioWrite(0xf0000074, 4, 0x00010ff0);
+    expect(bus.mmioRead(0xf0000070, 4)).toBe(0);
+    // An index past the table is dropped the same way.
+    bus.mmioWrite(0xf0000074, 4, 0x80010ff0);
+    expect(dev.msix?.vectors().map((v) => v.data)).toEqual([0, 0, 0, 0]);
+    expect(events).toEqual([
+      { bdf: '0000:02:00.0', reason: 'msix-window', isWrite: true, where: 'msix-table', offset: 2, size: 4 },
+      { bdf: '0000:02:00.0', reason: 'msix-window', isWrite: false, where: 'msix-table', offset: 2, size: 4 },
+      {
+        bdf: '0000:02:00.0',
+        reason: 'msix-window',
+        isWrite: false,
+        where: 'msix-table',
+        offset: 0xff0,
+        size: 4,
+      },
+      {
+        bdf: '0000:02:00.0',
+        reason: 'msix-window',
+        isWrite: true,
+        where: 'msix-table',
+        offset: 0xff0,
+        size: 4,
+      },
+    ]);
+    expect(dev.deviceErrorCount).toBe(4);
+    expect(bus.memory.unassignedCount).toBe(0);
+  });
+
+  it('drops and reports window table writes on a device without MSI-X, and reads the device', () => {
+    const { bus, fake, dev } = open(ivshmemSpec(), { vendorId: 0x10ec, deviceId: 0x8168, log: null });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    bus.mmioWrite(0xf0000070, 4, 0x1234);
+    fake.take();
+    expect(() => bus.mmioWrite(0xf0000074, 4, 0x80010018)).not.toThrow();
+    expect(() => bus.mmioWrite(0xf0000074, 4, 0x80010002)).not.toThrow();
+    // The guest's vector never reaches the device.
+    expect(fake.take()).toEqual([]);
+    // With no table to redirect to, a latched table address reads the device, as QEMU does.
+    bus.mmioWrite(0xf0000074, 4, 0x00010002);
+    expect(bus.mmioRead(0xf0000070, 4)).toBe(0x1234);
+    expect(events.map((e) => [e.reason, e.isWrite, e.offset])).toEqual([
+      ['msix-window', true, 0x18],
+      ['msix-window', true, 2],
+    ]);
+    expect(dev.deviceErrorCount).toBe(2);
   });
 });
 
