@@ -27,7 +27,7 @@ import {
 import { formatDump } from './dump';
 import { Msix, type MsixLayout } from './msix';
 import { DEFAULT_QUIRKS, type QuirkContext, type QuirkDefinition, quirkMatches } from './quirks';
-import { type DeviceErrorEvent, DeviceReporter, type DeviceReportOptions } from './report';
+import { type DeviceErrorEvent, DeviceReporter, type DeviceReportOptions, isVfioError } from './report';
 import {
   checkAccessSize,
   checkInteger,
@@ -486,12 +486,53 @@ export class VfioPciDevice implements Disposable {
     return { ...l, tableBar: target, pbaBar: target, tableOffset, pbaOffset: tableOffset + tableBytes };
   }
 
+  /**
+   * One pread on region `index` for a guest access. A VFIO failure (e.g. EIO while the guest keeps
+   * the device in D3hot) reads as all-ones and is reported, as QEMU's vfio_region_read does; any
+   * other error is a bug and propagates.
+   */
+  #fdRead(index: number, where: string, offset: number, size: AccessSize): number | bigint {
+    try {
+      return this.device.read(index, offset, size);
+    } catch (e) {
+      if (!isVfioError(e)) throw e;
+      this.#reporter.report({
+        bdf: this.bdf,
+        reason: 'fd-error',
+        isWrite: false,
+        where,
+        offset,
+        size,
+        error: e,
+      });
+      return size === 8 ? 0xffff_ffff_ffff_ffffn : 2 ** (size * 8) - 1;
+    }
+  }
+
+  /** One pwrite on region `index` for a guest access; a VFIO failure drops the write and is reported. */
+  #fdWrite(index: number, where: string, offset: number, size: AccessSize, value: number | bigint): void {
+    try {
+      this.device.write(index, offset, size, value);
+    } catch (e) {
+      if (!isVfioError(e)) throw e;
+      this.#reporter.report({
+        bdf: this.bdf,
+        reason: 'fd-error',
+        isWrite: true,
+        where,
+        offset,
+        size,
+        error: e,
+      });
+    }
+  }
+
   #fdOps(index: number): MemoryRegionOps {
-    const dev = this.device;
+    const where = `${this.bdf} BAR ${index}`;
     const access = { minAccessSize: 1 as AccessSize, maxAccessSize: 8 as AccessSize, unaligned: false };
     return {
-      read: (o, s) => dev.read(index, o, s),
-      write: (o, s, v) => dev.write(index, o, s, v),
+      read: (o, s) => this.#fdRead(index, where, o, s),
+      write: (o, s, v) => this.#fdWrite(index, where, o, s, v),
       valid: access,
       impl: access,
     };
@@ -581,8 +622,8 @@ export class VfioPciDevice implements Disposable {
           bdf: this.bdf,
           bar: bar.index,
           ids,
-          readBar: (o, s) => this.device.read(bar.index, o, s),
-          writeBar: (o, s, v) => this.device.write(bar.index, o, s, v),
+          readBar: (o, s) => this.#fdRead(bar.index, region.name, o, s),
+          writeBar: (o, s, v) => this.#fdWrite(bar.index, region.name, o, s, v),
           msix: this.msix,
           report: (e) => this.#reporter.report({ bdf: this.bdf, ...e }),
         };
@@ -618,10 +659,10 @@ export class VfioPciDevice implements Disposable {
     }
     if (info.size === 0) return;
     const rom = new BarState(ROM_SLOT, 'mem32', false, info.size, info.size, 0);
-    const dev = this.device;
     const access = { minAccessSize: 1 as AccessSize, maxAccessSize: 4 as AccessSize, unaligned: false };
-    rom.base = MemoryRegion.io(`vfio[${this.bdf}].rom`, info.size, {
-      read: (o, s) => dev.read(VFIO_PCI_ROM_REGION_INDEX, o, s),
+    const name = `vfio[${this.bdf}].rom`;
+    rom.base = MemoryRegion.io(name, info.size, {
+      read: (o, s) => this.#fdRead(VFIO_PCI_ROM_REGION_INDEX, name, o, s),
       // The ROM is read-only: writes are dropped, as a real ROM drops them.
       write: () => undefined,
       valid: access,

@@ -20,9 +20,9 @@ export interface QuirkContext {
   readonly bdf: string;
   readonly bar: number;
   readonly ids: PresentedIds;
-  /** One pread of exactly `size` bytes at `offset` in the BAR, bypassing every overlay. */
+  /** One pread of exactly `size` bytes at `offset` in the BAR, bypassing every overlay; a VFIO failure reads as all-ones and is reported. */
   readBar(offset: number, size: AccessSize): number | bigint;
-  /** One pwrite of exactly `size` bytes at `offset` in the BAR, bypassing every overlay. */
+  /** One pwrite of exactly `size` bytes at `offset` in the BAR, bypassing every overlay; a VFIO failure drops it and is reported. */
   writeBar(offset: number, size: AccessSize, value: number | bigint): void;
   /** The emulated MSI-X table, when the device has one. */
   readonly msix: Msix | null;

@@ -304,6 +304,123 @@ describe('ID override and the RTL8168 window quirk', () => {
   });
 });
 
+/** An error shaped as lib/vfio's VfioError, without loading the native addon. */
+class FakeVfioError extends Error {
+  override readonly name = 'VfioError';
+  constructor(
+    readonly code: string,
+    readonly op: string,
+  ) {
+    super(`${op} failed: ${code}`);
+  }
+}
+
+/** A fake device whose fd accesses to the regions in `failing` throw `error`. */
+class FailingDevice extends FakeVfioDevice {
+  failing = new Set<number>();
+  error: Error = new FakeVfioError('EIO', 'pread');
+  override read(region: number, offset: number, size: 1 | 2 | 4 | 8): number | bigint {
+    if (this.failing.has(region)) throw this.error;
+    return super.read(region, offset, size);
+  }
+  override write(region: number, offset: number, size: 1 | 2 | 4 | 8, v: number | bigint): void {
+    if (this.failing.has(region)) throw this.error;
+    super.write(region, offset, size, v);
+  }
+}
+
+describe('device fd errors', () => {
+  function openFailing(spec: FakeDeviceSpec, opts = {}) {
+    const bus = new PciBus();
+    const fake = new FailingDevice(spec);
+    const dev = VfioPciDevice.open(bus, fake, { log: null, ...opts });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    return { bus, fake, dev, events };
+  }
+
+  it('reads all-ones and drops writes when the fd refuses a BAR access, and reports each', () => {
+    const { bus, fake, dev, events } = openFailing(
+      { ...e1000eSpec(), rom: new Uint8Array(0x800) },
+      {
+        noMmap: true,
+      },
+    );
+    placeBar(dev, 0, 0xfebc0000);
+    placeBar(dev, 2, 0xc000);
+    dev.configWrite(0x30, 4, 0xfeb00001);
+    enableDecode(dev);
+    // The guest put the device in D3hot: the kernel now refuses BAR and ROM accesses with EIO.
+    for (const r of [0, 2, 6]) fake.failing.add(r);
+    fake.take();
+    expect(bus.mmioRead(0xfebc0010, 4)).toBe(0xffffffff);
+    expect(bus.mmioRead(0xfebc0010, 8)).toBe(0xffffffffffffffffn);
+    expect(() => bus.mmioWrite(0xfebc0010, 4, 1)).not.toThrow();
+    expect(bus.pioRead(0xc000, 2)).toBe(0xffff);
+    expect(() => bus.pioWrite(0xc000, 1, 1)).not.toThrow();
+    expect(bus.mmioRead(0xfeb00000, 4)).toBe(0xffffffff);
+    expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset, e.size])).toEqual([
+      ['fd-error', false, '0000:00:05.0 BAR 0', 0x10, 4],
+      ['fd-error', false, '0000:00:05.0 BAR 0', 0x10, 8],
+      ['fd-error', true, '0000:00:05.0 BAR 0', 0x10, 4],
+      ['fd-error', false, '0000:00:05.0 BAR 2', 0, 2],
+      ['fd-error', true, '0000:00:05.0 BAR 2', 0, 1],
+      ['fd-error', false, 'vfio[0000:00:05.0].rom', 0, 4],
+    ]);
+    expect(events.every((e) => e.error === fake.error)).toBe(true);
+    expect(dev.deviceErrorCount).toBe(6);
+    // Back in D0, the same accesses reach the device again.
+    fake.failing.clear();
+    bus.mmioWrite(0xfebc0010, 4, 0x1234);
+    expect(bus.mmioRead(0xfebc0010, 4)).toBe(0x1234);
+  });
+
+  it("reads all-ones and drops writes when a quirk's pass-through access fails", () => {
+    const { bus, fake, dev, events } = openFailing(ivshmemSpec(), { vendorId: 0x10ec, deviceId: 0x8168 });
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    fake.failing.add(2);
+    expect(bus.mmioRead(0xf0000070, 4)).toBe(0xffffffff);
+    expect(bus.mmioRead(0xf0000074, 4)).toBe(0xffffffff);
+    expect(() => bus.mmioWrite(0xf0000070, 4, 5)).not.toThrow();
+    expect(() => bus.mmioWrite(0xf0000074, 4, 0x20000)).not.toThrow();
+    expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset])).toEqual([
+      ['fd-error', false, '0000:00:06.0 BAR 2', 0x70],
+      ['fd-error', false, '0000:00:06.0 BAR 2', 0x74],
+      ['fd-error', true, '0000:00:06.0 BAR 2', 0x70],
+      ['fd-error', true, '0000:00:06.0 BAR 2', 0x74],
+    ]);
+  });
+
+  it('still throws errors that are not VFIO failures', () => {
+    const { bus, fake, dev } = openFailing(e1000eSpec(), { noMmap: true });
+    placeBar(dev, 0, 0xfebc0000);
+    enableDecode(dev);
+    fake.error = new TypeError('a bug');
+    fake.failing.add(0);
+    expect(() => bus.mmioRead(0xfebc0010, 4)).toThrow(TypeError);
+    expect(() => bus.mmioWrite(0xfebc0010, 4, 1)).toThrow(TypeError);
+    expect(dev.deviceErrorCount).toBe(0);
+  });
+
+  it('logs at a limited rate', () => {
+    const lines: string[] = [];
+    const { bus, fake, dev } = openFailing(e1000eSpec(), {
+      noMmap: true,
+      log: (l: string) => lines.push(l),
+      logIntervalMs: 1e9,
+    });
+    placeBar(dev, 0, 0xfebc0000);
+    enableDecode(dev);
+    fake.failing.add(0);
+    for (let i = 0; i < 5; i++) bus.mmioRead(0xfebc0010, 4);
+    expect(dev.deviceErrorCount).toBe(5);
+    expect(lines).toEqual([
+      "0000:00:05.0: fd-error read at 0x10 size 4 in '0000:00:05.0 BAR 0': pread failed: EIO",
+    ]);
+  });
+});
+
 describe('MSI-X', () => {
   it('overlays the table at the start of BAR 3 and leaves the rest of the page trapped-mmap', () => {
     const { dev } = open();
