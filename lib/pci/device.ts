@@ -295,26 +295,74 @@ export class VfioPciDevice implements Disposable {
 
   // ---- configuration space ------------------------------------------------------------------
 
-  /** One read of configuration space as the guest sees it (emulated bits merged over the device's). */
+  /**
+   * One read of configuration space as the guest sees it (emulated bits merged over the device's).
+   * Bytes past the end of config space read as ones, and a read the device fd refuses as all-ones;
+   * both are reported as `device-error` events, never thrown. A size other than 1, 2 or 4 or an
+   * offset that is not a non-negative integer is a programming error (RangeError/TypeError).
+   */
   configRead(offset: number, size: 1 | 2 | 4): number {
     this.#checkOpen();
     this.#checkConfig(offset, size);
+    if (offset + size > this.configSize) {
+      // As a PCI host does: nothing answers past the end, so those bytes read as ones.
+      this.#reporter.report({
+        bdf: this.bdf,
+        reason: 'config-range',
+        isWrite: false,
+        where: 'config',
+        offset,
+        size,
+      });
+      let v = 0;
+      for (let i = size - 1; i >= 0; i--) {
+        const at = offset + i;
+        v = v * 256 + (at < this.configSize ? this.#configReadIn(at, 1) : 0xff);
+      }
+      return v;
+    }
+    return this.#configReadIn(offset, size);
+  }
+
+  #configReadIn(offset: number, size: 1 | 2 | 4): number {
     const mask = this.#emu.maskAt(offset, size);
     const all = size === 4 ? 0xffffffff : 2 ** (size * 8) - 1;
     const emu = this.#emu.valueAt(offset, size);
     if (mask === all) return emu >>> 0;
-    return mergeBits(mask, emu, this.#phys(offset, size), size);
+    const phys = Number(this.#fdRead(VFIO_PCI_CONFIG_REGION_INDEX, 'config', offset, size));
+    return mergeBits(mask, emu, phys, size);
   }
 
   /**
    * One write of configuration space. Everything is written to the device, where the kernel does its
    * own filtering; BAR, ROM, command and MSI-X control changes also update the region stacks.
+   * Bytes past the end of config space are dropped, and a write the device fd refuses is reported.
    */
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
     this.#checkOpen();
     this.#checkConfig(offset, size);
     checkValue(value, size, `${this.bdf} config write at ${hex(offset)}`);
-    this.device.write(VFIO_PCI_CONFIG_REGION_INDEX, offset, size, value);
+    if (offset + size > this.configSize) {
+      // As QEMU does, the bytes inside config space are written and the rest are dropped.
+      this.#reporter.report({
+        bdf: this.bdf,
+        reason: 'config-range',
+        isWrite: true,
+        where: 'config',
+        offset,
+        size,
+      });
+      for (let i = 0; offset + i < this.configSize && i < size; i++) {
+        this.#configWriteIn(offset + i, 1, Math.floor(value / 2 ** (8 * i)) & 0xff);
+      }
+      return;
+    }
+    this.#configWriteIn(offset, size, value);
+  }
+
+  #configWriteIn(offset: number, size: 1 | 2 | 4, value: number): void {
+    // A write the kernel refuses is reported; the emulated bits still follow the guest, as in QEMU.
+    this.#fdWrite(VFIO_PCI_CONFIG_REGION_INDEX, 'config', offset, size, value);
     this.#emu.write(offset, size, value);
     const end = offset + size;
     if (overlaps(offset, end, PCI_COMMAND, 2)) {
@@ -344,11 +392,6 @@ export class VfioPciDevice implements Disposable {
       throw new RangeError(`${this.bdf}: config access size ${size} is not 1, 2 or 4`);
     }
     checkInteger(offset, `${this.bdf} config offset`);
-    if (offset + size > this.configSize) {
-      throw new RangeError(
-        `${this.bdf}: config access of ${size} bytes at ${hex(offset)} exceeds config space of ${hex(this.configSize)} bytes`,
-      );
-    }
   }
 
   #phys(offset: number, size: 1 | 2 | 4): number {

@@ -164,11 +164,69 @@ describe('BAR registers', () => {
 
   it('rejects bad config accesses with typed errors', () => {
     const { dev } = open();
-    expect(() => dev.configRead(0xff, 2)).toThrow(RangeError);
     expect(() => dev.configRead(0, 3 as 1)).toThrow(RangeError);
+    expect(() => dev.configWrite(0, 8 as 1, 0)).toThrow(RangeError);
+    expect(() => dev.configRead(1.5, 1)).toThrow(RangeError);
+    expect(() => dev.configWrite(-4, 4, 0)).toThrow(RangeError);
+    expect(() => dev.configRead('4' as unknown as number, 1)).toThrow(TypeError);
     expect(() => dev.configRead(-1, 1)).toThrow(RangeError);
     expect(() => dev.configWrite(0x10, 2, 0x10000)).toThrow(RangeError);
     expect(() => dev.configWrite(0x10, 4, '1' as unknown as number)).toThrow(TypeError);
+  });
+});
+
+describe('guest config accesses the device cannot serve', () => {
+  it('reads all-ones past the end of config space, clips partial reads, and drops writes there', () => {
+    const { fake, dev } = open(e1000eSpec(), { log: null });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    fake.config[0xfe] = 0x12;
+    fake.config[0xff] = 0x34;
+    fake.configWmask.fill(0xff, 0xfc, 0x100);
+    fake.take();
+    expect(dev.configRead(0x100, 4)).toBe(0xffffffff);
+    expect(dev.configRead(0xffc, 1)).toBe(0xff);
+    // Partial: the bytes inside config space, then ones.
+    expect(dev.configRead(0xfe, 4)).toBe(0xffff3412);
+    expect(dev.configRead(0xff, 2)).toBe(0xff34);
+    expect(() => dev.configWrite(0x100, 4, 0xdeadbeef)).not.toThrow();
+    // A partial write reaches the device for the bytes inside config space only.
+    dev.configWrite(0xff, 2, 0xaa55);
+    expect(fake.config[0xff]).toBe(0x55);
+    expect(fake.take().filter((a) => a.isWrite)).toEqual([
+      { via: 'fd', region: 7, offset: 0xff, size: 1, isWrite: true, value: 0x55 },
+    ]);
+    expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset, e.size])).toEqual([
+      ['config-range', false, 'config', 0x100, 4],
+      ['config-range', false, 'config', 0xffc, 1],
+      ['config-range', false, 'config', 0xfe, 4],
+      ['config-range', false, 'config', 0xff, 2],
+      ['config-range', true, 'config', 0x100, 4],
+      ['config-range', true, 'config', 0xff, 2],
+    ]);
+  });
+
+  it('reports a config access the device fd refuses and keeps the emulated state', () => {
+    const fake = new FakeVfioDevice(e1000eSpec());
+    const bus = new PciBus();
+    const dev = VfioPciDevice.open(bus, fake, { log: null });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    const refuse = (): never => {
+      throw Object.assign(new Error('pwrite failed: EIO'), { name: 'VfioError', code: 'EIO' });
+    };
+    fake.write = refuse;
+    fake.read = refuse;
+    expect(() => dev.configWrite(0x10, 4, 0xfebc0000)).not.toThrow();
+    expect(() => dev.configWrite(0x0c, 1, 0x10)).not.toThrow();
+    // The BAR register is emulated, so it still holds the guest's address.
+    expect(dev.configRead(0x10, 4)).toBe(0xfebc0000);
+    expect(dev.configRead(0x0c, 1)).toBe(0xff);
+    expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset])).toEqual([
+      ['fd-error', true, 'config', 0x10],
+      ['fd-error', true, 'config', 0x0c],
+      ['fd-error', false, 'config', 0x0c],
+    ]);
   });
 });
 
