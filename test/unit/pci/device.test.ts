@@ -289,9 +289,11 @@ describe('ID override and the RTL8168 window quirk', () => {
     bus.mmioWrite(0xf0000074, 4, 0x00010018);
     expect(bus.mmioRead(0xf0000074, 4)).toBe(0x80010018);
     expect(bus.mmioRead(0xf0000070, 4)).toBe(0x4041);
-    // An index past the table is never redirected.
+    // An index past the table is never redirected, and the flagged write never reaches the device.
+    fake.take();
     bus.mmioWrite(0xf0000074, 4, 0x80010ff0);
     expect(dev.msix?.vectors().map((v) => v.data)).toEqual([0, 0x4041, 0, 0]);
+    expect(fake.take()).toEqual([]);
   });
 
   it('refuses unaligned and out-of-table window accesses without throwing, and reports them', () => {
