@@ -670,11 +670,23 @@ export class VfioPciDevice implements Disposable {
           msix: this.msix,
           report: (e) => this.#reporter.report({ bdf: this.bdf, ...e }),
         };
+        const skipped: string[] = [];
         for (const ov of q.overlays(ctx)) {
-          if (ov.offset < 0 || ov.size <= 0 || ov.offset + ov.size > bar.regionSize) {
+          if (
+            !Number.isSafeInteger(ov.offset) ||
+            !Number.isSafeInteger(ov.size) ||
+            ov.offset < 0 ||
+            ov.size <= 0
+          ) {
             throw new RangeError(
-              `${this.bdf} BAR ${bar.index}: quirk overlay ${ov.name} at ${hex(ov.offset)}+${hex(ov.size)} exceeds the BAR (${hex(bar.regionSize)} bytes)`,
+              `${this.bdf} BAR ${bar.index}: quirk overlay ${ov.name} at ${String(ov.offset)}+${String(ov.size)} needs an integer offset >= 0 and size > 0`,
             );
+          }
+          if (ov.offset + ov.size > bar.regionSize) {
+            // QEMU installs quirks without checking the BAR's size; a device presented under
+            // another's IDs can have a BAR too small for them. Skip the overlay, keep the device.
+            skipped.push(`${ov.name} at ${hex(ov.offset)}+${hex(ov.size)}`);
+            continue;
           }
           const mr = MemoryRegion.io(ov.name, ov.size, ov.ops);
           mr.tag = this.#tag(
@@ -686,6 +698,11 @@ export class VfioPciDevice implements Disposable {
           );
           region.addSubregion(mr, ov.offset, ov.priority ?? 1);
           bar.quirks.push(ov.name);
+        }
+        if (skipped.length > 0) {
+          this.#reporter.notice(
+            `${this.bdf} BAR ${bar.index}: quirk ${q.name} skipped overlays past the end of the BAR (${hex(bar.regionSize)} bytes): ${skipped.join(', ')}`,
+          );
         }
       }
     }

@@ -95,6 +95,11 @@ export class DeviceReporter {
     for (const fn of this.#listeners) fn(e);
   }
 
+  /** Logs one line at setup, where lines are few and bounded, so none is rate-limited away. */
+  notice(line: string): void {
+    this.#log?.(line);
+  }
+
   /** Logs one line, at most once per interval, counting the lines left out. */
   warn(line: string): void {
     if (this.#log === null) return;

@@ -807,7 +807,7 @@ describe('openByBdf', () => {
 });
 
 describe('quirk framework', () => {
-  it('installs declarative quirks matched by presented IDs and BAR, and rejects overlays outside the BAR', () => {
+  it('installs declarative quirks matched by presented IDs and BAR, and rejects malformed overlays', () => {
     const fake = new FakeVfioDevice(e1000eSpec());
     const seen: number[] = [];
     const quirk = {
@@ -840,11 +840,34 @@ describe('quirk framework', () => {
         .filter((r) => r.bar === 0)
         .map((r) => r.mapinfo),
     ).toEqual(['trapped-mmap', 'emulated', 'trapped-mmap', 'direct']);
-    const bad = { ...quirk, overlays: () => [{ ...quirk.overlays()[0], offset: 0x1fffe }] };
+    // A malformed overlay is a bug in the quirk: open fails and closes the mappings made so far.
+    const bad = { ...quirk, overlays: () => [{ ...quirk.overlays()[0], size: 0 }] };
     const fake2 = new FakeVfioDevice(e1000eSpec());
     expect(() => VfioPciDevice.open(new PciBus(), fake2, { quirks: [bad] })).toThrow(RangeError);
-    // The mappings made before the failure were closed.
     expect(fake2.mappings.every((m) => (m as unknown as { closed: boolean }).closed)).toBe(true);
+  });
+
+  it('skips an overlay running past the end of a small BAR with a one-line warning, and opens', () => {
+    // ivshmem with a 64-byte BAR 2 presented as an RTL8168: both window registers lie past its end.
+    const spec = ivshmemSpec();
+    spec.bars[2] = { size: 0x40, type: 'mem64' };
+    const lines: string[] = [];
+    const bus = new PciBus();
+    const dev = VfioPciDevice.open(bus, new FakeVfioDevice(spec), {
+      vendorId: 0x10ec,
+      deviceId: 0x8168,
+      log: (l) => lines.push(l),
+    });
+    expect(dev.bars[2]?.quirks).toEqual([]);
+    expect(lines).toEqual([
+      '0000:00:06.0 BAR 2: quirk rtl8168-window skipped overlays past the end of the BAR (0x40 bytes): ' +
+        'vfio-rtl8168-window-address-quirk at 0x74+0x4, vfio-rtl8168-window-data-quirk at 0x70+0x4',
+    ]);
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    // The BAR works, without the window: expanded to its page, as any sub-page BAR.
+    expect(barRanges(dev, 2)).toEqual([[0, 0x1000, '0000:00:06.0 BAR 2 mmaps[0]', 'direct']]);
+    expect(dev.deviceErrorCount).toBe(0);
   });
 });
 
