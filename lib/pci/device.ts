@@ -27,6 +27,7 @@ import {
 import { formatDump } from './dump';
 import { Msix, type MsixLayout } from './msix';
 import { DEFAULT_QUIRKS, type QuirkContext, type QuirkDefinition, quirkMatches } from './quirks';
+import { type DeviceErrorEvent, DeviceReporter, type DeviceReportOptions, isVfioError } from './report';
 import {
   checkAccessSize,
   checkInteger,
@@ -42,7 +43,7 @@ import {
 export type MsixRelocation = 'off' | 'auto' | 'bar0' | 'bar1' | 'bar2' | 'bar3' | 'bar4' | 'bar5';
 
 /** Options of {@link VfioPciDevice.open}. */
-export interface VfioPciDeviceOptions {
+export interface VfioPciDeviceOptions extends DeviceReportOptions {
   /** Vendor ID presented to the guest and used for quirk matching (QEMU's x-pci-vendor-id). */
   vendorId?: number;
   /** Device ID presented to the guest and used for quirk matching (QEMU's x-pci-device-id). */
@@ -149,6 +150,7 @@ export class VfioPciDevice implements Disposable {
   #closed = false;
   #removeCloser: () => void;
   #release: (() => void) | null = null;
+  #reporter: DeviceReporter;
 
   private constructor(bus: PciBus, device: VfioDeviceLike, opts: VfioPciDeviceOptions) {
     if (typeof device !== 'object' || device === null || typeof device.regionInfo !== 'function') {
@@ -158,6 +160,7 @@ export class VfioPciDevice implements Disposable {
     this.bus = bus;
     this.device = device;
     this.bdf = device.bdf;
+    this.#reporter = new DeviceReporter(opts);
 
     const cfg = device.regionInfo(VFIO_PCI_CONFIG_REGION_INDEX);
     if (cfg.size < 0x40) throw new RangeError(`${this.bdf}: config region of ${cfg.size} bytes is too small`);
@@ -268,28 +271,98 @@ export class VfioPciDevice implements Disposable {
     return this.#closed;
   }
 
+  /** How many guest accesses the device could not serve as asked since it was opened. */
+  get deviceErrorCount(): number {
+    return this.#reporter.count;
+  }
+
+  /**
+   * Subscribes to guest accesses the device could not serve as asked (the reasons are listed on `DeviceErrorReason`).
+   * They never throw at the VMM: they are counted, logged at a limited rate and reported here.
+   */
+  on(event: 'device-error', fn: (e: DeviceErrorEvent) => void): this {
+    if (event !== 'device-error') throw new TypeError(`unknown event '${String(event)}'`);
+    this.#reporter.on(fn);
+    return this;
+  }
+
+  /** Removes a subscription made with {@link VfioPciDevice.on}. */
+  off(event: 'device-error', fn: (e: DeviceErrorEvent) => void): this {
+    if (event !== 'device-error') throw new TypeError(`unknown event '${String(event)}'`);
+    this.#reporter.off(fn);
+    return this;
+  }
+
   // ---- configuration space ------------------------------------------------------------------
 
-  /** One read of configuration space as the guest sees it (emulated bits merged over the device's). */
+  /**
+   * One read of configuration space as the guest sees it (emulated bits merged over the device's).
+   * Bytes past the end of config space read as ones, and a read the device fd refuses as all-ones;
+   * both are reported as `device-error` events, never thrown. A size other than 1, 2 or 4 or an
+   * offset that is not a non-negative integer is a programming error (RangeError/TypeError).
+   */
   configRead(offset: number, size: 1 | 2 | 4): number {
     this.#checkOpen();
     this.#checkConfig(offset, size);
+    if (offset + size > this.configSize) {
+      // As a PCI host does: nothing answers past the end, so those bytes read as ones.
+      this.#reporter.report({
+        bdf: this.bdf,
+        reason: 'config-range',
+        isWrite: false,
+        where: 'config',
+        offset,
+        size,
+      });
+      let v = 0;
+      for (let i = size - 1; i >= 0; i--) {
+        const at = offset + i;
+        v = v * 256 + (at < this.configSize ? this.#configReadIn(at, 1) : 0xff);
+      }
+      return v;
+    }
+    return this.#configReadIn(offset, size);
+  }
+
+  #configReadIn(offset: number, size: 1 | 2 | 4): number {
     const mask = this.#emu.maskAt(offset, size);
     const all = size === 4 ? 0xffffffff : 2 ** (size * 8) - 1;
     const emu = this.#emu.valueAt(offset, size);
     if (mask === all) return emu >>> 0;
-    return mergeBits(mask, emu, this.#phys(offset, size), size);
+    const phys = Number(this.#fdRead(VFIO_PCI_CONFIG_REGION_INDEX, 'config', offset, size));
+    return mergeBits(mask, emu, phys, size);
   }
 
   /**
    * One write of configuration space. Everything is written to the device, where the kernel does its
    * own filtering; BAR, ROM, command and MSI-X control changes also update the region stacks.
+   * Bytes past the end of config space are dropped, and a write the device fd refuses is reported.
    */
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
     this.#checkOpen();
     this.#checkConfig(offset, size);
     checkValue(value, size, `${this.bdf} config write at ${hex(offset)}`);
-    this.device.write(VFIO_PCI_CONFIG_REGION_INDEX, offset, size, value);
+    if (offset + size > this.configSize) {
+      // As QEMU does, the bytes inside config space are written and the rest are dropped.
+      this.#reporter.report({
+        bdf: this.bdf,
+        reason: 'config-range',
+        isWrite: true,
+        where: 'config',
+        offset,
+        size,
+      });
+      for (let i = 0; offset + i < this.configSize && i < size; i++) {
+        this.#configWriteIn(offset + i, 1, Math.floor(value / 2 ** (8 * i)) & 0xff);
+      }
+      return;
+    }
+    this.#configWriteIn(offset, size, value);
+  }
+
+  #configWriteIn(offset: number, size: 1 | 2 | 4, value: number): void {
+    // A write the kernel refuses is reported; the emulated bits still follow the guest, as in QEMU.
+    this.#fdWrite(VFIO_PCI_CONFIG_REGION_INDEX, 'config', offset, size, value);
     this.#emu.write(offset, size, value);
     const end = offset + size;
     if (overlaps(offset, end, PCI_COMMAND, 2)) {
@@ -319,11 +392,6 @@ export class VfioPciDevice implements Disposable {
       throw new RangeError(`${this.bdf}: config access size ${size} is not 1, 2 or 4`);
     }
     checkInteger(offset, `${this.bdf} config offset`);
-    if (offset + size > this.configSize) {
-      throw new RangeError(
-        `${this.bdf}: config access of ${size} bytes at ${hex(offset)} exceeds config space of ${hex(this.configSize)} bytes`,
-      );
-    }
   }
 
   #phys(offset: number, size: 1 | 2 | 4): number {
@@ -461,12 +529,53 @@ export class VfioPciDevice implements Disposable {
     return { ...l, tableBar: target, pbaBar: target, tableOffset, pbaOffset: tableOffset + tableBytes };
   }
 
+  /**
+   * One pread on region `index` for a guest access. A VFIO failure (e.g. EIO while the guest keeps
+   * the device in D3hot) reads as all-ones and is reported, as QEMU's vfio_region_read does; any
+   * other error is a bug and propagates.
+   */
+  #fdRead(index: number, where: string, offset: number, size: AccessSize): number | bigint {
+    try {
+      return this.device.read(index, offset, size);
+    } catch (e) {
+      if (!isVfioError(e)) throw e;
+      this.#reporter.report({
+        bdf: this.bdf,
+        reason: 'fd-error',
+        isWrite: false,
+        where,
+        offset,
+        size,
+        error: e,
+      });
+      return size === 8 ? 0xffff_ffff_ffff_ffffn : 2 ** (size * 8) - 1;
+    }
+  }
+
+  /** One pwrite on region `index` for a guest access; a VFIO failure drops the write and is reported. */
+  #fdWrite(index: number, where: string, offset: number, size: AccessSize, value: number | bigint): void {
+    try {
+      this.device.write(index, offset, size, value);
+    } catch (e) {
+      if (!isVfioError(e)) throw e;
+      this.#reporter.report({
+        bdf: this.bdf,
+        reason: 'fd-error',
+        isWrite: true,
+        where,
+        offset,
+        size,
+        error: e,
+      });
+    }
+  }
+
   #fdOps(index: number): MemoryRegionOps {
-    const dev = this.device;
+    const where = `${this.bdf} BAR ${index}`;
     const access = { minAccessSize: 1 as AccessSize, maxAccessSize: 8 as AccessSize, unaligned: false };
     return {
-      read: (o, s) => dev.read(index, o, s),
-      write: (o, s, v) => dev.write(index, o, s, v),
+      read: (o, s) => this.#fdRead(index, where, o, s),
+      write: (o, s, v) => this.#fdWrite(index, where, o, s, v),
       valid: access,
       impl: access,
     };
@@ -556,15 +665,28 @@ export class VfioPciDevice implements Disposable {
           bdf: this.bdf,
           bar: bar.index,
           ids,
-          readBar: (o, s) => this.device.read(bar.index, o, s),
-          writeBar: (o, s, v) => this.device.write(bar.index, o, s, v),
+          readBar: (o, s) => this.#fdRead(bar.index, region.name, o, s),
+          writeBar: (o, s, v) => this.#fdWrite(bar.index, region.name, o, s, v),
           msix: this.msix,
+          report: (e) => this.#reporter.report({ bdf: this.bdf, ...e }),
         };
+        const skipped: string[] = [];
         for (const ov of q.overlays(ctx)) {
-          if (ov.offset < 0 || ov.size <= 0 || ov.offset + ov.size > bar.regionSize) {
+          if (
+            !Number.isSafeInteger(ov.offset) ||
+            !Number.isSafeInteger(ov.size) ||
+            ov.offset < 0 ||
+            ov.size <= 0
+          ) {
             throw new RangeError(
-              `${this.bdf} BAR ${bar.index}: quirk overlay ${ov.name} at ${hex(ov.offset)}+${hex(ov.size)} exceeds the BAR (${hex(bar.regionSize)} bytes)`,
+              `${this.bdf} BAR ${bar.index}: quirk overlay ${ov.name} at ${String(ov.offset)}+${String(ov.size)} needs an integer offset >= 0 and size > 0`,
             );
+          }
+          if (ov.offset + ov.size > bar.regionSize) {
+            // QEMU installs quirks without checking the BAR's size; a device presented under
+            // another's IDs can have a BAR too small for them. Skip the overlay, keep the device.
+            skipped.push(`${ov.name} at ${hex(ov.offset)}+${hex(ov.size)}`);
+            continue;
           }
           const mr = MemoryRegion.io(ov.name, ov.size, ov.ops);
           mr.tag = this.#tag(
@@ -576,6 +698,11 @@ export class VfioPciDevice implements Disposable {
           );
           region.addSubregion(mr, ov.offset, ov.priority ?? 1);
           bar.quirks.push(ov.name);
+        }
+        if (skipped.length > 0) {
+          this.#reporter.notice(
+            `${this.bdf} BAR ${bar.index}: quirk ${q.name} skipped overlays past the end of the BAR (${hex(bar.regionSize)} bytes): ${skipped.join(', ')}`,
+          );
         }
       }
     }
@@ -592,10 +719,10 @@ export class VfioPciDevice implements Disposable {
     }
     if (info.size === 0) return;
     const rom = new BarState(ROM_SLOT, 'mem32', false, info.size, info.size, 0);
-    const dev = this.device;
     const access = { minAccessSize: 1 as AccessSize, maxAccessSize: 4 as AccessSize, unaligned: false };
-    rom.base = MemoryRegion.io(`vfio[${this.bdf}].rom`, info.size, {
-      read: (o, s) => dev.read(VFIO_PCI_ROM_REGION_INDEX, o, s),
+    const name = `vfio[${this.bdf}].rom`;
+    rom.base = MemoryRegion.io(name, info.size, {
+      read: (o, s) => this.#fdRead(VFIO_PCI_ROM_REGION_INDEX, name, o, s),
       // The ROM is read-only: writes are dropped, as a real ROM drops them.
       write: () => undefined,
       valid: access,

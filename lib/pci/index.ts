@@ -8,6 +8,7 @@ export * from './config';
 export * from './bar';
 export * from './msix';
 export * from './quirks';
+export * from './report';
 export * from './mapinfo';
 export * from './bus';
 export * from './device';

@@ -1,5 +1,6 @@
 import type { AccessSize, MemoryRegionOps } from '../memory';
 import type { Msix } from './msix';
+import type { DeviceErrorEvent } from './report';
 
 /** The IDs a quirk is matched against: those the device presents to the guest (after any override). */
 export interface PresentedIds {
@@ -19,12 +20,14 @@ export interface QuirkContext {
   readonly bdf: string;
   readonly bar: number;
   readonly ids: PresentedIds;
-  /** One pread of exactly `size` bytes at `offset` in the BAR, bypassing every overlay. */
+  /** One pread of exactly `size` bytes at `offset` in the BAR, bypassing every overlay; a VFIO failure reads as all-ones and is reported. */
   readBar(offset: number, size: AccessSize): number | bigint;
-  /** One pwrite of exactly `size` bytes at `offset` in the BAR, bypassing every overlay. */
+  /** One pwrite of exactly `size` bytes at `offset` in the BAR, bypassing every overlay; a VFIO failure drops it and is reported. */
   writeBar(offset: number, size: AccessSize, value: number | bigint): void;
   /** The emulated MSI-X table, when the device has one. */
   readonly msix: Msix | null;
+  /** Reports a guest access the quirk could not serve, through the device's `device-error` event. */
+  report(e: Omit<DeviceErrorEvent, 'bdf'>): void;
 }
 
 /** One overlay region a quirk adds inside the BAR's IO region. */
@@ -67,7 +70,9 @@ const RTL_FLAG = 0x8000_0000;
  * RTL8168 drivers reach the MSI-X table through a window in BAR 2: a data register at 0x70 and an
  * address register at 0x74. An address of 0x1xxxx targets the table. Those accesses are redirected to
  * the emulated table, since the device's own table is owned by the host; every other window access
- * goes to the device at its original width.
+ * goes to the device at its original width. A table access the emulated table refuses (unaligned or
+ * outside it) is reported: a write is dropped, a read returns 0. Without MSI-X, table writes are
+ * dropped and reported, and reads see the device, as in QEMU.
  */
 export const rtl8168WindowQuirk: QuirkDefinition = {
   name: 'rtl8168-window',
@@ -78,6 +83,12 @@ export const rtl8168WindowQuirk: QuirkDefinition = {
     let addr = 0;
     let data = 0;
     const valid = { minAccessSize: 4 as AccessSize, maxAccessSize: 4 as AccessSize, unaligned: false };
+    // Only what the emulated table accepts is redirected to it; QEMU's msix-table region refuses the
+    // rest (unaligned or outside the table), and so do we, reporting it instead of throwing.
+    const tableTakes = (offset: number, size: AccessSize): boolean =>
+      ctx.msix !== null && offset % size === 0 && ctx.msix.containsTable(offset, size);
+    const refuse = (isWrite: boolean, offset: number, size: AccessSize): void =>
+      ctx.report({ reason: 'msix-window', isWrite, where: 'msix-table', offset, size });
     const address: MemoryRegionOps = {
       read(o, size) {
         const v = ctx.readBar(RTL_ADDRESS + o, size);
@@ -92,7 +103,8 @@ export const rtl8168WindowQuirk: QuirkDefinition = {
           addr = v;
           if (v & RTL_FLAG) {
             const offset = v & 0xfff;
-            if (ctx.msix?.containsTable(offset, size)) ctx.msix.tableWrite(offset, size, data);
+            if (tableTakes(offset, size)) ctx.msix?.tableWrite(offset, size, data);
+            else refuse(true, offset, size);
             // A table write is never forwarded: the guest's vector must not reach the device.
             return;
           }
@@ -107,7 +119,13 @@ export const rtl8168WindowQuirk: QuirkDefinition = {
         let v = ctx.readBar(RTL_DATA + o, size);
         if (enabled && ctx.msix) {
           const offset = addr & 0xfff;
-          if (ctx.msix.containsTable(offset, size)) v = ctx.msix.tableRead(offset, size);
+          if (tableTakes(offset, size)) {
+            v = ctx.msix.tableRead(offset, size);
+          } else {
+            // QEMU 7.2 reads a refused msix-table access as 0, replacing the device's value.
+            refuse(false, offset, size);
+            v = 0;
+          }
         }
         return v;
       },

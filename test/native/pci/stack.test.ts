@@ -1,4 +1,5 @@
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { isVfioError, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { VfioError } from '../../../lib/vfio';
 import { e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../../unit/pci/helpers';
 import { MemfdVfioDevice } from './memfd-device';
 
@@ -82,5 +83,15 @@ describe('vfio-pci stacks on memfd-backed BARs and native mappings', () => {
     expect(mem.mappings.length).toBeGreaterThan(0);
     expect(mem.mappings.every((m) => m.closed)).toBe(true);
     bus.close();
+  });
+});
+
+describe("lib/pci's recognition of lib/vfio errors", () => {
+  it('matches the real VfioError, not programming errors', () => {
+    const e = new VfioError({ message: 'pread failed', code: 'EIO', errno: 5, op: 'pread' });
+    expect(isVfioError(e)).toBe(true);
+    expect(isVfioError(new RangeError('x'))).toBe(false);
+    expect(isVfioError(new TypeError('x'))).toBe(false);
+    expect(isVfioError({ name: 'VfioError', code: 'EIO' })).toBe(false);
   });
 });

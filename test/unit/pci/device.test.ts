@@ -1,6 +1,23 @@
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
-import { FakeVfioDevice } from './fake-device';
+import { type DeviceErrorEvent, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
 import { barRanges, e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from './helpers';
+
+/** An RTL8168-like device: I/O BAR 0, the window in 64-bit BAR 2, MSI-X in 64-bit BAR 4. */
+function rtl8168Spec(): FakeDeviceSpec {
+  return {
+    bdf: '0000:02:00.0',
+    vendorId: 0x10ec,
+    deviceId: 0x8168,
+    bars: [
+      { size: 0x100, type: 'io' },
+      null,
+      { size: 0x1000, type: 'mem64' },
+      null,
+      { size: 0x4000, type: 'mem64' },
+    ],
+    msix: { entries: 4, tableBar: 4, tableOffset: 0, pbaBar: 4, pbaOffset: 0x800 },
+  };
+}
 
 function open(spec = e1000eSpec(), opts = {}) {
   const bus = new PciBus();
@@ -147,11 +164,69 @@ describe('BAR registers', () => {
 
   it('rejects bad config accesses with typed errors', () => {
     const { dev } = open();
-    expect(() => dev.configRead(0xff, 2)).toThrow(RangeError);
     expect(() => dev.configRead(0, 3 as 1)).toThrow(RangeError);
+    expect(() => dev.configWrite(0, 8 as 1, 0)).toThrow(RangeError);
+    expect(() => dev.configRead(1.5, 1)).toThrow(RangeError);
+    expect(() => dev.configWrite(-4, 4, 0)).toThrow(RangeError);
+    expect(() => dev.configRead('4' as unknown as number, 1)).toThrow(TypeError);
     expect(() => dev.configRead(-1, 1)).toThrow(RangeError);
     expect(() => dev.configWrite(0x10, 2, 0x10000)).toThrow(RangeError);
     expect(() => dev.configWrite(0x10, 4, '1' as unknown as number)).toThrow(TypeError);
+  });
+});
+
+describe('guest config accesses the device cannot serve', () => {
+  it('reads all-ones past the end of config space, clips partial reads, and drops writes there', () => {
+    const { fake, dev } = open(e1000eSpec(), { log: null });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    fake.config[0xfe] = 0x12;
+    fake.config[0xff] = 0x34;
+    fake.configWmask.fill(0xff, 0xfc, 0x100);
+    fake.take();
+    expect(dev.configRead(0x100, 4)).toBe(0xffffffff);
+    expect(dev.configRead(0xffc, 1)).toBe(0xff);
+    // Partial: the bytes inside config space, then ones.
+    expect(dev.configRead(0xfe, 4)).toBe(0xffff3412);
+    expect(dev.configRead(0xff, 2)).toBe(0xff34);
+    expect(() => dev.configWrite(0x100, 4, 0xdeadbeef)).not.toThrow();
+    // A partial write reaches the device for the bytes inside config space only.
+    dev.configWrite(0xff, 2, 0xaa55);
+    expect(fake.config[0xff]).toBe(0x55);
+    expect(fake.take().filter((a) => a.isWrite)).toEqual([
+      { via: 'fd', region: 7, offset: 0xff, size: 1, isWrite: true, value: 0x55 },
+    ]);
+    expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset, e.size])).toEqual([
+      ['config-range', false, 'config', 0x100, 4],
+      ['config-range', false, 'config', 0xffc, 1],
+      ['config-range', false, 'config', 0xfe, 4],
+      ['config-range', false, 'config', 0xff, 2],
+      ['config-range', true, 'config', 0x100, 4],
+      ['config-range', true, 'config', 0xff, 2],
+    ]);
+  });
+
+  it('reports a config access the device fd refuses and keeps the emulated state', () => {
+    const fake = new FakeVfioDevice(e1000eSpec());
+    const bus = new PciBus();
+    const dev = VfioPciDevice.open(bus, fake, { log: null });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    const refuse = (): never => {
+      throw Object.assign(new Error('pwrite failed: EIO'), { name: 'VfioError', code: 'EIO' });
+    };
+    fake.write = refuse;
+    fake.read = refuse;
+    expect(() => dev.configWrite(0x10, 4, 0xfebc0000)).not.toThrow();
+    expect(() => dev.configWrite(0x0c, 1, 0x10)).not.toThrow();
+    // The BAR register is emulated, so it still holds the guest's address.
+    expect(dev.configRead(0x10, 4)).toBe(0xfebc0000);
+    expect(dev.configRead(0x0c, 1)).toBe(0xff);
+    expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset])).toEqual([
+      ['fd-error', true, 'config', 0x10],
+      ['fd-error', true, 'config', 0x0c],
+      ['fd-error', false, 'config', 0x0c],
+    ]);
   });
 });
 
@@ -198,20 +273,7 @@ describe('ID override and the RTL8168 window quirk', () => {
   });
 
   it('redirects window accesses that target the MSI-X table to the emulated table', () => {
-    const spec = {
-      bdf: '0000:02:00.0',
-      vendorId: 0x10ec,
-      deviceId: 0x8168,
-      bars: [
-        { size: 0x100, type: 'io' as const },
-        null,
-        { size: 0x1000, type: 'mem64' as const },
-        null,
-        { size: 0x4000, type: 'mem64' as const },
-      ],
-      msix: { entries: 4, tableBar: 4, tableOffset: 0, pbaBar: 4, pbaOffset: 0x800 },
-    };
-    const { bus, fake, dev } = open(spec);
+    const { bus, fake, dev } = open(rtl8168Spec());
     placeBar(dev, 2, 0xf0000000);
     enableDecode(dev);
     fake.take();
@@ -227,9 +289,195 @@ describe('ID override and the RTL8168 window quirk', () => {
     bus.mmioWrite(0xf0000074, 4, 0x00010018);
     expect(bus.mmioRead(0xf0000074, 4)).toBe(0x80010018);
     expect(bus.mmioRead(0xf0000070, 4)).toBe(0x4041);
-    // An index past the table is never redirected.
+    // An index past the table is never redirected, and the flagged write never reaches the device.
+    fake.take();
     bus.mmioWrite(0xf0000074, 4, 0x80010ff0);
     expect(dev.msix?.vectors().map((v) => v.data)).toEqual([0, 0x4041, 0, 0]);
+    expect(fake.take()).toEqual([]);
+  });
+
+  it('refuses unaligned and out-of-table window accesses without throwing, and reports them', () => {
+    const { bus, fake, dev } = open(rtl8168Spec(), { log: null });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    bus.mmioWrite(0xf0000070, 4, 0x4041);
+    fake.take();
+    // A table write at an unaligned offset: dropped, and it never reaches the device either.
+    expect(() => bus.mmioWrite(0xf0000074, 4, 0x80010002)).not.toThrow();
+    expect(fake.take()).toEqual([]);
+    expect(dev.msix?.vectors().map((v) => v.data)).toEqual([0, 0, 0, 0]);
+    // A table read at an unaligned offset, and one past the table: QEMU 7.2 reads a refused table
+    // access as 0, replacing what the device returned.
+    bus.mmioWrite(0xf0000074, 4, 0x00010002);
+    expect(bus.mmioRead(0xf0000070, 4)).toBe(0);
+    bus.mmioWrite(0xf0000074, 4, 0x00010ff0);
+    expect(bus.mmioRead(0xf0000070, 4)).toBe(0);
+    // An index past the table is dropped the same way.
+    bus.mmioWrite(0xf0000074, 4, 0x80010ff0);
+    expect(dev.msix?.vectors().map((v) => v.data)).toEqual([0, 0, 0, 0]);
+    expect(events).toEqual([
+      { bdf: '0000:02:00.0', reason: 'msix-window', isWrite: true, where: 'msix-table', offset: 2, size: 4 },
+      { bdf: '0000:02:00.0', reason: 'msix-window', isWrite: false, where: 'msix-table', offset: 2, size: 4 },
+      {
+        bdf: '0000:02:00.0',
+        reason: 'msix-window',
+        isWrite: false,
+        where: 'msix-table',
+        offset: 0xff0,
+        size: 4,
+      },
+      {
+        bdf: '0000:02:00.0',
+        reason: 'msix-window',
+        isWrite: true,
+        where: 'msix-table',
+        offset: 0xff0,
+        size: 4,
+      },
+    ]);
+    expect(dev.deviceErrorCount).toBe(4);
+    expect(bus.memory.unassignedCount).toBe(0);
+  });
+
+  it('drops and reports window table writes on a device without MSI-X, and reads the device', () => {
+    const { bus, fake, dev } = open(ivshmemSpec(), { vendorId: 0x10ec, deviceId: 0x8168, log: null });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    bus.mmioWrite(0xf0000070, 4, 0x1234);
+    fake.take();
+    expect(() => bus.mmioWrite(0xf0000074, 4, 0x80010018)).not.toThrow();
+    expect(() => bus.mmioWrite(0xf0000074, 4, 0x80010002)).not.toThrow();
+    // The guest's vector never reaches the device.
+    expect(fake.take()).toEqual([]);
+    // With no table to redirect to, a latched table address reads the device, as QEMU does.
+    bus.mmioWrite(0xf0000074, 4, 0x00010002);
+    expect(bus.mmioRead(0xf0000070, 4)).toBe(0x1234);
+    expect(events.map((e) => [e.reason, e.isWrite, e.offset])).toEqual([
+      ['msix-window', true, 0x18],
+      ['msix-window', true, 2],
+    ]);
+    expect(dev.deviceErrorCount).toBe(2);
+  });
+});
+
+/** An error shaped as lib/vfio's VfioError, without loading the native addon. */
+class FakeVfioError extends Error {
+  override readonly name = 'VfioError';
+  constructor(
+    readonly code: string,
+    readonly op: string,
+  ) {
+    super(`${op} failed: ${code}`);
+  }
+}
+
+/** A fake device whose fd accesses to the regions in `failing` throw `error`. */
+class FailingDevice extends FakeVfioDevice {
+  failing = new Set<number>();
+  error: Error = new FakeVfioError('EIO', 'pread');
+  override read(region: number, offset: number, size: 1 | 2 | 4 | 8): number | bigint {
+    if (this.failing.has(region)) throw this.error;
+    return super.read(region, offset, size);
+  }
+  override write(region: number, offset: number, size: 1 | 2 | 4 | 8, v: number | bigint): void {
+    if (this.failing.has(region)) throw this.error;
+    super.write(region, offset, size, v);
+  }
+}
+
+describe('device fd errors', () => {
+  function openFailing(spec: FakeDeviceSpec, opts = {}) {
+    const bus = new PciBus();
+    const fake = new FailingDevice(spec);
+    const dev = VfioPciDevice.open(bus, fake, { log: null, ...opts });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    return { bus, fake, dev, events };
+  }
+
+  it('reads all-ones and drops writes when the fd refuses a BAR access, and reports each', () => {
+    const { bus, fake, dev, events } = openFailing(
+      { ...e1000eSpec(), rom: new Uint8Array(0x800) },
+      {
+        noMmap: true,
+      },
+    );
+    placeBar(dev, 0, 0xfebc0000);
+    placeBar(dev, 2, 0xc000);
+    dev.configWrite(0x30, 4, 0xfeb00001);
+    enableDecode(dev);
+    // The guest put the device in D3hot: the kernel now refuses BAR and ROM accesses with EIO.
+    for (const r of [0, 2, 6]) fake.failing.add(r);
+    fake.take();
+    expect(bus.mmioRead(0xfebc0010, 4)).toBe(0xffffffff);
+    expect(bus.mmioRead(0xfebc0010, 8)).toBe(0xffffffffffffffffn);
+    expect(() => bus.mmioWrite(0xfebc0010, 4, 1)).not.toThrow();
+    expect(bus.pioRead(0xc000, 2)).toBe(0xffff);
+    expect(() => bus.pioWrite(0xc000, 1, 1)).not.toThrow();
+    expect(bus.mmioRead(0xfeb00000, 4)).toBe(0xffffffff);
+    expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset, e.size])).toEqual([
+      ['fd-error', false, '0000:00:05.0 BAR 0', 0x10, 4],
+      ['fd-error', false, '0000:00:05.0 BAR 0', 0x10, 8],
+      ['fd-error', true, '0000:00:05.0 BAR 0', 0x10, 4],
+      ['fd-error', false, '0000:00:05.0 BAR 2', 0, 2],
+      ['fd-error', true, '0000:00:05.0 BAR 2', 0, 1],
+      ['fd-error', false, 'vfio[0000:00:05.0].rom', 0, 4],
+    ]);
+    expect(events.every((e) => e.error === fake.error)).toBe(true);
+    expect(dev.deviceErrorCount).toBe(6);
+    // Back in D0, the same accesses reach the device again.
+    fake.failing.clear();
+    bus.mmioWrite(0xfebc0010, 4, 0x1234);
+    expect(bus.mmioRead(0xfebc0010, 4)).toBe(0x1234);
+  });
+
+  it("reads all-ones and drops writes when a quirk's pass-through access fails", () => {
+    const { bus, fake, dev, events } = openFailing(ivshmemSpec(), { vendorId: 0x10ec, deviceId: 0x8168 });
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    fake.failing.add(2);
+    expect(bus.mmioRead(0xf0000070, 4)).toBe(0xffffffff);
+    expect(bus.mmioRead(0xf0000074, 4)).toBe(0xffffffff);
+    expect(() => bus.mmioWrite(0xf0000070, 4, 5)).not.toThrow();
+    expect(() => bus.mmioWrite(0xf0000074, 4, 0x20000)).not.toThrow();
+    expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset])).toEqual([
+      ['fd-error', false, '0000:00:06.0 BAR 2', 0x70],
+      ['fd-error', false, '0000:00:06.0 BAR 2', 0x74],
+      ['fd-error', true, '0000:00:06.0 BAR 2', 0x70],
+      ['fd-error', true, '0000:00:06.0 BAR 2', 0x74],
+    ]);
+  });
+
+  it('still throws errors that are not VFIO failures', () => {
+    const { bus, fake, dev } = openFailing(e1000eSpec(), { noMmap: true });
+    placeBar(dev, 0, 0xfebc0000);
+    enableDecode(dev);
+    fake.error = new TypeError('a bug');
+    fake.failing.add(0);
+    expect(() => bus.mmioRead(0xfebc0010, 4)).toThrow(TypeError);
+    expect(() => bus.mmioWrite(0xfebc0010, 4, 1)).toThrow(TypeError);
+    expect(dev.deviceErrorCount).toBe(0);
+  });
+
+  it('logs at a limited rate', () => {
+    const lines: string[] = [];
+    const { bus, fake, dev } = openFailing(e1000eSpec(), {
+      noMmap: true,
+      log: (l: string) => lines.push(l),
+      logIntervalMs: 1e9,
+    });
+    placeBar(dev, 0, 0xfebc0000);
+    enableDecode(dev);
+    fake.failing.add(0);
+    for (let i = 0; i < 5; i++) bus.mmioRead(0xfebc0010, 4);
+    expect(dev.deviceErrorCount).toBe(5);
+    expect(lines).toEqual([
+      "0000:00:05.0: fd-error read at 0x10 size 4 in '0000:00:05.0 BAR 0': pread failed: EIO",
+    ]);
   });
 });
 
@@ -559,7 +807,7 @@ describe('openByBdf', () => {
 });
 
 describe('quirk framework', () => {
-  it('installs declarative quirks matched by presented IDs and BAR, and rejects overlays outside the BAR', () => {
+  it('installs declarative quirks matched by presented IDs and BAR, and rejects malformed overlays', () => {
     const fake = new FakeVfioDevice(e1000eSpec());
     const seen: number[] = [];
     const quirk = {
@@ -592,11 +840,34 @@ describe('quirk framework', () => {
         .filter((r) => r.bar === 0)
         .map((r) => r.mapinfo),
     ).toEqual(['trapped-mmap', 'emulated', 'trapped-mmap', 'direct']);
-    const bad = { ...quirk, overlays: () => [{ ...quirk.overlays()[0], offset: 0x1fffe }] };
+    // A malformed overlay is a bug in the quirk: open fails and closes the mappings made so far.
+    const bad = { ...quirk, overlays: () => [{ ...quirk.overlays()[0], size: 0 }] };
     const fake2 = new FakeVfioDevice(e1000eSpec());
     expect(() => VfioPciDevice.open(new PciBus(), fake2, { quirks: [bad] })).toThrow(RangeError);
-    // The mappings made before the failure were closed.
     expect(fake2.mappings.every((m) => (m as unknown as { closed: boolean }).closed)).toBe(true);
+  });
+
+  it('skips an overlay running past the end of a small BAR with a one-line warning, and opens', () => {
+    // ivshmem with a 64-byte BAR 2 presented as an RTL8168: both window registers lie past its end.
+    const spec = ivshmemSpec();
+    spec.bars[2] = { size: 0x40, type: 'mem64' };
+    const lines: string[] = [];
+    const bus = new PciBus();
+    const dev = VfioPciDevice.open(bus, new FakeVfioDevice(spec), {
+      vendorId: 0x10ec,
+      deviceId: 0x8168,
+      log: (l) => lines.push(l),
+    });
+    expect(dev.bars[2]?.quirks).toEqual([]);
+    expect(lines).toEqual([
+      '0000:00:06.0 BAR 2: quirk rtl8168-window skipped overlays past the end of the BAR (0x40 bytes): ' +
+        'vfio-rtl8168-window-address-quirk at 0x74+0x4, vfio-rtl8168-window-data-quirk at 0x70+0x4',
+    ]);
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    // The BAR works, without the window: expanded to its page, as any sub-page BAR.
+    expect(barRanges(dev, 2)).toEqual([[0, 0x1000, '0000:00:06.0 BAR 2 mmaps[0]', 'direct']]);
+    expect(dev.deviceErrorCount).toBe(0);
   });
 });
 

@@ -1,0 +1,116 @@
+/**
+ * Why a guest access to a vfio-pci device was not served as asked:
+ * - `fd-error`: the device fd refused a pread/pwrite (e.g. EIO while the device is in D3hot); reads
+ *   return all-ones, writes are dropped, as QEMU's vfio_region_read/write do;
+ * - `msix-window`: an RTL8168 window access aimed at the MSI-X table that the emulated table
+ *   refuses (unaligned, outside the table, or no table at all);
+ * - `config-range`: a configuration access beyond the device's configuration space.
+ */
+export type DeviceErrorReason = 'fd-error' | 'msix-window' | 'config-range';
+
+/** One guest access a device could not serve, as passed to `device-error` listeners. */
+export interface DeviceErrorEvent {
+  readonly bdf: string;
+  readonly reason: DeviceErrorReason;
+  readonly isWrite: boolean;
+  /** The region name (QEMU's naming), or "config" for configuration space. */
+  readonly where: string;
+  /** Offset inside `where`. */
+  readonly offset: number;
+  readonly size: number;
+  /** The error behind an `fd-error`. */
+  readonly error?: Error;
+}
+
+/** How a device logs what it reports. */
+export interface DeviceReportOptions {
+  /**
+   * Where reports are logged, at most once per `logIntervalMs` with a count of those left out.
+   * Defaults to a process warning; `null` turns logging off (the event and counter remain).
+   */
+  log?: ((line: string) => void) | null;
+  /** Minimum time between two log lines, in milliseconds. Default 1000. */
+  logIntervalMs?: number;
+}
+
+function defaultLog(line: string): void {
+  process.emitWarning(line, 'VfioPciDeviceWarning');
+}
+
+/**
+ * True for the errors a device fd access is expected to fail with: a VfioError from lib/vfio (matched
+ * by name and code, so lib/pci never loads the native addon). Programming errors are not matched.
+ */
+export function isVfioError(e: unknown): e is Error & { code: string } {
+  return e instanceof Error && e.name === 'VfioError' && typeof (e as { code?: unknown }).code === 'string';
+}
+
+/**
+ * DeviceReporter: the counter, listeners and rate-limited log behind a device's `device-error`
+ * event, so guest accesses are reported and never thrown at the VMM (as AddressSpace does for
+ * unassigned accesses).
+ */
+export class DeviceReporter {
+  #count = 0;
+  #listeners: ((e: DeviceErrorEvent) => void)[] = [];
+  #log: ((line: string) => void) | null;
+  #interval: number;
+  #lastLog = -Infinity;
+  #suppressed = 0;
+
+  constructor(opts: DeviceReportOptions = {}) {
+    if (opts.log !== undefined && opts.log !== null && typeof opts.log !== 'function') {
+      throw new TypeError('log must be a function or null');
+    }
+    const interval = opts.logIntervalMs ?? 1000;
+    if (typeof interval !== 'number' || !(interval >= 0)) {
+      throw new RangeError(`logIntervalMs ${String(interval)} is out of range: must be a number >= 0`);
+    }
+    this.#log = opts.log === undefined ? defaultLog : opts.log;
+    this.#interval = interval;
+  }
+
+  /** Reports since creation. */
+  get count(): number {
+    return this.#count;
+  }
+
+  on(fn: (e: DeviceErrorEvent) => void): void {
+    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    this.#listeners.push(fn);
+  }
+
+  off(fn: (e: DeviceErrorEvent) => void): void {
+    const i = this.#listeners.indexOf(fn);
+    if (i >= 0) this.#listeners.splice(i, 1);
+  }
+
+  /** Counts, logs (rate-limited) and emits one unserved guest access. */
+  report(e: DeviceErrorEvent): void {
+    this.#count++;
+    const why = e.error ? `: ${e.error.message.split('\n')[0]}` : '';
+    this.warn(
+      `${e.bdf}: ${e.reason} ${e.isWrite ? 'write' : 'read'} at 0x${e.offset.toString(16)} size ${e.size} in '${e.where}'${why}`,
+    );
+    for (const fn of this.#listeners) fn(e);
+  }
+
+  /** Logs one line at setup, where lines are few and bounded, so none is rate-limited away. */
+  notice(line: string): void {
+    this.#log?.(line);
+  }
+
+  /** Logs one line, at most once per interval, counting the lines left out. */
+  warn(line: string): void {
+    if (this.#log === null) return;
+    const now = Date.now();
+    if (now - this.#lastLog < this.#interval) {
+      this.#suppressed++;
+      return;
+    }
+    const more = this.#suppressed > 0 ? ` (${this.#suppressed} more since the last report)` : '';
+    this.#lastLog = now;
+    this.#suppressed = 0;
+    this.#log(line + more);
+  }
+}
