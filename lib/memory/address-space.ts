@@ -25,10 +25,15 @@ export interface UnassignedAccess {
   addr: number;
   size: number;
   isWrite: boolean;
-  /** `unassigned` (nothing there), `rejected`/`unaligned`/`invalid-size` (the io region's `valid` rules) or `readonly`. */
+  /**
+   * `unassigned` (nothing there), `rejected`/`unaligned`/`invalid-size` (the io region's `valid`
+   * rules), `readonly`, or `fault` (the ram-device memory threw, e.g. a revoked BAR mapping).
+   */
   reason: UnassignedReason;
   /** Name of the region that refused it, if any. */
   region?: string;
+  /** With `fault`: what the device memory threw. */
+  error?: unknown;
 }
 
 /** Options of an address space. */
@@ -141,10 +146,14 @@ export class AddressSpace implements Rebuildable, Disposable {
     if (addr >= this._hitStart && addr + size <= this._hitEnd && Math.floor(addr) === addr) {
       const off = addr + this._hitDelta;
       const m = this._hitMem!;
-      if (size === 4) return m.read32(off);
-      if (size === 8) return m.read64(off);
-      if (size === 2) return m.read16(off);
-      if (size === 1) return m.read8(off);
+      try {
+        if (size === 4) return m.read32(off);
+        if (size === 8) return m.read64(off);
+        if (size === 2) return m.read16(off);
+        if (size === 1) return m.read8(off);
+      } catch (e) {
+        return this._fault(e, addr, size, false);
+      }
     }
     return this._read(addr, size);
   }
@@ -164,14 +173,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     const off = range.offsetInRegion + (addr - starts[i]);
     if (r._kind === K_RAM_DEVICE) {
       this._remember(range, r._memory!);
-      const m = r._memory!;
-      return size === 4
-        ? m.read32(off)
-        : size === 8
-          ? m.read64(off)
-          : size === 2
-            ? m.read16(off)
-            : m.read8(off);
+      return this._deviceRead(r._memory!, off, addr, size);
     }
     return this._readIn(range, off, addr, size);
   }
@@ -187,14 +189,19 @@ export class AddressSpace implements Rebuildable, Disposable {
     ) {
       const off = addr + this._hitDelta;
       const m = this._hitMem!;
-      if (size === 4) {
-        if (typeof value === 'number' && value >>> 0 === value) return m.write32(off, value);
-      } else if (size === 8) {
-        if (typeof value === 'bigint' && BigInt.asUintN(64, value) === value) return m.write64(off, value);
-      } else if (size === 2) {
-        if (typeof value === 'number' && (value & 0xffff) === value) return m.write16(off, value);
-      } else if (size === 1) {
-        if (typeof value === 'number' && (value & 0xff) === value) return m.write8(off, value);
+      try {
+        if (size === 4) {
+          if (typeof value === 'number' && value >>> 0 === value) return m.write32(off, value);
+        } else if (size === 8) {
+          if (typeof value === 'bigint' && BigInt.asUintN(64, value) === value) return m.write64(off, value);
+        } else if (size === 2) {
+          if (typeof value === 'number' && (value & 0xffff) === value) return m.write16(off, value);
+        } else if (size === 1) {
+          if (typeof value === 'number' && (value & 0xff) === value) return m.write8(off, value);
+        }
+      } catch (e) {
+        this._fault(e, addr, size, true);
+        return;
       }
     }
     this._write(addr, size, value);
@@ -219,11 +226,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     const off = range.offsetInRegion + (addr - starts[i]);
     if (r._kind === K_RAM_DEVICE) this._remember(range, r._memory!);
     if (r._kind === K_RAM_DEVICE && !range.readonly) {
-      const m = r._memory!;
-      if (size === 4) m.write32(off, value as number);
-      else if (size === 8) m.write64(off, value as bigint);
-      else if (size === 2) m.write16(off, value as number);
-      else m.write8(off, value as number);
+      this._deviceWrite(r._memory!, off, addr, size, value);
       return;
     }
     this._writeIn(range, off, addr, size, value);
@@ -242,7 +245,13 @@ export class AddressSpace implements Rebuildable, Disposable {
       const r = range.region;
       const off = range.offsetInRegion + (addr - fv._starts[i]);
       if (r._kind === K_RAM_DEVICE && r._memory!.read64Pair !== undefined) {
-        r._memory!.read64Pair(off, out);
+        try {
+          r._memory!.read64Pair(off, out);
+        } catch (e) {
+          this._fault(e, addr, 8, false);
+          out[0] = 0xffffffff;
+          out[1] = 0xffffffff;
+        }
         return;
       }
       if (r._kind === K_RAM) {
@@ -269,7 +278,11 @@ export class AddressSpace implements Rebuildable, Disposable {
       const r = range.region;
       const off = range.offsetInRegion + (addr - fv._starts[i]);
       if (!range.readonly && r._kind === K_RAM_DEVICE && r._memory!.write64Pair !== undefined) {
-        r._memory!.write64Pair(off, lo, hi);
+        try {
+          r._memory!.write64Pair(off, lo, hi);
+        } catch (e) {
+          this._fault(e, addr, 8, true);
+        }
         return;
       }
       if (!range.readonly && r._kind === K_RAM) {
@@ -342,6 +355,51 @@ export class AddressSpace implements Rebuildable, Disposable {
     this._install(next, errors);
   }
 
+  /** One load of exactly `size` bytes from device memory; a fault reads as all-ones and is reported. */
+  private _deviceRead(m: FixedWidthMemory, off: number, addr: number, size: AccessSize): number | bigint {
+    try {
+      return size === 4
+        ? m.read32(off)
+        : size === 8
+          ? m.read64(off)
+          : size === 2
+            ? m.read16(off)
+            : m.read8(off);
+    } catch (e) {
+      return this._fault(e, addr, size, false);
+    }
+  }
+
+  /** One store of exactly `size` bytes to device memory; a fault drops it and is reported. */
+  private _deviceWrite(
+    m: FixedWidthMemory,
+    off: number,
+    addr: number,
+    size: AccessSize,
+    value: number | bigint,
+  ): void {
+    try {
+      if (size === 4) m.write32(off, value as number);
+      else if (size === 8) m.write64(off, value as bigint);
+      else if (size === 2) m.write16(off, value as number);
+      else m.write8(off, value as number);
+    } catch (e) {
+      this._fault(e, addr, size, true);
+    }
+  }
+
+  /**
+   * A ram-device access that threw: the device memory faulted (vfio-pci revokes a BAR's mapping while
+   * the device is reset or in a low-power state, and the access throws VfioError 'SIGBUS'). A guest
+   * can cause that, so it must not throw at the VMM: it reads as all-ones, a write is dropped, and the
+   * error is reported with the access.
+   */
+  private _fault(error: unknown, addr: number, size: AccessSize, isWrite: boolean): number | bigint {
+    const i = this._fv._index(addr);
+    this._report(addr, size, isWrite, 'fault', i >= 0 ? this._fv.ranges[i].region : undefined, error);
+    return ones(size);
+  }
+
   private _remember(range: FlatRange, m: FixedWidthMemory): void {
     this._hitStart = range.addr;
     this._hitEnd = range.addr + range.size;
@@ -405,16 +463,7 @@ export class AddressSpace implements Rebuildable, Disposable {
             ? dv.getUint16(off, true)
             : dv.getUint8(off);
     }
-    if (k === K_RAM_DEVICE) {
-      const m = r._memory!;
-      return size === 4
-        ? m.read32(off)
-        : size === 8
-          ? m.read64(off)
-          : size === 2
-            ? m.read16(off)
-            : m.read8(off);
-    }
+    if (k === K_RAM_DEVICE) return this._deviceRead(r._memory!, off, addr, size);
     const why = ioInvalidReason(r, off, size, false);
     if (why !== null) {
       this._report(addr, size, false, why, r);
@@ -445,11 +494,7 @@ export class AddressSpace implements Rebuildable, Disposable {
       return;
     }
     if (k === K_RAM_DEVICE) {
-      const m = r._memory!;
-      if (size === 4) m.write32(off, value as number);
-      else if (size === 8) m.write64(off, value as bigint);
-      else if (size === 2) m.write16(off, value as number);
-      else m.write8(off, value as number);
+      this._deviceWrite(r._memory!, off, addr, size, value);
       return;
     }
     const why = ioInvalidReason(r, off, size, true);
@@ -534,10 +579,12 @@ export class AddressSpace implements Rebuildable, Disposable {
     isWrite: boolean,
     reason: UnassignedReason,
     r?: MemoryRegion,
+    error?: unknown,
   ): void {
     this._unassigned++;
     const e: UnassignedAccess = { addr, size, isWrite, reason };
     if (r !== undefined) e.region = r.name;
+    if (error !== undefined) e.error = error;
     if (this._log !== null) {
       const now = Date.now();
       if (now - this._lastLog >= this._logInterval) {

@@ -7,7 +7,8 @@ import type { MemoryRegion } from './region';
 import type { AccessSize } from './types';
 
 /** Why an access was not delivered to a region. */
-export type UnassignedReason = 'unassigned' | 'rejected' | 'unaligned' | 'invalid-size' | 'readonly';
+export type UnassignedReason =
+  'unassigned' | 'rejected' | 'unaligned' | 'invalid-size' | 'readonly' | 'fault';
 
 /** All-ones value of each access size, as a guest reads from nothing. */
 export function ones(size: number): number | bigint {

@@ -166,6 +166,136 @@ describe('ram-device', () => {
   });
 });
 
+/** Device memory that faults while `revoked`, as a vfio-pci BAR mapping does after a reset. */
+class RevocableMemory extends BufferMemory {
+  revoked = false;
+  readonly faults: Error[] = [];
+  #check(): void {
+    if (!this.revoked) return;
+    const e = Object.assign(new Error('bus error'), { code: 'SIGBUS' });
+    this.faults.push(e);
+    throw e;
+  }
+  override read8(o: number): number {
+    this.#check();
+    return super.read8(o);
+  }
+  override read16(o: number): number {
+    this.#check();
+    return super.read16(o);
+  }
+  override read32(o: number): number {
+    this.#check();
+    return super.read32(o);
+  }
+  override read64(o: number): bigint {
+    this.#check();
+    return super.read64(o);
+  }
+  override write8(o: number, v: number): void {
+    this.#check();
+    super.write8(o, v);
+  }
+  override write16(o: number, v: number): void {
+    this.#check();
+    super.write16(o, v);
+  }
+  override write32(o: number, v: number): void {
+    this.#check();
+    super.write32(o, v);
+  }
+  override write64(o: number, v: bigint): void {
+    this.#check();
+    super.write64(o, v);
+  }
+  read64Pair(o: number, out: Uint32Array): void {
+    this.#check();
+    out[0] = super.read32(o);
+    out[1] = super.read32(o + 4);
+  }
+  write64Pair(o: number, lo: number, hi: number): void {
+    this.#check();
+    super.write32(o, lo);
+    super.write32(o + 4, hi);
+  }
+}
+
+describe('ram-device faults', () => {
+  function revocable(): {
+    as: AddressSpace;
+    events: UnassignedAccess[];
+    a: RevocableMemory;
+    b: RevocableMemory;
+  } {
+    const { as, root, events } = setup();
+    const a = new RevocableMemory(0x100);
+    const b = new RevocableMemory(0x100);
+    root.addSubregion(MemoryRegion.ramDevice('bar-a', 0x100, a), 0x1000);
+    root.addSubregion(MemoryRegion.ramDevice('bar-b', 0x100, b), 0x1100);
+    a.write32(0x10, 0x12345678);
+    return { as, events, a, b };
+  }
+
+  test('a faulting access never throws: reads are all-ones, writes are dropped, each is reported', () => {
+    const { as, events, a } = revocable();
+    expect(as.read(0x1010, 4)).toBe(0x12345678); // primes the last-hit fast path
+    a.revoked = true;
+    expect(as.read(0x1010, 4)).toBe(0xffffffff); // fast path
+    expect(as.read(0x1011, 1)).toBe(0xff);
+    expect(as.read(0x1012, 2)).toBe(0xffff);
+    expect(as.read(0x1018, 8)).toBe(0xffffffffffffffffn);
+    as.write(0x1010, 4, 0xdeadbeef); // fast path
+    as.write(0x1010, 8, 1n);
+    expect(a.faults).toHaveLength(6);
+    expect(events.map((e) => [e.addr, e.size, e.isWrite, e.reason, e.region])).toEqual([
+      [0x1010, 4, false, 'fault', 'bar-a'],
+      [0x1011, 1, false, 'fault', 'bar-a'],
+      [0x1012, 2, false, 'fault', 'bar-a'],
+      [0x1018, 8, false, 'fault', 'bar-a'],
+      [0x1010, 4, true, 'fault', 'bar-a'],
+      [0x1010, 8, true, 'fault', 'bar-a'],
+    ]);
+    expect(events.map((e) => e.error)).toEqual(a.faults);
+    expect(as.unassignedCount).toBe(6);
+    a.revoked = false;
+    expect(as.read(0x1010, 4)).toBe(0x12345678); // nothing was written while revoked
+  });
+
+  test('the first access to a range, a split access and the pair paths are covered too', () => {
+    const { as, events, a, b } = revocable();
+    a.revoked = true;
+    b.revoked = true;
+    expect(as.read(0x1020, 4)).toBe(0xffffffff); // no last hit yet: the full lookup path
+    as.write(0x1024, 2, 0xabcd);
+    expect(as.read(0x10fe, 4)).toBe(0xffffffff); // crosses bar-a into bar-b: two pieces
+    as.write(0x10fe, 4, 0x01020304);
+    const out = new Uint32Array([1, 2]);
+    as.read64Pair(0x1040, out);
+    expect(Array.from(out)).toEqual([0xffffffff, 0xffffffff]);
+    as.write64Pair(0x1040, 5, 6);
+    expect(events.map((e) => [e.addr, e.size, e.isWrite, e.reason, e.region])).toEqual([
+      [0x1020, 4, false, 'fault', 'bar-a'],
+      [0x1024, 2, true, 'fault', 'bar-a'],
+      [0x10fe, 2, false, 'fault', 'bar-a'],
+      [0x1100, 2, false, 'fault', 'bar-b'],
+      [0x10fe, 2, true, 'fault', 'bar-a'],
+      [0x1100, 2, true, 'fault', 'bar-b'],
+      [0x1040, 8, false, 'fault', 'bar-a'],
+      [0x1040, 8, true, 'fault', 'bar-a'],
+    ]);
+    expect(a.faults.length + b.faults.length).toBe(8);
+  });
+
+  test('caller errors are still thrown, not reported as faults', () => {
+    const { as, events, a } = revocable();
+    a.revoked = true;
+    expect(() => as.read(-1, 4)).toThrow(RangeError);
+    expect(() => as.write(0x1010, 4, 2 ** 32)).toThrow(RangeError);
+    expect(() => as.read(0x1010, 3 as never)).toThrow(RangeError);
+    expect(events).toEqual([]);
+  });
+});
+
 describe('io: valid and impl', () => {
   test('defaults accept aligned 1, 2 and 4 byte accesses and pass them through', () => {
     const { as, root, events } = setup();
