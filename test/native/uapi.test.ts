@@ -1,4 +1,3 @@
-import { VfioError } from '../../lib';
 import {
   parseDeviceInfo,
   parseIommuInfo,
@@ -9,6 +8,7 @@ import {
   VFIO_REGION_INFO_FLAG_READ,
   VFIO_REGION_INFO_FLAG_WRITE,
 } from '../../lib/vfio/uapi';
+import { caught } from './helpers';
 
 /** Little-endian struct builder for synthetic kernel replies. */
 class Writer {
@@ -33,16 +33,6 @@ class Writer {
       .u16(at + 2, version)
       .u32(at + 4, next);
   }
-}
-
-function caught(fn: () => unknown): VfioError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VfioError) return e;
-    throw e;
-  }
-  throw new Error('expected a VfioError');
 }
 
 describe('region info', () => {

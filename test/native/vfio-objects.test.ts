@@ -1,19 +1,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { Container, Device, Group, VfioError } from '../../lib';
+import { Container, Device, Group } from '../../lib';
 import { native } from '../../lib/native';
-import { tempDir } from './helpers';
-
-function caught(fn: () => unknown): VfioError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VfioError) return e;
-    throw e;
-  }
-  throw new Error('expected a VfioError');
-}
+import { caught, tempDir } from './helpers';
 
 // Without VFIO on this host, a regular file stands in for the device nodes: open works and every
 // VFIO ioctl fails with ENOTTY, which exercises the error and lifecycle paths of the real code.
