@@ -8,7 +8,7 @@ import {
 } from '../memory';
 import { DEFAULT_PAGE_SIZE } from './constants';
 import { classifyRange, mapinfoColumn } from './mapinfo';
-import { checkAccessSize, checkInteger, checkValue, isPciRegionTag, type MapInfo } from './types';
+import { checkInteger, isPciRegionTag, type MapInfo } from './types';
 
 /** Which address space an exit targets. */
 export type PciSpace = 'memory' | 'io';
@@ -89,13 +89,11 @@ export class PciBus {
   ): number | bigint | undefined {
     const as = space === 'memory' ? this.memory : space === 'io' ? this.io : this.space(space);
     this.#checkOpen();
+    // The address space validates the address, the size and the value itself, on its fast path.
     if (isWrite) {
-      checkAccessSize(size, `${space} write at ${addr}`);
-      checkValue(value, size, `${space} write at ${addr}`);
-      as.write(addr, size, value);
+      as.write(addr, size, value as number | bigint);
       return undefined;
     }
-    // The address space validates the address and the size itself, on its fast path.
     return as.read(addr, size);
   }
 

@@ -718,6 +718,9 @@ describe('routing', () => {
     expect(() => bus.dispatch('memory', -1, 4, false)).toThrow(RangeError);
     expect(() => bus.dispatch('memory', 0x1000, 8, true, 1)).toThrow(TypeError);
     expect(() => bus.dispatch('memory', 0x1000, 4, true, 2 ** 32)).toThrow(RangeError);
+    expect(() => bus.dispatch('memory', 0x1000, 3 as 1, true, 1)).toThrow(RangeError);
+    expect(() => bus.dispatch('memory', 0x1000, 4, true)).toThrow(TypeError);
+    expect(() => bus.dispatch('io', 0xc000, 4, true, 1n)).toThrow(TypeError);
     expect(() => bus.dispatch('pci' as 'io', 0x1000, 4, false)).toThrow(TypeError);
   });
 });
