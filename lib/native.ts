@@ -17,6 +17,11 @@ export interface NativeMappingHandle {
   readonly __vfioBridgeMapping: never;
 }
 
+/** A vCPU inside the addon (fd, kvm_run page, kick timer). Opaque to JavaScript. */
+export interface NativeKvmVcpu {
+  readonly __vfioBridgeVcpu: never;
+}
+
 /** A new mapping: its handle, and its slot in the environment's scratch (see `mappingScratch`). */
 export interface NativeMapping {
   readonly handle: NativeMappingHandle;
@@ -101,6 +106,47 @@ export interface NativeBinding {
   pwrite(device: NativeHandle, offset: number, size: number, value: number | bigint): void;
   preadBlock(device: NativeHandle, offset: number, length: number): Buffer;
   pwriteBlock(device: NativeHandle, offset: number, data: Uint8Array): void;
+
+  /** Host address of a mapping's first byte (for KVM slots and DMA maps). */
+  mapAddress(mapping: NativeMappingHandle): bigint;
+
+  // KVM (native/kvm.cc, native/kvm_vcpu.cc): one function per ioctl; structs laid out in lib/kvm.
+  kvmGetApiVersion(kvm: NativeHandle): number;
+  kvmCheckExtension(kvmOrVm: NativeHandle, cap: number): number;
+  kvmGetVcpuMmapSize(kvm: NativeHandle): number;
+  kvmCreateVm(kvm: NativeHandle): NativeHandle;
+  kvmSetTssAddr(vm: NativeHandle, addr: number): void;
+  kvmSetUserMemoryRegion(vm: NativeHandle, slot: number, flags: number, gpa: number, size: number, hva: bigint): void;
+  kvmCreateIrqchip(vm: NativeHandle): number;
+  kvmSetGsiRouting(vm: NativeHandle, table: Buffer): void;
+  kvmIrqfd(vm: NativeHandle, fd: number, gsi: number, flags: number, resamplefd: number): void;
+  kvmIoeventfd(vm: NativeHandle, addr: number, len: number, fd: number, flags: number, datamatch: bigint): void;
+  kvmSignalMsi(vm: NativeHandle, addressLo: number, addressHi: number, data: number): number;
+  kvmCreateDevice(vm: NativeHandle, type: number): NativeHandle;
+  kvmDeviceAttrFd(device: NativeHandle, set: boolean, group: number, attr: number, fd: number): void;
+  /**
+   * KVM_CREATE_VCPU; the addon writes each exit into `exitBuffer` (48 bytes, layout in
+   * native/kvm_vcpu.cc), which the caller keeps alive as long as the handle.
+   */
+  kvmCreateVcpu(vm: NativeHandle, id: number, mmapSize: number, exitBuffer: ArrayBuffer): NativeKvmVcpu;
+  kvmCloseVcpu(vcpu: NativeKvmVcpu): void;
+  kvmGetRegs(vcpu: NativeKvmVcpu): Buffer;
+  kvmSetRegs(vcpu: NativeKvmVcpu, regs: Buffer): void;
+  kvmGetSregs(vcpu: NativeKvmVcpu): Buffer;
+  kvmSetSregs(vcpu: NativeKvmVcpu, sregs: Buffer): void;
+  /** One KVM_RUN bounded by `budgetNs` (0 = unbounded); returns kvm_run.exit_reason. */
+  kvmRun(vcpu: NativeKvmVcpu, budgetNs: number): number;
+  /** KVM_RUN answering MMIO reads with `value` natively until another exit; returns reads served. */
+  kvmRunNative(vcpu: NativeKvmVcpu, value: number, budgetNs: number): number;
+  readonly kvmStructSizes: { regs: number; sregs: number; routingEntry: number };
+  eventfd(initval: number, flags: number): NativeHandle;
+  eventfdRead(handle: NativeHandle): bigint;
+  eventfdWrite(handle: NativeHandle, value: number): void;
+
+  // Interim raw VFIO calls (native/vfio_seams.cc) until the DMA and interrupt layers land.
+  vfioSetIrqEventfds(deviceFd: number, index: number, start: number, fds: number[]): void;
+  vfioMapDmaRaw(containerFd: number, iova: number, size: number, vaddr: bigint): void;
+  vfioUnmapDmaRaw(containerFd: number, iova: number, size: number): number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

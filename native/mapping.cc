@@ -487,6 +487,20 @@ napi_value Memfd(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/**
+ * Address(mapping) - the host address of the mapping's first byte, as a bigint: what KVM memory
+ * slots and DMA maps are given. The mapping must stay open while they use it.
+ */
+napi_value Address(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  MappingState* m = GetMapping(env, args[0], "mapping.hostAddress");
+  if (m == nullptr) return nullptr;
+  if (m->base == nullptr) return ThrowClosed(env, "mapping.hostAddress", m);
+  napi_value out;
+  napi_create_bigint_uint64(env, reinterpret_cast<uint64_t>(m->base), &out);
+  return out;
+}
+
 // The scratch lives in ModuleData; Node detaches the ArrayBuffer at teardown because it has a
 // finalizer, so JavaScript can never reach the memory after ModuleData is gone.
 void FinalizeScratch(napi_env, void*, void*) {}
@@ -511,6 +525,7 @@ void RegisterMapping(Napi::Env env, Napi::Object exports) {
       {"mapWrite64", nullptr, Write64, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"mapReadBlock", nullptr, ReadBlock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"mapWriteBlock", nullptr, WriteBlock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"mapAddress", nullptr, Address, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"unmap", nullptr, Unmap, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -66,6 +66,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterContainer(env, exports);
   RegisterGroup(env, exports);
   RegisterDevice(env, exports);
+  RegisterKvm(env, exports);
+  RegisterVcpu(env, exports);
+  RegisterVfioSeams(env, exports);
   return exports;
 }
 

@@ -83,5 +83,8 @@ void RegisterMapping(Napi::Env env, Napi::Object exports);
 void RegisterContainer(Napi::Env env, Napi::Object exports);
 void RegisterGroup(Napi::Env env, Napi::Object exports);
 void RegisterDevice(Napi::Env env, Napi::Object exports);
+void RegisterKvm(Napi::Env env, Napi::Object exports);
+void RegisterVcpu(Napi::Env env, Napi::Object exports);
+void RegisterVfioSeams(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfio_bridge

@@ -29,6 +29,9 @@ export const PCI_CAPABILITY_LIST = 0x34;
 export const PCI_CONFIG_SPACE_SIZE = 0x100;
 /** Capability ID of MSI-X. */
 export const PCI_CAP_ID_MSIX = 0x11;
+/** Power management capability, and its control/status register (PMCSR) offset. */
+export const PCI_CAP_ID_PM = 0x01;
+export const PCI_PM_CTRL = 4;
 /** MSI-X capability: message control word. */
 export const PCI_MSIX_FLAGS = 2;
 /** MSI-X message control: table size minus one. */

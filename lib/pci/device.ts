@@ -8,6 +8,7 @@ import {
   PCI_BASE_ADDRESS_MEM_PREFETCH,
   PCI_BASE_ADDRESS_MEM_TYPE_64,
   PCI_CAP_ID_MSIX,
+  PCI_CAP_ID_PM,
   PCI_COMMAND,
   PCI_DEVICE_ID,
   PCI_MSIX_ENTRY_SIZE,
@@ -19,6 +20,7 @@ import {
   PCI_MSIX_PBA,
   PCI_MSIX_TABLE,
   PCI_NUM_BARS,
+  PCI_PM_CTRL,
   PCI_ROM_ADDRESS,
   PCI_VENDOR_ID,
   VFIO_PCI_CONFIG_REGION_INDEX,
@@ -147,6 +149,8 @@ export class VfioPciDevice implements Disposable {
   #rom: BarState | null = null;
   #emu: EmulatedConfig;
   #command: number;
+  /** PMCSR power state (0 = D0); BARs decode only in D0, as in QEMU 10's PCI PM support. */
+  #powerState = 0;
   #closed = false;
   #removeCloser: () => void;
   #release: (() => void) | null = null;
@@ -259,6 +263,11 @@ export class VfioPciDevice implements Disposable {
   get rom(): PciRom | null {
     const r = this.#rom;
     return r ? { size: r.size, address: r.address, region: r.base } : null;
+  }
+
+  /** The device's power state from PMCSR (0 = D0 ... 3 = D3hot); outside D0 no BAR is mapped. */
+  get powerState(): number {
+    return this.#powerState;
   }
 
   /** The command register as the guest last wrote it. */
@@ -374,7 +383,16 @@ export class VfioPciDevice implements Disposable {
         this.#command = (this.#command & ~(0xff << shift)) | (b << shift);
       }
     }
+    const pm = this.capabilities.find((c) => !c.extended && c.id === PCI_CAP_ID_PM);
+    let powerChanged = false;
+    if (pm !== undefined && overlaps(offset, end, pm.offset + PCI_PM_CTRL, 2)) {
+      // The kernel performs the transition on the write; the state read back is the one in force.
+      const state = Number(this.#fdRead(VFIO_PCI_CONFIG_REGION_INDEX, 'config', pm.offset + PCI_PM_CTRL, 2)) & 3;
+      powerChanged = state !== this.#powerState;
+      this.#powerState = state;
+    }
     if (
+      powerChanged ||
       overlaps(offset, end, PCI_COMMAND, 2) ||
       overlaps(offset, end, PCI_BASE_ADDRESS_0, 24) ||
       overlaps(offset, end, PCI_ROM_ADDRESS, 4)
@@ -766,7 +784,7 @@ export class VfioPciDevice implements Disposable {
           size: bar.size,
           lo: this.#emu.long(reg),
           hi: bar.type === 'mem64' ? this.#emu.long(reg + 4) : 0,
-          command: this.#command,
+          command: this.#powerState === 0 ? this.#command : 0,
           limit: space.root.size,
         });
         if (addr === bar.address) continue;

@@ -82,6 +82,11 @@ export class Container implements Disposable {
     return this.#closed;
   }
 
+  /** The container fd (-1 once closed). */
+  get fd(): number {
+    return this.#closed ? -1 : native.fdOf(handles.get(this)!);
+  }
+
   /** The IOMMU type set by {@link Container.setIommu}, or null. */
   get iommuType(): IommuType | null {
     return this.#iommu;

@@ -135,6 +135,7 @@ export function hintFor(ctx: HintContext): string | undefined {
     case 'EACCES':
     case 'EPERM':
       if (op === 'mmap') return 'the mapping was refused: a read-only region or fd cannot be mapped writable';
+      if (path === '/dev/kvm') return 'no permission on /dev/kvm: run as root or add the user to the kvm group';
       if (isVfioNode) {
         return (
           `no permission on ${path}: run as root, or give this user read/write access to the node ` +
@@ -158,6 +159,9 @@ export function hintFor(ctx: HintContext): string | undefined {
         return `${path} does not exist: bind the group's devices to vfio-pci (modprobe vfio-pci), then retry`;
       }
       if (path === '/dev/vfio/vfio') return 'VFIO is not available: modprobe vfio-pci (and enable the IOMMU)';
+      if (path === '/dev/kvm') {
+        return 'KVM is not available: modprobe kvm_intel or kvm_amd, enable virtualization in the firmware, or nested virtualization in a VM';
+      }
       return undefined;
     case 'ENOMEM':
       if (PINNING_OPS.has(op)) return memlockHint();

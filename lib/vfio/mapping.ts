@@ -100,6 +100,15 @@ export class Mapping implements Disposable {
     return new Mapping(handle, slot, length);
   }
 
+  /**
+   * Host virtual address of the mapping's first byte: what a KVM memory slot or a DMA map is given.
+   * Such users must be torn down before the mapping closes.
+   * @throws VfioError ECLOSED after close
+   */
+  get hostAddress(): bigint {
+    return native.mapAddress(this.#handle);
+  }
+
   /** True once {@link Mapping.close} has run. */
   get closed(): boolean {
     return this.#closed;

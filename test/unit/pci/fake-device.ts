@@ -193,6 +193,7 @@ export class FakeVfioDevice implements VfioDeviceLike {
     this.configWmask.fill(0xff, 0x10, 0x28);
     this.configWmask.fill(0xff, 0x30, 0x34);
     this.configWmask[0x3c] = 0xff;
+    this.configWmask[0x44] = 0x03; // PMCSR power state
     if (spec.msix) {
       this.configWmask[0x53] = 0xc0;
       const m = spec.msix;

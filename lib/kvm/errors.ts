@@ -1,0 +1,27 @@
+import { VfioError } from '../vfio';
+
+/**
+ * A KVM failure that has no errno of its own: a missing capability (`'ENOCAP'`), a KVM API version
+ * other than 12 (`'EVERSION'`), no free memory slot (`'ENOSLOT'`), use after close (`'ECLOSED'`).
+ * KVM ioctl failures are the same {@link VfioError} the addon throws, with the errno's name as code.
+ */
+export function kvmError(
+  op: string,
+  code: string,
+  message: string,
+  hint?: string,
+  path = '/dev/kvm',
+): VfioError {
+  return new VfioError({ message, code, op, path, ...(hint !== undefined ? { hint } : {}) });
+}
+
+/** The error for an object used after close. */
+export function closedError(op: string, what: string, path: string): VfioError {
+  return kvmError(
+    op,
+    'ECLOSED',
+    `${op} failed: the ${what} is closed`,
+    'the object was closed; open a new one',
+    path,
+  );
+}

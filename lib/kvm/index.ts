@@ -1,0 +1,25 @@
+/** lib/kvm: the KVM a passthrough VMM needs (VM, memory slots, vCPUs, irqchip, irqfd, KVM-VFIO). */
+export { Kvm, PASSTHROUGH_CAPS, type KvmOpenOptions } from './kvm';
+export { Vm, type Assignment, type HasFd, type IoeventfdOptions, type IrqfdOptions } from './vm';
+export {
+  Vcpu,
+  type ExitRouting,
+  type RoutedAccess,
+  type RunOptions,
+  type RunResult,
+  type VcpuExit,
+} from './vcpu';
+export { SlotTable, type HostMemory, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
+export { KvmMemoryListener, type KvmMemoryListenerOptions } from './memory-listener';
+export { EventFd } from './eventfd';
+export {
+  KVM_API_VERSION,
+  KVM_CAP,
+  KVM_EXIT,
+  type DescriptorTable,
+  type GsiRoute,
+  type KvmCapName,
+  type Regs,
+  type Segment,
+  type Sregs,
+} from './uapi';

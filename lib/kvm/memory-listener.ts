@@ -1,0 +1,141 @@
+import type { FlatRange, MemoryListener } from '../memory';
+import { classifyRange } from '../pci/mapinfo';
+import type { HostMemory, MemorySlot, SlotTarget } from './slots';
+
+/** Options of {@link KvmMemoryListener}. */
+export interface KvmMemoryListenerOptions {
+  /** Host page size: the granularity of slots (default 4096). */
+  pageSize?: number;
+  /** Added to a bus address to give the guest-physical address (default 0: identity). */
+  guestOffset?: number;
+  /**
+   * Hears a direct range that could not be slotted (no host address, or KVM refused it: no free
+   * slot, or a guest that placed a BAR over its own RAM). The range stays in the flat view, so the
+   * guest's accesses to it exit and are dispatched. Such a failure is never thrown: a guest's BAR
+   * programming reaches this listener. Default: a process warning, at most one a second.
+   */
+  onError?(range: { addr: number; size: number; name: string }, error: unknown): void;
+}
+
+function isHostMemory(m: unknown): m is HostMemory {
+  if (m === null || typeof m !== 'object') return false;
+  try {
+    return typeof (m as HostMemory).hostAddress === 'bigint';
+  } catch {
+    return false; // a closed Mapping has no address
+  }
+}
+
+/**
+ * Mirrors an address space's `direct` ranges into KVM memory slots, as QEMU's kvm memory listener
+ * does for RAM and mmap'd BARs: a vfio-pci flat range is split by mapinfo, and only its `direct`
+ * pieces become slots; `trapped-mmap`, `trapped-fd` and `emulated` pieces never do, so the guest's
+ * accesses to them exit into dispatch. A ram-device range that is not vfio-pci's (guest RAM) is
+ * slotted whole when it is page-aligned and its memory has a host address.
+ *
+ * It follows the flat view: a BAR that moves, a decode bit that toggles, a sub-page BAR that
+ * expands, a device whose BARs are unmapped in D3hot all reach it as regionDel/regionAdd, and the
+ * slots change with them. Slots are removed before any are added within one commit, so a BAR that
+ * moves never overlaps itself.
+ */
+export class KvmMemoryListener implements MemoryListener {
+  readonly #vm: SlotTarget;
+  readonly #page: number;
+  readonly #offset: number;
+  readonly #onError: NonNullable<KvmMemoryListenerOptions['onError']>;
+  #errorCount = 0;
+  #lastWarn = 0;
+  readonly #slots = new Map<FlatRange, MemorySlot[]>();
+  #pendingAdds: FlatRange[] = [];
+
+  constructor(vm: SlotTarget, opts: KvmMemoryListenerOptions = {}) {
+    this.#vm = vm;
+    this.#page = opts.pageSize ?? 4096;
+    this.#offset = opts.guestOffset ?? 0;
+    this.#onError = opts.onError ?? ((where, e) => this.#warn(where, e));
+  }
+
+  /** Direct ranges that could not be slotted since the listener was created. */
+  get errorCount(): number {
+    return this.#errorCount;
+  }
+
+  #warn(where: { addr: number; size: number; name: string }, e: unknown): void {
+    const now = Date.now();
+    if (now - this.#lastWarn < 1000) return;
+    this.#lastWarn = now;
+    const why = e instanceof Error ? e.message : String(e);
+    process.emitWarning(
+      `${where.name} at 0x${where.addr.toString(16)}+0x${where.size.toString(16)} stays trapped: ${why}`,
+      'KvmSlotWarning',
+    );
+  }
+
+  /** The slots this listener holds, by guest address. */
+  get slots(): MemorySlot[] {
+    return [...this.#slots.values()].flat().sort((a, b) => a.guestAddress - b.guestAddress);
+  }
+
+  begin(): void {
+    this.#pendingAdds = [];
+  }
+
+  regionDel(r: FlatRange): void {
+    const slots = this.#slots.get(r);
+    if (slots === undefined) {
+      this.#pendingAdds = this.#pendingAdds.filter((x) => x !== r);
+      return;
+    }
+    this.#slots.delete(r);
+    for (const s of slots) this.#vm.removeSlot(s);
+  }
+
+  regionAdd(r: FlatRange): void {
+    this.#pendingAdds.push(r);
+  }
+
+  commit(): void {
+    const adds = this.#pendingAdds;
+    this.#pendingAdds = [];
+    for (const r of adds) this.#add(r);
+  }
+
+  #add(r: FlatRange): void {
+    if (r.kind !== 'ram-device') return;
+    const memory = r.region.memory;
+    const pieces = classifyRange(r, this.#page) ?? [
+      { addr: r.addr, size: r.size, offsetInRegion: r.offsetInRegion, mapinfo: this.#plainMapinfo(r) },
+    ];
+    const made: MemorySlot[] = [];
+    for (const p of pieces) {
+      if (p.mapinfo !== 'direct') continue;
+      const where = { addr: p.addr, size: p.size, name: r.region.name };
+      if (!isHostMemory(memory)) {
+        this.#onError?.(where, new TypeError(`${r.region.name}: its memory has no host address`));
+        continue;
+      }
+      try {
+        made.push(
+          this.#vm.addSlot({
+            guestAddress: p.addr + this.#offset,
+            size: p.size,
+            memory,
+            offset: p.offsetInRegion,
+            readonly: r.readonly,
+            name: r.region.name,
+          }),
+        );
+      } catch (e) {
+        this.#errorCount++;
+        this.#onError(where, e);
+      }
+    }
+    if (made.length > 0) this.#slots.set(r, made);
+  }
+
+  #plainMapinfo(r: FlatRange): 'direct' | 'trapped-mmap' {
+    const aligned =
+      r.addr % this.#page === 0 && r.size % this.#page === 0 && r.offsetInRegion % this.#page === 0;
+    return aligned ? 'direct' : 'trapped-mmap';
+  }
+}

@@ -1,0 +1,138 @@
+import { kvmError } from './errors';
+
+/**
+ * Host memory a slot can point KVM at: a {@link Mapping} of a BAR or of a memfd, or guest RAM from
+ * lib/dma. The memory must stay mapped for as long as a slot uses it.
+ */
+export interface HostMemory {
+  /** Host virtual address of the first byte (page-aligned for a slot). */
+  readonly hostAddress: bigint;
+  readonly length: number;
+}
+
+/** What a memory slot is made of. */
+export interface SlotSpec {
+  /** Guest physical address (page-aligned). */
+  guestAddress: number;
+  /** Bytes (a multiple of the page size, at least one page). */
+  size: number;
+  /** The backing memory and where in it the slot starts (default 0). */
+  memory: HostMemory;
+  offset?: number;
+  readonly?: boolean;
+  /** For listings and errors, e.g. the region's name. */
+  name?: string;
+}
+
+/** A memory slot in use. */
+export interface MemorySlot {
+  readonly id: number;
+  readonly guestAddress: number;
+  readonly size: number;
+  readonly hostAddress: bigint;
+  readonly readonly: boolean;
+  readonly name: string;
+}
+
+/** The VM side of slot management: a {@link Vm} or, in unit tests, a fake. */
+export interface SlotTarget {
+  addSlot(spec: SlotSpec): MemorySlot;
+  removeSlot(slot: MemorySlot): void;
+}
+
+/**
+ * The slot numbers of one VM: which are free, which are in use and for what. Slots never overlap
+ * in guest-physical space; that is checked here, before KVM would refuse it with a bare EEXIST.
+ */
+export class SlotTable {
+  readonly #max: number;
+  readonly #pageSize: number;
+  readonly #used = new Map<number, MemorySlot>();
+  #next = 0;
+  readonly #free: number[] = [];
+
+  constructor(max: number, pageSize: number) {
+    this.#max = max;
+    this.#pageSize = pageSize;
+  }
+
+  /** How many slots the VM has (KVM_CAP_NR_MEMSLOTS). */
+  get capacity(): number {
+    return this.#max;
+  }
+
+  get used(): number {
+    return this.#used.size;
+  }
+
+  /** The slots in use, by guest address. */
+  list(): MemorySlot[] {
+    return [...this.#used.values()].sort((a, b) => a.guestAddress - b.guestAddress);
+  }
+
+  /** Validate `spec` and reserve a slot number for it (not yet in KVM). */
+  reserve(spec: SlotSpec): MemorySlot {
+    if (spec === null || typeof spec !== 'object') throw new TypeError('slot spec must be an object');
+    const { guestAddress, size } = spec;
+    const offset = spec.offset ?? 0;
+    const name = spec.name ?? 'slot';
+    for (const [what, v] of [
+      ['guest address', guestAddress],
+      ['size', size],
+      ['offset', offset],
+    ] as const) {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+        throw new RangeError(`${name}: ${what} ${String(v)} is not a non-negative safe integer`);
+      }
+      if (v % this.#pageSize !== 0) {
+        throw new RangeError(
+          `${name}: ${what} 0x${v.toString(16)} is not a multiple of the page size ${this.#pageSize}`,
+        );
+      }
+    }
+    if (size === 0) throw new RangeError(`${name}: a slot must cover at least one page`);
+    const mem = spec.memory;
+    if (mem === null || typeof mem !== 'object' || typeof mem.hostAddress !== 'bigint') {
+      throw new TypeError(`${name}: memory must have a bigint hostAddress and a length`);
+    }
+    if (offset + size > mem.length) {
+      throw new RangeError(
+        `${name}: offset 0x${offset.toString(16)} + size 0x${size.toString(16)} exceeds the memory (${mem.length} bytes)`,
+      );
+    }
+    const hostAddress = mem.hostAddress + BigInt(offset);
+    if (hostAddress % BigInt(this.#pageSize) !== 0n) {
+      throw new RangeError(`${name}: host address 0x${hostAddress.toString(16)} is not page-aligned`);
+    }
+    for (const s of this.#used.values()) {
+      if (guestAddress < s.guestAddress + s.size && s.guestAddress < guestAddress + size) {
+        throw new RangeError(
+          `${name}: guest 0x${guestAddress.toString(16)}+0x${size.toString(16)} overlaps slot ${s.id} (${s.name})`,
+        );
+      }
+    }
+    const id = this.#free.length > 0 ? this.#free.pop()! : this.#next < this.#max ? this.#next++ : -1;
+    if (id < 0) {
+      throw kvmError(
+        'KVM_SET_USER_MEMORY_REGION',
+        'ENOSLOT',
+        `${name}: all ${this.#max} memory slots are in use`,
+        'each direct BAR range and each RAM block takes a slot: remove unused ones',
+      );
+    }
+    const slot: MemorySlot = { id, guestAddress, size, hostAddress, readonly: spec.readonly === true, name };
+    this.#used.set(id, slot);
+    return slot;
+  }
+
+  /** Give back a reservation that KVM refused, or a slot that was removed. */
+  release(slot: MemorySlot): void {
+    if (this.#used.get(slot.id) !== slot) return;
+    this.#used.delete(slot.id);
+    this.#free.push(slot.id);
+  }
+
+  has(slot: MemorySlot): boolean {
+    return this.#used.get(slot.id) === slot;
+  }
+}

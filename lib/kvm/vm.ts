@@ -1,0 +1,345 @@
+import { native, type NativeHandle } from '../native';
+import { PAGE_SIZE } from '../vfio';
+import { closedError, kvmError } from './errors';
+import type { Kvm } from './kvm';
+import { SlotTable, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
+import {
+  encodeRouting,
+  KVM_CAP,
+  KVM_DEV_TYPE_VFIO,
+  KVM_DEV_VFIO_FILE,
+  KVM_DEV_VFIO_FILE_ADD,
+  KVM_DEV_VFIO_FILE_DEL,
+  KVM_IOEVENTFD_FLAG_DATAMATCH,
+  KVM_IOEVENTFD_FLAG_DEASSIGN,
+  KVM_IOEVENTFD_FLAG_PIO,
+  KVM_IRQFD_FLAG_DEASSIGN,
+  KVM_IRQFD_FLAG_RESAMPLE,
+  KVM_MEM_READONLY,
+  type GsiRoute,
+} from './uapi';
+import { Vcpu } from './vcpu';
+
+/** Something with an fd number: an {@link EventFd}, a vfio Group or Device. */
+export interface HasFd {
+  readonly fd: number;
+}
+
+/** Options of {@link Vm.irqfd}. */
+export interface IrqfdOptions {
+  /** For level-triggered (INTx) routes: KVM signals this eventfd when the guest EOIs the line. */
+  resample?: HasFd;
+}
+
+/** Options of {@link Vm.ioeventfd}. */
+export interface IoeventfdOptions {
+  /** A port instead of a memory address. */
+  pio?: boolean;
+  /** Only writes of this value signal the eventfd. */
+  datamatch?: bigint;
+}
+
+/** An assigned irqfd or ioeventfd; `release()` deassigns it (idempotent). */
+export interface Assignment {
+  readonly kind: 'irqfd' | 'ioeventfd';
+  readonly fd: number;
+  /** The GSI (irqfd) or the address/port (ioeventfd). */
+  readonly target: number;
+  release(): void;
+}
+
+function fdOf(x: HasFd, what: string): number {
+  if (x === null || typeof x !== 'object' || !Number.isInteger(x.fd) || x.fd < 0) {
+    throw new TypeError(`${what} must be an open object with an fd`);
+  }
+  return x.fd;
+}
+
+/**
+ * A KVM virtual machine: memory slots with accounting, the in-kernel irqchip, GSI routing, irqfd,
+ * ioeventfd, MSI injection, the KVM-VFIO device and vCPUs.
+ *
+ * Closing the VM deassigns every irqfd and ioeventfd, deletes every slot, closes the vCPUs and the
+ * KVM-VFIO device, then the VM fd; {@link Vm.slots}, {@link Vm.assignments} and `vcpus` are then
+ * empty, which is what a VMM can check to know nothing is left behind.
+ */
+export class Vm implements SlotTarget, Disposable {
+  readonly path: string;
+  /** Memory slot accounting (capacity from KVM_CAP_NR_MEMSLOTS). */
+  readonly slots: SlotTable;
+  readonly #handle: NativeHandle;
+  readonly #vcpuMmapSize: number;
+  readonly #vcpus = new Set<Vcpu>();
+  readonly #assigned = new Set<Assignment>();
+  #vfioDevice: NativeHandle | null = null;
+  #vfioFiles = new Set<number>();
+  #irqchip = false;
+  #closed = false;
+
+  private constructor(handle: NativeHandle, kvm: Kvm) {
+    this.#handle = handle;
+    this.path = `${kvm.path} vm`;
+    this.#vcpuMmapSize = kvm.vcpuMmapSize;
+    const max = native.kvmCheckExtension(handle, KVM_CAP.NR_MEMSLOTS) || 32;
+    this.slots = new SlotTable(max, PAGE_SIZE);
+  }
+
+  /** @internal */
+  static _create(handle: NativeHandle, kvm: Kvm): Vm {
+    try {
+      return new Vm(handle, kvm);
+    } catch (e) {
+      native.closeFd(handle);
+      throw e;
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** True once {@link Vm.createIrqchip} has run. */
+  get hasIrqchip(): boolean {
+    return this.#irqchip;
+  }
+
+  /** The vCPUs not yet closed. */
+  get vcpus(): readonly Vcpu[] {
+    return [...this.#vcpus];
+  }
+
+  /** The irqfds and ioeventfds currently assigned. */
+  get assignments(): readonly Assignment[] {
+    return [...this.#assigned];
+  }
+
+  /** KVM_CHECK_EXTENSION on the VM fd (what this VM supports). */
+  checkExtension(cap: keyof typeof KVM_CAP): number {
+    return native.kvmCheckExtension(this.#open('KVM_CHECK_EXTENSION'), KVM_CAP[cap]);
+  }
+
+  /**
+   * KVM_SET_USER_MEMORY_REGION: give the guest `spec.size` bytes of host memory at
+   * `spec.guestAddress`. The memory must stay mapped until the slot is removed.
+   * @throws RangeError (alignment, overlap, bounds), VfioError ENOSLOT (all slots used) or the kernel's
+   */
+  addSlot(spec: SlotSpec): MemorySlot {
+    const h = this.#open('KVM_SET_USER_MEMORY_REGION');
+    const slot = this.slots.reserve(spec);
+    try {
+      native.kvmSetUserMemoryRegion(
+        h,
+        slot.id,
+        slot.readonly ? KVM_MEM_READONLY : 0,
+        slot.guestAddress,
+        slot.size,
+        slot.hostAddress,
+      );
+    } catch (e) {
+      this.slots.release(slot);
+      throw e;
+    }
+    return slot;
+  }
+
+  /** Delete a slot (size 0). Idempotent for a slot already removed. */
+  removeSlot(slot: MemorySlot): void {
+    if (!this.slots.has(slot)) return;
+    native.kvmSetUserMemoryRegion(
+      this.#open('KVM_SET_USER_MEMORY_REGION'),
+      slot.id,
+      0,
+      slot.guestAddress,
+      0,
+      0n,
+    );
+    this.slots.release(slot);
+  }
+
+  /** KVM_CREATE_IRQCHIP: in-kernel PIC, IOAPIC and local APICs. Before any vCPU. */
+  createIrqchip(): void {
+    const h = this.#open('KVM_CREATE_IRQCHIP');
+    if (this.#vcpus.size > 0) {
+      throw new RangeError('createIrqchip: the irqchip must be created before the first vCPU');
+    }
+    native.kvmCreateIrqchip(h);
+    this.#irqchip = true;
+  }
+
+  /**
+   * KVM_SET_GSI_ROUTING: replace the whole routing table. The in-kernel irqchip installs a default
+   * table for GSIs 0-23; a VMM that replaces it passes those routes too.
+   */
+  setGsiRouting(routes: readonly GsiRoute[]): void {
+    const h = this.#open('KVM_SET_GSI_ROUTING');
+    if (!Array.isArray(routes)) throw new TypeError('routes must be an array');
+    for (const r of routes) {
+      if (!Number.isInteger(r.gsi) || r.gsi < 0 || r.gsi > 0xffffffff)
+        throw new RangeError(`bad GSI ${String(r.gsi)}`);
+      if (r.kind !== 'msi' && r.kind !== 'irqchip')
+        throw new TypeError(`route kind must be 'msi' or 'irqchip'`);
+    }
+    native.kvmSetGsiRouting(h, encodeRouting(routes));
+  }
+
+  /**
+   * KVM_IRQFD: each signal of `eventfd` raises `gsi` in the guest, in the kernel. With
+   * `resample`, the route is level-triggered: KVM lowers the line and signals `resample` on EOI.
+   */
+  irqfd(eventfd: HasFd, gsi: number, opts: IrqfdOptions = {}): Assignment {
+    const h = this.#open('KVM_IRQFD');
+    const fd = fdOf(eventfd, 'eventfd');
+    if (!Number.isInteger(gsi) || gsi < 0 || gsi > 0xffffffff)
+      throw new RangeError(`irqfd: bad GSI ${String(gsi)}`);
+    const resample = opts.resample !== undefined ? fdOf(opts.resample, 'resample eventfd') : 0;
+    if (!this.#irqchip) {
+      throw kvmError(
+        'KVM_IRQFD',
+        'ENOIRQCHIP',
+        'KVM_IRQFD needs the in-kernel irqchip',
+        'call vm.createIrqchip() first',
+        this.path,
+      );
+    }
+    native.kvmIrqfd(h, fd, gsi, opts.resample !== undefined ? KVM_IRQFD_FLAG_RESAMPLE : 0, resample);
+    const a: Assignment = {
+      kind: 'irqfd',
+      fd,
+      target: gsi,
+      release: () => {
+        if (!this.#assigned.delete(a)) return;
+        native.kvmIrqfd(this.#handle, fd, gsi, KVM_IRQFD_FLAG_DEASSIGN, 0);
+      },
+    };
+    this.#assigned.add(a);
+    return a;
+  }
+
+  /**
+   * KVM_IOEVENTFD: guest writes of `length` bytes to `address` (memory, or a port with `pio`)
+   * signal `eventfd` in the kernel and never exit to userspace.
+   */
+  ioeventfd(
+    eventfd: HasFd,
+    address: number,
+    length: 0 | 1 | 2 | 4 | 8,
+    opts: IoeventfdOptions = {},
+  ): Assignment {
+    const h = this.#open('KVM_IOEVENTFD');
+    const fd = fdOf(eventfd, 'eventfd');
+    if (![0, 1, 2, 4, 8].includes(length))
+      throw new RangeError(`ioeventfd: length ${String(length)} is not 0, 1, 2, 4 or 8`);
+    if (!Number.isSafeInteger(address) || address < 0)
+      throw new RangeError(`ioeventfd: bad address ${String(address)}`);
+    let flags = opts.pio ? KVM_IOEVENTFD_FLAG_PIO : 0;
+    if (opts.datamatch !== undefined) {
+      if (typeof opts.datamatch !== 'bigint') throw new TypeError('datamatch must be a bigint');
+      flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+    }
+    const match = opts.datamatch ?? 0n;
+    native.kvmIoeventfd(h, address, length, fd, flags, match);
+    const a: Assignment = {
+      kind: 'ioeventfd',
+      fd,
+      target: address,
+      release: () => {
+        if (!this.#assigned.delete(a)) return;
+        native.kvmIoeventfd(this.#handle, address, length, fd, flags | KVM_IOEVENTFD_FLAG_DEASSIGN, match);
+      },
+    };
+    this.#assigned.add(a);
+    return a;
+  }
+
+  /**
+   * KVM_SIGNAL_MSI: inject one MSI. Returns false when the guest blocked it (masked).
+   * Needs the in-kernel irqchip (KVM answers EINVAL without it).
+   */
+  signalMsi(addressLo: number, addressHi: number, data: number): boolean {
+    const h = this.#open('KVM_SIGNAL_MSI');
+    if (!this.#irqchip) {
+      throw kvmError(
+        'KVM_SIGNAL_MSI',
+        'ENOIRQCHIP',
+        'KVM_SIGNAL_MSI needs the in-kernel irqchip',
+        'call vm.createIrqchip() first',
+        this.path,
+      );
+    }
+    return native.kvmSignalMsi(h, addressLo >>> 0, addressHi >>> 0, data >>> 0) > 0;
+  }
+
+  /**
+   * Add a VFIO group (or device cdev) fd to the VM's KVM-VFIO device, created on first use: KVM
+   * then knows the VM has assigned devices (coherent DMA, and the kvm pointer vfio drivers get).
+   */
+  addVfioFile(file: HasFd): void {
+    const h = this.#open('KVM_SET_DEVICE_ATTR');
+    const fd = fdOf(file, 'VFIO file');
+    if (this.#vfioDevice === null) this.#vfioDevice = native.kvmCreateDevice(h, KVM_DEV_TYPE_VFIO);
+    native.kvmDeviceAttrFd(this.#vfioDevice, true, KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_ADD, fd);
+    this.#vfioFiles.add(fd);
+  }
+
+  /** Remove a file added with {@link Vm.addVfioFile}. */
+  removeVfioFile(file: HasFd): void {
+    const h = this.#open('KVM_SET_DEVICE_ATTR');
+    const fd = fdOf(file, 'VFIO file');
+    if (this.#vfioDevice === null || !this.#vfioFiles.has(fd)) return;
+    void h;
+    native.kvmDeviceAttrFd(this.#vfioDevice, true, KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_DEL, fd);
+    this.#vfioFiles.delete(fd);
+  }
+
+  /** The fds in the KVM-VFIO device. */
+  get vfioFiles(): readonly number[] {
+    return [...this.#vfioFiles];
+  }
+
+  /** KVM_CREATE_VCPU. The vCPU belongs to this thread (its kick timer targets it). */
+  createVcpu(id = this.#vcpus.size): Vcpu {
+    const h = this.#open('KVM_CREATE_VCPU');
+    if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw new RangeError(`bad vCPU id ${String(id)}`);
+    const v = Vcpu._create(h, id, this.#vcpuMmapSize, `${this.path} vcpu ${id}`, () => this.#vcpus.delete(v));
+    this.#vcpus.add(v);
+    return v;
+  }
+
+  /** Release everything, then close the VM fd. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    const errors: unknown[] = [];
+    const attempt = (fn: () => void): void => {
+      try {
+        fn();
+      } catch (e) {
+        errors.push(e);
+      }
+    };
+    for (const v of [...this.#vcpus]) attempt(() => v.close());
+    for (const a of [...this.#assigned]) attempt(() => a.release());
+    for (const s of this.slots.list()) attempt(() => this.removeSlot(s));
+    if (this.#vfioDevice !== null) {
+      for (const fd of [...this.#vfioFiles]) {
+        attempt(() =>
+          native.kvmDeviceAttrFd(this.#vfioDevice!, true, KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_DEL, fd),
+        );
+      }
+      this.#vfioFiles.clear();
+      attempt(() => native.closeFd(this.#vfioDevice!));
+      this.#vfioDevice = null;
+    }
+    this.#closed = true;
+    attempt(() => native.closeFd(this.#handle));
+    if (errors.length > 0) throw errors[0];
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #open(op: string): NativeHandle {
+    if (this.#closed) throw closedError(op, 'VM', this.path);
+    return this.#handle;
+  }
+}

@@ -1,0 +1,330 @@
+// KVM system and VM ioctls: /dev/kvm and the VM fd. Each function is one ioctl on a handle from
+// handle.cc; structures that carry policy (GSI routing tables) are laid out in lib/kvm and passed
+// as Buffers, so what they mean is decided and tested in TypeScript.
+#include <linux/kvm.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "handle.h"
+#include "ioctl.h"
+
+// Linux 6.1 headers may predate these; the values are the kernel's uAPI.
+#ifndef KVM_DEV_VFIO_FILE
+#define KVM_DEV_VFIO_FILE 1
+#endif
+
+namespace vfio_bridge {
+namespace {
+
+napi_value Int(napi_env env, int v) {
+  napi_value out;
+  napi_create_int32(env, v, &out);
+  return out;
+}
+
+/** GetU64 - a bigint or a safe integer as uint64 (host addresses, datamatch values). */
+bool GetU64(napi_env env, napi_value value, const char* what, uint64_t* out) {
+  napi_valuetype type;
+  napi_typeof(env, value, &type);
+  if (type == napi_bigint) {
+    bool lossless = false;
+    napi_get_value_bigint_uint64(env, value, out, &lossless);
+    if (!lossless) {
+      ThrowRangeError(env, std::string(what) + " does not fit in 64 bits");
+      return false;
+    }
+    return true;
+  }
+  return GetSafeInteger(env, value, what, out);
+}
+
+/** KvmValueIoctl - an ioctl taking an integer argument; returns its result or throws. */
+napi_value ValueIoctl(napi_env env, napi_callback_info info, unsigned long request, const char* op,
+                      bool has_arg) {
+  Args<2> args(env, info);
+  FdResource* h = GetHandle(env, args[0], op);
+  uint32_t arg = 0;
+  if (h == nullptr || (has_arg && !GetUint32(env, args[1], "argument", &arg))) return nullptr;
+  int r = IoctlValue(h->fd, request, arg);
+  if (r < 0) return ThrowErrno(env, op, h, -r);
+  return Int(env, r);
+}
+
+napi_value GetApiVersion(napi_env env, napi_callback_info info) {
+  return ValueIoctl(env, info, KVM_GET_API_VERSION, "KVM_GET_API_VERSION", false);
+}
+
+napi_value CheckExtension(napi_env env, napi_callback_info info) {
+  return ValueIoctl(env, info, KVM_CHECK_EXTENSION, "KVM_CHECK_EXTENSION", true);
+}
+
+napi_value GetVcpuMmapSize(napi_env env, napi_callback_info info) {
+  return ValueIoctl(env, info, KVM_GET_VCPU_MMAP_SIZE, "KVM_GET_VCPU_MMAP_SIZE", false);
+}
+
+napi_value CreateIrqchip(napi_env env, napi_callback_info info) {
+  return ValueIoctl(env, info, KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", false);
+}
+
+/** CreateVm(kvm) - KVM_CREATE_VM with the default machine type; returns the VM's handle. */
+napi_value CreateVm(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "KVM_CREATE_VM");
+  if (h == nullptr) return nullptr;
+  int fd = IoctlValue(h->fd, KVM_CREATE_VM, 0);
+  if (fd < 0) return ThrowErrno(env, "KVM_CREATE_VM", h, -fd);
+  return NewHandle(env, fd, ErrorContext{h->where.path + " vm", ""});
+}
+
+/** SetTssAddr(vm, addr) - KVM_SET_TSS_ADDR (three pages VMX needs for real mode). */
+napi_value SetTssAddr(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "KVM_SET_TSS_ADDR");
+  uint32_t addr;
+  if (h == nullptr || !GetUint32(env, args[1], "address", &addr)) return nullptr;
+  int r = IoctlValue(h->fd, KVM_SET_TSS_ADDR, addr);
+  if (r < 0) return ThrowErrno(env, "KVM_SET_TSS_ADDR", h, -r);
+  return nullptr;
+}
+
+/**
+ * SetUserMemoryRegion(vm, slot, flags, gpa, size, hva) - KVM_SET_USER_MEMORY_REGION; size 0
+ * deletes the slot. The caller owns the host memory and keeps it mapped while the slot exists.
+ */
+napi_value SetUserMemoryRegion(napi_env env, napi_callback_info info) {
+  Args<6> args(env, info);
+  const char* op = "KVM_SET_USER_MEMORY_REGION";
+  FdResource* h = GetHandle(env, args[0], op);
+  kvm_userspace_memory_region region = {};
+  uint64_t gpa, size, hva;
+  if (h == nullptr || !GetUint32(env, args[1], "slot", &region.slot) ||
+      !GetUint32(env, args[2], "flags", &region.flags) ||
+      !GetSafeInteger(env, args[3], "guest address", &gpa) ||
+      !GetSafeInteger(env, args[4], "size", &size) || !GetU64(env, args[5], "host address", &hva)) {
+    return nullptr;
+  }
+  region.guest_phys_addr = gpa;
+  region.memory_size = size;
+  region.userspace_addr = hva;
+  int r = Ioctl(h->fd, KVM_SET_USER_MEMORY_REGION, &region);
+  if (r < 0) return ThrowErrno(env, op, h, -r, "slot " + std::to_string(region.slot));
+  return nullptr;
+}
+
+/** SetGsiRouting(vm, table) - KVM_SET_GSI_ROUTING with a struct kvm_irq_routing built in TS. */
+napi_value SetGsiRouting(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  const char* op = "KVM_SET_GSI_ROUTING";
+  FdResource* h = GetHandle(env, args[0], op);
+  if (h == nullptr) return nullptr;
+  void* data = nullptr;
+  size_t len = 0;
+  bool is_buffer = false;
+  napi_is_buffer(env, args[1], &is_buffer);
+  if (!is_buffer) return ThrowTypeError(env, "KVM_SET_GSI_ROUTING expects a Buffer");
+  napi_get_buffer_info(env, args[1], &data, &len);
+  // The entries start at byte 8 as the kernel (C) lays the struct out; C++ sizes the header's empty
+  // flexible-array wrapper differently, so sizeof(kvm_irq_routing) is not used here.
+  constexpr size_t kHeader = 8;
+  static_assert(sizeof(kvm_irq_routing_entry) == 48, "kvm_irq_routing_entry layout");
+  if (len < kHeader) return ThrowRangeError(env, "routing table too short");
+  uint32_t nr;
+  std::memcpy(&nr, data, sizeof nr);
+  if (len != kHeader + static_cast<size_t>(nr) * sizeof(kvm_irq_routing_entry)) {
+    return ThrowRangeError(
+        env, "routing table length does not match its entry count " + std::to_string(nr));
+  }
+  // Copied to aligned storage: a Buffer's memory may be a slice at any offset.
+  std::vector<uint64_t> aligned((len + 7) / 8);
+  std::memcpy(aligned.data(), data, len);
+  int r = Ioctl(h->fd, KVM_SET_GSI_ROUTING, aligned.data());
+  if (r < 0) return ThrowErrno(env, op, h, -r, std::to_string(nr) + " routes");
+  return nullptr;
+}
+
+/**
+ * Irqfd(vm, fd, gsi, flags, resamplefd) - KVM_IRQFD: assign (flags 0 or KVM_IRQFD_FLAG_RESAMPLE)
+ * or deassign (KVM_IRQFD_FLAG_DEASSIGN) eventfd @fd to @gsi.
+ */
+napi_value Irqfd(napi_env env, napi_callback_info info) {
+  Args<5> args(env, info);
+  const char* op = "KVM_IRQFD";
+  FdResource* h = GetHandle(env, args[0], op);
+  kvm_irqfd irqfd = {};
+  uint32_t fd, resample;
+  if (h == nullptr || !GetUint32(env, args[1], "eventfd", &fd) ||
+      !GetUint32(env, args[2], "gsi", &irqfd.gsi) ||
+      !GetUint32(env, args[3], "flags", &irqfd.flags) ||
+      !GetUint32(env, args[4], "resamplefd", &resample)) {
+    return nullptr;
+  }
+  irqfd.fd = fd;
+  irqfd.resamplefd = resample;
+  int r = Ioctl(h->fd, KVM_IRQFD, &irqfd);
+  if (r < 0) return ThrowErrno(env, op, h, -r, "gsi " + std::to_string(irqfd.gsi));
+  return nullptr;
+}
+
+/** Ioeventfd(vm, addr, len, fd, flags, datamatch) - KVM_IOEVENTFD. */
+napi_value Ioeventfd(napi_env env, napi_callback_info info) {
+  Args<6> args(env, info);
+  const char* op = "KVM_IOEVENTFD";
+  FdResource* h = GetHandle(env, args[0], op);
+  kvm_ioeventfd io = {};
+  uint64_t addr, datamatch;
+  uint32_t fd;
+  if (h == nullptr || !GetSafeInteger(env, args[1], "address", &addr) ||
+      !GetUint32(env, args[2], "length", &io.len) || !GetUint32(env, args[3], "eventfd", &fd) ||
+      !GetUint32(env, args[4], "flags", &io.flags) ||
+      !GetU64(env, args[5], "datamatch", &datamatch)) {
+    return nullptr;
+  }
+  io.addr = addr;
+  io.fd = static_cast<int32_t>(fd);
+  io.datamatch = datamatch;
+  int r = Ioctl(h->fd, KVM_IOEVENTFD, &io);
+  if (r < 0) return ThrowErrno(env, op, h, -r, "address " + std::to_string(addr));
+  return nullptr;
+}
+
+/** SignalMsi(vm, addressLo, addressHi, data) - KVM_SIGNAL_MSI; > 0 delivered, 0 blocked. */
+napi_value SignalMsi(napi_env env, napi_callback_info info) {
+  Args<4> args(env, info);
+  const char* op = "KVM_SIGNAL_MSI";
+  FdResource* h = GetHandle(env, args[0], op);
+  kvm_msi msi = {};
+  if (h == nullptr || !GetUint32(env, args[1], "address_lo", &msi.address_lo) ||
+      !GetUint32(env, args[2], "address_hi", &msi.address_hi) ||
+      !GetUint32(env, args[3], "data", &msi.data)) {
+    return nullptr;
+  }
+  int r = Ioctl(h->fd, KVM_SIGNAL_MSI, &msi);
+  if (r < 0) return ThrowErrno(env, op, h, -r);
+  return Int(env, r);
+}
+
+/** CreateDevice(vm, type) - KVM_CREATE_DEVICE; returns the device's handle. */
+napi_value CreateDevice(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  const char* op = "KVM_CREATE_DEVICE";
+  FdResource* h = GetHandle(env, args[0], op);
+  kvm_create_device dev = {};
+  if (h == nullptr || !GetUint32(env, args[1], "type", &dev.type)) return nullptr;
+  int r = Ioctl(h->fd, KVM_CREATE_DEVICE, &dev);
+  if (r < 0) return ThrowErrno(env, op, h, -r, "type " + std::to_string(dev.type));
+  return NewHandle(env, static_cast<int>(dev.fd),
+                   ErrorContext{h->where.path + " device " + std::to_string(dev.type), ""});
+}
+
+/**
+ * DeviceAttrFd(device, set, group, attr, fd) - KVM_SET_DEVICE_ATTR (or KVM_HAS_DEVICE_ATTR when
+ * @set is false) whose payload is one int fd, as the KVM-VFIO device's file add/del take.
+ */
+napi_value DeviceAttrFd(napi_env env, napi_callback_info info) {
+  Args<5> args(env, info);
+  bool set = true;
+  napi_get_value_bool(env, args[1], &set);
+  const char* op = set ? "KVM_SET_DEVICE_ATTR" : "KVM_HAS_DEVICE_ATTR";
+  FdResource* h = GetHandle(env, args[0], op);
+  uint32_t group, attr, fd;
+  if (h == nullptr || !GetUint32(env, args[2], "group", &group) ||
+      !GetUint32(env, args[3], "attr", &attr) || !GetUint32(env, args[4], "fd", &fd)) {
+    return nullptr;
+  }
+  int32_t payload = static_cast<int32_t>(fd);
+  kvm_device_attr da = {};
+  da.group = group;
+  da.attr = attr;
+  da.addr = reinterpret_cast<uint64_t>(&payload);
+  int r = Ioctl(h->fd, set ? KVM_SET_DEVICE_ATTR : KVM_HAS_DEVICE_ATTR, &da);
+  if (r < 0) {
+    return ThrowErrno(env, op, h, -r,
+                      "group " + std::to_string(group) + " attr " + std::to_string(attr));
+  }
+  return nullptr;
+}
+
+/** Eventfd(initval, flags) - eventfd(2) with EFD_CLOEXEC added; returns a handle. */
+napi_value Eventfd(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  uint32_t initval, flags;
+  if (!GetUint32(env, args[0], "initval", &initval) || !GetUint32(env, args[1], "flags", &flags)) {
+    return nullptr;
+  }
+  int fd = eventfd(initval, static_cast<int>(flags) | EFD_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    return ThrowVfioError(env, "eventfd", err, "", ErrorContext{});
+  }
+  return NewHandle(env, fd, ErrorContext{"eventfd", ""});
+}
+
+/** EventfdRead(handle) - the counter (reset to 0), or 0 when it was already 0 (EFD_NONBLOCK). */
+napi_value EventfdRead(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "eventfd read");
+  if (h == nullptr) return nullptr;
+  uint64_t v = 0;
+  ssize_t n;
+  do {
+    n = read(h->fd, &v, sizeof v);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    int err = errno;
+    if (err != EAGAIN) return ThrowErrno(env, "eventfd read", h, err);
+    v = 0;
+  }
+  napi_value out;
+  napi_create_bigint_uint64(env, v, &out);
+  return out;
+}
+
+/** EventfdWrite(handle, n) - add @n to the counter. */
+napi_value EventfdWrite(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "eventfd write");
+  uint64_t v;
+  if (h == nullptr || !GetSafeInteger(env, args[1], "value", &v)) return nullptr;
+  ssize_t n;
+  do {
+    n = write(h->fd, &v, sizeof v);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    int err = errno;
+    return ThrowErrno(env, "eventfd write", h, err);
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void RegisterKvm(Napi::Env env, Napi::Object exports) {
+  napi_property_descriptor props[] = {
+#define P(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
+      P("kvmGetApiVersion", GetApiVersion),
+      P("kvmCheckExtension", CheckExtension),
+      P("kvmGetVcpuMmapSize", GetVcpuMmapSize),
+      P("kvmCreateVm", CreateVm),
+      P("kvmSetTssAddr", SetTssAddr),
+      P("kvmSetUserMemoryRegion", SetUserMemoryRegion),
+      P("kvmCreateIrqchip", CreateIrqchip),
+      P("kvmSetGsiRouting", SetGsiRouting),
+      P("kvmIrqfd", Irqfd),
+      P("kvmIoeventfd", Ioeventfd),
+      P("kvmSignalMsi", SignalMsi),
+      P("kvmCreateDevice", CreateDevice),
+      P("kvmDeviceAttrFd", DeviceAttrFd),
+      P("eventfd", Eventfd),
+      P("eventfdRead", EventfdRead),
+      P("eventfdWrite", EventfdWrite),
+#undef P
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
+
+}  // namespace vfio_bridge

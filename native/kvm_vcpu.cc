@@ -1,0 +1,384 @@
+// vCPUs: the vCPU fd, its mmap'd kvm_run page, registers, and KVM_RUN.
+//
+// Threading: a run is bounded. KVM_RUN blocks the calling thread for as long as the guest runs
+// without exiting (an in-kernel halt included), so each run arms a one-shot per-thread timer whose
+// signal kicks the vCPU out with KVM_EXIT_INTR. The signal handler sets kvm_run.immediate_exit, so
+// a kick that lands just before KVM_RUN is entered is not lost. lib/kvm slices a long run into such
+// bounded runs and returns to the event loop between them.
+//
+// Exits are handed to JavaScript through a small ArrayBuffer owned by the vCPU's JavaScript object
+// (not the kvm_run page itself, which close() unmaps while JavaScript may still hold views):
+//   u32 reason @0, u32 size @4, u64 address/port @8, 8 data bytes @16, u32 count @24,
+//   u8 is_write @28, u64 detail @32 (hardware/suberror reason)
+// For an MMIO read or port input, JavaScript writes the value at @16 and the next run copies it
+// into kvm_run, as KVM expects on re-entry.
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "args.h"
+#include "handle.h"
+#include "ioctl.h"
+
+namespace vfio_bridge {
+
+/** class VcpuState - one vCPU: its fd, its kvm_run page and its kick timer. */
+class VcpuState : public Resource {
+ public:
+  void Release() override {
+    if (timer_armed) timer_delete(timer);
+    timer_armed = false;
+    if (run != nullptr) munmap(run, run_size);
+    run = nullptr;
+    if (fd >= 0) close(fd);
+    fd = -1;
+    exit = nullptr;
+  }
+
+  int fd = -1;
+  kvm_run* run = nullptr;
+  size_t run_size = 0;
+  timer_t timer = {};
+  bool timer_armed = false;  // the timer exists (it is armed per run)
+  // The exit ArrayBuffer's memory. lib/kvm keeps the ArrayBuffer in the same object as the handle,
+  // so it lives as long as anything can reach run().
+  uint8_t* exit = nullptr;
+  ErrorContext where;
+};
+
+namespace {
+
+constexpr napi_type_tag kVcpuTag = {0x7666696f2d627269ULL, 0x6467652d76637075ULL};
+constexpr size_t kExitSize = 48;
+
+// The vCPU running on this thread, for the kick handler. Initial-exec TLS is safe in a handler.
+thread_local kvm_run* t_running __attribute__((tls_model("initial-exec"))) = nullptr;
+
+int KickSignal() { return SIGRTMIN + 6; }
+
+void OnKick(int) {
+  kvm_run* run = t_running;
+  if (run != nullptr) run->immediate_exit = 1;
+}
+
+bool InstallKickHandler() {
+  static bool installed = false;
+  if (installed) return true;
+  struct sigaction sa = {};
+  sa.sa_handler = OnKick;
+  sigemptyset(&sa.sa_mask);
+  // No SA_RESTART: KVM_RUN must return EINTR when kicked.
+  if (sigaction(KickSignal(), &sa, nullptr) != 0) return false;
+  installed = true;
+  return true;
+}
+
+void FinalizeVcpu(napi_env, void* data, void*) { ReleaseAndForget(static_cast<VcpuState*>(data)); }
+
+VcpuState* GetVcpu(napi_env env, napi_value value, const char* op) {
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
+      napi_check_object_type_tag(env, value, &kVcpuTag, &tagged) != napi_ok || !tagged) {
+    ThrowTypeError(env, std::string(op) + " expects a vCPU handle");
+    return nullptr;
+  }
+  void* data = nullptr;
+  napi_get_value_external(env, value, &data);
+  auto* v = static_cast<VcpuState*>(data);
+  if (v->fd < 0) {
+    ThrowVfioError(env, op, 0, "the vCPU is closed", v->where, "ECLOSED");
+    return nullptr;
+  }
+  return v;
+}
+
+napi_value ThrowVcpu(napi_env env, const char* op, VcpuState* v, int err,
+                     const std::string& detail = std::string()) {
+  return ThrowVfioError(env, op, err, detail, v->where);
+}
+
+/**
+ * CreateVcpu(vm, id, mmapSize, exitBuffer) - KVM_CREATE_VCPU, mmap of its kvm_run page and the
+ * kick timer; @exitBuffer (an ArrayBuffer of at least 48 bytes) receives each exit.
+ */
+napi_value CreateVcpu(napi_env env, napi_callback_info info) {
+  Args<4> args(env, info);
+  const char* op = "KVM_CREATE_VCPU";
+  FdResource* vm = GetHandle(env, args[0], op);
+  uint32_t id, mmap_size;
+  if (vm == nullptr || !GetUint32(env, args[1], "vcpu id", &id) ||
+      !GetUint32(env, args[2], "mmap size", &mmap_size)) {
+    return nullptr;
+  }
+  bool is_ab = false;
+  napi_is_arraybuffer(env, args[3], &is_ab);
+  void* exit_data = nullptr;
+  size_t exit_len = 0;
+  if (!is_ab) return ThrowTypeError(env, "exit buffer must be an ArrayBuffer");
+  napi_get_arraybuffer_info(env, args[3], &exit_data, &exit_len);
+  if (exit_len < kExitSize) return ThrowRangeError(env, "exit buffer must hold 48 bytes");
+  if (mmap_size < sizeof(kvm_run)) {
+    return ThrowRangeError(env, "vCPU mmap size " + std::to_string(mmap_size) + " is too small");
+  }
+  if (!InstallKickHandler()) {
+    int err = errno;
+    return ThrowVfioError(env, "sigaction", err, "vCPU kick signal", vm->where);
+  }
+  int fd = IoctlValue(vm->fd, KVM_CREATE_VCPU, id);
+  if (fd < 0) return ThrowErrno(env, op, vm, -fd, "vcpu " + std::to_string(id));
+  void* run = mmap(nullptr, mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (run == MAP_FAILED) {
+    int err = errno;
+    close(fd);
+    return ThrowErrno(env, "mmap", vm, err, "kvm_run of vcpu " + std::to_string(id));
+  }
+  sigevent sev = {};
+  sev.sigev_notify = SIGEV_THREAD_ID;
+  sev.sigev_signo = KickSignal();
+  sev._sigev_un._tid = static_cast<pid_t>(syscall(SYS_gettid));
+  timer_t timer;
+  if (timer_create(CLOCK_MONOTONIC, &sev, &timer) != 0) {
+    int err = errno;
+    munmap(run, mmap_size);
+    close(fd);
+    return ThrowErrno(env, "timer_create", vm, err, "kick timer of vcpu " + std::to_string(id));
+  }
+  auto* v = new VcpuState();
+  v->fd = fd;
+  v->run = static_cast<kvm_run*>(run);
+  v->run_size = mmap_size;
+  v->timer = timer;
+  v->timer_armed = true;
+  v->exit = static_cast<uint8_t*>(exit_data);
+  v->where = ErrorContext{vm->where.path + " vcpu " + std::to_string(id), ""};
+  napi_value external;
+  if (napi_create_external(env, v, FinalizeVcpu, nullptr, &external) != napi_ok) {
+    v->Release();
+    delete v;
+    return nullptr;
+  }
+  ModuleData::Get(env)->Track(v);
+  napi_type_tag_object(env, external, &kVcpuTag);
+  return external;
+}
+
+/** CloseVcpu(vcpu) - unmap kvm_run, close the fd, delete the timer; idempotent. */
+napi_value CloseVcpu(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_typeof(env, args[0], &type) != napi_ok || type != napi_external ||
+      napi_check_object_type_tag(env, args[0], &kVcpuTag, &tagged) != napi_ok || !tagged) {
+    return ThrowTypeError(env, "closeVcpu expects a vCPU handle");
+  }
+  void* data = nullptr;
+  napi_get_value_external(env, args[0], &data);
+  static_cast<VcpuState*>(data)->Release();
+  return nullptr;
+}
+
+/** RegsIoctl - get into or set from a Buffer of exactly sizeof(T). */
+template <typename T>
+napi_value RegsIoctl(napi_env env, napi_callback_info info, unsigned long request, const char* op,
+                     bool set) {
+  Args<2> args(env, info);
+  VcpuState* v = GetVcpu(env, args[0], op);
+  if (v == nullptr) return nullptr;
+  T regs = {};
+  if (set) {
+    void* data;
+    size_t len;
+    bool is_buffer = false;
+    napi_is_buffer(env, args[1], &is_buffer);
+    if (!is_buffer) return ThrowTypeError(env, std::string(op) + " expects a Buffer");
+    napi_get_buffer_info(env, args[1], &data, &len);
+    if (len != sizeof(T)) {
+      return ThrowRangeError(env, std::string(op) + ": buffer of " + std::to_string(len) +
+                                      " bytes, expected " + std::to_string(sizeof(T)));
+    }
+    std::memcpy(&regs, data, sizeof(T));
+  }
+  int r = Ioctl(v->fd, request, &regs);
+  if (r < 0) return ThrowVcpu(env, op, v, -r);
+  if (set) return nullptr;
+  napi_value out;
+  void* copy;
+  napi_create_buffer_copy(env, sizeof(T), &regs, &copy, &out);
+  return out;
+}
+
+napi_value GetRegs(napi_env e, napi_callback_info i) {
+  return RegsIoctl<kvm_regs>(e, i, KVM_GET_REGS, "KVM_GET_REGS", false);
+}
+napi_value SetRegs(napi_env e, napi_callback_info i) {
+  return RegsIoctl<kvm_regs>(e, i, KVM_SET_REGS, "KVM_SET_REGS", true);
+}
+napi_value GetSregs(napi_env e, napi_callback_info i) {
+  return RegsIoctl<kvm_sregs>(e, i, KVM_GET_SREGS, "KVM_GET_SREGS", false);
+}
+napi_value SetSregs(napi_env e, napi_callback_info i) {
+  return RegsIoctl<kvm_sregs>(e, i, KVM_SET_SREGS, "KVM_SET_SREGS", true);
+}
+
+void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+
+/** CompletePending - hand JavaScript's answer to the last read exit back to kvm_run. */
+void CompletePending(VcpuState* v) {
+  kvm_run* run = v->run;
+  if (run->exit_reason == KVM_EXIT_MMIO && !run->mmio.is_write && run->mmio.len <= 8) {
+    std::memcpy(run->mmio.data, v->exit + 16, run->mmio.len);
+  } else if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_IN &&
+             run->io.count == 1 && run->io.size <= 8 &&
+             run->io.data_offset + run->io.size <= v->run_size) {
+    // SAFETY: the kernel's data_offset lies inside the kvm_run mapping; checked above.
+    std::memcpy(reinterpret_cast<uint8_t*>(run) + run->io.data_offset, v->exit + 16, run->io.size);
+  }
+  // Each answer is used once: a later exit of the same kind must not see it again.
+  run->exit_reason = KVM_EXIT_UNKNOWN;
+}
+
+/** PublishExit - copy the exit's fields into the exit buffer (layout at the top of the file). */
+void PublishExit(VcpuState* v) {
+  kvm_run* run = v->run;
+  uint8_t* e = v->exit;
+  std::memset(e, 0, kExitSize);
+  Put32(e, run->exit_reason);
+  switch (run->exit_reason) {
+    case KVM_EXIT_MMIO:
+      Put32(e + 4, run->mmio.len);
+      Put64(e + 8, run->mmio.phys_addr);
+      if (run->mmio.is_write) std::memcpy(e + 16, run->mmio.data, 8);
+      e[28] = run->mmio.is_write;
+      break;
+    case KVM_EXIT_IO:
+      Put32(e + 4, run->io.size);
+      Put64(e + 8, run->io.port);
+      Put32(e + 24, run->io.count);
+      e[28] = run->io.direction == KVM_EXIT_IO_OUT;
+      if (run->io.direction == KVM_EXIT_IO_OUT && run->io.size <= 8 &&
+          run->io.data_offset + run->io.size <= v->run_size) {
+        std::memcpy(e + 16, reinterpret_cast<uint8_t*>(run) + run->io.data_offset, run->io.size);
+      }
+      break;
+    case KVM_EXIT_FAIL_ENTRY:
+      Put64(e + 32, run->fail_entry.hardware_entry_failure_reason);
+      break;
+    case KVM_EXIT_INTERNAL_ERROR:
+      Put64(e + 32, run->internal.suberror);
+      break;
+    case KVM_EXIT_SYSTEM_EVENT:
+      Put64(e + 32, run->system_event.type);
+      break;
+    default:
+      break;
+  }
+}
+
+/** RunOnce - one KVM_RUN bounded by @budget_ns (0 = unbounded); returns 0 or -errno. */
+int RunOnce(VcpuState* v, uint64_t budget_ns) {
+  CompletePending(v);
+  if (budget_ns > 0) {
+    itimerspec its = {};
+    its.it_value.tv_sec = static_cast<time_t>(budget_ns / 1000000000ULL);
+    its.it_value.tv_nsec = static_cast<long>(budget_ns % 1000000000ULL);
+    timer_settime(v->timer, 0, &its, nullptr);
+  }
+  t_running = v->run;
+  int r = ioctl(v->fd, KVM_RUN, 0);
+  int err = r < 0 ? errno : 0;
+  if (budget_ns > 0) {
+    itimerspec off = {};
+    timer_settime(v->timer, 0, &off, nullptr);
+  }
+  t_running = nullptr;
+  v->run->immediate_exit = 0;
+  if (err == EINTR || err == EAGAIN) {
+    // A kick (our timer) or another signal: report it as an interrupted run.
+    v->run->exit_reason = KVM_EXIT_INTR;
+    return 0;
+  }
+  return -err;
+}
+
+/** Run(vcpu, budgetNs) - one bounded KVM_RUN; returns the exit reason (details in the buffer). */
+napi_value Run(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  VcpuState* v = GetVcpu(env, args[0], "KVM_RUN");
+  uint64_t budget;
+  if (v == nullptr || !GetSafeInteger(env, args[1], "budget", &budget)) return nullptr;
+  int r = RunOnce(v, budget);
+  if (r < 0) return ThrowVcpu(env, "KVM_RUN", v, -r);
+  PublishExit(v);
+  napi_value out;
+  napi_create_uint32(env, v->run->exit_reason, &out);
+  return out;
+}
+
+/**
+ * RunNative(vcpu, value, budgetNs) - the thinnest handler, for the benchmark's baseline: KVM_RUN
+ * in a loop answering every MMIO read with @value and dropping MMIO writes, until any other exit.
+ * Returns the number of MMIO exits served; the final exit is published as by run().
+ */
+napi_value RunNative(napi_env env, napi_callback_info info) {
+  Args<3> args(env, info);
+  VcpuState* v = GetVcpu(env, args[0], "KVM_RUN");
+  uint32_t value;
+  uint64_t budget;
+  if (v == nullptr || !GetUint32(env, args[1], "value", &value) ||
+      !GetSafeInteger(env, args[2], "budget", &budget)) {
+    return nullptr;
+  }
+  uint64_t served = 0;
+  Put64(v->exit + 16, value);
+  for (;;) {
+    int r = RunOnce(v, budget);
+    if (r < 0) return ThrowVcpu(env, "KVM_RUN", v, -r);
+    if (v->run->exit_reason != KVM_EXIT_MMIO) break;
+    served++;
+    Put64(v->exit + 16, value);
+  }
+  PublishExit(v);
+  napi_value out;
+  napi_create_double(env, static_cast<double>(served), &out);
+  return out;
+}
+
+}  // namespace
+
+void RegisterVcpu(Napi::Env env, Napi::Object exports) {
+  napi_property_descriptor props[] = {
+#define P(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
+      P("kvmCreateVcpu", CreateVcpu),
+      P("kvmCloseVcpu", CloseVcpu),
+      P("kvmGetRegs", GetRegs),
+      P("kvmSetRegs", SetRegs),
+      P("kvmGetSregs", GetSregs),
+      P("kvmSetSregs", SetSregs),
+      P("kvmRun", Run),
+      P("kvmRunNative", RunNative),
+#undef P
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  napi_value sizes;
+  napi_create_object(env, &sizes);
+  auto put = [&](const char* name, size_t n) {
+    napi_value v;
+    napi_create_uint32(env, static_cast<uint32_t>(n), &v);
+    napi_set_named_property(env, sizes, name, v);
+  };
+  put("regs", sizeof(kvm_regs));
+  put("sregs", sizeof(kvm_sregs));
+  put("routingEntry", sizeof(kvm_irq_routing_entry));
+  exports.Set("kvmStructSizes", Napi::Value(env, sizes));
+}
+
+}  // namespace vfio_bridge

@@ -1,0 +1,191 @@
+import {
+  KvmMemoryListener,
+  SlotTable,
+  type MemorySlot,
+  type SlotSpec,
+  type SlotTarget,
+} from '../../../lib/kvm';
+import { MemoryRegion } from '../../../lib/memory';
+import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { DataViewMemory, type FakeDeviceSpec, FakeVfioDevice } from '../pci/fake-device';
+import { enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../pci/helpers';
+
+/** A fake KVM: real slot accounting, and a log of what reached "the kernel". */
+class FakeKvm implements SlotTarget {
+  readonly table: SlotTable;
+  readonly log: string[] = [];
+  constructor(max = 32) {
+    this.table = new SlotTable(max, 4096);
+  }
+  addSlot(spec: SlotSpec): MemorySlot {
+    const s = this.table.reserve(spec);
+    this.log.push(
+      `add ${s.id} ${s.guestAddress.toString(16)}+${s.size.toString(16)} @${s.hostAddress.toString(16)}`,
+    );
+    return s;
+  }
+  removeSlot(slot: MemorySlot): void {
+    this.log.push(`del ${slot.id} ${slot.guestAddress.toString(16)}`);
+    this.table.release(slot);
+  }
+  /** [guest address, size, host address] of every slot, by guest address. */
+  slots(): [number, number, bigint][] {
+    return this.table.list().map((s) => [s.guestAddress, s.size, s.hostAddress]);
+  }
+}
+
+/** Gives every mapping a distinct page-aligned fake host address: region << 32 | offset. */
+function withHostAddresses(spec: FakeDeviceSpec): FakeDeviceSpec {
+  return {
+    ...spec,
+    mapper: (region, b, offset, length) => {
+      const m = new DataViewMemory(
+        new DataView(b.buffer, b.byteOffset + offset, length),
+        null,
+        region,
+        offset,
+      );
+      return Object.assign(m, { hostAddress: (BigInt(region + 1) << 32n) + BigInt(offset) });
+    },
+  };
+}
+
+function setup(spec: FakeDeviceSpec, opts = {}, max = 32) {
+  const bus = new PciBus();
+  const dev = VfioPciDevice.open(bus, new FakeVfioDevice(withHostAddresses(spec)), opts);
+  const kvm = new FakeKvm(max);
+  const errors: unknown[] = [];
+  const listener = new KvmMemoryListener(kvm, { onError: (_r, e) => errors.push(e) });
+  bus.memory.addListener(listener);
+  return { bus, dev, kvm, listener, errors };
+}
+
+const HOST_BAR2 = 3n << 32n;
+
+describe('KvmMemoryListener', () => {
+  it('slots only the direct part of an ivshmem-as-RTL8168 BAR, never the quirk page', () => {
+    const { dev, kvm } = setup(ivshmemSpec(), { vendorId: 0x10ec, deviceId: 0x8168 });
+    placeBar(dev, 2, 0xf0000000);
+    placeBar(dev, 0, 0xf1000000);
+    expect(kvm.slots()).toEqual([]);
+    enableDecode(dev);
+    // BAR 2: its first page holds the window quirk (emulated) and trapped-mmap pieces; the rest is
+    // one direct slot at the matching host offset. BAR 0 (256 B at a page boundary) expands to a page.
+    expect(kvm.slots()).toEqual([
+      [0xf0001000, 0xff000, HOST_BAR2 + 0x1000n],
+      [0xf1000000, 0x1000, 1n << 32n],
+    ]);
+  });
+
+  it('moves the slot with the BAR, removing the old one first', () => {
+    const { dev, kvm } = setup(ivshmemSpec());
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    expect(kvm.slots()).toContainEqual([0xf0000000, 0x100000, HOST_BAR2]);
+    kvm.log.length = 0;
+    placeBar(dev, 2, 0xe0000000);
+    expect(kvm.slots()).toContainEqual([0xe0000000, 0x100000, HOST_BAR2]);
+    expect(kvm.slots()).not.toContainEqual([0xf0000000, 0x100000, HOST_BAR2]);
+    expect(kvm.log[0]).toMatch(/^del /);
+  });
+
+  it('drops every slot when memory decode goes off and restores them when it comes back', () => {
+    const { dev, kvm } = setup(ivshmemSpec());
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    const before = kvm.slots();
+    expect(before.length).toBeGreaterThan(0);
+    dev.configWrite(0x04, 2, 0);
+    expect(kvm.slots()).toEqual([]);
+    enableDecode(dev);
+    expect(kvm.slots()).toEqual(before);
+  });
+
+  it('drops the slots while the device is in D3hot and restores them in D0', () => {
+    const { dev, kvm } = setup(ivshmemSpec());
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    const before = kvm.slots();
+    dev.configWrite(0x44, 2, 3); // PMCSR of the fake's PM capability at 0x40: D3hot
+    expect(dev.powerState).toBe(3);
+    expect(kvm.slots()).toEqual([]);
+    expect(dev.mapinfo()).toEqual([]);
+    dev.configWrite(0x44, 2, 0);
+    expect(kvm.slots()).toEqual(before);
+  });
+
+  it('never slots a sub-page BAR off page alignment, and slots it once expanded', () => {
+    const { dev, kvm } = setup(rtl8139Spec());
+    placeBar(dev, 1, 0xf0000800);
+    enableDecode(dev);
+    expect(
+      dev
+        .mapinfo()
+        .filter((r) => r.bar === 1)
+        .map((r) => r.mapinfo),
+    ).toEqual(['trapped-mmap']);
+    expect(kvm.slots()).toEqual([]);
+    placeBar(dev, 1, 0xf0002000);
+    expect(dev.bars[1]?.expanded).toBe(true);
+    expect(kvm.slots()).toEqual([[0xf0002000, 0x1000, 2n << 32n]]);
+  });
+
+  it('slots guest RAM (a page-aligned ram-device with a host address) and skips unaligned ones', () => {
+    const bus = new PciBus();
+    const kvm = new FakeKvm();
+    bus.memory.addListener(new KvmMemoryListener(kvm));
+    const mem = (host: bigint, len: number) =>
+      Object.assign(new DataViewMemory(new DataView(new ArrayBuffer(len))), { hostAddress: host });
+    const ram = MemoryRegion.ramDevice('ram', 0x4000, mem(0x7f0000000000n, 0x4000));
+    const odd = MemoryRegion.ramDevice('odd', 0x800, mem(0x7f1000000000n, 0x800));
+    bus.memory.root.addSubregion(ram, 0);
+    bus.memory.root.addSubregion(odd, 0x10000);
+    expect(kvm.slots()).toEqual([[0, 0x4000, 0x7f0000000000n]]);
+  });
+
+  it('reports slot exhaustion instead of throwing, leaving the range trapped', () => {
+    const { dev, kvm, listener, errors } = setup(ivshmemSpec(), {}, 1);
+    placeBar(dev, 0, 0xf1000000);
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    expect(kvm.slots()).toHaveLength(1);
+    expect(listener.errorCount).toBe(1);
+    expect(errors[0]).toMatchObject({ code: 'ENOSLOT' });
+  });
+
+  it('removes every slot when the bus closes', () => {
+    const { bus, dev, kvm } = setup(ivshmemSpec());
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    bus.close();
+    expect(kvm.slots()).toEqual([]);
+  });
+});
+
+describe('SlotTable', () => {
+  const mem = { hostAddress: 0x10000n, length: 0x10000 };
+  it('refuses unaligned, empty, overlapping and out-of-bounds slots with RangeErrors', () => {
+    const t = new SlotTable(4, 4096);
+    expect(() => t.reserve({ guestAddress: 0x800, size: 0x1000, memory: mem })).toThrow(RangeError);
+    expect(() => t.reserve({ guestAddress: 0, size: 0, memory: mem })).toThrow(/at least one page/);
+    expect(() => t.reserve({ guestAddress: 0, size: 0x20000, memory: mem })).toThrow(/exceeds the memory/);
+    t.reserve({ guestAddress: 0, size: 0x2000, memory: mem, name: 'a' });
+    expect(() => t.reserve({ guestAddress: 0x1000, size: 0x1000, memory: mem })).toThrow(
+      /overlaps slot 0 \(a\)/,
+    );
+    expect(() =>
+      t.reserve({ guestAddress: 0x2000, size: 0x1000, memory: { hostAddress: 0x800n, length: 0x1000 } }),
+    ).toThrow(/not page-aligned/);
+  });
+  it('reuses freed slot numbers and reports exhaustion as ENOSLOT', () => {
+    const t = new SlotTable(2, 4096);
+    const a = t.reserve({ guestAddress: 0, size: 0x1000, memory: mem });
+    t.reserve({ guestAddress: 0x1000, size: 0x1000, memory: mem });
+    expect(() => t.reserve({ guestAddress: 0x2000, size: 0x1000, memory: mem })).toThrow(
+      expect.objectContaining({ code: 'ENOSLOT' }),
+    );
+    t.release(a);
+    expect(t.reserve({ guestAddress: 0x2000, size: 0x1000, memory: mem }).id).toBe(a.id);
+    expect(t.used).toBe(2);
+  });
+});
