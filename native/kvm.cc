@@ -142,7 +142,9 @@ napi_value SetGsiRouting(napi_env env, napi_callback_info info) {
   // Copied to aligned storage: a Buffer's memory may be a slice at any offset.
   std::vector<uint64_t> aligned((len + 7) / 8);
   std::memcpy(aligned.data(), data, len);
-  int r = Ioctl(h->fd, KVM_SET_GSI_ROUTING, aligned.data());
+  // The request number encodes the struct size, which must be the kernel's 8 as well.
+  constexpr unsigned long kSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, kHeader);
+  int r = Ioctl(h->fd, kSetGsiRouting, aligned.data());
   if (r < 0) return ThrowErrno(env, op, h, -r, std::to_string(nr) + " routes");
   return nullptr;
 }

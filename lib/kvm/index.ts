@@ -23,3 +23,5 @@ export {
   type Segment,
   type Sregs,
 } from './uapi';
+export { MsiRoutes, defaultIrqchipRoutes, type MsiMessage } from './msi-routes';
+export { VfioMsiSeam } from './vfio-msi';

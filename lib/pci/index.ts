@@ -13,3 +13,4 @@ export * from './mapinfo';
 export * from './bus';
 export * from './device';
 export * from './dump';
+export * from './config-io';
