@@ -140,6 +140,8 @@ export interface NativeBinding {
   kvmRunNative(vcpu: NativeKvmVcpu, value: number, budgetNs: number): number;
   readonly kvmStructSizes: { regs: number; sregs: number; routingEntry: number };
   eventfd(initval: number, flags: number): NativeHandle;
+  /** fcntl(F_DUPFD_CLOEXEC) as an owned handle. */
+  dupFd(fd: number): NativeHandle;
   eventfdRead(handle: NativeHandle): bigint;
   eventfdWrite(handle: NativeHandle, value: number): void;
 

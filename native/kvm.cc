@@ -2,6 +2,7 @@
 // handle.cc; structures that carry policy (GSI routing tables) are laid out in lib/kvm and passed
 // as Buffers, so what they mean is decided and tested in TypeScript.
 #include <linux/kvm.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -303,6 +304,24 @@ napi_value EventfdWrite(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/**
+ * DupFd(fd) - a close-on-exec duplicate of @fd as a handle. An irqfd or ioeventfd assignment keeps
+ * one: KVM finds the assignment to remove by the eventfd behind an fd, so deassigning must work
+ * even after the caller closed its own fd.
+ */
+napi_value DupFd(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  uint32_t fd;
+  if (!GetUint32(env, args[0], "fd", &fd)) return nullptr;
+  int dup = fcntl(static_cast<int>(fd), F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) {
+    int err = errno;
+    return ThrowVfioError(env, "fcntl(F_DUPFD_CLOEXEC)", err, "fd " + std::to_string(fd),
+                          ErrorContext{});
+  }
+  return NewHandle(env, dup, ErrorContext{"fd " + std::to_string(fd), ""});
+}
+
 }  // namespace
 
 void RegisterKvm(Napi::Env env, Napi::Object exports) {
@@ -322,6 +341,7 @@ void RegisterKvm(Napi::Env env, Napi::Object exports) {
       P("kvmCreateDevice", CreateDevice),
       P("kvmDeviceAttrFd", DeviceAttrFd),
       P("eventfd", Eventfd),
+      P("dupFd", DupFd),
       P("eventfdRead", EventfdRead),
       P("eventfdWrite", EventfdWrite),
 #undef P

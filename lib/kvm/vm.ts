@@ -39,7 +39,10 @@ export interface IoeventfdOptions {
   datamatch?: bigint;
 }
 
-/** An assigned irqfd or ioeventfd; `release()` deassigns it (idempotent). */
+/**
+ * An assigned irqfd or ioeventfd; `release()` deassigns it (idempotent). The assignment holds its
+ * own duplicate of the eventfd, so it can be released after the caller closed theirs.
+ */
 export interface Assignment {
   readonly kind: 'irqfd' | 'ioeventfd';
   readonly fd: number;
@@ -201,14 +204,24 @@ export class Vm implements SlotTarget, Disposable {
         this.path,
       );
     }
-    native.kvmIrqfd(h, fd, gsi, opts.resample !== undefined ? KVM_IRQFD_FLAG_RESAMPLE : 0, resample);
+    const own = native.dupFd(fd);
+    try {
+      native.kvmIrqfd(h, fd, gsi, opts.resample !== undefined ? KVM_IRQFD_FLAG_RESAMPLE : 0, resample);
+    } catch (e) {
+      native.closeFd(own);
+      throw e;
+    }
     const a: Assignment = {
       kind: 'irqfd',
       fd,
       target: gsi,
       release: () => {
         if (!this.#assigned.delete(a)) return;
-        native.kvmIrqfd(this.#handle, fd, gsi, KVM_IRQFD_FLAG_DEASSIGN, 0);
+        try {
+          native.kvmIrqfd(this.#handle, native.fdOf(own), gsi, KVM_IRQFD_FLAG_DEASSIGN, 0);
+        } finally {
+          native.closeFd(own);
+        }
       },
     };
     this.#assigned.add(a);
@@ -237,14 +250,24 @@ export class Vm implements SlotTarget, Disposable {
       flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
     }
     const match = opts.datamatch ?? 0n;
-    native.kvmIoeventfd(h, address, length, fd, flags, match);
+    const own = native.dupFd(fd);
+    try {
+      native.kvmIoeventfd(h, address, length, fd, flags, match);
+    } catch (e) {
+      native.closeFd(own);
+      throw e;
+    }
     const a: Assignment = {
       kind: 'ioeventfd',
       fd,
       target: address,
       release: () => {
         if (!this.#assigned.delete(a)) return;
-        native.kvmIoeventfd(this.#handle, address, length, fd, flags | KVM_IOEVENTFD_FLAG_DEASSIGN, match);
+        try {
+          native.kvmIoeventfd(this.#handle, address, length, native.fdOf(own), flags | KVM_IOEVENTFD_FLAG_DEASSIGN, match);
+        } finally {
+          native.closeFd(own);
+        }
       },
     };
     this.#assigned.add(a);
@@ -252,7 +275,8 @@ export class Vm implements SlotTarget, Disposable {
   }
 
   /**
-   * KVM_SIGNAL_MSI: inject one MSI. Returns false when the guest blocked it (masked).
+   * KVM_SIGNAL_MSI: inject one MSI. Returns false when it was not delivered (blocked by the guest,
+   * or no vCPU's APIC matches its destination).
    * Needs the in-kernel irqchip (KVM answers EINVAL without it).
    */
   signalMsi(addressLo: number, addressHi: number, data: number): boolean {
@@ -266,7 +290,13 @@ export class Vm implements SlotTarget, Disposable {
         this.path,
       );
     }
-    return native.kvmSignalMsi(h, addressLo >>> 0, addressHi >>> 0, data >>> 0) > 0;
+    try {
+      return native.kvmSignalMsi(h, addressLo >>> 0, addressHi >>> 0, data >>> 0) > 0;
+    } catch (e) {
+      // KVM answers -1 (EPERM) when no local APIC matches the destination: not delivered.
+      if (e instanceof Error && (e as { code?: string }).code === 'EPERM') return false;
+      throw e;
+    }
   }
 
   /**

@@ -17,7 +17,7 @@ import {
   type Vcpu,
   type Vm,
 } from '../../lib';
-import { CHECKPOINT_PORT, GDT, GUEST_LOAD, IDT, PARAMS, RAM_SIZE, RESULTS } from './guest';
+import { GDT, GUEST_LOAD, IDT, PARAMS, RAM_SIZE, RESULTS } from './guest';
 
 export { CHECKPOINT_PORT, PARAMS, RESULTS, RAM_SIZE } from './guest';
 

@@ -1,0 +1,239 @@
+// lib/kvm on the host's /dev/kvm: argument checking, errors, and the lifecycle of every KVM object
+// (using, close twice, use after close, worker exit). The KVM tests that need devices are in
+// test/hil/kvm (the lab); here a few bytes of guest code exercise the exits themselves.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+import { EventFd, Kvm, MemoryRegion, PciBus, type Vcpu } from '../../lib';
+import { GuestMachine } from '../guest/machine';
+import { caught, tempDir } from './helpers';
+
+const LIB = JSON.stringify(path.join(__dirname, '..', '..', 'lib'));
+const haveKvm = (() => {
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+const withKvm = haveKvm ? describe : describe.skip;
+if (!haveKvm) process.stderr.write('native: skipping the KVM lifecycle tests: /dev/kvm is not usable here\n');
+
+/** The fds of this process that are KVM objects. */
+function kvmFds(): string[] {
+  return fs
+    .readdirSync('/proc/self/fd')
+    .map((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    })
+    .filter((t) => t.startsWith('anon_inode:kvm'));
+}
+
+describe('Kvm.open errors', () => {
+  let tmp: ReturnType<typeof tempDir>;
+  beforeEach(() => (tmp = tempDir()));
+  afterEach(() => tmp.remove());
+
+  test('a missing node is ENOENT with the path', () => {
+    const e = caught(() => Kvm.open({ path: path.join(tmp.dir, 'kvm') }));
+    expect(e).toMatchObject({ code: 'ENOENT', op: 'open', path: path.join(tmp.dir, 'kvm') });
+  });
+
+  test('something that is not KVM fails in KVM_GET_API_VERSION and leaks no fd', () => {
+    const file = path.join(tmp.dir, 'kvm');
+    fs.writeFileSync(file, '');
+    const before = fs.readdirSync('/proc/self/fd').length;
+    const e = caught(() => Kvm.open({ path: file }));
+    expect(e).toMatchObject({ code: 'ENOTTY', op: 'KVM_GET_API_VERSION' });
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
+  });
+
+  test('an unknown required capability is a RangeError', () => {
+    expect(() => Kvm.open({ require: ['NOPE' as never] })).toThrow(RangeError);
+  });
+
+  test('an EventFd checks its value and is ECLOSED after close', () => {
+    expect(() => new EventFd(-1)).toThrow(RangeError);
+    const e = new EventFd();
+    e.signal(2);
+    expect(e.read()).toBe(2n);
+    expect(e.read()).toBe(0n);
+    e.close();
+    e.close();
+    expect(e.fd).toBe(-1);
+    expect(caught(() => e.read()).code).toBe('ECLOSED');
+  });
+});
+
+withKvm('KVM objects on /dev/kvm', () => {
+  test('open reports API 12 and what a passthrough VMM needs', () => {
+    using kvm = Kvm.open();
+    expect(kvm.apiVersion).toBe(12);
+    expect(kvm.hasCapability('IRQFD')).toBe(true);
+    expect(kvm.vcpuMmapSize).toBeGreaterThanOrEqual(4096);
+  });
+
+  test('using closes Kvm, Vm and Vcpu; close twice is fine; use after close is ECLOSED', () => {
+    let vcpu: Vcpu;
+    {
+      using kvm = Kvm.open();
+      using vm = kvm.createVm();
+      vcpu = vm.createVcpu(0);
+      expect(kvmFds().length).toBe(2);
+      kvm.close();
+      expect(vm.vcpus).toEqual([vcpu]);
+    }
+    expect(kvmFds()).toEqual([]);
+    vcpu.close();
+    expect(caught(() => vcpu.getRegs())).toMatchObject({ code: 'ECLOSED', op: 'KVM_GET_REGS' });
+    expect(caught(() => vcpu.run(1))).toMatchObject({ code: 'ECLOSED', op: 'KVM_RUN' });
+    const kvm = Kvm.open();
+    kvm.close();
+    kvm.close();
+    expect(caught(() => kvm.createVm())).toMatchObject({ code: 'ECLOSED' });
+  });
+
+  test('slots are checked before KVM sees them and freed when the VM closes', () => {
+    using kvm = Kvm.open();
+    const vm = kvm.createVm();
+    using m = new GuestMachine(new PciBus(), { irqchip: false });
+    expect(() => vm.addSlot({ guestAddress: 0x800, size: 0x1000, memory: m.ram })).toThrow(RangeError);
+    expect(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: { length: 1 } as never })).toThrow(TypeError);
+    vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram, name: 'a' });
+    expect(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram, offset: 0x1000 })).toThrow(/overlaps slot 0 \(a\)/);
+    expect(vm.slots.used).toBe(1);
+    vm.close();
+    expect(vm.slots.used).toBe(0);
+    expect(caught(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram })).code).toBe('ECLOSED');
+  });
+
+  test('irqfd and SIGNAL_MSI need the irqchip; irqfds are released with the VM', () => {
+    using kvm = Kvm.open();
+    const vm = kvm.createVm();
+    using e = new EventFd();
+    expect(caught(() => vm.irqfd(e, 30)).code).toBe('ENOIRQCHIP');
+    expect(caught(() => vm.signalMsi(0xfee00000, 0, 0x30)).code).toBe('ENOIRQCHIP');
+    vm.createIrqchip();
+    expect(() => vm.irqfd({ fd: -1 }, 5)).toThrow(TypeError);
+    const a = vm.irqfd(e, 5, { resample: e });
+    expect(vm.assignments).toEqual([a]);
+    a.release();
+    a.release();
+    expect(vm.assignments).toEqual([]);
+    vm.irqfd(e, 5);
+    expect(vm.signalMsi(0xfee00000, 0, 0x30)).toBe(false); // no vCPU, no APIC to take it
+    vm.createVcpu(0);
+    e.close(); // the assignment keeps its own reference for the deassign
+    vm.close();
+    expect(vm.assignments).toEqual([]);
+  });
+
+  test('the KVM-VFIO device refuses a file that is not VFIO, with the ioctl named', () => {
+    using kvm = Kvm.open();
+    using vm = kvm.createVm();
+    using e = new EventFd();
+    const err = caught(() => vm.addVfioFile(e));
+    expect(err.op).toBe('KVM_SET_DEVICE_ATTR');
+    expect(vm.vfioFiles).toEqual([]);
+  });
+
+  describe('exits', () => {
+    let bus: PciBus;
+    let m: GuestMachine;
+    beforeEach(() => {
+      bus = new PciBus();
+      m = new GuestMachine(bus, { irqchip: false });
+    });
+    afterEach(() => {
+      m.close();
+      bus.close();
+    });
+
+    test('a guest that never exits comes back interrupted when its budget is spent', () => {
+      m.load(Uint8Array.of(0xeb, 0xfe)); // jmp $
+      const t = performance.now();
+      expect(m.vcpu.run(20)).toEqual({ kind: 'interrupted' });
+      expect(performance.now() - t).toBeLessThan(5000);
+      expect(m.vcpu.getRegs().rip).toBe(0x1000n);
+    });
+
+    test('hlt exits without an in-kernel irqchip', () => {
+      m.load(Uint8Array.of(0xf4));
+      expect(m.vcpu.run(1000)).toEqual({ kind: 'hlt' });
+    });
+
+    test('an MMIO read exits with its size, and the answer reaches the guest', () => {
+      // mov eax, [0xe0000000]; mov [0x2000], eax; mov ax, [0xe0000006]; mov [0x2004], ax; hlt
+      m.load(
+        Uint8Array.of(0xa1, 0, 0, 0, 0xe0, 0xa3, 0, 0x20, 0, 0, 0x66, 0xa1, 6, 0, 0, 0xe0, 0x66, 0xa3, 4, 0x20, 0, 0, 0xf4),
+      );
+      expect(m.vcpu.run(1000)).toEqual({ kind: 'mmio', address: 0xe0000000, size: 4, isWrite: false, data: 0n });
+      m.vcpu.complete(0xa1b2c3d4);
+      expect(m.vcpu.run(1000)).toMatchObject({ kind: 'mmio', address: 0xe0000006, size: 2 });
+      m.vcpu.complete(0xbeef);
+      expect(m.vcpu.run(1000)).toEqual({ kind: 'hlt' });
+      expect(m.ram.read32(0x2000)).toBe(0xa1b2c3d4);
+      expect(m.ram.read16(0x2004)).toBe(0xbeef);
+      expect(() => m.vcpu.complete(1)).toThrow(RangeError);
+    });
+
+    test('runRouted serves MMIO and port exits through address spaces at the guest width', () => {
+      const seen: string[] = [];
+      bus.memory.root.addSubregion(
+        MemoryRegion.io('r', 0x100, {
+          read: (o, s) => (seen.push(`r${o}/${s}`), 0x5a),
+          write: (o, s, v) => void seen.push(`w${o}/${s}=${String(v)}`),
+        }),
+        0xe0000000,
+      );
+      // mov byte [0xe0000010], 0x77; mov al, [0xe0000011]; mov [0x2000], al; out 0x80, al; hlt
+      m.load(Uint8Array.of(0xc6, 0x05, 0x10, 0, 0, 0xe0, 0x77, 0xa0, 0x11, 0, 0, 0xe0, 0xa2, 0, 0x20, 0, 0, 0xe6, 0x80, 0xf4));
+      const r = m.vcpu.runRouted({ memory: bus.memory, io: bus.io }, { budgetMs: 2000 });
+      expect(r).toMatchObject({ reason: 'hlt', mmioExits: 2, ioExits: 1 });
+      expect(seen).toEqual(['w16/1=119', 'r17/1']);
+      expect(m.ram.read8(0x2000)).toBe(0x5a);
+      expect(bus.io.unassignedCount).toBe(1); // port 0x80: nothing there, reported not thrown
+    });
+
+    test('an ioeventfd write signals the eventfd without an exit', () => {
+      using e = new EventFd();
+      m.vm.ioeventfd(e, 0xe0000000, 4, { datamatch: 0x12345678n });
+      // mov dword [0xe0000000], 0x12345678; hlt
+      m.load(Uint8Array.of(0xc7, 0x05, 0, 0, 0, 0xe0, 0x78, 0x56, 0x34, 0x12, 0xf4));
+      expect(m.vcpu.run(1000)).toEqual({ kind: 'hlt' });
+      expect(e.read()).toBe(1n);
+    });
+  });
+
+  test('a worker that exits without closing leaves no KVM object behind', async () => {
+    const worker = new Worker(
+      `
+      require('@swc-node/register');
+      const { parentPort } = require('node:worker_threads');
+      const { Kvm } = require(${LIB});
+      const kvm = Kvm.open();
+      const vm = kvm.createVm();
+      globalThis.kept = [kvm, vm, vm.createVcpu(0)];
+      setInterval(() => {}, 1000);
+      parentPort.postMessage('ready');
+      `,
+      { eval: true },
+    );
+    try {
+      await new Promise((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+      expect(kvmFds().length).toBe(2);
+    } finally {
+      await worker.terminate();
+    }
+    expect(kvmFds()).toEqual([]);
+  });
+});
