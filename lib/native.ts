@@ -116,11 +116,25 @@ export interface NativeBinding {
   kvmGetVcpuMmapSize(kvm: NativeHandle): number;
   kvmCreateVm(kvm: NativeHandle): NativeHandle;
   kvmSetTssAddr(vm: NativeHandle, addr: number): void;
-  kvmSetUserMemoryRegion(vm: NativeHandle, slot: number, flags: number, gpa: number, size: number, hva: bigint): void;
+  kvmSetUserMemoryRegion(
+    vm: NativeHandle,
+    slot: number,
+    flags: number,
+    gpa: number,
+    size: number,
+    hva: bigint,
+  ): void;
   kvmCreateIrqchip(vm: NativeHandle): number;
   kvmSetGsiRouting(vm: NativeHandle, table: Buffer): void;
   kvmIrqfd(vm: NativeHandle, fd: number, gsi: number, flags: number, resamplefd: number): void;
-  kvmIoeventfd(vm: NativeHandle, addr: number, len: number, fd: number, flags: number, datamatch: bigint): void;
+  kvmIoeventfd(
+    vm: NativeHandle,
+    addr: number,
+    len: number,
+    fd: number,
+    flags: number,
+    datamatch: bigint,
+  ): void;
   kvmSignalMsi(vm: NativeHandle, addressLo: number, addressHi: number, data: number): number;
   kvmCreateDevice(vm: NativeHandle, type: number): NativeHandle;
   kvmDeviceAttrFd(device: NativeHandle, set: boolean, group: number, attr: number, fd: number): void;

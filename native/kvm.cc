@@ -1,8 +1,8 @@
 // KVM system and VM ioctls: /dev/kvm and the VM fd. Each function is one ioctl on a handle from
 // handle.cc; structures that carry policy (GSI routing tables) are laid out in lib/kvm and passed
 // as Buffers, so what they mean is decided and tested in TypeScript.
-#include <linux/kvm.h>
 #include <fcntl.h>
+#include <linux/kvm.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 

@@ -34,7 +34,10 @@ export function defaultIrqchipRoutes(): GsiRoute[] {
 export class MsiRoutes {
   readonly #vm: Vm;
   readonly #firstGsi: number;
-  readonly #routes = new Map<string, { gsi: number; msg: MsiMessage; irqfd: Assignment | null; fd: number }>();
+  readonly #routes = new Map<
+    string,
+    { gsi: number; msg: MsiMessage; irqfd: Assignment | null; fd: number }
+  >();
   readonly #free: number[] = [];
   #next: number;
 

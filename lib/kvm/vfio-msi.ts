@@ -88,7 +88,8 @@ export class VfioMsiSeam implements Disposable {
 
   #deviceFd(): number {
     const fd = (this.#dev.device as { fd?: unknown }).fd;
-    if (typeof fd !== 'number') throw new TypeError(`${this.#dev.bdf}: MSI wiring needs a real VFIO device (with an fd)`);
+    if (typeof fd !== 'number')
+      throw new TypeError(`${this.#dev.bdf}: MSI wiring needs a real VFIO device (with an fd)`);
     return fd;
   }
 }

@@ -264,7 +264,14 @@ export class Vm implements SlotTarget, Disposable {
       release: () => {
         if (!this.#assigned.delete(a)) return;
         try {
-          native.kvmIoeventfd(this.#handle, address, length, native.fdOf(own), flags | KVM_IOEVENTFD_FLAG_DEASSIGN, match);
+          native.kvmIoeventfd(
+            this.#handle,
+            address,
+            length,
+            native.fdOf(own),
+            flags | KVM_IOEVENTFD_FLAG_DEASSIGN,
+            match,
+          );
         } finally {
           native.closeFd(own);
         }

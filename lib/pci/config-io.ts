@@ -26,7 +26,8 @@ export function pciConfigIo(
     const dev = bus === 0 && fn === 0 ? devices.get(slot) : undefined;
     return dev ? { dev, reg: (address & 0xfc) + (o - 4) } : null;
   };
-  const ones = (size: AccessSize): number | bigint => (size === 8 ? 0xffff_ffff_ffff_ffffn : 2 ** (size * 8) - 1);
+  const ones = (size: AccessSize): number | bigint =>
+    size === 8 ? 0xffff_ffff_ffff_ffffn : 2 ** (size * 8) - 1;
   return MemoryRegion.io('pci-conf', 8, {
     read(o, size) {
       if (o < 4) return size === 4 && o === 0 ? address >>> 0 : ones(size);

@@ -387,7 +387,8 @@ export class VfioPciDevice implements Disposable {
     let powerChanged = false;
     if (pm !== undefined && overlaps(offset, end, pm.offset + PCI_PM_CTRL, 2)) {
       // The kernel performs the transition on the write; the state read back is the one in force.
-      const state = Number(this.#fdRead(VFIO_PCI_CONFIG_REGION_INDEX, 'config', pm.offset + PCI_PM_CTRL, 2)) & 3;
+      const state =
+        Number(this.#fdRead(VFIO_PCI_CONFIG_REGION_INDEX, 'config', pm.offset + PCI_PM_CTRL, 2)) & 3;
       powerChanged = state !== this.#powerState;
       this.#powerState = state;
     }

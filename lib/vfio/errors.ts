@@ -135,7 +135,8 @@ export function hintFor(ctx: HintContext): string | undefined {
     case 'EACCES':
     case 'EPERM':
       if (op === 'mmap') return 'the mapping was refused: a read-only region or fd cannot be mapped writable';
-      if (path === '/dev/kvm') return 'no permission on /dev/kvm: run as root or add the user to the kvm group';
+      if (path === '/dev/kvm')
+        return 'no permission on /dev/kvm: run as root or add the user to the kvm group';
       if (isVfioNode) {
         return (
           `no permission on ${path}: run as root, or give this user read/write access to the node ` +

@@ -12,6 +12,7 @@ import {
   PciBus,
   VfioPciDevice,
 } from '../../lib';
+import { kvmGuestSection } from './demo-kvm';
 
 const CONFIG = VFIO_PCI_CONFIG_REGION_INDEX;
 const REGION_NAMES = ['BAR0', 'BAR1', 'BAR2', 'BAR3', 'BAR4', 'BAR5', 'ROM', 'config', 'VGA'];
@@ -142,7 +143,7 @@ function pciLayer(devices: Array<[string, string]>): void {
   }
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const spec = process.env.VFIO_BRIDGE_HIL_DEVICES;
   if (!spec) {
     console.error(
@@ -212,5 +213,9 @@ function main(): void {
     }
   }
   pciLayer(parseDevices(spec));
+  return kvmGuestSection(new Map(parseDevices(spec)));
 }
-main();
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -16,13 +16,23 @@ const root = path.join(__dirname, '..', '..');
 export function guestBinary(name: 'e2e' | 'bench'): Buffer {
   const src = path.join(root, 'test', 'guest', `${name}.S`);
   const built = path.join(root, 'build', 'guest', `${name}.bin`);
-  if (fs.existsSync(built) && fs.statSync(built).mtimeMs >= fs.statSync(src).mtimeMs) return fs.readFileSync(built);
+  if (fs.existsSync(built) && fs.statSync(built).mtimeMs >= fs.statSync(src).mtimeMs)
+    return fs.readFileSync(built);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-bridge-guest-'));
   try {
     const obj = path.join(dir, `${name}.o`);
     const bin = path.join(dir, `${name}.bin`);
     execFileSync('as', ['--32', '-o', obj, src]);
-    execFileSync('ld', ['-m', 'elf_i386', `-Ttext=0x${GUEST_LOAD.toString(16)}`, '--oformat', 'binary', '-o', bin, obj]);
+    execFileSync('ld', [
+      '-m',
+      'elf_i386',
+      `-Ttext=0x${GUEST_LOAD.toString(16)}`,
+      '--oformat',
+      'binary',
+      '-o',
+      bin,
+      obj,
+    ]);
     return fs.readFileSync(bin);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

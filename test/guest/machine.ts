@@ -22,7 +22,20 @@ import { GDT, GUEST_LOAD, IDT, PARAMS, RAM_SIZE, RESULTS } from './guest';
 export { CHECKPOINT_PORT, PARAMS, RESULTS, RAM_SIZE } from './guest';
 
 function flat(selector: number, type: number): Segment {
-  return { base: 0n, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, avl: 0, unusable: 0 };
+  return {
+    base: 0n,
+    limit: 0xffffffff,
+    selector,
+    type,
+    present: 1,
+    dpl: 0,
+    db: 1,
+    s: 1,
+    l: 0,
+    g: 1,
+    avl: 0,
+    unusable: 0,
+  };
 }
 
 /** Options of {@link GuestMachine}. */
@@ -117,4 +130,3 @@ export class GuestMachine implements Disposable {
     this.close();
   }
 }
-

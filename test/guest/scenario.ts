@@ -89,10 +89,22 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
     return v;
   };
   try {
-    const oEdu = run(() => openDevice(bdfs.edu), (o) => o.close());
-    const oRtl = run(() => openDevice(bdfs.rtl8139), (o) => o.close());
-    const oIvs = run(() => openDevice(bdfs.ivshmem), (o) => o.close());
-    const bus = run(() => new PciBus(), (b) => b.close());
+    const oEdu = run(
+      () => openDevice(bdfs.edu),
+      (o) => o.close(),
+    );
+    const oRtl = run(
+      () => openDevice(bdfs.rtl8139),
+      (o) => o.close(),
+    );
+    const oIvs = run(
+      () => openDevice(bdfs.ivshmem),
+      (o) => o.close(),
+    );
+    const bus = run(
+      () => new PciBus(),
+      (b) => b.close(),
+    );
     const reports: DeviceErrorEvent[] = [];
     const edu = VfioPciDevice.open(bus, oEdu.device, { log: null });
     const rtl = VfioPciDevice.open(bus, oRtl.device, { log: null });
@@ -104,9 +116,15 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
     placeBar(ivs, 0, LAYOUT.ivs0);
     placeBar(ivs, 2, LAYOUT.ivs2);
     for (const d of [edu, rtl, ivs]) d.configWrite(0x04, 2, 0x0007);
-    const machine = run(() => new GuestMachine(bus), (m) => m.close());
+    const machine = run(
+      () => new GuestMachine(bus),
+      (m) => m.close(),
+    );
     for (const o of [oEdu, oRtl, oIvs]) machine.vm.addVfioFile(o.group);
-    const msi = run(() => new VfioMsiSeam(edu, machine.routes!), (s) => s.close());
+    const msi = run(
+      () => new VfioMsiSeam(edu, machine.routes!),
+      (s) => s.close(),
+    );
     const devices = new Map([
       [SLOTS.edu, edu],
       [SLOTS.rtl8139, rtl],
@@ -146,11 +164,20 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
 }
 
 /** Classifies an access by the bus's mapinfo at the time it happened. */
-function classify(setup: E2eSetup, space: 'memory' | 'io', address: number): { kind: ExitKind; name: string } {
-  if (space === 'io' && (address === CHECKPOINT_PORT || (address >= PCI_CONFIG_PORT && address < PCI_CONFIG_PORT + 8))) {
+function classify(
+  setup: E2eSetup,
+  space: 'memory' | 'io',
+  address: number,
+): { kind: ExitKind; name: string } {
+  if (
+    space === 'io' &&
+    (address === CHECKPOINT_PORT || (address >= PCI_CONFIG_PORT && address < PCI_CONFIG_PORT + 8))
+  ) {
     return { kind: 'vmm', name: address === CHECKPOINT_PORT ? 'checkpoint' : 'pci-conf' };
   }
-  const hit = setup.bus.mapinfo().find((r) => r.space === space && address >= r.addr && address < r.addr + r.size);
+  const hit = setup.bus
+    .mapinfo()
+    .find((r) => r.space === space && address >= r.addr && address < r.addr + r.size);
   return hit ? { kind: hit.mapinfo, name: hit.name } : { kind: 'unassigned', name: '-' };
 }
 

@@ -104,9 +104,13 @@ withKvm('KVM objects on /dev/kvm', () => {
     const vm = kvm.createVm();
     using m = new GuestMachine(new PciBus(), { irqchip: false });
     expect(() => vm.addSlot({ guestAddress: 0x800, size: 0x1000, memory: m.ram })).toThrow(RangeError);
-    expect(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: { length: 1 } as never })).toThrow(TypeError);
+    expect(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: { length: 1 } as never })).toThrow(
+      TypeError,
+    );
     vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram, name: 'a' });
-    expect(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram, offset: 0x1000 })).toThrow(/overlaps slot 0 \(a\)/);
+    expect(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram, offset: 0x1000 })).toThrow(
+      /overlaps slot 0 \(a\)/,
+    );
     expect(vm.slots.used).toBe(1);
     vm.close();
     expect(vm.slots.used).toBe(0);
@@ -171,9 +175,39 @@ withKvm('KVM objects on /dev/kvm', () => {
     test('an MMIO read exits with its size, and the answer reaches the guest', () => {
       // mov eax, [0xe0000000]; mov [0x2000], eax; mov ax, [0xe0000006]; mov [0x2004], ax; hlt
       m.load(
-        Uint8Array.of(0xa1, 0, 0, 0, 0xe0, 0xa3, 0, 0x20, 0, 0, 0x66, 0xa1, 6, 0, 0, 0xe0, 0x66, 0xa3, 4, 0x20, 0, 0, 0xf4),
+        Uint8Array.of(
+          0xa1,
+          0,
+          0,
+          0,
+          0xe0,
+          0xa3,
+          0,
+          0x20,
+          0,
+          0,
+          0x66,
+          0xa1,
+          6,
+          0,
+          0,
+          0xe0,
+          0x66,
+          0xa3,
+          4,
+          0x20,
+          0,
+          0,
+          0xf4,
+        ),
       );
-      expect(m.vcpu.run(1000)).toEqual({ kind: 'mmio', address: 0xe0000000, size: 4, isWrite: false, data: 0n });
+      expect(m.vcpu.run(1000)).toEqual({
+        kind: 'mmio',
+        address: 0xe0000000,
+        size: 4,
+        isWrite: false,
+        data: 0n,
+      });
       m.vcpu.complete(0xa1b2c3d4);
       expect(m.vcpu.run(1000)).toMatchObject({ kind: 'mmio', address: 0xe0000006, size: 2 });
       m.vcpu.complete(0xbeef);
@@ -193,7 +227,30 @@ withKvm('KVM objects on /dev/kvm', () => {
         0xe0000000,
       );
       // mov byte [0xe0000010], 0x77; mov al, [0xe0000011]; mov [0x2000], al; out 0x80, al; hlt
-      m.load(Uint8Array.of(0xc6, 0x05, 0x10, 0, 0, 0xe0, 0x77, 0xa0, 0x11, 0, 0, 0xe0, 0xa2, 0, 0x20, 0, 0, 0xe6, 0x80, 0xf4));
+      m.load(
+        Uint8Array.of(
+          0xc6,
+          0x05,
+          0x10,
+          0,
+          0,
+          0xe0,
+          0x77,
+          0xa0,
+          0x11,
+          0,
+          0,
+          0xe0,
+          0xa2,
+          0,
+          0x20,
+          0,
+          0,
+          0xe6,
+          0x80,
+          0xf4,
+        ),
+      );
       const r = m.vcpu.runRouted({ memory: bus.memory, io: bus.io }, { budgetMs: 2000 });
       expect(r).toMatchObject({ reason: 'hlt', mmioExits: 2, ioExits: 1 });
       expect(seen).toEqual(['w16/1=119', 'r17/1']);

@@ -47,9 +47,9 @@ describeDevice('edu', 'a KVM guest driving passed-through devices', () => {
 
   test('runs to its last checkpoint', () => {
     expect(r.run.reason).toBe('stopped');
-    expect(r.exits.filter((e) => e.kind === 'vmm' && e.name === 'checkpoint').map((e) => Number(e.value))).toEqual([
-      1, 2, 3, 4, 5, 6, 7, 0xff,
-    ]);
+    expect(
+      r.exits.filter((e) => e.kind === 'vmm' && e.name === 'checkpoint').map((e) => Number(e.value)),
+    ).toEqual([1, 2, 3, 4, 5, 6, 7, 0xff]);
   });
 
   test("reads edu's ID and liveness register through a direct slot, with no exit", () => {
@@ -90,7 +90,9 @@ describeDevice('edu', 'a KVM guest driving passed-through devices', () => {
     expect(hostRead32(0x70)).toBe(0x11223344);
     expect(hostRead32(0x74)).toBe(0x00020000); // the table write never reached the device
     expect(hostRead32(0x2000)).toBe(0xcafef00d);
-    expect(setup.reports.filter((e) => e.reason === 'msix-window').map((e) => [e.isWrite, e.offset])).toEqual([[true, 0]]);
+    expect(setup.reports.filter((e) => e.reason === 'msix-window').map((e) => [e.isWrite, e.offset])).toEqual(
+      [[true, 0]],
+    );
   });
 
   test('copies a buffer from guest RAM to edu and back by DMA, with no exit', () => {
@@ -122,7 +124,9 @@ describeDevice('edu', 'a KVM guest driving passed-through devices', () => {
     expect(r.results[16]).toBe(0xffffffff);
     expect(r.results[17]).toBe(EDU_ID);
     const mmio = r.exits.filter((e) => e.phase === 7 && e.space === 'memory');
-    expect(mmio.map((e) => [e.address, e.kind, e.value])).toEqual([[LAYOUT.eduMoved, 'unassigned', 0xffffffff]]);
+    expect(mmio.map((e) => [e.address, e.kind, e.value])).toEqual([
+      [LAYOUT.eduMoved, 'unassigned', 0xffffffff],
+    ]);
   });
 
   test('closing everything leaves no slot, no irqfd, no DMA mapping and no KVM fd', () => {
