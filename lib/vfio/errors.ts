@@ -29,6 +29,9 @@ export interface VfioErrorInit {
  * - `'ENOGROUP'`: the container has no group attached yet.
  * - `'EPROTO'`: the kernel returned a malformed info structure or capability chain.
  * - `'ENOTMAPPABLE'`: the region does not support mmap.
+ * - `'ENOCAP'`: `/dev/kvm` lacks a capability the caller requires (lib/kvm).
+ * - `'ENOSLOT'`: every KVM memory slot of the VM is in use (lib/kvm).
+ * - `'ENOIRQCHIP'`: irqfd or KVM_SIGNAL_MSI without the in-kernel irqchip (lib/kvm).
  */
 export class VfioError extends Error {
   override readonly name = 'VfioError';
