@@ -91,6 +91,8 @@ export class Vcpu implements Disposable {
   readonly #onClose: () => void;
   #closed = false;
   #pendingRead = false;
+  #unservedCount = 0;
+  #lastWarn = 0;
 
   private constructor(
     handle: NativeKvmVcpu,
@@ -190,6 +192,7 @@ export class Vcpu implements Disposable {
         const count = isMmio ? 1 : dv.getUint32(24, true);
         if (isMmio) mmioExits++;
         else ioExits++;
+        if (space === undefined || count !== 1) this.#unserved(isMmio, address, count);
         let value: number | bigint;
         if (isWrite) {
           value = size === 8 ? dv.getBigUint64(16, true) : this.#small(size);
@@ -265,6 +268,26 @@ export class Vcpu implements Disposable {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /**
+   * Exits the routing cannot serve: port I/O with no `io` space, or string port I/O (`rep ins/outs`,
+   * count > 1), which is not implemented. They read as all-ones and drop writes; counted and logged
+   * at most once a second, never thrown (a guest chooses them).
+   */
+  get unservedExits(): number {
+    return this.#unservedCount;
+  }
+
+  #unserved(isMmio: boolean, address: number, count: number): void {
+    this.#unservedCount++;
+    const now = Date.now();
+    if (now - this.#lastWarn < 1000) return;
+    this.#lastWarn = now;
+    const what = isMmio
+      ? `MMIO at 0x${address.toString(16)}`
+      : `port 0x${address.toString(16)} (count ${count})`;
+    process.emitWarning(`${this.path}: unserved ${what}: reads all-ones, writes dropped`, 'KvmExitWarning');
   }
 
   #small(size: number): number {
