@@ -320,10 +320,9 @@ export class Vm implements SlotTarget, Disposable {
 
   /** Remove a file added with {@link Vm.addVfioFile}. */
   removeVfioFile(file: HasFd): void {
-    const h = this.#open('KVM_SET_DEVICE_ATTR');
+    this.#open('KVM_SET_DEVICE_ATTR');
     const fd = fdOf(file, 'VFIO file');
     if (this.#vfioDevice === null || !this.#vfioFiles.has(fd)) return;
-    void h;
     native.kvmDeviceAttrFd(this.#vfioDevice, true, KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_DEL, fd);
     this.#vfioFiles.delete(fd);
   }

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { EventFd, Kvm, MemoryRegion, PciBus, type Vcpu } from '../../lib';
+import { EventFd, Kvm, MemoryRegion, MsiRoutes, PciBus, type Vcpu } from '../../lib';
 import { GuestMachine } from '../guest/machine';
 import { caught, tempDir } from './helpers';
 
@@ -136,6 +136,32 @@ withKvm('KVM objects on /dev/kvm', () => {
     e.close(); // the assignment keeps its own reference for the deassign
     vm.close();
     expect(vm.assignments).toEqual([]);
+  });
+
+  test('MsiRoutes keeps one GSI and one irqfd per routed vector, and drops both on mask', () => {
+    using kvm = Kvm.open();
+    using vm = kvm.createVm();
+    vm.createIrqchip();
+    const routes = new MsiRoutes(vm);
+    using a = new EventFd();
+    using b = new EventFd();
+    routes.update('a', { addressLo: 0xfee00000, addressHi: 0, data: 0x40 }, a);
+    routes.update('b', { addressLo: 0xfee00000, addressHi: 0, data: 0x41 }, b);
+    expect([routes.gsiOf('a'), routes.gsiOf('b')]).toEqual([24, 25]);
+    expect(vm.assignments.map((x) => [x.fd, x.target])).toEqual([
+      [a.fd, 24],
+      [b.fd, 25],
+    ]);
+    routes.update('a', { addressLo: 0xfee00000, addressHi: 0, data: 0x42 }, a); // new data, same irqfd
+    expect(vm.assignments).toHaveLength(2);
+    routes.update('a', null); // masked
+    expect(routes.gsiOf('a')).toBeUndefined();
+    expect(vm.assignments.map((x) => x.target)).toEqual([25]);
+    routes.update('a', { addressLo: 0xfee00000, addressHi: 0, data: 0x40 }, a); // unmasked: GSI reused
+    expect(routes.gsiOf('a')).toBe(24);
+    routes.clear();
+    expect(vm.assignments).toEqual([]);
+    expect(routes.size).toBe(0);
   });
 
   test('the KVM-VFIO device refuses a file that is not VFIO, with the ioctl named', () => {
