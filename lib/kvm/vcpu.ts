@@ -1,5 +1,5 @@
 import type { AccessSize, AddressSpace } from '../memory';
-import { native, type NativeKvmVcpu } from '../native';
+import { native, type NativeHandle, type NativeKvmVcpu } from '../native';
 import { closedError } from './errors';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, KVM_EXIT, type Regs, type Sregs } from './uapi';
 
@@ -110,13 +110,7 @@ export class Vcpu implements Disposable {
   }
 
   /** @internal */
-  static _create(
-    vm: Parameters<typeof native.kvmCreateVcpu>[0],
-    id: number,
-    mmapSize: number,
-    path: string,
-    onClose: () => void,
-  ): Vcpu {
+  static _create(vm: NativeHandle, id: number, mmapSize: number, path: string, onClose: () => void): Vcpu {
     const buffer = new ArrayBuffer(EXIT_BYTES);
     const h = native.kvmCreateVcpu(vm, id, mmapSize, buffer);
     return new Vcpu(h, buffer, id, path, onClose);

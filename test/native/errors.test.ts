@@ -77,6 +77,13 @@ describe('hints', () => {
     expect(hintFor({ op: 'open', code: 'EACCES', path: '/tmp/x' })).toBeUndefined();
   });
 
+  test('/dev/kvm: missing (load the modules) and no permission (the kvm group)', () => {
+    expect(hintFor({ op: 'open', code: 'ENOENT', path: '/dev/kvm' })).toMatch(
+      /modprobe kvm_intel or kvm_amd/,
+    );
+    expect(hintFor({ op: 'open', code: 'EACCES', path: '/dev/kvm' })).toMatch(/kvm group/);
+  });
+
   test('EBUSY: the group is open elsewhere', () => {
     expect(hintFor({ op: 'open', code: 'EBUSY', path: '/dev/vfio/12' })).toMatch(/already open elsewhere/);
     expect(hintFor({ op: 'VFIO_GROUP_GET_DEVICE_FD', code: 'EBUSY', bdf: '0000:00:03.0' })).toMatch(
