@@ -148,10 +148,15 @@ export interface NativeBinding {
   kvmSetRegs(vcpu: NativeKvmVcpu, regs: Buffer): void;
   kvmGetSregs(vcpu: NativeKvmVcpu): Buffer;
   kvmSetSregs(vcpu: NativeKvmVcpu, sregs: Buffer): void;
-  /** One KVM_RUN bounded by `budgetNs` (0 = unbounded); returns kvm_run.exit_reason. */
+  /**
+   * One KVM_RUN bounded by `budgetNs`, or with 0 by the timer `kvmArmKick` armed (or unbounded);
+   * returns kvm_run.exit_reason. Byte 29 of the exit buffer is 1 once the armed timer has expired.
+   */
   kvmRun(vcpu: NativeKvmVcpu, budgetNs: number): number;
   /** KVM_RUN answering MMIO reads with `value` natively until another exit; returns reads served. */
   kvmRunNative(vcpu: NativeKvmVcpu, value: number, budgetNs: number): number;
+  /** Arm the vCPU's kick timer `ns` from now for the runs that follow (0 disarms). */
+  kvmArmKick(vcpu: NativeKvmVcpu, ns: number): void;
   readonly kvmStructSizes: { regs: number; sregs: number; routingEntry: number };
   eventfd(initval: number, flags: number): NativeHandle;
   /** fcntl(F_DUPFD_CLOEXEC) as an owned handle. */

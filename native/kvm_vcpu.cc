@@ -1,15 +1,18 @@
 // vCPUs: the vCPU fd, its mmap'd kvm_run page, registers, and KVM_RUN.
 //
 // Threading: a run is bounded. KVM_RUN blocks the calling thread for as long as the guest runs
-// without exiting (an in-kernel halt included), so each run arms a one-shot per-thread timer whose
-// signal kicks the vCPU out with KVM_EXIT_INTR. The signal handler sets kvm_run.immediate_exit, so
-// a kick that lands just before KVM_RUN is entered is not lost. lib/kvm slices a long run into such
-// bounded runs and returns to the event loop between them.
+// without exiting (an in-kernel halt included), so a one-shot per-vCPU timer, targeted at the
+// creating thread, kicks the vCPU out with KVM_EXIT_INTR. The timer is armed once for a series of
+// runs (ArmKick) or per run (Run with a budget): re-arming it on every exit would add two syscalls
+// to each exit. The handler records the kick in a thread-local flag and sets kvm_run.immediate_exit
+// of the running vCPU, so a kick that lands between two runs, or just before KVM_RUN is entered, is
+// not lost: every later run returns at once until the timer is armed again. lib/kvm slices a long
+// run into such bounded series and returns to the event loop between them.
 //
 // Exits are handed to JavaScript through a small ArrayBuffer owned by the vCPU's JavaScript object
 // (not the kvm_run page itself, which close() unmaps while JavaScript may still hold views):
 //   u32 reason @0, u32 size @4, u64 address/port @8, 8 data bytes @16, u32 count @24,
-//   u8 is_write @28, u64 detail @32 (hardware/suberror reason)
+//   u8 is_write @28, u8 kicked @29 (the timer expired), u64 detail @32 (hardware/suberror reason)
 // For an MMIO read or port input, JavaScript writes the value at @16 and the next run copies it
 // into kvm_run, as KVM expects on re-entry.
 #include <linux/kvm.h>
@@ -60,10 +63,13 @@ constexpr size_t kExitSize = 48;
 
 // The vCPU running on this thread, for the kick handler. Initial-exec TLS is safe in a handler.
 thread_local kvm_run* t_running __attribute__((tls_model("initial-exec"))) = nullptr;
+// Set by a kick, cleared when a timer is armed.
+thread_local volatile sig_atomic_t t_kicked __attribute__((tls_model("initial-exec"))) = 0;
 
 int KickSignal() { return SIGRTMIN + 6; }
 
 void OnKick(int) {
+  t_kicked = 1;
   kvm_run* run = t_running;
   if (run != nullptr) run->immediate_exit = 1;
 }
@@ -283,22 +289,27 @@ void PublishExit(VcpuState* v) {
   }
 }
 
-/** RunOnce - one KVM_RUN bounded by @budget_ns (0 = unbounded); returns 0 or -errno. */
+/** Arm - arm the kick timer @ns from now (0 disarms) and forget any earlier kick. */
+void Arm(VcpuState* v, uint64_t ns) {
+  itimerspec its = {};
+  its.it_value.tv_sec = static_cast<time_t>(ns / 1000000000ULL);
+  its.it_value.tv_nsec = static_cast<long>(ns % 1000000000ULL);
+  if (ns > 0) t_kicked = 0;
+  timer_settime(v->timer, 0, &its, nullptr);
+}
+
+/**
+ * RunOnce - one KVM_RUN; with @budget_ns > 0 the timer is armed for this run alone, with 0 the run
+ * is bounded by whatever ArmKick armed (or not at all). Returns 0 or -errno.
+ */
 int RunOnce(VcpuState* v, uint64_t budget_ns) {
   CompletePending(v);
-  if (budget_ns > 0) {
-    itimerspec its = {};
-    its.it_value.tv_sec = static_cast<time_t>(budget_ns / 1000000000ULL);
-    its.it_value.tv_nsec = static_cast<long>(budget_ns % 1000000000ULL);
-    timer_settime(v->timer, 0, &its, nullptr);
-  }
+  if (budget_ns > 0) Arm(v, budget_ns);
   t_running = v->run;
+  if (t_kicked) v->run->immediate_exit = 1;
   int r = ioctl(v->fd, KVM_RUN, 0);
   int err = r < 0 ? errno : 0;
-  if (budget_ns > 0) {
-    itimerspec off = {};
-    timer_settime(v->timer, 0, &off, nullptr);
-  }
+  if (budget_ns > 0) Arm(v, 0);
   t_running = nullptr;
   v->run->immediate_exit = 0;
   if (err == EINTR || err == EAGAIN) {
@@ -307,6 +318,16 @@ int RunOnce(VcpuState* v, uint64_t budget_ns) {
     return 0;
   }
   return -err;
+}
+
+/** ArmKick(vcpu, ns) - arm the kick timer for the runs that follow (0 disarms). */
+napi_value ArmKick(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  VcpuState* v = GetVcpu(env, args[0], "KVM_RUN");
+  uint64_t ns;
+  if (v == nullptr || !GetSafeInteger(env, args[1], "budget", &ns)) return nullptr;
+  Arm(v, ns);
+  return nullptr;
 }
 
 /** Run(vcpu, budgetNs) - one bounded KVM_RUN; returns the exit reason (details in the buffer). */
@@ -318,6 +339,7 @@ napi_value Run(napi_env env, napi_callback_info info) {
   int r = RunOnce(v, budget);
   if (r < 0) return ThrowVcpu(env, "KVM_RUN", v, -r);
   PublishExit(v);
+  v->exit[29] = t_kicked ? 1 : 0;
   napi_value out;
   napi_create_uint32(env, v->run->exit_reason, &out);
   return out;
@@ -339,13 +361,18 @@ napi_value RunNative(napi_env env, napi_callback_info info) {
   }
   uint64_t served = 0;
   Put64(v->exit + 16, value);
+  if (budget > 0) Arm(v, budget);
   for (;;) {
-    int r = RunOnce(v, budget);
-    if (r < 0) return ThrowVcpu(env, "KVM_RUN", v, -r);
+    int r = RunOnce(v, 0);
+    if (r < 0) {
+      Arm(v, 0);
+      return ThrowVcpu(env, "KVM_RUN", v, -r);
+    }
     if (v->run->exit_reason != KVM_EXIT_MMIO) break;
     served++;
     Put64(v->exit + 16, value);
   }
+  if (budget > 0) Arm(v, 0);
   PublishExit(v);
   napi_value out;
   napi_create_double(env, static_cast<double>(served), &out);
@@ -365,6 +392,7 @@ void RegisterVcpu(Napi::Env env, Napi::Object exports) {
       P("kvmSetSregs", SetSregs),
       P("kvmRun", Run),
       P("kvmRunNative", RunNative),
+      P("kvmArmKick", ArmKick),
 #undef P
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -168,15 +168,23 @@ export class Vcpu implements Disposable {
     const maxExits = opts.maxExits ?? Infinity;
     if (!(budget > 0) || !Number.isFinite(budget))
       throw new RangeError(`runRouted: budget ${String(budget)} ms is not positive`);
-    const deadline = performance.now() + budget;
+    // One timer for the whole call: the clock is never read per exit (under TCG a clock read can
+    // cost more than the dispatch), and the kick stays pending between runs once it fired.
+    native.kvmArmKick(h, Math.round(budget * 1e6));
+    try {
+      return this.#routed(h, routing, maxExits);
+    } finally {
+      native.kvmArmKick(h, 0);
+    }
+  }
+
+  #routed(h: NativeKvmVcpu, routing: ExitRouting, maxExits: number): RunResult {
     let mmioExits = 0;
     let ioExits = 0;
     const dv = this.#exit;
     for (;;) {
       if (this.#pendingRead) this.#answer(-1);
-      const left = deadline - performance.now();
-      if (left <= 0) return { reason: 'budget', exit: { kind: 'interrupted' }, mmioExits, ioExits };
-      const reason = native.kvmRun(h, Math.max(1e5, Math.round(left * 1e6)));
+      const reason = native.kvmRun(h, 0);
       if (reason === KVM_EXIT.MMIO || reason === KVM_EXIT.IO) {
         const isMmio = reason === KVM_EXIT.MMIO;
         const space = isMmio ? routing.memory : routing.io;
@@ -210,7 +218,9 @@ export class Vcpu implements Disposable {
       }
       if (reason === KVM_EXIT.INTR) {
         if (routing.stop?.()) return { reason: 'stopped', exit: { kind: 'interrupted' }, mmioExits, ioExits };
-        continue;
+        if (dv.getUint8(29) !== 0)
+          return { reason: 'budget', exit: { kind: 'interrupted' }, mmioExits, ioExits };
+        continue; // another signal
       }
       const exit = this.#decode(reason);
       const kind = exit.kind as RunResult['reason'];

@@ -20,6 +20,7 @@ export class VfioMsiSeam implements Disposable {
   readonly #routes: MsiRoutes;
   readonly #cap: number;
   #eventfd: EventFd | null = null;
+  #enabled = false;
 
   constructor(dev: VfioPciDevice, routes: MsiRoutes) {
     const cap = dev.capabilities.find((c) => !c.extended && c.id === PCI_CAP_ID_MSI);
@@ -39,11 +40,18 @@ export class VfioMsiSeam implements Disposable {
     return this.#eventfd;
   }
 
-  /** Follow one configuration write; only writes inside the MSI capability matter. */
-  configWritten(offset: number, size: number): void {
+  /**
+   * Follow one configuration write of `value`; only writes inside the MSI capability matter. The
+   * enable bit is taken from the written value: vfio-pci keeps it clear in the config space it
+   * shows until MSI is enabled through VFIO_DEVICE_SET_IRQS (QEMU emulates the bit for the same
+   * reason). Address and data are read back, as vfio-pci stores them.
+   */
+  configWritten(offset: number, size: number, value: number): void {
     if (offset + size <= this.#cap || offset >= this.#cap + 24) return;
+    const at = this.#cap + 2 - offset;
+    if (at >= 0 && at < size) this.#enabled = ((value >>> (8 * at)) & PCI_MSI_FLAGS_ENABLE) !== 0;
     const flags = this.#dev.configRead(this.#cap + 2, 2);
-    const enabled = (flags & PCI_MSI_FLAGS_ENABLE) !== 0;
+    const enabled = this.#enabled;
     const key = `${this.#dev.bdf} msi 0`;
     if (!enabled) {
       this.#disable(key);
@@ -70,6 +78,7 @@ export class VfioMsiSeam implements Disposable {
 
   /** Disable MSI on the device and remove its route. Idempotent. */
   close(): void {
+    this.#enabled = false;
     this.#disable(`${this.#dev.bdf} msi 0`);
   }
 

@@ -131,8 +131,8 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
       [SLOTS.ivshmem, ivs],
     ]);
     bus.io.root.addSubregion(
-      pciConfigIo(devices, (dev, offset, size) => {
-        if (dev === edu) msi.configWritten(offset, size);
+      pciConfigIo(devices, (dev, offset, size, value) => {
+        if (dev === edu) msi.configWritten(offset, size, value);
       }),
       PCI_CONFIG_PORT,
     );
