@@ -40,6 +40,8 @@ export interface BindOptions extends MoveOptions {
 }
 
 const POLL_MS = 10;
+/** How long restore lets drivers_probe work before naming the driver itself. */
+const RESTORE_PROBE_MS = 1000;
 
 function isVfioDriver(driver: string): boolean {
   return driver.startsWith('vfio');
@@ -235,14 +237,17 @@ export async function restoreDevices(bdfs: readonly string[], opts: MoveOptions)
     sysfsWrite(path.join(dir, 'driver_override'), saved.driverOverride ?? '\n', dev.bdf);
     if (dev.driver !== null && dev.driver !== saved.driver) {
       sysfsWrite(path.join(dir, 'driver/unbind'), dev.bdf, dev.bdf);
+      await waitForDriver(dev.bdf, null, opts, `leave ${dev.driver}`);
     }
     if (saved.driver !== null && currentDriver(dev.bdf, opts) !== saved.driver) {
       sysfsWrite(path.join(sysfsRoot(opts), 'bus/pci/drivers_probe'), dev.bdf, dev.bdf);
-      const now = currentDriver(dev.bdf, opts);
-      // Another driver may match first (or none): ask the remembered one by name.
-      if (now === null) {
+      const grace = { ...opts, timeoutMs: Math.min(opts.timeoutMs, RESTORE_PROBE_MS) };
+      try {
+        await waitForDriver(dev.bdf, saved.driver, grace, `return to ${saved.driver}`);
+      } catch {
+        // No driver took it (or the ID match chose none): ask the remembered one by name.
         const bind = path.join(sysfsRoot(opts), 'bus/pci/drivers', saved.driver, 'bind');
-        if (fs.existsSync(bind)) sysfsWrite(bind, dev.bdf, dev.bdf);
+        if (currentDriver(dev.bdf, opts) === null && fs.existsSync(bind)) sysfsWrite(bind, dev.bdf, dev.bdf);
       }
     }
     await waitForDriver(dev.bdf, saved.driver, opts, `return to ${saved.driver ?? 'no driver'}`);
