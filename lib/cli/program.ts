@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 
 import { Command, CommanderError, Option } from 'commander';
 
+import { VfioError } from '../vfio/errors';
 import { bindDevices, restoreDevices, unbindDevices, type DriverChange, type MoveOptions } from './binding';
 import { describeFailure, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from './errors';
 import { collectInfo, formatInfo } from './info';
@@ -36,8 +37,8 @@ import { openVfioDevice } from './vfio-open';
 
 /** A dump this long or longer shows progress. */
 const LARGE_DUMP = 64 * 1024;
-/** Values read between two progress updates. */
-const DUMP_CHUNK = 4096;
+/** Bytes read between two progress updates. */
+const DUMP_CHUNK_BYTES = 4096;
 
 function example(cmd: Command, ...lines: string[]): Command {
   return cmd.addHelpText(
@@ -350,8 +351,9 @@ export function buildProgram(io: CliIo): Command {
         o.progress && length >= LARGE_DUMP,
       );
       const values: (number | bigint)[] = [];
-      for (let i = 0; i < count; i += DUMP_CHUNK) {
-        const n = Math.min(DUMP_CHUNK, count - i);
+      const chunk = DUMP_CHUNK_BYTES / width;
+      for (let i = 0; i < count; i += chunk) {
+        const n = Math.min(chunk, count - i);
         for (const x of port.readMany(offset + i * width, n, width)) values.push(x);
         progress.update((i + n) * width);
       }
@@ -430,10 +432,13 @@ export function buildProgram(io: CliIo): Command {
     } else {
       using v = openVfioDevice(bdf, sysfs);
       if (!v.device.info().reset) {
-        throw new UsageError(
-          `${bdf} has no function reset (VFIO_DEVICE_RESET is not offered)`,
-          `the kernel lists these reset methods: ${resetMethods(bdf, sysfs).join(', ') || 'none'}; a hot reset (--hot) resets the bus`,
-        );
+        throw new VfioError({
+          message: `${bdf} has no function reset (VFIO_DEVICE_RESET is not offered)`,
+          code: 'ENOTSUP',
+          op: 'VFIO_DEVICE_RESET',
+          bdf,
+          hint: `the kernel lists these reset methods: ${resetMethods(bdf, sysfs).join(', ') || 'none'}; a hot reset (--hot) resets the bus`,
+        });
       }
       v.device.reset();
     }

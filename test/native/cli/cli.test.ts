@@ -8,7 +8,8 @@ import { formatDumpLines } from '../../../lib/cli/region-access';
 import { later } from '../../../lib/cli/later';
 import { SCHEMAS } from '../../../lib/cli/schema';
 import { ROOT, tempDir } from '../helpers';
-import { cli, DEVICES, driverOf, FakeKernel, makeSysfs, PCI_IDS, validJson } from './fake-sysfs';
+import { DEVICES, driverOf, FakeKernel, makeSysfs, PCI_IDS } from './fake-sysfs';
+import { cli, validJson } from './harness';
 
 let tmp: ReturnType<typeof tempDir>;
 let env: NodeJS.ProcessEnv;
