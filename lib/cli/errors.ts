@@ -31,15 +31,3 @@ export function describeFailure(e: unknown): { code: number; text: string } {
   if (e instanceof Error) return { code: EXIT_FAILED, text: e.message };
   return { code: EXIT_FAILED, text: String(e) };
 }
-
-/** A VfioError for an operation the CLI refuses or that did not complete. */
-export function cliError(init: {
-  message: string;
-  code: string;
-  op: string;
-  bdf?: string;
-  path?: string;
-  hint?: string;
-}): VfioError {
-  return new VfioError(init);
-}

@@ -13,15 +13,15 @@ export interface OpenedDevice extends Disposable {
 }
 
 /** Open `bdf` through VFIO. The caller disposes the result (`using`). */
-export function openVfioDevice(bdf: string, sysfs: SysfsOptions = {}, devDir?: string): OpenedDevice {
+export function openVfioDevice(bdf: string, sysfs: SysfsOptions = {}): OpenedDevice {
   const undo: (() => void)[] = [];
   const close = (): void => {
     for (const fn of undo.splice(0).reverse()) fn();
   };
   try {
-    const container = Container.open(devDir ? `${devDir}/vfio` : undefined);
+    const container = Container.open();
     undo.push(() => container.close());
-    const group = Group.openByBdf(bdf, { ...sysfs, ...(devDir ? { devDir } : {}) });
+    const group = Group.openByBdf(bdf, sysfs);
     undo.push(() => group.close());
     group.setContainer(container);
     container.setIommu();
