@@ -48,6 +48,8 @@ export function renderSvg(devices: readonly MtreeDevice[], ranges: readonly MapI
         `<text x="10" y="${y + 28}" font-size="11" fill="#555">${esc(where)}</text>`,
         `<rect x="${BAND_X}" y="${y}" width="${BAND_W}" height="${BAND_H}" fill="#eeeeee" stroke="#999"/>`,
       );
+      // Ranges too narrow for their label inside get it on a line of its own below the band.
+      let below = 0;
       for (const r of ranges) {
         if (r.bdf !== dev.bdf || r.bar !== bar.index) continue;
         const x = BAND_X + (r.barOffset / bar.size) * BAND_W;
@@ -59,14 +61,21 @@ export function renderSvg(devices: readonly MtreeDevice[], ranges: readonly MapI
             `data-mapinfo="${r.mapinfo}" data-space="${r.space}" data-addr="${hex(r.addr)}" ` +
             `data-size="${hex(r.size)}" data-bar-offset="${hex(r.barOffset)}"><title>${esc(text)}</title></rect>`,
         );
-        if (w > 90) {
+        const label = `${r.name.replace(`${dev.bdf} `, '')} +${hex(r.barOffset)}`;
+        if (w > 7 * label.length) {
           rows.push(
-            `<text x="${(x + 4).toFixed(2)}" y="${y + 19}" font-size="10">${esc(`${r.name.replace(`${dev.bdf} `, '')} +${hex(r.barOffset)}`)}</text>`,
+            `<text class="label" x="${(x + 4).toFixed(2)}" y="${y + 19}" font-size="10">${esc(label)}</text>`,
+          );
+        } else {
+          const ly = y + BAND_H + 12 + 12 * below++;
+          rows.push(
+            `<line x1="${(x + w / 2).toFixed(2)}" y1="${y + BAND_H}" x2="${(x + w / 2).toFixed(2)}" y2="${ly - 8}" stroke="#333" stroke-width="0.5"/>`,
+            `<text class="label" x="${(x + w / 2 + 3).toFixed(2)}" y="${ly}" font-size="10">${esc(`${label} (${r.mapinfo})`)}</text>`,
           );
         }
       }
       rows.push('</g>');
-      y += ROW_H;
+      y += ROW_H + 12 * below;
     }
   }
   const legend = (Object.keys(MAPINFO_COLORS) as MapInfo[]).map(

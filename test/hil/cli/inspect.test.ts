@@ -235,6 +235,10 @@ describeDevice('e1000e', 'mtree', (bdf) => {
       const rects = Array.from(band.getElementsByTagName('rect')).filter(
         (x) => x.getAttribute('class') === 'range',
       );
+      const labels = Array.from(band.getElementsByTagName('text')).filter(
+        (t) => t.getAttribute('class') === 'label',
+      );
+      expect(labels).toHaveLength(rects.length);
       for (const rect of rects as Element[]) {
         const mapinfo = rect.getAttribute('data-mapinfo') as keyof typeof MAPINFO_COLORS;
         expect(rect.getAttribute('fill')).toBe(MAPINFO_COLORS[mapinfo]);
