@@ -1,5 +1,6 @@
 import { type AccessSize, MemoryRegion, type MemoryRegionOps, transaction } from '../memory';
 import type { RegionInfo } from '../vfio';
+import { closedError } from '../vfio/vfio-error';
 import { type BarMmap, type BarType, barAddress, decodeBarRegister, type PciBar } from './bar';
 import type { MapInfoRange, PciBus } from './bus';
 import { EmulatedConfig, mergeBits, type PciCapability, walkCapabilities } from './config';
@@ -26,6 +27,7 @@ import {
 } from './constants';
 import { formatDump } from './dump';
 import { Msix, type MsixLayout } from './msix';
+import { checkUndriven, claim } from './owners';
 import { DEFAULT_QUIRKS, type QuirkContext, type QuirkDefinition, quirkMatches } from './quirks';
 import { type DeviceErrorEvent, DeviceReporter, type DeviceReportOptions, isVfioError } from './report';
 import {
@@ -156,7 +158,8 @@ export class VfioPciDevice implements Disposable {
     if (typeof device !== 'object' || device === null || typeof device.regionInfo !== 'function') {
       throw new TypeError('VfioPciDevice.open needs a VFIO device (bdf, regionInfo, read, write, map)');
     }
-    if (bus.closed) throw new Error('PciBus is closed');
+    if (bus.closed) throw closedError('VfioPciDevice.open', 'the PciBus');
+    checkUndriven(device, bus);
     this.bus = bus;
     this.device = device;
     this.bdf = device.bdf;
@@ -208,6 +211,7 @@ export class VfioPciDevice implements Disposable {
       throw e;
     }
     this.#removeCloser = bus.onClose(() => this.close());
+    claim(device, this);
   }
 
   /**
@@ -892,7 +896,7 @@ export class VfioPciDevice implements Disposable {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw new Error(`${this.bdf}: VfioPciDevice is closed`);
+    if (this.#closed) throw closedError('VfioPciDevice', `${this.bdf}: the VfioPciDevice`, this.bdf);
   }
 }
 

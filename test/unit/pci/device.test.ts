@@ -1,4 +1,5 @@
 import { type DeviceErrorEvent, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { VfioError } from '../../../lib/vfio/vfio-error';
 import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
 import { barRanges, e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from './helpers';
 
@@ -17,6 +18,15 @@ function rtl8168Spec(): FakeDeviceSpec {
     ],
     msix: { entries: 4, tableBar: 4, tableOffset: 0, pbaBar: 4, pbaOffset: 0x800 },
   };
+}
+
+function caughtErr(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected an error, nothing was thrown');
 }
 
 function open(spec = e1000eSpec(), opts = {}) {
@@ -714,11 +724,11 @@ describe('routing', () => {
 
   it('rejects malformed exits with typed errors', () => {
     const { bus } = open();
-    expect(() => bus.dispatch('memory', 0x1000, 3 as 1, false)).toThrow(RangeError);
+    expect(() => bus.dispatch('memory', 0x1000, 9 as 1, false)).toThrow(RangeError);
     expect(() => bus.dispatch('memory', -1, 4, false)).toThrow(RangeError);
     expect(() => bus.dispatch('memory', 0x1000, 8, true, 1)).toThrow(TypeError);
     expect(() => bus.dispatch('memory', 0x1000, 4, true, 2 ** 32)).toThrow(RangeError);
-    expect(() => bus.dispatch('memory', 0x1000, 3 as 1, true, 1)).toThrow(RangeError);
+    expect(() => bus.dispatch('memory', 0x1000, 9 as 1, true, 1)).toThrow(RangeError);
     expect(() => bus.dispatch('memory', 0x1000, 4, true)).toThrow(TypeError);
     expect(() => bus.dispatch('io', 0xc000, 4, true, 1n)).toThrow(TypeError);
     expect(() => bus.dispatch('pci' as 'io', 0x1000, 4, false)).toThrow(TypeError);
@@ -780,6 +790,41 @@ describe('inspection', () => {
 });
 
 describe('lifetime', () => {
+  it('use after close is VfioError ECLOSED on the device and on the bus', () => {
+    const { bus, dev } = open();
+    dev.close();
+    const devErr = caughtErr(() => dev.configRead(0, 4));
+    expect(devErr).toBeInstanceOf(VfioError);
+    expect(devErr).toMatchObject({ code: 'ECLOSED', bdf: dev.bdf });
+    bus.close();
+    for (const fn of [() => bus.mmioRead(0, 4), () => bus.dispatch('io', 0, 1, false)]) {
+      const e = caughtErr(fn);
+      expect(e).toBeInstanceOf(VfioError);
+      expect(e).toMatchObject({ code: 'ECLOSED' });
+    }
+    const onClosed = caughtErr(() => VfioPciDevice.open(bus, new FakeVfioDevice(e1000eSpec())));
+    expect(onClosed).toMatchObject({ code: 'ECLOSED' });
+  });
+
+  it('a second VfioPciDevice on a device already driven is refused, naming the owner', () => {
+    const { bus, fake, dev } = open();
+    const other = new PciBus();
+    try {
+      const same = caughtErr(() => VfioPciDevice.open(bus, fake));
+      expect(same).toBeInstanceOf(VfioError);
+      expect(same).toMatchObject({ code: 'EBUSY', bdf: dev.bdf });
+      expect(same.message).toMatch(/already driven by an open VfioPciDevice on this PciBus/);
+      expect(caughtErr(() => VfioPciDevice.open(other, fake)).message).toMatch(/on another PciBus/);
+      // The refused open left nothing behind, and once the owner closes the device is free again.
+      expect(other.memory.root.subregions).toEqual([]);
+      dev.close();
+      VfioPciDevice.open(other, fake).close();
+    } finally {
+      other.close();
+      bus.close();
+    }
+  });
+
   it('close removes the BARs, closes the mappings and refuses further use', () => {
     const { bus, fake, dev } = open();
     placeBar(dev, 0, 0xfebc0000);
