@@ -28,6 +28,7 @@ import {
 import { formatDump } from './dump';
 import { Msix, type MsixLayout } from './msix';
 import { checkUndriven, claim } from './owners';
+import { resetCommand } from './reset-state';
 import { DEFAULT_QUIRKS, type QuirkContext, type QuirkDefinition, quirkMatches } from './quirks';
 import { type DeviceErrorEvent, DeviceReporter, type DeviceReportOptions, isVfioError } from './report';
 import {
@@ -178,7 +179,9 @@ export class VfioPciDevice implements Disposable {
     this.deviceId = opts.deviceId ?? this.physicalDeviceId;
     if (opts.vendorId !== undefined) this.#emu.emulate(PCI_VENDOR_ID, 2, BigInt(this.vendorId), 0xffffn, 0n);
     if (opts.deviceId !== undefined) this.#emu.emulate(PCI_DEVICE_ID, 2, BigInt(this.deviceId), 0xffffn, 0n);
-    this.#command = this.#phys(PCI_COMMAND, 2);
+    // The guest starts from the reset state, on the device too, as QEMU presents it.
+    this.#command = resetCommand(this.#phys(PCI_COMMAND, 2));
+    this.#fdWrite(VFIO_PCI_CONFIG_REGION_INDEX, 'config', PCI_COMMAND, 2, this.#command);
     this.capabilities = walkCapabilities((o, s) => this.#phys(o, s), this.configSize);
 
     // Discover the BARs and their mmap areas, then let MSI-X trim or relocate before anything is built.

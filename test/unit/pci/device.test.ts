@@ -150,6 +150,26 @@ describe('BAR registers', () => {
     expect(bus.memory.flatView.lookup(0xfebc0000)).toBeUndefined();
   });
 
+  it('presents the reset state first: decode, bus master and INTx disable off, BARs unplaced', () => {
+    const bus = new PciBus();
+    const fake = new FakeVfioDevice(e1000eSpec());
+    // As the host left it: I/O, memory, bus master, SERR and INTx disable on.
+    fake.config[0x04] = 0x07;
+    fake.config[0x05] = 0x05;
+    const dev = VfioPciDevice.open(bus, fake);
+    expect(dev.configRead(0x04, 2)).toBe(0x0100);
+    expect(dev.command).toBe(0x0100);
+    // On the device too, so it neither decodes nor masters before the guest says so.
+    expect(fake.config[0x04] | (fake.config[0x05] << 8)).toBe(0x0100);
+    for (let i = 0; i < 6; i++) expect([i, (dev.configRead(0x10 + 4 * i, 4) & ~0xf) >>> 0]).toEqual([i, 0]);
+    placeBar(dev, 0, 0xfebc0000);
+    expect(dev.bars[0]?.address).toBeNull();
+    expect(bus.memory.flatView.ranges).toEqual([]);
+    enableDecode(dev);
+    expect(dev.bars[0]?.address).toBe(0xfebc0000);
+    bus.close();
+  });
+
   it('maps and unmaps with the memory and I/O decode bits', () => {
     const { bus, dev } = open();
     placeBar(dev, 0, 0xfebc0000);
