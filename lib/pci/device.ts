@@ -27,6 +27,7 @@ import {
 } from './constants';
 import { formatDump } from './dump';
 import { Msix, type MsixLayout } from './msix';
+import { baseBarRegion } from './base-bar';
 import { checkUndriven, claim } from './owners';
 import { resetCommand } from './reset-state';
 import { DEFAULT_QUIRKS, type QuirkContext, type QuirkDefinition, quirkMatches } from './quirks';
@@ -121,7 +122,8 @@ interface MmapArea {
 /**
  * VfioPciDevice: a vfio-pci device assigned to a Node VMM, built as QEMU's vfio-pci builds it.
  *
- * For every BAR there is a `"<BDF> base BAR n"` container placed in the PCI space at priority 1,
+ * For every BAR there is a `"<BDF> base BAR n"` region (handler-less I/O, see base-bar.ts) placed in
+ * the PCI space at priority 1,
  * holding the `"<BDF> BAR n"` region (one pread/pwrite per access), which holds one
  * `"<BDF> BAR n mmaps[i]"` ram-device region per mmap area. Quirk overlays sit at priority 1 inside
  * the BAR region, and the `msix-table`/`msix-pba` overlays in the base container. The guest's
@@ -590,7 +592,10 @@ export class VfioPciDevice implements Disposable {
 
   #registerBar(bar: BarState, areas: MmapArea[]): void {
     const i = bar.index;
-    bar.base = MemoryRegion.container(`${this.bdf} base BAR ${i}`, bar.size);
+    const baseName = `${this.bdf} base BAR ${i}`;
+    bar.base = baseBarRegion(baseName, bar.size, (offset, size, isWrite) =>
+      this.#reporter.report({ bdf: this.bdf, reason: 'unbacked', isWrite, where: baseName, offset, size }),
+    );
     bar.base.tag = this.#tag(i, 'base', 0, 1, 8);
     if (bar.regionSize === 0) return;
     const region = MemoryRegion.io(`${this.bdf} BAR ${i}`, bar.regionSize, this.#fdOps(i));

@@ -1,3 +1,4 @@
+import { MemoryRegion } from '../../../lib/memory';
 import { type DeviceErrorEvent, PciBus, VfioPciDevice } from '../../../lib/pci';
 import { VfioError } from '../../../lib/vfio/vfio-error';
 import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
@@ -611,7 +612,11 @@ describe('MSI-X', () => {
     placeBar(dev, 5, 0xfebf8000);
     enableDecode(dev);
     expect(barRanges(dev, 3)).toEqual([[0, 0x4000, '0000:00:05.0 BAR 3 mmaps[0]', 'direct']]);
-    expect(barRanges(dev, 5)).toEqual([[0, 0x50, 'msix-table', 'emulated']]);
+    // As in QEMU, the base BAR owns what the table does not cover (the PBA overlay stays off).
+    expect(barRanges(dev, 5)).toEqual([
+      [0, 0x50, 'msix-table', 'emulated'],
+      [0x50, 0xfb0, '0000:00:05.0 base BAR 5', 'emulated'],
+    ]);
   });
 
   it('relocates the table to the end of a doubled BAR', () => {
@@ -625,7 +630,41 @@ describe('MSI-X', () => {
     expect(barRanges(dev, 3)).toEqual([
       [0, 0x4000, '0000:00:05.0 BAR 3 mmaps[0]', 'direct'],
       [0x4000, 0x50, 'msix-table', 'emulated'],
+      [0x4050, 0x3fb0, '0000:00:05.0 base BAR 3', 'emulated'],
     ]);
+  });
+
+  it('the base BAR owns the uncovered half: QEMU names, offsets and priority, reads 0, nothing beneath shows', () => {
+    const { bus, dev } = open(e1000eSpec(), { msixRelocation: 'bar3' });
+    // Something lower in the PCI space, under the whole window: it must never show through.
+    const under = MemoryRegion.ram('under', 0x10000);
+    new Uint8Array(under.backing!).fill(0x5a);
+    bus.memory.root.addSubregion(under, 0xfebf0000, 0);
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    placeBar(dev, 3, 0xfebf0000);
+    enableDecode(dev);
+    const hole = bus.memory.flatView.lookup(0xfebf4050)!;
+    expect([hole.region.name, hole.addr, hole.offsetInRegion, hole.region.priority]).toEqual([
+      '0000:00:05.0 base BAR 3',
+      0xfebf4050,
+      0x4050,
+      1,
+    ]);
+    expect(bus.memory.flatView.lookup(0xfebf7ffc)?.region.name).toBe('0000:00:05.0 base BAR 3');
+    expect(bus.mmioRead(0xfebf4050, 4)).toBe(0);
+    expect(bus.mmioRead(0xfebf7ff8, 8)).toBe(0n);
+    bus.mmioWrite(0xfebf6000, 4, 0x12345678);
+    expect(bus.mmioRead(0xfebf6000, 4)).toBe(0);
+    expect(new Uint8Array(under.backing!)[0x6000]).toBe(0x5a);
+    expect(bus.memory.unassignedCount).toBe(0);
+    expect(events.map((e) => [e.reason, e.where, e.offset, e.size, e.isWrite])).toEqual([
+      ['unbacked', '0000:00:05.0 base BAR 3', 0x4050, 4, false],
+      ['unbacked', '0000:00:05.0 base BAR 3', 0x7ff8, 8, false],
+      ['unbacked', '0000:00:05.0 base BAR 3', 0x6000, 4, true],
+      ['unbacked', '0000:00:05.0 base BAR 3', 0x6000, 4, false],
+    ]);
+    bus.close();
   });
 
   it('refuses relocation to an I/O BAR, the shadow of a 64-bit BAR, and auto', () => {
