@@ -222,3 +222,38 @@ describe('guest access lengths 1 to 8', () => {
     );
   });
 });
+
+describe('flat view lookup over skewed layouts', () => {
+  test('property: lookup equals a linear scan, whatever the spread of the ranges', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 52 }), fc.integer({ min: 1, max: 4096 })), {
+          minLength: 1,
+          maxLength: 60,
+        }),
+        fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 40 }),
+        (placements, probes) => {
+          // Clusters at widely different magnitudes: some buckets get many ranges, most none.
+          const root = MemoryRegion.container('root', LIMIT - 1);
+          const taken: Array<[number, number]> = [];
+          placements.forEach(([exp, size], i) => {
+            const at = Math.min(2 ** exp + i * 8192, LIMIT - 1 - size);
+            if (taken.some(([s, e]) => at < e && s < at + size)) return;
+            taken.push([at, at + size]);
+            root.addSubregion(MemoryRegion.ram(`r${i}`, size), at);
+          });
+          const as = space(root);
+          const fv = as.flatView;
+          const edges = taken.flatMap(([s, e]) => [s - 1, s, e - 1, e]).filter((a) => a >= 0 && a < LIMIT);
+          const addrs = [...edges, ...probes.map((p) => Math.floor(p * (LIMIT - 1)))];
+          for (const a of addrs) {
+            const want = fv.ranges.find((r) => a >= r.addr && a < r.addr + r.size);
+            expect(fv.lookup(a)).toBe(want);
+          }
+          closeAll();
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
