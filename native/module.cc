@@ -52,7 +52,8 @@ void ReleaseAndForget(Resource* r) {
 /** Noop - the cheapest possible N-API call; the benchmark's baseline. */
 static napi_value Noop(napi_env, napi_callback_info) { return nullptr; }
 
-/** ReassertFaultGuard - JavaScript's way to take the SIGBUS handler back after libuv replaced it. */
+/** ReassertFaultGuard - JavaScript's way to take the SIGBUS handler back after libuv replaced it.
+ */
 static napi_value ReassertFaultGuard(napi_env, napi_callback_info) {
   AssertFaultGuard();
   return nullptr;

@@ -5,7 +5,11 @@
 export type {
   AccessLength,
   AccessSize,
-  AccessConstraints, FixedWidthMemory, MemoryRegionOps, RegionKind } from './types';
+  AccessConstraints,
+  FixedWidthMemory,
+  MemoryRegionOps,
+  RegionKind,
+} from './types';
 export { MemoryTopologyError, type MemoryTopologyErrorCode } from './types';
 export { MemoryRegion } from './region';
 export { BufferMemory } from './buffer-memory';

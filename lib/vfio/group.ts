@@ -215,7 +215,10 @@ export class Group implements Disposable {
   #notMember(dev: string, cause: VfioError): VfioError {
     let members = 'unknown (sysfs unreadable)';
     try {
-      members = this.members().map((m) => m.bdf).join(', ') || 'none';
+      members =
+        this.members()
+          .map((m) => m.bdf)
+          .join(', ') || 'none';
     } catch {
       // sysfs unreadable: the message still says the device is not a member.
     }

@@ -86,9 +86,7 @@ describePci('e1000e', 'narrow loads come back no wider than asked', (bdf) => {
       // An odd length is split into aligned pieces and still fits its three bytes.
       const three = lab.bus.memory.read(base + 1, 3) as number;
       expect(three).toBeLessThan(2 ** 24);
-      expect(three).toBe(
-        (lab.vfio.read(0, 1, 1) as number) + (lab.vfio.read(0, 2, 2) as number) * 256,
-      );
+      expect(three).toBe((lab.vfio.read(0, 1, 1) as number) + (lab.vfio.read(0, 2, 2) as number) * 256);
     } finally {
       lab.close();
     }
