@@ -147,7 +147,9 @@ describe('GuestRam', () => {
       expect(e.message).toContain('2 pages of 2097152 bytes');
       expect(e.hint).toContain(dir);
     }
-    expect(() => GuestRam.create(3 * 2 ** 20, { hugepages: 2 * 2 ** 20 })).toThrow(/multiple of the huge page size/);
+    expect(() => GuestRam.create(3 * 2 ** 20, { hugepages: 2 * 2 ** 20 })).toThrow(
+      /multiple of the huge page size/,
+    );
     expect(() => GuestRam.create(4096, { hugepages: 3000 })).toThrow(RangeError);
   });
 
