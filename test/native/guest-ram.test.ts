@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -110,6 +111,38 @@ describe('GuestRam', () => {
     expect(mappingsOf('vfio-bridge-gr-close')).toBe(0);
     expect((caught(() => ram.buffer()) as VfioError).code).toBe('ECLOSED');
     expect((caught(() => ram.hostAddress) as VfioError).code).toBe('ECLOSED');
+  });
+
+  it('lives while its object or any of its buffers is reachable, and is released by GC after', () => {
+    const script = `
+      const fs = require('node:fs');
+      const { GuestRam } = require(${LIB});
+      const maps = () => fs.readFileSync('/proc/self/maps', 'utf8').split('\\n')
+        .filter((l) => l.includes('/memfd:vfio-bridge-gr-gc ')).length;
+      let kept = (() => {
+        for (let i = 0; i < 3; i++) GuestRam.create(0x10000, { name: 'vfio-bridge-gr-gc' }).view(0, 4).setUint8(0, i);
+        const ram = GuestRam.create(0x10000, { name: 'vfio-bridge-gr-gc' });
+        const v = new Uint8Array(ram.buffer(0x1000, 0x1000));
+        v[5] = 42;
+        return v;
+      })();
+      const collect = async () => { for (let i = 0; i < 10; i++) { global.gc(); await new Promise((r) => setImmediate(r)); } };
+      (async () => {
+        const before = maps();
+        await collect();
+        const withBuffer = maps();
+        const value = kept[5];
+        kept = null;
+        await collect();
+        console.log(JSON.stringify({ before, withBuffer, value, after: maps() }));
+      })();
+    `;
+    const r = spawnSync(process.execPath, ['--expose-gc', '-r', '@swc-node/register', '-e', script], {
+      cwd: path.join(__dirname, '..', '..'),
+      encoding: 'utf8',
+    });
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual({ before: 4, withBuffer: 1, value: 42, after: 0 });
   });
 
   it('is released at worker exit when never closed', async () => {
