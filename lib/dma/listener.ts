@@ -220,6 +220,15 @@ export class DmaListener implements MemoryListener, Disposable {
     return this;
   }
 
+  /** Unsubscribe a function given to {@link DmaListener.on}. */
+  off(event: 'warning' | 'dma-error' | 'fatal', fn: (e: never) => void): this {
+    const list = this.#on[event] as unknown[] | undefined;
+    if (list === undefined) throw new TypeError(`unknown event '${String(event)}'`);
+    const i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+    return this;
+  }
+
   /** Counters since creation. */
   get stats(): Readonly<DmaListenerStats> {
     let skipped = 0;

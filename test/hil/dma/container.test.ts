@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Container, Group, GuestRam, type VfioError } from '../../../lib';
@@ -95,6 +96,20 @@ describeDevice('edu', 'Container DMA API on type1', (bdf) => {
     container.mapDma({ iova: 0x10000, size: 0x1000, memory: ram });
     container.close();
     expect(caught(() => container.mapDma({ iova: 0, size: 0x1000, memory: ram })).code).toBe('ECLOSED');
+  });
+
+  it('close() unmaps what it mapped even while the group keeps the IOMMU alive', () => {
+    // type1 counts pinned pages in the process's locked_vm (VmLck), whatever the capabilities.
+    const vmLck = (): number =>
+      Number(/^VmLck:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+    container.setIommu();
+    const base = vmLck();
+    container.mapDma({ iova: 0x100000, size: 0x10000, memory: ram });
+    container.mapDma({ iova: 0x200000, size: 0x8000, memory: ram });
+    expect(vmLck() - base).toBe(0x18000 / 1024);
+    container.close();
+    expect(vmLck()).toBe(base);
+    expect(container.dmaMappings()).toEqual([]);
   });
 
   it('fails the 65536th mapping with ENOSPC and a hint naming dma_avail and dma_entry_limit', () => {

@@ -229,5 +229,11 @@ describe('DmaListener decisions', () => {
     expect(() => new DmaListener(new FakeContainer(), as, { logIntervalMs: -1 })).toThrow(RangeError);
     const l = new DmaListener(new FakeContainer(), as, { log: null });
     expect(() => l.on('nope' as never, () => undefined)).toThrow(TypeError);
+    const seen: DmaSkip[] = [];
+    const fn = (w: DmaSkip): number => seen.push(w);
+    l.on('warning', fn).off('warning', fn);
+    root.addSubregion(ramRegion('x', 0, 0x100), 0);
+    expect(seen).toEqual([]);
+    expect(l.stats.warningCount).toBe(1);
   });
 });
