@@ -14,41 +14,16 @@
  * VMM for a guest's doing: problems are events, counters and a rate-limited log.
  */
 import type { AddressSpace, FlatRange, MemoryListener } from '../memory';
-import { DMA_HANDLE, hex, span, type DmaMapRequest, type DmaMemory } from '../vfio/dma-types';
-import { dmaBufferOwner } from './dma-buffers';
+import { span, type DmaMapRequest } from '../vfio/dma-types';
+import { planSection, skipOf, type DmaSkip } from './plan';
+
+export type { DmaSkip, DmaSkipReason } from './plan';
 
 /** The part of a Container the listener uses (a fake in unit tests). */
 export interface DmaContainer {
   mapDma(req: DmaMapRequest): void;
   unmapDma(iova: number, size: number): number;
   iommuInfo(): { minPageSize: number };
-}
-
-/** Why a section, or part of one, was not mapped. */
-export type DmaSkipReason =
-  /** Its guest-physical address and host offset disagree below the page: it cannot be mapped at all. */
-  | 'unaligned'
-  /** After trimming to whole pages, nothing is left. */
-  | 'sub-page'
-  /** The head or tail of a RAM section outside its page-aligned interior. */
-  | 'trimmed'
-  /** A RAM-device section whose start or size is not a multiple of the IOMMU page. */
-  | 'unaligned-device'
-  /** The region's memory is not host memory the IOMMU can be given (a JavaScript buffer, a fake). */
-  | 'no-host-memory'
-  /** The kernel (or the container's checks) refused a RAM-device mapping. */
-  | 'map-failed';
-
-/** A section (or part) the listener did not map. */
-export interface DmaSkip {
-  readonly start: number;
-  readonly size: number;
-  readonly region: string;
-  readonly kind: 'ram' | 'ram-device';
-  readonly reason: DmaSkipReason;
-  readonly message: string;
-  /** The error behind a `map-failed` skip. */
-  readonly error?: unknown;
 }
 
 /** One IOMMU mapping the listener made. */
@@ -129,8 +104,6 @@ interface Entry {
   readonly mapped: Mapped | null;
   readonly skips: readonly DmaSkip[];
 }
-
-type Plan = { req: DmaMapRequest | null; skips: DmaSkip[] };
 
 function defaultLog(line: string): void {
   process.emitWarning(line, 'DmaListenerWarning');
@@ -329,7 +302,7 @@ export class DmaListener implements MemoryListener, Disposable {
     const warnings: DmaSkip[] = [];
     for (let k = 0; k < toAdd.length; k++) {
       const s = toAdd[k];
-      const plan = this.#plan(s);
+      const plan = planSection(s, this.pageSize, this.ramPageSize);
       let mapped: Mapped | null = null;
       const skips = plan.skips;
       if (plan.req !== null) {
@@ -342,7 +315,7 @@ export class DmaListener implements MemoryListener, Disposable {
             this.#fatal(s, plan.req, err, { removed, unmapped, added, rest: toAdd.slice(k) });
             return;
           }
-          const skip = this.#skip(
+          const skip = skipOf(
             s,
             plan.req.iova,
             plan.req.size,
@@ -364,82 +337,6 @@ export class DmaListener implements MemoryListener, Disposable {
     for (const w of warnings) this.#warn(w);
   }
 
-  /** What to map for a section, and what of it is skipped. */
-  #plan(s: FlatRange): Plan {
-    const skips: DmaSkip[] = [];
-    if (s.kind === 'io') return { req: null, skips };
-    const host = this.#hostMemory(s);
-    const end = s.addr + s.size;
-    if (host === null) {
-      skips.push(
-        this.#skip(s, s.addr, s.size, 'no-host-memory', 'its memory is not host memory the IOMMU can map'),
-      );
-      return { req: null, skips };
-    }
-    const read = true;
-    const write = !s.readonly;
-    if (s.kind === 'ram-device') {
-      const page = this.pageSize;
-      if (s.addr % page !== 0 || s.size % page !== 0 || host.offset % page !== 0) {
-        skips.push(
-          this.#skip(
-            s,
-            s.addr,
-            s.size,
-            'unaligned-device',
-            `not aligned to the IOMMU page size ${hex(page)}: a RAM-device section is mapped only whole`,
-          ),
-        );
-        return { req: null, skips };
-      }
-      return {
-        req: { iova: s.addr, size: s.size, memory: host.memory, offset: host.offset, read, write },
-        skips,
-      };
-    }
-    const page = this.ramPageSize;
-    if (s.addr % page !== host.offset % page) {
-      skips.push(
-        this.#skip(
-          s,
-          s.addr,
-          s.size,
-          'unaligned',
-          `its address and host offset ${hex(host.offset)} disagree below the ${hex(page)} page`,
-        ),
-      );
-      return { req: null, skips };
-    }
-    const iova = Math.ceil(s.addr / page) * page;
-    const last = Math.floor(end / page) * page;
-    if (iova >= last) {
-      skips.push(this.#skip(s, s.addr, s.size, 'sub-page', `no whole ${hex(page)} page in it`));
-      return { req: null, skips };
-    }
-    if (iova > s.addr) {
-      skips.push(this.#skip(s, s.addr, iova - s.addr, 'trimmed', `below the first whole ${hex(page)} page`));
-    }
-    if (last < end) {
-      skips.push(this.#skip(s, last, end - last, 'trimmed', `past the last whole ${hex(page)} page`));
-    }
-    const offset = host.offset + (iova - s.addr);
-    return { req: { iova, size: last - iova, memory: host.memory, offset, read, write }, skips };
-  }
-
-  /** The host memory behind a section and the section's offset in it, or null. */
-  #hostMemory(s: FlatRange): { memory: DmaMemory; offset: number } | null {
-    const r = s.region;
-    if (s.kind === 'ram') {
-      const backing = r._backing;
-      const w = backing === null ? undefined : dmaBufferOwner(backing);
-      if (w === undefined) return null;
-      return { memory: w.memory, offset: w.offset + s.offsetInRegion };
-    }
-    const m = r.memory as Partial<DmaMemory> | null;
-    if (m === null || typeof m[DMA_HANDLE] !== 'function') return null;
-    return { memory: m as DmaMemory, offset: s.offsetInRegion };
-  }
-
   #info(s: FlatRange, req: DmaMapRequest): DmaListenerMapping {
     return Object.freeze({
       iova: req.iova,
@@ -447,27 +344,6 @@ export class DmaListener implements MemoryListener, Disposable {
       region: s.region.name,
       kind: s.kind as 'ram' | 'ram-device',
       readonly: req.write === false,
-    });
-  }
-
-  #skip(
-    s: FlatRange,
-    start: number,
-    size: number,
-    reason: DmaSkipReason,
-    why: string,
-    error?: unknown,
-  ): DmaSkip {
-    const kind = s.kind as 'ram' | 'ram-device';
-    const message = `DMA: skipped ${kind} ${span(start, size)} of '${s.region.name}': ${why}`;
-    return Object.freeze({
-      start,
-      size,
-      region: s.region.name,
-      kind,
-      reason,
-      message,
-      ...(error !== undefined ? { error } : {}),
     });
   }
 
