@@ -137,6 +137,15 @@ export class Machine implements Disposable {
     return dev;
   }
 
+  /**
+   * What KVM_SET_USER_MEMORY_REGION needs for each RAM range: guest-physical address, size and the
+   * host address of its first byte (page-aligned, as KVM requires).
+   */
+  memorySlots(): { gpa: number; size: number; hostAddress: bigint }[] {
+    const base = this.ram.hostAddress;
+    return this.ramRanges.map((r) => ({ gpa: r.gpa, size: r.size, hostAddress: base + BigInt(r.offset) }));
+  }
+
   /** A DataView of guest RAM at guest-physical `gpa` (the range must lie in one RAM range). */
   gpaView(gpa: number, length: number): DataView {
     checkInteger('gpa', gpa);

@@ -49,6 +49,7 @@ describeDevice('edu', 'DMA through the listener', (bdf) => {
     await eduDma(m.bus, bar0, 0x10000, 4095, false);
     await eduDma(m.bus, bar0, 0x23000, 4095, true);
     expect(new Uint8Array(m.ram.buffer(0x23000, 4095))).toEqual(data);
+    expect(m.memorySlots()).toEqual([{ gpa: 0, size: RAM, hostAddress: m.ram.hostAddress }]);
     // The listener mapped what it says, and nothing was skipped or failed.
     expect(m.dma!.stats).toMatchObject({
       mappingCount: 2,
