@@ -60,6 +60,33 @@ describeDevice('edu', 'DMA through the listener', (bdf) => {
   });
 });
 
+describeDevice('edu', 'the machine layout', (bdf) => {
+  it('puts RAM below the PCI hole and the rest above 4 GiB, and maps both at IOVA = GPA', () => {
+    using m = Machine.create({
+      ramSize: 16 * MiB,
+      pciHole: { start: 8 * MiB, size: 2 ** 32 - 8 * MiB },
+      dma: { log: null },
+    });
+    expect(m.ramRanges.map((r) => [r.gpa, r.size, r.offset, r.region.name])).toEqual([
+      [0, 8 * MiB, 0, 'ram-below-4g'],
+      [2 ** 32, 8 * MiB, 8 * MiB, 'ram-above-4g'],
+    ]);
+    expect(m.dma).toBeNull();
+    m.addDevice(bdf(), { log: null });
+    expect(m.dma!.mappings().map((x) => [x.iova, x.size, x.region])).toEqual([
+      [0, 8 * MiB, 'ram-below-4g'],
+      [2 ** 32, 8 * MiB, 'ram-above-4g'],
+    ]);
+    expect(m.container.dmaMappings().map((x) => [x.iova, x.offset])).toEqual([
+      [0, 0],
+      [2 ** 32, 8 * MiB],
+    ]);
+    m.gpaView(2 ** 32 + 8, 4).setUint32(0, 0xabcdef01, true);
+    expect(m.ram.view(8 * MiB + 8, 4).getUint32(0, true)).toBe(0xabcdef01);
+    expect(() => m.gpaView(8 * MiB - 4, 8)).toThrow(RangeError);
+  });
+});
+
 describeDevice('ivshmem', 'peer-to-peer DMA into a BAR', (ivBdf) => {
   describeDevice('edu', 'edu writes into ivshmem BAR 2', (eduBdf) => {
     it("lands edu's bytes in ivshmem's host backing file", async () => {
