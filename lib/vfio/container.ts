@@ -232,6 +232,12 @@ export class Container implements Disposable {
   /** Bookkeeping from Group: how many groups are attached. @internal */
   _groupAttached(delta: 1 | -1): void {
     this.#groups += delta;
+    if (this.#groups === 0 && this.#iommu !== null) {
+      // The kernel releases the IOMMU, and every DMA mapping with it, when the last group leaves.
+      this.#dma.forget();
+      this.#iommu = null;
+      this.#info = null;
+    }
   }
 
   /**

@@ -293,6 +293,12 @@ export class DmaState {
     return unmapped;
   }
 
+  /** Drop the record without unmapping: the kernel already released every mapping. */
+  forget(): void {
+    this.#maps.length = 0;
+    this.#bytes = 0;
+  }
+
   /** Unmap every recorded mapping, last first; the first failure is thrown after trying them all. */
   unmapAll(): void {
     let first: unknown;

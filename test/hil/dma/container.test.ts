@@ -112,6 +112,17 @@ describeDevice('edu', 'Container DMA API on type1', (bdf) => {
     expect(container.dmaMappings()).toEqual([]);
   });
 
+  it('forgets its mappings and its IOMMU type when the last group leaves, as the kernel does', () => {
+    container.setIommu();
+    container.mapDma({ iova: 0x100000, size: 0x1000, memory: ram });
+    group.close();
+    expect(container.dmaMappings()).toEqual([]);
+    expect(container.iommuType).toBeNull();
+    expect(caught(() => container.mapDma({ iova: 0x100000, size: 0x1000, memory: ram })).code).toBe(
+      'ENOIOMMU',
+    );
+  });
+
   it('fails the 65536th mapping with ENOSPC and a hint naming dma_avail and dma_entry_limit', () => {
     container.setIommu();
     const avail = container.iommuInfo().dmaAvail!;
