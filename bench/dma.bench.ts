@@ -171,7 +171,7 @@ function reportRelocation(where: string, container: DmaContainer): void {
 }
 
 function main(): void {
-  reportRelocation('no-op container, native speed', nullContainer);
+  reportRelocation('no-op container', nullContainer);
   const bdf = eduBdf();
   if (bdf === undefined) {
     console.log(
