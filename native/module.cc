@@ -3,6 +3,7 @@
 #include "module.h"
 
 #include "fault_guard.h"
+#include "host_memory.h"
 
 namespace vfio_bridge {
 
@@ -80,6 +81,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterKvm(env, exports);
   RegisterVcpu(env, exports);
   RegisterVfioSeams(env, exports);
+  RegisterGuestMemory(env, exports);
+  RegisterDma(env, exports);
   return exports;
 }
 
