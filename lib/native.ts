@@ -204,10 +204,8 @@ export interface NativeBinding {
   eventfdRead(handle: NativeHandle): bigint;
   eventfdWrite(handle: NativeHandle, value: number): void;
 
-  // Interim raw VFIO calls (native/vfio_seams.cc) until the DMA and interrupt layers land.
+  // Interim raw VFIO call (native/vfio_seams.cc) until the interrupt layer hands out triggers.
   vfioSetIrqEventfds(deviceFd: number, index: number, start: number, fds: number[]): void;
-  vfioMapDmaRaw(containerFd: number, iova: number, size: number, vaddr: bigint): void;
-  vfioUnmapDmaRaw(containerFd: number, iova: number, size: number): number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

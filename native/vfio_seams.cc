@@ -1,7 +1,6 @@
-// Interim VFIO calls the KVM path needs before the DMA and interrupt layers exist: eventfd triggers
-// for a device's interrupts (VFIO_DEVICE_SET_IRQS) and type1 DMA maps (VFIO_IOMMU_MAP_DMA /
-// UNMAP_DMA). They are deliberately raw (they take the fd numbers lib/vfio exposes); lib/dma and
-// the interrupt API replace their callers.
+// The interim VFIO call the KVM path needs before the interrupt layer exists: eventfd triggers for
+// a device's interrupts (VFIO_DEVICE_SET_IRQS). Deliberately raw (it takes the device fd number
+// lib/vfio exposes); the interrupt API replaces its caller (lib/kvm/vfio-msi.ts).
 #include <linux/vfio.h>
 
 #include <cstring>
@@ -79,60 +78,12 @@ napi_value SetIrqEventfds(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-/** MapDma(container, iova, size, vaddr) - VFIO_IOMMU_MAP_DMA, read and write. */
-napi_value MapDma(napi_env env, napi_callback_info info) {
-  Args<4> args(env, info);
-  const char* op = "VFIO_IOMMU_MAP_DMA";
-  FdResource* h = RawFd(env, args[0], op);
-  uint64_t iova, size, vaddr;
-  bool lossless = false;
-  if (h == nullptr || !GetSafeInteger(env, args[1], "iova", &iova) ||
-      !GetSafeInteger(env, args[2], "size", &size)) {
-    return nullptr;
-  }
-  if (napi_get_value_bigint_uint64(env, args[3], &vaddr, &lossless) != napi_ok || !lossless) {
-    return ThrowTypeError(env, "vaddr must be a bigint host address");
-  }
-  vfio_iommu_type1_dma_map map = {};
-  map.argsz = sizeof map;
-  map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
-  map.iova = iova;
-  map.size = size;
-  map.vaddr = vaddr;
-  int r = Ioctl(h->fd, VFIO_IOMMU_MAP_DMA, &map);
-  if (r < 0) return ThrowErrno(env, op, h, -r, "iova " + std::to_string(iova));
-  return nullptr;
-}
-
-/** UnmapDma(container, iova, size) - VFIO_IOMMU_UNMAP_DMA; returns the bytes unmapped. */
-napi_value UnmapDma(napi_env env, napi_callback_info info) {
-  Args<3> args(env, info);
-  const char* op = "VFIO_IOMMU_UNMAP_DMA";
-  FdResource* h = RawFd(env, args[0], op);
-  uint64_t iova, size;
-  if (h == nullptr || !GetSafeInteger(env, args[1], "iova", &iova) ||
-      !GetSafeInteger(env, args[2], "size", &size)) {
-    return nullptr;
-  }
-  vfio_iommu_type1_dma_unmap unmap = {};
-  unmap.argsz = sizeof unmap;
-  unmap.iova = iova;
-  unmap.size = size;
-  int r = Ioctl(h->fd, VFIO_IOMMU_UNMAP_DMA, &unmap);
-  if (r < 0) return ThrowErrno(env, op, h, -r, "iova " + std::to_string(iova));
-  napi_value out;
-  napi_create_double(env, static_cast<double>(unmap.size), &out);
-  return out;
-}
-
 }  // namespace
 
 void RegisterVfioSeams(Napi::Env env, Napi::Object exports) {
   napi_property_descriptor props[] = {
       {"vfioSetIrqEventfds", nullptr, SetIrqEventfds, nullptr, nullptr, nullptr, napi_enumerable,
        nullptr},
-      {"vfioMapDmaRaw", nullptr, MapDma, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"vfioUnmapDmaRaw", nullptr, UnmapDma, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

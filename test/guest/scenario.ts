@@ -4,8 +4,8 @@
  * container, the guest's configuration cycles served by pciConfigIo, edu's MSI wired to irqfd, and
  * every exit recorded with the mapinfo kind of what it reached. Shared by the lab test and the demo.
  *
- * The DMA map is the interim seam until lib/dma: guest RAM (a memfd) is mapped at IOVA = guest
- * physical address with a raw VFIO_IOMMU_MAP_DMA on edu's container, and unmapped at close.
+ * Guest RAM (a memfd mapping) is mapped for DMA at IOVA = guest-physical address in edu's container
+ * with Container.mapDma, and unmapped at close.
  */
 import {
   type DeviceErrorEvent,
@@ -18,7 +18,6 @@ import {
   VfioMsiSeam,
   VfioPciDevice,
 } from '../../lib';
-import { native } from '../../lib/native';
 import { openDevice, type Opened } from '../hil/hil';
 import { placeBar } from '../unit/pci/helpers';
 import { guestBinary } from './guest';
@@ -65,7 +64,7 @@ export interface E2eSetup {
   msi: VfioMsiSeam;
   opened: Opened[];
   reports: DeviceErrorEvent[];
-  /** Bytes the DMA seam unmapped at close (all of guest RAM when nothing was left behind). */
+  /** Bytes unmapped for DMA at close (all of guest RAM when nothing was left behind). */
   dmaUnmapped: number;
   close(): void;
 }
@@ -136,9 +135,8 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
       }),
       PCI_CONFIG_PORT,
     );
-    // DMA seam: guest RAM at IOVA = guest-physical address in edu's container (lib/dma replaces it).
-    const containerFd = oEdu.container.fd;
-    native.vfioMapDmaRaw(containerFd, 0, RAM_SIZE, machine.ram.hostAddress);
+    // Guest RAM at IOVA = guest-physical address, in edu's container.
+    oEdu.container.mapDma({ iova: 0, size: RAM_SIZE, memory: machine.ram });
     const setup: E2eSetup = {
       bus,
       machine,
@@ -154,7 +152,7 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
       },
     };
     undo.push(() => {
-      setup.dmaUnmapped = native.vfioUnmapDmaRaw(containerFd, 0, RAM_SIZE);
+      setup.dmaUnmapped = oEdu.container.unmapDma(0, RAM_SIZE);
     });
     return setup;
   } catch (e) {

@@ -138,6 +138,7 @@ describeDevice('edu', 'a KVM guest driving passed-through devices', () => {
     expect(kvmFds()).toEqual([]);
     // The one DMA mapping of guest RAM was removed whole before the container closed.
     expect(setup.dmaUnmapped).toBe(RAM_SIZE);
+    expect(setup.opened[0].container.dmaMappings()).toEqual([]);
     expect(setup.opened[0].container.closed).toBe(true);
   });
 });
