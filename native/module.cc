@@ -66,6 +66,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterContainer(env, exports);
   RegisterGroup(env, exports);
   RegisterDevice(env, exports);
+  RegisterIrq(env, exports);
+  RegisterHotReset(env, exports);
   return exports;
 }
 

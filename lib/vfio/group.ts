@@ -28,6 +28,14 @@ export interface GroupStatus {
   containerSet: boolean;
 }
 
+/** The groups open in this environment, by number: a hot reset needs the fds of all it touches. */
+const openGroups = new Map<number, Group>();
+
+/** The open Group object for IOMMU group `n` in this environment, if any. */
+export function openGroup(n: number): Group | undefined {
+  return openGroups.get(n);
+}
+
 /**
  * A VFIO group (`/dev/vfio/N`): the unit of isolation, attached to a {@link Container}, from which
  * device fds are obtained. Only one process (and one Group object) can hold a group open.
@@ -47,6 +55,12 @@ export class Group implements Disposable {
     this.path = p;
     this.#handle = h;
     this.#sysfs = sysfs;
+    openGroups.set(n, this);
+  }
+
+  /** The group fd (-1 once closed), e.g. for VFIO_DEVICE_PCI_HOT_RESET. */
+  get fd(): number {
+    return native.fdOf(this.#handle);
   }
 
   /**
@@ -161,6 +175,7 @@ export class Group implements Disposable {
     this.#closed = true;
     if (this.#container !== null) this.#container._groupAttached(-1);
     this.#container = null;
+    if (openGroups.get(this.number) === this) openGroups.delete(this.number);
     native.closeFd(this.#handle);
   }
 
