@@ -210,6 +210,18 @@ export class Msix implements MsixLayout {
     this.#emit({ kind: 'control', enabled, functionMasked });
   }
 
+  /**
+   * Back to the reset state, as a PCI reset leaves MSI-X: disabled, every entry zero and masked,
+   * nothing pending. Listeners hear the control change only; entries are read again on enable.
+   */
+  reset(): void {
+    this.#table.fill(0);
+    for (let i = 0; i < this.entries; i++) this.#table[i * 4 + 3] = 1;
+    this.#pending.fill(0);
+    this.pbaRegion.setEnabled(false);
+    this.setControl(false, false);
+  }
+
   /** Calls `listener` on every vector or control change; returns the remover. */
   onChange(listener: (e: MsixEvent) => void): () => void {
     if (typeof listener !== 'function') throw new TypeError('MSI-X listener must be a function');

@@ -4,9 +4,11 @@
  *   return all-ones, writes are dropped, as QEMU's vfio_region_read/write do;
  * - `msix-window`: an RTL8168 window access aimed at the MSI-X table that the emulated table
  *   refuses (unaligned, outside the table, or no table at all);
- * - `config-range`: a configuration access beyond the device's configuration space.
+ * - `config-range`: a configuration access beyond the device's configuration space;
+ * - `irq`: the host refused to follow the guest's interrupt setup (VFIO_DEVICE_SET_IRQS failed), or
+ *   an interrupt arrived that the guest cannot take (e.g. MSI-X disabled meanwhile).
  */
-export type DeviceErrorReason = 'fd-error' | 'msix-window' | 'config-range';
+export type DeviceErrorReason = 'fd-error' | 'msix-window' | 'config-range' | 'irq';
 
 /** One guest access a device could not serve, as passed to `device-error` listeners. */
 export interface DeviceErrorEvent {
