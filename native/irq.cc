@@ -184,7 +184,9 @@ class IrqWatcher {
   std::vector<Source*> sources;  // by vector; nullptr where none
   bool closed = false;
   bool refed = true;
+
   bool external_alive = true;
+  bool in_callback = false;
   int closing = 0;
 
   void StartSource(Source* s) {
@@ -206,12 +208,17 @@ class IrqWatcher {
       if (s != nullptr) CloseSource(s);
       s = nullptr;
     }
+    // Closed from inside the handler: napi_make_callback is still using the references.
+    if (!in_callback) ReleaseJs();
+    MaybeFinish();
+  }
+
+  void ReleaseJs() {
     if (callback != nullptr) napi_delete_reference(env, callback);
     if (self != nullptr) napi_delete_reference(env, self);
     if (context != nullptr) napi_async_destroy(env, context);
     callback = self = nullptr;
     context = nullptr;
-    MaybeFinish();
   }
 
   /** MaybeFinish - once nothing is pending: drop the cleanup hook, and free when unreferenced. */
@@ -256,13 +263,17 @@ class IrqWatcher {
       napi_get_global(env, &recv);
       napi_create_uint32(env, vector, &argv[0]);
       napi_create_double(env, static_cast<double>(count), &argv[1]);
-      if (napi_make_callback(env, context, recv, fn, 2, argv, &result) == napi_pending_exception) {
+      in_callback = true;
+      napi_status st = napi_make_callback(env, context, recv, fn, 2, argv, &result);
+      in_callback = false;
+      if (st == napi_pending_exception) {
         napi_value error;
         napi_get_and_clear_last_exception(env, &error);
         napi_fatal_exception(env, error);
       }
     }
     napi_close_handle_scope(env, scope);
+    if (closed) ReleaseJs();
   }
 };
 

@@ -176,3 +176,19 @@ describe('IrqWatcher', () => {
     expect(fdCount()).toBe(before);
   });
 });
+
+test('a handler may close its own watcher', async () => {
+  using e = EventFd.open();
+  const calls: number[] = [];
+  const w = new IrqWatcher((v, n) => {
+    calls.push(n);
+    w.close();
+  });
+  w.watch(0, e);
+  e.write();
+  await new Promise((r) => setTimeout(r, 20));
+  e.write();
+  await new Promise((r) => setTimeout(r, 20));
+  expect(calls).toEqual([1]);
+  expect(e.read()).toBe(1);
+});
