@@ -60,9 +60,9 @@ napi_value EventfdWrite(napi_env env, napi_callback_info info) {
 }
 
 /**
- * DrainFd - read an eventfd's counter, resetting it. @nonblocking: the fd has O_NONBLOCK; otherwise a
- * zero-timeout poll guards the read so a caller's blocking fd can never stall the loop. Returns the
- * count (0: nothing there), or -errno.
+ * DrainFd - read an eventfd's counter, resetting it. @nonblocking: the fd has O_NONBLOCK; otherwise
+ * a zero-timeout poll guards the read so a caller's blocking fd can never stall the loop. Returns
+ * the count (0: nothing there), or -errno.
  */
 int64_t DrainFd(int fd, bool nonblocking) {
   if (!nonblocking) {
@@ -142,13 +142,14 @@ napi_value SetIrqs(napi_env env, napi_callback_info info) {
   if (length > 0) std::memcpy(set->data, data, length);
   int r = Ioctl(h->fd, VFIO_DEVICE_SET_IRQS, set);
   if (r < 0) {
-    return ThrowErrno(env, "VFIO_DEVICE_SET_IRQS", h, -r,
-                      "index " + std::to_string(index) + " start " + std::to_string(start) +
-                          " count " + std::to_string(count) + " flags 0x" + [&] {
-                            char b[16];
-                            snprintf(b, sizeof b, "%x", flags);
-                            return std::string(b);
-                          }());
+    return ThrowErrno(
+        env, "VFIO_DEVICE_SET_IRQS", h, -r,
+        "index " + std::to_string(index) + " start " + std::to_string(start) + " count " +
+            std::to_string(count) + " flags 0x" + [&] {
+              char b[16];
+              snprintf(b, sizeof b, "%x", flags);
+              return std::string(b);
+            }());
   }
   return nullptr;
 }
@@ -309,12 +310,14 @@ IrqWatcher* GetWatcher(napi_env env, napi_value v, bool open) {
   return w;
 }
 
-/** WatcherOpen(callback) - a watcher on this environment's loop calling @callback(vector, count). */
+/** WatcherOpen(callback) - a watcher on this environment's loop calling @callback(vector, count).
+ */
 napi_value WatcherOpen(napi_env env, napi_callback_info info) {
   Args<1> args(env, info);
   napi_valuetype type;
   napi_typeof(env, args[0], &type);
-  if (type != napi_function) return ThrowTypeError(env, "the interrupt callback must be a function");
+  if (type != napi_function)
+    return ThrowTypeError(env, "the interrupt callback must be a function");
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
     return ThrowVfioError(env, "napi_get_uv_event_loop", 0, "no event loop", ErrorContext{},
@@ -419,7 +422,8 @@ napi_value WatcherClose(napi_env env, napi_callback_info info) {
 
 /**
  * struct Baseline - the least an addon can do to get an eventfd into JavaScript: one uv_poll, one
- * read, one napi_make_callback with no arguments. bench/irq.bench.ts measures the watcher against it.
+ * read, one napi_make_callback with no arguments. bench/irq.bench.ts measures the watcher against
+ * it.
  */
 struct Baseline {
   uv_poll_t poll;

@@ -169,7 +169,11 @@ export class PciInterrupts {
   /** Removes a subscription made with {@link on}. */
   off(event: 'interrupt' | 'change' | 'req', fn: (...args: never[]) => void): this {
     const list: unknown[] =
-      event === 'interrupt' ? this.#listeners : event === 'change' ? this.#changeListeners : this.#reqListeners;
+      event === 'interrupt'
+        ? this.#listeners
+        : event === 'change'
+          ? this.#changeListeners
+          : this.#reqListeners;
     const i = list.indexOf(fn);
     if (i >= 0) list.splice(i, 1);
     return this;
@@ -381,14 +385,17 @@ export class PciInterrupts {
       });
       return;
     }
-    if (now.enabled !== before.enabled || (now.enabled && now.vectors.length !== before.vectors.length)) {
+    const switched =
+      now.enabled !== before.enabled || (now.enabled && now.vectors.length !== before.vectors.length);
+    if (switched) {
       if (now.enabled) this.#switch('msi', now.vectors.length);
       else if (this.#mode === 'msi') this.#fallBack();
     }
     if (!now.enabled) return;
     for (const v of now.vectors) {
       const old = before.vectors[v.index];
-      if (old && old.address === v.address && old.data === v.data && old.masked === v.masked) continue;
+      const same = old && old.address === v.address && old.data === v.data && old.masked === v.masked;
+      if (same && !switched) continue;
       this.#emitChange(vectorChange('msi', v));
       if (!v.masked && msi.isPending(v.index)) {
         msi.setPending(v.index, false);
@@ -477,7 +484,6 @@ export class PciInterrupts {
     if (this.#closed) throw new Error(`${this.#ctx.bdf}: the device is closed`);
   }
 }
-
 
 function vectorChange(
   type: 'msi' | 'msix',

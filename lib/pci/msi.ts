@@ -91,7 +91,13 @@ export class Msi implements MsiLayout {
     const e = this.#emu;
     const ro = this.#flags & (PCI_MSI_FLAGS_QMASK | PCI_MSI_FLAGS_64BIT | PCI_MSI_FLAGS_MASKBIT);
     // The read-only fields show the device's own values; enable and QSIZE are the guest's.
-    e.emulate(this.capOffset + PCI_MSI_FLAGS, 2, BigInt(ro), 0xffffn, BigInt(PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE));
+    e.emulate(
+      this.capOffset + PCI_MSI_FLAGS,
+      2,
+      BigInt(ro),
+      0xffffn,
+      BigInt(PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE),
+    );
     e.emulate(this.capOffset + PCI_MSI_ADDRESS_LO, 4, 0n, 0xffff_ffffn, 0xffff_fffcn);
     if (this.is64) e.emulate(this.capOffset + 8, 4, 0n, 0xffff_ffffn, 0xffff_ffffn);
     e.emulate(this.dataOffset, 2, 0n, 0xffffn, 0xffffn);

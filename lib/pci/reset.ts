@@ -1,6 +1,12 @@
 import type { HotResetInfo } from '../vfio';
 import type { PciCapability } from './config';
-import { PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_COMMAND_IO } from './constants';
+import {
+  PCI_COMMAND,
+  PCI_COMMAND_INTX_DISABLE,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_MEMORY,
+  PCI_COMMAND_IO,
+} from './constants';
 import type { PciInterrupts } from './interrupts';
 import { isVfioError } from './report';
 import type { VfioDeviceLike } from './types';
@@ -131,7 +137,8 @@ export function resetPciDevice(ctx: PciResetContext, mode: PciResetMode): PciRes
   if (!isResettable(d)) throw new TypeError(`${ctx.bdf}: the device does not offer VFIO resets`);
   const guestCommand = ctx.command();
   ctx.irq.suspend();
-  const quiet = guestCommand & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE);
+  const quiet =
+    guestCommand & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE);
   if (mode === 'guest') ctx.configWrite(PCI_COMMAND, 2, quiet);
   else ctx.physWrite(PCI_COMMAND, 2, quiet);
   let method: PciResetMethod | undefined;

@@ -63,7 +63,13 @@ export function parseHotResetInfo(buf: Uint8Array): HotResetInfo {
  */
 export function groupsNotOwnedError(bdf: string, info: HotResetInfo, missing: readonly number[]): VfioError {
   const list = missing
-    .map((g) => `group ${g} (${info.devices.filter((d) => d.group === g).map((d) => d.bdf).join(', ')})`)
+    .map(
+      (g) =>
+        `group ${g} (${info.devices
+          .filter((d) => d.group === g)
+          .map((d) => d.bdf)
+          .join(', ')})`,
+    )
     .join('; ');
   return new VfioError({
     message: `hot reset of ${bdf} needs groups this process does not own: ${list}`,

@@ -62,7 +62,12 @@ export class IrqWatcher implements Disposable {
       this.unwatch(vector);
       report(
         vector,
-        new VfioError({ message: `watching fd of vector ${vector} failed`, code: errnoName(errno), errno, op: 'uv_poll' }),
+        new VfioError({
+          message: `watching fd of vector ${vector} failed`,
+          code: errnoName(errno),
+          errno,
+          op: 'uv_poll',
+        }),
       );
     });
   }

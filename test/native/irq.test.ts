@@ -180,7 +180,7 @@ describe('IrqWatcher', () => {
 test('a handler may close its own watcher', async () => {
   using e = EventFd.open();
   const calls: number[] = [];
-  const w = new IrqWatcher((v, n) => {
+  const w = new IrqWatcher((_v, n) => {
     calls.push(n);
     w.close();
   });

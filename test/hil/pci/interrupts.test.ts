@@ -14,7 +14,8 @@ describePci('edu', 'interrupts from edu', (bdfOf) => {
   afterEach(() => lab?.close());
 
   const raise = (v = 1): void => lab.bus.mmioWrite(EDU_BAR + EDU.raise, 4, v);
-  const ack = (): void => lab.bus.mmioWrite(EDU_BAR + EDU.ack, 4, lab.bus.mmioRead(EDU_BAR + EDU.status, 4) as number);
+  const ack = (): void =>
+    lab.bus.mmioWrite(EDU_BAR + EDU.ack, 4, lab.bus.mmioRead(EDU_BAR + EDU.status, 4) as number);
 
   test('INTx: one event with count 1, none before eoi(), the next after it', async () => {
     const { got } = collect(lab.dev);

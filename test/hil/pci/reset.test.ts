@@ -26,7 +26,11 @@ parentPort.postMessage({ ok, faults, other });
 `;
 
 /** Runs `fn` while a worker reads BAR `bar` of `lab`'s device through its own Mapping in a loop. */
-async function racing(lab: LabDevice, bar: number, fn: () => void): Promise<{ ok: number; faults: number; other: string[] }> {
+async function racing(
+  lab: LabDevice,
+  bar: number,
+  fn: () => void,
+): Promise<{ ok: number; faults: number; other: string[] }> {
   const stop = new SharedArrayBuffer(4);
   const offset = lab.vfio.regionInfo(bar).offset;
   const w = new Worker(RACER, { eval: true, workerData: { dist, fd: lab.vfio.fd, offset, stop } });
