@@ -340,7 +340,7 @@ export class PciInterrupts {
     if (type === 'msix') {
       const msix = this.#ctx.msix!;
       if (!msix.enabled) return;
-      if (msix.functionMasked || msix.vector(vector).masked) {
+      if (msix.functionMasked || msix.isMasked(vector)) {
         msix.setPending(vector, true);
         return;
       }
@@ -447,7 +447,7 @@ export class PciInterrupts {
   #msixFlush(index: number): void {
     const msix = this.#ctx.msix!;
     if (!msix.enabled || msix.functionMasked || !msix.isPending(index)) return;
-    if (msix.vector(index).masked) return;
+    if (msix.isMasked(index)) return;
     msix.setPending(index, false);
     this.#deliver(index, 1, 'msix');
   }

@@ -184,6 +184,12 @@ export class Msix implements MsixLayout {
     return out;
   }
 
+  /** Whether entry `index` is masked (its own mask bit; the function mask is separate). */
+  isMasked(index: number): boolean {
+    checkInteger(index, 'MSI-X vector index', this.entries - 1);
+    return (this.#table[index * 4 + 3] & 1) !== 0;
+  }
+
   /** Whether vector `index` is pending. */
   isPending(index: number): boolean {
     checkInteger(index, 'MSI-X vector index', this.entries - 1);
