@@ -118,17 +118,21 @@ export class Device implements Disposable {
    */
   reset(): void {
     const h = this.#open('VFIO_DEVICE_RESET');
-    if (!this.info().reset) {
+    try {
+      native.vfioDeviceReset(h);
+    } catch (e) {
+      // The kernel answers a device without reset with a bare EINVAL; say what it means.
+      if (!(e instanceof VfioError) || e.code !== 'EINVAL' || this.info().reset) throw e;
       throw new VfioError({
-        message: `${this.bdf} has no function reset (VFIO_DEVICE_FLAGS_RESET is clear)`,
+        message: `${this.bdf} has no reset (VFIO_DEVICE_FLAGS_RESET is clear)`,
         code: 'ENORESET',
+        errno: e.errno ?? 22,
         op: 'VFIO_DEVICE_RESET',
         path: this.#groupPath,
         bdf: this.bdf,
         hint: 'no FLR, PM or slot/bus reset the kernel may use alone: try hotReset() with every affected group open',
       });
     }
-    native.vfioDeviceReset(h);
   }
 
   /**
