@@ -2,6 +2,9 @@
 import { describePci, type LabDevice, openLab, placeBar } from './lab';
 import { CMD_DECODE_MASTER, CMD_INTX_DISABLE, collect, EDU, enableMsi, settle, until } from './irq-helpers';
 
+// TCG is slow, and a bus reset waits for its link: seconds, not the default five.
+jest.setTimeout(60000);
+
 const EDU_BAR = 0xfe000000;
 
 describePci('edu', 'interrupts from edu', (bdfOf) => {
@@ -141,7 +144,12 @@ describePci('e1000e', 'MSI-X from e1000e', (bdfOf) => {
     await until(() => got.length > 0, 10000, 'the MSI-X interrupt');
     expect(got[0].slice(0, 1)).toEqual([2]);
     expect(got[0][2]).toBe('msix');
-    expect(lab.dev.irq.message('msix', 2)).toEqual({ address: 0xfee00000n, data: 0x4032, masked: false });
+    expect(lab.dev.irq.message('msix', 2)).toEqual({
+      index: 2,
+      address: 0xfee00000n,
+      data: 0x4032,
+      masked: false,
+    });
   });
 
   test('masked vector: pending bit in the emulated PBA, delivered on unmask; growth on unmask', async () => {

@@ -8,6 +8,9 @@ import { Worker } from 'node:worker_threads';
 import { describePci, openLab } from './lab';
 import { settle, until } from './irq-helpers';
 
+// TCG is slow, and a bus reset waits for its link: seconds, not the default five.
+jest.setTimeout(60000);
+
 const dist = path.resolve(__dirname, '../../../dist/index.js');
 
 /** Rebinds `bdf` to vfio-pci (its driver_override already says vfio-pci) and waits for its group node. */
@@ -44,7 +47,7 @@ describePci('edu', 'interrupt lifetimes', (bdfOf) => {
     expect(held.stderr).toBe('');
     expect(held.stdout).toBe('wired intx\nkept alive\n');
     expect(held.status).toBe(0);
-  });
+  }, 60000);
 
   test('a worker that exits with interrupts enabled leaks no fd', async () => {
     const count = (): number => fs.readdirSync('/proc/self/fd').length;
@@ -76,7 +79,7 @@ parentPort.postMessage({ mode: dev.irq.mode, fds: dev.irq.host.fds });
     // The group was released: it opens again here.
     const lab = openLab(bdfOf(), { log: null });
     lab.close();
-  });
+  }, 60000);
 
   test('REQ: unbinding from another process fires the event; closing lets the unbind complete', async () => {
     const bdf = bdfOf();
@@ -99,5 +102,5 @@ parentPort.postMessage({ mode: dev.irq.mode, fds: dev.irq.host.fds });
     }
     await settle(10);
     openLab(bdf, { log: null }).close();
-  });
+  }, 60000);
 });
