@@ -28,6 +28,12 @@ function fdOf(e: EventFdLike, what: string): number {
 }
 
 /**
+ * The fds watched in this environment: libuv allows one poll handle per fd and loop, so a second
+ * watch of the same fd is refused here instead of confusing the loop.
+ */
+const watched = new Map<number, { watcher: IrqWatcher; vector: number }>();
+
+/**
  * IrqWatcher: delivers eventfd wake-ups into this environment's own event loop (the main thread's,
  * or a worker's). Each wake-up drains the eventfd once and calls the handler once with the vector
  * and the coalesced count; nothing is allocated per interrupt. By default the watched fds keep the
@@ -81,8 +87,18 @@ export class IrqWatcher implements Disposable {
   watch(vector: number, fd: EventFdLike): void {
     checkVector(vector, 2047);
     const n = fdOf(fd, `vector ${vector} eventfd`);
-    native.irqWatcherAdd(this.#open(), vector, n);
+    const h = this.#open();
+    const owner = watched.get(n);
+    if (owner && (owner.watcher !== this || owner.vector !== vector)) {
+      throw new RangeError(
+        `fd ${n} is already watched (vector ${owner.vector}${owner.watcher === this ? '' : ' of another watcher'}): give each vector its own eventfd`,
+      );
+    }
+    const old = this.#fds[vector];
+    native.irqWatcherAdd(h, vector, n);
+    if (old !== undefined && old !== n) watched.delete(old);
     this.#fds[vector] = n;
+    watched.set(n, { watcher: this, vector });
   }
 
   /** Stops watching `vector` (no-op when nothing watches it). */
@@ -90,6 +106,8 @@ export class IrqWatcher implements Disposable {
     checkVector(vector, 2047);
     if (this.#closed) return;
     native.irqWatcherRemove(this.#native, vector);
+    const old = this.#fds[vector];
+    if (old !== undefined) watched.delete(old);
     delete this.#fds[vector];
   }
 
@@ -121,6 +139,7 @@ export class IrqWatcher implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const fd of this.#fds) if (fd !== undefined) watched.delete(fd);
     this.#fds = [];
     native.irqWatcherClose(this.#native);
   }

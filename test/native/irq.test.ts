@@ -94,6 +94,14 @@ describe('IrqWatcher', () => {
     expect(() => w.watch(2048, 0)).toThrow(RangeError);
     expect(() => w.watch(-1, 0)).toThrow(RangeError);
     expect(() => w.watch(0, -3)).toThrow(RangeError);
+    using shared = EventFd.open();
+    w.watch(1, shared);
+    w.watch(1, shared);
+    expect(() => w.watch(2, shared)).toThrow(/already watched/);
+    using other = new IrqWatcher(() => undefined);
+    expect(() => other.watch(0, shared)).toThrow(/another watcher/);
+    w.unwatch(1);
+    other.watch(0, shared);
     const e = caught(() => w.watch(0, 1_000_000));
     expect(e).toBeInstanceOf(VfioError);
     expect(e.code).toBe('EBADF');
