@@ -28,12 +28,16 @@ export interface GroupStatus {
   containerSet: boolean;
 }
 
-/** The groups open in this environment, by number: a hot reset needs the fds of all it touches. */
-const openGroups = new Map<number, Group>();
+/**
+ * The groups open in this environment, by number: a hot reset needs the fds of all it touches.
+ * Weak, so a Group dropped without close() is still collected and releases its node.
+ */
+const openGroups = new Map<number, WeakRef<Group>>();
 
 /** The open Group object for IOMMU group `n` in this environment, if any. */
 export function openGroup(n: number): Group | undefined {
-  return openGroups.get(n);
+  const g = openGroups.get(n)?.deref();
+  return g && !g.closed ? g : undefined;
 }
 
 /**
@@ -55,7 +59,7 @@ export class Group implements Disposable {
     this.path = p;
     this.#handle = h;
     this.#sysfs = sysfs;
-    openGroups.set(n, this);
+    openGroups.set(n, new WeakRef(this));
   }
 
   /** The group fd (-1 once closed), e.g. for VFIO_DEVICE_PCI_HOT_RESET. */
@@ -175,7 +179,7 @@ export class Group implements Disposable {
     this.#closed = true;
     if (this.#container !== null) this.#container._groupAttached(-1);
     this.#container = null;
-    if (openGroups.get(this.number) === this) openGroups.delete(this.number);
+    if (openGroups.get(this.number)?.deref() === this) openGroups.delete(this.number);
     native.closeFd(this.#handle);
   }
 

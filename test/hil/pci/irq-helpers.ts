@@ -1,3 +1,5 @@
+import * as fs from 'node:fs';
+
 import type { PciIrqType, VfioPciDevice } from '../../../lib/pci';
 
 /** One delivered interrupt, as the listener saw it. */
@@ -50,4 +52,21 @@ export function enableMsi(dev: VfioPciDevice, address = 0xfee00000, data = 0x402
   if (msi.is64) dev.configWrite(cap + 8, 4, 0);
   dev.configWrite(msi.dataOffset, 2, data);
   dev.configWrite(cap + 2, 2, dev.configRead(cap + 2, 2) | 1);
+}
+
+/**
+ * How many interrupts the (guest) kernel has taken for the vfio-pci vector named `name`, e.g.
+ * `vfio-msi[0](0000:00:03.0)`, summed over CPUs from /proc/interrupts; 0 when it is not listed.
+ */
+export function kernelIrqCount(name: string): number {
+  for (const line of fs.readFileSync('/proc/interrupts', 'utf8').split('\n')) {
+    if (!line.trimEnd().endsWith(name)) continue;
+    let n = 0;
+    for (const f of line.trim().split(/\s+/).slice(1)) {
+      if (!/^\d+$/.test(f)) break;
+      n += Number(f);
+    }
+    return n;
+  }
+  return 0;
 }
