@@ -12,6 +12,8 @@
         "native/container.cc",
         "native/group.cc",
         "native/device.cc",
+        "native/guest_memory.cc",
+        "native/dma.cc",
         "native/irq.cc",
         "native/hot_reset.cc"
       ],
