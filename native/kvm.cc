@@ -252,58 +252,6 @@ napi_value DeviceAttrFd(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-/** Eventfd(initval, flags) - eventfd(2) with EFD_CLOEXEC added; returns a handle. */
-napi_value Eventfd(napi_env env, napi_callback_info info) {
-  Args<2> args(env, info);
-  uint32_t initval, flags;
-  if (!GetUint32(env, args[0], "initval", &initval) || !GetUint32(env, args[1], "flags", &flags)) {
-    return nullptr;
-  }
-  int fd = eventfd(initval, static_cast<int>(flags) | EFD_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    return ThrowVfioError(env, "eventfd", err, "", ErrorContext{});
-  }
-  return NewHandle(env, fd, ErrorContext{"eventfd", ""});
-}
-
-/** EventfdRead(handle) - the counter (reset to 0), or 0 when it was already 0 (EFD_NONBLOCK). */
-napi_value EventfdRead(napi_env env, napi_callback_info info) {
-  Args<1> args(env, info);
-  FdResource* h = GetHandle(env, args[0], "eventfd read");
-  if (h == nullptr) return nullptr;
-  uint64_t v = 0;
-  ssize_t n;
-  do {
-    n = read(h->fd, &v, sizeof v);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    int err = errno;
-    if (err != EAGAIN) return ThrowErrno(env, "eventfd read", h, err);
-    v = 0;
-  }
-  napi_value out;
-  napi_create_bigint_uint64(env, v, &out);
-  return out;
-}
-
-/** EventfdWrite(handle, n) - add @n to the counter. */
-napi_value EventfdWrite(napi_env env, napi_callback_info info) {
-  Args<2> args(env, info);
-  FdResource* h = GetHandle(env, args[0], "eventfd write");
-  uint64_t v;
-  if (h == nullptr || !GetSafeInteger(env, args[1], "value", &v)) return nullptr;
-  ssize_t n;
-  do {
-    n = write(h->fd, &v, sizeof v);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    int err = errno;
-    return ThrowErrno(env, "eventfd write", h, err);
-  }
-  return nullptr;
-}
-
 /**
  * DupFd(fd) - a close-on-exec duplicate of @fd as a handle. An irqfd or ioeventfd assignment keeps
  * one: KVM finds the assignment to remove by the eventfd behind an fd, so deassigning must work
@@ -340,10 +288,7 @@ void RegisterKvm(Napi::Env env, Napi::Object exports) {
       P("kvmSignalMsi", SignalMsi),
       P("kvmCreateDevice", CreateDevice),
       P("kvmDeviceAttrFd", DeviceAttrFd),
-      P("eventfd", Eventfd),
       P("dupFd", DupFd),
-      P("eventfdRead", EventfdRead),
-      P("eventfdWrite", EventfdWrite),
 #undef P
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

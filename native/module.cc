@@ -83,6 +83,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterVfioSeams(env, exports);
   RegisterGuestMemory(env, exports);
   RegisterDma(env, exports);
+  RegisterIrq(env, exports);
+  RegisterHotReset(env, exports);
   return exports;
 }
 

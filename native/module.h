@@ -86,5 +86,7 @@ void RegisterDevice(Napi::Env env, Napi::Object exports);
 void RegisterKvm(Napi::Env env, Napi::Object exports);
 void RegisterVcpu(Napi::Env env, Napi::Object exports);
 void RegisterVfioSeams(Napi::Env env, Napi::Object exports);
+void RegisterIrq(Napi::Env env, Napi::Object exports);
+void RegisterHotReset(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfio_bridge

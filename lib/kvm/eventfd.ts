@@ -1,6 +1,5 @@
 import { native, type NativeHandle } from '../native';
 import { closedError } from './errors';
-import { EFD_NONBLOCK } from './uapi';
 
 /**
  * An eventfd(2), non-blocking: what irqfd, ioeventfd and vfio interrupt triggers signal. Close it
@@ -14,7 +13,8 @@ export class EventFd implements Disposable {
     if (!Number.isInteger(initial) || initial < 0 || initial > 0xffffffff) {
       throw new RangeError(`eventfd initial value ${String(initial)} is not a 32-bit unsigned integer`);
     }
-    this.#handle = native.eventfd(initial, EFD_NONBLOCK);
+    this.#handle = native.eventfdOpen();
+    if (initial > 0) native.eventfdWrite(native.fdOf(this.#handle), initial);
   }
 
   /** The fd number (-1 once closed). */
@@ -29,13 +29,13 @@ export class EventFd implements Disposable {
   /** Read and reset the counter: how many signals since the last read (0n if none). */
   read(): bigint {
     if (this.#closed) throw closedError('eventfd read', 'eventfd', 'eventfd');
-    return native.eventfdRead(this.#handle);
+    return BigInt(native.eventfdRead(native.fdOf(this.#handle)));
   }
 
   /** Add `n` (default 1) to the counter: signal it. */
   signal(n = 1): void {
     if (this.#closed) throw closedError('eventfd write', 'eventfd', 'eventfd');
-    native.eventfdWrite(this.#handle, n);
+    native.eventfdWrite(native.fdOf(this.#handle), n);
   }
 
   close(): void {

@@ -59,7 +59,6 @@ export const KVM_DEV_TYPE_VFIO = 4;
 export const KVM_DEV_VFIO_FILE = 1;
 export const KVM_DEV_VFIO_FILE_ADD = 1;
 export const KVM_DEV_VFIO_FILE_DEL = 2;
-export const EFD_NONBLOCK = 0o4000;
 
 /** struct kvm_regs, in kernel order. */
 export const REG_NAMES = [
