@@ -11,7 +11,6 @@ export {
 } from './vcpu';
 export { SlotTable, type HostMemory, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
 export { KvmMemoryListener, type KvmMemoryListenerOptions } from './memory-listener';
-export { EventFd } from './eventfd';
 export {
   KVM_API_VERSION,
   KVM_CAP,

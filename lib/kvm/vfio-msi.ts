@@ -1,7 +1,6 @@
 import { native } from '../native';
 import type { VfioPciDevice } from '../pci';
-import { VFIO_PCI_MSI_IRQ_INDEX } from '../vfio';
-import { EventFd } from './eventfd';
+import { EventFd, VFIO_PCI_MSI_IRQ_INDEX } from '../vfio';
 import type { MsiRoutes } from './msi-routes';
 
 const PCI_CAP_ID_MSI = 0x05;
@@ -64,7 +63,7 @@ export class VfioMsiSeam implements Disposable {
       data: this.#dev.configRead(this.#cap + (is64 ? 0x0c : 0x08), 2),
     };
     if (this.#eventfd === null) {
-      const efd = new EventFd();
+      const efd = EventFd.open();
       try {
         native.vfioSetIrqEventfds(this.#deviceFd(), VFIO_PCI_MSI_IRQ_INDEX, 0, [efd.fd]);
       } catch (e) {

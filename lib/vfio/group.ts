@@ -217,11 +217,6 @@ export class Group implements Disposable {
     this.close();
   }
 
-  /** The group fd (-1 once closed), e.g. for the KVM-VFIO device. */
-  get fd(): number {
-    return this.#closed ? -1 : native.fdOf(this.#handle);
-  }
-
   #open(op: string): NativeHandle {
     if (this.#closed) {
       throw new VfioError({
