@@ -4,3 +4,4 @@
 export * from './memory';
 export * from './vfio';
 export * from './pci';
+export * from './vmm';
