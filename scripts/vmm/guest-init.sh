@@ -77,7 +77,7 @@ for b in $nics; do
   drv=$(basename "$(readlink "$d/driver" 2>/dev/null)" 2>/dev/null)
   say "driver $b $(cat "$d/vendor"):$(cat "$d/device") ${drv:-none}"
 done
-[ -n "$missing" ] || say "drivers bound"
+[ -n "$nics" ] && [ -z "$missing" ] && say "drivers bound"
 
 # The lspci-like view of the bus, from sysfs.
 for d in /sys/bus/pci/devices/*; do

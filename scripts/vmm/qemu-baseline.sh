@@ -140,6 +140,11 @@ if [ -s "$log.kvm_userspace_exit" ]; then
 else
   echo "bench: exits to QEMU per ping         not measured (no kvm tracepoint hist triggers)"
 fi
+# Every interface's round trips, for the RTL8139 next to e1000e.
+for ifdrv in $(awk '/^guest: ping start / { print $4 "/" $5 }' "$log"); do
+  { grep -a "^guest: ping ${ifdrv%/*} .*time=" "$log" || true; } | sed 's/.*time=\([0-9.]*\) ms.*/\1/' | sort -g |
+    awk -v name="${ifdrv#*/}" '{ v[NR] = $1 } END { if (NR) printf "bench: %-8s ping rtt (ms)         n=%d p50 %.3f p99 %.3f\n", name, NR, v[int((NR - 1) * 0.5) + 1], v[int((NR - 1) * 0.99) + 1] }'
+done
 { grep -a '^guest: ping .* packets transmitted' "$log" || true; } | sed 's/^guest: /bench: /'
 { grep -a '^guest: link \|^guest: driver \|^guest: irq ' "$log" || true; } | sed 's/^guest: /bench: /'
 rm -f "$log" "$log.rtt" "$log.kvm_userspace_exit" "$log.kvm_pio"
