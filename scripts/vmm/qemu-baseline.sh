@@ -4,9 +4,10 @@
 # through by QEMU's own vfio-pci, and this reports, from the guest's console lines:
 #   - seconds from QEMU's start to the guest's init, and to both NIC drivers bound;
 #   - seconds to the first answered ping;
-#   - ping round trips through e1000e: p50, p99, min, max, loss;
-#   - KVM exits per ping over the e1000e ping run (all exits, and port-I/O and MMIO exits to
-#     userspace), from the kvm debugfs counters read at the guest's start and done markers.
+#   - ping round trips through e1000e (p50, p99, min, max, loss), and through the RTL8139;
+#   - KVM exits per ping over each interface's ping run, between the guest's start and done
+#     markers: every exit from KVM's debugfs counters, and the exits QEMU itself served, by reason
+#     and port, from the kvm_userspace_exit and kvm_pio tracepoints.
 #
 #   qemu-baseline.sh --kernel FILE --initrd FILE [--pings N] [--rtl 8139cp|8139too] [--mem MIB]
 set -euo pipefail
@@ -54,10 +55,10 @@ stats() {
     printf '%s=%s ' "$f" "$(cat "$dbg/$f" 2>/dev/null || echo 0)"
   done
 }
-# hist_on/hist_off EVENT KEY: count EVENT by KEY between the two calls, printing the table.
+# hist_on/hist_off EVENT KEY [FILE]: count EVENT by KEY between the two calls, the table into FILE.
 hist_on() { echo "hist:keys=$2:sort=hitcount.descending" >"$trace/events/kvm/$1/trigger" 2>/dev/null || true; }
 hist_off() {
-  cat "$trace/events/kvm/$1/hist" 2>/dev/null >"$log.$1" || true
+  cat "$trace/events/kvm/$1/hist" 2>/dev/null >"$3" || true
   echo "!hist:keys=$2:sort=hitcount.descending" >"$trace/events/kvm/$1/trigger" 2>/dev/null || true
 }
 
@@ -77,7 +78,7 @@ log=$(mktemp)
 now() { printf '%s\n' "$EPOCHREALTIME"; }
 since() { awk -v a="$t0" -v b="$1" 'BEGIN { printf "%.2f", b - a }'; }
 t0=$(now)
-t_init= t_bound= t_first= s_start= s_done= ping_if=
+t_init= t_bound= t_first= ping_if=
 # The guest's /dev has no /dev/fd for process substitution: read QEMU through a pipe, in this shell.
 shopt -s lastpipe
 { timeout -k 5 600 "${qemu[@]}" </dev/null 2>&1; echo "bench: qemu exited $?"; } | while IFS= read -r line; do
@@ -86,16 +87,18 @@ shopt -s lastpipe
   case $line in
     'guest: init reached'*) t_init=$(now) ;;
     'guest: drivers bound') t_bound=$(now) ;;
-    'guest: ping start '*' e1000e')
+    'guest: ping start '*)
       hist_on kvm_userspace_exit reason
       hist_on kvm_pio port.hex
-      s_start=$(stats)
-      ping_if=$(echo "$line" | awk '{ print $4 }')
+      drv=${line##* }
+      stats >"$log.$drv.start"
+      [ "$drv" != e1000e ] || ping_if=$(echo "$line" | awk '{ print $4 }')
       ;;
-    'guest: ping done '*' e1000e')
-      hist_off kvm_userspace_exit reason
-      hist_off kvm_pio port.hex
-      s_done=$(stats)
+    'guest: ping done '*)
+      drv=${line##* }
+      hist_off kvm_userspace_exit reason "$log.$drv.userspace"
+      hist_off kvm_pio port.hex "$log.$drv.pio"
+      stats >"$log.$drv.done"
       ;;
   esac
   case $line in 'guest: ping '*' bytes from '*) [ -n "$t_first" ] || t_first=$(now) ;; esac
@@ -119,27 +122,29 @@ awk -v n="$n" -v want="$pings" '
     p50 = v[int((n - 1) * 0.50) + 1]; p99 = v[int((n - 1) * 0.99) + 1]
     printf "bench: e1000e ping rtt (ms)          n=%d/%d p50 %.3f p99 %.3f min %.3f max %.3f\n", n, want, p50, p99, v[1], v[n]
   }' "$log.rtt"
-if [ -n "$s_start" ] && [ -n "$s_done" ]; then
-  awk -v a="$s_start" -v b="$s_done" -v n="$pings" 'BEGIN {
+# Exits over each interface's ping run: KVM's debugfs counters (every exit, port I/O served in the
+# kernel included) and the kvm_userspace_exit hist ("{ reason: N } hitcount: H" lines, "Hits: total").
+for f in "$log".*.start; do
+  [ -e "$f" ] || continue
+  drv=${f%.start}
+  drv=${drv##*.}
+  [ -s "$log.$drv.done" ] || continue
+  awk -v a="$(cat "$f")" -v b="$(cat "$log.$drv.done")" -v n="$pings" -v drv="$drv" 'BEGIN {
     split(a, x, " "); split(b, y, " ")
-    line = "bench: kvm exits per ping            "
     for (i in x) { split(x[i], p, "="); split(y[i], q, "="); if (p[1] != "") d[p[1]] = (q[2] - p[2]) / n }
-    printf "%sall %.1f (port I/O %.1f, MMIO to userspace %.1f, halt %.1f, external interrupt %.1f)\n", line, d["exits"], d["io_exits"], d["mmio_exits"], d["halt_exits"], d["irq_exits"]
+    printf "bench: %-8s kvm exits per ping   all %.1f (port I/O %.1f, MMIO to userspace %.1f, halt %.1f, external interrupt %.1f)\n", drv, d["exits"], d["io_exits"], d["mmio_exits"], d["halt_exits"], d["irq_exits"]
   }'
-else
-  echo "bench: kvm exits per ping            not measured (no start/done markers seen)"
-fi
-# Hist tables: "{ reason: N } hitcount: H" lines and a "Hits: total" line.
-if [ -s "$log.kvm_userspace_exit" ]; then
-  awk -v n="$pings" '/^ *Hits:/ { printf "bench: exits to QEMU per ping         %.2f\n", $2 / n }' "$log.kvm_userspace_exit"
-  # KVM_EXIT_* numbers from linux/kvm.h for the reasons a passthrough guest produces.
-  awk 'BEGIN { split("2 IO 5 HLT 6 MMIO 7 IRQ_WINDOW_OPEN 8 SHUTDOWN 10 INTR 17 INTERNAL_ERROR 24 SYSTEM_EVENT", a, " ")
-               for (i = 1; i < 16; i += 2) name[a[i]] = a[i + 1] }
-       /^\{.*hitcount:/ { r = $3; printf "bench:   to QEMU: %s (%s): %s\n", name[r] ? name[r] : "reason", r, $NF }' "$log.kvm_userspace_exit"
-  { grep -a '^{.*hitcount:' "$log.kvm_pio" 2>/dev/null || true; } | head -n 8 | sed 's/^/bench:   port I\/O /'
-else
-  echo "bench: exits to QEMU per ping         not measured (no kvm tracepoint hist triggers)"
-fi
+  if [ -s "$log.$drv.userspace" ]; then
+    awk -v n="$pings" -v drv="$drv" '/^ *Hits:/ { printf "bench: %-8s exits to QEMU per ping %.2f\n", drv, $2 / n }' "$log.$drv.userspace"
+    # KVM_EXIT_* numbers from linux/kvm.h for the reasons a passthrough guest produces.
+    awk 'BEGIN { split("2 IO 5 HLT 6 MMIO 7 IRQ_WINDOW_OPEN 8 SHUTDOWN 10 INTR 17 INTERNAL_ERROR 24 SYSTEM_EVENT", a, " ")
+                 for (i = 1; i < 16; i += 2) name[a[i]] = a[i + 1] }
+         /^\{.*hitcount:/ { r = $3; printf "bench:   to QEMU: %s (%s): %s\n", name[r] ? name[r] : "reason", r, $NF }' "$log.$drv.userspace"
+    { grep -a '^{.*hitcount:' "$log.$drv.pio" 2>/dev/null || true; } | head -n 6 | sed 's/^/bench:   port I\/O /'
+  else
+    echo "bench: $drv exits to QEMU per ping not measured (no kvm tracepoint hist triggers)"
+  fi
+done
 # Every interface's round trips, for the RTL8139 next to e1000e.
 for ifdrv in $(awk '/^guest: ping start / { print $4 "/" $5 }' "$log"); do
   { grep -a "^guest: ping ${ifdrv%/*} .*time=" "$log" || true; } | sed 's/.*time=\([0-9.]*\) ms.*/\1/' | sort -g |
@@ -147,4 +152,4 @@ for ifdrv in $(awk '/^guest: ping start / { print $4 "/" $5 }' "$log"); do
 done
 { grep -a '^guest: ping .* packets transmitted' "$log" || true; } | sed 's/^guest: /bench: /'
 { grep -a '^guest: link \|^guest: driver \|^guest: irq ' "$log" || true; } | sed 's/^guest: /bench: /'
-rm -f "$log" "$log.rtt" "$log.kvm_userspace_exit" "$log.kvm_pio"
+rm -f "$log" "$log".*
