@@ -73,6 +73,22 @@ for spec in $LAB_DEVICES; do
   echo "lab: $role $bdf bound to vfio-pci, IOMMU group $group"
 done
 
+# LAB_KERNEL_DEVICES is "driver=vendor:device@bdf ...": devices left on a real kernel driver, which
+# probed them when its module was loaded above.
+for spec in ${LAB_KERNEL_DEVICES:-}; do
+  want_drv=${spec%%=*}
+  rest=${spec#*=}
+  ids=${rest%@*}
+  bdf=${rest#*@}
+  dev=/sys/bus/pci/devices/$bdf
+  [ -d "$dev" ] || fail "device $want_drv: no PCI device at $bdf"
+  seen="$(cat "$dev/vendor"):$(cat "$dev/device")"
+  [ "$seen" = "0x${ids%:*}:0x${ids#*:}" ] || fail "device $want_drv at $bdf is $seen, expected $ids"
+  drv=$(basename "$(readlink "$dev/driver" 2>/dev/null)" 2>/dev/null)
+  [ "$drv" = "$want_drv" ] || fail "device $bdf is not on its kernel driver $want_drv (driver: ${drv:-none})"
+  echo "lab: $bdf on its kernel driver $want_drv"
+done
+
 mount --bind /dev /newroot/dev || fail "binding /dev into the host root"
 mount --bind /proc /newroot/proc || fail "binding /proc into the host root"
 mount --bind /sys /newroot/sys || fail "binding /sys into the host root"

@@ -24,6 +24,9 @@ repo=$(cd "$here/../.." && pwd)
 # `nonviable` is a second edu sharing slot 7 (and so its IOMMU group) with a virtio-9p function that
 # stays on virtio-pci: a group vfio-pci can never hand out, for the viability tests.
 LAB_DEVICES="edu=1234:11e8@0000:00:03.0 rtl8139=10ec:8139@0000:00:04.0 e1000e=8086:10d3@0000:00:05.0 ivshmem=1af4:1110@0000:00:06.0 nonviable=1234:11e8@0000:00:07.0"
+# Devices that stay on a real kernel driver, role=vendor:device@bdf where the role names the driver:
+# the CLI moves them to vfio-pci and back. Tests see them as VFIO_BRIDGE_HIL_KERNEL_DEVICES.
+LAB_KERNEL_DEVICES="e1000=8086:100e@0000:00:08.0"
 LAB_IVSHMEM_SIZE=$((1024 * 1024))
 
 timeout_s=${VFIO_BRIDGE_LAB_TIMEOUT:-600}
@@ -95,8 +98,14 @@ for spec in $LAB_DEVICES; do
   hil_devices+="${hil_devices:+,}${spec%%=*}=${spec#*@}"
 done
 
+kernel_devices=
+for spec in $LAB_KERNEL_DEVICES; do
+  kernel_devices+="${kernel_devices:+,}${spec%%=*}=${spec#*@}"
+done
+
 {
   printf 'LAB_DEVICES=%q\n' "$LAB_DEVICES"
+  printf 'LAB_KERNEL_DEVICES=%q\n' "$LAB_KERNEL_DEVICES"
   printf 'LAB_RUN_DIR=%q\n' "$run"
   printf 'LAB_REPO=%q\n' "$repo"
 } >"$run/env"
@@ -105,6 +114,7 @@ done
   echo 'export HOME=/tmp/home XDG_CACHE_HOME=/tmp/cache TMPDIR=/tmp'
   printf 'export PATH=%q\n' "$PATH"
   printf 'export VFIO_BRIDGE_HIL_DEVICES=%q\n' "$hil_devices"
+  printf 'export VFIO_BRIDGE_HIL_KERNEL_DEVICES=%q\n' "$kernel_devices"
   printf 'export VFIO_BRIDGE_HIL_IVSHMEM_FILE=%q\n' "$ivshmem_file"
   echo 'export VFIO_BRIDGE_LAB=1'
   [ -z "${CI:-}" ] || printf 'export CI=%q\n' "$CI"
@@ -128,7 +138,9 @@ qemu=(
   -chardev stdio,id=con,signal=on -serial chardev:con
   -device intel-iommu,intremap=on,caching-mode=on
   -kernel "$LAB_VMLINUZ" -initrd "$LAB_INITRAMFS"
-  -append "console=ttyS0 intel_iommu=on quiet loglevel=3 panic=-1 rdinit=/init ${VFIO_BRIDGE_LAB_APPEND:-}"
+  # no_timer_check: on a loaded host, TCG can miss the boot-time timer IRQ check, which then panics
+  # ("timer doesn't work through Interrupt-remapped IO-APIC") although the timer works.
+  -append "console=ttyS0 intel_iommu=on quiet loglevel=3 panic=-1 no_timer_check rdinit=/init ${VFIO_BRIDGE_LAB_APPEND:-}"
   -device edu,addr=03.0
   -netdev user,id=n0,restrict=on -device rtl8139,netdev=n0,addr=04.0
   -netdev user,id=n1,restrict=on -device e1000e,netdev=n1,addr=05.0
@@ -137,6 +149,7 @@ qemu=(
   -device edu,addr=07.0,multifunction=on
   -fsdev "local,id=blocker,path=$run/blocker,security_model=none,readonly=on"
   -device virtio-9p-pci,fsdev=blocker,mount_tag=blocker,addr=07.1
+  -netdev user,id=n2,restrict=on -device e1000,netdev=n2,addr=08.0
   -fsdev local,id=hostfs,path=/,security_model=none,readonly=on,multidevs=remap
   -device virtio-9p-pci,fsdev=hostfs,mount_tag=host,addr=10.0
   -fsdev "local,id=labfs,path=$run,security_model=none"

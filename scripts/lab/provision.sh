@@ -7,7 +7,8 @@
 # with status 3 (lab.sh --provision reports it; `npm test` outside CI skips the lab on it).
 
 # The modules the guest loads, in dependency order (busybox insmod does not resolve dependencies).
-LAB_MODULES=(irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci netfs 9pnet 9pnet_virtio 9p ccp kvm kvm-amd)
+# e1000 drives the lab's one device that stays on its kernel driver (the CLI's bind/restore tests).
+LAB_MODULES=(irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci netfs 9pnet 9pnet_virtio 9p e1000 ccp kvm kvm-amd)
 LAB_APT_PACKAGES=(qemu-system-x86 busybox-static)
 LAB_KERNEL_GLOB='linux-image-6.12.*+deb12-amd64'
 

@@ -1,0 +1,265 @@
+/**
+ * Moving devices between drivers the way driverctl does: through `driver_override`, which names
+ * one device, never `new_id`, which would grab every device with the same IDs. Every check (device,
+ * driver, group viability, interfaces that are up) is made for all devices before any is touched.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { VfioError } from '../vfio/errors';
+import { driverKeepsViable, groupMembers, sysfsRoot, type SysfsOptions } from '../vfio/sysfs';
+import { deviceDir, readDevice, type PciDeviceEntry } from './pci-sysfs';
+import type { DriverState } from './state';
+
+/** One device's move. */
+export interface DriverChange {
+  bdf: string;
+  from: string | null;
+  to: string | null;
+  /** False when the device already was where it was asked to go. */
+  changed: boolean;
+}
+
+/** Shared by bind, unbind and restore. */
+export interface MoveOptions extends SysfsOptions {
+  state: DriverState;
+  /** How long to wait for the kernel to bind or release a device. */
+  timeoutMs: number;
+  /** Called before each device is moved (i from 1). */
+  onStart?(i: number, n: number, bdf: string): void;
+  /** Called after each device is moved. */
+  onDone?(i: number, n: number, change: DriverChange): void;
+}
+
+export interface BindOptions extends MoveOptions {
+  driver: string;
+  /** Bind every device of each group, not only those named. */
+  group: boolean;
+  /** Bind a device whose network interface is up. */
+  force: boolean;
+}
+
+const POLL_MS = 10;
+/** How long restore lets drivers_probe work before naming the driver itself. */
+const RESTORE_PROBE_MS = 1000;
+
+function isVfioDriver(driver: string): boolean {
+  return driver.startsWith('vfio');
+}
+
+function sysfsWrite(file: string, value: string, bdf: string): void {
+  try {
+    fs.writeFileSync(file, value);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new VfioError({
+      message: `writing ${JSON.stringify(value.trim())} to ${file} failed: ${err.message}`,
+      code: err.code ?? 'EIO',
+      ...(err.errno !== undefined ? { errno: -err.errno } : {}),
+      op: 'write',
+      path: file,
+      bdf,
+      hint:
+        err.code === 'EACCES' || err.code === 'EPERM'
+          ? 'changing drivers needs root'
+          : 'see dmesg for what the kernel said',
+    });
+  }
+}
+
+function currentDriver(bdf: string, opts: SysfsOptions): string | null {
+  try {
+    return path.basename(fs.readlinkSync(path.join(deviceDir(bdf, opts), 'driver')));
+  } catch {
+    return null; // no driver link: unbound
+  }
+}
+
+async function waitForDriver(
+  bdf: string,
+  want: string | null,
+  opts: MoveOptions,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + opts.timeoutMs;
+  for (;;) {
+    const now = currentDriver(bdf, opts);
+    if (now === want) return;
+    if (Date.now() >= deadline) {
+      throw new VfioError({
+        message: `${bdf} did not ${what} within ${opts.timeoutMs} ms (driver now: ${now ?? 'none'})`,
+        code: 'ETIMEDOUT',
+        op: 'wait',
+        path: path.join(deviceDir(bdf, opts), 'driver'),
+        bdf,
+        hint: 'see dmesg for why the driver refused the device; --timeout MS waits longer',
+      });
+    }
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+function checkDriverLoaded(driver: string, opts: SysfsOptions): void {
+  const dir = path.join(sysfsRoot(opts), 'bus/pci/drivers', driver);
+  if (!fs.existsSync(dir)) {
+    throw new VfioError({
+      message: `there is no PCI driver ${driver} (${dir} is missing)`,
+      code: 'ENOENT',
+      errno: 2,
+      op: 'stat',
+      path: dir,
+      hint: `load it first: modprobe ${driver}`,
+    });
+  }
+}
+
+function checkInterfacesDown(dev: PciDeviceEntry): void {
+  const up = dev.net.filter((n) => n.up).map((n) => n.name);
+  if (up.length === 0) return;
+  throw new VfioError({
+    message: `${dev.bdf} drives network interface ${up.join(', ')}, which is up`,
+    code: 'EBUSY',
+    errno: 16,
+    op: 'bind',
+    bdf: dev.bdf,
+    hint: `take it down first (${up.map((n) => `ip link set ${n} down`).join('; ')}) or pass --force`,
+  });
+}
+
+/**
+ * The devices `bind` would move, checked: the named ones, plus their groups' other members with
+ * `group`, refusing a group vfio would find not viable afterwards.
+ */
+export function planBind(bdfs: readonly string[], opts: BindOptions): PciDeviceEntry[] {
+  checkDriverLoaded(opts.driver, opts);
+  const named = bdfs.map((b) => readDevice(b, opts));
+  const plan = new Map<string, PciDeviceEntry>(named.map((d) => [d.bdf, d]));
+  if (isVfioDriver(opts.driver)) {
+    for (const dev of named) {
+      if (dev.iommuGroup === null) {
+        throw new VfioError({
+          message: `${dev.bdf} has no IOMMU group, so VFIO cannot use it`,
+          code: 'ENOENT',
+          op: 'bind',
+          bdf: dev.bdf,
+          hint: 'enable the IOMMU (intel_iommu=on or amd_iommu=on on the kernel command line) and check dmesg',
+        });
+      }
+      const members = groupMembers(dev.iommuGroup, opts);
+      const others = members.filter((m) => !plan.has(m.bdf) && m.driver !== opts.driver);
+      if (opts.group) {
+        for (const m of others) if (m.driver !== 'pcieport') plan.set(m.bdf, readDevice(m.bdf, opts));
+        continue;
+      }
+      const blocking = others.filter((m) => !driverKeepsViable(m.driver));
+      if (blocking.length === 0) continue;
+      const list = members.map((m) => `${m.bdf} (${m.driver ?? 'no driver'})`).join(', ');
+      throw new VfioError({
+        message:
+          `binding ${dev.bdf} to ${opts.driver} would leave IOMMU group ${dev.iommuGroup} not viable: ` +
+          `${blocking.map((m) => `${m.bdf} is on ${m.driver}`).join(', ')}`,
+        code: 'ENOTVIABLE',
+        op: 'bind',
+        bdf: dev.bdf,
+        hint:
+          `every device of the group must be on vfio-pci or on no driver (members: ${list}). ` +
+          `Pass --group to bind the whole group, or bind ${blocking.map((m) => m.bdf).join(' ')} as well`,
+      });
+    }
+  }
+  const devices = [...plan.values()];
+  if (!opts.force) devices.forEach(checkInterfacesDown);
+  return devices;
+}
+
+/** bind: move devices to `opts.driver` through driver_override, remembering where each came from. */
+export async function bindDevices(bdfs: readonly string[], opts: BindOptions): Promise<DriverChange[]> {
+  const devices = planBind(bdfs, opts);
+  const out: DriverChange[] = [];
+  for (const [i, dev] of devices.entries()) {
+    opts.onStart?.(i + 1, devices.length, dev.bdf);
+    const change: DriverChange = { bdf: dev.bdf, from: dev.driver, to: opts.driver, changed: false };
+    if (dev.driver !== opts.driver) {
+      opts.state.remember(dev.bdf, dev.driver, dev.driverOverride);
+      const dir = deviceDir(dev.bdf, opts);
+      sysfsWrite(path.join(dir, 'driver_override'), opts.driver, dev.bdf);
+      if (dev.driver !== null) sysfsWrite(path.join(dir, 'driver/unbind'), dev.bdf, dev.bdf);
+      sysfsWrite(path.join(sysfsRoot(opts), 'bus/pci/drivers_probe'), dev.bdf, dev.bdf);
+      await waitForDriver(dev.bdf, opts.driver, opts, `bind to ${opts.driver}`);
+      change.changed = true;
+    }
+    out.push(change);
+    opts.onDone?.(i + 1, devices.length, change);
+  }
+  return out;
+}
+
+/** unbind: detach devices from their drivers (driver_override is left as it is). */
+export async function unbindDevices(bdfs: readonly string[], opts: MoveOptions): Promise<DriverChange[]> {
+  const devices = bdfs.map((b) => readDevice(b, opts));
+  const out: DriverChange[] = [];
+  for (const [i, dev] of devices.entries()) {
+    opts.onStart?.(i + 1, devices.length, dev.bdf);
+    const change: DriverChange = { bdf: dev.bdf, from: dev.driver, to: null, changed: false };
+    if (dev.driver !== null) {
+      opts.state.remember(dev.bdf, dev.driver, dev.driverOverride);
+      sysfsWrite(path.join(deviceDir(dev.bdf, opts), 'driver/unbind'), dev.bdf, dev.bdf);
+      await waitForDriver(dev.bdf, null, opts, `leave ${dev.driver}`);
+      change.changed = true;
+    }
+    out.push(change);
+    opts.onDone?.(i + 1, devices.length, change);
+  }
+  return out;
+}
+
+/** restore: put devices back on the driver (and driver_override) the state file remembers. */
+export async function restoreDevices(bdfs: readonly string[], opts: MoveOptions): Promise<DriverChange[]> {
+  const devices = bdfs.map((b) => readDevice(b, opts));
+  for (const dev of devices) {
+    if (opts.state.get(dev.bdf) === undefined) {
+      throw new VfioError({
+        message: `${opts.state.path} remembers no earlier driver for ${dev.bdf}`,
+        code: 'ENOENT',
+        op: 'restore',
+        path: opts.state.path,
+        bdf: dev.bdf,
+        hint: 'restore undoes what bind or unbind did; to choose a driver, use bind --driver NAME',
+      });
+    }
+  }
+  const out: DriverChange[] = [];
+  for (const [i, dev] of devices.entries()) {
+    opts.onStart?.(i + 1, devices.length, dev.bdf);
+    const saved = opts.state.get(dev.bdf)!;
+    const dir = deviceDir(dev.bdf, opts);
+    // An empty write clears driver_override; the kernel then matches by ID table again.
+    sysfsWrite(path.join(dir, 'driver_override'), saved.driverOverride ?? '\n', dev.bdf);
+    if (dev.driver !== null && dev.driver !== saved.driver) {
+      sysfsWrite(path.join(dir, 'driver/unbind'), dev.bdf, dev.bdf);
+      await waitForDriver(dev.bdf, null, opts, `leave ${dev.driver}`);
+    }
+    if (saved.driver !== null && currentDriver(dev.bdf, opts) !== saved.driver) {
+      sysfsWrite(path.join(sysfsRoot(opts), 'bus/pci/drivers_probe'), dev.bdf, dev.bdf);
+      const grace = { ...opts, timeoutMs: Math.min(opts.timeoutMs, RESTORE_PROBE_MS) };
+      try {
+        await waitForDriver(dev.bdf, saved.driver, grace, `return to ${saved.driver}`);
+      } catch {
+        // No driver took it (or the ID match chose none): ask the remembered one by name.
+        const bind = path.join(sysfsRoot(opts), 'bus/pci/drivers', saved.driver, 'bind');
+        if (currentDriver(dev.bdf, opts) === null && fs.existsSync(bind)) sysfsWrite(bind, dev.bdf, dev.bdf);
+      }
+    }
+    await waitForDriver(dev.bdf, saved.driver, opts, `return to ${saved.driver ?? 'no driver'}`);
+    opts.state.forget(dev.bdf);
+    const change: DriverChange = {
+      bdf: dev.bdf,
+      from: dev.driver,
+      to: saved.driver,
+      changed: dev.driver !== saved.driver,
+    };
+    out.push(change);
+    opts.onDone?.(i + 1, devices.length, change);
+  }
+  return out;
+}

@@ -1,0 +1,137 @@
+/** The commands that look at or act on one open device: info, mtree, reset, irqs. */
+
+import * as fs from 'node:fs';
+
+import type { Command } from 'commander';
+
+import { VfioError } from '../../vfio/errors';
+import { collectInfo, formatInfo } from '../info';
+import type { CliIo } from '../io';
+import { later, notAvailable } from '../later';
+import { buildBus, parseBarPlacement, type BarPlacement } from '../mtree';
+import { parseBdf, readDevice, resetMethods } from '../pci-sysfs';
+import { renderSvg } from '../svg';
+import { openVfioDevice } from '../vfio-open';
+import type { SysfsOptions } from '../../vfio/sysfs';
+import { example, jsonOut, parseTimeout, parseBdfs } from './common';
+
+/** info, mtree, reset, irqs. */
+export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptions): void {
+  example(
+    program
+      .command('info')
+      .description('regions (flags, sizes, sparse mmap areas, MSI-X mappable), capabilities, IRQs, reset')
+      .argument('<bdf>', 'a device bound to vfio-pci')
+      .option('--json', 'JSON output (vfio-bridge schema info)'),
+    'vfio-bridge info 0000:03:00.0',
+  ).action((arg: string, o: { json?: boolean }) => {
+    const bdf = parseBdf(arg);
+    readDevice(bdf, sysfs);
+    using v = openVfioDevice(bdf, sysfs);
+    const info = collectInfo(v.device, v.group.number, resetMethods(bdf, sysfs));
+    if (o.json) jsonOut(io, 'info', { ...info });
+    else io.out(formatInfo(info));
+  });
+
+  example(
+    program
+      .command('mtree')
+      .description(
+        "build the devices' vfio-pci stacks on one bus and print QEMU's info mtree with the mapinfo column",
+      )
+      .argument('<bdf...>', 'devices bound to vfio-pci')
+      .option(
+        '--bar <[bdf/]n=addr>',
+        'place BAR n here instead of its host address (repeatable)',
+        (v: string, prev: string[]) => [...prev, v],
+        [] as string[],
+      )
+      .option('-f, --flat', 'the flat view (info mtree -f)')
+      .option('--svg <file>', 'also draw the address map as SVG')
+      .option('--json', 'JSON output (vfio-bridge schema mtree)'),
+    'vfio-bridge mtree -f 0000:03:00.0',
+    'vfio-bridge mtree 0000:03:00.0 --bar 0=0xfe000000 --svg map.svg',
+  ).action((args: string[], o: { bar: string[]; flat?: boolean; svg?: string; json?: boolean }) => {
+    const bdfs = parseBdfs(args);
+    const bars: BarPlacement[] = o.bar.map(parseBarPlacement);
+    for (const b of bdfs) readDevice(b, sysfs);
+    using built = buildBus(bdfs, bars, sysfs);
+    let svg: string | null = null;
+    if (o.svg !== undefined) {
+      svg = renderSvg(built.devices, built.mapinfo);
+      fs.writeFileSync(o.svg, svg);
+    }
+    if (o.json) {
+      const j = built.bus.mtreeJson();
+      jsonOut(io, 'mtree', {
+        devices: built.devices,
+        memory: j.memory,
+        io: j.io,
+        mapinfo: j.mapinfo,
+        svg: o.svg ?? null,
+      });
+      return;
+    }
+    io.out(built.bus.mtree('memory', { flat: o.flat === true }));
+    io.out(built.bus.mtree('io', { flat: o.flat === true }));
+    if (o.svg !== undefined) io.err(`address map written to ${o.svg}\n`);
+  });
+
+  example(
+    program
+      .command('reset')
+      .description('reset a device: its function reset (VFIO_DEVICE_RESET), or --hot for a bus/slot reset')
+      .argument('<bdf>', 'a device bound to vfio-pci')
+      .option('--hot', 'hot reset (secondary bus reset) instead of the function reset')
+      .option('--json', 'JSON output (vfio-bridge schema reset)'),
+    'vfio-bridge reset 0000:03:00.0',
+  ).action(async (arg: string, o: { hot?: boolean; json?: boolean }) => {
+    const bdf = parseBdf(arg);
+    readDevice(bdf, sysfs);
+    if (o.hot) {
+      if (later.hotReset === null) throw notAvailable('reset --hot', bdf);
+      await later.hotReset(bdf, sysfs);
+    } else {
+      using v = openVfioDevice(bdf, sysfs);
+      if (!v.device.info().reset) {
+        throw new VfioError({
+          message: `${bdf} has no function reset (VFIO_DEVICE_RESET is not offered)`,
+          code: 'ENOTSUP',
+          op: 'VFIO_DEVICE_RESET',
+          bdf,
+          hint: `the kernel lists these reset methods: ${resetMethods(bdf, sysfs).join(', ') || 'none'}; a hot reset (--hot) resets the bus`,
+        });
+      }
+      v.device.reset();
+    }
+    if (o.json) jsonOut(io, 'reset', { bdf, method: o.hot ? 'hot' : 'function' });
+    else io.out(`${bdf}: ${o.hot ? 'hot' : 'function'} reset done\n`);
+  });
+
+  example(
+    program
+      .command('irqs')
+      .description('IRQ indexes and vector counts; --watch for live interrupt counts per vector')
+      .argument('<bdf>', 'a device bound to vfio-pci')
+      .option('--watch', 'print live interrupt counts per vector until interrupted')
+      .option('--interval <ms>', 'between two samples with --watch', '1000')
+      .option('--json', 'JSON output (vfio-bridge schema irqs)'),
+    'vfio-bridge irqs 0000:03:00.0',
+  ).action(async (arg: string, o: { watch?: boolean; interval: string; json?: boolean }) => {
+    const bdf = parseBdf(arg);
+    readDevice(bdf, sysfs);
+    if (o.watch) {
+      if (later.watchIrqs === null) throw notAvailable('irqs --watch', bdf);
+      await later.watchIrqs(bdf, io, {
+        intervalMs: parseTimeout(o.interval),
+        samples: undefined,
+        json: o.json === true,
+      });
+      return;
+    }
+    using v = openVfioDevice(bdf, sysfs);
+    const { irqs } = collectInfo(v.device, v.group.number, []);
+    if (o.json) jsonOut(io, 'irqs', { bdf, irqs });
+    else for (const q of irqs) io.out(`${q.name.padEnd(5)} ${q.count} vector${q.count === 1 ? '' : 's'}\n`);
+  });
+}

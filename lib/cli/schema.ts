@@ -1,0 +1,207 @@
+/**
+ * The JSON Schemas (draft 2020-12) of every command's `--json` output. Each document carries
+ * `command` and `version`; a change that could break a reader bumps `version`. `vfio-bridge schema
+ * COMMAND` prints them.
+ */
+
+export const SCHEMA_VERSION = 1;
+
+type Schema = Record<string, unknown>;
+
+const int = { type: 'integer', minimum: 0 };
+const str = { type: 'string' };
+const bool = { type: 'boolean' };
+const nullable = (s: Schema): Schema => ({ anyOf: [s, { type: 'null' }] });
+const hexString = { type: 'string', pattern: '^0x[0-9a-f]+$' };
+const bdf = { type: 'string', pattern: '^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\\.[0-7]$' };
+const obj = (properties: Record<string, unknown>): Schema => ({
+  type: 'object',
+  properties,
+  required: Object.keys(properties),
+  additionalProperties: false,
+});
+const doc = (command: string, properties: Record<string, unknown>): Schema => ({
+  $schema: 'https://json-schema.org/draft/2020-12/schema',
+  $id: `vfio-bridge/${command}/${SCHEMA_VERSION}`,
+  ...obj({ command: { const: command }, version: { const: SCHEMA_VERSION }, ...properties }),
+});
+
+const change = obj({ bdf, from: nullable(str), to: nullable(str), changed: bool });
+const moveDoc = (command: string): Schema =>
+  doc(command, { stateFile: str, devices: { type: 'array', items: change } });
+
+const irq = obj({
+  index: int,
+  name: str,
+  count: int,
+  eventfd: bool,
+  maskable: bool,
+  automasked: bool,
+  noresize: bool,
+});
+
+const mtreeNode: Schema = {
+  type: 'object',
+  properties: {
+    name: str,
+    kind: str,
+    type: str,
+    start: int,
+    end: int,
+    size: int,
+    offset: int,
+    priority: { type: 'integer' },
+    enabled: bool,
+    readonly: bool,
+    alias: obj({ target: str, offset: int }),
+    subregions: { type: 'array', items: { $ref: '#/$defs/node' } },
+  },
+  required: [
+    'name',
+    'kind',
+    'type',
+    'start',
+    'end',
+    'size',
+    'offset',
+    'priority',
+    'enabled',
+    'readonly',
+    'subregions',
+  ],
+  additionalProperties: false,
+};
+const flatRange = obj({
+  start: int,
+  end: int,
+  size: int,
+  region: str,
+  offsetInRegion: int,
+  kind: str,
+  type: str,
+  readonly: bool,
+  priority: { type: 'integer' },
+});
+const space = obj({
+  tree: { $ref: '#/$defs/node' },
+  flat: { type: 'array', items: flatRange },
+  aliasTargets: { type: 'array', items: { $ref: '#/$defs/node' } },
+});
+const mapinfo = { enum: ['direct', 'trapped-mmap', 'trapped-fd', 'emulated'] };
+
+/** Every command's schema, by command name. */
+export const SCHEMAS: Record<string, Schema> = {
+  list: doc('list', {
+    devices: {
+      type: 'array',
+      items: obj({
+        bdf,
+        vendorId: int,
+        deviceId: int,
+        vendorName: nullable(str),
+        deviceName: nullable(str),
+        classCode: int,
+        className: nullable(str),
+        driver: nullable(str),
+        driverOverride: nullable(str),
+        iommuGroup: nullable(int),
+        viable: bool,
+        vfioReady: bool,
+        net: { type: 'array', items: obj({ name: str, up: bool }) },
+      }),
+    },
+  }),
+  bind: moveDoc('bind'),
+  unbind: moveDoc('unbind'),
+  restore: moveDoc('restore'),
+  info: doc('info', {
+    bdf,
+    vendor: int,
+    device: int,
+    iommuGroup: int,
+    resettable: bool,
+    resetMethods: { type: 'array', items: str },
+    regions: {
+      type: 'array',
+      items: obj({
+        index: int,
+        name: str,
+        size: int,
+        fdOffset: int,
+        readable: bool,
+        writable: bool,
+        mappable: bool,
+        sparseMmap: nullable({ type: 'array', items: obj({ offset: int, size: int }) }),
+        msixMappable: bool,
+        type: nullable(obj({ type: int, subtype: int })),
+      }),
+    },
+    capabilities: { type: 'array', items: obj({ offset: int, id: int, name: str, extended: bool }) },
+    irqs: { type: 'array', items: irq },
+  }),
+  read: doc('read', {
+    bdf,
+    region: str,
+    offset: int,
+    width: { enum: [1, 2, 4, 8] },
+    via: { enum: ['map', 'fd'] },
+    value: hexString,
+  }),
+  write: doc('write', {
+    bdf,
+    region: str,
+    offset: int,
+    width: { enum: [1, 2, 4, 8] },
+    via: { enum: ['map', 'fd'] },
+    value: hexString,
+  }),
+  dump: doc('dump', {
+    bdf,
+    region: str,
+    offset: int,
+    length: int,
+    width: { enum: [1, 2, 4, 8] },
+    via: { enum: ['map', 'fd'] },
+    values: { type: 'array', items: hexString },
+  }),
+  mtree: {
+    ...doc('mtree', {
+      devices: {
+        type: 'array',
+        items: obj({
+          bdf,
+          bars: {
+            type: 'array',
+            items: obj({
+              index: int,
+              type: { enum: ['io', 'mem32', 'mem64'] },
+              prefetchable: bool,
+              size: int,
+              address: nullable(int),
+            }),
+          },
+        }),
+      },
+      memory: space,
+      io: space,
+      mapinfo: {
+        type: 'array',
+        items: obj({
+          space: { enum: ['memory', 'io'] },
+          addr: int,
+          size: int,
+          name: str,
+          kind: str,
+          mapinfo,
+          bdf,
+          bar: int,
+          barOffset: int,
+        }),
+      },
+      svg: nullable(str),
+    }),
+    $defs: { node: mtreeNode },
+  },
+  reset: doc('reset', { bdf, method: { enum: ['function', 'hot'] } }),
+  irqs: doc('irqs', { bdf, irqs: { type: 'array', items: irq } }),
+};
