@@ -18,6 +18,8 @@ import {
 } from '../lib/memory';
 
 const TARGET_LOOKUP_NS = 100;
+/** Lookup against the plain binary search over the same starts, measured in the same run. */
+const TARGET_FLOOR_RATIO = 1.2;
 const TARGET_COMMIT_MS = 2;
 const TARGET_DISPATCH_RATIO = 1.5;
 
@@ -111,6 +113,18 @@ async function loadNative(): Promise<{ mem: FixedWidthMemory & { close(): void }
   }
 }
 
+/** Index of the last start at or below `addr` (-1 if none): the cheapest lookup there is. */
+function floorSearch(starts: Float64Array, addr: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    if (starts[mid] <= addr) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return hi;
+}
+
 /** Median time per operation of a finished task, in nanoseconds. */
 function ns(bench: Bench, name: string, perOp: number): number {
   const t = bench.tasks.find((x) => x.name === name)!;
@@ -147,6 +161,11 @@ async function main(): Promise<void> {
     const probes = probeAddresses(n);
     lookups.add(`lookup ${n}`, () => {
       for (let i = 0; i < BATCH; i++) sink += fv.lookup(probes[i])!.size;
+    });
+    // The floor: a plain binary search over a typed array of the same range starts, nothing else.
+    const starts = Float64Array.from(fv.ranges, (r) => r.addr);
+    lookups.add(`floor ${n}`, () => {
+      for (let i = 0; i < BATCH; i++) sink += floorSearch(starts, probes[i]);
     });
   }
 
@@ -196,9 +215,21 @@ async function main(): Promise<void> {
   console.log(`memory model benchmark (node ${process.version}; medians, ${BATCH} operations per sample)\n`);
   for (const n of sizes) {
     const v = ns(lookups, `lookup ${n}`, BATCH);
-    const target = n === 100_000 ? `<= ${TARGET_LOOKUP_NS} ns` : undefined;
+    const floor = ns(lookups, `floor ${n}`, BATCH);
+    const big = n === 100_000;
+    const target = big ? `<= ${TARGET_LOOKUP_NS} ns` : undefined;
     console.log(
       row(`lookup, ${n.toLocaleString('en')} ranges`, `${v.toFixed(1)} ns`, target, v <= TARGET_LOOKUP_NS),
+    );
+    console.log(row(`  floor: typed-array binary search`, `${floor.toFixed(1)} ns`));
+    const ratio = v / floor;
+    console.log(
+      row(
+        `  lookup / floor`,
+        `${ratio.toFixed(2)}x`,
+        big ? `<= ${TARGET_FLOOR_RATIO}x` : undefined,
+        ratio <= TARGET_FLOOR_RATIO,
+      ),
     );
   }
   const commit = ns(lookups, 'commit', 1) / 1e6;

@@ -42,6 +42,8 @@ export interface NativeBinding {
   /** The cheapest possible N-API call: the benchmark baseline. */
   noop(): void;
   setErrorFactory(factory: NativeErrorFactory): void;
+  /** Makes the SIGBUS guard the process's handler again, chaining to whatever replaced it. */
+  assertFaultGuard(): void;
 
   openFd(path: string): NativeHandle;
   closeFd(handle: NativeHandle): void;

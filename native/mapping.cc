@@ -148,7 +148,9 @@ napi_value Read(napi_env env, const char* op) {
   if (r.fault) [[unlikely]] {
     return ThrowFault(env, op, m, off);
   }
-  md->scratch.value = r.value;
+  // The value must fit its width whatever the CPU left above it: under TCG a narrow MMIO load
+  // (even movzbl) can come back with stale upper bits, so they are cleared here, once.
+  md->scratch.value = W == 8 ? r.value : r.value & ((uint64_t{1} << (8 * W)) - 1);
   return nullptr;
 }
 

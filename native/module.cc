@@ -52,6 +52,13 @@ void ReleaseAndForget(Resource* r) {
 /** Noop - the cheapest possible N-API call; the benchmark's baseline. */
 static napi_value Noop(napi_env, napi_callback_info) { return nullptr; }
 
+/** ReassertFaultGuard - JavaScript's way to take the SIGBUS handler back after libuv replaced it.
+ */
+static napi_value ReassertFaultGuard(napi_env, napi_callback_info) {
+  AssertFaultGuard();
+  return nullptr;
+}
+
 /** Init - per-environment module initialisation. */
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InstallFaultGuard();
@@ -60,6 +67,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   napi_value noop;
   napi_create_function(env, "noop", NAPI_AUTO_LENGTH, Noop, nullptr, &noop);
   exports.Set("noop", noop);
+  napi_value reassert;
+  napi_create_function(env, "assertFaultGuard", NAPI_AUTO_LENGTH, ReassertFaultGuard, nullptr,
+                       &reassert);
+  exports.Set("assertFaultGuard", reassert);
   RegisterErrors(env, exports);
   RegisterHandles(env, exports);
   RegisterMapping(env, exports);

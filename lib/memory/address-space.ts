@@ -1,12 +1,28 @@
 /**
  * Address spaces: a root region, its flat view, guest access dispatch and memory listeners.
  */
-import { ioInvalidReason, ioRead, ioWrite, ones, pieceSize, type UnassignedReason } from './dispatch';
+import {
+  ioInvalidReason,
+  ioRead,
+  ioWrite,
+  ones,
+  pieceSize,
+  widestPiece,
+  type UnassignedReason,
+} from './dispatch';
 import { FlatView, renderFlatView, type FlatRange } from './flat-view';
 import { K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
 import { registerSpace, unregisterSpace, type Rebuildable, type TreeNode } from './transaction';
-import { MemoryTopologyError, type AccessSize, type FixedWidthMemory } from './types';
-import { checkAccessSize, checkAddress, checkValue, MAX_ADDRESS } from './validate';
+import { MemoryTopologyError, type AccessLength, type AccessSize, type FixedWidthMemory } from './types';
+import {
+  ADDRESS_LIMIT,
+  checkAccessEnd,
+  checkAccessLength,
+  checkAddress,
+  checkLengthValue,
+  checkValue,
+  MAX_ADDRESS,
+} from './validate';
 
 /**
  * Follows an address space's flat view. After every commit that changes it, a listener hears
@@ -59,8 +75,8 @@ function defaultLog(line: string): void {
  *
  * Guest accesses never throw for guest reasons: unassigned or refused accesses read as all-ones, drop
  * writes, bump {@link AddressSpace.unassignedCount} and emit `unassigned`. Programmer errors (an
- * address that is not a safe non-negative integer, an access size other than 1/2/4/8, a value of the
- * wrong type or width) are `RangeError`s and `TypeError`s.
+ * address that is not a safe non-negative integer, an access that does not end at or below 2^53, an
+ * access size outside 1..8, a value of the wrong type or width) are `RangeError`s and `TypeError`s.
  */
 export class AddressSpace implements Rebuildable, Disposable {
   readonly name: string;
@@ -137,10 +153,13 @@ export class AddressSpace implements Rebuildable, Disposable {
   }
 
   /**
-   * Reads `size` bytes at `addr`, little-endian: a `bigint` for 8 bytes, otherwise a number.
-   * An access that crosses ranges is split per range into aligned pieces, lowest address first.
+   * Reads `size` bytes (1 to 8) at `addr`, little-endian: a `bigint` for 7 and 8 bytes, otherwise a
+   * number. An access of 1, 2, 4 or 8 bytes inside one range reaches it whole; one that crosses ranges,
+   * or of 3, 5, 6 or 7 bytes, is split per range into naturally aligned pieces no wider than the region
+   * accepts, lowest address first, as QEMU's address_space_rw does. The access must end at or below
+   * 2^53 (a RangeError otherwise).
    */
-  read(addr: number, size: AccessSize): number | bigint {
+  read(addr: number, size: AccessLength): number | bigint {
     // Fast path: the last device range hit again. The hit window lies inside [0, 2^53), so only
     // integrality remains to be checked; anything unusual falls through to the full path.
     if (addr >= this._hitStart && addr + size <= this._hitEnd && Math.floor(addr) === addr) {
@@ -158,9 +177,14 @@ export class AddressSpace implements Rebuildable, Disposable {
     return this._read(addr, size);
   }
 
-  private _read(addr: number, size: AccessSize): number | bigint {
+  private _read(addr: number, size: AccessLength): number | bigint {
     if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
-    if (size !== 4 && size !== 1 && size !== 2 && size !== 8) checkAccessSize(size);
+    if (size !== 4 && size !== 1 && size !== 2 && size !== 8) {
+      checkAccessLength(size);
+      checkAccessEnd(addr, size);
+      return this._readSlow(addr, size);
+    }
+    if (addr > ADDRESS_LIMIT - size) checkAccessEnd(addr, size);
     const fv = this._fv;
     const starts = fv._starts;
     let i = fv._last;
@@ -178,8 +202,11 @@ export class AddressSpace implements Rebuildable, Disposable {
     return this._readIn(range, off, addr, size);
   }
 
-  /** Writes `value` (a `bigint` iff `size` is 8) at `addr`, little-endian. See {@link AddressSpace.read}. */
-  write(addr: number, size: AccessSize, value: number | bigint): void {
+  /**
+   * Writes `value` (a `bigint` iff `size` is 7 or 8) at `addr`, little-endian, split as
+   * {@link AddressSpace.read} splits.
+   */
+  write(addr: number, size: AccessLength, value: number | bigint): void {
     // Fast path, as in read(), with the value checked for its width on the way.
     if (
       this._hitWritable &&
@@ -207,13 +234,18 @@ export class AddressSpace implements Rebuildable, Disposable {
     this._write(addr, size, value);
   }
 
-  private _write(addr: number, size: AccessSize, value: number | bigint): void {
+  private _write(addr: number, size: AccessLength, value: number | bigint): void {
     if (!(addr >= 0 && addr <= MAX_ADDRESS && Math.floor(addr) === addr)) checkAddress('address', addr);
     if (size === 4) {
       if (typeof value !== 'number' || value >>> 0 !== value) checkValue(size, value);
+    } else if (size === 1 || size === 2 || size === 8) {
+      checkValue(size, value);
     } else {
-      checkValue(checkAccessSize(size), value);
+      checkLengthValue(checkAccessLength(size), value);
+      checkAccessEnd(addr, size);
+      return this._writeSlow(addr, size, value);
     }
+    if (addr > ADDRESS_LIMIT - size) checkAccessEnd(addr, size);
     const fv = this._fv;
     const starts = fv._starts;
     let i = fv._last;
@@ -238,6 +270,7 @@ export class AddressSpace implements Rebuildable, Disposable {
       throw new TypeError('read64Pair needs a Uint32Array of at least 2 elements');
     }
     checkAddress('address', addr);
+    checkAccessEnd(addr, 8);
     const fv = this._fv;
     const i = fv._index(addr);
     if (i >= 0 && addr + 8 <= fv._ends[i]) {
@@ -269,6 +302,7 @@ export class AddressSpace implements Rebuildable, Disposable {
   /** An 8-byte write given as two 32-bit halves. */
   write64Pair(addr: number, lo: number, hi: number): void {
     checkAddress('address', addr);
+    checkAccessEnd(addr, 8);
     checkValue(4, lo);
     checkValue(4, hi);
     const fv = this._fv;
@@ -394,7 +428,7 @@ export class AddressSpace implements Rebuildable, Disposable {
    * can cause that, so it must not throw at the VMM: it reads as all-ones, a write is dropped, and the
    * error is reported with the access.
    */
-  private _fault(error: unknown, addr: number, size: AccessSize, isWrite: boolean): number | bigint {
+  private _fault(error: unknown, addr: number, size: number, isWrite: boolean): number | bigint {
     const i = this._fv._index(addr);
     this._report(addr, size, isWrite, 'fault', i >= 0 ? this._fv.ranges[i].region : undefined, error);
     return ones(size);
@@ -506,23 +540,26 @@ export class AddressSpace implements Rebuildable, Disposable {
   }
 
   /** Access that crosses a range boundary or touches unassigned space. */
-  private _readSlow(addr: number, size: AccessSize): number | bigint {
+  private _readSlow(addr: number, size: AccessLength): number | bigint {
     this._assertOpen();
     let v = 0n;
     this._walk(addr, size, (at, n, range) => {
-      let piece: number | bigint;
+      let piece: bigint;
       if (range === null) {
         this._report(at, n, false, 'unassigned');
         piece = (1n << BigInt(n * 8)) - 1n;
       } else {
-        piece = this._readIn(range, range.offsetInRegion + (at - range.addr), at, n as AccessSize);
+        const got = this._readIn(range, range.offsetInRegion + (at - range.addr), at, n as AccessSize);
+        // Each piece is held to its own width before it is combined: a memory that hands back more
+        // than it was asked for must not spill into its neighbours.
+        piece = BigInt.asUintN(n * 8, BigInt(got));
       }
-      v |= BigInt(piece) << BigInt((at - addr) * 8);
+      v |= piece << BigInt((at - addr) * 8);
     });
-    return size === 8 ? v : Number(v);
+    return size >= 7 ? v : Number(v);
   }
 
-  private _writeSlow(addr: number, size: AccessSize, value: number | bigint): void {
+  private _writeSlow(addr: number, size: AccessLength, value: number | bigint): void {
     this._assertOpen();
     const v = BigInt(value);
     this._walk(addr, size, (at, n, range) => {
@@ -543,7 +580,8 @@ export class AddressSpace implements Rebuildable, Disposable {
 
   /**
    * Splits [addr, addr+size) at range boundaries. Each unassigned gap is one call with a null range;
-   * each assigned part is cut into the largest naturally aligned pieces, lowest address first.
+   * each assigned part is cut into the largest pieces the region accepts that are naturally aligned
+   * in the region, lowest address first.
    */
   private _walk(
     addr: number,
@@ -565,8 +603,11 @@ export class AddressSpace implements Rebuildable, Disposable {
       }
       const range = fv.ranges[i];
       const stop = Math.min(end, fv._ends[i]);
+      const widest = widestPiece(range.region);
+      // Alignment is the region's, as QEMU's memory_access_size takes it from the offset in the region.
+      const delta = range.offsetInRegion - range.addr;
       while (at < stop) {
-        const n = pieceSize(at, stop - at);
+        const n = pieceSize(at + delta, stop - at, widest);
         fn(at, n, range);
         at += n;
       }

@@ -12,7 +12,9 @@ export type UnassignedReason =
 
 /** All-ones value of each access size, as a guest reads from nothing. */
 export function ones(size: number): number | bigint {
-  return size === 8 ? 0xffffffffffffffffn : size === 4 ? 0xffffffff : size === 2 ? 0xffff : 0xff;
+  if (size === 8) return 0xffffffffffffffffn;
+  if (size === 7) return 0xffffffffffffffn;
+  return size === 4 ? 0xffffffff : size === 2 ? 0xffff : size === 1 ? 0xff : 2 ** (8 * size) - 1;
 }
 
 /** Why the device would refuse this access, or null if it accepts it. */
@@ -103,10 +105,18 @@ export function ioWrite(r: MemoryRegion, off: number, size: AccessSize, value: n
   }
 }
 
-/** Largest power of two up to 8 that fits in `remaining` bytes and divides `at`. */
-export function pieceSize(at: number, remaining: number): AccessSize {
-  if (remaining >= 8 && at % 8 === 0) return 8;
-  if (remaining >= 4 && at % 4 === 0) return 4;
-  if (remaining >= 2 && at % 2 === 0) return 2;
+/**
+ * Largest power of two up to `max` (what the region accepts) that fits in `remaining` bytes and
+ * divides `at`, as QEMU's memory_access_size picks each piece of address_space_rw.
+ */
+export function pieceSize(at: number, remaining: number, max: number = 8): AccessSize {
+  if (max >= 8 && remaining >= 8 && at % 8 === 0) return 8;
+  if (max >= 4 && remaining >= 4 && at % 4 === 0) return 4;
+  if (max >= 2 && remaining >= 2 && at % 2 === 0) return 2;
   return 1;
+}
+
+/** The widest piece a region takes: an io region's `valid.maxAccessSize`, 8 for memory. */
+export function widestPiece(r: MemoryRegion): number {
+  return r._ops !== null ? r._validMax : 8;
 }

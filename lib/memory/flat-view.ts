@@ -24,9 +24,14 @@ function kindName(k: number): FlatRange['kind'] {
   return k === K_RAM ? 'ram' : k === K_RAM_DEVICE ? 'ram-device' : 'io';
 }
 
+/** Most radix buckets per range: two keep nearly every bucket to zero or one range. */
+const BUCKETS_PER_RANGE = 2;
+
 /**
- * An immutable snapshot of an address space. `ranges` is sorted by address; its parallel typed arrays
- * make lookup a binary search with a last-hit cache in front.
+ * An immutable snapshot of an address space. `ranges` is sorted by address. Lookup goes through a
+ * radix table over the covered span, as QEMU's physical page map does, but sized to the ranges: the
+ * address's bucket names the few ranges that can hold it (usually one), and only those are searched.
+ * A plain binary search costs a hard-to-predict branch per level; this costs about one.
  */
 export class FlatView {
   /** Disjoint ranges in ascending address order. */
@@ -41,6 +46,13 @@ export class FlatView {
   _last = 0;
   /** @internal The root and every alias target the rendering walked through. */
   readonly _deps: ReadonlySet<MemoryRegion>;
+  /** @internal Start of bucket 0 (the first range's start) and the end of the last range. */
+  private readonly _lo: number;
+  private readonly _hi: number;
+  /** @internal Buckets per byte: 1 / bucket size, a power of two, so the product is exact. */
+  private readonly _perByte: number;
+  /** @internal For bucket b, the first range ending above the bucket's start; one extra at the end. */
+  private readonly _bucket: Int32Array;
 
   /** @internal */
   constructor(
@@ -58,6 +70,22 @@ export class FlatView {
       this._starts[i] = ranges[i].addr;
       this._ends[i] = ranges[i].addr + ranges[i].size;
     }
+    this._lo = n > 0 ? this._starts[0] : 0;
+    this._hi = n > 0 ? this._ends[n - 1] : 0;
+    // The smallest power-of-two bucket size that needs at most BUCKETS_PER_RANGE buckets per range.
+    const span = this._hi - this._lo;
+    let size = 1;
+    while (span / size > BUCKETS_PER_RANGE * n) size *= 2;
+    const count = Math.ceil(span / size);
+    this._perByte = 1 / size;
+    const bucket = new Int32Array(count + 1);
+    let i = 0;
+    for (let b = 0; b <= count; b++) {
+      const at = this._lo + b * size;
+      while (i < n && this._ends[i] <= at) i++;
+      bucket[b] = i;
+    }
+    this._bucket = bucket;
   }
 
   /** The range containing `addr`, or undefined if it is unassigned. */
@@ -82,21 +110,22 @@ export class FlatView {
 
   /** @internal Index of the range containing `addr`, or -1. */
   _index(addr: number): number {
+    if (!(addr >= this._lo && addr < this._hi)) return -1;
+    const b = Math.floor((addr - this._lo) * this._perByte);
+    // The range holding addr ends above the bucket's start and starts before the next bucket's, so
+    // it lies between the two entries (inclusive); mostly they are equal or adjacent.
+    let lo = this._bucket[b];
+    let hi = this._bucket[b + 1];
     const starts = this._starts;
-    let i = this._last;
-    if (addr >= starts[i] && addr < this._ends[i]) return i;
-    // Binary search for the last range starting at or before addr.
-    let lo = 0;
-    let hi = starts.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      if (starts[mid] <= addr) lo = mid + 1;
+    if (hi >= starts.length) hi = starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (starts[mid] <= addr) lo = mid;
       else hi = mid - 1;
     }
-    i = hi;
-    if (i < 0 || addr >= this._ends[i]) return -1;
-    this._last = i;
-    return i;
+    if (addr < starts[lo] || addr >= this._ends[lo]) return -1;
+    this._last = lo;
+    return lo;
   }
 }
 

@@ -2,7 +2,14 @@
  * The memory model: QEMU's region tree, transactions, flat views, dispatch, listeners and
  * `info mtree` rendering, in pure TypeScript.
  */
-export type { AccessSize, AccessConstraints, FixedWidthMemory, MemoryRegionOps, RegionKind } from './types';
+export type {
+  AccessLength,
+  AccessSize,
+  AccessConstraints,
+  FixedWidthMemory,
+  MemoryRegionOps,
+  RegionKind,
+} from './types';
 export { MemoryTopologyError, type MemoryTopologyErrorCode } from './types';
 export { MemoryRegion } from './region';
 export { BufferMemory } from './buffer-memory';

@@ -3,9 +3,9 @@
  * the callbacks of an I/O region and the error raised for a misused topology.
  */
 
-import type { AccessSize } from '../types';
+import type { AccessLength, AccessSize } from '../types';
 
-export type { AccessSize };
+export type { AccessLength, AccessSize };
 
 /**
  * Memory that is accessed only with loads and stores of one exact width. The native `Mapping` of a

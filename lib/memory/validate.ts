@@ -2,7 +2,7 @@
  * Argument checks shared by the memory model. Every message names the value, the width (where there
  * is one) and the limit, so that a failing call can be fixed from the message alone.
  */
-import type { AccessSize } from './types';
+import type { AccessLength, AccessSize } from './types';
 
 /** Largest address, offset or size the model represents exactly. */
 export const MAX_ADDRESS = Number.MAX_SAFE_INTEGER;
@@ -21,6 +21,59 @@ export function checkAddress(what: string, v: unknown): number {
     throw new RangeError(`${what} ${String(v)} is out of range: must be an integer in [0, ${MAX_ADDRESS}]`);
   }
   return v;
+}
+
+/**
+ * The end of the modelled address range: an access must end at or below it, so that every byte of
+ * it has an exact address. A VMM routes guest accesses reaching past it as unassigned itself.
+ */
+export const ADDRESS_LIMIT = 2 ** 53;
+
+/** Throws unless `size` is an integer from 1 to 8. */
+export function checkAccessLength(size: unknown): AccessLength {
+  if (typeof size !== 'number') {
+    throw new TypeError(`access size must be a number, got ${typeof size}`);
+  }
+  if (!(size >= 1 && size <= 8 && Math.floor(size) === size)) {
+    throw new RangeError(`access size ${String(size)} is invalid: must be an integer from 1 to 8`);
+  }
+  return size as AccessLength;
+}
+
+/**
+ * Throws unless the access of `size` bytes at `addr` ends at or below 2^53. `2^53 - size` is exact,
+ * unlike `addr + size`, which rounds above 2^53.
+ */
+export function checkAccessEnd(addr: number, size: number): void {
+  if (addr > ADDRESS_LIMIT - size) {
+    throw new RangeError(
+      `access of ${size} bytes at ${addr} is out of range: it must end at or below 2^53 (start at most ${ADDRESS_LIMIT - size})`,
+    );
+  }
+}
+
+/**
+ * Throws unless `value` is a valid unsigned value of an access of `size` bytes (1 to 8): a `bigint`
+ * for 7 and 8 bytes, a number otherwise.
+ */
+export function checkLengthValue(size: AccessLength, value: unknown): void {
+  if (size === 1 || size === 2 || size === 4 || size === 8) return checkValue(size, value);
+  if (size === 7) {
+    if (typeof value !== 'bigint') {
+      throw new TypeError(`value of a 7-byte access must be a bigint, got ${typeof value}`);
+    }
+    if (BigInt.asUintN(56, value) !== value) {
+      throw new RangeError(`value ${value} does not fit in 7 bytes: must be in [0, 0xffffffffffffff]`);
+    }
+    return;
+  }
+  if (typeof value !== 'number') {
+    throw new TypeError(`value of a ${size}-byte access must be a number, got ${typeof value}`);
+  }
+  const limit = 2 ** (8 * size) - 1;
+  if (!(value >= 0 && value <= limit && Math.floor(value) === value)) {
+    throw new RangeError(`value ${value} does not fit in ${size} bytes: must be an integer in [0, ${limit}]`);
+  }
 }
 
 /** Throws unless `size` is 1, 2, 4 or 8. */

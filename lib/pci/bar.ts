@@ -98,7 +98,7 @@ export interface PciBar {
   readonly expanded: boolean;
   /** True for a sub-page BAR whose whole page is mapped, so it can be expanded. */
   readonly expandable: boolean;
-  /** The "<BDF> base BAR n" container placed in the PCI address space. */
+  /** The "<BDF> base BAR n" region placed in the PCI address space (a handler-less I/O region). */
   readonly base: MemoryRegion;
   /** The "<BDF> BAR n" region served by pread/pwrite, or null for a virtual BAR. */
   readonly region: MemoryRegion | null;

@@ -1,5 +1,6 @@
+import { closedError } from '../vfio/vfio-error';
 import {
-  type AccessSize,
+  type AccessLength,
   AddressSpace,
   type FlatRange,
   MemoryRegion,
@@ -77,13 +78,16 @@ export class PciBus {
 
   /**
    * dispatch: serve one MMIO ('memory') or PIO ('io') exit and return the value read (undefined for
-   * a write). The access reaches the region at exactly `size` bytes: trapped mmap sections are one
-   * native load or store of that width, and fd-backed ones one pread or pwrite.
+   * a write). An access of 1, 2, 4 or 8 bytes inside one range reaches the region at exactly `size`
+   * bytes: trapped mmap sections are one native load or store of that width, and fd-backed ones one
+   * pread or pwrite. Other lengths (3, 5, 6, 7, as KVM reports page-straddling exits) and accesses
+   * crossing ranges are split as {@link AddressSpace.read} describes. The access must end at or
+   * below 2^53 (RangeError), as every address-space access must.
    */
   dispatch(
     space: PciSpace,
     addr: number,
-    size: AccessSize,
+    size: AccessLength,
     isWrite: boolean,
     value?: number | bigint,
   ): number | bigint | undefined {
@@ -98,24 +102,24 @@ export class PciBus {
   }
 
   /** Guest MMIO read. */
-  mmioRead(addr: number, size: AccessSize): number | bigint {
+  mmioRead(addr: number, size: AccessLength): number | bigint {
     this.#checkOpen();
     return this.memory.read(addr, size);
   }
 
   /** Guest MMIO write. */
-  mmioWrite(addr: number, size: AccessSize, value: number | bigint): void {
+  mmioWrite(addr: number, size: AccessLength, value: number | bigint): void {
     this.dispatch('memory', addr, size, true, value);
   }
 
   /** Guest port read. */
-  pioRead(addr: number, size: AccessSize): number | bigint {
+  pioRead(addr: number, size: AccessLength): number | bigint {
     this.#checkOpen();
     return this.io.read(addr, size);
   }
 
   /** Guest port write. */
-  pioWrite(addr: number, size: AccessSize, value: number | bigint): void {
+  pioWrite(addr: number, size: AccessLength, value: number | bigint): void {
     this.dispatch('io', addr, size, true, value);
   }
 
@@ -180,6 +184,6 @@ export class PciBus {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw new Error('PciBus is closed');
+    if (this.#closed) throw closedError('PciBus', 'the PciBus');
   }
 }

@@ -13,6 +13,10 @@ export const PCI_COMMAND = 0x04;
 export const PCI_COMMAND_IO = 0x1;
 /** Command bit: the device decodes its memory BARs. */
 export const PCI_COMMAND_MEMORY = 0x2;
+/** Command bit: the device may master the bus (DMA, MSI). */
+export const PCI_COMMAND_MASTER = 0x4;
+/** Command bit: the device's INTx pin is disabled. */
+export const PCI_COMMAND_INTX_DISABLE = 0x400;
 /** Offset of the status word. */
 export const PCI_STATUS = 0x06;
 /** Status bit: a capability list is present at PCI_CAPABILITY_LIST. */

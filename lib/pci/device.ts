@@ -1,5 +1,6 @@
 import { type AccessSize, MemoryRegion, type MemoryRegionOps, transaction } from '../memory';
 import type { RegionInfo } from '../vfio';
+import { closedError } from '../vfio/vfio-error';
 import { type BarMmap, type BarType, barAddress, decodeBarRegister, type PciBar } from './bar';
 import type { MapInfoRange, PciBus } from './bus';
 import { EmulatedConfig, mergeBits, type PciCapability, walkCapabilities } from './config';
@@ -26,6 +27,9 @@ import {
 } from './constants';
 import { formatDump } from './dump';
 import { Msix, type MsixLayout } from './msix';
+import { baseBarRegion } from './base-bar';
+import { checkUndriven, claim } from './owners';
+import { resetCommand } from './reset-state';
 import { DEFAULT_QUIRKS, type QuirkContext, type QuirkDefinition, quirkMatches } from './quirks';
 import { type DeviceErrorEvent, DeviceReporter, type DeviceReportOptions, isVfioError } from './report';
 import {
@@ -118,7 +122,8 @@ interface MmapArea {
 /**
  * VfioPciDevice: a vfio-pci device assigned to a Node VMM, built as QEMU's vfio-pci builds it.
  *
- * For every BAR there is a `"<BDF> base BAR n"` container placed in the PCI space at priority 1,
+ * For every BAR there is a `"<BDF> base BAR n"` region (handler-less I/O, see base-bar.ts) placed in
+ * the PCI space at priority 1,
  * holding the `"<BDF> BAR n"` region (one pread/pwrite per access), which holds one
  * `"<BDF> BAR n mmaps[i]"` ram-device region per mmap area. Quirk overlays sit at priority 1 inside
  * the BAR region, and the `msix-table`/`msix-pba` overlays in the base container. The guest's
@@ -156,7 +161,8 @@ export class VfioPciDevice implements Disposable {
     if (typeof device !== 'object' || device === null || typeof device.regionInfo !== 'function') {
       throw new TypeError('VfioPciDevice.open needs a VFIO device (bdf, regionInfo, read, write, map)');
     }
-    if (bus.closed) throw new Error('PciBus is closed');
+    if (bus.closed) throw closedError('VfioPciDevice.open', 'the PciBus');
+    checkUndriven(device, bus);
     this.bus = bus;
     this.device = device;
     this.bdf = device.bdf;
@@ -175,7 +181,9 @@ export class VfioPciDevice implements Disposable {
     this.deviceId = opts.deviceId ?? this.physicalDeviceId;
     if (opts.vendorId !== undefined) this.#emu.emulate(PCI_VENDOR_ID, 2, BigInt(this.vendorId), 0xffffn, 0n);
     if (opts.deviceId !== undefined) this.#emu.emulate(PCI_DEVICE_ID, 2, BigInt(this.deviceId), 0xffffn, 0n);
-    this.#command = this.#phys(PCI_COMMAND, 2);
+    // The guest starts from the reset state, on the device too, as QEMU presents it.
+    this.#command = resetCommand(this.#phys(PCI_COMMAND, 2));
+    this.#fdWrite(VFIO_PCI_CONFIG_REGION_INDEX, 'config', PCI_COMMAND, 2, this.#command);
     this.capabilities = walkCapabilities((o, s) => this.#phys(o, s), this.configSize);
 
     // Discover the BARs and their mmap areas, then let MSI-X trim or relocate before anything is built.
@@ -208,6 +216,7 @@ export class VfioPciDevice implements Disposable {
       throw e;
     }
     this.#removeCloser = bus.onClose(() => this.close());
+    claim(device, this);
   }
 
   /**
@@ -583,7 +592,10 @@ export class VfioPciDevice implements Disposable {
 
   #registerBar(bar: BarState, areas: MmapArea[]): void {
     const i = bar.index;
-    bar.base = MemoryRegion.container(`${this.bdf} base BAR ${i}`, bar.size);
+    const baseName = `${this.bdf} base BAR ${i}`;
+    bar.base = baseBarRegion(baseName, bar.size, (offset, size, isWrite) =>
+      this.#reporter.report({ bdf: this.bdf, reason: 'unbacked', isWrite, where: baseName, offset, size }),
+    );
     bar.base.tag = this.#tag(i, 'base', 0, 1, 8);
     if (bar.regionSize === 0) return;
     const region = MemoryRegion.io(`${this.bdf} BAR ${i}`, bar.regionSize, this.#fdOps(i));
@@ -892,7 +904,7 @@ export class VfioPciDevice implements Disposable {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw new Error(`${this.bdf}: VfioPciDevice is closed`);
+    if (this.#closed) throw closedError('VfioPciDevice', `${this.bdf}: the VfioPciDevice`, this.bdf);
   }
 }
 

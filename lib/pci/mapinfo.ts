@@ -37,8 +37,8 @@ export function classifyPieces(
   switch (tag.role) {
     case 'bar':
     case 'rom':
-    case 'base':
       return whole('trapped-fd');
+    case 'base':
     case 'msix-table':
     case 'msix-pba':
     case 'quirk':

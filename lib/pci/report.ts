@@ -4,9 +4,11 @@
  *   return all-ones, writes are dropped, as QEMU's vfio_region_read/write do;
  * - `msix-window`: an RTL8168 window access aimed at the MSI-X table that the emulated table
  *   refuses (unaligned, outside the table, or no table at all);
- * - `config-range`: a configuration access beyond the device's configuration space.
+ * - `config-range`: a configuration access beyond the device's configuration space;
+ * - `unbacked`: an access to a part of a BAR window nothing serves (the base BAR region: the half
+ *   a BAR gained from MSI-X relocation, say); reads return 0 and writes are dropped, as in QEMU.
  */
-export type DeviceErrorReason = 'fd-error' | 'msix-window' | 'config-range';
+export type DeviceErrorReason = 'fd-error' | 'msix-window' | 'config-range' | 'unbacked';
 
 /** One guest access a device could not serve, as passed to `device-error` listeners. */
 export interface DeviceErrorEvent {

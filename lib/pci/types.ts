@@ -23,7 +23,7 @@ export interface VfioDeviceLike {
  * - `trapped-mmap`: mmap-backed but sub-page or misaligned; the VMM traps and the access is one
  *   native fixed-width load or store;
  * - `trapped-fd`: one pread/pwrite on the device fd;
- * - `emulated`: served by a quirk or MSI-X overlay.
+ * - `emulated`: served by a quirk or MSI-X overlay, or by the base BAR where nothing else covers it.
  */
 export type MapInfo = 'direct' | 'trapped-mmap' | 'trapped-fd' | 'emulated';
 

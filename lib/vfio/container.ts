@@ -96,7 +96,8 @@ export class Container implements Disposable {
   /**
    * Select the IOMMU model. A group must be attached first (Group.setContainer). Default: the
    * best supported type.
-   * @throws VfioError ENOGROUP (no group attached), ENOIOMMU (nothing supported), or the kernel's
+   * @throws VfioError ENOGROUP (no group attached), EINVAL (already set), ENOIOMMU (nothing supported),
+   * or the kernel's
    */
   setIommu(type?: IommuType): void {
     const h = this.#handle('VFIO_SET_IOMMU');
@@ -110,6 +111,19 @@ export class Container implements Disposable {
         op: 'VFIO_SET_IOMMU',
         path: this.path,
         hint: 'call group.setContainer(container) first',
+      });
+    }
+    if (this.#iommu !== null) {
+      // The kernel answers a second VFIO_SET_IOMMU with a bare EINVAL; the state is known here.
+      throw new VfioError({
+        message: `VFIO_SET_IOMMU: the container's IOMMU is already set (${this.#iommu})`,
+        code: 'EINVAL',
+        errno: 22,
+        op: 'VFIO_SET_IOMMU',
+        path: this.path,
+        hint:
+          'an IOMMU type is set once per container and stays for its lifetime: attach further groups ' +
+          'with group.setContainer(container) and use it as it is, or open a new Container for another type',
       });
     }
     const chosen = type ?? this.supportedIommuTypes()[0];

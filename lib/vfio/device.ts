@@ -26,15 +26,45 @@ function checkSize(size: unknown): AccessSize {
   return size;
 }
 
+/** The index of the expansion ROM region of a vfio-pci device. */
+const ROM_REGION = 6;
+
+/** Devices open in this process, by PCI address, with the group they came from. */
+const openDevices = new Map<string, { ref: WeakRef<Device>; group: string }>();
+
+/**
+ * Where device `bdf` is already open in this process, or undefined. A device that was collected
+ * without close() had its fd released with it, so it no longer counts. @internal
+ */
+export function openDeviceOwner(bdf: string): string | undefined {
+  const e = openDevices.get(bdf);
+  if (e === undefined) return undefined;
+  const d = e.ref.deref();
+  if (d === undefined || d.closed) {
+    openDevices.delete(bdf);
+    return undefined;
+  }
+  return `a Device from ${e.group}`;
+}
+
 function checkRange(
   op: string,
   region: RegionInfo,
   offset: unknown,
   size: unknown,
   limit: number = region.size,
+  bdf = 'the device',
 ): number {
   if (typeof offset !== 'number') throw new TypeError(`${op}: offset must be a number, got ${typeof offset}`);
   if (typeof size !== 'number') throw new TypeError(`${op}: size must be a number, got ${typeof size}`);
+  if (region.size === 0) {
+    // An empty region is one the device does not implement; say so rather than quote its bounds.
+    throw new RangeError(
+      region.index === ROM_REGION
+        ? `${op}: ${bdf} has no expansion ROM (region ${ROM_REGION} is empty)`
+        : `${op}: ${bdf} does not implement region ${region.index} (it is empty)`,
+    );
+  }
   if (
     !Number.isSafeInteger(offset) ||
     offset < 0 ||
@@ -70,7 +100,9 @@ export class Device implements Disposable {
 
   /** Wrap a device handle from the group. @internal */
   static _fromHandle(handle: NativeHandle, bdf: string, groupPath: string): Device {
-    return new Device(handle, bdf, groupPath);
+    const d = new Device(handle, bdf, groupPath);
+    openDevices.set(bdf, { ref: new WeakRef(d), group: groupPath });
+    return d;
   }
 
   /** The device fd (-1 once closed). */
@@ -109,9 +141,30 @@ export class Device implements Disposable {
     return parseIrqInfo(native.vfioIrqInfo(this.#open('VFIO_DEVICE_GET_IRQ_INFO'), index));
   }
 
-  /** VFIO_DEVICE_RESET. Mappings of the BARs fault (VfioError 'SIGBUS') while it runs. */
+  /**
+   * VFIO_DEVICE_RESET. Mappings of the BARs fault (VfioError 'SIGBUS') while it runs.
+   * @throws VfioError EINVAL with a hint when the device has no function reset (`info().reset`)
+   */
   reset(): void {
-    native.vfioDeviceReset(this.#open('VFIO_DEVICE_RESET'));
+    const h = this.#open('VFIO_DEVICE_RESET');
+    try {
+      native.vfioDeviceReset(h);
+    } catch (e) {
+      if (!(e instanceof VfioError) || e.code !== 'EINVAL' || this.info().reset) throw e;
+      // The kernel's bare EINVAL means "no reset method"; the device info says so too.
+      throw new VfioError({
+        message: `VFIO_DEVICE_RESET: ${this.bdf} has no function reset (VFIO_DEVICE_FLAGS_RESET is clear)`,
+        code: 'EINVAL',
+        ...(e.errno !== undefined ? { errno: e.errno } : {}),
+        op: 'VFIO_DEVICE_RESET',
+        path: this.#groupPath,
+        bdf: this.bdf,
+        hint:
+          'the device offers neither FLR, a PM reset (D3hot->D0 without NoSoftRst) nor a slot or bus ' +
+          'reset it may use alone; what remains is a hot reset of its whole bus ' +
+          '(VFIO_DEVICE_PCI_HOT_RESET, with every affected group owned by this process), or none',
+      });
+    }
   }
 
   /** Read exactly `size` bytes at `offset` in `region` with one pread; bigint when size is 8. */
@@ -119,7 +172,7 @@ export class Device implements Disposable {
     const h = this.#open('pread');
     const info = this.regionInfo(region);
     checkSize(size);
-    checkRange('read', info, offset, size);
+    checkRange('read', info, offset, size, info.size, this.bdf);
     if (!info.readable) throw this.#denied('pread', info, 'readable');
     return native.pread(h, info.offset + offset, size);
   }
@@ -129,7 +182,7 @@ export class Device implements Disposable {
     const h = this.#open('pwrite');
     const info = this.regionInfo(region);
     checkSize(size);
-    checkRange('write', info, offset, size);
+    checkRange('write', info, offset, size, info.size, this.bdf);
     if (size === 8 ? typeof v !== 'bigint' : typeof v !== 'number') {
       throw new TypeError(`write: a ${size}-byte value must be a ${size === 8 ? 'bigint' : 'number'}`);
     }
@@ -148,7 +201,7 @@ export class Device implements Disposable {
   readBlock(region: number, offset: number, length: number): Buffer {
     const h = this.#open('pread');
     const info = this.regionInfo(region);
-    checkRange('readBlock', info, offset, length);
+    checkRange('readBlock', info, offset, length, info.size, this.bdf);
     if (!info.readable) throw this.#denied('pread', info, 'readable');
     return native.preadBlock(h, info.offset + offset, length);
   }
@@ -158,7 +211,7 @@ export class Device implements Disposable {
     if (!(data instanceof Uint8Array)) throw new TypeError('writeBlock: data must be a Uint8Array or Buffer');
     const h = this.#open('pwrite');
     const info = this.regionInfo(region);
-    checkRange('writeBlock', info, offset, data.length);
+    checkRange('writeBlock', info, offset, data.length, info.size, this.bdf);
     if (!info.writable) throw this.#denied('pwrite', info, 'writable');
     native.pwriteBlock(h, info.offset + offset, data);
   }
@@ -175,7 +228,7 @@ export class Device implements Disposable {
   map(region: number, offset: number, length: number): Mapping {
     this.#open('mmap');
     const info = this.regionInfo(region);
-    checkRange('map', info, offset, length, Math.ceil(info.size / PAGE_SIZE) * PAGE_SIZE);
+    checkRange('map', info, offset, length, Math.ceil(info.size / PAGE_SIZE) * PAGE_SIZE, this.bdf);
     if (length === 0) throw new RangeError('map: length 0: a mapping must cover at least one byte');
     if (!info.mappable) {
       throw new VfioError({
@@ -198,6 +251,7 @@ export class Device implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (openDevices.get(this.bdf)?.ref.deref() === this) openDevices.delete(this.bdf);
     native.closeFd(this.#handle);
   }
 

@@ -2,59 +2,9 @@ import * as os from 'node:os';
 import * as util from 'node:util';
 
 import { native, type NativeErrorFactory } from '../native';
+import { VfioError, type VfioErrorInit } from './vfio-error';
 
-/** What a {@link VfioError} is built from. */
-export interface VfioErrorInit {
-  message: string;
-  code: string;
-  op: string;
-  errno?: number;
-  path?: string;
-  bdf?: string;
-  hint?: string;
-}
-
-/**
- * A failed VFIO operation or device access.
- *
- * `code` is the errno name (`'EPERM'`, `'EBUSY'`, ...) when the kernel returned one, or one of:
- * - `'SIGBUS'`: a Mapping access faulted because vfio-pci revoked the mapping (memory decode
- *   disabled in the command register, or a reset in progress, Linux 5.8+). The process carries
- *   on; the access did not happen. The mapping works again once decode is back on.
- * - `'ECLOSED'`: the object (mapping, container, group, device) was used after `close()`.
- * - `'ESHORT'`: a pread/pwrite moved fewer bytes than asked.
- * - `'ENOTVIABLE'`: the group is not viable; the message lists its devices and their drivers.
- * - `'EVERSION'`: `/dev/vfio/vfio` speaks another VFIO API version.
- * - `'ENOIOMMU'`: the container supports none of the IOMMU types vfio-bridge drives.
- * - `'ENOGROUP'`: the container has no group attached yet.
- * - `'EPROTO'`: the kernel returned a malformed info structure or capability chain.
- * - `'ENOTMAPPABLE'`: the region does not support mmap.
- */
-export class VfioError extends Error {
-  override readonly name = 'VfioError';
-  /** The errno name, or one of the vfio-bridge codes listed on the class. */
-  readonly code: string;
-  /** The positive errno, when the kernel returned one. */
-  readonly errno?: number;
-  /** The operation: an ioctl name (`'VFIO_GROUP_GET_STATUS'`), a syscall, or `'mapping.read32'`. */
-  readonly op: string;
-  /** The device node or file involved, e.g. `/dev/vfio/12`. */
-  readonly path?: string;
-  /** The PCI address of the device involved, e.g. `0000:00:03.0`. */
-  readonly bdf?: string;
-  /** What to do about it, for the common cases. */
-  readonly hint?: string;
-
-  constructor(init: VfioErrorInit) {
-    super(init.hint ? `${init.message}\n  hint: ${init.hint}` : init.message);
-    this.code = init.code;
-    this.op = init.op;
-    if (init.errno !== undefined) this.errno = init.errno;
-    if (init.path !== undefined) this.path = init.path;
-    if (init.bdf !== undefined) this.bdf = init.bdf;
-    if (init.hint !== undefined) this.hint = init.hint;
-  }
-}
+export { VfioError, type VfioErrorInit } from './vfio-error';
 
 let errnoNames: Map<number, string> | undefined;
 
@@ -144,7 +94,12 @@ export function hintFor(ctx: HintContext): string | undefined {
       return undefined;
     case 'EBUSY':
       if (op === 'VFIO_GROUP_GET_DEVICE_FD') {
-        return `${ctx.bdf ?? 'the device'} is already open through this group (another Device, or another process)`;
+        // A second open in this process is refused before the ioctl (naming the owner), so the
+        // kernel's EBUSY comes from outside: the vfio cdev, or a driver that allows one open.
+        return (
+          `${ctx.bdf ?? 'the device'} is busy in the kernel: it is open through another interface ` +
+          `(its vfio cdev under /dev/vfio/devices) or by another user of this group; close that first`
+        );
       }
       if (isGroupNode) {
         return (

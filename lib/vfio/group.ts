@@ -2,7 +2,7 @@ import * as path from 'node:path';
 
 import { native, type NativeHandle } from '../native';
 import { containerHandle, type Container } from './container';
-import { Device } from './device';
+import { Device, openDeviceOwner } from './device';
 import { VfioError } from './errors';
 import {
   groupMembers,
@@ -103,10 +103,25 @@ export class Group implements Disposable {
 
   /**
    * Attach this group to `c`.
-   * @throws VfioError ENOTVIABLE listing every member with its driver, or the kernel's error
+   * @throws VfioError ENOTVIABLE listing every member with its driver, EINVAL when the group is
+   * already in a container, or the kernel's error
    */
   setContainer(c: Container): void {
     const h = this.#open('VFIO_GROUP_SET_CONTAINER');
+    if (this.#container !== null) {
+      // The kernel answers with a bare EINVAL; which case it is, is known here.
+      const same = this.#container === c;
+      throw new VfioError({
+        message: `VFIO_GROUP_SET_CONTAINER: group ${this.number} is already attached to ${same ? 'this' : 'another'} container`,
+        code: 'EINVAL',
+        errno: 22,
+        op: 'VFIO_GROUP_SET_CONTAINER',
+        path: this.path,
+        hint: same
+          ? 'nothing to do: the group stays attached until group.unsetContainer() or group.close()'
+          : 'a group belongs to one container at a time: call group.unsetContainer() first, then attach it to the other one',
+      });
+    }
     if (!this.status().viable) throw this.#notViable('VFIO_GROUP_SET_CONTAINER');
     native.vfioGroupSetContainer(h, containerHandle(c));
     this.#container = c;
@@ -129,6 +144,19 @@ export class Group implements Disposable {
   openDevice(bdf: string): Device {
     const h = this.#open('VFIO_GROUP_GET_DEVICE_FD');
     const dev = normalizeBdf(bdf);
+    const owner = openDeviceOwner(dev);
+    if (owner !== undefined) {
+      throw new VfioError({
+        message: `VFIO_GROUP_GET_DEVICE_FD: ${dev} is already open in this process (through ${owner})`,
+        code: 'EBUSY',
+        op: 'VFIO_GROUP_GET_DEVICE_FD',
+        path: this.path,
+        bdf: dev,
+        hint:
+          'two Device objects on one device would both drive it: use the Device already open, or ' +
+          'close it before opening the device again',
+      });
+    }
     let status: GroupStatus | undefined;
     try {
       return Device._fromHandle(native.vfioGroupGetDeviceFd(h, dev), dev, this.path);
@@ -140,6 +168,7 @@ export class Group implements Disposable {
         throw e; // the status is only for the hint; the first failure is the one to report
       }
       if (!status.viable) throw this.#notViable('VFIO_GROUP_GET_DEVICE_FD', e);
+      if (e.code === 'ENODEV') throw this.#notMember(dev, e);
       if (!status.containerSet || this.#container?.iommuType === null) {
         throw new VfioError({
           message: e.message.split('\n')[0]!,
@@ -180,6 +209,34 @@ export class Group implements Disposable {
       });
     }
     return this.#handle;
+  }
+
+  /** ENODEV from the kernel: the device is not in this group. Say which devices are, and where it is. */
+  #notMember(dev: string, cause: VfioError): VfioError {
+    let members = 'unknown (sysfs unreadable)';
+    try {
+      members =
+        this.members()
+          .map((m) => m.bdf)
+          .join(', ') || 'none';
+    } catch {
+      // sysfs unreadable: the message still says the device is not a member.
+    }
+    let where = '';
+    try {
+      where = `; ${dev} is in group ${groupNumberOf(dev, this.#sysfs)}: open it with Group.openByBdf('${dev}')`;
+    } catch {
+      where = `; ${dev} is in no IOMMU group (no such device, or not bound to vfio-pci)`;
+    }
+    return new VfioError({
+      message: `${dev} is not a device of group ${this.number}`,
+      code: 'ENODEV',
+      ...(cause.errno !== undefined ? { errno: cause.errno } : {}),
+      op: 'VFIO_GROUP_GET_DEVICE_FD',
+      path: this.path,
+      bdf: dev,
+      hint: `group ${this.number} holds ${members}${where}`,
+    });
   }
 
   #notViable(op: string, cause?: VfioError): VfioError {

@@ -1,5 +1,6 @@
 import { native, type NativeMappingHandle } from '../native';
 import './errors'; // registers the error factory before any native call can fail
+import { watchSigbusListeners } from './sigbus-watch';
 import type { AccessSize } from '../types';
 
 /** A typed array a block access can move elements in and out of. */
@@ -63,11 +64,12 @@ const ARRAY_FOR_WIDTH = {
  * `'ECLOSED'`; an access that faults (vfio-pci revoked the mapping) is a `VfioError` with code
  * `'SIGBUS'` and the process carries on.
  *
- * The SIGBUS guard is re-asserted each time a mapping is created: if a `process.on('SIGBUS')`
- * listener (or another library) has installed its own handler since, that handler becomes the one
- * the guard chains to for every SIGBUS that is not an accessor's fault, and the guard takes its
- * place again. Add such listeners before creating mappings, or create a mapping afterwards: until
- * then, a fault on a revoked mapping goes to that handler instead of becoming a `VfioError`.
+ * The SIGBUS guard stays the process's handler: it is re-asserted each time a mapping is created
+ * and each time a `process.on('SIGBUS')` listener is added or removed (Node replaces the handler
+ * with libuv's for the first listener and puts SIG_DFL back after the last). Whatever handler it
+ * displaced becomes the one it chains to, so listeners still get every SIGBUS that is not an
+ * accessor's fault. Native code that calls sigaction(SIGBUS) itself, outside `process` listeners,
+ * is taken over again only at the next mapping.
  *
  * The mapping is unmapped by {@link Mapping.close}, when it is garbage-collected, or when its
  * environment (thread) exits. It does not own the fd: close the fd whenever convenient.
@@ -96,6 +98,7 @@ export class Mapping implements Disposable {
     if (length === 0) throw new RangeError('length 0: a mapping must cover at least one byte');
     const writable = opts.writable ?? true;
     if (typeof writable !== 'boolean') throw new TypeError('writable must be a boolean');
+    watchSigbusListeners();
     const { handle, slot } = native.mmap(fd, offset, length, writable, opts.path, opts.bdf);
     return new Mapping(handle, slot, length);
   }

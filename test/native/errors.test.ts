@@ -80,7 +80,7 @@ describe('hints', () => {
   test('EBUSY: the group is open elsewhere', () => {
     expect(hintFor({ op: 'open', code: 'EBUSY', path: '/dev/vfio/12' })).toMatch(/already open elsewhere/);
     expect(hintFor({ op: 'VFIO_GROUP_GET_DEVICE_FD', code: 'EBUSY', bdf: '0000:00:03.0' })).toMatch(
-      /0000:00:03.0 is already open/,
+      /0000:00:03.0 is busy in the kernel: it is open through another interface/,
     );
   });
 

@@ -189,6 +189,70 @@ describe('a SIGBUS listener added after the guard', () => {
   });
 });
 
+describe('SIGBUS listeners added and removed while mappings exist', () => {
+  // Bounded children: without the guard a revoked access either loops for ever (libuv's handler)
+  // or dies with "Bus error" (SIG_DFL put back).
+  const run = (script: string) =>
+    spawnSync(process.execPath, ['-r', '@swc-node/register', '-e', script], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 20_000,
+      killSignal: 'SIGKILL',
+    });
+  const prelude = `
+    const fs = require('node:fs');
+    const { Mapping, VfioError, memfd } = require('./lib');
+    const fd = memfd('vfio-bridge-watch', 4096);
+    const m = Mapping.fromFd(fd, 0, 4096);
+    const access = () => {
+      try { m.read32(0); return 'no fault'; } catch (e) { return e instanceof VfioError ? e.code : String(e); }
+    };
+  `;
+
+  test('adding then removing a listener leaves the guard in place', () => {
+    const r = run(
+      `${prelude}
+       const l = () => console.log('listener');
+       process.on('SIGBUS', l);
+       process.off('SIGBUS', l);
+       fs.ftruncateSync(fd, 0);
+       console.log(access());
+       process.exit(0);`,
+    );
+    expect(r.signal).toBeNull();
+    expect(r.stdout.trim()).toBe('SIGBUS');
+    expect(r.status).toBe(0);
+  });
+
+  test('a listener kept after the last mapping does not take the faults', () => {
+    const r = run(
+      `${prelude}
+       process.on('SIGBUS', () => { console.log('listener'); process.exit(0); });
+       fs.ftruncateSync(fd, 0);
+       console.log(access());
+       process.kill(process.pid, 'SIGBUS'); setTimeout(() => process.exit(3), 5000);`,
+    );
+    expect(r.signal).toBeNull();
+    // The fault becomes a VfioError, and the listener still hears the SIGBUS sent afterwards.
+    expect(r.stdout.trim().split('\n')).toEqual(['SIGBUS', 'listener']);
+    expect(r.status).toBe(0);
+  });
+
+  test('after removeAllListeners and a new listener, a sent SIGBUS still reaches it', () => {
+    const r = run(
+      `${prelude}
+       process.on('SIGBUS', () => console.log('first'));
+       process.removeAllListeners('SIGBUS');
+       process.once('SIGBUS', () => { console.log('second'); process.exit(0); });
+       fs.ftruncateSync(fd, 0);
+       console.log(access());
+       process.kill(process.pid, 'SIGBUS'); setTimeout(() => process.exit(3), 5000);`,
+    );
+    expect(r.stdout.trim().split('\n')).toEqual(['SIGBUS', 'second']);
+    expect(r.status).toBe(0);
+  });
+});
+
 describe('a SIGBUS at a guarded instruction', () => {
   // A sent signal can arrive while the instruction pointer is at a guarded access (on the return
   // from a page fault, say); only the kernel's own fault may be turned into an access error. The

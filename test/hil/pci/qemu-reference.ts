@@ -193,6 +193,12 @@ export class QemuReference {
     return Number(await this.qtest('inl 0xcfc'));
   }
 
+  /** A guest-physical memory read of `size` bytes, through QEMU's own dispatch (qtest readb..readq). */
+  async memRead(addr: number, size: 1 | 2 | 4 | 8): Promise<bigint> {
+    const op = size === 1 ? 'readb' : size === 2 ? 'readw' : size === 4 ? 'readl' : 'readq';
+    return BigInt(await this.qtest(`${op} 0x${addr.toString(16)}`));
+  }
+
   /** `info mtree -f` over the HMP socket. */
   async infoMtreeFlat(): Promise<string> {
     const path = join(this.#dir, 'hmp.sock');

@@ -5,7 +5,7 @@ import {
   MemoryRegion,
   MemoryTopologyError,
   transaction,
-  type AccessSize,
+  type AccessLength,
   type FlatRange,
 } from '../../../lib';
 import { closeAll, space } from './helpers';
@@ -270,7 +270,8 @@ const access = fc.record({
   // Often aim at a range of the current view, or at the previous address again, so that accesses
   // keep hitting ranges that the commits in between have moved, resized or hidden.
   aim: fc.option(fc.nat(), { freq: 2 }),
-  size: fc.constantFrom<AccessSize>(1, 2, 4, 8),
+  // Every length KVM reports: 3, 5, 6 and 7 are split into naturally aligned pieces.
+  size: fc.constantFrom<AccessLength>(1, 2, 3, 4, 5, 6, 7, 8),
   write: fc.boolean(),
   value: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
 });
@@ -305,7 +306,7 @@ describe('property: dispatch matches the byte-by-byte reference', () => {
             );
             if (acc.write) {
               const v = BigInt.asUintN(acc.size * 8, acc.value);
-              as.write(acc.addr, acc.size, acc.size === 8 ? v : Number(v));
+              as.write(acc.addr, acc.size, acc.size >= 7 ? v : Number(v));
               hits.forEach((h, k) => {
                 if (h !== null && !h.readonly)
                   shadow.get(h.region)![h.offset] = Number((v >> BigInt(8 * k)) & 0xffn);
@@ -316,7 +317,7 @@ describe('property: dispatch matches the byte-by-byte reference', () => {
                 const byte = h === null ? 0xff : shadow.get(h.region)![h.offset];
                 want |= BigInt(byte) << BigInt(8 * k);
               });
-              expect(as.read(acc.addr, acc.size)).toBe(acc.size === 8 ? want : Number(want));
+              expect(as.read(acc.addr, acc.size)).toBe(acc.size >= 7 ? want : Number(want));
             }
           }
         };

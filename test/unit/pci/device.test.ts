@@ -1,4 +1,6 @@
+import { MemoryRegion } from '../../../lib/memory';
 import { type DeviceErrorEvent, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { VfioError } from '../../../lib/vfio/vfio-error';
 import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
 import { barRanges, e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from './helpers';
 
@@ -17,6 +19,15 @@ function rtl8168Spec(): FakeDeviceSpec {
     ],
     msix: { entries: 4, tableBar: 4, tableOffset: 0, pbaBar: 4, pbaOffset: 0x800 },
   };
+}
+
+function caughtErr(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error('expected an error, nothing was thrown');
 }
 
 function open(spec = e1000eSpec(), opts = {}) {
@@ -138,6 +149,26 @@ describe('BAR registers', () => {
     expect(events).toContain('add e0000000');
     expect(bus.memory.flatView.lookup(0xe0000000)?.region.name).toBe('0000:00:05.0 BAR 0 mmaps[0]');
     expect(bus.memory.flatView.lookup(0xfebc0000)).toBeUndefined();
+  });
+
+  it('presents the reset state first: decode, bus master and INTx disable off, BARs unplaced', () => {
+    const bus = new PciBus();
+    const fake = new FakeVfioDevice(e1000eSpec());
+    // As the host left it: I/O, memory, bus master, SERR and INTx disable on.
+    fake.config[0x04] = 0x07;
+    fake.config[0x05] = 0x05;
+    const dev = VfioPciDevice.open(bus, fake);
+    expect(dev.configRead(0x04, 2)).toBe(0x0100);
+    expect(dev.command).toBe(0x0100);
+    // On the device too, so it neither decodes nor masters before the guest says so.
+    expect(fake.config[0x04] | (fake.config[0x05] << 8)).toBe(0x0100);
+    for (let i = 0; i < 6; i++) expect([i, (dev.configRead(0x10 + 4 * i, 4) & ~0xf) >>> 0]).toEqual([i, 0]);
+    placeBar(dev, 0, 0xfebc0000);
+    expect(dev.bars[0]?.address).toBeNull();
+    expect(bus.memory.flatView.ranges).toEqual([]);
+    enableDecode(dev);
+    expect(dev.bars[0]?.address).toBe(0xfebc0000);
+    bus.close();
   });
 
   it('maps and unmaps with the memory and I/O decode bits', () => {
@@ -581,7 +612,11 @@ describe('MSI-X', () => {
     placeBar(dev, 5, 0xfebf8000);
     enableDecode(dev);
     expect(barRanges(dev, 3)).toEqual([[0, 0x4000, '0000:00:05.0 BAR 3 mmaps[0]', 'direct']]);
-    expect(barRanges(dev, 5)).toEqual([[0, 0x50, 'msix-table', 'emulated']]);
+    // As in QEMU, the base BAR owns what the table does not cover (the PBA overlay stays off).
+    expect(barRanges(dev, 5)).toEqual([
+      [0, 0x50, 'msix-table', 'emulated'],
+      [0x50, 0xfb0, '0000:00:05.0 base BAR 5', 'emulated'],
+    ]);
   });
 
   it('relocates the table to the end of a doubled BAR', () => {
@@ -595,7 +630,41 @@ describe('MSI-X', () => {
     expect(barRanges(dev, 3)).toEqual([
       [0, 0x4000, '0000:00:05.0 BAR 3 mmaps[0]', 'direct'],
       [0x4000, 0x50, 'msix-table', 'emulated'],
+      [0x4050, 0x3fb0, '0000:00:05.0 base BAR 3', 'emulated'],
     ]);
+  });
+
+  it('the base BAR owns the uncovered half: QEMU names, offsets and priority, reads 0, nothing beneath shows', () => {
+    const { bus, dev } = open(e1000eSpec(), { msixRelocation: 'bar3' });
+    // Something lower in the PCI space, under the whole window: it must never show through.
+    const under = MemoryRegion.ram('under', 0x10000);
+    new Uint8Array(under.backing!).fill(0x5a);
+    bus.memory.root.addSubregion(under, 0xfebf0000, 0);
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    placeBar(dev, 3, 0xfebf0000);
+    enableDecode(dev);
+    const hole = bus.memory.flatView.lookup(0xfebf4050)!;
+    expect([hole.region.name, hole.addr, hole.offsetInRegion, hole.region.priority]).toEqual([
+      '0000:00:05.0 base BAR 3',
+      0xfebf4050,
+      0x4050,
+      1,
+    ]);
+    expect(bus.memory.flatView.lookup(0xfebf7ffc)?.region.name).toBe('0000:00:05.0 base BAR 3');
+    expect(bus.mmioRead(0xfebf4050, 4)).toBe(0);
+    expect(bus.mmioRead(0xfebf7ff8, 8)).toBe(0n);
+    bus.mmioWrite(0xfebf6000, 4, 0x12345678);
+    expect(bus.mmioRead(0xfebf6000, 4)).toBe(0);
+    expect(new Uint8Array(under.backing!)[0x6000]).toBe(0x5a);
+    expect(bus.memory.unassignedCount).toBe(0);
+    expect(events.map((e) => [e.reason, e.where, e.offset, e.size, e.isWrite])).toEqual([
+      ['unbacked', '0000:00:05.0 base BAR 3', 0x4050, 4, false],
+      ['unbacked', '0000:00:05.0 base BAR 3', 0x7ff8, 8, false],
+      ['unbacked', '0000:00:05.0 base BAR 3', 0x6000, 4, true],
+      ['unbacked', '0000:00:05.0 base BAR 3', 0x6000, 4, false],
+    ]);
+    bus.close();
   });
 
   it('refuses relocation to an I/O BAR, the shadow of a 64-bit BAR, and auto', () => {
@@ -714,11 +783,11 @@ describe('routing', () => {
 
   it('rejects malformed exits with typed errors', () => {
     const { bus } = open();
-    expect(() => bus.dispatch('memory', 0x1000, 3 as 1, false)).toThrow(RangeError);
+    expect(() => bus.dispatch('memory', 0x1000, 9 as 1, false)).toThrow(RangeError);
     expect(() => bus.dispatch('memory', -1, 4, false)).toThrow(RangeError);
     expect(() => bus.dispatch('memory', 0x1000, 8, true, 1)).toThrow(TypeError);
     expect(() => bus.dispatch('memory', 0x1000, 4, true, 2 ** 32)).toThrow(RangeError);
-    expect(() => bus.dispatch('memory', 0x1000, 3 as 1, true, 1)).toThrow(RangeError);
+    expect(() => bus.dispatch('memory', 0x1000, 9 as 1, true, 1)).toThrow(RangeError);
     expect(() => bus.dispatch('memory', 0x1000, 4, true)).toThrow(TypeError);
     expect(() => bus.dispatch('io', 0xc000, 4, true, 1n)).toThrow(TypeError);
     expect(() => bus.dispatch('pci' as 'io', 0x1000, 4, false)).toThrow(TypeError);
@@ -780,6 +849,41 @@ describe('inspection', () => {
 });
 
 describe('lifetime', () => {
+  it('use after close is VfioError ECLOSED on the device and on the bus', () => {
+    const { bus, dev } = open();
+    dev.close();
+    const devErr = caughtErr(() => dev.configRead(0, 4));
+    expect(devErr).toBeInstanceOf(VfioError);
+    expect(devErr).toMatchObject({ code: 'ECLOSED', bdf: dev.bdf });
+    bus.close();
+    for (const fn of [() => bus.mmioRead(0, 4), () => bus.dispatch('io', 0, 1, false)]) {
+      const e = caughtErr(fn);
+      expect(e).toBeInstanceOf(VfioError);
+      expect(e).toMatchObject({ code: 'ECLOSED' });
+    }
+    const onClosed = caughtErr(() => VfioPciDevice.open(bus, new FakeVfioDevice(e1000eSpec())));
+    expect(onClosed).toMatchObject({ code: 'ECLOSED' });
+  });
+
+  it('a second VfioPciDevice on a device already driven is refused, naming the owner', () => {
+    const { bus, fake, dev } = open();
+    const other = new PciBus();
+    try {
+      const same = caughtErr(() => VfioPciDevice.open(bus, fake));
+      expect(same).toBeInstanceOf(VfioError);
+      expect(same).toMatchObject({ code: 'EBUSY', bdf: dev.bdf });
+      expect(same.message).toMatch(/already driven by an open VfioPciDevice on this PciBus/);
+      expect(caughtErr(() => VfioPciDevice.open(other, fake)).message).toMatch(/on another PciBus/);
+      // The refused open left nothing behind, and once the owner closes the device is free again.
+      expect(other.memory.root.subregions).toEqual([]);
+      dev.close();
+      VfioPciDevice.open(other, fake).close();
+    } finally {
+      other.close();
+      bus.close();
+    }
+  });
+
   it('close removes the BARs, closes the mappings and refuses further use', () => {
     const { bus, fake, dev } = open();
     placeBar(dev, 0, 0xfebc0000);
