@@ -4,4 +4,5 @@
 export * from './memory';
 export * from './vfio';
 export * from './pci';
+export * from './dma';
 export * from './vmm';

@@ -17,6 +17,21 @@ export interface NativeMappingHandle {
   readonly __vfioBridgeMapping: never;
 }
 
+/** Guest memory (a mapped memfd) inside the addon. Opaque to JavaScript. */
+export interface NativeGuestMemoryHandle {
+  readonly __vfioBridgeGuestMemory: never;
+}
+
+/** What `guestMemoryInfo` reports about open guest memory. */
+export interface NativeGuestMemoryInfo {
+  /** The host virtual address of the first byte (for the IOMMU and KVM memory slots). */
+  readonly address: bigint;
+  readonly fd: number;
+  readonly length: number;
+  readonly dev: number;
+  readonly ino: number;
+}
+
 /** A new mapping: its handle, and its slot in the environment's scratch (see `mappingScratch`). */
 export interface NativeMapping {
   readonly handle: NativeMappingHandle;
@@ -89,6 +104,29 @@ export interface NativeBinding {
   vfioSetIommu(container: NativeHandle, type: number): void;
   vfioIommuInfo(container: NativeHandle): Buffer;
   memlockLimit(): [bigint, bigint];
+
+  /** Map [offset, offset + size) of a mapping or guest memory at iova (VFIO_IOMMU_MAP_DMA). */
+  vfioMapDma(
+    container: NativeHandle,
+    memory: NativeMappingHandle | NativeGuestMemoryHandle,
+    offset: number,
+    iova: number,
+    size: number,
+    read: boolean,
+    write: boolean,
+  ): void;
+  /** VFIO_IOMMU_UNMAP_DMA; returns the bytes the kernel unmapped. */
+  vfioUnmapDma(container: NativeHandle, iova: number, size: number): number;
+
+  /** memfd_create(MFD_CLOEXEC | flags) + ftruncate + mmap; flags may hold MFD_HUGETLB and a size. */
+  guestMemoryCreate(name: string, size: number, flags: number): NativeGuestMemoryHandle;
+  /** Map guest memory shared by another thread: dup(fd), check it is still (dev, ino), mmap. */
+  guestMemoryAttach(fd: number, size: number, dev: number, ino: number): NativeGuestMemoryHandle;
+  /** An external ArrayBuffer over [offset, offset + length) of the memory (at most 4 GiB on Node 20). */
+  guestMemoryBuffer(memory: NativeGuestMemoryHandle, offset: number, length: number): ArrayBuffer;
+  guestMemoryInfo(memory: NativeGuestMemoryHandle): NativeGuestMemoryInfo;
+  /** Detach every buffer made over the memory (all listed), unmap, close the fd. Idempotent. */
+  guestMemoryClose(memory: NativeGuestMemoryHandle, buffers: ArrayBuffer[]): void;
 
   vfioGroupStatus(group: NativeHandle): number;
   vfioGroupSetContainer(group: NativeHandle, container: NativeHandle): void;

@@ -21,6 +21,7 @@
 #include "args.h"
 #include "errors.h"
 #include "fault_guard.h"
+#include "host_memory.h"
 #include "module.h"
 
 namespace vfio_bridge {
@@ -494,6 +495,23 @@ napi_value Memfd(napi_env env, napi_callback_info info) {
 void FinalizeScratch(napi_env, void*, void*) {}
 
 }  // namespace
+
+bool MappingHostRange(napi_env env, napi_value value, HostRange* out) {
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
+      napi_check_object_type_tag(env, value, &kMappingTag, &tagged) != napi_ok || !tagged) {
+    return false;
+  }
+  void* data = nullptr;
+  napi_get_value_external(env, value, &data);
+  auto* m = static_cast<MappingState*>(data);
+  out->base = m->base;
+  out->length = m->length;
+  out->writable = m->writable;
+  out->where = &m->where;
+  return true;
+}
 
 void ForgetModuleCache(ModuleData* module) {
   if (t_module_cache.module == module) t_module_cache = {nullptr, nullptr};

@@ -3,6 +3,7 @@
 #include "module.h"
 
 #include "fault_guard.h"
+#include "host_memory.h"
 
 namespace vfio_bridge {
 
@@ -77,6 +78,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterContainer(env, exports);
   RegisterGroup(env, exports);
   RegisterDevice(env, exports);
+  RegisterGuestMemory(env, exports);
+  RegisterDma(env, exports);
   return exports;
 }
 

@@ -1,4 +1,5 @@
 import { native, type NativeHandle } from '../native';
+import { DMA_HANDLE, DmaState, iovaRangesOf, minPageSize, type DmaMapping, type DmaMapRequest } from './dma';
 import { VfioError } from './errors';
 import {
   parseIommuInfo,
@@ -7,6 +8,22 @@ import {
   VFIO_TYPE1v2_IOMMU,
   type IommuInfo,
 } from './uapi';
+
+/** {@link Container.iommuInfo}: the raw info and what a VMM reads from it. */
+export interface ContainerIommuInfo extends IommuInfo {
+  /** Every IOMMU page size the kernel supports, ascending. */
+  pageSizes: number[];
+  /** The smallest of them: the granularity of every DMA mapping. */
+  minPageSize: number;
+  /** The IOVA ranges (inclusive ends) a mapping must lie in (VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE). */
+  iovaRanges: { start: bigint; end: bigint }[];
+  /** DMA entries left (VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL), or undefined when the kernel does not say. */
+  dmaAvail: number | undefined;
+  /** The migration capability is present (reported only; vfio-bridge does not use it). */
+  migration: boolean;
+  /** Dirty page tracking is available (it comes with the migration capability). */
+  dirtyTracking: boolean;
+}
 
 /** The IOMMU models vfio-bridge drives, best first. */
 export type IommuType = 'Type1v2' | 'Type1';
@@ -46,11 +63,35 @@ export class Container implements Disposable {
   #closed = false;
   #groups = 0;
   #iommu: IommuType | null = null;
+  #info: IommuInfo | null = null;
+  readonly #dma: DmaState;
 
   private constructor(handle: NativeHandle, path: string, apiVersion: number) {
     handles.set(this, handle);
     this.path = path;
     this.apiVersion = apiVersion;
+    this.#dma = new DmaState({
+      path,
+      info: () => this.#iommuInfoCached(),
+      dmaAvail: () => {
+        try {
+          return this.iommuInfo().dmaAvail;
+        } catch {
+          return undefined;
+        }
+      },
+      map: (m) =>
+        native.vfioMapDma(
+          this.#handle('VFIO_IOMMU_MAP_DMA'),
+          m.memory[DMA_HANDLE](),
+          m.offset,
+          m.iova,
+          m.size,
+          m.read,
+          m.write,
+        ),
+      unmap: (iova, size) => native.vfioUnmapDma(this.#handle('VFIO_IOMMU_UNMAP_DMA'), iova, size),
+    });
   }
 
   /**
@@ -140,22 +181,92 @@ export class Container implements Disposable {
     this.#iommu = chosen;
   }
 
-  /** VFIO_IOMMU_GET_INFO: page sizes and the capability chain (IOVA ranges, DMA entries left). */
-  iommuInfo(): IommuInfo {
-    return parseIommuInfo(native.vfioIommuInfo(this.#handle('VFIO_IOMMU_GET_INFO')));
+  /**
+   * VFIO_IOMMU_GET_INFO: page sizes, IOVA ranges, DMA entries left, and whether the migration and
+   * dirty-tracking capabilities exist, with the raw capability chain in `caps`.
+   */
+  iommuInfo(): ContainerIommuInfo {
+    const info = parseIommuInfo(native.vfioIommuInfo(this.#handle('VFIO_IOMMU_GET_INFO')));
+    const pageSizes: number[] = [];
+    for (let bit = 0n; bit < 64n; bit++) {
+      if (info.iovaPgsizes & (1n << bit)) pageSizes.push(Number(1n << bit));
+    }
+    const avail = info.caps.find((c) => c.kind === 'dma-avail');
+    const migration = info.caps.some((c) => c.kind === 'migration');
+    return {
+      ...info,
+      pageSizes,
+      minPageSize: minPageSize(info.iovaPgsizes),
+      iovaRanges: iovaRangesOf(info),
+      dmaAvail: avail?.kind === 'dma-avail' ? avail.avail : undefined,
+      migration,
+      dirtyTracking: migration,
+    };
+  }
+
+  // Page sizes and IOVA ranges do not change once the IOMMU type is set: ask the kernel once.
+  #iommuInfoCached(): IommuInfo | null {
+    if (this.#iommu === null) return null;
+    this.#info ??= parseIommuInfo(native.vfioIommuInfo(this.#handle('VFIO_IOMMU_GET_INFO')));
+    return this.#info;
+  }
+
+  /**
+   * Map `size` bytes of `memory` (guest RAM or a Mapping) from `offset` at `iova` for device DMA
+   * (VFIO_IOMMU_MAP_DMA). Refused before the ioctl, each with a VfioError naming the numbers: a
+   * closed container (`ECLOSED`), no IOMMU type set (`ENOIOMMU`), size 0 (`EZEROSIZE`), an iova,
+   * size or offset not aligned to the IOMMU page size (`EALIGN`), a range outside every IOVA range
+   * (`EIOVARANGE`), an overlap with a recorded mapping (`EOVERLAP`). Kernel failures keep their
+   * errno; ENOMEM and ENOSPC carry hints (RLIMIT_MEMLOCK, dma_avail and dma_entry_limit).
+   */
+  mapDma(req: DmaMapRequest): void {
+    this.#handle('VFIO_IOMMU_MAP_DMA');
+    this.#dma.map(req);
+  }
+
+  /**
+   * Unmap [iova, iova + size), which must be exactly one or more whole recorded mappings with no
+   * gap (`ENOTMAPPED` otherwise, before the ioctl). Returns the bytes the kernel unmapped.
+   */
+  unmapDma(iova: number, size: number): number {
+    this.#handle('VFIO_IOMMU_UNMAP_DMA');
+    return this.#dma.unmap(iova, size);
+  }
+
+  /** Every DMA mapping this container made and has not unmapped, in IOVA order. */
+  dmaMappings(): DmaMapping[] {
+    return this.#dma.list();
+  }
+
+  /** Bytes currently mapped for DMA by this container. */
+  get dmaMappedBytes(): number {
+    return this.#dma.mappedBytes;
   }
 
   /** Bookkeeping from Group: how many groups are attached. @internal */
   _groupAttached(delta: 1 | -1): void {
     this.#groups += delta;
+    if (this.#groups === 0 && this.#iommu !== null) {
+      // The kernel releases the IOMMU, and every DMA mapping with it, when the last group leaves.
+      this.#dma.forget();
+      this.#iommu = null;
+      this.#info = null;
+    }
   }
 
-  /** Close the container. Idempotent; later use throws VfioError `'ECLOSED'`. */
+  /**
+   * Close the container, after unmapping every DMA mapping it made. Idempotent; later use throws
+   * VfioError `'ECLOSED'`. The fd is closed even if an unmap fails; that failure is then thrown.
+   */
   close(): void {
     if (this.#closed) return;
-    this.#closed = true;
-    const h = handles.get(this);
-    if (h !== undefined) native.closeFd(h);
+    try {
+      if (this.#iommu !== null) this.#dma.unmapAll();
+    } finally {
+      this.#closed = true;
+      const h = handles.get(this);
+      if (h !== undefined) native.closeFd(h);
+    }
   }
 
   /** Same as {@link Container.close}, for `using`. */

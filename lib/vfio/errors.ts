@@ -42,15 +42,20 @@ function formatLimit(v: bigint): string {
   return v >= 1024n ? `${v / 1024n} KiB` : `${v} bytes`;
 }
 
-/** The hint text for RLIMIT_MEMLOCK, showing the current soft and hard limits. */
-export function memlockHint(): string {
-  let limits = 'unknown';
+/** RLIMIT_MEMLOCK's current soft and hard limits, as text for a hint. */
+export function memlockLimitText(): string {
   try {
     const [soft, hard] = native.memlockLimit();
-    limits = `${formatLimit(soft)} (hard limit ${formatLimit(hard)})`;
+    return `${formatLimit(soft)} (hard limit ${formatLimit(hard)})`;
   } catch {
     // The limit is only decoration for the hint; the original error is what gets thrown.
+    return 'unknown';
   }
+}
+
+/** The hint text for RLIMIT_MEMLOCK, showing the current soft and hard limits. */
+export function memlockHint(): string {
+  const limits = memlockLimitText();
   return (
     `RLIMIT_MEMLOCK is ${limits}. Memory pinned for DMA counts against it: raise it ` +
     `(ulimit -l, LimitMEMLOCK= in a systemd unit, or memlock in /etc/security/limits.conf) or run as root`

@@ -2,7 +2,8 @@
 export type { AccessSize } from '../types';
 export { VfioError, type VfioErrorInit } from './errors';
 export { Mapping, memfd, PAGE_SIZE, type BlockArray, type MappingOptions } from './mapping';
-export { Container, type IommuType } from './container';
+export { Container, type IommuType, type ContainerIommuInfo } from './container';
+export { DMA_HANDLE, type DmaMapRequest, type DmaMapping, type DmaMemory } from './dma-types';
 export { Group, type GroupOptions, type GroupStatus } from './group';
 export { Device } from './device';
 export { normalizeBdf, type GroupMember, type SysfsOptions } from './sysfs';

@@ -1,4 +1,5 @@
 import { native, type NativeMappingHandle } from '../native';
+import { DMA_HANDLE } from './dma-types';
 import './errors'; // registers the error factory before any native call can fail
 import { watchSigbusListeners } from './sigbus-watch';
 import type { AccessSize } from '../types';
@@ -101,6 +102,11 @@ export class Mapping implements Disposable {
     watchSigbusListeners();
     const { handle, slot } = native.mmap(fd, offset, length, writable, opts.path, opts.bdf);
     return new Mapping(handle, slot, length);
+  }
+
+  /** The native handle, for Container.mapDma (peer-to-peer DMA into a BAR). @internal */
+  [DMA_HANDLE](): NativeMappingHandle {
+    return this.#handle;
   }
 
   /** True once {@link Mapping.close} has run. */

@@ -31,6 +31,7 @@ export const VFIO_IRQ_INFO_NORESIZE = 1 << 3;
 export const VFIO_IOMMU_INFO_PGSIZES = 1 << 0;
 export const VFIO_IOMMU_INFO_CAPS = 1 << 1;
 export const VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE = 1;
+export const VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION = 2;
 export const VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL = 3;
 
 /** PCI region indexes, as in linux/vfio.h. BARs 0..5 are indexes 0..5. */
@@ -98,6 +99,7 @@ export interface IrqInfo {
 export type IommuCap =
   | { kind: 'iova-ranges'; ranges: { start: bigint; end: bigint }[] }
   | { kind: 'dma-avail'; avail: number }
+  | { kind: 'migration'; flags: number; pgsizeBitmap: bigint; maxDirtyBitmapSize: bigint }
   | { kind: 'unknown'; id: number; version: number };
 
 /** Result of VFIO_IOMMU_GET_INFO. */
@@ -259,6 +261,15 @@ export function parseIommuInfo(buf: Uint8Array): IommuInfo {
           caps.push({ kind: 'iova-ranges', ranges });
           break;
         }
+        case VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION:
+          need(op, buf, at, 32, 'migration capability');
+          caps.push({
+            kind: 'migration',
+            flags: dv.getUint32(at + 8, true),
+            pgsizeBitmap: dv.getBigUint64(at + 16, true),
+            maxDirtyBitmapSize: dv.getBigUint64(at + 24, true),
+          });
+          break;
         case VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL:
           need(op, buf, at, 12, 'DMA avail capability');
           caps.push({ kind: 'dma-avail', avail: dv.getUint32(at + 8, true) });

@@ -134,7 +134,7 @@ describe('device, IRQ and IOMMU info', () => {
     });
   });
 
-  test('IOMMU info with IOVA ranges, DMA avail and an unknown (migration) capability', () => {
+  test('IOMMU info with IOVA ranges, DMA avail and the migration capability', () => {
     // 24-byte header; iova @24 (2 ranges: 48 bytes); migration @72 (32); dma avail @104 (12, padded to 16).
     const w = new Writer(120).u32(0, 120).u32(4, 0b11).u64(8, 0x40201000n).u32(16, 24);
     w.cap(24, 1, 1, 72)
@@ -143,7 +143,7 @@ describe('device, IRQ and IOMMU info', () => {
       .u64(48, 0xfedfffffn)
       .u64(56, 0xfef00000n)
       .u64(64, (1n << 48n) - 1n);
-    w.cap(72, 2, 1, 104);
+    w.cap(72, 2, 1, 104).u32(80, 0).u64(88, 0x1000n).u64(96, 0x10000000n);
     w.cap(104, 3, 1, 0).u32(112, 65535);
     expect(parseIommuInfo(w.buf)).toEqual({
       flags: 3,
@@ -156,7 +156,7 @@ describe('device, IRQ and IOMMU info', () => {
             { start: 0xfef00000n, end: (1n << 48n) - 1n },
           ],
         },
-        { kind: 'unknown', id: 2, version: 1 },
+        { kind: 'migration', flags: 0, pgsizeBitmap: 0x1000n, maxDirtyBitmapSize: 0x10000000n },
         { kind: 'dma-avail', avail: 65535 },
       ],
     });

@@ -1,0 +1,23 @@
+/**
+ * Which DMA-able memory stands behind an ArrayBuffer, so the DMA listener can map a ram region by
+ * its backing. GuestRam registers every window it makes; nothing here loads the addon.
+ */
+import type { DmaMemory } from '../vfio/dma-types';
+
+const owners = new WeakMap<ArrayBuffer | SharedArrayBuffer, { memory: DmaMemory; offset: number }>();
+
+/** Record that `buffer` shows `memory` from `offset`. */
+export function registerDmaBuffer(
+  buffer: ArrayBuffer | SharedArrayBuffer,
+  memory: DmaMemory,
+  offset: number,
+): void {
+  owners.set(buffer, { memory, offset });
+}
+
+/** The DMA-able memory behind `buffer` and where the buffer starts in it, or undefined. */
+export function dmaBufferOwner(
+  buffer: ArrayBuffer | SharedArrayBuffer,
+): { memory: DmaMemory; offset: number } | undefined {
+  return owners.get(buffer);
+}

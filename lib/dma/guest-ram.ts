@@ -1,0 +1,268 @@
+/**
+ * Guest RAM: a memfd mapped once into this process, shown to JavaScript as ArrayBuffers without a
+ * copy, shareable with worker threads (they map the same pages), and handed by host address to the
+ * IOMMU (Container.mapDma, the DMA listener) and to KVM memory slots.
+ */
+import { constants as bufferConstants } from 'node:buffer';
+import * as fs from 'node:fs';
+import { markAsUntransferable } from 'node:worker_threads';
+
+import { MemoryRegion } from '../memory';
+import { native, type NativeGuestMemoryHandle } from '../native';
+import { VfioError } from '../vfio';
+import { DMA_HANDLE, type DmaMemory } from '../vfio/dma-types';
+import { registerDmaBuffer } from './dma-buffers';
+
+/** Options of {@link GuestRam.create}. */
+export interface GuestRamOptions {
+  /** Name of the memfd (shown in /proc/PID/maps) and in messages. Default `guest-ram`. */
+  name?: string;
+  /**
+   * Back the memory with huge pages (MFD_HUGETLB): `true` for the default huge page size, or a size
+   * in bytes (2 MiB, 1 GiB). The size must be a multiple of it, and the pages must be free in the
+   * pool; otherwise a VfioError `ENOHUGEPAGES` says how many are needed and how to reserve them.
+   */
+  hugepages?: boolean | number;
+}
+
+/** What {@link GuestRam.share} returns: post it to a worker and call {@link GuestRam.attach} there. */
+export interface SharedGuestRam {
+  readonly name: string;
+  readonly fd: number;
+  readonly length: number;
+  readonly dev: number;
+  readonly ino: number;
+  readonly hugePageSize: number;
+}
+
+const MFD_HUGETLB = 0x0004;
+const MFD_HUGE_SHIFT = 26;
+
+/** The largest ArrayBuffer this Node makes over external memory (4 GiB on Node 20). */
+export const MAX_GUEST_RAM_BUFFER: number = Math.min(bufferConstants.MAX_LENGTH, 2 ** 32);
+
+function defaultHugePageSize(): number {
+  const m = /^Hugepagesize:\s+(\d+) kB$/m.exec(readText('/proc/meminfo') ?? '');
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+function readText(path: string): string | undefined {
+  try {
+    return fs.readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+function checkSize(what: string, v: unknown): number {
+  if (typeof v !== 'number') throw new TypeError(`${what} must be a number, got ${typeof v}`);
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new RangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
+  }
+  return v;
+}
+
+function hugepageError(size: number, page: number, cause: unknown): VfioError {
+  const dir = `/sys/kernel/mm/hugepages/hugepages-${page / 1024}kB`;
+  const free = readText(`${dir}/free_hugepages`)?.trim();
+  const total = readText(`${dir}/nr_hugepages`)?.trim();
+  const need = Math.ceil(size / page);
+  const why = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
+  return new VfioError({
+    message: `no huge pages for ${size} bytes of guest RAM: ${need} pages of ${page} bytes needed (${why})`,
+    code: 'ENOHUGEPAGES',
+    op: 'memfd_create(MFD_HUGETLB)',
+    ...(cause instanceof VfioError && cause.errno !== undefined ? { errno: cause.errno } : {}),
+    hint:
+      free === undefined
+        ? `this kernel has no ${page}-byte huge page pool (${dir} is missing): pick another size or leave hugepages off`
+        : `${free} of ${total} pages are free in ${dir}: reserve more with ` +
+          `\`echo ${Number(total) - Number(free) + need} > ${dir}/nr_hugepages\` (as root), or leave hugepages off`,
+  });
+}
+
+/**
+ * Guest RAM backed by a memfd. `buffer()` gives zero-copy ArrayBuffer windows (one window holds at
+ * most {@link MAX_GUEST_RAM_BUFFER} bytes, so larger RAM is shown in pieces); `region()` makes a
+ * memory-model ram region over a window, which the DMA listener maps; `hostAddress` and `fd` are
+ * what a KVM memory slot needs. Worker threads map the same pages with `share()` / `attach()`.
+ *
+ * `close()` detaches every buffer made (views read as empty, never as freed memory) and unmaps; the
+ * pages live on while the IOMMU still maps them. Without close, the memory is released once the
+ * object and all its buffers are garbage-collected, or when the thread exits.
+ */
+export class GuestRam implements DmaMemory, Disposable {
+  readonly name: string;
+  readonly length: number;
+  /** The huge page size backing the memory, or 0 for normal pages. */
+  readonly hugePageSize: number;
+  readonly #handle: NativeGuestMemoryHandle;
+  readonly #windows = new Map<string, ArrayBuffer>();
+  readonly #address: bigint;
+  readonly #fd: number;
+  readonly #dev: number;
+  readonly #ino: number;
+  #closed = false;
+
+  private constructor(handle: NativeGuestMemoryHandle, name: string, hugePageSize: number) {
+    this.#handle = handle;
+    const info = native.guestMemoryInfo(handle);
+    this.name = name;
+    this.length = info.length;
+    this.hugePageSize = hugePageSize;
+    this.#address = info.address;
+    this.#fd = info.fd;
+    this.#dev = info.dev;
+    this.#ino = info.ino;
+  }
+
+  /** Allocate `size` bytes of zeroed guest RAM (pages are allocated when first touched). */
+  static create(size: number, opts: GuestRamOptions = {}): GuestRam {
+    checkSize('guest RAM size', size);
+    if (size === 0) throw new RangeError('guest RAM size 0: it must hold at least one page');
+    const name = opts.name ?? 'guest-ram';
+    if (typeof name !== 'string') throw new TypeError('name must be a string');
+    const huge = opts.hugepages ?? false;
+    let page = 0;
+    let flags = 0;
+    if (huge === true) {
+      page = defaultHugePageSize();
+      if (page === 0) throw hugepageError(size, 2 * 1024 * 1024, 'the kernel reports no huge page size');
+      flags = MFD_HUGETLB;
+    } else if (typeof huge === 'number') {
+      checkSize('hugepages', huge);
+      if (huge < 4096 || (huge & (huge - 1)) !== 0 || huge > 2 ** 30) {
+        throw new RangeError(`hugepages ${huge} is not a power of two between 4096 and 1 GiB`);
+      }
+      page = huge;
+      flags = MFD_HUGETLB | (Math.log2(huge) << MFD_HUGE_SHIFT);
+    } else if (huge !== false) {
+      throw new TypeError('hugepages must be a boolean or a page size in bytes');
+    }
+    if (page !== 0 && size % page !== 0) {
+      throw new RangeError(`guest RAM size ${size} is not a multiple of the huge page size ${page}`);
+    }
+    let handle: NativeGuestMemoryHandle;
+    try {
+      handle = native.guestMemoryCreate(name, size, flags);
+    } catch (e) {
+      if (page !== 0 && e instanceof VfioError) throw hugepageError(size, page, e);
+      throw e;
+    }
+    return new GuestRam(handle, name, page);
+  }
+
+  /** Map guest RAM another thread created and shared (see {@link GuestRam.share}). */
+  static attach(shared: SharedGuestRam): GuestRam {
+    if (shared === null || typeof shared !== 'object')
+      throw new TypeError('attach needs what share() returned');
+    const handle = native.guestMemoryAttach(shared.fd, shared.length, shared.dev, shared.ino);
+    return new GuestRam(handle, shared.name, shared.hugePageSize);
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The host virtual address of byte 0 (KVM_SET_USER_MEMORY_REGION's userspace_addr). */
+  get hostAddress(): bigint {
+    this.#check('guestRam.hostAddress');
+    return this.#address;
+  }
+
+  /** The memfd, owned by this object (closed with it). */
+  get fd(): number {
+    this.#check('guestRam.fd');
+    return this.#fd;
+  }
+
+  /** The name used in DMA messages. */
+  get dmaName(): string {
+    return `guest RAM '${this.name}'`;
+  }
+
+  /**
+   * A zero-copy ArrayBuffer over [offset, offset + length) (default: all of it, if it fits one
+   * buffer). The same window returns the same buffer. Views of it read and write guest memory.
+   */
+  buffer(offset = 0, length?: number): ArrayBuffer {
+    this.#check('guestRam.buffer');
+    checkSize('offset', offset);
+    const len = length === undefined ? this.length - offset : checkSize('length', length);
+    if (offset > this.length || len > this.length - offset) {
+      throw new RangeError(
+        `guestRam.buffer: offset ${offset} length ${len} is outside the ${this.length}-byte RAM`,
+      );
+    }
+    if (len > MAX_GUEST_RAM_BUFFER) {
+      throw new RangeError(
+        `guestRam.buffer: ${len} bytes exceed the ${MAX_GUEST_RAM_BUFFER}-byte limit of one ArrayBuffer on this Node; take smaller windows`,
+      );
+    }
+    const key = `${offset}:${len}`;
+    let ab = this.#windows.get(key);
+    if (ab === undefined) {
+      ab = native.guestMemoryBuffer(this.#handle, offset, len);
+      // A transfer would move the window out from under the other views; share() is the way.
+      markAsUntransferable(ab);
+      registerDmaBuffer(ab, this, offset);
+      this.#windows.set(key, ab);
+    }
+    return ab;
+  }
+
+  /** A DataView over [offset, offset + length) of guest RAM. */
+  view(offset: number, length: number): DataView {
+    return new DataView(this.buffer(offset, length));
+  }
+
+  /**
+   * A memory-model ram region over [offset, offset + size) of this RAM, to place in an address
+   * space; the DMA listener maps it from this memory.
+   */
+  region(name: string, offset = 0, size = this.length - offset): MemoryRegion {
+    return MemoryRegion.ram(name, size, this.buffer(offset, size));
+  }
+
+  /** What a worker needs to map the same pages with {@link GuestRam.attach}. Valid while this is open. */
+  share(): SharedGuestRam {
+    this.#check('guestRam.share');
+    return {
+      name: this.name,
+      fd: this.#fd,
+      length: this.length,
+      dev: this.#dev,
+      ino: this.#ino,
+      hugePageSize: this.hugePageSize,
+    };
+  }
+
+  /** @internal */
+  [DMA_HANDLE](): NativeGuestMemoryHandle {
+    return this.#handle;
+  }
+
+  /** Detach every buffer, unmap and close the memfd. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    native.guestMemoryClose(this.#handle, [...this.#windows.values()]);
+    this.#windows.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #check(op: string): void {
+    if (this.#closed) {
+      throw new VfioError({
+        message: `${op}: guest RAM '${this.name}' is closed`,
+        code: 'ECLOSED',
+        op,
+        hint: 'the object was closed; open a new one',
+      });
+    }
+  }
+}

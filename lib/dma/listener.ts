@@ -1,0 +1,465 @@
+/**
+ * The DMA listener: keeps a container's IOMMU mappings equal to the DMA-able sections of an address
+ * space, with QEMU's vfio listener semantics (hw/vfio/common.c, as relaxed for MMIO regions):
+ * - RAM is mapped at IOVA = guest-physical address, read-only RAM read-only for the device; a RAM
+ *   section whose address and host offset disagree below the page is skipped, and only the
+ *   page-aligned interior of any other section is mapped (the trimmed edges are reported);
+ * - RAM-device sections (BARs: peer-to-peer DMA) are mapped only when start, size and host offset
+ *   are page-aligned, and a failure to map one is reported, never fatal;
+ * - a failure to map RAM is fatal for the commit: everything the commit did is undone, so the
+ *   IOMMU is exactly as it was before it, and the sections it could not apply are retried on the
+ *   next commit;
+ * - a removed section unmaps exactly what was recorded for it, never a skipped one.
+ * Every message names the absolute guest-physical range and the region. Nothing here throws at the
+ * VMM for a guest's doing: problems are events, counters and a rate-limited log.
+ */
+import type { AddressSpace, FlatRange, MemoryListener } from '../memory';
+import { span, type DmaMapRequest } from '../vfio/dma-types';
+import { planSection, skipOf, type DmaSkip } from './plan';
+
+export type { DmaSkip, DmaSkipReason } from './plan';
+
+/** The part of a Container the listener uses (a fake in unit tests). */
+export interface DmaContainer {
+  mapDma(req: DmaMapRequest): void;
+  unmapDma(iova: number, size: number): number;
+  iommuInfo(): { minPageSize: number };
+}
+
+/** One IOMMU mapping the listener made. */
+export interface DmaListenerMapping {
+  readonly iova: number;
+  readonly size: number;
+  readonly region: string;
+  readonly kind: 'ram' | 'ram-device';
+  /** True when the device may only read (read-only RAM). */
+  readonly readonly: boolean;
+}
+
+/** A fatal commit: RAM could not be mapped, and the commit was undone. */
+export class DmaCommitError extends Error {
+  override readonly name = 'DmaCommitError';
+  readonly code = 'EDMACOMMIT';
+  /** The absolute guest-physical range that could not be mapped. */
+  readonly start: number;
+  readonly size: number;
+  readonly region: string;
+  /** Mappings that could not be put back while undoing (empty when the IOMMU is as before). */
+  readonly rollbackErrors: unknown[];
+  constructor(start: number, size: number, region: string, cause: unknown, rollbackErrors: unknown[]) {
+    const why = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
+    super(
+      `DMA map of RAM ${span(start, size)} ('${region}') failed, the commit was undone: ${why}` +
+        (rollbackErrors.length > 0 ? ` (and ${rollbackErrors.length} mapping(s) could not be restored)` : ''),
+      { cause },
+    );
+    this.start = start;
+    this.size = size;
+    this.region = region;
+    this.rollbackErrors = rollbackErrors;
+  }
+}
+
+/** A non-fatal DMA failure: a RAM-device map refused, or an unmap the kernel refused. */
+export interface DmaErrorEvent {
+  readonly start: number;
+  readonly size: number;
+  readonly region: string;
+  readonly op: 'map' | 'unmap';
+  readonly error: unknown;
+}
+
+/** Options of {@link DmaListener}. */
+export interface DmaListenerOptions {
+  /** Where warnings are logged, rate-limited. Default a process warning; null turns logging off. */
+  log?: ((line: string) => void) | null;
+  /** Minimum time between two log lines, in milliseconds. Default 1000. */
+  logIntervalMs?: number;
+  /** The host page size (default 4096): RAM is mapped in whole host pages as well as IOMMU pages. */
+  hostPageSize?: number;
+}
+
+/** Counters of a listener, since it was created. */
+export interface DmaListenerStats {
+  mappedBytes: number;
+  mappingCount: number;
+  skippedCount: number;
+  mapCalls: number;
+  unmapCalls: number;
+  commits: number;
+  fatalCount: number;
+  dmaErrorCount: number;
+  warningCount: number;
+}
+
+interface Mapped {
+  readonly section: FlatRange;
+  readonly req: DmaMapRequest;
+  readonly info: DmaListenerMapping;
+}
+
+interface Entry {
+  readonly section: FlatRange;
+  /** The mapping made for the section, if any. */
+  readonly mapped: Mapped | null;
+  readonly skips: readonly DmaSkip[];
+}
+
+function defaultLog(line: string): void {
+  process.emitWarning(line, 'DmaListenerWarning');
+}
+
+function firstLine(e: unknown): string {
+  return e instanceof Error ? e.message.split('\n')[0] : String(e);
+}
+
+/**
+ * Follows `space` and keeps `container`'s IOMMU in step with it. Events: `warning` (a skipped
+ * section, {@link DmaSkip}), `dma-error` (a RAM-device map or an unmap that failed,
+ * {@link DmaErrorEvent}), `fatal` (a RAM map failed and the commit was undone, {@link DmaCommitError}).
+ */
+export class DmaListener implements MemoryListener, Disposable {
+  readonly container: DmaContainer;
+  readonly space: AddressSpace;
+  /** The IOMMU page: the granularity of RAM-device mappings. */
+  readonly pageSize: number;
+  /** max(IOMMU page, host page): the granularity of RAM mappings. */
+  readonly ramPageSize: number;
+  readonly #entries = new Map<FlatRange, Entry>();
+  /** Recorded entries whose section left the flat view in a commit that was undone. */
+  readonly #orphans = new Set<Entry>();
+  /** Sections in the flat view that a commit that was undone did not get to record. */
+  readonly #missing = new Set<FlatRange>();
+  #dels: FlatRange[] = [];
+  #adds: FlatRange[] = [];
+  readonly #stats: DmaListenerStats = {
+    mappedBytes: 0,
+    mappingCount: 0,
+    skippedCount: 0,
+    mapCalls: 0,
+    unmapCalls: 0,
+    commits: 0,
+    fatalCount: 0,
+    dmaErrorCount: 0,
+    warningCount: 0,
+  };
+  readonly #on = {
+    warning: [] as ((w: DmaSkip) => void)[],
+    'dma-error': [] as ((e: DmaErrorEvent) => void)[],
+    fatal: [] as ((e: DmaCommitError) => void)[],
+  };
+  #log: ((line: string) => void) | null;
+  #logInterval: number;
+  #lastLog = -Infinity;
+  #suppressed = 0;
+  #lastFatal: DmaCommitError | null = null;
+  #unsubscribe: (() => void) | null = null;
+  #closed = false;
+
+  /** Start listening: every DMA-able section already in `space` is mapped now. */
+  constructor(container: DmaContainer, space: AddressSpace, opts: DmaListenerOptions = {}) {
+    if (container === null || typeof container !== 'object' || typeof container.mapDma !== 'function') {
+      throw new TypeError('DmaListener needs a container (Container or one with mapDma/unmapDma/iommuInfo)');
+    }
+    if (opts.log !== undefined && opts.log !== null && typeof opts.log !== 'function') {
+      throw new TypeError('log must be a function or null');
+    }
+    const interval = opts.logIntervalMs ?? 1000;
+    if (typeof interval !== 'number' || !(interval >= 0)) {
+      throw new RangeError(`logIntervalMs ${String(interval)} is out of range: must be a number >= 0`);
+    }
+    const host = opts.hostPageSize ?? 4096;
+    if (!Number.isSafeInteger(host) || host <= 0 || (host & (host - 1)) !== 0) {
+      throw new RangeError(`hostPageSize ${String(host)} is not a power of two`);
+    }
+    this.#log = opts.log === undefined ? defaultLog : opts.log;
+    this.#logInterval = interval;
+    this.container = container;
+    this.space = space;
+    this.pageSize = container.iommuInfo().minPageSize;
+    this.ramPageSize = Math.max(this.pageSize, host);
+    this.#unsubscribe = space.addListener(this);
+  }
+
+  /** Subscribe to an event. */
+  on(event: 'warning', fn: (w: DmaSkip) => void): this;
+  on(event: 'dma-error', fn: (e: DmaErrorEvent) => void): this;
+  on(event: 'fatal', fn: (e: DmaCommitError) => void): this;
+  on(event: 'warning' | 'dma-error' | 'fatal', fn: (e: never) => void): this {
+    const list = this.#on[event] as unknown[] | undefined;
+    if (list === undefined) throw new TypeError(`unknown event '${String(event)}'`);
+    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    list.push(fn);
+    return this;
+  }
+
+  /** Unsubscribe a function given to {@link DmaListener.on}. */
+  off(event: 'warning' | 'dma-error' | 'fatal', fn: (e: never) => void): this {
+    const list = this.#on[event] as unknown[] | undefined;
+    if (list === undefined) throw new TypeError(`unknown event '${String(event)}'`);
+    const i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+    return this;
+  }
+
+  /** Counters since creation. */
+  get stats(): Readonly<DmaListenerStats> {
+    let skipped = 0;
+    for (const e of this.#entries.values()) skipped += e.skips.length;
+    return { ...this.#stats, skippedCount: skipped };
+  }
+
+  /** The last fatal commit, or null. */
+  get lastFatal(): DmaCommitError | null {
+    return this.#lastFatal;
+  }
+
+  /** The IOMMU mappings the listener holds, in IOVA order. */
+  mappings(): DmaListenerMapping[] {
+    const out: DmaListenerMapping[] = [];
+    for (const e of this.#entries.values()) if (e.mapped) out.push(e.mapped.info);
+    return out.sort((a, b) => a.iova - b.iova);
+  }
+
+  /** Sections (or parts) of the current record that were not mapped, with the reason. */
+  skipped(): DmaSkip[] {
+    const out: DmaSkip[] = [];
+    for (const e of this.#entries.values()) out.push(...e.skips);
+    return out.sort((a, b) => a.start - b.start);
+  }
+
+  /** Whether the IOMMU is behind the flat view because a commit was undone (retried on the next one). */
+  get pending(): boolean {
+    return this.#orphans.size > 0 || this.#missing.size > 0;
+  }
+
+  // MemoryListener ------------------------------------------------------------------------------
+
+  begin(): void {
+    this.#dels = [];
+    this.#adds = [];
+  }
+
+  regionDel(s: FlatRange): void {
+    this.#dels.push(s);
+  }
+
+  regionAdd(s: FlatRange): void {
+    this.#adds.push(s);
+  }
+
+  commit(): void {
+    const dels = this.#dels;
+    const adds = this.#adds;
+    this.#dels = [];
+    this.#adds = [];
+    this.#stats.commits++;
+    this.#apply(dels, adds);
+  }
+
+  // The commit ----------------------------------------------------------------------------------
+
+  #apply(dels: FlatRange[], adds: FlatRange[]): void {
+    const removed: Entry[] = [];
+    const unmapped: Entry[] = [];
+    const added: Entry[] = [];
+    const unmapOne = (e: Entry): void => {
+      if (e.mapped === null) return;
+      const { iova, size } = e.mapped.info;
+      this.#stats.unmapCalls++;
+      this.container.unmapDma(iova, size);
+      unmapped.push(e);
+    };
+    // Unmaps first: a section's new place may overlap its old one.
+    for (const s of dels) {
+      if (this.#missing.delete(s)) continue; // never mapped: nothing to undo
+      const e = this.#entries.get(s);
+      if (e === undefined) continue;
+      try {
+        unmapOne(e);
+      } catch (err) {
+        this.#dmaError(e.mapped!.info, 'unmap', err);
+        // The kernel may still hold it: keep it recorded, to unmap again later.
+        this.#entries.delete(s);
+        this.#orphans.add(e);
+        continue;
+      }
+      this.#entries.delete(s);
+      removed.push(e);
+    }
+    for (const e of [...this.#orphans]) {
+      try {
+        unmapOne(e);
+        this.#orphans.delete(e);
+        removed.push(e);
+      } catch (err) {
+        this.#dmaError(e.mapped!.info, 'unmap', err);
+      }
+    }
+    const toAdd = adds.slice();
+    for (const s of this.#missing) toAdd.push(s);
+    this.#missing.clear();
+    const warnings: DmaSkip[] = [];
+    for (let k = 0; k < toAdd.length; k++) {
+      const s = toAdd[k];
+      const plan = planSection(s, this.pageSize, this.ramPageSize);
+      let mapped: Mapped | null = null;
+      const skips = plan.skips;
+      if (plan.req !== null) {
+        try {
+          this.#stats.mapCalls++;
+          this.container.mapDma(plan.req);
+          mapped = { section: s, req: plan.req, info: this.#info(s, plan.req) };
+        } catch (err) {
+          if (s.kind === 'ram') {
+            this.#fatal(s, plan.req, err, { removed, unmapped, added, rest: toAdd.slice(k) });
+            return;
+          }
+          const skip = skipOf(
+            s,
+            plan.req.iova,
+            plan.req.size,
+            'map-failed',
+            `map failed: ${firstLine(err)}`,
+            err,
+          );
+          skips.push(skip);
+          this.#dmaError({ iova: plan.req.iova, size: plan.req.size, region: s.region.name }, 'map', err);
+        }
+      }
+      const e: Entry = { section: s, mapped, skips };
+      this.#entries.set(s, e);
+      added.push(e);
+      warnings.push(...skips);
+    }
+    for (const e of removed) this.#account(e, -1);
+    for (const e of added) this.#account(e, +1);
+    for (const w of warnings) this.#warn(w);
+  }
+
+  #info(s: FlatRange, req: DmaMapRequest): DmaListenerMapping {
+    return Object.freeze({
+      iova: req.iova,
+      size: req.size,
+      region: s.region.name,
+      kind: s.kind as 'ram' | 'ram-device',
+      readonly: req.write === false,
+    });
+  }
+
+  /** mappedBytes and mappingCount follow what the kernel holds: the record and the orphans. */
+  #account(e: Entry, sign: 1 | -1): void {
+    if (e.mapped) {
+      this.#stats.mappedBytes += sign * e.mapped.info.size;
+      this.#stats.mappingCount += sign;
+    }
+  }
+
+  /**
+   * A RAM map failed: undo this commit (unmap what it mapped, map back what it unmapped) so the
+   * IOMMU is as before, keep the old record, and remember the flat-view changes for the next commit.
+   */
+  #fatal(
+    s: FlatRange,
+    req: DmaMapRequest,
+    cause: unknown,
+    done: { removed: Entry[]; unmapped: Entry[]; added: Entry[]; rest: FlatRange[] },
+  ): void {
+    const rollbackErrors: unknown[] = [];
+    for (const e of done.added.reverse()) {
+      this.#entries.delete(e.section);
+      if (e.mapped === null) continue;
+      try {
+        this.#stats.unmapCalls++;
+        this.container.unmapDma(e.mapped.info.iova, e.mapped.info.size);
+      } catch (err) {
+        rollbackErrors.push(err);
+        // Still mapped in the kernel: keep it recorded as an orphan so it is unmapped later.
+        this.#orphans.add(e);
+        this.#account(e, +1);
+      }
+    }
+    const removedSet = new Set(done.removed);
+    for (const e of done.unmapped.reverse()) {
+      if (!removedSet.has(e)) continue;
+      try {
+        this.#stats.mapCalls++;
+        this.container.mapDma(e.mapped!.req);
+        this.#orphans.add(e); // its section is gone from the flat view (or it was an orphan already)
+      } catch (err) {
+        rollbackErrors.push(err);
+        // Not in the kernel any more, so not in the record either.
+        this.#account(e, -1);
+      }
+    }
+    // Everything this commit meant to add is still to be mapped.
+    for (const e of done.added) this.#missing.add(e.section);
+    for (const x of done.rest) this.#missing.add(x);
+    const err = new DmaCommitError(req.iova, req.size, s.region.name, cause, rollbackErrors);
+    this.#stats.fatalCount++;
+    this.#lastFatal = err;
+    this.#logLine(err.message);
+    for (const fn of this.#on.fatal) this.#safe(() => fn(err));
+  }
+
+  #dmaError(m: { iova: number; size: number; region: string }, op: 'map' | 'unmap', error: unknown): void {
+    this.#stats.dmaErrorCount++;
+    const ev: DmaErrorEvent = { start: m.iova, size: m.size, region: m.region, op, error };
+    this.#logLine(`DMA: ${op} of ${span(m.iova, m.size)} ('${m.region}') failed: ${firstLine(error)}`);
+    for (const fn of this.#on['dma-error']) this.#safe(() => fn(ev));
+  }
+
+  #warn(w: DmaSkip): void {
+    this.#stats.warningCount++;
+    this.#logLine(w.message);
+    for (const fn of this.#on.warning) this.#safe(() => fn(w));
+  }
+
+  // A throwing event handler must not abort a commit half-way.
+  #safe(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.#logLine(`DMA: an event listener threw: ${firstLine(e)}`);
+    }
+  }
+
+  #logLine(line: string): void {
+    if (this.#log === null) return;
+    const now = Date.now();
+    if (now - this.#lastLog < this.#logInterval) {
+      this.#suppressed++;
+      return;
+    }
+    const more = this.#suppressed > 0 ? ` (${this.#suppressed} more since the last report)` : '';
+    this.#lastLog = now;
+    this.#suppressed = 0;
+    this.#log(line + more);
+  }
+
+  /**
+   * Stop listening and unmap everything the listener mapped. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const unsubscribe = this.#unsubscribe;
+    this.#unsubscribe = null;
+    unsubscribe?.();
+    this.#missing.clear();
+    for (const e of [...this.#orphans]) {
+      try {
+        this.#stats.unmapCalls++;
+        this.container.unmapDma(e.mapped!.info.iova, e.mapped!.info.size);
+        this.#account(e, -1);
+      } catch (err) {
+        this.#dmaError(e.mapped!.info, 'unmap', err);
+      }
+      this.#orphans.delete(e);
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

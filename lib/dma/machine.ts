@@ -1,0 +1,177 @@
+/**
+ * A machine for a Node VMM: guest RAM at its guest-physical ranges around a PCI hole, the PCI bus
+ * from lib/pci (whose memory space is the machine's system memory), one VFIO container for every
+ * assigned device, and the DMA listener keeping the IOMMU in step with the memory space.
+ */
+import { transaction, type MemoryRegion } from '../memory';
+import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
+import { Container } from '../vfio';
+import { GuestRam, MAX_GUEST_RAM_BUFFER, type GuestRamOptions } from './guest-ram';
+import { DmaListener, type DmaListenerOptions } from './listener';
+
+/** Options of {@link Machine.create}. */
+export interface MachineOptions {
+  /** Bytes of guest RAM (a multiple of 4 KiB, or of the huge page size). */
+  ramSize: number;
+  /**
+   * The guest-physical window kept free of RAM for BARs (default 3 GiB to 4 GiB, which holds the
+   * MSI window at 0xfee00000). RAM that does not fit below it continues at 4 GiB, or after the hole
+   * if the hole ends higher.
+   */
+  pciHole?: { start: number; size: number };
+  /** Huge pages for guest RAM (see GuestRamOptions.hugepages). */
+  hugepages?: GuestRamOptions['hugepages'];
+  /** Options of the PCI bus. */
+  bus?: PciBusOptions;
+  /** Options of the DMA listener. */
+  dma?: DmaListenerOptions;
+}
+
+/** One piece of guest RAM in guest-physical space. */
+export interface RamRange {
+  /** Guest-physical address. */
+  readonly gpa: number;
+  readonly size: number;
+  /** Where it starts in {@link Machine.ram}. */
+  readonly offset: number;
+  readonly region: MemoryRegion;
+}
+
+const GiB = 2 ** 30;
+
+function checkInteger(what: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw new RangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
+  }
+  return v;
+}
+
+/**
+ * Guest RAM + PCI hole + PciBus + DMA listener. Devices added with {@link Machine.addDevice} share
+ * the machine's container; the listener starts with the first one (the container needs a group
+ * before it has an IOMMU) and maps all RAM at IOVA = guest-physical address, then every BAR the
+ * guest places where peer-to-peer DMA can reach it.
+ */
+export class Machine implements Disposable {
+  readonly ram: GuestRam;
+  readonly bus: PciBus;
+  readonly container: Container;
+  readonly pciHole: { readonly start: number; readonly size: number };
+  readonly ramRanges: readonly RamRange[];
+  readonly devices: VfioPciDevice[] = [];
+  #dma: DmaListener | null = null;
+  readonly #dmaOptions: DmaListenerOptions;
+  #closed = false;
+
+  private constructor(
+    ram: GuestRam,
+    bus: PciBus,
+    container: Container,
+    hole: Machine['pciHole'],
+    dma: DmaListenerOptions,
+  ) {
+    this.ram = ram;
+    this.bus = bus;
+    this.container = container;
+    this.pciHole = hole;
+    this.#dmaOptions = dma;
+    this.ramRanges = Machine.#layout(ram, hole);
+    transaction(() => {
+      for (const r of this.ramRanges) bus.memory.root.addSubregion(r.region, r.gpa);
+    });
+  }
+
+  /** Allocate guest RAM, open a container and build the bus. */
+  static create(opts: MachineOptions): Machine {
+    if (opts === null || typeof opts !== 'object') throw new TypeError('Machine.create needs options');
+    const ramSize = checkInteger('ramSize', opts.ramSize);
+    const hole = opts.pciHole ?? { start: 3 * GiB, size: GiB };
+    checkInteger('pciHole.start', hole.start);
+    checkInteger('pciHole.size', hole.size);
+    const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
+    let container: Container | undefined;
+    try {
+      container = Container.open();
+      const bus = new PciBus(opts.bus);
+      return new Machine(ram, bus, container, { start: hole.start, size: hole.size }, opts.dma ?? {});
+    } catch (e) {
+      container?.close();
+      ram.close();
+      throw e;
+    }
+  }
+
+  // RAM below the hole, then above max(4 GiB, hole end), in windows one ArrayBuffer can hold.
+  static #layout(ram: GuestRam, hole: Machine['pciHole']): RamRange[] {
+    const out: RamRange[] = [];
+    const chunk = Math.floor(Math.min(MAX_GUEST_RAM_BUFFER, 2 * GiB) / GiB) * GiB || MAX_GUEST_RAM_BUFFER;
+    const low = Math.min(ram.length, hole.start);
+    const place = (name: string, gpa: number, offset: number, size: number): void => {
+      const pieces = Math.ceil(size / chunk);
+      for (let i = 0, at = 0; at < size; i++, at += chunk) {
+        const n = Math.min(chunk, size - at);
+        const label = pieces > 1 ? `${name}[${i}]` : name;
+        out.push({ gpa: gpa + at, size: n, offset: offset + at, region: ram.region(label, offset + at, n) });
+      }
+    };
+    if (low > 0) place('ram-below-4g', 0, 0, low);
+    if (ram.length > low)
+      place('ram-above-4g', Math.max(4 * GiB, hole.start + hole.size), low, ram.length - low);
+    return out;
+  }
+
+  /** The DMA listener (null until the first device is added). */
+  get dma(): DmaListener | null {
+    return this.#dma;
+  }
+
+  /**
+   * Open the vfio-pci device at `bdf` on the machine's bus and container, and start the DMA
+   * listener if this is the first device.
+   */
+  addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
+    if (this.#closed) throw new Error('Machine is closed');
+    const dev = VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container: this.container });
+    this.devices.push(dev);
+    this.#dma ??= new DmaListener(this.container, this.bus.memory, this.#dmaOptions);
+    return dev;
+  }
+
+  /**
+   * What KVM_SET_USER_MEMORY_REGION needs for each RAM range: guest-physical address, size and the
+   * host address of its first byte (page-aligned, as KVM requires).
+   */
+  memorySlots(): { gpa: number; size: number; hostAddress: bigint }[] {
+    const base = this.ram.hostAddress;
+    return this.ramRanges.map((r) => ({ gpa: r.gpa, size: r.size, hostAddress: base + BigInt(r.offset) }));
+  }
+
+  /** A DataView of guest RAM at guest-physical `gpa` (the range must lie in one RAM range). */
+  gpaView(gpa: number, length: number): DataView {
+    checkInteger('gpa', gpa);
+    checkInteger('length', length);
+    const r = this.ramRanges.find((x) => gpa >= x.gpa && gpa + length <= x.gpa + x.size);
+    if (r === undefined) {
+      throw new RangeError(`guest-physical [0x${gpa.toString(16)}, +${length}) is not inside one RAM range`);
+    }
+    return this.ram.view(r.offset + (gpa - r.gpa), length);
+  }
+
+  /** Stop DMA, close the devices, the container, the bus and guest RAM. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#dma?.close();
+      for (const d of this.devices.splice(0)) d.close();
+      this.container.close();
+    } finally {
+      this.bus.close();
+      this.ram.close();
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,325 @@
+/**
+ * The DMA side of a container: requests checked before they reach VFIO_IOMMU_MAP_DMA /
+ * VFIO_IOMMU_UNMAP_DMA, the exact record of what is mapped (an interval map over IOVA space), and
+ * the hints for the kernel's failures. The Container owns one DmaState.
+ */
+import * as fs from 'node:fs';
+
+import { memlockLimitText, VfioError } from './errors';
+import { DMA_HANDLE, hex, span, type DmaMapping, type DmaMapRequest, type DmaMemory } from './dma-types';
+import type { IommuInfo } from './uapi';
+
+export { DMA_HANDLE, hex, span, type DmaMapping, type DmaMapRequest, type DmaMemory };
+
+/** An inclusive IOVA range, as the kernel reports it. */
+export interface IovaRange {
+  start: bigint;
+  end: bigint;
+}
+
+function memoryName(m: DmaMemory): string {
+  return m.dmaName ?? 'memory';
+}
+
+function describe(m: DmaMapping): string {
+  return `${span(m.iova, m.size)} (${m.size} bytes of ${memoryName(m.memory)} from offset ${hex(m.offset)})`;
+}
+
+function checkInteger(op: string, what: string, v: unknown): number {
+  if (typeof v !== 'number') throw new TypeError(`${op}: ${what} must be a number, got ${typeof v}`);
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new RangeError(`${op}: ${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
+  }
+  return v;
+}
+
+function checkFlag(op: string, what: string, v: unknown): boolean {
+  if (v === undefined) return true;
+  if (typeof v !== 'boolean') throw new TypeError(`${op}: ${what} must be a boolean, got ${typeof v}`);
+  return v;
+}
+
+/** The IOMMU's smallest page: the lowest bit of iova_pgsizes. */
+export function minPageSize(pgsizes: bigint): number {
+  if (pgsizes === 0n) return 4096;
+  return Number(pgsizes & -pgsizes);
+}
+
+/** The IOVA ranges of an IommuInfo, or one range covering everything when the kernel has none. */
+export function iovaRangesOf(info: IommuInfo): IovaRange[] {
+  const cap = info.caps.find((c) => c.kind === 'iova-ranges');
+  return cap && cap.kind === 'iova-ranges' ? cap.ranges : [{ start: 0n, end: 0xffff_ffff_ffff_ffffn }];
+}
+
+/** What DmaState needs from its container. */
+export interface DmaHost {
+  readonly path: string;
+  /** The IOMMU info, or null when no IOMMU type is set yet. */
+  info(): IommuInfo | null;
+  /** Fresh dma_avail for a hint, or undefined. */
+  dmaAvail(): number | undefined;
+  map(m: DmaMapping): void;
+  unmap(iova: number, size: number): number;
+}
+
+/**
+ * The exact record of a container's DMA mappings: disjoint, sorted by IOVA, with binary search.
+ * Nothing reaches the kernel that the record cannot account for.
+ */
+export class DmaState {
+  readonly #host: DmaHost;
+  /** Sorted by iova; disjoint. */
+  readonly #maps: DmaMapping[] = [];
+  #bytes = 0;
+
+  constructor(host: DmaHost) {
+    this.#host = host;
+  }
+
+  /** Mappings in IOVA order. */
+  list(): DmaMapping[] {
+    return this.#maps.slice();
+  }
+
+  /** Bytes mapped. */
+  get mappedBytes(): number {
+    return this.#bytes;
+  }
+
+  /** Index of the first mapping whose end is above `iova`. */
+  #firstEndingAfter(iova: number): number {
+    const a = this.#maps;
+    let lo = 0;
+    let hi = a.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (a[mid].iova + a[mid].size <= iova) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  #error(op: string, code: string, message: string, hint?: string, errno?: number): VfioError {
+    const init = { message: `${op}: ${message}`, code, op, path: this.#host.path } as const;
+    return new VfioError({
+      ...init,
+      ...(hint !== undefined ? { hint } : {}),
+      ...(errno !== undefined ? { errno } : {}),
+    });
+  }
+
+  /** The IOMMU info, or the error for a container without an IOMMU type. */
+  #info(op: string): IommuInfo {
+    const info = this.#host.info();
+    if (info === null) {
+      throw this.#error(
+        op,
+        'ENOIOMMU',
+        'the container has no IOMMU type set',
+        'attach a group (group.setContainer) and call container.setIommu() first',
+      );
+    }
+    return info;
+  }
+
+  #checkAligned(op: string, info: IommuInfo, fields: [string, number][]): void {
+    const page = minPageSize(info.iovaPgsizes);
+    for (const [what, v] of fields) {
+      if (v % page !== 0) {
+        throw this.#error(
+          op,
+          'EALIGN',
+          `${what} ${hex(v)} is not aligned to the IOMMU page size ${hex(page)} (${page} bytes)`,
+          `iova, size and offset must be multiples of ${page}; iova_pgsizes is ${hex(info.iovaPgsizes)}`,
+        );
+      }
+    }
+  }
+
+  /** Validate and map; the record changes only when the kernel agreed. */
+  map(req: DmaMapRequest): void {
+    const op = 'VFIO_IOMMU_MAP_DMA';
+    if (req === null || typeof req !== 'object') throw new TypeError(`${op}: the request must be an object`);
+    const iova = checkInteger(op, 'iova', req.iova);
+    const size = checkInteger(op, 'size', req.size);
+    const offset = checkInteger(op, 'offset', req.offset ?? 0);
+    const read = checkFlag(op, 'read', req.read);
+    const write = checkFlag(op, 'write', req.write);
+    const memory = req.memory;
+    if (memory === null || typeof memory !== 'object' || typeof memory[DMA_HANDLE] !== 'function') {
+      throw new TypeError(`${op}: memory must be guest RAM (GuestRam) or a Mapping this package made`);
+    }
+    if (!read && !write) throw new RangeError(`${op}: read and write cannot both be false`);
+    const info = this.#info(op);
+    if (size === 0) {
+      throw this.#error(
+        op,
+        'EZEROSIZE',
+        `size 0 at iova ${hex(iova)}: a mapping must cover at least one page`,
+      );
+    }
+    this.#checkAligned(op, info, [
+      ['iova', iova],
+      ['size', size],
+      ['offset', offset],
+    ]);
+    if (offset + size > memory.length) {
+      throw new RangeError(
+        `${op}: offset ${hex(offset)} size ${hex(size)} is outside ${memoryName(memory)} (length ${hex(memory.length)})`,
+      );
+    }
+    this.#checkIovaRange(op, info, iova, size);
+    const i = this.#firstEndingAfter(iova);
+    const hit = this.#maps[i];
+    if (hit !== undefined && hit.iova < iova + size) {
+      throw this.#error(
+        op,
+        'EOVERLAP',
+        `${span(iova, size)} overlaps the existing mapping ${describe(hit)}`,
+        'unmap it first (unmapDma), or map somewhere else',
+      );
+    }
+    const m: DmaMapping = Object.freeze({ iova, size, memory, offset, read, write });
+    try {
+      this.#host.map(m);
+    } catch (e) {
+      throw this.#kernelError(e, m);
+    }
+    this.#maps.splice(i, 0, m);
+    this.#bytes += size;
+  }
+
+  #checkIovaRange(op: string, info: IommuInfo, iova: number, size: number): void {
+    const ranges = iovaRangesOf(info);
+    const first = BigInt(iova);
+    const last = first + BigInt(size) - 1n;
+    if (ranges.some((r) => r.start <= first && last <= r.end)) return;
+    const touched = ranges.find((r) => r.start <= last && first <= r.end);
+    const list = ranges.map((r) => `[${hex(r.start)}, ${hex(r.end)}]`).join(', ');
+    const where = touched
+      ? `runs out of the IOVA range [${hex(touched.start)}, ${hex(touched.end)}]`
+      : `lies in no IOVA range`;
+    throw this.#error(
+      op,
+      'EIOVARANGE',
+      `${span(iova, size)} ${where}`,
+      `the IOMMU accepts only ${list} (gaps are reserved, e.g. the MSI window)`,
+    );
+  }
+
+  /** The kernel's error with its errno kept and a hint for the common failures. */
+  #kernelError(e: unknown, m: DmaMapping): unknown {
+    if (!(e instanceof VfioError) || e.errno === undefined) return e;
+    const base = `${e.message.split('\n')[0]}: ${describe(m)}`;
+    let hint = e.hint;
+    if (e.code === 'ENOMEM') {
+      hint =
+        `this map needed ${m.size} bytes pinned, on top of the ${this.#bytes} bytes this container ` +
+        `already maps; RLIMIT_MEMLOCK is ${memlockLimitText()}. Raise it (ulimit -l, LimitMEMLOCK=, ` +
+        `/etc/security/limits.conf), or run with CAP_IPC_LOCK, which lifts the limit for pinning`;
+    } else if (e.code === 'ENOSPC') {
+      const avail = this.#host.dmaAvail();
+      hint =
+        `the IOMMU has no DMA entries left (dma_avail ${avail ?? 'unknown'}, ${this.#maps.length} ` +
+        `mappings in this container); the vfio_iommu_type1 module parameter dma_entry_limit is ` +
+        `${readEntryLimit()}: raise it (/sys/module/vfio_iommu_type1/parameters/dma_entry_limit, ` +
+        `read when a container is opened) or use fewer, larger mappings`;
+    } else if (e.code === 'EINVAL') {
+      hint =
+        'the kernel refused the mapping: check the IOVA ranges (iommuInfo().iovaRanges), that the ' +
+        "memory's host address is page-aligned, and that the container has an IOMMU type";
+    }
+    return new VfioError({
+      message: base,
+      code: e.code,
+      op: e.op,
+      errno: e.errno,
+      path: this.#host.path,
+      ...(hint !== undefined ? { hint } : {}),
+    });
+  }
+
+  /**
+   * Unmap [iova, iova + size), which must be exactly one or more whole recorded mappings with no
+   * gap between them. Returns the bytes the kernel unmapped.
+   */
+  unmap(iovaIn: number, sizeIn: number): number {
+    const op = 'VFIO_IOMMU_UNMAP_DMA';
+    const iova = checkInteger(op, 'iova', iovaIn);
+    const size = checkInteger(op, 'size', sizeIn);
+    const info = this.#info(op);
+    if (size === 0) throw this.#error(op, 'EZEROSIZE', `size 0 at iova ${hex(iova)}`);
+    this.#checkAligned(op, info, [
+      ['iova', iova],
+      ['size', size],
+    ]);
+    const end = iova + size;
+    const i = this.#firstEndingAfter(iova);
+    let j = i;
+    let at = iova;
+    while (at < end) {
+      const m = this.#maps[j];
+      if (m === undefined || m.iova > at) {
+        const gapEnd = m === undefined ? end : Math.min(m.iova, end);
+        throw this.#error(
+          op,
+          'ENOTMAPPED',
+          `${span(iova, size)} is not exactly whole mappings: ${span(at, gapEnd - at)} is not mapped`,
+          'unmap exactly what was mapped; dmaMappings() lists it',
+        );
+      }
+      if (m.iova < at || m.iova + m.size > end) {
+        throw this.#error(
+          op,
+          'ENOTMAPPED',
+          `${span(iova, size)} would split the mapping ${describe(m)}`,
+          'unmap exactly what was mapped; dmaMappings() lists it',
+        );
+      }
+      at = m.iova + m.size;
+      j++;
+    }
+    const unmapped = this.#host.unmap(iova, size);
+    const removed = this.#maps.splice(i, j - i);
+    for (const m of removed) this.#bytes -= m.size;
+    if (unmapped !== size) {
+      throw this.#error(
+        op,
+        'EDMASTATE',
+        `the kernel unmapped ${unmapped} of the ${size} bytes recorded at ${span(iova, size)}`,
+        'something else changed this container’s mappings; the record dropped them',
+      );
+    }
+    return unmapped;
+  }
+
+  /** Drop the record without unmapping: the kernel already released every mapping. */
+  forget(): void {
+    this.#maps.length = 0;
+    this.#bytes = 0;
+  }
+
+  /** Unmap every recorded mapping, last first; the first failure is thrown after trying them all. */
+  unmapAll(): void {
+    let first: unknown;
+    for (const m of this.#maps.slice().reverse()) {
+      try {
+        this.unmap(m.iova, m.size);
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    this.#maps.length = 0;
+    this.#bytes = 0;
+    if (first !== undefined) throw first;
+  }
+}
+
+/** The vfio_iommu_type1 dma_entry_limit module parameter, as text. */
+function readEntryLimit(): string {
+  try {
+    return fs.readFileSync('/sys/module/vfio_iommu_type1/parameters/dma_entry_limit', 'utf8').trim();
+  } catch {
+    return 'unreadable';
+  }
+}

@@ -1,0 +1,191 @@
+import { closeSync, openSync, readSync } from 'node:fs';
+
+import { Machine, type DmaSkip } from '../../../lib';
+import { native } from '../../../lib/native';
+import { containerHandle } from '../../../lib/vfio/container';
+import { DMA_HANDLE, type DmaMemory } from '../../../lib/vfio/dma-types';
+import { placeBar } from '../../unit/pci/helpers';
+import { describeDevice, ivshmemFile } from '../hil';
+import { eduDma, pattern } from './edu-dma';
+
+const MiB = 2 ** 20;
+const RAM = 16 * MiB;
+const hole = { start: RAM, size: 2 ** 32 - RAM };
+
+function machine(): Machine {
+  return Machine.create({ ramSize: RAM, pciHole: hole, dma: { log: null } });
+}
+
+/** Memory decode, I/O decode and bus mastering. */
+function enable(m: Machine, i: number): void {
+  m.devices[i].configWrite(0x04, 2, 0x0007);
+}
+
+function hostFile(offset: number, n: number): Uint8Array {
+  if (!ivshmemFile) throw new Error('VFIO_BRIDGE_HIL_IVSHMEM_FILE is not set');
+  const fd = openSync(ivshmemFile, 'r');
+  try {
+    const buf = Buffer.alloc(n);
+    readSync(fd, buf, 0, n, offset);
+    return new Uint8Array(buf);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+describeDevice('edu', 'DMA through the listener', (bdf) => {
+  it('round-trips bytes from guest RAM through edu back to another guest-RAM address', async () => {
+    using m = machine();
+    m.addDevice(bdf(), { log: null });
+    const bar0 = 0x8000_0000;
+    placeBar(m.devices[0], 0, bar0);
+    enable(m, 0);
+    expect(m.dma!.mappings()).toEqual([
+      { iova: 0, size: RAM, region: 'ram-below-4g', kind: 'ram', readonly: false },
+      { iova: bar0, size: MiB, region: `${bdf()} BAR 0 mmaps[0]`, kind: 'ram-device', readonly: false },
+    ]);
+    const data = pattern(4095, 1);
+    new Uint8Array(m.ram.buffer(0x10000, 4095)).set(data);
+    await eduDma(m.bus, bar0, 0x10000, 4095, false);
+    await eduDma(m.bus, bar0, 0x23000, 4095, true);
+    expect(new Uint8Array(m.ram.buffer(0x23000, 4095))).toEqual(data);
+    expect(m.memorySlots()).toEqual([{ gpa: 0, size: RAM, hostAddress: m.ram.hostAddress }]);
+    // The listener mapped what it says, and nothing was skipped or failed.
+    expect(m.dma!.stats).toMatchObject({
+      mappingCount: 2,
+      mappedBytes: RAM + MiB,
+      fatalCount: 0,
+      dmaErrorCount: 0,
+    });
+  });
+});
+
+describeDevice('edu', 'the machine layout', (bdf) => {
+  it('puts RAM below the PCI hole and the rest above 4 GiB, and maps both at IOVA = GPA', () => {
+    using m = Machine.create({
+      ramSize: 16 * MiB,
+      pciHole: { start: 8 * MiB, size: 2 ** 32 - 8 * MiB },
+      dma: { log: null },
+    });
+    expect(m.ramRanges.map((r) => [r.gpa, r.size, r.offset, r.region.name])).toEqual([
+      [0, 8 * MiB, 0, 'ram-below-4g'],
+      [2 ** 32, 8 * MiB, 8 * MiB, 'ram-above-4g'],
+    ]);
+    expect(m.dma).toBeNull();
+    m.addDevice(bdf(), { log: null });
+    expect(m.dma!.mappings().map((x) => [x.iova, x.size, x.region])).toEqual([
+      [0, 8 * MiB, 'ram-below-4g'],
+      [2 ** 32, 8 * MiB, 'ram-above-4g'],
+    ]);
+    expect(m.container.dmaMappings().map((x) => [x.iova, x.offset])).toEqual([
+      [0, 0],
+      [2 ** 32, 8 * MiB],
+    ]);
+    m.gpaView(2 ** 32 + 8, 4).setUint32(0, 0xabcdef01, true);
+    expect(m.ram.view(8 * MiB + 8, 4).getUint32(0, true)).toBe(0xabcdef01);
+    expect(() => m.gpaView(8 * MiB - 4, 8)).toThrow(RangeError);
+  });
+});
+
+describeDevice('ivshmem', 'peer-to-peer DMA into a BAR', (ivBdf) => {
+  describeDevice('edu', 'edu writes into ivshmem BAR 2', (eduBdf) => {
+    it("lands edu's bytes in ivshmem's host backing file", async () => {
+      using m = machine();
+      m.addDevice(eduBdf(), { log: null });
+      m.addDevice(ivBdf(), { log: null });
+      const bar0 = 0x8000_0000;
+      // Below 256 MiB: edu masks DMA addresses to 28 bits.
+      const bar2 = 0x0800_0000;
+      placeBar(m.devices[0], 0, bar0);
+      placeBar(m.devices[1], 2, bar2);
+      enable(m, 0);
+      enable(m, 1);
+      const p2p = m.dma!.mappings().find((x) => x.iova === bar2);
+      expect(p2p).toEqual({
+        iova: bar2,
+        size: MiB,
+        region: `${ivBdf()} BAR 2 mmaps[0]`,
+        kind: 'ram-device',
+        readonly: false,
+      });
+      const data = pattern(4000, 2);
+      new Uint8Array(m.ram.buffer(0x30000, data.length)).set(data);
+      await eduDma(m.bus, bar0, 0x30000, data.length, false);
+      await eduDma(m.bus, bar0, bar2 + 0x3000, data.length, true);
+      expect(hostFile(0x3000, data.length)).toEqual(data);
+    });
+  });
+});
+
+describeDevice('rtl8139', 'a sub-page RAM-device section', (bdf) => {
+  it('is skipped with a warning naming the absolute range and region, and mapped once page-aligned', () => {
+    using m = machine();
+    const warnings: DmaSkip[] = [];
+    m.addDevice(bdf(), { log: null });
+    m.dma!.on('warning', (w) => warnings.push(w));
+    const at = 0x0900_0100;
+    placeBar(m.devices[0], 1, at);
+    enable(m, 0);
+    const name = `${bdf()} BAR 1 mmaps[0]`;
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ start: at, size: 0x100, region: name, reason: 'unaligned-device' });
+    expect(warnings[0].message).toContain('[0x9000100, 0x9000200)');
+    expect(warnings[0].message).toContain(name);
+    expect(m.dma!.skipped()).toEqual([warnings[0]]);
+    expect(m.dma!.mappings().map((x) => x.kind)).toEqual(['ram']);
+    // Page-aligned, the sub-page BAR expands to its page, which the IOMMU can take.
+    placeBar(m.devices[0], 1, 0x0900_0000);
+    expect(m.dma!.skipped()).toEqual([]);
+    expect(m.dma!.mappings()[1]).toEqual({
+      iova: 0x0900_0000,
+      size: 0x1000,
+      region: name,
+      kind: 'ram-device',
+      readonly: false,
+    });
+  });
+});
+
+describeDevice('e1000e', '1,000 BAR relocations', (bdf) => {
+  it("keeps the kernel's view equal to the record, and gives every DMA entry back", () => {
+    using m = machine();
+    m.addDevice(bdf(), { log: null });
+    const h = containerHandle(m.container);
+    const dev = m.devices[0];
+    const startAvail = m.container.iommuInfo().dmaAvail!;
+    // Only RAM is mapped yet.
+    expect(m.dma!.stats.mappingCount).toBe(1);
+    placeBar(dev, 1, 0x2000_0000);
+    enable(m, 0);
+    const recorded = (): { iova: number; size: number }[] =>
+      m.dma!.mappings().map(({ iova, size }) => ({ iova, size }));
+    // Unmap what the record says is there: the kernel must give back exactly that; then put it back.
+    const probe = (iova: number, size: number): void => {
+      expect(native.vfioUnmapDma(h, iova, size)).toBe(size);
+      const s = m.bus.memory.flatView.lookup(iova)!;
+      const memory: DmaMemory =
+        s.kind === 'ram' ? (m.ram as DmaMemory) : (s.region.memory as unknown as DmaMemory);
+      const offset = s.kind === 'ram' ? iova : s.offsetInRegion + (iova - s.addr);
+      native.vfioMapDma(h, memory[DMA_HANDLE](), offset, iova, size, true, true);
+    };
+    let prev = -1;
+    for (let i = 0; i < 1000; i++) {
+      const at = 0x1000_0000 + (i % 16) * 0x20000 + (i % 2) * 0x100_0000;
+      placeBar(dev, 0, at);
+      const rec = recorded();
+      const bar0 = rec.filter((r) => r.iova >= 0x1000_0000 && r.iova < 0x2000_0000);
+      expect(bar0.reduce((n, r) => n + r.size, 0)).toBe(0x20000);
+      for (const r of bar0) probe(r.iova, r.size);
+      // Where BAR 0 was, nothing is left (unless it is where it is now).
+      if (prev >= 0 && prev !== at) expect(native.vfioUnmapDma(h, prev, 0x20000)).toBe(0);
+      prev = at;
+      if (i % 250 === 0) for (const r of rec) probe(r.iova, r.size);
+    }
+    expect(m.dma!.stats).toMatchObject({ fatalCount: 0, dmaErrorCount: 0 });
+    expect(m.container.iommuInfo().dmaAvail).toBe(startAvail - m.dma!.stats.mappingCount + 1);
+    m.dma!.close();
+    expect(m.dma!.stats.mappingCount).toBe(0);
+    expect(m.container.iommuInfo().dmaAvail).toBe(startAvail + 1);
+    expect(m.container.dmaMappings()).toEqual([]);
+  });
+});

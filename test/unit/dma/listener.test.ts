@@ -1,0 +1,239 @@
+import { DmaCommitError, DmaListener, type DmaErrorEvent, type DmaSkip } from '../../../lib/dma/listener';
+import { AddressSpace, BufferMemory, MemoryRegion, transaction } from '../../../lib/memory';
+import { FakeContainer, FakeDeviceMemory, FakeError, FakeRam } from './fake-container';
+
+function setup(): {
+  c: FakeContainer;
+  root: MemoryRegion;
+  as: AddressSpace;
+  l: DmaListener;
+  warnings: DmaSkip[];
+} {
+  const c = new FakeContainer();
+  const root = MemoryRegion.container('system', 2 ** 40);
+  const as = new AddressSpace('memory', root, { log: null });
+  const l = new DmaListener(c, as, { log: null });
+  const warnings: DmaSkip[] = [];
+  l.on('warning', (w) => warnings.push(w));
+  return { c, root, as, l, warnings };
+}
+
+const ram = new FakeRam(0x100000);
+
+function ramRegion(name: string, offset: number, size: number): MemoryRegion {
+  return MemoryRegion.ram(name, size, ram.window(offset, size));
+}
+
+describe('DmaListener decisions', () => {
+  it('maps RAM at IOVA = guest-physical address, read-only RAM read-only', () => {
+    const { c, root, l } = setup();
+    const a = ramRegion('ram-a', 0, 0x4000);
+    const b = ramRegion('rom-b', 0x4000, 0x2000);
+    b.setReadonly(true);
+    transaction(() => {
+      root.addSubregion(a, 0x10000);
+      root.addSubregion(b, 0x20000);
+    });
+    expect(c.state()).toEqual([
+      [0x10000, 0x4000, 0, true],
+      [0x20000, 0x2000, 0x4000, false],
+    ]);
+    expect(l.mappings()).toEqual([
+      { iova: 0x10000, size: 0x4000, region: 'ram-a', kind: 'ram', readonly: false },
+      { iova: 0x20000, size: 0x2000, region: 'rom-b', kind: 'ram', readonly: true },
+    ]);
+    expect(l.stats).toMatchObject({ mappedBytes: 0x6000, mappingCount: 2, skippedCount: 0 });
+  });
+
+  it('skips RAM whose address and host offset disagree below the page, naming the absolute range', () => {
+    const { c, root, l, warnings } = setup();
+    root.addSubregion(ramRegion('odd', 0, 0x3000), 0x1_0000_0800);
+    expect(c.maps).toEqual([]);
+    expect(warnings.map((w) => [w.start, w.size, w.region, w.reason])).toEqual([
+      [0x1_0000_0800, 0x3000, 'odd', 'unaligned'],
+    ]);
+    expect(warnings[0].message).toContain('[0x100000800, 0x100003800)');
+    expect(warnings[0].message).toContain("'odd'");
+    expect(l.skipped()).toEqual(warnings);
+  });
+
+  it('maps the page-aligned interior of congruent RAM and reports the trimmed edges', () => {
+    const { c, root, warnings } = setup();
+    root.addSubregion(ramRegion('edges', 0x800, 0x3000), 0x10800);
+    expect(c.state()).toEqual([[0x11000, 0x2000, 0x1000, true]]);
+    expect(warnings.map((w) => [w.start, w.size, w.reason])).toEqual([
+      [0x10800, 0x800, 'trimmed'],
+      [0x13000, 0x800, 'trimmed'],
+    ]);
+  });
+
+  it('skips sub-page RAM, and a hole punched by an I/O region splits the mapping', () => {
+    const { c, root, warnings } = setup();
+    root.addSubregion(ramRegion('tiny', 0, 0x800), 0x40000);
+    expect(warnings.map((w) => w.reason)).toEqual(['sub-page']);
+    const big = ramRegion('big', 0x10000, 0x10000);
+    const io = MemoryRegion.io('regs', 0x1000, { read: () => 0, write: () => undefined });
+    transaction(() => {
+      root.addSubregion(big, 0x80000);
+      root.addSubregion(io, 0x84000, 1);
+    });
+    expect(c.state()).toEqual([
+      [0x80000, 0x4000, 0x10000, true],
+      [0x85000, 0xb000, 0x15000, true],
+    ]);
+  });
+
+  it('maps a page-aligned RAM-device section and skips an unaligned one with a warning', () => {
+    const { c, root, warnings, l } = setup();
+    const bar = MemoryRegion.ramDevice('0000:00:03.0 BAR 0 mmaps[0]', 0x2000, new FakeDeviceMemory(0x2000));
+    const small = MemoryRegion.ramDevice('0000:00:04.0 BAR 1 mmaps[0]', 0x100, new FakeDeviceMemory(0x1000));
+    transaction(() => {
+      root.addSubregion(bar, 0xfe000000);
+      root.addSubregion(small, 0xfe100100);
+    });
+    expect(c.state()).toEqual([[0xfe000000, 0x2000, 0, true]]);
+    expect(warnings.map((w) => [w.start, w.size, w.region, w.kind, w.reason])).toEqual([
+      [0xfe100100, 0x100, '0000:00:04.0 BAR 1 mmaps[0]', 'ram-device', 'unaligned-device'],
+    ]);
+    expect(warnings[0].message).toContain('[0xfe100100, 0xfe100200)');
+    expect(l.mappings()[0].kind).toBe('ram-device');
+  });
+
+  it('skips memory the IOMMU cannot be given: JavaScript-only RAM and device memory', () => {
+    const { c, root, warnings } = setup();
+    transaction(() => {
+      root.addSubregion(MemoryRegion.ram('js-ram', 0x1000), 0x1000);
+      root.addSubregion(MemoryRegion.ramDevice('fake-bar', 0x1000, new BufferMemory(0x1000)), 0x3000);
+    });
+    expect(c.maps).toEqual([]);
+    expect(warnings.map((w) => [w.region, w.reason])).toEqual([
+      ['js-ram', 'no-host-memory'],
+      ['fake-bar', 'no-host-memory'],
+    ]);
+  });
+
+  it('does not fail the commit when a RAM-device map fails: warning and dma-error', () => {
+    const { c, root, l, warnings } = setup();
+    const errors: DmaErrorEvent[] = [];
+    l.on('dma-error', (e) => errors.push(e));
+    c.failMap = (req) => (req.iova === 0xfe000000 ? new FakeError('EFAULT', 'no pfns') : undefined);
+    transaction(() => {
+      root.addSubregion(MemoryRegion.ramDevice('bar', 0x1000, new FakeDeviceMemory(0x1000)), 0xfe000000);
+      root.addSubregion(ramRegion('ram', 0, 0x1000), 0);
+    });
+    expect(c.state()).toEqual([[0, 0x1000, 0, true]]);
+    expect(errors.map((e) => [e.start, e.size, e.region, e.op])).toEqual([
+      [0xfe000000, 0x1000, 'bar', 'map'],
+    ]);
+    expect(warnings.map((w) => [w.start, w.reason])).toEqual([[0xfe000000, 'map-failed']]);
+    expect(l.stats).toMatchObject({ fatalCount: 0, dmaErrorCount: 1, mappingCount: 1 });
+    // Removing it unmaps nothing: it was never mapped.
+    const before = c.log.length;
+    root.removeSubregion(root.subregions.find((r) => r.name === 'bar')!);
+    expect(c.log.slice(before)).toEqual([]);
+  });
+
+  it('undoes the whole commit when RAM cannot be mapped, and applies it on the next commit', () => {
+    const { c, root, l } = setup();
+    const bar = MemoryRegion.ramDevice('bar', 0x2000, new FakeDeviceMemory(0x2000));
+    const low = ramRegion('low', 0, 0x8000);
+    transaction(() => {
+      root.addSubregion(bar, 0x100000);
+      root.addSubregion(low, 0);
+    });
+    const before = c.state();
+    const fatals: DmaCommitError[] = [];
+    l.on('fatal', (e) => fatals.push(e));
+    c.failMap = (req) => (req.iova === 0x200000 ? new FakeError('ENOMEM', 'pinning failed') : undefined);
+    const high = ramRegion('high', 0x8000, 0x4000);
+    transaction(() => {
+      bar.setOffset(0x300000); // an unmap and a map before the failure
+      low.setSize(0x4000);
+      root.addSubregion(high, 0x200000);
+    });
+    expect(c.state()).toEqual(before);
+    expect(fatals).toHaveLength(1);
+    expect(fatals[0]).toMatchObject({ code: 'EDMACOMMIT', start: 0x200000, size: 0x4000, region: 'high' });
+    expect(fatals[0].message).toContain('[0x200000, 0x204000)');
+    expect(fatals[0].rollbackErrors).toEqual([]);
+    expect(l.pending).toBe(true);
+    expect(l.lastFatal).toBe(fatals[0]);
+    expect(l.stats).toMatchObject({ fatalCount: 1, mappingCount: 2, mappedBytes: 0xa000 });
+
+    c.failMap = null;
+    root.addSubregion(ramRegion('later', 0x10000, 0x1000), 0x400000);
+    expect(l.pending).toBe(false);
+    expect(c.state()).toEqual([
+      [0, 0x4000, 0, true],
+      [0x200000, 0x4000, 0x8000, true],
+      [0x300000, 0x2000, 0, true],
+      [0x400000, 0x1000, 0x10000, true],
+    ]);
+    expect(c.inexactUnmaps).toEqual([]);
+  });
+
+  it('unmaps exactly what it recorded on removal and on close, never a skipped section', () => {
+    const { c, root, l } = setup();
+    const a = ramRegion('a', 0x800, 0x3000);
+    const dev = MemoryRegion.ramDevice('sub', 0x100, new FakeDeviceMemory(0x100));
+    transaction(() => {
+      root.addSubregion(a, 0x10800);
+      root.addSubregion(dev, 0x20000);
+    });
+    root.removeSubregion(a);
+    root.removeSubregion(dev);
+    expect(c.log.filter((x) => x.op === 'unmap')).toEqual([
+      { op: 'unmap', iova: 0x11000, size: 0x2000, result: 0x2000 },
+    ]);
+    root.addSubregion(ramRegion('b', 0, 0x1000), 0);
+    l.close();
+    expect(c.maps).toEqual([]);
+    expect(c.inexactUnmaps).toEqual([]);
+    expect(l.stats).toMatchObject({ mappingCount: 0, mappedBytes: 0 });
+    // Closed: later changes reach nothing.
+    root.addSubregion(ramRegion('c', 0, 0x1000), 0x8000);
+    expect(c.maps).toEqual([]);
+  });
+
+  it('ignores I/O sections and maps what is already there when it starts', () => {
+    const c = new FakeContainer();
+    const root = MemoryRegion.container('system', 2 ** 32);
+    root.addSubregion(MemoryRegion.io('io', 0x1000, { read: () => 0, write: () => undefined }), 0);
+    root.addSubregion(ramRegion('r', 0, 0x1000), 0x1000);
+    const l = new DmaListener(c, new AddressSpace('m', root, { log: null }), { log: null });
+    expect(c.state()).toEqual([[0x1000, 0x1000, 0, true]]);
+    expect(l.skipped()).toEqual([]);
+  });
+
+  it('logs at a limited rate and survives a throwing event handler', () => {
+    const lines: string[] = [];
+    const c = new FakeContainer();
+    const root = MemoryRegion.container('system', 2 ** 32);
+    const l = new DmaListener(c, new AddressSpace('m', root, { log: null }), { log: (x) => lines.push(x) });
+    l.on('warning', () => {
+      throw new Error('handler bug');
+    });
+    transaction(() => {
+      for (let i = 0; i < 5; i++) root.addSubregion(ramRegion(`t${i}`, 0, 0x100), i * 0x10000);
+    });
+    expect(l.stats.warningCount).toBe(5);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain('[0x0, 0x100)');
+  });
+
+  it('refuses bad options with typed errors', () => {
+    const root = MemoryRegion.container('system', 2 ** 32);
+    const as = new AddressSpace('m', root, { log: null });
+    expect(() => new DmaListener({} as never, as)).toThrow(TypeError);
+    expect(() => new DmaListener(new FakeContainer(), as, { hostPageSize: 3000 })).toThrow(RangeError);
+    expect(() => new DmaListener(new FakeContainer(), as, { logIntervalMs: -1 })).toThrow(RangeError);
+    const l = new DmaListener(new FakeContainer(), as, { log: null });
+    expect(() => l.on('nope' as never, () => undefined)).toThrow(TypeError);
+    const seen: DmaSkip[] = [];
+    const fn = (w: DmaSkip): number => seen.push(w);
+    l.on('warning', fn).off('warning', fn);
+    root.addSubregion(ramRegion('x', 0, 0x100), 0);
+    expect(seen).toEqual([]);
+    expect(l.stats.warningCount).toBe(1);
+  });
+});
