@@ -16,9 +16,12 @@ export interface PciWindows {
   readonly io: AddressWindow;
 }
 
-/** A PC-like default: memory 0xe0000000-0xfec00000 (up to the IOAPIC), ports 0xc000-0xffff. */
+/**
+ * A PC-like default: memory from 3 GiB (where lib/dma's Machine starts its PCI hole) up to the
+ * IOAPIC at 0xfec00000, ports 0xc000-0xffff.
+ */
 export const DEFAULT_PCI_WINDOWS: PciWindows = {
-  mem32: { base: 0xe0000000, limit: 0xfec00000 },
+  mem32: { base: 0xc0000000, limit: 0xfec00000 },
   io: { base: 0xc000, limit: 0x10000 },
 };
 

@@ -33,13 +33,16 @@ const HIGH_MEMORY = 0x100000;
 /** Guest RAM of a PC: `ramSize` bytes, split around the PCI hole that starts at `pciHoleStart`. */
 export interface PcMemoryLayout {
   readonly ramSize: number;
-  /** Where RAM below 4 GiB stops and the PCI hole begins (default 0xe0000000, 3.5 GiB). */
+  /**
+   * Where RAM below 4 GiB stops and the PCI hole begins (default 0xc0000000, 3 GiB, where lib/dma's
+   * Machine starts its hole).
+   */
   readonly pciHoleStart?: number;
 }
 
 /** The guest-physical RAM ranges of a PC layout: below the hole, and the rest from 4 GiB. */
 export function pcRamRanges(layout: PcMemoryLayout): { addr: number; size: number }[] {
-  const hole = layout.pciHoleStart ?? 0xe0000000;
+  const hole = layout.pciHoleStart ?? 0xc0000000;
   if (!Number.isSafeInteger(layout.ramSize) || layout.ramSize < 2 * MIB || layout.ramSize % 4096 !== 0) {
     throw new VmmError(
       'EE820',

@@ -33,13 +33,13 @@ describe('placeBars', () => {
     const summary = placed.map((p) => [p.slot, p.bar, p.type, p.size, p.address]);
     expect(summary).toEqual([
       [4, 0, 'io', 0x100, 0xc000],
-      [4, 1, 'mem32', 0x100, 0xe0144000],
-      [5, 0, 'mem32', 0x20000, 0xe0100000],
-      [5, 1, 'mem32', 0x20000, 0xe0120000],
+      [4, 1, 'mem32', 0x100, 0xc0144000],
+      [5, 0, 'mem32', 0x20000, 0xc0100000],
+      [5, 1, 'mem32', 0x20000, 0xc0120000],
       [5, 2, 'io', 0x20, 0xc100],
-      [5, 3, 'mem32', 0x4000, 0xe0140000],
-      [6, 0, 'mem32', 0x100, 0xe0145000],
-      [6, 2, 'mem64', 0x100000, 0xe0000000],
+      [5, 3, 'mem32', 0x4000, 0xc0140000],
+      [6, 0, 'mem32', 0x100, 0xc0145000],
+      [6, 2, 'mem64', 0x100000, 0xc0000000],
     ]);
     // The devices now decode there: the bus has every BAR, and the sub-page BAR got a page of its own.
     expect(e1000e.command & 0x3).toBe(0x3);
