@@ -6,3 +6,4 @@ export * from './vfio';
 export * from './pci';
 export * from './kvm';
 export * from './dma';
+export * from './vmm';
