@@ -22,5 +22,5 @@ export {
   type Segment,
   type Sregs,
 } from './uapi';
-export { MsiRoutes, defaultIrqchipRoutes, type MsiMessage } from './msi-routes';
+export { MsiRoutes, type MsiMessage } from './msi-routes';
 export { VfioMsiSeam } from './vfio-msi';

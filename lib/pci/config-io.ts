@@ -2,12 +2,12 @@ import { type AccessSize, MemoryRegion } from '../memory';
 import type { VfioPciDevice } from './device';
 
 /** The ports of PCI configuration mechanism #1: CONFIG_ADDRESS at 0xcf8, CONFIG_DATA at 0xcfc. */
-export const PCI_CONFIG_PORT = 0xcf8;
+export const PCI_CONFIG_IO_PORT = 0xcf8;
 
 /**
  * pciConfigIo: an I/O region for ports 0xcf8-0xcff serving a guest's configuration cycles
  * (mechanism #1) to the devices in `devices`, keyed by their guest-visible device number on bus 0
- * (function 0). Place it in a bus's I/O space at {@link PCI_CONFIG_PORT}.
+ * (function 0). Place it in a bus's I/O space at {@link PCI_CONFIG_IO_PORT}.
  *
  * A cycle to a device number that is not there, or with the enable bit clear, reads all-ones and
  * is dropped, as on a real host bridge. `onWrite` hears every configuration write after the device

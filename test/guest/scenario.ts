@@ -12,7 +12,7 @@ import {
   MemoryRegion,
   PciBus,
   pciConfigIo,
-  PCI_CONFIG_PORT,
+  PCI_CONFIG_IO_PORT,
   type MapInfo,
   type RunResult,
   VfioMsiSeam,
@@ -133,7 +133,7 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
       pciConfigIo(devices, (dev, offset, size, value) => {
         if (dev === edu) msi.configWritten(offset, size, value);
       }),
-      PCI_CONFIG_PORT,
+      PCI_CONFIG_IO_PORT,
     );
     // Guest RAM at IOVA = guest-physical address, in edu's container.
     oEdu.container.mapDma({ iova: 0, size: RAM_SIZE, memory: machine.ram });
@@ -169,7 +169,7 @@ function classify(
 ): { kind: ExitKind; name: string } {
   if (
     space === 'io' &&
-    (address === CHECKPOINT_PORT || (address >= PCI_CONFIG_PORT && address < PCI_CONFIG_PORT + 8))
+    (address === CHECKPOINT_PORT || (address >= PCI_CONFIG_IO_PORT && address < PCI_CONFIG_IO_PORT + 8))
   ) {
     return { kind: 'vmm', name: address === CHECKPOINT_PORT ? 'checkpoint' : 'pci-conf' };
   }

@@ -1,4 +1,4 @@
-import { PciBus, pciConfigIo, PCI_CONFIG_PORT, VfioPciDevice } from '../../../lib/pci';
+import { PciBus, pciConfigIo, PCI_CONFIG_IO_PORT, VfioPciDevice } from '../../../lib/pci';
 import { FakeVfioDevice } from './fake-device';
 import { rtl8139Spec } from './helpers';
 
@@ -8,7 +8,7 @@ function setup() {
   const writes: [number, number, number][] = [];
   bus.io.root.addSubregion(
     pciConfigIo(new Map([[4, dev]]), (_d, offset, size, value) => writes.push([offset, size, value])),
-    PCI_CONFIG_PORT,
+    PCI_CONFIG_IO_PORT,
   );
   const address = (slot: number, reg: number, enable = true): void =>
     bus.pioWrite(0xcf8, 4, ((enable ? 0x8000_0000 : 0) | (slot << 11) | reg) >>> 0);
