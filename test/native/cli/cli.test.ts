@@ -206,8 +206,8 @@ describe('argument errors exit 2 with the reason', () => {
     ['no width', ['dump', '00:04.0', 'bar1'], /required option '-w, --width <bytes>' not specified/],
     [
       'an offset past the region',
-      ['read', '00:04.0', 'bar1', '0xfe', '-w', '4'],
-      /offset 0xfe \+ 4 bytes is past the end of bar1 \(size 0x100\)/,
+      ['read', '00:04.0', 'bar1', '0x100', '-w', '4'],
+      /offset 0x100 \+ 4 bytes is past the end of bar1 \(size 0x100\)/,
     ],
     [
       'an offset past config space',
@@ -223,6 +223,21 @@ describe('argument errors exit 2 with the reason', () => {
       'a value too wide for 8 bytes',
       ['write', '00:04.0', 'bar1', '0', '0x10000000000000000', '-w', '8', '--yes'],
       /does not fit in 8 bytes/,
+    ],
+    [
+      'an offset not a multiple of the width',
+      ['read', '00:04.0', 'bar1', '0x2', '-w', '4'],
+      /offset 0x2 is not a multiple of the width \(4\): the access would be split/,
+    ],
+    [
+      'a dump that starts between two accesses',
+      ['dump', '00:04.0', 'config', '0x1', '4', '-w', '2'],
+      /offset 0x1 is not a multiple of the width \(2\)/,
+    ],
+    [
+      'a write that is not naturally aligned',
+      ['write', '00:04.0', 'bar1', '0x4', '1', '-w', '8', '--yes'],
+      /offset 0x4 is not a multiple of the width \(8\)/,
     ],
     ['a region that is not one', ['read', '00:04.0', 'bar9', '0', '-w', '4'], /"bar9" is not a region/],
     ['a BAR the device lacks', ['read', '00:04.0', 'bar3', '0', '-w', '4'], /0000:00:04.0 has no bar3/],
