@@ -39,11 +39,37 @@ export interface RamRange {
 
 const GiB = 2 ** 30;
 
+const PAGE = 4096;
+
 function checkInteger(what: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
     throw new RangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
   }
   return v;
+}
+
+// RAM that ends or breaks off inside a page cannot be mapped for DMA there (the listener trims it),
+// so a layout that would leave such a tail is refused before anything is allocated.
+function checkPage(what: string, v: number): void {
+  if (v % PAGE !== 0) {
+    throw new RangeError(`${what} 0x${v.toString(16)} is not a multiple of the 4 KiB page`);
+  }
+}
+
+/** Check the layout before anything is allocated: nothing to undo when it is wrong. */
+function checkLayout(ramSize: number, hole: { start: number; size: number }): void {
+  if (ramSize === 0) throw new RangeError('ramSize 0: the machine needs guest RAM');
+  checkPage('ramSize', ramSize);
+  checkPage('pciHole.start', hole.start);
+  checkPage('pciHole.size', hole.size);
+  const above = ramSize - Math.min(ramSize, hole.start);
+  const top = Math.max(4 * GiB, hole.start + hole.size);
+  if (above > 0 && top > Number.MAX_SAFE_INTEGER - above) {
+    throw new RangeError(
+      `${above} bytes of RAM above the PCI hole [0x${hole.start.toString(16)}, +0x${hole.size.toString(16)}) ` +
+        'would end past 2^53: shrink the hole or the RAM',
+    );
+  }
 }
 
 /**
@@ -88,13 +114,16 @@ export class Machine implements Disposable {
     const hole = opts.pciHole ?? { start: 3 * GiB, size: GiB };
     checkInteger('pciHole.start', hole.start);
     checkInteger('pciHole.size', hole.size);
+    checkLayout(ramSize, hole);
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
     let container: Container | undefined;
+    let bus: PciBus | undefined;
     try {
       container = Container.open();
-      const bus = new PciBus(opts.bus);
+      bus = new PciBus(opts.bus);
       return new Machine(ram, bus, container, { start: hole.start, size: hole.size }, opts.dma ?? {});
     } catch (e) {
+      bus?.close();
       container?.close();
       ram.close();
       throw e;
