@@ -6,6 +6,7 @@
 import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
 import { Container } from '../vfio';
+import { closedError } from '../vfio/vfio-error';
 import { GuestRam, MAX_GUEST_RAM_BUFFER, type GuestRamOptions } from './guest-ram';
 import { DmaListener, type DmaListenerOptions } from './listener';
 
@@ -159,7 +160,7 @@ export class Machine implements Disposable {
    * listener if this is the first device.
    */
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
-    if (this.#closed) throw new Error('Machine is closed');
+    if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
     const dev = VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container: this.container });
     this.devices.push(dev);
     this.#dma ??= new DmaListener(this.container, this.bus.memory, this.#dmaOptions);

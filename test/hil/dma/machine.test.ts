@@ -1,0 +1,25 @@
+import { Machine, VfioError } from '../../../lib';
+import { describeDevice } from '../hil';
+
+const MiB = 2 ** 20;
+const RAM = 4 * MiB;
+
+function machine(): Machine {
+  return Machine.create({ ramSize: RAM, pciHole: { start: RAM, size: 2 ** 32 - RAM }, dma: { log: null } });
+}
+
+describeDevice('edu', 'the machine after close and when closing fails', (bdf) => {
+  it('refuses addDevice once closed with VfioError ECLOSED', () => {
+    const m = machine();
+    m.close();
+    let e: unknown;
+    try {
+      m.addDevice(bdf(), { log: null });
+    } catch (x) {
+      e = x;
+    }
+    expect(e).toBeInstanceOf(VfioError);
+    expect((e as VfioError).code).toBe('ECLOSED');
+    expect((e as VfioError).bdf).toBe(bdf());
+  });
+});
