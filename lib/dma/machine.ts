@@ -191,14 +191,23 @@ export class Machine implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#dma?.close();
-      for (const d of this.devices.splice(0)) d.close();
-      this.container.close();
-    } finally {
-      this.bus.close();
-      this.ram.close();
-    }
+    // Every step runs even when an earlier one throws, so nothing is left open; the first error is
+    // thrown at the end.
+    const errors: unknown[] = [];
+    const step = (fn: () => void): void => {
+      try {
+        fn();
+      } catch (e) {
+        errors.push(e);
+      }
+    };
+    const dma = this.#dma;
+    if (dma !== null) step(() => dma.close());
+    for (const d of this.devices.splice(0)) step(() => d.close());
+    step(() => this.container.close());
+    step(() => this.bus.close());
+    step(() => this.ram.close());
+    if (errors.length > 0) throw errors[0];
   }
 
   [Symbol.dispose](): void {

@@ -22,4 +22,18 @@ describeDevice('edu', 'the machine after close and when closing fails', (bdf) =>
     expect((e as VfioError).code).toBe('ECLOSED');
     expect((e as VfioError).bdf).toBe(bdf());
   });
+
+  it('closes the container, bus and RAM even when a device fails to close', () => {
+    const m = machine();
+    const dev = m.addDevice(bdf(), { log: null });
+    const realClose = dev.close.bind(dev);
+    dev.close = () => {
+      realClose();
+      throw new Error('device close failed');
+    };
+    expect(() => m.close()).toThrow('device close failed');
+    expect(m.container.closed).toBe(true);
+    expect(m.ram.closed).toBe(true);
+    expect(m.bus.closed).toBe(true);
+  });
 });
