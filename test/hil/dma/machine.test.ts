@@ -1,3 +1,6 @@
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+
 import { Machine, VfioError } from '../../../lib';
 import { describeDevice } from '../hil';
 
@@ -35,5 +38,30 @@ describeDevice('edu', 'the machine after close and when closing fails', (bdf) =>
     expect(m.container.closed).toBe(true);
     expect(m.ram.closed).toBe(true);
     expect(m.bus.closed).toBe(true);
+  });
+});
+
+describeDevice('edu', 'a machine whose RAM cannot be mapped', (bdf) => {
+  it('refuses the first device instead of handing out one whose DMA would fault', () => {
+    const child = path.join(__dirname, 'machine-memlock-child.js');
+    const out = execFileSync(
+      'setpriv',
+      [
+        '--inh-caps=-ipc_lock',
+        '--bounding-set=-ipc_lock',
+        'prlimit',
+        '--memlock=1048576:1048576',
+        process.execPath,
+        child,
+        bdf(),
+        String(RAM),
+      ],
+      { encoding: 'utf8' },
+    );
+    const r = JSON.parse(out.trim().split('\n').pop()!);
+    expect(r.added).toBeUndefined();
+    expect([r.name, r.code, r.causeCode]).toEqual(['DmaCommitError', 'EDMACOMMIT', 'ENOMEM']);
+    expect(r.message).toContain("DMA map of RAM [0x0, 0x400000) ('ram-below-4g') failed");
+    expect([r.devices, r.dma, r.recorded]).toEqual([0, false, 0]);
   });
 });
