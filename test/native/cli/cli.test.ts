@@ -250,6 +250,26 @@ describe('argument errors exit 2 with the reason', () => {
     ['a missing argument', ['info'], /missing required argument 'bdf'/],
     ['a bad --bar', ['mtree', '00:04.0', '--bar', 'zero=1'], /--bar "zero=1" is not \[BDF\/\]n=ADDR/],
     [
+      'a --bar for a BAR the device lacks',
+      ['mtree', '00:04.0', '--bar', '3=0x1000'],
+      /0000:00:04.0 has no BAR 3/,
+    ],
+    [
+      'a --bar address the BAR register would mask',
+      ['mtree', '00:04.0', '--bar', '1=0xfeb00080'],
+      /BAR 1 of 0000:00:04.0 is 0x100 bytes, so its address must be a multiple of that/,
+    ],
+    [
+      'a 32-bit BAR placed above 4 GiB',
+      ['mtree', '00:04.0', '--bar', '1=0x100000000'],
+      /BAR 1 of 0000:00:04.0 is a 32-bit BAR and must end at or below 0x100000000/,
+    ],
+    [
+      'an I/O BAR placed past the I/O space',
+      ['mtree', '00:04.0', '--bar', '0=0x10000'],
+      /BAR 0 of 0000:00:04.0 is an I\/O BAR and must end at or below 0x10000/,
+    ],
+    [
       'a write nobody confirmed',
       ['write', '00:04.0', 'bar1', '0', '1', '-w', '1'],
       /a write needs --yes when nobody can confirm it/,
