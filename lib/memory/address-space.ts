@@ -640,6 +640,16 @@ export class AddressSpace implements Rebuildable, Disposable {
         this._suppressed++;
       }
     }
-    for (const fn of this._onUnassigned) fn(e);
+    for (const fn of this._onUnassigned) {
+      // A throwing subscriber must not turn a guest access into a VMM exception, nor stop the rest
+      // of a split access half-way.
+      try {
+        fn(e);
+      } catch (err) {
+        this._log?.(
+          `${this.name}: an 'unassigned' listener threw: ${err instanceof Error ? err.message : String(err)}`,
+        );
+      }
+    }
   }
 }
