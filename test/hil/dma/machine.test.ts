@@ -1,8 +1,6 @@
-import { execFileSync } from 'node:child_process';
-import * as path from 'node:path';
-
 import { Machine, VfioError } from '../../../lib';
 import { describeDevice } from '../hil';
+import { runWithSmallMemlock } from './memlock';
 
 const MiB = 2 ** 20;
 const RAM = 4 * MiB;
@@ -43,22 +41,7 @@ describeDevice('edu', 'the machine after close and when closing fails', (bdf) =>
 
 describeDevice('edu', 'a machine whose RAM cannot be mapped', (bdf) => {
   it('refuses the first device instead of handing out one whose DMA would fault', () => {
-    const child = path.join(__dirname, 'machine-memlock-child.js');
-    const out = execFileSync(
-      'setpriv',
-      [
-        '--inh-caps=-ipc_lock',
-        '--bounding-set=-ipc_lock',
-        'prlimit',
-        '--memlock=1048576:1048576',
-        process.execPath,
-        child,
-        bdf(),
-        String(RAM),
-      ],
-      { encoding: 'utf8' },
-    );
-    const r = JSON.parse(out.trim().split('\n').pop()!);
+    const r = runWithSmallMemlock('machine-memlock-child.js', bdf(), String(RAM));
     expect(r.added).toBeUndefined();
     expect([r.name, r.code, r.causeCode]).toEqual(['DmaCommitError', 'EDMACOMMIT', 'ENOMEM']);
     expect(r.message).toContain("DMA map of RAM [0x0, 0x400000) ('ram-below-4g') failed");
