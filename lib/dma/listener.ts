@@ -150,7 +150,10 @@ export class DmaListener implements MemoryListener, Disposable {
   #unsubscribe: (() => void) | null = null;
   #closed = false;
 
-  /** Start listening: every DMA-able section already in `space` is mapped now. */
+  /**
+   * Start listening: every DMA-able section already in `space` is mapped now.
+   * @throws DmaCommitError when RAM already in `space` cannot be mapped (nothing stays mapped)
+   */
   constructor(container: DmaContainer, space: AddressSpace, opts: DmaListenerOptions = {}) {
     if (container === null || typeof container !== 'object' || typeof container.mapDma !== 'function') {
       throw new TypeError('DmaListener needs a container (Container or one with mapDma/unmapDma/iommuInfo)');
@@ -166,6 +169,13 @@ export class DmaListener implements MemoryListener, Disposable {
     this.pageSize = container.iommuInfo().minPageSize;
     this.ramPageSize = Math.max(this.pageSize, host);
     this.#unsubscribe = space.addListener(this);
+    // The first commit maps the RAM already in the space. Nobody can have subscribed to `fatal` yet,
+    // and a VMM must not go on with guest RAM the device cannot reach: this one is thrown.
+    const fatal = this.#lastFatal;
+    if (fatal !== null) {
+      this.close();
+      throw fatal;
+    }
   }
 
   /** Subscribe to an event. */

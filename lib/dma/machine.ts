@@ -163,22 +163,14 @@ export class Machine implements Disposable {
     if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
     const dev = VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container: this.container });
     if (this.#dma === null) {
-      // The first listener commit maps all guest RAM. If that fails (RLIMIT_MEMLOCK, DMA entries),
-      // a device that DMAs would hit unmapped IOVAs: refuse the device rather than hand it out.
-      let dma: DmaListener;
+      // The listener's first commit maps all guest RAM. If that fails (RLIMIT_MEMLOCK, DMA entries),
+      // it throws: a device that DMAs would hit unmapped IOVAs, so it is not handed out.
       try {
-        dma = new DmaListener(this.container, this.bus.memory, this.#dmaOptions);
+        this.#dma = new DmaListener(this.container, this.bus.memory, this.#dmaOptions);
       } catch (e) {
         dev.close();
         throw e;
       }
-      const fatal = dma.lastFatal;
-      if (fatal !== null) {
-        dma.close();
-        dev.close();
-        throw fatal;
-      }
-      this.#dma = dma;
     }
     this.devices.push(dev);
     return dev;
