@@ -385,3 +385,13 @@ describe('the dump format', () => {
     expect(formatDumpLines(0, 1, [0x41, 0x0a])).toMatch(/^00000000: 0x41 0x0a {2,}\|A\.\|\n$/);
   });
 });
+
+test('a sysfs attribute that cannot be read is a typed failure naming the file (exit 1)', async () => {
+  const vendor = path.join(sys, 'bus/pci/devices/0000:00:04.0/vendor');
+  fs.rmSync(vendor);
+  fs.mkdirSync(vendor);
+  const r = await cli(['list', '0000:00:04.0'], env);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`cannot read ${vendor}: EISDIR`);
+  expect(r.stderr).toContain('[EISDIR]');
+});
