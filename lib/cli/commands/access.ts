@@ -29,6 +29,11 @@ const LARGE_DUMP = 64 * 1024;
 /** Bytes read between two progress updates. */
 const DUMP_CHUNK_BYTES = 4096;
 
+/** What the --json of read, write and dump shares (schema.ts `access`). */
+function accessJson(bdf: string, region: number, offset: number, width: AccessSize, via: 'map' | 'fd') {
+  return { bdf, region: REGION_NAMES[region], offset, width, via };
+}
+
 /** read, write, dump. */
 export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptions): void {
   interface AccessFlags {
@@ -66,11 +71,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     const value = port.read(offset, width);
     if (o.json) {
       jsonOut(io, 'read', {
-        bdf,
-        region: REGION_NAMES[region],
-        offset,
-        width,
-        via: port.via,
+        ...accessJson(bdf, region, offset, width, port.via),
         value: hexValue(value, width),
       });
     } else io.out(`${hexValue(value, width)}\n`);
@@ -112,11 +113,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       port.write(offset, width, value);
       if (o.json) {
         jsonOut(io, 'write', {
-          bdf,
-          region: REGION_NAMES[region],
-          offset,
-          width,
-          via: port.via,
+          ...accessJson(bdf, region, offset, width, port.via),
           value: hexValue(value, width),
         });
       } else io.out(`wrote ${what} through the ${port.via === 'map' ? 'mapping' : 'fd'}\n`);
@@ -170,12 +167,8 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       }
       if (o.json) {
         jsonOut(io, 'dump', {
-          bdf,
-          region: REGION_NAMES[region],
-          offset,
+          ...accessJson(bdf, region, offset, width, port.via),
           length,
-          width,
-          via: port.via,
           values: values.map((x) => hexValue(x, width)),
         });
       } else io.out(formatDumpLines(offset, width, values));
