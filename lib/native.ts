@@ -141,6 +141,43 @@ export interface NativeBinding {
   pwrite(device: NativeHandle, offset: number, size: number, value: number | bigint): void;
   preadBlock(device: NativeHandle, offset: number, length: number): Buffer;
   pwriteBlock(device: NativeHandle, offset: number, data: Uint8Array): void;
+
+  /** A new non-blocking, close-on-exec eventfd. */
+  eventfdOpen(): NativeHandle;
+  /** One write(2) of `value` to the eventfd `fd`. */
+  eventfdWrite(fd: number, value: number): void;
+  /** Drains the eventfd `fd`: its counter, or 0 when nothing is pending (never blocks). */
+  eventfdRead(fd: number): number;
+  /** VFIO_DEVICE_SET_IRQS; `data` is the raw payload (int32 fds or one byte per vector). */
+  vfioSetIrqs(
+    device: NativeHandle,
+    index: number,
+    flags: number,
+    start: number,
+    count: number,
+    data: Uint8Array | undefined,
+  ): void;
+  /**
+   * A watcher on this environment's libuv loop: `callback(vector, count)` once per wake-up of a
+   * watched eventfd, with the drained count (or `-errno` when the fd failed).
+   */
+  irqWatcherOpen(callback: (vector: number, count: number) => void): NativeIrqWatcher;
+  irqWatcherAdd(watcher: NativeIrqWatcher, vector: number, fd: number): void;
+  irqWatcherRemove(watcher: NativeIrqWatcher, vector: number): void;
+  irqWatcherRef(watcher: NativeIrqWatcher, on: boolean): void;
+  irqWatcherClose(watcher: NativeIrqWatcher): void;
+  /** The benchmark's baseline: a bare uv_poll calling `callback()`; returns its stop function. */
+  irqBaselineOpen(fd: number, callback: () => void): () => void;
+
+  /** VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, raw (parsed in lib/vfio/hot-reset). */
+  vfioHotResetInfo(device: NativeHandle): Buffer;
+  /** VFIO_DEVICE_PCI_HOT_RESET with the fds of every affected group. */
+  vfioHotReset(device: NativeHandle, groupFds: Int32Array): void;
+}
+
+/** An interrupt watcher inside the addon. Opaque to JavaScript. */
+export interface NativeIrqWatcher {
+  readonly __vfioBridgeIrqWatcher: never;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

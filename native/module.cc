@@ -80,6 +80,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterDevice(env, exports);
   RegisterGuestMemory(env, exports);
   RegisterDma(env, exports);
+  RegisterIrq(env, exports);
+  RegisterHotReset(env, exports);
   return exports;
 }
 

@@ -83,5 +83,7 @@ void RegisterMapping(Napi::Env env, Napi::Object exports);
 void RegisterContainer(Napi::Env env, Napi::Object exports);
 void RegisterGroup(Napi::Env env, Napi::Object exports);
 void RegisterDevice(Napi::Env env, Napi::Object exports);
+void RegisterIrq(Napi::Env env, Napi::Object exports);
+void RegisterHotReset(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfio_bridge

@@ -67,3 +67,22 @@ export const PCI_NUM_BARS = 6;
 
 /** The host page size every mmap and KVM memory slot is granular to. */
 export const DEFAULT_PAGE_SIZE = 4096;
+
+/** Offset of the interrupt pin byte (0: none, 1..4: INTA..INTD). */
+export const PCI_INTERRUPT_PIN = 0x3d;
+/** Capability ID of MSI. */
+export const PCI_CAP_ID_MSI = 0x05;
+/** MSI capability: message control word. */
+export const PCI_MSI_FLAGS = 2;
+/** MSI message control: MSI enable. */
+export const PCI_MSI_FLAGS_ENABLE = 0x0001;
+/** MSI message control: log2 of the vectors the device can send (multiple message capable). */
+export const PCI_MSI_FLAGS_QMASK = 0x000e;
+/** MSI message control: log2 of the vectors enabled (multiple message enable). */
+export const PCI_MSI_FLAGS_QSIZE = 0x0070;
+/** MSI message control: 64-bit addresses. */
+export const PCI_MSI_FLAGS_64BIT = 0x0080;
+/** MSI message control: per-vector masking. */
+export const PCI_MSI_FLAGS_MASKBIT = 0x0100;
+/** MSI capability: message address (low dword). */
+export const PCI_MSI_ADDRESS_LO = 4;

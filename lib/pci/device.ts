@@ -26,6 +26,8 @@ import {
   VFIO_PCI_ROM_REGION_INDEX,
 } from './constants';
 import { formatDump } from './dump';
+import { PciInterrupts } from './interrupts';
+import { type PciResetMethod, type PciResetMode, resetPciDevice } from './reset';
 import { Msix, type MsixLayout } from './msix';
 import { baseBarRegion } from './base-bar';
 import { checkUndriven, claim } from './owners';
@@ -147,6 +149,8 @@ export class VfioPciDevice implements Disposable {
   readonly capabilities: readonly PciCapability[];
   /** The emulated MSI-X table, or null when the device has no MSI-X capability. */
   readonly msix: Msix | null;
+  /** Interrupts: INTx, MSI and MSI-X as the guest set them up, mirrored on the host; REQ. */
+  readonly irq: PciInterrupts;
 
   #bars: (BarState | null)[] = [];
   #rom: BarState | null = null;
@@ -156,6 +160,8 @@ export class VfioPciDevice implements Disposable {
   #removeCloser: () => void;
   #release: (() => void) | null = null;
   #reporter: DeviceReporter;
+  /** The emulated registers as open left them: what a guest-visible reset returns to. */
+  #emuAtOpen: Uint8Array;
 
   private constructor(bus: PciBus, device: VfioDeviceLike, opts: VfioPciDeviceOptions) {
     if (typeof device !== 'object' || device === null || typeof device.regionInfo !== 'function') {
@@ -210,6 +216,17 @@ export class VfioPciDevice implements Disposable {
       this.#installQuirks(opts.quirks ?? DEFAULT_QUIRKS);
       this.#setupRom();
       this.#emulateBarRegisters();
+      this.irq = new PciInterrupts({
+        bdf: this.bdf,
+        device,
+        emu: this.#emu,
+        capabilities: this.capabilities,
+        msix: this.msix,
+        reporter: this.#reporter,
+        command: () => this.#command,
+        phys: (o, s) => this.#phys(o, s),
+      });
+      this.#emuAtOpen = this.#emu.value.slice();
     } catch (e) {
       // Nothing is on the bus yet; only the mappings made so far need undoing.
       for (const bar of this.#bars) for (const m of bar?.mmaps ?? []) m.memory.close();
@@ -394,6 +411,7 @@ export class VfioPciDevice implements Disposable {
       const ctrl = this.#emu.valueAt(this.msix.capOffset + PCI_MSIX_FLAGS, 2);
       this.msix.setControl((ctrl & PCI_MSIX_FLAGS_ENABLE) !== 0, (ctrl & PCI_MSIX_FLAGS_MASKALL) !== 0);
     }
+    this.irq.configWritten(offset, size);
   }
 
   #checkConfig(offset: number, size: number): void {
@@ -880,11 +898,35 @@ export class VfioPciDevice implements Disposable {
 
   // ---- lifetime ------------------------------------------------------------------------------
 
+  /**
+   * reset: QEMU's device reset. Host interrupts and decode/bus master go off, a reset method is
+   * picked (function reset, then hot reset, then PM reset), and then `mode` decides what the guest
+   * sees (see {@link PciResetMode}; default `'guest'`, as on a system reset). Returns the method used.
+   */
+  reset(mode: PciResetMode = 'guest'): PciResetMethod {
+    this.#checkOpen();
+    return resetPciDevice(
+      {
+        bdf: this.bdf,
+        device: this.device,
+        capabilities: this.capabilities,
+        irq: this.irq,
+        command: () => this.#command,
+        configWrite: (o, s, v) => this.configWrite(o, s, v),
+        physWrite: (o, s, v) => this.#fdWrite(VFIO_PCI_CONFIG_REGION_INDEX, 'config', o, s, v),
+        phys: (o, s) => this.#phys(o, s),
+        restoreEmulated: () => this.#emu.value.set(this.#emuAtOpen),
+      },
+      mode,
+    );
+  }
+
   /** Removes the BARs from the bus and closes every mapping. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#removeCloser();
+    this.irq.close();
     transaction(() => {
       for (const bar of [...this.#bars, this.#rom]) {
         if (!bar || bar.address === null) continue;

@@ -184,6 +184,12 @@ export class Msix implements MsixLayout {
     return out;
   }
 
+  /** Whether entry `index` is masked (its own mask bit; the function mask is separate). */
+  isMasked(index: number): boolean {
+    checkInteger(index, 'MSI-X vector index', this.entries - 1);
+    return (this.#table[index * 4 + 3] & 1) !== 0;
+  }
+
   /** Whether vector `index` is pending. */
   isPending(index: number): boolean {
     checkInteger(index, 'MSI-X vector index', this.entries - 1);
@@ -208,6 +214,18 @@ export class Msix implements MsixLayout {
     this.#enabled = enabled;
     this.#functionMasked = functionMasked;
     this.#emit({ kind: 'control', enabled, functionMasked });
+  }
+
+  /**
+   * Back to the reset state, as a PCI reset leaves MSI-X: disabled, every entry zero and masked,
+   * nothing pending. Listeners hear the control change only; entries are read again on enable.
+   */
+  reset(): void {
+    this.#table.fill(0);
+    for (let i = 0; i < this.entries; i++) this.#table[i * 4 + 3] = 1;
+    this.#pending.fill(0);
+    this.pbaRegion.setEnabled(false);
+    this.setControl(false, false);
   }
 
   /** Calls `listener` on every vector or control change; returns the remover. */

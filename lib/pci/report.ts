@@ -6,9 +6,11 @@
  *   refuses (unaligned, outside the table, or no table at all);
  * - `config-range`: a configuration access beyond the device's configuration space;
  * - `unbacked`: an access to a part of a BAR window nothing serves (the base BAR region: the half
- *   a BAR gained from MSI-X relocation, say); reads return 0 and writes are dropped, as in QEMU.
+ *   a BAR gained from MSI-X relocation, say); reads return 0 and writes are dropped, as in QEMU;
+ * - `irq`: the host refused to follow the guest's interrupt setup (VFIO_DEVICE_SET_IRQS failed), or
+ *   an interrupt arrived that the guest cannot take (e.g. MSI-X disabled meanwhile).
  */
-export type DeviceErrorReason = 'fd-error' | 'msix-window' | 'config-range' | 'unbacked';
+export type DeviceErrorReason = 'fd-error' | 'msix-window' | 'config-range' | 'unbacked' | 'irq';
 
 /** One guest access a device could not serve, as passed to `device-error` listeners. */
 export interface DeviceErrorEvent {

@@ -1,5 +1,8 @@
 import { native, type NativeHandle } from '../native';
 import { VfioError } from './errors';
+import { openGroup } from './group';
+import { groupsNotOwnedError, type HotResetInfo, parseHotResetInfo } from './hot-reset';
+import { DeviceIrq, type IrqOptions } from './irq';
 import { Mapping, PAGE_SIZE } from './mapping';
 import type { AccessSize } from '../types';
 import {
@@ -165,6 +168,60 @@ export class Device implements Disposable {
           '(VFIO_DEVICE_PCI_HOT_RESET, with every affected group owned by this process), or none',
       });
     }
+  }
+
+  /**
+   * VFIO_DEVICE_SET_IRQS, raw: `flags` is one VFIO_IRQ_SET_DATA_* or'ed with one ACTION_*; `data`
+   * is the payload (int32 fds, or one byte per vector). {@link enableIrq} builds on it.
+   */
+  setIrqs(index: number, flags: number, start: number, count: number, data?: Uint8Array): void {
+    checkIndex('IRQ index', index);
+    checkIndex('IRQ set flags', flags);
+    checkIndex('IRQ start', start);
+    checkIndex('IRQ count', count);
+    if (data !== undefined && !(data instanceof Uint8Array)) {
+      throw new TypeError('setIrqs: data must be a Uint8Array');
+    }
+    native.vfioSetIrqs(this.#open('VFIO_DEVICE_SET_IRQS'), index, flags, start, count, data);
+  }
+
+  /**
+   * Enables IRQ index `index` (VFIO_PCI_INTX/MSI/MSIX/ERR/REQ_IRQ_INDEX) with eventfd triggers,
+   * optionally delivered into this environment's event loop. See {@link DeviceIrq}.
+   */
+  enableIrq(index: number, opts: IrqOptions = {}): DeviceIrq {
+    checkIndex('IRQ index', index);
+    this.#open('VFIO_DEVICE_SET_IRQS');
+    return new DeviceIrq(this, index, opts);
+  }
+
+  /**
+   * VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: the devices (and their groups) a bus reset would reset.
+   * @throws VfioError ENODEV when the device cannot be hot-reset (no bus or slot reset)
+   */
+  hotResetInfo(): HotResetInfo {
+    return parseHotResetInfo(native.vfioHotResetInfo(this.#open('VFIO_DEVICE_GET_PCI_HOT_RESET_INFO')));
+  }
+
+  /**
+   * VFIO_DEVICE_PCI_HOT_RESET: a secondary bus reset of the device's bus (or slot), with the fd of
+   * every affected group to prove this process owns them. `groups` defaults to the groups open in
+   * this environment.
+   * @throws VfioError `'EGROUPS'` naming each affected group that is not open here
+   */
+  hotReset(groups?: readonly { readonly number: number; readonly fd: number }[]): void {
+    const h = this.#open('VFIO_DEVICE_PCI_HOT_RESET');
+    const info = this.hotResetInfo();
+    const fds: number[] = [];
+    const missing: number[] = [];
+    for (const n of info.groups) {
+      const g = groups !== undefined ? groups.find((x) => x.number === n) : openGroup(n);
+      const fd = g?.fd ?? -1;
+      if (fd < 0) missing.push(n);
+      else fds.push(fd);
+    }
+    if (missing.length > 0) throw groupsNotOwnedError(this.bdf, info, missing);
+    native.vfioHotReset(h, Int32Array.from(fds));
   }
 
   /** Read exactly `size` bytes at `offset` in `region` with one pread; bigint when size is 8. */

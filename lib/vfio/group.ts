@@ -29,6 +29,18 @@ export interface GroupStatus {
 }
 
 /**
+ * The groups open in this environment, by number: a hot reset needs the fds of all it touches.
+ * Weak, so a Group dropped without close() is still collected and releases its node.
+ */
+const openGroups = new Map<number, WeakRef<Group>>();
+
+/** The open Group object for IOMMU group `n` in this environment, if any. */
+export function openGroup(n: number): Group | undefined {
+  const g = openGroups.get(n)?.deref();
+  return g && !g.closed ? g : undefined;
+}
+
+/**
  * A VFIO group (`/dev/vfio/N`): the unit of isolation, attached to a {@link Container}, from which
  * device fds are obtained. Only one process (and one Group object) can hold a group open.
  */
@@ -47,6 +59,12 @@ export class Group implements Disposable {
     this.path = p;
     this.#handle = h;
     this.#sysfs = sysfs;
+    openGroups.set(n, new WeakRef(this));
+  }
+
+  /** The group fd (-1 once closed), e.g. for VFIO_DEVICE_PCI_HOT_RESET. */
+  get fd(): number {
+    return native.fdOf(this.#handle);
   }
 
   /**
@@ -190,6 +208,7 @@ export class Group implements Disposable {
     this.#closed = true;
     if (this.#container !== null) this.#container._groupAttached(-1);
     this.#container = null;
+    if (openGroups.get(this.number)?.deref() === this) openGroups.delete(this.number);
     native.closeFd(this.#handle);
   }
 

@@ -4,7 +4,23 @@ export { VfioError, type VfioErrorInit } from './errors';
 export { Mapping, memfd, PAGE_SIZE, type BlockArray, type MappingOptions } from './mapping';
 export { Container, type IommuType, type ContainerIommuInfo } from './container';
 export { DMA_HANDLE, type DmaMapRequest, type DmaMapping, type DmaMemory } from './dma-types';
-export { Group, type GroupOptions, type GroupStatus } from './group';
+export { Group, openGroup, type GroupOptions, type GroupStatus } from './group';
+export { EventFd, eventfdSignal } from './eventfd';
+export {
+  DeviceIrq,
+  IrqWatcher,
+  type EventFdLike,
+  type IrqDevice,
+  type IrqHandler,
+  type IrqOptions,
+  VFIO_IRQ_SET_DATA_NONE,
+  VFIO_IRQ_SET_DATA_BOOL,
+  VFIO_IRQ_SET_DATA_EVENTFD,
+  VFIO_IRQ_SET_ACTION_MASK,
+  VFIO_IRQ_SET_ACTION_UNMASK,
+  VFIO_IRQ_SET_ACTION_TRIGGER,
+} from './irq';
+export { parseHotResetInfo, type HotResetDevice, type HotResetInfo } from './hot-reset';
 export { Device } from './device';
 export { normalizeBdf, type GroupMember, type SysfsOptions } from './sysfs';
 export {

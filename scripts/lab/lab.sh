@@ -23,7 +23,9 @@ repo=$(cd "$here/../.." && pwd)
 # role=vendor:device@bdf, and the QEMU device for it.
 # `nonviable` is a second edu sharing slot 7 (and so its IOMMU group) with a virtio-9p function that
 # stays on virtio-pci: a group vfio-pci can never hand out, for the viability tests.
-LAB_DEVICES="edu=1234:11e8@0000:00:03.0 rtl8139=10ec:8139@0000:00:04.0 e1000e=8086:10d3@0000:00:05.0 ivshmem=1af4:1110@0000:00:06.0 nonviable=1234:11e8@0000:00:07.0"
+# `hotreset` is an edu alone behind a pcie-root-port at 00:09.0, the one device the kernel can
+# bus-reset (x-speed=5: at the default speed the link does not come back in time for the kernel).
+LAB_DEVICES="edu=1234:11e8@0000:00:03.0 rtl8139=10ec:8139@0000:00:04.0 e1000e=8086:10d3@0000:00:05.0 ivshmem=1af4:1110@0000:00:06.0 nonviable=1234:11e8@0000:00:07.0 hotreset=1234:11e8@0000:01:00.0"
 # Devices that stay on a real kernel driver, role=vendor:device@bdf where the role names the driver:
 # the CLI moves them to vfio-pci and back. Tests see them as VFIO_BRIDGE_HIL_KERNEL_DEVICES.
 LAB_KERNEL_DEVICES="e1000=8086:100e@0000:00:08.0"
@@ -145,6 +147,8 @@ qemu=(
   -netdev user,id=n1,restrict=on -device e1000e,netdev=n1,addr=05.0
   -object "memory-backend-file,id=shm,mem-path=$ivshmem_file,size=$LAB_IVSHMEM_SIZE,share=on"
   -device ivshmem-plain,memdev=shm,addr=06.0
+  -device pcie-root-port,id=rp9,bus=pcie.0,addr=09.0,chassis=9,x-speed=5
+  -device edu,bus=rp9,addr=00.0
   -device edu,addr=07.0,multifunction=on
   -fsdev "local,id=blocker,path=$run/blocker,security_model=none,readonly=on"
   -device virtio-9p-pci,fsdev=blocker,mount_tag=blocker,addr=07.1

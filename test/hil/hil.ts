@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import { Container, Group, VFIO_PCI_CONFIG_REGION_INDEX } from '../../lib';
 import type { Device } from '../../lib';
 
-export type Role = 'edu' | 'rtl8139' | 'e1000e' | 'ivshmem' | 'nonviable';
+export type Role = 'edu' | 'rtl8139' | 'e1000e' | 'ivshmem' | 'nonviable' | 'hotreset';
 /** Roles of usable devices; `nonviable` names a vfio-pci device whose group holds another driver's. */
 export const ROLES: readonly Role[] = ['edu', 'rtl8139', 'e1000e', 'ivshmem'];
 
@@ -25,6 +25,7 @@ const IDS: Record<Role, { vendor: number; device: number | null }> = {
   e1000e: { vendor: 0x8086, device: null },
   ivshmem: { vendor: 0x1af4, device: 0x1110 },
   nonviable: { vendor: 0, device: null },
+  hotreset: { vendor: 0x1234, device: 0x11e8 },
 };
 
 export const inCi = process.env.CI === 'true' || process.env.CI === '1';

@@ -1,0 +1,493 @@
+import type { EventFdLike, IrqInfo, IrqOptions } from '../vfio';
+import type { EmulatedConfig, PciCapability } from './config';
+import {
+  PCI_CAP_ID_MSI,
+  PCI_COMMAND,
+  PCI_COMMAND_INTX_DISABLE,
+  PCI_INTERRUPT_PIN,
+  PCI_MSI_FLAGS,
+} from './constants';
+import { Msi, msiLayout } from './msi';
+import type { Msix, MsixEvent } from './msix';
+import { type DeviceReporter, isVfioError } from './report';
+import type { VfioDeviceLike } from './types';
+
+/** VFIO's PCI IRQ indexes (linux/vfio.h). */
+const INTX = 0;
+const MSI = 1;
+const MSIX = 2;
+const REQ = 4;
+
+/** How the guest has the device interrupt: the pin, MSI, MSI-X, or not at all. */
+export type PciIrqType = 'intx' | 'msi' | 'msix';
+
+/**
+ * Called once per host wake-up that the guest can take: `count` interrupts coalesced on `vector` of
+ * `type`. For MSI and MSI-X the message to inject is {@link PciInterrupts.message}; for INTx the
+ * line stays asserted (the kernel masks it) until {@link PciInterrupts.eoi}. Positional arguments, so
+ * nothing is allocated per interrupt.
+ */
+export type PciInterruptListener = (vector: number, count: number, type: PciIrqType) => void;
+
+/** What the guest changed in its interrupt setup, for a VMM that routes interrupts (e.g. KVM GSIs). */
+export type PciIrqChange =
+  | { readonly kind: 'mode'; readonly mode: PciIrqType | 'none'; readonly vectors: number }
+  | {
+      readonly kind: 'vector';
+      readonly type: 'msi' | 'msix';
+      readonly vector: number;
+      readonly address: bigint;
+      readonly data: number;
+      readonly masked: boolean;
+    };
+
+/** The host side of one IRQ index, as lib/vfio's DeviceIrq provides it. */
+export interface HostIrq {
+  readonly fds: number[];
+  readonly vectors: number;
+  readonly enabled: boolean;
+  resize(vectors: number): void;
+  setVector(vector: number, eventfd: EventFdLike | null | undefined): void;
+  unmask(vector?: number): void;
+  disable(): void;
+  enable(): void;
+  ref(): unknown;
+  unref(): unknown;
+  close(): void;
+}
+
+/** A VFIO device that can wire interrupts: lib/vfio's Device. Fakes implement it for unit tests. */
+export interface IrqCapableDevice extends VfioDeviceLike {
+  irqInfo(index: number): IrqInfo;
+  enableIrq(index: number, opts: IrqOptions): HostIrq;
+}
+
+/** True when `d` can wire interrupts. */
+export function isIrqCapable(d: VfioDeviceLike): d is IrqCapableDevice {
+  const x = d as Partial<IrqCapableDevice>;
+  return typeof x.enableIrq === 'function' && typeof x.irqInfo === 'function';
+}
+
+/** What the device gives its interrupt layer. @internal */
+export interface PciInterruptsContext {
+  readonly bdf: string;
+  readonly device: VfioDeviceLike;
+  readonly emu: EmulatedConfig;
+  readonly capabilities: readonly PciCapability[];
+  readonly msix: Msix | null;
+  readonly reporter: DeviceReporter;
+  /** The command register as the guest last wrote it. */
+  command(): number;
+  /** One read of the device's own configuration space. */
+  phys(offset: number, size: 1 | 2 | 4): number;
+}
+
+/**
+ * PciInterrupts: the guest's interrupt setup (INTx, MSI, MSI-X) mirrored on the host, as QEMU's
+ * vfio-pci does it. From `VfioPciDevice.irq`.
+ *
+ * - The guest enabling MSI or MSI-X in its control register enables that many vectors on the host
+ *   (VFIO_DEVICE_SET_IRQS with one eventfd each); MSI-X grows as the guest unmasks higher vectors.
+ * - Per-vector masking is emulated (the kernel cannot mask MSI/MSI-X): an interrupt on a masked
+ *   vector sets its bit in the emulated PBA (MSI-X) or pending register (MSI), and is delivered when
+ *   the guest unmasks it.
+ * - INTx is wired once a listener subscribes; the command register's INTx-disable bit holds the line
+ *   back, and {@link eoi} unmasks it after the guest serviced it (or the VMM gives a resample fd).
+ * - The REQ interrupt (the host wants the device back, e.g. someone unbinds it from vfio-pci) is the
+ *   'req' event: answer it by closing the device.
+ *
+ * Interrupts keep the process alive by default ({@link unref} changes it); REQ never does.
+ * Host failures while following the guest are reported as `device-error` (reason `irq`), never thrown.
+ */
+export class PciInterrupts {
+  /** The emulated MSI capability, or null when the device has none. */
+  readonly msi: Msi | null;
+  /** The interrupt pin (1..4 for INTA..INTD), 0 when the device has no INTx. */
+  readonly pin: number;
+  readonly #ctx: PciInterruptsContext;
+  #mode: PciIrqType | 'none' = 'none';
+  #host: HostIrq | null = null;
+  #req: HostIrq | null = null;
+  #listeners: PciInterruptListener[] = [];
+  #changeListeners: ((c: PciIrqChange) => void)[] = [];
+  #reqListeners: (() => void)[] = [];
+  #refed = true;
+  #intxHeld = false;
+  #msiState: ReturnType<Msi['snapshot']> | null = null;
+  #removeMsix: (() => void) | null = null;
+  #closed = false;
+
+  /** @internal built by VfioPciDevice */
+  constructor(ctx: PciInterruptsContext) {
+    this.#ctx = ctx;
+    this.pin = ctx.phys(PCI_INTERRUPT_PIN, 1);
+    const cap = ctx.capabilities.find((c) => !c.extended && c.id === PCI_CAP_ID_MSI);
+    if (cap) {
+      const flags = ctx.phys(cap.offset + PCI_MSI_FLAGS, 2);
+      this.msi = new Msi(msiLayout(cap.offset, flags), flags, ctx.emu);
+      this.#msiState = this.msi.snapshot();
+    } else {
+      this.msi = null;
+    }
+    if (ctx.msix) this.#removeMsix = ctx.msix.onChange((e) => this.#msixChanged(e));
+  }
+
+  /** How the device interrupts the guest right now. */
+  get mode(): PciIrqType | 'none' {
+    return this.#mode;
+  }
+
+  /**
+   * The host side of the current mode: its `fds` are the raw trigger eventfds per vector, for a VMM
+   * that hands them to KVM_IRQFD. Null while nothing is enabled on the host.
+   */
+  get host(): HostIrq | null {
+    return this.#host;
+  }
+
+  /** Subscribes to interrupts, changes of the guest's setup, or the host's request for the device. */
+  on(event: 'interrupt', fn: PciInterruptListener): this;
+  on(event: 'change', fn: (c: PciIrqChange) => void): this;
+  on(event: 'req', fn: () => void): this;
+  on(event: 'interrupt' | 'change' | 'req', fn: (...args: never[]) => void): this {
+    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    this.#checkOpen();
+    if (event === 'interrupt') {
+      this.#listeners.push(fn as PciInterruptListener);
+      if (this.#mode === 'none') this.#enterIntx();
+    } else if (event === 'change') {
+      this.#changeListeners.push(fn as (c: PciIrqChange) => void);
+    } else if (event === 'req') {
+      this.#reqListeners.push(fn as () => void);
+      this.#enableReq();
+    } else {
+      throw new TypeError(`unknown event '${String(event)}'`);
+    }
+    return this;
+  }
+
+  /** Removes a subscription made with {@link on}. */
+  off(event: 'interrupt' | 'change' | 'req', fn: (...args: never[]) => void): this {
+    const list: unknown[] =
+      event === 'interrupt'
+        ? this.#listeners
+        : event === 'change'
+          ? this.#changeListeners
+          : this.#reqListeners;
+    const i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+    return this;
+  }
+
+  /** The message of an MSI or MSI-X vector as the guest programmed it. */
+  message(type: 'msi' | 'msix', vector: number): { address: bigint; data: number; masked: boolean } {
+    if (type === 'msi') {
+      if (!this.msi) throw new RangeError(`${this.#ctx.bdf} has no MSI capability`);
+      return this.msi.vector(vector);
+    }
+    if (!this.#ctx.msix) throw new RangeError(`${this.#ctx.bdf} has no MSI-X capability`);
+    return this.#ctx.msix.vector(vector);
+  }
+
+  /**
+   * End of interrupt for INTx: the guest serviced the device, so the line is unmasked on the host
+   * and the next assertion is delivered. A no-op in other modes.
+   */
+  eoi(): void {
+    this.#checkOpen();
+    if (this.#mode !== 'intx' || !this.#host?.enabled) return;
+    this.#guard('INTx unmask', () => this.#host?.unmask(0));
+  }
+
+  /** Interrupts keep the process alive (the default). */
+  ref(): this {
+    this.#refed = true;
+    this.#host?.ref();
+    return this;
+  }
+
+  /** Interrupts no longer keep the process alive. */
+  unref(): this {
+    this.#refed = false;
+    this.#host?.unref();
+    return this;
+  }
+
+  // ---- hooks for VfioPciDevice ------------------------------------------------------------------
+
+  /** A guest config write landed in the emulated config: follow MSI and INTx-disable changes. @internal */
+  configWritten(offset: number, size: number): void {
+    if (this.#closed) return;
+    if (this.msi?.overlaps(offset, size)) this.#msiChanged();
+    if (offset < PCI_COMMAND + 2 && PCI_COMMAND < offset + size) this.#commandChanged();
+  }
+
+  /**
+   * Stops host interrupts for a reset, keeping the eventfds (a KVM VMM's irqfds stay valid). @internal
+   */
+  suspend(): void {
+    this.#guard('disable for reset', () => this.#host?.disable());
+  }
+
+  /** After a reset that keeps the guest's setup: the same vectors come back. @internal */
+  resume(): void {
+    const host = this.#host;
+    if (!host) return;
+    this.#guard('enable after reset', () => {
+      host.enable();
+      if (this.#mode === 'intx') host.unmask(0);
+    });
+    this.#msixFlushAll();
+  }
+
+  /**
+   * After a reset that the guest sees: MSI and MSI-X are back to their reset state (disabled) and
+   * INTx is wired again if someone listens, as QEMU's post-reset does. @internal
+   */
+  resetState(): void {
+    this.#closeHost();
+    this.#mode = 'none';
+    this.#intxHeld = false;
+    this.msi?.reset();
+    this.#msiState = this.msi?.snapshot() ?? null;
+    this.#ctx.msix?.reset();
+    this.#emitChange({ kind: 'mode', mode: 'none', vectors: 0 });
+    if (this.#listeners.length > 0) this.#enterIntx();
+  }
+
+  /** Disables everything on the host and stops delivery. Idempotent. @internal */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#removeMsix?.();
+    this.#closeHost();
+    const req = this.#req;
+    this.#req = null;
+    this.#guard('REQ disable', () => req?.close());
+  }
+
+  // ---- modes ------------------------------------------------------------------------------------
+
+  #device(): IrqCapableDevice | null {
+    const d = this.#ctx.device;
+    return isIrqCapable(d) ? d : null;
+  }
+
+  #closeHost(): void {
+    const host = this.#host;
+    this.#host = null;
+    if (host) this.#guard('disable', () => host.close());
+  }
+
+  /** Switches the host to `mode` with `vectors` vectors (closing what was there). */
+  #switch(mode: PciIrqType | 'none', vectors: number): void {
+    this.#closeHost();
+    this.#mode = 'none';
+    if (mode !== 'none') {
+      const d = this.#device();
+      if (d) {
+        const index = mode === 'intx' ? INTX : mode === 'msi' ? MSI : MSIX;
+        this.#guard(`enable ${mode}`, () => {
+          const host = d.enableIrq(index, {
+            vectors,
+            onInterrupt: (v, n) => this.#fired(mode, v, n),
+            ref: this.#refed,
+          });
+          this.#host = host;
+        });
+      }
+      this.#mode = mode;
+    }
+    this.#emitChange({ kind: 'mode', mode: this.#mode, vectors: mode === 'none' ? 0 : vectors });
+  }
+
+  #enterIntx(): void {
+    if (this.pin === 0 || this.#closed) return;
+    this.#switch('intx', 1);
+  }
+
+  /** After MSI or MSI-X went off: back to INTx if someone listens, else nothing. */
+  #fallBack(): void {
+    if (this.#listeners.length > 0 && this.pin !== 0) this.#switch('intx', 1);
+    else this.#switch('none', 0);
+  }
+
+  #enableReq(): void {
+    if (this.#req !== null) return;
+    const d = this.#device();
+    if (!d) return;
+    let info: IrqInfo;
+    try {
+      info = d.irqInfo(REQ);
+    } catch {
+      return; // no REQ index on this kernel or device: nothing will ever ask
+    }
+    if (info.count === 0) return;
+    this.#guard('REQ enable', () => {
+      // The request must never keep a VMM alive on its own.
+      this.#req = d.enableIrq(REQ, { onInterrupt: () => this.#requested(), ref: false });
+    });
+  }
+
+  #requested(): void {
+    for (const fn of [...this.#reqListeners]) fn();
+  }
+
+  // ---- delivery ---------------------------------------------------------------------------------
+
+  #fired(type: PciIrqType, vector: number, count: number): void {
+    if (this.#closed || type !== this.#mode) return;
+    if (type === 'msix') {
+      const msix = this.#ctx.msix!;
+      if (!msix.enabled) return;
+      if (msix.functionMasked || msix.isMasked(vector)) {
+        msix.setPending(vector, true);
+        return;
+      }
+    } else if (type === 'msi') {
+      if (this.msi!.isMasked(vector)) {
+        this.msi!.setPending(vector, true);
+        return;
+      }
+    } else if (this.#ctx.command() & PCI_COMMAND_INTX_DISABLE) {
+      this.#intxHeld = true;
+      return;
+    }
+    this.#deliver(vector, count, type);
+  }
+
+  #deliver(vector: number, count: number, type: PciIrqType): void {
+    const ls = this.#listeners;
+    for (let i = 0; i < ls.length; i++) ls[i](vector, count, type);
+  }
+
+  #commandChanged(): void {
+    if (this.#mode !== 'intx' || !this.#intxHeld) return;
+    if (this.#ctx.command() & PCI_COMMAND_INTX_DISABLE) return;
+    this.#intxHeld = false;
+    this.#deliver(0, 1, 'intx');
+  }
+
+  #msiChanged(): void {
+    const msi = this.msi!;
+    const before = this.#msiState!;
+    const now = msi.snapshot();
+    this.#msiState = now;
+    if (this.#ctx.msix?.enabled && now.enabled) {
+      // Enabling both at once is undefined for the device; MSI-X wins, as it does in QEMU's core.
+      this.#ctx.reporter.report({
+        bdf: this.#ctx.bdf,
+        reason: 'irq',
+        isWrite: true,
+        where: 'MSI enable while MSI-X is enabled',
+        offset: msi.capOffset,
+        size: 2,
+      });
+      return;
+    }
+    const switched =
+      now.enabled !== before.enabled || (now.enabled && now.vectors.length !== before.vectors.length);
+    if (switched) {
+      if (now.enabled) this.#switch('msi', now.vectors.length);
+      else if (this.#mode === 'msi') this.#fallBack();
+    }
+    if (!now.enabled) return;
+    for (const v of now.vectors) {
+      const old = before.vectors[v.index];
+      const same = old && old.address === v.address && old.data === v.data && old.masked === v.masked;
+      if (same && !switched) continue;
+      this.#emitChange(vectorChange('msi', v));
+      if (!v.masked && msi.isPending(v.index)) {
+        msi.setPending(v.index, false);
+        this.#deliver(v.index, 1, 'msi');
+      }
+    }
+  }
+
+  #msixChanged(e: MsixEvent): void {
+    if (this.#closed) return;
+    const msix = this.#ctx.msix!;
+    if (e.kind === 'control') {
+      if (e.enabled && this.#mode !== 'msix') {
+        if (this.msi?.enabled) {
+          this.#ctx.reporter.report({
+            bdf: this.#ctx.bdf,
+            reason: 'irq',
+            isWrite: true,
+            where: 'MSI-X enable while MSI is enabled',
+            offset: msix.capOffset,
+            size: 2,
+          });
+        }
+        this.#switch('msix', this.#msixWanted());
+        for (const v of msix.vectors()) if (!v.masked) this.#emitChange(vectorChange('msix', v));
+      } else if (!e.enabled && this.#mode === 'msix') {
+        this.#fallBack();
+      }
+      if (e.enabled && !e.functionMasked) this.#msixFlushAll();
+      return;
+    }
+    const v = e.vector;
+    if (this.#mode !== 'msix') return;
+    this.#emitChange(vectorChange('msix', v));
+    if (v.masked) return;
+    const host = this.#host;
+    if (host && v.index >= host.vectors) this.#guard('MSI-X grow', () => host.resize(v.index + 1));
+    this.#msixFlush(v.index);
+  }
+
+  /** Host vectors MSI-X needs: up to the highest unmasked entry, at least one. */
+  #msixWanted(): number {
+    const msix = this.#ctx.msix!;
+    let n = 1;
+    for (const v of msix.vectors()) if (!v.masked) n = v.index + 1;
+    return n;
+  }
+
+  #msixFlush(index: number): void {
+    const msix = this.#ctx.msix!;
+    if (!msix.enabled || msix.functionMasked || !msix.isPending(index)) return;
+    if (msix.isMasked(index)) return;
+    msix.setPending(index, false);
+    this.#deliver(index, 1, 'msix');
+  }
+
+  #msixFlushAll(): void {
+    const msix = this.#ctx.msix;
+    if (!msix || this.#mode !== 'msix') return;
+    for (let i = 0; i < msix.entries; i++) this.#msixFlush(i);
+  }
+
+  #emitChange(c: PciIrqChange): void {
+    for (const fn of [...this.#changeListeners]) fn(c);
+  }
+
+  /** Runs a host operation the guest caused: a VFIO failure is reported, never thrown. */
+  #guard(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      if (!isVfioError(e)) throw e;
+      this.#ctx.reporter.report({
+        bdf: this.#ctx.bdf,
+        reason: 'irq',
+        isWrite: true,
+        where: `interrupts: ${what}`,
+        offset: 0,
+        size: 0,
+        error: e,
+      });
+    }
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new Error(`${this.#ctx.bdf}: the device is closed`);
+  }
+}
+
+function vectorChange(
+  type: 'msi' | 'msix',
+  v: { index: number; address: bigint; data: number; masked: boolean },
+): PciIrqChange {
+  return { kind: 'vector', type, vector: v.index, address: v.address, data: v.data, masked: v.masked };
+}

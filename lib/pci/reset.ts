@@ -1,0 +1,161 @@
+import type { HotResetInfo } from '../vfio';
+import type { PciCapability } from './config';
+import {
+  PCI_COMMAND,
+  PCI_COMMAND_INTX_DISABLE,
+  PCI_COMMAND_MASTER,
+  PCI_COMMAND_MEMORY,
+  PCI_COMMAND_IO,
+} from './constants';
+import type { PciInterrupts } from './interrupts';
+import { isVfioError } from './report';
+import type { VfioDeviceLike } from './types';
+
+/**
+ * How {@link VfioPciDevice.reset} treats what the guest sees:
+ * - `'guest'`: a reset the guest asked for or a system reset, as QEMU does it: BARs unplaced,
+ *   decode and bus master off, MSI and MSI-X disabled, every emulated register at its reset value;
+ * - `'recover'`: the VMM recovers a wedged device behind the guest's back: the device is reset and
+ *   the guest-visible state this layer virtualizes (BAR placement, command register, MSI/MSI-X setup
+ *   and masks) is put back, so the guest sees no change in configuration space.
+ */
+export type PciResetMode = 'guest' | 'recover';
+
+/** Which reset ran: function-level, a bus (hot) reset, a PM (D3hot) reset, or the kernel's choice. */
+export type PciResetMethod = 'flr' | 'hot' | 'pm' | 'device';
+
+/** The reset ioctls, as lib/vfio's Device offers them. */
+export interface ResettableDevice extends VfioDeviceLike {
+  info(): { reset: boolean };
+  reset(): void;
+  hotResetInfo(): HotResetInfo;
+  hotReset(): void;
+}
+
+/** What the device gives the reset. @internal */
+export interface PciResetContext {
+  readonly bdf: string;
+  readonly device: VfioDeviceLike;
+  readonly capabilities: readonly PciCapability[];
+  readonly irq: PciInterrupts;
+  /** The command register as the guest last wrote it. */
+  command(): number;
+  /** One guest config write (the full virtualization path). */
+  configWrite(offset: number, size: 1 | 2 | 4, value: number): void;
+  /** One write of the device's own config space, bypassing the emulation. */
+  physWrite(offset: number, size: 1 | 2 | 4, value: number): void;
+  phys(offset: number, size: 1 | 2 | 4): number;
+  /** Puts every emulated register back to its value after open. */
+  restoreEmulated(): void;
+}
+
+/** Command bits a PCI reset clears (the writable ones of QEMU's pci_do_device_reset). */
+const COMMAND_RESET_MASK = 0x07ff;
+const CAP_PM = 0x01;
+const CAP_EXP = 0x10;
+const CAP_AF = 0x13;
+const PCI_PM_CTRL = 4;
+const PCI_PM_CTRL_NO_SOFT_RESET = 0x0008;
+const PCI_EXP_DEVCAP = 4;
+const PCI_EXP_DEVCAP_FLR = 0x1000_0000;
+const PCI_AF_CAP = 3;
+const PCI_AF_CAP_FLR = 0x02;
+const PCI_AF_CAP_TP = 0x01;
+
+function isResettable(d: VfioDeviceLike): d is ResettableDevice {
+  const x = d as Partial<ResettableDevice>;
+  return typeof x.reset === 'function' && typeof x.info === 'function' && typeof x.hotReset === 'function';
+}
+
+/** What the device offers, read from its capabilities as QEMU reads them. */
+export function resetCapabilities(ctx: Pick<PciResetContext, 'capabilities' | 'phys'>): {
+  flr: boolean;
+  pm: boolean;
+} {
+  let flr = false;
+  let pm = false;
+  for (const c of ctx.capabilities) {
+    if (c.extended) continue;
+    if (c.id === CAP_EXP) flr ||= ((ctx.phys(c.offset + PCI_EXP_DEVCAP, 4) >>> 0) & PCI_EXP_DEVCAP_FLR) !== 0;
+    if (c.id === CAP_AF) {
+      const af = ctx.phys(c.offset + PCI_AF_CAP, 1);
+      flr ||= (af & PCI_AF_CAP_FLR) !== 0 && (af & PCI_AF_CAP_TP) !== 0;
+    }
+    if (c.id === CAP_PM) pm = (ctx.phys(c.offset + PCI_PM_CTRL, 2) & PCI_PM_CTRL_NO_SOFT_RESET) === 0;
+  }
+  return { flr, pm };
+}
+
+function noReset(bdf: string, why: string, cause?: Error): Error {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { VfioError } = require('../vfio') as typeof import('../vfio');
+  return new VfioError({
+    message: `${bdf}: no reset method worked: ${why}${cause ? ` (${cause.message.split('\n')[0]})` : ''}`,
+    code: 'ENORESET',
+    op: 'VfioPciDevice.reset',
+    bdf,
+    hint:
+      'the device has no function reset, and a hot reset needs every device on its bus in groups this ' +
+      'process owns (see Device.hotResetInfo())',
+  });
+}
+
+/** Picks and runs the reset method in QEMU's order: function reset, then hot reset, then PM reset. */
+function runReset(ctx: PciResetContext, d: ResettableDevice): PciResetMethod {
+  const works = d.info().reset;
+  const { flr, pm } = resetCapabilities(ctx);
+  if (works && (flr || !pm)) {
+    d.reset();
+    return flr ? 'flr' : 'device';
+  }
+  let hotError: Error | undefined;
+  try {
+    d.hotReset();
+    return 'hot';
+  } catch (e) {
+    if (!isVfioError(e)) throw e;
+    hotError = e;
+  }
+  if (works) {
+    d.reset();
+    return 'pm';
+  }
+  throw noReset(ctx.bdf, 'no function or PM reset, and the hot reset failed', hotError);
+}
+
+/**
+ * resetPciDevice: QEMU's device reset (vfio_pci_reset): host interrupts and decode/bus master off,
+ * the reset method, then the guest-visible state as `mode` asks. Mappings of the BARs fault while the
+ * reset runs; accesses through the bus in that time are reported `fault`s.
+ * @throws VfioError `'ENORESET'` when no method works (the guest-visible state is still restored)
+ */
+export function resetPciDevice(ctx: PciResetContext, mode: PciResetMode): PciResetMethod {
+  if (mode !== 'guest' && mode !== 'recover') {
+    throw new RangeError(`reset mode must be 'guest' or 'recover', got ${String(mode)}`);
+  }
+  const d = ctx.device;
+  if (!isResettable(d)) throw new TypeError(`${ctx.bdf}: the device does not offer VFIO resets`);
+  const guestCommand = ctx.command();
+  ctx.irq.suspend();
+  const quiet =
+    guestCommand & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE);
+  if (mode === 'guest') ctx.configWrite(PCI_COMMAND, 2, quiet);
+  else ctx.physWrite(PCI_COMMAND, 2, quiet);
+  let method: PciResetMethod | undefined;
+  let failure: unknown;
+  try {
+    method = runReset(ctx, d);
+  } catch (e) {
+    failure = e;
+  }
+  if (mode === 'guest') {
+    ctx.restoreEmulated();
+    ctx.irq.resetState();
+    ctx.configWrite(PCI_COMMAND, 2, quiet & ~COMMAND_RESET_MASK);
+  } else {
+    ctx.physWrite(PCI_COMMAND, 2, guestCommand);
+    ctx.irq.resume();
+  }
+  if (failure !== undefined) throw failure;
+  return method!;
+}

@@ -1,0 +1,83 @@
+import { VfioError } from './errors';
+
+/** One device a PCI hot (bus) reset of a device would reset with it. */
+export interface HotResetDevice {
+  /** The device's IOMMU group. */
+  readonly group: number;
+  /** Its PCI address, `SSSS:BB:DD.F`. */
+  readonly bdf: string;
+  readonly segment: number;
+  readonly bus: number;
+  readonly devfn: number;
+}
+
+/** VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, decoded. */
+export interface HotResetInfo {
+  readonly flags: number;
+  readonly devices: readonly HotResetDevice[];
+  /** The distinct IOMMU groups among `devices`: every one must be open in this process. */
+  readonly groups: readonly number[];
+}
+
+const HEADER = 12;
+const ENTRY = 8;
+
+/** Decodes the raw VFIO_DEVICE_GET_PCI_HOT_RESET_INFO answer. */
+export function parseHotResetInfo(buf: Uint8Array): HotResetInfo {
+  if (buf.length < HEADER) {
+    throw new VfioError({
+      message: `hot reset info of ${buf.length} bytes is shorter than its header`,
+      code: 'EPROTO',
+      op: 'VFIO_DEVICE_GET_PCI_HOT_RESET_INFO',
+    });
+  }
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const flags = dv.getUint32(4, true);
+  const count = dv.getUint32(8, true);
+  if (HEADER + count * ENTRY > buf.length) {
+    throw new VfioError({
+      message: `hot reset info lists ${count} devices but holds ${Math.floor((buf.length - HEADER) / ENTRY)}`,
+      code: 'EPROTO',
+      op: 'VFIO_DEVICE_GET_PCI_HOT_RESET_INFO',
+    });
+  }
+  const devices: HotResetDevice[] = [];
+  for (let i = 0; i < count; i++) {
+    const o = HEADER + i * ENTRY;
+    const group = dv.getUint32(o, true);
+    const segment = dv.getUint16(o + 4, true);
+    const bus = dv.getUint8(o + 6);
+    const devfn = dv.getUint8(o + 7);
+    const bdf =
+      `${segment.toString(16).padStart(4, '0')}:${bus.toString(16).padStart(2, '0')}:` +
+      `${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7}`;
+    devices.push({ group, bdf, segment, bus, devfn });
+  }
+  const groups = [...new Set(devices.map((d) => d.group))].sort((a, b) => a - b);
+  return { flags, devices, groups };
+}
+
+/**
+ * The error for a hot reset that needs groups this process has not opened: it names each one with
+ * its devices, since the kernel would only say EPERM.
+ */
+export function groupsNotOwnedError(bdf: string, info: HotResetInfo, missing: readonly number[]): VfioError {
+  const list = missing
+    .map(
+      (g) =>
+        `group ${g} (${info.devices
+          .filter((d) => d.group === g)
+          .map((d) => d.bdf)
+          .join(', ')})`,
+    )
+    .join('; ');
+  return new VfioError({
+    message: `hot reset of ${bdf} needs groups this process does not own: ${list}`,
+    code: 'EGROUPS',
+    op: 'VFIO_DEVICE_PCI_HOT_RESET',
+    bdf,
+    hint:
+      'a bus reset resets every device on the bus: open each listed group in this process (Group.open(n)) ' +
+      'and pass it, or use Device.reset() if the device has a function reset',
+  });
+}
