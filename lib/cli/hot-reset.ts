@@ -93,7 +93,8 @@ export function hotReset(bdf: string, sysfs: SysfsOptions = {}): HotResetResult 
   try {
     info = v.device.hotResetInfo();
   } catch (e) {
-    if (e instanceof VfioError && (e.code === 'ENODEV' || e.code === 'ENOTTY')) throw noHotReset(bdf, e, sysfs);
+    if (e instanceof VfioError && (e.code === 'ENODEV' || e.code === 'ENOTTY'))
+      throw noHotReset(bdf, e, sysfs);
     throw e;
   }
   checkHotResetGroups(bdf, info, sysfs);

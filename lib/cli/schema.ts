@@ -208,7 +208,12 @@ export const SCHEMAS: Record<string, Schema> = {
     $schema: 'https://json-schema.org/draft/2020-12/schema',
     $id: `vfio-bridge/reset/${SCHEMA_VERSION}`,
     oneOf: [
-      obj({ command: { const: 'reset' }, version: { const: SCHEMA_VERSION }, bdf, method: { const: 'function' } }),
+      obj({
+        command: { const: 'reset' },
+        version: { const: SCHEMA_VERSION },
+        bdf,
+        method: { const: 'function' },
+      }),
       obj({
         command: { const: 'reset' },
         version: { const: SCHEMA_VERSION },

@@ -129,7 +129,10 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       .argument('<bdf>', 'a device bound to vfio-pci')
       .option('--watch', 'print interrupt counts per vector at each --interval until --samples or Ctrl-C')
       .addOption(
-        new Option('--irq <kind>', 'with --watch: which interrupt to enable (auto: MSI-X, else MSI, else INTx)')
+        new Option(
+          '--irq <kind>',
+          'with --watch: which interrupt to enable (auto: MSI-X, else MSI, else INTx)',
+        )
           .choices(WATCHED_IRQS)
           .default('auto'),
       )
@@ -178,6 +181,7 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
 /** A whole number of at least 1 (an interval in ms, a sample count). */
 function parseCount(arg: string, what: string): number {
   const v = parseOffset(arg, what);
-  if (v === 0 || v > 2 ** 31 - 1) throw new UsageError(`${what} must be between 1 and ${2 ** 31 - 1}, got ${arg}`);
+  if (v === 0 || v > 2 ** 31 - 1)
+    throw new UsageError(`${what} must be between 1 and ${2 ** 31 - 1}, got ${arg}`);
   return v;
 }

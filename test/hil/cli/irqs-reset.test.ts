@@ -56,7 +56,10 @@ describeDevice('e1000e', 'reset --hot where the kernel has none', (bdf) => {
 });
 
 /** The CLI in-process, with stdout seen line by line while it runs. */
-function start(argv: string[], signal?: AbortSignal): { lines: string[]; stderr: () => string; done: Promise<number> } {
+function start(
+  argv: string[],
+  signal?: AbortSignal,
+): { lines: string[]; stderr: () => string; done: Promise<number> } {
   const lines: string[] = [];
   let partial = '';
   let stderr = '';
@@ -131,7 +134,13 @@ describeDevice('edu', 'irqs --watch', (bdf) => {
     expect(await w.done).toBe(0);
     expect(w.stderr()).toContain(`watching msi of ${bdf()}: 1 vector, every 250 ms, ${SAMPLES} samples`);
     const samples = w.lines.map(
-      (l) => validJson('irqs-watch', l) as { sample: number; counts: number[]; totals: number[]; stop: string | null },
+      (l) =>
+        validJson('irqs-watch', l) as {
+          sample: number;
+          counts: number[];
+          totals: number[];
+          stop: string | null;
+        },
     );
     expect(samples.map((s) => s.sample)).toEqual(Array.from({ length: SAMPLES }, (_, i) => i + 1));
     expect(samples.map((s) => s.stop)).toEqual([...Array<null>(SAMPLES - 1).fill(null), 'samples']);

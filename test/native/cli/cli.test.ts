@@ -323,7 +323,9 @@ describe('reset --hot and irqs --watch: what can be checked without the kernel',
     );
     expect(e.message).toContain('group 3 (not viable: 0000:00:02.0 is on e1000)');
     expect(e.message).not.toContain('group 13');
-    expect(e.hint).toContain('`vfio-bridge bind --group 0000:00:03.0`, `vfio-bridge bind --group 0000:00:02.0`');
+    expect(e.hint).toContain(
+      '`vfio-bridge bind --group 0000:00:03.0`, `vfio-bridge bind --group 0000:00:02.0`',
+    );
   });
 
   test('a group with no device on vfio-pci has no node to open, and is refused as such', () => {
@@ -333,9 +335,9 @@ describe('reset --hot and irqs --watch: what can be checked without the kernel',
       path.join(sys, 'bus/pci/devices/0000:00:05.0'),
       path.join(sys, 'kernel/iommu_groups/40/devices/0000:00:05.0'),
     );
-    expect(() => checkHotResetGroups('0000:00:04.0', info([['0000:00:05.0', 40]]), { sysfsRoot: sys })).toThrow(
-      /group 40 \(no device of it is bound to vfio-pci, so it has no \/dev\/vfio node to open\)/,
-    );
+    expect(() =>
+      checkHotResetGroups('0000:00:04.0', info([['0000:00:05.0', 40]]), { sysfsRoot: sys }),
+    ).toThrow(/group 40 \(no device of it is bound to vfio-pci, so it has no \/dev\/vfio node to open\)/);
   });
 
   test('the watched interrupt: MSI-X, then MSI, then INTx; a missing one is refused', () => {
@@ -359,7 +361,9 @@ describe('reset --hot and irqs --watch: what can be checked without the kernel',
       groups: [9],
     };
     expect(validJson('reset', JSON.stringify(hot))).toEqual(hot);
-    expect(() => validJson('reset', JSON.stringify({ ...hot, method: 'function' }))).toThrow(/breaks its schema/);
+    expect(() => validJson('reset', JSON.stringify({ ...hot, method: 'function' }))).toThrow(
+      /breaks its schema/,
+    );
     const line = {
       command: 'irqs',
       version: 1,
@@ -373,7 +377,9 @@ describe('reset --hot and irqs --watch: what can be checked without the kernel',
       stop: null,
     };
     expect(validJson('irqs-watch', JSON.stringify(line))).toEqual(line);
-    expect(() => validJson('irqs-watch', JSON.stringify({ ...line, stop: 'done' }))).toThrow(/breaks its schema/);
+    expect(() => validJson('irqs-watch', JSON.stringify({ ...line, stop: 'done' }))).toThrow(
+      /breaks its schema/,
+    );
   });
 });
 
