@@ -5,3 +5,4 @@ export * from './memory';
 export * from './vfio';
 export * from './pci';
 export * from './dma';
+export * from './vmm';

@@ -134,7 +134,8 @@ done
 
 qemu=(
   qemu-system-x86_64
-  -M q35 -accel tcg,thread=multi -smp 2 -m 2048 -cpu max
+  # TCG emulates AMD SVM with nested paging: the guest loads kvm-amd and runs nested KVM guests.
+  -M q35 -accel tcg,thread=multi -smp 2 -m 2048 -cpu EPYC,+svm,+npt
   -nodefaults -display none -no-reboot
   -chardev stdio,id=con,signal=on -serial chardev:con
   -device intel-iommu,intremap=on,caching-mode=on

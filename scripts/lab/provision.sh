@@ -8,7 +8,7 @@
 
 # The modules the guest loads, in dependency order (busybox insmod does not resolve dependencies).
 # e1000 drives the lab's one device that stays on its kernel driver (the CLI's bind/restore tests).
-LAB_MODULES=(irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci netfs 9pnet 9pnet_virtio 9p e1000)
+LAB_MODULES=(irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci netfs 9pnet 9pnet_virtio 9p e1000 ccp kvm kvm-amd)
 LAB_APT_PACKAGES=(qemu-system-x86 busybox-static)
 LAB_KERNEL_GLOB='linux-image-6.12.*+deb12-amd64'
 
@@ -93,7 +93,7 @@ lab_provision_kernel() {
 
 # Sets LAB_INITRAMFS to a cpio with busybox, the decompressed modules and init.sh as /init.
 lab_provision_initramfs() {
-  local here key work m ko
+  local here key
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   key=$({
     echo "$LAB_KVER"
@@ -109,12 +109,22 @@ lab_provision_initramfs() {
     return 0
   fi
   echo "lab: building the initramfs for $LAB_KVER"
+  lab_pack_initramfs "$LAB_INITRAMFS" "$here/init.sh" "${LAB_MODULES[@]}"
+}
+
+# lab_pack_initramfs OUT INIT MODULE...: a newc cpio at OUT with the static busybox, INIT as /init,
+# and each MODULE of the lab kernel decompressed into /modules, listed in load order in
+# /modules.list. Used for the lab guest and for the guests booted inside it.
+lab_pack_initramfs() {
+  local out=$1 init=$2 work m ko
+  shift 2
   work=$(mktemp -d)
   mkdir -p "$work/bin" "$work/modules"
   cp /bin/busybox "$work/bin/busybox"
-  cp "$here/init.sh" "$work/init"
+  cp "$init" "$work/init"
   chmod 755 "$work/init" "$work/bin/busybox"
-  for m in "${LAB_MODULES[@]}"; do
+  : >"$work/modules.list"
+  for m in "$@"; do
     ko=$(find "$LAB_KERNEL_DIR/lib/modules/$LAB_KVER" -name "$m.ko*" | head -n 1)
     [ -n "$ko" ] || { rm -rf "$work"; lab_fail "module $m is not in the $LAB_KVER package"; }
     case $ko in
@@ -124,11 +134,11 @@ lab_provision_initramfs() {
     esac || { rm -rf "$work"; lab_fail "decompressing $ko"; }
     echo "$m" >>"$work/modules.list"
   done
-  (cd "$work" && find . | busybox cpio -o -H newc 2>/dev/null) >"$LAB_INITRAMFS.tmp" || {
+  (cd "$work" && find . | busybox cpio -o -H newc 2>/dev/null) >"$out.tmp" || {
     rm -rf "$work"
-    lab_fail "busybox cpio failed building the initramfs"
+    lab_fail "busybox cpio failed building $out"
   }
-  mv "$LAB_INITRAMFS.tmp" "$LAB_INITRAMFS"
+  mv "$out.tmp" "$out"
   rm -rf "$work"
 }
 

@@ -1,0 +1,287 @@
+import type { PciConfigTarget, PciHostBridge } from './pci-host';
+
+/** A range of guest-physical (or port) addresses the firmware may hand out, `[base, limit)`. */
+export interface AddressWindow {
+  readonly base: number;
+  readonly limit: number;
+}
+
+/** The windows {@link placeBars} allocates from. */
+export interface PciWindows {
+  /** 32-bit memory BARs and, while they fit, 64-bit ones (below the IOAPIC, as a PC's PCI hole). */
+  readonly mem32: AddressWindow;
+  /** 64-bit memory BARs that do not fit in `mem32` (optional: without it they must fit below 4 GiB). */
+  readonly mem64?: AddressWindow;
+  /** I/O BARs. */
+  readonly io: AddressWindow;
+}
+
+/**
+ * A PC-like default: memory from 3 GiB (where lib/dma's Machine starts its PCI hole) up to the
+ * IOAPIC at 0xfec00000, ports 0xc000-0xffff.
+ */
+export const DEFAULT_PCI_WINDOWS: PciWindows = {
+  mem32: { base: 0xc0000000, limit: 0xfec00000 },
+  io: { base: 0xc000, limit: 0x10000 },
+};
+
+/** One BAR (or the ROM, `bar` 6) as {@link placeBars} found and placed it. */
+export interface PlacedBar {
+  readonly slot: number;
+  readonly fn: number;
+  /** 0-5, or 6 for the expansion ROM. */
+  readonly bar: number;
+  readonly type: 'io' | 'mem32' | 'mem64' | 'rom';
+  readonly prefetchable: boolean;
+  /** Size as the BAR declares it. */
+  readonly size: number;
+  readonly address: number;
+}
+
+/** Options of {@link placeBars}. */
+export interface PlaceBarsOptions {
+  /** Also give expansion ROMs an address (left disabled, as firmware leaves them). Default true. */
+  roms?: boolean;
+  /**
+   * Smallest memory allocation (default 4096, SeaBIOS's PCI_DEVICE_MEM_MIN): a sub-page BAR gets a
+   * page of its own, so a VMM can map it into the guest (vfio-pci expands it) instead of trapping it.
+   */
+  minMemSize?: number;
+  /** GSI of each function's INTx pin, written to the interrupt line register (0x3c). */
+  intxGsi?: (slot: number, pin: number) => number;
+}
+
+interface Request {
+  slot: number;
+  fn: number;
+  target: PciConfigTarget;
+  bar: number;
+  type: PlacedBar['type'];
+  prefetchable: boolean;
+  size: number;
+  alloc: number;
+}
+
+const PCI_COMMAND = 0x04;
+const PCI_HEADER_TYPE = 0x0e;
+const PCI_BASE_ADDRESS_0 = 0x10;
+const PCI_ROM_ADDRESS = 0x30;
+const PCI_INTERRUPT_LINE = 0x3c;
+const PCI_INTERRUPT_PIN = 0x3d;
+const CMD_IO = 0x1;
+const CMD_MEMORY = 0x2;
+
+/**
+ * placeBars: what a PC's firmware does before it boots the guest: size every BAR of every function
+ * on the host bridge by writing all-ones and reading back (decode off meanwhile), hand out addresses
+ * from the windows largest first at natural alignment, program the BARs (and disabled ROM
+ * addresses), write the interrupt line, and turn on memory and I/O decode for what was placed.
+ * Bus mastering is left to the guest's drivers, as SeaBIOS leaves it.
+ *
+ * Returns the placements in devfn and BAR order. A window that cannot hold every BAR is a RangeError
+ * naming the BAR, its size and the window; nothing is programmed then. Functions with a header type
+ * other than 0 (bridges) are not supported and are refused the same way.
+ */
+export function placeBars(
+  host: PciHostBridge,
+  windows: PciWindows = DEFAULT_PCI_WINDOWS,
+  opts: PlaceBarsOptions = {},
+): PlacedBar[] {
+  checkWindow(windows.mem32, 'mem32', 2 ** 32);
+  if (windows.mem64) checkWindow(windows.mem64, 'mem64', 2 ** 53);
+  checkWindow(windows.io, 'io', 0x10000);
+  const minMem = opts.minMemSize ?? 4096;
+  if (!isPow2(minMem)) throw new RangeError(`minMemSize ${minMem} is not a power of two`);
+  const requests: Request[] = [];
+  for (const { slot, fn, target } of host.functions()) {
+    const header = target.configRead(PCI_HEADER_TYPE, 1) & 0x7f;
+    if (header !== 0) {
+      throw new RangeError(
+        `PCI 00:${slotName(slot, fn)} has header type ${header}: only endpoints (type 0) are placed`,
+      );
+    }
+    requests.push(...probe(slot, fn, target, opts.roms ?? true, minMem));
+  }
+
+  // Largest first packs naturally aligned BARs without holes; ties keep devfn and BAR order.
+  const order = [...requests].sort(
+    (a, b) => b.alloc - a.alloc || a.slot - b.slot || a.fn - b.fn || a.bar - b.bar,
+  );
+  const next = { mem32: windows.mem32.base, mem64: windows.mem64?.base ?? 0, io: windows.io.base };
+  const placed = new Map<Request, number>();
+  for (const r of order) {
+    const kind = r.type === 'io' ? 'io' : 'mem32';
+    let addr = alignUp(next[kind], r.alloc);
+    const window = kind === 'io' ? windows.io : windows.mem32;
+    if (addr + r.alloc <= window.limit) {
+      next[kind] = addr + r.alloc;
+    } else if (r.type === 'mem64' && windows.mem64) {
+      addr = alignUp(next.mem64, r.alloc);
+      if (addr + r.alloc > windows.mem64.limit) throw noRoom(r, 'mem64', windows.mem64);
+      next.mem64 = addr + r.alloc;
+    } else {
+      throw noRoom(r, kind, window);
+    }
+    placed.set(r, addr);
+  }
+
+  const out: PlacedBar[] = [];
+  const byFunction = new Map<PciConfigTarget, { slot: number; fn: number; cmd: number }>();
+  for (const r of requests) {
+    const addr = placed.get(r) as number;
+    const t = r.target;
+    if (r.bar === 6) {
+      t.configWrite(PCI_ROM_ADDRESS, 4, addr >>> 0); // enable bit clear: the guest turns it on to read
+    } else {
+      const reg = PCI_BASE_ADDRESS_0 + 4 * r.bar;
+      const lowBits = t.configRead(reg, 4) & (r.type === 'io' ? 0x3 : 0xf);
+      t.configWrite(reg, 4, ((addr % 2 ** 32) | lowBits) >>> 0);
+      if (r.type === 'mem64') t.configWrite(reg + 4, 4, Math.floor(addr / 2 ** 32));
+    }
+    const f = byFunction.get(t) ?? { slot: r.slot, fn: r.fn, cmd: 0 };
+    if (r.type === 'io') f.cmd |= CMD_IO;
+    else if (r.type !== 'rom') f.cmd |= CMD_MEMORY;
+    byFunction.set(t, f);
+    out.push({
+      slot: r.slot,
+      fn: r.fn,
+      bar: r.bar,
+      type: r.type,
+      prefetchable: r.prefetchable,
+      size: r.size,
+      address: addr,
+    });
+  }
+  for (const { slot, target } of host.functions()) {
+    const pin = target.configRead(PCI_INTERRUPT_PIN, 1);
+    if (opts.intxGsi && pin >= 1 && pin <= 4) {
+      target.configWrite(PCI_INTERRUPT_LINE, 1, opts.intxGsi(slot, pin) & 0xff);
+    }
+    const cmd = byFunction.get(target)?.cmd ?? 0;
+    if (cmd) target.configWrite(PCI_COMMAND, 2, (target.configRead(PCI_COMMAND, 2) | cmd) & 0xffff);
+  }
+  return out;
+}
+
+/** Sizes the BARs and ROM of one function, with decode off and every register restored after. */
+function probe(slot: number, fn: number, t: PciConfigTarget, roms: boolean, minMem: number): Request[] {
+  const out: Request[] = [];
+  const cmd = t.configRead(PCI_COMMAND, 2);
+  t.configWrite(PCI_COMMAND, 2, cmd & ~(CMD_IO | CMD_MEMORY));
+  try {
+    for (let bar = 0; bar < 6; bar++) {
+      const reg = PCI_BASE_ADDRESS_0 + 4 * bar;
+      const orig = t.configRead(reg, 4);
+      t.configWrite(reg, 4, 0xffffffff);
+      const lo = t.configRead(reg, 4);
+      t.configWrite(reg, 4, orig);
+      if (lo === 0) continue;
+      if (lo & 1) {
+        const mask = lo & 0xfffffffc & 0xffff; // I/O decodes 16 bits; the upper half may read 0
+        const size = lowestBit(mask);
+        if (size) out.push({ slot, fn, target: t, bar, type: 'io', prefetchable: false, size, alloc: size });
+        continue;
+      }
+      const prefetchable = (lo & 0x8) !== 0;
+      if ((lo & 0x6) === 0x4 && bar < 5) {
+        const origHi = t.configRead(reg + 4, 4);
+        t.configWrite(reg + 4, 4, 0xffffffff);
+        const hi = t.configRead(reg + 4, 4);
+        t.configWrite(reg + 4, 4, origHi);
+        const low = (lo & 0xfffffff0) >>> 0;
+        const size = low ? lowestBit(low) : lowestBit(hi) * 2 ** 32;
+        if (size)
+          out.push({
+            slot,
+            fn,
+            target: t,
+            bar,
+            type: 'mem64',
+            prefetchable,
+            size,
+            alloc: Math.max(size, minMem),
+          });
+        bar++; // the upper half
+        continue;
+      }
+      const size = lowestBit((lo & 0xfffffff0) >>> 0);
+      if (size)
+        out.push({
+          slot,
+          fn,
+          target: t,
+          bar,
+          type: 'mem32',
+          prefetchable,
+          size,
+          alloc: Math.max(size, minMem),
+        });
+    }
+    if (roms) {
+      const orig = t.configRead(PCI_ROM_ADDRESS, 4);
+      t.configWrite(PCI_ROM_ADDRESS, 4, 0xfffff800);
+      const rb = t.configRead(PCI_ROM_ADDRESS, 4);
+      t.configWrite(PCI_ROM_ADDRESS, 4, orig);
+      const size = lowestBit((rb & 0xfffff800) >>> 0);
+      if (size)
+        out.push({
+          slot,
+          fn,
+          target: t,
+          bar: 6,
+          type: 'rom',
+          prefetchable: false,
+          size,
+          alloc: Math.max(size, minMem),
+        });
+    }
+  } finally {
+    t.configWrite(PCI_COMMAND, 2, cmd);
+  }
+  return out;
+}
+
+function lowestBit(v: number): number {
+  if (v === 0) return 0;
+  let b = 1;
+  while ((v / b) % 2 === 0) b *= 2;
+  return b;
+}
+
+function alignUp(v: number, a: number): number {
+  return Math.ceil(v / a) * a;
+}
+
+function isPow2(v: number): boolean {
+  return Number.isSafeInteger(v) && v > 0 && lowestBit(v) === v;
+}
+
+function checkWindow(w: AddressWindow | undefined, name: string, max: number): void {
+  if (
+    !w ||
+    !Number.isSafeInteger(w.base) ||
+    !Number.isSafeInteger(w.limit) ||
+    w.base < 0 ||
+    w.limit <= w.base ||
+    w.limit > max
+  ) {
+    throw new RangeError(
+      `PCI ${name} window ${JSON.stringify(w)} must be [base, limit) with 0 <= base < limit <= ${hex(max)}`,
+    );
+  }
+}
+
+function noRoom(r: Request, kind: string, w: AddressWindow): RangeError {
+  const what = r.bar === 6 ? 'ROM' : `BAR ${r.bar}`;
+  return new RangeError(
+    `PCI 00:${slotName(r.slot, r.fn)} ${what} (${r.type}, ${hex(r.size)} bytes) does not fit in the ${kind} window [${hex(w.base)}, ${hex(w.limit)}) with the larger BARs placed`,
+  );
+}
+
+function slotName(slot: number, fn: number): string {
+  return `${slot.toString(16).padStart(2, '0')}.${fn}`;
+}
+
+function hex(v: number): string {
+  return `0x${v.toString(16)}`;
+}

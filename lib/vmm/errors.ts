@@ -1,0 +1,21 @@
+/**
+ * Why the VMM refused to build the machine or to boot the guest it was given:
+ * - `ENOTBZIMAGE`: the kernel is not a bzImage (no 0xAA55 boot flag or no "HdrS" setup header);
+ * - `EPROTOCOL`: the bzImage's boot protocol is too old, or lacks the entry point asked for;
+ * - `ECMDLINE`: the command line is longer than the kernel accepts, or holds a NUL;
+ * - `ENOSPACE`: the kernel, the initramfs or a boot structure does not fit in guest RAM;
+ * - `EE820`: the memory map is malformed (overlapping entries, too many, zero-sized).
+ */
+export type VmmErrorCode = 'ENOTBZIMAGE' | 'EPROTOCOL' | 'ECMDLINE' | 'ENOSPACE' | 'EE820';
+
+/** A bad machine description or boot input, with a `code` and a `hint` that says what to change. */
+export class VmmError extends Error {
+  override readonly name = 'VmmError';
+  constructor(
+    readonly code: VmmErrorCode,
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(hint ? `${message} (${hint})` : message);
+  }
+}

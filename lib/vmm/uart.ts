@@ -1,0 +1,389 @@
+import { MemoryRegion } from '../memory';
+
+/** The port a PC's first serial port (COM1, Linux's ttyS0) decodes, and its ISA IRQ. */
+export const COM1_PORT = 0x3f8;
+export const COM1_IRQ = 4;
+
+// Register offsets (DLAB = LCR bit 7 selects the divisor latch at 0 and 1).
+const RBR_THR_DLL = 0;
+const IER_DLM = 1;
+const IIR_FCR = 2;
+const LCR = 3;
+const MCR = 4;
+const LSR = 5;
+const MSR = 6;
+const SCR = 7;
+
+const LCR_DLAB = 0x80;
+
+const IER_RDI = 0x01;
+const IER_THRI = 0x02;
+const IER_RLSI = 0x04;
+const IER_MSI = 0x08;
+
+const IIR_NO_INT = 0x01;
+const IIR_MSI = 0x00;
+const IIR_THRI = 0x02;
+const IIR_RDI = 0x04;
+const IIR_RLSI = 0x06;
+const IIR_CTI = 0x0c;
+const IIR_FIFO_ENABLED = 0xc0;
+
+const FCR_ENABLE = 0x01;
+const FCR_CLEAR_RX = 0x02;
+const FCR_TRIGGER_SHIFT = 6;
+const RX_TRIGGER = [1, 4, 8, 14];
+
+const LSR_DR = 0x01;
+const LSR_OE = 0x02;
+const LSR_THRE = 0x20;
+const LSR_TEMT = 0x40;
+
+const MCR_DTR = 0x01;
+const MCR_RTS = 0x02;
+const MCR_OUT1 = 0x04;
+const MCR_OUT2 = 0x08;
+const MCR_LOOP = 0x10;
+
+const MSR_DCTS = 0x01;
+const MSR_DDSR = 0x02;
+const MSR_TERI = 0x04;
+const MSR_DDCD = 0x08;
+const MSR_CTS = 0x10;
+const MSR_DSR = 0x20;
+const MSR_RI = 0x40;
+const MSR_DCD = 0x80;
+/** Outside loopback the modem lines read as a terminal that is present and ready (as QEMU's serial). */
+const MSR_IDLE = MSR_DCD | MSR_DSR | MSR_CTS;
+
+const FIFO_SIZE = 16;
+
+/** Options of {@link Uart16550}. */
+export interface Uart16550Options {
+  /** Called with each byte string the guest transmits, as it is written (no buffering). */
+  onOutput?: (bytes: Uint8Array) => void;
+  /** Called with each complete console line (without its line ending). */
+  onLine?: (line: string) => void;
+  /**
+   * Called when the interrupt output changes level. A VMM with an in-kernel IOAPIC forwards it as
+   * KVM_IRQ_LINE on {@link COM1_IRQ} (ISA lines are edge-triggered, so the rising edge is what counts).
+   */
+  onIrq?: (level: boolean) => void;
+  /** How many bytes of output {@link Uart16550.captured} keeps (default 1 MiB; older bytes are dropped). */
+  captureLimit?: number;
+}
+
+/**
+ * Uart16550: the PC's 16550A serial port, modelled far enough for Linux's 8250 driver to detect a
+ * 16550A with FIFOs and to run both the polled console and the interrupt-driven tty on it.
+ *
+ * Transmission is instantaneous: the transmitter is always empty (LSR THRE|TEMT), and a byte written
+ * to THR is handed to `onOutput` at once. The THRE interrupt follows QEMU's serial model, which is
+ * what Linux's driver probes for: it is pending after each transmitted byte and whenever the guest
+ * turns the THRE interrupt enable on while the transmitter is empty, and reading IIR while it is the
+ * reported interrupt clears it. Received bytes ({@link Uart16550.input}) go through a 16-byte FIFO;
+ * since input has no baud-rate timing here, bytes below the trigger level raise the character-timeout
+ * interrupt at once instead of four character times later. In loopback (MCR bit 4) transmitted bytes
+ * come back as input and MSR mirrors the MCR outputs, as the 8250 driver's loopback probe expects.
+ *
+ * Each register is one byte wide: wider accesses are not valid on {@link Uart16550.region}, so the
+ * memory layer reports them as unassigned. Nothing the guest does can make this throw.
+ */
+export class Uart16550 {
+  #ier = 0;
+  #lcr = 0;
+  #mcr = MCR_OUT2;
+  #lsr = LSR_THRE | LSR_TEMT;
+  #msr = MSR_IDLE;
+  #scr = 0;
+  #dll = 0x0c; // 9600 baud, as after a PC BIOS
+  #dlm = 0;
+  #fcr = 0;
+  #rx: number[] = [];
+  #thrPending = false;
+  #irqLevel = false;
+  #line: number[] = [];
+  #captured: Uint8Array[] = [];
+  #capturedBytes = 0;
+  readonly #captureLimit: number;
+  readonly #onOutput?: (bytes: Uint8Array) => void;
+  readonly #onLine?: (line: string) => void;
+  readonly #onIrq?: (level: boolean) => void;
+  #txBytes = 0;
+  #overruns = 0;
+
+  constructor(opts: Uart16550Options = {}) {
+    for (const k of ['onOutput', 'onLine', 'onIrq'] as const) {
+      if (opts[k] !== undefined && typeof opts[k] !== 'function') {
+        throw new TypeError(`Uart16550 option ${k} must be a function`);
+      }
+    }
+    const limit = opts.captureLimit ?? 1 << 20;
+    if (!Number.isSafeInteger(limit) || limit < 0) {
+      throw new RangeError(`Uart16550 captureLimit ${String(limit)} must be an integer >= 0`);
+    }
+    this.#captureLimit = limit;
+    this.#onOutput = opts.onOutput;
+    this.#onLine = opts.onLine;
+    this.#onIrq = opts.onIrq;
+  }
+
+  /** The interrupt output's current level. */
+  get irqLevel(): boolean {
+    return this.#irqLevel;
+  }
+
+  /** Bytes the guest has transmitted since creation. */
+  get transmitted(): number {
+    return this.#txBytes;
+  }
+
+  /** Received bytes dropped because the FIFO (or the holding register) was full. */
+  get overruns(): number {
+    return this.#overruns;
+  }
+
+  /** The last `captureLimit` bytes of output, decoded as UTF-8 (invalid sequences replaced). */
+  get captured(): string {
+    const all = Buffer.concat(this.#captured);
+    return all.subarray(Math.max(0, all.length - this.#captureLimit)).toString('utf8');
+  }
+
+  /** An I/O region of 8 one-byte registers, to place at {@link COM1_PORT} in the VMM's port space. */
+  region(name = 'serial'): MemoryRegion {
+    return MemoryRegion.io(name, 8, {
+      read: (offset) => this.read(offset),
+      write: (offset, _size, value) => this.write(offset, Number(value)),
+      valid: { minAccessSize: 1, maxAccessSize: 1 },
+      impl: { minAccessSize: 1, maxAccessSize: 1 },
+    });
+  }
+
+  /** One guest read of the register at `offset` (0-7). */
+  read(offset: number): number {
+    checkOffset(offset);
+    const dlab = (this.#lcr & LCR_DLAB) !== 0;
+    switch (offset) {
+      case RBR_THR_DLL: {
+        if (dlab) return this.#dll;
+        const v = this.#rx.shift() ?? 0;
+        if (this.#rx.length === 0) this.#lsr &= ~LSR_DR;
+        this.#update();
+        return v;
+      }
+      case IER_DLM:
+        return dlab ? this.#dlm : this.#ier;
+      case IIR_FCR: {
+        const iir = this.#iir();
+        // Reading IIR while it reports THRE is how a 16550 acknowledges that interrupt.
+        if ((iir & 0x0f) === IIR_THRI) {
+          this.#thrPending = false;
+          this.#update();
+        }
+        return iir;
+      }
+      case LCR:
+        return this.#lcr;
+      case MCR:
+        return this.#mcr;
+      case LSR: {
+        const v = this.#lsr;
+        this.#lsr &= ~LSR_OE;
+        this.#update();
+        return v;
+      }
+      case MSR: {
+        const v = this.#msr;
+        this.#msr &= 0xf0;
+        this.#update();
+        return v;
+      }
+      case SCR:
+      default:
+        return this.#scr;
+    }
+  }
+
+  /** One guest write of `value` (its low byte) to the register at `offset` (0-7). */
+  write(offset: number, value: number): void {
+    checkOffset(offset);
+    if (typeof value !== 'number' || !Number.isInteger(value)) {
+      throw new TypeError(`Uart16550 write value ${String(value)} is not an integer`);
+    }
+    const v = value & 0xff;
+    const dlab = (this.#lcr & LCR_DLAB) !== 0;
+    switch (offset) {
+      case RBR_THR_DLL:
+        if (dlab) this.#dll = v;
+        else this.#transmit(v);
+        break;
+      case IER_DLM:
+        if (dlab) {
+          this.#dlm = v;
+          break;
+        }
+        {
+          const turnedOn = v & ~this.#ier & IER_THRI;
+          // Only the four standard enables exist: the 8250 driver probes for more (XScale's UUE).
+          this.#ier = v & 0x0f;
+          if (turnedOn && this.#lsr & LSR_THRE) this.#thrPending = true;
+          this.#update();
+        }
+        break;
+      case IIR_FCR:
+        this.#fcr = v & 0xc9; // enable, DMA mode and trigger level are stored; the clears are actions
+        if (v & FCR_CLEAR_RX) {
+          this.#rx.length = 0;
+          this.#lsr &= ~LSR_DR;
+        }
+        this.#update();
+        break;
+      case LCR:
+        this.#lcr = v;
+        break;
+      case MCR:
+        this.#setMcr(v & 0x1f);
+        break;
+      case LSR:
+      case MSR:
+        // Read-only status registers: a write has no effect on a 16550.
+        break;
+      case SCR:
+      default:
+        this.#scr = v;
+    }
+  }
+
+  /**
+   * Bytes arriving on the line (the host's input to the guest console). Bytes that do not fit in
+   * the FIFO are dropped and counted as an overrun, which the guest sees in LSR.
+   */
+  input(bytes: Uint8Array | string): void {
+    const data = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
+    if (!(data instanceof Uint8Array)) throw new TypeError('Uart16550 input must be a Uint8Array or string');
+    for (const b of data) this.#receive(b);
+    this.#update();
+  }
+
+  /** Back to the power-on state (the capture and counters are kept). */
+  reset(): void {
+    this.#ier = 0;
+    this.#lcr = 0;
+    this.#mcr = MCR_OUT2;
+    this.#lsr = LSR_THRE | LSR_TEMT;
+    this.#msr = MSR_IDLE;
+    this.#scr = 0;
+    this.#dll = 0x0c;
+    this.#dlm = 0;
+    this.#fcr = 0;
+    this.#rx.length = 0;
+    this.#thrPending = false;
+    this.#update();
+  }
+
+  #fifoEnabled(): boolean {
+    return (this.#fcr & FCR_ENABLE) !== 0;
+  }
+
+  #transmit(b: number): void {
+    if (this.#mcr & MCR_LOOP) {
+      this.#receive(b);
+    } else {
+      this.#txBytes++;
+      const bytes = Uint8Array.of(b);
+      this.#capture(bytes);
+      this.#onOutput?.(bytes);
+      this.#lineByte(b);
+    }
+    this.#thrPending = true;
+    this.#update();
+  }
+
+  #receive(b: number): void {
+    const room = this.#fifoEnabled() ? FIFO_SIZE : 1;
+    if (this.#rx.length >= room) {
+      this.#overruns++;
+      this.#lsr |= LSR_OE;
+      return;
+    }
+    this.#rx.push(b);
+    this.#lsr |= LSR_DR;
+  }
+
+  #setMcr(v: number): void {
+    this.#mcr = v;
+    const old = this.#msr;
+    let lines = MSR_IDLE;
+    if (v & MCR_LOOP) {
+      // Loopback wires the outputs back to the inputs: RTS→CTS, DTR→DSR, OUT1→RI, OUT2→DCD.
+      lines =
+        (v & MCR_RTS ? MSR_CTS : 0) |
+        (v & MCR_DTR ? MSR_DSR : 0) |
+        (v & MCR_OUT1 ? MSR_RI : 0) |
+        (v & MCR_OUT2 ? MSR_DCD : 0);
+    }
+    const changed = (old ^ lines) & 0xf0;
+    let delta = old & 0x0f;
+    if (changed & MSR_CTS) delta |= MSR_DCTS;
+    if (changed & MSR_DSR) delta |= MSR_DDSR;
+    if (changed & MSR_DCD) delta |= MSR_DDCD;
+    if (old & MSR_RI && !(lines & MSR_RI)) delta |= MSR_TERI;
+    this.#msr = lines | delta;
+    this.#update();
+  }
+
+  #iir(): number {
+    const fifo = this.#fifoEnabled() ? IIR_FIFO_ENABLED : 0;
+    return fifo | this.#pendingId();
+  }
+
+  /** The highest-priority pending, enabled interrupt, as IIR bits 3:0. */
+  #pendingId(): number {
+    if (this.#ier & IER_RLSI && this.#lsr & LSR_OE) return IIR_RLSI;
+    if (this.#ier & IER_RDI && this.#lsr & LSR_DR) {
+      if (!this.#fifoEnabled()) return IIR_RDI;
+      const trigger = RX_TRIGGER[this.#fcr >> FCR_TRIGGER_SHIFT];
+      return this.#rx.length >= trigger ? IIR_RDI : IIR_CTI;
+    }
+    if (this.#ier & IER_THRI && this.#thrPending) return IIR_THRI;
+    if (this.#ier & IER_MSI && this.#msr & 0x0f) return IIR_MSI;
+    return IIR_NO_INT;
+  }
+
+  #update(): void {
+    const level = this.#pendingId() !== IIR_NO_INT;
+    if (level === this.#irqLevel) return;
+    this.#irqLevel = level;
+    this.#onIrq?.(level);
+  }
+
+  #capture(bytes: Uint8Array): void {
+    if (this.#captureLimit === 0) return;
+    this.#captured.push(bytes);
+    this.#capturedBytes += bytes.length;
+    if (this.#capturedBytes > this.#captureLimit * 2) {
+      // Compact now and then rather than on every byte.
+      const all = Buffer.concat(this.#captured);
+      const keep = all.subarray(all.length - this.#captureLimit);
+      this.#captured = [keep];
+      this.#capturedBytes = keep.length;
+    }
+  }
+
+  #lineByte(b: number): void {
+    if (b === 0x0a) {
+      let bytes = this.#line;
+      if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.slice(0, -1);
+      this.#line = [];
+      this.#onLine?.(Buffer.from(bytes).toString('utf8'));
+    } else if (this.#line.length < 65536) {
+      this.#line.push(b);
+    }
+  }
+}
+
+function checkOffset(offset: number): void {
+  if (!Number.isInteger(offset) || offset < 0 || offset > 7) {
+    throw new RangeError(`Uart16550 register offset ${String(offset)} is out of range 0..7`);
+  }
+}
