@@ -22,6 +22,8 @@ export interface DriverChange {
 
 /** Shared by bind, unbind and restore. */
 export interface MoveOptions extends SysfsOptions {
+  /** Directory of the VFIO group nodes (default `/dev/vfio`). */
+  vfioDevDir?: string;
   state: DriverState;
   /** How long to wait for the kernel to bind or release a device. */
   timeoutMs: number;
@@ -126,6 +128,58 @@ function checkInterfacesDown(dev: PciDeviceEntry): void {
   });
 }
 
+/** PIDs (with their command names) holding `node` open, read from /proc; empty when unreadable. */
+function holdersOf(node: string): string[] {
+  const out: string[] = [];
+  let pids: string[] = [];
+  try {
+    pids = fs.readdirSync('/proc').filter((p) => /^[0-9]+$/.test(p));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const fds = fs.readdirSync(`/proc/${pid}/fd`);
+      if (!fds.some((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === node)) continue;
+      out.push(`${pid} (${fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim()})`);
+    } catch {
+      // gone, or not ours to look at
+    }
+  }
+  return out;
+}
+
+/**
+ * Refuse to take a device away from vfio while a process has its group open (a VMM using it): the
+ * kernel's unbind then blocks, uninterruptibly and without a timeout, until that process lets go.
+ * The group node answers a second open with EBUSY while it is held (legacy group or cdev).
+ */
+function checkVfioReleased(dev: PciDeviceEntry, opts: MoveOptions): void {
+  if (dev.driver === null || !isVfioDriver(dev.driver) || dev.iommuGroup === null) return;
+  const node = path.join(opts.vfioDevDir ?? '/dev/vfio', String(dev.iommuGroup));
+  let fd: number;
+  try {
+    fd = fs.openSync(node, fs.constants.O_RDWR);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EBUSY') return; // no node, no access: nothing to tell
+    const holders = holdersOf(node);
+    throw new VfioError({
+      message:
+        `${dev.bdf} is in use through ${node}` +
+        (holders.length > 0 ? ` by ${holders.join(', ')}` : ' by another process'),
+      code: 'EBUSY',
+      errno: 16,
+      op: 'open',
+      path: node,
+      bdf: dev.bdf,
+      hint:
+        `stop that process or have it close the device first: ${dev.driver} would not let go of ` +
+        'the device until it does, and the unbind would hang',
+    });
+  }
+  fs.closeSync(fd);
+}
+
 /**
  * The devices `bind` would move, checked: the named ones, plus their groups' other members with
  * `group`, refusing a group vfio would find not viable afterwards.
@@ -169,6 +223,7 @@ export function planBind(bdfs: readonly string[], opts: BindOptions): PciDeviceE
   }
   const devices = [...plan.values()];
   if (!opts.force) devices.forEach(checkInterfacesDown);
+  for (const dev of devices) if (dev.driver !== opts.driver) checkVfioReleased(dev, opts);
   return devices;
 }
 
@@ -197,6 +252,7 @@ export async function bindDevices(bdfs: readonly string[], opts: BindOptions): P
 /** unbind: detach devices from their drivers (driver_override is left as it is). */
 export async function unbindDevices(bdfs: readonly string[], opts: MoveOptions): Promise<DriverChange[]> {
   const devices = bdfs.map((b) => readDevice(b, opts));
+  for (const dev of devices) checkVfioReleased(dev, opts);
   const out: DriverChange[] = [];
   for (const [i, dev] of devices.entries()) {
     opts.onStart?.(i + 1, devices.length, dev.bdf);
@@ -227,6 +283,7 @@ export async function restoreDevices(bdfs: readonly string[], opts: MoveOptions)
         hint: 'restore undoes what bind or unbind did; to choose a driver, use bind --driver NAME',
       });
     }
+    if (dev.driver !== opts.state.get(dev.bdf)!.driver) checkVfioReleased(dev, opts);
   }
   const out: DriverChange[] = [];
   for (const [i, dev] of devices.entries()) {

@@ -8,7 +8,7 @@ import { VfioPciDevice } from '../pci/device';
 import { Container } from '../vfio/container';
 import type { SysfsOptions } from '../vfio/sysfs';
 import { UsageError } from './errors';
-import { parseBdf, readResources } from './pci-sysfs';
+import { IORESOURCE_IO, parseBdf, readResources, type PciResource } from './pci-sysfs';
 import { parseOffset } from './region-access';
 
 /** A BAR address from `--bar [BDF/]n=ADDR`. */
@@ -56,6 +56,39 @@ export interface BuiltBus extends Disposable {
   mapinfo: MapInfoRange[];
 }
 
+/** IORESOURCE_MEM_64 in a `resource` line's flags. */
+const IORESOURCE_MEM_64 = 0x0010_0000;
+
+/**
+ * Check a placement against the BAR as sysfs shows it. A BAR register would take any of these
+ * silently (masking the low bits, dropping the high dword of a 32-bit BAR), and a placement for a
+ * BAR the device lacks would simply never be used.
+ * @throws UsageError
+ */
+function checkPlacement(bdf: string, p: BarPlacement, resources: readonly PciResource[]): void {
+  const bar = resources.find((r) => r.index === p.bar);
+  const at = `--bar ${p.bar}=0x${p.address.toString(16)}`;
+  if (bar === undefined) {
+    const has = resources.filter((r) => r.index < 6).map((r) => r.index);
+    throw new UsageError(
+      `${at}: ${bdf} has no BAR ${p.bar}`,
+      has.length > 0 ? `its BARs are ${has.join(', ')}` : 'it has no BARs',
+    );
+  }
+  if (p.address % bar.size !== 0) {
+    throw new UsageError(
+      `${at}: BAR ${p.bar} of ${bdf} is 0x${bar.size.toString(16)} bytes, so its address must be a multiple of that`,
+    );
+  }
+  const io = (bar.flags & IORESOURCE_IO) !== 0;
+  const limit = io ? 0x1_0000 : (bar.flags & IORESOURCE_MEM_64) !== 0 ? 2 ** 64 : 2 ** 32;
+  if (p.address + bar.size > limit) {
+    throw new UsageError(
+      `${at}: BAR ${p.bar} of ${bdf} is ${io ? 'an I/O BAR' : 'a 32-bit BAR'} and must end at or below 0x${limit.toString(16)}`,
+    );
+  }
+}
+
 /**
  * Open every device on one bus, in one container, and place their BARs.
  * @throws UsageError for a --bar naming a device not listed, or a plain n=ADDR with several devices
@@ -74,6 +107,8 @@ export function buildBus(
     }
     if (p.bdf !== null && !bdfs.includes(p.bdf))
       throw new UsageError(`--bar names ${p.bdf}, which is not listed`);
+    const bdf = p.bdf ?? bdfs[0];
+    checkPlacement(bdf, p, readResources(bdf, sysfs));
   }
   const bus = new PciBus();
   const container = Container.open();

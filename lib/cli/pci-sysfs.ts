@@ -49,9 +49,19 @@ function readTrim(p: string): string | null {
   try {
     return fs.readFileSync(p, 'utf8').trim();
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENODEV') return null;
-    throw e;
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT' || err.code === 'ENODEV') return null;
+    throw new VfioError({
+      message: `cannot read ${p}: ${err.message}`,
+      code: err.code ?? 'EIO',
+      ...(err.errno !== undefined ? { errno: Math.abs(err.errno) } : {}),
+      op: 'read',
+      path: p,
+      hint:
+        err.code === 'EACCES' || err.code === 'EPERM'
+          ? 'some sysfs attributes are readable by root only'
+          : 'see dmesg for what the kernel said',
+    });
   }
 }
 

@@ -101,6 +101,20 @@ export function checkSpan(region: number, offset: number, length: number, size: 
   }
 }
 
+/**
+ * @throws UsageError unless `offset` is a multiple of `width`. An unaligned access is not one access:
+ * the kernel's pread/pwrite splits it into narrower ones, and the CPU splits a load that crosses the
+ * device's dword or qword boundary into two bus transactions.
+ */
+export function checkAligned(offset: number, width: AccessSize): void {
+  if (offset % width !== 0) {
+    throw new UsageError(
+      `offset 0x${offset.toString(16)} is not a multiple of the width (${width}): the access would be split`,
+      `start at 0x${(offset - (offset % width)).toString(16)}, or give a narrower --width`,
+    );
+  }
+}
+
 /** Where one region is accessed: a mapping of the pages around the range, or the fd. */
 export interface RegionPort extends Disposable {
   readonly via: 'map' | 'fd';

@@ -89,6 +89,15 @@ const space = obj({
 });
 const mapinfo = { enum: ['direct', 'trapped-mmap', 'trapped-fd', 'emulated'] };
 
+/** What read, write and dump all report: which access was made, and how. */
+const access = {
+  bdf,
+  region: str,
+  offset: int,
+  width: { enum: [1, 2, 4, 8] },
+  via: { enum: ['map', 'fd'] },
+};
+
 /** Every command's schema, by command name. */
 export const SCHEMAS: Record<string, Schema> = {
   list: doc('list', {
@@ -139,29 +148,11 @@ export const SCHEMAS: Record<string, Schema> = {
     capabilities: { type: 'array', items: obj({ offset: int, id: int, name: str, extended: bool }) },
     irqs: { type: 'array', items: irq },
   }),
-  read: doc('read', {
-    bdf,
-    region: str,
-    offset: int,
-    width: { enum: [1, 2, 4, 8] },
-    via: { enum: ['map', 'fd'] },
-    value: hexString,
-  }),
-  write: doc('write', {
-    bdf,
-    region: str,
-    offset: int,
-    width: { enum: [1, 2, 4, 8] },
-    via: { enum: ['map', 'fd'] },
-    value: hexString,
-  }),
+  read: doc('read', { ...access, value: hexString }),
+  write: doc('write', { ...access, value: hexString }),
   dump: doc('dump', {
-    bdf,
-    region: str,
-    offset: int,
+    ...access,
     length: int,
-    width: { enum: [1, 2, 4, 8] },
-    via: { enum: ['map', 'fd'] },
     values: { type: 'array', items: hexString },
   }),
   mtree: {

@@ -212,8 +212,25 @@ export class GuestRam implements DmaMemory, Disposable {
     return ab;
   }
 
-  /** A DataView over [offset, offset + length) of guest RAM. */
+  /**
+   * A DataView over [offset, offset + length) of guest RAM. It is cut from the window of the
+   * {@link MAX_GUEST_RAM_BUFFER}-sized piece of RAM that holds it, so a VMM taking a view per guest
+   * address does not make (and keep, until close) a window for each.
+   */
   view(offset: number, length: number): DataView {
+    this.#check('guestRam.view');
+    checkSize('offset', offset);
+    checkSize('length', length);
+    if (offset > this.length || length > this.length - offset) {
+      throw new RangeError(
+        `guestRam.view: offset ${offset} length ${length} is outside the ${this.length}-byte RAM`,
+      );
+    }
+    const start = Math.floor(offset / MAX_GUEST_RAM_BUFFER) * MAX_GUEST_RAM_BUFFER;
+    const size = Math.min(MAX_GUEST_RAM_BUFFER, this.length - start);
+    if (offset + length <= start + size) {
+      return new DataView(this.buffer(start, size), offset - start, length);
+    }
     return new DataView(this.buffer(offset, length));
   }
 

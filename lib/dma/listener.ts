@@ -14,6 +14,7 @@
  * VMM for a guest's doing: problems are events, counters and a rate-limited log.
  */
 import type { AddressSpace, FlatRange, MemoryListener } from '../memory';
+import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
 import { span, type DmaMapRequest } from '../vfio/dma-types';
 import { planSection, skipOf, type DmaSkip } from './plan';
 
@@ -70,11 +71,7 @@ export interface DmaErrorEvent {
 }
 
 /** Options of {@link DmaListener}. */
-export interface DmaListenerOptions {
-  /** Where warnings are logged, rate-limited. Default a process warning; null turns logging off. */
-  log?: ((line: string) => void) | null;
-  /** Minimum time between two log lines, in milliseconds. Default 1000. */
-  logIntervalMs?: number;
+export interface DmaListenerOptions extends RateLimitedLogOptions {
   /** The host page size (default 4096): RAM is mapped in whole host pages as well as IOMMU pages. */
   hostPageSize?: number;
 }
@@ -148,37 +145,37 @@ export class DmaListener implements MemoryListener, Disposable {
     'dma-error': [] as ((e: DmaErrorEvent) => void)[],
     fatal: [] as ((e: DmaCommitError) => void)[],
   };
-  #log: ((line: string) => void) | null;
-  #logInterval: number;
-  #lastLog = -Infinity;
-  #suppressed = 0;
+  readonly #log: RateLimitedLog;
   #lastFatal: DmaCommitError | null = null;
   #unsubscribe: (() => void) | null = null;
   #closed = false;
 
-  /** Start listening: every DMA-able section already in `space` is mapped now. */
+  /**
+   * Start listening: every DMA-able section already in `space` is mapped now.
+   * @throws DmaCommitError when RAM already in `space` cannot be mapped (nothing stays mapped)
+   */
   constructor(container: DmaContainer, space: AddressSpace, opts: DmaListenerOptions = {}) {
     if (container === null || typeof container !== 'object' || typeof container.mapDma !== 'function') {
       throw new TypeError('DmaListener needs a container (Container or one with mapDma/unmapDma/iommuInfo)');
     }
-    if (opts.log !== undefined && opts.log !== null && typeof opts.log !== 'function') {
-      throw new TypeError('log must be a function or null');
-    }
-    const interval = opts.logIntervalMs ?? 1000;
-    if (typeof interval !== 'number' || !(interval >= 0)) {
-      throw new RangeError(`logIntervalMs ${String(interval)} is out of range: must be a number >= 0`);
-    }
+    const log = new RateLimitedLog(opts, defaultLog);
     const host = opts.hostPageSize ?? 4096;
     if (!Number.isSafeInteger(host) || host <= 0 || (host & (host - 1)) !== 0) {
       throw new RangeError(`hostPageSize ${String(host)} is not a power of two`);
     }
-    this.#log = opts.log === undefined ? defaultLog : opts.log;
-    this.#logInterval = interval;
+    this.#log = log;
     this.container = container;
     this.space = space;
     this.pageSize = container.iommuInfo().minPageSize;
     this.ramPageSize = Math.max(this.pageSize, host);
     this.#unsubscribe = space.addListener(this);
+    // The first commit maps the RAM already in the space. Nobody can have subscribed to `fatal` yet,
+    // and a VMM must not go on with guest RAM the device cannot reach: this one is thrown.
+    const fatal = this.#lastFatal;
+    if (fatal !== null) {
+      this.close();
+      throw fatal;
+    }
   }
 
   /** Subscribe to an event. */
@@ -425,16 +422,7 @@ export class DmaListener implements MemoryListener, Disposable {
   }
 
   #logLine(line: string): void {
-    if (this.#log === null) return;
-    const now = Date.now();
-    if (now - this.#lastLog < this.#logInterval) {
-      this.#suppressed++;
-      return;
-    }
-    const more = this.#suppressed > 0 ? ` (${this.#suppressed} more since the last report)` : '';
-    this.#lastLog = now;
-    this.#suppressed = 0;
-    this.#log(line + more);
+    this.#log.line(line);
   }
 
   /**

@@ -6,6 +6,7 @@
 import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
 import { Container } from '../vfio';
+import { closedError } from '../vfio/vfio-error';
 import { GuestRam, MAX_GUEST_RAM_BUFFER, type GuestRamOptions } from './guest-ram';
 import { DmaListener, type DmaListenerOptions } from './listener';
 
@@ -39,11 +40,37 @@ export interface RamRange {
 
 const GiB = 2 ** 30;
 
+const PAGE = 4096;
+
 function checkInteger(what: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
     throw new RangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
   }
   return v;
+}
+
+// RAM that ends or breaks off inside a page cannot be mapped for DMA there (the listener trims it),
+// so a layout that would leave such a tail is refused before anything is allocated.
+function checkPage(what: string, v: number): void {
+  if (v % PAGE !== 0) {
+    throw new RangeError(`${what} 0x${v.toString(16)} is not a multiple of the 4 KiB page`);
+  }
+}
+
+/** Check the layout before anything is allocated: nothing to undo when it is wrong. */
+function checkLayout(ramSize: number, hole: { start: number; size: number }): void {
+  if (ramSize === 0) throw new RangeError('ramSize 0: the machine needs guest RAM');
+  checkPage('ramSize', ramSize);
+  checkPage('pciHole.start', hole.start);
+  checkPage('pciHole.size', hole.size);
+  const above = ramSize - Math.min(ramSize, hole.start);
+  const top = Math.max(4 * GiB, hole.start + hole.size);
+  if (above > 0 && top > Number.MAX_SAFE_INTEGER - above) {
+    throw new RangeError(
+      `${above} bytes of RAM above the PCI hole [0x${hole.start.toString(16)}, +0x${hole.size.toString(16)}) ` +
+        'would end past 2^53: shrink the hole or the RAM',
+    );
+  }
 }
 
 /**
@@ -88,13 +115,16 @@ export class Machine implements Disposable {
     const hole = opts.pciHole ?? { start: 3 * GiB, size: GiB };
     checkInteger('pciHole.start', hole.start);
     checkInteger('pciHole.size', hole.size);
+    checkLayout(ramSize, hole);
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
     let container: Container | undefined;
+    let bus: PciBus | undefined;
     try {
       container = Container.open();
-      const bus = new PciBus(opts.bus);
+      bus = new PciBus(opts.bus);
       return new Machine(ram, bus, container, { start: hole.start, size: hole.size }, opts.dma ?? {});
     } catch (e) {
+      bus?.close();
       container?.close();
       ram.close();
       throw e;
@@ -130,10 +160,19 @@ export class Machine implements Disposable {
    * listener if this is the first device.
    */
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
-    if (this.#closed) throw new Error('Machine is closed');
+    if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
     const dev = VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container: this.container });
+    if (this.#dma === null) {
+      // The listener's first commit maps all guest RAM. If that fails (RLIMIT_MEMLOCK, DMA entries),
+      // it throws: a device that DMAs would hit unmapped IOVAs, so it is not handed out.
+      try {
+        this.#dma = new DmaListener(this.container, this.bus.memory, this.#dmaOptions);
+      } catch (e) {
+        dev.close();
+        throw e;
+      }
+    }
     this.devices.push(dev);
-    this.#dma ??= new DmaListener(this.container, this.bus.memory, this.#dmaOptions);
     return dev;
   }
 
@@ -161,14 +200,23 @@ export class Machine implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#dma?.close();
-      for (const d of this.devices.splice(0)) d.close();
-      this.container.close();
-    } finally {
-      this.bus.close();
-      this.ram.close();
-    }
+    // Every step runs even when an earlier one throws, so nothing is left open; the first error is
+    // thrown at the end.
+    const errors: unknown[] = [];
+    const step = (fn: () => void): void => {
+      try {
+        fn();
+      } catch (e) {
+        errors.push(e);
+      }
+    };
+    const dma = this.#dma;
+    if (dma !== null) step(() => dma.close());
+    for (const d of this.devices.splice(0)) step(() => d.close());
+    step(() => this.container.close());
+    step(() => this.bus.close());
+    step(() => this.ram.close());
+    if (errors.length > 0) throw errors[0];
   }
 
   [Symbol.dispose](): void {

@@ -23,6 +23,7 @@ import {
   checkValue,
   MAX_ADDRESS,
 } from './validate';
+import { RateLimitedLog } from './rate-limited-log';
 
 /**
  * Follows an address space's flat view. After every commit that changes it, a listener hears
@@ -88,10 +89,7 @@ export class AddressSpace implements Rebuildable, Disposable {
   private _onUnassigned: Array<(e: UnassignedAccess) => void> = [];
   private _unassigned = 0;
   private _closed = false;
-  private _log: ((line: string) => void) | null;
-  private _logInterval: number;
-  private _lastLog = -Infinity;
-  private _suppressed = 0;
+  private readonly _log: RateLimitedLog;
   // The last ram-device range hit, so that repeated device accesses skip the range lookup. Reset with
   // every new flat view. `_hitWritable` is false for read-only ranges.
   private _hitStart = 0;
@@ -105,17 +103,9 @@ export class AddressSpace implements Rebuildable, Disposable {
       throw new TypeError(`address space name must be a string, got ${typeof name}`);
     if (!(root instanceof MemoryRegion))
       throw new TypeError(`root of address space '${name}' must be a MemoryRegion`);
-    if (opts.log !== undefined && opts.log !== null && typeof opts.log !== 'function') {
-      throw new TypeError('log must be a function or null');
-    }
-    const interval = opts.logIntervalMs ?? 1000;
-    if (typeof interval !== 'number' || !(interval >= 0)) {
-      throw new RangeError(`logIntervalMs ${String(interval)} is out of range: must be a number >= 0`);
-    }
+    this._log = new RateLimitedLog(opts, defaultLog);
     this.name = name;
     this.root = root;
-    this._log = opts.log === undefined ? defaultLog : opts.log;
-    this._logInterval = interval;
     this._fv = renderFlatView(root);
     this._deps = this._fv._deps;
     registerSpace(this);
@@ -626,20 +616,22 @@ export class AddressSpace implements Rebuildable, Disposable {
     const e: UnassignedAccess = { addr, size, isWrite, reason };
     if (r !== undefined) e.region = r.name;
     if (error !== undefined) e.error = error;
-    if (this._log !== null) {
-      const now = Date.now();
-      if (now - this._lastLog >= this._logInterval) {
-        const more = this._suppressed > 0 ? ` (${this._suppressed} more since the last report)` : '';
-        this._log(
-          `${this.name}: ${reason} ${isWrite ? 'write' : 'read'} at 0x${addr.toString(16)} size ${size}` +
-            `${r !== undefined ? ` in '${r.name}'` : ''}${more}`,
+    this._log.line(
+      () =>
+        `${this.name}: ${reason} ${isWrite ? 'write' : 'read'} at 0x${addr.toString(16)} size ${size}` +
+        `${r !== undefined ? ` in '${r.name}'` : ''}`,
+    );
+    for (const fn of this._onUnassigned) {
+      // A throwing subscriber must not turn a guest access into a VMM exception, nor stop the rest
+      // of a split access half-way.
+      try {
+        fn(e);
+      } catch (err) {
+        this._log.line(
+          () =>
+            `${this.name}: an 'unassigned' listener threw: ${err instanceof Error ? err.message : String(err)}`,
         );
-        this._lastLog = now;
-        this._suppressed = 0;
-      } else {
-        this._suppressed++;
       }
     }
-    for (const fn of this._onUnassigned) fn(e);
   }
 }

@@ -26,7 +26,8 @@ describe('GuestRam', () => {
     expect(tail.getUint32(0x10, true)).toBe(0xa1b2c3d4);
     tail.setUint16(0x20, 0xbeef, true);
     expect(whole.getUint16(0x8020, true)).toBe(0xbeef);
-    expect(ram.buffer(0x8000, 0x1000)).toBe(tail.buffer); // one buffer per window
+    expect(ram.buffer(0x8000, 0x1000)).toBe(ram.buffer(0x8000, 0x1000)); // one buffer per window
+    expect(tail.buffer).toBe(ram.buffer()); // a view is cut from the window holding it
     // The memfd holds the bytes: read them back through the fd.
     const b = Buffer.alloc(4);
     fs.readSync(ram.fd, b, 0, 4, 0x8010);
@@ -97,6 +98,17 @@ describe('GuestRam', () => {
     } finally {
       fs.closeSync(other);
     }
+  });
+
+  it('cuts views from the window that holds them instead of keeping a new window per view', () => {
+    using ram = GuestRam.create(0x10000, { name: 'vfio-bridge-gr-cut' });
+    const views = Array.from({ length: 512 }, (_, i) => ram.view(i * 0x80 + 4, 8));
+    expect(new Set(views.map((v) => v.buffer)).size).toBe(1);
+    expect(views[3].byteOffset).toBe(3 * 0x80 + 4);
+    expect(views[3].byteLength).toBe(8);
+    views[3].setUint32(0, 0x12345678, true);
+    expect(new DataView(ram.buffer()).getUint32(3 * 0x80 + 4, true)).toBe(0x12345678);
+    expect(() => ram.view(0xfffc, 8)).toThrow(/offset 65532 length 8 is outside the 65536-byte RAM/);
   });
 
   it('detaches every window on close, so views read empty instead of freed memory', () => {

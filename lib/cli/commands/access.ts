@@ -7,6 +7,7 @@ import { type CliIo, Progress } from '../io';
 import { REGION_NAMES } from '../names';
 import { parseBdf, readDevice } from '../pci-sysfs';
 import {
+  checkAligned,
   checkSpan,
   formatDumpLines,
   hexValue,
@@ -19,6 +20,7 @@ import {
   type Via,
 } from '../region-access';
 import { openVfioDevice } from '../vfio-open';
+import type { AccessSize } from '../../types';
 import type { SysfsOptions } from '../../vfio/sysfs';
 import { example, jsonOut, widthOption, viaOption } from './common';
 
@@ -26,6 +28,11 @@ import { example, jsonOut, widthOption, viaOption } from './common';
 const LARGE_DUMP = 64 * 1024;
 /** Bytes read between two progress updates. */
 const DUMP_CHUNK_BYTES = 4096;
+
+/** What the --json of read, write and dump shares (schema.ts `access`). */
+function accessJson(bdf: string, region: number, offset: number, width: AccessSize, via: 'map' | 'fd') {
+  return { bdf, region: REGION_NAMES[region], offset, width, via };
+}
 
 /** read, write, dump. */
 export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptions): void {
@@ -35,10 +42,11 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     json?: boolean;
   }
   /** Validate against sysfs before VFIO is opened, so a bad command line never touches the device. */
-  const prepare = (arg: string, regionArg: string, offsetArg: string, length: number) => {
+  const prepare = (arg: string, regionArg: string, offsetArg: string, length: number, width: AccessSize) => {
     const bdf = parseBdf(arg);
     const region = parseRegion(regionArg);
     const offset = parseOffset(offsetArg, 'offset');
+    checkAligned(offset, width);
     readDevice(bdf, sysfs);
     checkSpan(region, offset, length, sysfsRegionSize(bdf, region, sysfs));
     return { bdf, region, offset };
@@ -57,17 +65,13 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     'vfio-bridge read 0000:03:00.0 bar0 0x8 --width 4',
   ).action((arg: string, regionArg: string, offsetArg: string, o: AccessFlags) => {
     const width = parseWidth(o.width);
-    const { bdf, region, offset } = prepare(arg, regionArg, offsetArg, width);
+    const { bdf, region, offset } = prepare(arg, regionArg, offsetArg, width, width);
     using v = openVfioDevice(bdf, sysfs);
     using port = openPort(v.device, region, offset, width, o.via);
     const value = port.read(offset, width);
     if (o.json) {
       jsonOut(io, 'read', {
-        bdf,
-        region: REGION_NAMES[region],
-        offset,
-        width,
-        via: port.via,
+        ...accessJson(bdf, region, offset, width, port.via),
         value: hexValue(value, width),
       });
     } else io.out(`${hexValue(value, width)}\n`);
@@ -96,7 +100,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     ) => {
       const width = parseWidth(o.width);
       const value = parseValue(valueArg, width);
-      const { bdf, region, offset } = prepare(arg, regionArg, offsetArg, width);
+      const { bdf, region, offset } = prepare(arg, regionArg, offsetArg, width, width);
       const what = `${hexValue(value, width)} (${width} byte${width > 1 ? 's' : ''}) to ${REGION_NAMES[region]} offset 0x${offset.toString(16)} of ${bdf}`;
       if (!o.yes) {
         const answer = await io.confirm(`write ${what}? [y/N] `);
@@ -109,11 +113,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       port.write(offset, width, value);
       if (o.json) {
         jsonOut(io, 'write', {
-          bdf,
-          region: REGION_NAMES[region],
-          offset,
-          width,
-          via: port.via,
+          ...accessJson(bdf, region, offset, width, port.via),
           value: hexValue(value, width),
         });
       } else io.out(`wrote ${what} through the ${port.via === 'map' ? 'mapping' : 'fd'}\n`);
@@ -148,7 +148,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       if (length === 0 || length % width !== 0) {
         throw new UsageError(`length ${length} is not a positive multiple of the width (${width})`);
       }
-      const { bdf, region, offset } = prepare(arg, regionArg, offsetArg, length);
+      const { bdf, region, offset } = prepare(arg, regionArg, offsetArg, length, width);
       using v = openVfioDevice(bdf, sysfs);
       using port = openPort(v.device, region, offset, length, o.via);
       const count = length / width;
@@ -167,12 +167,8 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       }
       if (o.json) {
         jsonOut(io, 'dump', {
-          bdf,
-          region: REGION_NAMES[region],
-          offset,
+          ...accessJson(bdf, region, offset, width, port.via),
           length,
-          width,
-          via: port.via,
           values: values.map((x) => hexValue(x, width)),
         });
       } else io.out(formatDumpLines(offset, width, values));

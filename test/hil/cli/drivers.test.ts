@@ -130,6 +130,23 @@ describeKernelDevice('e1000', 'bind, unbind and restore move it between drivers'
     expect((await cli(['bind', bdf], env)).stdout).toBe(`${bdf}: already on vfio-pci\n`);
   });
 
+  test('unbind refuses while a process has the device open, naming it, instead of hanging', async () => {
+    const o = openDevice(bdf);
+    try {
+      // Without the check, the kernel's unbind would wait for this very process to let go.
+      const r = await cli(['unbind', bdf], env);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`${bdf} is in use through /dev/vfio/${o.group.number} by ${process.pid} (`);
+      expect(r.stderr).toContain('[EBUSY]');
+      const back = await cli(['restore', bdf], env);
+      expect(back.code).toBe(1);
+      expect(back.stderr).toContain('[EBUSY]');
+      expect(driverNow(bdf)).toBe('vfio-pci');
+    } finally {
+      o.close();
+    }
+  });
+
   test('unbind leaves it on no driver, where VFIO cannot open it', async () => {
     const r = await cli(['unbind', bdf], env);
     expect(r.code).toBe(0);

@@ -1,9 +1,8 @@
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
 
 import { Container, Group, GuestRam, type VfioError } from '../../../lib';
 import { describeDevice } from '../hil';
+import { runWithSmallMemlock } from './memlock';
 
 function caught(fn: () => unknown): VfioError {
   try {
@@ -142,23 +141,8 @@ describeDevice('edu', 'Container DMA API on type1', (bdf) => {
 
 describeDevice('edu', 'RLIMIT_MEMLOCK without CAP_IPC_LOCK', (bdf) => {
   it('fails the map with ENOMEM and a hint, and leaves nothing mapped', () => {
-    const child = path.join(__dirname, 'memlock-child.js');
     const size = 8 * 2 ** 20;
-    const out = execFileSync(
-      'setpriv',
-      [
-        '--inh-caps=-ipc_lock',
-        '--bounding-set=-ipc_lock',
-        'prlimit',
-        '--memlock=1048576:1048576',
-        process.execPath,
-        child,
-        bdf(),
-        String(size),
-      ],
-      { encoding: 'utf8' },
-    );
-    const r = JSON.parse(out.trim().split('\n').pop()!);
+    const r = runWithSmallMemlock('memlock-child.js', bdf(), String(size));
     expect(r.mapped).toBeUndefined();
     expect([r.code, r.errno]).toEqual(['ENOMEM', 12]);
     expect(r.hint).toContain(`needed ${size} bytes`);

@@ -208,8 +208,8 @@ describe('argument errors exit 2 with the reason', () => {
     ['no width', ['dump', '00:04.0', 'bar1'], /required option '-w, --width <bytes>' not specified/],
     [
       'an offset past the region',
-      ['read', '00:04.0', 'bar1', '0xfe', '-w', '4'],
-      /offset 0xfe \+ 4 bytes is past the end of bar1 \(size 0x100\)/,
+      ['read', '00:04.0', 'bar1', '0x100', '-w', '4'],
+      /offset 0x100 \+ 4 bytes is past the end of bar1 \(size 0x100\)/,
     ],
     [
       'an offset past config space',
@@ -226,6 +226,21 @@ describe('argument errors exit 2 with the reason', () => {
       ['write', '00:04.0', 'bar1', '0', '0x10000000000000000', '-w', '8', '--yes'],
       /does not fit in 8 bytes/,
     ],
+    [
+      'an offset not a multiple of the width',
+      ['read', '00:04.0', 'bar1', '0x2', '-w', '4'],
+      /offset 0x2 is not a multiple of the width \(4\): the access would be split/,
+    ],
+    [
+      'a dump that starts between two accesses',
+      ['dump', '00:04.0', 'config', '0x1', '4', '-w', '2'],
+      /offset 0x1 is not a multiple of the width \(2\)/,
+    ],
+    [
+      'a write that is not naturally aligned',
+      ['write', '00:04.0', 'bar1', '0x4', '1', '-w', '8', '--yes'],
+      /offset 0x4 is not a multiple of the width \(8\)/,
+    ],
     ['a region that is not one', ['read', '00:04.0', 'bar9', '0', '-w', '4'], /"bar9" is not a region/],
     ['a BAR the device lacks', ['read', '00:04.0', 'bar3', '0', '-w', '4'], /0000:00:04.0 has no bar3/],
     [
@@ -236,6 +251,26 @@ describe('argument errors exit 2 with the reason', () => {
     ['an unknown command', ['frobnicate'], /unknown command 'frobnicate'/],
     ['a missing argument', ['info'], /missing required argument 'bdf'/],
     ['a bad --bar', ['mtree', '00:04.0', '--bar', 'zero=1'], /--bar "zero=1" is not \[BDF\/\]n=ADDR/],
+    [
+      'a --bar for a BAR the device lacks',
+      ['mtree', '00:04.0', '--bar', '3=0x1000'],
+      /0000:00:04.0 has no BAR 3/,
+    ],
+    [
+      'a --bar address the BAR register would mask',
+      ['mtree', '00:04.0', '--bar', '1=0xfeb00080'],
+      /BAR 1 of 0000:00:04.0 is 0x100 bytes, so its address must be a multiple of that/,
+    ],
+    [
+      'a 32-bit BAR placed above 4 GiB',
+      ['mtree', '00:04.0', '--bar', '1=0x100000000'],
+      /BAR 1 of 0000:00:04.0 is a 32-bit BAR and must end at or below 0x100000000/,
+    ],
+    [
+      'an I/O BAR placed past the I/O space',
+      ['mtree', '00:04.0', '--bar', '0=0x10000'],
+      /BAR 0 of 0000:00:04.0 is an I\/O BAR and must end at or below 0x10000/,
+    ],
     [
       'a write nobody confirmed',
       ['write', '00:04.0', 'bar1', '0', '1', '-w', '1'],
@@ -443,4 +478,14 @@ describe('the dump format', () => {
     );
     expect(formatDumpLines(0, 1, [0x41, 0x0a])).toMatch(/^00000000: 0x41 0x0a {2,}\|A\.\|\n$/);
   });
+});
+
+test('a sysfs attribute that cannot be read is a typed failure naming the file (exit 1)', async () => {
+  const vendor = path.join(sys, 'bus/pci/devices/0000:00:04.0/vendor');
+  fs.rmSync(vendor);
+  fs.mkdirSync(vendor);
+  const r = await cli(['list', '0000:00:04.0'], env);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`cannot read ${vendor}: EISDIR`);
+  expect(r.stderr).toContain('[EISDIR]');
 });

@@ -237,3 +237,28 @@ describe('DmaListener decisions', () => {
     expect(l.stats.warningCount).toBe(1);
   });
 });
+
+describe('DmaListener start', () => {
+  it('throws when RAM already in the space cannot be mapped, and leaves nothing mapped', () => {
+    const c = new FakeContainer();
+    const root = MemoryRegion.container('system', 2 ** 40);
+    root.addSubregion(ramRegion('ram-low', 0, 0x4000), 0);
+    root.addSubregion(ramRegion('ram-high', 0x4000, 0x4000), 0x100000);
+    const as = new AddressSpace('memory', root, { log: null });
+    c.failMap = (req) => (req.iova === 0x100000 ? new FakeError('ENOMEM', 'injected') : undefined);
+    let err: unknown;
+    try {
+      new DmaListener(c, as, { log: null });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(DmaCommitError);
+    expect(err).toMatchObject({ start: 0x100000, size: 0x4000, region: 'ram-high' });
+    expect(c.maps).toEqual([]);
+    // It let go of the space: later commits reach no listener.
+    c.failMap = null;
+    root.addSubregion(ramRegion('ram-more', 0x8000, 0x1000), 0x200000);
+    expect(c.log.filter((x) => x.iova === 0x200000)).toEqual([]);
+    as.close();
+  });
+});

@@ -549,3 +549,24 @@ describe('address space dispatch', () => {
     expect(as.flatView.ranges).toEqual([]);
   });
 });
+
+describe('a throwing unassigned listener', () => {
+  test('neither throws out of the guest access nor stops the rest of a split write', () => {
+    const root = MemoryRegion.container('root', 0x100);
+    const ram = MemoryRegion.ram('ram', 0x10);
+    root.addSubregion(ram, 0x10);
+    const lines: string[] = [];
+    const as = space(root, 'test', { log: (l) => lines.push(l), logIntervalMs: 0 });
+    const seen: number[] = [];
+    as.on('unassigned', () => {
+      throw new Error('listener bug');
+    });
+    as.on('unassigned', (e) => seen.push(e.addr));
+    // Bytes 0xc..0xf are unassigned, 0x10..0x13 are RAM.
+    expect(() => as.write(0xc, 8, 0x1122334455667788n)).not.toThrow();
+    expect(as.read(0x10, 4)).toBe(0x11223344);
+    expect(as.read(0x0, 1)).toBe(0xff);
+    expect(seen).toEqual([0xc, 0x0]);
+    expect(lines.filter((l) => l.includes("an 'unassigned' listener threw: listener bug"))).toHaveLength(2);
+  });
+});

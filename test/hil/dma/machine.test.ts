@@ -1,0 +1,50 @@
+import { Machine, VfioError } from '../../../lib';
+import { describeDevice } from '../hil';
+import { runWithSmallMemlock } from './memlock';
+
+const MiB = 2 ** 20;
+const RAM = 4 * MiB;
+
+function machine(): Machine {
+  return Machine.create({ ramSize: RAM, pciHole: { start: RAM, size: 2 ** 32 - RAM }, dma: { log: null } });
+}
+
+describeDevice('edu', 'the machine after close and when closing fails', (bdf) => {
+  it('refuses addDevice once closed with VfioError ECLOSED', () => {
+    const m = machine();
+    m.close();
+    let e: unknown;
+    try {
+      m.addDevice(bdf(), { log: null });
+    } catch (x) {
+      e = x;
+    }
+    expect(e).toBeInstanceOf(VfioError);
+    expect((e as VfioError).code).toBe('ECLOSED');
+    expect((e as VfioError).bdf).toBe(bdf());
+  });
+
+  it('closes the container, bus and RAM even when a device fails to close', () => {
+    const m = machine();
+    const dev = m.addDevice(bdf(), { log: null });
+    const realClose = dev.close.bind(dev);
+    dev.close = () => {
+      realClose();
+      throw new Error('device close failed');
+    };
+    expect(() => m.close()).toThrow('device close failed');
+    expect(m.container.closed).toBe(true);
+    expect(m.ram.closed).toBe(true);
+    expect(m.bus.closed).toBe(true);
+  });
+});
+
+describeDevice('edu', 'a machine whose RAM cannot be mapped', (bdf) => {
+  it('refuses the first device instead of handing out one whose DMA would fault', () => {
+    const r = runWithSmallMemlock('machine-memlock-child.js', bdf(), String(RAM));
+    expect(r.added).toBeUndefined();
+    expect([r.name, r.code, r.causeCode]).toEqual(['DmaCommitError', 'EDMACOMMIT', 'ENOMEM']);
+    expect(r.message).toContain("DMA map of RAM [0x0, 0x400000) ('ram-below-4g') failed");
+    expect([r.devices, r.dma, r.recorded]).toEqual([0, false, 0]);
+  });
+});
