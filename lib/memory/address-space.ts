@@ -5,6 +5,7 @@ import {
   ioInvalidReason,
   ioRead,
   ioWrite,
+  needsSplit,
   ones,
   pieceSize,
   widestPiece,
@@ -189,6 +190,7 @@ export class AddressSpace implements Rebuildable, Disposable {
       this._remember(range, r._memory!);
       return this._deviceRead(r._memory!, off, addr, size);
     }
+    if (r._ops !== null && needsSplit(r, off, size)) return this._readSlow(addr, size);
     return this._readIn(range, off, addr, size);
   }
 
@@ -251,6 +253,7 @@ export class AddressSpace implements Rebuildable, Disposable {
       this._deviceWrite(r._memory!, off, addr, size, value);
       return;
     }
+    if (r._ops !== null && needsSplit(r, off, size)) return this._writeSlow(addr, size, value);
     this._writeIn(range, off, addr, size, value);
   }
 

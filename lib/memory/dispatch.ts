@@ -116,6 +116,16 @@ export function pieceSize(at: number, remaining: number, max: number = 8): Acces
   return 1;
 }
 
+/**
+ * Whether an access of 1, 2, 4 or 8 bytes inside one io region must be cut into pieces first:
+ * wider than the region takes, or misaligned where it takes no misaligned access. QEMU's
+ * address_space_rw cuts these (memory_access_size) before the region judges each piece, so a
+ * misaligned 4-byte MMIO exit reaches a device that takes 2-byte accesses as two of them.
+ */
+export function needsSplit(r: MemoryRegion, off: number, size: AccessSize): boolean {
+  return size > r._validMax || (!r._validUnaligned && (off & (size - 1)) !== 0);
+}
+
 /** The widest piece a region takes: an io region's `valid.maxAccessSize`, 8 for memory. */
 export function widestPiece(r: MemoryRegion): number {
   return r._ops !== null ? r._validMax : 8;

@@ -86,8 +86,9 @@ export interface Uart16550Options {
  * interrupt at once instead of four character times later. In loopback (MCR bit 4) transmitted bytes
  * come back as input and MSR mirrors the MCR outputs, as the 8250 driver's loopback probe expects.
  *
- * Each register is one byte wide: wider accesses are not valid on {@link Uart16550.region}, so the
- * memory layer reports them as unassigned. Nothing the guest does can make this throw.
+ * Each register is one byte wide: {@link Uart16550.region} takes byte accesses only, so the memory
+ * layer cuts a wider guest access into byte accesses of consecutive registers, as QEMU does.
+ * Nothing the guest does can make this throw.
  */
 export class Uart16550 {
   #ier = 0;

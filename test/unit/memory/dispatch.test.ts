@@ -307,22 +307,32 @@ describe('io: valid and impl', () => {
     expect(events).toEqual([]);
   });
 
-  test('accesses the device would not accept are unassigned: all-ones, dropped, reported', () => {
+  test('pieces the device would not accept are unassigned: all-ones, dropped, reported', () => {
     const { as, root, events } = setup();
     const dev = recordingIo('dev', 0x100, { valid: { minAccessSize: 2, maxAccessSize: 4 } });
     root.addSubregion(dev.region, 0x100);
     expect(as.read(0x100, 1)).toBe(0xff);
-    expect(as.read(0x100, 8)).toBe(0xffffffffffffffffn);
-    expect(as.read(0x102, 4)).toBe(0xffffffff);
+    // Misaligned for a device that takes 2-byte accesses: cut into two 1-byte pieces, each refused.
     as.write(0x101, 2, 0x1234);
     expect(dev.log).toEqual([]);
     expect(events).toEqual([
       { addr: 0x100, size: 1, isWrite: false, reason: 'invalid-size', region: 'dev' },
-      { addr: 0x100, size: 8, isWrite: false, reason: 'invalid-size', region: 'dev' },
-      { addr: 0x102, size: 4, isWrite: false, reason: 'unaligned', region: 'dev' },
-      { addr: 0x101, size: 2, isWrite: true, reason: 'unaligned', region: 'dev' },
+      { addr: 0x101, size: 1, isWrite: true, reason: 'invalid-size', region: 'dev' },
+      { addr: 0x102, size: 1, isWrite: true, reason: 'invalid-size', region: 'dev' },
     ]);
-    expect(as.unassignedCount).toBe(4);
+    expect(as.unassignedCount).toBe(3);
+  });
+
+  test('too wide or misaligned accesses are cut into aligned pieces the device takes, as address_space_rw', () => {
+    const { as, root, events } = setup();
+    const dev = recordingIo('dev', 0x100, { valid: { minAccessSize: 2, maxAccessSize: 4 } });
+    dev.bytes.set([1, 2, 3, 4, 5, 6, 7, 8], 0);
+    root.addSubregion(dev.region, 0x100);
+    expect(as.read(0x100, 8)).toBe(0x0807060504030201n);
+    expect(as.read(0x102, 4)).toBe(0x06050403);
+    as.write(0x106, 4, 0xaabbccdd);
+    expect(dev.log).toEqual(['r4@0', 'r4@4', 'r2@2', 'r2@4', 'w2@6=ccdd', 'w2@8=aabb']);
+    expect(events).toEqual([]);
   });
 
   test('valid.accepts has the last word', () => {

@@ -124,8 +124,10 @@ describe('PciHostBridge configuration mechanism #1', () => {
     as.on('unassigned', () => unassigned++);
     as.write(PCI_CONFIG_PORT, 4, cfg(0, 0, 0));
     expect(as.read(PCI_CONFIG_PORT + 4, 4)).toBe(0x00081b36);
-    expect(as.read(PCI_CONFIG_PORT + 5, 2)).toBe(0xffff); // unaligned: refused by the region
-    expect(unassigned).toBe(1);
+    // Misaligned: cut into two byte reads of the data port, as QEMU's address_space_rw cuts it.
+    expect(as.read(PCI_CONFIG_PORT + 5, 2)).toBe(0x081b);
+    as.write(PCI_CONFIG_PORT + 2, 4, 0); // straddles CONFIG_ADDRESS and CONFIG_DATA: four bytes
+    expect(unassigned).toBe(0);
     as.close();
   });
 });
