@@ -429,10 +429,13 @@ export class PciInterrupts {
     }
     const v = e.vector;
     if (this.#mode !== 'msix') return;
+    // Grown before the change is told, so a VMM routing it finds the vector's eventfd in host.fds.
+    const host = this.#host;
+    if (!v.masked && host && v.index >= host.vectors) {
+      this.#guard('MSI-X grow', () => host.resize(v.index + 1));
+    }
     this.#emitChange(vectorChange('msix', v));
     if (v.masked) return;
-    const host = this.#host;
-    if (host && v.index >= host.vectors) this.#guard('MSI-X grow', () => host.resize(v.index + 1));
     this.#msixFlush(v.index);
   }
 
