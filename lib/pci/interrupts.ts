@@ -176,6 +176,10 @@ export class PciInterrupts {
           : this.#reqListeners;
     const i = list.indexOf(fn);
     if (i >= 0) list.splice(i, 1);
+    // INTx is wired for listeners (see on()), so the last one leaving unwires it.
+    if (event === 'interrupt' && this.#listeners.length === 0 && this.#mode === 'intx' && !this.#closed) {
+      this.#switch('none', 0);
+    }
     return this;
   }
 
