@@ -16,6 +16,8 @@ export interface CliIo {
    */
   confirm(question: string): Promise<boolean | null>;
   readonly env: NodeJS.ProcessEnv;
+  /** Aborted when the operator asks to stop (Ctrl-C): long-running commands end cleanly on it. */
+  readonly signal?: AbortSignal;
 }
 
 /** sysfs options from the environment (VFIO_BRIDGE_SYSFS_ROOT, as the library reads it). */

@@ -5,11 +5,19 @@ import * as readline from 'node:readline/promises';
 import type { CliIo } from './io';
 import { run } from './program';
 
+// The first Ctrl-C (or SIGTERM) asks a running command to stop and clean up (an `irqs --watch`
+// disables the interrupts and releases the device); the listener is gone after it, so a second
+// Ctrl-C ends the process the default way.
+const stop = new AbortController();
+const onSignal = (): void => stop.abort();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, onSignal);
+
 const io: CliIo = {
   out: (s) => void process.stdout.write(s),
   err: (s) => void process.stderr.write(s),
   errIsTty: process.stderr.isTTY === true,
   env: process.env,
+  signal: stop.signal,
   async confirm(question) {
     if (!process.stdin.isTTY) return null;
     const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
@@ -24,6 +32,8 @@ const io: CliIo = {
 run(process.argv.slice(2), io).then(
   (code) => {
     process.exitCode = code;
+    // Nothing is left to stop: the signal listeners must not keep a finished command's process.
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.off(sig, onSignal);
   },
   (e: unknown) => {
     process.stderr.write(

@@ -193,6 +193,47 @@ export const SCHEMAS: Record<string, Schema> = {
     }),
     $defs: { node: mtreeNode },
   },
-  reset: doc('reset', { bdf, method: { enum: ['function', 'hot'] } }),
+  // A function reset reports the device; a hot reset also what the kernel's hot-reset info listed
+  // (VFIO_DEVICE_GET_PCI_HOT_RESET_INFO): every device the bus reset reset, and their groups.
+  reset: {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $id: `vfio-bridge/reset/${SCHEMA_VERSION}`,
+    oneOf: [
+      obj({
+        command: { const: 'reset' },
+        version: { const: SCHEMA_VERSION },
+        bdf,
+        method: { const: 'function' },
+      }),
+      obj({
+        command: { const: 'reset' },
+        version: { const: SCHEMA_VERSION },
+        bdf,
+        method: { const: 'hot' },
+        flags: int,
+        devices: { type: 'array', items: obj({ bdf, group: int }) },
+        groups: { type: 'array', items: int },
+      }),
+    ],
+  },
   irqs: doc('irqs', { bdf, irqs: { type: 'array', items: irq } }),
+  // `irqs --watch --json` prints one such document per line (JSON Lines), one per sample. `counts`
+  // are the interrupts of each vector since the previous line, `totals` since the watch began;
+  // `stop` is null except on the last line, which says why the watch ended.
+  'irqs-watch': {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $id: `vfio-bridge/irqs-watch/${SCHEMA_VERSION}`,
+    ...obj({
+      command: { const: 'irqs' },
+      version: { const: SCHEMA_VERSION },
+      bdf,
+      irq: { enum: ['intx', 'msi', 'msix'] },
+      index: int,
+      sample: { type: 'integer', minimum: 1 },
+      elapsedMs: int,
+      counts: { type: 'array', items: int },
+      totals: { type: 'array', items: int },
+      stop: nullable({ enum: ['samples', 'signal', 'released'] }),
+    }),
+  },
 };

@@ -29,4 +29,8 @@ cli read 0000:00:03.0 bar0 0x100000 --width 4
 cli mtree -f 0000:00:04.0 0000:00:05.0 --svg /tmp/map.svg
 cli reset 0000:00:05.0
 cli reset --hot 0000:00:05.0
+cli reset --hot 0000:01:00.0
+cli reset --hot --json 0000:01:00.0
 cli irqs 0000:00:05.0
+cli irqs 0000:00:05.0 --watch --samples 3 --interval 500
+cli irqs 0000:00:03.0 --watch --json --samples 2 --interval 500

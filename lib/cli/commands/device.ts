@@ -2,18 +2,21 @@
 
 import * as fs from 'node:fs';
 
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 
 import { VfioError } from '../../vfio/errors';
 import { collectInfo, formatInfo } from '../info';
 import type { CliIo } from '../io';
-import { later, notAvailable } from '../later';
+import { hotReset } from '../hot-reset';
+import { WATCHED_IRQS, watchIrqs, type WatchedIrq } from '../irq-watch';
 import { buildBus, parseBarPlacement, type BarPlacement } from '../mtree';
 import { parseBdf, readDevice, resetMethods } from '../pci-sysfs';
 import { renderSvg } from '../svg';
 import { openVfioDevice } from '../vfio-open';
 import type { SysfsOptions } from '../../vfio/sysfs';
-import { example, jsonOut, parseTimeout, parseBdfs } from './common';
+import { UsageError } from '../errors';
+import { parseOffset } from '../region-access';
+import { example, jsonOut, parseBdfs } from './common';
 
 /** info, mtree, reset, irqs. */
 export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptions): void {
@@ -80,58 +83,105 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
   example(
     program
       .command('reset')
-      .description('reset a device: its function reset (VFIO_DEVICE_RESET), or --hot for a bus/slot reset')
+      .description(
+        'reset a device: its function reset (VFIO_DEVICE_RESET), or --hot for a bus/slot reset that ' +
+          'opens every IOMMU group the bus holds',
+      )
       .argument('<bdf>', 'a device bound to vfio-pci')
       .option('--hot', 'hot reset (secondary bus reset) instead of the function reset')
       .option('--json', 'JSON output (vfio-bridge schema reset)'),
     'vfio-bridge reset 0000:03:00.0',
-  ).action(async (arg: string, o: { hot?: boolean; json?: boolean }) => {
+    'vfio-bridge reset --hot --json 0000:01:00.0',
+  ).action((arg: string, o: { hot?: boolean; json?: boolean }) => {
     const bdf = parseBdf(arg);
     readDevice(bdf, sysfs);
     if (o.hot) {
-      if (later.hotReset === null) throw notAvailable('reset --hot', bdf);
-      await later.hotReset(bdf, sysfs);
-    } else {
-      using v = openVfioDevice(bdf, sysfs);
-      if (!v.device.info().reset) {
-        throw new VfioError({
-          message: `${bdf} has no function reset (VFIO_DEVICE_RESET is not offered)`,
-          code: 'ENOTSUP',
-          op: 'VFIO_DEVICE_RESET',
-          bdf,
-          hint: `the kernel lists these reset methods: ${resetMethods(bdf, sysfs).join(', ') || 'none'}; a hot reset (--hot) resets the bus`,
-        });
+      const r = hotReset(bdf, sysfs);
+      if (o.json) jsonOut(io, 'reset', { ...r });
+      else {
+        io.out(`${bdf}: hot reset done\n`);
+        for (const d of r.devices) io.out(`  reset with it: ${d.bdf} (group ${d.group})\n`);
       }
-      v.device.reset();
+      return;
     }
-    if (o.json) jsonOut(io, 'reset', { bdf, method: o.hot ? 'hot' : 'function' });
-    else io.out(`${bdf}: ${o.hot ? 'hot' : 'function'} reset done\n`);
+    using v = openVfioDevice(bdf, sysfs);
+    if (!v.device.info().reset) {
+      throw new VfioError({
+        message: `${bdf} has no function reset (VFIO_DEVICE_RESET is not offered)`,
+        code: 'ENOTSUP',
+        op: 'VFIO_DEVICE_RESET',
+        bdf,
+        hint: `the kernel lists these reset methods: ${resetMethods(bdf, sysfs).join(', ') || 'none'}; a hot reset (--hot) resets the bus`,
+      });
+    }
+    v.device.reset();
+    if (o.json) jsonOut(io, 'reset', { bdf, method: 'function' });
+    else io.out(`${bdf}: function reset done\n`);
   });
 
   example(
     program
       .command('irqs')
-      .description('IRQ indexes and vector counts; --watch for live interrupt counts per vector')
+      .description(
+        'IRQ indexes and vector counts; --watch enables the interrupts on the host and prints live ' +
+          'counts per vector',
+      )
       .argument('<bdf>', 'a device bound to vfio-pci')
-      .option('--watch', 'print live interrupt counts per vector until interrupted')
-      .option('--interval <ms>', 'between two samples with --watch', '1000')
-      .option('--json', 'JSON output (vfio-bridge schema irqs)'),
+      .option('--watch', 'print interrupt counts per vector at each --interval until --samples or Ctrl-C')
+      .addOption(
+        new Option(
+          '--irq <kind>',
+          'with --watch: which interrupt to enable (auto: MSI-X, else MSI, else INTx)',
+        )
+          .choices(WATCHED_IRQS)
+          .default('auto'),
+      )
+      .option('--interval <ms>', 'with --watch: between two samples', '1000')
+      .option('--samples <n>', 'with --watch: stop after this many samples')
+      .option('--json', 'JSON output (schema irqs; with --watch one line per sample, schema irqs-watch)'),
     'vfio-bridge irqs 0000:03:00.0',
-  ).action(async (arg: string, o: { watch?: boolean; interval: string; json?: boolean }) => {
-    const bdf = parseBdf(arg);
-    readDevice(bdf, sysfs);
-    if (o.watch) {
-      if (later.watchIrqs === null) throw notAvailable('irqs --watch', bdf);
-      await later.watchIrqs(bdf, io, {
-        intervalMs: parseTimeout(o.interval),
-        samples: undefined,
-        json: o.json === true,
-      });
-      return;
-    }
-    using v = openVfioDevice(bdf, sysfs);
-    const { irqs } = collectInfo(v.device, v.group.number, []);
-    if (o.json) jsonOut(io, 'irqs', { bdf, irqs });
-    else for (const q of irqs) io.out(`${q.name.padEnd(5)} ${q.count} vector${q.count === 1 ? '' : 's'}\n`);
-  });
+    'vfio-bridge irqs 0000:03:00.0 --watch --interval 500',
+    'vfio-bridge irqs 0000:00:05.0 --watch --irq msix --samples 10 --json',
+  ).action(
+    async (
+      arg: string,
+      o: { watch?: boolean; irq: WatchedIrq; interval: string; samples?: string; json?: boolean },
+      cmd: Command,
+    ) => {
+      const bdf = parseBdf(arg);
+      const watchOnly = (['irq', 'interval', 'samples'] as const).filter(
+        (k) => cmd.getOptionValueSource(k) === 'cli',
+      );
+      if (!o.watch && watchOnly.length > 0) {
+        throw new UsageError(
+          `--${watchOnly[0]} needs --watch`,
+          `vfio-bridge irqs ${bdf} --watch --${watchOnly[0]} ...`,
+        );
+      }
+      const intervalMs = o.watch ? parseCount(o.interval, '--interval') : 0;
+      const samples = o.samples === undefined ? undefined : parseCount(o.samples, '--samples');
+      readDevice(bdf, sysfs);
+      if (o.watch) {
+        await watchIrqs(
+          bdf,
+          io,
+          { irq: o.irq, intervalMs, samples, json: o.json === true, signal: io.signal },
+          sysfs,
+        );
+        return;
+      }
+      using v = openVfioDevice(bdf, sysfs);
+      const { irqs } = collectInfo(v.device, v.group.number, []);
+      if (o.json) jsonOut(io, 'irqs', { bdf, irqs });
+      else for (const q of irqs) io.out(`${q.name.padEnd(5)} ${q.count} vector${q.count === 1 ? '' : 's'}\n`);
+    },
+  );
+}
+
+/** A whole number of at least 1 (an interval in ms, a sample count). */
+function parseCount(arg: string, what: string): number {
+  const v = parseOffset(arg, what);
+  if (v === 0 || v > 2 ** 31 - 1)
+    throw new UsageError(`${what} must be between 1 and ${2 ** 31 - 1}, got ${arg}`);
+  return v;
 }

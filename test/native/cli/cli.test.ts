@@ -5,8 +5,10 @@ import { spawnSync } from 'node:child_process';
 import Ajv2020 from 'ajv/dist/2020';
 
 import { formatDumpLines } from '../../../lib/cli/region-access';
-import { later } from '../../../lib/cli/later';
+import { checkHotResetGroups } from '../../../lib/cli/hot-reset';
+import { pickIndex } from '../../../lib/cli/irq-watch';
 import { SCHEMAS } from '../../../lib/cli/schema';
+import { VfioError, type HotResetInfo } from '../../../lib/vfio';
 import { ROOT, tempDir } from '../helpers';
 import { DEVICES, driverOf, FakeKernel, makeSysfs, PCI_IDS } from './fake-sysfs';
 import { cli, validJson } from './harness';
@@ -297,30 +299,122 @@ describe('argument errors exit 2 with the reason', () => {
   });
 });
 
-describe('reset --hot and irqs --watch until their machinery lands', () => {
-  test('say plainly that they are not available', async () => {
-    for (const argv of [
-      ['reset', '--hot', '00:04.0'],
-      ['irqs', '--watch', '00:04.0'],
-    ]) {
-      const r = await cli(argv, env);
-      expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(/is not available yet in this version of vfio-bridge/);
-      expect(r.stderr).toContain('[ENOTSUP]');
+describe('reset --hot and irqs --watch: what can be checked without the kernel', () => {
+  test('watch options without --watch, and bad counts, are usage errors', async () => {
+    for (const [argv, msg] of [
+      [['irqs', '00:04.0', '--samples', '3'], /--samples needs --watch/],
+      [['irqs', '00:04.0', '--interval', '10'], /--interval needs --watch/],
+      [['irqs', '00:04.0', '--irq', 'msi'], /--irq needs --watch/],
+      [['irqs', '00:04.0', '--watch', '--interval', '0'], /--interval must be between 1 and/],
+      [['irqs', '00:04.0', '--watch', '--samples', 'many'], /--samples "many" is not a non-negative integer/],
+      [['irqs', '00:04.0', '--watch', '--irq', 'msi-x'], /argument 'msi-x' is invalid/],
+    ] as const) {
+      const r = await cli([...argv], env);
+      expect({ argv, code: r.code }).toEqual({ argv, code: 2 });
+      expect(r.stderr).toMatch(msg);
     }
   });
 
-  test('wiring a hook is all it takes', async () => {
-    const seen: string[] = [];
-    later.hotReset = (bdf) => void seen.push(bdf);
-    try {
-      const r = await cli(['reset', '--hot', '--json', '00:04.0'], env);
-      expect(r.code).toBe(0);
-      expect(validJson('reset', r.stdout)).toMatchObject({ bdf: '0000:00:04.0', method: 'hot' });
-      expect(seen).toEqual(['0000:00:04.0']);
-    } finally {
-      later.hotReset = null;
+  test('a device that does not exist fails before anything is opened', async () => {
+    for (const argv of [
+      ['reset', '--hot', '00:1f.7'],
+      ['irqs', '--watch', '00:1f.7'],
+    ]) {
+      const r = await cli(argv, env);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/no PCI device 0000:00:1f.7/);
     }
+  });
+
+  const info = (groups: [string, number][]): HotResetInfo => ({
+    flags: 0,
+    devices: groups.map(([bdf, group]) => ({ bdf, group, segment: 0, bus: 0, devfn: 0 })),
+    groups: [...new Set(groups.map(([, g]) => g))],
+  });
+
+  test('hot reset refuses groups that are not viable or not on vfio-pci, naming each with the fix', () => {
+    const opts = { sysfsRoot: sys };
+    expect(() => checkHotResetGroups('0000:00:04.0', info([['0000:00:04.0', 13]]), opts)).not.toThrow();
+    let err: unknown;
+    try {
+      checkHotResetGroups(
+        '0000:00:04.0',
+        info([
+          ['0000:00:04.0', 13],
+          ['0000:00:03.0', 12],
+          ['0000:00:03.1', 12],
+          ['0000:00:02.0', 3],
+        ]),
+        opts,
+      );
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(VfioError);
+    const e = err as VfioError;
+    expect(e.code).toBe('EGROUPS');
+    expect(e.message).toContain(
+      'group 12 (not viable: 0000:00:03.0 is on e1000e, 0000:00:03.1 is on snd_hda_intel)',
+    );
+    expect(e.message).toContain('group 3 (not viable: 0000:00:02.0 is on e1000)');
+    expect(e.message).not.toContain('group 13');
+    expect(e.hint).toContain(
+      '`vfio-bridge bind --group 0000:00:03.0`, `vfio-bridge bind --group 0000:00:02.0`',
+    );
+  });
+
+  test('a group with no device on vfio-pci has no node to open, and is refused as such', () => {
+    // The PCI bridge's function has no driver: a viable group, but nothing bound to vfio-pci.
+    fs.mkdirSync(path.join(sys, 'kernel/iommu_groups/40/devices'), { recursive: true });
+    fs.symlinkSync(
+      path.join(sys, 'bus/pci/devices/0000:00:05.0'),
+      path.join(sys, 'kernel/iommu_groups/40/devices/0000:00:05.0'),
+    );
+    expect(() =>
+      checkHotResetGroups('0000:00:04.0', info([['0000:00:05.0', 40]]), { sysfsRoot: sys }),
+    ).toThrow(/group 40 \(no device of it is bound to vfio-pci, so it has no \/dev\/vfio node to open\)/);
+  });
+
+  test('the watched interrupt: MSI-X, then MSI, then INTx; a missing one is refused', () => {
+    const counts = (c: number[]) => (i: number) => c[i] ?? 0;
+    expect(pickIndex('b', 'auto', counts([1, 1, 5]))).toBe(2);
+    expect(pickIndex('b', 'auto', counts([1, 1, 0]))).toBe(1);
+    expect(pickIndex('b', 'auto', counts([1, 0, 0]))).toBe(0);
+    expect(pickIndex('b', 'intx', counts([1, 1, 5]))).toBe(0);
+    expect(() => pickIndex('b', 'msix', counts([1, 1, 0]))).toThrow(/b has no msix interrupt/);
+    expect(() => pickIndex('b', 'auto', counts([0, 0, 0, 1, 1]))).toThrow(/no INTx, MSI or MSI-X/);
+  });
+
+  test('the schemas take what the commands print', () => {
+    const hot = {
+      command: 'reset',
+      version: 1,
+      bdf: '0000:01:00.0',
+      method: 'hot',
+      flags: 0,
+      devices: [{ bdf: '0000:01:00.0', group: 9 }],
+      groups: [9],
+    };
+    expect(validJson('reset', JSON.stringify(hot))).toEqual(hot);
+    expect(() => validJson('reset', JSON.stringify({ ...hot, method: 'function' }))).toThrow(
+      /breaks its schema/,
+    );
+    const line = {
+      command: 'irqs',
+      version: 1,
+      bdf: '0000:00:03.0',
+      irq: 'msi',
+      index: 1,
+      sample: 1,
+      elapsedMs: 1000,
+      counts: [3],
+      totals: [3],
+      stop: null,
+    };
+    expect(validJson('irqs-watch', JSON.stringify(line))).toEqual(line);
+    expect(() => validJson('irqs-watch', JSON.stringify({ ...line, stop: 'done' }))).toThrow(
+      /breaks its schema/,
+    );
   });
 });
 
