@@ -135,10 +135,7 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
       [SLOTS.rtl8139, rtl],
       [SLOTS.ivshmem, ivs],
     ]);
-    bus.io.root.addSubregion(
-      pciConfigIo(devices),
-      PCI_CONFIG_IO_PORT,
-    );
+    bus.io.root.addSubregion(pciConfigIo(devices), PCI_CONFIG_IO_PORT);
     // Guest RAM at IOVA = guest-physical address, in edu's container.
     oEdu.container.mapDma({ iova: 0, size: RAM_SIZE, memory: machine.ram });
     const setup: E2eSetup = {

@@ -20,7 +20,8 @@ class FakeKvm implements MsiRoutingTarget {
   failOn: string | null = null;
 
   update(key: string, msg: MsiMessage | null, trigger?: { readonly fd: number }): void {
-    if (key === this.failOn) throw Object.assign(new Error('KVM_SET_GSI_ROUTING: ENOSPC'), { code: 'ENOSPC' });
+    if (key === this.failOn)
+      throw Object.assign(new Error('KVM_SET_GSI_ROUTING: ENOSPC'), { code: 'ENOSPC' });
     if (msg === null) {
       if (this.routes.delete(key)) this.log.push(`del ${key}`);
       return;
@@ -116,7 +117,9 @@ describe('MSI', () => {
     t.kvm.log.length = 0;
     t.dev.configWrite(t.dev.irq.msi!.dataOffset, 2, 0x4030);
     expect(t.kvm.log).toEqual(
-      [0, 1, 2, 3].map((v) => `set 0000:00:05.0 msi ${v} fee00000/${(0x4030 | v).toString(16)} fd ${110 + v}`),
+      [0, 1, 2, 3].map(
+        (v) => `set 0000:00:05.0 msi ${v} fee00000/${(0x4030 | v).toString(16)} fd ${110 + v}`,
+      ),
     );
   });
 
