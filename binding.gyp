@@ -14,7 +14,6 @@
         "native/device.cc",
         "native/kvm.cc",
         "native/kvm_vcpu.cc",
-        "native/vfio_seams.cc",
         "native/guest_memory.cc",
         "native/dma.cc",
         "native/irq.cc",

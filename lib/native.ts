@@ -201,9 +201,6 @@ export interface NativeBinding {
   /** fcntl(F_DUPFD_CLOEXEC) as an owned handle. */
   dupFd(fd: number): NativeHandle;
 
-  // Interim raw VFIO call (native/vfio_seams.cc) until the interrupt layer hands out triggers.
-  vfioSetIrqEventfds(deviceFd: number, index: number, start: number, fds: number[]): void;
-
   /** A new non-blocking, close-on-exec eventfd. */
   eventfdOpen(): NativeHandle;
   /** One write(2) of `value` to the eventfd `fd`. */

@@ -80,7 +80,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterDevice(env, exports);
   RegisterKvm(env, exports);
   RegisterVcpu(env, exports);
-  RegisterVfioSeams(env, exports);
   RegisterGuestMemory(env, exports);
   RegisterDma(env, exports);
   RegisterIrq(env, exports);

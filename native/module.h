@@ -85,7 +85,6 @@ void RegisterGroup(Napi::Env env, Napi::Object exports);
 void RegisterDevice(Napi::Env env, Napi::Object exports);
 void RegisterKvm(Napi::Env env, Napi::Object exports);
 void RegisterVcpu(Napi::Env env, Napi::Object exports);
-void RegisterVfioSeams(Napi::Env env, Napi::Object exports);
 void RegisterIrq(Napi::Env env, Napi::Object exports);
 void RegisterHotReset(Napi::Env env, Napi::Object exports);
 

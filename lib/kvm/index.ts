@@ -23,4 +23,9 @@ export {
   type Sregs,
 } from './uapi';
 export { MsiRoutes, type MsiMessage } from './msi-routes';
-export { VfioMsiSeam } from './vfio-msi';
+export {
+  PciMsiRouting,
+  type MsiRoutingDevice,
+  type MsiRoutingTarget,
+  type PciMsiRoutingOptions,
+} from './pci-msi';

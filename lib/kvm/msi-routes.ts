@@ -27,9 +27,10 @@ export function defaultIrqchipRoutes(): GsiRoute[] {
  * trigger eventfd of that vector on KVM_IRQFD, so a device interrupt reaches the vCPU with no
  * JavaScript on the path.
  *
- * Masking: a masked or disabled vector has its irqfd deassigned and its route removed. The vfio
- * eventfd keeps counting meanwhile; when the vector is unmasked and the irqfd assigned again, KVM
- * finds the eventfd already signalled and injects once, which is the pending bit's semantics.
+ * Masking: a masked or disabled vector has its irqfd deassigned and its route removed. A signal
+ * that arrives meanwhile stays in the eventfd unless another reader (lib/pci's watcher, which then
+ * sets the pending bit) drains it; one still there when the irqfd is assigned again is injected by
+ * KVM at once. PciMsiRouting (pci-msi.ts) drives this class from a VfioPciDevice.
  */
 export class MsiRoutes {
   readonly #vm: Vm;

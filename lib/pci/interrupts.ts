@@ -176,6 +176,10 @@ export class PciInterrupts {
           : this.#reqListeners;
     const i = list.indexOf(fn);
     if (i >= 0) list.splice(i, 1);
+    // INTx is wired for listeners (see on()), so the last one leaving unwires it.
+    if (event === 'interrupt' && this.#listeners.length === 0 && this.#mode === 'intx' && !this.#closed) {
+      this.#switch('none', 0);
+    }
     return this;
   }
 
@@ -429,10 +433,13 @@ export class PciInterrupts {
     }
     const v = e.vector;
     if (this.#mode !== 'msix') return;
+    // Grown before the change is told, so a VMM routing it finds the vector's eventfd in host.fds.
+    const host = this.#host;
+    if (!v.masked && host && v.index >= host.vectors) {
+      this.#guard('MSI-X grow', () => host.resize(v.index + 1));
+    }
     this.#emitChange(vectorChange('msix', v));
     if (v.masked) return;
-    const host = this.#host;
-    if (host && v.index >= host.vectors) this.#guard('MSI-X grow', () => host.resize(v.index + 1));
     this.#msixFlush(v.index);
   }
 

@@ -62,7 +62,7 @@ export async function kvmGuestSection(devices: ReadonlyMap<string, string>): Pro
       `           quirk data ${hex(res[7])}, address ${hex(res[8])}; DMA mismatches ${res[10]}, first dword ${hex(res[11])}`,
     );
     console.log(
-      `           MSI: handler ran ${res[12]}x, edu status ${hex(res[13])}, vector ${hex(LAYOUT.vector)} on GSI ${setup.machine.routes?.gsiOf(`${setup.edu.bdf} msi 0`) ?? '-'}`,
+      `           MSI: handler ran ${res[12]}x, edu status ${hex(res[13])}, vector ${hex(LAYOUT.vector)} on GSI ${setup.machine.routes?.gsiOf(setup.msi.key('msi', 0)) ?? '-'}`,
     );
     console.log(
       `           moved BAR: ID ${hex(res[14])} at the new address, ${hex(res[15])} at the old; decode off ${hex(res[16])}, on ${hex(res[17])}`,

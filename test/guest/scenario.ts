@@ -15,7 +15,7 @@ import {
   PCI_CONFIG_IO_PORT,
   type MapInfo,
   type RunResult,
-  VfioMsiSeam,
+  PciMsiRouting,
   VfioPciDevice,
 } from '../../lib';
 import { openDevice, type Opened } from '../hil/hil';
@@ -61,7 +61,7 @@ export interface E2eSetup {
   edu: VfioPciDevice;
   rtl: VfioPciDevice;
   ivs: VfioPciDevice;
-  msi: VfioMsiSeam;
+  msi: PciMsiRouting;
   opened: Opened[];
   reports: DeviceErrorEvent[];
   /** Bytes unmapped for DMA at close (all of guest RAM when nothing was left behind). */
@@ -120,8 +120,14 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
       (m) => m.close(),
     );
     for (const o of [oEdu, oRtl, oIvs]) machine.vm.addVfioFile(o.group);
+    const routes = machine.routes!;
+    const vm = machine.vm;
     const msi = run(
-      () => new VfioMsiSeam(edu, machine.routes!),
+      () =>
+        new PciMsiRouting(edu, {
+          update: (key, msg, trigger) => routes.update(key, msg, trigger),
+          signalMsi: (lo, hi, data) => vm.signalMsi(lo, hi, data),
+        }),
       (s) => s.close(),
     );
     const devices = new Map([
@@ -129,12 +135,7 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
       [SLOTS.rtl8139, rtl],
       [SLOTS.ivshmem, ivs],
     ]);
-    bus.io.root.addSubregion(
-      pciConfigIo(devices, (dev, offset, size, value) => {
-        if (dev === edu) msi.configWritten(offset, size, value);
-      }),
-      PCI_CONFIG_IO_PORT,
-    );
+    bus.io.root.addSubregion(pciConfigIo(devices), PCI_CONFIG_IO_PORT);
     // Guest RAM at IOVA = guest-physical address, in edu's container.
     oEdu.container.mapDma({ iova: 0, size: RAM_SIZE, memory: machine.ram });
     const setup: E2eSetup = {
@@ -183,7 +184,7 @@ function classify(
 export async function runE2e(setup: E2eSetup, totalMs = 60_000): Promise<E2eResult> {
   const { machine, bus } = setup;
   machine.load(guestBinary('e2e'));
-  const msiCap = setup.msi.capOffset;
+  const msiCap = setup.edu.irq.msi!.capOffset;
   const params = [
     LAYOUT.edu,
     LAYOUT.rtlMmio,

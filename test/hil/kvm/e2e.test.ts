@@ -109,6 +109,11 @@ describeDevice('edu', 'a KVM guest driving passed-through devices', () => {
     expect(p5.every((e) => e.kind === 'vmm')).toBe(true);
     expect(setup.machine.routes!.size).toBe(1);
     expect(setup.machine.vm.assignments.map((a) => a.kind)).toEqual(['irqfd']);
+    // The guest's own config cycles enabled MSI in lib/pci; the route and irqfd followed from it.
+    expect(setup.edu.irq.mode).toBe('msi');
+    // Nothing was injected from JavaScript: the interrupt went device -> eventfd -> irqfd -> vCPU.
+    expect([setup.msi.routed, setup.msi.errors, setup.msi.injected]).toEqual([1, 0, 0]);
+    expect(setup.machine.routes!.gsiOf(setup.msi.key('msi', 0))).toBeDefined();
   });
 
   test('follows the BAR the guest moved: the new address is direct, the old one unassigned', () => {

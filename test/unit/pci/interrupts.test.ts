@@ -259,6 +259,19 @@ describe('INTx', () => {
     ]);
   });
 
+  test('the last listener leaving unwires INTx on the host', () => {
+    const t = open();
+    const a = (): void => undefined;
+    const b = (): void => undefined;
+    t.dev.irq.on('interrupt', a).on('interrupt', b);
+    const host = t.fake.host(0)!;
+    t.dev.irq.off('interrupt', a);
+    expect([t.dev.irq.mode, host.closed]).toEqual(['intx', false]);
+    t.dev.irq.off('interrupt', b);
+    expect([t.dev.irq.mode, host.closed]).toEqual(['none', true]);
+    expect(t.changes.at(-1)).toEqual({ kind: 'mode', mode: 'none', vectors: 0 });
+  });
+
   test('no pin, no INTx; unref and ref reach the host', () => {
     const t = open({ pin: 0 });
     t.listen();

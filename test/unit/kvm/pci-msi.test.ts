@@ -1,0 +1,247 @@
+// PciMsiRouting on a fake device and a fake KVM: routes and irqfds follow the guest's MSI/MSI-X
+// setup, masked vectors are left to lib/pci's watcher (pending bit), and unmasking delivers.
+import { type MsiMessage, type MsiRoutingTarget, PciMsiRouting } from '../../../lib/kvm';
+import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { FakeIrqDevice, type FakeIrqSpec } from '../pci/fake-irq';
+import { e1000eSpec, placeBar } from '../pci/helpers';
+
+const BAR3 = 0xfebf0000;
+
+/**
+ * A fake KVM with the kernel's eventfd semantics that matter here: while an irqfd is attached to
+ * an eventfd, KVM consumes its signals (an exclusive, priority waiter) and lib/pci's watcher sees
+ * nothing; without one, the watcher gets the interrupt.
+ */
+class FakeKvm implements MsiRoutingTarget {
+  readonly routes = new Map<string, { msg: MsiMessage; fd: number }>();
+  readonly log: string[] = [];
+  /** Messages injected by KVM: through an irqfd, or by KVM_SIGNAL_MSI. */
+  readonly injected: string[] = [];
+  failOn: string | null = null;
+
+  update(key: string, msg: MsiMessage | null, trigger?: { readonly fd: number }): void {
+    if (key === this.failOn)
+      throw Object.assign(new Error('KVM_SET_GSI_ROUTING: ENOSPC'), { code: 'ENOSPC' });
+    if (msg === null) {
+      if (this.routes.delete(key)) this.log.push(`del ${key}`);
+      return;
+    }
+    this.routes.set(key, { msg: { ...msg }, fd: trigger?.fd ?? -1 });
+    this.log.push(`set ${key} ${msg.addressLo.toString(16)}/${msg.data.toString(16)} fd ${trigger?.fd}`);
+  }
+
+  signalMsi(addressLo: number, addressHi: number, data: number): boolean {
+    this.injected.push(`signal ${addressLo.toString(16)}:${addressHi}/${data.toString(16)}`);
+    return true;
+  }
+
+  /** The device raises the vector whose trigger is `fd`, at the host `irq`. */
+  raise(irq: { fds: number[]; fire(vector: number): void }, vector: number): void {
+    const fd = irq.fds[vector];
+    const r = [...this.routes.values()].find((x) => x.fd === fd);
+    if (r) this.injected.push(`irqfd ${r.msg.addressLo.toString(16)}/${r.msg.data.toString(16)}`);
+    else irq.fire(vector);
+  }
+}
+
+function open(spec: Partial<FakeIrqSpec> = {}) {
+  const fake = new FakeIrqDevice({ ...e1000eSpec(), ...spec });
+  const bus = new PciBus();
+  const dev = VfioPciDevice.open(bus, fake, { log: null });
+  const kvm = new FakeKvm();
+  const errors: [string, string][] = [];
+  const routing = new PciMsiRouting(dev, kvm, { onError: (e, key) => errors.push([key, e.message]) });
+  return { fake, bus, dev, kvm, routing, errors };
+}
+
+describe('MSI', () => {
+  const msi = { vectorsLog2: 2, is64: true, maskable: true };
+
+  function enable(t: ReturnType<typeof open>, data = 0x4020): number {
+    const cap = t.dev.irq.msi!.capOffset;
+    t.dev.configWrite(cap + 4, 4, 0xfee00000);
+    t.dev.configWrite(cap + 8, 4, 0);
+    t.dev.configWrite(t.dev.irq.msi!.dataOffset, 2, data);
+    t.dev.configWrite(cap + 2, 2, (2 << 4) | 1);
+    return cap;
+  }
+
+  test('enabling routes every vector with its message and host eventfd; interrupts bypass JS', () => {
+    const t = open({ msi });
+    enable(t);
+    const fds = t.dev.irq.host!.fds;
+    expect([...t.kvm.routes]).toEqual(
+      [0, 1, 2, 3].map((v) => [
+        `0000:00:05.0 msi ${v}`,
+        { msg: { addressLo: 0xfee00000, addressHi: 0, data: 0x4020 | v }, fd: fds[v] },
+      ]),
+    );
+    expect(t.routing.routed).toBe(4);
+    const js: number[] = [];
+    t.dev.irq.on('interrupt', (v) => js.push(v));
+    t.kvm.raise(t.fake.host(1)!, 2);
+    expect(t.kvm.injected).toEqual(['irqfd fee00000/4022']);
+    expect(js).toEqual([]);
+  });
+
+  test('nothing is routed, and INTx is not wired, before the guest enables MSI', () => {
+    const t = open({ msi });
+    t.dev.configWrite(t.dev.irq.msi!.capOffset + 4, 4, 0xfee00000);
+    expect(t.kvm.log).toEqual([]);
+    expect(t.dev.irq.mode).toBe('none');
+    expect(t.fake.irqs.filter((h) => h.index === 0)).toEqual([]);
+  });
+
+  test('a masked vector loses its irqfd, its interrupt goes pending; unmask reroutes and injects once', () => {
+    const t = open({ msi });
+    const cap = enable(t);
+    t.kvm.log.length = 0;
+    t.dev.configWrite(cap + 0x10, 4, 0b0100);
+    expect(t.kvm.log).toEqual(['del 0000:00:05.0 msi 2']);
+    t.kvm.raise(t.fake.host(1)!, 2);
+    expect(t.kvm.injected).toEqual([]);
+    expect(t.dev.configRead(cap + 0x14, 4)).toBe(0b0100);
+    t.dev.configWrite(cap + 0x10, 4, 0);
+    expect(t.kvm.log.slice(1)).toEqual([`set 0000:00:05.0 msi 2 fee00000/4022 fd ${t.dev.irq.host!.fds[2]}`]);
+    expect(t.kvm.injected).toEqual(['signal fee00000:0/4022']);
+    expect(t.routing.injected).toBe(1);
+    expect(t.dev.configRead(cap + 0x14, 4)).toBe(0);
+    // Unmasked again, nothing pending: no second injection.
+    t.dev.configWrite(cap + 0x10, 4, 0);
+    expect(t.kvm.injected).toHaveLength(1);
+  });
+
+  test('a new message reprograms the route on the same eventfd', () => {
+    const t = open({ msi });
+    enable(t);
+    t.kvm.log.length = 0;
+    t.dev.configWrite(t.dev.irq.msi!.dataOffset, 2, 0x4030);
+    expect(t.kvm.log).toEqual(
+      [0, 1, 2, 3].map(
+        (v) => `set 0000:00:05.0 msi ${v} fee00000/${(0x4030 | v).toString(16)} fd ${110 + v}`,
+      ),
+    );
+  });
+
+  test('disabling removes every route; re-enabling never keeps an irqfd across the switch', () => {
+    const t = open({ msi });
+    const cap = enable(t);
+    t.dev.configWrite(cap + 2, 2, 0);
+    expect(t.kvm.routes.size).toBe(0);
+    expect(t.dev.irq.mode).toBe('none');
+    t.kvm.log.length = 0;
+    // Fewer vectors: the host is enabled again, and the fake hands out the same fd numbers.
+    t.dev.configWrite(cap + 2, 2, (1 << 4) | 1);
+    t.dev.configWrite(cap + 2, 2, (2 << 4) | 1);
+    expect(t.kvm.log.filter((l) => l.startsWith('del'))).toEqual([
+      'del 0000:00:05.0 msi 0',
+      'del 0000:00:05.0 msi 1',
+    ]);
+    expect(t.kvm.routes.size).toBe(4);
+  });
+
+  test('KVM refusing a route is reported and counted, never thrown at the guest', () => {
+    const t = open({ msi });
+    t.kvm.failOn = '0000:00:05.0 msi 1';
+    expect(() => enable(t)).not.toThrow();
+    expect(t.kvm.routes.size).toBe(3);
+    expect(t.routing.errors).toBeGreaterThan(0);
+    expect(t.errors[0]).toEqual(['0000:00:05.0 msi 1', 'KVM_SET_GSI_ROUTING: ENOSPC']);
+    t.kvm.failOn = null;
+    t.dev.configWrite(t.dev.irq.msi!.dataOffset, 2, 0x4020);
+    expect(t.kvm.routes.size).toBe(3);
+    t.dev.configWrite(t.dev.irq.msi!.dataOffset, 2, 0x4024);
+    expect(t.kvm.routes.size).toBe(4);
+  });
+
+  test('close removes the routes and stops following the guest', () => {
+    const t = open({ msi });
+    const cap = enable(t);
+    t.routing.close();
+    t.routing.close();
+    expect(t.kvm.routes.size).toBe(0);
+    t.dev.configWrite(cap + 0x10, 4, 0);
+    t.dev.configWrite(t.dev.irq.msi!.dataOffset, 2, 0x4040);
+    expect(t.kvm.routes.size).toBe(0);
+    t.fake.host(1)!.fire(0);
+    expect(t.kvm.injected).toEqual([]);
+  });
+
+  test('bad targets are programmer errors', () => {
+    const fake = new FakeIrqDevice({ ...e1000eSpec(), msi });
+    const dev = VfioPciDevice.open(new PciBus(), fake, { log: null });
+    expect(() => new PciMsiRouting(dev, {} as MsiRoutingTarget)).toThrow(TypeError);
+    expect(() => new PciMsiRouting(dev, new FakeKvm(), { onError: 1 as never })).toThrow(TypeError);
+  });
+});
+
+describe('MSI-X', () => {
+  function setup() {
+    const t = open();
+    placeBar(t.dev, 3, BAR3);
+    t.dev.configWrite(0x04, 2, 0x0006);
+    return t;
+  }
+  const entry = (v: number): number => BAR3 + 16 * v;
+  function program(t: ReturnType<typeof open>, v: number, masked: boolean): void {
+    t.bus.mmioWrite(entry(v), 8, 0xfee00000n);
+    t.bus.mmioWrite(entry(v) + 8, 4, 0x4040 + v);
+    t.bus.mmioWrite(entry(v) + 12, 4, masked ? 1 : 0);
+  }
+  const ctl = (t: ReturnType<typeof open>): number => t.dev.msix!.capOffset + 2;
+
+  test('routes the unmasked entries; unmasking a higher one routes it on the grown host set', () => {
+    const t = setup();
+    program(t, 1, false);
+    t.dev.configWrite(ctl(t), 2, 0x8000);
+    expect([...t.kvm.routes.keys()]).toEqual(['0000:00:05.0 msix 1']);
+    program(t, 4, false);
+    const fds = t.dev.irq.host!.fds;
+    expect(fds).toHaveLength(5);
+    expect(t.kvm.routes.get('0000:00:05.0 msix 4')).toEqual({
+      msg: { addressLo: 0xfee00000, addressHi: 0, data: 0x4044 },
+      fd: fds[4],
+    });
+    t.kvm.raise(t.fake.host(2)!, 4);
+    expect(t.kvm.injected).toEqual(['irqfd fee00000/4044']);
+  });
+
+  test('the function mask drops every irqfd; clearing it restores them and injects what was pending', () => {
+    const t = setup();
+    program(t, 0, false);
+    program(t, 2, false);
+    t.dev.configWrite(ctl(t), 2, 0x8000);
+    expect(t.kvm.routes.size).toBe(2);
+    t.dev.configWrite(ctl(t), 2, 0xc000);
+    expect(t.kvm.routes.size).toBe(0);
+    t.kvm.raise(t.fake.host(2)!, 2);
+    expect(t.dev.msix!.isPending(2)).toBe(true);
+    expect(t.kvm.injected).toEqual([]);
+    t.dev.configWrite(ctl(t), 2, 0x8000);
+    expect(t.kvm.routes.size).toBe(2);
+    expect(t.kvm.injected).toEqual(['signal fee00000:0/4042']);
+    expect(t.dev.msix!.isPending(2)).toBe(false);
+  });
+
+  test('a masked entry goes pending in the PBA and is injected on unmask', () => {
+    const t = setup();
+    program(t, 0, false);
+    t.dev.configWrite(ctl(t), 2, 0x8000);
+    t.bus.mmioWrite(entry(0) + 12, 4, 1);
+    expect(t.kvm.routes.size).toBe(0);
+    t.kvm.raise(t.fake.host(2)!, 0);
+    expect(t.bus.mmioRead(BAR3 + 0x2000, 4)).toBe(1);
+    t.bus.mmioWrite(entry(0) + 12, 4, 0);
+    expect(t.kvm.routes.get('0000:00:05.0 msix 0')?.fd).toBe(t.dev.irq.host!.fds[0]);
+    expect(t.kvm.injected).toEqual(['signal fee00000:0/4040']);
+  });
+
+  test('disabling MSI-X removes the routes and leaves no interrupt listener behind', () => {
+    const t = setup();
+    program(t, 0, false);
+    t.dev.configWrite(ctl(t), 2, 0x8000);
+    t.dev.configWrite(ctl(t), 2, 0);
+    expect(t.kvm.routes.size).toBe(0);
+    expect(t.dev.irq.mode).toBe('none');
+  });
+});
