@@ -1,6 +1,7 @@
 /**
  * A log for problems a guest can cause as often as it likes: at most one line per interval, the
- * next line saying how many were left out. Shared by the address spaces and the DMA listener.
+ * next line saying how many were left out. Shared by the address spaces, the DMA listener and the
+ * vfio-pci devices.
  */
 
 /** The `log` and `logIntervalMs` options every rate-limited reporter takes. */
@@ -31,6 +32,11 @@ export class RateLimitedLog {
     }
     this.#sink = opts.log === undefined ? fallback : opts.log;
     this.#interval = interval;
+  }
+
+  /** Logs one line that is never left out: for setup, where lines are few and bounded. */
+  notice(line: string): void {
+    this.#sink?.(line);
   }
 
   /** Logs the line `text` makes (built only when it is written), or counts it as left out. */

@@ -1,3 +1,5 @@
+import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
+
 /**
  * Why a guest access to a vfio-pci device was not served as asked:
  * - `fd-error`: the device fd refused a pread/pwrite (e.g. EIO while the device is in D3hot); reads
@@ -26,16 +28,11 @@ export interface DeviceErrorEvent {
   readonly error?: Error;
 }
 
-/** How a device logs what it reports. */
-export interface DeviceReportOptions {
-  /**
-   * Where reports are logged, at most once per `logIntervalMs` with a count of those left out.
-   * Defaults to a process warning; `null` turns logging off (the event and counter remain).
-   */
-  log?: ((line: string) => void) | null;
-  /** Minimum time between two log lines, in milliseconds. Default 1000. */
-  logIntervalMs?: number;
-}
+/**
+ * How a device logs what it reports: at most once per `logIntervalMs` with a count of those left
+ * out; a process warning by default, `null` turns logging off (the event and counter remain).
+ */
+export type DeviceReportOptions = RateLimitedLogOptions;
 
 function defaultLog(line: string): void {
   process.emitWarning(line, 'VfioPciDeviceWarning');
@@ -57,21 +54,10 @@ export function isVfioError(e: unknown): e is Error & { code: string } {
 export class DeviceReporter {
   #count = 0;
   #listeners: ((e: DeviceErrorEvent) => void)[] = [];
-  #log: ((line: string) => void) | null;
-  #interval: number;
-  #lastLog = -Infinity;
-  #suppressed = 0;
+  readonly #log: RateLimitedLog;
 
   constructor(opts: DeviceReportOptions = {}) {
-    if (opts.log !== undefined && opts.log !== null && typeof opts.log !== 'function') {
-      throw new TypeError('log must be a function or null');
-    }
-    const interval = opts.logIntervalMs ?? 1000;
-    if (typeof interval !== 'number' || !(interval >= 0)) {
-      throw new RangeError(`logIntervalMs ${String(interval)} is out of range: must be a number >= 0`);
-    }
-    this.#log = opts.log === undefined ? defaultLog : opts.log;
-    this.#interval = interval;
+    this.#log = new RateLimitedLog(opts, defaultLog);
   }
 
   /** Reports since creation. */
@@ -101,20 +87,11 @@ export class DeviceReporter {
 
   /** Logs one line at setup, where lines are few and bounded, so none is rate-limited away. */
   notice(line: string): void {
-    this.#log?.(line);
+    this.#log.notice(line);
   }
 
   /** Logs one line, at most once per interval, counting the lines left out. */
   warn(line: string): void {
-    if (this.#log === null) return;
-    const now = Date.now();
-    if (now - this.#lastLog < this.#interval) {
-      this.#suppressed++;
-      return;
-    }
-    const more = this.#suppressed > 0 ? ` (${this.#suppressed} more since the last report)` : '';
-    this.#lastLog = now;
-    this.#suppressed = 0;
-    this.#log(line + more);
+    this.#log.line(line);
   }
 }
