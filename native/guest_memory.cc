@@ -97,6 +97,26 @@ void* MapShared(int fd, uint64_t length) {
 }
 
 /**
+ * MapAndWrap - map @size bytes of @fd shared and wrap them as guest memory that owns @fd; on
+ * failure @fd is closed and a VfioError naming @what is thrown.
+ */
+napi_value MapAndWrap(napi_env env, int fd, uint64_t size, const std::string& what,
+                      ErrorContext where) {
+  void* addr = MapShared(fd, size);
+  if (addr == MAP_FAILED) {
+    int err = errno;
+    close(fd);
+    return ThrowVfioError(env, "mmap", err, what, where);
+  }
+  auto* s = new GuestMemoryState();
+  s->addr = static_cast<uint8_t*>(addr);
+  s->length = size;
+  s->fd = fd;
+  s->where = std::move(where);
+  return Wrap(env, s);
+}
+
+/**
  * Create(name, size, flags) - memfd_create(name, MFD_CLOEXEC | flags) where @flags may carry
  * MFD_HUGETLB and a huge page size; ftruncate to @size; mmap it. Returns the handle.
  */
@@ -127,18 +147,8 @@ napi_value Create(napi_env env, napi_callback_info info) {
     return ThrowVfioError(env, "ftruncate", err, name + " to " + std::to_string(size) + " bytes",
                           where);
   }
-  void* addr = MapShared(fd, size);
-  if (addr == MAP_FAILED) {
-    int err = errno;
-    close(fd);
-    return ThrowVfioError(env, "mmap", err, name + " of " + std::to_string(size) + " bytes", where);
-  }
-  auto* s = new GuestMemoryState();
-  s->addr = static_cast<uint8_t*>(addr);
-  s->length = size;
-  s->fd = fd;
-  s->where = std::move(where);
-  return Wrap(env, s);
+  return MapAndWrap(env, fd, size, name + " of " + std::to_string(size) + " bytes",
+                    std::move(where));
 }
 
 /**
@@ -180,18 +190,7 @@ napi_value Attach(napi_env env, napi_callback_info info) {
     return ThrowRangeError(env, "guest memory file holds " + std::to_string(st.st_size) +
                                     " bytes, fewer than the " + std::to_string(size) + " asked");
   }
-  void* addr = MapShared(dup_fd, size);
-  if (addr == MAP_FAILED) {
-    int err = errno;
-    close(dup_fd);
-    return ThrowVfioError(env, "mmap", err, std::to_string(size) + " bytes", where);
-  }
-  auto* s = new GuestMemoryState();
-  s->addr = static_cast<uint8_t*>(addr);
-  s->length = size;
-  s->fd = dup_fd;
-  s->where = std::move(where);
-  return Wrap(env, s);
+  return MapAndWrap(env, dup_fd, size, std::to_string(size) + " bytes", std::move(where));
 }
 
 /**
