@@ -165,6 +165,12 @@ export interface NativeBinding {
     hva: bigint,
   ): void;
   kvmCreateIrqchip(vm: NativeHandle): number;
+  /** KVM_CREATE_PIT2 with kvm_pit_config.flags. */
+  kvmCreatePit2(vm: NativeHandle, flags: number): void;
+  /** KVM_IRQ_LINE_STATUS: returns the status (> 0 delivered, 0 coalesced, < 0 masked). */
+  kvmIrqLine(vm: NativeHandle, irq: number, level: number): number;
+  /** KVM_GET_SUPPORTED_CPUID: a struct kvm_cpuid2 (decoded in lib/kvm/x86.ts). */
+  kvmGetSupportedCpuid(kvm: NativeHandle): Buffer;
   kvmSetGsiRouting(vm: NativeHandle, table: Buffer): void;
   kvmIrqfd(vm: NativeHandle, fd: number, gsi: number, flags: number, resamplefd: number): void;
   kvmIoeventfd(
@@ -188,6 +194,13 @@ export interface NativeBinding {
   kvmSetRegs(vcpu: NativeKvmVcpu, regs: Buffer): void;
   kvmGetSregs(vcpu: NativeKvmVcpu): Buffer;
   kvmSetSregs(vcpu: NativeKvmVcpu, sregs: Buffer): void;
+  kvmGetLapic(vcpu: NativeKvmVcpu): Buffer;
+  kvmSetLapic(vcpu: NativeKvmVcpu, lapic: Buffer): void;
+  kvmSetFpu(vcpu: NativeKvmVcpu, fpu: Buffer): void;
+  /** KVM_SET_CPUID2 with a struct kvm_cpuid2 built in lib/kvm/x86.ts. */
+  kvmSetCpuid2(vcpu: NativeKvmVcpu, table: Buffer): number;
+  /** KVM_SET_MSRS with a struct kvm_msrs; returns how many MSRs KVM set. */
+  kvmSetMsrs(vcpu: NativeKvmVcpu, table: Buffer): number;
   /**
    * One KVM_RUN bounded by `budgetNs`, or with 0 by the timer `kvmArmKick` armed (or unbounded);
    * returns kvm_run.exit_reason. Byte 29 of the exit buffer is 1 once the armed timer has expired.
@@ -197,7 +210,15 @@ export interface NativeBinding {
   kvmRunNative(vcpu: NativeKvmVcpu, value: number, budgetNs: number): number;
   /** Arm the vCPU's kick timer `ns` from now for the runs that follow (0 disarms). */
   kvmArmKick(vcpu: NativeKvmVcpu, ns: number): void;
-  readonly kvmStructSizes: { regs: number; sregs: number; routingEntry: number };
+  readonly kvmStructSizes: {
+    regs: number;
+    sregs: number;
+    routingEntry: number;
+    lapic: number;
+    fpu: number;
+    cpuidEntry: number;
+    msrEntry: number;
+  };
   /** fcntl(F_DUPFD_CLOEXEC) as an owned handle. */
   dupFd(fd: number): NativeHandle;
 

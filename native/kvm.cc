@@ -19,6 +19,12 @@
 #define KVM_DEV_VFIO_FILE 1
 #endif
 
+// The kernel computes these with C's sizeof of the table header (8 bytes). C++ lays out the
+// headers' flexible entry array differently (sizeof(kvm_cpuid2) is 12 here), so the system
+// headers' macros encode a size the kernel does not recognise; these are the kernel's numbers.
+#define VB_KVM_GET_SUPPORTED_CPUID _IOWR(KVMIO, 0x05, __u64)
+#define VB_KVM_TABLE_HEADER 8u
+
 namespace vfio_bridge {
 namespace {
 
@@ -270,6 +276,63 @@ napi_value DupFd(napi_env env, napi_callback_info info) {
   return NewHandle(env, dup, ErrorContext{"fd " + std::to_string(fd), ""});
 }
 
+/** CreatePit2(vm, flags) - KVM_CREATE_PIT2: the in-kernel i8254 timer (ports 0x40-0x43, IRQ 0). */
+napi_value CreatePit2(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "KVM_CREATE_PIT2");
+  kvm_pit_config config = {};
+  if (h == nullptr || !GetUint32(env, args[1], "flags", &config.flags)) return nullptr;
+  int r = Ioctl(h->fd, KVM_CREATE_PIT2, &config);
+  if (r < 0) return ThrowErrno(env, "KVM_CREATE_PIT2", h, -r);
+  return nullptr;
+}
+
+/**
+ * IrqLine(vm, irq, level) - KVM_IRQ_LINE_STATUS: set an irqchip input's level; returns the
+ * kernel's status (> 0 delivered, 0 coalesced, < 0 masked or ignored).
+ */
+napi_value IrqLine(napi_env env, napi_callback_info info) {
+  Args<3> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "KVM_IRQ_LINE_STATUS");
+  kvm_irq_level line = {};
+  uint32_t level;
+  if (h == nullptr || !GetUint32(env, args[1], "irq", &line.irq) ||
+      !GetUint32(env, args[2], "level", &level)) {
+    return nullptr;
+  }
+  line.level = level;
+  int r = Ioctl(h->fd, KVM_IRQ_LINE_STATUS, &line);
+  if (r < 0)
+    return ThrowErrno(env, "KVM_IRQ_LINE_STATUS", h, -r, "irq " + std::to_string(line.irq));
+  return Int(env, line.status);
+}
+
+/**
+ * GetSupportedCpuid(kvm) - KVM_GET_SUPPORTED_CPUID: a struct kvm_cpuid2 (nent, then 40-byte
+ * entries) with what this KVM and host can give a guest, grown until the kernel's table fits.
+ */
+napi_value GetSupportedCpuid(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  const char* op = "KVM_GET_SUPPORTED_CPUID";
+  FdResource* h = GetHandle(env, args[0], op);
+  if (h == nullptr) return nullptr;
+  for (uint32_t nent = 128; nent <= 4096; nent *= 2) {
+    size_t size = VB_KVM_TABLE_HEADER + nent * sizeof(kvm_cpuid_entry2);
+    std::vector<uint64_t> storage((size + 7) / 8, 0);
+    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(storage.data());
+    cpuid->nent = nent;
+    int r = Ioctl(h->fd, VB_KVM_GET_SUPPORTED_CPUID, cpuid);
+    if (r == -E2BIG) continue;
+    if (r < 0) return ThrowErrno(env, op, h, -r);
+    size_t used = VB_KVM_TABLE_HEADER + cpuid->nent * sizeof(kvm_cpuid_entry2);
+    napi_value out;
+    void* data;
+    napi_create_buffer_copy(env, used, cpuid, &data, &out);
+    return out;
+  }
+  return ThrowErrno(env, op, h, E2BIG, "more than 4096 entries");
+}
+
 }  // namespace
 
 void RegisterKvm(Napi::Env env, Napi::Object exports) {
@@ -282,6 +345,9 @@ void RegisterKvm(Napi::Env env, Napi::Object exports) {
       P("kvmSetTssAddr", SetTssAddr),
       P("kvmSetUserMemoryRegion", SetUserMemoryRegion),
       P("kvmCreateIrqchip", CreateIrqchip),
+      P("kvmCreatePit2", CreatePit2),
+      P("kvmIrqLine", IrqLine),
+      P("kvmGetSupportedCpuid", GetSupportedCpuid),
       P("kvmSetGsiRouting", SetGsiRouting),
       P("kvmIrqfd", Irqfd),
       P("kvmIoeventfd", Ioeventfd),

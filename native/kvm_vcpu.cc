@@ -25,10 +25,17 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "args.h"
 #include "handle.h"
 #include "ioctl.h"
+
+// KVM_SET_CPUID2 and KVM_SET_MSRS as the kernel numbers them: with C's 8-byte table header.
+// C++ sizes the system headers' structs with flexible entry arrays differently (kvm_cpuid2 is 12
+// bytes, kvm_msrs 16), so their macros would encode a size the kernel does not recognise.
+#define VB_KVM_SET_CPUID2 _IOW(KVMIO, 0x90, __u64)
+#define VB_KVM_SET_MSRS _IOW(KVMIO, 0x89, __u64)
 
 namespace vfio_bridge {
 
@@ -234,6 +241,56 @@ napi_value SetSregs(napi_env e, napi_callback_info i) {
   return RegsIoctl<kvm_sregs>(e, i, KVM_SET_SREGS, "KVM_SET_SREGS", true);
 }
 
+napi_value GetLapic(napi_env e, napi_callback_info i) {
+  return RegsIoctl<kvm_lapic_state>(e, i, KVM_GET_LAPIC, "KVM_GET_LAPIC", false);
+}
+napi_value SetLapic(napi_env e, napi_callback_info i) {
+  return RegsIoctl<kvm_lapic_state>(e, i, KVM_SET_LAPIC, "KVM_SET_LAPIC", true);
+}
+napi_value SetFpu(napi_env e, napi_callback_info i) {
+  return RegsIoctl<kvm_fpu>(e, i, KVM_SET_FPU, "KVM_SET_FPU", true);
+}
+
+/**
+ * TableIoctl - a vCPU ioctl whose argument is a counted table built in TypeScript (kvm_cpuid2,
+ * kvm_msrs: a u32 count, padding, then entries of @entry bytes); the Buffer's length must match
+ * the count. Returns the ioctl's result (KVM_SET_MSRS: how many MSRs were set).
+ */
+napi_value TableIoctl(napi_env env, napi_callback_info info, unsigned long request, const char* op,
+                      size_t entry) {
+  Args<2> args(env, info);
+  VcpuState* v = GetVcpu(env, args[0], op);
+  if (v == nullptr) return nullptr;
+  bool is_buffer = false;
+  napi_is_buffer(env, args[1], &is_buffer);
+  if (!is_buffer) return ThrowTypeError(env, std::string(op) + " expects a Buffer");
+  void* data;
+  size_t len;
+  napi_get_buffer_info(env, args[1], &data, &len);
+  uint32_t count = 0;
+  if (len >= 8) std::memcpy(&count, data, 4);
+  if (len < 8 || len != 8 + count * entry) {
+    return ThrowRangeError(env, std::string(op) + ": buffer of " + std::to_string(len) +
+                                    " bytes does not hold its " + std::to_string(count) +
+                                    " entries");
+  }
+  // The kernel wants the table 8-byte aligned; a Buffer from the pool may not be.
+  std::vector<uint64_t> storage((len + 7) / 8, 0);
+  std::memcpy(storage.data(), data, len);
+  int r = Ioctl(v->fd, request, storage.data());
+  if (r < 0) return ThrowVcpu(env, op, v, -r);
+  napi_value out;
+  napi_create_int32(env, r, &out);
+  return out;
+}
+
+napi_value SetCpuid2(napi_env e, napi_callback_info i) {
+  return TableIoctl(e, i, VB_KVM_SET_CPUID2, "KVM_SET_CPUID2", sizeof(kvm_cpuid_entry2));
+}
+napi_value SetMsrs(napi_env e, napi_callback_info i) {
+  return TableIoctl(e, i, VB_KVM_SET_MSRS, "KVM_SET_MSRS", sizeof(kvm_msr_entry));
+}
+
 void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
 
@@ -384,15 +441,11 @@ napi_value RunNative(napi_env env, napi_callback_info info) {
 void RegisterVcpu(Napi::Env env, Napi::Object exports) {
   napi_property_descriptor props[] = {
 #define P(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
-      P("kvmCreateVcpu", CreateVcpu),
-      P("kvmCloseVcpu", CloseVcpu),
-      P("kvmGetRegs", GetRegs),
-      P("kvmSetRegs", SetRegs),
-      P("kvmGetSregs", GetSregs),
-      P("kvmSetSregs", SetSregs),
-      P("kvmRun", Run),
-      P("kvmRunNative", RunNative),
-      P("kvmArmKick", ArmKick),
+      P("kvmCreateVcpu", CreateVcpu), P("kvmCloseVcpu", CloseVcpu), P("kvmGetRegs", GetRegs),
+      P("kvmSetRegs", SetRegs),       P("kvmGetSregs", GetSregs),   P("kvmSetSregs", SetSregs),
+      P("kvmGetLapic", GetLapic),     P("kvmSetLapic", SetLapic),   P("kvmSetFpu", SetFpu),
+      P("kvmSetCpuid2", SetCpuid2),   P("kvmSetMsrs", SetMsrs),     P("kvmRun", Run),
+      P("kvmRunNative", RunNative),   P("kvmArmKick", ArmKick),
 #undef P
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
@@ -406,6 +459,10 @@ void RegisterVcpu(Napi::Env env, Napi::Object exports) {
   put("regs", sizeof(kvm_regs));
   put("sregs", sizeof(kvm_sregs));
   put("routingEntry", sizeof(kvm_irq_routing_entry));
+  put("lapic", sizeof(kvm_lapic_state));
+  put("fpu", sizeof(kvm_fpu));
+  put("cpuidEntry", sizeof(kvm_cpuid_entry2));
+  put("msrEntry", sizeof(kvm_msr_entry));
   exports.Set("kvmStructSizes", Napi::Value(env, sizes));
 }
 

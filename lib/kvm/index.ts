@@ -29,3 +29,10 @@ export {
   type MsiRoutingTarget,
   type PciMsiRoutingOptions,
 } from './pci-msi';
+export {
+  CPUID_FLAG_SIGNIFICANT_INDEX,
+  LAPIC_STATE_SIZE,
+  decodeCpuid,
+  encodeCpuid,
+  type CpuidEntry,
+} from './x86';

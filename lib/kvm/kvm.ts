@@ -1,3 +1,4 @@
+import { decodeCpuid, type CpuidEntry } from './x86';
 import { native, type NativeHandle } from '../native';
 import { closedError, kvmError } from './errors';
 import { KVM_API_VERSION, KVM_CAP, type KvmCapName } from './uapi';
@@ -94,6 +95,11 @@ export class Kvm implements Disposable {
   /** True when KVM_CHECK_EXTENSION reports the capability. */
   hasCapability(cap: KvmCapName): boolean {
     return this.checkExtension(cap) > 0;
+  }
+
+  /** KVM_GET_SUPPORTED_CPUID: every CPUID leaf this KVM and host can give a guest. */
+  supportedCpuid(): CpuidEntry[] {
+    return decodeCpuid(native.kvmGetSupportedCpuid(this.#open('KVM_GET_SUPPORTED_CPUID')));
   }
 
   /** Create a VM (KVM_CREATE_VM). */

@@ -44,6 +44,8 @@ export const KVM_EXIT = {
 } as const;
 
 export const KVM_MEM_READONLY = 1 << 1;
+/** kvm_pit_config.flags: the kernel answers port 0x61 (PC speaker, PIT gate 2). */
+export const KVM_PIT_SPEAKER_DUMMY = 1;
 export const KVM_IRQFD_FLAG_DEASSIGN = 1 << 0;
 export const KVM_IRQFD_FLAG_RESAMPLE = 1 << 1;
 export const KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0;

@@ -1,6 +1,7 @@
 import type { AccessSize, AddressSpace } from '../memory';
 import { native, type NativeHandle, type NativeKvmVcpu } from '../native';
-import { closedError } from './errors';
+import { closedError, kvmError } from './errors';
+import { encodeCpuid, encodeFpu, encodeMsrs, LAPIC_STATE_SIZE, type CpuidEntry } from './x86';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, KVM_EXIT, type Regs, type Sregs } from './uapi';
 
 /**
@@ -134,6 +135,44 @@ export class Vcpu implements Disposable {
 
   setSregs(s: Sregs): void {
     native.kvmSetSregs(this.#open('KVM_SET_SREGS'), encodeSregs(s));
+  }
+
+  /** KVM_SET_CPUID2: what CPUID returns in the guest (see Kvm.supportedCpuid and lib/vmm/cpuid.ts). */
+  setCpuid(entries: readonly CpuidEntry[]): void {
+    native.kvmSetCpuid2(this.#open('KVM_SET_CPUID2'), encodeCpuid(entries));
+  }
+
+  /**
+   * KVM_SET_MSRS. KVM stops at the first MSR it refuses: that is an error here, naming it.
+   */
+  setMsrs(msrs: readonly { index: number; value: bigint }[]): void {
+    const n = native.kvmSetMsrs(this.#open('KVM_SET_MSRS'), encodeMsrs(msrs));
+    if (n !== msrs.length) {
+      throw kvmError(
+        'KVM_SET_MSRS',
+        'EMSR',
+        `KVM refused MSR 0x${msrs[n].index.toString(16)} (${n} of ${msrs.length} set)`,
+        'this KVM does not support that MSR or that value',
+        this.path,
+      );
+    }
+  }
+
+  /** KVM_SET_FPU with the x87 control word and MXCSR (the rest as after FNINIT). */
+  setFpu(fcw = 0x37f, mxcsr = 0x1f80): void {
+    native.kvmSetFpu(this.#open('KVM_SET_FPU'), encodeFpu(fcw, mxcsr));
+  }
+
+  /** KVM_GET_LAPIC: the in-kernel local APIC's first KiB of registers. */
+  getLapic(): Buffer {
+    return native.kvmGetLapic(this.#open('KVM_GET_LAPIC'));
+  }
+
+  /** KVM_SET_LAPIC (a Buffer of {@link LAPIC_STATE_SIZE} bytes, as getLapic returns). */
+  setLapic(state: Buffer): void {
+    if (!Buffer.isBuffer(state) || state.length !== LAPIC_STATE_SIZE)
+      throw new RangeError(`setLapic: the state is ${LAPIC_STATE_SIZE} bytes`);
+    native.kvmSetLapic(this.#open('KVM_SET_LAPIC'), state);
   }
 
   /**

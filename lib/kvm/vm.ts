@@ -16,6 +16,7 @@ import {
   KVM_IRQFD_FLAG_DEASSIGN,
   KVM_IRQFD_FLAG_RESAMPLE,
   KVM_MEM_READONLY,
+  KVM_PIT_SPEAKER_DUMMY,
   type GsiRoute,
 } from './uapi';
 import { Vcpu } from './vcpu';
@@ -167,6 +168,52 @@ export class Vm implements SlotTarget, Disposable {
     }
     native.kvmCreateIrqchip(h);
     this.#irqchip = true;
+  }
+
+  /**
+   * KVM_CREATE_PIT2: the in-kernel i8254 timer at ports 0x40-0x43 on IRQ 0, with port 0x61's
+   * speaker bits answered in the kernel too (KVM_PIT_SPEAKER_DUMMY). After the irqchip.
+   */
+  createPit(): void {
+    const h = this.#open('KVM_CREATE_PIT2');
+    if (!this.#irqchip) {
+      throw kvmError(
+        'KVM_CREATE_PIT2',
+        'ENOIRQCHIP',
+        'the in-kernel PIT needs the in-kernel irqchip',
+        'call vm.createIrqchip() first',
+        this.path,
+      );
+    }
+    native.kvmCreatePit2(h, KVM_PIT_SPEAKER_DUMMY);
+  }
+
+  /** KVM_SET_TSS_ADDR: the three pages VMX needs below 4 GiB for real mode (ignored by SVM). */
+  setTssAddr(address: number): void {
+    if (!Number.isInteger(address) || address < 0 || address > 0xffffd000 || address % 4096 !== 0)
+      throw new RangeError(`setTssAddr: 0x${Number(address).toString(16)} is not a page below 4 GiB`);
+    native.kvmSetTssAddr(this.#open('KVM_SET_TSS_ADDR'), address);
+  }
+
+  /**
+   * KVM_IRQ_LINE_STATUS: drive input `irq` of the in-kernel irqchip (GSI numbering: 0-15 the ISA
+   * IRQs on the PICs and the IOAPIC, 16-23 the IOAPIC). Returns KVM's status: > 0 delivered, 0
+   * coalesced with one still pending, < 0 masked by the guest.
+   */
+  irqLine(irq: number, level: boolean): number {
+    const h = this.#open('KVM_IRQ_LINE_STATUS');
+    if (!Number.isInteger(irq) || irq < 0 || irq > 0xffffffff)
+      throw new RangeError(`irqLine: bad IRQ ${String(irq)}`);
+    if (!this.#irqchip) {
+      throw kvmError(
+        'KVM_IRQ_LINE_STATUS',
+        'ENOIRQCHIP',
+        'KVM_IRQ_LINE needs the in-kernel irqchip',
+        'call vm.createIrqchip() first',
+        this.path,
+      );
+    }
+    return native.kvmIrqLine(h, irq, level ? 1 : 0);
   }
 
   /**

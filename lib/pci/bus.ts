@@ -2,6 +2,7 @@ import { closedError } from '../vfio/vfio-error';
 import {
   type AccessLength,
   AddressSpace,
+  type AddressSpaceOptions,
   type FlatRange,
   MemoryRegion,
   renderMtree,
@@ -38,6 +39,8 @@ export interface PciBusOptions {
   ioSize?: number;
   /** Host page size (default 4096). */
   pageSize?: number;
+  /** Where both address spaces log unassigned guest accesses (see AddressSpaceOptions.log). */
+  log?: AddressSpaceOptions['log'];
 }
 
 /**
@@ -65,8 +68,9 @@ export class PciBus {
       throw new RangeError(`page size ${pageSize} is not a power of two`);
     }
     this.pageSize = pageSize;
-    this.memory = new AddressSpace('pci-memory', MemoryRegion.container('pci', memorySize));
-    this.io = new AddressSpace('pci-io', MemoryRegion.container('io', ioSize));
+    const spaceOpts = opts.log !== undefined ? { log: opts.log } : {};
+    this.memory = new AddressSpace('pci-memory', MemoryRegion.container('pci', memorySize), spaceOpts);
+    this.io = new AddressSpace('pci-io', MemoryRegion.container('io', ioSize), spaceOpts);
   }
 
   /** The address space for `space`. */

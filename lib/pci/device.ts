@@ -163,6 +163,7 @@ export class VfioPciDevice implements Disposable {
   #closed = false;
   #removeCloser: () => void;
   #release: (() => void) | null = null;
+  #group: { readonly fd: number } | null = null;
   #reporter: DeviceReporter;
   /** The emulated registers as open left them: what a guest-visible reset returns to. */
   #emuAtOpen: Uint8Array;
@@ -273,6 +274,7 @@ export class VfioPciDevice implements Disposable {
       cleanup.push(() => device.close());
       const dev = new VfioPciDevice(bus, device, opts);
       dev.#release = unwind;
+      dev.#group = group;
       return dev;
     } catch (e) {
       unwind();
@@ -299,6 +301,14 @@ export class VfioPciDevice implements Disposable {
   /** The command register as the guest last wrote it. */
   get command(): number {
     return this.#command;
+  }
+
+  /**
+   * The VFIO group this object opened the device from (openByBdf), for KVM's VFIO device; null when
+   * the caller opened the device and owns its group.
+   */
+  get group(): { readonly fd: number } | null {
+    return this.#closed ? null : this.#group;
   }
 
   /** True once closed. */

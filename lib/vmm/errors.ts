@@ -4,9 +4,20 @@
  * - `EPROTOCOL`: the bzImage's boot protocol is too old, or lacks the entry point asked for;
  * - `ECMDLINE`: the command line is longer than the kernel accepts, or holds a NUL;
  * - `ENOSPACE`: the kernel, the initramfs or a boot structure does not fit in guest RAM;
- * - `EE820`: the memory map is malformed (overlapping entries, too many, zero-sized).
+ * - `EE820`: the memory map is malformed (overlapping entries, too many, zero-sized);
+ * - `EINPUT`: the kernel or initramfs file cannot be read;
+ * - `EBUSY`: the machine is running and cannot do that now (a second run, a reboot);
+ * - `ECLOSED`: the machine was closed.
  */
-export type VmmErrorCode = 'ENOTBZIMAGE' | 'EPROTOCOL' | 'ECMDLINE' | 'ENOSPACE' | 'EE820';
+export type VmmErrorCode =
+  | 'ENOTBZIMAGE'
+  | 'EPROTOCOL'
+  | 'ECMDLINE'
+  | 'ENOSPACE'
+  | 'EE820'
+  | 'EINPUT'
+  | 'EBUSY'
+  | 'ECLOSED';
 
 /** A bad machine description or boot input, with a `code` and a `hint` that says what to change. */
 export class VmmError extends Error {

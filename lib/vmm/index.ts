@@ -8,7 +8,10 @@
  * - `I8042ResetPort`: the keyboard controller's reset line; `CmosRtc`: the clock at 0x70/0x71;
  * - `writeMpTable`, `pciIntxGsi`, `defaultIrqchipRoutes`: the guest's interrupt routing (an MP
  *   table; mptable.ts says why not ACPI);
- * - `loadLinux`, `pcE820`, `writeBootCpuState`: Linux's x86 boot protocol for a bzImage.
+ * - `loadLinux`, `pcE820`, `writeBootCpuState`, `setupBootVcpu`, `guestCpuid`: Linux's x86 boot
+ *   protocol for a bzImage and the vCPU it starts on;
+ * - `PcMachine`: all of it assembled on lib/kvm, lib/dma and lib/pci into a PC that boots Linux
+ *   with passed-through devices.
  */
 export * from './errors';
 export * from './uart';
@@ -22,3 +25,6 @@ export * from './boot/bzimage';
 export * from './boot/e820';
 export * from './boot/cpu-state';
 export * from './boot/load-linux';
+export * from './boot/vcpu-setup';
+export * from './cpuid';
+export * from './pc-machine';

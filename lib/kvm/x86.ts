@@ -1,0 +1,99 @@
+/**
+ * The x86 vCPU state tables lib/kvm hands to KVM as bytes (include/uapi/asm/kvm.h, x86-64):
+ * struct kvm_cpuid2 with kvm_cpuid_entry2, struct kvm_msrs with kvm_msr_entry, struct kvm_fpu and
+ * the local APIC page of struct kvm_lapic_state. What goes into them is the VMM's policy (see
+ * lib/vmm/cpuid.ts); this file only lays them out.
+ */
+
+/** One CPUID leaf/subleaf as KVM_GET_SUPPORTED_CPUID reports it and KVM_SET_CPUID2 takes it. */
+export interface CpuidEntry {
+  function: number;
+  index: number;
+  /** KVM_CPUID_FLAG_SIGNIFCANT_INDEX (1): the entry applies only to this `index`. */
+  flags: number;
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+/** KVM_CPUID_FLAG_SIGNIFCANT_INDEX: the subleaf (ECX) selects the entry. */
+export const CPUID_FLAG_SIGNIFICANT_INDEX = 1;
+
+const TABLE_HEADER = 8;
+const CPUID_ENTRY = 40;
+const MSR_ENTRY = 16;
+/** sizeof(struct kvm_fpu) and the offsets of the two control words a VMM sets. */
+export const FPU_SIZE = 416;
+const FPU_FCW = 128;
+const FPU_MXCSR = 408;
+/** sizeof(struct kvm_lapic_state): the APIC's 4 KiB register page cut to its first KiB. */
+export const LAPIC_STATE_SIZE = 1024;
+
+const u32 = (v: number, what: string): number => {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
+    throw new RangeError(`${what} ${String(v)} is not a u32`);
+  return v;
+};
+
+/** Decode a struct kvm_cpuid2 (as KVM_GET_SUPPORTED_CPUID returns it). */
+export function decodeCpuid(b: Buffer): CpuidEntry[] {
+  const n = b.readUInt32LE(0);
+  if (b.length < TABLE_HEADER + n * CPUID_ENTRY)
+    throw new RangeError(`kvm_cpuid2 of ${n} entries is truncated`);
+  const out: CpuidEntry[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = TABLE_HEADER + i * CPUID_ENTRY;
+    out.push({
+      function: b.readUInt32LE(o),
+      index: b.readUInt32LE(o + 4),
+      flags: b.readUInt32LE(o + 8),
+      eax: b.readUInt32LE(o + 12),
+      ebx: b.readUInt32LE(o + 16),
+      ecx: b.readUInt32LE(o + 20),
+      edx: b.readUInt32LE(o + 24),
+    });
+  }
+  return out;
+}
+
+/** Encode a struct kvm_cpuid2 for KVM_SET_CPUID2. */
+export function encodeCpuid(entries: readonly CpuidEntry[]): Buffer {
+  if (!Array.isArray(entries)) throw new TypeError('CPUID entries must be an array');
+  const b = Buffer.alloc(TABLE_HEADER + entries.length * CPUID_ENTRY);
+  b.writeUInt32LE(entries.length, 0);
+  entries.forEach((e, i) => {
+    const o = TABLE_HEADER + i * CPUID_ENTRY;
+    b.writeUInt32LE(u32(e.function, 'CPUID function'), o);
+    b.writeUInt32LE(u32(e.index, 'CPUID index'), o + 4);
+    b.writeUInt32LE(u32(e.flags, 'CPUID flags'), o + 8);
+    b.writeUInt32LE(u32(e.eax >>> 0, 'CPUID eax'), o + 12);
+    b.writeUInt32LE(u32(e.ebx >>> 0, 'CPUID ebx'), o + 16);
+    b.writeUInt32LE(u32(e.ecx >>> 0, 'CPUID ecx'), o + 20);
+    b.writeUInt32LE(u32(e.edx >>> 0, 'CPUID edx'), o + 24);
+  });
+  return b;
+}
+
+/** Encode a struct kvm_msrs for KVM_SET_MSRS. */
+export function encodeMsrs(msrs: readonly { index: number; value: bigint }[]): Buffer {
+  if (!Array.isArray(msrs)) throw new TypeError('MSRs must be an array');
+  const b = Buffer.alloc(TABLE_HEADER + msrs.length * MSR_ENTRY);
+  b.writeUInt32LE(msrs.length, 0);
+  msrs.forEach((m, i) => {
+    if (typeof m.value !== 'bigint')
+      throw new TypeError(`MSR 0x${m.index.toString(16)} value must be a bigint`);
+    const o = TABLE_HEADER + i * MSR_ENTRY;
+    b.writeUInt32LE(u32(m.index, 'MSR index'), o);
+    b.writeBigUInt64LE(BigInt.asUintN(64, m.value), o + 8);
+  });
+  return b;
+}
+
+/** A struct kvm_fpu with only the x87 control word and MXCSR set (everything else as after FNINIT). */
+export function encodeFpu(fcw: number, mxcsr: number): Buffer {
+  const b = Buffer.alloc(FPU_SIZE);
+  b.writeUInt16LE(fcw & 0xffff, FPU_FCW);
+  b.writeUInt32LE(u32(mxcsr, 'MXCSR'), FPU_MXCSR);
+  return b;
+}

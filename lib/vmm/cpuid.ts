@@ -1,0 +1,51 @@
+/**
+ * The CPUID a Linux guest of this VMM sees: what KVM_GET_SUPPORTED_CPUID offers, with the
+ * per-vCPU facts KVM leaves to the VMM filled in, as QEMU and Firecracker do:
+ * - the initial APIC ID (leaf 1 EBX[31:24], the x2APIC ID of leaves 0xb/0x1f EDX and AMD's
+ *   extended APIC ID in leaf 0x8000001e EAX) must be the vCPU's id, or Linux's SMP bring-up and
+ *   the MP table's APIC IDs disagree;
+ * - leaf 1 EBX[23:16] counts the logical processors of the package, with EDX HTT for more than one;
+ * - leaf 1 ECX bit 31 says "running under a hypervisor", which is what makes Linux look at KVM's
+ *   leaves 0x40000000+ and use kvm-clock. Nested under TCG the TSC cannot be calibrated against
+ *   the PIT reliably, so kvm-clock is what gives the guest a sane clock.
+ * KVM's supported list already carries the KVM signature and features leaves.
+ */
+import type { CpuidEntry } from '../kvm/x86';
+
+const HYPERVISOR = 1 << 31;
+const HTT = 1 << 28;
+
+/** Options of {@link guestCpuid}. */
+export interface GuestCpuidOptions {
+  /** This vCPU's id, which KVM uses as its APIC ID. */
+  readonly apicId: number;
+  /** vCPUs in the machine. */
+  readonly cpus: number;
+}
+
+/** guestCpuid: the CPUID table for one vCPU, from KVM's supported table (which is not changed). */
+export function guestCpuid(supported: readonly CpuidEntry[], opts: GuestCpuidOptions): CpuidEntry[] {
+  const { apicId, cpus } = opts;
+  if (!Number.isInteger(apicId) || apicId < 0 || apicId > 254)
+    throw new RangeError(`APIC ID ${String(apicId)} is not in 0..254 (xAPIC)`);
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > 255 || apicId >= cpus)
+    throw new RangeError(`${String(cpus)} vCPUs cannot hold APIC ID ${apicId}`);
+  return supported.map((s) => {
+    const e = { ...s };
+    switch (e.function) {
+      case 1:
+        e.ebx = ((e.ebx & 0xffff) | (cpus << 16) | (apicId << 24)) >>> 0;
+        e.ecx = (e.ecx | HYPERVISOR) >>> 0;
+        e.edx = (cpus > 1 ? e.edx | HTT : e.edx & ~HTT) >>> 0;
+        break;
+      case 0xb:
+      case 0x1f:
+        e.edx = apicId;
+        break;
+      case 0x8000001e:
+        e.eax = apicId;
+        break;
+    }
+    return e;
+  });
+}
