@@ -8,12 +8,28 @@
  * - leaf 1 ECX bit 31 says "running under a hypervisor", which is what makes Linux look at KVM's
  *   leaves 0x40000000+ and use kvm-clock. Nested under TCG the TSC cannot be calibrated against
  *   the PIT reliably, so kvm-clock is what gives the guest a sane clock.
+ * - leaf 0xd's XSAVE components must match the features the guest is told about: Linux sizes
+ *   its FPU state from the components whose feature bits it sees and warns ("XSAVE consistency
+ *   problem") when leaf 0xd reports a larger size. KVM can list a component (AVX under the lab's
+ *   emulated EPYC) whose feature bit it does not offer, so such components are removed here.
  * KVM's supported list already carries the KVM signature and features leaves.
  */
 import type { CpuidEntry } from '../kvm/x86';
 
 const HYPERVISOR = 1 << 31;
 const HTT = 1 << 28;
+
+/** XSAVE components beyond x87/SSE and the CPUID bit that announces each (leaf, register, bit). */
+const XSAVE_FEATURES: readonly { component: number; leaf: number; reg: 'ebx' | 'ecx'; bit: number }[] = [
+  { component: 2, leaf: 1, reg: 'ecx', bit: 28 }, // AVX
+  { component: 3, leaf: 7, reg: 'ebx', bit: 14 }, // MPX bound registers
+  { component: 4, leaf: 7, reg: 'ebx', bit: 14 }, // MPX BNDCSR
+  { component: 5, leaf: 7, reg: 'ebx', bit: 16 }, // AVX-512 opmask
+  { component: 6, leaf: 7, reg: 'ebx', bit: 16 }, // AVX-512 ZMM_Hi256
+  { component: 7, leaf: 7, reg: 'ebx', bit: 16 }, // AVX-512 Hi16_ZMM
+  { component: 9, leaf: 7, reg: 'ecx', bit: 3 }, // PKRU
+];
+const XSAVE_LEGACY_SIZE = 512 + 64;
 
 /** Options of {@link guestCpuid}. */
 export interface GuestCpuidOptions {
@@ -30,7 +46,7 @@ export function guestCpuid(supported: readonly CpuidEntry[], opts: GuestCpuidOpt
     throw new RangeError(`APIC ID ${String(apicId)} is not in 0..254 (xAPIC)`);
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 255 || apicId >= cpus)
     throw new RangeError(`${String(cpus)} vCPUs cannot hold APIC ID ${apicId}`);
-  return supported.map((s) => {
+  const out = supported.map((s) => {
     const e = { ...s };
     switch (e.function) {
       case 1:
@@ -48,4 +64,27 @@ export function guestCpuid(supported: readonly CpuidEntry[], opts: GuestCpuidOpt
     }
     return e;
   });
+  return trimXsave(out);
+}
+
+function trimXsave(entries: CpuidEntry[]): CpuidEntry[] {
+  const find = (fn: number, index = 0): CpuidEntry | undefined =>
+    entries.find((e) => e.function === fn && e.index === index);
+  const xsave = find(0xd, 0);
+  if (!xsave) return entries;
+  let mask = xsave.eax;
+  for (const f of XSAVE_FEATURES) {
+    const leaf = find(f.leaf);
+    if (!leaf || ((leaf[f.reg] >>> f.bit) & 1) === 0) mask &= ~(1 << f.component);
+  }
+  if (mask === xsave.eax) return entries;
+  let size = XSAVE_LEGACY_SIZE;
+  for (let c = 2; c < 32; c++) {
+    const comp = find(0xd, c);
+    if ((mask >>> c) & 1 && comp) size = Math.max(size, comp.ebx + comp.eax);
+  }
+  xsave.eax = mask >>> 0;
+  xsave.ebx = size;
+  xsave.ecx = size;
+  return entries.filter((e) => e.function !== 0xd || e.index < 2 || (mask >>> e.index) & 1);
 }

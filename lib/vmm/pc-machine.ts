@@ -97,6 +97,12 @@ export interface PcMachineOptions {
   readonly cmdline?: string;
   /** Guest RAM in bytes (default 256 MiB; at least 32 MiB, at most 3 GiB). */
   readonly ramSize?: number;
+  /**
+   * Back guest RAM with huge pages (see GuestRamOptions.hugepages): the guest's page walks and
+   * KVM's nested page tables then use 2 MiB entries, which matters most when KVM itself runs
+   * nested. Needs a free huge page pool (VmmError ENOHUGEPAGES otherwise).
+   */
+  readonly hugepages?: boolean | number;
   /** vCPUs (default 1). */
   readonly cpus?: number;
   readonly devices?: readonly PcDeviceSpec[];
@@ -185,6 +191,7 @@ export class PcMachine implements Disposable {
   #boot: Boot | null = null;
   #boots = 0;
   #pending: PcExit | null = null;
+  #exits = { mmio: 0, io: 0, slices: 0 };
   #running = false;
   #closed = false;
 
@@ -260,7 +267,12 @@ export class PcMachine implements Disposable {
     let machine: Machine | undefined;
     let pc: PcMachine | undefined;
     try {
-      machine = Machine.create({ ramSize, pciHole: { start: PCI_HOLE, size: GiB }, bus: { log: null } });
+      machine = Machine.create({
+        ramSize,
+        pciHole: { start: PCI_HOLE, size: GiB },
+        bus: { log: null },
+        hugepages: opts.hugepages ?? false,
+      });
       pc = new PcMachine(opts, machine, kvm);
       pc.#firmware();
       pc.#boot = pc.#start();
@@ -311,6 +323,14 @@ export class PcMachine implements Disposable {
     };
   }
 
+  /**
+   * Exits to this process since creation: MMIO and port I/O accesses served in JavaScript, and the
+   * run slices (each ends with the kick timer or an exit that ends the run).
+   */
+  get exits(): { readonly mmio: number; readonly io: number; readonly slices: number } {
+    return { ...this.#exits };
+  }
+
   /** Port and MMIO exits the vCPUs could not serve (string port I/O). */
   get unservedExits(): number {
     return this.vcpus.reduce((n, v) => n + v.unservedExits, 0);
@@ -355,6 +375,9 @@ export class PcMachine implements Disposable {
           } catch (error) {
             return { reason: 'error', error };
           }
+          this.#exits.mmio += r.mmioExits;
+          this.#exits.io += r.ioExits;
+          this.#exits.slices++;
           const exit = this.#exitOf(r);
           if (exit !== null) return exit;
         }

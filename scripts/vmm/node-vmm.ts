@@ -31,13 +31,15 @@ async function main(): Promise<void> {
   }
   const t0 = performance.now();
   const stamp = (): string => ((performance.now() - t0) / 1000).toFixed(2);
-  const pc = PcMachine.create({
+  let pc: PcMachine | undefined = undefined;
+  pc = PcMachine.create({
     kernel: arg('kernel'),
     initrd: arg('initrd'),
-    cmdline: `console=ttyS0 reboot=k panic=-1 guest.end=reboot guest.rtl=${rtl} ${arg('append', '')}`,
+    cmdline: `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.rtl=${rtl} ${arg('append', '')}`,
     ramSize: Number(arg('mem', '256')) * 2 ** 20,
     devices,
-    onLine: (line) => console.log(`[${stamp()}] ${line}`),
+    hugepages: arg('hugepages', 'no') === 'yes',
+    onLine: (line) => console.log(`[${stamp()}] ${line} (exits ${JSON.stringify(pc?.exits)})`),
     onReport: (r) => {
       if (r.kind !== 'unassigned')
         console.log(
@@ -45,6 +47,7 @@ async function main(): Promise<void> {
         );
     },
   });
+  console.log(`[${stamp()}] vmm: machine created`);
   try {
     console.log(
       `vmm: bars ${pc.bars.map((b) => `${b.slot}.${b.fn} bar${b.bar} ${b.type} 0x${b.address.toString(16)}+0x${b.size.toString(16)}`).join(', ')}`,
