@@ -29,3 +29,9 @@ export {
   type MsiRoutingTarget,
   type PciMsiRoutingOptions,
 } from './pci-msi';
+export {
+  PciIntxRouting,
+  type IntxRoutingDevice,
+  type IntxRoutingTarget,
+  type PciIntxRoutingOptions,
+} from './pci-intx';
