@@ -36,3 +36,8 @@ export {
   encodeCpuid,
   type CpuidEntry,
 } from './x86';
+  PciIntxRouting,
+  type IntxRoutingDevice,
+  type IntxRoutingTarget,
+  type PciIntxRoutingOptions,
+} from './pci-intx';

@@ -42,7 +42,7 @@ interface Applied {
  * carries an interrupt that reaches the watcher in the instant between a mode switch and the
  * irqfd assignment.
  *
- * INTx is not routed here (it needs an IOAPIC pin and a resample eventfd). Pass `routes.update`
+ * INTx is routed by {@link PciIntxRouting} (an IOAPIC pin and a resample eventfd). Pass `routes.update`
  * and `vm.signalMsi` bound together, e.g. `{ update: (...a) => routes.update(...a), signalMsi:
  * (...a) => vm.signalMsi(...a) }`, or any object with both.
  */

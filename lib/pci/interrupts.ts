@@ -41,6 +41,18 @@ export type PciIrqChange =
       readonly masked: boolean;
     };
 
+/**
+ * What a router that takes INTx outside JavaScript (KVM's resample irqfd) gives
+ * {@link PciInterrupts.routeIntx}.
+ */
+export interface IntxRouteRequest {
+  /**
+   * The INTx unmask eventfd handed to VFIO (VFIO_IRQ_SET_ACTION_UNMASK): KVM signals it when the
+   * guest EOIs the line. It stays the router's; it must stay open while the request holds.
+   */
+  readonly resample: EventFdLike;
+}
+
 /** The host side of one IRQ index, as lib/vfio's DeviceIrq provides it. */
 export interface HostIrq {
   readonly fds: number[];
@@ -91,8 +103,9 @@ export interface PciInterruptsContext {
  * - Per-vector masking is emulated (the kernel cannot mask MSI/MSI-X): an interrupt on a masked
  *   vector sets its bit in the emulated PBA (MSI-X) or pending register (MSI), and is delivered when
  *   the guest unmasks it.
- * - INTx is wired once a listener subscribes; the command register's INTx-disable bit holds the line
- *   back, and {@link eoi} unmasks it after the guest serviced it (or the VMM gives a resample fd).
+ * - INTx is wired once a listener subscribes, or a router asks for it ({@link routeIntx}); the
+ *   command register's INTx-disable bit holds the line back, and {@link eoi} unmasks it after the
+ *   guest serviced it (or the router's resample eventfd does, in the kernel).
  * - The REQ interrupt (the host wants the device back, e.g. someone unbinds it from vfio-pci) is the
  *   'req' event: answer it by closing the device.
  *
@@ -111,6 +124,8 @@ export class PciInterrupts {
   #listeners: PciInterruptListener[] = [];
   #changeListeners: ((c: PciIrqChange) => void)[] = [];
   #reqListeners: (() => void)[] = [];
+  /** The INTx router's request, while one holds (see routeIntx). */
+  #intxRoute: IntxRouteRequest | null = null;
   #refed = true;
   #intxHeld = false;
   #msiState: ReturnType<Msi['snapshot']> | null = null;
@@ -177,10 +192,38 @@ export class PciInterrupts {
     const i = list.indexOf(fn);
     if (i >= 0) list.splice(i, 1);
     // INTx is wired for listeners (see on()), so the last one leaving unwires it.
-    if (event === 'interrupt' && this.#listeners.length === 0 && this.#mode === 'intx' && !this.#closed) {
+    if (event === 'interrupt' && !this.#wantsIntx() && this.#mode === 'intx' && !this.#closed) {
       this.#switch('none', 0);
     }
     return this;
+  }
+
+  /**
+   * routeIntx: keeps INTx enabled on the host while the guest has neither MSI nor MSI-X on, with or
+   * without 'interrupt' listeners, for a router that consumes its trigger eventfd (`host.fds[0]`)
+   * outside JavaScript, and hands `req.resample` to VFIO as the unmask eventfd. A host INTx that is
+   * already up is enabled again to carry it; each enable is told as a 'mode' change, after which the
+   * router attaches to the new `host`. One router at a time. Returns the function that withdraws the
+   * request (idempotent), leaving INTx to the listeners as before.
+   */
+  routeIntx(req: IntxRouteRequest): () => void {
+    this.#checkOpen();
+    if (req === null || typeof req !== 'object' || req.resample === undefined) {
+      throw new TypeError('routeIntx needs { resample }: the eventfd VFIO unmasks INTx with');
+    }
+    if (this.#intxRoute !== null) {
+      throw new RangeError(`${this.#ctx.bdf}: INTx is already routed; withdraw that route first`);
+    }
+    this.#intxRoute = req;
+    if (this.#mode === 'none' || this.#mode === 'intx') this.#enterIntx();
+    return () => {
+      if (this.#intxRoute !== req) return;
+      this.#intxRoute = null;
+      if (this.#closed || this.#mode !== 'intx') return;
+      // Enabled again without the resample eventfd, so eoi() is what unmasks for the listeners.
+      if (this.#listeners.length > 0) this.#enterIntx();
+      else this.#switch('none', 0);
+    };
   }
 
   /** The message of an MSI or MSI-X vector as the guest programmed it. */
@@ -256,13 +299,14 @@ export class PciInterrupts {
     this.#msiState = this.msi?.snapshot() ?? null;
     this.#ctx.msix?.reset();
     this.#emitChange({ kind: 'mode', mode: 'none', vectors: 0 });
-    if (this.#listeners.length > 0) this.#enterIntx();
+    if (this.#wantsIntx()) this.#enterIntx();
   }
 
   /** Disables everything on the host and stops delivery. Idempotent. @internal */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#intxRoute = null;
     this.#removeMsix?.();
     this.#closeHost();
     const req = this.#req;
@@ -291,11 +335,13 @@ export class PciInterrupts {
       const d = this.#device();
       if (d) {
         const index = mode === 'intx' ? INTX : mode === 'msi' ? MSI : MSIX;
+        const resample = mode === 'intx' ? this.#intxRoute?.resample : undefined;
         this.#guard(`enable ${mode}`, () => {
           const host = d.enableIrq(index, {
             vectors,
             onInterrupt: (v, n) => this.#fired(mode, v, n),
             ref: this.#refed,
+            ...(resample !== undefined ? { resample } : {}),
           });
           this.#host = host;
         });
@@ -310,9 +356,14 @@ export class PciInterrupts {
     this.#switch('intx', 1);
   }
 
-  /** After MSI or MSI-X went off: back to INTx if someone listens, else nothing. */
+  /** INTx is wanted by JavaScript listeners or by a router (see routeIntx). */
+  #wantsIntx(): boolean {
+    return this.#listeners.length > 0 || this.#intxRoute !== null;
+  }
+
+  /** After MSI or MSI-X went off: back to INTx if someone wants it, else nothing. */
   #fallBack(): void {
-    if (this.#listeners.length > 0 && this.pin !== 0) this.#switch('intx', 1);
+    if (this.#wantsIntx() && this.pin !== 0) this.#switch('intx', 1);
     else this.#switch('none', 0);
   }
 

@@ -1,9 +1,8 @@
 // PciMsiRouting on a fake device and a fake KVM: routes and irqfds follow the guest's MSI/MSI-X
 // setup, masked vectors are left to lib/pci's watcher (pending bit), and unmasking delivers.
 import { type MsiMessage, type MsiRoutingTarget, PciMsiRouting } from '../../../lib/kvm';
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
-import { FakeIrqDevice, type FakeIrqSpec } from '../pci/fake-irq';
-import { e1000eSpec, placeBar } from '../pci/helpers';
+import { type FakeIrqSpec, openIrqFake } from '../pci/fake-irq';
+import { placeBar } from '../pci/helpers';
 
 const BAR3 = 0xfebf0000;
 
@@ -45,9 +44,7 @@ class FakeKvm implements MsiRoutingTarget {
 }
 
 function open(spec: Partial<FakeIrqSpec> = {}) {
-  const fake = new FakeIrqDevice({ ...e1000eSpec(), ...spec });
-  const bus = new PciBus();
-  const dev = VfioPciDevice.open(bus, fake, { log: null });
+  const { fake, bus, dev } = openIrqFake(spec);
   const kvm = new FakeKvm();
   const errors: [string, string][] = [];
   const routing = new PciMsiRouting(dev, kvm, { onError: (e, key) => errors.push([key, e.message]) });
@@ -168,8 +165,7 @@ describe('MSI', () => {
   });
 
   test('bad targets are programmer errors', () => {
-    const fake = new FakeIrqDevice({ ...e1000eSpec(), msi });
-    const dev = VfioPciDevice.open(new PciBus(), fake, { log: null });
+    const { dev } = openIrqFake({ msi });
     expect(() => new PciMsiRouting(dev, {} as MsiRoutingTarget)).toThrow(TypeError);
     expect(() => new PciMsiRouting(dev, new FakeKvm(), { onError: 1 as never })).toThrow(TypeError);
   });

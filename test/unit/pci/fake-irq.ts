@@ -1,6 +1,7 @@
-import type { HostIrq, IrqCapableDevice } from '../../../lib/pci';
+import { type HostIrq, type IrqCapableDevice, PciBus, VfioPciDevice } from '../../../lib/pci';
 import type { HotResetInfo, IrqInfo, IrqOptions } from '../../../lib/vfio';
 import { FakeVfioDevice, type FakeDeviceSpec } from './fake-device';
+import { e1000eSpec } from './helpers';
 
 /** The host side of one IRQ index on the fake: records what the PCI layer asked, fires on demand. */
 export class FakeHostIrq implements HostIrq {
@@ -141,4 +142,16 @@ export class FakeIrqDevice extends FakeVfioDevice implements IrqCapableDevice {
     }
     this.resetsDone.push('hot');
   }
+}
+
+/** A fake with interrupts (e1000e-like unless `spec` says otherwise), opened on a fresh bus. */
+export function openIrqFake(spec: Partial<FakeIrqSpec> = {}): {
+  fake: FakeIrqDevice;
+  bus: PciBus;
+  dev: VfioPciDevice;
+} {
+  const fake = new FakeIrqDevice({ ...e1000eSpec(), ...spec });
+  const bus = new PciBus();
+  const dev = VfioPciDevice.open(bus, fake, { log: null });
+  return { fake, bus, dev };
 }

@@ -1,21 +1,13 @@
 // MSI, MSI-X and INTx virtualization on a fake device: typed changes, host vectors, emulated
 // masking with pending bits, delivery on unmask, and bad guest writes.
-import {
-  type DeviceErrorEvent,
-  PciBus,
-  type PciIrqChange,
-  type PciIrqType,
-  VfioPciDevice,
-} from '../../../lib/pci';
-import { e1000eSpec, placeBar } from './helpers';
-import { FakeIrqDevice, type FakeIrqSpec } from './fake-irq';
+import type { DeviceErrorEvent, PciIrqChange, PciIrqType } from '../../../lib/pci';
+import { placeBar } from './helpers';
+import { type FakeIrqSpec, openIrqFake } from './fake-irq';
 
 const BAR3 = 0xfebf0000;
 
 function open(spec: Partial<FakeIrqSpec> = {}) {
-  const fake = new FakeIrqDevice({ ...e1000eSpec(), ...spec });
-  const bus = new PciBus();
-  const dev = VfioPciDevice.open(bus, fake, { log: null });
+  const { fake, bus, dev } = openIrqFake(spec);
   const got: [number, number, PciIrqType][] = [];
   const changes: PciIrqChange[] = [];
   const errors: DeviceErrorEvent[] = [];
@@ -294,5 +286,77 @@ describe('INTx', () => {
     expect(n).toBe(1);
     t.dev.close();
     expect(req.closed).toBe(true);
+  });
+});
+
+describe('INTx for a router (routeIntx)', () => {
+  const msi = { vectorsLog2: 0, is64: false, maskable: false };
+
+  test('wires INTx with no listener, handing VFIO the resample eventfd; withdrawing unwires it', () => {
+    const t = open();
+    const withdraw = t.dev.irq.routeIntx({ resample: 77 });
+    expect(t.dev.irq.mode).toBe('intx');
+    const host = t.fake.host(0)!;
+    expect(host.opts.resample).toBe(77);
+    expect(t.dev.irq.host).toBe(host);
+    expect(t.changes.at(-1)).toEqual({ kind: 'mode', mode: 'intx', vectors: 1 });
+    withdraw();
+    expect([t.dev.irq.mode, host.closed]).toEqual(['none', true]);
+    withdraw();
+    expect(t.fake.irqs.filter((h) => h.index === 0)).toHaveLength(1);
+  });
+
+  test('listeners and a route share INTx; the route re-enables it with, then without, the resample', () => {
+    const t = open();
+    t.listen();
+    const jsOnly = t.fake.host(0)!;
+    expect(jsOnly.opts.resample).toBeUndefined();
+    const withdraw = t.dev.irq.routeIntx({ resample: 77 });
+    const routed = t.fake.host(0)!;
+    expect([jsOnly.closed, routed.opts.resample]).toEqual([true, 77]);
+    // Interrupts KVM did not take still reach the listeners.
+    routed.fire(0);
+    expect(t.got).toEqual([[0, 1, 'intx']]);
+    withdraw();
+    const back = t.fake.host(0)!;
+    expect([routed.closed, t.dev.irq.mode, back.opts.resample]).toEqual([true, 'intx', undefined]);
+  });
+
+  test('the last listener leaving keeps a routed INTx', () => {
+    const t = open();
+    const fn = (): void => undefined;
+    t.dev.irq.on('interrupt', fn);
+    t.dev.irq.routeIntx({ resample: 77 });
+    const host = t.fake.host(0)!;
+    t.dev.irq.off('interrupt', fn);
+    expect([t.dev.irq.mode, host.closed]).toEqual(['intx', false]);
+  });
+
+  test('MSI off and a guest-visible reset bring the routed INTx back; in MSI it waits', () => {
+    const t = open({ msi, resets: { device: true, hot: false } });
+    const cap = (): number => t.dev.irq.msi!.capOffset;
+    t.dev.configWrite(cap() + 2, 2, 1);
+    expect(t.dev.irq.mode).toBe('msi');
+    t.dev.irq.routeIntx({ resample: 77 });
+    expect([t.dev.irq.mode, t.fake.host(0)]).toEqual(['msi', undefined]);
+    t.dev.configWrite(cap() + 2, 2, 0);
+    expect([t.dev.irq.mode, t.fake.host(0)?.opts.resample]).toEqual(['intx', 77]);
+    const before = t.fake.host(0)!;
+    t.dev.reset('guest');
+    expect([before.closed, t.dev.irq.mode, t.fake.host(0)?.opts.resample]).toEqual([true, 'intx', 77]);
+  });
+
+  test('one route at a time; a request needs its resample; a device without a pin stays off', () => {
+    const t = open();
+    t.dev.irq.routeIntx({ resample: 77 });
+    expect(() => t.dev.irq.routeIntx({ resample: 78 })).toThrow(RangeError);
+    expect(t.fake.host(0)?.opts.resample).toBe(77);
+    expect(() => t.dev.irq.routeIntx({} as never)).toThrow(TypeError);
+    expect(() => t.dev.irq.routeIntx(null as never)).toThrow(TypeError);
+    const u = open({ pin: 0 });
+    u.dev.irq.routeIntx({ resample: 77 });
+    expect(u.dev.irq.mode).toBe('none');
+    t.dev.close();
+    expect(() => t.dev.irq.routeIntx({ resample: 77 })).toThrow(/closed/);
   });
 });

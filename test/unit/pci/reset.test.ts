@@ -1,15 +1,13 @@
 // VfioPciDevice.reset on a fake device: the method QEMU would pick, and what the guest sees after
 // a guest-visible reset and after a recovery reset.
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import type { VfioPciDevice } from '../../../lib/pci';
 import { e1000eSpec, placeBar } from './helpers';
-import { FakeIrqDevice, type FakeIrqSpec } from './fake-irq';
+import { type FakeIrqSpec, openIrqFake } from './fake-irq';
 
 const BAR3 = 0xfebf0000;
 
 function setup(spec: Partial<FakeIrqSpec> = {}) {
-  const fake = new FakeIrqDevice({ ...e1000eSpec(), ...spec });
-  const bus = new PciBus();
-  const dev = VfioPciDevice.open(bus, fake, { log: null });
+  const { fake, bus, dev } = openIrqFake(spec);
   dev.irq.on('interrupt', () => undefined);
   placeBar(dev, 0, 0xfea00000);
   placeBar(dev, 3, BAR3);
