@@ -36,6 +36,7 @@ export {
   encodeCpuid,
   type CpuidEntry,
 } from './x86';
+export {
   PciIntxRouting,
   type IntxRoutingDevice,
   type IntxRoutingTarget,
