@@ -28,6 +28,7 @@ import {
   Kvm,
   KvmMemoryListener,
   MsiRoutes,
+  PciIntxRouting,
   PciMsiRouting,
   type CpuidEntry,
   type ExitRouting,
@@ -490,6 +491,15 @@ export class PcMachine implements Disposable {
         undo.push(() => msi.close());
       }
       undo.push(() => routes.clear());
+      for (const { dev, slot } of this.#routed) {
+        const pin = dev.irq.pin;
+        if (pin < 1 || pin > 4) continue;
+        const intx = new PciIntxRouting(dev, vm, pciIntxGsi(slot, pin), {
+          onError: (error) =>
+            this.#report({ kind: 'interrupt', bdf: dev.bdf, key: `${dev.bdf} intx`, error }),
+        });
+        undo.push(() => intx.close());
+      }
       const vcpus: Vcpu[] = [];
       for (let id = 0; id < this.cpus; id++) {
         const vcpu = vm.createVcpu(id);
