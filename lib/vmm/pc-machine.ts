@@ -76,7 +76,8 @@ export type PcReport =
   | { readonly kind: 'device'; readonly event: DeviceErrorEvent }
   | { readonly kind: 'unassigned'; readonly space: 'memory' | 'io'; readonly access: UnassignedAccess }
   | { readonly kind: 'interrupt'; readonly bdf: string; readonly key: string; readonly error: Error }
-  | { readonly kind: 'irq-line'; readonly irq: number; readonly error: Error };
+  | { readonly kind: 'irq-line'; readonly irq: number; readonly error: Error }
+  | { readonly kind: 'reset'; readonly bdf: string; readonly error: Error };
 
 /** Why a run ended. */
 export type PcExit =
@@ -321,6 +322,7 @@ export class PcMachine implements Disposable {
       unassigned: this.#counts.get('unassigned') ?? 0,
       interrupt: this.#counts.get('interrupt') ?? 0,
       'irq-line': this.#counts.get('irq-line') ?? 0,
+      reset: this.#counts.get('reset') ?? 0,
     };
   }
 
@@ -410,7 +412,16 @@ export class PcMachine implements Disposable {
     this.#boot = null;
     this.#pending = null;
     old?.close();
-    for (const d of this.devices) d.reset('guest');
+    for (const d of this.devices) {
+      // As QEMU: a device with no reset method (ENORESET) still has its guest-visible state reset,
+      // and the machine boots on; its driver resets the chip when it probes.
+      try {
+        d.reset('guest');
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'ENORESET') throw error;
+        this.#report({ kind: 'reset', bdf: d.bdf, error: error as Error });
+      }
+    }
     this.host.reset();
     this.uart.reset();
     this.#lowRam().fill(0);
