@@ -32,6 +32,7 @@ import {
   PciMsiRouting,
   type CpuidEntry,
   type ExitRouting,
+  type RoutedAccess,
   type RunResult,
   type Vcpu,
   type VcpuExit,
@@ -117,6 +118,8 @@ export interface PcMachineOptions {
   readonly onLine?: (line: string) => void;
   /** What the machine absorbed (see {@link PcReport}); also counted in {@link PcMachine.reportCounts}. */
   readonly onReport?: (r: PcReport) => void;
+  /** Hears every MMIO and port access the vCPUs exit with, after it was served (for tracing). */
+  readonly onAccess?: (a: RoutedAccess) => void;
   /** The KVM device (default /dev/kvm). */
   readonly kvmPath?: string;
 }
@@ -190,6 +193,7 @@ export class PcMachine implements Disposable {
   readonly #initrd: Uint8Array | undefined;
   #cmdline: string;
   readonly #onReport: ((r: PcReport) => void) | undefined;
+  readonly #onAccess: ((a: RoutedAccess) => void) | undefined;
   readonly #supportedCpuid: CpuidEntry[];
   readonly #counts = new Map<PcReport['kind'], number>();
   #bars: PlacedBar[] = [];
@@ -208,6 +212,7 @@ export class PcMachine implements Disposable {
     this.#initrd = opts.initrd !== undefined ? readInput('initramfs', opts.initrd) : undefined;
     this.#cmdline = opts.cmdline ?? 'console=ttyS0 reboot=k panic=-1';
     this.#onReport = opts.onReport;
+    this.#onAccess = opts.onAccess;
     this.#supportedCpuid = kvm.supportedCpuid();
     this.uart = new Uart16550({
       onOutput: opts.onOutput,
@@ -264,7 +269,7 @@ export class PcMachine implements Disposable {
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > 16) {
       throw new RangeError(`cpus ${String(cpus)} must be an integer in [1, 16]`);
     }
-    for (const k of ['onOutput', 'onLine', 'onReport'] as const) {
+    for (const k of ['onOutput', 'onLine', 'onReport', 'onAccess'] as const) {
       if (opts[k] !== undefined && typeof opts[k] !== 'function')
         throw new TypeError(`${k} must be a function`);
     }
@@ -382,7 +387,12 @@ export class PcMachine implements Disposable {
     }
     const end = performance.now() + timeout;
     const bus = this.machine.bus;
-    const routing: ExitRouting = { memory: bus.memory, io: bus.io, stop: () => this.#pending !== null };
+    const routing: ExitRouting = {
+      memory: bus.memory,
+      io: bus.io,
+      stop: () => this.#pending !== null,
+      ...(this.#onAccess ? { onAccess: this.#onAccess } : {}),
+    };
     const slice = Math.max(1, SLICE_MS / boot.vcpus.length);
     this.#running = true;
     try {
