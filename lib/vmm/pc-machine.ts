@@ -41,6 +41,7 @@ import {
 import { MemoryRegion, type UnassignedAccess } from '../memory';
 import type { DeviceErrorEvent, VfioPciDevice } from '../pci';
 import { DEFAULT_PCI_WINDOWS, placeBars, type PlacedBar } from './bar-placement';
+import { parseBzImage } from './boot/bzimage';
 import { loadLinux, type LinuxBootLayout } from './boot/load-linux';
 import { pcE820 } from './boot/e820';
 import { setupBootVcpu } from './boot/vcpu-setup';
@@ -204,12 +205,17 @@ export class PcMachine implements Disposable {
   #running = false;
   #closed = false;
 
-  private constructor(opts: PcMachineOptions, machine: Machine, kvm: Kvm) {
+  private constructor(
+    opts: PcMachineOptions,
+    files: { kernel: Uint8Array; initrd: Uint8Array | undefined },
+    machine: Machine,
+    kvm: Kvm,
+  ) {
     this.machine = machine;
     this.kvm = kvm;
     this.cpus = opts.cpus ?? 1;
-    this.#kernel = readInput('kernel', opts.kernel);
-    this.#initrd = opts.initrd !== undefined ? readInput('initramfs', opts.initrd) : undefined;
+    this.#kernel = files.kernel;
+    this.#initrd = files.initrd;
     this.#cmdline = opts.cmdline ?? 'console=ttyS0 reboot=k panic=-1';
     this.#onReport = opts.onReport;
     this.#onAccess = opts.onAccess;
@@ -275,6 +281,14 @@ export class PcMachine implements Disposable {
     }
     if (opts.devices !== undefined && !Array.isArray(opts.devices))
       throw new TypeError('devices must be an array');
+    if (opts.cmdline !== undefined && typeof opts.cmdline !== 'string')
+      throw new TypeError('cmdline must be a string');
+    // Inputs first: a wrong path or a file that is no bzImage fails before anything is opened.
+    const files = {
+      kernel: readInput('kernel', opts.kernel),
+      initrd: opts.initrd !== undefined ? readInput('initramfs', opts.initrd) : undefined,
+    };
+    parseBzImage(files.kernel);
     const kvm = Kvm.open({
       ...(opts.kvmPath !== undefined ? { path: opts.kvmPath } : {}),
       require: ['IRQCHIP', 'IRQ_ROUTING', 'IRQFD', 'IRQFD_RESAMPLE', 'SIGNAL_MSI', 'USER_MEMORY'],
@@ -289,7 +303,7 @@ export class PcMachine implements Disposable {
         dma: { log: null },
         hugepages: opts.hugepages ?? false,
       });
-      pc = new PcMachine(opts, machine, kvm);
+      pc = new PcMachine(opts, files, machine, kvm);
       pc.#firmware();
       pc.#boot = pc.#start();
       return pc;
