@@ -38,6 +38,7 @@ async function main(): Promise<void> {
     cmdline: `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.rtl=${rtl} ${arg('append', '')}`,
     ramSize: Number(arg('mem', '256')) * 2 ** 20,
     devices,
+    cpus: Number(arg('cpus', '1')),
     hugepages: arg('hugepages', 'no') === 'yes',
     onLine: (line) => console.log(`[${stamp()}] ${line} (exits ${JSON.stringify(pc?.exits)})`),
     onReport: (r) => {
