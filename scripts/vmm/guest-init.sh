@@ -19,7 +19,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /tmp
-say "init reached, kernel $(uname -r)"
+say "init reached, kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus online"
 
 rtl=8139cp
 pings=10

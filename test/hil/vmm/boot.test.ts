@@ -82,6 +82,7 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
     exit = await pc.run({ timeoutMs: 90_000 });
     const out = lines.join('\n');
     expect(exit).toEqual({ reason: 'reset', by: 'i8042' });
+    expect(out).toMatch(/^guest: init reached, kernel \S+, 1 cpus online$/m);
     expect(lines).toContain('guest: drivers bound');
     expect(out).toMatch(/^guest: driver 0000:00:03\.0 0x8086:0x10d3 e1000e$/m);
     expect(out).toMatch(/^guest: driver 0000:00:04\.0 0x10ec:0x8139 8139cp$/m);

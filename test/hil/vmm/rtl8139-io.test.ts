@@ -1,6 +1,7 @@
 // The lab's RTL8139 presented to a Linux guest as 10ec:8138 (the ID override), so the guest's
 // 8139too binds it, loaded with use_io=1: every register access is port I/O to BAR 0, which the
 // Node VMM serves through the device fd. The guest's pings flow with INTx through a resample irqfd.
+// This machine has two vCPUs, which the Node VMM runs in turns on its thread.
 import * as fs from 'node:fs';
 import { PcMachine, type RoutedAccess } from '../../../lib';
 import { describeDevice } from '../hil';
@@ -24,7 +25,7 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
     if (poolBefore !== '') fs.writeFileSync(HUGEPAGES, poolBefore);
   });
 
-  test('8139too (use_io=1) binds, links up and answers pings; its registers are port exits through the fd', async () => {
+  test('with two vCPUs, 8139too (use_io=1) binds, links up and answers pings; its registers are port exits through the fd', async () => {
     const lines: string[] = [];
     const accesses: RoutedAccess[] = [];
     let pinging = false;
@@ -33,6 +34,7 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       initrd: INITRD!,
       cmdline: `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.rtl=8139too guest.pings=${PINGS}`,
       hugepages: true,
+      cpus: 2,
       devices: [{ bdf: rtl8139(), deviceId: 0x8138 }],
       onLine: (l) => {
         lines.push(l);
@@ -52,6 +54,7 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       const exit = await pc.run({ timeoutMs: 90_000 });
       expect(exit).toEqual({ reason: 'reset', by: 'i8042' });
       const out = lines.join('\n');
+      expect(out).toMatch(/^guest: init reached, kernel \S+, 2 cpus online$/m);
       expect(out).toMatch(/^guest: driver 0000:00:03\.0 0x10ec:0x8138 8139too$/m);
       expect(lines).toContain('guest: link eth0 8139too up');
       const m = /^guest: ping eth0 (\d+) packets transmitted, (\d+) packets received/m.exec(out);
