@@ -2,28 +2,14 @@
 // 8139too binds it, loaded with use_io=1: every register access is port I/O to BAR 0, which the
 // Node VMM serves through the device fd. The guest's pings flow with INTx through a resample irqfd.
 // This machine has two vCPUs, which the Node VMM runs in turns on its thread.
-import * as fs from 'node:fs';
 import { PcMachine, type RoutedAccess } from '../../../lib';
 import { describeDevice } from '../hil';
+import { expectNothingHeld, INITRD, KERNEL, useVmmGuest } from './vmm';
 
-const KERNEL = process.env.VFIO_BRIDGE_VMM_KERNEL;
-const INITRD = process.env.VFIO_BRIDGE_VMM_INITRD;
-const HUGEPAGES = '/proc/sys/vm/nr_hugepages';
 const PINGS = 3;
 
 describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/O', (rtl8139) => {
-  let poolBefore = '';
-
-  beforeAll(() => {
-    if (!KERNEL || !INITRD)
-      throw new Error('VFIO_BRIDGE_VMM_KERNEL/INITRD are not set: run through scripts/lab');
-    poolBefore = fs.readFileSync(HUGEPAGES, 'utf8').trim();
-    fs.writeFileSync(HUGEPAGES, String(Math.max(Number(poolBefore), 136)));
-  });
-
-  afterAll(() => {
-    if (poolBefore !== '') fs.writeFileSync(HUGEPAGES, poolBefore);
-  });
+  useVmmGuest();
 
   test('with two vCPUs, 8139too (use_io=1) binds, links up and answers pings; its registers are port exits through the fd', async () => {
     const lines: string[] = [];
@@ -69,13 +55,6 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
     } finally {
       pc.close();
     }
-    expect(pc.resources()).toEqual({
-      memorySlots: 0,
-      irqfds: 0,
-      ioeventfds: 0,
-      dmaMappings: 0,
-      openDevices: 0,
-      vcpus: 0,
-    });
+    expectNothingHeld(pc);
   }, 120_000);
 });
