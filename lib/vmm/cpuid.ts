@@ -8,6 +8,10 @@
  * - leaf 1 ECX bit 31 says "running under a hypervisor", which is what makes Linux look at KVM's
  *   leaves 0x40000000+ and use kvm-clock. Nested under TCG the TSC cannot be calibrated against
  *   the PIT reliably, so kvm-clock is what gives the guest a sane clock.
+ * - leaf 1 ECX bit 24 announces the local APIC's TSC-deadline mode, which KVM's in-kernel APIC
+ *   emulates but KVM_GET_SUPPORTED_CPUID does not list (KVM_CAP_TSC_DEADLINE_TIMER says it): with
+ *   it the guest programs its timer in TSC time and never calibrates the APIC timer against the PIT,
+ *   a check that fails now and then nested under TCG (the guest then falls back to the PIT);
  * - leaf 0xd's XSAVE components must match the features the guest is told about: Linux sizes
  *   its FPU state from the components whose feature bits it sees and warns ("XSAVE consistency
  *   problem") when leaf 0xd reports a larger size. KVM can list a component (AVX under the lab's
@@ -18,6 +22,7 @@ import type { CpuidEntry } from '../kvm/x86';
 
 const HYPERVISOR = 1 << 31;
 const HTT = 1 << 28;
+const TSC_DEADLINE = 1 << 24;
 
 /** XSAVE components beyond x87/SSE and the CPUID bit that announces each (leaf, register, bit). */
 const XSAVE_FEATURES: readonly { component: number; leaf: number; reg: 'ebx' | 'ecx'; bit: number }[] = [
@@ -37,6 +42,8 @@ export interface GuestCpuidOptions {
   readonly apicId: number;
   /** vCPUs in the machine. */
   readonly cpus: number;
+  /** Announce the TSC-deadline timer (when KVM reports KVM_CAP_TSC_DEADLINE_TIMER). */
+  readonly tscDeadline?: boolean;
 }
 
 /** guestCpuid: the CPUID table for one vCPU, from KVM's supported table (which is not changed). */
@@ -51,7 +58,7 @@ export function guestCpuid(supported: readonly CpuidEntry[], opts: GuestCpuidOpt
     switch (e.function) {
       case 1:
         e.ebx = ((e.ebx & 0xffff) | (cpus << 16) | (apicId << 24)) >>> 0;
-        e.ecx = (e.ecx | HYPERVISOR) >>> 0;
+        e.ecx = (e.ecx | HYPERVISOR | (opts.tscDeadline ? TSC_DEADLINE : 0)) >>> 0;
         e.edx = (cpus > 1 ? e.edx | HTT : e.edx & ~HTT) >>> 0;
         break;
       case 0xb:

@@ -60,7 +60,6 @@ const PCI_HOLE = 3 * GiB;
 /** KVM_SET_TSS_ADDR: three pages below the BIOS area, away from the PCI window and the IOAPIC. */
 const TSS_ADDR = 0xfffbd000;
 const POST_PORT = 0x80;
-const SLICE_MS = 20;
 
 /** One device to pass through. */
 export interface PcDeviceSpec {
@@ -119,6 +118,12 @@ export interface PcMachineOptions {
   readonly onLine?: (line: string) => void;
   /** What the machine absorbed (see {@link PcReport}); also counted in {@link PcMachine.reportCounts}. */
   readonly onReport?: (r: PcReport) => void;
+  /**
+   * How long each vCPU runs before the event loop gets a turn, in ms (default 20). Each slice ends
+   * with a kick out of KVM_RUN, which costs an exit of its own: longer slices cost fewer exits and
+   * make timers and I/O callbacks wait longer.
+   */
+  readonly sliceMs?: number;
   /** Hears every MMIO and port access the vCPUs exit with, after it was served (for tracing). */
   readonly onAccess?: (a: RoutedAccess) => void;
   /** The KVM device (default /dev/kvm). */
@@ -195,7 +200,10 @@ export class PcMachine implements Disposable {
   #cmdline: string;
   readonly #onReport: ((r: PcReport) => void) | undefined;
   readonly #onAccess: ((a: RoutedAccess) => void) | undefined;
+  readonly #sliceMs: number;
+  readonly #skips = new Set<string>();
   readonly #supportedCpuid: CpuidEntry[];
+  readonly #tscDeadline: boolean;
   readonly #counts = new Map<PcReport['kind'], number>();
   #bars: PlacedBar[] = [];
   #boot: Boot | null = null;
@@ -219,7 +227,9 @@ export class PcMachine implements Disposable {
     this.#cmdline = opts.cmdline ?? 'console=ttyS0 reboot=k panic=-1';
     this.#onReport = opts.onReport;
     this.#onAccess = opts.onAccess;
+    this.#sliceMs = opts.sliceMs ?? 20;
     this.#supportedCpuid = kvm.supportedCpuid();
+    this.#tscDeadline = kvm.hasCapability('TSC_DEADLINE_TIMER');
     this.uart = new Uart16550({
       onOutput: opts.onOutput,
       onLine: opts.onLine,
@@ -255,7 +265,14 @@ export class PcMachine implements Disposable {
     this.devices = this.#routed.map((r) => r.dev);
     // A BAR section the IOMMU cannot map (a sub-page MSI-X split, say) is skipped, as QEMU skips it:
     // peer-to-peer DMA to it fails, nothing else does.
-    machine.dma?.on('warning', (skip) => this.#report({ kind: 'dma', what: 'skip', skip }));
+    // The listener re-plans (and skips again) on every commit that touches the section: each
+    // distinct skip is reported once.
+    machine.dma?.on('warning', (skip) => {
+      const key = `${skip.region} ${skip.start} ${skip.size} ${skip.reason}`;
+      if (this.#skips.has(key)) return;
+      this.#skips.add(key);
+      this.#report({ kind: 'dma', what: 'skip', skip });
+    });
     machine.dma?.on('dma-error', (error) => this.#report({ kind: 'dma', what: 'error', error }));
     machine.dma?.on('fatal', (error) => this.#report({ kind: 'dma', what: 'fatal', error }));
   }
@@ -270,6 +287,10 @@ export class PcMachine implements Disposable {
     const ramSize = opts.ramSize ?? 256 * MiB;
     if (!Number.isSafeInteger(ramSize) || ramSize < 32 * MiB || ramSize > PCI_HOLE || ramSize % MiB !== 0) {
       throw new RangeError(`ramSize ${String(ramSize)} must be a whole number of MiB in [32 MiB, 3 GiB]`);
+    }
+    const slice = opts.sliceMs ?? 20;
+    if (typeof slice !== 'number' || !(slice >= 1 && slice <= 1000)) {
+      throw new RangeError(`sliceMs ${String(slice)} must be between 1 and 1000`);
     }
     const cpus = opts.cpus ?? 1;
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > 16) {
@@ -401,13 +422,20 @@ export class PcMachine implements Disposable {
     }
     const end = performance.now() + timeout;
     const bus = this.machine.bus;
+    const exits = this.#exits;
+    const trace = this.#onAccess;
+    // Counted per exit, so the count is current inside the console callbacks the exits cause.
     const routing: ExitRouting = {
       memory: bus.memory,
       io: bus.io,
       stop: () => this.#pending !== null,
-      ...(this.#onAccess ? { onAccess: this.#onAccess } : {}),
+      onAccess: (a) => {
+        if (a.space === 'io') exits.io++;
+        else exits.mmio++;
+        trace?.(a);
+      },
     };
-    const slice = Math.max(1, SLICE_MS / boot.vcpus.length);
+    const slice = Math.max(1, this.#sliceMs / boot.vcpus.length);
     this.#running = true;
     try {
       for (;;) {
@@ -419,9 +447,7 @@ export class PcMachine implements Disposable {
           } catch (error) {
             return { reason: 'error', error };
           }
-          this.#exits.mmio += r.mmioExits;
-          this.#exits.io += r.ioExits;
-          this.#exits.slices++;
+          exits.slices++;
           const exit = this.#exitOf(r);
           if (exit !== null) return exit;
         }
@@ -565,6 +591,7 @@ export class PcMachine implements Disposable {
         setupBootVcpu(vcpu, id === 0 ? layout.cpu : null, {
           supportedCpuid: this.#supportedCpuid,
           cpus: this.cpus,
+          tscDeadline: this.#tscDeadline,
         });
       }
       this.#boots++;

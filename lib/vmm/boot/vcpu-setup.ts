@@ -30,9 +30,15 @@ function segment(s: KvmSegment): Segment {
 export function setupBootVcpu(
   vcpu: Vcpu,
   cpu: BootCpuState | null,
-  opts: { supportedCpuid: readonly CpuidEntry[]; cpus: number },
+  opts: { supportedCpuid: readonly CpuidEntry[]; cpus: number; tscDeadline?: boolean },
 ): void {
-  vcpu.setCpuid(guestCpuid(opts.supportedCpuid, { apicId: vcpu.id, cpus: opts.cpus }));
+  vcpu.setCpuid(
+    guestCpuid(opts.supportedCpuid, {
+      apicId: vcpu.id,
+      cpus: opts.cpus,
+      tscDeadline: opts.tscDeadline ?? false,
+    }),
+  );
   vcpu.setFpu();
   vcpu.setLapic(pcLapic(vcpu.getLapic()));
   if (cpu === null) return;

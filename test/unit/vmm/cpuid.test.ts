@@ -38,6 +38,12 @@ describe('guestCpuid', () => {
     expect(supported[1].ebx).toBe(0xff_08_0800);
   });
 
+  test('announces the TSC-deadline timer only when asked (KVM_CAP_TSC_DEADLINE_TIMER)', () => {
+    const bit = (t: CpuidEntry[]) => (t.find((e) => e.function === 1)!.ecx >>> 24) & 1;
+    expect(bit(guestCpuid(supported, { apicId: 0, cpus: 1 }))).toBe(0);
+    expect(bit(guestCpuid(supported, { apicId: 0, cpus: 1, tscDeadline: true }))).toBe(1);
+  });
+
   test('one vCPU has no HTT', () => {
     const l1 = guestCpuid(supported, { apicId: 0, cpus: 1 }).find((e) => e.function === 1)!;
     expect((l1.edx >>> 28) & 1).toBe(0);
