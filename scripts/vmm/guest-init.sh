@@ -105,6 +105,13 @@ for n in /sys/class/net/*; do
   else
     say "FAIL link $ifc $drv did not come up"
   fi
+  # One answer before the measured run: when the first reply came, and the gateway's address
+  # resolved before the run, whose round trips then hold no ARP exchange.
+  if ping -c 1 -W 5 -I "$ifc" 10.0.2.2 >/dev/null 2>&1; then
+    say "first reply $ifc $drv"
+  else
+    say "no first reply $ifc $drv within 5 s"
+  fi
   # A harness counts exits between these two markers. Console output costs exits of its own, so
   # the replies are printed after the run, and the pauses let the harness act on each marker while
   # the console is quiet.
