@@ -1,3 +1,4 @@
+import { implementedConfigBytes } from './config-map';
 import { type AccessSize, MemoryRegion, type MemoryRegionOps, transaction } from '../memory';
 import type { RegionInfo } from '../vfio';
 import { closedError } from '../vfio/vfio-error';
@@ -167,6 +168,7 @@ export class VfioPciDevice implements Disposable {
   #reporter: DeviceReporter;
   /** The emulated registers as open left them: what a guest-visible reset returns to. */
   #emuAtOpen: Uint8Array;
+  #implemented: Uint8Array;
 
   private constructor(bus: PciBus, device: VfioDeviceLike, opts: VfioPciDeviceOptions) {
     if (typeof device !== 'object' || device === null || typeof device.regionInfo !== 'function') {
@@ -196,6 +198,7 @@ export class VfioPciDevice implements Disposable {
     this.#command = resetCommand(this.#phys(PCI_COMMAND, 2));
     this.#fdWrite(VFIO_PCI_CONFIG_REGION_INDEX, 'config', PCI_COMMAND, 2, this.#command);
     this.capabilities = walkCapabilities((o, s) => this.#phys(o, s), this.configSize);
+    this.#implemented = implementedConfigBytes(this.capabilities, (o, s) => this.#phys(o, s));
 
     // Discover the BARs and their mmap areas, then let MSI-X trim or relocate before anything is built.
     const infos: RegionInfo[] = [];
@@ -401,6 +404,20 @@ export class VfioPciDevice implements Disposable {
         this.#configWriteIn(offset + i, 1, Math.floor(value / 2 ** (8 * i)) & 0xff);
       }
       return;
+    }
+    if (
+      offset < this.#implemented.length &&
+      !this.#implemented.subarray(offset, offset + size).every((b) => b)
+    ) {
+      // Passed on all the same, as QEMU does: the kernel drops what no register takes.
+      this.#reporter.report({
+        bdf: this.bdf,
+        reason: 'config-unimplemented',
+        isWrite: true,
+        where: 'config',
+        offset,
+        size,
+      });
     }
     this.#configWriteIn(offset, size, value);
   }

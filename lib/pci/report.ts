@@ -7,12 +7,15 @@ import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limit
  * - `msix-window`: an RTL8168 window access aimed at the MSI-X table that the emulated table
  *   refuses (unaligned, outside the table, or no table at all);
  * - `config-range`: a configuration access beyond the device's configuration space;
+ * - `config-unimplemented`: a configuration write to bytes of the standard space that hold no
+ *   register (outside the header and every capability); it is passed on, and the kernel drops it;
  * - `unbacked`: an access to a part of a BAR window nothing serves (the base BAR region: the half
  *   a BAR gained from MSI-X relocation, say); reads return 0 and writes are dropped, as in QEMU;
  * - `irq`: the host refused to follow the guest's interrupt setup (VFIO_DEVICE_SET_IRQS failed), or
  *   an interrupt arrived that the guest cannot take (e.g. MSI-X disabled meanwhile).
  */
-export type DeviceErrorReason = 'fd-error' | 'msix-window' | 'config-range' | 'unbacked' | 'irq';
+export type DeviceErrorReason =
+  'fd-error' | 'msix-window' | 'config-range' | 'config-unimplemented' | 'unbacked' | 'irq';
 
 /** One guest access a device could not serve, as passed to `device-error` listeners. */
 export interface DeviceErrorEvent {

@@ -7,7 +7,8 @@
  * - `EE820`: the memory map is malformed (overlapping entries, too many, zero-sized);
  * - `EINPUT`: the kernel or initramfs file cannot be read;
  * - `EBUSY`: the machine is running and cannot do that now (a second run, a reboot);
- * - `ECLOSED`: the machine was closed.
+ * - `ECLOSED`: the machine was closed;
+ * - `ENOBOOT`: the machine has nothing to run, because its last reboot failed.
  */
 export type VmmErrorCode =
   | 'ENOTBZIMAGE'
@@ -17,7 +18,8 @@ export type VmmErrorCode =
   | 'EE820'
   | 'EINPUT'
   | 'EBUSY'
-  | 'ECLOSED';
+  | 'ECLOSED'
+  | 'ENOBOOT';
 
 /** A bad machine description or boot input, with a `code` and a `hint` that says what to change. */
 export class VmmError extends Error {

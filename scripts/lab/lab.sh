@@ -18,6 +18,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 # shellcheck source=provision.sh
 . "$here/provision.sh"
+# shellcheck source=../vmm/guest.sh
+. "$here/../vmm/guest.sh"
 
 # Fixed slots on the q35 root bus make the BDFs deterministic; the 9p exports sit far from them.
 # role=vendor:device@bdf, and the QEMU device for it.
@@ -63,6 +65,8 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f s", b - a }'; }
 
 t0=$(now)
 lab_provision
+# The Linux guest the Node VMM (lib/vmm) boots inside the lab: the same kernel, its own initramfs.
+vmm_guest_provision
 t1=$(now)
 echo "lab: provision took $(elapsed "$t0" "$t1") (kernel $LAB_KVER, cache $(lab_cache_dir))"
 [ "$provision_only" = 0 ] || exit 0
@@ -118,6 +122,7 @@ done
   printf 'export VFIO_BRIDGE_HIL_DEVICES=%q\n' "$hil_devices"
   printf 'export VFIO_BRIDGE_HIL_KERNEL_DEVICES=%q\n' "$kernel_devices"
   printf 'export VFIO_BRIDGE_HIL_IVSHMEM_FILE=%q\n' "$ivshmem_file"
+  printf 'export VFIO_BRIDGE_VMM_KERNEL=%q VFIO_BRIDGE_VMM_INITRD=%q\n' "$VMM_GUEST_KERNEL" "$VMM_GUEST_INITRAMFS"
   echo 'export VFIO_BRIDGE_LAB=1'
   [ -z "${CI:-}" ] || printf 'export CI=%q\n' "$CI"
   echo 'mkdir -p "$HOME" "$XDG_CACHE_HOME"'

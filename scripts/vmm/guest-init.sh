@@ -8,6 +8,7 @@
 #   guest.pings=N              pings per interface (default 10), guest.interval=SECS (default 0.05)
 #   guest.size=BYTES           ping payload (default 56)
 #   guest.end=poweroff|reboot  how the guest ends (a machine without ACPI power-off uses reboot)
+#   guest.misbehave=1          before ending, do what a VMM must survive (see misbehave below)
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -25,6 +26,7 @@ pings=10
 interval=0.05
 size=56
 end=poweroff
+misbehave=0
 for arg in $(cat /proc/cmdline); do
   case $arg in
     guest.rtl=*) rtl=${arg#*=} ;;
@@ -32,10 +34,43 @@ for arg in $(cat /proc/cmdline); do
     guest.interval=*) interval=${arg#*=} ;;
     guest.size=*) size=${arg#*=} ;;
     guest.end=*) end=${arg#*=} ;;
+    guest.misbehave=*) misbehave=${arg#*=} ;;
   esac
 done
 
+# The start address of BAR $2 of device $1 (sysfs resource lines are "start end flags").
+bar_start() { sed -n "$(($2 + 1))p" "/sys/bus/pci/devices/$1/resource" | awk '{ print $1 }'; }
+# config_read DEV OFFSET SIZE / config_write DEV OFFSET BYTE: the device's configuration space.
+config_read() { dd if="/sys/bus/pci/devices/$1/config" bs=1 skip="$2" count="$3" 2>/dev/null | od -An -tu"$3" | tr -d ' '; }
+config_write() { printf "\\$(printf %o "$3")" | dd of="/sys/bus/pci/devices/$1/config" bs=1 seek="$2" conv=notrunc 2>/dev/null; }
+
+# What a VMM must survive from its guest, on the e1000e with its driver unbound (so /dev/mem may
+# reach its BARs): a BAR read after memory decode was turned off, MSI-X table writes of one and of
+# two misaligned bytes, and a configuration write where the device has no register (0x40).
+misbehave() {
+  for d in /sys/bus/pci/devices/*; do
+    [ "$(cat "$d/vendor"):$(cat "$d/device")" = 0x8086:0x10d3 ] || continue
+    b=${d##*/}
+    [ -e "$d/driver" ] && echo "$b" >"$d/driver/unbind"
+    bar0=$(bar_start "$b" 0)
+    bar3=$(bar_start "$b" 3)
+    cmd=$(config_read "$b" 4 1)
+    config_write "$b" 4 $((cmd | 2))
+    say "misbehave decode-on read $(devmem $((bar0 + 8)) 32)"
+    config_write "$b" 4 $((cmd & ~2))
+    say "misbehave decode-off read $(devmem $((bar0 + 8)) 32)"
+    config_write "$b" 4 $((cmd | 2))
+    devmem "$bar3" 8 0x5a
+    devmem $((bar3 + 1)) 16 0x1234
+    say "misbehave msix-table odd widths written"
+    config_write "$b" 64 0x5a
+    say "misbehave config 0x40 written"
+  done
+  say "misbehave done"
+}
+
 finish() {
+  [ "$misbehave" = 1 ] && misbehave
   say "done"
   sync
   if [ "$end" = reboot ]; then reboot -f; else poweroff -f; fi
