@@ -21,8 +21,6 @@ parse() {
     case $1 in
       --pings) pings=$2; shift 2 ;;
       --rtl) rtl=$2; shift 2 ;;
-      --kernel) kernel=$2; shift 2 ;;
-      --initrd) initrd=$2; shift 2 ;;
       *) echo "bench: FAIL unknown argument $1" >&2; exit 2 ;;
     esac
   done
@@ -30,17 +28,18 @@ parse() {
   case $rtl in 8139cp | 8139too) ;; *) echo "bench: FAIL --rtl $rtl is not 8139cp or 8139too" >&2; exit 2 ;; esac
 }
 
-# Inside the lab guest: both sides one after the other, then the report.
+# Inside the lab guest (lab.sh provisions the guest's kernel and initramfs and names them in
+# VFIO_BRIDGE_VMM_KERNEL and VFIO_BRIDGE_VMM_INITRD): both sides one after the other, then the report.
 in_lab() {
-  local kernel= initrd=
-  parse "$@"
+  local kernel=${VFIO_BRIDGE_VMM_KERNEL:?bench: run through scripts/lab/lab.sh} initrd=${VFIO_BRIDGE_VMM_INITRD:?}
   cd "$here/../.."
   # Both sides read the same files over the lab's caching 9p mount: read them once first, so neither
   # pays for the first read.
   cat "$kernel" "$initrd" >/dev/null
+  rm -f /tmp/bench-vmm.qemu /tmp/bench-vmm.node
   bash "$here/qemu-baseline.sh" --kernel "$kernel" --initrd "$initrd" --pings "$pings" --rtl "$rtl" \
     --mem "$mem" --record /tmp/bench-vmm.qemu --brief || echo "bench: the QEMU side exited $?"
-  # 256 MiB of guest RAM is 128 huge pages; a few more for the pool's own slack.
+  # The Node VMM's RAM in huge pages: 128 of 2 MiB for 256 MiB, and some slack.
   echo $((mem / 2 + 12)) >/proc/sys/vm/nr_hugepages
   node -r @swc-node/register "$here/node-vmm.ts" --kernel "$kernel" --initrd "$initrd" --pings "$pings" \
     --rtl "$rtl" --mem "$mem" --hugepages yes --timeout 300 --record /tmp/bench-vmm.node --brief ||
@@ -50,17 +49,11 @@ in_lab() {
 
 if [ "${1:-}" = --in-lab ]; then
   shift
-  in_lab "$@"
+  parse "$@"
+  in_lab
   exit
 fi
 
 parse "$@"
-# shellcheck source=../lab/provision.sh
-. "$here/../lab/provision.sh"
-# shellcheck source=guest.sh
-. "$here/guest.sh"
-lab_provision
-vmm_guest_provision
 exec "$here/../lab/lab.sh" --timeout "${VFIO_BRIDGE_LAB_TIMEOUT:-900}" \
-  bash "$here/bench.sh" --in-lab --kernel "$VMM_GUEST_KERNEL" --initrd "$VMM_GUEST_INITRAMFS" \
-  --pings "$pings" --rtl "$rtl"
+  bash "$here/bench.sh" --in-lab --pings "$pings" --rtl "$rtl"
