@@ -4,8 +4,8 @@
  * drivers, links, ping results and interrupt counts, then what the machine held after close.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { isSummaryLine, parseGuestConsole } from '../vmm/guest-console';
-import { runVmmGuest } from '../vmm/node-vmm';
 
 const HUGEPAGES = '/proc/sys/vm/nr_hugepages';
 /** Guest RAM (MiB), and the 2 MiB pages it takes with some slack. */
@@ -48,6 +48,14 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
     console.log('  skipped: needs e1000e and rtl8139');
     return;
   }
+  if (!fs.existsSync(path.join(__dirname, '../../dist/index.js'))) {
+    console.log('  skipped: the Node VMM runs the compiled package; run: npm run build');
+    process.exitCode = 1;
+    return;
+  }
+  // Loaded here, so a demo without dist/ still shows everything before this section.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { runVmmGuest } = require('../vmm/node-vmm') as typeof import('../vmm/node-vmm');
   const restorePool = hugePagePool();
   console.log(
     `  ${MEM_MIB} MiB of guest RAM on ${restorePool ? '2 MiB huge pages' : 'small pages (no huge page pool)'}, ` +

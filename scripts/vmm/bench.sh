@@ -55,5 +55,15 @@ if [ "${1:-}" = --in-lab ]; then
 fi
 
 parse "$@"
+# The Node VMM runs the compiled package (node-vmm.ts says why): it has to be built, and current.
+cd "$here/../.."
+if ! compgen -G 'build/Release/*.node' >/dev/null && ! compgen -G 'prebuilds/linux-x64/*.node' >/dev/null; then
+  echo "bench: FAIL the native addon is not built; run: npm run build" >&2
+  exit 1
+fi
+if [ ! -f dist/index.js ] || [ -n "$(find lib -name '*.ts' -newer dist/index.js -print -quit)" ]; then
+  echo "bench: FAIL dist/ is missing or older than lib/; run: npm run build" >&2
+  exit 1
+fi
 exec "$here/../lab/lab.sh" --timeout "${VFIO_BRIDGE_LAB_TIMEOUT:-900}" \
   bash "$here/bench.sh" --in-lab --pings "$pings" --rtl "$rtl"
