@@ -84,7 +84,6 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
     console.log(
       `  drivers bound ${run.bound?.toFixed(1) ?? '-'} s after start; ${e.mmio} MMIO and ${e.io} port I/O exits served in JS over ${e.slices} run slices`,
     );
-    console.log(`  reports: ${JSON.stringify(r.reportCounts)}`);
     console.log(`  after close: ${JSON.stringify(r.resources)}`);
     const answered = run.pings.find((p) => p.drv === 'e1000e')?.rtts.length ?? 0;
     const left = Object.entries(r.resources).filter(([, n]) => n !== 0);

@@ -59,6 +59,32 @@ export interface VmmGuestResult {
 }
 
 const json = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
+const hex = (n: number): string => `0x${n.toString(16)}`;
+const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/** One line for what the machine absorbed. */
+export function describeReport(r: PcReport): string {
+  switch (r.kind) {
+    case 'device': {
+      const e = r.event;
+      const err = e.error ? `: ${e.error.message}` : '';
+      return `device ${e.bdf} ${e.reason} ${e.isWrite ? 'write' : 'read'} ${e.where}+${hex(e.offset)} (${e.size} B)${err}`;
+    }
+    case 'unassigned':
+      return `unassigned ${r.space} ${json(r.access)}`;
+    case 'interrupt':
+      return `interrupt ${r.bdf} ${r.key}: ${r.error.message}`;
+    case 'irq-line':
+      return `irq line ${r.irq}: ${r.error.message}`;
+    case 'reset':
+      return `reset ${r.bdf}: ${r.error.message}`;
+    case 'dma':
+      if (r.what === 'skip') return `dma ${r.skip.message}`;
+      if (r.what === 'error')
+        return `dma ${r.error.op} of ${r.error.region} [${hex(r.error.start)}+${hex(r.error.size)}) failed: ${messageOf(r.error.error)}`;
+      return `dma fatal: ${r.error.message}`;
+  }
+}
 
 /** Boots the VMM guest under PcMachine until it ends (and reboots it `reboots` times), then closes. */
 export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult> {
@@ -92,7 +118,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
     onReport: (r: PcReport) => {
       // Unassigned accesses are the guest probing for legacy hardware: counted, not shown. The
       // same report again (a BAR section skipped at every remap, say) is only counted.
-      const text = json(r);
+      const text = describeReport(r);
       if (r.kind !== 'unassigned' && !shown.has(text)) {
         shown.add(text);
         event(`report ${text}`);
