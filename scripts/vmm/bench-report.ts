@@ -180,6 +180,9 @@ function exitsOf(sides: Side[], drv: string): void {
       2,
     );
     row('  run-loop slices (PcMachine.exits.slices)', key('vmm.slices'), 2);
+    out('    (PcMachine counts at the end of each run slice, so over a run it is off by the exits of the');
+    out("    slices the markers fall in; the tracepoint's counts are exact on both sides. A slice ends");
+    out("    with the run loop's timer kick, an INTR return to userspace QEMU's vCPU thread does not have.)");
   }
   sides.forEach((s) => {
     const ports = s.rec.ports.get(drv);

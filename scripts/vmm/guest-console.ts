@@ -27,6 +27,8 @@ export interface PingRun {
 /** A boot as its console tells it; times are seconds since the VMM started. */
 export interface GuestRun {
   init?: number;
+  /** When the guest kernel's clock started: the time of the guest's `uptime` line less its uptime. */
+  kernelStart?: number;
   bound?: number;
   /** The first answer on any interface (the guest's `first reply` marker). */
   firstReply?: number;
@@ -65,6 +67,8 @@ export function parseGuestConsole(lines: Iterable<TimedLine>): GuestRun {
     if (g === null) continue;
     const w = g.split(' ');
     if (g.startsWith('init reached')) run.init ??= t;
+    else if (w[0] === 'uptime' && w[2] === 'at' && Number.isFinite(Number(w[1])))
+      run.kernelStart ??= t - Number(w[1]);
     else if (g === 'drivers bound') run.bound ??= t;
     else if (g === 'done') run.end ??= t;
     else if (w[0] === 'FAIL') run.failures.push(g);

@@ -20,6 +20,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /tmp
 say "init reached, kernel $(uname -r)"
+# With the harness's time of the line above, when the kernel's clock started: what came before it
+# is the VMM's set-up, its firmware and the kernel's loading.
+say "uptime $(cut -d ' ' -f 1 /proc/uptime) at init"
 
 rtl=8139cp
 pings=10
