@@ -210,6 +210,12 @@ function exitsOf(sides: Side[], drv: string): void {
         ? `the ${nb} trapped no more than ${na}`
         : `the ${nb} trapped MORE than ${na} (${(b - a).toFixed(2)} per ping)`),
   );
+  const [ua, ub] = per.map((p) => p?.user);
+  if (ua !== undefined && ub !== undefined) {
+    out(
+      `  all returns to userspace per ping, traps and kicks: ${na} ${ua.toFixed(2)}, ${nb} ${ub.toFixed(2)}`,
+    );
+  }
 }
 
 function portName(p: string): string {
