@@ -72,11 +72,17 @@ function report(sides: Side[], wantPings: number | undefined): number {
   for (const s of sides) {
     s.rec.about.forEach((a, i) => out(`${(i === 0 ? s.rec.side : '').padEnd(10)}${a}`));
     for (const f of s.run.failures) out(`${s.rec.side}: guest FAIL ${f}`);
+    if (s.run.clock) out(`${''.padEnd(10)}guest ${s.run.clock}`);
     for (const e of s.rec.ends) out(`${''.padEnd(10)}ended: ${e}`);
   }
   out();
   out(
     `${'measure'.padEnd(LABEL)}${sides.map((s) => s.rec.side.padStart(COL)).join('')}${sides.length === 2 ? 'ratio'.padStart(COL) : ''}`,
+  );
+  row(
+    "start to the guest kernel's clock (s)",
+    sides.map((s) => s.run.kernelStart),
+    2,
   );
   row(
     'start to guest init (s)',
@@ -218,9 +224,10 @@ function exitsOf(sides: Side[], drv: string): void {
   }
 }
 
+/** A hist's `port.hex` key (hex digits, with or without 0x) as 0x... */
 function portName(p: string): string {
-  const n = Number(p);
-  return Number.isFinite(n) ? `0x${n.toString(16)}` : p;
+  const m = /^(?:0x)?0*([0-9a-f]+)$/i.exec(p);
+  return m ? `0x${m[1]}` : p;
 }
 
 function main(): void {

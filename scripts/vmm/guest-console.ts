@@ -30,6 +30,8 @@ export interface GuestRun {
   /** When the guest kernel's clock started: the time of the guest's `uptime` line less its uptime. */
   kernelStart?: number;
   bound?: number;
+  /** The guest's clocksource and timer device (its `clock` line). */
+  clock?: string;
   /** The first answer on any interface (the guest's `first reply` marker). */
   firstReply?: number;
   end?: number;
@@ -70,6 +72,7 @@ export function parseGuestConsole(lines: Iterable<TimedLine>): GuestRun {
     else if (w[0] === 'uptime' && w[2] === 'at' && Number.isFinite(Number(w[1])))
       run.kernelStart ??= t - Number(w[1]);
     else if (g === 'drivers bound') run.bound ??= t;
+    else if (w[0] === 'clock') run.clock ??= g;
     else if (g === 'done') run.end ??= t;
     else if (w[0] === 'FAIL') run.failures.push(g);
     else if (w[0] === 'driver') run.drivers.push(g);

@@ -23,6 +23,9 @@ say "init reached, kernel $(uname -r)"
 # With the harness's time of the line above, when the kernel's clock started: what came before it
 # is the VMM's set-up, its firmware and the kernel's loading.
 say "uptime $(cut -d ' ' -f 1 /proc/uptime) at init"
+# Which clock and timer the kernel settled on: a PIT instead of the local APIC's timer costs a port
+# I/O exit per timer programming.
+say "clock $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null) timer $(cat /sys/devices/system/clockevents/clockevent0/current_device 2>/dev/null)"
 
 rtl=8139cp
 pings=10
@@ -123,7 +126,7 @@ for d in /sys/bus/pci/devices/*; do
   msi=$(ls "$d/msi_irqs" 2>/dev/null | wc -l)
   say "pci ${d##*/} class $(cat "$d/class") $(cat "$d/vendor"):$(cat "$d/device") rev $(cat "$d/revision") irq $(cat "$d/irq") msi $msi driver ${drv:-none}"
 done
-dmesg | grep -E 'e1000e|8139' | while IFS= read -r l; do say "dmesg $l"; done
+dmesg | grep -E 'e1000e|8139|clocksource|APIC timer|tsc:' | while IFS= read -r l; do say "dmesg $l"; done
 
 # One interface at a time owns 10.0.2.15/24, so the route to each user-mode network's 10.0.2.2 is
 # unambiguous.

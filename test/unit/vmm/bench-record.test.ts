@@ -19,6 +19,7 @@ const CONSOLE: TimedLine[] = [
   at(0.5, 'qemu-system-x86_64: vfio: Cannot reset device 0000:00:04.0, no available reset mechanism.'),
   at(8.1, 'guest: init reached, kernel 6.12.117+deb12-amd64'),
   at(8.2, 'guest: uptime 5.70 at init'),
+  at(8.3, 'guest: clock kvm-clock timer lapic'),
   at(9.0, 'guest: driver 0000:00:03.0 0x8086:0x10d3 e1000e'),
   at(9.1, 'guest: driver 0000:00:04.0 0x10ec:0x8139 8139cp'),
   at(9.2, 'guest: drivers bound'),
@@ -48,6 +49,7 @@ describe('the VMM guest console', () => {
     const run = parseGuestConsole(CONSOLE);
     expect(run).toMatchObject({ init: 8.1, bound: 9.2, firstReply: 12.4, end: 32.0 });
     expect(run.kernelStart).toBeCloseTo(2.5, 9);
+    expect(run.clock).toBe('clock kvm-clock timer lapic');
     expect(run.drivers).toEqual([
       'driver 0000:00:03.0 0x8086:0x10d3 e1000e',
       'driver 0000:00:04.0 0x10ec:0x8139 8139cp',
