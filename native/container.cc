@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include "args.h"
+#include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
 
@@ -75,16 +76,12 @@ napi_value MemlockLimit(napi_env env, napi_callback_info) {
 }  // namespace
 
 void RegisterContainer(Napi::Env env, Napi::Object exports) {
-  napi_property_descriptor props[] = {
-      {"vfioGetApiVersion", nullptr, GetApiVersion, nullptr, nullptr, nullptr, napi_enumerable,
-       nullptr},
-      {"vfioCheckExtension", nullptr, CheckExtension, nullptr, nullptr, nullptr, napi_enumerable,
-       nullptr},
-      {"vfioSetIommu", nullptr, SetIommu, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"vfioIommuInfo", nullptr, IommuInfo, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"memlockLimit", nullptr, MemlockLimit, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  const napi_property_descriptor methods[] = {
+      Method("vfioGetApiVersion", GetApiVersion), Method("vfioCheckExtension", CheckExtension),
+      Method("vfioSetIommu", SetIommu),           Method("vfioIommuInfo", IommuInfo),
+      Method("memlockLimit", MemlockLimit),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 }
 
 }  // namespace vfio_bridge

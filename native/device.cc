@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "args.h"
+#include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
 
@@ -192,18 +193,17 @@ napi_value PwriteBlock(napi_env env, napi_callback_info info) {
 }  // namespace
 
 void RegisterDevice(Napi::Env env, Napi::Object exports) {
-  napi_property_descriptor props[] = {
-      {"vfioDeviceInfo", nullptr, DeviceInfo, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"vfioRegionInfo", nullptr, RegionInfo, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"vfioIrqInfo", nullptr, IrqInfo, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"vfioDeviceReset", nullptr, DeviceReset, nullptr, nullptr, nullptr, napi_enumerable,
-       nullptr},
-      {"pread", nullptr, Pread, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"pwrite", nullptr, Pwrite, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"preadBlock", nullptr, PreadBlock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"pwriteBlock", nullptr, PwriteBlock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  const napi_property_descriptor methods[] = {
+      Method("vfioDeviceInfo", DeviceInfo),
+      Method("vfioRegionInfo", RegionInfo),
+      Method("vfioIrqInfo", IrqInfo),
+      Method("vfioDeviceReset", DeviceReset),
+      Method("pread", Pread),
+      Method("pwrite", Pwrite),
+      Method("preadBlock", PreadBlock),
+      Method("pwriteBlock", PwriteBlock),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 }
 
 }  // namespace vfio_bridge

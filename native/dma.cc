@@ -6,6 +6,7 @@
 #include <string>
 
 #include "args.h"
+#include "exports.h"
 #include "handle.h"
 #include "host_memory.h"
 #include "ioctl.h"
@@ -86,11 +87,11 @@ napi_value UnmapDma(napi_env env, napi_callback_info info) {
 }  // namespace
 
 void RegisterDma(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-      {"vfioMapDma", nullptr, MapDma, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"vfioUnmapDma", nullptr, UnmapDma, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  const napi_property_descriptor methods[] = {
+      Method("vfioMapDma", MapDma),
+      Method("vfioUnmapDma", UnmapDma),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 }
 
 }  // namespace vfio_bridge

@@ -2,6 +2,7 @@
 #include <linux/vfio.h>
 
 #include "args.h"
+#include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
 
@@ -62,17 +63,13 @@ napi_value GroupGetDeviceFd(napi_env env, napi_callback_info info) {
 }  // namespace
 
 void RegisterGroup(Napi::Env env, Napi::Object exports) {
-  napi_property_descriptor props[] = {
-      {"vfioGroupStatus", nullptr, GroupStatus, nullptr, nullptr, nullptr, napi_enumerable,
-       nullptr},
-      {"vfioGroupSetContainer", nullptr, GroupSetContainer, nullptr, nullptr, nullptr,
-       napi_enumerable, nullptr},
-      {"vfioGroupUnsetContainer", nullptr, GroupUnsetContainer, nullptr, nullptr, nullptr,
-       napi_enumerable, nullptr},
-      {"vfioGroupGetDeviceFd", nullptr, GroupGetDeviceFd, nullptr, nullptr, nullptr,
-       napi_enumerable, nullptr},
+  const napi_property_descriptor methods[] = {
+      Method("vfioGroupStatus", GroupStatus),
+      Method("vfioGroupSetContainer", GroupSetContainer),
+      Method("vfioGroupUnsetContainer", GroupUnsetContainer),
+      Method("vfioGroupGetDeviceFd", GroupGetDeviceFd),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 }
 
 }  // namespace vfio_bridge

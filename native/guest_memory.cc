@@ -16,6 +16,7 @@
 
 #include "args.h"
 #include "errors.h"
+#include "exports.h"
 #include "host_memory.h"
 #include "module.h"
 
@@ -303,14 +304,12 @@ bool GuestMemoryHostRange(napi_env env, napi_value value, HostRange* out) {
 }
 
 void RegisterGuestMemory(napi_env env, napi_value exports) {
-  napi_property_descriptor props[] = {
-      {"guestMemoryCreate", nullptr, Create, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"guestMemoryAttach", nullptr, Attach, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"guestMemoryBuffer", nullptr, Buffer, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"guestMemoryInfo", nullptr, Info, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"guestMemoryClose", nullptr, Close, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  const napi_property_descriptor methods[] = {
+      Method("guestMemoryCreate", Create), Method("guestMemoryAttach", Attach),
+      Method("guestMemoryBuffer", Buffer), Method("guestMemoryInfo", Info),
+      Method("guestMemoryClose", Close),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 }
 
 }  // namespace vfio_bridge

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "exports.h"
 
 namespace vfio_bridge {
 namespace {
@@ -114,12 +115,12 @@ napi_value ThrowErrno(napi_env env, const char* op, const FdResource* handle, in
 }
 
 void RegisterHandles(Napi::Env env, Napi::Object exports) {
-  napi_property_descriptor props[] = {
-      {"openFd", nullptr, OpenFd, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"closeFd", nullptr, CloseFd, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"fdOf", nullptr, FdOf, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  const napi_property_descriptor methods[] = {
+      Method("openFd", OpenFd),
+      Method("closeFd", CloseFd),
+      Method("fdOf", FdOf),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 }
 
 }  // namespace vfio_bridge

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "args.h"
+#include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
 
@@ -73,12 +74,11 @@ napi_value HotReset(napi_env env, napi_callback_info info) {
 }  // namespace
 
 void RegisterHotReset(Napi::Env env, Napi::Object exports) {
-  napi_property_descriptor props[] = {
-      {"vfioHotResetInfo", nullptr, HotResetInfo, nullptr, nullptr, nullptr, napi_enumerable,
-       nullptr},
-      {"vfioHotReset", nullptr, HotReset, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  const napi_property_descriptor methods[] = {
+      Method("vfioHotResetInfo", HotResetInfo),
+      Method("vfioHotReset", HotReset),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 }
 
 }  // namespace vfio_bridge

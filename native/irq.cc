@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "args.h"
+#include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
 
@@ -485,22 +486,14 @@ napi_value BaselineOpen(napi_env env, napi_callback_info info) {
 }  // namespace
 
 void RegisterIrq(Napi::Env env, Napi::Object exports) {
-  napi_property_descriptor props[] = {
-      {"eventfdOpen", nullptr, EventfdOpen, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"eventfdWrite", nullptr, EventfdWrite, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"eventfdRead", nullptr, EventfdRead, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"vfioSetIrqs", nullptr, SetIrqs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"irqWatcherOpen", nullptr, WatcherOpen, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"irqWatcherAdd", nullptr, WatcherAdd, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"irqWatcherRemove", nullptr, WatcherRemove, nullptr, nullptr, nullptr, napi_enumerable,
-       nullptr},
-      {"irqWatcherRef", nullptr, WatcherRef, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"irqWatcherClose", nullptr, WatcherClose, nullptr, nullptr, nullptr, napi_enumerable,
-       nullptr},
-      {"irqBaselineOpen", nullptr, BaselineOpen, nullptr, nullptr, nullptr, napi_enumerable,
-       nullptr},
+  const napi_property_descriptor methods[] = {
+      Method("eventfdOpen", EventfdOpen),        Method("eventfdWrite", EventfdWrite),
+      Method("eventfdRead", EventfdRead),        Method("vfioSetIrqs", SetIrqs),
+      Method("irqWatcherOpen", WatcherOpen),     Method("irqWatcherAdd", WatcherAdd),
+      Method("irqWatcherRemove", WatcherRemove), Method("irqWatcherRef", WatcherRef),
+      Method("irqWatcherClose", WatcherClose),   Method("irqBaselineOpen", BaselineOpen),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 }
 
 }  // namespace vfio_bridge

@@ -20,6 +20,7 @@
 #include "accessors.h"
 #include "args.h"
 #include "errors.h"
+#include "exports.h"
 #include "fault_guard.h"
 #include "host_memory.h"
 #include "module.h"
@@ -532,23 +533,23 @@ void ForgetModuleCache(ModuleData* module) {
 }
 
 void RegisterMapping(Napi::Env env, Napi::Object exports) {
-  napi_property_descriptor props[] = {
-      {"mmap", nullptr, Mmap, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"memfd", nullptr, Memfd, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapRead8", nullptr, Read8, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapRead16", nullptr, Read16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapRead32", nullptr, Read32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapRead64", nullptr, Read64, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapWrite8", nullptr, Write8, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapWrite16", nullptr, Write16, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapWrite32", nullptr, Write32, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapWrite64", nullptr, Write64, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapReadBlock", nullptr, ReadBlock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapWriteBlock", nullptr, WriteBlock, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"mapAddress", nullptr, Address, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
-      {"unmap", nullptr, Unmap, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  const napi_property_descriptor methods[] = {
+      Method("mmap", Mmap),
+      Method("memfd", Memfd),
+      Method("mapRead8", Read8),
+      Method("mapRead16", Read16),
+      Method("mapRead32", Read32),
+      Method("mapRead64", Read64),
+      Method("mapWrite8", Write8),
+      Method("mapWrite16", Write16),
+      Method("mapWrite32", Write32),
+      Method("mapWrite64", Write64),
+      Method("mapReadBlock", ReadBlock),
+      Method("mapWriteBlock", WriteBlock),
+      Method("mapAddress", Address),
+      Method("unmap", Unmap),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 
   ModuleData* md = ModuleData::Get(env);
   napi_value scratch;

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { VfioError } from '../vfio/errors';
+import { fileError } from './errors';
 import { driverKeepsViable, groupMembers, sysfsRoot, type SysfsOptions } from '../vfio/sysfs';
 import { deviceDir, readDevice, type PciDeviceEntry } from './pci-sysfs';
 import type { DriverState } from './state';
@@ -53,16 +54,13 @@ function sysfsWrite(file: string, value: string, bdf: string): void {
   try {
     fs.writeFileSync(file, value);
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new VfioError({
-      message: `writing ${JSON.stringify(value.trim())} to ${file} failed: ${err.message}`,
-      code: err.code ?? 'EIO',
-      ...(err.errno !== undefined ? { errno: -err.errno } : {}),
+    throw fileError(e, {
+      lead: `writing ${JSON.stringify(value.trim())} to ${file} failed`,
       op: 'write',
       path: file,
       bdf,
-      hint:
-        err.code === 'EACCES' || err.code === 'EPERM'
+      hint: (code) =>
+        code === 'EACCES' || code === 'EPERM'
           ? 'changing drivers needs root'
           : 'see dmesg for what the kernel said',
     });

@@ -19,6 +19,34 @@ export class UsageError extends Error {
   }
 }
 
+/** What {@link fileError} needs besides the error Node threw. */
+export interface FileErrorInit {
+  /** What went wrong, before Node's own message: `cannot read /sys/...`. */
+  lead: string;
+  op: string;
+  path: string;
+  /** What to do about it, given Node's errno name (`EACCES`, `ENOENT`, ...). */
+  hint: (code: string | undefined) => string;
+  bdf?: string;
+}
+
+/**
+ * A failed file operation as a VfioError (exit 1) that keeps Node's errno name and number, so the
+ * operator reads the path, the reason and what to do instead of a bare fs error.
+ */
+export function fileError(e: unknown, init: FileErrorInit): VfioError {
+  const err = e as NodeJS.ErrnoException;
+  return new VfioError({
+    message: `${init.lead}: ${err.message}`,
+    code: err.code ?? 'EIO',
+    ...(typeof err.errno === 'number' ? { errno: Math.abs(err.errno) } : {}),
+    op: init.op,
+    path: init.path,
+    ...(init.bdf !== undefined ? { bdf: init.bdf } : {}),
+    hint: init.hint(err.code),
+  });
+}
+
 /** The exit code and the stderr text for an error a command threw. */
 export function describeFailure(e: unknown): { code: number; text: string } {
   if (e instanceof UsageError) {

@@ -2,7 +2,11 @@
  * What a command talks to besides the kernel: its output streams, its environment and the operator.
  * `main.ts` binds it to the process; tests bind it to buffers.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
 import type { SysfsOptions } from '../vfio/sysfs';
+import { fileError } from './errors';
 
 export interface CliIo {
   /** Standard output: results (text, or JSON with --json). */
@@ -24,6 +28,31 @@ export interface CliIo {
 export function sysfsOf(io: CliIo): SysfsOptions {
   const root = io.env['VFIO_BRIDGE_SYSFS_ROOT'];
   return root ? { sysfsRoot: root } : {};
+}
+
+/**
+ * writeOutputFile: write `text` to a file the operator named (`what` says which, e.g. `the SVG`).
+ * A failure is a VfioError (exit 1) with the path, Node's errno name and what to do about it.
+ */
+export function writeOutputFile(file: string, text: string, what: string): void {
+  try {
+    fs.writeFileSync(file, text);
+  } catch (e) {
+    throw fileError(e, {
+      lead: `cannot write ${what} to ${file}`,
+      op: 'write',
+      path: file,
+      hint: (code) => {
+        if (code === 'ENOENT') return `${path.dirname(file)} does not exist: create it, or name another file`;
+        if (code === 'EISDIR')
+          return `${file} is a directory: name a file, e.g. ${path.join(file, 'map.svg')}`;
+        if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+          return `${file} cannot be written here: name a file in a writable directory`;
+        }
+        return `name another file for ${what}`;
+      },
+    });
+  }
 }
 
 /**

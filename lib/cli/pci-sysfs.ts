@@ -8,7 +8,7 @@ import * as path from 'node:path';
 
 import { VfioError } from '../vfio/errors';
 import { driverKeepsViable, groupMembers, normalizeBdf, sysfsRoot, type SysfsOptions } from '../vfio/sysfs';
-import { UsageError } from './errors';
+import { fileError, UsageError } from './errors';
 
 /** IFF_UP in a net device's `flags`. */
 const IFF_UP = 0x1;
@@ -51,14 +51,12 @@ function readTrim(p: string): string | null {
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'ENOENT' || err.code === 'ENODEV') return null;
-    throw new VfioError({
-      message: `cannot read ${p}: ${err.message}`,
-      code: err.code ?? 'EIO',
-      ...(err.errno !== undefined ? { errno: Math.abs(err.errno) } : {}),
+    throw fileError(e, {
+      lead: `cannot read ${p}`,
       op: 'read',
       path: p,
-      hint:
-        err.code === 'EACCES' || err.code === 'EPERM'
+      hint: (code) =>
+        code === 'EACCES' || code === 'EPERM'
           ? 'some sysfs attributes are readable by root only'
           : 'see dmesg for what the kernel said',
     });

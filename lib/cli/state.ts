@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { VfioError } from '../vfio/errors';
+import { fileError } from './errors';
 
 export const DEFAULT_STATE_FILE = '/run/vfio-bridge/drivers.json';
 export const STATE_VERSION = 1;
@@ -100,12 +101,10 @@ export class DriverState {
 }
 
 function stateError(p: string, op: string, e: unknown): VfioError {
-  const err = e as NodeJS.ErrnoException;
-  return new VfioError({
-    message: `cannot ${op} the state file ${p}: ${err.message}`,
-    code: err.code ?? 'EIO',
+  return fileError(e, {
+    lead: `cannot ${op} the state file ${p}`,
     op,
     path: p,
-    hint: 'point --state (or VFIO_BRIDGE_STATE) at a writable file',
+    hint: () => 'point --state (or VFIO_BRIDGE_STATE) at a writable file',
   });
 }

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import { markAsUntransferable } from 'node:worker_threads';
 
 import { MemoryRegion } from '../memory';
+import { ramShownBy } from '../memory/address-space';
 import { native, type NativeGuestMemoryHandle } from '../native';
 import { VfioError } from '../vfio';
 import { DMA_HANDLE, type DmaMemory } from '../vfio/dma-types';
@@ -88,8 +89,9 @@ function hugepageError(size: number, page: number, cause: unknown): VfioError {
  * what a KVM memory slot needs. Worker threads map the same pages with `share()` / `attach()`.
  *
  * `close()` detaches every buffer made (views read as empty, never as freed memory) and unmaps; the
- * pages live on while the IOMMU still maps them. Without close, the memory is released once the
- * object and all its buffers are garbage-collected, or when the thread exits.
+ * pages live on while the IOMMU still maps them. It is refused while an address space shows the
+ * RAM. Without close, the memory is released once the object and all its buffers are
+ * garbage-collected, or when the thread exits.
  */
 export class GuestRam implements DmaMemory, Disposable {
   readonly name: string;
@@ -260,9 +262,33 @@ export class GuestRam implements DmaMemory, Disposable {
     return this.#handle;
   }
 
-  /** Detach every buffer, unmap and close the memfd. Idempotent. */
+  /**
+   * Detach every buffer, unmap and close the memfd. Idempotent.
+   *
+   * Refused (VfioError `EBUSY`) while an open address space shows any of its regions, directly or
+   * through an alias: the guest, the DMA listener and KVM slots reach the RAM through those ranges,
+   * and unmapping it under them would turn a guest access into a TypeError thrown at the VMM and
+   * leave KVM slots over unmapped host memory. Dropping the regions silently instead would change
+   * the guest's memory map behind the VMM's back. So the order is the owner's to keep, as closing
+   * a Machine does: take the regions out (or close the address spaces), then close the RAM. A region
+   * that was not shown when the RAM closed shows nothing if placed later (the guest meets unassigned
+   * space, reported as such).
+   * @throws VfioError EBUSY naming the address spaces and regions that still show the RAM
+   */
   close(): void {
     if (this.#closed) return;
+    const shown = ramShownBy(new Set(this.#windows.values()));
+    if (shown.length > 0) {
+      const where = shown.map((u) => `'${u.region}' in address space '${u.space}'`);
+      throw new VfioError({
+        message: `guestRam.close: guest RAM '${this.name}' is still shown as ${where.join(', ')}`,
+        code: 'EBUSY',
+        op: 'guestRam.close',
+        hint:
+          'take its regions out of the memory tree (removeSubregion, and commit an open transaction) ' +
+          'or close those address spaces first; Machine.close does both in order',
+      });
+    }
     this.#closed = true;
     native.guestMemoryClose(this.#handle, [...this.#windows.values()]);
     this.#windows.clear();

@@ -4,6 +4,7 @@ export { GuestRam, MAX_GUEST_RAM_BUFFER, type GuestRamOptions, type SharedGuestR
 export {
   DmaListener,
   DmaCommitError,
+  UNMAP_ATTEMPTS,
   type DmaContainer,
   type DmaSkip,
   type DmaSkipReason,

@@ -9,7 +9,9 @@
  * - a failure to map RAM is fatal for the commit: everything the commit did is undone, so the
  *   IOMMU is exactly as it was before it, and the sections it could not apply are retried on the
  *   next commit;
- * - a removed section unmaps exactly what was recorded for it, never a skipped one.
+ * - a removed section unmaps exactly what was recorded for it, never a skipped one; an unmap that
+ *   fails is forgotten when the container holds no such mapping, and otherwise tried again on the
+ *   next commits a bounded number of times, reported once when it fails and once when given up.
  * Every message names the absolute guest-physical range and the region. Nothing here throws at the
  * VMM for a guest's doing: problems are events, counters and a rate-limited log.
  */
@@ -68,6 +70,28 @@ export interface DmaErrorEvent {
   readonly region: string;
   readonly op: 'map' | 'unmap';
   readonly error: unknown;
+  /**
+   * What became of a failed unmap: `retry` (the kernel may still hold the mapping: it is unmapped
+   * again on the next commits, {@link UNMAP_ATTEMPTS} tries in all, with no further event until it
+   * is given up), or `dropped` (the listener forgot it: the container holds no such mapping, or the
+   * tries ran out and the container, which still records it, unmaps it when it closes).
+   */
+  readonly outcome?: 'retry' | 'dropped';
+}
+
+/** How many times in all an unmap the container may still hold is tried before it is given up. */
+export const UNMAP_ATTEMPTS = 4;
+
+/**
+ * The codes a container answers an unmap with when it holds no such mapping, so no retry can help:
+ * `ENOTMAPPED` (not in its record), `ENOIOMMU` (its IOMMU, and every mapping with it, went when its
+ * last group left), `ECLOSED` (closing unmapped everything), `EDMASTATE` (the kernel held less than
+ * recorded, and the record dropped it).
+ */
+const NOT_HELD: ReadonlySet<unknown> = new Set(['ENOTMAPPED', 'ENOIOMMU', 'ECLOSED', 'EDMASTATE']);
+
+function notHeld(e: unknown): boolean {
+  return e !== null && typeof e === 'object' && NOT_HELD.has((e as { code?: unknown }).code);
 }
 
 /** Options of {@link DmaListener}. */
@@ -87,6 +111,10 @@ export interface DmaListenerStats {
   fatalCount: number;
   dmaErrorCount: number;
   warningCount: number;
+  /** Failed unmaps kept to be tried again on the next commits. */
+  orphanCount: number;
+  /** Failed unmaps the listener forgot: the container held no such mapping, or the tries ran out. */
+  droppedUnmaps: number;
 }
 
 interface Mapped {
@@ -123,8 +151,11 @@ export class DmaListener implements MemoryListener, Disposable {
   /** max(IOMMU page, host page): the granularity of RAM mappings. */
   readonly ramPageSize: number;
   readonly #entries = new Map<FlatRange, Entry>();
-  /** Recorded entries whose section left the flat view in a commit that was undone. */
-  readonly #orphans = new Set<Entry>();
+  /**
+   * Entries the kernel may still map although their section left the flat view (an unmap failed, or
+   * a commit was undone), with the unmap attempts that failed so far.
+   */
+  readonly #orphans = new Map<Entry, number>();
   /** Sections in the flat view that a commit that was undone did not get to record. */
   readonly #missing = new Set<FlatRange>();
   #dels: FlatRange[] = [];
@@ -139,6 +170,8 @@ export class DmaListener implements MemoryListener, Disposable {
     fatalCount: 0,
     dmaErrorCount: 0,
     warningCount: 0,
+    orphanCount: 0,
+    droppedUnmaps: 0,
   };
   readonly #on = {
     warning: [] as ((w: DmaSkip) => void)[],
@@ -203,7 +236,7 @@ export class DmaListener implements MemoryListener, Disposable {
   get stats(): Readonly<DmaListenerStats> {
     let skipped = 0;
     for (const e of this.#entries.values()) skipped += e.skips.length;
-    return { ...this.#stats, skippedCount: skipped };
+    return { ...this.#stats, skippedCount: skipped, orphanCount: this.#orphans.size };
   }
 
   /** The last fatal commit, or null. */
@@ -272,25 +305,22 @@ export class DmaListener implements MemoryListener, Disposable {
       if (this.#missing.delete(s)) continue; // never mapped: nothing to undo
       const e = this.#entries.get(s);
       if (e === undefined) continue;
+      this.#entries.delete(s);
       try {
         unmapOne(e);
       } catch (err) {
-        this.#dmaError(e.mapped!.info, 'unmap', err);
-        // The kernel may still hold it: keep it recorded, to unmap again later.
-        this.#entries.delete(s);
-        this.#orphans.add(e);
+        this.#unmapFailed(e, 0, err);
         continue;
       }
-      this.#entries.delete(s);
       removed.push(e);
     }
-    for (const e of [...this.#orphans]) {
+    for (const [e, failed] of [...this.#orphans]) {
+      this.#orphans.delete(e);
       try {
         unmapOne(e);
-        this.#orphans.delete(e);
         removed.push(e);
       } catch (err) {
-        this.#dmaError(e.mapped!.info, 'unmap', err);
+        this.#unmapFailed(e, failed, err);
       }
     }
     const toAdd = adds.slice();
@@ -371,9 +401,11 @@ export class DmaListener implements MemoryListener, Disposable {
         this.container.unmapDma(e.mapped.info.iova, e.mapped.info.size);
       } catch (err) {
         rollbackErrors.push(err);
-        // Still mapped in the kernel: keep it recorded as an orphan so it is unmapped later.
-        this.#orphans.add(e);
-        this.#account(e, +1);
+        // Maybe still mapped in the kernel: keep it recorded as an orphan so it is unmapped later.
+        if (!notHeld(err)) {
+          this.#orphans.set(e, 1);
+          this.#account(e, +1);
+        }
       }
     }
     const removedSet = new Set(done.removed);
@@ -382,7 +414,7 @@ export class DmaListener implements MemoryListener, Disposable {
       try {
         this.#stats.mapCalls++;
         this.container.mapDma(e.mapped!.req);
-        this.#orphans.add(e); // its section is gone from the flat view (or it was an orphan already)
+        this.#orphans.set(e, 0); // its section is gone from the flat view (or it was an orphan already)
       } catch (err) {
         rollbackErrors.push(err);
         // Not in the kernel any more, so not in the record either.
@@ -399,10 +431,65 @@ export class DmaListener implements MemoryListener, Disposable {
     for (const fn of this.#on.fatal) this.#safe(() => fn(err));
   }
 
-  #dmaError(m: { iova: number; size: number; region: string }, op: 'map' | 'unmap', error: unknown): void {
+  /**
+   * An unmap of `e` failed after `failed` earlier failures (its section is out of the record). Retrying
+   * is bounded: a mapping the container no longer holds is forgotten at once, another one is kept
+   * as an orphan until {@link UNMAP_ATTEMPTS} tries failed. Only the first failure and the end are
+   * reported, so a mapping that cannot go does not fill the log one commit after another.
+   */
+  #unmapFailed(e: Entry, failed: number, err: unknown, closing = false): void {
+    const m = e.mapped!.info;
+    if (notHeld(err)) {
+      this.#drop(e);
+      this.#dmaError(m, 'unmap', err, 'dropped', 'the container holds no such mapping, so it is forgotten');
+    } else if (closing || failed + 1 >= UNMAP_ATTEMPTS) {
+      this.#drop(e);
+      const why = closing ? 'the listener closed' : `given up after ${UNMAP_ATTEMPTS} tries`;
+      this.#dmaError(
+        m,
+        'unmap',
+        err,
+        'dropped',
+        `${why}: the container still records it and unmaps it when closed`,
+      );
+    } else {
+      this.#orphans.set(e, failed + 1);
+      if (failed === 0) {
+        this.#dmaError(
+          m,
+          'unmap',
+          err,
+          'retry',
+          `tried again on the next commits, ${UNMAP_ATTEMPTS} tries in all`,
+        );
+      }
+    }
+  }
+
+  /** Forget an entry the kernel no longer holds (or that the container is left to unmap). */
+  #drop(e: Entry): void {
+    this.#stats.droppedUnmaps++;
+    this.#account(e, -1);
+  }
+
+  #dmaError(
+    m: { iova: number; size: number; region: string },
+    op: 'map' | 'unmap',
+    error: unknown,
+    outcome?: 'retry' | 'dropped',
+    then?: string,
+  ): void {
     this.#stats.dmaErrorCount++;
-    const ev: DmaErrorEvent = { start: m.iova, size: m.size, region: m.region, op, error };
-    this.#logLine(`DMA: ${op} of ${span(m.iova, m.size)} ('${m.region}') failed: ${firstLine(error)}`);
+    const ev: DmaErrorEvent = {
+      start: m.iova,
+      size: m.size,
+      region: m.region,
+      op,
+      error,
+      ...(outcome !== undefined ? { outcome } : {}),
+    };
+    const rest = then !== undefined ? `; ${then}` : '';
+    this.#logLine(`DMA: ${op} of ${span(m.iova, m.size)} ('${m.region}') failed: ${firstLine(error)}${rest}`);
     for (const fn of this.#on['dma-error']) this.#safe(() => fn(ev));
   }
 
@@ -435,15 +522,15 @@ export class DmaListener implements MemoryListener, Disposable {
     this.#unsubscribe = null;
     unsubscribe?.();
     this.#missing.clear();
-    for (const e of [...this.#orphans]) {
+    for (const e of [...this.#orphans.keys()]) {
+      this.#orphans.delete(e);
       try {
         this.#stats.unmapCalls++;
         this.container.unmapDma(e.mapped!.info.iova, e.mapped!.info.size);
         this.#account(e, -1);
       } catch (err) {
-        this.#dmaError(e.mapped!.info, 'unmap', err);
+        this.#unmapFailed(e, 0, err, true);
       }
-      this.#orphans.delete(e);
     }
   }
 

@@ -23,6 +23,7 @@ export {
   type Sregs,
 } from './uapi';
 export { MsiRoutes, type MsiMessage } from './msi-routes';
+export { defaultIrqchipRoutes } from './irqchip-routes';
 export {
   PciMsiRouting,
   type MsiRoutingDevice,

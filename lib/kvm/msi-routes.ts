@@ -1,3 +1,4 @@
+import { defaultIrqchipRoutes } from './irqchip-routes';
 import type { GsiRoute } from './uapi';
 import type { Assignment, HasFd, Vm } from './vm';
 
@@ -6,20 +7,6 @@ export interface MsiMessage {
   addressLo: number;
   addressHi: number;
   data: number;
-}
-
-/**
- * KVM's default routes for the in-kernel irqchip (virt/kvm/irqchip.c): GSIs 0-15 to the PICs and
- * the IOAPIC, 16-23 to the IOAPIC only. KVM_SET_GSI_ROUTING replaces the whole table, so they are
- * kept in every table this class installs.
- */
-export function defaultIrqchipRoutes(): GsiRoute[] {
-  const out: GsiRoute[] = [];
-  for (let gsi = 0; gsi < 24; gsi++) {
-    if (gsi < 16) out.push({ gsi, kind: 'irqchip', irqchip: gsi < 8 ? 0 : 1, pin: gsi % 8 });
-    out.push({ gsi, kind: 'irqchip', irqchip: 2, pin: gsi });
-  }
-  return out;
 }
 
 /**
@@ -93,8 +80,9 @@ export class MsiRoutes {
     if (!this.#vm.closed) this.#install();
   }
 
+  // KVM_SET_GSI_ROUTING replaces the whole table: the default irqchip routes go in every one.
   #install(): void {
-    const routes = defaultIrqchipRoutes();
+    const routes: GsiRoute[] = defaultIrqchipRoutes();
     for (const r of this.#routes.values()) routes.push({ gsi: r.gsi, kind: 'msi', ...r.msg });
     this.#vm.setGsiRouting(routes);
   }

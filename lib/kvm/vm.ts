@@ -176,15 +176,7 @@ export class Vm implements SlotTarget, Disposable {
    */
   createPit(): void {
     const h = this.#open('KVM_CREATE_PIT2');
-    if (!this.#irqchip) {
-      throw kvmError(
-        'KVM_CREATE_PIT2',
-        'ENOIRQCHIP',
-        'the in-kernel PIT needs the in-kernel irqchip',
-        'call vm.createIrqchip() first',
-        this.path,
-      );
-    }
+    this.#needIrqchip('KVM_CREATE_PIT2', 'the in-kernel PIT needs the in-kernel irqchip');
     native.kvmCreatePit2(h, KVM_PIT_SPEAKER_DUMMY);
   }
 
@@ -204,15 +196,7 @@ export class Vm implements SlotTarget, Disposable {
     const h = this.#open('KVM_IRQ_LINE_STATUS');
     if (!Number.isInteger(irq) || irq < 0 || irq > 0xffffffff)
       throw new RangeError(`irqLine: bad IRQ ${String(irq)}`);
-    if (!this.#irqchip) {
-      throw kvmError(
-        'KVM_IRQ_LINE_STATUS',
-        'ENOIRQCHIP',
-        'KVM_IRQ_LINE needs the in-kernel irqchip',
-        'call vm.createIrqchip() first',
-        this.path,
-      );
-    }
+    this.#needIrqchip('KVM_IRQ_LINE_STATUS', 'KVM_IRQ_LINE needs the in-kernel irqchip');
     return native.kvmIrqLine(h, irq, level ? 1 : 0);
   }
 
@@ -242,15 +226,7 @@ export class Vm implements SlotTarget, Disposable {
     if (!Number.isInteger(gsi) || gsi < 0 || gsi > 0xffffffff)
       throw new RangeError(`irqfd: bad GSI ${String(gsi)}`);
     const resample = opts.resample !== undefined ? fdOf(opts.resample, 'resample eventfd') : 0;
-    if (!this.#irqchip) {
-      throw kvmError(
-        'KVM_IRQFD',
-        'ENOIRQCHIP',
-        'KVM_IRQFD needs the in-kernel irqchip',
-        'call vm.createIrqchip() first',
-        this.path,
-      );
-    }
+    this.#needIrqchip('KVM_IRQFD', 'KVM_IRQFD needs the in-kernel irqchip');
     const own = native.dupFd(fd);
     try {
       native.kvmIrqfd(h, fd, gsi, opts.resample !== undefined ? KVM_IRQFD_FLAG_RESAMPLE : 0, resample);
@@ -335,15 +311,7 @@ export class Vm implements SlotTarget, Disposable {
    */
   signalMsi(addressLo: number, addressHi: number, data: number): boolean {
     const h = this.#open('KVM_SIGNAL_MSI');
-    if (!this.#irqchip) {
-      throw kvmError(
-        'KVM_SIGNAL_MSI',
-        'ENOIRQCHIP',
-        'KVM_SIGNAL_MSI needs the in-kernel irqchip',
-        'call vm.createIrqchip() first',
-        this.path,
-      );
-    }
+    this.#needIrqchip('KVM_SIGNAL_MSI', 'KVM_SIGNAL_MSI needs the in-kernel irqchip');
     try {
       return native.kvmSignalMsi(h, addressLo >>> 0, addressHi >>> 0, data >>> 0) > 0;
     } catch (e) {
@@ -419,6 +387,11 @@ export class Vm implements SlotTarget, Disposable {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** Throws ENOIRQCHIP for an ioctl that needs the in-kernel irqchip before it exists. */
+  #needIrqchip(op: string, message: string): void {
+    if (!this.#irqchip) throw kvmError(op, 'ENOIRQCHIP', message, 'call vm.createIrqchip() first', this.path);
   }
 
   #open(op: string): NativeHandle {

@@ -36,6 +36,13 @@ const u32 = (v: number, what: string): number => {
   return v;
 };
 
+/** A 32-bit register value: unsigned, or the signed result of JavaScript's bit operators. */
+const reg = (v: number, what: string): number => {
+  if (!Number.isInteger(v) || v < -(2 ** 31) || v > 0xffffffff)
+    throw new RangeError(`${what} ${String(v)} is not a 32-bit value`);
+  return v >>> 0;
+};
+
 /** Decode a struct kvm_cpuid2 (as KVM_GET_SUPPORTED_CPUID returns it). */
 export function decodeCpuid(b: Buffer): CpuidEntry[] {
   const n = b.readUInt32LE(0);
@@ -67,10 +74,10 @@ export function encodeCpuid(entries: readonly CpuidEntry[]): Buffer {
     b.writeUInt32LE(u32(e.function, 'CPUID function'), o);
     b.writeUInt32LE(u32(e.index, 'CPUID index'), o + 4);
     b.writeUInt32LE(u32(e.flags, 'CPUID flags'), o + 8);
-    b.writeUInt32LE(u32(e.eax >>> 0, 'CPUID eax'), o + 12);
-    b.writeUInt32LE(u32(e.ebx >>> 0, 'CPUID ebx'), o + 16);
-    b.writeUInt32LE(u32(e.ecx >>> 0, 'CPUID ecx'), o + 20);
-    b.writeUInt32LE(u32(e.edx >>> 0, 'CPUID edx'), o + 24);
+    b.writeUInt32LE(reg(e.eax, 'CPUID eax'), o + 12);
+    b.writeUInt32LE(reg(e.ebx, 'CPUID ebx'), o + 16);
+    b.writeUInt32LE(reg(e.ecx, 'CPUID ecx'), o + 20);
+    b.writeUInt32LE(reg(e.edx, 'CPUID edx'), o + 24);
   });
   return b;
 }

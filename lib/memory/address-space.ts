@@ -13,7 +13,13 @@ import {
 } from './dispatch';
 import { FlatView, renderFlatView, type FlatRange } from './flat-view';
 import { K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
-import { registerSpace, unregisterSpace, type Rebuildable, type TreeNode } from './transaction';
+import {
+  registeredSpaces,
+  registerSpace,
+  unregisterSpace,
+  type Rebuildable,
+  type TreeNode,
+} from './transaction';
 import { MemoryTopologyError, type AccessLength, type AccessSize, type FixedWidthMemory } from './types';
 import {
   ADDRESS_LIMIT,
@@ -637,4 +643,33 @@ export class AddressSpace implements Rebuildable, Disposable {
       }
     }
   }
+}
+
+/** Where an open address space shows a ram region (see {@link ramShownBy}). */
+export interface RamInUse {
+  /** The address space's name. */
+  readonly space: string;
+  /** The ram region's name. */
+  readonly region: string;
+}
+
+/**
+ * ramShownBy: every open address space whose current flat view shows a ram region backed by one of
+ * `backings` (directly or through an alias). An owner asks this before it frees such memory: a
+ * range the flat view still holds is what guest accesses, the DMA listener and KVM slots use.
+ * @internal
+ */
+export function ramShownBy(backings: ReadonlySet<ArrayBuffer | SharedArrayBuffer>): RamInUse[] {
+  const out: RamInUse[] = [];
+  for (const s of registeredSpaces()) {
+    if (!(s instanceof AddressSpace)) continue;
+    const seen = new Set<MemoryRegion>();
+    for (const r of s.flatView.ranges) {
+      const b = r.region._backing;
+      if (r.kind !== 'ram' || b === null || !backings.has(b) || seen.has(r.region)) continue;
+      seen.add(r.region);
+      out.push({ space: s.name, region: r.region.name });
+    }
+  }
+  return out;
 }

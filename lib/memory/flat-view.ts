@@ -165,6 +165,16 @@ class Pieces {
 }
 
 /**
+ * Whether a ram region's backing no longer holds it: its ArrayBuffer was detached (its owner, e.g.
+ * GuestRam, closed it) or a resizable one shrank. Such a region shows nothing of its own, as a
+ * container does, so the guest meets unassigned space (all-ones, reported) instead of a TypeError
+ * thrown at the VMM, and no listener maps memory that is gone.
+ */
+function backingGone(mr: MemoryRegion): boolean {
+  return mr._kind === K_RAM && mr._backing !== null && mr._backing.byteLength < mr._size;
+}
+
+/**
  * Walks the tree as QEMU's render_memory_region does: subregions in priority order, then the region
  * itself. Each terminal region contributes its clipped extent as a piece; a piece is visible wherever
  * no earlier piece covers it, which is exactly QEMU's "fill only the holes" rule.
@@ -193,7 +203,7 @@ function collect(
   }
   const kids = mr._children.length === 0 ? mr._children : mr._sortedChildren();
   for (let i = 0; i < kids.length; i++) collect(kids[i], base, s, e, ro, out);
-  if (mr._kind !== K_CONTAINER) {
+  if (mr._kind !== K_CONTAINER && !backingGone(mr)) {
     out.start.push(s);
     out.end.push(e);
     out.region.push(mr);

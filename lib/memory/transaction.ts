@@ -35,6 +35,11 @@ export function unregisterSpace(s: Rebuildable): void {
   spaces.delete(s);
 }
 
+/** @internal The address spaces registered now: those not closed. */
+export function registeredSpaces(): IterableIterator<Rebuildable> {
+  return spaces.values();
+}
+
 /**
  * Refuses a mutation while listeners are being notified: the flat view they are walking would change
  * under them, and the new change would be reported inside the old one.

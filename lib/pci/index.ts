@@ -16,4 +16,3 @@ export * from './mapinfo';
 export * from './bus';
 export * from './device';
 export * from './dump';
-export * from './config-io';

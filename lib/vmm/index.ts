@@ -6,8 +6,8 @@
  *   `VfioPciDevice`s, with a host bridge of its own and the reset control register at 0xcf9;
  * - `placeBars`: BAR placement as firmware does it;
  * - `I8042ResetPort`: the keyboard controller's reset line; `CmosRtc`: the clock at 0x70/0x71;
- * - `writeMpTable`, `pciIntxGsi`, `defaultIrqchipRoutes`: the guest's interrupt routing (an MP
- *   table; mptable.ts says why not ACPI);
+ * - `writeMpTable`, `pciIntxGsi`, `defaultIrqchipRoutes` (lib/kvm's): the guest's interrupt
+ *   routing (an MP table; mptable.ts says why not ACPI);
  * - `loadLinux`, `pcE820`, `writeBootCpuState`, `setupBootVcpu`, `guestCpuid`: Linux's x86 boot
  *   protocol for a bzImage and the vCPU it starts on;
  * - `PcMachine`: all of it assembled on lib/kvm, lib/dma and lib/pci into a PC that boots Linux

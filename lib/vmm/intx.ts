@@ -1,7 +1,9 @@
+import { IOAPIC_PINS } from '../kvm/irqchip-routes';
 import type { PciHostBridge } from './pci-host';
 
-/** Pins of the IOAPIC (KVM's in-kernel IOAPIC has 24). */
-export const IOAPIC_PINS = 24;
+// KVM's facts, shared rather than restated: the IOAPIC's pin count, and the default routing that the
+// interrupt tables built here (ISA IRQ n on IOAPIC pin n, PCI INTx on pins 16-23) assume.
+export { defaultIrqchipRoutes, IOAPIC_PINS } from '../kvm/irqchip-routes';
 /** The first IOAPIC pin left for PCI INTx; 0-15 are the ISA IRQs. */
 export const PCI_INTX_GSI_BASE = 16;
 const PCI_INTX_LINES = IOAPIC_PINS - PCI_INTX_GSI_BASE;
@@ -42,29 +44,6 @@ export function pciIntxRoutes(
     const pin = target.configRead(0x3d, 1);
     if (pin < 1 || pin > 4) continue;
     out.push({ slot, fn, pin, gsi: gsiOf(slot, pin) });
-  }
-  return out;
-}
-
-/** One entry of KVM's GSI routing table that wires a GSI to an irqchip pin. */
-export interface IrqchipRoute {
-  readonly gsi: number;
-  /** KVM_IRQCHIP_PIC_MASTER (0), KVM_IRQCHIP_PIC_SLAVE (1) or KVM_IRQCHIP_IOAPIC (2). */
-  readonly irqchip: 0 | 1 | 2;
-  readonly pin: number;
-}
-
-/**
- * defaultIrqchipRoutes: KVM's default GSI routing for an in-kernel irqchip (GSI n to IOAPIC pin n,
- * and GSIs 0-15 also to the PICs). KVM_SET_GSI_ROUTING replaces the whole table, so a VMM that adds
- * MSI routes must send these with them, or the timer, the UART and INTx stop arriving. The interrupt
- * tables built here (ISA IRQ n on IOAPIC pin n) assume exactly this wiring.
- */
-export function defaultIrqchipRoutes(): IrqchipRoute[] {
-  const out: IrqchipRoute[] = [];
-  for (let gsi = 0; gsi < IOAPIC_PINS; gsi++) {
-    if (gsi < 16) out.push({ gsi, irqchip: gsi < 8 ? 0 : 1, pin: gsi & 7 });
-    out.push({ gsi, irqchip: 2, pin: gsi });
   }
   return out;
 }

@@ -32,6 +32,7 @@ import {
   PciMsiRouting,
   type CpuidEntry,
   type ExitRouting,
+  type RoutedAccess,
   type RunResult,
   type Vcpu,
   type VcpuExit,
@@ -40,6 +41,7 @@ import {
 import { MemoryRegion, type UnassignedAccess } from '../memory';
 import type { DeviceErrorEvent, VfioPciDevice } from '../pci';
 import { DEFAULT_PCI_WINDOWS, placeBars, type PlacedBar } from './bar-placement';
+import { parseBzImage } from './boot/bzimage';
 import { loadLinux, type LinuxBootLayout } from './boot/load-linux';
 import { pcE820 } from './boot/e820';
 import { setupBootVcpu } from './boot/vcpu-setup';
@@ -117,6 +119,8 @@ export interface PcMachineOptions {
   readonly onLine?: (line: string) => void;
   /** What the machine absorbed (see {@link PcReport}); also counted in {@link PcMachine.reportCounts}. */
   readonly onReport?: (r: PcReport) => void;
+  /** Hears every MMIO and port access the vCPUs exit with, after it was served (for tracing). */
+  readonly onAccess?: (a: RoutedAccess) => void;
   /** The KVM device (default /dev/kvm). */
   readonly kvmPath?: string;
 }
@@ -190,6 +194,7 @@ export class PcMachine implements Disposable {
   readonly #initrd: Uint8Array | undefined;
   #cmdline: string;
   readonly #onReport: ((r: PcReport) => void) | undefined;
+  readonly #onAccess: ((a: RoutedAccess) => void) | undefined;
   readonly #supportedCpuid: CpuidEntry[];
   readonly #counts = new Map<PcReport['kind'], number>();
   #bars: PlacedBar[] = [];
@@ -200,14 +205,20 @@ export class PcMachine implements Disposable {
   #running = false;
   #closed = false;
 
-  private constructor(opts: PcMachineOptions, machine: Machine, kvm: Kvm) {
+  private constructor(
+    opts: PcMachineOptions,
+    files: { kernel: Uint8Array; initrd: Uint8Array | undefined },
+    machine: Machine,
+    kvm: Kvm,
+  ) {
     this.machine = machine;
     this.kvm = kvm;
     this.cpus = opts.cpus ?? 1;
-    this.#kernel = readInput('kernel', opts.kernel);
-    this.#initrd = opts.initrd !== undefined ? readInput('initramfs', opts.initrd) : undefined;
+    this.#kernel = files.kernel;
+    this.#initrd = files.initrd;
     this.#cmdline = opts.cmdline ?? 'console=ttyS0 reboot=k panic=-1';
     this.#onReport = opts.onReport;
+    this.#onAccess = opts.onAccess;
     this.#supportedCpuid = kvm.supportedCpuid();
     this.uart = new Uart16550({
       onOutput: opts.onOutput,
@@ -264,12 +275,20 @@ export class PcMachine implements Disposable {
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > 16) {
       throw new RangeError(`cpus ${String(cpus)} must be an integer in [1, 16]`);
     }
-    for (const k of ['onOutput', 'onLine', 'onReport'] as const) {
+    for (const k of ['onOutput', 'onLine', 'onReport', 'onAccess'] as const) {
       if (opts[k] !== undefined && typeof opts[k] !== 'function')
         throw new TypeError(`${k} must be a function`);
     }
     if (opts.devices !== undefined && !Array.isArray(opts.devices))
       throw new TypeError('devices must be an array');
+    if (opts.cmdline !== undefined && typeof opts.cmdline !== 'string')
+      throw new TypeError('cmdline must be a string');
+    // Inputs first: a wrong path or a file that is no bzImage fails before anything is opened.
+    const files = {
+      kernel: readInput('kernel', opts.kernel),
+      initrd: opts.initrd !== undefined ? readInput('initramfs', opts.initrd) : undefined,
+    };
+    parseBzImage(files.kernel);
     const kvm = Kvm.open({
       ...(opts.kvmPath !== undefined ? { path: opts.kvmPath } : {}),
       require: ['IRQCHIP', 'IRQ_ROUTING', 'IRQFD', 'IRQFD_RESAMPLE', 'SIGNAL_MSI', 'USER_MEMORY'],
@@ -284,7 +303,7 @@ export class PcMachine implements Disposable {
         dma: { log: null },
         hugepages: opts.hugepages ?? false,
       });
-      pc = new PcMachine(opts, machine, kvm);
+      pc = new PcMachine(opts, files, machine, kvm);
       pc.#firmware();
       pc.#boot = pc.#start();
       return pc;
@@ -382,7 +401,12 @@ export class PcMachine implements Disposable {
     }
     const end = performance.now() + timeout;
     const bus = this.machine.bus;
-    const routing: ExitRouting = { memory: bus.memory, io: bus.io, stop: () => this.#pending !== null };
+    const routing: ExitRouting = {
+      memory: bus.memory,
+      io: bus.io,
+      stop: () => this.#pending !== null,
+      ...(this.#onAccess ? { onAccess: this.#onAccess } : {}),
+    };
     const slice = Math.max(1, SLICE_MS / boot.vcpus.length);
     this.#running = true;
     try {

@@ -19,7 +19,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /tmp
-say "init reached, kernel $(uname -r)"
+say "init reached, kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus online"
 # With the harness's time of the line above, when the kernel's clock started: what came before it
 # is the VMM's set-up, its firmware and the kernel's loading.
 say "uptime $(cut -d ' ' -f 1 /proc/uptime) at init"

@@ -4,7 +4,7 @@
  * as `guest: ...` lines like QEMU's side, and ends with what the machine absorbed and held.
  *
  *   node -r @swc-node/register scripts/vmm/node-vmm.ts --kernel FILE --initrd FILE
- *        [--pings N] [--rtl 8139cp|8139too] [--no-rtl] [--mem MIB] [--hugepages yes|no]
+ *        [--pings N] [--rtl 8139cp|8139too] [--no-rtl] [--mem MIB] [--cpus N] [--hugepages yes|no]
  *        [--append ARGS] [--timeout SECS] [--reboots N] [--record FILE] [--brief]
  *
  * Without --record it boots and shows every line with its time and the exits served so far. With
@@ -35,6 +35,8 @@ export interface VmmGuestOptions {
   /** Pings per interface (guest.pings; the guest's default when absent). */
   readonly pings?: number;
   readonly memMiB?: number;
+  /** vCPUs (default 1). */
+  readonly cpus?: number;
   readonly hugepages?: boolean;
   /** More kernel command line. */
   readonly append?: string;
@@ -109,6 +111,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
       `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 ${guest.join(' ')} ${opts.append ?? ''}`.trim(),
     ramSize: (opts.memMiB ?? 256) * MiB,
     devices,
+    cpus: opts.cpus ?? 1,
     hugepages: opts.hugepages ?? false,
     onLine: (text) => {
       const line = { t: now(), text };
@@ -220,6 +223,7 @@ async function main(): Promise<void> {
       rtl,
       ...(process.argv.includes('--pings') ? { pings: count('pings', '0') } : {}),
       memMiB,
+      cpus: count('cpus', '1'),
       hugepages,
       append: arg('append', ''),
       timeoutMs: count('timeout', '120') * 1000,

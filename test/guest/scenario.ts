@@ -1,7 +1,7 @@
 /**
  * The end-to-end scenario of test/guest/e2e.S on the lab's edu, rtl8139 and ivshmem (presented as
  * an RTL8168): the devices on one PciBus, guest RAM in KVM with edu's DMA mapped through its
- * container, the guest's configuration cycles served by pciConfigIo, edu's MSI wired to irqfd, and
+ * container, the guest's configuration cycles served by lib/vmm's PciHostBridge, edu's MSI wired to irqfd, and
  * every exit recorded with the mapinfo kind of what it reached. Shared by the lab test and the demo.
  *
  * Guest RAM (a memfd mapping) is mapped for DMA at IOVA = guest-physical address in edu's container
@@ -11,8 +11,8 @@ import {
   type DeviceErrorEvent,
   MemoryRegion,
   PciBus,
-  pciConfigIo,
-  PCI_CONFIG_IO_PORT,
+  PciHostBridge,
+  PCI_CONFIG_PORT,
   type MapInfo,
   type RunResult,
   PciMsiRouting,
@@ -130,12 +130,11 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
         }),
       (s) => s.close(),
     );
-    const devices = new Map([
-      [SLOTS.edu, edu],
-      [SLOTS.rtl8139, rtl],
-      [SLOTS.ivshmem, ivs],
-    ]);
-    bus.io.root.addSubregion(pciConfigIo(devices), PCI_CONFIG_IO_PORT);
+    const host = new PciHostBridge();
+    host.attach(SLOTS.edu, 0, edu);
+    host.attach(SLOTS.rtl8139, 0, rtl);
+    host.attach(SLOTS.ivshmem, 0, ivs);
+    bus.io.root.addSubregion(host.region(), PCI_CONFIG_PORT);
     // Guest RAM at IOVA = guest-physical address, in edu's container.
     oEdu.container.mapDma({ iova: 0, size: RAM_SIZE, memory: machine.ram });
     const setup: E2eSetup = {
@@ -170,7 +169,7 @@ function classify(
 ): { kind: ExitKind; name: string } {
   if (
     space === 'io' &&
-    (address === CHECKPOINT_PORT || (address >= PCI_CONFIG_IO_PORT && address < PCI_CONFIG_IO_PORT + 8))
+    (address === CHECKPOINT_PORT || (address >= PCI_CONFIG_PORT && address < PCI_CONFIG_PORT + 8))
   ) {
     return { kind: 'vmm', name: address === CHECKPOINT_PORT ? 'checkpoint' : 'pci-conf' };
   }

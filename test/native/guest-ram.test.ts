@@ -125,6 +125,39 @@ describe('GuestRam', () => {
     expect((caught(() => ram.hostAddress) as VfioError).code).toBe('ECLOSED');
   });
 
+  it('refuses to close while an address space shows it, directly or through an alias', () => {
+    const ram = GuestRam.create(0x4000, { name: 'vfio-bridge-gr-busy' });
+    const root = MemoryRegion.container('system', 2 ** 32);
+    const whole = ram.region('pc.ram');
+    root.addSubregion(MemoryRegion.alias('ram-low', whole, 0x1000, 0x1000), 0);
+    const direct = ram.region('direct', 0x2000, 0x1000);
+    root.addSubregion(direct, 0x10000);
+    const as = new AddressSpace('memory', root, { log: null });
+    const e = caught(() => ram.close()) as VfioError;
+    expect(e.code).toBe('EBUSY');
+    expect(e.op).toBe('guestRam.close');
+    expect(e.message).toContain("'pc.ram' in address space 'memory', 'direct' in address space 'memory'");
+    expect(e.hint).toMatch(/removeSubregion.*or close those address spaces/);
+    // Refused means untouched: the guest still reaches the RAM.
+    expect(ram.closed).toBe(false);
+    as.write(0x10000, 4, 0xcafe);
+    expect(ram.view(0x2000, 4).getUint32(0, true)).toBe(0xcafe);
+    root.removeSubregion(direct);
+    expect((caught(() => ram.close()) as VfioError).message).not.toContain("'direct'");
+    as.close();
+    ram.close();
+    expect(mappingsOf('vfio-bridge-gr-busy')).toBe(0);
+    // A region of the closed RAM placed later is unassigned space, not a TypeError.
+    const seen: string[] = [];
+    using late = new AddressSpace('late', root, { log: null });
+    late.on('unassigned', (u) => seen.push(`${u.reason}@${u.addr}`));
+    expect(late.flatView.ranges).toEqual([]);
+    expect(late.read(0, 4)).toBe(0xffffffff);
+    root.addSubregion(direct, 0x10000);
+    expect(late.read(0x10000, 2)).toBe(0xffff);
+    expect(seen).toEqual(['unassigned@0', 'unassigned@65536']);
+  });
+
   it('lives while its object or any of its buffers is reachable, and is released by GC after', () => {
     const script = `
       const fs = require('node:fs');

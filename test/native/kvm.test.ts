@@ -5,7 +5,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { EventFd, Kvm, MemoryRegion, MsiRoutes, PciBus, type Vcpu } from '../../lib';
+import {
+  EventFd,
+  guestCpuid,
+  Kvm,
+  LAPIC_STATE_SIZE,
+  MemoryRegion,
+  MsiRoutes,
+  PciBus,
+  pcLapic,
+  type Vcpu,
+} from '../../lib';
 import { GuestMachine } from '../guest/machine';
 import { caught, tempDir } from './helpers';
 
@@ -124,6 +134,46 @@ withKvm('KVM objects on /dev/kvm', () => {
     e.close(); // the assignment keeps its own reference for the deassign
     vm.close();
     expect(vm.assignments).toEqual([]);
+  });
+
+  test("the x86 boot state: CPUID, PIT, IRQ lines, MSRs, FPU and the local APIC's LINT wiring", () => {
+    using kvm = Kvm.open();
+    const cpuid = kvm.supportedCpuid();
+    expect(cpuid.find((e) => e.function === 0)?.eax).toBeGreaterThanOrEqual(1);
+    // KVM's own leaves carry its signature, which is what makes a guest use kvm-clock.
+    const sig = cpuid.find((e) => e.function === 0x40000000);
+    expect(sig && Buffer.from(new Uint32Array([sig.ebx, sig.ecx, sig.edx]).buffer).toString()).toBe(
+      'KVMKVMKVM\0\0\0',
+    );
+    using vm = kvm.createVm();
+    expect(caught(() => vm.createPit()).code).toBe('ENOIRQCHIP');
+    expect(caught(() => vm.irqLine(4, true)).code).toBe('ENOIRQCHIP');
+    expect(() => vm.setTssAddr(0x1001)).toThrow(RangeError);
+    vm.setTssAddr(0xfffbd000);
+    vm.createIrqchip();
+    vm.createPit();
+    expect(caught(() => vm.createPit())).toMatchObject({ code: 'EEXIST', op: 'KVM_CREATE_PIT2' });
+    // ISA IRQ 4 is masked at the PIC and the IOAPIC until a guest unmasks it.
+    expect(typeof vm.irqLine(4, true)).toBe('number');
+    vm.irqLine(4, false);
+    expect(() => vm.irqLine(-1, true)).toThrow(RangeError);
+    const vcpu = vm.createVcpu(0);
+    const table = guestCpuid(cpuid, { apicId: 0, cpus: 1 });
+    vcpu.setCpuid(table);
+    expect(() => vcpu.setCpuid([{ ...table[0], eax: 2 ** 32 }])).toThrow(RangeError);
+    vcpu.setFpu();
+    vcpu.setMsrs([{ index: 0x1a0, value: 1n }]); // IA32_MISC_ENABLE
+    expect(caught(() => vcpu.setMsrs([{ index: 0xdead0000, value: 0n }]))).toMatchObject({
+      code: 'EMSR',
+      op: 'KVM_SET_MSRS',
+    });
+    const lapic = vcpu.getLapic();
+    expect(lapic.length).toBe(LAPIC_STATE_SIZE);
+    vcpu.setLapic(pcLapic(lapic));
+    const wired = vcpu.getLapic();
+    expect((wired.readUInt32LE(0x350) >> 8) & 7).toBe(7); // LINT0: ExtINT
+    expect((wired.readUInt32LE(0x360) >> 8) & 7).toBe(4); // LINT1: NMI
+    expect(() => vcpu.setLapic(Buffer.alloc(16))).toThrow(RangeError);
   });
 
   test('MsiRoutes keeps one GSI and one irqfd per routed vector, and drops both on mask', () => {

@@ -1,12 +1,10 @@
 /** The commands that look at or act on one open device: info, mtree, reset, irqs. */
 
-import * as fs from 'node:fs';
-
 import { Option, type Command } from 'commander';
 
 import { VfioError } from '../../vfio/errors';
 import { collectInfo, formatInfo } from '../info';
-import type { CliIo } from '../io';
+import { writeOutputFile, type CliIo } from '../io';
 import { hotReset } from '../hot-reset';
 import { WATCHED_IRQS, watchIrqs, type WatchedIrq } from '../irq-watch';
 import { buildBus, parseBarPlacement, type BarPlacement } from '../mtree';
@@ -57,12 +55,14 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
   ).action((args: string[], o: { bar: string[]; flat?: boolean; svg?: string; json?: boolean }) => {
     const bdfs = parseBdfs(args);
     const bars: BarPlacement[] = o.bar.map(parseBarPlacement);
+    if (o.svg === '')
+      throw new UsageError('--svg needs a file name', `vfio-bridge mtree ${args.join(' ')} --svg map.svg`);
     for (const b of bdfs) readDevice(b, sysfs);
     using built = buildBus(bdfs, bars, sysfs);
     let svg: string | null = null;
     if (o.svg !== undefined) {
       svg = renderSvg(built.devices, built.mapinfo);
-      fs.writeFileSync(o.svg, svg);
+      writeOutputFile(o.svg, svg, 'the SVG');
     }
     if (o.json) {
       const j = built.bus.mtreeJson();
@@ -149,6 +149,9 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       cmd: Command,
     ) => {
       const bdf = parseBdf(arg);
+      // Values first, so a bad one is named as such whether or not --watch was given.
+      const intervalMs = parseCount(o.interval, '--interval');
+      const samples = o.samples === undefined ? undefined : parseCount(o.samples, '--samples');
       const watchOnly = (['irq', 'interval', 'samples'] as const).filter(
         (k) => cmd.getOptionValueSource(k) === 'cli',
       );
@@ -158,8 +161,6 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
           `vfio-bridge irqs ${bdf} --watch --${watchOnly[0]} ...`,
         );
       }
-      const intervalMs = o.watch ? parseCount(o.interval, '--interval') : 0;
-      const samples = o.samples === undefined ? undefined : parseCount(o.samples, '--samples');
       readDevice(bdf, sysfs);
       if (o.watch) {
         await watchIrqs(

@@ -7,12 +7,8 @@
 import * as fs from 'node:fs';
 import { PcMachine, type PcExit, type PcReport } from '../../../lib';
 import { bdfOf, describeDevice } from '../hil';
+import { expectNothingHeld, INITRD, KERNEL, useVmmGuest } from './vmm';
 
-const KERNEL = process.env.VFIO_BRIDGE_VMM_KERNEL;
-const INITRD = process.env.VFIO_BRIDGE_VMM_INITRD;
-const HUGEPAGES = '/proc/sys/vm/nr_hugepages';
-// Guest RAM (256 MiB) in 2 MiB pages, and a few to spare.
-const POOL = 136;
 const PINGS = 4;
 const CMDLINE = `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.pings=${PINGS}`;
 
@@ -52,20 +48,10 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
   let lines: string[] = [];
   let reports: PcReport[] = [];
   let exit: PcExit | undefined;
-  let poolBefore = '';
   const fdsBefore = vfioKvmFds();
 
-  beforeAll(() => {
-    if (!KERNEL || !INITRD)
-      throw new Error('VFIO_BRIDGE_VMM_KERNEL/INITRD are not set: run through scripts/lab');
-    poolBefore = fs.readFileSync(HUGEPAGES, 'utf8').trim();
-    fs.writeFileSync(HUGEPAGES, String(Math.max(Number(poolBefore), POOL)));
-  });
-
-  afterAll(() => {
-    pc?.close();
-    if (poolBefore !== '') fs.writeFileSync(HUGEPAGES, poolBefore);
-  });
+  useVmmGuest();
+  afterAll(() => pc?.close());
 
   test('boots; e1000e (MSI-X) and 8139cp (INTx) bind, link up and answer pings', async () => {
     pc = PcMachine.create({
@@ -82,6 +68,7 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
     exit = await pc.run({ timeoutMs: 90_000 });
     const out = lines.join('\n');
     expect(exit).toEqual({ reason: 'reset', by: 'i8042' });
+    expect(out).toMatch(/^guest: init reached, kernel \S+, 1 cpus online$/m);
     expect(lines).toContain('guest: drivers bound');
     expect(out).toMatch(/^guest: driver 0000:00:03\.0 0x8086:0x10d3 e1000e$/m);
     expect(out).toMatch(/^guest: driver 0000:00:04\.0 0x10ec:0x8139 8139cp$/m);
@@ -181,14 +168,7 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
     expect(vm.slots.used).toBe(0);
     expect(vm.assignments).toEqual([]);
     expect(pc!.machine.container.closed).toBe(true);
-    expect(pc!.resources()).toEqual({
-      memorySlots: 0,
-      irqfds: 0,
-      ioeventfds: 0,
-      dmaMappings: 0,
-      openDevices: 0,
-      vcpus: 0,
-    });
+    expectNothingHeld(pc!);
     expect(vfioKvmFds()).toEqual(fdsBefore);
   });
 });

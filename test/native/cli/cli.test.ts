@@ -5,7 +5,9 @@ import { spawnSync } from 'node:child_process';
 import Ajv2020 from 'ajv/dist/2020';
 
 import { formatDumpLines } from '../../../lib/cli/region-access';
+import { describeFailure } from '../../../lib/cli/errors';
 import { checkHotResetGroups } from '../../../lib/cli/hot-reset';
+import { writeOutputFile } from '../../../lib/cli/io';
 import { pickIndex } from '../../../lib/cli/irq-watch';
 import { SCHEMAS } from '../../../lib/cli/schema';
 import { VfioError, type HotResetInfo } from '../../../lib/vfio';
@@ -306,6 +308,10 @@ describe('reset --hot and irqs --watch: what can be checked without the kernel',
       [['irqs', '00:04.0', '--interval', '10'], /--interval needs --watch/],
       [['irqs', '00:04.0', '--irq', 'msi'], /--irq needs --watch/],
       [['irqs', '00:04.0', '--watch', '--interval', '0'], /--interval must be between 1 and/],
+      // A bad value is named as such with or without --watch.
+      [['irqs', '00:04.0', '--interval', '0'], /--interval must be between 1 and/],
+      [['irqs', '00:04.0', '--interval', 'soon'], /--interval "soon" is not a non-negative integer/],
+      [['irqs', '00:04.0', '--samples', '-1'], /--samples "-1" is not a non-negative integer/],
       [['irqs', '00:04.0', '--watch', '--samples', 'many'], /--samples "many" is not a non-negative integer/],
       [['irqs', '00:04.0', '--watch', '--irq', 'msi-x'], /argument 'msi-x' is invalid/],
     ] as const) {
@@ -477,6 +483,42 @@ describe('the dump format', () => {
       '00000000: 0x4847464544434241 0x0000000000000000  |ABCDEFGH........|\n',
     );
     expect(formatDumpLines(0, 1, [0x41, 0x0a])).toMatch(/^00000000: 0x41 0x0a {2,}\|A\.\|\n$/);
+  });
+});
+
+describe('files the operator names', () => {
+  test('an SVG that cannot be written is a typed failure with the path and a hint (exit 1)', () => {
+    const missing = path.join(tmp.dir, 'no-such-dir', 'map.svg');
+    for (const [file, code, hint] of [
+      [missing, 'ENOENT', `${path.dirname(missing)} does not exist: create it`],
+      [tmp.dir, 'EISDIR', `${tmp.dir} is a directory: name a file, e.g. ${path.join(tmp.dir, 'map.svg')}`],
+    ]) {
+      const e = (() => {
+        try {
+          writeOutputFile(file, '<svg/>', 'the SVG');
+        } catch (x) {
+          return x;
+        }
+        throw new Error(`writing ${file} did not fail`);
+      })() as VfioError;
+      expect(e).toBeInstanceOf(VfioError);
+      expect(e).toMatchObject({ code, op: 'write', path: file });
+      expect(e.errno).toBeGreaterThan(0);
+      expect(e.hint).toContain(hint);
+      const { code: exit, text } = describeFailure(e);
+      expect(exit).toBe(1);
+      expect(text).toContain(`cannot write the SVG to ${file}: ${code}`);
+      expect(text).toContain(`hint: ${hint}`);
+    }
+    const ok = path.join(tmp.dir, 'map.svg');
+    writeOutputFile(ok, '<svg/>', 'the SVG');
+    expect(fs.readFileSync(ok, 'utf8')).toBe('<svg/>');
+  });
+
+  test('an empty --svg is a usage error before any device is opened', async () => {
+    const r = await cli(['mtree', '00:04.0', '--svg', ''], env);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--svg needs a file name\n {2}hint: vfio-bridge mtree 00:04.0 --svg map.svg/);
   });
 });
 

@@ -1,7 +1,8 @@
 /**
  * A stand-in for a type1 container for the DMA listener's unit tests. It keeps the kernel's rules
  * that matter to the listener: an overlapping map fails (EEXIST), an unmap that would split a
- * mapping fails (EINVAL), an unmap of nothing succeeds with 0 bytes. Failures can be injected.
+ * mapping fails (EINVAL), an unmap of nothing succeeds with 0 bytes. Failures can be injected, and
+ * the IOMMU can be lost as Container loses it when its last group leaves.
  */
 import { BufferMemory } from '../../../lib/memory';
 import { registerDmaBuffer } from '../../../lib/dma/dma-buffers';
@@ -25,11 +26,18 @@ export class FakeError extends Error {
   }
 }
 
+function noIommu(): FakeError {
+  return new FakeError('ENOIOMMU', 'the container has no IOMMU type set');
+}
+
 export class FakeContainer implements DmaContainer {
   readonly maps: FakeMapping[] = [];
   readonly log: { op: 'map' | 'unmap'; iova: number; size: number; result?: number }[] = [];
   /** Return an error to make this map fail. */
   failMap: ((req: DmaMapRequest) => Error | undefined) | null = null;
+  /** Return an error to make this unmap fail (the mapping stays). */
+  failUnmap: ((iova: number, size: number) => Error | undefined) | null = null;
+  #iommu = true;
   /** Every unmap that was not exactly one or more whole live mappings. */
   readonly inexactUnmaps: { iova: number; size: number }[] = [];
 
@@ -39,8 +47,19 @@ export class FakeContainer implements DmaContainer {
     return { minPageSize: this.pageSize };
   }
 
+  /** What Container does when its last group leaves: every mapping goes, and with it the IOMMU. */
+  loseIommu(): void {
+    this.maps.length = 0;
+    this.#iommu = false;
+  }
+
+  #checkIommu(): void {
+    if (!this.#iommu) throw noIommu();
+  }
+
   mapDma(req: DmaMapRequest): void {
     this.log.push({ op: 'map', iova: req.iova, size: req.size });
+    this.#checkIommu();
     const e = this.failMap?.(req);
     if (e) throw e;
     if (req.iova % this.pageSize || req.size % this.pageSize || (req.offset ?? 0) % this.pageSize) {
@@ -60,6 +79,11 @@ export class FakeContainer implements DmaContainer {
   }
 
   unmapDma(iova: number, size: number): number {
+    const refused = this.#iommu ? this.failUnmap?.(iova, size) : noIommu();
+    if (refused) {
+      this.log.push({ op: 'unmap', iova, size });
+      throw refused;
+    }
     const end = iova + size;
     const hit = this.maps.filter((m) => m.iova < end && iova < m.iova + m.size);
     if (hit.some((m) => m.iova < iova || m.iova + m.size > end)) {

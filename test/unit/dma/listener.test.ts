@@ -1,4 +1,10 @@
-import { DmaCommitError, DmaListener, type DmaErrorEvent, type DmaSkip } from '../../../lib/dma/listener';
+import {
+  DmaCommitError,
+  DmaListener,
+  UNMAP_ATTEMPTS,
+  type DmaErrorEvent,
+  type DmaSkip,
+} from '../../../lib/dma/listener';
 import { AddressSpace, BufferMemory, MemoryRegion, transaction } from '../../../lib/memory';
 import { FakeContainer, FakeDeviceMemory, FakeError, FakeRam } from './fake-container';
 
@@ -193,6 +199,79 @@ describe('DmaListener decisions', () => {
     // Closed: later changes reach nothing.
     root.addSubregion(ramRegion('c', 0, 0x1000), 0x8000);
     expect(c.maps).toEqual([]);
+  });
+
+  it('forgets at once an unmap the container has no mapping for, reporting it once', () => {
+    const { c, root, l } = setup();
+    const errors: DmaErrorEvent[] = [];
+    l.on('dma-error', (e) => errors.push(e));
+    const bar = MemoryRegion.ramDevice('bar', 0x2000, new FakeDeviceMemory(0x2000));
+    transaction(() => {
+      root.addSubregion(ramRegion('ram', 0, 0x4000), 0);
+      root.addSubregion(bar, 0x100000);
+    });
+    // The last group left: the kernel released every mapping, and the container its IOMMU.
+    c.loseIommu();
+    bar.setOffset(0x200000);
+    expect(errors.map((e) => [e.start, e.op, e.outcome, (e.error as FakeError).code])).toEqual([
+      [0x100000, 'unmap', 'dropped', 'ENOIOMMU'],
+      [0x200000, 'map', undefined, 'ENOIOMMU'], // nor can its new place be mapped
+    ]);
+    expect(l.pending).toBe(false);
+    expect(l.stats).toMatchObject({ orphanCount: 0, droppedUnmaps: 1, dmaErrorCount: 2 });
+    // Later commits neither try it again nor report it again.
+    const before = c.log.length;
+    root.addSubregion(MemoryRegion.io('io', 0x10, { read: () => 0, write: () => undefined }), 0x300000);
+    bar.setEnabled(false);
+    expect(c.log.slice(before)).toEqual([]);
+    expect(errors).toHaveLength(2);
+  });
+
+  it('tries a refused unmap again on the next commits, a bounded number of times, reporting it twice', () => {
+    const lines: string[] = [];
+    const c = new FakeContainer();
+    const root = MemoryRegion.container('system', 2 ** 40);
+    const l = new DmaListener(c, new AddressSpace('m', root, { log: null }), {
+      log: (x) => lines.push(x),
+      logIntervalMs: 0,
+    });
+    const errors: DmaErrorEvent[] = [];
+    l.on('dma-error', (e) => errors.push(e));
+    const a = ramRegion('a', 0, 0x1000);
+    const b = ramRegion('b', 0x1000, 0x1000);
+    transaction(() => {
+      root.addSubregion(a, 0x10000);
+      root.addSubregion(b, 0x20000);
+    });
+    c.failUnmap = () => new FakeError('EINVAL', 'refused');
+    root.removeSubregion(a);
+    root.removeSubregion(b);
+    expect(errors.map((e) => [e.start, e.outcome])).toEqual([
+      [0x10000, 'retry'],
+      [0x20000, 'retry'],
+    ]);
+    expect(lines[0]).toMatch(/unmap of \[0x10000, 0x11000\) \('a'\) failed: refused; tried again/);
+    expect(l.stats).toMatchObject({ orphanCount: 2, droppedUnmaps: 0, mappingCount: 2 });
+    // The kernel gives way for 'a' on the next commit; 'b' stays refused.
+    c.failUnmap = (iova) => (iova === 0x20000 ? new FakeError('EINVAL', 'refused') : undefined);
+    const tries = (): number => c.log.filter((x) => x.op === 'unmap' && x.iova === 0x20000).length;
+    const commit = (i: number): void =>
+      root.addSubregion(ramRegion(`t${i}`, 0x2000, 0x1000), 0x100000 * (i + 1));
+    commit(0);
+    expect(c.maps.map((m) => m.iova)).toEqual([0x20000, 0x100000]);
+    expect(l.stats).toMatchObject({ orphanCount: 1, mappingCount: 2 });
+    for (let i = 1; i < 10; i++) commit(i);
+    expect(tries()).toBe(UNMAP_ATTEMPTS);
+    expect(errors.map((e) => [e.start, e.outcome])).toEqual([
+      [0x10000, 'retry'],
+      [0x20000, 'retry'],
+      [0x20000, 'dropped'],
+    ]);
+    expect(lines.at(-1)).toContain(`given up after ${UNMAP_ATTEMPTS} tries: the container still records it`);
+    expect(l.pending).toBe(false);
+    expect(l.stats).toMatchObject({ orphanCount: 0, droppedUnmaps: 1, mappingCount: 10, dmaErrorCount: 3 });
+    // Only the container still has it.
+    expect(c.maps[0]).toMatchObject({ iova: 0x20000, size: 0x1000 });
   });
 
   it('ignores I/O sections and maps what is already there when it starts', () => {

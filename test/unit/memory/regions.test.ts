@@ -233,6 +233,33 @@ describe('regions', () => {
     root.addSubregion(ram('empty', 0), 0x10);
     expect(flat(space(root))).toEqual([]);
   });
+
+  test('a ram region whose buffer was detached shows what lies beneath, so guest accesses are unassigned', () => {
+    const backing = new ArrayBuffer(0x100);
+    new DataView(backing).setUint32(0, 0x11223344, true);
+    const gone = MemoryRegion.ram('gone', 0x100, backing);
+    const below = ram('below', 0x200);
+    // What GuestRam.close does to its windows: the region stays, its memory does not.
+    structuredClone(backing, { transfer: [backing] });
+    expect(backing.byteLength).toBe(0);
+    const root = MemoryRegion.container('root', 0x1000);
+    root.addSubregion(below, 0);
+    root.addSubregion(gone, 0x100, 1);
+    root.addSubregion(MemoryRegion.ram('over', 0x10), 0x180, 2);
+    const seen: string[] = [];
+    const as = space(root);
+    as.on('unassigned', (e) => seen.push(`${e.reason}@${e.addr.toString(16)}`));
+    expect(flat(as)).toEqual([
+      [0, 0x180, 'below', 0],
+      [0x180, 0x10, 'over', 0],
+      [0x190, 0x70, 'below', 0x190],
+    ]);
+    root.removeSubregion(below);
+    expect(flat(as)).toEqual([[0x180, 0x10, 'over', 0]]);
+    expect(as.read(0x100, 4)).toBe(0xffffffff);
+    as.write(0x104, 4, 1);
+    expect(seen).toEqual(['unassigned@100', 'unassigned@104']);
+  });
 });
 
 describe('transactions', () => {

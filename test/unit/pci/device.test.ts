@@ -237,6 +237,26 @@ describe('guest config accesses the device cannot serve', () => {
     ]);
   });
 
+  it('reports a config write where the device has no register, and passes it on as QEMU does', () => {
+    const fake = new FakeVfioDevice(e1000eSpec());
+    const dev = VfioPciDevice.open(new PciBus(), fake, { log: null });
+    const events: DeviceErrorEvent[] = [];
+    dev.on('device-error', (e) => events.push(e));
+    fake.take();
+    const inCaps = dev.capabilities.filter((c) => !c.extended).map((c) => c.offset);
+    for (const o of inCaps) dev.configWrite(o + 2, 1, 0);
+    dev.configWrite(0x3c, 1, 11);
+    expect(events).toEqual([]);
+    const free = [...Array(0xc0).keys()]
+      .map((i) => 0x40 + i)
+      .find((o) => !inCaps.some((c) => o >= c && o < c + 0x20))!;
+    dev.configWrite(free, 2, 0x1234);
+    expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset, e.size])).toEqual([
+      ['config-unimplemented', true, 'config', free, 2],
+    ]);
+    expect(fake.take().filter((a) => a.isWrite && a.offset === free)).toHaveLength(1);
+  });
+
   it('reports a config access the device fd refuses and keeps the emulated state', () => {
     const fake = new FakeVfioDevice(e1000eSpec());
     const bus = new PciBus();

@@ -1,5 +1,4 @@
 import {
-  defaultIrqchipRoutes,
   I8042ResetPort,
   IOAPIC_ADDRESS,
   LAPIC_ADDRESS,
@@ -135,15 +134,6 @@ describe('INTx routing', () => {
       { slot: 3, fn: 0, pin: 1, gsi: pciIntxGsi(3, 1) },
       { slot: 4, fn: 1, pin: 2, gsi: pciIntxGsi(4, 2) },
     ]);
-  });
-
-  it("lists KVM's default irqchip routing: GSI n on IOAPIC pin n, 0-15 also on the PICs", () => {
-    const r = defaultIrqchipRoutes();
-    expect(r.filter((e) => e.irqchip === 2)).toHaveLength(24);
-    expect(r.filter((e) => e.irqchip !== 2)).toHaveLength(16);
-    expect(r).toContainEqual({ gsi: 4, irqchip: 0, pin: 4 });
-    expect(r).toContainEqual({ gsi: 12, irqchip: 1, pin: 4 });
-    expect(r).toContainEqual({ gsi: 20, irqchip: 2, pin: 20 });
   });
 });
 

@@ -1,0 +1,42 @@
+// PcMachine's option checks: each is refused before anything is opened (no KVM, VFIO or memory is
+// touched), so they run anywhere. The machine itself boots Linux in test/hil/vmm.
+import { PcMachine, VmmError } from '../../../lib';
+import { bzImage } from './fake-bzimage';
+
+const kernel = bzImage({ version: 0x020f, xloadflags: 1 });
+
+function refused(opts: unknown): unknown {
+  try {
+    PcMachine.create(opts as never);
+  } catch (e) {
+    return e;
+  }
+  throw new Error('PcMachine.create accepted it');
+}
+
+describe('PcMachine.create checks its options before opening anything', () => {
+  test.each([
+    ['no options', null, TypeError],
+    ['RAM not whole MiB', { kernel, ramSize: 64 * 2 ** 20 + 4096 }, RangeError],
+    ['RAM too small', { kernel, ramSize: 16 * 2 ** 20 }, RangeError],
+    ['RAM into the PCI hole', { kernel, ramSize: 4 * 2 ** 30 }, RangeError],
+    ['no vCPU', { kernel, cpus: 0 }, RangeError],
+    ['callbacks that are not functions', { kernel, onLine: 'log' }, TypeError],
+    ['devices not an array', { kernel, devices: { bdf: '0000:00:03.0' } }, TypeError],
+    ['a command line that is not a string', { kernel, cmdline: 42 }, TypeError],
+    ['a kernel that is neither a path nor bytes', { kernel: 42 }, TypeError],
+  ])('%s', (_what, opts, type) => {
+    expect(refused(opts)).toBeInstanceOf(type);
+  });
+
+  test('an unreadable kernel or initramfs is EINPUT, naming the file', () => {
+    const e = refused({ kernel: '/nonexistent/bzImage' });
+    expect(e).toBeInstanceOf(VmmError);
+    expect(e).toMatchObject({ code: 'EINPUT', message: expect.stringContaining('/nonexistent/bzImage') });
+    expect(refused({ kernel, initrd: '/nonexistent/initrd' })).toMatchObject({ code: 'EINPUT' });
+  });
+
+  test('a kernel that is not a bzImage is ENOTBZIMAGE', () => {
+    expect(refused({ kernel: new Uint8Array(8192) })).toMatchObject({ code: 'ENOTBZIMAGE' });
+  });
+});
