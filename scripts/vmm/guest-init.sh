@@ -23,8 +23,7 @@ say "init reached, kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus 
 # With the harness's time of the line above, when the kernel's clock started: what came before it
 # is the VMM's set-up, its firmware and the kernel's loading.
 say "uptime $(cut -d ' ' -f 1 /proc/uptime) at init"
-# Which clock and timer the kernel settled on: a PIT instead of the local APIC's timer costs a port
-# I/O exit per timer programming.
+# Which clocksource and timer the kernel settled on: they decide which exits its timekeeping makes.
 say "clock $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null) timer $(cat /sys/devices/system/clockevents/clockevent0/current_device 2>/dev/null)"
 
 rtl=8139cp
