@@ -59,11 +59,11 @@ function row(label: string, values: (number | null | undefined)[], digits: numbe
 }
 
 /** A ping run's round trips and the count busybox said it sent. */
-function pingOf(s: Side, drv: string): { stats: RttStats | null; sent: number | null; ifc?: string } {
+function pingOf(s: Side, drv: string): { stats: RttStats | null; sent: number | null } {
   const p = s.run.pings.find((x) => x.drv === drv);
   if (!p) return { stats: null, sent: null };
   const sent = p.summary.map((l) => /(\d+) packets transmitted/.exec(l)).find((m) => m !== null);
-  return { stats: rttStats(p.rtts), sent: sent ? Number(sent[1]) : null, ifc: p.ifc };
+  return { stats: rttStats(p.rtts), sent: sent ? Number(sent[1]) : null };
 }
 
 function report(sides: Side[], wantPings: number | undefined): number {
