@@ -13,6 +13,7 @@ import {
   VfioPciDevice,
 } from '../../lib';
 import { kvmGuestSection } from './demo-kvm';
+import { vmmGuestSection } from './demo-vmm';
 
 const CONFIG = VFIO_PCI_CONFIG_REGION_INDEX;
 const REGION_NAMES = ['BAR0', 'BAR1', 'BAR2', 'BAR3', 'BAR4', 'BAR5', 'ROM', 'config', 'VGA'];
@@ -213,7 +214,9 @@ async function main(): Promise<void> {
     }
   }
   pciLayer(parseDevices(spec));
-  return kvmGuestSection(new Map(parseDevices(spec)));
+  const devices = new Map(parseDevices(spec));
+  await kvmGuestSection(devices);
+  await vmmGuestSection(devices);
 }
 main().catch((e: unknown) => {
   console.error(e);

@@ -1,19 +1,69 @@
 #!/usr/bin/env bash
-# npm run bench:vmm: boots the VMM guest (scripts/vmm/guest-init.sh) with the lab's e1000e and
-# rtl8139 passed through, inside the lab, and prints time to both drivers bound, ping p50/p99
-# through e1000e and KVM exits per ping. One run, not a timed test.
+# npm run bench:vmm: in one lab guest, boots the VMM guest (scripts/vmm/guest-init.sh) with the
+# lab's e1000e and rtl8139 passed through, first under QEMU's vfio-pci (qemu-baseline.sh), then
+# under the Node VMM (node-vmm.ts, PcMachine), and prints them side by side (bench-report.ts): time
+# to init, to both drivers bound and to the first answered ping, ping p50/p99 per interface, and
+# exits per ping, each Node figure as a ratio to QEMU's from the same run. One run, not a timed test.
 #
-#   scripts/vmm/bench.sh [--pings N]     (default 200)
+#   scripts/vmm/bench.sh [--pings N] [--rtl 8139cp|8139too]     (default 200 pings, 8139cp)
 #
-# Today this is the QEMU side (scripts/vmm/qemu-baseline.sh); the Node VMM runs beside it in the
-# same lab guest once it exists, and the ratios are taken there.
+# The Node VMM's guest RAM is on 2 MiB huge pages (the pool is set in the lab guest first); QEMU
+# keeps its default anonymous memory, which transparent huge pages may back (the report says how
+# the lab kernel sets them).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=../lab/provision.sh
-. "$here/../lab/provision.sh"
-# shellcheck source=guest.sh
-. "$here/guest.sh"
-lab_provision
-vmm_guest_provision
+
+pings=200
+rtl=8139cp
+mem=256
+parse() {
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --pings) pings=$2; shift 2 ;;
+      --rtl) rtl=$2; shift 2 ;;
+      *) echo "bench: FAIL unknown argument $1" >&2; exit 2 ;;
+    esac
+  done
+  [[ $pings =~ ^[1-9][0-9]*$ ]] || { echo "bench: FAIL --pings $pings is not a positive count" >&2; exit 2; }
+  case $rtl in 8139cp | 8139too) ;; *) echo "bench: FAIL --rtl $rtl is not 8139cp or 8139too" >&2; exit 2 ;; esac
+}
+
+# Inside the lab guest (lab.sh provisions the guest's kernel and initramfs and names them in
+# VFIO_BRIDGE_VMM_KERNEL and VFIO_BRIDGE_VMM_INITRD): both sides one after the other, then the report.
+in_lab() {
+  local kernel=${VFIO_BRIDGE_VMM_KERNEL:?bench: run through scripts/lab/lab.sh} initrd=${VFIO_BRIDGE_VMM_INITRD:?}
+  cd "$here/../.."
+  # Both sides read the same files over the lab's caching 9p mount: read them once first, so neither
+  # pays for the first read.
+  cat "$kernel" "$initrd" >/dev/null
+  rm -f /tmp/bench-vmm.qemu /tmp/bench-vmm.node
+  bash "$here/qemu-baseline.sh" --kernel "$kernel" --initrd "$initrd" --pings "$pings" --rtl "$rtl" \
+    --mem "$mem" --record /tmp/bench-vmm.qemu --brief || echo "bench: the QEMU side exited $?"
+  # The Node VMM's RAM in huge pages: 128 of 2 MiB for 256 MiB, and some slack.
+  echo $((mem / 2 + 12)) >/proc/sys/vm/nr_hugepages
+  node -r @swc-node/register "$here/node-vmm.ts" --kernel "$kernel" --initrd "$initrd" --pings "$pings" \
+    --rtl "$rtl" --mem "$mem" --hugepages yes --timeout 300 --record /tmp/bench-vmm.node --brief ||
+    echo "bench: the Node VMM side exited $?"
+  node -r @swc-node/register "$here/bench-report.ts" --pings "$pings" /tmp/bench-vmm.qemu /tmp/bench-vmm.node
+}
+
+if [ "${1:-}" = --in-lab ]; then
+  shift
+  parse "$@"
+  in_lab
+  exit
+fi
+
+parse "$@"
+# The Node VMM runs the compiled package (node-vmm.ts says why): it has to be built, and current.
+cd "$here/../.."
+if ! compgen -G 'build/Release/*.node' >/dev/null && ! compgen -G 'prebuilds/linux-x64/*.node' >/dev/null; then
+  echo "bench: FAIL the native addon is not built; run: npm run build" >&2
+  exit 1
+fi
+if [ ! -f dist/index.js ] || [ -n "$(find lib -name '*.ts' -newer dist/index.js -print -quit)" ]; then
+  echo "bench: FAIL dist/ is missing or older than lib/; run: npm run build" >&2
+  exit 1
+fi
 exec "$here/../lab/lab.sh" --timeout "${VFIO_BRIDGE_LAB_TIMEOUT:-900}" \
-  bash "$here/qemu-baseline.sh" --kernel "$VMM_GUEST_KERNEL" --initrd "$VMM_GUEST_INITRAMFS" "$@"
+  bash "$here/bench.sh" --in-lab --pings "$pings" --rtl "$rtl"

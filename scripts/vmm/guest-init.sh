@@ -20,6 +20,11 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /tmp
 say "init reached, kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) cpus online"
+# With the harness's time of the line above, when the kernel's clock started: what came before it
+# is the VMM's set-up, its firmware and the kernel's loading.
+say "uptime $(cut -d ' ' -f 1 /proc/uptime) at init"
+# Which clocksource and timer the kernel settled on: they decide which exits its timekeeping makes.
+say "clock $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null) timer $(cat /sys/devices/system/clockevents/clockevent0/current_device 2>/dev/null)"
 
 rtl=8139cp
 pings=10
@@ -120,7 +125,7 @@ for d in /sys/bus/pci/devices/*; do
   msi=$(ls "$d/msi_irqs" 2>/dev/null | wc -l)
   say "pci ${d##*/} class $(cat "$d/class") $(cat "$d/vendor"):$(cat "$d/device") rev $(cat "$d/revision") irq $(cat "$d/irq") msi $msi driver ${drv:-none}"
 done
-dmesg | grep -E 'e1000e|8139' | while IFS= read -r l; do say "dmesg $l"; done
+dmesg | grep -E 'e1000e|8139|clocksource|APIC timer|tsc:' | while IFS= read -r l; do say "dmesg $l"; done
 
 # One interface at a time owns 10.0.2.15/24, so the route to each user-mode network's 10.0.2.2 is
 # unambiguous.
@@ -139,6 +144,13 @@ for n in /sys/class/net/*; do
     say "link $ifc $drv up"
   else
     say "FAIL link $ifc $drv did not come up"
+  fi
+  # One answer before the measured run: when the first reply came, and the gateway's address
+  # resolved before the run, whose round trips then hold no ARP exchange.
+  if ping -c 1 -W 5 -I "$ifc" 10.0.2.2 >/dev/null 2>&1; then
+    say "first reply $ifc $drv"
+  else
+    say "no first reply $ifc $drv within 5 s"
   fi
   # A harness counts exits between these two markers. Console output costs exits of its own, so
   # the replies are printed after the run, and the pauses let the harness act on each marker while

@@ -4,9 +4,156 @@
  * as `guest: ...` lines like QEMU's side, and ends with what the machine absorbed and held.
  *
  *   node -r @swc-node/register scripts/vmm/node-vmm.ts --kernel FILE --initrd FILE
- *        [--append ARGS] [--mem MIB] [--timeout SECS] [--rtl 8139cp|8139too] [--reboots N]
+ *        [--pings N] [--rtl 8139cp|8139too] [--no-rtl] [--mem MIB] [--cpus N] [--hugepages yes|no]
+ *        [--append ARGS] [--timeout SECS] [--reboots N] [--record FILE] [--brief]
+ *
+ * Without --record it boots and shows every line with its time and the exits served so far. With
+ * --record FILE it also writes the run record bench-report.ts reads (scripts/vmm/run-record.ts),
+ * with the exit counts over each ping run (scripts/vmm/kvm-exit-probe.ts). --brief leaves out
+ * the individual ping replies.
  */
-import { PcMachine, type PcDeviceSpec } from '../../lib';
+import * as fs from 'node:fs';
+// The compiled package, as a VMM built on it loads it: compiling lib/ on the fly would add tens of
+// seconds to the start under the lab's TCG (bench.sh checks dist/ is up to date).
+import { PcMachine, type PcDeviceSpec, type PcExit, type PcReport, type PcResources } from '../../dist';
+import { PingRunProbe } from './kvm-exit-probe';
+import { RecordWriter } from './run-record';
+import type { TimedLine } from './guest-console';
+
+const MiB = 2 ** 20;
+const HUGE_PAGE = 2 * MiB;
+
+/** Options of {@link runVmmGuest}. */
+export interface VmmGuestOptions {
+  readonly kernel: string;
+  readonly initrd: string;
+  /** Host BDFs of the lab's devices. */
+  readonly e1000e: string;
+  readonly rtl8139?: string;
+  /** The RTL8139's guest driver: 8139too sees it as 10ec:8138 and uses port I/O (default 8139cp). */
+  readonly rtl?: '8139cp' | '8139too';
+  /** Pings per interface (guest.pings; the guest's default when absent). */
+  readonly pings?: number;
+  readonly memMiB?: number;
+  /** vCPUs (default 1). */
+  readonly cpus?: number;
+  readonly hugepages?: boolean;
+  /** More kernel command line. */
+  readonly append?: string;
+  readonly timeoutMs?: number;
+  /** Boot again this many times after the guest resets. */
+  readonly reboots?: number;
+  /** Each console line with its time (seconds since `t0`). */
+  readonly onLine?: (line: TimedLine, pc: PcMachine) => void;
+  /** The runner's own lines (`vmm: ...`). */
+  readonly onEvent?: (text: string) => void;
+  /** Where times count from, in performance.now() ms (default: when the runner starts). */
+  readonly t0?: number;
+}
+
+export interface VmmGuestResult {
+  readonly exits: PcExit[];
+  readonly lines: TimedLine[];
+  readonly reportCounts: PcMachine['reportCounts'];
+  readonly servedExits: PcMachine['exits'];
+  /** What the machine held after close (all zeros when nothing was left behind). */
+  readonly resources: PcResources;
+}
+
+const json = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
+const hex = (n: number): string => `0x${n.toString(16)}`;
+const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/** One line for what the machine absorbed. */
+export function describeReport(r: PcReport): string {
+  switch (r.kind) {
+    case 'device': {
+      const e = r.event;
+      const err = e.error ? `: ${e.error.message}` : '';
+      return `device ${e.bdf} ${e.reason} ${e.isWrite ? 'write' : 'read'} ${e.where}+${hex(e.offset)} (${e.size} B)${err}`;
+    }
+    case 'unassigned':
+      return `unassigned ${r.space} ${json(r.access)}`;
+    case 'interrupt':
+      return `interrupt ${r.bdf} ${r.key}: ${r.error.message}`;
+    case 'irq-line':
+      return `irq line ${r.irq}: ${r.error.message}`;
+    case 'reset':
+      return `reset ${r.bdf}: ${r.error.message}`;
+    case 'dma':
+      if (r.what === 'skip') return `dma ${r.skip.message}`;
+      if (r.what === 'error')
+        return `dma ${r.error.op} of ${r.error.region} [${hex(r.error.start)}+${hex(r.error.size)}) failed: ${messageOf(r.error.error)}`;
+      return `dma fatal: ${r.error.message}`;
+  }
+}
+
+/** Boots the VMM guest under PcMachine until it ends (and reboots it `reboots` times), then closes. */
+export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult> {
+  const t0 = opts.t0 ?? performance.now();
+  const now = (): number => (performance.now() - t0) / 1000;
+  const event = (text: string): void => opts.onEvent?.(text);
+  const rtl = opts.rtl ?? '8139cp';
+  const devices: PcDeviceSpec[] = [{ bdf: opts.e1000e }];
+  if (opts.rtl8139 !== undefined) {
+    devices.push(rtl === '8139too' ? { bdf: opts.rtl8139, deviceId: 0x8138 } : { bdf: opts.rtl8139 });
+  }
+  const guest = [`guest.end=reboot`, `guest.rtl=${rtl}`];
+  if (opts.pings !== undefined) guest.push(`guest.pings=${opts.pings}`);
+  const lines: TimedLine[] = [];
+  const exits: PcExit[] = [];
+  const shown = new Set<string>();
+  let pc: PcMachine | undefined = undefined;
+  pc = PcMachine.create({
+    kernel: opts.kernel,
+    initrd: opts.initrd,
+    cmdline:
+      `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 ${guest.join(' ')} ${opts.append ?? ''}`.trim(),
+    ramSize: (opts.memMiB ?? 256) * MiB,
+    devices,
+    cpus: opts.cpus ?? 1,
+    hugepages: opts.hugepages ?? false,
+    onLine: (text) => {
+      const line = { t: now(), text };
+      lines.push(line);
+      if (pc) opts.onLine?.(line, pc);
+    },
+    onReport: (r: PcReport) => {
+      // Unassigned accesses are the guest probing for legacy hardware: counted, not shown. The
+      // same report again (a BAR section skipped at every remap, say) is only counted.
+      const text = describeReport(r);
+      if (r.kind !== 'unassigned' && !shown.has(text)) {
+        shown.add(text);
+        event(`report ${text}`);
+      }
+    },
+  });
+  event(`machine created in ${now().toFixed(2)} s`);
+  try {
+    event(
+      `bars ${pc.bars.map((b) => `${b.slot}.${b.fn} bar${b.bar} ${b.type} 0x${b.address.toString(16)}+0x${b.size.toString(16)}`).join(', ')}`,
+    );
+    for (let boot = 0; ; boot++) {
+      const exit = await pc.run(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {});
+      exits.push(exit);
+      event(`exit at ${now().toFixed(2)} s: ${json(exit)}`);
+      event(`reports ${json(pc.reportCounts)}, unserved exits ${pc.unservedExits}`);
+      if (exit.reason !== 'reset' || boot >= (opts.reboots ?? 0)) break;
+      pc.reboot();
+    }
+  } finally {
+    pc.close();
+  }
+  return {
+    exits,
+    lines,
+    reportCounts: pc.reportCounts,
+    servedExits: pc.exits,
+    resources: pc.resources(),
+  };
+}
+
+// ---- the command line ----------------------------------------------------------------------------
 
 function arg(name: string, fallback?: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -15,61 +162,93 @@ function arg(name: string, fallback?: string): string {
   return fallback;
 }
 
-function bdfOf(role: string): string {
+function count(name: string, fallback: string): number {
+  const v = Number(arg(name, fallback));
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`node-vmm: --${name} must be a count`);
+  return v;
+}
+
+/** The lab's devices come as role=bdf pairs. */
+export function labBdf(role: string): string | undefined {
   for (const spec of (process.env.VFIO_BRIDGE_HIL_DEVICES ?? '').split(',')) {
     const [r, bdf] = spec.split('=');
     if (r === role && bdf) return bdf;
   }
-  throw new Error(`node-vmm: the lab lists no ${role} device (VFIO_BRIDGE_HIL_DEVICES)`);
+  return undefined;
+}
+
+function hugePagesFree(): string {
+  try {
+    const m = /HugePages_Free:\s*(\d+)/.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+    return m ? m[1] : '?';
+  } catch {
+    return '?';
+  }
 }
 
 async function main(): Promise<void> {
-  const rtl = arg('rtl', '8139cp');
-  const devices: PcDeviceSpec[] = [{ bdf: bdfOf('e1000e') }];
-  if (arg('no-rtl', 'no') === 'no') {
-    devices.push(rtl === '8139too' ? { bdf: bdfOf('rtl8139'), deviceId: 0x8138 } : { bdf: bdfOf('rtl8139') });
-  }
+  // Module loading (the TypeScript loader compiling lib/) is not the VMM's start-up: times count
+  // from here, as QEMU's side counts from its exec.
   const t0 = performance.now();
-  const stamp = (): string => ((performance.now() - t0) / 1000).toFixed(2);
-  let pc: PcMachine | undefined = undefined;
-  pc = PcMachine.create({
-    kernel: arg('kernel'),
-    initrd: arg('initrd'),
-    cmdline: `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.rtl=${rtl} ${arg('append', '')}`,
-    ramSize: Number(arg('mem', '256')) * 2 ** 20,
-    devices,
-    cpus: Number(arg('cpus', '1')),
-    hugepages: arg('hugepages', 'no') === 'yes',
-    onLine: (line) => console.log(`[${stamp()}] ${line} (exits ${JSON.stringify(pc?.exits)})`),
-    onReport: (r) => {
-      if (r.kind !== 'unassigned')
-        console.log(
-          `[${stamp()}] vmm: report ${JSON.stringify(r, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}`,
-        );
-    },
-  });
-  console.log(`[${stamp()}] vmm: machine created`);
+  const stamp = (t: number): string => `[${t.toFixed(2)}]`;
+  const rtl = arg('rtl', '8139cp');
+  if (rtl !== '8139cp' && rtl !== '8139too')
+    throw new RangeError(`node-vmm: --rtl ${rtl} is not 8139cp or 8139too`);
+  const e1000e = labBdf('e1000e');
+  const rtl8139 = labBdf('rtl8139');
+  if (!e1000e) throw new Error('node-vmm: the lab lists no e1000e device (VFIO_BRIDGE_HIL_DEVICES)');
+  const noRtl = process.argv.includes('--no-rtl');
+  if (!noRtl && !rtl8139)
+    throw new Error('node-vmm: the lab lists no rtl8139 device (VFIO_BRIDGE_HIL_DEVICES)');
+  const hugepages = arg('hugepages', 'no') === 'yes';
+  const memMiB = count('mem', '256');
+  const brief = process.argv.includes('--brief');
+  const recordPath = process.argv.includes('--record') ? arg('record') : undefined;
+  const record = recordPath !== undefined ? new RecordWriter(recordPath, 'Node VMM') : undefined;
+  record?.about(`PcMachine (lib/vmm) on Node ${process.version}, times from PcMachine.create`);
+  record?.startup(t0 / 1000);
+  record?.about(
+    hugepages
+      ? `guest RAM: ${memMiB} MiB on ${HUGE_PAGE / MiB} MiB huge pages (hugetlb memfd; ${hugePagesFree()} pages free before the run)`
+      : `guest RAM: ${memMiB} MiB memfd, small pages`,
+  );
+  const probe = record ? new PingRunProbe(record) : undefined;
+  let result: VmmGuestResult;
   try {
-    console.log(
-      `vmm: bars ${pc.bars.map((b) => `${b.slot}.${b.fn} bar${b.bar} ${b.type} 0x${b.address.toString(16)}+0x${b.size.toString(16)}`).join(', ')}`,
-    );
-    const reboots = Number(arg('reboots', '0'));
-    for (let boot = 0; ; boot++) {
-      const exit = await pc.run({ timeoutMs: Number(arg('timeout', '120')) * 1000 });
-      console.log(
-        `[${stamp()}] vmm: exit ${JSON.stringify(exit, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}`,
-      );
-      console.log(`vmm: reports ${JSON.stringify(pc.reportCounts)}, unserved exits ${pc.unservedExits}`);
-      if (exit.reason !== 'reset' || boot >= reboots) break;
-      pc.reboot();
-    }
+    result = await runVmmGuest({
+      kernel: arg('kernel'),
+      initrd: arg('initrd'),
+      e1000e,
+      ...(noRtl ? {} : { rtl8139 }),
+      rtl,
+      ...(process.argv.includes('--pings') ? { pings: count('pings', '0') } : {}),
+      memMiB,
+      cpus: count('cpus', '1'),
+      hugepages,
+      append: arg('append', ''),
+      timeoutMs: count('timeout', '120') * 1000,
+      reboots: count('reboots', '0'),
+      t0,
+      onLine: ({ t, text }, pc) => {
+        probe?.onLine(text, pc.exits);
+        record?.line(t, text);
+        if (brief && / bytes from /.test(text)) return;
+        console.log(brief ? `node| ${text}` : `${stamp(t)} ${text} (exits ${JSON.stringify(pc.exits)})`);
+      },
+      onEvent: (text) =>
+        console.log(brief ? `node| vmm: ${text}` : `${stamp((performance.now() - t0) / 1000)} vmm: ${text}`),
+    });
+    for (const e of result.exits) record?.end(json(e));
   } finally {
-    pc.close();
-    console.log(`vmm: after close ${JSON.stringify(pc.resources())}`);
+    record?.flush();
   }
+  console.log(`${brief ? 'node| ' : ''}vmm: after close ${JSON.stringify(result.resources)}`);
+  if (result.exits.at(-1)?.reason !== 'reset') process.exitCode = 1;
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,269 @@
+/**
+ * bench:vmm's summary: reads the run records of one or two VMMs that booted the VMM guest
+ * (scripts/vmm/run-record.ts; QEMU's from qemu-baseline.sh, the Node VMM's from node-vmm.ts) and
+ * prints them side by side, the same parsing for both, with each ratio against the first record
+ * (the baseline measured in the same run). A benchmark, not a test: a missed target is printed,
+ * and only a side that did not produce its measurements fails the run.
+ *
+ *   node -r @swc-node/register scripts/vmm/bench-report.ts [--pings N] BASELINE [OTHER]
+ */
+import { parseGuestConsole, rttStats, type GuestRun, type RttStats } from './guest-console';
+import { perPing, readRecord, type RunRecord } from './run-record';
+
+/** KVM_EXIT_* numbers (linux/kvm.h) of the reasons a passthrough guest produces. */
+const EXIT_REASONS: Record<string, string> = {
+  '0': 'UNKNOWN',
+  '2': 'IO',
+  '5': 'HLT',
+  '6': 'MMIO',
+  '7': 'IRQ_WINDOW_OPEN',
+  '8': 'SHUTDOWN',
+  '9': 'FAIL_ENTRY',
+  '10': 'INTR',
+  '17': 'INTERNAL_ERROR',
+  '24': 'SYSTEM_EVENT',
+};
+const KVM_EXIT_IO = '2';
+const KVM_EXIT_MMIO = '6';
+
+interface Side {
+  readonly rec: RunRecord;
+  readonly run: GuestRun;
+}
+
+const LABEL = 44;
+const COL = 12;
+
+function out(text = ''): void {
+  console.log(`bench: ${text}`.trimEnd());
+}
+
+function fmt(v: number | null | undefined, digits: number): string {
+  return v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(digits);
+}
+
+/**
+ * One row: the label, each side's value, and with two sides the ratio of the second to the first and
+ * the target (a ratio the second should not exceed).
+ */
+function row(label: string, values: (number | null | undefined)[], digits: number, target?: number): void {
+  const cells = values.map((v) => fmt(v, digits).padStart(COL)).join('');
+  let tail = '';
+  const [a, b] = values;
+  if (values.length === 2 && a != null && b != null && a > 0) {
+    const r = b / a;
+    tail = `${`${r.toFixed(2)}x`.padStart(COL)}`;
+    if (target !== undefined) tail += `   target <= ${target}x: ${r <= target ? 'met' : 'MISSED'}`;
+  }
+  out(`${label.padEnd(LABEL)}${cells}${tail}`);
+}
+
+/** A ping run's round trips and the count busybox said it sent. */
+function pingOf(s: Side, drv: string): { stats: RttStats | null; sent: number | null } {
+  const p = s.run.pings.find((x) => x.drv === drv);
+  if (!p) return { stats: null, sent: null };
+  const sent = p.summary.map((l) => /(\d+) packets transmitted/.exec(l)).find((m) => m !== null);
+  return { stats: rttStats(p.rtts), sent: sent ? Number(sent[1]) : null };
+}
+
+function report(sides: Side[], wantPings: number | undefined): number {
+  let failed = 0;
+  out(`==== bench:vmm: the same kernel, initramfs and devices under each VMM, one after the other`);
+  for (const s of sides) {
+    s.rec.about.forEach((a, i) => out(`${(i === 0 ? s.rec.side : '').padEnd(10)}${a}`));
+    for (const f of s.run.failures) out(`${s.rec.side}: guest FAIL ${f}`);
+    if (s.run.clock) out(`${''.padEnd(10)}guest ${s.run.clock}`);
+    for (const e of s.rec.ends) out(`${''.padEnd(10)}ended: ${e}`);
+  }
+  out();
+  out(
+    `${'measure'.padEnd(LABEL)}${sides.map((s) => s.rec.side.padStart(COL)).join('')}${sides.length === 2 ? 'ratio'.padStart(COL) : ''}`,
+  );
+  row(
+    "start to the guest kernel's clock (s)",
+    sides.map((s) => s.run.kernelStart),
+    2,
+  );
+  row(
+    'start to guest init (s)',
+    sides.map((s) => s.run.init),
+    2,
+  );
+  row(
+    'start to both drivers bound (s)',
+    sides.map((s) => s.run.bound),
+    2,
+    1.5,
+  );
+  row(
+    'start to first ping reply (s)',
+    sides.map((s) => s.run.firstReply),
+    2,
+  );
+  if (sides.some((s) => s.rec.startup > 0)) {
+    row(
+      'process start to both drivers bound (s)',
+      sides.map((s) => (s.run.bound === undefined ? undefined : s.run.bound + s.rec.startup)),
+      2,
+    );
+  }
+  for (const s of sides) {
+    if (s.run.init === undefined) {
+      out(`${s.rec.side}: FAIL the guest never reached its init`);
+      failed++;
+    } else if (s.run.bound === undefined) {
+      out(`${s.rec.side}: FAIL the guest's NIC drivers did not both bind`);
+      failed++;
+    }
+  }
+
+  const drvs: string[] = [];
+  for (const s of sides) for (const p of s.run.pings) if (!drvs.includes(p.drv)) drvs.push(p.drv);
+  for (const drv of drvs) {
+    const ps = sides.map((s) => pingOf(s, drv));
+    out(
+      `${`${drv} pings answered`.padEnd(LABEL)}${ps.map((p) => `${p.stats?.n ?? 0}/${p.sent ?? wantPings ?? '?'}`.padStart(COL)).join('')}`,
+    );
+    row(
+      `${drv} ping rtt p50 (ms)`,
+      ps.map((p) => p.stats?.p50),
+      3,
+      drv === 'e1000e' ? 1.2 : undefined,
+    );
+    row(
+      `${drv} ping rtt p99 (ms)`,
+      ps.map((p) => p.stats?.p99),
+      3,
+    );
+    row(
+      `${drv} ping rtt min (ms)`,
+      ps.map((p) => p.stats?.min),
+      3,
+    );
+    row(
+      `${drv} ping rtt max (ms)`,
+      ps.map((p) => p.stats?.max),
+      3,
+    );
+  }
+  for (const s of sides) {
+    if (!pingOf(s, 'e1000e').stats) {
+      out(`${s.rec.side}: FAIL no e1000e ping was answered`);
+      failed++;
+    }
+  }
+
+  for (const drv of drvs) exitsOf(sides, drv);
+  return failed;
+}
+
+/** Exits per ping over one interface's ping run, on each side, and whether the second trapped more. */
+function exitsOf(sides: Side[], drv: string): void {
+  const per = sides.map((s) => {
+    const c = s.rec.counters.get(drv);
+    const sent = pingOf(s, drv).sent;
+    return c && sent ? perPing(c, sent) : null;
+  });
+  out();
+  out(`${drv} ping run, per ping (between the guest's ping start and ping done markers):`);
+  const key = (k: string): (number | undefined)[] => per.map((p) => p?.[k]);
+  row('  KVM exits, all (debugfs exits)', key('exits'), 2);
+  row('    port I/O (io_exits, kernel-served too)', key('io_exits'), 2);
+  row('    MMIO to userspace (mmio_exits)', key('mmio_exits'), 2);
+  row('    halt (halt_exits)', key('halt_exits'), 2);
+  row('    external interrupt (irq_exits)', key('irq_exits'), 2);
+  row('  exits to userspace (kvm_userspace_exit)', key('user'), 2);
+  const reasons = new Set<string>();
+  for (const p of per)
+    for (const k of Object.keys(p ?? {})) if (k.startsWith('user.')) reasons.add(k.slice(5));
+  for (const r of [...reasons].sort((a, b) => Number(a) - Number(b))) {
+    row(`    ${EXIT_REASONS[r] ?? 'reason'} (${r})`, key(`user.${r}`), 2);
+  }
+  if (per.some((p) => p?.['vmm.mmio'] !== undefined)) {
+    row(
+      '  served in JS by the VMM (PcMachine.exits)',
+      per.map((p) => (p ? p['vmm.mmio'] + p['vmm.io'] : undefined)),
+      2,
+    );
+    row('  run-loop slices (PcMachine.exits.slices)', key('vmm.slices'), 2);
+    if (!explained) explainNodeCounts();
+  }
+  sides.forEach((s) => {
+    const ports = s.rec.ports.get(drv);
+    if (ports?.length) {
+      out(`  ${s.rec.side} port I/O by port: ${ports.map(([p, n]) => `${portName(p)} ${n}`).join(', ')}`);
+    }
+  });
+  if (sides.length !== 2) return;
+  // A trap is an access the VMM has to serve: MMIO and port I/O exits to userspace. The tracepoint
+  // counts both sides the same way; the Node VMM's own count stands in when it is missing.
+  const traps = per.map((p) => {
+    if (!p) return undefined;
+    if (p.user !== undefined) return (p[`user.${KVM_EXIT_IO}`] ?? 0) + (p[`user.${KVM_EXIT_MMIO}`] ?? 0);
+    return p['vmm.mmio'] !== undefined ? p['vmm.mmio'] + p['vmm.io'] : undefined;
+  });
+  const [a, b] = traps;
+  const [na, nb] = sides.map((s) => s.rec.side);
+  if (a === undefined || b === undefined) {
+    out(`  traps per ping: not measured on ${a === undefined ? na : nb}`);
+    return;
+  }
+  out(
+    `  traps (MMIO + port I/O exits to userspace) per ping: ${na} ${a.toFixed(2)}, ${nb} ${b.toFixed(2)}: ` +
+      (b <= a
+        ? `the ${nb} trapped no more than ${na}`
+        : `the ${nb} trapped MORE than ${na} (${(b - a).toFixed(2)} per ping, ${(((b - a) / a) * 100).toFixed(1)}%)`),
+  );
+  const [ua, ub] = per.map((p) => p?.user);
+  if (ua !== undefined && ub !== undefined) {
+    out(
+      `  all returns to userspace per ping, traps and kicks: ${na} ${ua.toFixed(2)}, ${nb} ${ub.toFixed(2)}`,
+    );
+  }
+}
+
+let explained = false;
+
+/** What the Node VMM's own counts and its extra returns to userspace are (said once). */
+function explainNodeCounts(): void {
+  explained = true;
+  out('    (PcMachine counts at the end of each run slice, so over a run it is off by the exits of the');
+  out("    slices the markers fall in; the tracepoint's counts are exact on both sides. A slice ends");
+  out("    with the run loop's timer kick, an INTR return to userspace QEMU's vCPU thread does not have;");
+  out('    a kick that fires while JavaScript serves an exit makes the next KVM_RUN return at once, with');
+  out('    no exit reason set: UNKNOWN (0).)');
+}
+
+/** A hist's `port.hex` key (hex digits, with or without 0x) as 0x... */
+function portName(p: string): string {
+  const m = /^(?:0x)?0*([0-9a-f]+)$/i.exec(p);
+  return m ? `0x${m[1]}` : p;
+}
+
+function main(): void {
+  const args = process.argv.slice(2);
+  let wantPings: number | undefined;
+  const i = args.indexOf('--pings');
+  if (i >= 0) {
+    wantPings = Number(args[i + 1]);
+    args.splice(i, 2);
+  }
+  if (args.length < 1 || args.length > 2) {
+    console.error('usage: bench-report.ts [--pings N] BASELINE_RECORD [OTHER_RECORD]');
+    process.exit(2);
+  }
+  const sides: Side[] = [];
+  for (const path of args) {
+    try {
+      const rec = readRecord(path);
+      sides.push({ rec, run: parseGuestConsole(rec.lines) });
+    } catch (e) {
+      // A side that crashed before writing its record still lets the other side be reported.
+      out(`FAIL no run record from ${path}: ${(e as Error).message}`);
+      process.exitCode = 1;
+    }
+  }
+  if (sides.length > 0 && report(sides, wantPings) > 0) process.exitCode = 1;
+}
+
+main();
