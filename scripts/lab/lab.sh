@@ -57,6 +57,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ $# -eq 0 ] || { [ $# -eq 1 ] && [ "$1" = demo ]; }; then
+  # The demo is `npm run lab` on a fresh checkout too: install and build first when needed (the
+  # guest sees the repository read-only and cannot do either).
+  (
+    cd "$repo"
+    [ -d node_modules/node-addon-api ] || npm install --no-audit --no-fund
+    if ! compgen -G 'build/Release/*.node' >/dev/null || [ ! -f dist/index.js ] ||
+      [ -n "$(find lib native -newer dist/index.js -type f -print -quit)" ]; then
+      npm run build
+    fi
+  )
   set -- node -r @swc-node/register "$here/demo.ts"
 fi
 
