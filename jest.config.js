@@ -11,5 +11,5 @@ const project = (name, extra = {}) => ({
   ...extra,
 });
 module.exports = {
-  projects: [project('unit'), project('native'), project('hil', { testTimeout: 120000 })],
+  projects: [project('unit'), project('native'), project('hil', { setupFilesAfterEnv: ['<rootDir>/test/hil/jest-setup.ts'] })],
 };
