@@ -11,5 +11,9 @@ const project = (name, extra = {}) => ({
   ...extra,
 });
 module.exports = {
-  projects: [project('unit'), project('native'), project('hil', { setupFilesAfterEnv: ['<rootDir>/test/hil/jest-setup.ts'] })],
+  projects: [
+    project('unit'),
+    project('native'),
+    project('hil', { setupFilesAfterEnv: ['<rootDir>/test/hil/jest-setup.ts'] }),
+  ],
 };
