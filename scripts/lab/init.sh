@@ -109,28 +109,6 @@ mkdir -p "/newroot$LAB_RUN_DIR" 2>/dev/null
 mount --bind /lab "/newroot$LAB_RUN_DIR" || fail "binding the run directory over $LAB_RUN_DIR"
 cp /lab/cmd.sh /newroot/tmp/.lab-cmd.sh || fail "copying the command into the guest"
 
-# KVM turns static keys on when the first VM (preempt notifiers, in the scheduler's context switch)
-# and the first local APIC (its software-disabled key) appear, and off when the last goes, and the
-# kernel patches its own text each time. Under the lab's multi-threaded TCG that patching now and
-# then leaves the other vCPU running a stale int3 (an Oops in finish_task_switch, seen in a full
-# run). A VM with an irqchip and a vCPU held for the whole run keeps those keys on, so the tests'
-# VMs come and go without patching anything. It never runs, so KVM's exit counters do not move.
-if [ -c /dev/kvm ]; then
-  if chroot /newroot sh -c 'command -v python3' >/dev/null 2>&1; then
-    chroot /newroot python3 -c '
-import fcntl, os, signal
-kvm = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-vm = fcntl.ioctl(kvm, 0xAE01, 0)  # KVM_CREATE_VM
-fcntl.ioctl(vm, 0xAE60, 0)  # KVM_CREATE_IRQCHIP
-fcntl.ioctl(vm, 0xAE41, 0)  # KVM_CREATE_VCPU 0
-os.write(1, b"lab: holding an idle KVM VM for the run\n")
-signal.pause()
-' &
-  else
-    echo "lab: no python3 in the host root: KVM static keys are not held (rare TCG int3 Oopses possible)"
-  fi
-fi
-
 echo "lab: ready"
 chroot /newroot /bin/bash /tmp/.lab-cmd.sh
 rc=$?
