@@ -551,14 +551,9 @@ export class PcMachine implements Disposable {
       vm.setTssAddr(TSS_ADDR);
       vm.createIrqchip();
       vm.createPit();
-      for (const s of this.machine.memorySlots()) {
-        vm.addSlot({
-          guestAddress: s.gpa,
-          size: s.size,
-          memory: ram,
-          offset: Number(s.hostAddress - ram.hostAddress),
-          name: 'ram',
-        });
+      // Each RAM range already knows its offset in guest RAM, which is what a slot takes.
+      for (const r of this.machine.ramRanges) {
+        vm.addSlot({ guestAddress: r.gpa, size: r.size, memory: ram, offset: r.offset, name: 'ram' });
       }
       const unlisten = this.machine.bus.memory.addListener(new KvmMemoryListener(vm));
       undo.push(unlisten);
