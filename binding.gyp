@@ -14,6 +14,8 @@
         "native/device.cc",
         "native/kvm.cc",
         "native/kvm_vcpu.cc",
+        "native/vcpu_thread.cc",
+        "native/exit_table.cc",
         "native/guest_memory.cc",
         "native/dma.cc",
         "native/irq.cc",

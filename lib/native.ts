@@ -22,6 +22,36 @@ export interface NativeKvmVcpu {
   readonly __vfioBridgeVcpu: never;
 }
 
+/** An exit table inside the addon: the ranges vCPU threads serve without JavaScript. */
+export interface NativeExitTable {
+  readonly __vfioBridgeExitTable: never;
+}
+
+/** One range of an exit table (native/exit_table.h): `kind` 0 is a mapping, 1 a device fd. */
+export interface NativeExitEntry {
+  start: number;
+  size: number;
+  kind: 0 | 1;
+  /** The mapping (kind 0) or the device fd (kind 1). */
+  handle: NativeMappingHandle | NativeHandle;
+  /** Offset in the mapping (kind 0) or in the fd (kind 1) of `start`. */
+  offset: number;
+  readonly: boolean;
+}
+
+/** A vCPU thread's counters. */
+export interface NativeVcpuThreadStats {
+  /** MMIO and port exits served on the thread, without JavaScript. */
+  mmio: number;
+  pio: number;
+  /** Exits handed to JavaScript. */
+  handoffs: number;
+  /** Accesses served on the thread that failed (SIGBUS, pread/pwrite errors). */
+  faults: number;
+  /** KVM_RUN calls. */
+  runs: number;
+}
+
 /** Guest memory (a mapped memfd) inside the addon. Opaque to JavaScript. */
 export interface NativeGuestMemoryHandle {
   readonly __vfioBridgeGuestMemory: never;
@@ -210,6 +240,46 @@ export interface NativeBinding {
   kvmRunNative(vcpu: NativeKvmVcpu, value: number, budgetNs: number): number;
   /** Arm the vCPU's kick timer `ns` from now for the runs that follow (0 disarms). */
   kvmArmKick(vcpu: NativeKvmVcpu, ns: number): void;
+  /** Where each field of the exit record lies (native/kvm_vcpu.h). */
+  readonly kvmExitLayout: {
+    reason: number;
+    size: number;
+    address: number;
+    data: number;
+    count: number;
+    isWrite: number;
+    kicked: number;
+    detail: number;
+    bytes: number;
+  };
+  /**
+   * Start the vCPU's own thread running KVM_RUN in a loop (native/vcpu_thread.cc), serving the
+   * ranges of `table` itself; everything else reaches `onEvent` on this thread.
+   */
+  kvmVcpuStart(
+    vcpu: NativeKvmVcpu,
+    table: NativeExitTable | null,
+    name: string,
+    onEvent: (kind: number, a: number, b: number, c: number, d: number) => void,
+  ): void;
+  kvmVcpuPause(vcpu: NativeKvmVcpu): void;
+  kvmVcpuResume(vcpu: NativeKvmVcpu): void;
+  /** Stop and join the vCPU's thread (none: nothing to do). */
+  kvmVcpuStop(vcpu: NativeKvmVcpu): void;
+  kvmVcpuRef(vcpu: NativeKvmVcpu, ref: boolean): void;
+  kvmVcpuStats(vcpu: NativeKvmVcpu): NativeVcpuThreadStats | null;
+  exitTableCreate(): NativeExitTable;
+  /** Replace a space's ranges (0 MMIO, 1 port I/O); returns once no vCPU uses the old ones. */
+  exitTableSet(table: NativeExitTable, space: number, entries: readonly NativeExitEntry[]): void;
+  /** What a vCPU thread would do with an access: null (JavaScript serves it) or where it goes. */
+  exitTableLookup(
+    table: NativeExitTable,
+    space: number,
+    address: number,
+    size: number,
+    isWrite: boolean,
+  ): { kind: 0 | 1; at: bigint } | null;
+  exitTableClose(table: NativeExitTable): void;
   readonly kvmStructSizes: {
     regs: number;
     sregs: number;

@@ -5,6 +5,8 @@
 
 #include <node_api.h>
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "errors.h"
@@ -18,6 +20,26 @@ struct HostRange {
   bool writable = false;
   const ErrorContext* where = nullptr;
 };
+
+/**
+ * struct MapBacking - the pages of one mmap. A Mapping holds one reference; a thread that accesses
+ * the pages without the JavaScript object (a vCPU's exit table) holds another, so closing the
+ * Mapping while such a thread may still use it never unmaps pages under it.
+ */
+struct MapBacking {
+  void* addr;
+  size_t len;
+  std::atomic<uint32_t> refs;
+};
+
+/**
+ * MappingPin - as MappingHostRange, and take a reference on the mapping's pages (@pin is nullptr
+ * when the mapping is closed). Release it with MapUnpin.
+ */
+bool MappingPin(napi_env env, napi_value value, HostRange* out, MapBacking** pin);
+
+/** MapUnpin - drop a reference; the last one unmaps. Returns munmap's errno, or 0. */
+int MapUnpin(MapBacking* pin);
 
 /** MappingHostRange - fill @out if @value is a mapping handle; false (no throw) if it is not. */
 bool MappingHostRange(napi_env env, napi_value value, HostRange* out);

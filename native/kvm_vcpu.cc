@@ -9,12 +9,8 @@
 // not lost: every later run returns at once until the timer is armed again. lib/kvm slices a long
 // run into such bounded series and returns to the event loop between them.
 //
-// Exits are handed to JavaScript through a small ArrayBuffer owned by the vCPU's JavaScript object
-// (not the kvm_run page itself, which close() unmaps while JavaScript may still hold views):
-//   u32 reason @0, u32 size @4, u64 address/port @8, 8 data bytes @16, u32 count @24,
-//   u8 is_write @28, u8 kicked @29 (the timer expired), u64 detail @32 (hardware/suberror reason)
-// For an MMIO read or port input, JavaScript writes the value at @16 and the next run copies it
-// into kvm_run, as KVM expects on re-entry.
+// Exits are handed to JavaScript through the exit record (its layout in kvm_vcpu.h). A vCPU can also
+// run on a thread of its own (vcpu_thread.cc); while it does, the ioctls here refuse it (EBUSY).
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,7 +23,10 @@
 #include <string>
 #include <vector>
 
+#include "kvm_vcpu.h"
+
 #include "args.h"
+#include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
 
@@ -39,41 +38,27 @@
 
 namespace vfio_bridge {
 
-/** class VcpuState - one vCPU: its fd, its kvm_run page and its kick timer. */
-class VcpuState : public Resource {
- public:
-  void Release() override {
-    if (timer_armed) timer_delete(timer);
-    timer_armed = false;
-    if (run != nullptr) munmap(run, run_size);
-    run = nullptr;
-    if (fd >= 0) close(fd);
-    fd = -1;
-    exit = nullptr;
-  }
-
-  int fd = -1;
-  kvm_run* run = nullptr;
-  size_t run_size = 0;
-  timer_t timer = {};
-  bool timer_armed = false;  // the timer exists (it is armed per run)
-  // The exit ArrayBuffer's memory. lib/kvm keeps the ArrayBuffer in the same object as the handle,
-  // so it lives as long as anything can reach run().
-  uint8_t* exit = nullptr;
-  ErrorContext where;
-};
+void VcpuState::Release() {
+  // The thread goes first: it may be inside KVM_RUN on this fd, or touching the kvm_run page.
+  StopVcpuThread(this);
+  if (timer_armed) timer_delete(timer);
+  timer_armed = false;
+  if (run != nullptr) munmap(run, run_size);
+  run = nullptr;
+  if (fd >= 0) close(fd);
+  fd = -1;
+  exit = nullptr;
+}
 
 namespace {
 
 constexpr napi_type_tag kVcpuTag = {0x7666696f2d627269ULL, 0x6467652d76637075ULL};
-constexpr size_t kExitSize = 48;
+constexpr size_t kExitSize = exit_record::kBytes;
 
 // The vCPU running on this thread, for the kick handler. Initial-exec TLS is safe in a handler.
 thread_local kvm_run* t_running __attribute__((tls_model("initial-exec"))) = nullptr;
 // Set by a kick, cleared when a timer is armed.
 thread_local volatile sig_atomic_t t_kicked __attribute__((tls_model("initial-exec"))) = 0;
-
-int KickSignal() { return SIGRTMIN + 6; }
 
 void OnKick(int) {
   t_kicked = 1;
@@ -94,24 +79,6 @@ bool InstallKickHandler() {
 }
 
 void FinalizeVcpu(napi_env, void* data, void*) { ReleaseAndForget(static_cast<VcpuState*>(data)); }
-
-VcpuState* GetVcpu(napi_env env, napi_value value, const char* op) {
-  napi_valuetype type;
-  bool tagged = false;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
-      napi_check_object_type_tag(env, value, &kVcpuTag, &tagged) != napi_ok || !tagged) {
-    ThrowTypeError(env, std::string(op) + " expects a vCPU handle");
-    return nullptr;
-  }
-  void* data = nullptr;
-  napi_get_value_external(env, value, &data);
-  auto* v = static_cast<VcpuState*>(data);
-  if (v->fd < 0) {
-    ThrowVfioError(env, op, 0, "the vCPU is closed", v->where, "ECLOSED");
-    return nullptr;
-  }
-  return v;
-}
 
 napi_value ThrowVcpu(napi_env env, const char* op, VcpuState* v, int err,
                      const std::string& detail = std::string()) {
@@ -203,7 +170,7 @@ template <typename T>
 napi_value RegsIoctl(napi_env env, napi_callback_info info, unsigned long request, const char* op,
                      bool set) {
   Args<2> args(env, info);
-  VcpuState* v = GetVcpu(env, args[0], op);
+  VcpuState* v = GetIdleVcpu(env, args[0], op);
   if (v == nullptr) return nullptr;
   T regs = {};
   if (set) {
@@ -259,7 +226,7 @@ napi_value SetFpu(napi_env e, napi_callback_info i) {
 napi_value TableIoctl(napi_env env, napi_callback_info info, unsigned long request, const char* op,
                       size_t entry) {
   Args<2> args(env, info);
-  VcpuState* v = GetVcpu(env, args[0], op);
+  VcpuState* v = GetIdleVcpu(env, args[0], op);
   if (v == nullptr) return nullptr;
   bool is_buffer = false;
   napi_is_buffer(env, args[1], &is_buffer);
@@ -291,19 +258,24 @@ napi_value SetMsrs(napi_env e, napi_callback_info i) {
   return TableIoctl(e, i, VB_KVM_SET_MSRS, "KVM_SET_MSRS", sizeof(kvm_msr_entry));
 }
 
+}  // namespace
+
+namespace {
 void Put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 void Put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+}  // namespace
 
 /** CompletePending - hand JavaScript's answer to the last read exit back to kvm_run. */
 void CompletePending(VcpuState* v) {
   kvm_run* run = v->run;
   if (run->exit_reason == KVM_EXIT_MMIO && !run->mmio.is_write && run->mmio.len <= 8) {
-    std::memcpy(run->mmio.data, v->exit + 16, run->mmio.len);
+    std::memcpy(run->mmio.data, v->exit + exit_record::kData, run->mmio.len);
   } else if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_IN &&
              run->io.count == 1 && run->io.size <= 8 &&
              run->io.data_offset + run->io.size <= v->run_size) {
     // SAFETY: the kernel's data_offset lies inside the kvm_run mapping; checked above.
-    std::memcpy(reinterpret_cast<uint8_t*>(run) + run->io.data_offset, v->exit + 16, run->io.size);
+    std::memcpy(reinterpret_cast<uint8_t*>(run) + run->io.data_offset, v->exit + exit_record::kData,
+                run->io.size);
   }
   // Each answer is used once: a later exit of the same kind must not see it again.
   run->exit_reason = KVM_EXIT_UNKNOWN;
@@ -314,37 +286,40 @@ void PublishExit(VcpuState* v) {
   kvm_run* run = v->run;
   uint8_t* e = v->exit;
   std::memset(e, 0, kExitSize);
-  Put32(e, run->exit_reason);
+  Put32(e + exit_record::kReason, run->exit_reason);
   switch (run->exit_reason) {
     case KVM_EXIT_MMIO:
-      Put32(e + 4, run->mmio.len);
-      Put64(e + 8, run->mmio.phys_addr);
-      if (run->mmio.is_write) std::memcpy(e + 16, run->mmio.data, 8);
-      e[28] = run->mmio.is_write;
+      Put32(e + exit_record::kSize, run->mmio.len);
+      Put64(e + exit_record::kAddress, run->mmio.phys_addr);
+      if (run->mmio.is_write) std::memcpy(e + exit_record::kData, run->mmio.data, 8);
+      e[exit_record::kIsWrite] = run->mmio.is_write;
       break;
     case KVM_EXIT_IO:
-      Put32(e + 4, run->io.size);
-      Put64(e + 8, run->io.port);
-      Put32(e + 24, run->io.count);
-      e[28] = run->io.direction == KVM_EXIT_IO_OUT;
+      Put32(e + exit_record::kSize, run->io.size);
+      Put64(e + exit_record::kAddress, run->io.port);
+      Put32(e + exit_record::kCount, run->io.count);
+      e[exit_record::kIsWrite] = run->io.direction == KVM_EXIT_IO_OUT;
       if (run->io.direction == KVM_EXIT_IO_OUT && run->io.size <= 8 &&
           run->io.data_offset + run->io.size <= v->run_size) {
-        std::memcpy(e + 16, reinterpret_cast<uint8_t*>(run) + run->io.data_offset, run->io.size);
+        std::memcpy(e + exit_record::kData, reinterpret_cast<uint8_t*>(run) + run->io.data_offset,
+                    run->io.size);
       }
       break;
     case KVM_EXIT_FAIL_ENTRY:
-      Put64(e + 32, run->fail_entry.hardware_entry_failure_reason);
+      Put64(e + exit_record::kDetail, run->fail_entry.hardware_entry_failure_reason);
       break;
     case KVM_EXIT_INTERNAL_ERROR:
-      Put64(e + 32, run->internal.suberror);
+      Put64(e + exit_record::kDetail, run->internal.suberror);
       break;
     case KVM_EXIT_SYSTEM_EVENT:
-      Put64(e + 32, run->system_event.type);
+      Put64(e + exit_record::kDetail, run->system_event.type);
       break;
     default:
       break;
   }
 }
+
+namespace {
 
 /** Arm - arm the kick timer @ns from now (0 disarms) and forget any earlier kick. */
 void Arm(VcpuState* v, uint64_t ns) {
@@ -380,7 +355,7 @@ int RunOnce(VcpuState* v, uint64_t budget_ns) {
 /** ArmKick(vcpu, ns) - arm the kick timer for the runs that follow (0 disarms). */
 napi_value ArmKick(napi_env env, napi_callback_info info) {
   Args<2> args(env, info);
-  VcpuState* v = GetVcpu(env, args[0], "KVM_RUN");
+  VcpuState* v = GetIdleVcpu(env, args[0], "KVM_RUN");
   uint64_t ns;
   if (v == nullptr || !GetSafeInteger(env, args[1], "budget", &ns)) return nullptr;
   Arm(v, ns);
@@ -390,13 +365,13 @@ napi_value ArmKick(napi_env env, napi_callback_info info) {
 /** Run(vcpu, budgetNs) - one bounded KVM_RUN; returns the exit reason (details in the buffer). */
 napi_value Run(napi_env env, napi_callback_info info) {
   Args<2> args(env, info);
-  VcpuState* v = GetVcpu(env, args[0], "KVM_RUN");
+  VcpuState* v = GetIdleVcpu(env, args[0], "KVM_RUN");
   uint64_t budget;
   if (v == nullptr || !GetSafeInteger(env, args[1], "budget", &budget)) return nullptr;
   int r = RunOnce(v, budget);
   if (r < 0) return ThrowVcpu(env, "KVM_RUN", v, -r);
   PublishExit(v);
-  v->exit[29] = t_kicked ? 1 : 0;
+  v->exit[exit_record::kKicked] = t_kicked ? 1 : 0;
   napi_value out;
   napi_create_uint32(env, v->run->exit_reason, &out);
   return out;
@@ -409,7 +384,7 @@ napi_value Run(napi_env env, napi_callback_info info) {
  */
 napi_value RunNative(napi_env env, napi_callback_info info) {
   Args<3> args(env, info);
-  VcpuState* v = GetVcpu(env, args[0], "KVM_RUN");
+  VcpuState* v = GetIdleVcpu(env, args[0], "KVM_RUN");
   uint32_t value;
   uint64_t budget;
   if (v == nullptr || !GetUint32(env, args[1], "value", &value) ||
@@ -417,7 +392,7 @@ napi_value RunNative(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   uint64_t served = 0;
-  Put64(v->exit + 16, value);
+  Put64(v->exit + exit_record::kData, value);
   if (budget > 0) Arm(v, budget);
   for (;;) {
     int r = RunOnce(v, 0);
@@ -427,7 +402,7 @@ napi_value RunNative(napi_env env, napi_callback_info info) {
     }
     if (v->run->exit_reason != KVM_EXIT_MMIO) break;
     served++;
-    Put64(v->exit + 16, value);
+    Put64(v->exit + exit_record::kData, value);
   }
   if (budget > 0) Arm(v, 0);
   PublishExit(v);
@@ -438,17 +413,48 @@ napi_value RunNative(napi_env env, napi_callback_info info) {
 
 }  // namespace
 
+int KickSignal() { return SIGRTMIN + 6; }
+
+void SetRunningVcpu(kvm_run* run) { t_running = run; }
+
+VcpuState* GetVcpu(napi_env env, napi_value value, const char* op) {
+  napi_valuetype type;
+  bool tagged = false;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
+      napi_check_object_type_tag(env, value, &kVcpuTag, &tagged) != napi_ok || !tagged) {
+    ThrowTypeError(env, std::string(op) + " expects a vCPU handle");
+    return nullptr;
+  }
+  void* data = nullptr;
+  napi_get_value_external(env, value, &data);
+  auto* v = static_cast<VcpuState*>(data);
+  if (v->fd < 0) {
+    ThrowVfioError(env, op, 0, "the vCPU is closed", v->where, "ECLOSED");
+    return nullptr;
+  }
+  return v;
+}
+
+VcpuState* GetIdleVcpu(napi_env env, napi_value value, const char* op) {
+  VcpuState* v = GetVcpu(env, value, op);
+  if (v != nullptr && v->thread != nullptr) {
+    ThrowVfioError(env, op, EBUSY, "the vCPU's thread is running it", v->where);
+    return nullptr;
+  }
+  return v;
+}
+
 void RegisterVcpu(Napi::Env env, Napi::Object exports) {
-  napi_property_descriptor props[] = {
-#define P(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
-      P("kvmCreateVcpu", CreateVcpu), P("kvmCloseVcpu", CloseVcpu), P("kvmGetRegs", GetRegs),
-      P("kvmSetRegs", SetRegs),       P("kvmGetSregs", GetSregs),   P("kvmSetSregs", SetSregs),
-      P("kvmGetLapic", GetLapic),     P("kvmSetLapic", SetLapic),   P("kvmSetFpu", SetFpu),
-      P("kvmSetCpuid2", SetCpuid2),   P("kvmSetMsrs", SetMsrs),     P("kvmRun", Run),
-      P("kvmRunNative", RunNative),   P("kvmArmKick", ArmKick),
-#undef P
+  const napi_property_descriptor methods[] = {
+      Method("kvmCreateVcpu", CreateVcpu), Method("kvmCloseVcpu", CloseVcpu),
+      Method("kvmGetRegs", GetRegs),       Method("kvmSetRegs", SetRegs),
+      Method("kvmGetSregs", GetSregs),     Method("kvmSetSregs", SetSregs),
+      Method("kvmGetLapic", GetLapic),     Method("kvmSetLapic", SetLapic),
+      Method("kvmSetFpu", SetFpu),         Method("kvmSetCpuid2", SetCpuid2),
+      Method("kvmSetMsrs", SetMsrs),       Method("kvmRun", Run),
+      Method("kvmRunNative", RunNative),   Method("kvmArmKick", ArmKick),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
   napi_value sizes;
   napi_create_object(env, &sizes);
   auto put = [&](const char* name, size_t n) {
@@ -464,6 +470,25 @@ void RegisterVcpu(Napi::Env env, Napi::Object exports) {
   put("cpuidEntry", sizeof(kvm_cpuid_entry2));
   put("msrEntry", sizeof(kvm_msr_entry));
   exports.Set("kvmStructSizes", Napi::Value(env, sizes));
+  napi_value layout;
+  napi_create_object(env, &layout);
+  auto field = [&](const char* name, size_t at) {
+    napi_value v;
+    napi_create_uint32(env, static_cast<uint32_t>(at), &v);
+    napi_set_named_property(env, layout, name, v);
+  };
+  field("reason", exit_record::kReason);
+  field("size", exit_record::kSize);
+  field("address", exit_record::kAddress);
+  field("data", exit_record::kData);
+  field("count", exit_record::kCount);
+  field("isWrite", exit_record::kIsWrite);
+  field("kicked", exit_record::kKicked);
+  field("detail", exit_record::kDetail);
+  field("bytes", exit_record::kBytes);
+  exports.Set("kvmExitLayout", Napi::Value(env, layout));
+  RegisterVcpuThread(env, exports);
+  RegisterExitTable(env, exports);
 }
 
 }  // namespace vfio_bridge

@@ -31,15 +31,16 @@ namespace vfio_bridge {
 class MappingState : public Resource {
  public:
   void Release() override {
-    if (map_addr != nullptr) munmap(map_addr, map_len);
-    map_addr = nullptr;
+    if (backing != nullptr) MapUnpin(backing);
+    backing = nullptr;
     base = nullptr;
   }
 
   uint8_t* base = nullptr;  // start of the caller's range; nullptr once closed
   uint64_t length = 0;
-  void* map_addr = nullptr;  // page-aligned start actually mapped
-  size_t map_len = 0;
+  // The pages actually mapped. A vCPU thread's exit table may pin them (MappingPin), so close()
+  // drops this mapping's reference and the last reference unmaps.
+  MapBacking* backing = nullptr;
   bool writable = false;
   uint32_t slot = 0;
   ErrorContext where;
@@ -367,12 +368,12 @@ napi_value Unmap(napi_env env, napi_callback_info info) {
   Args<1> args(env, info);
   MappingState* m = GetMapping(env, args[0], "mapping.close");
   if (m == nullptr) return nullptr;
-  void* addr = m->map_addr;
-  m->map_addr = nullptr;
+  MapBacking* backing = m->backing;
+  m->backing = nullptr;
   m->base = nullptr;
-  if (addr != nullptr && munmap(addr, m->map_len) != 0) {
-    int err = errno;
-    return ThrowVfioError(env, "munmap", err, "", m->where);
+  if (backing != nullptr) {
+    int err = MapUnpin(backing);
+    if (err != 0) return ThrowVfioError(env, "munmap", err, "", m->where);
   }
   return nullptr;
 }
@@ -434,8 +435,7 @@ napi_value Mmap(napi_env env, napi_callback_info info) {
   }
 
   auto* m = new MappingState();
-  m->map_addr = addr;
-  m->map_len = map_len;
+  m->backing = new MapBacking{addr, map_len, {1}};
   // SAFETY: offset - aligned < page <= map_len, so base stays inside the mapping just made.
   m->base = static_cast<uint8_t*>(addr) + (offset - aligned);
   m->length = length;
@@ -526,6 +526,23 @@ bool MappingHostRange(napi_env env, napi_value value, HostRange* out) {
   out->writable = m->writable;
   out->where = &m->where;
   return true;
+}
+
+bool MappingPin(napi_env env, napi_value value, HostRange* out, MapBacking** pin) {
+  if (!MappingHostRange(env, value, out)) return false;
+  void* data = nullptr;
+  napi_get_value_external(env, value, &data);
+  auto* m = static_cast<MappingState*>(data);
+  *pin = m->backing;
+  if (m->backing != nullptr) m->backing->refs.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+int MapUnpin(MapBacking* b) {
+  if (b->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return 0;
+  int err = munmap(b->addr, b->len) == 0 ? 0 : errno;
+  delete b;
+  return err;
 }
 
 void ForgetModuleCache(ModuleData* module) {

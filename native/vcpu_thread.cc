@@ -1,0 +1,455 @@
+// vCPU threads: one thread per vCPU, created, named and joined here, running KVM_RUN in a loop.
+//
+// The loop serves what it can itself: an MMIO or port exit that the exit table (exit_table.h) holds
+// is one fixed-width access on a mapping, or one pread/pwrite on a device fd, done on this thread
+// with no JavaScript. Any other MMIO or port exit is handed to JavaScript on the thread that owns
+// the device model, through a thread-safe function: the exit goes into the vCPU's exit record, the
+// thread waits, JavaScript serves it and writes the answer, and the thread copies the answer into
+// kvm_run and enters the guest again. One vCPU's accesses therefore stay in order, and JavaScript
+// handlers never run concurrently: they all run on that one thread, as QEMU's big lock serializes
+// its device models.
+//
+// Control (pause, resume, stop) is a request word the thread reads before every KVM_RUN, plus a
+// kick to take it out of KVM_RUN: kvm_run.immediate_exit and the per-thread kick signal, whose
+// handler (kvm_vcpu.cc) sets immediate_exit too, so a kick that lands just before KVM_RUN is
+// entered is not lost. A thread that parks (paused, or after an exit only JavaScript can decide
+// on: shutdown, a system event, an entry failure, a KVM_RUN error) says so with an event, and waits
+// until it is resumed or stopped. Stop wakes the thread wherever it waits and joins it.
+//
+// Events to JavaScript, onEvent(kind, a, b, c, d):
+//   0 exit:   serve the exit in the exit record (answer reads at its data field); no arguments.
+//   1 parked: a = why (0 asked to, 1 a guest exit now in the exit record, 2 KVM_RUN failed with
+//             errno b).
+//   2 fault:  an access served here failed: a = space (0 MMIO, 1 port), b = address, c = size |
+//             isWrite << 8, d = errno (0: SIGBUS, the mapping was revoked). The guest read
+//             all-ones, or its write was dropped.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "accessors.h"
+#include "args.h"
+#include "exit_table.h"
+#include "exports.h"
+#include "kvm_vcpu.h"
+
+namespace vfio_bridge {
+
+/** class VcpuThread - a vCPU's thread and its hand-off state. Freed by its TSFN's finalizer. */
+class VcpuThread {
+ public:
+  enum Request : int { kRun = 0, kPause = 1, kStop = 2 };
+
+  VcpuState* v = nullptr;  // nullptr once joined
+  std::shared_ptr<ExitTableCore> table;
+  std::atomic<const ExitSnapshot*> hazard{nullptr};
+  napi_threadsafe_function tsfn = nullptr;
+  pthread_t tid = {};
+  std::string name;
+
+  std::atomic<int> request{kRun};
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t posted = 0;    // hand-offs posted (guarded by mu)
+  uint64_t answered = 0;  // hand-offs JavaScript has answered (guarded by mu)
+
+  std::atomic<uint64_t> fast_mmio{0}, fast_pio{0}, handoffs{0}, faults{0}, runs{0};
+};
+
+namespace {
+
+enum EventKind : uint32_t { kExit = 0, kParked = 1, kFault = 2 };
+
+struct Event {
+  uint32_t kind;
+  double a, b, c, d;
+};
+
+void Post(VcpuThread* t, Event* e) { napi_call_threadsafe_function(t->tsfn, e, napi_tsfn_nonblocking); }
+
+void Kick(VcpuThread* t) {
+  __atomic_store_n(&t->v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  pthread_kill(t->tid, KickSignal());
+}
+
+/** Park - tell JavaScript why, and wait to be resumed. False when stopped instead. */
+bool Park(VcpuThread* t, double why, double err) {
+  Post(t, new Event{kParked, why, err, 0, 0});
+  std::unique_lock<std::mutex> lock(t->mu);
+  t->cv.wait(lock, [t] { return t->request.load() != VcpuThread::kPause; });
+  return t->request.load() != VcpuThread::kStop;
+}
+
+/** ParkSelf - park after an exit JavaScript must decide on, unless a stop is already asked. */
+bool ParkSelf(VcpuThread* t, double why, double err) {
+  int expected = VcpuThread::kRun;
+  t->request.compare_exchange_strong(expected, VcpuThread::kPause);
+  if (t->request.load() == VcpuThread::kStop) return false;
+  return Park(t, why, err);
+}
+
+vfio_bridge_load Load(const volatile uint8_t* p, uint32_t size) {
+  switch (size) {
+    case 1:
+      return vfio_bridge_load8(p);
+    case 2:
+      return vfio_bridge_load16(p);
+    case 4:
+      return vfio_bridge_load32(p);
+    default:
+      return vfio_bridge_load64(p);
+  }
+}
+
+int Store(volatile uint8_t* p, uint32_t size, uint64_t value) {
+  switch (size) {
+    case 1:
+      return vfio_bridge_store8(p, static_cast<uint8_t>(value));
+    case 2:
+      return vfio_bridge_store16(p, static_cast<uint16_t>(value));
+    case 4:
+      return vfio_bridge_store32(p, static_cast<uint32_t>(value));
+    default:
+      return vfio_bridge_store64(p, value);
+  }
+}
+
+/** FdAccess - one pread or pwrite of exactly @size bytes; 0 or an errno (EIO when short). */
+int FdAccess(int fd, uint8_t* data, uint32_t size, uint64_t offset, bool is_write) {
+  ssize_t n;
+  do {
+    n = is_write ? pwrite(fd, data, size, static_cast<off_t>(offset))
+                 : pread(fd, data, size, static_cast<off_t>(offset));
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(size)) return 0;
+  return n < 0 ? errno : EIO;
+}
+
+/** ServeHere - serve the current MMIO/port exit from the exit table; false: JavaScript must. */
+bool ServeHere(VcpuThread* t) {
+  VcpuState* v = t->v;
+  kvm_run* run = v->run;
+  int space;
+  uint64_t addr;
+  uint32_t size;
+  bool is_write;
+  uint8_t* data;
+  if (run->exit_reason == KVM_EXIT_MMIO) {
+    space = kSpaceMmio;
+    addr = run->mmio.phys_addr;
+    size = run->mmio.len;
+    is_write = run->mmio.is_write != 0;
+    data = run->mmio.data;
+  } else {
+    // String I/O (rep ins/outs) is JavaScript's to report.
+    if (run->io.count != 1 || run->io.data_offset > v->run_size ||
+        run->io.size > v->run_size - run->io.data_offset) {
+      return false;
+    }
+    space = kSpacePio;
+    addr = run->io.port;
+    size = run->io.size;
+    is_write = run->io.direction == KVM_EXIT_IO_OUT;
+    // SAFETY: data_offset + size <= run_size was checked above: the data lies in the kvm_run page.
+    data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
+  }
+  const ExitSnapshot* s = t->table->Acquire(space, &t->hazard);
+  const ExitEntry* e = ServableEntry(s, addr, size, is_write);
+  if (e == nullptr) {
+    ExitTableCore::Release(&t->hazard);
+    return false;
+  }
+  uint64_t delta = addr - e->start;
+  int err = 0;
+  bool fault = false;
+  if (e->kind == ExitEntry::kMmap) {
+    // SAFETY: ServableEntry found [addr, addr + size) inside the entry, and the entry inside its
+    // mapping, whose pages the snapshot pins; the accessor is one access of exactly @size bytes.
+    volatile uint8_t* p = e->base + delta;
+    if (is_write) {
+      uint64_t value = 0;
+      std::memcpy(&value, data, size);
+      fault = Store(p, size, value) != 0;
+    } else {
+      vfio_bridge_load l = Load(p, size);
+      fault = l.fault != 0;
+      uint64_t value = fault ? ~0ULL : l.value;
+      std::memcpy(data, &value, size);  // only the access's bytes: none above its width
+    }
+  } else {
+    uint8_t buf[8];
+    if (is_write) std::memcpy(buf, data, size);
+    err = FdAccess(e->fd, buf, size, e->file_offset + delta, is_write);
+    if (!is_write) {
+      if (err != 0) std::memset(buf, 0xff, size);
+      std::memcpy(data, buf, size);
+    }
+  }
+  ExitTableCore::Release(&t->hazard);
+  (space == kSpaceMmio ? t->fast_mmio : t->fast_pio).fetch_add(1, std::memory_order_relaxed);
+  if (fault || err != 0) {
+    t->faults.fetch_add(1, std::memory_order_relaxed);
+    Post(t, new Event{kFault, static_cast<double>(space), static_cast<double>(addr),
+                      static_cast<double>(size | (is_write ? 0x100 : 0)), static_cast<double>(err)});
+  }
+  return true;
+}
+
+/** HandOff - let JavaScript serve the exit; false when stopped while waiting. */
+bool HandOff(VcpuThread* t) {
+  PublishExit(t->v);
+  t->handoffs.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    t->posted++;
+  }
+  Post(t, nullptr);
+  std::unique_lock<std::mutex> lock(t->mu);
+  t->cv.wait(lock, [t] { return t->answered == t->posted || t->request.load() == VcpuThread::kStop; });
+  if (t->request.load() == VcpuThread::kStop) return false;
+  lock.unlock();
+  CompletePending(t->v);
+  return true;
+}
+
+void Loop(VcpuThread* t) {
+  VcpuState* v = t->v;
+  kvm_run* run = v->run;
+  for (;;) {
+    // Cleared before the request is read: a kick after this point sets it again (see the top).
+    __atomic_store_n(&run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+    int req = t->request.load();
+    if (req == VcpuThread::kStop) return;
+    if (req == VcpuThread::kPause) {
+      if (!Park(t, 0, 0)) return;
+      continue;
+    }
+    t->runs.fetch_add(1, std::memory_order_relaxed);
+    if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+      int err = errno;
+      if (err == EINTR || err == EAGAIN) continue;  // kicked, or another signal
+      if (!ParkSelf(t, 2, err)) return;
+      continue;
+    }
+    switch (run->exit_reason) {
+      case KVM_EXIT_MMIO:
+      case KVM_EXIT_IO:
+        if (t->table && ServeHere(t)) continue;
+        if (!HandOff(t)) return;
+        continue;
+      case KVM_EXIT_INTR:
+        continue;
+      default:
+        PublishExit(v);
+        if (!ParkSelf(t, 1, 0)) return;
+        continue;
+    }
+  }
+}
+
+void* ThreadMain(void* arg) {
+  auto* t = static_cast<VcpuThread*>(arg);
+  SetRunningVcpu(t->v->run);
+  if (t->table) t->table->AddReader(&t->hazard);
+  Loop(t);
+  if (t->table) t->table->RemoveReader(&t->hazard);
+  SetRunningVcpu(nullptr);
+  napi_release_threadsafe_function(t->tsfn, napi_tsfn_release);
+  return nullptr;
+}
+
+napi_value Number(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+void CallJs(napi_env env, napi_value js, void* context, void* data) {
+  auto* t = static_cast<VcpuThread*>(context);
+  if (data != nullptr) {
+    std::unique_ptr<Event> e(static_cast<Event*>(data));
+    if (env == nullptr) return;  // environment teardown: nothing to tell
+    napi_value argv[5] = {Number(env, e->kind), Number(env, e->a), Number(env, e->b),
+                          Number(env, e->c), Number(env, e->d)};
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_call_function(env, undefined, js, 5, argv, nullptr);
+    return;
+  }
+  // A hand-off. The thread may have been stopped since it posted: then nobody waits for it.
+  if (env != nullptr && t->v != nullptr) {
+    napi_value argv[1] = {Number(env, kExit)};
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_call_function(env, undefined, js, 1, argv, nullptr);
+  }
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    t->answered = t->posted;
+  }
+  t->cv.notify_all();
+}
+
+void FinalizeThread(napi_env, void* data, void*) { delete static_cast<VcpuThread*>(data); }
+
+/** Start(vcpu, table, name, onEvent) - start @vcpu's thread, running the guest at once. */
+napi_value Start(napi_env env, napi_callback_info info) {
+  Args<4> args(env, info);
+  const char* op = "vCPU thread";
+  VcpuState* v = GetVcpu(env, args[0], op);
+  if (v == nullptr) return nullptr;
+  if (v->thread != nullptr) return ThrowVfioError(env, op, EBUSY, "the vCPU already has a thread", v->where);
+  std::shared_ptr<ExitTableCore> table;
+  napi_valuetype type;
+  napi_typeof(env, args[1], &type);
+  if (type != napi_null && type != napi_undefined) {
+    table = GetExitTable(env, args[1], op);
+    if (!table) return nullptr;
+  }
+  auto t = std::make_unique<VcpuThread>();
+  if (!GetString(env, args[2], "name", &t->name)) return nullptr;
+  napi_typeof(env, args[3], &type);
+  if (type != napi_function) return ThrowTypeError(env, "onEvent must be a function");
+  t->v = v;
+  t->table = std::move(table);
+  napi_value resource;
+  napi_create_string_utf8(env, "vfio-bridge:vcpu", NAPI_AUTO_LENGTH, &resource);
+  VcpuThread* raw = t.get();
+  if (napi_create_threadsafe_function(env, args[3], nullptr, resource, 0, 1, raw, FinalizeThread,
+                                      raw, CallJs, &raw->tsfn) != napi_ok) {
+    return ThrowVfioError(env, op, ENOMEM, "cannot create its thread-safe function", v->where);
+  }
+  t.release();  // the TSFN's finalizer owns it from here
+  // The thread takes only the signals it must: the synchronous faults (SIGBUS for revoked BARs)
+  // and its kick. Set here, so no signal can reach it before it runs.
+  sigset_t mask, old;
+  sigfillset(&mask);
+  for (int s : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGABRT, KickSignal()}) sigdelset(&mask, s);
+  pthread_sigmask(SIG_SETMASK, &mask, &old);
+  int err = pthread_create(&raw->tid, nullptr, ThreadMain, raw);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (err != 0) {
+    raw->v = nullptr;
+    napi_release_threadsafe_function(raw->tsfn, napi_tsfn_abort);
+    return ThrowVfioError(env, "pthread_create", err, "vCPU thread", v->where);
+  }
+  pthread_setname_np(raw->tid, raw->name.substr(0, 15).c_str());
+  v->thread = raw;
+  return nullptr;
+}
+
+VcpuThread* GetThread(napi_env env, napi_value value, const char* op) {
+  VcpuState* v = GetVcpu(env, value, op);
+  if (v == nullptr) return nullptr;
+  if (v->thread == nullptr) {
+    ThrowVfioError(env, op, 0, "the vCPU has no thread", v->where, "ENOTHREAD");
+    return nullptr;
+  }
+  return v->thread;
+}
+
+/** Pause(vcpu) - ask the thread to park; it says so with a `parked` event. */
+napi_value Pause(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  VcpuThread* t = GetThread(env, args[0], "vCPU pause");
+  if (t == nullptr) return nullptr;
+  int expected = VcpuThread::kRun;
+  if (t->request.compare_exchange_strong(expected, VcpuThread::kPause)) Kick(t);
+  return nullptr;
+}
+
+/** Resume(vcpu) - let a parked (or parking) thread run the guest again. */
+napi_value Resume(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  VcpuThread* t = GetThread(env, args[0], "vCPU resume");
+  if (t == nullptr) return nullptr;
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    int expected = VcpuThread::kPause;
+    t->request.compare_exchange_strong(expected, VcpuThread::kRun);
+  }
+  t->cv.notify_all();
+  return nullptr;
+}
+
+/** Stop(vcpu) - stop and join the thread; idempotent (no thread: nothing to do). */
+napi_value Stop(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  VcpuState* v = GetVcpu(env, args[0], "vCPU stop");
+  if (v != nullptr) StopVcpuThread(v);
+  return nullptr;
+}
+
+/** Ref(vcpu, ref) - whether the running thread keeps the event loop alive (it does by default). */
+napi_value Ref(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  VcpuThread* t = GetThread(env, args[0], "vCPU ref");
+  bool ref = true;
+  if (t == nullptr) return nullptr;
+  napi_get_value_bool(env, args[1], &ref);
+  if (ref) {
+    napi_ref_threadsafe_function(env, t->tsfn);
+  } else {
+    napi_unref_threadsafe_function(env, t->tsfn);
+  }
+  return nullptr;
+}
+
+/** Stats(vcpu) - the thread's counters, or null when it has none. */
+napi_value Stats(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  VcpuState* v = GetVcpu(env, args[0], "vCPU stats");
+  if (v == nullptr) return nullptr;
+  napi_value out;
+  if (v->thread == nullptr) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  VcpuThread* t = v->thread;
+  napi_create_object(env, &out);
+  auto put = [&](const char* name, const std::atomic<uint64_t>& c) {
+    napi_set_named_property(env, out, name, Number(env, static_cast<double>(c.load())));
+  };
+  put("mmio", t->fast_mmio);
+  put("pio", t->fast_pio);
+  put("handoffs", t->handoffs);
+  put("faults", t->faults);
+  put("runs", t->runs);
+  return out;
+}
+
+}  // namespace
+
+void StopVcpuThread(VcpuState* v) {
+  VcpuThread* t = v->thread;
+  if (t == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    t->request.store(VcpuThread::kStop);
+  }
+  t->cv.notify_all();
+  Kick(t);
+  pthread_join(t->tid, nullptr);
+  // What the TSFN still delivers (a queued hand-off or event) finds v == nullptr; the TSFN's
+  // finalizer frees t once its queue is drained.
+  t->v = nullptr;
+  v->thread = nullptr;
+}
+
+void RegisterVcpuThread(napi_env env, napi_value exports) {
+  const napi_property_descriptor methods[] = {
+      Method("kvmVcpuStart", Start),   Method("kvmVcpuPause", Pause), Method("kvmVcpuResume", Resume),
+      Method("kvmVcpuStop", Stop),     Method("kvmVcpuRef", Ref),     Method("kvmVcpuStats", Stats),
+  };
+  DefineMethods(env, exports, methods);
+}
+
+}  // namespace vfio_bridge
