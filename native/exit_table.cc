@@ -203,8 +203,8 @@ napi_value Set(napi_env env, napi_callback_info info) {
     napi_get_element(env, args[2], i, &obj);
     if (!ParseEntry(env, obj, i, snap.get(), &snap->entries[i])) return nullptr;
     if (i > 0 && snap->entries[i].start < snap->entries[i - 1].end) {
-      return ThrowRangeError(env, "exit table entry " + std::to_string(i) +
-                                      " overlaps or precedes the one before it");
+      return ThrowRangeError(
+          env, "exit table entry " + std::to_string(i) + " overlaps or precedes the one before it");
     }
   }
   t->core->Publish(space, snap.release());

@@ -10,13 +10,13 @@
 // number out from under it.
 #pragma once
 
+#include <node_api.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
-
-#include <node_api.h>
 
 #include "host_memory.h"
 
@@ -28,8 +28,8 @@ struct ExitEntry {
   uint64_t end;
   enum Kind : uint8_t { kMmap, kFd } kind;
   bool readonly;
-  uint8_t* base;  // kMmap: the host address of `start`
-  int fd;         // kFd: the snapshot's own dup of the device fd
+  uint8_t* base;         // kMmap: the host address of `start`
+  int fd;                // kFd: the snapshot's own dup of the device fd
   uint64_t file_offset;  // kFd: the fd offset of `start`
 };
 
@@ -83,7 +83,8 @@ class ExitTableCore {
  */
 const ExitEntry* ServableEntry(const ExitSnapshot* s, uint64_t addr, uint32_t size, bool is_write);
 
-/** GetExitTable - the table behind a handle from exitTableCreate (shared), or nullptr after throwing. */
+/** GetExitTable - the table behind a handle from exitTableCreate (shared), or nullptr after
+ * throwing. */
 std::shared_ptr<ExitTableCore> GetExitTable(napi_env env, napi_value value, const char* op);
 
 }  // namespace vfio_bridge

@@ -9,8 +9,11 @@
 // not lost: every later run returns at once until the timer is armed again. lib/kvm slices a long
 // run into such bounded series and returns to the event loop between them.
 //
-// Exits are handed to JavaScript through the exit record (its layout in kvm_vcpu.h). A vCPU can also
-// run on a thread of its own (vcpu_thread.cc); while it does, the ioctls here refuse it (EBUSY).
+// Exits are handed to JavaScript through the exit record (its layout in kvm_vcpu.h). A vCPU can
+// also run on a thread of its own (vcpu_thread.cc); while it does, the ioctls here refuse it
+// (EBUSY).
+#include "kvm_vcpu.h"
+
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,8 +25,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include "kvm_vcpu.h"
 
 #include "args.h"
 #include "exports.h"

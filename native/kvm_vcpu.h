@@ -24,11 +24,11 @@ class VcpuThread;
  * kvm_run before the next KVM_RUN, as KVM expects on re-entry.
  */
 namespace exit_record {
-constexpr size_t kReason = 0;   // u32 kvm_run.exit_reason
-constexpr size_t kSize = 4;     // u32 access size in bytes
-constexpr size_t kAddress = 8;  // u64 guest-physical address or port
-constexpr size_t kData = 16;    // 8 bytes: the value written, or the answer to a read
-constexpr size_t kCount = 24;   // u32 port I/O repeat count
+constexpr size_t kReason = 0;    // u32 kvm_run.exit_reason
+constexpr size_t kSize = 4;      // u32 access size in bytes
+constexpr size_t kAddress = 8;   // u64 guest-physical address or port
+constexpr size_t kData = 16;     // 8 bytes: the value written, or the answer to a read
+constexpr size_t kCount = 24;    // u32 port I/O repeat count
 constexpr size_t kIsWrite = 28;  // u8
 constexpr size_t kKicked = 29;   // u8: the run's time budget expired
 constexpr size_t kDetail = 32;   // u64 hardware/suberror reason, system event type

@@ -19,7 +19,8 @@
 // Events to JavaScript, onEvent(kind, a, b, c, d):
 //   0 exit:   serve the exit in the exit record (answer reads at its data field); no arguments.
 //   1 parked: a = why (0 asked to, 1 a guest exit now in the exit record, 2 KVM_RUN failed with
-//             errno b).
+//             errno b); d = how many resumes the thread had seen, so that JavaScript can tell a
+//             park it has already resumed from.
 //   2 fault:  an access served here failed: a = space (0 MMIO, 1 port), b = address, c = size |
 //             isWrite << 8, d = errno (0: SIGBUS, the mapping was revoked). The guest read
 //             all-ones, or its write was dropped.
@@ -60,6 +61,7 @@ class VcpuThread {
   std::condition_variable cv;
   uint64_t posted = 0;    // hand-offs posted (guarded by mu)
   uint64_t answered = 0;  // hand-offs JavaScript has answered (guarded by mu)
+  uint64_t resumes = 0;   // Resume calls so far (guarded by mu): tells a stale `parked` apart
 
   std::atomic<uint64_t> fast_mmio{0}, fast_pio{0}, handoffs{0}, faults{0}, runs{0};
 };
@@ -73,7 +75,9 @@ struct Event {
   double a, b, c, d;
 };
 
-void Post(VcpuThread* t, Event* e) { napi_call_threadsafe_function(t->tsfn, e, napi_tsfn_nonblocking); }
+void Post(VcpuThread* t, Event* e) {
+  napi_call_threadsafe_function(t->tsfn, e, napi_tsfn_nonblocking);
+}
 
 void Kick(VcpuThread* t) {
   __atomic_store_n(&t->v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
@@ -82,8 +86,11 @@ void Kick(VcpuThread* t) {
 
 /** Park - tell JavaScript why, and wait to be resumed. False when stopped instead. */
 bool Park(VcpuThread* t, double why, double err) {
-  Post(t, new Event{kParked, why, err, 0, 0});
   std::unique_lock<std::mutex> lock(t->mu);
+  auto generation = static_cast<double>(t->resumes);
+  lock.unlock();
+  Post(t, new Event{kParked, why, err, 0, generation});
+  lock.lock();
   t->cv.wait(lock, [t] { return t->request.load() != VcpuThread::kPause; });
   return t->request.load() != VcpuThread::kStop;
 }
@@ -197,8 +204,9 @@ bool ServeHere(VcpuThread* t) {
   (space == kSpaceMmio ? t->fast_mmio : t->fast_pio).fetch_add(1, std::memory_order_relaxed);
   if (fault || err != 0) {
     t->faults.fetch_add(1, std::memory_order_relaxed);
-    Post(t, new Event{kFault, static_cast<double>(space), static_cast<double>(addr),
-                      static_cast<double>(size | (is_write ? 0x100 : 0)), static_cast<double>(err)});
+    Post(t,
+         new Event{kFault, static_cast<double>(space), static_cast<double>(addr),
+                   static_cast<double>(size | (is_write ? 0x100 : 0)), static_cast<double>(err)});
   }
   return true;
 }
@@ -213,7 +221,8 @@ bool HandOff(VcpuThread* t) {
   }
   Post(t, nullptr);
   std::unique_lock<std::mutex> lock(t->mu);
-  t->cv.wait(lock, [t] { return t->answered == t->posted || t->request.load() == VcpuThread::kStop; });
+  t->cv.wait(lock,
+             [t] { return t->answered == t->posted || t->request.load() == VcpuThread::kStop; });
   if (t->request.load() == VcpuThread::kStop) return false;
   lock.unlock();
   CompletePending(t->v);
@@ -306,7 +315,8 @@ napi_value Start(napi_env env, napi_callback_info info) {
   const char* op = "vCPU thread";
   VcpuState* v = GetVcpu(env, args[0], op);
   if (v == nullptr) return nullptr;
-  if (v->thread != nullptr) return ThrowVfioError(env, op, EBUSY, "the vCPU already has a thread", v->where);
+  if (v->thread != nullptr)
+    return ThrowVfioError(env, op, EBUSY, "the vCPU already has a thread", v->where);
   std::shared_ptr<ExitTableCore> table;
   napi_valuetype type;
   napi_typeof(env, args[1], &type);
@@ -332,7 +342,8 @@ napi_value Start(napi_env env, napi_callback_info info) {
   // and its kick. Set here, so no signal can reach it before it runs.
   sigset_t mask, old;
   sigfillset(&mask);
-  for (int s : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGABRT, KickSignal()}) sigdelset(&mask, s);
+  for (int s : {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGABRT, KickSignal()})
+    sigdelset(&mask, s);
   pthread_sigmask(SIG_SETMASK, &mask, &old);
   int err = pthread_create(&raw->tid, nullptr, ThreadMain, raw);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -375,6 +386,7 @@ napi_value Resume(napi_env env, napi_callback_info info) {
     std::lock_guard<std::mutex> lock(t->mu);
     int expected = VcpuThread::kPause;
     t->request.compare_exchange_strong(expected, VcpuThread::kRun);
+    t->resumes++;
   }
   t->cv.notify_all();
   return nullptr;
@@ -446,8 +458,8 @@ void StopVcpuThread(VcpuState* v) {
 
 void RegisterVcpuThread(napi_env env, napi_value exports) {
   const napi_property_descriptor methods[] = {
-      Method("kvmVcpuStart", Start),   Method("kvmVcpuPause", Pause), Method("kvmVcpuResume", Resume),
-      Method("kvmVcpuStop", Stop),     Method("kvmVcpuRef", Ref),     Method("kvmVcpuStats", Stats),
+      Method("kvmVcpuStart", Start), Method("kvmVcpuPause", Pause), Method("kvmVcpuResume", Resume),
+      Method("kvmVcpuStop", Stop),   Method("kvmVcpuRef", Ref),     Method("kvmVcpuStats", Stats),
   };
   DefineMethods(env, exports, methods);
 }

@@ -1,14 +1,11 @@
 /** lib/kvm: the KVM a passthrough VMM needs (VM, memory slots, vCPUs, irqchip, irqfd, KVM-VFIO). */
 export { Kvm, PASSTHROUGH_CAPS, type KvmOpenOptions } from './kvm';
 export { Vm, type Assignment, type HasFd, type IoeventfdOptions, type IrqfdOptions } from './vm';
-export {
-  Vcpu,
-  type ExitRouting,
-  type RoutedAccess,
-  type RunOptions,
-  type RunResult,
-  type VcpuExit,
-} from './vcpu';
+export { Vcpu, type RunOptions, type RunResult } from './vcpu';
+export { type AccessExit, type VcpuExit } from './exit';
+export { routeAccess, type ExitRouting, type RoutedAccess } from './exit-routing';
+export { ExitTable, type ExitSpace, type ExitTableEntry } from './exit-table';
+export { VcpuThread, type ParkReason, type VcpuThreadFault, type VcpuThreadHandlers } from './vcpu-thread';
 export { SlotTable, type HostMemory, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
 export { KvmMemoryListener, type KvmMemoryListenerOptions } from './memory-listener';
 export {
@@ -43,3 +40,4 @@ export {
   type IntxRoutingTarget,
   type PciIntxRoutingOptions,
 } from './pci-intx';
+export { VcpuSet, type VcpuSetEnd, type VcpuSetOptions, type VcpuSetRunOptions } from './vcpu-set';

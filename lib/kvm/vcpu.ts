@@ -1,43 +1,11 @@
-import type { AccessSize, AddressSpace } from '../memory';
 import { native, type NativeHandle, type NativeKvmVcpu } from '../native';
 import { closedError, kvmError } from './errors';
+import { decodeExit, EXIT_RECORD, writeAnswer, writtenValue, type VcpuExit } from './exit';
+import { routeAccess, type ExitRouting } from './exit-routing';
+import type { ExitTable } from './exit-table';
+import { VcpuThread, type VcpuThreadHandlers } from './vcpu-thread';
 import { encodeCpuid, encodeFpu, encodeMsrs, LAPIC_STATE_SIZE, type CpuidEntry } from './x86';
 import { decodeRegs, decodeSregs, encodeRegs, encodeSregs, KVM_EXIT, type Regs, type Sregs } from './uapi';
-
-/**
- * One exit of KVM_RUN, typed as rust-vmm's VcpuExit:
- * - `mmio` / `io`: an access to emulate; `size` is the guest's access size in bytes and `data` the
- *   value written (for writes). A read is answered with {@link Vcpu.complete} before the next run.
- * - `hlt`, `shutdown` (triple fault), `interrupted` (the run's time budget ran out, or a signal),
- *   `fail-entry`, `internal-error`, `system-event` and `unknown` carry only `reason`/`detail`.
- */
-export type VcpuExit =
-  | { kind: 'mmio'; address: number; size: number; isWrite: boolean; data: bigint }
-  | { kind: 'io'; port: number; size: number; isWrite: boolean; count: number; data: bigint }
-  | { kind: 'hlt' | 'shutdown' | 'interrupted' }
-  | { kind: 'fail-entry' | 'internal-error' | 'system-event'; detail: bigint }
-  | { kind: 'unknown'; reason: number };
-
-/** Where a run sends its MMIO and port exits. */
-export interface ExitRouting {
-  /** Guest-physical MMIO (e.g. a PciBus's `memory`). */
-  memory: AddressSpace;
-  /** Guest port I/O (e.g. a PciBus's `io`). */
-  io?: AddressSpace;
-  /** Hears each routed access after it was served (`value`: what a read returned). */
-  onAccess?(a: RoutedAccess): void;
-  /** Checked after each exit: true ends the run with `stopped`. */
-  stop?(): boolean;
-}
-
-/** A routed MMIO or port access. */
-export interface RoutedAccess {
-  space: 'memory' | 'io';
-  address: number;
-  size: number;
-  isWrite: boolean;
-  value: number | bigint;
-}
 
 /** Options of {@link Vcpu.runRouted}. */
 export interface RunOptions {
@@ -65,21 +33,16 @@ export interface RunResult {
   ioExits: number;
 }
 
-const EXIT_BYTES = 48;
-const ONES = [0, 0xff, 0xffff, 0xffffff, 0xffffffff];
-
 /**
- * A vCPU: registers, special registers, and bounded runs.
+ * A vCPU: registers, special registers, runs.
  *
- * Threading model: a vCPU runs on the thread that created it (the main thread or a worker), one
- * bounded KVM_RUN at a time. Each KVM_RUN arms a per-thread kick timer, so a guest that never
- * exits (a busy loop, or a halt the in-kernel APIC handles) returns `interrupted` once the budget
- * is spent, and {@link Vcpu.runAsync} yields to the event loop between slices. Why not one worker
- * per vCPU: the device model the exits go to (AddressSpace, PciBus, quirks) is plain JavaScript
- * owned by one thread; a worker would pay a message round trip per exit, more than the exit
- * itself. A VMM that wants vCPUs in parallel gives each worker its own VM objects (the addon keeps
- * per-environment state), and everything that needs no JavaScript (MSI via irqfd, direct BARs,
- * ioeventfd) runs in the kernel, off any thread's event loop.
+ * A VMM runs it on its own thread ({@link Vcpu.startThread}): KVM_RUN in a loop on a thread the
+ * addon creates and joins, serving the ranges of an {@link ExitTable} there and handing the other
+ * MMIO and port exits to this thread, one at a time. While the thread runs, the ioctls here that
+ * need the vCPU (registers, run) refuse with EBUSY: pause the thread first.
+ *
+ * {@link Vcpu.run} and {@link Vcpu.runRouted} are bounded runs on the calling thread instead, for
+ * tests and flat guests: a per-thread kick timer ends a run whose guest does not exit in time.
  */
 export class Vcpu implements Disposable {
   readonly id: number;
@@ -91,6 +54,7 @@ export class Vcpu implements Disposable {
   readonly #exit: DataView;
   readonly #onClose: () => void;
   #closed = false;
+  #thread: VcpuThread | null = null;
   #pendingRead = false;
   #unservedCount = 0;
   #lastWarn = 0;
@@ -112,7 +76,7 @@ export class Vcpu implements Disposable {
 
   /** @internal */
   static _create(vm: NativeHandle, id: number, mmapSize: number, path: string, onClose: () => void): Vcpu {
-    const buffer = new ArrayBuffer(EXIT_BYTES);
+    const buffer = new ArrayBuffer(EXIT_RECORD.bytes);
     const h = native.kvmCreateVcpu(vm, id, mmapSize, buffer);
     return new Vcpu(h, buffer, id, path, onClose);
   }
@@ -221,34 +185,26 @@ export class Vcpu implements Disposable {
     let mmioExits = 0;
     let ioExits = 0;
     const dv = this.#exit;
+    const R = EXIT_RECORD;
+    const unserved = (isMmio: boolean, address: number, count: number): void =>
+      this.#unserved(isMmio, address, count);
     for (;;) {
       if (this.#pendingRead) this.#answer(-1);
       const reason = native.kvmRun(h, 0);
       if (reason === KVM_EXIT.MMIO || reason === KVM_EXIT.IO) {
         const isMmio = reason === KVM_EXIT.MMIO;
-        const space = isMmio ? routing.memory : routing.io;
-        const address = Number(dv.getBigUint64(8, true));
-        const size = dv.getUint32(4, true);
-        const isWrite = dv.getUint8(28) !== 0;
-        const count = isMmio ? 1 : dv.getUint32(24, true);
+        const address = Number(dv.getBigUint64(R.address, true));
+        const size = dv.getUint32(R.size, true);
+        const isWrite = dv.getUint8(R.isWrite) !== 0;
+        const count = isMmio ? 1 : dv.getUint32(R.count, true);
         if (isMmio) mmioExits++;
         else ioExits++;
-        if (space === undefined || count !== 1) this.#unserved(isMmio, address, count);
-        let value: number | bigint;
-        if (isWrite) {
-          value = size === 8 ? dv.getBigUint64(16, true) : this.#small(size);
-          if (space !== undefined && count === 1) this.#write(space, address, size, value);
-        } else {
-          value =
-            space !== undefined && count === 1
-              ? this.#read(space, address, size)
-              : size === 8
-                ? -1n
-                : (ONES[size] ?? 0);
+        const written = isWrite ? writtenValue(dv, size) : 0;
+        const value = routeAccess(routing, isMmio, address, size, isWrite, count, written, unserved);
+        if (!isWrite) {
           this.#pendingRead = true;
           this.#answer(value);
         }
-        routing.onAccess?.({ space: isMmio ? 'memory' : 'io', address, size, isWrite, value });
         if (routing.stop?.())
           return { reason: 'stopped', exit: this.#decode(reason, false), mmioExits, ioExits };
         if (mmioExits + ioExits >= maxExits)
@@ -257,7 +213,7 @@ export class Vcpu implements Disposable {
       }
       if (reason === KVM_EXIT.INTR) {
         if (routing.stop?.()) return { reason: 'stopped', exit: { kind: 'interrupted' }, mmioExits, ioExits };
-        if (dv.getUint8(29) !== 0)
+        if (dv.getUint8(R.kicked) !== 0)
           return { reason: 'budget', exit: { kind: 'interrupted' }, mmioExits, ioExits };
         continue; // another signal
       }
@@ -268,43 +224,55 @@ export class Vcpu implements Disposable {
   }
 
   /**
-   * {@link Vcpu.runRouted} in slices of `sliceMs`, yielding to the event loop between them, until
-   * the guest halts or shuts down, `routing.stop()` is true, or `totalMs` is spent.
+   * Run this vCPU on its own thread until {@link VcpuThread.stop} (or {@link Vcpu.close}, which
+   * stops it first). `table` holds the ranges the thread serves itself; the other MMIO and port
+   * exits come to `handlers.onExit` on this thread.
    */
-  async runAsync(
-    routing: ExitRouting,
-    opts: { sliceMs?: number; totalMs?: number } = {},
-  ): Promise<RunResult> {
-    const slice = opts.sliceMs ?? 10;
-    const end = performance.now() + (opts.totalMs ?? 10_000);
-    let mmio = 0;
-    let io = 0;
-    for (;;) {
-      const left = end - performance.now();
-      const r = this.runRouted(routing, { budgetMs: Math.max(0.1, Math.min(slice, left)) });
-      mmio += r.mmioExits;
-      io += r.ioExits;
-      if (r.reason !== 'budget' || left <= slice) return { ...r, mmioExits: mmio, ioExits: io };
-      await new Promise<void>((resolve) => setImmediate(resolve));
+  startThread(
+    handlers: VcpuThreadHandlers,
+    opts: { table?: ExitTable | null; name?: string } = {},
+  ): VcpuThread {
+    const h = this.#open('startThread');
+    if (this.#thread !== null && this.#thread.state !== 'stopped') {
+      throw kvmError(
+        'startThread',
+        'EBUSY',
+        `${this.path} already runs on a thread`,
+        'stop it first',
+        this.path,
+      );
     }
+    if (this.#pendingRead) this.#answer(-1);
+    const name = opts.name ?? `vcpu ${this.id}`;
+    this.#thread = new VcpuThread(
+      { handle: h, exit: this.#exit, path: this.path },
+      handlers,
+      opts.table ?? null,
+      name,
+    );
+    return this.#thread;
   }
 
-  /**
-   * The thinnest native exit handler, for benchmarks: every MMIO read is answered with `value` in
-   * the addon, without JavaScript, until any other exit. Returns the MMIO exits served and the
-   * exit that ended it.
-   */
-  runNativeConstant(value: number, budgetMs = 1000): { served: number; exit: VcpuExit } {
-    const h = this.#open('KVM_RUN');
-    const served = native.kvmRunNative(h, value >>> 0, Math.round(budgetMs * 1e6));
-    this.#pendingRead = false;
-    return { served, exit: this.#decode(this.#exit.getUint32(0, true)) };
+  /** The vCPU's thread, while it has one that has not stopped. */
+  get thread(): VcpuThread | null {
+    return this.#thread !== null && this.#thread.state !== 'stopped' ? this.#thread : null;
+  }
+
+  /** @internal The native handle, for benchmark hooks. */
+  get _handle(): NativeKvmVcpu {
+    return this.#open('vcpu');
+  }
+
+  /** @internal The exit record, for benchmark hooks. */
+  get _exitRecord(): DataView {
+    return this.#exit;
   }
 
   /** Close the vCPU (unmap kvm_run, close its fd). Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#thread?.stop();
     native.kvmCloseVcpu(this.#handle);
     this.#onClose();
   }
@@ -333,85 +301,15 @@ export class Vcpu implements Disposable {
     process.emitWarning(`${this.path}: unserved ${what}: reads all-ones, writes dropped`, 'KvmExitWarning');
   }
 
-  #small(size: number): number {
-    const dv = this.#exit;
-    if (size === 1) return dv.getUint8(16);
-    if (size === 2) return dv.getUint16(16, true);
-    if (size === 4) return dv.getUint32(16, true);
-    let v = 0;
-    for (let i = size - 1; i >= 0; i--) v = v * 256 + dv.getUint8(16 + i);
-    return v;
-  }
-
-  // Odd sizes (3, 5, 6, 7: an access KVM split at a page boundary) go byte by byte.
-  #read(space: AddressSpace, address: number, size: number): number | bigint {
-    if (size === 1 || size === 2 || size === 4 || size === 8) return space.read(address, size as AccessSize);
-    let v = 0n;
-    for (let i = size - 1; i >= 0; i--) v = (v << 8n) | BigInt(space.read(address + i, 1) as number);
-    return v;
-  }
-
-  #write(space: AddressSpace, address: number, size: number, value: number | bigint): void {
-    if (size === 1 || size === 2 || size === 4 || size === 8) {
-      space.write(address, size as AccessSize, value);
-      return;
-    }
-    const v = BigInt(value);
-    for (let i = 0; i < size; i++) space.write(address + i, 1, Number((v >> BigInt(8 * i)) & 0xffn));
-  }
-
   #answer(value: number | bigint): void {
-    const dv = this.#exit;
-    if (typeof value === 'bigint') dv.setBigUint64(16, BigInt.asUintN(64, value), true);
-    else if (value < 0) dv.setBigUint64(16, 0xffff_ffff_ffff_ffffn, true);
-    else {
-      dv.setUint32(16, value >>> 0, true);
-      dv.setUint32(20, Math.floor(value / 2 ** 32) >>> 0, true);
-    }
+    writeAnswer(this.#exit, value);
     this.#pendingRead = false;
   }
 
   #decode(reason: number, markPending = true): VcpuExit {
-    const dv = this.#exit;
-    switch (reason) {
-      case KVM_EXIT.MMIO: {
-        const isWrite = dv.getUint8(28) !== 0;
-        if (markPending) this.#pendingRead = !isWrite;
-        return {
-          kind: 'mmio',
-          address: Number(dv.getBigUint64(8, true)),
-          size: dv.getUint32(4, true),
-          isWrite,
-          data: isWrite ? dv.getBigUint64(16, true) : 0n,
-        };
-      }
-      case KVM_EXIT.IO: {
-        const isWrite = dv.getUint8(28) !== 0;
-        if (markPending) this.#pendingRead = !isWrite;
-        return {
-          kind: 'io',
-          port: Number(dv.getBigUint64(8, true)),
-          size: dv.getUint32(4, true),
-          isWrite,
-          count: dv.getUint32(24, true),
-          data: isWrite ? dv.getBigUint64(16, true) : 0n,
-        };
-      }
-      case KVM_EXIT.HLT:
-        return { kind: 'hlt' };
-      case KVM_EXIT.SHUTDOWN:
-        return { kind: 'shutdown' };
-      case KVM_EXIT.INTR:
-        return { kind: 'interrupted' };
-      case KVM_EXIT.FAIL_ENTRY:
-        return { kind: 'fail-entry', detail: dv.getBigUint64(32, true) };
-      case KVM_EXIT.INTERNAL_ERROR:
-        return { kind: 'internal-error', detail: dv.getBigUint64(32, true) };
-      case KVM_EXIT.SYSTEM_EVENT:
-        return { kind: 'system-event', detail: dv.getBigUint64(32, true) };
-      default:
-        return { kind: 'unknown', reason };
-    }
+    const exit = decodeExit(this.#exit, reason);
+    if (markPending && (exit.kind === 'mmio' || exit.kind === 'io')) this.#pendingRead = !exit.isWrite;
+    return exit;
   }
 
   #open(op: string): NativeKvmVcpu {

@@ -113,6 +113,11 @@ export class Device implements Disposable {
     return native.fdOf(this.#handle);
   }
 
+  /** @internal The device fd's handle, for a vCPU thread's exit table (lib/vmm). */
+  get _handle(): NativeHandle {
+    return this.#open('exit table');
+  }
+
   /** True once closed. */
   get closed(): boolean {
     return this.#closed;

@@ -15,8 +15,11 @@
  * their DMA mappings stay across boots; the devices are reset and their BARs placed again, as a
  * PC's reset and firmware do.
  *
- * The vCPUs run on the calling thread in slices (see `Vcpu`), one after the other, yielding to the
- * event loop between slices. A halted vCPU waits in the kernel, and interrupts that need no
+ * Each vCPU runs on its own thread (lib/kvm's VcpuSet): the event loop is never held by the guest.
+ * Accesses to BAR pieces that KVM cannot map directly (sub-page and fd-only BARs) are served on
+ * the vCPU threads from an exit table that an ExitTableListener keeps equal to the flat view; the
+ * rest (configuration cycles, the MSI-X table, the UART, quirks, unassigned space) are handed to
+ * this thread, one at a time. A halted vCPU waits in the kernel, and interrupts that need no
  * JavaScript (MSI/MSI-X/INTx through irqfds, the timer, the APIC) never leave it.
  *
  * Nothing the guest does throws: what it does wrong is counted and reported (`onReport`), and a
@@ -30,16 +33,19 @@ import {
   MsiRoutes,
   PciIntxRouting,
   PciMsiRouting,
+  ExitTable,
+  VcpuSet,
   type CpuidEntry,
   type ExitRouting,
   type RoutedAccess,
-  type RunResult,
   type Vcpu,
   type VcpuExit,
+  type VcpuSetEnd,
   type Vm,
 } from '../kvm';
 import { MemoryRegion, type UnassignedAccess } from '../memory';
 import type { DeviceErrorEvent, VfioPciDevice } from '../pci';
+import { Device } from '../vfio';
 import { DEFAULT_PCI_WINDOWS, placeBars, type PlacedBar } from './bar-placement';
 import { parseBzImage } from './boot/bzimage';
 import { loadLinux, type LinuxBootLayout } from './boot/load-linux';
@@ -47,6 +53,7 @@ import { pcE820 } from './boot/e820';
 import { setupBootVcpu } from './boot/vcpu-setup';
 import { CMOS_INDEX_PORT, CmosRtc } from './cmos-rtc';
 import { VmmError } from './errors';
+import { ExitTableListener } from './exit-table-listener';
 import { I8042_COMMAND_PORT, I8042_DATA_PORT, I8042ResetPort } from './i8042';
 import { pciIntxGsi, pciIntxRoutes } from './intx';
 import { MPTABLE_START, writeMpTable } from './mptable';
@@ -60,12 +67,6 @@ const PCI_HOLE = 3 * GiB;
 /** KVM_SET_TSS_ADDR: three pages below the BIOS area, away from the PCI window and the IOAPIC. */
 const TSS_ADDR = 0xfffbd000;
 const POST_PORT = 0x80;
-/**
- * Each slice ends with a kick, an exit of its own: at 20 ms the lab measured about 2.7 of them per
- * 50 ms ping and a slower e1000e p50 than QEMU's in some runs; at 100 ms 0.8 per ping. 50 ms keeps
- * timers and I/O callbacks within a twentieth of a second.
- */
-const DEFAULT_SLICE_MS = 50;
 
 /** One device to pass through. */
 export interface PcDeviceSpec {
@@ -87,7 +88,17 @@ export type PcReport =
   | { readonly kind: 'reset'; readonly bdf: string; readonly error: Error }
   | { readonly kind: 'dma'; readonly what: 'skip'; readonly skip: DmaSkip }
   | { readonly kind: 'dma'; readonly what: 'error'; readonly error: DmaErrorEvent }
-  | { readonly kind: 'dma'; readonly what: 'fatal'; readonly error: DmaCommitError };
+  | { readonly kind: 'dma'; readonly what: 'fatal'; readonly error: DmaCommitError }
+  | {
+      readonly kind: 'access';
+      readonly vcpu: number;
+      readonly space: 'mmio' | 'pio';
+      readonly address: number;
+      readonly size: number;
+      readonly isWrite: boolean;
+      /** `SIGBUS` (a revoked BAR mapping) or the errno name of a failed pread/pwrite. */
+      readonly code: string;
+    };
 
 /** Why a run ended. */
 export type PcExit =
@@ -125,12 +136,9 @@ export interface PcMachineOptions {
   /** What the machine absorbed (see {@link PcReport}); also counted in {@link PcMachine.reportCounts}. */
   readonly onReport?: (r: PcReport) => void;
   /**
-   * How long each vCPU runs before the event loop gets a turn, in ms (default 50). Each slice ends
-   * with a kick out of KVM_RUN, which costs an exit of its own: longer slices cost fewer exits and
-   * make timers and I/O callbacks wait longer.
+   * Hears every MMIO and port access served in JavaScript, after it was served (for tracing). The
+   * accesses the vCPU threads serve themselves are only counted ({@link PcMachine.exits}).
    */
-  readonly sliceMs?: number;
-  /** Hears every MMIO and port access the vCPUs exit with, after it was served (for tracing). */
   readonly onAccess?: (a: RoutedAccess) => void;
   /** The KVM device (default /dev/kvm). */
   readonly kvmPath?: string;
@@ -140,6 +148,8 @@ export interface PcMachineOptions {
 export interface PcRunOptions {
   /** End the run with `timeout` after this many ms (default: no limit). */
   readonly timeoutMs?: number;
+  /** Abort the run: it rejects with the signal's reason, the vCPUs paused. */
+  readonly signal?: AbortSignal;
 }
 
 /** What is still held, for a VMM (or a test) to check that nothing is left behind. */
@@ -158,6 +168,7 @@ interface Boot {
   readonly vcpus: Vcpu[];
   readonly layout: LinuxBootLayout;
   readonly routes: MsiRoutes;
+  readonly set: VcpuSet;
   readonly close: () => void;
 }
 
@@ -206,7 +217,6 @@ export class PcMachine implements Disposable {
   #cmdline: string;
   readonly #onReport: ((r: PcReport) => void) | undefined;
   readonly #onAccess: ((a: RoutedAccess) => void) | undefined;
-  readonly #sliceMs: number;
   readonly #skips = new Set<string>();
   readonly #supportedCpuid: CpuidEntry[];
   readonly #tscDeadline: boolean;
@@ -215,9 +225,12 @@ export class PcMachine implements Disposable {
   #boot: Boot | null = null;
   #boots = 0;
   #pending: PcExit | null = null;
-  #exits = { mmio: 0, io: 0, slices: 0 };
+  #exits = { mmio: 0, io: 0 };
+  /** What earlier boots' vCPU threads served without JavaScript, and their failed accesses. */
+  #nativeTotals = { mmio: 0, pio: 0, faults: 0 };
   #running = false;
   #closed = false;
+  #unserved = 0;
 
   private constructor(
     opts: PcMachineOptions,
@@ -233,7 +246,6 @@ export class PcMachine implements Disposable {
     this.#cmdline = opts.cmdline ?? 'console=ttyS0 reboot=k panic=-1';
     this.#onReport = opts.onReport;
     this.#onAccess = opts.onAccess;
-    this.#sliceMs = opts.sliceMs ?? DEFAULT_SLICE_MS;
     this.#supportedCpuid = kvm.supportedCpuid();
     this.#tscDeadline = kvm.hasCapability('TSC_DEADLINE_TIMER');
     this.uart = new Uart16550({
@@ -293,10 +305,6 @@ export class PcMachine implements Disposable {
     const ramSize = opts.ramSize ?? 256 * MiB;
     if (!Number.isSafeInteger(ramSize) || ramSize < 32 * MiB || ramSize > PCI_HOLE || ramSize % MiB !== 0) {
       throw new RangeError(`ramSize ${String(ramSize)} must be a whole number of MiB in [32 MiB, 3 GiB]`);
-    }
-    const slice = opts.sliceMs ?? DEFAULT_SLICE_MS;
-    if (typeof slice !== 'number' || !(slice >= 1 && slice <= 1000)) {
-      throw new RangeError(`sliceMs ${String(slice)} must be between 1 and 1000`);
     }
     const cpus = opts.cpus ?? 1;
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > 16) {
@@ -379,20 +387,35 @@ export class PcMachine implements Disposable {
       'irq-line': this.#counts.get('irq-line') ?? 0,
       reset: this.#counts.get('reset') ?? 0,
       dma: this.#counts.get('dma') ?? 0,
+      access: this.#counts.get('access') ?? 0,
     };
   }
 
   /**
-   * Exits to this process since creation: MMIO and port I/O accesses served in JavaScript, and the
-   * run slices (each ends with the kick timer or an exit that ends the run).
+   * Exits since creation: MMIO and port accesses served in JavaScript (`mmio`, `io`), those the
+   * vCPU threads served themselves from the exit table (`nativeMmio`, `nativeIo`), and how many of
+   * the latter failed (`faults`, each also reported as an `access` report).
    */
-  get exits(): { readonly mmio: number; readonly io: number; readonly slices: number } {
-    return { ...this.#exits };
+  get exits(): {
+    readonly mmio: number;
+    readonly io: number;
+    readonly nativeMmio: number;
+    readonly nativeIo: number;
+    readonly faults: number;
+  } {
+    const now = this.#boot?.set.stats;
+    const t = this.#nativeTotals;
+    return {
+      ...this.#exits,
+      nativeMmio: t.mmio + (now?.mmio ?? 0),
+      nativeIo: t.pio + (now?.pio ?? 0),
+      faults: t.faults + (now?.faults ?? 0),
+    };
   }
 
   /** Port and MMIO exits the vCPUs could not serve (string port I/O). */
   get unservedExits(): number {
-    return this.vcpus.reduce((n, v) => n + v.unservedExits, 0);
+    return this.#unserved + (this.#boot?.set.unservedExits ?? 0);
   }
 
   /** What the machine holds now: after {@link close}, all zeros. */
@@ -409,15 +432,17 @@ export class PcMachine implements Disposable {
   }
 
   /**
-   * Run the vCPUs until the guest resets the machine, {@link stop} is called, the timeout passes, or
-   * KVM reports an error. After a reset, {@link reboot} boots the guest again.
+   * Run the vCPUs, each on its own thread, until the guest resets the machine, {@link stop} or
+   * {@link close} is called, the timeout passes, or KVM reports an error; the vCPUs are paused
+   * when it resolves. After a reset, {@link reboot} boots the guest again.
    */
   async run(opts: PcRunOptions = {}): Promise<PcExit> {
     this.#checkOpen('run');
     if (this.#running)
       throw new VmmError('EBUSY', 'the machine is already running', 'await the run in progress');
     const timeout = opts.timeoutMs ?? Infinity;
-    if (!(timeout > 0)) throw new RangeError(`timeoutMs ${String(timeout)} must be positive`);
+    if (typeof timeout !== 'number' || !(timeout > 0))
+      throw new RangeError(`timeoutMs ${String(timeout)} must be positive`);
     const boot = this.#boot;
     if (boot === null) {
       throw new VmmError(
@@ -426,50 +451,25 @@ export class PcMachine implements Disposable {
         'reboot again with inputs that load',
       );
     }
-    const end = performance.now() + timeout;
-    const bus = this.machine.bus;
-    const exits = this.#exits;
-    const trace = this.#onAccess;
-    // Counted per exit, so the count is current inside the console callbacks the exits cause.
-    const routing: ExitRouting = {
-      memory: bus.memory,
-      io: bus.io,
-      stop: () => this.#pending !== null,
-      onAccess: (a) => {
-        if (a.space === 'io') exits.io++;
-        else exits.mmio++;
-        trace?.(a);
-      },
-    };
-    const slice = Math.max(1, this.#sliceMs / boot.vcpus.length);
+    if (this.#pending !== null) return this.#take();
     this.#running = true;
     try {
-      for (;;) {
-        for (const vcpu of boot.vcpus) {
-          if (this.#pending !== null) return this.#take();
-          let r: RunResult;
-          try {
-            r = vcpu.runRouted(routing, { budgetMs: slice });
-          } catch (error) {
-            return { reason: 'error', error };
-          }
-          exits.slices++;
-          const exit = this.#exitOf(r);
-          if (exit !== null) return exit;
-        }
-        if (this.#pending !== null) return this.#take();
-        if (performance.now() >= end) return { reason: 'timeout' };
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        if (this.#closed) return { reason: 'stopped' };
-      }
+      const end = await boot.set.run({
+        ...(Number.isFinite(timeout) ? { timeoutMs: timeout } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      if (this.#closed) return { reason: 'stopped' };
+      if (this.#pending !== null) return this.#take();
+      return this.#exitOf(end);
     } finally {
       this.#running = false;
     }
   }
 
-  /** Ask a run in progress to end (with `stopped`) at its next slice. */
+  /** Ask a run in progress to end (with `stopped`): the vCPUs are paused, not lost. */
   stop(): void {
     if (this.#pending === null) this.#pending = { reason: 'stopped' };
+    this.#boot?.set.interrupt();
   }
 
   /**
@@ -557,6 +557,24 @@ export class PcMachine implements Disposable {
       }
       const unlisten = this.machine.bus.memory.addListener(new KvmMemoryListener(vm));
       undo.push(unlisten);
+      // The ranges the vCPU threads serve themselves, kept equal to the flat views.
+      const table = new ExitTable();
+      undo.push(() => table.close());
+      const device = (bdf: string): Device | null => {
+        const d = this.devices.find((x) => x.bdf === bdf)?.device;
+        return d instanceof Device ? d : null;
+      };
+      for (const [space, as] of [
+        ['mmio', this.machine.bus.memory],
+        ['pio', this.machine.bus.io],
+      ] as const) {
+        const l = new ExitTableListener(table, space, device);
+        const off = as.addListener(l);
+        undo.push(() => {
+          off();
+          l.clear();
+        });
+      }
       for (const d of this.devices) {
         const g = d.group;
         if (g !== null) vm.addVfioFile(g);
@@ -595,8 +613,43 @@ export class PcMachine implements Disposable {
           tscDeadline: this.#tscDeadline,
         });
       }
+      const exits = this.#exits;
+      const trace = this.#onAccess;
+      // Counted per exit, so the count is current inside the console callbacks the exits cause.
+      const routing: ExitRouting = {
+        memory: this.machine.bus.memory,
+        io: this.machine.bus.io,
+        onAccess: (a) => {
+          if (a.space === 'io') exits.io++;
+          else exits.mmio++;
+          trace?.(a);
+        },
+      };
+      const set = new VcpuSet(vcpus, {
+        routing,
+        table,
+        onFault: (vcpu, f) =>
+          this.#report({
+            kind: 'access',
+            vcpu,
+            space: f.space,
+            address: f.address,
+            size: f.size,
+            isWrite: f.isWrite,
+            code: f.code,
+          }),
+      });
+      // Threads first: nothing may run while the VM and its slots go away.
+      undo.push(() => {
+        const s = set.stats;
+        this.#nativeTotals.mmio += s.mmio;
+        this.#nativeTotals.pio += s.pio;
+        this.#nativeTotals.faults += s.faults;
+        this.#unserved += set.unservedExits;
+        set.stop();
+      });
       this.#boots++;
-      return { vm, vcpus, layout, routes, close: closeAll };
+      return { vm, vcpus, layout, routes, set, close: closeAll };
     } catch (e) {
       closeAll();
       throw e;
@@ -611,18 +664,19 @@ export class PcMachine implements Disposable {
 
   // ---- runtime ----------------------------------------------------------------------------------
 
-  #exitOf(r: RunResult): PcExit | null {
-    switch (r.reason) {
-      case 'budget':
+  #exitOf(end: VcpuSetEnd): PcExit {
+    switch (end.reason) {
       case 'stopped':
-      case 'max-exits':
-        return null;
-      case 'shutdown':
-        return { reason: 'reset', by: 'triple-fault' };
-      case 'system-event':
-        return { reason: 'reset', by: 'system-event' };
-      default:
-        return { reason: 'error', exit: r.exit };
+      case 'interrupted':
+        return { reason: 'stopped' };
+      case 'timeout':
+        return { reason: 'timeout' };
+      case 'error':
+        return { reason: 'error', error: end.error };
+      case 'guest-exit':
+        if (end.exit.kind === 'shutdown') return { reason: 'reset', by: 'triple-fault' };
+        if (end.exit.kind === 'system-event') return { reason: 'reset', by: 'system-event' };
+        return { reason: 'error', exit: end.exit };
     }
   }
 
@@ -634,6 +688,7 @@ export class PcMachine implements Disposable {
 
   #requestReset(by: 'i8042' | 'reset-control'): void {
     if (this.#pending === null) this.#pending = { reason: 'reset', by };
+    this.#boot?.set.interrupt();
   }
 
   #irqLine(irq: number, level: boolean): void {

@@ -82,7 +82,7 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
     const run = parseGuestConsole(r.lines);
     const e = r.servedExits;
     console.log(
-      `  drivers bound ${run.bound?.toFixed(1) ?? '-'} s after start; ${e.mmio} MMIO and ${e.io} port I/O exits served in JS over ${e.slices} run slices`,
+      `  drivers bound ${run.bound?.toFixed(1) ?? '-'} s after start; ${e.mmio} MMIO and ${e.io} port I/O exits served in JS, ${e.nativeMmio} and ${e.nativeIo} on the vCPU threads`,
     );
     console.log(`  after close: ${JSON.stringify(r.resources)}`);
     const answered = run.pings.find((p) => p.drv === 'e1000e')?.rtts.length ?? 0;

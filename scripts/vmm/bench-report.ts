@@ -185,7 +185,11 @@ function exitsOf(sides: Side[], drv: string): void {
       per.map((p) => (p ? p['vmm.mmio'] + p['vmm.io'] : undefined)),
       2,
     );
-    row('  run-loop slices (PcMachine.exits.slices)', key('vmm.slices'), 2);
+    row(
+      '  served on the vCPU threads, no JS (PcMachine.exits)',
+      per.map((p) => (p ? (p['vmm.nativeMmio'] ?? 0) + (p['vmm.nativeIo'] ?? 0) : undefined)),
+      2,
+    );
     if (!explained) explainNodeCounts();
   }
   sides.forEach((s) => {
@@ -200,7 +204,9 @@ function exitsOf(sides: Side[], drv: string): void {
   const traps = per.map((p) => {
     if (!p) return undefined;
     if (p.user !== undefined) return (p[`user.${KVM_EXIT_IO}`] ?? 0) + (p[`user.${KVM_EXIT_MMIO}`] ?? 0);
-    return p['vmm.mmio'] !== undefined ? p['vmm.mmio'] + p['vmm.io'] : undefined;
+    return p['vmm.mmio'] !== undefined
+      ? p['vmm.mmio'] + p['vmm.io'] + (p['vmm.nativeMmio'] ?? 0) + (p['vmm.nativeIo'] ?? 0)
+      : undefined;
   });
   const [a, b] = traps;
   const [na, nb] = sides.map((s) => s.rec.side);
@@ -227,11 +233,9 @@ let explained = false;
 /** What the Node VMM's own counts and its extra returns to userspace are (said once). */
 function explainNodeCounts(): void {
   explained = true;
-  out('    (PcMachine counts at the end of each run slice, so over a run it is off by the exits of the');
-  out("    slices the markers fall in; the tracepoint's counts are exact on both sides. A slice ends");
-  out("    with the run loop's timer kick, an INTR return to userspace QEMU's vCPU thread does not have;");
-  out('    a kick that fires while JavaScript serves an exit makes the next KVM_RUN return at once, with');
-  out('    no exit reason set: UNKNOWN (0).)');
+  out('    (PcMachine counts each exit as it is served: in JavaScript, handed over by a vCPU thread,');
+  out('    or on the vCPU thread itself from the exit table. Returns to userspace beyond the traps are');
+  out('    kicks (pause, stop) and signals, an INTR with no exit reason set: UNKNOWN (0).)');
 }
 
 /** A hist's `port.hex` key (hex digits, with or without 0x) as 0x... */

@@ -5,8 +5,7 @@
 # to init, to both drivers bound and to the first answered ping, ping p50/p99 per interface, and
 # exits per ping, each Node figure as a ratio to QEMU's from the same run. One run, not a timed test.
 #
-#   scripts/vmm/bench.sh [--pings N] [--rtl 8139cp|8139too] [--slice MS]   (default 200 pings, 8139cp;
-#                                                        --slice: PcMachine's run slice)
+#   scripts/vmm/bench.sh [--pings N] [--rtl 8139cp|8139too]   (default 200 pings, 8139cp)
 #
 # The Node VMM's guest RAM is on 2 MiB huge pages (the pool is set in the lab guest first); QEMU
 # keeps its default anonymous memory, which transparent huge pages may back (the report says how
@@ -17,19 +16,16 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 pings=200
 rtl=8139cp
 mem=256
-slice=
 parse() {
   while [ $# -gt 0 ]; do
     case $1 in
       --pings) pings=$2; shift 2 ;;
       --rtl) rtl=$2; shift 2 ;;
-      --slice) slice=$2; shift 2 ;;
       *) echo "bench: FAIL unknown argument $1" >&2; exit 2 ;;
     esac
   done
   [[ $pings =~ ^[1-9][0-9]*$ ]] || { echo "bench: FAIL --pings $pings is not a positive count" >&2; exit 2; }
   case $rtl in 8139cp | 8139too) ;; *) echo "bench: FAIL --rtl $rtl is not 8139cp or 8139too" >&2; exit 2 ;; esac
-  [[ -z $slice || $slice =~ ^[1-9][0-9]*$ ]] || { echo "bench: FAIL --slice $slice is not a count of ms" >&2; exit 2; }
 }
 
 # Inside the lab guest (lab.sh provisions the guest's kernel and initramfs and names them in
@@ -46,8 +42,7 @@ in_lab() {
   # The Node VMM's RAM in huge pages: 128 of 2 MiB for 256 MiB, and some slack.
   echo $((mem / 2 + 12)) >/proc/sys/vm/nr_hugepages
   node -r @swc-node/register "$here/node-vmm.ts" --kernel "$kernel" --initrd "$initrd" --pings "$pings" \
-    --rtl "$rtl" --mem "$mem" --hugepages yes --timeout 300 --record /tmp/bench-vmm.node --brief \
-    ${slice:+--slice "$slice"} ||
+    --rtl "$rtl" --mem "$mem" --hugepages yes --timeout 300 --record /tmp/bench-vmm.node --brief ||
     echo "bench: the Node VMM side exited $?"
   node -r @swc-node/register "$here/bench-report.ts" --pings "$pings" /tmp/bench-vmm.qemu /tmp/bench-vmm.node
 }
@@ -71,4 +66,4 @@ if [ ! -f dist/index.js ] || [ -n "$(find lib -name '*.ts' -newer dist/index.js 
   exit 1
 fi
 exec "$here/../lab/lab.sh" --timeout "${VFIO_BRIDGE_LAB_TIMEOUT:-900}" \
-  bash "$here/bench.sh" --in-lab --pings "$pings" --rtl "$rtl" ${slice:+--slice "$slice"}
+  bash "$here/bench.sh" --in-lab --pings "$pings" --rtl "$rtl"

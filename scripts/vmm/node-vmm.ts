@@ -5,7 +5,7 @@
  *
  *   node -r @swc-node/register scripts/vmm/node-vmm.ts --kernel FILE --initrd FILE
  *        [--pings N] [--rtl 8139cp|8139too] [--no-rtl] [--mem MIB] [--cpus N] [--hugepages yes|no]
- *        [--append ARGS] [--timeout SECS] [--reboots N] [--record FILE] [--brief] [--slice MS]
+ *        [--append ARGS] [--timeout SECS] [--reboots N] [--record FILE] [--brief]
  *
  * Without --record it boots and shows every line with its time and the exits served so far. With
  * --record FILE it also writes the run record bench-report.ts reads (scripts/vmm/run-record.ts),
@@ -38,8 +38,6 @@ export interface VmmGuestOptions {
   /** vCPUs (default 1). */
   readonly cpus?: number;
   readonly hugepages?: boolean;
-  /** PcMachine's run slice in ms (its default when absent). */
-  readonly sliceMs?: number;
   /** More kernel command line. */
   readonly append?: string;
   readonly timeoutMs?: number;
@@ -87,6 +85,8 @@ export function describeReport(r: PcReport): string {
       if (r.what === 'error')
         return `dma ${r.error.op} of ${r.error.region} [${hex(r.error.start)}+${hex(r.error.size)}) failed: ${messageOf(r.error.error)}`;
       return `dma fatal: ${r.error.message}`;
+    case 'access':
+      return `access on vcpu ${r.vcpu}: ${r.space} ${hex(r.address)} (${r.size} B ${r.isWrite ? 'write' : 'read'}) failed: ${r.code}`;
   }
 }
 
@@ -115,7 +115,6 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
     devices,
     cpus: opts.cpus ?? 1,
     hugepages: opts.hugepages ?? false,
-    ...(opts.sliceMs !== undefined ? { sliceMs: opts.sliceMs } : {}),
     onLine: (text) => {
       const line = { t: now(), text };
       lines.push(line);
@@ -228,7 +227,6 @@ async function main(): Promise<void> {
       memMiB,
       cpus: count('cpus', '1'),
       hugepages,
-      ...(process.argv.includes('--slice') ? { sliceMs: count('slice', '20') } : {}),
       append: arg('append', ''),
       timeoutMs: count('timeout', '120') * 1000,
       reboots: count('reboots', '0'),

@@ -4,7 +4,7 @@
 // interrupt count, vfio-pci's mask in the device's command register, lib/pci's watcher); and a
 // close that leaves no irqfd.
 import * as fs from 'node:fs';
-import { MemoryRegion, PciBus, PciIntxRouting, type PciIrqType, VfioPciDevice } from '../../../lib';
+import { MemoryRegion, PciBus, PciIntxRouting, type PciIrqType, VcpuSet, VfioPciDevice } from '../../../lib';
 import { guestBinary } from '../../guest/guest';
 import { CHECKPOINT_PORT, GuestMachine } from '../../guest/machine';
 import { bdfOf, describeDevice, openDevice, type Opened } from '../hil';
@@ -93,16 +93,19 @@ describeDevice('edu', 'INTx through a resample irqfd into KVM', () => {
     });
     bus.io.root.addSubregion(checkpoint, CHECKPOINT_PORT);
     try {
-      const run = await machine.vcpu.runAsync(
-        {
+      const set = new VcpuSet([machine.vcpu], {
+        routing: {
           memory: bus.memory,
           io: bus.io,
           onAccess: (a) => (a.space === 'io' ? ports : mmio).push(a.address),
           stop: () => phase === 0xff,
         },
-        { sliceMs: 20, totalMs: 40_000 },
-      );
-      expect(run.reason).toBe('stopped');
+      });
+      try {
+        expect(await set.run({ timeoutMs: 40_000 })).toEqual({ reason: 'stopped' });
+      } finally {
+        set.stop();
+      }
     } finally {
       bus.io.root.removeSubregion(checkpoint);
     }

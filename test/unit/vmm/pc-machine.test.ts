@@ -21,7 +21,6 @@ describe('PcMachine.create checks its options before opening anything', () => {
     ['RAM too small', { kernel, ramSize: 16 * 2 ** 20 }, RangeError],
     ['RAM into the PCI hole', { kernel, ramSize: 4 * 2 ** 30 }, RangeError],
     ['no vCPU', { kernel, cpus: 0 }, RangeError],
-    ['a zero slice', { kernel, sliceMs: 0 }, RangeError],
     ['callbacks that are not functions', { kernel, onLine: 'log' }, TypeError],
     ['devices not an array', { kernel, devices: { bdf: '0000:00:03.0' } }, TypeError],
     ['a command line that is not a string', { kernel, cmdline: 42 }, TypeError],

@@ -1,0 +1,128 @@
+import {
+  native,
+  type NativeExitEntry,
+  type NativeExitTable,
+  type NativeHandle,
+  type NativeMappingHandle,
+} from '../native';
+import { closedError } from './errors';
+
+/** The two spaces a vCPU exits on. */
+export type ExitSpace = 'mmio' | 'pio';
+
+/**
+ * One range a vCPU thread serves itself:
+ * - `mmap`: each access is one fixed-width load or store at `offset + (address - start)` of the
+ *   mapping, guarded against SIGBUS (a revoked BAR reads all-ones and is reported);
+ * - `fd`: each access is one pread/pwrite of its size at `offset + (address - start)` of the fd;
+ *   only aligned accesses (others go to JavaScript, which reports them).
+ * A write to a `readonly` range goes to JavaScript. So do odd sizes and accesses that do not lie
+ * inside one range.
+ */
+export type ExitTableEntry =
+  | {
+      start: number;
+      size: number;
+      kind: 'mmap';
+      mapping: NativeMappingHandle;
+      offset: number;
+      readonly?: boolean;
+    }
+  | { start: number; size: number; kind: 'fd'; fd: NativeHandle; offset: number };
+
+const SPACE: Record<ExitSpace, number> = { mmio: 0, pio: 1 };
+
+/**
+ * The ranges that vCPU threads serve without JavaScript, one list per space. The flat view stays
+ * the one source of routing truth: a memory listener (lib/vmm) publishes its trapped ranges here,
+ * as the KVM memory listener publishes slots. {@link ExitTable.set} replaces a space's list whole
+ * (a vCPU sees the old list or the new one, never half of it), and returns only once no vCPU
+ * thread still uses the old one: a range removed is never accessed after `set` returns. The table
+ * pins what its ranges point at, so closing a Mapping or a Device under a running vCPU is safe.
+ */
+export class ExitTable implements Disposable {
+  readonly #handle: NativeExitTable;
+  #closed = false;
+  readonly #counts: Record<ExitSpace, number> = { mmio: 0, pio: 0 };
+
+  constructor() {
+    this.#handle = native.exitTableCreate();
+  }
+
+  /** @internal The native table, for Vcpu.startThread. */
+  get _handle(): NativeExitTable {
+    this.#open('exit table');
+    return this.#handle;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** How many ranges each space holds now. */
+  get counts(): Readonly<Record<ExitSpace, number>> {
+    return { ...this.#counts };
+  }
+
+  /** Replace `space`'s ranges (sorted by start, disjoint). */
+  set(space: ExitSpace, entries: readonly ExitTableEntry[]): void {
+    const s = spaceIndex(space);
+    if (!Array.isArray(entries)) throw new TypeError('ExitTable.set: entries must be an array');
+    const list: NativeExitEntry[] = entries.map((e) =>
+      e.kind === 'mmap'
+        ? {
+            start: e.start,
+            size: e.size,
+            kind: 0,
+            handle: e.mapping,
+            offset: e.offset,
+            readonly: !!e.readonly,
+          }
+        : { start: e.start, size: e.size, kind: 1, handle: e.fd, offset: e.offset, readonly: false },
+    );
+    native.exitTableSet(this.#open('ExitTable.set'), s, list);
+    this.#counts[space] = list.length;
+  }
+
+  /**
+   * What a vCPU thread does with an access: null when it hands it to JavaScript, else the range
+   * kind and where it goes (the host address for `mmap`, the fd offset for `fd`).
+   */
+  lookup(
+    space: ExitSpace,
+    address: number,
+    size: number,
+    isWrite: boolean,
+  ): { kind: 'mmap' | 'fd'; at: bigint } | null {
+    const r = native.exitTableLookup(
+      this.#open('ExitTable.lookup'),
+      spaceIndex(space),
+      address,
+      size,
+      isWrite,
+    );
+    return r === null ? null : { kind: r.kind === 0 ? 'mmap' : 'fd', at: r.at };
+  }
+
+  /** Drop the table; threads still running keep the ranges they have until they stop. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    native.exitTableClose(this.#handle);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #open(op: string): NativeExitTable {
+    if (this.#closed) throw closedError(op, 'exit table', 'exit table');
+    return this.#handle;
+  }
+}
+
+function spaceIndex(space: unknown): number {
+  if (space !== 'mmio' && space !== 'pio')
+    throw new RangeError(`exit table space ${String(space)} is not 'mmio' or 'pio'`);
+  return SPACE[space];
+}

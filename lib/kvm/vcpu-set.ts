@@ -1,0 +1,203 @@
+import { routeAccess, type ExitRouting } from './exit-routing';
+import type { AccessExit, VcpuExit } from './exit';
+import type { ExitTable } from './exit-table';
+import type { Vcpu } from './vcpu';
+import type { ParkReason, VcpuThread, VcpuThreadFault } from './vcpu-thread';
+
+/** Why {@link VcpuSet.run} returned. Every thread is parked when it does (or stopped). */
+export type VcpuSetEnd =
+  | { readonly reason: 'stopped' }
+  | { readonly reason: 'interrupted' }
+  | { readonly reason: 'timeout' }
+  | { readonly reason: 'guest-exit'; readonly vcpu: number; readonly exit: VcpuExit }
+  | { readonly reason: 'error'; readonly vcpu?: number; readonly error: unknown };
+
+/** Options of {@link VcpuSet}. */
+export interface VcpuSetOptions {
+  /** Where the exits the threads hand over are served. `routing.stop()` true ends a run. */
+  routing: ExitRouting;
+  /** The ranges the threads serve themselves (none: every MMIO and port exit comes here). */
+  table?: ExitTable | null;
+  /** An access served on a thread failed (a revoked BAR, a pread error). */
+  onFault?(vcpu: number, fault: VcpuThreadFault): void;
+  /** Thread names: `${name} ${id}` (default `vcpu`). */
+  name?: string;
+}
+
+/** Options of {@link VcpuSet.run}. */
+export interface VcpuSetRunOptions {
+  /** End the run with `timeout` after this long. */
+  timeoutMs?: number;
+  /** Abort the run: it rejects with the signal's reason, every thread parked. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The vCPUs of one VM, each on its own thread: the one run loop of lib/kvm. Exits the threads
+ * hand over are served on `routing`, one at a time, on this thread. A run ends at the first of: a
+ * guest exit only the owner can decide on (shutdown, a system event, an entry failure, ...), a
+ * KVM_RUN error, `routing.stop()`, {@link interrupt}, {@link stop}, the timeout or the signal; every
+ * other thread is parked before {@link run} resolves, so the owner sees a still machine.
+ */
+export class VcpuSet {
+  readonly vcpus: readonly Vcpu[];
+  readonly #opts: VcpuSetOptions;
+  #threads: VcpuThread[] = [];
+  #end: ((e: VcpuSetEnd) => void) | null = null;
+  #ending = false;
+  #stopped = false;
+  #unserved = 0;
+
+  constructor(vcpus: readonly Vcpu[], opts: VcpuSetOptions) {
+    if (!Array.isArray(vcpus) || vcpus.length === 0) throw new RangeError('VcpuSet needs at least one vCPU');
+    if (opts === null || typeof opts !== 'object' || typeof opts.routing?.memory?.read !== 'function')
+      throw new TypeError('VcpuSet needs options with routing.memory');
+    this.vcpus = vcpus;
+    this.#opts = opts;
+  }
+
+  /** True while a run is in progress. */
+  get running(): boolean {
+    return this.#end !== null;
+  }
+
+  /** Exits served on the threads (no JavaScript), handed here, and failed, summed over vCPUs. */
+  get stats(): { mmio: number; pio: number; handoffs: number; faults: number; runs: number } {
+    const sum = { mmio: 0, pio: 0, handoffs: 0, faults: 0, runs: 0 };
+    for (const t of this.#threads) {
+      const s = t.stats;
+      sum.mmio += s.mmio;
+      sum.pio += s.pio;
+      sum.handoffs += s.handoffs;
+      sum.faults += s.faults;
+      sum.runs += s.runs;
+    }
+    return sum;
+  }
+
+  /** Exits no routing could serve (string port I/O, ports with no `io` space). */
+  get unservedExits(): number {
+    return this.#unserved;
+  }
+
+  /** Run every vCPU (starting their threads the first time) until the run ends; see the class. */
+  async run(opts: VcpuSetRunOptions = {}): Promise<VcpuSetEnd> {
+    if (this.#stopped) return { reason: 'stopped' };
+    if (this.#end !== null) throw new RangeError('VcpuSet.run: a run is already in progress');
+    const timeout = opts.timeoutMs ?? Infinity;
+    if (typeof timeout !== 'number' || !(timeout > 0))
+      throw new RangeError(`timeoutMs ${String(timeout)} must be positive`);
+    opts.signal?.throwIfAborted();
+    const ended = new Promise<VcpuSetEnd>((resolve) => (this.#end = resolve));
+    this.#ending = false;
+    const timer = Number.isFinite(timeout)
+      ? setTimeout(() => this.#finish({ reason: 'timeout' }), timeout)
+      : null;
+    const onAbort = (): void => this.#finish({ reason: 'interrupted' });
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      if (this.#threads.length === 0) this.#startThreads();
+      else for (const t of this.#threads) t.resume();
+      const end = await ended;
+      await Promise.all(this.#threads.map((t) => t.pause()));
+      opts.signal?.throwIfAborted();
+      return this.#stopped && end.reason === 'interrupted' ? { reason: 'stopped' } : end;
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      this.#end = null;
+    }
+  }
+
+  /** End the run in progress with `interrupted` (every thread parks first). */
+  interrupt(): void {
+    this.#finish({ reason: 'interrupted' });
+  }
+
+  /** Park every thread; resolves once all are parked. */
+  async pause(): Promise<void> {
+    await Promise.all(this.#threads.map((t) => t.pause()));
+  }
+
+  /**
+   * Reset: park every thread, call `fn` on each vCPU (set registers, say), and let the run in
+   * progress, if any, go on.
+   */
+  async reset(fn: (vcpu: Vcpu) => void): Promise<void> {
+    await this.pause();
+    for (const v of this.vcpus) fn(v);
+    if (this.#end !== null && !this.#ending) for (const t of this.#threads) t.resume();
+  }
+
+  /** Stop and join every thread; a run in progress ends with `stopped`. Idempotent. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const t of this.#threads) t.stop();
+    this.#finish({ reason: 'stopped' });
+  }
+
+  /** Let the running threads keep the process alive (the default), or not. */
+  ref(on = true): void {
+    for (const t of this.#threads) {
+      if (on) t.ref();
+      else t.unref();
+    }
+  }
+
+  #startThreads(): void {
+    const { table, onFault } = this.#opts;
+    const name = this.#opts.name ?? 'vcpu';
+    try {
+      for (const v of this.vcpus) {
+        this.#threads.push(
+          v.startThread(
+            {
+              onExit: (exit) => this.#serve(v.id, exit),
+              onParked: (why, detail) => this.#parked(v.id, why, detail),
+              ...(onFault ? { onFault: (f: VcpuThreadFault) => onFault(v.id, f) } : {}),
+            },
+            { table: table ?? null, name: `${name} ${v.id}` },
+          ),
+        );
+      }
+    } catch (e) {
+      for (const t of this.#threads.splice(0)) t.stop();
+      throw e;
+    }
+  }
+
+  #serve(id: number, exit: AccessExit): number | bigint | undefined {
+    const routing = this.#opts.routing;
+    const isMmio = exit.kind === 'mmio';
+    const address = isMmio ? exit.address : exit.port;
+    const count = isMmio ? 1 : exit.count;
+    const written = exit.size === 8 ? exit.data : Number(exit.data);
+    try {
+      const value = routeAccess(routing, isMmio, address, exit.size, exit.isWrite, count, written, () => {
+        this.#unserved++;
+      });
+      if (routing.stop?.()) this.#finish({ reason: 'stopped' });
+      return exit.isWrite ? undefined : value;
+    } catch (error) {
+      // The device model threw: a bug of the VMM's, not the guest's. The read gets all-ones and
+      // the run ends with the error, so the owner sees it.
+      this.#finish({ reason: 'error', vcpu: id, error });
+      return undefined;
+    }
+  }
+
+  #parked(id: number, why: ParkReason, detail: { exit?: VcpuExit; error?: Error }): void {
+    if (why === 'guest-exit' && detail.exit)
+      this.#finish({ reason: 'guest-exit', vcpu: id, exit: detail.exit });
+    else if (why === 'error') this.#finish({ reason: 'error', vcpu: id, error: detail.error });
+  }
+
+  #finish(e: VcpuSetEnd): void {
+    if (this.#end === null || this.#ending) return;
+    this.#ending = true;
+    const end = this.#end;
+    if (!this.#stopped) for (const t of this.#threads) void t.pause();
+    end(e);
+  }
+}

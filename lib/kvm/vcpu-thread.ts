@@ -1,0 +1,181 @@
+import { constants } from 'node:os';
+import { native, type NativeKvmVcpu, type NativeVcpuThreadStats } from '../native';
+import { kvmError } from './errors';
+import { decodeExit, EXIT_RECORD, writeAnswer, writtenValue, type AccessExit, type VcpuExit } from './exit';
+import type { ExitSpace, ExitTable } from './exit-table';
+import { KVM_EXIT } from './uapi';
+
+/** Why a vCPU thread parked. */
+export type ParkReason = 'paused' | 'guest-exit' | 'error';
+
+/** An access the thread served itself that failed; the guest read all-ones or lost its write. */
+export interface VcpuThreadFault {
+  space: ExitSpace;
+  address: number;
+  size: number;
+  isWrite: boolean;
+  /** `SIGBUS` (the mapping was revoked: decode off, reset) or the errno name of the pread/pwrite. */
+  code: string;
+  errno: number;
+}
+
+/** What a vCPU thread tells its owner, on the owner's thread. */
+export interface VcpuThreadHandlers {
+  /**
+   * Serve an MMIO or port exit the thread could not serve itself; return the value of a read.
+   * The vCPU waits for this to return. If it throws, a read gets all-ones and the error is
+   * rethrown (an uncaught exception: a handler bug, never a guest's doing).
+   */
+  onExit(exit: AccessExit): number | bigint | void;
+  /**
+   * The thread parked: `paused` after {@link VcpuThread.pause}, `guest-exit` after an exit only
+   * the owner can decide on (`exit`: shutdown, system event, entry failure, ...), `error` when
+   * KVM_RUN failed (`error`).
+   */
+  onParked?(why: ParkReason, detail: { exit?: VcpuExit; error?: Error }): void;
+  onFault?(fault: VcpuThreadFault): void;
+}
+
+/** @internal What a Vcpu hands its thread. */
+export interface VcpuThreadPort {
+  handle: NativeKvmVcpu;
+  exit: DataView;
+  path: string;
+}
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+/**
+ * A vCPU's own thread (created, named and joined by the addon) running KVM_RUN in a loop, as
+ * QEMU's, Firecracker's and Cloud Hypervisor's vCPU threads do: the guest never holds the event
+ * loop. Exits in the {@link ExitTable} are served on the thread; the others come to
+ * {@link VcpuThreadHandlers.onExit} here, one at a time, while the vCPU waits.
+ *
+ * States: `running` → {@link pause} → `parked` (also after a guest exit or a KVM error) →
+ * {@link resume} → `running`; {@link stop} from any state joins the thread (`stopped`).
+ */
+export class VcpuThread {
+  readonly name: string;
+  readonly #port: VcpuThreadPort;
+  readonly #handlers: VcpuThreadHandlers;
+  #state: 'running' | 'pausing' | 'parked' | 'stopped' = 'running';
+  #resumes = 0;
+  #waiters: (() => void)[] = [];
+
+  /** @internal Use Vcpu.startThread. */
+  constructor(port: VcpuThreadPort, handlers: VcpuThreadHandlers, table: ExitTable | null, name: string) {
+    if (handlers === null || typeof handlers !== 'object' || typeof handlers.onExit !== 'function')
+      throw new TypeError('startThread: handlers.onExit must be a function');
+    for (const k of ['onParked', 'onFault'] as const) {
+      if (handlers[k] !== undefined && typeof handlers[k] !== 'function')
+        throw new TypeError(`startThread: handlers.${k} must be a function`);
+    }
+    this.#port = port;
+    this.#handlers = handlers;
+    this.name = name;
+    native.kvmVcpuStart(port.handle, table?._handle ?? null, name, (kind, a, b, c, d) =>
+      kind === 0 ? this.#exit() : kind === 1 ? this.#parked(a, b, d) : this.#fault(a, b, c, d),
+    );
+  }
+
+  /** `running`, `pausing` (asked to park, not parked yet), `parked` or `stopped`. */
+  get state(): 'running' | 'pausing' | 'parked' | 'stopped' {
+    return this.#state;
+  }
+
+  /** The thread's counters: exits served on it, hand-offs, faults, KVM_RUN calls. */
+  get stats(): NativeVcpuThreadStats {
+    return native.kvmVcpuStats(this.#port.handle) ?? { mmio: 0, pio: 0, handoffs: 0, faults: 0, runs: 0 };
+  }
+
+  /** Park the thread (it finishes the exit in hand first); resolves once it is parked. */
+  pause(): Promise<void> {
+    if (this.#state === 'stopped') return Promise.resolve();
+    if (this.#state === 'running') {
+      this.#state = 'pausing';
+      native.kvmVcpuPause(this.#port.handle);
+    }
+    if (this.#state === 'parked') return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Let a parked (or pausing) thread run the guest again. */
+  resume(): void {
+    if (this.#state === 'stopped') throw this.#stoppedError('resume');
+    if (this.#state === 'running') return;
+    native.kvmVcpuResume(this.#port.handle);
+    this.#resumes++;
+    this.#state = 'running';
+  }
+
+  /**
+   * Stop and join the thread, wherever it is (in the guest, waiting for an exit's answer, parked).
+   * Idempotent; safe from inside a handler.
+   */
+  stop(): void {
+    if (this.#state === 'stopped') return;
+    this.#state = 'stopped';
+    native.kvmVcpuStop(this.#port.handle);
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  /** Let the running thread keep the process alive (the default). */
+  ref(): void {
+    if (this.#state !== 'stopped') native.kvmVcpuRef(this.#port.handle, true);
+  }
+
+  /** Let the process exit while the thread runs. */
+  unref(): void {
+    if (this.#state !== 'stopped') native.kvmVcpuRef(this.#port.handle, false);
+  }
+
+  #exit(): void {
+    const dv = this.#port.exit;
+    const reason = dv.getUint32(EXIT_RECORD.reason, true);
+    const exit = decodeExit(dv, reason) as AccessExit;
+    const isRead = !exit.isWrite && (reason === KVM_EXIT.MMIO || reason === KVM_EXIT.IO);
+    // A read that the handler does not answer (or that throws) reads all-ones.
+    if (isRead) writeAnswer(dv, -1);
+    if (exit.isWrite && exit.size !== 8) exit.data = BigInt(writtenValue(dv, exit.size));
+    const value = this.#handlers.onExit(exit);
+    if (isRead && value !== undefined) writeAnswer(dv, value);
+  }
+
+  #parked(why: number, errno: number, generation: number): void {
+    if (this.#state === 'stopped') return;
+    const reason: ParkReason = why === 0 ? 'paused' : why === 1 ? 'guest-exit' : 'error';
+    const dv = this.#port.exit;
+    const detail: { exit?: VcpuExit; error?: Error } = {};
+    if (why === 1) detail.exit = decodeExit(dv, dv.getUint32(EXIT_RECORD.reason, true));
+    if (why === 2) {
+      detail.error = kvmError(
+        'KVM_RUN',
+        ERRNO_NAMES.get(errno) ?? `E${errno}`,
+        `KVM_RUN failed with errno ${errno}`,
+        undefined,
+        this.#port.path,
+      );
+    }
+    // A park the owner already resumed from is stale for the state, not for what it reports.
+    if (generation === this.#resumes) {
+      this.#state = 'parked';
+      for (const w of this.#waiters.splice(0)) w();
+    }
+    if (why !== 0 || generation === this.#resumes) this.#handlers.onParked?.(reason, detail);
+  }
+
+  #fault(space: number, address: number, sizeAndWrite: number, errno: number): void {
+    this.#handlers.onFault?.({
+      space: space === 0 ? 'mmio' : 'pio',
+      address,
+      size: sizeAndWrite & 0xff,
+      isWrite: (sizeAndWrite & 0x100) !== 0,
+      code: errno === 0 ? 'SIGBUS' : (ERRNO_NAMES.get(errno) ?? `E${errno}`),
+      errno,
+    });
+  }
+
+  #stoppedError(op: string): Error {
+    return kvmError(op, 'ECLOSED', `${op}: the vCPU thread is stopped`, 'start a new one', this.#port.path);
+  }
+}
