@@ -1,0 +1,211 @@
+// VcpuSet's run loop on fake vCPU threads: how a run ends (guest exit, KVM error, routing.stop,
+// interrupt, stop, timeout, abort, a throwing device model), that every thread is parked before
+// run() resolves, and that exits handed over reach the routing one at a time with their answers.
+import type { Vcpu } from '../../../lib/kvm/vcpu';
+import type { VcpuThread, VcpuThreadHandlers } from '../../../lib/kvm/vcpu-thread';
+import { VcpuSet } from '../../../lib/kvm/vcpu-set';
+import { AddressSpace, MemoryRegion } from '../../../lib/memory';
+
+class FakeThread {
+  state: 'running' | 'pausing' | 'parked' | 'stopped' = 'running';
+  readonly log: string[];
+  constructor(
+    readonly handlers: VcpuThreadHandlers,
+    log: string[],
+    readonly id: number,
+  ) {
+    this.log = log;
+  }
+  get stats() {
+    return { mmio: 1, pio: 2, handoffs: 0, faults: 0, runs: 3 };
+  }
+  pause(): Promise<void> {
+    if (this.state === 'running') this.state = 'pausing';
+    this.log.push(`pause ${this.id}`);
+    return Promise.resolve().then(() => {
+      if (this.state === 'pausing') this.state = 'parked';
+    });
+  }
+  resume(): void {
+    this.log.push(`resume ${this.id}`);
+    this.state = 'running';
+  }
+  stop(): void {
+    this.log.push(`stop ${this.id}`);
+    this.state = 'stopped';
+  }
+  ref(): void {}
+  unref(): void {}
+}
+
+function fakes(n: number): { vcpus: Vcpu[]; threads: FakeThread[]; log: string[] } {
+  const log: string[] = [];
+  const threads: FakeThread[] = [];
+  const vcpus = Array.from({ length: n }, (_, id) => ({
+    id,
+    startThread(handlers: VcpuThreadHandlers, opts: { name?: string }) {
+      log.push(`start ${id} ${opts.name}`);
+      const t = new FakeThread(handlers, log, id);
+      threads.push(t);
+      return t as unknown as VcpuThread;
+    },
+  })) as unknown as Vcpu[];
+  return { vcpus, threads, log };
+}
+
+function space(): { memory: AddressSpace; values: number[] } {
+  const values: number[] = [];
+  const memory = new AddressSpace('test', MemoryRegion.container('root', 0x10000));
+  memory.root.addSubregion(
+    MemoryRegion.io('reg', 8, { read: (o) => 0x40 + o, write: (_o, _s, v) => void values.push(Number(v)) }),
+    0x1000,
+  );
+  return { memory, values };
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe('VcpuSet', () => {
+  test('starts one named thread per vCPU, serves handed-over exits, and ends at a guest exit with all parked', async () => {
+    const { vcpus, threads, log } = fakes(2);
+    const { memory, values } = space();
+    const set = new VcpuSet(vcpus, { routing: { memory }, name: 'cpu' });
+    const run = set.run();
+    await tick();
+    expect(log).toEqual(['start 0 cpu 0', 'start 1 cpu 1']);
+    expect(
+      threads[0].handlers.onExit({ kind: 'mmio', address: 0x1004, size: 4, isWrite: false, data: 0n }),
+    ).toBe(0x44);
+    expect(
+      threads[1].handlers.onExit({ kind: 'mmio', address: 0x1000, size: 1, isWrite: true, data: 0x99n }),
+    ).toBeUndefined();
+    expect(values).toEqual([0x99]);
+    threads[1].handlers.onParked?.('guest-exit', { exit: { kind: 'shutdown' } });
+    expect(await run).toEqual({ reason: 'guest-exit', vcpu: 1, exit: { kind: 'shutdown' } });
+    expect(threads.map((t) => t.state)).toEqual(['parked', 'parked']);
+    expect(set.stats).toEqual({ mmio: 2, pio: 4, handoffs: 0, faults: 0, runs: 6 });
+    expect(set.running).toBe(false);
+  });
+
+  test('a second run resumes the threads it parked', async () => {
+    const { vcpus, threads, log } = fakes(1);
+    const set = new VcpuSet(vcpus, { routing: space() });
+    const first = set.run();
+    set.interrupt();
+    expect(await first).toEqual({ reason: 'interrupted' });
+    const second = set.run();
+    expect(log.filter((l) => l.startsWith('resume'))).toEqual(['resume 0']);
+    expect(threads[0].state).toBe('running');
+    set.stop();
+    expect(await second).toEqual({ reason: 'stopped' });
+    expect(threads[0].state).toBe('stopped');
+  });
+
+  test('a KVM_RUN error ends the run with the error; a paused park does not end it', async () => {
+    const { vcpus, threads } = fakes(2);
+    const set = new VcpuSet(vcpus, { routing: space() });
+    const run = set.run();
+    threads[0].handlers.onParked?.('paused', {});
+    const error = new Error('KVM_RUN failed');
+    threads[1].handlers.onParked?.('error', { error });
+    expect(await run).toEqual({ reason: 'error', vcpu: 1, error });
+  });
+
+  test('routing.stop() ends the run after the access that made it true', async () => {
+    const { vcpus, threads } = fakes(1);
+    let done = false;
+    const { memory } = space();
+    const set = new VcpuSet(vcpus, {
+      routing: { memory, stop: () => done, onAccess: () => (done = true) },
+    });
+    const run = set.run();
+    threads[0].handlers.onExit({ kind: 'mmio', address: 0x1000, size: 4, isWrite: true, data: 1n });
+    expect(await run).toEqual({ reason: 'stopped' });
+  });
+
+  test('a device model that throws ends the run with its error; the read gets no value', async () => {
+    const { vcpus, threads } = fakes(1);
+    const memory = new AddressSpace('t', MemoryRegion.container('root', 0x10000));
+    const boom = new Error('model bug');
+    memory.root.addSubregion(
+      MemoryRegion.io('bad', 4, {
+        read: () => {
+          throw boom;
+        },
+        write: () => undefined,
+      }),
+      0,
+    );
+    const set = new VcpuSet(vcpus, { routing: { memory } });
+    const run = set.run();
+    expect(
+      threads[0].handlers.onExit({ kind: 'mmio', address: 0, size: 4, isWrite: false, data: 0n }),
+    ).toBeUndefined();
+    expect(await run).toEqual({ reason: 'error', vcpu: 0, error: boom });
+  });
+
+  test('string port I/O and ports with no io space are counted, read all-ones and never thrown', async () => {
+    const { vcpus, threads } = fakes(1);
+    const set = new VcpuSet(vcpus, { routing: space() });
+    const run = set.run();
+    const h = threads[0].handlers;
+    expect(h.onExit({ kind: 'io', port: 0x60, size: 1, isWrite: false, count: 1, data: 0n })).toBe(0xff);
+    expect(h.onExit({ kind: 'io', port: 0x60, size: 2, isWrite: true, count: 4, data: 0n })).toBeUndefined();
+    expect(set.unservedExits).toBe(2);
+    set.stop();
+    await run;
+  });
+
+  test('the timeout ends the run; an abort rejects with the reason, threads parked', async () => {
+    const { vcpus, threads } = fakes(1);
+    const set = new VcpuSet(vcpus, { routing: space() });
+    expect(await set.run({ timeoutMs: 5 })).toEqual({ reason: 'timeout' });
+    const ac = new AbortController();
+    const run = set.run({ signal: ac.signal });
+    ac.abort(new Error('enough'));
+    await expect(run).rejects.toThrow('enough');
+    expect(threads[0].state).toBe('parked');
+    await expect(set.run({ signal: AbortSignal.abort(new Error('already')) })).rejects.toThrow('already');
+  });
+
+  test('stop() from inside a handler ends the run with stopped and joins every thread', async () => {
+    const { vcpus, threads } = fakes(2);
+    const memory = new AddressSpace('t', MemoryRegion.container('root', 0x10000));
+    let set: VcpuSet | undefined;
+    memory.root.addSubregion(MemoryRegion.io('close', 1, { read: () => 0, write: () => set!.stop() }), 0);
+    set = new VcpuSet(vcpus, { routing: { memory } });
+    const run = set.run();
+    threads[0].handlers.onExit({ kind: 'mmio', address: 0, size: 1, isWrite: true, data: 1n });
+    expect(await run).toEqual({ reason: 'stopped' });
+    expect(threads.map((t) => t.state)).toEqual(['stopped', 'stopped']);
+    expect(await set.run()).toEqual({ reason: 'stopped' });
+  });
+
+  test('reset parks every thread, runs the function on each vCPU, and lets the run go on', async () => {
+    const { vcpus, threads, log } = fakes(2);
+    const set = new VcpuSet(vcpus, { routing: space() });
+    const run = set.run();
+    const seen: number[] = [];
+    await set.reset((v) => {
+      expect(threads.every((t) => t.state === 'parked')).toBe(true);
+      seen.push(v.id);
+    });
+    expect(seen).toEqual([0, 1]);
+    expect(threads.map((t) => t.state)).toEqual(['running', 'running']);
+    expect(log.filter((l) => l.startsWith('resume'))).toEqual(['resume 0', 'resume 1']);
+    set.stop();
+    await run;
+  });
+
+  test('refuses a second concurrent run and bad options', async () => {
+    const { vcpus } = fakes(1);
+    const set = new VcpuSet(vcpus, { routing: space() });
+    const run = set.run();
+    await expect(set.run()).rejects.toThrow(RangeError);
+    await expect(new VcpuSet(vcpus, { routing: space() }).run({ timeoutMs: 0 })).rejects.toThrow(RangeError);
+    expect(() => new VcpuSet([], { routing: space() })).toThrow(RangeError);
+    expect(() => new VcpuSet(vcpus, {} as never)).toThrow(TypeError);
+    set.stop();
+    await run;
+  });
+});
