@@ -171,9 +171,8 @@ describe('VcpuSet', () => {
   test('stop() from inside a handler ends the run with stopped and joins every thread', async () => {
     const { vcpus, threads } = fakes(2);
     const memory = new AddressSpace('t', MemoryRegion.container('root', 0x10000));
-    let set: VcpuSet | undefined;
-    memory.root.addSubregion(MemoryRegion.io('close', 1, { read: () => 0, write: () => set!.stop() }), 0);
-    set = new VcpuSet(vcpus, { routing: { memory } });
+    const set = new VcpuSet(vcpus, { routing: { memory } });
+    memory.root.addSubregion(MemoryRegion.io('close', 1, { read: () => 0, write: () => set.stop() }), 0);
     const run = set.run();
     threads[0].handlers.onExit({ kind: 'mmio', address: 0, size: 1, isWrite: true, data: 1n });
     expect(await run).toEqual({ reason: 'stopped' });
