@@ -55,7 +55,7 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
   }
   // Loaded here, so a demo without dist/ still shows everything before this section.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { runVmmGuest } = require('../vmm/node-vmm') as typeof import('../vmm/node-vmm');
+  const { runVmmGuest, describeLoop } = require('../vmm/node-vmm') as typeof import('../vmm/node-vmm');
   const restorePool = hugePagePool();
   console.log(
     `  ${MEM_MIB} MiB of guest RAM on ${restorePool ? '2 MiB huge pages' : 'small pages (no huge page pool)'}, ` +
@@ -85,6 +85,7 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
       `  drivers bound ${run.bound?.toFixed(1) ?? '-'} s after start; ${e.mmio} MMIO and ${e.io} port I/O exits served in JS, ${e.nativeMmio} and ${e.nativeIo} on the vCPU threads`,
     );
     console.log(`  after close: ${JSON.stringify(r.resources)}`);
+    console.log(`  ${describeLoop(r.loop)}`);
     const answered = run.pings.find((p) => p.drv === 'e1000e')?.rtts.length ?? 0;
     const left = Object.entries(r.resources).filter(([, n]) => n !== 0);
     if (run.bound === undefined || run.failures.length > 0 || answered === 0 || left.length > 0) {

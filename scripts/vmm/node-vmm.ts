@@ -15,6 +15,7 @@
 import * as fs from 'node:fs';
 // The compiled package, as a VMM built on it loads it: compiling lib/ on the fly would add tens of
 // seconds to the start under the lab's TCG (bench.sh checks dist/ is up to date).
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { PcMachine, type PcDeviceSpec, type PcExit, type PcReport, type PcResources } from '../../dist';
 import { PingRunProbe } from './kvm-exit-probe';
 import { RecordWriter } from './run-record';
@@ -58,6 +59,48 @@ export interface VmmGuestResult {
   readonly servedExits: PcMachine['exits'];
   /** What the machine held after close (all zeros when nothing was left behind). */
   readonly resources: PcResources;
+  /** The event loop while the machine existed: from before create to after close. */
+  readonly loop: EventLoopFigures;
+}
+
+/** Event-loop delay (ms) and how often a 5 ms interval fired against how often it should have. */
+export interface EventLoopFigures {
+  readonly p50: number;
+  readonly p99: number;
+  readonly max: number;
+  readonly ticks: number;
+  readonly expectedTicks: number;
+}
+
+/** Watch the event loop from now until the returned function is called. */
+export function watchEventLoop(): () => EventLoopFigures {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  const start = performance.now();
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 5);
+  return () => {
+    clearInterval(timer);
+    h.disable();
+    const ms = (ns: number): number => ns / 1e6;
+    return {
+      p50: ms(h.percentile(50)),
+      p99: ms(h.percentile(99)),
+      max: ms(h.max),
+      ticks,
+      expectedTicks: Math.floor((performance.now() - start) / 5),
+    };
+  };
+}
+
+/** One line for the event-loop figures, with the targets bench:vmm holds them to. */
+export function describeLoop(l: EventLoopFigures): string {
+  const share = l.expectedTicks > 0 ? (100 * l.ticks) / l.expectedTicks : 100;
+  return (
+    `event loop from create to after close: delay p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms, ` +
+    `max ${l.max.toFixed(1)} ms; a 5 ms interval fired ${l.ticks} of ${l.expectedTicks} times (${share.toFixed(1)} %) ` +
+    `[targets: p99 <= 2 ms, max <= 20 ms, >= 95 %]`
+  );
 }
 
 const json = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
@@ -106,6 +149,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
   const exits: PcExit[] = [];
   const shown = new Set<string>();
   let pc: PcMachine | undefined = undefined;
+  const stopWatch = watchEventLoop();
   pc = PcMachine.create({
     kernel: opts.kernel,
     initrd: opts.initrd,
@@ -146,7 +190,9 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
   } finally {
     pc.close();
   }
+  const loop = stopWatch();
   return {
+    loop,
     exits,
     lines,
     reportCounts: pc.reportCounts,
@@ -245,6 +291,7 @@ async function main(): Promise<void> {
     record?.flush();
   }
   console.log(`${brief ? 'node| ' : ''}vmm: after close ${JSON.stringify(result.resources)}`);
+  console.log(`${brief ? 'node| ' : ''}vmm: ${describeLoop(result.loop)}`);
   if (result.exits.at(-1)?.reason !== 'reset') process.exitCode = 1;
 }
 

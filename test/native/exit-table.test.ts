@@ -123,7 +123,6 @@ function build(s: Setup, spec: Spec, i: number): MemoryRegion {
 
 /** What a vCPU thread must do with the access, from the flat view alone. */
 function expected(
-  s: Setup,
   ranges: readonly FlatRange[],
   addr: number,
   size: number,
@@ -167,7 +166,7 @@ describe('ExitTable', () => {
           const check = (): void => {
             const ranges = as.flatView.ranges;
             for (const [addr, size, isWrite] of probes) {
-              const want = expected(s, ranges, addr, size, isWrite);
+              const want = expected(ranges, addr, size, isWrite);
               expect(table.lookup('mmio', addr, size, isWrite)).toEqual(want);
               if (want === null || isWrite) continue;
               // The same bytes through dispatch and through where the table points.
