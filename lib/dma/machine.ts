@@ -75,14 +75,15 @@ function checkLayout(ramSize: number, hole: { start: number; size: number }): vo
 
 /**
  * Guest RAM + PCI hole + PciBus + DMA listener. Devices added with {@link Machine.addDevice} share
- * the machine's container; the listener starts with the first one (the container needs a group
+ * the machine's container, opened with the first one (a machine without passed-through devices
+ * never opens /dev/vfio/vfio); the listener starts with the first one (the container needs a group
  * before it has an IOMMU) and maps all RAM at IOVA = guest-physical address, then every BAR the
  * guest places where peer-to-peer DMA can reach it.
  */
 export class Machine implements Disposable {
   readonly ram: GuestRam;
   readonly bus: PciBus;
-  readonly container: Container;
+  #container: Container | null = null;
   readonly pciHole: { readonly start: number; readonly size: number };
   readonly ramRanges: readonly RamRange[];
   readonly devices: VfioPciDevice[] = [];
@@ -93,13 +94,11 @@ export class Machine implements Disposable {
   private constructor(
     ram: GuestRam,
     bus: PciBus,
-    container: Container,
     hole: Machine['pciHole'],
     dma: DmaListenerOptions,
   ) {
     this.ram = ram;
     this.bus = bus;
-    this.container = container;
     this.pciHole = hole;
     this.#dmaOptions = dma;
     this.ramRanges = Machine.#layout(ram, hole);
@@ -108,7 +107,7 @@ export class Machine implements Disposable {
     });
   }
 
-  /** Allocate guest RAM, open a container and build the bus. */
+  /** Allocate guest RAM and build the bus. */
   static create(opts: MachineOptions): Machine {
     if (opts === null || typeof opts !== 'object') throw new TypeError('Machine.create needs options');
     const ramSize = checkInteger('ramSize', opts.ramSize);
@@ -117,15 +116,12 @@ export class Machine implements Disposable {
     checkInteger('pciHole.size', hole.size);
     checkLayout(ramSize, hole);
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
-    let container: Container | undefined;
     let bus: PciBus | undefined;
     try {
-      container = Container.open();
       bus = new PciBus(opts.bus);
-      return new Machine(ram, bus, container, { start: hole.start, size: hole.size }, opts.dma ?? {});
+      return new Machine(ram, bus, { start: hole.start, size: hole.size }, opts.dma ?? {});
     } catch (e) {
       bus?.close();
-      container?.close();
       ram.close();
       throw e;
     }
@@ -151,6 +147,11 @@ export class Machine implements Disposable {
   }
 
   /** The DMA listener (null until the first device is added). */
+  /** The VFIO container, once a device was added (null before: the machine needs no VFIO). */
+  get container(): Container | null {
+    return this.#container;
+  }
+
   get dma(): DmaListener | null {
     return this.#dma;
   }
@@ -161,14 +162,30 @@ export class Machine implements Disposable {
    */
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
     if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
-    const dev = VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container: this.container });
+    const fresh = this.#container === null;
+    this.#container ??= Container.open();
+    const container = this.#container;
+    let dev: VfioPciDevice;
+    try {
+      dev = VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container });
+    } catch (e) {
+      if (fresh) {
+        this.#container = null;
+        container.close();
+      }
+      throw e;
+    }
     if (this.#dma === null) {
       // The listener's first commit maps all guest RAM. If that fails (RLIMIT_MEMLOCK, DMA entries),
       // it throws: a device that DMAs would hit unmapped IOVAs, so it is not handed out.
       try {
-        this.#dma = new DmaListener(this.container, this.bus.memory, this.#dmaOptions);
+        this.#dma = new DmaListener(container, this.bus.memory, this.#dmaOptions);
       } catch (e) {
         dev.close();
+        if (fresh) {
+          this.#container = null;
+          container.close();
+        }
         throw e;
       }
     }
@@ -213,7 +230,8 @@ export class Machine implements Disposable {
     const dma = this.#dma;
     if (dma !== null) step(() => dma.close());
     for (const d of this.devices.splice(0)) step(() => d.close());
-    step(() => this.container.close());
+    const container = this.#container;
+    if (container !== null) step(() => container.close());
     step(() => this.bus.close());
     step(() => this.ram.close());
     if (errors.length > 0) throw errors[0];

@@ -425,7 +425,7 @@ export class PcMachine implements Disposable {
       memorySlots: vm?.slots.used ?? 0,
       irqfds: vm?.assignments.filter((a) => a.kind === 'irqfd').length ?? 0,
       ioeventfds: vm?.assignments.filter((a) => a.kind === 'ioeventfd').length ?? 0,
-      dmaMappings: this.machine.container.closed ? 0 : this.machine.container.dmaMappings().length,
+      dmaMappings: this.machine.container?.closed === false ? this.machine.container.dmaMappings().length : 0,
       openDevices: this.devices.filter((d) => !d.closed).length,
       vcpus: vm?.vcpus.length ?? 0,
     };

@@ -167,4 +167,8 @@ for n in /sys/class/net/*; do
   ip link set "$ifc" down
 done
 
+# The inter-processor interrupts each CPU took (one column per CPU): on an SMP guest, the vCPUs
+# reached each other.
+grep -E '^ *(RES|CAL|TLB):' /proc/interrupts | while IFS= read -r l; do say "ipi $l"; done
+
 finish

@@ -77,7 +77,7 @@ describeDevice('edu', 'the machine layout', (bdf) => {
       [0, 8 * MiB, 'ram-below-4g'],
       [2 ** 32, 8 * MiB, 'ram-above-4g'],
     ]);
-    expect(m.container.dmaMappings().map((x) => [x.iova, x.offset])).toEqual([
+    expect(m.container!.dmaMappings().map((x) => [x.iova, x.offset])).toEqual([
       [0, 0],
       [2 ** 32, 8 * MiB],
     ]);
@@ -150,9 +150,9 @@ describeDevice('e1000e', '1,000 BAR relocations', (bdf) => {
   it("keeps the kernel's view equal to the record, and gives every DMA entry back", () => {
     using m = machine();
     m.addDevice(bdf(), { log: null });
-    const h = containerHandle(m.container);
+    const h = containerHandle(m.container!);
     const dev = m.devices[0];
-    const startAvail = m.container.iommuInfo().dmaAvail!;
+    const startAvail = m.container!.iommuInfo().dmaAvail!;
     // Only RAM is mapped yet.
     expect(m.dma!.stats.mappingCount).toBe(1);
     placeBar(dev, 1, 0x2000_0000);
@@ -182,10 +182,10 @@ describeDevice('e1000e', '1,000 BAR relocations', (bdf) => {
       if (i % 250 === 0) for (const r of rec) probe(r.iova, r.size);
     }
     expect(m.dma!.stats).toMatchObject({ fatalCount: 0, dmaErrorCount: 0 });
-    expect(m.container.iommuInfo().dmaAvail).toBe(startAvail - m.dma!.stats.mappingCount + 1);
+    expect(m.container!.iommuInfo().dmaAvail).toBe(startAvail - m.dma!.stats.mappingCount + 1);
     m.dma!.close();
     expect(m.dma!.stats.mappingCount).toBe(0);
-    expect(m.container.iommuInfo().dmaAvail).toBe(startAvail + 1);
-    expect(m.container.dmaMappings()).toEqual([]);
+    expect(m.container!.iommuInfo().dmaAvail).toBe(startAvail + 1);
+    expect(m.container!.dmaMappings()).toEqual([]);
   });
 });

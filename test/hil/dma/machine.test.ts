@@ -33,7 +33,7 @@ describeDevice('edu', 'the machine after close and when closing fails', (bdf) =>
       throw new Error('device close failed');
     };
     expect(() => m.close()).toThrow('device close failed');
-    expect(m.container.closed).toBe(true);
+    expect(m.container!.closed).toBe(true);
     expect(m.ram.closed).toBe(true);
     expect(m.bus.closed).toBe(true);
   });

@@ -174,7 +174,7 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
     expect(vm.closed).toBe(true);
     expect(vm.slots.used).toBe(0);
     expect(vm.assignments).toEqual([]);
-    expect(pc!.machine.container.closed).toBe(true);
+    expect(pc!.machine.container!.closed).toBe(true);
     expectNothingHeld(pc!);
     expect(vfioKvmFds()).toEqual(fdsBefore);
   });

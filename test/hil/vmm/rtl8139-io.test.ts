@@ -56,6 +56,19 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       const m = /^guest: ping eth0 (\d+) packets transmitted, (\d+) packets received/m.exec(out);
       expect(Number(m?.[2])).toBeGreaterThanOrEqual(PINGS - 1);
       expect(out).toMatch(/^guest: irq eth0 .*IO-APIC\s+\d+-fasteoi\s+eth0$/m);
+      // Both vCPUs took inter-processor interrupts: each ran on its own thread, reached by the other.
+      const ipis = lines
+        .filter((l) => /^guest: ipi\s+(RES|CAL):/.test(l))
+        .map((l) =>
+          l
+            .replace(/^guest: ipi\s+\w+:/, '')
+            .trim()
+            .split(/\s+/)
+            .slice(0, 2)
+            .map(Number),
+        );
+      expect(ipis.length).toBeGreaterThan(0);
+      expect([0, 1].map((cpu) => ipis.reduce((n, row) => n + row[cpu], 0) > 0)).toEqual([true, true]);
       // While the guest pinged, its driver's register accesses were port exits to BAR 0, served on
       // the vCPU threads: none reached JavaScript.
       const toBar = accesses.filter(
