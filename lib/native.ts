@@ -267,7 +267,7 @@ export interface NativeBinding {
   /** Stop and join the vCPU's thread (none: nothing to do). */
   kvmVcpuStop(vcpu: NativeKvmVcpu): void;
   kvmVcpuRef(vcpu: NativeKvmVcpu, ref: boolean): void;
-  kvmVcpuStats(vcpu: NativeKvmVcpu): NativeVcpuThreadStats | null;
+  kvmVcpuStats(vcpu: NativeKvmVcpu): NativeVcpuThreadStats;
   exitTableCreate(): NativeExitTable;
   /** Replace a space's ranges (0 MMIO, 1 port I/O); returns once no vCPU uses the old ones. */
   exitTableSet(table: NativeExitTable, space: number, entries: readonly NativeExitEntry[]): void;

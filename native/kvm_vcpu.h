@@ -50,6 +50,8 @@ class VcpuState : public Resource {
   uint8_t* exit = nullptr;
   // The thread running this vCPU, while one does (vcpu_thread.cc); nullptr otherwise.
   VcpuThread* thread = nullptr;
+  // The last thread's counters once it was joined: mmio, pio, handoffs, faults, runs.
+  uint64_t last_stats[5] = {0, 0, 0, 0, 0};
   ErrorContext where;
 };
 

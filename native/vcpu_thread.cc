@@ -415,26 +415,31 @@ napi_value Ref(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-/** Stats(vcpu) - the thread's counters, or null when it has none. */
+void SnapshotStats(VcpuThread* t, uint64_t out[5]) {
+  out[0] = t->fast_mmio.load();
+  out[1] = t->fast_pio.load();
+  out[2] = t->handoffs.load();
+  out[3] = t->faults.load();
+  out[4] = t->runs.load();
+}
+
+/** Stats(vcpu) - the thread's counters; with no thread, those of the last one (zeros if none). */
 napi_value Stats(napi_env env, napi_callback_info info) {
   Args<1> args(env, info);
   VcpuState* v = GetVcpu(env, args[0], "vCPU stats");
   if (v == nullptr) return nullptr;
   napi_value out;
+  uint64_t c[5];
   if (v->thread == nullptr) {
-    napi_get_null(env, &out);
-    return out;
+    std::memcpy(c, v->last_stats, sizeof c);
+  } else {
+    SnapshotStats(v->thread, c);
   }
-  VcpuThread* t = v->thread;
   napi_create_object(env, &out);
-  auto put = [&](const char* name, const std::atomic<uint64_t>& c) {
-    napi_set_named_property(env, out, name, Number(env, static_cast<double>(c.load())));
-  };
-  put("mmio", t->fast_mmio);
-  put("pio", t->fast_pio);
-  put("handoffs", t->handoffs);
-  put("faults", t->faults);
-  put("runs", t->runs);
+  const char* names[5] = {"mmio", "pio", "handoffs", "faults", "runs"};
+  for (int i = 0; i < 5; i++) {
+    napi_set_named_property(env, out, names[i], Number(env, static_cast<double>(c[i])));
+  }
   return out;
 }
 
@@ -450,6 +455,7 @@ void StopVcpuThread(VcpuState* v) {
   t->cv.notify_all();
   Kick(t);
   pthread_join(t->tid, nullptr);
+  SnapshotStats(t, v->last_stats);
   // What the TSFN still delivers (a queued hand-off or event) finds v == nullptr; the TSFN's
   // finalizer frees t once its queue is drained.
   t->v = nullptr;

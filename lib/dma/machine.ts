@@ -91,12 +91,7 @@ export class Machine implements Disposable {
   readonly #dmaOptions: DmaListenerOptions;
   #closed = false;
 
-  private constructor(
-    ram: GuestRam,
-    bus: PciBus,
-    hole: Machine['pciHole'],
-    dma: DmaListenerOptions,
-  ) {
+  private constructor(ram: GuestRam, bus: PciBus, hole: Machine['pciHole'], dma: DmaListenerOptions) {
     this.ram = ram;
     this.bus = bus;
     this.pciHole = hole;

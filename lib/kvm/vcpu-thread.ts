@@ -61,6 +61,8 @@ export class VcpuThread {
   #state: 'running' | 'pausing' | 'parked' | 'stopped' = 'running';
   #resumes = 0;
   #waiters: (() => void)[] = [];
+  // The counters as the thread left them, kept past the vCPU's close.
+  #final: NativeVcpuThreadStats | null = null;
 
   /** @internal Use Vcpu.startThread. */
   constructor(port: VcpuThreadPort, handlers: VcpuThreadHandlers, table: ExitTable | null, name: string) {
@@ -85,7 +87,7 @@ export class VcpuThread {
 
   /** The thread's counters: exits served on it, hand-offs, faults, KVM_RUN calls. */
   get stats(): NativeVcpuThreadStats {
-    return native.kvmVcpuStats(this.#port.handle) ?? { mmio: 0, pio: 0, handoffs: 0, faults: 0, runs: 0 };
+    return this.#final ?? native.kvmVcpuStats(this.#port.handle);
   }
 
   /** Park the thread (it finishes the exit in hand first); resolves once it is parked. */
@@ -116,6 +118,7 @@ export class VcpuThread {
     if (this.#state === 'stopped') return;
     this.#state = 'stopped';
     native.kvmVcpuStop(this.#port.handle);
+    this.#final = native.kvmVcpuStats(this.#port.handle);
     for (const w of this.#waiters.splice(0)) w();
   }
 

@@ -403,7 +403,7 @@ export class PcMachine implements Disposable {
     readonly nativeIo: number;
     readonly faults: number;
   } {
-    const now = this.#boot?.set.stats;
+    const now = this.#closed ? undefined : this.#boot?.set.stats;
     const t = this.#nativeTotals;
     return {
       ...this.#exits,
@@ -415,7 +415,7 @@ export class PcMachine implements Disposable {
 
   /** Port and MMIO exits the vCPUs could not serve (string port I/O). */
   get unservedExits(): number {
-    return this.#unserved + (this.#boot?.set.unservedExits ?? 0);
+    return this.#unserved + (this.#closed ? 0 : (this.#boot?.set.unservedExits ?? 0));
   }
 
   /** What the machine holds now: after {@link close}, all zeros. */
@@ -641,12 +641,12 @@ export class PcMachine implements Disposable {
       });
       // Threads first: nothing may run while the VM and its slots go away.
       undo.push(() => {
+        set.stop();
         const s = set.stats;
         this.#nativeTotals.mmio += s.mmio;
         this.#nativeTotals.pio += s.pio;
         this.#nativeTotals.faults += s.faults;
         this.#unserved += set.unservedExits;
-        set.stop();
       });
       this.#boots++;
       return { vm, vcpus, layout, routes, set, close: closeAll };
