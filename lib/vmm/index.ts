@@ -28,3 +28,4 @@ export * from './boot/load-linux';
 export * from './boot/vcpu-setup';
 export * from './cpuid';
 export * from './pc-machine';
+export { ExitTableListener, exitEntryOf, type VfioDeviceLookup } from './exit-table-listener';
