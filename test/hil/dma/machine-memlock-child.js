@@ -24,6 +24,8 @@ try {
 }
 out.devices = m.devices.length;
 out.dma = m.dma !== null;
-out.recorded = m.container.dmaMappings().length;
+// A refused first device gives its container back: a machine without devices holds no VFIO.
+out.container = m.container !== null;
+out.recorded = m.container === null ? 0 : m.container.dmaMappings().length;
 m.close();
 process.stdout.write(JSON.stringify(out) + '\n');

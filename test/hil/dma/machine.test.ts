@@ -45,6 +45,6 @@ describeDevice('edu', 'a machine whose RAM cannot be mapped', (bdf) => {
     expect(r.added).toBeUndefined();
     expect([r.name, r.code, r.causeCode]).toEqual(['DmaCommitError', 'EDMACOMMIT', 'ENOMEM']);
     expect(r.message).toContain("DMA map of RAM [0x0, 0x400000) ('ram-below-4g') failed");
-    expect([r.devices, r.dma, r.recorded]).toEqual([0, false, 0]);
+    expect([r.devices, r.dma, r.container, r.recorded]).toEqual([0, false, false, 0]);
   });
 });
