@@ -12,8 +12,8 @@ import * as path from 'node:path';
 
 const root = path.join(__dirname, '..', '..');
 
-/** The binary of guest `name` (e2e, bench, intx), linked at {@link GUEST_LOAD}. */
-export function guestBinary(name: 'e2e' | 'bench' | 'intx'): Buffer {
+/** The binary of guest `name` (e2e, bench, intx, hammer), linked at {@link GUEST_LOAD}. */
+export function guestBinary(name: 'e2e' | 'bench' | 'intx' | 'hammer'): Buffer {
   const src = path.join(root, 'test', 'guest', `${name}.S`);
   const built = path.join(root, 'build', 'guest', `${name}.bin`);
   if (fs.existsSync(built) && fs.statSync(built).mtimeMs >= fs.statSync(src).mtimeMs)

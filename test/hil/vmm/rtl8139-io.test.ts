@@ -17,7 +17,7 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
     const accesses: RoutedAccess[] = [];
     let pinging = false;
     const nativeIo: number[] = [];
-    const delay = monitorEventLoopDelay({ resolution: 1 });
+    const delay = monitorEventLoopDelay();
     delay.enable();
     const pc = PcMachine.create({
       kernel: KERNEL!,
