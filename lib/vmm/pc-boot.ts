@@ -1,0 +1,199 @@
+/**
+ * One boot of PcMachine: what firmware leaves in guest RAM (the MP table, Linux and its boot
+ * parameters) and a fresh KVM VM with everything a boot needs. KVM has no "reset this VM": the
+ * irqchip, PIT, local APICs and vCPUs come back in their power-on state only by being created
+ * again, so each boot builds its own and {@link Boot.close} takes it all down, threads first.
+ */
+import {
+  ExitTable,
+  KvmMemoryListener,
+  MsiRoutes,
+  PciIntxRouting,
+  PciMsiRouting,
+  VcpuSet,
+  type CpuidEntry,
+  type ExitRouting,
+  type Kvm,
+  type Vcpu,
+  type Vm,
+} from '../kvm';
+import type { Machine } from '../dma';
+import type { VfioPciDevice } from '../pci';
+import { Device } from '../vfio';
+import { loadLinux, type LinuxBootLayout } from './boot/load-linux';
+import { pcE820 } from './boot/e820';
+import { setupBootVcpu } from './boot/vcpu-setup';
+import { ExitTableListener } from './exit-table-listener';
+import { pciIntxGsi, pciIntxRoutes } from './intx';
+import { MPTABLE_START, writeMpTable } from './mptable';
+import { PCI_HOLE, type PcReport } from './pc-options';
+import type { PciHostBridge } from './pci-host';
+
+/** KVM_SET_TSS_ADDR: three pages below the BIOS area, away from the PCI window and the IOAPIC. */
+const TSS_ADDR = 0xfffbd000;
+
+/** One boot's KVM objects. */
+export interface Boot {
+  readonly vm: Vm;
+  readonly vcpus: Vcpu[];
+  readonly layout: LinuxBootLayout;
+  readonly routes: MsiRoutes;
+  readonly set: VcpuSet;
+  readonly close: () => void;
+}
+
+/** A passed-through device and the slot it sits in. */
+export interface RoutedDevice {
+  readonly dev: VfioPciDevice;
+  readonly slot: number;
+}
+
+/** What a boot is built from. */
+export interface BootContext {
+  readonly kvm: Kvm;
+  readonly machine: Machine;
+  readonly host: PciHostBridge;
+  readonly routed: readonly RoutedDevice[];
+  readonly cpus: number;
+  readonly kernel: Uint8Array;
+  readonly initrd: Uint8Array | undefined;
+  readonly cmdline: string;
+  readonly supportedCpuid: CpuidEntry[];
+  readonly tscDeadline: boolean;
+  /** Where the exits the vCPU threads hand over are served. */
+  readonly routing: ExitRouting;
+  report(r: PcReport): void;
+  /** The boot's vCPU threads were stopped (at close): their counts are final. */
+  onStopped(set: VcpuSet): void;
+}
+
+/** Runs every step even when one throws; throws the first error at the end. */
+export function allSteps(steps: (() => void)[]): void {
+  const errors: unknown[] = [];
+  for (const s of steps) {
+    try {
+      s();
+    } catch (e) {
+      errors.push(e);
+    }
+  }
+  if (errors.length > 0) throw errors[0];
+}
+
+/** Guest RAM from address 0, as bytes (all of it: this machine keeps RAM below the PCI hole). */
+export function lowRam(machine: Machine): Uint8Array {
+  const v = machine.gpaView(0, machine.ram.length);
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+
+/** startBoot: load Linux into guest RAM and build the boot's VM; nothing is left open if it throws. */
+export function startBoot(ctx: BootContext): Boot {
+  const machine = ctx.machine;
+  const ram = machine.ram;
+  const bytes = lowRam(machine);
+  writeMpTable(bytes.subarray(MPTABLE_START), MPTABLE_START, {
+    cpus: ctx.cpus,
+    intx: pciIntxRoutes(ctx.host),
+  });
+  const layout = loadLinux({
+    ram: bytes,
+    kernel: ctx.kernel,
+    cmdline: ctx.cmdline,
+    ...(ctx.initrd ? { initrd: ctx.initrd } : {}),
+    e820: pcE820({ ramSize: ram.length, pciHoleStart: PCI_HOLE }),
+  });
+
+  const undo: (() => void)[] = [];
+  const closeAll = (): void => allSteps(undo.splice(0).reverse());
+  try {
+    const vm = ctx.kvm.createVm();
+    undo.push(() => vm.close());
+    vm.setTssAddr(TSS_ADDR);
+    vm.createIrqchip();
+    vm.createPit();
+    // Each RAM range already knows its offset in guest RAM, which is what a slot takes.
+    for (const r of machine.ramRanges) {
+      vm.addSlot({ guestAddress: r.gpa, size: r.size, memory: ram, offset: r.offset, name: 'ram' });
+    }
+    const unlisten = machine.bus.memory.addListener(new KvmMemoryListener(vm));
+    undo.push(unlisten);
+    // The ranges the vCPU threads serve themselves, kept equal to the flat views.
+    const table = new ExitTable();
+    undo.push(() => table.close());
+    const device = (bdf: string): Device | null => {
+      const d = ctx.routed.map((r) => r.dev).find((x) => x.bdf === bdf)?.device;
+      return d instanceof Device ? d : null;
+    };
+    for (const [space, as] of [
+      ['mmio', machine.bus.memory],
+      ['pio', machine.bus.io],
+    ] as const) {
+      const l = new ExitTableListener(table, space, device);
+      const off = as.addListener(l);
+      undo.push(() => {
+        off();
+        l.clear();
+      });
+    }
+    for (const d of ctx.routed.map((r) => r.dev)) {
+      const g = d.group;
+      if (g !== null) vm.addVfioFile(g);
+    }
+    const routes = new MsiRoutes(vm);
+    for (const { dev } of ctx.routed) {
+      const msi = new PciMsiRouting(
+        dev,
+        {
+          update: (k, m, t) => routes.update(k, m, t),
+          signalMsi: (lo, hi, data) => vm.signalMsi(lo, hi, data),
+        },
+        { onError: (error, key) => ctx.report({ kind: 'interrupt', bdf: dev.bdf, key, error }) },
+      );
+      undo.push(() => msi.close());
+    }
+    undo.push(() => routes.clear());
+    for (const { dev, slot } of ctx.routed) {
+      const pin = dev.irq.pin;
+      if (pin < 1 || pin > 4) continue;
+      const intx = new PciIntxRouting(dev, vm, pciIntxGsi(slot, pin), {
+        onError: (error) => ctx.report({ kind: 'interrupt', bdf: dev.bdf, key: `${dev.bdf} intx`, error }),
+      });
+      undo.push(() => intx.close());
+    }
+    const vcpus: Vcpu[] = [];
+    for (let id = 0; id < ctx.cpus; id++) {
+      const vcpu = vm.createVcpu(id);
+      vcpus.push(vcpu);
+      // Application processors keep their power-on registers: they wait for the boot CPU's
+      // INIT/SIPI in the in-kernel APIC.
+      setupBootVcpu(vcpu, id === 0 ? layout.cpu : null, {
+        supportedCpuid: ctx.supportedCpuid,
+        cpus: ctx.cpus,
+        tscDeadline: ctx.tscDeadline,
+      });
+    }
+    const set = new VcpuSet(vcpus, {
+      routing: ctx.routing,
+      table,
+      onFault: (vcpu, f) =>
+        ctx.report({
+          kind: 'access',
+          vcpu,
+          space: f.space,
+          address: f.address,
+          size: f.size,
+          isWrite: f.isWrite,
+          code: f.code,
+        }),
+    });
+    // Threads first: nothing may run while the VM and its slots go away.
+    undo.push(() => {
+      set.stop();
+      ctx.onStopped(set);
+    });
+    return { vm, vcpus, layout, routes, set, close: closeAll };
+  } catch (e) {
+    closeAll();
+    throw e;
+  }
+}
