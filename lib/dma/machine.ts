@@ -6,7 +6,7 @@
 import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
 import { Container } from '../vfio';
-import { closedError } from '../vfio/vfio-error';
+import { closedError } from '../base/error';
 import { GuestRam, MAX_GUEST_RAM_BUFFER, type GuestRamOptions } from './guest-ram';
 import { DmaListener, type DmaListenerOptions } from './listener';
 

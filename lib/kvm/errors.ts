@@ -1,4 +1,4 @@
-import { VfioError } from '../vfio';
+import { VfioError } from '../base';
 
 /**
  * A KVM failure that has no errno of its own: a missing capability (`'ENOCAP'`), a KVM API version

@@ -7,7 +7,12 @@ export { routeAccess, type ExitRouting, type RoutedAccess } from './exit-routing
 export { ExitTable, type ExitSpace, type ExitTableEntry } from './exit-table';
 export { VcpuThread, type ParkReason, type VcpuThreadFault, type VcpuThreadHandlers } from './vcpu-thread';
 export { SlotTable, type HostMemory, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
-export { KvmMemoryListener, type KvmMemoryListenerOptions } from './memory-listener';
+export {
+  KvmMemoryListener,
+  type KvmMemoryListenerOptions,
+  type SlotClassifier,
+  type SlotPiece,
+} from './memory-listener';
 export {
   KVM_API_VERSION,
   KVM_CAP,
@@ -22,22 +27,10 @@ export {
 export { MsiRoutes, type MsiMessage } from './msi-routes';
 export { defaultIrqchipRoutes } from './irqchip-routes';
 export {
-  PciMsiRouting,
-  type MsiRoutingDevice,
-  type MsiRoutingTarget,
-  type PciMsiRoutingOptions,
-} from './pci-msi';
-export {
   CPUID_FLAG_SIGNIFICANT_INDEX,
   LAPIC_STATE_SIZE,
   decodeCpuid,
   encodeCpuid,
   type CpuidEntry,
 } from './x86';
-export {
-  PciIntxRouting,
-  type IntxRoutingDevice,
-  type IntxRoutingTarget,
-  type PciIntxRoutingOptions,
-} from './pci-intx';
 export { VcpuSet, type VcpuSetEnd, type VcpuSetOptions, type VcpuSetRunOptions } from './vcpu-set';

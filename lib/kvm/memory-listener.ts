@@ -1,6 +1,21 @@
 import type { FlatRange, MemoryListener } from '../memory';
-import { classifyRange } from '../pci/mapinfo';
 import type { HostMemory, MemorySlot, SlotTarget } from './slots';
+
+/** A piece of a flat range, and whether KVM may map it (`direct`) or its accesses must exit. */
+export interface SlotPiece {
+  readonly addr: number;
+  readonly size: number;
+  /** Offset of the piece inside the range's region. */
+  readonly offsetInRegion: number;
+  readonly mapinfo: 'direct' | string;
+}
+
+/**
+ * How a ram-device flat range splits into pieces KVM may map and pieces that must exit; undefined
+ * leaves the range to the default (slotted whole when page-aligned, else trapped). A VMM with
+ * vfio-pci devices passes lib/vmm's `vfioPciSlotClassifier`, which knows their BAR stacks.
+ */
+export type SlotClassifier = (r: FlatRange, pageSize: number) => readonly SlotPiece[] | undefined;
 
 /** Options of {@link KvmMemoryListener}. */
 export interface KvmMemoryListenerOptions {
@@ -15,6 +30,8 @@ export interface KvmMemoryListenerOptions {
    * programming reaches this listener. Default: a process warning, at most one a second.
    */
   onError?(range: { addr: number; size: number; name: string }, error: unknown): void;
+  /** Splits ranges into slotted and trapped pieces (default: page-aligned ranges are slotted whole). */
+  classify?: SlotClassifier;
 }
 
 function isHostMemory(m: unknown): m is HostMemory {
@@ -28,10 +45,11 @@ function isHostMemory(m: unknown): m is HostMemory {
 
 /**
  * Mirrors an address space's `direct` ranges into KVM memory slots, as QEMU's kvm memory listener
- * does for RAM and mmap'd BARs: a vfio-pci flat range is split by mapinfo, and only its `direct`
- * pieces become slots; `trapped-mmap`, `trapped-fd` and `emulated` pieces never do, so the guest's
- * accesses to them exit into dispatch. A ram-device range that is not vfio-pci's (guest RAM) is
- * slotted whole when it is page-aligned and its memory has a host address.
+ * does for RAM and mmap'd BARs: a flat range is split by the classifier, and only its `direct`
+ * pieces become slots; the other pieces never do, so the guest's accesses to them exit into
+ * dispatch. A ram-device range the classifier leaves alone (guest RAM) is slotted whole when it is
+ * page-aligned and its memory has a host address. lib/kvm knows nothing of PCI: the classifier for
+ * vfio-pci BAR stacks is lib/vmm's.
  *
  * It follows the flat view: a BAR that moves, a decode bit that toggles, a sub-page BAR that
  * expands, a device whose BARs are unmapped in D3hot all reach it as regionDel/regionAdd, and the
@@ -43,6 +61,7 @@ export class KvmMemoryListener implements MemoryListener {
   readonly #page: number;
   readonly #offset: number;
   readonly #onError: NonNullable<KvmMemoryListenerOptions['onError']>;
+  readonly #classify: SlotClassifier;
   #errorCount = 0;
   #lastWarn = 0;
   readonly #slots = new Map<FlatRange, MemorySlot[]>();
@@ -53,6 +72,7 @@ export class KvmMemoryListener implements MemoryListener {
     this.#page = opts.pageSize ?? 4096;
     this.#offset = opts.guestOffset ?? 0;
     this.#onError = opts.onError ?? ((where, e) => this.#warn(where, e));
+    this.#classify = opts.classify ?? (() => undefined);
   }
 
   /** Direct ranges that could not be slotted since the listener was created. */
@@ -103,7 +123,7 @@ export class KvmMemoryListener implements MemoryListener {
   #add(r: FlatRange): void {
     if (r.kind !== 'ram-device') return;
     const memory = r.region.memory;
-    const pieces = classifyRange(r, this.#page) ?? [
+    const pieces = this.#classify(r, this.#page) ?? [
       { addr: r.addr, size: r.size, offsetInRegion: r.offsetInRegion, mapinfo: this.#plainMapinfo(r) },
     ];
     const made: MemorySlot[] = [];

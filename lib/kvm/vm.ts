@@ -1,5 +1,5 @@
 import { native, type NativeHandle } from '../native';
-import { PAGE_SIZE } from '../vfio';
+import { PAGE_SIZE } from '../base';
 import { closedError, kvmError } from './errors';
 import type { Kvm } from './kvm';
 import { SlotTable, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';

@@ -1,4 +1,4 @@
-import { closedError } from '../vfio/vfio-error';
+import { closedError } from '../base/error';
 import {
   type AccessLength,
   AddressSpace,

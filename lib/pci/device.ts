@@ -1,7 +1,7 @@
 import { implementedConfigBytes } from './config-map';
 import { type AccessSize, MemoryRegion, type MemoryRegionOps, transaction } from '../memory';
 import type { RegionInfo } from '../vfio';
-import { closedError } from '../vfio/vfio-error';
+import { closedError } from '../base/error';
 import { type BarMmap, type BarType, barAddress, decodeBarRegister, type PciBar } from './bar';
 import type { MapInfoRange, PciBus } from './bus';
 import { EmulatedConfig, mergeBits, type PciCapability, walkCapabilities } from './config';

@@ -2,7 +2,7 @@
  * Which VfioPciDevice drives each VFIO device: two on one device would both program it, each with
  * its own idea of the BARs, the command register and MSI-X.
  */
-import { VfioError } from '../vfio/vfio-error';
+import { VfioError } from '../base/error';
 import type { VfioDeviceLike } from './types';
 
 interface Owner {

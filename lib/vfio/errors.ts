@@ -2,9 +2,9 @@ import * as os from 'node:os';
 import * as util from 'node:util';
 
 import { native, type NativeErrorFactory } from '../native';
-import { VfioError, type VfioErrorInit } from './vfio-error';
+import { VfioError, type VfioErrorInit } from '../base/error';
 
-export { VfioError, type VfioErrorInit } from './vfio-error';
+export { VfioError, type VfioErrorInit } from '../base/error';
 
 let errnoNames: Map<number, string> | undefined;
 

@@ -5,7 +5,7 @@ export { Mapping, memfd, PAGE_SIZE, type BlockArray, type MappingOptions } from 
 export { Container, type IommuType, type ContainerIommuInfo } from './container';
 export { DMA_HANDLE, type DmaMapRequest, type DmaMapping, type DmaMemory } from './dma-types';
 export { Group, openGroup, type GroupOptions, type GroupStatus } from './group';
-export { EventFd, eventfdSignal } from './eventfd';
+export { EventFd, eventfdSignal } from '../base/eventfd';
 export {
   DeviceIrq,
   IrqWatcher,

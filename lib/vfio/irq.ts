@@ -1,6 +1,6 @@
 import { native, type NativeIrqWatcher } from '../native';
 import { errnoName, VfioError } from './errors';
-import { checkFd, EventFd } from './eventfd';
+import { checkFd, EventFd } from '../base/eventfd';
 import type { IrqInfo } from './uapi';
 
 /** VFIO_IRQ_SET_* flags, as in linux/vfio.h. */

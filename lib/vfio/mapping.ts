@@ -337,7 +337,7 @@ export class Mapping implements Disposable {
 }
 
 /** The host's page size: mmap works in whole pages, and so does a VMM's direct (KVM) mapping. */
-export const PAGE_SIZE: number = native.pageSize;
+export { PAGE_SIZE } from '../base/page';
 
 /**
  * Create an anonymous memory file (memfd_create with MFD_CLOEXEC) of `size` bytes: a stand-in for a

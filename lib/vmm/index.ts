@@ -29,3 +29,16 @@ export * from './boot/vcpu-setup';
 export * from './cpuid';
 export * from './pc-machine';
 export { ExitTableListener, exitEntryOf, type VfioDeviceLookup } from './exit-table-listener';
+export {
+  PciMsiRouting,
+  type MsiRoutingDevice,
+  type MsiRoutingTarget,
+  type PciMsiRoutingOptions,
+} from './irq/pci-msi';
+export {
+  PciIntxRouting,
+  type IntxRoutingDevice,
+  type IntxRoutingTarget,
+  type PciIntxRoutingOptions,
+} from './irq/pci-intx';
+export { vfioPciSlotClassifier } from './slot-classifier';

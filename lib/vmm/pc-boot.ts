@@ -8,8 +8,6 @@ import {
   ExitTable,
   KvmMemoryListener,
   MsiRoutes,
-  PciIntxRouting,
-  PciMsiRouting,
   VcpuSet,
   type CpuidEntry,
   type ExitRouting,
@@ -24,6 +22,9 @@ import { loadLinux, type LinuxBootLayout } from './boot/load-linux';
 import { pcE820 } from './boot/e820';
 import { setupBootVcpu } from './boot/vcpu-setup';
 import { ExitTableListener } from './exit-table-listener';
+import { PciIntxRouting } from './irq/pci-intx';
+import { PciMsiRouting } from './irq/pci-msi';
+import { vfioPciSlotClassifier } from './slot-classifier';
 import { pciIntxGsi, pciIntxRoutes } from './intx';
 import { MPTABLE_START, writeMpTable } from './mptable';
 import { PCI_HOLE, type PcReport } from './pc-options';
@@ -115,7 +116,9 @@ export function startBoot(ctx: BootContext): Boot {
     for (const r of machine.ramRanges) {
       vm.addSlot({ guestAddress: r.gpa, size: r.size, memory: ram, offset: r.offset, name: 'ram' });
     }
-    const unlisten = machine.bus.memory.addListener(new KvmMemoryListener(vm));
+    const unlisten = machine.bus.memory.addListener(
+      new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier }),
+    );
     undo.push(unlisten);
     // The ranges the vCPU threads serve themselves, kept equal to the flat views.
     const table = new ExitTable();

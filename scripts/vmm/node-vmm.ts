@@ -279,7 +279,7 @@ async function main(): Promise<void> {
       reboots: count('reboots', '0'),
       t0,
       onLine: ({ t, text }, pc) => {
-        probe?.onLine(text, pc.exits);
+        probe?.onLine(text, { ...pc.exits });
         record?.line(t, text);
         if (brief && / bytes from /.test(text)) return;
         console.log(brief ? `node| ${text}` : `${stamp(t)} ${text} (exits ${JSON.stringify(pc.exits)})`);

@@ -17,6 +17,7 @@ import {
   type Vcpu,
   type Vm,
 } from '../../lib';
+import { vfioPciSlotClassifier } from '../../lib/vmm/slot-classifier';
 import { GDT, GUEST_LOAD, IDT, PARAMS, RAM_SIZE, RESULTS } from './guest';
 
 export { CHECKPOINT_PORT, PARAMS, RESULTS, RAM_SIZE } from './guest';
@@ -77,7 +78,10 @@ export class GuestMachine implements Disposable {
       this.ram = Mapping.fromFd(this.ramFd, 0, RAM_SIZE);
       undo.push(() => this.ram.close());
       this.vm.addSlot({ guestAddress: 0, size: RAM_SIZE, memory: this.ram, name: 'guest RAM' });
-      this.listener = new KvmMemoryListener(this.vm, { pageSize: PAGE_SIZE });
+      this.listener = new KvmMemoryListener(this.vm, {
+        pageSize: PAGE_SIZE,
+        classify: vfioPciSlotClassifier,
+      });
       this.#unlisten = opts.slots === false ? () => undefined : bus.memory.addListener(this.listener);
       undo.push(this.#unlisten);
       this.vcpu = this.vm.createVcpu(0);

@@ -7,6 +7,7 @@ import {
 } from '../../../lib/kvm';
 import { MemoryRegion } from '../../../lib/memory';
 import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { vfioPciSlotClassifier } from '../../../lib/vmm/slot-classifier';
 import { DataViewMemory, type FakeDeviceSpec, FakeVfioDevice } from '../pci/fake-device';
 import { enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../pci/helpers';
 
@@ -55,7 +56,10 @@ function setup(spec: FakeDeviceSpec, opts = {}, max = 32) {
   const dev = VfioPciDevice.open(bus, new FakeVfioDevice(withHostAddresses(spec)), opts);
   const kvm = new FakeKvm(max);
   const errors: unknown[] = [];
-  const listener = new KvmMemoryListener(kvm, { onError: (_r, e) => errors.push(e) });
+  const listener = new KvmMemoryListener(kvm, {
+    onError: (_r, e) => errors.push(e),
+    classify: vfioPciSlotClassifier,
+  });
   bus.memory.addListener(listener);
   return { bus, dev, kvm, listener, errors };
 }
@@ -133,7 +137,7 @@ describe('KvmMemoryListener', () => {
   it('slots guest RAM (a page-aligned ram-device with a host address) and skips unaligned ones', () => {
     const bus = new PciBus();
     const kvm = new FakeKvm();
-    bus.memory.addListener(new KvmMemoryListener(kvm));
+    bus.memory.addListener(new KvmMemoryListener(kvm, { classify: vfioPciSlotClassifier }));
     const mem = (host: bigint, len: number) =>
       Object.assign(new DataViewMemory(new DataView(new ArrayBuffer(len))), { hostAddress: host });
     const ram = MemoryRegion.ramDevice('ram', 0x4000, mem(0x7f0000000000n, 0x4000));

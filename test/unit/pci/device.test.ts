@@ -1,6 +1,6 @@
 import { MemoryRegion } from '../../../lib/memory';
 import { type DeviceErrorEvent, PciBus, VfioPciDevice } from '../../../lib/pci';
-import { VfioError } from '../../../lib/vfio/vfio-error';
+import { VfioError } from '../../../lib/base/error';
 import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
 import { barRanges, e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from './helpers';
 

@@ -1,5 +1,5 @@
-import type { PciInterruptListener, PciIrqChange, PciIrqType, VfioPciDevice } from '../pci';
-import type { MsiMessage } from './msi-routes';
+import type { PciInterruptListener, PciIrqChange, PciIrqType, VfioPciDevice } from '../../pci';
+import type { MsiMessage } from '../../kvm';
 
 /** What {@link PciMsiRouting} needs of a device: lib/pci's VfioPciDevice. Fakes implement it. */
 export type MsiRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq' | 'msix'>;

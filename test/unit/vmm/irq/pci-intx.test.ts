@@ -2,10 +2,10 @@
 // lib/pci's host INTx onto a resample irqfd, the guest's EOI unmasks through the resample eventfd,
 // mode switches and resets rewire, an INTx signalled before the irqfd exists is not lost, and
 // guest-caused KVM failures are reported.
-import { type Assignment, type HasFd, type IntxRoutingTarget, PciIntxRouting } from '../../../lib/kvm';
-import { PciMsiRouting } from '../../../lib/kvm';
-import type { PciIrqType } from '../../../lib/pci';
-import { type FakeHostIrq, type FakeIrqDevice, type FakeIrqSpec, openIrqFake } from '../pci/fake-irq';
+import { type Assignment, type HasFd, type IntxRoutingTarget, PciIntxRouting } from '../../../../lib';
+import { PciMsiRouting } from '../../../../lib';
+import type { PciIrqType } from '../../../../lib/pci';
+import { type FakeHostIrq, type FakeIrqDevice, type FakeIrqSpec, openIrqFake } from '../../pci/fake-irq';
 
 const GSI = 16;
 const RESAMPLE = { fd: 77 };

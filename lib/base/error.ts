@@ -1,6 +1,6 @@
 /**
- * The error class of the package, in a file of its own so that layers running without the native
- * addon (lib/pci on fakes) can throw it too.
+ * The error class of the package, in the base layer so that every layer can throw it, those
+ * running without the native addon (lib/pci on fakes) included, and lib/kvm without lib/vfio.
  */
 /** What a {@link VfioError} is built from. */
 export interface VfioErrorInit {

@@ -1,6 +1,6 @@
-import type { HostIrq, PciIrqChange, VfioPciDevice } from '../pci';
-import { EventFd } from '../vfio';
-import type { Assignment, HasFd, IrqfdOptions } from './vm';
+import type { HostIrq, PciIrqChange, VfioPciDevice } from '../../pci';
+import { EventFd } from '../../base';
+import type { Assignment, HasFd, IrqfdOptions } from '../../kvm';
 
 /** What {@link PciIntxRouting} needs of a device: lib/pci's VfioPciDevice. Fakes implement it. */
 export type IntxRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq'>;

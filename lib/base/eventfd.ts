@@ -1,5 +1,5 @@
 import { native, type NativeHandle } from '../native';
-import { VfioError } from './errors';
+import { VfioError } from './error';
 
 /**
  * An eventfd (non-blocking, close-on-exec) that this process owns: the trigger of an interrupt, the

@@ -1,8 +1,8 @@
 // PciMsiRouting on a fake device and a fake KVM: routes and irqfds follow the guest's MSI/MSI-X
 // setup, masked vectors are left to lib/pci's watcher (pending bit), and unmasking delivers.
-import { type MsiMessage, type MsiRoutingTarget, PciMsiRouting } from '../../../lib/kvm';
-import { type FakeIrqSpec, openIrqFake } from '../pci/fake-irq';
-import { placeBar } from '../pci/helpers';
+import { type MsiMessage, type MsiRoutingTarget, PciMsiRouting } from '../../../../lib';
+import { type FakeIrqSpec, openIrqFake } from '../../pci/fake-irq';
+import { placeBar } from '../../pci/helpers';
 
 const BAR3 = 0xfebf0000;
 

@@ -1,0 +1,62 @@
+// The house's floors: each folder of lib/ imports only the folders below it. lib/kvm is the KVM
+// binding only (no PCI, no VFIO: the PCI-to-KVM glue is lib/vmm's), lib/memory is the pure memory
+// model, and lib/base (with lib/types.ts) holds what they all share.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+const LIB = path.join(__dirname, '..', '..', 'lib');
+
+/** The lib/ folders each file of `folder` imports (relative imports leaving the folder). */
+function importedFolders(folder: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const walk = (dir: string): void => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ts')) {
+        const text = fs.readFileSync(p, 'utf8');
+        for (const m of text.matchAll(/(?:from|import\(|require\()\s*'(\.{1,2}\/[^']+)'/g)) {
+          const target = path.relative(LIB, path.resolve(path.dirname(p), m[1]));
+          const top = target.split(path.sep)[0];
+          if (top === folder || top.startsWith('..')) continue;
+          const file = path.relative(LIB, p);
+          out.set(file, [...(out.get(file) ?? []), top]);
+        }
+      }
+    }
+  };
+  walk(path.join(LIB, folder));
+  return out;
+}
+
+/** Files of `folder` that import a folder outside `allowed`. */
+function violations(folder: string, allowed: readonly string[]): string[] {
+  const bad: string[] = [];
+  for (const [file, tops] of importedFolders(folder)) {
+    for (const t of tops) if (!allowed.includes(t.replace(/\.ts$/, ''))) bad.push(`${file} -> ${t}`);
+  }
+  return bad;
+}
+
+describe('layering', () => {
+  test('lib/base imports only the addon', () => {
+    expect(violations('base', ['native', 'types'])).toEqual([]);
+  });
+
+  test('lib/memory imports nothing of the package but its shared types', () => {
+    expect(violations('memory', ['types'])).toEqual([]);
+  });
+
+  test('lib/kvm imports neither lib/pci nor lib/vfio (nor lib/dma, lib/vmm)', () => {
+    expect(violations('kvm', ['native', 'types', 'base', 'memory'])).toEqual([]);
+  });
+
+  test('lib/vfio does not import lib/kvm, lib/pci, lib/dma or lib/vmm', () => {
+    expect(violations('vfio', ['native', 'types', 'base'])).toEqual([]);
+  });
+
+  test('the check sees imports: lib/vmm imports lib/kvm and lib/pci', () => {
+    const tops = new Set([...importedFolders('vmm').values()].flat());
+    expect([tops.has('kvm'), tops.has('pci')]).toEqual([true, true]);
+  });
+});
