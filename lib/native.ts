@@ -261,6 +261,7 @@ export interface NativeBinding {
     table: NativeExitTable | null,
     name: string,
     onEvent: (kind: number, a: number, b: number, c: number, d: number) => void,
+    nice?: number,
   ): void;
   kvmVcpuPause(vcpu: NativeKvmVcpu): void;
   kvmVcpuResume(vcpu: NativeKvmVcpu): void;

@@ -27,6 +27,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -55,6 +57,7 @@ class VcpuThread {
   napi_threadsafe_function tsfn = nullptr;
   pthread_t tid = {};
   std::string name;
+  int nice = 0;  // applied by the thread to itself (setpriority on its tid)
 
   std::atomic<int> request{kRun};
   std::mutex mu;
@@ -266,6 +269,8 @@ void Loop(VcpuThread* t) {
 
 void* ThreadMain(void* arg) {
   auto* t = static_cast<VcpuThread*>(arg);
+  // A failed setpriority (raising priority without CAP_SYS_NICE) leaves the thread as it was.
+  if (t->nice != 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), t->nice);
   SetRunningVcpu(t->v->run);
   if (t->table) t->table->AddReader(&t->hazard);
   Loop(t);
@@ -309,9 +314,12 @@ void CallJs(napi_env env, napi_value js, void* context, void* data) {
 
 void FinalizeThread(napi_env, void* data, void*) { delete static_cast<VcpuThread*>(data); }
 
-/** Start(vcpu, table, name, onEvent) - start @vcpu's thread, running the guest at once. */
+/**
+ * Start(vcpu, table, name, onEvent, nice) - start @vcpu's thread, running the guest at once, at
+ * nice value @nice (-20..19) relative to nothing: the thread sets it on itself.
+ */
 napi_value Start(napi_env env, napi_callback_info info) {
-  Args<4> args(env, info);
+  Args<5> args(env, info);
   const char* op = "vCPU thread";
   VcpuState* v = GetVcpu(env, args[0], op);
   if (v == nullptr) return nullptr;
@@ -328,6 +336,13 @@ napi_value Start(napi_env env, napi_callback_info info) {
   if (!GetString(env, args[2], "name", &t->name)) return nullptr;
   napi_typeof(env, args[3], &type);
   if (type != napi_function) return ThrowTypeError(env, "onEvent must be a function");
+  int32_t nice = 0;
+  napi_typeof(env, args[4], &type);
+  if (type != napi_undefined && napi_get_value_int32(env, args[4], &nice) != napi_ok) {
+    return ThrowTypeError(env, "nice must be a number");
+  }
+  if (nice < -20 || nice > 19) return ThrowRangeError(env, "nice " + std::to_string(nice) + " is not in [-20, 19]");
+  t->nice = nice;
   t->v = v;
   t->table = std::move(table);
   napi_value resource;

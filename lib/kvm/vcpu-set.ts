@@ -22,6 +22,11 @@ export interface VcpuSetOptions {
   onFault?(vcpu: number, fault: VcpuThreadFault): void;
   /** Thread names: `${name} ${id}` (default `vcpu`). */
   name?: string;
+  /**
+   * The vCPU threads' nice value (default 0). A positive one lets the event loop preempt a vCPU
+   * thread as soon as it has work, where they share a CPU.
+   */
+  nice?: number;
 }
 
 /** Options of {@link VcpuSet.run}. */
@@ -157,7 +162,7 @@ export class VcpuSet {
               onParked: (why, detail) => this.#parked(v.id, why, detail),
               ...(onFault ? { onFault: (f: VcpuThreadFault) => onFault(v.id, f) } : {}),
             },
-            { table: table ?? null, name: `${name} ${v.id}` },
+            { table: table ?? null, name: `${name} ${v.id}`, nice: this.#opts.nice ?? 0 },
           ),
         );
       }

@@ -65,7 +65,13 @@ export class VcpuThread {
   #final: NativeVcpuThreadStats | null = null;
 
   /** @internal Use Vcpu.startThread. */
-  constructor(port: VcpuThreadPort, handlers: VcpuThreadHandlers, table: ExitTable | null, name: string) {
+  constructor(
+    port: VcpuThreadPort,
+    handlers: VcpuThreadHandlers,
+    table: ExitTable | null,
+    name: string,
+    nice = 0,
+  ) {
     if (handlers === null || typeof handlers !== 'object' || typeof handlers.onExit !== 'function')
       throw new TypeError('startThread: handlers.onExit must be a function');
     for (const k of ['onParked', 'onFault'] as const) {
@@ -75,8 +81,15 @@ export class VcpuThread {
     this.#port = port;
     this.#handlers = handlers;
     this.name = name;
-    native.kvmVcpuStart(port.handle, table?._handle ?? null, name, (kind, a, b, c, d) =>
-      kind === 0 ? this.#exit() : kind === 1 ? this.#parked(a, b, d) : this.#fault(a, b, c, d),
+    if (!Number.isInteger(nice) || nice < -20 || nice > 19)
+      throw new RangeError(`startThread: nice ${String(nice)} is not an integer in [-20, 19]`);
+    native.kvmVcpuStart(
+      port.handle,
+      table?._handle ?? null,
+      name,
+      (kind, a, b, c, d) =>
+        kind === 0 ? this.#exit() : kind === 1 ? this.#parked(a, b, d) : this.#fault(a, b, c, d),
+      nice,
     );
   }
 

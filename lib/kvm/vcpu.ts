@@ -230,7 +230,7 @@ export class Vcpu implements Disposable {
    */
   startThread(
     handlers: VcpuThreadHandlers,
-    opts: { table?: ExitTable | null; name?: string } = {},
+    opts: { table?: ExitTable | null; name?: string; nice?: number } = {},
   ): VcpuThread {
     const h = this.#open('startThread');
     if (this.#thread !== null && this.#thread.state !== 'stopped') {
@@ -249,6 +249,7 @@ export class Vcpu implements Disposable {
       handlers,
       opts.table ?? null,
       name,
+      opts.nice ?? 0,
     );
     return this.#thread;
   }

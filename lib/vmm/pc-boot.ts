@@ -61,6 +61,7 @@ export interface BootContext {
   readonly cmdline: string;
   readonly supportedCpuid: CpuidEntry[];
   readonly tscDeadline: boolean;
+  readonly vcpuNice: number;
   /** Where the exits the vCPU threads hand over are served. */
   readonly routing: ExitRouting;
   report(r: PcReport): void;
@@ -178,6 +179,7 @@ export function startBoot(ctx: BootContext): Boot {
     const set = new VcpuSet(vcpus, {
       routing: ctx.routing,
       table,
+      nice: ctx.vcpuNice,
       onFault: (vcpu, f) =>
         ctx.report({
           kind: 'access',

@@ -71,6 +71,7 @@ export class PcMachine implements Disposable {
   readonly #onAccess: ((a: RoutedAccess) => void) | undefined;
   readonly #supportedCpuid: CpuidEntry[];
   readonly #tscDeadline: boolean;
+  readonly #vcpuNice: number;
   #bars: PlacedBar[] = [];
   #boot: Boot | null = null;
   #boots = 0;
@@ -95,6 +96,7 @@ export class PcMachine implements Disposable {
     this.#onAccess = opts.onAccess;
     this.#supportedCpuid = kvm.supportedCpuid();
     this.#tscDeadline = kvm.hasCapability('TSC_DEADLINE_TIMER');
+    this.#vcpuNice = opts.vcpuNice ?? 0;
     this.uart = new Uart16550({
       onOutput: opts.onOutput,
       onLine: opts.onLine,
@@ -329,6 +331,7 @@ export class PcMachine implements Disposable {
       cmdline: this.#cmdline,
       supportedCpuid: this.#supportedCpuid,
       tscDeadline: this.#tscDeadline,
+      vcpuNice: this.#vcpuNice,
       routing: this.#exits.routing(this.machine, this.#onAccess),
       report: (r) => this.#report(r),
       onStopped: (set) => this.#exits.add(set),

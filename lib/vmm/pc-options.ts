@@ -87,6 +87,12 @@ export interface PcMachineOptions {
    * accesses the vCPU threads serve themselves are only counted ({@link PcMachine.exits}).
    */
   readonly onAccess?: (a: RoutedAccess) => void;
+  /**
+   * The vCPU threads' nice value (default 0; -20..19). Where vCPU threads and the event loop share
+   * a CPU, a positive value lets the loop (device models, timers, the management API) preempt a
+   * running vCPU at once instead of after the scheduler's slice.
+   */
+  readonly vcpuNice?: number;
   /** The KVM device (default /dev/kvm). */
   readonly kvmPath?: string;
 }
@@ -139,6 +145,9 @@ export function checkPcOptions(opts: PcMachineOptions): CheckedPcOptions {
     throw new TypeError('devices must be an array');
   if (opts.cmdline !== undefined && typeof opts.cmdline !== 'string')
     throw new TypeError('cmdline must be a string');
+  const nice = opts.vcpuNice ?? 0;
+  if (!Number.isInteger(nice) || nice < -20 || nice > 19)
+    throw new RangeError(`vcpuNice ${String(nice)} must be an integer in [-20, 19]`);
   return {
     ramSize,
     cpus,

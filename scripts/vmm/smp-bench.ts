@@ -19,6 +19,7 @@ async function main(): Promise<void> {
   if (!kernel || !initrd || !e1000e || !rtl8139)
     throw new Error('bench:smp runs in the lab: npm run bench:smp');
   fs.writeFileSync('/proc/sys/vm/nr_hugepages', String(MEM_MIB / 2 + 12));
+  const nice = Number(process.env.VFIO_BRIDGE_VCPU_NICE ?? 0);
   const rows: { cpus: number; bound: number; line: string }[] = [];
   for (const cpus of [1, 2, 4]) {
     const r = await runVmmGuest({
@@ -29,6 +30,7 @@ async function main(): Promise<void> {
       pings: 3,
       memMiB: MEM_MIB,
       cpus,
+      vcpuNice: nice,
       hugepages: true,
       timeoutMs: 180_000,
     });
@@ -38,7 +40,9 @@ async function main(): Promise<void> {
     rows.push({ cpus, bound: run.bound, line: `${online}; ${describeLoop(r.loop)}` });
   }
   const base = rows[0].bound;
-  console.log('bench:smp: time from PcMachine.create to both drivers bound, each vCPU on its own thread');
+  console.log(
+    `bench:smp: time from PcMachine.create to both drivers bound, each vCPU on its own thread (nice ${nice})`,
+  );
   for (const r of rows) {
     const ratio = r.bound / base;
     const verdict = r.cpus === 1 ? '' : ratio <= 1.1 ? '  target <= 1.1x: met' : '  target <= 1.1x: MISSED';
