@@ -1,5 +1,5 @@
 /**
- * npm run bench:smp (in the lab): the Node VMM boots the VMM guest with 1, 2 and 4 vCPUs in one
+ * npm run bench:smp [-- --nice N] (in the lab): the Node VMM boots the VMM guest with 1, 2 and 4 vCPUs in one
  * run, each vCPU on its own thread, and prints the time to "drivers bound" of each as a ratio to
  * the one-vCPU time (target: at most 1.1x), with the event loop's delay over each machine's life.
  * The lab guest has one CPU: the vCPU threads cannot run in parallel there, so this measures that
@@ -19,7 +19,8 @@ async function main(): Promise<void> {
   if (!kernel || !initrd || !e1000e || !rtl8139)
     throw new Error('bench:smp runs in the lab: npm run bench:smp');
   fs.writeFileSync('/proc/sys/vm/nr_hugepages', String(MEM_MIB / 2 + 12));
-  const nice = Number(process.env.VFIO_BRIDGE_VCPU_NICE ?? 0);
+  const at = process.argv.indexOf('--nice');
+  const nice = at > 0 ? Number(process.argv[at + 1]) : 0;
   const rows: { cpus: number; bound: number; line: string }[] = [];
   for (const cpus of [1, 2, 4]) {
     const r = await runVmmGuest({
