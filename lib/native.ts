@@ -150,6 +150,16 @@ export interface NativeBinding {
     read: boolean,
     write: boolean,
   ): void;
+  /** vfioMapDma on the libuv thread pool: resolves once mapped, rejects with the same VfioError. */
+  vfioMapDmaAsync(
+    container: NativeHandle,
+    memory: NativeMappingHandle | NativeGuestMemoryHandle,
+    offset: number,
+    iova: number,
+    size: number,
+    read: boolean,
+    write: boolean,
+  ): Promise<void>;
   /** VFIO_IOMMU_UNMAP_DMA; returns the bytes the kernel unmapped. */
   vfioUnmapDma(container: NativeHandle, iova: number, size: number): number;
 

@@ -1,7 +1,9 @@
 // Type1 IOMMU DMA mapping: VFIO_IOMMU_MAP_DMA and VFIO_IOMMU_UNMAP_DMA on a container. The memory
 // is named by a handle (a Mapping or guest memory) and resolved to its host range here, so no raw
 // address crosses into JavaScript on this path. Validation and bookkeeping live in lib/vfio.
+#include <fcntl.h>
 #include <linux/vfio.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -84,11 +86,114 @@ napi_value UnmapDma(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/**
+ * struct MapWork - one VFIO_IOMMU_MAP_DMA on the libuv thread pool. It works on its own dup of the
+ * container fd (closing the container meanwhile cannot hand the ioctl another file) and holds
+ * references to the container and memory handles until it completes.
+ */
+struct MapWork {
+  napi_async_work work = nullptr;
+  napi_deferred deferred = nullptr;
+  napi_ref refs[2] = {nullptr, nullptr};
+  int fd = -1;
+  vfio_iommu_type1_dma_map map = {};
+  int err = 0;
+  ErrorContext where;
+};
+
+void ExecuteMap(napi_env, void* data) {
+  auto* w = static_cast<MapWork*>(data);
+  int r = Ioctl(w->fd, VFIO_IOMMU_MAP_DMA, &w->map);
+  w->err = r < 0 ? -r : 0;
+}
+
+void CompleteMap(napi_env env, napi_status, void* data) {
+  auto* w = static_cast<MapWork*>(data);
+  close(w->fd);
+  if (w->err == 0) {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, w->deferred, undefined);
+  } else {
+    // The error is the one the synchronous call throws: built by the same factory, then taken back.
+    ThrowVfioError(env, "VFIO_IOMMU_MAP_DMA", w->err, "", w->where);
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_reject_deferred(env, w->deferred, error);
+  }
+  for (napi_ref r : w->refs) {
+    if (r != nullptr) napi_delete_reference(env, r);
+  }
+  napi_delete_async_work(env, w->work);
+  delete w;
+}
+
+/**
+ * MapDmaAsync(container, memory, offset, iova, size, read, write) - MapDma on the thread pool;
+ * returns a promise. Arguments are checked (and thrown) as MapDma checks them.
+ */
+napi_value MapDmaAsync(napi_env env, napi_callback_info info) {
+  const char* op = "VFIO_IOMMU_MAP_DMA";
+  Args<7> args(env, info);
+  FdResource* h = GetHandle(env, args[0], op);
+  if (h == nullptr) return nullptr;
+  HostRange range;
+  if (!MappingHostRange(env, args[1], &range) && !GuestMemoryHostRange(env, args[1], &range)) {
+    return ThrowTypeError(env, std::string(op) + " expects a mapping or guest memory handle");
+  }
+  uint64_t offset, iova, size;
+  bool read = false, write = false;
+  if (!GetSafeInteger(env, args[2], "offset", &offset) ||
+      !GetSafeInteger(env, args[3], "iova", &iova) ||
+      !GetSafeInteger(env, args[4], "size", &size)) {
+    return nullptr;
+  }
+  if (napi_get_value_bool(env, args[5], &read) != napi_ok ||
+      napi_get_value_bool(env, args[6], &write) != napi_ok) {
+    return ThrowTypeError(env, "read and write must be booleans");
+  }
+  if (range.base == nullptr) {
+    return ThrowVfioError(env, op, 0, "the memory is closed", *range.where, "ECLOSED");
+  }
+  if (offset > range.length || size > range.length - offset) {
+    return ThrowRangeError(env, std::string(op) + ": offset " + std::to_string(offset) + " size " +
+                                    std::to_string(size) + " is outside the memory (length " +
+                                    std::to_string(range.length) + ")");
+  }
+  if (write && !range.writable) {
+    return ThrowVfioError(env, op, EACCES, "device writes need writable memory", *range.where);
+  }
+  auto* w = new MapWork();
+  w->fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 0);
+  if (w->fd < 0) {
+    int err = errno;
+    delete w;
+    return ThrowErrno(env, "dup", h, err);
+  }
+  w->where = h->where;
+  w->map.argsz = sizeof w->map;
+  w->map.flags = (read ? VFIO_DMA_MAP_FLAG_READ : 0) | (write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+  // SAFETY: offset + size <= length was checked above; the memory handle is referenced until the
+  // work completes, and its owner (lib/vfio) does not unmap memory with a map in flight.
+  w->map.vaddr = reinterpret_cast<uint64_t>(range.base + offset);
+  w->map.iova = iova;
+  w->map.size = size;
+  napi_create_reference(env, args[0], 1, &w->refs[0]);
+  napi_create_reference(env, args[1], 1, &w->refs[1]);
+  napi_value promise, name;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, "vfio-bridge:map-dma", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, nullptr, name, ExecuteMap, CompleteMap, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
 }  // namespace
 
 void RegisterDma(napi_env env, napi_value exports) {
   const napi_property_descriptor methods[] = {
       Method("vfioMapDma", MapDma),
+      Method("vfioMapDmaAsync", MapDmaAsync),
       Method("vfioUnmapDma", UnmapDma),
   };
   DefineMethods(env, exports, methods);

@@ -25,6 +25,8 @@ export type { DmaSkip, DmaSkipReason } from './plan';
 /** The part of a Container the listener uses (a fake in unit tests). */
 export interface DmaContainer {
   mapDma(req: DmaMapRequest): void;
+  /** mapDma off the event loop (DmaListener.create uses it for the RAM already in the space). */
+  mapDmaAsync?(req: DmaMapRequest): Promise<void>;
   unmapDma(iova: number, size: number): number;
   iommuInfo(): { minPageSize: number };
 }
@@ -182,12 +184,19 @@ export class DmaListener implements MemoryListener, Disposable {
   #lastFatal: DmaCommitError | null = null;
   #unsubscribe: (() => void) | null = null;
   #closed = false;
+  /** RAM mapped before the listener subscribed (DmaListener.create): its first commit adopts them. */
+  #premapped: Map<FlatRange, DmaMapRequest> | null = null;
 
   /**
    * Start listening: every DMA-able section already in `space` is mapped now.
    * @throws DmaCommitError when RAM already in `space` cannot be mapped (nothing stays mapped)
    */
-  constructor(container: DmaContainer, space: AddressSpace, opts: DmaListenerOptions = {}) {
+  constructor(
+    container: DmaContainer,
+    space: AddressSpace,
+    opts: DmaListenerOptions = {},
+    premapped: Map<FlatRange, DmaMapRequest> | null = null,
+  ) {
     if (container === null || typeof container !== 'object' || typeof container.mapDma !== 'function') {
       throw new TypeError('DmaListener needs a container (Container or one with mapDma/unmapDma/iommuInfo)');
     }
@@ -201,7 +210,19 @@ export class DmaListener implements MemoryListener, Disposable {
     this.space = space;
     this.pageSize = container.iommuInfo().minPageSize;
     this.ramPageSize = Math.max(this.pageSize, host);
+    this.#premapped = premapped;
     this.#unsubscribe = space.addListener(this);
+    // What was mapped ahead and has left the flat view since is unmapped: the record stays exact.
+    if (premapped !== null) {
+      for (const req of premapped.values()) {
+        try {
+          container.unmapDma(req.iova, req.size);
+        } catch {
+          // Nothing a caller can do: it was never the listener's, and the container keeps its record.
+        }
+      }
+      this.#premapped = null;
+    }
     // The first commit maps the RAM already in the space. Nobody can have subscribed to `fatal` yet,
     // and a VMM must not go on with guest RAM the device cannot reach: this one is thrown.
     const fatal = this.#lastFatal;
@@ -209,6 +230,37 @@ export class DmaListener implements MemoryListener, Disposable {
       this.close();
       throw fatal;
     }
+  }
+
+  /**
+   * A listener whose first commit does not hold the event loop: the RAM sections already in
+   * `space` are mapped on the libuv thread pool first (`container.mapDmaAsync`), then the listener
+   * subscribes and adopts them. Pinning a large guest RAM takes the kernel hundreds of ms to
+   * seconds. A RAM section that cannot be mapped rejects with the kernel's error, nothing left mapped.
+   */
+  static async create(
+    container: DmaContainer,
+    space: AddressSpace,
+    opts: DmaListenerOptions = {},
+  ): Promise<DmaListener> {
+    const ahead = new Map<FlatRange, DmaMapRequest>();
+    if (typeof container?.mapDmaAsync === 'function') {
+      const page = container.iommuInfo().minPageSize;
+      const ramPage = Math.max(page, opts.hostPageSize ?? 4096);
+      try {
+        for (const s of space.flatView.ranges) {
+          if (s.kind !== 'ram') continue;
+          const req = planSection(s, page, ramPage).req;
+          if (req === null) continue;
+          await container.mapDmaAsync(req);
+          ahead.set(s, req);
+        }
+      } catch (e) {
+        for (const req of ahead.values()) container.unmapDma(req.iova, req.size);
+        throw e;
+      }
+    }
+    return new DmaListener(container, space, opts, ahead);
   }
 
   /** Subscribe to an event. */
@@ -333,9 +385,14 @@ export class DmaListener implements MemoryListener, Disposable {
       let mapped: Mapped | null = null;
       const skips = plan.skips;
       if (plan.req !== null) {
+        const ahead = this.#premapped?.get(s);
         try {
-          this.#stats.mapCalls++;
-          this.container.mapDma(plan.req);
+          if (ahead !== undefined && sameRequest(ahead, plan.req)) {
+            this.#premapped!.delete(s);
+          } else {
+            this.#stats.mapCalls++;
+            this.container.mapDma(plan.req);
+          }
           mapped = { section: s, req: plan.req, info: this.#info(s, plan.req) };
         } catch (err) {
           if (s.kind === 'ram') {
@@ -537,4 +594,16 @@ export class DmaListener implements MemoryListener, Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** Two map requests for the same memory, offset, IOVA, size and rights. */
+function sameRequest(a: DmaMapRequest, b: DmaMapRequest): boolean {
+  return (
+    a.memory === b.memory &&
+    (a.offset ?? 0) === (b.offset ?? 0) &&
+    a.iova === b.iova &&
+    a.size === b.size &&
+    a.read === b.read &&
+    a.write === b.write
+  );
 }

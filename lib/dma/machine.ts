@@ -156,13 +156,54 @@ export class Machine implements Disposable {
    * listener if this is the first device.
    */
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
+    const { dev, container, fresh } = this.#open(bdf, opts);
+    if (this.#dma === null) {
+      // The listener's first commit maps all guest RAM. If that fails (RLIMIT_MEMLOCK, DMA entries),
+      // it throws: a device that DMAs would hit unmapped IOVAs, so it is not handed out.
+      try {
+        this.#dma = new DmaListener(container, this.bus.memory, this.#dmaOptions);
+      } catch (e) {
+        this.#giveBack(dev, container, fresh);
+        throw e;
+      }
+    }
+    this.devices.push(dev);
+    return dev;
+  }
+
+  /**
+   * {@link addDevice}, with the first device's mapping of all guest RAM on the libuv thread pool
+   * (DmaListener.create): pinning RAM for the IOMMU does not hold the event loop.
+   */
+  async addDeviceAsync(bdf: string, opts: VfioPciDeviceOptions = {}): Promise<VfioPciDevice> {
+    const { dev, container, fresh } = this.#open(bdf, opts);
+    if (this.#dma === null) {
+      try {
+        const dma = await DmaListener.create(container, this.bus.memory, this.#dmaOptions);
+        if (this.#closed) {
+          dma.close();
+          throw closedError('machine.addDeviceAsync', 'the machine', bdf);
+        }
+        this.#dma = dma;
+      } catch (e) {
+        this.#giveBack(dev, container, fresh);
+        throw e;
+      }
+    }
+    this.devices.push(dev);
+    return dev;
+  }
+
+  #open(
+    bdf: string,
+    opts: VfioPciDeviceOptions,
+  ): { dev: VfioPciDevice; container: Container; fresh: boolean } {
     if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
     const fresh = this.#container === null;
     this.#container ??= Container.open();
     const container = this.#container;
-    let dev: VfioPciDevice;
     try {
-      dev = VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container });
+      return { dev: VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container }), container, fresh };
     } catch (e) {
       if (fresh) {
         this.#container = null;
@@ -170,22 +211,15 @@ export class Machine implements Disposable {
       }
       throw e;
     }
-    if (this.#dma === null) {
-      // The listener's first commit maps all guest RAM. If that fails (RLIMIT_MEMLOCK, DMA entries),
-      // it throws: a device that DMAs would hit unmapped IOVAs, so it is not handed out.
-      try {
-        this.#dma = new DmaListener(container, this.bus.memory, this.#dmaOptions);
-      } catch (e) {
-        dev.close();
-        if (fresh) {
-          this.#container = null;
-          container.close();
-        }
-        throw e;
-      }
+  }
+
+  /** A device that cannot be handed out: close it, and the container it opened. */
+  #giveBack(dev: VfioPciDevice, container: Container, fresh: boolean): void {
+    dev.close();
+    if (fresh && this.#container === container) {
+      this.#container = null;
+      container.close();
     }
-    this.devices.push(dev);
-    return dev;
   }
 
   /**

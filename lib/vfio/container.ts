@@ -90,6 +90,16 @@ export class Container implements Disposable {
           m.read,
           m.write,
         ),
+      mapAsync: (m) =>
+        native.vfioMapDmaAsync(
+          this.#handle('VFIO_IOMMU_MAP_DMA'),
+          m.memory[DMA_HANDLE](),
+          m.offset,
+          m.iova,
+          m.size,
+          m.read,
+          m.write,
+        ),
       unmap: (iova, size) => native.vfioUnmapDma(this.#handle('VFIO_IOMMU_UNMAP_DMA'), iova, size),
     });
   }
@@ -227,6 +237,16 @@ export class Container implements Disposable {
   mapDma(req: DmaMapRequest): void {
     this.#handle('VFIO_IOMMU_MAP_DMA');
     this.#dma.map(req);
+  }
+
+  /**
+   * {@link mapDma} with the ioctl on the libuv thread pool, so pinning a large guest RAM does not
+   * hold the event loop. Checked (and refused) at once, as mapDma; recorded once the kernel
+   * accepted it; rejects with the same VfioError.
+   */
+  async mapDmaAsync(req: DmaMapRequest): Promise<void> {
+    this.#handle('VFIO_IOMMU_MAP_DMA');
+    await this.#dma.mapAsync(req);
   }
 
   /**

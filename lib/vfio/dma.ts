@@ -59,6 +59,8 @@ export interface DmaHost {
   /** Fresh dma_avail for a hint, or undefined. */
   dmaAvail(): number | undefined;
   map(m: DmaMapping): void;
+  /** map() on the thread pool. */
+  mapAsync(m: DmaMapping): Promise<void>;
   unmap(iova: number, size: number): number;
 }
 
@@ -70,6 +72,8 @@ export class DmaState {
   readonly #host: DmaHost;
   /** Sorted by iova; disjoint. */
   readonly #maps: DmaMapping[] = [];
+  /** Asynchronous maps the kernel has not answered yet: no other map may overlap them. */
+  readonly #pending = new Set<DmaMapping>();
   #bytes = 0;
 
   constructor(host: DmaHost) {
@@ -138,6 +142,40 @@ export class DmaState {
 
   /** Validate and map; the record changes only when the kernel agreed. */
   map(req: DmaMapRequest): void {
+    const m = this.#prepare(req);
+    try {
+      this.#host.map(m);
+    } catch (e) {
+      throw this.#kernelError(e, m);
+    }
+    this.#record(m);
+  }
+
+  /**
+   * {@link map} with the ioctl on the libuv thread pool (pinning a large guest RAM takes the
+   * kernel long). The request is checked at once; until the kernel answers, no other map may
+   * overlap it, and the record holds it only once the kernel accepted it.
+   */
+  async mapAsync(req: DmaMapRequest): Promise<void> {
+    const m = this.#prepare(req);
+    this.#pending.add(m);
+    try {
+      await this.#host.mapAsync(m);
+    } catch (e) {
+      throw this.#kernelError(e, m);
+    } finally {
+      this.#pending.delete(m);
+    }
+    this.#record(m);
+  }
+
+  #record(m: DmaMapping): void {
+    this.#maps.splice(this.#firstEndingAfter(m.iova), 0, m);
+    this.#bytes += m.size;
+  }
+
+  /** The mapping `req` asks for, once every check passed. */
+  #prepare(req: DmaMapRequest): DmaMapping {
     const op = 'VFIO_IOMMU_MAP_DMA';
     if (req === null || typeof req !== 'object') throw new TypeError(`${op}: the request must be an object`);
     const iova = checkInteger(op, 'iova', req.iova);
@@ -179,14 +217,16 @@ export class DmaState {
         'unmap it first (unmapDma), or map somewhere else',
       );
     }
-    const m: DmaMapping = Object.freeze({ iova, size, memory, offset, read, write });
-    try {
-      this.#host.map(m);
-    } catch (e) {
-      throw this.#kernelError(e, m);
+    for (const p of this.#pending) {
+      if (p.iova < iova + size && iova < p.iova + p.size) {
+        throw this.#error(
+          op,
+          'EOVERLAP',
+          `${span(iova, size)} overlaps the mapping ${describe(p)} in flight`,
+        );
+      }
     }
-    this.#maps.splice(i, 0, m);
-    this.#bytes += size;
+    return Object.freeze({ iova, size, memory, offset, read, write });
   }
 
   #checkIovaRange(op: string, info: IommuInfo, iova: number, size: number): void {

@@ -34,6 +34,10 @@ import { PcReports } from './pc-reports';
 import { ExitCounter, pcExitOf, type PcExitCounts } from './pc-run';
 import {
   checkPcOptions,
+  checkPcShape,
+  deviceOptions,
+  readInputAsync,
+  type PcDeviceSpec,
   DEFAULT_CMDLINE,
   GiB,
   PCI_HOLE,
@@ -62,8 +66,7 @@ export class PcMachine implements Disposable {
   readonly uart: Uart16550;
   readonly host: PciHostBridge;
   readonly cpus: number;
-  readonly devices: readonly VfioPciDevice[];
-  readonly #routed: RoutedDevice[];
+  readonly #routed: RoutedDevice[] = [];
   readonly #kernel: Uint8Array;
   readonly #initrd: Uint8Array | undefined;
   #cmdline: string;
@@ -109,21 +112,20 @@ export class PcMachine implements Disposable {
       onI8042Reset: () => this.#requestReset('i8042'),
     });
     this.#reports.watchBus(machine);
-    this.#routed = [];
-    const specs = opts.devices ?? [];
-    specs.forEach((spec, i) => {
-      const dev = machine.addDevice(spec.bdf, {
-        ...(spec.vendorId !== undefined ? { vendorId: spec.vendorId } : {}),
-        ...(spec.deviceId !== undefined ? { deviceId: spec.deviceId } : {}),
-        log: null,
-      });
-      this.#reports.watchDevice(dev);
-      const slot = spec.slot ?? 3 + i;
-      this.host.attach(slot, 0, dev);
-      this.#routed.push({ dev, slot });
-    });
-    this.devices = this.#routed.map((r) => r.dev);
-    this.#reports.watchDma(machine);
+  }
+
+  /** The passed-through devices, in the order of the options. */
+  get devices(): readonly VfioPciDevice[] {
+    return this.#routed.map((r) => r.dev);
+  }
+
+  /** Put an opened device in its slot. */
+  #attach(dev: VfioPciDevice, spec: PcDeviceSpec, i: number): void {
+    this.#reports.watchDevice(dev);
+    const slot = spec.slot ?? 3 + i;
+    this.host.attach(slot, 0, dev);
+    this.#routed.push({ dev, slot });
+    if (i === 0) this.#reports.watchDma(this.machine);
   }
 
   /**
@@ -151,7 +153,58 @@ export class PcMachine implements Disposable {
         hugepages: opts.hugepages ?? false,
       });
       pc = new PcMachine(opts, files, machine, kvm);
+      for (const [i, spec] of (opts.devices ?? []).entries())
+        pc.#attach(machine.addDevice(spec.bdf, deviceOptions(spec)), spec, i);
       pc.#firmware();
+      pc.#boot = pc.#start();
+      return pc;
+    } catch (e) {
+      try {
+        if (pc) pc.close();
+        else machine?.close();
+      } finally {
+        kvm.close();
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * {@link create}, with the long kernel work off the event loop: the kernel and initramfs are read
+   * asynchronously, guest RAM is pinned for the IOMMU on the libuv thread pool, and the event loop
+   * gets a turn between the steps (each device, BAR placement, the VM's set-up).
+   */
+  static async open(opts: PcMachineOptions): Promise<PcMachine> {
+    const checked = checkPcShape(opts);
+    const [kernel, initrd] = await Promise.all([
+      readInputAsync('kernel', opts.kernel),
+      opts.initrd !== undefined ? readInputAsync('initramfs', opts.initrd) : undefined,
+    ]);
+    parseBzImage(kernel);
+    const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    const kvm = Kvm.open({
+      ...(opts.kvmPath !== undefined ? { path: opts.kvmPath } : {}),
+      require: ['IRQCHIP', 'IRQ_ROUTING', 'IRQFD', 'IRQFD_RESAMPLE', 'SIGNAL_MSI', 'USER_MEMORY'],
+    });
+    let machine: Machine | undefined;
+    let pc: PcMachine | undefined;
+    try {
+      await turn();
+      machine = Machine.create({
+        ramSize: checked.ramSize,
+        pciHole: { start: PCI_HOLE, size: GiB },
+        bus: { log: null },
+        dma: { log: null },
+        hugepages: opts.hugepages ?? false,
+      });
+      pc = new PcMachine(opts, { kernel, initrd }, machine, kvm);
+      for (const [i, spec] of (opts.devices ?? []).entries()) {
+        await turn();
+        pc.#attach(await machine.addDeviceAsync(spec.bdf, deviceOptions(spec)), spec, i);
+      }
+      await turn();
+      pc.#firmware();
+      await turn();
       pc.#boot = pc.#start();
       return pc;
     } catch (e) {

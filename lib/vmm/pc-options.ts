@@ -123,11 +123,8 @@ export interface CheckedPcOptions {
   readonly initrd: Uint8Array | undefined;
 }
 
-/**
- * checkPcOptions: RangeErrors and TypeErrors naming what is wrong, and a VmmError EINPUT for a
- * kernel or initramfs that cannot be read; the files are read here, before anything is opened.
- */
-export function checkPcOptions(opts: PcMachineOptions): CheckedPcOptions {
+/** checkPcShape: RangeErrors and TypeErrors naming what is wrong in the options. */
+export function checkPcShape(opts: PcMachineOptions): { ramSize: number; cpus: number } {
   if (opts === null || typeof opts !== 'object') throw new TypeError('PcMachine.create needs options');
   const ramSize = opts.ramSize ?? 256 * MiB;
   if (!Number.isSafeInteger(ramSize) || ramSize < 32 * MiB || ramSize > PCI_HOLE || ramSize % MiB !== 0) {
@@ -148,9 +145,16 @@ export function checkPcOptions(opts: PcMachineOptions): CheckedPcOptions {
   const nice = opts.vcpuNice ?? 0;
   if (!Number.isInteger(nice) || nice < -20 || nice > 19)
     throw new RangeError(`vcpuNice ${String(nice)} must be an integer in [-20, 19]`);
+  return { ramSize, cpus };
+}
+
+/**
+ * checkPcOptions: {@link checkPcShape}, then the kernel and initramfs read (VmmError EINPUT when
+ * they cannot be), before anything is opened.
+ */
+export function checkPcOptions(opts: PcMachineOptions): CheckedPcOptions {
   return {
-    ramSize,
-    cpus,
+    ...checkPcShape(opts),
     kernel: readInput('kernel', opts.kernel),
     initrd: opts.initrd !== undefined ? readInput('initramfs', opts.initrd) : undefined,
   };
@@ -168,4 +172,28 @@ function readInput(what: string, v: string | Uint8Array): Uint8Array {
       `check the ${what} path`,
     );
   }
+}
+
+/** readInputAsync: {@link readInput} without holding the event loop while the file is read. */
+export async function readInputAsync(what: string, v: string | Uint8Array): Promise<Uint8Array> {
+  if (v instanceof Uint8Array) return v;
+  if (typeof v !== 'string') throw new TypeError(`${what} must be a path or a Uint8Array`);
+  try {
+    return await fs.promises.readFile(v);
+  } catch (e) {
+    throw new VmmError(
+      'EINPUT',
+      `cannot read the ${what} ${v}: ${(e as Error).message}`,
+      `check the ${what} path`,
+    );
+  }
+}
+
+/** The VfioPciDevice options a device spec asks for. */
+export function deviceOptions(spec: PcDeviceSpec): { vendorId?: number; deviceId?: number; log: null } {
+  return {
+    ...(spec.vendorId !== undefined ? { vendorId: spec.vendorId } : {}),
+    ...(spec.deviceId !== undefined ? { deviceId: spec.deviceId } : {}),
+    log: null,
+  };
 }

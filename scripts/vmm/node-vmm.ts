@@ -160,7 +160,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
   const shown = new Set<string>();
   let pc: PcMachine | undefined = undefined;
   const stopWatch = watchEventLoop();
-  pc = PcMachine.create({
+  pc = await PcMachine.open({
     kernel: opts.kernel,
     initrd: opts.initrd,
     cmdline:
@@ -264,7 +264,7 @@ async function main(): Promise<void> {
   const brief = process.argv.includes('--brief');
   const recordPath = process.argv.includes('--record') ? arg('record') : undefined;
   const record = recordPath !== undefined ? new RecordWriter(recordPath, 'Node VMM') : undefined;
-  record?.about(`PcMachine (lib/vmm) on Node ${process.version}, times from PcMachine.create`);
+  record?.about(`PcMachine (lib/vmm) on Node ${process.version}, times from PcMachine.open`);
   record?.startup(t0 / 1000);
   record?.about(
     hugepages

@@ -30,7 +30,7 @@ describe('PcMachine on vCPU threads', () => {
     const before = vfioFds();
     let pc: PcMachine | undefined;
     let sawVfio: string[] = [];
-    pc = PcMachine.create({
+    pc = await PcMachine.open({
       kernel: KERNEL!,
       initrd: INITRD!,
       cmdline: `${BASE} guest.end=reboot guest.pings=1`,
@@ -56,7 +56,7 @@ describeDevice('rtl8139', 'closing the machine while the vCPU threads serve port
 
   test('close() while 8139too pings over port I/O stops the threads and leaves nothing held', async () => {
     const later = { close: (): void => undefined };
-    const pc = PcMachine.create({
+    const pc = await PcMachine.open({
       kernel: KERNEL!,
       initrd: INITRD!,
       cmdline: `${BASE} guest.end=reboot guest.rtl=8139too guest.pings=1000 guest.interval=0.01`,

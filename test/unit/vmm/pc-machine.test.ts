@@ -40,3 +40,30 @@ describe('PcMachine.create checks its options before opening anything', () => {
     expect(refused({ kernel: new Uint8Array(8192) })).toMatchObject({ code: 'ENOTBZIMAGE' });
   });
 });
+
+describe('PcMachine.open refuses what create refuses, before opening anything', () => {
+  const rejected = async (opts: unknown): Promise<unknown> =>
+    PcMachine.open(opts as never).then(
+      () => {
+        throw new Error('PcMachine.open accepted it');
+      },
+      (e: unknown) => e,
+    );
+
+  test.each([
+    ['no options', null, TypeError],
+    ['RAM too small', { kernel, ramSize: 16 * 2 ** 20 }, RangeError],
+    ['a vCPU nice value out of range', { kernel, vcpuNice: 20 }, RangeError],
+    ['a kernel that is neither a path nor bytes', { kernel: 42 }, TypeError],
+  ])('%s', async (_what, opts, type) => {
+    expect(await rejected(opts)).toBeInstanceOf(type);
+  });
+
+  test('an unreadable kernel is EINPUT, read without holding the loop', async () => {
+    expect(await rejected({ kernel: '/nonexistent/bzImage' })).toMatchObject({
+      code: 'EINPUT',
+      message: expect.stringContaining('/nonexistent/bzImage'),
+    });
+    expect(await rejected({ kernel: new Uint8Array(8192) })).toMatchObject({ code: 'ENOTBZIMAGE' });
+  });
+});
