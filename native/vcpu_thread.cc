@@ -341,7 +341,8 @@ napi_value Start(napi_env env, napi_callback_info info) {
   if (type != napi_undefined && napi_get_value_int32(env, args[4], &nice) != napi_ok) {
     return ThrowTypeError(env, "nice must be a number");
   }
-  if (nice < -20 || nice > 19) return ThrowRangeError(env, "nice " + std::to_string(nice) + " is not in [-20, 19]");
+  if (nice < -20 || nice > 19)
+    return ThrowRangeError(env, "nice " + std::to_string(nice) + " is not in [-20, 19]");
   t->nice = nice;
   t->v = v;
   t->table = std::move(table);
