@@ -28,6 +28,10 @@ export class MsiRoutes {
   >();
   readonly #free: number[] = [];
   #next: number;
+  /** Inside {@link batch}: the table is installed, and irqfds assigned, once at its end. */
+  #batching = 0;
+  #dirty = false;
+  readonly #afterInstall: (() => void)[] = [];
 
   constructor(vm: Vm, firstGsi = 24) {
     this.#vm = vm;
@@ -50,25 +54,75 @@ export class MsiRoutes {
    * otherwise its route is (re)programmed and `trigger` goes to KVM_IRQFD on its GSI.
    */
   update(key: string, msg: MsiMessage | null, trigger?: HasFd): void {
+    if (this.#batching > 0) {
+      this.#apply(key, msg, trigger);
+      return;
+    }
+    this.batch(() => this.#apply(key, msg, trigger));
+  }
+
+  /**
+   * Run `fn`, whose updates (a guest enabling N MSI-X vectors, say) reach KVM as one
+   * KVM_SET_GSI_ROUTING at the end, each new irqfd assigned after it. Nested batches join the
+   * outer one. Throws the first failure, after the table was installed and every irqfd tried.
+   */
+  batch<T>(fn: () => T): T {
+    this.#batching++;
+    let result: T;
+    try {
+      result = fn();
+    } finally {
+      if (--this.#batching === 0) this.#flush();
+    }
+    return result;
+  }
+
+  #flush(): void {
+    const errors: unknown[] = [];
+    if (this.#dirty) {
+      this.#dirty = false;
+      try {
+        this.#install();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    for (const op of this.#afterInstall.splice(0)) {
+      try {
+        op();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
+    if (errors.length > 0) throw errors[0];
+  }
+
+  #apply(key: string, msg: MsiMessage | null, trigger?: HasFd): void {
     const cur = this.#routes.get(key);
     if (msg === null) {
       if (!cur) return;
       cur.irqfd?.release();
       this.#routes.delete(key);
       this.#free.push(cur.gsi);
-      this.#install();
+      this.#dirty = true;
       return;
     }
     const gsi = cur?.gsi ?? this.#free.pop() ?? this.#next++;
     const fd = trigger?.fd ?? -1;
     const entry = { gsi, msg: { ...msg }, irqfd: cur?.irqfd ?? null, fd };
     this.#routes.set(key, entry);
-    this.#install();
+    this.#dirty = true;
     if (entry.irqfd !== null && cur?.fd !== fd) {
       entry.irqfd.release();
       entry.irqfd = null;
     }
-    if (entry.irqfd === null && trigger !== undefined) entry.irqfd = this.#vm.irqfd(trigger, gsi);
+    if (entry.irqfd === null && trigger !== undefined) {
+      // After the table is in: an irqfd on a GSI with no route yet would drop what arrives first.
+      this.#afterInstall.push(() => {
+        if (this.#routes.get(key) === entry && entry.irqfd === null)
+          entry.irqfd = this.#vm.irqfd(trigger, gsi);
+      });
+    }
   }
 
   /** Remove every route and irqfd. */

@@ -149,6 +149,7 @@ export function startBoot(ctx: BootContext): Boot {
         dev,
         {
           update: (k, m, t) => routes.update(k, m, t),
+          batch: (fn) => routes.batch(fn),
           signalMsi: (lo, hi, data) => vm.signalMsi(lo, hi, data),
         },
         { onError: (error, key) => ctx.report({ kind: 'interrupt', bdf: dev.bdf, key, error }) },

@@ -7,6 +7,8 @@ export type MsiRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq' | 'msix'>;
 /** What {@link PciMsiRouting} drives: lib/kvm's MsiRoutes and the VM's KVM_SIGNAL_MSI. */
 export interface MsiRoutingTarget {
   update(key: string, msg: MsiMessage | null, trigger?: { readonly fd: number }): void;
+  /** Run `fn`'s updates as one change of the routing table (MsiRoutes.batch), where there is one. */
+  batch?<T>(fn: () => T): T;
   signalMsi(addressLo: number, addressHi: number, data: number): boolean;
 }
 
@@ -155,15 +157,22 @@ export class PciMsiRouting implements Disposable {
         });
       }
     }
-    for (const key of [...this.#applied.keys()]) if (!want.has(key)) this.#drop(key);
-    for (const [key, w] of want) {
-      const cur = this.#applied.get(key);
-      if (cur && cur.lo === w.lo && cur.hi === w.hi && cur.data === w.data && cur.fd === w.fd) continue;
-      this.#guard(key, () => {
-        this.#target.update(key, { addressLo: w.lo, addressHi: w.hi, data: w.data }, { fd: w.fd });
-        this.#applied.set(key, w);
-      });
-    }
+    const apply = (): void => {
+      for (const key of [...this.#applied.keys()]) if (!want.has(key)) this.#drop(key);
+      for (const [key, w] of want) {
+        const cur = this.#applied.get(key);
+        if (cur && cur.lo === w.lo && cur.hi === w.hi && cur.data === w.data && cur.fd === w.fd) continue;
+        this.#guard(key, () => {
+          this.#target.update(key, { addressLo: w.lo, addressHi: w.hi, data: w.data }, { fd: w.fd });
+          this.#applied.set(key, w);
+        });
+      }
+    };
+    // Every vector's change in one routing update: a guest enabling N vectors costs one
+    // KVM_SET_GSI_ROUTING, not N. What the batch's end fails at is reported once, for the device.
+    const batch = this.#target.batch;
+    if (batch === undefined) apply();
+    else this.#guard(`${this.#dev.bdf} ${mode}`, () => batch.call(this.#target, apply));
   }
 
   /** An interrupt lib/pci delivered to JS: a pending bit released on unmask, or an early one. */

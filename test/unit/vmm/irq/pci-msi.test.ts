@@ -1,6 +1,6 @@
 // PciMsiRouting on a fake device and a fake KVM: routes and irqfds follow the guest's MSI/MSI-X
 // setup, masked vectors are left to lib/pci's watcher (pending bit), and unmasking delivers.
-import { type MsiMessage, type MsiRoutingTarget, PciMsiRouting } from '../../../../lib';
+import { MsiRoutes, type MsiMessage, type MsiRoutingTarget, PciMsiRouting, type Vm } from '../../../../lib';
 import { type FakeIrqSpec, openIrqFake } from '../../pci/fake-irq';
 import { placeBar } from '../../pci/helpers';
 
@@ -239,5 +239,67 @@ describe('MSI-X', () => {
     t.dev.configWrite(ctl(t), 2, 0);
     expect(t.kvm.routes.size).toBe(0);
     expect(t.dev.irq.mode).toBe('none');
+  });
+});
+
+describe('MsiRoutes batches what one guest change does to every vector', () => {
+  /** A Vm as MsiRoutes uses it: every routing table it installs, and the irqfds, in order. */
+  function fakeVm() {
+    const log: string[] = [];
+    const vm = {
+      closed: false,
+      setGsiRouting(routes: { gsi: number; kind: string }[]) {
+        log.push(
+          `routing ${routes
+            .filter((r) => r.kind === 'msi')
+            .map((r) => r.gsi)
+            .join(',')}`,
+        );
+      },
+      irqfd(_fd: { fd: number }, gsi: number) {
+        log.push(`irqfd ${gsi}`);
+        return { release: () => log.push(`release ${gsi}`) };
+      },
+    };
+    return { vm: vm as unknown as Vm, log };
+  }
+
+  test('enabling MSI with four vectors installs the table once, then assigns the four irqfds', () => {
+    const { dev } = openIrqFake({ msi: { vectorsLog2: 2, is64: true, maskable: true } });
+    const { vm, log } = fakeVm();
+    const routes = new MsiRoutes(vm);
+    const routing = new PciMsiRouting(dev, {
+      update: (k, m, t) => routes.update(k, m, t),
+      signalMsi: () => true,
+      batch: (fn) => routes.batch(fn),
+    });
+    const cap = dev.irq.msi!.capOffset;
+    dev.configWrite(cap + 4, 4, 0xfee00000);
+    dev.configWrite(cap + 8, 4, 0);
+    dev.configWrite(dev.irq.msi!.dataOffset, 2, 0x4020);
+    dev.configWrite(cap + 2, 2, (2 << 4) | 1);
+    expect(log).toEqual(['routing 24,25,26,27', 'irqfd 24', 'irqfd 25', 'irqfd 26', 'irqfd 27']);
+    expect(routing.routed).toBe(4);
+    // A new message for all four: one more table, the irqfds kept.
+    log.length = 0;
+    dev.configWrite(dev.irq.msi!.dataOffset, 2, 0x4030);
+    expect(log).toEqual(['routing 24,25,26,27']);
+  });
+
+  test('outside a batch, each update installs its own table; a failed install is thrown once', () => {
+    const { vm, log } = fakeVm();
+    const routes = new MsiRoutes(vm);
+    routes.update('a', { addressLo: 0xfee00000, addressHi: 0, data: 1 }, { fd: 5 });
+    routes.update('b', { addressLo: 0xfee00000, addressHi: 0, data: 2 }, { fd: 6 });
+    expect(log).toEqual(['routing 24', 'irqfd 24', 'routing 24,25', 'irqfd 25']);
+    (vm as unknown as { setGsiRouting: () => void }).setGsiRouting = () => {
+      throw new Error('ENOSPC');
+    };
+    expect(() =>
+      routes.batch(() => {
+        routes.update('a', null);
+        routes.update('c', { addressLo: 0xfee00000, addressHi: 0, data: 3 }, { fd: 7 });
+      }),
+    ).toThrow('ENOSPC');
   });
 });
