@@ -15,11 +15,10 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
   test('with two vCPUs, 8139too (use_io=1) binds, links up and answers pings; its registers are port exits served on the vCPU threads', async () => {
     const lines: string[] = [];
     const accesses: RoutedAccess[] = [];
-    let pinging = false;
     const nativeIo: number[] = [];
     const delay = monitorEventLoopDelay();
     delay.enable();
-    const pc = PcMachine.create({
+    const pc = await PcMachine.open({
       kernel: KERNEL!,
       initrd: INITRD!,
       cmdline: `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.rtl=8139too guest.pings=${PINGS}`,
@@ -28,18 +27,10 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       devices: [{ bdf: rtl8139(), deviceId: 0x8138 }],
       onLine: (l) => {
         lines.push(l);
-        if (l.startsWith('guest: ping start ')) {
-          pinging = true;
+        if (l.startsWith('guest: ping start ') || l.startsWith('guest: ping done '))
           nativeIo.push(pc.exits.nativeIo);
-        }
-        if (l.startsWith('guest: ping done ')) {
-          pinging = false;
-          nativeIo.push(pc.exits.nativeIo);
-        }
       },
-      onAccess: (a) => {
-        if (pinging) accesses.push(a);
-      },
+      onAccess: (a) => accesses.push(a),
     });
     try {
       const io = pc.bars.find((b) => b.bar === 0 && b.type === 'io')!;
@@ -69,14 +60,15 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
         );
       expect(ipis.length).toBeGreaterThan(0);
       expect([0, 1].map((cpu) => ipis.reduce((n, row) => n + row[cpu], 0) > 0)).toEqual([true, true]);
-      // While the guest pinged, its driver's register accesses were port exits to BAR 0, served on
-      // the vCPU threads: none reached JavaScript.
+      // The driver's register accesses were port exits to BAR 0, all served on the vCPU threads:
+      // none reached JavaScript. (The console's lines come late through the UART's FIFO, so they
+      // do not bracket the pings: the counts are the whole run's.)
       const toBar = accesses.filter(
         (a) => a.space === 'io' && a.address >= io.address && a.address < io.address + io.size,
       );
       expect(toBar).toEqual([]);
       expect(nativeIo).toHaveLength(2);
-      expect(nativeIo[1] - nativeIo[0]).toBeGreaterThan(PINGS * 4);
+      expect(pc.exits.nativeIo).toBeGreaterThan(PINGS * 16);
       expect(accesses.filter((a) => a.space === 'memory')).toEqual([]);
       expect(pc.exits.faults).toBe(0);
       // The guest never held the event loop (loosely: the benchmark holds the real target).
