@@ -1,4 +1,4 @@
-/** lib/dma: guest RAM, the DMA listener and the machine helper that puts them together. */
+/** lib/dma: guest RAM and the DMA listener that keeps the IOMMU equal to it (lib/vmm's Machine puts them on a bus). */
 export { registerDmaBuffer, dmaBufferOwner } from './dma-buffers';
 export { GuestRam, MAX_GUEST_RAM_BUFFER, type GuestRamOptions, type SharedGuestRam } from './guest-ram';
 export {
@@ -13,4 +13,3 @@ export {
   type DmaListenerOptions,
   type DmaListenerStats,
 } from './listener';
-export { Machine, type MachineOptions, type RamRange } from './machine';

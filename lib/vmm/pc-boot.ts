@@ -15,7 +15,7 @@ import {
   type Vcpu,
   type Vm,
 } from '../kvm';
-import type { Machine } from '../dma';
+import type { Machine } from './machine';
 import type { VfioPciDevice } from '../pci';
 import { Device } from '../vfio';
 import { loadLinux, type LinuxBootLayout } from './boot/load-linux';

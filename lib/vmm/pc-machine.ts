@@ -21,7 +21,7 @@
  * Nothing the guest does throws: what it does wrong is counted and reported (`onReport`), and a
  * run ends with a {@link PcExit} saying why.
  */
-import { Machine } from '../dma';
+import { Machine } from './machine';
 import { Kvm, type CpuidEntry, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
 import type { VfioPciDevice } from '../pci';
 import { DEFAULT_PCI_WINDOWS, placeBars, type PlacedBar } from './bar-placement';

@@ -3,7 +3,7 @@
  * where the reports come from: the address spaces' unassigned accesses, the devices' errors and
  * the DMA listener's skips and failures.
  */
-import type { Machine } from '../dma';
+import type { Machine } from './machine';
 import type { VfioPciDevice } from '../pci';
 import type { PcReport } from './pc-options';
 

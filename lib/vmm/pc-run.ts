@@ -3,7 +3,7 @@
  * that span boots (each boot has its own vCPU threads and counters).
  */
 import type { ExitRouting, RoutedAccess, VcpuSet, VcpuSetEnd } from '../kvm';
-import type { Machine } from '../dma';
+import type { Machine } from './machine';
 import type { PcExit } from './pc-options';
 
 /** pcExitOf: a run's end as a PC sees it (a triple fault or a system event is a reset). */

@@ -55,6 +55,10 @@ describe('layering', () => {
     expect(violations('vfio', ['native', 'types', 'base'])).toEqual([]);
   });
 
+  test('lib/dma (guest RAM, the DMA listener) does not import lib/vmm or lib/kvm', () => {
+    expect(violations('dma', ['native', 'types', 'base', 'memory', 'vfio'])).toEqual([]);
+  });
+
   test('the check sees imports: lib/vmm imports lib/kvm and lib/pci', () => {
     const tops = new Set([...importedFolders('vmm').values()].flat());
     expect([tops.has('kvm'), tops.has('pci')]).toEqual([true, true]);

@@ -7,8 +7,13 @@ import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
 import { Container } from '../vfio';
 import { closedError } from '../base/error';
-import { GuestRam, MAX_GUEST_RAM_BUFFER, type GuestRamOptions } from './guest-ram';
-import { DmaListener, type DmaListenerOptions } from './listener';
+import {
+  DmaListener,
+  GuestRam,
+  MAX_GUEST_RAM_BUFFER,
+  type DmaListenerOptions,
+  type GuestRamOptions,
+} from '../dma';
 
 /** Options of {@link Machine.create}. */
 export interface MachineOptions {

@@ -1,4 +1,4 @@
-import { Machine } from '../../../lib/dma/machine';
+import { Machine } from '../../../lib/vmm/machine';
 
 // A layout the machine cannot map for DMA is refused before guest RAM, the container or the bus
 // exist, so nothing is allocated and nothing can leak; these run without /dev/vfio.
