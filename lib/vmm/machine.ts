@@ -8,6 +8,7 @@ import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } 
 import { Container } from '../vfio';
 import { closedError } from '../base/error';
 import {
+  assertPinnable,
   DmaListener,
   GuestRam,
   MAX_GUEST_RAM_BUFFER,
@@ -31,6 +32,8 @@ export interface MachineOptions {
   bus?: PciBusOptions;
   /** Options of the DMA listener. */
   dma?: DmaListenerOptions;
+  /** Where the host's free memory is read before guest RAM is pinned (default /proc/meminfo). */
+  meminfo?: string;
 }
 
 /** One piece of guest RAM in guest-physical space. */
@@ -94,10 +97,18 @@ export class Machine implements Disposable {
   readonly devices: VfioPciDevice[] = [];
   #dma: DmaListener | null = null;
   readonly #dmaOptions: DmaListenerOptions;
+  readonly #meminfo: string;
   #closed = false;
 
-  private constructor(ram: GuestRam, bus: PciBus, hole: Machine['pciHole'], dma: DmaListenerOptions) {
+  private constructor(
+    ram: GuestRam,
+    bus: PciBus,
+    hole: Machine['pciHole'],
+    dma: DmaListenerOptions,
+    meminfo: string,
+  ) {
     this.ram = ram;
+    this.#meminfo = meminfo;
     this.bus = bus;
     this.pciHole = hole;
     this.#dmaOptions = dma;
@@ -119,7 +130,8 @@ export class Machine implements Disposable {
     let bus: PciBus | undefined;
     try {
       bus = new PciBus(opts.bus);
-      return new Machine(ram, bus, { start: hole.start, size: hole.size }, opts.dma ?? {});
+      const meminfo = opts.meminfo ?? '/proc/meminfo';
+      return new Machine(ram, bus, { start: hole.start, size: hole.size }, opts.dma ?? {}, meminfo);
     } catch (e) {
       bus?.close();
       ram.close();
@@ -163,6 +175,12 @@ export class Machine implements Disposable {
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
     const { dev, container, fresh } = this.#open(bdf, opts);
     if (this.#dma === null) {
+      try {
+        assertPinnable(this.ram, this.#meminfo);
+      } catch (e) {
+        this.#giveBack(dev, container, fresh);
+        throw e;
+      }
       // The listener's first commit maps all guest RAM. If that fails (RLIMIT_MEMLOCK, DMA entries),
       // it throws: a device that DMAs would hit unmapped IOVAs, so it is not handed out.
       try {
@@ -184,6 +202,7 @@ export class Machine implements Disposable {
     const { dev, container, fresh } = this.#open(bdf, opts);
     if (this.#dma === null) {
       try {
+        assertPinnable(this.ram, this.#meminfo);
         const dma = await DmaListener.create(container, this.bus.memory, this.#dmaOptions);
         if (this.#closed) {
           dma.close();

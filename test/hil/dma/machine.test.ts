@@ -48,3 +48,28 @@ describeDevice('edu', 'a machine whose RAM cannot be mapped', (bdf) => {
     expect([r.devices, r.dma, r.container, r.recorded]).toEqual([0, false, false, 0]);
   });
 });
+
+describeDevice('edu', 'a machine with more RAM than the host has', (bdf) => {
+  it('refuses the first device with ENOMEM before pinning, synchronously and asynchronously', async () => {
+    // The lab guest has 2 GiB: 2.5 GiB of small-page RAM cannot all be pinned.
+    const big = 2560 * MiB;
+    const m = Machine.create({ ramSize: big, dma: { log: null } });
+    try {
+      const t = performance.now();
+      let e: unknown;
+      try {
+        m.addDevice(bdf(), { log: null });
+      } catch (x) {
+        e = x;
+      }
+      expect(e).toMatchObject({ name: 'VfioError', code: 'ENOMEM', op: 'VFIO_IOMMU_MAP_DMA' });
+      expect((e as VfioError).hint).toMatch(/ramSize/);
+      // Refused at once, not after the kernel reclaimed for seconds.
+      expect(performance.now() - t).toBeLessThan(5_000);
+      await expect(m.addDeviceAsync(bdf(), { log: null })).rejects.toMatchObject({ code: 'ENOMEM' });
+      expect([m.devices.length, m.dma, m.container]).toEqual([0, null, null]);
+    } finally {
+      m.close();
+    }
+  });
+});
