@@ -97,6 +97,8 @@ export interface NativeBinding {
 
   openFd(path: string): NativeHandle;
   closeFd(handle: NativeHandle): void;
+  /** close(2) on the libuv thread pool; the handle is closed at once. */
+  closeFdAsync(handle: NativeHandle): Promise<void>;
   fdOf(handle: NativeHandle): number;
 
   mmap(

@@ -62,6 +62,67 @@ napi_value CloseFd(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/** struct CloseWork - one close(2) on the libuv thread pool. */
+struct CloseWork {
+  napi_async_work work = nullptr;
+  napi_deferred deferred = nullptr;
+  int fd = -1;
+  int err = 0;
+  ErrorContext where;
+};
+
+void ExecuteClose(napi_env, void* data) {
+  auto* w = static_cast<CloseWork*>(data);
+  // Linux frees the descriptor even when close() fails, so never retry (not even on EINTR).
+  if (close(w->fd) != 0 && errno != EINTR) w->err = errno;
+}
+
+void CompleteClose(napi_env env, napi_status, void* data) {
+  auto* w = static_cast<CloseWork*>(data);
+  if (w->err == 0) {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, w->deferred, undefined);
+  } else {
+    ThrowVfioError(env, "close", w->err, "", w->where);
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_reject_deferred(env, w->deferred, error);
+  }
+  napi_delete_async_work(env, w->work);
+  delete w;
+}
+
+/**
+ * CloseFdAsync(handle) - close the fd on the libuv thread pool (closing a VFIO device fd makes the
+ * kernel disable and reset the device, which takes it tens of ms). The handle is closed at once:
+ * its number is gone from it before the promise is made. Idempotent: closed already resolves.
+ */
+napi_value CloseFdAsync(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  FdResource* r = Unwrap(env, args[0]);
+  if (r == nullptr) return ThrowTypeError(env, "closeFdAsync expects a vfio-bridge handle");
+  napi_value promise;
+  napi_deferred deferred;
+  napi_create_promise(env, &deferred, &promise);
+  if (r->fd < 0) {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, deferred, undefined);
+    return promise;
+  }
+  auto* w = new CloseWork();
+  w->fd = r->fd;
+  w->where = r->where;
+  w->deferred = deferred;
+  r->fd = -1;
+  napi_value name;
+  napi_create_string_utf8(env, "vfio-bridge:close", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, nullptr, name, ExecuteClose, CompleteClose, w, &w->work);
+  napi_queue_async_work(env, w->work);
+  return promise;
+}
+
 /** FdOf(handle) - the fd number, or -1 once closed. */
 napi_value FdOf(napi_env env, napi_callback_info info) {
   Args<1> args(env, info);
@@ -118,6 +179,7 @@ void RegisterHandles(Napi::Env env, Napi::Object exports) {
   const napi_property_descriptor methods[] = {
       Method("openFd", OpenFd),
       Method("closeFd", CloseFd),
+      Method("closeFdAsync", CloseFdAsync),
       Method("fdOf", FdOf),
   };
   DefineMethods(env, exports, methods);

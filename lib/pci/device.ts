@@ -970,6 +970,31 @@ export class VfioPciDevice implements Disposable {
   /** Removes the BARs from the bus and closes every mapping. Idempotent. */
   close(): void {
     if (this.#closed) return;
+    this.#teardown();
+    const release = this.#release;
+    this.#release = null;
+    release?.();
+  }
+
+  /**
+   * {@link close}, with the VFIO device's fd closed on the libuv thread pool (the kernel resets the
+   * device then), where the device can (lib/vfio's Device); the rest as close() does it.
+   */
+  async closeAsync(): Promise<void> {
+    if (this.#closed) return;
+    this.#teardown();
+    const d = this.device as VfioDeviceLike & { closeAsync?: () => Promise<void> };
+    try {
+      if (this.#release !== null && typeof d.closeAsync === 'function') await d.closeAsync();
+    } finally {
+      const release = this.#release;
+      this.#release = null;
+      release?.();
+    }
+  }
+
+  /** What close() undoes before the VFIO objects go: interrupts, the BARs' regions and mmaps. */
+  #teardown(): void {
     this.#closed = true;
     this.#removeCloser();
     this.irq.close();
@@ -981,9 +1006,6 @@ export class VfioPciDevice implements Disposable {
       }
     });
     for (const bar of this.#bars) for (const m of bar?.mmaps ?? []) m.memory.close();
-    const release = this.#release;
-    this.#release = null;
-    release?.();
   }
 
   /** Same as {@link VfioPciDevice.close}. */

@@ -290,7 +290,37 @@ export class Machine implements Disposable {
     if (errors.length > 0) throw errors[0];
   }
 
+  /**
+   * {@link close} without holding the event loop: each device's fd is closed on the libuv thread
+   * pool (the kernel resets the device then), and the loop gets a turn between the steps.
+   */
+  async closeAsync(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const errors: unknown[] = [];
+    const step = async (fn: () => void | Promise<void>): Promise<void> => {
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(e);
+      }
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    };
+    const dma = this.#dma;
+    if (dma !== null) await step(() => dma.close());
+    for (const d of this.devices.splice(0)) await step(() => d.closeAsync());
+    const container = this.#container;
+    if (container !== null) await step(() => container.close());
+    await step(() => this.bus.close());
+    await step(() => this.ram.close());
+    if (errors.length > 0) throw errors[0];
+  }
+
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.closeAsync();
   }
 }

@@ -361,8 +361,40 @@ export class PcMachine implements Disposable {
     allSteps([() => boot?.close(), () => this.machine.close(), () => this.kvm.close()]);
   }
 
+  /**
+   * {@link close} without holding the event loop: the vCPU threads are stopped and the VM closed
+   * first, then the devices' fds are closed on the libuv thread pool (the kernel resets each
+   * device then), with a turn for the loop between the steps. Idempotent.
+   */
+  async closeAsync(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const errors: unknown[] = [];
+    try {
+      this.#boot?.close();
+    } catch (e) {
+      errors.push(e);
+    }
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    try {
+      await this.machine.closeAsync();
+    } catch (e) {
+      errors.push(e);
+    }
+    try {
+      this.kvm.close();
+    } catch (e) {
+      errors.push(e);
+    }
+    if (errors.length > 0) throw errors[0];
+  }
+
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.closeAsync();
   }
 
   // ---- boot -------------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
       pc.reboot();
     }
   } finally {
-    pc.close();
+    await pc.closeAsync();
   }
   const loop = stopWatch();
   return {

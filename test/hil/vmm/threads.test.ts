@@ -54,8 +54,9 @@ describe('PcMachine on vCPU threads', () => {
 describeDevice('rtl8139', 'closing the machine while the vCPU threads serve port exits', (rtl8139) => {
   useVmmGuest();
 
-  test('close() while 8139too pings over port I/O stops the threads and leaves nothing held', async () => {
+  test('closeAsync() while 8139too pings over port I/O stops the threads and leaves nothing held', async () => {
     const later = { close: (): void => undefined };
+    let closed: Promise<void> | undefined;
     const pc = await PcMachine.open({
       kernel: KERNEL!,
       initrd: INITRD!,
@@ -70,10 +71,11 @@ describeDevice('rtl8139', 'closing the machine while the vCPU threads serve port
     let busy = 0;
     later.close = () => {
       busy = pc.exits.nativeIo;
-      pc.close();
+      closed = pc.closeAsync();
     };
     const exit = await pc.run({ timeoutMs: 90_000 });
     expect(exit).toEqual({ reason: 'stopped' });
+    await closed;
     // The close landed while the guest's driver was busy on its port registers.
     expect(busy).toBeGreaterThan(0);
     expectNothingHeld(pc);
