@@ -17,7 +17,6 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
     const accesses: RoutedAccess[] = [];
     const nativeIo: number[] = [];
     const delay = monitorEventLoopDelay();
-    delay.enable();
     const pc = await PcMachine.open({
       kernel: KERNEL!,
       initrd: INITRD!,
@@ -38,7 +37,10 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
         .mapinfo()
         .find((r) => r.space === 'io' && r.addr <= io.address && io.address < r.addr + r.size);
       expect(route?.mapinfo).toBe('trapped-fd');
+      // While the guest runs on its threads (opening the machine is bench:vmm's to measure).
+      delay.enable();
       const exit = await pc.run({ timeoutMs: 90_000 });
+      delay.disable();
       expect(exit).toEqual({ reason: 'reset', by: 'i8042' });
       const out = lines.join('\n');
       expect(out).toMatch(/^guest: init reached, kernel \S+, 2 cpus online$/m);
@@ -71,8 +73,8 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       expect(pc.exits.nativeIo).toBeGreaterThan(PINGS * 16);
       expect(accesses.filter((a) => a.space === 'memory')).toEqual([]);
       expect(pc.exits.faults).toBe(0);
-      // The guest never held the event loop (loosely: the benchmark holds the real target).
-      delay.disable();
+      // The guest never held the event loop (loosely, on the lab's one CPU, where the vCPU threads
+      // and the loop take turns: bench:vmm and bench:smp hold the real target).
       expect(delay.max / 1e6).toBeLessThan(500);
     } finally {
       pc.close();
