@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { VfioError } from '../vfio/errors';
+import { VfioError } from '../base/native-errors';
 import { fileError } from './errors';
 import { driverKeepsViable, groupMembers, sysfsRoot, type SysfsOptions } from '../vfio/sysfs';
 import { deviceDir, readDevice, type PciDeviceEntry } from './pci-sysfs';

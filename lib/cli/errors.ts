@@ -2,7 +2,7 @@
  * How the CLI fails: a usage error (exit 2) for anything wrong with the command line, a VfioError
  * (exit 1) for an operation that failed, with its message and hint on stderr.
  */
-import { VfioError } from '../vfio/errors';
+import { VfioError } from '../base/native-errors';
 
 /** Exit codes, the same for every command. */
 export const EXIT_OK = 0;

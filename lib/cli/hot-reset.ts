@@ -4,7 +4,7 @@
  * one the hot-reset info lists, after checking in sysfs that it can be opened and used, so the
  * operator learns which group is in the way and how to fix it instead of a bare EPERM.
  */
-import { VfioError } from '../vfio/errors';
+import { VfioError } from '../base/native-errors';
 import { Group } from '../vfio/group';
 import type { HotResetInfo } from '../vfio/hot-reset';
 import { driverKeepsViable, groupMembers, type GroupMember, type SysfsOptions } from '../vfio/sysfs';

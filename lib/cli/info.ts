@@ -4,7 +4,7 @@
  */
 import { walkCapabilities } from '../pci/config';
 import type { Device } from '../vfio/device';
-import { VfioError } from '../vfio/errors';
+import { VfioError } from '../base/native-errors';
 import { VFIO_PCI_CONFIG_REGION_INDEX, type RegionInfo } from '../vfio/uapi';
 import { capabilityName, IRQ_NAMES, REGION_NAMES } from './names';
 

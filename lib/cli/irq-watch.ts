@@ -7,7 +7,7 @@
  * counted. REQ is watched too: when someone unbinds the device from vfio-pci, the watch stops and
  * lets the device go instead of blocking the unbind.
  */
-import { VfioError } from '../vfio/errors';
+import { VfioError } from '../base/native-errors';
 import type { DeviceIrq } from '../vfio/irq';
 import type { SysfsOptions } from '../vfio/sysfs';
 import {

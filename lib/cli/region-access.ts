@@ -7,7 +7,7 @@
  */
 import type { AccessSize } from '../types';
 import type { Device } from '../vfio/device';
-import { VfioError } from '../vfio/errors';
+import { VfioError } from '../base/native-errors';
 import { PAGE_SIZE, type Mapping } from '../vfio/mapping';
 import type { SysfsOptions } from '../vfio/sysfs';
 import type { RegionInfo } from '../vfio/uapi';

@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { VfioError } from '../vfio/errors';
+import { VfioError } from '../base/native-errors';
 import { fileError } from './errors';
 
 export const DEFAULT_STATE_FILE = '/run/vfio-bridge/drivers.json';

@@ -1,6 +1,6 @@
 import { native, type NativeHandle } from '../native';
 import { DMA_HANDLE, DmaState, iovaRangesOf, minPageSize, type DmaMapping, type DmaMapRequest } from './dma';
-import { VfioError } from './errors';
+import { VfioError } from '../base/native-errors';
 import {
   parseIommuInfo,
   VFIO_API_VERSION,

@@ -1,5 +1,5 @@
 import { native, type NativeHandle } from '../native';
-import { VfioError } from './errors';
+import { VfioError } from '../base/native-errors';
 import { openGroup } from './group';
 import { groupsNotOwnedError, type HotResetInfo, parseHotResetInfo } from './hot-reset';
 import { DeviceIrq, type IrqOptions } from './irq';

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 
-import { memlockLimitText, VfioError } from './errors';
+import { memlockLimitText, VfioError } from '../base/native-errors';
 import { DMA_HANDLE, hex, span, type DmaMapping, type DmaMapRequest, type DmaMemory } from './dma-types';
 import type { IommuInfo } from './uapi';
 

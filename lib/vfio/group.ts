@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { native, type NativeHandle } from '../native';
 import { containerHandle, type Container } from './container';
 import { Device, openDeviceOwner } from './device';
-import { VfioError } from './errors';
+import { VfioError } from '../base/native-errors';
 import {
   groupMembers,
   groupNumberOf,

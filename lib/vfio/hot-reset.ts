@@ -1,4 +1,4 @@
-import { VfioError } from './errors';
+import { VfioError } from '../base/native-errors';
 
 /** One device a PCI hot (bus) reset of a device would reset with it. */
 export interface HotResetDevice {

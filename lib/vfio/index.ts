@@ -1,6 +1,6 @@
 /** lib/vfio: the VFIO container/group/device API and fixed-width mappings. */
 export type { AccessSize } from '../types';
-export { VfioError, type VfioErrorInit } from './errors';
+export { VfioError, type VfioErrorInit } from '../base/native-errors';
 export { Mapping, memfd, PAGE_SIZE, type BlockArray, type MappingOptions } from './mapping';
 export { Container, type IommuType, type ContainerIommuInfo } from './container';
 export { DMA_HANDLE, type DmaMapRequest, type DmaMapping, type DmaMemory } from './dma-types';

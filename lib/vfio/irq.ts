@@ -1,5 +1,5 @@
 import { native, type NativeIrqWatcher } from '../native';
-import { errnoName, VfioError } from './errors';
+import { errnoName, VfioError } from '../base/native-errors';
 import { checkFd, EventFd } from '../base/eventfd';
 import type { IrqInfo } from './uapi';
 

@@ -1,6 +1,6 @@
 import { native, type NativeMappingHandle } from '../native';
 import { DMA_HANDLE } from './dma-types';
-import './errors'; // registers the error factory before any native call can fail
+import '../base/native-errors'; // registers the error factory before any native call can fail
 import { watchSigbusListeners } from './sigbus-watch';
 import type { AccessSize } from '../types';
 

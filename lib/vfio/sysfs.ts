@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { VfioError } from './errors';
+import { VfioError } from '../base/native-errors';
 
 /** Where sysfs, and the VFIO device nodes, are looked up. */
 export interface SysfsOptions {

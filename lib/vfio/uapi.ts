@@ -3,7 +3,7 @@
  * each info ioctl, capability chain included; parsing them here keeps the C++ to syscalls and lets
  * the parsers be tested on synthetic buffers.
  */
-import { VfioError } from './errors';
+import { VfioError } from '../base/native-errors';
 
 export const VFIO_API_VERSION = 0;
 export const VFIO_TYPE1_IOMMU = 1;

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { VfioError } from '../../lib';
-import { errnoName, hintFor, makeNativeError, memlockHint } from '../../lib/vfio/errors';
+import { errnoName, hintFor, makeNativeError, memlockHint } from '../../lib/base/native-errors';
 import { native } from '../../lib/native';
 import { ROOT } from './helpers';
 
@@ -159,5 +159,24 @@ describe('errno', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the error factory', () => {
+  test('lib/kvm loaded alone turns native failures into VfioErrors (lib/base registers the factory)', () => {
+    const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+    const path = require('node:path') as typeof import('node:path');
+    const root = path.join(__dirname, '..', '..');
+    const out = execFileSync(
+      process.execPath,
+      [
+        '-r',
+        '@swc-node/register',
+        '-e',
+        "const { Kvm } = require('./lib/kvm'); try { Kvm.open({ path: '/nonexistent/kvm' }); } catch (e) { console.log(e.name, e.code, e.op); }",
+      ],
+      { cwd: root, encoding: 'utf8' },
+    );
+    expect(out.trim()).toBe('VfioError ENOENT open');
   });
 });

@@ -2,7 +2,7 @@
 
 import { Option, type Command } from 'commander';
 
-import { VfioError } from '../../vfio/errors';
+import { VfioError } from '../../base/native-errors';
 import { collectInfo, formatInfo } from '../info';
 import { writeOutputFile, type CliIo } from '../io';
 import { hotReset } from '../hot-reset';

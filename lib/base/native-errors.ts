@@ -1,10 +1,12 @@
+// How the addon's failures become VfioErrors: errno names, and hints for the common cases. Loading
+// this file (lib/base does) registers the factory with the addon.
 import * as os from 'node:os';
 import * as util from 'node:util';
 
 import { native, type NativeErrorFactory } from '../native';
-import { VfioError, type VfioErrorInit } from '../base/error';
+import { VfioError, type VfioErrorInit } from './error';
 
-export { VfioError, type VfioErrorInit } from '../base/error';
+export { VfioError, type VfioErrorInit } from './error';
 
 let errnoNames: Map<number, string> | undefined;
 
