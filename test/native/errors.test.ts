@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -164,9 +164,6 @@ describe('errno', () => {
 
 describe('the error factory', () => {
   test('lib/kvm loaded alone turns native failures into VfioErrors (lib/base registers the factory)', () => {
-    const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
-    const path = require('node:path') as typeof import('node:path');
-    const root = path.join(__dirname, '..', '..');
     const out = execFileSync(
       process.execPath,
       [
@@ -175,7 +172,7 @@ describe('the error factory', () => {
         '-e',
         "const { Kvm } = require('./lib/kvm'); try { Kvm.open({ path: '/nonexistent/kvm' }); } catch (e) { console.log(e.name, e.code, e.op); }",
       ],
-      { cwd: root, encoding: 'utf8' },
+      { cwd: ROOT, encoding: 'utf8' },
     );
     expect(out.trim()).toBe('VfioError ENOENT open');
   });
