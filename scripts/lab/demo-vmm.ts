@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { isSummaryLine, parseGuestConsole } from '../vmm/guest-console';
 
 const HUGEPAGES = '/proc/sys/vm/nr_hugepages';
@@ -61,6 +62,9 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
     `  ${MEM_MIB} MiB of guest RAM on ${restorePool ? '2 MiB huge pages' : 'small pages (no huge page pool)'}, ` +
       `e1000e ${e1000e} (MSI-X on irqfds), rtl8139 ${rtl8139} (8139cp, INTx on a resample irqfd), ${PINGS} pings each`,
   );
+  // How late a 10 ms timer fired since the previous guest line.
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
   try {
     const r = await runVmmGuest({
       kernel,
@@ -73,7 +77,11 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
       hugepages: restorePool !== null,
       timeoutMs: 120_000,
       onLine: ({ t, text }) => {
-        if (isSummaryLine(text)) console.log(`  [${t.toFixed(1).padStart(5)} s] ${text}`);
+        // The event loop beside the guest's output: the vCPUs run on their own threads.
+        const late = Math.max(0, loop.max / 1e6 - 10).toFixed(1);
+        if (isSummaryLine(text))
+          console.log(`  [${t.toFixed(1).padStart(5)} s] ${text}  (event loop: late at most ${late} ms)`);
+        loop.reset();
       },
       onEvent: (text) => {
         if (/^(machine created|exit at|report)/.test(text)) console.log(`  vmm: ${text}`);
@@ -95,6 +103,7 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
       process.exitCode = 1;
     }
   } finally {
+    loop.disable();
     restorePool?.();
   }
 }
