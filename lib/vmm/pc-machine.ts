@@ -20,6 +20,10 @@
  *
  * Nothing the guest does throws: what it does wrong is counted and reported (`onReport`), and a
  * run ends with a {@link PcExit} saying why.
+ *
+ * Why this file is past 400 lines: it is the machine's lifecycle, each step in a synchronous and an
+ * off-the-loop form (create/open, close/closeAsync) over the same private state; what each step
+ * does lives in the pc-*.ts files beside it.
  */
 import { Machine } from './machine';
 import { Kvm, type CpuidEntry, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
