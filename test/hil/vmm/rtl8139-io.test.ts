@@ -5,7 +5,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { PcMachine, type RoutedAccess } from '../../../lib';
 import { describeDevice } from '../hil';
-import { expectNothingHeld, INITRD, KERNEL, useVmmGuest } from './vmm';
+import { expectNothingHeld, medianLateMs, INITRD, KERNEL, useVmmGuest } from './vmm';
 
 const PINGS = 3;
 
@@ -16,7 +16,7 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
     const lines: string[] = [];
     const accesses: RoutedAccess[] = [];
     const nativeIo: number[] = [];
-    const delay = monitorEventLoopDelay();
+    const delay = monitorEventLoopDelay({ resolution: 10 });
     const pc = await PcMachine.open({
       kernel: KERNEL!,
       initrd: INITRD!,
@@ -73,9 +73,10 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       expect(pc.exits.nativeIo).toBeGreaterThan(PINGS * 16);
       expect(accesses.filter((a) => a.space === 'memory')).toEqual([]);
       expect(pc.exits.faults).toBe(0);
-      // The guest never held the event loop (loosely, on the lab's one CPU, where the vCPU threads
-      // and the loop take turns: bench:vmm and bench:smp hold the real target).
-      expect(delay.max / 1e6).toBeLessThan(500);
+      // The guest never held the event loop. Loosely, by the median (the run loop of 50 ms slices
+      // held it 50 ms at a time): on the lab's one CPU, where the vCPU threads and the loop take
+      // turns, a few samples wait for the scheduler for hundreds of ms; bench:vmm holds the target.
+      expect(medianLateMs(delay)).toBeLessThan(10);
     } finally {
       pc.close();
     }

@@ -1,6 +1,7 @@
 // What the Node VMM's lab tests share: the guest's kernel and initramfs (named by scripts/lab), the
 // huge page pool guest RAM comes from, and the check that a closed machine holds nothing.
 import * as fs from 'node:fs';
+import type { IntervalHistogram } from 'node:perf_hooks';
 import type { PcMachine } from '../../../lib';
 
 export const KERNEL = process.env.VFIO_BRIDGE_VMM_KERNEL;
@@ -33,4 +34,9 @@ export function expectNothingHeld(pc: PcMachine): void {
     openDevices: 0,
     vcpus: 0,
   });
+}
+
+/** How late (ms) a 10 ms event-loop sampling timer fired at the median: Node records whole intervals. */
+export function medianLateMs(h: IntervalHistogram): number {
+  return Math.max(0, h.percentile(50) / 1e6 - 10);
 }
