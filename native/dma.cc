@@ -17,17 +17,17 @@ namespace vfio_bridge {
 namespace {
 
 /**
- * MapDma(container, memory, offset, iova, size, read, write) - map [offset, offset + size) of
- * @memory at @iova for device reads and/or writes. Returns nothing; throws the kernel's errno.
+ * ParseMap - the arguments of MapDma and MapDmaAsync (container, memory, offset, iova, size, read,
+ * write), checked, as the map request; nullptr after throwing.
  */
-napi_value MapDma(napi_env env, napi_callback_info info) {
+FdResource* ParseMap(napi_env env, const Args<7>& args, vfio_iommu_type1_dma_map* map) {
   const char* op = "VFIO_IOMMU_MAP_DMA";
-  Args<7> args(env, info);
   FdResource* h = GetHandle(env, args[0], op);
   if (h == nullptr) return nullptr;
   HostRange range;
   if (!MappingHostRange(env, args[1], &range) && !GuestMemoryHostRange(env, args[1], &range)) {
-    return ThrowTypeError(env, std::string(op) + " expects a mapping or guest memory handle");
+    ThrowTypeError(env, std::string(op) + " expects a mapping or guest memory handle");
+    return nullptr;
   }
   uint64_t offset, iova, size;
   bool read = false, write = false;
@@ -38,27 +38,44 @@ napi_value MapDma(napi_env env, napi_callback_info info) {
   }
   if (napi_get_value_bool(env, args[5], &read) != napi_ok ||
       napi_get_value_bool(env, args[6], &write) != napi_ok) {
-    return ThrowTypeError(env, "read and write must be booleans");
+    ThrowTypeError(env, "read and write must be booleans");
+    return nullptr;
   }
   if (range.base == nullptr) {
-    return ThrowVfioError(env, op, 0, "the memory is closed", *range.where, "ECLOSED");
+    ThrowVfioError(env, op, 0, "the memory is closed", *range.where, "ECLOSED");
+    return nullptr;
   }
   // offset is tested first, so offset + size is never formed.
   if (offset > range.length || size > range.length - offset) {
-    return ThrowRangeError(env, std::string(op) + ": offset " + std::to_string(offset) + " size " +
-                                    std::to_string(size) + " is outside the memory (length " +
-                                    std::to_string(range.length) + ")");
+    ThrowRangeError(env, std::string(op) + ": offset " + std::to_string(offset) + " size " +
+                             std::to_string(size) + " is outside the memory (length " +
+                             std::to_string(range.length) + ")");
+    return nullptr;
   }
   if (write && !range.writable) {
-    return ThrowVfioError(env, op, EACCES, "device writes need writable memory", *range.where);
+    ThrowVfioError(env, op, EACCES, "device writes need writable memory", *range.where);
+    return nullptr;
   }
-  vfio_iommu_type1_dma_map map = {};
-  map.argsz = sizeof map;
-  map.flags = (read ? VFIO_DMA_MAP_FLAG_READ : 0) | (write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+  *map = {};
+  map->argsz = sizeof *map;
+  map->flags = (read ? VFIO_DMA_MAP_FLAG_READ : 0) | (write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
   // SAFETY: offset + size <= length was checked above, so the range lies inside the live mapping.
-  map.vaddr = reinterpret_cast<uint64_t>(range.base + offset);
-  map.iova = iova;
-  map.size = size;
+  map->vaddr = reinterpret_cast<uint64_t>(range.base + offset);
+  map->iova = iova;
+  map->size = size;
+  return h;
+}
+
+/**
+ * MapDma(container, memory, offset, iova, size, read, write) - map [offset, offset + size) of
+ * @memory at @iova for device reads and/or writes. Returns nothing; throws the kernel's errno.
+ */
+napi_value MapDma(napi_env env, napi_callback_info info) {
+  const char* op = "VFIO_IOMMU_MAP_DMA";
+  Args<7> args(env, info);
+  vfio_iommu_type1_dma_map map;
+  FdResource* h = ParseMap(env, args, &map);
+  if (h == nullptr) return nullptr;
   int r = Ioctl(h->fd, VFIO_IOMMU_MAP_DMA, &map);
   if (r < 0) return ThrowErrno(env, op, h, -r);
   return nullptr;
@@ -110,17 +127,7 @@ void ExecuteMap(napi_env, void* data) {
 void CompleteMap(napi_env env, napi_status, void* data) {
   auto* w = static_cast<MapWork*>(data);
   close(w->fd);
-  if (w->err == 0) {
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    napi_resolve_deferred(env, w->deferred, undefined);
-  } else {
-    // The error is the one the synchronous call throws: built by the same factory, then taken back.
-    ThrowVfioError(env, "VFIO_IOMMU_MAP_DMA", w->err, "", w->where);
-    napi_value error;
-    napi_get_and_clear_last_exception(env, &error);
-    napi_reject_deferred(env, w->deferred, error);
-  }
+  SettleVfio(env, w->deferred, "VFIO_IOMMU_MAP_DMA", w->err, w->where);
   for (napi_ref r : w->refs) {
     if (r != nullptr) napi_delete_reference(env, r);
   }
@@ -133,36 +140,10 @@ void CompleteMap(napi_env env, napi_status, void* data) {
  * returns a promise. Arguments are checked (and thrown) as MapDma checks them.
  */
 napi_value MapDmaAsync(napi_env env, napi_callback_info info) {
-  const char* op = "VFIO_IOMMU_MAP_DMA";
   Args<7> args(env, info);
-  FdResource* h = GetHandle(env, args[0], op);
+  vfio_iommu_type1_dma_map map;
+  FdResource* h = ParseMap(env, args, &map);
   if (h == nullptr) return nullptr;
-  HostRange range;
-  if (!MappingHostRange(env, args[1], &range) && !GuestMemoryHostRange(env, args[1], &range)) {
-    return ThrowTypeError(env, std::string(op) + " expects a mapping or guest memory handle");
-  }
-  uint64_t offset, iova, size;
-  bool read = false, write = false;
-  if (!GetSafeInteger(env, args[2], "offset", &offset) ||
-      !GetSafeInteger(env, args[3], "iova", &iova) ||
-      !GetSafeInteger(env, args[4], "size", &size)) {
-    return nullptr;
-  }
-  if (napi_get_value_bool(env, args[5], &read) != napi_ok ||
-      napi_get_value_bool(env, args[6], &write) != napi_ok) {
-    return ThrowTypeError(env, "read and write must be booleans");
-  }
-  if (range.base == nullptr) {
-    return ThrowVfioError(env, op, 0, "the memory is closed", *range.where, "ECLOSED");
-  }
-  if (offset > range.length || size > range.length - offset) {
-    return ThrowRangeError(env, std::string(op) + ": offset " + std::to_string(offset) + " size " +
-                                    std::to_string(size) + " is outside the memory (length " +
-                                    std::to_string(range.length) + ")");
-  }
-  if (write && !range.writable) {
-    return ThrowVfioError(env, op, EACCES, "device writes need writable memory", *range.where);
-  }
   auto* w = new MapWork();
   w->fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 0);
   if (w->fd < 0) {
@@ -171,13 +152,9 @@ napi_value MapDmaAsync(napi_env env, napi_callback_info info) {
     return ThrowErrno(env, "dup", h, err);
   }
   w->where = h->where;
-  w->map.argsz = sizeof w->map;
-  w->map.flags = (read ? VFIO_DMA_MAP_FLAG_READ : 0) | (write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
-  // SAFETY: offset + size <= length was checked above; the memory handle is referenced until the
-  // work completes, and its owner (lib/vfio) does not unmap memory with a map in flight.
-  w->map.vaddr = reinterpret_cast<uint64_t>(range.base + offset);
-  w->map.iova = iova;
-  w->map.size = size;
+  // The memory handle is referenced until the work completes, and its owner (lib/vfio) does not
+  // unmap memory with a map in flight.
+  w->map = map;
   napi_create_reference(env, args[0], 1, &w->refs[0]);
   napi_create_reference(env, args[1], 1, &w->refs[1]);
   napi_value promise, name;

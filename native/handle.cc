@@ -79,16 +79,7 @@ void ExecuteClose(napi_env, void* data) {
 
 void CompleteClose(napi_env env, napi_status, void* data) {
   auto* w = static_cast<CloseWork*>(data);
-  if (w->err == 0) {
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    napi_resolve_deferred(env, w->deferred, undefined);
-  } else {
-    ThrowVfioError(env, "close", w->err, "", w->where);
-    napi_value error;
-    napi_get_and_clear_last_exception(env, &error);
-    napi_reject_deferred(env, w->deferred, error);
-  }
+  SettleVfio(env, w->deferred, "close", w->err, w->where);
   napi_delete_async_work(env, w->work);
   delete w;
 }
@@ -106,9 +97,7 @@ napi_value CloseFdAsync(napi_env env, napi_callback_info info) {
   napi_deferred deferred;
   napi_create_promise(env, &deferred, &promise);
   if (r->fd < 0) {
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    napi_resolve_deferred(env, deferred, undefined);
+    SettleVfio(env, deferred, "close", 0, r->where);
     return promise;
   }
   auto* w = new CloseWork();
