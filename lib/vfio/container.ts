@@ -80,28 +80,23 @@ export class Container implements Disposable {
           return undefined;
         }
       },
-      map: (m) =>
-        native.vfioMapDma(
-          this.#handle('VFIO_IOMMU_MAP_DMA'),
-          m.memory[DMA_HANDLE](),
-          m.offset,
-          m.iova,
-          m.size,
-          m.read,
-          m.write,
-        ),
-      mapAsync: (m) =>
-        native.vfioMapDmaAsync(
-          this.#handle('VFIO_IOMMU_MAP_DMA'),
-          m.memory[DMA_HANDLE](),
-          m.offset,
-          m.iova,
-          m.size,
-          m.read,
-          m.write,
-        ),
+      map: (m) => native.vfioMapDma(...this.#mapArgs(m)),
+      mapAsync: (m) => native.vfioMapDmaAsync(...this.#mapArgs(m)),
       unmap: (iova, size) => native.vfioUnmapDma(this.#handle('VFIO_IOMMU_UNMAP_DMA'), iova, size),
     });
+  }
+
+  /** The addon's MAP_DMA arguments for mapping `m`, synchronous or not. */
+  #mapArgs(m: DmaMapping): Parameters<typeof native.vfioMapDma> {
+    return [
+      this.#handle('VFIO_IOMMU_MAP_DMA'),
+      m.memory[DMA_HANDLE](),
+      m.offset,
+      m.iova,
+      m.size,
+      m.read,
+      m.write,
+    ];
   }
 
   /**
