@@ -64,6 +64,34 @@ export type {
   PcRunOptions,
 } from './pc-options';
 
+/** The KVM a PcMachine needs, with the capabilities it relies on checked. */
+function openKvm(opts: PcMachineOptions): Kvm {
+  return Kvm.open({
+    ...(opts.kvmPath !== undefined ? { path: opts.kvmPath } : {}),
+    require: ['IRQCHIP', 'IRQ_ROUTING', 'IRQFD', 'IRQFD_RESAMPLE', 'SIGNAL_MSI', 'USER_MEMORY'],
+  });
+}
+
+/** Guest RAM below the PCI hole at 3 GiB, and the bus. */
+function createMachine(opts: PcMachineOptions, ramSize: number): Machine {
+  return Machine.create({
+    ramSize,
+    pciHole: { start: PCI_HOLE, size: GiB },
+    bus: { log: null },
+    dma: { log: null },
+    hugepages: opts.hugepages ?? false,
+  });
+}
+
+/** Undo a create or open that failed halfway: what was built, then the KVM fd. */
+function abandon(built: { close(): void } | undefined, kvm: Kvm): void {
+  try {
+    built?.close();
+  } finally {
+    kvm.close();
+  }
+}
+
 export class PcMachine implements Disposable {
   readonly machine: Machine;
   readonly kvm: Kvm;
@@ -142,20 +170,11 @@ export class PcMachine implements Disposable {
     const { ramSize, kernel, initrd } = checkPcOptions(opts);
     const files = { kernel, initrd };
     parseBzImage(files.kernel);
-    const kvm = Kvm.open({
-      ...(opts.kvmPath !== undefined ? { path: opts.kvmPath } : {}),
-      require: ['IRQCHIP', 'IRQ_ROUTING', 'IRQFD', 'IRQFD_RESAMPLE', 'SIGNAL_MSI', 'USER_MEMORY'],
-    });
+    const kvm = openKvm(opts);
     let machine: Machine | undefined;
     let pc: PcMachine | undefined;
     try {
-      machine = Machine.create({
-        ramSize,
-        pciHole: { start: PCI_HOLE, size: GiB },
-        bus: { log: null },
-        dma: { log: null },
-        hugepages: opts.hugepages ?? false,
-      });
+      machine = createMachine(opts, ramSize);
       pc = new PcMachine(opts, files, machine, kvm);
       for (const [i, spec] of (opts.devices ?? []).entries())
         pc.#attach(machine.addDevice(spec.bdf, deviceOptions(spec)), spec, i);
@@ -163,12 +182,7 @@ export class PcMachine implements Disposable {
       pc.#boot = pc.#start();
       return pc;
     } catch (e) {
-      try {
-        if (pc) pc.close();
-        else machine?.close();
-      } finally {
-        kvm.close();
-      }
+      abandon(pc ?? machine, kvm);
       throw e;
     }
   }
@@ -186,21 +200,12 @@ export class PcMachine implements Disposable {
     ]);
     parseBzImage(kernel);
     const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-    const kvm = Kvm.open({
-      ...(opts.kvmPath !== undefined ? { path: opts.kvmPath } : {}),
-      require: ['IRQCHIP', 'IRQ_ROUTING', 'IRQFD', 'IRQFD_RESAMPLE', 'SIGNAL_MSI', 'USER_MEMORY'],
-    });
+    const kvm = openKvm(opts);
     let machine: Machine | undefined;
     let pc: PcMachine | undefined;
     try {
       await turn();
-      machine = Machine.create({
-        ramSize: checked.ramSize,
-        pciHole: { start: PCI_HOLE, size: GiB },
-        bus: { log: null },
-        dma: { log: null },
-        hugepages: opts.hugepages ?? false,
-      });
+      machine = createMachine(opts, checked.ramSize);
       pc = new PcMachine(opts, { kernel, initrd }, machine, kvm);
       for (const [i, spec] of (opts.devices ?? []).entries()) {
         await turn();
@@ -212,12 +217,7 @@ export class PcMachine implements Disposable {
       pc.#boot = pc.#start();
       return pc;
     } catch (e) {
-      try {
-        if (pc) pc.close();
-        else machine?.close();
-      } finally {
-        kvm.close();
-      }
+      abandon(pc ?? machine, kvm);
       throw e;
     }
   }
