@@ -1,4 +1,4 @@
-import { constants } from 'node:os';
+import { errnoName } from '../base';
 import { native, type NativeKvmVcpu, type NativeVcpuThreadStats } from '../native';
 import { kvmError } from './errors';
 import { decodeExit, EXIT_RECORD, writeAnswer, writtenValue, type AccessExit, type VcpuExit } from './exit';
@@ -42,8 +42,6 @@ export interface VcpuThreadPort {
   exit: DataView;
   path: string;
 }
-
-const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 
 /**
  * A vCPU's own thread (created, named and joined by the addon) running KVM_RUN in a loop, as
@@ -166,7 +164,7 @@ export class VcpuThread {
     if (why === 2) {
       detail.error = kvmError(
         'KVM_RUN',
-        ERRNO_NAMES.get(errno) ?? `E${errno}`,
+        errnoName(errno),
         `KVM_RUN failed with errno ${errno}`,
         undefined,
         this.#port.path,
@@ -186,7 +184,7 @@ export class VcpuThread {
       address,
       size: sizeAndWrite & 0xff,
       isWrite: (sizeAndWrite & 0x100) !== 0,
-      code: errno === 0 ? 'SIGBUS' : (ERRNO_NAMES.get(errno) ?? `E${errno}`),
+      code: errno === 0 ? 'SIGBUS' : errnoName(errno),
       errno,
     });
   }
