@@ -23,7 +23,9 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "args.h"
@@ -456,38 +458,34 @@ void RegisterVcpu(Napi::Env env, Napi::Object exports) {
       Method("kvmRunNative", RunNative),   Method("kvmArmKick", ArmKick),
   };
   DefineMethods(env, exports, methods);
-  napi_value sizes;
-  napi_create_object(env, &sizes);
-  auto put = [&](const char* name, size_t n) {
-    napi_value v;
-    napi_create_uint32(env, static_cast<uint32_t>(n), &v);
-    napi_set_named_property(env, sizes, name, v);
+  // Plain objects of named numbers: what lib/kvm lays its structs and reads the exit record by.
+  auto numbers = [&](const char* exported,
+                     std::initializer_list<std::pair<const char*, size_t>> list) {
+    napi_value object;
+    napi_create_object(env, &object);
+    for (const auto& [name, n] : list) {
+      napi_value v;
+      napi_create_uint32(env, static_cast<uint32_t>(n), &v);
+      napi_set_named_property(env, object, name, v);
+    }
+    napi_set_named_property(env, exports, exported, object);
   };
-  put("regs", sizeof(kvm_regs));
-  put("sregs", sizeof(kvm_sregs));
-  put("routingEntry", sizeof(kvm_irq_routing_entry));
-  put("lapic", sizeof(kvm_lapic_state));
-  put("fpu", sizeof(kvm_fpu));
-  put("cpuidEntry", sizeof(kvm_cpuid_entry2));
-  put("msrEntry", sizeof(kvm_msr_entry));
-  exports.Set("kvmStructSizes", Napi::Value(env, sizes));
-  napi_value layout;
-  napi_create_object(env, &layout);
-  auto field = [&](const char* name, size_t at) {
-    napi_value v;
-    napi_create_uint32(env, static_cast<uint32_t>(at), &v);
-    napi_set_named_property(env, layout, name, v);
-  };
-  field("reason", exit_record::kReason);
-  field("size", exit_record::kSize);
-  field("address", exit_record::kAddress);
-  field("data", exit_record::kData);
-  field("count", exit_record::kCount);
-  field("isWrite", exit_record::kIsWrite);
-  field("kicked", exit_record::kKicked);
-  field("detail", exit_record::kDetail);
-  field("bytes", exit_record::kBytes);
-  exports.Set("kvmExitLayout", Napi::Value(env, layout));
+  numbers("kvmStructSizes", {{"regs", sizeof(kvm_regs)},
+                             {"sregs", sizeof(kvm_sregs)},
+                             {"routingEntry", sizeof(kvm_irq_routing_entry)},
+                             {"lapic", sizeof(kvm_lapic_state)},
+                             {"fpu", sizeof(kvm_fpu)},
+                             {"cpuidEntry", sizeof(kvm_cpuid_entry2)},
+                             {"msrEntry", sizeof(kvm_msr_entry)}});
+  numbers("kvmExitLayout", {{"reason", exit_record::kReason},
+                            {"size", exit_record::kSize},
+                            {"address", exit_record::kAddress},
+                            {"data", exit_record::kData},
+                            {"count", exit_record::kCount},
+                            {"isWrite", exit_record::kIsWrite},
+                            {"kicked", exit_record::kKicked},
+                            {"detail", exit_record::kDetail},
+                            {"bytes", exit_record::kBytes}});
   RegisterVcpuThread(env, exports);
   RegisterExitTable(env, exports);
 }

@@ -52,6 +52,9 @@ export class VcpuSet {
   #ending = false;
   #stopped = false;
   #unserved = 0;
+  readonly #count = (): void => {
+    this.#unserved++;
+  };
 
   constructor(vcpus: readonly Vcpu[], opts: VcpuSetOptions) {
     if (!Array.isArray(vcpus) || vcpus.length === 0) throw new RangeError('VcpuSet needs at least one vCPU');
@@ -179,9 +182,16 @@ export class VcpuSet {
     const count = isMmio ? 1 : exit.count;
     const written = exit.size === 8 ? exit.data : Number(exit.data);
     try {
-      const value = routeAccess(routing, isMmio, address, exit.size, exit.isWrite, count, written, () => {
-        this.#unserved++;
-      });
+      const value = routeAccess(
+        routing,
+        isMmio,
+        address,
+        exit.size,
+        exit.isWrite,
+        count,
+        written,
+        this.#count,
+      );
       if (routing.stop?.()) this.#finish({ reason: 'stopped' });
       return exit.isWrite ? undefined : value;
     } catch (error) {
