@@ -19,7 +19,8 @@
         "native/guest_memory.cc",
         "native/dma.cc",
         "native/irq.cc",
-        "native/hot_reset.cc"
+        "native/hot_reset.cc",
+        "native/async_call.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
