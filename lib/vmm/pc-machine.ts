@@ -25,6 +25,7 @@
  * off-the-loop form (create/open, close/closeAsync) over the same private state; what each step
  * does lives in the pc-*.ts files beside it.
  */
+import { transaction } from '../memory';
 import { Machine } from './machine';
 import { Kvm, type CpuidEntry, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
 import type { VfioPciDevice } from '../pci';
@@ -32,7 +33,15 @@ import { DEFAULT_PCI_WINDOWS, placeBars, type PlacedBar } from './bar-placement'
 import { parseBzImage } from './boot/bzimage';
 import type { LinuxBootLayout } from './boot/load-linux';
 import { VmmError } from './errors';
-import { allSteps, lowRam, startBoot, type Boot, type RoutedDevice } from './pc-boot';
+import {
+  allSteps,
+  lowRam,
+  startBoot,
+  startBootAsync,
+  type Boot,
+  type BootContext,
+  type RoutedDevice,
+} from './pc-boot';
 import { addLegacyPorts } from './pc-legacy-io';
 import { PcReports } from './pc-reports';
 import { ExitCounter, pcExitOf, type PcExitCounts } from './pc-run';
@@ -82,6 +91,9 @@ function createMachine(opts: PcMachineOptions, ramSize: number): Machine {
     hugepages: opts.hugepages ?? false,
   });
 }
+
+/** Guest RAM cleared per turn of the event loop at a reboot: a few ms of memset each. */
+const CLEAR_CHUNK = 16 * 2 ** 20;
 
 /** Undo a create or open that failed halfway: what was built, then the KVM fd. */
 function abandon(built: { close(): void } | undefined, kvm: Kvm): void {
@@ -189,8 +201,9 @@ export class PcMachine implements Disposable {
 
   /**
    * {@link create}, with the long kernel work off the event loop: the kernel and initramfs are read
-   * asynchronously, guest RAM is pinned for the IOMMU on the libuv thread pool, and the event loop
-   * gets a turn between the steps (each device, BAR placement, the VM's set-up).
+   * asynchronously, devices are opened and guest RAM is pinned for the IOMMU on the libuv thread
+   * pool, and the event loop gets a turn between the steps (each device, BAR placement, each step of
+   * the VM's set-up).
    */
   static async open(opts: PcMachineOptions): Promise<PcMachine> {
     const checked = checkPcShape(opts);
@@ -214,7 +227,7 @@ export class PcMachine implements Disposable {
       await turn();
       pc.#firmware();
       await turn();
-      pc.#boot = pc.#start();
+      pc.#boot = await pc.#startAsync(turn);
       return pc;
     } catch (e) {
       abandon(pc ?? machine, kvm);
@@ -326,6 +339,49 @@ export class PcMachine implements Disposable {
    * loaded again, with `opts.cmdline` if given. Not while running.
    */
   reboot(opts: { cmdline?: string } = {}): void {
+    this.#beginReboot(opts);
+    for (const d of this.devices) this.#resetDevice(d, () => d.reset('guest'));
+    this.#resetBoard();
+    lowRam(this.machine).fill(0);
+    this.#firmware();
+    this.#boot = this.#start();
+  }
+
+  /**
+   * {@link reboot} without holding the event loop: device resets run on the libuv thread pool, guest
+   * RAM is cleared in pieces, and the new boot is set up in steps with a turn for the loop between.
+   */
+  async rebootAsync(opts: { cmdline?: string } = {}): Promise<void> {
+    this.#beginReboot(opts);
+    this.#running = true; // nothing else may start, reboot or run while this one is under way
+    try {
+      const turn = async (): Promise<void> => {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        this.#checkOpen('rebootAsync');
+      };
+      for (const d of this.devices) {
+        let failure: unknown;
+        await d.resetAsync('guest').catch((e: unknown) => (failure = e));
+        this.#resetDevice(d, () => {
+          if (failure !== undefined) throw failure;
+        });
+        await turn();
+      }
+      this.#resetBoard();
+      const ram = lowRam(this.machine);
+      for (let at = 0; at < ram.length; at += CLEAR_CHUNK) {
+        ram.fill(0, at, Math.min(at + CLEAR_CHUNK, ram.length));
+        await turn();
+      }
+      this.#firmware();
+      await turn();
+      this.#boot = await this.#startAsync(turn);
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  #beginReboot(opts: { cmdline?: string }): void {
     this.#checkOpen('reboot');
     if (opts.cmdline !== undefined && typeof opts.cmdline !== 'string') {
       throw new TypeError('reboot: cmdline must be a string');
@@ -336,22 +392,26 @@ export class PcMachine implements Disposable {
     this.#boot = null;
     this.#pending = null;
     old?.close();
-    for (const d of this.devices) {
-      // As QEMU: a device with no reset method (ENORESET) still has its guest-visible state reset,
-      // and the machine boots on; its driver resets the chip when it probes.
-      try {
-        d.reset('guest');
-      } catch (error) {
-        if ((error as { code?: string }).code !== 'ENORESET') throw error;
-        this.#report({ kind: 'reset', bdf: d.bdf, error: error as Error });
-      }
+    if (opts.cmdline !== undefined) this.#cmdline = opts.cmdline;
+  }
+
+  /**
+   * Reset one device with `reset`. As QEMU: a device with no reset method (ENORESET) still has its
+   * guest-visible state reset, and the machine boots on; its driver resets the chip when it probes.
+   */
+  #resetDevice(d: VfioPciDevice, reset: () => void): void {
+    try {
+      reset();
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'ENORESET') throw error;
+      this.#report({ kind: 'reset', bdf: d.bdf, error: error as Error });
     }
+  }
+
+  /** The board's own devices back to their power-on state. */
+  #resetBoard(): void {
     this.host.reset();
     this.uart.reset();
-    lowRam(this.machine).fill(0);
-    if (opts.cmdline !== undefined) this.#cmdline = opts.cmdline;
-    this.#firmware();
-    this.#boot = this.#start();
   }
 
   /**
@@ -404,12 +464,27 @@ export class PcMachine implements Disposable {
   // ---- boot -------------------------------------------------------------------------------------
 
   /** What firmware does before the kernel: place the BARs (writing each INTx line) and the MP table. */
+  /** BAR placement as firmware does it, seen by the listeners as one change of the flat views. */
   #firmware(): void {
-    this.#bars = placeBars(this.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
+    transaction(() => {
+      this.#bars = placeBars(this.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
+    });
   }
 
   #start(): Boot {
-    const boot = startBoot({
+    const boot = startBoot(this.#bootContext());
+    this.#boots++;
+    return boot;
+  }
+
+  async #startAsync(between: () => Promise<void>): Promise<Boot> {
+    const boot = await startBootAsync(this.#bootContext(), between);
+    this.#boots++;
+    return boot;
+  }
+
+  #bootContext(): BootContext {
+    return {
       kvm: this.kvm,
       machine: this.machine,
       host: this.host,
@@ -424,9 +499,7 @@ export class PcMachine implements Disposable {
       routing: this.#exits.routing(this.machine, this.#onAccess),
       report: (r) => this.#report(r),
       onStopped: (set) => this.#exits.add(set),
-    });
-    this.#boots++;
-    return boot;
+    };
   }
 
   /** The running boot's vCPU set (its counts are folded in once closed). */
