@@ -2,6 +2,7 @@
  * How the CLI fails: a usage error (exit 2) for anything wrong with the command line, a VfioError
  * (exit 1) for an operation that failed, with its message and hint on stderr.
  */
+import { VfioBridgeError } from '../base/error';
 import { VfioError } from '../base/native-errors';
 
 /** Exit codes, the same for every command. */
@@ -10,12 +11,10 @@ export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
 /** A bad command line: a malformed BDF, a width that is not 1/2/4/8, an offset past the region. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-  readonly hint: string | undefined;
+export class UsageError extends VfioBridgeError {
+  override readonly name: string = 'UsageError';
   constructor(message: string, hint?: string) {
-    super(message);
-    this.hint = hint;
+    super({ message, code: 'ERR_USAGE', hint });
   }
 }
 
@@ -52,10 +51,13 @@ export function describeFailure(e: unknown): { code: number; text: string } {
   if (e instanceof UsageError) {
     return { code: EXIT_USAGE, text: e.message + (e.hint ? `\n  hint: ${e.hint}` : '') };
   }
+  const withHint = (text: string, hint: string | undefined): string =>
+    hint ? `${text}\n  hint: ${hint}` : text;
   // The library throws RangeError and TypeError only for arguments it cannot take, which on a
   // command line are the operator's: report them as usage errors too.
   if (e instanceof RangeError || e instanceof TypeError) return { code: EXIT_USAGE, text: e.message };
-  if (e instanceof VfioError) return { code: EXIT_FAILED, text: `${e.message} [${e.code}]` };
+  if (e instanceof VfioBridgeError)
+    return { code: EXIT_FAILED, text: withHint(`${e.message} [${e.code}]`, e.hint) };
   if (e instanceof Error) return { code: EXIT_FAILED, text: e.message };
   return { code: EXIT_FAILED, text: String(e) };
 }

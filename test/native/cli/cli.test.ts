@@ -503,7 +503,7 @@ describe('files the operator names', () => {
       })() as VfioError;
       expect(e).toBeInstanceOf(VfioError);
       expect(e).toMatchObject({ code, op: 'write', path: file });
-      expect(e.errno).toBeGreaterThan(0);
+      expect(e.errno).toBeLessThan(0);
       expect(e.hint).toContain(hint);
       const { code: exit, text } = describeFailure(e);
       expect(exit).toBe(1);
