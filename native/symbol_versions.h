@@ -1,0 +1,42 @@
+// Binds the glibc and libstdc++ symbols the addon calls to versions that glibc 2.28 and GCC 8's
+// libstdc++ (GLIBCXX_3.4.25) already have, so a prebuild made on a newer system loads wherever
+// Node 20's official binaries run: they need exactly those two.
+//
+// glibc 2.32-2.34 moved the pthread and timer functions from libpthread and librt into libc under
+// new symbol versions; the old versions still name the same code there, and in libpthread/librt on
+// older systems (binding.gyp links both). Include this in every file that calls one of them;
+// test/native/symbol-versions.test.ts fails if the addon needs anything newer.
+#ifndef VFIO_BRIDGE_SYMBOL_VERSIONS_H_
+#define VFIO_BRIDGE_SYMBOL_VERSIONS_H_
+
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#if defined(__GLIBC__)
+__asm__(".symver pthread_create,pthread_create@GLIBC_2.2.5");
+__asm__(".symver pthread_join,pthread_join@GLIBC_2.2.5");
+__asm__(".symver pthread_kill,pthread_kill@GLIBC_2.2.5");
+__asm__(".symver pthread_sigmask,pthread_sigmask@GLIBC_2.2.5");
+__asm__(".symver pthread_setname_np,pthread_setname_np@GLIBC_2.12");
+// GLIBC_2.3.3, not 2.2.5: the 2.2.5 timer functions are the old ABI with a different timer_t.
+__asm__(".symver timer_create,timer_create@GLIBC_2.3.3");
+__asm__(".symver timer_settime,timer_settime@GLIBC_2.3.3");
+__asm__(".symver timer_delete,timer_delete@GLIBC_2.3.3");
+// std::condition_variable::wait gained a GLIBCXX_3.4.30 alias in GCC 12; 3.4.11 is the same call.
+__asm__(
+    ".symver _ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE,"
+    "_ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE@GLIBCXX_3.4.11");
+#endif
+
+namespace vfio_bridge {
+
+/**
+ * FstatFd: fstat(2) without glibc's fstat64 symbol, which exists only since 2.33 (before, fstat
+ * was an inline over __fxstat64). On x86-64 the kernel's struct stat is glibc's struct stat.
+ */
+inline int FstatFd(int fd, struct stat* st) { return static_cast<int>(syscall(SYS_fstat, fd, st)); }
+
+}  // namespace vfio_bridge
+
+#endif  // VFIO_BRIDGE_SYMBOL_VERSIONS_H_
