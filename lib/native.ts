@@ -118,6 +118,11 @@ export interface NativeBinding {
    * for loads). Passing operands as N-API arguments would cost more than the access itself.
    */
   readonly mappingScratch: ArrayBuffer;
+  /**
+   * Makes `buffer` (24 bytes or more, laid out as `mappingScratch`) the environment's scratch from
+   * now on, so JavaScript can make its views over it before the addon is loaded.
+   */
+  useMappingScratch(buffer: ArrayBuffer): void;
   mapRead8(): void;
   mapRead16(): void;
   mapRead32(): void;
