@@ -3,7 +3,7 @@
 import * as os from 'node:os';
 import * as util from 'node:util';
 
-import { native, type NativeErrorFactory } from '../native';
+import { native, onNativeLoad, type NativeErrorFactory } from '../native';
 import { VfioError, type VfioErrorInit } from './error';
 
 export { VfioError, type VfioErrorInit } from './error';
@@ -172,4 +172,4 @@ export const makeNativeError: NativeErrorFactory = (kind, op, code, errno, messa
   return new VfioError(init);
 };
 
-native.setErrorFactory(makeNativeError);
+onNativeLoad((binding) => binding.setErrorFactory(makeNativeError));
