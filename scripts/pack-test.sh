@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The package as a user gets it: `npm pack` (prepack supplies dist/ and the prebuild), the tarball
-# installed into a scratch project, then used from CommonJS, ESM and TypeScript (module node16 and
-# the older node10 resolution, against the installed declarations), and the CLI's --help.
+# installed into a scratch project, then used from CommonJS, ESM and TypeScript (against the
+# installed declarations, with moduleResolution node16, bundler and node10), and the CLI's --help.
 #
 # Installing must not compile: the install step keeps the prebuild when it loads, so a build/
 # directory in the installed package means the prebuild was not usable.
@@ -41,7 +41,7 @@ printf '{ "name": "vfio-bridge-pack-test", "private": true }\n' >"$app/package.j
 
 tsc=$repo/node_modules/.bin/tsc
 types="--types node --typeRoots $repo/node_modules/@types"
-for resolution in 'node16 node16' 'commonjs node10'; do
+for resolution in 'node16 node16' 'esnext bundler' 'commonjs node10'; do
   set -- $resolution
   # shellcheck disable=SC2086 # $types is two options
   (cd "$app" && "$tsc" --strict --module "$1" --moduleResolution "$2" --target es2022 --outDir "out-$2" $types use.ts) ||
