@@ -27,7 +27,7 @@ done
 
 app=$work/app
 mkdir "$app"
-cp "$here"/use.* "$app"/
+cp "$here"/* "$app"/
 printf '{ "name": "vfio-bridge-pack-test", "private": true }\n' >"$app/package.json"
 # npm 11.19+ runs a dependency's install script only when approved (allowScripts, matched against
 # the tarball's path here). It must run, or nothing would show that installing does not compile.
@@ -49,6 +49,10 @@ for resolution in 'node16 node16' 'esnext bundler' 'commonjs node10'; do
 done
 (cd "$app" && node out-node16/use.js)
 
-help=$("$app/node_modules/.bin/vfio-bridge" --help) || fail 'vfio-bridge --help'
+# Then without the addon, as where it cannot load: the addon loads on first native use only, so
+# the memory model, every import and the CLI's help still work.
+rm -r "$app/node_modules/vfio-bridge/prebuilds"
+(cd "$app" && PREBUILDS_ONLY=1 node no-addon.cjs)
+help=$(PREBUILDS_ONLY=1 "$app/node_modules/.bin/vfio-bridge" --help) || fail 'vfio-bridge --help'
 grep -q '^Usage: vfio-bridge' <<<"$help" || fail "vfio-bridge --help printed: $help"
-echo "pack-test: $tarball installs, loads its prebuild and works from CommonJS, ESM, TypeScript and the CLI"
+echo "pack-test: $tarball installs, loads its prebuild and works from CommonJS, ESM, TypeScript and the CLI, and without its addon"
