@@ -20,6 +20,7 @@
         "native/dma.cc",
         "native/irq.cc",
         "native/hot_reset.cc",
+        "native/async_call.cc",
         "native/symbol_versions.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -187,11 +187,15 @@ export interface NativeBinding {
   vfioGroupSetContainer(group: NativeHandle, container: NativeHandle): void;
   vfioGroupUnsetContainer(group: NativeHandle): void;
   vfioGroupGetDeviceFd(group: NativeHandle, device: string): NativeHandle;
+  /** VFIO_GROUP_GET_DEVICE_FD on the thread pool, on a dup of the group fd. */
+  vfioGroupGetDeviceFdAsync(group: NativeHandle, device: string): Promise<NativeHandle>;
 
   vfioDeviceInfo(device: NativeHandle): Buffer;
   vfioRegionInfo(device: NativeHandle, index: number): Buffer;
   vfioIrqInfo(device: NativeHandle, index: number): Buffer;
   vfioDeviceReset(device: NativeHandle): void;
+  /** VFIO_DEVICE_RESET on the thread pool, on a dup of the device fd. */
+  vfioDeviceResetAsync(device: NativeHandle): Promise<void>;
   pread(device: NativeHandle, offset: number, size: number): number | bigint;
   pwrite(device: NativeHandle, offset: number, size: number, value: number | bigint): void;
   preadBlock(device: NativeHandle, offset: number, length: number): Buffer;
@@ -344,6 +348,8 @@ export interface NativeBinding {
   vfioHotResetInfo(device: NativeHandle): Buffer;
   /** VFIO_DEVICE_PCI_HOT_RESET with the fds of every affected group. */
   vfioHotReset(device: NativeHandle, groupFds: Int32Array): void;
+  /** VFIO_DEVICE_PCI_HOT_RESET on the thread pool, on dups of the device and group fds. */
+  vfioHotResetAsync(device: NativeHandle, groupFds: Int32Array): Promise<void>;
 }
 
 /** An interrupt watcher inside the addon. Opaque to JavaScript. */

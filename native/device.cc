@@ -1,11 +1,13 @@
 // Device ioctls and region I/O through the device fd. Region info comes back raw (with its whole
-// capability chain) and is parsed in lib/vfio.
+// capability chain) and is parsed in lib/vfio. A reset can take hundreds of ms (an FLR waits 100 ms
+// and more), so it also runs on the thread pool.
 #include <linux/vfio.h>
 #include <unistd.h>
 
 #include <cstddef>
 
 #include "args.h"
+#include "async_call.h"
 #include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
@@ -50,6 +52,39 @@ napi_value DeviceReset(napi_env env, napi_callback_info info) {
   int r = IoctlValue(h->fd, VFIO_DEVICE_RESET, 0);
   if (r < 0) return ThrowErrno(env, "VFIO_DEVICE_RESET", h, -r);
   return nullptr;
+}
+
+/** class DeviceResetCall - VFIO_DEVICE_RESET on the thread pool, on a dup of the device fd. */
+class DeviceResetCall : public AsyncCall {
+ public:
+  explicit DeviceResetCall(const FdResource* h) : AsyncCall("VFIO_DEVICE_RESET", h->where) {}
+
+  bool Prepare(napi_env env, const FdResource* h) { return DupFd(env, h, &device_); }
+
+  void Run() override {
+    int r = IoctlValue(device_.get(), VFIO_DEVICE_RESET, 0);
+    err_ = r < 0 ? -r : 0;
+    device_.Close();
+  }
+
+  napi_value Settle(napi_env env) override {
+    if (err_ != 0) return ThrowVfioError(env, op, err_, "", where);
+    return Undefined(env);
+  }
+
+ private:
+  OwnedFd device_;
+  int err_ = 0;
+};
+
+/** DeviceResetAsync(device) - a promise that settles when VFIO_DEVICE_RESET returns. */
+napi_value DeviceResetAsync(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "VFIO_DEVICE_RESET");
+  if (h == nullptr) return nullptr;
+  auto* call = new DeviceResetCall(h);
+  if (!call->Prepare(env, h)) return Abandon(env, call);
+  return Queue(env, call);
 }
 
 bool GetSize(napi_env env, napi_value v, uint32_t* size) {
@@ -198,6 +233,7 @@ void RegisterDevice(Napi::Env env, Napi::Object exports) {
       Method("vfioRegionInfo", RegionInfo),
       Method("vfioIrqInfo", IrqInfo),
       Method("vfioDeviceReset", DeviceReset),
+      Method("vfioDeviceResetAsync", DeviceResetAsync),
       Method("pread", Pread),
       Method("pwrite", Pwrite),
       Method("preadBlock", PreadBlock),

@@ -1,13 +1,13 @@
 // Type1 IOMMU DMA mapping: VFIO_IOMMU_MAP_DMA and VFIO_IOMMU_UNMAP_DMA on a container. The memory
 // is named by a handle (a Mapping or guest memory) and resolved to its host range here, so no raw
 // address crosses into JavaScript on this path. Validation and bookkeeping live in lib/vfio.
-#include <fcntl.h>
 #include <linux/vfio.h>
 #include <unistd.h>
 
 #include <string>
 
 #include "args.h"
+#include "async_call.h"
 #include "exports.h"
 #include "handle.h"
 #include "host_memory.h"
@@ -104,36 +104,36 @@ napi_value UnmapDma(napi_env env, napi_callback_info info) {
 }
 
 /**
- * struct MapWork - one VFIO_IOMMU_MAP_DMA on the libuv thread pool. It works on its own dup of the
- * container fd (closing the container meanwhile cannot hand the ioctl another file) and holds
- * references to the container and memory handles until it completes.
+ * class MapDmaCall - one VFIO_IOMMU_MAP_DMA on the thread pool. It works on its own dup of the
+ * container fd (closing the container meanwhile cannot hand the ioctl another file) and holds the
+ * container and memory handles until it completes; their owner (lib/vfio) does not unmap memory
+ * with a map in flight.
  */
-struct MapWork {
-  napi_async_work work = nullptr;
-  napi_deferred deferred = nullptr;
-  napi_ref refs[2] = {nullptr, nullptr};
-  int fd = -1;
-  vfio_iommu_type1_dma_map map = {};
-  int err = 0;
-  ErrorContext where;
-};
+class MapDmaCall : public AsyncCall {
+ public:
+  MapDmaCall(const FdResource* h, const vfio_iommu_type1_dma_map& map)
+      : AsyncCall("VFIO_IOMMU_MAP_DMA", h->where), map_(map) {}
 
-void ExecuteMap(napi_env, void* data) {
-  auto* w = static_cast<MapWork*>(data);
-  int r = Ioctl(w->fd, VFIO_IOMMU_MAP_DMA, &w->map);
-  w->err = r < 0 ? -r : 0;
-}
-
-void CompleteMap(napi_env env, napi_status, void* data) {
-  auto* w = static_cast<MapWork*>(data);
-  close(w->fd);
-  SettleVfio(env, w->deferred, "VFIO_IOMMU_MAP_DMA", w->err, w->where);
-  for (napi_ref r : w->refs) {
-    if (r != nullptr) napi_delete_reference(env, r);
+  bool Prepare(napi_env env, const FdResource* h, const Args<7>& args) {
+    return DupFd(env, h, &container_) && Hold(env, args[0]) && Hold(env, args[1]);
   }
-  napi_delete_async_work(env, w->work);
-  delete w;
-}
+
+  void Run() override {
+    int r = Ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &map_);
+    err_ = r < 0 ? -r : 0;
+    container_.Close();
+  }
+
+  napi_value Settle(napi_env env) override {
+    if (err_ != 0) return ThrowVfioError(env, op, err_, "", where);
+    return Undefined(env);
+  }
+
+ private:
+  OwnedFd container_;
+  vfio_iommu_type1_dma_map map_;
+  int err_ = 0;
+};
 
 /**
  * MapDmaAsync(container, memory, offset, iova, size, read, write) - MapDma on the thread pool;
@@ -144,25 +144,9 @@ napi_value MapDmaAsync(napi_env env, napi_callback_info info) {
   vfio_iommu_type1_dma_map map;
   FdResource* h = ParseMap(env, args, &map);
   if (h == nullptr) return nullptr;
-  auto* w = new MapWork();
-  w->fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 0);
-  if (w->fd < 0) {
-    int err = errno;
-    delete w;
-    return ThrowErrno(env, "dup", h, err);
-  }
-  w->where = h->where;
-  // The memory handle is referenced until the work completes, and its owner (lib/vfio) does not
-  // unmap memory with a map in flight.
-  w->map = map;
-  napi_create_reference(env, args[0], 1, &w->refs[0]);
-  napi_create_reference(env, args[1], 1, &w->refs[1]);
-  napi_value promise, name;
-  napi_create_promise(env, &w->deferred, &promise);
-  napi_create_string_utf8(env, "vfio-bridge:map-dma", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, nullptr, name, ExecuteMap, CompleteMap, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  auto* call = new MapDmaCall(h, map);
+  if (!call->Prepare(env, h, args)) return Abandon(env, call);
+  return Queue(env, call);
 }
 
 }  // namespace

@@ -103,20 +103,6 @@ napi_value ThrowVfioError(napi_env env, const char* op, int err, const std::stri
   return Throw(env, "VfioError", op, err, code, message, where);
 }
 
-void SettleVfio(napi_env env, napi_deferred deferred, const char* op, int err,
-                const ErrorContext& where) {
-  if (err == 0) {
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    napi_resolve_deferred(env, deferred, undefined);
-    return;
-  }
-  ThrowVfioError(env, op, err, "", where);
-  napi_value error;
-  napi_get_and_clear_last_exception(env, &error);
-  napi_reject_deferred(env, deferred, error);
-}
-
 napi_value ThrowRangeError(napi_env env, const std::string& message) {
   return Throw(env, "RangeError", "", 0, nullptr, message, ErrorContext{});
 }

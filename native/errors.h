@@ -24,14 +24,6 @@ struct ErrorContext {
 napi_value ThrowVfioError(napi_env env, const char* op, int err, const std::string& detail,
                           const ErrorContext& where, const char* code = nullptr);
 
-/**
- * SettleVfio - resolve @deferred with undefined when @err is 0, else reject it with the VfioError
- * ThrowVfioError would throw for @op (the same factory, so an asynchronous call's error equals the
- * synchronous one's).
- */
-void SettleVfio(napi_env env, napi_deferred deferred, const char* op, int err,
-                const ErrorContext& where);
-
 /** ThrowRangeError - throw a RangeError with @message. */
 napi_value ThrowRangeError(napi_env env, const std::string& message);
 

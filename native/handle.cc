@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "async_call.h"
 #include "exports.h"
 
 namespace vfio_bridge {
@@ -62,27 +63,31 @@ napi_value CloseFd(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-/** struct CloseWork - one close(2) on the libuv thread pool. */
-struct CloseWork {
-  napi_async_work work = nullptr;
-  napi_deferred deferred = nullptr;
-  int fd = -1;
-  int err = 0;
-  ErrorContext where;
+/** class CloseCall - one close(2) of a descriptor the handle already gave up, on the thread pool.
+ */
+class CloseCall : public AsyncCall {
+ public:
+  CloseCall(int fd, const ErrorContext& where) : AsyncCall("close", where), fd_(fd) {}
+  // A call that never ran (it could not be queued) still closes its descriptor.
+  ~CloseCall() override {
+    if (fd_ >= 0) close(fd_);
+  }
+
+  void Run() override {
+    // Linux frees the descriptor even when close() fails, so never retry (not even on EINTR).
+    if (fd_ >= 0 && close(fd_) != 0 && errno != EINTR) err_ = errno;
+    fd_ = -1;
+  }
+
+  napi_value Settle(napi_env env) override {
+    if (err_ != 0) return ThrowVfioError(env, op, err_, "", where);
+    return Undefined(env);
+  }
+
+ private:
+  int fd_;
+  int err_ = 0;
 };
-
-void ExecuteClose(napi_env, void* data) {
-  auto* w = static_cast<CloseWork*>(data);
-  // Linux frees the descriptor even when close() fails, so never retry (not even on EINTR).
-  if (close(w->fd) != 0 && errno != EINTR) w->err = errno;
-}
-
-void CompleteClose(napi_env env, napi_status, void* data) {
-  auto* w = static_cast<CloseWork*>(data);
-  SettleVfio(env, w->deferred, "close", w->err, w->where);
-  napi_delete_async_work(env, w->work);
-  delete w;
-}
 
 /**
  * CloseFdAsync(handle) - close the fd on the libuv thread pool (closing a VFIO device fd makes the
@@ -93,23 +98,10 @@ napi_value CloseFdAsync(napi_env env, napi_callback_info info) {
   Args<1> args(env, info);
   FdResource* r = Unwrap(env, args[0]);
   if (r == nullptr) return ThrowTypeError(env, "closeFdAsync expects a vfio-bridge handle");
-  napi_value promise;
-  napi_deferred deferred;
-  napi_create_promise(env, &deferred, &promise);
-  if (r->fd < 0) {
-    SettleVfio(env, deferred, "close", 0, r->where);
-    return promise;
-  }
-  auto* w = new CloseWork();
-  w->fd = r->fd;
-  w->where = r->where;
-  w->deferred = deferred;
+  // Taken from the handle at once: its number is gone from it before the promise is made.
+  int fd = r->fd;
   r->fd = -1;
-  napi_value name;
-  napi_create_string_utf8(env, "vfio-bridge:close", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, nullptr, name, ExecuteClose, CompleteClose, w, &w->work);
-  napi_queue_async_work(env, w->work);
-  return promise;
+  return Queue(env, new CloseCall(fd, r->where));
 }
 
 /** FdOf(handle) - the fd number, or -1 once closed. */

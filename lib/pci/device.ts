@@ -30,7 +30,13 @@ import {
 } from './constants';
 import { formatDump } from './dump';
 import { PciInterrupts } from './interrupts';
-import { type PciResetMethod, type PciResetMode, resetPciDevice } from './reset';
+import {
+  type PciResetContext,
+  type PciResetMethod,
+  type PciResetMode,
+  resetPciDevice,
+  resetPciDeviceAsync,
+} from './reset';
 import { Msix, type MsixLayout } from './msix';
 import { baseBarRegion } from './base-bar';
 import { checkUndriven, claim } from './owners';
@@ -258,6 +264,44 @@ export class VfioPciDevice implements Disposable {
    * VFIO device, its group and a container it created.
    */
   static openByBdf(bus: PciBus, bdf: string, opts: OpenByBdfOptions = {}): VfioPciDevice {
+    const opening = VfioPciDevice.#openGroup(bdf, opts);
+    try {
+      return opening.build(bus, opening.group.openDevice(bdf), opts);
+    } catch (e) {
+      opening.unwind();
+      throw e;
+    }
+  }
+
+  /**
+   * {@link VfioPciDevice.openByBdf} with the device opened on the libuv thread pool (vfio-pci
+   * enables it there, and may reset it), so the event loop is held only for the group's ioctls and
+   * reading the device's layout.
+   */
+  static async openByBdfAsync(bus: PciBus, bdf: string, opts: OpenByBdfOptions = {}): Promise<VfioPciDevice> {
+    const opening = VfioPciDevice.#openGroup(bdf, opts);
+    try {
+      const d = await opening.group.openDeviceAsync(bdf);
+      const r = opening.build(bus, d, opts);
+      return r;
+    } catch (e) {
+      opening.unwind();
+      throw e;
+    }
+  }
+
+  /**
+   * The first half of openByBdf: the group opened and attached to the container; `build` wraps the
+   * device opened from it, and `unwind` closes whatever was opened so far.
+   */
+  static #openGroup(
+    bdf: string,
+    opts: OpenByBdfOptions,
+  ): {
+    group: import('../vfio').Group;
+    build: (bus: PciBus, device: import('../vfio').Device, o: VfioPciDeviceOptions) => VfioPciDevice;
+    unwind: () => void;
+  } {
     if (typeof bdf !== 'string') throw new TypeError(`BDF must be a string, got ${typeof bdf}`);
     // Loaded here only: the rest of lib/pci runs without the native addon.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -273,12 +317,18 @@ export class VfioPciDevice implements Disposable {
       cleanup.push(() => group.close());
       group.setContainer(container);
       if (container.iommuType === null) container.setIommu();
-      const device = group.openDevice(bdf);
-      cleanup.push(() => device.close());
-      const dev = new VfioPciDevice(bus, device, opts);
-      dev.#release = unwind;
-      dev.#group = group;
-      return dev;
+      const build = (
+        bus: PciBus,
+        device: import('../vfio').Device,
+        o: VfioPciDeviceOptions,
+      ): VfioPciDevice => {
+        cleanup.push(() => device.close());
+        const dev = new VfioPciDevice(bus, device, o);
+        dev.#release = unwind;
+        dev.#group = group;
+        return dev;
+      };
+      return { group, build, unwind };
     } catch (e) {
       unwind();
       throw e;
@@ -951,20 +1001,30 @@ export class VfioPciDevice implements Disposable {
    */
   reset(mode: PciResetMode = 'guest'): PciResetMethod {
     this.#checkOpen();
-    return resetPciDevice(
-      {
-        bdf: this.bdf,
-        device: this.device,
-        capabilities: this.capabilities,
-        irq: this.irq,
-        command: () => this.#command,
-        configWrite: (o, s, v) => this.configWrite(o, s, v),
-        physWrite: (o, s, v) => this.#fdWrite(VFIO_PCI_CONFIG_REGION_INDEX, 'config', o, s, v),
-        phys: (o, s) => this.#phys(o, s),
-        restoreEmulated: () => this.#emu.value.set(this.#emuAtOpen),
-      },
-      mode,
-    );
+    return resetPciDevice(this.#resetContext(), mode);
+  }
+
+  /**
+   * {@link reset} with the reset ioctls on the libuv thread pool (a function reset waits 100 ms and
+   * more, a bus reset a second or more); the device's state is handled on this thread as reset does.
+   */
+  async resetAsync(mode: PciResetMode = 'guest'): Promise<PciResetMethod> {
+    this.#checkOpen();
+    return resetPciDeviceAsync(this.#resetContext(), mode);
+  }
+
+  #resetContext(): PciResetContext {
+    return {
+      bdf: this.bdf,
+      device: this.device,
+      capabilities: this.capabilities,
+      irq: this.irq,
+      command: () => this.#command,
+      configWrite: (o, s, v) => this.configWrite(o, s, v),
+      physWrite: (o, s, v) => this.#fdWrite(VFIO_PCI_CONFIG_REGION_INDEX, 'config', o, s, v),
+      phys: (o, s) => this.#phys(o, s),
+      restoreEmulated: () => this.#emu.value.set(this.#emuAtOpen),
+    };
   }
 
   /** Removes the BARs from the bus and closes every mapping. Idempotent. */

@@ -24,13 +24,21 @@ export type PciResetMode = 'guest' | 'recover';
 /** Which reset ran: function-level, a bus (hot) reset, a PM (D3hot) reset, or the kernel's choice. */
 export type PciResetMethod = 'flr' | 'hot' | 'pm' | 'device';
 
-/** The reset ioctls, as lib/vfio's Device offers them. */
+/** The reset ioctls, as lib/vfio's Device offers them (the promise forms run on the thread pool). */
 export interface ResettableDevice extends VfioDeviceLike {
   info(): { reset: boolean };
   reset(): void;
   hotResetInfo(): HotResetInfo;
   hotReset(): void;
+  resetAsync?(): Promise<void>;
+  hotResetAsync?(): Promise<void>;
 }
+
+/**
+ * A kernel call a reset makes. The steps of a reset yield them; the synchronous reset makes each
+ * call at once, the asynchronous one awaits its promise form, so both take the same decisions.
+ */
+type ResetCall = 'reset' | 'hotReset';
 
 /** What the device gives the reset. @internal */
 export interface PciResetContext {
@@ -101,23 +109,23 @@ function noReset(bdf: string, why: string, cause?: Error): Error {
 }
 
 /** Picks and runs the reset method in QEMU's order: function reset, then hot reset, then PM reset. */
-function runReset(ctx: PciResetContext, d: ResettableDevice): PciResetMethod {
+function* runReset(ctx: PciResetContext, d: ResettableDevice): Generator<ResetCall, PciResetMethod> {
   const works = d.info().reset;
   const { flr, pm } = resetCapabilities(ctx);
   if (works && (flr || !pm)) {
-    d.reset();
+    yield 'reset';
     return flr ? 'flr' : 'device';
   }
   let hotError: Error | undefined;
   try {
-    d.hotReset();
+    yield 'hotReset';
     return 'hot';
   } catch (e) {
     if (!isVfioError(e)) throw e;
     hotError = e;
   }
   if (works) {
-    d.reset();
+    yield 'reset';
     return 'pm';
   }
   throw noReset(ctx.bdf, 'no function or PM reset, and the hot reset failed', hotError);
@@ -130,11 +138,57 @@ function runReset(ctx: PciResetContext, d: ResettableDevice): PciResetMethod {
  * @throws VfioError `'ENORESET'` when no method works (the guest-visible state is still restored)
  */
 export function resetPciDevice(ctx: PciResetContext, mode: PciResetMode): PciResetMethod {
+  const d = resettable(ctx, mode);
+  const steps = resetSteps(ctx, d, mode);
+  let step = steps.next();
+  while (!step.done) {
+    try {
+      d[step.value]();
+      step = steps.next();
+    } catch (e) {
+      step = steps.throw(e);
+    }
+  }
+  return step.value;
+}
+
+/**
+ * {@link resetPciDevice} with the reset ioctls on the libuv thread pool where the device offers
+ * them (a function reset waits 100 ms and more, a bus reset a second), so the event loop runs
+ * meanwhile.
+ */
+export async function resetPciDeviceAsync(ctx: PciResetContext, mode: PciResetMode): Promise<PciResetMethod> {
+  const d = resettable(ctx, mode);
+  const steps = resetSteps(ctx, d, mode);
+  let step = steps.next();
+  while (!step.done) {
+    try {
+      const call = step.value;
+      if (call === 'reset') await (d.resetAsync !== undefined ? d.resetAsync() : d.reset());
+      else await (d.hotResetAsync !== undefined ? d.hotResetAsync() : d.hotReset());
+      step = steps.next();
+    } catch (e) {
+      step = steps.throw(e);
+    }
+  }
+  return step.value;
+}
+
+function resettable(ctx: PciResetContext, mode: PciResetMode): ResettableDevice {
   if (mode !== 'guest' && mode !== 'recover') {
     throw new RangeError(`reset mode must be 'guest' or 'recover', got ${String(mode)}`);
   }
   const d = ctx.device;
   if (!isResettable(d)) throw new TypeError(`${ctx.bdf}: the device does not offer VFIO resets`);
+  return d;
+}
+
+/** The reset around its method: the device quiet first, the guest-visible state after. */
+function* resetSteps(
+  ctx: PciResetContext,
+  d: ResettableDevice,
+  mode: PciResetMode,
+): Generator<ResetCall, PciResetMethod> {
   const guestCommand = ctx.command();
   ctx.irq.suspend();
   const quiet =
@@ -144,7 +198,7 @@ export function resetPciDevice(ctx: PciResetContext, mode: PciResetMode): PciRes
   let method: PciResetMethod | undefined;
   let failure: unknown;
   try {
-    method = runReset(ctx, d);
+    method = yield* runReset(ctx, d);
   } catch (e) {
     failure = e;
   }

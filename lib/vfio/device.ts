@@ -158,21 +158,38 @@ export class Device implements Disposable {
     try {
       native.vfioDeviceReset(h);
     } catch (e) {
-      if (!(e instanceof VfioError) || e.code !== 'EINVAL' || this.info().reset) throw e;
-      // The kernel's bare EINVAL means "no reset method"; the device info says so too.
-      throw new VfioError({
-        message: `VFIO_DEVICE_RESET: ${this.bdf} has no function reset (VFIO_DEVICE_FLAGS_RESET is clear)`,
-        code: 'EINVAL',
-        ...(e.errno !== undefined ? { errno: e.errno } : {}),
-        op: 'VFIO_DEVICE_RESET',
-        path: this.#groupPath,
-        bdf: this.bdf,
-        hint:
-          'the device offers neither FLR, a PM reset (D3hot->D0 without NoSoftRst) nor a slot or bus ' +
-          'reset it may use alone; what remains is a hot reset of its whole bus ' +
-          '(VFIO_DEVICE_PCI_HOT_RESET, with every affected group owned by this process), or none',
-      });
+      throw this.#resetFailed(e);
     }
+  }
+
+  /**
+   * {@link Device.reset} with the ioctl on the libuv thread pool: a function-level reset waits
+   * 100 ms and more in the kernel. The device is checked at once, as reset checks it.
+   */
+  async resetAsync(): Promise<void> {
+    const h = this.#open('VFIO_DEVICE_RESET');
+    try {
+      await native.vfioDeviceResetAsync(h);
+    } catch (e) {
+      throw this.#resetFailed(e);
+    }
+  }
+
+  /** VFIO_DEVICE_RESET failed with `e`: the kernel's bare EINVAL means "no reset method". */
+  #resetFailed(e: unknown): unknown {
+    if (!(e instanceof VfioError) || e.code !== 'EINVAL' || this.info().reset) return e;
+    return new VfioError({
+      message: `VFIO_DEVICE_RESET: ${this.bdf} has no function reset (VFIO_DEVICE_FLAGS_RESET is clear)`,
+      code: 'EINVAL',
+      ...(e.errno !== undefined ? { errno: e.errno } : {}),
+      op: 'VFIO_DEVICE_RESET',
+      path: this.#groupPath,
+      bdf: this.bdf,
+      hint:
+        'the device offers neither FLR, a PM reset (D3hot->D0 without NoSoftRst) nor a slot or bus ' +
+        'reset it may use alone; what remains is a hot reset of its whole bus ' +
+        '(VFIO_DEVICE_PCI_HOT_RESET, with every affected group owned by this process), or none',
+    });
   }
 
   /**
@@ -216,6 +233,20 @@ export class Device implements Disposable {
    */
   hotReset(groups?: readonly { readonly number: number; readonly fd: number }[]): void {
     const h = this.#open('VFIO_DEVICE_PCI_HOT_RESET');
+    native.vfioHotReset(h, this.#hotResetFds(groups));
+  }
+
+  /**
+   * {@link Device.hotReset} with the bus reset on the libuv thread pool (it waits a second or more
+   * in the kernel). The groups are checked, and their fds duplicated, at once.
+   */
+  async hotResetAsync(groups?: readonly { readonly number: number; readonly fd: number }[]): Promise<void> {
+    const h = this.#open('VFIO_DEVICE_PCI_HOT_RESET');
+    await native.vfioHotResetAsync(h, this.#hotResetFds(groups));
+  }
+
+  /** The fd of every group a bus reset affects; throws naming the groups not open here. */
+  #hotResetFds(groups?: readonly { readonly number: number; readonly fd: number }[]): Int32Array {
     const info = this.hotResetInfo();
     const fds: number[] = [];
     const missing: number[] = [];
@@ -226,7 +257,7 @@ export class Device implements Disposable {
       else fds.push(fd);
     }
     if (missing.length > 0) throw groupsNotOwnedError(this.bdf, info, missing);
-    native.vfioHotReset(h, Int32Array.from(fds));
+    return Int32Array.from(fds);
   }
 
   /** Read exactly `size` bytes at `offset` in `region` with one pread; bigint when size is 8. */

@@ -44,6 +44,9 @@ export function openGroup(n: number): Group | undefined {
  * A VFIO group (`/dev/vfio/N`): the unit of isolation, attached to a {@link Container}, from which
  * device fds are obtained. Only one process (and one Group object) can hold a group open.
  */
+/** Devices an openDeviceAsync is opening now: they count as open already. */
+const opening = new Set<string>();
+
 export class Group implements Disposable {
   /** The IOMMU group number. */
   readonly number: number;
@@ -160,46 +163,93 @@ export class Group implements Disposable {
    * @throws VfioError ENOTVIABLE, or the kernel's error with a hint
    */
   openDevice(bdf: string): Device {
-    const h = this.#open('VFIO_GROUP_GET_DEVICE_FD');
-    const dev = normalizeBdf(bdf);
+    const { h, dev } = this.#beginOpen(bdf);
+    let handle: NativeHandle;
+    try {
+      handle = native.vfioGroupGetDeviceFd(h, dev);
+    } catch (e) {
+      throw this.#openFailed(e, dev);
+    }
+    return Device._fromHandle(handle, dev, this.path);
+  }
+
+  /**
+   * {@link Group.openDevice} with VFIO_GROUP_GET_DEVICE_FD on the libuv thread pool: vfio-pci
+   * enables the device there (and may reset it), which takes tens of ms on the caller's thread.
+   * Arguments and state are checked at once, as openDevice checks them. The kernel's open cannot be
+   * interrupted: when `signal` aborts meanwhile, the device is closed again once it opened, and the
+   * promise rejects with the signal's reason.
+   */
+  async openDeviceAsync(bdf: string, opts: { signal?: AbortSignal } = {}): Promise<Device> {
+    opts.signal?.throwIfAborted();
+    const { h, dev } = this.#beginOpen(bdf);
+    let handle: NativeHandle;
+    opening.add(dev);
+    try {
+      handle = await native.vfioGroupGetDeviceFdAsync(h, dev);
+    } catch (e) {
+      throw this.#openFailed(e, dev);
+    } finally {
+      opening.delete(dev);
+    }
+    if (opts.signal?.aborted) {
+      await native.closeFdAsync(handle);
+      opts.signal.throwIfAborted();
+    }
+    // Another open of the same device may have finished while this one ran.
     const owner = openDeviceOwner(dev);
     if (owner !== undefined) {
-      throw new VfioError({
-        message: `VFIO_GROUP_GET_DEVICE_FD: ${dev} is already open in this process (through ${owner})`,
-        code: 'EBUSY',
-        op: 'VFIO_GROUP_GET_DEVICE_FD',
+      await native.closeFdAsync(handle);
+      throw this.#alreadyOpen(dev, owner);
+    }
+    return Device._fromHandle(handle, dev, this.path);
+  }
+
+  /** The checks before VFIO_GROUP_GET_DEVICE_FD: the group is open, the device not open already. */
+  #beginOpen(bdf: string): { h: NativeHandle; dev: string } {
+    const h = this.#open('VFIO_GROUP_GET_DEVICE_FD');
+    const dev = normalizeBdf(bdf);
+    const owner = opening.has(dev) ? 'an openDeviceAsync still under way' : openDeviceOwner(dev);
+    if (owner !== undefined) throw this.#alreadyOpen(dev, owner);
+    return { h, dev };
+  }
+
+  #alreadyOpen(dev: string, owner: string): VfioError {
+    return new VfioError({
+      message: `VFIO_GROUP_GET_DEVICE_FD: ${dev} is already open in this process (through ${owner})`,
+      code: 'EBUSY',
+      op: 'VFIO_GROUP_GET_DEVICE_FD',
+      path: this.path,
+      bdf: dev,
+      hint:
+        'two Device objects on one device would both drive it: use the Device already open, or ' +
+        'close it before opening the device again',
+    });
+  }
+
+  /** VFIO_GROUP_GET_DEVICE_FD failed with `e`: the error to throw, with the group's state as hint. */
+  #openFailed(e: unknown, dev: string): unknown {
+    if (!(e instanceof VfioError)) return e;
+    let status: GroupStatus;
+    try {
+      status = this.status();
+    } catch {
+      return e; // the status is only for the hint; the first failure is the one to report
+    }
+    if (!status.viable) return this.#notViable('VFIO_GROUP_GET_DEVICE_FD', e);
+    if (e.code === 'ENODEV') return this.#notMember(dev, e);
+    if (!status.containerSet || this.#container?.iommuType === null) {
+      return new VfioError({
+        message: e.message.split('\n')[0]!,
+        code: e.code,
+        ...(e.errno !== undefined ? { errno: e.errno } : {}),
+        op: e.op,
         path: this.path,
         bdf: dev,
-        hint:
-          'two Device objects on one device would both drive it: use the Device already open, or ' +
-          'close it before opening the device again',
+        hint: 'attach the group first: group.setContainer(container); container.setIommu()',
       });
     }
-    let status: GroupStatus | undefined;
-    try {
-      return Device._fromHandle(native.vfioGroupGetDeviceFd(h, dev), dev, this.path);
-    } catch (e) {
-      if (!(e instanceof VfioError)) throw e;
-      try {
-        status = this.status();
-      } catch {
-        throw e; // the status is only for the hint; the first failure is the one to report
-      }
-      if (!status.viable) throw this.#notViable('VFIO_GROUP_GET_DEVICE_FD', e);
-      if (e.code === 'ENODEV') throw this.#notMember(dev, e);
-      if (!status.containerSet || this.#container?.iommuType === null) {
-        throw new VfioError({
-          message: e.message.split('\n')[0]!,
-          code: e.code,
-          ...(e.errno !== undefined ? { errno: e.errno } : {}),
-          op: e.op,
-          path: this.path,
-          bdf: dev,
-          hint: 'attach the group first: group.setContainer(container); container.setIommu()',
-        });
-      }
-      throw e;
-    }
+    return e;
   }
 
   /** Close the group node. Idempotent; later use throws VfioError `'ECLOSED'`. */

@@ -88,6 +88,13 @@ function checkLayout(ramSize: number, hole: { start: number; size: number }): vo
  * before it has an IOMMU) and maps all RAM at IOVA = guest-physical address, then every BAR the
  * guest places where peer-to-peer DMA can reach it.
  */
+/** A device opened on the machine's container, and whether the container was opened for it. */
+interface Opened {
+  dev: VfioPciDevice;
+  container: Container;
+  fresh: boolean;
+}
+
 export class Machine implements Disposable {
   readonly ram: GuestRam;
   readonly bus: PciBus;
@@ -173,7 +180,9 @@ export class Machine implements Disposable {
    * listener if this is the first device.
    */
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
-    const { dev, container, fresh } = this.#open(bdf, opts);
+    const { dev, container, fresh } = this.#open(bdf, (container) =>
+      VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container }),
+    );
     if (this.#dma === null) {
       try {
         assertPinnable(this.ram, this.#meminfo);
@@ -199,7 +208,13 @@ export class Machine implements Disposable {
    * (DmaListener.create): pinning RAM for the IOMMU does not hold the event loop.
    */
   async addDeviceAsync(bdf: string, opts: VfioPciDeviceOptions = {}): Promise<VfioPciDevice> {
-    const { dev, container, fresh } = this.#open(bdf, opts);
+    const { dev, container, fresh } = await this.#openAsync(bdf, (container) =>
+      VfioPciDevice.openByBdfAsync(this.bus, bdf, { ...opts, container }),
+    );
+    if (this.#closed) {
+      this.#giveBack(dev, container, fresh);
+      throw closedError('machine.addDeviceAsync', 'the machine', bdf);
+    }
     if (this.#dma === null) {
       try {
         assertPinnable(this.ram, this.#meminfo);
@@ -218,32 +233,47 @@ export class Machine implements Disposable {
     return dev;
   }
 
-  #open(
-    bdf: string,
-    opts: VfioPciDeviceOptions,
-  ): { dev: VfioPciDevice; container: Container; fresh: boolean } {
+  /** Open a device with `open` on the machine's container, opened with the first device. */
+  #open(bdf: string, open: (container: Container) => VfioPciDevice): Opened {
+    const { container, fresh } = this.#takeContainer(bdf);
+    try {
+      return { dev: open(container), container, fresh };
+    } catch (e) {
+      this.#dropContainer(container, fresh);
+      throw e;
+    }
+  }
+
+  /** {@link Machine.#open} with an asynchronous `open`. */
+  async #openAsync(bdf: string, open: (container: Container) => Promise<VfioPciDevice>): Promise<Opened> {
+    const { container, fresh } = this.#takeContainer(bdf);
+    try {
+      return { dev: await open(container), container, fresh };
+    } catch (e) {
+      this.#dropContainer(container, fresh);
+      throw e;
+    }
+  }
+
+  #takeContainer(bdf: string): { container: Container; fresh: boolean } {
     if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
     const fresh = this.#container === null;
     this.#container ??= Container.open();
-    const container = this.#container;
-    try {
-      return { dev: VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container }), container, fresh };
-    } catch (e) {
-      if (fresh) {
-        this.#container = null;
-        container.close();
-      }
-      throw e;
+    return { container: this.#container, fresh };
+  }
+
+  /** Close the container opened for a device that failed or was given back. */
+  #dropContainer(container: Container, fresh: boolean): void {
+    if (fresh && this.#container === container) {
+      this.#container = null;
+      container.close();
     }
   }
 
   /** A device that cannot be handed out: close it, and the container it opened. */
   #giveBack(dev: VfioPciDevice, container: Container, fresh: boolean): void {
     dev.close();
-    if (fresh && this.#container === container) {
-      this.#container = null;
-      container.close();
-    }
+    this.#dropContainer(container, fresh);
   }
 
   /**

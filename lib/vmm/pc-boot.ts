@@ -90,6 +90,36 @@ export function lowRam(machine: Machine): Uint8Array {
 
 /** startBoot: load Linux into guest RAM and build the boot's VM; nothing is left open if it throws. */
 export function startBoot(ctx: BootContext): Boot {
+  const steps = bootSteps(ctx);
+  let step = steps.next();
+  while (!step.done) step = steps.next();
+  return step.value;
+}
+
+/**
+ * {@link startBoot} in steps, with `between()` awaited after each (PcMachine gives the event loop a
+ * turn there). If `between` throws, what was built is closed and its error rethrown.
+ */
+export async function startBootAsync(ctx: BootContext, between: () => Promise<void>): Promise<Boot> {
+  const steps = bootSteps(ctx);
+  let step = steps.next();
+  while (!step.done) {
+    try {
+      await between();
+    } catch (e) {
+      steps.return(undefined as never);
+      throw e;
+    }
+    step = steps.next();
+  }
+  return step.value;
+}
+
+/**
+ * The boot's set-up, pausing (`yield`) between its steps: Linux loaded, the VM and its slots, the
+ * listeners, interrupt routing, the vCPUs. Closed whole if it throws or is ended early.
+ */
+function* bootSteps(ctx: BootContext): Generator<void, Boot> {
   const machine = ctx.machine;
   const ram = machine.ram;
   const bytes = lowRam(machine);
@@ -104,9 +134,11 @@ export function startBoot(ctx: BootContext): Boot {
     ...(ctx.initrd ? { initrd: ctx.initrd } : {}),
     e820: pcE820({ ramSize: ram.length, pciHoleStart: PCI_HOLE }),
   });
+  yield;
 
   const undo: (() => void)[] = [];
   const closeAll = (): void => allSteps(undo.splice(0).reverse());
+  let built = false;
   try {
     const vm = ctx.kvm.createVm();
     undo.push(() => vm.close());
@@ -117,6 +149,7 @@ export function startBoot(ctx: BootContext): Boot {
     for (const r of machine.ramRanges) {
       vm.addSlot({ guestAddress: r.gpa, size: r.size, memory: ram, offset: r.offset, name: 'ram' });
     }
+    yield;
     const unlisten = machine.bus.memory.addListener(
       new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier }),
     );
@@ -143,6 +176,7 @@ export function startBoot(ctx: BootContext): Boot {
       const g = d.group;
       if (g !== null) vm.addVfioFile(g);
     }
+    yield;
     const routes = new MsiRoutes(vm);
     for (const { dev } of ctx.routed) {
       const msi = new PciMsiRouting(
@@ -165,6 +199,7 @@ export function startBoot(ctx: BootContext): Boot {
       });
       undo.push(() => intx.close());
     }
+    yield;
     const vcpus: Vcpu[] = [];
     for (let id = 0; id < ctx.cpus; id++) {
       const vcpu = vm.createVcpu(id);
@@ -197,9 +232,9 @@ export function startBoot(ctx: BootContext): Boot {
       set.stop();
       ctx.onStopped(set);
     });
+    built = true;
     return { vm, vcpus, layout, routes, set, close: closeAll };
-  } catch (e) {
-    closeAll();
-    throw e;
+  } finally {
+    if (!built) closeAll();
   }
 }

@@ -1,41 +1,36 @@
 /**
  * PcMachine: the reference machine of lib/vmm, a small PC that boots Linux on KVM with vfio-pci
- * devices passed through, assembled from the package's pieces:
- * - guest RAM, the PCI bus, the VFIO container and the DMA listener: lib/dma's `Machine`;
- * - per boot a fresh KVM VM (pc-boot.ts): RAM slots, the in-kernel irqchip and PIT, the KVM memory
- *   listener, MSI/MSI-X and INTx on irqfds, the exit table, the vCPU threads;
- * - the legacy ports (pc-legacy-io.ts): console, configuration mechanism #1, reset lines, CMOS;
- * - BAR placement as firmware does it, an MP table, e820 and Linux's 64-bit boot protocol;
- * - its options and reports (pc-options.ts).
+ * devices passed through. This file is its public surface and lifecycle; the work is beside it:
+ * - guest RAM, the PCI bus, the VFIO container and the DMA listener: `Machine` (machine.ts), built
+ *   with the KVM fd by pc-parts.ts;
+ * - the boots (pc-boots.ts): firmware's BAR placement, a PC's reset between boots, and per boot a
+ *   fresh KVM VM (pc-boot.ts) with its slots, irqchip, irqfds, exit table and vCPU threads;
+ * - the legacy ports (pc-legacy-io.ts), the options (pc-options.ts), the reports (pc-reports.ts)
+ *   and what a run's end means (pc-run.ts).
  *
- * Guest RAM, the devices and their DMA mappings stay across boots; the devices are reset and
- * their BARs placed again, as a PC's reset and firmware do.
- *
- * Each vCPU runs on its own thread (lib/kvm's VcpuSet): the event loop is never held by the guest.
- * Accesses to BAR pieces that KVM cannot map directly (sub-page and fd-only BARs) are served on
- * the vCPU threads from an exit table that an ExitTableListener keeps equal to the flat view; the
+ * Guest RAM, the devices and their DMA mappings stay across boots. Each vCPU runs on its own
+ * thread (lib/kvm's VcpuSet): the event loop is never held by the guest. Accesses KVM cannot map
+ * directly are served on the vCPU threads from the exit table where the flat view allows it; the
  * rest (configuration cycles, the MSI-X table, the UART, quirks, unassigned space) are handed to
- * this thread, one at a time. A halted vCPU waits in the kernel, and interrupts that need no
- * JavaScript (MSI/MSI-X/INTx through irqfds, the timer, the APIC) never leave it.
+ * this thread, one at a time. Nothing the guest does throws: what it does wrong is counted and
+ * reported (`onReport`), and a run ends with a {@link PcExit} saying why.
  *
- * Nothing the guest does throws: what it does wrong is counted and reported (`onReport`), and a
- * run ends with a {@link PcExit} saying why.
- *
- * Why this file is past 400 lines: it is the machine's lifecycle, each step in a synchronous and an
- * off-the-loop form (create/open, close/closeAsync) over the same private state; what each step
- * does lives in the pc-*.ts files beside it.
+ * Each long step has a synchronous form and an asynchronous one that leaves the event loop free
+ * (create/open, reboot/rebootAsync, close/closeAsync).
  */
 import { Machine } from './machine';
-import { Kvm, type CpuidEntry, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
+import { Kvm, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
 import type { VfioPciDevice } from '../pci';
-import { DEFAULT_PCI_WINDOWS, placeBars, type PlacedBar } from './bar-placement';
+import type { PlacedBar } from './bar-placement';
 import { parseBzImage } from './boot/bzimage';
 import type { LinuxBootLayout } from './boot/load-linux';
 import { VmmError } from './errors';
-import { allSteps, lowRam, startBoot, type Boot, type RoutedDevice } from './pc-boot';
+import { allSteps, type RoutedDevice } from './pc-boot';
+import { abandon, createMachine, openKvm } from './pc-parts';
+import { PcBoots } from './pc-boots';
 import { addLegacyPorts } from './pc-legacy-io';
 import { PcReports } from './pc-reports';
-import { ExitCounter, pcExitOf, type PcExitCounts } from './pc-run';
+import { ExitCounter, pcExitOf, resourcesOf, type PcExitCounts } from './pc-run';
 import {
   checkPcOptions,
   checkPcShape,
@@ -43,8 +38,6 @@ import {
   readInputAsync,
   type PcDeviceSpec,
   DEFAULT_CMDLINE,
-  GiB,
-  PCI_HOLE,
   type PcExit,
   type PcMachineOptions,
   type PcReport,
@@ -52,7 +45,6 @@ import {
   type PcRunOptions,
 } from './pc-options';
 import { PciHostBridge } from './pci-host';
-import { pciIntxGsi } from './intx';
 import { COM1_IRQ, Uart16550 } from './uart';
 
 export type {
@@ -64,34 +56,6 @@ export type {
   PcRunOptions,
 } from './pc-options';
 
-/** The KVM a PcMachine needs, with the capabilities it relies on checked. */
-function openKvm(opts: PcMachineOptions): Kvm {
-  return Kvm.open({
-    ...(opts.kvmPath !== undefined ? { path: opts.kvmPath } : {}),
-    require: ['IRQCHIP', 'IRQ_ROUTING', 'IRQFD', 'IRQFD_RESAMPLE', 'SIGNAL_MSI', 'USER_MEMORY'],
-  });
-}
-
-/** Guest RAM below the PCI hole at 3 GiB, and the bus. */
-function createMachine(opts: PcMachineOptions, ramSize: number): Machine {
-  return Machine.create({
-    ramSize,
-    pciHole: { start: PCI_HOLE, size: GiB },
-    bus: { log: null },
-    dma: { log: null },
-    hugepages: opts.hugepages ?? false,
-  });
-}
-
-/** Undo a create or open that failed halfway: what was built, then the KVM fd. */
-function abandon(built: { close(): void } | undefined, kvm: Kvm): void {
-  try {
-    built?.close();
-  } finally {
-    kvm.close();
-  }
-}
-
 export class PcMachine implements Disposable {
   readonly machine: Machine;
   readonly kvm: Kvm;
@@ -99,17 +63,9 @@ export class PcMachine implements Disposable {
   readonly host: PciHostBridge;
   readonly cpus: number;
   readonly #routed: RoutedDevice[] = [];
-  readonly #kernel: Uint8Array;
-  readonly #initrd: Uint8Array | undefined;
-  #cmdline: string;
   readonly #reports: PcReports;
   readonly #onAccess: ((a: RoutedAccess) => void) | undefined;
-  readonly #supportedCpuid: CpuidEntry[];
-  readonly #tscDeadline: boolean;
-  readonly #vcpuNice: number;
-  #bars: PlacedBar[] = [];
-  #boot: Boot | null = null;
-  #boots = 0;
+  readonly #boots: PcBoots;
   #pending: PcExit | null = null;
   readonly #exits = new ExitCounter();
   #running = false;
@@ -124,14 +80,8 @@ export class PcMachine implements Disposable {
     this.machine = machine;
     this.kvm = kvm;
     this.cpus = opts.cpus ?? 1;
-    this.#kernel = files.kernel;
-    this.#initrd = files.initrd;
-    this.#cmdline = opts.cmdline ?? DEFAULT_CMDLINE;
     this.#reports = new PcReports(opts.onReport);
     this.#onAccess = opts.onAccess;
-    this.#supportedCpuid = kvm.supportedCpuid();
-    this.#tscDeadline = kvm.hasCapability('TSC_DEADLINE_TIMER');
-    this.#vcpuNice = opts.vcpuNice ?? 0;
     this.uart = new Uart16550({
       onOutput: opts.onOutput,
       onLine: opts.onLine,
@@ -144,6 +94,28 @@ export class PcMachine implements Disposable {
       onI8042Reset: () => this.#requestReset('i8042'),
     });
     this.#reports.watchBus(machine);
+    this.#boots = new PcBoots(
+      {
+        kvm,
+        machine,
+        host: this.host,
+        routed: this.#routed,
+        cpus: this.cpus,
+        kernel: files.kernel,
+        initrd: files.initrd,
+        supportedCpuid: kvm.supportedCpuid(),
+        tscDeadline: kvm.hasCapability('TSC_DEADLINE_TIMER'),
+        vcpuNice: opts.vcpuNice ?? 0,
+        routing: () => this.#exits.routing(this.machine, this.#onAccess),
+        report: (r) => this.#report(r),
+        onStopped: (set) => this.#exits.add(set),
+        resetBoard: () => {
+          this.host.reset();
+          this.uart.reset();
+        },
+      },
+      opts.cmdline ?? DEFAULT_CMDLINE,
+    );
   }
 
   /** The passed-through devices, in the order of the options. */
@@ -178,8 +150,7 @@ export class PcMachine implements Disposable {
       pc = new PcMachine(opts, files, machine, kvm);
       for (const [i, spec] of (opts.devices ?? []).entries())
         pc.#attach(machine.addDevice(spec.bdf, deviceOptions(spec)), spec, i);
-      pc.#firmware();
-      pc.#boot = pc.#start();
+      pc.#boots.first();
       return pc;
     } catch (e) {
       abandon(pc ?? machine, kvm);
@@ -189,8 +160,9 @@ export class PcMachine implements Disposable {
 
   /**
    * {@link create}, with the long kernel work off the event loop: the kernel and initramfs are read
-   * asynchronously, guest RAM is pinned for the IOMMU on the libuv thread pool, and the event loop
-   * gets a turn between the steps (each device, BAR placement, the VM's set-up).
+   * asynchronously, devices are opened and guest RAM is pinned for the IOMMU on the libuv thread
+   * pool, and the event loop gets a turn between the steps (each device, BAR placement, each step of
+   * the VM's set-up).
    */
   static async open(opts: PcMachineOptions): Promise<PcMachine> {
     const checked = checkPcShape(opts);
@@ -212,9 +184,7 @@ export class PcMachine implements Disposable {
         pc.#attach(await machine.addDeviceAsync(spec.bdf, deviceOptions(spec)), spec, i);
       }
       await turn();
-      pc.#firmware();
-      await turn();
-      pc.#boot = pc.#start();
+      await pc.#boots.firstAsync(turn);
       return pc;
     } catch (e) {
       abandon(pc ?? machine, kvm);
@@ -224,27 +194,27 @@ export class PcMachine implements Disposable {
 
   /** The current boot's VM (null once closed). */
   get vm(): Vm | null {
-    return this.#boot?.vm ?? null;
+    return this.#boots.current?.vm ?? null;
   }
 
   /** The current boot's vCPUs. */
   get vcpus(): readonly Vcpu[] {
-    return this.#boot?.vcpus ?? [];
+    return this.#boots.current?.vcpus ?? [];
   }
 
   /** Where the current boot put the kernel, initramfs and command line. */
   get layout(): LinuxBootLayout | null {
-    return this.#boot?.layout ?? null;
+    return this.#boots.current?.layout ?? null;
   }
 
   /** The BARs as the machine's firmware placed them at the last boot. */
   get bars(): readonly PlacedBar[] {
-    return this.#bars;
+    return this.#boots.bars;
   }
 
   /** How many boots so far (1 after create). */
   get boots(): number {
-    return this.#boots;
+    return this.#boots.count;
   }
 
   /** Reports so far, by kind. */
@@ -268,15 +238,7 @@ export class PcMachine implements Disposable {
 
   /** What the machine holds now: after {@link close}, all zeros. */
   resources(): PcResources {
-    const vm = this.#boot?.vm;
-    return {
-      memorySlots: vm?.slots.used ?? 0,
-      irqfds: vm?.assignments.filter((a) => a.kind === 'irqfd').length ?? 0,
-      ioeventfds: vm?.assignments.filter((a) => a.kind === 'ioeventfd').length ?? 0,
-      dmaMappings: this.machine.container?.closed === false ? this.machine.container.dmaMappings().length : 0,
-      openDevices: this.devices.filter((d) => !d.closed).length,
-      vcpus: vm?.vcpus.length ?? 0,
-    };
+    return resourcesOf(this.#boots.current?.vm, this.machine, this.devices);
   }
 
   /**
@@ -291,7 +253,7 @@ export class PcMachine implements Disposable {
     const timeout = opts.timeoutMs ?? Infinity;
     if (typeof timeout !== 'number' || !(timeout > 0))
       throw new RangeError(`timeoutMs ${String(timeout)} must be positive`);
-    const boot = this.#boot;
+    const boot = this.#boots.current;
     if (boot === null) {
       throw new VmmError(
         'ENOBOOT',
@@ -317,7 +279,7 @@ export class PcMachine implements Disposable {
   /** Ask a run in progress to end (with `stopped`): the vCPUs are paused, not lost. */
   stop(): void {
     if (this.#pending === null) this.#pending = { reason: 'stopped' };
-    this.#boot?.set.interrupt();
+    this.#boots.current?.set.interrupt();
   }
 
   /**
@@ -326,32 +288,36 @@ export class PcMachine implements Disposable {
    * loaded again, with `opts.cmdline` if given. Not while running.
    */
   reboot(opts: { cmdline?: string } = {}): void {
+    this.#beginReboot(opts);
+    this.#boots.restart(opts.cmdline);
+  }
+
+  /**
+   * {@link reboot} without holding the event loop: device resets run on the libuv thread pool, guest
+   * RAM is cleared in pieces, and the new boot is set up in steps with a turn for the loop between.
+   * The machine counts as running meanwhile: run() and another reboot are refused.
+   */
+  async rebootAsync(opts: { cmdline?: string } = {}): Promise<void> {
+    this.#beginReboot(opts);
+    this.#running = true;
+    try {
+      await this.#boots.restartAsync(opts.cmdline, async () => {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        this.#checkOpen('rebootAsync');
+      });
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  #beginReboot(opts: { cmdline?: string }): void {
     this.#checkOpen('reboot');
     if (opts.cmdline !== undefined && typeof opts.cmdline !== 'string') {
       throw new TypeError('reboot: cmdline must be a string');
     }
     if (this.#running)
       throw new VmmError('EBUSY', 'reboot while the machine is running', 'await run() first');
-    const old = this.#boot;
-    this.#boot = null;
     this.#pending = null;
-    old?.close();
-    for (const d of this.devices) {
-      // As QEMU: a device with no reset method (ENORESET) still has its guest-visible state reset,
-      // and the machine boots on; its driver resets the chip when it probes.
-      try {
-        d.reset('guest');
-      } catch (error) {
-        if ((error as { code?: string }).code !== 'ENORESET') throw error;
-        this.#report({ kind: 'reset', bdf: d.bdf, error: error as Error });
-      }
-    }
-    this.host.reset();
-    this.uart.reset();
-    lowRam(this.machine).fill(0);
-    if (opts.cmdline !== undefined) this.#cmdline = opts.cmdline;
-    this.#firmware();
-    this.#boot = this.#start();
   }
 
   /**
@@ -361,8 +327,7 @@ export class PcMachine implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    const boot = this.#boot;
-    allSteps([() => boot?.close(), () => this.machine.close(), () => this.kvm.close()]);
+    allSteps([() => this.#boots.close(), () => this.machine.close(), () => this.kvm.close()]);
   }
 
   /**
@@ -375,7 +340,7 @@ export class PcMachine implements Disposable {
     this.#closed = true;
     const errors: unknown[] = [];
     try {
-      this.#boot?.close();
+      this.#boots.close();
     } catch (e) {
       errors.push(e);
     }
@@ -401,37 +366,9 @@ export class PcMachine implements Disposable {
     await this.closeAsync();
   }
 
-  // ---- boot -------------------------------------------------------------------------------------
-
-  /** What firmware does before the kernel: place the BARs (writing each INTx line) and the MP table. */
-  #firmware(): void {
-    this.#bars = placeBars(this.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
-  }
-
-  #start(): Boot {
-    const boot = startBoot({
-      kvm: this.kvm,
-      machine: this.machine,
-      host: this.host,
-      routed: this.#routed,
-      cpus: this.cpus,
-      kernel: this.#kernel,
-      initrd: this.#initrd,
-      cmdline: this.#cmdline,
-      supportedCpuid: this.#supportedCpuid,
-      tscDeadline: this.#tscDeadline,
-      vcpuNice: this.#vcpuNice,
-      routing: this.#exits.routing(this.machine, this.#onAccess),
-      report: (r) => this.#report(r),
-      onStopped: (set) => this.#exits.add(set),
-    });
-    this.#boots++;
-    return boot;
-  }
-
   /** The running boot's vCPU set (its counts are folded in once closed). */
   #liveSet(): VcpuSet | null {
-    return this.#closed ? null : (this.#boot?.set ?? null);
+    return this.#closed ? null : (this.#boots.current?.set ?? null);
   }
 
   // ---- runtime ----------------------------------------------------------------------------------
@@ -444,11 +381,11 @@ export class PcMachine implements Disposable {
 
   #requestReset(by: 'i8042' | 'reset-control'): void {
     if (this.#pending === null) this.#pending = { reason: 'reset', by };
-    this.#boot?.set.interrupt();
+    this.#boots.current?.set.interrupt();
   }
 
   #irqLine(irq: number, level: boolean): void {
-    const vm = this.#boot?.vm;
+    const vm = this.#boots.current?.vm;
     if (!vm || vm.closed) return;
     try {
       vm.irqLine(irq, level);

@@ -2,9 +2,10 @@
  * PcMachine's side of the vCPU loop: what a VcpuSet run's end means for a PC, and the exit counts
  * that span boots (each boot has its own vCPU threads and counters).
  */
-import type { ExitRouting, RoutedAccess, VcpuSet, VcpuSetEnd } from '../kvm';
+import type { ExitRouting, RoutedAccess, VcpuSet, VcpuSetEnd, Vm } from '../kvm';
+import type { VfioPciDevice } from '../pci';
 import type { Machine } from './machine';
-import type { PcExit } from './pc-options';
+import type { PcExit, PcResources } from './pc-options';
 
 /** pcExitOf: a run's end as a PC sees it (a triple fault or a system event is a reset). */
 export function pcExitOf(end: VcpuSetEnd): PcExit {
@@ -21,6 +22,23 @@ export function pcExitOf(end: VcpuSetEnd): PcExit {
       if (end.exit.kind === 'system-event') return { reason: 'reset', by: 'system-event' };
       return { reason: 'error', exit: end.exit };
   }
+}
+
+/** PcMachine.resources: what the boot's VM and the machine hold now. */
+export function resourcesOf(
+  vm: Vm | undefined,
+  machine: Machine,
+  devices: readonly VfioPciDevice[],
+): PcResources {
+  const container = machine.container;
+  return {
+    memorySlots: vm?.slots.used ?? 0,
+    irqfds: vm?.assignments.filter((a) => a.kind === 'irqfd').length ?? 0,
+    ioeventfds: vm?.assignments.filter((a) => a.kind === 'ioeventfd').length ?? 0,
+    dmaMappings: container?.closed === false ? container.dmaMappings().length : 0,
+    openDevices: devices.filter((d) => !d.closed).length,
+    vcpus: vm?.vcpus.length ?? 0,
+  };
 }
 
 /** PcMachine.exits: served in JavaScript, served on the vCPU threads, and failed there. */

@@ -113,12 +113,22 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
     expect(pc.unservedExits).toBe(0);
   }, 120_000);
 
-  test('the guest reboots: devices reset, BARs placed again, the drivers bind again', async () => {
+  test('the guest reboots off the event loop: devices reset, BARs placed again, the drivers bind again', async () => {
     expect(exit?.reason).toBe('reset');
     lines = [];
     reports = [];
     const bars = pc!.bars.map((b) => `${b.slot}.${b.bar}@${b.address}`);
-    pc!.reboot({ cmdline: `${CMDLINE} guest.misbehave=1` });
+    let turns = 0;
+    const counter = setInterval(() => turns++, 1);
+    try {
+      const rebooting = pc!.rebootAsync({ cmdline: `${CMDLINE} guest.misbehave=1` });
+      await expect(pc!.run()).rejects.toMatchObject({ code: 'EBUSY' });
+      await rebooting;
+    } finally {
+      clearInterval(counter);
+    }
+    // The loop ran timers while the devices were reset and the boot was set up.
+    expect(turns).toBeGreaterThan(2);
     expect(pc!.boots).toBe(2);
     // The same firmware places the BARs the same way.
     expect(pc!.bars.map((b) => `${b.slot}.${b.bar}@${b.address}`)).toEqual(bars);

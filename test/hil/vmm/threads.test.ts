@@ -1,5 +1,5 @@
 // The Node VMM's vCPU threads under the lab's real (nested) KVM: a machine with no passed-through
-// device runs without VFIO; close() from inside a console callback, and during the guest's heaviest
+// device runs without VFIO and reboots (the synchronous reboot); close() from inside a console callback, and during the guest's heaviest
 // exits (8139too on port I/O, every register access served on a vCPU thread), ends the run with
 // `stopped` and leaves nothing behind.
 import * as fs from 'node:fs';
@@ -26,7 +26,7 @@ function vfioFds(): string[] {
 describe('PcMachine on vCPU threads', () => {
   useVmmGuest();
 
-  test('a machine without devices boots to init without VFIO; close() from onLine ends the run stopped', async () => {
+  test('a machine without devices boots to init without VFIO, reboots synchronously; close() from onLine ends the run stopped', async () => {
     const before = vfioFds();
     let pc: PcMachine | undefined;
     let sawVfio: string[] = [];
@@ -38,17 +38,24 @@ describe('PcMachine on vCPU threads', () => {
       devices: [],
       onLine: (l) => {
         if (!l.startsWith('guest: init reached')) return;
+        if (pc!.boots === 1) {
+          pc!.stop();
+          return;
+        }
         sawVfio = vfioFds();
         pc!.close();
       },
     });
     expect(pc.machine.container).toBeNull();
+    expect(await pc.run({ timeoutMs: 90_000 })).toEqual({ reason: 'stopped' });
+    pc.reboot();
+    expect(pc.boots).toBe(2);
     const exit: PcExit = await pc.run({ timeoutMs: 90_000 });
     expect(exit).toEqual({ reason: 'stopped' });
     expect(sawVfio).toEqual(before);
     expectNothingHeld(pc);
     pc = undefined;
-  }, 120_000);
+  }, 180_000);
 });
 
 describeDevice('rtl8139', 'closing the machine while the vCPU threads serve port exits', (rtl8139) => {

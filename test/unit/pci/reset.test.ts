@@ -69,3 +69,47 @@ test("QEMU's order: PM capability without FLR tries the hot reset first, then th
   expect(c.dev.configRead(0x04, 2) & 0x7).toBe(0);
   expect(() => c.dev.reset('other' as never)).toThrow(RangeError);
 });
+
+/** Gives the fake the promise forms of its resets, each settling a turn later; records the calls. */
+function withAsyncResets(fake: { reset(): void; hotReset(): void }): string[] {
+  const calls: string[] = [];
+  const later = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+  Object.assign(fake, {
+    resetAsync: async () => {
+      calls.push('resetAsync');
+      await later();
+      fake.reset();
+    },
+    hotResetAsync: async () => {
+      calls.push('hotResetAsync');
+      await later();
+      fake.hotReset();
+    },
+  });
+  return calls;
+}
+
+test('resetAsync takes the decisions reset takes, through the promise forms of the ioctls', async () => {
+  const pm = { bars: e1000eSpec().bars };
+  const cases: [Partial<FakeIrqSpec>, 'guest' | 'recover', string[]][] = [
+    [{}, 'guest', ['hotResetAsync', 'resetAsync']],
+    [{ ...pm, resets: { device: true, hot: true } }, 'guest', ['hotResetAsync']],
+    [{ ...pm, resets: { device: true, hot: false } }, 'recover', ['hotResetAsync', 'resetAsync']],
+  ];
+  for (const [spec, mode, expected] of cases) {
+    const sync = setup(spec);
+    const other = setup(spec);
+    const calls = withAsyncResets(other.fake);
+    const method = sync.dev.reset(mode);
+    expect(await other.dev.resetAsync(mode)).toBe(method);
+    expect(calls).toEqual(expected);
+    expect(other.fake.resetsDone).toEqual(sync.fake.resetsDone);
+    expect(config(other.dev)).toEqual(config(sync.dev));
+    expect(other.dev.irq.mode).toBe(sync.dev.irq.mode);
+  }
+  const none = setup({ resets: { device: false, hot: false } });
+  withAsyncResets(none.fake);
+  await expect(none.dev.resetAsync()).rejects.toThrow(/no reset method worked/);
+  expect(none.dev.configRead(0x04, 2) & 0x7).toBe(0);
+  await expect(none.dev.resetAsync('other' as never)).rejects.toThrow(RangeError);
+});

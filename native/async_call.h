@@ -1,0 +1,100 @@
+// Blocking kernel calls run on the libuv thread pool (napi_async_work), each settling a promise.
+//
+// A call is prepared on the main thread: its arguments are checked exactly as the synchronous
+// function checks them (and throw the same errors, at once), and everything the worker needs is
+// copied into the call or held by it. The worker runs one ioctl on the call's own fields and
+// nothing else. The completion, back on the main thread, builds the result or the error with the
+// same helpers the synchronous function uses, so a rejection is the very VfioError (code, errno,
+// op, path, bdf, hint) the synchronous function would have thrown.
+//
+// What a call keeps alive while it runs: the fds it works on are duplicated when it is queued
+// (OwnedFd). close() of a handle closes the handle's own descriptor at once; the open file lives on
+// in the duplicate until the ioctl has returned (the worker then closes the duplicate), so the
+// ioctl can never reach a descriptor number that was closed and reused. A call that works on memory
+// references the memory's handle (Hold) until it completes.
+//
+// Node drains the thread pool work of an environment before its cleanup hooks run, so a worker
+// thread that exits with calls in flight waits for their ioctls, and nothing is freed under them.
+#pragma once
+
+#include <node_api.h>
+#include <unistd.h>
+
+#include "errors.h"
+#include "handle.h"
+
+namespace vfio_bridge {
+
+/** class OwnedFd - a duplicate of a handle's fd, closed when the call is done with it. */
+class OwnedFd {
+ public:
+  OwnedFd() = default;
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  ~OwnedFd() { Close(); }
+  /** Dup - duplicate @fd (close-on-exec); false with errno set on failure. */
+  bool Dup(int fd);
+  int get() const { return fd_; }
+  /**
+   * Close - close the duplicate now. Run() calls it on the worker: if the handle was closed
+   * meanwhile, this is the file's last close, and a device's release (a reset) or a group's (the
+   * IOMMU unpinning) then runs there rather than on the main thread.
+   */
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+/**
+ * class AsyncCall - one blocking call and the promise it settles. Subclasses own copies of their
+ * arguments; the base class carries the operation and the context for its errors.
+ */
+class AsyncCall {
+ public:
+  AsyncCall(const char* op, ErrorContext where) : op(op), where(std::move(where)) {}
+  virtual ~AsyncCall() = default;
+
+  /** Run - on a thread-pool thread: the blocking call, touching only this object's own fields. */
+  virtual void Run() = 0;
+
+  /** Settle - on the main thread: the resolution value, or nullptr after throwing the rejection. */
+  virtual napi_value Settle(napi_env env) = 0;
+
+  /** DupFd - duplicate @h's fd into @out; false after throwing @op's error. */
+  bool DupFd(napi_env env, const FdResource* h, OwnedFd* out);
+
+  /** Hold - reference the JavaScript @value until the call completes; false after throwing. */
+  bool Hold(napi_env env, napi_value value);
+
+  /** Release - drop the references Hold took (the completion calls it). */
+  void Release(napi_env env);
+
+  const char* const op;
+  const ErrorContext where;
+  napi_async_work work = nullptr;
+  napi_deferred deferred = nullptr;
+
+ private:
+  napi_ref holds_[2] = {nullptr, nullptr};
+};
+
+/**
+ * Queue - queue @call on the thread pool; returns its promise, or nullptr after throwing. Takes
+ * ownership of @call either way.
+ */
+napi_value Queue(napi_env env, AsyncCall* call);
+
+/**
+ * Abandon - drop @call that failed to prepare (an exception is pending): its holds are released and
+ * it is deleted. Returns nullptr.
+ */
+napi_value Abandon(napi_env env, AsyncCall* call);
+
+/** Undefined - the value a call with no result resolves with. */
+napi_value Undefined(napi_env env);
+
+}  // namespace vfio_bridge
