@@ -12,8 +12,8 @@ export {
   type VfioBridgeErrorInit,
   type VfioErrorInit,
 } from './error';
-// Loading lib/base registers the addon's error factory, so every layer's native failures are
-// VfioErrors or KvmErrors with their hints, whichever layer was loaded first.
+// Loading lib/base registers the addon's error factory (set when the addon loads), so every
+// layer's native failures are VfioErrors or KvmErrors with their hints, whichever layer was loaded first.
 export { errnoName, hintFor, memlockHint, memlockLimitText, type HintContext } from './native-errors';
 export { EventFd, eventfdSignal } from './eventfd';
 export { PAGE_SIZE } from './page';

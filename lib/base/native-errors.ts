@@ -3,7 +3,7 @@
 import * as os from 'node:os';
 import * as util from 'node:util';
 
-import { native, type NativeErrorFactory } from '../native';
+import { native, onNativeLoad, type NativeErrorFactory } from '../native';
 import { ArgRangeError, ArgTypeError, KvmError, VfioError, type VfioErrorInit } from './error';
 
 export { KvmError, VfioError, type VfioErrorInit } from './error';
@@ -177,4 +177,4 @@ function isKvm(op: string, path: string | undefined): boolean {
   return op.startsWith('KVM_') || (path !== undefined && path.startsWith('/dev/kvm'));
 }
 
-native.setErrorFactory(makeNativeError);
+onNativeLoad((binding) => binding.setErrorFactory(makeNativeError));

@@ -1,5 +1,5 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
-import { native, type NativeMappingHandle } from '../native';
+import { native, onNativeLoad, type NativeMappingHandle } from '../native';
 import { DMA_HANDLE } from './dma-types';
 import '../base/native-errors'; // registers the error factory before any native call can fail
 import { watchSigbusListeners } from './sigbus-watch';
@@ -40,11 +40,14 @@ function checkWidth(op: string, width: unknown): AccessSize {
   return width;
 }
 
-// The environment's operand area for the single accessors (see NativeBinding.mappingScratch):
-// W[0] = slot, W[2..3] = offset, W[4..5] = value (BIG[2] as a bigint).
-const W = new Uint32Array(native.mappingScratch);
-const BIG = new BigUint64Array(native.mappingScratch);
-const { mapRead8, mapRead16, mapRead32, mapRead64, mapWrite8, mapWrite16, mapWrite32, mapWrite64 } = native;
+// The operand area for the single accessors (see NativeBinding.useMappingScratch): W[0] = slot,
+// W[2..3] = offset, W[4..5] = value (BIG[2] as a bigint). Allocated here rather than by the addon
+// so that the views are constants made before the addon loads, which keeps each access a store
+// into a known buffer; the addon adopts it on load, before any Mapping can exist.
+const SCRATCH = new ArrayBuffer(24);
+const W = new Uint32Array(SCRATCH);
+const BIG = new BigUint64Array(SCRATCH);
+onNativeLoad((binding) => binding.useMappingScratch(SCRATCH));
 
 const ARRAY_FOR_WIDTH = {
   1: Uint8Array,
@@ -146,7 +149,7 @@ export class Mapping implements Disposable {
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read8', off, 1);
     W[0] = this.#slot;
-    mapRead8();
+    native.mapRead8();
     return W[4];
   }
 
@@ -155,7 +158,7 @@ export class Mapping implements Disposable {
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read16', off, 2);
     W[0] = this.#slot;
-    mapRead16();
+    native.mapRead16();
     return W[4];
   }
 
@@ -164,7 +167,7 @@ export class Mapping implements Disposable {
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read32', off, 4);
     W[0] = this.#slot;
-    mapRead32();
+    native.mapRead32();
     return W[4];
   }
 
@@ -173,7 +176,7 @@ export class Mapping implements Disposable {
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read64', off, 8);
     W[0] = this.#slot;
-    mapRead64();
+    native.mapRead64();
     return BIG[2];
   }
 
@@ -185,7 +188,7 @@ export class Mapping implements Disposable {
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read64Pair', off, 8);
     W[0] = this.#slot;
-    mapRead64();
+    native.mapRead64();
     out[0] = W[4];
     out[1] = W[5];
   }
@@ -197,7 +200,7 @@ export class Mapping implements Disposable {
     else this.#offset('mapping.write8', off, 1);
     W[0] = this.#slot;
     W[4] = v;
-    mapWrite8();
+    native.mapWrite8();
   }
 
   /** Store 2 bytes. */
@@ -207,7 +210,7 @@ export class Mapping implements Disposable {
     else this.#offset('mapping.write16', off, 2);
     W[0] = this.#slot;
     W[4] = v;
-    mapWrite16();
+    native.mapWrite16();
   }
 
   /** Store 4 bytes. */
@@ -217,7 +220,7 @@ export class Mapping implements Disposable {
     else this.#offset('mapping.write32', off, 4);
     W[0] = this.#slot;
     W[4] = v;
-    mapWrite32();
+    native.mapWrite32();
   }
 
   /** Store 8 bytes from a bigint in [0, 2^64). */
@@ -231,7 +234,7 @@ export class Mapping implements Disposable {
     else this.#offset('mapping.write64', off, 8);
     W[0] = this.#slot;
     BIG[2] = v;
-    mapWrite64();
+    native.mapWrite64();
   }
 
   /** Store 8 bytes, given as two 32-bit halves, in one access. */
@@ -243,7 +246,7 @@ export class Mapping implements Disposable {
     W[0] = this.#slot;
     W[4] = lo;
     W[5] = hi;
-    mapWrite64();
+    native.mapWrite64();
   }
 
   /** Load `size` bytes: a bigint when size is 8, a number otherwise. */
