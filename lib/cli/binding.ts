@@ -291,7 +291,9 @@ export async function unbindDevices(bdfs: readonly string[], opts: MoveOptions):
 export async function restoreDevices(bdfs: readonly string[], opts: MoveOptions): Promise<DriverChange[]> {
   const devices = bdfs.map((b) => readDevice(b, opts));
   for (const dev of devices) {
-    if (opts.state.get(dev.bdf) === undefined) {
+    // A device that was on vfio-pci already when its group was handed over has only that to undo.
+    const ownerOnly = dev.iommuGroup !== null && opts.state.owner(dev.iommuGroup) !== undefined;
+    if (opts.state.get(dev.bdf) === undefined && !ownerOnly) {
       throw new VfioError({
         message: `${opts.state.path} remembers no earlier driver for ${dev.bdf}`,
         code: 'ENOENT',
@@ -301,14 +303,21 @@ export async function restoreDevices(bdfs: readonly string[], opts: MoveOptions)
         hint: 'restore undoes what bind or unbind did; to choose a driver, use bind --driver NAME',
       });
     }
-    if (dev.driver !== opts.state.get(dev.bdf)!.driver) checkVfioReleased(dev, opts);
+    const saved = opts.state.get(dev.bdf);
+    if (saved !== undefined && dev.driver !== saved.driver) checkVfioReleased(dev, opts);
   }
   const out: DriverChange[] = [];
   for (const [i, dev] of devices.entries()) {
     opts.onStart?.(i + 1, devices.length, dev.bdf);
-    const saved = opts.state.get(dev.bdf)!;
-    const dir = deviceDir(dev.bdf, opts);
     giveBackGroup(dev.iommuGroup, opts.state, opts.vfioDevDir);
+    const saved = opts.state.get(dev.bdf);
+    if (saved === undefined) {
+      const change: DriverChange = { bdf: dev.bdf, from: dev.driver, to: dev.driver, changed: false };
+      out.push(change);
+      opts.onDone?.(i + 1, devices.length, change);
+      continue;
+    }
+    const dir = deviceDir(dev.bdf, opts);
     // An empty write clears driver_override; the kernel then matches by ID table again.
     sysfsWrite(path.join(dir, 'driver_override'), saved.driverOverride ?? '\n', dev.bdf);
     if (dev.driver !== null && dev.driver !== saved.driver) {
