@@ -137,7 +137,9 @@ function routedInterfaces(procRoot: string): Set<string> {
     });
   for (const l of (read(path.join(procRoot, 'net/ipv6_route')) ?? '').split('\n')) {
     const f = l.trim().split(/\s+/);
-    if (f.length >= 10 && f[9] !== 'lo') out.add(f[9]);
+    // Link-local (fe80::/10) and multicast (ff00::/8) routes come with every link that is up.
+    if (f.length < 10 || f[9] === 'lo' || /^(fe[89ab]|ff)/i.test(f[0])) continue;
+    out.add(f[9]);
   }
   return out;
 }
