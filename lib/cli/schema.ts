@@ -117,6 +117,7 @@ export const SCHEMAS: Record<string, Schema> = {
         viable: bool,
         vfioReady: bool,
         net: { type: 'array', items: obj({ name: str, up: bool }) },
+        modules: nullable({ type: 'array', items: str }),
       }),
     },
   }),

@@ -6,6 +6,7 @@ import { bindDevices, restoreDevices, unbindDevices, type DriverChange, type Mov
 import { UsageError } from '../errors';
 import { hostUseOf, type CliIo } from '../io';
 import { formatList, listEntries } from '../list';
+import { ModuleAliases } from '../modules';
 import { PciIds } from '../pci-ids';
 import { resolveUser } from '../group-owner';
 import { DriverState, statePath } from '../state';
@@ -72,7 +73,8 @@ export function addDriverCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     program
       .command('list')
       .description(
-        'every PCI device: IDs and names (pci.ids), class, driver, IOMMU group, viability, VFIO readiness',
+        'every PCI device: IDs and names (pci.ids), class, driver, IOMMU group, viability, VFIO readiness, ' +
+          'and the kernel modules that could drive it (modules.alias, as lspci -k)',
       )
       .argument('[bdf...]', 'only these devices')
       .option('--id <vvvv:dddd>', 'only this vendor:device (either side may be empty)')
@@ -91,6 +93,7 @@ export function addDriverCommands(program: Command, io: CliIo, sysfs: SysfsOptio
         { bdfs: parseBdfs(bdfs), id: o.id, class: o.class, driver: o.driver },
         ids,
         sysfs,
+        ModuleAliases.load(io.env['VFIO_BRIDGE_MODULES_ALIAS'] || undefined),
       );
       if (o.json) jsonOut(io, 'list', { devices: entries });
       else io.out(formatList(entries));

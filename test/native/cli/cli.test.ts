@@ -27,7 +27,9 @@ beforeEach(() => {
   state = path.join(tmp.dir, 'state', 'drivers.json');
   makeSysfs(sys);
   fs.writeFileSync(path.join(tmp.dir, 'pci.ids'), PCI_IDS);
+  fs.writeFileSync(path.join(tmp.dir, 'modules.alias'), ''); // the machine's own would show in list
   env = {
+    VFIO_BRIDGE_MODULES_ALIAS: path.join(tmp.dir, 'modules.alias'),
     VFIO_BRIDGE_SYSFS_ROOT: sys,
     VFIO_BRIDGE_STATE: state,
     VFIO_BRIDGE_PCI_IDS: path.join(tmp.dir, 'pci.ids'),
