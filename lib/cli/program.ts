@@ -19,6 +19,7 @@ import {
   type FailureReport,
 } from './errors';
 import { sysfsOf, type CliIo } from './io';
+import { bashCompletion, zshCompletion } from './completion';
 import { SCHEMAS } from './schema';
 import { addAccessCommands } from './commands/access';
 import { example } from './commands/common';
@@ -70,6 +71,20 @@ export function buildProgram(io: CliIo): Command {
         `one of ${Object.keys(SCHEMAS).join(', ')}`,
       );
     io.out(JSON.stringify(s, null, 2) + '\n');
+  });
+
+  example(
+    program
+      .command('completion')
+      .description('print a bash or zsh completion script, made from this program so it cannot drift')
+      .argument('<shell>', 'bash or zsh'),
+    'source <(vfio-bridge completion bash)',
+    'vfio-bridge completion zsh > "${fpath[1]}/_vfio-bridge"',
+  ).action((shell: string) => {
+    const make = { bash: bashCompletion, zsh: zshCompletion }[shell];
+    if (make === undefined)
+      throw new UsageError(`no completion for ${JSON.stringify(shell)}`, 'one of bash, zsh');
+    io.out(make(program));
   });
 
   return program;
