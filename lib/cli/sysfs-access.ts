@@ -142,6 +142,20 @@ export function openSysfsPort(
   let m: Mapping;
   try {
     m = Mapping.fromFd(fd, start, end - start, { writable: false });
+  } catch (e) {
+    if (!(e instanceof VfioError) || e.code !== 'EINVAL') throw e;
+    // With CONFIG_IO_STRICT_DEVMEM the kernel maps no BAR a driver has claimed.
+    throw new VfioError({
+      message: `the kernel refuses to map ${REGION_NAMES[region]} of ${bdf} through ${file}`,
+      code: 'EINVAL',
+      errno: 22,
+      op: 'mmap',
+      path: file,
+      bdf,
+      hint:
+        'its driver has claimed the BAR, and this kernel maps no claimed BAR (CONFIG_IO_STRICT_DEVMEM): ' +
+        `bind it to vfio-pci first (vfio-bridge bind ${bdf}), or boot with iomem=relaxed`,
+    });
   } finally {
     fs.closeSync(fd); // the mapping keeps what it needs
   }
