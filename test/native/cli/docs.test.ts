@@ -1,9 +1,12 @@
 // Completion scripts and the man page come from the same commander program as --help: every
 // command and option appears in each, and the shells accept the scripts.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 import { manPage } from '../../../lib/cli/man';
-import { buildProgram } from '../../../lib/cli/program';
+import { buildProgram, packageVersion } from '../../../lib/cli/program';
+import { ROOT } from '../helpers';
 import { cli } from './harness';
 
 const io = {
@@ -86,6 +89,12 @@ describe('the man page', () => {
     expect(unroff).toContain('What persists:');
     expect(unroff).toContain('/run/vfio-bridge/drivers.json');
     expect(unroff).toContain('{"error":{"message":...,"hint":...,"code":...}}');
+  });
+
+  test('the page in man/ is what `npm run man` makes now', () => {
+    const committed = fs.readFileSync(path.join(ROOT, 'man/vfio-bridge.1'), 'utf8');
+    const date = /^\.TH \S+ 1 "([0-9-]+)"/.exec(committed)?.[1] ?? '';
+    expect(committed).toBe(manPage(program, packageVersion(), date));
   });
 
   test('man renders it without warnings', () => {
