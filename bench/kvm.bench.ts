@@ -125,7 +125,7 @@ async function main(): Promise<void> {
   // the thread; the emulated register is handed to this thread and back.
   const table = new ExitTable();
   const listener = new ExitTableListener(table, 'mmio', (b) => (b === e1k.device.bdf ? e1k.device : null));
-  const unlisten = bus.memory.addListener(listener);
+  const unlisten = bus.memory.addMemoryListener(listener);
   const onThread = async (addr: number, count: number, withTable: boolean): Promise<number> => {
     m.load(bin);
     m.param(0, addr);

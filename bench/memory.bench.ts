@@ -85,7 +85,7 @@ function thousandRegionTree(): { as: AddressSpace; bar: MemoryRegion; count: num
   });
   const as = new AddressSpace('memory', root, { log: null });
   const listener: MemoryListener = { regionAdd: () => void sink++, regionDel: () => void sink++ };
-  as.addListener(listener);
+  as.addMemoryListener(listener);
   return { as, bar: bar!, count };
 }
 

@@ -16,7 +16,10 @@
  * VMM for a guest's doing: problems are events, counters and a rate-limited log.
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { EventEmitter } from 'node:events';
+
 import { VfioBridgeError } from '../base';
+import { emitGuarded } from '../base/events';
 import type { AddressSpace, FlatRange, MemoryListener } from '../memory';
 import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
 import { span, type DmaMapRequest } from '../vfio/dma-types';
@@ -137,7 +140,7 @@ interface Entry {
 }
 
 function defaultLog(line: string): void {
-  process.emitWarning(line, 'DmaListenerWarning');
+  process.emitWarning(line, { type: 'DmaListenerWarning', code: 'VFIO_BRIDGE_DMA' });
 }
 
 function firstLine(e: unknown): string {
@@ -149,7 +152,17 @@ function firstLine(e: unknown): string {
  * section, {@link DmaSkip}), `dma-error` (a RAM-device map or an unmap that failed,
  * {@link DmaErrorEvent}), `fatal` (a RAM map failed and the commit was undone, {@link DmaCommitError}).
  */
-export class DmaListener implements MemoryListener, Disposable {
+/** The events of a {@link DmaListener}. */
+export type DmaListenerEvents = {
+  /** A section that was not mapped, or only in part (see {@link DmaSkip}). */
+  warning: [DmaSkip];
+  /** A map or unmap the kernel refused (see {@link DmaErrorEvent}). */
+  'dma-error': [DmaErrorEvent];
+  /** A RAM map failed and the commit was undone. */
+  fatal: [DmaCommitError];
+};
+
+export class DmaListener extends EventEmitter<DmaListenerEvents> implements MemoryListener, Disposable {
   readonly container: DmaContainer;
   readonly space: AddressSpace;
   /** The IOMMU page: the granularity of RAM-device mappings. */
@@ -179,11 +192,6 @@ export class DmaListener implements MemoryListener, Disposable {
     orphanCount: 0,
     droppedUnmaps: 0,
   };
-  readonly #on = {
-    warning: [] as ((w: DmaSkip) => void)[],
-    'dma-error': [] as ((e: DmaErrorEvent) => void)[],
-    fatal: [] as ((e: DmaCommitError) => void)[],
-  };
   readonly #log: RateLimitedLog;
   #lastFatal: DmaCommitError | null = null;
   #unsubscribe: (() => void) | null = null;
@@ -206,6 +214,7 @@ export class DmaListener implements MemoryListener, Disposable {
         'DmaListener needs a container (Container or one with mapDma/unmapDma/iommuInfo)',
       );
     }
+    super();
     const log = new RateLimitedLog(opts, defaultLog);
     const host = opts.hostPageSize ?? 4096;
     if (!Number.isSafeInteger(host) || host <= 0 || (host & (host - 1)) !== 0) {
@@ -217,7 +226,7 @@ export class DmaListener implements MemoryListener, Disposable {
     this.pageSize = container.iommuInfo().minPageSize;
     this.ramPageSize = Math.max(this.pageSize, host);
     this.#premapped = premapped;
-    this.#unsubscribe = space.addListener(this);
+    this.#unsubscribe = space.addMemoryListener(this);
     // What was mapped ahead and has left the flat view since is unmapped: the record stays exact.
     if (premapped !== null) {
       for (const req of premapped.values()) {
@@ -267,27 +276,6 @@ export class DmaListener implements MemoryListener, Disposable {
       }
     }
     return new DmaListener(container, space, opts, ahead);
-  }
-
-  /** Subscribe to an event. */
-  on(event: 'warning', fn: (w: DmaSkip) => void): this;
-  on(event: 'dma-error', fn: (e: DmaErrorEvent) => void): this;
-  on(event: 'fatal', fn: (e: DmaCommitError) => void): this;
-  on(event: 'warning' | 'dma-error' | 'fatal', fn: (e: never) => void): this {
-    const list = this.#on[event] as unknown[] | undefined;
-    if (list === undefined) throw new ArgTypeError(`unknown event '${String(event)}'`);
-    if (typeof fn !== 'function') throw new ArgTypeError('listener must be a function');
-    list.push(fn);
-    return this;
-  }
-
-  /** Unsubscribe a function given to {@link DmaListener.on}. */
-  off(event: 'warning' | 'dma-error' | 'fatal', fn: (e: never) => void): this {
-    const list = this.#on[event] as unknown[] | undefined;
-    if (list === undefined) throw new ArgTypeError(`unknown event '${String(event)}'`);
-    const i = list.indexOf(fn);
-    if (i >= 0) list.splice(i, 1);
-    return this;
   }
 
   /** Counters since creation. */
@@ -491,7 +479,7 @@ export class DmaListener implements MemoryListener, Disposable {
     this.#stats.fatalCount++;
     this.#lastFatal = err;
     this.#logLine(err.message);
-    for (const fn of this.#on.fatal) this.#safe(() => fn(err));
+    this.#emit('fatal', err);
   }
 
   /**
@@ -553,22 +541,18 @@ export class DmaListener implements MemoryListener, Disposable {
     };
     const rest = then !== undefined ? `; ${then}` : '';
     this.#logLine(`DMA: ${op} of ${span(m.iova, m.size)} ('${m.region}') failed: ${firstLine(error)}${rest}`);
-    for (const fn of this.#on['dma-error']) this.#safe(() => fn(ev));
+    this.#emit('dma-error', ev);
   }
 
   #warn(w: DmaSkip): void {
     this.#stats.warningCount++;
     this.#logLine(w.message);
-    for (const fn of this.#on.warning) this.#safe(() => fn(w));
+    this.#emit('warning', w);
   }
 
   // A throwing event handler must not abort a commit half-way.
-  #safe(fn: () => void): void {
-    try {
-      fn();
-    } catch (e) {
-      this.#logLine(`DMA: an event listener threw: ${firstLine(e)}`);
-    }
+  #emit<K extends keyof DmaListenerEvents>(event: K, ...args: DmaListenerEvents[K]): void {
+    emitGuarded(this, event, args, (e) => this.#logLine(`DMA: an event listener threw: ${firstLine(e)}`));
   }
 
   #logLine(line: string): void {

@@ -88,7 +88,7 @@ export class KvmMemoryListener implements MemoryListener {
     const why = e instanceof Error ? e.message : String(e);
     process.emitWarning(
       `${where.name} at 0x${where.addr.toString(16)}+0x${where.size.toString(16)} stays trapped: ${why}`,
-      'KvmSlotWarning',
+      { type: 'KvmSlotWarning', code: 'VFIO_BRIDGE_SLOT_TRAPPED' },
     );
   }
 

@@ -300,7 +300,10 @@ export class Vcpu implements Disposable {
     const what = isMmio
       ? `MMIO at 0x${address.toString(16)}`
       : `port 0x${address.toString(16)} (count ${count})`;
-    process.emitWarning(`${this.path}: unserved ${what}: reads all-ones, writes dropped`, 'KvmExitWarning');
+    process.emitWarning(`${this.path}: unserved ${what}: reads all-ones, writes dropped`, {
+      type: 'KvmExitWarning',
+      code: 'VFIO_BRIDGE_UNSERVED_EXIT',
+    });
   }
 
   #answer(value: number | bigint): void {

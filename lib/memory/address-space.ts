@@ -1,7 +1,10 @@
 /**
  * Address spaces: a root region, its flat view, guest access dispatch and memory listeners.
  */
+import { EventEmitter } from 'node:events';
+
 import { ArgTypeError } from '../base/error';
+import { emitGuarded } from '../base/events';
 import {
   ioInvalidReason,
   ioRead,
@@ -75,7 +78,7 @@ export interface AddressSpaceOptions {
 const EMPTY = new FlatView([], null);
 
 function defaultLog(line: string): void {
-  process.emitWarning(line, 'UnassignedAccessWarning');
+  process.emitWarning(line, { type: 'UnassignedAccessWarning', code: 'VFIO_BRIDGE_UNASSIGNED' });
 }
 
 /**
@@ -87,14 +90,19 @@ function defaultLog(line: string): void {
  * address that is not a safe non-negative integer, an access that does not end at or below 2^53, an
  * access size outside 1..8, a value of the wrong type or width) are `RangeError`s and `TypeError`s.
  */
-export class AddressSpace implements Rebuildable, Disposable {
+/** The events of an {@link AddressSpace}. */
+export type AddressSpaceEvents = {
+  /** An access no region took, or one a region refused (see {@link UnassignedAccess}). */
+  unassigned: [UnassignedAccess];
+};
+
+export class AddressSpace extends EventEmitter<AddressSpaceEvents> implements Rebuildable, Disposable {
   readonly name: string;
   readonly root: MemoryRegion;
   private _fv: FlatView;
   /** What the last rendering depended on, kept even when the ranges did not change. */
   private _deps: ReadonlySet<MemoryRegion>;
   private _listeners: MemoryListener[] = [];
-  private _onUnassigned: Array<(e: UnassignedAccess) => void> = [];
   private _unassigned = 0;
   private _closed = false;
   private readonly _log: RateLimitedLog;
@@ -111,6 +119,7 @@ export class AddressSpace implements Rebuildable, Disposable {
       throw new ArgTypeError(`address space name must be a string, got ${typeof name}`);
     if (!(root instanceof MemoryRegion))
       throw new ArgTypeError(`root of address space '${name}' must be a MemoryRegion`);
+    super();
     this._log = new RateLimitedLog(opts, defaultLog);
     this.name = name;
     this.root = root;
@@ -132,22 +141,6 @@ export class AddressSpace implements Rebuildable, Disposable {
   /** Whether {@link AddressSpace.close} was called. */
   get closed(): boolean {
     return this._closed;
-  }
-
-  /** Subscribes to unassigned or refused guest accesses. */
-  on(event: 'unassigned', fn: (e: UnassignedAccess) => void): this {
-    if (event !== 'unassigned') throw new ArgTypeError(`unknown event '${String(event)}'`);
-    if (typeof fn !== 'function') throw new ArgTypeError('listener must be a function');
-    this._onUnassigned.push(fn);
-    return this;
-  }
-
-  /** Removes a subscription made with {@link AddressSpace.on}. */
-  off(event: 'unassigned', fn: (e: UnassignedAccess) => void): this {
-    if (event !== 'unassigned') throw new ArgTypeError(`unknown event '${String(event)}'`);
-    const i = this._onUnassigned.indexOf(fn);
-    if (i >= 0) this._onUnassigned.splice(i, 1);
-    return this;
   }
 
   /**
@@ -334,7 +327,7 @@ export class AddressSpace implements Rebuildable, Disposable {
    * `begin` and `commit`), then every later change. The returned function unsubscribes it, after
    * telling it `regionDel` for every range still present.
    */
-  addListener(l: MemoryListener): () => void {
+  addMemoryListener(l: MemoryListener): () => void {
     this._assertOpen();
     if (l === null || typeof l !== 'object') throw new ArgTypeError('listener must be an object');
     this._listeners.push(l);
@@ -367,7 +360,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     this._install(EMPTY, errors);
     this._closed = true;
     this._listeners = [];
-    this._onUnassigned = [];
+    this.removeAllListeners();
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new AggregateError(errors, `${errors.length} memory listeners failed`);
   }
@@ -631,18 +624,14 @@ export class AddressSpace implements Rebuildable, Disposable {
         `${this.name}: ${reason} ${isWrite ? 'write' : 'read'} at 0x${addr.toString(16)} size ${size}` +
         `${r !== undefined ? ` in '${r.name}'` : ''}`,
     );
-    for (const fn of this._onUnassigned) {
-      // A throwing subscriber must not turn a guest access into a VMM exception, nor stop the rest
-      // of a split access half-way.
-      try {
-        fn(e);
-      } catch (err) {
-        this._log.line(
-          () =>
-            `${this.name}: an 'unassigned' listener threw: ${err instanceof Error ? err.message : String(err)}`,
-        );
-      }
-    }
+    // A throwing subscriber must not turn a guest access into a VMM exception, nor stop the rest
+    // of a split access half-way.
+    emitGuarded(this, 'unassigned', [e], (err) =>
+      this._log.line(
+        () =>
+          `${this.name}: an 'unassigned' listener threw: ${err instanceof Error ? err.message : String(err)}`,
+      ),
+    );
   }
 }
 

@@ -1,4 +1,5 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { EventEmitter } from 'node:events';
 import { implementedConfigBytes } from './config-map';
 import { type AccessSize, MemoryRegion, type MemoryRegionOps, transaction } from '../memory';
 import type { RegionInfo } from '../vfio';
@@ -142,7 +143,13 @@ interface MmapArea {
  * configuration space is passed through to the kernel except for the BAR registers, the ROM
  * register, an overridden vendor/device ID and the MSI-X control bits, which are emulated here.
  */
-export class VfioPciDevice implements Disposable {
+/** The events of a {@link VfioPciDevice}. */
+export type VfioPciDeviceEvents = {
+  /** A guest access the device could not serve as asked (the reasons are listed on `DeviceErrorReason`). */
+  'device-error': [DeviceErrorEvent];
+};
+
+export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements Disposable {
   /** The device's address, used in every region name. */
   readonly bdf: string;
   readonly device: VfioDeviceLike;
@@ -182,11 +189,12 @@ export class VfioPciDevice implements Disposable {
       throw new ArgTypeError('VfioPciDevice.open needs a VFIO device (bdf, regionInfo, read, write, map)');
     }
     if (bus.closed) throw closedError('VfioPciDevice.open', 'the PciBus');
+    super();
     checkUndriven(device, bus);
     this.bus = bus;
     this.device = device;
     this.bdf = device.bdf;
-    this.#reporter = new DeviceReporter(opts);
+    this.#reporter = new DeviceReporter(opts, this);
 
     const cfg = device.regionInfo(VFIO_PCI_CONFIG_REGION_INDEX);
     if (cfg.size < 0x40)
@@ -374,23 +382,6 @@ export class VfioPciDevice implements Disposable {
   /** How many guest accesses the device could not serve as asked since it was opened. */
   get deviceErrorCount(): number {
     return this.#reporter.count;
-  }
-
-  /**
-   * Subscribes to guest accesses the device could not serve as asked (the reasons are listed on `DeviceErrorReason`).
-   * They never throw at the VMM: they are counted, logged at a limited rate and reported here.
-   */
-  on(event: 'device-error', fn: (e: DeviceErrorEvent) => void): this {
-    if (event !== 'device-error') throw new ArgTypeError(`unknown event '${String(event)}'`);
-    this.#reporter.on(fn);
-    return this;
-  }
-
-  /** Removes a subscription made with {@link VfioPciDevice.on}. */
-  off(event: 'device-error', fn: (e: DeviceErrorEvent) => void): this {
-    if (event !== 'device-error') throw new ArgTypeError(`unknown event '${String(event)}'`);
-    this.#reporter.off(fn);
-    return this;
   }
 
   // ---- configuration space ------------------------------------------------------------------

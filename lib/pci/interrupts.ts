@@ -1,4 +1,5 @@
 import { closedError } from '../base/error';
+import { EventEmitter } from 'node:events';
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import type { EventFdLike, IrqInfo, IrqOptions } from '../vfio';
 import type { EmulatedConfig, PciCapability } from './config';
@@ -114,7 +115,17 @@ export interface PciInterruptsContext {
  * Interrupts keep the process alive by default ({@link unref} changes it); REQ never does.
  * Host failures while following the guest are reported as `device-error` (reason `irq`), never thrown.
  */
-export class PciInterrupts {
+/** The events of {@link PciInterrupts}. */
+export type PciInterruptsEvents = {
+  /** An interrupt for the guest: the vector, how many were coalesced, and the mode it came in. */
+  interrupt: Parameters<PciInterruptListener>;
+  /** The guest changed its interrupt setup. */
+  change: [PciIrqChange];
+  /** The host asks for the device back (REQ): answer it by closing the device. */
+  req: [];
+};
+
+export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
   /** The emulated MSI capability, or null when the device has none. */
   readonly msi: Msi | null;
   /** The interrupt pin (1..4 for INTA..INTD), 0 when the device has no INTx. */
@@ -123,9 +134,6 @@ export class PciInterrupts {
   #mode: PciIrqType | 'none' = 'none';
   #host: HostIrq | null = null;
   #req: HostIrq | null = null;
-  #listeners: PciInterruptListener[] = [];
-  #changeListeners: ((c: PciIrqChange) => void)[] = [];
-  #reqListeners: (() => void)[] = [];
   /** The INTx router's request, while one holds (see routeIntx). */
   #intxRoute: IntxRouteRequest | null = null;
   #refed = true;
@@ -136,7 +144,22 @@ export class PciInterrupts {
 
   /** @internal built by VfioPciDevice */
   constructor(ctx: PciInterruptsContext) {
+    super();
     this.#ctx = ctx;
+    // Subscribing has effects: the first 'interrupt' listener wires INTx, a 'req' listener enables
+    // the host's REQ interrupt; the last 'interrupt' listener leaving unwires INTx again.
+    const self = this as EventEmitter;
+    self.on('newListener', (event: string) => {
+      if (event !== 'interrupt' && event !== 'req') return;
+      this.#checkOpen();
+      if (event === 'interrupt' && this.#mode === 'none') this.#enterIntx();
+      if (event === 'req') this.#enableReq();
+    });
+    self.on('removeListener', (event: string) => {
+      if (event === 'interrupt' && !this.#wantsIntx() && this.#mode === 'intx' && !this.#closed) {
+        this.#switch('none', 0);
+      }
+    });
     this.pin = ctx.phys(PCI_INTERRUPT_PIN, 1);
     const cap = ctx.capabilities.find((c) => !c.extended && c.id === PCI_CAP_ID_MSI);
     if (cap) {
@@ -162,44 +185,6 @@ export class PciInterrupts {
     return this.#host;
   }
 
-  /** Subscribes to interrupts, changes of the guest's setup, or the host's request for the device. */
-  on(event: 'interrupt', fn: PciInterruptListener): this;
-  on(event: 'change', fn: (c: PciIrqChange) => void): this;
-  on(event: 'req', fn: () => void): this;
-  on(event: 'interrupt' | 'change' | 'req', fn: (...args: never[]) => void): this {
-    if (typeof fn !== 'function') throw new ArgTypeError('listener must be a function');
-    this.#checkOpen();
-    if (event === 'interrupt') {
-      this.#listeners.push(fn as PciInterruptListener);
-      if (this.#mode === 'none') this.#enterIntx();
-    } else if (event === 'change') {
-      this.#changeListeners.push(fn as (c: PciIrqChange) => void);
-    } else if (event === 'req') {
-      this.#reqListeners.push(fn as () => void);
-      this.#enableReq();
-    } else {
-      throw new ArgTypeError(`unknown event '${String(event)}'`);
-    }
-    return this;
-  }
-
-  /** Removes a subscription made with {@link on}. */
-  off(event: 'interrupt' | 'change' | 'req', fn: (...args: never[]) => void): this {
-    const list: unknown[] =
-      event === 'interrupt'
-        ? this.#listeners
-        : event === 'change'
-          ? this.#changeListeners
-          : this.#reqListeners;
-    const i = list.indexOf(fn);
-    if (i >= 0) list.splice(i, 1);
-    // INTx is wired for listeners (see on()), so the last one leaving unwires it.
-    if (event === 'interrupt' && !this.#wantsIntx() && this.#mode === 'intx' && !this.#closed) {
-      this.#switch('none', 0);
-    }
-    return this;
-  }
-
   /**
    * routeIntx: keeps INTx enabled on the host while the guest has neither MSI nor MSI-X on, with or
    * without 'interrupt' listeners, for a router that consumes its trigger eventfd (`host.fds[0]`)
@@ -223,7 +208,7 @@ export class PciInterrupts {
       this.#intxRoute = null;
       if (this.#closed || this.#mode !== 'intx') return;
       // Enabled again without the resample eventfd, so eoi() is what unmasks for the listeners.
-      if (this.#listeners.length > 0) this.#enterIntx();
+      if (this.listenerCount('interrupt') > 0) this.#enterIntx();
       else this.#switch('none', 0);
     };
   }
@@ -360,7 +345,7 @@ export class PciInterrupts {
 
   /** INTx is wanted by JavaScript listeners or by a router (see routeIntx). */
   #wantsIntx(): boolean {
-    return this.#listeners.length > 0 || this.#intxRoute !== null;
+    return this.listenerCount('interrupt') > 0 || this.#intxRoute !== null;
   }
 
   /** After MSI or MSI-X went off: back to INTx if someone wants it, else nothing. */
@@ -387,7 +372,7 @@ export class PciInterrupts {
   }
 
   #requested(): void {
-    for (const fn of [...this.#reqListeners]) fn();
+    this.emit('req');
   }
 
   // ---- delivery ---------------------------------------------------------------------------------
@@ -414,8 +399,7 @@ export class PciInterrupts {
   }
 
   #deliver(vector: number, count: number, type: PciIrqType): void {
-    const ls = this.#listeners;
-    for (let i = 0; i < ls.length; i++) ls[i](vector, count, type);
+    this.emit('interrupt', vector, count, type);
   }
 
   #commandChanged(): void {
@@ -519,7 +503,7 @@ export class PciInterrupts {
   }
 
   #emitChange(c: PciIrqChange): void {
-    for (const fn of [...this.#changeListeners]) fn(c);
+    this.emit('change', c);
   }
 
   /** Runs a host operation the guest caused: a VFIO failure is reported, never thrown. */

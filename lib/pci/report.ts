@@ -1,4 +1,6 @@
-import { ArgTypeError } from '../base/error';
+import type { EventEmitter } from 'node:events';
+
+import { emitGuarded } from '../base/events';
 import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
 
 /**
@@ -39,7 +41,7 @@ export interface DeviceErrorEvent {
 export type DeviceReportOptions = RateLimitedLogOptions;
 
 function defaultLog(line: string): void {
-  process.emitWarning(line, 'VfioPciDeviceWarning');
+  process.emitWarning(line, { type: 'VfioPciDeviceWarning', code: 'VFIO_BRIDGE_DEVICE_ERROR' });
 }
 
 /**
@@ -57,26 +59,18 @@ export function isVfioError(e: unknown): e is Error & { code: string } {
  */
 export class DeviceReporter {
   #count = 0;
-  #listeners: ((e: DeviceErrorEvent) => void)[] = [];
   readonly #log: RateLimitedLog;
+  readonly #emitter: EventEmitter | null;
 
-  constructor(opts: DeviceReportOptions = {}) {
+  /** `emitter` hears each report as its `device-error` event (the device itself, for a VfioPciDevice). */
+  constructor(opts: DeviceReportOptions = {}, emitter: EventEmitter | null = null) {
     this.#log = new RateLimitedLog(opts, defaultLog);
+    this.#emitter = emitter;
   }
 
   /** Reports since creation. */
   get count(): number {
     return this.#count;
-  }
-
-  on(fn: (e: DeviceErrorEvent) => void): void {
-    if (typeof fn !== 'function') throw new ArgTypeError('listener must be a function');
-    this.#listeners.push(fn);
-  }
-
-  off(fn: (e: DeviceErrorEvent) => void): void {
-    const i = this.#listeners.indexOf(fn);
-    if (i >= 0) this.#listeners.splice(i, 1);
   }
 
   /** Counts, logs (rate-limited) and emits one unserved guest access. */
@@ -86,7 +80,13 @@ export class DeviceReporter {
     this.warn(
       `${e.bdf}: ${e.reason} ${e.isWrite ? 'write' : 'read'} at 0x${e.offset.toString(16)} size ${e.size} in '${e.where}'${why}`,
     );
-    for (const fn of this.#listeners) fn(e);
+    if (this.#emitter !== null) {
+      emitGuarded(this.#emitter, 'device-error', [e], (err) =>
+        this.warn(
+          `${e.bdf}: a 'device-error' listener threw: ${err instanceof Error ? err.message : String(err)}`,
+        ),
+      );
+    }
   }
 
   /** Logs one line at setup, where lines are few and bounded, so none is rate-limited away. */

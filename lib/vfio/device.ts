@@ -166,9 +166,11 @@ export class Device implements Disposable {
 
   /**
    * {@link Device.reset} with the ioctl on the libuv thread pool: a function-level reset waits
-   * 100 ms and more in the kernel. The device is checked at once, as reset checks it.
+   * 100 ms and more in the kernel. The device is checked at once, as reset checks it; an aborted
+   * `signal` refuses to start it (the kernel's reset itself cannot be interrupted).
    */
-  async resetAsync(): Promise<void> {
+  async resetAsync(opts: { signal?: AbortSignal } = {}): Promise<void> {
+    opts.signal?.throwIfAborted();
     const h = this.#open('VFIO_DEVICE_RESET');
     try {
       await native.vfioDeviceResetAsync(h);
@@ -240,9 +242,14 @@ export class Device implements Disposable {
 
   /**
    * {@link Device.hotReset} with the bus reset on the libuv thread pool (it waits a second or more
-   * in the kernel). The groups are checked, and their fds duplicated, at once.
+   * in the kernel). The groups are checked, and their fds duplicated, at once; an aborted `signal`
+   * refuses to start it (a bus reset under way cannot be interrupted).
    */
-  async hotResetAsync(groups?: readonly { readonly number: number; readonly fd: number }[]): Promise<void> {
+  async hotResetAsync(
+    groups?: readonly { readonly number: number; readonly fd: number }[],
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<void> {
+    opts.signal?.throwIfAborted();
     const h = this.#open('VFIO_DEVICE_PCI_HOT_RESET');
     await native.vfioHotResetAsync(h, this.#hotResetFds(groups));
   }

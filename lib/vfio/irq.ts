@@ -58,7 +58,10 @@ export class IrqWatcher implements Disposable {
     const report =
       onError ??
       ((vector: number, e: VfioError): void => {
-        process.emitWarning(`interrupt vector ${vector}: ${e.message}`, 'VfioIrqWarning');
+        process.emitWarning(`interrupt vector ${vector}: ${e.message}`, {
+          type: 'VfioIrqWarning',
+          code: 'VFIO_BRIDGE_IRQ_FAILED',
+        });
       });
     this.#native = native.irqWatcherOpen((vector, count) => {
       if (count > 0) {

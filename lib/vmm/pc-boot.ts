@@ -150,7 +150,7 @@ function* bootSteps(ctx: BootContext): Generator<void, Boot> {
       vm.addSlot({ guestAddress: r.gpa, size: r.size, memory: ram, offset: r.offset, name: 'ram' });
     }
     yield;
-    const unlisten = machine.bus.memory.addListener(
+    const unlisten = machine.bus.memory.addMemoryListener(
       new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier }),
     );
     undo.push(unlisten);
@@ -166,7 +166,7 @@ function* bootSteps(ctx: BootContext): Generator<void, Boot> {
       ['pio', machine.bus.io],
     ] as const) {
       const l = new ExitTableListener(table, space, device);
-      const off = as.addListener(l);
+      const off = as.addMemoryListener(l);
       undo.push(() => {
         off();
         l.clear();

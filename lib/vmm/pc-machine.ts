@@ -57,6 +57,13 @@ export type {
   PcRunOptions,
 } from './pc-options';
 
+/** `signal` checked to be an AbortSignal (or absent). */
+function checkSignal(signal: AbortSignal | undefined): AbortSignal | undefined {
+  if (signal !== undefined && !(signal instanceof AbortSignal))
+    throw new ArgTypeError('signal must be an AbortSignal');
+  return signal;
+}
+
 export class PcMachine implements Disposable {
   readonly machine: Machine;
   readonly kvm: Kvm;
@@ -164,15 +171,25 @@ export class PcMachine implements Disposable {
    * asynchronously, devices are opened and guest RAM is pinned for the IOMMU on the libuv thread
    * pool, and the event loop gets a turn between the steps (each device, BAR placement, each step of
    * the VM's set-up).
+   *
+   * `ctl.signal` aborts it between two steps: what was built is closed and the promise rejects with
+   * the signal's reason.
    */
-  static async open(opts: PcMachineOptions): Promise<PcMachine> {
+  static async open(opts: PcMachineOptions, ctl: { signal?: AbortSignal } = {}): Promise<PcMachine> {
     const checked = checkPcShape(opts);
+    const signal = checkSignal(ctl.signal);
+    signal?.throwIfAborted();
     const [kernel, initrd] = await Promise.all([
       readInputAsync('kernel', opts.kernel),
       opts.initrd !== undefined ? readInputAsync('initramfs', opts.initrd) : undefined,
     ]);
     parseBzImage(kernel);
-    const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    // Between the steps, the loop gets a turn and an abort is taken: what was built is closed.
+    const turn = async (): Promise<void> => {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      signal?.throwIfAborted();
+    };
+    signal?.throwIfAborted();
     const kvm = openKvm(opts);
     let machine: Machine | undefined;
     let pc: PcMachine | undefined;
@@ -297,14 +314,20 @@ export class PcMachine implements Disposable {
    * {@link reboot} without holding the event loop: device resets run on the libuv thread pool, guest
    * RAM is cleared in pieces, and the new boot is set up in steps with a turn for the loop between.
    * The machine counts as running meanwhile: run() and another reboot are refused.
+   *
+   * `opts.signal` aborts it between two steps with the signal's reason; the machine then has no boot
+   * until the next reboot.
    */
-  async rebootAsync(opts: { cmdline?: string } = {}): Promise<void> {
+  async rebootAsync(opts: { cmdline?: string; signal?: AbortSignal } = {}): Promise<void> {
+    const signal = checkSignal(opts.signal);
+    signal?.throwIfAborted();
     this.#beginReboot(opts);
     this.#running = true;
     try {
       await this.#boots.restartAsync(opts.cmdline, async () => {
         await new Promise<void>((resolve) => setImmediate(resolve));
         this.#checkOpen('rebootAsync');
+        signal?.throwIfAborted();
       });
     } finally {
       this.#running = false;

@@ -82,7 +82,7 @@ export class GuestMachine implements Disposable {
         pageSize: PAGE_SIZE,
         classify: vfioPciSlotClassifier,
       });
-      this.#unlisten = opts.slots === false ? () => undefined : bus.memory.addListener(this.listener);
+      this.#unlisten = opts.slots === false ? () => undefined : bus.memory.addMemoryListener(this.listener);
       undo.push(this.#unlisten);
       this.vcpu = this.vm.createVcpu(0);
     } catch (e) {

@@ -160,7 +160,7 @@ describe('ExitTable', () => {
           const as = new AddressSpace('t', root);
           using table = new ExitTable();
           const listener = new ExitTableListener(table, 'mmio', () => s.device);
-          const off = as.addListener(listener);
+          const off = as.addMemoryListener(listener);
           const regions = specs.map((sp, i) => build(s, sp, i));
           transaction(() => specs.forEach((sp, i) => root.addSubregion(regions[i], sp.addr, sp.prio)));
           const check = (): void => {

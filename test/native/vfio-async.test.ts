@@ -71,6 +71,10 @@ describe('promise methods without VFIO', () => {
       expect((a as VfioError).code).toBe('ENOTTY');
       expect(fields(await failure(async))).toEqual(fields(a));
     }
+    const ac = new AbortController();
+    ac.abort(new Error('stop'));
+    await expect(d.resetAsync({ signal: ac.signal })).rejects.toThrow('stop');
+    await expect(d.hotResetAsync(undefined, { signal: ac.signal })).rejects.toThrow('stop');
     // A reset queued before close still settles; the duplicate fd it ran on is closed after.
     const p = failure(() => d.resetAsync());
     await d.closeAsync();

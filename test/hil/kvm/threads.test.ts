@@ -27,7 +27,7 @@ describeDevice('ivshmem', 'vCPU threads against a BAR that moves under them', (b
     const dev = VfioPciDevice.open(bus, opened.device, { log: null });
     const m = new GuestMachine(bus, { irqchip: false, slots: false });
     const table = new ExitTable();
-    const unlisten = bus.memory.addListener(
+    const unlisten = bus.memory.addMemoryListener(
       new ExitTableListener(table, 'mmio', (b) => (b === opened.device.bdf ? opened.device : null)),
     );
     let done = false;

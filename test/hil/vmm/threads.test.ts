@@ -88,3 +88,42 @@ describeDevice('rtl8139', 'closing the machine while the vCPU threads serve port
     expectNothingHeld(pc);
   }, 120_000);
 });
+
+describeDevice('e1000e', 'aborting PcMachine.open', (e1000e) => {
+  useVmmGuest();
+
+  test('an abort between the steps of open closes what was built and rejects with the reason', async () => {
+    const before = vfioFds();
+    const kvmFds = (): number =>
+      fs.readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${fd}`).includes('kvm');
+        } catch {
+          return false;
+        }
+      }).length;
+    const kvmBefore = kvmFds();
+    // Abort once the device is open: open is then between two of its steps.
+    for (const at of ['device', 'boot'] as const) {
+      const ac = new AbortController();
+      const reason = new Error(`stop at ${at}`);
+      const watch = setInterval(() => {
+        const open = vfioFds().length > before.length;
+        const vm = kvmFds() > kvmBefore + 1;
+        if ((at === 'device' && open) || (at === 'boot' && vm)) ac.abort(reason);
+      }, 1);
+      try {
+        await expect(
+          PcMachine.open(
+            { kernel: KERNEL!, initrd: INITRD!, hugepages: true, devices: [{ bdf: e1000e() }] },
+            { signal: ac.signal },
+          ),
+        ).rejects.toBe(reason);
+      } finally {
+        clearInterval(watch);
+      }
+      expect(vfioFds()).toEqual(before);
+      expect(kvmFds()).toBe(kvmBefore);
+    }
+  }, 120_000);
+});

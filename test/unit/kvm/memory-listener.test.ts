@@ -60,7 +60,7 @@ function setup(spec: FakeDeviceSpec, opts = {}, max = 32) {
     onError: (_r, e) => errors.push(e),
     classify: vfioPciSlotClassifier,
   });
-  bus.memory.addListener(listener);
+  bus.memory.addMemoryListener(listener);
   return { bus, dev, kvm, listener, errors };
 }
 
@@ -137,7 +137,7 @@ describe('KvmMemoryListener', () => {
   it('slots guest RAM (a page-aligned ram-device with a host address) and skips unaligned ones', () => {
     const bus = new PciBus();
     const kvm = new FakeKvm();
-    bus.memory.addListener(new KvmMemoryListener(kvm, { classify: vfioPciSlotClassifier }));
+    bus.memory.addMemoryListener(new KvmMemoryListener(kvm, { classify: vfioPciSlotClassifier }));
     const mem = (host: bigint, len: number) =>
       Object.assign(new DataViewMemory(new DataView(new ArrayBuffer(len))), { hostAddress: host });
     const ram = MemoryRegion.ramDevice('ram', 0x4000, mem(0x7f0000000000n, 0x4000));

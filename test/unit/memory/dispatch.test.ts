@@ -1,3 +1,4 @@
+import { on, once } from 'node:events';
 import {
   AddressSpace,
   BufferMemory,
@@ -514,7 +515,10 @@ describe('address space dispatch', () => {
       const as = new AddressSpace('warned', root);
       as.read(0, 4);
       as.close();
-      expect(spy).toHaveBeenCalledWith('warned: unassigned read at 0x0 size 4', 'UnassignedAccessWarning');
+      expect(spy).toHaveBeenCalledWith('warned: unassigned read at 0x0 size 4', {
+        type: 'UnassignedAccessWarning',
+        code: 'VFIO_BRIDGE_UNASSIGNED',
+      });
     } finally {
       spy.mockRestore();
     }
@@ -529,7 +533,24 @@ describe('address space dispatch', () => {
     as.off('unassigned', fn);
     as.read(2, 1);
     expect(seen).toEqual([1]);
-    expect(() => as.on('other' as never, fn)).toThrow(TypeError);
+  });
+
+  test("'unassigned' is a node:events event: events.once and async iteration work, throwing listeners do not reach the access", async () => {
+    const as = new AddressSpace('io', MemoryRegion.container('root', 0x100), { log: null });
+    const first = once(as, 'unassigned');
+    as.on('unassigned', () => {
+      throw new Error('listener bug');
+    });
+    expect(as.read(7, 1)).toBe(0xff);
+    const [e] = (await first) as [UnassignedAccess];
+    expect(e).toMatchObject({ addr: 7, size: 1, isWrite: false });
+    expect(as.listenerCount('unassigned')).toBe(1);
+    const ac = new AbortController();
+    const it = on(as, 'unassigned', { signal: ac.signal });
+    as.write(9, 2, 0);
+    const next = await it.next();
+    expect((next.value as [UnassignedAccess])[0]).toMatchObject({ addr: 9, isWrite: true });
+    ac.abort();
   });
 
   test('a device callback may remap memory during an access', () => {
@@ -555,7 +576,7 @@ describe('address space dispatch', () => {
     expect(as.closed).toBe(true);
     expect(() => as.read(0, 4)).toThrow(MemoryTopologyError);
     expect(() => as.write(0, 4, 0)).toThrow(/closed/);
-    expect(() => as.addListener({})).toThrow(/closed/);
+    expect(() => as.addMemoryListener({})).toThrow(/closed/);
     expect(as.flatView.ranges).toEqual([]);
   });
 });

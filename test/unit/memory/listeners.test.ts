@@ -26,7 +26,7 @@ describe('memory listeners', () => {
     root.addSubregion(MemoryRegion.ram('b', 0x100), 0x2000);
     const as = space(root);
     const { l, events } = recorder();
-    as.addListener(l);
+    as.addMemoryListener(l);
     expect(events).toEqual(['begin', 'add a@1000+100:0', 'add b@2000+100:0', 'commit']);
   });
 
@@ -38,7 +38,7 @@ describe('memory listeners', () => {
     root.addSubregion(bar, 0x4000);
     const as = space(root);
     const { l, events } = recorder();
-    as.addListener(l);
+    as.addMemoryListener(l);
     events.length = 0;
     bar.setOffset(0x8000);
     expect(events).toEqual([
@@ -62,7 +62,7 @@ describe('memory listeners', () => {
     const as = space(root);
     const before = as.flatView.lookup(0x1000);
     const { l, events } = recorder();
-    as.addListener(l);
+    as.addMemoryListener(l);
     events.length = 0;
     b.setOffset(0x3000);
     expect(events).toEqual(['begin', 'del b@2000+100:0', 'add b@3000+100:0', 'commit']);
@@ -73,7 +73,7 @@ describe('memory listeners', () => {
     const root = MemoryRegion.container('root', 0x10000);
     const as = space(root);
     const { l, events } = recorder();
-    as.addListener(l);
+    as.addMemoryListener(l);
     events.length = 0;
     const x = MemoryRegion.ram('x', 0x10);
     transaction(() => {
@@ -100,8 +100,8 @@ describe('memory listeners', () => {
       regionDel: () => order.push(`${t}-del`),
       regionAdd: () => order.push(`${t}-add`),
     });
-    as.addListener(mk('A'));
-    as.addListener(mk('B'));
+    as.addMemoryListener(mk('A'));
+    as.addMemoryListener(mk('B'));
     order.length = 0;
     r.setOffset(0x10);
     expect(order).toEqual(['B-del', 'A-del', 'A-add', 'B-add']);
@@ -112,7 +112,7 @@ describe('memory listeners', () => {
     root.addSubregion(MemoryRegion.ram('a', 0x10), 0);
     const as = space(root);
     const { l, events } = recorder();
-    const remove = as.addListener(l);
+    const remove = as.addMemoryListener(l);
     events.length = 0;
     remove();
     remove();
@@ -127,7 +127,7 @@ describe('memory listeners', () => {
     root.addSubregion(MemoryRegion.ram('a', 0x10), 0);
     const as = space(root);
     const { l, events } = recorder();
-    as.addListener(l);
+    as.addMemoryListener(l);
     events.length = 0;
     as.close();
     expect(events).toEqual(['begin', 'del a@0+10:0', 'commit']);
@@ -137,18 +137,18 @@ describe('memory listeners', () => {
     const root = MemoryRegion.container('root', 0x10000);
     const as = space(root);
     const good = recorder();
-    as.addListener({
+    as.addMemoryListener({
       regionAdd: () => {
         throw new Error('listener failed');
       },
     });
-    as.addListener(good.l);
+    as.addMemoryListener(good.l);
     good.events.length = 0;
     expect(() => root.addSubregion(MemoryRegion.ram('a', 0x10), 0)).toThrow('listener failed');
     expect(good.events).toEqual(['begin', 'add a@0+10:0', 'commit']);
     expect(as.flatView.ranges).toHaveLength(1);
     let armed = true;
-    as.addListener({
+    as.addMemoryListener({
       regionDel: () => {
         if (armed) throw new Error('second');
       },
@@ -163,8 +163,8 @@ describe('memory listeners', () => {
     const io = MemoryRegion.container('io', 0x10000);
     const m = recorder('m:');
     const i = recorder('i:');
-    space(mem, 'memory').addListener(m.l);
-    space(io, 'I/O').addListener(i.l);
+    space(mem, 'memory').addMemoryListener(m.l);
+    space(io, 'I/O').addMemoryListener(i.l);
     m.events.length = 0;
     i.events.length = 0;
     io.addSubregion(MemoryRegion.ram('port', 4), 0xcf8);
@@ -174,6 +174,6 @@ describe('memory listeners', () => {
 
   test('bad listeners are TypeErrors', () => {
     const as = space(MemoryRegion.container('root', 1));
-    expect(() => as.addListener(null as never)).toThrow(TypeError);
+    expect(() => as.addMemoryListener(null as never)).toThrow(TypeError);
   });
 });

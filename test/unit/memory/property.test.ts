@@ -349,7 +349,7 @@ describe('property: replaying listener events reproduces the flat view', () => {
         const follow = (): void => {
           const set = new Set<FlatRange>();
           let inCommit = false;
-          as.addListener({
+          as.addMemoryListener({
             begin: () => {
               expect(inCommit).toBe(false);
               inCommit = true;

@@ -267,7 +267,7 @@ describe('transactions', () => {
     const root = MemoryRegion.container('root', 0x1000);
     const as = space(root);
     const commits: number[] = [];
-    as.addListener({ commit: () => commits.push(as.flatView.ranges.length) });
+    as.addMemoryListener({ commit: () => commits.push(as.flatView.ranges.length) });
     commits.length = 0;
     beginTransaction();
     root.addSubregion(ram('a', 0x10), 0);
@@ -317,7 +317,7 @@ describe('transactions', () => {
     const as = space(root);
     const extra = ram('extra', 0x10);
     let seen: unknown;
-    as.addListener({
+    as.addMemoryListener({
       regionAdd: (r) => {
         if (r.region.name === 'a') {
           try {

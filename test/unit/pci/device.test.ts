@@ -137,7 +137,7 @@ describe('BAR registers', () => {
     placeBar(dev, 0, 0xfebc0000);
     enableDecode(dev);
     const events: string[] = [];
-    bus.memory.addListener({
+    bus.memory.addMemoryListener({
       begin: () => events.push('begin'),
       commit: () => events.push('commit'),
       regionAdd: (s) => events.push(`add ${s.addr.toString(16)}`),

@@ -1,5 +1,7 @@
 // MSI, MSI-X and INTx virtualization on a fake device: typed changes, host vectors, emulated
 // masking with pending bits, delivery on unmask, and bad guest writes.
+import { once } from 'node:events';
+
 import type { DeviceErrorEvent, PciIrqChange, PciIrqType } from '../../../lib/pci';
 import { placeBar } from './helpers';
 import { type FakeIrqSpec, openIrqFake } from './fake-irq';
@@ -358,5 +360,28 @@ describe('INTx for a router (routeIntx)', () => {
     expect(u.dev.irq.mode).toBe('none');
     t.dev.close();
     expect(() => t.dev.irq.routeIntx({ resample: 77 })).toThrow(/closed/);
+  });
+});
+
+describe('node:events', () => {
+  test("events.once on 'interrupt' wires INTx for one interrupt, then unwires it", async () => {
+    const t = open();
+    const next = once(t.dev.irq, 'interrupt');
+    const host = t.fake.host(0)!;
+    expect(t.dev.irq.mode).toBe('intx');
+    host.fire(0, 3);
+    expect(await next).toEqual([0, 3, 'intx']);
+    expect([t.dev.irq.mode, host.closed]).toEqual(['none', true]);
+  });
+
+  test("events.once on 'device-error' and 'change' resolve with the event", async () => {
+    const t = open();
+    const change = once(t.dev.irq, 'change');
+    t.listen();
+    expect(await change).toEqual([{ kind: 'mode', mode: 'intx', vectors: 1 }]);
+    const error = once(t.dev, 'device-error');
+    t.dev.configRead(0x100, 4);
+    const [e] = (await error) as [DeviceErrorEvent];
+    expect(e).toMatchObject({ bdf: t.dev.bdf, isWrite: false, offset: 0x100 });
   });
 });

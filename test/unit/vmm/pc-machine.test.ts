@@ -66,4 +66,17 @@ describe('PcMachine.open refuses what create refuses, before opening anything', 
     });
     expect(await rejected({ kernel: new Uint8Array(8192) })).toMatchObject({ code: 'ENOTBZIMAGE' });
   });
+
+  test('an aborted signal rejects with its reason before anything is opened; a non-signal is a TypeError', async () => {
+    const ac = new AbortController();
+    const reason = new Error('not now');
+    ac.abort(reason);
+    await expect(PcMachine.open({ kernel, kvmPath: '/nonexistent/kvm' }, { signal: ac.signal })).rejects.toBe(
+      reason,
+    );
+    await expect(PcMachine.open({ kernel }, { signal: {} as AbortSignal })).rejects.toMatchObject({
+      name: 'TypeError',
+      code: 'ERR_INVALID_ARG_TYPE',
+    });
+  });
 });

@@ -1,0 +1,29 @@
+/**
+ * Events the guest causes are delivered through `node:events` (so `events.once`, `events.on` and
+ * async iteration work on every emitter of the package), but never as exceptions: a listener that
+ * throws must not turn a guest access into a VMM exception, nor keep the other listeners from
+ * hearing it. Loads without the addon (lib/memory uses it).
+ */
+import type { EventEmitter } from 'node:events';
+
+/**
+ * Call every listener of `event` with `args`, each on its own: one that throws is handed to
+ * `onThrow` and the rest still run. Once-listeners are removed as `emit` removes them. Returns
+ * whether there was a listener.
+ */
+export function emitGuarded(
+  emitter: EventEmitter,
+  event: string,
+  args: readonly unknown[],
+  onThrow: (error: unknown) => void,
+): boolean {
+  const listeners = emitter.rawListeners(event) as ((...a: unknown[]) => void)[];
+  for (const l of listeners) {
+    try {
+      l.apply(emitter, args as unknown[]);
+    } catch (e) {
+      onThrow(e);
+    }
+  }
+  return listeners.length > 0;
+}
