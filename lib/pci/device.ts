@@ -1076,6 +1076,10 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
   [Symbol.dispose](): void {
     this.close();
   }
+  /** Same as {@link VfioPciDevice.closeAsync}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.closeAsync();
+  }
 
   #checkOpen(): void {
     if (this.#closed) throw closedError('VfioPciDevice', `${this.bdf}: the VfioPciDevice`, this.bdf);

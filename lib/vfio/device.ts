@@ -374,6 +374,11 @@ export class Device implements Disposable {
     this.close();
   }
 
+  /** Same as {@link Device.closeAsync}, for `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.closeAsync();
+  }
+
   #open(op: string): NativeHandle {
     if (this.#closed) {
       throw new VfioError({
