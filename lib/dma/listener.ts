@@ -292,8 +292,11 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
 
   /** The IOMMU mappings the listener holds, in IOVA order. */
   mappings(): DmaListenerMapping[] {
+    // The kernel also holds the orphans: mappings an undone commit put back, and those whose
+    // unmap failed; they are counted in stats.mappingCount too.
+    const held = new Set([...this.#entries.values(), ...this.#orphans.keys()]);
     const out: DmaListenerMapping[] = [];
-    for (const e of this.#entries.values()) if (e.mapped) out.push(e.mapped.info);
+    for (const e of held) if (e.mapped) out.push(e.mapped.info);
     return out.sort((a, b) => a.iova - b.iova);
   }
 

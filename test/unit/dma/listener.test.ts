@@ -167,6 +167,9 @@ describe('DmaListener decisions', () => {
     expect(l.pending).toBe(true);
     expect(l.lastFatal).toBe(fatals[0]);
     expect(l.stats).toMatchObject({ fatalCount: 1, mappingCount: 2, mappedBytes: 0xa000 });
+    // One record: what the listener lists is what the kernel holds, the mappings put back included.
+    expect(l.mappings().map((m) => [m.iova, m.size])).toEqual(before.map(([iova, size]) => [iova, size]));
+    expect(l.mappings()).toHaveLength(l.stats.mappingCount);
 
     c.failMap = null;
     root.addSubregion(ramRegion('later', 0x10000, 0x1000), 0x400000);
