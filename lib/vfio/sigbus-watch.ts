@@ -8,12 +8,18 @@
  * the guard chain to whatever libuv left, so listeners still hear every SIGBUS that is not a guarded
  * fault.
  */
-import { native } from '../native';
+import { NativeAddonError, native } from '../native';
 
 let watching = false;
 
 function reassert(event: string | symbol): void {
-  if (event === 'SIGBUS') native.assertFaultGuard();
+  if (event !== 'SIGBUS') return;
+  try {
+    native.assertFaultGuard();
+  } catch (e) {
+    // No addon can load here, so no guard exists to keep: a SIGBUS listener is just a listener.
+    if (!(e instanceof NativeAddonError)) throw e;
+  }
 }
 
 /** Starts watching (once per thread; signals reach only the main thread's `process` anyway). */
@@ -23,3 +29,8 @@ export function watchSigbusListeners(): void {
   process.on('newListener', reassert);
   process.on('removeListener', reassert);
 }
+
+// Every thread that loads lib/vfio watches, not only one that maps: when only a worker maps BARs,
+// a listener added and removed on the main thread's `process` would otherwise leave SIG_DFL, and
+// the worker's next revoked access would kill the process.
+watchSigbusListeners();

@@ -224,6 +224,36 @@ describe('SIGBUS listeners added and removed while mappings exist', () => {
     expect(r.status).toBe(0);
   });
 
+  test('only a worker maps: a main-thread listener added and removed leaves the guard in place', () => {
+    const r = run(`
+      const { Worker } = require('node:worker_threads');
+      require('./lib');
+      const worker = new Worker(\`
+        require('@swc-node/register');
+        const fs = require('node:fs');
+        const { parentPort } = require('node:worker_threads');
+        const { Mapping, VfioError, memfd } = require(\${JSON.stringify(process.cwd() + '/lib')});
+        const fd = memfd('vfio-bridge-worker-watch', 4096);
+        const m = Mapping.fromFd(fd, 0, 4096);
+        parentPort.once('message', () => {
+          fs.ftruncateSync(fd, 0);
+          try { m.read32(0); parentPort.postMessage('no fault'); }
+          catch (e) { parentPort.postMessage(e instanceof VfioError ? e.code : String(e)); }
+        });
+        parentPort.postMessage('mapped');
+      \`, { eval: true });
+      worker.on('message', (msg) => {
+        if (msg !== 'mapped') { console.log(msg); process.exit(0); }
+        const l = () => console.log('listener');
+        process.on('SIGBUS', l);
+        process.off('SIGBUS', l);
+        worker.postMessage('go');
+      });`);
+    expect(r.signal).toBeNull();
+    expect(r.stdout.trim()).toBe('SIGBUS');
+    expect(r.status).toBe(0);
+  });
+
   test('a listener kept after the last mapping does not take the faults', () => {
     const r = run(
       `${prelude}
