@@ -8,6 +8,6 @@ page.setUint32(0, 0xfeedface, true);
 // Put it on a bus: the memory model reads the same bytes.
 const system = MemoryRegion.container('system', 2 ** 32);
 system.addSubregion(ram.region('ram'), 0);
-using mem = new AddressSpace('memory', system); // disposed before ram: GuestRam.close() waits for no space to show it
+using mem = new AddressSpace('memory', system); // disposed first: RAM refuses to close while a space shows it
 console.log(mem.read(0x1000, 4).toString(16)); // feedface
 console.log(`fd ${ram.fd}, ${ram.length} bytes at host address ${ram.hostAddress.toString(16)}`);
