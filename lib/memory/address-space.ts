@@ -38,9 +38,13 @@ import { RateLimitedLog } from './rate-limited-log';
  * ascending address order), then `commit`. Ranges that did not change keep their object identity.
  */
 export interface MemoryListener {
+  /** A commit starts: the deletions and additions that follow belong to it. */
   begin?(): void;
+  /** A flat range that went away (called before any addition of the same commit). */
   regionDel?(s: FlatRange): void;
+  /** A new flat range. */
   regionAdd?(s: FlatRange): void;
+  /** The commit is complete: the listener now mirrors the new flat view. */
   commit?(): void;
 }
 
@@ -371,6 +375,7 @@ export class AddressSpace implements Rebuildable, Disposable {
     if (errors.length > 1) throw new AggregateError(errors, `${errors.length} memory listeners failed`);
   }
 
+  /** Same as {@link AddressSpace.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
