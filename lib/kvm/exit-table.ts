@@ -55,6 +55,7 @@ export class ExitTable implements Disposable {
     return this.#handle;
   }
 
+  /** Whether {@link ExitTable.close} was called. */
   get closed(): boolean {
     return this.#closed;
   }
@@ -111,6 +112,7 @@ export class ExitTable implements Disposable {
     native.exitTableClose(this.#handle);
   }
 
+  /** Same as {@link ExitTable.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

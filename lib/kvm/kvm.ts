@@ -108,6 +108,7 @@ export class Kvm implements Disposable {
     return Vm._create(h, this);
   }
 
+  /** Whether {@link Kvm.close} was called. */
   get closed(): boolean {
     return this.#closed;
   }
@@ -119,6 +120,7 @@ export class Kvm implements Disposable {
     native.closeFd(this.#handle);
   }
 
+  /** Same as {@link Kvm.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -36,7 +36,9 @@ export interface MemorySlot {
 
 /** The VM side of slot management: a {@link Vm} or, in unit tests, a fake. */
 export interface SlotTarget {
+  /** See {@link Vm.addSlot}. */
   addSlot(spec: SlotSpec): MemorySlot;
+  /** See {@link Vm.removeSlot}. */
   removeSlot(slot: MemorySlot): void;
 }
 
@@ -61,6 +63,7 @@ export class SlotTable {
     return this.#max;
   }
 
+  /** How many slots are in use. */
   get used(): number {
     return this.#used.size;
   }
@@ -132,6 +135,7 @@ export class SlotTable {
     this.#free.push(slot.id);
   }
 
+  /** Whether `slot` is one of this table's live slots. */
   has(slot: MemorySlot): boolean {
     return this.#used.get(slot.id) === slot;
   }

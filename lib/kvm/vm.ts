@@ -49,6 +49,7 @@ export interface Assignment {
   readonly fd: number;
   /** The GSI (irqfd) or the address/port (ioeventfd). */
   readonly target: number;
+  /** Deassign it (idempotent). */
   release(): void;
 }
 
@@ -98,6 +99,7 @@ export class Vm implements SlotTarget, Disposable {
     }
   }
 
+  /** Whether {@link Vm.close} was called. */
   get closed(): boolean {
     return this.#closed;
   }
@@ -385,6 +387,7 @@ export class Vm implements SlotTarget, Disposable {
     if (errors.length > 0) throw errors[0];
   }
 
+  /** Same as {@link Vm.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

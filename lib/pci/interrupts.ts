@@ -58,19 +58,29 @@ export interface HostIrq {
   readonly fds: number[];
   readonly vectors: number;
   readonly enabled: boolean;
+  /** See {@link DeviceIrq.resize}. */
   resize(vectors: number): void;
+  /** See {@link DeviceIrq.setVector}. */
   setVector(vector: number, eventfd: EventFdLike | null | undefined): void;
+  /** See {@link DeviceIrq.unmask}. */
   unmask(vector?: number): void;
+  /** See {@link DeviceIrq.disable}. */
   disable(): void;
+  /** See {@link DeviceIrq.enable}. */
   enable(): void;
+  /** See {@link DeviceIrq.ref}. */
   ref(): unknown;
+  /** See {@link DeviceIrq.unref}. */
   unref(): unknown;
+  /** See {@link DeviceIrq.close}. */
   close(): void;
 }
 
 /** A VFIO device that can wire interrupts: lib/vfio's Device. Fakes implement it for unit tests. */
 export interface IrqCapableDevice extends VfioDeviceLike {
+  /** See {@link Device.irqInfo}. */
   irqInfo(index: number): IrqInfo;
+  /** See {@link Device.enableIrq}. */
   enableIrq(index: number, opts: IrqOptions): HostIrq;
 }
 

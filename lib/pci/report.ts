@@ -68,11 +68,13 @@ export class DeviceReporter {
     return this.#count;
   }
 
+  /** Hear every `device-error` event. */
   on(fn: (e: DeviceErrorEvent) => void): void {
     if (typeof fn !== 'function') throw new TypeError('listener must be a function');
     this.#listeners.push(fn);
   }
 
+  /** Stop hearing them. */
   off(fn: (e: DeviceErrorEvent) => void): void {
     const i = this.#listeners.indexOf(fn);
     if (i >= 0) this.#listeners.splice(i, 1);
