@@ -24,10 +24,13 @@ export type { DmaSkip, DmaSkipReason } from './plan';
 
 /** The part of a Container the listener uses (a fake in unit tests). */
 export interface DmaContainer {
+  /** See {@link Container.mapDma}. */
   mapDma(req: DmaMapRequest): void;
   /** mapDma off the event loop (DmaListener.create uses it for the RAM already in the space). */
   mapDmaAsync?(req: DmaMapRequest): Promise<void>;
+  /** See {@link Container.unmapDma}. */
   unmapDma(iova: number, size: number): number;
+  /** See {@link Container.iommuInfo}. */
   iommuInfo(): { minPageSize: number };
 }
 
@@ -591,6 +594,7 @@ export class DmaListener implements MemoryListener, Disposable {
     }
   }
 
+  /** Same as {@link DmaListener.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
