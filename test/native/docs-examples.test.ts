@@ -11,7 +11,7 @@ function run(name: string): string[] {
   });
   try {
     jest.isolateModules(() => {
-      require(path.join(examples, name));
+      jest.requireActual(path.join(examples, name));
     });
   } finally {
     log.mockRestore();
