@@ -30,6 +30,13 @@ describe('documentation examples that run anywhere', () => {
     expect(out.join('\n')).toMatch(/0000000000003000-0000000000003fff \(prio 1, i\/o\): regs/);
   });
 
+  test('memory-device.ts: a ram-device region under an io overlay, with a listener', () => {
+    const out = run('memory-device.ts');
+    expect(out).toContain('map msix-table fe000000 256');
+    expect(out).toContain('map 0000:00:03.0 BAR 0 mmaps[0] fe000100 3840');
+    expect(out).toContain('1234');
+  });
+
   test('guest-ram.ts: a memfd seen through a DataView and through the memory model', () => {
     const out = run('guest-ram.ts');
     expect(out[0]).toBe('feedface');
