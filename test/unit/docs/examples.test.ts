@@ -75,6 +75,13 @@ describe('documentation examples', () => {
     },
   );
 
+  test('the README names the test command CI runs, and the contributor page the lab', () => {
+    expect(fs.readFileSync(path.join(root, 'README.md'), 'utf8')).toMatch(/`npm test`/);
+    const contributing = fs.readFileSync(path.join(root, 'docs/CONTRIBUTING.md'), 'utf8');
+    expect(contributing).toMatch(/npm test/);
+    expect(contributing).toMatch(/npm run lab/);
+  });
+
   test('every example is shown on some page', () => {
     const shown = new Set(blocks.map((b) => b.code));
     const unshown = [...examples].filter(([, code]) => !shown.has(code)).map(([name]) => name);
