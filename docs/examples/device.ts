@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   Container,
   Group,
@@ -32,7 +33,19 @@ console.log(`liveness ${regs.read32(0x04).toString(16)}`); // edu inverts it: ed
 const iova = 0x100000;
 using buf = GuestRam.create(2 ** 20);
 container.mapDma({ iova, size: buf.length, memory: buf });
-new Uint8Array(buf.buffer(0, 4096)).fill(0xaa); // what the device reads at IOVA 0x100000
+new Uint8Array(buf.buffer(0, 256)).fill(0xaa); // what the device reads at IOVA 0x100000
+
+// edu's DMA engine: copy 256 bytes into its own buffer (0x40000), then back to IOVA + 0x1000.
+async function eduDma(src: number, dst: number, toRam: boolean): Promise<void> {
+  regs.write64(0x80, BigInt(src));
+  regs.write64(0x88, BigInt(dst));
+  regs.write64(0x90, 256n);
+  regs.write64(0x98, toRam ? 3n : 1n); // start, and the direction
+  while (regs.read64(0x98) & 1n) await sleep(5); // edu clears the start bit when done
+}
+await eduDma(iova, 0x40000, false);
+await eduDma(0x40000, iova + 0x1000, true);
+console.log(`copied back: ${new Uint8Array(buf.buffer(0x1000, 256))[255].toString(16)}`); // aa
 
 // Interrupts: one callback per wake-up, with how many interrupts the eventfd coalesced.
 const fired = new Promise<void>((resolve) => {
