@@ -25,7 +25,7 @@ device.write(cfg, 0x04, 2, Number(device.read(cfg, 0x04, 2)) | 0x6); // memory d
 // Map BAR 0: each load and store is one access of exactly its width.
 const bar0 = device.regionInfo(VFIO_PCI_BAR0_REGION_INDEX);
 using regs = device.map(VFIO_PCI_BAR0_REGION_INDEX, 0, bar0.size);
-console.log(`id ${regs.read32(0x00).toString(16)}`); // edu: 010000ed
+console.log(`id ${regs.read32(0x00).toString(16).padStart(8, '0')}`); // edu: 010000ed
 regs.write32(0x04, 0x12345678);
 console.log(`liveness ${regs.read32(0x04).toString(16)}`); // edu inverts it: edcba987
 
@@ -63,4 +63,10 @@ await fired;
 
 // Reset, then close: `using` closes the mapping, device, group and container in reverse order.
 container.unmapDma(iova, buf.length);
-device.reset(); // VFIO_DEVICE_RESET; decode is off afterwards, so `regs` faults until it is back on
+if (device.info().reset) {
+  device.reset(); // VFIO_DEVICE_RESET; decode is off afterwards, so `regs` faults until it is back on
+} else {
+  // No FLR or PM reset (edu on the root bus): what is left is a bus reset, device.hotReset(),
+  // which resets every device device.hotResetInfo() lists, where the kernel offers one.
+  console.log('no function reset');
+}
