@@ -20,13 +20,15 @@
         "native/dma.cc",
         "native/irq.cc",
         "native/hot_reset.cc",
-        "native/async_call.cc"
+        "native/async_call.cc",
+        "native/symbol_versions.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags": ["-Wall", "-Wextra", "-O2"],
       "cflags_cc": ["-std=c++20", "-fno-exceptions", "-Wall", "-Wextra", "-O2"],
-      "cflags_cc!": ["-fno-rtti"]
+      "cflags_cc!": ["-fno-rtti"],
+      "libraries": ["-Wl,--no-as-needed", "-l:libpthread.so.0", "-l:librt.so.1", "-Wl,--as-needed"]
     }
   ]
 }

@@ -7,3 +7,10 @@ export * from './pci';
 export * from './kvm';
 export * from './dma';
 export * from './vmm';
+export {
+  ArgRangeError,
+  ArgTypeError,
+  KvmError,
+  VfioBridgeError,
+  type VfioBridgeErrorInit,
+} from './base/error';

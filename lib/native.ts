@@ -4,8 +4,13 @@
  * The addon is found by node-gyp-build: `build/Release` during development, or
  * `prebuilds/linux-x64/` in a published package (set `PREBUILDS_ONLY=1` to ignore `build/`).
  * The path is relative to this file's directory, so it works from `lib/` (tests) and `dist/`.
+ *
+ * It loads on first use, not on import, so the pure-TypeScript layers (lib/memory, lib/pci) work
+ * where it cannot load, and importing the package there fails only when a native call is made.
  */
 import * as path from 'node:path';
+
+import { VfioBridgeError } from './base/error';
 
 /** An owned file descriptor inside the addon (container, group or device). Opaque to JavaScript. */
 export interface NativeHandle {
@@ -118,6 +123,11 @@ export interface NativeBinding {
    * for loads). Passing operands as N-API arguments would cost more than the access itself.
    */
   readonly mappingScratch: ArrayBuffer;
+  /**
+   * Makes `buffer` (24 bytes or more, laid out as `mappingScratch`) the environment's scratch from
+   * now on, so JavaScript can make its views over it before the addon is loaded.
+   */
+  useMappingScratch(buffer: ArrayBuffer): void;
   mapRead8(): void;
   mapRead16(): void;
   mapRead32(): void;
@@ -349,8 +359,60 @@ export interface NativeIrqWatcher {
   readonly __vfioBridgeIrqWatcher: never;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+/** Thrown by the first native use when the addon cannot be loaded; `cause` is the loader's error. */
+export class NativeAddonError extends VfioBridgeError {
+  override readonly name: string = 'NativeAddonError';
+  constructor(cause: unknown) {
+    const why = (cause instanceof Error ? cause.message : String(cause)).split('\n')[0];
+    super({
+      message: `vfio-bridge: cannot load its native addon (${why})`,
+      code: 'ERR_VFIO_BRIDGE_NO_ADDON',
+      hint:
+        'VFIO and KVM need Linux x86-64 with the prebuild or a local build (npm rebuild vfio-bridge, ' +
+        'with python3, make and g++); vfio-bridge/memory works without it',
+      cause,
+    });
+  }
+}
 
-/** The loaded addon. */
-export const native = nodeGypBuild(path.join(__dirname, '..')) as NativeBinding;
+const onLoad: ((binding: NativeBinding) => void)[] = [];
+let state: 'unloaded' | 'loaded' | NativeAddonError = 'unloaded';
+
+function load(): NativeBinding {
+  if (state instanceof NativeAddonError) throw state;
+  let addon: NativeBinding;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    addon = nodeGypBuild(path.join(__dirname, '..')) as NativeBinding;
+  } catch (e) {
+    throw (state = new NativeAddonError(e));
+  }
+  // From here on every property is an own data property of `native`: the loader below is never
+  // consulted again, and hot call sites see a plain object.
+  Object.defineProperties(native, Object.getOwnPropertyDescriptors(addon));
+  state = 'loaded';
+  for (const hook of onLoad) hook(native);
+  return native;
+}
+
+/**
+ * The addon, loaded on first property access. Until then `native` is an empty object whose
+ * prototype is a loader: the first lookup that misses loads the addon, copies its exports onto
+ * `native` and answers from them.
+ */
+export const native: NativeBinding = Object.create(
+  new Proxy(Object.create(null) as object, {
+    get: (_target, key) => (state === 'loaded' ? undefined : Reflect.get(load(), key)),
+  }),
+) as NativeBinding;
+
+/**
+ * onNativeLoad: runs `hook` once the addon is loaded (now, if it already is), before the access
+ * that loaded it returns. For per-realm setup that needs the addon: the error factory, the
+ * accessors' scratch views, the exit record's layout.
+ */
+export function onNativeLoad(hook: (binding: NativeBinding) => void): void {
+  if (state === 'loaded') hook(native);
+  else onLoad.push(hook);
+}

@@ -13,6 +13,8 @@
 #include <atomic>
 #include <mutex>
 
+#include "symbol_versions.h"
+
 #if !defined(__x86_64__) || !defined(__linux__)
 #error "vfio-bridge's fault guard supports only x86-64 Linux"
 #endif

@@ -19,6 +19,7 @@
 #include "exports.h"
 #include "host_memory.h"
 #include "module.h"
+#include "symbol_versions.h"
 
 namespace vfio_bridge {
 
@@ -174,7 +175,7 @@ napi_value Attach(napi_env env, napi_callback_info info) {
     return ThrowVfioError(env, "fcntl(F_DUPFD_CLOEXEC)", err, "the guest memory's fd", where);
   }
   struct stat st;
-  if (fstat(dup_fd, &st) != 0) {
+  if (FstatFd(dup_fd, &st) != 0) {
     int err = errno;
     close(dup_fd);
     return ThrowVfioError(env, "fstat", err, "the guest memory's fd", where);
@@ -237,7 +238,7 @@ napi_value Info(napi_env env, napi_callback_info info) {
                           "ECLOSED");
   }
   struct stat st;
-  if (fstat(s->fd, &st) != 0) {
+  if (FstatFd(s->fd, &st) != 0) {
     int err = errno;
     return ThrowVfioError(env, "fstat", err, "the guest memory's fd", s->where);
   }

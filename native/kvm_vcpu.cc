@@ -32,6 +32,7 @@
 #include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
+#include "symbol_versions.h"
 
 // KVM_SET_CPUID2 and KVM_SET_MSRS as the kernel numbers them: with C's 8-byte table header.
 // C++ sizes the system headers' structs with flexible entry arrays differently (kvm_cpuid2 is 12

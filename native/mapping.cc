@@ -128,7 +128,7 @@ inline bool CheckWritable(napi_env env, MappingState* m, const char* op) {
 
 /** HotMapping - the mapping named by the scratch slot, or nullptr after throwing. */
 inline MappingState* HotMapping(napi_env env, ModuleData* md, const char* op) {
-  uint32_t slot = md->scratch.slot;
+  uint32_t slot = md->scratch->slot;
   if (slot >= md->mappings.size() || md->mappings[slot] == nullptr) [[unlikely]] {
     ThrowBadSlot(env, op);
     return nullptr;
@@ -141,8 +141,8 @@ using LoadFn = vfio_bridge_load (*)(const volatile void*);
 template <unsigned W, LoadFn Load>
 napi_value Read(napi_env env, const char* op) {
   ModuleData* md = FastModule(env);
-  uint64_t off = md->scratch.offset;
-  md->scratch.offset = 0;  // consumed first: JavaScript writes only the low word below 2^32
+  uint64_t off = md->scratch->offset;
+  md->scratch->offset = 0;  // consumed first: JavaScript writes only the low word below 2^32
   MappingState* m = HotMapping(env, md, op);
   if (m == nullptr) return nullptr;
   if (!CheckRange(env, m, off, W, op)) return nullptr;
@@ -153,7 +153,7 @@ napi_value Read(napi_env env, const char* op) {
   }
   // The value must fit its width whatever the CPU left above it: under TCG a narrow MMIO load
   // (even movzbl) can come back with stale upper bits, so they are cleared here, once.
-  md->scratch.value = W == 8 ? r.value : r.value & ((uint64_t{1} << (8 * W)) - 1);
+  md->scratch->value = W == 8 ? r.value : r.value & ((uint64_t{1} << (8 * W)) - 1);
   return nullptr;
 }
 
@@ -173,14 +173,14 @@ napi_value Read64(napi_env e, napi_callback_info) {
 template <unsigned W>
 napi_value Write(napi_env env, const char* op) {
   ModuleData* md = FastModule(env);
-  uint64_t off = md->scratch.offset;
-  md->scratch.offset = 0;  // consumed first: JavaScript writes only the low word below 2^32
+  uint64_t off = md->scratch->offset;
+  md->scratch->offset = 0;  // consumed first: JavaScript writes only the low word below 2^32
   MappingState* m = HotMapping(env, md, op);
   if (m == nullptr) return nullptr;
   if (!CheckRange(env, m, off, W, op) || !CheckWritable(env, m, op)) return nullptr;
   // Narrow stores use only the low word of the value; JavaScript checked its range, and the
   // check below keeps the native side honest for 1- and 2-byte stores.
-  uint64_t v = W == 8 ? md->scratch.value : static_cast<uint32_t>(md->scratch.value);
+  uint64_t v = W == 8 ? md->scratch->value : static_cast<uint32_t>(md->scratch->value);
   if (W < 4 && (v >> (W < 4 ? 8 * W : 0)) != 0) [[unlikely]] {
     return ThrowRangeError(env, std::string(op) + ": value " + std::to_string(v) +
                                     " does not fit in " + std::to_string(W) + " byte(s)");
@@ -509,6 +509,36 @@ napi_value Address(napi_env env, napi_callback_info info) {
 // finalizer, so JavaScript can never reach the memory after ModuleData is gone.
 void FinalizeScratch(napi_env, void*, void*) {}
 
+/**
+ * UseScratch - useMappingScratch(buffer): the accessors take their operands from @buffer (an
+ * ArrayBuffer of at least sizeof(HotScratch) bytes, 8-byte aligned) from now on. The buffer is
+ * referenced until it is replaced or the environment ends; its backing store never moves.
+ */
+napi_value UseScratch(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg;
+  napi_get_cb_info(env, info, &argc, &arg, nullptr, nullptr);
+  bool is_buffer = false;
+  void* data = nullptr;
+  size_t length = 0;
+  if (argc < 1 || napi_is_arraybuffer(env, arg, &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_arraybuffer_info(env, arg, &data, &length) != napi_ok) {
+    return ThrowTypeError(env, "useMappingScratch expects an ArrayBuffer");
+  }
+  if (length < sizeof(HotScratch) || reinterpret_cast<uintptr_t>(data) % alignof(HotScratch) != 0) {
+    return ThrowRangeError(env, "useMappingScratch: the buffer must be at least " +
+                                    std::to_string(sizeof(HotScratch)) + " bytes, 8-byte aligned");
+  }
+  ModuleData* md = ModuleData::Get(env);
+  napi_ref ref;
+  if (napi_create_reference(env, arg, 1, &ref) != napi_ok) return nullptr;
+  if (md->scratch_ref != nullptr) napi_delete_reference(env, md->scratch_ref);
+  md->scratch_ref = ref;
+  md->scratch = static_cast<HotScratch*>(data);
+  *md->scratch = {};
+  return nullptr;
+}
+
 }  // namespace
 
 bool MappingHostRange(napi_env env, napi_value value, HostRange* out) {
@@ -565,13 +595,14 @@ void RegisterMapping(Napi::Env env, Napi::Object exports) {
       Method("mapWriteBlock", WriteBlock),
       Method("mapAddress", Address),
       Method("unmap", Unmap),
+      Method("useMappingScratch", UseScratch),
   };
   DefineMethods(env, exports, methods);
 
   ModuleData* md = ModuleData::Get(env);
   napi_value scratch;
-  napi_create_external_arraybuffer(env, &md->scratch, sizeof md->scratch, FinalizeScratch, nullptr,
-                                   &scratch);
+  napi_create_external_arraybuffer(env, &md->own_scratch, sizeof md->own_scratch, FinalizeScratch,
+                                   nullptr, &scratch);
   exports.Set("mappingScratch", scratch);
   exports.Set("pageSize", Napi::Number::New(env, static_cast<double>(sysconf(_SC_PAGESIZE))));
   napi_add_env_cleanup_hook(env, ClearModuleCache, env);

@@ -58,7 +58,14 @@ class ModuleData {
 
   Napi::FunctionReference error_factory;
 
-  HotScratch scratch = {};
+  /**
+   * The accessors' operands: @own_scratch (exported as `mappingScratch`) until JavaScript hands
+   * its own buffer to `useMappingScratch`, which lets it make its views before the addon loads.
+   */
+  HotScratch* scratch = &own_scratch;
+  HotScratch own_scratch = {};
+  /** Keeps the buffer behind @scratch alive while it is not @own_scratch. */
+  napi_ref scratch_ref = nullptr;
   /** Slot -> mapping; a slot is reused only after its mapping's JavaScript handle is collected. */
   std::vector<MappingState*> mappings;
   std::vector<uint32_t> free_slots;

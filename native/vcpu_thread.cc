@@ -43,6 +43,7 @@
 #include "exit_table.h"
 #include "exports.h"
 #include "kvm_vcpu.h"
+#include "symbol_versions.h"
 
 namespace vfio_bridge {
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `npm test`: install, build, then the unit, native and lab suites, in that order.
+# `npm test`: install, build, the packed tarball, then the unit, native and lab suites, in that order.
 #
 # The lab suite (test/hil on real vfio-pci in a QEMU guest, scripts/lab/) needs root and apt the
 # first time. Outside CI, when the lab cannot be provisioned, one loud line says how to fix that
@@ -22,6 +22,10 @@ npm install --no-audit --no-fund
 
 phase 'build (addon + TypeScript)'
 npm run build
+
+# Before the suites: packing leaves the prebuild (from this build) that test/native checks.
+phase 'packed tarball'
+bash scripts/pack-test.sh
 
 for project in unit native; do
   phase "$project suite"

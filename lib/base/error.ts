@@ -1,16 +1,68 @@
 /**
- * The error class of the package, in the base layer so that every layer can throw it, those
- * running without the native addon (lib/pci on fakes) included, and lib/kvm without lib/vfio.
+ * The package's errors, in the base layer so that every layer can throw them, those running
+ * without the native addon (lib/memory, lib/pci on fakes) included, and lib/kvm without lib/vfio.
+ *
+ * Everything the package throws at run time is a {@link VfioBridgeError}: `code` says what
+ * happened, `hint` what to do about it (its own field, never folded into `message`), `cause` the
+ * error it wraps; where a syscall failed, `errno` (negative), `syscall` and `path` are shaped like
+ * Node's own `SystemError`. Each layer has its subclass: {@link VfioError}, {@link KvmError}, and
+ * lib/vmm's VmmError, lib/dma's DmaCommitError, lib/memory's MemoryTopologyError, the CLI's errors.
+ *
+ * Bad arguments are `TypeError`s and `RangeError`s, as Node's own are, with Node's `ERR_*` codes:
+ * {@link ArgTypeError} (`ERR_INVALID_ARG_TYPE`) and {@link ArgRangeError} (`ERR_OUT_OF_RANGE`).
  */
-/** What a {@link VfioError} is built from. */
-export interface VfioErrorInit {
+
+/** What a {@link VfioBridgeError} is built from. */
+export interface VfioBridgeErrorInit {
   message: string;
   code: string;
+  /** What to do about it. */
+  hint?: string | undefined;
+  /** The error this one wraps. */
+  cause?: unknown;
+  /** The errno the kernel returned (either sign; stored negative, as Node's SystemError does). */
+  errno?: number | undefined;
+  /** The system call that failed (`'ioctl'`, `'open'`, `'mmap'`, ...). */
+  syscall?: string | undefined;
+  /** The file or device node involved. */
+  path?: string | undefined;
+}
+
+/** The base class of everything vfio-bridge throws at run time. */
+export class VfioBridgeError extends Error {
+  override readonly name: string = 'VfioBridgeError';
+  /** What happened: an errno name (`'EBUSY'`) or one of the package's codes (`'ECLOSED'`, ...). */
+  readonly code: string;
+  /** What to do about it, when there is something better to say than the error itself. */
+  readonly hint?: string;
+  /** The kernel's errno, negative (as `SystemError.errno`), when a system call failed. */
+  readonly errno?: number;
+  /** The system call that failed, when one did. */
+  readonly syscall?: string;
+  /** The file or device node involved, e.g. `/dev/vfio/12`. */
+  readonly path?: string;
+
+  constructor(init: VfioBridgeErrorInit) {
+    super(init.message, init.cause !== undefined ? { cause: init.cause } : undefined);
+    this.code = init.code;
+    if (init.hint !== undefined) this.hint = init.hint;
+    if (init.errno !== undefined) this.errno = -Math.abs(init.errno);
+    if (init.syscall !== undefined) this.syscall = init.syscall;
+    if (init.path !== undefined) this.path = init.path;
+  }
+}
+
+/** What a {@link VfioError} or a {@link KvmError} is built from. */
+export interface VfioErrorInit extends VfioBridgeErrorInit {
+  /** The operation: an ioctl name (`'VFIO_GROUP_GET_STATUS'`), a syscall, or `'mapping.read32'`. */
   op: string;
-  errno?: number;
-  path?: string;
-  bdf?: string;
-  hint?: string;
+  /** The PCI address of the device involved, e.g. `0000:00:03.0`. */
+  bdf?: string | undefined;
+}
+
+/** The syscall behind an operation: ioctl names are all capitals. */
+function syscallOf(op: string): string {
+  return /^[A-Z][A-Z0-9_]+$/.test(op) ? 'ioctl' : op;
 }
 
 /**
@@ -28,44 +80,57 @@ export interface VfioErrorInit {
  * - `'ENOGROUP'`: the container has no group attached yet.
  * - `'EPROTO'`: the kernel returned a malformed info structure or capability chain.
  * - `'ENOTMAPPABLE'`: the region does not support mmap.
- * - `'ENOCAP'`: `/dev/kvm` lacks a capability the caller requires (lib/kvm).
- * - `'ENOSLOT'`: every KVM memory slot of the VM is in use (lib/kvm).
- * - `'ENOIRQCHIP'`: irqfd or KVM_SIGNAL_MSI without the in-kernel irqchip (lib/kvm).
  */
-export class VfioError extends Error {
-  override readonly name = 'VfioError';
-  /** The errno name, or one of the vfio-bridge codes listed on the class. */
-  readonly code: string;
-  /** The positive errno, when the kernel returned one. */
-  readonly errno?: number;
+export class VfioError extends VfioBridgeError {
+  override readonly name: string = 'VfioError';
   /** The operation: an ioctl name (`'VFIO_GROUP_GET_STATUS'`), a syscall, or `'mapping.read32'`. */
   readonly op: string;
-  /** The device node or file involved, e.g. `/dev/vfio/12`. */
-  readonly path?: string;
   /** The PCI address of the device involved, e.g. `0000:00:03.0`. */
   readonly bdf?: string;
-  /** What to do about it, for the common cases. */
-  readonly hint?: string;
 
   constructor(init: VfioErrorInit) {
-    super(init.hint ? `${init.message}\n  hint: ${init.hint}` : init.message);
-    this.code = init.code;
+    super({ ...init, syscall: init.syscall ?? (init.errno !== undefined ? syscallOf(init.op) : undefined) });
     this.op = init.op;
-    if (init.errno !== undefined) this.errno = init.errno;
-    if (init.path !== undefined) this.path = init.path;
     if (init.bdf !== undefined) this.bdf = init.bdf;
-    if (init.hint !== undefined) this.hint = init.hint;
   }
 }
 
-/** The error for use of `what` after close(), as every closed object of the package reports it. */
+/**
+ * A failed KVM operation (lib/kvm). `code` is the errno name when the kernel returned one, or one of:
+ * - `'ENOCAP'`: `/dev/kvm` lacks a capability the caller requires;
+ * - `'EVERSION'`: a KVM API version other than 12;
+ * - `'ENOSLOT'`: every memory slot of the VM is in use;
+ * - `'ENOIRQCHIP'`: irqfd or KVM_SIGNAL_MSI without the in-kernel irqchip;
+ * - `'ECLOSED'`: the object (KVM fd, VM, vCPU, exit table) was used after `close()`.
+ */
+export class KvmError extends VfioBridgeError {
+  override readonly name: string = 'KvmError';
+  /** The operation: an ioctl name (`'KVM_RUN'`) or a syscall. */
+  readonly op: string;
+
+  constructor(init: Omit<VfioErrorInit, 'bdf'>) {
+    super({ ...init, syscall: init.syscall ?? (init.errno !== undefined ? syscallOf(init.op) : undefined) });
+    this.op = init.op;
+  }
+}
+
+/** A bad argument's type, as Node reports one: a TypeError with code `ERR_INVALID_ARG_TYPE`. */
+export class ArgTypeError extends TypeError {
+  readonly code = 'ERR_INVALID_ARG_TYPE';
+}
+
+/** A bad argument's value, as Node reports one: a RangeError with code `ERR_OUT_OF_RANGE`. */
+export class ArgRangeError extends RangeError {
+  readonly code = 'ERR_OUT_OF_RANGE';
+}
+
+/** The error for use of `what` after close(), as every closed object of lib/vfio and lib/pci reports it. */
 export function closedError(op: string, what: string, bdf?: string): VfioError {
-  const init: VfioErrorInit = {
+  return new VfioError({
     message: `${op}: ${what} is closed`,
     code: 'ECLOSED',
     op,
     hint: 'the object was closed; open a new one',
-  };
-  if (bdf !== undefined) init.bdf = bdf;
-  return new VfioError(init);
+    bdf,
+  });
 }

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from './error';
 import { native, type NativeHandle } from '../native';
 import { VfioError } from './error';
 
@@ -66,9 +67,10 @@ export class EventFd implements Disposable {
 }
 
 function checkCount(value: unknown): void {
-  if (typeof value !== 'number') throw new TypeError(`eventfd value must be a number, got ${typeof value}`);
+  if (typeof value !== 'number')
+    throw new ArgTypeError(`eventfd value must be a number, got ${typeof value}`);
   if (!Number.isInteger(value) || value < 1 || value > 0xffff_ffff) {
-    throw new RangeError(`eventfd value ${value} is not an integer in [1, 2^32 - 1]`);
+    throw new ArgRangeError(`eventfd value ${value} is not an integer in [1, 2^32 - 1]`);
   }
 }
 
@@ -81,8 +83,8 @@ export function eventfdSignal(fd: number, value = 1): void {
 
 /** Throws unless `fd` is a plausible descriptor number. */
 export function checkFd(fd: unknown, what = 'fd'): asserts fd is number {
-  if (typeof fd !== 'number') throw new TypeError(`${what} must be a number, got ${typeof fd}`);
+  if (typeof fd !== 'number') throw new ArgTypeError(`${what} must be a number, got ${typeof fd}`);
   if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fff_ffff) {
-    throw new RangeError(`${what} ${fd} is not a file descriptor`);
+    throw new ArgRangeError(`${what} ${fd} is not a file descriptor`);
   }
 }

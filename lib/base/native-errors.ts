@@ -3,10 +3,10 @@
 import * as os from 'node:os';
 import * as util from 'node:util';
 
-import { native, type NativeErrorFactory } from '../native';
-import { VfioError, type VfioErrorInit } from './error';
+import { native, onNativeLoad, type NativeErrorFactory } from '../native';
+import { ArgRangeError, ArgTypeError, KvmError, VfioError, type VfioErrorInit } from './error';
 
-export { VfioError, type VfioErrorInit } from './error';
+export { KvmError, VfioError, type VfioErrorInit } from './error';
 
 let errnoNames: Map<number, string> | undefined;
 
@@ -160,8 +160,8 @@ export function hintFor(ctx: HintContext): string | undefined {
  * from the errno and adds the hint. Exported for tests.
  */
 export const makeNativeError: NativeErrorFactory = (kind, op, code, errno, message, path, bdf) => {
-  if (kind === 'RangeError') return new RangeError(message);
-  if (kind === 'TypeError') return new TypeError(message);
+  if (kind === 'RangeError') return new ArgRangeError(message);
+  if (kind === 'TypeError') return new ArgTypeError(message);
   const resolved = code ?? (errno !== undefined ? errnoName(errno) : 'EUNKNOWN');
   const init: VfioErrorInit = { message, code: resolved, op };
   if (errno !== undefined) init.errno = errno;
@@ -169,7 +169,12 @@ export const makeNativeError: NativeErrorFactory = (kind, op, code, errno, messa
   if (bdf !== undefined) init.bdf = bdf;
   const hint = hintFor({ op, code: resolved, path, bdf });
   if (hint !== undefined) init.hint = hint;
-  return new VfioError(init);
+  return isKvm(op, path) ? new KvmError(init) : new VfioError(init);
 };
 
-native.setErrorFactory(makeNativeError);
+/** A KVM operation: a KVM ioctl, or any call on /dev/kvm or on a VM or vCPU made from it. */
+function isKvm(op: string, path: string | undefined): boolean {
+  return op.startsWith('KVM_') || (path !== undefined && path.startsWith('/dev/kvm'));
+}
+
+onNativeLoad((binding) => binding.setErrorFactory(makeNativeError));

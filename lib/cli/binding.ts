@@ -1,7 +1,8 @@
 /**
  * Moving devices between drivers the way driverctl does: through `driver_override`, which names
  * one device, never `new_id`, which would grab every device with the same IDs. Every check (device,
- * driver, group viability, interfaces that are up) is made for all devices before any is touched.
+ * driver, group viability, the host's use of the device) is made for all devices before any is
+ * touched, and the state file records a device only once the kernel has taken the first write.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -9,6 +10,8 @@ import * as path from 'node:path';
 import { VfioError } from '../base/native-errors';
 import { fileError } from './errors';
 import { driverKeepsViable, groupMembers, sysfsRoot, type SysfsOptions } from '../vfio/sysfs';
+import { giveBackGroup, handGroupsTo, type VfioUser } from './group-owner';
+import { checkNotInHostUse, type HostUseOptions } from './host-use';
 import { deviceDir, readDevice, type PciDeviceEntry } from './pci-sysfs';
 import type { DriverState } from './state';
 
@@ -22,12 +25,14 @@ export interface DriverChange {
 }
 
 /** Shared by bind, unbind and restore. */
-export interface MoveOptions extends SysfsOptions {
+export interface MoveOptions extends HostUseOptions {
   /** Directory of the VFIO group nodes (default `/dev/vfio`). */
   vfioDevDir?: string;
   state: DriverState;
   /** How long to wait for the kernel to bind or release a device. */
   timeoutMs: number;
+  /** Take a device the host is using (see host-use.ts). */
+  force?: boolean;
   /** Called before each device is moved (i from 1). */
   onStart?(i: number, n: number, bdf: string): void;
   /** Called after each device is moved. */
@@ -38,8 +43,8 @@ export interface BindOptions extends MoveOptions {
   driver: string;
   /** Bind every device of each group, not only those named. */
   group: boolean;
-  /** Bind a device whose network interface is up. */
-  force: boolean;
+  /** Hand each bound device's group node (/dev/vfio/N) to this user. */
+  user?: VfioUser;
 }
 
 const POLL_MS = 10;
@@ -65,6 +70,26 @@ function sysfsWrite(file: string, value: string, bdf: string): void {
           : 'see dmesg for what the kernel said',
     });
   }
+}
+
+/**
+ * Detach `bdf` from its driver. A racing command that detached it first makes the kernel answer
+ * ENODEV (or the `driver` link is gone: ENOENT); the device is then where it was asked to go.
+ */
+function writeUnbind(bdf: string, opts: SysfsOptions): void {
+  try {
+    fs.writeFileSync(path.join(deviceDir(bdf, opts), 'driver/unbind'), bdf);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if ((code === 'ENOENT' || code === 'ENODEV') && currentDriver(bdf, opts) === null) return;
+    sysfsWrite(path.join(deviceDir(bdf, opts), 'driver/unbind'), bdf, bdf);
+  }
+}
+
+/** Refuse a device the host uses, unless forced; a device on no driver or on vfio is not the host's. */
+function checkHostUse(dev: PciDeviceEntry, verb: string, opts: MoveOptions): void {
+  if (opts.force || dev.driver === null || isVfioDriver(dev.driver)) return;
+  checkNotInHostUse(dev.bdf, verb, opts);
 }
 
 function currentDriver(bdf: string, opts: SysfsOptions): string | null {
@@ -111,19 +136,6 @@ function checkDriverLoaded(driver: string, opts: SysfsOptions): void {
       hint: `load it first: modprobe ${driver}`,
     });
   }
-}
-
-function checkInterfacesDown(dev: PciDeviceEntry): void {
-  const up = dev.net.filter((n) => n.up).map((n) => n.name);
-  if (up.length === 0) return;
-  throw new VfioError({
-    message: `${dev.bdf} drives network interface ${up.join(', ')}, which is up`,
-    code: 'EBUSY',
-    errno: 16,
-    op: 'bind',
-    bdf: dev.bdf,
-    hint: `take it down first (${up.map((n) => `ip link set ${n} down`).join('; ')}) or pass --force`,
-  });
 }
 
 /** PIDs (with their command names) holding `node` open, read from /proc; empty when unreadable. */
@@ -183,8 +195,9 @@ function checkVfioReleased(dev: PciDeviceEntry, opts: MoveOptions): void {
  * `group`, refusing a group vfio would find not viable afterwards.
  */
 export function planBind(bdfs: readonly string[], opts: BindOptions): PciDeviceEntry[] {
-  checkDriverLoaded(opts.driver, opts);
+  // A device that does not exist is named as such before anything is said about drivers.
   const named = bdfs.map((b) => readDevice(b, opts));
+  checkDriverLoaded(opts.driver, opts);
   const plan = new Map<string, PciDeviceEntry>(named.map((d) => [d.bdf, d]));
   if (isVfioDriver(opts.driver)) {
     for (const dev of named) {
@@ -220,7 +233,7 @@ export function planBind(bdfs: readonly string[], opts: BindOptions): PciDeviceE
     }
   }
   const devices = [...plan.values()];
-  if (!opts.force) devices.forEach(checkInterfacesDown);
+  for (const dev of devices) if (dev.driver !== opts.driver) checkHostUse(dev, 'bind', opts);
   for (const dev of devices) if (dev.driver !== opts.driver) checkVfioReleased(dev, opts);
   return devices;
 }
@@ -233,10 +246,11 @@ export async function bindDevices(bdfs: readonly string[], opts: BindOptions): P
     opts.onStart?.(i + 1, devices.length, dev.bdf);
     const change: DriverChange = { bdf: dev.bdf, from: dev.driver, to: opts.driver, changed: false };
     if (dev.driver !== opts.driver) {
-      opts.state.remember(dev.bdf, dev.driver, dev.driverOverride);
       const dir = deviceDir(dev.bdf, opts);
       sysfsWrite(path.join(dir, 'driver_override'), opts.driver, dev.bdf);
-      if (dev.driver !== null) sysfsWrite(path.join(dir, 'driver/unbind'), dev.bdf, dev.bdf);
+      // The kernel took the override: from here on there is something for restore to undo.
+      opts.state.remember(dev.bdf, dev.driver, dev.driverOverride);
+      if (dev.driver !== null) writeUnbind(dev.bdf, opts);
       sysfsWrite(path.join(sysfsRoot(opts), 'bus/pci/drivers_probe'), dev.bdf, dev.bdf);
       await waitForDriver(dev.bdf, opts.driver, opts, `bind to ${opts.driver}`);
       change.changed = true;
@@ -244,20 +258,26 @@ export async function bindDevices(bdfs: readonly string[], opts: BindOptions): P
     out.push(change);
     opts.onDone?.(i + 1, devices.length, change);
   }
+  if (opts.user !== undefined) {
+    const groups = devices.map((d) => d.iommuGroup).filter((g): g is number => g !== null);
+    await handGroupsTo(groups, opts.user, opts.state, { ...opts });
+  }
   return out;
 }
 
 /** unbind: detach devices from their drivers (driver_override is left as it is). */
 export async function unbindDevices(bdfs: readonly string[], opts: MoveOptions): Promise<DriverChange[]> {
   const devices = bdfs.map((b) => readDevice(b, opts));
+  for (const dev of devices) checkHostUse(dev, 'unbind', opts);
   for (const dev of devices) checkVfioReleased(dev, opts);
   const out: DriverChange[] = [];
   for (const [i, dev] of devices.entries()) {
     opts.onStart?.(i + 1, devices.length, dev.bdf);
     const change: DriverChange = { bdf: dev.bdf, from: dev.driver, to: null, changed: false };
     if (dev.driver !== null) {
+      giveBackGroup(dev.iommuGroup, opts.state, opts.vfioDevDir);
+      writeUnbind(dev.bdf, opts);
       opts.state.remember(dev.bdf, dev.driver, dev.driverOverride);
-      sysfsWrite(path.join(deviceDir(dev.bdf, opts), 'driver/unbind'), dev.bdf, dev.bdf);
       await waitForDriver(dev.bdf, null, opts, `leave ${dev.driver}`);
       change.changed = true;
     }
@@ -271,7 +291,9 @@ export async function unbindDevices(bdfs: readonly string[], opts: MoveOptions):
 export async function restoreDevices(bdfs: readonly string[], opts: MoveOptions): Promise<DriverChange[]> {
   const devices = bdfs.map((b) => readDevice(b, opts));
   for (const dev of devices) {
-    if (opts.state.get(dev.bdf) === undefined) {
+    // A device that was on vfio-pci already when its group was handed over has only that to undo.
+    const ownerOnly = dev.iommuGroup !== null && opts.state.owner(dev.iommuGroup) !== undefined;
+    if (opts.state.get(dev.bdf) === undefined && !ownerOnly) {
       throw new VfioError({
         message: `${opts.state.path} remembers no earlier driver for ${dev.bdf}`,
         code: 'ENOENT',
@@ -281,17 +303,25 @@ export async function restoreDevices(bdfs: readonly string[], opts: MoveOptions)
         hint: 'restore undoes what bind or unbind did; to choose a driver, use bind --driver NAME',
       });
     }
-    if (dev.driver !== opts.state.get(dev.bdf)!.driver) checkVfioReleased(dev, opts);
+    const saved = opts.state.get(dev.bdf);
+    if (saved !== undefined && dev.driver !== saved.driver) checkVfioReleased(dev, opts);
   }
   const out: DriverChange[] = [];
   for (const [i, dev] of devices.entries()) {
     opts.onStart?.(i + 1, devices.length, dev.bdf);
-    const saved = opts.state.get(dev.bdf)!;
+    giveBackGroup(dev.iommuGroup, opts.state, opts.vfioDevDir);
+    const saved = opts.state.get(dev.bdf);
+    if (saved === undefined) {
+      const change: DriverChange = { bdf: dev.bdf, from: dev.driver, to: dev.driver, changed: false };
+      out.push(change);
+      opts.onDone?.(i + 1, devices.length, change);
+      continue;
+    }
     const dir = deviceDir(dev.bdf, opts);
     // An empty write clears driver_override; the kernel then matches by ID table again.
     sysfsWrite(path.join(dir, 'driver_override'), saved.driverOverride ?? '\n', dev.bdf);
     if (dev.driver !== null && dev.driver !== saved.driver) {
-      sysfsWrite(path.join(dir, 'driver/unbind'), dev.bdf, dev.bdf);
+      writeUnbind(dev.bdf, opts);
       await waitForDriver(dev.bdf, null, opts, `leave ${dev.driver}`);
     }
     if (saved.driver !== null && currentDriver(dev.bdf, opts) !== saved.driver) {

@@ -2,6 +2,7 @@
  * How the CLI fails: a usage error (exit 2) for anything wrong with the command line, a VfioError
  * (exit 1) for an operation that failed, with its message and hint on stderr.
  */
+import { VfioBridgeError } from '../base/error';
 import { VfioError } from '../base/native-errors';
 
 /** Exit codes, the same for every command. */
@@ -10,12 +11,10 @@ export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
 /** A bad command line: a malformed BDF, a width that is not 1/2/4/8, an offset past the region. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-  readonly hint: string | undefined;
+export class UsageError extends VfioBridgeError {
+  override readonly name: string = 'UsageError';
   constructor(message: string, hint?: string) {
-    super(message);
-    this.hint = hint;
+    super({ message, code: 'EUSAGE', hint });
   }
 }
 
@@ -47,15 +46,60 @@ export function fileError(e: unknown, init: FileErrorInit): VfioError {
   });
 }
 
-/** The exit code and the stderr text for an error a command threw. */
-export function describeFailure(e: unknown): { code: number; text: string } {
-  if (e instanceof UsageError) {
-    return { code: EXIT_USAGE, text: e.message + (e.hint ? `\n  hint: ${e.hint}` : '') };
-  }
+/** What every failure reports, as text or as JSON: the message, what to do, and a stable code. */
+export interface FailureReport {
+  /** The exit code: {@link EXIT_USAGE} or {@link EXIT_FAILED}. */
+  exit: number;
+  message: string;
+  hint: string | null;
+  /** The errno name or vfio-bridge code (`EBUSY`, `ENOTVIABLE`), `EUSAGE` for a bad command line. */
+  code: string;
+}
+
+/** The report for an error a command threw. */
+export function reportFailure(e: unknown): FailureReport {
+  if (e instanceof UsageError)
+    return { exit: EXIT_USAGE, message: e.message, hint: e.hint ?? null, code: 'EUSAGE' };
   // The library throws RangeError and TypeError only for arguments it cannot take, which on a
   // command line are the operator's: report them as usage errors too.
-  if (e instanceof RangeError || e instanceof TypeError) return { code: EXIT_USAGE, text: e.message };
-  if (e instanceof VfioError) return { code: EXIT_FAILED, text: `${e.message} [${e.code}]` };
-  if (e instanceof Error) return { code: EXIT_FAILED, text: e.message };
-  return { code: EXIT_FAILED, text: String(e) };
+  if (e instanceof RangeError || e instanceof TypeError) {
+    return { exit: EXIT_USAGE, message: e.message, hint: null, code: 'EUSAGE' };
+  }
+  if (e instanceof VfioBridgeError) {
+    return { exit: EXIT_FAILED, message: e.message, hint: e.hint ?? null, code: e.code };
+  }
+  if (e instanceof Error) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return {
+      exit: EXIT_FAILED,
+      message: e.message,
+      hint: null,
+      code: typeof code === 'string' ? code : 'EFAILED',
+    };
+  }
+  return { exit: EXIT_FAILED, message: String(e), hint: null, code: 'EFAILED' };
+}
+
+/**
+ * A report as the CLI prints it on stderr, the same for every command: the message and the code
+ * on one line, the hint on the next.
+ */
+export function formatFailure(r: FailureReport): string {
+  return `vfio-bridge: ${r.message} [${r.code}]\n` + (r.hint ? `  hint: ${r.hint}\n` : '');
+}
+
+/** A report as the CLI prints it on stderr with --json: one line, `{"error":{...}}`. */
+export function formatFailureJson(r: FailureReport): string {
+  return JSON.stringify({ error: { message: r.message, hint: r.hint, code: r.code } }) + '\n';
+}
+
+/** The exit code and the stderr text for an error a command threw. */
+export function describeFailure(e: unknown): { code: number; text: string } {
+  const r = reportFailure(e);
+  return {
+    code: r.exit,
+    text: formatFailure(r)
+      .replace(/^vfio-bridge: /, '')
+      .replace(/\n$/, ''),
+  };
 }

@@ -25,9 +25,14 @@ export interface RegionJson {
 
 export interface InfoJson {
   bdf: string;
+  /** Where the facts come from: VFIO (the device is on vfio-pci), or sysfs (any driver). */
+  source: 'vfio' | 'sysfs';
+  driver: string | null;
+  /** What sysfs cannot tell and needs the device on vfio-pci; empty through VFIO. */
+  needsVfioPci: string[];
   vendor: number;
   device: number;
-  iommuGroup: number;
+  iommuGroup: number | null;
   /** VFIO_DEVICE_RESET is available (a function-level or other device-local reset). */
   resettable: boolean;
   /** The kernel's reset methods for the device (sysfs reset_method), best first. */
@@ -69,7 +74,12 @@ function regionJson(r: RegionInfo): RegionJson {
 }
 
 /** Collect the info of an open device. */
-export function collectInfo(d: Device, group: number, resetMethods: string[]): InfoJson {
+export function collectInfo(
+  d: Device,
+  group: number,
+  resetMethods: string[],
+  driver: string | null = 'vfio-pci',
+): InfoJson {
   const info = d.info();
   const regions: RegionJson[] = [];
   for (let i = 0; i < info.numRegions; i++) {
@@ -113,6 +123,9 @@ export function collectInfo(d: Device, group: number, resetMethods: string[]): I
   }
   return {
     bdf: d.bdf,
+    source: 'vfio',
+    driver,
+    needsVfioPci: [],
     vendor: read(0, 2),
     device: read(2, 2),
     iommuGroup: group,
@@ -128,12 +141,23 @@ const hex = (v: number): string => `0x${v.toString(16)}`;
 
 /** The text form of `info`. */
 export function formatInfo(j: InfoJson): string {
+  const group = j.iommuGroup === null ? 'no IOMMU group' : `IOMMU group ${j.iommuGroup}`;
   const lines = [
-    `${j.bdf} [${j.vendor.toString(16).padStart(4, '0')}:${j.device.toString(16).padStart(4, '0')}] IOMMU group ${j.iommuGroup}`,
-    `reset: ${j.resettable ? 'VFIO_DEVICE_RESET available' : 'no device reset'}` +
-      (j.resetMethods.length ? ` (kernel methods: ${j.resetMethods.join(', ')})` : ''),
-    'regions:',
+    `${j.bdf} [${j.vendor.toString(16).padStart(4, '0')}:${j.device.toString(16).padStart(4, '0')}] ${group}`,
   ];
+  if (j.source === 'sysfs') {
+    lines.push(
+      `through sysfs (driver ${j.driver ?? 'none'}): regions from resource, capabilities from config`,
+      `needs vfio-pci: ${j.needsVfioPci.join(', ')}`,
+      `reset: kernel methods: ${j.resetMethods.join(', ') || 'none'}`,
+    );
+  } else {
+    lines.push(
+      `reset: ${j.resettable ? 'VFIO_DEVICE_RESET available' : 'no device reset'}` +
+        (j.resetMethods.length ? ` (kernel methods: ${j.resetMethods.join(', ')})` : ''),
+    );
+  }
+  lines.push('regions:');
   for (const r of j.regions) {
     const flags = `${r.readable ? 'r' : '-'}${r.writable ? 'w' : '-'}${r.mappable ? 'm' : '-'}`;
     let extra = '';
@@ -150,6 +174,7 @@ export function formatInfo(j: InfoJson): string {
     lines.push(`  ${hex(c.offset).padEnd(6)} ${c.name}${c.extended ? ' (extended)' : ''}`);
   if (j.capabilities.length === 0) lines.push('  none');
   lines.push('irqs:');
+  if (j.source === 'sysfs') lines.push('  (needs vfio-pci)');
   for (const q of j.irqs) {
     const f = [
       q.eventfd && 'eventfd',

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 
 import type { SysfsOptions } from '../vfio/sysfs';
 import { fileError } from './errors';
+import type { HostUseOptions } from './host-use';
 
 export interface CliIo {
   /** Standard output: results (text, or JSON with --json). */
@@ -28,6 +29,16 @@ export interface CliIo {
 export function sysfsOf(io: CliIo): SysfsOptions {
   const root = io.env['VFIO_BRIDGE_SYSFS_ROOT'];
   return root ? { sysfsRoot: root } : {};
+}
+
+/**
+ * Where the host-use checks look, from the environment: VFIO_BRIDGE_PROC_ROOT (default /proc) and
+ * VFIO_BRIDGE_IP (the `ip` command), so tests point them at fakes.
+ */
+export function hostUseOf(io: CliIo): HostUseOptions {
+  const procRoot = io.env['VFIO_BRIDGE_PROC_ROOT'];
+  const ipCommand = io.env['VFIO_BRIDGE_IP'];
+  return { ...sysfsOf(io), ...(procRoot ? { procRoot } : {}), ...(ipCommand ? { ipCommand } : {}) };
 }
 
 /**

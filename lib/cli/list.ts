@@ -1,5 +1,6 @@
 /** `list`: every PCI device, lspci-like, with its IOMMU group's viability and VFIO readiness. */
 import type { SysfsOptions } from '../vfio/sysfs';
+import { modaliasOf, type ModuleAliases } from './modules';
 import { UsageError } from './errors';
 import type { PciIds } from './pci-ids';
 import { groupState, listDevices } from './pci-sysfs';
@@ -18,6 +19,8 @@ export interface ListEntry {
   viable: boolean;
   vfioReady: boolean;
   net: { name: string; up: boolean }[];
+  /** The kernel modules whose aliases match the device (lspci -k); null without a modules.alias. */
+  modules: string[] | null;
 }
 
 export interface ListFilter {
@@ -54,7 +57,12 @@ function classFilter(spec: string): (classCode: number) => boolean {
 }
 
 /** The devices that pass `filter`, with names and group state. */
-export function listEntries(filter: ListFilter, ids: PciIds, sysfs: SysfsOptions): ListEntry[] {
+export function listEntries(
+  filter: ListFilter,
+  ids: PciIds,
+  sysfs: SysfsOptions,
+  aliases: ModuleAliases | null = null,
+): ListEntry[] {
   const byId = filter.id !== undefined ? idFilter(filter.id) : null;
   const byClass = filter.class !== undefined ? classFilter(filter.class) : null;
   return listDevices(sysfs)
@@ -78,6 +86,7 @@ export function listEntries(filter: ListFilter, ids: PciIds, sysfs: SysfsOptions
         viable: g.viable,
         vfioReady: g.vfioReady,
         net: d.net,
+        modules: aliases === null ? null : aliases.match(modaliasOf(d, sysfs)),
       };
     });
 }
@@ -95,7 +104,8 @@ export function formatList(entries: readonly ListEntry[]): string {
           ? 'no IOMMU group'
           : `group ${e.iommuGroup} ${e.viable ? 'viable' : 'not viable'}${e.vfioReady ? ', vfio ready' : ''}`;
       const net = e.net.map((n) => ` ${n.name} ${n.up ? 'up' : 'down'}`).join(',');
-      return `${e.bdf} ${cls}: ${name} [${h4(e.vendorId)}:${h4(e.deviceId)}] driver ${e.driver ?? 'none'}, ${group}${net ? `,${net}` : ''}`;
+      const modules = e.modules?.length ? `, modules ${e.modules.join(', ')}` : '';
+      return `${e.bdf} ${cls}: ${name} [${h4(e.vendorId)}:${h4(e.deviceId)}] driver ${e.driver ?? 'none'}, ${group}${net ? `,${net}` : ''}${modules}`;
     })
     .join('\n')
     .concat(entries.length ? '\n' : '');

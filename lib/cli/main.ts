@@ -12,6 +12,18 @@ const stop = new AbortController();
 const onSignal = (): void => stop.abort();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, onSignal);
 
+/** What a shell reports for a process that a closed pipe ended (128 + SIGPIPE). */
+const EXIT_PIPE = 141;
+
+// Node ignores SIGPIPE, so a reader that went away (`vfio-bridge list | head -1`) shows up as
+// EPIPE on the stream. End quietly, as coreutils do, instead of printing a stack.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(EXIT_PIPE);
+    throw e;
+  });
+}
+
 const io: CliIo = {
   out: (s) => void process.stdout.write(s),
   err: (s) => void process.stderr.write(s),

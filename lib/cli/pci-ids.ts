@@ -4,6 +4,8 @@
  */
 import * as fs from 'node:fs';
 
+import { fileError } from './errors';
+
 /** Where pci.ids lives on Debian/Ubuntu (pci.ids, pciutils), Fedora/Arch (hwdata), and elsewhere. */
 export const PCI_IDS_PATHS = ['/usr/share/misc/pci.ids', '/usr/share/hwdata/pci.ids', '/usr/share/pci.ids'];
 
@@ -46,10 +48,28 @@ export class PciIds {
   /**
    * Load pci.ids: `path` if given (an error if unreadable), else `VFIO_BRIDGE_PCI_IDS`, else the
    * first of {@link PCI_IDS_PATHS} that exists, else an empty table.
+   * @throws VfioError when the file named is not readable
    */
   static load(path?: string, env: NodeJS.ProcessEnv = process.env): PciIds {
     const explicit = path ?? env['VFIO_BRIDGE_PCI_IDS'];
-    if (explicit) return new PciIds(explicit, fs.readFileSync(explicit, 'utf8'));
+    if (explicit) {
+      const how = path !== undefined ? '--pci-ids' : 'VFIO_BRIDGE_PCI_IDS';
+      let text: string;
+      try {
+        text = fs.readFileSync(explicit, 'utf8');
+      } catch (e) {
+        throw fileError(e, {
+          lead: `cannot read the pci.ids file ${explicit} (from ${how})`,
+          op: 'read',
+          path: explicit,
+          hint: (code) =>
+            code === 'ENOENT'
+              ? `there is no such file: name an existing pci.ids (e.g. ${PCI_IDS_PATHS[0]}), or leave ${how} out to use the system one`
+              : `name a readable pci.ids file, or leave ${how} out to use the system one`,
+        });
+      }
+      return new PciIds(explicit, text);
+    }
     for (const p of PCI_IDS_PATHS) {
       let text: string;
       try {

@@ -1,26 +1,56 @@
 /**
  * The `vfio-bridge` command line, on commander: one subcommand per operation, each with --help and
  * an example, --json output with a schema (schema.ts), and exit codes 0 (done), 1 (the operation
- * failed; the VfioError message and hint on stderr) and 2 (usage error).
+ * failed) and 2 (usage error). A failure is reported on stderr the same way by every command: as
+ * `vfio-bridge: MESSAGE [CODE]` and `  hint: HINT`, or with --json as one `{"error":{...}}` line.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 
 import { Command, CommanderError } from 'commander';
 
-import { describeFailure, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError } from './errors';
+import {
+  EXIT_OK,
+  EXIT_USAGE,
+  formatFailure,
+  formatFailureJson,
+  reportFailure,
+  UsageError,
+  type FailureReport,
+} from './errors';
 import { sysfsOf, type CliIo } from './io';
+import { bashCompletion, zshCompletion } from './completion';
 import { SCHEMAS } from './schema';
 import { addAccessCommands } from './commands/access';
 import { example } from './commands/common';
 import { addDeviceCommands } from './commands/device';
 import { addDriverCommands } from './commands/drivers';
 
+const FAILURE_HELP = `
+Exit status: 0 done, 1 the operation failed, 2 the command line is wrong.
+Failures go to stderr as "vfio-bridge: MESSAGE [CODE]" and "  hint: HINT"; with --json as one line
+{"error":{"message":...,"hint":...,"code":...}} (stdout then holds nothing). CODE is an errno name
+(EBUSY, ENOENT, ...), a vfio-bridge code (ENOTVIABLE, ...) or EUSAGE.
+A closed pipe on stdout (vfio-bridge list | head -1) ends the command quietly with status 141.
+`;
+
+/** The version in the package's package.json (two levels up from lib/cli and from dist/cli). */
+export function packageVersion(): string {
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'package.json'), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
 /** Build the program. `io` receives everything it prints. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command('vfio-bridge')
     .description('Inspect PCI devices, move them to vfio-pci and back, and look inside them through VFIO.')
+    .version(packageVersion(), '-V, --version', 'print the version of vfio-bridge')
     .exitOverride()
-    .showHelpAfterError('(add --help for usage)')
-    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) });
+    // Commander's own complaints are reported by run() like every other failure.
+    .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s), outputError: () => {} })
+    .addHelpText('after', FAILURE_HELP);
   const sysfs = sysfsOf(io);
 
   addDriverCommands(program, io, sysfs);
@@ -43,30 +73,58 @@ export function buildProgram(io: CliIo): Command {
     io.out(JSON.stringify(s, null, 2) + '\n');
   });
 
+  example(
+    program
+      .command('completion')
+      .description('print a bash or zsh completion script, made from this program so it cannot drift')
+      .argument('<shell>', 'bash or zsh'),
+    'source <(vfio-bridge completion bash)',
+    'vfio-bridge completion zsh > "${fpath[1]}/_vfio-bridge"',
+  ).action((shell: string) => {
+    const make = { bash: bashCompletion, zsh: zshCompletion }[shell];
+    if (make === undefined)
+      throw new UsageError(`no completion for ${JSON.stringify(shell)}`, 'one of bash, zsh');
+    io.out(make(program));
+  });
+
   return program;
+}
+
+/** The report for a command line commander refused, pointing at the command's --help. */
+function commanderFailure(e: CommanderError, argv: readonly string[], program: Command): FailureReport {
+  const names = new Set(program.commands.map((c) => c.name()));
+  const cmd = argv.find((a) => names.has(a));
+  return {
+    exit: EXIT_USAGE,
+    message: e.message.replace(/^error: /, ''),
+    hint: `see vfio-bridge ${cmd !== undefined ? `${cmd} ` : ''}--help`,
+    code: 'EUSAGE',
+  };
 }
 
 /** Run the CLI on `argv` (without node and the script) and return the exit code. */
 export async function run(argv: readonly string[], io: CliIo): Promise<number> {
   const program = buildProgram(io);
+  const dashdash = argv.indexOf('--');
+  const json = (dashdash < 0 ? argv : argv.slice(0, dashdash)).includes('--json');
+  let report: FailureReport;
   try {
     await program.parseAsync([...argv], { from: 'user' });
     return EXIT_OK;
   } catch (e) {
     if (e instanceof CommanderError) {
-      // Help and version are successes; everything else commander refuses is a usage error,
-      // which it has already explained on stderr.
+      // Help and version are successes; everything else commander refuses is a usage error.
       if (
         e.code === 'commander.helpDisplayed' ||
         e.code === 'commander.help' ||
-        e.code === 'commander.version'
+        e.code === 'commander.version' ||
+        e.exitCode === 0
       ) {
         return EXIT_OK;
       }
-      return e.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
-    }
-    const f = describeFailure(e);
-    io.err(`vfio-bridge: ${f.text}\n`);
-    return f.code === EXIT_USAGE ? EXIT_USAGE : EXIT_FAILED;
+      report = commanderFailure(e, argv, program);
+    } else report = reportFailure(e);
   }
+  io.err(json ? formatFailureJson(report) : formatFailure(report));
+  return report.exit;
 }

@@ -15,7 +15,7 @@ import { UsageError } from './errors';
 import { REGION_NAMES } from './names';
 import { configSize, readResources } from './pci-sysfs';
 
-export type Via = 'auto' | 'map' | 'fd';
+export type Via = 'auto' | 'map' | 'fd' | 'sysfs';
 
 const CONFIG = 7;
 
@@ -117,7 +117,8 @@ export function checkAligned(offset: number, width: AccessSize): void {
 
 /** Where one region is accessed: a mapping of the pages around the range, or the fd. */
 export interface RegionPort extends Disposable {
-  readonly via: 'map' | 'fd';
+  /** A mapping or the fd of the VFIO device, or sysfs (sysfs-access.ts) for a device on any driver. */
+  readonly via: 'map' | 'fd' | 'sysfs';
   read(offset: number, width: AccessSize): number | bigint;
   write(offset: number, width: AccessSize, value: number | bigint): void;
   /** `count` consecutive values, each one access of `width`. */
@@ -139,7 +140,13 @@ function mappableArea(
  * A port on `[offset, offset + length)` of `region`.
  * @throws VfioError ENOTMAPPABLE when `via` is 'map' and the range is not inside a mappable area
  */
-export function openPort(d: Device, region: number, offset: number, length: number, via: Via): RegionPort {
+export function openPort(
+  d: Device,
+  region: number,
+  offset: number,
+  length: number,
+  via: Exclude<Via, 'sysfs'>,
+): RegionPort {
   const info = d.regionInfo(region);
   checkSpan(region, offset, length, info.size);
   const area = via === 'fd' ? null : mappableArea(info, offset, length);

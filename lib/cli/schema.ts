@@ -95,7 +95,7 @@ const access = {
   region: str,
   offset: int,
   width: { enum: [1, 2, 4, 8] },
-  via: { enum: ['map', 'fd'] },
+  via: { enum: ['map', 'fd', 'sysfs'] },
 };
 
 /** Every command's schema, by command name. */
@@ -117,6 +117,7 @@ export const SCHEMAS: Record<string, Schema> = {
         viable: bool,
         vfioReady: bool,
         net: { type: 'array', items: obj({ name: str, up: bool }) },
+        modules: nullable({ type: 'array', items: str }),
       }),
     },
   }),
@@ -125,9 +126,12 @@ export const SCHEMAS: Record<string, Schema> = {
   restore: moveDoc('restore'),
   info: doc('info', {
     bdf,
+    source: { enum: ['vfio', 'sysfs'] },
+    driver: nullable(str),
+    needsVfioPci: { type: 'array', items: str },
     vendor: int,
     device: int,
-    iommuGroup: int,
+    iommuGroup: nullable(int),
     resettable: bool,
     resetMethods: { type: 'array', items: str },
     regions: {

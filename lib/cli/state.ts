@@ -5,13 +5,18 @@
  *
  * Format (version 1), written atomically (temporary file + rename):
  * `{ "version": 1, "devices": { "<BDF>": { "driver": "e1000" | null, "driverOverride": string | null,
- * "savedAt": "<ISO 8601>" } } }`
+ * "savedAt": "<ISO 8601>" } }, "groups": { "<N>": { "user": "name", "uid": 1000, "gid": 1000,
+ * "savedAt": "<ISO 8601>" } } }`; `groups` (the /dev/vfio/N nodes handed to a user) may be absent.
+ *
+ * Every change is made under the lock (state-lock.ts) on the file as it is then, re-read, so
+ * commands running at the same time keep each other's entries.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { VfioError } from '../base/native-errors';
 import { fileError } from './errors';
+import { withStateLock } from './state-lock';
 
 export const DEFAULT_STATE_FILE = '/run/vfio-bridge/drivers.json';
 export const STATE_VERSION = 1;
@@ -23,9 +28,18 @@ export interface SavedDriver {
   savedAt: string;
 }
 
+/** Whom a group's /dev/vfio/N node was handed to (bind --user), so restore gives it back to root. */
+export interface GroupOwner {
+  user: string;
+  uid: number;
+  gid: number;
+  savedAt: string;
+}
+
 interface StateFile {
   version: number;
   devices: Record<string, SavedDriver>;
+  groups?: Record<string, GroupOwner>;
 }
 
 /** The state file in effect: --state, else VFIO_BRIDGE_STATE, else /run/vfio-bridge/drivers.json. */
@@ -44,59 +58,91 @@ export class DriverState {
 
   /** Read the state file; a missing file is an empty state. */
   static load(p: string): DriverState {
-    let text: string;
-    try {
-      text = fs.readFileSync(p, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT')
-        return new DriverState(p, { version: 1, devices: {} });
-      throw stateError(p, 'read', e);
-    }
-    let data: unknown;
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = null;
-    }
-    const d = data as StateFile | null;
-    if (d === null || d.version !== STATE_VERSION || typeof d.devices !== 'object' || d.devices === null) {
-      throw new VfioError({
-        message: `${p} is not a vfio-bridge state file (version ${STATE_VERSION})`,
-        code: 'EPROTO',
-        op: 'read',
-        path: p,
-        hint: 'move it aside; restore then has nothing to go back to, so bind with --driver NAME instead',
-      });
-    }
-    return new DriverState(p, d);
+    return new DriverState(p, readState(p));
   }
 
   get(bdf: string): SavedDriver | undefined {
     return this.#data.devices[bdf];
   }
 
-  /** Remember what `bdf` had, unless something is remembered already: the first driver is the one to go back to. */
+  /** Whom group `group`'s node was handed to, if anyone. */
+  owner(group: number): GroupOwner | undefined {
+    return this.#data.groups?.[String(group)];
+  }
+
+  /**
+   * Remember what `bdf` had, unless something is remembered already (by this command or by one
+   * running beside it): the first driver is the one to go back to.
+   */
   remember(bdf: string, driver: string | null, driverOverride: string | null): void {
-    if (this.#data.devices[bdf] !== undefined) return;
-    this.#data.devices[bdf] = { driver, driverOverride, savedAt: new Date().toISOString() };
-    this.#save();
+    this.#update((d) => {
+      if (d.devices[bdf] !== undefined) return false;
+      d.devices[bdf] = { driver, driverOverride, savedAt: new Date().toISOString() };
+      return true;
+    });
   }
 
   forget(bdf: string): void {
-    if (this.#data.devices[bdf] === undefined) return;
-    delete this.#data.devices[bdf];
-    this.#save();
+    this.#update((d) => d.devices[bdf] !== undefined && delete d.devices[bdf]);
   }
 
-  #save(): void {
-    const tmp = `${this.path}.${process.pid}.tmp`;
-    try {
-      fs.mkdirSync(path.dirname(this.path), { recursive: true });
-      fs.writeFileSync(tmp, JSON.stringify(this.#data, null, 2) + '\n');
-      fs.renameSync(tmp, this.path);
-    } catch (e) {
-      throw stateError(this.path, 'write', e);
-    }
+  /** Remember that group `group`'s node now belongs to `user`. */
+  rememberOwner(group: number, user: string, uid: number, gid: number): void {
+    this.#update((d) => {
+      d.groups = { ...d.groups, [String(group)]: { user, uid, gid, savedAt: new Date().toISOString() } };
+      return true;
+    });
+  }
+
+  forgetOwner(group: number): void {
+    this.#update((d) => d.groups !== undefined && delete d.groups[String(group)]);
+  }
+
+  /** Apply `change` to the file as it is now, under the lock; it says whether anything changed. */
+  #update(change: (d: StateFile) => boolean): void {
+    withStateLock(this.path, () => {
+      const d = readState(this.path);
+      if (change(d)) writeState(this.path, d);
+      this.#data = d;
+    });
+  }
+}
+
+function readState(p: string): StateFile {
+  let text: string;
+  try {
+    text = fs.readFileSync(p, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { version: STATE_VERSION, devices: {} };
+    throw stateError(p, 'read', e);
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    data = null;
+  }
+  const d = data as StateFile | null;
+  if (d === null || d.version !== STATE_VERSION || typeof d.devices !== 'object' || d.devices === null) {
+    throw new VfioError({
+      message: `${p} is not a vfio-bridge state file (version ${STATE_VERSION})`,
+      code: 'EPROTO',
+      op: 'read',
+      path: p,
+      hint: 'move it aside; restore then has nothing to go back to, so bind with --driver NAME instead',
+    });
+  }
+  return d;
+}
+
+function writeState(p: string, d: StateFile): void {
+  const tmp = `${p}.${process.pid}.tmp`;
+  try {
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    fs.writeFileSync(tmp, JSON.stringify(d, null, 2) + '\n');
+    fs.renameSync(tmp, p);
+  } catch (e) {
+    throw stateError(p, 'write', e);
   }
 }
 

@@ -3,6 +3,7 @@
  * copy, shareable with worker threads (they map the same pages), and handed by host address to the
  * IOMMU (Container.mapDma, the DMA listener) and to KVM memory slots.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import { markAsUntransferable } from 'node:worker_threads';
@@ -56,9 +57,9 @@ function readText(path: string): string | undefined {
 }
 
 function checkSize(what: string, v: unknown): number {
-  if (typeof v !== 'number') throw new TypeError(`${what} must be a number, got ${typeof v}`);
+  if (typeof v !== 'number') throw new ArgTypeError(`${what} must be a number, got ${typeof v}`);
   if (!Number.isSafeInteger(v) || v < 0) {
-    throw new RangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
+    throw new ArgRangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
   }
   return v;
 }
@@ -121,9 +122,9 @@ export class GuestRam implements DmaMemory, Disposable {
   /** Allocate `size` bytes of zeroed guest RAM (pages are allocated when first touched). */
   static create(size: number, opts: GuestRamOptions = {}): GuestRam {
     checkSize('guest RAM size', size);
-    if (size === 0) throw new RangeError('guest RAM size 0: it must hold at least one page');
+    if (size === 0) throw new ArgRangeError('guest RAM size 0: it must hold at least one page');
     const name = opts.name ?? 'guest-ram';
-    if (typeof name !== 'string') throw new TypeError('name must be a string');
+    if (typeof name !== 'string') throw new ArgTypeError('name must be a string');
     const huge = opts.hugepages ?? false;
     let page = 0;
     let flags = 0;
@@ -134,15 +135,15 @@ export class GuestRam implements DmaMemory, Disposable {
     } else if (typeof huge === 'number') {
       checkSize('hugepages', huge);
       if (huge < 4096 || (huge & (huge - 1)) !== 0 || huge > 2 ** 30) {
-        throw new RangeError(`hugepages ${huge} is not a power of two between 4096 and 1 GiB`);
+        throw new ArgRangeError(`hugepages ${huge} is not a power of two between 4096 and 1 GiB`);
       }
       page = huge;
       flags = MFD_HUGETLB | (Math.log2(huge) << MFD_HUGE_SHIFT);
     } else if (huge !== false) {
-      throw new TypeError('hugepages must be a boolean or a page size in bytes');
+      throw new ArgTypeError('hugepages must be a boolean or a page size in bytes');
     }
     if (page !== 0 && size % page !== 0) {
-      throw new RangeError(`guest RAM size ${size} is not a multiple of the huge page size ${page}`);
+      throw new ArgRangeError(`guest RAM size ${size} is not a multiple of the huge page size ${page}`);
     }
     let handle: NativeGuestMemoryHandle;
     try {
@@ -157,7 +158,7 @@ export class GuestRam implements DmaMemory, Disposable {
   /** Map guest RAM another thread created and shared (see {@link GuestRam.share}). */
   static attach(shared: SharedGuestRam): GuestRam {
     if (shared === null || typeof shared !== 'object')
-      throw new TypeError('attach needs what share() returned');
+      throw new ArgTypeError('attach needs what share() returned');
     const handle = native.guestMemoryAttach(shared.fd, shared.length, shared.dev, shared.ino);
     return new GuestRam(handle, shared.name, shared.hugePageSize);
   }
@@ -193,12 +194,12 @@ export class GuestRam implements DmaMemory, Disposable {
     checkSize('offset', offset);
     const len = length === undefined ? this.length - offset : checkSize('length', length);
     if (offset > this.length || len > this.length - offset) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `guestRam.buffer: offset ${offset} length ${len} is outside the ${this.length}-byte RAM`,
       );
     }
     if (len > MAX_GUEST_RAM_BUFFER) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `guestRam.buffer: ${len} bytes exceed the ${MAX_GUEST_RAM_BUFFER}-byte limit of one ArrayBuffer on this Node; take smaller windows`,
       );
     }
@@ -224,7 +225,7 @@ export class GuestRam implements DmaMemory, Disposable {
     checkSize('offset', offset);
     checkSize('length', length);
     if (offset > this.length || length > this.length - offset) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `guestRam.view: offset ${offset} length ${length} is outside the ${this.length}-byte RAM`,
       );
     }

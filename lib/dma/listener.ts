@@ -15,6 +15,8 @@
  * Every message names the absolute guest-physical range and the region. Nothing here throws at the
  * VMM for a guest's doing: problems are events, counters and a rate-limited log.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
+import { VfioBridgeError } from '../base';
 import type { AddressSpace, FlatRange, MemoryListener } from '../memory';
 import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
 import { span, type DmaMapRequest } from '../vfio/dma-types';
@@ -45,9 +47,8 @@ export interface DmaListenerMapping {
 }
 
 /** A fatal commit: RAM could not be mapped, and the commit was undone. */
-export class DmaCommitError extends Error {
-  override readonly name = 'DmaCommitError';
-  readonly code = 'EDMACOMMIT';
+export class DmaCommitError extends VfioBridgeError {
+  override readonly name: string = 'DmaCommitError';
   /** The absolute guest-physical range that could not be mapped. */
   readonly start: number;
   readonly size: number;
@@ -56,11 +57,14 @@ export class DmaCommitError extends Error {
   readonly rollbackErrors: unknown[];
   constructor(start: number, size: number, region: string, cause: unknown, rollbackErrors: unknown[]) {
     const why = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
-    super(
-      `DMA map of RAM ${span(start, size)} ('${region}') failed, the commit was undone: ${why}` +
+    super({
+      code: 'EDMACOMMIT',
+      message:
+        `DMA map of RAM ${span(start, size)} ('${region}') failed, the commit was undone: ${why}` +
         (rollbackErrors.length > 0 ? ` (and ${rollbackErrors.length} mapping(s) could not be restored)` : ''),
-      { cause },
-    );
+      cause,
+      hint: (cause as { hint?: string } | null)?.hint,
+    });
     this.start = start;
     this.size = size;
     this.region = region;
@@ -201,12 +205,14 @@ export class DmaListener implements MemoryListener, Disposable {
     premapped: Map<FlatRange, DmaMapRequest> | null = null,
   ) {
     if (container === null || typeof container !== 'object' || typeof container.mapDma !== 'function') {
-      throw new TypeError('DmaListener needs a container (Container or one with mapDma/unmapDma/iommuInfo)');
+      throw new ArgTypeError(
+        'DmaListener needs a container (Container or one with mapDma/unmapDma/iommuInfo)',
+      );
     }
     const log = new RateLimitedLog(opts, defaultLog);
     const host = opts.hostPageSize ?? 4096;
     if (!Number.isSafeInteger(host) || host <= 0 || (host & (host - 1)) !== 0) {
-      throw new RangeError(`hostPageSize ${String(host)} is not a power of two`);
+      throw new ArgRangeError(`hostPageSize ${String(host)} is not a power of two`);
     }
     this.#log = log;
     this.container = container;
@@ -272,8 +278,8 @@ export class DmaListener implements MemoryListener, Disposable {
   on(event: 'fatal', fn: (e: DmaCommitError) => void): this;
   on(event: 'warning' | 'dma-error' | 'fatal', fn: (e: never) => void): this {
     const list = this.#on[event] as unknown[] | undefined;
-    if (list === undefined) throw new TypeError(`unknown event '${String(event)}'`);
-    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    if (list === undefined) throw new ArgTypeError(`unknown event '${String(event)}'`);
+    if (typeof fn !== 'function') throw new ArgTypeError('listener must be a function');
     list.push(fn);
     return this;
   }
@@ -281,7 +287,7 @@ export class DmaListener implements MemoryListener, Disposable {
   /** Unsubscribe a function given to {@link DmaListener.on}. */
   off(event: 'warning' | 'dma-error' | 'fatal', fn: (e: never) => void): this {
     const list = this.#on[event] as unknown[] | undefined;
-    if (list === undefined) throw new TypeError(`unknown event '${String(event)}'`);
+    if (list === undefined) throw new ArgTypeError(`unknown event '${String(event)}'`);
     const i = list.indexOf(fn);
     if (i >= 0) list.splice(i, 1);
     return this;

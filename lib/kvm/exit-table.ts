@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import {
   native,
   type NativeExitEntry,
@@ -68,7 +69,7 @@ export class ExitTable implements Disposable {
   /** Replace `space`'s ranges (sorted by start, disjoint). */
   set(space: ExitSpace, entries: readonly ExitTableEntry[]): void {
     const s = spaceIndex(space);
-    if (!Array.isArray(entries)) throw new TypeError('ExitTable.set: entries must be an array');
+    if (!Array.isArray(entries)) throw new ArgTypeError('ExitTable.set: entries must be an array');
     const list: NativeExitEntry[] = entries.map((e) =>
       e.kind === 'mmap'
         ? {
@@ -125,6 +126,6 @@ export class ExitTable implements Disposable {
 
 function spaceIndex(space: unknown): number {
   if (space !== 'mmio' && space !== 'pio')
-    throw new RangeError(`exit table space ${String(space)} is not 'mmio' or 'pio'`);
+    throw new ArgRangeError(`exit table space ${String(space)} is not 'mmio' or 'pio'`);
   return SPACE[space];
 }

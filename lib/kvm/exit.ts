@@ -1,8 +1,14 @@
-import { native } from '../native';
+import { onNativeLoad, type NativeBinding } from '../native';
 import { KVM_EXIT } from './uapi';
 
-/** Where each field of the exit record lies, as the addon lays it out. */
-export const EXIT_RECORD = native.kvmExitLayout;
+/**
+ * Where each field of the exit record lies, as the addon lays it out. Set when the addon loads,
+ * which every vCPU, and so every exit, comes after.
+ */
+export let EXIT_RECORD!: NativeBinding['kvmExitLayout'];
+onNativeLoad((binding) => {
+  EXIT_RECORD = binding.kvmExitLayout;
+});
 
 /**
  * One exit of KVM_RUN, typed as rust-vmm's VcpuExit:

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError, KvmError, VfioError } from '../base/error';
 import { decodeCpuid, type CpuidEntry } from './x86';
 import { native, type NativeHandle } from '../native';
 import { closedError, kvmError } from './errors';
@@ -50,12 +51,22 @@ export class Kvm implements Disposable {
   /** Open `/dev/kvm`, check the API version and the required capabilities. */
   static open(opts: KvmOpenOptions = {}): Kvm {
     const path = opts.path ?? '/dev/kvm';
-    if (typeof path !== 'string') throw new TypeError('Kvm.open: path must be a string');
+    if (typeof path !== 'string') throw new ArgTypeError('Kvm.open: path must be a string');
     const require = opts.require ?? PASSTHROUGH_CAPS;
     for (const c of require) {
-      if (!(c in KVM_CAP)) throw new RangeError(`Kvm.open: unknown capability ${String(c)}`);
+      if (!(c in KVM_CAP)) throw new ArgRangeError(`Kvm.open: unknown capability ${String(c)}`);
     }
-    const h = native.openFd(path);
+    let h: NativeHandle;
+    try {
+      h = native.openFd(path);
+    } catch (e) {
+      // Any KVM node, wherever it lives, fails as a KVM error (the addon names it by path).
+      if (e instanceof VfioError && !(e instanceof KvmError)) {
+        const { message, code, op, errno, syscall, hint } = e;
+        throw new KvmError({ message, code, op, errno, syscall, path, hint, cause: e });
+      }
+      throw e;
+    }
     try {
       const version = native.kvmGetApiVersion(h);
       if (version !== KVM_API_VERSION) {
@@ -88,7 +99,7 @@ export class Kvm implements Disposable {
   /** KVM_CHECK_EXTENSION: the capability's value (0 = absent). */
   checkExtension(cap: KvmCapName | number): number {
     const n = typeof cap === 'number' ? cap : KVM_CAP[cap];
-    if (n === undefined) throw new RangeError(`unknown capability ${String(cap)}`);
+    if (n === undefined) throw new ArgRangeError(`unknown capability ${String(cap)}`);
     return native.kvmCheckExtension(this.#open('KVM_CHECK_EXTENSION'), n);
   }
 

@@ -1,3 +1,4 @@
+import { ArgTypeError } from '../base/error';
 import type { FlatRange, MemoryListener } from '../memory';
 import type { HostMemory, MemorySlot, SlotTarget } from './slots';
 
@@ -131,7 +132,7 @@ export class KvmMemoryListener implements MemoryListener {
       if (p.mapinfo !== 'direct') continue;
       const where = { addr: p.addr, size: p.size, name: r.region.name };
       if (!isHostMemory(memory)) {
-        this.#onError?.(where, new TypeError(`${r.region.name}: its memory has no host address`));
+        this.#onError?.(where, new ArgTypeError(`${r.region.name}: its memory has no host address`));
         continue;
       }
       try {

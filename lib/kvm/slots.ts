@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { kvmError } from './errors';
 
 /**
@@ -75,7 +76,7 @@ export class SlotTable {
 
   /** Validate `spec` and reserve a slot number for it (not yet in KVM). */
   reserve(spec: SlotSpec): MemorySlot {
-    if (spec === null || typeof spec !== 'object') throw new TypeError('slot spec must be an object');
+    if (spec === null || typeof spec !== 'object') throw new ArgTypeError('slot spec must be an object');
     const { guestAddress, size } = spec;
     const offset = spec.offset ?? 0;
     const name = spec.name ?? 'slot';
@@ -85,31 +86,31 @@ export class SlotTable {
       ['offset', offset],
     ] as const) {
       if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-        throw new RangeError(`${name}: ${what} ${String(v)} is not a non-negative safe integer`);
+        throw new ArgRangeError(`${name}: ${what} ${String(v)} is not a non-negative safe integer`);
       }
       if (v % this.#pageSize !== 0) {
-        throw new RangeError(
+        throw new ArgRangeError(
           `${name}: ${what} 0x${v.toString(16)} is not a multiple of the page size ${this.#pageSize}`,
         );
       }
     }
-    if (size === 0) throw new RangeError(`${name}: a slot must cover at least one page`);
+    if (size === 0) throw new ArgRangeError(`${name}: a slot must cover at least one page`);
     const mem = spec.memory;
     if (mem === null || typeof mem !== 'object' || typeof mem.hostAddress !== 'bigint') {
-      throw new TypeError(`${name}: memory must have a bigint hostAddress and a length`);
+      throw new ArgTypeError(`${name}: memory must have a bigint hostAddress and a length`);
     }
     if (offset + size > mem.length) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${name}: offset 0x${offset.toString(16)} + size 0x${size.toString(16)} exceeds the memory (${mem.length} bytes)`,
       );
     }
     const hostAddress = mem.hostAddress + BigInt(offset);
     if (hostAddress % BigInt(this.#pageSize) !== 0n) {
-      throw new RangeError(`${name}: host address 0x${hostAddress.toString(16)} is not page-aligned`);
+      throw new ArgRangeError(`${name}: host address 0x${hostAddress.toString(16)} is not page-aligned`);
     }
     for (const s of this.#used.values()) {
       if (guestAddress < s.guestAddress + s.size && s.guestAddress < guestAddress + size) {
-        throw new RangeError(
+        throw new ArgRangeError(
           `${name}: guest 0x${guestAddress.toString(16)}+0x${size.toString(16)} overlaps slot ${s.id} (${s.name})`,
         );
       }

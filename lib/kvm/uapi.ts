@@ -2,6 +2,7 @@
  * The KVM uAPI numbers and structure layouts lib/kvm uses (include/uapi/linux/kvm.h, x86-64).
  * Structures that carry policy are encoded here, in TypeScript, and handed to the addon as bytes.
  */
+import { ArgTypeError } from '../base/error';
 
 /** The only KVM API version there has ever been. */
 export const KVM_API_VERSION = 12;
@@ -98,7 +99,7 @@ export function encodeRegs(r: Regs): Buffer {
   const b = Buffer.alloc(REG_NAMES.length * 8);
   REG_NAMES.forEach((n, i) => {
     const v = r[n];
-    if (typeof v !== 'bigint') throw new TypeError(`register ${n} must be a bigint`);
+    if (typeof v !== 'bigint') throw new ArgTypeError(`register ${n} must be a bigint`);
     b.writeBigUInt64LE(BigInt.asUintN(64, v), i * 8);
   });
   return b;

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { routeAccess, type ExitRouting } from './exit-routing';
 import type { AccessExit, VcpuExit } from './exit';
 import type { ExitTable } from './exit-table';
@@ -57,9 +58,10 @@ export class VcpuSet {
   };
 
   constructor(vcpus: readonly Vcpu[], opts: VcpuSetOptions) {
-    if (!Array.isArray(vcpus) || vcpus.length === 0) throw new RangeError('VcpuSet needs at least one vCPU');
+    if (!Array.isArray(vcpus) || vcpus.length === 0)
+      throw new ArgRangeError('VcpuSet needs at least one vCPU');
     if (opts === null || typeof opts !== 'object' || typeof opts.routing?.memory?.read !== 'function')
-      throw new TypeError('VcpuSet needs options with routing.memory');
+      throw new ArgTypeError('VcpuSet needs options with routing.memory');
     this.vcpus = vcpus;
     this.#opts = opts;
   }
@@ -91,10 +93,10 @@ export class VcpuSet {
   /** Run every vCPU (starting their threads the first time) until the run ends; see the class. */
   async run(opts: VcpuSetRunOptions = {}): Promise<VcpuSetEnd> {
     if (this.#stopped) return { reason: 'stopped' };
-    if (this.#end !== null) throw new RangeError('VcpuSet.run: a run is already in progress');
+    if (this.#end !== null) throw new ArgRangeError('VcpuSet.run: a run is already in progress');
     const timeout = opts.timeoutMs ?? Infinity;
     if (typeof timeout !== 'number' || !(timeout > 0))
-      throw new RangeError(`timeoutMs ${String(timeout)} must be positive`);
+      throw new ArgRangeError(`timeoutMs ${String(timeout)} must be positive`);
     opts.signal?.throwIfAborted();
     const ended = new Promise<VcpuSetEnd>((resolve) => (this.#end = resolve));
     this.#ending = false;

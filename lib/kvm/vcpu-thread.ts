@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { errnoName } from '../base';
 import { native, type NativeKvmVcpu, type NativeVcpuThreadStats } from '../native';
 import { kvmError } from './errors';
@@ -72,16 +73,16 @@ export class VcpuThread {
     nice = 0,
   ) {
     if (handlers === null || typeof handlers !== 'object' || typeof handlers.onExit !== 'function')
-      throw new TypeError('startThread: handlers.onExit must be a function');
+      throw new ArgTypeError('startThread: handlers.onExit must be a function');
     for (const k of ['onParked', 'onFault'] as const) {
       if (handlers[k] !== undefined && typeof handlers[k] !== 'function')
-        throw new TypeError(`startThread: handlers.${k} must be a function`);
+        throw new ArgTypeError(`startThread: handlers.${k} must be a function`);
     }
     this.#port = port;
     this.#handlers = handlers;
     this.name = name;
     if (!Number.isInteger(nice) || nice < -20 || nice > 19)
-      throw new RangeError(`startThread: nice ${String(nice)} is not an integer in [-20, 19]`);
+      throw new ArgRangeError(`startThread: nice ${String(nice)} is not an integer in [-20, 19]`);
     native.kvmVcpuStart(
       port.handle,
       table?._handle ?? null,

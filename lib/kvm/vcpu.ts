@@ -1,3 +1,4 @@
+import { ArgRangeError } from '../base/error';
 import { native, type NativeHandle, type NativeKvmVcpu } from '../native';
 import { closedError, kvmError } from './errors';
 import { decodeExit, EXIT_RECORD, writeAnswer, writtenValue, type VcpuExit } from './exit';
@@ -140,7 +141,7 @@ export class Vcpu implements Disposable {
   /** KVM_SET_LAPIC (a Buffer of {@link LAPIC_STATE_SIZE} bytes, as getLapic returns). */
   setLapic(state: Buffer): void {
     if (!Buffer.isBuffer(state) || state.length !== LAPIC_STATE_SIZE)
-      throw new RangeError(`setLapic: the state is ${LAPIC_STATE_SIZE} bytes`);
+      throw new ArgRangeError(`setLapic: the state is ${LAPIC_STATE_SIZE} bytes`);
     native.kvmSetLapic(this.#open('KVM_SET_LAPIC'), state);
   }
 
@@ -151,7 +152,7 @@ export class Vcpu implements Disposable {
   run(budgetMs = 100): VcpuExit {
     const h = this.#open('KVM_RUN');
     if (typeof budgetMs !== 'number' || !(budgetMs >= 0) || !Number.isFinite(budgetMs)) {
-      throw new RangeError(`run: budget ${String(budgetMs)} ms is not a non-negative number`);
+      throw new ArgRangeError(`run: budget ${String(budgetMs)} ms is not a non-negative number`);
     }
     if (this.#pendingRead) this.#answer(-1);
     const reason = native.kvmRun(h, Math.round(budgetMs * 1e6));
@@ -161,7 +162,7 @@ export class Vcpu implements Disposable {
   /** Answer the read exit just returned by {@link Vcpu.run} with `value`. */
   complete(value: number | bigint): void {
     this.#open('KVM_RUN');
-    if (!this.#pendingRead) throw new RangeError('complete: the last exit was not a read');
+    if (!this.#pendingRead) throw new ArgRangeError('complete: the last exit was not a read');
     this.#answer(value);
   }
 
@@ -175,7 +176,7 @@ export class Vcpu implements Disposable {
     const budget = opts.budgetMs ?? 100;
     const maxExits = opts.maxExits ?? Infinity;
     if (!(budget > 0) || !Number.isFinite(budget))
-      throw new RangeError(`runRouted: budget ${String(budget)} ms is not positive`);
+      throw new ArgRangeError(`runRouted: budget ${String(budget)} ms is not positive`);
     // One timer for the whole call: the clock is never read per exit (under TCG a clock read can
     // cost more than the dispatch), and the kick stays pending between runs once it fired.
     native.kvmArmKick(h, Math.round(budget * 1e6));

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { PAGE_SIZE } from '../base';
 import { closedError, kvmError } from './errors';
@@ -55,7 +56,7 @@ export interface Assignment {
 
 function fdOf(x: HasFd, what: string): number {
   if (x === null || typeof x !== 'object' || !Number.isInteger(x.fd) || x.fd < 0) {
-    throw new TypeError(`${what} must be an open object with an fd`);
+    throw new ArgTypeError(`${what} must be an open object with an fd`);
   }
   return x.fd;
 }
@@ -166,7 +167,7 @@ export class Vm implements SlotTarget, Disposable {
   createIrqchip(): void {
     const h = this.#open('KVM_CREATE_IRQCHIP');
     if (this.#vcpus.size > 0) {
-      throw new RangeError('createIrqchip: the irqchip must be created before the first vCPU');
+      throw new ArgRangeError('createIrqchip: the irqchip must be created before the first vCPU');
     }
     native.kvmCreateIrqchip(h);
     this.#irqchip = true;
@@ -185,7 +186,7 @@ export class Vm implements SlotTarget, Disposable {
   /** KVM_SET_TSS_ADDR: the three pages VMX needs below 4 GiB for real mode (ignored by SVM). */
   setTssAddr(address: number): void {
     if (!Number.isInteger(address) || address < 0 || address > 0xffffd000 || address % 4096 !== 0)
-      throw new RangeError(`setTssAddr: 0x${Number(address).toString(16)} is not a page below 4 GiB`);
+      throw new ArgRangeError(`setTssAddr: 0x${Number(address).toString(16)} is not a page below 4 GiB`);
     native.kvmSetTssAddr(this.#open('KVM_SET_TSS_ADDR'), address);
   }
 
@@ -197,7 +198,7 @@ export class Vm implements SlotTarget, Disposable {
   irqLine(irq: number, level: boolean): number {
     const h = this.#open('KVM_IRQ_LINE_STATUS');
     if (!Number.isInteger(irq) || irq < 0 || irq > 0xffffffff)
-      throw new RangeError(`irqLine: bad IRQ ${String(irq)}`);
+      throw new ArgRangeError(`irqLine: bad IRQ ${String(irq)}`);
     this.#needIrqchip('KVM_IRQ_LINE_STATUS', 'KVM_IRQ_LINE needs the in-kernel irqchip');
     return native.kvmIrqLine(h, irq, level ? 1 : 0);
   }
@@ -208,12 +209,12 @@ export class Vm implements SlotTarget, Disposable {
    */
   setGsiRouting(routes: readonly GsiRoute[]): void {
     const h = this.#open('KVM_SET_GSI_ROUTING');
-    if (!Array.isArray(routes)) throw new TypeError('routes must be an array');
+    if (!Array.isArray(routes)) throw new ArgTypeError('routes must be an array');
     for (const r of routes) {
       if (!Number.isInteger(r.gsi) || r.gsi < 0 || r.gsi > 0xffffffff)
-        throw new RangeError(`bad GSI ${String(r.gsi)}`);
+        throw new ArgRangeError(`bad GSI ${String(r.gsi)}`);
       if (r.kind !== 'msi' && r.kind !== 'irqchip')
-        throw new TypeError(`route kind must be 'msi' or 'irqchip'`);
+        throw new ArgTypeError(`route kind must be 'msi' or 'irqchip'`);
     }
     native.kvmSetGsiRouting(h, encodeRouting(routes));
   }
@@ -226,7 +227,7 @@ export class Vm implements SlotTarget, Disposable {
     const h = this.#open('KVM_IRQFD');
     const fd = fdOf(eventfd, 'eventfd');
     if (!Number.isInteger(gsi) || gsi < 0 || gsi > 0xffffffff)
-      throw new RangeError(`irqfd: bad GSI ${String(gsi)}`);
+      throw new ArgRangeError(`irqfd: bad GSI ${String(gsi)}`);
     const resample = opts.resample !== undefined ? fdOf(opts.resample, 'resample eventfd') : 0;
     this.#needIrqchip('KVM_IRQFD', 'KVM_IRQFD needs the in-kernel irqchip');
     const own = native.dupFd(fd);
@@ -266,12 +267,12 @@ export class Vm implements SlotTarget, Disposable {
     const h = this.#open('KVM_IOEVENTFD');
     const fd = fdOf(eventfd, 'eventfd');
     if (![0, 1, 2, 4, 8].includes(length))
-      throw new RangeError(`ioeventfd: length ${String(length)} is not 0, 1, 2, 4 or 8`);
+      throw new ArgRangeError(`ioeventfd: length ${String(length)} is not 0, 1, 2, 4 or 8`);
     if (!Number.isSafeInteger(address) || address < 0)
-      throw new RangeError(`ioeventfd: bad address ${String(address)}`);
+      throw new ArgRangeError(`ioeventfd: bad address ${String(address)}`);
     let flags = opts.pio ? KVM_IOEVENTFD_FLAG_PIO : 0;
     if (opts.datamatch !== undefined) {
-      if (typeof opts.datamatch !== 'bigint') throw new TypeError('datamatch must be a bigint');
+      if (typeof opts.datamatch !== 'bigint') throw new ArgTypeError('datamatch must be a bigint');
       flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
     }
     const match = opts.datamatch ?? 0n;
@@ -352,7 +353,8 @@ export class Vm implements SlotTarget, Disposable {
   /** KVM_CREATE_VCPU. The vCPU belongs to this thread (its kick timer targets it). */
   createVcpu(id = this.#vcpus.size): Vcpu {
     const h = this.#open('KVM_CREATE_VCPU');
-    if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw new RangeError(`bad vCPU id ${String(id)}`);
+    if (!Number.isInteger(id) || id < 0 || id > 0xffffffff)
+      throw new ArgRangeError(`bad vCPU id ${String(id)}`);
     const v = Vcpu._create(h, id, this.#vcpuMmapSize, `${this.path} vcpu ${id}`, () => this.#vcpus.delete(v));
     this.#vcpus.add(v);
     return v;

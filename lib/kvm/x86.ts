@@ -4,6 +4,7 @@
  * the local APIC page of struct kvm_lapic_state. What goes into them is the VMM's policy (see
  * lib/vmm/cpuid.ts); this file only lays them out.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 
 /** One CPUID leaf/subleaf as KVM_GET_SUPPORTED_CPUID reports it and KVM_SET_CPUID2 takes it. */
 export interface CpuidEntry {
@@ -32,14 +33,14 @@ export const LAPIC_STATE_SIZE = 1024;
 
 const u32 = (v: number, what: string): number => {
   if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
-    throw new RangeError(`${what} ${String(v)} is not a u32`);
+    throw new ArgRangeError(`${what} ${String(v)} is not a u32`);
   return v;
 };
 
 /** A 32-bit register value: unsigned, or the signed result of JavaScript's bit operators. */
 const reg = (v: number, what: string): number => {
   if (!Number.isInteger(v) || v < -(2 ** 31) || v > 0xffffffff)
-    throw new RangeError(`${what} ${String(v)} is not a 32-bit value`);
+    throw new ArgRangeError(`${what} ${String(v)} is not a 32-bit value`);
   return v >>> 0;
 };
 
@@ -47,7 +48,7 @@ const reg = (v: number, what: string): number => {
 export function decodeCpuid(b: Buffer): CpuidEntry[] {
   const n = b.readUInt32LE(0);
   if (b.length < TABLE_HEADER + n * CPUID_ENTRY)
-    throw new RangeError(`kvm_cpuid2 of ${n} entries is truncated`);
+    throw new ArgRangeError(`kvm_cpuid2 of ${n} entries is truncated`);
   const out: CpuidEntry[] = [];
   for (let i = 0; i < n; i++) {
     const o = TABLE_HEADER + i * CPUID_ENTRY;
@@ -66,7 +67,7 @@ export function decodeCpuid(b: Buffer): CpuidEntry[] {
 
 /** Encode a struct kvm_cpuid2 for KVM_SET_CPUID2. */
 export function encodeCpuid(entries: readonly CpuidEntry[]): Buffer {
-  if (!Array.isArray(entries)) throw new TypeError('CPUID entries must be an array');
+  if (!Array.isArray(entries)) throw new ArgTypeError('CPUID entries must be an array');
   const b = Buffer.alloc(TABLE_HEADER + entries.length * CPUID_ENTRY);
   b.writeUInt32LE(entries.length, 0);
   entries.forEach((e, i) => {
@@ -84,12 +85,12 @@ export function encodeCpuid(entries: readonly CpuidEntry[]): Buffer {
 
 /** Encode a struct kvm_msrs for KVM_SET_MSRS. */
 export function encodeMsrs(msrs: readonly { index: number; value: bigint }[]): Buffer {
-  if (!Array.isArray(msrs)) throw new TypeError('MSRs must be an array');
+  if (!Array.isArray(msrs)) throw new ArgTypeError('MSRs must be an array');
   const b = Buffer.alloc(TABLE_HEADER + msrs.length * MSR_ENTRY);
   b.writeUInt32LE(msrs.length, 0);
   msrs.forEach((m, i) => {
     if (typeof m.value !== 'bigint')
-      throw new TypeError(`MSR 0x${m.index.toString(16)} value must be a bigint`);
+      throw new ArgTypeError(`MSR 0x${m.index.toString(16)} value must be a bigint`);
     const o = TABLE_HEADER + i * MSR_ENTRY;
     b.writeUInt32LE(u32(m.index, 'MSR index'), o);
     b.writeBigUInt64LE(BigInt.asUintN(64, m.value), o + 8);

@@ -1,6 +1,7 @@
 /**
  * Address spaces: a root region, its flat view, guest access dispatch and memory listeners.
  */
+import { ArgTypeError } from '../base/error';
 import {
   ioInvalidReason,
   ioRead,
@@ -111,9 +112,9 @@ export class AddressSpace implements Rebuildable, Disposable {
 
   constructor(name: string, root: MemoryRegion, opts: AddressSpaceOptions = {}) {
     if (typeof name !== 'string')
-      throw new TypeError(`address space name must be a string, got ${typeof name}`);
+      throw new ArgTypeError(`address space name must be a string, got ${typeof name}`);
     if (!(root instanceof MemoryRegion))
-      throw new TypeError(`root of address space '${name}' must be a MemoryRegion`);
+      throw new ArgTypeError(`root of address space '${name}' must be a MemoryRegion`);
     this._log = new RateLimitedLog(opts, defaultLog);
     this.name = name;
     this.root = root;
@@ -139,15 +140,15 @@ export class AddressSpace implements Rebuildable, Disposable {
 
   /** Subscribes to unassigned or refused guest accesses. */
   on(event: 'unassigned', fn: (e: UnassignedAccess) => void): this {
-    if (event !== 'unassigned') throw new TypeError(`unknown event '${String(event)}'`);
-    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    if (event !== 'unassigned') throw new ArgTypeError(`unknown event '${String(event)}'`);
+    if (typeof fn !== 'function') throw new ArgTypeError('listener must be a function');
     this._onUnassigned.push(fn);
     return this;
   }
 
   /** Removes a subscription made with {@link AddressSpace.on}. */
   off(event: 'unassigned', fn: (e: UnassignedAccess) => void): this {
-    if (event !== 'unassigned') throw new TypeError(`unknown event '${String(event)}'`);
+    if (event !== 'unassigned') throw new ArgTypeError(`unknown event '${String(event)}'`);
     const i = this._onUnassigned.indexOf(fn);
     if (i >= 0) this._onUnassigned.splice(i, 1);
     return this;
@@ -270,7 +271,7 @@ export class AddressSpace implements Rebuildable, Disposable {
   /** An 8-byte read delivered as two 32-bit halves: `out[0]` low, `out[1]` high. */
   read64Pair(addr: number, out: Uint32Array): void {
     if (!(out instanceof Uint32Array) || out.length < 2) {
-      throw new TypeError('read64Pair needs a Uint32Array of at least 2 elements');
+      throw new ArgTypeError('read64Pair needs a Uint32Array of at least 2 elements');
     }
     checkAddress('address', addr);
     checkAccessEnd(addr, 8);
@@ -339,7 +340,7 @@ export class AddressSpace implements Rebuildable, Disposable {
    */
   addListener(l: MemoryListener): () => void {
     this._assertOpen();
-    if (l === null || typeof l !== 'object') throw new TypeError('listener must be an object');
+    if (l === null || typeof l !== 'object') throw new ArgTypeError('listener must be an object');
     this._listeners.push(l);
     const ranges = this._fv.ranges;
     l.begin?.();

@@ -1,6 +1,7 @@
 /**
  * A FixedWidthMemory over an ArrayBuffer, for tests, fakes and benchmarks where no device is mapped.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import type { FixedWidthMemory } from './types';
 
 /**
@@ -17,7 +18,7 @@ export class BufferMemory implements FixedWidthMemory {
   constructor(source: number | ArrayBuffer | SharedArrayBuffer) {
     if (typeof source === 'number') {
       if (!Number.isSafeInteger(source) || source < 0) {
-        throw new RangeError(
+        throw new ArgRangeError(
           `length ${source} is out of range: must be an integer in [0, ${Number.MAX_SAFE_INTEGER}]`,
         );
       }
@@ -26,7 +27,7 @@ export class BufferMemory implements FixedWidthMemory {
       !(source instanceof ArrayBuffer) &&
       !(typeof SharedArrayBuffer !== 'undefined' && source instanceof SharedArrayBuffer)
     ) {
-      throw new TypeError('BufferMemory needs a length, an ArrayBuffer or a SharedArrayBuffer');
+      throw new ArgTypeError('BufferMemory needs a length, an ArrayBuffer or a SharedArrayBuffer');
     }
     this.buffer = source;
     this.length = source.byteLength;
@@ -35,7 +36,7 @@ export class BufferMemory implements FixedWidthMemory {
 
   private check(o: number, width: number): void {
     if (!(Number.isInteger(o) && o >= 0 && o + width <= this.length)) {
-      throw new RangeError(`offset ${o} with width ${width} is out of bounds: limit ${this.length}`);
+      throw new ArgRangeError(`offset ${o} with width ${width} is out of bounds: limit ${this.length}`);
     }
   }
 

@@ -3,6 +3,7 @@
  * memory_region_access_valid and access_with_adjusted_size), and the aligned pieces an access that
  * crosses ranges is cut into.
  */
+import { ArgTypeError } from '../base/error';
 import type { MemoryRegion } from './region';
 import type { AccessSize } from './types';
 
@@ -40,14 +41,14 @@ function implSize(r: MemoryRegion, size: number): number {
 function normalize(r: MemoryRegion, v: unknown, size: number): number | bigint {
   if (size === 8) {
     if (typeof v !== 'bigint') {
-      throw new TypeError(
+      throw new ArgTypeError(
         `read callback of region '${r.name}' returned ${typeof v} for an 8-byte read; expected a bigint`,
       );
     }
     return BigInt.asUintN(64, v);
   }
   if (typeof v !== 'number') {
-    throw new TypeError(
+    throw new ArgTypeError(
       `read callback of region '${r.name}' returned ${typeof v} for a ${size}-byte read; expected a number`,
     );
   }

@@ -2,6 +2,7 @@
  * `info mtree` and `info mtree -f` in QEMU's line formats, so that an operator can read the output the
  * way they read QEMU's and diff the two; plus the same information as JSON.
  */
+import { ArgTypeError } from '../base/error';
 import { AddressSpace } from './address-space';
 import { renderFlatView, type FlatRange } from './flat-view';
 import { K_ALIAS, K_CONTAINER, K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
@@ -192,9 +193,9 @@ export function renderMtree(
   if (target instanceof MemoryRegion) region = target;
   else if (target instanceof AddressSpace) spaces = [target];
   else if (Array.isArray(target) && target.every((t) => t instanceof AddressSpace)) spaces = [...target];
-  else throw new TypeError('renderMtree needs an AddressSpace, an array of them, or a MemoryRegion');
+  else throw new ArgTypeError('renderMtree needs an AddressSpace, an array of them, or a MemoryRegion');
   if (opts.annotate !== undefined && typeof opts.annotate !== 'function') {
-    throw new TypeError('annotate must be a function');
+    throw new ArgTypeError('annotate must be a function');
   }
   return opts.flat === true ? renderFlat(spaces, region, opts) : renderTree(spaces, region, opts);
 }
@@ -263,7 +264,7 @@ export function mtreeJson(as: AddressSpace): {
   flat: MtreeFlatJson[];
   aliasTargets: MtreeNodeJson[];
 } {
-  if (!(as instanceof AddressSpace)) throw new TypeError('mtreeJson needs an AddressSpace');
+  if (!(as instanceof AddressSpace)) throw new ArgTypeError('mtreeJson needs an AddressSpace');
   const aliasQueue: MemoryRegion[] = [];
   const tree = nodeJson(as.root, 0, aliasQueue);
   const aliasTargets: MtreeNodeJson[] = [];

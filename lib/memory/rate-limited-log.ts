@@ -3,6 +3,7 @@
  * next line saying how many were left out. Shared by the address spaces, the DMA listener and the
  * vfio-pci devices.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 
 /** The `log` and `logIntervalMs` options every rate-limited reporter takes. */
 export interface RateLimitedLogOptions {
@@ -24,11 +25,11 @@ export class RateLimitedLog {
    */
   constructor(opts: RateLimitedLogOptions, fallback: (line: string) => void) {
     if (opts.log !== undefined && opts.log !== null && typeof opts.log !== 'function') {
-      throw new TypeError('log must be a function or null');
+      throw new ArgTypeError('log must be a function or null');
     }
     const interval = opts.logIntervalMs ?? 1000;
     if (typeof interval !== 'number' || !(interval >= 0)) {
-      throw new RangeError(`logIntervalMs ${String(interval)} is out of range: must be a number >= 0`);
+      throw new ArgRangeError(`logIntervalMs ${String(interval)} is out of range: must be a number >= 0`);
     }
     this.#sink = opts.log === undefined ? fallback : opts.log;
     this.#interval = interval;

@@ -2,6 +2,7 @@
  * The region tree: containers, I/O regions, RAM, RAM devices and aliases, with QEMU's
  * docs/devel/memory.rst semantics for placement, priorities and mutation.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { assertMutable, noteChanged, topologyChanged } from './transaction';
 import {
   MemoryTopologyError,
@@ -50,7 +51,7 @@ const FIXED_WIDTH_METHODS = [
 ] as const;
 
 function checkName(name: unknown): string {
-  if (typeof name !== 'string') throw new TypeError(`region name must be a string, got ${typeof name}`);
+  if (typeof name !== 'string') throw new ArgTypeError(`region name must be a string, got ${typeof name}`);
   return name;
 }
 
@@ -61,7 +62,7 @@ function checkSize(what: string, size: unknown): number {
 function checkAccessSizeOption(where: string, v: unknown, dflt: AccessSize): AccessSize {
   if (v === undefined) return dflt;
   if (v === 1 || v === 2 || v === 4 || v === 8) return v;
-  throw new RangeError(`${where} ${String(v)} is invalid: must be 1, 2, 4 or 8`);
+  throw new ArgRangeError(`${where} ${String(v)} is invalid: must be 1, 2, 4 or 8`);
 }
 
 /**
@@ -136,9 +137,9 @@ export class MemoryRegion {
   static io(name: string, size: number, ops: MemoryRegionOps): MemoryRegion {
     const r = new MemoryRegion('io', checkName(name), checkSize('io region', size));
     if (ops === null || typeof ops !== 'object')
-      throw new TypeError(`ops of region '${name}' must be an object`);
+      throw new ArgTypeError(`ops of region '${name}' must be an object`);
     if (typeof ops.read !== 'function' || typeof ops.write !== 'function') {
-      throw new TypeError(`ops of region '${name}' must have read and write functions`);
+      throw new ArgTypeError(`ops of region '${name}' must have read and write functions`);
     }
     const v = ops.valid ?? {};
     const i = ops.impl ?? {};
@@ -147,23 +148,24 @@ export class MemoryRegion {
     r._implMin = checkAccessSizeOption(`${name}: impl.minAccessSize`, i.minAccessSize, 1);
     r._implMax = checkAccessSizeOption(`${name}: impl.maxAccessSize`, i.maxAccessSize, 4);
     if (r._validMin > r._validMax) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${name}: valid.minAccessSize ${r._validMin} exceeds valid.maxAccessSize ${r._validMax}`,
       );
     }
     if (r._implMin > r._implMax) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${name}: impl.minAccessSize ${r._implMin} exceeds impl.maxAccessSize ${r._implMax}`,
       );
     }
     r._validUnaligned = v.unaligned === true;
     if (i.unaligned === true && !r._validUnaligned) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${name}: impl.unaligned needs valid.unaligned (the device cannot see what it rejects)`,
       );
     }
     if (v.accepts !== undefined) {
-      if (typeof v.accepts !== 'function') throw new TypeError(`${name}: valid.accepts must be a function`);
+      if (typeof v.accepts !== 'function')
+        throw new ArgTypeError(`${name}: valid.accepts must be a function`);
       r._accepts = v.accepts.bind(v);
     }
     r._ops = ops;
@@ -181,9 +183,9 @@ export class MemoryRegion {
         backing instanceof ArrayBuffer ||
         (typeof SharedArrayBuffer !== 'undefined' && backing instanceof SharedArrayBuffer);
       if (!isBuffer)
-        throw new TypeError(`backing of ram region '${name}' must be an ArrayBuffer or SharedArrayBuffer`);
+        throw new ArgTypeError(`backing of ram region '${name}' must be an ArrayBuffer or SharedArrayBuffer`);
       if (backing.byteLength < size) {
-        throw new RangeError(
+        throw new ArgRangeError(
           `ram region '${name}' size ${size} exceeds its backing of ${backing.byteLength} bytes`,
         );
       }
@@ -203,17 +205,17 @@ export class MemoryRegion {
   static ramDevice(name: string, size: number, memory: FixedWidthMemory): MemoryRegion {
     const r = new MemoryRegion('ram-device', checkName(name), checkSize('ram-device', size));
     if (memory === null || typeof memory !== 'object') {
-      throw new TypeError(`memory of ram-device region '${name}' must be a FixedWidthMemory`);
+      throw new ArgTypeError(`memory of ram-device region '${name}' must be a FixedWidthMemory`);
     }
     for (const m of FIXED_WIDTH_METHODS) {
       if (typeof memory[m] !== 'function') {
-        throw new TypeError(
+        throw new ArgTypeError(
           `memory of ram-device region '${name}' must be a FixedWidthMemory: it has no ${m}()`,
         );
       }
     }
     if (!(memory.length >= size)) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `ram-device region '${name}' size ${size} exceeds its memory of ${memory.length} bytes`,
       );
     }
@@ -228,7 +230,7 @@ export class MemoryRegion {
   static alias(name: string, target: MemoryRegion, offset: number, size: number): MemoryRegion {
     checkName(name);
     if (!(target instanceof MemoryRegion))
-      throw new TypeError(`target of alias '${name}' must be a MemoryRegion`);
+      throw new ArgTypeError(`target of alias '${name}' must be a MemoryRegion`);
     checkAddress(`alias '${name}' offset`, offset);
     checkSize('alias', size);
     checkWindow(name, target, offset, size);
@@ -313,7 +315,7 @@ export class MemoryRegion {
    * an alias; in an io, ram or ram-device region they cover the region's own contents.
    */
   addSubregion(child: MemoryRegion, offset: number, priority = 0): void {
-    if (!(child instanceof MemoryRegion)) throw new TypeError('subregion must be a MemoryRegion');
+    if (!(child instanceof MemoryRegion)) throw new ArgTypeError('subregion must be a MemoryRegion');
     checkAddress(`offset of '${child.name}' in '${this.name}'`, offset);
     checkPriority(priority);
     if (this._kind === K_ALIAS) {
@@ -347,7 +349,7 @@ export class MemoryRegion {
 
   /** Detaches `child`, which must be a direct subregion of this region. */
   removeSubregion(child: MemoryRegion): void {
-    if (!(child instanceof MemoryRegion)) throw new TypeError('subregion must be a MemoryRegion');
+    if (!(child instanceof MemoryRegion)) throw new ArgTypeError('subregion must be a MemoryRegion');
     if (child._parent !== this) {
       throw new MemoryTopologyError(
         'not-a-child',
@@ -389,12 +391,12 @@ export class MemoryRegion {
   setSize(s: number): void {
     checkSize(`'${this.name}'`, s);
     if (this._kind === K_RAM && s > this._capacity) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `ram region '${this.name}' size ${s} exceeds its backing of ${this._capacity} bytes`,
       );
     }
     if (this._kind === K_RAM_DEVICE && s > this._memory!.length) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `ram-device region '${this.name}' size ${s} exceeds its memory of ${this._memory!.length} bytes`,
       );
     }
@@ -407,7 +409,7 @@ export class MemoryRegion {
 
   /** Shows or hides the region (and everything below it). */
   setEnabled(e: boolean): void {
-    if (typeof e !== 'boolean') throw new TypeError(`enabled must be a boolean, got ${typeof e}`);
+    if (typeof e !== 'boolean') throw new ArgTypeError(`enabled must be a boolean, got ${typeof e}`);
     if (e === this._enabled) return;
     assertMutable();
     this._enabled = e;
@@ -429,7 +431,7 @@ export class MemoryRegion {
 
   /** Makes guest writes through this region (and everything below it) be refused or allowed. */
   setReadonly(r: boolean): void {
-    if (typeof r !== 'boolean') throw new TypeError(`readonly must be a boolean, got ${typeof r}`);
+    if (typeof r !== 'boolean') throw new ArgTypeError(`readonly must be a boolean, got ${typeof r}`);
     if (r === this._readonly) return;
     assertMutable();
     this._readonly = r;
@@ -461,7 +463,7 @@ export class MemoryRegion {
  */
 function checkWindow(name: string, target: MemoryRegion, offset: number, size: number): void {
   if (offset + size > target._size) {
-    throw new RangeError(
+    throw new ArgRangeError(
       `alias '${name}' window ${offset}+${size} exceeds its target '${target.name}' of ${target._size} bytes`,
     );
   }

@@ -4,6 +4,7 @@
  */
 
 import type { AccessLength, AccessSize } from '../types';
+import { VfioBridgeError } from '../base/error';
 
 export type { AccessLength, AccessSize };
 
@@ -81,12 +82,10 @@ export type MemoryTopologyErrorCode =
  * creating a cycle, removing a region that is not a child, committing without a transaction, or
  * using a closed address space. Bad numbers are `RangeError`s and wrong types `TypeError`s instead.
  */
-export class MemoryTopologyError extends Error {
-  override readonly name = 'MemoryTopologyError';
-  constructor(
-    readonly code: MemoryTopologyErrorCode,
-    message: string,
-  ) {
-    super(message);
+export class MemoryTopologyError extends VfioBridgeError {
+  override readonly name: string = 'MemoryTopologyError';
+  declare readonly code: MemoryTopologyErrorCode;
+  constructor(code: MemoryTopologyErrorCode, message: string) {
+    super({ code, message });
   }
 }

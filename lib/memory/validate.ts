@@ -2,6 +2,7 @@
  * Argument checks shared by the memory model. Every message names the value, the width (where there
  * is one) and the limit, so that a failing call can be fixed from the message alone.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import type { AccessLength, AccessSize } from './types';
 
 /** Largest address, offset or size the model represents exactly. */
@@ -15,10 +16,12 @@ export function isAddress(v: unknown): v is number {
 /** Throws unless `v` is an exact non-negative integer up to 2^53 - 1. */
 export function checkAddress(what: string, v: unknown): number {
   if (typeof v !== 'number') {
-    throw new TypeError(`${what} must be a number, got ${typeof v}`);
+    throw new ArgTypeError(`${what} must be a number, got ${typeof v}`);
   }
   if (!isAddress(v)) {
-    throw new RangeError(`${what} ${String(v)} is out of range: must be an integer in [0, ${MAX_ADDRESS}]`);
+    throw new ArgRangeError(
+      `${what} ${String(v)} is out of range: must be an integer in [0, ${MAX_ADDRESS}]`,
+    );
   }
   return v;
 }
@@ -32,10 +35,10 @@ export const ADDRESS_LIMIT = 2 ** 53;
 /** Throws unless `size` is an integer from 1 to 8. */
 export function checkAccessLength(size: unknown): AccessLength {
   if (typeof size !== 'number') {
-    throw new TypeError(`access size must be a number, got ${typeof size}`);
+    throw new ArgTypeError(`access size must be a number, got ${typeof size}`);
   }
   if (!(size >= 1 && size <= 8 && Math.floor(size) === size)) {
-    throw new RangeError(`access size ${String(size)} is invalid: must be an integer from 1 to 8`);
+    throw new ArgRangeError(`access size ${String(size)} is invalid: must be an integer from 1 to 8`);
   }
   return size as AccessLength;
 }
@@ -46,7 +49,7 @@ export function checkAccessLength(size: unknown): AccessLength {
  */
 export function checkAccessEnd(addr: number, size: number): void {
   if (addr > ADDRESS_LIMIT - size) {
-    throw new RangeError(
+    throw new ArgRangeError(
       `access of ${size} bytes at ${addr} is out of range: it must end at or below 2^53 (start at most ${ADDRESS_LIMIT - size})`,
     );
   }
@@ -60,19 +63,21 @@ export function checkLengthValue(size: AccessLength, value: unknown): void {
   if (size === 1 || size === 2 || size === 4 || size === 8) return checkValue(size, value);
   if (size === 7) {
     if (typeof value !== 'bigint') {
-      throw new TypeError(`value of a 7-byte access must be a bigint, got ${typeof value}`);
+      throw new ArgTypeError(`value of a 7-byte access must be a bigint, got ${typeof value}`);
     }
     if (BigInt.asUintN(56, value) !== value) {
-      throw new RangeError(`value ${value} does not fit in 7 bytes: must be in [0, 0xffffffffffffff]`);
+      throw new ArgRangeError(`value ${value} does not fit in 7 bytes: must be in [0, 0xffffffffffffff]`);
     }
     return;
   }
   if (typeof value !== 'number') {
-    throw new TypeError(`value of a ${size}-byte access must be a number, got ${typeof value}`);
+    throw new ArgTypeError(`value of a ${size}-byte access must be a number, got ${typeof value}`);
   }
   const limit = 2 ** (8 * size) - 1;
   if (!(value >= 0 && value <= limit && Math.floor(value) === value)) {
-    throw new RangeError(`value ${value} does not fit in ${size} bytes: must be an integer in [0, ${limit}]`);
+    throw new ArgRangeError(
+      `value ${value} does not fit in ${size} bytes: must be an integer in [0, ${limit}]`,
+    );
   }
 }
 
@@ -80,18 +85,18 @@ export function checkLengthValue(size: AccessLength, value: unknown): void {
 export function checkAccessSize(size: unknown): AccessSize {
   if (size === 1 || size === 2 || size === 4 || size === 8) return size;
   if (typeof size !== 'number') {
-    throw new TypeError(`access size must be a number, got ${typeof size}`);
+    throw new ArgTypeError(`access size must be a number, got ${typeof size}`);
   }
-  throw new RangeError(`access size ${String(size)} is invalid: must be 1, 2, 4 or 8`);
+  throw new ArgRangeError(`access size ${String(size)} is invalid: must be 1, 2, 4 or 8`);
 }
 
 /** Throws unless `p` is a signed 32-bit integer, as QEMU's priorities are. */
 export function checkPriority(p: unknown): number {
   if (typeof p !== 'number') {
-    throw new TypeError(`priority must be a number, got ${typeof p}`);
+    throw new ArgTypeError(`priority must be a number, got ${typeof p}`);
   }
   if ((p | 0) !== p) {
-    throw new RangeError(
+    throw new ArgRangeError(
       `priority ${String(p)} is out of range: must be an integer in [-2147483648, 2147483647]`,
     );
   }
@@ -102,20 +107,22 @@ export function checkPriority(p: unknown): number {
 export function checkValue(size: AccessSize, value: unknown): void {
   if (size === 8) {
     if (typeof value !== 'bigint') {
-      throw new TypeError(`value of an 8-byte access must be a bigint, got ${typeof value}`);
+      throw new ArgTypeError(`value of an 8-byte access must be a bigint, got ${typeof value}`);
     }
     if (BigInt.asUintN(64, value) !== value) {
-      throw new RangeError(`value ${value} does not fit in 8 bytes: must be in [0, 0xffffffffffffffff]`);
+      throw new ArgRangeError(`value ${value} does not fit in 8 bytes: must be in [0, 0xffffffffffffffff]`);
     }
     return;
   }
   if (typeof value !== 'number') {
-    throw new TypeError(`value of a ${size}-byte access must be a number, got ${typeof value}`);
+    throw new ArgTypeError(`value of a ${size}-byte access must be a number, got ${typeof value}`);
   }
   const ok = size === 4 ? value >>> 0 === value : (value & (size === 1 ? 0xff : 0xffff)) === value;
   if (!ok) {
     const limit = size === 4 ? 0xffffffff : size === 1 ? 0xff : 0xffff;
-    throw new RangeError(`value ${value} does not fit in ${size} bytes: must be an integer in [0, ${limit}]`);
+    throw new ArgRangeError(
+      `value ${value} does not fit in ${size} bytes: must be an integer in [0, ${limit}]`,
+    );
   }
 }
 

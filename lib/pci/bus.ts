@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { closedError } from '../base/error';
 import {
   type AccessLength,
@@ -65,7 +66,7 @@ export class PciBus {
     checkInteger(ioSize, 'PCI I/O size');
     checkInteger(pageSize, 'page size');
     if (pageSize === 0 || (pageSize & (pageSize - 1)) !== 0) {
-      throw new RangeError(`page size ${pageSize} is not a power of two`);
+      throw new ArgRangeError(`page size ${pageSize} is not a power of two`);
     }
     this.pageSize = pageSize;
     const spaceOpts = opts.log !== undefined ? { log: opts.log } : {};
@@ -77,7 +78,7 @@ export class PciBus {
   space(space: PciSpace): AddressSpace {
     if (space === 'memory') return this.memory;
     if (space === 'io') return this.io;
-    throw new TypeError(`PCI space must be 'memory' or 'io', got ${String(space)}`);
+    throw new ArgTypeError(`PCI space must be 'memory' or 'io', got ${String(space)}`);
   }
 
   /**

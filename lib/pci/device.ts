@@ -1,7 +1,8 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { implementedConfigBytes } from './config-map';
 import { type AccessSize, MemoryRegion, type MemoryRegionOps, transaction } from '../memory';
 import type { RegionInfo } from '../vfio';
-import { closedError } from '../base/error';
+import { VfioError, closedError } from '../base/error';
 import { type BarMmap, type BarType, barAddress, decodeBarRegister, type PciBar } from './bar';
 import type { MapInfoRange, PciBus } from './bus';
 import { EmulatedConfig, mergeBits, type PciCapability, walkCapabilities } from './config';
@@ -178,7 +179,7 @@ export class VfioPciDevice implements Disposable {
 
   private constructor(bus: PciBus, device: VfioDeviceLike, opts: VfioPciDeviceOptions) {
     if (typeof device !== 'object' || device === null || typeof device.regionInfo !== 'function') {
-      throw new TypeError('VfioPciDevice.open needs a VFIO device (bdf, regionInfo, read, write, map)');
+      throw new ArgTypeError('VfioPciDevice.open needs a VFIO device (bdf, regionInfo, read, write, map)');
     }
     if (bus.closed) throw closedError('VfioPciDevice.open', 'the PciBus');
     checkUndriven(device, bus);
@@ -188,7 +189,8 @@ export class VfioPciDevice implements Disposable {
     this.#reporter = new DeviceReporter(opts);
 
     const cfg = device.regionInfo(VFIO_PCI_CONFIG_REGION_INDEX);
-    if (cfg.size < 0x40) throw new RangeError(`${this.bdf}: config region of ${cfg.size} bytes is too small`);
+    if (cfg.size < 0x40)
+      throw new ArgRangeError(`${this.bdf}: config region of ${cfg.size} bytes is too small`);
     this.configSize = Math.min(cfg.size, 4096);
     this.#emu = new EmulatedConfig(this.configSize);
 
@@ -302,7 +304,7 @@ export class VfioPciDevice implements Disposable {
     build: (bus: PciBus, device: import('../vfio').Device, o: VfioPciDeviceOptions) => VfioPciDevice;
     unwind: () => void;
   } {
-    if (typeof bdf !== 'string') throw new TypeError(`BDF must be a string, got ${typeof bdf}`);
+    if (typeof bdf !== 'string') throw new ArgTypeError(`BDF must be a string, got ${typeof bdf}`);
     // Loaded here only: the rest of lib/pci runs without the native addon.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const vfio = require('../vfio') as typeof import('../vfio');
@@ -379,14 +381,14 @@ export class VfioPciDevice implements Disposable {
    * They never throw at the VMM: they are counted, logged at a limited rate and reported here.
    */
   on(event: 'device-error', fn: (e: DeviceErrorEvent) => void): this {
-    if (event !== 'device-error') throw new TypeError(`unknown event '${String(event)}'`);
+    if (event !== 'device-error') throw new ArgTypeError(`unknown event '${String(event)}'`);
     this.#reporter.on(fn);
     return this;
   }
 
   /** Removes a subscription made with {@link VfioPciDevice.on}. */
   off(event: 'device-error', fn: (e: DeviceErrorEvent) => void): this {
-    if (event !== 'device-error') throw new TypeError(`unknown event '${String(event)}'`);
+    if (event !== 'device-error') throw new ArgTypeError(`unknown event '${String(event)}'`);
     this.#reporter.off(fn);
     return this;
   }
@@ -512,7 +514,7 @@ export class VfioPciDevice implements Disposable {
 
   #checkConfig(offset: number, size: number): void {
     if (size !== 1 && size !== 2 && size !== 4) {
-      throw new RangeError(`${this.bdf}: config access size ${size} is not 1, 2 or 4`);
+      throw new ArgRangeError(`${this.bdf}: config access size ${size} is not 1, 2 or 4`);
     }
     checkInteger(offset, `${this.bdf} config offset`);
   }
@@ -540,7 +542,7 @@ export class VfioPciDevice implements Disposable {
     for (const a of list) {
       if (a.size === 0) continue;
       if (a.offset < 0 || a.offset + a.size > info.size) {
-        throw new RangeError(
+        throw new ArgRangeError(
           `${this.bdf} BAR ${info.index}: sparse mmap area ${hex(a.offset)}+${hex(a.size)} exceeds the region (${hex(info.size)} bytes)`,
         );
       }
@@ -575,12 +577,12 @@ export class VfioPciDevice implements Disposable {
       !tableInfo ||
       l.tableOffset + l.entries * PCI_MSIX_ENTRY_SIZE > tableInfo.regionSize
     ) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${this.bdf}: MSI-X table (BAR ${l.tableBar} offset ${hex(l.tableOffset)}, ${l.entries} entries) lies outside the device's BARs`,
       );
     }
     if ((l.pbaBar >= PCI_NUM_BARS || !pbaInfo || l.pbaOffset >= pbaInfo.regionSize) && relo === 'off') {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${this.bdf}: MSI-X PBA (BAR ${l.pbaBar} offset ${hex(l.pbaOffset)}) lies outside the device's BARs`,
       );
     }
@@ -611,12 +613,16 @@ export class VfioPciDevice implements Disposable {
   #relocateMsix(l: MsixLayout, relo: MsixRelocation): MsixLayout {
     if (relo === 'auto') {
       // QEMU has no table of devices known to work with a given BAR, so 'auto' relocates nothing.
-      throw new Error(
-        `${this.bdf}: no automatic MSI-X relocation available for device ${hex(this.vendorId)}:${hex(this.deviceId)}`,
-      );
+      throw new VfioError({
+        message: `${this.bdf}: no automatic MSI-X relocation available for device ${hex(this.vendorId)}:${hex(this.deviceId)}`,
+        code: 'ENORELOCATION',
+        op: 'VfioPciDevice.open',
+        bdf: this.bdf,
+        hint: "name the BAR to move the MSI-X table to (msixRelocation: 'bar0' ... 'bar5'), or leave it 'off'",
+      });
     }
     if (!/^bar[0-5]$/.test(relo))
-      throw new RangeError(`${this.bdf}: invalid MSI-X relocation ${String(relo)}`);
+      throw new ArgRangeError(`${this.bdf}: invalid MSI-X relocation ${String(relo)}`);
     const target = Number(relo.slice(3));
     const tableBytes = l.entries * PCI_MSIX_ENTRY_SIZE;
     const page = this.bus.pageSize;
@@ -626,14 +632,14 @@ export class VfioPciDevice implements Disposable {
     const bar = this.#bars[target];
     const prev = target > 0 ? this.#bars[target - 1] : null;
     if (bar?.type === 'io')
-      throw new RangeError(`${this.bdf}: invalid MSI-X relocation BAR ${target}, I/O port BAR`);
+      throw new ArgRangeError(`${this.bdf}: invalid MSI-X relocation BAR ${target}, I/O port BAR`);
     if (!bar && prev?.type === 'mem64') {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${this.bdf}: invalid MSI-X relocation BAR ${target}, consumed by 64-bit BAR ${target - 1}`,
       );
     }
     if (bar && bar.size > 2 ** 30 && bar.type !== 'mem64') {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${this.bdf}: invalid MSI-X relocation BAR ${target}, no space to extend 32-bit BAR`,
       );
     }
@@ -756,7 +762,14 @@ export class VfioPciDevice implements Disposable {
     const msix = new Msix(l, relocated, this.bdf);
     const tableBar = this.#bars[l.tableBar];
     const pbaBar = this.#bars[l.pbaBar];
-    if (!tableBar || !pbaBar) throw new Error(`${this.bdf}: MSI-X BARs vanished during setup`);
+    if (!tableBar || !pbaBar) {
+      throw new VfioError({
+        message: `${this.bdf}: the MSI-X table or PBA BAR is not implemented`,
+        code: 'EPROTO',
+        op: 'VfioPciDevice.open',
+        bdf: this.bdf,
+      });
+    }
     tableBar.base.addSubregion(msix.tableRegion, l.tableOffset, MSIX_PRIORITY);
     pbaBar.base.addSubregion(msix.pbaRegion, l.pbaOffset, MSIX_PRIORITY);
     const ctl = l.capOffset + PCI_MSIX_FLAGS;
@@ -804,7 +817,7 @@ export class VfioPciDevice implements Disposable {
             ov.offset < 0 ||
             ov.size <= 0
           ) {
-            throw new RangeError(
+            throw new ArgRangeError(
               `${this.bdf} BAR ${bar.index}: quirk overlay ${ov.name} at ${String(ov.offset)}+${String(ov.size)} needs an integer offset >= 0 and size > 0`,
             );
           }
@@ -946,13 +959,13 @@ export class VfioPciDevice implements Disposable {
     this.#checkOpen();
     checkInteger(bar, 'BAR index', ROM_SLOT);
     const b = bar === ROM_SLOT ? this.#rom : this.#bars[bar];
-    if (!b) throw new RangeError(`${this.bdf}: BAR ${bar} is not implemented`);
+    if (!b) throw new ArgRangeError(`${this.bdf}: BAR ${bar} is not implemented`);
     if (b.address === null)
-      throw new RangeError(`${this.bdf}: BAR ${bar} is not mapped (no address, or decode disabled)`);
+      throw new ArgRangeError(`${this.bdf}: BAR ${bar} is not mapped (no address, or decode disabled)`);
     checkInteger(offset, `${this.bdf} BAR ${bar} dump offset`);
     checkInteger(length, `${this.bdf} BAR ${bar} dump length`);
     if (length === 0 || offset + length > b.base.size) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${this.bdf}: dump of ${length} bytes at ${hex(offset)} is outside BAR ${bar} (${hex(b.base.size)} bytes)`,
       );
     }
@@ -973,7 +986,7 @@ export class VfioPciDevice implements Disposable {
       checkAccessSize(opts.width, `${this.bdf} dump width`);
       width = opts.width;
       if (width > maxOk || width < minOk) {
-        throw new RangeError(
+        throw new ArgRangeError(
           `${this.bdf}: dump width ${width} is outside what the regions accept (${minOk} to ${maxOk} bytes)`,
         );
       }
@@ -983,7 +996,7 @@ export class VfioPciDevice implements Disposable {
         width = (width / 2) as AccessSize;
     }
     if (start % width !== 0 || length % width !== 0) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${this.bdf}: dump of ${length} bytes at ${hex(offset)} is not a whole number of aligned ${width}-byte accesses`,
       );
     }

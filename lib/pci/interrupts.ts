@@ -1,3 +1,5 @@
+import { closedError } from '../base/error';
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import type { EventFdLike, IrqInfo, IrqOptions } from '../vfio';
 import type { EmulatedConfig, PciCapability } from './config';
 import {
@@ -175,7 +177,7 @@ export class PciInterrupts {
   on(event: 'change', fn: (c: PciIrqChange) => void): this;
   on(event: 'req', fn: () => void): this;
   on(event: 'interrupt' | 'change' | 'req', fn: (...args: never[]) => void): this {
-    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    if (typeof fn !== 'function') throw new ArgTypeError('listener must be a function');
     this.#checkOpen();
     if (event === 'interrupt') {
       this.#listeners.push(fn as PciInterruptListener);
@@ -186,7 +188,7 @@ export class PciInterrupts {
       this.#reqListeners.push(fn as () => void);
       this.#enableReq();
     } else {
-      throw new TypeError(`unknown event '${String(event)}'`);
+      throw new ArgTypeError(`unknown event '${String(event)}'`);
     }
     return this;
   }
@@ -219,10 +221,10 @@ export class PciInterrupts {
   routeIntx(req: IntxRouteRequest): () => void {
     this.#checkOpen();
     if (req === null || typeof req !== 'object' || req.resample === undefined) {
-      throw new TypeError('routeIntx needs { resample }: the eventfd VFIO unmasks INTx with');
+      throw new ArgTypeError('routeIntx needs { resample }: the eventfd VFIO unmasks INTx with');
     }
     if (this.#intxRoute !== null) {
-      throw new RangeError(`${this.#ctx.bdf}: INTx is already routed; withdraw that route first`);
+      throw new ArgRangeError(`${this.#ctx.bdf}: INTx is already routed; withdraw that route first`);
     }
     this.#intxRoute = req;
     if (this.#mode === 'none' || this.#mode === 'intx') this.#enterIntx();
@@ -239,10 +241,10 @@ export class PciInterrupts {
   /** The message of an MSI or MSI-X vector as the guest programmed it. */
   message(type: 'msi' | 'msix', vector: number): { address: bigint; data: number; masked: boolean } {
     if (type === 'msi') {
-      if (!this.msi) throw new RangeError(`${this.#ctx.bdf} has no MSI capability`);
+      if (!this.msi) throw new ArgRangeError(`${this.#ctx.bdf} has no MSI capability`);
       return this.msi.vector(vector);
     }
-    if (!this.#ctx.msix) throw new RangeError(`${this.#ctx.bdf} has no MSI-X capability`);
+    if (!this.#ctx.msix) throw new ArgRangeError(`${this.#ctx.bdf} has no MSI-X capability`);
     return this.#ctx.msix.vector(vector);
   }
 
@@ -549,7 +551,8 @@ export class PciInterrupts {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw new Error(`${this.#ctx.bdf}: the device is closed`);
+    if (this.#closed)
+      throw closedError('PciInterrupts', `${this.#ctx.bdf}: the device's interrupts`, this.#ctx.bdf);
   }
 }
 

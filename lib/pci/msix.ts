@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { type AccessSize, MemoryRegion } from '../memory';
 import { PCI_MSIX_ENTRY_SIZE } from './constants';
 import { checkInteger, hex, type PciRegionTag } from './types';
@@ -59,7 +60,7 @@ export class Msix implements MsixLayout {
 
   constructor(layout: MsixLayout, relocated: boolean, bdf: string) {
     checkInteger(layout.entries, 'MSI-X table size', 2048);
-    if (layout.entries < 1) throw new RangeError(`MSI-X table size ${layout.entries} is below 1`);
+    if (layout.entries < 1) throw new ArgRangeError(`MSI-X table size ${layout.entries} is below 1`);
     this.capOffset = layout.capOffset;
     this.entries = layout.entries;
     this.tableBar = layout.tableBar;
@@ -119,12 +120,12 @@ export class Msix implements MsixLayout {
 
   #checkTable(offset: number, size: AccessSize): void {
     if (!this.containsTable(offset, size)) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `MSI-X table access of ${size} bytes at ${hex(offset)} is outside the ${this.entries}-entry table (${hex(this.tableSize)} bytes)`,
       );
     }
     if ((size !== 4 && size !== 8) || offset % size !== 0) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `MSI-X table access of ${size} bytes at ${hex(offset)} is not an aligned dword or qword`,
       );
     }
@@ -156,7 +157,7 @@ export class Msix implements MsixLayout {
   /** Reads the pending bit array. */
   pbaRead(offset: number, size: AccessSize): number | bigint {
     if (!Number.isSafeInteger(offset) || offset < 0 || offset + size > this.pbaSize || offset % size) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `MSI-X PBA access of ${size} bytes at ${hex(offset)} is outside ${hex(this.pbaSize)} bytes`,
       );
     }
@@ -230,7 +231,7 @@ export class Msix implements MsixLayout {
 
   /** Calls `listener` on every vector or control change; returns the remover. */
   onChange(listener: (e: MsixEvent) => void): () => void {
-    if (typeof listener !== 'function') throw new TypeError('MSI-X listener must be a function');
+    if (typeof listener !== 'function') throw new ArgTypeError('MSI-X listener must be a function');
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
   }

@@ -1,3 +1,4 @@
+import { ArgTypeError } from '../base/error';
 import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
 
 /**
@@ -70,7 +71,7 @@ export class DeviceReporter {
 
   /** Hear every `device-error` event. */
   on(fn: (e: DeviceErrorEvent) => void): void {
-    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    if (typeof fn !== 'function') throw new ArgTypeError('listener must be a function');
     this.#listeners.push(fn);
   }
 

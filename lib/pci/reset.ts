@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import type { HotResetInfo } from '../vfio';
 import type { PciCapability } from './config';
 import {
@@ -182,10 +183,10 @@ export async function resetPciDeviceAsync(ctx: PciResetContext, mode: PciResetMo
 
 function resettable(ctx: PciResetContext, mode: PciResetMode): ResettableDevice {
   if (mode !== 'guest' && mode !== 'recover') {
-    throw new RangeError(`reset mode must be 'guest' or 'recover', got ${String(mode)}`);
+    throw new ArgRangeError(`reset mode must be 'guest' or 'recover', got ${String(mode)}`);
   }
   const d = ctx.device;
-  if (!isResettable(d)) throw new TypeError(`${ctx.bdf}: the device does not offer VFIO resets`);
+  if (!isResettable(d)) throw new ArgTypeError(`${ctx.bdf}: the device does not offer VFIO resets`);
   return d;
 }
 

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import type { AccessSize, FixedWidthMemory } from '../memory';
 import type { RegionInfo } from '../vfio';
 
@@ -62,31 +63,31 @@ const SIZES: readonly number[] = [1, 2, 4, 8];
 /** Throws a RangeError unless `size` is 1, 2, 4 or 8. */
 export function checkAccessSize(size: unknown, what: string): asserts size is AccessSize {
   if (typeof size !== 'number' || !SIZES.includes(size)) {
-    throw new RangeError(`${what}: access size ${String(size)} is not 1, 2, 4 or 8`);
+    throw new ArgRangeError(`${what}: access size ${String(size)} is not 1, 2, 4 or 8`);
   }
 }
 
 /** Throws a TypeError or RangeError unless `v` is a safe non-negative integer. */
 export function checkInteger(v: unknown, what: string, limit = Number.MAX_SAFE_INTEGER): asserts v is number {
-  if (typeof v !== 'number') throw new TypeError(`${what} must be a number, got ${typeof v}`);
+  if (typeof v !== 'number') throw new ArgTypeError(`${what} must be a number, got ${typeof v}`);
   if (!Number.isSafeInteger(v) || v < 0 || v > limit) {
-    throw new RangeError(`${what} ${v} is not an integer in [0, ${limit}]`);
+    throw new ArgRangeError(`${what} ${v} is not an integer in [0, ${limit}]`);
   }
 }
 
 /** Throws a TypeError unless `value` has the type the access size requires (bigint iff 8 bytes). */
 export function checkValue(value: unknown, size: AccessSize, what: string): asserts value is number | bigint {
   if (size === 8) {
-    if (typeof value !== 'bigint') throw new TypeError(`${what}: an 8-byte value must be a bigint`);
+    if (typeof value !== 'bigint') throw new ArgTypeError(`${what}: an 8-byte value must be a bigint`);
     if (value < 0n || value > 0xffff_ffff_ffff_ffffn) {
-      throw new RangeError(`${what}: value ${value} does not fit in 8 bytes`);
+      throw new ArgRangeError(`${what}: value ${value} does not fit in 8 bytes`);
     }
     return;
   }
-  if (typeof value !== 'number') throw new TypeError(`${what}: a ${size}-byte value must be a number`);
+  if (typeof value !== 'number') throw new ArgTypeError(`${what}: a ${size}-byte value must be a number`);
   const max = 2 ** (size * 8) - 1;
   if (!Number.isInteger(value) || value < 0 || value > max) {
-    throw new RangeError(`${what}: value ${value} does not fit in ${size} bytes (max ${max})`);
+    throw new ArgRangeError(`${what}: value ${value} does not fit in ${size} bytes (max ${max})`);
   }
 }
 

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { DMA_HANDLE, DmaState, iovaRangesOf, minPageSize, type DmaMapping, type DmaMapRequest } from './dma';
 import { VfioError } from '../base/native-errors';
@@ -104,7 +105,7 @@ export class Container implements Disposable {
    * @throws VfioError (ENOENT: VFIO not loaded; EACCES/EPERM: permissions; EVERSION)
    */
   static open(path = '/dev/vfio/vfio'): Container {
-    if (typeof path !== 'string') throw new TypeError('Container.open: path must be a string');
+    if (typeof path !== 'string') throw new ArgTypeError('Container.open: path must be a string');
     const h = native.openFd(path);
     try {
       const version = native.vfioGetApiVersion(h);
@@ -153,7 +154,7 @@ export class Container implements Disposable {
   setIommu(type?: IommuType): void {
     const h = this.#handle('VFIO_SET_IOMMU');
     if (type !== undefined && !IOMMU_TYPES.some(([name]) => name === type)) {
-      throw new RangeError(`setIommu: unknown IOMMU type ${JSON.stringify(type)} (Type1v2 or Type1)`);
+      throw new ArgRangeError(`setIommu: unknown IOMMU type ${JSON.stringify(type)} (Type1v2 or Type1)`);
     }
     if (this.#groups === 0) {
       throw new VfioError({

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { VfioError } from '../base/native-errors';
 import { openGroup } from './group';
@@ -15,16 +16,16 @@ import {
 } from './uapi';
 
 function checkIndex(what: string, index: unknown): number {
-  if (typeof index !== 'number') throw new TypeError(`${what} must be a number, got ${typeof index}`);
+  if (typeof index !== 'number') throw new ArgTypeError(`${what} must be a number, got ${typeof index}`);
   if (!Number.isInteger(index) || index < 0 || index > 0xffff_ffff) {
-    throw new RangeError(`${what} ${index} is not a valid index`);
+    throw new ArgRangeError(`${what} ${index} is not a valid index`);
   }
   return index;
 }
 
 function checkSize(size: unknown): AccessSize {
   if (size !== 1 && size !== 2 && size !== 4 && size !== 8) {
-    throw new RangeError(`size ${String(size)} is not 1, 2, 4 or 8`);
+    throw new ArgRangeError(`size ${String(size)} is not 1, 2, 4 or 8`);
   }
   return size;
 }
@@ -58,11 +59,12 @@ function checkRange(
   limit: number = region.size,
   bdf = 'the device',
 ): number {
-  if (typeof offset !== 'number') throw new TypeError(`${op}: offset must be a number, got ${typeof offset}`);
-  if (typeof size !== 'number') throw new TypeError(`${op}: size must be a number, got ${typeof size}`);
+  if (typeof offset !== 'number')
+    throw new ArgTypeError(`${op}: offset must be a number, got ${typeof offset}`);
+  if (typeof size !== 'number') throw new ArgTypeError(`${op}: size must be a number, got ${typeof size}`);
   if (region.size === 0) {
     // An empty region is one the device does not implement; say so rather than quote its bounds.
-    throw new RangeError(
+    throw new ArgRangeError(
       region.index === ROM_REGION
         ? `${op}: ${bdf} has no expansion ROM (region ${ROM_REGION} is empty)`
         : `${op}: ${bdf} does not implement region ${region.index} (it is empty)`,
@@ -76,7 +78,7 @@ function checkRange(
     offset > limit ||
     size > limit - offset
   ) {
-    throw new RangeError(
+    throw new ArgRangeError(
       `${op}: offset ${offset} width ${size} is outside region ${region.index} (size ${limit})`,
     );
   }
@@ -202,7 +204,7 @@ export class Device implements Disposable {
     checkIndex('IRQ start', start);
     checkIndex('IRQ count', count);
     if (data !== undefined && !(data instanceof Uint8Array)) {
-      throw new TypeError('setIrqs: data must be a Uint8Array');
+      throw new ArgTypeError('setIrqs: data must be a Uint8Array');
     }
     native.vfioSetIrqs(this.#open('VFIO_DEVICE_SET_IRQS'), index, flags, start, count, data);
   }
@@ -277,14 +279,14 @@ export class Device implements Disposable {
     checkSize(size);
     checkRange('write', info, offset, size, info.size, this.bdf);
     if (size === 8 ? typeof v !== 'bigint' : typeof v !== 'number') {
-      throw new TypeError(`write: a ${size}-byte value must be a ${size === 8 ? 'bigint' : 'number'}`);
+      throw new ArgTypeError(`write: a ${size}-byte value must be a ${size === 8 ? 'bigint' : 'number'}`);
     }
     if (
       size === 8
         ? (v as bigint) < 0n || (v as bigint) > 0xffff_ffff_ffff_ffffn
         : !Number.isInteger(v) || (v as number) < 0 || (v as number) >= 2 ** (8 * size)
     ) {
-      throw new RangeError(`write: value ${String(v)} does not fit in ${size} byte(s) unsigned`);
+      throw new ArgRangeError(`write: value ${String(v)} does not fit in ${size} byte(s) unsigned`);
     }
     if (!info.writable) throw this.#denied('pwrite', info, 'writable');
     native.pwrite(h, info.offset + offset, size, v);
@@ -301,7 +303,8 @@ export class Device implements Disposable {
 
   /** Write all of `data` at `offset` in `region` with one pwrite. */
   writeBlock(region: number, offset: number, data: Uint8Array): void {
-    if (!(data instanceof Uint8Array)) throw new TypeError('writeBlock: data must be a Uint8Array or Buffer');
+    if (!(data instanceof Uint8Array))
+      throw new ArgTypeError('writeBlock: data must be a Uint8Array or Buffer');
     const h = this.#open('pwrite');
     const info = this.regionInfo(region);
     checkRange('writeBlock', info, offset, data.length, info.size, this.bdf);
@@ -322,7 +325,7 @@ export class Device implements Disposable {
     this.#open('mmap');
     const info = this.regionInfo(region);
     checkRange('map', info, offset, length, Math.ceil(info.size / PAGE_SIZE) * PAGE_SIZE, this.bdf);
-    if (length === 0) throw new RangeError('map: length 0: a mapping must cover at least one byte');
+    if (length === 0) throw new ArgRangeError('map: length 0: a mapping must cover at least one byte');
     if (!info.mappable) {
       throw new VfioError({
         message: `region ${region} of ${this.bdf} does not support mmap`,

@@ -3,6 +3,7 @@
  * VFIO_IOMMU_UNMAP_DMA, the exact record of what is mapped (an interval map over IOVA space), and
  * the hints for the kernel's failures. The Container owns one DmaState.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import * as fs from 'node:fs';
 
 import { memlockLimitText, VfioError } from '../base/native-errors';
@@ -26,16 +27,16 @@ function describe(m: DmaMapping): string {
 }
 
 function checkInteger(op: string, what: string, v: unknown): number {
-  if (typeof v !== 'number') throw new TypeError(`${op}: ${what} must be a number, got ${typeof v}`);
+  if (typeof v !== 'number') throw new ArgTypeError(`${op}: ${what} must be a number, got ${typeof v}`);
   if (!Number.isSafeInteger(v) || v < 0) {
-    throw new RangeError(`${op}: ${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
+    throw new ArgRangeError(`${op}: ${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
   }
   return v;
 }
 
 function checkFlag(op: string, what: string, v: unknown): boolean {
   if (v === undefined) return true;
-  if (typeof v !== 'boolean') throw new TypeError(`${op}: ${what} must be a boolean, got ${typeof v}`);
+  if (typeof v !== 'boolean') throw new ArgTypeError(`${op}: ${what} must be a boolean, got ${typeof v}`);
   return v;
 }
 
@@ -177,7 +178,8 @@ export class DmaState {
   /** The mapping `req` asks for, once every check passed. */
   #prepare(req: DmaMapRequest): DmaMapping {
     const op = 'VFIO_IOMMU_MAP_DMA';
-    if (req === null || typeof req !== 'object') throw new TypeError(`${op}: the request must be an object`);
+    if (req === null || typeof req !== 'object')
+      throw new ArgTypeError(`${op}: the request must be an object`);
     const iova = checkInteger(op, 'iova', req.iova);
     const size = checkInteger(op, 'size', req.size);
     const offset = checkInteger(op, 'offset', req.offset ?? 0);
@@ -185,9 +187,9 @@ export class DmaState {
     const write = checkFlag(op, 'write', req.write);
     const memory = req.memory;
     if (memory === null || typeof memory !== 'object' || typeof memory[DMA_HANDLE] !== 'function') {
-      throw new TypeError(`${op}: memory must be guest RAM (GuestRam) or a Mapping this package made`);
+      throw new ArgTypeError(`${op}: memory must be guest RAM (GuestRam) or a Mapping this package made`);
     }
-    if (!read && !write) throw new RangeError(`${op}: read and write cannot both be false`);
+    if (!read && !write) throw new ArgRangeError(`${op}: read and write cannot both be false`);
     const info = this.#info(op);
     if (size === 0) {
       throw this.#error(
@@ -202,7 +204,7 @@ export class DmaState {
       ['offset', offset],
     ]);
     if (offset + size > memory.length) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${op}: offset ${hex(offset)} size ${hex(size)} is outside ${memoryName(memory)} (length ${hex(memory.length)})`,
       );
     }

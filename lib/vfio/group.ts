@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import * as path from 'node:path';
 
 import { native, type NativeHandle } from '../native';
@@ -80,9 +81,9 @@ export class Group implements Disposable {
    */
   static open(group: number, opts: GroupOptions = {}): Group {
     if (typeof group !== 'number')
-      throw new TypeError(`Group.open: group must be a number, got ${typeof group}`);
+      throw new ArgTypeError(`Group.open: group must be a number, got ${typeof group}`);
     if (!Number.isInteger(group) || group < 0 || group > 0xffff_ffff) {
-      throw new RangeError(`Group.open: ${group} is not an IOMMU group number`);
+      throw new ArgRangeError(`Group.open: ${group} is not an IOMMU group number`);
     }
     const p = path.join(opts.devDir ?? '/dev/vfio', String(group));
     const sysfs: SysfsOptions = opts.sysfsRoot !== undefined ? { sysfsRoot: opts.sysfsRoot } : {};

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeIrqWatcher } from '../native';
 import { errnoName, VfioError } from '../base/native-errors';
 import { checkFd, EventFd } from '../base/eventfd';
@@ -25,7 +26,7 @@ export type EventFdLike = number | EventFd;
 function fdOf(e: EventFdLike, what: string): number {
   if (e instanceof EventFd) {
     const fd = e.fd;
-    if (fd < 0) throw new RangeError(`${what}: the EventFd is closed`);
+    if (fd < 0) throw new ArgRangeError(`${what}: the EventFd is closed`);
     return fd;
   }
   checkFd(e, what);
@@ -58,7 +59,7 @@ export class IrqWatcher implements Disposable {
    *   warning. The vector is no longer watched afterwards.
    */
   constructor(handler: IrqHandler, onError?: (vector: number, error: VfioError) => void) {
-    if (typeof handler !== 'function') throw new TypeError('the interrupt handler must be a function');
+    if (typeof handler !== 'function') throw new ArgTypeError('the interrupt handler must be a function');
     const report =
       onError ??
       ((vector: number, e: VfioError): void => {
@@ -95,7 +96,7 @@ export class IrqWatcher implements Disposable {
     const h = this.#open();
     const owner = watched.get(n);
     if (owner && (owner.watcher !== this || owner.vector !== vector)) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `fd ${n} is already watched (vector ${owner.vector}${owner.watcher === this ? '' : ' of another watcher'}): give each vector its own eventfd`,
       );
     }
@@ -168,8 +169,8 @@ export class IrqWatcher implements Disposable {
 }
 
 function checkVector(v: unknown, max: number, what = 'vector'): asserts v is number {
-  if (typeof v !== 'number') throw new TypeError(`${what} must be a number, got ${typeof v}`);
-  if (!Number.isInteger(v) || v < 0 || v > max) throw new RangeError(`${what} ${v} is not in [0, ${max}]`);
+  if (typeof v !== 'number') throw new ArgTypeError(`${what} must be a number, got ${typeof v}`);
+  if (!Number.isInteger(v) || v < 0 || v > max) throw new ArgRangeError(`${what} ${v} is not in [0, ${max}]`);
 }
 
 /** The raw VFIO_DEVICE_SET_IRQS a {@link DeviceIrq} drives, as lib/vfio's Device offers it. */
@@ -250,12 +251,12 @@ export class DeviceIrq implements Disposable {
     }
     const vectors = opts.vectors ?? Math.max(1, opts.eventfds?.length ?? 1);
     checkVector(vectors, this.info.count, 'vector count');
-    if (vectors === 0) throw new RangeError('vector count 0: enable at least one vector');
+    if (vectors === 0) throw new ArgRangeError('vector count 0: enable at least one vector');
     if (opts.eventfds !== undefined && opts.eventfds.length > vectors) {
-      throw new RangeError(`${opts.eventfds.length} eventfds given for ${vectors} vectors`);
+      throw new ArgRangeError(`${opts.eventfds.length} eventfds given for ${vectors} vectors`);
     }
     if (opts.resample !== undefined && opts.resample !== false && index !== 0) {
-      throw new RangeError('a resample eventfd exists only for INTx (index 0)');
+      throw new ArgRangeError('a resample eventfd exists only for INTx (index 0)');
     }
     this.#watcher = opts.onInterrupt ? new IrqWatcher(opts.onInterrupt, opts.onError) : null;
     try {
@@ -325,7 +326,7 @@ export class DeviceIrq implements Disposable {
   resize(vectors: number): void {
     this.#checkOpen();
     checkVector(vectors, this.info.count, 'vector count');
-    if (vectors === 0) throw new RangeError('vector count 0: use close() to disable the index');
+    if (vectors === 0) throw new ArgRangeError('vector count 0: use close() to disable the index');
     const n = this.#triggers.length;
     if (vectors === n) return;
     if (vectors > n) {
@@ -381,7 +382,7 @@ export class DeviceIrq implements Disposable {
    */
   setResample(resample: true | EventFdLike | null): void {
     this.#checkOpen();
-    if (this.index !== 0) throw new RangeError('a resample eventfd exists only for INTx (index 0)');
+    if (this.index !== 0) throw new ArgRangeError('a resample eventfd exists only for INTx (index 0)');
     const old = this.#resample;
     const next = resample === null ? null : resample === true ? EventFd.open() : resample;
     const fd = next === null ? -1 : fdOf(next, 'resample eventfd');

@@ -1,4 +1,5 @@
-import { native, type NativeMappingHandle } from '../native';
+import { ArgRangeError, ArgTypeError } from '../base/error';
+import { native, onNativeLoad, type NativeMappingHandle } from '../native';
 import { DMA_HANDLE } from './dma-types';
 import '../base/native-errors'; // registers the error factory before any native call can fail
 import { watchSigbusListeners } from './sigbus-watch';
@@ -25,25 +26,28 @@ function describe(v: unknown): string {
 }
 
 function checkSafeInteger(what: string, v: unknown): number {
-  if (typeof v !== 'number') throw new TypeError(`${what} must be a number, got ${typeof v}`);
+  if (typeof v !== 'number') throw new ArgTypeError(`${what} must be a number, got ${typeof v}`);
   if (!Number.isSafeInteger(v) || v < 0) {
-    throw new RangeError(`${what} ${describe(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
+    throw new ArgRangeError(`${what} ${describe(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
   }
   return v;
 }
 
 function checkWidth(op: string, width: unknown): AccessSize {
   if (width !== 1 && width !== 2 && width !== 4 && width !== 8) {
-    throw new RangeError(`${op}: width ${describe(width)} is not 1, 2, 4 or 8`);
+    throw new ArgRangeError(`${op}: width ${describe(width)} is not 1, 2, 4 or 8`);
   }
   return width;
 }
 
-// The environment's operand area for the single accessors (see NativeBinding.mappingScratch):
-// W[0] = slot, W[2..3] = offset, W[4..5] = value (BIG[2] as a bigint).
-const W = new Uint32Array(native.mappingScratch);
-const BIG = new BigUint64Array(native.mappingScratch);
-const { mapRead8, mapRead16, mapRead32, mapRead64, mapWrite8, mapWrite16, mapWrite32, mapWrite64 } = native;
+// The operand area for the single accessors (see NativeBinding.useMappingScratch): W[0] = slot,
+// W[2..3] = offset, W[4..5] = value (BIG[2] as a bigint). Allocated here rather than by the addon
+// so that the views are constants made before the addon loads, which keeps each access a store
+// into a known buffer; the addon adopts it on load, before any Mapping can exist.
+const SCRATCH = new ArrayBuffer(24);
+const W = new Uint32Array(SCRATCH);
+const BIG = new BigUint64Array(SCRATCH);
+onNativeLoad((binding) => binding.useMappingScratch(SCRATCH));
 
 const ARRAY_FOR_WIDTH = {
   1: Uint8Array,
@@ -96,9 +100,9 @@ export class Mapping implements Disposable {
     checkSafeInteger('fd', fd);
     checkSafeInteger('offset', offset);
     checkSafeInteger('length', length);
-    if (length === 0) throw new RangeError('length 0: a mapping must cover at least one byte');
+    if (length === 0) throw new ArgRangeError('length 0: a mapping must cover at least one byte');
     const writable = opts.writable ?? true;
-    if (typeof writable !== 'boolean') throw new TypeError('writable must be a boolean');
+    if (typeof writable !== 'boolean') throw new ArgTypeError('writable must be a boolean');
     watchSigbusListeners();
     const { handle, slot } = native.mmap(fd, offset, length, writable, opts.path, opts.bdf);
     return new Mapping(handle, slot, length);
@@ -125,9 +129,9 @@ export class Mapping implements Disposable {
 
   // Offsets below 2^32 take one store (W[2]); the addon clears the high word after each access.
   #offset(op: string, off: number, width: number): void {
-    if (typeof off !== 'number') throw new TypeError(`${op}: offset must be a number, got ${typeof off}`);
+    if (typeof off !== 'number') throw new ArgTypeError(`${op}: offset must be a number, got ${typeof off}`);
     if (!Number.isSafeInteger(off) || off < 0) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `${op}: offset ${describe(off)} width ${width} is outside the mapping (length ${this.length})`,
       );
     }
@@ -136,8 +140,8 @@ export class Mapping implements Disposable {
   }
 
   #value(op: string, v: number, width: 1 | 2 | 4): never {
-    if (typeof v !== 'number') throw new TypeError(`${op}: value must be a number, got ${typeof v}`);
-    throw new RangeError(`${op}: value ${describe(v)} does not fit in ${width} byte(s) unsigned`);
+    if (typeof v !== 'number') throw new ArgTypeError(`${op}: value must be a number, got ${typeof v}`);
+    throw new ArgRangeError(`${op}: value ${describe(v)} does not fit in ${width} byte(s) unsigned`);
   }
 
   /** Load 1 byte. */
@@ -145,7 +149,7 @@ export class Mapping implements Disposable {
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read8', off, 1);
     W[0] = this.#slot;
-    mapRead8();
+    native.mapRead8();
     return W[4];
   }
 
@@ -154,7 +158,7 @@ export class Mapping implements Disposable {
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read16', off, 2);
     W[0] = this.#slot;
-    mapRead16();
+    native.mapRead16();
     return W[4];
   }
 
@@ -163,7 +167,7 @@ export class Mapping implements Disposable {
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read32', off, 4);
     W[0] = this.#slot;
-    mapRead32();
+    native.mapRead32();
     return W[4];
   }
 
@@ -172,19 +176,19 @@ export class Mapping implements Disposable {
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read64', off, 8);
     W[0] = this.#slot;
-    mapRead64();
+    native.mapRead64();
     return BIG[2];
   }
 
   /** Load 8 bytes in one access into `out[0]` (low half) and `out[1]` (high half). */
   read64Pair(off: number, out: Uint32Array): void {
     if (!(out instanceof Uint32Array) || out.length < 2) {
-      throw new TypeError('mapping.read64Pair: out must be a Uint32Array of length >= 2');
+      throw new ArgTypeError('mapping.read64Pair: out must be a Uint32Array of length >= 2');
     }
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.read64Pair', off, 8);
     W[0] = this.#slot;
-    mapRead64();
+    native.mapRead64();
     out[0] = W[4];
     out[1] = W[5];
   }
@@ -196,7 +200,7 @@ export class Mapping implements Disposable {
     else this.#offset('mapping.write8', off, 1);
     W[0] = this.#slot;
     W[4] = v;
-    mapWrite8();
+    native.mapWrite8();
   }
 
   /** Store 2 bytes. */
@@ -206,7 +210,7 @@ export class Mapping implements Disposable {
     else this.#offset('mapping.write16', off, 2);
     W[0] = this.#slot;
     W[4] = v;
-    mapWrite16();
+    native.mapWrite16();
   }
 
   /** Store 4 bytes. */
@@ -216,21 +220,21 @@ export class Mapping implements Disposable {
     else this.#offset('mapping.write32', off, 4);
     W[0] = this.#slot;
     W[4] = v;
-    mapWrite32();
+    native.mapWrite32();
   }
 
   /** Store 8 bytes from a bigint in [0, 2^64). */
   write64(off: number, v: bigint): void {
     if (typeof v !== 'bigint')
-      throw new TypeError(`mapping.write64: value must be a bigint, got ${typeof v}`);
+      throw new ArgTypeError(`mapping.write64: value must be a bigint, got ${typeof v}`);
     if (v < 0n || v > U64_MAX) {
-      throw new RangeError(`mapping.write64: value ${v}n does not fit in 8 bytes unsigned`);
+      throw new ArgRangeError(`mapping.write64: value ${v}n does not fit in 8 bytes unsigned`);
     }
     if (off >>> 0 === off) W[2] = off;
     else this.#offset('mapping.write64', off, 8);
     W[0] = this.#slot;
     BIG[2] = v;
-    mapWrite64();
+    native.mapWrite64();
   }
 
   /** Store 8 bytes, given as two 32-bit halves, in one access. */
@@ -242,7 +246,7 @@ export class Mapping implements Disposable {
     W[0] = this.#slot;
     W[4] = lo;
     W[5] = hi;
-    mapWrite64();
+    native.mapWrite64();
   }
 
   /** Load `size` bytes: a bigint when size is 8, a number otherwise. */
@@ -257,7 +261,7 @@ export class Mapping implements Disposable {
       case 8:
         return this.read64(off);
       default:
-        throw new RangeError(`mapping.read: size ${describe(size)} is not 1, 2, 4 or 8`);
+        throw new ArgRangeError(`mapping.read: size ${describe(size)} is not 1, 2, 4 or 8`);
     }
   }
 
@@ -268,17 +272,17 @@ export class Mapping implements Disposable {
       case 2:
       case 4:
         if (typeof v !== 'number')
-          throw new TypeError(`mapping.write: a ${size}-byte value must be a number`);
+          throw new ArgTypeError(`mapping.write: a ${size}-byte value must be a number`);
         if (size === 1) this.write8(off, v);
         else if (size === 2) this.write16(off, v);
         else this.write32(off, v);
         return;
       case 8:
-        if (typeof v !== 'bigint') throw new TypeError('mapping.write: an 8-byte value must be a bigint');
+        if (typeof v !== 'bigint') throw new ArgTypeError('mapping.write: an 8-byte value must be a bigint');
         this.write64(off, v);
         return;
       default:
-        throw new RangeError(`mapping.write: size ${describe(size)} is not 1, 2, 4 or 8`);
+        throw new ArgRangeError(`mapping.write: size ${describe(size)} is not 1, 2, 4 or 8`);
     }
   }
 
@@ -303,7 +307,9 @@ export class Mapping implements Disposable {
     checkSafeInteger('count', count);
     const target = into ?? new ARRAY_FOR_WIDTH[width](count);
     if (!(target instanceof ARRAY_FOR_WIDTH[width]) && !(target instanceof Uint8Array)) {
-      throw new TypeError(`mapping.readBlock: into must be a ${ARRAY_FOR_WIDTH[width].name} or a Uint8Array`);
+      throw new ArgTypeError(
+        `mapping.readBlock: into must be a ${ARRAY_FOR_WIDTH[width].name} or a Uint8Array`,
+      );
     }
     native.mapReadBlock(this.#handle, off, count, width, target);
     return target;
@@ -316,7 +322,7 @@ export class Mapping implements Disposable {
   writeBlock(off: number, data: BlockArray, width: AccessSize): void {
     checkWidth('mapping.writeBlock', width);
     if (!(data instanceof ARRAY_FOR_WIDTH[width]) && !(data instanceof Uint8Array)) {
-      throw new TypeError(
+      throw new ArgTypeError(
         `mapping.writeBlock: data must be a ${ARRAY_FOR_WIDTH[width].name} or a Uint8Array`,
       );
     }
@@ -344,7 +350,7 @@ export { PAGE_SIZE } from '../base/page';
  * device region in tests and examples. The caller owns the fd and closes it with `fs.closeSync`.
  */
 export function memfd(name: string, size: number): number {
-  if (typeof name !== 'string') throw new TypeError('memfd: name must be a string');
+  if (typeof name !== 'string') throw new ArgTypeError('memfd: name must be a string');
   checkSafeInteger('size', size);
   return native.memfd(name, size);
 }

@@ -2,6 +2,7 @@
  * What vfio-bridge reads from sysfs: IOMMU group membership and bound drivers. The root is
  * overridable so that tests can run on a fake tree.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -28,11 +29,11 @@ const BDF_SHORT = /^([0-9a-f]{2}):([0-1][0-9a-f])\.([0-7])$/;
  * @throws TypeError if `bdf` is not a string, RangeError if it is not a PCI address
  */
 export function normalizeBdf(bdf: string): string {
-  if (typeof bdf !== 'string') throw new TypeError(`a PCI address must be a string, got ${typeof bdf}`);
+  if (typeof bdf !== 'string') throw new ArgTypeError(`a PCI address must be a string, got ${typeof bdf}`);
   const s = bdf.trim().toLowerCase();
   if (BDF_FULL.test(s)) return s;
   if (BDF_SHORT.test(s)) return `0000:${s}`;
-  throw new RangeError(`${JSON.stringify(bdf)} is not a PCI address (dddd:bb:dd.f)`);
+  throw new ArgRangeError(`${JSON.stringify(bdf)} is not a PCI address (dddd:bb:dd.f)`);
 }
 
 function readlinkOrNull(p: string): string | null {

@@ -1,3 +1,4 @@
+import { ArgRangeError } from '../base/error';
 import type { PciConfigTarget, PciHostBridge } from './pci-host';
 
 /** A range of guest-physical (or port) addresses the firmware may hand out, `[base, limit)`. */
@@ -91,12 +92,12 @@ export function placeBars(
   if (windows.mem64) checkWindow(windows.mem64, 'mem64', 2 ** 53);
   checkWindow(windows.io, 'io', 0x10000);
   const minMem = opts.minMemSize ?? 4096;
-  if (!isPow2(minMem)) throw new RangeError(`minMemSize ${minMem} is not a power of two`);
+  if (!isPow2(minMem)) throw new ArgRangeError(`minMemSize ${minMem} is not a power of two`);
   const requests: Request[] = [];
   for (const { slot, fn, target } of host.functions()) {
     const header = target.configRead(PCI_HEADER_TYPE, 1) & 0x7f;
     if (header !== 0) {
-      throw new RangeError(
+      throw new ArgRangeError(
         `PCI 00:${slotName(slot, fn)} has header type ${header}: only endpoints (type 0) are placed`,
       );
     }
@@ -265,7 +266,7 @@ function checkWindow(w: AddressWindow | undefined, name: string, max: number): v
     w.limit <= w.base ||
     w.limit > max
   ) {
-    throw new RangeError(
+    throw new ArgRangeError(
       `PCI ${name} window ${JSON.stringify(w)} must be [base, limit) with 0 <= base < limit <= ${hex(max)}`,
     );
   }
@@ -273,7 +274,7 @@ function checkWindow(w: AddressWindow | undefined, name: string, max: number): v
 
 function noRoom(r: Request, kind: string, w: AddressWindow): RangeError {
   const what = r.bar === 6 ? 'ROM' : `BAR ${r.bar}`;
-  return new RangeError(
+  return new ArgRangeError(
     `PCI 00:${slotName(r.slot, r.fn)} ${what} (${r.type}, ${hex(r.size)} bytes) does not fit in the ${kind} window [${hex(w.base)}, ${hex(w.limit)}) with the larger BARs placed`,
   );
 }

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { MemoryRegion } from '../memory';
 
 /** The CMOS index and data ports. */
@@ -53,7 +54,7 @@ export class CmosRtc {
 
   constructor(opts: CmosRtcOptions = {}) {
     if (opts.now !== undefined && typeof opts.now !== 'function')
-      throw new TypeError('CmosRtc now must be a function');
+      throw new ArgTypeError('CmosRtc now must be a function');
     this.#now = opts.now ?? Date.now;
     this.#ram[REG_A] = 0x26; // 32.768 kHz time base, 1024 Hz rate: what firmware programs
     this.#ram[REG_B] = B_24H;
@@ -178,6 +179,6 @@ export class CmosRtc {
 
 function checkPort(port: number): void {
   if (port !== CMOS_INDEX_PORT && port !== CMOS_DATA_PORT) {
-    throw new RangeError(`the CMOS RTC has ports 0x70 and 0x71, not ${String(port)}`);
+    throw new ArgRangeError(`the CMOS RTC has ports 0x70 and 0x71, not ${String(port)}`);
   }
 }

@@ -18,6 +18,7 @@
  *   emulated EPYC) whose feature bit it does not offer, so such components are removed here.
  * KVM's supported list already carries the KVM signature and features leaves.
  */
+import { ArgRangeError } from '../base/error';
 import type { CpuidEntry } from '../kvm/x86';
 
 const HYPERVISOR = 1 << 31;
@@ -50,9 +51,9 @@ export interface GuestCpuidOptions {
 export function guestCpuid(supported: readonly CpuidEntry[], opts: GuestCpuidOptions): CpuidEntry[] {
   const { apicId, cpus } = opts;
   if (!Number.isInteger(apicId) || apicId < 0 || apicId > 254)
-    throw new RangeError(`APIC ID ${String(apicId)} is not in 0..254 (xAPIC)`);
+    throw new ArgRangeError(`APIC ID ${String(apicId)} is not in 0..254 (xAPIC)`);
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 255 || apicId >= cpus)
-    throw new RangeError(`${String(cpus)} vCPUs cannot hold APIC ID ${apicId}`);
+    throw new ArgRangeError(`${String(cpus)} vCPUs cannot hold APIC ID ${apicId}`);
   const out = supported.map((s) => {
     const e = { ...s };
     switch (e.function) {

@@ -1,3 +1,5 @@
+import { VfioBridgeError } from '../base/error';
+
 /**
  * Why the VMM refused to build the machine or to boot the guest it was given:
  * - `ENOTBZIMAGE`: the kernel is not a bzImage (no 0xAA55 boot flag or no "HdrS" setup header);
@@ -22,13 +24,15 @@ export type VmmErrorCode =
   | 'ENOBOOT';
 
 /** A bad machine description or boot input, with a `code` and a `hint` that says what to change. */
-export class VmmError extends Error {
-  override readonly name = 'VmmError';
+export class VmmError extends VfioBridgeError {
+  override readonly name: string = 'VmmError';
+  declare readonly code: VmmErrorCode;
   constructor(
-    readonly code: VmmErrorCode,
+    code: VmmErrorCode,
     message: string,
-    readonly hint?: string,
+    hint?: string,
+    opts: { cause?: unknown; path?: string } = {},
   ) {
-    super(hint ? `${message} (${hint})` : message);
+    super({ code, message, hint, ...opts });
   }
 }

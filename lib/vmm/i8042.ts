@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { MemoryRegion } from '../memory';
 
 /** The keyboard controller's data and status/command ports. */
@@ -33,7 +34,7 @@ export class I8042ResetPort {
 
   constructor(opts: I8042Options = {}) {
     if (opts.onReset !== undefined && typeof opts.onReset !== 'function') {
-      throw new TypeError('I8042ResetPort onReset must be a function');
+      throw new ArgTypeError('I8042ResetPort onReset must be a function');
     }
     this.#onReset = opts.onReset;
   }
@@ -46,7 +47,7 @@ export class I8042ResetPort {
   /** A 1-byte I/O region for `port` (0x60 or 0x64) in the VMM's port space. */
   region(port: typeof I8042_DATA_PORT | typeof I8042_COMMAND_PORT): MemoryRegion {
     if (port !== I8042_DATA_PORT && port !== I8042_COMMAND_PORT) {
-      throw new RangeError(`the i8042 has ports 0x60 and 0x64, not ${String(port)}`);
+      throw new ArgRangeError(`the i8042 has ports 0x60 and 0x64, not ${String(port)}`);
     }
     return MemoryRegion.io(port === I8042_DATA_PORT ? 'i8042-data' : 'i8042-cmd', 1, {
       read: () => this.read(port),
@@ -73,6 +74,6 @@ export class I8042ResetPort {
 
 function checkPort(port: number): void {
   if (port !== I8042_DATA_PORT && port !== I8042_COMMAND_PORT) {
-    throw new RangeError(`the i8042 has ports 0x60 and 0x64, not ${String(port)}`);
+    throw new ArgRangeError(`the i8042 has ports 0x60 and 0x64, not ${String(port)}`);
   }
 }

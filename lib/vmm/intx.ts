@@ -1,3 +1,4 @@
+import { ArgRangeError } from '../base/error';
 import { IOAPIC_PINS } from '../kvm/irqchip-routes';
 import type { PciHostBridge } from './pci-host';
 
@@ -25,9 +26,9 @@ export interface IntxRoute {
  */
 export function pciIntxGsi(slot: number, pin: number): number {
   if (!Number.isInteger(slot) || slot < 0 || slot > 31)
-    throw new RangeError(`PCI slot ${String(slot)} is out of range 0..31`);
+    throw new ArgRangeError(`PCI slot ${String(slot)} is out of range 0..31`);
   if (!Number.isInteger(pin) || pin < 1 || pin > 4)
-    throw new RangeError(`INTx pin ${String(pin)} is out of range 1..4`);
+    throw new ArgRangeError(`INTx pin ${String(pin)} is out of range 1..4`);
   return PCI_INTX_GSI_BASE + ((slot + pin - 1) % PCI_INTX_LINES);
 }
 

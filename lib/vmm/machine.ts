@@ -3,6 +3,7 @@
  * from lib/pci (whose memory space is the machine's system memory), one VFIO container for every
  * assigned device, and the DMA listener keeping the IOMMU in step with the memory space.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
 import { Container } from '../vfio';
@@ -52,7 +53,7 @@ const PAGE = 4096;
 
 function checkInteger(what: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-    throw new RangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
+    throw new ArgRangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
   }
   return v;
 }
@@ -61,20 +62,20 @@ function checkInteger(what: string, v: unknown): number {
 // so a layout that would leave such a tail is refused before anything is allocated.
 function checkPage(what: string, v: number): void {
   if (v % PAGE !== 0) {
-    throw new RangeError(`${what} 0x${v.toString(16)} is not a multiple of the 4 KiB page`);
+    throw new ArgRangeError(`${what} 0x${v.toString(16)} is not a multiple of the 4 KiB page`);
   }
 }
 
 /** Check the layout before anything is allocated: nothing to undo when it is wrong. */
 function checkLayout(ramSize: number, hole: { start: number; size: number }): void {
-  if (ramSize === 0) throw new RangeError('ramSize 0: the machine needs guest RAM');
+  if (ramSize === 0) throw new ArgRangeError('ramSize 0: the machine needs guest RAM');
   checkPage('ramSize', ramSize);
   checkPage('pciHole.start', hole.start);
   checkPage('pciHole.size', hole.size);
   const above = ramSize - Math.min(ramSize, hole.start);
   const top = Math.max(4 * GiB, hole.start + hole.size);
   if (above > 0 && top > Number.MAX_SAFE_INTEGER - above) {
-    throw new RangeError(
+    throw new ArgRangeError(
       `${above} bytes of RAM above the PCI hole [0x${hole.start.toString(16)}, +0x${hole.size.toString(16)}) ` +
         'would end past 2^53: shrink the hole or the RAM',
     );
@@ -132,7 +133,7 @@ export class Machine implements Disposable {
 
   /** Allocate guest RAM and build the bus. */
   static create(opts: MachineOptions): Machine {
-    if (opts === null || typeof opts !== 'object') throw new TypeError('Machine.create needs options');
+    if (opts === null || typeof opts !== 'object') throw new ArgTypeError('Machine.create needs options');
     const ramSize = checkInteger('ramSize', opts.ramSize);
     const hole = opts.pciHole ?? { start: 3 * GiB, size: GiB };
     checkInteger('pciHole.start', hole.start);
@@ -296,7 +297,9 @@ export class Machine implements Disposable {
     checkInteger('length', length);
     const r = this.ramRanges.find((x) => gpa >= x.gpa && gpa + length <= x.gpa + x.size);
     if (r === undefined) {
-      throw new RangeError(`guest-physical [0x${gpa.toString(16)}, +${length}) is not inside one RAM range`);
+      throw new ArgRangeError(
+        `guest-physical [0x${gpa.toString(16)}, +${length}) is not inside one RAM range`,
+      );
     }
     return this.ram.view(r.offset + (gpa - r.gpa), length);
   }

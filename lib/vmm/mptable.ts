@@ -14,6 +14,7 @@
  * Linux finds the table by scanning the last KiB of base memory ({@link MPTABLE_START}), which the
  * e820 map must not report as RAM.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { IOAPIC_PINS, type IntxRoute } from './intx';
 
 /** Where PC firmware puts it: the last KiB below 640 KiB (Linux scans there). */
@@ -80,11 +81,11 @@ function entryCount(spec: MpTableSpec): number {
  */
 export function writeMpTable(out: Uint8Array, gpa: number, spec: MpTableSpec): number {
   const size = mpTableSize(spec);
-  if (!(out instanceof Uint8Array)) throw new TypeError('writeMpTable needs a Uint8Array');
+  if (!(out instanceof Uint8Array)) throw new ArgTypeError('writeMpTable needs a Uint8Array');
   if (out.length < size)
-    throw new RangeError(`the MP table needs ${size} bytes, the buffer has ${out.length}`);
+    throw new ArgRangeError(`the MP table needs ${size} bytes, the buffer has ${out.length}`);
   if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % 16 !== 0 || gpa + size > 2 ** 32) {
-    throw new RangeError(`MP table address ${String(gpa)} must be 16-byte aligned and below 4 GiB`);
+    throw new ArgRangeError(`MP table address ${String(gpa)} must be 16-byte aligned and below 4 GiB`);
   }
   out.fill(0, 0, size);
   const v = new DataView(out.buffer, out.byteOffset, size);
@@ -172,7 +173,7 @@ export function writeMpTable(out: Uint8Array, gpa: number, spec: MpTableSpec): n
 
 function checkSpec(spec: MpTableSpec): void {
   if (!spec || !Number.isInteger(spec.cpus) || spec.cpus < 1 || spec.cpus > 254) {
-    throw new RangeError(`MP table cpus ${String(spec?.cpus)} must be 1..254`);
+    throw new ArgRangeError(`MP table cpus ${String(spec?.cpus)} must be 1..254`);
   }
   for (const r of spec.intx ?? []) {
     const ok =
@@ -186,7 +187,7 @@ function checkSpec(spec: MpTableSpec): void {
       r.gsi >= 0 &&
       r.gsi < IOAPIC_PINS;
     if (!ok)
-      throw new RangeError(
+      throw new ArgRangeError(
         `INTx route ${JSON.stringify(r)} needs slot 0..31, pin 1..4 and gsi 0..${IOAPIC_PINS - 1}`,
       );
   }

@@ -18,6 +18,7 @@
  * Each long step has a synchronous form and an asynchronous one that leaves the event loop free
  * (create/open, reboot/rebootAsync, close/closeAsync).
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { Machine } from './machine';
 import { Kvm, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
 import type { VfioPciDevice } from '../pci';
@@ -256,7 +257,7 @@ export class PcMachine implements Disposable {
       throw new VmmError('EBUSY', 'the machine is already running', 'await the run in progress');
     const timeout = opts.timeoutMs ?? Infinity;
     if (typeof timeout !== 'number' || !(timeout > 0))
-      throw new RangeError(`timeoutMs ${String(timeout)} must be positive`);
+      throw new ArgRangeError(`timeoutMs ${String(timeout)} must be positive`);
     const boot = this.#boots.current;
     if (boot === null) {
       throw new VmmError(
@@ -317,7 +318,7 @@ export class PcMachine implements Disposable {
   #beginReboot(opts: { cmdline?: string }): void {
     this.#checkOpen('reboot');
     if (opts.cmdline !== undefined && typeof opts.cmdline !== 'string') {
-      throw new TypeError('reboot: cmdline must be a string');
+      throw new ArgTypeError('reboot: cmdline must be a string');
     }
     if (this.#running)
       throw new VmmError('EBUSY', 'reboot while the machine is running', 'await run() first');

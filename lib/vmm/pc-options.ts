@@ -2,6 +2,7 @@
  * PcMachine's options and what it reports: the types a VMM built on it sees, and the checks its
  * options get before anything is opened.
  */
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import * as fs from 'node:fs';
 import type { DmaCommitError, DmaErrorEvent, DmaSkip } from '../dma';
 import type { RoutedAccess, VcpuExit } from '../kvm';
@@ -125,26 +126,26 @@ export interface CheckedPcOptions {
 
 /** checkPcShape: RangeErrors and TypeErrors naming what is wrong in the options. */
 export function checkPcShape(opts: PcMachineOptions): { ramSize: number; cpus: number } {
-  if (opts === null || typeof opts !== 'object') throw new TypeError('PcMachine.create needs options');
+  if (opts === null || typeof opts !== 'object') throw new ArgTypeError('PcMachine.create needs options');
   const ramSize = opts.ramSize ?? 256 * MiB;
   if (!Number.isSafeInteger(ramSize) || ramSize < 32 * MiB || ramSize > PCI_HOLE || ramSize % MiB !== 0) {
-    throw new RangeError(`ramSize ${String(ramSize)} must be a whole number of MiB in [32 MiB, 3 GiB]`);
+    throw new ArgRangeError(`ramSize ${String(ramSize)} must be a whole number of MiB in [32 MiB, 3 GiB]`);
   }
   const cpus = opts.cpus ?? 1;
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 16) {
-    throw new RangeError(`cpus ${String(cpus)} must be an integer in [1, 16]`);
+    throw new ArgRangeError(`cpus ${String(cpus)} must be an integer in [1, 16]`);
   }
   for (const k of ['onOutput', 'onLine', 'onReport', 'onAccess'] as const) {
     if (opts[k] !== undefined && typeof opts[k] !== 'function')
-      throw new TypeError(`${k} must be a function`);
+      throw new ArgTypeError(`${k} must be a function`);
   }
   if (opts.devices !== undefined && !Array.isArray(opts.devices))
-    throw new TypeError('devices must be an array');
+    throw new ArgTypeError('devices must be an array');
   if (opts.cmdline !== undefined && typeof opts.cmdline !== 'string')
-    throw new TypeError('cmdline must be a string');
+    throw new ArgTypeError('cmdline must be a string');
   const nice = opts.vcpuNice ?? 0;
   if (!Number.isInteger(nice) || nice < -20 || nice > 19)
-    throw new RangeError(`vcpuNice ${String(nice)} must be an integer in [-20, 19]`);
+    throw new ArgRangeError(`vcpuNice ${String(nice)} must be an integer in [-20, 19]`);
   return { ramSize, cpus };
 }
 
@@ -162,7 +163,7 @@ export function checkPcOptions(opts: PcMachineOptions): CheckedPcOptions {
 
 function readInput(what: string, v: string | Uint8Array): Uint8Array {
   if (v instanceof Uint8Array) return v;
-  if (typeof v !== 'string') throw new TypeError(`${what} must be a path or a Uint8Array`);
+  if (typeof v !== 'string') throw new ArgTypeError(`${what} must be a path or a Uint8Array`);
   try {
     return fs.readFileSync(v);
   } catch (e) {
@@ -177,7 +178,7 @@ function readInput(what: string, v: string | Uint8Array): Uint8Array {
 /** readInputAsync: {@link readInput} without holding the event loop while the file is read. */
 export async function readInputAsync(what: string, v: string | Uint8Array): Promise<Uint8Array> {
   if (v instanceof Uint8Array) return v;
-  if (typeof v !== 'string') throw new TypeError(`${what} must be a path or a Uint8Array`);
+  if (typeof v !== 'string') throw new ArgTypeError(`${what} must be a path or a Uint8Array`);
   try {
     return await fs.promises.readFile(v);
   } catch (e) {

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { MemoryRegion } from '../memory';
 
 /** The first port of configuration mechanism #1: CONFIG_ADDRESS at 0xcf8, CONFIG_DATA at 0xcfc. */
@@ -68,7 +69,7 @@ export class PciHostBridge {
     checkU16(vendor, 'host bridge vendor ID');
     checkU16(device, 'host bridge device ID');
     if (opts.onReset !== undefined && typeof opts.onReset !== 'function') {
-      throw new TypeError('PciHostBridge onReset must be a function');
+      throw new ArgTypeError('PciHostBridge onReset must be a function');
     }
     this.#onReset = opts.onReset;
     const c = new DataView(this.#config.buffer);
@@ -108,10 +109,10 @@ export class PciHostBridge {
    */
   attach(slot: number, fn: number, target: PciConfigTarget): void {
     const devfn = checkDevfn(slot, fn);
-    if (devfn === 0) throw new RangeError('PCI 00:00.0 is the host bridge');
-    if (this.#functions.has(devfn)) throw new RangeError(`PCI 00:${bdfTail(slot, fn)} is already taken`);
+    if (devfn === 0) throw new ArgRangeError('PCI 00:00.0 is the host bridge');
+    if (this.#functions.has(devfn)) throw new ArgRangeError(`PCI 00:${bdfTail(slot, fn)} is already taken`);
     if (!target || typeof target.configRead !== 'function' || typeof target.configWrite !== 'function') {
-      throw new TypeError('a PCI function needs configRead and configWrite');
+      throw new ArgTypeError('a PCI function needs configRead and configWrite');
     }
     this.#functions.set(devfn, target);
   }
@@ -162,7 +163,7 @@ export class PciHostBridge {
   write(offset: number, size: 1 | 2 | 4, value: number): void {
     checkPortAccess(offset, size);
     if (!Number.isInteger(value) || value < 0 || value > ones(size)) {
-      throw new RangeError(`value ${String(value)} does not fit a ${size}-byte port write`);
+      throw new ArgRangeError(`value ${String(value)} does not fit a ${size}-byte port write`);
     }
     if (offset < 4) {
       if (offset === 0 && size === 4) this.#address = value >>> 0;
@@ -232,9 +233,9 @@ function ones(size: number): number {
 
 function checkPortAccess(offset: number, size: number): void {
   if (size !== 1 && size !== 2 && size !== 4)
-    throw new RangeError(`port access size ${size} is not 1, 2 or 4`);
+    throw new ArgRangeError(`port access size ${size} is not 1, 2 or 4`);
   if (!Number.isInteger(offset) || offset < 0 || offset + size > 8 || offset % size !== 0) {
-    throw new RangeError(
+    throw new ArgRangeError(
       `port offset ${String(offset)} with size ${size} is not an aligned access in 0xcf8-0xcff`,
     );
   }
@@ -242,15 +243,15 @@ function checkPortAccess(offset: number, size: number): void {
 
 function checkDevfn(slot: number, fn: number): number {
   if (!Number.isInteger(slot) || slot < 0 || slot > 31)
-    throw new RangeError(`PCI slot ${String(slot)} is out of range 0..31`);
+    throw new ArgRangeError(`PCI slot ${String(slot)} is out of range 0..31`);
   if (!Number.isInteger(fn) || fn < 0 || fn > 7)
-    throw new RangeError(`PCI function ${String(fn)} is out of range 0..7`);
+    throw new ArgRangeError(`PCI function ${String(fn)} is out of range 0..7`);
   return (slot << 3) | fn;
 }
 
 function checkU16(v: number, what: string): void {
   if (!Number.isInteger(v) || v < 0 || v > 0xffff)
-    throw new RangeError(`${what} ${String(v)} is not a 16-bit value`);
+    throw new ArgRangeError(`${what} ${String(v)} is not a 16-bit value`);
 }
 
 function bdfTail(slot: number, fn: number): string {

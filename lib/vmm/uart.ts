@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../base/error';
 import { MemoryRegion } from '../memory';
 
 /** The port a PC's first serial port (COM1, Linux's ttyS0) decodes, and its ISA IRQ. */
@@ -117,12 +118,12 @@ export class Uart16550 {
   constructor(opts: Uart16550Options = {}) {
     for (const k of ['onOutput', 'onLine', 'onIrq'] as const) {
       if (opts[k] !== undefined && typeof opts[k] !== 'function') {
-        throw new TypeError(`Uart16550 option ${k} must be a function`);
+        throw new ArgTypeError(`Uart16550 option ${k} must be a function`);
       }
     }
     const limit = opts.captureLimit ?? 1 << 20;
     if (!Number.isSafeInteger(limit) || limit < 0) {
-      throw new RangeError(`Uart16550 captureLimit ${String(limit)} must be an integer >= 0`);
+      throw new ArgRangeError(`Uart16550 captureLimit ${String(limit)} must be an integer >= 0`);
     }
     this.#captureLimit = limit;
     this.#onOutput = opts.onOutput;
@@ -210,7 +211,7 @@ export class Uart16550 {
   write(offset: number, value: number): void {
     checkOffset(offset);
     if (typeof value !== 'number' || !Number.isInteger(value)) {
-      throw new TypeError(`Uart16550 write value ${String(value)} is not an integer`);
+      throw new ArgTypeError(`Uart16550 write value ${String(value)} is not an integer`);
     }
     const v = value & 0xff;
     const dlab = (this.#lcr & LCR_DLAB) !== 0;
@@ -262,7 +263,8 @@ export class Uart16550 {
    */
   input(bytes: Uint8Array | string): void {
     const data = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
-    if (!(data instanceof Uint8Array)) throw new TypeError('Uart16550 input must be a Uint8Array or string');
+    if (!(data instanceof Uint8Array))
+      throw new ArgTypeError('Uart16550 input must be a Uint8Array or string');
     for (const b of data) this.#receive(b);
     this.#update();
   }
@@ -386,6 +388,6 @@ export class Uart16550 {
 
 function checkOffset(offset: number): void {
   if (!Number.isInteger(offset) || offset < 0 || offset > 7) {
-    throw new RangeError(`Uart16550 register offset ${String(offset)} is out of range 0..7`);
+    throw new ArgRangeError(`Uart16550 register offset ${String(offset)} is out of range 0..7`);
   }
 }

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 
 import { Mapping, memfd } from '../../lib';
-import type { NativeBinding } from '../../lib/native';
+import { native, type NativeBinding } from '../../lib/native';
 
 // The single accessors find their environment through a per-thread cache keyed by napi_env. Node
 // runs one environment per thread, but an embedder (or loading the addon twice) can put two on
@@ -39,4 +39,15 @@ test('two environments on one thread keep their scratch and slot tables apart', 
   a.close();
   fs.closeSync(fdA);
   fs.closeSync(fdB);
+});
+
+test('useMappingScratch takes only an ArrayBuffer big enough for the operands, and keeps the one it has otherwise', () => {
+  const fd = memfd('scratch-checks', 4096);
+  const m = Mapping.fromFd(fd, 0, 4096);
+  expect(() => native.useMappingScratch(new Uint8Array(24) as unknown as ArrayBuffer)).toThrow(TypeError);
+  expect(() => native.useMappingScratch(new ArrayBuffer(16))).toThrow(/at least 24 bytes/);
+  m.write32(0, 0x5eed);
+  expect(m.read32(0)).toBe(0x5eed);
+  m.close();
+  fs.closeSync(fd);
 });

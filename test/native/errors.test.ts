@@ -3,13 +3,24 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { VfioError } from '../../lib';
+import {
+  ArgRangeError,
+  ArgTypeError,
+  Kvm,
+  KvmError,
+  MemoryTopologyError,
+  VfioBridgeError,
+  VfioError,
+  VmmError,
+} from '../../lib';
+import { UsageError } from '../../lib/cli/errors';
 import { errnoName, hintFor, makeNativeError, memlockHint } from '../../lib/base/native-errors';
 import { native } from '../../lib/native';
 import { ROOT } from './helpers';
 
 describe('VfioError', () => {
-  test('carries every field and puts the hint in the message', () => {
+  test('carries every field, shaped like SystemError, with the hint beside the message', () => {
+    const cause = new Error('underneath');
     const e = new VfioError({
       message: 'open failed',
       code: 'EBUSY',
@@ -18,18 +29,43 @@ describe('VfioError', () => {
       path: '/dev/vfio/12',
       bdf: '0000:00:03.0',
       hint: 'close it',
+      cause,
     });
-    expect(e).toBeInstanceOf(Error);
+    expect(e).toBeInstanceOf(VfioBridgeError);
     expect(e.name).toBe('VfioError');
     expect(e).toMatchObject({
       code: 'EBUSY',
-      errno: 16,
+      errno: -16,
+      syscall: 'open',
       op: 'open',
       path: '/dev/vfio/12',
       bdf: '0000:00:03.0',
+      hint: 'close it',
     });
-    expect(e.message).toBe('open failed\n  hint: close it');
-    expect(new VfioError({ message: 'm', code: 'SIGBUS', op: 'mapping.read8' }).errno).toBeUndefined();
+    expect(e.message).toBe('open failed');
+    expect(e.cause).toBe(cause);
+    expect(new VfioError({ message: 'm', code: 'EIO', errno: 5, op: 'VFIO_DEVICE_RESET' }).syscall).toBe(
+      'ioctl',
+    );
+    const sigbus = new VfioError({ message: 'm', code: 'SIGBUS', op: 'mapping.read8' });
+    expect([sigbus.errno, sigbus.syscall, sigbus.cause]).toEqual([undefined, undefined, undefined]);
+  });
+
+  test('every layer throws one family; bad arguments carry Node-style codes', () => {
+    const errors = [
+      new KvmError({ message: 'm', code: 'ENOCAP', op: 'KVM_CHECK_EXTENSION' }),
+      new VmmError('EBUSY', 'busy', 'wait'),
+      new MemoryTopologyError('cycle', 'loop'),
+      new UsageError('bad', 'fix'),
+    ];
+    for (const e of errors) {
+      expect(e).toBeInstanceOf(VfioBridgeError);
+      expect(typeof e.code).toBe('string');
+    }
+    expect(errors[1]).toMatchObject({ name: 'VmmError', message: 'busy', hint: 'wait' });
+    expect(new ArgRangeError('x')).toMatchObject({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+    expect(new ArgTypeError('x')).toMatchObject({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+    expect(() => Kvm.open({ path: '/nonexistent/kvm' })).toThrow(KvmError);
   });
 
   test('errors from the addon are built by the factory, with code, errno and hint', () => {
@@ -40,21 +76,30 @@ describe('VfioError', () => {
       error = e;
     }
     expect(error).toBeInstanceOf(VfioError);
-    expect(error).toMatchObject({ code: 'ENOENT', errno: 2, op: 'open', path: '/dev/vfio/987654' });
+    expect(error).toMatchObject({
+      code: 'ENOENT',
+      errno: -2,
+      syscall: 'open',
+      op: 'open',
+      path: '/dev/vfio/987654',
+    });
     expect((error as VfioError).message).toMatch(/^open failed: No such file or directory/);
   });
 
   test('the factory maps errno to code and builds RangeError/TypeError in this realm', () => {
     expect(makeNativeError('VfioError', 'pread', undefined, 5, 'm', undefined, undefined)).toMatchObject({
       code: 'EIO',
-      errno: 5,
+      errno: -5,
     });
     expect(
       makeNativeError('RangeError', '', undefined, undefined, 'bad', undefined, undefined),
-    ).toBeInstanceOf(RangeError);
+    ).toMatchObject({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+    expect(makeNativeError('TypeError', '', undefined, undefined, 'bad', undefined, undefined)).toMatchObject(
+      { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' },
+    );
     expect(
-      makeNativeError('TypeError', '', undefined, undefined, 'bad', undefined, undefined),
-    ).toBeInstanceOf(TypeError);
+      makeNativeError('VfioError', 'KVM_RUN', undefined, 4, 'm', '/dev/kvm vm vcpu 0', undefined),
+    ).toBeInstanceOf(KvmError);
     expect(errnoName(1)).toBe('EPERM');
   });
 
@@ -64,7 +109,7 @@ describe('VfioError', () => {
     expect(errnoName(9999)).toBe('E9999');
     expect(makeNativeError('VfioError', 'ioctl', undefined, 35, 'm', undefined, undefined)).toMatchObject({
       code: 'EDEADLK',
-      errno: 35,
+      errno: -35,
     });
   });
 });
@@ -163,7 +208,7 @@ describe('errno', () => {
 });
 
 describe('the error factory', () => {
-  test('lib/kvm loaded alone turns native failures into VfioErrors (lib/base registers the factory)', () => {
+  test('lib/kvm loaded alone turns native failures into KvmErrors (lib/base registers the factory)', () => {
     const out = execFileSync(
       process.execPath,
       [
@@ -174,6 +219,6 @@ describe('the error factory', () => {
       ],
       { cwd: ROOT, encoding: 'utf8' },
     );
-    expect(out.trim()).toBe('VfioError ENOENT open');
+    expect(out.trim()).toBe('KvmError ENOENT open');
   });
 });

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Mapping, memfd, VfioError } from '../../lib';
+import { KvmError, Mapping, memfd, VfioError } from '../../lib';
 
 /** A memfd of `size` bytes and a writable mapping of all of it; `dispose()` cleans up both. */
 export function memfdMapping(size: number, name = 'vfio-bridge-test') {
@@ -33,12 +33,16 @@ export function tempDir(prefix = 'vfio-bridge-'): { dir: string; remove(): void 
 /** The repository root. */
 export const ROOT = path.join(__dirname, '..', '..');
 
-/** The VfioError `fn` throws; anything else it throws, or nothing, fails the test. */
+/**
+ * The VfioError (or, from lib/kvm, KvmError) `fn` throws; anything else it throws, or nothing,
+ * fails the test.
+ */
 export function caught(fn: () => unknown): VfioError {
   try {
     fn();
   } catch (e) {
     if (e instanceof VfioError) return e;
+    if (e instanceof KvmError) return e as unknown as VfioError;
     throw e;
   }
   throw new Error('expected a VfioError');

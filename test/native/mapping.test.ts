@@ -279,7 +279,7 @@ describe('Mapping.fromFd', () => {
     }
     expect(error).toBeInstanceOf(VfioError);
     expect((error as VfioError).code).toBe('EBADF');
-    expect((error as VfioError).errno).toBe(9);
+    expect((error as VfioError).errno).toBe(-9);
     expect((error as VfioError).op).toBe('mmap');
 
     // A writable MAP_SHARED mapping of a read-only fd is refused with EACCES.

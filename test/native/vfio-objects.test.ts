@@ -19,7 +19,7 @@ describe('Container, Group and Device without VFIO', () => {
   test('Container.open on a missing node is ENOENT with the path', () => {
     const e = caught(() => Container.open(path.join(tmp.dir, 'missing')));
     expect(e.code).toBe('ENOENT');
-    expect(e.errno).toBe(2);
+    expect(e.errno).toBe(-2);
     expect(e.op).toBe('open');
     expect(e.path).toBe(path.join(tmp.dir, 'missing'));
   });
@@ -38,7 +38,7 @@ describe('Container, Group and Device without VFIO', () => {
     expect(g.number).toBe(7);
     expect(g.path).toBe(path.join(tmp.dir, '7'));
     const e = caught(() => g.status());
-    expect(e).toMatchObject({ code: 'ENOTTY', errno: 25, op: 'VFIO_GROUP_GET_STATUS', path: g.path });
+    expect(e).toMatchObject({ code: 'ENOTTY', errno: -25, op: 'VFIO_GROUP_GET_STATUS', path: g.path });
     expect(caught(() => g.openDevice('00:03.0')).op).toBe('VFIO_GROUP_GET_DEVICE_FD');
     g.close();
     g.close();

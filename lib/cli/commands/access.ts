@@ -2,10 +2,12 @@
 
 import type { Command } from 'commander';
 
+import { VfioError } from '../../base/native-errors';
 import { UsageError } from '../errors';
 import { type CliIo, Progress } from '../io';
 import { REGION_NAMES } from '../names';
-import { parseBdf, readDevice } from '../pci-sysfs';
+import { parseBdf, readDevice, type PciDeviceEntry } from '../pci-sysfs';
+import { onVfio, openSysfsPort } from '../sysfs-access';
 import {
   checkAligned,
   checkSpan,
@@ -17,6 +19,7 @@ import {
   parseValue,
   parseWidth,
   sysfsRegionSize,
+  type RegionPort,
   type Via,
 } from '../region-access';
 import { openVfioDevice } from '../vfio-open';
@@ -30,8 +33,46 @@ const LARGE_DUMP = 64 * 1024;
 const DUMP_CHUNK_BYTES = 4096;
 
 /** What the --json of read, write and dump shares (schema.ts `access`). */
-function accessJson(bdf: string, region: number, offset: number, width: AccessSize, via: 'map' | 'fd') {
+function accessJson(bdf: string, region: number, offset: number, width: AccessSize, via: RegionPort['via']) {
   return { bdf, region: REGION_NAMES[region], offset, width, via };
+}
+
+/**
+ * A port on the range: through VFIO when the device is on vfio-pci (unless --via sysfs), else
+ * through sysfs, which reads a device on any driver.
+ */
+function openAccess(
+  dev: PciDeviceEntry,
+  region: number,
+  offset: number,
+  length: number,
+  width: AccessSize,
+  via: Via,
+  sysfs: SysfsOptions,
+): RegionPort {
+  if (via === 'sysfs' || !onVfio(dev)) {
+    if (via === 'map' || via === 'fd') {
+      throw new UsageError(
+        `--via ${via} needs vfio-pci: ${dev.bdf} is on ${dev.driver ?? 'no driver'}`,
+        `leave --via out to read it through sysfs, or bind it first: vfio-bridge bind ${dev.bdf}`,
+      );
+    }
+    return openSysfsPort(dev.bdf, region, offset, length, width, sysfs);
+  }
+  const v = openVfioDevice(dev.bdf, sysfs);
+  try {
+    const port = openPort(v.device, region, offset, length, via);
+    return {
+      ...port,
+      [Symbol.dispose]: () => {
+        port[Symbol.dispose]();
+        v[Symbol.dispose]();
+      },
+    };
+  } catch (e) {
+    v[Symbol.dispose]();
+    throw e;
+  }
 }
 
 /** read, write, dump. */
@@ -47,16 +88,19 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     const region = parseRegion(regionArg);
     const offset = parseOffset(offsetArg, 'offset');
     checkAligned(offset, width);
-    readDevice(bdf, sysfs);
+    const dev = readDevice(bdf, sysfs);
     checkSpan(region, offset, length, sysfsRegionSize(bdf, region, sysfs));
-    return { bdf, region, offset };
+    return { bdf, dev, region, offset };
   };
 
   example(
     program
       .command('read')
-      .description('read one value: exactly one access of --width bytes')
-      .argument('<bdf>', 'a device bound to vfio-pci')
+      .description(
+        'read one value: exactly one access of --width bytes; through VFIO on vfio-pci, else through sysfs ' +
+          '(config, resourceN) on any driver',
+      )
+      .argument('<bdf>', 'a device on any driver')
       .argument('<region>', 'bar0..bar5, rom or config')
       .argument('<offset>', 'byte offset in the region (decimal or 0x-hex)')
       .addOption(widthOption())
@@ -65,9 +109,8 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     'vfio-bridge read 0000:03:00.0 bar0 0x8 --width 4',
   ).action((arg: string, regionArg: string, offsetArg: string, o: AccessFlags) => {
     const width = parseWidth(o.width);
-    const { bdf, region, offset } = prepare(arg, regionArg, offsetArg, width, width);
-    using v = openVfioDevice(bdf, sysfs);
-    using port = openPort(v.device, region, offset, width, o.via);
+    const { bdf, dev, region, offset } = prepare(arg, regionArg, offsetArg, width, width);
+    using port = openAccess(dev, region, offset, width, width, o.via, sysfs);
     const value = port.read(offset, width);
     if (o.json) {
       jsonOut(io, 'read', {
@@ -100,7 +143,19 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     ) => {
       const width = parseWidth(o.width);
       const value = parseValue(valueArg, width);
-      const { bdf, region, offset } = prepare(arg, regionArg, offsetArg, width, width);
+      const { bdf, dev, region, offset } = prepare(arg, regionArg, offsetArg, width, width);
+      if (o.via === 'sysfs') {
+        throw new UsageError('write goes through VFIO only: --via sysfs reads', 'use --via auto, map or fd');
+      }
+      if (!onVfio(dev)) {
+        throw new VfioError({
+          message: `writing to ${bdf} needs vfio-pci: it is on ${dev.driver ?? 'no driver'}, which owns the device`,
+          code: 'ENOTSUP',
+          op: 'write',
+          bdf,
+          hint: `bind it first (vfio-bridge bind ${bdf}); restore gives it back afterwards`,
+        });
+      }
       const what = `${hexValue(value, width)} (${width} byte${width > 1 ? 's' : ''}) to ${REGION_NAMES[region]} offset 0x${offset.toString(16)} of ${bdf}`;
       if (!o.yes) {
         const answer = await io.confirm(`write ${what}? [y/N] `);
@@ -108,8 +163,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
           throw new UsageError('a write needs --yes when nobody can confirm it (stdin is not a terminal)');
         if (!answer) throw new UsageError('write cancelled');
       }
-      using v = openVfioDevice(bdf, sysfs);
-      using port = openPort(v.device, region, offset, width, o.via);
+      using port = openAccess(dev, region, offset, width, width, o.via, sysfs);
       port.write(offset, width, value);
       if (o.json) {
         jsonOut(io, 'write', {
@@ -124,9 +178,10 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     program
       .command('dump')
       .description(
-        "hex dump like QEMU's xp: offset, values at --width, ASCII; never a wider access than asked",
+        "hex dump like QEMU's xp: offset, values at --width, ASCII; never a wider access than asked; " +
+          'through sysfs on any driver, as read',
       )
-      .argument('<bdf>', 'a device bound to vfio-pci')
+      .argument('<bdf>', 'a device on any driver')
       .argument('<region>', 'bar0..bar5, rom or config')
       .argument('[offset]', 'start (decimal or 0x-hex)', '0')
       .argument('[length]', 'bytes, a multiple of --width', '256')
@@ -148,9 +203,8 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       if (length === 0 || length % width !== 0) {
         throw new UsageError(`length ${length} is not a positive multiple of the width (${width})`);
       }
-      const { bdf, region, offset } = prepare(arg, regionArg, offsetArg, length, width);
-      using v = openVfioDevice(bdf, sysfs);
-      using port = openPort(v.device, region, offset, length, o.via);
+      const { bdf, dev, region, offset } = prepare(arg, regionArg, offsetArg, length, width);
+      using port = openAccess(dev, region, offset, length, width, o.via, sysfs);
       const count = length / width;
       const progress = new Progress(
         io,

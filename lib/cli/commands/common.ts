@@ -23,8 +23,12 @@ export const widthOption = (): Option =>
     .choices(['1', '2', '4', '8'])
     .makeOptionMandatory();
 export const viaOption = (): Option =>
-  new Option('--via <path>', 'through a mapping of the region or pread/pwrite on the device fd')
-    .choices(['auto', 'map', 'fd'])
+  new Option(
+    '--via <path>',
+    'through a mapping of the region or pread/pwrite on the VFIO device fd; sysfs (config, resourceN) ' +
+      'reads a device on any driver, and auto picks it when the device is not on vfio-pci',
+  )
+    .choices(['auto', 'map', 'fd', 'sysfs'])
     .default('auto');
 export const timeoutOption = (): Option =>
   new Option('--timeout <ms>', 'how long to wait for the kernel to move each device').default('5000');

@@ -10,6 +10,7 @@ import { WATCHED_IRQS, watchIrqs, type WatchedIrq } from '../irq-watch';
 import { buildBus, parseBarPlacement, type BarPlacement } from '../mtree';
 import { parseBdf, readDevice, resetMethods } from '../pci-sysfs';
 import { renderSvg } from '../svg';
+import { collectSysfsInfo, onVfio } from '../sysfs-access';
 import { openVfioDevice } from '../vfio-open';
 import type { SysfsOptions } from '../../vfio/sysfs';
 import { UsageError } from '../errors';
@@ -21,15 +22,24 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
   example(
     program
       .command('info')
-      .description('regions (flags, sizes, sparse mmap areas, MSI-X mappable), capabilities, IRQs, reset')
-      .argument('<bdf>', 'a device bound to vfio-pci')
+      .description(
+        'regions (flags, sizes, sparse mmap areas, MSI-X mappable), capabilities, IRQs, reset; on a ' +
+          'device not on vfio-pci, what sysfs tells (regions, capabilities, reset methods) and what needs vfio-pci',
+      )
+      .argument('<bdf>', 'a device on any driver')
       .option('--json', 'JSON output (vfio-bridge schema info)'),
     'vfio-bridge info 0000:03:00.0',
   ).action((arg: string, o: { json?: boolean }) => {
     const bdf = parseBdf(arg);
-    readDevice(bdf, sysfs);
+    const dev = readDevice(bdf, sysfs);
+    if (!onVfio(dev)) {
+      const info = collectSysfsInfo(dev, sysfs);
+      if (o.json) jsonOut(io, 'info', { ...info });
+      else io.out(formatInfo(info));
+      return;
+    }
     using v = openVfioDevice(bdf, sysfs);
-    const info = collectInfo(v.device, v.group.number, resetMethods(bdf, sysfs));
+    const info = collectInfo(v.device, v.group.number, resetMethods(bdf, sysfs), dev.driver);
     if (o.json) jsonOut(io, 'info', { ...info });
     else io.out(formatInfo(info));
   });

@@ -1,3 +1,4 @@
+import { ArgTypeError } from '../../base/error';
 import { VmmError } from '../errors';
 
 /** Offsets in a bzImage (and in boot_params, which embeds the same header at the same offset). */
@@ -47,7 +48,7 @@ export interface SetupHeader {
  * EPROTOCOL.
  */
 export function parseBzImage(image: Uint8Array): SetupHeader {
-  if (!(image instanceof Uint8Array)) throw new TypeError('parseBzImage needs a Uint8Array');
+  if (!(image instanceof Uint8Array)) throw new ArgTypeError('parseBzImage needs a Uint8Array');
   if (image.length < 0x270) {
     throw new VmmError(
       'ENOTBZIMAGE',

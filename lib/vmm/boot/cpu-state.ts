@@ -5,6 +5,7 @@
  * with KVM_SET_REGS and KVM_SET_SREGS before the first KVM_RUN. CPUID (KVM_SET_CPUID2 from
  * KVM_GET_SUPPORTED_CPUID) and the MSRs stay the VMM's business.
  */
+import { ArgTypeError } from '../../base/error';
 import { VmmError } from '../errors';
 
 /** Where the boot GDT goes (below the zero page, in memory firmware leaves alone). */
@@ -143,7 +144,7 @@ export function writeBootCpuState(
   zeroPage: number,
 ): BootCpuState {
   if (mode !== '64' && mode !== '32')
-    throw new TypeError(`boot mode must be '64' or '32', got ${String(mode)}`);
+    throw new ArgTypeError(`boot mode must be '64' or '32', got ${String(mode)}`);
   const need = mode === '64' ? PAGE_TABLES_END : BOOT_GDT_ADDR + 8 * 5;
   if (!(ram instanceof Uint8Array) || ram.length < need) {
     throw new VmmError(

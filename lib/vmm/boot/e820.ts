@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../../base/error';
 import { VmmError } from '../errors';
 import { MPTABLE_START } from '../mptable';
 
@@ -89,7 +90,7 @@ export function pcE820(layout: PcMemoryLayout): E820Entry[] {
  * integer range, two overlap, or there are more than boot_params holds.
  */
 export function checkE820(entries: readonly E820Entry[]): E820Entry[] {
-  if (!Array.isArray(entries)) throw new TypeError('an e820 map is an array of entries');
+  if (!Array.isArray(entries)) throw new ArgTypeError('an e820 map is an array of entries');
   if (entries.length > E820_MAX_ENTRIES) {
     throw new VmmError(
       'EE820',
@@ -128,7 +129,7 @@ export function isE820Ram(entries: readonly E820Entry[], addr: number, size: num
 export function writeE820(out: Uint8Array, entries: readonly E820Entry[]): number {
   const sorted = checkE820(entries);
   if (out.length < sorted.length * E820_ENTRY_SIZE) {
-    throw new RangeError(
+    throw new ArgRangeError(
       `${sorted.length} e820 entries need ${sorted.length * E820_ENTRY_SIZE} bytes, the buffer has ${out.length}`,
     );
   }

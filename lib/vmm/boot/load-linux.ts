@@ -11,6 +11,7 @@
  *   pref_address (16 MiB for x86-64)       the kernel, init_size bytes
  *   top of RAM below 4 GiB / initrd_addr_max   the initramfs, page-aligned, as high as it fits
  */
+import { ArgTypeError } from '../../base/error';
 import { VmmError } from '../errors';
 import { CAN_USE_HEAP, parseBzImage, SETUP_HEADER_OFFSET, type SetupHeader, XLF_KERNEL_64 } from './bzimage';
 import { type BootCpuState, writeBootCpuState } from './cpu-state';
@@ -74,10 +75,10 @@ export interface LinuxBootLayout {
  */
 export function loadLinux(opts: LinuxBootOptions): LinuxBootLayout {
   const { ram, kernel, cmdline } = opts;
-  if (!(ram instanceof Uint8Array)) throw new TypeError('loadLinux: ram must be a Uint8Array');
-  if (typeof cmdline !== 'string') throw new TypeError('loadLinux: cmdline must be a string');
+  if (!(ram instanceof Uint8Array)) throw new ArgTypeError('loadLinux: ram must be a Uint8Array');
+  if (typeof cmdline !== 'string') throw new ArgTypeError('loadLinux: cmdline must be a string');
   if (opts.initrd !== undefined && !(opts.initrd instanceof Uint8Array)) {
-    throw new TypeError('loadLinux: initrd must be a Uint8Array');
+    throw new ArgTypeError('loadLinux: initrd must be a Uint8Array');
   }
   const mode = opts.mode ?? '64';
   const hdr = parseBzImage(kernel);

@@ -1,3 +1,4 @@
+import { ArgRangeError, ArgTypeError } from '../../base/error';
 import type { HostIrq, PciIrqChange, VfioPciDevice } from '../../pci';
 import { EventFd } from '../../base';
 import type { Assignment, HasFd, IrqfdOptions } from '../../kvm';
@@ -73,18 +74,18 @@ export class PciIntxRouting implements Disposable {
   #closed = false;
 
   constructor(dev: IntxRoutingDevice, vm: IntxRoutingTarget, gsi: number, opts: PciIntxRoutingOptions = {}) {
-    if (typeof vm?.irqfd !== 'function') throw new TypeError('target must have irqfd() (a Vm)');
+    if (typeof vm?.irqfd !== 'function') throw new ArgTypeError('target must have irqfd() (a Vm)');
     if (!Number.isInteger(gsi) || gsi < 0 || gsi > 0xffffffff) {
-      throw new RangeError(`INTx GSI ${String(gsi)} is not an integer in [0, 0xffffffff]`);
+      throw new ArgRangeError(`INTx GSI ${String(gsi)} is not an integer in [0, 0xffffffff]`);
     }
     if (opts.onError !== undefined && typeof opts.onError !== 'function') {
-      throw new TypeError('onError must be a function');
+      throw new ArgTypeError('onError must be a function');
     }
     if (opts.resample !== undefined && !(Number.isInteger(opts.resample?.fd) && opts.resample.fd >= 0)) {
-      throw new TypeError('resample must be an open object with an fd (an EventFd)');
+      throw new ArgTypeError('resample must be an open object with an fd (an EventFd)');
     }
     if (dev.irq.pin === 0) {
-      throw new RangeError(`${dev.bdf} has no INTx pin (interrupt pin register 0): nothing to route`);
+      throw new ArgRangeError(`${dev.bdf} has no INTx pin (interrupt pin register 0): nothing to route`);
     }
     this.gsi = gsi;
     this.#dev = dev;

@@ -1,3 +1,4 @@
+import { ArgTypeError } from '../../base/error';
 import type { PciInterruptListener, PciIrqChange, PciIrqType, VfioPciDevice } from '../../pci';
 import type { MsiMessage } from '../../kvm';
 
@@ -65,10 +66,10 @@ export class PciMsiRouting implements Disposable {
 
   constructor(dev: MsiRoutingDevice, target: MsiRoutingTarget, opts: PciMsiRoutingOptions = {}) {
     if (typeof target?.update !== 'function' || typeof target.signalMsi !== 'function') {
-      throw new TypeError('target must have update() and signalMsi() (MsiRoutes and Vm)');
+      throw new ArgTypeError('target must have update() and signalMsi() (MsiRoutes and Vm)');
     }
     if (opts.onError !== undefined && typeof opts.onError !== 'function') {
-      throw new TypeError('onError must be a function');
+      throw new ArgTypeError('onError must be a function');
     }
     this.#dev = dev;
     this.#target = target;

@@ -94,7 +94,7 @@ describeKernelDevice('e1000', 'bind, unbind and restore move it between drivers'
       expect((await listed(bdf)).net[0].up).toBe(true);
       const r = await cli(['bind', bdf], env);
       expect(r.code).toBe(1);
-      expect(r.stderr).toContain(`${bdf} drives network interface ${iface}, which is up`);
+      expect(r.stderr).toContain(`${bdf} is in use by the host: network interface ${iface} is up`);
       expect(r.stderr).toContain('--force');
       expect(driverNow(bdf)).toBe('e1000');
     } finally {

@@ -129,7 +129,7 @@ describeDevice('edu', 'Container DMA API on type1', (bdf) => {
     expect(container.iommuInfo().dmaAvail).toBe(0);
     const e = caught(() => container.mapDma({ iova: avail * 4096, size: 4096, memory: ram }));
     expect(e.code).toBe('ENOSPC');
-    expect(e.errno).toBe(28);
+    expect(e.errno).toBe(-28);
     expect(e.hint).toContain('dma_avail 0');
     expect(e.hint).toMatch(/dma_entry_limit is 65535/);
     expect(container.dmaMappings()).toHaveLength(avail);
@@ -144,7 +144,7 @@ describeDevice('edu', 'RLIMIT_MEMLOCK without CAP_IPC_LOCK', (bdf) => {
     const size = 8 * 2 ** 20;
     const r = runWithSmallMemlock('memlock-child.js', bdf(), String(size));
     expect(r.mapped).toBeUndefined();
-    expect([r.code, r.errno]).toEqual(['ENOMEM', 12]);
+    expect([r.code, r.errno]).toEqual(['ENOMEM', -12]);
     expect(r.hint).toContain(`needed ${size} bytes`);
     expect(r.hint).toContain('RLIMIT_MEMLOCK is 1024 KiB');
     expect(r.hint).toContain('CAP_IPC_LOCK');

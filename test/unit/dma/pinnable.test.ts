@@ -26,7 +26,7 @@ describe('assertPinnable', () => {
     } catch (x) {
       e = x;
     }
-    expect(e).toMatchObject({ name: 'VfioError', code: 'ENOMEM', errno: 12, op: 'VFIO_IOMMU_MAP_DMA' });
+    expect(e).toMatchObject({ name: 'VfioError', code: 'ENOMEM', errno: -12, op: 'VFIO_IOMMU_MAP_DMA' });
     expect((e as Error).message).toContain('3072 MiB');
     expect((e as Error).message).toContain('1464 MiB available');
     expect((e as { hint: string }).hint).toMatch(/ramSize/);
