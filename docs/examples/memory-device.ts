@@ -1,4 +1,5 @@
-import { AddressSpace, BufferMemory, MemoryRegion, renderMtree, transaction } from 'vfio-bridge';
+// vfio-bridge/memory is the memory model alone: it never loads the native addon.
+import { AddressSpace, BufferMemory, MemoryRegion, renderMtree, transaction } from 'vfio-bridge/memory';
 
 const mapping = new BufferMemory(0x1000); // stands in for a BAR's Mapping: any FixedWidthMemory
 const system = MemoryRegion.container('system', 2 ** 48);

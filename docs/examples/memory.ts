@@ -1,4 +1,5 @@
-import { AddressSpace, MemoryRegion, renderMtree, transaction } from 'vfio-bridge';
+// vfio-bridge/memory is the memory model alone: it never loads the native addon.
+import { AddressSpace, MemoryRegion, renderMtree, transaction } from 'vfio-bridge/memory';
 
 // A 64 KiB bus: 16 KiB of RAM, and a device register page that covers part of it.
 const system = MemoryRegion.container('system', 0x10000);
