@@ -3,7 +3,7 @@ const js = require('@eslint/js');
 const tseslint = require('typescript-eslint');
 
 module.exports = tseslint.config(
-  { ignores: ['dist/', 'build/', 'prebuilds/', 'node_modules/', 'coverage/', '.lab/'] },
+  { ignores: ['dist/', 'docs/api/', 'build/', 'prebuilds/', 'node_modules/', 'coverage/', '.lab/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -8,6 +8,11 @@ const project = (name, extra = {}) => ({
   transform,
   testMatch: [`<rootDir>/test/${name}/**/*.test.ts`],
   moduleFileExtensions: ['ts', 'js', 'json', 'node'],
+  // docs/examples import the package by name, as a user does.
+  moduleNameMapper: {
+    '^vfio-bridge$': '<rootDir>/lib/index.ts',
+    '^vfio-bridge/(memory|pci|vfio|kvm|dma|vmm|cli)$': '<rootDir>/lib/$1/index.ts',
+  },
   ...extra,
 });
 module.exports = {

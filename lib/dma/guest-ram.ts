@@ -295,6 +295,7 @@ export class GuestRam implements DmaMemory, Disposable {
     this.#windows.clear();
   }
 
+  /** Same as {@link GuestRam.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -4,6 +4,7 @@ export { assertPinnable, type PinnableRam } from './pinnable';
 export { GuestRam, MAX_GUEST_RAM_BUFFER, type GuestRamOptions, type SharedGuestRam } from './guest-ram';
 export {
   DmaListener,
+  type DmaListenerEvents,
   DmaCommitError,
   UNMAP_ATTEMPTS,
   type DmaContainer,

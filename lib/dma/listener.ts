@@ -29,10 +29,13 @@ export type { DmaSkip, DmaSkipReason } from './plan';
 
 /** The part of a Container the listener uses (a fake in unit tests). */
 export interface DmaContainer {
+  /** See {@link Container.mapDma}. */
   mapDma(req: DmaMapRequest): void;
   /** mapDma off the event loop (DmaListener.create uses it for the RAM already in the space). */
   mapDmaAsync?(req: DmaMapRequest): Promise<void>;
+  /** See {@link Container.unmapDma}. */
   unmapDma(iova: number, size: number): number;
+  /** See {@link Container.iommuInfo}. */
   iommuInfo(): { minPageSize: number };
 }
 
@@ -147,11 +150,6 @@ function firstLine(e: unknown): string {
   return e instanceof Error ? e.message.split('\n')[0] : String(e);
 }
 
-/**
- * Follows `space` and keeps `container`'s IOMMU in step with it. Events: `warning` (a skipped
- * section, {@link DmaSkip}), `dma-error` (a RAM-device map or an unmap that failed,
- * {@link DmaErrorEvent}), `fatal` (a RAM map failed and the commit was undone, {@link DmaCommitError}).
- */
 /** The events of a {@link DmaListener}. */
 export type DmaListenerEvents = {
   /** A section that was not mapped, or only in part (see {@link DmaSkip}). */
@@ -162,6 +160,11 @@ export type DmaListenerEvents = {
   fatal: [DmaCommitError];
 };
 
+/**
+ * Follows `space` and keeps `container`'s IOMMU in step with it. Events: `warning` (a skipped
+ * section, {@link DmaSkip}), `dma-error` (a RAM-device map or an unmap that failed,
+ * {@link DmaErrorEvent}), `fatal` (a RAM map failed and the commit was undone, {@link DmaCommitError}).
+ */
 export class DmaListener extends EventEmitter<DmaListenerEvents> implements MemoryListener, Disposable {
   readonly container: DmaContainer;
   readonly space: AddressSpace;
@@ -584,6 +587,7 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
     }
   }
 
+  /** Same as {@link DmaListener.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

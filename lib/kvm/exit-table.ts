@@ -56,6 +56,7 @@ export class ExitTable implements Disposable {
     return this.#handle;
   }
 
+  /** Whether {@link ExitTable.close} was called. */
   get closed(): boolean {
     return this.#closed;
   }
@@ -112,6 +113,7 @@ export class ExitTable implements Disposable {
     native.exitTableClose(this.#handle);
   }
 
+  /** Same as {@link ExitTable.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

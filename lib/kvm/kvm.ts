@@ -119,6 +119,7 @@ export class Kvm implements Disposable {
     return Vm._create(h, this);
   }
 
+  /** Whether {@link Kvm.close} was called. */
   get closed(): boolean {
     return this.#closed;
   }
@@ -130,6 +131,7 @@ export class Kvm implements Disposable {
     native.closeFd(this.#handle);
   }
 
+  /** Same as {@link Kvm.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -37,7 +37,9 @@ export interface MemorySlot {
 
 /** The VM side of slot management: a {@link Vm} or, in unit tests, a fake. */
 export interface SlotTarget {
+  /** See {@link Vm.addSlot}. */
   addSlot(spec: SlotSpec): MemorySlot;
+  /** See {@link Vm.removeSlot}. */
   removeSlot(slot: MemorySlot): void;
 }
 
@@ -62,6 +64,7 @@ export class SlotTable {
     return this.#max;
   }
 
+  /** How many slots are in use. */
   get used(): number {
     return this.#used.size;
   }
@@ -133,6 +136,7 @@ export class SlotTable {
     this.#free.push(slot.id);
   }
 
+  /** Whether `slot` is one of this table's live slots. */
   has(slot: MemorySlot): boolean {
     return this.#used.get(slot.id) === slot;
   }

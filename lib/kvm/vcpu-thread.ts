@@ -34,6 +34,7 @@ export interface VcpuThreadHandlers {
    * KVM_RUN failed (`error`).
    */
   onParked?(why: ParkReason, detail: { exit?: VcpuExit; error?: Error }): void;
+  /** An access served on the thread failed (a revoked BAR, a failed pread or pwrite); a read gave the guest all-ones. */
   onFault?(fault: VcpuThreadFault): void;
 }
 

@@ -82,22 +82,27 @@ export class Vcpu implements Disposable {
     return new Vcpu(h, buffer, id, path, onClose);
   }
 
+  /** Whether the vCPU was closed (by {@link Vcpu.close} or its VM). */
   get closed(): boolean {
     return this.#closed;
   }
 
+  /** KVM_GET_REGS. */
   getRegs(): Regs {
     return decodeRegs(native.kvmGetRegs(this.#open('KVM_GET_REGS')));
   }
 
+  /** KVM_SET_REGS. */
   setRegs(r: Regs): void {
     native.kvmSetRegs(this.#open('KVM_SET_REGS'), encodeRegs(r));
   }
 
+  /** KVM_GET_SREGS. */
   getSregs(): Sregs {
     return decodeSregs(native.kvmGetSregs(this.#open('KVM_GET_SREGS')));
   }
 
+  /** KVM_SET_SREGS. */
   setSregs(s: Sregs): void {
     native.kvmSetSregs(this.#open('KVM_SET_SREGS'), encodeSregs(s));
   }
@@ -279,6 +284,7 @@ export class Vcpu implements Disposable {
     this.#onClose();
   }
 
+  /** Same as {@link Vcpu.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -50,6 +50,7 @@ export interface Assignment {
   readonly fd: number;
   /** The GSI (irqfd) or the address/port (ioeventfd). */
   readonly target: number;
+  /** Deassign it (idempotent). */
   release(): void;
 }
 
@@ -99,6 +100,7 @@ export class Vm implements SlotTarget, Disposable {
     }
   }
 
+  /** Whether {@link Vm.close} was called. */
   get closed(): boolean {
     return this.#closed;
   }
@@ -387,6 +389,7 @@ export class Vm implements SlotTarget, Disposable {
     if (errors.length > 0) throw errors[0];
   }
 
+  /** Same as {@link Vm.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

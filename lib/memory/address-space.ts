@@ -42,9 +42,13 @@ import { RateLimitedLog } from './rate-limited-log';
  * ascending address order), then `commit`. Ranges that did not change keep their object identity.
  */
 export interface MemoryListener {
+  /** A commit starts: the deletions and additions that follow belong to it. */
   begin?(): void;
+  /** A flat range that went away (called before any addition of the same commit). */
   regionDel?(s: FlatRange): void;
+  /** A new flat range. */
   regionAdd?(s: FlatRange): void;
+  /** The commit is complete: the listener now mirrors the new flat view. */
   commit?(): void;
 }
 
@@ -81,6 +85,12 @@ function defaultLog(line: string): void {
   process.emitWarning(line, { type: 'UnassignedAccessWarning', code: 'VFIO_BRIDGE_UNASSIGNED' });
 }
 
+/** The events of an {@link AddressSpace}. */
+export type AddressSpaceEvents = {
+  /** An access no region took, or one a region refused (see {@link UnassignedAccess}). */
+  unassigned: [UnassignedAccess];
+};
+
 /**
  * A view of memory from one bus master's side, e.g. "memory" or "I/O": a root region, the flat view
  * rendered from it, and guest accesses dispatched through that view.
@@ -90,12 +100,6 @@ function defaultLog(line: string): void {
  * address that is not a safe non-negative integer, an access that does not end at or below 2^53, an
  * access size outside 1..8, a value of the wrong type or width) are `RangeError`s and `TypeError`s.
  */
-/** The events of an {@link AddressSpace}. */
-export type AddressSpaceEvents = {
-  /** An access no region took, or one a region refused (see {@link UnassignedAccess}). */
-  unassigned: [UnassignedAccess];
-};
-
 export class AddressSpace extends EventEmitter<AddressSpaceEvents> implements Rebuildable, Disposable {
   readonly name: string;
   readonly root: MemoryRegion;
@@ -365,6 +369,7 @@ export class AddressSpace extends EventEmitter<AddressSpaceEvents> implements Re
     if (errors.length > 1) throw new AggregateError(errors, `${errors.length} memory listeners failed`);
   }
 
+  /** Same as {@link AddressSpace.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -18,6 +18,7 @@ export { FlatView, type FlatRange } from './flat-view';
 export type { UnassignedReason } from './dispatch';
 export {
   AddressSpace,
+  type AddressSpaceEvents,
   type AddressSpaceOptions,
   type MemoryListener,
   type UnassignedAccess,

@@ -451,6 +451,7 @@ export class MemoryRegion {
     topologyChanged(this);
   }
 
+  /** The region's name and kind, for messages. */
   toString(): string {
     return `MemoryRegion(${this.kind} '${this.name}', size 0x${this._size.toString(16)})`;
   }

@@ -14,13 +14,21 @@ export type { AccessLength, AccessSize };
  */
 export interface FixedWidthMemory {
   readonly length: number;
+  /** One 1-byte load at offset `o`. */
   read8(o: number): number;
+  /** One 2-byte load at offset `o`. */
   read16(o: number): number;
+  /** One 4-byte load at offset `o`. */
   read32(o: number): number;
+  /** One 8-byte load at offset `o` (a bigint). */
   read64(o: number): bigint;
+  /** One 1-byte store of `v` at offset `o`. */
   write8(o: number, v: number): void;
+  /** One 2-byte store of `v` at offset `o`. */
   write16(o: number, v: number): void;
+  /** One 4-byte store of `v` at offset `o`. */
   write32(o: number, v: number): void;
+  /** One 8-byte store of `v` at offset `o`. */
   write64(o: number, v: bigint): void;
   /** Optional fast path for 64-bit reads without a bigint: fills `out[0]` (low) and `out[1]` (high). */
   read64Pair?(o: number, out: Uint32Array): void;

@@ -80,7 +80,10 @@ export interface BarMmap {
   /** Size of the area as the kernel reports it (the region may be expanded beyond it). */
   readonly size: number;
   readonly region: MemoryRegion;
-  readonly memory: FixedWidthMemory & { close(): void };
+  readonly memory: FixedWidthMemory & {
+    /** Unmap it. */
+    close(): void;
+  };
 }
 
 /** A BAR as the guest sees it and as the PCI layer has built it. */

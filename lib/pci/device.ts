@@ -132,6 +132,12 @@ interface MmapArea {
   size: number;
 }
 
+/** The events of a {@link VfioPciDevice}. */
+export type VfioPciDeviceEvents = {
+  /** A guest access the device could not serve as asked (the reasons are listed on `DeviceErrorReason`). */
+  'device-error': [DeviceErrorEvent];
+};
+
 /**
  * VfioPciDevice: a vfio-pci device assigned to a Node VMM, built as QEMU's vfio-pci builds it.
  *
@@ -143,12 +149,6 @@ interface MmapArea {
  * configuration space is passed through to the kernel except for the BAR registers, the ROM
  * register, an overridden vendor/device ID and the MSI-X control bits, which are emulated here.
  */
-/** The events of a {@link VfioPciDevice}. */
-export type VfioPciDeviceEvents = {
-  /** A guest access the device could not serve as asked (the reasons are listed on `DeviceErrorReason`). */
-  'device-error': [DeviceErrorEvent];
-};
-
 export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements Disposable {
   /** The device's address, used in every region name. */
   readonly bdf: string;

@@ -61,19 +61,29 @@ export interface HostIrq {
   readonly fds: number[];
   readonly vectors: number;
   readonly enabled: boolean;
+  /** See {@link DeviceIrq.resize}. */
   resize(vectors: number): void;
+  /** See {@link DeviceIrq.setVector}. */
   setVector(vector: number, eventfd: EventFdLike | null | undefined): void;
+  /** See {@link DeviceIrq.unmask}. */
   unmask(vector?: number): void;
+  /** See {@link DeviceIrq.disable}. */
   disable(): void;
+  /** See {@link DeviceIrq.enable}. */
   enable(): void;
+  /** See {@link DeviceIrq.ref}. */
   ref(): unknown;
+  /** See {@link DeviceIrq.unref}. */
   unref(): unknown;
+  /** See {@link DeviceIrq.close}. */
   close(): void;
 }
 
 /** A VFIO device that can wire interrupts: lib/vfio's Device. Fakes implement it for unit tests. */
 export interface IrqCapableDevice extends VfioDeviceLike {
+  /** See {@link Device.irqInfo}. */
   irqInfo(index: number): IrqInfo;
+  /** See {@link Device.enableIrq}. */
   enableIrq(index: number, opts: IrqOptions): HostIrq;
 }
 
@@ -97,6 +107,16 @@ export interface PciInterruptsContext {
   phys(offset: number, size: 1 | 2 | 4): number;
 }
 
+/** The events of {@link PciInterrupts}. */
+export type PciInterruptsEvents = {
+  /** An interrupt for the guest: the vector, how many were coalesced, and the mode it came in. */
+  interrupt: Parameters<PciInterruptListener>;
+  /** The guest changed its interrupt setup. */
+  change: [PciIrqChange];
+  /** The host asks for the device back (REQ): answer it by closing the device. */
+  req: [];
+};
+
 /**
  * PciInterrupts: the guest's interrupt setup (INTx, MSI, MSI-X) mirrored on the host, as QEMU's
  * vfio-pci does it. From `VfioPciDevice.irq`.
@@ -115,16 +135,6 @@ export interface PciInterruptsContext {
  * Interrupts keep the process alive by default ({@link unref} changes it); REQ never does.
  * Host failures while following the guest are reported as `device-error` (reason `irq`), never thrown.
  */
-/** The events of {@link PciInterrupts}. */
-export type PciInterruptsEvents = {
-  /** An interrupt for the guest: the vector, how many were coalesced, and the mode it came in. */
-  interrupt: Parameters<PciInterruptListener>;
-  /** The guest changed its interrupt setup. */
-  change: [PciIrqChange];
-  /** The host asks for the device back (REQ): answer it by closing the device. */
-  req: [];
-};
-
 export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
   /** The emulated MSI capability, or null when the device has none. */
   readonly msi: Msi | null;

@@ -46,6 +46,7 @@ export interface QuirkOverlay {
 export interface QuirkDefinition {
   readonly name: string;
   readonly match: QuirkMatch;
+  /** The overlays to put on the matched BAR, built for this device. */
   overlays(ctx: QuirkContext): QuirkOverlay[];
 }
 

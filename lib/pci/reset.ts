@@ -27,11 +27,17 @@ export type PciResetMethod = 'flr' | 'hot' | 'pm' | 'device';
 
 /** The reset ioctls, as lib/vfio's Device offers them (the promise forms run on the thread pool). */
 export interface ResettableDevice extends VfioDeviceLike {
+  /** Whether the device has a function reset (see {@link Device.info}). */
   info(): { reset: boolean };
+  /** See {@link Device.reset}. */
   reset(): void;
+  /** See {@link Device.hotResetInfo}. */
   hotResetInfo(): HotResetInfo;
+  /** See {@link Device.hotReset}. */
   hotReset(): void;
+  /** See {@link Device.resetAsync}. */
   resetAsync?(): Promise<void>;
+  /** See {@link Device.hotResetAsync}. */
   hotResetAsync?(): Promise<void>;
 }
 

@@ -8,13 +8,21 @@ import type { RegionInfo } from '../vfio';
  */
 export interface VfioDeviceLike {
   readonly bdf: string;
+  /** See {@link Device.regionInfo}. */
   regionInfo(index: number): RegionInfo;
   /** One pread of exactly `size` bytes. */
   read(region: number, offset: number, size: AccessSize): number | bigint;
   /** One pwrite of exactly `size` bytes. */
   write(region: number, offset: number, size: AccessSize, v: number | bigint): void;
   /** An mmap of `length` bytes at `offset` inside the region. */
-  map(region: number, offset: number, length: number): FixedWidthMemory & { close(): void };
+  map(
+    region: number,
+    offset: number,
+    length: number,
+  ): FixedWidthMemory & {
+    /** Unmap it. */
+    close(): void;
+  };
 }
 
 /**

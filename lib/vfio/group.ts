@@ -48,6 +48,10 @@ export function openGroup(n: number): Group | undefined {
 /** Devices an openDeviceAsync is opening now: they count as open already. */
 const opening = new Set<string>();
 
+/**
+ * A VFIO group (`/dev/vfio/N`): the unit the IOMMU isolates. Put it in a {@link Container}, then
+ * open its devices. Only one Group per IOMMU group is open in a process at a time.
+ */
 export class Group implements Disposable {
   /** The IOMMU group number. */
   readonly number: number;

@@ -4,12 +4,17 @@ import { errnoName, VfioError } from '../base/native-errors';
 import { checkFd, EventFd } from '../base/eventfd';
 import type { IrqInfo } from './uapi';
 
-/** VFIO_IRQ_SET_* flags, as in linux/vfio.h. */
+/** VFIO_IRQ_SET_* flags, as in linux/vfio.h: no data (the action applies to the whole range). */
 export const VFIO_IRQ_SET_DATA_NONE = 1 << 0;
+/** The data is one byte per vector: whether to apply the action to it. */
 export const VFIO_IRQ_SET_DATA_BOOL = 1 << 1;
+/** The data is one eventfd (an int32, -1 for none) per vector. */
 export const VFIO_IRQ_SET_DATA_EVENTFD = 1 << 2;
+/** Mask the vectors (INTx only on vfio-pci). */
 export const VFIO_IRQ_SET_ACTION_MASK = 1 << 3;
+/** Unmask the vectors, or with DATA_EVENTFD set the unmask (resample) eventfd. */
 export const VFIO_IRQ_SET_ACTION_UNMASK = 1 << 4;
+/** Trigger the vectors (a loopback), or with DATA_EVENTFD set their trigger eventfds. */
 export const VFIO_IRQ_SET_ACTION_TRIGGER = 1 << 5;
 
 /** Called once per wake-up of a vector's eventfd with the number of interrupts it coalesced. */
@@ -148,6 +153,7 @@ export class IrqWatcher implements Disposable {
     native.irqWatcherClose(this.#native);
   }
 
+  /** Same as {@link IrqWatcher.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
@@ -173,7 +179,9 @@ function checkVector(v: unknown, max: number, what = 'vector'): asserts v is num
 /** The raw VFIO_DEVICE_SET_IRQS a {@link DeviceIrq} drives, as lib/vfio's Device offers it. */
 export interface IrqDevice {
   readonly bdf: string;
+  /** VFIO_DEVICE_GET_IRQ_INFO for `index`. */
   irqInfo(index: number): IrqInfo;
+  /** VFIO_DEVICE_SET_IRQS: `flags` on vectors `start` to `start + count - 1`, with their `data`. */
   setIrqs(index: number, flags: number, start: number, count: number, data?: Uint8Array): void;
 }
 
@@ -444,6 +452,7 @@ export class DeviceIrq implements Disposable {
     this.#teardown(true);
   }
 
+  /** Same as {@link DeviceIrq.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -36,21 +36,34 @@ export const VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL = 3;
 
 /** PCI region indexes, as in linux/vfio.h. BARs 0..5 are indexes 0..5. */
 export const VFIO_PCI_BAR0_REGION_INDEX = 0;
+/** The region of BAR 1. */
 export const VFIO_PCI_BAR1_REGION_INDEX = 1;
+/** The region of BAR 2. */
 export const VFIO_PCI_BAR2_REGION_INDEX = 2;
+/** The region of BAR 3. */
 export const VFIO_PCI_BAR3_REGION_INDEX = 3;
+/** The region of BAR 4. */
 export const VFIO_PCI_BAR4_REGION_INDEX = 4;
+/** The region of BAR 5. */
 export const VFIO_PCI_BAR5_REGION_INDEX = 5;
+/** The expansion ROM (read-only). */
 export const VFIO_PCI_ROM_REGION_INDEX = 6;
+/** Configuration space, through the device fd only (never mappable). */
 export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
+/** The legacy VGA ranges, on VGA devices whose driver offers them. */
 export const VFIO_PCI_VGA_REGION_INDEX = 8;
+/** How many fixed region indexes there are; device-specific regions follow. */
 export const VFIO_PCI_NUM_REGIONS = 9;
 
 /** PCI IRQ indexes, as in linux/vfio.h. */
 export const VFIO_PCI_INTX_IRQ_INDEX = 0;
+/** MSI: up to 32 vectors. */
 export const VFIO_PCI_MSI_IRQ_INDEX = 1;
+/** MSI-X: up to 2048 vectors. */
 export const VFIO_PCI_MSIX_IRQ_INDEX = 2;
+/** The AER error notification (one vector). */
 export const VFIO_PCI_ERR_IRQ_INDEX = 3;
+/** The kernel asking for the device back, e.g. before an unbind (one vector). */
 export const VFIO_PCI_REQ_IRQ_INDEX = 4;
 
 /** Result of VFIO_DEVICE_GET_INFO. */

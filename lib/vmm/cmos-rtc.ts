@@ -3,6 +3,7 @@ import { MemoryRegion } from '../memory';
 
 /** The CMOS index and data ports. */
 export const CMOS_INDEX_PORT = 0x70;
+/** The CMOS data port: reads and writes the register the index port selected. */
 export const CMOS_DATA_PORT = 0x71;
 
 const SECONDS = 0x00;

@@ -3,6 +3,7 @@ import { MemoryRegion } from '../memory';
 
 /** The keyboard controller's data and status/command ports. */
 export const I8042_DATA_PORT = 0x60;
+/** The keyboard controller's status (read) and command (write) port. */
 export const I8042_COMMAND_PORT = 0x64;
 
 /** Status: output buffer full (bit 0); input buffer full is bit 1, always clear here. */

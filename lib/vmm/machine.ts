@@ -96,6 +96,11 @@ interface Opened {
   fresh: boolean;
 }
 
+/**
+ * Guest RAM around a PCI hole, the PCI bus, one VFIO container and the DMA listener: what a Node
+ * VMM's machine holds besides KVM. Made by {@link Machine.create}; devices come with
+ * {@link Machine.addDevice}.
+ */
 export class Machine implements Disposable {
   readonly ram: GuestRam;
   readonly bus: PciBus;
@@ -166,12 +171,12 @@ export class Machine implements Disposable {
     return out;
   }
 
-  /** The DMA listener (null until the first device is added). */
   /** The VFIO container, once a device was added (null before: the machine needs no VFIO). */
   get container(): Container | null {
     return this.#container;
   }
 
+  /** The DMA listener (null until the first device is added). */
   get dma(): DmaListener | null {
     return this.#dma;
   }
@@ -349,10 +354,12 @@ export class Machine implements Disposable {
     if (errors.length > 0) throw errors[0];
   }
 
+  /** Same as {@link Machine.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
 
+  /** Same as {@link Machine.closeAsync}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.closeAsync();
   }

@@ -19,8 +19,11 @@ import { IOAPIC_PINS, type IntxRoute } from './intx';
 
 /** Where PC firmware puts it: the last KiB below 640 KiB (Linux scans there). */
 export const MPTABLE_START = 0x9fc00;
+/** The end of the MP table's area (640 KiB), exclusive. */
 export const MPTABLE_END = 0xa0000;
+/** The local APICs' MMIO address, as the table announces it. */
 export const LAPIC_ADDRESS = 0xfee00000;
+/** The IOAPIC's MMIO address, as the table announces it. */
 export const IOAPIC_ADDRESS = 0xfec00000;
 
 const FLOATING_SIZE = 16;

@@ -64,6 +64,10 @@ function checkSignal(signal: AbortSignal | undefined): AbortSignal | undefined {
   return signal;
 }
 
+/**
+ * A small PC on KVM that boots a Linux bzImage with vfio-pci devices passed through: open it with
+ * {@link PcMachine.open}, boot with {@link PcMachine.run}, end with {@link PcMachine.closeAsync}.
+ */
 export class PcMachine implements Disposable {
   readonly machine: Machine;
   readonly kvm: Kvm;
@@ -382,10 +386,12 @@ export class PcMachine implements Disposable {
     if (errors.length > 0) throw errors[0];
   }
 
+  /** Same as {@link PcMachine.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
 
+  /** Same as {@link PcMachine.closeAsync}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.closeAsync();
   }

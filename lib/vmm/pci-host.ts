@@ -13,7 +13,9 @@ const RCR_RST_CPU = 0x04;
 
 /** What a PCI function must offer to sit on the host bridge: config space accesses. */
 export interface PciConfigTarget {
+  /** A configuration read of `size` bytes at `offset`. */
   configRead(offset: number, size: 1 | 2 | 4): number;
+  /** A configuration write. */
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void;
 }
 

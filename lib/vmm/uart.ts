@@ -3,6 +3,7 @@ import { MemoryRegion } from '../memory';
 
 /** The port a PC's first serial port (COM1, Linux's ttyS0) decodes, and its ISA IRQ. */
 export const COM1_PORT = 0x3f8;
+/** COM1's ISA IRQ. */
 export const COM1_IRQ = 4;
 
 // Register offsets (DLAB = LCR bit 7 selects the divisor latch at 0 and 1).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CLI on the lab's devices, as shown in the README's CLI section:
+# The CLI on the lab's devices, as shown in docs/cli.md:
 #   npm run build && scripts/lab/lab.sh bash scripts/lab/cli-tour.sh
 set -u
 export VFIO_BRIDGE_STATE=/tmp/vfio-bridge-drivers.json

@@ -20,6 +20,7 @@ const PAGE_TABLES_END = BOOT_PD_ADDR + 4 * 0x1000;
 
 /** The selectors the boot protocol names: __BOOT_CS and __BOOT_DS. */
 export const BOOT_CS = 0x10;
+/** __BOOT_DS: the flat data segment's selector. */
 export const BOOT_DS = 0x18;
 const BOOT_TSS = 0x20;
 

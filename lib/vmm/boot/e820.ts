@@ -4,15 +4,21 @@ import { MPTABLE_START } from '../mptable';
 
 /** e820 entry types. */
 export const E820_RAM = 1;
+/** Reserved: not RAM the kernel may use. */
 export const E820_RESERVED = 2;
+/** ACPI tables, reclaimable once read. */
 export const E820_ACPI = 3;
+/** ACPI non-volatile storage. */
 export const E820_NVS = 4;
+/** Memory with errors. */
 export const E820_UNUSABLE = 5;
+/** One of the e820 entry types above. */
 export type E820Type =
   typeof E820_RAM | typeof E820_RESERVED | typeof E820_ACPI | typeof E820_NVS | typeof E820_UNUSABLE;
 
 /** boot_params holds at most 128 entries (E820_MAX_ENTRIES_ZEROPAGE). */
 export const E820_MAX_ENTRIES = 128;
+/** Bytes per entry in boot_params: address, size (8 bytes each) and type (4). */
 export const E820_ENTRY_SIZE = 20;
 
 /** One range of the guest's physical memory map. */

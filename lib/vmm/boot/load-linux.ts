@@ -17,7 +17,9 @@ import { CAN_USE_HEAP, parseBzImage, SETUP_HEADER_OFFSET, type SetupHeader, XLF_
 import { type BootCpuState, writeBootCpuState } from './cpu-state';
 import { E820_ENTRY_SIZE, type E820Entry, isE820Ram, writeE820 } from './e820';
 
+/** Where the boot_params ("zero page") go in guest RAM. */
 export const ZERO_PAGE_ADDR = 0x7000;
+/** Where the kernel command line goes in guest RAM. */
 export const CMDLINE_ADDR = 0x20000;
 /** The command line area runs up to the EBDA/MP table; the kernel's own limit is usually lower. */
 const CMDLINE_AREA_END = 0x9fc00;

@@ -8,6 +8,7 @@ export type IntxRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq'>;
 
 /** What {@link PciIntxRouting} drives: lib/kvm's Vm (KVM_IRQFD). */
 export interface IntxRoutingTarget {
+  /** See {@link Vm.irqfd}. */
   irqfd(eventfd: HasFd, gsi: number, opts: IrqfdOptions): Assignment;
 }
 
@@ -134,6 +135,7 @@ export class PciIntxRouting implements Disposable {
     this.#ownResample?.close();
   }
 
+  /** Same as {@link PciIntxRouting.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -7,9 +7,11 @@ export type MsiRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq' | 'msix'>;
 
 /** What {@link PciMsiRouting} drives: lib/kvm's MsiRoutes and the VM's KVM_SIGNAL_MSI. */
 export interface MsiRoutingTarget {
+  /** See {@link MsiRoutes.update}. */
   update(key: string, msg: MsiMessage | null, trigger?: { readonly fd: number }): void;
   /** Run `fn`'s updates as one change of the routing table (MsiRoutes.batch), where there is one. */
   batch?<T>(fn: () => T): T;
+  /** See {@link Vm.signalMsi}. */
   signalMsi(addressLo: number, addressHi: number, data: number): boolean;
 }
 
@@ -108,6 +110,7 @@ export class PciMsiRouting implements Disposable {
     this.#dropAll();
   }
 
+  /** Same as {@link PciMsiRouting.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }
