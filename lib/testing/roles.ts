@@ -93,7 +93,7 @@ export function parseDeviceList(spec: string, source: string): Record<string, st
   for (const item of spec.split(',')) {
     const t = item.trim();
     if (t === '') continue;
-    const m = /^([A-Za-z0-9_.-]+)=(.+)$/.exec(t);
+    const m = /^([A-Za-z0-9_.-]+)\s*=\s*(.+)$/.exec(t);
     if (!m) throw configError(`${JSON.stringify(t)} is not role=selector`, source);
     parseSelector(m[2], `${source} (role ${m[1]})`);
     out[m[1]] = m[2].trim();
