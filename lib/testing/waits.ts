@@ -62,14 +62,25 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
  * between reads; resolves with the accepted value.
  * @throws VfioBridgeError ETIMEDOUT naming `what` and the last value (as `show` prints it)
  */
-export async function pollUntil<T>(
+export function pollUntil<T>(
   what: string,
   read: () => T,
   done: (v: T) => boolean,
   show: (v: T) => string,
   opts: PollOptions = {},
 ): Promise<T> {
-  const timeoutMs = checkTimeout(opts.timeoutMs);
+  // Bad arguments throw here, not as a rejection.
+  return poll(what, read, done, show, checkTimeout(opts.timeoutMs), opts);
+}
+
+async function poll<T>(
+  what: string,
+  read: () => T,
+  done: (v: T) => boolean,
+  show: (v: T) => string,
+  timeoutMs: number,
+  opts: PollOptions,
+): Promise<T> {
   const max = opts.maxIntervalMs ?? 50;
   let pause = Math.min(opts.intervalMs ?? 1, max);
   const deadline = Date.now() + timeoutMs;
