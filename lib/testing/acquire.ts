@@ -44,6 +44,7 @@ export interface ProbedDevice {
   bdf: string;
   selector: DeviceSelector;
   driver: string | null;
+  skip?: undefined;
 }
 
 /** {@link tryAcquire}'s answer. */
@@ -101,7 +102,7 @@ export function requiredError(reason: string): VfioBridgeError {
 export async function tryAcquire(role: string, opts: AcquireOptions = {}): Promise<Acquired> {
   const required = opts.required ?? devicesRequired(opts.env);
   const probed = probeDevice(role, opts);
-  if ('skip' in probed) {
+  if (probed.skip !== undefined) {
     if (required) throw requiredError(probed.skip);
     return { skip: probed.skip };
   }

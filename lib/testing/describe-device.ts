@@ -2,8 +2,8 @@
  * The adapters: {@link describeDevice} and {@link useDevice} decide when the tests are registered
  * (from sysfs and /dev, opening nothing) whether a role can run here; if not, they register one
  * skipped test naming the reason, or where devices are required, one failing test. The device is
- * acquired before the first test and released after the last, and a release that finds the device
- * left busy fails the suite.
+ * acquired before the first test and released after the last (unless a test released it), and a
+ * release that finds the device left busy fails the suite.
  */
 import { VfioBridgeError } from '../base/error';
 import { devicesRequired, probeDevice, requiredError, tryAcquire, type AcquireOptions } from './acquire';
@@ -47,7 +47,7 @@ export function useDevice(role: string, opts: DeviceSuiteOptions = {}): DeviceUs
   const fw = pick(opts.framework);
   const required = opts.required ?? devicesRequired(opts.env);
   const probed = probeDevice(role, opts);
-  const skip = 'skip' in probed ? probed.skip : undefined;
+  const skip = probed.skip;
   const hookMs = opts.hookTimeoutMs ?? 30_000;
   let device: TestDevice | undefined;
   let late: string | undefined;
@@ -69,7 +69,8 @@ export function useDevice(role: string, opts: DeviceSuiteOptions = {}): DeviceUs
     fw.after(async () => {
       const d = device;
       device = undefined;
-      await d?.release();
+      // A test that released the device itself has checked the outcome already.
+      if (d !== undefined && !d.released) await d.release();
     }, hookMs);
   }
   const get = (): TestDevice => {
