@@ -19,8 +19,9 @@ export interface IrqSource {
 const INDEX_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
 
 /**
- * InterruptWaiter: counts the interrupts of one IRQ index. Emits `'interrupt'` (vector, count) and
- * `'error'` (vector, error) when a watched eventfd fails; close() disables the index.
+ * InterruptWaiter: counts the interrupts of one IRQ index. Emits `'interrupt'` (vector, count), and
+ * `'error'` (error, vector) to its listeners when a watched eventfd fails, which also rejects every
+ * wait, pending or later, with that error; close() disables the index.
  */
 export class InterruptWaiter extends EventEmitter implements Disposable {
   readonly index: number;
@@ -28,6 +29,7 @@ export class InterruptWaiter extends EventEmitter implements Disposable {
   readonly #irq: { readonly vectors: number; close(): void };
   readonly #counts: number[];
   #closed = false;
+  #failed: Error | undefined;
 
   /** Enable `index` on `device` with `vectors` vectors (default 1), delivered here. */
   constructor(device: IrqSource, index: number, opts: { vectors?: number } = {}) {
@@ -42,6 +44,9 @@ export class InterruptWaiter extends EventEmitter implements Disposable {
         this.emit('interrupt', vector, this.#counts[vector]);
       },
       onError: (vector, error) => {
+        // Waits reject with it; an 'error' listener hears it too (without one, emit would throw here).
+        this.#failed ??= error;
+        this.emit('failed', error, vector);
         if (this.listenerCount('error') > 0) this.emit('error', error, vector);
       },
     });
@@ -79,6 +84,7 @@ export class InterruptWaiter extends EventEmitter implements Disposable {
     const signal = opts.signal;
     if (this.#counts[vector] >= n) return Promise.resolve(this.#counts[vector]);
     if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.#failed !== undefined) return Promise.reject(this.#failed);
     if (this.#closed) return Promise.reject(this.#closedError());
     const what = `interrupt ${n} on ${INDEX_NAMES[this.index] ?? `IRQ index ${this.index}`} vector ${vector} of ${this.bdf}`;
     return new Promise((resolve, reject) => {
@@ -87,6 +93,11 @@ export class InterruptWaiter extends EventEmitter implements Disposable {
         signal?.removeEventListener('abort', onAbort);
         this.off('interrupt', onInterrupt);
         this.off('close', onClose);
+        this.off('failed', onFailed);
+      };
+      const onFailed = (error: Error): void => {
+        done();
+        reject(error);
       };
       const onInterrupt = (v: number, count: number): void => {
         if (v !== vector || count < n) return;
@@ -107,6 +118,7 @@ export class InterruptWaiter extends EventEmitter implements Disposable {
       }, timeoutMs);
       this.on('interrupt', onInterrupt);
       this.once('close', onClose);
+      this.once('failed', onFailed);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }

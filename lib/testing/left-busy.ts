@@ -1,9 +1,9 @@
 /**
  * What a test must not leave behind on a device: bus mastering on (it could still write to memory
  * that is about to be unmapped or handed back to the host), MSI or MSI-X enabled, or a power state
- * other than D0. Read from config space as the device's VFIO config region (index 7) shows it:
- * vfio-pci passes the command register's bus master bit and MSI-X control through from the device,
- * and shows MSI control and the power state as the user last wrote them.
+ * other than D0. Read from config space as the device's VFIO config region (index 7) shows it,
+ * which is what vfio-pci makes of it: some bits come from the device, some are virtualized and
+ * show what the user of the device fd last wrote.
  */
 import { VfioBridgeError } from '../base/error';
 

@@ -125,11 +125,17 @@ export function waitForRegister(
 ): Promise<number | bigint> {
   const size = opts.size ?? 4;
   if (!Number.isSafeInteger(offset) || offset < 0) throw new ArgRangeError(`offset ${offset} is not >= 0`);
+  if (
+    source === null ||
+    typeof source !== 'object' ||
+    !('device' in source || typeof source.read === 'function')
+  ) {
+    throw new ArgTypeError('source must be a Mapping or { device, region }');
+  }
   const read =
     'device' in source
       ? () => source.device.read(source.region, offset, size)
       : () => source.read(offset, size);
-  if (typeof read !== 'function') throw new ArgTypeError('source must be a Mapping or { device, region }');
   const big = (v: number | bigint): bigint => (typeof v === 'bigint' ? v : BigInt(v >>> 0));
   const mask = opts.mask === undefined ? (1n << BigInt(8 * size)) - 1n : big(opts.mask);
   const target = big(want);

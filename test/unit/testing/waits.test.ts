@@ -137,3 +137,28 @@ describe('InterruptWaiter', () => {
     expect(() => irq.next(3)).toThrow(RangeError);
   });
 });
+
+test('a failed eventfd rejects the waits on an InterruptWaiter, pending and later', async () => {
+  let onError: IrqOptions['onError'];
+  const src: IrqSource = {
+    bdf: '0000:00:03.0',
+    enableIrq(_i, opts) {
+      onError = opts.onError;
+      return { vectors: 1, close: () => undefined };
+    },
+  };
+  const irq = new InterruptWaiter(src, 1);
+  const heard: unknown[] = [];
+  irq.on('error', (e) => heard.push(e));
+  const p = irq.next(0);
+  const boom = new Error('read failed');
+  onError?.(0, boom as never);
+  await expect(p).rejects.toBe(boom);
+  await expect(irq.next(0)).rejects.toBe(boom);
+  expect(heard).toEqual([boom]);
+  irq.close();
+});
+
+test('waitForRegister refuses a source that cannot be read', () => {
+  expect(() => waitForRegister({} as never, 0, 0)).toThrow(TypeError);
+});
