@@ -116,10 +116,31 @@ export async function tryAcquire(role: string, opts: AcquireOptions = {}): Promi
     if (boundFrom === undefined) return;
     await restoreDevices([bdf], moveOpts());
   };
+  /** Put the device back after `e`, and throw `e`, or both errors when the put-back fails too. */
+  const putBackAndThrow = async (e: unknown): Promise<never> => {
+    try {
+      await restore();
+    } catch (r) {
+      throw new VfioBridgeError({
+        message: `${(e as Error).message}; putting ${bdf} back on ${boundFrom ?? 'no driver'} failed too: ${(r as Error).message}`,
+        code: (e as { code?: string }).code ?? 'EACQUIRE',
+        cause: new AggregateError([e, r]),
+        hint: `vfio-bridge restore ${bdf} puts it back`,
+      });
+    }
+    throw e;
+  };
   if (probed.driver === null || !probed.driver.startsWith('vfio')) {
     state = DriverState.load(statePath(opts.stateFile, opts.env ?? process.env));
-    await bindDevices([bdf], { ...moveOpts(), driver: 'vfio-pci', group: false, force: opts.force });
-    boundFrom = probed.driver;
+    const before = state.get(bdf);
+    try {
+      await bindDevices([bdf], { ...moveOpts(), driver: 'vfio-pci', group: false, force: opts.force });
+      boundFrom = probed.driver;
+    } catch (e) {
+      // A bind that failed after its first write (a driver that never took the device) is undone.
+      if (before === undefined && state.get(bdf) !== undefined) boundFrom = probed.driver;
+      return putBackAndThrow(e);
+    }
   }
   const undo: (() => void)[] = [];
   try {
@@ -134,17 +155,7 @@ export async function tryAcquire(role: string, opts: AcquireOptions = {}): Promi
     return { device: new TestDevice({ role, bdf, container, group, device, boundFrom, restore }) };
   } catch (e) {
     for (const fn of undo.reverse()) fn();
-    try {
-      await restore();
-    } catch (r) {
-      throw new VfioBridgeError({
-        message: `${(e as Error).message}; putting ${bdf} back on ${boundFrom ?? 'no driver'} failed too: ${(r as Error).message}`,
-        code: (e as { code?: string }).code ?? 'EACQUIRE',
-        cause: new AggregateError([e, r]),
-        hint: `vfio-bridge restore ${bdf} puts it back`,
-      });
-    }
-    throw e;
+    return putBackAndThrow(e);
   }
 }
 

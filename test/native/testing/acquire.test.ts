@@ -105,6 +105,32 @@ describe('tryAcquire', () => {
     }
   });
 
+  test('puts the device back when vfio-pci never takes it', async () => {
+    const sys = path.join(root, 'sys');
+    // A kernel whose vfio-pci refuses the device, as a failing probe would.
+    class RefusingKernel extends FakeKernel {
+      override tick(): void {
+        super.tick();
+        if (driverOf(sys, '0000:00:06.0') === 'vfio-pci')
+          fs.rmSync(path.join(sys, 'bus/pci/devices/0000:00:06.0/driver'));
+      }
+    }
+    const kernel = new RefusingKernel(sys, TREE);
+    try {
+      const e = await tryAcquire('nic', { ...opts, devices: { nic: '8086:10d3#1' }, timeoutMs: 300 }).catch(
+        (x: unknown) => x,
+      );
+      expect(e).toMatchObject({
+        code: 'ETIMEDOUT',
+        message: expect.stringMatching(/did not bind to vfio-pci/),
+      });
+      expect(driverOf(sys, '0000:00:06.0')).toBe('e1000e');
+      expect(JSON.parse(fs.readFileSync(path.join(root, 'state.json'), 'utf8')).devices).toEqual({});
+    } finally {
+      kernel.stop();
+    }
+  });
+
   test("refuses, with the CLI's checks, a group that would not be viable, moving nothing", async () => {
     const e = await tryAcquire('nic', { ...opts, devices: { nic: '8086:10d3' } }).catch((x: unknown) => x);
     expect(e).toMatchObject({ code: 'ENOTVIABLE' });
