@@ -7,13 +7,13 @@
  */
 import { VfioBridgeError } from '../base/error';
 import { devicesRequired, probeDevice, requiredError, tryAcquire, type AcquireOptions } from './acquire';
-import { framework as pick, type FrameworkName } from './frameworks';
+import { framework as pick, type Framework, type FrameworkName } from './frameworks';
 import type { TestDevice } from './test-device';
 
 /** Options of the adapters. */
 export interface DeviceSuiteOptions extends AcquireOptions {
-  /** The framework (default: jest's globals when present, else node:test). */
-  framework?: FrameworkName;
+  /** The framework (default: jest's globals when present, else node:test), or another runner's calls. */
+  framework?: FrameworkName | Framework;
   /** Timeout of the acquire and release hooks (default 30000 ms: a bind can take seconds). */
   hookTimeoutMs?: number;
 }
@@ -109,7 +109,7 @@ export function describeDevice(
 ): void {
   const fw = pick(opts.framework);
   fw.describe(`${role}: ${name}`, () => {
-    const use = useDevice(role, { ...opts, framework: fw.name });
+    const use = useDevice(role, { ...opts, framework: fw });
     if (use.skip === undefined) body(() => use.device);
   });
 }

@@ -65,10 +65,12 @@ function nodeTest(): Framework {
 }
 
 /**
- * framework: the one named, else jest's globals when they exist, else node:test.
+ * framework: the one named (or given: another runner's calls, shaped as {@link Framework}), else
+ * jest's globals when they exist, else node:test.
  * @throws ArgRangeError for an unknown name, or 'jest' without jest's globals
  */
-export function framework(name?: FrameworkName): Framework {
+export function framework(name?: FrameworkName | Framework): Framework {
+  if (typeof name === 'object' && name !== null) return name;
   if (name === 'node:test') return nodeTest();
   const g = jestGlobals();
   if (name === 'jest' && g === undefined) throw new ArgRangeError("framework 'jest': no jest globals here");
