@@ -11,7 +11,7 @@ as.write(0, 4, 0x01020304);
 assert.equal(as.read(0, 4), 0x01020304);
 
 const vb = require('vfio-bridge');
-for (const sub of ['pci', 'vfio', 'kvm', 'dma', 'vmm', 'cli']) require(`vfio-bridge/${sub}`);
+for (const sub of ['pci', 'vfio', 'kvm', 'dma', 'vmm', 'cli', 'testing']) require(`vfio-bridge/${sub}`);
 assert.throws(
   () => vb.memfd('no-addon', 4096),
   (e) =>

@@ -8,7 +8,7 @@ const path = require('node:path');
 const vb = require('vfio-bridge');
 const { AddressSpace, MemoryRegion, renderMtree } = require('vfio-bridge/memory');
 const { Mapping, memfd, VfioError } = require('vfio-bridge/vfio');
-for (const sub of ['pci', 'kvm', 'dma', 'vmm', 'cli'])
+for (const sub of ['pci', 'kvm', 'dma', 'vmm', 'cli', 'testing'])
   assert.ok(Object.keys(require(`vfio-bridge/${sub}`)).length > 0, sub);
 assert.equal(vb.MemoryRegion, MemoryRegion);
 assert.equal(vb.Mapping, Mapping);

@@ -8,6 +8,7 @@ import type { GuestRam } from 'vfio-bridge/dma';
 import type { PcMachine } from 'vfio-bridge/vmm';
 import type { VfioPciDevice } from 'vfio-bridge/pci';
 import { EXIT_OK, type CliIo } from 'vfio-bridge/cli';
+import type { TestDevice } from 'vfio-bridge/testing';
 
 const region: MemoryRegion = RootRegion.ram('ram', 0x10, new ArrayBuffer(0x10));
 const root = MemoryRegion.container('root', 0x1000);
@@ -22,5 +23,5 @@ export function typeErrors(m: Mapping): void {
   m.readNothing();
 }
 
-export type Used = [Vm, GuestRam, PcMachine, VfioPciDevice, CliIo];
+export type Used = [Vm, GuestRam, PcMachine, VfioPciDevice, CliIo, TestDevice];
 console.log(`pack-test: TypeScript ok (${ranges.length} range, exit ${EXIT_OK})`);

@@ -67,6 +67,10 @@ describe('layering', () => {
     expect(violations('dma', ['native', 'types', 'base', 'memory', 'vfio'])).toEqual([]);
   });
 
+  test('lib/testing (the test helpers) builds on lib/vfio, lib/dma and the CLI, never on lib/vmm or lib/kvm', () => {
+    expect(violations('testing', ['native', 'types', 'base', 'vfio', 'dma', 'cli'])).toEqual([]);
+  });
+
   test('the check sees imports: lib/vmm imports lib/kvm and lib/pci', () => {
     const tops = new Set([...importedFolders('vmm').values()].flat());
     expect([tops.has('kvm'), tops.has('pci')]).toEqual([true, true]);
