@@ -96,6 +96,8 @@ export class Device implements Disposable {
   readonly #groupPath: string;
   readonly #regions = new Map<number, RegionInfo>();
   #closed = false;
+  /** The DeviceIrqs handed out (closed ones are pruned as new ones are made). */
+  readonly #irqs = new Set<DeviceIrq>();
 
   private constructor(handle: NativeHandle, bdf: string, groupPath: string) {
     this.#handle = handle;
@@ -218,7 +220,10 @@ export class Device implements Disposable {
   enableIrq(index: number, opts: IrqOptions = {}): DeviceIrq {
     checkIndex('IRQ index', index);
     this.#open('VFIO_DEVICE_SET_IRQS');
-    return new DeviceIrq(this, index, opts);
+    for (const irq of this.#irqs) if (irq.closed) this.#irqs.delete(irq);
+    const irq = new DeviceIrq(this, index, opts);
+    this.#irqs.add(irq);
+    return irq;
   }
 
   /**
@@ -353,9 +358,11 @@ export class Device implements Disposable {
   /** Close the device fd. Idempotent; later use throws VfioError `'ECLOSED'`. Mappings stay valid. */
   close(): void {
     if (this.#closed) return;
+    const irqError = this.#closeIrqs();
     this.#closed = true;
     if (openDevices.get(this.bdf)?.ref.deref() === this) openDevices.delete(this.bdf);
     native.closeFd(this.#handle);
+    if (irqError !== undefined) throw irqError;
   }
 
   /**
@@ -364,9 +371,30 @@ export class Device implements Disposable {
    */
   async closeAsync(): Promise<void> {
     if (this.#closed) return;
+    const irqError = this.#closeIrqs();
     this.#closed = true;
     if (openDevices.get(this.bdf)?.ref.deref() === this) openDevices.delete(this.bdf);
     await native.closeFdAsync(this.#handle);
+    if (irqError !== undefined) throw irqError;
+  }
+
+  /**
+   * Closing a device closes what it handed out: each DeviceIrq still open is disabled and its
+   * watcher stopped, so none keeps the process alive or watches an fd the kernel let go. Returns
+   * the first failure, which close() throws once the device itself is closed.
+   */
+  #closeIrqs(): unknown {
+    const irqs = [...this.#irqs];
+    this.#irqs.clear();
+    let first: unknown;
+    for (const irq of irqs) {
+      try {
+        irq.close();
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    return first;
   }
 
   /** Same as {@link Device.close}, for `using`. */

@@ -13,11 +13,16 @@
  * directly are served on the vCPU threads from the exit table where the flat view allows it; the
  * rest (configuration cycles, the MSI-X table, the UART, quirks, unassigned space) are handed to
  * this thread, one at a time. Nothing the guest does throws: what it does wrong is counted and
- * reported (`onReport`), and a run ends with a {@link PcExit} saying why.
+ * reported (the `report` event), and a run ends with a {@link PcExit} saying why. The console and
+ * the reports are node:events events (`output`, `line`, `report`).
  *
  * Each long step has a synchronous form and an asynchronous one that leaves the event loop free
  * (create/open, reboot/rebootAsync, close/closeAsync).
+ *
+ * Why this file is past 400 lines: it is the whole public surface with its documentation (the
+ * lifecycle in both forms, the getters, the events); each piece of work is in the files above.
  */
+import { EventEmitter } from 'node:events';
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { Machine } from './machine';
 import { Kvm, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
@@ -64,11 +69,21 @@ function checkSignal(signal: AbortSignal | undefined): AbortSignal | undefined {
   return signal;
 }
 
+/** The events of a {@link PcMachine} (also given as the `onOutput`, `onLine` and `onReport` options). */
+export type PcMachineEvents = {
+  /** Bytes the guest wrote to its serial console. */
+  output: [Uint8Array];
+  /** Each complete line of the serial console. */
+  line: [string];
+  /** What the machine absorbed on the guest's behalf (see {@link PcReport}). */
+  report: [PcReport];
+};
+
 /**
  * A small PC on KVM that boots a Linux bzImage with vfio-pci devices passed through: open it with
  * {@link PcMachine.open}, boot with {@link PcMachine.run}, end with {@link PcMachine.closeAsync}.
  */
-export class PcMachine implements Disposable {
+export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposable {
   readonly machine: Machine;
   readonly kvm: Kvm;
   readonly uart: Uart16550;
@@ -89,14 +104,19 @@ export class PcMachine implements Disposable {
     machine: Machine,
     kvm: Kvm,
   ) {
+    super();
     this.machine = machine;
     this.kvm = kvm;
     this.cpus = opts.cpus ?? 1;
-    this.#reports = new PcReports(opts.onReport);
+    // The option callbacks are listeners like any other: `on('line', fn)` later is the same.
+    if (opts.onOutput) this.on('output', opts.onOutput);
+    if (opts.onLine) this.on('line', opts.onLine);
+    if (opts.onReport) this.on('report', opts.onReport);
+    this.#reports = new PcReports((r) => this.emit('report', r));
     this.#onAccess = opts.onAccess;
     this.uart = new Uart16550({
-      onOutput: opts.onOutput,
-      onLine: opts.onLine,
+      onOutput: (bytes) => this.emit('output', bytes),
+      onLine: (line) => this.emit('line', line),
       onIrq: (level) => this.#irqLine(COM1_IRQ, level),
     });
     this.host = new PciHostBridge({ onReset: () => this.#requestReset('reset-control') });

@@ -1,5 +1,8 @@
 // VFIO_DEVICE_SET_IRQS on real vfio-pci, below the PCI layer: what the kernel reports and does for
 // INTx (automasked, resample eventfd), MSI (not maskable) and MSI-X (subsets, growth in place).
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+
 import {
   type DeviceIrq,
   eventfdSignal,
@@ -117,5 +120,36 @@ describeDevice('e1000e', 'MSI-X vector sets', (bdf) => {
     } finally {
       o.close();
     }
+  });
+});
+
+describeDevice('edu', 'closing a device closes its interrupts', (bdf) => {
+  test('an enabled DeviceIrq is closed with its device, so nothing keeps the process alive', () => {
+    // In a process of its own: a watcher left running would keep it from ever exiting.
+    const root = path.join(__dirname, '..', '..');
+    const r = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        `const { Container, Group, VFIO_PCI_MSI_IRQ_INDEX } = require(${JSON.stringify(path.join(root, 'dist'))});
+         const container = Container.open();
+         const group = Group.openByBdf(${JSON.stringify(bdf())});
+         group.setContainer(container);
+         container.setIommu();
+         const device = group.openDevice(${JSON.stringify(bdf())});
+         const irq = device.enableIrq(VFIO_PCI_MSI_IRQ_INDEX, { onInterrupt: () => undefined });
+         device.close();
+         group.close();
+         container.close();
+         console.log(JSON.stringify({ closed: irq.closed, enabled: irq.enabled }));`,
+      ],
+      { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' },
+    );
+    expect({ signal: r.signal, status: r.status, stderr: r.stderr }).toEqual({
+      signal: null,
+      status: 0,
+      stderr: '',
+    });
+    expect(JSON.parse(r.stdout)).toEqual({ closed: true, enabled: false });
   });
 });

@@ -36,15 +36,16 @@ describe('PcMachine on vCPU threads', () => {
       cmdline: `${BASE} guest.end=reboot guest.pings=1`,
       hugepages: true,
       devices: [],
-      onLine: (l) => {
-        if (!l.startsWith('guest: init reached')) return;
-        if (pc!.boots === 1) {
-          pc!.stop();
-          return;
-        }
-        sawVfio = vfioFds();
-        pc!.close();
-      },
+    });
+    // The console as a node:events event, subscribed after open (the onLine option is the same).
+    pc.on('line', (l) => {
+      if (!l.startsWith('guest: init reached')) return;
+      if (pc!.boots === 1) {
+        pc!.stop();
+        return;
+      }
+      sawVfio = vfioFds();
+      pc!.close();
     });
     expect(pc.machine.container).toBeNull();
     expect(await pc.run({ timeoutMs: 90_000 })).toEqual({ reason: 'stopped' });
