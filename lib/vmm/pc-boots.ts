@@ -8,7 +8,7 @@ import { transaction } from '../memory';
 import type { VfioPciDevice } from '../pci';
 import { DEFAULT_PCI_WINDOWS, placeBars, type PlacedBar } from './bar-placement';
 import { pciIntxGsi } from './intx';
-import { lowRam, startBoot, startBootAsync, type Boot, type BootContext } from './pc-boot';
+import { lowRam, startBoot, type Boot, type BootContext } from './pc-boot';
 
 /** Guest RAM cleared per turn of the event loop at a reboot: a few ms of memset each. */
 const CLEAR_CHUNK = 16 * 2 ** 20;
@@ -58,7 +58,7 @@ export class PcBoots {
   async firstAsync(turn: () => Promise<void>): Promise<void> {
     this.#firmware();
     await turn();
-    this.#start(await startBootAsync(this.#context(), turn));
+    this.#start(startBoot(this.#context()));
   }
 
   /** Close the current boot: its vCPU threads first, then its VM. */

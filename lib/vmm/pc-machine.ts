@@ -193,8 +193,8 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
   /**
    * {@link create}, with the long kernel work off the event loop: the kernel and initramfs are read
    * asynchronously, devices are opened and guest RAM is pinned for the IOMMU on the libuv thread
-   * pool, and the event loop gets a turn between the steps (each device, BAR placement, each step of
-   * the VM's set-up).
+   * pool, and the event loop gets a turn between the steps (each device, BAR placement, the VM's
+   * set-up).
    *
    * `ctl.signal` aborts it between two steps: what was built is closed and the promise rejects with
    * the signal's reason.
@@ -336,7 +336,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
 
   /**
    * {@link reboot} without holding the event loop: device resets run on the libuv thread pool, guest
-   * RAM is cleared in pieces, and the new boot is set up in steps with a turn for the loop between.
+   * RAM is cleared in pieces, with a turn for the loop between the steps.
    * The machine counts as running meanwhile: run() and another reboot are refused.
    *
    * `opts.signal` aborts it between two steps with the signal's reason; the machine then has no boot
