@@ -47,6 +47,11 @@ bool AsyncCall::DupFd(napi_env env, const FdResource* h, OwnedFd* out) {
   return false;
 }
 
+napi_value AsyncCall::Settle(napi_env env) {
+  if (err != 0) return ThrowVfioError(env, op, err, "", where);
+  return Undefined(env);
+}
+
 bool AsyncCall::Hold(napi_env env, napi_value value) {
   for (napi_ref& ref : holds_) {
     if (ref != nullptr) continue;

@@ -61,8 +61,11 @@ class AsyncCall {
   /** Run - on a thread-pool thread: the blocking call, touching only this object's own fields. */
   virtual void Run() = 0;
 
-  /** Settle - on the main thread: the resolution value, or nullptr after throwing the rejection. */
-  virtual napi_value Settle(napi_env env) = 0;
+  /**
+   * Settle - on the main thread: the resolution value, or nullptr after throwing the rejection. By
+   * default undefined, or the VfioError for @op when Run() set @err.
+   */
+  virtual napi_value Settle(napi_env env);
 
   /** DupFd - duplicate @h's fd into @out; false after throwing @op's error. */
   bool DupFd(napi_env env, const FdResource* h, OwnedFd* out);
@@ -75,6 +78,8 @@ class AsyncCall {
 
   const char* const op;
   const ErrorContext where;
+  /** The positive errno Run() ended with, 0 for success (what the default Settle reports). */
+  int err = 0;
   napi_async_work work = nullptr;
   napi_deferred deferred = nullptr;
 

@@ -63,18 +63,12 @@ class DeviceResetCall : public AsyncCall {
 
   void Run() override {
     int r = IoctlValue(device_.get(), VFIO_DEVICE_RESET, 0);
-    err_ = r < 0 ? -r : 0;
+    err = r < 0 ? -r : 0;
     device_.Close();
-  }
-
-  napi_value Settle(napi_env env) override {
-    if (err_ != 0) return ThrowVfioError(env, op, err_, "", where);
-    return Undefined(env);
   }
 
  private:
   OwnedFd device_;
-  int err_ = 0;
 };
 
 /** DeviceResetAsync(device) - a promise that settles when VFIO_DEVICE_RESET returns. */

@@ -120,19 +120,13 @@ class MapDmaCall : public AsyncCall {
 
   void Run() override {
     int r = Ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &map_);
-    err_ = r < 0 ? -r : 0;
+    err = r < 0 ? -r : 0;
     container_.Close();
-  }
-
-  napi_value Settle(napi_env env) override {
-    if (err_ != 0) return ThrowVfioError(env, op, err_, "", where);
-    return Undefined(env);
   }
 
  private:
   OwnedFd container_;
   vfio_iommu_type1_dma_map map_;
-  int err_ = 0;
 };
 
 /**

@@ -75,18 +75,12 @@ class CloseCall : public AsyncCall {
 
   void Run() override {
     // Linux frees the descriptor even when close() fails, so never retry (not even on EINTR).
-    if (fd_ >= 0 && close(fd_) != 0 && errno != EINTR) err_ = errno;
+    if (fd_ >= 0 && close(fd_) != 0 && errno != EINTR) err = errno;
     fd_ = -1;
-  }
-
-  napi_value Settle(napi_env env) override {
-    if (err_ != 0) return ThrowVfioError(env, op, err_, "", where);
-    return Undefined(env);
   }
 
  private:
   int fd_;
-  int err_ = 0;
 };
 
 /**

@@ -131,21 +131,15 @@ class HotResetCall : public AsyncCall {
 
   void Run() override {
     int r = Ioctl(device_.get(), VFIO_DEVICE_PCI_HOT_RESET, req_.hr());
-    err_ = r < 0 ? -r : 0;
+    err = r < 0 ? -r : 0;
     device_.Close();
     for (OwnedFd& g : groups_) g.Close();
-  }
-
-  napi_value Settle(napi_env env) override {
-    if (err_ != 0) return ThrowVfioError(env, op, err_, "", where);
-    return Undefined(env);
   }
 
  private:
   OwnedFd device_;
   std::vector<OwnedFd> groups_;
   HotResetRequest req_;
-  int err_ = 0;
 };
 
 /** HotResetAsync(device, groupFds) - a promise that settles when the bus reset is done. */
