@@ -15,6 +15,7 @@
         "native/kvm.cc",
         "native/kvm_vcpu.cc",
         "native/vcpu_thread.cc",
+        "native/loop_queue.cc",
         "native/exit_table.cc",
         "native/guest_memory.cc",
         "native/dma.cc",

@@ -3,11 +3,12 @@
 // The loop serves what it can itself: an MMIO or port exit that the exit table (exit_table.h) holds
 // is one fixed-width access on a mapping, or one pread/pwrite on a device fd, done on this thread
 // with no JavaScript. Any other MMIO or port exit is handed to JavaScript on the thread that owns
-// the device model, through a thread-safe function: the exit goes into the vCPU's exit record, the
-// thread waits, JavaScript serves it and writes the answer, and the thread copies the answer into
-// kvm_run and enters the guest again. One vCPU's accesses therefore stay in order, and JavaScript
-// handlers never run concurrently: they all run on that one thread, as QEMU's big lock serializes
-// its device models.
+// the device model, through a loop queue (loop_queue.h): the exit goes into the vCPU's exit record,
+// the thread waits, JavaScript serves it and writes the answer, and the thread copies the answer
+// into kvm_run and enters the guest again. The queue delivers for at most kDeliveryBudgetNs per
+// turn of the loop, so a guest handing off exit after exit never holds the loop longer. One vCPU's
+// accesses therefore stay in order, and JavaScript handlers never run concurrently: they all run on
+// that one thread, as QEMU's big lock serializes its device models.
 //
 // Control (pause, resume, stop) is a request word the thread reads before every KVM_RUN, plus a
 // kick to take it out of KVM_RUN: kvm_run.immediate_exit and the per-thread kick signal, whose
@@ -43,19 +44,19 @@
 #include "exit_table.h"
 #include "exports.h"
 #include "kvm_vcpu.h"
+#include "loop_queue.h"
 #include "symbol_versions.h"
 
 namespace vfio_bridge {
 
-/** class VcpuThread - a vCPU's thread and its hand-off state. Freed by its TSFN's finalizer. */
-class VcpuThread {
+/** class VcpuThread - a vCPU's thread and its hand-off state; freed once its queue is closed. */
+class VcpuThread : public LoopQueue {
  public:
   enum Request : int { kRun = 0, kPause = 1, kStop = 2 };
 
   VcpuState* v = nullptr;  // nullptr once joined
   std::shared_ptr<ExitTableCore> table;
   std::atomic<const ExitSnapshot*> hazard{nullptr};
-  napi_threadsafe_function tsfn = nullptr;
   pthread_t tid = {};
   std::string name;
   int nice = 0;  // applied by the thread to itself (setpriority on its tid)
@@ -68,19 +69,30 @@ class VcpuThread {
   uint64_t resumes = 0;   // Resume calls so far (guarded by mu): tells a stale `parked` apart
 
   std::atomic<uint64_t> fast_mmio{0}, fast_pio{0}, handoffs{0}, faults{0}, runs{0};
+
+ protected:
+  void Deliver(napi_env env, napi_value fn, napi_async_context context, void* item) override;
+  void Drop(void* item) override;
+  void Teardown() override;
+  void Closed() override { delete this; }
 };
 
 namespace {
 
 enum EventKind : uint32_t { kExit = 0, kParked = 1, kFault = 2 };
 
+// How long one turn of the loop may spend serving hand-offs before timers and I/O get theirs: an
+// exit served in JavaScript takes tens of microseconds, so a turn still serves dozens.
+constexpr uint64_t kDeliveryBudgetNs = 1000 * 1000;
+
 struct Event {
   uint32_t kind;
   double a, b, c, d;
 };
 
+// Once the queue is closed nobody listens (the thread is being joined): the event goes.
 void Post(VcpuThread* t, Event* e) {
-  napi_call_threadsafe_function(t->tsfn, e, napi_tsfn_nonblocking);
+  if (!t->Post(e)) delete e;
 }
 
 void Kick(VcpuThread* t) {
@@ -277,7 +289,6 @@ void* ThreadMain(void* arg) {
   Loop(t);
   if (t->table) t->table->RemoveReader(&t->hazard);
   SetRunningVcpu(nullptr);
-  napi_release_threadsafe_function(t->tsfn, napi_tsfn_release);
   return nullptr;
 }
 
@@ -287,33 +298,52 @@ napi_value Number(napi_env env, double d) {
   return v;
 }
 
-void CallJs(napi_env env, napi_value js, void* context, void* data) {
-  auto* t = static_cast<VcpuThread*>(context);
-  if (data != nullptr) {
-    std::unique_ptr<Event> e(static_cast<Event*>(data));
-    if (env == nullptr) return;  // environment teardown: nothing to tell
+void Call(napi_env env, napi_value fn, napi_async_context context, size_t argc,
+          const napi_value* argv) {
+  napi_value recv, result;
+  napi_get_global(env, &recv);
+  if (napi_make_callback(env, context, recv, fn, argc, argv, &result) == napi_pending_exception) {
+    // A handler bug, never a guest's doing: the process's uncaught-exception path decides.
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_fatal_exception(env, error);
+  }
+}
+
+}  // namespace
+
+void VcpuThread::Deliver(napi_env env, napi_value fn, napi_async_context context, void* item) {
+  if (item != nullptr) {
+    std::unique_ptr<Event> e(static_cast<Event*>(item));
     napi_value argv[5] = {Number(env, e->kind), Number(env, e->a), Number(env, e->b),
                           Number(env, e->c), Number(env, e->d)};
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    napi_call_function(env, undefined, js, 5, argv, nullptr);
+    Call(env, fn, context, 5, argv);
     return;
   }
   // A hand-off. The thread may have been stopped since it posted: then nobody waits for it.
-  if (env != nullptr && t->v != nullptr) {
+  if (v != nullptr) {
     napi_value argv[1] = {Number(env, kExit)};
-    napi_value undefined;
-    napi_get_undefined(env, &undefined);
-    napi_call_function(env, undefined, js, 1, argv, nullptr);
+    Call(env, fn, context, 1, argv);
   }
   {
-    std::lock_guard<std::mutex> lock(t->mu);
-    t->answered = t->posted;
+    std::lock_guard<std::mutex> lock(mu);
+    answered = posted;
   }
-  t->cv.notify_all();
+  cv.notify_all();
 }
 
-void FinalizeThread(napi_env, void* data, void*) { delete static_cast<VcpuThread*>(data); }
+void VcpuThread::Drop(void* item) { delete static_cast<Event*>(item); }
+
+void VcpuThread::Teardown() {
+  // The environment is going: the thread may be waiting for an answer that will never come.
+  if (v != nullptr) {
+    StopVcpuThread(v);
+  } else {
+    Close();
+  }
+}
+
+namespace {
 
 /**
  * Start(vcpu, table, name, onEvent, nice) - start @vcpu's thread, running the guest at once, at
@@ -347,14 +377,11 @@ napi_value Start(napi_env env, napi_callback_info info) {
   t->nice = nice;
   t->v = v;
   t->table = std::move(table);
-  napi_value resource;
-  napi_create_string_utf8(env, "vfio-bridge:vcpu", NAPI_AUTO_LENGTH, &resource);
   VcpuThread* raw = t.get();
-  if (napi_create_threadsafe_function(env, args[3], nullptr, resource, 0, 1, raw, FinalizeThread,
-                                      raw, CallJs, &raw->tsfn) != napi_ok) {
-    return ThrowVfioError(env, op, ENOMEM, "cannot create its thread-safe function", v->where);
+  if (!raw->Open(env, args[3], "vfio-bridge:vcpu", kDeliveryBudgetNs)) {
+    return ThrowVfioError(env, op, 0, "no event loop to deliver its exits on", v->where, "ENOLOOP");
   }
-  t.release();  // the TSFN's finalizer owns it from here
+  t.release();  // freed once its queue is closed (Closed)
   // The thread takes only the signals it must: the synchronous faults (SIGBUS for revoked BARs)
   // and its kick. Set here, so no signal can reach it before it runs.
   sigset_t mask, old;
@@ -366,7 +393,7 @@ napi_value Start(napi_env env, napi_callback_info info) {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (err != 0) {
     raw->v = nullptr;
-    napi_release_threadsafe_function(raw->tsfn, napi_tsfn_abort);
+    raw->Close();
     return ThrowVfioError(env, "pthread_create", err, "vCPU thread", v->where);
   }
   pthread_setname_np(raw->tid, raw->name.substr(0, 15).c_str());
@@ -424,11 +451,7 @@ napi_value Ref(napi_env env, napi_callback_info info) {
   bool ref = true;
   if (t == nullptr) return nullptr;
   napi_get_value_bool(env, args[1], &ref);
-  if (ref) {
-    napi_ref_threadsafe_function(env, t->tsfn);
-  } else {
-    napi_unref_threadsafe_function(env, t->tsfn);
-  }
+  t->Ref(ref);
   return nullptr;
 }
 
@@ -473,10 +496,10 @@ void StopVcpuThread(VcpuState* v) {
   Kick(t);
   pthread_join(t->tid, nullptr);
   SnapshotStats(t, v->last_stats);
-  // What the TSFN still delivers (a queued hand-off or event) finds v == nullptr; the TSFN's
-  // finalizer frees t once its queue is drained.
+  // What the queue still holds is dropped; t is freed once the queue's handle is closed.
   t->v = nullptr;
   v->thread = nullptr;
+  t->Close();
 }
 
 void RegisterVcpuThread(napi_env env, napi_value exports) {

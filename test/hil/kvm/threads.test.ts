@@ -6,6 +6,9 @@
 // returned, a stale access. Every read must be V1 or all-ones (decode off, the BAR away, or a
 // revoked mapping: SIGBUS, reported), and nothing crashes. And a vCPU that triple-faults ends the
 // run while another runs.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { ExitTable, MemoryRegion, PciBus, VcpuSet, VfioPciDevice, type VcpuThreadFault } from '../../../lib';
 import { ExitTableListener } from '../../../lib/vmm/exit-table-listener';
 import { guestBinary, RESULTS } from '../../guest/guest';
@@ -122,4 +125,122 @@ describe('vCPU threads: a triple fault', () => {
       bus.close();
     }
   }, 90_000);
+});
+
+// Exits handed to JavaScript one after another (a guest writing its console a byte at a time does
+// this) must not hold the event loop: the loop serves hand-offs for a bounded time per turn, then
+// runs its timers. Each read here costs its handler 0.2 ms; a dispatcher that went on serving
+// every exit that arrived while it ran (a thread-safe function does, up to a thousand) would serve
+// hundreds between two ticks of a 1 ms timer. What the timer cannot tell apart is a turn that
+// never came because the lab's one CPU ran something else: then no reads are served either.
+describe('vCPU threads: hand-offs and the event loop', () => {
+  test('a guest whose every access is handed to JavaScript leaves the loop its timers', async () => {
+    const bus = new PciBus({ log: null });
+    const m = new GuestMachine(bus, { irqchip: false });
+    const A = 0xd000_0000;
+    const SLOW_READS = 2000;
+    let done = false;
+    let reads = 0;
+    bus.memory.root.addSubregion(
+      MemoryRegion.io('slow', 0x1000, {
+        read: () => {
+          reads++;
+          const until = performance.now() + 0.2;
+          while (performance.now() < until);
+          return V1;
+        },
+        write: () => undefined,
+      }),
+      A,
+    );
+    bus.io.root.addSubregion(
+      MemoryRegion.io('checkpoint', 1, { read: () => 0, write: (_o, _s, v) => void (done = v === 0xff) }),
+      CHECKPOINT_PORT,
+    );
+    let mostPerTick = 0;
+    let readsAtTick = 0;
+    const timer = setInterval(() => {
+      mostPerTick = Math.max(mostPerTick, reads - readsAtTick);
+      readsAtTick = reads;
+    }, 1);
+    try {
+      m.load(guestBinary('hammer'));
+      [A, SLOW_READS, V1, V2].forEach((v, i) => m.param(i, v));
+      const set = new VcpuSet([m.vcpu], { routing: { memory: bus.memory, io: bus.io, stop: () => done } });
+      try {
+        const end = await set.run({ timeoutMs: 100_000 });
+        expect(end).toEqual({ reason: 'stopped' });
+        expect(set.stats.handoffs).toBeGreaterThanOrEqual(SLOW_READS);
+      } finally {
+        set.stop();
+      }
+      expect(reads).toBe(SLOW_READS);
+      expect(m.ram.read32(RESULTS)).toBe(SLOW_READS);
+      // A turn serves 1 ms of hand-offs (5 reads and the one under way), and a 1 ms timer fires
+      // once a turn or more often: a few turns' worth between ticks at most.
+      expect(mostPerTick).toBeLessThanOrEqual(25);
+    } finally {
+      clearInterval(timer);
+      m.close();
+      bus.close();
+    }
+  }, 120_000);
+});
+
+// A worker whose vCPU thread is waiting for its exit's answer when the worker is terminated: the
+// environment's teardown stops and joins the thread and closes its queue; the process goes on and
+// no KVM object is left.
+describe('vCPU threads: a worker terminated while its vCPU hands off', () => {
+  const kvmFds = (): string[] =>
+    fs.readdirSync('/proc/self/fd').flatMap((fd) => {
+      try {
+        const t = fs.readlinkSync(`/proc/self/fd/${fd}`);
+        return t.startsWith('anon_inode:kvm') ? [t] : [];
+      } catch {
+        return []; // raced with a close
+      }
+    });
+
+  test('terminate() joins the thread and leaves nothing behind', async () => {
+    expect(kvmFds()).toEqual([]);
+    const root = path.resolve(__dirname, '../../..');
+    const worker = new Worker(
+      `
+      require('@swc-node/register');
+      const { parentPort, workerData } = require('node:worker_threads');
+      const { MemoryRegion, PciBus, VcpuSet } = require(workerData.root + '/lib');
+      const { GuestMachine } = require(workerData.root + '/test/guest/machine');
+      const { guestBinary } = require(workerData.root + '/test/guest/guest');
+      const bus = new PciBus({ log: null });
+      const m = new GuestMachine(bus, { irqchip: false });
+      m.load(guestBinary('hammer'));
+      [0xd0000000, 0x7fffffff, 1, 2].forEach((v, i) => m.param(i, v));
+      let told = false;
+      bus.memory.root.addSubregion(
+        MemoryRegion.io('slow', 0x1000, {
+          read: () => {
+            if (!told) parentPort.postMessage('handing off');
+            told = true;
+            return 1;
+          },
+          write: () => undefined,
+        }),
+        0xd0000000,
+      );
+      globalThis.kept = [bus, m, new VcpuSet([m.vcpu], { routing: { memory: bus.memory, io: bus.io } })];
+      globalThis.kept[2].run({ timeoutMs: 100000 });
+      `,
+      { eval: true, workerData: { root } },
+    );
+    try {
+      await new Promise((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+      expect(kvmFds().length).toBeGreaterThanOrEqual(2);
+    } finally {
+      await worker.terminate();
+    }
+    expect(kvmFds()).toEqual([]);
+  }, 120_000);
 });
