@@ -39,6 +39,8 @@ in_lab() {
   rm -f /tmp/bench-vmm.qemu /tmp/bench-vmm.node
   bash "$here/qemu-baseline.sh" --kernel "$kernel" --initrd "$initrd" --pings "$pings" --rtl "$rtl" \
     --mem "$mem" --record /tmp/bench-vmm.qemu --brief || echo "bench: the QEMU side exited $?"
+  # What the lab's one CPU allows an event loop with nothing else to do: the floor for the VMM's.
+  node -r @swc-node/register "$here/node-vmm.ts" --idle 10 || echo "bench: the idle baseline exited $?"
   # The Node VMM's RAM in huge pages: 128 of 2 MiB for 256 MiB, and some slack.
   echo $((mem / 2 + 12)) >/proc/sys/vm/nr_hugepages
   node -r @swc-node/register "$here/node-vmm.ts" --kernel "$kernel" --initrd "$initrd" --pings "$pings" \

@@ -5,12 +5,18 @@
  *
  *   node -r @swc-node/register scripts/vmm/node-vmm.ts --kernel FILE --initrd FILE
  *        [--pings N] [--rtl 8139cp|8139too] [--no-rtl] [--mem MIB] [--cpus N] [--hugepages yes|no]
- *        [--append ARGS] [--timeout SECS] [--reboots N] [--record FILE] [--brief]
+ *        [--append ARGS] [--timeout SECS] [--reboots N] [--record FILE] [--brief] [--nice N]
+ *        [--holds FILE]
+ *   node -r @swc-node/register scripts/vmm/node-vmm.ts --idle SECS
  *
  * Without --record it boots and shows every line with its time and the exits served so far. With
  * --record FILE it also writes the run record bench-report.ts reads (scripts/vmm/run-record.ts),
  * with the exit counts over each ping run (scripts/vmm/kvm-exit-probe.ts). --brief leaves out
- * the individual ping replies.
+ * the individual ping replies. --nice sets the vCPU threads' nice value; --holds FILE writes each
+ * hold of the event loop over 20 ms (where it began and what the VMM was doing) as JSON.
+ *
+ * With --idle it only watches its own event loop for SECS seconds with nothing else to do: the
+ * floor the lab's one CPU allows, which bench.sh prints beside the VMM's figures.
  */
 import * as fs from 'node:fs';
 // The compiled package, as a VMM built on it loads it: compiling lib/ on the fly would add tens of
@@ -76,19 +82,53 @@ export interface EventLoopFigures {
   readonly max: number;
   readonly ticks: number;
   readonly expectedTicks: number;
+  /** Each time the 5 ms interval came more than {@link HOLD_MS} late: where the loop was held. */
+  readonly holds: readonly LoopHold[];
+  /** When the watch began (performance.now()). */
+  readonly startMs: number;
+  /** How many gaps between ticks of the 5 ms interval fell in each of {@link GAP_BUCKETS} (ms). */
+  readonly gaps: readonly number[];
 }
+
+/** The upper bounds (ms) of the tick-gap buckets; the last bucket holds everything longer. */
+export const GAP_BUCKETS = [6, 8, 10, 15, 20, 50];
+
+/** One hold of the event loop: from `at` (ms since the watch began) for `ms`, during `where`. */
+export interface LoopHold {
+  readonly at: number;
+  readonly ms: number;
+  readonly where: string;
+}
+
+/** A gap between two ticks of the 5 ms interval longer than this is a hold worth naming. */
+export const HOLD_MS = 20;
 
 const RESOLUTION_MS = 10;
 
-/** Watch the event loop from now until the returned function is called. */
-export function watchEventLoop(): () => EventLoopFigures {
+/**
+ * Watch the event loop from now until the returned function is called. `where` names what the
+ * process is doing (asked at every tick): a hold is charged to what it was doing when it began.
+ */
+export function watchEventLoop(where: () => string = () => ''): () => EventLoopFigures {
   // 10 ms sampling (Node's default): a 1 ms timer would itself take the lab's one CPU from the vCPU
   // threads.
   const h = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
   h.enable();
   const start = performance.now();
   let ticks = 0;
-  const timer = setInterval(() => ticks++, 5);
+  let last = start;
+  let lastWhere = where();
+  const holds: LoopHold[] = [];
+  const gaps = new Array<number>(GAP_BUCKETS.length + 1).fill(0);
+  const timer = setInterval(() => {
+    ticks++;
+    const t = performance.now();
+    const b = GAP_BUCKETS.findIndex((u) => t - last <= u);
+    gaps[b < 0 ? GAP_BUCKETS.length : b]++;
+    if (t - last > HOLD_MS) holds.push({ at: last - start, ms: t - last - 5, where: lastWhere });
+    last = t;
+    lastWhere = where();
+  }, 5);
   return () => {
     clearInterval(timer);
     h.disable();
@@ -99,6 +139,9 @@ export function watchEventLoop(): () => EventLoopFigures {
       max: ms(h.max),
       ticks,
       expectedTicks: Math.floor((performance.now() - start) / 5),
+      holds,
+      startMs: start,
+      gaps,
     };
   };
 }
@@ -111,6 +154,37 @@ export function describeLoop(l: EventLoopFigures): string {
     `max ${l.max.toFixed(1)} ms; a 5 ms interval fired ${l.ticks} of ${l.expectedTicks} times (${share.toFixed(1)} %) ` +
     `[targets: p99 <= 2 ms, max <= 20 ms, >= 95 %]`
   );
+}
+
+/**
+ * Where the loop was held: the holds per phase (count, total, longest) and the longest few, so a
+ * missed target names its cause.
+ */
+export function describeHolds(l: EventLoopFigures, longest = 8): string {
+  let lo = 0;
+  const buckets = l.gaps.map((n, i) => {
+    const hi = GAP_BUCKETS[i];
+    const text = hi === undefined ? `>${lo}: ${n}` : `${lo}-${hi}: ${n}`;
+    lo = hi;
+    return text;
+  });
+  const gaps = `5 ms interval gaps (ms) ${buckets.join(', ')}`;
+  if (l.holds.length === 0) return `${gaps}; no hold of the event loop over ${HOLD_MS} ms`;
+  const phases = new Map<string, { n: number; total: number; max: number }>();
+  for (const h of l.holds) {
+    const phase = h.where.split(':')[0];
+    const p = phases.get(phase) ?? { n: 0, total: 0, max: 0 };
+    p.n++;
+    p.total += h.ms;
+    p.max = Math.max(p.max, h.ms);
+    phases.set(phase, p);
+  }
+  const per = [...phases].map(([k, p]) => `${k} ${p.n} (${p.total.toFixed(0)} ms, max ${p.max.toFixed(0)})`);
+  const top = [...l.holds]
+    .sort((a, b) => b.ms - a.ms)
+    .slice(0, longest)
+    .map((h) => `${h.ms.toFixed(0)} ms at ${(h.at / 1000).toFixed(2)} s in ${h.where}`);
+  return `${gaps}; holds over ${HOLD_MS} ms: ${l.holds.length}; ${per.join(', ')}; longest: ${top.join('; ')}`;
 }
 
 const json = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
@@ -159,7 +233,9 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
   const exits: PcExit[] = [];
   const shown = new Set<string>();
   let pc: PcMachine | undefined = undefined;
-  const stopWatch = watchEventLoop();
+  let phase = 'open';
+  let lastLine = '';
+  const stopWatch = watchEventLoop(() => `${phase}: ${lastLine.slice(0, 60)}`);
   pc = await PcMachine.open({
     kernel: opts.kernel,
     initrd: opts.initrd,
@@ -171,6 +247,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
     ...(opts.vcpuNice !== undefined ? { vcpuNice: opts.vcpuNice } : {}),
     hugepages: opts.hugepages ?? false,
     onLine: (text) => {
+      lastLine = text;
       const line = { t: now(), text };
       lines.push(line);
       if (pc) opts.onLine?.(line, pc);
@@ -186,6 +263,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
     },
   });
   event(`machine created in ${now().toFixed(2)} s`);
+  phase = 'run';
   try {
     event(
       `bars ${pc.bars.map((b) => `${b.slot}.${b.fn} bar${b.bar} ${b.type} 0x${b.address.toString(16)}+0x${b.size.toString(16)}`).join(', ')}`,
@@ -196,9 +274,12 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
       event(`exit at ${now().toFixed(2)} s: ${json(exit)}`);
       event(`reports ${json(pc.reportCounts)}, unserved exits ${pc.unservedExits}`);
       if (exit.reason !== 'reset' || boot >= (opts.reboots ?? 0)) break;
+      phase = 'reboot';
       pc.reboot();
+      phase = 'run';
     }
   } finally {
+    phase = 'close';
     await pc.closeAsync();
   }
   const loop = stopWatch();
@@ -245,7 +326,19 @@ function hugePagesFree(): string {
   }
 }
 
+/** The event loop of this process doing nothing else for `secs` seconds. */
+async function idle(secs: number): Promise<void> {
+  const stop = watchEventLoop(() => 'idle');
+  await new Promise((resolve) => setTimeout(resolve, secs * 1000));
+  const l = stop();
+  console.log(
+    `node| vmm: idle baseline (${secs} s, nothing running): ${describeLoop(l).replace(/^event loop from create to after close: /, '')}`,
+  );
+  console.log(`node| vmm: idle baseline: ${describeHolds(l)}`);
+}
+
 async function main(): Promise<void> {
+  if (process.argv.includes('--idle')) return idle(count('idle', '10'));
   // Module loading (the TypeScript loader compiling lib/) is not the VMM's start-up: times count
   // from here, as QEMU's side counts from its exec.
   const t0 = performance.now();
@@ -283,6 +376,7 @@ async function main(): Promise<void> {
       ...(process.argv.includes('--pings') ? { pings: count('pings', '0') } : {}),
       memMiB,
       cpus: count('cpus', '1'),
+      ...(process.argv.includes('--nice') ? { vcpuNice: Number(arg('nice')) } : {}),
       hugepages,
       append: arg('append', ''),
       timeoutMs: count('timeout', '120') * 1000,
@@ -303,6 +397,12 @@ async function main(): Promise<void> {
   }
   console.log(`${brief ? 'node| ' : ''}vmm: after close ${JSON.stringify(result.resources)}`);
   console.log(`${brief ? 'node| ' : ''}vmm: ${describeLoop(result.loop)}`);
+  console.log(`${brief ? 'node| ' : ''}vmm: ${describeHolds(result.loop)}`);
+  if (process.argv.includes('--holds')) {
+    const startUs =
+      Number(process.hrtime.bigint() / 1000n) - (performance.now() - result.loop.startMs) * 1000;
+    fs.writeFileSync(arg('holds'), JSON.stringify({ startUs, holds: result.loop.holds }));
+  }
   if (result.exits.at(-1)?.reason !== 'reset') process.exitCode = 1;
 }
 
