@@ -373,7 +373,9 @@ export class Vm implements SlotTarget, Disposable {
     };
     for (const v of [...this.#vcpus]) attempt(() => v.close());
     for (const a of [...this.#assigned]) attempt(() => a.release());
-    for (const s of this.slots.list()) attempt(() => this.removeSlot(s));
+    // No KVM_SET_USER_MEMORY_REGION per slot: the VM's slots go with it, and each removal would
+    // make KVM zap and wait for its readers. Only the record of them goes.
+    for (const s of this.slots.list()) this.slots.release(s);
     if (this.#vfioDevice !== null) {
       for (const fd of [...this.#vfioFiles]) {
         attempt(() =>

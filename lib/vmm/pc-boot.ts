@@ -40,7 +40,10 @@ export interface Boot {
   readonly layout: LinuxBootLayout;
   readonly routes: MsiRoutes;
   readonly set: VcpuSet;
+  /** Take the boot down: its vCPU threads first, then what they ran on, its VM last. */
   readonly close: () => void;
+  /** {@link close} with `turn()` awaited between its steps. */
+  readonly closeAsync: (turn: () => Promise<void>) => Promise<void>;
 }
 
 /** A passed-through device and the slot it sits in. */
@@ -82,6 +85,20 @@ export function allSteps(steps: (() => void)[]): void {
   if (errors.length > 0) throw errors[0];
 }
 
+/** {@link allSteps} with `turn()` awaited after each step. */
+export async function allStepsAsync(steps: (() => void)[], turn: () => Promise<void>): Promise<void> {
+  const errors: unknown[] = [];
+  for (const s of steps) {
+    try {
+      s();
+    } catch (e) {
+      errors.push(e);
+    }
+    await turn();
+  }
+  if (errors.length > 0) throw errors[0];
+}
+
 /** Guest RAM from address 0, as bytes (all of it: this machine keeps RAM below the PCI hole). */
 export function lowRam(machine: Machine): Uint8Array {
   const v = machine.gpaView(0, machine.ram.length);
@@ -112,10 +129,15 @@ export function startBoot(ctx: BootContext): Boot {
 
   const undo: (() => void)[] = [];
   const closeAll = (): void => allSteps(undo.splice(0).reverse());
+  const closeAllAsync = (turn: () => Promise<void>): Promise<void> =>
+    allStepsAsync(undo.splice(0).reverse(), turn);
   let built = false;
   try {
     const vm = ctx.kvm.createVm();
-    undo.push(() => vm.close());
+    // The VM goes before its memory listener: its slots go with it, so the listener's removal of
+    // each BAR's slot finds nothing left to ask KVM for.
+    let unlisten = (): void => undefined;
+    undo.push(() => allSteps([() => vm.close(), () => unlisten()]));
     vm.setTssAddr(TSS_ADDR);
     vm.createIrqchip();
     vm.createPit();
@@ -123,10 +145,9 @@ export function startBoot(ctx: BootContext): Boot {
     for (const r of machine.ramRanges) {
       vm.addSlot({ guestAddress: r.gpa, size: r.size, memory: ram, offset: r.offset, name: 'ram' });
     }
-    const unlisten = machine.bus.memory.addMemoryListener(
+    unlisten = machine.bus.memory.addMemoryListener(
       new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier }),
     );
-    undo.push(unlisten);
     // The ranges the vCPU threads serve themselves, kept equal to the flat views.
     const table = new ExitTable();
     undo.push(() => table.close());
@@ -204,7 +225,7 @@ export function startBoot(ctx: BootContext): Boot {
       ctx.onStopped(set);
     });
     built = true;
-    return { vm, vcpus, layout, routes, set, close: closeAll };
+    return { vm, vcpus, layout, routes, set, close: closeAll, closeAsync: closeAllAsync };
   } finally {
     if (!built) closeAll();
   }

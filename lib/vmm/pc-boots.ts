@@ -68,6 +68,13 @@ export class PcBoots {
     old?.close();
   }
 
+  /** {@link close} with `turn()` awaited between its steps. */
+  async closeAsync(turn: () => Promise<void>): Promise<void> {
+    const old = this.#boot;
+    this.#boot = null;
+    await old?.closeAsync(turn);
+  }
+
   /**
    * A PC's reset and the next boot: the current boot closed, every device reset
    * (`VfioPciDevice.reset('guest')`), the board reset, guest RAM cleared, BARs placed again and
@@ -83,7 +90,8 @@ export class PcBoots {
 
   /** {@link restart} off the event loop: resets on the thread pool, RAM cleared in pieces, `turn()` between. */
   async restartAsync(cmdline: string | undefined, turn: () => Promise<void>): Promise<void> {
-    this.#beginRestart(cmdline);
+    await this.closeAsync(turn);
+    if (cmdline !== undefined) this.#cmdline = cmdline;
     for (const d of this.#devices()) {
       let failure: unknown;
       await d.resetAsync('guest').catch((e: unknown) => (failure = e));

@@ -387,12 +387,12 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     if (this.#closed) return;
     this.#closed = true;
     const errors: unknown[] = [];
+    const turn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
     try {
-      this.#boots.close();
+      await this.#boots.closeAsync(turn);
     } catch (e) {
       errors.push(e);
     }
-    await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       await this.machine.closeAsync();
     } catch (e) {
