@@ -1,3 +1,10 @@
+/**
+ * VfioPciDevice: configuration-space virtualization, and the wiring of the parts other files build.
+ * It is past 400 lines because it is the device's whole public surface; apart from configuration
+ * space, each method is one call into the file that does the work: build.ts (the steps of an open),
+ * open.ts (opening by BDF), region.ts, bar-map.ts, msix-setup.ts, quirk-install.ts, rom.ts, dump.ts
+ * and reset.ts.
+ */
 import { ArgRangeError, closedError } from '../base/error';
 import { EventEmitter } from 'node:events';
 import type { PciBar } from './bar';
