@@ -2,7 +2,7 @@
 // event loop after each, and both must build the same device from the same device accesses.
 import { PciBus, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
 import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
-import { e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from './helpers';
+import { e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec, ticker } from './helpers';
 
 /** Everything a device shows of itself, as plain data. */
 function describeDevice(dev: VfioPciDevice) {
@@ -58,23 +58,6 @@ function placed(dev: VfioPciDevice) {
   if (dev.rom) dev.configWrite(0x30, 4, 0xfe00_0001);
   enableDecode(dev);
   return { mtree: dev.bus.mtree('memory'), io: dev.bus.mtree('io'), mapinfo: dev.mapinfo() };
-}
-
-/** A ticker on the event loop: how many turns it saw, and which turn it is now. */
-function ticker() {
-  let turns = 0;
-  let running = true;
-  const tick = (): void => {
-    turns++;
-    if (running) setImmediate(tick);
-  };
-  setImmediate(tick);
-  return {
-    get turns() {
-      return turns;
-    },
-    stop: () => void (running = false),
-  };
 }
 
 const sparse = (): FakeDeviceSpec => {

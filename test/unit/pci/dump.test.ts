@@ -1,6 +1,6 @@
 // The guest-view dump (dump.ts), synchronous and asynchronous.
 import { AbortError, VfioBridgeError } from '../../../lib/base/error';
-import { enableDecode, ivshmemSpec, openFake, placeBar } from './helpers';
+import { enableDecode, ivshmemSpec, openFake, placeBar, ticker } from './helpers';
 
 describe('dump', () => {
   it('dumps at the widest accepted width by default and never wider', () => {
@@ -31,28 +31,14 @@ describe('dumpAsync', () => {
     return { bus, fake, dev };
   }
 
-  /** Counts turns of the event loop until stopped. */
-  function ticker() {
-    let turns = 0;
-    let running = true;
-    const tick = (): void => {
-      turns++;
-      if (running) setImmediate(tick);
-    };
-    setImmediate(tick);
-    return () => {
-      running = false;
-      return turns;
-    };
-  }
-
   it('gives what dump gives, one guest access per value, with turns of the event loop between chunks', async () => {
     const { fake, dev } = setup();
     const sync = dev.dump(2, 0, 0x10000);
     const syncAccesses = fake.take();
-    const stop = ticker();
+    const t = ticker();
     expect(await dev.dumpAsync(2, 0, 0x10000)).toBe(sync);
-    const turns = stop();
+    const turns = t.turns;
+    t.stop();
     expect(fake.take()).toEqual(syncAccesses);
     // 8192 eight-byte reads, 256 per turn.
     expect(syncAccesses).toHaveLength(0x2000);

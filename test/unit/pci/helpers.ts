@@ -67,6 +67,23 @@ export function openFake(spec = e1000eSpec(), opts: VfioPciDeviceOptions = {}) {
   return { bus, fake, dev };
 }
 
+/** Counts the turns of the event loop from now until stopped. */
+export function ticker(): { readonly turns: number; stop(): void } {
+  let turns = 0;
+  let running = true;
+  const tick = (): void => {
+    turns++;
+    if (running) setImmediate(tick);
+  };
+  setImmediate(tick);
+  return {
+    get turns() {
+      return turns;
+    },
+    stop: () => void (running = false),
+  };
+}
+
 /** A fresh fake device opened on `bus`. */
 export function fake(spec: FakeDeviceSpec): FakeVfioDevice {
   return new FakeVfioDevice(spec);
