@@ -9,7 +9,10 @@ import { ArgTypeError } from '../base/error';
 import type { Container, Device, Group } from '../vfio';
 import type { VfioPciDeviceOptions } from './build';
 
-/** What a device opened by BDF holds besides the VFIO device: its group, and what to close with it. @internal */
+/**
+ * What a device opened by BDF holds besides the VFIO device: its group, and what to close with it.
+ * @internal
+ */
 export interface PciDeviceOwnership {
   /** The group the device was opened from, for KVM's VFIO device. */
   readonly group: { readonly fd: number };
