@@ -8,6 +8,7 @@ export * from './kvm';
 export * from './dma';
 export * from './vmm';
 export {
+  AbortError,
   ArgRangeError,
   ArgTypeError,
   KvmError,

@@ -7,6 +7,7 @@
  * error it wraps; where a syscall failed, `errno` (negative), `syscall` and `path` are shaped like
  * Node's own `SystemError`. Each layer has its subclass: {@link VfioError}, {@link KvmError}, and
  * lib/vmm's VmmError, lib/dma's DmaCommitError, lib/memory's MemoryTopologyError, the CLI's errors.
+ * {@link AbortError} is an operation its `AbortSignal` stopped, with the signal's reason as `cause`.
  *
  * Bad arguments are `TypeError`s and `RangeError`s, as Node's own are, with Node's `ERR_*` codes:
  * {@link ArgTypeError} (`ERR_INVALID_ARG_TYPE`) and {@link ArgRangeError} (`ERR_OUT_OF_RANGE`).
@@ -111,6 +112,19 @@ export class KvmError extends VfioBridgeError {
   constructor(init: Omit<VfioErrorInit, 'bdf'>) {
     super({ ...init, syscall: init.syscall ?? (init.errno !== undefined ? syscallOf(init.op) : undefined) });
     this.op = init.op;
+  }
+}
+
+/**
+ * An operation its `AbortSignal` stopped, as Node reports one (name `AbortError`, code `ABORT_ERR`),
+ * with the signal's reason as `cause`.
+ */
+export class AbortError extends VfioBridgeError {
+  override readonly name: string = 'AbortError';
+
+  /** `what` names the operation, e.g. `0000:00:05.0 dump of BAR 2`. */
+  constructor(what: string, reason: unknown) {
+    super({ message: `${what} was aborted`, code: 'ABORT_ERR', cause: reason });
   }
 }
 

@@ -60,11 +60,19 @@ export function isVfioError(e: unknown): e is Error & { code: string } {
 export class DeviceReporter {
   #count = 0;
   readonly #log: RateLimitedLog;
-  readonly #emitter: EventEmitter | null;
+  #emitter: EventEmitter | null;
 
   /** `emitter` hears each report as its `device-error` event (the device itself, for a VfioPciDevice). */
   constructor(opts: DeviceReportOptions = {}, emitter: EventEmitter | null = null) {
     this.#log = new RateLimitedLog(opts, defaultLog);
+    this.#emitter = emitter;
+  }
+
+  /**
+   * From now on `emitter` hears each report. A device is built before it exists as an emitter, and
+   * nobody can listen to it meanwhile: what the build reports is counted and logged only.
+   */
+  emitTo(emitter: EventEmitter): void {
     this.#emitter = emitter;
   }
 

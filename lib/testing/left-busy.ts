@@ -6,6 +6,20 @@
  * show what the user of the device fd last wrote.
  */
 import { VfioBridgeError } from '../base/error';
+import { walkCapabilities } from '../pci/config';
+import {
+  PCI_CAP_ID_MSI,
+  PCI_CAP_ID_MSIX,
+  PCI_CAP_ID_PM,
+  PCI_COMMAND,
+  PCI_COMMAND_MASTER,
+  PCI_CONFIG_SPACE_SIZE,
+  PCI_MSI_FLAGS,
+  PCI_MSI_FLAGS_ENABLE,
+  PCI_MSIX_FLAGS,
+  PCI_MSIX_FLAGS_ENABLE,
+  PCI_PM_CTRL,
+} from '../pci/constants';
 
 /** One byte-wide-or-wider read of config space. */
 export type ConfigRead = (offset: number, size: 1 | 2 | 4) => number;
@@ -22,31 +36,15 @@ export interface LeftBusyFinding {
   problem: string;
 }
 
-const PCI_COMMAND = 0x04;
-const PCI_STATUS = 0x06;
-const PCI_CAPABILITY_LIST = 0x34;
-const PCI_STATUS_CAP_LIST = 0x10;
-const PCI_COMMAND_MASTER = 0x4;
-const PCI_CAP_ID_PM = 0x01;
-const PCI_CAP_ID_MSI = 0x05;
-const PCI_CAP_ID_MSIX = 0x11;
-const PCI_MSI_FLAGS_ENABLE = 0x1;
-const PCI_MSIX_FLAGS_ENABLE = 0x8000;
-const PCI_PM_CTRL = 4;
 const PCI_PM_CTRL_STATE_MASK = 0x3;
 
 const hex = (v: number, digits = 2): string => `0x${v.toString(16).padStart(digits, '0')}`;
 
-/** The standard capabilities, id to offset (the first of each id), guarded against loops. */
+/** The standard capabilities, id to offset (the first of each id), as lib/pci walks them. */
 function capabilities(read: ConfigRead): Map<number, number> {
   const caps = new Map<number, number>();
-  if ((read(PCI_STATUS, 2) & PCI_STATUS_CAP_LIST) === 0) return caps;
-  let ptr = read(PCI_CAPABILITY_LIST, 1) & 0xfc;
-  for (let guard = 0; ptr >= 0x40 && guard < 48; guard++) {
-    const id = read(ptr, 1);
-    if (!caps.has(id)) caps.set(id, ptr);
-    ptr = read(ptr + 1, 1) & 0xfc;
-  }
+  for (const c of walkCapabilities(read, PCI_CONFIG_SPACE_SIZE))
+    if (!caps.has(c.id)) caps.set(c.id, c.offset);
   return caps;
 }
 
@@ -65,18 +63,23 @@ export function leftBusyFindings(read: ConfigRead): LeftBusyFinding[] {
   const caps = capabilities(read);
   const msi = caps.get(PCI_CAP_ID_MSI);
   if (msi !== undefined) {
-    const v = read(msi + 2, 2);
+    const v = read(msi + PCI_MSI_FLAGS, 2);
     if (v & PCI_MSI_FLAGS_ENABLE) {
-      out.push({ register: 'MSI control', offset: msi + 2, value: v, problem: 'MSI is enabled (bit 0)' });
+      out.push({
+        register: 'MSI control',
+        offset: msi + PCI_MSI_FLAGS,
+        value: v,
+        problem: 'MSI is enabled (bit 0)',
+      });
     }
   }
   const msix = caps.get(PCI_CAP_ID_MSIX);
   if (msix !== undefined) {
-    const v = read(msix + 2, 2);
+    const v = read(msix + PCI_MSIX_FLAGS, 2);
     if (v & PCI_MSIX_FLAGS_ENABLE) {
       out.push({
         register: 'MSI-X control',
-        offset: msix + 2,
+        offset: msix + PCI_MSIX_FLAGS,
         value: v,
         problem: 'MSI-X is enabled (bit 15)',
       });

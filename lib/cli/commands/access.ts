@@ -2,6 +2,7 @@
 
 import type { Command } from 'commander';
 
+import { AbortError } from '../../base/error';
 import { VfioError } from '../../base/native-errors';
 import { UsageError } from '../errors';
 import { type CliIo, Progress } from '../io';
@@ -191,7 +192,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       .option('--json', 'JSON output (vfio-bridge schema dump)'),
     'vfio-bridge dump 0000:03:00.0 config 0 64 --width 4',
   ).action(
-    (
+    async (
       arg: string,
       regionArg: string,
       offsetArg: string,
@@ -218,6 +219,10 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
         const n = Math.min(chunk, count - i);
         for (const x of port.readMany(offset + i * width, n, width)) values.push(x);
         progress.update((i + n) * width);
+        if (i + n >= count) break;
+        // A turn between chunks, so that Ctrl-C (io.signal) stops a long dump.
+        await new Promise(setImmediate);
+        if (io.signal?.aborted) throw new AbortError(`dump ${bdf} ${REGION_NAMES[region]}`, io.signal.reason);
       }
       if (o.json) {
         jsonOut(io, 'dump', {

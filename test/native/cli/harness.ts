@@ -14,11 +14,15 @@ export interface CliRun {
   stderr: string;
 }
 
-/** Run the CLI in-process with `env` (sysfs root, state file, pci.ids) and a scripted confirmation. */
+/**
+ * Run the CLI in-process with `env` (sysfs root, state file, pci.ids), a scripted confirmation and
+ * the operator's Ctrl-C as `signal`.
+ */
 export async function cli(
   argv: string[],
   env: NodeJS.ProcessEnv,
   confirm: boolean | null = null,
+  signal?: AbortSignal,
 ): Promise<CliRun> {
   let stdout = '';
   let stderr = '';
@@ -28,6 +32,7 @@ export async function cli(
     errIsTty: false,
     env,
     confirm: async () => confirm,
+    ...(signal ? { signal } : {}),
   };
   const code = await run(argv, io);
   return { code, stdout, stderr };

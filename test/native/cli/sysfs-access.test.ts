@@ -75,6 +75,27 @@ test('read and dump go through config and resourceN at the width asked', async (
   expect(d.stdout).toMatch(/^00000000: 0x8086 0x100e 0x0000 0x0010 /);
 });
 
+test('a dump stops between two chunks on Ctrl-C, with nothing on stdout', async () => {
+  // A 64 KiB BAR 0: sixteen chunks of 4 KiB.
+  const dir = path.join(tmp.dir, 'sys/bus/pci/devices', BDF);
+  fs.writeFileSync(path.join(dir, 'resource0'), Buffer.alloc(0x10000, 0x5a));
+  const lines = fs.readFileSync(path.join(dir, 'resource'), 'utf8').split('\n');
+  lines[0] = [0xfeb00000, 0xfeb0ffff, 0x40200].map((v) => `0x${v.toString(16).padStart(16, '0')}`).join(' ');
+  fs.writeFileSync(path.join(dir, 'resource'), lines.join('\n'));
+  const argv = ['dump', BDF, 'bar0', '0', '0x10000', '-w', '4', '--no-progress'];
+  const stop = new AbortController();
+  const running = cli(argv, env, null, stop.signal);
+  setImmediate(() => stop.abort());
+  expect(await running).toEqual({
+    code: 1,
+    stdout: '',
+    stderr: `vfio-bridge: dump ${BDF} bar0 was aborted [ABORT_ERR]\n`,
+  });
+  const whole = await cli(argv, env, null, new AbortController().signal);
+  expect(whole.code).toBe(0);
+  expect(whole.stdout.split('\n')).toHaveLength(0x1000 + 1);
+});
+
 test('what sysfs cannot do is refused with what to do instead', async () => {
   const wide = await cli(['read', BDF, 'config', '0', '-w', '8'], env);
   expect(wide.code).toBe(1);

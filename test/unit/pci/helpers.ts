@@ -1,4 +1,4 @@
-import type { MapInfoRange, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { type MapInfoRange, PciBus, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
 import { FakeVfioDevice, type FakeDeviceSpec } from './fake-device';
 
 /** An e1000e-like device: two 128 KiB memory BARs, an I/O BAR, and MSI-X at the start of BAR 3. */
@@ -57,6 +57,31 @@ export function barRanges(dev: VfioPciDevice, bar: number): [number, number, str
     .mapinfo()
     .filter((r: MapInfoRange) => r.bar === bar)
     .map((r) => [r.barOffset, r.size, r.name, r.mapinfo]);
+}
+
+/** A fake device of `spec` (e1000e by default) opened on a bus of its own. */
+export function openFake(spec = e1000eSpec(), opts: VfioPciDeviceOptions = {}) {
+  const bus = new PciBus();
+  const fake = new FakeVfioDevice(spec);
+  const dev = VfioPciDevice.open(bus, fake, opts);
+  return { bus, fake, dev };
+}
+
+/** Counts the turns of the event loop from now until stopped. */
+export function ticker(): { readonly turns: number; stop(): void } {
+  let turns = 0;
+  let running = true;
+  const tick = (): void => {
+    turns++;
+    if (running) setImmediate(tick);
+  };
+  setImmediate(tick);
+  return {
+    get turns() {
+      return turns;
+    },
+    stop: () => void (running = false),
+  };
 }
 
 /** A fresh fake device opened on `bus`. */
