@@ -151,20 +151,3 @@ function readConfig(io: RegionIo, opts: VfioPciDeviceOptions): ConfigParts {
     implemented,
   };
 }
-
-/** runSteps: runs steps at once, and returns what they return. @internal */
-export function runSteps<T>(steps: Generator<unknown, T>): T {
-  let step = steps.next();
-  while (!step.done) step = steps.next();
-  return step.value;
-}
-
-/** runStepsAsync: runs steps with a turn of the event loop after each. @internal */
-export async function runStepsAsync<T>(steps: Generator<unknown, T>): Promise<T> {
-  let step = steps.next();
-  while (!step.done) {
-    await new Promise(setImmediate);
-    step = steps.next();
-  }
-  return step.value;
-}

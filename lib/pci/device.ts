@@ -9,14 +9,8 @@ import { ArgRangeError, closedError } from '../base/error';
 import { EventEmitter } from 'node:events';
 import type { PciBar } from './bar';
 import { unmapBars, updateMappings } from './bar-map';
-import {
-  buildDevice,
-  type BuildStep,
-  type PciDeviceParts,
-  runSteps,
-  runStepsAsync,
-  type VfioPciDeviceOptions,
-} from './build';
+import { buildDevice, type BuildStep, type PciDeviceParts, type VfioPciDeviceOptions } from './build';
+import { runSteps, runStepsAsync } from '../base/steps';
 import type { MapInfoRange, PciBus } from './bus';
 import { type EmulatedConfig, mergeBits, type PciCapability } from './config';
 import {

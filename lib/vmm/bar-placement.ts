@@ -1,3 +1,4 @@
+import { runSteps } from '../base/steps';
 import { ArgRangeError } from '../base/error';
 import type { PciConfigTarget, PciHostBridge } from './pci-host';
 
@@ -88,6 +89,28 @@ export function placeBars(
   windows: PciWindows = DEFAULT_PCI_WINDOWS,
   opts: PlaceBarsOptions = {},
 ): PlacedBar[] {
+  const plan = runSteps(placeBarsSteps(host, windows, opts));
+  plan.enable();
+  return plan.placed;
+}
+
+/** What {@link placeBarsSteps} leaves: the BARs programmed, decode still off until `enable()`. */
+export interface BarPlan {
+  readonly placed: PlacedBar[];
+  /** Write the interrupt lines and turn decode on: the one step listeners see (run it in a transaction). */
+  enable(): void;
+}
+
+/**
+ * placeBarsSteps: {@link placeBars} in steps, a function at a time (each function's sizing, then
+ * each function's BARs programmed), with decode off throughout, so no step changes what the guest
+ * or a listener sees; `enable()` then turns decode on for all of them at once.
+ */
+export function* placeBarsSteps(
+  host: PciHostBridge,
+  windows: PciWindows = DEFAULT_PCI_WINDOWS,
+  opts: PlaceBarsOptions = {},
+): Generator<'probe' | 'program', BarPlan> {
   checkWindow(windows.mem32, 'mem32', 2 ** 32);
   if (windows.mem64) checkWindow(windows.mem64, 'mem64', 2 ** 53);
   checkWindow(windows.io, 'io', 0x10000);
@@ -102,6 +125,7 @@ export function placeBars(
       );
     }
     requests.push(...probe(slot, fn, target, opts.roms ?? true, minMem));
+    yield 'probe';
   }
 
   // Largest first packs naturally aligned BARs without holes; ties keep devfn and BAR order.
@@ -128,7 +152,8 @@ export function placeBars(
 
   const out: PlacedBar[] = [];
   const byFunction = new Map<PciConfigTarget, { slot: number; fn: number; cmd: number }>();
-  for (const r of requests) {
+  for (const [i, r] of requests.entries()) {
+    if (i > 0 && r.target !== requests[i - 1].target) yield 'program';
     const addr = placed.get(r) as number;
     const t = r.target;
     if (r.bar === 6) {
@@ -153,15 +178,17 @@ export function placeBars(
       address: addr,
     });
   }
-  for (const { slot, target } of host.functions()) {
-    const pin = target.configRead(PCI_INTERRUPT_PIN, 1);
-    if (opts.intxGsi && pin >= 1 && pin <= 4) {
-      target.configWrite(PCI_INTERRUPT_LINE, 1, opts.intxGsi(slot, pin) & 0xff);
+  const enable = (): void => {
+    for (const { slot, target } of host.functions()) {
+      const pin = target.configRead(PCI_INTERRUPT_PIN, 1);
+      if (opts.intxGsi && pin >= 1 && pin <= 4) {
+        target.configWrite(PCI_INTERRUPT_LINE, 1, opts.intxGsi(slot, pin) & 0xff);
+      }
+      const cmd = byFunction.get(target)?.cmd ?? 0;
+      if (cmd) target.configWrite(PCI_COMMAND, 2, (target.configRead(PCI_COMMAND, 2) | cmd) & 0xffff);
     }
-    const cmd = byFunction.get(target)?.cmd ?? 0;
-    if (cmd) target.configWrite(PCI_COMMAND, 2, (target.configRead(PCI_COMMAND, 2) | cmd) & 0xffff);
-  }
-  return out;
+  };
+  return { placed: out, enable };
 }
 
 /** Sizes the BARs and ROM of one function, with decode off and every register restored after. */

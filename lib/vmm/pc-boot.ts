@@ -15,6 +15,7 @@ import {
   type Vcpu,
   type Vm,
 } from '../kvm';
+import { allSteps, allStepsAsync } from '../base/steps';
 import type { Machine } from './machine';
 import type { VfioPciDevice } from '../pci';
 import { Device } from '../vfio';
@@ -72,60 +73,37 @@ export interface BootContext {
   onStopped(set: VcpuSet): void;
 }
 
-/** Runs every step even when one throws; throws the first error at the end. */
-export function allSteps(steps: (() => void)[]): void {
-  const errors: unknown[] = [];
-  for (const s of steps) {
-    try {
-      s();
-    } catch (e) {
-      errors.push(e);
-    }
-  }
-  if (errors.length > 0) throw errors[0];
-}
-
-/** {@link allSteps} with `turn()` awaited after each step. */
-export async function allStepsAsync(steps: (() => void)[], turn: () => Promise<void>): Promise<void> {
-  const errors: unknown[] = [];
-  for (const s of steps) {
-    try {
-      s();
-    } catch (e) {
-      errors.push(e);
-    }
-    await turn();
-  }
-  if (errors.length > 0) throw errors[0];
-}
-
 /** Guest RAM from address 0, as bytes (all of it: this machine keeps RAM below the PCI hole). */
 export function lowRam(machine: Machine): Uint8Array {
   const v = machine.gpaView(0, machine.ram.length);
   return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 }
 
-/**
- * startBoot: load Linux into guest RAM and build the boot's VM; nothing is left open if it throws.
- * One step on purpose: with the event loop given turns between its parts (VM and slots, listeners,
- * interrupt routing, vCPUs), bench:vmm measured the guest's own boot 2.5 s slower in the lab, for a
- * reason not yet understood, so the VM is built in one go.
- */
-export function startBoot(ctx: BootContext): Boot {
-  const machine = ctx.machine;
-  const ram = machine.ram;
-  const bytes = lowRam(machine);
+/** loadBootImages: the MP table and Linux (kernel, initramfs, command line) in guest RAM. */
+export function loadBootImages(ctx: BootContext): LinuxBootLayout {
+  const bytes = lowRam(ctx.machine);
   writeMpTable(bytes.subarray(MPTABLE_START), MPTABLE_START, {
     cpus: ctx.cpus,
     intx: pciIntxRoutes(ctx.host),
   });
-  const layout = loadLinux({
+  return loadLinux({
     ram: bytes,
     kernel: ctx.kernel,
     cmdline: ctx.cmdline,
     ...(ctx.initrd ? { initrd: ctx.initrd } : {}),
-    e820: pcE820({ ramSize: ram.length, pciHoleStart: PCI_HOLE }),
+    e820: pcE820({ ramSize: ctx.machine.ram.length, pciHoleStart: PCI_HOLE }),
   });
+}
+
+/**
+ * startBoot: build the boot's VM for Linux loaded at `layout`; nothing is left open if it throws.
+ * One step on purpose: with the event loop given turns between its parts (VM and slots, listeners,
+ * interrupt routing, vCPUs), bench:vmm measured the guest's own boot 2.5 s slower in the lab, for a
+ * reason not yet understood, so the VM is built in one go.
+ */
+export function startBoot(ctx: BootContext, layout: LinuxBootLayout): Boot {
+  const machine = ctx.machine;
+  const ram = machine.ram;
 
   const undo: (() => void)[] = [];
   const closeAll = (): void => allSteps(undo.splice(0).reverse());

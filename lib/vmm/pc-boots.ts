@@ -6,9 +6,9 @@
  */
 import { transaction } from '../memory';
 import type { VfioPciDevice } from '../pci';
-import { DEFAULT_PCI_WINDOWS, placeBars, type PlacedBar } from './bar-placement';
+import { DEFAULT_PCI_WINDOWS, placeBars, placeBarsSteps, type PlacedBar } from './bar-placement';
 import { pciIntxGsi } from './intx';
-import { lowRam, startBoot, type Boot, type BootContext } from './pc-boot';
+import { loadBootImages, lowRam, startBoot, type Boot, type BootContext } from './pc-boot';
 
 /** Guest RAM cleared per turn of the event loop at a reboot: a few ms of memset each. */
 const CLEAR_CHUNK = 16 * 2 ** 20;
@@ -51,14 +51,26 @@ export class PcBoots {
   /** Firmware, then the first boot. */
   first(): void {
     this.#firmware();
-    this.#start(startBoot(this.#context()));
+    const ctx = this.#context();
+    this.#start(startBoot(ctx, loadBootImages(ctx)));
   }
 
   /** {@link first} with `turn()` awaited between the steps. */
   async firstAsync(turn: () => Promise<void>): Promise<void> {
-    this.#firmware();
+    const steps = placeBarsSteps(this.#ctx.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
+    let step = steps.next();
+    while (!step.done) {
+      await turn();
+      step = steps.next();
+    }
+    const plan = step.value;
+    transaction(() => plan.enable());
+    this.#bars = plan.placed;
     await turn();
-    this.#start(startBoot(this.#context()));
+    const ctx = this.#context();
+    const layout = loadBootImages(ctx);
+    await turn();
+    this.#start(startBoot(ctx, layout));
   }
 
   /** Close the current boot: its vCPU threads first, then its VM. */

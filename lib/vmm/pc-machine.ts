@@ -31,8 +31,9 @@ import type { PlacedBar } from './bar-placement';
 import { parseBzImage } from './boot/bzimage';
 import type { LinuxBootLayout } from './boot/load-linux';
 import { VmmError } from './errors';
-import { allSteps, type RoutedDevice } from './pc-boot';
-import { abandon, createMachine, openKvm } from './pc-parts';
+import { allSteps, allStepsAsync, turn } from '../base/steps';
+import type { RoutedDevice } from './pc-boot';
+import { abandon, createMachine, createMachineAsync, openKvm } from './pc-parts';
 import { PcBoots } from './pc-boots';
 import { addLegacyPorts } from './pc-legacy-io';
 import { PcReports } from './pc-reports';
@@ -207,26 +208,27 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
       readInputAsync('kernel', opts.kernel),
       opts.initrd !== undefined ? readInputAsync('initramfs', opts.initrd) : undefined,
     ]);
-    parseBzImage(kernel);
     // Between the steps, the loop gets a turn and an abort is taken: what was built is closed.
-    const turn = async (): Promise<void> => {
-      await new Promise<void>((resolve) => setImmediate(resolve));
+    const step = async (): Promise<void> => {
+      await turn();
       signal?.throwIfAborted();
     };
-    signal?.throwIfAborted();
+    await step();
+    parseBzImage(kernel);
     const kvm = openKvm(opts);
     let machine: Machine | undefined;
     let pc: PcMachine | undefined;
     try {
-      await turn();
-      machine = createMachine(opts, checked.ramSize);
+      await step();
+      machine = await createMachineAsync(opts, checked.ramSize);
+      await step();
       pc = new PcMachine(opts, { kernel, initrd }, machine, kvm);
       for (const [i, spec] of (opts.devices ?? []).entries()) {
-        await turn();
+        await step();
         pc.#attach(await machine.addDeviceAsync(spec.bdf, deviceOptions(spec)), spec, i);
       }
-      await turn();
-      await pc.#boots.firstAsync(turn);
+      await step();
+      await pc.#boots.firstAsync(step);
       return pc;
     } catch (e) {
       abandon(pc ?? machine, kvm);
@@ -386,24 +388,11 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
   async closeAsync(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    const errors: unknown[] = [];
-    const turn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
-    try {
-      await this.#boots.closeAsync(turn);
-    } catch (e) {
-      errors.push(e);
-    }
-    try {
-      await this.machine.closeAsync();
-    } catch (e) {
-      errors.push(e);
-    }
-    try {
-      this.kvm.close();
-    } catch (e) {
-      errors.push(e);
-    }
-    if (errors.length > 0) throw errors[0];
+    await allStepsAsync([
+      () => this.#boots.closeAsync(turn),
+      () => this.machine.closeAsync(),
+      () => this.kvm.close(),
+    ]);
   }
 
   /** Same as {@link PcMachine.close}, for `using`. */

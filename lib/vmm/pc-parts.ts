@@ -4,7 +4,7 @@
  * given back.
  */
 import { Kvm } from '../kvm';
-import { Machine } from './machine';
+import { Machine, type MachineOptions } from './machine';
 import { GiB, PCI_HOLE, type PcMachineOptions } from './pc-options';
 
 /** The KVM a PcMachine needs, with the capabilities it relies on checked. */
@@ -17,13 +17,22 @@ export function openKvm(opts: PcMachineOptions): Kvm {
 
 /** Guest RAM below the PCI hole at 3 GiB, and the bus. */
 export function createMachine(opts: PcMachineOptions, ramSize: number): Machine {
-  return Machine.create({
+  return Machine.create(machineOptions(opts, ramSize));
+}
+
+/** {@link createMachine} with turns of the event loop between its steps. */
+export function createMachineAsync(opts: PcMachineOptions, ramSize: number): Promise<Machine> {
+  return Machine.createAsync(machineOptions(opts, ramSize));
+}
+
+function machineOptions(opts: PcMachineOptions, ramSize: number): MachineOptions {
+  return {
     ramSize,
     pciHole: { start: PCI_HOLE, size: GiB },
     bus: { log: null },
     dma: { log: null },
     hugepages: opts.hugepages ?? false,
-  });
+  };
 }
 
 /** Undo a create or open that failed halfway: what was built, then the KVM fd. */

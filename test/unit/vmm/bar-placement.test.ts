@@ -6,6 +6,7 @@ import {
   PciHostBridge,
   pciIntxGsi,
   placeBars,
+  placeBarsSteps,
 } from '../../../lib/vmm';
 import { type FakeBarSpec, FakeVfioDevice } from '../pci/fake-device';
 import { e1000eSpec, ivshmemSpec, rtl8139Spec } from '../pci/helpers';
@@ -24,6 +25,31 @@ function machine() {
 }
 
 describe('placeBars', () => {
+  it('in steps, a function at a time: the same placement, nothing decoded or mapped until enable()', () => {
+    const a = machine();
+    [a.open(5, e1000eSpec()), a.open(4, rtl8139Spec()), a.open(6, ivshmemSpec())];
+    const atOnce = placeBars(a.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
+    const b = machine();
+    const devs = [b.open(5, e1000eSpec()), b.open(4, rtl8139Spec()), b.open(6, ivshmemSpec())];
+    const steps = placeBarsSteps(b.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
+    const seen: string[] = [];
+    let step = steps.next();
+    while (!step.done) {
+      seen.push(step.value);
+      // Between the steps, no device decodes and the bus maps none of their BARs.
+      expect(devs.map((d) => d.command & 0x3)).toEqual([0, 0, 0]);
+      expect(b.bus.mapinfo().filter((r) => r.bdf !== undefined)).toEqual([]);
+      step = steps.next();
+    }
+    expect(seen).toEqual(['probe', 'probe', 'probe', 'program', 'program']);
+    expect(devs.map((d) => d.command & 0x3)).toEqual([0, 0, 0]);
+    step.value.enable();
+    expect(step.value.placed).toEqual(atOnce);
+    expect(b.bus.mapinfo()).toEqual(a.bus.mapinfo());
+    a.bus.close();
+    b.bus.close();
+  });
+
   it("places the lab devices' BARs naturally aligned, largest first, and turns decode on", () => {
     const { bus, host, open } = machine();
     const e1000e = open(5, e1000eSpec());

@@ -1,0 +1,60 @@
+/**
+ * Work done in steps. A generator of steps runs at once (the synchronous form of an operation) or
+ * with a turn of the event loop after each step (its asynchronous form), so that both forms do the
+ * same work in the same order. And a list of undo steps that must all run, even when one throws.
+ */
+
+/** A turn of the event loop: I/O and timers run before the promise settles. */
+export function turn(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+/** runSteps: runs steps at once, and returns what they return. @internal */
+export function runSteps<T>(steps: Generator<unknown, T>): T {
+  let step = steps.next();
+  while (!step.done) step = steps.next();
+  return step.value;
+}
+
+/** runStepsAsync: runs steps with a turn of the event loop after each. @internal */
+export async function runStepsAsync<T>(steps: Generator<unknown, T>): Promise<T> {
+  let step = steps.next();
+  while (!step.done) {
+    await turn();
+    step = steps.next();
+  }
+  return step.value;
+}
+
+/** allSteps: runs every step even when one throws; throws the first error at the end. @internal */
+export function allSteps(steps: (() => void)[]): void {
+  const errors: unknown[] = [];
+  for (const s of steps) {
+    try {
+      s();
+    } catch (e) {
+      errors.push(e);
+    }
+  }
+  if (errors.length > 0) throw errors[0];
+}
+
+/**
+ * allStepsAsync: {@link allSteps} for steps that may return promises, with `between()` (a turn of
+ * the loop unless given) awaited after each. @internal
+ */
+export async function allStepsAsync(
+  steps: (() => void | Promise<void>)[],
+  between: () => Promise<void> = turn,
+): Promise<void> {
+  const errors: unknown[] = [];
+  for (const s of steps) {
+    try {
+      await s();
+    } catch (e) {
+      errors.push(e);
+    }
+    await between();
+  }
+  if (errors.length > 0) throw errors[0];
+}
