@@ -5,7 +5,13 @@ export { Vcpu, type RunOptions, type RunResult } from './vcpu';
 export { type AccessExit, type VcpuExit } from './exit';
 export { routeAccess, type ExitRouting, type RoutedAccess } from './exit-routing';
 export { ExitTable, type ExitSpace, type ExitTableEntry } from './exit-table';
-export { VcpuThread, type ParkReason, type VcpuThreadFault, type VcpuThreadHandlers } from './vcpu-thread';
+export {
+  VcpuThread,
+  type ParkReason,
+  type VcpuThreadFault,
+  type VcpuThreadHandlers,
+  type VcpuThreadStats,
+} from './vcpu-thread';
 export { SlotTable, type HostMemory, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
 export {
   KvmMemoryListener,

@@ -1,6 +1,6 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { errnoName } from '../base';
-import { native, type NativeKvmVcpu, type NativeVcpuThreadStats } from '../native';
+import { native, type NativeKvmVcpu } from '../native';
 import { kvmError } from './errors';
 import { decodeExit, EXIT_RECORD, writeAnswer, writtenValue, type AccessExit, type VcpuExit } from './exit';
 import type { ExitSpace, ExitTable } from './exit-table';
@@ -38,6 +38,20 @@ export interface VcpuThreadHandlers {
   onFault?(fault: VcpuThreadFault): void;
 }
 
+/** A vCPU thread's counters since it started. */
+export interface VcpuThreadStats {
+  /** MMIO exits served on the thread from the exit table, without JavaScript. */
+  mmio: number;
+  /** Port exits served on the thread from the exit table, without JavaScript. */
+  pio: number;
+  /** Exits handed to JavaScript ({@link VcpuThreadHandlers.onExit}). */
+  handoffs: number;
+  /** Accesses served on the thread that failed (a revoked mapping, a failed pread or pwrite). */
+  faults: number;
+  /** KVM_RUN calls. */
+  runs: number;
+}
+
 /** @internal What a Vcpu hands its thread. */
 export interface VcpuThreadPort {
   handle: NativeKvmVcpu;
@@ -62,7 +76,7 @@ export class VcpuThread {
   #resumes = 0;
   #waiters: (() => void)[] = [];
   // The counters as the thread left them, kept past the vCPU's close.
-  #final: NativeVcpuThreadStats | null = null;
+  #final: VcpuThreadStats | null = null;
 
   /** @internal Use Vcpu.startThread. */
   constructor(
@@ -99,7 +113,7 @@ export class VcpuThread {
   }
 
   /** The thread's counters: exits served on it, hand-offs, faults, KVM_RUN calls. */
-  get stats(): NativeVcpuThreadStats {
+  get stats(): VcpuThreadStats {
     return this.#final ?? native.kvmVcpuStats(this.#port.handle);
   }
 

@@ -31,3 +31,4 @@ export {
   type MtreeNodeJson,
   type MtreeFlatJson,
 } from './mtree';
+export type { RateLimitedLogOptions } from './rate-limited-log';

@@ -54,6 +54,7 @@ import {
 import { PciHostBridge } from './pci-host';
 import { COM1_IRQ, Uart16550 } from './uart';
 
+export type { PcExitCounts } from './pc-run';
 export type {
   PcDeviceSpec,
   PcExit,
