@@ -101,16 +101,17 @@ export class PingRunProbe {
     this.#record = record;
   }
 
-  onLine(line: string, own: Counters): void {
+  /** Reads the counters at a ping run's start and done markers; true when `line` was one. */
+  onLine(line: string, own: Counters): boolean {
     const m = /^guest: ping (start|done) (\S+) (\S+)$/.exec(line);
-    if (!m) return;
+    if (!m) return false;
     const [, phase, ifc, drv] = m;
     const vmm = Object.entries(own).map(([k, v]) => [`vmm.${k}`, v]);
     if (phase === 'start') {
       this.#userspace.on();
       this.#pio.on();
       this.#record.counters('start', ifc, drv, { ...kvmExitStats(), ...Object.fromEntries(vmm) });
-      return;
+      return true;
     }
     const user = this.#userspace.off();
     const pio = this.#pio.off();
@@ -119,5 +120,6 @@ export class PingRunProbe {
     for (const [reason, n] of user?.rows ?? []) hist[`user.${reason}`] = n;
     this.#record.counters('done', ifc, drv, { ...kvmExitStats(), ...Object.fromEntries(vmm), ...hist });
     if (pio) this.#record.ports(drv, pio.rows.slice(0, 6));
+    return true;
   }
 }

@@ -52,8 +52,11 @@ export interface VmmGuestOptions {
   readonly timeoutMs?: number;
   /** Boot again this many times after the guest resets. */
   readonly reboots?: number;
-  /** Each console line with its time (seconds since `t0`). */
-  readonly onLine?: (line: TimedLine, pc: PcMachine) => void;
+  /**
+   * Each console line with its time (seconds since `t0`). Return a name for what it did if that
+   * was the runner's own measuring, not the VMM's work: holds of the loop it caused are charged to it.
+   */
+  readonly onLine?: (line: TimedLine, pc: PcMachine) => string | void;
   /** The runner's own lines (`vmm: ...`). */
   readonly onEvent?: (text: string) => void;
   /** Where times count from, in performance.now() ms (default: when the runner starts). */
@@ -107,9 +110,13 @@ const RESOLUTION_MS = 10;
 
 /**
  * Watch the event loop from now until the returned function is called. `where` names what the
- * process is doing (asked at every tick): a hold is charged to what it was doing when it began.
+ * process is doing (asked at every tick): a hold is charged to what it was doing when it began,
+ * unless `during` (asked at the tick that ends it) names something that ran meanwhile.
  */
-export function watchEventLoop(where: () => string = () => ''): () => EventLoopFigures {
+export function watchEventLoop(
+  where: () => string = () => '',
+  during: () => string | undefined = () => undefined,
+): () => EventLoopFigures {
   // 10 ms sampling (Node's default): a 1 ms timer would itself take the lab's one CPU from the vCPU
   // threads.
   const h = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
@@ -125,7 +132,8 @@ export function watchEventLoop(where: () => string = () => ''): () => EventLoopF
     const t = performance.now();
     const b = GAP_BUCKETS.findIndex((u) => t - last <= u);
     gaps[b < 0 ? GAP_BUCKETS.length : b]++;
-    if (t - last > HOLD_MS) holds.push({ at: last - start, ms: t - last - 5, where: lastWhere });
+    const ran = during();
+    if (t - last > HOLD_MS) holds.push({ at: last - start, ms: t - last - 5, where: ran ?? lastWhere });
     last = t;
     lastWhere = where();
   }, 5);
@@ -235,7 +243,15 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
   let pc: PcMachine | undefined = undefined;
   let phase = 'open';
   let lastLine = '';
-  const stopWatch = watchEventLoop(() => `${phase}: ${lastLine.slice(0, 60)}`);
+  let measured: string | undefined;
+  const stopWatch = watchEventLoop(
+    () => `${phase}: ${lastLine.slice(0, 60)}`,
+    () => {
+      const m = measured;
+      measured = undefined;
+      return m;
+    },
+  );
   pc = await PcMachine.open({
     kernel: opts.kernel,
     initrd: opts.initrd,
@@ -250,7 +266,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
       lastLine = text;
       const line = { t: now(), text };
       lines.push(line);
-      if (pc) opts.onLine?.(line, pc);
+      if (pc) measured = opts.onLine?.(line, pc) ?? measured;
     },
     onReport: (r: PcReport) => {
       // Unassigned accesses are the guest probing for legacy hardware: counted, not shown. The
@@ -383,10 +399,12 @@ async function main(): Promise<void> {
       reboots: count('reboots', '0'),
       t0,
       onLine: ({ t, text }, pc) => {
-        probe?.onLine(text, { ...pc.exits });
+        const probed = probe?.onLine(text, { ...pc.exits }) === true;
         record?.line(t, text);
-        if (brief && / bytes from /.test(text)) return;
-        console.log(brief ? `node| ${text}` : `${stamp(t)} ${text} (exits ${JSON.stringify(pc.exits)})`);
+        if (!(brief && / bytes from /.test(text)))
+          console.log(brief ? `node| ${text}` : `${stamp(t)} ${text} (exits ${JSON.stringify(pc.exits)})`);
+        // The probe reads KVM's debugfs counters synchronously, to bracket the ping run exactly.
+        return probed ? 'bench probe (KVM debugfs counters)' : undefined;
       },
       onEvent: (text) =>
         console.log(brief ? `node| vmm: ${text}` : `${stamp((performance.now() - t0) / 1000)} vmm: ${text}`),
