@@ -7,6 +7,7 @@ import * as path from 'node:path';
 jest.requireActual(path.join(__dirname, '../../docs/examples/nvme.test.ts'));
 
 test('in the lab the backing file is named, so the read is compared, not only completed', () => {
-  if (process.env.VFIO_BRIDGE_LAB !== '1' || !/(^|,)nvme=/.test(process.env.VFIO_BRIDGE_HIL_DEVICES ?? '')) return;
+  if (process.env.VFIO_BRIDGE_LAB !== '1' || !/(^|,)nvme=/.test(process.env.VFIO_BRIDGE_HIL_DEVICES ?? ''))
+    return;
   expect(process.env.VFIO_BRIDGE_HIL_NVME_FILE).toMatch(/\/nvme\.img$/);
 });

@@ -9,10 +9,19 @@ import { UsageError } from '../errors';
 import type { CliIo } from '../io';
 import { DEVICE_SETS, parseDeviceSpec, PRESETS, ROLE_RE, type DeviceSpec } from '../lab/devices';
 import { parseKernelRequest } from '../lab/kernel';
-import { labEnvironment, labLayout, LAB_INIT, provisionLab, runLab, type LabRequest, type LabResult, type Provisioned } from '../lab/lab';
+import {
+  labEnvironment,
+  labLayout,
+  LAB_INIT,
+  provisionLab,
+  runLab,
+  type LabRequest,
+  type LabResult,
+  type Provisioned,
+} from '../lab/lab';
 import type { Layout } from '../lab/layout';
 import { qemuArgs, shQuote } from '../lab/machine';
-import { defaultCacheDir, QEMU } from '../lab/provision';
+import { defaultCacheDir, DEFAULT_QEMU } from '../lab/provision';
 import { example, jsonOut } from './common';
 
 interface LabFlags {
@@ -69,14 +78,24 @@ command line is wrong, 3 this host cannot provide QEMU, busybox or a kernel, 124
 function seconds(text: string, option: string): number {
   const n = Number(text);
   if (!/^[0-9]+$/.test(text.trim()) || !(n > 0))
-    throw new UsageError(`${option} ${JSON.stringify(text)} is not a number of seconds`, `e.g. ${option} 600`);
+    throw new UsageError(
+      `${option} ${JSON.stringify(text)} is not a number of seconds`,
+      `e.g. ${option} 600`,
+    );
   return n;
 }
 
 function names(lists: readonly string[], option: string): string[] {
-  const out = lists.flatMap((l) => l.split(',')).map((m) => m.trim()).filter(Boolean);
+  const out = lists
+    .flatMap((l) => l.split(','))
+    .map((m) => m.trim())
+    .filter(Boolean);
   const bad = out.find((m) => !/^[A-Za-z0-9_-]+$/.test(m));
-  if (bad !== undefined) throw new UsageError(`${option} ${JSON.stringify(bad)} is not a module name`, 'name modules as lsmod does, e.g. nvme,e1000e');
+  if (bad !== undefined)
+    throw new UsageError(
+      `${option} ${JSON.stringify(bad)} is not a module name`,
+      'name modules as lsmod does, e.g. nvme,e1000e',
+    );
   return out;
 }
 
@@ -85,7 +104,10 @@ function pairs(list: readonly string[], option: string, keyRe: RegExp, example: 
   for (const item of list) {
     const eq = item.indexOf('=');
     if (eq <= 0 || !keyRe.test(item.slice(0, eq)))
-      throw new UsageError(`${option} ${JSON.stringify(item)} is not NAME=VALUE`, `e.g. ${option} ${example}`);
+      throw new UsageError(
+        `${option} ${JSON.stringify(item)} is not NAME=VALUE`,
+        `e.g. ${option} ${example}`,
+      );
     out.set(item.slice(0, eq), item.slice(eq + 1));
   }
   return out;
@@ -105,14 +127,23 @@ function request(flags: LabFlags, argv: string[], io: CliIo): LabRequest {
   if (flags.preset !== undefined) {
     const set = Object.hasOwn(DEVICE_SETS, flags.preset) ? DEVICE_SETS[flags.preset] : undefined;
     if (set === undefined)
-      throw new UsageError(`no device set ${JSON.stringify(flags.preset)}`, `one of ${Object.keys(DEVICE_SETS).join(', ')}`);
+      throw new UsageError(
+        `no device set ${JSON.stringify(flags.preset)}`,
+        `one of ${Object.keys(DEVICE_SETS).join(', ')}`,
+      );
     specs.push(...set.map(parseDeviceSpec));
   }
   specs.push(...(flags.device ?? []).map(parseDeviceSpec));
   if (specs.length === 0 && !flags.provision)
-    throw new UsageError('no devices', 'name them with --device (e.g. --device nvme), or a set with --preset');
+    throw new UsageError(
+      'no devices',
+      'name them with --device (e.g. --device nvme), or a set with --preset',
+    );
   if (argv.length === 0 && !flags.provision && !flags.print)
-    throw new UsageError('no command to run in the lab', 'give it after --: vfio-bridge lab --device nvme -- npx jest');
+    throw new UsageError(
+      'no command to run in the lab',
+      'give it after --: vfio-bridge lab --device nvme -- npx jest',
+    );
   const cwd = process.cwd();
   const project = path.resolve(flags.project ?? projectOf(cwd));
   if (!fs.statSync(project, { throwIfNoEntry: false })?.isDirectory())
@@ -122,11 +153,19 @@ function request(flags: LabFlags, argv: string[], io: CliIo): LabRequest {
     throw new UsageError(`--vmm-init ${vmmInit}: no such file`, "name the nested guest's /init script");
   const vmmModules = names(flags.vmmModule ?? [], '--vmm-module');
   if (vmmModules.length > 0 && vmmInit === undefined)
-    throw new UsageError('--vmm-module without --vmm-init', "the nested guest's initramfs needs an /init: name it with --vmm-init");
+    throw new UsageError(
+      '--vmm-module without --vmm-init',
+      "the nested guest's initramfs needs an /init: name it with --vmm-init",
+    );
   const memoryMiB = Number(flags.memory);
   if (!/^[0-9]+$/.test(flags.memory) || memoryMiB < 256)
-    throw new UsageError(`--memory ${JSON.stringify(flags.memory)} is not a size in MiB of at least 256`, 'e.g. --memory 4096');
-  const env = Object.fromEntries(pairs(flags.env ?? [], '--env', /^[A-Za-z_][A-Za-z0-9_]*$/, 'VFIO_BRIDGE_DEVICES_REQUIRED=1'));
+    throw new UsageError(
+      `--memory ${JSON.stringify(flags.memory)} is not a size in MiB of at least 256`,
+      'e.g. --memory 4096',
+    );
+  const env = Object.fromEntries(
+    pairs(flags.env ?? [], '--env', /^[A-Za-z_][A-Za-z0-9_]*$/, 'VFIO_BRIDGE_DEVICES_REQUIRED=1'),
+  );
   return {
     specs,
     modules: names(flags.module ?? [], '--module'),
@@ -141,6 +180,7 @@ function request(flags: LabFlags, argv: string[], io: CliIo): LabRequest {
     hostPath: io.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin',
     cache: path.resolve(flags.cache ?? defaultCacheDir(io.env)),
     append: flags.append ?? io.env['VFIO_BRIDGE_LAB_APPEND'] ?? '',
+    qemuBinary: io.env['VFIO_BRIDGE_LAB_QEMU'] || DEFAULT_QEMU,
     qemu: (flags.qemu ?? []).flatMap((q) => q.split(/\s+/)).filter(Boolean),
     memoryMiB,
     timeoutSeconds: seconds(flags.timeout ?? io.env['VFIO_BRIDGE_LAB_TIMEOUT'] ?? '600', '--timeout'),
@@ -167,6 +207,7 @@ function printPlan(io: CliIo, r: LabRequest, flags: LabFlags): void {
   const layout = labLayout(r, runDir);
   const env = labEnvironment(r, layout, null);
   const args = qemuArgs(layout, {
+    qemu: r.qemuBinary,
     kernel: '<kernel>',
     initramfs: '<initramfs>',
     runDir,
@@ -175,14 +216,38 @@ function printPlan(io: CliIo, r: LabRequest, flags: LabFlags): void {
     extra: r.qemu,
   });
   if (flags.json) {
-    jsonOut(io, 'lab', { kernel: null, devices: deviceRows(layout), environment: env, qemu: [QEMU, ...args], init: LAB_INIT, status: null, seconds: null });
+    jsonOut(io, 'lab', {
+      kernel: null,
+      devices: deviceRows(layout),
+      environment: env,
+      qemu: [r.qemuBinary, ...args],
+      init: LAB_INIT,
+      status: null,
+      seconds: null,
+    });
     return;
   }
-  const rows = [['role', 'BDF', 'driver', 'model', 'ids'], ...layout.devices.map((d) => [d.role, d.bdf, d.driver ?? '(left alone)', d.spec.model, d.ids ?? '*'])];
+  const rows = [
+    ['role', 'BDF', 'driver', 'model', 'ids'],
+    ...layout.devices.map((d) => [d.role, d.bdf, d.driver ?? '(left alone)', d.spec.model, d.ids ?? '*']),
+  ];
   const width = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
-  for (const row of rows) io.out(row.map((c, i) => c.padEnd(width[i])).join('  ').trimEnd() + '\n');
-  io.out('\n' + Object.entries(env).map(([k, v]) => `${k}=${v}\n`).join(''));
-  io.out(`\n${QEMU}${args.map((a) => (a.startsWith('-') ? ` \\\n  ${a}` : ` ${shQuote(a)}`)).join('')}\n`);
+  for (const row of rows)
+    io.out(
+      row
+        .map((c, i) => c.padEnd(width[i]))
+        .join('  ')
+        .trimEnd() + '\n',
+    );
+  io.out(
+    '\n' +
+      Object.entries(env)
+        .map(([k, v]) => `${k}=${v}\n`)
+        .join(''),
+  );
+  io.out(
+    `\n${r.qemuBinary}${args.map((a) => (a.startsWith('-') ? ` \\\n  ${a}` : ` ${shQuote(a)}`)).join('')}\n`,
+  );
 }
 
 /** The lab command. `setStatus` receives the command's exit status. */
@@ -192,26 +257,51 @@ export function addLabCommand(program: Command, io: CliIo, setStatus: (status: n
       .command('lab')
       .description(
         'boot a QEMU guest with the PCI devices you name bound to vfio-pci (real kernel, emulated IOMMU, ' +
-          'KVM inside), and run a command in your project there; its exit status is the command\'s',
+          "KVM inside), and run a command in your project there; its exit status is the command's",
       )
       .argument('[command...]', 'the command to run in the guest, after --')
-      .option('-d, --device <spec>', 'a device: a preset or any QEMU PCI model, with options (repeatable; see below)', collect)
+      .option(
+        '-d, --device <spec>',
+        'a device: a preset or any QEMU PCI model, with options (repeatable; see below)',
+        collect,
+      )
       .option('--preset <name>', `a device set: ${Object.keys(DEVICE_SETS).join(', ')}`)
-      .option('--module <names>', 'guest kernel modules to load besides the lab\'s (comma-separated; dependencies follow)', collect)
-      .option('--vmm-init <file>', "a nested guest's /init: build its initramfs (VFIO_BRIDGE_VMM_INITRD) from the lab's kernel")
+      .option(
+        '--module <names>',
+        "guest kernel modules to load besides the lab's (comma-separated; dependencies follow)",
+        collect,
+      )
+      .option(
+        '--vmm-init <file>',
+        "a nested guest's /init: build its initramfs (VFIO_BRIDGE_VMM_INITRD) from the lab's kernel",
+      )
       .option('--vmm-module <names>', "modules for the nested guest's initramfs (comma-separated)", collect)
-      .option('--kernel <kernel>', 'auto, host, debian, a Debian package, or a path (a bzImage, or a directory as a package unpacks)')
+      .option(
+        '--kernel <kernel>',
+        'auto, host, debian, a Debian package, or a path (a bzImage, or a directory as a package unpacks)',
+      )
       .option('--modules <dir>', 'the lib/modules/VERSION directory of a --kernel given by path')
       .option('--no-kvm', 'do not load kvm-amd in the guest (a kernel without it will do)')
-      .option('-C, --project <dir>', 'the project the guest must see (default: the nearest with a package.json)')
+      .option(
+        '-C, --project <dir>',
+        'the project the guest must see (default: the nearest with a package.json)',
+      )
       .option('-e, --env <name=value>', 'a variable for the command (repeatable)', collect)
       .option('--memory <MiB>', 'guest RAM', '2048')
       .option('--append <args>', 'extra guest kernel arguments')
-      .option('--qemu <args>', 'extra QEMU arguments, split at spaces, e.g. a backend a model needs (repeatable)', collect)
+      .option(
+        '--qemu <args>',
+        'extra QEMU arguments, split at spaces, e.g. a backend a model needs (repeatable)',
+        collect,
+      )
       .option('--timeout <seconds>', 'kill the guest after this long (default 600)')
       .option('--lock-wait <seconds>', "how long to wait for another run's guest (default 1200)")
       .option('--cache <dir>', 'where kernels and images are kept (default ~/.cache/vfio-bridge/lab)')
-      .option('--keep-file <role=path>', "copy a device's backing file there after the run (repeatable)", collect)
+      .option(
+        '--keep-file <role=path>',
+        "copy a device's backing file there after the run (repeatable)",
+        collect,
+      )
       .option('--provision', 'only provision the kernel and images, and say which kernel')
       .option('--print', 'print the devices, the environment and the QEMU command line; boot nothing')
       .option('--json', 'print a JSON summary on stdout (the guest console goes to stderr)')
@@ -221,9 +311,15 @@ export function addLabCommand(program: Command, io: CliIo, setStatus: (status: n
     'vfio-bridge lab --device nvme,file=disk.img --print',
   ).action(async (argv: string[], flags: LabFlags) => {
     const r = request(flags, argv, io);
+    // Laid out once before anything is provisioned, so that a layout it cannot make fails at once.
+    const plan = labLayout(r, path.join(r.cache, 'run.XXXXXX'));
     for (const role of r.keepFiles.keys()) {
-      const d = labLayout(r, r.cache).devices.find((x) => x.role === role);
-      if (!d?.file) throw new UsageError(`--keep-file ${role}: no device of that role has a backing file`, 'nvme and ivshmem have one');
+      const d = plan.devices.find((x) => x.role === role);
+      if (!d?.file)
+        throw new UsageError(
+          `--keep-file ${role}: no device of that role has a backing file`,
+          'nvme and ivshmem have one',
+        );
     }
     if (flags.print) {
       printPlan(io, r, flags);
@@ -255,7 +351,18 @@ function summary(io: CliIo, r: LabRequest, p: Provisioned, result: LabResult | n
     kernel: { source: t.source, version: t.version, path: t.vmlinuz, reason: p.kernel.reason },
     devices: deviceRows(layout),
     environment: labEnvironment(r, layout, p),
-    qemu: [QEMU, ...qemuArgs(layout, { kernel: t.vmlinuz, initramfs: p.initramfs, runDir, memoryMiB: r.memoryMiB, append: r.append, extra: r.qemu })],
+    qemu: [
+      r.qemuBinary,
+      ...qemuArgs(layout, {
+        qemu: r.qemuBinary,
+        kernel: t.vmlinuz,
+        initramfs: p.initramfs,
+        runDir,
+        memoryMiB: r.memoryMiB,
+        append: r.append,
+        extra: r.qemu,
+      }),
+    ],
     init: LAB_INIT,
     status: result?.status ?? null,
     seconds: {

@@ -132,7 +132,10 @@ export function parseSize(text: string, what: string): number {
   const m = SIZE_RE.exec(text.trim());
   const n = m ? Number(m[1]) * { '': 1, K: 1024, M: MiB, G: 1024 * MiB }[m[2].toUpperCase() as '' | 'K'] : 0;
   if (!m || !(n > 0) || !Number.isSafeInteger(n))
-    throw new UsageError(`${what}: ${JSON.stringify(text)} is not a size`, 'a size is bytes, or a number with K, M or G');
+    throw new UsageError(
+      `${what}: ${JSON.stringify(text)} is not a size`,
+      'a size is bytes, or a number with K, M or G',
+    );
   return n;
 }
 
@@ -144,7 +147,10 @@ export function parseAddr(text: string, what: string): { slot: number; fn: numbe
   const m = /^(?:0x)?([0-9a-f]{1,2})(?:\.([0-7]))?$/i.exec(text);
   const slot = m ? parseInt(m[1], 16) : NaN;
   if (!m || slot > 0x1f)
-    throw new UsageError(`${what}: addr=${text} is not a PCI slot`, 'write addr=SLOT or addr=SLOT.FN in hex, e.g. addr=05.0');
+    throw new UsageError(
+      `${what}: addr=${text} is not a PCI slot`,
+      'write addr=SLOT or addr=SLOT.FN in hex, e.g. addr=05.0',
+    );
   return { slot, fn: m[2] === undefined ? undefined : Number(m[2]) };
 }
 
@@ -155,7 +161,10 @@ const IDS_RE = /^[0-9a-f]{4}:[0-9a-f]{4}$/i;
 function onOff(key: string, value: string | null, what: string): boolean {
   if (value === null || value === 'on' || value === 'true' || value === 'yes') return true;
   if (value === 'off' || value === 'false' || value === 'no') return false;
-  throw new UsageError(`${what}: ${key}=${value} is neither on nor off`, `write ${key}, ${key}=on or ${key}=off`);
+  throw new UsageError(
+    `${what}: ${key}=${value} is neither on nor off`,
+    `write ${key}, ${key}=on or ${key}=off`,
+  );
 }
 
 /** The -device keys the layout sets itself. */
@@ -193,31 +202,40 @@ export function parseDeviceSpec(text: string): DeviceSpec {
     const key = eq < 0 ? item : item.slice(0, eq);
     const value = eq < 0 ? null : item.slice(eq + 1);
     const needValue = (): string => {
-      if (value === null || value === '') throw new UsageError(`${what}: ${key} needs a value`, `write ${key}=...`);
+      if (value === null || value === '')
+        throw new UsageError(`${what}: ${key} needs a value`, `write ${key}=...`);
       return value;
     };
     if (key === '') throw new UsageError(`${what}: an empty option`, 'separate options with one comma');
     if (key === 'role') {
       const role = needValue();
       if (!ROLE_RE.test(role))
-        throw new UsageError(`${what}: role ${JSON.stringify(role)} is not a name`, 'a role is a letter, then letters, digits, _ . -');
+        throw new UsageError(
+          `${what}: role ${JSON.stringify(role)} is not a name`,
+          'a role is a letter, then letters, digits, _ . -',
+        );
       spec.role = role;
     } else if (key === 'driver') spec.driver = needValue();
     else if (key === 'bind') spec.bind = onOff(key, value, what);
     else if (key === 'port') spec.port = onOff(key, value, what) ? (spec.port ?? []) : null;
     else if (key.startsWith('port.')) {
       if (key === 'port.bus' || key === 'port.id')
-        throw new UsageError(`${what}: ${key} is the lab's`, 'the lab names each root port and puts it on pcie.0');
+        throw new UsageError(
+          `${what}: ${key} is the lab's`,
+          'the lab names each root port and puts it on pcie.0',
+        );
       spec.port = [...(spec.port ?? []), [key.slice(5), value]];
     } else if (key === 'group') spec.group = needValue();
     else if (key === 'file') spec.file = needValue();
     else if (key === 'size') spec.size = parseSize(needValue(), what);
     else if (key === 'ids') {
       const ids = needValue().toLowerCase();
-      if (!IDS_RE.test(ids)) throw new UsageError(`${what}: ids=${ids} is not vendor:device`, 'write ids=1234:11e8');
+      if (!IDS_RE.test(ids))
+        throw new UsageError(`${what}: ids=${ids} is not vendor:device`, 'write ids=1234:11e8');
       spec.ids = ids;
     } else if (key === 'addr') spec.addr = parseAddr(needValue(), what);
-    else if (Object.hasOwn(LAYOUT_KEYS, key)) throw new UsageError(`${what}: ${key}= is set by the lab`, LAYOUT_KEYS[key]);
+    else if (Object.hasOwn(LAYOUT_KEYS, key))
+      throw new UsageError(`${what}: ${key}= is set by the lab`, LAYOUT_KEYS[key]);
     else spec.options.push([key, value]);
   }
   const backend = preset?.backend;
@@ -231,7 +249,10 @@ export function parseDeviceSpec(text: string): DeviceSpec {
     throw new UsageError(`${what}: file= and size= together`, "nvme's size is its file's: give one of them");
   }
   if (spec.driver !== undefined && !spec.bind) {
-    throw new UsageError(`${what}: driver= and bind=off together`, 'driver= checks the device is on that driver; bind=off checks nothing');
+    throw new UsageError(
+      `${what}: driver= and bind=off together`,
+      'driver= checks the device is on that driver; bind=off checks nothing',
+    );
   }
   return spec;
 }

@@ -16,7 +16,13 @@ import { LabError, unprovisionable } from './errors';
 import { ModuleIndex } from './modules';
 
 /** The modules the lab guest loads for itself, by name (their dependencies follow). */
-export const LAB_MODULES: readonly string[] = ['virtio_pci', 'vfio-pci', 'vfio_iommu_type1', '9pnet_virtio', '9p'];
+export const LAB_MODULES: readonly string[] = [
+  'virtio_pci',
+  'vfio-pci',
+  'vfio_iommu_type1',
+  '9pnet_virtio',
+  '9p',
+];
 /** What gives the lab guest /dev/kvm: TCG emulates AMD's SVM, so kvm-amd. */
 export const KVM_MODULES: readonly string[] = ['kvm-amd'];
 /** Built-in options the lab cannot do without (they cannot be modules). */
@@ -49,8 +55,14 @@ export type KernelRequest =
  */
 export function parseKernelRequest(text: string, modules?: string): KernelRequest {
   const t = text.trim();
-  if (modules !== undefined && (t === 'auto' || t === 'host' || t === 'debian' || t.startsWith('linux-image-'))) {
-    throw new UsageError(`--modules goes with a kernel given by path, not --kernel ${t}`, 'name the kernel file with --kernel PATH');
+  if (
+    modules !== undefined &&
+    (t === 'auto' || t === 'host' || t === 'debian' || t.startsWith('linux-image-'))
+  ) {
+    throw new UsageError(
+      `--modules goes with a kernel given by path, not --kernel ${t}`,
+      'name the kernel file with --kernel PATH',
+    );
   }
   if (t === 'auto' || t === 'host') return { kind: t };
   if (t === 'debian') return { kind: 'debian' };
@@ -61,7 +73,11 @@ export function parseKernelRequest(text: string, modules?: string): KernelReques
       'give auto, host, debian, a Debian package (linux-image-6.12.57+deb12-amd64) or a path (./bzImage)',
     );
   }
-  return { kind: 'path', path: path.resolve(t), ...(modules !== undefined ? { modules: path.resolve(modules) } : {}) };
+  return {
+    kind: 'path',
+    path: path.resolve(t),
+    ...(modules !== undefined ? { modules: path.resolve(modules) } : {}),
+  };
 }
 
 /** A kernel build config's `CONFIG_X=value` lines. */
@@ -112,7 +128,11 @@ export function hostKernel(probe: HostProbe = {}): KernelTree | string {
   }
   if (!isDir(modulesDir)) return `${host} has no modules directory ${modulesDir}`;
   const running = root === '/' && release === os.release() ? ['/proc/config.gz'] : [];
-  const config = readConfig([path.join(root, 'boot', `config-${release}`), path.join(modulesDir, 'config'), ...running]);
+  const config = readConfig([
+    path.join(root, 'boot', `config-${release}`),
+    path.join(modulesDir, 'config'),
+    ...running,
+  ]);
   return { source: 'host', version: release, vmlinuz, modulesDir, config };
 }
 
@@ -140,21 +160,34 @@ export function unpackedKernel(dir: string, source: 'debian' | 'path', pkg?: str
 export function pathKernel(req: { path: string; modules?: string }): KernelTree {
   if (isDir(req.path)) {
     const t = unpackedKernel(req.path, 'path');
-    if (typeof t === 'string') throw new UsageError(`--kernel ${req.path}: ${t}`, 'give a vmlinuz file, or a directory with boot/ and lib/modules/');
+    if (typeof t === 'string')
+      throw new UsageError(
+        `--kernel ${req.path}: ${t}`,
+        'give a vmlinuz file, or a directory with boot/ and lib/modules/',
+      );
     return t;
   }
   if (!isFile(req.path))
-    throw new UsageError(`--kernel ${req.path}: no such file or directory`, 'give the path of a bzImage or vmlinuz');
+    throw new UsageError(
+      `--kernel ${req.path}: no such file or directory`,
+      'give the path of a bzImage or vmlinuz',
+    );
   const version = /^vmlinuz-(.+)$/.exec(path.basename(req.path))?.[1] ?? path.basename(req.path);
   const modulesDir = req.modules ?? path.join('/lib/modules', version);
   if (req.modules !== undefined && !isDir(req.modules))
-    throw new UsageError(`--modules ${req.modules}: no such directory`, 'give the lib/modules/VERSION directory of that kernel');
+    throw new UsageError(
+      `--modules ${req.modules}: no such directory`,
+      'give the lib/modules/VERSION directory of that kernel',
+    );
   return {
     source: 'path',
     version,
     vmlinuz: req.path,
     modulesDir: isDir(modulesDir) ? modulesDir : null,
-    config: readConfig([path.join(path.dirname(req.path), `config-${version}`), path.join(modulesDir, 'config')]),
+    config: readConfig([
+      path.join(path.dirname(req.path), `config-${version}`),
+      path.join(modulesDir, 'config'),
+    ]),
   };
 }
 
@@ -201,7 +234,8 @@ export interface KernelSources {
   path(req: { path: string; modules?: string }): KernelTree;
 }
 
-const indexOf = (t: KernelTree): ModuleIndex | null => (t.modulesDir === null ? null : ModuleIndex.load(t.modulesDir));
+const indexOf = (t: KernelTree): ModuleIndex | null =>
+  t.modulesDir === null ? null : ModuleIndex.load(t.modulesDir);
 const kernelLabel = (t: KernelTree): string =>
   t.source === 'debian' ? `${t.version} from the Debian package ${t.package}` : `${t.version} (${t.vmlinuz})`;
 
@@ -228,9 +262,10 @@ export function chooseKernel(req: KernelRequest, needs: KernelNeeds, sources: Ke
     else {
       const index = indexOf(host);
       const missing = missingFeatures(host, needs, index);
-      if (missing.length === 0) return { tree: host, index, reason: `the host's kernel ${kernelLabel(host)}` };
+      if (missing.length === 0)
+        return { tree: host, index, reason: `the host's kernel ${kernelLabel(host)}` };
       if (req.kind === 'host') throw lacking(host, index);
-      why = `the host's kernel ${host.version} lacks ${missing.join('; ')}`;
+      why = `the host's kernel ${host.version} will not do: ${missing.join('; ')}`;
     }
     if (req.kind === 'host') throw unprovisionable(why, 'use --kernel debian, or --kernel PATH');
     const deb = sources.debian(undefined);
@@ -242,7 +277,9 @@ export function chooseKernel(req: KernelRequest, needs: KernelNeeds, sources: Ke
   const index = indexOf(tree);
   const missing = missingFeatures(tree, needs, index);
   // A kernel of the user's own without a config or modules may well have everything built in.
-  const unknowable = tree.source === 'path' && missing.every((m) => m.startsWith('no build config') || m === 'no modules directory');
+  const unknowable =
+    tree.source === 'path' &&
+    missing.every((m) => m.startsWith('no build config') || m === 'no modules directory');
   if (missing.length > 0 && !unknowable) throw lacking(tree, index);
   const note = missing.length > 0 ? ` (unchecked: ${missing.join('; ')}; taken to be built in)` : '';
   return { tree, index, reason: `${kernelLabel(tree)}, as asked${note}` };

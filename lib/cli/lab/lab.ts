@@ -8,11 +8,27 @@ import * as path from 'node:path';
 
 import { UsageError } from '../errors';
 import type { DeviceSpec } from './devices';
-import { chooseKernel, hostKernel, KVM_MODULES, LAB_MODULES, pathKernel, type KernelChoice, type KernelNeeds, type KernelRequest } from './kernel';
+import {
+  chooseKernel,
+  hostKernel,
+  KVM_MODULES,
+  LAB_MODULES,
+  pathKernel,
+  type KernelChoice,
+  type KernelNeeds,
+  type KernelRequest,
+} from './kernel';
 import { layOut, type Layout } from './layout';
 import { FileLock } from './lock';
 import { hilEnvironment, keptPaths } from './machine';
-import { buildInitramfs, debianKernel, ensureTools, initramfsPath, pruneCache, type InitramfsInputs } from './provision';
+import {
+  buildInitramfs,
+  debianKernel,
+  ensureTools,
+  initramfsPath,
+  pruneCache,
+  type InitramfsInputs,
+} from './provision';
 import { runGuest, type GuestResult } from './run';
 
 /** The guest's init, shipped with the package (package.json `files`). */
@@ -38,6 +54,8 @@ export interface LabRequest {
   hostPath: string;
   cache: string;
   append: string;
+  /** The QEMU executable, and extra arguments for it. */
+  qemuBinary: string;
   qemu: string[];
   memoryMiB: number;
   timeoutSeconds: number;
@@ -61,7 +79,11 @@ export function labLayout(r: Pick<LabRequest, 'specs'>, runDir: string): Layout 
     runDir,
     fileSize: (file) => {
       const st = fs.statSync(file, { throwIfNoEntry: false });
-      if (!st?.isFile()) throw new UsageError(`file=${file}: no such file`, 'name an existing file, or give size= for a new one');
+      if (!st?.isFile())
+        throw new UsageError(
+          `file=${file}: no such file`,
+          'name an existing file, or give size= for a new one',
+        );
       return st.size;
     },
   });
@@ -76,7 +98,13 @@ export interface Provisioned {
 }
 
 /** An initramfs for `inputs`, from the cache or built now. */
-function initramfs(cache: string, prefix: string, inputs: InitramfsInputs, kernel: KernelChoice, say: (l: string) => void): string {
+function initramfs(
+  cache: string,
+  prefix: string,
+  inputs: InitramfsInputs,
+  kernel: KernelChoice,
+  say: (l: string) => void,
+): string {
   const out = initramfsPath(cache, prefix, inputs);
   if (fs.existsSync(out)) {
     const now = new Date();
@@ -94,7 +122,11 @@ function initramfs(cache: string, prefix: string, inputs: InitramfsInputs, kerne
  * @throws LabError ELABPROVISION (exit 3) when the host cannot provide them, ELABKERNEL when the
  * kernel lacks a module
  */
-export async function provisionLab(r: LabRequest, say: (l: string) => void, signal?: AbortSignal): Promise<Provisioned> {
+export async function provisionLab(
+  r: LabRequest,
+  say: (l: string) => void,
+  signal?: AbortSignal,
+): Promise<Provisioned> {
   const t0 = performance.now();
   fs.mkdirSync(r.cache, { recursive: true });
   // Several checkouts may provision at once: one at a time, so none sees a half-written kernel.
@@ -104,7 +136,7 @@ export async function provisionLab(r: LabRequest, say: (l: string) => void, sign
     ...(signal ? { signal } : {}),
   });
   try {
-    ensureTools(say);
+    ensureTools(r.qemuBinary, say);
     const needs = labNeeds(r);
     const kernel = chooseKernel(r.kernel, needs, {
       host: () => hostKernel(),
@@ -113,12 +145,29 @@ export async function provisionLab(r: LabRequest, say: (l: string) => void, sign
     });
     say(`kernel ${kernel.reason}`);
     pruneCache(r.cache);
-    const lab = initramfs(r.cache, 'initramfs', { kernel: kernel.tree, modules: needs.modules, init: LAB_INIT }, kernel, say);
+    const lab = initramfs(
+      r.cache,
+      'initramfs',
+      { kernel: kernel.tree, modules: needs.modules, init: LAB_INIT },
+      kernel,
+      say,
+    );
     const vmm =
       r.vmmInit === undefined
         ? null
-        : initramfs(r.cache, 'vmm-guest', { kernel: kernel.tree, modules: r.vmmModules, init: r.vmmInit }, kernel, say);
-    return { kernel, initramfs: lab, vmmInitramfs: vmm, seconds: Math.round((performance.now() - t0) / 100) / 10 };
+        : initramfs(
+            r.cache,
+            'vmm-guest',
+            { kernel: kernel.tree, modules: r.vmmModules, init: r.vmmInit },
+            kernel,
+            say,
+          );
+    return {
+      kernel,
+      initramfs: lab,
+      vmmInitramfs: vmm,
+      seconds: Math.round((performance.now() - t0) / 100) / 10,
+    };
   } finally {
     lock.release();
   }
@@ -163,9 +212,25 @@ export async function runLab(r: LabRequest, p: Provisioned, hooks: LabHooks): Pr
     const result = await runGuest({
       cache: r.cache,
       layout: (runDir) => labLayout(r, runDir),
-      machine: { kernel: p.kernel.tree.vmlinuz, initramfs: p.initramfs, memoryMiB: r.memoryMiB, append: r.append, extra: r.qemu },
-      command: (layout) => ({ argv: r.argv, cwd: r.cwd, env: labEnvironment(r, layout, p), path: r.hostPath }),
-      keep: (layout) => [...keptPaths(layout, r.project), p.kernel.tree.vmlinuz, ...(p.vmmInitramfs ? [p.vmmInitramfs] : [])],
+      machine: {
+        qemu: r.qemuBinary,
+        kernel: p.kernel.tree.vmlinuz,
+        initramfs: p.initramfs,
+        memoryMiB: r.memoryMiB,
+        append: r.append,
+        extra: r.qemu,
+      },
+      command: (layout) => ({
+        argv: r.argv,
+        cwd: r.cwd,
+        env: labEnvironment(r, layout, p),
+        path: r.hostPath,
+      }),
+      keep: (layout) => [
+        ...keptPaths(layout, r.project),
+        p.kernel.tree.vmlinuz,
+        ...(p.vmmInitramfs ? [p.vmmInitramfs] : []),
+      ],
       keepFiles: r.keepFiles,
       timeoutSeconds: r.timeoutSeconds,
       say: hooks.say,

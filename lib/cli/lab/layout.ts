@@ -86,7 +86,10 @@ function units(specs: readonly DeviceSpec[]): Unit[] {
   for (const u of out) {
     const first = u.members[0];
     if (u.members.length > 8)
-      throw new UsageError(`group ${first.group} has ${u.members.length} devices`, 'a slot holds 8 functions at most');
+      throw new UsageError(
+        `group ${first.group} has ${u.members.length} devices`,
+        'a slot holds 8 functions at most',
+      );
     const addrAt = u.port ? u.port.findIndex(([k]) => k === 'addr') : -1;
     if (u.port && addrAt >= 0) {
       u.portSlot = parseAddr(u.port[addrAt][1] ?? '', `--device ${first.text}: port.addr`).slot;
@@ -117,10 +120,16 @@ function assignSlots(list: Unit[]): void {
   const take = (slot: number, who: string): void => {
     const reserved = RESERVED_SLOTS.get(slot);
     if (reserved !== undefined)
-      throw new UsageError(`${who}: slot ${hex2(slot)} is ${reserved}`, 'pick another addr=, or leave it out');
+      throw new UsageError(
+        `${who}: slot ${hex2(slot)} is ${reserved}`,
+        'pick another addr=, or leave it out',
+      );
     const other = used.get(slot);
     if (other !== undefined)
-      throw new UsageError(`${who}: slot ${hex2(slot)} is taken by --device ${other}`, 'pick another addr=, or leave it out');
+      throw new UsageError(
+        `${who}: slot ${hex2(slot)} is taken by --device ${other}`,
+        'pick another addr=, or leave it out',
+      );
     used.set(slot, who.replace(/^--device /, ''));
   };
   for (const u of list) {
@@ -132,7 +141,10 @@ function assignSlots(list: Unit[]): void {
     if ((u.port ? u.portSlot : u.slot) !== undefined) continue;
     while (next <= 0x1f && (used.has(next) || RESERVED_SLOTS.has(next))) next++;
     if (next > 0x1f)
-      throw new UsageError('the lab has no free slot left on the root bus', 'put devices in groups (group=) to share slots');
+      throw new UsageError(
+        'the lab has no free slot left on the root bus',
+        'put devices in groups (group=) to share slots',
+      );
     take(next, `--device ${u.members[0].text}`);
     if (u.port) u.portSlot = next;
     else u.slot = next;
@@ -179,7 +191,14 @@ function backend(
         ? { path: path.resolve(s.file), size: opts.fileSize(path.resolve(s.file)), make: null }
         : { path: path.join(opts.runDir, `${role}.img`), size: s.size ?? defaultSize, make: 'random' };
       return {
-        args: ['-drive', joinOptions(`file=${file.path}`, [['if', 'none'], ['id', `${role}-drive`], ['format', 'raw']])],
+        args: [
+          '-drive',
+          joinOptions(`file=${file.path}`, [
+            ['if', 'none'],
+            ['id', `${role}-drive`],
+            ['format', 'raw'],
+          ]),
+        ],
         options: [['drive', `${role}-drive`], ...(has('serial') ? [] : [['serial', role] as QemuOption])],
         file,
       };
@@ -205,8 +224,19 @@ function backend(
     case 'blocker': {
       const dir = path.join(opts.runDir, role);
       return {
-        args: ['-fsdev', joinOptions('local', [['id', `${role}-fs`], ['path', dir], ['security_model', 'none'], ['readonly', 'on']])],
-        options: [['fsdev', `${role}-fs`], ['mount_tag', role]],
+        args: [
+          '-fsdev',
+          joinOptions('local', [
+            ['id', `${role}-fs`],
+            ['path', dir],
+            ['security_model', 'none'],
+            ['readonly', 'on'],
+          ]),
+        ],
+        options: [
+          ['fsdev', `${role}-fs`],
+          ['mount_tag', role],
+        ],
         dir,
       };
     }
@@ -236,10 +266,18 @@ export function layOut(specs: readonly DeviceSpec[], opts: LayoutOptions): Layou
     const slot = u.port ? 0 : u.slot!;
     if (u.port) {
       const id = `rp${u.portSlot!.toString(16)}`;
-      const chassis = u.port.some(([k]) => k === 'chassis') ? [] : [['chassis', String(u.portSlot)] as QemuOption];
+      const chassis = u.port.some(([k]) => k === 'chassis')
+        ? []
+        : [['chassis', String(u.portSlot)] as QemuOption];
       qemuArgs.push(
         '-device',
-        joinOptions('pcie-root-port', [['id', id], ['bus', 'pcie.0'], ['addr', `${hex2(u.portSlot!)}.0`], ...chassis, ...u.port]),
+        joinOptions('pcie-root-port', [
+          ['id', id],
+          ['bus', 'pcie.0'],
+          ['addr', `${hex2(u.portSlot!)}.0`],
+          ...chassis,
+          ...u.port,
+        ]),
       );
     }
     u.members.forEach((s, fn) => {
@@ -262,5 +300,8 @@ export function layOut(specs: readonly DeviceSpec[], opts: LayoutOptions): Layou
       });
     });
   }
+  // The devices in the order given (the arguments keep each slot's functions together).
+  const order = new Map(specs.map((s, i) => [s, i]));
+  devices.sort((a, b) => order.get(a.spec)! - order.get(b.spec)!);
   return { devices, qemuArgs };
 }

@@ -22,6 +22,8 @@ export const LAB_APPEND =
 
 /** What the machine is made of besides the devices. */
 export interface MachineOptions {
+  /** The QEMU executable. */
+  qemu: string;
   kernel: string;
   initramfs: string;
   runDir: string;
@@ -82,7 +84,8 @@ export function hilEnvironment(layout: Layout): Record<string, string> {
       .join(','),
   };
   const kernel = layout.devices.filter(onKernel);
-  if (kernel.length > 0) env['VFIO_BRIDGE_HIL_KERNEL_DEVICES'] = kernel.map((d) => `${d.driver}=${d.bdf}`).join(',');
+  if (kernel.length > 0)
+    env['VFIO_BRIDGE_HIL_KERNEL_DEVICES'] = kernel.map((d) => `${d.driver}=${d.bdf}`).join(',');
   for (const d of layout.devices) if (d.file && d.driver !== null) env[fileVariable(d.role)] = d.file.path;
   return env;
 }
@@ -95,12 +98,20 @@ export function hilEnvironment(layout: Layout): Record<string, string> {
 export function guestPlan(layout: Layout, runDir: string, keep: readonly string[]): string {
   const spec = (name: string, d: PlacedDevice): string => `${name}=${d.ids ?? '*'}@${d.bdf}`;
   const lines = {
-    LAB_DEVICES: layout.devices.filter(onVfio).map((d) => spec(d.role, d)).join(' '),
-    LAB_KERNEL_DEVICES: layout.devices.filter(onKernel).map((d) => spec(d.driver!, d)).join(' '),
+    LAB_DEVICES: layout.devices
+      .filter(onVfio)
+      .map((d) => spec(d.role, d))
+      .join(' '),
+    LAB_KERNEL_DEVICES: layout.devices
+      .filter(onKernel)
+      .map((d) => spec(d.driver!, d))
+      .join(' '),
     LAB_RUN_DIR: runDir,
     LAB_KEEP: keep.filter((p) => p === '/tmp' || p.startsWith('/tmp/')).join('\n'),
   };
-  return Object.entries(lines).map(([k, v]) => `${k}=${shQuote(v)}\n`).join('');
+  return Object.entries(lines)
+    .map(([k, v]) => `${k}=${shQuote(v)}\n`)
+    .join('');
 }
 
 /** What {@link commandScript} runs, and where. */

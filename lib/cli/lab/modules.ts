@@ -32,7 +32,11 @@ export function readModule(file: string): Buffer {
     if (ext === '') return fs.readFileSync(file);
     if (ext === '.gz') return zlib.gunzipSync(fs.readFileSync(file));
   } catch (e) {
-    throw new LabError({ message: `cannot read the module ${file}: ${(e as Error).message}`, code: 'EIO', cause: e });
+    throw new LabError({
+      message: `cannot read the module ${file}: ${(e as Error).message}`,
+      code: 'EIO',
+      cause: e,
+    });
   }
   const d = DECOMPRESS[ext];
   const r = spawnSync(d.tool, [...d.args, file], { maxBuffer: 256 * 1024 * 1024 });

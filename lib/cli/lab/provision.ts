@@ -17,7 +17,8 @@ import { readModule, type ModuleIndex } from './modules';
 /** Debian's kernel series the lab falls back to (bookworm's backported 6.12). */
 export const DEBIAN_KERNEL_RE = /^linux-image-(6\.12\.[0-9]+)\+deb12-amd64$/;
 const APT_PACKAGES = ['qemu-system-x86', 'busybox-static'];
-export const QEMU = 'qemu-system-x86_64';
+/** QEMU, unless VFIO_BRIDGE_LAB_QEMU names another. */
+export const DEFAULT_QEMU = 'qemu-system-x86_64';
 export const BUSYBOX = '/bin/busybox';
 
 /** The cache directory: VFIO_BRIDGE_LAB_CACHE, else $XDG_CACHE_HOME/vfio-bridge/lab, else ~/.cache/vfio-bridge/lab. */
@@ -27,7 +28,11 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv): string {
 }
 
 /** Runs a provisioning tool; a failure is a LabError with the tool's last words. */
-function tool(cmd: string, args: readonly string[], opts: { cwd?: string; what: string }): SpawnSyncReturns<string> {
+function tool(
+  cmd: string,
+  args: readonly string[],
+  opts: { cwd?: string; what: string },
+): SpawnSyncReturns<string> {
   const r = spawnSync(cmd, args, { cwd: opts.cwd, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   if (r.error || r.status !== 0) {
     const said = (r.stderr ?? '').trim().split('\n').slice(-3).join(' / ');
@@ -67,15 +72,26 @@ export function isStaticElf(file: string): boolean {
 }
 
 /**
- * ensureTools: QEMU and a static busybox, installed with apt when missing (as root).
+ * ensureTools: QEMU (`qemu`: a name on PATH, or a path) and a static busybox, installed with apt
+ * when missing (as root).
  * @throws LabError ELABPROVISION (exit 3) when they are missing and cannot be installed here
  */
-export function ensureTools(say: (line: string) => void): void {
-  const have = (): boolean => onPath(QEMU) && isStaticElf(BUSYBOX);
+export function ensureTools(qemu: string, say: (line: string) => void): void {
+  const hasQemu = (): boolean => (qemu.includes('/') ? fs.existsSync(qemu) : onPath(qemu));
+  const have = (): boolean => hasQemu() && isStaticElf(BUSYBOX);
   if (have()) return;
+  if (qemu !== DEFAULT_QEMU && !hasQemu())
+    throw unprovisionable(
+      `VFIO_BRIDGE_LAB_QEMU names ${qemu}, which is not there`,
+      'name an installed qemu-system-x86_64, or unset it',
+    );
   const fix = `sudo apt-get update && sudo apt-get install -y ${APT_PACKAGES.join(' ')}`;
-  const why = `${QEMU} or a static ${BUSYBOX} is missing`;
-  if (!onPath('apt-get')) throw unprovisionable(`${why} and this host has no apt-get`, 'install QEMU (x86_64 system emulator) and a static busybox');
+  const why = `${qemu} or a static ${BUSYBOX} is missing`;
+  if (!onPath('apt-get'))
+    throw unprovisionable(
+      `${why} and this host has no apt-get`,
+      'install QEMU (x86_64 system emulator) and a static busybox',
+    );
   if (process.getuid?.() !== 0) throw unprovisionable(`${why} and installing them needs root`, fix);
   say(`installing ${APT_PACKAGES.join(' ')}`);
   const install = (): SpawnSyncReturns<Buffer> =>
@@ -85,7 +101,8 @@ export function ensureTools(say: (line: string) => void): void {
     });
   if (install().status !== 0) {
     tool('apt-get', ['update', '-q'], { what: 'apt-get update' });
-    if (install().status !== 0) throw unprovisionable(`apt-get install ${APT_PACKAGES.join(' ')} failed`, fix);
+    if (install().status !== 0)
+      throw unprovisionable(`apt-get install ${APT_PACKAGES.join(' ')} failed`, fix);
   }
   if (!have()) throw unprovisionable(`${why} after apt-get install`, fix);
 }
@@ -94,7 +111,8 @@ export function ensureTools(say: (line: string) => void): void {
 function byVersion(a: string, b: string): number {
   const v = (s: string): number[] => (DEBIAN_KERNEL_RE.exec(s)?.[1] ?? '0').split('.').map(Number);
   const [x, y] = [v(a), v(b)];
-  for (let i = 0; i < Math.max(x.length, y.length); i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  for (let i = 0; i < Math.max(x.length, y.length); i++)
+    if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
   return 0;
 }
 
@@ -127,7 +145,11 @@ function cachedPackages(cache: string): string[] {
  * was unpacked, that one is taken without asking apt; offline, any cached one will do.
  * @throws LabError ELABPROVISION (exit 3) when no package is known or cached
  */
-export function debianKernel(cache: string, pkg: string | undefined, say: (line: string) => void): KernelTree {
+export function debianKernel(
+  cache: string,
+  pkg: string | undefined,
+  say: (line: string) => void,
+): KernelTree {
   let name = pkg;
   if (name === undefined) {
     const cached = cachedPackages(cache)[0];
@@ -144,8 +166,12 @@ export function debianKernel(cache: string, pkg: string | undefined, say: (line:
   name ??= cachedPackages(cache)[0];
   if (name === undefined) {
     throw unprovisionable(
-      onPath('apt-get') ? 'apt knows no package linux-image-6.12.*+deb12-amd64' : "the host's kernel will not do and this host has no apt to fetch Debian's",
-      onPath('apt-get') ? 'sudo apt-get update' : 'give a kernel with the IOMMU, vfio-pci and 9p: --kernel PATH',
+      onPath('apt-get')
+        ? 'apt knows no package linux-image-6.12.*+deb12-amd64'
+        : "the host's kernel will not do and this host has no apt to fetch Debian's",
+      onPath('apt-get')
+        ? 'sudo apt-get update'
+        : 'give a kernel with the IOMMU, vfio-pci and 9p: --kernel PATH',
     );
   }
   const dir = path.join(cache, name);
@@ -157,17 +183,20 @@ export function debianKernel(cache: string, pkg: string | undefined, say: (line:
     fs.mkdirSync(download);
     tool('apt-get', ['download', '-q', name], { cwd: download, what: `apt-get download ${name}` });
     const deb = fs.readdirSync(download).find((f) => f.endsWith('.deb'));
-    if (deb === undefined) throw new LabError({ message: `apt-get download ${name} left no .deb`, code: 'ELABPROVISION' });
+    if (deb === undefined)
+      throw new LabError({ message: `apt-get download ${name} left no .deb`, code: 'ELABPROVISION' });
     tool('dpkg', ['-x', path.join(download, deb), dir], { what: `dpkg -x ${deb}` });
     fs.rmSync(download, { recursive: true, force: true });
     fs.writeFileSync(complete(dir), '');
     // A newer kernel replaces the older ones (about 110 MiB each) unless one was pinned.
     if (pkg === undefined) {
-      for (const old of cachedPackages(cache)) if (old !== name) fs.rmSync(path.join(cache, old), { recursive: true, force: true });
+      for (const old of cachedPackages(cache))
+        if (old !== name) fs.rmSync(path.join(cache, old), { recursive: true, force: true });
     }
   }
   const tree = unpackedKernel(dir, 'debian', name);
-  if (typeof tree === 'string') throw new LabError({ message: `the package ${name}: ${tree}`, code: 'ELABPROVISION' });
+  if (typeof tree === 'string')
+    throw new LabError({ message: `the package ${name}: ${tree}`, code: 'ELABPROVISION' });
   return tree;
 }
 
@@ -200,7 +229,21 @@ export function newcArchive(entries: readonly CpioEntry[]): Buffer {
     const dir = e.data === undefined;
     const mode = (dir ? 0o040000 : 0o100000) | (e.mode ?? (dir ? 0o755 : 0o644));
     const data = e.data ?? Buffer.alloc(0);
-    const fields = [i + 1, e.name === 'TRAILER!!!' ? 0 : mode, 0, 0, dir ? 2 : 1, 0, data.length, 0, 0, 0, 0, e.name.length + 1, 0];
+    const fields = [
+      i + 1,
+      e.name === 'TRAILER!!!' ? 0 : mode,
+      0,
+      0,
+      dir ? 2 : 1,
+      0,
+      data.length,
+      0,
+      0,
+      0,
+      0,
+      e.name.length + 1,
+      0,
+    ];
     put(Buffer.from('070701' + fields.map((f) => f.toString(16).padStart(8, '0')).join(''), 'latin1'));
     put(Buffer.from(`${e.name}\0`, 'latin1'));
     pad();
@@ -216,6 +259,8 @@ export interface InitramfsInputs {
   /** The modules, by name as asked for (dependencies are added at build time). */
   modules: readonly string[];
   init: string;
+  /** The static busybox (default /bin/busybox). */
+  busybox?: string;
 }
 
 /**
@@ -226,7 +271,7 @@ export function initramfsPath(cache: string, prefix: string, inputs: InitramfsIn
   const img = fs.statSync(inputs.kernel.vmlinuz);
   const h = createHash('sha256');
   h.update(`${inputs.kernel.vmlinuz}\0${img.size}\0${img.mtimeMs}\0${inputs.modules.join(',')}\0`);
-  h.update(fs.readFileSync(BUSYBOX));
+  h.update(fs.readFileSync(inputs.busybox ?? BUSYBOX));
   h.update(fs.readFileSync(inputs.init));
   return path.join(cache, `${prefix}-${inputs.kernel.version}-${h.digest('hex').slice(0, 16)}.cpio`);
 }
@@ -238,7 +283,8 @@ export function initramfsPath(cache: string, prefix: string, inputs: InitramfsIn
  * @throws LabError ELABKERNEL when the kernel lacks one of the modules
  */
 export function buildInitramfs(out: string, inputs: InitramfsInputs, index: ModuleIndex | null): string[] {
-  const { order, missing } = index === null ? { order: [], missing: [...inputs.modules] } : index.loadOrder(inputs.modules);
+  const { order, missing } =
+    index === null ? { order: [], missing: [...inputs.modules] } : index.loadOrder(inputs.modules);
   if (missing.length > 0) {
     throw new LabError({
       message: `the kernel ${inputs.kernel.version} has no module ${missing.join(', ')}`,
@@ -248,7 +294,7 @@ export function buildInitramfs(out: string, inputs: InitramfsInputs, index: Modu
   }
   const entries: CpioEntry[] = [
     { name: 'bin' },
-    { name: 'bin/busybox', data: fs.readFileSync(BUSYBOX), mode: 0o755 },
+    { name: 'bin/busybox', data: fs.readFileSync(inputs.busybox ?? BUSYBOX), mode: 0o755 },
     { name: 'init', data: fs.readFileSync(inputs.init), mode: 0o755 },
     { name: 'modules' },
     ...order.map((m) => ({ name: `modules/${m}.ko`, data: readModule(index!.file(m)!) })),

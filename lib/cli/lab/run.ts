@@ -13,7 +13,6 @@ import * as readline from 'node:readline';
 import { EXIT_TIMEOUT, LabError } from './errors';
 import type { Layout } from './layout';
 import { commandScript, guestPlan, qemuArgs, type CommandOptions, type MachineOptions } from './machine';
-import { QEMU } from './provision';
 
 /** What a guest run needs. */
 export interface GuestRun {
@@ -103,7 +102,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> 
   };
   const log = fs.openSync(consoleLog, 'a');
   return new Promise((resolve, reject) => {
-    const qemu = spawn(QEMU, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const qemu = spawn(run.machine.qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let killer: NodeJS.Timeout | undefined;
     const stop = (): void => {
       qemu.kill('SIGTERM');
@@ -136,7 +135,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> 
       fs.closeSync(log);
       reject(
         new LabError({
-          message: `cannot start ${QEMU}: ${e.message}`,
+          message: `cannot start ${run.machine.qemu}: ${e.message}`,
           code: (e as NodeJS.ErrnoException).code ?? 'ENOENT',
           hint: 'install QEMU (qemu-system-x86 on Debian)',
         }),
@@ -167,11 +166,17 @@ function verdict(run: GuestRun, b: Boot, runDir: string, lastConsole: string): O
   };
   const rc = read('rc');
   if (rc !== null && rc !== '') {
-    if (!/^[0-9]+$/.test(rc)) throw new LabError({ message: `the guest wrote a malformed exit status: ${rc}`, code: 'ELABBOOT' });
-    return { status: Number(rc), bootSeconds: seconds(b.started, b.ready!), commandSeconds: seconds(b.ready!, b.done ?? b.ended) };
+    if (!/^[0-9]+$/.test(rc))
+      throw new LabError({ message: `the guest wrote a malformed exit status: ${rc}`, code: 'ELABBOOT' });
+    return {
+      status: Number(rc),
+      bootSeconds: seconds(b.started, b.ready!),
+      commandSeconds: seconds(b.ready!, b.done ?? b.ended),
+    };
   }
   const where = `console in ${lastConsole}`;
-  if (b.aborted) throw new LabError({ message: 'stopped: the guest was shut down', code: 'ECANCELED', exitStatus: 130 });
+  if (b.aborted)
+    throw new LabError({ message: 'stopped: the guest was shut down', code: 'ECANCELED', exitStatus: 130 });
   if (b.timedOut) {
     throw new LabError({
       message: `timed out after ${run.timeoutSeconds}s during the ${b.ready === null ? 'boot' : 'command'} phase`,
