@@ -77,7 +77,9 @@ describe('layering', () => {
     for (const f of fs.readdirSync(dir)) {
       for (const m of fs.readFileSync(path.join(dir, f), 'utf8').matchAll(/from '(\.{1,2}\/[^']+)'/g)) {
         const target = path.relative(LIB, path.resolve(dir, m[1]));
-        if (!['cli/lab', 'cli/errors', 'base/error'].some((ok) => target === ok || target.startsWith(`${ok}/`)))
+        if (
+          !['cli/lab', 'cli/errors', 'base/error'].some((ok) => target === ok || target.startsWith(`${ok}/`))
+        )
           bad.push(`${f} -> ${target}`);
       }
     }

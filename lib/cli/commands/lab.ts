@@ -70,7 +70,9 @@ CI as here, HOME and TMPDIR on a tmpfs. The host's root is the guest's, read-onl
 Kernel: auto takes the host's own when it has the Intel IOMMU, vfio-pci, virtio-pci, 9p, kvm-amd and
 the modules named, else Debian's 6.12 package (apt-get download), cached in --cache.
 Environment: VFIO_BRIDGE_LAB_CACHE, VFIO_BRIDGE_LAB_KERNEL, VFIO_BRIDGE_LAB_TIMEOUT,
-VFIO_BRIDGE_LAB_LOCK_WAIT and VFIO_BRIDGE_LAB_APPEND give the defaults of those options.
+VFIO_BRIDGE_LAB_LOCK_WAIT and VFIO_BRIDGE_LAB_APPEND give the defaults of those options;
+VFIO_BRIDGE_LAB_QEMU names QEMU (default qemu-system-x86_64 on PATH); VFIO_BRIDGE_LAB_LOCK the file
+whose lock lets one guest run at a time (default CACHE/guest.lock).
 Exit status: the command's; 1 the lab failed (a "lab: FAIL" line from the guest says where), 2 the
 command line is wrong, 3 this host cannot provide QEMU, busybox or a kernel, 124 --timeout ran out.
 `;
@@ -163,6 +165,7 @@ function request(flags: LabFlags, argv: string[], io: CliIo): LabRequest {
       `--memory ${JSON.stringify(flags.memory)} is not a size in MiB of at least 256`,
       'e.g. --memory 4096',
     );
+  const cache = path.resolve(flags.cache ?? defaultCacheDir(io.env));
   const env = Object.fromEntries(
     pairs(flags.env ?? [], '--env', /^[A-Za-z_][A-Za-z0-9_]*$/, 'VFIO_BRIDGE_DEVICES_REQUIRED=1'),
   );
@@ -178,13 +181,14 @@ function request(flags: LabFlags, argv: string[], io: CliIo): LabRequest {
     argv,
     env: { ...(io.env['CI'] ? { CI: io.env['CI'] } : {}), ...env },
     hostPath: io.env['PATH'] ?? '/usr/local/bin:/usr/bin:/bin',
-    cache: path.resolve(flags.cache ?? defaultCacheDir(io.env)),
+    cache,
     append: flags.append ?? io.env['VFIO_BRIDGE_LAB_APPEND'] ?? '',
     qemuBinary: io.env['VFIO_BRIDGE_LAB_QEMU'] || DEFAULT_QEMU,
     qemu: (flags.qemu ?? []).flatMap((q) => q.split(/\s+/)).filter(Boolean),
     memoryMiB,
     timeoutSeconds: seconds(flags.timeout ?? io.env['VFIO_BRIDGE_LAB_TIMEOUT'] ?? '600', '--timeout'),
     lockWaitSeconds: seconds(flags.lockWait ?? io.env['VFIO_BRIDGE_LAB_LOCK_WAIT'] ?? '1200', '--lock-wait'),
+    guestLock: path.resolve(io.env['VFIO_BRIDGE_LAB_LOCK'] || path.join(cache, 'guest.lock')),
     keepFiles: pairs(flags.keepFile ?? [], '--keep-file', ROLE_RE, 'ivshmem=/tmp/shm.bin'),
   };
 }

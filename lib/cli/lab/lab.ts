@@ -1,7 +1,8 @@
 /**
  * `vfio-bridge lab` from request to verdict: the kernel and initramfs images provisioned under the
  * provisioning lock, then one guest at a time (the machine is small and shared, and TCG uses every
- * core it gets) under the guest lock, both locks in the cache directory.
+ * core it gets) under the guest lock, both in the cache directory unless VFIO_BRIDGE_LAB_LOCK names
+ * the guest lock elsewhere (runs with caches of their own still take turns).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -60,6 +61,8 @@ export interface LabRequest {
   memoryMiB: number;
   timeoutSeconds: number;
   lockWaitSeconds: number;
+  /** The file whose lock lets one guest run at a time. */
+  guestLock: string;
   /** role to path: copies of backing files to keep. */
   keepFiles: Map<string, string>;
 }
@@ -201,7 +204,7 @@ export interface LabHooks {
  * @throws LabError ELABLOCK when the wait runs out, else as runGuest
  */
 export async function runLab(r: LabRequest, p: Provisioned, hooks: LabHooks): Promise<LabResult> {
-  const { lock, waited } = await FileLock.acquire(path.join(r.cache, 'guest.lock'), {
+  const { lock, waited } = await FileLock.acquire(r.guestLock, {
     waitSeconds: r.lockWaitSeconds,
     what: 'another lab guest',
     onWait: () => hooks.say('another lab guest is running; waiting for it'),
