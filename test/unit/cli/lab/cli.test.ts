@@ -1,30 +1,10 @@
 // `vfio-bridge lab` as the CLI runs it, without booting anything: its help, --print (devices, the
 // environment, QEMU's command line) in text and in JSON that follows the published schema, and a
 // usage error with a hint (exit 2, EUSAGE, text or JSON) for every bad option.
-import Ajv2020 from 'ajv/dist/2020';
-
-import type { CliIo } from '../../../../lib/cli/io';
-import { run } from '../../../../lib/cli/program';
-import { SCHEMAS } from '../../../../lib/cli/schema';
-
-async function cli(
-  argv: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const io: CliIo = {
-    out: (s) => void (stdout += s),
-    err: (s) => void (stderr += s),
-    errIsTty: false,
-    env: { PATH: '/usr/bin:/bin', ...env },
-    confirm: async () => null,
-  };
-  return { code: await run(argv, io), stdout, stderr };
-}
+import { cli, validJson } from '../../../native/cli/harness';
 
 test('--help: the presets, the keys, the statuses and examples', async () => {
-  const r = await cli(['lab', '--help']);
+  const r = await cli(['lab', '--help'], {});
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/^Usage: vfio-bridge lab \[options\] \[command\.\.\.\]/);
   for (const s of [
@@ -61,25 +41,15 @@ test('--print: the devices, what the command sees, and the QEMU command line, fr
 });
 
 test('--print --json follows the schema; --preset vfio-bridge is the project set', async () => {
-  const r = await cli([
-    'lab',
-    '--preset',
-    'vfio-bridge',
-    '--print',
-    '--json',
-    '-e',
-    'X=1',
-    '--',
-    'npm',
-    'test',
-  ]);
+  const r = await cli(
+    ['lab', '--preset', 'vfio-bridge', '--print', '--json', '-e', 'X=1', '--', 'npm', 'test'],
+    {},
+  );
   expect(r.code).toBe(0);
-  const doc = JSON.parse(r.stdout) as Record<string, unknown> & {
+  const doc = validJson('lab', r.stdout) as {
     devices: { role: string; bdf: string }[];
     environment: Record<string, string>;
   };
-  const validate = new Ajv2020({ strict: true }).compile(SCHEMAS['lab']);
-  expect(validate(doc)).toBe(true);
   expect(doc).toMatchObject({ command: 'lab', kernel: null, status: null, seconds: null });
   expect(doc.devices.map((d) => `${d.role}=${d.bdf}`)).toContain('hotreset=0000:01:00.0');
   expect(doc.environment).toMatchObject({ X: '1', VFIO_BRIDGE_LAB: '1' });
@@ -110,11 +80,11 @@ test.each([
   ],
   [['lab', '--device', 'edu', 'npx', 'jest', '--ci'], /unknown option '--ci'/],
 ])('%j: exit 2, EUSAGE, with a hint', async (argv, message) => {
-  const r = await cli(argv);
+  const r = await cli(argv, {});
   expect(r.code).toBe(2);
   expect(r.stdout).toBe('');
   expect(r.stderr).toMatch(new RegExp(`^vfio-bridge: .*\\[EUSAGE\\]\\n  hint: .+\\n$`));
   expect(r.stderr).toMatch(message);
-  const j = await cli([...argv.slice(0, 1), '--json', ...argv.slice(1)]);
+  const j = await cli([...argv.slice(0, 1), '--json', ...argv.slice(1)], {});
   expect(JSON.parse(j.stderr)).toMatchObject({ error: { code: 'EUSAGE', hint: expect.any(String) } });
 });
