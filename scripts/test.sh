@@ -35,7 +35,7 @@ done
 phase 'lab: provision'
 status=0
 bash scripts/lab/lab.sh --provision 2>"${TMPDIR:-/tmp}/vfio-bridge-provision.$$" || status=$?
-why=$(grep -A1 '^vfio-bridge: cannot provision the lab: ' "${TMPDIR:-/tmp}/vfio-bridge-provision.$$" || true)
+why=$(grep -A1 '^vfio-bridge: cannot provision the lab: ' "${TMPDIR:-/tmp}/vfio-bridge-provision.$$" | tr -s '\n ' ' ' | sed 's/ $//' || true)
 if [ "$status" = 3 ] && [ "$ci" = false ]; then
   rm -f "${TMPDIR:-/tmp}/vfio-bridge-provision.$$"
   echo "!!! SKIPPING the lab suite (test/hil): ${why#vfio-bridge: } (with CI=true this fails) !!!"
