@@ -11,7 +11,7 @@ const project = (name, extra = {}) => ({
   // docs/examples import the package by name, as a user does.
   moduleNameMapper: {
     '^vfio-bridge$': '<rootDir>/lib/index.ts',
-    '^vfio-bridge/(memory|pci|vfio|kvm|dma|vmm|cli)$': '<rootDir>/lib/$1/index.ts',
+    '^vfio-bridge/(memory|pci|vfio|kvm|dma|vmm|cli|testing)$': '<rootDir>/lib/$1/index.ts',
   },
   ...extra,
 });

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The package as a user gets it: `npm pack` (prepack supplies dist/ and the prebuild), the tarball
 # installed into a scratch project, then used from CommonJS, ESM and TypeScript (against the
-# installed declarations, with moduleResolution node16, bundler and node10), and the CLI's --help.
+# installed declarations, with moduleResolution node16, bundler and node10), and the CLI's --help
+# (the lab command's too, with the guest init it ships).
 #
 # Installing must not compile: the install step keeps the prebuild when it loads, so a build/
 # directory in the installed package means the prebuild was not usable.
@@ -20,7 +21,8 @@ fail() {
 tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
 tar -tzf "$work/$tarball" >"$work/contents"
 for f in package/dist/index.js package/dist/memory/index.d.ts package/prebuilds/linux-x64/vfio-bridge.glibc.node \
-  package/lib/index.ts package/scripts/install.js package/LICENSE package/CHANGELOG.md; do
+  package/lib/index.ts package/scripts/install.js package/scripts/lab/init.sh package/dist/cli/lab/lab.js \
+  package/LICENSE package/CHANGELOG.md; do
   grep -qx "$f" "$work/contents" || fail "the tarball lacks $f"
 done
 ! grep -q '^package/test/' "$work/contents" || fail 'the tarball holds test/'
@@ -55,4 +57,12 @@ rm -r "$app/node_modules/vfio-bridge/prebuilds"
 (cd "$app" && PREBUILDS_ONLY=1 node no-addon.cjs)
 help=$(PREBUILDS_ONLY=1 "$app/node_modules/.bin/vfio-bridge" --help) || fail 'vfio-bridge --help'
 grep -q '^Usage: vfio-bridge' <<<"$help" || fail "vfio-bridge --help printed: $help"
-echo "pack-test: $tarball installs, loads its prebuild and works from CommonJS, ESM, TypeScript and the CLI, and without its addon"
+# The lab command from the tarball: its help, and a plan naming the guest's init the package ships.
+help=$(PREBUILDS_ONLY=1 "$app/node_modules/.bin/vfio-bridge" lab --help) || fail 'vfio-bridge lab --help'
+grep -q '^Usage: vfio-bridge lab' <<<"$help" || fail "vfio-bridge lab --help printed: $help"
+init=$(cd "$app" && PREBUILDS_ONLY=1 node_modules/.bin/vfio-bridge lab --device nvme --print --json -- true |
+  node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0, "utf8")).init)') ||
+  fail 'vfio-bridge lab --print --json'
+[ "$init" = "$app/node_modules/vfio-bridge/scripts/lab/init.sh" ] && [ -f "$init" ] ||
+  fail "vfio-bridge lab would boot the init $init, not the one the package ships"
+echo "pack-test: $tarball installs, loads its prebuild and works from CommonJS, ESM, TypeScript and the CLI (lab included), and without its addon"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `npm test`: install, build, the packed tarball, then the unit, native and lab suites, in that order.
 #
-# The lab suite (test/hil on real vfio-pci in a QEMU guest, scripts/lab/) needs root and apt the
-# first time. Outside CI, when the lab cannot be provisioned, one loud line says how to fix that
+# The lab suite (test/hil on real vfio-pci in a QEMU guest: `vfio-bridge lab` with the project's
+# device set, through scripts/lab/) needs root and apt the first time. Outside CI, when the lab cannot be provisioned, one loud line says how to fix that
 # and only the lab suite is skipped. With CI=true the lab is mandatory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,10 +35,10 @@ done
 phase 'lab: provision'
 status=0
 bash scripts/lab/lab.sh --provision 2>"${TMPDIR:-/tmp}/vfio-bridge-provision.$$" || status=$?
-why=$(grep '^lab: FAIL cannot provision: ' "${TMPDIR:-/tmp}/vfio-bridge-provision.$$" || true)
+why=$(grep -A1 '^vfio-bridge: cannot provision the lab: ' "${TMPDIR:-/tmp}/vfio-bridge-provision.$$" | tr -s '\n ' ' ' | sed 's/ $//' || true)
 if [ "$status" = 3 ] && [ "$ci" = false ]; then
   rm -f "${TMPDIR:-/tmp}/vfio-bridge-provision.$$"
-  echo "!!! SKIPPING the lab suite (test/hil): ${why#lab: FAIL } (with CI=true this fails) !!!"
+  echo "!!! SKIPPING the lab suite (test/hil): ${why#vfio-bridge: } (with CI=true this fails) !!!"
   exit 0
 fi
 cat "${TMPDIR:-/tmp}/vfio-bridge-provision.$$" >&2

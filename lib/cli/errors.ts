@@ -4,6 +4,7 @@
  */
 import { VfioBridgeError } from '../base/error';
 import { VfioError } from '../base/native-errors';
+import { LabError } from './lab/errors';
 
 /** Exit codes, the same for every command. */
 export const EXIT_OK = 0;
@@ -66,7 +67,9 @@ export function reportFailure(e: unknown): FailureReport {
     return { exit: EXIT_USAGE, message: e.message, hint: null, code: 'EUSAGE' };
   }
   if (e instanceof VfioBridgeError) {
-    return { exit: EXIT_FAILED, message: e.message, hint: e.hint ?? null, code: e.code };
+    // The lab's own statuses (3: cannot provision, 124: timed out) keep their meaning for scripts.
+    const exit = e instanceof LabError ? e.exitStatus : EXIT_FAILED;
+    return { exit, message: e.message, hint: e.hint ?? null, code: e.code };
   }
   if (e instanceof Error) {
     const code = (e as NodeJS.ErrnoException).code;

@@ -25,9 +25,11 @@ import { addAccessCommands } from './commands/access';
 import { example } from './commands/common';
 import { addDeviceCommands } from './commands/device';
 import { addDriverCommands } from './commands/drivers';
+import { addLabCommand } from './commands/lab';
 
 const FAILURE_HELP = `
 Exit status: 0 done, 1 the operation failed, 2 the command line is wrong.
+lab exits with its command's status instead (and 3 or 124, as lab --help says).
 Failures go to stderr as "vfio-bridge: MESSAGE [CODE]" and "  hint: HINT"; with --json as one line
 {"error":{"message":...,"hint":...,"code":...}} (stdout then holds nothing). CODE is an errno name
 (EBUSY, ENOENT, ...), a vfio-bridge code (ENOTVIABLE, ...) or EUSAGE.
@@ -42,10 +44,16 @@ export function packageVersion(): string {
   return pkg.version;
 }
 
+/** The exit status a command asked for (the lab's is its command's); absent means EXIT_OK. */
+const exitStatuses = new WeakMap<Command, number>();
+
 /** Build the program. `io` receives everything it prints. */
 export function buildProgram(io: CliIo): Command {
   const program = new Command('vfio-bridge')
-    .description('Inspect PCI devices, move them to vfio-pci and back, and look inside them through VFIO.')
+    .description(
+      'Inspect PCI devices, move them to vfio-pci and back, look inside them through VFIO, and test ' +
+        'against emulated ones on real vfio-pci in a lab guest.',
+    )
     .version(packageVersion(), '-V, --version', 'print the version of vfio-bridge')
     .exitOverride()
     // Commander's own complaints are reported by run() like every other failure.
@@ -56,6 +64,7 @@ export function buildProgram(io: CliIo): Command {
   addDriverCommands(program, io, sysfs);
   addAccessCommands(program, io, sysfs);
   addDeviceCommands(program, io, sysfs);
+  addLabCommand(program, io, (status) => exitStatuses.set(program, status));
 
   example(
     program
@@ -110,7 +119,7 @@ export async function run(argv: readonly string[], io: CliIo): Promise<number> {
   let report: FailureReport;
   try {
     await program.parseAsync([...argv], { from: 'user' });
-    return EXIT_OK;
+    return exitStatuses.get(program) ?? EXIT_OK;
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version are successes; everything else commander refuses is a usage error.

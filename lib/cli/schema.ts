@@ -221,6 +221,37 @@ export const SCHEMAS: Record<string, Schema> = {
     ],
   },
   irqs: doc('irqs', { bdf, irqs: { type: 'array', items: irq } }),
+  // `lab --json`: the kernel (null with --print, which provisions nothing), the devices and what the
+  // command saw, QEMU's command line, and the command's status and the phases' seconds (null when
+  // the phase did not run: --print, --provision).
+  lab: doc('lab', {
+    kernel: nullable(
+      obj({ source: { enum: ['host', 'debian', 'path'] }, version: str, path: str, reason: str }),
+    ),
+    devices: {
+      type: 'array',
+      items: obj({
+        role: str,
+        bdf,
+        model: str,
+        driver: nullable(str),
+        ids: nullable(str),
+        file: nullable(str),
+      }),
+    },
+    environment: { type: 'object', additionalProperties: str },
+    qemu: { type: 'array', items: str },
+    init: str,
+    status: nullable(int),
+    seconds: nullable(
+      obj({
+        provision: { type: 'number' },
+        wait: nullable({ type: 'number' }),
+        boot: nullable({ type: 'number' }),
+        command: nullable({ type: 'number' }),
+      }),
+    ),
+  }),
   // `irqs --watch --json` prints one such document per line (JSON Lines), one per sample. `counts`
   // are the interrupts of each vector since the previous line, `totals` since the watch began;
   // `stop` is null except on the last line, which says why the watch ended.

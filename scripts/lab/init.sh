@@ -1,9 +1,10 @@
 #!/bin/busybox sh
-# vfio-bridge lab: PID 1 of the guest (busybox sh, packed into the initramfs by provision.sh).
+# vfio-bridge lab: PID 1 of the guest (busybox sh, packed into the initramfs by `vfio-bridge lab`,
+# lib/cli/lab/provision.ts).
 #
-# It loads VFIO and 9p, mounts the host root read-only and the run directory writable, binds the
-# lab devices to vfio-pci, runs the host's command chrooted into the host root, and writes the
-# exit status to the run directory. Every step that can fail prints one `lab: FAIL ...` line, which
+# It loads the modules /modules.list names, mounts the host root read-only and the run directory
+# writable, binds the lab devices to vfio-pci, runs the host's command chrooted into the host root,
+# and writes the exit status to the run directory. Every step that can fail prints one `lab: FAIL ...` line, which
 # the host reports verbatim; the host only trusts an exit status found in the `rc` file.
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -50,17 +51,22 @@ mount -t 9p -o "$opts,rw" lab /lab || fail "mounting the run directory over 9p (
 # shellcheck disable=SC1091
 . /lab/env
 
-# LAB_DEVICES is "role=vendor:device@bdf ..." from lab.sh.
+# Whether the device at $bdf is $ids (vendor:device, or * for any); fails naming $1 otherwise.
+check_ids() {
+  dev=/sys/bus/pci/devices/$bdf
+  [ -d "$dev" ] || fail "device $1: no PCI device at $bdf"
+  seen="$(cat "$dev/vendor"):$(cat "$dev/device")"
+  want="0x${ids%:*}:0x${ids#*:}"
+  [ "$ids" = '*' ] || [ "$seen" = "$want" ] || fail "device $1 at $bdf is $seen, expected $want"
+}
+
+# LAB_DEVICES is "role=vendor:device@bdf ..." (vendor:device may be *), from the lab's plan.
 for spec in $LAB_DEVICES; do
   role=${spec%%=*}
   rest=${spec#*=}
   ids=${rest%@*}
   bdf=${rest#*@}
-  dev=/sys/bus/pci/devices/$bdf
-  [ -d "$dev" ] || fail "device $role: no PCI device at $bdf"
-  seen="$(cat "$dev/vendor"):$(cat "$dev/device")"
-  want="0x${ids%:*}:0x${ids#*:}"
-  [ "$seen" = "$want" ] || fail "device $role at $bdf is $seen, expected $want"
+  check_ids "$role"
   echo vfio-pci >"$dev/driver_override" || fail "device $role $bdf: writing driver_override"
   if [ -e "$dev/driver" ]; then
     echo "$bdf" >"$dev/driver/unbind" || fail "device $role $bdf: unbinding its driver"
@@ -80,10 +86,7 @@ for spec in ${LAB_KERNEL_DEVICES:-}; do
   rest=${spec#*=}
   ids=${rest%@*}
   bdf=${rest#*@}
-  dev=/sys/bus/pci/devices/$bdf
-  [ -d "$dev" ] || fail "device $want_drv: no PCI device at $bdf"
-  seen="$(cat "$dev/vendor"):$(cat "$dev/device")"
-  [ "$seen" = "0x${ids%:*}:0x${ids#*:}" ] || fail "device $want_drv at $bdf is $seen, expected $ids"
+  check_ids "$want_drv"
   drv=$(basename "$(readlink "$dev/driver" 2>/dev/null)" 2>/dev/null)
   [ "$drv" = "$want_drv" ] || fail "device $bdf is not on its kernel driver $want_drv (driver: ${drv:-none})"
   echo "lab: $bdf on its kernel driver $want_drv"
@@ -92,19 +95,33 @@ done
 mount --bind /dev /newroot/dev || fail "binding /dev into the host root"
 mount --bind /proc /newroot/proc || fail "binding /proc into the host root"
 mount --bind /sys /newroot/sys || fail "binding /sys into the host root"
-# The guest gets a writable /tmp of its own. A repository checked out under the host's /tmp (CI
-# clones often are) would vanish beneath it, so its mount is moved aside first and put back after.
-case $LAB_REPO/ in
-  /tmp/*)
-    mkdir -p /repo
-    mount --bind "/newroot$LAB_REPO" /repo || fail "binding the repository $LAB_REPO aside"
-    ;;
-esac
+# The guest gets a writable /tmp of its own. Host paths under /tmp that the command needs (a
+# project checked out there, as CI clones often are, or a disk image) would vanish beneath it:
+# LAB_KEEP lists them, one a line, and each is bound aside first and moved back after.
+keep() {
+  i=0
+  while IFS= read -r p; do
+    [ -n "$p" ] || continue
+    i=$((i + 1))
+    if [ "$1" = aside ]; then
+      [ -e "/newroot$p" ] || continue
+      mkdir -p /keep
+      if [ -d "/newroot$p" ]; then mkdir "/keep/$i"; else : >"/keep/$i"; fi
+      mount --bind "/newroot$p" "/keep/$i" || fail "binding $p aside"
+    else
+      [ -e "/keep/$i" ] || continue
+      if [ ! -e "/newroot$p" ]; then
+        if [ -d "/keep/$i" ]; then mkdir -p "/newroot$p"; else mkdir -p "$(dirname "/newroot$p")" && : >"/newroot$p"; fi
+      fi
+      mount --move "/keep/$i" "/newroot$p" || fail "putting $p back in the guest's /tmp"
+    fi
+  done <<EOF
+${LAB_KEEP:-}
+EOF
+}
+keep aside
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "mounting a tmpfs on /tmp"
-if grep -q " /repo " /proc/mounts; then
-  mkdir -p "/newroot$LAB_REPO" || fail "making $LAB_REPO in the guest's /tmp"
-  mount --move /repo "/newroot$LAB_REPO" || fail "putting the repository back at $LAB_REPO"
-fi
+keep back
 mkdir -p "/newroot$LAB_RUN_DIR" 2>/dev/null
 mount --bind /lab "/newroot$LAB_RUN_DIR" || fail "binding the run directory over $LAB_RUN_DIR"
 cp /lab/cmd.sh /newroot/tmp/.lab-cmd.sh || fail "copying the command into the guest"

@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # vfio-bridge VMM guest: PID 1 of the Linux guest a VMM boots with passed-through NICs (packed into
-# its initramfs by scripts/vmm/guest.sh). The same image runs under QEMU and under the Node VMM, so
-# everything it reports is a `guest: ...` console line that either side's harness can parse.
+# its initramfs by `vfio-bridge lab --vmm-init`, which scripts/lab/lab.sh passes). The same image
+# runs under QEMU and under the Node VMM, so everything it reports is a `guest: ...` console line
+# that either side's harness can parse.
 #
 # Kernel command line parameters (all optional):
 #   guest.rtl=8139cp|8139too   driver for the RTL8139 (8139too is loaded with use_io=1)

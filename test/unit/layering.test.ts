@@ -71,6 +71,21 @@ describe('layering', () => {
     expect(violations('testing', ['native', 'types', 'base', 'vfio', 'pci', 'dma', 'cli'])).toEqual([]);
   });
 
+  test('lib/cli/lab (the lab command) imports no device layer: it runs where the addon cannot load', () => {
+    const dir = path.join(LIB, 'cli', 'lab');
+    const bad: string[] = [];
+    for (const f of fs.readdirSync(dir)) {
+      for (const m of fs.readFileSync(path.join(dir, f), 'utf8').matchAll(/from '(\.{1,2}\/[^']+)'/g)) {
+        const target = path.relative(LIB, path.resolve(dir, m[1]));
+        if (
+          !['cli/lab', 'cli/errors', 'base/error'].some((ok) => target === ok || target.startsWith(`${ok}/`))
+        )
+          bad.push(`${f} -> ${target}`);
+      }
+    }
+    expect(bad).toEqual([]);
+  });
+
   test('the check sees imports: lib/vmm imports lib/kvm and lib/pci', () => {
     const tops = new Set([...importedFolders('vmm').values()].flat());
     expect([tops.has('kvm'), tops.has('pci')]).toEqual([true, true]);

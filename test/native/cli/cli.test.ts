@@ -442,6 +442,7 @@ describe('help, schemas and the executable', () => {
       'mtree',
       'reset',
       'irqs',
+      'lab',
     ]) {
       const r = await cli([c, '--help'], env);
       expect(r.code).toBe(0);

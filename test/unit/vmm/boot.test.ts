@@ -235,7 +235,7 @@ describe('loadLinux', () => {
   });
 });
 
-// The lab's Debian kernel, when this machine has provisioned the lab (scripts/lab/provision.sh).
+// The lab's Debian kernel, when this machine has provisioned the lab (lib/cli/lab/provision.ts).
 const labCache =
   process.env.VFIO_BRIDGE_LAB_CACHE ??
   join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'vfio-bridge/lab');

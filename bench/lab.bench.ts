@@ -1,0 +1,87 @@
+/**
+ * npm run bench:lab: how long `vfio-bridge lab` takes to get a guest ready, with 1 device and with 6
+ * (edu, e1000, e1000e, rtl8139, nvme, ivshmem), cold and warm. Cold is a first run on a machine: an
+ * empty cache, so the kernel package is downloaded and unpacked and the initramfs built; warm is
+ * every later run (the median of three). Boot is QEMU's start to the guest's `lab: ready` (modules
+ * loaded, devices bound, 9p mounted); the command is `true`. The runs take the machine's usual
+ * guest lock, so they wait for anyone else's lab. Needs dist/ (npm run build:ts).
+ * `-- --warm-only` skips the cold runs (and their downloads). One run, printed; nothing is asserted.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { defaultCacheDir } from '../lib/cli/lab/provision';
+
+const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+const SETS = {
+  1: ['edu'],
+  6: ['edu', 'e1000', 'e1000e', 'rtl8139', 'nvme', 'ivshmem'],
+};
+
+interface Figures {
+  provision: number;
+  boot: number;
+  /** From starting the CLI to its end. */
+  total: number;
+}
+
+/** One `vfio-bridge lab --json ... -- true` with `cache`. */
+function labRun(devices: readonly string[], cache: string): Figures {
+  const t0 = performance.now();
+  const r = spawnSync(
+    process.execPath,
+    [CLI, 'lab', '--json', ...devices.flatMap((d) => ['--device', d]), '--', 'true'],
+    {
+      encoding: 'utf8',
+      env: {
+        ...process.env,
+        VFIO_BRIDGE_LAB_CACHE: cache,
+        VFIO_BRIDGE_LAB_LOCK: path.join(defaultCacheDir(process.env), 'guest.lock'),
+      },
+    },
+  );
+  const total = (performance.now() - t0) / 1000;
+  if (r.status !== 0)
+    throw new Error(`bench:lab: the lab exited ${r.status}:\n${r.stderr.split('\n').slice(-12).join('\n')}`);
+  const doc = JSON.parse(r.stdout) as { seconds: { provision: number; wait: number; boot: number } };
+  return { provision: doc.seconds.provision, boot: doc.seconds.boot, total: total - doc.seconds.wait };
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const s = (v: number): string => `${v.toFixed(1)} s`.padStart(8);
+
+function main(): void {
+  if (!fs.existsSync(CLI)) throw new Error('bench:lab: dist/ is not built (npm run build:ts)');
+  const warmOnly = process.argv.includes('--warm-only');
+  const rows: string[] = [];
+  const warmBoot: Record<number, number> = {};
+  for (const n of [1, 6] as const) {
+    if (!warmOnly) {
+      const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-bridge-bench-lab-'));
+      try {
+        const cold = labRun(SETS[n], cache);
+        rows.push(
+          `${n} device${n > 1 ? 's' : ' '}  cold  ${s(cold.provision)}  ${s(cold.boot)}  ${s(cold.total)}`,
+        );
+      } finally {
+        fs.rmSync(cache, { recursive: true, force: true });
+      }
+    }
+    const cache = defaultCacheDir(process.env);
+    labRun(SETS[n], cache); // builds this set's initramfs if it is new
+    const warm = [0, 1, 2].map(() => labRun(SETS[n], cache));
+    warmBoot[n] = median(warm.map((w) => w.boot));
+    const row = (k: keyof Figures): string => s(median(warm.map((w) => w[k])));
+    rows.push(`${n} device${n > 1 ? 's' : ' '}  warm  ${row('provision')}  ${row('boot')}  ${row('total')}`);
+  }
+  process.stdout.write(
+    `lab boot (${os.cpus().length} CPUs; warm: median of 3)\n` +
+      `                provision      boot     total\n` +
+      rows.map((r) => `${r}\n`).join('') +
+      `warm boot, 6 devices / 1 device: ${(warmBoot[6] / warmBoot[1]).toFixed(2)}x (target <= 1.2x)\n`,
+  );
+}
+
+main();

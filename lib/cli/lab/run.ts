@@ -1,0 +1,258 @@
+/**
+ * One lab guest, booted and watched: the run directory (the plan for init, the command script,
+ * backing files), QEMU under a timeout, the console relayed line by line, and the verdict. The
+ * exit status is taken only from the `rc` file the guest writes after the command ends, so a run
+ * can never pass because nothing ran; everything else is a LabError naming what went wrong.
+ */
+import { spawn } from 'node:child_process';
+import { randomFillSync } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+
+import { EXIT_TIMEOUT, LabError } from './errors';
+import type { Layout } from './layout';
+import { commandScript, guestPlan, qemuArgs, type CommandOptions, type MachineOptions } from './machine';
+
+/** What a guest run needs. */
+export interface GuestRun {
+  cache: string;
+  /** The devices, laid out for the run directory this run makes. */
+  layout: (runDir: string) => Layout;
+  machine: Omit<MachineOptions, 'runDir'>;
+  /** The command and its environment, which names the devices of the layout. */
+  command: (layout: Layout) => CommandOptions;
+  /** Host paths under /tmp the guest must still see (the project, files the user named). */
+  keep: (layout: Layout) => string[];
+  /** Copies of backing files to keep after the run: role to path. */
+  keepFiles: ReadonlyMap<string, string>;
+  timeoutSeconds: number;
+  /** A progress line of the lab's own. */
+  say: (line: string) => void;
+  /** A line of the guest's console: the command's output. */
+  console: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+/** How a run ended when the command reported its status. */
+export interface GuestResult {
+  status: number;
+  bootSeconds: number;
+  commandSeconds: number;
+  /** The devices as they were laid out (their files are gone with the run directory). */
+  layout: Layout;
+}
+
+/** What one boot saw. */
+interface Boot {
+  started: number;
+  ready: number | null;
+  done: number | null;
+  ended: number;
+  qemuStatus: number | null;
+  timedOut: boolean;
+  aborted: boolean;
+  /** QEMU's own last complaint on stderr, if any. */
+  qemuSaid: string | null;
+}
+
+const seconds = (a: number, b: number): number => Math.round((b - a) / 100) / 10;
+
+/** Fills `file` with `size` random bytes, a MiB at a time. */
+function randomFile(file: string, size: number): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    const chunk = Buffer.alloc(Math.min(size, 1 << 20));
+    for (let done = 0; done < size; done += chunk.length) {
+      randomFillSync(chunk);
+      fs.writeSync(fd, chunk, 0, Math.min(chunk.length, size - done));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The run directory's contents before the boot: backing files, the plan, the command script. */
+function prepare(run: GuestRun, runDir: string): Layout {
+  const layout = run.layout(runDir);
+  for (const d of layout.devices) {
+    if (d.dir) fs.mkdirSync(d.dir);
+    if (d.file?.make === 'random') randomFile(d.file.path, d.file.size);
+    if (d.file?.make === 'zero') {
+      fs.writeFileSync(d.file.path, '');
+      fs.truncateSync(d.file.path, d.file.size);
+    }
+  }
+  fs.writeFileSync(path.join(runDir, 'env'), guestPlan(layout, runDir, run.keep(layout)));
+  fs.writeFileSync(path.join(runDir, 'cmd.sh'), commandScript(run.command(layout)));
+  return layout;
+}
+
+/** Boots the guest once, relaying its console; resolves when QEMU has exited. */
+function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> {
+  const b: Boot = {
+    started: performance.now(),
+    ready: null,
+    done: null,
+    ended: 0,
+    qemuStatus: null,
+    timedOut: false,
+    aborted: false,
+    qemuSaid: null,
+  };
+  const log = fs.openSync(consoleLog, 'a');
+  return new Promise((resolve, reject) => {
+    const qemu = spawn(run.machine.qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let killer: NodeJS.Timeout | undefined;
+    const stop = (): void => {
+      qemu.kill('SIGTERM');
+      killer = setTimeout(() => qemu.kill('SIGKILL'), 10_000);
+    };
+    const timer = setTimeout(() => {
+      b.timedOut = true;
+      stop();
+    }, run.timeoutSeconds * 1000);
+    const onAbort = (): void => {
+      b.aborted = true;
+      stop();
+    };
+    run.signal?.addEventListener('abort', onAbort, { once: true });
+    const relay = (stream: NodeJS.ReadableStream, fromQemu: boolean): Promise<void> => {
+      const lines = readline.createInterface({ input: stream, crlfDelay: Infinity });
+      lines.on('line', (raw) => {
+        const line = raw.replace(/\r$/, '');
+        if (line === 'lab: ready') b.ready = performance.now();
+        else if (line.startsWith('lab: command exited ')) b.done = performance.now();
+        if (fromQemu && line.trim() !== '') b.qemuSaid = line;
+        fs.writeSync(log, `${line}\n`);
+        run.console(line);
+      });
+      return new Promise((r) => lines.once('close', r));
+    };
+    const relayed = Promise.all([relay(qemu.stdout, false), relay(qemu.stderr, true)]);
+    qemu.once('error', (e) => {
+      clearTimeout(timer);
+      fs.closeSync(log);
+      reject(
+        new LabError({
+          message: `cannot start ${run.machine.qemu}: ${e.message}`,
+          code: (e as NodeJS.ErrnoException).code ?? 'ENOENT',
+          hint: 'install QEMU (qemu-system-x86 on Debian)',
+        }),
+      );
+    });
+    qemu.once('exit', (code, sig) => {
+      clearTimeout(timer);
+      clearTimeout(killer);
+      run.signal?.removeEventListener('abort', onAbort);
+      void relayed.then(() => {
+        fs.closeSync(log);
+        b.ended = performance.now();
+        b.qemuStatus = code ?? (sig ? 128 : null);
+        resolve(b);
+      });
+    });
+  });
+}
+
+/** The run's verdict: the command's status, or the LabError that says what went wrong. */
+function verdict(run: GuestRun, b: Boot, runDir: string, lastConsole: string): Omit<GuestResult, 'layout'> {
+  const read = (f: string): string | null => {
+    try {
+      return fs.readFileSync(path.join(runDir, f), 'utf8').trim();
+    } catch {
+      return null;
+    }
+  };
+  const rc = read('rc');
+  if (rc !== null && rc !== '') {
+    if (!/^[0-9]+$/.test(rc))
+      throw new LabError({ message: `the guest wrote a malformed exit status: ${rc}`, code: 'ELABBOOT' });
+    return {
+      status: Number(rc),
+      bootSeconds: seconds(b.started, b.ready!),
+      commandSeconds: seconds(b.ready!, b.done ?? b.ended),
+    };
+  }
+  const where = `console in ${lastConsole}`;
+  if (b.aborted)
+    throw new LabError({ message: 'stopped: the guest was shut down', code: 'ECANCELED', exitStatus: 130 });
+  if (b.timedOut) {
+    throw new LabError({
+      message: `timed out after ${run.timeoutSeconds}s during the ${b.ready === null ? 'boot' : 'command'} phase`,
+      code: 'ETIMEDOUT',
+      hint: `give a longer --timeout (${where})`,
+      exitStatus: EXIT_TIMEOUT,
+    });
+  }
+  const failed = read('failed');
+  const failLine = fs
+    .readFileSync(path.join(runDir, 'console.log'), 'latin1')
+    .split('\n')
+    .filter((l) => l.startsWith('lab: FAIL '))
+    .at(-1);
+  if (failed || failLine) {
+    throw new LabError({
+      message: failed || failLine!.slice('lab: FAIL '.length),
+      code: 'ELABGUEST',
+      hint: `the guest's init stopped there (${where})`,
+    });
+  }
+  if (b.ready === null) {
+    const said = b.qemuStatus !== 0 && b.qemuSaid ? `: ${b.qemuSaid}` : '';
+    throw new LabError({
+      message: `the guest did not boot (no 'lab: ready' from its init; qemu exit status ${b.qemuStatus}${said})`,
+      code: 'ELABBOOT',
+      hint: said ? 'QEMU refused its command line: check the --device and --qemu options' : where,
+    });
+  }
+  throw new LabError({
+    message: `the command did not report an exit status (qemu exit status ${b.qemuStatus})`,
+    code: 'ELABBOOT',
+    hint: where,
+  });
+}
+
+/**
+ * runGuest: boot the lab guest for `run` and wait for its command. A guest whose kernel panics
+ * before init ran (TCG on a loaded host has made it: a boot-time timer check, an int3) is booted
+ * once more, since nothing of the command ran. The run directory goes at the end; the console of
+ * the last run stays in the cache as last-console.log.
+ * @throws LabError as {@link verdict} says
+ */
+export async function runGuest(run: GuestRun): Promise<GuestResult> {
+  const runDir = fs.mkdtempSync(path.join(run.cache, 'run.'));
+  const consoleLog = path.join(runDir, 'console.log');
+  const lastConsole = path.join(run.cache, 'last-console.log');
+  let layout: Layout | undefined;
+  try {
+    layout = prepare(run, runDir);
+    const args = qemuArgs(layout, { ...run.machine, runDir });
+    let b = await boot(run, args, consoleLog);
+    const text = (): string => fs.readFileSync(consoleLog, 'latin1');
+    if (
+      b.ready === null &&
+      !b.timedOut &&
+      !b.aborted &&
+      !fs.existsSync(path.join(runDir, 'failed')) &&
+      text().includes('Kernel panic') &&
+      !/^lab: FAIL /m.test(text())
+    ) {
+      run.say('the guest kernel panicked while booting; booting it once more');
+      fs.renameSync(consoleLog, path.join(runDir, 'console.first-boot.log'));
+      b = await boot(run, args, consoleLog);
+    }
+    run.say(`boot took ${seconds(b.started, b.ready ?? b.ended)} s`);
+    if (b.ready !== null) run.say(`command took ${seconds(b.ready, b.done ?? b.ended)} s`);
+    const result = verdict(run, b, runDir, lastConsole);
+    run.say(`command exited ${result.status}`);
+    return { ...result, layout };
+  } finally {
+    if (fs.existsSync(consoleLog)) fs.copyFileSync(consoleLog, lastConsole);
+    for (const [role, to] of run.keepFiles) {
+      const file = layout?.devices.find((d) => d.role === role)?.file?.path;
+      if (file && fs.existsSync(file)) fs.copyFileSync(file, to);
+    }
+    fs.rmSync(runDir, { recursive: true, force: true });
+  }
+}
