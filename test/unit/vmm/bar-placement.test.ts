@@ -27,7 +27,12 @@ function machine() {
 describe('placeBars', () => {
   it('in steps, a function at a time: the same placement, nothing decoded or mapped until enable()', () => {
     const a = machine();
-    [a.open(5, e1000eSpec()), a.open(4, rtl8139Spec()), a.open(6, ivshmemSpec())];
+    for (const [slot, spec] of [
+      [5, e1000eSpec()],
+      [4, rtl8139Spec()],
+      [6, ivshmemSpec()],
+    ] as const)
+      a.open(slot, spec);
     const atOnce = placeBars(a.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
     const b = machine();
     const devs = [b.open(5, e1000eSpec()), b.open(4, rtl8139Spec()), b.open(6, ivshmemSpec())];
