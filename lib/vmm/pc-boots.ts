@@ -8,7 +8,7 @@ import { transaction } from '../memory';
 import type { VfioPciDevice } from '../pci';
 import { DEFAULT_PCI_WINDOWS, placeBars, placeBarsSteps, type PlacedBar } from './bar-placement';
 import { pciIntxGsi } from './intx';
-import { loadBootImages, lowRam, startBoot, type Boot, type BootContext } from './pc-boot';
+import { bootSteps, loadBootImages, lowRam, startBoot, type Boot, type BootContext } from './pc-boot';
 
 /** Guest RAM cleared per turn of the event loop at a reboot: a few ms of memset each. */
 const CLEAR_CHUNK = 16 * 2 ** 20;
@@ -70,7 +70,18 @@ export class PcBoots {
     const ctx = this.#context();
     const layout = loadBootImages(ctx);
     await turn();
-    this.#start(startBoot(ctx, layout));
+    const boot = bootSteps(ctx, layout);
+    try {
+      let b = boot.next();
+      while (!b.done) {
+        await turn();
+        b = boot.next();
+      }
+      this.#start(b.value);
+    } catch (e) {
+      boot.return(undefined as never); // closes what the steps built
+      throw e;
+    }
   }
 
   /** Close the current boot: its vCPU threads first, then its VM. */
