@@ -62,9 +62,16 @@ export function reportFailure(e: unknown): FailureReport {
   if (e instanceof UsageError)
     return { exit: EXIT_USAGE, message: e.message, hint: e.hint ?? null, code: 'EUSAGE' };
   // The library throws RangeError and TypeError only for arguments it cannot take, which on a
-  // command line are the operator's: report them as usage errors too.
+  // command line are the operator's: usage errors, keeping the library's code when it has one
+  // (ERR_OUT_OF_RANGE, ERR_INVALID_ARG_TYPE) so that a script can tell them apart.
   if (e instanceof RangeError || e instanceof TypeError) {
-    return { exit: EXIT_USAGE, message: e.message, hint: null, code: 'EUSAGE' };
+    const code = (e as { code?: unknown }).code;
+    return {
+      exit: EXIT_USAGE,
+      message: e.message,
+      hint: "see the command's arguments: vfio-bridge help <command>",
+      code: typeof code === 'string' ? code : 'EUSAGE',
+    };
   }
   if (e instanceof VfioBridgeError) {
     // The lab's own statuses (3: cannot provision, 124: timed out) keep their meaning for scripts.

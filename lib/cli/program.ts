@@ -32,7 +32,8 @@ Exit status: 0 done, 1 the operation failed, 2 the command line is wrong.
 lab exits with its command's status instead (and 3 or 124, as lab --help says).
 Failures go to stderr as "vfio-bridge: MESSAGE [CODE]" and "  hint: HINT"; with --json as one line
 {"error":{"message":...,"hint":...,"code":...}} (stdout then holds nothing). CODE is an errno name
-(EBUSY, ENOENT, ...), a vfio-bridge code (ENOTVIABLE, ...) or EUSAGE.
+(EBUSY, ENOENT, ...), a vfio-bridge code (ENOTVIABLE, ...), EUSAGE, or ERR_OUT_OF_RANGE /
+ERR_INVALID_ARG_TYPE for an argument the library refused (exit 2 as EUSAGE).
 A closed pipe on stdout (vfio-bridge list | head -1) ends the command quietly with status 141.
 `;
 
