@@ -174,3 +174,15 @@ export function msixTable(device: Device): { bar: number; offset: number; size: 
   const table = device.read(CONFIG, cap + 4, 4) as number;
   return { bar: table & 7, offset: table & ~7, size: ((control & 0x7ff) + 1) * 16 };
 }
+
+/** The fds of this process that are KVM objects (VM, vCPU, KVM-VFIO device). */
+export function kvmFds(): string[] {
+  return fs.readdirSync('/proc/self/fd').flatMap((fd) => {
+    try {
+      const target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+      return target.startsWith('anon_inode:kvm') ? [target] : [];
+    } catch {
+      return []; // raced with a close
+    }
+  });
+}

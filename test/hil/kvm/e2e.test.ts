@@ -2,11 +2,10 @@
 // rtl8139 and ivshmem-as-RTL8168 through slots, trapped mmaps, the device fd and the quirk, DMAs
 // through edu from guest RAM, takes edu's MSI through irqfd, moves a BAR and turns decode off
 // with its own configuration cycles, and leaves nothing behind when everything closes.
-import * as fs from 'node:fs';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { exitCounts, LAYOUT, openE2e, runE2e, type E2eResult, type E2eSetup } from '../../guest/scenario';
 import { RAM_SIZE } from '../../guest/machine';
-import { bdfOf, describeDevice } from '../hil';
+import { bdfOf, describeDevice, kvmFds } from '../hil';
 
 const EDU_ID = 0x010000ed;
 
@@ -19,20 +18,6 @@ function hostRead32(offset: number): number {
   } finally {
     closeSync(fd);
   }
-}
-
-/** The fds of this process that are KVM objects (VM, vCPU, KVM-VFIO device). */
-function kvmFds(): string[] {
-  const out: string[] = [];
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    try {
-      const t = fs.readlinkSync(`/proc/self/fd/${fd}`);
-      if (t.startsWith('anon_inode:kvm')) out.push(t);
-    } catch {
-      // raced with a close
-    }
-  }
-  return out;
 }
 
 describeDevice('edu', 'a KVM guest driving passed-through devices', () => {
