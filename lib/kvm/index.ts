@@ -1,7 +1,7 @@
 /** lib/kvm: the KVM a passthrough VMM needs (VM, memory slots, vCPUs, irqchip, irqfd, KVM-VFIO). */
 export { Kvm, PASSTHROUGH_CAPS, type KvmOpenOptions } from './kvm';
 export { Vm, type Assignment, type HasFd, type IoeventfdOptions, type IrqfdOptions } from './vm';
-export { Vcpu, type RunOptions, type RunResult } from './vcpu';
+export { Vcpu, type RunOptions, type RunResult, type VcpuOptions } from './vcpu';
 export { type AccessExit, type VcpuExit } from './exit';
 export { routeAccess, type ExitRouting, type RoutedAccess } from './exit-routing';
 export { ExitTable, type ExitSpace, type ExitTableEntry } from './exit-table';

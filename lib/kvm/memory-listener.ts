@@ -1,4 +1,5 @@
 import { ArgTypeError } from '../base/error';
+import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
 import type { FlatRange, MemoryListener } from '../memory';
 import type { HostMemory, MemorySlot, SlotTarget } from './slots';
 
@@ -19,7 +20,7 @@ export interface SlotPiece {
 export type SlotClassifier = (r: FlatRange, pageSize: number) => readonly SlotPiece[] | undefined;
 
 /** Options of {@link KvmMemoryListener}. */
-export interface KvmMemoryListenerOptions {
+export interface KvmMemoryListenerOptions extends RateLimitedLogOptions {
   /** Host page size: the granularity of slots (default 4096). */
   pageSize?: number;
   /** Added to a bus address to give the guest-physical address (default 0: identity). */
@@ -28,7 +29,8 @@ export interface KvmMemoryListenerOptions {
    * Hears a direct range that could not be slotted (no host address, or KVM refused it: no free
    * slot, or a guest that placed a BAR over its own RAM). The range stays in the flat view, so the
    * guest's accesses to it exit and are dispatched. Such a failure is never thrown: a guest's BAR
-   * programming reaches this listener. Default: a process warning, at most one a second.
+   * programming reaches this listener. Default: a line on `log` (a process warning unless given;
+   * `null` silences it), at most one per `logIntervalMs` (1000).
    */
   onError?(range: { addr: number; size: number; name: string }, error: unknown): void;
   /** Splits ranges into slotted and trapped pieces (default: page-aligned ranges are slotted whole). */
@@ -64,7 +66,7 @@ export class KvmMemoryListener implements MemoryListener {
   readonly #onError: NonNullable<KvmMemoryListenerOptions['onError']>;
   readonly #classify: SlotClassifier;
   #errorCount = 0;
-  #lastWarn = 0;
+  readonly #log: RateLimitedLog;
   readonly #slots = new Map<FlatRange, MemorySlot[]>();
   #pendingAdds: FlatRange[] = [];
 
@@ -72,6 +74,9 @@ export class KvmMemoryListener implements MemoryListener {
     this.#vm = vm;
     this.#page = opts.pageSize ?? 4096;
     this.#offset = opts.guestOffset ?? 0;
+    this.#log = new RateLimitedLog(opts, (line) =>
+      process.emitWarning(line, { type: 'KvmSlotWarning', code: 'VFIO_BRIDGE_SLOT_TRAPPED' }),
+    );
     this.#onError = opts.onError ?? ((where, e) => this.#warn(where, e));
     this.#classify = opts.classify ?? (() => undefined);
   }
@@ -82,13 +87,10 @@ export class KvmMemoryListener implements MemoryListener {
   }
 
   #warn(where: { addr: number; size: number; name: string }, e: unknown): void {
-    const now = Date.now();
-    if (now - this.#lastWarn < 1000) return;
-    this.#lastWarn = now;
     const why = e instanceof Error ? e.message : String(e);
-    process.emitWarning(
-      `${where.name} at 0x${where.addr.toString(16)}+0x${where.size.toString(16)} stays trapped: ${why}`,
-      { type: 'KvmSlotWarning', code: 'VFIO_BRIDGE_SLOT_TRAPPED' },
+    this.#log.line(
+      () =>
+        `${where.name} at 0x${where.addr.toString(16)}+0x${where.size.toString(16)} stays trapped: ${why}`,
     );
   }
 

@@ -1,4 +1,5 @@
 import { ArgRangeError } from '../base/error';
+import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
 import { native, type NativeHandle, type NativeKvmVcpu } from '../native';
 import { closedError, kvmError } from './errors';
 import { decodeExit, EXIT_RECORD, writeAnswer, writtenValue, type VcpuExit } from './exit';
@@ -15,6 +16,13 @@ export interface RunOptions {
   /** Stop after this many routed exits (default unlimited). */
   maxExits?: number;
 }
+
+/**
+ * Options of {@link Vm.createVcpu}: where the lines about exits {@link Vcpu.runRouted} cannot serve
+ * go (`log`; default a process warning VFIO_BRIDGE_UNSERVED_EXIT, `null` silences them) and how often
+ * (`logIntervalMs`, default 1000).
+ */
+export type VcpuOptions = RateLimitedLogOptions;
 
 /** Why {@link Vcpu.runRouted} returned, and what it did. */
 export interface RunResult {
@@ -58,7 +66,7 @@ export class Vcpu implements Disposable {
   #thread: VcpuThread | null = null;
   #pendingRead = false;
   #unservedCount = 0;
-  #lastWarn = 0;
+  readonly #log: RateLimitedLog;
 
   private constructor(
     handle: NativeKvmVcpu,
@@ -66,7 +74,9 @@ export class Vcpu implements Disposable {
     id: number,
     path: string,
     onClose: () => void,
+    log: RateLimitedLog,
   ) {
+    this.#log = log;
     this.#handle = handle;
     this.#exitBuffer = buffer;
     this.#exit = new DataView(buffer);
@@ -76,10 +86,20 @@ export class Vcpu implements Disposable {
   }
 
   /** @internal */
-  static _create(vm: NativeHandle, id: number, mmapSize: number, path: string, onClose: () => void): Vcpu {
+  static _create(
+    vm: NativeHandle,
+    id: number,
+    mmapSize: number,
+    path: string,
+    onClose: () => void,
+    opts: VcpuOptions = {},
+  ): Vcpu {
+    const log = new RateLimitedLog(opts, (line) =>
+      process.emitWarning(line, { type: 'KvmExitWarning', code: 'VFIO_BRIDGE_UNSERVED_EXIT' }),
+    );
     const buffer = new ArrayBuffer(EXIT_RECORD.bytes);
     const h = native.kvmCreateVcpu(vm, id, mmapSize, buffer);
-    return new Vcpu(h, buffer, id, path, onClose);
+    return new Vcpu(h, buffer, id, path, onClose, log);
   }
 
   /** Whether the vCPU was closed (by {@link Vcpu.close} or its VM). */
@@ -300,15 +320,11 @@ export class Vcpu implements Disposable {
 
   #unserved(isMmio: boolean, address: number, count: number): void {
     this.#unservedCount++;
-    const now = Date.now();
-    if (now - this.#lastWarn < 1000) return;
-    this.#lastWarn = now;
-    const what = isMmio
-      ? `MMIO at 0x${address.toString(16)}`
-      : `port 0x${address.toString(16)} (count ${count})`;
-    process.emitWarning(`${this.path}: unserved ${what}: reads all-ones, writes dropped`, {
-      type: 'KvmExitWarning',
-      code: 'VFIO_BRIDGE_UNSERVED_EXIT',
+    this.#log.line(() => {
+      const what = isMmio
+        ? `MMIO at 0x${address.toString(16)}`
+        : `port 0x${address.toString(16)} (count ${count})`;
+      return `${this.path}: unserved ${what}: reads all-ones, writes dropped`;
     });
   }
 

@@ -20,7 +20,7 @@ import {
   KVM_PIT_SPEAKER_DUMMY,
   type GsiRoute,
 } from './uapi';
-import { Vcpu } from './vcpu';
+import { Vcpu, type VcpuOptions } from './vcpu';
 
 /** Something with an fd number: an {@link EventFd}, a vfio Group or Device. */
 export interface HasFd {
@@ -351,11 +351,18 @@ export class Vm implements SlotTarget, Disposable {
   }
 
   /** KVM_CREATE_VCPU. The vCPU belongs to this thread (its kick timer targets it). */
-  createVcpu(id = this.#vcpus.size): Vcpu {
+  createVcpu(id = this.#vcpus.size, opts: VcpuOptions = {}): Vcpu {
     const h = this.#open('KVM_CREATE_VCPU');
     if (!Number.isInteger(id) || id < 0 || id > 0xffffffff)
       throw new ArgRangeError(`bad vCPU id ${String(id)}`);
-    const v = Vcpu._create(h, id, this.#vcpuMmapSize, `${this.path} vcpu ${id}`, () => this.#vcpus.delete(v));
+    const v = Vcpu._create(
+      h,
+      id,
+      this.#vcpuMmapSize,
+      `${this.path} vcpu ${id}`,
+      () => this.#vcpus.delete(v),
+      opts,
+    );
     this.#vcpus.add(v);
     return v;
   }

@@ -15,6 +15,7 @@ import {
   type Sregs,
   type Segment,
   type Vcpu,
+  type VcpuOptions,
   type Vm,
 } from '../../lib';
 import { vfioPciSlotClassifier } from '../../lib/vmm/slot-classifier';
@@ -48,6 +49,8 @@ export interface GuestMachineOptions {
    * test of the exit paths wants.
    */
   slots?: boolean;
+  /** The vCPU's options (where lines about exits runRouted cannot serve go). */
+  vcpu?: VcpuOptions;
 }
 
 export class GuestMachine implements Disposable {
@@ -84,7 +87,7 @@ export class GuestMachine implements Disposable {
       });
       this.#unlisten = opts.slots === false ? () => undefined : bus.memory.addMemoryListener(this.listener);
       undo.push(this.#unlisten);
-      this.vcpu = this.vm.createVcpu(0);
+      this.vcpu = this.vm.createVcpu(0, opts.vcpu);
     } catch (e) {
       for (const fn of undo.reverse()) fn();
       throw e;

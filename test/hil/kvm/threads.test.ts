@@ -6,14 +6,13 @@
 // returned, a stale access. Every read must be V1 or all-ones (decode off, the BAR away, or a
 // revoked mapping: SIGBUS, reported), and nothing crashes. And a vCPU that triple-faults ends the
 // run while another runs.
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ExitTable, MemoryRegion, PciBus, VcpuSet, VfioPciDevice, type VcpuThreadFault } from '../../../lib';
 import { ExitTableListener } from '../../../lib/vmm/exit-table-listener';
 import { guestBinary, RESULTS } from '../../guest/guest';
 import { CHECKPOINT_PORT, GuestMachine } from '../../guest/machine';
-import { describeDevice, openDevice } from '../hil';
+import { describeDevice, kvmFds, openDevice } from '../hil';
 import { placeBar } from '../pci/lab';
 
 const P = 0xe000_0000; // ivshmem BAR 2 (1 MiB) at home
@@ -191,16 +190,6 @@ describe('vCPU threads: hand-offs and the event loop', () => {
 // environment's teardown stops and joins the thread and closes its queue; the process goes on and
 // no KVM object is left.
 describe('vCPU threads: a worker terminated while its vCPU hands off', () => {
-  const kvmFds = (): string[] =>
-    fs.readdirSync('/proc/self/fd').flatMap((fd) => {
-      try {
-        const t = fs.readlinkSync(`/proc/self/fd/${fd}`);
-        return t.startsWith('anon_inode:kvm') ? [t] : [];
-      } catch {
-        return []; // raced with a close
-      }
-    });
-
   test('terminate() joins the thread and leaves nothing behind', async () => {
     expect(kvmFds()).toEqual([]);
     const root = path.resolve(__dirname, '../../..');
@@ -243,4 +232,37 @@ describe('vCPU threads: a worker terminated while its vCPU hands off', () => {
     }
     expect(kvmFds()).toEqual([]);
   }, 120_000);
+});
+
+// A bounded run on the caller's thread (Vcpu.runRouted) with no port I/O space: the guest's port
+// write cannot be served; it is counted and said on the vCPU's own log, or nowhere with log: null.
+describe('Vcpu.runRouted: exits it cannot serve, on the vCPU log', () => {
+  const run = (log: ((line: string) => void) | null): number => {
+    const bus = new PciBus({ log: null });
+    const m = new GuestMachine(bus, { irqchip: false, vcpu: { log } });
+    try {
+      m.load(Uint8Array.of(0xe6, 0x80, 0xe6, 0x80, 0xf4)); // out 0x80, al; out 0x80, al; hlt
+      const r = m.vcpu.runRouted({ memory: bus.memory }, { budgetMs: 5000 });
+      expect(r.reason).toBe('hlt');
+      return m.vcpu.unservedExits;
+    } finally {
+      m.close();
+      bus.close();
+    }
+  };
+
+  test('one line per interval on the given log; none, and no process warning, with log: null', () => {
+    const lines: string[] = [];
+    expect(run((l) => lines.push(l))).toBe(2);
+    expect(lines).toEqual([
+      expect.stringMatching(/unserved port 0x80 \(count 1\): reads all-ones, writes dropped$/),
+    ]);
+    const warned = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      expect(run(null)).toBe(2);
+      expect(warned).not.toHaveBeenCalled();
+    } finally {
+      warned.mockRestore();
+    }
+  });
 });

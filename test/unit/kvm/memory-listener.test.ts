@@ -157,6 +157,31 @@ describe('KvmMemoryListener', () => {
     expect(errors[0]).toMatchObject({ code: 'ENOSLOT' });
   });
 
+  it('without onError, says so on its log at most once per interval, or not at all with log: null', () => {
+    const run = (opts: { log: ((line: string) => void) | null; logIntervalMs?: number }) => {
+      const bus = new PciBus();
+      const dev = VfioPciDevice.open(bus, new FakeVfioDevice(withHostAddresses(ivshmemSpec())));
+      const listener = new KvmMemoryListener(new FakeKvm(1), { classify: vfioPciSlotClassifier, ...opts });
+      bus.memory.addMemoryListener(listener);
+      placeBar(dev, 0, 0xf1000000);
+      placeBar(dev, 2, 0xf0000000);
+      enableDecode(dev);
+      dev.configWrite(0x04, 2, 0); // decode off and on: the second BAR fails again
+      enableDecode(dev);
+      return listener.errorCount;
+    };
+    const lines: string[] = [];
+    expect(run({ log: (l) => lines.push(l) })).toBe(2);
+    expect(lines).toEqual([expect.stringMatching(/stays trapped: .*slot/)]);
+    const warned = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      expect(run({ log: null })).toBe(2);
+      expect(warned).not.toHaveBeenCalled();
+    } finally {
+      warned.mockRestore();
+    }
+  });
+
   it('removes every slot when the bus closes', () => {
     const { bus, dev, kvm } = setup(ivshmemSpec());
     placeBar(dev, 2, 0xf0000000);
