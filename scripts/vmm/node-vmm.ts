@@ -342,8 +342,12 @@ function hugePagesFree(): string {
   }
 }
 
-/** The event loop of this process doing nothing else for `secs` seconds. */
+/**
+ * The event loop of this process doing nothing else for `secs` seconds, after 2 s in which the
+ * process's own start (compiling, the first collections) settles.
+ */
 async function idle(secs: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 2000));
   const stop = watchEventLoop(() => 'idle');
   await new Promise((resolve) => setTimeout(resolve, secs * 1000));
   const l = stop();
