@@ -62,6 +62,7 @@ void LoopQueue::Close() {
 void LoopQueue::OnAsync(uv_async_t* async) {
   auto* q = static_cast<LoopQueue*>(async->data);
   uint64_t deadline = uv_hrtime() + q->budget_ns_;
+  bool first = true;  // a wake-up delivers at least one item, however late it runs
   while (!q->closed_) {
     void* item;
     {
@@ -71,13 +72,14 @@ void LoopQueue::OnAsync(uv_async_t* async) {
         q->next_ = 0;
         return;
       }
-      if (uv_hrtime() >= deadline) {
+      if (!first && uv_hrtime() >= deadline) {
         // The rest waits for the loop's next turn: timers and I/O go first.
         uv_async_send(&q->async_);
         return;
       }
       item = q->items_[q->next_++];
     }
+    first = false;
     napi_handle_scope scope;
     napi_open_handle_scope(q->env_, &scope);
     napi_value fn = nullptr;
