@@ -126,6 +126,19 @@ mkdir -p "/newroot$LAB_RUN_DIR" 2>/dev/null
 mount --bind /lab "/newroot$LAB_RUN_DIR" || fail "binding the run directory over $LAB_RUN_DIR"
 cp /lab/cmd.sh /newroot/tmp/.lab-cmd.sh || fail "copying the command into the guest"
 
+# A command still running when the host's timeout kills the guest leaves no trace of where it hung:
+# shortly before (the host counts from QEMU's start), say where every task waits.
+if [ -n "${LAB_TIMEOUT:-}" ] && [ "$LAB_TIMEOUT" -gt 60 ]; then
+  (
+    sleep $((LAB_TIMEOUT - 30))
+    echo "lab: the command is still running near the timeout; where each task waits:"
+    for t in /proc/[0-9]*/task/[0-9]*; do
+      echo "lab: task ${t#/proc/} $(cat "$t/comm" 2>/dev/null) wchan=$(cat "$t/wchan" 2>/dev/null)"
+      sed 's/^/lab:   /' "$t/stack" 2>/dev/null
+    done
+  ) &
+fi
+
 echo "lab: ready"
 chroot /newroot /bin/bash /tmp/.lab-cmd.sh
 rc=$?

@@ -95,7 +95,12 @@ export function hilEnvironment(layout: Layout): Record<string, string> {
  * (`role=vendor:device@BDF`, `*` for any IDs), those to find on their kernel driver, the run
  * directory, and the host paths under /tmp to keep visible over the guest's own /tmp, one a line.
  */
-export function guestPlan(layout: Layout, runDir: string, keep: readonly string[]): string {
+export function guestPlan(
+  layout: Layout,
+  runDir: string,
+  keep: readonly string[],
+  timeoutSeconds?: number,
+): string {
   const spec = (name: string, d: PlacedDevice): string => `${name}=${d.ids ?? '*'}@${d.bdf}`;
   const lines = {
     LAB_DEVICES: layout.devices
@@ -108,6 +113,8 @@ export function guestPlan(layout: Layout, runDir: string, keep: readonly string[
       .join(' '),
     LAB_RUN_DIR: runDir,
     LAB_KEEP: keep.filter((p) => p === '/tmp' || p.startsWith('/tmp/')).join('\n'),
+    // init.sh says where every task waits shortly before the host's timeout kills the guest.
+    LAB_TIMEOUT: timeoutSeconds !== undefined ? String(Math.floor(timeoutSeconds)) : '',
   };
   return Object.entries(lines)
     .map(([k, v]) => `${k}=${shQuote(v)}\n`)

@@ -83,7 +83,7 @@ function prepare(run: GuestRun, runDir: string): Layout {
       fs.truncateSync(d.file.path, d.file.size);
     }
   }
-  fs.writeFileSync(path.join(runDir, 'env'), guestPlan(layout, runDir, run.keep(layout)));
+  fs.writeFileSync(path.join(runDir, 'env'), guestPlan(layout, runDir, run.keep(layout), run.timeoutSeconds));
   fs.writeFileSync(path.join(runDir, 'cmd.sh'), commandScript(run.command(layout)));
   return layout;
 }

@@ -111,15 +111,18 @@ test("the guest's plan: devices to bind and to find on their drivers, the run di
   const l = layout('nvme,file=/tmp/disk.img', 'virtio-rng-pci', 'e1000,driver=e1000', 'blocker');
   const keep = keptPaths(l, '/tmp/proj');
   expect(keep).toEqual(['/tmp/proj', '/tmp/disk.img']);
-  const plan = guestPlan(l, '/c/run.1', [...keep, '/home/me/kernel']);
+  const plan = guestPlan(l, '/c/run.1', [...keep, '/home/me/kernel'], 600);
   fs.writeFileSync(path.join(tmp, 'env'), plan);
   const r = spawnSync(
     'sh',
-    ['-c', '. ./env; printf "%s|" "$LAB_DEVICES" "$LAB_KERNEL_DEVICES" "$LAB_RUN_DIR" "$LAB_KEEP"'],
+    [
+      '-c',
+      '. ./env; printf "%s|" "$LAB_DEVICES" "$LAB_KERNEL_DEVICES" "$LAB_RUN_DIR" "$LAB_KEEP" "$LAB_TIMEOUT"',
+    ],
     { cwd: tmp, encoding: 'utf8' },
   );
   expect(r.stdout).toBe(
-    'nvme=1b36:0010@0000:00:03.0 virtio-rng-pci=*@0000:00:04.0|e1000=8086:100e@0000:00:05.0|/c/run.1|/tmp/proj\n/tmp/disk.img|',
+    'nvme=1b36:0010@0000:00:03.0 virtio-rng-pci=*@0000:00:04.0|e1000=8086:100e@0000:00:05.0|/c/run.1|/tmp/proj\n/tmp/disk.img|600|',
   );
 });
 
