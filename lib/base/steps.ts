@@ -16,11 +16,23 @@ export function runSteps<T>(steps: Generator<unknown, T>): T {
   return step.value;
 }
 
-/** runStepsAsync: runs steps with a turn of the event loop after each. @internal */
-export async function runStepsAsync<T>(steps: Generator<unknown, T>): Promise<T> {
+/**
+ * runStepsAsync: runs steps with `between()` (a turn of the event loop unless given) awaited after
+ * each. If `between` throws (an abort), the steps are ended with `return()`, so their `finally`
+ * blocks close what was built, and its error is rethrown. @internal
+ */
+export async function runStepsAsync<T>(
+  steps: Generator<unknown, T>,
+  between: () => Promise<void> = turn,
+): Promise<T> {
   let step = steps.next();
   while (!step.done) {
-    await turn();
+    try {
+      await between();
+    } catch (e) {
+      steps.return(undefined as never);
+      throw e;
+    }
     step = steps.next();
   }
   return step.value;

@@ -154,16 +154,21 @@ export class Machine implements Disposable {
     checkLayout(ramSize, hole);
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
     let bus: PciBus | undefined;
+    let built = false;
     try {
       yield 'ram';
       bus = new PciBus(opts.bus);
       yield 'bus';
       const meminfo = opts.meminfo ?? '/proc/meminfo';
-      return new Machine(ram, bus, { start: hole.start, size: hole.size }, opts.dma ?? {}, meminfo);
-    } catch (e) {
-      bus?.close();
-      ram.close();
-      throw e;
+      const machine = new Machine(ram, bus, { start: hole.start, size: hole.size }, opts.dma ?? {}, meminfo);
+      built = true;
+      return machine;
+    } finally {
+      // Also when the steps are ended early (runStepsAsync's return()).
+      if (!built) {
+        bus?.close();
+        ram.close();
+      }
     }
   }
 

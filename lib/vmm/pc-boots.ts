@@ -4,6 +4,7 @@
  * to power-on, guest RAM cleared). Each step has a synchronous form and one that leaves the event
  * loop a turn between its pieces, with the reset ioctls on the libuv thread pool.
  */
+import { runStepsAsync } from '../base/steps';
 import { transaction } from '../memory';
 import type { VfioPciDevice } from '../pci';
 import { DEFAULT_PCI_WINDOWS, placeBars, placeBarsSteps, type PlacedBar } from './bar-placement';
@@ -57,31 +58,17 @@ export class PcBoots {
 
   /** {@link first} with `turn()` awaited between the steps. */
   async firstAsync(turn: () => Promise<void>): Promise<void> {
-    const steps = placeBarsSteps(this.#ctx.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
-    let step = steps.next();
-    while (!step.done) {
-      await turn();
-      step = steps.next();
-    }
-    const plan = step.value;
+    const plan = await runStepsAsync(
+      placeBarsSteps(this.#ctx.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi }),
+      turn,
+    );
     transaction(() => plan.enable());
     this.#bars = plan.placed;
     await turn();
     const ctx = this.#context();
     const layout = loadBootImages(ctx);
     await turn();
-    const boot = bootSteps(ctx, layout);
-    try {
-      let b = boot.next();
-      while (!b.done) {
-        await turn();
-        b = boot.next();
-      }
-      this.#start(b.value);
-    } catch (e) {
-      boot.return(undefined as never); // closes what the steps built
-      throw e;
-    }
+    this.#start(await runStepsAsync(bootSteps(ctx, layout), turn));
   }
 
   /** Close the current boot: its vCPU threads first, then its VM. */
