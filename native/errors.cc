@@ -115,4 +115,15 @@ void RegisterErrors(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory, "setErrorFactory"));
 }
 
+void CallFromLoop(napi_env env, napi_async_context context, napi_value fn, size_t argc,
+                  const napi_value* argv) {
+  napi_value recv, result;
+  napi_get_global(env, &recv);
+  if (napi_make_callback(env, context, recv, fn, argc, argv, &result) == napi_pending_exception) {
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_fatal_exception(env, error);
+  }
+}
+
 }  // namespace vfio_bridge

@@ -30,4 +30,12 @@ napi_value ThrowRangeError(napi_env env, const std::string& message);
 /** ThrowTypeError - throw a TypeError with @message. */
 napi_value ThrowTypeError(napi_env env, const std::string& message);
 
+/**
+ * CallFromLoop - call the JavaScript handler @fn from a libuv callback (an interrupt, a vCPU's
+ * hand-off) under @context. A handler that throws is a bug in it, never a guest's doing: the error
+ * goes to the process's uncaught-exception path, as it would from Node's own handles.
+ */
+void CallFromLoop(napi_env env, napi_async_context context, napi_value fn, size_t argc,
+                  const napi_value* argv);
+
 }  // namespace vfio_bridge

@@ -260,19 +260,13 @@ class IrqWatcher {
   void Deliver(uint32_t vector, int64_t count) {
     napi_handle_scope scope;
     if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-    napi_value fn, recv, argv[2], result;
+    napi_value fn, argv[2];
     if (napi_get_reference_value(env, callback, &fn) == napi_ok && fn != nullptr) {
-      napi_get_global(env, &recv);
       napi_create_uint32(env, vector, &argv[0]);
       napi_create_double(env, static_cast<double>(count), &argv[1]);
       in_callback = true;
-      napi_status st = napi_make_callback(env, context, recv, fn, 2, argv, &result);
+      CallFromLoop(env, context, fn, 2, argv);
       in_callback = false;
-      if (st == napi_pending_exception) {
-        napi_value error;
-        napi_get_and_clear_last_exception(env, &error);
-        napi_fatal_exception(env, error);
-      }
     }
     napi_close_handle_scope(env, scope);
     if (closed) ReleaseJs();

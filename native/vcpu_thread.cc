@@ -298,18 +298,6 @@ napi_value Number(napi_env env, double d) {
   return v;
 }
 
-void Call(napi_env env, napi_value fn, napi_async_context context, size_t argc,
-          const napi_value* argv) {
-  napi_value recv, result;
-  napi_get_global(env, &recv);
-  if (napi_make_callback(env, context, recv, fn, argc, argv, &result) == napi_pending_exception) {
-    // A handler bug, never a guest's doing: the process's uncaught-exception path decides.
-    napi_value error;
-    napi_get_and_clear_last_exception(env, &error);
-    napi_fatal_exception(env, error);
-  }
-}
-
 }  // namespace
 
 void VcpuThread::Deliver(napi_env env, napi_value fn, napi_async_context context, void* item) {
@@ -317,13 +305,13 @@ void VcpuThread::Deliver(napi_env env, napi_value fn, napi_async_context context
     std::unique_ptr<Event> e(static_cast<Event*>(item));
     napi_value argv[5] = {Number(env, e->kind), Number(env, e->a), Number(env, e->b),
                           Number(env, e->c), Number(env, e->d)};
-    Call(env, fn, context, 5, argv);
+    CallFromLoop(env, context, fn, 5, argv);
     return;
   }
   // A hand-off. The thread may have been stopped since it posted: then nobody waits for it.
   if (v != nullptr) {
     napi_value argv[1] = {Number(env, kExit)};
-    Call(env, fn, context, 1, argv);
+    CallFromLoop(env, context, fn, 1, argv);
   }
   {
     std::lock_guard<std::mutex> lock(mu);
