@@ -2,7 +2,6 @@ import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { PAGE_SIZE } from '../base';
 import { closedError, kvmError } from './errors';
-import type { Kvm } from './kvm';
 import { SlotTable, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
 import {
   encodeRouting,
@@ -61,6 +60,12 @@ function fdOf(x: HasFd, what: string): number {
   return x.fd;
 }
 
+/** What a VM takes from the /dev/kvm it was created on (the Kvm class, without importing it). */
+export interface VmParent {
+  readonly path: string;
+  readonly vcpuMmapSize: number;
+}
+
 /**
  * A KVM virtual machine: memory slots with accounting, the in-kernel irqchip, GSI routing, irqfd,
  * ioeventfd, MSI injection, the KVM-VFIO device and vCPUs.
@@ -82,7 +87,7 @@ export class Vm implements SlotTarget, Disposable {
   #irqchip = false;
   #closed = false;
 
-  private constructor(handle: NativeHandle, kvm: Kvm) {
+  private constructor(handle: NativeHandle, kvm: VmParent) {
     this.#handle = handle;
     this.path = `${kvm.path} vm`;
     this.#vcpuMmapSize = kvm.vcpuMmapSize;
@@ -91,7 +96,7 @@ export class Vm implements SlotTarget, Disposable {
   }
 
   /** @internal */
-  static _create(handle: NativeHandle, kvm: Kvm): Vm {
+  static _create(handle: NativeHandle, kvm: VmParent): Vm {
     try {
       return new Vm(handle, kvm);
     } catch (e) {
