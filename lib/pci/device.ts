@@ -22,8 +22,8 @@ import {
   PCI_MSIX_FLAGS_MASKALL,
   PCI_PM_CTRL,
   PCI_ROM_ADDRESS,
-  VFIO_PCI_CONFIG_REGION_INDEX,
 } from './constants';
+import { VFIO_PCI_CONFIG_REGION_INDEX } from '../vfio/uapi';
 import { type DumpAsyncOptions, type DumpOptions, type DumpSource, dumpBar, dumpBarAsync } from './dump';
 import { PciInterrupts } from './interrupts';
 import type { Msix } from './msix';
