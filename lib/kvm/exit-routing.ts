@@ -1,3 +1,4 @@
+import { allOnes } from '../base/values';
 import type { AccessSize, AddressSpace } from '../memory';
 
 /** Where MMIO and port exits are served. */
@@ -21,8 +22,6 @@ export interface RoutedAccess {
   value: number | bigint;
 }
 
-const ONES = [0, 0xff, 0xffff, 0xffffff, 0xffffffff];
-
 /**
  * routeAccess: serve one MMIO or port access on `routing`'s address spaces, as one access of the
  * guest's size (odd sizes, which KVM makes of an access split at a page boundary, byte by byte).
@@ -44,7 +43,7 @@ export function routeAccess(
   let result: number | bigint = value;
   if (space === undefined || count !== 1) {
     unserved(isMmio, address, count);
-    if (!isWrite) result = size === 8 ? 0xffff_ffff_ffff_ffffn : (ONES[size] ?? 0);
+    if (!isWrite) result = allOnes(size);
   } else if (isWrite) {
     writeSpace(space, address, size, value);
   } else {

@@ -91,7 +91,4 @@ export function checkValue(value: unknown, size: AccessSize, what: string): asse
   }
 }
 
-/** Formats a number as 0x-prefixed hex for error messages. */
-export function hex(v: number | bigint): string {
-  return `0x${v.toString(16)}`;
-}
+export { hex } from '../base/values';

@@ -1,5 +1,6 @@
 import { runSteps } from '../base/steps';
 import { ArgRangeError } from '../base/error';
+import { hex } from '../base/values';
 import type { PciConfigTarget, PciHostBridge } from './pci-host';
 
 /** A range of guest-physical (or port) addresses the firmware may hand out, `[base, limit)`. */
@@ -308,8 +309,4 @@ function noRoom(r: Request, kind: string, w: AddressWindow): RangeError {
 
 function slotName(slot: number, fn: number): string {
   return `${slot.toString(16).padStart(2, '0')}.${fn}`;
-}
-
-function hex(v: number): string {
-  return `0x${v.toString(16)}`;
 }

@@ -1,4 +1,5 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { allOnes32 } from '../base/values';
 import { MemoryRegion } from '../memory';
 
 /** The first port of configuration mechanism #1: CONFIG_ADDRESS at 0xcf8, CONFIG_DATA at 0xcfc. */
@@ -152,17 +153,17 @@ export class PciHostBridge {
       if (offset === 0 && size === 4) return this.#address >>> 0;
       if (offset === 1 && size === 1) return this.#resetControl;
       this.#stats.ignored++;
-      return ones(size);
+      return allOnes32(size);
     }
     const target = this.#decode();
-    if (target === null) return ones(size);
+    if (target === null) return allOnes32(size);
     return target.t.configRead(target.reg + (offset & 3), size);
   }
 
   /** One guest write at port 0xcf8 + `offset` (0-7), aligned to its size. */
   write(offset: number, size: 1 | 2 | 4, value: number): void {
     checkPortAccess(offset, size);
-    if (!Number.isInteger(value) || value < 0 || value > ones(size)) {
+    if (!Number.isInteger(value) || value < 0 || value > allOnes32(size)) {
       throw new ArgRangeError(`value ${String(value)} does not fit a ${size}-byte port write`);
     }
     if (offset < 4) {
@@ -225,10 +226,6 @@ export class PciHostBridge {
       }
     },
   };
-}
-
-function ones(size: number): number {
-  return size === 4 ? 0xffffffff : 2 ** (size * 8) - 1;
 }
 
 function checkPortAccess(offset: number, size: number): void {
