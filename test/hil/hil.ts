@@ -11,7 +11,9 @@
  * the tests (the lab passes the host's path, visible in the guest through the read-only 9p root).
  */
 import * as fs from 'node:fs';
-import { Container, Group, VFIO_PCI_CONFIG_REGION_INDEX } from '../../lib';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Container, Group, KvmError, VFIO_PCI_CONFIG_REGION_INDEX, VfioError } from '../../lib';
 import type { Device } from '../../lib';
 
 export type Role = 'edu' | 'rtl8139' | 'e1000e' | 'ivshmem' | 'nonviable' | 'hotreset';
@@ -112,6 +114,24 @@ export function describeDevice(role: Role, name: string, body: (bdf: () => strin
   }
 }
 
+/**
+ * `test` when `missing` is null. Otherwise a test that cannot run here: in CI one that fails naming
+ * what is missing (the lab must provide it), elsewhere a skipped one whose title says why.
+ */
+export function testNeeding(
+  missing: string | null,
+): (name: string, fn: jest.ProvidesCallback, timeout?: number) => void {
+  if (missing === null) return test;
+  if (inCi) {
+    return (name) =>
+      test(`${name} (mandatory in CI)`, () => {
+        throw new Error(`${missing}; in CI the lab must provide it`);
+      });
+  }
+  noteSkip(missing);
+  return (name) => test.skip(`${name} (skipped: ${missing})`, () => undefined);
+}
+
 /** A device opened the way a VMM opens it: container, group, IOMMU, then the device fd. */
 export interface Opened {
   container: Container;
@@ -173,6 +193,33 @@ export function msixTable(device: Device): { bar: number; offset: number; size: 
   const control = device.read(CONFIG, cap + 2, 2) as number;
   const table = device.read(CONFIG, cap + 4, 4) as number;
   return { bar: table & 7, offset: table & ~7, size: ((control & 0x7ff) + 1) * 16 };
+}
+
+/** The VfioError (or KvmError, its sibling) `fn` throws; anything else fails the test. */
+export function caught(fn: () => unknown): VfioError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof VfioError) return e;
+    if (e instanceof KvmError) return e as unknown as VfioError;
+    throw e;
+  }
+  throw new Error('expected a VfioError, nothing was thrown');
+}
+
+/** A new directory under the guest's tmpfs, and how to remove it. */
+export function tempDir(prefix = 'vfio-bridge-'): { dir: string; remove(): void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * describe() for tests that need what `missing` names (null: nothing is missing): in CI one failing
+ * test naming it, elsewhere one skipped test saying why.
+ */
+export function describeNeeding(missing: string | null, name: string, body: () => void): void {
+  if (missing === null) describe(name, body);
+  else describe(name, () => testNeeding(missing)('runs', () => undefined));
 }
 
 /** The fds of this process that are KVM objects (VM, vCPU, KVM-VFIO device). */

@@ -1,6 +1,6 @@
-// lib/kvm on the host's /dev/kvm: argument checking, errors, and the lifecycle of every KVM object
-// (using, close twice, use after close, worker exit). The KVM tests that need devices are in
-// test/hil/kvm (the lab); here a few bytes of guest code exercise the exits themselves.
+// lib/kvm on the lab's /dev/kvm: argument checking, errors, and the lifecycle of every KVM object
+// (using, close twice, use after close, worker exit), with a few bytes of guest code exercising the
+// exits themselves. No device is needed; the tests that pass devices through are beside this one.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -15,35 +15,20 @@ import {
   PciBus,
   pcLapic,
   type Vcpu,
-} from '../../lib';
-import { GuestMachine } from '../guest/machine';
-import { caught, tempDir } from './helpers';
+} from '../../../lib';
+import { GuestMachine } from '../../guest/machine';
+import { caught, describeNeeding, kvmFds, tempDir } from '../hil';
 
-const LIB = JSON.stringify(path.join(__dirname, '..', '..', 'lib'));
-const haveKvm = (() => {
+const LIB = JSON.stringify(path.join(__dirname, '..', '..', '..', 'lib'));
+const noKvm = (() => {
   try {
     fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
-    return true;
-  } catch {
-    return false;
+    return null;
+  } catch (e) {
+    return `/dev/kvm is not usable here (${(e as Error).message})`;
   }
 })();
-const withKvm = haveKvm ? describe : describe.skip;
-if (!haveKvm) process.stderr.write('native: skipping the KVM lifecycle tests: /dev/kvm is not usable here\n');
-
-/** The fds of this process that are KVM objects. */
-function kvmFds(): string[] {
-  return fs
-    .readdirSync('/proc/self/fd')
-    .map((fd) => {
-      try {
-        return fs.readlinkSync(`/proc/self/fd/${fd}`);
-      } catch {
-        return '';
-      }
-    })
-    .filter((t) => t.startsWith('anon_inode:kvm'));
-}
+const withKvm = (name: string, body: () => void): void => describeNeeding(noKvm, name, body);
 
 describe('Kvm.open errors', () => {
   let tmp: ReturnType<typeof tempDir>;
