@@ -67,13 +67,7 @@ export function checkAccessSize(size: unknown, what: string): asserts size is Ac
   }
 }
 
-/** Throws a TypeError or RangeError unless `v` is a safe non-negative integer. */
-export function checkInteger(v: unknown, what: string, limit = Number.MAX_SAFE_INTEGER): asserts v is number {
-  if (typeof v !== 'number') throw new ArgTypeError(`${what} must be a number, got ${typeof v}`);
-  if (!Number.isSafeInteger(v) || v < 0 || v > limit) {
-    throw new ArgRangeError(`${what} ${v} is not an integer in [0, ${limit}]`);
-  }
-}
+export { checkInteger } from '../base/checks';
 
 /** Throws a TypeError unless `value` has the type the access size requires (bigint iff 8 bytes). */
 export function checkValue(value: unknown, size: AccessSize, what: string): asserts value is number | bigint {

@@ -4,6 +4,7 @@
  * assigned device, and the DMA listener keeping the IOMMU in step with the memory space.
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { checkInteger } from '../base/checks';
 import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
 import { Container } from '../vfio';
@@ -51,13 +52,6 @@ export interface RamRange {
 const GiB = 2 ** 30;
 
 const PAGE = 4096;
-
-function checkInteger(what: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-    throw new ArgRangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
-  }
-  return v;
-}
 
 // RAM that ends or breaks off inside a page cannot be mapped for DMA there (the listener trims it),
 // so a layout that would leave such a tail is refused before anything is allocated.
@@ -147,10 +141,11 @@ export class Machine implements Disposable {
 
   static *#build(opts: MachineOptions): Generator<'ram' | 'bus', Machine> {
     if (opts === null || typeof opts !== 'object') throw new ArgTypeError('Machine.create needs options');
-    const ramSize = checkInteger('ramSize', opts.ramSize);
+    const ramSize = opts.ramSize;
+    checkInteger(ramSize, 'ramSize');
     const hole = opts.pciHole ?? { start: 3 * GiB, size: GiB };
-    checkInteger('pciHole.start', hole.start);
-    checkInteger('pciHole.size', hole.size);
+    checkInteger(hole.start, 'pciHole.start');
+    checkInteger(hole.size, 'pciHole.size');
     checkLayout(ramSize, hole);
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
     let bus: PciBus | undefined;
@@ -313,8 +308,8 @@ export class Machine implements Disposable {
 
   /** A DataView of guest RAM at guest-physical `gpa` (the range must lie in one RAM range). */
   gpaView(gpa: number, length: number): DataView {
-    checkInteger('gpa', gpa);
-    checkInteger('length', length);
+    checkInteger(gpa, 'gpa');
+    checkInteger(length, 'length');
     const r = this.ramRanges.find((x) => gpa >= x.gpa && gpa + length <= x.gpa + x.size);
     if (r === undefined) {
       throw new ArgRangeError(
