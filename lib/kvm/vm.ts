@@ -1,6 +1,7 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { PAGE_SIZE } from '../base';
+import { MEMORY_HANDLE } from '../base/host-memory';
 import { closedError, kvmError } from './errors';
 import { SlotTable, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
 import {
@@ -132,7 +133,7 @@ export class Vm implements SlotTarget, Disposable {
 
   /**
    * KVM_SET_USER_MEMORY_REGION: give the guest `spec.size` bytes of host memory at
-   * `spec.guestAddress`. The memory must stay mapped until the slot is removed.
+   * `spec.guestAddress`. The slot pins the memory's pages until it is removed or the VM closes.
    * @throws RangeError (alignment, overlap, bounds), VfioError ENOSLOT (all slots used) or the kernel's
    */
   addSlot(spec: SlotSpec): MemorySlot {
@@ -145,7 +146,8 @@ export class Vm implements SlotTarget, Disposable {
         slot.readonly ? KVM_MEM_READONLY : 0,
         slot.guestAddress,
         slot.size,
-        slot.hostAddress,
+        slot.memory[MEMORY_HANDLE](),
+        slot.offset,
       );
     } catch (e) {
       this.slots.release(slot);
@@ -163,7 +165,8 @@ export class Vm implements SlotTarget, Disposable {
       0,
       slot.guestAddress,
       0,
-      0n,
+      null,
+      0,
     );
     this.slots.release(slot);
   }

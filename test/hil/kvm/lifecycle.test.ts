@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 
 import {
   EventFd,
+  GuestRam,
   guestCpuid,
   Kvm,
   LAPIC_STATE_SIZE,
@@ -98,6 +99,34 @@ withKvm('KVM objects on /dev/kvm', () => {
     vm.close();
     expect(vm.slots.used).toBe(0);
     expect(caught(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram })).code).toBe('ECLOSED');
+  });
+
+  test('a slot pins its memory: closed first, the pages stay mapped until the slot or the VM goes', () => {
+    using kvm = Kvm.open();
+    // The mappings of this process whose memfd is called `name`.
+    const mapped = (name: string): number =>
+      fs
+        .readFileSync('/proc/self/maps', 'utf8')
+        .split('\n')
+        .filter((l) => l.includes(`/memfd:${name} `)).length;
+    const vm = kvm.createVm();
+    const ram = GuestRam.create(0x10000, { name: 'slot-pin-a' });
+    const slot = vm.addSlot({ guestAddress: 0, size: 0x10000, memory: ram });
+    ram.close();
+    expect(mapped('slot-pin-a')).toBe(1); // KVM may still translate to it
+    expect(caught(() => vm.addSlot({ guestAddress: 0x10000, size: 0x1000, memory: ram })).code).toBe(
+      'ECLOSED',
+    );
+    vm.removeSlot(slot);
+    expect(mapped('slot-pin-a')).toBe(0);
+    // The VM closing releases its slots' pins too.
+    const ram2 = GuestRam.create(0x10000, { name: 'slot-pin-b' });
+    vm.addSlot({ guestAddress: 0, size: 0x8000, memory: ram2 });
+    vm.addSlot({ guestAddress: 0x100000, size: 0x8000, memory: ram2, offset: 0x8000 });
+    ram2.close();
+    expect(mapped('slot-pin-b')).toBe(1);
+    vm.close();
+    expect(mapped('slot-pin-b')).toBe(0);
   });
 
   test('irqfd and SIGNAL_MSI need the irqchip; irqfds are released with the VM', () => {
