@@ -2,8 +2,6 @@ import { ArgRangeError, ArgTypeError } from '../base/error';
 import { isHostMemory, type HostMemory } from '../base/host-memory';
 import { kvmError } from './errors';
 
-export type { HostMemory };
-
 /** What a memory slot is made of. */
 export interface SlotSpec {
   /** Guest physical address (page-aligned). */
