@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 
+import { AbortError } from '../../base/error';
 import { EXIT_TIMEOUT, LabError } from './errors';
 import type { Layout } from './layout';
 import { commandScript, guestPlan, qemuArgs, type CommandOptions, type MachineOptions } from './machine';
@@ -181,8 +182,7 @@ function verdict(run: GuestRun, b: Boot, runDir: string, lastConsole: string): O
     };
   }
   const where = `console in ${lastConsole}`;
-  if (b.aborted)
-    throw new LabError({ message: 'stopped: the guest was shut down', code: 'ECANCELED', exitStatus: 130 });
+  if (b.aborted) throw new AbortError('the lab run (the guest was shut down)', run.signal?.reason);
   if (b.timedOut) {
     throw new LabError({
       message: `timed out after ${run.timeoutSeconds}s during the ${b.ready === null ? 'boot' : 'command'} phase`,

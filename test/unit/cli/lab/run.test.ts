@@ -6,6 +6,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { AbortError } from '../../../../lib/base/error';
+import { reportFailure } from '../../../../lib/cli/errors';
 import { LabError } from '../../../../lib/cli/lab/errors';
 import { parseDeviceSpec } from '../../../../lib/cli/lab/devices';
 import { layOut } from '../../../../lib/cli/lab/layout';
@@ -154,10 +156,17 @@ test('the timeout kills the guest: exit 124, naming the phase', async () => {
 test('an abort shuts the guest down', async () => {
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 300);
-  expect(await failure(runGuest(guest('hang', { signal: ac.signal }).run))).toMatchObject({
-    code: 'ECANCELED',
-    exitStatus: 130,
+  const e = await runGuest(guest('hang', { signal: ac.signal }).run).then(
+    () => null,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(AbortError);
+  expect(e).toMatchObject({
+    name: 'AbortError',
+    code: 'ABORT_ERR',
+    message: 'the lab run (the guest was shut down) was aborted',
   });
+  expect(reportFailure(e).exit).toBe(130);
 });
 
 describe('locks', () => {
