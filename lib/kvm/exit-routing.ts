@@ -15,10 +15,15 @@ export interface ExitRouting {
 
 /** A routed MMIO or port access. */
 export interface RoutedAccess {
+  /** `memory` for an MMIO exit, `io` for a port exit. */
   space: 'memory' | 'io';
+  /** Guest-physical address or port of the access. */
   address: number;
+  /** Length in bytes, 1 to 8. */
   size: number;
+  /** True for a write. */
   isWrite: boolean;
+  /** The value written, or what the read returned (all-ones when no space could serve it). */
   value: number | bigint;
 }
 

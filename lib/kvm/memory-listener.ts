@@ -6,10 +6,13 @@ import type { MemorySlot, SlotTarget } from './slots';
 
 /** A piece of a flat range, and whether KVM may map it (`direct`) or its accesses must exit. */
 export interface SlotPiece {
+  /** Start of the piece, in the listened address space (the listener adds `guestOffset`). */
   readonly addr: number;
+  /** Length in bytes; a `direct` piece must be a whole number of pages. */
   readonly size: number;
   /** Offset of the piece inside the range's region. */
   readonly offsetInRegion: number;
+  /** `direct` becomes a memory slot; anything else (e.g. `trapped-mmap`) is left to exit. */
   readonly mapinfo: 'direct' | string;
 }
 

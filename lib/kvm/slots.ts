@@ -14,7 +14,9 @@ export interface SlotSpec {
    * goes.
    */
   memory: HostMemory;
+  /** Where in `memory` the slot starts, in bytes (page-aligned; default 0). */
   offset?: number;
+  /** Guest writes exit as MMIO instead of landing in the memory (KVM_MEM_READONLY). */
   readonly?: boolean;
   /** For listings and errors, e.g. the region's name. */
   name?: string;
@@ -22,13 +24,19 @@ export interface SlotSpec {
 
 /** A memory slot in use. */
 export interface MemorySlot {
+  /** KVM's slot number (reused after the slot is removed). */
   readonly id: number;
+  /** Guest-physical address of the first byte. */
   readonly guestAddress: number;
+  /** Size in bytes (a whole number of pages). */
   readonly size: number;
-  /** The memory behind it and the slot's offset in it. */
+  /** The memory behind it (a `Mapping` or `GuestRam`), pinned while the slot exists. */
   readonly memory: HostMemory;
+  /** Where in `memory` the slot starts, in bytes (page-aligned). */
   readonly offset: number;
+  /** Whether guest writes exit as MMIO (KVM_MEM_READONLY). */
   readonly readonly: boolean;
+  /** The spec's name, or `slot` when it had none. */
   readonly name: string;
 }
 

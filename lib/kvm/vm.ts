@@ -24,6 +24,7 @@ import { Vcpu, type VcpuOptions } from './vcpu';
 
 /** Something with an fd number: an {@link EventFd}, a vfio Group or Device. */
 export interface HasFd {
+  /** An open file descriptor, e.g. an eventfd's. */
   readonly fd: number;
 }
 
@@ -46,7 +47,9 @@ export interface IoeventfdOptions {
  * own duplicate of the eventfd, so it can be released after the caller closed theirs.
  */
 export interface Assignment {
+  /** Which ioctl assigned it: KVM_IRQFD or KVM_IOEVENTFD. */
   readonly kind: 'irqfd' | 'ioeventfd';
+  /** The eventfd number as the caller passed it (the assignment holds a duplicate of its own). */
   readonly fd: number;
   /** The GSI (irqfd) or the address/port (ioeventfd). */
   readonly target: number;
@@ -76,6 +79,7 @@ export interface VmParent {
  * empty, which is what a VMM can check to know nothing is left behind.
  */
 export class Vm implements SlotTarget, Disposable {
+  /** How errors name it: the KVM node's path and ` vm`, e.g. `/dev/kvm vm`. */
   readonly path: string;
   /** Memory slot accounting (capacity from KVM_CAP_NR_MEMSLOTS). */
   readonly slots: SlotTable;

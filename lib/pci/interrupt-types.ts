@@ -19,13 +19,29 @@ export type PciInterruptListener = (vector: number, count: number, type: PciIrqT
 
 /** What the guest changed in its interrupt setup, for a VMM that routes interrupts (e.g. KVM GSIs). */
 export type PciIrqChange =
-  | { readonly kind: 'mode'; readonly mode: PciIrqType | 'none'; readonly vectors: number }
   | {
+      /** The device switched interrupt mode (the host side was re-enabled). */
+      readonly kind: 'mode';
+      /** The mode now in force; `none` after a disable or a reset. */
+      readonly mode: PciIrqType | 'none';
+      /**
+       * Host vectors enabled for it: 1 for INTx, the enabled count for MSI, up to the highest
+       * unmasked entry for MSI-X (grown later without a new `mode` change); 0 for `none`.
+       */
+      readonly vectors: number;
+    }
+  | {
+      /** The guest (re)programmed, masked or unmasked one MSI or MSI-X vector. */
       readonly kind: 'vector';
+      /** Which capability the vector belongs to. */
       readonly type: 'msi' | 'msix';
+      /** The vector's number, from 0. */
       readonly vector: number;
+      /** The message address the guest programmed (for x86, a 0xFEExxxxx LAPIC address). */
       readonly address: bigint;
+      /** The message data; for MSI with the vector number in its low bits. */
       readonly data: number;
+      /** The vector's mask bit (MSI without per-vector masking: always false). */
       readonly masked: boolean;
     };
 
@@ -43,8 +59,11 @@ export interface IntxRouteRequest {
 
 /** The host side of one IRQ index, as lib/vfio's DeviceIrq provides it. */
 export interface HostIrq {
+  /** The trigger eventfd of each vector (-1 where none), e.g. for KVM_IRQFD. */
   readonly fds: number[];
+  /** How many vectors are enabled on the device (the length of `fds`). */
   readonly vectors: number;
+  /** Whether the IRQ index is enabled on the device. */
   readonly enabled: boolean;
   /** See {@link DeviceIrq.resize}. */
   resize(vectors: number): void;

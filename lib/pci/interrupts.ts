@@ -173,7 +173,17 @@ export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
   }
 
   /** The message of an MSI or MSI-X vector as the guest programmed it. */
-  message(type: 'msi' | 'msix', vector: number): { address: bigint; data: number; masked: boolean } {
+  message(
+    type: 'msi' | 'msix',
+    vector: number,
+  ): {
+    /** The message address (for x86, a 0xFEExxxxx LAPIC address). */
+    address: bigint;
+    /** The message data (for MSI, with the vector number in its low bits). */
+    data: number;
+    /** The vector's own mask bit (always false for MSI without per-vector masking). */
+    masked: boolean;
+  } {
     if (type === 'msi') {
       if (!this.msi) throw new ArgRangeError(`${this.#ctx.bdf} has no MSI capability`);
       return this.msi.vector(vector);

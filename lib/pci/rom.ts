@@ -12,7 +12,9 @@ export const ROM_SLOT = VFIO_PCI_ROM_REGION_INDEX;
 
 /** The expansion ROM as the guest sees it. */
 export interface PciRom {
+  /** Size of the ROM region in bytes, as sizing reports it to the guest. */
   readonly size: number;
+  /** PCI memory address, or null unless the ROM enable bit and memory decode are on. */
   readonly address: number | null;
   /** The "vfio[<BDF>].rom" region, read through the fd. */
   readonly region: MemoryRegion;

@@ -28,7 +28,12 @@ export interface MachineOptions {
    * MSI window at 0xfee00000). RAM that does not fit below it continues at 4 GiB, or after the hole
    * if the hole ends higher.
    */
-  pciHole?: { start: number; size: number };
+  pciHole?: {
+    /** Guest-physical address where the hole starts (page-aligned). */
+    start: number;
+    /** Size of the hole in bytes (page-aligned). */
+    size: number;
+  };
   /** Huge pages for guest RAM (see GuestRamOptions.hugepages). */
   hugepages?: GuestRamOptions['hugepages'];
   /** Options of the PCI bus. */
@@ -43,9 +48,11 @@ export interface MachineOptions {
 export interface RamRange {
   /** Guest-physical address. */
   readonly gpa: number;
+  /** Length in bytes. */
   readonly size: number;
   /** Where it starts in {@link Machine.ram}. */
   readonly offset: number;
+  /** The ram region showing it in system memory (`ram-below-4g`, `ram-above-4g`, or pieces `[i]`). */
   readonly region: MemoryRegion;
 }
 
@@ -97,11 +104,21 @@ interface Opened {
  * {@link Machine.addDevice}.
  */
 export class Machine implements Disposable {
+  /** All guest RAM, one block (`pc.ram`), shown in system memory by {@link Machine.ramRanges}. */
   readonly ram: GuestRam;
+  /** The PCI bus: its memory space is the machine's guest-physical memory, its I/O space the ports. */
   readonly bus: PciBus;
   #container: Container | null = null;
-  readonly pciHole: { readonly start: number; readonly size: number };
+  /** The guest-physical window kept free of RAM for BARs. */
+  readonly pciHole: {
+    /** Guest-physical address where the hole starts. */
+    readonly start: number;
+    /** Size of the hole in bytes. */
+    readonly size: number;
+  };
+  /** Where guest RAM lies: below the hole, then above max(4 GiB, hole end), in ascending order. */
   readonly ramRanges: readonly RamRange[];
+  /** The devices added with {@link Machine.addDevice}, in order; emptied by close. */
   readonly devices: VfioPciDevice[] = [];
   #dma: DmaListener | null = null;
   readonly #dmaOptions: DmaListenerOptions;
@@ -301,7 +318,14 @@ export class Machine implements Disposable {
    * What KVM_SET_USER_MEMORY_REGION needs for each RAM range: guest-physical address, size and the
    * host address of its first byte (page-aligned, as KVM requires).
    */
-  memorySlots(): { gpa: number; size: number; hostAddress: bigint }[] {
+  memorySlots(): {
+    /** Guest-physical address of the range. */
+    gpa: number;
+    /** Length in bytes. */
+    size: number;
+    /** Host virtual address of its first byte. */
+    hostAddress: bigint;
+  }[] {
     const base = this.ram.hostAddress;
     return this.ramRanges.map((r) => ({ gpa: r.gpa, size: r.size, hostAddress: base + BigInt(r.offset) }));
   }

@@ -130,7 +130,14 @@ export class PciHostBridge {
   }
 
   /** Every attached function with its slot and function number, in devfn order. */
-  functions(): { slot: number; fn: number; target: PciConfigTarget }[] {
+  functions(): {
+    /** Device number on bus 0, 0 to 31 (00:00.0, the host bridge itself, is not listed). */
+    slot: number;
+    /** Function number, 0 to 7. */
+    fn: number;
+    /** What answers the function's configuration cycles. */
+    target: PciConfigTarget;
+  }[] {
     return [...this.#functions.entries()]
       .sort((a, b) => a[0] - b[0])
       .map(([devfn, target]) => ({ slot: devfn >> 3, fn: devfn & 7, target }));
