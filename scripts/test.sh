@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# `npm test`: install, build, the packed tarball, then the unit, native and lab suites, in that order.
+# `npm test`: install, build, the packed tarball (here, then on an old glibc), then the unit, native
+# and lab suites, in that order.
+#
+# The old-glibc check (scripts/compat/old-glibc.sh: a debootstrapped Debian) needs root and, the first
+# time, Debian's archive; outside CI it skips loudly when it cannot have them, with CI=true it fails.
 #
 # The lab suite (test/hil on real vfio-pci in a QEMU guest: `vfio-bridge lab` with the project's
 # device set, through scripts/lab/) needs root and apt the first time. Outside CI, when the lab cannot be provisioned, one loud line says how to fix that
@@ -26,6 +30,9 @@ npm run build
 # Before the suites: packing leaves the prebuild (from this build) that test/native checks.
 phase 'packed tarball'
 bash scripts/pack-test.sh
+
+phase 'packed tarball on an old glibc'
+bash scripts/compat/old-glibc.sh
 
 for project in unit native; do
   phase "$project suite"
