@@ -22,7 +22,7 @@ import {
   buildKey,
 } from './kconfig';
 import type { FragmentEntry } from './kconfig';
-import { ensureBuildTools, runStep, tail, type Step } from './kbuild-tools';
+import { childCpuSeconds, ensureBuildTools, runStep, tail, type Step } from './kbuild-tools';
 import { unpackedKernel, type KernelTree } from './kernel';
 import { FileLock } from './lock';
 
@@ -56,6 +56,8 @@ export interface BuildRecord {
   release: string;
   /** Wall-clock seconds of the build, from configuring to installing (not the download). */
   seconds: number;
+  /** CPU seconds the build's processes used: on an idle machine, about seconds × jobs. */
+  cpuSeconds: number;
   /** Seconds of the source's download and unpacking, or 0 when it was cached. */
   sourceSeconds: number;
   jobs: number;
@@ -259,6 +261,7 @@ async function build(
   );
   const src = await source(o, version, log);
   const t0 = performance.now();
+  const cpu0 = childCpuSeconds();
   const jobs = o.jobs ?? os.availableParallelism();
   const obj = path.join(o.cache, `linux-obj-${version}`);
   fs.mkdirSync(obj, { recursive: true });
@@ -319,6 +322,7 @@ async function build(
     recipe: KERNEL_RECIPE,
     release,
     seconds: Math.round((performance.now() - t0) / 1000),
+    cpuSeconds: Math.round(childCpuSeconds() - cpu0),
     sourceSeconds: Math.round(src.seconds),
     jobs,
     at: new Date().toISOString(),
@@ -334,8 +338,8 @@ async function build(
   const mib = (fs.statSync(tree.vmlinuz).size / 2 ** 20).toFixed(1);
   const modules = tail(path.join(tree.modulesDir ?? dir, 'modules.order'), 10_000).length;
   o.say(
-    `built the lab kernel ${release} in ${formatSeconds(record.seconds)} with ${jobs} jobs ` +
-      `(bzImage ${mib} MiB, ${modules} modules; ${dir})`,
+    `built the lab kernel ${release} in ${formatSeconds(record.seconds)} with ${jobs} jobs, ` +
+      `${formatSeconds(record.cpuSeconds)} of CPU (bzImage ${mib} MiB, ${modules} modules; ${dir})`,
   );
   return { tree: { ...tree, package: SOURCE_PACKAGE }, record, dir };
 }

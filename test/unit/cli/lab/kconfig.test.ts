@@ -27,7 +27,13 @@ import {
   readFragment,
   type BuildRecord,
 } from '../../../../lib/cli/lab/kbuild';
-import { BUILD_TOOLS, ensureBuildTools, missingBuildTools, tail } from '../../../../lib/cli/lab/kbuild-tools';
+import {
+  BUILD_TOOLS,
+  childCpuSeconds,
+  ensureBuildTools,
+  missingBuildTools,
+  tail,
+} from '../../../../lib/cli/lab/kbuild-tools';
 import { fakeKernel } from './fake-kernel';
 
 let tmp: string;
@@ -236,6 +242,7 @@ describe('cached builds', () => {
       recipe: KERNEL_RECIPE,
       release,
       seconds: 700,
+      cpuSeconds: 1300,
       sourceSeconds: 40,
       jobs: 2,
       at: '2026-01-01T00:00:00.000Z',
@@ -318,6 +325,13 @@ describe('build tools', () => {
     );
     expect(said).toEqual([]);
     expect(() => ensureBuildTools(() => undefined, host([]))).not.toThrow();
+  });
+
+  test("the CPU time of waited-for children, from /proc/self/stat's cutime and cstime", () => {
+    // pid (comm with ) and spaces) state ppid ... utime stime cutime cstime ...
+    const stat = '42 (node (x) y) S 1 42 42 0 -1 4194304 100 200 0 0 7 3 123456 7890 20 0 11 0';
+    expect(childCpuSeconds(stat)).toBeCloseTo(1313.46, 2);
+    expect(childCpuSeconds()).toBeGreaterThanOrEqual(0);
   });
 
   test("a log's last lines", () => {
