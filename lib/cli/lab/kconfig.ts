@@ -162,12 +162,17 @@ export function kconfigSources(srcDir: string, symbols: readonly string[]): Map<
   return out;
 }
 
-/** `expr` with each symbol's value in the config after it, as menuconfig shows them: `PCI [=y]`. */
+/**
+ * `expr` with each symbol's value in the config after it, as menuconfig shows them: `PCI [=y]`. A
+ * comparison (`AGP=n`, `X != Y`) is shown with its own value: `AGP=n [AGP=y]`.
+ */
 export function annotate(expr: string, config: ReadonlyMap<string, string>): string {
-  return expr.replace(/\b([A-Z][A-Z0-9_]*)\b/g, (sym) => {
-    if (sym === 'y' || sym === 'm' || sym === 'n') return sym;
-    return `${sym} [=${config.get(`CONFIG_${sym}`) ?? 'n'}]`;
-  });
+  const value = (sym: string): string => config.get(`CONFIG_${sym}`) ?? 'n';
+  return expr.replace(
+    /\b([A-Z][A-Z0-9_]*)\b(\s*!?=\s*([A-Za-z0-9_]+))?/g,
+    (all, sym: string, cmp: string | undefined) =>
+      cmp === undefined ? `${sym} [=${value(sym)}]` : `${all} [${sym}=${value(sym)}]`,
+  );
 }
 
 /**
