@@ -73,23 +73,20 @@ export function configValues(text: string): Map<string, string> {
 }
 
 /**
- * mergeFragment: `base` (a .config's text) with the fragment's settings in place of the base's
- * own lines for those symbols, the rest appended, as scripts/kconfig/merge_config.sh -m does.
+ * mergeFragment: `base` (a .config's text) without its lines for the fragment's symbols, and the
+ * fragment's settings after it, as scripts/kconfig/merge_config.sh -m does. After, not in place:
+ * of a choice's members set to y, Kconfig takes the last, so the fragment's
+ * CC_OPTIMIZE_FOR_PERFORMANCE=y must come after the base's CC_OPTIMIZE_FOR_SIZE=y.
  */
 export function mergeFragment(base: string, entries: readonly FragmentEntry[]): string {
-  const want = new Map(entries.map((e) => [e.symbol, e]));
-  const render = (e: FragmentEntry): string =>
-    e.value === 'n' ? `# ${e.symbol} is not set` : `${e.symbol}=${e.value}`;
-  const done = new Set<string>();
-  const lines = base.split('\n').map((l) => {
+  const want = new Set(entries.map((e) => e.symbol));
+  const lines = base.split('\n').filter((l) => {
     const sym = SET_RE.exec(l)?.[1] ?? UNSET_RE.exec(l)?.[1];
-    const e = sym === undefined ? undefined : want.get(sym);
-    if (e === undefined) return l;
-    done.add(e.symbol);
-    return render(e);
+    return sym === undefined || !want.has(sym);
   });
   while (lines.length > 0 && lines.at(-1) === '') lines.pop();
-  for (const e of entries) if (!done.has(e.symbol)) lines.push(render(e));
+  for (const e of entries)
+    lines.push(e.value === 'n' ? `# ${e.symbol} is not set` : `${e.symbol}=${e.value}`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -121,33 +118,61 @@ export interface SymbolSource {
   depends: string[];
 }
 
+/** What the Kconfig sources say of some symbols: where each is defined, and what selects it. */
+export interface KconfigFacts {
+  sources: Map<string, SymbolSource[]>;
+  /** Symbol to the symbols whose `select` names it. */
+  selectedBy: Map<string, string[]>;
+}
+
 const BLOCK_END_RE = /^\s*(config|menuconfig|choice|endchoice|menu|endmenu|if|endif|source|comment)\b/;
 
 /**
- * kconfigSources: where each of `symbols` (without CONFIG_) is defined under `srcDir`, with its
+ * kconfigFacts: where each of `symbols` (without CONFIG_) is defined under `srcDir`, with its
  * `depends on` lines and the conditions of the `if` blocks it sits in (menus' own conditions and
- * those of the files that source it are not followed).
+ * those of the files that source it are not followed), and which symbols select it.
  */
-export function kconfigSources(srcDir: string, symbols: readonly string[]): Map<string, SymbolSource[]> {
+export function kconfigFacts(srcDir: string, symbols: readonly string[]): KconfigFacts {
   const want = new Set(symbols);
-  const out = new Map<string, SymbolSource[]>();
+  const sources = new Map<string, SymbolSource[]>();
+  const selectedBy = new Map<string, string[]>();
   const scan = (file: string): void => {
-    const lines = fs.readFileSync(file, 'utf8').split('\n');
     const ifs: string[] = [];
+    let name: string | null = null;
     let current: SymbolSource | null = null;
-    for (const line of lines) {
+    // Help text runs until a line indented less than its first line.
+    let help: number | null = null;
+    for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+      if (help !== null) {
+        if (line.trim() === '') continue;
+        const indent = /^\s*/.exec(line)![0].replace(/\t/g, '        ').length;
+        if (help < 0) help = indent;
+        if (indent >= help) continue;
+        help = null;
+      }
       const m = /^\s*(?:menu)?config\s+([A-Za-z0-9_]+)\s*$/.exec(line);
       if (m) {
-        current = want.has(m[1]) ? { file: path.relative(srcDir, file), depends: [...ifs] } : null;
-        if (current) out.set(m[1], [...(out.get(m[1]) ?? []), current]);
+        name = m[1];
+        current = want.has(name) ? { file: path.relative(srcDir, file), depends: [...ifs] } : null;
+        if (current) sources.set(name, [...(sources.get(name) ?? []), current]);
+        continue;
+      }
+      if (/^\s*(help|---help---)\s*$/.test(line)) {
+        help = -1;
         continue;
       }
       const ifm = /^\s*if\s+(.+?)\s*$/.exec(line);
       if (ifm) ifs.push(ifm[1]);
       else if (/^\s*endif\b/.test(line)) ifs.pop();
-      if (BLOCK_END_RE.test(line)) current = null;
+      if (BLOCK_END_RE.test(line)) {
+        name = null;
+        current = null;
+      }
       const dep = /^\s*depends\s+on\s+(.+?)\s*$/.exec(line);
       if (dep && current) current.depends.push(dep[1]);
+      const sel = /^\s*select\s+([A-Za-z0-9_]+)/.exec(line);
+      if (sel && name !== null && want.has(sel[1]))
+        selectedBy.set(sel[1], [...(selectedBy.get(sel[1]) ?? []), name]);
     }
   };
   const walk = (dir: string): void => {
@@ -159,7 +184,7 @@ export function kconfigSources(srcDir: string, symbols: readonly string[]): Map<
     }
   };
   walk(srcDir);
-  return out;
+  return { sources, selectedBy };
 }
 
 /**
@@ -176,24 +201,31 @@ export function annotate(expr: string, config: ReadonlyMap<string, string>): str
 }
 
 /**
- * explainMismatches: one line per mismatch: what was asked and got, and the symbol's dependencies
- * from the Kconfig sources under `srcDir` with their values (the unmet ones are among them).
+ * explainMismatches: one line per mismatch: what was asked and got, and from the Kconfig sources
+ * under `srcDir`, the symbol's dependencies with their values (the unmet ones are among them), or
+ * for one that ended up on, the symbols that are on and select it.
  */
 export function explainMismatches(
   mismatches: readonly ConfigMismatch[],
   config: ReadonlyMap<string, string>,
   srcDir: string | null,
 ): string[] {
-  const sources =
-    srcDir === null ? new Map<string, SymbolSource[]>() : kconfigSources(srcDir, mismatches.map(bare));
+  const facts: KconfigFacts =
+    srcDir === null
+      ? { sources: new Map(), selectedBy: new Map() }
+      : kconfigFacts(srcDir, mismatches.map(bare));
+  const on = (sym: string): boolean => (config.get(`CONFIG_${sym}`) ?? 'n') !== 'n';
   return mismatches.map((m) => {
     const head = `${m.symbol}=${m.wanted} (line ${m.line}) ended up ${m.got === 'n' ? 'not set' : m.got}`;
-    const src = sources.get(bare(m));
+    const src = facts.sources.get(bare(m));
     if (src === undefined) return srcDir === null ? head : `${head}: no such symbol in this kernel's Kconfig`;
-    const deps = src.flatMap((s) => s.depends.map((d) => annotate(d, config)));
     const where = src.map((s) => s.file).join(', ');
+    const selectors = (facts.selectedBy.get(bare(m)) ?? []).filter(on);
+    if (m.got !== 'n' && selectors.length > 0)
+      return `${head}: selected by ${[...new Set(selectors)].map((x) => annotate(x, config)).join(', ')} (${where})`;
+    const deps = src.flatMap((s) => s.depends.map((d) => annotate(d, config)));
     return deps.length === 0
-      ? `${head} (${where}; no dependencies: something selects or chooses against it)`
+      ? `${head} (${where}; no dependencies: a choice or a select decided)`
       : `${head}: depends on ${deps.join(' && ')} (${where})`;
   });
 }

@@ -111,7 +111,7 @@ describe('the fragment', () => {
     expect(path.basename(KERNEL_FRAGMENT)).toBe('lab.config');
   });
 
-  test('merged into a base: its settings replace the base lines, the rest are appended', () => {
+  test("merged into a base: the base's lines for its symbols go, its settings come after (a choice takes the last)", () => {
     const base = [
       'CONFIG_A=y',
       '# CONFIG_IOMMUFD is not set',
@@ -122,9 +122,9 @@ describe('the fragment', () => {
     expect(mergeFragment(base, parseFragment(FRAGMENT))).toBe(
       [
         'CONFIG_A=y',
+        '# CONFIG_B is not set',
         'CONFIG_IOMMUFD=y',
         'CONFIG_VFIO=m',
-        '# CONFIG_B is not set',
         '# CONFIG_IOMMUFD_VFIO_CONTAINER is not set',
         'CONFIG_LOCALVERSION="-lab"',
         'CONFIG_HZ=250',
@@ -173,18 +173,30 @@ describe('the check after olddefconfig', () => {
         'config VFIO_DEVICE_CDEV',
         '\tbool "cdev"',
         '\tdepends on IOMMUFD && !SPAPR_TCE_IOMMU',
+        '\thelp',
+        '\t  Its help text: a line that',
+        '\t  depends on NOTHING must not count.',
+        '',
+        '\t  Nor after a blank line.',
         'endif',
         'config LONELY',
         '\tbool',
+        'config PICKY',
+        '\tbool "picky"',
+        '\tselect LONELY',
+        'config IDLE',
+        '\tbool',
+        '\tselect LONELY',
         '',
       ].join('\n'),
     );
-    const config = configValues('CONFIG_VFIO=m\n');
+    const config = configValues('CONFIG_VFIO=m\nCONFIG_PICKY=y\nCONFIG_LONELY=y\n');
     const lines = explainMismatches(
       [
         { symbol: 'CONFIG_VFIO_DEVICE_CDEV', wanted: 'y', got: 'n', line: 7 },
-        { symbol: 'CONFIG_LONELY', wanted: 'y', got: 'n', line: 8 },
-        { symbol: 'CONFIG_NOWHERE', wanted: 'm', got: 'n', line: 9 },
+        { symbol: 'CONFIG_LONELY', wanted: 'n', got: 'y', line: 8 },
+        { symbol: 'CONFIG_PICKY', wanted: 'm', got: 'y', line: 9 },
+        { symbol: 'CONFIG_NOWHERE', wanted: 'm', got: 'n', line: 10 },
       ],
       config,
       tmp,
@@ -192,8 +204,9 @@ describe('the check after olddefconfig', () => {
     expect(lines).toEqual([
       'CONFIG_VFIO_DEVICE_CDEV=y (line 7) ended up not set: depends on VFIO [=m] && IOMMUFD [=n] && ' +
         '!SPAPR_TCE_IOMMU [=n] (drivers/vfio/Kconfig)',
-      'CONFIG_LONELY=y (line 8) ended up not set (drivers/vfio/Kconfig; no dependencies: something selects or chooses against it)',
-      "CONFIG_NOWHERE=m (line 9) ended up not set: no such symbol in this kernel's Kconfig",
+      'CONFIG_LONELY=n (line 8) ended up y: selected by PICKY [=y] (drivers/vfio/Kconfig)',
+      'CONFIG_PICKY=m (line 9) ended up y (drivers/vfio/Kconfig; no dependencies: a choice or a select decided)',
+      "CONFIG_NOWHERE=m (line 10) ended up not set: no such symbol in this kernel's Kconfig",
     ]);
     expect(explainMismatches([{ symbol: 'CONFIG_X', wanted: 'y', got: 'm', line: 1 }], config, null)).toEqual(
       ['CONFIG_X=y (line 1) ended up m'],
