@@ -194,7 +194,7 @@ export function kconfigFacts(srcDir: string, symbols: readonly string[]): Kconfi
 export function annotate(expr: string, config: ReadonlyMap<string, string>): string {
   const value = (sym: string): string => config.get(`CONFIG_${sym}`) ?? 'n';
   return expr.replace(
-    /\b([A-Z][A-Z0-9_]*)\b(\s*!?=\s*([A-Za-z0-9_]+))?/g,
+    /\b((?=[A-Z0-9_]*[A-Z])[A-Z0-9][A-Z0-9_]*)\b(\s*!?=\s*([A-Za-z0-9_]+))?/g,
     (all, sym: string, cmp: string | undefined) =>
       cmp === undefined ? `${sym} [=${value(sym)}]` : `${all} [${sym}=${value(sym)}]`,
   );

@@ -212,6 +212,9 @@ describe('the check after olddefconfig', () => {
       ['CONFIG_X=y (line 1) ended up m'],
     );
     expect(annotate('PCI && (X86 || m)', configValues('CONFIG_PCI=y'))).toBe('PCI [=y] && (X86 [=n] || m)');
+    expect(annotate('8139CP || X86_64 || 250', configValues('CONFIG_8139CP=m'))).toBe(
+      '8139CP [=m] || X86_64 [=n] || 250',
+    );
     expect(annotate('(AGP || AGP=n) && X != y', configValues('CONFIG_AGP=m'))).toBe(
       '(AGP [=m] || AGP=n [AGP=m]) && X != y [X=n]',
     );
