@@ -21,7 +21,8 @@ import {
   type KernelSources,
   type KernelTree,
 } from '../../../../lib/cli/lab/kernel';
-import { labNeeds } from '../../../../lib/cli/lab/lab';
+import { labEnvironment, labNeeds, type LabRequest, type Provisioned } from '../../../../lib/cli/lab/lab';
+import type { Layout } from '../../../../lib/cli/lab/layout';
 import { modinfoDepends, ModuleIndex } from '../../../../lib/cli/lab/modules';
 import { parseDeviceSpec } from '../../../../lib/cli/lab/devices';
 import { fakeKernel, moduleBytes } from './fake-kernel';
@@ -294,5 +295,28 @@ describe('--kernel', () => {
     expect(() => parseKernelRequest('latest')).toThrow(UsageError);
     expect(() => parseKernelRequest('host', '/m')).toThrow(/--modules goes with a kernel given by path/);
     expect(() => parseKernelRequest('built', '/m')).toThrow(/--modules goes with a kernel given by path/);
+  });
+});
+
+describe('what the command sees of the kernel', () => {
+  test('VFIO_BRIDGE_VMM_KERNEL, and VFIO_BRIDGE_LAB_MODULES when the kernel has modules', () => {
+    const tree = sources({}, {}).cachedBuilt() as KernelTree;
+    const r = { env: { X: '1' } } as unknown as LabRequest;
+    const layout = { devices: [] } as unknown as Layout;
+    const p = (t: KernelTree): Provisioned => ({
+      kernel: { tree: t, index: null, reason: '' },
+      initramfs: '/i',
+      vmmInitramfs: null,
+      seconds: 0,
+    });
+    expect(labEnvironment(r, layout, p(tree))).toMatchObject({
+      VFIO_BRIDGE_VMM_KERNEL: tree.vmlinuz,
+      VFIO_BRIDGE_LAB_MODULES: tree.modulesDir,
+      X: '1',
+    });
+    expect(labEnvironment(r, layout, p({ ...tree, modulesDir: null }))).not.toHaveProperty(
+      'VFIO_BRIDGE_LAB_MODULES',
+    );
+    expect(labEnvironment(r, layout, null)).not.toHaveProperty('VFIO_BRIDGE_LAB_MODULES');
   });
 });
