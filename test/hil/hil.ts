@@ -13,8 +13,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+
 import { Container, Group, KvmError, VFIO_PCI_CONFIG_REGION_INDEX, VfioError } from '../../lib';
 import type { Device } from '../../lib';
+import { configValues, missingConfig } from '../../lib/cli/lab/kconfig';
 
 export type Role = 'edu' | 'rtl8139' | 'e1000e' | 'ivshmem' | 'nonviable' | 'hotreset';
 /** Roles of usable devices; `nonviable` names a vfio-pci device whose group holds another driver's. */
@@ -130,6 +133,47 @@ export function testNeeding(
   }
   noteSkip(missing);
   return (name) => test.skip(`${name} (skipped: ${missing})`, () => undefined);
+}
+
+/**
+ * Why tests that need the running kernel to have `symbols` cannot run here (which ones it lacks,
+ * and which kernel it is), or null when it has them all. Symbols as {@link missingConfig} takes
+ * them: `IOMMUFD` (y or m), `VFIO_MDEV=m`, `IOMMUFD_VFIO_CONTAINER=n`.
+ */
+export function kernelConfigReason(symbols: readonly string[], file = '/proc/config.gz'): string | null {
+  const running = `the running kernel ${os.release()}`;
+  let text: string;
+  try {
+    text = zlib.gunzipSync(fs.readFileSync(file)).toString('utf8');
+  } catch (e) {
+    return `${running} has no readable ${file} to show ${symbols.join(', ')} (${(e as Error).message})`;
+  }
+  const missing = missingConfig(configValues(text), symbols);
+  if (missing.length === 0) return null;
+  return `${running} lacks ${missing.join(', ')}; the lab's own kernel has them (scripts/lab/lab.sh --kernel built)`;
+}
+
+/**
+ * describe() for tests that need kernel features: runs them when the running kernel's config
+ * (/proc/config.gz) has every one of `symbols`; otherwise registers one skipped test naming what
+ * is missing and which kernel runs, said once on stderr too, or in CI one failing test.
+ */
+export function describeKernel(symbols: readonly string[], name: string, body: () => void): void {
+  const reason = kernelConfigReason(symbols);
+  const title = `kernel ${symbols.join(' ')}: ${name}`;
+  if (reason === null) describe(title, body);
+  else if (inCi) {
+    describe(title, () => {
+      test('has the kernel features (mandatory in CI)', () => {
+        throw new Error(`${reason}; in CI the lab must boot a kernel with them`);
+      });
+    });
+  } else {
+    noteSkip(reason);
+    describe(title, () => {
+      test.skip(`skipped: ${reason}`, () => undefined);
+    });
+  }
 }
 
 /** A device opened the way a VMM opens it: container, group, IOMMU, then the device fd. */
