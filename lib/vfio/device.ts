@@ -85,9 +85,18 @@ function checkRange(
   return offset;
 }
 
+/** How a device cdev is bound to an iommufd (VFIO_DEVICE_BIND_IOMMUFD). @internal */
+export interface IommufdBinding {
+  /** The iommufd (an Iommufd; typed loosely so this file needs nothing of iommufd.ts). */
+  readonly iommufd: { readonly path: string; readonly closed: boolean };
+  /** The device's ID in the iommufd (out_devid). */
+  readonly devId: number;
+}
+
 /**
- * A VFIO device fd, from {@link Group.openDevice}: info, region and IRQ info, reset, region I/O
- * through the fd (one pread/pwrite per access), and mappings of mmap-capable regions.
+ * A VFIO device fd, from {@link Group.openDevice} (the container/group uAPI) or `openCdevDevice`
+ * (its cdev bound to an iommufd): info, region and IRQ info, reset, region I/O through the fd (one
+ * pread/pwrite per access), and mappings of mmap-capable regions. Both kinds work the same.
  */
 export class Device implements Disposable {
   /** The PCI address. */
@@ -98,18 +107,48 @@ export class Device implements Disposable {
   #closed = false;
   /** The DeviceIrqs handed out (closed ones are pruned as new ones are made). */
   readonly #irqs = new Set<DeviceIrq>();
+  readonly #binding: IommufdBinding | null;
 
-  private constructor(handle: NativeHandle, bdf: string, groupPath: string) {
+  private constructor(handle: NativeHandle, bdf: string, groupPath: string, binding: IommufdBinding | null) {
     this.#handle = handle;
     this.bdf = bdf;
     this.#groupPath = groupPath;
+    this.#binding = binding;
   }
 
-  /** Wrap a device handle from the group. @internal */
-  static _fromHandle(handle: NativeHandle, bdf: string, groupPath: string): Device {
-    const d = new Device(handle, bdf, groupPath);
+  /**
+   * Wrap a device handle from the group (`binding` null) or a device cdev bound to an iommufd.
+   * @internal
+   */
+  static _fromHandle(
+    handle: NativeHandle,
+    bdf: string,
+    groupPath: string,
+    binding: IommufdBinding | null = null,
+  ): Device {
+    const d = new Device(handle, bdf, groupPath, binding);
     openDevices.set(bdf, { ref: new WeakRef(d), group: groupPath });
     return d;
+  }
+
+  /** Which uAPI the device was opened through: its group (`type1`) or its cdev (`iommufd`). */
+  get backend(): 'type1' | 'iommufd' {
+    return this.#binding === null ? 'type1' : 'iommufd';
+  }
+
+  /** The node the device fd came from: its group (`/dev/vfio/12`) or its cdev (`/dev/vfio/devices/vfio0`). */
+  get path(): string {
+    return this.#groupPath;
+  }
+
+  /** The device's ID in its iommufd (for IOMMU_HWPT_ALLOC, IOMMU_GET_HW_INFO), or null (type1). */
+  get iommufdDevId(): number | null {
+    return this.#binding?.devId ?? null;
+  }
+
+  /** The iommufd binding, for Ioas.attach. @internal */
+  get _iommufd(): IommufdBinding | null {
+    return this.#binding;
   }
 
   /** The device fd (-1 once closed). */
