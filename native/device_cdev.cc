@@ -6,8 +6,8 @@
 #include "async_call.h"
 #include "exports.h"
 #include "handle.h"
-#include "iommufd_uapi.h"
 #include "ioctl.h"
+#include "iommufd_uapi.h"
 #include "module.h"
 
 namespace vfio_bridge {

@@ -38,7 +38,8 @@ inline bool ParseDmaRange(napi_env env, const char* op, const napi_value* argv, 
   uint64_t offset, iova, size;
   bool read = false, write = false;
   if (!GetSafeInteger(env, argv[1], "offset", &offset) ||
-      !GetSafeInteger(env, argv[2], "iova", &iova) || !GetSafeInteger(env, argv[3], "size", &size)) {
+      !GetSafeInteger(env, argv[2], "iova", &iova) ||
+      !GetSafeInteger(env, argv[3], "size", &size)) {
     return false;
   }
   if (napi_get_value_bool(env, argv[4], &read) != napi_ok ||

@@ -6,8 +6,8 @@
 #include "dma_range.h"
 #include "exports.h"
 #include "handle.h"
-#include "iommufd_uapi.h"
 #include "ioctl.h"
+#include "iommufd_uapi.h"
 #include "module.h"
 
 namespace vfio_bridge {
@@ -97,7 +97,8 @@ napi_value IoasUnmap(napi_env env, napi_callback_info info) {
   uint32_t ioas;
   uint64_t iova, size;
   if (h == nullptr || !GetUint32(env, args[1], "ioas", &ioas) ||
-      !GetSafeInteger(env, args[2], "iova", &iova) || !GetSafeInteger(env, args[3], "size", &size)) {
+      !GetSafeInteger(env, args[2], "iova", &iova) ||
+      !GetSafeInteger(env, args[3], "size", &size)) {
     return nullptr;
   }
   IommuIoasUnmap unmap = {};

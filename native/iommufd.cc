@@ -12,8 +12,8 @@
 #include "args.h"
 #include "exports.h"
 #include "handle.h"
-#include "iommufd_uapi.h"
 #include "ioctl.h"
+#include "iommufd_uapi.h"
 #include "module.h"
 
 namespace vfio_bridge {
@@ -153,8 +153,8 @@ napi_value GetHwInfo(napi_env env, napi_callback_info info) {
     if (req.data_len <= data.size() * sizeof(uint64_t) || req.data_len > kMaxHwInfo) break;
     data.assign((req.data_len + 7) / 8, 0);
   }
-  size_t len = req.data_len < data.size() * sizeof(uint64_t) ? req.data_len
-                                                             : data.size() * sizeof(uint64_t);
+  size_t len =
+      req.data_len < data.size() * sizeof(uint64_t) ? req.data_len : data.size() * sizeof(uint64_t);
   napi_value out, caps, buf;
   void* copy;
   napi_create_object(env, &out);
@@ -170,10 +170,8 @@ napi_value GetHwInfo(napi_env env, napi_callback_info info) {
 
 void RegisterIommufd(Napi::Env env, Napi::Object exports) {
   const napi_property_descriptor methods[] = {
-      Method("iommufdIoasAlloc", IoasAlloc),
-      Method("iommufdDestroy", Destroy),
-      Method("iommufdIoasIovaRanges", IoasIovaRanges),
-      Method("iommufdHwptAlloc", HwptAlloc),
+      Method("iommufdIoasAlloc", IoasAlloc),           Method("iommufdDestroy", Destroy),
+      Method("iommufdIoasIovaRanges", IoasIovaRanges), Method("iommufdHwptAlloc", HwptAlloc),
       Method("iommufdGetHwInfo", GetHwInfo),
   };
   DefineMethods(env, exports, methods);

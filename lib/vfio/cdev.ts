@@ -38,7 +38,10 @@ export function kernelHasCdevs(opts: SysfsOptions = {}): boolean {
  * The cdev of PCI device `bdf` (`/sys/bus/pci/devices/BDF/vfio-dev/vfioN`), or why it has none.
  * A device has one while it is bound to vfio-pci on a kernel built with VFIO_DEVICE_CDEV.
  */
-export function findCdev(bdf: string, opts: CdevOptions = {}): DeviceCdev | { none: NoCdevReason; detail: string } {
+export function findCdev(
+  bdf: string,
+  opts: CdevOptions = {},
+): DeviceCdev | { none: NoCdevReason; detail: string } {
   const dev = normalizeBdf(bdf);
   const root = sysfsRoot(opts);
   const devDir = path.join(root, 'bus/pci/devices', dev);
@@ -69,7 +72,11 @@ export function findCdev(bdf: string, opts: CdevOptions = {}): DeviceCdev | { no
 }
 
 /** The error for a device with no cdev (ENOCDEV), with what to do. */
-export function noCdevError(bdf: string, why: { none: NoCdevReason; detail: string }, op = 'open'): VfioError {
+export function noCdevError(
+  bdf: string,
+  why: { none: NoCdevReason; detail: string },
+  op = 'open',
+): VfioError {
   const hint =
     why.none === 'kernel'
       ? 'a kernel with CONFIG_VFIO_DEVICE_CDEV=y (and IOMMUFD) has /dev/vfio/devices; here use the type1 backend'

@@ -145,7 +145,8 @@ export class DmaState {
   /** The limits, or the error for an owner that cannot map yet (type1 without an IOMMU type). */
   #limits(op: string): DmaLimits {
     const limits = this.#host.limits();
-    if (limits === null) throw this.#error(op, 'ENOIOMMU', this.#host.notReady.message, this.#host.notReady.hint);
+    if (limits === null)
+      throw this.#error(op, 'ENOIOMMU', this.#host.notReady.message, this.#host.notReady.hint);
     return limits;
   }
 

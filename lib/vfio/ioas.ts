@@ -66,8 +66,7 @@ export class Ioas implements DmaBackend, Disposable {
       kernelHint: (f) => iommufdHint(f, noun),
       map: (m) => native.iommufdIoasMap(...this.#mapArgs(m)),
       mapAsync: (m) => native.iommufdIoasMapAsync(...this.#mapArgs(m)),
-      unmap: (iova, size) =>
-        native.iommufdIoasUnmap(this.#handle('IOMMU_IOAS_UNMAP'), this.id, iova, size),
+      unmap: (iova, size) => native.iommufdIoasUnmap(this.#handle('IOMMU_IOAS_UNMAP'), this.id, iova, size),
     });
   }
 
@@ -77,7 +76,16 @@ export class Ioas implements DmaBackend, Disposable {
   }
 
   #mapArgs(m: DmaMapping): Parameters<typeof native.iommufdIoasMap> {
-    return [this.#handle('IOMMU_IOAS_MAP'), this.id, m.memory[DMA_HANDLE](), m.offset, m.iova, m.size, m.read, m.write];
+    return [
+      this.#handle('IOMMU_IOAS_MAP'),
+      this.id,
+      m.memory[DMA_HANDLE](),
+      m.offset,
+      m.iova,
+      m.size,
+      m.read,
+      m.write,
+    ];
   }
 
   /** The iommufd's node (`/dev/iommu`). */
@@ -92,7 +100,9 @@ export class Ioas implements DmaBackend, Disposable {
 
   /** IOMMU_IOAS_IOVA_RANGES, asked afresh: the usable ranges and the IOVA alignment. */
   iovaRanges(): IoasIovaRanges {
-    this.#ranges = parseIovaRanges(native.iommufdIoasIovaRanges(this.#handle('IOMMU_IOAS_IOVA_RANGES'), this.id));
+    this.#ranges = parseIovaRanges(
+      native.iommufdIoasIovaRanges(this.#handle('IOMMU_IOAS_IOVA_RANGES'), this.id),
+    );
     return this.#ranges;
   }
 

@@ -154,7 +154,11 @@ export function parseHwInfo(raw: { type: number; capabilities: bigint; data: Uin
     const dv = new DataView(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
     return {
       ...out,
-      vtd: { flags: dv.getUint32(0, true), capReg: dv.getBigUint64(8, true), ecapReg: dv.getBigUint64(16, true) },
+      vtd: {
+        flags: dv.getUint32(0, true),
+        capReg: dv.getBigUint64(8, true),
+        ecapReg: dv.getBigUint64(16, true),
+      },
     };
   }
   return out;

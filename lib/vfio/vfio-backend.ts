@@ -6,7 +6,12 @@
  * VFIO device is told about.
  */
 import { ArgTypeError } from '../base/error';
-import { chooseBackend, type BackendDecision, type BackendProbeOptions, type VfioBackendChoice } from './backend';
+import {
+  chooseBackend,
+  type BackendDecision,
+  type BackendProbeOptions,
+  type VfioBackendChoice,
+} from './backend';
 import { openCdevDevice, openCdevDeviceAsync } from './cdev';
 import { Container } from './container';
 import type { Device } from './device';
@@ -60,7 +65,12 @@ export class Type1Backend implements VfioBackend {
   readonly #owned: boolean;
   readonly #probe: BackendProbeOptions;
 
-  private constructor(container: Container, owned: boolean, decision: BackendDecision | null, probe: BackendProbeOptions) {
+  private constructor(
+    container: Container,
+    owned: boolean,
+    decision: BackendDecision | null,
+    probe: BackendProbeOptions,
+  ) {
     this.container = container;
     this.#owned = owned;
     this.decision = decision;
@@ -111,7 +121,10 @@ export class Type1Backend implements VfioBackend {
 
   /** The device's group, open and in the container, which has its IOMMU type. */
   #join(bdf: string): Group {
-    const group = Group.openByBdf(bdf, this.#probe.sysfsRoot !== undefined ? { sysfsRoot: this.#probe.sysfsRoot } : {});
+    const group = Group.openByBdf(
+      bdf,
+      this.#probe.sysfsRoot !== undefined ? { sysfsRoot: this.#probe.sysfsRoot } : {},
+    );
     try {
       group.setContainer(this.container);
       if (this.container.iommuType === null) this.container.setIommu();
@@ -164,7 +177,13 @@ export class IommufdBackend implements VfioBackend {
   readonly #owned: boolean;
   readonly #probe: BackendProbeOptions;
 
-  private constructor(iommufd: Iommufd, ioas: Ioas, owned: boolean, decision: BackendDecision | null, probe: BackendProbeOptions) {
+  private constructor(
+    iommufd: Iommufd,
+    ioas: Ioas,
+    owned: boolean,
+    decision: BackendDecision | null,
+    probe: BackendProbeOptions,
+  ) {
     this.iommufd = iommufd;
     this.ioas = ioas;
     this.#owned = owned;
@@ -218,7 +237,10 @@ export class IommufdBackend implements VfioBackend {
     }
     let groupNumber = -1;
     try {
-      groupNumber = Group.numberOf(device.bdf, this.#probe.sysfsRoot !== undefined ? { sysfsRoot: this.#probe.sysfsRoot } : {});
+      groupNumber = Group.numberOf(
+        device.bdf,
+        this.#probe.sysfsRoot !== undefined ? { sysfsRoot: this.#probe.sysfsRoot } : {},
+      );
     } catch {
       // A device on a cdev has an IOMMU group; sysfs unreadable only loses the number.
     }
@@ -258,7 +280,9 @@ export interface OpenBackendOptions extends BackendProbeOptions {
  */
 export function openBackend(bdf: string | null, opts: OpenBackendOptions = {}): VfioBackend {
   const decision = chooseBackend(bdf, opts.backend ?? 'auto', opts);
-  return decision.backend === 'iommufd' ? IommufdBackend.open(decision, opts) : Type1Backend.open(decision, opts);
+  return decision.backend === 'iommufd'
+    ? IommufdBackend.open(decision, opts)
+    : Type1Backend.open(decision, opts);
 }
 
 /** A context over objects the caller opened: a Container (type1) or an Ioas (iommufd). */

@@ -175,7 +175,14 @@ export class Machine implements Disposable {
       bus = new PciBus(opts.bus);
       yield 'bus';
       const meminfo = opts.meminfo ?? '/proc/meminfo';
-      const machine = new Machine(ram, bus, { start: hole.start, size: hole.size }, opts.dma ?? {}, meminfo, backend);
+      const machine = new Machine(
+        ram,
+        bus,
+        { start: hole.start, size: hole.size },
+        opts.dma ?? {},
+        meminfo,
+        backend,
+      );
       built = true;
       return machine;
     } finally {

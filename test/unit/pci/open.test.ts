@@ -59,7 +59,8 @@ class MockIoas {
 jest.mock('../../../lib/vfio', () => ({
   Ioas: MockIoas,
   checkBackendChoice: (v: unknown) => {
-    if (v !== undefined && v !== 'auto' && v !== 'type1' && v !== 'iommufd') throw new RangeError(`backend ${String(v)}`);
+    if (v !== undefined && v !== 'auto' && v !== 'type1' && v !== 'iommufd')
+      throw new RangeError(`backend ${String(v)}`);
     return v ?? 'auto';
   },
   openBackend: (bdf: string, o: { backend: string }) => {
@@ -85,7 +86,9 @@ beforeEach(() => {
 describe('openByBdf', () => {
   it('rejects a BDF that is not a string, and a backend it does not know, before touching VFIO', () => {
     expect(() => VfioPciDevice.openByBdf(new PciBus(), 3 as unknown as string)).toThrow(TypeError);
-    expect(() => VfioPciDevice.openByBdf(new PciBus(), BDF, { backend: 'vfio' as never })).toThrow(RangeError);
+    expect(() => VfioPciDevice.openByBdf(new PciBus(), BDF, { backend: 'vfio' as never })).toThrow(
+      RangeError,
+    );
     expect(mockCalls).toEqual([]);
   });
 
