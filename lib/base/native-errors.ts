@@ -125,8 +125,9 @@ export function hintFor(ctx: HintContext): string | undefined {
       }
       if (isGroupNode) {
         return (
-          `the group is already open elsewhere: another process (check \`fuser ${path}\`) or another ` +
-          `Group object in this process; a group can be opened only once`
+          `the group is already open elsewhere: another process (check \`fuser ${path}\`), another ` +
+          `Group object in this process, or one of its devices through its cdev (/dev/vfio/devices, ` +
+          `the iommufd backend); a group can be opened only once, and not beside a device cdev`
         );
       }
       return undefined;

@@ -2,7 +2,14 @@ import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { VfioError } from '../base/native-errors';
 import { openGroup } from './group';
-import { groupsNotOwnedError, type HotResetInfo, parseHotResetInfo } from './hot-reset';
+import {
+  devicesNotOwnedError,
+  groupsNotOwnedError,
+  type HotResetInfo,
+  parseHotResetInfo,
+  VFIO_PCI_DEVID_NOT_OWNED,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
+} from './hot-reset';
 import { DeviceIrq, type IrqOptions } from './irq';
 import { Mapping, PAGE_SIZE } from './mapping';
 import type { AccessSize } from '../types';
@@ -276,7 +283,8 @@ export class Device implements Disposable {
   /**
    * VFIO_DEVICE_PCI_HOT_RESET: a secondary bus reset of the device's bus (or slot), with the fd of
    * every affected group to prove this process owns them. `groups` defaults to the groups open in
-   * this environment.
+   * this environment. A device opened through its cdev passes none: the kernel checks that every
+   * affected device is bound to the same iommufd.
    * @throws VfioError `'EGROUPS'` naming each affected group that is not open here
    */
   hotReset(groups?: readonly { readonly number: number; readonly fd: number }[]): void {
@@ -298,9 +306,17 @@ export class Device implements Disposable {
     await native.vfioHotResetAsync(h, this.#hotResetFds(groups));
   }
 
-  /** The fd of every group a bus reset affects; throws naming the groups not open here. */
+  /**
+   * The fd of every group a bus reset affects; throws naming the groups not open here. A device
+   * opened through its cdev proves ownership through its iommufd instead: no fds (an empty array).
+   */
   #hotResetFds(groups?: readonly { readonly number: number; readonly fd: number }[]): Int32Array {
     const info = this.hotResetInfo();
+    if ((info.flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID) !== 0) {
+      if (info.devices.some((d) => d.devId === VFIO_PCI_DEVID_NOT_OWNED))
+        throw devicesNotOwnedError(this.bdf, info);
+      return new Int32Array(0);
+    }
     const fds: number[] = [];
     const missing: number[] = [];
     for (const n of info.groups) {

@@ -354,14 +354,14 @@ export class Hwpt implements Disposable {
     return this.ioas._attachHwpt(device, this.id);
   }
 
-  /** IOMMU_DESTROY of the page table (EBUSY while a device is attached through it). Idempotent. */
+  /**
+   * IOMMU_DESTROY of the page table. Idempotent. While a device is attached through it this fails
+   * with EBUSY and the page table stays (closing the Iommufd frees it with the rest).
+   */
   close(): void {
-    if (this.closed) {
-      this.#closed = true;
-      return;
-    }
-    this.#closed = true;
+    if (this.closed) return;
     this.ioas.iommufd._destroy(this.id);
+    this.#closed = true;
   }
 
   /** Same as {@link Hwpt.close}, for `using`. */

@@ -10,6 +10,12 @@ import { Device, GuestRam, Iommufd, openCdevDevice, VfioError, type Ioas } from 
 import { native } from '../../lib/native';
 import { DMA_HANDLE } from '../../lib/vfio/dma-types';
 import { IOMMUFD_IOCTLS, IOMMUFD_LAYOUT, parseHwInfo, parseIovaRanges } from '../../lib/vfio/iommufd-uapi';
+import {
+  devicesNotOwnedError,
+  parseHotResetInfo,
+  VFIO_PCI_DEVID_NOT_OWNED,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
+} from '../../lib/vfio/hot-reset';
 import { caught, tempDir } from './helpers';
 
 /**
@@ -136,6 +142,28 @@ describe('decoders', () => {
     expect(parseIovaRanges(BigUint64Array.from([1n]))).toEqual({ alignment: 1, ranges: [] });
     expect(() => parseIovaRanges(BigUint64Array.from([0x1000n, 0n]))).toThrow(/not alignment \+ pairs/);
     expect(() => parseIovaRanges(BigUint64Array.from([0x1800n]))).toThrow(/not a power of two/);
+  });
+
+  it('hot reset info asked through a cdev: iommufd device IDs instead of groups', () => {
+    const buf = Buffer.alloc(12 + 2 * 8);
+    buf.writeUInt32LE(buf.length, 0);
+    buf.writeUInt32LE(VFIO_PCI_HOT_RESET_FLAG_DEV_ID, 4);
+    buf.writeUInt32LE(2, 8);
+    buf.writeUInt32LE(11, 12);
+    buf.writeUInt16LE(0, 16);
+    buf.writeUInt8(1, 18);
+    buf.writeUInt8(0, 19);
+    buf.writeUInt32LE(VFIO_PCI_DEVID_NOT_OWNED, 20);
+    buf.writeUInt8(1, 26);
+    buf.writeUInt8(1, 27);
+    const info = parseHotResetInfo(buf);
+    expect(info.devices.map((d) => [d.bdf, d.group, d.devId])).toEqual([
+      ['0000:01:00.0', -1, 11],
+      ['0000:01:00.1', -1, VFIO_PCI_DEVID_NOT_OWNED],
+    ]);
+    expect(info.groups).toEqual([]);
+    const e = devicesNotOwnedError('0000:01:00.0', info);
+    expect([e.code, e.message]).toEqual(['EDEVICES', expect.stringMatching(/does not own: 0000:01:00.1$/)]);
   });
 
   it('IOMMU_GET_HW_INFO: the VT-d registers and the dirty-tracking capability', () => {
