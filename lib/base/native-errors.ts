@@ -95,7 +95,7 @@ export function hintFor(ctx: HintContext): string | undefined {
       if (op === 'mmap') return 'the mapping was refused: a read-only region or fd cannot be mapped writable';
       if (path === '/dev/kvm')
         return 'no permission on /dev/kvm: run as root or add the user to the kvm group';
-      if (path === '/dev/iommu') {
+      if (op === 'open' && path === '/dev/iommu') {
         return (
           'no permission on /dev/iommu (root-only by default): run as root, or give this user read/write ' +
           "access with a udev rule, or use the type1 backend (backend: 'type1') through /dev/vfio"
@@ -136,10 +136,13 @@ export function hintFor(ctx: HintContext): string | undefined {
         return `${path} does not exist: bind the group's devices to vfio-pci (modprobe vfio-pci), then retry`;
       }
       if (path === '/dev/vfio/vfio') return 'VFIO is not available: modprobe vfio-pci (and enable the IOMMU)';
-      if (path === '/dev/iommu') {
+      if (op === 'IOMMU_IOAS_UNMAP') {
+        return 'nothing is mapped there, or the range would split a mapping (iommufd splits none): unmap whole mappings';
+      }
+      if (op === 'open' && path === '/dev/iommu') {
         return "the kernel has no iommufd (CONFIG_IOMMUFD; modprobe iommufd where it is a module): use backend 'type1'";
       }
-      if (isCdevNode) {
+      if (op === 'open' && isCdevNode) {
         return `${path} does not exist: the device left vfio-pci, or the kernel has no VFIO_DEVICE_CDEV`;
       }
       if (path === '/dev/kvm') {

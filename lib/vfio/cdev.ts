@@ -16,6 +16,8 @@ import { normalizeBdf, sysfsRoot, type SysfsOptions } from './sysfs';
 export interface CdevOptions extends SysfsOptions {
   /** Directory of the cdev nodes (default `/dev/vfio/devices`). */
   cdevDir?: string;
+  /** The kernel's list of device majors (default `/proc/devices`). */
+  procDevices?: string;
 }
 
 /** A device's cdev: its name and node. */
@@ -29,14 +31,23 @@ export interface DeviceCdev {
 /** Why a device has no cdev: the kernel lacks VFIO_DEVICE_CDEV, or the device is not on a vfio driver. */
 export type NoCdevReason = 'no-device' | 'kernel' | 'driver';
 
-/** The directory sysfs lists the device cdevs in, when the kernel has them (`/sys/class/vfio-dev`). */
-export function kernelHasCdevs(opts: SysfsOptions = {}): boolean {
-  return fs.existsSync(path.join(sysfsRoot(opts), 'class/vfio-dev'));
+/**
+ * Whether the kernel has VFIO device cdevs (VFIO_DEVICE_CDEV): it then registers the `vfio-dev`
+ * character major (/proc/devices). Every VFIO device is in the `vfio-dev` class either way; only
+ * with cdevs does it get a device number, and a node.
+ */
+export function kernelHasCdevs(opts: CdevOptions = {}): boolean {
+  try {
+    return /^\s*\d+ vfio-dev$/m.test(fs.readFileSync(opts.procDevices ?? '/proc/devices', 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 /**
- * The cdev of PCI device `bdf` (`/sys/bus/pci/devices/BDF/vfio-dev/vfioN`), or why it has none.
- * A device has one while it is bound to vfio-pci on a kernel built with VFIO_DEVICE_CDEV.
+ * The cdev of PCI device `bdf` (`/sys/bus/pci/devices/BDF/vfio-dev/vfioN`, with a device number in
+ * its `dev`), or why it has none. A device has one while it is bound to vfio-pci on a kernel built
+ * with VFIO_DEVICE_CDEV.
  */
 export function findCdev(
   bdf: string,
@@ -52,14 +63,18 @@ export function findCdev(
   } catch {
     // No vfio-dev directory: said below.
   }
-  if (names.length > 0) {
-    const name = names.sort()[0];
+  const name = names.sort()[0];
+  if (name !== undefined && fs.existsSync(path.join(devDir, 'vfio-dev', name, 'dev'))) {
     return { name, path: path.join(opts.cdevDir ?? '/dev/vfio/devices', name) };
   }
-  if (!kernelHasCdevs(opts)) {
+  if (name !== undefined || !kernelHasCdevs(opts)) {
     return {
       none: 'kernel',
-      detail: `the kernel has no VFIO device cdevs (no ${path.join(root, 'class/vfio-dev')}: built without VFIO_DEVICE_CDEV)`,
+      detail:
+        `the kernel has no VFIO device cdevs (built without VFIO_DEVICE_CDEV: ` +
+        (name !== undefined
+          ? `${dev}'s ${name} has no device number)`
+          : `no vfio-dev major in /proc/devices)`),
     };
   }
   let driver = 'no driver';

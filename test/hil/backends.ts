@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 
 import {
+  kernelHasCdevs,
   Container,
   Device,
   Group,
@@ -28,12 +29,12 @@ export const BACKENDS: readonly Backend[] = ['type1', 'iommufd'];
 
 /**
  * Why iommufd cannot be tested here (which kernel runs, and what it lacks), or null when it can:
- * /dev/iommu (IOMMUFD) and /sys/class/vfio-dev (VFIO_DEVICE_CDEV).
+ * /dev/iommu (IOMMUFD) and the vfio-dev character major (VFIO_DEVICE_CDEV).
  */
 export function iommufdMissing(): string | null {
   const lacks: string[] = [];
   if (!fs.existsSync('/dev/iommu')) lacks.push('IOMMUFD (no /dev/iommu)');
-  if (!fs.existsSync('/sys/class/vfio-dev')) lacks.push('VFIO_DEVICE_CDEV (no /sys/class/vfio-dev)');
+  if (!kernelHasCdevs()) lacks.push('VFIO_DEVICE_CDEV (no vfio-dev major in /proc/devices)');
   if (lacks.length === 0) return null;
   return (
     `the running kernel ${os.release()} lacks ${lacks.join(' and ')}: iommufd needs the lab's own ` +

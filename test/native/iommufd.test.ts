@@ -365,7 +365,7 @@ describe('Ioas on a fake kernel: the type1 record’s checks and bookkeeping', (
     try {
       const dev = path.join(t.dir, 'bus/pci/devices/0000:00:03.0');
       fs.mkdirSync(path.join(dev, 'vfio-dev/vfio0'), { recursive: true });
-      fs.mkdirSync(path.join(t.dir, 'class/vfio-dev'), { recursive: true });
+      fs.writeFileSync(path.join(dev, 'vfio-dev/vfio0/dev'), '237:0\n');
       // The cdev node: /dev/null through a symlink named as the kernel names it.
       fs.mkdirSync(path.join(t.dir, 'devices'));
       fs.symlinkSync('/dev/null', path.join(t.dir, 'devices/vfio0'));

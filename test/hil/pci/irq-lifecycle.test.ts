@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
+import { kernelHasCdevs } from '../../../lib/vfio';
 import { activeBackend } from '../backends';
 import { describePci, openLab } from './lab';
 import { settle, until } from './irq-helpers';
@@ -23,7 +24,7 @@ async function rebind(bdf: string): Promise<void> {
   if (!fs.existsSync(`${dev}/driver`)) fs.writeFileSync('/sys/bus/pci/drivers_probe', bdf);
   const group = path.basename(fs.readlinkSync(`${dev}/iommu_group`));
   await until(() => fs.existsSync(`/dev/vfio/${group}`), 10000, `/dev/vfio/${group}`);
-  if (fs.existsSync('/sys/class/vfio-dev')) {
+  if (kernelHasCdevs()) {
     const cdev = (): string[] => (fs.existsSync(`${dev}/vfio-dev`) ? fs.readdirSync(`${dev}/vfio-dev`) : []);
     await until(() => cdev().some((n) => fs.existsSync(`/dev/vfio/devices/${n}`)), 10000, `${bdf}'s cdev`);
   }

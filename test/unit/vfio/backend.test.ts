@@ -38,9 +38,13 @@ function host(h: Host): BackendProbeOptions {
     fs.mkdirSync(path.join(sys, 'bus/pci/drivers', driver), { recursive: true });
     fs.symlinkSync(path.join(sys, 'bus/pci/drivers', driver), path.join(dev, 'driver'));
   }
-  if (h.cdevs !== false) {
-    fs.mkdirSync(path.join(sys, 'class/vfio-dev'), { recursive: true });
-    if (driver === 'vfio-pci') fs.mkdirSync(path.join(dev, 'vfio-dev/vfio3'), { recursive: true });
+  // Every VFIO device is in the vfio-dev class; with cdevs it has a device number (`dev`), and the
+  // kernel lists the vfio-dev major.
+  const procDevices = path.join(base, 'proc-devices');
+  fs.writeFileSync(procDevices, `Character devices:\n  1 mem\n${h.cdevs !== false ? '237 vfio-dev\n' : ''}`);
+  if (driver === 'vfio-pci') {
+    fs.mkdirSync(path.join(dev, 'vfio-dev/vfio3'), { recursive: true });
+    if (h.cdevs !== false) fs.writeFileSync(path.join(dev, 'vfio-dev/vfio3/dev'), '237:3\n');
   }
   const nodes = new Set(h.nodes ?? ['iommu', 'vfio/vfio', 'vfio/devices/vfio3']);
   const denied = new Set(h.denied ?? []);
@@ -50,6 +54,7 @@ function host(h: Host): BackendProbeOptions {
     iommuPath: path.join(devDir, 'iommu'),
     containerPath: path.join(devDir, 'vfio/vfio'),
     cdevDir: path.join(devDir, 'vfio/devices'),
+    procDevices,
     access: (p) => {
       const rel = path.relative(devDir, p);
       if (!nodes.has(rel)) return 'ENOENT';
@@ -141,7 +146,15 @@ describe('findCdev', () => {
   });
 
   it('tells a kernel without cdevs from a device off vfio-pci', () => {
-    expect(findCdev(BDF, host({ cdevs: false }))).toMatchObject({ none: 'kernel' });
+    // vfio-pci puts the device in the vfio-dev class either way; without cdevs it has no number.
+    expect(findCdev(BDF, host({ cdevs: false }))).toMatchObject({
+      none: 'kernel',
+      detail: expect.stringMatching(/vfio3 has no device number/),
+    });
+    expect(findCdev(BDF, host({ cdevs: false, driver: 'e1000e' }))).toMatchObject({
+      none: 'kernel',
+      detail: expect.stringMatching(/no vfio-dev major/),
+    });
     expect(findCdev(BDF, host({ driver: null }))).toMatchObject({
       none: 'driver',
       detail: expect.stringMatching(/on no driver/),
