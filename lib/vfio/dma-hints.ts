@@ -2,7 +2,7 @@
  * Why the kernel refused a DMA map, per backend: the hints each backend's DmaHost gives the shared
  * record (dma.ts) for the kernel's common failures. type1 counts pinned pages in the process's
  * locked_vm and limits the number of mappings; iommufd counts them in the user's locked_vm by
- * default and has no entry limit.
+ * default, has no entry limit, and cannot pin device memory (no peer-to-peer DMA into a BAR).
  */
 import * as fs from 'node:fs';
 
@@ -53,6 +53,11 @@ export function iommufdHint(f: DmaFailure, noun: string): string | undefined {
         `already maps; iommufd counts pinned pages against RLIMIT_MEMLOCK per user (every process of ` +
         `this user together), and RLIMIT_MEMLOCK is ${memlockLimitText()}. Raise it (ulimit -l, ` +
         `LimitMEMLOCK=, /etc/security/limits.conf), or run with CAP_IPC_LOCK, which lifts the limit`
+      );
+    case 'EFAULT':
+      return (
+        'iommufd pins the pages of the memory it maps, and device memory (a BAR mapping: peer-to-peer ' +
+        'DMA) has none to pin, so this kernel cannot map it through iommufd; map it on the type1 backend'
       );
     case 'EEXIST':
       return (

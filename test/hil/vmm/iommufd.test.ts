@@ -51,7 +51,8 @@ describeDevice('e1000e', 'a Linux guest with NICs passed through on iommufd', (e
       expect(pc.resources().dmaMappings).toBeGreaterThan(0);
       const nodes = vfioNodeFds().filter((n) => !before.includes(n));
       expect(nodes.filter((n) => /^\/dev\/vfio\/(\d+|vfio)$/.test(n))).toEqual([]);
-      expect(nodes.filter((n) => n.startsWith('/dev/vfio/devices/'))).toHaveLength(2);
+      // The two cdevs (the vCPU threads' exit table holds duplicates of the device fds).
+      expect(new Set(nodes.filter((n) => n.startsWith('/dev/vfio/devices/'))).size).toBe(2);
       expect(pc.devices.map((d) => [d.backend, d.group])).toEqual([
         ['iommufd', null],
         ['iommufd', null],
