@@ -159,6 +159,12 @@ export function hintFor(ctx: HintContext): string | undefined {
       }
       return undefined;
     case 'EINVAL':
+      if (op === 'VFIO_DEVICE_ATTACH_IOMMUFD_PT') {
+        return (
+          "the IOAS maps something in the device's reserved IOVA regions (the MSI window " +
+          '0xfee00000-0xfeefffff), or the device is attached already: check ioas.dmaMappings()'
+        );
+      }
       if (op === 'mmap') {
         return (
           'the region is not mappable there: check regionInfo(index).mappable and its sparse-mmap ' +
