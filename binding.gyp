@@ -21,6 +21,9 @@
         "native/dma.cc",
         "native/irq.cc",
         "native/hot_reset.cc",
+        "native/iommufd.cc",
+        "native/ioas_dma.cc",
+        "native/device_cdev.cc",
         "native/async_call.cc",
         "native/symbol_versions.cc"
       ],

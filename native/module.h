@@ -94,5 +94,8 @@ void RegisterKvm(Napi::Env env, Napi::Object exports);
 void RegisterVcpu(Napi::Env env, Napi::Object exports);
 void RegisterIrq(Napi::Env env, Napi::Object exports);
 void RegisterHotReset(Napi::Env env, Napi::Object exports);
+void RegisterIommufd(Napi::Env env, Napi::Object exports);
+void RegisterIoasDma(Napi::Env env, Napi::Object exports);
+void RegisterDeviceCdev(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfio_bridge
