@@ -21,6 +21,7 @@
         "native/dma.cc",
         "native/irq.cc",
         "native/hot_reset.cc",
+        "native/migration.cc",
         "native/async_call.cc",
         "native/symbol_versions.cc"
       ],

@@ -84,6 +84,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterDma(env, exports);
   RegisterIrq(env, exports);
   RegisterHotReset(env, exports);
+  // Device migration (native/migration.cc).
+  RegisterMigration(env, exports);
   return exports;
 }
 

@@ -94,5 +94,7 @@ void RegisterKvm(Napi::Env env, Napi::Object exports);
 void RegisterVcpu(Napi::Env env, Napi::Object exports);
 void RegisterIrq(Napi::Env env, Napi::Object exports);
 void RegisterHotReset(Napi::Env env, Napi::Object exports);
+// Device migration (native/migration.cc).
+void RegisterMigration(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfio_bridge

@@ -46,3 +46,39 @@ export {
   type IommuInfo,
   type IommuCap,
 } from './uapi';
+// Mediated devices and device migration (lib/vfio/mdev, lib/vfio/migration*.ts).
+export * from './mdev';
+export {
+  DeviceMigration,
+  MigrationSession,
+  type MigrationStep,
+  type SetStateOptions,
+  type TimedArc,
+} from './migration';
+export { MigrationError, type MigrationErrorInit } from './migration-error';
+export {
+  arcTour,
+  findMigrationPath,
+  migrationArcs,
+  offeredStates,
+  type ArcEffect,
+  type MigrationArc,
+  type MigrationPath,
+} from './migration-path';
+export { MigrationReader, MigrationWriter, type DataStreamOptions } from './migration-stream';
+export {
+  loadState,
+  saveState,
+  type LoadOptions,
+  type LoadResult,
+  type SaveOptions,
+  type SaveResult,
+} from './migration-transfer';
+export {
+  decodeMigrationFlags,
+  isMigrationState,
+  MIGRATION_STATES,
+  type MigrationFlags,
+  type MigrationState,
+  type PrecopyInfo,
+} from './migration-uapi';

@@ -12,7 +12,12 @@
  */
 import { ArgTypeError } from '../base/error';
 import { MigrationError } from './migration-error';
-import { isMigrationState, MIGRATION_STATES, type MigrationFlags, type MigrationState } from './migration-uapi';
+import {
+  isMigrationState,
+  MIGRATION_STATES,
+  type MigrationFlags,
+  type MigrationState,
+} from './migration-uapi';
 
 type Flags = Pick<MigrationFlags, 'stopCopy' | 'p2p' | 'preCopy'>;
 
@@ -258,7 +263,8 @@ export function findMigrationPath(flags: Flags, from: MigrationState, to: Migrat
 /** What to ask for instead of a state the device does not offer. */
 function unofferedHint(flags: Flags, s: MigrationState): string {
   const offered = offeredStates(flags).join(', ');
-  if (s === 'RUNNING_P2P') return `without P2P, RUNNING and STOP are the running and stopped states (offered: ${offered})`;
+  if (s === 'RUNNING_P2P')
+    return `without P2P, RUNNING and STOP are the running and stopped states (offered: ${offered})`;
   if (s === 'PRE_COPY_P2P') {
     return flags.preCopy
       ? `without P2P, pre-copy happens in PRE_COPY (offered: ${offered})`
