@@ -90,7 +90,7 @@ function checkRange(
  * through the fd (one pread/pwrite per access), and mappings of mmap-capable regions.
  */
 export class Device implements Disposable {
-  /** The PCI address. */
+  /** The PCI address, or a mediated device's UUID: the name the device was opened by. */
   readonly bdf: string;
   readonly #handle: NativeHandle;
   readonly #groupPath: string;

@@ -4,7 +4,7 @@ export { VfioError, type VfioErrorInit } from '../base/native-errors';
 export { Mapping, memfd, PAGE_SIZE, type BlockArray, type MappingOptions } from './mapping';
 export { Container, type IommuType, type ContainerIommuInfo } from './container';
 export { DMA_HANDLE, type DmaMapRequest, type DmaMapping, type DmaMemory } from './dma-types';
-export { Group, openGroup, type GroupOptions, type GroupStatus } from './group';
+export { Group, normalizeDeviceName, openGroup, type GroupOptions, type GroupStatus } from './group';
 export { EventFd, eventfdSignal } from '../base/eventfd';
 export {
   DeviceIrq,
@@ -56,6 +56,7 @@ export {
   type TimedArc,
 } from './migration';
 export { MigrationError, type MigrationErrorInit } from './migration-error';
+export { DmaLogging, type DmaLogRange } from './dma-logging';
 export {
   arcTour,
   findMigrationPath,
