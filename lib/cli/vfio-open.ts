@@ -6,13 +6,14 @@ import { Container } from '../vfio/container';
 import type { Device } from '../vfio/device';
 import { Group } from '../vfio/group';
 import type { SysfsOptions } from '../vfio/sysfs';
+import { isMdevUuid } from '../vfio/mdev/sysfs';
 
 export interface OpenedDevice extends Disposable {
   readonly device: Device;
   readonly group: Group;
 }
 
-/** Open `bdf` through VFIO. The caller disposes the result (`using`). */
+/** Open `bdf` (a PCI address, or a mediated device's UUID) through VFIO. The caller disposes the result (`using`). */
 export function openVfioDevice(bdf: string, sysfs: SysfsOptions = {}): OpenedDevice {
   const undo: (() => void)[] = [];
   const close = (): void => {
@@ -21,7 +22,7 @@ export function openVfioDevice(bdf: string, sysfs: SysfsOptions = {}): OpenedDev
   try {
     const container = Container.open();
     undo.push(() => container.close());
-    const group = Group.openByBdf(bdf, sysfs);
+    const group = isMdevUuid(bdf) ? Group.openByMdev(bdf, sysfs) : Group.openByBdf(bdf, sysfs);
     undo.push(() => group.close());
     group.setContainer(container);
     container.setIommu();

@@ -204,7 +204,7 @@ function unknownParent(name: string, opts: SysfsOptions): VfioError {
       names.length > 0
         ? `the parents here: ${names.join(', ')} (vfio-bridge mdev list)`
         : 'no driver has registered an mdev parent: load the driver that offers one (the kernel sample ' +
-          'is mtty: modprobe mtty, with CONFIG_SAMPLE_VFIO_MDEV_MTTY) and check that vfio_mdev is loaded',
+          'is mtty: modprobe mtty, with CONFIG_SAMPLE_VFIO_MDEV_MTTY) and check that the mdev module is loaded',
   });
 }
 
