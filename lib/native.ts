@@ -358,7 +358,12 @@ export interface NativeBinding {
    * VFIO_DEVICE_FEATURE with `data` (or `outSize` zero bytes) after the 8-byte header; returns the
    * data part as the kernel left it. Not for setting the migration state (vfioMigSetState is).
    */
-  vfioDeviceFeature(device: NativeHandle, flags: number, data: Uint8Array | undefined, outSize: number): Buffer;
+  vfioDeviceFeature(
+    device: NativeHandle,
+    flags: number,
+    data: Uint8Array | undefined,
+    outSize: number,
+  ): Buffer;
   /** VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE set: [the state asked for, the data fd the arc returned, or null]. */
   vfioMigSetState(device: NativeHandle, state: number): [number, NativeHandle | null];
   /** vfioMigSetState on the thread pool, on a dup of the device fd. */

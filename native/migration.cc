@@ -75,8 +75,7 @@ bool GetBytes(napi_env env, napi_value value, const char* what, const uint8_t** 
 }
 
 /** GetBigU64s - the elements of a BigUint64Array; false after throwing. */
-bool GetBigU64s(napi_env env, napi_value value, const char* what, uint64_t** data,
-                size_t* count) {
+bool GetBigU64s(napi_env env, napi_value value, const char* what, uint64_t** data, size_t* count) {
   bool is_typed = false;
   napi_is_typedarray(env, value, &is_typed);
   napi_typedarray_type type;
@@ -224,8 +223,7 @@ napi_value MigSetStateAsync(napi_env env, napi_callback_info info) {
 /** class DataReadCall - one read() of the data fd on the thread pool. */
 class DataReadCall : public AsyncCall {
  public:
-  DataReadCall(const FdResource* h, size_t length)
-      : AsyncCall("read", h->where), buffer_(length) {}
+  DataReadCall(const FdResource* h, size_t length) : AsyncCall("read", h->where), buffer_(length) {}
 
   bool Prepare(napi_env env, const FdResource* h) { return DupFd(env, h, &fd_); }
 

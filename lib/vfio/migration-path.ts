@@ -279,14 +279,17 @@ function unofferedHint(flags: Flags, s: MigrationState): string {
  * intermediate state the kernel reaches from `from` and from which it reaches `to`.
  */
 function detour(flags: Flags, from: MigrationState, to: MigrationState): MigrationState[] {
-  let best: { via: MigrationState; length: number } | null = null;
+  // The fewest arcs in all; of equal ones, the intermediate state nearest the target.
+  let best: { via: MigrationState; length: number; last: number } | null = null;
   for (const via of offeredStates(flags)) {
     if (via === from || via === to) continue;
     const a = walk(flags, from, via);
     const b = walk(flags, via, to);
     if (a === null || b === null) continue;
     const length = a.length + b.length;
-    if (best === null || length < best.length) best = { via, length };
+    if (best === null || length < best.length || (length === best.length && b.length < best.last)) {
+      best = { via, length, last: b.length };
+    }
   }
   // Every offered state reaches RUNNING and RUNNING reaches every offered state, so there is one.
   return best === null ? [to] : [best.via, to];
