@@ -8,7 +8,7 @@
 import { ArgTypeError } from '../base/error';
 import { VfioError } from '../base/native-errors';
 import { native, type NativeHandle } from '../native';
-import type { Device } from './device';
+import { Device } from './device';
 import { MigrationError } from './migration-error';
 import { findMigrationPath, type MigrationArc, type MigrationPath } from './migration-path';
 import {
@@ -167,11 +167,16 @@ export class DeviceMigration {
   #flags: MigrationFlags | null = null;
   #session: MigrationSession | null = null;
 
-  constructor(device: Device) {
-    if (typeof device !== 'object' || device === null || typeof device.info !== 'function') {
-      throw new ArgTypeError('DeviceMigration needs an open lib/vfio Device');
+  /**
+   * `device` is a lib/vfio Device, or what holds one: a VfioPciDevice opened by BDF or by mdev
+   * UUID (its `device`).
+   */
+  constructor(device: Device | { readonly device: object }) {
+    const d = device instanceof Device ? device : (device as { device?: unknown } | null)?.device;
+    if (!(d instanceof Device)) {
+      throw new ArgTypeError('DeviceMigration needs an open lib/vfio Device, or a VfioPciDevice built on one');
     }
-    this.device = device;
+    this.device = d;
   }
 
   #h(op: string): NativeHandle {
