@@ -22,6 +22,7 @@
         "native/irq.cc",
         "native/hot_reset.cc",
         "native/migration.cc",
+        "native/migration_data.cc",
         "native/async_call.cc",
         "native/symbol_versions.cc"
       ],

@@ -1,7 +1,7 @@
 // Device migration, version 2: VFIO_DEVICE_FEATURE (raw, for the GET/PROBE features whose data is
 // plain bytes), the state change that may hand back a data fd (wrapped as a handle at once, so it
-// cannot leak), the data fd's read() and write() on the thread pool, VFIO_MIG_GET_PRECOPY_INFO, and
-// DMA logging start and report, which pass user pointers. The uAPI is newer than the system
+// cannot leak), and DMA logging start and report, which pass user pointers. The data fd itself is
+// migration_data.cc's. The uAPI is newer than the system
 // headers, so it is spelled out here; what the states mean, and which to ask for, is lib/vfio's.
 #include <linux/vfio.h>
 #include <unistd.h>
@@ -22,7 +22,6 @@ namespace {
 
 // linux/vfio.h (5.18 and later); VB_ names so newer system headers cannot clash.
 constexpr unsigned long kDeviceFeature = _IO(VFIO_TYPE, VFIO_BASE + 17);
-constexpr unsigned long kMigGetPrecopyInfo = _IO(VFIO_TYPE, VFIO_BASE + 21);
 constexpr uint32_t kFeatureMask = 0xffff;
 constexpr uint32_t kFeatureGet = 1u << 16;
 constexpr uint32_t kFeatureSet = 1u << 17;
@@ -32,8 +31,6 @@ constexpr uint32_t kFeatureDmaLoggingStart = 6;
 constexpr uint32_t kFeatureDmaLoggingReport = 8;
 /** The largest feature payload the raw call passes (the migration ones are 8 bytes). */
 constexpr uint32_t kMaxFeatureData = 4096;
-/** The largest single read or write of the data fd. */
-constexpr uint64_t kMaxChunk = 64ull << 20;
 
 constexpr const char* kFeatureOp = "VFIO_DEVICE_FEATURE";
 constexpr const char* kSetStateOp = "VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE";
@@ -220,125 +217,6 @@ napi_value MigSetStateAsync(napi_env env, napi_callback_info info) {
   return Queue(env, call);
 }
 
-/** class DataReadCall - one read() of the data fd on the thread pool. */
-class DataReadCall : public AsyncCall {
- public:
-  DataReadCall(const FdResource* h, size_t length) : AsyncCall("read", h->where), buffer_(length) {}
-
-  bool Prepare(napi_env env, const FdResource* h) { return DupFd(env, h, &fd_); }
-
-  void Run() override {
-    ssize_t n;
-    do {
-      n = read(fd_.get(), buffer_.data(), buffer_.size());
-    } while (n < 0 && errno == EINTR);
-    err = n < 0 ? errno : 0;
-    done_ = n < 0 ? 0 : static_cast<size_t>(n);
-    fd_.Close();
-  }
-
-  napi_value Settle(napi_env env) override {
-    if (err != 0) return AsyncCall::Settle(env);
-    napi_value out;
-    void* copy;
-    napi_create_buffer_copy(env, done_, buffer_.data(), &copy, &out);
-    return out;
-  }
-
- private:
-  OwnedFd fd_;
-  std::vector<uint8_t> buffer_;
-  size_t done_ = 0;
-};
-
-bool GetChunk(napi_env env, napi_value value, uint64_t* out) {
-  if (!GetSafeInteger(env, value, "length", out)) return false;
-  if (*out == 0 || *out > kMaxChunk) {
-    ThrowRangeError(env, "data fd: length " + std::to_string(*out) + " is not in [1, " +
-                             std::to_string(kMaxChunk) + "]");
-    return false;
-  }
-  return true;
-}
-
-/** MigDataRead(dataFd, length) - a promise of the bytes one read() returned (none: end). */
-napi_value MigDataRead(napi_env env, napi_callback_info info) {
-  Args<2> args(env, info);
-  uint64_t length;
-  FdResource* h = GetHandle(env, args[0], "read");
-  if (h == nullptr || !GetChunk(env, args[1], &length)) return nullptr;
-  auto* call = new DataReadCall(h, static_cast<size_t>(length));
-  if (!call->Prepare(env, h)) return Abandon(env, call);
-  return Queue(env, call);
-}
-
-/** class DataWriteCall - one write() to the data fd on the thread pool; holds the bytes. */
-class DataWriteCall : public AsyncCall {
- public:
-  DataWriteCall(const FdResource* h, const uint8_t* data, size_t length)
-      : AsyncCall("write", h->where), data_(data), length_(length) {}
-
-  bool Prepare(napi_env env, const FdResource* h, napi_value bytes) {
-    return DupFd(env, h, &fd_) && Hold(env, bytes);
-  }
-
-  void Run() override {
-    ssize_t n;
-    do {
-      n = write(fd_.get(), data_, length_);
-    } while (n < 0 && errno == EINTR);
-    err = n < 0 ? errno : 0;
-    done_ = n < 0 ? 0 : static_cast<size_t>(n);
-    fd_.Close();
-  }
-
-  napi_value Settle(napi_env env) override {
-    if (err != 0) return AsyncCall::Settle(env);
-    napi_value out;
-    napi_create_double(env, static_cast<double>(done_), &out);
-    return out;
-  }
-
- private:
-  OwnedFd fd_;
-  const uint8_t* data_;
-  size_t length_;
-  size_t done_ = 0;
-};
-
-/** MigDataWrite(dataFd, bytes) - a promise of how many bytes one write() took. */
-napi_value MigDataWrite(napi_env env, napi_callback_info info) {
-  Args<2> args(env, info);
-  const uint8_t* data;
-  size_t length;
-  FdResource* h = GetHandle(env, args[0], "write");
-  if (h == nullptr || !GetBytes(env, args[1], "data", &data, &length)) return nullptr;
-  if (length == 0 || length > kMaxChunk) {
-    return ThrowRangeError(env, "data fd: a write of " + std::to_string(length) +
-                                    " bytes is not in [1, " + std::to_string(kMaxChunk) + "]");
-  }
-  auto* call = new DataWriteCall(h, data, length);
-  if (!call->Prepare(env, h, args[1])) return Abandon(env, call);
-  return Queue(env, call);
-}
-
-/** MigPrecopyInfo(dataFd) - VFIO_MIG_GET_PRECOPY_INFO; the whole struct as a Buffer. */
-napi_value MigPrecopyInfo(napi_env env, napi_callback_info info) {
-  Args<1> args(env, info);
-  const char* op = "VFIO_MIG_GET_PRECOPY_INFO";
-  FdResource* h = GetHandle(env, args[0], op);
-  if (h == nullptr) return nullptr;
-  uint64_t storage[3] = {0, 0, 0};  // u32 argsz, u32 flags, u64 initial_bytes, u64 dirty_bytes
-  uint32_t argsz = sizeof storage;
-  std::memcpy(storage, &argsz, 4);
-  int r = Ioctl(h->fd, kMigGetPrecopyInfo, storage);
-  if (r < 0) return ThrowErrno(env, op, h, -r);
-  napi_value out;
-  void* copy;
-  napi_create_buffer_copy(env, sizeof storage, storage, &copy, &out);
-  return out;
-}
-
 /**
  * DmaLoggingStart(device, pageSize, ranges) - DMA_LOGGING_START over @ranges (iova, length pairs
  * in a BigUint64Array); returns the page size the device chose.
@@ -405,9 +283,6 @@ void RegisterMigration(Napi::Env env, Napi::Object exports) {
       Method("vfioDeviceFeature", DeviceFeature),
       Method("vfioMigSetState", MigSetState),
       Method("vfioMigSetStateAsync", MigSetStateAsync),
-      Method("migDataRead", MigDataRead),
-      Method("migDataWrite", MigDataWrite),
-      Method("migPrecopyInfo", MigPrecopyInfo),
       Method("vfioDmaLoggingStart", DmaLoggingStart),
       Method("vfioDmaLoggingReport", DmaLoggingReport),
   };

@@ -94,7 +94,8 @@ void RegisterKvm(Napi::Env env, Napi::Object exports);
 void RegisterVcpu(Napi::Env env, Napi::Object exports);
 void RegisterIrq(Napi::Env env, Napi::Object exports);
 void RegisterHotReset(Napi::Env env, Napi::Object exports);
-// Device migration (native/migration.cc).
+// Device migration (native/migration.cc, native/migration_data.cc).
 void RegisterMigration(Napi::Env env, Napi::Object exports);
+void RegisterMigrationData(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfio_bridge

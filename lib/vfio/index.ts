@@ -48,13 +48,8 @@ export {
 } from './uapi';
 // Mediated devices and device migration (lib/vfio/mdev, lib/vfio/migration*.ts).
 export * from './mdev';
-export {
-  DeviceMigration,
-  MigrationSession,
-  type MigrationStep,
-  type SetStateOptions,
-  type TimedArc,
-} from './migration';
+export { MigrationSession } from './migration-session';
+export { DeviceMigration, type MigrationStep, type SetStateOptions, type TimedArc } from './migration';
 export { MigrationError, type MigrationErrorInit } from './migration-error';
 export { DmaLogging, type DmaLogRange } from './dma-logging';
 export {

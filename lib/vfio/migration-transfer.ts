@@ -10,7 +10,8 @@ import { pipeline } from 'node:stream/promises';
 
 import { AbortError } from '../base/error';
 import { VfioError } from '../base/native-errors';
-import type { DeviceMigration, MigrationSession } from './migration';
+import type { DeviceMigration } from './migration';
+import type { MigrationSession } from './migration-session';
 import { MigrationError } from './migration-error';
 import type { MigrationState } from './migration-uapi';
 
