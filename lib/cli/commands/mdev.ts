@@ -38,7 +38,7 @@ function formatDevices(list: MdevDevice[]): string {
   return list
     .map(
       (d) =>
-        `${d.uuid}  ${d.parent} ${d.type}  group ${d.iommuGroup ?? '-'}${d.cdev ? `  ${d.cdev}` : ''}` +
+        `${d.uuid}  ${d.parent} ${d.type || '-'}  group ${d.iommuGroup ?? '-'}${d.cdev ? `  ${d.cdev}` : ''}` +
         `  driver ${d.driver ?? 'none'}${d.removing ? '  (being removed: waits for its VFIO fds to close)' : ''}\n`,
     )
     .join('');

@@ -76,7 +76,9 @@ function inUse(uuid: string, d: MdevDevice, t: MdevType): VfioError {
 function exhausted(t: MdevType, opts: SysfsOptions): VfioError {
   const onParent = listMdevs(opts).filter((m) => m.parent === t.parent);
   const others = mdevParent(t.parent, opts).types.filter((x) => x.id !== t.id && x.availableInstances > 0);
-  const list = onParent.map((m) => `${m.uuid} (${m.type}${m.removing ? ', being removed' : ''})`);
+  const list = onParent.map(
+    (m) => `${m.uuid} (${[m.type, m.removing && 'being removed'].filter(Boolean).join(', ')})`,
+  );
   return new VfioError({
     message:
       `mdev type ${t.id} of ${t.parent} has no instance left (available_instances is 0); ` +

@@ -240,24 +240,23 @@ export function findMdev(uuid: string, opts: SysfsOptions = {}): MdevDevice | nu
   const id = normalizeMdevUuid(uuid);
   const link = mdevDevicePath(id, opts);
   let dir: string;
+  let onBus = true;
   try {
     dir = fs.realpathSync(link);
   } catch {
-    return null;
+    // A removal takes the device off the bus first and keeps its directory under the parent until
+    // the kernel has finished (it waits there for the device's VFIO fds to close).
+    const under = underParent(id, opts);
+    if (under === null) return null;
+    dir = under;
+    onBus = false;
   }
-  const typeLink = path.join(dir, 'mdev_type');
-  let type = '';
-  let parent = '';
-  try {
-    const typeDir = fs.realpathSync(typeLink);
-    type = path.basename(typeDir);
-    // <parent device>/mdev_supported_types/<type>: the parent is named as mdev_bus names it.
-    const parentPath = path.dirname(path.dirname(typeDir));
-    parent =
-      mdevParentNames(opts).find((n) => parentDir(n, opts) === parentPath) ?? path.basename(parentPath);
-  } catch {
-    // mdev_type goes first when the device is removed: report what is left.
-  }
+  // An instance is a child of its parent's device; the parent is named as mdev_bus names it.
+  const parentPath = path.dirname(dir);
+  const parent =
+    mdevParentNames(opts).find((n) => parentDir(n, opts) === parentPath) ?? path.basename(parentPath);
+  // mdev_type goes first when the device is removed: the type is then unknown.
+  const type = linkName(path.join(dir, 'mdev_type')) ?? '';
   const group = linkName(path.join(dir, 'iommu_group'));
   const cdevs = readDir(path.join(dir, 'vfio-dev')).filter((n) => /^vfio\d+$/.test(n));
   return {
@@ -268,8 +267,17 @@ export function findMdev(uuid: string, opts: SysfsOptions = {}): MdevDevice | nu
     iommuGroup: group !== null && /^\d+$/.test(group) ? Number(group) : null,
     cdev: cdevs.length > 0 ? `/dev/vfio/devices/${cdevs[0]}` : null,
     driver: linkName(path.join(dir, 'driver')),
-    removing: !fs.existsSync(path.join(dir, 'remove')),
+    removing: !onBus || !fs.existsSync(path.join(dir, 'remove')),
   };
+}
+
+/** The directory of instance `uuid` under whichever parent holds it, or null. */
+function underParent(uuid: string, opts: SysfsOptions): string | null {
+  for (const name of mdevParentNames(opts)) {
+    const p = parentDir(name, opts);
+    if (p !== null && fs.existsSync(path.join(p, uuid))) return path.join(p, uuid);
+  }
+  return null;
 }
 
 /**
@@ -294,13 +302,16 @@ export function mdevDevice(uuid: string, opts: SysfsOptions = {}): MdevDevice {
 
 /** Every mdev instance, sorted by UUID. */
 export function listMdevs(opts: SysfsOptions = {}): MdevDevice[] {
-  const dir = path.join(sysfsRoot(opts), 'bus/mdev/devices');
-  return readDir(dir)
-    .filter(isMdevUuid)
-    .flatMap((u) => {
-      const d = findMdev(u, opts);
-      return d === null ? [] : [d];
-    });
+  const names = new Set(readDir(path.join(sysfsRoot(opts), 'bus/mdev/devices')).filter(isMdevUuid));
+  // Instances being removed are no longer on the bus, but still under their parent.
+  for (const p of mdevParentNames(opts)) {
+    const dir = parentDir(p, opts);
+    if (dir !== null) for (const n of readDir(dir)) if (isMdevUuid(n)) names.add(n);
+  }
+  return [...names].sort().flatMap((u) => {
+    const d = findMdev(u, opts);
+    return d === null ? [] : [d];
+  });
 }
 
 /**

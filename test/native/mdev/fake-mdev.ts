@@ -63,12 +63,15 @@ function mdevOps(root: string, m: FakeMdev): Op[] {
   const typeDevices = path.join(parent, 'mdev_supported_types', m.type, 'devices');
   const ops: Op[] = [
     ['mkdir', dir],
-    ['link', `../mdev_supported_types/${m.type}`, path.join(dir, 'mdev_type')],
     ['mkdir', groupDir],
     ['link', path.relative(dir, groupDir), path.join(dir, 'iommu_group')],
   ];
-  if (!m.removing) ops.push(['write', path.join(dir, 'remove')]);
   if (m.cdev !== undefined) ops.push(['mkdir', path.join(dir, 'vfio-dev', m.cdev)]);
+  // A removal takes away `remove`, the type's links and the bus's at once; the directory stays
+  // until the kernel has finished.
+  if (m.removing) return ops;
+  ops.push(['write', path.join(dir, 'remove')]);
+  ops.push(['link', `../mdev_supported_types/${m.type}`, path.join(dir, 'mdev_type')]);
   ops.push([
     'link',
     path.relative(path.join(root, 'bus/mdev/devices'), dir),

@@ -151,7 +151,7 @@ describe('create', () => {
       'mdev type mtty-2 of mtty has no instance left (available_instances is 0); 2 mediated devices use mtty',
     );
     expect(e.hint).toBe(
-      `remove one of ${A} (mtty-1), ${B} (mtty-2, being removed) (vfio-bridge mdev remove UUID) to make ` +
+      `remove one of ${A} (mtty-1), ${B} (being removed) (vfio-bridge mdev remove UUID) to make ` +
         'room; types of mtty that still have room: mtty-1 (22)',
     );
     expect(
