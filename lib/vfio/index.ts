@@ -59,9 +59,15 @@ export {
   offeredStates,
   type ArcEffect,
   type MigrationArc,
+  type MigrationFeatureFlags,
   type MigrationPath,
 } from './migration-path';
-export { MigrationReader, MigrationWriter, type DataStreamOptions } from './migration-stream';
+export {
+  MigrationReader,
+  MigrationWriter,
+  type DataFdOwner,
+  type DataStreamOptions,
+} from './migration-stream';
 export {
   loadState,
   saveState,
@@ -73,6 +79,7 @@ export {
 export {
   decodeMigrationFlags,
   isMigrationState,
+  MIG_STATE,
   MIGRATION_STATES,
   type MigrationFlags,
   type MigrationState,

@@ -19,7 +19,8 @@ import {
   type MigrationState,
 } from './migration-uapi';
 
-type Flags = Pick<MigrationFlags, 'stopCopy' | 'p2p' | 'preCopy'>;
+/** The migration flags the state machine depends on (a {@link MigrationFlags} will do). */
+export type MigrationFeatureFlags = Pick<MigrationFlags, 'stopCopy' | 'p2p' | 'preCopy'>;
 
 /** What an arc does to the migration data session. */
 export type ArcEffect =
@@ -54,7 +55,7 @@ export interface MigrationPath {
 }
 
 /** States every migration-capable device has, and what each optional one needs. */
-function offers(flags: Flags, s: MigrationState): boolean {
+function offers(flags: MigrationFeatureFlags, s: MigrationState): boolean {
   switch (s) {
     case 'ERROR':
       return true; // never asked for; only ever reported
@@ -70,7 +71,7 @@ function offers(flags: Flags, s: MigrationState): boolean {
 }
 
 /** The states a device with `flags` can be asked for (ERROR never can). */
-export function offeredStates(flags: Flags): MigrationState[] {
+export function offeredStates(flags: MigrationFeatureFlags): MigrationState[] {
   return MIGRATION_STATES.filter((s) => s !== 'ERROR' && offers(flags, s));
 }
 
@@ -131,7 +132,7 @@ function hop(from: MigrationState, to: MigrationState): MigrationState {
 }
 
 /** The kernel's next state from `from` towards `to` for a device with `flags`; ERROR: refused. */
-function nextState(flags: Flags, from: MigrationState, to: MigrationState): MigrationState {
+function nextState(flags: MigrationFeatureFlags, from: MigrationState, to: MigrationState): MigrationState {
   let next = hop(from, to);
   // Unsupported states are stepped over: the hop is taken again from there, towards the target.
   while (!offers(flags, next)) next = hop(next, to);
@@ -139,7 +140,7 @@ function nextState(flags: Flags, from: MigrationState, to: MigrationState): Migr
 }
 
 /** What the arc `from` -> `to` does to the data session, for a device with `flags`. */
-function arcEffect(flags: Flags, from: MigrationState, to: MigrationState): ArcEffect {
+function arcEffect(flags: MigrationFeatureFlags, from: MigrationState, to: MigrationState): ArcEffect {
   if (to === 'RESUMING') return 'resume';
   if (to === 'STOP_COPY') return from === 'STOP' ? 'save' : 'continue';
   if (to === 'PRE_COPY' || to === 'PRE_COPY_P2P') {
@@ -155,7 +156,11 @@ function arcEffect(flags: Flags, from: MigrationState, to: MigrationState): ArcE
  * The path of a request that the kernel takes, or the reason it will not: null when the kernel
  * refuses (the reason is then found by {@link findMigrationPath}).
  */
-function walk(flags: Flags, from: MigrationState, to: MigrationState): MigrationState[] | null {
+function walk(
+  flags: MigrationFeatureFlags,
+  from: MigrationState,
+  to: MigrationState,
+): MigrationState[] | null {
   const states: MigrationState[] = [from];
   let at = from;
   while (at !== to) {
@@ -167,7 +172,7 @@ function walk(flags: Flags, from: MigrationState, to: MigrationState): Migration
   return states;
 }
 
-function pathOf(flags: Flags, states: MigrationState[]): MigrationPath {
+function pathOf(flags: MigrationFeatureFlags, states: MigrationState[]): MigrationPath {
   const arcs: MigrationArc[] = [];
   for (let i = 1; i < states.length; i++) {
     arcs.push({ from: states[i - 1]!, to: states[i]!, effect: arcEffect(flags, states[i - 1]!, states[i]!) });
@@ -182,7 +187,7 @@ function pathOf(flags: Flags, states: MigrationState[]): MigrationPath {
   };
 }
 
-function flagNames(flags: Flags): string {
+function flagNames(flags: MigrationFeatureFlags): string {
   const names = [flags.stopCopy && 'STOP_COPY', flags.p2p && 'P2P', flags.preCopy && 'PRE_COPY'];
   return names.filter(Boolean).join('|') || 'none';
 }
@@ -200,7 +205,11 @@ function checkState(what: string, s: unknown): MigrationState {
  * the device does not offer), `EMIGERROR` (from ERROR, or ERROR asked for), `EMIGARC` (no single
  * request gets there; `requests` lists the states to ask for in turn)
  */
-export function findMigrationPath(flags: Flags, from: MigrationState, to: MigrationState): MigrationPath {
+export function findMigrationPath(
+  flags: MigrationFeatureFlags,
+  from: MigrationState,
+  to: MigrationState,
+): MigrationPath {
   checkState('from', from);
   checkState('to', to);
   const base = { op: 'VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE', from, to };
@@ -261,7 +270,7 @@ export function findMigrationPath(flags: Flags, from: MigrationState, to: Migrat
 }
 
 /** What to ask for instead of a state the device does not offer. */
-function unofferedHint(flags: Flags, s: MigrationState): string {
+function unofferedHint(flags: MigrationFeatureFlags, s: MigrationState): string {
   const offered = offeredStates(flags).join(', ');
   if (s === 'RUNNING_P2P')
     return `without P2P, RUNNING and STOP are the running and stopped states (offered: ${offered})`;
@@ -278,7 +287,7 @@ function unofferedHint(flags: Flags, s: MigrationState): string {
  * The shortest sequence of requests from `from` that reaches `to` when no single one does: one
  * intermediate state the kernel reaches from `from` and from which it reaches `to`.
  */
-function detour(flags: Flags, from: MigrationState, to: MigrationState): MigrationState[] {
+function detour(flags: MigrationFeatureFlags, from: MigrationState, to: MigrationState): MigrationState[] {
   // The fewest arcs in all; of equal ones, the intermediate state nearest the target.
   let best: { via: MigrationState; length: number; last: number } | null = null;
   for (const via of offeredStates(flags)) {
@@ -296,7 +305,7 @@ function detour(flags: Flags, from: MigrationState, to: MigrationState): Migrati
 }
 
 /** Every arc the driver of a device with `flags` implements: the single steps of all paths. */
-export function migrationArcs(flags: Flags): MigrationArc[] {
+export function migrationArcs(flags: MigrationFeatureFlags): MigrationArc[] {
   const seen = new Map<string, MigrationArc>();
   if (!flags.stopCopy) return [];
   for (const from of offeredStates(flags)) {
@@ -314,7 +323,7 @@ export function migrationArcs(flags: Flags): MigrationArc[] {
  * list of states to ask for one after another (each one arc away). For tests and benchmarks that
  * time every arc a device implements.
  */
-export function arcTour(flags: Flags, start: MigrationState = 'RUNNING'): MigrationState[] {
+export function arcTour(flags: MigrationFeatureFlags, start: MigrationState = 'RUNNING'): MigrationState[] {
   const left = new Map(migrationArcs(flags).map((a) => [`${a.from}>${a.to}`, a]));
   const tour: MigrationState[] = [];
   let at = start;

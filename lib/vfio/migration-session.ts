@@ -103,6 +103,7 @@ export class MigrationSession implements DataFdOwner, Disposable {
     native.closeFd(h);
   }
 
+  /** Same as {@link MigrationSession.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
   }

@@ -110,6 +110,7 @@ export class MigrationReader extends Readable {
     return this.#caughtUp;
   }
 
+  /** One read() of the data fd, when the stream wants more (Node's stream machinery calls it). */
   override _read(): void {
     if (this.#reading) return;
     this.#reading = true;
@@ -161,6 +162,7 @@ export class MigrationWriter extends Writable {
     return this.#bytes;
   }
 
+  /** The chunk written whole, short writes finished (Node's stream machinery calls it). */
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     this.#writeAll(chunk).then(
       () => callback(),
