@@ -6,7 +6,7 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
-import { Container } from '../vfio';
+import { Container, isMdevUuid } from '../vfio';
 import { closedError } from '../base/error';
 import { allStepsAsync, runSteps, runStepsAsync } from '../base/steps';
 import {
@@ -202,12 +202,14 @@ export class Machine implements Disposable {
   }
 
   /**
-   * Open the vfio-pci device at `bdf` on the machine's bus and container, and start the DMA
-   * listener if this is the first device.
+   * Open the vfio-pci device at `bdf` (or the vfio-pci mediated device whose UUID `bdf` is) on the
+   * machine's bus and container, and start the DMA listener if this is the first device.
    */
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
     const { dev, container, fresh } = this.#open(bdf, (container) =>
-      VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container }),
+      isMdevUuid(bdf)
+        ? VfioPciDevice.openByMdev(this.bus, bdf, { ...opts, container })
+        : VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container }),
     );
     if (this.#dma === null) {
       try {
@@ -235,7 +237,9 @@ export class Machine implements Disposable {
    */
   async addDeviceAsync(bdf: string, opts: VfioPciDeviceOptions = {}): Promise<VfioPciDevice> {
     const { dev, container, fresh } = await this.#openAsync(bdf, (container) =>
-      VfioPciDevice.openByBdfAsync(this.bus, bdf, { ...opts, container }),
+      isMdevUuid(bdf)
+        ? VfioPciDevice.openByMdevAsync(this.bus, bdf, { ...opts, container })
+        : VfioPciDevice.openByBdfAsync(this.bus, bdf, { ...opts, container }),
     );
     if (this.#closed) {
       this.#giveBack(dev, container, fresh);
