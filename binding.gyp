@@ -24,6 +24,8 @@
         "native/iommufd.cc",
         "native/ioas_dma.cc",
         "native/device_cdev.cc",
+        "native/migration.cc",
+        "native/migration_data.cc",
         "native/async_call.cc",
         "native/symbol_versions.cc"
       ],

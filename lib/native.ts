@@ -406,6 +406,38 @@ export interface NativeBinding {
   vfioHotReset(device: NativeHandle, groupFds: Int32Array): void;
   /** VFIO_DEVICE_PCI_HOT_RESET on the thread pool, on dups of the device and group fds. */
   vfioHotResetAsync(device: NativeHandle, groupFds: Int32Array): Promise<void>;
+
+  // Device migration (native/migration.cc); decoded and driven in lib/vfio/migration*.ts.
+  /**
+   * VFIO_DEVICE_FEATURE with `data` (or `outSize` zero bytes) after the 8-byte header; returns the
+   * data part as the kernel left it. Not for setting the migration state (vfioMigSetState is).
+   */
+  vfioDeviceFeature(
+    device: NativeHandle,
+    flags: number,
+    data: Uint8Array | undefined,
+    outSize: number,
+  ): Buffer;
+  /** VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE set: [the state asked for, the data fd the arc returned, or null]. */
+  vfioMigSetState(device: NativeHandle, state: number): [number, NativeHandle | null];
+  /** vfioMigSetState on the thread pool, on a dup of the device fd. */
+  vfioMigSetStateAsync(device: NativeHandle, state: number): Promise<[number, NativeHandle | null]>;
+  /** One read() of a migration data fd on the thread pool: its bytes (none at the end). */
+  migDataRead(dataFd: NativeHandle, length: number): Promise<Buffer>;
+  /** One write() to a migration data fd on the thread pool: how many bytes it took. */
+  migDataWrite(dataFd: NativeHandle, data: Uint8Array): Promise<number>;
+  /** VFIO_MIG_GET_PRECOPY_INFO on a data fd: struct vfio_precopy_info as bytes. */
+  migPrecopyInfo(dataFd: NativeHandle): Buffer;
+  /** DMA_LOGGING_START over (iova, length) pairs; returns the page size the device chose. */
+  vfioDmaLoggingStart(device: NativeHandle, pageSize: bigint, ranges: BigUint64Array): bigint;
+  /** DMA_LOGGING_REPORT: sets a bit in `bitmap` per written page of [iova, iova + length). */
+  vfioDmaLoggingReport(
+    device: NativeHandle,
+    iova: bigint,
+    length: bigint,
+    pageSize: bigint,
+    bitmap: BigUint64Array,
+  ): void;
 }
 
 /** An interrupt watcher inside the addon. Opaque to JavaScript. */

@@ -87,6 +87,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterIommufd(env, exports);
   RegisterIoasDma(env, exports);
   RegisterDeviceCdev(env, exports);
+  // Device migration (native/migration.cc, native/migration_data.cc).
+  RegisterMigration(env, exports);
+  RegisterMigrationData(env, exports);
   return exports;
 }
 

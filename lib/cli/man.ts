@@ -51,6 +51,13 @@ function section(cmd: Command, heading: string): string[] {
   return lines;
 }
 
+/** The commands as the page lists them: a command with subcommands (mdev) by its subcommands. */
+function leaves(program: Command): Command[] {
+  return program.commands.flatMap((c) =>
+    c.commands.length > 0 ? c.commands.filter((s) => s.name() !== 'help') : [c],
+  );
+}
+
 /** vfio-bridge(1) as roff. `date` is the page's date (YYYY-MM-DD). */
 export function manPage(program: Command, version: string, date: string): string {
   const help = program.createHelp();
@@ -59,7 +66,7 @@ export function manPage(program: Command, version: string, date: string): string
     '.SH NAME',
     `vfio\\-bridge \\- ${roff(program.description())}`,
     '.SH SYNOPSIS',
-    ...program.commands.map(
+    ...leaves(program).map(
       (c) => `.B vfio\\-bridge\n${roff(help.commandUsage(c).replace(/^vfio-bridge /, ''))}\n.br`,
     ),
     '.SH OPTIONS',
@@ -69,7 +76,7 @@ export function manPage(program: Command, version: string, date: string): string
       .flatMap((o) => ['.TP', `.B ${roff(help.optionTerm(o))}`, roff(help.optionDescription(o))]),
     '.RE',
     '.SH COMMANDS',
-    ...program.commands.flatMap((c) => section(c, `.SS ${roff(help.commandUsage(c))}`)),
+    ...leaves(program).flatMap((c) => section(c, `.SS ${roff(help.commandUsage(c))}`)),
     '.SH "EXIT STATUS AND ERRORS"',
     '.nf',
     roff(helpText(program, 'after')),

@@ -26,6 +26,7 @@ import { example } from './commands/common';
 import { addDeviceCommands } from './commands/device';
 import { addDriverCommands } from './commands/drivers';
 import { addLabCommand } from './commands/lab';
+import { addMdevCommands } from './commands/mdev';
 
 const FAILURE_HELP = `
 Exit status: 0 done, 1 the operation failed, 2 the command line is wrong, 130 stopped (Ctrl-C).
@@ -65,6 +66,7 @@ export function buildProgram(io: CliIo): Command {
   addDriverCommands(program, io, sysfs);
   addAccessCommands(program, io, sysfs);
   addDeviceCommands(program, io, sysfs);
+  addMdevCommands(program, io, sysfs);
   addLabCommand(program, io, (status) => exitStatuses.set(program, status));
 
   example(

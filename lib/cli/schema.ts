@@ -99,6 +99,20 @@ const access = {
 };
 
 /** Every command's schema, by command name. */
+const uuid = { type: 'string', pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' };
+const mdevDevice = obj({
+  uuid,
+  parent: str,
+  type: str,
+  iommuGroup: nullable(int),
+  cdev: nullable(str),
+  driver: nullable(str),
+  removing: bool,
+});
+const migrationState = {
+  enum: ['ERROR', 'STOP', 'RUNNING', 'STOP_COPY', 'RESUMING', 'RUNNING_P2P', 'PRE_COPY', 'PRE_COPY_P2P'],
+};
+
 export const SCHEMAS: Record<string, Schema> = {
   list: doc('list', {
     devices: {
@@ -258,6 +272,49 @@ export const SCHEMAS: Record<string, Schema> = {
         command: nullable({ type: 'number' }),
       }),
     ),
+  }),
+  'mdev-list': doc('mdev-list', { devices: { type: 'array', items: mdevDevice } }),
+  'mdev-types': doc('mdev-types', {
+    parents: {
+      type: 'array',
+      items: obj({
+        name: str,
+        path: str,
+        types: {
+          type: 'array',
+          items: obj({
+            parent: str,
+            id: str,
+            name: nullable(str),
+            description: nullable(str),
+            deviceApi: str,
+            availableInstances: int,
+            devices: { type: 'array', items: uuid },
+          }),
+        },
+      }),
+    },
+  }),
+  'mdev-create': doc('mdev-create', { device: mdevDevice }),
+  // `heldBy`: the processes that held the device when the removal started (--wait), `ms` how long
+  // the kernel took once the removal was written.
+  'mdev-remove': doc('mdev-remove', {
+    uuid,
+    parent: str,
+    type: str,
+    heldBy: { type: 'array', items: obj({ pid: int, command: str, nodes: { type: 'array', items: str } }) },
+    ms: int,
+  }),
+  // A device without migration has `supported: false` and nulls (empty lists) elsewhere.
+  'migration-info': doc('migration-info', {
+    device: str,
+    supported: bool,
+    flags: nullable(obj({ stopCopy: bool, p2p: bool, preCopy: bool, raw: hexString })),
+    state: nullable(migrationState),
+    dataSize: nullable(int),
+    states: { type: 'array', items: migrationState },
+    arcs: { type: 'array', items: obj({ from: migrationState, to: migrationState, effect: str }) },
+    dmaLogging: nullable(bool),
   }),
   // `irqs --watch --json` prints one such document per line (JSON Lines), one per sample. `counts`
   // are the interrupts of each vector since the previous line, `totals` since the watch began;

@@ -27,7 +27,14 @@ import { VFIO_PCI_CONFIG_REGION_INDEX } from '../vfio/uapi';
 import { type DumpAsyncOptions, type DumpOptions, type DumpSource, dumpBar, dumpBarAsync } from './dump';
 import { PciInterrupts } from './interrupts';
 import type { Msix } from './msix';
-import { openByBdf, openByBdfAsync, type OpenByBdfOptions, type PciDeviceOwnership } from './open';
+import {
+  mdevRoute,
+  openVfioDevice,
+  openVfioDeviceAsync,
+  type OpenByBdfOptions,
+  pciRoute,
+  type PciDeviceOwnership,
+} from './open';
 import { claim } from './owners';
 import { type BarState, closeMmaps, type RegionIo } from './region';
 import type { DeviceErrorEvent } from './report';
@@ -186,7 +193,9 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
    * The opening itself is open.ts's.
    */
   static openByBdf(bus: PciBus, bdf: string, opts: OpenByBdfOptions = {}): VfioPciDevice {
-    return openByBdf(bdf, opts, (d, owner) => runSteps(VfioPciDevice.#build(bus, d, opts, owner)));
+    return openVfioDevice(pciRoute(bdf), opts, (d, owner) =>
+      runSteps(VfioPciDevice.#build(bus, d, opts, owner)),
+    );
   }
 
   /**
@@ -195,7 +204,31 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
    * the event loop is held only for the group's ioctls and one step of the build at a time.
    */
   static async openByBdfAsync(bus: PciBus, bdf: string, opts: OpenByBdfOptions = {}): Promise<VfioPciDevice> {
-    return openByBdfAsync(bdf, opts, (d, owner) => runStepsAsync(VfioPciDevice.#build(bus, d, opts, owner)));
+    return openVfioDeviceAsync(pciRoute(bdf), opts, (d, owner) =>
+      runStepsAsync(VfioPciDevice.#build(bus, d, opts, owner)),
+    );
+  }
+
+  /**
+   * openByMdev: open mediated device `uuid` (a vfio-pci mdev, such as the kernel's mtty sample)
+   * through its IOMMU group, as {@link VfioPciDevice.openByBdf} opens a PCI function, and build it
+   * on `bus`. Its name in region names, reports and `bdf` is its UUID.
+   */
+  static openByMdev(bus: PciBus, uuid: string, opts: OpenByBdfOptions = {}): VfioPciDevice {
+    return openVfioDevice(mdevRoute(uuid), opts, (d, owner) =>
+      runSteps(VfioPciDevice.#build(bus, d, opts, owner)),
+    );
+  }
+
+  /** {@link VfioPciDevice.openByMdev} as {@link VfioPciDevice.openByBdfAsync} does it. */
+  static async openByMdevAsync(
+    bus: PciBus,
+    uuid: string,
+    opts: OpenByBdfOptions = {},
+  ): Promise<VfioPciDevice> {
+    return openVfioDeviceAsync(mdevRoute(uuid), opts, (d, owner) =>
+      runStepsAsync(VfioPciDevice.#build(bus, d, opts, owner)),
+    );
   }
 
   /** The six BARs; null for an unimplemented BAR or the upper half of a 64-bit one. */

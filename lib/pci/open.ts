@@ -1,10 +1,14 @@
 /**
- * Assembling a device by its address: opened into an IOMMU context (the caller's Container or Ioas,
+ * Assembling a device by its name: opened into an IOMMU context (the caller's Container or Ioas,
  * or one of its own of the backend asked for: iommufd through the device's cdev, or type1 through
  * its group), and handed to a builder. If the builder fails, everything opened here is closed
  * again; if it succeeds, the built device owns it and closes it with itself.
- * VfioPciDevice.openByBdf and openByBdfAsync build a VfioPciDevice this way; the builder is a
- * parameter so that this file needs nothing of device.ts.
+ * VfioPciDevice.openByBdf and openByMdev (and their async forms) build a VfioPciDevice this way; the
+ * builder is a parameter so that this file needs nothing of device.ts.
+ *
+ * A device is named by a {@link DeviceRoute}: a PCI address or a mediated device's UUID. A PCI
+ * function opens on either backend; a mediated device opens through its group (type1) only here:
+ * its cdev (/sys/bus/mdev/devices/UUID/vfio-dev) would plug into the iommufd backend's opening.
  */
 import { ArgTypeError } from '../base/error';
 import type {
@@ -35,7 +39,27 @@ export interface PciDeviceOwnership {
   release(): void;
 }
 
-/** Options of {@link VfioPciDevice.openByBdf}. */
+/** How a device is reached: its VFIO name and what kind of device it is. @internal */
+export interface DeviceRoute {
+  /** What the device is called in messages, in sysfs and in VFIO_GROUP_GET_DEVICE_FD. */
+  readonly name: string;
+  /** A PCI function (`name` is its address) or a mediated device (`name` is its UUID). */
+  readonly kind: 'pci' | 'mdev';
+}
+
+/** The route to the vfio-pci device at `bdf`. @internal */
+export function pciRoute(bdf: string): DeviceRoute {
+  if (typeof bdf !== 'string') throw new ArgTypeError(`BDF must be a string, got ${typeof bdf}`);
+  return { name: bdf, kind: 'pci' };
+}
+
+/** The route to mediated device `uuid`. @internal */
+export function mdevRoute(uuid: string): DeviceRoute {
+  if (typeof uuid !== 'string') throw new ArgTypeError(`an mdev UUID must be a string, got ${typeof uuid}`);
+  return { name: uuid, kind: 'mdev' };
+}
+
+/** Options of {@link VfioPciDevice.openByBdf} and {@link VfioPciDevice.openByMdev}. */
 export interface OpenByBdfOptions extends VfioPciDeviceOptions {
   /**
    * The type1 container to attach the device's group to, for VMMs with several devices. Without it
@@ -49,17 +73,17 @@ export interface OpenByBdfOptions extends VfioPciDeviceOptions {
 }
 
 /**
- * openByBdf: `build(device, ownership)` over the VFIO device at `bdf`, opened here. Whatever was
- * opened is released when `build` throws. @internal
+ * openVfioDevice: `build(device, ownership)` over the VFIO device `route` names, opened here.
+ * Whatever was opened is released when `build` throws. @internal
  */
-export function openByBdf<T>(
-  bdf: string,
+export function openVfioDevice<T>(
+  route: DeviceRoute,
   opts: OpenByBdfOptions,
   build: (d: Device, o: PciDeviceOwnership) => T,
 ): T {
-  const opening = new Opening(bdf, opts);
+  const opening = new Opening(route, opts);
   try {
-    return build(opening.adopt(opening.context.openDevice(bdf)), opening);
+    return build(opening.adopt(opening.context.openDevice(route.name)), opening);
   } catch (e) {
     opening.release();
     throw e;
@@ -67,17 +91,17 @@ export function openByBdf<T>(
 }
 
 /**
- * {@link openByBdf} with the device opened on the libuv thread pool (vfio-pci enables it there, and
- * may reset it) and an asynchronous `build`. @internal
+ * {@link openVfioDevice} with the device opened on the libuv thread pool (vfio-pci enables it
+ * there, and may reset it) and an asynchronous `build`. @internal
  */
-export async function openByBdfAsync<T>(
-  bdf: string,
+export async function openVfioDeviceAsync<T>(
+  route: DeviceRoute,
   opts: OpenByBdfOptions,
   build: (d: Device, o: PciDeviceOwnership) => Promise<T>,
 ): Promise<T> {
-  const opening = new Opening(bdf, opts);
+  const opening = new Opening(route, opts);
   try {
-    return await build(opening.adopt(await opening.context.openDeviceAsync(bdf)), opening);
+    return await build(opening.adopt(await opening.context.openDeviceAsync(route.name)), opening);
   } catch (e) {
     opening.release();
     throw e;
@@ -90,22 +114,28 @@ class Opening implements PciDeviceOwnership {
   #opened: BackendDevice | null = null;
   readonly #cleanup: (() => void)[] = [];
 
-  constructor(bdf: string, opts: OpenByBdfOptions) {
-    if (typeof bdf !== 'string') throw new ArgTypeError(`BDF must be a string, got ${typeof bdf}`);
+  constructor(route: DeviceRoute, opts: OpenByBdfOptions) {
     if (opts.container !== undefined && opts.iommu !== undefined) {
-      throw new ArgTypeError('openByBdf: give container or iommu, not both');
+      throw new ArgTypeError(`opening ${route.name}: give container or iommu, not both`);
     }
     // Loaded here only: the rest of lib/pci runs without the native addon.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const vfio = require('../vfio') as typeof import('../vfio');
+    const backend = vfio.checkBackendChoice(opts.backend);
     if (opts.container !== undefined) this.context = vfio.Type1Backend.wrap(opts.container);
     else if (opts.iommu instanceof vfio.Ioas) this.context = vfio.IommufdBackend.wrap(opts.iommu);
     else if (opts.iommu !== undefined) this.context = opts.iommu;
-    else {
-      const own = vfio.openBackend(bdf, { backend: vfio.checkBackendChoice(opts.backend) });
+    else if (route.kind === 'mdev') {
+      if (backend === 'iommufd') throw mdevOnIommufd(route.name);
+      const own = vfio.Type1Backend.open();
+      this.#cleanup.push(() => own.close());
+      this.context = own;
+    } else {
+      const own = vfio.openBackend(route.name, { backend });
       this.#cleanup.push(() => own.close());
       this.context = own;
     }
+    if (route.kind === 'mdev' && this.context.kind !== 'type1') throw mdevOnIommufd(route.name);
   }
 
   get group(): Group | null {
@@ -130,4 +160,12 @@ class Opening implements PciDeviceOwnership {
   release(): void {
     for (const fn of this.#cleanup.splice(0).reverse()) fn();
   }
+}
+
+/** A mediated device asked of iommufd: this package opens those through their group only. */
+function mdevOnIommufd(uuid: string): Error {
+  return new ArgTypeError(
+    `mediated device ${uuid}: this package opens mediated devices through their IOMMU group (type1), ` +
+      'not through an iommufd; give a Container (or backend type1)',
+  );
 }

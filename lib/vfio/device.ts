@@ -106,7 +106,7 @@ export interface IommufdBinding {
  * pread/pwrite per access), and mappings of mmap-capable regions. Both kinds work the same.
  */
 export class Device implements Disposable {
-  /** The PCI address. */
+  /** The PCI address, or a mediated device's UUID: the name the device was opened by. */
   readonly bdf: string;
   readonly #handle: NativeHandle;
   readonly #groupPath: string;

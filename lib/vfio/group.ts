@@ -14,6 +14,22 @@ import {
   type SysfsOptions,
 } from './sysfs';
 import { VFIO_GROUP_FLAGS_CONTAINER_SET, VFIO_GROUP_FLAGS_VIABLE } from './uapi';
+import { isMdevUuid, mdevGroupNumber, normalizeMdevUuid } from './mdev/sysfs';
+
+/**
+ * A device's name as VFIO_GROUP_GET_DEVICE_FD takes it: a PCI address (`dddd:bb:dd.f`), or a
+ * mediated device's UUID, each in the kernel's spelling.
+ * @throws RangeError when `name` is neither
+ */
+export function normalizeDeviceName(name: string): string {
+  if (typeof name === 'string' && isMdevUuid(name)) return normalizeMdevUuid(name);
+  return normalizeBdf(name);
+}
+
+/** The IOMMU group of a PCI device or of a mediated device (by UUID). */
+function deviceGroupNumber(name: string, opts: SysfsOptions): number {
+  return isMdevUuid(name) ? mdevGroupNumber(name, opts) : groupNumberOf(name, opts);
+}
 
 /** Where a group is looked up. */
 export interface GroupOptions extends SysfsOptions {
@@ -96,6 +112,15 @@ export class Group implements Disposable {
   }
 
   /**
+   * Open the IOMMU group of mediated device `uuid` (its sysfs `iommu_group` link): the group the
+   * mdev driver registered it in, which holds that device alone.
+   * @throws VfioError ENOENT naming the mediated devices there are
+   */
+  static openByMdev(uuid: string, opts: GroupOptions = {}): Group {
+    return Group.open(mdevGroupNumber(uuid, opts), opts);
+  }
+
+  /**
    * The IOMMU group number of PCI device `bdf`.
    * @throws VfioError ENOENT when the device does not exist or has no group
    */
@@ -164,7 +189,8 @@ export class Group implements Disposable {
   }
 
   /**
-   * Get a device of this group by PCI address. The group must be in a container with an IOMMU set.
+   * Get a device of this group by PCI address, or a mediated device by its UUID. The group must be
+   * in a container with an IOMMU set.
    * @throws VfioError ENOTVIABLE, or the kernel's error with a hint
    */
   openDevice(bdf: string): Device {
@@ -213,7 +239,7 @@ export class Group implements Disposable {
   /** The checks before VFIO_GROUP_GET_DEVICE_FD: the group is open, the device not open already. */
   #beginOpen(bdf: string): { h: NativeHandle; dev: string } {
     const h = this.#open('VFIO_GROUP_GET_DEVICE_FD');
-    const dev = normalizeBdf(bdf);
+    const dev = normalizeDeviceName(bdf);
     const owner = opening.has(dev) ? 'an openDeviceAsync still under way' : openDeviceOwner(dev);
     if (owner !== undefined) throw this.#alreadyOpen(dev, owner);
     return { h, dev };
@@ -298,9 +324,10 @@ export class Group implements Disposable {
     }
     let where = '';
     try {
-      where = `; ${dev} is in group ${groupNumberOf(dev, this.#sysfs)}: open it with Group.openByBdf('${dev}')`;
+      const mdev = isMdevUuid(dev);
+      where = `; ${dev} is in group ${deviceGroupNumber(dev, this.#sysfs)}: open it with Group.${mdev ? 'openByMdev' : 'openByBdf'}('${dev}')`;
     } catch {
-      where = `; ${dev} is in no IOMMU group (no such device, or not bound to vfio-pci)`;
+      where = `; ${dev} is in no IOMMU group (no such device, or not bound to a VFIO driver)`;
     }
     return new VfioError({
       message: `${dev} is not a device of group ${this.number}`,

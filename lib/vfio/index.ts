@@ -52,7 +52,7 @@ export {
   type IoasIovaRanges,
   type IommuHwInfo,
 } from './iommufd-uapi';
-export { Group, openGroup, type GroupOptions, type GroupStatus } from './group';
+export { Group, normalizeDeviceName, openGroup, type GroupOptions, type GroupStatus } from './group';
 export { EventFd, eventfdSignal } from '../base/eventfd';
 export {
   DeviceIrq,
@@ -95,3 +95,42 @@ export {
   type IommuInfo,
   type IommuCap,
 } from './uapi';
+// Mediated devices and device migration (lib/vfio/mdev, lib/vfio/migration*.ts).
+export * from './mdev';
+export { MigrationSession } from './migration-session';
+export { DeviceMigration, type MigrationStep, type SetStateOptions, type TimedArc } from './migration';
+export { MigrationError, type MigrationErrorInit } from './migration-error';
+export { DmaLogging, type DmaLogRange } from './dma-logging';
+export {
+  arcTour,
+  findMigrationPath,
+  migrationArcs,
+  offeredStates,
+  type ArcEffect,
+  type MigrationArc,
+  type MigrationFeatureFlags,
+  type MigrationPath,
+} from './migration-path';
+export {
+  MigrationReader,
+  MigrationWriter,
+  type DataFdOwner,
+  type DataStreamOptions,
+} from './migration-stream';
+export {
+  loadState,
+  saveState,
+  type LoadOptions,
+  type LoadResult,
+  type SaveOptions,
+  type SaveResult,
+} from './migration-transfer';
+export {
+  decodeMigrationFlags,
+  isMigrationState,
+  MIG_STATE,
+  MIGRATION_STATES,
+  type MigrationFlags,
+  type MigrationState,
+  type PrecopyInfo,
+} from './migration-uapi';

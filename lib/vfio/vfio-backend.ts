@@ -19,6 +19,7 @@ import type { DmaBackend, VfioBackendKind } from './dma-types';
 import { Group } from './group';
 import { Iommufd } from './iommufd';
 import type { Ioas } from './ioas';
+import { isMdevUuid } from './mdev/sysfs';
 
 /** A device opened into a {@link VfioBackend}, and what closes it. */
 export interface BackendDevice {
@@ -97,7 +98,10 @@ export class Type1Backend implements VfioBackend {
     return this.container.closed;
   }
 
-  /** Open `bdf` through its group, attached to the container (which gets its IOMMU type with the first). */
+  /**
+   * Open `bdf` (or a mediated device's UUID) through its group, attached to the container (which
+   * gets its IOMMU type with the first).
+   */
   openDevice(bdf: string): BackendDevice {
     const group = this.#join(bdf);
     try {
@@ -120,11 +124,10 @@ export class Type1Backend implements VfioBackend {
   }
 
   /** The device's group, open and in the container, which has its IOMMU type. */
-  #join(bdf: string): Group {
-    const group = Group.openByBdf(
-      bdf,
-      this.#probe.sysfsRoot !== undefined ? { sysfsRoot: this.#probe.sysfsRoot } : {},
-    );
+  #join(name: string): Group {
+    const sysfs = this.#probe.sysfsRoot !== undefined ? { sysfsRoot: this.#probe.sysfsRoot } : {};
+    // A PCI address, or a mediated device's UUID (its group holds it alone).
+    const group = isMdevUuid(name) ? Group.openByMdev(name, sysfs) : Group.openByBdf(name, sysfs);
     try {
       group.setContainer(this.container);
       if (this.container.iommuType === null) this.container.setIommu();

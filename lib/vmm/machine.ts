@@ -10,6 +10,7 @@ import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
 import {
   checkBackendChoice,
+  isMdevUuid,
   openBackend,
   type BackendDecision,
   type Container,
@@ -259,12 +260,14 @@ export class Machine implements Disposable {
   }
 
   /**
-   * Open the vfio-pci device at `bdf` on the machine's bus and container, and start the DMA
-   * listener if this is the first device.
+   * Open the vfio-pci device at `bdf` (or the vfio-pci mediated device whose UUID `bdf` is) on the
+   * machine's bus and container, and start the DMA listener if this is the first device.
    */
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
     const { dev, iommu, fresh } = this.#open(bdf, (iommu) =>
-      VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, iommu }),
+      isMdevUuid(bdf)
+        ? VfioPciDevice.openByMdev(this.bus, bdf, { ...opts, iommu })
+        : VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, iommu }),
     );
     if (this.#dma === null) {
       try {
@@ -292,7 +295,9 @@ export class Machine implements Disposable {
    */
   async addDeviceAsync(bdf: string, opts: VfioPciDeviceOptions = {}): Promise<VfioPciDevice> {
     const { dev, iommu, fresh } = await this.#openAsync(bdf, (iommu) =>
-      VfioPciDevice.openByBdfAsync(this.bus, bdf, { ...opts, iommu }),
+      isMdevUuid(bdf)
+        ? VfioPciDevice.openByMdevAsync(this.bus, bdf, { ...opts, iommu })
+        : VfioPciDevice.openByBdfAsync(this.bus, bdf, { ...opts, iommu }),
     );
     if (this.#closed) {
       this.#giveBack(dev, iommu, fresh);
@@ -342,7 +347,10 @@ export class Machine implements Disposable {
   #takeIommu(bdf: string): { iommu: VfioBackend; fresh: boolean } {
     if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
     const fresh = this.#iommu === null;
-    this.#iommu ??= openBackend(bdf, { backend: this.#backend });
+    // A mediated device opens through its group: with one first, the machine is type1 (auto).
+    this.#iommu ??= isMdevUuid(bdf)
+      ? openBackend(null, { backend: this.#backend === 'auto' ? 'type1' : this.#backend })
+      : openBackend(bdf, { backend: this.#backend });
     return { iommu: this.#iommu, fresh };
   }
 

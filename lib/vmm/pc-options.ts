@@ -19,7 +19,7 @@ export const DEFAULT_CMDLINE = 'console=ttyS0 reboot=k panic=-1';
 
 /** One device to pass through. */
 export interface PcDeviceSpec {
-  /** Host PCI address of a device bound to vfio-pci. */
+  /** Host PCI address of a device bound to vfio-pci, or the UUID of a vfio-pci mediated device. */
   readonly bdf: string;
   /** Guest slot on bus 0 (default: 3, 4, … in order). */
   readonly slot?: number;

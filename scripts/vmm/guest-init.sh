@@ -126,7 +126,7 @@ for d in /sys/bus/pci/devices/*; do
   msi=$(ls "$d/msi_irqs" 2>/dev/null | wc -l)
   say "pci ${d##*/} class $(cat "$d/class") $(cat "$d/vendor"):$(cat "$d/device") rev $(cat "$d/revision") irq $(cat "$d/irq") msi $msi driver ${drv:-none}"
 done
-dmesg | grep -E 'e1000e|8139|clocksource|APIC timer|tsc:' | while IFS= read -r l; do say "dmesg $l"; done
+dmesg | grep -E 'e1000e|8139|ttyS|clocksource|APIC timer|tsc:' | while IFS= read -r l; do say "dmesg $l"; done
 
 # One interface at a time owns 10.0.2.15/24, so the route to each user-mode network's 10.0.2.2 is
 # unambiguous.

@@ -49,12 +49,14 @@ describe('completion', () => {
           `${r.stdout}
 COMP_WORDS=(vfio-bridge bi); COMP_CWORD=1; _vfio_bridge; echo "\${COMPREPLY[*]}"
 COMP_WORDS=(vfio-bridge bind --gr); COMP_CWORD=2; _vfio_bridge; echo "\${COMPREPLY[*]}"
-COMP_WORDS=(vfio-bridge read --width ''); COMP_CWORD=3; _vfio_bridge; echo "\${COMPREPLY[*]}"`,
+COMP_WORDS=(vfio-bridge read --width ''); COMP_CWORD=3; _vfio_bridge; echo "\${COMPREPLY[*]}"
+COMP_WORDS=(vfio-bridge mdev ''); COMP_CWORD=2; _vfio_bridge; echo "\${COMPREPLY[*]}"
+COMP_WORDS=(vfio-bridge mdev remove --wa); COMP_CWORD=3; _vfio_bridge; echo "\${COMPREPLY[*]}"`,
         ],
         { encoding: 'utf8' },
       );
       expect(check.stderr).toBe('');
-      expect(check.stdout).toBe('bind\n--group\n1 2 4 8\n');
+      expect(check.stdout).toBe('bind\n--group\n1 2 4 8\nlist types create remove\n--wait\n');
     });
   });
 
