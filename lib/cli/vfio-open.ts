@@ -37,7 +37,9 @@ export function openVfioDevice(
       'leave --backend out, or give --backend type1',
     );
   }
-  const iommu = mdev ? openBackend(null, { ...sysfs, backend: 'type1' }) : openBackend(bdf, { ...sysfs, backend });
+  const iommu = mdev
+    ? openBackend(null, { ...sysfs, backend: 'type1' })
+    : openBackend(bdf, { ...sysfs, backend });
   try {
     const o = iommu.openDevice(bdf);
     return {
