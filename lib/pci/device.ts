@@ -267,7 +267,10 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
    * The file KVM's VFIO device is told about (KVM_DEV_VFIO_FILE_ADD) for a device this object
    * opened (openByBdf): its group on type1, its cdev on iommufd; null otherwise.
    */
-  get vfioFile(): { readonly fd: number } | null {
+  get vfioFile(): {
+    /** The file descriptor (the group's on type1, the cdev's on iommufd). */
+    readonly fd: number;
+  } | null {
     return this.#closed || this.#owner === null ? null : this.#owner.vfioFile;
   }
 
