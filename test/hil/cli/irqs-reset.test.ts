@@ -79,14 +79,18 @@ function start(
   return { lines, stderr: () => stderr, done: run(argv, io) };
 }
 
-/** The device fd the in-process CLI holds: the one vfio-device anon inode in this process. */
+/**
+ * The device fd the in-process CLI holds: the one vfio-device anon inode (type1, from the group) or
+ * device cdev (iommufd) in this process.
+ */
 function cliDeviceFd(): number {
   const fds = fs
     .readdirSync('/proc/self/fd')
     .map(Number)
     .filter((fd) => {
       try {
-        return fs.readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[vfio-device]';
+        const t = fs.readlinkSync(`/proc/self/fd/${fd}`);
+        return t === 'anon_inode:[vfio-device]' || /^\/dev\/vfio\/devices\/vfio\d+$/.test(t);
       } catch {
         return false;
       }
