@@ -5,13 +5,19 @@
  * every later run (the median of three). Boot is QEMU's start to the guest's `lab: ready` (modules
  * loaded, devices bound, 9p mounted); the command is `true`. The runs take the machine's usual
  * guest lock, so they wait for anyone else's lab. Needs dist/ (npm run build:ts).
- * `-- --warm-only` skips the cold runs (and their downloads). One run, printed; nothing is asserted.
+ * These runs take Debian's kernel (`--kernel debian`), as the figures before the lab's own kernel did.
+ * Then the same warm boot with 6 devices on the lab's own kernel (`--kernel built`, built first if
+ * the cache has none) and on Debian's, alternating, median of three each, as a ratio; and the cold
+ * build time the built kernel's record holds (its build.json in the cache).
+ * `-- --warm-only` skips the cold runs (and their downloads); `-- --kernels-only` runs only the
+ * comparison. One run, printed; nothing is asserted.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { builtKernel, formatSeconds } from '../lib/cli/lab/kbuild';
 import { defaultCacheDir } from '../lib/cli/lab/provision';
 
 const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
@@ -27,12 +33,12 @@ interface Figures {
   total: number;
 }
 
-/** One `vfio-bridge lab --json ... -- true` with `cache`. */
-function labRun(devices: readonly string[], cache: string): Figures {
+/** One `vfio-bridge lab --json --kernel KERNEL ... -- true` with `cache`. */
+function labRun(devices: readonly string[], cache: string, kernel = 'debian'): Figures {
   const t0 = performance.now();
   const r = spawnSync(
     process.execPath,
-    [CLI, 'lab', '--json', ...devices.flatMap((d) => ['--device', d]), '--', 'true'],
+    [CLI, 'lab', '--json', '--kernel', kernel, ...devices.flatMap((d) => ['--device', d]), '--', 'true'],
     {
       encoding: 'utf8',
       env: {
@@ -52,8 +58,34 @@ function labRun(devices: readonly string[], cache: string): Figures {
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const s = (v: number): string => `${v.toFixed(1)} s`.padStart(8);
 
-function main(): void {
+/** Warm boots on the lab's own kernel and on Debian's, and the built kernel's cold build time. */
+async function kernels(): Promise<string> {
+  const cache = defaultCacheDir(process.env);
+  const say = (l: string): boolean => process.stderr.write(`bench:lab: ${l}\n`);
+  const built = await builtKernel({ cache, say });
+  const boots: Record<string, number[]> = { built: [], debian: [] };
+  for (const k of ['built', 'debian']) labRun(SETS[6], cache, k); // the initramfs images, if new
+  for (let i = 0; i < 3; i++)
+    for (const k of ['built', 'debian']) boots[k].push(labRun(SETS[6], cache, k).boot);
+  const [b, d] = [median(boots['built']), median(boots['debian'])];
+  const r = built.record;
+  const mib = (fs.statSync(built.tree.vmlinuz).size / 2 ** 20).toFixed(1);
+  return (
+    `\nlab boot, 6 devices, warm (median of 3, alternating)\n` +
+    `  Debian's kernel       ${s(d)}\n` +
+    `  the lab's own kernel  ${s(b)}  (${r.release}, bzImage ${mib} MiB)\n` +
+    `  own / Debian: ${(b / d).toFixed(2)}x\n` +
+    `the lab's own kernel: cold build ${formatSeconds(r.seconds)} with ${r.jobs} jobs ` +
+    `(source download and unpacking ${formatSeconds(r.sourceSeconds)} more), ${r.at}\n`
+  );
+}
+
+async function main(): Promise<void> {
   if (!fs.existsSync(CLI)) throw new Error('bench:lab: dist/ is not built (npm run build:ts)');
+  if (process.argv.includes('--kernels-only')) {
+    process.stdout.write(await kernels());
+    return;
+  }
   const warmOnly = process.argv.includes('--warm-only');
   const rows: string[] = [];
   const warmBoot: Record<number, number> = {};
@@ -82,6 +114,10 @@ function main(): void {
       rows.map((r) => `${r}\n`).join('') +
       `warm boot, 6 devices / 1 device: ${(warmBoot[6] / warmBoot[1]).toFixed(2)}x (target <= 1.2x)\n`,
   );
+  process.stdout.write(await kernels());
 }
 
-main();
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

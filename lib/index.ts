@@ -15,3 +15,4 @@ export {
   VfioBridgeError,
   type VfioBridgeErrorInit,
 } from './base/error';
+export { MEMORY_HANDLE, type HostMemory } from './base/host-memory';

@@ -212,13 +212,15 @@ export interface NativeBinding {
   kvmGetVcpuMmapSize(kvm: NativeHandle): number;
   kvmCreateVm(kvm: NativeHandle): NativeHandle;
   kvmSetTssAddr(vm: NativeHandle, addr: number): void;
+  /** Size 0 deletes the slot (memory null); a slot pins its memory until then. */
   kvmSetUserMemoryRegion(
     vm: NativeHandle,
     slot: number,
     flags: number,
     gpa: number,
     size: number,
-    hva: bigint,
+    memory: NativeMappingHandle | NativeGuestMemoryHandle | null,
+    offset: number,
   ): void;
   kvmCreateIrqchip(vm: NativeHandle): number;
   /** KVM_CREATE_PIT2 with kvm_pit_config.flags. */

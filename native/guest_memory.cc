@@ -27,13 +27,16 @@ namespace vfio_bridge {
 class GuestMemoryState : public Resource {
  public:
   void Release() override {
-    if (addr != nullptr) munmap(addr, length);
+    // The pages go with the last reference: a KVM memory slot may still hold one (GuestMemoryPin).
+    if (backing != nullptr) MapUnpin(backing);
+    backing = nullptr;
     addr = nullptr;
     if (fd >= 0) close(fd);
     fd = -1;
   }
 
   uint8_t* addr = nullptr;  // nullptr once closed
+  MapBacking* backing = nullptr;
   uint64_t length = 0;
   int fd = -1;
   bool handle_alive = true;
@@ -112,6 +115,7 @@ napi_value MapAndWrap(napi_env env, int fd, uint64_t size, const std::string& wh
   }
   auto* s = new GuestMemoryState();
   s->addr = static_cast<uint8_t*>(addr);
+  s->backing = new MapBacking{addr, size, {1}};
   s->length = size;
   s->fd = fd;
   s->where = std::move(where);
@@ -302,6 +306,18 @@ bool GuestMemoryHostRange(napi_env env, napi_value value, HostRange* out) {
   out->writable = true;
   out->where = &s->where;
   return true;
+}
+
+bool GuestMemoryPin(napi_env env, napi_value value, HostRange* out, MapBacking** pin) {
+  if (!GuestMemoryHostRange(env, value, out)) return false;
+  GuestMemoryState* s = Unwrap(env, value);
+  *pin = s->backing;
+  if (s->backing != nullptr) s->backing->refs.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+bool MemoryPin(napi_env env, napi_value value, HostRange* out, MapBacking** pin) {
+  return MappingPin(env, value, out, pin) || GuestMemoryPin(env, value, out, pin);
 }
 
 void RegisterGuestMemory(napi_env env, napi_value exports) {

@@ -55,10 +55,9 @@ napi_value CloseFd(napi_env env, napi_callback_info info) {
     int fd = r->fd;
     r->fd = -1;
     // Linux frees the descriptor even when close() fails, so never retry (not even on EINTR).
-    if (close(fd) != 0) {
-      int err = errno;
-      if (err != EINTR) return ThrowErrno(env, "close", r, err);
-    }
+    int err = close(fd) == 0 ? 0 : errno;
+    r->Closed();
+    if (err != 0 && err != EINTR) return ThrowErrno(env, "close", r, err);
   }
   return nullptr;
 }
@@ -95,6 +94,7 @@ napi_value CloseFdAsync(napi_env env, napi_callback_info info) {
   // Taken from the handle at once: its number is gone from it before the promise is made.
   int fd = r->fd;
   r->fd = -1;
+  if (fd >= 0) r->Closed();
   return Queue(env, new CloseCall(fd, r->where));
 }
 
@@ -114,6 +114,7 @@ void FdResource::Release() {
   if (fd >= 0) {
     close(fd);
     fd = -1;
+    Closed();
   }
 }
 
@@ -121,6 +122,10 @@ napi_value NewHandle(napi_env env, int fd, ErrorContext where) {
   auto* r = new FdResource();
   r->fd = fd;
   r->where = std::move(where);
+  return WrapHandle(env, r);
+}
+
+napi_value WrapHandle(napi_env env, FdResource* r) {
   napi_value external;
   if (napi_create_external(env, r, FinalizeHandle, nullptr, &external) != napi_ok) {
     r->Release();

@@ -14,6 +14,13 @@ namespace vfio_bridge {
 class FdResource : public Resource {
  public:
   void Release() override;
+  /**
+   * Closed - called once, when the fd is given up (closed here, or handed to a pool thread to
+   * close): frees what lives only as long as the fd. Nothing by default.
+   */
+  virtual void Closed() {}
+  /** Kind - what the fd is, for handles that carry more than the fd (0: a plain fd). */
+  virtual int Kind() const { return 0; }
 
   int fd = -1;
   ErrorContext where;
@@ -21,6 +28,12 @@ class FdResource : public Resource {
 
 /** NewHandle - wrap @fd (ownership passes to the handle). Returns nullptr if creation threw. */
 napi_value NewHandle(napi_env env, int fd, ErrorContext where);
+
+/**
+ * WrapHandle - as NewHandle, for a resource of a subclass the caller made (its fd and where set);
+ * ownership passes to the handle.
+ */
+napi_value WrapHandle(napi_env env, FdResource* r);
 
 /**
  * GetHandle - the open FdResource behind @value, or nullptr after throwing: TypeError if @value is

@@ -1,6 +1,7 @@
-// Host memory the IOMMU can be given: a Mapping (a device region, a memfd, a file) or guest RAM.
-// DMA mapping (dma.cc) and, later, KVM memory slots resolve an opaque JavaScript handle to the
-// host virtual range behind it through these functions.
+// Host memory the IOMMU and KVM can be given: a Mapping (a device region, a memfd, a file) or guest
+// RAM. DMA mapping (dma.cc), KVM memory slots (kvm.cc) and the vCPU threads' exit table resolve an
+// opaque JavaScript handle to the host virtual range behind it through these functions; the last
+// two pin the pages (MapBacking) for as long as they use them.
 #pragma once
 
 #include <node_api.h>
@@ -46,6 +47,12 @@ bool MappingHostRange(napi_env env, napi_value value, HostRange* out);
 
 /** GuestMemoryHostRange - fill @out if @value is a guest-memory handle; false (no throw) if not. */
 bool GuestMemoryHostRange(napi_env env, napi_value value, HostRange* out);
+
+/** GuestMemoryPin - as MappingPin, for guest memory. */
+bool GuestMemoryPin(napi_env env, napi_value value, HostRange* out, MapBacking** pin);
+
+/** MemoryPin - MappingPin or GuestMemoryPin, whichever @value is; false (no throw) if neither. */
+bool MemoryPin(napi_env env, napi_value value, HostRange* out, MapBacking** pin);
 
 void RegisterGuestMemory(napi_env env, napi_value exports);
 void RegisterDma(napi_env env, napi_value exports);

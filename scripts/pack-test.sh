@@ -21,7 +21,8 @@ fail() {
 tarball=$(npm pack --silent --pack-destination "$work" | tail -n 1)
 tar -tzf "$work/$tarball" >"$work/contents"
 for f in package/dist/index.js package/dist/memory/index.d.ts package/prebuilds/linux-x64/vfio-bridge.glibc.node \
-  package/lib/index.ts package/scripts/install.js package/scripts/lab/init.sh package/dist/cli/lab/lab.js \
+  package/lib/index.ts package/scripts/install.js package/scripts/lab/init.sh package/scripts/lab/kernel/lab.config \
+  package/dist/cli/lab/lab.js \
   package/LICENSE package/CHANGELOG.md; do
   grep -qx "$f" "$work/contents" || fail "the tarball lacks $f"
 done

@@ -18,7 +18,7 @@ const nic = VfioPciDevice.openByBdf(bus, '0000:00:05.0');
 using kvm = Kvm.open(); // ENOENT/EACCES with a hint, EVERSION, ENOCAP naming the missing capability
 using vm = kvm.createVm();
 vm.createIrqchip();
-vm.addSlot({ guestAddress: 0, size: ram.length, memory: ram }); // any { hostAddress, length }
+vm.addSlot({ guestAddress: 0, size: ram.length, memory: ram }); // a GuestRam or a Mapping: the slot pins its pages
 bus.memory.addMemoryListener(new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier })); // `direct` BAR pieces become slots
 const vcpu = vm.createVcpu();
 // ... load a guest into `ram` and set the vCPU's registers (vcpu.setRegs, vcpu.setSregs) ...

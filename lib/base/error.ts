@@ -15,7 +15,9 @@
 
 /** What a {@link VfioBridgeError} is built from. */
 export interface VfioBridgeErrorInit {
+  /** The error's message: what failed and on what, without the hint. */
   message: string;
+  /** What happened: an errno name (`'EBUSY'`) or one of the package's codes; becomes `code`. */
   code: string;
   /** What to do about it. */
   hint?: string | undefined;
@@ -31,6 +33,7 @@ export interface VfioBridgeErrorInit {
 
 /** The base class of everything vfio-bridge throws at run time. */
 export class VfioBridgeError extends Error {
+  /** `'VfioBridgeError'`, or the subclass's name. */
   override readonly name: string = 'VfioBridgeError';
   /** What happened: an errno name (`'EBUSY'`) or one of the package's codes (`'ECLOSED'`, ...). */
   readonly code: string;
@@ -83,6 +86,7 @@ function syscallOf(op: string): string {
  * - `'ENOTMAPPABLE'`: the region does not support mmap.
  */
 export class VfioError extends VfioBridgeError {
+  /** `'VfioError'`. */
   override readonly name: string = 'VfioError';
   /** The operation: an ioctl name (`'VFIO_GROUP_GET_STATUS'`), a syscall, or `'mapping.read32'`. */
   readonly op: string;
@@ -105,6 +109,7 @@ export class VfioError extends VfioBridgeError {
  * - `'ECLOSED'`: the object (KVM fd, VM, vCPU, exit table) was used after `close()`.
  */
 export class KvmError extends VfioBridgeError {
+  /** `'KvmError'`. */
   override readonly name: string = 'KvmError';
   /** The operation: an ioctl name (`'KVM_RUN'`) or a syscall. */
   readonly op: string;
@@ -120,6 +125,7 @@ export class KvmError extends VfioBridgeError {
  * with the signal's reason as `cause`.
  */
 export class AbortError extends VfioBridgeError {
+  /** `'AbortError'`, as Node names an aborted operation's error. */
   override readonly name: string = 'AbortError';
 
   /** `what` names the operation, e.g. `0000:00:05.0 dump of BAR 2`. */
@@ -130,11 +136,13 @@ export class AbortError extends VfioBridgeError {
 
 /** A bad argument's type, as Node reports one: a TypeError with code `ERR_INVALID_ARG_TYPE`. */
 export class ArgTypeError extends TypeError {
+  /** Node's code for an argument of the wrong type. */
   readonly code = 'ERR_INVALID_ARG_TYPE';
 }
 
 /** A bad argument's value, as Node reports one: a RangeError with code `ERR_OUT_OF_RANGE`. */
 export class ArgRangeError extends RangeError {
+  /** Node's code for an argument outside its range. */
   readonly code = 'ERR_OUT_OF_RANGE';
 }
 

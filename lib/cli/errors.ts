@@ -10,6 +10,8 @@ import { LabError } from './lab/errors';
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
+/** An aborted command (Ctrl-C), as a shell reports one killed by SIGINT: 128 + 2. */
+export const EXIT_INTERRUPTED = 130;
 
 /** A bad command line: a malformed BDF, a width that is not 1/2/4/8, an offset past the region. */
 export class UsageError extends VfioBridgeError {
@@ -74,8 +76,10 @@ export function reportFailure(e: unknown): FailureReport {
     };
   }
   if (e instanceof VfioBridgeError) {
-    // The lab's own statuses (3: cannot provision, 124: timed out) keep their meaning for scripts.
-    const exit = e instanceof LabError ? e.exitStatus : EXIT_FAILED;
+    // The lab's own statuses (3: cannot provision, 124: timed out) keep their meaning for scripts;
+    // an abort (Ctrl-C: a dump, a lab run) ends as a shell's interrupted command does.
+    const exit =
+      e instanceof LabError ? e.exitStatus : e.code === 'ABORT_ERR' ? EXIT_INTERRUPTED : EXIT_FAILED;
     return { exit, message: e.message, hint: e.hint ?? null, code: e.code };
   }
   if (e instanceof Error) {

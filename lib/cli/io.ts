@@ -20,6 +20,7 @@ export interface CliIo {
    * Ask the operator a yes/no question; null when nobody can answer (stdin is not a terminal).
    */
   confirm(question: string): Promise<boolean | null>;
+  /** The environment the command reads: `VFIO_BRIDGE_*` (roots for fakes, lab settings), `CI`, `PATH`. */
   readonly env: NodeJS.ProcessEnv;
   /** Aborted when the operator asks to stop (Ctrl-C): long-running commands end cleanly on it. */
   readonly signal?: AbortSignal;

@@ -240,7 +240,7 @@ export const SCHEMAS: Record<string, Schema> = {
   // the phase did not run: --print, --provision).
   lab: doc('lab', {
     kernel: nullable(
-      obj({ source: { enum: ['host', 'debian', 'path'] }, version: str, path: str, reason: str }),
+      obj({ source: { enum: ['host', 'debian', 'built', 'path'] }, version: str, path: str, reason: str }),
     ),
     devices: {
       type: 'array',

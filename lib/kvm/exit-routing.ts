@@ -1,3 +1,4 @@
+import { allOnes } from '../base/values';
 import type { AccessSize, AddressSpace } from '../memory';
 
 /** Where MMIO and port exits are served. */
@@ -14,14 +15,17 @@ export interface ExitRouting {
 
 /** A routed MMIO or port access. */
 export interface RoutedAccess {
+  /** `memory` for an MMIO exit, `io` for a port exit. */
   space: 'memory' | 'io';
+  /** Guest-physical address or port of the access. */
   address: number;
+  /** Length in bytes, 1 to 8. */
   size: number;
+  /** True for a write. */
   isWrite: boolean;
+  /** The value written, or what the read returned (all-ones when no space could serve it). */
   value: number | bigint;
 }
-
-const ONES = [0, 0xff, 0xffff, 0xffffff, 0xffffffff];
 
 /**
  * routeAccess: serve one MMIO or port access on `routing`'s address spaces, as one access of the
@@ -44,7 +48,7 @@ export function routeAccess(
   let result: number | bigint = value;
   if (space === undefined || count !== 1) {
     unserved(isMmio, address, count);
-    if (!isWrite) result = size === 8 ? 0xffff_ffff_ffff_ffffn : (ONES[size] ?? 0);
+    if (!isWrite) result = allOnes(size);
   } else if (isWrite) {
     writeSpace(space, address, size, value);
   } else {

@@ -22,14 +22,31 @@ export type ExitSpace = 'mmio' | 'pio';
  */
 export type ExitTableEntry =
   | {
+      /** First guest-physical address (or port) of the range. */
       start: number;
+      /** Length of the range in bytes. */
       size: number;
+      /** Served by loads and stores on a mapping. */
       kind: 'mmap';
+      /** The mapping's native handle (a Mapping's, which the table pins). */
       mapping: NativeMappingHandle;
+      /** Offset in the mapping that `start` corresponds to, in bytes. */
       offset: number;
+      /** True when writes must go to JavaScript instead (a read-only range). */
       readonly?: boolean;
     }
-  | { start: number; size: number; kind: 'fd'; fd: NativeHandle; offset: number };
+  | {
+      /** First guest-physical address (or port) of the range. */
+      start: number;
+      /** Length of the range in bytes. */
+      size: number;
+      /** Served by pread/pwrite on a device fd. */
+      kind: 'fd';
+      /** The VFIO device's native handle, which the table pins. */
+      fd: NativeHandle;
+      /** File offset that `start` corresponds to (the region's offset plus the offset in it). */
+      offset: number;
+    };
 
 const SPACE: Record<ExitSpace, number> = { mmio: 0, pio: 1 };
 
@@ -95,7 +112,12 @@ export class ExitTable implements Disposable {
     address: number,
     size: number,
     isWrite: boolean,
-  ): { kind: 'mmap' | 'fd'; at: bigint } | null {
+  ): {
+    /** Which kind of range serves the access. */
+    kind: 'mmap' | 'fd';
+    /** Where the access goes: the host virtual address (`mmap`) or the file offset (`fd`). */
+    at: bigint;
+  } | null {
     const r = native.exitTableLookup(
       this.#open('ExitTable.lookup'),
       spaceIndex(space),

@@ -19,14 +19,54 @@ onNativeLoad((binding) => {
  */
 export type VcpuExit =
   | AccessExit
-  | { kind: 'hlt' | 'shutdown' | 'interrupted' }
-  | { kind: 'fail-entry' | 'internal-error' | 'system-event'; detail: bigint }
-  | { kind: 'unknown'; reason: number };
+  | {
+      /** `hlt`: the vCPU halted; `shutdown`: a triple fault; `interrupted`: the time budget or a signal. */
+      kind: 'hlt' | 'shutdown' | 'interrupted';
+    }
+  | {
+      /** An exit that carries one number from kvm_run in `detail`. */
+      kind: 'fail-entry' | 'internal-error' | 'system-event';
+      /**
+       * The hardware's entry failure reason (`fail-entry`), KVM's suberror (`internal-error`), or
+       * the event type (`system-event`, KVM_SYSTEM_EVENT_*: 1 shutdown, 2 reset, 3 crash, ...).
+       */
+      detail: bigint;
+    }
+  | {
+      /** An exit reason lib/kvm does not decode. */
+      kind: 'unknown';
+      /** kvm_run.exit_reason as KVM gave it (see {@link KVM_EXIT}). */
+      reason: number;
+    };
 
 /** An MMIO or port access exit. */
 export type AccessExit =
-  | { kind: 'mmio'; address: number; size: number; isWrite: boolean; data: bigint }
-  | { kind: 'io'; port: number; size: number; isWrite: boolean; count: number; data: bigint };
+  | {
+      /** An access to guest-physical memory that no memory slot serves. */
+      kind: 'mmio';
+      /** Guest-physical address of the access. */
+      address: number;
+      /** Length in bytes, 1 to 8 (odd lengths when KVM split an access at a page boundary). */
+      size: number;
+      /** True for a store, false for a load (answered with `Vcpu.complete`). */
+      isWrite: boolean;
+      /** The value stored, little-endian in the low `size` bytes; 0n for a load. */
+      data: bigint;
+    }
+  | {
+      /** A port access (IN/OUT, or a string INS/OUTS). */
+      kind: 'io';
+      /** The I/O port, 0 to 0xffff. */
+      port: number;
+      /** Width of each transfer in bytes: 1, 2 or 4. */
+      size: number;
+      /** True for OUT, false for IN. */
+      isWrite: boolean;
+      /** Transfers in the exit: 1, or more for a string instruction with REP. */
+      count: number;
+      /** The first value written by an OUT; 0n for IN. */
+      data: bigint;
+    };
 
 /** decodeExit: the exit in the record `dv`, whose kvm_run exit reason is `reason`. */
 export function decodeExit(dv: DataView, reason: number): VcpuExit {

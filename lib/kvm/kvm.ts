@@ -33,6 +33,7 @@ export const PASSTHROUGH_CAPS: readonly KvmCapName[] = [
  * `EVERSION`, a missing required capability `ENOCAP` naming it; each carries a hint.
  */
 export class Kvm implements Disposable {
+  /** The device node opened (default `/dev/kvm`); VMs and vCPUs name themselves after it in errors. */
   readonly path: string;
   /** KVM_GET_API_VERSION (always 12). */
   readonly apiVersion: number;

@@ -1,14 +1,18 @@
 import { ArgTypeError } from '../base/error';
 import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
 import type { FlatRange, MemoryListener } from '../memory';
-import type { HostMemory, MemorySlot, SlotTarget } from './slots';
+import { isHostMemory } from '../base/host-memory';
+import type { MemorySlot, SlotTarget } from './slots';
 
 /** A piece of a flat range, and whether KVM may map it (`direct`) or its accesses must exit. */
 export interface SlotPiece {
+  /** Start of the piece, in the listened address space (the listener adds `guestOffset`). */
   readonly addr: number;
+  /** Length in bytes; a `direct` piece must be a whole number of pages. */
   readonly size: number;
   /** Offset of the piece inside the range's region. */
   readonly offsetInRegion: number;
+  /** `direct` becomes a memory slot; anything else (e.g. `trapped-mmap`) is left to exit. */
   readonly mapinfo: 'direct' | string;
 }
 
@@ -35,15 +39,6 @@ export interface KvmMemoryListenerOptions extends RateLimitedLogOptions {
   onError?(range: { addr: number; size: number; name: string }, error: unknown): void;
   /** Splits ranges into slotted and trapped pieces (default: page-aligned ranges are slotted whole). */
   classify?: SlotClassifier;
-}
-
-function isHostMemory(m: unknown): m is HostMemory {
-  if (m === null || typeof m !== 'object') return false;
-  try {
-    return typeof (m as HostMemory).hostAddress === 'bigint';
-  } catch {
-    return false; // a closed Mapping has no address
-  }
 }
 
 /**
@@ -134,7 +129,7 @@ export class KvmMemoryListener implements MemoryListener {
       if (p.mapinfo !== 'direct') continue;
       const where = { addr: p.addr, size: p.size, name: r.region.name };
       if (!isHostMemory(memory)) {
-        this.#onError?.(where, new ArgTypeError(`${r.region.name}: its memory has no host address`));
+        this.#onError?.(where, new ArgTypeError(`${r.region.name}: its memory is not a Mapping or GuestRam`));
         continue;
       }
       try {

@@ -4,8 +4,11 @@ import type { Assignment, HasFd, Vm } from './vm';
 
 /** An MSI message as a device is programmed with it. */
 export interface MsiMessage {
+  /** Low 32 bits of the message address. */
   addressLo: number;
+  /** High 32 bits of the message address (0 for a 32-bit address). */
   addressHi: number;
+  /** The message data. */
   data: number;
 }
 

@@ -1,15 +1,6 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { isHostMemory, type HostMemory } from '../base/host-memory';
 import { kvmError } from './errors';
-
-/**
- * Host memory a slot can point KVM at: a {@link Mapping} of a BAR or of a memfd, or guest RAM from
- * lib/dma. The memory must stay mapped for as long as a slot uses it.
- */
-export interface HostMemory {
-  /** Host virtual address of the first byte (page-aligned for a slot). */
-  readonly hostAddress: bigint;
-  readonly length: number;
-}
 
 /** What a memory slot is made of. */
 export interface SlotSpec {
@@ -17,9 +8,15 @@ export interface SlotSpec {
   guestAddress: number;
   /** Bytes (a multiple of the page size, at least one page). */
   size: number;
-  /** The backing memory and where in it the slot starts (default 0). */
+  /**
+   * The backing memory (a `Mapping` or `GuestRam`) and where in it the slot starts (default 0). The
+   * slot pins its pages: closing the memory while the slot exists unmaps them only when the slot
+   * goes.
+   */
   memory: HostMemory;
+  /** Where in `memory` the slot starts, in bytes (page-aligned; default 0). */
   offset?: number;
+  /** Guest writes exit as MMIO instead of landing in the memory (KVM_MEM_READONLY). */
   readonly?: boolean;
   /** For listings and errors, e.g. the region's name. */
   name?: string;
@@ -27,11 +24,19 @@ export interface SlotSpec {
 
 /** A memory slot in use. */
 export interface MemorySlot {
+  /** KVM's slot number (reused after the slot is removed). */
   readonly id: number;
+  /** Guest-physical address of the first byte. */
   readonly guestAddress: number;
+  /** Size in bytes (a whole number of pages). */
   readonly size: number;
-  readonly hostAddress: bigint;
+  /** The memory behind it (a `Mapping` or `GuestRam`), pinned while the slot exists. */
+  readonly memory: HostMemory;
+  /** Where in `memory` the slot starts, in bytes (page-aligned). */
+  readonly offset: number;
+  /** Whether guest writes exit as MMIO (KVM_MEM_READONLY). */
   readonly readonly: boolean;
+  /** The spec's name, or `slot` when it had none. */
   readonly name: string;
 }
 
@@ -96,17 +101,13 @@ export class SlotTable {
     }
     if (size === 0) throw new ArgRangeError(`${name}: a slot must cover at least one page`);
     const mem = spec.memory;
-    if (mem === null || typeof mem !== 'object' || typeof mem.hostAddress !== 'bigint') {
-      throw new ArgTypeError(`${name}: memory must have a bigint hostAddress and a length`);
+    if (!isHostMemory(mem)) {
+      throw new ArgTypeError(`${name}: memory must be a Mapping or GuestRam`);
     }
     if (offset + size > mem.length) {
       throw new ArgRangeError(
         `${name}: offset 0x${offset.toString(16)} + size 0x${size.toString(16)} exceeds the memory (${mem.length} bytes)`,
       );
-    }
-    const hostAddress = mem.hostAddress + BigInt(offset);
-    if (hostAddress % BigInt(this.#pageSize) !== 0n) {
-      throw new ArgRangeError(`${name}: host address 0x${hostAddress.toString(16)} is not page-aligned`);
     }
     for (const s of this.#used.values()) {
       if (guestAddress < s.guestAddress + s.size && s.guestAddress < guestAddress + size) {
@@ -124,7 +125,15 @@ export class SlotTable {
         'each direct BAR range and each RAM block takes a slot: remove unused ones',
       );
     }
-    const slot: MemorySlot = { id, guestAddress, size, hostAddress, readonly: spec.readonly === true, name };
+    const slot: MemorySlot = {
+      id,
+      guestAddress,
+      size,
+      memory: mem,
+      offset,
+      readonly: spec.readonly === true,
+      name,
+    };
     this.#used.set(id, slot);
     return slot;
   }

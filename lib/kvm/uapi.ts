@@ -7,41 +7,74 @@ import { ArgTypeError } from '../base/error';
 /** The only KVM API version there has ever been. */
 export const KVM_API_VERSION = 12;
 
-/** Capabilities checked with KVM_CHECK_EXTENSION. */
+/**
+ * Capabilities checked with KVM_CHECK_EXTENSION: the `KVM_CAP_*` numbers of
+ * include/uapi/linux/kvm.h, under their names without the prefix.
+ */
 export const KVM_CAP = {
+  /** The in-kernel PIC, IOAPIC and local APICs (KVM_CREATE_IRQCHIP). */
   IRQCHIP: 0,
+  /** Memory slots backed by user memory (KVM_SET_USER_MEMORY_REGION). */
   USER_MEMORY: 3,
+  /** How many memory slots a VM has (the check returns the count). */
   NR_MEMSLOTS: 10,
+  /** GSI routing tables (KVM_SET_GSI_ROUTING). */
   IRQ_ROUTING: 25,
+  /** An eventfd that injects a GSI (KVM_IRQFD). */
   IRQFD: 32,
+  /** An eventfd signalled by a guest write to an address or port (KVM_IOEVENTFD). */
   IOEVENTFD: 36,
+  /** Injecting one MSI message directly (KVM_SIGNAL_MSI). */
   SIGNAL_MSI: 77,
+  /** irqfds with a resample eventfd for level-triggered interrupts (KVM_IRQFD_FLAG_RESAMPLE). */
   IRQFD_RESAMPLE: 82,
+  /** The local APIC's TSC-deadline timer mode. */
   TSC_DEADLINE_TIMER: 72,
+  /** The recommended vCPU count per VM (the check returns it). */
   NR_VCPUS: 9,
+  /** The most vCPUs a VM can have (the check returns it). */
   MAX_VCPUS: 66,
+  /** kvm_run.immediate_exit, which makes KVM_RUN return at once. */
   IMMEDIATE_EXIT: 136,
+  /** Local APICs in the kernel, PIC and IOAPIC in user space (KVM_ENABLE_CAP). */
   SPLIT_IRQCHIP: 121,
+  /** Creating in-kernel devices such as KVM-VFIO (KVM_CREATE_DEVICE). */
   DEVICE_CTRL: 89,
 } as const;
 
 /** A capability's name. */
 export type KvmCapName = keyof typeof KVM_CAP;
 
-/** kvm_run.exit_reason values lib/kvm tells apart. */
+/**
+ * kvm_run.exit_reason values lib/kvm tells apart: the `KVM_EXIT_*` numbers of
+ * include/uapi/linux/kvm.h, under their names without the prefix.
+ */
 export const KVM_EXIT = {
+  /** An exit KVM could not classify (the hardware's reason in kvm_run). */
   UNKNOWN: 0,
+  /** A guest exception KVM hands to user space. */
   EXCEPTION: 1,
+  /** A port access (IN/OUT). */
   IO: 2,
+  /** A hypercall forwarded to user space. */
   HYPERCALL: 3,
+  /** A debug exit (breakpoint or single step). */
   DEBUG: 4,
+  /** The vCPU executed HLT (only without the in-kernel local APIC). */
   HLT: 5,
+  /** An access to guest-physical memory no slot backs (or a write to a read-only slot). */
   MMIO: 6,
+  /** The guest can take an interrupt now (after a request for the window). */
   IRQ_WINDOW_OPEN: 7,
+  /** The guest shut down, e.g. a triple fault. */
   SHUTDOWN: 8,
+  /** VM entry failed (the hardware's reason in kvm_run). */
   FAIL_ENTRY: 9,
+  /** KVM_RUN returned for a signal (or immediate_exit). */
   INTR: 10,
+  /** KVM could not handle an exit itself (a suberror in kvm_run). */
   INTERNAL_ERROR: 17,
+  /** The guest asked for a shutdown, reset or crash report (the type in kvm_run). */
   SYSTEM_EVENT: 24,
 } as const;
 
@@ -107,23 +140,37 @@ export function encodeRegs(r: Regs): Buffer {
 
 /** struct kvm_segment. */
 export interface Segment {
+  /** Linear base address. */
   base: bigint;
+  /** Limit in bytes (already scaled by 4 KiB when `g` is 1). */
   limit: number;
+  /** The selector: descriptor-table index, table bit and requested privilege level. */
   selector: number;
+  /** The descriptor's 4-bit type field (e.g. 11 for an accessed execute/read code segment). */
   type: number;
+  /** Present bit (1 = present). */
   present: number;
+  /** Descriptor privilege level, 0 to 3. */
   dpl: number;
+  /** Default operation size bit (1 = 32-bit). */
   db: number;
+  /** Descriptor type bit: 1 for code or data, 0 for a system segment (TSS, LDT). */
   s: number;
+  /** 64-bit code segment bit (long mode). */
   l: number;
+  /** Granularity bit (1 = 4 KiB units in the descriptor). */
   g: number;
+  /** The bit the descriptor leaves to software. */
   avl: number;
+  /** 1 when the segment register holds no usable segment (VMX's "unusable"). */
   unusable: number;
 }
 
 /** struct kvm_dtable. */
 export interface DescriptorTable {
+  /** Linear address of the table. */
   base: bigint;
+  /** Size of the table in bytes, minus one (16 bits). */
   limit: number;
 }
 
@@ -198,8 +245,28 @@ export function encodeSregs(s: Sregs): Buffer {
 
 /** One GSI route: an MSI message, or an irqchip pin. */
 export type GsiRoute =
-  | { gsi: number; kind: 'msi'; addressLo: number; addressHi: number; data: number }
-  | { gsi: number; kind: 'irqchip'; irqchip: number; pin: number };
+  | {
+      /** The GSI the route is for. */
+      gsi: number;
+      /** The GSI sends an MSI message. */
+      kind: 'msi';
+      /** Low 32 bits of the message address. */
+      addressLo: number;
+      /** High 32 bits of the message address. */
+      addressHi: number;
+      /** The message data. */
+      data: number;
+    }
+  | {
+      /** The GSI the route is for. */
+      gsi: number;
+      /** The GSI drives a pin of an in-kernel interrupt controller. */
+      kind: 'irqchip';
+      /** Which controller: KVM_IRQCHIP_PIC_MASTER (0), PIC_SLAVE (1) or IOAPIC (2). */
+      irqchip: number;
+      /** The pin on that controller (0-7 on a PIC, 0-23 on the IOAPIC). */
+      pin: number;
+    };
 
 const ROUTE_HEADER = 8;
 const ROUTE_ENTRY = 48;

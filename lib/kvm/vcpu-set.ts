@@ -7,11 +7,34 @@ import type { ParkReason, VcpuThread, VcpuThreadFault } from './vcpu-thread';
 
 /** Why {@link VcpuSet.run} returned. Every thread is parked when it does (or stopped). */
 export type VcpuSetEnd =
-  | { readonly reason: 'stopped' }
-  | { readonly reason: 'interrupted' }
-  | { readonly reason: 'timeout' }
-  | { readonly reason: 'guest-exit'; readonly vcpu: number; readonly exit: VcpuExit }
-  | { readonly reason: 'error'; readonly vcpu?: number; readonly error: unknown };
+  | {
+      /** {@link VcpuSet.stop} was called, or `routing.stop()` returned true. */
+      readonly reason: 'stopped';
+    }
+  | {
+      /** {@link VcpuSet.interrupt} was called (an aborted signal rejects the run instead). */
+      readonly reason: 'interrupted';
+    }
+  | {
+      /** The run's `timeoutMs` elapsed. */
+      readonly reason: 'timeout';
+    }
+  | {
+      /** A vCPU made an exit only the owner can decide on (shutdown, system event, ...). */
+      readonly reason: 'guest-exit';
+      /** The id of the vCPU that exited. */
+      readonly vcpu: number;
+      /** The exit itself. */
+      readonly exit: VcpuExit;
+    }
+  | {
+      /** KVM_RUN failed, or serving an exit threw (a VMM bug; the read got all-ones). */
+      readonly reason: 'error';
+      /** The id of the vCPU it happened on. */
+      readonly vcpu?: number;
+      /** What was thrown. */
+      readonly error: unknown;
+    };
 
 /** Options of {@link VcpuSet}. */
 export interface VcpuSetOptions {
@@ -46,6 +69,7 @@ export interface VcpuSetRunOptions {
  * other thread is parked before {@link run} resolves, so the owner sees a still machine.
  */
 export class VcpuSet {
+  /** The vCPUs, as given to the constructor. */
   readonly vcpus: readonly Vcpu[];
   readonly #opts: VcpuSetOptions;
   #threads: VcpuThread[] = [];
@@ -72,7 +96,18 @@ export class VcpuSet {
   }
 
   /** Exits served on the threads (no JavaScript), handed here, and failed, summed over vCPUs. */
-  get stats(): { mmio: number; pio: number; handoffs: number; faults: number; runs: number } {
+  get stats(): {
+    /** MMIO exits served on the threads from the exit table. */
+    mmio: number;
+    /** Port exits served on the threads from the exit table. */
+    pio: number;
+    /** Exits handed to JavaScript and served on `routing`. */
+    handoffs: number;
+    /** Accesses served on the threads that failed. */
+    faults: number;
+    /** KVM_RUN calls. */
+    runs: number;
+  } {
     const sum = { mmio: 0, pio: 0, handoffs: 0, faults: 0, runs: 0 };
     for (const t of this.#threads) {
       const s = t.stats;

@@ -11,12 +11,17 @@ export type ParkReason = 'paused' | 'guest-exit' | 'error';
 
 /** An access the thread served itself that failed; the guest read all-ones or lost its write. */
 export interface VcpuThreadFault {
+  /** `mmio` or `pio`: which exit table served it. */
   space: ExitSpace;
+  /** Guest-physical address or port of the access. */
   address: number;
+  /** Length in bytes. */
   size: number;
+  /** True for a write (lost), false for a read (given all-ones). */
   isWrite: boolean;
   /** `SIGBUS` (the mapping was revoked: decode off, reset) or the errno name of the pread/pwrite. */
   code: string;
+  /** The pread/pwrite's errno (positive), or 0 for SIGBUS. */
   errno: number;
 }
 
@@ -69,6 +74,7 @@ export interface VcpuThreadPort {
  * {@link resume} → `running`; {@link stop} from any state joins the thread (`stopped`).
  */
 export class VcpuThread {
+  /** The name given at start (`vcpu <id>` by default); the OS thread gets its first 15 characters. */
   readonly name: string;
   readonly #port: VcpuThreadPort;
   readonly #handlers: VcpuThreadHandlers;

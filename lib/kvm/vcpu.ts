@@ -26,6 +26,10 @@ export type VcpuOptions = RateLimitedLogOptions;
 
 /** Why {@link Vcpu.runRouted} returned, and what it did. */
 export interface RunResult {
+  /**
+   * What ended the run: the exit's kind, `stopped` (`routing.stop()`), `budget` (`budgetMs` ran
+   * out) or `max-exits` (`maxExits` reached).
+   */
   reason:
     | 'hlt'
     | 'shutdown'
@@ -38,7 +42,9 @@ export interface RunResult {
     | 'unknown';
   /** The exit that ended the run. */
   exit: VcpuExit;
+  /** MMIO exits routed during this call. */
   mmioExits: number;
+  /** Port exits routed during this call. */
   ioExits: number;
 }
 
@@ -54,7 +60,9 @@ export interface RunResult {
  * tests and flat guests: a per-thread kick timer ends a run whose guest does not exit in time.
  */
 export class Vcpu implements Disposable {
+  /** The vCPU id given to KVM_CREATE_VCPU (its APIC ID on x86). */
   readonly id: number;
+  /** How errors name it, e.g. `/dev/kvm vm vcpu 0`. */
   readonly path: string;
   readonly #handle: NativeKvmVcpu;
   // The addon writes each exit here (layout in native/kvm_vcpu.cc). Kept beside the handle: the

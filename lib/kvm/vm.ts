@@ -1,8 +1,8 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { PAGE_SIZE } from '../base';
+import { MEMORY_HANDLE } from '../base/host-memory';
 import { closedError, kvmError } from './errors';
-import type { Kvm } from './kvm';
 import { SlotTable, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
 import {
   encodeRouting,
@@ -24,6 +24,7 @@ import { Vcpu, type VcpuOptions } from './vcpu';
 
 /** Something with an fd number: an {@link EventFd}, a vfio Group or Device. */
 export interface HasFd {
+  /** An open file descriptor, e.g. an eventfd's. */
   readonly fd: number;
 }
 
@@ -46,7 +47,9 @@ export interface IoeventfdOptions {
  * own duplicate of the eventfd, so it can be released after the caller closed theirs.
  */
 export interface Assignment {
+  /** Which ioctl assigned it: KVM_IRQFD or KVM_IOEVENTFD. */
   readonly kind: 'irqfd' | 'ioeventfd';
+  /** The eventfd number as the caller passed it (the assignment holds a duplicate of its own). */
   readonly fd: number;
   /** The GSI (irqfd) or the address/port (ioeventfd). */
   readonly target: number;
@@ -61,6 +64,12 @@ function fdOf(x: HasFd, what: string): number {
   return x.fd;
 }
 
+/** What a VM takes from the /dev/kvm it was created on (the Kvm class, without importing it). */
+export interface VmParent {
+  readonly path: string;
+  readonly vcpuMmapSize: number;
+}
+
 /**
  * A KVM virtual machine: memory slots with accounting, the in-kernel irqchip, GSI routing, irqfd,
  * ioeventfd, MSI injection, the KVM-VFIO device and vCPUs.
@@ -70,6 +79,7 @@ function fdOf(x: HasFd, what: string): number {
  * empty, which is what a VMM can check to know nothing is left behind.
  */
 export class Vm implements SlotTarget, Disposable {
+  /** How errors name it: the KVM node's path and ` vm`, e.g. `/dev/kvm vm`. */
   readonly path: string;
   /** Memory slot accounting (capacity from KVM_CAP_NR_MEMSLOTS). */
   readonly slots: SlotTable;
@@ -82,7 +92,7 @@ export class Vm implements SlotTarget, Disposable {
   #irqchip = false;
   #closed = false;
 
-  private constructor(handle: NativeHandle, kvm: Kvm) {
+  private constructor(handle: NativeHandle, kvm: VmParent) {
     this.#handle = handle;
     this.path = `${kvm.path} vm`;
     this.#vcpuMmapSize = kvm.vcpuMmapSize;
@@ -91,7 +101,7 @@ export class Vm implements SlotTarget, Disposable {
   }
 
   /** @internal */
-  static _create(handle: NativeHandle, kvm: Kvm): Vm {
+  static _create(handle: NativeHandle, kvm: VmParent): Vm {
     try {
       return new Vm(handle, kvm);
     } catch (e) {
@@ -127,7 +137,7 @@ export class Vm implements SlotTarget, Disposable {
 
   /**
    * KVM_SET_USER_MEMORY_REGION: give the guest `spec.size` bytes of host memory at
-   * `spec.guestAddress`. The memory must stay mapped until the slot is removed.
+   * `spec.guestAddress`. The slot pins the memory's pages until it is removed or the VM closes.
    * @throws RangeError (alignment, overlap, bounds), VfioError ENOSLOT (all slots used) or the kernel's
    */
   addSlot(spec: SlotSpec): MemorySlot {
@@ -140,7 +150,8 @@ export class Vm implements SlotTarget, Disposable {
         slot.readonly ? KVM_MEM_READONLY : 0,
         slot.guestAddress,
         slot.size,
-        slot.hostAddress,
+        slot.memory[MEMORY_HANDLE](),
+        slot.offset,
       );
     } catch (e) {
       this.slots.release(slot);
@@ -158,7 +169,8 @@ export class Vm implements SlotTarget, Disposable {
       0,
       slot.guestAddress,
       0,
-      0n,
+      null,
+      0,
     );
     this.slots.release(slot);
   }

@@ -8,13 +8,19 @@ import { ArgRangeError, ArgTypeError } from '../base/error';
 
 /** One CPUID leaf/subleaf as KVM_GET_SUPPORTED_CPUID reports it and KVM_SET_CPUID2 takes it. */
 export interface CpuidEntry {
+  /** The leaf: the EAX value CPUID is executed with. */
   function: number;
+  /** The subleaf: the ECX value the entry applies to, when `flags` marks the index significant. */
   index: number;
   /** KVM_CPUID_FLAG_SIGNIFCANT_INDEX (1): the entry applies only to this `index`. */
   flags: number;
+  /** EAX as CPUID returns it for this leaf. */
   eax: number;
+  /** EBX as CPUID returns it. */
   ebx: number;
+  /** ECX as CPUID returns it. */
   ecx: number;
+  /** EDX as CPUID returns it. */
   edx: number;
 }
 

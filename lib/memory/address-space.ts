@@ -54,8 +54,11 @@ export interface MemoryListener {
 
 /** A guest access that reached no region, or that the region refused. */
 export interface UnassignedAccess {
+  /** Address in this address space where the refused piece starts (a split access reports each piece). */
   addr: number;
+  /** Length of the refused piece in bytes (1 to 8). */
   size: number;
+  /** True for a write (dropped), false for a read (answered with all-ones). */
   isWrite: boolean;
   /**
    * `unassigned` (nothing there), `rejected`/`unaligned`/`invalid-size` (the io region's `valid`
@@ -101,7 +104,9 @@ export type AddressSpaceEvents = {
  * access size outside 1..8, a value of the wrong type or width) are `RangeError`s and `TypeError`s.
  */
 export class AddressSpace extends EventEmitter<AddressSpaceEvents> implements Rebuildable, Disposable {
+  /** The name given at construction, e.g. a PciBus's `pci-memory`; it heads log lines and `info mtree`. */
   readonly name: string;
+  /** The region the flat view is rendered from; address 0 of the space is offset 0 of `root`. */
   readonly root: MemoryRegion;
   private _fv: FlatView;
   /** What the last rendering depended on, kept even when the ranges did not change. */

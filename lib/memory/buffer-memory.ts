@@ -10,7 +10,9 @@ import type { FixedWidthMemory } from './types';
  * the width and the limit.
  */
 export class BufferMemory implements FixedWidthMemory {
+  /** Size of `buffer` in bytes; accesses must end at or below it. */
   readonly length: number;
+  /** The wrapped (or allocated) buffer; writes through it are seen by later loads. */
   readonly buffer: ArrayBuffer | SharedArrayBuffer;
   private readonly dv: DataView;
 

@@ -4,6 +4,7 @@
  * crosses ranges is cut into.
  */
 import { ArgTypeError } from '../base/error';
+import { allOnes } from '../base/values';
 import type { MemoryRegion } from './region';
 import type { AccessSize } from './types';
 
@@ -11,12 +12,8 @@ import type { AccessSize } from './types';
 export type UnassignedReason =
   'unassigned' | 'rejected' | 'unaligned' | 'invalid-size' | 'readonly' | 'fault';
 
-/** All-ones value of each access size, as a guest reads from nothing. */
-export function ones(size: number): number | bigint {
-  if (size === 8) return 0xffffffffffffffffn;
-  if (size === 7) return 0xffffffffffffffn;
-  return size === 4 ? 0xffffffff : size === 2 ? 0xffff : size === 1 ? 0xff : 2 ** (8 * size) - 1;
-}
+/** All-ones value of each access size, as a guest reads from nothing (lib/base's allOnes). */
+export const ones = allOnes;
 
 /** Why the device would refuse this access, or null if it accepts it. */
 export function ioInvalidReason(

@@ -15,6 +15,7 @@ export interface FlatRange {
   readonly region: MemoryRegion;
   /** Where `addr` falls inside `region`. */
   readonly offsetInRegion: number;
+  /** How accesses are served: guest RAM, a device mapping (`ram-device`) or the `io` callbacks. */
   readonly kind: 'ram' | 'ram-device' | 'io';
   /** True if the region or anything above it on the path (alias, container) is read-only. */
   readonly readonly: boolean;

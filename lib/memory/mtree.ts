@@ -202,32 +202,56 @@ export function renderMtree(
 
 /** JSON form of one region and its subtree (alias targets are named, not inlined). */
 export interface MtreeNodeJson {
+  /** The region's name. */
   name: string;
+  /** The region's kind, as created (an alias stays `alias`). */
   kind: MemoryRegion['kind'];
   /** QEMU's type word: ram, rom, ramd, i/o or container. */
   type: string;
   /** Absolute first and last address, as in the tree form. */
   start: number;
+  /** Last address the region covers (`start` itself when `size` is 0). */
   end: number;
+  /** Size in bytes. */
   size: number;
+  /** Offset in the parent region (0 for a root). */
   offset: number;
+  /** Priority among its siblings. */
   priority: number;
+  /** Whether the region takes part in its address spaces; disabled ones are listed too. */
   enabled: boolean;
+  /** The region's own read-only flag (its ancestors' flags also apply to it). */
   readonly: boolean;
-  alias?: { target: string; offset: number };
+  /** For an alias only: the target region's name and where in it the alias starts (bytes). */
+  alias?: {
+    /** Name of the target region, listed in `aliasTargets`. */
+    target: string;
+    /** Offset in the target where the alias starts, in bytes. */
+    offset: number;
+  };
+  /** Subregions in print order: by address, then higher priority first. */
   subregions: MtreeNodeJson[];
 }
 
 /** JSON form of one flat range. */
 export interface MtreeFlatJson {
+  /** First address of the range. */
   start: number;
+  /** Last address of the range (inclusive). */
   end: number;
+  /** Length in bytes. */
   size: number;
+  /** Name of the terminal region serving it (aliases resolved). */
   region: string;
+  /** Where `start` falls inside that region, in bytes. */
   offsetInRegion: number;
+  /** How accesses are served (see {@link FlatRange.kind}). */
   kind: FlatRange['kind'];
+  /** QEMU's type word, `rom` when the range is read-only. */
   type: string;
+  /** True if the region or anything above it on the path is read-only. */
   readonly: boolean;
+  /** The terminal region's priority among its siblings. */
   priority: number;
 }
 
@@ -260,8 +284,11 @@ function nodeJson(mr: MemoryRegion, base: number, aliasQueue: MemoryRegion[]): M
  * target (as the `memory-region:` sections of the text form) of an address space.
  */
 export function mtreeJson(as: AddressSpace): {
+  /** The address space's root region and everything under it. */
   tree: MtreeNodeJson;
+  /** The current flat view, in ascending address order. */
   flat: MtreeFlatJson[];
+  /** Each region an alias points at, with its own subtree (addresses start at 0). */
   aliasTargets: MtreeNodeJson[];
 } {
   if (!(as instanceof AddressSpace)) throw new ArgTypeError('mtreeJson needs an AddressSpace');

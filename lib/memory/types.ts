@@ -13,6 +13,7 @@ export type { AccessLength, AccessSize };
  * VFIO region satisfies it structurally; tests and benchmarks use a JavaScript stand-in.
  */
 export interface FixedWidthMemory {
+  /** Size in bytes: every access must lie in [0, length). */
   readonly length: number;
   /** One 1-byte load at offset `o`. */
   read8(o: number): number;
@@ -56,10 +57,12 @@ export interface MemoryRegionOps {
   read(offset: number, size: AccessSize): number | bigint;
   /** `value` is a `bigint` iff `size === 8`. */
   write(offset: number, size: AccessSize, value: number | bigint): void;
+  /** What the device accepts; other accesses are refused as unassigned. Default: 1 to 4 bytes, aligned. */
   valid?: AccessConstraints & {
     /** Last word on validity, consulted before the size and alignment rules. */
     accepts?(offset: number, size: AccessSize, isWrite: boolean): boolean;
   };
+  /** What `read`/`write` handle; other sizes are split or widened to fit. Default: 1 to 4 bytes. */
   impl?: AccessConstraints;
 }
 
@@ -83,6 +86,7 @@ export type MemoryTopologyErrorCode =
  * using a closed address space. Bad numbers are `RangeError`s and wrong types `TypeError`s instead.
  */
 export class MemoryTopologyError extends VfioBridgeError {
+  /** `'MemoryTopologyError'`. */
   override readonly name: string = 'MemoryTopologyError';
   declare readonly code: MemoryTopologyErrorCode;
   constructor(code: MemoryTopologyErrorCode, message: string) {

@@ -13,7 +13,9 @@ export type BarType = 'io' | 'mem32' | 'mem64';
 
 /** Decoded low bits of a BAR register. */
 export interface BarDecode {
+  /** I/O, 32-bit or 64-bit memory. */
   readonly type: BarType;
+  /** The prefetchable bit (bit 3) of a memory BAR; false for I/O. */
   readonly prefetchable: boolean;
   /** The read-only type bits the register always shows (bits 3:0 for memory, 1:0 for I/O). */
   readonly typeBits: number;
@@ -34,7 +36,9 @@ export function decodeBarRegister(reg: number): BarDecode {
 
 /** Inputs of {@link barAddress}. */
 export interface BarAddressInput {
+  /** The BAR's kind: I/O BARs decode with the command register's I/O bit, memory with its memory bit. */
   readonly type: BarType;
+  /** True for the expansion ROM register, which also needs its enable bit (bit 0) set. */
   readonly rom?: boolean;
   /** Registered size of the BAR (a power of two). */
   readonly size: number;
@@ -74,12 +78,15 @@ export function barAddress(i: BarAddressInput): number | null {
 
 /** One mmap'ed area of a BAR. */
 export interface BarMmap {
+  /** Position of the area in the BAR's list of mmap areas (the `i` of `mmaps[i]`). */
   readonly index: number;
   /** Offset of the area inside the BAR. */
   readonly offset: number;
   /** Size of the area as the kernel reports it (the region may be expanded beyond it). */
   readonly size: number;
+  /** The `"<BDF> BAR n mmaps[i]"` ram-device region over the mapping. */
   readonly region: MemoryRegion;
+  /** The mapping itself; it may span a whole page when a sub-page BAR was mapped for expansion. */
   readonly memory: FixedWidthMemory & {
     /** Unmap it. */
     close(): void;
@@ -88,8 +95,11 @@ export interface BarMmap {
 
 /** A BAR as the guest sees it and as the PCI layer has built it. */
 export interface PciBar {
+  /** BAR number, 0 to 5. */
   readonly index: number;
+  /** I/O, 32-bit or 64-bit memory, as the device's register declares it. */
   readonly type: BarType;
+  /** The prefetchable bit of the device's register. */
   readonly prefetchable: boolean;
   /** Registered size: what sizing reports to the guest (relocation may make it larger than the region). */
   readonly size: number;
@@ -105,6 +115,7 @@ export interface PciBar {
   readonly base: MemoryRegion;
   /** The "<BDF> BAR n" region served by pread/pwrite, or null for a virtual BAR. */
   readonly region: MemoryRegion | null;
+  /** The mmapped areas; empty for an I/O BAR, an unmappable region, `noMmap`, or a failed mmap. */
   readonly mmaps: readonly BarMmap[];
   /** Names of the quirk overlays installed in this BAR. */
   readonly quirks: readonly string[];

@@ -18,13 +18,19 @@ export type PciSpace = 'memory' | 'io';
 
 /** One flat range of a vfio-pci device, with how accesses to it are served. */
 export interface MapInfoRange {
+  /** The bus address space the range is in. */
   readonly space: PciSpace;
+  /** Bus address of the range's start in `space`. */
   readonly addr: number;
+  /** Length in bytes. */
   readonly size: number;
   /** Name of the region serving the range (QEMU's naming). */
   readonly name: string;
+  /** How the memory model serves the flat range the piece came from. */
   readonly kind: FlatRange['kind'];
+  /** How accesses to this piece reach the device. */
   readonly mapinfo: MapInfo;
+  /** PCI address of the device the range belongs to. */
   readonly bdf: string;
   /** BAR number, 6 for the ROM. */
   readonly bar: number;
@@ -163,7 +169,14 @@ export class PciBus {
   }
 
   /** The memory layer's JSON view of both spaces plus the classified vfio-pci ranges. */
-  mtreeJson(): { memory: unknown; io: unknown; mapinfo: MapInfoRange[] } {
+  mtreeJson(): {
+    /** {@link mtreeJson} of the PCI memory space. */
+    memory: unknown;
+    /** {@link mtreeJson} of the PCI I/O space. */
+    io: unknown;
+    /** {@link PciBus.mapinfo} at the same moment. */
+    mapinfo: MapInfoRange[];
+  } {
     return { memory: mtreeJson(this.memory), io: mtreeJson(this.io), mapinfo: this.mapinfo() };
   }
 

@@ -4,7 +4,9 @@ import { PCI_CAPABILITY_LIST, PCI_CONFIG_SPACE_SIZE, PCI_STATUS, PCI_STATUS_CAP_
 export interface PciCapability {
   /** Capability ID (standard) or extended capability ID. */
   readonly id: number;
+  /** Offset of the capability's header in configuration space. */
   readonly offset: number;
+  /** True for a PCIe extended capability (at 0x100 or above). */
   readonly extended: boolean;
 }
 
@@ -57,6 +59,7 @@ export class EmulatedConfig {
   /** Emulated bits the guest can change. */
   readonly wmask: Uint8Array;
 
+  /** @param size Size of configuration space in bytes (256 or 4096); the length of each array. */
   constructor(readonly size: number) {
     this.bits = new Uint8Array(size);
     this.value = new Uint8Array(size);

@@ -1,6 +1,6 @@
 /**
- * PCI configuration-space offsets, bits and VFIO region indexes used by the vfio-pci layer.
- * Values follow linux/pci_regs.h and linux/vfio.h.
+ * PCI configuration-space offsets and bits used by the vfio-pci layer, as in linux/pci_regs.h.
+ * VFIO's own numbers (region and IRQ indexes) live in lib/vfio/uapi.ts.
  */
 
 /** Offset of the vendor ID word. */
@@ -59,12 +59,6 @@ export const PCI_BASE_ADDRESS_MEM_TYPE_64 = 0x4;
 /** Memory BAR prefetchable bit. */
 export const PCI_BASE_ADDRESS_MEM_PREFETCH = 0x8;
 
-/** VFIO region index of BAR 0; BARs 1 to 5 follow. */
-export const VFIO_PCI_BAR0_REGION_INDEX = 0;
-/** VFIO region index of the expansion ROM. */
-export const VFIO_PCI_ROM_REGION_INDEX = 6;
-/** VFIO region index of configuration space. */
-export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
 /** Number of standard BARs. */
 export const PCI_NUM_BARS = 6;
 

@@ -22,8 +22,8 @@ import {
   PCI_MSIX_FLAGS_MASKALL,
   PCI_PM_CTRL,
   PCI_ROM_ADDRESS,
-  VFIO_PCI_CONFIG_REGION_INDEX,
 } from './constants';
+import { VFIO_PCI_CONFIG_REGION_INDEX } from '../vfio/uapi';
 import { type DumpAsyncOptions, type DumpOptions, type DumpSource, dumpBar, dumpBarAsync } from './dump';
 import { PciInterrupts } from './interrupts';
 import type { Msix } from './msix';
@@ -68,13 +68,17 @@ export type VfioPciDeviceEvents = {
 export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements Disposable {
   /** The device's address, used in every region name. */
   readonly bdf: string;
+  /** The VFIO device behind it: config and BAR accesses, mmaps, interrupts and reset go through it. */
   readonly device: VfioDeviceLike;
+  /** The bus whose memory and I/O spaces hold this device's BARs. */
   readonly bus: PciBus;
   /** Vendor and device IDs as the guest sees them (after any override). */
   readonly vendorId: number;
+  /** Device ID as the guest sees it (after any override). */
   readonly deviceId: number;
   /** Vendor and device IDs of the physical device. */
   readonly physicalVendorId: number;
+  /** Device ID of the physical device. */
   readonly physicalDeviceId: number;
   /** Size of configuration space (256 or 4096). */
   readonly configSize: number;
@@ -250,7 +254,10 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
    * The VFIO group this object opened the device from (openByBdf), for KVM's VFIO device; null when
    * the caller opened the device and owns its group.
    */
-  get group(): { readonly fd: number } | null {
+  get group(): {
+    /** The group's file descriptor (an open `/dev/vfio/<group>`); it closes with the device. */
+    readonly fd: number;
+  } | null {
     return this.#closed ? null : (this.#owner?.group ?? null);
   }
 

@@ -8,6 +8,7 @@ export * from './config';
 export * from './bar';
 export * from './msix';
 export * from './msi';
+export * from './interrupt-types';
 export * from './interrupts';
 export * from './reset';
 export * from './quirks';

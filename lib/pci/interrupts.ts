@@ -1,7 +1,20 @@
+/**
+ * PciInterrupts, one state machine over ~480 lines on purpose: the guest's INTx, MSI and MSI-X
+ * setup and the host's one enabled IRQ index switch together (enabling one mode tears the other
+ * down on the host, REQ rides beside them), so the transitions stay in one class where each can see
+ * the others. The shapes it exchanges with its users are in interrupt-types.ts; the MSI and MSI-X
+ * capability emulation is in msi.ts and msix.ts; routing to a hypervisor is lib/vmm/irq's.
+ */
 import { closedError } from '../base/error';
 import { EventEmitter } from 'node:events';
 import { ArgRangeError, ArgTypeError } from '../base/error';
-import type { EventFdLike, IrqInfo, IrqOptions } from '../vfio';
+import type { IrqInfo } from '../vfio';
+import {
+  VFIO_PCI_INTX_IRQ_INDEX,
+  VFIO_PCI_MSI_IRQ_INDEX,
+  VFIO_PCI_MSIX_IRQ_INDEX,
+  VFIO_PCI_REQ_IRQ_INDEX,
+} from '../vfio/uapi';
 import type { EmulatedConfig, PciCapability } from './config';
 import {
   PCI_CAP_ID_MSI,
@@ -14,84 +27,20 @@ import { Msi, msiLayout } from './msi';
 import type { Msix, MsixEvent } from './msix';
 import { type DeviceReporter, isVfioError } from './report';
 import type { VfioDeviceLike } from './types';
+import {
+  isIrqCapable,
+  type HostIrq,
+  type IntxRouteRequest,
+  type IrqCapableDevice,
+  type PciInterruptListener,
+  type PciIrqChange,
+  type PciIrqType,
+} from './interrupt-types';
 
-/** VFIO's PCI IRQ indexes (linux/vfio.h). */
-const INTX = 0;
-const MSI = 1;
-const MSIX = 2;
-const REQ = 4;
-
-/** How the guest has the device interrupt: the pin, MSI, MSI-X, or not at all. */
-export type PciIrqType = 'intx' | 'msi' | 'msix';
-
-/**
- * Called once per host wake-up that the guest can take: `count` interrupts coalesced on `vector` of
- * `type`. For MSI and MSI-X the message to inject is {@link PciInterrupts.message}; for INTx the
- * line stays asserted (the kernel masks it) until {@link PciInterrupts.eoi}. Positional arguments, so
- * nothing is allocated per interrupt.
- */
-export type PciInterruptListener = (vector: number, count: number, type: PciIrqType) => void;
-
-/** What the guest changed in its interrupt setup, for a VMM that routes interrupts (e.g. KVM GSIs). */
-export type PciIrqChange =
-  | { readonly kind: 'mode'; readonly mode: PciIrqType | 'none'; readonly vectors: number }
-  | {
-      readonly kind: 'vector';
-      readonly type: 'msi' | 'msix';
-      readonly vector: number;
-      readonly address: bigint;
-      readonly data: number;
-      readonly masked: boolean;
-    };
-
-/**
- * What a router that takes INTx outside JavaScript (KVM's resample irqfd) gives
- * {@link PciInterrupts.routeIntx}.
- */
-export interface IntxRouteRequest {
-  /**
-   * The INTx unmask eventfd handed to VFIO (VFIO_IRQ_SET_ACTION_UNMASK): KVM signals it when the
-   * guest EOIs the line. It stays the router's; it must stay open while the request holds.
-   */
-  readonly resample: EventFdLike;
-}
-
-/** The host side of one IRQ index, as lib/vfio's DeviceIrq provides it. */
-export interface HostIrq {
-  readonly fds: number[];
-  readonly vectors: number;
-  readonly enabled: boolean;
-  /** See {@link DeviceIrq.resize}. */
-  resize(vectors: number): void;
-  /** See {@link DeviceIrq.setVector}. */
-  setVector(vector: number, eventfd: EventFdLike | null | undefined): void;
-  /** See {@link DeviceIrq.unmask}. */
-  unmask(vector?: number): void;
-  /** See {@link DeviceIrq.disable}. */
-  disable(): void;
-  /** See {@link DeviceIrq.enable}. */
-  enable(): void;
-  /** See {@link DeviceIrq.ref}. */
-  ref(): unknown;
-  /** See {@link DeviceIrq.unref}. */
-  unref(): unknown;
-  /** See {@link DeviceIrq.close}. */
-  close(): void;
-}
-
-/** A VFIO device that can wire interrupts: lib/vfio's Device. Fakes implement it for unit tests. */
-export interface IrqCapableDevice extends VfioDeviceLike {
-  /** See {@link Device.irqInfo}. */
-  irqInfo(index: number): IrqInfo;
-  /** See {@link Device.enableIrq}. */
-  enableIrq(index: number, opts: IrqOptions): HostIrq;
-}
-
-/** True when `d` can wire interrupts. */
-export function isIrqCapable(d: VfioDeviceLike): d is IrqCapableDevice {
-  const x = d as Partial<IrqCapableDevice>;
-  return typeof x.enableIrq === 'function' && typeof x.irqInfo === 'function';
-}
+const INTX = VFIO_PCI_INTX_IRQ_INDEX;
+const MSI = VFIO_PCI_MSI_IRQ_INDEX;
+const MSIX = VFIO_PCI_MSIX_IRQ_INDEX;
+const REQ = VFIO_PCI_REQ_IRQ_INDEX;
 
 /** What the device gives its interrupt layer. @internal */
 export interface PciInterruptsContext {
@@ -224,7 +173,17 @@ export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
   }
 
   /** The message of an MSI or MSI-X vector as the guest programmed it. */
-  message(type: 'msi' | 'msix', vector: number): { address: bigint; data: number; masked: boolean } {
+  message(
+    type: 'msi' | 'msix',
+    vector: number,
+  ): {
+    /** The message address (for x86, a 0xFEExxxxx LAPIC address). */
+    address: bigint;
+    /** The message data (for MSI, with the vector number in its low bits). */
+    data: number;
+    /** The vector's own mask bit (always false for MSI without per-vector masking). */
+    masked: boolean;
+  } {
     if (type === 'msi') {
       if (!this.msi) throw new ArgRangeError(`${this.#ctx.bdf} has no MSI capability`);
       return this.msi.vector(vector);

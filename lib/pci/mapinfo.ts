@@ -4,10 +4,13 @@ import { isPciRegionTag, type MapInfo, type PciRegionTag } from './types';
 
 /** A piece of a flat range with a single way of being served. */
 export interface MapInfoPiece {
+  /** Address of the piece's start, in the flat range's address space. */
   readonly addr: number;
+  /** Length in bytes. */
   readonly size: number;
   /** Offset of the piece inside the region serving it. */
   readonly offsetInRegion: number;
+  /** How accesses to the piece are served. */
   readonly mapinfo: MapInfo;
 }
 

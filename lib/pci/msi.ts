@@ -12,7 +12,9 @@ import { checkInteger } from './types';
 
 /** One MSI vector as the guest programmed it: the message the device would write. */
 export interface MsiVector {
+  /** The vector's number, from 0 (below the enabled vector count). */
   readonly index: number;
+  /** The message address the guest programmed (the same for every vector of the capability). */
   readonly address: bigint;
   /** The message data: the programmed data with the vector number in its low bits. */
   readonly data: number;
@@ -22,14 +24,19 @@ export interface MsiVector {
 
 /** Where the fields of an MSI capability sit, by its flags. */
 export interface MsiLayout {
+  /** Offset of the MSI capability in configuration space. */
   readonly capOffset: number;
   /** Vectors the device can send (1, 2, 4, ... 32). */
   readonly capable: number;
+  /** Whether the message address has an upper dword (64-bit address capable). */
   readonly is64: boolean;
+  /** Whether the capability has per-vector mask and pending bits. */
   readonly maskable: boolean;
+  /** Offset of the message data word in configuration space. */
   readonly dataOffset: number;
   /** Offsets of the mask and pending dwords, or -1 without per-vector masking. */
   readonly maskOffset: number;
+  /** Offset of the pending dword in configuration space, or -1 without per-vector masking. */
   readonly pendingOffset: number;
   /** Bytes the capability spans. */
   readonly size: number;
@@ -165,7 +172,12 @@ export class Msi implements MsiLayout {
   }
 
   /** The state the interrupt layer compares across a guest write. */
-  snapshot(): { enabled: boolean; vectors: MsiVector[] } {
+  snapshot(): {
+    /** The MSI enable bit. */
+    enabled: boolean;
+    /** Each vector the guest enabled, in order (as many as {@link Msi.vectors}). */
+    vectors: MsiVector[];
+  } {
     const enabled = this.enabled;
     const vectors: MsiVector[] = [];
     for (let i = 0; i < this.vectors; i++) vectors.push(this.vector(i));

@@ -7,17 +7,25 @@ import { checkInteger, hex, type PciRegionTag } from './types';
 export interface MsixLayout {
   /** Offset of the MSI-X capability in configuration space. */
   readonly capOffset: number;
+  /** Table size in vectors (the capability's table size field plus one, 1 to 2048). */
   readonly entries: number;
+  /** BAR number that holds the table. */
   readonly tableBar: number;
+  /** Offset of the table inside that BAR, in bytes. */
   readonly tableOffset: number;
+  /** BAR number that holds the pending bit array. */
   readonly pbaBar: number;
+  /** Offset of the pending bit array inside that BAR, in bytes. */
   readonly pbaOffset: number;
 }
 
 /** One programmed MSI-X vector, as the guest wrote it in the emulated table. */
 export interface MsixVector {
+  /** The entry's number in the table, from 0. */
   readonly index: number;
+  /** The message address (the entry's upper and lower address dwords). */
   readonly address: bigint;
+  /** The message data dword. */
   readonly data: number;
   /** Per-vector mask bit. */
   readonly masked: boolean;
@@ -25,7 +33,20 @@ export interface MsixVector {
 
 /** What changed, passed to MSI-X listeners. */
 export type MsixEvent =
-  { kind: 'vector'; vector: MsixVector } | { kind: 'control'; enabled: boolean; functionMasked: boolean };
+  | {
+      /** The guest wrote a table entry. */
+      kind: 'vector';
+      /** The entry as it now stands. */
+      vector: MsixVector;
+    }
+  | {
+      /** The enable or function mask bit of message control changed (a guest write or a reset). */
+      kind: 'control';
+      /** The MSI-X enable bit. */
+      enabled: boolean;
+      /** The function mask bit: every vector masked, whatever its own mask bit. */
+      functionMasked: boolean;
+    };
 
 /**
  * Msix: the emulated MSI-X table and PBA of one device.

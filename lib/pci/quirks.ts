@@ -4,21 +4,29 @@ import type { DeviceErrorEvent } from './report';
 
 /** The IDs a quirk is matched against: those the device presents to the guest (after any override). */
 export interface PresentedIds {
+  /** Vendor ID as the guest sees it. */
   readonly vendorId: number;
+  /** Device ID as the guest sees it. */
   readonly deviceId: number;
 }
 
 /** Declarative match of a quirk: vendor and device as presented (omitted = any), and the BAR. */
 export interface QuirkMatch {
+  /** Vendor ID to match; omitted matches any vendor. */
   readonly vendor?: number;
+  /** Device ID to match; omitted matches any device. */
   readonly device?: number;
+  /** BAR number (0 to 5) the quirk's overlays go into. */
   readonly bar: number;
 }
 
 /** What a quirk's overlays can reach. */
 export interface QuirkContext {
+  /** PCI address of the device. */
   readonly bdf: string;
+  /** The BAR number being quirked. */
   readonly bar: number;
+  /** The IDs the device presents to the guest. */
   readonly ids: PresentedIds;
   /** One pread of exactly `size` bytes at `offset` in the BAR, bypassing every overlay; a VFIO failure reads as all-ones and is reported. */
   readBar(offset: number, size: AccessSize): number | bigint;
@@ -36,15 +44,19 @@ export interface QuirkOverlay {
   readonly name: string;
   /** Offset inside the BAR. */
   readonly offset: number;
+  /** Size of the overlay in bytes; an overlay reaching past the BAR is skipped with a notice. */
   readonly size: number;
   /** Priority among the BAR region's subregions; QEMU uses 1 so overlays sit above the mmaps. */
   readonly priority?: number;
+  /** The overlay's callbacks and access constraints (an `io` region's). */
   readonly ops: MemoryRegionOps;
 }
 
 /** A quirk: a name, what it applies to, and the overlays it installs. */
 export interface QuirkDefinition {
+  /** The quirk's name, used in notices (e.g. `rtl8168-window`). */
   readonly name: string;
+  /** Which devices and BAR it applies to. */
   readonly match: QuirkMatch;
   /** The overlays to put on the matched BAR, built for this device. */
   overlays(ctx: QuirkContext): QuirkOverlay[];

@@ -11,7 +11,8 @@ import type { RegionInfo } from '../vfio';
 import { type BarMmap, type BarType, decodeBarRegister, type PciBar } from './bar';
 import { baseBarRegion } from './base-bar';
 import type { PciBus } from './bus';
-import { PCI_BASE_ADDRESS_0, PCI_NUM_BARS, VFIO_PCI_CONFIG_REGION_INDEX } from './constants';
+import { PCI_BASE_ADDRESS_0, PCI_NUM_BARS } from './constants';
+import { VFIO_PCI_CONFIG_REGION_INDEX } from '../vfio/uapi';
 import { type DeviceReporter, isVfioError } from './report';
 import { hex, type PciRegionRole, type PciRegionTag, type VfioDeviceLike } from './types';
 

@@ -22,13 +22,17 @@ export type DeviceErrorReason =
 
 /** One guest access a device could not serve, as passed to `device-error` listeners. */
 export interface DeviceErrorEvent {
+  /** PCI address of the device. */
   readonly bdf: string;
+  /** Why the access was not served as asked. */
   readonly reason: DeviceErrorReason;
+  /** True when the access was a write, false for a read. */
   readonly isWrite: boolean;
   /** The region name (QEMU's naming), or "config" for configuration space. */
   readonly where: string;
   /** Offset inside `where`. */
   readonly offset: number;
+  /** Width of the access in bytes. */
   readonly size: number;
   /** The error behind an `fd-error`. */
   readonly error?: Error;
@@ -48,7 +52,10 @@ function defaultLog(line: string): void {
  * True for the errors a device fd access is expected to fail with: a VfioError from lib/vfio (matched
  * by name and code, so lib/pci never loads the native addon). Programming errors are not matched.
  */
-export function isVfioError(e: unknown): e is Error & { code: string } {
+export function isVfioError(e: unknown): e is Error & {
+  /** The VfioError's code: an errno name or one of lib/vfio's own codes. */
+  code: string;
+} {
   return e instanceof Error && e.name === 'VfioError' && typeof (e as { code?: unknown }).code === 'string';
 }
 

@@ -28,7 +28,10 @@ export type PciResetMethod = 'flr' | 'hot' | 'pm' | 'device';
 /** The reset ioctls, as lib/vfio's Device offers them (the promise forms run on the thread pool). */
 export interface ResettableDevice extends VfioDeviceLike {
   /** Whether the device has a function reset (see {@link Device.info}). */
-  info(): { reset: boolean };
+  info(): {
+    /** Whether the device has a function reset (VFIO_DEVICE_FLAGS_RESET). */
+    reset: boolean;
+  };
   /** See {@link Device.reset}. */
   reset(): void;
   /** See {@link Device.hotResetInfo}. */
@@ -84,7 +87,9 @@ function isResettable(d: VfioDeviceLike): d is ResettableDevice {
 
 /** What the device offers, read from its capabilities as QEMU reads them. */
 export function resetCapabilities(ctx: Pick<PciResetContext, 'capabilities' | 'phys'>): {
+  /** The device advertises Function Level Reset (PCIe DevCap, or AF with Transactions Pending). */
   flr: boolean;
+  /** A D3hot-to-D0 power-management transition resets it (PM capability, No_Soft_Reset clear). */
   pm: boolean;
 } {
   let flr = false;

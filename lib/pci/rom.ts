@@ -2,9 +2,9 @@
  * The expansion ROM: the `"vfio[<BDF>].rom"` region, read through the device fd and never written,
  * placed where the guest's ROM register says (bar-map.ts) while its enable bit and memory decode are on.
  */
+import { VFIO_PCI_ROM_REGION_INDEX } from '../vfio/uapi';
 import { type AccessSize, MemoryRegion } from '../memory';
 import type { RegionInfo } from '../vfio';
-import { VFIO_PCI_ROM_REGION_INDEX } from './constants';
 import { BarState, type RegionIo } from './region';
 
 /** Where BARs are numbered (dump, region tags, mapinfo), the ROM is BAR 6, its VFIO region index. */
@@ -12,7 +12,9 @@ export const ROM_SLOT = VFIO_PCI_ROM_REGION_INDEX;
 
 /** The expansion ROM as the guest sees it. */
 export interface PciRom {
+  /** Size of the ROM region in bytes, as sizing reports it to the guest. */
   readonly size: number;
+  /** PCI memory address, or null unless the ROM enable bit and memory decode are on. */
   readonly address: number | null;
   /** The "vfio[<BDF>].rom" region, read through the fd. */
   readonly region: MemoryRegion;

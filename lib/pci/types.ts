@@ -7,6 +7,7 @@ import type { RegionInfo } from '../vfio';
  * test fakes implement it without a kernel.
  */
 export interface VfioDeviceLike {
+  /** The device's PCI address (`0000:00:03.0`), used in region names, reports and errors. */
   readonly bdf: string;
   /** See {@link Device.regionInfo}. */
   regionInfo(index: number): RegionInfo;
@@ -41,13 +42,17 @@ export type PciRegionRole = 'base' | 'bar' | 'mmap' | 'msix-table' | 'msix-pba' 
 
 /** What lib/pci stores in `MemoryRegion.tag` for every region it creates. */
 export interface PciRegionTag {
+  /** Marks the tag as lib/pci's (see {@link isPciRegionTag}). */
   readonly owner: 'vfio-pci';
+  /** PCI address of the device the region belongs to. */
   readonly bdf: string;
   /** BAR number, or 6 for the expansion ROM. */
   readonly bar: number;
+  /** Which part of the BAR stack the region is. */
   readonly role: PciRegionRole;
   /** Narrowest and widest access the region accepts, used by the dump to pick its width. */
   readonly minAccess: AccessSize;
+  /** Widest access the region accepts, in bytes. */
   readonly maxAccess: AccessSize;
   /** Offset of the region inside its BAR (mmaps and overlays), so flat ranges map back to BAR offsets. */
   readonly barOffset: number;
@@ -67,13 +72,7 @@ export function checkAccessSize(size: unknown, what: string): asserts size is Ac
   }
 }
 
-/** Throws a TypeError or RangeError unless `v` is a safe non-negative integer. */
-export function checkInteger(v: unknown, what: string, limit = Number.MAX_SAFE_INTEGER): asserts v is number {
-  if (typeof v !== 'number') throw new ArgTypeError(`${what} must be a number, got ${typeof v}`);
-  if (!Number.isSafeInteger(v) || v < 0 || v > limit) {
-    throw new ArgRangeError(`${what} ${v} is not an integer in [0, ${limit}]`);
-  }
-}
+export { checkInteger } from '../base/checks';
 
 /** Throws a TypeError unless `value` has the type the access size requires (bigint iff 8 bytes). */
 export function checkValue(value: unknown, size: AccessSize, what: string): asserts value is number | bigint {
@@ -91,7 +90,4 @@ export function checkValue(value: unknown, size: AccessSize, what: string): asse
   }
 }
 
-/** Formats a number as 0x-prefixed hex for error messages. */
-export function hex(v: number | bigint): string {
-  return `0x${v.toString(16)}`;
-}
+export { hex } from '../base/values';

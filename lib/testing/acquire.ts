@@ -23,6 +23,7 @@ import { TestDevice } from './test-device';
 
 /** Options of {@link acquire}. */
 export interface AcquireOptions extends RoleOptions, HostUseOptions {
+  /** Aborts the acquire between its steps (bind, open); what was done is undone. */
   signal?: AbortSignal;
   /** Directory of the VFIO nodes (default `/dev/vfio`). */
   vfioDevDir?: string;
@@ -40,15 +41,32 @@ export interface AcquireOptions extends RoleOptions, HostUseOptions {
 
 /** A role that can run here: the device, its selector and current driver. */
 export interface ProbedDevice {
+  /** The role asked for. */
   role: string;
+  /** PCI address of the device playing it. */
   bdf: string;
+  /** The role's selector, as parsed. */
   selector: DeviceSelector;
+  /** The device's driver now (e.g. `vfio-pci`, `e1000e`), or null when it has none. */
   driver: string | null;
+  /** Always undefined: tells a probed device from `{ skip }`. */
   skip?: undefined;
 }
 
 /** {@link tryAcquire}'s answer. */
-export type Acquired = { device: TestDevice; skip?: undefined } | { skip: string; device?: undefined };
+export type Acquired =
+  | {
+      /** The device, bound to vfio-pci and opened; release it when done. */
+      device: TestDevice;
+      /** Always undefined here. */
+      skip?: undefined;
+    }
+  | {
+      /** Why the role's tests cannot run here. */
+      skip: string;
+      /** Always undefined here. */
+      device?: undefined;
+    };
 
 /** Whether a missing device fails rather than skips: `CI=true` (or 1), or `VFIO_BRIDGE_DEVICES_REQUIRED=1` (or true). */
 export function devicesRequired(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -61,7 +79,15 @@ export function devicesRequired(env: NodeJS.ProcessEnv = process.env): boolean {
  * role, no matching device, no VFIO, no IOMMU group). Reads sysfs and /dev only; opens nothing.
  * @throws VfioBridgeError EDEVCONFIG on a malformed config
  */
-export function probeDevice(role: string, opts: AcquireOptions = {}): ProbedDevice | { skip: string } {
+export function probeDevice(
+  role: string,
+  opts: AcquireOptions = {},
+):
+  | ProbedDevice
+  | {
+      /** Why tests needing the role cannot run here. */
+      skip: string;
+    } {
   const r = resolveRole(role, opts);
   if (r.skip !== undefined) return { skip: r.skip };
   const vfio = path.join(opts.vfioDevDir ?? '/dev/vfio', 'vfio');

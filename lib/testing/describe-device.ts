@@ -29,6 +29,7 @@ function noteSkip(reason: string): void {
 
 /** A role's device within a suite. */
 export interface DeviceUse {
+  /** The role asked for. */
   readonly role: string;
   /** Why the tests cannot run here, or undefined when they can. */
   readonly skip: string | undefined;

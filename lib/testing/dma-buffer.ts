@@ -34,9 +34,11 @@ export interface DmaTarget {
  * is the CPU's view of the same memory.
  */
 export class TestDmaBuffer implements Disposable {
+  /** The address the device uses for the buffer's first byte (page-aligned). */
   readonly iova: number;
   /** The mapped size: the asked size rounded up to whole pages. */
   readonly size: number;
+  /** The memfd-backed memory behind it (closed with the buffer). */
   readonly ram: GuestRam;
   /** The whole buffer, as the CPU sees it (empty after close). */
   readonly bytes: Uint8Array;

@@ -9,6 +9,7 @@ export type Body = () => unknown | Promise<unknown>;
 
 /** What describeDevice and useDevice register through. */
 export interface Framework {
+  /** Which framework: `jest` (jest's or vitest's globals) or `node:test`. */
   readonly name: 'jest' | 'node:test';
   describe(name: string, fn: () => void): void;
   test(name: string, fn: Body, timeoutMs?: number): void;

@@ -12,8 +12,18 @@ import { checkTimeout, timeoutError, type WaitOptions } from './waits';
 
 /** What enables interrupts: lib/vfio's Device, or a fake. */
 export interface IrqSource {
+  /** PCI address of the device, for messages. */
   readonly bdf: string;
-  enableIrq(index: number, opts: IrqOptions): { readonly vectors: number; close(): void };
+  /** Enables IRQ index `index` as lib/vfio's `Device.enableIrq` does. */
+  enableIrq(
+    index: number,
+    opts: IrqOptions,
+  ): {
+    /** How many vectors were enabled. */
+    readonly vectors: number;
+    /** Disables the index. */
+    close(): void;
+  };
 }
 
 const INDEX_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
@@ -24,7 +34,9 @@ const INDEX_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
  * wait, pending or later, with that error; close() disables the index.
  */
 export class InterruptWaiter extends EventEmitter implements Disposable {
+  /** The VFIO IRQ index enabled: 0 INTx, 1 MSI, 2 MSI-X, 3 ERR, 4 REQ. */
   readonly index: number;
+  /** PCI address of the device, for messages. */
   readonly bdf: string;
   readonly #irq: { readonly vectors: number; close(): void };
   readonly #counts: number[];

@@ -107,7 +107,9 @@ export function leftBusyFindings(read: ConfigRead): LeftBusyFinding[] {
  */
 export class LeftBusyError extends VfioBridgeError {
   override readonly name: string = 'LeftBusyError';
+  /** PCI address of the device. */
   readonly bdf: string;
+  /** Each register that shows the device busy (at least one). */
   readonly findings: readonly LeftBusyFinding[];
 
   constructor(bdf: string, label: string, findings: readonly LeftBusyFinding[], cause?: unknown) {

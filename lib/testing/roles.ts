@@ -17,9 +17,38 @@ import { normalizeBdf, sysfsRoot, type SysfsOptions } from '../vfio/sysfs';
 
 /** A parsed selector. */
 export type DeviceSelector =
-  | { kind: 'bdf'; text: string; bdf: string }
-  | { kind: 'id'; text: string; vendor: number; device: number; index: number | undefined }
-  | { kind: 'class'; text: string; classCode: number; bytes: 1 | 2 | 3; index: number | undefined };
+  | {
+      /** A PCI address: one device. */
+      kind: 'bdf';
+      /** The selector as written (trimmed). */
+      text: string;
+      /** The address, normalized to `0000:00:03.0` form. */
+      bdf: string;
+    }
+  | {
+      /** A vendor:device pair. */
+      kind: 'id';
+      /** The selector as written (trimmed). */
+      text: string;
+      /** Vendor ID. */
+      vendor: number;
+      /** Device ID. */
+      device: number;
+      /** Which match to take (`#N`, from 0), or undefined for the first. */
+      index: number | undefined;
+    }
+  | {
+      /** A class code, whole or its leading bytes. */
+      kind: 'class';
+      /** The selector as written (trimmed). */
+      text: string;
+      /** The 24-bit class code, with the bytes not given as zeros. */
+      classCode: number;
+      /** How many leading bytes of the class code must match (3 for the full code). */
+      bytes: 1 | 2 | 3;
+      /** Which match to take (`#N`, from 0), or undefined for the first. */
+      index: number | undefined;
+    };
 
 /** Role to selector text, as a test or a config file gives it. */
 export type DeviceConfig = Readonly<Record<string, string>>;
@@ -34,8 +63,22 @@ export interface RoleOptions extends SysfsOptions {
 
 /** A role resolved to one device, or the reason it cannot be. */
 export type RoleResolution =
-  | { bdf: string; selector: DeviceSelector; entry: PciDeviceEntry; skip?: undefined }
-  | { skip: string; bdf?: undefined };
+  | {
+      /** PCI address of the device playing the role. */
+      bdf: string;
+      /** The role's selector, as parsed. */
+      selector: DeviceSelector;
+      /** The device as sysfs lists it (IDs, class, driver, IOMMU group). */
+      entry: PciDeviceEntry;
+      /** Always undefined here. */
+      skip?: undefined;
+    }
+  | {
+      /** Why no device plays the role here. */
+      skip: string;
+      /** Always undefined here. */
+      bdf?: undefined;
+    };
 
 const BDF_RE = /^(?:[0-9a-f]{4}:)?[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$/i;
 const ID_RE = /^([0-9a-f]{4}):([0-9a-f]{4})$/i;

@@ -34,9 +34,13 @@ export interface ReleaseOptions {
 export class TestDevice implements AsyncDisposable {
   /** The role the device was acquired for. */
   readonly role: string;
+  /** PCI address of the device. */
   readonly bdf: string;
+  /** The VFIO container opened for this device alone; DMA buffers are mapped in it. */
   readonly container: Container;
+  /** The device's IOMMU group, attached to `container`. */
   readonly group: Group;
+  /** The open VFIO device: registers, regions, interrupts. Closed at release. */
   readonly device: Device;
   /** The driver acquire moved the device from (null: none), undefined when it did not move it. */
   readonly boundFrom: string | null | undefined;

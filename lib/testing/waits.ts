@@ -10,6 +10,7 @@ import type { AccessSize } from '../types';
 export interface WaitOptions {
   /** How long to wait (default 5000 ms). */
   timeoutMs?: number;
+  /** Aborts the wait: it rejects with the signal's reason. */
   signal?: AbortSignal;
 }
 
@@ -97,8 +98,19 @@ async function poll<T>(
 
 /** Something registers are read from: a BAR `Mapping`, or `{ device, region }` read with pread. */
 export type RegisterSource =
-  | { read(offset: number, size: AccessSize): number | bigint }
-  | { device: { read(region: number, offset: number, size: AccessSize): number | bigint }; region: number };
+  | {
+      /** One load of `size` bytes at `offset` (a Mapping's read). */
+      read(offset: number, size: AccessSize): number | bigint;
+    }
+  | {
+      /** The device registers are read from with pread (a lib/vfio Device). */
+      device: {
+        /** One pread of `size` bytes at `offset` in region `region`. */
+        read(region: number, offset: number, size: AccessSize): number | bigint;
+      };
+      /** The VFIO region index to read, e.g. a BAR's number. */
+      region: number;
+    };
 
 /** What {@link waitForRegister} waits for: `(read & mask) === value`. */
 export interface RegisterWait extends PollOptions {
@@ -153,7 +165,13 @@ export function waitForRegister(
 }
 
 /** Bytes a DMA wait reads: a buffer, a view, or a test DMA buffer (anything with `bytes`). */
-export type ByteSource = ArrayBuffer | ArrayBufferView | { readonly bytes: Uint8Array };
+export type ByteSource =
+  | ArrayBuffer
+  | ArrayBufferView
+  | {
+      /** The bytes to compare, e.g. a {@link TestDmaBuffer}'s. */
+      readonly bytes: Uint8Array;
+    };
 
 function bytesOf(src: ByteSource): Uint8Array {
   if (src instanceof ArrayBuffer) return new Uint8Array(src);

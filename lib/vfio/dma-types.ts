@@ -3,12 +3,13 @@
  * Free of the addon, so the DMA listener and its fakes load without it.
  */
 import type { NativeGuestMemoryHandle, NativeMappingHandle } from '../native';
+import { MEMORY_HANDLE } from '../base/host-memory';
 
 /**
  * Host memory the package owns and can hand to the IOMMU: guest RAM (`GuestRam` in lib/dma) or a
- * `Mapping`. The symbol keeps the native handle out of the public surface.
+ * `Mapping`. The same symbol as lib/base's MEMORY_HANDLE, which KVM memory slots take too.
  */
-export const DMA_HANDLE: unique symbol = Symbol('vfio-bridge.dmaHandle');
+export const DMA_HANDLE: typeof MEMORY_HANDLE = MEMORY_HANDLE;
 
 /** Memory that {@link DmaMapRequest.memory} accepts. */
 export interface DmaMemory {

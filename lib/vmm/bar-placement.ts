@@ -1,10 +1,13 @@
 import { runSteps } from '../base/steps';
 import { ArgRangeError } from '../base/error';
+import { hex } from '../base/values';
 import type { PciConfigTarget, PciHostBridge } from './pci-host';
 
 /** A range of guest-physical (or port) addresses the firmware may hand out, `[base, limit)`. */
 export interface AddressWindow {
+  /** First address of the window. */
   readonly base: number;
+  /** First address past the window (exclusive). */
   readonly limit: number;
 }
 
@@ -29,14 +32,19 @@ export const DEFAULT_PCI_WINDOWS: PciWindows = {
 
 /** One BAR (or the ROM, `bar` 6) as {@link placeBars} found and placed it. */
 export interface PlacedBar {
+  /** Device number of the function on bus 0. */
   readonly slot: number;
+  /** Function number, 0 to 7. */
   readonly fn: number;
   /** 0-5, or 6 for the expansion ROM. */
   readonly bar: number;
+  /** The BAR's kind as its register declares it, or `rom` for the expansion ROM. */
   readonly type: 'io' | 'mem32' | 'mem64' | 'rom';
+  /** The prefetchable bit of a memory BAR (false for I/O and the ROM). */
   readonly prefetchable: boolean;
   /** Size as the BAR declares it. */
   readonly size: number;
+  /** The guest-physical address (or port) written to the BAR, aligned to its allocation. */
   readonly address: number;
 }
 
@@ -96,6 +104,7 @@ export function placeBars(
 
 /** What {@link placeBarsSteps} leaves: the BARs programmed, decode still off until `enable()`. */
 export interface BarPlan {
+  /** Every BAR that was placed, programmed but not yet decoding. */
   readonly placed: PlacedBar[];
   /** Write the interrupt lines and turn decode on: the one step listeners see (run it in a transaction). */
   enable(): void;
@@ -308,8 +317,4 @@ function noRoom(r: Request, kind: string, w: AddressWindow): RangeError {
 
 function slotName(slot: number, fn: number): string {
   return `${slot.toString(16).padStart(2, '0')}.${fn}`;
-}
-
-function hex(v: number): string {
-  return `0x${v.toString(16)}`;
 }

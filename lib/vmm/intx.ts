@@ -11,10 +11,13 @@ const PCI_INTX_LINES = IOAPIC_PINS - PCI_INTX_GSI_BASE;
 
 /** One PCI function's INTx pin and the IOAPIC input (GSI) it is wired to. */
 export interface IntxRoute {
+  /** Device number of the function on bus 0. */
   readonly slot: number;
+  /** Function number, 0 to 7. */
   readonly fn: number;
   /** 1 = INTA … 4 = INTD, as the interrupt pin register says. */
   readonly pin: number;
+  /** The IOAPIC input the pin is wired to (16 to 23 with {@link pciIntxGsi}). */
   readonly gsi: number;
 }
 

@@ -4,6 +4,7 @@
  * assigned device, and the DMA listener keeping the IOMMU in step with the memory space.
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { checkInteger } from '../base/checks';
 import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
 import { Container, isMdevUuid } from '../vfio';
@@ -27,7 +28,12 @@ export interface MachineOptions {
    * MSI window at 0xfee00000). RAM that does not fit below it continues at 4 GiB, or after the hole
    * if the hole ends higher.
    */
-  pciHole?: { start: number; size: number };
+  pciHole?: {
+    /** Guest-physical address where the hole starts (page-aligned). */
+    start: number;
+    /** Size of the hole in bytes (page-aligned). */
+    size: number;
+  };
   /** Huge pages for guest RAM (see GuestRamOptions.hugepages). */
   hugepages?: GuestRamOptions['hugepages'];
   /** Options of the PCI bus. */
@@ -42,22 +48,17 @@ export interface MachineOptions {
 export interface RamRange {
   /** Guest-physical address. */
   readonly gpa: number;
+  /** Length in bytes. */
   readonly size: number;
   /** Where it starts in {@link Machine.ram}. */
   readonly offset: number;
+  /** The ram region showing it in system memory (`ram-below-4g`, `ram-above-4g`, or pieces `[i]`). */
   readonly region: MemoryRegion;
 }
 
 const GiB = 2 ** 30;
 
 const PAGE = 4096;
-
-function checkInteger(what: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-    throw new ArgRangeError(`${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
-  }
-  return v;
-}
 
 // RAM that ends or breaks off inside a page cannot be mapped for DMA there (the listener trims it),
 // so a layout that would leave such a tail is refused before anything is allocated.
@@ -103,11 +104,21 @@ interface Opened {
  * {@link Machine.addDevice}.
  */
 export class Machine implements Disposable {
+  /** All guest RAM, one block (`pc.ram`), shown in system memory by {@link Machine.ramRanges}. */
   readonly ram: GuestRam;
+  /** The PCI bus: its memory space is the machine's guest-physical memory, its I/O space the ports. */
   readonly bus: PciBus;
   #container: Container | null = null;
-  readonly pciHole: { readonly start: number; readonly size: number };
+  /** The guest-physical window kept free of RAM for BARs. */
+  readonly pciHole: {
+    /** Guest-physical address where the hole starts. */
+    readonly start: number;
+    /** Size of the hole in bytes. */
+    readonly size: number;
+  };
+  /** Where guest RAM lies: below the hole, then above max(4 GiB, hole end), in ascending order. */
   readonly ramRanges: readonly RamRange[];
+  /** The devices added with {@link Machine.addDevice}, in order; emptied by close. */
   readonly devices: VfioPciDevice[] = [];
   #dma: DmaListener | null = null;
   readonly #dmaOptions: DmaListenerOptions;
@@ -147,10 +158,11 @@ export class Machine implements Disposable {
 
   static *#build(opts: MachineOptions): Generator<'ram' | 'bus', Machine> {
     if (opts === null || typeof opts !== 'object') throw new ArgTypeError('Machine.create needs options');
-    const ramSize = checkInteger('ramSize', opts.ramSize);
+    const ramSize = opts.ramSize;
+    checkInteger(ramSize, 'ramSize');
     const hole = opts.pciHole ?? { start: 3 * GiB, size: GiB };
-    checkInteger('pciHole.start', hole.start);
-    checkInteger('pciHole.size', hole.size);
+    checkInteger(hole.start, 'pciHole.start');
+    checkInteger(hole.size, 'pciHole.size');
     checkLayout(ramSize, hole);
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
     let bus: PciBus | undefined;
@@ -310,15 +322,22 @@ export class Machine implements Disposable {
    * What KVM_SET_USER_MEMORY_REGION needs for each RAM range: guest-physical address, size and the
    * host address of its first byte (page-aligned, as KVM requires).
    */
-  memorySlots(): { gpa: number; size: number; hostAddress: bigint }[] {
+  memorySlots(): {
+    /** Guest-physical address of the range. */
+    gpa: number;
+    /** Length in bytes. */
+    size: number;
+    /** Host virtual address of its first byte. */
+    hostAddress: bigint;
+  }[] {
     const base = this.ram.hostAddress;
     return this.ramRanges.map((r) => ({ gpa: r.gpa, size: r.size, hostAddress: base + BigInt(r.offset) }));
   }
 
   /** A DataView of guest RAM at guest-physical `gpa` (the range must lie in one RAM range). */
   gpaView(gpa: number, length: number): DataView {
-    checkInteger('gpa', gpa);
-    checkInteger('length', length);
+    checkInteger(gpa, 'gpa');
+    checkInteger(length, 'length');
     const r = this.ramRanges.find((x) => gpa >= x.gpa && gpa + length <= x.gpa + x.size);
     if (r === undefined) {
       throw new ArgRangeError(

@@ -86,10 +86,15 @@ export type PcMachineEvents = {
  * {@link PcMachine.open}, boot with {@link PcMachine.run}, end with {@link PcMachine.closeAsync}.
  */
 export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposable {
+  /** Guest RAM, the PCI bus (system memory and ports), the VFIO container and the DMA listener. */
   readonly machine: Machine;
+  /** The KVM node opened for it (`kvmPath`); each boot's VM is created on it. */
   readonly kvm: Kvm;
+  /** The guest console: a 16550 at port 0x3f8 (COM1, `ttyS0`) on IRQ 4. */
   readonly uart: Uart16550;
+  /** The PCI host bridge: configuration ports 0xcf8/0xcfc and the reset control register 0xcf9. */
   readonly host: PciHostBridge;
+  /** How many vCPUs each boot has (the `cpus` option, default 1). */
   readonly cpus: number;
   readonly #routed: RoutedDevice[] = [];
   readonly #reports: PcReports;

@@ -24,25 +24,88 @@ export interface PcDeviceSpec {
   readonly slot?: number;
   /** Vendor/device ID the guest sees instead of the device's own. */
   readonly vendorId?: number;
+  /** Device ID the guest sees instead of the device's own. */
   readonly deviceId?: number;
 }
 
 /** Something the guest (or a device, or KVM on the guest's behalf) did that the machine absorbed. */
 export type PcReport =
-  | { readonly kind: 'device'; readonly event: DeviceErrorEvent }
-  | { readonly kind: 'unassigned'; readonly space: 'memory' | 'io'; readonly access: UnassignedAccess }
-  | { readonly kind: 'interrupt'; readonly bdf: string; readonly key: string; readonly error: Error }
-  | { readonly kind: 'irq-line'; readonly irq: number; readonly error: Error }
-  | { readonly kind: 'reset'; readonly bdf: string; readonly error: Error }
-  | { readonly kind: 'dma'; readonly what: 'skip'; readonly skip: DmaSkip }
-  | { readonly kind: 'dma'; readonly what: 'error'; readonly error: DmaErrorEvent }
-  | { readonly kind: 'dma'; readonly what: 'fatal'; readonly error: DmaCommitError }
   | {
+      /** A passed-through device could not serve a guest access as asked. */
+      readonly kind: 'device';
+      /** The device's `device-error` event. */
+      readonly event: DeviceErrorEvent;
+    }
+  | {
+      /** A guest access reached no region of the bus, or a region refused it. */
+      readonly kind: 'unassigned';
+      /** The bus space it was in: guest-physical memory or ports. */
+      readonly space: 'memory' | 'io';
+      /** The address space's `unassigned` event. */
+      readonly access: UnassignedAccess;
+    }
+  | {
+      /** KVM refused to follow the guest's interrupt setup for a device (a route or an irqfd). */
+      readonly kind: 'interrupt';
+      /** PCI address of the device. */
+      readonly bdf: string;
+      /** Which vector: `<bdf> msi <n>`, `<bdf> msix <n>` or `<bdf> intx`. */
+      readonly key: string;
+      /** What KVM threw. */
+      readonly error: Error;
+    }
+  | {
+      /** KVM refused to set a board interrupt line (KVM_IRQ_LINE, e.g. the UART's). */
+      readonly kind: 'irq-line';
+      /** The ISA IRQ / GSI number (4 for the UART). */
+      readonly irq: number;
+      /** What KVM threw. */
+      readonly error: Error;
+    }
+  | {
+      /** A device had no reset method at a reboot; only its guest-visible state was reset. */
+      readonly kind: 'reset';
+      /** PCI address of the device. */
+      readonly bdf: string;
+      /** The ENORESET VfioError. */
+      readonly error: Error;
+    }
+  | {
+      /** The DMA listener left a section unmapped (reported once per distinct section). */
+      readonly kind: 'dma';
+      /** `skip`: a section the IOMMU cannot map. */
+      readonly what: 'skip';
+      /** Which section, and why. */
+      readonly skip: DmaSkip;
+    }
+  | {
+      /** A non-fatal DMA map or unmap the kernel refused. */
+      readonly kind: 'dma';
+      /** `error`: a refused map of device memory, or a refused unmap. */
+      readonly what: 'error';
+      /** The DMA listener's `dma-error` event. */
+      readonly error: DmaErrorEvent;
+    }
+  | {
+      /** Guest RAM could not be mapped for DMA; the commit was undone. */
+      readonly kind: 'dma';
+      /** `fatal`: devices cannot reach that RAM. */
+      readonly what: 'fatal';
+      /** The DMA listener's `fatal` error. */
+      readonly error: DmaCommitError;
+    }
+  | {
+      /** An access a vCPU thread served itself failed; the guest read all-ones or lost its write. */
       readonly kind: 'access';
+      /** The id of the vCPU that made it. */
       readonly vcpu: number;
+      /** `mmio` or `pio`. */
       readonly space: 'mmio' | 'pio';
+      /** Guest-physical address or port. */
       readonly address: number;
+      /** Length in bytes. */
       readonly size: number;
+      /** True for a write. */
       readonly isWrite: boolean;
       /** `SIGBUS` (a revoked BAR mapping) or the errno name of a failed pread/pwrite. */
       readonly code: string;
@@ -50,10 +113,31 @@ export type PcReport =
 
 /** Why a run ended. */
 export type PcExit =
-  | { readonly reason: 'reset'; readonly by: 'i8042' | 'reset-control' | 'triple-fault' | 'system-event' }
-  | { readonly reason: 'stopped' }
-  | { readonly reason: 'timeout' }
-  | { readonly reason: 'error'; readonly exit?: VcpuExit; readonly error?: unknown };
+  | {
+      /** The guest reset the machine; {@link PcMachine.reboot} boots it again. */
+      readonly reason: 'reset';
+      /**
+       * How: the keyboard controller's reset command (`i8042`), the reset control register at 0xcf9
+       * (`reset-control`), a triple fault, or a KVM system event (shutdown, reset or crash).
+       */
+      readonly by: 'i8042' | 'reset-control' | 'triple-fault' | 'system-event';
+    }
+  | {
+      /** {@link PcMachine.stop} or {@link PcMachine.close} ended the run. */
+      readonly reason: 'stopped';
+    }
+  | {
+      /** The run's `timeoutMs` elapsed. */
+      readonly reason: 'timeout';
+    }
+  | {
+      /** KVM_RUN failed, serving an exit threw, or the guest made an exit a PC cannot take. */
+      readonly reason: 'error';
+      /** The exit that ended the run (entry failure, internal error, ...), when it was one. */
+      readonly exit?: VcpuExit;
+      /** What was thrown, when something was. */
+      readonly error?: unknown;
+    };
 
 /** Options of {@link PcMachine.create}. */
 export interface PcMachineOptions {
@@ -76,6 +160,7 @@ export interface PcMachineOptions {
   readonly hugepages?: boolean | number;
   /** vCPUs (default 1). */
   readonly cpus?: number;
+  /** Devices to pass through, opened in order (default none). */
   readonly devices?: readonly PcDeviceSpec[];
   /** Each console byte string as the guest writes it. */
   readonly onOutput?: (bytes: Uint8Array) => void;
@@ -108,11 +193,17 @@ export interface PcRunOptions {
 
 /** What is still held, for a VMM (or a test) to check that nothing is left behind. */
 export interface PcResources {
+  /** KVM memory slots in use by the current boot's VM. */
   readonly memorySlots: number;
+  /** irqfds assigned on the VM. */
   readonly irqfds: number;
+  /** ioeventfds assigned on the VM. */
   readonly ioeventfds: number;
+  /** IOMMU mappings in the machine's VFIO container (0 when it has none or it is closed). */
   readonly dmaMappings: number;
+  /** Passed-through devices not yet closed. */
   readonly openDevices: number;
+  /** vCPUs of the current boot's VM. */
   readonly vcpus: number;
 }
 

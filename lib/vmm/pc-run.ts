@@ -43,10 +43,15 @@ export function resourcesOf(
 
 /** PcMachine.exits: served in JavaScript, served on the vCPU threads, and failed there. */
 export interface PcExitCounts {
+  /** MMIO exits served in JavaScript, over every boot. */
   readonly mmio: number;
+  /** Port exits served in JavaScript, over every boot. */
   readonly io: number;
+  /** MMIO exits the vCPU threads served from the exit table, over every boot. */
   readonly nativeMmio: number;
+  /** Port exits the vCPU threads served from the exit table, over every boot. */
   readonly nativeIo: number;
+  /** Thread-served accesses that failed (each also an `access` report). */
   readonly faults: number;
 }
 

@@ -1,4 +1,5 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { allOnes32 } from '../base/values';
 import { MemoryRegion } from '../memory';
 
 /** The first port of configuration mechanism #1: CONFIG_ADDRESS at 0xcf8, CONFIG_DATA at 0xcfc. */
@@ -129,7 +130,14 @@ export class PciHostBridge {
   }
 
   /** Every attached function with its slot and function number, in devfn order. */
-  functions(): { slot: number; fn: number; target: PciConfigTarget }[] {
+  functions(): {
+    /** Device number on bus 0, 0 to 31 (00:00.0, the host bridge itself, is not listed). */
+    slot: number;
+    /** Function number, 0 to 7. */
+    fn: number;
+    /** What answers the function's configuration cycles. */
+    target: PciConfigTarget;
+  }[] {
     return [...this.#functions.entries()]
       .sort((a, b) => a[0] - b[0])
       .map(([devfn, target]) => ({ slot: devfn >> 3, fn: devfn & 7, target }));
@@ -152,17 +160,17 @@ export class PciHostBridge {
       if (offset === 0 && size === 4) return this.#address >>> 0;
       if (offset === 1 && size === 1) return this.#resetControl;
       this.#stats.ignored++;
-      return ones(size);
+      return allOnes32(size);
     }
     const target = this.#decode();
-    if (target === null) return ones(size);
+    if (target === null) return allOnes32(size);
     return target.t.configRead(target.reg + (offset & 3), size);
   }
 
   /** One guest write at port 0xcf8 + `offset` (0-7), aligned to its size. */
   write(offset: number, size: 1 | 2 | 4, value: number): void {
     checkPortAccess(offset, size);
-    if (!Number.isInteger(value) || value < 0 || value > ones(size)) {
+    if (!Number.isInteger(value) || value < 0 || value > allOnes32(size)) {
       throw new ArgRangeError(`value ${String(value)} does not fit a ${size}-byte port write`);
     }
     if (offset < 4) {
@@ -225,10 +233,6 @@ export class PciHostBridge {
       }
     },
   };
-}
-
-function ones(size: number): number {
-  return size === 4 ? 0xffffffff : 2 ** (size * 8) - 1;
 }
 
 function checkPortAccess(offset: number, size: number): void {

@@ -6,7 +6,9 @@
 #   scripts/lab/lab.sh CMD [ARGS...]    boot and run CMD as root in this repository, inside the guest
 #   scripts/lab/lab.sh --provision      only provision (exit 3: cannot, and the error says how to fix)
 #
-# Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT).
+# Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT), --kernel KERNEL
+# (default built: the lab's own kernel, built from Debian's linux-source-6.12 the first time, about
+# 15 min, then cached; auto, debian, host or a path as `vfio-bridge lab --help` says).
 # Environment: those of `vfio-bridge lab --help` (VFIO_BRIDGE_LAB_CACHE, _KERNEL, _TIMEOUT, _APPEND,
 # _LOCK_WAIT), and VFIO_BRIDGE_LAB_IVSHMEM (where to keep a copy of ivshmem's backing file).
 # The exit status is CMD's; a lab failure is reported as `vfio-bridge lab --help` says (124 on
@@ -18,10 +20,15 @@ repo=$(cd "$here/../.." && pwd)
 
 opts=()
 provision=0
+kernel=${VFIO_BRIDGE_LAB_KERNEL:-built}
 while [ $# -gt 0 ]; do
   case $1 in
     --timeout)
       opts+=(--timeout "${2:?--timeout needs seconds}")
+      shift 2
+      ;;
+    --kernel)
+      kernel=${2:?--kernel needs a kernel: built, auto, debian, host or a path}
       shift 2
       ;;
     --provision)
@@ -34,7 +41,7 @@ while [ $# -gt 0 ]; do
       break
       ;;
     -h | --help)
-      sed -n '2,13s/^# \{0,1\}//p' "$0"
+      sed -n '2,15s/^# \{0,1\}//p' "$0"
       exit 0
       ;;
     *) break ;;
@@ -61,6 +68,6 @@ if [ ! -f "$cli" ] || [ -n "$(find "$repo/lib/cli" -newer "$cli" -type f -print 
 fi
 [ -z "${VFIO_BRIDGE_LAB_IVSHMEM:-}" ] || opts+=(--keep-file "ivshmem=$VFIO_BRIDGE_LAB_IVSHMEM")
 
-exec node "$cli" lab --preset vfio-bridge --project "$repo" \
+exec node "$cli" lab --preset vfio-bridge --project "$repo" --kernel "$kernel" \
   --vmm-init "$repo/scripts/vmm/guest-init.sh" --vmm-module mii,e1000e,8139cp,8139too \
   "${opts[@]}" -- "$@"

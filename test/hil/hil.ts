@@ -11,8 +11,13 @@
  * the tests (the lab passes the host's path, visible in the guest through the read-only 9p root).
  */
 import * as fs from 'node:fs';
-import { Container, Group, VFIO_PCI_CONFIG_REGION_INDEX } from '../../lib';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as zlib from 'node:zlib';
+
+import { Container, Group, KvmError, VFIO_PCI_CONFIG_REGION_INDEX, VfioError } from '../../lib';
 import type { Device } from '../../lib';
+import { configValues, missingConfig } from '../../lib/cli/lab/kconfig';
 
 export type Role = 'edu' | 'rtl8139' | 'e1000e' | 'ivshmem' | 'nonviable' | 'hotreset';
 /** Roles of usable devices; `nonviable` names a vfio-pci device whose group holds another driver's. */
@@ -112,6 +117,65 @@ export function describeDevice(role: Role, name: string, body: (bdf: () => strin
   }
 }
 
+/**
+ * `test` when `missing` is null. Otherwise a test that cannot run here: in CI one that fails naming
+ * what is missing (the lab must provide it), elsewhere a skipped one whose title says why.
+ */
+export function testNeeding(
+  missing: string | null,
+): (name: string, fn: jest.ProvidesCallback, timeout?: number) => void {
+  if (missing === null) return test;
+  if (inCi) {
+    return (name) =>
+      test(`${name} (mandatory in CI)`, () => {
+        throw new Error(`${missing}; in CI the lab must provide it`);
+      });
+  }
+  noteSkip(missing);
+  return (name) => test.skip(`${name} (skipped: ${missing})`, () => undefined);
+}
+
+/**
+ * Why tests that need the running kernel to have `symbols` cannot run here (which ones it lacks,
+ * and which kernel it is), or null when it has them all. Symbols as {@link missingConfig} takes
+ * them: `IOMMUFD` (y or m), `VFIO_MDEV=m`, `IOMMUFD_VFIO_CONTAINER=n`.
+ */
+export function kernelConfigReason(symbols: readonly string[], file = '/proc/config.gz'): string | null {
+  const running = `the running kernel ${os.release()}`;
+  let text: string;
+  try {
+    text = zlib.gunzipSync(fs.readFileSync(file)).toString('utf8');
+  } catch (e) {
+    return `${running} has no readable ${file} to show ${symbols.join(', ')} (${(e as Error).message})`;
+  }
+  const missing = missingConfig(configValues(text), symbols);
+  if (missing.length === 0) return null;
+  return `${running} lacks ${missing.join(', ')}; the lab's own kernel has them (scripts/lab/lab.sh --kernel built)`;
+}
+
+/**
+ * describe() for tests that need kernel features: runs them when the running kernel's config
+ * (/proc/config.gz) has every one of `symbols`; otherwise registers one skipped test naming what
+ * is missing and which kernel runs, said once on stderr too, or in CI one failing test.
+ */
+export function describeKernel(symbols: readonly string[], name: string, body: () => void): void {
+  const reason = kernelConfigReason(symbols);
+  const title = `kernel ${symbols.join(' ')}: ${name}`;
+  if (reason === null) describe(title, body);
+  else if (inCi) {
+    describe(title, () => {
+      test('has the kernel features (mandatory in CI)', () => {
+        throw new Error(`${reason}; in CI the lab must boot a kernel with them`);
+      });
+    });
+  } else {
+    noteSkip(reason);
+    describe(title, () => {
+      test.skip(`skipped: ${reason}`, () => undefined);
+    });
+  }
+}
+
 /** A device opened the way a VMM opens it: container, group, IOMMU, then the device fd. */
 export interface Opened {
   container: Container;
@@ -173,6 +237,33 @@ export function msixTable(device: Device): { bar: number; offset: number; size: 
   const control = device.read(CONFIG, cap + 2, 2) as number;
   const table = device.read(CONFIG, cap + 4, 4) as number;
   return { bar: table & 7, offset: table & ~7, size: ((control & 0x7ff) + 1) * 16 };
+}
+
+/** The VfioError (or KvmError, its sibling) `fn` throws; anything else fails the test. */
+export function caught(fn: () => unknown): VfioError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof VfioError) return e;
+    if (e instanceof KvmError) return e as unknown as VfioError;
+    throw e;
+  }
+  throw new Error('expected a VfioError, nothing was thrown');
+}
+
+/** A new directory under the guest's tmpfs, and how to remove it. */
+export function tempDir(prefix = 'vfio-bridge-'): { dir: string; remove(): void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * describe() for tests that need what `missing` names (null: nothing is missing): in CI one failing
+ * test naming it, elsewhere one skipped test saying why.
+ */
+export function describeNeeding(missing: string | null, name: string, body: () => void): void {
+  if (missing === null) describe(name, body);
+  else describe(name, () => testNeeding(missing)('runs', () => undefined));
 }
 
 /** The fds of this process that are KVM objects (VM, vCPU, KVM-VFIO device). */

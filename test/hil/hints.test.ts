@@ -1,16 +1,6 @@
 // Errors whose state the library knows: each says what happened and what to do, on real vfio-pci.
-import { Container, Group, VfioError } from '../../lib';
-import { bdfOf, describeDevice, openDevice, ROLES } from './hil';
-
-function caught(fn: () => unknown): VfioError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VfioError) return e;
-    throw e;
-  }
-  throw new Error('expected a VfioError, nothing was thrown');
-}
+import { Container, Group } from '../../lib';
+import { bdfOf, caught, describeDevice, openDevice, ROLES } from './hil';
 
 function caughtAny(fn: () => unknown): Error {
   try {

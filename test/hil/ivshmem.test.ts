@@ -2,7 +2,7 @@
 // written through the mapping, at every width and at unaligned offsets, must appear in that file.
 import * as fs from 'node:fs';
 import type { AccessSize, Mapping } from '../../lib';
-import { describeDevice, ivshmemFile, openDevice, type Opened } from './hil';
+import { describeDevice, ivshmemFile, openDevice, testNeeding, type Opened } from './hil';
 
 const BAR2 = 2;
 const WIDTHS: AccessSize[] = [1, 2, 4, 8];
@@ -76,10 +76,9 @@ describeDevice('ivshmem', 'BAR2 shared memory', (bdf) => {
     }
   });
 
-  const fileTest = ivshmemFile ? test : test.skip;
-  const why = ivshmemFile ? '' : ' (skipped: VFIO_BRIDGE_HIL_IVSHMEM_FILE is not set)';
+  const fileTest = testNeeding(ivshmemFile ? null : 'VFIO_BRIDGE_HIL_IVSHMEM_FILE is not set');
 
-  fileTest(`bytes written at every width and unaligned offset appear in the backing file${why}`, () => {
+  fileTest(`bytes written at every width and unaligned offset appear in the backing file`, () => {
     let seed = 0;
     for (const size of WIDTHS) {
       for (let off = 0x2000 + size * 64; off < 0x2000 + size * 64 + 9; off++) {
@@ -101,7 +100,7 @@ describeDevice('ivshmem', 'BAR2 shared memory', (bdf) => {
     );
   });
 
-  fileTest(`block writes at each element width land in the backing file${why}`, () => {
+  fileTest(`block writes at each element width land in the backing file`, () => {
     const src8 = Uint8Array.from({ length: 37 }, (_, i) => (i * 7 + 3) & 0xff);
     m.writeBlock(0x4001, src8, 1);
     expect(fileBytes(0x4001, 37)).toEqual(Buffer.from(src8));
@@ -117,7 +116,7 @@ describeDevice('ivshmem', 'BAR2 shared memory', (bdf) => {
     expect(Array.from(m.readBlock(0x4300, 3, 8) as BigUint64Array)).toEqual(Array.from(src64));
   });
 
-  fileTest(`fd writes land in the backing file too${why}`, () => {
+  fileTest(`fd writes land in the backing file too`, () => {
     o.device.write(BAR2, 0x5003, 4, 0xcafef00d);
     expect(fileBytes(0x5003, 4)).toEqual(le(0xcafef00d, 4));
     o.device.writeBlock(BAR2, 0x5101, Buffer.from('vfio-bridge'));

@@ -5,7 +5,7 @@ import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { Worker } from 'node:worker_threads';
 import { Container, Group, VfioError } from '../../lib';
-import { CONFIG, describeDevice, openDevice } from './hil';
+import { CONFIG, describeDevice, openDevice, testNeeding } from './hil';
 
 const dist = path.resolve(__dirname, '../../dist/index.js');
 
@@ -110,11 +110,9 @@ describeDevice('edu', 'object lifetimes', (bdf) => {
     expect(groupIsFree(bdf())).toBe(true);
   });
 
-  const haveDist = fs.existsSync(dist);
-  const workerTest = haveDist ? test : test.skip;
-  const why = haveDist ? '' : ' (skipped: dist/ is not built; run npm run build)';
+  const workerTest = testNeeding(fs.existsSync(dist) ? null : 'dist/ is not built (npm run build)');
 
-  workerTest(`a worker thread opens the device, reads it and closes everything on exit${why}`, async () => {
+  workerTest(`a worker thread opens the device, reads it and closes everything on exit`, async () => {
     const { messages, exitCode } = await runWorker(OPEN_IN_WORKER, bdf());
     expect(exitCode).toBe(0);
     expect(messages).toEqual([{ mapped: 0x010000ed, fd: 0x010000ed }]);
@@ -122,7 +120,7 @@ describeDevice('edu', 'object lifetimes', (bdf) => {
     expect(groupIsFree(bdf())).toBe(true);
   });
 
-  workerTest(`a worker terminated while holding the device releases it${why}`, async () => {
+  workerTest(`a worker terminated while holding the device releases it`, async () => {
     const { messages } = await runWorker(
       `${OPEN_IN_WORKER}\nparentPort.postMessage('terminate-me');\nsetInterval(() => {}, 1000);`,
       bdf(),

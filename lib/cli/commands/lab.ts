@@ -67,14 +67,21 @@ The command sees VFIO_BRIDGE_HIL_DEVICES (role=BDF of the devices on vfio-pci, w
 vfio-bridge/testing reads), VFIO_BRIDGE_HIL_KERNEL_DEVICES, VFIO_BRIDGE_HIL_<ROLE>_FILE for each
 backing file, VFIO_BRIDGE_VMM_KERNEL (and VFIO_BRIDGE_VMM_INITRD with --vmm-init), VFIO_BRIDGE_LAB=1,
 CI as here, HOME and TMPDIR on a tmpfs. The host's root is the guest's, read-only: build first.
-Kernel: auto takes the host's own when it has the Intel IOMMU, vfio-pci, virtio-pci, 9p, kvm-amd and
-the modules named, else Debian's 6.12 package (apt-get download), cached in --cache.
+Kernel: built is the lab's own, built from Debian's linux-source-6.12 (apt-get download) on
+tinyconfig and the package's scripts/lab/kernel/lab.config: IOMMUFD and /dev/vfio/devices beside the
+type1 container, mdev and the mtty sample. The first build takes about 15 min on 2 CPUs (gcc, make,
+flex, bison, bc and libelf-dev, installed with apt when root); after that it is cached in --cache
+under a key of the source version and the config. auto takes a built one when the cache has it, else
+the host's own when it has the Intel IOMMU, vfio-pci, virtio-pci, 9p, kvm-amd and the modules named,
+else Debian's 6.12 package (apt-get download), cached in --cache. The command sees the kernel's
+modules directory as VFIO_BRIDGE_LAB_MODULES (for insmod).
 Environment: VFIO_BRIDGE_LAB_CACHE, VFIO_BRIDGE_LAB_KERNEL, VFIO_BRIDGE_LAB_TIMEOUT,
 VFIO_BRIDGE_LAB_LOCK_WAIT and VFIO_BRIDGE_LAB_APPEND give the defaults of those options;
 VFIO_BRIDGE_LAB_QEMU names QEMU (default qemu-system-x86_64 on PATH); VFIO_BRIDGE_LAB_LOCK the file
 whose lock lets one guest run at a time (default CACHE/guest.lock).
-Exit status: the command's; 1 the lab failed (a "lab: FAIL" line from the guest says where), 2 the
-command line is wrong, 3 this host cannot provide QEMU, busybox or a kernel, 124 --timeout ran out.
+Exit status: the command's; 1 the lab failed (a "lab: FAIL" line from the guest says where, or the
+kernel build failed: the end of its log is shown), 2 the command line is wrong, 3 this host cannot
+provide QEMU, busybox, a kernel or the tools to build one, 124 --timeout ran out.
 `;
 
 function seconds(text: string, option: string): number {
@@ -282,7 +289,7 @@ export function addLabCommand(program: Command, io: CliIo, setStatus: (status: n
       .option('--vmm-module <names>', "modules for the nested guest's initramfs (comma-separated)", collect)
       .option(
         '--kernel <kernel>',
-        'auto, host, debian, a Debian package, or a path (a bzImage, or a directory as a package unpacks)',
+        'auto, built, host, debian, a Debian package, or a path (a bzImage, or a directory as a package unpacks)',
       )
       .option('--modules <dir>', 'the lib/modules/VERSION directory of a --kernel given by path')
       .option('--no-kvm', 'do not load kvm-amd in the guest (a kernel without it will do)')

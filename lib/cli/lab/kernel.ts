@@ -1,7 +1,8 @@
 /**
- * Which kernel the lab guest boots. The host's own kernel when it has what the lab needs (it is
- * already on disk, and its modules match it), else Debian's 6.12 package (provision.ts fetches
- * it), or a kernel the user names. What the lab needs: the Intel IOMMU with interrupt remapping
+ * Which kernel the lab guest boots. The lab's own kernel when one is built and cached (kbuild.ts:
+ * Debian's 6.12 source with IOMMUFD, VFIO device cdevs and mdev), else the host's own kernel when
+ * it has what the lab needs (it is already on disk, and its modules match it), else Debian's 6.12
+ * package (provision.ts fetches it), or a kernel the user names (`built` builds the lab's own). What the lab needs: the Intel IOMMU with interrupt remapping
  * built in (vfio_iommu_type1 refuses a group without it), vfio-pci, virtio-pci and 9p (the guest's
  * root is the host's, over 9p), kvm-amd for nested guests unless told otherwise, and whatever
  * modules the user names.
@@ -30,9 +31,9 @@ export const LAB_CONFIG: readonly string[] = ['CONFIG_INTEL_IOMMU', 'CONFIG_IRQ_
 
 /** A kernel the lab can boot: its image, its modules and its build config. */
 export interface KernelTree {
-  /** Where it comes from: the host's own, a Debian package, or a path the user gave. */
-  source: 'host' | 'debian' | 'path';
-  /** The Debian package, for source `debian`. */
+  /** Where it comes from: the host's own, a Debian package, the lab's own build, or a path the user gave. */
+  source: 'host' | 'debian' | 'built' | 'path';
+  /** The Debian package: for source `debian` the image's, for `built` the source's. */
   package?: string;
   version: string;
   vmlinuz: string;
@@ -47,30 +48,32 @@ export type KernelRequest =
   | { kind: 'auto' }
   | { kind: 'host' }
   | { kind: 'debian'; package?: string }
+  | { kind: 'built' }
   | { kind: 'path'; path: string; modules?: string };
 
 /**
- * parseKernelRequest: `auto`, `host`, `debian`, a Debian package (`linux-image-...`), or a path
- * (a vmlinuz file, or a directory holding boot/vmlinuz-* and lib/modules/*, as a package unpacks).
+ * parseKernelRequest: `auto`, `host`, `debian`, `built` (the lab's own, built when missing), a
+ * Debian package (`linux-image-...`), or a path (a vmlinuz file, or a directory holding
+ * boot/vmlinuz-* and lib/modules/*, as a package unpacks).
  */
 export function parseKernelRequest(text: string, modules?: string): KernelRequest {
   const t = text.trim();
   if (
     modules !== undefined &&
-    (t === 'auto' || t === 'host' || t === 'debian' || t.startsWith('linux-image-'))
+    (t === 'auto' || t === 'host' || t === 'debian' || t === 'built' || t.startsWith('linux-image-'))
   ) {
     throw new UsageError(
       `--modules goes with a kernel given by path, not --kernel ${t}`,
       'name the kernel file with --kernel PATH',
     );
   }
-  if (t === 'auto' || t === 'host') return { kind: t };
+  if (t === 'auto' || t === 'host' || t === 'built') return { kind: t };
   if (t === 'debian') return { kind: 'debian' };
   if (/^linux-image-[A-Za-z0-9.+~-]+$/.test(t)) return { kind: 'debian', package: t };
   if (t === '' || !(t.includes('/') || t.startsWith('.'))) {
     throw new UsageError(
       `--kernel ${JSON.stringify(text)} is not a kernel`,
-      'give auto, host, debian, a Debian package (linux-image-6.12.57+deb12-amd64) or a path (./bzImage)',
+      'give auto, host, debian, built, a Debian package (linux-image-6.12.57+deb12-amd64) or a path (./bzImage)',
     );
   }
   return {
@@ -137,7 +140,11 @@ export function hostKernel(probe: HostProbe = {}): KernelTree | string {
 }
 
 /** A kernel unpacked as a Debian package is (boot/vmlinuz-V, boot/config-V, lib/modules/V). */
-export function unpackedKernel(dir: string, source: 'debian' | 'path', pkg?: string): KernelTree | string {
+export function unpackedKernel(
+  dir: string,
+  source: 'debian' | 'built' | 'path',
+  pkg?: string,
+): KernelTree | string {
   const boot = path.join(dir, 'boot');
   const image = isDir(boot) ? fs.readdirSync(boot).find((f) => f.startsWith('vmlinuz-')) : undefined;
   if (image === undefined) return `${dir} has no boot/vmlinuz-*`;
@@ -227,21 +234,30 @@ export interface KernelChoice {
   reason: string;
 }
 
-/** Where {@link chooseKernel} gets each kind of kernel (provision.ts in the lab, fakes in tests). */
+/** Where {@link chooseKernel} gets each kind of kernel (provision.ts and kbuild.ts in the lab, fakes in tests). */
 export interface KernelSources {
   host(): KernelTree | string;
   debian(pkg: string | undefined): KernelTree;
+  /** The lab's own kernel, built if it was missing (only asked for `built`). */
+  built(): KernelTree;
+  /** The lab's own kernel if one is built and cached, else why not (asked by `auto`; builds nothing). */
+  cachedBuilt(): KernelTree | string;
   path(req: { path: string; modules?: string }): KernelTree;
 }
 
 const indexOf = (t: KernelTree): ModuleIndex | null =>
   t.modulesDir === null ? null : ModuleIndex.load(t.modulesDir);
 const kernelLabel = (t: KernelTree): string =>
-  t.source === 'debian' ? `${t.version} from the Debian package ${t.package}` : `${t.version} (${t.vmlinuz})`;
+  t.source === 'debian'
+    ? `${t.version} from the Debian package ${t.package}`
+    : t.source === 'built'
+      ? `${t.version}, the lab's own build of ${t.package ?? 'the kernel source'} (${t.vmlinuz})`
+      : `${t.version} (${t.vmlinuz})`;
 
 /**
- * chooseKernel: the kernel for `req`. `auto` takes the host's when it has all of `needs`, else
- * Debian's; `host`, `debian` and a path take that one or fail saying what it lacks.
+ * chooseKernel: the kernel for `req`. `auto` takes the lab's own kernel when one is built and has
+ * all of `needs`, else the host's when it has them, else Debian's; `host`, `debian`, `built` and a
+ * path take that one or fail saying what it lacks.
  * @throws LabError ELABPROVISION (exit 3) when the host's kernel is asked for and cannot serve;
  * ELABKERNEL when the kernel asked for lacks what the lab or the user needs
  */
@@ -253,27 +269,48 @@ export function chooseKernel(req: KernelRequest, needs: KernelNeeds, sources: Ke
       hint:
         t.source === 'debian'
           ? 'check the module names given with --module and --vmm-module'
-          : 'use --kernel debian, or a kernel built with what is missing',
+          : t.source === 'built'
+            ? 'add what is missing to scripts/lab/kernel/lab.config, or use --kernel debian'
+            : 'use --kernel debian, or a kernel built with what is missing',
     });
   if (req.kind === 'auto' || req.kind === 'host') {
+    const whys: string[] = [];
+    if (req.kind === 'auto') {
+      const built = sources.cachedBuilt();
+      if (typeof built === 'string') whys.push(built);
+      else {
+        const index = indexOf(built);
+        const missing = missingFeatures(built, needs, index);
+        if (missing.length === 0) return { tree: built, index, reason: `${kernelLabel(built)}, cached` };
+        whys.push(`the lab's own kernel ${built.version} will not do: ${missing.join('; ')}`);
+      }
+    }
     const host = sources.host();
-    let why: string;
-    if (typeof host === 'string') why = host;
+    if (typeof host === 'string') whys.push(host);
     else {
       const index = indexOf(host);
       const missing = missingFeatures(host, needs, index);
       if (missing.length === 0)
-        return { tree: host, index, reason: `the host's kernel ${kernelLabel(host)}` };
+        return {
+          tree: host,
+          index,
+          reason: `the host's kernel ${kernelLabel(host)}${whys.length > 0 ? `, since ${whys.join('; ')}` : ''}`,
+        };
       if (req.kind === 'host') throw lacking(host, index);
-      why = `the host's kernel ${host.version} will not do: ${missing.join('; ')}`;
+      whys.push(`the host's kernel ${host.version} will not do: ${missing.join('; ')}`);
     }
-    if (req.kind === 'host') throw unprovisionable(why, 'use --kernel debian, or --kernel PATH');
+    if (req.kind === 'host') throw unprovisionable(whys.join('; '), 'use --kernel debian, or --kernel PATH');
     const deb = sources.debian(undefined);
     const index = indexOf(deb);
     if (missingFeatures(deb, needs, index).length > 0) throw lacking(deb, index);
-    return { tree: deb, index, reason: `${kernelLabel(deb)}, since ${why}` };
+    return { tree: deb, index, reason: `${kernelLabel(deb)}, since ${whys.join('; ')}` };
   }
-  const tree = req.kind === 'debian' ? sources.debian(req.package) : sources.path(req);
+  const tree =
+    req.kind === 'debian'
+      ? sources.debian(req.package)
+      : req.kind === 'built'
+        ? sources.built()
+        : sources.path(req);
   const index = indexOf(tree);
   const missing = missingFeatures(tree, needs, index);
   // A kernel of the user's own without a config or modules may well have everything built in.

@@ -19,6 +19,7 @@ import {
   type KernelNeeds,
   type KernelRequest,
 } from './kernel';
+import { builtKernel, cachedBuiltKernel, type BuiltKernel } from './kbuild';
 import { layOut, type Layout } from './layout';
 import { FileLock } from './lock';
 import { hilEnvironment, keptPaths } from './machine';
@@ -132,6 +133,11 @@ export async function provisionLab(
 ): Promise<Provisioned> {
   const t0 = performance.now();
   fs.mkdirSync(r.cache, { recursive: true });
+  // Before the provisioning lock: a cold build takes many minutes, under a lock of its own.
+  const built: BuiltKernel | null =
+    r.kernel.kind === 'built'
+      ? await builtKernel({ cache: r.cache, say, ...(signal ? { signal } : {}) })
+      : null;
   // Several checkouts may provision at once: one at a time, so none sees a half-written kernel.
   const { lock } = await FileLock.acquire(path.join(r.cache, 'provision.lock'), {
     waitSeconds: 900,
@@ -144,6 +150,11 @@ export async function provisionLab(
     const kernel = chooseKernel(r.kernel, needs, {
       host: () => hostKernel(),
       debian: (pkg) => debianKernel(r.cache, pkg, say),
+      built: () => built!.tree,
+      cachedBuilt: () => {
+        const b = cachedBuiltKernel(r.cache);
+        return typeof b === 'string' ? b : b.tree;
+      },
       path: pathKernel,
     });
     say(`kernel ${kernel.reason}`);
@@ -181,6 +192,9 @@ export function labEnvironment(r: LabRequest, layout: Layout, p: Provisioned | n
   return {
     ...hilEnvironment(layout),
     ...(p ? { VFIO_BRIDGE_VMM_KERNEL: p.kernel.tree.vmlinuz } : {}),
+    // The guest kernel's modules, for a command that loads one itself (insmod; there is no depmod'd
+    // /lib/modules in the host's root).
+    ...(p?.kernel.tree.modulesDir ? { VFIO_BRIDGE_LAB_MODULES: p.kernel.tree.modulesDir } : {}),
     ...(p?.vmmInitramfs ? { VFIO_BRIDGE_VMM_INITRD: p.vmmInitramfs } : {}),
     VFIO_BRIDGE_LAB: '1',
     ...r.env,
@@ -232,6 +246,7 @@ export async function runLab(r: LabRequest, p: Provisioned, hooks: LabHooks): Pr
       keep: (layout) => [
         ...keptPaths(layout, r.project),
         p.kernel.tree.vmlinuz,
+        ...(p.kernel.tree.modulesDir ? [p.kernel.tree.modulesDir] : []),
         ...(p.vmmInitramfs ? [p.vmmInitramfs] : []),
       ],
       keepFiles: r.keepFiles,

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 
+import { AbortError } from '../../base/error';
 import { EXIT_TIMEOUT, LabError } from './errors';
 import type { Layout } from './layout';
 import { commandScript, guestPlan, qemuArgs, type CommandOptions, type MachineOptions } from './machine';
@@ -48,6 +49,8 @@ interface Boot {
   started: number;
   ready: number | null;
   done: number | null;
+  /** The guest's own "lab: command exited N" line, once it printed it. */
+  doneLine: string | null;
   ended: number;
   qemuStatus: number | null;
   timedOut: boolean;
@@ -94,6 +97,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> 
     started: performance.now(),
     ready: null,
     done: null,
+    doneLine: null,
     ended: 0,
     qemuStatus: null,
     timedOut: false,
@@ -122,7 +126,10 @@ function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> 
       lines.on('line', (raw) => {
         const line = raw.replace(/\r$/, '');
         if (line === 'lab: ready') b.ready = performance.now();
-        else if (line.startsWith('lab: command exited ')) b.done = performance.now();
+        else if (line.startsWith('lab: command exited ')) {
+          b.done = performance.now();
+          b.doneLine = line;
+        }
         if (fromQemu && line.trim() !== '') b.qemuSaid = line;
         fs.writeSync(log, `${line}\n`);
         run.console(line);
@@ -175,8 +182,7 @@ function verdict(run: GuestRun, b: Boot, runDir: string, lastConsole: string): O
     };
   }
   const where = `console in ${lastConsole}`;
-  if (b.aborted)
-    throw new LabError({ message: 'stopped: the guest was shut down', code: 'ECANCELED', exitStatus: 130 });
+  if (b.aborted) throw new AbortError('the lab run (the guest was shut down)', run.signal?.reason);
   if (b.timedOut) {
     throw new LabError({
       message: `timed out after ${run.timeoutSeconds}s during the ${b.ready === null ? 'boot' : 'command'} phase`,
@@ -245,7 +251,8 @@ export async function runGuest(run: GuestRun): Promise<GuestResult> {
     run.say(`boot took ${seconds(b.started, b.ready ?? b.ended)} s`);
     if (b.ready !== null) run.say(`command took ${seconds(b.ready, b.done ?? b.ended)} s`);
     const result = verdict(run, b, runDir, lastConsole);
-    run.say(`command exited ${result.status}`);
+    // The guest said it already when it is what the run ends with (not a timeout, say).
+    if (b.doneLine !== `lab: command exited ${result.status}`) run.say(`command exited ${result.status}`);
     return { ...result, layout };
   } finally {
     if (fs.existsSync(consoleLog)) fs.copyFileSync(consoleLog, lastConsole);

@@ -21,12 +21,17 @@ export interface SetupHeader {
   readonly version: number;
   /** 512-byte sectors of real-mode setup code after the boot sector. */
   readonly setupSects: number;
+  /** The loadflags byte (0x211); {@link LOADED_HIGH} is always set in a bzImage. */
   readonly loadflags: number;
+  /** The xloadflags word (0x236), e.g. {@link XLF_KERNEL_64}; 0 before protocol 2.12. */
   readonly xloadflags: number;
+  /** The 32-bit entry point's default address (0x214), normally 0x100000. */
   readonly code32Start: number;
   /** Highest address the initramfs may end at (inclusive). */
   readonly initrdAddrMax: number;
+  /** Alignment the kernel must be loaded at, in bytes (1 MiB before protocol 2.05). */
   readonly kernelAlignment: number;
+  /** Whether the kernel may be loaded at any `kernelAlignment`-aligned address. */
   readonly relocatable: boolean;
   /** Longest command line, without its NUL. */
   readonly cmdlineSize: number;

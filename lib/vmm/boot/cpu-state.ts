@@ -33,54 +33,97 @@ const EFER_LMA = 0x400;
 
 /** A segment register as KVM's `struct kvm_segment` holds it (limit in bytes). */
 export interface KvmSegment {
+  /** Linear base address (0 for the boot segments). */
   readonly base: number;
+  /** Limit in bytes, already scaled by 4 KiB when `g` is 1. */
   readonly limit: number;
+  /** The selector loaded, e.g. {@link BOOT_CS}. */
   readonly selector: number;
+  /** The 4-bit type field: 11 here for code (execute/read) and the busy TSS, 3 for data, 2 for the LDT. */
   readonly type: number;
+  /** Present bit (1 = present). */
   readonly present: number;
+  /** Descriptor privilege level, 0 to 3. */
   readonly dpl: number;
+  /** Default operation size bit (1 = 32-bit; 0 in a 64-bit code segment). */
   readonly db: number;
+  /** Descriptor type bit: 1 for code or data, 0 for a system segment (TSS, LDT). */
   readonly s: number;
+  /** 64-bit code segment bit. */
   readonly l: number;
+  /** Granularity bit (1 = the descriptor's limit counts 4 KiB units). */
   readonly g: number;
+  /** The bit the descriptor leaves to software. */
   readonly avl: number;
+  /** 1 when the register holds no usable segment (the boot LDT). */
   readonly unusable: number;
 }
 
 /** A descriptor table register (`struct kvm_dtable`). */
 export interface KvmDtable {
+  /** Linear address of the table (the boot tables lie where linear = guest-physical). */
   readonly base: number;
+  /** Size of the table in bytes, minus one. */
   readonly limit: number;
 }
 
 /** The vCPU state at the kernel's entry. Registers not named are zero. */
 export interface BootCpuState {
+  /** Which entry point: the 64-bit one (long mode, paging on) or the 32-bit one (paging off). */
   readonly mode: '64' | '32';
+  /** The general registers to set (KVM_SET_REGS); the others are zero. */
   readonly regs: {
+    /** The entry point (guest-physical): for loadLinux, the load address, plus 0x200 in 64-bit mode. */
     readonly rip: number;
+    /** Guest-physical address of boot_params (the zero page). */
     readonly rsi: number;
+    /** A stack for the entry code, {@link BOOT_STACK_POINTER}. */
     readonly rsp: number;
+    /** 0, as the 32-bit protocol asks. */
     readonly rbp: number;
+    /** 0x2: interrupts off (bit 1 always reads as 1). */
     readonly rflags: number;
   };
+  /** The special registers to set (KVM_SET_SREGS). */
   readonly sregs: {
+    /** `__BOOT_CS`: flat code, 64-bit or 32-bit by `mode`. */
     readonly cs: KvmSegment;
+    /** `__BOOT_DS`: flat 4 GiB read/write data. */
     readonly ds: KvmSegment;
+    /** The same as `ds`. */
     readonly es: KvmSegment;
+    /** The same as `ds`. */
     readonly fs: KvmSegment;
+    /** The same as `ds`. */
     readonly gs: KvmSegment;
+    /** The same as `ds`. */
     readonly ss: KvmSegment;
+    /** A busy TSS from the boot GDT (VMX refuses an entry without a usable TR). */
     readonly tr: KvmSegment;
+    /** No LDT: marked unusable. */
     readonly ldt: KvmSegment;
+    /** The boot GDT at {@link BOOT_GDT_ADDR} (five entries). */
     readonly gdt: KvmDtable;
+    /** Empty (base 0, limit 0): the kernel sets up its own. */
     readonly idt: KvmDtable;
+    /** Protection on (PE, ET), and paging (PG) in 64-bit mode. */
     readonly cr0: number;
+    /** The PML4's address ({@link BOOT_PML4_ADDR}) in 64-bit mode, else 0. */
     readonly cr3: number;
+    /** PAE in 64-bit mode, else 0. */
     readonly cr4: number;
+    /** LME and LMA in 64-bit mode, else 0. */
     readonly efer: number;
   };
   /** Guest-physical ranges this state needs, already written into RAM: the GDT and page tables. */
-  readonly written: readonly { readonly addr: number; readonly size: number; readonly what: string }[];
+  readonly written: readonly {
+    /** Guest-physical address of the range. */
+    readonly addr: number;
+    /** Length in bytes. */
+    readonly size: number;
+    /** What it holds, e.g. `boot GDT`. */
+    readonly what: string;
+  }[];
 }
 
 /**

@@ -23,8 +23,11 @@ export const E820_ENTRY_SIZE = 20;
 
 /** One range of the guest's physical memory map. */
 export interface E820Entry {
+  /** Guest-physical address where the range starts. */
   readonly addr: number;
+  /** Length in bytes. */
   readonly size: number;
+  /** What the range is, e.g. {@link E820_RAM} or {@link E820_RESERVED}. */
   readonly type: E820Type;
 }
 
@@ -39,6 +42,7 @@ const HIGH_MEMORY = 0x100000;
 
 /** Guest RAM of a PC: `ramSize` bytes, split around the PCI hole that starts at `pciHoleStart`. */
 export interface PcMemoryLayout {
+  /** Bytes of guest RAM (a multiple of 4 KiB, at least 2 MiB). */
   readonly ramSize: number;
   /**
    * Where RAM below 4 GiB stops and the PCI hole begins (default 0xc0000000, 3 GiB, where lib/dma's
@@ -48,7 +52,12 @@ export interface PcMemoryLayout {
 }
 
 /** The guest-physical RAM ranges of a PC layout: below the hole, and the rest from 4 GiB. */
-export function pcRamRanges(layout: PcMemoryLayout): { addr: number; size: number }[] {
+export function pcRamRanges(layout: PcMemoryLayout): {
+  /** Guest-physical address: 0, or 4 GiB for the part above the hole. */
+  addr: number;
+  /** Length in bytes. */
+  size: number;
+}[] {
   const hole = layout.pciHoleStart ?? 0xc0000000;
   if (!Number.isSafeInteger(layout.ramSize) || layout.ramSize < 2 * MIB || layout.ramSize % 4096 !== 0) {
     throw new VmmError(

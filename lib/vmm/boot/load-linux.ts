@@ -48,6 +48,7 @@ export interface LinuxBootOptions {
   readonly ram: Uint8Array;
   /** The bzImage file. */
   readonly kernel: Uint8Array;
+  /** The kernel command line (UTF-8, no NUL; at most the kernel's `cmdlineSize` bytes). */
   readonly cmdline: string;
   /** The initramfs file (a cpio, compressed or not), if any. */
   readonly initrd?: Uint8Array;
@@ -59,11 +60,34 @@ export interface LinuxBootOptions {
 
 /** Where {@link loadLinux} put everything, and the vCPU state to start it. */
 export interface LinuxBootLayout {
+  /** The bzImage's setup header, as parsed. */
   readonly header: SetupHeader;
-  readonly kernel: { readonly addr: number; readonly size: number; readonly initSize: number };
-  readonly initrd: { readonly addr: number; readonly size: number } | null;
-  readonly cmdline: { readonly addr: number; readonly size: number };
+  /** The protected-mode kernel in guest RAM. */
+  readonly kernel: {
+    /** Load address (guest-physical): the kernel's preferred address, or 1 MiB. */
+    readonly addr: number;
+    /** Bytes copied from the image. */
+    readonly size: number;
+    /** Bytes reserved from `addr` for the kernel to decompress and start in (at least `size`). */
+    readonly initSize: number;
+  };
+  /** The initramfs in guest RAM, or null when none was given (or it was empty). */
+  readonly initrd: {
+    /** Guest-physical address, page-aligned, as high as the kernel and RAM allow. */
+    readonly addr: number;
+    /** Length in bytes. */
+    readonly size: number;
+  } | null;
+  /** The command line in guest RAM. */
+  readonly cmdline: {
+    /** Guest-physical address ({@link CMDLINE_ADDR}). */
+    readonly addr: number;
+    /** Length in bytes, with the terminating NUL. */
+    readonly size: number;
+  };
+  /** Guest-physical address of boot_params ({@link ZERO_PAGE_ADDR}). */
   readonly zeroPage: number;
+  /** The vCPU state for the kernel's entry. */
   readonly cpu: BootCpuState;
 }
 

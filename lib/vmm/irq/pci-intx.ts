@@ -58,6 +58,7 @@ export interface PciIntxRoutingOptions {
  * `gsi` must be an IOAPIC input of the VM's routing (16-23 for PCI, see lib/vmm's pciIntxGsi).
  */
 export class PciIntxRouting implements Disposable {
+  /** The GSI (IOAPIC input) the device's INTx is wired to, as given to the constructor. */
   readonly gsi: number;
   readonly #dev: IntxRoutingDevice;
   readonly #vm: IntxRoutingTarget;

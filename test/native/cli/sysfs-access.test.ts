@@ -87,7 +87,7 @@ test('a dump stops between two chunks on Ctrl-C, with nothing on stdout', async 
   const running = cli(argv, env, null, stop.signal);
   setImmediate(() => stop.abort());
   expect(await running).toEqual({
-    code: 1,
+    code: 130,
     stdout: '',
     stderr: `vfio-bridge: dump ${BDF} bar0 was aborted [ABORT_ERR]\n`,
   });

@@ -5,6 +5,7 @@ import {
   type SlotSpec,
   type SlotTarget,
 } from '../../../lib/kvm';
+import { MEMORY_HANDLE, type HostMemory } from '../../../lib/base/host-memory';
 import { MemoryRegion } from '../../../lib/memory';
 import { PciBus, VfioPciDevice } from '../../../lib/pci';
 import { vfioPciSlotClassifier } from '../../../lib/vmm/slot-classifier';
@@ -12,6 +13,16 @@ import { DataViewMemory, type FakeDeviceSpec, FakeVfioDevice } from '../pci/fake
 import { enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../pci/helpers';
 
 /** A fake KVM: real slot accounting, and a log of what reached "the kernel". */
+/** Fake host memory: a handle method (never called: the fake VM does not reach the addon) and an address to log. */
+function fakeHost<T extends object>(m: T, hostAddress: bigint): T & HostMemory & { hostAddress: bigint } {
+  return Object.assign(m, { hostAddress, [MEMORY_HANDLE]: () => ({}) as never }) as never;
+}
+
+/** The fake host address a slot starts at. */
+function host(s: MemorySlot): bigint {
+  return (s.memory as unknown as { hostAddress: bigint }).hostAddress + BigInt(s.offset);
+}
+
 class FakeKvm implements SlotTarget {
   readonly table: SlotTable;
   readonly log: string[] = [];
@@ -21,7 +32,7 @@ class FakeKvm implements SlotTarget {
   addSlot(spec: SlotSpec): MemorySlot {
     const s = this.table.reserve(spec);
     this.log.push(
-      `add ${s.id} ${s.guestAddress.toString(16)}+${s.size.toString(16)} @${s.hostAddress.toString(16)}`,
+      `add ${s.id} ${s.guestAddress.toString(16)}+${s.size.toString(16)} @${host(s).toString(16)}`,
     );
     return s;
   }
@@ -31,7 +42,7 @@ class FakeKvm implements SlotTarget {
   }
   /** [guest address, size, host address] of every slot, by guest address. */
   slots(): [number, number, bigint][] {
-    return this.table.list().map((s) => [s.guestAddress, s.size, s.hostAddress]);
+    return this.table.list().map((s) => [s.guestAddress, s.size, host(s)]);
   }
 }
 
@@ -46,7 +57,7 @@ function withHostAddresses(spec: FakeDeviceSpec): FakeDeviceSpec {
         region,
         offset,
       );
-      return Object.assign(m, { hostAddress: (BigInt(region + 1) << 32n) + BigInt(offset) });
+      return fakeHost(m, (BigInt(region + 1) << 32n) + BigInt(offset));
     },
   };
 }
@@ -139,7 +150,7 @@ describe('KvmMemoryListener', () => {
     const kvm = new FakeKvm();
     bus.memory.addMemoryListener(new KvmMemoryListener(kvm, { classify: vfioPciSlotClassifier }));
     const mem = (host: bigint, len: number) =>
-      Object.assign(new DataViewMemory(new DataView(new ArrayBuffer(len))), { hostAddress: host });
+      fakeHost(new DataViewMemory(new DataView(new ArrayBuffer(len))), host);
     const ram = MemoryRegion.ramDevice('ram', 0x4000, mem(0x7f0000000000n, 0x4000));
     const odd = MemoryRegion.ramDevice('odd', 0x800, mem(0x7f1000000000n, 0x800));
     bus.memory.root.addSubregion(ram, 0);
@@ -192,7 +203,7 @@ describe('KvmMemoryListener', () => {
 });
 
 describe('SlotTable', () => {
-  const mem = { hostAddress: 0x10000n, length: 0x10000 };
+  const mem = fakeHost({ length: 0x10000 }, 0x10000n);
   it('refuses unaligned, empty, overlapping and out-of-bounds slots with RangeErrors', () => {
     const t = new SlotTable(4, 4096);
     expect(() => t.reserve({ guestAddress: 0x800, size: 0x1000, memory: mem })).toThrow(RangeError);
@@ -202,9 +213,16 @@ describe('SlotTable', () => {
     expect(() => t.reserve({ guestAddress: 0x1000, size: 0x1000, memory: mem })).toThrow(
       /overlaps slot 0 \(a\)/,
     );
+    expect(() => t.reserve({ guestAddress: 0x2000, size: 0x1000, memory: mem, offset: 0x800 })).toThrow(
+      /not a multiple of the page size/,
+    );
     expect(() =>
-      t.reserve({ guestAddress: 0x2000, size: 0x1000, memory: { hostAddress: 0x800n, length: 0x1000 } }),
-    ).toThrow(/not page-aligned/);
+      t.reserve({
+        guestAddress: 0x2000,
+        size: 0x1000,
+        memory: { hostAddress: 0x800n, length: 0x1000 } as never,
+      }),
+    ).toThrow(/must be a Mapping or GuestRam/);
   });
   it('reuses freed slot numbers and reports exhaustion as ENOSLOT', () => {
     const t = new SlotTable(2, 4096);

@@ -1,5 +1,6 @@
-// Which kernel the lab boots: the host's own when it has the IOMMU, vfio-pci, 9p, kvm and the
-// modules asked for, else Debian's package; a kernel asked for by name must have them; and the
+// Which kernel the lab boots: the lab's own build when one is cached, else the host's own when it
+// has the IOMMU, vfio-pci, 9p, kvm and the modules asked for, else Debian's package; a kernel asked
+// for by name must have them; and the
 // modules each initramfs loads, in dependency order, from modules.dep or from each module's own
 // depends=.
 import { spawnSync } from 'node:child_process';
@@ -20,7 +21,8 @@ import {
   type KernelSources,
   type KernelTree,
 } from '../../../../lib/cli/lab/kernel';
-import { labNeeds } from '../../../../lib/cli/lab/lab';
+import { labEnvironment, labNeeds, type LabRequest, type Provisioned } from '../../../../lib/cli/lab/lab';
+import type { Layout } from '../../../../lib/cli/lab/layout';
 import { modinfoDepends, ModuleIndex } from '../../../../lib/cli/lab/modules';
 import { parseDeviceSpec } from '../../../../lib/cli/lab/devices';
 import { fakeKernel, moduleBytes } from './fake-kernel';
@@ -38,21 +40,41 @@ const needs = (extra: Partial<KernelNeeds> = {}): KernelNeeds => ({
   ...extra,
 });
 
-/** Sources over a fake host root and a fake unpacked Debian package. */
+const BUILT = '6.12.57-vfio-lab';
+const NOT_BUILT = 'no lab kernel is built for lab.config in /cache (--kernel built builds one)';
+
+/**
+ * Sources over a fake host root, a fake unpacked Debian package and, when `built` gives its
+ * options, a fake build of the lab's own kernel in the cache.
+ */
 function sources(
   host: Parameters<typeof fakeKernel>[2] | 'none' = {},
-): KernelSources & { debianCalls: number } {
+  built?: Parameters<typeof fakeKernel>[2],
+): KernelSources & { debianCalls: number; builds: number } {
   const hostRoot = fs.mkdtempSync(path.join(tmp, 'host-'));
   if (host !== 'none') fakeKernel(hostRoot, HOST, host);
   const debDir = path.join(tmp, DEB);
   fakeKernel(debDir, '6.12.57+deb12-amd64');
+  const builtDir = path.join(fs.mkdtempSync(path.join(tmp, 'cache-')), `linux-built-${BUILT}`);
+  if (built) fakeKernel(builtDir, BUILT, built);
+  const builtTree = (): KernelTree => ({
+    ...(unpackedKernel(builtDir, 'built') as KernelTree),
+    package: 'linux-source-6.12',
+  });
   const s = {
     debianCalls: 0,
+    builds: 0,
     host: () => hostKernel({ root: hostRoot, release: HOST }),
     debian: () => {
       s.debianCalls++;
       return unpackedKernel(debDir, 'debian', DEB) as KernelTree;
     },
+    built: () => {
+      s.builds++;
+      if (!built) fakeKernel(builtDir, BUILT);
+      return builtTree();
+    },
+    cachedBuilt: () => (built ? builtTree() : NOT_BUILT),
     path: pathKernel,
   };
   return s;
@@ -102,7 +124,7 @@ describe('modules', () => {
 });
 
 describe('the kernel the lab boots', () => {
-  test("auto: the host's kernel when it has everything", () => {
+  test("auto: the host's kernel when it has everything and no lab kernel is built", () => {
     const s = sources();
     const c = chooseKernel({ kind: 'auto' }, needs(), s);
     expect(c.tree).toMatchObject({
@@ -110,8 +132,8 @@ describe('the kernel the lab boots', () => {
       version: HOST,
       vmlinuz: expect.stringMatching(`/boot/vmlinuz-${HOST}$`),
     });
-    expect(c.reason).toBe(`the host's kernel ${HOST} (${c.tree.vmlinuz})`);
-    expect(s.debianCalls).toBe(0);
+    expect(c.reason).toBe(`the host's kernel ${HOST} (${c.tree.vmlinuz}), since ${NOT_BUILT}`);
+    expect([s.debianCalls, s.builds]).toEqual([0, 0]);
   });
 
   test("auto: a host kernel missing vfio-pci gives way to Debian's package, saying why", () => {
@@ -119,7 +141,47 @@ describe('the kernel the lab boots', () => {
     const c = chooseKernel({ kind: 'auto' }, needs(), s);
     expect(c.tree).toMatchObject({ source: 'debian', package: DEB });
     expect(c.reason).toBe(
-      `6.12.57+deb12-amd64 from the Debian package ${DEB}, since the host's kernel ${HOST} will not do: no module vfio-pci`,
+      `6.12.57+deb12-amd64 from the Debian package ${DEB}, since ${NOT_BUILT}; ` +
+        `the host's kernel ${HOST} will not do: no module vfio-pci`,
+    );
+  });
+
+  test("auto: a cached build of the lab's own kernel comes first, and is never built", () => {
+    const s = sources({}, {});
+    const c = chooseKernel({ kind: 'auto' }, needs(), s);
+    expect(c.tree).toMatchObject({ source: 'built', version: BUILT, package: 'linux-source-6.12' });
+    expect(c.reason).toBe(`${BUILT}, the lab's own build of linux-source-6.12 (${c.tree.vmlinuz}), cached`);
+    expect([s.debianCalls, s.builds]).toEqual([0, 0]);
+    expect(c.index?.has('vfio-pci')).toBe(true);
+  });
+
+  test("auto: a cached build without what the lab needs gives way to the host's, then Debian's, saying why", () => {
+    const host = chooseKernel({ kind: 'auto' }, needs(), sources({}, { omit: ['9p', '9pnet_virtio'] }));
+    expect(host.tree.source).toBe('host');
+    expect(host.reason).toMatch(
+      `since the lab's own kernel ${BUILT} will not do: no module 9pnet_virtio, 9p`,
+    );
+    const deb = chooseKernel({ kind: 'auto' }, needs(), sources('none', { config: ['CONFIG_IRQ_REMAP=y'] }));
+    expect(deb.tree.source).toBe('debian');
+    expect(deb.reason).toMatch(
+      new RegExp(`will not do: CONFIG_INTEL_IOMMU=unset \\(the lab needs it built in\\); .* has no image`),
+    );
+  });
+
+  test('--kernel built: builds (here: the fake) and takes it, or says what it lacks; never falls back', () => {
+    const s = sources({ omit: ['vfio-pci'] });
+    const c = chooseKernel({ kind: 'built' }, needs(), s);
+    expect(c.tree.source).toBe('built');
+    expect(c.reason).toMatch(/the lab's own build of linux-source-6\.12 .*, as asked$/);
+    expect([s.builds, s.debianCalls]).toEqual([1, 0]);
+    const lacking = sources({}, { omit: ['kvm-amd'] });
+    lacking.built = lacking.cachedBuilt as () => KernelTree;
+    expect(() => chooseKernel({ kind: 'built' }, needs(), lacking)).toThrow(
+      expect.objectContaining({
+        code: 'ELABKERNEL',
+        message: expect.stringMatching(/lab's own build .* lacks what the lab needs: no module kvm-amd/),
+        hint: expect.stringMatching(/scripts\/lab\/kernel\/lab\.config/),
+      }),
     );
   });
 
@@ -217,6 +279,7 @@ describe('--kernel', () => {
     ['auto', { kind: 'auto' }],
     ['host', { kind: 'host' }],
     ['debian', { kind: 'debian' }],
+    ['built', { kind: 'built' }],
     [DEB, { kind: 'debian', package: DEB }],
     ['/boot/vmlinuz-6.1', { kind: 'path', path: '/boot/vmlinuz-6.1' }],
   ])('%s', (text, want) => {
@@ -231,5 +294,29 @@ describe('--kernel', () => {
     });
     expect(() => parseKernelRequest('latest')).toThrow(UsageError);
     expect(() => parseKernelRequest('host', '/m')).toThrow(/--modules goes with a kernel given by path/);
+    expect(() => parseKernelRequest('built', '/m')).toThrow(/--modules goes with a kernel given by path/);
+  });
+});
+
+describe('what the command sees of the kernel', () => {
+  test('VFIO_BRIDGE_VMM_KERNEL, and VFIO_BRIDGE_LAB_MODULES when the kernel has modules', () => {
+    const tree = sources({}, {}).cachedBuilt() as KernelTree;
+    const r = { env: { X: '1' } } as unknown as LabRequest;
+    const layout = { devices: [] } as unknown as Layout;
+    const p = (t: KernelTree): Provisioned => ({
+      kernel: { tree: t, index: null, reason: '' },
+      initramfs: '/i',
+      vmmInitramfs: null,
+      seconds: 0,
+    });
+    expect(labEnvironment(r, layout, p(tree))).toMatchObject({
+      VFIO_BRIDGE_VMM_KERNEL: tree.vmlinuz,
+      VFIO_BRIDGE_LAB_MODULES: tree.modulesDir,
+      X: '1',
+    });
+    expect(labEnvironment(r, layout, p({ ...tree, modulesDir: null }))).not.toHaveProperty(
+      'VFIO_BRIDGE_LAB_MODULES',
+    );
+    expect(labEnvironment(r, layout, null)).not.toHaveProperty('VFIO_BRIDGE_LAB_MODULES');
   });
 });

@@ -1,12 +1,13 @@
-// lib/kvm on the host's /dev/kvm: argument checking, errors, and the lifecycle of every KVM object
-// (using, close twice, use after close, worker exit). The KVM tests that need devices are in
-// test/hil/kvm (the lab); here a few bytes of guest code exercise the exits themselves.
+// lib/kvm on the lab's /dev/kvm: argument checking, errors, and the lifecycle of every KVM object
+// (using, close twice, use after close, worker exit), with a few bytes of guest code exercising the
+// exits themselves. No device is needed; the tests that pass devices through are beside this one.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 import {
   EventFd,
+  GuestRam,
   guestCpuid,
   Kvm,
   LAPIC_STATE_SIZE,
@@ -15,35 +16,20 @@ import {
   PciBus,
   pcLapic,
   type Vcpu,
-} from '../../lib';
-import { GuestMachine } from '../guest/machine';
-import { caught, tempDir } from './helpers';
+} from '../../../lib';
+import { GuestMachine } from '../../guest/machine';
+import { caught, describeNeeding, kvmFds, tempDir } from '../hil';
 
-const LIB = JSON.stringify(path.join(__dirname, '..', '..', 'lib'));
-const haveKvm = (() => {
+const LIB = JSON.stringify(path.join(__dirname, '..', '..', '..', 'lib'));
+const noKvm = (() => {
   try {
     fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
-    return true;
-  } catch {
-    return false;
+    return null;
+  } catch (e) {
+    return `/dev/kvm is not usable here (${(e as Error).message})`;
   }
 })();
-const withKvm = haveKvm ? describe : describe.skip;
-if (!haveKvm) process.stderr.write('native: skipping the KVM lifecycle tests: /dev/kvm is not usable here\n');
-
-/** The fds of this process that are KVM objects. */
-function kvmFds(): string[] {
-  return fs
-    .readdirSync('/proc/self/fd')
-    .map((fd) => {
-      try {
-        return fs.readlinkSync(`/proc/self/fd/${fd}`);
-      } catch {
-        return '';
-      }
-    })
-    .filter((t) => t.startsWith('anon_inode:kvm'));
-}
+const withKvm = (name: string, body: () => void): void => describeNeeding(noKvm, name, body);
 
 describe('Kvm.open errors', () => {
   let tmp: ReturnType<typeof tempDir>;
@@ -113,6 +99,34 @@ withKvm('KVM objects on /dev/kvm', () => {
     vm.close();
     expect(vm.slots.used).toBe(0);
     expect(caught(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram })).code).toBe('ECLOSED');
+  });
+
+  test('a slot pins its memory: closed first, the pages stay mapped until the slot or the VM goes', () => {
+    using kvm = Kvm.open();
+    // The mappings of this process whose memfd is called `name`.
+    const mapped = (name: string): number =>
+      fs
+        .readFileSync('/proc/self/maps', 'utf8')
+        .split('\n')
+        .filter((l) => l.includes(`/memfd:${name} `)).length;
+    const vm = kvm.createVm();
+    const ram = GuestRam.create(0x10000, { name: 'slot-pin-a' });
+    const slot = vm.addSlot({ guestAddress: 0, size: 0x10000, memory: ram });
+    ram.close();
+    expect(mapped('slot-pin-a')).toBe(1); // KVM may still translate to it
+    expect(caught(() => vm.addSlot({ guestAddress: 0x10000, size: 0x1000, memory: ram })).code).toBe(
+      'ECLOSED',
+    );
+    vm.removeSlot(slot);
+    expect(mapped('slot-pin-a')).toBe(0);
+    // The VM closing releases its slots' pins too.
+    const ram2 = GuestRam.create(0x10000, { name: 'slot-pin-b' });
+    vm.addSlot({ guestAddress: 0, size: 0x8000, memory: ram2 });
+    vm.addSlot({ guestAddress: 0x100000, size: 0x8000, memory: ram2, offset: 0x8000 });
+    ram2.close();
+    expect(mapped('slot-pin-b')).toBe(1);
+    vm.close();
+    expect(mapped('slot-pin-b')).toBe(0);
   });
 
   test('irqfd and SIGNAL_MSI need the irqchip; irqfds are released with the VM', () => {
