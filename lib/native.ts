@@ -348,6 +348,58 @@ export interface NativeBinding {
   /** The benchmark's baseline: a bare uv_poll calling `callback()`; returns its stop function. */
   irqBaselineOpen(fd: number, callback: () => void): () => void;
 
+  // iommufd (native/iommufd.cc, ioas_dma.cc) and the VFIO device cdev (native/device_cdev.cc).
+  /** IOMMU_IOAS_ALLOC on an iommufd (/dev/iommu): the new IOAS's ID. */
+  iommufdIoasAlloc(iommufd: NativeHandle): number;
+  /** IOMMU_DESTROY of an IOAS or HWPT by ID. */
+  iommufdDestroy(iommufd: NativeHandle, id: number): void;
+  /**
+   * IOMMU_IOAS_IOVA_RANGES, both calls of its size protocol: [out_iova_alignment, start0, last0,
+   * start1, last1, ...] (inclusive ends).
+   */
+  iommufdIoasIovaRanges(iommufd: NativeHandle, ioas: number): BigUint64Array;
+  /** IOMMU_HWPT_ALLOC of a kernel-managed page table for bound device `devId` over `ptId`. */
+  iommufdHwptAlloc(iommufd: NativeHandle, devId: number, ptId: number, flags: number): number;
+  /** IOMMU_GET_HW_INFO for bound device `devId`: iommu_hw_info_type, capabilities, the raw record. */
+  iommufdGetHwInfo(
+    iommufd: NativeHandle,
+    devId: number,
+  ): { type: number; capabilities: bigint; data: Buffer };
+  /** IOMMU_IOAS_MAP at exactly `iova` (IOMMU_IOAS_MAP_FIXED_IOVA) of a mapping or guest memory. */
+  iommufdIoasMap(
+    iommufd: NativeHandle,
+    ioas: number,
+    memory: NativeMappingHandle | NativeGuestMemoryHandle,
+    offset: number,
+    iova: number,
+    size: number,
+    read: boolean,
+    write: boolean,
+  ): void;
+  /** iommufdIoasMap on the libuv thread pool. */
+  iommufdIoasMapAsync(
+    iommufd: NativeHandle,
+    ioas: number,
+    memory: NativeMappingHandle | NativeGuestMemoryHandle,
+    offset: number,
+    iova: number,
+    size: number,
+    read: boolean,
+    write: boolean,
+  ): Promise<void>;
+  /** IOMMU_IOAS_UNMAP; returns the bytes the kernel unmapped. */
+  iommufdIoasUnmap(iommufd: NativeHandle, ioas: number, iova: number, size: number): number;
+  /** VFIO_DEVICE_BIND_IOMMUFD of a device cdev fd; returns the device's ID in the iommufd. */
+  vfioDeviceBindIommufd(device: NativeHandle, iommufd: NativeHandle): number;
+  /** VFIO_DEVICE_BIND_IOMMUFD on the thread pool, on dups of both fds. */
+  vfioDeviceBindIommufdAsync(device: NativeHandle, iommufd: NativeHandle): Promise<number>;
+  /** VFIO_DEVICE_ATTACH_IOMMUFD_PT; returns the page table attached (an HWPT ID). */
+  vfioDeviceAttachIommufdPt(device: NativeHandle, ptId: number): number;
+  /** VFIO_DEVICE_DETACH_IOMMUFD_PT. */
+  vfioDeviceDetachIommufdPt(device: NativeHandle): void;
+  /** What the addon's iommufd and cdev code was built with: ioctl numbers, sizes, field offsets. */
+  readonly iommufdUapi: Readonly<Record<string, number>>;
+
   /** VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, raw (parsed in lib/vfio/hot-reset). */
   vfioHotResetInfo(device: NativeHandle): Buffer;
   /** VFIO_DEVICE_PCI_HOT_RESET with the fds of every affected group. */

@@ -4,10 +4,9 @@
 #include <linux/vfio.h>
 #include <unistd.h>
 
-#include <string>
-
 #include "args.h"
 #include "async_call.h"
+#include "dma_range.h"
 #include "exports.h"
 #include "handle.h"
 #include "host_memory.h"
@@ -23,46 +22,15 @@ namespace {
 FdResource* ParseMap(napi_env env, const Args<7>& args, vfio_iommu_type1_dma_map* map) {
   const char* op = "VFIO_IOMMU_MAP_DMA";
   FdResource* h = GetHandle(env, args[0], op);
-  if (h == nullptr) return nullptr;
-  HostRange range;
-  if (!MappingHostRange(env, args[1], &range) && !GuestMemoryHostRange(env, args[1], &range)) {
-    ThrowTypeError(env, std::string(op) + " expects a mapping or guest memory handle");
-    return nullptr;
-  }
-  uint64_t offset, iova, size;
-  bool read = false, write = false;
-  if (!GetSafeInteger(env, args[2], "offset", &offset) ||
-      !GetSafeInteger(env, args[3], "iova", &iova) ||
-      !GetSafeInteger(env, args[4], "size", &size)) {
-    return nullptr;
-  }
-  if (napi_get_value_bool(env, args[5], &read) != napi_ok ||
-      napi_get_value_bool(env, args[6], &write) != napi_ok) {
-    ThrowTypeError(env, "read and write must be booleans");
-    return nullptr;
-  }
-  if (range.base == nullptr) {
-    ThrowVfioError(env, op, 0, "the memory is closed", *range.where, "ECLOSED");
-    return nullptr;
-  }
-  // offset is tested first, so offset + size is never formed.
-  if (offset > range.length || size > range.length - offset) {
-    ThrowRangeError(env, std::string(op) + ": offset " + std::to_string(offset) + " size " +
-                             std::to_string(size) + " is outside the memory (length " +
-                             std::to_string(range.length) + ")");
-    return nullptr;
-  }
-  if (write && !range.writable) {
-    ThrowVfioError(env, op, EACCES, "device writes need writable memory", *range.where);
-    return nullptr;
-  }
+  DmaRange range;
+  if (h == nullptr || !ParseDmaRange(env, op, &args.argv[1], &range)) return nullptr;
   *map = {};
   map->argsz = sizeof *map;
-  map->flags = (read ? VFIO_DMA_MAP_FLAG_READ : 0) | (write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
-  // SAFETY: offset + size <= length was checked above, so the range lies inside the live mapping.
-  map->vaddr = reinterpret_cast<uint64_t>(range.base + offset);
-  map->iova = iova;
-  map->size = size;
+  map->flags =
+      (range.read ? VFIO_DMA_MAP_FLAG_READ : 0) | (range.write ? VFIO_DMA_MAP_FLAG_WRITE : 0);
+  map->vaddr = range.vaddr;
+  map->iova = range.iova;
+  map->size = range.size;
   return h;
 }
 

@@ -84,6 +84,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterDma(env, exports);
   RegisterIrq(env, exports);
   RegisterHotReset(env, exports);
+  RegisterIommufd(env, exports);
+  RegisterIoasDma(env, exports);
+  RegisterDeviceCdev(env, exports);
   // Device migration (native/migration.cc, native/migration_data.cc).
   RegisterMigration(env, exports);
   RegisterMigrationData(env, exports);

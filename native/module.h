@@ -94,6 +94,9 @@ void RegisterKvm(Napi::Env env, Napi::Object exports);
 void RegisterVcpu(Napi::Env env, Napi::Object exports);
 void RegisterIrq(Napi::Env env, Napi::Object exports);
 void RegisterHotReset(Napi::Env env, Napi::Object exports);
+void RegisterIommufd(Napi::Env env, Napi::Object exports);
+void RegisterIoasDma(Napi::Env env, Napi::Object exports);
+void RegisterDeviceCdev(Napi::Env env, Napi::Object exports);
 // Device migration (native/migration.cc, native/migration_data.cc).
 void RegisterMigration(Napi::Env env, Napi::Object exports);
 void RegisterMigrationData(Napi::Env env, Napi::Object exports);

@@ -66,9 +66,9 @@ export function memlockHint(): string {
 
 /**
  * The operations that pin memory for DMA, the only ones whose ENOMEM can come from RLIMIT_MEMLOCK.
- * (The type1 IOMMU pins on map; the sPAPR IOMMU's memory registration is not driven here.)
+ * (type1 and iommufd pin on map; the sPAPR IOMMU's memory registration is not driven here.)
  */
-const PINNING_OPS: ReadonlySet<string> = new Set(['VFIO_IOMMU_MAP_DMA']);
+const PINNING_OPS: ReadonlySet<string> = new Set(['VFIO_IOMMU_MAP_DMA', 'IOMMU_IOAS_MAP']);
 
 /** Context for {@link hintFor}. */
 export interface HintContext {
@@ -88,12 +88,19 @@ export function hintFor(ctx: HintContext): string | undefined {
   const { op, code, path } = ctx;
   const isGroupNode = path !== undefined && /^\/dev\/vfio\/(noiommu-)?\d+$/.test(path);
   const isVfioNode = path !== undefined && path.startsWith('/dev/vfio/');
+  const isCdevNode = path !== undefined && /^\/dev\/vfio\/devices\/vfio\d+$/.test(path);
   switch (code) {
     case 'EACCES':
     case 'EPERM':
       if (op === 'mmap') return 'the mapping was refused: a read-only region or fd cannot be mapped writable';
       if (path === '/dev/kvm')
         return 'no permission on /dev/kvm: run as root or add the user to the kvm group';
+      if (op === 'open' && path === '/dev/iommu') {
+        return (
+          'no permission on /dev/iommu (root-only by default): run as root, or give this user read/write ' +
+          "access with a udev rule, or use the type1 backend (backend: 'type1') through /dev/vfio"
+        );
+      }
       if (isVfioNode) {
         return (
           `no permission on ${path}: run as root, or give this user read/write access to the node ` +
@@ -110,10 +117,17 @@ export function hintFor(ctx: HintContext): string | undefined {
           `(its vfio cdev under /dev/vfio/devices) or by another user of this group; close that first`
         );
       }
+      if (isCdevNode || op === 'VFIO_DEVICE_BIND_IOMMUFD') {
+        return (
+          `${ctx.bdf ?? 'the device'} is in use through its IOMMU group (/dev/vfio/N, by this or another ` +
+          `process) or bound already: a device is reached through its group or its cdev, never both at once`
+        );
+      }
       if (isGroupNode) {
         return (
-          `the group is already open elsewhere: another process (check \`fuser ${path}\`) or another ` +
-          `Group object in this process; a group can be opened only once`
+          `the group is already open elsewhere: another process (check \`fuser ${path}\`), another ` +
+          `Group object in this process, or one of its devices through its cdev (/dev/vfio/devices, ` +
+          `the iommufd backend); a group can be opened only once, and not beside a device cdev`
         );
       }
       return undefined;
@@ -122,6 +136,15 @@ export function hintFor(ctx: HintContext): string | undefined {
         return `${path} does not exist: bind the group's devices to vfio-pci (modprobe vfio-pci), then retry`;
       }
       if (path === '/dev/vfio/vfio') return 'VFIO is not available: modprobe vfio-pci (and enable the IOMMU)';
+      if (op === 'IOMMU_IOAS_UNMAP') {
+        return 'nothing is mapped there, or the range would split a mapping (iommufd splits none): unmap whole mappings';
+      }
+      if (op === 'open' && path === '/dev/iommu') {
+        return "the kernel has no iommufd (CONFIG_IOMMUFD; modprobe iommufd where it is a module): use backend 'type1'";
+      }
+      if (op === 'open' && isCdevNode) {
+        return `${path} does not exist: the device left vfio-pci, or the kernel has no VFIO_DEVICE_CDEV`;
+      }
       if (path === '/dev/kvm') {
         return 'KVM is not available: modprobe kvm_intel or kvm_amd, enable virtualization in the firmware, or nested virtualization in a VM';
       }
@@ -136,6 +159,12 @@ export function hintFor(ctx: HintContext): string | undefined {
       }
       return undefined;
     case 'EINVAL':
+      if (op === 'VFIO_DEVICE_ATTACH_IOMMUFD_PT') {
+        return (
+          "the IOAS maps something in the device's reserved IOVA regions (the MSI window " +
+          '0xfee00000-0xfeefffff), or the device is attached already: check ioas.dmaMappings()'
+        );
+      }
       if (op === 'mmap') {
         return (
           'the region is not mappable there: check regionInfo(index).mappable and its sparse-mmap ' +

@@ -88,7 +88,9 @@ function noHotReset(bdf: string, cause: VfioError, sysfs: SysfsOptions): VfioErr
 
 /** Open `bdf` and every group its hot reset involves, and perform the hot reset. */
 export function hotReset(bdf: string, sysfs: SysfsOptions = {}): HotResetResult {
-  using v = openVfioDevice(bdf, sysfs);
+  // A hot reset proves ownership of every group on the bus by its fd: the container/group uAPI.
+  using v = openVfioDevice(bdf, sysfs, 'type1');
+  const own = v.group!;
   let info: HotResetInfo;
   try {
     info = v.device.hotResetInfo();
@@ -101,7 +103,7 @@ export function hotReset(bdf: string, sysfs: SysfsOptions = {}): HotResetResult 
   const opened: Group[] = [];
   try {
     const groups = info.groups.map((n) => {
-      if (n === v.group.number) return v.group;
+      if (n === own.number) return own;
       const g = Group.open(n, sysfs);
       opened.push(g);
       return g;

@@ -6,6 +6,7 @@ import { walkCapabilities } from '../pci/config';
 import type { Device } from '../vfio/device';
 import { VfioError } from '../base/native-errors';
 import { VFIO_PCI_CONFIG_REGION_INDEX, type RegionInfo } from '../vfio/uapi';
+import { formatBackend, type BackendJson } from './backend-info';
 import { capabilityName, IRQ_NAMES, REGION_NAMES } from './names';
 
 export interface RegionJson {
@@ -33,6 +34,8 @@ export interface InfoJson {
   vendor: number;
   device: number;
   iommuGroup: number | null;
+  /** The IOMMU backend the device was opened through (or would be, off vfio-pci), and why. */
+  backend: BackendJson;
   /** VFIO_DEVICE_RESET is available (a function-level or other device-local reset). */
   resettable: boolean;
   /** The kernel's reset methods for the device (sysfs reset_method), best first. */
@@ -78,7 +81,8 @@ export function collectInfo(
   d: Device,
   group: number,
   resetMethods: string[],
-  driver: string | null = 'vfio-pci',
+  driver: string | null,
+  backend: BackendJson,
 ): InfoJson {
   const info = d.info();
   const regions: RegionJson[] = [];
@@ -129,6 +133,7 @@ export function collectInfo(
     vendor: read(0, 2),
     device: read(2, 2),
     iommuGroup: group,
+    backend,
     resettable: info.reset,
     resetMethods,
     regions,
@@ -144,6 +149,7 @@ export function formatInfo(j: InfoJson): string {
   const group = j.iommuGroup === null ? 'no IOMMU group' : `IOMMU group ${j.iommuGroup}`;
   const lines = [
     `${j.bdf} [${j.vendor.toString(16).padStart(4, '0')}:${j.device.toString(16).padStart(4, '0')}] ${group}`,
+    formatBackend(j.backend),
   ];
   if (j.source === 'sysfs') {
     lines.push(

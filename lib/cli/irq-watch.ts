@@ -21,6 +21,7 @@ import type { CliIo } from './io';
 import { IRQ_NAMES } from './names';
 import { SCHEMA_VERSION } from './schema';
 import { openVfioDevice } from './vfio-open';
+import type { VfioBackendChoice } from '../vfio/backend';
 
 /** Which interrupt to enable: `auto` picks MSI-X, then MSI, then INTx, the first the device has. */
 export type WatchedIrq = 'auto' | 'intx' | 'msi' | 'msix';
@@ -67,8 +68,9 @@ export async function watchIrqs(
   io: CliIo,
   opts: IrqWatchOptions,
   sysfs: SysfsOptions = {},
+  backend: VfioBackendChoice = 'auto',
 ): Promise<WatchStop> {
-  using v = openVfioDevice(bdf, sysfs);
+  using v = openVfioDevice(bdf, sysfs, backend);
   const dev = v.device;
   const index = pickIndex(bdf, opts.irq, (i) => dev.irqInfo(i).count);
   const name = IRQ_NAMES[index]!;

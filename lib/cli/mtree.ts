@@ -5,7 +5,8 @@
  */
 import { PciBus, type MapInfoRange } from '../pci/bus';
 import { VfioPciDevice } from '../pci/device';
-import { Container } from '../vfio/container';
+import type { VfioBackendChoice } from '../vfio/backend';
+import { openBackend } from '../vfio/vfio-backend';
 import type { SysfsOptions } from '../vfio/sysfs';
 import { UsageError } from './errors';
 import { IORESOURCE_IO, parseBdf, readResources, type PciResource } from './pci-sysfs';
@@ -97,6 +98,7 @@ export function buildBus(
   bdfs: readonly string[],
   bars: readonly BarPlacement[],
   sysfs: SysfsOptions,
+  backend: VfioBackendChoice = 'auto',
 ): BuiltBus {
   for (const p of bars) {
     if (p.bdf === null && bdfs.length > 1) {
@@ -111,15 +113,15 @@ export function buildBus(
     checkPlacement(bdf, p, readResources(bdf, sysfs));
   }
   const bus = new PciBus();
-  const container = Container.open();
+  const iommu = openBackend(bdfs[0], { ...sysfs, backend });
   const close = (): void => {
     bus.close();
-    container.close();
+    iommu.close();
   };
   try {
     const devices: MtreeDevice[] = [];
     for (const bdf of bdfs) {
-      const dev = VfioPciDevice.openByBdf(bus, bdf, { container });
+      const dev = VfioPciDevice.openByBdf(bus, bdf, { iommu });
       const host = readResources(bdf, sysfs);
       const out: MtreeBar[] = [];
       for (const bar of dev.bars) {

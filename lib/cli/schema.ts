@@ -146,6 +146,13 @@ export const SCHEMAS: Record<string, Schema> = {
     vendor: int,
     device: int,
     iommuGroup: nullable(int),
+    backend: obj({
+      kind: nullable({ enum: ['type1', 'iommufd'] }),
+      requested: { enum: ['auto', 'iommufd', 'type1'] },
+      reason: str,
+      cdev: nullable(str),
+      opened: bool,
+    }),
     resettable: bool,
     resetMethods: { type: 'array', items: str },
     regions: {

@@ -14,6 +14,7 @@ import { walkCapabilities } from '../pci/config';
 import type { AccessSize } from '../types';
 import { Mapping, PAGE_SIZE } from '../vfio/mapping';
 import type { SysfsOptions } from '../vfio/sysfs';
+import type { BackendJson } from './backend-info';
 import type { InfoJson, RegionJson } from './info';
 import { capabilityName, REGION_NAMES } from './names';
 import {
@@ -171,7 +172,7 @@ export function openSysfsPort(
 }
 
 /** info for a device on any driver, from `config`, `resource` and `reset_method`. */
-export function collectSysfsInfo(dev: PciDeviceEntry, opts: SysfsOptions): InfoJson {
+export function collectSysfsInfo(dev: PciDeviceEntry, opts: SysfsOptions, backend: BackendJson): InfoJson {
   const size = configSize(dev.bdf, opts);
   using port = openSysfsPort(dev.bdf, CONFIG, 0, size, 4, opts);
   let limit = size;
@@ -211,6 +212,7 @@ export function collectSysfsInfo(dev: PciDeviceEntry, opts: SysfsOptions): InfoJ
     vendor: dev.vendor,
     device: dev.device,
     iommuGroup: dev.iommuGroup,
+    backend,
     resettable: false,
     resetMethods: resetMethods(dev.bdf, opts),
     regions,

@@ -1,36 +1,62 @@
 /**
- * Opening one device through VFIO for a command: its own container, its group attached with the
- * best IOMMU type, and the device fd, all closed together.
+ * Opening one device through VFIO for a command: an IOMMU context of its own of the backend asked
+ * for (iommufd through the device's cdev, or a container with the group attached), and the device
+ * fd, all closed together.
  */
-import { Container } from '../vfio/container';
 import type { Device } from '../vfio/device';
-import { Group } from '../vfio/group';
+import type { Group } from '../vfio/group';
+import type { BackendDecision, VfioBackendChoice } from '../vfio/backend';
 import type { SysfsOptions } from '../vfio/sysfs';
 import { isMdevUuid } from '../vfio/mdev/sysfs';
+import { openBackend } from '../vfio/vfio-backend';
+import { UsageError } from './errors';
 
 export interface OpenedDevice extends Disposable {
   readonly device: Device;
-  readonly group: Group;
+  /** The group it was opened through (type1), or null (iommufd). */
+  readonly group: Group | null;
+  /** Its IOMMU group number (-1 when sysfs does not say). */
+  readonly groupNumber: number;
+  /** Which backend, and why. */
+  readonly decision: BackendDecision;
 }
 
-/** Open `bdf` (a PCI address, or a mediated device's UUID) through VFIO. The caller disposes the result (`using`). */
-export function openVfioDevice(bdf: string, sysfs: SysfsOptions = {}): OpenedDevice {
-  const undo: (() => void)[] = [];
-  const close = (): void => {
-    for (const fn of undo.splice(0).reverse()) fn();
-  };
+/**
+ * Open `bdf` (a PCI address, or a mediated device's UUID) through VFIO on `backend` (default auto;
+ * a mediated device through its group, type1). The caller disposes the result (`using`).
+ */
+export function openVfioDevice(
+  bdf: string,
+  sysfs: SysfsOptions = {},
+  backend: VfioBackendChoice = 'auto',
+): OpenedDevice {
+  const mdev = isMdevUuid(bdf);
+  if (mdev && backend === 'iommufd') {
+    throw new UsageError(
+      `--backend iommufd: mediated device ${bdf} opens through its IOMMU group here`,
+      'leave --backend out, or give --backend type1',
+    );
+  }
+  const iommu = mdev
+    ? openBackend(null, { ...sysfs, backend: 'type1' })
+    : openBackend(bdf, { ...sysfs, backend });
   try {
-    const container = Container.open();
-    undo.push(() => container.close());
-    const group = isMdevUuid(bdf) ? Group.openByMdev(bdf, sysfs) : Group.openByBdf(bdf, sysfs);
-    undo.push(() => group.close());
-    group.setContainer(container);
-    container.setIommu();
-    const device = group.openDevice(bdf);
-    undo.push(() => device.close());
-    return { device, group, [Symbol.dispose]: close };
+    const o = iommu.openDevice(bdf);
+    return {
+      device: o.device,
+      group: o.group,
+      groupNumber: o.groupNumber,
+      decision: iommu.decision!,
+      [Symbol.dispose]: () => {
+        try {
+          o.release();
+        } finally {
+          iommu.close();
+        }
+      },
+    };
   } catch (e) {
-    close();
+    iommu.close();
     throw e;
   }
 }

@@ -22,12 +22,15 @@ import { VfioBridgeError } from '../base';
 import { emitGuarded } from '../base/events';
 import type { AddressSpace, FlatRange, MemoryListener } from '../memory';
 import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
-import { span, type DmaMapRequest } from '../vfio/dma-types';
+import { span, type DmaBackend, type DmaMapRequest } from '../vfio/dma-types';
 import { planSection, skipOf, type DmaSkip } from './plan';
 
 export type { DmaSkip, DmaSkipReason } from './plan';
 
-/** The part of a Container the listener uses (a fake in unit tests). */
+/**
+ * The part of a DMA backend the listener uses: a type1 Container or an iommufd Ioas (both are a
+ * {@link DmaBackend}), or a fake in unit tests.
+ */
 export interface DmaContainer {
   /** See {@link Container.mapDma}. */
   mapDma(req: DmaMapRequest): void;
@@ -161,11 +164,13 @@ export type DmaListenerEvents = {
 };
 
 /**
- * Follows `space` and keeps `container`'s IOMMU in step with it. Events: `warning` (a skipped
+ * Follows `space` and keeps the IOMMU of `container` (either backend: a type1 Container or an
+ * iommufd Ioas) in step with it. Events: `warning` (a skipped
  * section, {@link DmaSkip}), `dma-error` (a RAM-device map or an unmap that failed,
  * {@link DmaErrorEvent}), `fatal` (a RAM map failed and the commit was undone, {@link DmaCommitError}).
  */
 export class DmaListener extends EventEmitter<DmaListenerEvents> implements MemoryListener, Disposable {
+  /** The DMA backend the listener maps into (a Container, an Ioas, or a fake). */
   readonly container: DmaContainer;
   readonly space: AddressSpace;
   /** The IOMMU page: the granularity of RAM-device mappings. */
@@ -214,7 +219,7 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
   ) {
     if (container === null || typeof container !== 'object' || typeof container.mapDma !== 'function') {
       throw new ArgTypeError(
-        'DmaListener needs a container (Container or one with mapDma/unmapDma/iommuInfo)',
+        'DmaListener needs a DMA backend (a Container, an Ioas, or one with mapDma/unmapDma/iommuInfo)',
       );
     }
     super();
@@ -279,6 +284,12 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       }
     }
     return new DmaListener(container, space, opts, ahead);
+  }
+
+  /** The backend's kind (`type1`, `iommufd`), or null for a container that does not say (a fake). */
+  get backend(): DmaBackend['kind'] | null {
+    const k = (this.container as Partial<DmaBackend>).kind;
+    return k === 'type1' || k === 'iommufd' ? k : null;
   }
 
   /** Counters since creation. */

@@ -12,13 +12,13 @@ export interface PinnableRam {
 }
 
 /**
- * assertPinnable: refuse, before VFIO_IOMMU_MAP_DMA pins it, guest RAM the host cannot give: on
+ * assertPinnable: refuse, before the IOMMU pins it (`op`: VFIO_IOMMU_MAP_DMA, IOMMU_IOAS_MAP), guest RAM the host cannot give: on
  * small pages, pinning allocates every page at once, and more than MemAvailable gets the process
  * OOM-killed (root passes RLIMIT_MEMLOCK) after seconds of reclaim. Huge-page RAM was reserved
  * from its pool when it was created. A host whose /proc/meminfo cannot be read is not judged.
  * @throws VfioError ENOMEM naming both sizes, with a hint
  */
-export function assertPinnable(ram: PinnableRam, meminfo = '/proc/meminfo'): void {
+export function assertPinnable(ram: PinnableRam, meminfo = '/proc/meminfo', op = 'VFIO_IOMMU_MAP_DMA'): void {
   if (ram.hugePageSize !== 0) return;
   let text: string;
   try {
@@ -34,7 +34,7 @@ export function assertPinnable(ram: PinnableRam, meminfo = '/proc/meminfo'): voi
     message: `guest RAM '${ram.name}' of ${Math.round(ram.length / MiB)} MiB cannot be pinned for DMA: the host has ${Math.floor(available / MiB)} MiB available (MemAvailable)`,
     code: 'ENOMEM',
     errno: 12,
-    op: 'VFIO_IOMMU_MAP_DMA',
+    op,
     path: meminfo,
     hint: 'give the guest less RAM (ramSize), free memory on the host, or back guest RAM with reserved huge pages (hugepages)',
   });

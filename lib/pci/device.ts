@@ -186,9 +186,11 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
   }
 
   /**
-   * openByBdf: open the vfio-pci device at `bdf` (its group attached to `opts.container`, or to a new
-   * container with the best IOMMU type) and build it on `bus`. Closing the device also closes the
-   * VFIO device, its group and a container it created. The opening itself is open.ts's.
+   * openByBdf: open the vfio-pci device at `bdf` into `opts.container` (type1) or `opts.iommu` (an
+   * Ioas or a VfioBackend), or into an IOMMU context of its own of `opts.backend` (default `auto`:
+   * iommufd through its cdev where the kernel offers it, else type1 through its group), and build it
+   * on `bus`. Closing the device also closes the VFIO device, its group and a context it created.
+   * The opening itself is open.ts's.
    */
   static openByBdf(bus: PciBus, bdf: string, opts: OpenByBdfOptions = {}): VfioPciDevice {
     return openVfioDevice(pciRoute(bdf), opts, (d, owner) =>
@@ -251,14 +253,30 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
   }
 
   /**
-   * The VFIO group this object opened the device from (openByBdf), for KVM's VFIO device; null when
-   * the caller opened the device and owns its group.
+   * The VFIO group this object opened the device from (openByBdf on type1); null when the caller
+   * opened the device and owns its group, or when it came through its cdev (iommufd).
    */
   get group(): {
     /** The group's file descriptor (an open `/dev/vfio/<group>`); it closes with the device. */
     readonly fd: number;
   } | null {
     return this.#closed ? null : (this.#owner?.group ?? null);
+  }
+
+  /**
+   * The file KVM's VFIO device is told about (KVM_DEV_VFIO_FILE_ADD) for a device this object
+   * opened (openByBdf): its group on type1, its cdev on iommufd; null otherwise.
+   */
+  get vfioFile(): {
+    /** The file descriptor (the group's on type1, the cdev's on iommufd). */
+    readonly fd: number;
+  } | null {
+    return this.#closed || this.#owner === null ? null : this.#owner.vfioFile;
+  }
+
+  /** The IOMMU backend the device was opened through, when this object opened it (openByBdf). */
+  get backend(): 'type1' | 'iommufd' | null {
+    return this.#owner?.backend ?? null;
   }
 
   /** True once closed. */

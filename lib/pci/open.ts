@@ -1,59 +1,75 @@
 /**
- * Assembling a device by its name: its group opened and attached to a container (the caller's, or
- * one of its own with the best IOMMU type), the VFIO device opened from the group and handed to a
- * builder. If the builder fails, everything opened here is closed again; if it succeeds, the built
- * device owns it and closes it with itself. VfioPciDevice.openByBdf and openByMdev (and their async
- * forms) build a VfioPciDevice this way; the builder is a parameter so that this file needs nothing
- * of device.ts.
+ * Assembling a device by its name: opened into an IOMMU context (the caller's Container or Ioas,
+ * or one of its own of the backend asked for: iommufd through the device's cdev, or type1 through
+ * its group), and handed to a builder. If the builder fails, everything opened here is closed
+ * again; if it succeeds, the built device owns it and closes it with itself.
+ * VfioPciDevice.openByBdf and openByMdev (and their async forms) build a VfioPciDevice this way; the
+ * builder is a parameter so that this file needs nothing of device.ts.
  *
- * A device is named by a {@link DeviceRoute}: a PCI address (its group found through the PCI
- * device's `iommu_group`) or a mediated device's UUID (through the mdev's). Both reach the device
- * through its group; opening a device through its cdev (/dev/vfio/devices/vfioN, bound to an
- * iommufd) is a route of its own that plugs in here: an Opening whose `group` is the cdev's fd for
- * KVM's VFIO device and whose release closes the iommufd objects.
+ * A device is named by a {@link DeviceRoute}: a PCI address or a mediated device's UUID. A PCI
+ * function opens on either backend; a mediated device opens through its group (type1) only here:
+ * its cdev (/sys/bus/mdev/devices/UUID/vfio-dev) would plug into the iommufd backend's opening.
  */
 import { ArgTypeError } from '../base/error';
-import type { Container, Device, Group } from '../vfio';
+import type {
+  BackendDevice,
+  Container,
+  Device,
+  Group,
+  Ioas,
+  VfioBackend,
+  VfioBackendChoice,
+  VfioBackendKind,
+} from '../vfio';
 import type { VfioPciDeviceOptions } from './build';
 
 /**
- * What a device opened by BDF holds besides the VFIO device: its group, and what to close with it.
+ * What a device opened by BDF holds besides the VFIO device: its group (type1), the file KVM's VFIO
+ * device is given, and what to close with it.
  * @internal
  */
 export interface PciDeviceOwnership {
-  /** The group the device was opened from, for KVM's VFIO device. */
-  readonly group: { readonly fd: number };
-  /** Closes the VFIO device, its group and a container opened for it, in that order. Idempotent. */
+  /** The group the device was opened from (type1), or null (iommufd). */
+  readonly group: Group | null;
+  /** What KVM_DEV_VFIO_FILE_ADD is given: the group (type1) or the device cdev (iommufd). */
+  readonly vfioFile: { readonly fd: number };
+  /** Which backend the device was opened through. */
+  readonly backend: VfioBackendKind;
+  /** Closes the VFIO device, its group and an IOMMU context opened for it, in that order. Idempotent. */
   release(): void;
 }
 
-/** How a device is reached: its VFIO name, and how its group is found. @internal */
+/** How a device is reached: its VFIO name and what kind of device it is. @internal */
 export interface DeviceRoute {
-  /** What the device is called in messages and in VFIO_GROUP_GET_DEVICE_FD. */
+  /** What the device is called in messages, in sysfs and in VFIO_GROUP_GET_DEVICE_FD. */
   readonly name: string;
-  /** Open the device's group (not yet attached). */
-  openGroup(vfio: typeof import('../vfio')): Group;
+  /** A PCI function (`name` is its address) or a mediated device (`name` is its UUID). */
+  readonly kind: 'pci' | 'mdev';
 }
 
 /** The route to the vfio-pci device at `bdf`. @internal */
 export function pciRoute(bdf: string): DeviceRoute {
   if (typeof bdf !== 'string') throw new ArgTypeError(`BDF must be a string, got ${typeof bdf}`);
-  return { name: bdf, openGroup: (vfio) => vfio.Group.openByBdf(bdf) };
+  return { name: bdf, kind: 'pci' };
 }
 
 /** The route to mediated device `uuid`. @internal */
 export function mdevRoute(uuid: string): DeviceRoute {
   if (typeof uuid !== 'string') throw new ArgTypeError(`an mdev UUID must be a string, got ${typeof uuid}`);
-  return { name: uuid, openGroup: (vfio) => vfio.Group.openByMdev(uuid) };
+  return { name: uuid, kind: 'mdev' };
 }
 
 /** Options of {@link VfioPciDevice.openByBdf} and {@link VfioPciDevice.openByMdev}. */
 export interface OpenByBdfOptions extends VfioPciDeviceOptions {
   /**
-   * The container to attach the device's group to, for VMMs with several devices. Without it the
-   * device gets a container of its own, closed with the device.
+   * The type1 container to attach the device's group to, for VMMs with several devices. Without it
+   * (and without `iommu`) the device gets an IOMMU context of its own, closed with the device.
    */
   container?: Container;
+  /** The IOMMU context to open the device into: a VfioBackend, or an iommufd Ioas. */
+  iommu?: VfioBackend | Ioas;
+  /** The backend of a context of the device's own (default `auto`: iommufd where it can be had). */
+  backend?: VfioBackendChoice;
 }
 
 /**
@@ -67,7 +83,7 @@ export function openVfioDevice<T>(
 ): T {
   const opening = new Opening(route, opts);
   try {
-    return build(opening.adopt(opening.group.openDevice(route.name)), opening);
+    return build(opening.adopt(opening.context.openDevice(route.name)), opening);
   } catch (e) {
     opening.release();
     throw e;
@@ -85,43 +101,71 @@ export async function openVfioDeviceAsync<T>(
 ): Promise<T> {
   const opening = new Opening(route, opts);
   try {
-    return await build(opening.adopt(await opening.group.openDeviceAsync(route.name)), opening);
+    return await build(opening.adopt(await opening.context.openDeviceAsync(route.name)), opening);
   } catch (e) {
     opening.release();
     throw e;
   }
 }
 
-/** The group opened and attached to its container, and what closes them again. */
+/** The IOMMU context chosen or opened, the device once opened, and what closes them again. */
 class Opening implements PciDeviceOwnership {
-  readonly group: Group;
+  readonly context: VfioBackend;
+  #opened: BackendDevice | null = null;
   readonly #cleanup: (() => void)[] = [];
 
   constructor(route: DeviceRoute, opts: OpenByBdfOptions) {
+    if (opts.container !== undefined && opts.iommu !== undefined) {
+      throw new ArgTypeError(`opening ${route.name}: give container or iommu, not both`);
+    }
     // Loaded here only: the rest of lib/pci runs without the native addon.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const vfio = require('../vfio') as typeof import('../vfio');
-    const container = opts.container ?? vfio.Container.open();
-    if (opts.container === undefined) this.#cleanup.push(() => container.close());
-    try {
-      const group = route.openGroup(vfio);
-      this.#cleanup.push(() => group.close());
-      group.setContainer(container);
-      if (container.iommuType === null) container.setIommu();
-      this.group = group;
-    } catch (e) {
-      this.release();
-      throw e;
+    const backend = vfio.checkBackendChoice(opts.backend);
+    if (opts.container !== undefined) this.context = vfio.Type1Backend.wrap(opts.container);
+    else if (opts.iommu instanceof vfio.Ioas) this.context = vfio.IommufdBackend.wrap(opts.iommu);
+    else if (opts.iommu !== undefined) this.context = opts.iommu;
+    else if (route.kind === 'mdev') {
+      if (backend === 'iommufd') throw mdevOnIommufd(route.name);
+      const own = vfio.Type1Backend.open();
+      this.#cleanup.push(() => own.close());
+      this.context = own;
+    } else {
+      const own = vfio.openBackend(route.name, { backend });
+      this.#cleanup.push(() => own.close());
+      this.context = own;
     }
+    if (route.kind === 'mdev' && this.context.kind !== 'type1') throw mdevOnIommufd(route.name);
   }
 
-  /** Closes `device` with the rest from now on. */
-  adopt(device: Device): Device {
-    this.#cleanup.push(() => device.close());
-    return device;
+  get group(): Group | null {
+    return this.#opened?.group ?? null;
+  }
+
+  get vfioFile(): { readonly fd: number } {
+    return this.#opened?.vfioFile ?? { fd: -1 };
+  }
+
+  get backend(): VfioBackendKind {
+    return this.context.kind;
+  }
+
+  /** Closes the device (and its group) with the rest from now on. */
+  adopt(opened: BackendDevice): Device {
+    this.#opened = opened;
+    this.#cleanup.push(() => opened.release());
+    return opened.device;
   }
 
   release(): void {
     for (const fn of this.#cleanup.splice(0).reverse()) fn();
   }
+}
+
+/** A mediated device asked of iommufd: this package opens those through their group only. */
+function mdevOnIommufd(uuid: string): Error {
+  return new ArgTypeError(
+    `mediated device ${uuid}: this package opens mediated devices through their IOMMU group (type1), ` +
+      'not through an iommufd; give a Container (or backend type1)',
+  );
 }

@@ -1,6 +1,17 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
-import { DMA_HANDLE, DmaState, iovaRangesOf, minPageSize, type DmaMapping, type DmaMapRequest } from './dma';
+import {
+  DMA_HANDLE,
+  DmaState,
+  hex,
+  iovaRangesOf,
+  minPageSize,
+  type DmaLimits,
+  type DmaMapping,
+  type DmaMapRequest,
+} from './dma';
+import { type1Hint } from './dma-hints';
+import type { DmaBackend } from './dma-types';
 import { VfioError } from '../base/native-errors';
 import {
   parseIommuInfo,
@@ -56,7 +67,9 @@ export function containerHandle(c: Container): NativeHandle {
  * groups attach to. Close it with {@link Container.close} or `using`; it is also released when
  * garbage-collected or when its thread exits.
  */
-export class Container implements Disposable {
+export class Container implements DmaBackend, Disposable {
+  /** The backend: the container/group uAPI with a type1 IOMMU. */
+  readonly kind = 'type1' as const;
   /** The VFIO API version reported by the kernel (always VFIO_API_VERSION, 0). */
   readonly apiVersion: number;
   /** The device node this container was opened from. */
@@ -65,22 +78,31 @@ export class Container implements Disposable {
   #groups = 0;
   #iommu: IommuType | null = null;
   #info: IommuInfo | null = null;
+  #limitsCache: DmaLimits | null = null;
   readonly #dma: DmaState;
 
   private constructor(handle: NativeHandle, path: string, apiVersion: number) {
     handles.set(this, handle);
     this.path = path;
     this.apiVersion = apiVersion;
+    const dmaAvail = (): number | undefined => {
+      try {
+        return this.iommuInfo().dmaAvail;
+      } catch {
+        return undefined;
+      }
+    };
     this.#dma = new DmaState({
       path,
-      info: () => this.#iommuInfoCached(),
-      dmaAvail: () => {
-        try {
-          return this.iommuInfo().dmaAvail;
-        } catch {
-          return undefined;
-        }
+      noun: 'container',
+      mapOp: 'VFIO_IOMMU_MAP_DMA',
+      unmapOp: 'VFIO_IOMMU_UNMAP_DMA',
+      limits: () => this.#limits(),
+      notReady: {
+        message: 'the container has no IOMMU type set',
+        hint: 'attach a group (group.setContainer) and call container.setIommu() first',
       },
+      kernelHint: (f) => type1Hint(f, dmaAvail),
       map: (m) => native.vfioMapDma(...this.#mapArgs(m)),
       mapAsync: (m) => native.vfioMapDmaAsync(...this.#mapArgs(m)),
       unmap: (iova, size) => native.vfioUnmapDma(this.#handle('VFIO_IOMMU_UNMAP_DMA'), iova, size),
@@ -216,10 +238,18 @@ export class Container implements Disposable {
   }
 
   // Page sizes and IOVA ranges do not change once the IOMMU type is set: ask the kernel once.
-  #iommuInfoCached(): IommuInfo | null {
+  #limits(): DmaLimits | null {
     if (this.#iommu === null) return null;
-    this.#info ??= parseIommuInfo(native.vfioIommuInfo(this.#handle('VFIO_IOMMU_GET_INFO')));
-    return this.#info;
+    if (this.#info === null) {
+      const info = parseIommuInfo(native.vfioIommuInfo(this.#handle('VFIO_IOMMU_GET_INFO')));
+      this.#info = info;
+      this.#limitsCache = {
+        pageSize: minPageSize(info.iovaPgsizes),
+        pageSizeSource: `iova_pgsizes is ${hex(info.iovaPgsizes)}`,
+        iovaRanges: iovaRangesOf(info),
+      };
+    }
+    return this.#limitsCache;
   }
 
   /**
@@ -272,6 +302,7 @@ export class Container implements Disposable {
       this.#dma.forget();
       this.#iommu = null;
       this.#info = null;
+      this.#limitsCache = null;
     }
   }
 

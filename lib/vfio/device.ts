@@ -2,7 +2,14 @@ import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { VfioError } from '../base/native-errors';
 import { openGroup } from './group';
-import { groupsNotOwnedError, type HotResetInfo, parseHotResetInfo } from './hot-reset';
+import {
+  devicesNotOwnedError,
+  groupsNotOwnedError,
+  type HotResetInfo,
+  parseHotResetInfo,
+  VFIO_PCI_DEVID_NOT_OWNED,
+  VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
+} from './hot-reset';
 import { DeviceIrq, type IrqOptions } from './irq';
 import { Mapping, PAGE_SIZE } from './mapping';
 import type { AccessSize } from '../types';
@@ -85,9 +92,18 @@ function checkRange(
   return offset;
 }
 
+/** How a device cdev is bound to an iommufd (VFIO_DEVICE_BIND_IOMMUFD). @internal */
+export interface IommufdBinding {
+  /** The iommufd (an Iommufd; typed loosely so this file needs nothing of iommufd.ts). */
+  readonly iommufd: { readonly path: string; readonly closed: boolean };
+  /** The device's ID in the iommufd (out_devid). */
+  readonly devId: number;
+}
+
 /**
- * A VFIO device fd, from {@link Group.openDevice}: info, region and IRQ info, reset, region I/O
- * through the fd (one pread/pwrite per access), and mappings of mmap-capable regions.
+ * A VFIO device fd, from {@link Group.openDevice} (the container/group uAPI) or `openCdevDevice`
+ * (its cdev bound to an iommufd): info, region and IRQ info, reset, region I/O through the fd (one
+ * pread/pwrite per access), and mappings of mmap-capable regions. Both kinds work the same.
  */
 export class Device implements Disposable {
   /** The PCI address, or a mediated device's UUID: the name the device was opened by. */
@@ -98,18 +114,48 @@ export class Device implements Disposable {
   #closed = false;
   /** The DeviceIrqs handed out (closed ones are pruned as new ones are made). */
   readonly #irqs = new Set<DeviceIrq>();
+  readonly #binding: IommufdBinding | null;
 
-  private constructor(handle: NativeHandle, bdf: string, groupPath: string) {
+  private constructor(handle: NativeHandle, bdf: string, groupPath: string, binding: IommufdBinding | null) {
     this.#handle = handle;
     this.bdf = bdf;
     this.#groupPath = groupPath;
+    this.#binding = binding;
   }
 
-  /** Wrap a device handle from the group. @internal */
-  static _fromHandle(handle: NativeHandle, bdf: string, groupPath: string): Device {
-    const d = new Device(handle, bdf, groupPath);
+  /**
+   * Wrap a device handle from the group (`binding` null) or a device cdev bound to an iommufd.
+   * @internal
+   */
+  static _fromHandle(
+    handle: NativeHandle,
+    bdf: string,
+    groupPath: string,
+    binding: IommufdBinding | null = null,
+  ): Device {
+    const d = new Device(handle, bdf, groupPath, binding);
     openDevices.set(bdf, { ref: new WeakRef(d), group: groupPath });
     return d;
+  }
+
+  /** Which uAPI the device was opened through: its group (`type1`) or its cdev (`iommufd`). */
+  get backend(): 'type1' | 'iommufd' {
+    return this.#binding === null ? 'type1' : 'iommufd';
+  }
+
+  /** The node the device fd came from: its group (`/dev/vfio/12`) or its cdev (`/dev/vfio/devices/vfio0`). */
+  get path(): string {
+    return this.#groupPath;
+  }
+
+  /** The device's ID in its iommufd (for IOMMU_HWPT_ALLOC, IOMMU_GET_HW_INFO), or null (type1). */
+  get iommufdDevId(): number | null {
+    return this.#binding?.devId ?? null;
+  }
+
+  /** The iommufd binding, for Ioas.attach. @internal */
+  get _iommufd(): IommufdBinding | null {
+    return this.#binding;
   }
 
   /** The device fd (-1 once closed). */
@@ -237,7 +283,8 @@ export class Device implements Disposable {
   /**
    * VFIO_DEVICE_PCI_HOT_RESET: a secondary bus reset of the device's bus (or slot), with the fd of
    * every affected group to prove this process owns them. `groups` defaults to the groups open in
-   * this environment.
+   * this environment. A device opened through its cdev passes none: the kernel checks that every
+   * affected device is bound to the same iommufd.
    * @throws VfioError `'EGROUPS'` naming each affected group that is not open here
    */
   hotReset(groups?: readonly { readonly number: number; readonly fd: number }[]): void {
@@ -259,9 +306,17 @@ export class Device implements Disposable {
     await native.vfioHotResetAsync(h, this.#hotResetFds(groups));
   }
 
-  /** The fd of every group a bus reset affects; throws naming the groups not open here. */
+  /**
+   * The fd of every group a bus reset affects; throws naming the groups not open here. A device
+   * opened through its cdev proves ownership through its iommufd instead: no fds (an empty array).
+   */
   #hotResetFds(groups?: readonly { readonly number: number; readonly fd: number }[]): Int32Array {
     const info = this.hotResetInfo();
+    if ((info.flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID) !== 0) {
+      if (info.devices.some((d) => d.devId === VFIO_PCI_DEVID_NOT_OWNED))
+        throw devicesNotOwnedError(this.bdf, info);
+      return new Int32Array(0);
+    }
     const fds: number[] = [];
     const missing: number[] = [];
     for (const n of info.groups) {

@@ -52,3 +52,41 @@ export function hex(v: number | bigint): string {
 export function span(start: number, size: number): string {
   return `[${hex(start)}, ${hex(start + size)})`;
 }
+
+/** The two IOMMU backends: the legacy container/group uAPI (type1) and iommufd with device cdevs. */
+export type VfioBackendKind = 'type1' | 'iommufd';
+
+/** What every DMA backend reports of its IOMMU ({@link Container.iommuInfo}, `Ioas.iommuInfo`). */
+export interface DmaIommuInfo {
+  /** The page sizes known to work, ascending (type1: every one the IOMMU has). */
+  readonly pageSizes: readonly number[];
+  /** The granularity of every mapping: iova, size and offset are multiples of it. */
+  readonly minPageSize: number;
+  /** The IOVA ranges (inclusive ends) a mapping must lie in. */
+  readonly iovaRanges: readonly { readonly start: bigint; readonly end: bigint }[];
+}
+
+/**
+ * Where device DMA is mapped: a type1 `Container` or an iommufd `Ioas`. Both keep the same exact
+ * record with the same checks before the kernel sees a request (alignment, IOVA ranges, overlaps,
+ * whole mappings on unmap), so the DMA listener and lib/vmm's Machine take either.
+ */
+export interface DmaBackend {
+  /** Which uAPI the mappings go through. */
+  readonly kind: VfioBackendKind;
+  /** The node the backend's fd came from (`/dev/vfio/vfio`, `/dev/iommu`). */
+  readonly path: string;
+  readonly closed: boolean;
+  /** Map `req.size` bytes of `req.memory` at `req.iova`, checked first; recorded once the kernel agreed. */
+  mapDma(req: DmaMapRequest): void;
+  /** {@link mapDma} with the ioctl on the libuv thread pool. */
+  mapDmaAsync(req: DmaMapRequest): Promise<void>;
+  /** Unmap exactly one or more whole recorded mappings; returns the bytes unmapped. */
+  unmapDma(iova: number, size: number): number;
+  /** The record: every mapping made and not unmapped, in IOVA order. */
+  dmaMappings(): DmaMapping[];
+  /** Bytes mapped now. */
+  readonly dmaMappedBytes: number;
+  /** Page sizes and IOVA ranges. */
+  iommuInfo(): DmaIommuInfo;
+}

@@ -1,12 +1,13 @@
 /**
- * The DMA side of a container: requests checked before they reach VFIO_IOMMU_MAP_DMA /
- * VFIO_IOMMU_UNMAP_DMA, the exact record of what is mapped (an interval map over IOVA space), and
- * the hints for the kernel's failures. The Container owns one DmaState.
+ * The DMA record both IOMMU backends share: requests checked before they reach the kernel (type1's
+ * VFIO_IOMMU_MAP_DMA / VFIO_IOMMU_UNMAP_DMA on a Container, iommufd's IOMMU_IOAS_MAP /
+ * IOMMU_IOAS_UNMAP on an Ioas), the exact record of what is mapped (an interval map over IOVA
+ * space), and the kernel's failures with the backend's hints. Each Container and Ioas owns one
+ * DmaState; what differs between them is their DmaHost.
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
-import * as fs from 'node:fs';
 
-import { memlockLimitText, VfioError } from '../base/native-errors';
+import { VfioError } from '../base/native-errors';
 import { DMA_HANDLE, hex, span, type DmaMapping, type DmaMapRequest, type DmaMemory } from './dma-types';
 import type { IommuInfo } from './uapi';
 
@@ -52,13 +53,41 @@ export function iovaRangesOf(info: IommuInfo): IovaRange[] {
   return cap && cap.kind === 'iova-ranges' ? cap.ranges : [{ start: 0n, end: 0xffff_ffff_ffff_ffffn }];
 }
 
-/** What DmaState needs from its container. */
+/** What every map must respect, as the backend learnt it from the kernel. */
+export interface DmaLimits {
+  /** iova, size and offset must be multiples of this (a power of two). */
+  readonly pageSize: number;
+  /** Where `pageSize` comes from, for the alignment error's hint (`iova_pgsizes is 0x...`). */
+  readonly pageSizeSource: string;
+  /** The inclusive IOVA ranges a mapping must lie in. */
+  readonly iovaRanges: readonly IovaRange[];
+}
+
+/** What the record knows of a kernel failure, for a backend's hint. */
+export interface DmaFailure {
+  /** The errno name (ENOMEM, ENOSPC, EINVAL, ...). */
+  readonly code: string;
+  readonly mapping: DmaMapping;
+  /** Bytes the record held before this map. */
+  readonly mappedBytes: number;
+  /** Mappings the record held before this map. */
+  readonly mappingCount: number;
+}
+
+/** What DmaState needs from its owner (a type1 Container or an iommufd Ioas). */
 export interface DmaHost {
   readonly path: string;
-  /** The IOMMU info, or null when no IOMMU type is set yet. */
-  info(): IommuInfo | null;
-  /** Fresh dma_avail for a hint, or undefined. */
-  dmaAvail(): number | undefined;
+  /** What owns the record, in messages: `container`, `IOAS 2`. */
+  readonly noun: string;
+  /** The ioctl names in errors. */
+  readonly mapOp: string;
+  readonly unmapOp: string;
+  /** The limits, or null when nothing can be mapped yet (type1 before its IOMMU type is set). */
+  limits(): DmaLimits | null;
+  /** Why limits() is null and what to do: the ENOIOMMU error's message and hint. */
+  readonly notReady: { readonly message: string; readonly hint: string };
+  /** The backend's hint for a map the kernel refused, or undefined for the kernel's own. */
+  kernelHint(f: DmaFailure): string | undefined;
   map(m: DmaMapping): void;
   /** map() on the thread pool. */
   mapAsync(m: DmaMapping): Promise<void>;
@@ -113,29 +142,23 @@ export class DmaState {
     });
   }
 
-  /** The IOMMU info, or the error for a container without an IOMMU type. */
-  #info(op: string): IommuInfo {
-    const info = this.#host.info();
-    if (info === null) {
-      throw this.#error(
-        op,
-        'ENOIOMMU',
-        'the container has no IOMMU type set',
-        'attach a group (group.setContainer) and call container.setIommu() first',
-      );
-    }
-    return info;
+  /** The limits, or the error for an owner that cannot map yet (type1 without an IOMMU type). */
+  #limits(op: string): DmaLimits {
+    const limits = this.#host.limits();
+    if (limits === null)
+      throw this.#error(op, 'ENOIOMMU', this.#host.notReady.message, this.#host.notReady.hint);
+    return limits;
   }
 
-  #checkAligned(op: string, info: IommuInfo, fields: [string, number][]): void {
-    const page = minPageSize(info.iovaPgsizes);
+  #checkAligned(op: string, limits: DmaLimits, fields: [string, number][]): void {
+    const page = limits.pageSize;
     for (const [what, v] of fields) {
       if (v % page !== 0) {
         throw this.#error(
           op,
           'EALIGN',
           `${what} ${hex(v)} is not aligned to the IOMMU page size ${hex(page)} (${page} bytes)`,
-          `iova, size and offset must be multiples of ${page}; iova_pgsizes is ${hex(info.iovaPgsizes)}`,
+          `iova, size and offset must be multiples of ${page}; ${limits.pageSizeSource}`,
         );
       }
     }
@@ -177,7 +200,7 @@ export class DmaState {
 
   /** The mapping `req` asks for, once every check passed. */
   #prepare(req: DmaMapRequest): DmaMapping {
-    const op = 'VFIO_IOMMU_MAP_DMA';
+    const op = this.#host.mapOp;
     if (req === null || typeof req !== 'object')
       throw new ArgTypeError(`${op}: the request must be an object`);
     const iova = checkInteger(op, 'iova', req.iova);
@@ -190,7 +213,7 @@ export class DmaState {
       throw new ArgTypeError(`${op}: memory must be guest RAM (GuestRam) or a Mapping this package made`);
     }
     if (!read && !write) throw new ArgRangeError(`${op}: read and write cannot both be false`);
-    const info = this.#info(op);
+    const limits = this.#limits(op);
     if (size === 0) {
       throw this.#error(
         op,
@@ -198,7 +221,7 @@ export class DmaState {
         `size 0 at iova ${hex(iova)}: a mapping must cover at least one page`,
       );
     }
-    this.#checkAligned(op, info, [
+    this.#checkAligned(op, limits, [
       ['iova', iova],
       ['size', size],
       ['offset', offset],
@@ -208,7 +231,7 @@ export class DmaState {
         `${op}: offset ${hex(offset)} size ${hex(size)} is outside ${memoryName(memory)} (length ${hex(memory.length)})`,
       );
     }
-    this.#checkIovaRange(op, info, iova, size);
+    this.#checkIovaRange(op, limits, iova, size);
     const i = this.#firstEndingAfter(iova);
     const hit = this.#maps[i];
     if (hit !== undefined && hit.iova < iova + size) {
@@ -231,8 +254,8 @@ export class DmaState {
     return Object.freeze({ iova, size, memory, offset, read, write });
   }
 
-  #checkIovaRange(op: string, info: IommuInfo, iova: number, size: number): void {
-    const ranges = iovaRangesOf(info);
+  #checkIovaRange(op: string, limits: DmaLimits, iova: number, size: number): void {
+    const ranges = limits.iovaRanges;
     const first = BigInt(iova);
     const last = first + BigInt(size) - 1n;
     if (ranges.some((r) => r.start <= first && last <= r.end)) return;
@@ -249,28 +272,17 @@ export class DmaState {
     );
   }
 
-  /** The kernel's error with its errno kept and a hint for the common failures. */
+  /** The kernel's error with its errno kept, the mapping named, and the backend's hint. */
   #kernelError(e: unknown, m: DmaMapping): unknown {
     if (!(e instanceof VfioError) || e.errno === undefined) return e;
     const base = `${e.message.split('\n')[0]}: ${describe(m)}`;
-    let hint = e.hint;
-    if (e.code === 'ENOMEM') {
-      hint =
-        `this map needed ${m.size} bytes pinned, on top of the ${this.#bytes} bytes this container ` +
-        `already maps; RLIMIT_MEMLOCK is ${memlockLimitText()}. Raise it (ulimit -l, LimitMEMLOCK=, ` +
-        `/etc/security/limits.conf), or run with CAP_IPC_LOCK, which lifts the limit for pinning`;
-    } else if (e.code === 'ENOSPC') {
-      const avail = this.#host.dmaAvail();
-      hint =
-        `the IOMMU has no DMA entries left (dma_avail ${avail ?? 'unknown'}, ${this.#maps.length} ` +
-        `mappings in this container); the vfio_iommu_type1 module parameter dma_entry_limit is ` +
-        `${readEntryLimit()}: raise it (/sys/module/vfio_iommu_type1/parameters/dma_entry_limit, ` +
-        `read when a container is opened) or use fewer, larger mappings`;
-    } else if (e.code === 'EINVAL') {
-      hint =
-        'the kernel refused the mapping: check the IOVA ranges (iommuInfo().iovaRanges), that the ' +
-        "memory's host address is page-aligned, and that the container has an IOMMU type";
-    }
+    const hint =
+      this.#host.kernelHint({
+        code: e.code,
+        mapping: m,
+        mappedBytes: this.#bytes,
+        mappingCount: this.#maps.length,
+      }) ?? e.hint;
     return new VfioError({
       message: base,
       code: e.code,
@@ -286,12 +298,12 @@ export class DmaState {
    * gap between them. Returns the bytes the kernel unmapped.
    */
   unmap(iovaIn: number, sizeIn: number): number {
-    const op = 'VFIO_IOMMU_UNMAP_DMA';
+    const op = this.#host.unmapOp;
     const iova = checkInteger(op, 'iova', iovaIn);
     const size = checkInteger(op, 'size', sizeIn);
-    const info = this.#info(op);
+    const limits = this.#limits(op);
     if (size === 0) throw this.#error(op, 'EZEROSIZE', `size 0 at iova ${hex(iova)}`);
-    this.#checkAligned(op, info, [
+    this.#checkAligned(op, limits, [
       ['iova', iova],
       ['size', size],
     ]);
@@ -329,7 +341,7 @@ export class DmaState {
         op,
         'EDMASTATE',
         `the kernel unmapped ${unmapped} of the ${size} bytes recorded at ${span(iova, size)}`,
-        'something else changed this container’s mappings; the record dropped them',
+        `something else changed the mappings of this ${this.#host.noun}; the record dropped them`,
       );
     }
     return unmapped;
@@ -354,14 +366,5 @@ export class DmaState {
     this.#maps.length = 0;
     this.#bytes = 0;
     if (first !== undefined) throw first;
-  }
-}
-
-/** The vfio_iommu_type1 dma_entry_limit module parameter, as text. */
-function readEntryLimit(): string {
-  try {
-    return fs.readFileSync('/sys/module/vfio_iommu_type1/parameters/dma_entry_limit', 'utf8').trim();
-  } catch {
-    return 'unreadable';
   }
 }

@@ -1,9 +1,24 @@
 import { VfioError } from '../base/native-errors';
 
+/**
+ * VFIO_PCI_HOT_RESET_FLAG_DEV_ID: the device asked through its cdev (iommufd), so the entries name
+ * devices by their iommufd IDs, not groups.
+ */
+export const VFIO_PCI_HOT_RESET_FLAG_DEV_ID = 1 << 0;
+/** VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED: every affected device is owned by the caller. */
+export const VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED = 1 << 1;
+/** VFIO_PCI_DEVID_NOT_OWNED: (u32)-1, an affected device the caller does not own. */
+export const VFIO_PCI_DEVID_NOT_OWNED = 0xffff_ffff;
+
 /** One device a PCI hot (bus) reset of a device would reset with it. */
 export interface HotResetDevice {
-  /** The device's IOMMU group. */
+  /** The device's IOMMU group (-1 when the entries carry iommufd device IDs instead). */
   readonly group: number;
+  /**
+   * With VFIO_PCI_HOT_RESET_FLAG_DEV_ID: its ID in the caller's iommufd, 0 when the caller owns it
+   * without having bound it there, VFIO_PCI_DEVID_NOT_OWNED when it does not own it.
+   */
+  readonly devId?: number;
   /** Its PCI address, `SSSS:BB:DD.F`. */
   readonly bdf: string;
   readonly segment: number;
@@ -15,7 +30,7 @@ export interface HotResetDevice {
 export interface HotResetInfo {
   readonly flags: number;
   readonly devices: readonly HotResetDevice[];
-  /** The distinct IOMMU groups among `devices`: every one must be open in this process. */
+  /** The distinct IOMMU groups among `devices`: every one must be open in this process (type1). */
   readonly groups: readonly number[];
 }
 
@@ -44,16 +59,19 @@ export function parseHotResetInfo(buf: Uint8Array): HotResetInfo {
   const devices: HotResetDevice[] = [];
   for (let i = 0; i < count; i++) {
     const o = HEADER + i * ENTRY;
-    const group = dv.getUint32(o, true);
+    const raw = dv.getUint32(o, true);
+    const byId = (flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID) !== 0;
     const segment = dv.getUint16(o + 4, true);
     const bus = dv.getUint8(o + 6);
     const devfn = dv.getUint8(o + 7);
     const bdf =
       `${segment.toString(16).padStart(4, '0')}:${bus.toString(16).padStart(2, '0')}:` +
       `${(devfn >> 3).toString(16).padStart(2, '0')}.${devfn & 7}`;
-    devices.push({ group, bdf, segment, bus, devfn });
+    devices.push(
+      byId ? { group: -1, devId: raw, bdf, segment, bus, devfn } : { group: raw, bdf, segment, bus, devfn },
+    );
   }
-  const groups = [...new Set(devices.map((d) => d.group))].sort((a, b) => a - b);
+  const groups = [...new Set(devices.filter((d) => d.group >= 0).map((d) => d.group))].sort((a, b) => a - b);
   return { flags, devices, groups };
 }
 
@@ -79,5 +97,25 @@ export function groupsNotOwnedError(bdf: string, info: HotResetInfo, missing: re
     hint:
       'a bus reset resets every device on the bus: open each listed group in this process (Group.open(n)) ' +
       'and pass it, or use Device.reset() if the device has a function reset',
+  });
+}
+
+/**
+ * The error for a hot reset of a device opened through its cdev when the bus holds devices this
+ * process does not own (VFIO_PCI_DEVID_NOT_OWNED): the kernel would only say EPERM.
+ */
+export function devicesNotOwnedError(bdf: string, info: HotResetInfo): VfioError {
+  const list = info.devices
+    .filter((d) => d.devId === VFIO_PCI_DEVID_NOT_OWNED)
+    .map((d) => d.bdf)
+    .join(', ');
+  return new VfioError({
+    message: `hot reset of ${bdf} would reset devices this process does not own: ${list}`,
+    code: 'EDEVICES',
+    op: 'VFIO_DEVICE_PCI_HOT_RESET',
+    bdf,
+    hint:
+      'on iommufd a bus reset needs every device on the bus open through its cdev and bound to the same ' +
+      'iommufd in this process; or use Device.reset() if the device has a function reset',
   });
 }

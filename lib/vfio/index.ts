@@ -1,9 +1,57 @@
-/** lib/vfio: the VFIO container/group/device API and fixed-width mappings. */
+/**
+ * lib/vfio: the VFIO device API on either IOMMU backend (the container/group uAPI with type1, or
+ * iommufd with device cdevs), DMA mapping with one exact record, and fixed-width mappings.
+ */
 export type { AccessSize } from '../types';
 export { VfioError, type VfioErrorInit } from '../base/native-errors';
 export { Mapping, memfd, PAGE_SIZE, type BlockArray, type MappingOptions } from './mapping';
 export { Container, type IommuType, type ContainerIommuInfo } from './container';
-export { DMA_HANDLE, type DmaMapRequest, type DmaMapping, type DmaMemory } from './dma-types';
+export {
+  DMA_HANDLE,
+  type DmaBackend,
+  type DmaIommuInfo,
+  type DmaMapRequest,
+  type DmaMapping,
+  type DmaMemory,
+  type VfioBackendKind,
+} from './dma-types';
+export { Iommufd } from './iommufd';
+export { Ioas, Hwpt, type HwptOptions, type IoasIommuInfo } from './ioas';
+export {
+  cdevOf,
+  findCdev,
+  kernelHasCdevs,
+  openCdevDevice,
+  openCdevDeviceAsync,
+  type CdevOptions,
+  type DeviceCdev,
+  type NoCdevReason,
+} from './cdev';
+export {
+  BACKEND_CHOICES,
+  checkBackendChoice,
+  chooseBackend,
+  type BackendDecision,
+  type BackendProbeOptions,
+  type VfioBackendChoice,
+} from './backend';
+export {
+  backendOf,
+  IommufdBackend,
+  openBackend,
+  Type1Backend,
+  type BackendDevice,
+  type BackendOpenOptions,
+  type OpenBackendOptions,
+  type VfioBackend,
+} from './vfio-backend';
+export {
+  IOMMUFD_IOCTLS,
+  IOMMU_HW_INFO_TYPE_INTEL_VTD,
+  IOMMU_HW_INFO_TYPE_NONE,
+  type IoasIovaRanges,
+  type IommuHwInfo,
+} from './iommufd-uapi';
 export { Group, normalizeDeviceName, openGroup, type GroupOptions, type GroupStatus } from './group';
 export { EventFd, eventfdSignal } from '../base/eventfd';
 export {
@@ -22,6 +70,7 @@ export {
 } from './irq';
 export { parseHotResetInfo, type HotResetDevice, type HotResetInfo } from './hot-reset';
 export { Device } from './device';
+export type { IovaRange } from './dma';
 export { normalizeBdf, type GroupMember, type SysfsOptions } from './sysfs';
 export {
   VFIO_PCI_BAR0_REGION_INDEX,

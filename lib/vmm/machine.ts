@@ -1,13 +1,24 @@
 /**
  * A machine for a Node VMM: guest RAM at its guest-physical ranges around a PCI hole, the PCI bus
- * from lib/pci (whose memory space is the machine's system memory), one VFIO container for every
- * assigned device, and the DMA listener keeping the IOMMU in step with the memory space.
+ * from lib/pci (whose memory space is the machine's system memory), one IOMMU context for every
+ * assigned device (a type1 container, or an iommufd IOAS), and the DMA listener keeping the IOMMU
+ * in step with the memory space.
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { checkInteger } from '../base/checks';
 import { transaction, type MemoryRegion } from '../memory';
 import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
-import { Container, isMdevUuid } from '../vfio';
+import {
+  checkBackendChoice,
+  isMdevUuid,
+  openBackend,
+  type BackendDecision,
+  type Container,
+  type Ioas,
+  type VfioBackend,
+  type VfioBackendChoice,
+  type VfioBackendKind,
+} from '../vfio';
 import { closedError } from '../base/error';
 import { allStepsAsync, runSteps, runStepsAsync } from '../base/steps';
 import {
@@ -42,6 +53,11 @@ export interface MachineOptions {
   dma?: DmaListenerOptions;
   /** Where the host's free memory is read before guest RAM is pinned (default /proc/meminfo). */
   meminfo?: string;
+  /**
+   * The IOMMU backend of the machine's devices (default `auto`: iommufd when the kernel offers
+   * /dev/iommu and the first device has a cdev, else type1). Every device goes through the same one.
+   */
+  backend?: VfioBackendChoice;
 }
 
 /** One piece of guest RAM in guest-physical space. */
@@ -86,15 +102,16 @@ function checkLayout(ramSize: number, hole: { start: number; size: number }): vo
 
 /**
  * Guest RAM + PCI hole + PciBus + DMA listener. Devices added with {@link Machine.addDevice} share
- * the machine's container, opened with the first one (a machine without passed-through devices
- * never opens /dev/vfio/vfio); the listener starts with the first one (the container needs a group
- * before it has an IOMMU) and maps all RAM at IOVA = guest-physical address, then every BAR the
- * guest places where peer-to-peer DMA can reach it.
+ * the machine's IOMMU context, opened with the first one (a machine without passed-through devices
+ * opens no VFIO node); the listener starts with the first one (a type1 container needs a group
+ * before it has an IOMMU, an IOAS's ranges are known once a device is attached) and maps all RAM
+ * at IOVA = guest-physical address, then every BAR the guest places where peer-to-peer DMA can
+ * reach it.
  */
-/** A device opened on the machine's container, and whether the container was opened for it. */
+/** A device opened into the machine's IOMMU context, and whether the context was opened for it. */
 interface Opened {
   dev: VfioPciDevice;
-  container: Container;
+  iommu: VfioBackend;
   fresh: boolean;
 }
 
@@ -108,7 +125,8 @@ export class Machine implements Disposable {
   readonly ram: GuestRam;
   /** The PCI bus: its memory space is the machine's guest-physical memory, its I/O space the ports. */
   readonly bus: PciBus;
-  #container: Container | null = null;
+  #iommu: VfioBackend | null = null;
+  readonly #backend: VfioBackendChoice;
   /** The guest-physical window kept free of RAM for BARs. */
   readonly pciHole: {
     /** Guest-physical address where the hole starts. */
@@ -131,8 +149,10 @@ export class Machine implements Disposable {
     hole: Machine['pciHole'],
     dma: DmaListenerOptions,
     meminfo: string,
+    backend: VfioBackendChoice,
   ) {
     this.ram = ram;
+    this.#backend = backend;
     this.#meminfo = meminfo;
     this.bus = bus;
     this.pciHole = hole;
@@ -164,6 +184,7 @@ export class Machine implements Disposable {
     checkInteger(hole.start, 'pciHole.start');
     checkInteger(hole.size, 'pciHole.size');
     checkLayout(ramSize, hole);
+    const backend = checkBackendChoice(opts.backend);
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
     let bus: PciBus | undefined;
     let built = false;
@@ -172,7 +193,14 @@ export class Machine implements Disposable {
       bus = new PciBus(opts.bus);
       yield 'bus';
       const meminfo = opts.meminfo ?? '/proc/meminfo';
-      const machine = new Machine(ram, bus, { start: hole.start, size: hole.size }, opts.dma ?? {}, meminfo);
+      const machine = new Machine(
+        ram,
+        bus,
+        { start: hole.start, size: hole.size },
+        opts.dma ?? {},
+        meminfo,
+        backend,
+      );
       built = true;
       return machine;
     } finally {
@@ -203,9 +231,27 @@ export class Machine implements Disposable {
     return out;
   }
 
-  /** The VFIO container, once a device was added (null before: the machine needs no VFIO). */
-  get container(): Container | null {
-    return this.#container;
+  /**
+   * Where the devices' DMA is mapped once a device was added: the type1 Container, or the iommufd
+   * Ioas (null before: the machine needs no VFIO).
+   */
+  get container(): Container | Ioas | null {
+    return (this.#iommu?.dma as Container | Ioas | undefined) ?? null;
+  }
+
+  /** The machine's IOMMU context (null until the first device is added). */
+  get iommu(): VfioBackend | null {
+    return this.#iommu;
+  }
+
+  /** The backend the devices go through, once the first was added (null before). */
+  get backend(): VfioBackendKind | null {
+    return this.#iommu?.kind ?? null;
+  }
+
+  /** Why that backend (null until the first device is added). */
+  get backendDecision(): BackendDecision | null {
+    return this.#iommu?.decision ?? null;
   }
 
   /** The DMA listener (null until the first device is added). */
@@ -218,24 +264,24 @@ export class Machine implements Disposable {
    * machine's bus and container, and start the DMA listener if this is the first device.
    */
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
-    const { dev, container, fresh } = this.#open(bdf, (container) =>
+    const { dev, iommu, fresh } = this.#open(bdf, (iommu) =>
       isMdevUuid(bdf)
-        ? VfioPciDevice.openByMdev(this.bus, bdf, { ...opts, container })
-        : VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, container }),
+        ? VfioPciDevice.openByMdev(this.bus, bdf, { ...opts, iommu })
+        : VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, iommu }),
     );
     if (this.#dma === null) {
       try {
-        assertPinnable(this.ram, this.#meminfo);
+        assertPinnable(this.ram, this.#meminfo, mapOp(iommu));
       } catch (e) {
-        this.#giveBack(dev, container, fresh);
+        this.#giveBack(dev, iommu, fresh);
         throw e;
       }
       // The listener's first commit maps all guest RAM. If that fails (RLIMIT_MEMLOCK, DMA entries),
       // it throws: a device that DMAs would hit unmapped IOVAs, so it is not handed out.
       try {
-        this.#dma = new DmaListener(container, this.bus.memory, this.#dmaOptions);
+        this.#dma = new DmaListener(iommu.dma, this.bus.memory, this.#dmaOptions);
       } catch (e) {
-        this.#giveBack(dev, container, fresh);
+        this.#giveBack(dev, iommu, fresh);
         throw e;
       }
     }
@@ -248,26 +294,26 @@ export class Machine implements Disposable {
    * (DmaListener.create): pinning RAM for the IOMMU does not hold the event loop.
    */
   async addDeviceAsync(bdf: string, opts: VfioPciDeviceOptions = {}): Promise<VfioPciDevice> {
-    const { dev, container, fresh } = await this.#openAsync(bdf, (container) =>
+    const { dev, iommu, fresh } = await this.#openAsync(bdf, (iommu) =>
       isMdevUuid(bdf)
-        ? VfioPciDevice.openByMdevAsync(this.bus, bdf, { ...opts, container })
-        : VfioPciDevice.openByBdfAsync(this.bus, bdf, { ...opts, container }),
+        ? VfioPciDevice.openByMdevAsync(this.bus, bdf, { ...opts, iommu })
+        : VfioPciDevice.openByBdfAsync(this.bus, bdf, { ...opts, iommu }),
     );
     if (this.#closed) {
-      this.#giveBack(dev, container, fresh);
+      this.#giveBack(dev, iommu, fresh);
       throw closedError('machine.addDeviceAsync', 'the machine', bdf);
     }
     if (this.#dma === null) {
       try {
-        assertPinnable(this.ram, this.#meminfo);
-        const dma = await DmaListener.create(container, this.bus.memory, this.#dmaOptions);
+        assertPinnable(this.ram, this.#meminfo, mapOp(iommu));
+        const dma = await DmaListener.create(iommu.dma, this.bus.memory, this.#dmaOptions);
         if (this.#closed) {
           dma.close();
           throw closedError('machine.addDeviceAsync', 'the machine', bdf);
         }
         this.#dma = dma;
       } catch (e) {
-        this.#giveBack(dev, container, fresh);
+        this.#giveBack(dev, iommu, fresh);
         throw e;
       }
     }
@@ -275,47 +321,51 @@ export class Machine implements Disposable {
     return dev;
   }
 
-  /** Open a device with `open` on the machine's container, opened with the first device. */
-  #open(bdf: string, open: (container: Container) => VfioPciDevice): Opened {
-    const { container, fresh } = this.#takeContainer(bdf);
+  /** Open a device with `open` into the machine's IOMMU context, opened with the first device. */
+  #open(bdf: string, open: (iommu: VfioBackend) => VfioPciDevice): Opened {
+    const { iommu, fresh } = this.#takeIommu(bdf);
     try {
-      return { dev: open(container), container, fresh };
+      return { dev: open(iommu), iommu, fresh };
     } catch (e) {
-      this.#dropContainer(container, fresh);
+      this.#dropIommu(iommu, fresh);
       throw e;
     }
   }
 
   /** {@link Machine.#open} with an asynchronous `open`. */
-  async #openAsync(bdf: string, open: (container: Container) => Promise<VfioPciDevice>): Promise<Opened> {
-    const { container, fresh } = this.#takeContainer(bdf);
+  async #openAsync(bdf: string, open: (iommu: VfioBackend) => Promise<VfioPciDevice>): Promise<Opened> {
+    const { iommu, fresh } = this.#takeIommu(bdf);
     try {
-      return { dev: await open(container), container, fresh };
+      return { dev: await open(iommu), iommu, fresh };
     } catch (e) {
-      this.#dropContainer(container, fresh);
+      this.#dropIommu(iommu, fresh);
       throw e;
     }
   }
 
-  #takeContainer(bdf: string): { container: Container; fresh: boolean } {
+  /** The machine's IOMMU context; the first device decides its backend (`auto`) and opens it. */
+  #takeIommu(bdf: string): { iommu: VfioBackend; fresh: boolean } {
     if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
-    const fresh = this.#container === null;
-    this.#container ??= Container.open();
-    return { container: this.#container, fresh };
+    const fresh = this.#iommu === null;
+    // A mediated device opens through its group: with one first, the machine is type1 (auto).
+    this.#iommu ??= isMdevUuid(bdf)
+      ? openBackend(null, { backend: this.#backend === 'auto' ? 'type1' : this.#backend })
+      : openBackend(bdf, { backend: this.#backend });
+    return { iommu: this.#iommu, fresh };
   }
 
-  /** Close the container opened for a device that failed or was given back. */
-  #dropContainer(container: Container, fresh: boolean): void {
-    if (fresh && this.#container === container) {
-      this.#container = null;
-      container.close();
+  /** Close the IOMMU context opened for a device that failed or was given back. */
+  #dropIommu(iommu: VfioBackend, fresh: boolean): void {
+    if (fresh && this.#iommu === iommu) {
+      this.#iommu = null;
+      iommu.close();
     }
   }
 
-  /** A device that cannot be handed out: close it, and the container it opened. */
-  #giveBack(dev: VfioPciDevice, container: Container, fresh: boolean): void {
+  /** A device that cannot be handed out: close it, and the IOMMU context it opened. */
+  #giveBack(dev: VfioPciDevice, iommu: VfioBackend, fresh: boolean): void {
     dev.close();
-    this.#dropContainer(container, fresh);
+    this.#dropIommu(iommu, fresh);
   }
 
   /**
@@ -347,7 +397,7 @@ export class Machine implements Disposable {
     return this.ram.view(r.offset + (gpa - r.gpa), length);
   }
 
-  /** Stop DMA, close the devices, the container, the bus and guest RAM. Idempotent. */
+  /** Stop DMA, close the devices, the IOMMU context, the bus and guest RAM. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -364,8 +414,8 @@ export class Machine implements Disposable {
     const dma = this.#dma;
     if (dma !== null) step(() => dma.close());
     for (const d of this.devices.splice(0)) step(() => d.close());
-    const container = this.#container;
-    if (container !== null) step(() => container.close());
+    const iommu = this.#iommu;
+    if (iommu !== null) step(() => iommu.close());
     step(() => this.bus.close());
     step(() => this.ram.close());
     if (errors.length > 0) throw errors[0];
@@ -379,11 +429,11 @@ export class Machine implements Disposable {
     if (this.#closed) return;
     this.#closed = true;
     const dma = this.#dma;
-    const container = this.#container;
+    const iommu = this.#iommu;
     await allStepsAsync([
       () => dma?.close(),
       ...this.devices.splice(0).map((d) => () => d.closeAsync()),
-      () => container?.close(),
+      () => iommu?.close(),
       () => this.bus.close(),
       () => this.ram.close(),
     ]);
@@ -398,4 +448,9 @@ export class Machine implements Disposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.closeAsync();
   }
+}
+
+/** The ioctl that pins guest RAM on `iommu`'s backend, for the errors before it. */
+function mapOp(iommu: VfioBackend): string {
+  return iommu.kind === 'iommufd' ? 'IOMMU_IOAS_MAP' : 'VFIO_IOMMU_MAP_DMA';
 }

@@ -152,8 +152,8 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
     }
     yield 'exit-table';
     for (const d of ctx.routed.map((r) => r.dev)) {
-      const g = d.group;
-      if (g !== null) vm.addVfioFile(g);
+      const f = d.vfioFile; // the group (type1) or the device cdev (iommufd)
+      if (f !== null) vm.addVfioFile(f);
     }
     const routes = new MsiRoutes(vm);
     for (const { dev } of ctx.routed) {

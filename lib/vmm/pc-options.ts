@@ -8,6 +8,7 @@ import type { DmaCommitError, DmaErrorEvent, DmaSkip } from '../dma';
 import type { RoutedAccess, VcpuExit } from '../kvm';
 import type { UnassignedAccess } from '../memory';
 import type { DeviceErrorEvent } from '../pci';
+import { checkBackendChoice, type VfioBackendChoice } from '../vfio/backend';
 import { VmmError } from './errors';
 
 export const MiB = 2 ** 20;
@@ -181,6 +182,13 @@ export interface PcMachineOptions {
   readonly vcpuNice?: number;
   /** The KVM device (default /dev/kvm). */
   readonly kvmPath?: string;
+  /**
+   * The devices' IOMMU backend: `auto` (default: iommufd with the devices' cdevs when the kernel
+   * offers /dev/iommu and the first device has a cdev, else type1), `iommufd` or `type1` (an
+   * override that cannot be honoured fails the open, saying why). `machine.backendDecision` says
+   * which was taken and why.
+   */
+  readonly backend?: VfioBackendChoice;
 }
 
 /** Options of {@link PcMachine.run}. */
@@ -226,6 +234,7 @@ export function checkPcShape(opts: PcMachineOptions): { ramSize: number; cpus: n
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > 16) {
     throw new ArgRangeError(`cpus ${String(cpus)} must be an integer in [1, 16]`);
   }
+  checkBackendChoice(opts.backend, 'backend');
   for (const k of ['onOutput', 'onLine', 'onReport', 'onAccess'] as const) {
     if (opts[k] !== undefined && typeof opts[k] !== 'function')
       throw new ArgTypeError(`${k} must be a function`);

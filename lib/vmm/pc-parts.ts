@@ -32,6 +32,7 @@ function machineOptions(opts: PcMachineOptions, ramSize: number): MachineOptions
     bus: { log: null },
     dma: { log: null },
     hugepages: opts.hugepages ?? false,
+    ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
   };
 }
 

@@ -1,5 +1,6 @@
 // VFIO_DEVICE_SET_IRQS on real vfio-pci, below the PCI layer: what the kernel reports and does for
-// INTx (automasked, resample eventfd), MSI (not maskable) and MSI-X (subsets, growth in place).
+// INTx (automasked, resample eventfd), MSI (not maskable) and MSI-X (subsets, growth in place), on
+// a device opened through its group (type1) and through its cdev (iommufd).
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 
@@ -12,7 +13,8 @@ import {
   VFIO_PCI_REQ_IRQ_INDEX,
   VfioError,
 } from '../../lib';
-import { CMD_MEMORY, CONFIG, describeDevice, openDevice } from './hil';
+import { describeBackends, openOn as openDevice } from './backends';
+import { CMD_MEMORY, CONFIG } from './hil';
 
 jest.setTimeout(60000);
 
@@ -28,7 +30,7 @@ async function until(cond: () => boolean, what: string): Promise<void> {
   }
 }
 
-describeDevice('edu', 'interrupts through VFIO_DEVICE_SET_IRQS', (bdf) => {
+describeBackends('edu', 'interrupts through VFIO_DEVICE_SET_IRQS', (bdf) => {
   test('the kernel reports INTx automasked and MSI not resizable; MSI cannot be masked', () => {
     const o = openDevice(bdf());
     try {
@@ -92,7 +94,7 @@ describeDevice('edu', 'interrupts through VFIO_DEVICE_SET_IRQS', (bdf) => {
   });
 });
 
-describeDevice('e1000e', 'MSI-X vector sets', (bdf) => {
+describeBackends('e1000e', 'MSI-X vector sets', (bdf) => {
   test('a subset, a software trigger per vector, and growth in place', async () => {
     const o = openDevice(bdf());
     try {
@@ -123,7 +125,7 @@ describeDevice('e1000e', 'MSI-X vector sets', (bdf) => {
   });
 });
 
-describeDevice('edu', 'closing a device closes its interrupts', (bdf) => {
+describeBackends('edu', 'closing a device closes its interrupts', (bdf, backend) => {
   test('an enabled DeviceIrq is closed with its device, so nothing keeps the process alive', () => {
     // In a process of its own: a watcher left running would keep it from ever exiting.
     const root = path.join(__dirname, '..', '..');
@@ -131,16 +133,13 @@ describeDevice('edu', 'closing a device closes its interrupts', (bdf) => {
       process.execPath,
       [
         '-e',
-        `const { Container, Group, VFIO_PCI_MSI_IRQ_INDEX } = require(${JSON.stringify(path.join(root, 'dist'))});
-         const container = Container.open();
-         const group = Group.openByBdf(${JSON.stringify(bdf())});
-         group.setContainer(container);
-         container.setIommu();
-         const device = group.openDevice(${JSON.stringify(bdf())});
+        `const { openBackend, VFIO_PCI_MSI_IRQ_INDEX } = require(${JSON.stringify(path.join(root, 'dist'))});
+         const iommu = openBackend(${JSON.stringify(bdf())}, { backend: ${JSON.stringify(backend)} });
+         const opened = iommu.openDevice(${JSON.stringify(bdf())});
+         const device = opened.device;
          const irq = device.enableIrq(VFIO_PCI_MSI_IRQ_INDEX, { onInterrupt: () => undefined });
-         device.close();
-         group.close();
-         container.close();
+         opened.release();
+         iommu.close();
          console.log(JSON.stringify({ closed: irq.closed, enabled: irq.enabled }));`,
       ],
       { encoding: 'utf8', timeout: 60_000, killSignal: 'SIGKILL' },

@@ -26,6 +26,8 @@ import {
 import { openVfioDevice } from '../vfio-open';
 import type { AccessSize } from '../../types';
 import type { SysfsOptions } from '../../vfio/sysfs';
+import type { VfioBackendChoice } from '../../vfio/backend';
+import { backendOption } from '../backend-info';
 import { example, jsonOut, widthOption, viaOption } from './common';
 
 /** A dump this long or longer shows progress. */
@@ -50,6 +52,7 @@ function openAccess(
   width: AccessSize,
   via: Via,
   sysfs: SysfsOptions,
+  backend: VfioBackendChoice,
 ): RegionPort {
   if (via === 'sysfs' || !onVfio(dev)) {
     if (via === 'map' || via === 'fd') {
@@ -60,7 +63,7 @@ function openAccess(
     }
     return openSysfsPort(dev.bdf, region, offset, length, width, sysfs);
   }
-  const v = openVfioDevice(dev.bdf, sysfs);
+  const v = openVfioDevice(dev.bdf, sysfs, backend);
   try {
     const port = openPort(v.device, region, offset, length, via);
     return {
@@ -82,6 +85,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
     width: string;
     via: Via;
     json?: boolean;
+    backend: VfioBackendChoice;
   }
   /** Validate against sysfs before VFIO is opened, so a bad command line never touches the device. */
   const prepare = (arg: string, regionArg: string, offsetArg: string, length: number, width: AccessSize) => {
@@ -106,12 +110,13 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       .argument('<offset>', 'byte offset in the region (decimal or 0x-hex)')
       .addOption(widthOption())
       .addOption(viaOption())
+      .addOption(backendOption())
       .option('--json', 'JSON output (vfio-bridge schema read)'),
     'vfio-bridge read 0000:03:00.0 bar0 0x8 --width 4',
   ).action((arg: string, regionArg: string, offsetArg: string, o: AccessFlags) => {
     const width = parseWidth(o.width);
     const { bdf, dev, region, offset } = prepare(arg, regionArg, offsetArg, width, width);
-    using port = openAccess(dev, region, offset, width, width, o.via, sysfs);
+    using port = openAccess(dev, region, offset, width, width, o.via, sysfs, o.backend);
     const value = port.read(offset, width);
     if (o.json) {
       jsonOut(io, 'read', {
@@ -131,6 +136,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       .argument('<value>', 'the value (decimal or 0x-hex), at most --width bytes')
       .addOption(widthOption())
       .addOption(viaOption())
+      .addOption(backendOption())
       .option('-y, --yes', 'write without asking')
       .option('--json', 'JSON output (vfio-bridge schema write)'),
     'vfio-bridge write 0000:03:00.0 bar0 0x4 0x12345678 --width 4 --yes',
@@ -164,7 +170,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
           throw new UsageError('a write needs --yes when nobody can confirm it (stdin is not a terminal)');
         if (!answer) throw new UsageError('write cancelled');
       }
-      using port = openAccess(dev, region, offset, width, width, o.via, sysfs);
+      using port = openAccess(dev, region, offset, width, width, o.via, sysfs, o.backend);
       port.write(offset, width, value);
       if (o.json) {
         jsonOut(io, 'write', {
@@ -188,6 +194,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       .argument('[length]', 'bytes, a multiple of --width', '256')
       .addOption(widthOption())
       .addOption(viaOption())
+      .addOption(backendOption())
       .option('--no-progress', 'no progress on stderr for large ranges')
       .option('--json', 'JSON output (vfio-bridge schema dump)'),
     'vfio-bridge dump 0000:03:00.0 config 0 64 --width 4',
@@ -205,7 +212,7 @@ export function addAccessCommands(program: Command, io: CliIo, sysfs: SysfsOptio
         throw new UsageError(`length ${length} is not a positive multiple of the width (${width})`);
       }
       const { bdf, dev, region, offset } = prepare(arg, regionArg, offsetArg, length, width);
-      using port = openAccess(dev, region, offset, length, width, o.via, sysfs);
+      using port = openAccess(dev, region, offset, length, width, o.via, sysfs, o.backend);
       const count = length / width;
       const progress = new Progress(
         io,

@@ -3,6 +3,7 @@
 import { Option, type Command } from 'commander';
 
 import { VfioError } from '../../base/native-errors';
+import { backendOption, openedBackend, predictedBackend } from '../backend-info';
 import { collectInfo, formatInfo } from '../info';
 import { writeOutputFile, type CliIo } from '../io';
 import { hotReset } from '../hot-reset';
@@ -13,6 +14,7 @@ import { renderSvg } from '../svg';
 import { collectSysfsInfo, onVfio } from '../sysfs-access';
 import { openVfioDevice } from '../vfio-open';
 import type { SysfsOptions } from '../../vfio/sysfs';
+import type { VfioBackendChoice } from '../../vfio/backend';
 import { UsageError } from '../errors';
 import { parseOffset } from '../region-access';
 import { example, jsonOut, parseBdfs } from './common';
@@ -27,19 +29,27 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
           'device not on vfio-pci, what sysfs tells (regions, capabilities, reset methods) and what needs vfio-pci',
       )
       .argument('<bdf>', 'a device on any driver')
+      .addOption(backendOption())
       .option('--json', 'JSON output (vfio-bridge schema info)'),
     'vfio-bridge info 0000:03:00.0',
-  ).action((arg: string, o: { json?: boolean }) => {
+    'vfio-bridge info --backend type1 0000:03:00.0',
+  ).action((arg: string, o: { json?: boolean; backend: VfioBackendChoice }) => {
     const bdf = parseBdf(arg);
     const dev = readDevice(bdf, sysfs);
     if (!onVfio(dev)) {
-      const info = collectSysfsInfo(dev, sysfs);
+      const info = collectSysfsInfo(dev, sysfs, predictedBackend(o.backend, sysfs));
       if (o.json) jsonOut(io, 'info', { ...info });
       else io.out(formatInfo(info));
       return;
     }
-    using v = openVfioDevice(bdf, sysfs);
-    const info = collectInfo(v.device, v.group.number, resetMethods(bdf, sysfs), dev.driver);
+    using v = openVfioDevice(bdf, sysfs, o.backend);
+    const info = collectInfo(
+      v.device,
+      v.groupNumber,
+      resetMethods(bdf, sysfs),
+      dev.driver,
+      openedBackend(v.decision),
+    );
     if (o.json) jsonOut(io, 'info', { ...info });
     else io.out(formatInfo(info));
   });
@@ -51,6 +61,7 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
         "build the devices' vfio-pci stacks on one bus and print QEMU's info mtree with the mapinfo column",
       )
       .argument('<bdf...>', 'devices bound to vfio-pci')
+      .addOption(backendOption())
       .option(
         '--bar <[bdf/]n=addr>',
         'place BAR n here instead of its host address (repeatable)',
@@ -62,33 +73,38 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       .option('--json', 'JSON output (vfio-bridge schema mtree)'),
     'vfio-bridge mtree -f 0000:03:00.0',
     'vfio-bridge mtree 0000:03:00.0 --bar 0=0xfe000000 --svg map.svg',
-  ).action((args: string[], o: { bar: string[]; flat?: boolean; svg?: string; json?: boolean }) => {
-    const bdfs = parseBdfs(args);
-    const bars: BarPlacement[] = o.bar.map(parseBarPlacement);
-    if (o.svg === '')
-      throw new UsageError('--svg needs a file name', `vfio-bridge mtree ${args.join(' ')} --svg map.svg`);
-    for (const b of bdfs) readDevice(b, sysfs);
-    using built = buildBus(bdfs, bars, sysfs);
-    let svg: string | null = null;
-    if (o.svg !== undefined) {
-      svg = renderSvg(built.devices, built.mapinfo);
-      writeOutputFile(o.svg, svg, 'the SVG');
-    }
-    if (o.json) {
-      const j = built.bus.mtreeJson();
-      jsonOut(io, 'mtree', {
-        devices: built.devices,
-        memory: j.memory,
-        io: j.io,
-        mapinfo: j.mapinfo,
-        svg: o.svg ?? null,
-      });
-      return;
-    }
-    io.out(built.bus.mtree('memory', { flat: o.flat === true }));
-    io.out(built.bus.mtree('io', { flat: o.flat === true }));
-    if (o.svg !== undefined) io.err(`address map written to ${o.svg}\n`);
-  });
+  ).action(
+    (
+      args: string[],
+      o: { bar: string[]; flat?: boolean; svg?: string; json?: boolean; backend: VfioBackendChoice },
+    ) => {
+      const bdfs = parseBdfs(args);
+      const bars: BarPlacement[] = o.bar.map(parseBarPlacement);
+      if (o.svg === '')
+        throw new UsageError('--svg needs a file name', `vfio-bridge mtree ${args.join(' ')} --svg map.svg`);
+      for (const b of bdfs) readDevice(b, sysfs);
+      using built = buildBus(bdfs, bars, sysfs, o.backend);
+      let svg: string | null = null;
+      if (o.svg !== undefined) {
+        svg = renderSvg(built.devices, built.mapinfo);
+        writeOutputFile(o.svg, svg, 'the SVG');
+      }
+      if (o.json) {
+        const j = built.bus.mtreeJson();
+        jsonOut(io, 'mtree', {
+          devices: built.devices,
+          memory: j.memory,
+          io: j.io,
+          mapinfo: j.mapinfo,
+          svg: o.svg ?? null,
+        });
+        return;
+      }
+      io.out(built.bus.mtree('memory', { flat: o.flat === true }));
+      io.out(built.bus.mtree('io', { flat: o.flat === true }));
+      if (o.svg !== undefined) io.err(`address map written to ${o.svg}\n`);
+    },
+  );
 
   example(
     program
@@ -98,14 +114,24 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
           'opens every IOMMU group the bus holds',
       )
       .argument('<bdf>', 'a device bound to vfio-pci')
-      .option('--hot', 'hot reset (secondary bus reset) instead of the function reset')
+      .addOption(backendOption())
+      .option(
+        '--hot',
+        'hot reset (secondary bus reset) instead of the function reset (type1: it opens groups)',
+      )
       .option('--json', 'JSON output (vfio-bridge schema reset)'),
     'vfio-bridge reset 0000:03:00.0',
     'vfio-bridge reset --hot --json 0000:01:00.0',
-  ).action((arg: string, o: { hot?: boolean; json?: boolean }) => {
+  ).action((arg: string, o: { hot?: boolean; json?: boolean; backend: VfioBackendChoice }) => {
     const bdf = parseBdf(arg);
     readDevice(bdf, sysfs);
     if (o.hot) {
+      if (o.backend === 'iommufd') {
+        throw new UsageError(
+          '--hot opens every group on the bus: it runs on the type1 backend',
+          `vfio-bridge reset --hot ${bdf}`,
+        );
+      }
       const r = hotReset(bdf, sysfs);
       if (o.json) jsonOut(io, 'reset', { ...r });
       else {
@@ -114,7 +140,7 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
       }
       return;
     }
-    using v = openVfioDevice(bdf, sysfs);
+    using v = openVfioDevice(bdf, sysfs, o.backend);
     if (!v.device.info().reset) {
       throw new VfioError({
         message: `${bdf} has no function reset (VFIO_DEVICE_RESET is not offered)`,
@@ -137,6 +163,7 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
           'counts per vector',
       )
       .argument('<bdf>', 'a device bound to vfio-pci')
+      .addOption(backendOption())
       .option('--watch', 'print interrupt counts per vector at each --interval until --samples or Ctrl-C')
       .addOption(
         new Option(
@@ -155,7 +182,14 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
   ).action(
     async (
       arg: string,
-      o: { watch?: boolean; irq: WatchedIrq; interval: string; samples?: string; json?: boolean },
+      o: {
+        watch?: boolean;
+        irq: WatchedIrq;
+        interval: string;
+        samples?: string;
+        json?: boolean;
+        backend: VfioBackendChoice;
+      },
       cmd: Command,
     ) => {
       const bdf = parseBdf(arg);
@@ -171,18 +205,19 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
           `vfio-bridge irqs ${bdf} --watch --${watchOnly[0]} ...`,
         );
       }
-      readDevice(bdf, sysfs);
+      const dev = readDevice(bdf, sysfs);
       if (o.watch) {
         await watchIrqs(
           bdf,
           io,
           { irq: o.irq, intervalMs, samples, json: o.json === true, signal: io.signal },
           sysfs,
+          o.backend,
         );
         return;
       }
-      using v = openVfioDevice(bdf, sysfs);
-      const { irqs } = collectInfo(v.device, v.group.number, []);
+      using v = openVfioDevice(bdf, sysfs, o.backend);
+      const { irqs } = collectInfo(v.device, v.groupNumber, [], dev.driver, openedBackend(v.decision));
       if (o.json) jsonOut(io, 'irqs', { bdf, irqs });
       else for (const q of irqs) io.out(`${q.name.padEnd(5)} ${q.count} vector${q.count === 1 ? '' : 's'}\n`);
     },

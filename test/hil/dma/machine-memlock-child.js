@@ -5,12 +5,13 @@ const path = require('node:path');
 const root = path.join(__dirname, '..', '..', '..');
 const { Machine } = require(path.join(root, 'dist'));
 
-const [bdf, sizeText] = process.argv.slice(2);
+const [bdf, sizeText, backend = 'type1'] = process.argv.slice(2);
 const size = Number(sizeText);
 const m = Machine.create({
   ramSize: size,
   pciHole: { start: size, size: 2 ** 32 - size },
   dma: { log: null },
+  backend,
 });
 const out = {};
 try {
@@ -24,7 +25,7 @@ try {
 }
 out.devices = m.devices.length;
 out.dma = m.dma !== null;
-// A refused first device gives its container back: a machine without devices holds no VFIO.
+// A refused first device gives its IOMMU context back: a machine without devices holds no VFIO.
 out.container = m.container !== null;
 out.recorded = m.container === null ? 0 : m.container.dmaMappings().length;
 m.close();

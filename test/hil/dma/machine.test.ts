@@ -1,15 +1,15 @@
-import { Machine, VfioError } from '../../../lib';
-import { describeDevice } from '../hil';
+import { VfioError, type Machine } from '../../../lib';
+import { describeBackends, machineOn } from '../backends';
 import { runWithSmallMemlock } from './memlock';
 
 const MiB = 2 ** 20;
 const RAM = 4 * MiB;
 
 function machine(): Machine {
-  return Machine.create({ ramSize: RAM, pciHole: { start: RAM, size: 2 ** 32 - RAM }, dma: { log: null } });
+  return machineOn({ ramSize: RAM, pciHole: { start: RAM, size: 2 ** 32 - RAM }, dma: { log: null } });
 }
 
-describeDevice('edu', 'the machine after close and when closing fails', (bdf) => {
+describeBackends('edu', 'the machine after close and when closing fails', (bdf) => {
   it('refuses addDevice once closed with VfioError ECLOSED', () => {
     const m = machine();
     m.close();
@@ -24,7 +24,7 @@ describeDevice('edu', 'the machine after close and when closing fails', (bdf) =>
     expect((e as VfioError).bdf).toBe(bdf());
   });
 
-  it('closes the container, bus and RAM even when a device fails to close', () => {
+  it('closes the IOMMU context, bus and RAM even when a device fails to close', () => {
     const m = machine();
     const dev = m.addDevice(bdf(), { log: null });
     const realClose = dev.close.bind(dev);
@@ -39,9 +39,9 @@ describeDevice('edu', 'the machine after close and when closing fails', (bdf) =>
   });
 });
 
-describeDevice('edu', 'a machine whose RAM cannot be mapped', (bdf) => {
+describeBackends('edu', 'a machine whose RAM cannot be mapped', (bdf, backend) => {
   it('refuses the first device instead of handing out one whose DMA would fault', () => {
-    const r = runWithSmallMemlock('machine-memlock-child.js', bdf(), String(RAM));
+    const r = runWithSmallMemlock('machine-memlock-child.js', bdf(), String(RAM), backend);
     expect(r.added).toBeUndefined();
     expect([r.name, r.code, r.causeCode]).toEqual(['DmaCommitError', 'EDMACOMMIT', 'ENOMEM']);
     expect(r.message).toContain("DMA map of RAM [0x0, 0x400000) ('ram-below-4g') failed");
@@ -49,11 +49,11 @@ describeDevice('edu', 'a machine whose RAM cannot be mapped', (bdf) => {
   });
 });
 
-describeDevice('edu', 'a machine with more RAM than the host has', (bdf) => {
+describeBackends('edu', 'a machine with more RAM than the host has', (bdf, backend) => {
   it('refuses the first device with ENOMEM before pinning, synchronously and asynchronously', async () => {
     // The lab guest has 2 GiB: 2.5 GiB of small-page RAM cannot all be pinned.
     const big = 2560 * MiB;
-    const m = Machine.create({ ramSize: big, dma: { log: null } });
+    const m = machineOn({ ramSize: big, dma: { log: null } });
     try {
       const t = performance.now();
       let e: unknown;
@@ -62,7 +62,8 @@ describeDevice('edu', 'a machine with more RAM than the host has', (bdf) => {
       } catch (x) {
         e = x;
       }
-      expect(e).toMatchObject({ name: 'VfioError', code: 'ENOMEM', op: 'VFIO_IOMMU_MAP_DMA' });
+      const op = backend === 'type1' ? 'VFIO_IOMMU_MAP_DMA' : 'IOMMU_IOAS_MAP';
+      expect(e).toMatchObject({ name: 'VfioError', code: 'ENOMEM', op });
       expect((e as VfioError).hint).toMatch(/ramSize/);
       // Refused at once, not after the kernel reclaimed for seconds.
       expect(performance.now() - t).toBeLessThan(5_000);

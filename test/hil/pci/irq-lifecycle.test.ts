@@ -5,6 +5,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
+import { kernelHasCdevs } from '../../../lib/vfio';
+import { activeBackend } from '../backends';
 import { describePci, openLab } from './lab';
 import { settle, until } from './irq-helpers';
 
@@ -13,12 +15,19 @@ jest.setTimeout(60000);
 
 const dist = path.resolve(__dirname, '../../../dist/index.js');
 
-/** Rebinds `bdf` to vfio-pci (its driver_override already says vfio-pci) and waits for its group node. */
+/**
+ * Rebinds `bdf` to vfio-pci (its driver_override already says vfio-pci) and waits for its group
+ * node, and its cdev where the kernel has them.
+ */
 async function rebind(bdf: string): Promise<void> {
   const dev = `/sys/bus/pci/devices/${bdf}`;
   if (!fs.existsSync(`${dev}/driver`)) fs.writeFileSync('/sys/bus/pci/drivers_probe', bdf);
   const group = path.basename(fs.readlinkSync(`${dev}/iommu_group`));
   await until(() => fs.existsSync(`/dev/vfio/${group}`), 10000, `/dev/vfio/${group}`);
+  if (kernelHasCdevs()) {
+    const cdev = (): string[] => (fs.existsSync(`${dev}/vfio-dev`) ? fs.readdirSync(`${dev}/vfio-dev`) : []);
+    await until(() => cdev().some((n) => fs.existsSync(`/dev/vfio/devices/${n}`)), 10000, `${bdf}'s cdev`);
+  }
 }
 
 /** The child program: opens the device, wires MSI with interrupts ref'ed or not, and reports. */
@@ -26,7 +35,7 @@ function child(bdf: string, ref: boolean): string {
   return `
 const { PciBus, VfioPciDevice } = require(${JSON.stringify(dist)});
 const bus = new PciBus();
-const dev = VfioPciDevice.openByBdf(bus, ${JSON.stringify(bdf)}, { log: null });
+const dev = VfioPciDevice.openByBdf(bus, ${JSON.stringify(bdf)}, { log: null, backend: ${JSON.stringify(activeBackend())} });
 dev.irq.on('interrupt', () => {});
 ${ref ? '' : 'dev.irq.unref();'}
 console.log('wired', dev.irq.mode);
@@ -54,7 +63,7 @@ describePci('edu', 'interrupt lifetimes', (bdfOf) => {
     const src = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { PciBus, VfioPciDevice } = require(workerData.dist);
-const dev = VfioPciDevice.openByBdf(new PciBus(), workerData.bdf, { log: null });
+const dev = VfioPciDevice.openByBdf(new PciBus(), workerData.bdf, { log: null, backend: workerData.backend });
 dev.irq.on('interrupt', () => {});
 dev.configWrite(0x04, 2, 0x0006);
 const msi = dev.irq.msi;
@@ -69,7 +78,10 @@ process.exit(0);
     for (let i = 0; i < 2; i++) {
       const msgs: { mode: string; fds: number[] }[] = [];
       await new Promise<void>((resolve, reject) => {
-        const w = new Worker(src, { eval: true, workerData: { dist, bdf: bdfOf() } });
+        const w = new Worker(src, {
+          eval: true,
+          workerData: { dist, bdf: bdfOf(), backend: activeBackend() },
+        });
         w.on('message', (m) => msgs.push(m));
         w.on('error', reject);
         w.on('exit', () => resolve());
@@ -78,7 +90,7 @@ process.exit(0);
       expect(msgs[0].fds[0]).toBeGreaterThan(2);
     }
     expect(count()).toBe(before);
-    // The group was released: it opens again here.
+    // The group (or cdev) was released: it opens again here.
     const lab = openLab(bdfOf(), { log: null });
     lab.close();
   }, 60000);

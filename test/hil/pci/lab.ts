@@ -1,6 +1,7 @@
 import { PciBus, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
 import type { Device } from '../../../lib/vfio';
-import { describeDevice, openDevice, type Role } from '../hil';
+import { activeBackend, describeBackends, openOn } from '../backends';
+import type { Role } from '../hil';
 
 export { bdfOf, describeDevice, type Role } from '../hil';
 export { placeBar } from '../../unit/pci/helpers';
@@ -13,9 +14,12 @@ export interface LabDevice {
   close(): void;
 }
 
-/** Opens `bdf` in its own container and builds its region stacks on a new bus. */
+/**
+ * Opens `bdf` in an IOMMU context of its own, on the backend of the run the test is in (a container
+ * with its group, or an iommufd IOAS with its cdev), and builds its region stacks on a new bus.
+ */
 export function openLab(bdf: string, opts: VfioPciDeviceOptions = {}): LabDevice {
-  const opened = openDevice(bdf);
+  const opened = openOn(bdf, activeBackend());
   try {
     const bus = new PciBus();
     const dev = VfioPciDevice.open(bus, opened.device, opts);
@@ -34,9 +38,9 @@ export function openLab(bdf: string, opts: VfioPciDeviceOptions = {}): LabDevice
   }
 }
 
-/** describeDevice for PCI-layer tests of `role`. */
+/** describeDevice for PCI-layer tests of `role`, run on each backend (openLab follows the run). */
 export function describePci(role: Role, name: string, body: (bdf: () => string) => void): void {
-  describeDevice(role, `vfio-pci layer: ${name}`, body);
+  describeBackends(role, `vfio-pci layer: ${name}`, (bdf) => body(bdf));
 }
 
 /** Enables memory and I/O decode. */

@@ -5,7 +5,9 @@ import { Worker } from 'node:worker_threads';
 
 import { Group, VfioError } from '../../../lib';
 import type { VfioPciDevice } from '../../../lib/pci';
-import { describePci, type LabDevice, openLab, placeBar } from './lab';
+import { VFIO_PCI_HOT_RESET_FLAG_DEV_ID } from '../../../lib/vfio/hot-reset';
+import { describeBackend } from '../backends';
+import { describeDevice, describePci, type LabDevice, openLab, placeBar } from './lab';
 import { CMD_DECODE_MASTER, collect, EDU, enableMsi, until } from './irq-helpers';
 
 // TCG is slow, and a bus reset waits for its link: seconds, not the default five.
@@ -203,7 +205,8 @@ describePci('e1000e', 'reset of e1000e', (bdfOf) => {
   });
 });
 
-describePci('hotreset', 'hot reset behind a root port', (bdfOf) => {
+// Groups prove ownership on type1; on iommufd the device's binding does (no fds are passed).
+describeDevice('hotreset', 'hot reset behind a root port on type1', (bdfOf) => {
   test('the info lists the device and its group; a missing group is named; the reset runs', () => {
     const bdf = bdfOf();
     const lab = openLab(bdf, { log: null });
@@ -230,5 +233,29 @@ describePci('hotreset', 'hot reset behind a root port', (bdfOf) => {
     } finally {
       lab.close();
     }
+  });
+});
+
+describeDevice('hotreset', 'hot reset behind a root port', (bdfOf) => {
+  describeBackend('iommufd', 'through the device cdev', () => {
+    test('the info names devices by iommufd ID, and the reset runs with no group fd', () => {
+      const bdf = bdfOf();
+      const lab = openLab(bdf, { log: null });
+      try {
+        const info = lab.vfio.hotResetInfo();
+        expect(info.flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID).toBe(VFIO_PCI_HOT_RESET_FLAG_DEV_ID);
+        expect(info.devices).toContainEqual(
+          expect.objectContaining({ bdf, group: -1, devId: lab.vfio.iommufdDevId }),
+        );
+        expect(info.groups).toEqual([]);
+        lab.vfio.hotReset();
+        expect(['flr', 'hot', 'device']).toContain(lab.dev.reset('guest'));
+        placeBar(lab.dev, 0, 0xfe000000);
+        lab.dev.configWrite(0x04, 2, CMD_DECODE_MASTER);
+        expect(lab.bus.mmioRead(0xfe000000, 4)).toBe(0x010000ed);
+      } finally {
+        lab.close();
+      }
+    });
   });
 });

@@ -60,6 +60,9 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
       initrd: INITRD!,
       cmdline: CMDLINE,
       hugepages: true,
+      // type1, whose peer-to-peer mappings of the BARs this test counts (test/hil/vmm/iommufd.test.ts
+      // boots the same guest on iommufd).
+      backend: 'type1',
       devices: [{ bdf: e1000e() }, { bdf: bdfOf('rtl8139') }],
       onLine: (l) => lines.push(l),
       onReport: (r) => reports.push(r),

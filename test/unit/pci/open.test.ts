@@ -1,29 +1,15 @@
-// Opening by BDF (open.ts): the group and container opened for a device, and closed again with it,
-// or at once when the device cannot be built. lib/vfio is replaced by recording fakes.
+// Opening by BDF (open.ts): the IOMMU context a device is opened into (one of its own of the backend
+// asked for, or the caller's Container or Ioas), and what is closed with the device, or at once when
+// the device cannot be built. lib/vfio is replaced by recording fakes.
 import { PciBus, VfioPciDevice } from '../../../lib/pci';
-import type { Container } from '../../../lib/vfio';
+import type { Container, Ioas, VfioBackend } from '../../../lib/vfio';
 import { FakeVfioDevice } from './fake-device';
 import { e1000eSpec } from './helpers';
 
 /** What the fakes of lib/vfio did, in order. */
 const mockCalls: string[] = [];
-/** Set by a test to make the next Group.openByBdf fail. */
-const mockFail: { group: Error | null } = { group: null };
-
-function mockContainer(name: string) {
-  let iommuType: string | null = null;
-  return {
-    name,
-    get iommuType() {
-      return iommuType;
-    },
-    setIommu: () => {
-      mockCalls.push(`${name}.setIommu`);
-      iommuType = 'type1v2';
-    },
-    close: () => void mockCalls.push(`${name}.close`),
-  };
-}
+/** Set by a test to make the next open of a device fail. */
+const mockFail: { open: Error | null } = { open: null };
 
 /** A fake VFIO device that records its closing. */
 class ClosingDevice extends FakeVfioDevice {
@@ -36,22 +22,53 @@ class ClosingDevice extends FakeVfioDevice {
   }
 }
 
+/** A fake IOMMU context: type1 hands out a group, iommufd the device itself as KVM's VFIO file. */
+function mockBackend(name: string, kind: 'type1' | 'iommufd') {
+  const opened = () => {
+    mockCalls.push(`${name}.openDevice`);
+    if (mockFail.open) throw mockFail.open;
+    const device = new ClosingDevice(e1000eSpec());
+    const group = kind === 'type1' ? { fd: 42 } : null;
+    return {
+      device,
+      group,
+      groupNumber: 7,
+      vfioFile: group ?? { fd: 43 },
+      release: () => {
+        device.close();
+        if (group) mockCalls.push('group.close');
+      },
+    };
+  };
+  return {
+    kind,
+    decision: null,
+    dma: {},
+    closed: false,
+    openDevice: opened,
+    openDeviceAsync: () => new Promise((resolve) => setImmediate(() => resolve(opened()))),
+    close: () => void mockCalls.push(`${name}.close`),
+    [Symbol.dispose]() {},
+  };
+}
+
+class MockIoas {
+  readonly kind = 'iommufd';
+}
+
 jest.mock('../../../lib/vfio', () => ({
-  Container: { open: () => mockContainer('own container') },
-  Group: {
-    openByBdf: (bdf: string) => {
-      mockCalls.push(`group.open ${bdf}`);
-      if (mockFail.group) throw mockFail.group;
-      return {
-        fd: 42,
-        setContainer: (c: { name: string }) => void mockCalls.push(`group.setContainer ${c.name}`),
-        openDevice: () => new ClosingDevice(e1000eSpec()),
-        openDeviceAsync: () =>
-          new Promise((resolve) => setImmediate(() => resolve(new ClosingDevice(e1000eSpec())))),
-        close: () => void mockCalls.push('group.close'),
-      };
-    },
+  Ioas: MockIoas,
+  checkBackendChoice: (v: unknown) => {
+    if (v !== undefined && v !== 'auto' && v !== 'type1' && v !== 'iommufd')
+      throw new RangeError(`backend ${String(v)}`);
+    return v ?? 'auto';
   },
+  openBackend: (bdf: string, o: { backend: string }) => {
+    mockCalls.push(`openBackend ${bdf} ${o.backend}`);
+    return mockBackend('own', o.backend === 'iommufd' ? 'iommufd' : 'type1');
+  },
+  Type1Backend: { wrap: () => mockBackend('given container', 'type1') },
+  IommufdBackend: { wrap: () => mockBackend('given ioas', 'iommufd') },
 }));
 
 const BDF = '0000:00:05.0';
@@ -63,50 +80,68 @@ const badQuirk = {
 
 beforeEach(() => {
   mockCalls.length = 0;
-  mockFail.group = null;
+  mockFail.open = null;
 });
 
 describe('openByBdf', () => {
-  it('rejects a BDF that is not a string before touching VFIO', () => {
+  it('rejects a BDF that is not a string, and a backend it does not know, before touching VFIO', () => {
     expect(() => VfioPciDevice.openByBdf(new PciBus(), 3 as unknown as string)).toThrow(TypeError);
+    expect(() => VfioPciDevice.openByBdf(new PciBus(), BDF, { backend: 'vfio' as never })).toThrow(
+      RangeError,
+    );
+    expect(mockCalls).toEqual([]);
   });
 
-  it('opens the group into a container of its own, and closes device, group and container with the device', () => {
+  it('opens the device into a context of its own (auto), and closes device, group and context with it', () => {
     const dev = VfioPciDevice.openByBdf(new PciBus(), BDF);
-    expect(mockCalls).toEqual([
-      `group.open ${BDF}`,
-      'group.setContainer own container',
-      'own container.setIommu',
-    ]);
-    expect(dev.group).toMatchObject({ fd: 42 });
+    expect(mockCalls).toEqual([`openBackend ${BDF} auto`, 'own.openDevice']);
+    expect([dev.group, dev.vfioFile, dev.backend]).toEqual([{ fd: 42 }, { fd: 42 }, 'type1']);
     mockCalls.length = 0;
     dev.close();
     dev.close();
-    expect(mockCalls).toEqual(['device.close', 'group.close', 'own container.close']);
-    expect(dev.group).toBeNull();
+    expect(mockCalls).toEqual(['device.close', 'group.close', 'own.close']);
+    expect([dev.group, dev.vfioFile]).toEqual([null, null]);
   });
 
-  it("leaves the caller's container open, and sets its IOMMU only when it has none", () => {
-    const container = mockContainer('given container');
-    container.setIommu();
+  it('passes the backend asked for; on iommufd no group is opened and KVM gets the device cdev', () => {
+    const dev = VfioPciDevice.openByBdf(new PciBus(), BDF, { backend: 'iommufd' });
+    expect(mockCalls).toEqual([`openBackend ${BDF} iommufd`, 'own.openDevice']);
+    expect([dev.group, dev.vfioFile, dev.backend]).toEqual([null, { fd: 43 }, 'iommufd']);
     mockCalls.length = 0;
-    const dev = VfioPciDevice.openByBdf(new PciBus(), BDF, { container: container as unknown as Container });
     dev.close();
+    expect(mockCalls).toEqual(['device.close', 'own.close']);
+  });
+
+  it("leaves the caller's container or IOAS open", () => {
+    const a = VfioPciDevice.openByBdf(new PciBus(), BDF, { container: {} as Container });
+    a.close();
+    const b = VfioPciDevice.openByBdf(new PciBus(), BDF, { iommu: new MockIoas() as unknown as Ioas });
+    expect(b.backend).toBe('iommufd');
+    b.close();
+    const given = mockBackend('given backend', 'type1') as unknown as VfioBackend;
+    VfioPciDevice.openByBdf(new PciBus(), BDF, { iommu: given }).close();
     expect(mockCalls).toEqual([
-      `group.open ${BDF}`,
-      'group.setContainer given container',
+      'given container.openDevice',
+      'device.close',
+      'group.close',
+      'given ioas.openDevice',
+      'device.close',
+      'given backend.openDevice',
       'device.close',
       'group.close',
     ]);
+    expect(() =>
+      VfioPciDevice.openByBdf(new PciBus(), BDF, { container: {} as Container, iommu: given }),
+    ).toThrow(TypeError);
   });
 
-  it('closes what it opened, newest first, when the device cannot be built or the group cannot be opened', () => {
+  it('closes what it opened, newest first, when the device cannot be built or opened', () => {
     expect(() => VfioPciDevice.openByBdf(new PciBus(), BDF, { quirks: [badQuirk] })).toThrow(RangeError);
-    expect(mockCalls.slice(-3)).toEqual(['device.close', 'group.close', 'own container.close']);
+    expect(mockCalls.slice(-3)).toEqual(['device.close', 'group.close', 'own.close']);
     mockCalls.length = 0;
-    mockFail.group = new Error('no group');
+    mockFail.open = new Error('no group');
     expect(() => VfioPciDevice.openByBdf(new PciBus(), BDF)).toThrow('no group');
-    expect(mockCalls).toEqual([`group.open ${BDF}`, 'own container.close']);
+    expect(mockCalls).toEqual([`openBackend ${BDF} auto`, 'own.openDevice', 'own.close']);
   });
 });
 
@@ -120,13 +155,13 @@ describe('openByBdfAsync', () => {
     sync.close();
     mockCalls.length = 0;
     await dev.closeAsync();
-    expect(mockCalls).toEqual(['device.closeAsync', 'device.close', 'group.close', 'own container.close']);
+    expect(mockCalls).toEqual(['device.closeAsync', 'device.close', 'group.close', 'own.close']);
   });
 
   it('closes what it opened when the device cannot be built', async () => {
     await expect(VfioPciDevice.openByBdfAsync(new PciBus(), BDF, { quirks: [badQuirk] })).rejects.toThrow(
       RangeError,
     );
-    expect(mockCalls.slice(-3)).toEqual(['device.close', 'group.close', 'own container.close']);
+    expect(mockCalls.slice(-3)).toEqual(['device.close', 'group.close', 'own.close']);
   });
 });
