@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import {
   arcTour,
   DeviceMigration,
+  DmaLogging,
   loadState,
   migrationArcs,
   MigrationError,
@@ -218,6 +219,16 @@ describeMtty('migration v2', () => {
     expect(loaded.bytes).toBe(60);
     migA.setState('RUNNING');
     expect(snapshot(b)).toEqual(before);
+  });
+
+  test('DMA logging starts, reports no page (mtty writes no memory) and stops', () => {
+    const m = opened('mtty-1');
+    const log = new DmaLogging(m.vfio);
+    expect(log.probe()).toBe(true);
+    expect(log.start([{ iova: 0x100000n, length: 0x10000n }])).toBe(4096n);
+    expect(log.report(0x100000n, 0x10000n)).toEqual([]);
+    log.stop();
+    expect(log.pageSize).toBeNull();
   });
 
   describe('refused streams leave the device usable', () => {
