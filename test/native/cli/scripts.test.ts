@@ -72,7 +72,9 @@ describe('every failure has one shape', () => {
   test('--help says how failures look', async () => {
     const r = await cli(['--help'], env);
     expect(r.stdout).toContain('{"error":{"message":...,"hint":...,"code":...}}');
-    expect(r.stdout).toContain('Exit status: 0 done, 1 the operation failed, 2 the command line is wrong, 130 stopped (Ctrl-C).');
+    expect(r.stdout).toContain(
+      'Exit status: 0 done, 1 the operation failed, 2 the command line is wrong, 130 stopped (Ctrl-C).',
+    );
   });
 });
 
