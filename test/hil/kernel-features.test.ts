@@ -63,8 +63,9 @@ describeKernel(
 
 describeKernel(['VFIO_MDEV=m', 'SAMPLE_VFIO_MDEV_MTTY=m'], 'mediated devices: the mtty sample', () => {
   test('mtty loads, an mdev of type mtty-2 is created with its cdev and removed, and mtty unloads', () => {
+    // Another suite (test/hil/mdev) may have loaded it already and keeps it: then it stays loaded.
     const fresh = load('mtty');
-    expect(fresh).toContain('mtty');
+    expect(loaded('mtty')).toBe(true);
     const uuid = randomUUID();
     const type = '/sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2';
     const mdev = `/sys/bus/mdev/devices/${uuid}`;
@@ -84,6 +85,6 @@ describeKernel(['VFIO_MDEV=m', 'SAMPLE_VFIO_MDEV_MTTY=m'], 'mediated devices: th
       if (fs.existsSync(mdev)) fs.writeFileSync(path.join(mdev, 'remove'), '1');
       for (const m of [...fresh].reverse()) busybox('rmmod', m);
     }
-    expect(loaded('mtty')).toBe(false);
+    if (fresh.includes('mtty')) expect(loaded('mtty')).toBe(false);
   });
 });
