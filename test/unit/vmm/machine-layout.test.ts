@@ -26,6 +26,11 @@ describe('Machine.create refuses a layout before allocating anything', () => {
       { ramSize: 0x10000, pciHole: { start: 0x8000, size: 2 ** 53 - 0x10000 } },
       /32768 bytes of RAM above the PCI hole \[0x8000, \+0x1fffffffff0000\) would end past 2\^53/,
     ],
+    [
+      'an IOMMU backend it does not know',
+      { ramSize: 0x10000, backend: 'vfio' as never },
+      /backend "vfio" is not one of auto, iommufd, type1/,
+    ],
   ])('%s', (_name, opts, message) => {
     expect(() => Machine.create(opts)).toThrow(RangeError);
     expect(() => Machine.create(opts)).toThrow(message);
