@@ -34,7 +34,7 @@ import {
   checkValue,
   MAX_ADDRESS,
 } from './validate';
-import { RateLimitedLog } from './rate-limited-log';
+import { sinkOf, type GuestErrorAction, type GuestErrorSink } from '../base/guest-error';
 
 /**
  * Follows an address space's flat view. After every commit that changes it, a listener hears
@@ -74,23 +74,31 @@ export interface UnassignedAccess {
 /** Options of an address space. */
 export interface AddressSpaceOptions {
   /**
-   * Where unassigned accesses are logged, at most once per `logIntervalMs` with a count of those left
-   * out. Defaults to a process warning; `null` turns logging off (the event and counter remain).
+   * Where refused accesses are reported (source `memory`; kind `unassigned`, `access-rejected`,
+   * `access-unaligned`, `access-invalid-size`, `write-readonly` or `bar-fault`): the machine's sink.
+   * Default: a sink of the space's own, {@link AddressSpace.guestErrors}.
    */
+  guestErrors?: GuestErrorSink;
+  /** Without `guestErrors`: the own sink's log (`null`: none; the event and counter remain). */
   log?: ((line: string) => void) | null;
-  /** Minimum time between two log lines, in milliseconds. Default 1000. */
+  /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
   logIntervalMs?: number;
 }
 
 const EMPTY = new FlatView([], null);
 
-function defaultLog(line: string): void {
-  process.emitWarning(line, { type: 'UnassignedAccessWarning', code: 'VFIO_BRIDGE_UNASSIGNED' });
+/** What an address space answered instead, by why it refused. */
+function actionOf(isWrite: boolean): GuestErrorAction {
+  return isWrite ? 'dropped' : 'read-all-ones';
 }
 
 /** The events of an {@link AddressSpace}. */
 export type AddressSpaceEvents = {
-  /** An access no region took, or one a region refused (see {@link UnassignedAccess}). */
+  /**
+   * An access no region took, or one a region refused (see {@link UnassignedAccess}).
+   * @deprecated listen to the sink's `guest-error` ({@link AddressSpace.guestErrors}) instead: the
+   *   same report is the `detail` of a `memory` guest error
+   */
   unassigned: [UnassignedAccess];
 };
 
@@ -99,7 +107,8 @@ export type AddressSpaceEvents = {
  * rendered from it, and guest accesses dispatched through that view.
  *
  * Guest accesses never throw for guest reasons: unassigned or refused accesses read as all-ones, drop
- * writes, bump {@link AddressSpace.unassignedCount} and emit `unassigned`. Programmer errors (an
+ * writes, bump {@link AddressSpace.unassignedCount} and are reported to {@link AddressSpace.guestErrors}
+ * (source `memory`, kind `unassigned` and the like). Programmer errors (an
  * address that is not a safe non-negative integer, an access that does not end at or below 2^53, an
  * access size outside 1..8, a value of the wrong type or width) are `RangeError`s and `TypeError`s.
  */
@@ -114,7 +123,8 @@ export class AddressSpace extends EventEmitter<AddressSpaceEvents> implements Re
   private _listeners: MemoryListener[] = [];
   private _unassigned = 0;
   private _closed = false;
-  private readonly _log: RateLimitedLog;
+  /** Where the space reports what the guest's accesses could not do: the machine's sink, or its own. */
+  readonly guestErrors: GuestErrorSink;
   // The last ram-device range hit, so that repeated device accesses skip the range lookup. Reset with
   // every new flat view. `_hitWritable` is false for read-only ranges.
   private _hitStart = 0;
@@ -129,7 +139,7 @@ export class AddressSpace extends EventEmitter<AddressSpaceEvents> implements Re
     if (!(root instanceof MemoryRegion))
       throw new ArgTypeError(`root of address space '${name}' must be a MemoryRegion`);
     super();
-    this._log = new RateLimitedLog(opts, defaultLog);
+    this.guestErrors = sinkOf(opts);
     this.name = name;
     this.root = root;
     this._fv = renderFlatView(root);
@@ -629,21 +639,56 @@ export class AddressSpace extends EventEmitter<AddressSpaceEvents> implements Re
     const e: UnassignedAccess = { addr, size, isWrite, reason };
     if (r !== undefined) e.region = r.name;
     if (error !== undefined) e.error = error;
-    this._log.line(
-      () =>
+    this.guestErrors.report({
+      source: 'memory',
+      kind: UNASSIGNED_KINDS[reason],
+      where: this.name,
+      address: addr,
+      width: size,
+      write: isWrite,
+      action: actionOf(isWrite),
+      message:
         `${this.name}: ${reason} ${isWrite ? 'write' : 'read'} at 0x${addr.toString(16)} size ${size}` +
         `${r !== undefined ? ` in '${r.name}'` : ''}`,
-    );
-    // A throwing subscriber must not turn a guest access into a VMM exception, nor stop the rest
-    // of a split access half-way.
-    emitGuarded(this, 'unassigned', [e], (err) =>
-      this._log.line(
-        () =>
-          `${this.name}: an 'unassigned' listener threw: ${err instanceof Error ? err.message : String(err)}`,
-      ),
-    );
+      hint: UNASSIGNED_HINTS[reason],
+      ...(error !== undefined ? { error } : {}),
+      detail: e,
+    });
+    // The deprecated event. A throwing subscriber must not turn a guest access into a VMM
+    // exception, nor stop the rest of a split access half-way.
+    if (this.listenerCount('unassigned') > 0) {
+      emitGuarded(this, 'unassigned', [e], (err) =>
+        this.guestErrors.report({
+          source: 'memory',
+          kind: 'listener-threw',
+          where: this.name,
+          action: 'ignored',
+          message: `${this.name}: an 'unassigned' listener threw: ${err instanceof Error ? err.message : String(err)}`,
+          error: err,
+        }),
+      );
+    }
   }
 }
+
+/** The guest-error kind of each reason an access was refused. */
+const UNASSIGNED_KINDS: Record<UnassignedReason, string> = {
+  unassigned: 'unassigned',
+  rejected: 'access-rejected',
+  unaligned: 'access-unaligned',
+  'invalid-size': 'access-invalid-size',
+  readonly: 'write-readonly',
+  fault: 'bar-fault',
+};
+
+const UNASSIGNED_HINTS: Record<UnassignedReason, string> = {
+  unassigned: 'nothing is mapped there: a guest driver probing, or a BAR the guest has not placed',
+  rejected: "the region's accepts() refused the access",
+  unaligned: 'the region accepts only aligned accesses',
+  'invalid-size': "the access width is outside the region's valid sizes",
+  readonly: 'the region is read-only',
+  fault: 'the device memory faulted: a BAR vfio-pci revoked (decode off, or a reset in progress)',
+};
 
 /** Where an open address space shows a ram region (see {@link ramShownBy}). */
 export interface RamInUse {
