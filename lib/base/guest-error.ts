@@ -101,9 +101,10 @@ function defaultLog(line: string): void {
   process.stderr.write(`vfio-bridge: ${line}\n`);
 }
 
-function describe(e: GuestError): string {
+function describe(e: GuestError, hint: boolean): string {
   const who = e.device !== undefined ? `${e.device}: ` : '';
-  return `${who}${e.message} [${e.source}/${e.kind}, ${e.action}]${e.hint !== undefined ? ` (${e.hint})` : ''}`;
+  const why = hint && e.hint !== undefined ? ` (${e.hint})` : '';
+  return `${who}${e.message} [${e.source}/${e.kind}, ${e.action}]${why}`;
 }
 
 /**
@@ -219,7 +220,7 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
     if (this.#log === null) return;
     if (s.count <= this.#logFirst) {
       s.lastLogAt = Date.now();
-      this.#log(describe(s.last!));
+      this.#log(describe(s.last!, true));
       return;
     }
     s.unlogged++;
@@ -232,7 +233,7 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
     const n = s.unlogged;
     s.unlogged = 0;
     s.lastLogAt = now;
-    this.#log(`${key}: ${n} more (${s.count} in all), the last: ${describe(s.last)}`);
+    this.#log(`${key}: ${n} more (${s.count} in all), the last: ${describe(s.last, false)}`);
   }
 }
 
