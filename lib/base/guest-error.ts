@@ -23,7 +23,8 @@ export type GuestErrorSource = 'pci' | 'memory' | 'dma' | 'irq' | 'kvm' | 'vmm';
  * - `skipped`: a DMA section left unmapped;
  * - `retried` / `forgotten`: a failed unmap to be tried again, or given up;
  * - `undone`: a commit rolled back;
- * - `state-only`: only the guest-visible state was reset.
+ * - `state-only`: only the guest-visible state was reset;
+ * - `trapped`: served through exits instead of directly (a range KVM would not map).
  */
 export type GuestErrorAction =
   | 'read-all-ones'
@@ -35,7 +36,8 @@ export type GuestErrorAction =
   | 'retried'
   | 'forgotten'
   | 'undone'
-  | 'state-only';
+  | 'state-only'
+  | 'trapped';
 
 /** One thing a guest did that was not served as asked, and what was done instead. */
 export interface GuestError {
@@ -51,6 +53,8 @@ export interface GuestError {
   readonly address?: number;
   /** Width of the access in bytes. */
   readonly width?: number;
+  /** Length in bytes of a range that is not one access (a DMA section). */
+  readonly size?: number;
   /** True for a write, false for a read (absent when it was no access). */
   readonly write?: boolean;
   /** The value written, where it is known. */
