@@ -30,7 +30,7 @@ function expectBarRefused(m: Machine, at: number, size: number): void {
 
 /** A machine on the backend of the run the test is in. */
 function machine(): Machine {
-  return machineOn({ ramSize: RAM, pciHole: hole, dma: { log: null } });
+  return machineOn({ ramSize: RAM, pciHole: hole, log: null });
 }
 
 /**
@@ -117,7 +117,7 @@ describeBackends('edu', 'the machine layout', (bdf) => {
     using m = machineOn({
       ramSize: 16 * MiB,
       pciHole: { start: 8 * MiB, size: 2 ** 32 - 8 * MiB },
-      dma: { log: null },
+      log: null,
     });
     expect(m.ramRanges.map((r) => [r.gpa, r.size, r.offset, r.region.name])).toEqual([
       [0, 8 * MiB, 0, 'ram-below-4g'],
