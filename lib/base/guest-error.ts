@@ -170,6 +170,10 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
 
   /** Counts, delivers and (with nobody listening) logs one report. Never throws for the report's sake. */
   report(e: GuestError): void {
+    this.#record(e, true);
+  }
+
+  #record(e: GuestError, emit: boolean): void {
     this.#total++;
     const key = `${e.source}/${e.kind}`;
     let s = this.#kinds.get(key);
@@ -179,19 +183,26 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
     }
     s.count++;
     s.last = e;
-    if (this.listenerCount('guest-error') > 0) {
-      emitGuarded(this, 'guest-error', [e], (err) =>
-        this.report({
+    if (!emit || this.listenerCount('guest-error') === 0) {
+      this.#logged(key, s);
+      return;
+    }
+    const thrown: unknown[] = [];
+    emitGuarded(this, 'guest-error', [e], (err) => thrown.push(err));
+    // Reported once every listener heard `e`; a listener that throws at that report too is only
+    // counted and logged, so a listener that always throws cannot loop.
+    for (const err of thrown) {
+      this.#record(
+        {
           source: e.source,
           kind: 'listener-threw',
           action: 'ignored',
           message: `a 'guest-error' listener threw: ${err instanceof Error ? err.message : String(err)}`,
           error: err,
-        }),
+        },
+        e.kind !== 'listener-threw',
       );
-      return;
     }
-    this.#logged(key, s);
   }
 
   /** Logs the summary every (source, kind) still owes, whatever the interval. */

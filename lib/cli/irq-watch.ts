@@ -100,17 +100,17 @@ export async function watchIrqs(
     irqs.push(main);
     main.on('error', (e) => fail(e));
     main.on('interrupt', (vec, n) => {
-        counts[vec]! += n;
-        totals[vec]! += n;
-        // INTx stays masked after each interrupt until unmasked. A line that nobody acknowledges
-        // stays asserted and is counted again at each unmask: that is what a level interrupt does.
-        if (index === VFIO_PCI_INTX_IRQ_INDEX) {
-          try {
-            main.unmask(0);
-          } catch (e) {
-            fail(e);
-          }
+      counts[vec]! += n;
+      totals[vec]! += n;
+      // INTx stays masked after each interrupt until unmasked. A line that nobody acknowledges
+      // stays asserted and is counted again at each unmask: that is what a level interrupt does.
+      if (index === VFIO_PCI_INTX_IRQ_INDEX) {
+        try {
+          main.unmask(0);
+        } catch (e) {
+          fail(e);
         }
+      }
     });
     if (dev.irqInfo(VFIO_PCI_REQ_IRQ_INDEX).count > 0) {
       const req = dev.enableIrq(VFIO_PCI_REQ_IRQ_INDEX);

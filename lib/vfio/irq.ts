@@ -295,11 +295,10 @@ export class DeviceIrq extends EventEmitter<DeviceIrqEvents> implements Disposab
     }
     this.#ref = opts.ref !== false;
     // Watching follows the interrupt listeners: the first starts it, the last one leaving stops it.
-    const self: EventEmitter = this;
-    self.on('newListener', (name: string | symbol) => {
+    (this as EventEmitter).on('newListener', (name: string | symbol) => {
       if (name === 'interrupt' && !this.#closed) this.#watch();
     });
-    self.on('removeListener', (name: string | symbol) => {
+    (this as EventEmitter).on('removeListener', (name: string | symbol) => {
       if (name === 'interrupt' && this.listenerCount('interrupt') === 0) this.#unwatchAll();
     });
     const onError = opts.onError;

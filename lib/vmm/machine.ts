@@ -126,17 +126,18 @@ interface Opened {
   fresh: boolean;
 }
 
-/**
- * Guest RAM around a PCI hole, the PCI bus, one VFIO container and the DMA listener: what a Node
- * VMM's machine holds besides KVM. Made by {@link Machine.create}; devices come with
- * {@link Machine.addDevice}.
- */
 /** The events of a {@link Machine}. */
 export type MachineEvents = {
   /** What the guest did wrong, from any layer (the same as `machine.guestErrors`' event). */
   'guest-error': [GuestError];
 };
 
+/**
+ * Guest RAM around a PCI hole, the PCI bus, one VFIO container and the DMA listener: what a Node
+ * VMM's machine holds besides KVM. Made by {@link Machine.create}; devices come with
+ * {@link Machine.addDevice}. Everything in it reports what the guest does wrong to
+ * {@link Machine.guestErrors}, also heard as the machine's own `guest-error` event.
+ */
 export class Machine extends EventEmitter<MachineEvents> implements Disposable {
   /** All guest RAM, one block (`pc.ram`), shown in system memory by {@link Machine.ramRanges}. */
   readonly ram: GuestRam;

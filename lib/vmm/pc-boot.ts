@@ -172,7 +172,9 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
     for (const { dev, slot } of ctx.routed) {
       const pin = dev.irq.pin;
       if (pin < 1 || pin > 4) continue;
-      const intx = new PciIntxRouting(dev, vm, pciIntxGsi(slot, pin), { guestErrors: ctx.machine.guestErrors });
+      const intx = new PciIntxRouting(dev, vm, pciIntxGsi(slot, pin), {
+        guestErrors: ctx.machine.guestErrors,
+      });
       undo.push(() => intx.close());
     }
     yield 'interrupts';

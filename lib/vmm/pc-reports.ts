@@ -44,7 +44,8 @@ function reportKind(source: string, kind: string): PcReport['kind'] | null {
     case 'dma':
       return 'dma';
     default:
-      for (const [k, v] of Object.entries(OWN)) if (v.source === source && v.kind === kind) return k as PcReport['kind'];
+      for (const [k, v] of Object.entries(OWN))
+        if (v.source === source && v.kind === kind) return k as PcReport['kind'];
       return null;
   }
 }
@@ -127,7 +128,10 @@ export class PcReports {
           write: r.isWrite,
           action: r.isWrite ? 'dropped' : 'read-all-ones',
           message: `vCPU ${r.vcpu}: ${r.space} ${r.isWrite ? 'write' : 'read'} at 0x${r.address.toString(16)} size ${r.size} failed (${r.code})`,
-          hint: r.code === 'SIGBUS' ? 'a BAR vfio-pci revoked (decode off, a reset in progress)' : 'the device fd refused it',
+          hint:
+            r.code === 'SIGBUS'
+              ? 'a BAR vfio-pci revoked (decode off, a reset in progress)'
+              : 'the device fd refused it',
           detail: r,
         });
         return;
@@ -151,7 +155,8 @@ export class PcReports {
         return { kind: 'interrupt', bdf: e.device ?? '', key: e.where ?? '', error: e.error as Error };
       case 'dma':
         if (e.kind === 'dma-skipped') return { kind: 'dma', what: 'skip', skip: e.detail as DmaSkip };
-        if (e.kind === 'dma-commit-failed') return { kind: 'dma', what: 'fatal', error: e.detail as DmaCommitError };
+        if (e.kind === 'dma-commit-failed')
+          return { kind: 'dma', what: 'fatal', error: e.detail as DmaCommitError };
         return { kind: 'dma', what: 'error', error: e.detail as DmaErrorEvent };
       case 'irq-line':
       case 'reset':

@@ -256,11 +256,15 @@ describe('a watch that fails on the host', () => {
     const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
     try {
       fail();
-      for (let i = 0; i < 100 && warn.mock.calls.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
-      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/^0000:00:05\.0 IRQ index 1 vector 0: .*no 'error' listener/), {
-        type: 'VfioIrqWarning',
-        code: 'VFIO_BRIDGE_IRQ_FAILED',
-      });
+      for (let i = 0; i < 100 && warn.mock.calls.length === 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(warn).toHaveBeenCalledWith(
+        expect.stringMatching(/^0000:00:05\.0 IRQ index 1 vector 0: .*no 'error' listener/),
+        {
+          type: 'VfioIrqWarning',
+          code: 'VFIO_BRIDGE_IRQ_FAILED',
+        },
+      );
     } finally {
       warn.mockRestore();
       done();

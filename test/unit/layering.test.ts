@@ -21,7 +21,9 @@ function importedFolders(folder: string): Map<string, string[]> {
           if (first === folder || first.startsWith('..')) continue;
           // lib/base's error.ts, events.ts, values.ts, checks.ts and guest-error.ts load without the
           // addon: lib/memory may use them.
-          const top = ['error', 'events', 'values', 'checks', 'guest-error'].some((f) => target === path.join('base', f))
+          const top = ['error', 'events', 'values', 'checks', 'guest-error'].some(
+            (f) => target === path.join('base', f),
+          )
             ? target.split(path.sep).join('/')
             : first;
           const file = path.relative(LIB, p);

@@ -67,7 +67,10 @@ function setup(spec: FakeDeviceSpec, opts = {}, max = 32) {
   const dev = VfioPciDevice.open(bus, new FakeVfioDevice(withHostAddresses(spec)), opts);
   const kvm = new FakeKvm(max);
   const errors: unknown[] = [];
-  const listener = new KvmMemoryListener(kvm, { guestErrors: bus.guestErrors, classify: vfioPciSlotClassifier });
+  const listener = new KvmMemoryListener(kvm, {
+    guestErrors: bus.guestErrors,
+    classify: vfioPciSlotClassifier,
+  });
   bus.guestErrors.on('guest-error', (e) => {
     if (e.source === 'kvm') {
       expect(e).toMatchObject({ kind: 'slot-trapped', action: 'trapped' });

@@ -502,7 +502,9 @@ describe('address space dispatch', () => {
       as.read(0x20, 1);
       // Through the space's own sink: the first in full, then a summary once the interval passed.
       expect(lines).toEqual([
-        expect.stringMatching(/^mem: unassigned read at 0x10 size 4 \[memory\/unassigned, read-all-ones\] \(/),
+        expect.stringMatching(
+          /^mem: unassigned read at 0x10 size 4 \[memory\/unassigned, read-all-ones\] \(/,
+        ),
         'memory/unassigned: 3 more (4 in all), the last: mem: unassigned read at 0x20 size 1 [memory/unassigned, read-all-ones]',
       ]);
       expect(as.unassignedCount).toBe(4);
