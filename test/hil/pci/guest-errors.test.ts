@@ -2,7 +2,12 @@
 // guest-error channel (the bus's sink, which the device shares) with its fields: an access to a
 // BAR whose decode the kernel turned off, an access where nothing is, a configuration write where
 // the device has no register, and MSI-X table accesses of a width the table does not take.
-import { type GuestError, type GuestErrorSink, VFIO_PCI_CONFIG_REGION_INDEX, type VfioError } from '../../../lib';
+import {
+  type GuestError,
+  type GuestErrorSink,
+  VFIO_PCI_CONFIG_REGION_INDEX,
+  type VfioError,
+} from '../../../lib';
 import { describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
 /** What `sink` reports while `fn` runs, every report (a listener sees them all). */
