@@ -31,7 +31,6 @@ export {
   type MtreeNodeJson,
   type MtreeFlatJson,
 } from './mtree';
-export type { RateLimitedLogOptions } from './rate-limited-log';
 // The one channel every layer reports a guest's mistakes on (lib/base; re-exported here, where the
 // address spaces that report unassigned accesses live, so vfio-bridge/memory has it without the addon).
 export {
