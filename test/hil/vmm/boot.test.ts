@@ -78,6 +78,7 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
     // one CPU a few samples wait for the scheduler for hundreds of ms; bench:vmm holds the target.
     expect(medianLateMs(delay)).toBeLessThan(10);
     const out = lines.join('\n');
+    if (exit.reason !== 'reset') console.log('guest errors', pc.guestErrors.counts, 'exits', pc.exits);
     // On failure, the console's last lines say how far the guest got.
     expect({ exit, console: exit.reason === 'reset' ? [] : lines.slice(-12) }).toEqual({
       exit: { reason: 'reset', by: 'i8042' },
