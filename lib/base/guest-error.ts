@@ -94,6 +94,8 @@ export type GuestErrorEvents = {
 };
 
 interface KindState {
+  /** `source/kind`, as counts and log lines name it. */
+  readonly key: string;
   count: number;
   /** Reports since the last line about this kind. */
   unlogged: number;
@@ -126,7 +128,10 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
   readonly #log: ((line: string) => void) | null;
   readonly #logFirst: number;
   readonly #interval: number;
+  /** By `source/kind`, in the order kinds first came. */
   readonly #kinds = new Map<string, KindState>();
+  /** The same states by source, then kind: the per-report lookup builds no string. */
+  readonly #bySource = new Map<string, Map<string, KindState>>();
   #total = 0;
 
   /** @throws TypeError (log not a function or null), RangeError (logFirst, logIntervalMs not >= 0) */
@@ -175,16 +180,21 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
 
   #record(e: GuestError, emit: boolean): void {
     this.#total++;
-    const key = `${e.source}/${e.kind}`;
-    let s = this.#kinds.get(key);
+    let kinds = this.#bySource.get(e.source);
+    if (kinds === undefined) {
+      kinds = new Map();
+      this.#bySource.set(e.source, kinds);
+    }
+    let s = kinds.get(e.kind);
     if (s === undefined) {
-      s = { count: 0, unlogged: 0, lastLogAt: -Infinity, last: null };
-      this.#kinds.set(key, s);
+      s = { key: `${e.source}/${e.kind}`, count: 0, unlogged: 0, lastLogAt: -Infinity, last: null };
+      kinds.set(e.kind, s);
+      this.#kinds.set(s.key, s);
     }
     s.count++;
     s.last = e;
     if (!emit || this.listenerCount('guest-error') === 0) {
-      this.#logged(key, s);
+      this.#logged(s);
       return;
     }
     const thrown: unknown[] = [];
@@ -207,7 +217,7 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
 
   /** Logs the summary every (source, kind) still owes, whatever the interval. */
   flush(): void {
-    for (const [key, s] of this.#kinds) if (s.unlogged > 0) this.#summary(key, s, Date.now());
+    for (const s of this.#kinds.values()) if (s.unlogged > 0) this.#summary(s, Date.now());
   }
 
   /**
@@ -231,7 +241,7 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
     };
   }
 
-  #logged(key: string, s: KindState): void {
+  #logged(s: KindState): void {
     if (this.#log === null) return;
     if (s.count <= this.#logFirst) {
       s.lastLogAt = Date.now();
@@ -240,15 +250,15 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
     }
     s.unlogged++;
     const now = Date.now();
-    if (now - s.lastLogAt >= this.#interval) this.#summary(key, s, now);
+    if (now - s.lastLogAt >= this.#interval) this.#summary(s, now);
   }
 
-  #summary(key: string, s: KindState, now: number): void {
+  #summary(s: KindState, now: number): void {
     if (this.#log === null || s.last === null) return;
     const n = s.unlogged;
     s.unlogged = 0;
     s.lastLogAt = now;
-    this.#log(`${key}: ${n} more (${s.count} in all), the last: ${describe(s.last, false)}`);
+    this.#log(`${s.key}: ${n} more (${s.count} in all), the last: ${describe(s.last, false)}`);
   }
 }
 

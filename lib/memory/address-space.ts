@@ -34,7 +34,8 @@ import {
   checkValue,
   MAX_ADDRESS,
 } from './validate';
-import { sinkOf, type GuestErrorAction, type GuestErrorSink } from '../base/guest-error';
+import { sinkOf, type GuestErrorSink } from '../base/guest-error';
+import { UnassignedReport } from './unassigned-report';
 
 /**
  * Follows an address space's flat view. After every commit that changes it, a listener hears
@@ -86,11 +87,6 @@ export interface AddressSpaceOptions {
 }
 
 const EMPTY = new FlatView([], null);
-
-/** What an address space answered instead, by why it refused. */
-function actionOf(isWrite: boolean): GuestErrorAction {
-  return isWrite ? 'dropped' : 'read-all-ones';
-}
 
 /** The events of an {@link AddressSpace}. */
 export type AddressSpaceEvents = {
@@ -639,21 +635,7 @@ export class AddressSpace extends EventEmitter<AddressSpaceEvents> implements Re
     const e: UnassignedAccess = { addr, size, isWrite, reason };
     if (r !== undefined) e.region = r.name;
     if (error !== undefined) e.error = error;
-    this.guestErrors.report({
-      source: 'memory',
-      kind: UNASSIGNED_KINDS[reason],
-      where: this.name,
-      address: addr,
-      width: size,
-      write: isWrite,
-      action: actionOf(isWrite),
-      message:
-        `${this.name}: ${reason} ${isWrite ? 'write' : 'read'} at 0x${addr.toString(16)} size ${size}` +
-        `${r !== undefined ? ` in '${r.name}'` : ''}`,
-      hint: UNASSIGNED_HINTS[reason],
-      ...(error !== undefined ? { error } : {}),
-      detail: e,
-    });
+    this.guestErrors.report(new UnassignedReport(this.name, e));
     // The deprecated event. A throwing subscriber must not turn a guest access into a VMM
     // exception, nor stop the rest of a split access half-way.
     if (this.listenerCount('unassigned') > 0) {
@@ -670,25 +652,6 @@ export class AddressSpace extends EventEmitter<AddressSpaceEvents> implements Re
     }
   }
 }
-
-/** The guest-error kind of each reason an access was refused. */
-const UNASSIGNED_KINDS: Record<UnassignedReason, string> = {
-  unassigned: 'unassigned',
-  rejected: 'access-rejected',
-  unaligned: 'access-unaligned',
-  'invalid-size': 'access-invalid-size',
-  readonly: 'write-readonly',
-  fault: 'bar-fault',
-};
-
-const UNASSIGNED_HINTS: Record<UnassignedReason, string> = {
-  unassigned: 'nothing is mapped there: a guest driver probing, or a BAR the guest has not placed',
-  rejected: "the region's accepts() refused the access",
-  unaligned: 'the region accepts only aligned accesses',
-  'invalid-size': "the access width is outside the region's valid sizes",
-  readonly: 'the region is read-only',
-  fault: 'the device memory faulted: a BAR vfio-pci revoked (decode off, or a reset in progress)',
-};
 
 /** Where an open address space shows a ram region (see {@link ramShownBy}). */
 export interface RamInUse {

@@ -551,6 +551,12 @@ describe('address space dispatch', () => {
         detail: { addr: 0x10, size: 4, isWrite: true, reason: 'unassigned' },
       }),
     ]);
+    // The message is formatted when read, and serialised with the rest.
+    expect(seen[0].message).toBe('mem: unassigned write at 0x10 size 4');
+    expect(JSON.parse(JSON.stringify(seen[0]))).toMatchObject({
+      kind: 'unassigned',
+      message: seen[0].message,
+    });
     expect(as.guestErrors).toBe(sink);
     expect(() => new AddressSpace('x', root, { guestErrors: sink, log: null })).toThrow(TypeError);
   });
