@@ -211,6 +211,18 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
     checkInteger(hole.size, 'pciHole.size');
     checkLayout(ramSize, hole);
     const backend = checkBackendChoice(opts.backend);
+    for (const [what, o] of [
+      ['bus', opts.bus],
+      ['dma', opts.dma],
+    ] as const) {
+      for (const k of ['guestErrors', 'log', 'logIntervalMs']) {
+        if (o !== undefined && o !== null && k in o) {
+          throw new ArgTypeError(
+            `${what}.${k}: the machine's parts report to its one sink; give ${k} to Machine.create itself`,
+          );
+        }
+      }
+    }
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
     let bus: PciBus | undefined;
     let built = false;
