@@ -19,7 +19,8 @@ import {
   type Device,
   type Mapping,
 } from '../../../lib';
-import { describeBackend, vfioNodeFds } from '../backends';
+import { cli, validJson } from '../../native/cli/harness';
+import { BACKENDS, describeBackend, iommufdMissing, vfioNodeFds } from '../backends';
 import { caught, CMD_BUS_MASTER, CMD_MEMORY, CONFIG, describeDevice } from '../hil';
 import { describeMtty, makeMtty, removeAll } from './mtty';
 
@@ -145,6 +146,51 @@ describeMtty('through its cdev on iommufd', () => {
       made.delete(uuid);
     });
   });
+});
+
+describeMtty('the CLI on each backend', () => {
+  for (const backend of BACKENDS) {
+    describeBackend(backend, 'info and migration info', () => {
+      test('info and migration info open the mtty by UUID and say through what', async () => {
+        const uuid = makeMtty('mtty-1', made);
+        const d = findMdev(uuid)!;
+        const env = { ...process.env };
+        const r = await cli(['info', '--json', '--backend', backend, uuid.toUpperCase()], env);
+        expect([r.code, r.stderr]).toEqual([0, '']);
+        const j = validJson('info', r.stdout);
+        expect(j).toMatchObject({
+          bdf: uuid,
+          source: 'vfio',
+          driver: 'mtty',
+          vendor: 0x4348,
+          device: 0x3253,
+          iommuGroup: d.iommuGroup,
+          backend: {
+            kind: backend,
+            requested: backend,
+            opened: true,
+            cdev: backend === 'iommufd' ? d.cdev : null,
+          },
+          resetMethods: [],
+        });
+        const m = await cli(['migration', 'info', '--json', '--backend', backend, uuid], env);
+        expect([m.code, m.stderr]).toEqual([0, '']);
+        expect(validJson('migration-info', m.stdout)).toMatchObject({
+          device: uuid,
+          supported: true,
+          state: 'RUNNING',
+          dataSize: 60,
+        });
+        // auto takes the cdev where the kernel has cdevs, as for a PCI function; else the group.
+        const auto = await cli(['info', uuid], env);
+        expect(auto.stdout).toMatch(
+          iommufdMissing() === null
+            ? /^backend: iommufd \(opened through \/dev\/vfio\/devices\/vfio\d+; auto: /m
+            : /^backend: type1 \(opened through its group; auto: iommufd cannot be had/m,
+        );
+      });
+    });
+  }
 });
 
 describeDevice('edu', 'an mtty beside a PCI function', (bdf) => {
