@@ -17,11 +17,19 @@
 # tarball, the old-glibc test (mostly network and disk: debootstrap) and the unit and native suites
 # run meanwhile, taking the CPU first when they want it. The lab phase then waits for what is left
 # of it. With the kernel cached, provisioning takes seconds and nothing changes.
+# VFIO_BRIDGE_TEST_SERIAL=1 runs the provisioning in its own phase after the suites instead (as
+# before, to compare the two, or to rule the overlap out when a suite's timing looks off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ci=false
 case ${CI:-} in true | 1) ci=true ;; esac
+serial=false
+case ${VFIO_BRIDGE_TEST_SERIAL:-} in true | 1) serial=true ;; esac
+provision() {
+  background_start "lab: provision (QEMU, busybox, the lab's kernel: built once, then cached)" \
+    bash scripts/lab/lab.sh --provision
+}
 # shellcheck source=scripts/test-phases.sh
 . scripts/test-phases.sh
 
@@ -37,8 +45,7 @@ npm run build
 # The old-glibc test's host package first: the provisioning may run apt itself, and two apt-gets
 # at once wait on (or fail at) dpkg's lock.
 bash scripts/compat/old-glibc.sh --host-tools
-background_start "lab: provision (QEMU, busybox, the lab's kernel: built once, then cached)" \
-  bash scripts/lab/lab.sh --provision
+$serial || provision
 
 # Before the suites: packing leaves the prebuild (from this build) that test/native checks.
 phase 'packed tarball'
@@ -53,6 +60,7 @@ for project in unit native; do
 done
 
 phase 'lab: provision (waiting for the background job to end)'
+! $serial || provision
 # The lab's progress lines (`lab: ...`, a kernel build's among them) show from the start, then as
 # they come; the rest (a failure's report) after, unless the lab is skipped for a reason that fits
 # on one line.
