@@ -5,9 +5,11 @@
 #   phase NAME             ends the phase before, starts NAME (prints `=== NAME (N s in) ===`)
 #   background_start NAME CMD...
 #                          starts CMD in a session of its own at nice 10, its output to a file
+#                          (one job at a time)
 #   background_follow PATTERN
 #                          shows the job's output lines matching PATTERN (all of them, from the
 #                          start, then as they come) until it ends, and returns its status
+#   background_output      the job's whole output, once it has ended (for a failure's report)
 #   phases_summary         each phase's wall time, the job's (from when it started to when it ended),
 #                          the total; run by the EXIT trap below, with a failing exit's status
 #
