@@ -8,6 +8,9 @@ import * as path from 'node:path';
 
 const HELPER = path.join(__dirname, '../../../scripts/test-phases.sh');
 
+// Each test sleeps 2 to 4 s in bash on purpose; a busy machine adds to that.
+jest.setTimeout(30_000);
+
 let dir: string;
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'test-phases-'));
