@@ -347,10 +347,7 @@ export class Machine implements Disposable {
   #takeIommu(bdf: string): { iommu: VfioBackend; fresh: boolean } {
     if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
     const fresh = this.#iommu === null;
-    // A mediated device opens through its group: with one first, the machine is type1 (auto).
-    this.#iommu ??= isMdevUuid(bdf)
-      ? openBackend(null, { backend: this.#backend === 'auto' ? 'type1' : this.#backend })
-      : openBackend(bdf, { backend: this.#backend });
+    this.#iommu ??= openBackend(bdf, { backend: this.#backend });
     return { iommu: this.#iommu, fresh };
   }
 

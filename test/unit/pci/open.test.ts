@@ -145,6 +145,47 @@ describe('openByBdf', () => {
   });
 });
 
+describe('openByMdev', () => {
+  const UUID = '83b8f4f2-509f-382f-3c1e-e6bfe0fa1001';
+
+  it('asks the same backend choice for the UUID as for an address (auto, or the one given)', () => {
+    const auto = VfioPciDevice.openByMdev(new PciBus(), UUID);
+    const cdev = VfioPciDevice.openByMdev(new PciBus(), UUID, { backend: 'iommufd' });
+    // The fakes hand out type1 for auto: what auto decides is chooseBackend's (test/unit/vfio).
+    expect([auto.backend, cdev.backend, cdev.group, cdev.vfioFile]).toEqual([
+      'type1',
+      'iommufd',
+      null,
+      { fd: 43 },
+    ]);
+    auto.close();
+    cdev.close();
+    expect(mockCalls).toEqual([
+      `openBackend ${UUID} auto`,
+      'own.openDevice',
+      `openBackend ${UUID} iommufd`,
+      'own.openDevice',
+      'device.close',
+      'group.close',
+      'own.close',
+      'device.close',
+      'own.close',
+    ]);
+  });
+
+  it("opens into the caller's IOAS or container, whichever it is", () => {
+    VfioPciDevice.openByMdev(new PciBus(), UUID, { iommu: new MockIoas() as unknown as Ioas }).close();
+    VfioPciDevice.openByMdev(new PciBus(), UUID, { container: {} as Container }).close();
+    expect(mockCalls).toEqual([
+      'given ioas.openDevice',
+      'device.close',
+      'given container.openDevice',
+      'device.close',
+      'group.close',
+    ]);
+  });
+});
+
 describe('openByBdfAsync', () => {
   it('builds the device openByBdf builds, and closeAsync closes the VFIO device on the pool first', async () => {
     const sync = VfioPciDevice.openByBdf(new PciBus(), BDF);
