@@ -19,6 +19,7 @@ import {
   checkAddress,
   checkFixedWidthMemory,
   checkPriority,
+  checkAliasWindow,
   checkRamBacking,
   checkRegionName,
 } from './validate';
@@ -136,7 +137,7 @@ export class MemoryRegion {
       throw new ArgTypeError(`target of alias '${name}' must be a MemoryRegion`);
     checkAddress(`alias '${name}' offset`, offset);
     checkSize('alias', size);
-    checkWindow(name, target, offset, size);
+    checkAliasWindow(name, target, offset, size);
     const r = new MemoryRegion('alias', name, size);
     r._target = target;
     r._aliasOffset = offset;
@@ -326,7 +327,7 @@ export class MemoryRegion {
         `ram-device region '${this.name}' size ${s} exceeds its memory of ${this._memory!.length} bytes`,
       );
     }
-    if (this._kind === K_ALIAS) checkWindow(this.name, this._target!, this._aliasOffset, s);
+    if (this._kind === K_ALIAS) checkAliasWindow(this.name, this._target!, this._aliasOffset, s);
     if (s === this._size) return;
     assertMutable();
     this._size = s;
@@ -370,7 +371,7 @@ export class MemoryRegion {
       throw new MemoryTopologyError('not-an-alias', `'${this.name}' is a ${this.kind} region, not an alias`);
     }
     checkAddress(`alias offset of '${this.name}'`, o);
-    checkWindow(this.name, this._target!, o, this._size);
+    checkAliasWindow(this.name, this._target!, o, this._size);
     if (o === this._aliasOffset) return;
     assertMutable();
     this._aliasOffset = o;
@@ -380,18 +381,6 @@ export class MemoryRegion {
   /** The region's name and kind, for messages. */
   toString(): string {
     return `MemoryRegion(${this.kind} '${this.name}', size 0x${this._size.toString(16)})`;
-  }
-}
-
-/**
- * Refuses an alias window that does not fit in its target when it is set. A target that shrinks
- * later simply clips the window, as in QEMU.
- */
-function checkWindow(name: string, target: MemoryRegion, offset: number, size: number): void {
-  if (offset + size > target.size) {
-    throw new ArgRangeError(
-      `alias '${name}' window ${offset}+${size} exceeds its target '${target.name}' of ${target.size} bytes`,
-    );
   }
 }
 

@@ -180,3 +180,20 @@ export function checkFixedWidthMemory(name: string, memory: FixedWidthMemory, si
     );
   }
 }
+
+/**
+ * Refuses an alias window that does not fit in its target (`{ name, size }`) when it is set. A
+ * target that shrinks later simply clips the window, as in QEMU.
+ */
+export function checkAliasWindow(
+  name: string,
+  target: { readonly name: string; readonly size: number },
+  offset: number,
+  size: number,
+): void {
+  if (offset + size > target.size) {
+    throw new ArgRangeError(
+      `alias '${name}' window ${offset}+${size} exceeds its target '${target.name}' of ${target.size} bytes`,
+    );
+  }
+}
