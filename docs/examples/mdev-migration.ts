@@ -4,7 +4,7 @@ import {
   DeviceMigration,
   listMdevParents,
   loadState,
-  PciBus,
+  SystemAddressSpaces,
   removeMdev,
   saveState,
   VfioPciDevice,
@@ -18,7 +18,7 @@ const a = createMdev('mtty', 'mtty-1'); // ENOSPC, naming what to remove, when t
 const b = createMdev('mtty', 'mtty-1');
 
 // Each opens through its own IOMMU group as any vfio-pci device does, by UUID instead of address.
-const bus = new PciBus();
+const bus = new SystemAddressSpaces();
 const uart = (uuid: string, port: number): VfioPciDevice => {
   const d = VfioPciDevice.openByMdev(bus, uuid);
   d.configWrite(0x10, 4, port); // I/O BAR 0

@@ -49,7 +49,7 @@ function defaultLog(line: string): void {
  * access size outside 1..8, a value of the wrong type or width) are `RangeError`s and `TypeError`s.
  */
 export class AddressSpace extends GuestAccessDispatch implements Rebuildable, Disposable {
-  /** The name given at construction, e.g. a PciBus's `pci-memory`; it heads log lines and `info mtree`. */
+  /** The name given at construction, e.g. a SystemAddressSpaces' `pci-memory`; it heads log lines and `info mtree`. */
   readonly name: string;
   /** The region the flat view is rendered from; address 0 of the space is offset 0 of `root`. */
   readonly root: MemoryRegion;

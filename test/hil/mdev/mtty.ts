@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { createMdev, type Device, findMdev, listMdevs, removeMdev } from '../../../lib/vfio';
 import { inCi } from '../hil';
 
@@ -109,7 +109,7 @@ export const UART = {
 /** An mtty opened as a VMM opens a device: its group, a container, a VfioPciDevice on a bus. */
 export interface OpenMtty {
   readonly uuid: string;
-  readonly bus: PciBus;
+  readonly bus: SystemAddressSpaces;
   readonly pci: VfioPciDevice;
   readonly vfio: Device;
   in(reg: number): number;
@@ -119,7 +119,7 @@ export interface OpenMtty {
 
 /** Opens mdev `uuid` through its group and builds it on a fresh bus with BAR 0 at IO_BASE, decoding. */
 export function openMtty(uuid: string): OpenMtty {
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const pci = VfioPciDevice.openByMdev(bus, uuid);
   pci.configWrite(0x10, 4, IO_BASE);
   pci.configWrite(0x04, 2, pci.configRead(0x04, 2) | 0x1);
