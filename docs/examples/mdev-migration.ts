@@ -4,7 +4,7 @@ import {
   DeviceMigration,
   listMdevParents,
   loadState,
-  PciBus,
+  SystemAddressSpaces,
   removeMdev,
   saveState,
   VfioPciDevice,
@@ -19,7 +19,7 @@ const b = createMdev('mtty', 'mtty-1');
 
 // Each opens as any vfio-pci device does, by UUID instead of address: through its cdev on iommufd
 // where the kernel has one (backend 'auto'), or through its own IOMMU group (type1).
-const bus = new PciBus();
+const bus = new SystemAddressSpaces();
 const uart = (uuid: string, port: number): VfioPciDevice => {
   const d = VfioPciDevice.openByMdev(bus, uuid);
   d.configWrite(0x10, 4, port); // I/O BAR 0

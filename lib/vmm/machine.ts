@@ -7,7 +7,12 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { checkInteger } from '../base/checks';
 import { transaction, type MemoryRegion } from '../memory';
-import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
+import {
+  SystemAddressSpaces,
+  VfioPciDevice,
+  type SystemAddressSpacesOptions,
+  type VfioPciDeviceOptions,
+} from '../pci';
 import {
   checkBackendChoice,
   isMdevUuid,
@@ -48,7 +53,7 @@ export interface MachineOptions {
   /** Huge pages for guest RAM (see GuestRamOptions.hugepages). */
   hugepages?: GuestRamOptions['hugepages'];
   /** Options of the PCI bus. */
-  bus?: PciBusOptions;
+  bus?: SystemAddressSpacesOptions;
   /** Options of the DMA listener. */
   dma?: DmaListenerOptions;
   /** Where the host's free memory is read before guest RAM is pinned (default /proc/meminfo). */
@@ -101,7 +106,7 @@ function checkLayout(ramSize: number, hole: { start: number; size: number }): vo
 }
 
 /**
- * Guest RAM + PCI hole + PciBus + DMA listener. Devices added with {@link Machine.addDevice} share
+ * Guest RAM + PCI hole + SystemAddressSpaces + DMA listener. Devices added with {@link Machine.addDevice} share
  * the machine's IOMMU context, opened with the first one (a machine without passed-through devices
  * opens no VFIO node); the listener starts with the first one (a type1 container needs a group
  * before it has an IOMMU, an IOAS's ranges are known once a device is attached) and maps all RAM
@@ -124,7 +129,7 @@ export class Machine implements Disposable {
   /** All guest RAM, one block (`pc.ram`), shown in system memory by {@link Machine.ramRanges}. */
   readonly ram: GuestRam;
   /** The PCI bus: its memory space is the machine's guest-physical memory, its I/O space the ports. */
-  readonly bus: PciBus;
+  readonly bus: SystemAddressSpaces;
   #iommu: VfioBackend | null = null;
   readonly #backend: VfioBackendChoice;
   /** The guest-physical window kept free of RAM for BARs. */
@@ -145,7 +150,7 @@ export class Machine implements Disposable {
 
   private constructor(
     ram: GuestRam,
-    bus: PciBus,
+    bus: SystemAddressSpaces,
     hole: Machine['pciHole'],
     dma: DmaListenerOptions,
     meminfo: string,
@@ -186,11 +191,11 @@ export class Machine implements Disposable {
     checkLayout(ramSize, hole);
     const backend = checkBackendChoice(opts.backend);
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
-    let bus: PciBus | undefined;
+    let bus: SystemAddressSpaces | undefined;
     let built = false;
     try {
       yield 'ram';
-      bus = new PciBus(opts.bus);
+      bus = new SystemAddressSpaces(opts.bus);
       yield 'bus';
       const meminfo = opts.meminfo ?? '/proc/meminfo';
       const machine = new Machine(

@@ -8,7 +8,14 @@
 // run while another runs.
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { ExitTable, MemoryRegion, PciBus, VcpuSet, VfioPciDevice, type VcpuThreadFault } from '../../../lib';
+import {
+  ExitTable,
+  MemoryRegion,
+  SystemAddressSpaces,
+  VcpuSet,
+  VfioPciDevice,
+  type VcpuThreadFault,
+} from '../../../lib';
 import { ExitTableListener } from '../../../lib/vmm/exit-table-listener';
 import { guestBinary, RESULTS } from '../../guest/guest';
 import { CHECKPOINT_PORT, GuestMachine } from '../../guest/machine';
@@ -25,7 +32,7 @@ const COUNT = 20_000;
 describeDevice('ivshmem', 'vCPU threads against a BAR that moves under them', (bdf) => {
   test('a hammered BAR moved away and back and toggled never answers from where it was after the move', async () => {
     const opened = openDevice(bdf());
-    const bus = new PciBus({ log: null });
+    const bus = new SystemAddressSpaces({ log: null });
     const dev = VfioPciDevice.open(bus, opened.device, { log: null });
     const m = new GuestMachine(bus, { irqchip: false, slots: false });
     const table = new ExitTable();
@@ -96,7 +103,7 @@ describeDevice('ivshmem', 'vCPU threads against a BAR that moves under them', (b
 
 describe('vCPU threads: a triple fault', () => {
   test('one vCPU triple-faults while another runs: the run ends with its shutdown, both parked', async () => {
-    const bus = new PciBus({ log: null });
+    const bus = new SystemAddressSpaces({ log: null });
     const m = new GuestMachine(bus, { irqchip: false });
     try {
       m.load(guestBinary('hammer'));
@@ -134,7 +141,7 @@ describe('vCPU threads: a triple fault', () => {
 // never came because the lab's one CPU ran something else: then no reads are served either.
 describe('vCPU threads: hand-offs and the event loop', () => {
   test('a guest whose every access is handed to JavaScript leaves the loop its timers', async () => {
-    const bus = new PciBus({ log: null });
+    const bus = new SystemAddressSpaces({ log: null });
     const m = new GuestMachine(bus, { irqchip: false });
     const A = 0xd000_0000;
     const SLOW_READS = 2000;
@@ -197,10 +204,10 @@ describe('vCPU threads: a worker terminated while its vCPU hands off', () => {
       `
       require('@swc-node/register');
       const { parentPort, workerData } = require('node:worker_threads');
-      const { MemoryRegion, PciBus, VcpuSet } = require(workerData.root + '/lib');
+      const { MemoryRegion, SystemAddressSpaces, VcpuSet } = require(workerData.root + '/lib');
       const { GuestMachine } = require(workerData.root + '/test/guest/machine');
       const { guestBinary } = require(workerData.root + '/test/guest/guest');
-      const bus = new PciBus({ log: null });
+      const bus = new SystemAddressSpaces({ log: null });
       const m = new GuestMachine(bus, { irqchip: false });
       m.load(guestBinary('hammer'));
       [0xd0000000, 0x7fffffff, 1, 2].forEach((v, i) => m.param(i, v));
@@ -238,7 +245,7 @@ describe('vCPU threads: a worker terminated while its vCPU hands off', () => {
 // write cannot be served; it is counted and said on the vCPU's own log, or nowhere with log: null.
 describe('Vcpu.runRouted: exits it cannot serve, on the vCPU log', () => {
   const run = (log: ((line: string) => void) | null): number => {
-    const bus = new PciBus({ log: null });
+    const bus = new SystemAddressSpaces({ log: null });
     const m = new GuestMachine(bus, { irqchip: false, vcpu: { log } });
     try {
       m.load(Uint8Array.of(0xe6, 0x80, 0xe6, 0x80, 0xf4)); // out 0x80, al; out 0x80, al; hlt

@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { createMdev, type Device, findMdev, listMdevs, removeMdev } from '../../../lib/vfio';
 import { activeBackend, type Backend } from '../backends';
 import { inCi } from '../hil';
@@ -114,7 +114,7 @@ export const UART = {
  */
 export interface OpenMtty {
   readonly uuid: string;
-  readonly bus: PciBus;
+  readonly bus: SystemAddressSpaces;
   readonly pci: VfioPciDevice;
   readonly vfio: Device;
   in(reg: number): number;
@@ -127,7 +127,7 @@ export interface OpenMtty {
  * with BAR 0 at IO_BASE, decoding.
  */
 export function openMtty(uuid: string, backend: Backend = activeBackend()): OpenMtty {
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const pci = VfioPciDevice.openByMdev(bus, uuid, { backend });
   pci.configWrite(0x10, 4, IO_BASE);
   pci.configWrite(0x04, 2, pci.configRead(0x04, 2) | 0x1);
