@@ -180,7 +180,9 @@ describe('openByMdev', () => {
   });
 
   it("opens into the caller's IOAS or container, whichever it is", () => {
-    VfioPciDevice.openByMdev(new SystemAddressSpaces(), UUID, { iommu: new MockIoas() as unknown as Ioas }).close();
+    VfioPciDevice.openByMdev(new SystemAddressSpaces(), UUID, {
+      iommu: new MockIoas() as unknown as Ioas,
+    }).close();
     VfioPciDevice.openByMdev(new SystemAddressSpaces(), UUID, { container: {} as Container }).close();
     expect(mockCalls).toEqual([
       'given ioas.openDevice',
