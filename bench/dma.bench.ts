@@ -16,7 +16,7 @@
  */
 import { DmaListener, GuestRam, type DmaContainer } from '../lib/dma';
 import { AddressSpace, MemoryRegion } from '../lib/memory';
-import { PciBus, VfioPciDevice } from '../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../lib/pci';
 import {
   chooseBackend,
   Container,
@@ -124,7 +124,7 @@ function mapGiB(container: Container): void {
 
 /** Relocation commits on 3 devices x 6 BARs; returns [total, kernel] ms per commit. */
 function relocate(target: TimedContainer | null): [number, number] {
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const spec: FakeDeviceSpec = {
     vendorId: 0x1234,
     deviceId: 0x5678,

@@ -13,7 +13,7 @@
  *   to JavaScript (the emulated register) against the same exit dispatched on the calling thread.
  * One run, printed; nothing is asserted.
  */
-import { ExitTable, MemoryRegion, PciBus, VcpuSet, VfioPciDevice } from '../lib';
+import { ExitTable, MemoryRegion, SystemAddressSpaces, VcpuSet, VfioPciDevice } from '../lib';
 import { ExitTableListener } from '../lib/vmm/exit-table-listener';
 import { runNativeConstant } from '../lib/kvm/bench-hooks';
 import { openDevice } from '../test/hil/hil';
@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   const edu = openDevice(bdf('edu'));
   const ivs = openDevice(bdf('ivshmem'));
   const e1k = openDevice(bdf('e1000e'));
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const dEdu = VfioPciDevice.open(bus, edu.device, { log: null });
   const dIvs = VfioPciDevice.open(bus, ivs.device, { log: null });
   const dE1k = VfioPciDevice.open(bus, e1k.device, { log: null, noMmap: true });

@@ -9,8 +9,13 @@
  * Then the same warm boot with 6 devices on the lab's own kernel (`--kernel built`, built first if
  * the cache has none) and on Debian's, alternating, median of three each, as a ratio; and the cold
  * build time the built kernel's record holds (its build.json in the cache).
+ * Last, a user's test file (the testing helpers on a fake sysfs tree, and mappings of memfds: inputs
+ * that need no device) run with jest on the host and the same file run in the lab with
+ * `vfio-bridge lab -- npx jest FILE`: the lab's overhead as a whole (boot and the guest's TCG) and the
+ * command's own share.
  * `-- --warm-only` skips the cold runs (and their downloads); `-- --kernels-only` runs only the
- * comparison. One run, printed; nothing is asserted.
+ * kernel comparison, `-- --test-file-only` only the test file's. One run, printed; nothing is
+ * asserted.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -29,16 +34,23 @@ const SETS = {
 interface Figures {
   provision: number;
   boot: number;
-  /** From starting the CLI to its end. */
+  /** The command's own time in the guest. */
+  command: number;
+  /** From starting the CLI to its end, less the wait for another run's guest. */
   total: number;
 }
 
-/** One `vfio-bridge lab --json --kernel KERNEL ... -- true` with `cache`. */
-function labRun(devices: readonly string[], cache: string, kernel = 'debian'): Figures {
+/** One `vfio-bridge lab --json --kernel KERNEL ... -- COMMAND` (default `true`) with `cache`. */
+function labRun(
+  devices: readonly string[],
+  cache: string,
+  kernel = 'debian',
+  command: readonly string[] = ['true'],
+): Figures {
   const t0 = performance.now();
   const r = spawnSync(
     process.execPath,
-    [CLI, 'lab', '--json', '--kernel', kernel, ...devices.flatMap((d) => ['--device', d]), '--', 'true'],
+    [CLI, 'lab', '--json', '--kernel', kernel, ...devices.flatMap((d) => ['--device', d]), '--', ...command],
     {
       encoding: 'utf8',
       env: {
@@ -51,8 +63,46 @@ function labRun(devices: readonly string[], cache: string, kernel = 'debian'): F
   const total = (performance.now() - t0) / 1000;
   if (r.status !== 0)
     throw new Error(`bench:lab: the lab exited ${r.status}:\n${r.stderr.split('\n').slice(-12).join('\n')}`);
-  const doc = JSON.parse(r.stdout) as { seconds: { provision: number; wait: number; boot: number } };
-  return { provision: doc.seconds.provision, boot: doc.seconds.boot, total: total - doc.seconds.wait };
+  // With --json the guest's console (a command's own output too) goes to stderr: stdout is the summary.
+  const doc = JSON.parse(r.stdout) as {
+    seconds: { provision: number; wait: number; boot: number; command: number };
+  };
+  return {
+    provision: doc.seconds.provision,
+    boot: doc.seconds.boot,
+    command: doc.seconds.command,
+    total: total - doc.seconds.wait,
+  };
+}
+
+/** A user's test file: the testing helpers on a fake sysfs tree, and memfd mappings. */
+const TEST_FILES = ['test/native/testing/acquire.test.ts', 'test/native/mapping.test.ts'];
+
+/** The test files under jest on the host (median of 3) and in the lab (warm, median of 3). */
+function testFile(): string {
+  const root = path.join(__dirname, '..');
+  const jest = ['npx', 'jest', '--selectProjects', 'native', '--ci', '--', ...TEST_FILES];
+  const host = [0, 1, 2].map(() => {
+    const t0 = performance.now();
+    const r = spawnSync(jest[0], jest.slice(1), { cwd: root, encoding: 'utf8' });
+    if (r.status !== 0)
+      throw new Error(`bench:lab: jest on the host exited ${r.status}:\n${r.stderr.slice(-2000)}`);
+    return (performance.now() - t0) / 1000;
+  });
+  const cache = defaultCacheDir(process.env);
+  const lab = [0, 1, 2].map(() => labRun(SETS[1], cache, 'built', jest));
+  const h = median(host);
+  const [total, boot, command] = (['total', 'boot', 'command'] as const).map((k) =>
+    median(lab.map((l) => l[k])),
+  );
+  return (
+    `\na user's test file (${TEST_FILES.join(', ')}: fake sysfs and memfds), jest, median of 3\n` +
+    `  on the host                        ${s(h)}\n` +
+    `  in the lab (\`vfio-bridge lab -- npx jest\`, warm, 1 device)  ${s(total)}  ` +
+    `(boot ${boot.toFixed(1)} s, jest in the guest ${command.toFixed(1)} s)\n` +
+    `  lab / host: ${(total / h).toFixed(2)}x as a whole, ${(command / h).toFixed(2)}x for jest alone ` +
+    `(the guest's TCG), ${((total - command) / h).toFixed(2)}x of the host's time in the lab's own work\n`
+  );
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -86,6 +136,10 @@ async function main(): Promise<void> {
     process.stdout.write(await kernels());
     return;
   }
+  if (process.argv.includes('--test-file-only')) {
+    process.stdout.write(testFile());
+    return;
+  }
   const warmOnly = process.argv.includes('--warm-only');
   const rows: string[] = [];
   const warmBoot: Record<number, number> = {};
@@ -115,6 +169,7 @@ async function main(): Promise<void> {
       `warm boot, 6 devices / 1 device: ${(warmBoot[6] / warmBoot[1]).toFixed(2)}x (target <= 1.2x)\n`,
   );
   process.stdout.write(await kernels());
+  process.stdout.write(testFile());
 }
 
 main().catch((e: unknown) => {

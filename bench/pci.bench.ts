@@ -6,7 +6,7 @@
  * - a BAR relocation commit on a bus with 3 devices of 6 BARs each (target: at most 1 ms).
  */
 import { Bench } from 'tinybench';
-import { PciBus, VfioPciDevice } from '../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../lib/pci';
 import type { FakeDeviceSpec } from '../test/unit/pci/fake-device';
 import { MemfdVfioDevice } from '../test/native/pci/memfd-device';
 
@@ -18,7 +18,7 @@ function place(dev: VfioPciDevice, bar: number, addr: number): void {
 
 async function main(): Promise<void> {
   // An e1000e-like device: the MSI-X table at the start of BAR 3 leaves the rest of the page trapped.
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const e1000e = new MemfdVfioDevice({
     vendorId: 0x8086,
     deviceId: 0x10d3,
@@ -36,7 +36,7 @@ async function main(): Promise<void> {
   mapping.write32(0x100, 0x12345678);
 
   // Three devices with six 64 KiB BARs each, all mapped.
-  const bus3 = new PciBus();
+  const bus3 = new SystemAddressSpaces();
   const spec: FakeDeviceSpec = {
     vendorId: 0x1234,
     deviceId: 0x5678,

@@ -5,14 +5,14 @@ import {
   GuestRam,
   Kvm,
   KvmMemoryListener,
-  PciBus,
+  SystemAddressSpaces,
   VcpuSet,
   VfioPciDevice,
   vfioPciSlotClassifier,
 } from 'vfio-bridge';
 
 using ram = GuestRam.create(64 * 2 ** 20); // guest RAM at guest address 0
-const bus = new PciBus();
+const bus = new SystemAddressSpaces();
 const nic = VfioPciDevice.openByBdf(bus, '0000:00:05.0');
 
 using kvm = Kvm.open(); // ENOENT/EACCES with a hint, EVERSION, ENOCAP naming the missing capability

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { PciBus, VfioPciDevice } from 'vfio-bridge';
+import { SystemAddressSpaces, VfioPciDevice } from 'vfio-bridge';
 import {
   Uart16550,
-  PciHostBridge,
+  PciRootBus,
   I8042ResetPort,
   CmosRtc,
   placeBars,
@@ -17,8 +17,8 @@ const initrd = readFileSync('initramfs.cpio');
 const reset = () => console.log('the guest asked for a reset');
 const irqLine = (irq: number, level: boolean) => console.log(`IRQ ${irq} ${level ? 'high' : 'low'}`); // vm.irqLine on KVM
 
-const bus = new PciBus();
-const host = new PciHostBridge({ onReset: reset }); // 0xcf8-0xcff, reset at 0xcf9
+const bus = new SystemAddressSpaces();
+const host = new PciRootBus({ onReset: reset }); // 0xcf8-0xcff, reset at 0xcf9
 host.attach(2, 0, VfioPciDevice.openByBdf(bus, '0000:00:05.0'));
 host.attach(3, 0, VfioPciDevice.openByBdf(bus, '0000:00:04.0', { deviceId: 0x8138 }));
 placeBars(host, undefined, { intxGsi: pciIntxGsi }); // as firmware: sized, placed, decode on

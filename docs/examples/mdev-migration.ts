@@ -4,7 +4,7 @@ import {
   DeviceMigration,
   listMdevParents,
   loadState,
-  PciBus,
+  SystemAddressSpaces,
   removeMdev,
   saveState,
   VfioPciDevice,
@@ -17,8 +17,9 @@ for (const p of listMdevParents()) {
 const a = createMdev('mtty', 'mtty-1'); // ENOSPC, naming what to remove, when the type is full
 const b = createMdev('mtty', 'mtty-1');
 
-// Each opens through its own IOMMU group as any vfio-pci device does, by UUID instead of address.
-const bus = new PciBus();
+// Each opens as any vfio-pci device does, by UUID instead of address: through its cdev on iommufd
+// where the kernel has one (backend 'auto'), or through its own IOMMU group (type1).
+const bus = new SystemAddressSpaces();
 const uart = (uuid: string, port: number): VfioPciDevice => {
   const d = VfioPciDevice.openByMdev(bus, uuid);
   d.configWrite(0x10, 4, port); // I/O BAR 0

@@ -1,6 +1,6 @@
-import { PciBus, VfioPciDevice } from 'vfio-bridge';
+import { SystemAddressSpaces, VfioPciDevice } from 'vfio-bridge';
 
-const bus = new PciBus(); // memory 2^48, I/O 64 KiB, 4 KiB pages
+const bus = new SystemAddressSpaces(); // memory 2^48, I/O 64 KiB, 4 KiB pages
 const dev = VfioPciDevice.openByBdf(bus, '0000:00:05.0'); // or VfioPciDevice.open(bus, device, opts)
 dev.configWrite(0x1c, 4, 0xfebf0000); // the guest programs BAR 3 ...
 dev.configWrite(0x04, 2, 0x0007); // ... and enables decode

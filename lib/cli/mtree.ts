@@ -3,7 +3,7 @@
  * host-assigned address (or where `--bar` says), with decode enabled, so `info mtree` shows what a
  * VMM would get and how each range is served.
  */
-import { PciBus, type MapInfoRange } from '../pci/bus';
+import { SystemAddressSpaces, type MapInfoRange } from '../pci/system-address-spaces';
 import { VfioPciDevice } from '../pci/device';
 import type { VfioBackendChoice } from '../vfio/backend';
 import { openBackend } from '../vfio/vfio-backend';
@@ -52,7 +52,7 @@ export interface MtreeDevice {
 
 /** What `mtree` built: the bus (open until disposed) and the devices on it. */
 export interface BuiltBus extends Disposable {
-  bus: PciBus;
+  bus: SystemAddressSpaces;
   devices: MtreeDevice[];
   mapinfo: MapInfoRange[];
 }
@@ -112,7 +112,7 @@ export function buildBus(
     const bdf = p.bdf ?? bdfs[0];
     checkPlacement(bdf, p, readResources(bdf, sysfs));
   }
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const iommu = openBackend(bdfs[0], { ...sysfs, backend });
   const close = (): void => {
     bus.close();

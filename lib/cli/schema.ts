@@ -14,6 +14,12 @@ const bool = { type: 'boolean' };
 const nullable = (s: Schema): Schema => ({ anyOf: [s, { type: 'null' }] });
 const hexString = { type: 'string', pattern: '^0x[0-9a-f]+$' };
 const bdf = { type: 'string', pattern: '^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\\.[0-7]$' };
+/** A PCI address, or a mediated device's UUID. */
+const deviceName = {
+  type: 'string',
+  pattern:
+    '^([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\\.[0-7]|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$',
+};
 const obj = (properties: Record<string, unknown>): Schema => ({
   type: 'object',
   properties,
@@ -139,7 +145,7 @@ export const SCHEMAS: Record<string, Schema> = {
   unbind: moveDoc('unbind'),
   restore: moveDoc('restore'),
   info: doc('info', {
-    bdf,
+    bdf: deviceName,
     source: { enum: ['vfio', 'sysfs'] },
     driver: nullable(str),
     needsVfioPci: { type: 'array', items: str },

@@ -3,7 +3,7 @@
  * by how an access to it is served. Every band and range carries data-* attributes with its exact
  * numbers, so the picture can be checked by a program as well as by eye.
  */
-import type { MapInfoRange } from '../pci/bus';
+import type { MapInfoRange } from '../pci/system-address-spaces';
 import type { MapInfo } from '../pci/types';
 import type { MtreeDevice } from './mtree';
 

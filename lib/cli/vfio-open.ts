@@ -7,9 +7,7 @@ import type { Device } from '../vfio/device';
 import type { Group } from '../vfio/group';
 import type { BackendDecision, VfioBackendChoice } from '../vfio/backend';
 import type { SysfsOptions } from '../vfio/sysfs';
-import { isMdevUuid } from '../vfio/mdev/sysfs';
 import { openBackend } from '../vfio/vfio-backend';
-import { UsageError } from './errors';
 
 export interface OpenedDevice extends Disposable {
   readonly device: Device;
@@ -22,24 +20,15 @@ export interface OpenedDevice extends Disposable {
 }
 
 /**
- * Open `bdf` (a PCI address, or a mediated device's UUID) through VFIO on `backend` (default auto;
- * a mediated device through its group, type1). The caller disposes the result (`using`).
+ * Open `bdf` (a PCI address, or a mediated device's UUID) through VFIO on `backend` (default auto:
+ * iommufd where the kernel and the device's cdev allow it). The caller disposes the result (`using`).
  */
 export function openVfioDevice(
   bdf: string,
   sysfs: SysfsOptions = {},
   backend: VfioBackendChoice = 'auto',
 ): OpenedDevice {
-  const mdev = isMdevUuid(bdf);
-  if (mdev && backend === 'iommufd') {
-    throw new UsageError(
-      `--backend iommufd: mediated device ${bdf} opens through its IOMMU group here`,
-      'leave --backend out, or give --backend type1',
-    );
-  }
-  const iommu = mdev
-    ? openBackend(null, { ...sysfs, backend: 'type1' })
-    : openBackend(bdf, { ...sysfs, backend });
+  const iommu = openBackend(bdf, { ...sysfs, backend });
   try {
     const o = iommu.openDevice(bdf);
     return {

@@ -103,7 +103,7 @@ export function planSection(s: FlatRange, page: number, ramPage: number): Plan {
 function hostMemory(s: FlatRange): { memory: DmaMemory; offset: number } | null {
   const r = s.region;
   if (s.kind === 'ram') {
-    const backing = r._backing;
+    const backing = r.allocatedBacking;
     const w = backing === null ? undefined : dmaBufferOwner(backing);
     if (w === undefined) return null;
     return { memory: w.memory, offset: w.offset + s.offsetInRegion };

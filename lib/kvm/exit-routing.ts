@@ -3,9 +3,9 @@ import type { AccessSize, AddressSpace } from '../memory';
 
 /** Where MMIO and port exits are served. */
 export interface ExitRouting {
-  /** Guest-physical MMIO (e.g. a PciBus's `memory`). */
+  /** Guest-physical MMIO (e.g. a SystemAddressSpaces' `memory`). */
   memory: AddressSpace;
-  /** Guest port I/O (e.g. a PciBus's `io`). */
+  /** Guest port I/O (e.g. a SystemAddressSpaces' `io`). */
   io?: AddressSpace;
   /** Hears each routed access after it was served (`value`: what a read returned). */
   onAccess?(a: RoutedAccess): void;

@@ -15,7 +15,7 @@ export { MemoryRegion } from './region';
 export { BufferMemory } from './buffer-memory';
 export { beginTransaction, commitTransaction, transaction, transactionDepth } from './transaction';
 export { FlatView, type FlatRange } from './flat-view';
-export type { UnassignedReason } from './dispatch';
+export type { UnassignedReason } from './unassigned';
 export {
   AddressSpace,
   type AddressSpaceEvents,

@@ -4,8 +4,10 @@
  */
 import { ArgTypeError } from '../base/error';
 import { AddressSpace } from './address-space';
-import { renderFlatView, type FlatRange } from './flat-view';
-import { K_ALIAS, K_CONTAINER, K_RAM, K_RAM_DEVICE, MemoryRegion } from './region';
+import type { FlatRange } from './flat-view';
+import { renderFlatView } from './flat-view-render';
+import { MemoryRegion } from './region';
+import { K_ALIAS, K_CONTAINER, K_RAM, K_RAM_DEVICE } from './types';
 import { hex16 } from './validate';
 
 /** Options of {@link renderMtree}. */
@@ -20,11 +22,11 @@ export interface MtreeOptions {
 
 /** The type word QEMU prints in parentheses: ram, rom, ramd, i/o or container. */
 export function mtreeType(mr: MemoryRegion): string {
-  while (mr._kind === K_ALIAS) mr = mr._target!;
-  if (mr._kind === K_RAM_DEVICE) return 'ramd';
-  if (mr._kind === K_RAM) return mr._readonly ? 'rom' : 'ram';
+  while (mr.kindCode === K_ALIAS) mr = mr.aliasTarget!;
+  if (mr.kindCode === K_RAM_DEVICE) return 'ramd';
+  if (mr.kindCode === K_RAM) return mr.readonly ? 'rom' : 'ram';
   // QEMU calls any region without a parent a container and any other non-RAM region i/o.
-  return mr._parent === null ? 'container' : 'i/o';
+  return mr.parent === null ? 'container' : 'i/o';
 }
 
 /** Last address of a region or range, as QEMU prints it (the start itself for size 0). */
@@ -35,10 +37,7 @@ function lastOf(start: number, size: number): number {
 /** Subregions in QEMU's print order: by address, then higher priority first, else list order. */
 function printOrder(mr: MemoryRegion): MemoryRegion[] {
   // Array.prototype.sort is stable, so ties keep the priority-list order as QEMU's insertion does.
-  return mr
-    ._sortedChildren()
-    .slice()
-    .sort((a, b) => a._offset - b._offset || b._priority - a._priority);
+  return mr.subregions.slice().sort((a, b) => a.offset - b.offset || b.priority - a.priority);
 }
 
 function printRegion(
@@ -49,17 +48,17 @@ function printRegion(
   aliasQueue: MemoryRegion[],
   showDisabled: boolean,
 ): void {
-  const start = base + mr._offset;
-  const end = lastOf(start, mr._size);
-  const visible = mr._enabled || showDisabled;
-  const head = `${'  '.repeat(level)}${hex16(start)}-${hex16(end)} (prio ${mr._priority}, ${mtreeType(mr)}): `;
-  const tail = mr._enabled ? '' : ' [disabled]';
-  if (mr._kind === K_ALIAS) {
-    const t = mr._target!;
+  const start = base + mr.offset;
+  const end = lastOf(start, mr.size);
+  const visible = mr.enabled || showDisabled;
+  const head = `${'  '.repeat(level)}${hex16(start)}-${hex16(end)} (prio ${mr.priority}, ${mtreeType(mr)}): `;
+  const tail = mr.enabled ? '' : ' [disabled]';
+  if (mr.kindCode === K_ALIAS) {
+    const t = mr.aliasTarget!;
     if (!aliasQueue.includes(t)) aliasQueue.push(t);
     if (visible) {
-      const a = mr._aliasOffset;
-      out.push(`${head}alias ${mr.name} @${t.name} ${hex16(a)}-${hex16(lastOf(a, mr._size))}${tail}`);
+      const a = mr.aliasOffset;
+      out.push(`${head}alias ${mr.name} @${t.name} ${hex16(a)}-${hex16(lastOf(a, mr.size))}${tail}`);
     }
   } else if (visible) {
     out.push(`${head}${mr.name}${tail}`);
@@ -74,22 +73,22 @@ function printRegion(
  */
 function flatViewRootName(root: MemoryRegion): string | null {
   let mr = root;
-  while (mr._enabled) {
-    if (mr._kind === K_ALIAS) {
-      if (mr._aliasOffset === 0 && mr._size >= mr._target!._size) {
-        mr = mr._target!;
+  while (mr.enabled) {
+    if (mr.kindCode === K_ALIAS) {
+      if (mr.aliasOffset === 0 && mr.size >= mr.aliasTarget!.size) {
+        mr = mr.aliasTarget!;
         continue;
       }
-    } else if (mr._kind === K_CONTAINER) {
+    } else if (mr.kindCode === K_CONTAINER) {
       let found = 0;
       let next: MemoryRegion | null = null;
-      for (const c of mr._sortedChildren()) {
-        if (!c._enabled) continue;
+      for (const c of mr.subregions) {
+        if (!c.enabled) continue;
         if (++found > 1) {
           next = null;
           break;
         }
-        if (c._offset === 0 && mr._size >= c._size) next = c;
+        if (c.offset === 0 && mr.size >= c.size) next = c;
       }
       if (found === 0) return null;
       if (next !== null) {
@@ -108,7 +107,7 @@ function flatLine(r: FlatRange, annotate: MtreeOptions['annotate']): string {
   const at = r.offsetInRegion !== 0 ? ` @${hex16(r.offsetInRegion)}` : '';
   const note = annotate?.(r);
   const extra = note !== undefined && note !== '' ? ` ${note}` : '';
-  return `  ${hex16(r.addr)}-${hex16(lastOf(r.addr, r.size))} (prio ${mr._priority}, ${type}): ${mr.name}${at}${extra}`;
+  return `  ${hex16(r.addr)}-${hex16(lastOf(r.addr, r.size))} (prio ${mr.priority}, ${type}): ${mr.name}${at}${extra}`;
 }
 
 function renderFlat(spaces: AddressSpace[], region: MemoryRegion | null, opts: MtreeOptions): string {
@@ -138,7 +137,7 @@ function renderFlat(spaces: AddressSpace[], region: MemoryRegion | null, opts: M
     }
     for (const g of groups.values()) {
       const header = g.map((as) => {
-        const alias = as.root._kind === K_ALIAS ? `, alias ${as.root._target!.name}` : '';
+        const alias = as.root.kindCode === K_ALIAS ? `, alias ${as.root.aliasTarget!.name}` : '';
         return ` AS "${as.name}", root: ${as.root.name}${alias}`;
       });
       emit(header, flatViewRootName(g[0].root), g[0].flatView.ranges);
@@ -256,23 +255,23 @@ export interface MtreeFlatJson {
 }
 
 function nodeJson(mr: MemoryRegion, base: number, aliasQueue: MemoryRegion[]): MtreeNodeJson {
-  const start = base + mr._offset;
+  const start = base + mr.offset;
   const n: MtreeNodeJson = {
     name: mr.name,
     kind: mr.kind,
     type: mtreeType(mr),
     start,
-    end: lastOf(start, mr._size),
-    size: mr._size,
-    offset: mr._offset,
-    priority: mr._priority,
-    enabled: mr._enabled,
-    readonly: mr._readonly,
+    end: lastOf(start, mr.size),
+    size: mr.size,
+    offset: mr.offset,
+    priority: mr.priority,
+    enabled: mr.enabled,
+    readonly: mr.readonly,
     subregions: [],
   };
-  if (mr._kind === K_ALIAS) {
-    const t = mr._target!;
-    n.alias = { target: t.name, offset: mr._aliasOffset };
+  if (mr.kindCode === K_ALIAS) {
+    const t = mr.aliasTarget!;
+    n.alias = { target: t.name, offset: mr.aliasOffset };
     if (!aliasQueue.includes(t)) aliasQueue.push(t);
   }
   for (const c of printOrder(mr)) n.subregions.push(nodeJson(c, start, aliasQueue));
@@ -305,7 +304,7 @@ export function mtreeJson(as: AddressSpace): {
     kind: r.kind,
     type: r.readonly ? 'rom' : mtreeType(r.region),
     readonly: r.readonly,
-    priority: r.region._priority,
+    priority: r.region.priority,
   }));
   return { tree, flat, aliasTargets };
 }

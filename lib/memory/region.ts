@@ -4,65 +4,30 @@
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { assertMutable, noteChanged, topologyChanged } from './transaction';
+import { IoOps } from './io-ops';
 import {
+  K_ALIAS,
+  K_RAM,
+  K_RAM_DEVICE,
+  KIND_CODES,
   MemoryTopologyError,
-  type AccessSize,
   type FixedWidthMemory,
   type MemoryRegionOps,
   type RegionKind,
 } from './types';
-import { checkAddress, checkPriority } from './validate';
-
-/** @internal Numeric kind codes, so the dispatch path compares small integers instead of strings. */
-export const K_CONTAINER = 0;
-/** @internal */
-export const K_IO = 1;
-/** @internal */
-export const K_RAM = 2;
-/** @internal */
-export const K_RAM_DEVICE = 3;
-/** @internal */
-export const K_ALIAS = 4;
-
-const KIND_CODES: Record<RegionKind, number> = {
-  container: K_CONTAINER,
-  io: K_IO,
-  ram: K_RAM,
-  'ram-device': K_RAM_DEVICE,
-  alias: K_ALIAS,
-};
-
-/** Orders siblings as QEMU's subregion list does: highest priority first, newest first among equals. */
-function bySiblingOrder(a: MemoryRegion, b: MemoryRegion): number {
-  return b._priority - a._priority || b._seq - a._seq;
-}
+import {
+  checkAddress,
+  checkFixedWidthMemory,
+  checkPriority,
+  checkAliasWindow,
+  checkRamBacking,
+  checkRegionName,
+} from './validate';
 
 let nextSeq = 1;
 
-const FIXED_WIDTH_METHODS = [
-  'read8',
-  'read16',
-  'read32',
-  'read64',
-  'write8',
-  'write16',
-  'write32',
-  'write64',
-] as const;
-
-function checkName(name: unknown): string {
-  if (typeof name !== 'string') throw new ArgTypeError(`region name must be a string, got ${typeof name}`);
-  return name;
-}
-
 function checkSize(what: string, size: unknown): number {
   return checkAddress(`${what} size`, size);
-}
-
-function checkAccessSizeOption(where: string, v: unknown, dflt: AccessSize): AccessSize {
-  if (v === undefined) return dflt;
-  if (v === 1 || v === 2 || v === 4 || v === 8) return v;
-  throw new ArgRangeError(`${where} ${String(v)} is invalid: must be 1, 2, 4 or 8`);
 }
 
 /**
@@ -82,40 +47,34 @@ export class MemoryRegion {
   /** Free for the owner; the memory model never reads it. */
   tag: unknown = undefined;
 
-  /** @internal */ _kind: number;
-  /** @internal */ _size: number;
-  /** @internal */ _enabled = true;
-  /** @internal */ _readonly = false;
-  /** @internal */ _priority = 0;
-  /** @internal */ _offset = 0;
-  /** @internal */ _parent: MemoryRegion | null = null;
-  /** @internal Insertion order among all regions, for the newest-wins rule. */
-  _seq = 0;
-  /** @internal Children in the order they were added. */
-  _children: MemoryRegion[] = [];
-  /** @internal Children in priority order, rebuilt lazily after a change. */
-  _sorted: readonly MemoryRegion[] | null = null;
+  private readonly _kind: number;
+  private _size: number;
+  private _enabled = true;
+  private _readonly = false;
+  private _priority = 0;
+  private _offset = 0;
+  private _parent: MemoryRegion | null = null;
+  /** Insertion order among all regions, for the newest-wins rule. */
+  private _seq = 0;
+  /** Children in the order they were added. */
+  private readonly _children: MemoryRegion[] = [];
+  /** Children in priority order, rebuilt lazily after a change. */
+  private _sorted: readonly MemoryRegion[] | null = null;
 
-  /** @internal io: callbacks and resolved constraints. */
-  _ops: MemoryRegionOps | null = null;
-  /** @internal */ _validMin = 1;
-  /** @internal */ _validMax = 4;
-  /** @internal */ _validUnaligned = false;
-  /** @internal */ _accepts: ((offset: number, size: AccessSize, isWrite: boolean) => boolean) | null = null;
-  /** @internal */ _implMin = 1;
-  /** @internal */ _implMax = 4;
+  /** io: the callbacks and their access rules. */
+  private _io: IoOps | null = null;
 
-  /** @internal ram: backing store (allocated on first access when none was given) and its view. */
-  _backing: ArrayBuffer | SharedArrayBuffer | null = null;
-  /** @internal */ _capacity = 0;
-  /** @internal */ _dv: DataView | null = null;
+  /** ram: backing store (allocated on first access when none was given) and its view. */
+  private _backing: ArrayBuffer | SharedArrayBuffer | null = null;
+  private _capacity = 0;
+  private _dv: DataView | null = null;
 
-  /** @internal ram-device: the fixed-width memory behind it. */
-  _memory: FixedWidthMemory | null = null;
+  /** ram-device: the fixed-width memory behind it. */
+  private _memory: FixedWidthMemory | null = null;
 
-  /** @internal alias: what it shows, and from where. */
-  _target: MemoryRegion | null = null;
-  /** @internal */ _aliasOffset = 0;
+  /** alias: what it shows, and from where. */
+  private _target: MemoryRegion | null = null;
+  private _aliasOffset = 0;
 
   private constructor(kind: RegionKind, name: string, size: number) {
     this.kind = kind;
@@ -126,7 +85,7 @@ export class MemoryRegion {
 
   /** A pure container: it only holds subregions, and its holes are unassigned. */
   static container(name: string, size: number): MemoryRegion {
-    return new MemoryRegion('container', checkName(name), checkSize('container', size));
+    return new MemoryRegion('container', checkRegionName(name), checkSize('container', size));
   }
 
   /**
@@ -135,40 +94,8 @@ export class MemoryRegion {
    * implement (defaults 1..4), other valid accesses being split or widened to fit.
    */
   static io(name: string, size: number, ops: MemoryRegionOps): MemoryRegion {
-    const r = new MemoryRegion('io', checkName(name), checkSize('io region', size));
-    if (ops === null || typeof ops !== 'object')
-      throw new ArgTypeError(`ops of region '${name}' must be an object`);
-    if (typeof ops.read !== 'function' || typeof ops.write !== 'function') {
-      throw new ArgTypeError(`ops of region '${name}' must have read and write functions`);
-    }
-    const v = ops.valid ?? {};
-    const i = ops.impl ?? {};
-    r._validMin = checkAccessSizeOption(`${name}: valid.minAccessSize`, v.minAccessSize, 1);
-    r._validMax = checkAccessSizeOption(`${name}: valid.maxAccessSize`, v.maxAccessSize, 4);
-    r._implMin = checkAccessSizeOption(`${name}: impl.minAccessSize`, i.minAccessSize, 1);
-    r._implMax = checkAccessSizeOption(`${name}: impl.maxAccessSize`, i.maxAccessSize, 4);
-    if (r._validMin > r._validMax) {
-      throw new ArgRangeError(
-        `${name}: valid.minAccessSize ${r._validMin} exceeds valid.maxAccessSize ${r._validMax}`,
-      );
-    }
-    if (r._implMin > r._implMax) {
-      throw new ArgRangeError(
-        `${name}: impl.minAccessSize ${r._implMin} exceeds impl.maxAccessSize ${r._implMax}`,
-      );
-    }
-    r._validUnaligned = v.unaligned === true;
-    if (i.unaligned === true && !r._validUnaligned) {
-      throw new ArgRangeError(
-        `${name}: impl.unaligned needs valid.unaligned (the device cannot see what it rejects)`,
-      );
-    }
-    if (v.accepts !== undefined) {
-      if (typeof v.accepts !== 'function')
-        throw new ArgTypeError(`${name}: valid.accepts must be a function`);
-      r._accepts = v.accepts.bind(v);
-    }
-    r._ops = ops;
+    const r = new MemoryRegion('io', checkRegionName(name), checkSize('io region', size));
+    r._io = new IoOps(name, ops);
     return r;
   }
 
@@ -177,18 +104,9 @@ export class MemoryRegion {
    * `backing`, a zeroed buffer of `size` bytes is allocated on first access.
    */
   static ram(name: string, size: number, backing?: ArrayBuffer | SharedArrayBuffer): MemoryRegion {
-    const r = new MemoryRegion('ram', checkName(name), checkSize('ram', size));
+    const r = new MemoryRegion('ram', checkRegionName(name), checkSize('ram', size));
     if (backing !== undefined) {
-      const isBuffer =
-        backing instanceof ArrayBuffer ||
-        (typeof SharedArrayBuffer !== 'undefined' && backing instanceof SharedArrayBuffer);
-      if (!isBuffer)
-        throw new ArgTypeError(`backing of ram region '${name}' must be an ArrayBuffer or SharedArrayBuffer`);
-      if (backing.byteLength < size) {
-        throw new ArgRangeError(
-          `ram region '${name}' size ${size} exceeds its backing of ${backing.byteLength} bytes`,
-        );
-      }
+      checkRamBacking(name, backing, size);
       r._backing = backing;
       r._capacity = backing.byteLength;
       r._dv = new DataView(backing);
@@ -203,22 +121,8 @@ export class MemoryRegion {
    * `memory`, aligned or not, never a byte copy, as QEMU's ram-device regions do.
    */
   static ramDevice(name: string, size: number, memory: FixedWidthMemory): MemoryRegion {
-    const r = new MemoryRegion('ram-device', checkName(name), checkSize('ram-device', size));
-    if (memory === null || typeof memory !== 'object') {
-      throw new ArgTypeError(`memory of ram-device region '${name}' must be a FixedWidthMemory`);
-    }
-    for (const m of FIXED_WIDTH_METHODS) {
-      if (typeof memory[m] !== 'function') {
-        throw new ArgTypeError(
-          `memory of ram-device region '${name}' must be a FixedWidthMemory: it has no ${m}()`,
-        );
-      }
-    }
-    if (!(memory.length >= size)) {
-      throw new ArgRangeError(
-        `ram-device region '${name}' size ${size} exceeds its memory of ${memory.length} bytes`,
-      );
-    }
+    const r = new MemoryRegion('ram-device', checkRegionName(name), checkSize('ram-device', size));
+    checkFixedWidthMemory(name, memory, size);
     r._memory = memory;
     return r;
   }
@@ -228,12 +132,12 @@ export class MemoryRegion {
    * ignored: the alias shows the target's contents wherever the alias itself is placed.
    */
   static alias(name: string, target: MemoryRegion, offset: number, size: number): MemoryRegion {
-    checkName(name);
+    checkRegionName(name);
     if (!(target instanceof MemoryRegion))
       throw new ArgTypeError(`target of alias '${name}' must be a MemoryRegion`);
     checkAddress(`alias '${name}' offset`, offset);
     checkSize('alias', size);
-    checkWindow(name, target, offset, size);
+    checkAliasWindow(name, target, offset, size);
     const r = new MemoryRegion('alias', name, size);
     r._target = target;
     r._aliasOffset = offset;
@@ -278,7 +182,7 @@ export class MemoryRegion {
   }
   /** The callbacks of an io region (null for other kinds). */
   get ops(): MemoryRegionOps | null {
-    return this._ops;
+    return this._io === null ? null : this._io.ops;
   }
   /** The fixed-width memory of a ram-device region (null for other kinds). */
   get memory(): FixedWidthMemory | null {
@@ -287,26 +191,49 @@ export class MemoryRegion {
   /** The backing store of a ram region, allocated now if it was deferred (null for other kinds). */
   get backing(): ArrayBuffer | SharedArrayBuffer | null {
     if (this._kind !== K_RAM) return null;
-    return this._ramView().buffer as ArrayBuffer | SharedArrayBuffer;
+    return this.ramView.buffer as ArrayBuffer | SharedArrayBuffer;
   }
 
-  /** @internal */
-  _ramView(): DataView {
-    let dv = this._dv;
-    if (dv === null) {
-      this._backing = new ArrayBuffer(this._capacity);
-      dv = this._dv = new DataView(this._backing);
-    }
-    return dv;
+  /** @internal The kind as one of the K_ codes above, which the dispatch path compares cheaply. */
+  get kindCode(): number {
+    return this._kind;
+  }
+  /** @internal The resolved callbacks and access rules of an io region (null for other kinds). */
+  get io(): IoOps | null {
+    return this._io;
+  }
+  /** @internal A ram region's view of its backing, allocating a deferred backing now. */
+  get ramView(): DataView {
+    return this._dv ?? this._allocate();
+  }
+  /** @internal A ram region's backing as it is now, without allocating: null while deferred. */
+  get allocatedBacking(): ArrayBuffer | SharedArrayBuffer | null {
+    return this._backing;
+  }
+  /**
+   * @internal Whether a ram region's backing no longer holds it: its ArrayBuffer was detached (its
+   * owner, e.g. GuestRam, closed it) or a resizable one shrank.
+   */
+  get backingLost(): boolean {
+    return this._kind === K_RAM && this._backing !== null && this._backing.byteLength < this._size;
   }
 
-  /** @internal */
-  _sortedChildren(): readonly MemoryRegion[] {
+  private _allocate(): DataView {
+    this._backing = new ArrayBuffer(this._capacity);
+    return (this._dv = new DataView(this._backing));
+  }
+
+  private _sortedChildren(): readonly MemoryRegion[] {
     let s = this._sorted;
     if (s === null) {
-      s = this._sorted = Object.freeze(this._children.slice().sort(bySiblingOrder));
+      s = this._sorted = Object.freeze(this._children.slice().sort(MemoryRegion._bySiblingOrder));
     }
     return s;
+  }
+
+  /** Orders siblings as QEMU's subregion list does: highest priority first, newest first among equals. */
+  private static _bySiblingOrder(this: void, a: MemoryRegion, b: MemoryRegion): number {
+    return b._priority - a._priority || b._seq - a._seq;
   }
 
   /**
@@ -400,7 +327,7 @@ export class MemoryRegion {
         `ram-device region '${this.name}' size ${s} exceeds its memory of ${this._memory!.length} bytes`,
       );
     }
-    if (this._kind === K_ALIAS) checkWindow(this.name, this._target!, this._aliasOffset, s);
+    if (this._kind === K_ALIAS) checkAliasWindow(this.name, this._target!, this._aliasOffset, s);
     if (s === this._size) return;
     assertMutable();
     this._size = s;
@@ -444,7 +371,7 @@ export class MemoryRegion {
       throw new MemoryTopologyError('not-an-alias', `'${this.name}' is a ${this.kind} region, not an alias`);
     }
     checkAddress(`alias offset of '${this.name}'`, o);
-    checkWindow(this.name, this._target!, o, this._size);
+    checkAliasWindow(this.name, this._target!, o, this._size);
     if (o === this._aliasOffset) return;
     assertMutable();
     this._aliasOffset = o;
@@ -457,18 +384,6 @@ export class MemoryRegion {
   }
 }
 
-/**
- * Refuses an alias window that does not fit in its target when it is set. A target that shrinks
- * later simply clips the window, as in QEMU.
- */
-function checkWindow(name: string, target: MemoryRegion, offset: number, size: number): void {
-  if (offset + size > target._size) {
-    throw new ArgRangeError(
-      `alias '${name}' window ${offset}+${size} exceeds its target '${target.name}' of ${target._size} bytes`,
-    );
-  }
-}
-
 /** Whether `to` can be reached from `from` through subregions and alias targets. */
 function reaches(from: MemoryRegion, to: MemoryRegion): boolean {
   const seen = new Set<MemoryRegion>();
@@ -478,8 +393,8 @@ function reaches(from: MemoryRegion, to: MemoryRegion): boolean {
     if (r === to) return true;
     if (seen.has(r)) continue;
     seen.add(r);
-    if (r._target !== null) stack.push(r._target);
-    for (const c of r._children) stack.push(c);
+    if (r.aliasTarget !== null) stack.push(r.aliasTarget);
+    for (const c of r.subregions) stack.push(c);
   }
   return false;
 }

@@ -7,7 +7,7 @@ import { MemoryTopologyError } from './types';
 
 /** A region as the transaction machinery sees it: only its link to its parent. */
 export interface TreeNode {
-  readonly _parent: TreeNode | null;
+  readonly parent: TreeNode | null;
 }
 
 /** What the transaction machinery needs from an address space. */
@@ -56,7 +56,7 @@ export function assertMutable(): void {
 
 /** @internal Records `r` and its ancestors as changed, without committing. */
 export function noteChanged(r: TreeNode): void {
-  for (let n: TreeNode | null = r; n !== null; n = n._parent) changed.add(n);
+  for (let n: TreeNode | null = r; n !== null; n = n.parent) changed.add(n);
 }
 
 /**

@@ -69,6 +69,26 @@ export interface MemoryRegionOps {
 /** The five region kinds. */
 export type RegionKind = 'container' | 'io' | 'ram' | 'ram-device' | 'alias';
 
+/** @internal Numeric kind codes, so the dispatch path compares small integers instead of strings. */
+export const K_CONTAINER = 0;
+/** @internal */
+export const K_IO = 1;
+/** @internal */
+export const K_RAM = 2;
+/** @internal */
+export const K_RAM_DEVICE = 3;
+/** @internal */
+export const K_ALIAS = 4;
+
+/** @internal */
+export const KIND_CODES: Record<RegionKind, number> = {
+  container: K_CONTAINER,
+  io: K_IO,
+  ram: K_RAM,
+  'ram-device': K_RAM_DEVICE,
+  alias: K_ALIAS,
+};
+
 /** Why a topology operation was refused. */
 export type MemoryTopologyErrorCode =
   | 'already-attached'

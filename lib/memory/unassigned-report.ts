@@ -4,8 +4,7 @@
  * read (by a log line or a listener), not for every access.
  */
 import type { GuestError, GuestErrorAction } from '../base/guest-error';
-import type { UnassignedAccess } from './address-space';
-import type { UnassignedReason } from './dispatch';
+import type { UnassignedAccess, UnassignedReason } from './unassigned';
 
 /** The guest-error kind of each reason an access was refused. */
 const KINDS: Record<UnassignedReason, string> = {

@@ -3,7 +3,7 @@
  * is one) and the limit, so that a failing call can be fixed from the message alone.
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
-import type { AccessLength, AccessSize } from './types';
+import type { AccessLength, AccessSize, FixedWidthMemory } from './types';
 
 /** Largest address, offset or size the model represents exactly. */
 export const MAX_ADDRESS = Number.MAX_SAFE_INTEGER;
@@ -129,4 +129,71 @@ export function checkValue(size: AccessSize, value: unknown): void {
 /** Formats an address the way QEMU prints a hwaddr: 16 lower-case hex digits. */
 export function hex16(v: number): string {
   return v.toString(16).padStart(16, '0');
+}
+
+/** Throws unless a region's name is a string. */
+export function checkRegionName(name: unknown): string {
+  if (typeof name !== 'string') throw new ArgTypeError(`region name must be a string, got ${typeof name}`);
+  return name;
+}
+
+/** Throws unless `backing` is an ArrayBuffer or SharedArrayBuffer of at least `size` bytes. */
+export function checkRamBacking(name: string, backing: unknown, size: number): void {
+  const isBuffer =
+    backing instanceof ArrayBuffer ||
+    (typeof SharedArrayBuffer !== 'undefined' && backing instanceof SharedArrayBuffer);
+  if (!isBuffer)
+    throw new ArgTypeError(`backing of ram region '${name}' must be an ArrayBuffer or SharedArrayBuffer`);
+  if (backing.byteLength < size) {
+    throw new ArgRangeError(
+      `ram region '${name}' size ${size} exceeds its backing of ${backing.byteLength} bytes`,
+    );
+  }
+}
+
+const FIXED_WIDTH_METHODS = [
+  'read8',
+  'read16',
+  'read32',
+  'read64',
+  'write8',
+  'write16',
+  'write32',
+  'write64',
+] as const;
+
+/** Throws unless `memory` has every fixed-width accessor and at least `size` bytes. */
+export function checkFixedWidthMemory(name: string, memory: FixedWidthMemory, size: number): void {
+  if (memory === null || typeof memory !== 'object') {
+    throw new ArgTypeError(`memory of ram-device region '${name}' must be a FixedWidthMemory`);
+  }
+  for (const m of FIXED_WIDTH_METHODS) {
+    if (typeof memory[m] !== 'function') {
+      throw new ArgTypeError(
+        `memory of ram-device region '${name}' must be a FixedWidthMemory: it has no ${m}()`,
+      );
+    }
+  }
+  if (!(memory.length >= size)) {
+    throw new ArgRangeError(
+      `ram-device region '${name}' size ${size} exceeds its memory of ${memory.length} bytes`,
+    );
+  }
+}
+
+/**
+ * Refuses an alias window that does not fit in its target (`{ name, size }`) when it is set. A
+ * target that shrinks later simply clips the window, as in QEMU.
+ */
+export function checkAliasWindow(
+  name: string,
+  target: { readonly name: string; readonly size: number },
+  offset: number,
+  size: number,
+): void {
+  if (offset + size > target.size) {
+    throw new ArgRangeError(
+      `alias '${name}' window ${offset}+${size} exceeds its target '${target.name}' of ${target.size} bytes`,
+    );
+  }
 }

@@ -5,7 +5,7 @@
  */
 import { transaction } from '../memory';
 import { barAddress } from './bar';
-import type { PciBus } from './bus';
+import type { SystemAddressSpaces } from './system-address-spaces';
 import type { EmulatedConfig } from './config';
 import { PCI_BASE_ADDRESS_0, PCI_ROM_ADDRESS } from './constants';
 import { BAR_PRIORITY, type BarState, subPageUpdate } from './region';
@@ -40,7 +40,7 @@ export function emulateBarRegisters(
  * one transaction. `command` is the command register in force (0 outside D0: nothing decodes). @internal
  */
 export function updateMappings(
-  bus: PciBus,
+  bus: SystemAddressSpaces,
   emu: EmulatedConfig,
   bars: readonly (BarState | null)[],
   rom: BarState | null,
@@ -71,7 +71,11 @@ export function updateMappings(
 }
 
 /** unmapBars: takes every placed BAR and the ROM off the bus, in one transaction. @internal */
-export function unmapBars(bus: PciBus, bars: readonly (BarState | null)[], rom: BarState | null): void {
+export function unmapBars(
+  bus: SystemAddressSpaces,
+  bars: readonly (BarState | null)[],
+  rom: BarState | null,
+): void {
   transaction(() => {
     for (const bar of [...bars, rom]) {
       if (!bar || bar.address === null) continue;

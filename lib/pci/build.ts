@@ -6,7 +6,7 @@
  */
 import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
 import { emulateBarRegisters } from './bar-map';
-import type { PciBus } from './bus';
+import type { SystemAddressSpaces } from './system-address-spaces';
 import { EmulatedConfig, type PciCapability, walkCapabilities } from './config';
 import { implementedConfigBytes } from './config-map';
 import { PCI_COMMAND, PCI_DEVICE_ID, PCI_VENDOR_ID } from './constants';
@@ -68,14 +68,14 @@ export interface PciDeviceParts {
  * and unmaps what it mapped. Nothing is put on the bus. @internal
  */
 export function* buildDevice(
-  bus: PciBus,
+  bus: SystemAddressSpaces,
   device: VfioDeviceLike,
   opts: VfioPciDeviceOptions,
 ): Generator<BuildStep, PciDeviceParts> {
   if (typeof device !== 'object' || device === null || typeof device.regionInfo !== 'function') {
     throw new ArgTypeError('VfioPciDevice.open needs a VFIO device (bdf, regionInfo, read, write, map)');
   }
-  if (bus.closed) throw closedError('VfioPciDevice.open', 'the PciBus');
+  if (bus.closed) throw closedError('VfioPciDevice.open', 'the SystemAddressSpaces');
   checkUndriven(device, bus);
   const building = { bdf: device.bdf, bus, closed: false };
   claim(device, building);

@@ -11,7 +11,7 @@ import type { PciBar } from './bar';
 import { unmapBars, updateMappings } from './bar-map';
 import { buildDevice, type BuildStep, type PciDeviceParts, type VfioPciDeviceOptions } from './build';
 import { runSteps, runStepsAsync } from '../base/steps';
-import type { MapInfoRange, PciBus } from './bus';
+import type { MapInfoRange, SystemAddressSpaces } from './system-address-spaces';
 import { type EmulatedConfig, mergeBits, type PciCapability } from './config';
 import {
   PCI_BASE_ADDRESS_0,
@@ -76,7 +76,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
   /** The VFIO device behind it: config and BAR accesses, mmaps, interrupts and reset go through it. */
   readonly device: VfioDeviceLike;
   /** The bus whose memory and I/O spaces hold this device's BARs. */
-  readonly bus: PciBus;
+  readonly bus: SystemAddressSpaces;
   /** Vendor and device IDs as the guest sees them (after any override). */
   readonly vendorId: number;
   /** Device ID as the guest sees it (after any override). */
@@ -111,13 +111,13 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
 
   /** Wires what the steps built (build.ts) and puts it on the bus. */
   private constructor(
-    bus: PciBus,
+    bus: SystemAddressSpaces,
     device: VfioDeviceLike,
     parts: PciDeviceParts,
     owner: PciDeviceOwnership | null,
   ) {
     // An asynchronous open gave the event loop turns: the bus may have closed meanwhile.
-    if (bus.closed) throw closedError('VfioPciDevice.open', 'the PciBus');
+    if (bus.closed) throw closedError('VfioPciDevice.open', 'the SystemAddressSpaces');
     super();
     this.bus = bus;
     this.device = device;
@@ -154,7 +154,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
 
   /** The steps of an open (build.ts), then the device wired: run at once, or with turns between. */
   static *#build(
-    bus: PciBus,
+    bus: SystemAddressSpaces,
     device: VfioDeviceLike,
     opts: VfioPciDeviceOptions,
     owner: PciDeviceOwnership | null,
@@ -172,7 +172,11 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
    * open: build the region stacks of `device` and attach them to `bus`. BARs stay unmapped until the
    * guest programs their registers and enables decoding in the command register.
    */
-  static open(bus: PciBus, device: VfioDeviceLike, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
+  static open(
+    bus: SystemAddressSpaces,
+    device: VfioDeviceLike,
+    opts: VfioPciDeviceOptions = {},
+  ): VfioPciDevice {
     return runSteps(VfioPciDevice.#build(bus, device, opts, null));
   }
 
@@ -183,7 +187,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
    * ECLOSED when the bus closes meanwhile.
    */
   static async openAsync(
-    bus: PciBus,
+    bus: SystemAddressSpaces,
     device: VfioDeviceLike,
     opts: VfioPciDeviceOptions = {},
   ): Promise<VfioPciDevice> {
@@ -197,7 +201,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
    * on `bus`. Closing the device also closes the VFIO device, its group and a context it created.
    * The opening itself is open.ts's.
    */
-  static openByBdf(bus: PciBus, bdf: string, opts: OpenByBdfOptions = {}): VfioPciDevice {
+  static openByBdf(bus: SystemAddressSpaces, bdf: string, opts: OpenByBdfOptions = {}): VfioPciDevice {
     return openVfioDevice(pciRoute(bdf), opts, (d, owner) =>
       runSteps(VfioPciDevice.#build(bus, d, opts, owner)),
     );
@@ -208,7 +212,11 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
    * enables it there, and may reset it) and built as {@link VfioPciDevice.openAsync} builds it, so
    * the event loop is held only for the group's ioctls and one step of the build at a time.
    */
-  static async openByBdfAsync(bus: PciBus, bdf: string, opts: OpenByBdfOptions = {}): Promise<VfioPciDevice> {
+  static async openByBdfAsync(
+    bus: SystemAddressSpaces,
+    bdf: string,
+    opts: OpenByBdfOptions = {},
+  ): Promise<VfioPciDevice> {
     return openVfioDeviceAsync(pciRoute(bdf), opts, (d, owner) =>
       runStepsAsync(VfioPciDevice.#build(bus, d, opts, owner)),
     );
@@ -219,7 +227,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
    * through its IOMMU group, as {@link VfioPciDevice.openByBdf} opens a PCI function, and build it
    * on `bus`. Its name in region names, reports and `bdf` is its UUID.
    */
-  static openByMdev(bus: PciBus, uuid: string, opts: OpenByBdfOptions = {}): VfioPciDevice {
+  static openByMdev(bus: SystemAddressSpaces, uuid: string, opts: OpenByBdfOptions = {}): VfioPciDevice {
     return openVfioDevice(mdevRoute(uuid), opts, (d, owner) =>
       runSteps(VfioPciDevice.#build(bus, d, opts, owner)),
     );
@@ -227,7 +235,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
 
   /** {@link VfioPciDevice.openByMdev} as {@link VfioPciDevice.openByBdfAsync} does it. */
   static async openByMdevAsync(
-    bus: PciBus,
+    bus: SystemAddressSpaces,
     uuid: string,
     opts: OpenByBdfOptions = {},
   ): Promise<VfioPciDevice> {

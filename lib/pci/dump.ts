@@ -6,7 +6,7 @@
 import { AbortError, ArgRangeError, ArgTypeError } from '../base/error';
 import type { AccessSize, AddressSpace } from '../memory';
 import type { PciBar } from './bar';
-import type { PciBus } from './bus';
+import type { SystemAddressSpaces } from './system-address-spaces';
 import { ROM_SLOT } from './rom';
 import { checkAccessSize, checkInteger, hex, isPciRegionTag } from './types';
 
@@ -25,7 +25,7 @@ export interface DumpAsyncOptions extends DumpOptions {
 /** What a dump reads: a device's BARs on its bus. @internal */
 export interface DumpSource {
   readonly bdf: string;
-  readonly bus: PciBus;
+  readonly bus: SystemAddressSpaces;
   /** BAR `index` (6 for the ROM), or null when the device does not implement it. */
   bar(index: number): PciBar | null;
   /** Throws when the device is closed. */

@@ -14,7 +14,7 @@ export * from './reset';
 export * from './quirks';
 export * from './report';
 export * from './mapinfo';
-export * from './bus';
+export * from './system-address-spaces';
 export * from './device';
 export type { VfioPciDeviceOptions } from './build';
 export type { OpenByBdfOptions } from './open';

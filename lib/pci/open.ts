@@ -6,9 +6,10 @@
  * VfioPciDevice.openByBdf and openByMdev (and their async forms) build a VfioPciDevice this way; the
  * builder is a parameter so that this file needs nothing of device.ts.
  *
- * A device is named by a {@link DeviceRoute}: a PCI address or a mediated device's UUID. A PCI
- * function opens on either backend; a mediated device opens through its group (type1) only here:
- * its cdev (/sys/bus/mdev/devices/UUID/vfio-dev) would plug into the iommufd backend's opening.
+ * A device is named by a {@link DeviceRoute}: a PCI address or a mediated device's UUID. Either
+ * opens on either backend: through its group (type1), or through its cdev (iommufd; a mediated
+ * device's is /sys/bus/mdev/devices/UUID/vfio-dev/vfioN), and `auto` decides for each as it does
+ * for the other.
  */
 import { ArgTypeError } from '../base/error';
 import type {
@@ -125,17 +126,11 @@ class Opening implements PciDeviceOwnership {
     if (opts.container !== undefined) this.context = vfio.Type1Backend.wrap(opts.container);
     else if (opts.iommu instanceof vfio.Ioas) this.context = vfio.IommufdBackend.wrap(opts.iommu);
     else if (opts.iommu !== undefined) this.context = opts.iommu;
-    else if (route.kind === 'mdev') {
-      if (backend === 'iommufd') throw mdevOnIommufd(route.name);
-      const own = vfio.Type1Backend.open();
-      this.#cleanup.push(() => own.close());
-      this.context = own;
-    } else {
+    else {
       const own = vfio.openBackend(route.name, { backend });
       this.#cleanup.push(() => own.close());
       this.context = own;
     }
-    if (route.kind === 'mdev' && this.context.kind !== 'type1') throw mdevOnIommufd(route.name);
   }
 
   get group(): Group | null {
@@ -160,12 +155,4 @@ class Opening implements PciDeviceOwnership {
   release(): void {
     for (const fn of this.#cleanup.splice(0).reverse()) fn();
   }
-}
-
-/** A mediated device asked of iommufd: this package opens those through their group only. */
-function mdevOnIommufd(uuid: string): Error {
-  return new ArgTypeError(
-    `mediated device ${uuid}: this package opens mediated devices through their IOMMU group (type1), ` +
-      'not through an iommufd; give a Container (or backend type1)',
-  );
 }

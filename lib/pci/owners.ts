@@ -18,7 +18,7 @@ export function checkUndriven(device: VfioDeviceLike, bus: unknown): void {
   const o = owners.get(device);
   if (o === undefined || o.closed) return;
   throw new VfioError({
-    message: `VfioPciDevice.open: ${o.bdf} is already driven by an open VfioPciDevice on ${o.bus === bus ? 'this' : 'another'} PciBus`,
+    message: `VfioPciDevice.open: ${o.bdf} is already driven by an open VfioPciDevice on ${o.bus === bus ? 'this' : 'another'} SystemAddressSpaces`,
     code: 'EBUSY',
     op: 'VfioPciDevice.open',
     bdf: o.bdf,

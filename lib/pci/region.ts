@@ -10,7 +10,7 @@ import { type AccessSize, MemoryRegion, type MemoryRegionOps } from '../memory';
 import type { RegionInfo } from '../vfio';
 import { type BarMmap, type BarType, decodeBarRegister, type PciBar } from './bar';
 import { baseBarRegion } from './base-bar';
-import type { PciBus } from './bus';
+import type { SystemAddressSpaces } from './system-address-spaces';
 import { PCI_BASE_ADDRESS_0, PCI_NUM_BARS } from './constants';
 import { VFIO_PCI_CONFIG_REGION_INDEX } from '../vfio/uapi';
 import { type DeviceReporter, isVfioError } from './report';
@@ -224,7 +224,7 @@ export function closeMmaps(bars: readonly (BarState | null)[]): void {
  * page so KVM can map it; the container drops to priority 0 so it cannot hide another BAR sharing
  * the page. Anywhere else the real size comes back. @internal
  */
-export function subPageUpdate(bar: BarState, bus: PciBus): void {
+export function subPageUpdate(bar: BarState, bus: SystemAddressSpaces): void {
   const page = bus.pageSize;
   const m = bar.mmaps;
   if (m.length !== 1 || m[0].offset !== 0 || m[0].size !== bar.regionSize || bar.size !== bar.regionSize)

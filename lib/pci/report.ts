@@ -45,7 +45,7 @@ export interface DeviceErrorEvent {
  * bus's; `log`/`logIntervalMs` instead give the device a sink of its own with that log.
  */
 export interface DeviceReportOptions {
-  /** The sink the device reports to (default: its bus's, {@link PciBus.guestErrors}). */
+  /** The sink the device reports to (default: its bus's, {@link SystemAddressSpaces.guestErrors}). */
   guestErrors?: GuestErrorSink;
   /** A sink of the device's own with this log (`null`: none; the event and counter remain). */
   log?: ((line: string) => void) | null;

@@ -8,9 +8,8 @@ import * as fs from 'node:fs';
 
 import { ArgRangeError } from '../base/error';
 import { VfioError } from '../base/native-errors';
-import { findCdev, noCdevError, type CdevOptions, type DeviceCdev } from './cdev';
+import { findCdev, noCdevError, normalizeDeviceName, type CdevOptions, type DeviceCdev } from './cdev';
 import type { VfioBackendKind } from './dma-types';
-import { normalizeBdf } from './sysfs';
 
 export type { VfioBackendKind };
 
@@ -133,8 +132,9 @@ function accessError(op: string, node: string, code: string, bdf: string | null,
 }
 
 /**
- * The backend for device `bdf` (or for devices not named yet: `bdf` null) under `choice`.
- * `auto` takes iommufd when /dev/iommu can be opened and the device has a cdev that can, else type1.
+ * The backend for device `bdf` (a PCI address or a mediated device's UUID; null for devices not
+ * named yet) under `choice`. `auto` takes iommufd when /dev/iommu can be opened and the device has a
+ * cdev that can, else type1.
  * @throws VfioError when the backend asked for cannot be had, with the reason: ENOIOMMUFD (no
  * /dev/iommu), ENOCDEV (no cdev: a kernel without VFIO_DEVICE_CDEV, or a device not on vfio-pci),
  * ENOCONTAINER (no /dev/vfio/vfio), EACCES (permissions); ENOBACKEND when `auto` finds neither.
@@ -145,7 +145,7 @@ export function chooseBackend(
   opts: BackendProbeOptions = {},
 ): BackendDecision {
   const requested = checkBackendChoice(choice);
-  const dev = bdf === null ? null : normalizeBdf(bdf);
+  const dev = bdf === null ? null : normalizeDeviceName(bdf);
   const forWhat = dev === null ? 'devices' : dev;
   if (requested === 'type1') {
     const no = probeType1(dev, opts);

@@ -2,6 +2,11 @@
  * The VFIO device cdev (`/dev/vfio/devices/vfioN`, Linux 6.6+ with VFIO_DEVICE_CDEV): finding a
  * device's cdev in sysfs, and opening it bound to an iommufd. Once bound, the cdev fd is an ordinary
  * VFIO device fd: the returned Device works as one opened through its group. No group is opened.
+ *
+ * A device is a PCI function on vfio-pci (named by its address) or a mediated device (named by its
+ * UUID, `/sys/bus/mdev/devices/UUID/vfio-dev`). A mediated device sits behind no IOMMU: the bind
+ * makes it an iommufd access (the parent driver pins and reads pages through the IOAS it is
+ * attached to) instead of an iommufd device with a page table.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -10,6 +15,7 @@ import { VfioError } from '../base/native-errors';
 import { native, type NativeHandle } from '../native';
 import { Device, openDeviceOwner } from './device';
 import { iommufdHandle, type Iommufd } from './iommufd';
+import { isMdevUuid, normalizeMdevUuid } from './mdev/sysfs';
 import { normalizeBdf, sysfsRoot, type SysfsOptions } from './sysfs';
 
 /** Where a device cdev is looked up. */
@@ -45,18 +51,36 @@ export function kernelHasCdevs(opts: CdevOptions = {}): boolean {
 }
 
 /**
- * The cdev of PCI device `bdf` (`/sys/bus/pci/devices/BDF/vfio-dev/vfioN`, with a device number in
- * its `dev`), or why it has none. A device has one while it is bound to vfio-pci on a kernel built
- * with VFIO_DEVICE_CDEV.
+ * A device's name as sysfs spells it: a PCI address (`dddd:bb:dd.f`) or a mediated device's UUID
+ * (lower case).
+ * @throws RangeError when `name` is neither
+ */
+export function normalizeDeviceName(name: string): string {
+  return isMdevUuid(name) ? normalizeMdevUuid(name) : normalizeBdf(name);
+}
+
+/**
+ * The cdev of device `bdf` (a PCI address, or a mediated device's UUID), or why it has none: its
+ * `vfio-dev/vfioN` in sysfs, with a device number in its `dev`. A PCI function has one while it is
+ * bound to vfio-pci, a mediated device while its parent's driver has it registered with VFIO, on a
+ * kernel built with VFIO_DEVICE_CDEV.
  */
 export function findCdev(
   bdf: string,
   opts: CdevOptions = {},
 ): DeviceCdev | { none: NoCdevReason; detail: string } {
-  const dev = normalizeBdf(bdf);
+  const dev = normalizeDeviceName(bdf);
+  const mdev = isMdevUuid(dev);
   const root = sysfsRoot(opts);
-  const devDir = path.join(root, 'bus/pci/devices', dev);
-  if (!fs.existsSync(devDir)) return { none: 'no-device', detail: `no PCI device ${dev} in ${root}` };
+  const devDir = path.join(root, mdev ? 'bus/mdev/devices' : 'bus/pci/devices', dev);
+  if (!fs.existsSync(devDir)) {
+    return {
+      none: 'no-device',
+      detail: mdev
+        ? `no mediated device ${dev} in ${root}/bus/mdev/devices`
+        : `no PCI device ${dev} in ${root}`,
+    };
+  }
   let names: string[] = [];
   try {
     names = fs.readdirSync(path.join(devDir, 'vfio-dev')).filter((n) => /^vfio\d+$/.test(n));
@@ -83,7 +107,12 @@ export function findCdev(
   } catch {
     // unbound
   }
-  return { none: 'driver', detail: `${dev} has no vfio-dev cdev: it is on ${driver}, not vfio-pci` };
+  return {
+    none: 'driver',
+    detail: mdev
+      ? `mediated device ${dev} has no vfio-dev cdev: its driver (${driver}) has not registered it with VFIO`
+      : `${dev} has no vfio-dev cdev: it is on ${driver}, not vfio-pci`,
+  };
 }
 
 /** The error for a device with no cdev (ENOCDEV), with what to do. */
@@ -92,25 +121,30 @@ export function noCdevError(
   why: { none: NoCdevReason; detail: string },
   op = 'open',
 ): VfioError {
+  const mdev = isMdevUuid(bdf);
   const hint =
     why.none === 'kernel'
       ? 'a kernel with CONFIG_VFIO_DEVICE_CDEV=y (and IOMMUFD) has /dev/vfio/devices; here use the type1 backend'
       : why.none === 'driver'
-        ? `bind it to vfio-pci first: vfio-bridge bind ${bdf}`
-        : 'check the address with lspci -D';
+        ? mdev
+          ? 'check dmesg for its parent driver; the type1 backend opens it through its group, if it has one'
+          : `bind it to vfio-pci first: vfio-bridge bind ${bdf}`
+        : mdev
+          ? 'vfio-bridge mdev list shows the mediated devices there are'
+          : 'check the address with lspci -D';
   return new VfioError({ message: why.detail, code: 'ENOCDEV', op, bdf, hint });
 }
 
-/** The cdev of `bdf`, or ENOCDEV saying why there is none. */
+/** The cdev of `bdf` (a PCI address or an mdev UUID), or ENOCDEV saying why there is none. */
 export function cdevOf(bdf: string, opts: CdevOptions = {}): DeviceCdev {
   const c = findCdev(bdf, opts);
-  if ('none' in c) throw noCdevError(normalizeBdf(bdf), c);
+  if ('none' in c) throw noCdevError(normalizeDeviceName(bdf), c);
   return c;
 }
 
 /** The checks before a cdev is opened: the device is not open in this process already. */
 function beginOpen(bdf: string, opts: CdevOptions): { dev: string; cdev: DeviceCdev } {
-  const dev = normalizeBdf(bdf);
+  const dev = normalizeDeviceName(bdf);
   const owner = openDeviceOwner(dev);
   if (owner !== undefined) {
     throw new VfioError({
@@ -129,9 +163,10 @@ function bound(h: NativeHandle, dev: string, cdev: DeviceCdev, iommufd: Iommufd,
 }
 
 /**
- * Open PCI device `bdf` through its cdev and bind it to `iommufd` (VFIO_DEVICE_BIND_IOMMUFD: vfio-pci
- * opens the device then). The Device is not attached to any IOAS yet: its DMA is blocked until
- * `ioas.attach(device)`. Closing the Device unbinds it.
+ * Open device `bdf` (a PCI address, or a mediated device's UUID) through its cdev and bind it to
+ * `iommufd` (VFIO_DEVICE_BIND_IOMMUFD: the driver opens the device then). The Device is not attached
+ * to any IOAS yet: its DMA is blocked until `ioas.attach(device)` (a mediated device's parent can pin
+ * no page until then). Closing the Device unbinds it.
  * @throws VfioError ENOCDEV (no cdev: kernel without VFIO_DEVICE_CDEV, or not on vfio-pci), EACCES,
  * EBUSY (its group is open), or the kernel's
  */

@@ -12,6 +12,7 @@ import type { DmaBackend, DmaIommuInfo } from './dma-types';
 import type { Device } from './device';
 import { iommufdHandle, type Iommufd } from './iommufd';
 import { IOMMU_HWPT_ALLOC_DIRTY_TRACKING, parseIovaRanges, type IoasIovaRanges } from './iommufd-uapi';
+import { isMdevUuid } from './mdev/sysfs';
 
 /** The host's page: pinning is per page, so no mapping is finer than one (memfd and mmap are page-aligned). */
 const HOST_PAGE = 4096;
@@ -166,7 +167,10 @@ export class Ioas implements DmaBackend, Disposable {
   /**
    * VFIO_DEVICE_ATTACH_IOMMUFD_PT: attach `device` (a cdev bound to this IOAS's iommufd) to this
    * IOAS; the kernel makes (or shares) a page table for it. Returns that HWPT's ID. The IOVA ranges
-   * are re-read: the device's reserved regions leave them.
+   * are re-read: the device's reserved regions leave them. A mediated device sits behind no IOMMU:
+   * it becomes an access of the IOAS (its parent driver pins and reads pages through it, and is told
+   * of each unmap), no page table is made, and the ID returned is the IOAS's own; the IOAS's
+   * alignment is a host page from then on, so every mapping must be page-aligned (ours are).
    * @throws VfioError ENOTBOUND (a device opened through its group, or bound to another iommufd),
    * or the kernel's (EINVAL: a mapping lies in the device's reserved regions)
    */
@@ -176,7 +180,24 @@ export class Ioas implements DmaBackend, Disposable {
 
   /** {@link attach} through a page table allocated here. @internal */
   _attachHwpt(device: Device, hwpt: number): number {
+    this.#checkIommu('VFIO_DEVICE_ATTACH_IOMMUFD_PT', device);
     return this.#attachTo(device, hwpt);
+  }
+
+  /**
+   * A mediated device has no IOMMU to give a page table: the kernel would answer ENOENT (its ID
+   * names an access, not a device) for a HWPT made for it or attached through.
+   */
+  #checkIommu(op: string, device: Device): void {
+    if (!isMdevUuid(device?.bdf)) return;
+    throw new VfioError({
+      message: `${op}: mediated device ${device.bdf} sits behind no IOMMU, so it has no hardware page table`,
+      code: 'ENOHWPT',
+      op,
+      path: this.path,
+      bdf: device.bdf,
+      hint: 'attach it to the IOAS itself (ioas.attach(device)): its parent driver pins pages through the IOAS',
+    });
   }
 
   #attachTo(device: Device, pt: number): number {
@@ -223,6 +244,7 @@ export class Ioas implements DmaBackend, Disposable {
     const op = 'IOMMU_HWPT_ALLOC';
     const h = this.#handle(op);
     const devId = this.#checkBound(op, device);
+    this.#checkIommu(op, device);
     const flags = opts.dirtyTracking === true ? IOMMU_HWPT_ALLOC_DIRTY_TRACKING : 0;
     return new Hwpt(this, native.iommufdHwptAlloc(h, devId, this.id, flags));
   }

@@ -19,7 +19,7 @@ import type { DmaBackend, VfioBackendKind } from './dma-types';
 import { Group } from './group';
 import { Iommufd } from './iommufd';
 import type { Ioas } from './ioas';
-import { isMdevUuid } from './mdev/sysfs';
+import { isMdevUuid, mdevGroupNumber } from './mdev/sysfs';
 
 /** A device opened into a {@link VfioBackend}, and what closes it. */
 export interface BackendDevice {
@@ -170,7 +170,8 @@ export class Type1Backend implements VfioBackend {
 
 /**
  * iommufd: devices are opened through their cdevs, bound to one iommufd and attached to one IOAS
- * (the kernel makes a page table for each IOMMU they sit behind). No group is opened.
+ * (the kernel makes a page table for each IOMMU they sit behind; a mediated device, behind none, is
+ * an access its parent driver pins pages through). No group is opened.
  */
 export class IommufdBackend implements VfioBackend {
   readonly kind = 'iommufd' as const;
@@ -220,7 +221,10 @@ export class IommufdBackend implements VfioBackend {
     return this.ioas.closed;
   }
 
-  /** Open `bdf` through its cdev, bound to the iommufd and attached to the IOAS. */
+  /**
+   * Open `bdf` (or a mediated device's UUID) through its cdev, bound to the iommufd and attached to
+   * the IOAS.
+   */
   openDevice(bdf: string): BackendDevice {
     return this.#attach(openCdevDevice(bdf, this.iommufd, this.#probe));
   }
@@ -239,11 +243,11 @@ export class IommufdBackend implements VfioBackend {
       throw e;
     }
     let groupNumber = -1;
+    const sysfs = this.#probe.sysfsRoot !== undefined ? { sysfsRoot: this.#probe.sysfsRoot } : {};
     try {
-      groupNumber = Group.numberOf(
-        device.bdf,
-        this.#probe.sysfsRoot !== undefined ? { sysfsRoot: this.#probe.sysfsRoot } : {},
-      );
+      groupNumber = isMdevUuid(device.bdf)
+        ? mdevGroupNumber(device.bdf, sysfs)
+        : Group.numberOf(device.bdf, sysfs);
     } catch {
       // A device on a cdev has an IOMMU group; sysfs unreadable only loses the number.
     }

@@ -1,7 +1,7 @@
 import { runSteps } from '../base/steps';
 import { ArgRangeError } from '../base/error';
 import { hex } from '../base/values';
-import type { PciConfigTarget, PciHostBridge } from './pci-host';
+import type { PciConfigTarget, PciRootBus } from './pci-root-bus';
 
 /** A range of guest-physical (or port) addresses the firmware may hand out, `[base, limit)`. */
 export interface AddressWindow {
@@ -93,7 +93,7 @@ const CMD_MEMORY = 0x2;
  * other than 0 (bridges) are not supported and are refused the same way.
  */
 export function placeBars(
-  host: PciHostBridge,
+  host: PciRootBus,
   windows: PciWindows = DEFAULT_PCI_WINDOWS,
   opts: PlaceBarsOptions = {},
 ): PlacedBar[] {
@@ -116,7 +116,7 @@ export interface BarPlan {
  * or a listener sees; `enable()` then turns decode on for all of them at once.
  */
 export function* placeBarsSteps(
-  host: PciHostBridge,
+  host: PciRootBus,
   windows: PciWindows = DEFAULT_PCI_WINDOWS,
   opts: PlaceBarsOptions = {},
 ): Generator<'probe' | 'program', BarPlan> {

@@ -2,7 +2,7 @@
  * lib/vmm: the pieces of a PC-like machine a Node VMM assembles on top of lib/kvm, each pure data
  * or a device model with no KVM in it, so each is unit-tested on its own:
  * - `Uart16550` at 0x3f8 (the guest console, captured and streamed, with its IRQ line);
- * - `PciHostBridge`: configuration mechanism #1 at 0xcf8/0xcfc routing config cycles to
+ * - `PciRootBus`: configuration mechanism #1 at 0xcf8/0xcfc routing config cycles to
  *   `VfioPciDevice`s, with a host bridge of its own and the reset control register at 0xcf9;
  * - `placeBars`: BAR placement as firmware does it;
  * - `I8042ResetPort`: the keyboard controller's reset line; `CmosRtc`: the clock at 0x70/0x71;
@@ -15,7 +15,7 @@
  */
 export * from './errors';
 export * from './uart';
-export * from './pci-host';
+export * from './pci-root-bus';
 export * from './bar-placement';
 export * from './i8042';
 export * from './cmos-rtc';

@@ -1,6 +1,6 @@
 import { ArgRangeError } from '../base/error';
 import { IOAPIC_PINS } from '../kvm/irqchip-routes';
-import type { PciHostBridge } from './pci-host';
+import type { PciRootBus } from './pci-root-bus';
 
 // KVM's facts, shared rather than restated: the IOAPIC's pin count, and the default routing that the
 // interrupt tables built here (ISA IRQ n on IOAPIC pin n, PCI INTx on pins 16-23) assume.
@@ -40,7 +40,7 @@ export function pciIntxGsi(slot: number, pin: number): number {
  * read from its interrupt pin register (0x3d), in devfn order.
  */
 export function pciIntxRoutes(
-  host: PciHostBridge,
+  host: PciRootBus,
   gsiOf: (slot: number, pin: number) => number = pciIntxGsi,
 ): IntxRoute[] {
   const out: IntxRoute[] = [];

@@ -7,7 +7,12 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { checkInteger } from '../base/checks';
 import { transaction, type MemoryRegion } from '../memory';
-import { PciBus, VfioPciDevice, type PciBusOptions, type VfioPciDeviceOptions } from '../pci';
+import {
+  SystemAddressSpaces,
+  VfioPciDevice,
+  type SystemAddressSpacesOptions,
+  type VfioPciDeviceOptions,
+} from '../pci';
 import {
   checkBackendChoice,
   isMdevUuid,
@@ -59,7 +64,7 @@ export interface MachineOptions {
   /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
   logIntervalMs?: number;
   /** Options of the PCI bus (its sink is the machine's). */
-  bus?: Omit<PciBusOptions, 'guestErrors' | 'log' | 'logIntervalMs'>;
+  bus?: Omit<SystemAddressSpacesOptions, 'guestErrors' | 'log' | 'logIntervalMs'>;
   /** Options of the DMA listener (its sink is the machine's). */
   dma?: Omit<DmaListenerOptions, 'guestErrors' | 'log' | 'logIntervalMs'>;
   /** Where the host's free memory is read before guest RAM is pinned (default /proc/meminfo). */
@@ -112,7 +117,7 @@ function checkLayout(ramSize: number, hole: { start: number; size: number }): vo
 }
 
 /**
- * Guest RAM + PCI hole + PciBus + DMA listener. Devices added with {@link Machine.addDevice} share
+ * Guest RAM + PCI hole + SystemAddressSpaces + DMA listener. Devices added with {@link Machine.addDevice} share
  * the machine's IOMMU context, opened with the first one (a machine without passed-through devices
  * opens no VFIO node); the listener starts with the first one (a type1 container needs a group
  * before it has an IOMMU, an IOAS's ranges are known once a device is attached) and maps all RAM
@@ -142,7 +147,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
   /** All guest RAM, one block (`pc.ram`), shown in system memory by {@link Machine.ramRanges}. */
   readonly ram: GuestRam;
   /** The PCI bus: its memory space is the machine's guest-physical memory, its I/O space the ports. */
-  readonly bus: PciBus;
+  readonly bus: SystemAddressSpaces;
   /**
    * Where every part of the machine reports what the guest does wrong, with the counts by kind;
    * `machine.on('guest-error', ...)` hears the same reports.
@@ -168,7 +173,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
 
   private constructor(
     ram: GuestRam,
-    bus: PciBus,
+    bus: SystemAddressSpaces,
     hole: Machine['pciHole'],
     dma: DmaListenerOptions,
     meminfo: string,
@@ -224,11 +229,11 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
       }
     }
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
-    let bus: PciBus | undefined;
+    let bus: SystemAddressSpaces | undefined;
     let built = false;
     try {
       yield 'ram';
-      bus = new PciBus({ ...opts.bus, guestErrors: sinkOf(opts) });
+      bus = new SystemAddressSpaces({ ...opts.bus, guestErrors: sinkOf(opts) });
       yield 'bus';
       const meminfo = opts.meminfo ?? '/proc/meminfo';
       const machine = new Machine(
@@ -385,10 +390,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
   #takeIommu(bdf: string): { iommu: VfioBackend; fresh: boolean } {
     if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
     const fresh = this.#iommu === null;
-    // A mediated device opens through its group: with one first, the machine is type1 (auto).
-    this.#iommu ??= isMdevUuid(bdf)
-      ? openBackend(null, { backend: this.#backend === 'auto' ? 'type1' : this.#backend })
-      : openBackend(bdf, { backend: this.#backend });
+    this.#iommu ??= openBackend(bdf, { backend: this.#backend });
     return { iommu: this.#iommu, fresh };
   }
 

@@ -29,7 +29,7 @@ import { vfioPciSlotClassifier } from './slot-classifier';
 import { pciIntxGsi, pciIntxRoutes } from './intx';
 import { MPTABLE_START, writeMpTable } from './mptable';
 import { PCI_HOLE, type PcReport } from './pc-options';
-import type { PciHostBridge } from './pci-host';
+import type { PciRootBus } from './pci-root-bus';
 
 /** KVM_SET_TSS_ADDR: three pages below the BIOS area, away from the PCI window and the IOAPIC. */
 const TSS_ADDR = 0xfffbd000;
@@ -57,7 +57,7 @@ export interface RoutedDevice {
 export interface BootContext {
   readonly kvm: Kvm;
   readonly machine: Machine;
-  readonly host: PciHostBridge;
+  readonly host: PciRootBus;
   readonly routed: readonly RoutedDevice[];
   readonly cpus: number;
   readonly kernel: Uint8Array;

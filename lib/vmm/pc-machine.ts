@@ -52,7 +52,7 @@ import {
   type PcResources,
   type PcRunOptions,
 } from './pc-options';
-import { PciHostBridge } from './pci-host';
+import { PciRootBus } from './pci-root-bus';
 import { COM1_IRQ, Uart16550 } from './uart';
 
 export type { PcExitCounts } from './pc-run';
@@ -99,7 +99,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
   /** The guest console: a 16550 at port 0x3f8 (COM1, `ttyS0`) on IRQ 4. */
   readonly uart: Uart16550;
   /** The PCI host bridge: configuration ports 0xcf8/0xcfc and the reset control register 0xcf9. */
-  readonly host: PciHostBridge;
+  readonly host: PciRootBus;
   /** How many vCPUs each boot has (the `cpus` option, default 1). */
   readonly cpus: number;
   readonly #routed: RoutedDevice[] = [];
@@ -133,7 +133,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
       onLine: (line) => this.emit('line', line),
       onIrq: (level) => this.#irqLine(COM1_IRQ, level),
     });
-    this.host = new PciHostBridge({ onReset: () => this.#requestReset('reset-control') });
+    this.host = new PciRootBus({ onReset: () => this.#requestReset('reset-control') });
     addLegacyPorts(machine.bus.io.root, {
       uart: this.uart,
       host: this.host,

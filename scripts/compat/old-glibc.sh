@@ -6,6 +6,11 @@
 # (PREBUILDS_ONLY=1 everywhere); then, on that glibc: CommonJS and ESM consumers, every fixed width on
 # a memfd Mapping, GuestRam with a worker thread, and the CLI's --version and list --json.
 #
+# `--host-tools` only installs what the host needs for it (debootstrap, with apt) and exits: npm test
+# runs that first, before the lab's provisioning (which may run apt itself) starts in the
+# background, so that two apt-gets never wait on dpkg's lock. It is silent when it cannot: the test
+# itself says why.
+#
 # Needs root (debootstrap, chroot, mounts). The Debian root is kept in
 # $VFIO_BRIDGE_COMPAT_CACHE/<suite> (default ~/.cache/vfio-bridge/compat/<suite>) and reused. When it
 # cannot be provisioned (no root, no archive, no registry), this fails under CI=true and otherwise
@@ -40,15 +45,23 @@ cannot() {
 }
 seconds() { awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }'; }
 
-[ "$(id -u)" = 0 ] || cannot 'it needs root (debootstrap, chroot, mounts): run it with sudo'
+host_tools=false
+[ "${1:-}" != --host-tools ] || host_tools=true
+# With --host-tools, what cannot be had is left for the test itself to report.
+unable() {
+  if $host_tools; then exit 0; fi
+  cannot "$@"
+}
+[ "$(id -u)" = 0 ] || unable 'it needs root (debootstrap, chroot, mounts): run it with sudo'
 if ! command -v debootstrap >/dev/null; then
-  command -v apt-get >/dev/null || cannot 'debootstrap is missing and this host has no apt-get'
+  command -v apt-get >/dev/null || unable 'debootstrap is missing and this host has no apt-get'
   say 'installing debootstrap'
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q debootstrap >/dev/null 2>&1 ||
     { apt-get update -q >/dev/null && apt-get install -y -q debootstrap >/dev/null; } ||
-    cannot 'apt-get install debootstrap failed'
+    unable 'apt-get install debootstrap failed'
 fi
+if $host_tools; then exit 0; fi
 
 base=${VFIO_BRIDGE_COMPAT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vfio-bridge/compat}
 mkdir -p "$base/dl"

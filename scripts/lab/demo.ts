@@ -9,7 +9,7 @@ import {
   VFIO_PCI_CONFIG_REGION_INDEX,
   type Device,
   type RegionInfo,
-  PciBus,
+  SystemAddressSpaces,
   VfioPciDevice,
 } from '../../lib';
 import { kvmGuestSection } from './demo-kvm';
@@ -110,7 +110,7 @@ function eduWidths(d: Device): void {
  */
 function pciLayer(devices: Array<[string, string]>): void {
   console.log('\nThe vfio-pci layer: one bus, the BARs placed, the flat view with mapinfo');
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   try {
     let mmio = 0xfe00_0000;
     let pio = 0xc000;

@@ -1,6 +1,6 @@
 /**
  * A one-vCPU KVM machine for the flat test guests: 2 MiB of guest RAM from a memfd in slot 0, a
- * flat 32-bit protected-mode CPU, and a KVM memory listener on a PciBus's memory space so the
+ * flat 32-bit protected-mode CPU, and a KVM memory listener on a SystemAddressSpaces' memory space so the
  * bus's direct ranges become slots. Used by the lab's KVM tests, `npm run bench:kvm` and the demo.
  */
 import * as fs from 'node:fs';
@@ -11,7 +11,7 @@ import {
   memfd,
   MsiRoutes,
   PAGE_SIZE,
-  type PciBus,
+  type SystemAddressSpaces,
   type Sregs,
   type Segment,
   type Vcpu,
@@ -64,7 +64,7 @@ export class GuestMachine implements Disposable {
   readonly #unlisten: () => void;
   #closed = false;
 
-  constructor(bus: PciBus, opts: GuestMachineOptions = {}) {
+  constructor(bus: SystemAddressSpaces, opts: GuestMachineOptions = {}) {
     const undo: (() => void)[] = [];
     try {
       this.kvm = Kvm.open();

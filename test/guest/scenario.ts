@@ -1,7 +1,7 @@
 /**
  * The end-to-end scenario of test/guest/e2e.S on the lab's edu, rtl8139 and ivshmem (presented as
- * an RTL8168): the devices on one PciBus, guest RAM in KVM with edu's DMA mapped through its
- * container, the guest's configuration cycles served by lib/vmm's PciHostBridge, edu's MSI wired to irqfd, and
+ * an RTL8168): the devices on one SystemAddressSpaces, guest RAM in KVM with edu's DMA mapped through its
+ * container, the guest's configuration cycles served by lib/vmm's PciRootBus, edu's MSI wired to irqfd, and
  * every exit recorded with the mapinfo kind of what it reached. Shared by the lab test and the demo.
  *
  * Guest RAM (a memfd mapping) is mapped for DMA at IOVA = guest-physical address in edu's container
@@ -10,8 +10,8 @@
 import {
   type DeviceErrorEvent,
   MemoryRegion,
-  PciBus,
-  PciHostBridge,
+  SystemAddressSpaces,
+  PciRootBus,
   PCI_CONFIG_PORT,
   type MapInfo,
   VcpuSet,
@@ -57,7 +57,7 @@ export interface ExitRecord {
 }
 
 export interface E2eSetup {
-  bus: PciBus;
+  bus: SystemAddressSpaces;
   machine: GuestMachine;
   edu: VfioPciDevice;
   rtl: VfioPciDevice;
@@ -102,7 +102,7 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
       (o) => o.close(),
     );
     const bus = run(
-      () => new PciBus(),
+      () => new SystemAddressSpaces(),
       (b) => b.close(),
     );
     const reports: DeviceErrorEvent[] = [];
@@ -131,7 +131,7 @@ export function openE2e(bdfs: { edu: string; rtl8139: string; ivshmem: string })
         }),
       (s) => s.close(),
     );
-    const host = new PciHostBridge();
+    const host = new PciRootBus();
     host.attach(SLOTS.edu, 0, edu);
     host.attach(SLOTS.rtl8139, 0, rtl);
     host.attach(SLOTS.ivshmem, 0, ivs);

@@ -13,6 +13,7 @@ import { parseBdf, readDevice, resetMethods } from '../pci-sysfs';
 import { renderSvg } from '../svg';
 import { collectSysfsInfo, onVfio } from '../sysfs-access';
 import { openVfioDevice } from '../vfio-open';
+import { isMdevUuid, mdevDevice } from '../../vfio/mdev/sysfs';
 import type { SysfsOptions } from '../../vfio/sysfs';
 import type { VfioBackendChoice } from '../../vfio/backend';
 import { UsageError } from '../errors';
@@ -28,12 +29,22 @@ export function addDeviceCommands(program: Command, io: CliIo, sysfs: SysfsOptio
         'regions (flags, sizes, sparse mmap areas, MSI-X mappable), capabilities, IRQs, reset; on a ' +
           'device not on vfio-pci, what sysfs tells (regions, capabilities, reset methods) and what needs vfio-pci',
       )
-      .argument('<bdf>', 'a device on any driver')
+      .argument('<bdf>', 'a device on any driver, or a mediated device UUID')
       .addOption(backendOption())
       .option('--json', 'JSON output (vfio-bridge schema info)'),
     'vfio-bridge info 0000:03:00.0',
     'vfio-bridge info --backend type1 0000:03:00.0',
+    'vfio-bridge info --backend iommufd 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001',
   ).action((arg: string, o: { json?: boolean; backend: VfioBackendChoice }) => {
+    if (isMdevUuid(arg)) {
+      // A mediated device has no PCI sysfs entry: what its driver emulates is read through VFIO.
+      const m = mdevDevice(arg, sysfs);
+      using v = openVfioDevice(m.uuid, sysfs, o.backend);
+      const info = collectInfo(v.device, v.groupNumber, [], m.driver, openedBackend(v.decision));
+      if (o.json) jsonOut(io, 'info', { ...info });
+      else io.out(formatInfo(info));
+      return;
+    }
     const bdf = parseBdf(arg);
     const dev = readDevice(bdf, sysfs);
     if (!onVfio(dev)) {

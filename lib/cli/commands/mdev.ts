@@ -16,6 +16,8 @@ import {
 } from '../../vfio/mdev';
 import { isMdevUuid } from '../../vfio/mdev/sysfs';
 import type { SysfsOptions } from '../../vfio/sysfs';
+import type { VfioBackendChoice } from '../../vfio/backend';
+import { backendOption } from '../backend-info';
 import { hostUseOf, type CliIo } from '../io';
 import { parseBdf } from '../pci-sysfs';
 import { openVfioDevice } from '../vfio-open';
@@ -172,11 +174,13 @@ export function addMdevCommands(program: Command, io: CliIo, sysfs: SysfsOptions
           'the states and arcs it offers, DMA logging',
       )
       .argument('<device>', 'a PCI address on a VFIO driver, or a mediated device UUID')
+      .addOption(backendOption())
       .option('--json', 'JSON output (vfio-bridge schema migration-info)'),
     'vfio-bridge migration info 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001',
-  ).action((arg: string, o: { json?: boolean }) => {
+    'vfio-bridge migration info --backend type1 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001',
+  ).action((arg: string, o: { json?: boolean; backend: VfioBackendChoice }) => {
     const name = parseDeviceName(arg);
-    using v = openVfioDevice(name, sysfs);
+    using v = openVfioDevice(name, sysfs, o.backend);
     const m = new DeviceMigration(v.device);
     const info = migrationInfo(name, m);
     if (o.json) jsonOut(io, 'migration-info', info);

@@ -116,7 +116,7 @@ function initramfs(
     return out;
   }
   say(`building the ${prefix === 'initramfs' ? '' : 'nested guest '}initramfs for ${kernel.tree.version}`);
-  buildInitramfs(out, inputs, kernel.index);
+  buildInitramfs(out, inputs, kernel.index, say);
   return out;
 }
 

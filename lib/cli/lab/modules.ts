@@ -2,7 +2,11 @@
  * A kernel's modules as the lab needs them: which are built in, where each module file is, and
  * the order to load a set in, dependencies first (the guest's busybox insmod resolves none). The
  * dependencies come from modules.dep where depmod wrote one (a host's own kernel), else from each
- * module's own `depends=` (a Debian package as unpacked, which has no modules.dep).
+ * module's own `depends=` (a Debian package as unpacked, which has no modules.dep). Soft
+ * dependencies (`softdep=pre: a post: b`, or modules.softdep) are loaded as modprobe would, before and
+ * after the module; one the kernel does not have is not an error (modprobe goes on without it) but is
+ * named in the result. A soft dependency may name an alias (`crypto-crc32c`): it is resolved through
+ * modules.alias where depmod wrote one.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -59,12 +63,45 @@ export function modinfoDepends(bytes: Buffer): string[] {
   return value === '' ? [] : value.split(',');
 }
 
+/** A module's soft dependencies: loaded before it (`pre`) and after it (`post`) when the kernel has them. */
+export interface SoftDeps {
+  pre: string[];
+  post: string[];
+}
+
+/**
+ * The soft dependencies in `text`, as modinfo's `softdep=` and modules.softdep write them:
+ * `pre: a b post: c`. Names before any `pre:`/`post:` are taken as `pre` (loading early is harmless).
+ */
+export function parseSoftdep(text: string, into: SoftDeps = { pre: [], post: [] }): SoftDeps {
+  let list = into.pre;
+  for (const word of text.trim().split(/\s+/).filter(Boolean)) {
+    if (word === 'pre:') list = into.pre;
+    else if (word === 'post:') list = into.post;
+    else list.push(word);
+  }
+  return into;
+}
+
+/** Every `softdep=` of a module's .modinfo section (a module may carry several), from its decompressed bytes. */
+export function modinfoSoftdeps(bytes: Buffer): SoftDeps {
+  const deps: SoftDeps = { pre: [], post: [] };
+  for (let at = bytes.indexOf('\0softdep='); at >= 0; at = bytes.indexOf('\0softdep=', at + 1)) {
+    const end = bytes.indexOf(0, at + 1);
+    parseSoftdep(bytes.toString('latin1', at + 9, end < 0 ? bytes.length : end), deps);
+  }
+  return deps;
+}
+
 /** One kernel's modules. */
 export class ModuleIndex {
   readonly dir: string;
   readonly #files = new Map<string, string>();
   readonly #builtin = new Set<string>();
   readonly #deps = new Map<string, string[]>();
+  readonly #softdeps = new Map<string, SoftDeps>();
+  readonly #ownSoftdeps = new Map<string, SoftDeps>();
+  readonly #aliases = new Map<string, string>();
 
   private constructor(dir: string) {
     this.dir = dir;
@@ -72,7 +109,7 @@ export class ModuleIndex {
 
   /**
    * load: the index of `dir` (a lib/modules/VERSION directory): modules.builtin, the module files
-   * below it, and modules.dep if there is one.
+   * below it, and modules.dep, modules.softdep and modules.alias where they are.
    */
   static load(dir: string): ModuleIndex {
     const idx = new ModuleIndex(dir);
@@ -112,8 +149,29 @@ export class ModuleIndex {
         );
       }
     }
+    for (const l of lines('modules.softdep')) {
+      const m = /^softdep\s+(\S+)\s+(.*)$/.exec(l);
+      if (m) {
+        const key = moduleKey(m[1]);
+        idx.#softdeps.set(key, parseSoftdep(m[2], idx.#softdeps.get(key)));
+      }
+    }
+    for (const l of lines('modules.alias')) {
+      const m = /^alias\s+(\S+)\s+(\S+)$/.exec(l);
+      // Only plain names (crypto-crc32c), not device patterns (pci:v00008086d*): those are what
+      // soft dependencies name.
+      if (m && !/[*?[]/.test(m[1]) && !idx.#aliases.has(m[1])) idx.#aliases.set(m[1], moduleKey(m[2]));
+    }
     return idx;
   }
+
+  /** A module file's bytes, decompressed once for both kinds of dependency it names. */
+  #read(key: string, file: string): Buffer {
+    if (this.#lastRead?.key !== key) this.#lastRead = { key, bytes: readModule(file) };
+    return this.#lastRead.bytes;
+  }
+
+  #lastRead: { key: string; bytes: Buffer } | undefined;
 
   /** Whether `name` is built into the kernel. */
   builtin(name: string): boolean {
@@ -136,19 +194,43 @@ export class ModuleIndex {
     let deps = this.#deps.get(key);
     if (deps === undefined) {
       const file = this.file(name);
-      deps = file === undefined ? [] : modinfoDepends(readModule(file));
+      deps = file === undefined ? [] : modinfoDepends(this.#read(key, file));
       this.#deps.set(key, deps);
     }
     return deps;
   }
 
+  /** The soft dependencies of `name`: modules.softdep's and its own softdep= lines together. */
+  softdeps(name: string): SoftDeps {
+    const key = moduleKey(name);
+    const listed = this.#softdeps.get(key);
+    let own = this.#ownSoftdeps.get(key);
+    if (own === undefined) {
+      const file = this.file(name);
+      own = file === undefined ? { pre: [], post: [] } : modinfoSoftdeps(this.#read(key, file));
+      this.#ownSoftdeps.set(key, own);
+    }
+    return { pre: [...(listed?.pre ?? []), ...own.pre], post: [...(listed?.post ?? []), ...own.post] };
+  }
+
+  /** The module `name` stands for: itself, or what modules.alias maps it to. */
+  resolve(name: string): string {
+    const key = moduleKey(name);
+    if (this.has(key)) return key;
+    return this.#aliases.get(name) ?? this.#aliases.get(key) ?? key;
+  }
+
   /**
-   * loadOrder: the modules to load for `names`, each after those it depends on, without the built-in
-   * ones, each under its file's name; and the names the kernel has neither built in nor as a module.
+   * loadOrder: the modules to load for `names`, each after those it depends on and after its `pre`
+   * soft dependencies, its `post` ones after it, without the built-in ones, each under its file's
+   * name; the names asked for (or hard dependencies) the kernel has neither built in nor as a module
+   * (`missing`); and the soft dependencies it does not have (`softMissing`, as `module: name`), which
+   * modprobe would go on without.
    */
-  loadOrder(names: readonly string[]): { order: string[]; missing: string[] } {
+  loadOrder(names: readonly string[]): { order: string[]; missing: string[]; softMissing: string[] } {
     const order: string[] = [];
     const missing: string[] = [];
+    const softMissing: string[] = [];
     const seen = new Set<string>();
     const visit = (name: string): void => {
       const key = moduleKey(name);
@@ -159,10 +241,19 @@ export class ModuleIndex {
         missing.push(name);
         return;
       }
-      for (const d of this.depends(key)) visit(d);
+      const soft = this.softdeps(key);
+      const deps = this.depends(key);
+      const visitSoft = (d: string): void => {
+        const target = this.resolve(d);
+        if (this.has(target)) visit(target);
+        else softMissing.push(`${name}: ${d}`);
+      };
+      soft.pre.forEach(visitSoft);
+      for (const d of deps) visit(d);
       order.push(KO_RE.exec(path.basename(file))![1]);
+      soft.post.forEach(visitSoft);
     };
     for (const n of names) visit(n);
-    return { order, missing };
+    return { order, missing, softMissing };
   }
 }

@@ -263,14 +263,19 @@ export interface InitramfsInputs {
   busybox?: string;
 }
 
+/** How an initramfs is put together: part of its cache key (2: soft dependencies are loaded too). */
+const INITRAMFS_RECIPE = 2;
+
 /**
  * initramfsPath: where the initramfs for `inputs` is cached: `PREFIX-VERSION-KEY.cpio`, the key a
- * hash of the kernel (its image's path, size and time), the module names, busybox and the init.
+ * hash of the recipe, the kernel (its image's path, size and time), the module names, busybox and the
+ * init.
  */
 export function initramfsPath(cache: string, prefix: string, inputs: InitramfsInputs): string {
   const img = fs.statSync(inputs.kernel.vmlinuz);
   const h = createHash('sha256');
-  h.update(`${inputs.kernel.vmlinuz}\0${img.size}\0${img.mtimeMs}\0${inputs.modules.join(',')}\0`);
+  h.update(`${INITRAMFS_RECIPE}\0${inputs.kernel.vmlinuz}\0${img.size}\0${img.mtimeMs}\0`);
+  h.update(`${inputs.modules.join(',')}\0`);
   h.update(fs.readFileSync(inputs.busybox ?? BUSYBOX));
   h.update(fs.readFileSync(inputs.init));
   return path.join(cache, `${prefix}-${inputs.kernel.version}-${h.digest('hex').slice(0, 16)}.cpio`);
@@ -282,9 +287,16 @@ export function initramfsPath(cache: string, prefix: string, inputs: InitramfsIn
  * /modules.list.
  * @throws LabError ELABKERNEL when the kernel lacks one of the modules
  */
-export function buildInitramfs(out: string, inputs: InitramfsInputs, index: ModuleIndex | null): string[] {
-  const { order, missing } =
-    index === null ? { order: [], missing: [...inputs.modules] } : index.loadOrder(inputs.modules);
+export function buildInitramfs(
+  out: string,
+  inputs: InitramfsInputs,
+  index: ModuleIndex | null,
+  say: (line: string) => void = () => {},
+): string[] {
+  const { order, missing, softMissing } =
+    index === null
+      ? { order: [], missing: [...inputs.modules], softMissing: [] }
+      : index.loadOrder(inputs.modules);
   if (missing.length > 0) {
     throw new LabError({
       message: `the kernel ${inputs.kernel.version} has no module ${missing.join(', ')}`,
@@ -300,6 +312,8 @@ export function buildInitramfs(out: string, inputs: InitramfsInputs, index: Modu
     ...order.map((m) => ({ name: `modules/${m}.ko`, data: readModule(index!.file(m)!) })),
     { name: 'modules.list', data: Buffer.from(order.map((m) => `${m}\n`).join('')) },
   ];
+  if (softMissing.length > 0)
+    say(`soft dependencies the kernel does not have, left out as modprobe would: ${softMissing.join(', ')}`);
   fs.writeFileSync(`${out}.tmp`, newcArchive(entries));
   fs.renameSync(`${out}.tmp`, out);
   return order;

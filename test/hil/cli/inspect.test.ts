@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 
 import { DOMParser, type Element } from '@xmldom/xmldom';
 
-import { PciBus, VfioPciDevice, type MapInfoRange } from '../../../lib';
+import { SystemAddressSpaces, VfioPciDevice, type MapInfoRange } from '../../../lib';
 import { MAPINFO_COLORS } from '../../../lib/cli/svg';
 import { cli, validJson } from '../../native/cli/harness';
 import { bdfOf, describeDevice, openDevice } from '../hil';
@@ -160,8 +160,8 @@ describeDevice('e1000e', 'reset and irqs', (bdf) => {
 });
 
 /** The same bus the CLI builds, placed by hand from the host's resource file: the library's answer. */
-function libraryBus(bdfs: string[]): { bus: PciBus; close(): void } {
-  const bus = new PciBus();
+function libraryBus(bdfs: string[]): { bus: SystemAddressSpaces; close(): void } {
+  const bus = new SystemAddressSpaces();
   for (const bdf of bdfs) {
     const dev = VfioPciDevice.openByBdf(bus, bdf);
     const lines = fs.readFileSync(`/sys/bus/pci/devices/${bdf}/resource`, 'utf8').trim().split('\n');

@@ -1,5 +1,5 @@
 /** Driving QEMU's edu device's DMA engine through the machine's bus, for the DMA lab tests. */
-import type { PciBus } from '../../../lib/pci';
+import type { SystemAddressSpaces } from '../../../lib/pci';
 
 /** edu's DMA buffer, in the device's own address space. */
 export const EDU_BUFFER = 0x40000;
@@ -17,7 +17,7 @@ const CMD_TO_RAM = 2;
  * its start bit; edu runs the transfer from a 100 ms virtual-time timer.
  */
 export async function eduDma(
-  bus: PciBus,
+  bus: SystemAddressSpaces,
   bar0: number,
   iova: number,
   count: number,

@@ -4,7 +4,14 @@
 // interrupt count, vfio-pci's mask in the device's command register, lib/pci's watcher); and a
 // close that leaves no irqfd.
 import * as fs from 'node:fs';
-import { MemoryRegion, PciBus, PciIntxRouting, type PciIrqType, VcpuSet, VfioPciDevice } from '../../../lib';
+import {
+  MemoryRegion,
+  SystemAddressSpaces,
+  PciIntxRouting,
+  type PciIrqType,
+  VcpuSet,
+  VfioPciDevice,
+} from '../../../lib';
 import { guestBinary } from '../../guest/guest';
 import { CHECKPOINT_PORT, GuestMachine } from '../../guest/machine';
 import { bdfOf, describeDevice, openDevice, type Opened } from '../hil';
@@ -34,7 +41,7 @@ function physConfig16(bdf: string, offset: number): number {
 
 describeDevice('edu', 'INTx through a resample irqfd into KVM', () => {
   let o: Opened;
-  let bus: PciBus;
+  let bus: SystemAddressSpaces;
   let dev: VfioPciDevice;
   let machine: GuestMachine;
   let routing: PciIntxRouting;
@@ -54,7 +61,7 @@ describeDevice('edu', 'INTx through a resample irqfd into KVM', () => {
     bdf = bdfOf('edu');
     irqName = `vfio-intx(${bdf})`;
     o = openDevice(bdf);
-    bus = new PciBus();
+    bus = new SystemAddressSpaces();
     dev = VfioPciDevice.open(bus, o.device, { log: null });
     placeBar(dev, 0, EDU_BAR);
     dev.configWrite(0x04, 2, 0x0006);

@@ -13,7 +13,7 @@ import {
   LAPIC_STATE_SIZE,
   MemoryRegion,
   MsiRoutes,
-  PciBus,
+  SystemAddressSpaces,
   pcLapic,
   type Vcpu,
 } from '../../../lib';
@@ -86,7 +86,7 @@ withKvm('KVM objects on /dev/kvm', () => {
   test('slots are checked before KVM sees them and freed when the VM closes', () => {
     using kvm = Kvm.open();
     const vm = kvm.createVm();
-    using m = new GuestMachine(new PciBus(), { irqchip: false });
+    using m = new GuestMachine(new SystemAddressSpaces(), { irqchip: false });
     expect(() => vm.addSlot({ guestAddress: 0x800, size: 0x1000, memory: m.ram })).toThrow(RangeError);
     expect(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: { length: 1 } as never })).toThrow(
       TypeError,
@@ -226,10 +226,10 @@ withKvm('KVM objects on /dev/kvm', () => {
   });
 
   describe('exits', () => {
-    let bus: PciBus;
+    let bus: SystemAddressSpaces;
     let m: GuestMachine;
     beforeEach(() => {
-      bus = new PciBus();
+      bus = new SystemAddressSpaces();
       m = new GuestMachine(bus, { irqchip: false });
     });
     afterEach(() => {

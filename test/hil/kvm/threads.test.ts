@@ -12,7 +12,7 @@ import {
   ExitTable,
   GuestErrorSink,
   MemoryRegion,
-  PciBus,
+  SystemAddressSpaces,
   VcpuSet,
   VfioPciDevice,
   type GuestError,
@@ -35,7 +35,7 @@ const COUNT = 20_000;
 describeDevice('ivshmem', 'vCPU threads against a BAR that moves under them', (bdf) => {
   test('a hammered BAR moved away and back and toggled never answers from where it was after the move', async () => {
     const opened = openDevice(bdf());
-    const bus = new PciBus({ log: null });
+    const bus = new SystemAddressSpaces({ log: null });
     const dev = VfioPciDevice.open(bus, opened.device, { log: null });
     const m = new GuestMachine(bus, { irqchip: false, slots: false });
     const table = new ExitTable();
@@ -106,7 +106,7 @@ describeDevice('ivshmem', 'vCPU threads against a BAR that moves under them', (b
 
 describe('vCPU threads: a triple fault', () => {
   test('one vCPU triple-faults while another runs: the run ends with its shutdown, both parked', async () => {
-    const bus = new PciBus({ log: null });
+    const bus = new SystemAddressSpaces({ log: null });
     const m = new GuestMachine(bus, { irqchip: false });
     try {
       m.load(guestBinary('hammer'));
@@ -144,7 +144,7 @@ describe('vCPU threads: a triple fault', () => {
 // never came because the lab's one CPU ran something else: then no reads are served either.
 describe('vCPU threads: hand-offs and the event loop', () => {
   test('a guest whose every access is handed to JavaScript leaves the loop its timers', async () => {
-    const bus = new PciBus({ log: null });
+    const bus = new SystemAddressSpaces({ log: null });
     const m = new GuestMachine(bus, { irqchip: false });
     const A = 0xd000_0000;
     const SLOW_READS = 2000;
@@ -207,10 +207,10 @@ describe('vCPU threads: a worker terminated while its vCPU hands off', () => {
       `
       require('@swc-node/register');
       const { parentPort, workerData } = require('node:worker_threads');
-      const { MemoryRegion, PciBus, VcpuSet } = require(workerData.root + '/lib');
+      const { MemoryRegion, SystemAddressSpaces, VcpuSet } = require(workerData.root + '/lib');
       const { GuestMachine } = require(workerData.root + '/test/guest/machine');
       const { guestBinary } = require(workerData.root + '/test/guest/guest');
-      const bus = new PciBus({ log: null });
+      const bus = new SystemAddressSpaces({ log: null });
       const m = new GuestMachine(bus, { irqchip: false });
       m.load(guestBinary('hammer'));
       [0xd0000000, 0x7fffffff, 1, 2].forEach((v, i) => m.param(i, v));
@@ -249,7 +249,7 @@ describe('vCPU threads: a worker terminated while its vCPU hands off', () => {
 // or its own with its own log), never thrown and never a process warning.
 describe('Vcpu.runRouted: exits it cannot serve, on the guest-error channel', () => {
   const run = (vcpu: VcpuOptions): number => {
-    const bus = new PciBus({ log: null });
+    const bus = new SystemAddressSpaces({ log: null });
     const m = new GuestMachine(bus, { irqchip: false, vcpu });
     try {
       m.load(Uint8Array.of(0xe6, 0x80, 0xe6, 0x80, 0xf4)); // out 0x80, al; out 0x80, al; hlt

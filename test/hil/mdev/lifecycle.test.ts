@@ -1,5 +1,5 @@
-// mtty's lifecycle on the real mdev core: create, open through the group with the VfioPciDevice
-// stack, drive the UART through its I/O BAR, remove; a type with no instance left refused before
+// mtty's lifecycle on the real mdev core: create, open with the VfioPciDevice stack on either
+// backend (its group, or its cdev on iommufd), drive the UART through its I/O BAR, remove; a type with no instance left refused before
 // the write (and what the kernel itself answers); removal while the device is open, as the kernel
 // does it (the writer waits for the last fd) without blocking this process.
 import * as fs from 'node:fs';
@@ -14,6 +14,7 @@ import {
   removeMdev,
   type VfioError,
 } from '../../../lib/vfio';
+import { BACKENDS, describeBackend } from '../backends';
 import { describeMtty, drain, makeMtty, openMtty, PARENT, removeAll, strayMdevs, UART } from './mtty';
 
 const made = new Set<string>();
@@ -31,33 +32,57 @@ async function rejected(p: Promise<unknown>): Promise<VfioError> {
 describeMtty('create, open, use, remove', () => {
   beforeAll(() => expect(strayMdevs()).toEqual([]));
 
-  test('a created instance has a group, opens as a PCI serial device, loops bytes back, and goes', async () => {
-    const uuid = makeMtty('mtty-1', made);
-    const d = findMdev(uuid)!;
-    expect(d).toMatchObject({ parent: PARENT, type: 'mtty-1', driver: 'mtty', removing: false });
-    expect(fs.existsSync(`/dev/vfio/${d.iommuGroup}`)).toBe(true);
-    console.log(`mtty ${uuid}: group ${d.iommuGroup}, cdev ${d.cdev ?? 'none (no VFIO_DEVICE_CDEV)'}`);
+  for (const backend of BACKENDS) {
+    describeBackend(backend, 'open, use, remove', () => {
+      test('a created instance has a group, opens as a PCI serial device, loops bytes back, and goes', async () => {
+        const uuid = makeMtty('mtty-1', made);
+        const d = findMdev(uuid)!;
+        expect(d).toMatchObject({ parent: PARENT, type: 'mtty-1', driver: 'mtty', removing: false });
+        expect(fs.existsSync(`/dev/vfio/${d.iommuGroup}`)).toBe(true);
+        console.log(`mtty ${uuid}: group ${d.iommuGroup}, cdev ${d.cdev ?? 'none (no VFIO_DEVICE_CDEV)'}`);
 
-    const m = openMtty(uuid);
-    try {
-      expect(m.pci.bdf).toBe(uuid);
-      expect([m.pci.vendorId, m.pci.deviceId]).toEqual([0x4348, 0x3253]);
-      expect(m.pci.configRead(0x08, 4) >>> 8).toBe(0x070002); // 16550-compatible serial controller
-      expect(m.pci.bars[0]).toMatchObject({ type: 'io', size: 8 });
-      expect(m.pci.bars[1]).toBeNull(); // one port: one BAR
-      m.out(UART.SCR, 0xa5);
-      expect(m.in(UART.SCR)).toBe(0xa5);
-      expect(m.in(UART.LSR) & 0x61).toBe(0x60); // empty: transmitter empty, nothing received
-      for (const c of 'hello') m.out(UART.TX, c.charCodeAt(0));
-      expect(drain(m)).toBe('hello'); // mtty loops what is sent back into its receive FIFO
-    } finally {
-      m.close();
-    }
-    const r = await removeMdev(uuid);
-    expect(r).toMatchObject({ uuid, parent: PARENT, type: 'mtty-1', heldBy: [] });
-    expect(findMdev(uuid)).toBeNull();
-    made.delete(uuid);
-  });
+        const m = openMtty(uuid, backend);
+        try {
+          // Through its group (type1), or through its cdev bound to an iommufd.
+          expect([m.pci.backend, m.vfio.backend, m.vfio.path]).toEqual([
+            backend,
+            backend,
+            backend === 'type1' ? `/dev/vfio/${d.iommuGroup}` : d.cdev,
+          ]);
+          expect(m.pci.bdf).toBe(uuid);
+          expect([m.pci.vendorId, m.pci.deviceId]).toEqual([0x4348, 0x3253]);
+          expect(m.pci.configRead(0x08, 4) >>> 8).toBe(0x070002); // 16550-compatible serial controller
+          expect(m.pci.bars[0]).toMatchObject({ type: 'io', size: 8 });
+          expect(m.pci.bars[1]).toBeNull(); // one port: one BAR
+          m.out(UART.SCR, 0xa5);
+          expect(m.in(UART.SCR)).toBe(0xa5);
+          expect(m.in(UART.LSR) & 0x61).toBe(0x60); // empty: transmitter empty, nothing received
+          for (const c of 'hello') m.out(UART.TX, c.charCodeAt(0));
+          expect(drain(m)).toBe('hello'); // mtty loops what is sent back into its receive FIFO
+        } finally {
+          m.close();
+        }
+        const r = await removeMdev(uuid);
+        expect(r).toMatchObject({ uuid, parent: PARENT, type: 'mtty-1', heldBy: [] });
+        expect(findMdev(uuid)).toBeNull();
+        made.delete(uuid);
+      });
+
+      test('whenOpen "wait" resolves when the holder closes, timing the wait', async () => {
+        const uuid = makeMtty('mtty-1', made);
+        const m = openMtty(uuid, backend);
+        const removal = removeMdev(uuid, { whenOpen: 'wait' });
+        await new Promise((r) => setTimeout(r, 2000)); // the helper starts and writes meanwhile
+        m.close();
+        const r = await removal;
+        expect(r.heldBy.some((h) => h.self)).toBe(true);
+        expect(r.ms).toBeGreaterThan(0);
+        console.log(`removal waited ${Math.round(r.ms)} ms in the kernel for the fd`);
+        expect(findMdev(uuid)).toBeNull();
+        made.delete(uuid);
+      });
+    });
+  }
 
   test('a type with no instance left is refused before the write, naming what to remove', async () => {
     // The two types share mtty's 24 ports: dual-port instances use them up for both.
@@ -133,20 +158,6 @@ describeMtty('create, open, use, remove', () => {
       }
       console.log(`device gone ${Math.round(performance.now() - closedAt)} ms after its fd closed`);
     }
-    expect(findMdev(uuid)).toBeNull();
-    made.delete(uuid);
-  });
-
-  test('whenOpen "wait" resolves when the holder closes, timing the wait', async () => {
-    const uuid = makeMtty('mtty-1', made);
-    const m = openMtty(uuid);
-    const removal = removeMdev(uuid, { whenOpen: 'wait' });
-    await new Promise((r) => setTimeout(r, 2000)); // the helper starts and writes meanwhile
-    m.close();
-    const r = await removal;
-    expect(r.heldBy.some((h) => h.self)).toBe(true);
-    expect(r.ms).toBeGreaterThan(0);
-    console.log(`removal waited ${Math.round(r.ms)} ms in the kernel for the fd`);
     expect(findMdev(uuid)).toBeNull();
     made.delete(uuid);
   });

@@ -1,7 +1,8 @@
 /**
  * The kernel's mtty sample as a lab device: a mediated device (an emulated 16550 UART behind a PCI
- * function, 4348:3253, class 0x070002) that the tests create, open through its group with the same
- * VfioPciDevice stack as vfio-pci devices, drive through its I/O BAR, migrate, and remove.
+ * function, 4348:3253, class 0x070002) that the tests create, open on either IOMMU backend (through
+ * its group, or through its cdev on iommufd) with the same VfioPciDevice stack as vfio-pci devices,
+ * drive through its I/O BAR, migrate, and remove.
  *
  * The tests need the `mtty` parent, which only a kernel built with CONFIG_SAMPLE_VFIO_MDEV_MTTY has
  * (the lab's own kernel, with `--module mtty`). Without it they are skipped with the reason, and in
@@ -11,8 +12,9 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { createMdev, type Device, findMdev, listMdevs, removeMdev } from '../../../lib/vfio';
+import { activeBackend, type Backend } from '../backends';
 import { inCi } from '../hil';
 
 export const PARENT = 'mtty';
@@ -106,10 +108,13 @@ export const UART = {
   SCR: 7,
 };
 
-/** An mtty opened as a VMM opens a device: its group, a container, a VfioPciDevice on a bus. */
+/**
+ * An mtty opened as a VMM opens a device: an IOMMU context of its own (a container and its group,
+ * or an iommufd, an IOAS and its cdev), a VfioPciDevice on a bus.
+ */
 export interface OpenMtty {
   readonly uuid: string;
-  readonly bus: PciBus;
+  readonly bus: SystemAddressSpaces;
   readonly pci: VfioPciDevice;
   readonly vfio: Device;
   in(reg: number): number;
@@ -117,10 +122,13 @@ export interface OpenMtty {
   close(): void;
 }
 
-/** Opens mdev `uuid` through its group and builds it on a fresh bus with BAR 0 at IO_BASE, decoding. */
-export function openMtty(uuid: string): OpenMtty {
-  const bus = new PciBus();
-  const pci = VfioPciDevice.openByMdev(bus, uuid);
+/**
+ * Opens mdev `uuid` on `backend` (default: the describeBackends run's) and builds it on a fresh bus
+ * with BAR 0 at IO_BASE, decoding.
+ */
+export function openMtty(uuid: string, backend: Backend = activeBackend()): OpenMtty {
+  const bus = new SystemAddressSpaces();
+  const pci = VfioPciDevice.openByMdev(bus, uuid, { backend });
   pci.configWrite(0x10, 4, IO_BASE);
   pci.configWrite(0x04, 2, pci.configRead(0x04, 2) | 0x1);
   return {

@@ -1,4 +1,4 @@
-import { PciBus, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
 import { Container, type Device, Group } from '../../../lib/vfio';
 import { bdfOf, inCi, missingReason, ROLES, type Role } from '../hil';
 import { enableDecode, placeBar } from './lab';
@@ -188,7 +188,7 @@ function ourSide(layout: Placement[]): Side & { windows: Window[] } {
   const container = Container.open();
   const groups: Group[] = [];
   const vfios: Device[] = [];
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   try {
     for (const l of layout) {
       const bdf = bdfOf(l.role);

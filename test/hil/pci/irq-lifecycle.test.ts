@@ -33,8 +33,8 @@ async function rebind(bdf: string): Promise<void> {
 /** The child program: opens the device, wires MSI with interrupts ref'ed or not, and reports. */
 function child(bdf: string, ref: boolean): string {
   return `
-const { PciBus, VfioPciDevice } = require(${JSON.stringify(dist)});
-const bus = new PciBus();
+const { SystemAddressSpaces, VfioPciDevice } = require(${JSON.stringify(dist)});
+const bus = new SystemAddressSpaces();
 const dev = VfioPciDevice.openByBdf(bus, ${JSON.stringify(bdf)}, { log: null, backend: ${JSON.stringify(activeBackend())} });
 dev.irq.on('interrupt', () => {});
 ${ref ? '' : 'dev.irq.unref();'}
@@ -62,8 +62,8 @@ describePci('edu', 'interrupt lifetimes', (bdfOf) => {
     const count = (): number => fs.readdirSync('/proc/self/fd').length;
     const src = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { PciBus, VfioPciDevice } = require(workerData.dist);
-const dev = VfioPciDevice.openByBdf(new PciBus(), workerData.bdf, { log: null, backend: workerData.backend });
+const { SystemAddressSpaces, VfioPciDevice } = require(workerData.dist);
+const dev = VfioPciDevice.openByBdf(new SystemAddressSpaces(), workerData.bdf, { log: null, backend: workerData.backend });
 dev.irq.on('interrupt', () => {});
 dev.configWrite(0x04, 2, 0x0006);
 const msi = dev.irq.msi;

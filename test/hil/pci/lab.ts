@@ -1,4 +1,4 @@
-import { PciBus, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
 import type { Device } from '../../../lib/vfio';
 import { activeBackend, describeBackends, openOn } from '../backends';
 import type { Role } from '../hil';
@@ -8,7 +8,7 @@ export { placeBar } from '../../unit/pci/helpers';
 
 /** A lab device opened through VFIO and built into a VfioPciDevice on a fresh bus. */
 export interface LabDevice {
-  bus: PciBus;
+  bus: SystemAddressSpaces;
   dev: VfioPciDevice;
   vfio: Device;
   close(): void;
@@ -21,7 +21,7 @@ export interface LabDevice {
 export function openLab(bdf: string, opts: VfioPciDeviceOptions = {}): LabDevice {
   const opened = openOn(bdf, activeBackend());
   try {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const dev = VfioPciDevice.open(bus, opened.device, opts);
     return {
       bus,

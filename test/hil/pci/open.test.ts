@@ -1,10 +1,10 @@
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { activeBackend } from '../backends';
 import { describePci } from './lab';
 
 describePci('edu', 'opening by BDF', (bdfOf) => {
   it('opens in an IOMMU context of its own and releases the group (or cdev) on close', () => {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const backend = activeBackend();
     const dev = VfioPciDevice.openByBdf(bus, bdfOf(), { backend });
     expect([dev.bdf, dev.backend]).toEqual([bdfOf(), backend]);

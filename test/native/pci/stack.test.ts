@@ -1,4 +1,4 @@
-import { isVfioError, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { isVfioError, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { VfioError } from '../../../lib/vfio';
 import { e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../../unit/pci/helpers';
 import { MemfdVfioDevice } from './memfd-device';
@@ -6,7 +6,7 @@ import { MemfdVfioDevice } from './memfd-device';
 describe('vfio-pci stacks on memfd-backed BARs and native mappings', () => {
   const devices: MemfdVfioDevice[] = [];
   const open = (spec: ReturnType<typeof e1000eSpec>, opts = {}) => {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const mem = new MemfdVfioDevice(spec);
     devices.push(mem);
     return { bus, mem, dev: VfioPciDevice.open(bus, mem, opts) };

@@ -1,6 +1,6 @@
 import { DOMParser } from '@xmldom/xmldom';
 
-import type { MapInfoRange } from '../../../lib/pci/bus';
+import type { MapInfoRange } from '../../../lib/pci/system-address-spaces';
 import { MAPINFO_COLORS, renderSvg } from '../../../lib/cli/svg';
 
 const bdf = '0000:00:05.0';

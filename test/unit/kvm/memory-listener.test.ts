@@ -7,7 +7,7 @@ import {
 } from '../../../lib/kvm';
 import { MEMORY_HANDLE, type HostMemory } from '../../../lib/base/host-memory';
 import { MemoryRegion } from '../../../lib/memory';
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { vfioPciSlotClassifier } from '../../../lib/vmm/slot-classifier';
 import { DataViewMemory, type FakeDeviceSpec, FakeVfioDevice } from '../pci/fake-device';
 import { enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../pci/helpers';
@@ -63,7 +63,7 @@ function withHostAddresses(spec: FakeDeviceSpec): FakeDeviceSpec {
 }
 
 function setup(spec: FakeDeviceSpec, opts = {}, max = 32) {
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const dev = VfioPciDevice.open(bus, new FakeVfioDevice(withHostAddresses(spec)), opts);
   const kvm = new FakeKvm(max);
   const errors: unknown[] = [];
@@ -152,7 +152,7 @@ describe('KvmMemoryListener', () => {
   });
 
   it('slots guest RAM (a page-aligned ram-device with a host address) and skips unaligned ones', () => {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const kvm = new FakeKvm();
     bus.memory.addMemoryListener(new KvmMemoryListener(kvm, { classify: vfioPciSlotClassifier }));
     const mem = (host: bigint, len: number) =>
@@ -176,7 +176,7 @@ describe('KvmMemoryListener', () => {
 
   it('without a sink, says so on its own log (first in full, then summaries), or not at all with log: null', () => {
     const run = (opts: { log: ((line: string) => void) | null; logIntervalMs?: number }) => {
-      const bus = new PciBus();
+      const bus = new SystemAddressSpaces();
       const dev = VfioPciDevice.open(bus, new FakeVfioDevice(withHostAddresses(ivshmemSpec())));
       const listener = new KvmMemoryListener(new FakeKvm(1), { classify: vfioPciSlotClassifier, ...opts });
       bus.memory.addMemoryListener(listener);

@@ -5,7 +5,7 @@ import {
   BufferMemory,
   type FixedWidthMemory,
   MemoryRegion,
-  PciBus,
+  SystemAddressSpaces,
   type UnassignedAccess,
 } from '../../../lib';
 import { closeAll, space } from './helpers';
@@ -44,8 +44,8 @@ describe('accesses must end at or below 2^53', () => {
     ]);
   });
 
-  test('PciBus dispatch applies the same rule', () => {
-    const bus = new PciBus({ memorySize: LIMIT - 1 });
+  test('SystemAddressSpaces dispatch applies the same rule', () => {
+    const bus = new SystemAddressSpaces({ memorySize: LIMIT - 1 });
     try {
       expect(() => bus.dispatch('memory', LIMIT - 1, 4, false)).toThrow(RangeError);
       expect(() => bus.dispatch('memory', LIMIT - 1, 8, false)).toThrow(RangeError);

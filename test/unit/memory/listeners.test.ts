@@ -1,4 +1,6 @@
 import { MemoryRegion, transaction, type FlatRange, type MemoryListener } from '../../../lib';
+import { renderFlatView } from '../../../lib/memory/flat-view-render';
+import { flatViewChange, MemoryListeners } from '../../../lib/memory/listeners';
 import { closeAll, space } from './helpers';
 
 afterEach(closeAll);
@@ -175,5 +177,39 @@ describe('memory listeners', () => {
   test('bad listeners are TypeErrors', () => {
     const as = space(MemoryRegion.container('root', 1));
     expect(() => as.addMemoryListener(null as never)).toThrow(TypeError);
+  });
+});
+
+describe('flatViewChange and MemoryListeners', () => {
+  test('a change is told by range identity: a re-rendering that reuses every range is none', () => {
+    const root = MemoryRegion.container('root', 0x1000);
+    root.addSubregion(MemoryRegion.ram('a', 0x10), 0);
+    const first = renderFlatView(root);
+    expect(flatViewChange(first, renderFlatView(root, first))).toBeNull();
+    const fresh = renderFlatView(root);
+    expect(flatViewChange(first, fresh)).toEqual({ dels: first.ranges, adds: fresh.ranges });
+  });
+
+  test('notify calls every listener, collects what they throw, and unsubscribing twice is harmless', () => {
+    const root = MemoryRegion.container('root', 0x1000);
+    const before = renderFlatView(root);
+    root.addSubregion(MemoryRegion.ram('a', 0x10), 0);
+    const after = renderFlatView(root, before);
+    const list = new MemoryListeners();
+    const a = recorder('a:');
+    const bad: MemoryListener = {
+      regionAdd: () => {
+        throw new Error('listener bug');
+      },
+    };
+    const offA = list.add(a.l, before.ranges, () => after.ranges);
+    list.add(bad, before.ranges, () => after.ranges);
+    const errors: unknown[] = [];
+    list.notify(flatViewChange(before, after)!, errors);
+    expect(errors).toEqual([new Error('listener bug')]);
+    expect(a.events).toEqual(['a:begin', 'a:commit', 'a:begin', 'a:add a@0+10:0', 'a:commit']);
+    offA();
+    offA();
+    expect(a.events.slice(5)).toEqual(['a:begin', 'a:del a@0+10:0', 'a:commit']);
   });
 });

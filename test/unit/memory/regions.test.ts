@@ -376,20 +376,6 @@ describe('bad input', () => {
     expect(() => MemoryRegion.alias('a', ram('t', 0x10), 0x8, 0x10)).toThrow(/exceeds its target/);
   });
 
-  test('bad io constraints are refused', () => {
-    const rw = { read: () => 0, write: () => undefined };
-    expect(() => MemoryRegion.io('i', 4, { ...rw, valid: { minAccessSize: 3 as never } })).toThrow(
-      RangeError,
-    );
-    expect(() => MemoryRegion.io('i', 4, { ...rw, valid: { minAccessSize: 4, maxAccessSize: 2 } })).toThrow(
-      RangeError,
-    );
-    expect(() => MemoryRegion.io('i', 4, { ...rw, impl: { minAccessSize: 8, maxAccessSize: 1 } })).toThrow(
-      RangeError,
-    );
-    expect(() => MemoryRegion.io('i', 4, { ...rw, impl: { unaligned: true } })).toThrow(RangeError);
-  });
-
   const code = (fn: () => void): string => {
     try {
       fn();

@@ -1,6 +1,6 @@
 // BAR mapping (bar-map.ts): the BAR registers as the guest sizes and programs them, and the BARs
 // placed where they and the command register say.
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { FakeVfioDevice } from './fake-device';
 import { enableDecode, ivshmemSpec, openFake, placeBar } from './helpers';
 
@@ -25,7 +25,7 @@ describe('BAR registers', () => {
   });
 
   it('maps a 64-bit BAR above 4 GiB and unmaps it beyond the address space', () => {
-    const bus = new PciBus({ memorySize: 2 ** 40 });
+    const bus = new SystemAddressSpaces({ memorySize: 2 ** 40 });
     const dev = VfioPciDevice.open(bus, new FakeVfioDevice(ivshmemSpec()));
     placeBar(dev, 2, 0x80_0000_0000);
     enableDecode(dev);

@@ -1,6 +1,6 @@
 // Building a device in steps (build.ts): open() runs them at once, openAsync() with a turn of the
 // event loop after each, and both must build the same device from the same device accesses.
-import { PciBus, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
 import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
 import { e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec, ticker } from './helpers';
 
@@ -92,8 +92,8 @@ describe('open in steps', () => {
     async (_, spec, opts) => {
       const a = new FakeVfioDevice(spec());
       const b = new FakeVfioDevice(spec());
-      const sync = VfioPciDevice.open(new PciBus(), a, { log: null, ...opts });
-      const async = await VfioPciDevice.openAsync(new PciBus(), b, { log: null, ...opts });
+      const sync = VfioPciDevice.open(new SystemAddressSpaces(), a, { log: null, ...opts });
+      const async = await VfioPciDevice.openAsync(new SystemAddressSpaces(), b, { log: null, ...opts });
       expect(b.take()).toEqual(a.take());
       expect(b.mappings.length).toBe(a.mappings.length);
       expect(describeDevice(async)).toEqual(describeDevice(sync));
@@ -113,10 +113,10 @@ describe('open in steps', () => {
       turnOf.push(t.turns);
       return read(r, o, s);
     };
-    VfioPciDevice.open(new PciBus(), fake).close();
+    VfioPciDevice.open(new SystemAddressSpaces(), fake).close();
     expect(new Set(turnOf).size).toBe(1);
     turnOf.length = 0;
-    const dev = await VfioPciDevice.openAsync(new PciBus(), fake);
+    const dev = await VfioPciDevice.openAsync(new SystemAddressSpaces(), fake);
     const turns = t.turns;
     t.stop();
     // Configuration space, the BARs found, four BAR stacks, MSI-X, the quirks, the ROM.
@@ -129,11 +129,11 @@ describe('open in steps', () => {
 
   it('the device counts as driven while it is built: a second open meanwhile is refused', async () => {
     const fake = new FakeVfioDevice(e1000eSpec());
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const first = VfioPciDevice.openAsync(bus, fake);
     let refused: unknown;
     try {
-      VfioPciDevice.open(new PciBus(), fake);
+      VfioPciDevice.open(new SystemAddressSpaces(), fake);
     } catch (e) {
       refused = e;
     }
@@ -146,13 +146,13 @@ describe('open in steps', () => {
 
   it('a bus closed meanwhile fails the open with ECLOSED, unmapped and with the device free again', async () => {
     const fake = new FakeVfioDevice(e1000eSpec());
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const opening = VfioPciDevice.openAsync(bus, fake);
     setImmediate(() => bus.close());
     await expect(opening).rejects.toMatchObject({ code: 'ECLOSED' });
     expect(fake.mappings.length).toBeGreaterThan(0);
     expect(fake.mappings.every((m) => (m as unknown as { closed: boolean }).closed)).toBe(true);
-    const again = new PciBus();
+    const again = new SystemAddressSpaces();
     VfioPciDevice.open(again, fake).close();
     again.close();
   });
@@ -166,12 +166,12 @@ describe('open in steps', () => {
       ],
     };
     for (const open of [
-      (bus: PciBus, f: FakeVfioDevice) =>
+      (bus: SystemAddressSpaces, f: FakeVfioDevice) =>
         Promise.resolve().then(() => VfioPciDevice.open(bus, f, { quirks: [bad] })),
-      (bus: PciBus, f: FakeVfioDevice) => VfioPciDevice.openAsync(bus, f, { quirks: [bad] }),
+      (bus: SystemAddressSpaces, f: FakeVfioDevice) => VfioPciDevice.openAsync(bus, f, { quirks: [bad] }),
     ]) {
       const fake = new FakeVfioDevice(e1000eSpec());
-      const bus = new PciBus();
+      const bus = new SystemAddressSpaces();
       await expect(open(bus, fake)).rejects.toThrow(RangeError);
       expect(fake.mappings.every((m) => (m as unknown as { closed: boolean }).closed)).toBe(true);
       expect(bus.memory.root.subregions).toEqual([]);
@@ -179,7 +179,9 @@ describe('open in steps', () => {
       bus.close();
     }
     await expect(
-      VfioPciDevice.openAsync(new PciBus(), new FakeVfioDevice(e1000eSpec()), { msixRelocation: 'auto' }),
+      VfioPciDevice.openAsync(new SystemAddressSpaces(), new FakeVfioDevice(e1000eSpec()), {
+        msixRelocation: 'auto',
+      }),
     ).rejects.toMatchObject({
       code: 'ENORELOCATION',
     });

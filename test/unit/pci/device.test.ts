@@ -1,5 +1,5 @@
 // VfioPciDevice itself: configuration space as the guest sees it, and the device's lifetime.
-import { type DeviceErrorEvent, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { type DeviceErrorEvent, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { VfioError } from '../../../lib/base/error';
 import { GuestErrorSink, type GuestError } from '../../../lib/base';
 import { FakeVfioDevice } from './fake-device';
@@ -7,7 +7,7 @@ import { e1000eSpec, enableDecode, openFake, placeBar } from './helpers';
 
 describe('configuration space', () => {
   it('presents the reset state first: decode, bus master and INTx disable off, BARs unplaced', () => {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const fake = new FakeVfioDevice(e1000eSpec());
     // As the host left it: I/O, memory, bus master, SERR and INTx disable on.
     fake.config[0x04] = 0x07;
@@ -80,7 +80,7 @@ describe('guest config accesses the device cannot serve', () => {
   it('reports a config write where the device has no register, and passes it on as QEMU does', () => {
     const fake = new FakeVfioDevice(e1000eSpec());
     const sink = new GuestErrorSink({ log: null });
-    const dev = VfioPciDevice.open(new PciBus(), fake, { guestErrors: sink });
+    const dev = VfioPciDevice.open(new SystemAddressSpaces(), fake, { guestErrors: sink });
     const events: DeviceErrorEvent[] = [];
     const reports: GuestError[] = [];
     sink.on('guest-error', (e) => reports.push(e));
@@ -119,7 +119,7 @@ describe('guest config accesses the device cannot serve', () => {
 
   it('reports a config access the device fd refuses and keeps the emulated state', () => {
     const fake = new FakeVfioDevice(e1000eSpec());
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const dev = VfioPciDevice.open(bus, fake, { log: null });
     const events: DeviceErrorEvent[] = [];
     dev.on('device-error', (e) => events.push(e));
@@ -169,13 +169,15 @@ describe('lifetime', () => {
 
   it('a second VfioPciDevice on a device already driven is refused, naming the owner', () => {
     const { bus, fake, dev } = openFake();
-    const other = new PciBus();
+    const other = new SystemAddressSpaces();
     try {
       const same = caughtErr(() => VfioPciDevice.open(bus, fake));
       expect(same).toBeInstanceOf(VfioError);
       expect(same).toMatchObject({ code: 'EBUSY', bdf: dev.bdf });
-      expect(same.message).toMatch(/already driven by an open VfioPciDevice on this PciBus/);
-      expect(caughtErr(() => VfioPciDevice.open(other, fake)).message).toMatch(/on another PciBus/);
+      expect(same.message).toMatch(/already driven by an open VfioPciDevice on this SystemAddressSpaces/);
+      expect(caughtErr(() => VfioPciDevice.open(other, fake)).message).toMatch(
+        /on another SystemAddressSpaces/,
+      );
       // The refused open left nothing behind, and once the owner closes the device is free again.
       expect(other.memory.root.subregions).toEqual([]);
       dev.close();
@@ -205,6 +207,6 @@ describe('lifetime', () => {
   });
 
   it('rejects something that is not a device', () => {
-    expect(() => VfioPciDevice.open(new PciBus(), {} as never)).toThrow(TypeError);
+    expect(() => VfioPciDevice.open(new SystemAddressSpaces(), {} as never)).toThrow(TypeError);
   });
 });

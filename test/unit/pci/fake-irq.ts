@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 
-import { type HostIrq, type IrqCapableDevice, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { type HostIrq, type IrqCapableDevice, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import type { HotResetInfo, IrqInfo, IrqOptions } from '../../../lib/vfio';
 import { FakeVfioDevice, type FakeDeviceSpec } from './fake-device';
 import { e1000eSpec } from './helpers';
@@ -150,11 +150,11 @@ export class FakeIrqDevice extends FakeVfioDevice implements IrqCapableDevice {
 /** A fake with interrupts (e1000e-like unless `spec` says otherwise), opened on a fresh bus. */
 export function openIrqFake(spec: Partial<FakeIrqSpec> = {}): {
   fake: FakeIrqDevice;
-  bus: PciBus;
+  bus: SystemAddressSpaces;
   dev: VfioPciDevice;
 } {
   const fake = new FakeIrqDevice({ ...e1000eSpec(), ...spec });
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const dev = VfioPciDevice.open(bus, fake, { log: null });
   return { fake, bus, dev };
 }

@@ -1,4 +1,9 @@
-import { type MapInfoRange, PciBus, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
+import {
+  type MapInfoRange,
+  SystemAddressSpaces,
+  VfioPciDevice,
+  type VfioPciDeviceOptions,
+} from '../../../lib/pci';
 import { FakeVfioDevice, type FakeDeviceSpec } from './fake-device';
 
 /** An e1000e-like device: two 128 KiB memory BARs, an I/O BAR, and MSI-X at the start of BAR 3. */
@@ -61,7 +66,7 @@ export function barRanges(dev: VfioPciDevice, bar: number): [number, number, str
 
 /** A fake device of `spec` (e1000e by default) opened on a bus of its own. */
 export function openFake(spec = e1000eSpec(), opts: VfioPciDeviceOptions = {}) {
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const fake = new FakeVfioDevice(spec);
   const dev = VfioPciDevice.open(bus, fake, opts);
   return { bus, fake, dev };
@@ -89,4 +94,4 @@ export function fake(spec: FakeDeviceSpec): FakeVfioDevice {
   return new FakeVfioDevice(spec);
 }
 
-export type { PciBus };
+export type { SystemAddressSpaces };

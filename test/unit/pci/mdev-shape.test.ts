@@ -1,7 +1,7 @@
 // A mediated device shaped as the kernel's mtty sample presents itself through VFIO: named by a UUID,
 // a configuration region of 255 bytes with no capability list, one 8-byte I/O BAR that cannot be
 // mapped, no ROM. The VfioPciDevice stack builds on it as on a PCI function.
-import { PciBus, VfioPciDevice, type VfioDeviceLike } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice, type VfioDeviceLike } from '../../../lib/pci';
 import type { AccessSize } from '../../../lib/memory';
 import type { RegionInfo } from '../../../lib/vfio';
 
@@ -58,7 +58,7 @@ function mttyShaped(): VfioDeviceLike & { io: { offset: number; size: number; is
 }
 
 test('a 255-byte config space, an I/O BAR through the fd, the UUID as its name', () => {
-  const bus = new PciBus();
+  const bus = new SystemAddressSpaces();
   const d = mttyShaped();
   const dev = VfioPciDevice.open(bus, d);
   expect(dev.bdf).toBe(UUID);

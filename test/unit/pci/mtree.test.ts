@@ -1,5 +1,5 @@
 // The stacks as QEMU's `info mtree` shows them, with the mapinfo column.
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { FakeVfioDevice } from './fake-device';
 import { e1000eSpec, enableDecode, ivshmemSpec, openFake, placeBar } from './helpers';
 
@@ -21,7 +21,7 @@ describe('mapinfo', () => {
 
 describe('info mtree', () => {
   it("renders QEMU's stack, names and priorities for an e1000e BAR 3 and an ivshmem-as-RTL8168 BAR 2", () => {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const e = VfioPciDevice.open(bus, new FakeVfioDevice(e1000eSpec()));
     placeBar(e, 3, 0xfebf0000);
     enableDecode(e);

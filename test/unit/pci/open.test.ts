@@ -1,7 +1,7 @@
 // Opening by BDF (open.ts): the IOMMU context a device is opened into (one of its own of the backend
 // asked for, or the caller's Container or Ioas), and what is closed with the device, or at once when
 // the device cannot be built. lib/vfio is replaced by recording fakes.
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import type { Container, Ioas, VfioBackend } from '../../../lib/vfio';
 import { FakeVfioDevice } from './fake-device';
 import { e1000eSpec } from './helpers';
@@ -85,15 +85,17 @@ beforeEach(() => {
 
 describe('openByBdf', () => {
   it('rejects a BDF that is not a string, and a backend it does not know, before touching VFIO', () => {
-    expect(() => VfioPciDevice.openByBdf(new PciBus(), 3 as unknown as string)).toThrow(TypeError);
-    expect(() => VfioPciDevice.openByBdf(new PciBus(), BDF, { backend: 'vfio' as never })).toThrow(
-      RangeError,
+    expect(() => VfioPciDevice.openByBdf(new SystemAddressSpaces(), 3 as unknown as string)).toThrow(
+      TypeError,
     );
+    expect(() =>
+      VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF, { backend: 'vfio' as never }),
+    ).toThrow(RangeError);
     expect(mockCalls).toEqual([]);
   });
 
   it('opens the device into a context of its own (auto), and closes device, group and context with it', () => {
-    const dev = VfioPciDevice.openByBdf(new PciBus(), BDF);
+    const dev = VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF);
     expect(mockCalls).toEqual([`openBackend ${BDF} auto`, 'own.openDevice']);
     expect([dev.group, dev.vfioFile, dev.backend]).toEqual([{ fd: 42 }, { fd: 42 }, 'type1']);
     mockCalls.length = 0;
@@ -104,7 +106,7 @@ describe('openByBdf', () => {
   });
 
   it('passes the backend asked for; on iommufd no group is opened and KVM gets the device cdev', () => {
-    const dev = VfioPciDevice.openByBdf(new PciBus(), BDF, { backend: 'iommufd' });
+    const dev = VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF, { backend: 'iommufd' });
     expect(mockCalls).toEqual([`openBackend ${BDF} iommufd`, 'own.openDevice']);
     expect([dev.group, dev.vfioFile, dev.backend]).toEqual([null, { fd: 43 }, 'iommufd']);
     mockCalls.length = 0;
@@ -113,13 +115,15 @@ describe('openByBdf', () => {
   });
 
   it("leaves the caller's container or IOAS open", () => {
-    const a = VfioPciDevice.openByBdf(new PciBus(), BDF, { container: {} as Container });
+    const a = VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF, { container: {} as Container });
     a.close();
-    const b = VfioPciDevice.openByBdf(new PciBus(), BDF, { iommu: new MockIoas() as unknown as Ioas });
+    const b = VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF, {
+      iommu: new MockIoas() as unknown as Ioas,
+    });
     expect(b.backend).toBe('iommufd');
     b.close();
     const given = mockBackend('given backend', 'type1') as unknown as VfioBackend;
-    VfioPciDevice.openByBdf(new PciBus(), BDF, { iommu: given }).close();
+    VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF, { iommu: given }).close();
     expect(mockCalls).toEqual([
       'given container.openDevice',
       'device.close',
@@ -131,24 +135,69 @@ describe('openByBdf', () => {
       'group.close',
     ]);
     expect(() =>
-      VfioPciDevice.openByBdf(new PciBus(), BDF, { container: {} as Container, iommu: given }),
+      VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF, { container: {} as Container, iommu: given }),
     ).toThrow(TypeError);
   });
 
   it('closes what it opened, newest first, when the device cannot be built or opened', () => {
-    expect(() => VfioPciDevice.openByBdf(new PciBus(), BDF, { quirks: [badQuirk] })).toThrow(RangeError);
+    expect(() => VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF, { quirks: [badQuirk] })).toThrow(
+      RangeError,
+    );
     expect(mockCalls.slice(-3)).toEqual(['device.close', 'group.close', 'own.close']);
     mockCalls.length = 0;
     mockFail.open = new Error('no group');
-    expect(() => VfioPciDevice.openByBdf(new PciBus(), BDF)).toThrow('no group');
+    expect(() => VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF)).toThrow('no group');
     expect(mockCalls).toEqual([`openBackend ${BDF} auto`, 'own.openDevice', 'own.close']);
+  });
+});
+
+describe('openByMdev', () => {
+  const UUID = '83b8f4f2-509f-382f-3c1e-e6bfe0fa1001';
+
+  it('asks the same backend choice for the UUID as for an address (auto, or the one given)', () => {
+    const auto = VfioPciDevice.openByMdev(new SystemAddressSpaces(), UUID);
+    const cdev = VfioPciDevice.openByMdev(new SystemAddressSpaces(), UUID, { backend: 'iommufd' });
+    // The fakes hand out type1 for auto: what auto decides is chooseBackend's (test/unit/vfio).
+    expect([auto.backend, cdev.backend, cdev.group, cdev.vfioFile]).toEqual([
+      'type1',
+      'iommufd',
+      null,
+      { fd: 43 },
+    ]);
+    auto.close();
+    cdev.close();
+    expect(mockCalls).toEqual([
+      `openBackend ${UUID} auto`,
+      'own.openDevice',
+      `openBackend ${UUID} iommufd`,
+      'own.openDevice',
+      'device.close',
+      'group.close',
+      'own.close',
+      'device.close',
+      'own.close',
+    ]);
+  });
+
+  it("opens into the caller's IOAS or container, whichever it is", () => {
+    VfioPciDevice.openByMdev(new SystemAddressSpaces(), UUID, {
+      iommu: new MockIoas() as unknown as Ioas,
+    }).close();
+    VfioPciDevice.openByMdev(new SystemAddressSpaces(), UUID, { container: {} as Container }).close();
+    expect(mockCalls).toEqual([
+      'given ioas.openDevice',
+      'device.close',
+      'given container.openDevice',
+      'device.close',
+      'group.close',
+    ]);
   });
 });
 
 describe('openByBdfAsync', () => {
   it('builds the device openByBdf builds, and closeAsync closes the VFIO device on the pool first', async () => {
-    const sync = VfioPciDevice.openByBdf(new PciBus(), BDF);
-    const dev = await VfioPciDevice.openByBdfAsync(new PciBus(), BDF);
+    const sync = VfioPciDevice.openByBdf(new SystemAddressSpaces(), BDF);
+    const dev = await VfioPciDevice.openByBdfAsync(new SystemAddressSpaces(), BDF);
     expect(dev.mapinfo()).toEqual(sync.mapinfo());
     expect(dev.bars.map((b) => b?.size)).toEqual(sync.bars.map((b) => b?.size));
     expect(dev.group).toMatchObject({ fd: 42 });
@@ -159,9 +208,9 @@ describe('openByBdfAsync', () => {
   });
 
   it('closes what it opened when the device cannot be built', async () => {
-    await expect(VfioPciDevice.openByBdfAsync(new PciBus(), BDF, { quirks: [badQuirk] })).rejects.toThrow(
-      RangeError,
-    );
+    await expect(
+      VfioPciDevice.openByBdfAsync(new SystemAddressSpaces(), BDF, { quirks: [badQuirk] }),
+    ).rejects.toThrow(RangeError);
     expect(mockCalls.slice(-3)).toEqual(['device.close', 'group.close', 'own.close']);
   });
 });

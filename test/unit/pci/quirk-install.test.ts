@@ -1,5 +1,5 @@
 // Quirk installation (quirk-install.ts): matched by the IDs the device presents and the BAR.
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { FakeVfioDevice } from './fake-device';
 import { barRanges, e1000eSpec, enableDecode, ivshmemSpec, openFake, placeBar } from './helpers';
 
@@ -48,7 +48,7 @@ describe('quirk framework', () => {
         },
       ],
     };
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const dev = VfioPciDevice.open(bus, fake, { quirks: [quirk] });
     expect(dev.bars[0]?.quirks).toEqual(['test-quirk']);
     expect(dev.bars[1]?.quirks).toEqual([]);
@@ -66,7 +66,7 @@ describe('quirk framework', () => {
     // A malformed overlay is a bug in the quirk: open fails and closes the mappings made so far.
     const bad = { ...quirk, overlays: () => [{ ...quirk.overlays()[0], size: 0 }] };
     const fake2 = new FakeVfioDevice(e1000eSpec());
-    expect(() => VfioPciDevice.open(new PciBus(), fake2, { quirks: [bad] })).toThrow(RangeError);
+    expect(() => VfioPciDevice.open(new SystemAddressSpaces(), fake2, { quirks: [bad] })).toThrow(RangeError);
     expect(fake2.mappings.every((m) => (m as unknown as { closed: boolean }).closed)).toBe(true);
   });
 
@@ -74,7 +74,7 @@ describe('quirk framework', () => {
     // ivshmem with a 64-byte BAR 2 presented as an RTL8168: both window registers lie past its end.
     const spec = ivshmemSpec();
     spec.bars[2] = { size: 0x40, type: 'mem64' };
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     // The quirk table is the host's setup, not the guest's doing: a process warning.
     const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
     let dev: VfioPciDevice;

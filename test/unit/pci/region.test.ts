@@ -1,6 +1,6 @@
 // The BAR region stack (region.ts): base window, fd-backed region, mmaps, sub-page expansion, and
 // what a guest access through them costs and reports.
-import { type DeviceErrorEvent, PciBus, VfioPciDevice } from '../../../lib/pci';
+import { type DeviceErrorEvent, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
 import { barRanges, e1000eSpec, enableDecode, ivshmemSpec, openFake, placeBar, rtl8139Spec } from './helpers';
 
@@ -90,7 +90,7 @@ describe('sub-page BARs', () => {
   });
 
   it('does not let an expanded BAR hide another BAR sharing its page', () => {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const a = VfioPciDevice.open(bus, new FakeVfioDevice(rtl8139Spec()));
     const spec = rtl8139Spec();
     spec.bdf = '0000:00:07.0';
@@ -207,7 +207,7 @@ class FailingDevice extends FakeVfioDevice {
 
 describe('device fd errors', () => {
   function openFailing(spec: FakeDeviceSpec, opts = {}) {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const fake = new FailingDevice(spec);
     const dev = VfioPciDevice.open(bus, fake, { log: null, ...opts });
     const events: DeviceErrorEvent[] = [];

@@ -10,6 +10,8 @@ import { predictedBackend } from '../../../lib/cli/backend-info';
 import type { VfioError } from '../../../lib/vfio';
 
 const BDF = '0000:00:03.0';
+/** A mediated device (an mtty), on the mdev bus beside the PCI device. */
+const UUID = '83b8f4f2-509f-382f-3c1e-e6bfe0fa1001';
 
 interface Host {
   /** The kernel has device cdevs (/sys/class/vfio-dev). */
@@ -19,6 +21,8 @@ interface Host {
   /** Nodes that exist, and those the caller may not open. */
   nodes?: string[];
   denied?: string[];
+  /** The mdev's driver: `mtty` registers it with VFIO (a cdev vfio4 with cdevs), null has none. */
+  mdevDriver?: string | null;
 }
 
 let root: string;
@@ -46,7 +50,19 @@ function host(h: Host): BackendProbeOptions {
     fs.mkdirSync(path.join(dev, 'vfio-dev/vfio3'), { recursive: true });
     if (h.cdevs !== false) fs.writeFileSync(path.join(dev, 'vfio-dev/vfio3/dev'), '237:3\n');
   }
-  const nodes = new Set(h.nodes ?? ['iommu', 'vfio/vfio', 'vfio/devices/vfio3']);
+  // The mdev bus links each instance to its directory under the parent's device.
+  const mdev = path.join(sys, 'devices/virtual/mtty/mtty', UUID);
+  fs.mkdirSync(mdev, { recursive: true });
+  fs.mkdirSync(path.join(sys, 'bus/mdev/devices'), { recursive: true });
+  fs.symlinkSync(mdev, path.join(sys, 'bus/mdev/devices', UUID));
+  const mdevDriver = h.mdevDriver === undefined ? 'mtty' : h.mdevDriver;
+  if (mdevDriver !== null) {
+    fs.mkdirSync(path.join(sys, 'bus/mdev/drivers', mdevDriver), { recursive: true });
+    fs.symlinkSync(path.join(sys, 'bus/mdev/drivers', mdevDriver), path.join(mdev, 'driver'));
+    fs.mkdirSync(path.join(mdev, 'vfio-dev/vfio4'), { recursive: true });
+    if (h.cdevs !== false) fs.writeFileSync(path.join(mdev, 'vfio-dev/vfio4/dev'), '237:4\n');
+  }
+  const nodes = new Set(h.nodes ?? ['iommu', 'vfio/vfio', 'vfio/devices/vfio3', 'vfio/devices/vfio4']);
   const denied = new Set(h.denied ?? []);
   const devDir = path.join(base, 'dev');
   return {
@@ -159,6 +175,64 @@ describe('findCdev', () => {
       none: 'driver',
       detail: expect.stringMatching(/on no driver/),
     });
+  });
+});
+
+describe('chooseBackend for a mediated device', () => {
+  it('auto takes iommufd through the cdev under its mdev directory, by UUID in any case', () => {
+    const o = host({});
+    const d = chooseBackend(UUID.toUpperCase(), 'auto', o);
+    expect(d).toMatchObject({
+      backend: 'iommufd',
+      cdev: { name: 'vfio4', path: path.join(o.cdevDir!, 'vfio4') },
+    });
+    expect(d.reason).toBe(`auto: the kernel offers ${o.iommuPath} and ${UUID} has its cdev ${d.cdev!.path}`);
+  });
+
+  it('auto settles for type1 without cdevs or with the cdev node root-only; type1 when asked', () => {
+    expect(chooseBackend(UUID, 'auto', host({ cdevs: false }))).toMatchObject({
+      backend: 'type1',
+      iommufdUnavailable: expect.stringMatching(
+        /^the kernel has no VFIO device cdevs .*vfio4 has no device number/,
+      ),
+    });
+    expect(chooseBackend(UUID, 'auto', host({ denied: ['vfio/devices/vfio4'] }))).toMatchObject({
+      backend: 'type1',
+      iommufdUnavailable: expect.stringMatching(/vfio4 \(the device's cdev\): EACCES/),
+    });
+    expect(chooseBackend(UUID, 'type1', host({}))).toMatchObject({ backend: 'type1', cdev: null });
+  });
+
+  it.each<[string, string, Host, string, RegExp, RegExp]>([
+    [
+      'an unknown UUID',
+      '0d9c2b7e-6d1e-4c59-9d4e-7c2f2b0a9f11',
+      {},
+      'ENOCDEV',
+      /^no mediated device 0d9c2b7e/,
+      /mdev list/,
+    ],
+    [
+      'an mdev its driver did not register',
+      UUID,
+      { mdevDriver: null },
+      'ENOCDEV',
+      /its driver \(no driver\) has not registered it with VFIO$/,
+      /dmesg/,
+    ],
+    [
+      'a kernel without cdevs',
+      UUID,
+      { cdevs: false },
+      'ENOCDEV',
+      /built without VFIO_DEVICE_CDEV/,
+      /type1 backend/,
+    ],
+  ])('an iommufd override fails for %s, naming the device', (_why, uuid, h, code, message, hint) => {
+    const e = refused(() => chooseBackend(uuid, 'iommufd', host(h)));
+    expect([e.code, e.bdf]).toEqual([code, uuid]);
+    expect(e.message).toMatch(message);
+    expect(e.hint).toMatch(hint);
   });
 });
 

@@ -1,4 +1,4 @@
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import {
   COM1_PORT,
   DEFAULT_PCI_WINDOWS,
@@ -10,7 +10,7 @@ import {
   mpTableSize,
   pcE820,
   PCI_CONFIG_PORT,
-  PciHostBridge,
+  PciRootBus,
   pciIntxGsi,
   pciIntxRoutes,
   placeBars,
@@ -24,8 +24,8 @@ const MIB = 1024 * 1024;
 
 describe('the pieces assembled as a machine file would', () => {
   it('agree on memory layout, BAR windows and INTx wiring', () => {
-    const bus = new PciBus();
-    const host = new PciHostBridge();
+    const bus = new SystemAddressSpaces();
+    const host = new PciRootBus();
     for (const [slot, spec] of [
       [2, e1000eSpec()],
       [3, rtl8139Spec()],

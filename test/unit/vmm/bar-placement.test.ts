@@ -1,9 +1,9 @@
 import fc from 'fast-check';
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
+import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import {
   DEFAULT_PCI_WINDOWS,
   type PciConfigTarget,
-  PciHostBridge,
+  PciRootBus,
   pciIntxGsi,
   placeBars,
   placeBarsSteps,
@@ -12,8 +12,8 @@ import { type FakeBarSpec, FakeVfioDevice } from '../pci/fake-device';
 import { e1000eSpec, ivshmemSpec, rtl8139Spec } from '../pci/helpers';
 
 function machine() {
-  const bus = new PciBus();
-  const host = new PciHostBridge();
+  const bus = new SystemAddressSpaces();
+  const host = new PciRootBus();
   const open = (slot: number, spec: ReturnType<typeof e1000eSpec>, opts = {}) => {
     const fake = new FakeVfioDevice(spec);
     fake.config[0x3d] = 1; // INTA
@@ -116,7 +116,7 @@ describe('placeBars', () => {
   });
 
   it('refuses malformed windows and bridges', () => {
-    const host = new PciHostBridge();
+    const host = new PciRootBus();
     expect(() => placeBars(host, { ...DEFAULT_PCI_WINDOWS, io: { base: 0x1000, limit: 0x20000 } })).toThrow(
       RangeError,
     );

@@ -7,7 +7,7 @@ import {
   mpTableSize,
   pciIntxGsi,
   pciIntxRoutes,
-  PciHostBridge,
+  PciRootBus,
   writeMpTable,
 } from '../../../lib/vmm';
 
@@ -122,7 +122,7 @@ describe('INTx routing', () => {
   });
 
   it('reads each function’s interrupt pin from config space', () => {
-    const host = new PciHostBridge();
+    const host = new PciRootBus();
     const fn = (pin: number) => ({
       configRead: (o: number) => (o === 0x3d ? pin : 0),
       configWrite: () => {},

@@ -2,7 +2,7 @@
 // has the IOMMU, vfio-pci, 9p, kvm and the modules asked for, else Debian's package; a kernel asked
 // for by name must have them; and the
 // modules each initramfs loads, in dependency order, from modules.dep or from each module's own
-// depends=.
+// depends=, with soft dependencies before and after as modprobe loads them.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -23,7 +23,7 @@ import {
 } from '../../../../lib/cli/lab/kernel';
 import { labEnvironment, labNeeds, type LabRequest, type Provisioned } from '../../../../lib/cli/lab/lab';
 import type { Layout } from '../../../../lib/cli/lab/layout';
-import { modinfoDepends, ModuleIndex } from '../../../../lib/cli/lab/modules';
+import { modinfoDepends, modinfoSoftdeps, ModuleIndex, parseSoftdep } from '../../../../lib/cli/lab/modules';
 import { parseDeviceSpec } from '../../../../lib/cli/lab/devices';
 import { fakeKernel, moduleBytes } from './fake-kernel';
 
@@ -103,6 +103,7 @@ describe('modules', () => {
         'kvm-amd',
       ],
       missing: ['netfs', 'nope'],
+      softMissing: [],
     });
     expect([idx.builtin('virtio-pci'), idx.has('kvm_amd'), idx.has('netfs')]).toEqual([true, true, false]);
   });
@@ -111,6 +112,38 @@ describe('modules', () => {
     const dir = fakeKernel(tmp, 'r');
     fs.writeFileSync(path.join(dir, 'modules.dep'), 'kernel/drivers/nvme.ko: kernel/drivers/e1000.ko\n');
     expect(ModuleIndex.load(dir).loadOrder(['nvme']).order).toEqual(['e1000', 'nvme']);
+  });
+
+  test("softdep= lines of a module's .modinfo and of modules.softdep", () => {
+    const bytes = Buffer.from('\x7fELF\0softdep=pre: a b post: c\0name=x\0softdep=pre: d\0', 'latin1');
+    expect(modinfoSoftdeps(bytes)).toEqual({ pre: ['a', 'b', 'd'], post: ['c'] });
+    expect(modinfoSoftdeps(moduleBytes('x', []))).toEqual({ pre: [], post: [] });
+    // Names before any pre:/post: load first.
+    expect(parseSoftdep('gcm  post: ccm')).toEqual({ pre: ['gcm'], post: ['ccm'] });
+  });
+
+  test('soft dependencies load before (pre) and after (post) the module; one the kernel lacks is named, not fatal', () => {
+    const dir = fakeKernel(tmp, 'r');
+    const file = path.join(dir, 'kernel/drivers/nvme.ko');
+    fs.writeFileSync(
+      file,
+      Buffer.concat([moduleBytes('nvme', ['nvme-core']), Buffer.from('softdep=pre: e1000 gone post: ccp\0')]),
+    );
+    expect(ModuleIndex.load(dir).loadOrder(['nvme'])).toEqual({
+      order: ['e1000', 'nvme-core', 'nvme', 'ccp'],
+      missing: [],
+      softMissing: ['nvme: gone'],
+    });
+  });
+
+  test('modules.softdep, and a soft dependency named by an alias in modules.alias', () => {
+    const dir = fakeKernel(tmp, 'r');
+    fs.writeFileSync(path.join(dir, 'modules.softdep'), '# comment\nsoftdep kvm pre: crypto-e1000\n');
+    fs.writeFileSync(
+      path.join(dir, 'modules.alias'),
+      'alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\nalias crypto-e1000 e1000\n',
+    );
+    expect(ModuleIndex.load(dir).loadOrder(['kvm']).order).toEqual(['e1000', 'kvm']);
   });
 
   test('xz-compressed modules are read with xz', () => {

@@ -18,7 +18,7 @@ import {
 } from '../../../../lib/cli/lab/machine';
 import { ModuleIndex } from '../../../../lib/cli/lab/modules';
 import { buildInitramfs, initramfsPath, isStaticElf, newcArchive } from '../../../../lib/cli/lab/provision';
-import { fakeKernel } from './fake-kernel';
+import { fakeKernel, moduleBytes } from './fake-kernel';
 
 let tmp: string;
 beforeEach(() => {
@@ -200,6 +200,35 @@ test('the initramfs: busybox, /init, the modules with their dependencies decompr
   expect(() => buildInitramfs(out, { ...inputs, modules: ['nope'] }, ModuleIndex.load(mods))).toThrow(
     expect.objectContaining({ code: 'ELABKERNEL', message: 'the kernel 6.1.0 has no module nope' }),
   );
+});
+
+test('building an initramfs names the soft dependencies the kernel lacks', () => {
+  const mods = fakeKernel(path.join(tmp, 'k'), '6.1.0');
+  fs.writeFileSync(
+    path.join(mods, 'kernel/drivers/e1000.ko'),
+    Buffer.concat([moduleBytes('e1000', []), Buffer.from('softdep=pre: crc-gone\0')]),
+  );
+  fs.writeFileSync(path.join(tmp, 'busybox'), 'busybox');
+  fs.writeFileSync(path.join(tmp, 'init.sh'), '#!/bin/busybox sh\n');
+  const kernel: KernelTree = {
+    source: 'host',
+    version: '6.1.0',
+    vmlinuz: path.join(tmp, 'k/boot/vmlinuz-6.1.0'),
+    modulesDir: mods,
+    config: null,
+  };
+  const inputs = {
+    kernel,
+    modules: ['e1000'],
+    init: path.join(tmp, 'init.sh'),
+    busybox: path.join(tmp, 'busybox'),
+  };
+  const said: string[] = [];
+  const out = initramfsPath(tmp, 'initramfs', inputs);
+  expect(buildInitramfs(out, inputs, ModuleIndex.load(mods), (l) => said.push(l))).toEqual(['e1000']);
+  expect(said).toEqual([
+    'soft dependencies the kernel does not have, left out as modprobe would: e1000: crc-gone',
+  ]);
 });
 
 test('a static ELF has no program interpreter', () => {

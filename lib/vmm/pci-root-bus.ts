@@ -20,8 +20,8 @@ export interface PciConfigTarget {
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void;
 }
 
-/** Options of {@link PciHostBridge}. */
-export interface PciHostBridgeOptions {
+/** Options of {@link PciRootBus}. */
+export interface PciRootBusOptions {
   /** Host bridge vendor ID (default 0x1b36, Red Hat, which has no Linux quirks to trip). */
   vendorId?: number;
   /** Host bridge device ID (default 0x0008, QEMU's generic PCIe host bridge). */
@@ -31,7 +31,7 @@ export interface PciHostBridgeOptions {
 }
 
 /** Counts of config cycles the host bridge served, per kind. */
-export interface PciHostStats {
+export interface PciRootBusStats {
   /** Config cycles to a function that is present (the host bridge or an attached one). */
   readonly cycles: number;
   /** Config cycles to a bus, device or function that is absent (read all-ones, write dropped). */
@@ -43,7 +43,7 @@ export interface PciHostStats {
 }
 
 /**
- * PciHostBridge: bus 0 of a PC's PCI, reached through configuration mechanism #1 (ports
+ * PciRootBus: bus 0 of a PC's PCI, reached through configuration mechanism #1 (ports
  * 0xcf8-0xcff), with a host bridge of its own at 00:00.0 and any {@link PciConfigTarget} (such as a
  * `VfioPciDevice`) attached at a device/function number.
  *
@@ -55,7 +55,7 @@ export interface PciHostStats {
  * register. The host bridge's own header is read-only except the command register's decode bits,
  * the cache line size, the latency timer and the interrupt line, as firmware expects.
  */
-export class PciHostBridge {
+export class PciRootBus {
   #address = 0;
   #functions = new Map<number, PciConfigTarget>();
   #config = new Uint8Array(256);
@@ -64,13 +64,13 @@ export class PciHostBridge {
   readonly #onReset?: () => void;
   #stats = { cycles: 0, absent: 0, disabled: 0, ignored: 0 };
 
-  constructor(opts: PciHostBridgeOptions = {}) {
+  constructor(opts: PciRootBusOptions = {}) {
     const vendor = opts.vendorId ?? 0x1b36;
     const device = opts.deviceId ?? 0x0008;
     checkU16(vendor, 'host bridge vendor ID');
     checkU16(device, 'host bridge device ID');
     if (opts.onReset !== undefined && typeof opts.onReset !== 'function') {
-      throw new ArgTypeError('PciHostBridge onReset must be a function');
+      throw new ArgTypeError('PciRootBus onReset must be a function');
     }
     this.#onReset = opts.onReset;
     const c = new DataView(this.#config.buffer);
@@ -90,7 +90,7 @@ export class PciHostBridge {
   }
 
   /** Counts of what the bridge has served since creation. */
-  get stats(): PciHostStats {
+  get stats(): PciRootBusStats {
     return { ...this.#stats };
   }
 
@@ -261,3 +261,12 @@ function checkU16(v: number, what: string): void {
 function bdfTail(slot: number, fn: number): string {
   return `${slot.toString(16).padStart(2, '0')}.${fn}`;
 }
+
+/** @deprecated Renamed {@link PciRootBus}: the class is bus 0 itself, with the host bridge on it. */
+export const PciHostBridge = PciRootBus;
+/** @deprecated Renamed {@link PciRootBus}. */
+export type PciHostBridge = PciRootBus;
+/** @deprecated Renamed {@link PciRootBusOptions}. */
+export type PciHostBridgeOptions = PciRootBusOptions;
+/** @deprecated Renamed {@link PciRootBusStats}. */
+export type PciHostStats = PciRootBusStats;

@@ -1,6 +1,6 @@
 import { AddressSpace, MemoryRegion } from '../../../lib/memory';
-import { PciBus, VfioPciDevice } from '../../../lib/pci';
-import { PCI_CONFIG_PORT, type PciConfigTarget, PciHostBridge } from '../../../lib/vmm';
+import { PciBus, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
+import { PCI_CONFIG_PORT, type PciConfigTarget, PciHostBridge, PciRootBus } from '../../../lib/vmm';
 import { FakeVfioDevice } from '../pci/fake-device';
 import { e1000eSpec, rtl8139Spec } from '../pci/helpers';
 
@@ -21,9 +21,9 @@ class Recorder implements PciConfigTarget {
   }
 }
 
-describe('PciHostBridge configuration mechanism #1', () => {
+describe('PciRootBus configuration mechanism #1', () => {
   it('latches CONFIG_ADDRESS only from a 32-bit write and passes Linux type 1 detection', () => {
-    const h = new PciHostBridge();
+    const h = new PciRootBus();
     // arch/x86/pci/direct.c: a byte write to 0xcfb must not disturb 0xcf8, which must read back.
     h.write(3, 1, 0x01);
     const saved = h.read(ADDR, 4);
@@ -38,7 +38,7 @@ describe('PciHostBridge configuration mechanism #1', () => {
   });
 
   it('describes its own host bridge and keeps its read-only registers so', () => {
-    const h = new PciHostBridge();
+    const h = new PciRootBus();
     h.write(ADDR, 4, cfg(0, 0, 0));
     expect(h.read(DATA, 4)).toBe(0x00081b36);
     h.write(DATA, 4, 0);
@@ -57,7 +57,7 @@ describe('PciHostBridge configuration mechanism #1', () => {
   });
 
   it('routes data accesses to the attached function with the register from both ports', () => {
-    const h = new PciHostBridge();
+    const h = new PciRootBus();
     const r = new Recorder();
     h.attach(5, 0, r);
     h.write(ADDR, 4, cfg(5, 0, 0x3c));
@@ -75,7 +75,7 @@ describe('PciHostBridge configuration mechanism #1', () => {
   });
 
   it('reads all-ones and drops writes for absent functions, other buses and a clear enable bit', () => {
-    const h = new PciHostBridge();
+    const h = new PciRootBus();
     const r = new Recorder();
     h.attach(5, 0, r);
     h.write(ADDR, 4, cfg(6, 0, 0));
@@ -92,7 +92,7 @@ describe('PciHostBridge configuration mechanism #1', () => {
 
   it('resets once per rising edge of the reset control start bit at 0xcf9', () => {
     let resets = 0;
-    const h = new PciHostBridge({ onReset: () => resets++ });
+    const h = new PciRootBus({ onReset: () => resets++ });
     h.write(1, 1, 0x02); // Linux reboot=pci: SYS_RST first ...
     expect(resets).toBe(0);
     expect(h.read(1, 1)).toBe(0x02);
@@ -102,7 +102,7 @@ describe('PciHostBridge configuration mechanism #1', () => {
   });
 
   it('refuses VMM mistakes with RangeError and TypeError', () => {
-    const h = new PciHostBridge();
+    const h = new PciRootBus();
     expect(() => h.attach(0, 0, new Recorder())).toThrow(/host bridge/);
     h.attach(1, 0, new Recorder());
     expect(() => h.attach(1, 0, new Recorder())).toThrow(/already taken/);
@@ -116,7 +116,7 @@ describe('PciHostBridge configuration mechanism #1', () => {
   });
 
   it('as a port region: guest accesses that the ports do not take are reported, never thrown', () => {
-    const h = new PciHostBridge();
+    const h = new PciRootBus();
     const io = MemoryRegion.container('io', 0x10000);
     io.addSubregion(h.region(), PCI_CONFIG_PORT);
     const as = new AddressSpace('io', io, { log: null });
@@ -132,11 +132,11 @@ describe('PciHostBridge configuration mechanism #1', () => {
   });
 });
 
-describe('PciHostBridge with VfioPciDevice', () => {
+describe('PciRootBus with VfioPciDevice', () => {
   it('enumerates and sizes BARs of a vfio-pci device through the ports', () => {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const dev = VfioPciDevice.open(bus, new FakeVfioDevice(e1000eSpec()), { log: null });
-    const h = new PciHostBridge();
+    const h = new PciRootBus();
     h.attach(5, 0, dev);
     h.write(ADDR, 4, cfg(5, 0, 0));
     expect(h.read(DATA, 4)).toBe(0x10d38086);
@@ -151,12 +151,21 @@ describe('PciHostBridge with VfioPciDevice', () => {
   });
 
   it('presents an ID override to the guest (10ec:8138 for an rtl8139)', () => {
-    const bus = new PciBus();
+    const bus = new SystemAddressSpaces();
     const dev = VfioPciDevice.open(bus, new FakeVfioDevice(rtl8139Spec()), { deviceId: 0x8138, log: null });
-    const h = new PciHostBridge();
+    const h = new PciRootBus();
     h.attach(4, 0, dev);
     h.write(ADDR, 4, cfg(4, 0, 0));
     expect(h.read(DATA, 4)).toBe(0x813810ec);
     bus.close();
+  });
+});
+
+describe('the names before the rename', () => {
+  test('PciHostBridge and PciBus still construct the renamed classes', () => {
+    expect(new PciHostBridge()).toBeInstanceOf(PciRootBus);
+    const spaces = new PciBus();
+    expect(spaces).toBeInstanceOf(SystemAddressSpaces);
+    spaces.close();
   });
 });

@@ -39,8 +39,8 @@ export interface MapInfoRange {
   readonly barOffset: number;
 }
 
-/** Options of {@link PciBus}. */
-export interface PciBusOptions {
+/** Options of {@link SystemAddressSpaces}. */
+export interface SystemAddressSpacesOptions {
   /** Size of the PCI memory space (default 2^48). */
   memorySize?: number;
   /** Size of the PCI I/O space (default 64 KiB). */
@@ -59,10 +59,11 @@ export interface PciBusOptions {
 }
 
 /**
- * PciBus: the VMM's PCI memory and I/O address spaces, where vfio-pci devices place their BARs, and
- * the entry point for the VMM's MMIO and PIO exits.
+ * SystemAddressSpaces: the VMM's system memory and I/O port address spaces, where guest RAM lies
+ * (`Machine` adds it to `memory`) and vfio-pci devices place their BARs, and the entry point for
+ * the VMM's MMIO and PIO exits. The PCI bus that config cycles reach is `PciRootBus` (lib/vmm).
  */
-export class PciBus {
+export class SystemAddressSpaces {
   /** The PCI memory space. */
   readonly memory: AddressSpace;
   /** The PCI I/O port space. */
@@ -74,7 +75,7 @@ export class PciBus {
   #closers = new Set<() => void>();
   #closed = false;
 
-  constructor(opts: PciBusOptions = {}) {
+  constructor(opts: SystemAddressSpacesOptions = {}) {
     const memorySize = opts.memorySize ?? 2 ** 48;
     const ioSize = opts.ioSize ?? 0x10000;
     const pageSize = opts.pageSize ?? DEFAULT_PAGE_SIZE;
@@ -185,13 +186,13 @@ export class PciBus {
     memory: unknown;
     /** {@link mtreeJson} of the PCI I/O space. */
     io: unknown;
-    /** {@link PciBus.mapinfo} at the same moment. */
+    /** {@link SystemAddressSpaces.mapinfo} at the same moment. */
     mapinfo: MapInfoRange[];
   } {
     return { memory: mtreeJson(this.memory), io: mtreeJson(this.io), mapinfo: this.mapinfo() };
   }
 
-  /** Registers a cleanup run by {@link PciBus.close} (used by devices on the bus). */
+  /** Registers a cleanup run by {@link SystemAddressSpaces.close} (used by devices on the bus). */
   onClose(fn: () => void): () => void {
     this.#closers.add(fn);
     return () => this.#closers.delete(fn);
@@ -213,6 +214,16 @@ export class PciBus {
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw closedError('PciBus', 'the PciBus');
+    if (this.#closed) throw closedError('SystemAddressSpaces', 'the SystemAddressSpaces');
   }
 }
+
+/**
+ * @deprecated Renamed {@link SystemAddressSpaces}: the class holds the system's memory and I/O
+ * address spaces (guest RAM, BARs, ports), not a PCI bus; the bus is `PciRootBus` in lib/vmm.
+ */
+export const PciBus = SystemAddressSpaces;
+/** @deprecated Renamed {@link SystemAddressSpaces}. */
+export type PciBus = SystemAddressSpaces;
+/** @deprecated Renamed {@link SystemAddressSpacesOptions}. */
+export type PciBusOptions = SystemAddressSpacesOptions;
