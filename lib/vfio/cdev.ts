@@ -13,7 +13,8 @@ import * as path from 'node:path';
 
 import { VfioError } from '../base/native-errors';
 import { native, type NativeHandle } from '../native';
-import { Device, openDeviceOwner } from './device';
+import { Device } from './device';
+import { openDeviceOwner } from './open-objects';
 import { iommufdHandle, type Iommufd } from './iommufd';
 import { isMdevUuid, normalizeMdevUuid } from './mdev/sysfs';
 import { normalizeBdf, sysfsRoot, type SysfsOptions } from './sysfs';

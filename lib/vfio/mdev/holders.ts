@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { openDeviceOwner } from '../device';
+import { openDeviceOwner } from '../open-objects';
 import type { MdevDevice } from './sysfs';
 
 /** One process that holds the device's group node or cdev open. */
