@@ -10,7 +10,8 @@ import { DMA_HANDLE, DmaState, hex, type DmaLimits, type DmaMapping, type DmaMap
 import { iommufdHint } from './dma-hints';
 import type { DmaBackend, DmaIommuInfo } from './dma-types';
 import type { Device } from './device';
-import { iommufdHandle, type Iommufd } from './iommufd';
+import type { Iommufd } from './iommufd';
+import { iommufdHandle } from './iommufd-handle';
 import { IOMMU_HWPT_ALLOC_DIRTY_TRACKING, parseIovaRanges, type IoasIovaRanges } from './iommufd-uapi';
 import { isMdevUuid } from './mdev/sysfs';
 
