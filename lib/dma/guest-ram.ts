@@ -3,7 +3,7 @@
  * copy, shareable with worker threads (they map the same pages), and handed by host address to the
  * IOMMU (Container.mapDma, the DMA listener) and to KVM memory slots.
  */
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
 import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import { markAsUntransferable } from 'node:worker_threads';
@@ -301,13 +301,6 @@ export class GuestRam implements DmaMemory, Disposable {
   }
 
   #check(op: string): void {
-    if (this.#closed) {
-      throw new VfioError({
-        message: `${op}: guest RAM '${this.name}' is closed`,
-        code: 'ECLOSED',
-        op,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed) throw closedError(op, `guest RAM '${this.name}'`);
   }
 }

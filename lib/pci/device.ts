@@ -529,7 +529,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw closedError('VfioPciDevice', `${this.bdf}: the VfioPciDevice`, this.bdf);
+    if (this.#closed) throw closedError('VfioPciDevice', `VfioPciDevice ${this.bdf}`, this.bdf);
   }
 }
 

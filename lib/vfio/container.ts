@@ -1,4 +1,4 @@
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import {
   DMA_HANDLE,
@@ -50,15 +50,8 @@ const handles = new WeakMap<Container, NativeHandle>();
 /** The container's native handle, for Group.setContainer. @internal */
 export function containerHandle(c: Container): NativeHandle {
   const h = handles.get(c);
-  if (h === undefined || c.closed) {
-    throw new VfioError({
-      message: 'the container is closed',
-      code: 'ECLOSED',
-      op: 'VFIO_GROUP_SET_CONTAINER',
-      path: c.path,
-      hint: 'the object was closed; open a new one',
-    });
-  }
+  if (h === undefined || c.closed)
+    throw closedError('VFIO_GROUP_SET_CONTAINER', 'the container', { path: c.path });
   return h;
 }
 
@@ -327,15 +320,7 @@ export class Container implements DmaBackend, Disposable {
   }
 
   #handle(op: string): NativeHandle {
-    if (this.#closed) {
-      throw new VfioError({
-        message: `${op} failed: the container is closed`,
-        code: 'ECLOSED',
-        op,
-        path: this.path,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed) throw closedError(op, 'the container', { path: this.path });
     return handles.get(this)!;
   }
 }

@@ -1,4 +1,4 @@
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { VfioError } from '../base/native-errors';
 import { addOpenDevice, findOpenGroup, removeOpenDevice } from './open-objects';
@@ -445,16 +445,7 @@ export class Device implements Disposable {
   }
 
   #open(op: string): NativeHandle {
-    if (this.#closed) {
-      throw new VfioError({
-        message: `${op} failed: device ${this.bdf} is closed`,
-        code: 'ECLOSED',
-        op,
-        path: this.#groupPath,
-        bdf: this.bdf,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed) throw closedError(op, `device ${this.bdf}`, { bdf: this.bdf, path: this.#groupPath });
     return this.#handle;
   }
 

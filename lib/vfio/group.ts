@@ -1,4 +1,4 @@
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
 import * as path from 'node:path';
 
 import { native, type NativeHandle } from '../native';
@@ -290,15 +290,7 @@ export class Group implements Disposable {
   }
 
   #open(op: string): NativeHandle {
-    if (this.#closed) {
-      throw new VfioError({
-        message: `${op} failed: group ${this.number} is closed`,
-        code: 'ECLOSED',
-        op,
-        path: this.path,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed) throw closedError(op, `group ${this.number}`, { path: this.path });
     return this.#handle;
   }
 

@@ -3,7 +3,7 @@
  * same exact record and the same checks as a type1 Container (dma.ts), and the devices attached to
  * it, each through the page table (HWPT) the kernel made for it or one allocated here (Hwpt).
  */
-import { ArgTypeError } from '../base/error';
+import { ArgTypeError, closedError } from '../base/error';
 import { VfioError } from '../base/native-errors';
 import { native } from '../native';
 import { DMA_HANDLE, DmaState, hex, type DmaLimits, type DmaMapping, type DmaMapRequest } from './dma';
@@ -328,15 +328,8 @@ export class Ioas implements DmaBackend, Disposable {
   }
 
   #handle(op: string) {
-    if (this.#closed || this.iommufd.closed) {
-      throw new VfioError({
-        message: `${op} failed: IOAS ${this.id} is closed`,
-        code: 'ECLOSED',
-        op,
-        path: this.iommufd.path,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed || this.iommufd.closed)
+      throw closedError(op, `IOAS ${this.id}`, { path: this.iommufd.path });
     return iommufdHandle(this.iommufd, op);
   }
 }
@@ -366,13 +359,7 @@ export class Hwpt implements Disposable {
   /** VFIO_DEVICE_ATTACH_IOMMUFD_PT through this page table; returns its ID. */
   attach(device: Device): number {
     if (this.closed) {
-      throw new VfioError({
-        message: `VFIO_DEVICE_ATTACH_IOMMUFD_PT failed: HWPT ${this.id} is closed`,
-        code: 'ECLOSED',
-        op: 'VFIO_DEVICE_ATTACH_IOMMUFD_PT',
-        path: this.ioas.path,
-        hint: 'the object was closed; open a new one',
-      });
+      throw closedError('VFIO_DEVICE_ATTACH_IOMMUFD_PT', `HWPT ${this.id}`, { path: this.ioas.path });
     }
     return this.ioas._attachHwpt(device, this.id);
   }

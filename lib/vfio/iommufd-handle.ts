@@ -3,7 +3,7 @@
  * iommufd (IOASes, HWPTs) and the device cdevs bound to it reach the fd through here, so that they
  * need nothing of iommufd.ts, which makes them.
  */
-import { VfioError } from '../base/native-errors';
+import { closedError } from '../base/error';
 import type { NativeHandle } from '../native';
 
 /** What the handle table needs of an Iommufd: its node and whether it is closed. */
@@ -32,14 +32,6 @@ export function rawIommufdHandle(fd: IommufdLike): NativeHandle | undefined {
  */
 export function iommufdHandle(fd: IommufdLike, op: string): NativeHandle {
   const h = handles.get(fd);
-  if (h === undefined || fd.closed) {
-    throw new VfioError({
-      message: `${op} failed: the iommufd is closed`,
-      code: 'ECLOSED',
-      op,
-      path: fd.path,
-      hint: 'the object was closed; open a new one',
-    });
-  }
+  if (h === undefined || fd.closed) throw closedError(op, 'the iommufd', { path: fd.path });
   return h;
 }

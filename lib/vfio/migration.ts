@@ -5,7 +5,7 @@
  * (its fd as Node streams, migration-stream.ts), the STOP_COPY data size and PRE_COPY's sizes.
  * Saving and loading a whole state with recovery are migration-transfer.ts's.
  */
-import { ArgTypeError } from '../base/error';
+import { ArgTypeError, closedError } from '../base/error';
 import { VfioError } from '../base/native-errors';
 import { native, type NativeHandle } from '../native';
 import { Device } from './device';
@@ -81,15 +81,7 @@ export class DeviceMigration {
   }
 
   #h(op: string): NativeHandle {
-    if (this.device.closed) {
-      throw new VfioError({
-        message: `${op}: device ${this.device.bdf} is closed`,
-        code: 'ECLOSED',
-        op,
-        bdf: this.device.bdf,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.device.closed) throw closedError(op, `device ${this.device.bdf}`, this.device.bdf);
     return this.device._handle;
   }
 
