@@ -3,7 +3,8 @@
  * to map at which IOVA, and which pieces are skipped and why. Pure functions, no IOMMU.
  */
 import type { FlatRange } from '../memory';
-import { DMA_HANDLE, hex, span, type DmaMapRequest, type DmaMemory } from '../vfio/dma-types';
+import { hex } from '../base/values';
+import { DMA_HANDLE, span, type DmaMapRequest, type DmaMemory } from '../vfio/dma-types';
 import { dmaBufferOwner } from './dma-buffers';
 
 /** Why a section, or part of one, was not mapped. */

@@ -1,9 +1,9 @@
 import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
+import { hex } from '../base/values';
 import { native, type NativeHandle } from '../native';
 import {
   DMA_HANDLE,
   DmaState,
-  hex,
   iovaRangesOf,
   minPageSize,
   type DmaLimits,

@@ -4,6 +4,7 @@
  */
 import type { NativeGuestMemoryHandle, NativeMappingHandle } from '../native';
 import { MEMORY_HANDLE } from '../base/host-memory';
+import { hex } from '../base/values';
 
 /**
  * Host memory the package owns and can hand to the IOMMU: guest RAM (`GuestRam` in lib/dma) or a
@@ -42,10 +43,6 @@ export interface DmaMapping {
   readonly offset: number;
   readonly read: boolean;
   readonly write: boolean;
-}
-
-export function hex(v: number | bigint): string {
-  return `0x${v.toString(16)}`;
 }
 
 /** `[start, end)` in hex, the way every DMA message prints a range. */

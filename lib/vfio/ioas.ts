@@ -6,7 +6,8 @@
 import { ArgTypeError, closedError } from '../base/error';
 import { VfioError } from '../base/native-errors';
 import { native } from '../native';
-import { DMA_HANDLE, DmaState, hex, type DmaLimits, type DmaMapping, type DmaMapRequest } from './dma';
+import { hex } from '../base/values';
+import { DMA_HANDLE, DmaState, type DmaLimits, type DmaMapping, type DmaMapRequest } from './dma';
 import { iommufdHint } from './dma-hints';
 import type { DmaBackend, DmaIommuInfo } from './dma-types';
 import type { Device } from './device';
