@@ -24,11 +24,17 @@ export type DmaSkipReason =
 
 /** A section (or part) the listener did not map. */
 export interface DmaSkip {
+  /** The absolute guest-physical address of the skipped piece (its IOVA, had it been mapped). */
   readonly start: number;
+  /** The skipped piece's length in bytes. */
   readonly size: number;
+  /** The name of the memory region the section belongs to. */
   readonly region: string;
+  /** `ram` for guest RAM, `ram-device` for a RAM-device region such as a mapped BAR. */
   readonly kind: 'ram' | 'ram-device';
+  /** Why the piece was not mapped. */
   readonly reason: DmaSkipReason;
+  /** One line naming the range, the region and the reason, as the listener logs it. */
   readonly message: string;
   /** The error behind a `map-failed` skip. */
   readonly error?: unknown;

@@ -69,7 +69,14 @@ export function normalizeDeviceName(name: string): string {
 export function findCdev(
   bdf: string,
   opts: CdevOptions = {},
-): DeviceCdev | { none: NoCdevReason; detail: string } {
+):
+  | DeviceCdev
+  | {
+      /** Why the device has no cdev: no such device, a kernel without cdevs, or not on a vfio driver. */
+      none: NoCdevReason;
+      /** One sentence naming what was looked for and not found, for a message. */
+      detail: string;
+    } {
   const dev = normalizeDeviceName(bdf);
   const mdev = isMdevUuid(dev);
   const root = sysfsRoot(opts);

@@ -19,6 +19,7 @@ import {
   VFIO_TYPE1_IOMMU,
   VFIO_TYPE1v2_IOMMU,
   type IommuInfo,
+  type IovaRange,
 } from './uapi';
 
 /** {@link Container.iommuInfo}: the raw info and what a VMM reads from it. */
@@ -28,7 +29,7 @@ export interface ContainerIommuInfo extends IommuInfo {
   /** The smallest of them: the granularity of every DMA mapping. */
   minPageSize: number;
   /** The IOVA ranges (inclusive ends) a mapping must lie in (VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE). */
-  iovaRanges: { start: bigint; end: bigint }[];
+  iovaRanges: IovaRange[];
   /** DMA entries left (VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL), or undefined when the kernel does not say. */
   dmaAvail: number | undefined;
   /** The migration capability is present (reported only; vfio-bridge does not use it). */

@@ -11,15 +11,9 @@ import { ArgRangeError, ArgTypeError } from '../base/error';
 import { VfioError } from '../base/native-errors';
 import { hex } from '../base/values';
 import { DMA_HANDLE, span, type DmaMapping, type DmaMapRequest, type DmaMemory } from './dma-types';
-import type { IommuInfo } from './uapi';
+import type { IommuInfo, IovaRange } from './uapi';
 
 export { DMA_HANDLE, span, type DmaMapping, type DmaMapRequest, type DmaMemory };
-
-/** An inclusive IOVA range, as the kernel reports it. */
-export interface IovaRange {
-  start: bigint;
-  end: bigint;
-}
 
 function memoryName(m: DmaMemory): string {
   return m.dmaName ?? 'memory';

@@ -342,6 +342,7 @@ export class Ioas implements DmaBackend, Disposable {
 export class Hwpt implements Disposable {
   /** The page table's ID in the iommufd. */
   readonly id: number;
+  /** The IOAS the page table was allocated in and translates: closing it closes the page table too. */
   readonly ioas: Ioas;
   #closed = false;
 

@@ -109,7 +109,9 @@ export function groupNumberOf(bdf: string, opts: SysfsOptions = {}): number {
 
 /** A device of an IOMMU group and the driver it is bound to (null: none). */
 export interface GroupMember {
+  /** The member's name in the group's `devices` directory: a PCI address, `dddd:bb:dd.f`. */
   bdf: string;
+  /** The driver it is bound to (`vfio-pci`, `e1000e`, ...), or null when it is bound to none. */
   driver: string | null;
 }
 
