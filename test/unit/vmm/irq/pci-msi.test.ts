@@ -2,7 +2,7 @@
 // setup, masked vectors are left to lib/pci's watcher (pending bit), and unmasking delivers.
 import { MsiRoutes, type MsiMessage, type MsiRoutingTarget, PciMsiRouting, type Vm } from '../../../../lib';
 import { type FakeIrqSpec, openIrqFake } from '../../pci/fake-irq';
-import { placeBar } from '../../pci/helpers';
+import { placeBar } from '../../../support/pci-helpers';
 
 const BAR3 = 0xfebf0000;
 
