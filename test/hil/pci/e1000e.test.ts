@@ -1,4 +1,4 @@
-// e1000e through the PCI layer (VfioPciDevice on a PciBus): the emulated MSI-X table over BAR 3 and
+// e1000e through the PCI layer (VfioPciDevice on SystemAddressSpaces): the emulated MSI-X table over BAR 3 and
 // the mapped rest. What vfio-pci itself exposes of BAR 3 is test/hil/e1000e-msix.test.ts's.
 import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 

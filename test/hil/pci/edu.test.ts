@@ -1,4 +1,4 @@
-// edu through the PCI layer (VfioPciDevice on a PciBus): how its BAR is laid out and how guest
+// edu through the PCI layer (VfioPciDevice on SystemAddressSpaces): how its BAR is laid out and how guest
 // accesses reach it. The device fd and mapping widths underneath are test/hil/edu-widths.test.ts's.
 import { type UnassignedAccess, VFIO_PCI_CONFIG_REGION_INDEX, type VfioError } from '../../../lib';
 import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';

@@ -1,4 +1,4 @@
-// rtl8139 through the PCI layer (VfioPciDevice on a PciBus): its I/O BAR in the I/O space and its
+// rtl8139 through the PCI layer (VfioPciDevice on SystemAddressSpaces): its I/O BAR in the I/O space and its
 // sub-page MMIO BAR. The raw device fd and mapping are test/hil/rtl8139-bars.test.ts's.
 import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
