@@ -25,7 +25,7 @@ import {
   type DmaMapRequest,
   type VfioBackendKind,
 } from '../lib/vfio';
-import type { FakeDeviceSpec } from '../test/unit/pci/fake-device';
+import type { FakeDeviceSpec } from '../test/support/fake-device';
 import { MemfdVfioDevice } from '../test/native/pci/memfd-device';
 
 const GiB = 2 ** 30;

@@ -17,7 +17,7 @@ import { ExitTable, MemoryRegion, SystemAddressSpaces, VcpuSet, VfioPciDevice } 
 import { ExitTableListener } from '../lib/vmm/exit-table-listener';
 import { runNativeConstant } from '../lib/kvm/bench-hooks';
 import { openDevice } from '../test/hil/hil';
-import { placeBar } from '../test/unit/pci/helpers';
+import { placeBar } from '../test/support/pci-helpers';
 import { guestBinary } from '../test/guest/guest';
 import { CHECKPOINT_PORT, GuestMachine } from '../test/guest/machine';
 

@@ -7,7 +7,7 @@
  */
 import { Bench } from 'tinybench';
 import { SystemAddressSpaces, VfioPciDevice } from '../lib/pci';
-import type { FakeDeviceSpec } from '../test/unit/pci/fake-device';
+import type { FakeDeviceSpec } from '../test/support/fake-device';
 import { MemfdVfioDevice } from '../test/native/pci/memfd-device';
 
 const LOOP = 1000;

@@ -22,6 +22,7 @@
 
 #include "errors.h"
 #include "handle.h"
+#include "ioctl.h"
 
 namespace vfio_bridge {
 
@@ -85,6 +86,34 @@ class AsyncCall {
 
  private:
   napi_ref holds_[2] = {nullptr, nullptr};
+};
+
+/**
+ * class StructIoctlCall - one ioctl, @request with a copy of its argument struct @arg, on a
+ * duplicate of a handle's fd; settles with undefined, or with @op's error for the errno. The DMA
+ * map of both IOMMU backends is one: it holds the handles of what it maps until it completes.
+ */
+template <typename T>
+class StructIoctlCall : public AsyncCall {
+ public:
+  StructIoctlCall(const char* op, const FdResource* h, unsigned long request, const T& arg)
+      : AsyncCall(op, h->where), request_(request), arg_(arg) {}
+
+  /** Prepare - duplicate @h's fd and hold @first and @second; false after throwing. */
+  bool Prepare(napi_env env, const FdResource* h, napi_value first, napi_value second) {
+    return DupFd(env, h, &fd_) && Hold(env, first) && Hold(env, second);
+  }
+
+  void Run() override {
+    int r = Ioctl(fd_.get(), request_, &arg_);
+    err = r < 0 ? -r : 0;
+    fd_.Close();
+  }
+
+ private:
+  OwnedFd fd_;
+  const unsigned long request_;
+  T arg_;
 };
 
 /**

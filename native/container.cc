@@ -14,38 +14,17 @@ namespace {
 
 /** GetApiVersion(container) - VFIO_GET_API_VERSION. */
 napi_value GetApiVersion(napi_env env, napi_callback_info info) {
-  Args<1> args(env, info);
-  FdResource* h = GetHandle(env, args[0], "VFIO_GET_API_VERSION");
-  if (h == nullptr) return nullptr;
-  int r = IoctlValue(h->fd, VFIO_GET_API_VERSION, 0);
-  if (r < 0) return ThrowErrno(env, "VFIO_GET_API_VERSION", h, -r);
-  napi_value out;
-  napi_create_int32(env, r, &out);
-  return out;
+  return ValueIoctl(env, info, VFIO_GET_API_VERSION, "VFIO_GET_API_VERSION", nullptr);
 }
 
 /** CheckExtension(container, ext) - VFIO_CHECK_EXTENSION; > 0 when supported. */
 napi_value CheckExtension(napi_env env, napi_callback_info info) {
-  Args<2> args(env, info);
-  uint32_t ext;
-  FdResource* h = GetHandle(env, args[0], "VFIO_CHECK_EXTENSION");
-  if (h == nullptr || !GetUint32(env, args[1], "extension", &ext)) return nullptr;
-  int r = IoctlValue(h->fd, VFIO_CHECK_EXTENSION, ext);
-  if (r < 0) return ThrowErrno(env, "VFIO_CHECK_EXTENSION", h, -r);
-  napi_value out;
-  napi_create_int32(env, r, &out);
-  return out;
+  return ValueIoctl(env, info, VFIO_CHECK_EXTENSION, "VFIO_CHECK_EXTENSION", "extension");
 }
 
 /** SetIommu(container, type) - VFIO_SET_IOMMU. */
 napi_value SetIommu(napi_env env, napi_callback_info info) {
-  Args<2> args(env, info);
-  uint32_t type;
-  FdResource* h = GetHandle(env, args[0], "VFIO_SET_IOMMU");
-  if (h == nullptr || !GetUint32(env, args[1], "type", &type)) return nullptr;
-  int r = IoctlValue(h->fd, VFIO_SET_IOMMU, type);
-  if (r < 0) return ThrowErrno(env, "VFIO_SET_IOMMU", h, -r);
-  return nullptr;
+  return ValueIoctl(env, info, VFIO_SET_IOMMU, "VFIO_SET_IOMMU", "type", false);
 }
 
 /** IommuInfo(container) - VFIO_IOMMU_GET_INFO with its capability chain, as a Buffer. */

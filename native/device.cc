@@ -46,12 +46,7 @@ napi_value IrqInfo(napi_env env, napi_callback_info info) {
 
 /** DeviceReset(device) - VFIO_DEVICE_RESET. */
 napi_value DeviceReset(napi_env env, napi_callback_info info) {
-  Args<1> args(env, info);
-  FdResource* h = GetHandle(env, args[0], "VFIO_DEVICE_RESET");
-  if (h == nullptr) return nullptr;
-  int r = IoctlValue(h->fd, VFIO_DEVICE_RESET, 0);
-  if (r < 0) return ThrowErrno(env, "VFIO_DEVICE_RESET", h, -r);
-  return nullptr;
+  return ValueIoctl(env, info, VFIO_DEVICE_RESET, "VFIO_DEVICE_RESET", nullptr, false);
 }
 
 /** class DeviceResetCall - VFIO_DEVICE_RESET on the thread pool, on a dup of the device fd. */

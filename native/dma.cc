@@ -72,42 +72,20 @@ napi_value UnmapDma(napi_env env, napi_callback_info info) {
 }
 
 /**
- * class MapDmaCall - one VFIO_IOMMU_MAP_DMA on the thread pool. It works on its own dup of the
- * container fd (closing the container meanwhile cannot hand the ioctl another file) and holds the
- * container and memory handles until it completes; their owner (lib/vfio) does not unmap memory
- * with a map in flight.
- */
-class MapDmaCall : public AsyncCall {
- public:
-  MapDmaCall(const FdResource* h, const vfio_iommu_type1_dma_map& map)
-      : AsyncCall("VFIO_IOMMU_MAP_DMA", h->where), map_(map) {}
-
-  bool Prepare(napi_env env, const FdResource* h, const Args<7>& args) {
-    return DupFd(env, h, &container_) && Hold(env, args[0]) && Hold(env, args[1]);
-  }
-
-  void Run() override {
-    int r = Ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &map_);
-    err = r < 0 ? -r : 0;
-    container_.Close();
-  }
-
- private:
-  OwnedFd container_;
-  vfio_iommu_type1_dma_map map_;
-};
-
-/**
  * MapDmaAsync(container, memory, offset, iova, size, read, write) - MapDma on the thread pool;
- * returns a promise. Arguments are checked (and thrown) as MapDma checks them.
+ * returns a promise. Arguments are checked (and thrown) as MapDma checks them. The call works on
+ * its own dup of the container fd (closing the container meanwhile cannot hand the ioctl another
+ * file) and holds the container and memory handles until it completes; their owner (lib/vfio) does
+ * not unmap memory with a map in flight.
  */
 napi_value MapDmaAsync(napi_env env, napi_callback_info info) {
   Args<7> args(env, info);
   vfio_iommu_type1_dma_map map;
   FdResource* h = ParseMap(env, args, &map);
   if (h == nullptr) return nullptr;
-  auto* call = new MapDmaCall(h, map);
-  if (!call->Prepare(env, h, args)) return Abandon(env, call);
+  auto* call = new StructIoctlCall<vfio_iommu_type1_dma_map>("VFIO_IOMMU_MAP_DMA", h,
+                                                             VFIO_IOMMU_MAP_DMA, map);
+  if (!call->Prepare(env, h, args[0], args[1])) return Abandon(env, call);
   return Queue(env, call);
 }
 

@@ -13,6 +13,7 @@
 #include "exports.h"
 #include "handle.h"
 #include "kvm_vcpu.h"
+#include "tagged_external.h"
 
 namespace vfio_bridge {
 
@@ -75,16 +76,11 @@ void FinalizeExitTable(napi_env, void* data, void*) {
 }
 
 ExitTableResource* Unwrap(napi_env env, napi_value value, const char* op) {
-  napi_valuetype type;
-  bool tagged = false;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
-      napi_check_object_type_tag(env, value, &kExitTableTag, &tagged) != napi_ok || !tagged) {
+  auto* t = static_cast<ExitTableResource*>(TaggedExternal(env, value, kExitTableTag));
+  if (t == nullptr) {
     ThrowTypeError(env, std::string(op) + " expects an exit table handle");
     return nullptr;
   }
-  void* data = nullptr;
-  napi_get_value_external(env, value, &data);
-  auto* t = static_cast<ExitTableResource*>(data);
   if (!t->core) {
     ThrowVfioError(env, op, 0, "the exit table is closed", ErrorContext{}, "ECLOSED");
     return nullptr;

@@ -41,12 +41,8 @@ napi_value GroupSetContainer(napi_env env, napi_callback_info info) {
 
 /** GroupUnsetContainer(group) - VFIO_GROUP_UNSET_CONTAINER. */
 napi_value GroupUnsetContainer(napi_env env, napi_callback_info info) {
-  Args<1> args(env, info);
-  FdResource* g = GetHandle(env, args[0], "VFIO_GROUP_UNSET_CONTAINER");
-  if (g == nullptr) return nullptr;
-  int r = IoctlValue(g->fd, VFIO_GROUP_UNSET_CONTAINER, 0);
-  if (r < 0) return ThrowErrno(env, "VFIO_GROUP_UNSET_CONTAINER", g, -r);
-  return nullptr;
+  return ValueIoctl(env, info, VFIO_GROUP_UNSET_CONTAINER, "VFIO_GROUP_UNSET_CONTAINER", nullptr,
+                    false);
 }
 
 constexpr const char* kGetDeviceFdOp = "VFIO_GROUP_GET_DEVICE_FD";

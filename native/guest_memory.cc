@@ -20,6 +20,7 @@
 #include "host_memory.h"
 #include "module.h"
 #include "symbol_versions.h"
+#include "tagged_external.h"
 
 namespace vfio_bridge {
 
@@ -49,15 +50,7 @@ namespace {
 constexpr napi_type_tag kGuestMemoryTag = {0x7666696f2d627269ULL, 0x6467652d67756573ULL};
 
 GuestMemoryState* Unwrap(napi_env env, napi_value value) {
-  napi_valuetype type;
-  bool tagged = false;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
-      napi_check_object_type_tag(env, value, &kGuestMemoryTag, &tagged) != napi_ok || !tagged) {
-    return nullptr;
-  }
-  void* data = nullptr;
-  napi_get_value_external(env, value, &data);
-  return static_cast<GuestMemoryState*>(data);
+  return static_cast<GuestMemoryState*>(TaggedExternal(env, value, kGuestMemoryTag));
 }
 
 GuestMemoryState* GetState(napi_env env, napi_value value, const char* op) {

@@ -7,6 +7,7 @@
 #include "args.h"
 #include "async_call.h"
 #include "exports.h"
+#include "tagged_external.h"
 
 namespace vfio_bridge {
 namespace {
@@ -19,15 +20,7 @@ void FinalizeHandle(napi_env, void* data, void*) {
 }
 
 FdResource* Unwrap(napi_env env, napi_value value) {
-  napi_valuetype type;
-  bool tagged = false;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external) return nullptr;
-  if (napi_check_object_type_tag(env, value, &kHandleTag, &tagged) != napi_ok || !tagged) {
-    return nullptr;
-  }
-  void* data = nullptr;
-  napi_get_value_external(env, value, &data);
-  return static_cast<FdResource*>(data);
+  return static_cast<FdResource*>(TaggedExternal(env, value, kHandleTag));
 }
 
 /** OpenFd(path) - open @path read-write, close-on-exec; returns a handle. */

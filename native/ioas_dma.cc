@@ -55,37 +55,17 @@ napi_value IoasMap(napi_env env, napi_callback_info info) {
 }
 
 /**
- * class IoasMapCall - one IOMMU_IOAS_MAP on the thread pool, on its own dup of the iommufd, holding
- * the iommufd and memory handles until it completes (as dma.cc's MapDmaCall does for type1).
+ * IoasMapAsync(...) - IoasMap on the thread pool; arguments are checked (and thrown) at once. The
+ * call works on its own dup of the iommufd and holds the iommufd and memory handles until it
+ * completes, as MapDmaAsync does for type1.
  */
-class IoasMapCall : public AsyncCall {
- public:
-  IoasMapCall(const FdResource* h, const IommuIoasMap& map)
-      : AsyncCall(kMapOp, h->where), map_(map) {}
-
-  bool Prepare(napi_env env, const FdResource* h, const Args<8>& args) {
-    return DupFd(env, h, &iommufd_) && Hold(env, args[0]) && Hold(env, args[2]);
-  }
-
-  void Run() override {
-    int r = Ioctl(iommufd_.get(), kIommuIoasMap, &map_);
-    err = r < 0 ? -r : 0;
-    iommufd_.Close();
-  }
-
- private:
-  OwnedFd iommufd_;
-  IommuIoasMap map_;
-};
-
-/** IoasMapAsync(...) - IoasMap on the thread pool; arguments are checked (and thrown) at once. */
 napi_value IoasMapAsync(napi_env env, napi_callback_info info) {
   Args<8> args(env, info);
   IommuIoasMap map;
   FdResource* h = ParseMap(env, args, &map);
   if (h == nullptr) return nullptr;
-  auto* call = new IoasMapCall(h, map);
-  if (!call->Prepare(env, h, args)) return Abandon(env, call);
+  auto* call = new StructIoctlCall<IommuIoasMap>(kMapOp, h, kIommuIoasMap, map);
+  if (!call->Prepare(env, h, args[0], args[2])) return Abandon(env, call);
   return Queue(env, call);
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "args.h"
 #include "handle.h"
 
 namespace vfio_bridge {
@@ -29,6 +30,26 @@ inline int IoctlValue(int fd, unsigned long request, unsigned long arg) {
     r = ioctl(fd, request, arg);
   } while (r < 0 && errno == EINTR);
   return r < 0 ? -errno : r;
+}
+
+/**
+ * ValueIoctl - the whole of a callback (handle[, value]) for an ioctl that takes an integer
+ * argument: the handle checked, the argument read as a uint32 named @what (nullptr: the ioctl takes
+ * none, 0 is passed), the ioctl's errno thrown as @op's. Returns the ioctl's result as a number,
+ * or undefined when @returns is false.
+ */
+inline napi_value ValueIoctl(napi_env env, napi_callback_info info, unsigned long request,
+                             const char* op, const char* what, bool returns = true) {
+  Args<2> args(env, info);
+  FdResource* h = GetHandle(env, args[0], op);
+  uint32_t arg = 0;
+  if (h == nullptr || (what != nullptr && !GetUint32(env, args[1], what, &arg))) return nullptr;
+  int r = IoctlValue(h->fd, request, arg);
+  if (r < 0) return ThrowErrno(env, op, h, -r);
+  if (!returns) return nullptr;
+  napi_value out;
+  napi_create_int32(env, r, &out);
+  return out;
 }
 
 /** Largest info buffer we accept when the kernel asks for more room (argsz). */

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "args.h"
+#include "exports.h"
 #include "handle.h"
 #include "host_memory.h"
 #include "ioctl.h"
@@ -84,32 +85,20 @@ bool GetU64(napi_env env, napi_value value, const char* what, uint64_t* out) {
   return GetSafeInteger(env, value, what, out);
 }
 
-/** KvmValueIoctl - an ioctl taking an integer argument; returns its result or throws. */
-napi_value ValueIoctl(napi_env env, napi_callback_info info, unsigned long request, const char* op,
-                      bool has_arg) {
-  Args<2> args(env, info);
-  FdResource* h = GetHandle(env, args[0], op);
-  uint32_t arg = 0;
-  if (h == nullptr || (has_arg && !GetUint32(env, args[1], "argument", &arg))) return nullptr;
-  int r = IoctlValue(h->fd, request, arg);
-  if (r < 0) return ThrowErrno(env, op, h, -r);
-  return Int(env, r);
-}
-
 napi_value GetApiVersion(napi_env env, napi_callback_info info) {
-  return ValueIoctl(env, info, KVM_GET_API_VERSION, "KVM_GET_API_VERSION", false);
+  return ValueIoctl(env, info, KVM_GET_API_VERSION, "KVM_GET_API_VERSION", nullptr);
 }
 
 napi_value CheckExtension(napi_env env, napi_callback_info info) {
-  return ValueIoctl(env, info, KVM_CHECK_EXTENSION, "KVM_CHECK_EXTENSION", true);
+  return ValueIoctl(env, info, KVM_CHECK_EXTENSION, "KVM_CHECK_EXTENSION", "argument");
 }
 
 napi_value GetVcpuMmapSize(napi_env env, napi_callback_info info) {
-  return ValueIoctl(env, info, KVM_GET_VCPU_MMAP_SIZE, "KVM_GET_VCPU_MMAP_SIZE", false);
+  return ValueIoctl(env, info, KVM_GET_VCPU_MMAP_SIZE, "KVM_GET_VCPU_MMAP_SIZE", nullptr);
 }
 
 napi_value CreateIrqchip(napi_env env, napi_callback_info info) {
-  return ValueIoctl(env, info, KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", false);
+  return ValueIoctl(env, info, KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", nullptr);
 }
 
 /** CreateVm(kvm) - KVM_CREATE_VM with the default machine type; returns the VM's handle. */
@@ -127,13 +116,7 @@ napi_value CreateVm(napi_env env, napi_callback_info info) {
 
 /** SetTssAddr(vm, addr) - KVM_SET_TSS_ADDR (three pages VMX needs for real mode). */
 napi_value SetTssAddr(napi_env env, napi_callback_info info) {
-  Args<2> args(env, info);
-  FdResource* h = GetHandle(env, args[0], "KVM_SET_TSS_ADDR");
-  uint32_t addr;
-  if (h == nullptr || !GetUint32(env, args[1], "address", &addr)) return nullptr;
-  int r = IoctlValue(h->fd, KVM_SET_TSS_ADDR, addr);
-  if (r < 0) return ThrowErrno(env, "KVM_SET_TSS_ADDR", h, -r);
-  return nullptr;
+  return ValueIoctl(env, info, KVM_SET_TSS_ADDR, "KVM_SET_TSS_ADDR", "address", false);
 }
 
 /**
@@ -408,28 +391,26 @@ napi_value GetSupportedCpuid(napi_env env, napi_callback_info info) {
 }  // namespace
 
 void RegisterKvm(Napi::Env env, Napi::Object exports) {
-  napi_property_descriptor props[] = {
-#define P(name, fn) {name, nullptr, fn, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
-      P("kvmGetApiVersion", GetApiVersion),
-      P("kvmCheckExtension", CheckExtension),
-      P("kvmGetVcpuMmapSize", GetVcpuMmapSize),
-      P("kvmCreateVm", CreateVm),
-      P("kvmSetTssAddr", SetTssAddr),
-      P("kvmSetUserMemoryRegion", SetUserMemoryRegion),
-      P("kvmCreateIrqchip", CreateIrqchip),
-      P("kvmCreatePit2", CreatePit2),
-      P("kvmIrqLine", IrqLine),
-      P("kvmGetSupportedCpuid", GetSupportedCpuid),
-      P("kvmSetGsiRouting", SetGsiRouting),
-      P("kvmIrqfd", Irqfd),
-      P("kvmIoeventfd", Ioeventfd),
-      P("kvmSignalMsi", SignalMsi),
-      P("kvmCreateDevice", CreateDevice),
-      P("kvmDeviceAttrFd", DeviceAttrFd),
-      P("dupFd", DupFd),
-#undef P
+  const napi_property_descriptor methods[] = {
+      Method("kvmGetApiVersion", GetApiVersion),
+      Method("kvmCheckExtension", CheckExtension),
+      Method("kvmGetVcpuMmapSize", GetVcpuMmapSize),
+      Method("kvmCreateVm", CreateVm),
+      Method("kvmSetTssAddr", SetTssAddr),
+      Method("kvmSetUserMemoryRegion", SetUserMemoryRegion),
+      Method("kvmCreateIrqchip", CreateIrqchip),
+      Method("kvmCreatePit2", CreatePit2),
+      Method("kvmIrqLine", IrqLine),
+      Method("kvmGetSupportedCpuid", GetSupportedCpuid),
+      Method("kvmSetGsiRouting", SetGsiRouting),
+      Method("kvmIrqfd", Irqfd),
+      Method("kvmIoeventfd", Ioeventfd),
+      Method("kvmSignalMsi", SignalMsi),
+      Method("kvmCreateDevice", CreateDevice),
+      Method("kvmDeviceAttrFd", DeviceAttrFd),
+      Method("dupFd", DupFd),
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  DefineMethods(env, exports, methods);
 }
 
 }  // namespace vfio_bridge

@@ -24,6 +24,7 @@
 #include "fault_guard.h"
 #include "host_memory.h"
 #include "module.h"
+#include "tagged_external.h"
 
 namespace vfio_bridge {
 
@@ -204,16 +205,9 @@ napi_value Write64(napi_env e, napi_callback_info) { return Write<8>(e, "mapping
 
 /** GetMapping - the MappingState behind a handle, or nullptr after a TypeError. */
 MappingState* GetMapping(napi_env env, napi_value value, const char* op) {
-  napi_valuetype type;
-  bool tagged = false;
-  if (napi_typeof(env, value, &type) == napi_ok && type == napi_external &&
-      napi_check_object_type_tag(env, value, &kMappingTag, &tagged) == napi_ok && tagged) {
-    void* data = nullptr;
-    napi_get_value_external(env, value, &data);
-    return static_cast<MappingState*>(data);
-  }
-  ThrowTypeError(env, std::string(op) + " expects a mapping handle");
-  return nullptr;
+  auto* m = static_cast<MappingState*>(TaggedExternal(env, value, kMappingTag));
+  if (m == nullptr) ThrowTypeError(env, std::string(op) + " expects a mapping handle");
+  return m;
 }
 
 /**
@@ -542,15 +536,8 @@ napi_value UseScratch(napi_env env, napi_callback_info info) {
 }  // namespace
 
 bool MappingHostRange(napi_env env, napi_value value, HostRange* out) {
-  napi_valuetype type;
-  bool tagged = false;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external ||
-      napi_check_object_type_tag(env, value, &kMappingTag, &tagged) != napi_ok || !tagged) {
-    return false;
-  }
-  void* data = nullptr;
-  napi_get_value_external(env, value, &data);
-  auto* m = static_cast<MappingState*>(data);
+  auto* m = static_cast<MappingState*>(TaggedExternal(env, value, kMappingTag));
+  if (m == nullptr) return false;
   out->base = m->base;
   out->length = m->length;
   out->writable = m->writable;

@@ -146,13 +146,43 @@ export class ArgRangeError extends RangeError {
   readonly code = 'ERR_OUT_OF_RANGE';
 }
 
-/** The error for use of `what` after close(), as every closed object of lib/vfio and lib/pci reports it. */
-export function closedError(op: string, what: string, bdf?: string): VfioError {
-  return new VfioError({
-    message: `${op}: ${what} is closed`,
+/** Where a closed object was, for its {@link closedError}. */
+export interface ClosedAt {
+  /** The PCI address (or mediated device UUID) of the device the object belongs to, if it has one. */
+  bdf?: string | undefined;
+  /** The node the object was opened from (`/dev/vfio/12`, `/dev/kvm`), if it has one. */
+  path?: string | undefined;
+  /** What to do instead; unset, the hint is to open a new object. */
+  hint?: string | undefined;
+}
+
+/**
+ * closedError: the error for `what` (`'the container'`, `` `device ${bdf}` ``) used by `op` after
+ * close(), as every closed object of the package reports it: code `'ECLOSED'`, the message
+ * `` `${op} failed: ${what} is closed` ``, a hint, and the BDF and path where `at` has them (a
+ * string `at` is the BDF). A VfioError, or whatever `make` builds from the same fields: lib/kvm
+ * passes one that makes a KvmError.
+ */
+export function closedError(op: string, what: string, at?: string | ClosedAt): VfioError;
+export function closedError<E extends VfioBridgeError>(
+  op: string,
+  what: string,
+  at: string | ClosedAt | undefined,
+  make: (init: VfioErrorInit) => E,
+): E;
+export function closedError(
+  op: string,
+  what: string,
+  at: string | ClosedAt = {},
+  make: (init: VfioErrorInit) => VfioBridgeError = (init) => new VfioError(init),
+): VfioBridgeError {
+  const { bdf, path, hint } = typeof at === 'string' ? { bdf: at, path: undefined, hint: undefined } : at;
+  return make({
+    message: `${op} failed: ${what} is closed`,
     code: 'ECLOSED',
     op,
-    hint: 'the object was closed; open a new one',
+    hint: hint ?? 'the object was closed; open a new one',
     bdf,
+    path,
   });
 }

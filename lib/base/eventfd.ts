@@ -1,6 +1,5 @@
-import { ArgRangeError, ArgTypeError } from './error';
+import { ArgRangeError, ArgTypeError, closedError } from './error';
 import { native, type NativeHandle } from '../native';
-import { VfioError } from './error';
 
 /**
  * An eventfd (non-blocking, close-on-exec) that this process owns: the trigger of an interrupt, the
@@ -54,14 +53,7 @@ export class EventFd implements Disposable {
   }
 
   #open(op: string): number {
-    if (this.#closed) {
-      throw new VfioError({
-        message: `${op} failed: the eventfd is closed`,
-        code: 'ECLOSED',
-        op,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed) throw closedError(op, 'the eventfd');
     return this.fd;
   }
 }

@@ -9,6 +9,7 @@ export {
   VfioBridgeError,
   VfioError,
   closedError,
+  type ClosedAt,
   type VfioBridgeErrorInit,
   type VfioErrorInit,
 } from './error';

@@ -7,7 +7,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { VfioError } from '../base/native-errors';
-import { driverKeepsViable, groupMembers, normalizeBdf, sysfsRoot, type SysfsOptions } from '../vfio/sysfs';
+import {
+  driverKeepsViable,
+  groupMembers,
+  listSysfsDir,
+  normalizeBdf,
+  pciDevicesDir,
+  sysfsRoot,
+  type GroupMember,
+  type SysfsOptions,
+} from '../vfio/sysfs';
 import { fileError, UsageError } from './errors';
 
 /** IFF_UP in a net device's `flags`. */
@@ -78,7 +87,7 @@ function linkBase(p: string): string | null {
 
 /** The sysfs directory of a PCI device. */
 export function deviceDir(bdf: string, opts: SysfsOptions = {}): string {
-  return path.join(sysfsRoot(opts), 'bus/pci/devices', bdf);
+  return path.join(pciDevicesDir(opts), bdf);
 }
 
 /**
@@ -140,20 +149,8 @@ export function readDevice(bdf: string, opts: SysfsOptions = {}): PciDeviceEntry
 
 /** Every PCI device, sorted by address. */
 export function listDevices(opts: SysfsOptions = {}): PciDeviceEntry[] {
-  const dir = path.join(sysfsRoot(opts), 'bus/pci/devices');
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new VfioError({
-      message: `cannot list PCI devices: ${err.message}`,
-      code: err.code ?? 'EIO',
-      op: 'readdir',
-      path: dir,
-      hint: 'is sysfs mounted (or VFIO_BRIDGE_SYSFS_ROOT right)?',
-    });
-  }
+  const dir = pciDevicesDir(opts);
+  const names = listSysfsDir(dir, 'PCI devices', 'is sysfs mounted (or VFIO_BRIDGE_SYSFS_ROOT right)?');
   return names
     .filter((n) => /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/.test(n))
     .sort()
@@ -196,7 +193,7 @@ export interface GroupState {
   viable: boolean;
   /** On vfio-pci, in a viable group, with its /dev/vfio node present. */
   vfioReady: boolean;
-  members: { bdf: string; driver: string | null }[];
+  members: GroupMember[];
 }
 
 /** The state of `dev`'s group; no group means neither viable nor ready. */

@@ -4,7 +4,15 @@
  */
 import type { DmaMemory } from '../vfio/dma-types';
 
-const owners = new WeakMap<ArrayBuffer | SharedArrayBuffer, { memory: DmaMemory; offset: number }>();
+/** The DMA-able memory a buffer shows, and from where. */
+export interface DmaBufferOwner {
+  /** The memory the buffer is a window on (a GuestRam). */
+  memory: DmaMemory;
+  /** Where the buffer's byte 0 lies in `memory`, in bytes. */
+  offset: number;
+}
+
+const owners = new WeakMap<ArrayBuffer | SharedArrayBuffer, DmaBufferOwner>();
 
 /** Record that `buffer` shows `memory` from `offset`. */
 export function registerDmaBuffer(
@@ -16,8 +24,6 @@ export function registerDmaBuffer(
 }
 
 /** The DMA-able memory behind `buffer` and where the buffer starts in it, or undefined. */
-export function dmaBufferOwner(
-  buffer: ArrayBuffer | SharedArrayBuffer,
-): { memory: DmaMemory; offset: number } | undefined {
+export function dmaBufferOwner(buffer: ArrayBuffer | SharedArrayBuffer): DmaBufferOwner | undefined {
   return owners.get(buffer);
 }

@@ -3,7 +3,7 @@
  * copy, shareable with worker threads (they map the same pages), and handed by host address to the
  * IOMMU (Container.mapDma, the DMA listener) and to KVM memory slots.
  */
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
 import { constants as bufferConstants } from 'node:buffer';
 import * as fs from 'node:fs';
 import { markAsUntransferable } from 'node:worker_threads';
@@ -29,11 +29,17 @@ export interface GuestRamOptions {
 
 /** What {@link GuestRam.share} returns: post it to a worker and call {@link GuestRam.attach} there. */
 export interface SharedGuestRam {
+  /** The RAM's name, which the attached GuestRam takes too. */
   readonly name: string;
+  /** The memfd's number: the threads of a process share their fds, so a worker maps it by number. */
   readonly fd: number;
+  /** The RAM's size in bytes. */
   readonly length: number;
+  /** The memfd's device number (st_dev): with `ino`, proves at attach that `fd` is still this memfd. */
   readonly dev: number;
+  /** The memfd's inode number (st_ino): with `dev`, proves at attach that `fd` is still this memfd. */
   readonly ino: number;
+  /** The huge page size backing the memory in bytes, or 0 for normal pages. */
   readonly hugePageSize: number;
 }
 
@@ -95,7 +101,9 @@ function hugepageError(size: number, page: number, cause: unknown): VfioError {
  * garbage-collected, or when the thread exits.
  */
 export class GuestRam implements DmaMemory, Disposable {
+  /** The memfd's name (shown in /proc/PID/maps), also used in messages: `guest-ram` unless given. */
   readonly name: string;
+  /** The RAM's size in bytes. */
   readonly length: number;
   /** The huge page size backing the memory, or 0 for normal pages. */
   readonly hugePageSize: number;
@@ -301,13 +309,6 @@ export class GuestRam implements DmaMemory, Disposable {
   }
 
   #check(op: string): void {
-    if (this.#closed) {
-      throw new VfioError({
-        message: `${op}: guest RAM '${this.name}' is closed`,
-        code: 'ECLOSED',
-        op,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed) throw closedError(op, `guest RAM '${this.name}'`);
   }
 }

@@ -39,14 +39,21 @@ export interface DmaContainer {
   /** See {@link Container.unmapDma}. */
   unmapDma(iova: number, size: number): number;
   /** See {@link Container.iommuInfo}. */
-  iommuInfo(): { minPageSize: number };
+  iommuInfo(): {
+    /** The IOMMU's smallest page in bytes: the granularity of every mapping. */
+    minPageSize: number;
+  };
 }
 
 /** One IOMMU mapping the listener made. */
 export interface DmaListenerMapping {
+  /** The IO virtual address it starts at: the guest-physical address of the mapped memory. */
   readonly iova: number;
+  /** Its length in bytes, a whole number of pages. */
   readonly size: number;
+  /** The name of the memory region it maps. */
   readonly region: string;
+  /** `ram` for guest RAM, `ram-device` for a RAM-device region such as a mapped BAR. */
   readonly kind: 'ram' | 'ram-device';
   /** True when the device may only read (read-only RAM). */
   readonly readonly: boolean;
@@ -57,7 +64,9 @@ export class DmaCommitError extends VfioBridgeError {
   override readonly name: string = 'DmaCommitError';
   /** The absolute guest-physical range that could not be mapped. */
   readonly start: number;
+  /** The length in bytes of the range that could not be mapped. */
   readonly size: number;
+  /** The name of the memory region the range belongs to. */
   readonly region: string;
   /** Mappings that could not be put back while undoing (empty when the IOMMU is as before). */
   readonly rollbackErrors: unknown[];
@@ -80,10 +89,15 @@ export class DmaCommitError extends VfioBridgeError {
 
 /** A non-fatal DMA failure: a RAM-device map refused, or an unmap the kernel refused. */
 export interface DmaErrorEvent {
+  /** The absolute guest-physical address (the IOVA) of the range the failed call named. */
   readonly start: number;
+  /** The length in bytes of that range. */
   readonly size: number;
+  /** The name of the memory region the range belongs to. */
   readonly region: string;
+  /** Which call failed: a RAM-device map, or an unmap. */
   readonly op: 'map' | 'unmap';
+  /** What the backend threw: usually a VfioError with the kernel's errno. */
   readonly error: unknown;
   /**
    * What became of a failed unmap: `retry` (the kernel may still hold the mapping: it is unmapped
@@ -126,14 +140,23 @@ export interface DmaListenerOptions {
 
 /** Counters of a listener, since it was created. */
 export interface DmaListenerStats {
+  /** Bytes the listener has mapped now (not a running total: unmaps take it down). */
   mappedBytes: number;
+  /** Mappings the listener holds now, orphans whose unmap failed included. */
   mappingCount: number;
+  /** Skipped pieces ({@link DmaSkip}) of the sections in the flat view now. */
   skippedCount: number;
+  /** Map requests made to the backend since creation, those that failed and those of rollbacks included. */
   mapCalls: number;
+  /** Unmap requests made to the backend since creation, those that failed included. */
   unmapCalls: number;
+  /** Memory-listener commits since creation: one per transaction of the address space. */
   commits: number;
+  /** Commits undone because RAM could not be mapped (`fatal` events) since creation. */
   fatalCount: number;
+  /** `dma-error` events since creation: RAM-device maps and unmaps the backend refused. */
   dmaErrorCount: number;
+  /** `warning` events since creation: sections skipped in whole or in part. */
   warningCount: number;
   /** Failed unmaps kept to be tried again on the next commits. */
   orphanCount: number;
@@ -187,6 +210,7 @@ export type DmaListenerEvents = {
 export class DmaListener extends EventEmitter<DmaListenerEvents> implements MemoryListener, Disposable {
   /** The DMA backend the listener maps into (a Container, an Ioas, or a fake). */
   readonly container: DmaContainer;
+  /** The address space followed: its DMA-able sections are what the listener maps. */
   readonly space: AddressSpace;
   /** The IOMMU page: the granularity of RAM-device mappings. */
   readonly pageSize: number;

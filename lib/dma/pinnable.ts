@@ -5,7 +5,9 @@ const MiB = 2 ** 20;
 
 /** What {@link assertPinnable} needs of guest RAM. */
 export interface PinnableRam {
+  /** The RAM's name, for the message. */
   readonly name: string;
+  /** The RAM's size in bytes: what pinning would allocate on small pages. */
   readonly length: number;
   /** 0 for small pages: only those are allocated (and must be available) when pinned. */
   readonly hugePageSize: number;

@@ -3,7 +3,8 @@
  * to map at which IOVA, and which pieces are skipped and why. Pure functions, no IOMMU.
  */
 import type { FlatRange } from '../memory';
-import { DMA_HANDLE, hex, span, type DmaMapRequest, type DmaMemory } from '../vfio/dma-types';
+import { hex } from '../base/values';
+import { DMA_HANDLE, span, type DmaMapRequest, type DmaMemory } from '../vfio/dma-types';
 import { dmaBufferOwner } from './dma-buffers';
 
 /** Why a section, or part of one, was not mapped. */
@@ -23,11 +24,17 @@ export type DmaSkipReason =
 
 /** A section (or part) the listener did not map. */
 export interface DmaSkip {
+  /** The absolute guest-physical address of the skipped piece (its IOVA, had it been mapped). */
   readonly start: number;
+  /** The skipped piece's length in bytes. */
   readonly size: number;
+  /** The name of the memory region the section belongs to. */
   readonly region: string;
+  /** `ram` for guest RAM, `ram-device` for a RAM-device region such as a mapped BAR. */
   readonly kind: 'ram' | 'ram-device';
+  /** Why the piece was not mapped. */
   readonly reason: DmaSkipReason;
+  /** One line naming the range, the region and the reason, as the listener logs it. */
   readonly message: string;
   /** The error behind a `map-failed` skip. */
   readonly error?: unknown;

@@ -1,4 +1,4 @@
-import { KvmError } from '../base';
+import { KvmError, closedError as baseClosedError } from '../base';
 
 /**
  * A KVM failure that has no errno of its own: a missing capability (`'ENOCAP'`), a KVM API version
@@ -15,13 +15,7 @@ export function kvmError(
   return new KvmError({ message, code, op, path, hint });
 }
 
-/** The error for an object used after close. */
+/** lib/base's {@link baseClosedError} as a KvmError, for the KVM object `what` opened from `path`. */
 export function closedError(op: string, what: string, path: string): KvmError {
-  return kvmError(
-    op,
-    'ECLOSED',
-    `${op} failed: the ${what} is closed`,
-    'the object was closed; open a new one',
-    path,
-  );
+  return baseClosedError(op, `the ${what}`, { path }, (init) => new KvmError(init));
 }

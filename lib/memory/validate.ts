@@ -2,6 +2,7 @@
  * Argument checks shared by the memory model. Every message names the value, the width (where there
  * is one) and the limit, so that a failing call can be fixed from the message alone.
  */
+import { checkValue } from '../base/checks';
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import type { AccessLength, AccessSize, FixedWidthMemory } from './types';
 
@@ -103,28 +104,8 @@ export function checkPriority(p: unknown): number {
   return p;
 }
 
-/** Throws unless `value` is a valid unsigned value of `size` bytes (a `bigint` iff size is 8). */
-export function checkValue(size: AccessSize, value: unknown): void {
-  if (size === 8) {
-    if (typeof value !== 'bigint') {
-      throw new ArgTypeError(`value of an 8-byte access must be a bigint, got ${typeof value}`);
-    }
-    if (BigInt.asUintN(64, value) !== value) {
-      throw new ArgRangeError(`value ${value} does not fit in 8 bytes: must be in [0, 0xffffffffffffffff]`);
-    }
-    return;
-  }
-  if (typeof value !== 'number') {
-    throw new ArgTypeError(`value of a ${size}-byte access must be a number, got ${typeof value}`);
-  }
-  const ok = size === 4 ? value >>> 0 === value : (value & (size === 1 ? 0xff : 0xffff)) === value;
-  if (!ok) {
-    const limit = size === 4 ? 0xffffffff : size === 1 ? 0xff : 0xffff;
-    throw new ArgRangeError(
-      `value ${value} does not fit in ${size} bytes: must be an integer in [0, ${limit}]`,
-    );
-  }
-}
+// The value check of a 1-, 2-, 4- or 8-byte access is the package's one, in lib/base.
+export { checkValue };
 
 /** Formats an address the way QEMU prints a hwaddr: 16 lower-case hex digits. */
 export function hex16(v: number): string {

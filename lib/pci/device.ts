@@ -47,7 +47,8 @@ import {
   resetPciDeviceAsync,
 } from './reset';
 import { type PciRom, ROM_SLOT } from './rom';
-import { checkInteger, checkValue, hex, type VfioDeviceLike } from './types';
+import { checkValue } from '../base/checks';
+import { checkInteger, hex, type VfioDeviceLike } from './types';
 
 /** The events of a {@link VfioPciDevice}. */
 export type VfioPciDeviceEvents = {
@@ -351,7 +352,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
   configWrite(offset: number, size: 1 | 2 | 4, value: number): void {
     this.#checkOpen();
     this.#checkConfig(offset, size);
-    checkValue(value, size, `${this.bdf} config write at ${hex(offset)}`);
+    checkValue(size, value, `${this.bdf} config write at ${hex(offset)}`);
     if (offset + size > this.configSize) {
       // As QEMU does, the bytes inside config space are written and the rest are dropped.
       this.#reportConfig('config-range', true, offset, size);
@@ -551,7 +552,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
   }
 
   #checkOpen(): void {
-    if (this.#closed) throw closedError('VfioPciDevice', `${this.bdf}: the VfioPciDevice`, this.bdf);
+    if (this.#closed) throw closedError('VfioPciDevice', `VfioPciDevice ${this.bdf}`, this.bdf);
   }
 }
 

@@ -497,8 +497,7 @@ export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
   }
 
   #checkOpen(): void {
-    if (this.#closed)
-      throw closedError('PciInterrupts', `${this.#ctx.bdf}: the device's interrupts`, this.#ctx.bdf);
+    if (this.#closed) throw closedError('PciInterrupts', `the interrupts of ${this.#ctx.bdf}`, this.#ctx.bdf);
   }
 }
 

@@ -1,4 +1,4 @@
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError } from '../base/error';
 import type { AccessSize, FixedWidthMemory } from '../memory';
 import type { RegionInfo } from '../vfio';
 
@@ -73,21 +73,5 @@ export function checkAccessSize(size: unknown, what: string): asserts size is Ac
 }
 
 export { checkInteger } from '../base/checks';
-
-/** Throws a TypeError unless `value` has the type the access size requires (bigint iff 8 bytes). */
-export function checkValue(value: unknown, size: AccessSize, what: string): asserts value is number | bigint {
-  if (size === 8) {
-    if (typeof value !== 'bigint') throw new ArgTypeError(`${what}: an 8-byte value must be a bigint`);
-    if (value < 0n || value > 0xffff_ffff_ffff_ffffn) {
-      throw new ArgRangeError(`${what}: value ${value} does not fit in 8 bytes`);
-    }
-    return;
-  }
-  if (typeof value !== 'number') throw new ArgTypeError(`${what}: a ${size}-byte value must be a number`);
-  const max = 2 ** (size * 8) - 1;
-  if (!Number.isInteger(value) || value < 0 || value > max) {
-    throw new ArgRangeError(`${what}: value ${value} does not fit in ${size} bytes (max ${max})`);
-  }
-}
 
 export { hex } from '../base/values';

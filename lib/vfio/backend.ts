@@ -34,7 +34,9 @@ export interface BackendProbeOptions extends CdevOptions {
 
 /** Why a backend was (or will be) used for a device. */
 export interface BackendDecision {
+  /** The backend that will be (or was) used: never `auto`. */
   readonly backend: VfioBackendKind;
+  /** What was asked for: `auto`, or one backend by name. */
   readonly requested: VfioBackendChoice;
   /** One sentence: why this backend. */
   readonly reason: string;

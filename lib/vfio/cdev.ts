@@ -13,7 +13,8 @@ import * as path from 'node:path';
 
 import { VfioError } from '../base/native-errors';
 import { native, type NativeHandle } from '../native';
-import { Device, openDeviceOwner } from './device';
+import { Device } from './device';
+import { openDeviceOwner } from './open-objects';
 import { iommufdHandle, type Iommufd } from './iommufd';
 import { isMdevUuid, normalizeMdevUuid } from './mdev/sysfs';
 import { normalizeBdf, sysfsRoot, type SysfsOptions } from './sysfs';
@@ -68,7 +69,14 @@ export function normalizeDeviceName(name: string): string {
 export function findCdev(
   bdf: string,
   opts: CdevOptions = {},
-): DeviceCdev | { none: NoCdevReason; detail: string } {
+):
+  | DeviceCdev
+  | {
+      /** Why the device has no cdev: no such device, a kernel without cdevs, or not on a vfio driver. */
+      none: NoCdevReason;
+      /** One sentence naming what was looked for and not found, for a message. */
+      detail: string;
+    } {
   const dev = normalizeDeviceName(bdf);
   const mdev = isMdevUuid(dev);
   const root = sysfsRoot(opts);

@@ -1,9 +1,9 @@
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
+import { hex } from '../base/values';
 import { native, type NativeHandle } from '../native';
 import {
   DMA_HANDLE,
   DmaState,
-  hex,
   iovaRangesOf,
   minPageSize,
   type DmaLimits,
@@ -19,6 +19,7 @@ import {
   VFIO_TYPE1_IOMMU,
   VFIO_TYPE1v2_IOMMU,
   type IommuInfo,
+  type IovaRange,
 } from './uapi';
 
 /** {@link Container.iommuInfo}: the raw info and what a VMM reads from it. */
@@ -28,7 +29,7 @@ export interface ContainerIommuInfo extends IommuInfo {
   /** The smallest of them: the granularity of every DMA mapping. */
   minPageSize: number;
   /** The IOVA ranges (inclusive ends) a mapping must lie in (VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE). */
-  iovaRanges: { start: bigint; end: bigint }[];
+  iovaRanges: IovaRange[];
   /** DMA entries left (VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL), or undefined when the kernel does not say. */
   dmaAvail: number | undefined;
   /** The migration capability is present (reported only; vfio-bridge does not use it). */
@@ -50,15 +51,8 @@ const handles = new WeakMap<Container, NativeHandle>();
 /** The container's native handle, for Group.setContainer. @internal */
 export function containerHandle(c: Container): NativeHandle {
   const h = handles.get(c);
-  if (h === undefined || c.closed) {
-    throw new VfioError({
-      message: 'the container is closed',
-      code: 'ECLOSED',
-      op: 'VFIO_GROUP_SET_CONTAINER',
-      path: c.path,
-      hint: 'the object was closed; open a new one',
-    });
-  }
+  if (h === undefined || c.closed)
+    throw closedError('VFIO_GROUP_SET_CONTAINER', 'the container', { path: c.path });
   return h;
 }
 
@@ -327,15 +321,7 @@ export class Container implements DmaBackend, Disposable {
   }
 
   #handle(op: string): NativeHandle {
-    if (this.#closed) {
-      throw new VfioError({
-        message: `${op} failed: the container is closed`,
-        code: 'ECLOSED',
-        op,
-        path: this.path,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed) throw closedError(op, 'the container', { path: this.path });
     return handles.get(this)!;
   }
 }

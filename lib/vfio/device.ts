@@ -1,7 +1,7 @@
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { VfioError } from '../base/native-errors';
-import { openGroup } from './group';
+import { addOpenDevice, findOpenGroup, removeOpenDevice } from './open-objects';
 import {
   devicesNotOwnedError,
   groupsNotOwnedError,
@@ -39,24 +39,6 @@ function checkSize(size: unknown): AccessSize {
 
 /** The index of the expansion ROM region of a vfio-pci device. */
 const ROM_REGION = 6;
-
-/** Devices open in this process, by PCI address, with the group they came from. */
-const openDevices = new Map<string, { ref: WeakRef<Device>; group: string }>();
-
-/**
- * Where device `bdf` is already open in this process, or undefined. A device that was collected
- * without close() had its fd released with it, so it no longer counts. @internal
- */
-export function openDeviceOwner(bdf: string): string | undefined {
-  const e = openDevices.get(bdf);
-  if (e === undefined) return undefined;
-  const d = e.ref.deref();
-  if (d === undefined || d.closed) {
-    openDevices.delete(bdf);
-    return undefined;
-  }
-  return `a Device from ${e.group}`;
-}
 
 function checkRange(
   op: string,
@@ -134,7 +116,7 @@ export class Device implements Disposable {
     binding: IommufdBinding | null = null,
   ): Device {
     const d = new Device(handle, bdf, groupPath, binding);
-    openDevices.set(bdf, { ref: new WeakRef(d), group: groupPath });
+    addOpenDevice(d, groupPath);
     return d;
   }
 
@@ -320,7 +302,7 @@ export class Device implements Disposable {
     const fds: number[] = [];
     const missing: number[] = [];
     for (const n of info.groups) {
-      const g = groups !== undefined ? groups.find((x) => x.number === n) : openGroup(n);
+      const g = groups !== undefined ? groups.find((x) => x.number === n) : findOpenGroup(n);
       const fd = g?.fd ?? -1;
       if (fd < 0) missing.push(n);
       else fds.push(fd);
@@ -415,7 +397,7 @@ export class Device implements Disposable {
     if (this.#closed) return;
     const irqError = this.#closeIrqs();
     this.#closed = true;
-    if (openDevices.get(this.bdf)?.ref.deref() === this) openDevices.delete(this.bdf);
+    removeOpenDevice(this);
     native.closeFd(this.#handle);
     if (irqError !== undefined) throw irqError;
   }
@@ -428,7 +410,7 @@ export class Device implements Disposable {
     if (this.#closed) return;
     const irqError = this.#closeIrqs();
     this.#closed = true;
-    if (openDevices.get(this.bdf)?.ref.deref() === this) openDevices.delete(this.bdf);
+    removeOpenDevice(this);
     await native.closeFdAsync(this.#handle);
     if (irqError !== undefined) throw irqError;
   }
@@ -463,16 +445,7 @@ export class Device implements Disposable {
   }
 
   #open(op: string): NativeHandle {
-    if (this.#closed) {
-      throw new VfioError({
-        message: `${op} failed: device ${this.bdf} is closed`,
-        code: 'ECLOSED',
-        op,
-        path: this.#groupPath,
-        bdf: this.bdf,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed) throw closedError(op, `device ${this.bdf}`, { bdf: this.bdf, path: this.#groupPath });
     return this.#handle;
   }
 

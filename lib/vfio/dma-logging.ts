@@ -16,7 +16,9 @@ import {
 
 /** One IOVA range to log. */
 export interface DmaLogRange {
+  /** The IO virtual address the range starts at; a multiple of the logging page size. */
   readonly iova: bigint;
+  /** The range's length in bytes; a non-zero multiple of the logging page size. */
   readonly length: bigint;
 }
 
@@ -26,6 +28,7 @@ function isPow2(v: bigint): boolean {
 
 /** DMA logging on an open device. */
 export class DmaLogging {
+  /** The device whose DMA writes are logged; it must stay open while logging runs. */
   readonly device: Device;
   #pageSize: bigint | null = null;
 

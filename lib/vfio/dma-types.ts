@@ -4,6 +4,8 @@
  */
 import type { NativeGuestMemoryHandle, NativeMappingHandle } from '../native';
 import { MEMORY_HANDLE } from '../base/host-memory';
+import { hex } from '../base/values';
+import type { IovaRange } from './uapi';
 
 /**
  * Host memory the package owns and can hand to the IOMMU: guest RAM (`GuestRam` in lib/dma) or a
@@ -23,8 +25,11 @@ export interface DmaMemory {
 
 /** What {@link Container.mapDma} maps: `size` bytes of `memory` from `offset`, at `iova`. */
 export interface DmaMapRequest {
+  /** The IO virtual address the device will use, in bytes; a multiple of the IOMMU's smallest page. */
   iova: number;
+  /** How many bytes to map; a non-zero multiple of the IOMMU's smallest page. */
   size: number;
+  /** The host memory to map: a GuestRam, a Mapping, or anything else carrying the DMA handle. */
   memory: DmaMemory;
   /** Where in `memory` the mapping starts (default 0). */
   offset?: number;
@@ -36,16 +41,18 @@ export interface DmaMapRequest {
 
 /** One recorded mapping. */
 export interface DmaMapping {
+  /** The IO virtual address the mapping starts at, in bytes. */
   readonly iova: number;
+  /** The mapping's length in bytes. */
   readonly size: number;
+  /** The host memory behind it, as the request named it. */
   readonly memory: DmaMemory;
+  /** Where in `memory` the mapping starts, in bytes (0 when the request gave none). */
   readonly offset: number;
+  /** The device may read through it (IOMMU read permission). */
   readonly read: boolean;
+  /** The device may write through it (IOMMU write permission). */
   readonly write: boolean;
-}
-
-export function hex(v: number | bigint): string {
-  return `0x${v.toString(16)}`;
 }
 
 /** `[start, end)` in hex, the way every DMA message prints a range. */
@@ -63,7 +70,7 @@ export interface DmaIommuInfo {
   /** The granularity of every mapping: iova, size and offset are multiples of it. */
   readonly minPageSize: number;
   /** The IOVA ranges (inclusive ends) a mapping must lie in. */
-  readonly iovaRanges: readonly { readonly start: bigint; readonly end: bigint }[];
+  readonly iovaRanges: readonly IovaRange[];
 }
 
 /**
@@ -76,6 +83,7 @@ export interface DmaBackend {
   readonly kind: VfioBackendKind;
   /** The node the backend's fd came from (`/dev/vfio/vfio`, `/dev/iommu`). */
   readonly path: string;
+  /** True once the backend was closed: its mappings are gone and every call throws ECLOSED. */
   readonly closed: boolean;
   /** Map `req.size` bytes of `req.memory` at `req.iova`, checked first; recorded once the kernel agreed. */
   mapDma(req: DmaMapRequest): void;

@@ -5,19 +5,15 @@
  * space), and the kernel's failures with the backend's hints. Each Container and Ioas owns one
  * DmaState; what differs between them is their DmaHost.
  */
+import { checkInteger } from '../base/checks';
 import { ArgRangeError, ArgTypeError } from '../base/error';
 
 import { VfioError } from '../base/native-errors';
-import { DMA_HANDLE, hex, span, type DmaMapping, type DmaMapRequest, type DmaMemory } from './dma-types';
-import type { IommuInfo } from './uapi';
+import { hex } from '../base/values';
+import { DMA_HANDLE, span, type DmaMapping, type DmaMapRequest, type DmaMemory } from './dma-types';
+import type { IommuInfo, IovaRange } from './uapi';
 
-export { DMA_HANDLE, hex, span, type DmaMapping, type DmaMapRequest, type DmaMemory };
-
-/** An inclusive IOVA range, as the kernel reports it. */
-export interface IovaRange {
-  start: bigint;
-  end: bigint;
-}
+export { DMA_HANDLE, span, type DmaMapping, type DmaMapRequest, type DmaMemory };
 
 function memoryName(m: DmaMemory): string {
   return m.dmaName ?? 'memory';
@@ -25,14 +21,6 @@ function memoryName(m: DmaMemory): string {
 
 function describe(m: DmaMapping): string {
   return `${span(m.iova, m.size)} (${m.size} bytes of ${memoryName(m.memory)} from offset ${hex(m.offset)})`;
-}
-
-function checkInteger(op: string, what: string, v: unknown): number {
-  if (typeof v !== 'number') throw new ArgTypeError(`${op}: ${what} must be a number, got ${typeof v}`);
-  if (!Number.isSafeInteger(v) || v < 0) {
-    throw new ArgRangeError(`${op}: ${what} ${String(v)} is not an integer in [0, Number.MAX_SAFE_INTEGER]`);
-  }
-  return v;
 }
 
 function checkFlag(op: string, what: string, v: unknown): boolean {
@@ -203,9 +191,10 @@ export class DmaState {
     const op = this.#host.mapOp;
     if (req === null || typeof req !== 'object')
       throw new ArgTypeError(`${op}: the request must be an object`);
-    const iova = checkInteger(op, 'iova', req.iova);
-    const size = checkInteger(op, 'size', req.size);
-    const offset = checkInteger(op, 'offset', req.offset ?? 0);
+    const { iova, size, offset = 0 } = req;
+    checkInteger(iova, `${op}: iova`);
+    checkInteger(size, `${op}: size`);
+    checkInteger(offset, `${op}: offset`);
     const read = checkFlag(op, 'read', req.read);
     const write = checkFlag(op, 'write', req.write);
     const memory = req.memory;
@@ -297,10 +286,10 @@ export class DmaState {
    * Unmap [iova, iova + size), which must be exactly one or more whole recorded mappings with no
    * gap between them. Returns the bytes the kernel unmapped.
    */
-  unmap(iovaIn: number, sizeIn: number): number {
+  unmap(iova: number, size: number): number {
     const op = this.#host.unmapOp;
-    const iova = checkInteger(op, 'iova', iovaIn);
-    const size = checkInteger(op, 'size', sizeIn);
+    checkInteger(iova, `${op}: iova`);
+    checkInteger(size, `${op}: size`);
     const limits = this.#limits(op);
     if (size === 0) throw this.#error(op, 'EZEROSIZE', `size 0 at iova ${hex(iova)}`);
     this.#checkAligned(op, limits, [

@@ -1,9 +1,10 @@
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
 import * as path from 'node:path';
 
 import { native, type NativeHandle } from '../native';
 import { containerHandle, type Container } from './container';
-import { Device, openDeviceOwner } from './device';
+import { Device } from './device';
+import { addOpenGroup, findOpenGroup, openDeviceOwner, removeOpenGroup } from './open-objects';
 import { VfioError } from '../base/native-errors';
 import {
   groupMembers,
@@ -45,22 +46,12 @@ export interface GroupStatus {
   containerSet: boolean;
 }
 
-/**
- * The groups open in this environment, by number: a hot reset needs the fds of all it touches.
- * Weak, so a Group dropped without close() is still collected and releases its node.
- */
-const openGroups = new Map<number, WeakRef<Group>>();
-
 /** The open Group object for IOMMU group `n` in this environment, if any. */
 export function openGroup(n: number): Group | undefined {
-  const g = openGroups.get(n)?.deref();
-  return g && !g.closed ? g : undefined;
+  const g = findOpenGroup(n);
+  return g instanceof Group ? g : undefined;
 }
 
-/**
- * A VFIO group (`/dev/vfio/N`): the unit of isolation, attached to a {@link Container}, from which
- * device fds are obtained. Only one process (and one Group object) can hold a group open.
- */
 /** Devices an openDeviceAsync is opening now: they count as open already. */
 const opening = new Set<string>();
 
@@ -83,7 +74,7 @@ export class Group implements Disposable {
     this.path = p;
     this.#handle = h;
     this.#sysfs = sysfs;
-    openGroups.set(n, new WeakRef(this));
+    addOpenGroup(this);
   }
 
   /** The group fd (-1 once closed), e.g. for VFIO_DEVICE_PCI_HOT_RESET. */
@@ -289,7 +280,7 @@ export class Group implements Disposable {
     this.#closed = true;
     if (this.#container !== null) this.#container._groupAttached(-1);
     this.#container = null;
-    if (openGroups.get(this.number)?.deref() === this) openGroups.delete(this.number);
+    removeOpenGroup(this);
     native.closeFd(this.#handle);
   }
 
@@ -299,15 +290,7 @@ export class Group implements Disposable {
   }
 
   #open(op: string): NativeHandle {
-    if (this.#closed) {
-      throw new VfioError({
-        message: `${op} failed: group ${this.number} is closed`,
-        code: 'ECLOSED',
-        op,
-        path: this.path,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed) throw closedError(op, `group ${this.number}`, { path: this.path });
     return this.#handle;
   }
 

@@ -21,14 +21,19 @@ export interface HotResetDevice {
   readonly devId?: number;
   /** Its PCI address, `SSSS:BB:DD.F`. */
   readonly bdf: string;
+  /** The PCI segment (domain) number, the `SSSS` of `bdf`. */
   readonly segment: number;
+  /** The PCI bus number, the `BB` of `bdf`. */
   readonly bus: number;
+  /** Device and function in one byte, as PCI packs them: device << 3 | function. */
   readonly devfn: number;
 }
 
 /** VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, decoded. */
 export interface HotResetInfo {
+  /** The answer's flags as the kernel returned them; VFIO_PCI_HOT_RESET_FLAG_DEV_ID says `devId` is set. */
   readonly flags: number;
+  /** Every device a bus reset of this device also resets, itself included, in the kernel's order. */
   readonly devices: readonly HotResetDevice[];
   /** The distinct IOMMU groups among `devices`: every one must be open in this process (type1). */
   readonly groups: readonly number[];

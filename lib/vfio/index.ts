@@ -71,7 +71,7 @@ export {
 } from './irq';
 export { parseHotResetInfo, type HotResetDevice, type HotResetInfo } from './hot-reset';
 export { Device } from './device';
-export type { IovaRange } from './dma';
+export type { IovaRange } from './uapi';
 export { normalizeBdf, type GroupMember, type SysfsOptions } from './sysfs';
 export {
   VFIO_PCI_BAR0_REGION_INDEX,

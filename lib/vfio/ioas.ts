@@ -3,14 +3,16 @@
  * same exact record and the same checks as a type1 Container (dma.ts), and the devices attached to
  * it, each through the page table (HWPT) the kernel made for it or one allocated here (Hwpt).
  */
-import { ArgTypeError } from '../base/error';
+import { ArgTypeError, closedError } from '../base/error';
 import { VfioError } from '../base/native-errors';
 import { native } from '../native';
-import { DMA_HANDLE, DmaState, hex, type DmaLimits, type DmaMapping, type DmaMapRequest } from './dma';
+import { hex } from '../base/values';
+import { DMA_HANDLE, DmaState, type DmaLimits, type DmaMapping, type DmaMapRequest } from './dma';
 import { iommufdHint } from './dma-hints';
 import type { DmaBackend, DmaIommuInfo } from './dma-types';
 import type { Device } from './device';
-import { iommufdHandle, type Iommufd } from './iommufd';
+import type { Iommufd } from './iommufd';
+import { iommufdHandle } from './iommufd-handle';
 import { IOMMU_HWPT_ALLOC_DIRTY_TRACKING, parseIovaRanges, type IoasIovaRanges } from './iommufd-uapi';
 import { isMdevUuid } from './mdev/sysfs';
 
@@ -327,15 +329,8 @@ export class Ioas implements DmaBackend, Disposable {
   }
 
   #handle(op: string) {
-    if (this.#closed || this.iommufd.closed) {
-      throw new VfioError({
-        message: `${op} failed: IOAS ${this.id} is closed`,
-        code: 'ECLOSED',
-        op,
-        path: this.iommufd.path,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.#closed || this.iommufd.closed)
+      throw closedError(op, `IOAS ${this.id}`, { path: this.iommufd.path });
     return iommufdHandle(this.iommufd, op);
   }
 }
@@ -347,6 +342,7 @@ export class Ioas implements DmaBackend, Disposable {
 export class Hwpt implements Disposable {
   /** The page table's ID in the iommufd. */
   readonly id: number;
+  /** The IOAS the page table was allocated in and translates: closing it closes the page table too. */
   readonly ioas: Ioas;
   #closed = false;
 
@@ -365,13 +361,7 @@ export class Hwpt implements Disposable {
   /** VFIO_DEVICE_ATTACH_IOMMUFD_PT through this page table; returns its ID. */
   attach(device: Device): number {
     if (this.closed) {
-      throw new VfioError({
-        message: `VFIO_DEVICE_ATTACH_IOMMUFD_PT failed: HWPT ${this.id} is closed`,
-        code: 'ECLOSED',
-        op: 'VFIO_DEVICE_ATTACH_IOMMUFD_PT',
-        path: this.ioas.path,
-        hint: 'the object was closed; open a new one',
-      });
+      throw closedError('VFIO_DEVICE_ATTACH_IOMMUFD_PT', `HWPT ${this.id}`, { path: this.ioas.path });
     }
     return this.ioas._attachHwpt(device, this.id);
   }

@@ -4,7 +4,7 @@
  * these facts by test/native), and the parsers of what the addon hands back raw.
  */
 import { VfioError } from '../base/native-errors';
-import type { IovaRange } from './dma';
+import type { IovaRange } from './uapi';
 
 /** _IO(type, nr): iommufd and VFIO share type ';' (0x3b); no direction or size bits. */
 function io(nr: number): number {
@@ -13,15 +13,25 @@ function io(nr: number): number {
 
 /** The ioctl numbers, by their uAPI names (IOMMUFD_CMD_BASE 0x80, VFIO_BASE 100). */
 export const IOMMUFD_IOCTLS = {
+  /** Destroys an object of the iommufd (an IOAS, a HWPT) by its ID. */
   IOMMU_DESTROY: io(0x80),
+  /** Allocates an empty IO address space and returns its ID. */
   IOMMU_IOAS_ALLOC: io(0x81),
+  /** Reports the IOVA ranges an IOAS can map and the alignment its attached page tables need. */
   IOMMU_IOAS_IOVA_RANGES: io(0x84),
+  /** Maps user memory into an IOAS at an IOVA. */
   IOMMU_IOAS_MAP: io(0x85),
+  /** Unmaps an IOVA range of an IOAS; returns the bytes unmapped. */
   IOMMU_IOAS_UNMAP: io(0x86),
+  /** Allocates a hardware page table (HWPT) for a device over an IOAS, e.g. with dirty tracking. */
   IOMMU_HWPT_ALLOC: io(0x89),
+  /** Reports the IOMMU behind a bound device: its type, capabilities and driver data. */
   IOMMU_GET_HW_INFO: io(0x8a),
+  /** Binds a device cdev to an iommufd; returns the device's ID there. VFIO's, numbered from VFIO_BASE. */
   VFIO_DEVICE_BIND_IOMMUFD: io(100 + 18),
+  /** Attaches a bound device to an IOAS or a HWPT. VFIO's, numbered from VFIO_BASE. */
   VFIO_DEVICE_ATTACH_IOMMUFD_PT: io(100 + 19),
+  /** Detaches a bound device from its IOAS or HWPT. VFIO's, numbered from VFIO_BASE. */
   VFIO_DEVICE_DETACH_IOMMUFD_PT: io(100 + 20),
 } as const;
 
@@ -130,7 +140,14 @@ export interface IommuHwInfo {
   /** IOMMU_HW_CAP_DIRTY_TRACKING. */
   readonly dirtyTracking: boolean;
   /** struct iommu_hw_info_vtd, for an Intel IOMMU: its capability and extended capability registers. */
-  readonly vtd?: { readonly flags: number; readonly capReg: bigint; readonly ecapReg: bigint };
+  readonly vtd?: {
+    /** The record's flags (IOMMU_HW_INFO_VTD_*: errata the driver reports). */
+    readonly flags: number;
+    /** The VT-d capability register (CAP_REG), as the hardware reports it. */
+    readonly capReg: bigint;
+    /** The VT-d extended capability register (ECAP_REG), as the hardware reports it. */
+    readonly ecapReg: bigint;
+  };
   /** The driver's record, raw. */
   readonly data: Uint8Array;
 }

@@ -3,30 +3,13 @@
  * and bound device cdevs live in. The modern VFIO uAPI's IOMMU side, beside the legacy Container.
  */
 import { ArgTypeError } from '../base/error';
-import { VfioError } from '../base/native-errors';
 import { native, type NativeHandle } from '../native';
 import { parseHwInfo, type IommuHwInfo } from './iommufd-uapi';
 import { Ioas } from './ioas';
+import { iommufdHandle, rawIommufdHandle, setIommufdHandle } from './iommufd-handle';
 
-const handles = new WeakMap<Iommufd, NativeHandle>();
-
-/**
- * The iommufd's native handle, for the objects made in it and for binding device cdevs to it.
- * @throws VfioError ECLOSED naming `op` once it is closed @internal
- */
-export function iommufdHandle(fd: Iommufd, op: string): NativeHandle {
-  const h = handles.get(fd);
-  if (h === undefined || fd.closed) {
-    throw new VfioError({
-      message: `${op} failed: the iommufd is closed`,
-      code: 'ECLOSED',
-      op,
-      path: fd.path,
-      hint: 'the object was closed; open a new one',
-    });
-  }
-  return h;
-}
+// Tests and cdev.ts take the handle from here, as before the table had a file of its own.
+export { iommufdHandle };
 
 /**
  * An open `/dev/iommu`. Allocate IO address spaces with {@link Iommufd.allocIoas}, bind device
@@ -40,7 +23,7 @@ export class Iommufd implements Disposable {
   readonly #ioases = new Set<Ioas>();
 
   private constructor(handle: NativeHandle, path: string) {
-    handles.set(this, handle);
+    setIommufdHandle(this, handle);
     this.path = path;
   }
 
@@ -60,7 +43,7 @@ export class Iommufd implements Disposable {
 
   /** The iommufd's fd (-1 once closed). */
   get fd(): number {
-    return this.#closed ? -1 : native.fdOf(handles.get(this)!);
+    return this.#closed ? -1 : native.fdOf(rawIommufdHandle(this)!);
   }
 
   /** IOMMU_IOAS_ALLOC: a new, empty IO address space with every IOVA usable until devices attach. */
@@ -106,7 +89,7 @@ export class Iommufd implements Disposable {
     }
     this.#ioases.clear();
     this.#closed = true;
-    const h = handles.get(this);
+    const h = rawIommufdHandle(this);
     if (h !== undefined) native.closeFd(h);
     if (first !== undefined) throw first;
   }

@@ -33,9 +33,13 @@ export interface MigrationErrorInit extends VfioErrorInit {
  */
 export class MigrationError extends VfioError {
   override readonly name: string = 'MigrationError';
+  /** The state the device was in when the transition was asked for; undefined when not known. */
   readonly from?: MigrationState;
+  /** The state asked for; undefined for a failure that is not a transition (the data stream's). */
   readonly to?: MigrationState;
+  /** Where the device is after the failure, read back from the kernel; undefined when it could not be read. */
   readonly state?: MigrationState;
+  /** For a transition the kernel takes in no single request: the states to ask for in turn; else undefined. */
   readonly requests?: readonly MigrationState[];
 
   constructor(init: MigrationErrorInit) {

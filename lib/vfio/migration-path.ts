@@ -37,14 +37,19 @@ export type ArcEffect =
 
 /** One arc: a step a driver implements. */
 export interface MigrationArc {
+  /** The state the arc leaves. */
   readonly from: MigrationState;
+  /** The state the arc reaches: always another one (no arc loops). */
   readonly to: MigrationState;
+  /** What crossing it does to the migration data session. */
   readonly effect: ArcEffect;
 }
 
 /** The path the kernel takes for one request. */
 export interface MigrationPath {
+  /** The state the device is in when the request is made. */
   readonly from: MigrationState;
+  /** The state the request asks for. */
   readonly to: MigrationState;
   /** Every state on the way, `from` first and `to` last (just `[from]` when they are equal). */
   readonly states: readonly MigrationState[];

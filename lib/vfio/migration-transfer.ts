@@ -25,6 +25,7 @@ export interface SaveOptions {
   chunkSize?: number;
   /** End `dest` when the state is out (default true). */
   end?: boolean;
+  /** Stops the save between two chunks of the state; the promise then rejects with the signal's reason. */
   signal?: AbortSignal;
 }
 
@@ -38,6 +39,7 @@ export interface SaveResult {
   readonly dataSizeEstimate: bigint;
   /** Milliseconds the device was stopped for STOP_COPY (state change and data). */
   readonly stopCopyMs: number;
+  /** Milliseconds for the whole save, pre-copy included. */
   readonly ms: number;
   /** Where the device was left. */
   readonly state: MigrationState;
@@ -51,6 +53,7 @@ export interface LoadOptions {
   chunkSize?: number;
   /** On failure, reset the device so it is usable again (default), or leave it as the kernel left it. */
   onFailure?: 'reset' | 'leave';
+  /** Stops the load between two chunks of the state; the promise then rejects with the signal's reason. */
   signal?: AbortSignal;
 }
 
@@ -60,7 +63,9 @@ export interface LoadResult {
   readonly bytes: number;
   /** Milliseconds of RESUMING -> STOP: the device checking and taking in the state. */
   readonly commitMs: number;
+  /** Milliseconds for the whole load. */
   readonly ms: number;
+  /** Where the device was left (`then`, RUNNING by default). */
   readonly state: MigrationState;
 }
 

@@ -27,13 +27,21 @@ export const VFIO_MIGRATION_PRE_COPY = 1 << 2;
 
 /** enum vfio_device_mig_state, by name. */
 export const MIG_STATE = {
+  /** The device failed a transition and is unusable until it is reset; no arc leaves it. */
   ERROR: 0,
+  /** Stopped: no DMA, no interrupts, no change of internal state. */
   STOP: 1,
+  /** Running normally: the state of an unmigrated device. */
   RUNNING: 2,
+  /** Stopped, and its state is read out through the data fd (the source's last step). */
   STOP_COPY: 3,
+  /** Stopped, and a state is written in through the data fd (the destination's step). */
   RESUMING: 4,
+  /** Running, but initiating no peer-to-peer DMA, so that several devices can be stopped in step. */
   RUNNING_P2P: 5,
+  /** Running while its state is already read out through the data fd (pre-copy, optional). */
   PRE_COPY: 6,
+  /** PRE_COPY without peer-to-peer DMA. */
   PRE_COPY_P2P: 7,
 } as const;
 

@@ -5,7 +5,7 @@
  * (its fd as Node streams, migration-stream.ts), the STOP_COPY data size and PRE_COPY's sizes.
  * Saving and loading a whole state with recovery are migration-transfer.ts's.
  */
-import { ArgTypeError } from '../base/error';
+import { ArgTypeError, closedError } from '../base/error';
 import { VfioError } from '../base/native-errors';
 import { native, type NativeHandle } from '../native';
 import { Device } from './device';
@@ -32,18 +32,29 @@ const OP_STATE = 'VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE';
 
 /** One arc crossed, and how long its request took. */
 export interface TimedArc extends MigrationArc {
+  /** How long its VFIO_DEVICE_FEATURE request took, in milliseconds. */
   readonly ms: number;
 }
 
 /** What {@link DeviceMigration.setState} did. */
 export interface MigrationStep {
+  /** The state the device was in before the step. */
   readonly from: MigrationState;
+  /** The state the step asked for, where the device now is. */
   readonly to: MigrationState;
   /** The path the kernel took. */
   readonly path: MigrationPath;
   /** The requests made: one for the whole path, or one per arc with `stepwise`. */
   readonly requests:
-    readonly TimedArc[] | readonly { from: MigrationState; to: MigrationState; ms: number }[];
+    | readonly TimedArc[]
+    | readonly {
+        /** The state the request left. */
+        from: MigrationState;
+        /** The state the request asked for (the step's `to`: one request for the whole path). */
+        to: MigrationState;
+        /** How long the request took, in milliseconds. */
+        ms: number;
+      }[];
   /** The session the step opened, or the one it continues (PRE_COPY -> STOP_COPY); null when none. */
   readonly session: MigrationSession | null;
   /** Milliseconds for the whole step. */
@@ -62,6 +73,7 @@ export interface SetStateOptions {
  * says where the device is.
  */
 export class DeviceMigration {
+  /** The open VFIO device migrated; its migration stays usable while the device is open. */
   readonly device: Device;
   #flags: MigrationFlags | null = null;
   #session: MigrationSession | null = null;
@@ -81,15 +93,7 @@ export class DeviceMigration {
   }
 
   #h(op: string): NativeHandle {
-    if (this.device.closed) {
-      throw new VfioError({
-        message: `${op}: device ${this.device.bdf} is closed`,
-        code: 'ECLOSED',
-        op,
-        bdf: this.device.bdf,
-        hint: 'the object was closed; open a new one',
-      });
-    }
+    if (this.device.closed) throw closedError(op, `device ${this.device.bdf}`, this.device.bdf);
     return this.device._handle;
   }
 

@@ -21,6 +21,31 @@ export function sysfsRoot(opts: SysfsOptions = {}): string {
   return opts.sysfsRoot ?? process.env['VFIO_BRIDGE_SYSFS_ROOT'] ?? '/sys';
 }
 
+/** The directory of every PCI device (`bus/pci/devices` under the sysfs root). */
+export function pciDevicesDir(opts: SysfsOptions = {}): string {
+  return path.join(sysfsRoot(opts), 'bus/pci/devices');
+}
+
+/**
+ * The names in sysfs directory `dir`, unsorted. `what` names the listing in the error.
+ * @throws VfioError with readdir's errno name as code (EIO when it has none), and `hint`
+ */
+export function listSysfsDir(dir: string, what: string, hint?: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new VfioError({
+      message: `cannot list ${what}: ${err.message}`,
+      code: err.code ?? 'EIO',
+      ...(err.errno !== undefined ? { errno: -err.errno } : {}),
+      op: 'readdir',
+      path: dir,
+      hint,
+    });
+  }
+}
+
 const BDF_FULL = /^([0-9a-f]{4}):([0-9a-f]{2}):([0-1][0-9a-f])\.([0-7])$/;
 const BDF_SHORT = /^([0-9a-f]{2}):([0-1][0-9a-f])\.([0-7])$/;
 
@@ -52,7 +77,7 @@ function readlinkOrNull(p: string): string | null {
 export function groupNumberOf(bdf: string, opts: SysfsOptions = {}): number {
   const dev = normalizeBdf(bdf);
   const root = sysfsRoot(opts);
-  const devDir = path.join(root, 'bus/pci/devices', dev);
+  const devDir = path.join(pciDevicesDir(opts), dev);
   const link = path.join(devDir, 'iommu_group');
   const target = readlinkOrNull(link);
   if (target === null) {
@@ -84,7 +109,9 @@ export function groupNumberOf(bdf: string, opts: SysfsOptions = {}): number {
 
 /** A device of an IOMMU group and the driver it is bound to (null: none). */
 export interface GroupMember {
+  /** The member's name in the group's `devices` directory: a PCI address, `dddd:bb:dd.f`. */
   bdf: string;
+  /** The driver it is bound to (`vfio-pci`, `e1000e`, ...), or null when it is bound to none. */
   driver: string | null;
 }
 
@@ -92,23 +119,12 @@ export interface GroupMember {
 export function groupMembers(group: number, opts: SysfsOptions = {}): GroupMember[] {
   const root = sysfsRoot(opts);
   const dir = path.join(root, 'kernel/iommu_groups', String(group), 'devices');
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir);
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new VfioError({
-      message: `cannot list IOMMU group ${group}: ${err.message}`,
-      code: err.code ?? 'EIO',
-      ...(err.errno !== undefined ? { errno: -err.errno } : {}),
-      op: 'readdir',
-      path: dir,
+  return listSysfsDir(dir, `IOMMU group ${group}`)
+    .sort()
+    .map((bdf) => {
+      const link = readlinkOrNull(path.join(dir, bdf, 'driver'));
+      return { bdf, driver: link === null ? null : path.basename(link) };
     });
-  }
-  return names.sort().map((bdf) => {
-    const link = readlinkOrNull(path.join(dir, bdf, 'driver'));
-    return { bdf, driver: link === null ? null : path.basename(link) };
-  });
 }
 
 /**

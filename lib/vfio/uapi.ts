@@ -68,8 +68,11 @@ export const VFIO_PCI_REQ_IRQ_INDEX = 4;
 
 /** Result of VFIO_DEVICE_GET_INFO. */
 export interface DeviceInfo {
+  /** The kernel's VFIO_DEVICE_FLAGS_* bits as returned (PCI, RESET, CAPS, ...); `pci` and `reset` decode two. */
   flags: number;
+  /** How many region indexes the device has (9 fixed ones for vfio-pci, then device-specific ones). */
   numRegions: number;
+  /** How many IRQ indexes the device has (5 for vfio-pci: INTx, MSI, MSI-X, ERR, REQ). */
   numIrqs: number;
   /** A vfio-pci device. */
   pci: boolean;
@@ -79,47 +82,124 @@ export interface DeviceInfo {
 
 /** One capability of a region. Unknown capabilities are kept, by id and version. */
 export type RegionCap =
-  | { kind: 'sparse-mmap'; areas: { offset: number; size: number }[] }
-  | { kind: 'type'; type: number; subtype: number }
-  | { kind: 'msix-mappable' }
-  | { kind: 'unknown'; id: number; version: number };
+  | {
+      /** VFIO_REGION_INFO_CAP_SPARSE_MMAP: only parts of the region may be mmapped. */
+      kind: 'sparse-mmap';
+      /** The parts that may be mmapped, each `size` bytes from `offset` bytes into the region. */
+      areas: {
+        /** Where the area starts, in bytes from the start of the region. */
+        offset: number;
+        /** The area's length in bytes. */
+        size: number;
+      }[];
+    }
+  | {
+      /** VFIO_REGION_INFO_CAP_TYPE: a device-specific region says what it is. */
+      kind: 'type';
+      /** The region type (VFIO_REGION_TYPE_*: PCI vendor type, graphics, migration, ...). */
+      type: number;
+      /** The subtype within `type` (e.g. the OpRegion among Intel's vendor regions). */
+      subtype: number;
+    }
+  | {
+      /** VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: the MSI-X table's page may be mmapped as well. */
+      kind: 'msix-mappable';
+    }
+  | {
+      /** A capability this package does not decode, kept so that nothing is silently dropped. */
+      kind: 'unknown';
+      /** The capability ID from its header. */
+      id: number;
+      /** The capability version from its header. */
+      version: number;
+    };
 
 /** Result of VFIO_DEVICE_GET_REGION_INFO. */
 export interface RegionInfo {
+  /** The region index asked for (0-5 the BARs, 6 the ROM, 7 config space, 8 VGA, then device-specific). */
   index: number;
+  /** The kernel's VFIO_REGION_INFO_FLAG_* bits as returned; the three booleans below decode READ, WRITE and MMAP. */
   flags: number;
+  /** The region can be read through the device fd (pread). */
   readable: boolean;
+  /** The region can be written through the device fd (pwrite). */
   writable: boolean;
+  /** The region (or, with a sparse-mmap capability, parts of it) can be mmapped. */
   mappable: boolean;
+  /** The region's length in bytes; 0 for a region the device does not implement (an absent BAR). */
   size: number;
   /** Where the region starts in the device fd. */
   offset: number;
+  /** The region's capabilities in chain order; empty when it has none. */
   caps: RegionCap[];
 }
 
 /** Result of VFIO_DEVICE_GET_IRQ_INFO. */
 export interface IrqInfo {
+  /** The IRQ index asked for (0 INTx, 1 MSI, 2 MSI-X, 3 ERR, 4 REQ for vfio-pci). */
   index: number;
+  /** The kernel's VFIO_IRQ_INFO_* bits as returned; the four booleans below decode them. */
   flags: number;
+  /** How many vectors the index has; 0 when the device does not offer it (no INTx pin, no MSI capability). */
   count: number;
+  /** The index signals through eventfds (VFIO_IRQ_INFO_EVENTFD). */
   eventfd: boolean;
+  /** The index can be masked and unmasked through VFIO_DEVICE_SET_IRQS (VFIO_IRQ_INFO_MASKABLE). */
   maskable: boolean;
+  /** The kernel masks the interrupt each time it fires, and it stays masked until unmasked (INTx). */
   automasked: boolean;
+  /** The vectors cannot be added to while enabled: enabling more means disabling first (VFIO_IRQ_INFO_NORESIZE). */
   noresize: boolean;
+}
+
+/** A range of IO virtual addresses, inclusive at both ends, as the kernel reports one (struct vfio_iova_range). */
+export interface IovaRange {
+  /** The first usable IOVA. */
+  readonly start: bigint;
+  /** The last usable IOVA (inclusive: a range that ends at the top of 64 bits ends at 2^64 - 1). */
+  readonly end: bigint;
 }
 
 /** One capability of the type1 IOMMU. */
 export type IommuCap =
-  | { kind: 'iova-ranges'; ranges: { start: bigint; end: bigint }[] }
-  | { kind: 'dma-avail'; avail: number }
-  | { kind: 'migration'; flags: number; pgsizeBitmap: bigint; maxDirtyBitmapSize: bigint }
-  | { kind: 'unknown'; id: number; version: number };
+  | {
+      /** VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE: where a DMA mapping may lie. */
+      kind: 'iova-ranges';
+      /** The usable IOVA ranges, inclusive at both ends, in the kernel's order. */
+      ranges: IovaRange[];
+    }
+  | {
+      /** VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL: how many more mappings the container takes. */
+      kind: 'dma-avail';
+      /** DMA mappings the container may still create (the kernel's dma_entry_limit less those in use). */
+      avail: number;
+    }
+  | {
+      /** VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION: type1's dirty page tracking. */
+      kind: 'migration';
+      /** The capability's flags as returned (none are defined yet). */
+      flags: number;
+      /** The page sizes, as a bitmap, in which dirty pages are reported. */
+      pgsizeBitmap: bigint;
+      /** The largest dirty bitmap, in bytes, one VFIO_IOMMU_DIRTY_PAGES call returns. */
+      maxDirtyBitmapSize: bigint;
+    }
+  | {
+      /** A capability this package does not decode, kept so that nothing is silently dropped. */
+      kind: 'unknown';
+      /** The capability ID from its header. */
+      id: number;
+      /** The capability version from its header. */
+      version: number;
+    };
 
 /** Result of VFIO_IOMMU_GET_INFO. */
 export interface IommuInfo {
+  /** The kernel's VFIO_IOMMU_INFO_* bits as returned (PGSIZES, CAPS). */
   flags: number;
   /** Bitmap of supported IOMMU page sizes. */
   iovaPgsizes: bigint;
+  /** The IOMMU's capabilities in chain order; empty when the kernel reports none. */
   caps: IommuCap[];
 }
 

@@ -23,29 +23,36 @@ import { isMdevUuid, mdevGroupNumber } from './mdev/sysfs';
 
 /** A device opened into a {@link VfioBackend}, and what closes it. */
 export interface BackendDevice {
+  /** The open VFIO device. */
   readonly device: Device;
   /** The group it was opened through (type1), or null: iommufd opens no group. */
   readonly group: Group | null;
   /** The IOMMU group number, from sysfs (either backend). */
   readonly groupNumber: number;
   /** What KVM_DEV_VFIO_FILE_ADD is given: the group fd (type1) or the device cdev fd (iommufd). */
-  readonly vfioFile: { readonly fd: number };
+  readonly vfioFile: {
+    /** The fd's number; -1 once the device (iommufd) or its group (type1) is closed. */
+    readonly fd: number;
+  };
   /** Close the device, then its group (type1). Idempotent. */
   release(): void;
 }
 
 /** Options of {@link VfioBackend.openDevice}. */
 export interface BackendOpenOptions {
+  /** Stops the open: the promise rejects with the signal's reason, and a device opened meanwhile is closed again. */
   signal?: AbortSignal;
 }
 
 /** An IOMMU context devices are opened into: see {@link Type1Backend} and {@link IommufdBackend}. */
 export interface VfioBackend extends Disposable {
+  /** Which uAPI the devices are opened through: `type1` or `iommufd`. */
   readonly kind: VfioBackendKind;
   /** Why this backend, when {@link openBackend} chose it; null when made from objects the caller opened. */
   readonly decision: BackendDecision | null;
   /** Where the devices' DMA is mapped: the Container (type1) or the Ioas (iommufd). */
   readonly dma: DmaBackend;
+  /** True once its Container (type1) or its Ioas (iommufd) is closed, by close() or by whoever owns it. */
   readonly closed: boolean;
   /** Open `bdf` into this context; its DMA goes through {@link dma} from then on. */
   openDevice(bdf: string): BackendDevice;
@@ -60,8 +67,10 @@ export interface VfioBackend extends Disposable {
  * getting the best type1 IOMMU with the first one.
  */
 export class Type1Backend implements VfioBackend {
+  /** Always `type1`. */
   readonly kind = 'type1' as const;
   readonly decision: BackendDecision | null;
+  /** The container the devices' groups join: opened by {@link openBackend}, or the caller's. */
   readonly container: Container;
   readonly #owned: boolean;
   readonly #probe: BackendProbeOptions;
@@ -174,9 +183,12 @@ export class Type1Backend implements VfioBackend {
  * an access its parent driver pins pages through). No group is opened.
  */
 export class IommufdBackend implements VfioBackend {
+  /** Always `iommufd`. */
   readonly kind = 'iommufd' as const;
   readonly decision: BackendDecision | null;
+  /** The iommufd the device cdevs are bound to: opened by {@link openBackend}, or the caller's. */
   readonly iommufd: Iommufd;
+  /** The IO address space in `iommufd` the devices are attached to, where their DMA is mapped. */
   readonly ioas: Ioas;
   readonly #owned: boolean;
   readonly #probe: BackendProbeOptions;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the hardware-in-the-loop jest project (test/hil) inside the lab guest. Extra arguments go
-# to jest, e.g. `scripts/lab/hil.sh test/hil/edu.test.ts -t width`. Build first (npm run build):
+# to jest, e.g. `scripts/lab/hil.sh test/hil/edu-widths.test.ts -t width`. Build first (npm run build):
 # the guest sees the repository read-only and cannot compile the addon or dist/.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

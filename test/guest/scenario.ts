@@ -20,7 +20,7 @@ import {
   VfioPciDevice,
 } from '../../lib';
 import { openDevice, type Opened } from '../hil/hil';
-import { placeBar } from '../unit/pci/helpers';
+import { placeBar } from '../support/pci-helpers';
 import { guestBinary } from './guest';
 import { CHECKPOINT_PORT, GuestMachine, RAM_SIZE } from './machine';
 

@@ -21,7 +21,7 @@ import {
 import { native } from '../../lib/native';
 import { DMA_HANDLE } from '../../lib/vfio/dma-types';
 import { iommufdHandle } from '../../lib/vfio/iommufd';
-import { cli, validJson } from '../native/cli/harness';
+import { cli, validJson } from '../support/cli-harness';
 import { describeBackend, iommufdMissing, vfioNodeFds } from './backends';
 import { CMD_BUS_MASTER, CMD_MEMORY, CONFIG, describeDevice } from './hil';
 

@@ -1,6 +1,6 @@
 // The documentation's examples that need the addon but no device, run as they are shown
 // (test/unit/docs runs the memory-model ones and type-checks them all).
-import { runExample } from '../unit/docs/run-example';
+import { runExample } from '../support/run-example';
 
 describe('documentation examples that need only the addon', () => {
   test('guest-ram.ts: a memfd seen through a DataView and through the memory model', () => {

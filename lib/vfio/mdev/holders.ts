@@ -8,11 +8,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { openDeviceOwner } from '../device';
+import { openDeviceOwner } from '../open-objects';
 import type { MdevDevice } from './sysfs';
 
 /** One process that holds the device's group node or cdev open. */
 export interface MdevHolder {
+  /** The holding process's ID. */
   readonly pid: number;
   /** Its command name (`/proc/<pid>/comm`). */
   readonly command: string;
@@ -24,6 +25,7 @@ export interface MdevHolder {
 
 /** Who holds a device, and how many processes could not be looked at (other users', without root). */
 export interface MdevHolders {
+  /** Every process found holding the device's group node or cdev, by pid; empty when none was found. */
   readonly holders: readonly MdevHolder[];
   /** Where this process itself has it open as a Device (`a Device from /dev/vfio/12`), or null. */
   readonly openHere: string | null;
@@ -33,6 +35,7 @@ export interface MdevHolders {
 
 /** Where the process list is read (default `/proc`), for tests on fake trees. */
 export interface ProcOptions {
+  /** The proc mount point to read processes' fds from (default `/proc`). */
   procRoot?: string;
 }
 

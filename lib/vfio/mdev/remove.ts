@@ -43,8 +43,11 @@ export interface RemoveMdevOptions extends SysfsOptions, ProcOptions {
 
 /** What {@link removeMdev} did. */
 export interface MdevRemoval {
+  /** The removed device's UUID. */
   readonly uuid: string;
+  /** Its parent's name in /sys/class/mdev_bus. */
   readonly parent: string;
+  /** The mdev type it was created as (`mtty-2`, ...). */
   readonly type: string;
   /** The processes that held the device when the removal started (with `whenOpen: 'wait'`). */
   readonly heldBy: readonly MdevHolder[];

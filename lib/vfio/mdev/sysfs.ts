@@ -36,6 +36,7 @@ export interface MdevParent {
   readonly name: string;
   /** Its sysfs device directory. */
   readonly path: string;
+  /** The mdev types it offers (its `mdev_supported_types` directory); empty when it offers none. */
   readonly types: readonly MdevType[];
 }
 

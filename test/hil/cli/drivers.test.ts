@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Group, VfioError } from '../../../lib';
-import { cli, validJson } from '../../native/cli/harness';
+import { cli, validJson } from '../../support/cli-harness';
 import { bdfOf, describeDevice, openDevice } from '../hil';
 import { describeKernelDevice, driverNow } from './kernel-devices';
 

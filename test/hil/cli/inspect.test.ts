@@ -9,7 +9,7 @@ import { DOMParser, type Element } from '@xmldom/xmldom';
 
 import { SystemAddressSpaces, VfioPciDevice, type MapInfoRange } from '../../../lib';
 import { MAPINFO_COLORS } from '../../../lib/cli/svg';
-import { cli, validJson } from '../../native/cli/harness';
+import { cli, validJson } from '../../support/cli-harness';
 import { bdfOf, describeDevice, openDevice } from '../hil';
 
 const env = { ...process.env };

@@ -6,8 +6,8 @@ import * as fs from 'node:fs';
 import { Mapping } from '../../../lib';
 import type { CliIo } from '../../../lib/cli/io';
 import { run } from '../../../lib/cli/program';
-import { validJson } from '../../native/cli/harness';
-import { cli } from '../../native/cli/harness';
+import { validJson } from '../../support/cli-harness';
+import { cli } from '../../support/cli-harness';
 import { describeDevice, openDevice } from '../hil';
 import { EDU, kernelIrqCount, until } from '../pci/irq-helpers';
 

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 
 import { Group } from '../../../lib';
-import { cli } from '../../native/cli/harness';
+import { cli } from '../../support/cli-harness';
 import { bdfOf, describeDevice } from '../hil';
 import { describeKernelDevice, driverNow } from './kernel-devices';
 

@@ -2,7 +2,7 @@
 // device read both ways, which must agree.
 import * as fs from 'node:fs';
 
-import { cli, validJson } from '../../native/cli/harness';
+import { cli, validJson } from '../../support/cli-harness';
 import { describeDevice } from '../hil';
 import { describeKernelDevice, driverNow } from './kernel-devices';
 

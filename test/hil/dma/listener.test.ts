@@ -5,7 +5,7 @@ import { native } from '../../../lib/native';
 import { containerHandle } from '../../../lib/vfio/container';
 import { DMA_HANDLE, type DmaMemory } from '../../../lib/vfio/dma-types';
 import { iommufdHandle } from '../../../lib/vfio/iommufd';
-import { placeBar } from '../../unit/pci/helpers';
+import { placeBar } from '../../support/pci-helpers';
 import { describeBackends, machineOn } from '../backends';
 import { describeDevice, ivshmemFile } from '../hil';
 import { eduDma, pattern } from './edu-dma';

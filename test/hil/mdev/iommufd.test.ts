@@ -19,7 +19,7 @@ import {
   type Device,
   type Mapping,
 } from '../../../lib';
-import { cli, validJson } from '../../native/cli/harness';
+import { cli, validJson } from '../../support/cli-harness';
 import { BACKENDS, describeBackend, iommufdMissing, vfioNodeFds } from '../backends';
 import { caught, CMD_BUS_MASTER, CMD_MEMORY, CONFIG, describeDevice } from '../hil';
 import { describeMtty, makeMtty, removeAll } from './mtty';

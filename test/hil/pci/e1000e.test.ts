@@ -1,3 +1,5 @@
+// e1000e through the PCI layer (VfioPciDevice on SystemAddressSpaces): the emulated MSI-X table over BAR 3 and
+// the mapped rest. What vfio-pci itself exposes of BAR 3 is test/hil/e1000e-msix.test.ts's.
 import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
 describePci('e1000e', 'e1000e on real vfio-pci', (bdfOf) => {

@@ -1,3 +1,5 @@
+// edu through the PCI layer (VfioPciDevice on SystemAddressSpaces): how its BAR is laid out and how guest
+// accesses reach it. The device fd and mapping widths underneath are test/hil/edu-widths.test.ts's.
 import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
 describePci('edu', 'edu on real vfio-pci', (bdfOf) => {

@@ -4,7 +4,7 @@ import { activeBackend, describeBackends, openOn } from '../backends';
 import type { Role } from '../hil';
 
 export { bdfOf, describeDevice, type Role } from '../hil';
-export { placeBar } from '../../unit/pci/helpers';
+export { placeBar } from '../../support/pci-helpers';
 
 /** A lab device opened through VFIO and built into a VfioPciDevice on a fresh bus. */
 export interface LabDevice {

@@ -1,3 +1,5 @@
+// rtl8139 through the PCI layer (VfioPciDevice on SystemAddressSpaces): its I/O BAR in the I/O space and its
+// sub-page MMIO BAR. The raw device fd and mapping are test/hil/rtl8139-bars.test.ts's.
 import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
 describePci('rtl8139', 'rtl8139 on real vfio-pci', (bdfOf) => {

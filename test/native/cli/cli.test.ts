@@ -13,8 +13,8 @@ import { SCHEMAS } from '../../../lib/cli/schema';
 import { VfioError, type HotResetInfo } from '../../../lib/vfio';
 import { ROOT, tempDir } from '../helpers';
 import { makeHost } from './fake-host';
-import { DEVICES, driverOf, FakeKernel, makeSysfs, PCI_IDS } from './fake-sysfs';
-import { cli, validJson } from './harness';
+import { DEVICES, driverOf, FakeKernel, makeSysfs, PCI_IDS } from '../../support/fake-sysfs';
+import { cli, validJson } from '../../support/cli-harness';
 
 let tmp: ReturnType<typeof tempDir>;
 let env: NodeJS.ProcessEnv;

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { manPage } from '../../../lib/cli/man';
 import { buildProgram, packageVersion } from '../../../lib/cli/program';
 import { ROOT } from '../helpers';
-import { cli } from './harness';
+import { cli } from '../../support/cli-harness';
 
 const io = {
   out: () => undefined,

@@ -5,8 +5,8 @@ import * as path from 'node:path';
 
 import { tempDir } from '../helpers';
 import { makeHost } from './fake-host';
-import { driverOf, FakeKernel, makeSysfs } from './fake-sysfs';
-import { cli } from './harness';
+import { driverOf, FakeKernel, makeSysfs } from '../../support/fake-sysfs';
+import { cli } from '../../support/cli-harness';
 
 let tmp: ReturnType<typeof tempDir>;
 let env: NodeJS.ProcessEnv;

@@ -6,8 +6,8 @@ import * as path from 'node:path';
 import { hostUses } from '../../../lib/cli/host-use';
 import { tempDir } from '../helpers';
 import { makeHost, type FakeHost } from './fake-host';
-import { driverOf, FakeKernel, makeSysfs, type FakeDevice } from './fake-sysfs';
-import { cli } from './harness';
+import { driverOf, FakeKernel, makeSysfs, type FakeDevice } from '../../support/fake-sysfs';
+import { cli } from '../../support/cli-harness';
 
 const dev = (bdf: string, driver: string, group: number, classCode: number): FakeDevice => ({
   bdf,

@@ -4,8 +4,8 @@ import * as path from 'node:path';
 
 import { globToRegExp, ModuleAliases } from '../../../lib/cli/modules';
 import { tempDir } from '../helpers';
-import { makeSysfs } from './fake-sysfs';
-import { cli, validJson } from './harness';
+import { makeSysfs } from '../../support/fake-sysfs';
+import { cli, validJson } from '../../support/cli-harness';
 
 const ALIASES = `# Aliases extracted from modules themselves.
 alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000

@@ -5,8 +5,8 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 
 import { ROOT, tempDir } from '../helpers';
-import { makeSysfs } from './fake-sysfs';
-import { cli } from './harness';
+import { makeSysfs } from '../../support/fake-sysfs';
+import { cli } from '../../support/cli-harness';
 
 let tmp: ReturnType<typeof tempDir>;
 let env: NodeJS.ProcessEnv;

@@ -9,8 +9,8 @@ import { DriverState } from '../../../lib/cli/state';
 import { VfioError } from '../../../lib/vfio';
 import { ROOT, tempDir } from '../helpers';
 import { makeHost } from './fake-host';
-import { driverOf, FakeKernel, makeSysfs } from './fake-sysfs';
-import { cli } from './harness';
+import { driverOf, FakeKernel, makeSysfs } from '../../support/fake-sysfs';
+import { cli } from '../../support/cli-harness';
 
 let tmp: ReturnType<typeof tempDir>;
 let state: string;

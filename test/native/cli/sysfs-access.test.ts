@@ -4,8 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { tempDir } from '../helpers';
-import { DEVICES, makeSysfs, type FakeDevice } from './fake-sysfs';
-import { cli, validJson } from './harness';
+import { DEVICES, makeSysfs, type FakeDevice } from '../../support/fake-sysfs';
+import { cli, validJson } from '../../support/cli-harness';
 
 const NIC: FakeDevice = {
   ...DEVICES[0], // 0000:00:02.0 on e1000

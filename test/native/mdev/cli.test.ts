@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { cli, validJson } from '../cli/harness';
+import { cli, validJson } from '../../support/cli-harness';
 import { kernelCreate, makeMdevSysfs, makeProc } from './fake-mdev';
 
 const A = '11111111-2222-4333-8444-555555555555';

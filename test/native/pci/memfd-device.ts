@@ -2,7 +2,7 @@ import { closeSync, readSync, writeSync } from 'node:fs';
 import type { AccessSize, FixedWidthMemory } from '../../../lib/memory';
 import type { VfioDeviceLike } from '../../../lib/pci';
 import { Mapping, memfd, type RegionInfo } from '../../../lib/vfio';
-import { FakeVfioDevice, type FakeDeviceSpec } from '../../unit/pci/fake-device';
+import { FakeVfioDevice, type FakeDeviceSpec } from '../../support/fake-device';
 
 /**
  * MemfdVfioDevice: the fake device's config space and region layout, with every BAR on a memfd.

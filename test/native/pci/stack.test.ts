@@ -1,6 +1,6 @@
 import { isVfioError, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { VfioError } from '../../../lib/vfio';
-import { e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../../unit/pci/helpers';
+import { e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../../support/pci-helpers';
 import { MemfdVfioDevice } from './memfd-device';
 
 describe('vfio-pci stacks on memfd-backed BARs and native mappings', () => {

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { devicesRequired, probeDevice, tryAcquire, type AcquireOptions } from '../../../lib/testing';
-import { DEVICES, driverOf, FakeKernel, makeSysfs, type FakeDevice } from '../cli/fake-sysfs';
+import { DEVICES, driverOf, FakeKernel, makeSysfs, type FakeDevice } from '../../support/fake-sysfs';
 
 /** The CLI's tree plus a second 82574L alone in its group, on e1000e with its link down. */
 const TREE: FakeDevice[] = [

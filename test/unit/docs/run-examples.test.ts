@@ -1,6 +1,6 @@
 // The memory-model examples, run as they are shown: they import vfio-bridge/memory, which never
 // loads the addon, so they run in the pure TypeScript suite.
-import { runExample } from './run-example';
+import { runExample } from '../../support/run-example';
 
 describe('documentation examples of the memory model', () => {
   test('memory.ts: priorities, valid sizes, unassigned accesses and info mtree', () => {

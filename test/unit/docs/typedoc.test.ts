@@ -23,15 +23,15 @@ test('npm run docs builds the API reference without a warning', () => {
 }, 120_000);
 
 // Fields (TypeDoc's "Property": interface and class fields, members of object types and constant
-// tables) must be documented too. requiredToBeDocumented has no per-folder setting, and the folders
-// below are not documented yet, so typedoc.json cannot require "Property" for now. This runs
-// TypeDoc's own check for properties alone, over the API reference and the cli and testing entry
-// points, and fails on an undocumented field anywhere else. When a folder is done, drop it from
-// the list (the test says when); once the list is empty, add "Property" to typedoc.json's
-// requiredToBeDocumented and delete this test.
-const FIELDS_NOT_YET_REQUIRED = ['lib/vfio/', 'lib/dma/'];
+// tables) must be documented too. requiredToBeDocumented has no per-file setting, and the files
+// below do not document every field yet, so typedoc.json cannot require "Property" for now. This
+// runs TypeDoc's own check for properties alone, over the API reference and the cli and testing
+// entry points, and fails on an undocumented field anywhere else. lib/vfio/irq.ts (DeviceIrq's and
+// IrqDevice's fields) is the one file left. When a file is done, drop it from the list (the test says when); once the list is empty, add "Property" to
+// typedoc.json's requiredToBeDocumented and delete this test.
+const FIELDS_NOT_YET_REQUIRED = ['lib/vfio/irq.ts'];
 
-test('every public field outside lib/vfio and lib/dma has a doc comment', () => {
+test('every public field outside lib/vfio/irq.ts has a doc comment', () => {
   const output = docs([
     '--treatWarningsAsErrors',
     'false',

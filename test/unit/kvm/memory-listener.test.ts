@@ -9,8 +9,8 @@ import { MEMORY_HANDLE, type HostMemory } from '../../../lib/base/host-memory';
 import { MemoryRegion } from '../../../lib/memory';
 import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { vfioPciSlotClassifier } from '../../../lib/vmm/slot-classifier';
-import { DataViewMemory, type FakeDeviceSpec, FakeVfioDevice } from '../pci/fake-device';
-import { enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../pci/helpers';
+import { DataViewMemory, type FakeDeviceSpec, FakeVfioDevice } from '../../support/fake-device';
+import { enableDecode, ivshmemSpec, placeBar, rtl8139Spec } from '../../support/pci-helpers';
 
 /** A fake KVM: real slot accounting, and a log of what reached "the kernel". */
 /** Fake host memory: a handle method (never called: the fake VM does not reach the addon) and an address to log. */

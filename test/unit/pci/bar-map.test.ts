@@ -1,8 +1,8 @@
 // BAR mapping (bar-map.ts): the BAR registers as the guest sizes and programs them, and the BARs
 // placed where they and the command register say.
 import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
-import { FakeVfioDevice } from './fake-device';
-import { enableDecode, ivshmemSpec, openFake, placeBar } from './helpers';
+import { FakeVfioDevice } from '../../support/fake-device';
+import { enableDecode, ivshmemSpec, openFake, placeBar } from '../../support/pci-helpers';
 
 describe('BAR registers', () => {
   it('returns the size mask after all-ones and keeps the type bits', () => {

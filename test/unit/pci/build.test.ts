@@ -1,8 +1,15 @@
 // Building a device in steps (build.ts): open() runs them at once, openAsync() with a turn of the
 // event loop after each, and both must build the same device from the same device accesses.
 import { SystemAddressSpaces, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
-import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
-import { e1000eSpec, enableDecode, ivshmemSpec, placeBar, rtl8139Spec, ticker } from './helpers';
+import { type FakeDeviceSpec, FakeVfioDevice } from '../../support/fake-device';
+import {
+  e1000eSpec,
+  enableDecode,
+  ivshmemSpec,
+  placeBar,
+  rtl8139Spec,
+  ticker,
+} from '../../support/pci-helpers';
 
 /** Everything a device shows of itself, as plain data. */
 function describeDevice(dev: VfioPciDevice) {

@@ -2,8 +2,8 @@
 import { type DeviceErrorEvent, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { VfioError } from '../../../lib/base/error';
 import { GuestErrorSink, type GuestError } from '../../../lib/base';
-import { FakeVfioDevice } from './fake-device';
-import { e1000eSpec, enableDecode, openFake, placeBar } from './helpers';
+import { FakeVfioDevice } from '../../support/fake-device';
+import { e1000eSpec, enableDecode, openFake, placeBar } from '../../support/pci-helpers';
 
 describe('configuration space', () => {
   it('presents the reset state first: decode, bus master and INTx disable off, BARs unplaced', () => {

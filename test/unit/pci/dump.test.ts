@@ -1,6 +1,6 @@
 // The guest-view dump (dump.ts), synchronous and asynchronous.
 import { AbortError, VfioBridgeError } from '../../../lib/base/error';
-import { enableDecode, ivshmemSpec, openFake, placeBar, ticker } from './helpers';
+import { enableDecode, ivshmemSpec, openFake, placeBar, ticker } from '../../support/pci-helpers';
 
 describe('dump', () => {
   it('dumps at the widest accepted width by default and never wider', () => {

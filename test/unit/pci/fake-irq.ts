@@ -2,8 +2,8 @@ import { EventEmitter } from 'node:events';
 
 import { type HostIrq, type IrqCapableDevice, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import type { HotResetInfo, IrqInfo, IrqOptions } from '../../../lib/vfio';
-import { FakeVfioDevice, type FakeDeviceSpec } from './fake-device';
-import { e1000eSpec } from './helpers';
+import { FakeVfioDevice, type FakeDeviceSpec } from '../../support/fake-device';
+import { e1000eSpec } from '../../support/pci-helpers';
 
 /** The host side of one IRQ index on the fake: records what the PCI layer asked, fires on demand. */
 export class FakeHostIrq extends EventEmitter implements HostIrq {

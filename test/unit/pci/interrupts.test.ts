@@ -3,7 +3,7 @@
 import { once } from 'node:events';
 
 import type { DeviceErrorEvent, PciIrqChange, PciIrqType } from '../../../lib/pci';
-import { placeBar } from './helpers';
+import { placeBar } from '../../support/pci-helpers';
 import { type FakeIrqSpec, openIrqFake } from './fake-irq';
 
 const BAR3 = 0xfebf0000;

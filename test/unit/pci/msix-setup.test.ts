@@ -2,7 +2,7 @@
 // the emulated control bits, and the emulated table behind them.
 import { MemoryRegion } from '../../../lib/memory';
 import type { DeviceErrorEvent } from '../../../lib/pci';
-import { barRanges, e1000eSpec, enableDecode, openFake, placeBar } from './helpers';
+import { barRanges, e1000eSpec, enableDecode, openFake, placeBar } from '../../support/pci-helpers';
 
 describe('MSI-X', () => {
   it('overlays the table at the start of BAR 3 and leaves the rest of the page trapped-mmap', () => {

@@ -1,7 +1,7 @@
 // The stacks as QEMU's `info mtree` shows them, with the mapinfo column.
 import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
-import { FakeVfioDevice } from './fake-device';
-import { e1000eSpec, enableDecode, ivshmemSpec, openFake, placeBar } from './helpers';
+import { FakeVfioDevice } from '../../support/fake-device';
+import { e1000eSpec, enableDecode, ivshmemSpec, openFake, placeBar } from '../../support/pci-helpers';
 
 describe('mapinfo', () => {
   it('renders a mapinfo column in the flat mtree and in the JSON', () => {

@@ -3,8 +3,8 @@
 // the device cannot be built. lib/vfio is replaced by recording fakes.
 import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import type { Container, Ioas, VfioBackend } from '../../../lib/vfio';
-import { FakeVfioDevice } from './fake-device';
-import { e1000eSpec } from './helpers';
+import { FakeVfioDevice } from '../../support/fake-device';
+import { e1000eSpec } from '../../support/pci-helpers';
 
 /** What the fakes of lib/vfio did, in order. */
 const mockCalls: string[] = [];

@@ -1,7 +1,14 @@
 // Quirk installation (quirk-install.ts): matched by the IDs the device presents and the BAR.
 import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
-import { FakeVfioDevice } from './fake-device';
-import { barRanges, e1000eSpec, enableDecode, ivshmemSpec, openFake, placeBar } from './helpers';
+import { FakeVfioDevice } from '../../support/fake-device';
+import {
+  barRanges,
+  e1000eSpec,
+  enableDecode,
+  ivshmemSpec,
+  openFake,
+  placeBar,
+} from '../../support/pci-helpers';
 
 describe('ID override and quirk matching', () => {
   it('presents overridden IDs and matches quirks by them', () => {

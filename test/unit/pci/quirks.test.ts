@@ -1,7 +1,7 @@
 // The RTL8168 window quirk (quirks.ts) on a device that has it, or is presented as one.
 import type { DeviceErrorEvent } from '../../../lib/pci';
-import type { FakeDeviceSpec } from './fake-device';
-import { enableDecode, ivshmemSpec, openFake, placeBar } from './helpers';
+import type { FakeDeviceSpec } from '../../support/fake-device';
+import { enableDecode, ivshmemSpec, openFake, placeBar } from '../../support/pci-helpers';
 
 /** An RTL8168-like device: I/O BAR 0, the window in 64-bit BAR 2, MSI-X in 64-bit BAR 4. */
 function rtl8168Spec(): FakeDeviceSpec {

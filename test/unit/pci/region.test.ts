@@ -1,8 +1,16 @@
 // The BAR region stack (region.ts): base window, fd-backed region, mmaps, sub-page expansion, and
 // what a guest access through them costs and reports.
 import { type DeviceErrorEvent, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
-import { type FakeDeviceSpec, FakeVfioDevice } from './fake-device';
-import { barRanges, e1000eSpec, enableDecode, ivshmemSpec, openFake, placeBar, rtl8139Spec } from './helpers';
+import { type FakeDeviceSpec, FakeVfioDevice } from '../../support/fake-device';
+import {
+  barRanges,
+  e1000eSpec,
+  enableDecode,
+  ivshmemSpec,
+  openFake,
+  placeBar,
+  rtl8139Spec,
+} from '../../support/pci-helpers';
 
 describe('VfioPciDevice stacks', () => {
   it("builds QEMU's names: base BAR container, BAR region, mmaps", () => {

@@ -1,7 +1,7 @@
 // VfioPciDevice.reset on a fake device: the method QEMU would pick, and what the guest sees after
 // a guest-visible reset and after a recovery reset.
 import type { VfioPciDevice } from '../../../lib/pci';
-import { e1000eSpec, placeBar } from './helpers';
+import { e1000eSpec, placeBar } from '../../support/pci-helpers';
 import { type FakeIrqSpec, openIrqFake } from './fake-irq';
 
 const BAR3 = 0xfebf0000;

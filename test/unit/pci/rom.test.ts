@@ -1,5 +1,5 @@
 // The expansion ROM (rom.ts).
-import { e1000eSpec, enableDecode, openFake } from './helpers';
+import { e1000eSpec, enableDecode, openFake } from '../../support/pci-helpers';
 
 describe('expansion ROM', () => {
   it('is read through the fd when enabled and drops writes', () => {

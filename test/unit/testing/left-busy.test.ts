@@ -2,7 +2,7 @@
 // named with their register, everything is released anyway, and an idle device releases cleanly.
 import { TestDevice, leftBusyFindings, LeftBusyError } from '../../../lib/testing';
 import type { Container, Device, Group } from '../../../lib/vfio';
-import { FakeVfioDevice } from '../pci/fake-device';
+import { FakeVfioDevice } from '../../support/fake-device';
 
 /** A fake with PM at 0x40, MSI-X at 0x50 and MSI at 0x60. */
 function fakeDevice(): FakeVfioDevice {

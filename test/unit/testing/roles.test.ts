@@ -6,7 +6,7 @@ import * as path from 'node:path';
 
 import { VfioBridgeError } from '../../../lib/base/error';
 import { deviceConfig, parseSelector, resolveRole } from '../../../lib/testing';
-import { makeSysfs } from '../../native/cli/fake-sysfs';
+import { makeSysfs } from '../../support/fake-sysfs';
 
 let root: string;
 beforeAll(() => {

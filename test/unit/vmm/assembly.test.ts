@@ -16,8 +16,8 @@ import {
   placeBars,
   writeMpTable,
 } from '../../../lib/vmm';
-import { FakeVfioDevice } from '../pci/fake-device';
-import { e1000eSpec, rtl8139Spec } from '../pci/helpers';
+import { FakeVfioDevice } from '../../support/fake-device';
+import { e1000eSpec, rtl8139Spec } from '../../support/pci-helpers';
 import { bzImage } from './fake-bzimage';
 
 const MIB = 1024 * 1024;

@@ -8,8 +8,8 @@ import {
   placeBars,
   placeBarsSteps,
 } from '../../../lib/vmm';
-import { type FakeBarSpec, FakeVfioDevice } from '../pci/fake-device';
-import { e1000eSpec, ivshmemSpec, rtl8139Spec } from '../pci/helpers';
+import { type FakeBarSpec, FakeVfioDevice } from '../../support/fake-device';
+import { e1000eSpec, ivshmemSpec, rtl8139Spec } from '../../support/pci-helpers';
 
 function machine() {
   const bus = new SystemAddressSpaces();

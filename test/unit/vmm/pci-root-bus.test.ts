@@ -1,8 +1,8 @@
 import { AddressSpace, MemoryRegion } from '../../../lib/memory';
 import { PciBus, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { PCI_CONFIG_PORT, type PciConfigTarget, PciHostBridge, PciRootBus } from '../../../lib/vmm';
-import { FakeVfioDevice } from '../pci/fake-device';
-import { e1000eSpec, rtl8139Spec } from '../pci/helpers';
+import { FakeVfioDevice } from '../../support/fake-device';
+import { e1000eSpec, rtl8139Spec } from '../../support/pci-helpers';
 
 const ADDR = 0;
 const DATA = 4;

@@ -1,7 +1,7 @@
 // `vfio-bridge lab` as the CLI runs it, without booting anything: its help, --print (devices, the
 // environment, QEMU's command line) in text and in JSON that follows the published schema, and a
 // usage error with a hint (exit 2, EUSAGE, text or JSON) for every bad option.
-import { cli, validJson } from '../../../native/cli/harness';
+import { cli, validJson } from '../../../support/cli-harness';
 
 test('--help: the presets, the keys, the statuses and examples', async () => {
   const r = await cli(['lab', '--help'], {});

@@ -9,7 +9,7 @@ import {
   type Vm,
 } from '../../../../lib';
 import { type FakeIrqSpec, openIrqFake } from '../../pci/fake-irq';
-import { placeBar } from '../../pci/helpers';
+import { placeBar } from '../../../support/pci-helpers';
 
 const BAR3 = 0xfebf0000;
 

@@ -3,7 +3,7 @@ import {
   SystemAddressSpaces,
   VfioPciDevice,
   type VfioPciDeviceOptions,
-} from '../../../lib/pci';
+} from '../../lib/pci';
 import { FakeVfioDevice, type FakeDeviceSpec } from './fake-device';
 
 /** An e1000e-like device: two 128 KiB memory BARs, an I/O BAR, and MSI-X at the start of BAR 3. */

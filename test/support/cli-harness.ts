@@ -4,9 +4,9 @@
  */
 import Ajv2020 from 'ajv/dist/2020';
 
-import type { CliIo } from '../../../lib/cli/io';
-import { run } from '../../../lib/cli/program';
-import { SCHEMAS } from '../../../lib/cli/schema';
+import type { CliIo } from '../../lib/cli/io';
+import { run } from '../../lib/cli/program';
+import { SCHEMAS } from '../../lib/cli/schema';
 
 export interface CliRun {
   code: number;

@@ -1,6 +1,6 @@
-import type { AccessSize, FixedWidthMemory } from '../../../lib/memory';
-import type { VfioDeviceLike } from '../../../lib/pci';
-import type { RegionCap, RegionInfo } from '../../../lib/vfio';
+import type { AccessSize, FixedWidthMemory } from '../../lib/memory';
+import type { VfioDeviceLike } from '../../lib/pci';
+import type { RegionCap, RegionInfo } from '../../lib/vfio';
 
 /** One access that reached the fake device, through the fd or through a mapping. */
 export interface FakeAccess {

@@ -2,7 +2,7 @@
 // printed with console.log, one entry per call.
 import * as path from 'node:path';
 
-const examples = path.join(__dirname, '../../../docs/examples');
+const examples = path.join(__dirname, '../../docs/examples');
 
 export function runExample(name: string): string[] {
   const lines: string[] = [];
