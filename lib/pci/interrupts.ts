@@ -295,11 +295,10 @@ export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
         this.#guard(`enable ${mode}`, () => {
           const host = d.enableIrq(index, {
             vectors,
+            onInterrupt: (v, n) => this.#fired(mode, v, n),
             ref: this.#refed,
             ...(resample !== undefined ? { resample } : {}),
           });
-          // Without an 'error' listener a failed watch is a process warning: it is the host's.
-          host.on('interrupt', (v, n) => this.#fired(mode, v, n));
           this.#host = host;
         });
       }
@@ -337,9 +336,7 @@ export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
     if (info.count === 0) return;
     this.#guard('REQ enable', () => {
       // The request must never keep a VMM alive on its own.
-      const req = d.enableIrq(REQ, { ref: false });
-      req.on('interrupt', () => this.#requested());
-      this.#req = req;
+      this.#req = d.enableIrq(REQ, { onInterrupt: () => this.#requested(), ref: false });
     });
   }
 

@@ -1,6 +1,5 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { closedError } from '../base/error';
-import { sinkOf, type GuestErrorSink } from '../base/guest-error';
 import {
   type AccessLength,
   AddressSpace,
@@ -47,15 +46,8 @@ export interface SystemAddressSpacesOptions {
   ioSize?: number;
   /** Host page size (default 4096). */
   pageSize?: number;
-  /**
-   * Where both address spaces, and the devices opened on the bus without a sink of their own,
-   * report what the guest does wrong. Default: a sink of the bus's own.
-   */
-  guestErrors?: GuestErrorSink;
-  /** Without `guestErrors`: the own sink's log (see GuestErrorSinkOptions.log). */
+  /** Where both address spaces log unassigned guest accesses (see AddressSpaceOptions.log). */
   log?: AddressSpaceOptions['log'];
-  /** Without `guestErrors`: the own sink's minimum time between summary lines. */
-  logIntervalMs?: number;
 }
 
 /**
@@ -70,8 +62,6 @@ export class SystemAddressSpaces {
   readonly io: AddressSpace;
   /** Host page size, the granularity of `direct` ranges. */
   readonly pageSize: number;
-  /** Where the bus's spaces and devices report what the guest does wrong. */
-  readonly guestErrors: GuestErrorSink;
   #closers = new Set<() => void>();
   #closed = false;
 
@@ -86,8 +76,7 @@ export class SystemAddressSpaces {
       throw new ArgRangeError(`page size ${pageSize} is not a power of two`);
     }
     this.pageSize = pageSize;
-    this.guestErrors = sinkOf(opts);
-    const spaceOpts = { guestErrors: this.guestErrors };
+    const spaceOpts = opts.log !== undefined ? { log: opts.log } : {};
     this.memory = new AddressSpace('pci-memory', MemoryRegion.container('pci', memorySize), spaceOpts);
     this.io = new AddressSpace('pci-io', MemoryRegion.container('io', ioSize), spaceOpts);
   }

@@ -129,7 +129,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
     }
     yield 'vm';
     unlisten = machine.bus.memory.addMemoryListener(
-      new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier, guestErrors: ctx.machine.guestErrors }),
+      new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier }),
     );
     yield 'slots';
     // The ranges the vCPU threads serve themselves, kept equal to the flat views.
@@ -164,7 +164,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
           batch: (fn) => routes.batch(fn),
           signalMsi: (lo, hi, data) => vm.signalMsi(lo, hi, data),
         },
-        { guestErrors: ctx.machine.guestErrors },
+        { onError: (error, key) => ctx.report({ kind: 'interrupt', bdf: dev.bdf, key, error }) },
       );
       undo.push(() => msi.close());
     }
@@ -173,14 +173,14 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
       const pin = dev.irq.pin;
       if (pin < 1 || pin > 4) continue;
       const intx = new PciIntxRouting(dev, vm, pciIntxGsi(slot, pin), {
-        guestErrors: ctx.machine.guestErrors,
+        onError: (error) => ctx.report({ kind: 'interrupt', bdf: dev.bdf, key: `${dev.bdf} intx`, error }),
       });
       undo.push(() => intx.close());
     }
     yield 'interrupts';
     const vcpus: Vcpu[] = [];
     for (let id = 0; id < ctx.cpus; id++) {
-      const vcpu = vm.createVcpu(id, { guestErrors: ctx.machine.guestErrors });
+      const vcpu = vm.createVcpu(id);
       vcpus.push(vcpu);
       // Application processors keep their power-on registers: they wait for the boot CPU's
       // INIT/SIPI in the in-kernel APIC.

@@ -29,7 +29,8 @@ function machineOptions(opts: PcMachineOptions, ramSize: number): MachineOptions
   return {
     ramSize,
     pciHole: { start: PCI_HOLE, size: GiB },
-    ...(opts.guestErrors !== undefined ? { guestErrors: opts.guestErrors } : {}),
+    bus: { log: null },
+    dma: { log: null },
     hugepages: opts.hugepages ?? false,
     ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
   };
