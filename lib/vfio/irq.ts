@@ -178,6 +178,7 @@ function checkVector(v: unknown, max: number, what = 'vector'): asserts v is num
 
 /** The raw VFIO_DEVICE_SET_IRQS a {@link DeviceIrq} drives, as lib/vfio's Device offers it. */
 export interface IrqDevice {
+  /** The device's PCI address (or a mediated device's UUID), for messages. */
   readonly bdf: string;
   /** VFIO_DEVICE_GET_IRQ_INFO for `index`. */
   irqInfo(index: number): IrqInfo;
@@ -220,7 +221,9 @@ export interface IrqOptions {
  * delivery and closes only the eventfds it created.
  */
 export class DeviceIrq implements Disposable {
+  /** The VFIO IRQ index this drives (`VFIO_PCI_INTX_IRQ_INDEX`, `VFIO_PCI_MSI_IRQ_INDEX`, ...). */
   readonly index: number;
+  /** The index's VFIO_DEVICE_GET_IRQ_INFO as read when it was enabled: its vector count and flags. */
   readonly info: IrqInfo;
   readonly #device: IrqDevice;
   readonly #watcher: IrqWatcher | null;
