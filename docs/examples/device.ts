@@ -47,15 +47,14 @@ await eduDma(iova, 0x40000, false);
 await eduDma(0x40000, iova + 0x1000, true);
 console.log(`copied back: ${new Uint8Array(buf.buffer(0x1000, 256))[255].toString(16)}`); // aa
 
-// Interrupts: one callback per wake-up, with how many interrupts the eventfd coalesced.
+// Interrupts: an 'interrupt' event per wake-up, with how many interrupts the eventfd coalesced.
+const msi = device.enableIrq(VFIO_PCI_MSI_IRQ_INDEX);
 const fired = new Promise<void>((resolve) => {
-  const msi = device.enableIrq(VFIO_PCI_MSI_IRQ_INDEX, {
-    onInterrupt: (vector, count) => {
-      console.log(`MSI vector ${vector}: ${count}`);
-      regs.write32(0x64, regs.read32(0x24)); // acknowledge
-      msi.close();
-      resolve();
-    },
+  msi.on('interrupt', (vector, count) => {
+    console.log(`MSI vector ${vector}: ${count}`);
+    regs.write32(0x64, regs.read32(0x24)); // acknowledge
+    msi.close();
+    resolve();
   });
 });
 regs.write32(0x60, 1); // edu raises an interrupt with status 1

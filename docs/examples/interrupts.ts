@@ -15,11 +15,10 @@ container.setIommu();
 using dev = group.openDevice(bdf);
 const inject = (vector: number, count: number) => console.log(`vector ${vector}: ${count}`);
 
-// Into JavaScript: one call per wake-up, with the vector and how many interrupts it coalesced.
-const msix = dev.enableIrq(VFIO_PCI_MSIX_IRQ_INDEX, {
-  vectors: 3,
-  onInterrupt: (vector, count) => inject(vector, count),
-});
+// Into JavaScript: an 'interrupt' event per wake-up, with the vector and how many it coalesced.
+const msix = dev.enableIrq(VFIO_PCI_MSIX_IRQ_INDEX, { vectors: 3 });
+msix.on('interrupt', (vector, count) => inject(vector, count)); // the first listener starts watching
+msix.on('error', (e, vector) => console.error(`vector ${vector}: ${e.message}`)); // the host's, never the guest's
 msix.resize(5); // grows in place where the kernel allows (MSI-X without NORESIZE), else re-enables
 msix.unref(); // interrupts no longer keep the process alive (ref() by default)
 msix.close(); // disables the index, stops delivery, closes the eventfds it created

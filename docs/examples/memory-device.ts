@@ -19,7 +19,7 @@ mem.addMemoryListener({
   regionAdd: (s) => console.log('map', s.region.name, s.addr.toString(16), s.size),
   regionDel: (s) => console.log('unmap', s.region.name, s.addr.toString(16), s.size),
 });
-mem.on('unassigned', (e) => console.log(e.addr, e.size, e.isWrite, e.reason));
+mem.guestErrors.on('guest-error', (e) => console.log(e.kind, e.address, e.width, e.write));
 mem.write(0xfe000110, 4, 0x1234); // past the table: one 4-byte store into the mapping
 console.log(mapping.read32(0x110).toString(16)); // 1234
 console.log(renderMtree(mem), renderMtree(mem, { flat: true }));

@@ -21,13 +21,13 @@ transaction(() => {
 
 const mem = new AddressSpace('memory', system);
 mem.addMemoryListener({ regionAdd: (r) => console.log(`add ${r.region.name} at ${r.addr.toString(16)}`) });
-mem.on('unassigned', (e) =>
-  console.log(`unassigned ${e.isWrite ? 'write' : 'read'} at ${e.addr.toString(16)}`),
+mem.guestErrors.on('guest-error', (e) =>
+  console.log(`${e.kind} ${e.write ? 'write' : 'read'} at ${e.address!.toString(16)}: ${e.action}`),
 );
 
 mem.write(0x3004, 4, 0xcafe);
 console.log(mem.read(0x3000, 4).toString(16), mem.read(0x3004, 4).toString(16)); // 12345678 cafe
-mem.read(0x3000, 1); // the device takes only 4-byte accesses: all-ones, and an 'unassigned' event
+mem.read(0x3000, 1); // the device takes only 4-byte accesses: all-ones, an access-invalid-size report
 mem.read(0x8000, 4); // nothing there
 console.log(renderMtree(mem));
 console.log(renderMtree(mem, { flat: true }));

@@ -16,8 +16,9 @@ const pc = await PcMachine.open({
     console.log(`guest: ${line}`);
     if (line.includes('login:')) pc.stop(); // the run resolves with { reason: 'stopped' }
   },
-  onReport: (r) => console.warn(`absorbed: ${r.kind}`), // what the guest did wrong, never thrown
 });
+// What the guest did wrong, from every layer, never thrown (see "Guest errors" below).
+pc.on('guest-error', (e) => console.warn(`absorbed: ${e.source}/${e.kind}: ${e.message}`));
 try {
   let exit = await pc.run({ signal });
   if (exit.reason === 'reset') {
@@ -25,7 +26,7 @@ try {
     await pc.rebootAsync();
     exit = await pc.run({ signal });
   }
-  console.log(exit, pc.reportCounts, pc.exits);
+  console.log(exit, pc.guestErrors.counts, pc.exits);
 } finally {
   await pc.closeAsync(); // device fds closed on the thread pool
   console.log(pc.resources()); // all zero: no slot, irqfd, DMA mapping or device left

@@ -18,3 +18,12 @@ export {
 export { errnoName, hintFor, memlockHint, memlockLimitText, type HintContext } from './native-errors';
 export { EventFd, eventfdSignal } from './eventfd';
 export { PAGE_SIZE } from './page';
+export {
+  forwardGuestErrors,
+  GuestErrorSink,
+  type GuestError,
+  type GuestErrorAction,
+  type GuestErrorEvents,
+  type GuestErrorSinkOptions,
+  type GuestErrorSource,
+} from './guest-error';

@@ -96,26 +96,27 @@ export async function watchIrqs(
   const onAbort = (): void => finish('signal');
   try {
     if (wanted !== command) dev.write(VFIO_PCI_CONFIG_REGION_INDEX, PCI_COMMAND, 2, wanted);
-    const main: DeviceIrq = dev.enableIrq(index, {
-      vectors,
-      onInterrupt: (vec, n) => {
-        counts[vec]! += n;
-        totals[vec]! += n;
-        // INTx stays masked after each interrupt until unmasked. A line that nobody acknowledges
-        // stays asserted and is counted again at each unmask: that is what a level interrupt does.
-        if (index === VFIO_PCI_INTX_IRQ_INDEX) {
-          try {
-            main.unmask(0);
-          } catch (e) {
-            fail(e);
-          }
-        }
-      },
-      onError: (_vec, e) => fail(e),
-    });
+    const main: DeviceIrq = dev.enableIrq(index, { vectors });
     irqs.push(main);
+    main.on('error', (e) => fail(e));
+    main.on('interrupt', (vec, n) => {
+      counts[vec]! += n;
+      totals[vec]! += n;
+      // INTx stays masked after each interrupt until unmasked. A line that nobody acknowledges
+      // stays asserted and is counted again at each unmask: that is what a level interrupt does.
+      if (index === VFIO_PCI_INTX_IRQ_INDEX) {
+        try {
+          main.unmask(0);
+        } catch (e) {
+          fail(e);
+        }
+      }
+    });
     if (dev.irqInfo(VFIO_PCI_REQ_IRQ_INDEX).count > 0) {
-      irqs.push(dev.enableIrq(VFIO_PCI_REQ_IRQ_INDEX, { onInterrupt: () => finish('released') }));
+      const req = dev.enableIrq(VFIO_PCI_REQ_IRQ_INDEX);
+      irqs.push(req);
+      req.on('error', (e) => fail(e));
+      req.on('interrupt', () => finish('released'));
     }
 
     io.err(

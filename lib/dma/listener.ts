@@ -21,7 +21,7 @@ import { EventEmitter } from 'node:events';
 import { VfioBridgeError } from '../base';
 import { emitGuarded } from '../base/events';
 import type { AddressSpace, FlatRange, MemoryListener } from '../memory';
-import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
+import { sinkOf, type GuestErrorSink } from '../base/guest-error';
 import { span, type DmaBackend, type DmaMapRequest } from '../vfio/dma-types';
 import { planSection, skipOf, type DmaSkip } from './plan';
 
@@ -124,7 +124,16 @@ function notHeld(e: unknown): boolean {
 }
 
 /** Options of {@link DmaListener}. */
-export interface DmaListenerOptions extends RateLimitedLogOptions {
+export interface DmaListenerOptions {
+  /**
+   * Where skips and failures are reported (source `dma`): the machine's sink. Default: a sink of
+   * the listener's own, {@link DmaListener.guestErrors}.
+   */
+  guestErrors?: GuestErrorSink;
+  /** Without `guestErrors`: the own sink's log (`null`: none; events and counters remain). */
+  log?: ((line: string) => void) | null;
+  /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
+  logIntervalMs?: number;
   /** The host page size (default 4096): RAM is mapped in whole host pages as well as IOMMU pages. */
   hostPageSize?: number;
 }
@@ -168,21 +177,27 @@ interface Entry {
   readonly skips: readonly DmaSkip[];
 }
 
-function defaultLog(line: string): void {
-  process.emitWarning(line, { type: 'DmaListenerWarning', code: 'VFIO_BRIDGE_DMA' });
-}
-
 function firstLine(e: unknown): string {
   return e instanceof Error ? e.message.split('\n')[0] : String(e);
 }
 
 /** The events of a {@link DmaListener}. */
 export type DmaListenerEvents = {
-  /** A section that was not mapped, or only in part (see {@link DmaSkip}). */
+  /**
+   * A section that was not mapped, or only in part (see {@link DmaSkip}), on every commit that plans it.
+   * @deprecated listen to `guest-error` on {@link DmaListener.guestErrors} (kind `dma-skipped`, each
+   *   distinct skip once; the DmaSkip is its `detail`)
+   */
   warning: [DmaSkip];
-  /** A map or unmap the kernel refused (see {@link DmaErrorEvent}). */
+  /**
+   * A map or unmap the kernel refused (see {@link DmaErrorEvent}).
+   * @deprecated the same is a guest error of kind `dma-map-failed` or `dma-unmap-failed`
+   */
   'dma-error': [DmaErrorEvent];
-  /** A RAM map failed and the commit was undone. */
+  /**
+   * A RAM map failed and the commit was undone.
+   * @deprecated the same is a guest error of kind `dma-commit-failed`
+   */
   fatal: [DmaCommitError];
 };
 
@@ -224,7 +239,10 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
     orphanCount: 0,
     droppedUnmaps: 0,
   };
-  readonly #log: RateLimitedLog;
+  /** Where the listener reports skips and failures (source `dma`): the machine's sink, or its own. */
+  readonly guestErrors: GuestErrorSink;
+  /** The skips reported so far: a section re-planned by a later commit is not reported again. */
+  readonly #reportedSkips = new Set<string>();
   #lastFatal: DmaCommitError | null = null;
   #unsubscribe: (() => void) | null = null;
   #closed = false;
@@ -247,12 +265,12 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       );
     }
     super();
-    const log = new RateLimitedLog(opts, defaultLog);
+    const sink = sinkOf(opts);
     const host = opts.hostPageSize ?? 4096;
     if (!Number.isSafeInteger(host) || host <= 0 || (host & (host - 1)) !== 0) {
       throw new ArgRangeError(`hostPageSize ${String(host)} is not a power of two`);
     }
-    this.#log = log;
+    this.guestErrors = sink;
     this.container = container;
     this.space = space;
     this.pageSize = container.iommuInfo().minPageSize;
@@ -519,7 +537,18 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
     const err = new DmaCommitError(req.iova, req.size, s.region.name, cause, rollbackErrors);
     this.#stats.fatalCount++;
     this.#lastFatal = err;
-    this.#logLine(err.message);
+    this.guestErrors.report({
+      source: 'dma',
+      kind: 'dma-commit-failed',
+      where: s.region.name,
+      address: req.iova,
+      size: req.size,
+      action: 'undone',
+      message: err.message,
+      hint: err.hint ?? 'devices cannot reach this RAM; the sections are tried again on the next commit',
+      error: cause,
+      detail: err,
+    });
     this.#emit('fatal', err);
   }
 
@@ -581,23 +610,57 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       ...(outcome !== undefined ? { outcome } : {}),
     };
     const rest = then !== undefined ? `; ${then}` : '';
-    this.#logLine(`DMA: ${op} of ${span(m.iova, m.size)} ('${m.region}') failed: ${firstLine(error)}${rest}`);
+    this.guestErrors.report({
+      source: 'dma',
+      kind: op === 'map' ? 'dma-map-failed' : 'dma-unmap-failed',
+      where: m.region,
+      address: m.iova,
+      size: m.size,
+      action: op === 'map' ? 'skipped' : outcome === 'retry' ? 'retried' : 'forgotten',
+      message: `DMA: ${op} of ${span(m.iova, m.size)} ('${m.region}') failed: ${firstLine(error)}${rest}`,
+      hint:
+        op === 'map'
+          ? 'peer-to-peer DMA to this BAR fails; nothing else does'
+          : 'the IOMMU may still map it until the container closes',
+      error,
+      detail: ev,
+    });
     this.#emit('dma-error', ev);
   }
 
   #warn(w: DmaSkip): void {
     this.#stats.warningCount++;
-    this.#logLine(w.message);
+    // A map-failed skip is reported as its dma-map-failed; the others once per distinct section.
+    const key = `${w.region} ${w.start} ${w.size} ${w.reason}`;
+    if (w.reason !== 'map-failed' && !this.#reportedSkips.has(key)) {
+      this.#reportedSkips.add(key);
+      this.guestErrors.report({
+        source: 'dma',
+        kind: 'dma-skipped',
+        where: w.region,
+        address: w.start,
+        size: w.size,
+        action: 'skipped',
+        message: w.message,
+        hint: SKIP_HINTS[w.reason],
+        detail: w,
+      });
+    }
     this.#emit('warning', w);
   }
 
   // A throwing event handler must not abort a commit half-way.
   #emit<K extends keyof DmaListenerEvents>(event: K, ...args: DmaListenerEvents[K]): void {
-    emitGuarded(this, event, args, (e) => this.#logLine(`DMA: an event listener threw: ${firstLine(e)}`));
-  }
-
-  #logLine(line: string): void {
-    this.#log.line(line);
+    if (this.listenerCount(event) === 0) return;
+    emitGuarded(this, event, args, (e) =>
+      this.guestErrors.report({
+        source: 'dma',
+        kind: 'listener-threw',
+        action: 'ignored',
+        message: `DMA: a '${event}' listener threw: ${firstLine(e)}`,
+        error: e,
+      }),
+    );
   }
 
   /**
@@ -627,6 +690,16 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
     this.close();
   }
 }
+
+/** What usually leaves a section unmapped, by reason. */
+const SKIP_HINTS: Record<DmaSkip['reason'], string> = {
+  unaligned: 'its guest-physical address and host offset disagree below the page',
+  'sub-page': 'less than a page is left once trimmed to whole pages',
+  trimmed: 'RAM is mapped in whole pages; the edges are not',
+  'unaligned-device': 'a BAR section not aligned to the IOMMU page: peer-to-peer DMA to it fails',
+  'no-host-memory': 'its memory is not host memory the IOMMU can map',
+  'map-failed': 'the kernel refused the mapping',
+};
 
 /** Two map requests for the same memory, offset, IOVA, size and rights. */
 function sameRequest(a: DmaMapRequest, b: DmaMapRequest): boolean {

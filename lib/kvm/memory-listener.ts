@@ -1,5 +1,5 @@
 import { ArgTypeError } from '../base/error';
-import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
+import { sinkOf, type GuestErrorSink } from '../base/guest-error';
 import type { FlatRange, MemoryListener } from '../memory';
 import { isHostMemory } from '../base/host-memory';
 import type { MemorySlot, SlotTarget } from './slots';
@@ -24,19 +24,22 @@ export interface SlotPiece {
 export type SlotClassifier = (r: FlatRange, pageSize: number) => readonly SlotPiece[] | undefined;
 
 /** Options of {@link KvmMemoryListener}. */
-export interface KvmMemoryListenerOptions extends RateLimitedLogOptions {
+export interface KvmMemoryListenerOptions {
+  /**
+   * Where a direct range that could not be slotted is reported (source `kvm`, kind `slot-trapped`:
+   * no host address, or KVM refused it: no free slot, or a guest that placed a BAR over its own
+   * RAM). The range stays in the flat view, so the guest's accesses to it exit and are dispatched;
+   * never thrown. Default: a sink of the listener's own.
+   */
+  guestErrors?: GuestErrorSink;
+  /** Without `guestErrors`: the own sink's log (`null`: none). */
+  log?: ((line: string) => void) | null;
+  /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
+  logIntervalMs?: number;
   /** Host page size: the granularity of slots (default 4096). */
   pageSize?: number;
   /** Added to a bus address to give the guest-physical address (default 0: identity). */
   guestOffset?: number;
-  /**
-   * Hears a direct range that could not be slotted (no host address, or KVM refused it: no free
-   * slot, or a guest that placed a BAR over its own RAM). The range stays in the flat view, so the
-   * guest's accesses to it exit and are dispatched. Such a failure is never thrown: a guest's BAR
-   * programming reaches this listener. Default: a line on `log` (a process warning unless given;
-   * `null` silences it), at most one per `logIntervalMs` (1000).
-   */
-  onError?(range: { addr: number; size: number; name: string }, error: unknown): void;
   /** Splits ranges into slotted and trapped pieces (default: page-aligned ranges are slotted whole). */
   classify?: SlotClassifier;
 }
@@ -58,10 +61,10 @@ export class KvmMemoryListener implements MemoryListener {
   readonly #vm: SlotTarget;
   readonly #page: number;
   readonly #offset: number;
-  readonly #onError: NonNullable<KvmMemoryListenerOptions['onError']>;
   readonly #classify: SlotClassifier;
   #errorCount = 0;
-  readonly #log: RateLimitedLog;
+  /** Where ranges left trapped are reported. */
+  readonly guestErrors: GuestErrorSink;
   readonly #slots = new Map<FlatRange, MemorySlot[]>();
   #pendingAdds: FlatRange[] = [];
 
@@ -69,10 +72,7 @@ export class KvmMemoryListener implements MemoryListener {
     this.#vm = vm;
     this.#page = opts.pageSize ?? 4096;
     this.#offset = opts.guestOffset ?? 0;
-    this.#log = new RateLimitedLog(opts, (line) =>
-      process.emitWarning(line, { type: 'KvmSlotWarning', code: 'VFIO_BRIDGE_SLOT_TRAPPED' }),
-    );
-    this.#onError = opts.onError ?? ((where, e) => this.#warn(where, e));
+    this.guestErrors = sinkOf(opts);
     this.#classify = opts.classify ?? (() => undefined);
   }
 
@@ -81,12 +81,20 @@ export class KvmMemoryListener implements MemoryListener {
     return this.#errorCount;
   }
 
-  #warn(where: { addr: number; size: number; name: string }, e: unknown): void {
-    const why = e instanceof Error ? e.message : String(e);
-    this.#log.line(
-      () =>
-        `${where.name} at 0x${where.addr.toString(16)}+0x${where.size.toString(16)} stays trapped: ${why}`,
-    );
+  #trapped(where: { addr: number; size: number; name: string }, e: unknown): void {
+    const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    this.guestErrors.report({
+      source: 'kvm',
+      kind: 'slot-trapped',
+      where: where.name,
+      address: where.addr,
+      size: where.size,
+      action: 'trapped',
+      message: `${where.name} at 0x${where.addr.toString(16)}+0x${where.size.toString(16)} stays trapped: ${why}`,
+      hint: 'KVM would not map it (no free slot, or a BAR placed over RAM): its accesses exit instead',
+      error: e,
+      detail: where,
+    });
   }
 
   /** The slots this listener holds, by guest address. */
@@ -129,7 +137,7 @@ export class KvmMemoryListener implements MemoryListener {
       if (p.mapinfo !== 'direct') continue;
       const where = { addr: p.addr, size: p.size, name: r.region.name };
       if (!isHostMemory(memory)) {
-        this.#onError?.(where, new ArgTypeError(`${r.region.name}: its memory is not a Mapping or GuestRam`));
+        this.#trapped(where, new ArgTypeError(`${r.region.name}: its memory is not a Mapping or GuestRam`));
         continue;
       }
       try {
@@ -145,7 +153,7 @@ export class KvmMemoryListener implements MemoryListener {
         );
       } catch (e) {
         this.#errorCount++;
-        this.#onError(where, e);
+        this.#trapped(where, e);
       }
     }
     if (made.length > 0) this.#slots.set(r, made);

@@ -1,5 +1,5 @@
 import { ArgRangeError } from '../base/error';
-import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
+import { sinkOf, type GuestErrorSink } from '../base/guest-error';
 import { native, type NativeHandle, type NativeKvmVcpu } from '../native';
 import { closedError, kvmError } from './errors';
 import { decodeExit, EXIT_RECORD, writeAnswer, writtenValue, type VcpuExit } from './exit';
@@ -18,11 +18,18 @@ export interface RunOptions {
 }
 
 /**
- * Options of {@link Vm.createVcpu}: where the lines about exits {@link Vcpu.runRouted} cannot serve
- * go (`log`; default a process warning VFIO_BRIDGE_UNSERVED_EXIT, `null` silences them) and how often
- * (`logIntervalMs`, default 1000).
+ * Options of {@link Vm.createVcpu}: where exits {@link Vcpu.runRouted} cannot serve are reported
+ * (`guestErrors`, source `kvm`, kind `unserved-exit`; default a sink of the vCPU's own, whose
+ * `log` and `logIntervalMs` can be given instead).
  */
-export type VcpuOptions = RateLimitedLogOptions;
+export interface VcpuOptions {
+  /** The sink unserved exits are reported to (a machine's). */
+  guestErrors?: GuestErrorSink;
+  /** Without `guestErrors`: the own sink's log (`null`: none). */
+  log?: ((line: string) => void) | null;
+  /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
+  logIntervalMs?: number;
+}
 
 /** Why {@link Vcpu.runRouted} returned, and what it did. */
 export interface RunResult {
@@ -74,7 +81,7 @@ export class Vcpu implements Disposable {
   #thread: VcpuThread | null = null;
   #pendingRead = false;
   #unservedCount = 0;
-  readonly #log: RateLimitedLog;
+  readonly #sink: GuestErrorSink;
 
   private constructor(
     handle: NativeKvmVcpu,
@@ -82,9 +89,9 @@ export class Vcpu implements Disposable {
     id: number,
     path: string,
     onClose: () => void,
-    log: RateLimitedLog,
+    sink: GuestErrorSink,
   ) {
-    this.#log = log;
+    this.#sink = sink;
     this.#handle = handle;
     this.#exitBuffer = buffer;
     this.#exit = new DataView(buffer);
@@ -102,12 +109,10 @@ export class Vcpu implements Disposable {
     onClose: () => void,
     opts: VcpuOptions = {},
   ): Vcpu {
-    const log = new RateLimitedLog(opts, (line) =>
-      process.emitWarning(line, { type: 'KvmExitWarning', code: 'VFIO_BRIDGE_UNSERVED_EXIT' }),
-    );
+    const sink = sinkOf(opts);
     const buffer = new ArrayBuffer(EXIT_RECORD.bytes);
     const h = native.kvmCreateVcpu(vm, id, mmapSize, buffer);
-    return new Vcpu(h, buffer, id, path, onClose, log);
+    return new Vcpu(h, buffer, id, path, onClose, sink);
   }
 
   /** Whether the vCPU was closed (by {@link Vcpu.close} or its VM). */
@@ -319,8 +324,8 @@ export class Vcpu implements Disposable {
 
   /**
    * Exits the routing cannot serve: port I/O with no `io` space, or string port I/O (`rep ins/outs`,
-   * count > 1), which is not implemented. They read as all-ones and drop writes; counted and logged
-   * at most once a second, never thrown (a guest chooses them).
+   * count > 1), which is not implemented. They read as all-ones and drop writes; counted and
+   * reported to the vCPU's sink (kind `unserved-exit`), never thrown (a guest chooses them).
    */
   get unservedExits(): number {
     return this.#unservedCount;
@@ -328,11 +333,19 @@ export class Vcpu implements Disposable {
 
   #unserved(isMmio: boolean, address: number, count: number): void {
     this.#unservedCount++;
-    this.#log.line(() => {
-      const what = isMmio
-        ? `MMIO at 0x${address.toString(16)}`
-        : `port 0x${address.toString(16)} (count ${count})`;
-      return `${this.path}: unserved ${what}: reads all-ones, writes dropped`;
+    const what = isMmio
+      ? `MMIO at 0x${address.toString(16)}`
+      : `port 0x${address.toString(16)} (count ${count})`;
+    this.#sink.report({
+      source: 'kvm',
+      kind: 'unserved-exit',
+      where: isMmio ? 'mmio' : 'pio',
+      address,
+      action: 'read-all-ones',
+      message: `${this.path}: unserved ${what}: reads all-ones, writes dropped`,
+      hint: isMmio
+        ? 'runRouted was given no space for MMIO'
+        : 'string port I/O (rep ins/outs) is not implemented, or runRouted has no io space',
     });
   }
 

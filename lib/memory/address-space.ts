@@ -17,7 +17,8 @@ import {
   type TreeNode,
 } from './transaction';
 import { MemoryTopologyError } from './types';
-import { RateLimitedLog } from './rate-limited-log';
+import { sinkOf, type GuestErrorSink } from '../base/guest-error';
+import { UnassignedReport } from './unassigned-report';
 import type { AddressSpaceEvents, UnassignedAccess, UnassignedReason } from './unassigned';
 
 export type { AddressSpaceEvents, MemoryListener, UnassignedAccess };
@@ -25,26 +26,26 @@ export type { AddressSpaceEvents, MemoryListener, UnassignedAccess };
 /** Options of an address space. */
 export interface AddressSpaceOptions {
   /**
-   * Where unassigned accesses are logged, at most once per `logIntervalMs` with a count of those left
-   * out. Defaults to a process warning; `null` turns logging off (the event and counter remain).
+   * Where refused accesses are reported (source `memory`; kind `unassigned`, `access-rejected`,
+   * `access-unaligned`, `access-invalid-size`, `write-readonly` or `bar-fault`): the machine's sink.
+   * Default: a sink of the space's own, {@link AddressSpace.guestErrors}.
    */
+  guestErrors?: GuestErrorSink;
+  /** Without `guestErrors`: the own sink's log (`null`: none; the event and counter remain). */
   log?: ((line: string) => void) | null;
-  /** Minimum time between two log lines, in milliseconds. Default 1000. */
+  /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
   logIntervalMs?: number;
 }
 
 const EMPTY = new FlatView([], null);
-
-function defaultLog(line: string): void {
-  process.emitWarning(line, { type: 'UnassignedAccessWarning', code: 'VFIO_BRIDGE_UNASSIGNED' });
-}
 
 /**
  * A view of memory from one bus master's side, e.g. "memory" or "I/O": a root region, the flat view
  * rendered from it, and guest accesses dispatched through that view.
  *
  * Guest accesses never throw for guest reasons: unassigned or refused accesses read as all-ones, drop
- * writes, bump {@link AddressSpace.unassignedCount} and emit `unassigned`. Programmer errors (an
+ * writes, bump {@link AddressSpace.unassignedCount} and are reported to {@link AddressSpace.guestErrors}
+ * (source `memory`, kind `unassigned` and the like). Programmer errors (an
  * address that is not a safe non-negative integer, an access that does not end at or below 2^53, an
  * access size outside 1..8, a value of the wrong type or width) are `RangeError`s and `TypeError`s.
  */
@@ -58,7 +59,8 @@ export class AddressSpace extends GuestAccessDispatch implements Rebuildable, Di
   private readonly _listeners = new MemoryListeners();
   private _unassigned = 0;
   private _closed = false;
-  private readonly _log: RateLimitedLog;
+  /** Where the space reports what the guest's accesses could not do: the machine's sink, or its own. */
+  readonly guestErrors: GuestErrorSink;
 
   constructor(name: string, root: MemoryRegion, opts: AddressSpaceOptions = {}) {
     if (typeof name !== 'string')
@@ -68,7 +70,7 @@ export class AddressSpace extends GuestAccessDispatch implements Rebuildable, Di
     const fv = renderFlatView(root);
     super(fv);
     this._rendered = fv;
-    this._log = new RateLimitedLog(opts, defaultLog);
+    this.guestErrors = sinkOf(opts);
     this.name = name;
     this.root = root;
     registerSpace(this);
@@ -151,19 +153,21 @@ export class AddressSpace extends GuestAccessDispatch implements Rebuildable, Di
     const e: UnassignedAccess = { addr, size, isWrite, reason };
     if (r !== undefined) e.region = r.name;
     if (error !== undefined) e.error = error;
-    this._log.line(
-      () =>
-        `${this.name}: ${reason} ${isWrite ? 'write' : 'read'} at 0x${addr.toString(16)} size ${size}` +
-        `${r !== undefined ? ` in '${r.name}'` : ''}`,
-    );
-    // A throwing subscriber must not turn a guest access into a VMM exception, nor stop the rest
-    // of a split access half-way.
-    emitGuarded(this, 'unassigned', [e], (err) =>
-      this._log.line(
-        () =>
-          `${this.name}: an 'unassigned' listener threw: ${err instanceof Error ? err.message : String(err)}`,
-      ),
-    );
+    this.guestErrors.report(new UnassignedReport(this.name, e));
+    // The deprecated event. A throwing subscriber must not turn a guest access into a VMM
+    // exception, nor stop the rest of a split access half-way.
+    if (this.listenerCount('unassigned') > 0) {
+      emitGuarded(this, 'unassigned', [e], (err) =>
+        this.guestErrors.report({
+          source: 'memory',
+          kind: 'listener-threw',
+          where: this.name,
+          action: 'ignored',
+          message: `${this.name}: an 'unassigned' listener threw: ${err instanceof Error ? err.message : String(err)}`,
+          error: err,
+        }),
+      );
+    }
   }
 }
 

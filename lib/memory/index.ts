@@ -31,4 +31,13 @@ export {
   type MtreeNodeJson,
   type MtreeFlatJson,
 } from './mtree';
-export type { RateLimitedLogOptions } from './rate-limited-log';
+// The one channel every layer reports a guest's mistakes on (lib/base; re-exported here, where the
+// address spaces that report unassigned accesses live, so vfio-bridge/memory has it without the addon).
+export {
+  GuestErrorSink,
+  type GuestError,
+  type GuestErrorAction,
+  type GuestErrorEvents,
+  type GuestErrorSinkOptions,
+  type GuestErrorSource,
+} from '../base/guest-error';

@@ -28,6 +28,10 @@ export interface UnassignedAccess {
 
 /** The events of an `AddressSpace`. */
 export type AddressSpaceEvents = {
-  /** An access no region took, or one a region refused (see {@link UnassignedAccess}). */
+  /**
+   * An access no region took, or one a region refused (see {@link UnassignedAccess}).
+   * @deprecated listen to the sink's `guest-error` (`AddressSpace.guestErrors`) instead: the same
+   *   report is the `detail` of a `memory` guest error
+   */
   unassigned: [UnassignedAccess];
 };

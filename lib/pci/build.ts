@@ -17,7 +17,7 @@ import { checkUndriven, claim } from './owners';
 import { installQuirks } from './quirk-install';
 import { DEFAULT_QUIRKS, type QuirkDefinition } from './quirks';
 import { type BarState, buildBarStack, closeMmaps, findBars, RegionIo } from './region';
-import { DeviceReporter, type DeviceReportOptions } from './report';
+import { DeviceReporter, deviceSink, type DeviceReportOptions } from './report';
 import { resetCommand } from './reset-state';
 import { romBar } from './rom';
 import { checkInteger, type VfioDeviceLike } from './types';
@@ -85,7 +85,7 @@ export function* buildDevice(
     closeMmaps(bars);
   };
   try {
-    const io = new RegionIo(device.bdf, device, new DeviceReporter(opts));
+    const io = new RegionIo(device.bdf, device, new DeviceReporter(deviceSink(opts, bus)));
     const config = readConfig(io, opts);
     yield 'config';
     // Discover the BARs and their mmap areas, then let MSI-X trim or relocate before anything is built.

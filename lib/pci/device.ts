@@ -37,6 +37,7 @@ import {
 } from './open';
 import { claim } from './owners';
 import { type BarState, closeMmaps, type RegionIo } from './region';
+import type { GuestErrorSink } from '../base/guest-error';
 import type { DeviceErrorEvent } from './report';
 import {
   type PciResetContext,
@@ -51,7 +52,11 @@ import { checkInteger, hex, type VfioDeviceLike } from './types';
 
 /** The events of a {@link VfioPciDevice}. */
 export type VfioPciDeviceEvents = {
-  /** A guest access the device could not serve as asked (the reasons are listed on `DeviceErrorReason`). */
+  /**
+   * A guest access the device could not serve as asked (the reasons are listed on `DeviceErrorReason`).
+   * @deprecated listen to `guest-error` on {@link VfioPciDevice.guestErrors} (source `pci`): the
+   *   same report is its `detail`
+   */
   'device-error': [DeviceErrorEvent];
 };
 
@@ -298,12 +303,20 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
     return this.#io.reporter.count;
   }
 
+  /**
+   * Where the device reports what the guest does wrong (source `pci`): the sink given as
+   * `guestErrors` (a machine's), else its bus's.
+   */
+  get guestErrors(): GuestErrorSink {
+    return this.#io.reporter.sink;
+  }
+
   // ---- configuration space ------------------------------------------------------------------
 
   /**
    * One read of configuration space as the guest sees it (emulated bits merged over the device's).
    * Bytes past the end of config space read as ones, and a read the device fd refuses as all-ones;
-   * both are reported as `device-error` events, never thrown. A size other than 1, 2 or 4 or an
+   * both are reported to {@link VfioPciDevice.guestErrors}, never thrown. A size other than 1, 2 or 4 or an
    * offset that is not a non-negative integer is a programming error (RangeError/TypeError).
    */
   configRead(offset: number, size: 1 | 2 | 4): number {
@@ -350,7 +363,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
     }
     const implemented = this.#implemented.subarray(offset, offset + size);
     // Passed on all the same, as QEMU does: the kernel drops what no register takes.
-    if (!implemented.every((b) => b)) this.#reportConfig('config-unimplemented', true, offset, size);
+    if (!implemented.every((b) => b)) this.#reportConfig('config-unimplemented', true, offset, size, value);
     this.#configWriteIn(offset, size, value);
   }
 
@@ -399,8 +412,17 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
     isWrite: boolean,
     offset: number,
     size: number,
+    value?: number,
   ): void {
-    this.#io.reporter.report({ bdf: this.bdf, reason, isWrite, where: 'config', offset, size });
+    this.#io.reporter.report({
+      bdf: this.bdf,
+      reason,
+      isWrite,
+      where: 'config',
+      offset,
+      size,
+      ...(value !== undefined ? { value } : {}),
+    });
   }
 
   #checkConfig(offset: number, size: number): void {

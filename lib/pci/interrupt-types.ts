@@ -81,6 +81,8 @@ export interface HostIrq {
   unref(): unknown;
   /** See {@link DeviceIrq.close}. */
   close(): void;
+  /** Its `interrupt` event: watching starts with the first listener (see {@link DeviceIrq}). */
+  on(event: 'interrupt', listener: (vector: number, count: number) => void): unknown;
 }
 
 /** A VFIO device that can wire interrupts: lib/vfio's Device. Fakes implement it for unit tests. */

@@ -295,10 +295,11 @@ export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
         this.#guard(`enable ${mode}`, () => {
           const host = d.enableIrq(index, {
             vectors,
-            onInterrupt: (v, n) => this.#fired(mode, v, n),
             ref: this.#refed,
             ...(resample !== undefined ? { resample } : {}),
           });
+          // Without an 'error' listener a failed watch is a process warning: it is the host's.
+          host.on('interrupt', (v, n) => this.#fired(mode, v, n));
           this.#host = host;
         });
       }
@@ -336,7 +337,9 @@ export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
     if (info.count === 0) return;
     this.#guard('REQ enable', () => {
       // The request must never keep a VMM alive on its own.
-      this.#req = d.enableIrq(REQ, { onInterrupt: () => this.#requested(), ref: false });
+      const req = d.enableIrq(REQ, { ref: false });
+      req.on('interrupt', () => this.#requested());
+      this.#req = req;
     });
   }
 

@@ -65,8 +65,10 @@ export function installQuirks(
         bar.quirks.push(ov.name);
       }
       if (skipped.length > 0) {
-        io.reporter.notice(
+        // The quirk table is the host's setup, not the guest's doing: a process warning.
+        process.emitWarning(
           `${bdf} BAR ${bar.index}: quirk ${q.name} skipped overlays past the end of the BAR (${hex(bar.regionSize)} bytes): ${skipped.join(', ')}`,
+          { type: 'VfioPciDeviceWarning', code: 'VFIO_BRIDGE_QUIRK_SKIPPED' },
         );
       }
     }

@@ -1,7 +1,7 @@
 import type { EventEmitter } from 'node:events';
 
 import { emitGuarded } from '../base/events';
-import { RateLimitedLog, type RateLimitedLogOptions } from '../memory/rate-limited-log';
+import { sinkOf, type GuestErrorAction, type GuestErrorSink } from '../base/guest-error';
 
 /**
  * Why a guest access to a vfio-pci device was not served as asked:
@@ -34,18 +34,63 @@ export interface DeviceErrorEvent {
   readonly offset: number;
   /** Width of the access in bytes. */
   readonly size: number;
+  /** The value of a write, where it is known. */
+  readonly value?: number | bigint;
   /** The error behind an `fd-error`. */
   readonly error?: Error;
 }
 
 /**
- * How a device logs what it reports: at most once per `logIntervalMs` with a count of those left
- * out; a process warning by default, `null` turns logging off (the event and counter remain).
+ * Where a device reports: `guestErrors`, the machine's sink (a machine passes its own), else the
+ * bus's; `log`/`logIntervalMs` instead give the device a sink of its own with that log.
  */
-export type DeviceReportOptions = RateLimitedLogOptions;
+export interface DeviceReportOptions {
+  /** The sink the device reports to (default: its bus's, {@link SystemAddressSpaces.guestErrors}). */
+  guestErrors?: GuestErrorSink;
+  /** A sink of the device's own with this log (`null`: none; the event and counter remain). */
+  log?: ((line: string) => void) | null;
+  /** With `log`: the own sink's minimum time between two summary lines, in milliseconds. */
+  logIntervalMs?: number;
+}
 
-function defaultLog(line: string): void {
-  process.emitWarning(line, { type: 'VfioPciDeviceWarning', code: 'VFIO_BRIDGE_DEVICE_ERROR' });
+/** The sink a device opened on `bus` with `opts` reports to. */
+export function deviceSink(opts: DeviceReportOptions, bus: { guestErrors: GuestErrorSink }): GuestErrorSink {
+  if (opts.guestErrors === undefined && opts.log === undefined && opts.logIntervalMs === undefined) {
+    return bus.guestErrors;
+  }
+  return sinkOf(opts);
+}
+
+/** What a device does instead, and what usually causes it, by reason. */
+const REASONS: Record<DeviceErrorReason, { kind: string; hint: string }> = {
+  'fd-error': {
+    kind: 'fd-error',
+    hint: 'the device fd refused the access (EIO while the guest keeps the device in D3hot, say)',
+  },
+  'msix-window': {
+    kind: 'msix-window',
+    hint: 'an RTL8168 window access to the MSI-X table that is unaligned, outside it, or with no table',
+  },
+  'config-range': { kind: 'config-range', hint: "past the end of the device's configuration space" },
+  'config-unimplemented': {
+    kind: 'config-unimplemented',
+    hint: 'no register there (outside the header and every capability): passed on, and the kernel drops it',
+  },
+  unbacked: {
+    kind: 'unbacked',
+    hint: 'a part of a BAR window nothing serves (the half a BAR gained from MSI-X relocation, say)',
+  },
+  irq: {
+    kind: 'irq-setup',
+    hint: "the host could not follow the guest's interrupt setup, or the guest enabled MSI and MSI-X together",
+  },
+};
+
+function actionOf(e: DeviceErrorEvent): GuestErrorAction {
+  if (e.reason === 'irq') return 'ignored';
+  if (e.reason === 'config-unimplemented') return e.isWrite ? 'passed-on' : 'read-zero';
+  if (!e.isWrite) return e.reason === 'unbacked' ? 'read-zero' : 'read-all-ones';
+  return 'dropped';
 }
 
 /**
@@ -60,24 +105,25 @@ export function isVfioError(e: unknown): e is Error & {
 }
 
 /**
- * DeviceReporter: the counter, listeners and rate-limited log behind a device's `device-error`
- * event, so guest accesses are reported and never thrown at the VMM (as AddressSpace does for
- * unassigned accesses).
+ * DeviceReporter: turns a device's unserved guest accesses into guest errors (source `pci`) on its
+ * sink, and emits the deprecated `device-error` event, so guest accesses are reported and never
+ * thrown at the VMM. @internal
  */
 export class DeviceReporter {
   #count = 0;
-  readonly #log: RateLimitedLog;
+  /** The sink the device reports to. */
+  readonly sink: GuestErrorSink;
   #emitter: EventEmitter | null;
 
   /** `emitter` hears each report as its `device-error` event (the device itself, for a VfioPciDevice). */
-  constructor(opts: DeviceReportOptions = {}, emitter: EventEmitter | null = null) {
-    this.#log = new RateLimitedLog(opts, defaultLog);
+  constructor(sink: GuestErrorSink, emitter: EventEmitter | null = null) {
+    this.sink = sink;
     this.#emitter = emitter;
   }
 
   /**
    * From now on `emitter` hears each report. A device is built before it exists as an emitter, and
-   * nobody can listen to it meanwhile: what the build reports is counted and logged only.
+   * nobody can listen to it meanwhile: what the build reports goes to the sink only.
    */
   emitTo(emitter: EventEmitter): void {
     this.#emitter = emitter;
@@ -88,29 +134,37 @@ export class DeviceReporter {
     return this.#count;
   }
 
-  /** Counts, logs (rate-limited) and emits one unserved guest access. */
+  /** Reports one unserved guest access to the sink (and the deprecated event). */
   report(e: DeviceErrorEvent): void {
     this.#count++;
     const why = e.error ? `: ${e.error.message.split('\n')[0]}` : '';
-    this.warn(
-      `${e.bdf}: ${e.reason} ${e.isWrite ? 'write' : 'read'} at 0x${e.offset.toString(16)} size ${e.size} in '${e.where}'${why}`,
-    );
-    if (this.#emitter !== null) {
+    const r = REASONS[e.reason];
+    this.sink.report({
+      source: 'pci',
+      kind: r.kind,
+      device: e.bdf,
+      where: e.where,
+      address: e.offset,
+      width: e.size,
+      write: e.isWrite,
+      ...(e.value !== undefined ? { value: e.value } : {}),
+      action: actionOf(e),
+      message: `${e.reason} ${e.isWrite ? 'write' : 'read'} at 0x${e.offset.toString(16)} size ${e.size} in '${e.where}'${why}`,
+      hint: r.hint,
+      ...(e.error !== undefined ? { error: e.error } : {}),
+      detail: e,
+    });
+    if (this.#emitter !== null && this.#emitter.listenerCount('device-error') > 0) {
       emitGuarded(this.#emitter, 'device-error', [e], (err) =>
-        this.warn(
-          `${e.bdf}: a 'device-error' listener threw: ${err instanceof Error ? err.message : String(err)}`,
-        ),
+        this.sink.report({
+          source: 'pci',
+          kind: 'listener-threw',
+          device: e.bdf,
+          action: 'ignored',
+          message: `a 'device-error' listener threw: ${err instanceof Error ? err.message : String(err)}`,
+          error: err,
+        }),
       );
     }
-  }
-
-  /** Logs one line at setup, where lines are few and bounded, so none is rate-limited away. */
-  notice(line: string): void {
-    this.#log.notice(line);
-  }
-
-  /** Logs one line, at most once per interval, counting the lines left out. */
-  warn(line: string): void {
-    this.#log.line(line);
   }
 }

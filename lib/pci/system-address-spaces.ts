@@ -1,5 +1,6 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { closedError } from '../base/error';
+import { sinkOf, type GuestErrorSink } from '../base/guest-error';
 import {
   type AccessLength,
   AddressSpace,
@@ -46,8 +47,15 @@ export interface SystemAddressSpacesOptions {
   ioSize?: number;
   /** Host page size (default 4096). */
   pageSize?: number;
-  /** Where both address spaces log unassigned guest accesses (see AddressSpaceOptions.log). */
+  /**
+   * Where both address spaces, and the devices opened on the bus without a sink of their own,
+   * report what the guest does wrong. Default: a sink of the bus's own.
+   */
+  guestErrors?: GuestErrorSink;
+  /** Without `guestErrors`: the own sink's log (see GuestErrorSinkOptions.log). */
   log?: AddressSpaceOptions['log'];
+  /** Without `guestErrors`: the own sink's minimum time between summary lines. */
+  logIntervalMs?: number;
 }
 
 /**
@@ -62,6 +70,8 @@ export class SystemAddressSpaces {
   readonly io: AddressSpace;
   /** Host page size, the granularity of `direct` ranges. */
   readonly pageSize: number;
+  /** Where the bus's spaces and devices report what the guest does wrong. */
+  readonly guestErrors: GuestErrorSink;
   #closers = new Set<() => void>();
   #closed = false;
 
@@ -76,7 +86,8 @@ export class SystemAddressSpaces {
       throw new ArgRangeError(`page size ${pageSize} is not a power of two`);
     }
     this.pageSize = pageSize;
-    const spaceOpts = opts.log !== undefined ? { log: opts.log } : {};
+    this.guestErrors = sinkOf(opts);
+    const spaceOpts = { guestErrors: this.guestErrors };
     this.memory = new AddressSpace('pci-memory', MemoryRegion.container('pci', memorySize), spaceOpts);
     this.io = new AddressSpace('pci-io', MemoryRegion.container('io', ioSize), spaceOpts);
   }

@@ -26,7 +26,7 @@ export {
 export { TestDevice, type ReleaseOptions } from './test-device';
 export { leftBusyFindings, LeftBusyError, type ConfigRead, type LeftBusyFinding } from './left-busy';
 export { DEFAULT_IOVA_BASE, TestDmaBuffer, type DmaBufferOptions } from './dma-buffer';
-export { InterruptWaiter, type IrqSource } from './interrupts';
+export { InterruptWaiter, type IrqEvents, type IrqSource } from './interrupts';
 export {
   DEFAULT_TIMEOUT_MS,
   pollUntil,

@@ -15,15 +15,18 @@ export interface IrqSource {
   /** PCI address of the device, for messages. */
   readonly bdf: string;
   /** Enables IRQ index `index` as lib/vfio's `Device.enableIrq` does. */
-  enableIrq(
-    index: number,
-    opts: IrqOptions,
-  ): {
-    /** How many vectors were enabled. */
-    readonly vectors: number;
-    /** Disables the index. */
-    close(): void;
-  };
+  enableIrq(index: number, opts: IrqOptions): IrqEvents;
+}
+
+/** What the waiter needs of an enabled index: lib/vfio's DeviceIrq, or a fake. */
+export interface IrqEvents {
+  /** How many vectors were enabled. */
+  readonly vectors: number;
+  /** Disables the index. */
+  close(): void;
+  /** DeviceIrq's `interrupt` (vector, count) and `error` (error, vector) events. */
+  on(event: 'interrupt', listener: (vector: number, count: number) => void): unknown;
+  on(event: 'error', listener: (error: Error, vector: number) => void): unknown;
 }
 
 const INDEX_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
@@ -38,7 +41,7 @@ export class InterruptWaiter extends EventEmitter implements Disposable {
   readonly index: number;
   /** PCI address of the device, for messages. */
   readonly bdf: string;
-  readonly #irq: { readonly vectors: number; close(): void };
+  readonly #irq: IrqEvents;
   readonly #counts: number[];
   #closed = false;
   #failed: Error | undefined;
@@ -49,18 +52,16 @@ export class InterruptWaiter extends EventEmitter implements Disposable {
     this.index = index;
     this.bdf = device.bdf;
     this.#counts = [];
-    this.#irq = device.enableIrq(index, {
-      vectors: opts.vectors ?? 1,
-      onInterrupt: (vector, count) => {
-        this.#counts[vector] = (this.#counts[vector] ?? 0) + count;
-        this.emit('interrupt', vector, this.#counts[vector]);
-      },
-      onError: (vector, error) => {
-        // Waits reject with it; an 'error' listener hears it too (without one, emit would throw here).
-        this.#failed ??= error;
-        this.emit('failed', error, vector);
-        if (this.listenerCount('error') > 0) this.emit('error', error, vector);
-      },
+    this.#irq = device.enableIrq(index, { vectors: opts.vectors ?? 1 });
+    this.#irq.on('error', (error, vector) => {
+      // Waits reject with it; an 'error' listener hears it too (without one, emit would throw here).
+      this.#failed ??= error;
+      this.emit('failed', error, vector);
+      if (this.listenerCount('error') > 0) this.emit('error', error, vector);
+    });
+    this.#irq.on('interrupt', (vector, count) => {
+      this.#counts[vector] = (this.#counts[vector] ?? 0) + count;
+      this.emit('interrupt', vector, this.#counts[vector]);
     });
     for (let v = 0; v < this.#irq.vectors; v++) this.#counts[v] = 0;
   }

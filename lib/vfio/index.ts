@@ -56,6 +56,7 @@ export { Group, normalizeDeviceName, openGroup, type GroupOptions, type GroupSta
 export { EventFd, eventfdSignal } from '../base/eventfd';
 export {
   DeviceIrq,
+  type DeviceIrqEvents,
   IrqWatcher,
   type EventFdLike,
   type IrqDevice,

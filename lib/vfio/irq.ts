@@ -1,3 +1,5 @@
+import { EventEmitter } from 'node:events';
+
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeIrqWatcher } from '../native';
 import { errnoName, VfioError } from '../base/native-errors';
@@ -197,36 +199,59 @@ export interface IrqOptions {
    */
   eventfds?: readonly (EventFdLike | null | undefined)[];
   /**
-   * Where interrupts go in JavaScript. Without it nothing is watched: the fds are for a consumer
-   * such as KVM_IRQFD, and no JavaScript runs per interrupt.
+   * Added as an `interrupt` listener.
+   * @deprecated use `irq.on('interrupt', (vector, count) => ...)`
    */
   onInterrupt?: IrqHandler;
-  /** A watched fd failed (see {@link IrqWatcher}). */
+  /**
+   * Added as an `error` listener (with its arguments the other way round).
+   * @deprecated use `irq.on('error', (error, vector) => ...)`
+   */
   onError?: (vector: number, error: VfioError) => void;
   /**
    * INTx only: an unmask (resample) eventfd. `true` creates one here; a number or EventFd is the
    * caller's (e.g. the resamplefd of a KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE).
    */
   resample?: boolean | EventFdLike;
-  /** Whether interrupts keep the process alive (default true). */
+  /** Whether interrupts keep the process alive while they are watched (default true). */
   ref?: boolean;
 }
 
+/** The events of a {@link DeviceIrq}. */
+export type DeviceIrqEvents = {
+  /** One wake-up of `vector`'s eventfd, with how many interrupts it coalesced. */
+  interrupt: [vector: number, count: number];
+  /**
+   * Watching `vector`'s eventfd failed on the host (uv_poll: the fd was closed behind the
+   * watcher's back, say); the vector is no longer watched. Never caused by the guest.
+   */
+  error: [error: VfioError, vector: number];
+};
+
 /**
  * DeviceIrq: one enabled IRQ index of a device (INTx, MSI, MSI-X, ERR or REQ), its trigger eventfds,
- * and their delivery into the event loop. From {@link Device.enableIrq}.
+ * and their delivery into the event loop as Node events. From {@link Device.enableIrq}.
  *
- * `fds` are the raw trigger descriptors, per vector (-1 where none), ready for KVM_IRQFD; with
- * `onInterrupt` the same fds are also watched. close() disables the index on the device, stops
- * delivery and closes only the eventfds it created.
+ * `fds` are the raw trigger descriptors, per vector (-1 where none), ready for KVM_IRQFD. While the
+ * DeviceIrq has an `interrupt` listener the same fds are watched on the event loop: each wake-up is
+ * one `interrupt` event with the vector and the count the eventfd coalesced (so `events.once(irq,
+ * 'interrupt', { signal })` and `events.on` work). Without one nothing is watched, and no
+ * JavaScript runs per interrupt: the fds are a consumer's such as KVM_IRQFD.
+ *
+ * `error` is a host-side failure of the watch (never the guest's doing). Unlike a plain
+ * EventEmitter, a DeviceIrq without an `error` listener does not throw it: it becomes a process
+ * warning (`VFIO_BRIDGE_IRQ_FAILED`) and the other vectors go on, so a VMM is never brought down
+ * by it. close() disables the index on the device, stops delivery and closes only the eventfds it
+ * created.
  */
-export class DeviceIrq implements Disposable {
+export class DeviceIrq extends EventEmitter<DeviceIrqEvents> implements Disposable {
   /** The VFIO IRQ index this drives (`VFIO_PCI_INTX_IRQ_INDEX`, `VFIO_PCI_MSI_IRQ_INDEX`, ...). */
   readonly index: number;
   /** The index's VFIO_DEVICE_GET_IRQ_INFO as read when it was enabled: its vector count and flags. */
   readonly info: IrqInfo;
   readonly #device: IrqDevice;
-  readonly #watcher: IrqWatcher | null;
+  #watcher: IrqWatcher | null = null;
+  #ref: boolean;
   #triggers: (EventFd | number | null)[] = [];
   #owned = new Set<EventFd>();
   #resample: EventFd | number | null = null;
@@ -235,6 +260,7 @@ export class DeviceIrq implements Disposable {
 
   /** @internal use Device.enableIrq */
   constructor(device: IrqDevice, index: number, opts: IrqOptions = {}) {
+    super();
     this.#device = device;
     this.index = index;
     this.info = device.irqInfo(index);
@@ -264,9 +290,24 @@ export class DeviceIrq implements Disposable {
     if (opts.resample !== undefined && opts.resample !== false && index !== 0) {
       throw new ArgRangeError('a resample eventfd exists only for INTx (index 0)');
     }
-    this.#watcher = opts.onInterrupt ? new IrqWatcher(opts.onInterrupt, opts.onError) : null;
+    if (opts.onInterrupt !== undefined && typeof opts.onInterrupt !== 'function') {
+      throw new ArgTypeError('onInterrupt must be a function');
+    }
+    if (opts.onError !== undefined && typeof opts.onError !== 'function') {
+      throw new ArgTypeError('onError must be a function');
+    }
+    this.#ref = opts.ref !== false;
+    // Watching follows the interrupt listeners: the first starts it, the last one leaving stops it.
+    (this as EventEmitter).on('newListener', (name: string | symbol) => {
+      if (name === 'interrupt' && !this.#closed) this.#watch();
+    });
+    (this as EventEmitter).on('removeListener', (name: string | symbol) => {
+      if (name === 'interrupt' && this.listenerCount('interrupt') === 0) this.#unwatchAll();
+    });
+    const onError = opts.onError;
+    if (onError) this.on('error', (e, v) => onError(v, e));
+    if (opts.onInterrupt) this.on('interrupt', opts.onInterrupt);
     try {
-      if (opts.ref === false) this.#watcher?.unref();
       for (let v = 0; v < vectors; v++) this.#triggers.push(this.#trigger(opts.eventfds?.[v], v));
       this.#setTriggers(0, this.#triggers);
       this.#enabled = true;
@@ -406,19 +447,21 @@ export class DeviceIrq implements Disposable {
     if (next instanceof EventFd && resample === true) this.#owned.add(next);
   }
 
-  /** Interrupts keep the process alive (the default). */
+  /** Watched interrupts keep the process alive (the default). */
   ref(): this {
+    this.#ref = true;
     this.#watcher?.ref();
     return this;
   }
 
   /** Interrupts no longer keep the process alive. */
   unref(): this {
+    this.#ref = false;
     this.#watcher?.unref();
     return this;
   }
 
-  /** Whether delivery keeps the process alive. */
+  /** Whether delivery keeps the process alive (false while nothing is watched). */
   hasRef(): boolean {
     return this.#watcher?.hasRef() ?? false;
   }
@@ -472,11 +515,46 @@ export class DeviceIrq implements Disposable {
     } finally {
       this.#enabled = false;
       this.#watcher?.close();
+      this.#watcher = null;
       for (const e of this.#owned) e.close();
       this.#owned.clear();
       this.#triggers = [];
       this.#resample = null;
     }
+  }
+
+  /** Starts watching every trigger (the first `interrupt` listener came). */
+  #watch(): void {
+    if (this.#watcher !== null) return;
+    const w = new IrqWatcher(
+      (vector, count) => this.emit('interrupt', vector, count),
+      (vector, error) => this.#failed(vector, error),
+    );
+    if (!this.#ref) w.unref();
+    try {
+      for (const [v, t] of this.#triggers.entries()) if (t !== null) w.watch(v, t);
+    } catch (e) {
+      w.close();
+      throw e;
+    }
+    this.#watcher = w;
+  }
+
+  /** Stops watching (the last `interrupt` listener left): the fds stay enabled for their consumer. */
+  #unwatchAll(): void {
+    this.#watcher?.close();
+    this.#watcher = null;
+  }
+
+  #failed(vector: number, error: VfioError): void {
+    if (this.listenerCount('error') > 0) {
+      this.emit('error', error, vector);
+      return;
+    }
+    process.emitWarning(
+      `${this.#device.bdf} IRQ index ${this.index} vector ${vector}: ${error.message} (no 'error' listener)`,
+      { type: 'VfioIrqWarning', code: 'VFIO_BRIDGE_IRQ_FAILED' },
+    );
   }
 
   #trigger(given: EventFdLike | null | undefined, vector: number): EventFd | number | null {

@@ -27,7 +27,7 @@ export * from './boot/cpu-state';
 export * from './boot/load-linux';
 export * from './boot/vcpu-setup';
 export * from './cpuid';
-export { Machine, type MachineOptions, type RamRange } from './machine';
+export { Machine, type MachineEvents, type MachineOptions, type RamRange } from './machine';
 export * from './pc-machine';
 export { ExitTableListener, exitEntryOf, type VfioDeviceLookup } from './exit-table-listener';
 export {

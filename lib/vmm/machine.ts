@@ -25,6 +25,8 @@ import {
   type VfioBackendKind,
 } from '../vfio';
 import { closedError } from '../base/error';
+import { EventEmitter } from 'node:events';
+import { forwardGuestErrors, sinkOf, type GuestError, type GuestErrorSink } from '../base/guest-error';
 import { allStepsAsync, runSteps, runStepsAsync } from '../base/steps';
 import {
   assertPinnable,
@@ -52,10 +54,19 @@ export interface MachineOptions {
   };
   /** Huge pages for guest RAM (see GuestRamOptions.hugepages). */
   hugepages?: GuestRamOptions['hugepages'];
-  /** Options of the PCI bus. */
-  bus?: SystemAddressSpacesOptions;
-  /** Options of the DMA listener. */
-  dma?: DmaListenerOptions;
+  /**
+   * Where everything in the machine reports what the guest does wrong (the bus's spaces, the
+   * devices, the DMA listener). Default: a sink of the machine's own, {@link Machine.guestErrors}.
+   */
+  guestErrors?: GuestErrorSink;
+  /** Without `guestErrors`: the own sink's log (`null`: none; counts and events remain). */
+  log?: ((line: string) => void) | null;
+  /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
+  logIntervalMs?: number;
+  /** Options of the PCI bus (its sink is the machine's). */
+  bus?: Omit<SystemAddressSpacesOptions, 'guestErrors' | 'log' | 'logIntervalMs'>;
+  /** Options of the DMA listener (its sink is the machine's). */
+  dma?: Omit<DmaListenerOptions, 'guestErrors' | 'log' | 'logIntervalMs'>;
   /** Where the host's free memory is read before guest RAM is pinned (default /proc/meminfo). */
   meminfo?: string;
   /**
@@ -120,16 +131,28 @@ interface Opened {
   fresh: boolean;
 }
 
+/** The events of a {@link Machine}. */
+export type MachineEvents = {
+  /** What the guest did wrong, from any layer (the same as `machine.guestErrors`' event). */
+  'guest-error': [GuestError];
+};
+
 /**
  * Guest RAM around a PCI hole, the PCI bus, one VFIO container and the DMA listener: what a Node
  * VMM's machine holds besides KVM. Made by {@link Machine.create}; devices come with
- * {@link Machine.addDevice}.
+ * {@link Machine.addDevice}. Everything in it reports what the guest does wrong to
+ * {@link Machine.guestErrors}, also heard as the machine's own `guest-error` event.
  */
-export class Machine implements Disposable {
+export class Machine extends EventEmitter<MachineEvents> implements Disposable {
   /** All guest RAM, one block (`pc.ram`), shown in system memory by {@link Machine.ramRanges}. */
   readonly ram: GuestRam;
   /** The PCI bus: its memory space is the machine's guest-physical memory, its I/O space the ports. */
   readonly bus: SystemAddressSpaces;
+  /**
+   * Where every part of the machine reports what the guest does wrong, with the counts by kind;
+   * `machine.on('guest-error', ...)` hears the same reports.
+   */
+  readonly guestErrors: GuestErrorSink;
   #iommu: VfioBackend | null = null;
   readonly #backend: VfioBackendChoice;
   /** The guest-physical window kept free of RAM for BARs. */
@@ -156,12 +179,15 @@ export class Machine implements Disposable {
     meminfo: string,
     backend: VfioBackendChoice,
   ) {
+    super();
+    this.guestErrors = bus.guestErrors;
+    forwardGuestErrors(this, this.guestErrors);
     this.ram = ram;
     this.#backend = backend;
     this.#meminfo = meminfo;
     this.bus = bus;
     this.pciHole = hole;
-    this.#dmaOptions = dma;
+    this.#dmaOptions = { ...dma, guestErrors: bus.guestErrors };
     this.ramRanges = Machine.#layout(ram, hole);
     transaction(() => {
       for (const r of this.ramRanges) bus.memory.root.addSubregion(r.region, r.gpa);
@@ -190,12 +216,24 @@ export class Machine implements Disposable {
     checkInteger(hole.size, 'pciHole.size');
     checkLayout(ramSize, hole);
     const backend = checkBackendChoice(opts.backend);
+    for (const [what, o] of [
+      ['bus', opts.bus],
+      ['dma', opts.dma],
+    ] as const) {
+      for (const k of ['guestErrors', 'log', 'logIntervalMs']) {
+        if (o !== undefined && o !== null && k in o) {
+          throw new ArgTypeError(
+            `${what}.${k}: the machine's parts report to its one sink; give ${k} to Machine.create itself`,
+          );
+        }
+      }
+    }
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
     let bus: SystemAddressSpaces | undefined;
     let built = false;
     try {
       yield 'ram';
-      bus = new SystemAddressSpaces(opts.bus);
+      bus = new SystemAddressSpaces({ ...opts.bus, guestErrors: sinkOf(opts) });
       yield 'bus';
       const meminfo = opts.meminfo ?? '/proc/meminfo';
       const machine = new Machine(
@@ -420,6 +458,7 @@ export class Machine implements Disposable {
     if (iommu !== null) step(() => iommu.close());
     step(() => this.bus.close());
     step(() => this.ram.close());
+    this.guestErrors.flush();
     if (errors.length > 0) throw errors[0];
   }
 
@@ -438,6 +477,7 @@ export class Machine implements Disposable {
       () => iommu?.close(),
       () => this.bus.close(),
       () => this.ram.close(),
+      () => this.guestErrors.flush(),
     ]);
   }
 

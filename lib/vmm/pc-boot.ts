@@ -129,7 +129,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
     }
     yield 'vm';
     unlisten = machine.bus.memory.addMemoryListener(
-      new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier }),
+      new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier, guestErrors: ctx.machine.guestErrors }),
     );
     yield 'slots';
     // The ranges the vCPU threads serve themselves, kept equal to the flat views.
@@ -164,7 +164,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
           batch: (fn) => routes.batch(fn),
           signalMsi: (lo, hi, data) => vm.signalMsi(lo, hi, data),
         },
-        { onError: (error, key) => ctx.report({ kind: 'interrupt', bdf: dev.bdf, key, error }) },
+        { guestErrors: ctx.machine.guestErrors },
       );
       undo.push(() => msi.close());
     }
@@ -173,14 +173,14 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
       const pin = dev.irq.pin;
       if (pin < 1 || pin > 4) continue;
       const intx = new PciIntxRouting(dev, vm, pciIntxGsi(slot, pin), {
-        onError: (error) => ctx.report({ kind: 'interrupt', bdf: dev.bdf, key: `${dev.bdf} intx`, error }),
+        guestErrors: ctx.machine.guestErrors,
       });
       undo.push(() => intx.close());
     }
     yield 'interrupts';
     const vcpus: Vcpu[] = [];
     for (let id = 0; id < ctx.cpus; id++) {
-      const vcpu = vm.createVcpu(id);
+      const vcpu = vm.createVcpu(id, { guestErrors: ctx.machine.guestErrors });
       vcpus.push(vcpu);
       // Application processors keep their power-on registers: they wait for the boot CPU's
       // INIT/SIPI in the in-kernel APIC.

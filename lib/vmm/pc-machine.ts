@@ -24,6 +24,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { forwardGuestErrors, type GuestError, type GuestErrorSink } from '../base/guest-error';
 import { Machine } from './machine';
 import { Kvm, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
 import type { VfioPciDevice } from '../pci';
@@ -77,8 +78,13 @@ export type PcMachineEvents = {
   output: [Uint8Array];
   /** Each complete line of the serial console. */
   line: [string];
-  /** What the machine absorbed on the guest's behalf (see {@link PcReport}). */
+  /**
+   * What the machine absorbed on the guest's behalf (see {@link PcReport}).
+   * @deprecated listen to `guest-error`: the same reports, from every layer, as GuestErrors
+   */
   report: [PcReport];
+  /** What the guest did wrong, from any layer: the machine sink's `guest-error` event. */
+  'guest-error': [GuestError];
 };
 
 /**
@@ -118,8 +124,9 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     // The option callbacks are listeners like any other: `on('line', fn)` later is the same.
     if (opts.onOutput) this.on('output', opts.onOutput);
     if (opts.onLine) this.on('line', opts.onLine);
+    this.#reports = new PcReports(this, machine.guestErrors, machine.bus.io.name);
+    forwardGuestErrors(this, machine.guestErrors);
     if (opts.onReport) this.on('report', opts.onReport);
-    this.#reports = new PcReports((r) => this.emit('report', r));
     this.#onAccess = opts.onAccess;
     this.uart = new Uart16550({
       onOutput: (bytes) => this.emit('output', bytes),
@@ -132,7 +139,6 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
       host: this.host,
       onI8042Reset: () => this.#requestReset('i8042'),
     });
-    this.#reports.watchBus(machine);
     this.#boots = new PcBoots(
       {
         kvm,
@@ -164,11 +170,9 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
 
   /** Put an opened device in its slot. */
   #attach(dev: VfioPciDevice, spec: PcDeviceSpec, i: number): void {
-    this.#reports.watchDevice(dev);
     const slot = spec.slot ?? 3 + i;
     this.host.attach(slot, 0, dev);
     this.#routed.push({ dev, slot });
-    if (i === 0) this.#reports.watchDma(this.machine);
   }
 
   /**
@@ -267,9 +271,20 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     return this.#boots.count;
   }
 
-  /** Reports so far, by kind. */
+  /**
+   * Reports so far, by PcReport kind (read off {@link guestErrors}' counts, which have them by
+   * source and kind).
+   */
   get reportCounts(): Readonly<Record<PcReport['kind'], number>> {
     return this.#reports.counts;
+  }
+
+  /**
+   * Where every part of the machine reports what the guest does wrong (the machine's
+   * `guestErrors`): counts by kind, the `guest-error` event (also heard on the PcMachine itself).
+   */
+  get guestErrors(): GuestErrorSink {
+    return this.machine.guestErrors;
   }
 
   /**

@@ -3,6 +3,7 @@
  * options get before anything is opened.
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { GuestErrorSink } from '../base/guest-error';
 import * as fs from 'node:fs';
 import type { DmaCommitError, DmaErrorEvent, DmaSkip } from '../dma';
 import type { RoutedAccess, VcpuExit } from '../kvm';
@@ -167,7 +168,15 @@ export interface PcMachineOptions {
   readonly onOutput?: (bytes: Uint8Array) => void;
   /** Each complete console line. */
   readonly onLine?: (line: string) => void;
-  /** What the machine absorbed (see {@link PcReport}); also counted in {@link PcMachine.reportCounts}. */
+  /**
+   * Where every part of the machine reports what the guest does wrong (default: a sink of the
+   * machine's own, `pc.guestErrors`, which logs rate-limited while nobody listens).
+   */
+  readonly guestErrors?: GuestErrorSink;
+  /**
+   * What the machine absorbed (see {@link PcReport}); also counted in {@link PcMachine.reportCounts}.
+   * @deprecated listen to `guest-error` (`pc.on('guest-error', ...)`): every report, from every layer
+   */
   readonly onReport?: (r: PcReport) => void;
   /**
    * Hears every MMIO and port access served in JavaScript, after it was served (for tracing). The
@@ -235,6 +244,8 @@ export function checkPcShape(opts: PcMachineOptions): { ramSize: number; cpus: n
     throw new ArgRangeError(`cpus ${String(cpus)} must be an integer in [1, 16]`);
   }
   checkBackendChoice(opts.backend, 'backend');
+  if (opts.guestErrors !== undefined && !(opts.guestErrors instanceof GuestErrorSink))
+    throw new ArgTypeError('guestErrors must be a GuestErrorSink');
   for (const k of ['onOutput', 'onLine', 'onReport', 'onAccess'] as const) {
     if (opts[k] !== undefined && typeof opts[k] !== 'function')
       throw new ArgTypeError(`${k} must be a function`);
@@ -290,11 +301,10 @@ export async function readInputAsync(what: string, v: string | Uint8Array): Prom
   }
 }
 
-/** The VfioPciDevice options a device spec asks for. */
-export function deviceOptions(spec: PcDeviceSpec): { vendorId?: number; deviceId?: number; log: null } {
+/** The VfioPciDevice options a device spec asks for (the device reports to the machine's sink). */
+export function deviceOptions(spec: PcDeviceSpec): { vendorId?: number; deviceId?: number } {
   return {
     ...(spec.vendorId !== undefined ? { vendorId: spec.vendorId } : {}),
     ...(spec.deviceId !== undefined ? { deviceId: spec.deviceId } : {}),
-    log: null,
   };
 }

@@ -29,8 +29,7 @@ function machineOptions(opts: PcMachineOptions, ramSize: number): MachineOptions
   return {
     ramSize,
     pciHole: { start: PCI_HOLE, size: GiB },
-    bus: { log: null },
-    dma: { log: null },
+    ...(opts.guestErrors !== undefined ? { guestErrors: opts.guestErrors } : {}),
     hugepages: opts.hugepages ?? false,
     ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
   };

@@ -22,7 +22,14 @@ import * as fs from 'node:fs';
 // The compiled package, as a VMM built on it loads it: compiling lib/ on the fly would add tens of
 // seconds to the start under the lab's TCG (bench.sh checks dist/ is up to date).
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { PcMachine, type PcDeviceSpec, type PcExit, type PcReport, type PcResources } from '../../dist';
+import {
+  GuestErrorSink,
+  PcMachine,
+  type GuestError,
+  type PcDeviceSpec,
+  type PcExit,
+  type PcResources,
+} from '../../dist';
 import { PingRunProbe } from './kvm-exit-probe';
 import { RecordWriter } from './run-record';
 import type { TimedLine } from './guest-console';
@@ -196,33 +203,10 @@ export function describeHolds(l: EventLoopFigures, longest = 8): string {
 }
 
 const json = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
-const hex = (n: number): string => `0x${n.toString(16)}`;
-const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** One line for what the machine absorbed. */
-export function describeReport(r: PcReport): string {
-  switch (r.kind) {
-    case 'device': {
-      const e = r.event;
-      const err = e.error ? `: ${e.error.message}` : '';
-      return `device ${e.bdf} ${e.reason} ${e.isWrite ? 'write' : 'read'} ${e.where}+${hex(e.offset)} (${e.size} B)${err}`;
-    }
-    case 'unassigned':
-      return `unassigned ${r.space} ${json(r.access)}`;
-    case 'interrupt':
-      return `interrupt ${r.bdf} ${r.key}: ${r.error.message}`;
-    case 'irq-line':
-      return `irq line ${r.irq}: ${r.error.message}`;
-    case 'reset':
-      return `reset ${r.bdf}: ${r.error.message}`;
-    case 'dma':
-      if (r.what === 'skip') return `dma ${r.skip.message}`;
-      if (r.what === 'error')
-        return `dma ${r.error.op} of ${r.error.region} [${hex(r.error.start)}+${hex(r.error.size)}) failed: ${messageOf(r.error.error)}`;
-      return `dma fatal: ${r.error.message}`;
-    case 'access':
-      return `access on vcpu ${r.vcpu}: ${r.space} ${hex(r.address)} (${r.size} B ${r.isWrite ? 'write' : 'read'}) failed: ${r.code}`;
-  }
+export function describeGuestError(e: GuestError): string {
+  return `${e.source}/${e.kind}${e.device !== undefined ? ` ${e.device}` : ''}: ${e.message}`;
 }
 
 /** Boots the VMM guest under PcMachine until it ends (and reboots it `reboots` times), then closes. */
@@ -252,7 +236,19 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
       return m;
     },
   );
+  // The machine's sink, made here so that what the devices report while they open is heard too.
+  const guestErrors = new GuestErrorSink({ log: null });
+  guestErrors.on('guest-error', (e) => {
+    // Refused memory accesses are the guest probing for legacy hardware: counted, not shown. The
+    // same report again is only counted.
+    const text = describeGuestError(e);
+    if (e.source !== 'memory' && !shown.has(text)) {
+      shown.add(text);
+      event(`report ${text}`);
+    }
+  });
   pc = await PcMachine.open({
+    guestErrors,
     kernel: opts.kernel,
     initrd: opts.initrd,
     cmdline:
@@ -267,15 +263,6 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
       const line = { t: now(), text };
       lines.push(line);
       if (pc) measured = opts.onLine?.(line, pc) ?? measured;
-    },
-    onReport: (r: PcReport) => {
-      // Unassigned accesses are the guest probing for legacy hardware: counted, not shown. The
-      // same report again (a BAR section skipped at every remap, say) is only counted.
-      const text = describeReport(r);
-      if (r.kind !== 'unassigned' && !shown.has(text)) {
-        shown.add(text);
-        event(`report ${text}`);
-      }
     },
   });
   event(`machine created in ${now().toFixed(2)} s`);

@@ -1,6 +1,10 @@
 // DeviceIrq's use of VFIO_DEVICE_SET_IRQS, on a recording fake of the ioctl with real eventfds:
 // the payloads, subsets, growth, resample, ownership of fds, and delivery through the watcher.
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 
 import {
   DeviceIrq,
@@ -138,10 +142,12 @@ test('bad requests are typed errors; ENOTTY on mask explains the emulation', () 
   irq.close();
 });
 
-test('delivery: the handler gets the vector and the coalesced count', async () => {
+test('delivery: the interrupt event gets the vector and the coalesced count', async () => {
   const d = new RecordingDevice({ 2: { count: 3 } });
   const got: [number, number][] = [];
-  const irq = new DeviceIrq(d, 2, { vectors: 3, onInterrupt: (v, n) => got.push([v, n]) });
+  const irq = new DeviceIrq(d, 2, { vectors: 3 });
+  expect(irq.hasRef()).toBe(false); // nothing watched without a listener
+  irq.on('interrupt', (v, n) => got.push([v, n]));
   const fd = irq.fds[2];
   const { eventfdSignal } = await import('../../lib');
   eventfdSignal(fd, 1);
@@ -177,4 +183,91 @@ test('hot reset info decoding and the error naming groups not owned', () => {
   expect(e.code).toBe('EGROUPS');
   expect(e.message).toContain('group 9 (0000:01:00.1)');
   expect(caught(() => parseHotResetInfo(buf.subarray(0, 20))).code).toBe('EPROTO');
+});
+
+test('the deprecated onInterrupt option is an interrupt listener; events.once works', async () => {
+  const d = new RecordingDevice({ 1: { count: 1 } });
+  const got: number[] = [];
+  const irq = new DeviceIrq(d, 1, { onInterrupt: (_v, n) => got.push(n), ref: false });
+  expect(irq.listenerCount('interrupt')).toBe(1);
+  expect(irq.hasRef()).toBe(false);
+  const { eventfdSignal } = await import('../../lib');
+  const next = once(irq, 'interrupt', { signal: AbortSignal.timeout(2000) });
+  eventfdSignal(irq.fds[0], 3);
+  expect(await next).toEqual([0, 3]);
+  expect(got).toEqual([3]);
+  irq.close();
+});
+
+test('watching stops with the last interrupt listener and starts again with the next', async () => {
+  const d = new RecordingDevice({ 1: { count: 1 } });
+  const irq = new DeviceIrq(d, 1, {});
+  const { eventfdSignal } = await import('../../lib');
+  const fn = (): void => undefined;
+  irq.on('interrupt', fn);
+  expect(irq.hasRef()).toBe(true);
+  irq.off('interrupt', fn);
+  expect(irq.hasRef()).toBe(false);
+  // Unwatched, the eventfd keeps counting, as it does for a KVM irqfd consumer.
+  eventfdSignal(irq.fds[0], 2);
+  await new Promise((r) => setTimeout(r, 20));
+  const got = once(irq, 'interrupt', { signal: AbortSignal.timeout(2000) });
+  expect(await got).toEqual([0, 2]);
+  irq.close();
+});
+
+describe('a watch that fails on the host', () => {
+  /**
+   * A DeviceIrq whose vector 0 "eventfd" is the write end of a FIFO: once the read end closes,
+   * the poll wakes with an error and reading the write-only fd fails (EBADF).
+   */
+  function failing(): { irq: DeviceIrq; fail: () => void; done: () => void } {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfio-bridge-irq-'));
+    const fifo = path.join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const reader = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const writer = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    const irq = new DeviceIrq(new RecordingDevice({ 1: { count: 2 } }), 1, { eventfds: [writer] });
+    irq.on('interrupt', () => undefined);
+    return {
+      irq,
+      fail: () => fs.closeSync(reader),
+      done: () => {
+        irq.close();
+        fs.closeSync(writer);
+        fs.rmSync(dir, { recursive: true });
+      },
+    };
+  }
+
+  test("is the 'error' event, with the vector, when there is a listener", async () => {
+    const { irq, fail, done } = failing();
+    const error = once(irq, 'error', { signal: AbortSignal.timeout(2000) });
+    fail();
+    const [e, v] = (await error) as [VfioError, number];
+    expect(v).toBe(0);
+    expect(e).toBeInstanceOf(VfioError);
+    expect(e).toMatchObject({ op: 'uv_poll' });
+    done();
+  });
+
+  test('without a listener it is a process warning, never a throw', async () => {
+    const { fail, done } = failing();
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    try {
+      fail();
+      for (let i = 0; i < 100 && warn.mock.calls.length === 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(warn).toHaveBeenCalledWith(
+        expect.stringMatching(/^0000:00:05\.0 IRQ index 1 vector 0: .*no 'error' listener/),
+        {
+          type: 'VfioIrqWarning',
+          code: 'VFIO_BRIDGE_IRQ_FAILED',
+        },
+      );
+    } finally {
+      warn.mockRestore();
+      done();
+    }
+  });
 });

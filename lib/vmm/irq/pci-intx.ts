@@ -1,10 +1,12 @@
 import { ArgRangeError, ArgTypeError } from '../../base/error';
+import { GuestErrorSink } from '../../base/guest-error';
 import type { HostIrq, PciIrqChange, VfioPciDevice } from '../../pci';
 import { EventFd } from '../../base';
 import type { Assignment, HasFd, IrqfdOptions } from '../../kvm';
 
 /** What {@link PciIntxRouting} needs of a device: lib/pci's VfioPciDevice. Fakes implement it. */
-export type IntxRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq'>;
+export type IntxRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq'> &
+  Partial<Pick<VfioPciDevice, 'guestErrors'>>;
 
 /** What {@link PciIntxRouting} drives: lib/kvm's Vm (KVM_IRQFD). */
 export interface IntxRoutingTarget {
@@ -15,11 +17,12 @@ export interface IntxRoutingTarget {
 /** Options of {@link PciIntxRouting}. */
 export interface PciIntxRoutingOptions {
   /**
-   * Called when KVM refused to assign or release the irqfd the guest's setup asked for. The guest
-   * caused it, so it is reported here (and counted in {@link PciIntxRouting.errors}), never thrown.
-   * VFIO failures (enabling INTx, the unmask) are lib/pci's to report, as its `device-error`.
+   * Where an irqfd KVM refused to assign or release for the guest's setup is reported (source
+   * `irq`, kind `irq-route-failed`; counted in {@link PciIntxRouting.errors} too), never thrown.
+   * VFIO failures (enabling INTx, the unmask) are lib/pci's to report. Default: the device's sink
+   * (`dev.guestErrors`), else one of the routing's own.
    */
-  onError?: (error: Error) => void;
+  guestErrors?: GuestErrorSink;
   /**
    * The resample eventfd, if the caller keeps its own (it stays the caller's and must outlive
    * this). By default one is created here and closed by {@link PciIntxRouting.close}.
@@ -62,7 +65,7 @@ export class PciIntxRouting implements Disposable {
   readonly gsi: number;
   readonly #dev: IntxRoutingDevice;
   readonly #vm: IntxRoutingTarget;
-  readonly #onError: ((error: Error) => void) | undefined;
+  readonly #sink: GuestErrorSink;
   readonly #resample: HasFd;
   readonly #ownResample: EventFd | null;
   readonly #withdraw: () => void;
@@ -79,8 +82,8 @@ export class PciIntxRouting implements Disposable {
     if (!Number.isInteger(gsi) || gsi < 0 || gsi > 0xffffffff) {
       throw new ArgRangeError(`INTx GSI ${String(gsi)} is not an integer in [0, 0xffffffff]`);
     }
-    if (opts.onError !== undefined && typeof opts.onError !== 'function') {
-      throw new ArgTypeError('onError must be a function');
+    if (opts.guestErrors !== undefined && !(opts.guestErrors instanceof GuestErrorSink)) {
+      throw new ArgTypeError('guestErrors must be a GuestErrorSink');
     }
     if (opts.resample !== undefined && !(Number.isInteger(opts.resample?.fd) && opts.resample.fd >= 0)) {
       throw new ArgTypeError('resample must be an open object with an fd (an EventFd)');
@@ -91,7 +94,7 @@ export class PciIntxRouting implements Disposable {
     this.gsi = gsi;
     this.#dev = dev;
     this.#vm = vm;
-    this.#onError = opts.onError;
+    this.#sink = opts.guestErrors ?? dev.guestErrors ?? new GuestErrorSink();
     this.#ownResample = opts.resample === undefined ? EventFd.open() : null;
     this.#resample = opts.resample ?? this.#ownResample!;
     try {
@@ -117,7 +120,7 @@ export class PciIntxRouting implements Disposable {
     return this.#resample.fd;
   }
 
-  /** Guest-caused KVM failures reported through `onError`. */
+  /** Guest-caused KVM failures reported to the sink. */
   get errors(): number {
     return this.#errors;
   }
@@ -172,7 +175,17 @@ export class PciIntxRouting implements Disposable {
       return true;
     } catch (e) {
       this.#errors++;
-      this.#onError?.(e instanceof Error ? e : new Error(String(e)));
+      const err = e instanceof Error ? e : new Error(String(e));
+      this.#sink.report({
+        source: 'irq',
+        kind: 'irq-route-failed',
+        device: this.#dev.bdf,
+        where: `${this.#dev.bdf} intx`,
+        action: 'ignored',
+        message: `KVM refused the INTx irqfd of ${this.#dev.bdf} on GSI ${this.gsi}: ${err.message.split('\n')[0]}`,
+        hint: 'the INTx line stays unrouted until the guest changes its interrupt mode again',
+        error: err,
+      });
       return false;
     }
   }

@@ -1,9 +1,11 @@
 import { ArgTypeError } from '../../base/error';
+import { GuestErrorSink } from '../../base/guest-error';
 import type { PciInterruptListener, PciIrqChange, PciIrqType, VfioPciDevice } from '../../pci';
 import type { MsiMessage } from '../../kvm';
 
 /** What {@link PciMsiRouting} needs of a device: lib/pci's VfioPciDevice. Fakes implement it. */
-export type MsiRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq' | 'msix'>;
+export type MsiRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq' | 'msix'> &
+  Partial<Pick<VfioPciDevice, 'guestErrors'>>;
 
 /** What {@link PciMsiRouting} drives: lib/kvm's MsiRoutes and the VM's KVM_SIGNAL_MSI. */
 export interface MsiRoutingTarget {
@@ -18,11 +20,11 @@ export interface MsiRoutingTarget {
 /** Options of {@link PciMsiRouting}. */
 export interface PciMsiRoutingOptions {
   /**
-   * Called when KVM refused a route, an irqfd or an injection the guest's setup asked for. The
-   * guest caused it, so it is reported here (and counted in {@link PciMsiRouting.errors}), never
-   * thrown.
+   * Where a route, an irqfd or an injection KVM refused is reported (source `irq`, kind
+   * `irq-route-failed`; counted in {@link PciMsiRouting.errors} too), never thrown: the guest's
+   * setup caused it. Default: the device's sink (`dev.guestErrors`), else one of the routing's own.
    */
-  onError?: (error: Error, key: string) => void;
+  guestErrors?: GuestErrorSink;
 }
 
 interface Applied {
@@ -54,7 +56,7 @@ interface Applied {
 export class PciMsiRouting implements Disposable {
   readonly #dev: MsiRoutingDevice;
   readonly #target: MsiRoutingTarget;
-  readonly #onError: ((error: Error, key: string) => void) | undefined;
+  readonly #sink: GuestErrorSink;
   readonly #applied = new Map<string, Applied>();
   readonly #onChange = (c: PciIrqChange): void => this.#changed(c);
   readonly #onInterrupt: PciInterruptListener = (v, _count, t) => this.#interrupt(v, t);
@@ -68,12 +70,12 @@ export class PciMsiRouting implements Disposable {
     if (typeof target?.update !== 'function' || typeof target.signalMsi !== 'function') {
       throw new ArgTypeError('target must have update() and signalMsi() (MsiRoutes and Vm)');
     }
-    if (opts.onError !== undefined && typeof opts.onError !== 'function') {
-      throw new ArgTypeError('onError must be a function');
+    if (opts.guestErrors !== undefined && !(opts.guestErrors instanceof GuestErrorSink)) {
+      throw new ArgTypeError('guestErrors must be a GuestErrorSink');
     }
     this.#dev = dev;
     this.#target = target;
-    this.#onError = opts.onError;
+    this.#sink = opts.guestErrors ?? dev.guestErrors ?? new GuestErrorSink();
     dev.irq.on('change', this.#onChange);
     // lib/pci reports no change for the MSI-X function mask: it is read from the table's own events.
     this.#removeMsix = dev.msix?.onChange((e) => e.kind === 'control' && this.#sync()) ?? null;
@@ -90,7 +92,7 @@ export class PciMsiRouting implements Disposable {
     return this.#injected;
   }
 
-  /** Guest-caused KVM failures reported through `onError`. */
+  /** Guest-caused KVM failures reported to the sink. */
   get errors(): number {
     return this.#errors;
   }
@@ -206,7 +208,16 @@ export class PciMsiRouting implements Disposable {
     } catch (e) {
       this.#errors++;
       const err = e instanceof Error ? e : new Error(String(e));
-      this.#onError?.(err, key);
+      this.#sink.report({
+        source: 'irq',
+        kind: 'irq-route-failed',
+        device: this.#dev.bdf,
+        where: key,
+        action: 'ignored',
+        message: `KVM refused the route of ${key}: ${err.message.split('\n')[0]}`,
+        hint: "the guest's MSI message or vector setup is one KVM cannot route (or the GSI table is full)",
+        error: err,
+      });
     }
   }
 }

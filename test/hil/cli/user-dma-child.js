@@ -41,7 +41,8 @@ async function main() {
     const cmd = device.read(7, 4, 2);
     device.write(7, 4, 2, cmd | 0x6); // memory decode and bus master
     let interrupts = 0;
-    const irq = device.enableIrq(VFIO_PCI_MSI_IRQ_INDEX, { onInterrupt: (_v, n) => (interrupts += n) });
+    const irq = device.enableIrq(VFIO_PCI_MSI_IRQ_INDEX);
+    irq.on('interrupt', (_v, n) => (interrupts += n));
     const m = device.map(0, 0, 4096);
     const dma = async (src, dst, toRam) => {
       const before = interrupts;

@@ -1,6 +1,6 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 
-import { Container, Ioas, Machine, VfioError, type DmaSkip } from '../../../lib';
+import { Container, Ioas, Machine, VfioError, type GuestError } from '../../../lib';
 import { native } from '../../../lib/native';
 import { containerHandle } from '../../../lib/vfio/container';
 import { DMA_HANDLE, type DmaMemory } from '../../../lib/vfio/dma-types';
@@ -30,7 +30,7 @@ function expectBarRefused(m: Machine, at: number, size: number): void {
 
 /** A machine on the backend of the run the test is in. */
 function machine(): Machine {
-  return machineOn({ ramSize: RAM, pciHole: hole, dma: { log: null } });
+  return machineOn({ ramSize: RAM, pciHole: hole, log: null });
 }
 
 /**
@@ -117,7 +117,7 @@ describeBackends('edu', 'the machine layout', (bdf) => {
     using m = machineOn({
       ramSize: 16 * MiB,
       pciHole: { start: 8 * MiB, size: 2 ** 32 - 8 * MiB },
-      dma: { log: null },
+      log: null,
     });
     expect(m.ramRanges.map((r) => [r.gpa, r.size, r.offset, r.region.name])).toEqual([
       [0, 8 * MiB, 0, 'ram-below-4g'],
@@ -176,20 +176,36 @@ describeBackends('ivshmem', 'peer-to-peer DMA into a BAR', (ivBdf, backend) => {
 });
 
 describeBackends('rtl8139', 'a sub-page RAM-device section', (bdf, backend) => {
-  it('is skipped with a warning naming the absolute range and region, and mapped once page-aligned', () => {
+  it('is skipped, reported once on the machine sink naming the absolute range and region, and mapped once page-aligned', () => {
     using m = machine();
-    const warnings: DmaSkip[] = [];
+    const reports: GuestError[] = [];
     m.addDevice(bdf(), { log: null });
-    m.dma!.on('warning', (w) => warnings.push(w));
+    m.on('guest-error', (e) => {
+      if (e.source === 'dma') reports.push(e);
+    });
     const at = 0x0900_0100;
     placeBar(m.devices[0], 1, at);
     enable(m, 0);
+    // Decode off and on: the listener plans the same section again, and does not report it again.
+    const cmd = m.devices[0].configRead(0x04, 2);
+    m.devices[0].configWrite(0x04, 2, cmd & ~0x3);
+    m.devices[0].configWrite(0x04, 2, cmd);
     const name = `${bdf()} BAR 1 mmaps[0]`;
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatchObject({ start: at, size: 0x100, region: name, reason: 'unaligned-device' });
-    expect(warnings[0].message).toContain('[0x9000100, 0x9000200)');
-    expect(warnings[0].message).toContain(name);
-    expect(m.dma!.skipped()).toEqual([warnings[0]]);
+    expect(reports).toEqual([
+      expect.objectContaining({
+        source: 'dma',
+        kind: 'dma-skipped',
+        where: name,
+        address: at,
+        size: 0x100,
+        action: 'skipped',
+        detail: expect.objectContaining({ start: at, size: 0x100, region: name, reason: 'unaligned-device' }),
+      }),
+    ]);
+    expect(reports[0].message).toContain('[0x9000100, 0x9000200)');
+    expect(reports[0].message).toContain(name);
+    expect(m.guestErrors.count('dma', 'dma-skipped')).toBe(1);
+    expect(m.dma!.skipped()).toEqual([reports[0].detail]);
     expect(m.dma!.mappings().map((x) => x.kind)).toEqual(['ram']);
     // Page-aligned, the sub-page BAR expands to its page, which the IOMMU can take (type1; iommufd
     // cannot pin a BAR's page, and says so).

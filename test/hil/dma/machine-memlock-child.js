@@ -10,7 +10,7 @@ const size = Number(sizeText);
 const m = Machine.create({
   ramSize: size,
   pciHole: { start: size, size: 2 ** 32 - size },
-  dma: { log: null },
+  log: null,
   backend,
 });
 const out = {};

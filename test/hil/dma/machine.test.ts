@@ -6,7 +6,7 @@ const MiB = 2 ** 20;
 const RAM = 4 * MiB;
 
 function machine(): Machine {
-  return machineOn({ ramSize: RAM, pciHole: { start: RAM, size: 2 ** 32 - RAM }, dma: { log: null } });
+  return machineOn({ ramSize: RAM, pciHole: { start: RAM, size: 2 ** 32 - RAM }, log: null });
 }
 
 describeBackends('edu', 'the machine after close and when closing fails', (bdf) => {
@@ -53,7 +53,7 @@ describeBackends('edu', 'a machine with more RAM than the host has', (bdf, backe
   it('refuses the first device with ENOMEM before pinning, synchronously and asynchronously', async () => {
     // The lab guest has 2 GiB: 2.5 GiB of small-page RAM cannot all be pinned.
     const big = 2560 * MiB;
-    const m = machineOn({ ramSize: big, dma: { log: null } });
+    const m = machineOn({ ramSize: big, log: null });
     try {
       const t = performance.now();
       let e: unknown;

@@ -10,10 +10,13 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
   ExitTable,
+  GuestErrorSink,
   MemoryRegion,
   SystemAddressSpaces,
   VcpuSet,
   VfioPciDevice,
+  type GuestError,
+  type VcpuOptions,
   type VcpuThreadFault,
 } from '../../../lib';
 import { ExitTableListener } from '../../../lib/vmm/exit-table-listener';
@@ -242,11 +245,12 @@ describe('vCPU threads: a worker terminated while its vCPU hands off', () => {
 });
 
 // A bounded run on the caller's thread (Vcpu.runRouted) with no port I/O space: the guest's port
-// write cannot be served; it is counted and said on the vCPU's own log, or nowhere with log: null.
-describe('Vcpu.runRouted: exits it cannot serve, on the vCPU log', () => {
-  const run = (log: ((line: string) => void) | null): number => {
+// write cannot be served; it is counted and reported to the vCPU's guest-error sink (a machine's,
+// or its own with its own log), never thrown and never a process warning.
+describe('Vcpu.runRouted: exits it cannot serve, on the guest-error channel', () => {
+  const run = (vcpu: VcpuOptions): number => {
     const bus = new SystemAddressSpaces({ log: null });
-    const m = new GuestMachine(bus, { irqchip: false, vcpu: { log } });
+    const m = new GuestMachine(bus, { irqchip: false, vcpu });
     try {
       m.load(Uint8Array.of(0xe6, 0x80, 0xe6, 0x80, 0xf4)); // out 0x80, al; out 0x80, al; hlt
       const r = m.vcpu.runRouted({ memory: bus.memory }, { budgetMs: 5000 });
@@ -258,15 +262,34 @@ describe('Vcpu.runRouted: exits it cannot serve, on the vCPU log', () => {
     }
   };
 
-  test('one line per interval on the given log; none, and no process warning, with log: null', () => {
+  test('each exit once on the sink given, with its fields', () => {
+    const sink = new GuestErrorSink({ log: null });
+    const seen: GuestError[] = [];
+    sink.on('guest-error', (e) => seen.push(e));
+    expect(run({ guestErrors: sink })).toBe(2);
+    expect(seen).toEqual(
+      [0, 1].map(() =>
+        expect.objectContaining({
+          source: 'kvm',
+          kind: 'unserved-exit',
+          where: 'pio',
+          address: 0x80,
+          action: 'read-all-ones',
+          message: expect.stringMatching(/unserved port 0x80 \(count 1\): reads all-ones, writes dropped$/),
+        }),
+      ),
+    );
+  });
+
+  test("without a sink: the vCPU's own logs the first in full; none, and no process warning, with log: null", () => {
     const lines: string[] = [];
-    expect(run((l) => lines.push(l))).toBe(2);
+    expect(run({ log: (l) => lines.push(l) })).toBe(2);
     expect(lines).toEqual([
-      expect.stringMatching(/unserved port 0x80 \(count 1\): reads all-ones, writes dropped$/),
+      expect.stringMatching(/unserved port 0x80 \(count 1\): .*\[kvm\/unserved-exit, read-all-ones\]/),
     ]);
     const warned = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
     try {
-      expect(run(null)).toBe(2);
+      expect(run({ log: null })).toBe(2);
       expect(warned).not.toHaveBeenCalled();
     } finally {
       warned.mockRestore();

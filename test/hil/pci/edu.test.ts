@@ -1,6 +1,5 @@
 // edu through the PCI layer (VfioPciDevice on SystemAddressSpaces): how its BAR is laid out and how guest
 // accesses reach it. The device fd and mapping widths underneath are test/hil/edu-widths.test.ts's.
-import { type UnassignedAccess, VFIO_PCI_CONFIG_REGION_INDEX, type VfioError } from '../../../lib';
 import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
 
 describePci('edu', 'edu on real vfio-pci', (bdfOf) => {
@@ -19,30 +18,7 @@ describePci('edu', 'edu on real vfio-pci', (bdfOf) => {
     expect(barRanges(lab.dev, 0)).toEqual([[0, 0x100000, `${bdf} BAR 0 mmaps[0]`, 'direct']]);
   });
 
-  it('a guest access to a BAR the kernel revoked reads all-ones and is reported, never thrown', () => {
-    // Memory enable cleared behind the PCI layer's back (as a reset or D3hot would): vfio-pci zaps
-    // the BAR's mapping while this side still maps it, so the mapped access faults with SIGBUS.
-    const cmd = lab.vfio.read(VFIO_PCI_CONFIG_REGION_INDEX, 4, 2) as number;
-    const events: UnassignedAccess[] = [];
-    const onEvent = (e: UnassignedAccess): void => {
-      events.push(e);
-    };
-    lab.bus.memory.on('unassigned', onEvent);
-    try {
-      lab.vfio.write(VFIO_PCI_CONFIG_REGION_INDEX, 4, 2, cmd & ~0x2);
-      expect(lab.bus.mmioRead(base, 4)).toBe(0xffffffff);
-      lab.bus.mmioWrite(base + 4, 4, 0x11111111);
-      expect(events.map((e) => [e.addr, e.size, e.isWrite, e.reason])).toEqual([
-        [base, 4, false, 'fault'],
-        [base + 4, 4, true, 'fault'],
-      ]);
-      expect(events.map((e) => (e.error as VfioError).code)).toEqual(['SIGBUS', 'SIGBUS']);
-    } finally {
-      lab.vfio.write(VFIO_PCI_CONFIG_REGION_INDEX, 4, 2, cmd);
-      lab.bus.memory.off('unassigned', onEvent);
-    }
-    expect(lab.bus.mmioRead(base, 4)).toBe(0x010000ed);
-  });
+  // An access to a BAR the kernel revoked is a guest error: guest-errors.test.ts has it.
 
   it('reads the identification register at 4 bytes through dispatch', () => {
     expect(lab.bus.mmioRead(base, 4)).toBe(0x010000ed);

@@ -7,7 +7,14 @@ import {
   type DmaErrorEvent,
   type DmaSkip,
 } from '../../../lib/dma/listener';
-import { AddressSpace, BufferMemory, MemoryRegion, transaction } from '../../../lib/memory';
+import {
+  AddressSpace,
+  BufferMemory,
+  GuestErrorSink,
+  MemoryRegion,
+  transaction,
+  type GuestError,
+} from '../../../lib/memory';
 import { FakeContainer, FakeDeviceMemory, FakeError, FakeRam } from './fake-container';
 
 function setup(): {
@@ -289,7 +296,7 @@ describe('DmaListener decisions', () => {
     expect(l.skipped()).toEqual([]);
   });
 
-  it('logs at a limited rate and survives a throwing event handler', () => {
+  it('reports each skip once to its sink, logged, and survives a throwing event handler', () => {
     const lines: string[] = [];
     const c = new FakeContainer();
     const root = MemoryRegion.container('system', 2 ** 32);
@@ -301,8 +308,42 @@ describe('DmaListener decisions', () => {
       for (let i = 0; i < 5; i++) root.addSubregion(ramRegion(`t${i}`, 0, 0x100), i * 0x10000);
     });
     expect(l.stats.warningCount).toBe(5);
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toContain('[0x0, 0x100)');
+    // The first skip and the first throw in full; the rest wait for the summary interval.
+    expect(lines).toEqual([
+      expect.stringMatching(/^DMA: skipped ram \[0x0, 0x100\) of 't0'.* \[dma\/dma-skipped, skipped\]/),
+      "DMA: a 'warning' listener threw: handler bug [dma/listener-threw, ignored]",
+    ]);
+    expect(l.guestErrors.counts).toEqual({ 'dma/dma-skipped': 5, 'dma/listener-threw': 5 });
+  });
+
+  it('reports a skip re-planned by later commits once, with its fields', () => {
+    const sink = new GuestErrorSink({ log: null });
+    const seen: GuestError[] = [];
+    sink.on('guest-error', (e) => seen.push(e));
+    const c = new FakeContainer();
+    const root = MemoryRegion.container('system', 2 ** 32);
+    const l = new DmaListener(c, new AddressSpace('m', root, { log: null }), { guestErrors: sink });
+    const odd = ramRegion('odd', 0, 0x100);
+    root.addSubregion(odd, 0x10000);
+    // Another commit that re-renders the view plans the same section again.
+    root.addSubregion(ramRegion('other', 0, 0x1000), 0x20000);
+    odd.setEnabled(false);
+    odd.setEnabled(true);
+    expect(l.stats.warningCount).toBeGreaterThan(1);
+    expect(seen).toEqual([
+      expect.objectContaining({
+        source: 'dma',
+        kind: 'dma-skipped',
+        where: 'odd',
+        address: 0x10000,
+        size: 0x100,
+        action: 'skipped',
+        detail: expect.objectContaining({ reason: 'sub-page', region: 'odd' }),
+      }),
+    ]);
+    expect(l.guestErrors).toBe(sink);
+    expect(() => new DmaListener(c, l.space, { guestErrors: sink, log: null })).toThrow(TypeError);
+    l.close();
   });
 
   it('refuses bad options with typed errors', () => {

@@ -8,8 +8,8 @@ describe('documentation examples of the memory model', () => {
     expect(out).toContain('add ram at 0');
     expect(out).toContain('add regs at 3000');
     expect(out).toContain('12345678 cafe');
-    expect(out).toContain('unassigned read at 3000');
-    expect(out).toContain('unassigned read at 8000');
+    expect(out).toContain('access-invalid-size read at 3000: read-all-ones');
+    expect(out).toContain('unassigned read at 8000: read-all-ones');
     expect(out.join('\n')).toMatch(/0000000000003000-0000000000003fff \(prio 1, i\/o\): regs/);
   });
 

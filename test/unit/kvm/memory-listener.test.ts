@@ -68,8 +68,14 @@ function setup(spec: FakeDeviceSpec, opts = {}, max = 32) {
   const kvm = new FakeKvm(max);
   const errors: unknown[] = [];
   const listener = new KvmMemoryListener(kvm, {
-    onError: (_r, e) => errors.push(e),
+    guestErrors: bus.guestErrors,
     classify: vfioPciSlotClassifier,
+  });
+  bus.guestErrors.on('guest-error', (e) => {
+    if (e.source === 'kvm') {
+      expect(e).toMatchObject({ kind: 'slot-trapped', action: 'trapped' });
+      errors.push(e.error);
+    }
   });
   bus.memory.addMemoryListener(listener);
   return { bus, dev, kvm, listener, errors };
@@ -168,7 +174,7 @@ describe('KvmMemoryListener', () => {
     expect(errors[0]).toMatchObject({ code: 'ENOSLOT' });
   });
 
-  it('without onError, says so on its log at most once per interval, or not at all with log: null', () => {
+  it('without a sink, says so on its own log (first in full, then summaries), or not at all with log: null', () => {
     const run = (opts: { log: ((line: string) => void) | null; logIntervalMs?: number }) => {
       const bus = new SystemAddressSpaces();
       const dev = VfioPciDevice.open(bus, new FakeVfioDevice(withHostAddresses(ivshmemSpec())));

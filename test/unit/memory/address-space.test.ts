@@ -1,7 +1,14 @@
-// The address space: what becomes of an access no region takes (the count, the rate-limited log,
-// the 'unassigned' event) and its life cycle.
+// The address space: what becomes of an access no region takes (the count, the report to its
+// guest-error sink, the deprecated 'unassigned' event) and its life cycle.
 import { on, once } from 'node:events';
-import { AddressSpace, MemoryRegion, MemoryTopologyError, type UnassignedAccess } from '../../../lib';
+import {
+  AddressSpace,
+  GuestErrorSink,
+  MemoryRegion,
+  MemoryTopologyError,
+  type GuestError,
+  type UnassignedAccess,
+} from '../../../lib';
 import { closeAll, space } from './helpers';
 
 afterEach(closeAll);
@@ -27,30 +34,65 @@ describe('unassigned accesses', () => {
       as.write(0x18, 2, 1);
       now += 1000;
       as.read(0x20, 1);
+      // Through the space's own sink: the first in full, then a summary once the interval passed.
       expect(lines).toEqual([
-        'mem: unassigned read at 0x10 size 4',
-        'mem: unassigned read at 0x20 size 1 (2 more since the last report)',
+        expect.stringMatching(
+          /^mem: unassigned read at 0x10 size 4 \[memory\/unassigned, read-all-ones\] \(/,
+        ),
+        'memory/unassigned: 3 more (4 in all), the last: mem: unassigned read at 0x20 size 1 [memory/unassigned, read-all-ones]',
       ]);
       expect(as.unassignedCount).toBe(4);
+      expect(as.guestErrors.counts).toEqual({ 'memory/unassigned': 4 });
     } finally {
       spy.mockRestore();
     }
   });
 
-  test('the default log is a process warning', () => {
+  test('the default log is a line on stderr, never a process warning', () => {
     const root = MemoryRegion.container('root', 0x100);
-    const spy = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
     try {
       const as = new AddressSpace('warned', root);
       as.read(0, 4);
       as.close();
-      expect(spy).toHaveBeenCalledWith('warned: unassigned read at 0x0 size 4', {
-        type: 'UnassignedAccessWarning',
-        code: 'VFIO_BRIDGE_UNASSIGNED',
-      });
+      expect(err).toHaveBeenCalledWith(
+        expect.stringMatching(/^vfio-bridge: warned: unassigned read at 0x0 size 4 \[memory\/unassigned/),
+      );
+      expect(warn).not.toHaveBeenCalled();
     } finally {
-      spy.mockRestore();
+      warn.mockRestore();
+      err.mockRestore();
     }
+  });
+
+  test('reports every refusal to the sink it was given, with its fields', () => {
+    const root = MemoryRegion.container('root', 0x100);
+    const sink = new GuestErrorSink({ log: null });
+    const seen: GuestError[] = [];
+    sink.on('guest-error', (e) => seen.push(e));
+    const as = space(root, 'mem', { guestErrors: sink });
+    as.write(0x10, 4, 0x1234);
+    expect(seen).toEqual([
+      expect.objectContaining({
+        source: 'memory',
+        kind: 'unassigned',
+        where: 'mem',
+        address: 0x10,
+        width: 4,
+        write: true,
+        action: 'dropped',
+        detail: { addr: 0x10, size: 4, isWrite: true, reason: 'unassigned' },
+      }),
+    ]);
+    // The message is formatted when read, and serialised with the rest.
+    expect(seen[0].message).toBe('mem: unassigned write at 0x10 size 4');
+    expect(JSON.parse(JSON.stringify(seen[0]))).toMatchObject({
+      kind: 'unassigned',
+      message: seen[0].message,
+    });
+    expect(as.guestErrors).toBe(sink);
+    expect(() => new AddressSpace('x', root, { guestErrors: sink, log: null })).toThrow(TypeError);
   });
 
   test('off() removes an unassigned handler', () => {

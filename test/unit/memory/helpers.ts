@@ -10,7 +10,7 @@ import {
 const open: AddressSpace[] = [];
 
 export function space(root: MemoryRegion, name = 'test', opts: AddressSpaceOptions = {}): AddressSpace {
-  const as = new AddressSpace(name, root, { log: null, ...opts });
+  const as = new AddressSpace(name, root, opts.guestErrors ? opts : { log: null, ...opts });
   open.push(as);
   return as;
 }

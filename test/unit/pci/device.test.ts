@@ -1,6 +1,7 @@
 // VfioPciDevice itself: configuration space as the guest sees it, and the device's lifetime.
 import { type DeviceErrorEvent, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { VfioError } from '../../../lib/base/error';
+import { GuestErrorSink, type GuestError } from '../../../lib/base';
 import { FakeVfioDevice } from '../../support/fake-device';
 import { e1000eSpec, enableDecode, openFake, placeBar } from '../../support/pci-helpers';
 
@@ -78,9 +79,12 @@ describe('guest config accesses the device cannot serve', () => {
 
   it('reports a config write where the device has no register, and passes it on as QEMU does', () => {
     const fake = new FakeVfioDevice(e1000eSpec());
-    const dev = VfioPciDevice.open(new SystemAddressSpaces(), fake, { log: null });
+    const sink = new GuestErrorSink({ log: null });
+    const dev = VfioPciDevice.open(new SystemAddressSpaces(), fake, { guestErrors: sink });
     const events: DeviceErrorEvent[] = [];
-    dev.on('device-error', (e) => events.push(e));
+    const reports: GuestError[] = [];
+    sink.on('guest-error', (e) => reports.push(e));
+    dev.on('device-error', (e) => events.push(e)); // the deprecated event: the same reports
     fake.take();
     const inCaps = dev.capabilities.filter((c) => !c.extended).map((c) => c.offset);
     for (const o of inCaps) dev.configWrite(o + 2, 1, 0);
@@ -93,6 +97,23 @@ describe('guest config accesses the device cannot serve', () => {
     expect(events.map((e) => [e.reason, e.isWrite, e.where, e.offset, e.size])).toEqual([
       ['config-unimplemented', true, 'config', free, 2],
     ]);
+    expect(reports).toEqual([
+      {
+        source: 'pci',
+        kind: 'config-unimplemented',
+        device: dev.bdf,
+        where: 'config',
+        address: free,
+        width: 2,
+        write: true,
+        value: 0x1234,
+        action: 'passed-on',
+        message: `config-unimplemented write at 0x${free.toString(16)} size 2 in 'config'`,
+        hint: expect.stringContaining('no register there'),
+        detail: events[0],
+      },
+    ]);
+    expect(dev.guestErrors).toBe(sink);
     expect(fake.take().filter((a) => a.isWrite && a.offset === free)).toHaveLength(1);
   });
 

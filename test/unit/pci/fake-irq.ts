@@ -1,10 +1,12 @@
+import { EventEmitter } from 'node:events';
+
 import { type HostIrq, type IrqCapableDevice, SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import type { HotResetInfo, IrqInfo, IrqOptions } from '../../../lib/vfio';
 import { FakeVfioDevice, type FakeDeviceSpec } from '../../support/fake-device';
 import { e1000eSpec } from '../../support/pci-helpers';
 
 /** The host side of one IRQ index on the fake: records what the PCI layer asked, fires on demand. */
-export class FakeHostIrq implements HostIrq {
+export class FakeHostIrq extends EventEmitter implements HostIrq {
   enabled = true;
   closed = false;
   refed: boolean;
@@ -15,6 +17,7 @@ export class FakeHostIrq implements HostIrq {
     readonly index: number,
     readonly opts: IrqOptions,
   ) {
+    super();
     this.vectors = opts.vectors ?? 1;
     this.refed = opts.ref ?? true;
   }
@@ -49,7 +52,7 @@ export class FakeHostIrq implements HostIrq {
   fire(vector: number, count = 1): void {
     if (!this.enabled || this.closed) throw new Error(`IRQ index ${this.index} is not enabled`);
     if (vector >= this.vectors) throw new Error(`vector ${vector} is not enabled on the host`);
-    this.opts.onInterrupt?.(vector, count);
+    this.emit('interrupt', vector, count);
   }
 }
 

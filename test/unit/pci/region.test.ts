@@ -300,7 +300,9 @@ describe('device fd errors', () => {
     for (let i = 0; i < 5; i++) bus.mmioRead(0xfebc0010, 4);
     expect(dev.deviceErrorCount).toBe(5);
     expect(lines).toEqual([
-      "0000:00:05.0: fd-error read at 0x10 size 4 in '0000:00:05.0 BAR 0': pread failed: EIO",
+      "0000:00:05.0: fd-error read at 0x10 size 4 in '0000:00:05.0 BAR 0': pread failed: EIO [pci/fd-error, read-all-ones] " +
+        '(the device fd refused the access (EIO while the guest keeps the device in D3hot, say))',
     ]);
+    expect(dev.guestErrors.count('pci', 'fd-error')).toBe(5);
   });
 });

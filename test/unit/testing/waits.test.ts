@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 // The waits on fakes: success, timeout (naming what was awaited and the last value), abort.
 import { InterruptWaiter, waitForBytes, waitForRegister, type IrqSource } from '../../../lib/testing';
 import type { IrqOptions } from '../../../lib/vfio';
@@ -85,16 +86,15 @@ describe('waitForBytes', () => {
 
 /** An IRQ source whose interrupts the test raises. */
 function fakeIrqs(): IrqSource & { fire(vector: number, count?: number): void; closed: number } {
-  let handler: IrqOptions['onInterrupt'];
+  const irq = new EventEmitter();
   const src = {
     bdf: '0000:00:03.0',
     closed: 0,
     enableIrq(_index: number, opts: IrqOptions) {
-      handler = opts.onInterrupt;
-      return { vectors: opts.vectors ?? 1, close: () => void src.closed++ };
+      return Object.assign(irq, { vectors: opts.vectors ?? 1, close: () => void src.closed++ });
     },
     fire(vector: number, count = 1) {
-      handler?.(vector, count);
+      irq.emit('interrupt', vector, count);
     },
   };
   return src;
@@ -139,12 +139,11 @@ describe('InterruptWaiter', () => {
 });
 
 test('a failed eventfd rejects the waits on an InterruptWaiter, pending and later', async () => {
-  let onError: IrqOptions['onError'];
+  const events = new EventEmitter();
   const src: IrqSource = {
     bdf: '0000:00:03.0',
-    enableIrq(_i, opts) {
-      onError = opts.onError;
-      return { vectors: 1, close: () => undefined };
+    enableIrq() {
+      return Object.assign(events, { vectors: 1, close: () => undefined });
     },
   };
   const irq = new InterruptWaiter(src, 1);
@@ -152,7 +151,7 @@ test('a failed eventfd rejects the waits on an InterruptWaiter, pending and late
   irq.on('error', (e) => heard.push(e));
   const p = irq.next(0);
   const boom = new Error('read failed');
-  onError?.(0, boom as never);
+  events.emit('error', boom, 0);
   await expect(p).rejects.toBe(boom);
   await expect(irq.next(0)).rejects.toBe(boom);
   expect(heard).toEqual([boom]);

@@ -146,9 +146,12 @@ function open(spec: Partial<FakeIrqSpec> = {}, listen = false) {
   const kernel = new IntxKernel(fake, vm);
   const got: [number, number, PciIrqType][] = [];
   if (listen) dev.irq.on('interrupt', (v, n, t) => got.push([v, n, t]));
+  // The routing reports to the device's sink by default: KVM's refusals are its `irq` reports.
   const errors: string[] = [];
-  const route = (): PciIntxRouting =>
-    new PciIntxRouting(dev, vm, GSI, { resample: RESAMPLE, onError: (e) => errors.push(e.message) });
+  dev.guestErrors.on('guest-error', (e) => {
+    if (e.source === 'irq') errors.push((e.error as Error).message);
+  });
+  const route = (): PciIntxRouting => new PciIntxRouting(dev, vm, GSI, { resample: RESAMPLE });
   return { fake, bus, dev, vm, kernel, got, errors, route };
 }
 
@@ -312,7 +315,9 @@ describe('PciIntxRouting', () => {
   test("lib/pci's failure to enable INTx is lib/pci's report; nothing is wired", () => {
     const t = open();
     const reports: string[] = [];
-    t.dev.on('device-error', (e) => reports.push(e.where));
+    t.dev.guestErrors.on('guest-error', (e) => {
+      if (e.source === 'pci') reports.push(`${e.kind} ${e.where}`);
+    });
     t.fake.enableIrq = () => {
       throw Object.assign(new Error('VFIO_DEVICE_SET_IRQS: EINVAL'), { name: 'VfioError', code: 'EINVAL' });
     };
@@ -322,7 +327,7 @@ describe('PciIntxRouting', () => {
       null,
       false,
       0,
-      ['interrupts: enable intx'],
+      ['irq-setup interrupts: enable intx'],
     ]);
   });
 
@@ -365,9 +370,9 @@ describe('PciIntxRouting', () => {
     for (const gsi of [-1, 1.5, 2 ** 32])
       expect(() => new PciIntxRouting(t.dev, t.vm, gsi)).toThrow(RangeError);
     expect(() => new PciIntxRouting(t.dev, t.vm, GSI, { resample: { fd: -1 } })).toThrow(TypeError);
-    expect(() => new PciIntxRouting(t.dev, t.vm, GSI, { resample: RESAMPLE, onError: 1 as never })).toThrow(
-      TypeError,
-    );
+    expect(
+      () => new PciIntxRouting(t.dev, t.vm, GSI, { resample: RESAMPLE, guestErrors: (() => 1) as never }),
+    ).toThrow(TypeError);
     expect(() => open({ pin: 0 }).route()).toThrow(/no INTx pin/);
     expect(t.dev.irq.mode).toBe('none');
     const r = t.route();

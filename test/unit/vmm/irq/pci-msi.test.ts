@@ -1,6 +1,13 @@
 // PciMsiRouting on a fake device and a fake KVM: routes and irqfds follow the guest's MSI/MSI-X
 // setup, masked vectors are left to lib/pci's watcher (pending bit), and unmasking delivers.
-import { MsiRoutes, type MsiMessage, type MsiRoutingTarget, PciMsiRouting, type Vm } from '../../../../lib';
+import {
+  GuestErrorSink,
+  MsiRoutes,
+  type MsiMessage,
+  type MsiRoutingTarget,
+  PciMsiRouting,
+  type Vm,
+} from '../../../../lib';
 import { type FakeIrqSpec, openIrqFake } from '../../pci/fake-irq';
 import { placeBar } from '../../../support/pci-helpers';
 
@@ -46,8 +53,14 @@ class FakeKvm implements MsiRoutingTarget {
 function open(spec: Partial<FakeIrqSpec> = {}) {
   const { fake, bus, dev } = openIrqFake(spec);
   const kvm = new FakeKvm();
+  // The routing reports to a sink it is given (a machine's); here one of the test's own.
   const errors: [string, string][] = [];
-  const routing = new PciMsiRouting(dev, kvm, { onError: (e, key) => errors.push([key, e.message]) });
+  const sink = new GuestErrorSink({ log: null });
+  sink.on('guest-error', (e) => {
+    expect(e).toMatchObject({ source: 'irq', kind: 'irq-route-failed', device: dev.bdf, action: 'ignored' });
+    errors.push([e.where!, (e.error as Error).message]);
+  });
+  const routing = new PciMsiRouting(dev, kvm, { guestErrors: sink });
   return { fake, bus, dev, kvm, routing, errors };
 }
 
@@ -167,7 +180,7 @@ describe('MSI', () => {
   test('bad targets are programmer errors', () => {
     const { dev } = openIrqFake({ msi });
     expect(() => new PciMsiRouting(dev, {} as MsiRoutingTarget)).toThrow(TypeError);
-    expect(() => new PciMsiRouting(dev, new FakeKvm(), { onError: 1 as never })).toThrow(TypeError);
+    expect(() => new PciMsiRouting(dev, new FakeKvm(), { guestErrors: {} as never })).toThrow(TypeError);
   });
 });
 
