@@ -162,7 +162,8 @@ test('newc: headers, names and data padded to 4 bytes, directories and files wit
   if (!cpio.error) expect(cpio.stdout).toBe('a\n');
 });
 
-test('the initramfs: busybox, /init, the modules with their dependencies decompressed, the load order; keyed by its inputs', () => {
+/** A host kernel 6.1.0 on fake modules under tmp/k, with a busybox and an init.sh beside it. */
+function hostTree(): { mods: string; kernel: KernelTree } {
   const mods = fakeKernel(path.join(tmp, 'k'), '6.1.0');
   const kernel: KernelTree = {
     source: 'host',
@@ -173,6 +174,11 @@ test('the initramfs: busybox, /init, the modules with their dependencies decompr
   };
   fs.writeFileSync(path.join(tmp, 'busybox'), 'busybox!');
   fs.writeFileSync(path.join(tmp, 'init.sh'), '#!/bin/busybox sh\n');
+  return { mods, kernel };
+}
+
+test('the initramfs: busybox, /init, the modules with their dependencies decompressed, the load order; keyed by its inputs', () => {
+  const { mods, kernel } = hostTree();
   const inputs = {
     kernel,
     modules: ['kvm-amd', 'virtio_pci'],
@@ -203,20 +209,11 @@ test('the initramfs: busybox, /init, the modules with their dependencies decompr
 });
 
 test('building an initramfs names the soft dependencies the kernel lacks', () => {
-  const mods = fakeKernel(path.join(tmp, 'k'), '6.1.0');
+  const { mods, kernel } = hostTree();
   fs.writeFileSync(
     path.join(mods, 'kernel/drivers/e1000.ko'),
     Buffer.concat([moduleBytes('e1000', []), Buffer.from('softdep=pre: crc-gone\0')]),
   );
-  fs.writeFileSync(path.join(tmp, 'busybox'), 'busybox');
-  fs.writeFileSync(path.join(tmp, 'init.sh'), '#!/bin/busybox sh\n');
-  const kernel: KernelTree = {
-    source: 'host',
-    version: '6.1.0',
-    vmlinuz: path.join(tmp, 'k/boot/vmlinuz-6.1.0'),
-    modulesDir: mods,
-    config: null,
-  };
   const inputs = {
     kernel,
     modules: ['e1000'],
