@@ -40,3 +40,88 @@ export function expectNothingHeld(pc: PcMachine): void {
 export function medianLateMs(h: IntervalHistogram): number {
   return Math.max(0, h.percentile(50) / 1e6 - 10);
 }
+
+/** One of this process's threads as the kernel shows it. */
+function threadLine(tid: string): string {
+  const at = `/proc/self/task/${tid}`;
+  try {
+    const comm = fs.readFileSync(`${at}/comm`, 'utf8').trim();
+    const wchan = fs.readFileSync(`${at}/wchan`, 'utf8').trim();
+    // After the comm's closing parenthesis: state, ..., utime (12th), stime (13th).
+    const stat = fs.readFileSync(`${at}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return `${tid} ${comm} ${f[0]} wchan=${wchan || '-'} cpu=${f[11]}+${f[12]}`;
+  } catch {
+    return `${tid} gone`;
+  }
+}
+
+/** This process's KVM VMs' counters in debugfs (empty when debugfs is not mounted). */
+function kvmCounters(): string[] {
+  const root = '/sys/kernel/debug/kvm';
+  const names = ['exits', 'halt_exits', 'halt_wakeup', 'irq_injections', 'irq_exits', 'signal_exits'];
+  const out: string[] = [];
+  try {
+    for (const vm of fs.readdirSync(root).filter((d) => d.startsWith(`${process.pid}-`))) {
+      const c = names.map((n) => {
+        try {
+          return `${n}=${fs.readFileSync(`${root}/${vm}/${n}`, 'utf8').trim()}`;
+        } catch {
+          return `${n}=?`;
+        }
+      });
+      out.push(`kvm ${vm} ${c.join(' ')}`);
+    }
+  } catch {
+    // no debugfs
+  }
+  return out;
+}
+
+/**
+ * What a machine whose guest went quiet was doing: this process's threads (the vCPU threads' wait
+ * channels say whether they wait in the guest, for an answer or parked), each vCPU thread's state
+ * and counters against the exits JavaScript served, and KVM's counters, twice a few seconds apart.
+ * Armed at `afterMs` into a run; the lines are for the test to print when its guest timed out.
+ */
+export function watchStall(pc: PcMachine, afterMs: number): { lines: string[]; cancel(): void } {
+  const lines: string[] = [];
+  const snap = (label: string): void => {
+    lines.push(`--- ${label} at ${new Date().toISOString()}`);
+    for (const tid of fs.readdirSync('/proc/self/task')) lines.push(threadLine(tid));
+    for (const v of pc.vcpus)
+      lines.push(`vcpu ${v.id} ${v.thread?.state ?? 'no thread'} ${JSON.stringify(v.thread?.stats)}`);
+    lines.push(`exits ${JSON.stringify(pc.exits)}`);
+    lines.push(...kvmCounters());
+  };
+  const timers: NodeJS.Timeout[] = [];
+  timers.push(
+    setTimeout(() => {
+      snap('first look');
+      timers.push(setTimeout(() => snap('5 s later'), 5000).unref());
+    }, afterMs).unref(),
+  );
+  return { lines, cancel: () => timers.forEach(clearTimeout) };
+}
+
+/** The paused vCPUs' registers and local APIC timer, for a guest that timed out. */
+export function vcpuPicture(pc: PcMachine): string[] {
+  const out: string[] = [];
+  for (const v of pc.vcpus) {
+    try {
+      const r = v.getRegs();
+      const apic = v.getLapic();
+      const reg = (off: number): string => apic.readUInt32LE(off).toString(16);
+      const bits = (base: number): string =>
+        [0, 1, 2, 3, 4, 5, 6, 7].map((i) => apic.readUInt32LE(base + i * 16).toString(16)).join(':');
+      out.push(
+        `vcpu ${v.id} rip=${r.rip.toString(16)} rflags=${r.rflags.toString(16)} ` +
+          `lvtt=${reg(0x320)} tmict=${reg(0x380)} tmcct=${reg(0x390)} tpr=${reg(0x80)} ` +
+          `isr=${bits(0x100)} irr=${bits(0x200)}`,
+      );
+    } catch (e) {
+      out.push(`vcpu ${v.id}: ${(e as Error).message}`);
+    }
+  }
+  return out;
+}
