@@ -6,7 +6,9 @@
 #   scripts/lab/lab.sh CMD [ARGS...]    boot and run CMD as root in this repository, inside the guest
 #   scripts/lab/lab.sh --provision      only provision (exit 3: cannot, and the error says how to fix)
 #
-# Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT), --kernel KERNEL
+# Options (before CMD): --timeout SECONDS (default 600, or VFIO_BRIDGE_LAB_TIMEOUT), --cpus N (the
+# lab guest's vCPUs, default 1, or VFIO_BRIDGE_LAB_CPUS: more only to measure what needs CPUs of its
+# own, on the built kernel; `vfio-bridge lab --help` says why), --kernel KERNEL
 # (default built: the lab's own kernel, built from Debian's linux-source-6.12 the first time, about
 # 15 min, then cached; auto, debian, host or a path as `vfio-bridge lab --help` says).
 # Environment: those of `vfio-bridge lab --help` (VFIO_BRIDGE_LAB_CACHE, _KERNEL, _TIMEOUT, _APPEND,
@@ -25,6 +27,10 @@ while [ $# -gt 0 ]; do
   case $1 in
     --timeout)
       opts+=(--timeout "${2:?--timeout needs seconds}")
+      shift 2
+      ;;
+    --cpus)
+      opts+=(--cpus "${2:?--cpus needs a vCPU count}")
       shift 2
       ;;
     --kernel)
@@ -66,6 +72,7 @@ cli=$repo/dist/cli/main.js
 if [ ! -f "$cli" ] || [ -n "$(find "$repo/lib/cli" -newer "$cli" -type f -print -quit)" ]; then
   (cd "$repo" && npm run build:ts >&2)
 fi
+[ -z "${VFIO_BRIDGE_LAB_CPUS:-}" ] || opts=(--cpus "$VFIO_BRIDGE_LAB_CPUS" "${opts[@]}")
 [ -z "${VFIO_BRIDGE_LAB_IVSHMEM:-}" ] || opts+=(--keep-file "ivshmem=$VFIO_BRIDGE_LAB_IVSHMEM")
 
 exec node "$cli" lab --preset vfio-bridge --project "$repo" --kernel "$kernel" \

@@ -5,7 +5,10 @@
 # to init, to both drivers bound and to the first answered ping, ping p50/p99 per interface, and
 # exits per ping, each Node figure as a ratio to QEMU's from the same run. One run, not a timed test.
 #
-#   scripts/vmm/bench.sh [--pings N] [--rtl 8139cp|8139too]   (default 200 pings, 8139cp)
+#   scripts/vmm/bench.sh [--pings N] [--rtl 8139cp|8139too] [--cpus N]   (200 pings, 8139cp, 1)
+#
+# --cpus gives the lab guest N vCPUs: with 2, the VMM's vCPU thread and its event loop each have a
+# CPU of their own, which is what the event-loop targets assume (with 1 they share it with TCG).
 #
 # The Node VMM's guest RAM is on 2 MiB huge pages (the pool is set in the lab guest first); QEMU
 # keeps its default anonymous memory, which transparent huge pages may back (the report says how
@@ -15,12 +18,14 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 pings=200
 rtl=8139cp
+cpus=1
 mem=256
 parse() {
   while [ $# -gt 0 ]; do
     case $1 in
       --pings) pings=$2; shift 2 ;;
       --rtl) rtl=$2; shift 2 ;;
+      --cpus) cpus=$2; shift 2 ;;
       *) echo "bench: FAIL unknown argument $1" >&2; exit 2 ;;
     esac
   done
@@ -36,6 +41,7 @@ in_lab() {
   # Both sides read the same files over the lab's caching 9p mount: read them once first, so neither
   # pays for the first read.
   cat "$kernel" "$initrd" >/dev/null
+  echo "bench: the lab guest has $(nproc) CPU(s)"
   rm -f /tmp/bench-vmm.qemu /tmp/bench-vmm.node
   bash "$here/qemu-baseline.sh" --kernel "$kernel" --initrd "$initrd" --pings "$pings" --rtl "$rtl" \
     --mem "$mem" --record /tmp/bench-vmm.qemu --brief || echo "bench: the QEMU side exited $?"
@@ -67,5 +73,5 @@ if [ ! -f dist/index.js ] || [ -n "$(find lib -name '*.ts' -newer dist/index.js 
   echo "bench: FAIL dist/ is missing or older than lib/; run: npm run build" >&2
   exit 1
 fi
-exec "$here/../lab/lab.sh" --timeout "${VFIO_BRIDGE_LAB_TIMEOUT:-900}" \
+exec "$here/../lab/lab.sh" --timeout "${VFIO_BRIDGE_LAB_TIMEOUT:-900}" --cpus "$cpus" \
   bash "$here/bench.sh" --in-lab --pings "$pings" --rtl "$rtl"

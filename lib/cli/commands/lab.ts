@@ -36,6 +36,7 @@ interface LabFlags {
   project?: string;
   env?: string[];
   memory: string;
+  cpus: string;
   append?: string;
   qemu?: string[];
   timeout?: string;
@@ -172,6 +173,12 @@ function request(flags: LabFlags, argv: string[], io: CliIo): LabRequest {
       `--memory ${JSON.stringify(flags.memory)} is not a size in MiB of at least 256`,
       'e.g. --memory 4096',
     );
+  const cpus = Number(flags.cpus);
+  if (!/^[1-8]$/.test(flags.cpus))
+    throw new UsageError(
+      `--cpus ${JSON.stringify(flags.cpus)} is not a vCPU count from 1 to 8`,
+      'e.g. --cpus 2 (one host thread each: more than the host has only slows the lab)',
+    );
   const cache = path.resolve(flags.cache ?? defaultCacheDir(io.env));
   const env = Object.fromEntries(
     pairs(flags.env ?? [], '--env', /^[A-Za-z_][A-Za-z0-9_]*$/, 'VFIO_BRIDGE_DEVICES_REQUIRED=1'),
@@ -193,6 +200,7 @@ function request(flags: LabFlags, argv: string[], io: CliIo): LabRequest {
     qemuBinary: io.env['VFIO_BRIDGE_LAB_QEMU'] || DEFAULT_QEMU,
     qemu: (flags.qemu ?? []).flatMap((q) => q.split(/\s+/)).filter(Boolean),
     memoryMiB,
+    cpus,
     timeoutSeconds: seconds(flags.timeout ?? io.env['VFIO_BRIDGE_LAB_TIMEOUT'] ?? '600', '--timeout'),
     lockWaitSeconds: seconds(flags.lockWait ?? io.env['VFIO_BRIDGE_LAB_LOCK_WAIT'] ?? '1200', '--lock-wait'),
     guestLock: path.resolve(io.env['VFIO_BRIDGE_LAB_LOCK'] || path.join(cache, 'guest.lock')),
@@ -223,6 +231,7 @@ function printPlan(io: CliIo, r: LabRequest, flags: LabFlags): void {
     initramfs: '<initramfs>',
     runDir,
     memoryMiB: r.memoryMiB,
+    cpus: r.cpus,
     append: r.append,
     extra: r.qemu,
   });
@@ -299,6 +308,11 @@ export function addLabCommand(program: Command, io: CliIo, setStatus: (status: n
       )
       .option('-e, --env <name=value>', 'a variable for the command (repeatable)', collect)
       .option('--memory <MiB>', 'guest RAM', '2048')
+      .option(
+        '--cpus <n>',
+        "the lab guest's vCPUs (more than one: measuring what needs CPUs of its own; use --kernel built)",
+        '1',
+      )
       .option('--append <args>', 'extra guest kernel arguments')
       .option(
         '--qemu <args>',
@@ -370,6 +384,7 @@ function summary(io: CliIo, r: LabRequest, p: Provisioned, result: LabResult | n
         initramfs: p.initramfs,
         runDir,
         memoryMiB: r.memoryMiB,
+        cpus: r.cpus,
         append: r.append,
         extra: r.qemu,
       }),

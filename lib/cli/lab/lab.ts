@@ -60,6 +60,8 @@ export interface LabRequest {
   qemuBinary: string;
   qemu: string[];
   memoryMiB: number;
+  /** The lab guest's vCPUs. */
+  cpus: number;
   timeoutSeconds: number;
   lockWaitSeconds: number;
   /** The file whose lock lets one guest run at a time. */
@@ -158,6 +160,11 @@ export async function provisionLab(
       path: pathKernel,
     });
     say(`kernel ${kernel.reason}`);
+    if (r.cpus > 1 && kernel.tree.source !== 'built')
+      say(
+        `${r.cpus} vCPUs on a kernel that may patch its own text as KVM VMs come and go: QEMU's ` +
+          'multi-threaded TCG can then run stale text (an int3 Oops); --kernel built has no jump labels',
+      );
     pruneCache(r.cache);
     const lab = initramfs(
       r.cache,
@@ -234,6 +241,7 @@ export async function runLab(r: LabRequest, p: Provisioned, hooks: LabHooks): Pr
         kernel: p.kernel.tree.vmlinuz,
         initramfs: p.initramfs,
         memoryMiB: r.memoryMiB,
+        cpus: r.cpus,
         append: r.append,
         extra: r.qemu,
       },

@@ -29,6 +29,8 @@ export interface MachineOptions {
   runDir: string;
   /** Guest RAM in MiB. */
   memoryMiB: number;
+  /** vCPUs (1 unless asked: see qemuArgs). */
+  cpus?: number;
   /** Extra kernel arguments. */
   append: string;
   /** Extra QEMU arguments, as given. */
@@ -36,15 +38,28 @@ export interface MachineOptions {
 }
 
 /**
- * qemuArgs: the lab guest's QEMU arguments (without the program). One vCPU: with two, QEMU 7.2's
- * multi-threaded TCG now and then let one vCPU run kernel text the other had just patched (static
- * keys, which KVM flips as VMs come and go), and the lab kernel died of an int3 Oops. The host's
+ * qemuArgs: the lab guest's QEMU arguments (without the program). One vCPU unless `cpus` asks for
+ * more: with two, QEMU 7.2's multi-threaded TCG now and then let one vCPU run kernel text the other
+ * had just patched (static keys, which KVM flips as VMs come and go), and Debian's kernel died of an
+ * int3 Oops. The lab's own kernel has no jump labels, so its static keys patch nothing; more vCPUs
+ * are for measuring what needs CPUs of its own (a VMM's vCPU threads beside its event loop). The host's
  * root is the guest's, read-only over 9p, and the run directory a second, writable export; both
  * sit at slots 10 and 11, away from the devices.
  */
 export function qemuArgs(layout: Layout, m: MachineOptions): string[] {
   return [
-    ...['-M', 'q35', '-accel', 'tcg,thread=multi', '-smp', '1', '-m', String(m.memoryMiB), '-cpu', LAB_CPU],
+    ...[
+      '-M',
+      'q35',
+      '-accel',
+      'tcg,thread=multi',
+      '-smp',
+      String(m.cpus ?? 1),
+      '-m',
+      String(m.memoryMiB),
+      '-cpu',
+      LAB_CPU,
+    ],
     ...['-nodefaults', '-display', 'none', '-no-reboot'],
     ...['-chardev', 'stdio,id=con,signal=on', '-serial', 'chardev:con'],
     ...['-device', 'intel-iommu,intremap=on,caching-mode=on'],

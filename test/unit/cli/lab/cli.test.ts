@@ -65,6 +65,8 @@ test.each([
     /--timeout "10m" is not a number of seconds/,
   ],
   [['lab', '--device', 'edu', '--memory', '64', '--', 'true'], /--memory "64" is not a size in MiB/],
+  [['lab', '--device', 'edu', '--cpus', '0', '--', 'true'], /--cpus "0" is not a vCPU count from 1 to 8/],
+  [['lab', '--device', 'edu', '--cpus', '2.5', '--', 'true'], /--cpus "2.5" is not a vCPU count/],
   [['lab', '--device', 'edu', '--module', 'a b', '--', 'true'], /--module "a b" is not a module name/],
   [['lab', '--device', 'edu', '--vmm-module', 'nvme', '--', 'true'], /--vmm-module without --vmm-init/],
   [['lab', '--device', 'edu', '--env', 'X', '--', 'true'], /--env "X" is not NAME=VALUE/],

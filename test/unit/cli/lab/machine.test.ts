@@ -78,6 +78,20 @@ test('QEMU: q35 under TCG with one vCPU, the IOMMU, the kernel, the devices, ext
   ]);
 });
 
+test('QEMU: as many vCPUs as asked', () => {
+  const args = qemuArgs(layout('edu'), {
+    qemu: 'qemu-system-x86_64',
+    kernel: '/k',
+    initramfs: '/i',
+    runDir: '/c/run',
+    memoryMiB: 2048,
+    cpus: 2,
+    append: '',
+    extra: [],
+  });
+  expect(args.slice(args.indexOf('-smp'), args.indexOf('-smp') + 2)).toEqual(['-smp', '2']);
+});
+
 test('shQuote: bash reads every word back as it was', () => {
   const words = ['plain', 'two words', "it's", 'a "b" $c `d` \\e', '', '*', 'x=y,z'];
   const r = spawnSync('bash', ['-c', `printf '%s\\0' ${words.map(shQuote).join(' ')}`], { encoding: 'utf8' });
