@@ -28,8 +28,8 @@ export interface KvmMemoryListenerOptions {
   /**
    * Where a direct range that could not be slotted is reported (source `kvm`, kind `slot-trapped`:
    * no host address, or KVM refused it: no free slot, or a guest that placed a BAR over its own
-   * RAM). The range stays in the flat view, so the guest's accesses to it exit and are dispatched;
-   * never thrown. Default: a sink of the listener's own.
+   * RAM), once per distinct range. The range stays in the flat view, so the guest's accesses to it
+   * exit and are dispatched; never thrown. Default: a sink of the listener's own.
    */
   guestErrors?: GuestErrorSink;
   /** Without `guestErrors`: the own sink's log (`null`: none). */
@@ -66,6 +66,8 @@ export class KvmMemoryListener implements MemoryListener {
   /** Where ranges left trapped are reported. */
   readonly guestErrors: GuestErrorSink;
   readonly #slots = new Map<FlatRange, MemorySlot[]>();
+  /** `name addr size` of each range reported trapped. */
+  readonly #reported = new Set<string>();
   #pendingAdds: FlatRange[] = [];
 
   constructor(vm: SlotTarget, opts: KvmMemoryListenerOptions = {}) {
@@ -76,12 +78,19 @@ export class KvmMemoryListener implements MemoryListener {
     this.#classify = opts.classify ?? (() => undefined);
   }
 
-  /** Direct ranges that could not be slotted since the listener was created. */
+  /**
+   * Times a direct range could not be slotted since the listener was created (each try counts; the
+   * sink hears each distinct range once).
+   */
   get errorCount(): number {
     return this.#errorCount;
   }
 
   #trapped(where: { addr: number; size: number; name: string }, e: unknown): void {
+    // Once per distinct range: a guest that toggles decode over it is refused the same way each time.
+    const key = `${where.name} ${where.addr} ${where.size}`;
+    if (this.#reported.has(key)) return;
+    this.#reported.add(key);
     const why = e instanceof Error ? e.message.split('\n')[0] : String(e);
     this.guestErrors.report({
       source: 'kvm',
@@ -91,7 +100,9 @@ export class KvmMemoryListener implements MemoryListener {
       size: where.size,
       action: 'trapped',
       message: `${where.name} at 0x${where.addr.toString(16)}+0x${where.size.toString(16)} stays trapped: ${why}`,
-      hint: 'KVM would not map it (no free slot, or a BAR placed over RAM): its accesses exit instead',
+      hint:
+        'KVM would not take it as a memory slot: no free slot, or a BAR the guest placed over a range ' +
+        'KVM already maps (its RAM, which then answers there); elsewhere its accesses exit instead',
       error: e,
       detail: where,
     });

@@ -1,4 +1,5 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { sinkOf, type GuestErrorSink } from '../base/guest-error';
 import { routeAccess, type ExitRouting } from './exit-routing';
 import type { AccessExit, VcpuExit } from './exit';
 import type { ExitTable } from './exit-table';
@@ -42,7 +43,21 @@ export interface VcpuSetOptions {
   routing: ExitRouting;
   /** The ranges the threads serve themselves (none: every MMIO and port exit comes here). */
   table?: ExitTable | null;
-  /** An access served on a thread failed (a revoked BAR, a pread error). */
+  /**
+   * Where an access served on a thread that failed (a revoked BAR, a pread error) is reported:
+   * source `kvm`, kind `thread-access-failed`, `detail` the {@link VcpuThreadFault} with the
+   * vCPU's id. Default: a sink of the set's own ({@link VcpuSet.guestErrors}), which logs.
+   */
+  guestErrors?: GuestErrorSink;
+  /** Without `guestErrors`: the own sink's log (`null`: none). */
+  log?: ((line: string) => void) | null;
+  /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
+  logIntervalMs?: number;
+  /**
+   * An access served on a thread failed (a revoked BAR, a pread error). Given without
+   * `guestErrors`, the faults are the caller's alone and no sink hears them.
+   * @deprecated pass `guestErrors` and listen to its `guest-error` event
+   */
   onFault?(vcpu: number, fault: VcpuThreadFault): void;
   /** Thread names: `${name} ${id}` (default `vcpu`). */
   name?: string;
@@ -71,7 +86,11 @@ export interface VcpuSetRunOptions {
 export class VcpuSet {
   /** The vCPUs, as given to the constructor. */
   readonly vcpus: readonly Vcpu[];
+  /** Where the threads' failed accesses are reported (see {@link VcpuSetOptions.guestErrors}). */
+  readonly guestErrors: GuestErrorSink;
   readonly #opts: VcpuSetOptions;
+  /** False when a deprecated `onFault` alone takes the faults. */
+  readonly #reportFaults: boolean;
   #threads: VcpuThread[] = [];
   #end: ((e: VcpuSetEnd) => void) | null = null;
   #ending = false;
@@ -86,6 +105,10 @@ export class VcpuSet {
       throw new ArgRangeError('VcpuSet needs at least one vCPU');
     if (opts === null || typeof opts !== 'object' || typeof opts.routing?.memory?.read !== 'function')
       throw new ArgTypeError('VcpuSet needs options with routing.memory');
+    if (opts.onFault !== undefined && typeof opts.onFault !== 'function')
+      throw new ArgTypeError('VcpuSet: onFault must be a function');
+    this.guestErrors = sinkOf(opts);
+    this.#reportFaults = opts.guestErrors !== undefined || opts.onFault === undefined;
     this.vcpus = vcpus;
     this.#opts = opts;
   }
@@ -200,7 +223,7 @@ export class VcpuSet {
             {
               onExit: (exit) => this.#serve(v.id, exit),
               onParked: (why, detail) => this.#parked(v.id, why, detail),
-              ...(onFault ? { onFault: (f: VcpuThreadFault) => onFault(v.id, f) } : {}),
+              onFault: (f: VcpuThreadFault) => this.#fault(v.id, f, onFault),
             },
             { table: table ?? null, name: `${name} ${v.id}`, nice: this.#opts.nice ?? 0 },
           ),
@@ -210,6 +233,28 @@ export class VcpuSet {
       for (const t of this.#threads.splice(0)) t.stop();
       throw e;
     }
+  }
+
+  #fault(vcpu: number, f: VcpuThreadFault, onFault: VcpuSetOptions['onFault']): void {
+    if (this.#reportFaults) {
+      const what = f.isWrite ? 'write' : 'read';
+      this.guestErrors.report({
+        source: 'kvm',
+        kind: 'thread-access-failed',
+        where: f.space,
+        address: f.address,
+        width: f.size,
+        write: f.isWrite,
+        action: f.isWrite ? 'dropped' : 'read-all-ones',
+        message: `vCPU ${vcpu}: ${f.space} ${what} at 0x${f.address.toString(16)} size ${f.size} failed (${f.code})`,
+        hint:
+          f.code === 'SIGBUS'
+            ? 'a BAR vfio-pci revoked (decode off, a reset in progress)'
+            : 'the device fd refused it',
+        detail: { vcpu, ...f },
+      });
+    }
+    onFault?.(vcpu, f);
   }
 
   #serve(id: number, exit: AccessExit): number | bigint | undefined {

@@ -15,7 +15,7 @@ import { VfioError } from '../base/native-errors';
 import { native, type NativeHandle } from '../native';
 import { Device } from './device';
 import { openDeviceOwner } from './open-objects';
-import { iommufdHandle, type Iommufd } from './iommufd';
+import { iommufdHandle, type IommufdHandle } from './iommufd-handle';
 import { isMdevUuid, normalizeMdevUuid } from './mdev/sysfs';
 import { normalizeBdf, sysfsRoot, type SysfsOptions } from './sysfs';
 
@@ -166,19 +166,26 @@ function beginOpen(bdf: string, opts: CdevOptions): { dev: string; cdev: DeviceC
   return { dev, cdev: cdevOf(dev, opts) };
 }
 
-function bound(h: NativeHandle, dev: string, cdev: DeviceCdev, iommufd: Iommufd, devId: number): Device {
+function bound(
+  h: NativeHandle,
+  dev: string,
+  cdev: DeviceCdev,
+  iommufd: IommufdHandle,
+  devId: number,
+): Device {
   return Device._fromHandle(h, dev, cdev.path, { iommufd, devId });
 }
 
 /**
  * Open device `bdf` (a PCI address, or a mediated device's UUID) through its cdev and bind it to
- * `iommufd` (VFIO_DEVICE_BIND_IOMMUFD: the driver opens the device then). The Device is not attached
+ * `iommufd`, an Iommufd or an IOAS's `iommufd` (VFIO_DEVICE_BIND_IOMMUFD: the driver opens the
+ * device then). The Device is not attached
  * to any IOAS yet: its DMA is blocked until `ioas.attach(device)` (a mediated device's parent can pin
  * no page until then). Closing the Device unbinds it.
  * @throws VfioError ENOCDEV (no cdev: kernel without VFIO_DEVICE_CDEV, or not on vfio-pci), EACCES,
  * EBUSY (its group is open), or the kernel's
  */
-export function openCdevDevice(bdf: string, iommufd: Iommufd, opts: CdevOptions = {}): Device {
+export function openCdevDevice(bdf: string, iommufd: IommufdHandle, opts: CdevOptions = {}): Device {
   const { dev, cdev } = beginOpen(bdf, opts);
   const fd = iommufdHandle(iommufd, 'VFIO_DEVICE_BIND_IOMMUFD');
   const h = openNode(cdev, dev);
@@ -197,7 +204,7 @@ export function openCdevDevice(bdf: string, iommufd: Iommufd, opts: CdevOptions 
  */
 export async function openCdevDeviceAsync(
   bdf: string,
-  iommufd: Iommufd,
+  iommufd: IommufdHandle,
   opts: CdevOptions & { signal?: AbortSignal } = {},
 ): Promise<Device> {
   opts.signal?.throwIfAborted();

@@ -16,6 +16,7 @@ export {
   type VfioBackendKind,
 } from './dma-types';
 export { Iommufd } from './iommufd';
+export type { IommufdHandle } from './iommufd-handle';
 export { Ioas, Hwpt, type HwptOptions, type IoasIommuInfo } from './ioas';
 export {
   cdevOf,

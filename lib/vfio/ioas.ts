@@ -11,8 +11,7 @@ import { DMA_HANDLE, DmaState, type DmaLimits, type DmaMapping, type DmaMapReque
 import { iommufdHint } from './dma-hints';
 import type { DmaBackend, DmaIommuInfo } from './dma-types';
 import type { Device } from './device';
-import type { Iommufd } from './iommufd';
-import { iommufdHandle } from './iommufd-handle';
+import { iommufdHandle, type IommufdHandle } from './iommufd-handle';
 import { IOMMU_HWPT_ALLOC_DIRTY_TRACKING, parseIovaRanges, type IoasIovaRanges } from './iommufd-uapi';
 import { isMdevUuid } from './mdev/sysfs';
 
@@ -42,20 +41,30 @@ interface Attached {
  * with {@link mapDma} (always at the IOVA asked for), attach bound device cdevs with {@link attach}.
  * Its IOVA ranges narrow as devices attach (their reserved regions, such as the MSI window) and
  * widen as they leave; the record re-reads them after each attach and detach made here.
+ *
+ * `F` is the type of its {@link iommufd}: `Iommufd` for an IOAS from `allocIoas()`, which is where
+ * every IOAS comes from; where an IOAS is only known as `Ioas`, it is the {@link IommufdHandle}
+ * every Iommufd is.
  */
-export class Ioas implements DmaBackend, Disposable {
+export class Ioas<F extends IommufdHandle = IommufdHandle> implements DmaBackend, Disposable {
   /** The backend: iommufd. */
   readonly kind = 'iommufd' as const;
   /** The IOAS's ID in its iommufd. */
   readonly id: number;
-  /** The iommufd it lives in. */
-  readonly iommufd: Iommufd;
+  /**
+   * The {@link Iommufd} this IOAS was allocated in. Bind more device cdevs to it
+   * (`openCdevDevice(bdf, ioas.iommufd)`), ask it about the IOMMU behind a device (`hwInfo`), or
+   * close it (which closes this IOAS too). Typed `Iommufd` on an IOAS from `allocIoas()`, so
+   * `ioas.iommufd.allocIoas()` gives a second IOAS beside this one; on a plain `Ioas`,
+   * `instanceof Iommufd` narrows it back.
+   */
+  readonly iommufd: F;
   #closed = false;
   #ranges: IoasIovaRanges | null = null;
   readonly #dma: DmaState;
   readonly #attached = new Map<Device, Attached>();
 
-  private constructor(iommufd: Iommufd, id: number) {
+  private constructor(iommufd: F, id: number) {
     this.iommufd = iommufd;
     this.id = id;
     const noun = `IOAS ${id}`;
@@ -74,7 +83,7 @@ export class Ioas implements DmaBackend, Disposable {
   }
 
   /** Made by Iommufd.allocIoas. @internal */
-  static _create(iommufd: Iommufd, id: number): Ioas {
+  static _create<F extends IommufdHandle>(iommufd: F, id: number): Ioas<F> {
     return new Ioas(iommufd, id);
   }
 

@@ -1,10 +1,11 @@
 /**
- * The native handle behind each open Iommufd, apart from the Iommufd class: the objects made in an
- * iommufd (IOASes, HWPTs) and the device cdevs bound to it reach the fd through here, so that they
- * need nothing of iommufd.ts, which makes them.
+ * The native handle behind each open Iommufd, apart from the Iommufd class, and the face an Iommufd
+ * shows the objects made in it: IOASes, HWPTs and the device cdevs bound to it reach the fd and the
+ * iommufd's calls through here, so that they need nothing of iommufd.ts, which makes them.
  */
 import { closedError } from '../base/error';
 import type { NativeHandle } from '../native';
+import type { IommuHwInfo } from './iommufd-uapi';
 
 /** What the handle table needs of an Iommufd: its node and whether it is closed. */
 export interface IommufdLike {
@@ -12,6 +13,22 @@ export interface IommufdLike {
   readonly path: string;
   /** True once the iommufd was closed. */
   readonly closed: boolean;
+}
+
+/**
+ * An open iommufd as the objects made in it see it: every member of {@link Iommufd} but the two
+ * that hand out IOASes (`allocIoas`, `ioases`), which are the Iommufd class's own. An IOAS's
+ * `iommufd` is an Iommufd; from `allocIoas()` it is typed as one.
+ */
+export interface IommufdHandle extends IommufdLike, Disposable {
+  /** The iommufd's fd (-1 once closed). */
+  readonly fd: number;
+  /** IOMMU_GET_HW_INFO: the IOMMU behind bound device `devId` (a Device's `iommufdDevId`). */
+  hwInfo(devId: number): IommuHwInfo;
+  /** Close the iommufd, and with it every IOAS allocated in it. Idempotent. */
+  close(): void;
+  /** IOMMU_DESTROY of an object of this iommufd. @internal */
+  _destroy(id: number): void;
 }
 
 const handles = new WeakMap<IommufdLike, NativeHandle>();

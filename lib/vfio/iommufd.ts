@@ -6,9 +6,9 @@ import { ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { parseHwInfo, type IommuHwInfo } from './iommufd-uapi';
 import { Ioas } from './ioas';
-import { iommufdHandle, rawIommufdHandle, setIommufdHandle } from './iommufd-handle';
+import { iommufdHandle, rawIommufdHandle, setIommufdHandle, type IommufdHandle } from './iommufd-handle';
 
-// Tests and cdev.ts take the handle from here, as before the table had a file of its own.
+// Tests take the handle from here, as before the table had a file of its own.
 export { iommufdHandle };
 
 /**
@@ -16,11 +16,11 @@ export { iommufdHandle };
  * cdevs to it (`openCdevDevice`), attach them to an IOAS. Closing it unmaps what its IOASes
  * mapped and destroys them; it is also released when garbage-collected or when its thread exits.
  */
-export class Iommufd implements Disposable {
+export class Iommufd implements IommufdHandle {
   /** The node this iommufd was opened from. */
   readonly path: string;
   #closed = false;
-  readonly #ioases = new Set<Ioas>();
+  readonly #ioases = new Set<Ioas<Iommufd>>();
 
   private constructor(handle: NativeHandle, path: string) {
     setIommufdHandle(this, handle);
@@ -47,15 +47,15 @@ export class Iommufd implements Disposable {
   }
 
   /** IOMMU_IOAS_ALLOC: a new, empty IO address space with every IOVA usable until devices attach. */
-  allocIoas(): Ioas {
+  allocIoas(): Ioas<Iommufd> {
     const id = native.iommufdIoasAlloc(iommufdHandle(this, 'IOMMU_IOAS_ALLOC'));
-    const ioas = Ioas._create(this, id);
+    const ioas = Ioas._create<Iommufd>(this, id);
     this.#ioases.add(ioas);
     return ioas;
   }
 
   /** The IOASes allocated here and not closed. */
-  ioases(): Ioas[] {
+  ioases(): Ioas<Iommufd>[] {
     return [...this.#ioases].filter((a) => !a.closed);
   }
 

@@ -218,9 +218,18 @@ export class IommufdBackend implements VfioBackend {
     }
   }
 
-  /** A context over the caller's IOAS (and its iommufd), which the caller closes. */
+  /**
+   * A context over the caller's IOAS (and its iommufd), which the caller closes.
+   * @throws ArgTypeError when `ioas.iommufd` is not an Iommufd (an IOAS not from `allocIoas`)
+   */
   static wrap(ioas: Ioas): IommufdBackend {
-    return new IommufdBackend(ioas.iommufd, ioas, false, null, {});
+    const fd = ioas.iommufd;
+    if (!(fd instanceof Iommufd)) {
+      throw new ArgTypeError(
+        'IommufdBackend.wrap: the IOAS must come from Iommufd.allocIoas() (its iommufd is not an Iommufd)',
+      );
+    }
+    return new IommufdBackend(fd, ioas, false, null, {});
   }
 
   /** The IOAS: where the devices' DMA is mapped. */

@@ -10,6 +10,8 @@
 #   guest.size=BYTES           ping payload (default 56)
 #   guest.end=poweroff|reboot  how the guest ends (a machine without ACPI power-off uses reboot)
 #   guest.misbehave=1          before ending, do what a VMM must survive (see misbehave below)
+#   guest.bar-over-ram=ADDR    before ending, move the RTL8139's BAR 1 over guest RAM at ADDR and
+#                              back (see bar_over_ram below)
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -33,6 +35,7 @@ interval=0.05
 size=56
 end=poweroff
 misbehave=0
+bar_over_ram=
 for arg in $(cat /proc/cmdline); do
   case $arg in
     guest.rtl=*) rtl=${arg#*=} ;;
@@ -41,6 +44,7 @@ for arg in $(cat /proc/cmdline); do
     guest.size=*) size=${arg#*=} ;;
     guest.end=*) end=${arg#*=} ;;
     guest.misbehave=*) misbehave=${arg#*=} ;;
+    guest.bar-over-ram=*) bar_over_ram=${arg#*=} ;;
   esac
 done
 
@@ -49,6 +53,13 @@ bar_start() { sed -n "$(($2 + 1))p" "/sys/bus/pci/devices/$1/resource" | awk '{ 
 # config_read DEV OFFSET SIZE / config_write DEV OFFSET BYTE: the device's configuration space.
 config_read() { dd if="/sys/bus/pci/devices/$1/config" bs=1 skip="$2" count="$3" 2>/dev/null | od -An -tu"$3" | tr -d ' '; }
 config_write() { printf "\\$(printf %o "$3")" | dd of="/sys/bus/pci/devices/$1/config" bs=1 seek="$2" conv=notrunc 2>/dev/null; }
+# config_write32 DEV OFFSET VALUE: one aligned dword, little-endian.
+config_write32() {
+  o=
+  for s in 0 8 16 24; do o="$o\\$(printf %o $((($3 >> s) & 255)))"; done
+  # shellcheck disable=SC2059 # the format is the four octal escapes
+  printf "$o" | dd of="/sys/bus/pci/devices/$1/config" bs=4 seek=$(($2 / 4)) count=1 conv=notrunc 2>/dev/null
+}
 
 # What a VMM must survive from its guest, on the e1000e with its driver unbound (so /dev/mem may
 # reach its BARs): a BAR read after memory decode was turned off, MSI-X table writes of one and of
@@ -75,7 +86,30 @@ misbehave() {
   say "misbehave done"
 }
 
+# A BAR a VMM cannot give KVM as a memory slot: the RTL8139's MMIO BAR 1 (8139too with use_io=1
+# never touches it) moved over a page of guest RAM, as a buggy guest might, with memory decode
+# turned off and on again while it is there, then put back where it was.
+bar_over_ram() {
+  for d in /sys/bus/pci/devices/*; do
+    [ "$(cat "$d/vendor")" = 0x10ec ] || continue
+    b=${d##*/}
+    bar1=$(config_read "$b" 20 4)
+    cmd=$(config_read "$b" 4 1)
+    config_write "$b" 4 $((cmd & ~2))
+    config_write32 "$b" 20 $((bar_over_ram))
+    config_write "$b" 4 $((cmd | 2))
+    say "bar-over-ram $b BAR 1 at $(printf 0x%x $((bar_over_ram)))"
+    config_write "$b" 4 $((cmd & ~2))
+    config_write "$b" 4 $((cmd | 2))
+    config_write "$b" 4 $((cmd & ~2))
+    config_write32 "$b" 20 "$bar1"
+    config_write "$b" 4 "$cmd"
+    say "bar-over-ram $b BAR 1 back at $(printf 0x%x $((bar1 & ~15)))"
+  done
+}
+
 finish() {
+  [ -n "$bar_over_ram" ] && bar_over_ram
   [ "$misbehave" = 1 ] && misbehave
   say "done"
   sync

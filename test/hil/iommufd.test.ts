@@ -4,7 +4,6 @@
 // too), a device opened through its cdev with no group opened, doing DMA into an IOAS, the IOMMU's
 // hardware info, a page table of our own; and, on any kernel, what the backend choice says.
 import * as fs from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
   chooseBackend,
@@ -13,42 +12,18 @@ import {
   Iommufd,
   openCdevDevice,
   VFIO_PCI_BAR0_REGION_INDEX,
-  VfioError,
   type Device,
   type Ioas,
-  type Mapping,
 } from '../../lib';
 import { native } from '../../lib/native';
 import { DMA_HANDLE } from '../../lib/vfio/dma-types';
 import { iommufdHandle } from '../../lib/vfio/iommufd';
 import { cli, validJson } from '../support/cli-harness';
 import { describeBackend, iommufdMissing, vfioNodeFds } from './backends';
-import { CMD_BUS_MASTER, CMD_MEMORY, CONFIG, describeDevice } from './hil';
+import { eduDmaMapped } from './dma/edu-dma';
+import { caught, CMD_BUS_MASTER, CMD_MEMORY, CONFIG, describeDevice } from './hil';
 
 jest.setTimeout(60_000);
-
-function caught(fn: () => unknown): VfioError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof VfioError) return e;
-    throw e;
-  }
-  throw new Error('expected a VfioError');
-}
-
-/** edu copies `count` bytes from IOVA `src` into its buffer (0x40000), or back to `dst` (toRam). */
-async function eduDma(bar0: Mapping, iova: number, count: number, toRam: boolean): Promise<void> {
-  bar0.write64(0x80, BigInt(toRam ? 0x40000 : iova));
-  bar0.write64(0x88, BigInt(toRam ? iova : 0x40000));
-  bar0.write64(0x90, BigInt(count));
-  bar0.write64(0x98, toRam ? 3n : 1n);
-  const end = Date.now() + 20_000;
-  while (bar0.read64(0x98) & 1n) {
-    if (Date.now() > end) throw new Error('edu DMA did not finish within 20 s');
-    await sleep(5);
-  }
-}
 
 describeDevice('edu', 'iommufd on real vfio-pci', (bdf) => {
   describeBackend('iommufd', 'IOAS and device cdev', () => {
@@ -134,8 +109,8 @@ describeDevice('edu', 'iommufd on real vfio-pci', (bdf) => {
       ioas.mapDma({ iova: 0x100000, size: 2 ** 20, memory: ram });
       const bytes = new Uint8Array(ram.buffer(0, 2 ** 20));
       for (let i = 0; i < 256; i++) bytes[i] = (i * 7 + 3) & 0xff;
-      await eduDma(bar0, 0x100000, 256, false);
-      await eduDma(bar0, 0x100000 + 0x8000, 256, true);
+      await eduDmaMapped(bar0, 0x100000, 256, false);
+      await eduDmaMapped(bar0, 0x100000 + 0x8000, 256, true);
       expect(bytes.subarray(0x8000, 0x8100)).toEqual(bytes.subarray(0, 256));
       device.write(CONFIG, 4, 2, cmd);
     });

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { Device, GuestRam, Iommufd, openCdevDevice, VfioError, type Ioas } from '../../lib';
+import { Device, GuestRam, Ioas, Iommufd, IommufdBackend, openCdevDevice, VfioError } from '../../lib';
 import { native } from '../../lib/native';
 import { DMA_HANDLE } from '../../lib/vfio/dma-types';
 import { IOMMUFD_IOCTLS, IOMMUFD_LAYOUT, parseHwInfo, parseIovaRanges } from '../../lib/vfio/iommufd-uapi';
@@ -360,6 +360,39 @@ describe('Ioas on a fake kernel: the type1 record’s checks and bookkeeping', (
     expect(caught(() => ioas.mapDma({ iova: 0, size: 0x1000, memory: ram })).code).toBe('ECLOSED');
   });
 
+  it('knows its Iommufd: the whole class from allocIoas, what every Iommufd is from a plain Ioas', () => {
+    const second = fd.allocIoas();
+    expect(second.iommufd).toBe(fd);
+    const third = second.iommufd.allocIoas(); // typed Iommufd, so its own calls are there
+    expect(fd.ioases()).toEqual([ioas, second, third]);
+    // `ioas` is declared a plain Ioas: its iommufd is the same object, and instanceof narrows it.
+    expect(ioas.iommufd).toBe(fd);
+    expect(ioas.iommufd instanceof Iommufd && ioas.iommufd.ioases().length).toBe(3);
+    expect([ioas.iommufd.fd, ioas.iommufd.path]).toEqual([fd.fd, '/dev/null']);
+    expect(IommufdBackend.wrap(ioas).iommufd).toBe(fd);
+    // An IOAS over something that is not an Iommufd cannot make a backend that owns an Iommufd.
+    const stranger = Ioas._create(
+      {
+        path: '/dev/null',
+        closed: false,
+        fd: -1,
+        hwInfo: () => {
+          throw new Error('not asked');
+        },
+        close: () => undefined,
+        _destroy: () => undefined,
+        [Symbol.dispose]: () => undefined,
+      },
+      9,
+    );
+    expect(() => IommufdBackend.wrap(stranger)).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE', message: expect.stringMatching(/allocIoas/) }),
+    );
+    third.close();
+    second.close();
+    expect(k.calls.filter((c) => c.startsWith('destroy'))).toEqual(['destroy 7', 'destroy 7']);
+  });
+
   it('opens a device through its cdev (no group), attaches it, and re-reads the ranges after', () => {
     const t = tempDir('cdev-');
     try {
@@ -383,8 +416,11 @@ describe('Ioas on a fake kernel: the type1 record’s checks and bookkeeping', (
         ioas.mapDma({ iova: 0, size: 0x1000, memory: ram });
         expect(k.calls).toEqual(['attach 7', 'ranges', 'map 7 0+1000 @0 rw']);
         expect(ioas.attachedDevices()).toEqual([d]);
-        // A second open of the same device in this process is refused before the kernel.
-        expect(caught(() => openCdevDevice('0000:00:03.0', fd, { sysfsRoot: t.dir })).code).toBe('EBUSY');
+        // A second open of the same device in this process is refused before the kernel, bound to
+        // the IOAS's iommufd as to the Iommufd itself.
+        expect(caught(() => openCdevDevice('0000:00:03.0', ioas.iommufd, { sysfsRoot: t.dir })).code).toBe(
+          'EBUSY',
+        );
         ioas.detach(d);
         expect(ioas.attachedDevices()).toEqual([]);
         expect(caught(() => ioas.detach(d)).code).toBe('ENOTATTACHED');

@@ -51,6 +51,12 @@ export function placeBar(dev: VfioPciDevice, bar: number, addr: number): void {
   if (b?.type === 'mem64') dev.configWrite(0x14 + 4 * bar, 4, Math.floor(addr / 2 ** 32));
 }
 
+/** Places each BAR of `bars` (BAR index to address), then turns memory and I/O decode on. */
+export function placeBars(dev: VfioPciDevice, bars: Readonly<Record<number, number>>): void {
+  for (const [bar, addr] of Object.entries(bars)) placeBar(dev, Number(bar), addr);
+  enableDecode(dev);
+}
+
 /** Enables memory and I/O decode. */
 export function enableDecode(dev: VfioPciDevice): void {
   dev.configWrite(0x04, 2, 0x0007);

@@ -1,8 +1,9 @@
 import { ArgRangeError, ArgTypeError } from '../../base/error';
-import { GuestErrorSink } from '../../base/guest-error';
+import type { GuestErrorSink } from '../../base/guest-error';
 import type { HostIrq, PciIrqChange, VfioPciDevice } from '../../pci';
 import { EventFd } from '../../base';
 import type { Assignment, HasFd, IrqfdOptions } from '../../kvm';
+import { RouteFailures } from './route-failures';
 
 /** What {@link PciIntxRouting} needs of a device: lib/pci's VfioPciDevice. Fakes implement it. */
 export type IntxRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq'> &
@@ -65,7 +66,7 @@ export class PciIntxRouting implements Disposable {
   readonly gsi: number;
   readonly #dev: IntxRoutingDevice;
   readonly #vm: IntxRoutingTarget;
-  readonly #sink: GuestErrorSink;
+  readonly #failures: RouteFailures;
   readonly #resample: HasFd;
   readonly #ownResample: EventFd | null;
   readonly #withdraw: () => void;
@@ -74,7 +75,6 @@ export class PciIntxRouting implements Disposable {
   };
   #assignment: Assignment | null = null;
   #attached: HostIrq | null = null;
-  #errors = 0;
   #closed = false;
 
   constructor(dev: IntxRoutingDevice, vm: IntxRoutingTarget, gsi: number, opts: PciIntxRoutingOptions = {}) {
@@ -82,19 +82,17 @@ export class PciIntxRouting implements Disposable {
     if (!Number.isInteger(gsi) || gsi < 0 || gsi > 0xffffffff) {
       throw new ArgRangeError(`INTx GSI ${String(gsi)} is not an integer in [0, 0xffffffff]`);
     }
-    if (opts.guestErrors !== undefined && !(opts.guestErrors instanceof GuestErrorSink)) {
-      throw new ArgTypeError('guestErrors must be a GuestErrorSink');
-    }
+    const failures = new RouteFailures(dev.bdf, opts.guestErrors, dev.guestErrors);
     if (opts.resample !== undefined && !(Number.isInteger(opts.resample?.fd) && opts.resample.fd >= 0)) {
       throw new ArgTypeError('resample must be an open object with an fd (an EventFd)');
     }
     if (dev.irq.pin === 0) {
       throw new ArgRangeError(`${dev.bdf} has no INTx pin (interrupt pin register 0): nothing to route`);
     }
+    this.#failures = failures;
     this.gsi = gsi;
     this.#dev = dev;
     this.#vm = vm;
-    this.#sink = opts.guestErrors ?? dev.guestErrors ?? new GuestErrorSink();
     this.#ownResample = opts.resample === undefined ? EventFd.open() : null;
     this.#resample = opts.resample ?? this.#ownResample!;
     try {
@@ -122,7 +120,7 @@ export class PciIntxRouting implements Disposable {
 
   /** Guest-caused KVM failures reported to the sink. */
   get errors(): number {
-    return this.#errors;
+    return this.#failures.count;
   }
 
   /**
@@ -170,23 +168,13 @@ export class PciIntxRouting implements Disposable {
   }
 
   #guard(fn: () => void): boolean {
-    try {
-      fn();
-      return true;
-    } catch (e) {
-      this.#errors++;
-      const err = e instanceof Error ? e : new Error(String(e));
-      this.#sink.report({
-        source: 'irq',
-        kind: 'irq-route-failed',
-        device: this.#dev.bdf,
+    return this.#failures.run(
+      {
         where: `${this.#dev.bdf} intx`,
-        action: 'ignored',
-        message: `KVM refused the INTx irqfd of ${this.#dev.bdf} on GSI ${this.gsi}: ${err.message.split('\n')[0]}`,
+        message: (why) => `KVM refused the INTx irqfd of ${this.#dev.bdf} on GSI ${this.gsi}: ${why}`,
         hint: 'the INTx line stays unrouted until the guest changes its interrupt mode again',
-        error: err,
-      });
-      return false;
-    }
+      },
+      fn,
+    );
   }
 }

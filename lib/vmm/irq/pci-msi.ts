@@ -1,7 +1,8 @@
 import { ArgTypeError } from '../../base/error';
-import { GuestErrorSink } from '../../base/guest-error';
+import type { GuestErrorSink } from '../../base/guest-error';
 import type { PciInterruptListener, PciIrqChange, PciIrqType, VfioPciDevice } from '../../pci';
 import type { MsiMessage } from '../../kvm';
+import { RouteFailures } from './route-failures';
 
 /** What {@link PciMsiRouting} needs of a device: lib/pci's VfioPciDevice. Fakes implement it. */
 export type MsiRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq' | 'msix'> &
@@ -56,13 +57,12 @@ interface Applied {
 export class PciMsiRouting implements Disposable {
   readonly #dev: MsiRoutingDevice;
   readonly #target: MsiRoutingTarget;
-  readonly #sink: GuestErrorSink;
+  readonly #failures: RouteFailures;
   readonly #applied = new Map<string, Applied>();
   readonly #onChange = (c: PciIrqChange): void => this.#changed(c);
   readonly #onInterrupt: PciInterruptListener = (v, _count, t) => this.#interrupt(v, t);
   readonly #removeMsix: (() => void) | null;
   #listening = false;
-  #errors = 0;
   #injected = 0;
   #closed = false;
 
@@ -70,12 +70,9 @@ export class PciMsiRouting implements Disposable {
     if (typeof target?.update !== 'function' || typeof target.signalMsi !== 'function') {
       throw new ArgTypeError('target must have update() and signalMsi() (MsiRoutes and Vm)');
     }
-    if (opts.guestErrors !== undefined && !(opts.guestErrors instanceof GuestErrorSink)) {
-      throw new ArgTypeError('guestErrors must be a GuestErrorSink');
-    }
+    this.#failures = new RouteFailures(dev.bdf, opts.guestErrors, dev.guestErrors);
     this.#dev = dev;
     this.#target = target;
-    this.#sink = opts.guestErrors ?? dev.guestErrors ?? new GuestErrorSink();
     dev.irq.on('change', this.#onChange);
     // lib/pci reports no change for the MSI-X function mask: it is read from the table's own events.
     this.#removeMsix = dev.msix?.onChange((e) => e.kind === 'control' && this.#sync()) ?? null;
@@ -94,7 +91,7 @@ export class PciMsiRouting implements Disposable {
 
   /** Guest-caused KVM failures reported to the sink. */
   get errors(): number {
-    return this.#errors;
+    return this.#failures.count;
   }
 
   /** The route key of one vector, as MsiRoutes knows it. */
@@ -203,21 +200,13 @@ export class PciMsiRouting implements Disposable {
   }
 
   #guard(key: string, fn: () => void): void {
-    try {
-      fn();
-    } catch (e) {
-      this.#errors++;
-      const err = e instanceof Error ? e : new Error(String(e));
-      this.#sink.report({
-        source: 'irq',
-        kind: 'irq-route-failed',
-        device: this.#dev.bdf,
+    this.#failures.run(
+      {
         where: key,
-        action: 'ignored',
-        message: `KVM refused the route of ${key}: ${err.message.split('\n')[0]}`,
+        message: (why) => `KVM refused the route of ${key}: ${why}`,
         hint: "the guest's MSI message or vector setup is one KVM cannot route (or the GSI table is full)",
-        error: err,
-      });
-    }
+      },
+      fn,
+    );
   }
 }

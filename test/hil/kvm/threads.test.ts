@@ -56,9 +56,11 @@ describeDevice('ivshmem', 'vCPU threads against a BAR that moves under them', (b
       m.load(guestBinary('hammer'));
       [A, COUNT, V1, V2].forEach((v, i) => m.param(i, v));
       const faults: VcpuThreadFault[] = [];
+      const sink = new GuestErrorSink({ log: null });
       const set = new VcpuSet([m.vcpu], {
         routing: { memory: bus.memory, io: bus.io, stop: () => done },
         table,
+        guestErrors: sink,
         onFault: (_id, f) => faults.push(f),
       });
       let running = true;
@@ -93,6 +95,9 @@ describeDevice('ivshmem', 'vCPU threads against a BAR that moves under them', (b
       // while decode was off) read all-ones and was reported, never thrown.
       expect(stats.mmio).toBeGreaterThan(0);
       expect(faults.every((f) => f.code === 'SIGBUS' && f.space === 'mmio' && !f.isWrite)).toBe(true);
+      // Each one a guest error on the set's sink too, with the fault as its detail.
+      expect(sink.count('kvm', 'thread-access-failed')).toBe(faults.length);
+      expect(sink.total).toBe(faults.length);
     } finally {
       unlisten();
       table.close();

@@ -4,7 +4,6 @@
 // mappings made before and while it is attached, a page table refused before the ioctl, removal
 // refused while the cdev is open, and an mtty beside a PCI function in one IOAS, where the
 // function's DMA goes on through the IOAS the access shares.
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
   findMdev,
@@ -17,11 +16,11 @@ import {
   VFIO_PCI_BAR0_REGION_INDEX,
   VfioError,
   type Device,
-  type Mapping,
 } from '../../../lib';
 import { cli, validJson } from '../../support/cli-harness';
 import { BACKENDS, describeBackend, iommufdMissing, vfioNodeFds } from '../backends';
 import { caught, CMD_BUS_MASTER, CMD_MEMORY, CONFIG, describeDevice } from '../hil';
+import { eduDmaMapped } from '../dma/edu-dma';
 import { describeMtty, makeMtty, removeAll } from './mtty';
 
 jest.setTimeout(60_000);
@@ -39,19 +38,6 @@ async function rejected(p: Promise<unknown>): Promise<VfioError> {
     throw e;
   }
   throw new Error('expected a rejection');
-}
-
-/** edu copies `count` bytes from IOVA `iova` into its buffer (0x40000), or back (toRam). */
-async function eduDma(bar0: Mapping, iova: number, count: number, toRam: boolean): Promise<void> {
-  bar0.write64(0x80, BigInt(toRam ? 0x40000 : iova));
-  bar0.write64(0x88, BigInt(toRam ? iova : 0x40000));
-  bar0.write64(0x90, BigInt(count));
-  bar0.write64(0x98, toRam ? 3n : 1n);
-  const deadline = Date.now() + 20_000;
-  while (bar0.read64(0x98) & 1n) {
-    if (Date.now() > deadline) throw new Error('edu DMA did not finish within 20 s');
-    await sleep(5);
-  }
 }
 
 describeMtty('through its cdev on iommufd', () => {
@@ -213,8 +199,8 @@ describeDevice('edu', 'an mtty beside a PCI function', (bdf) => {
           using bar0 = d.map(VFIO_PCI_BAR0_REGION_INDEX, 0, 4096);
           const bytes = new Uint8Array(ram.buffer(0, MIB));
           for (let i = 0; i < 256; i++) bytes[i] = (i * 13 + 5) & 0xff;
-          await eduDma(bar0, 0x100000, 256, false);
-          await eduDma(bar0, 0x100000 + 0x8000, 256, true);
+          await eduDmaMapped(bar0, 0x100000, 256, false);
+          await eduDmaMapped(bar0, 0x100000 + 0x8000, 256, true);
           expect(bytes.subarray(0x8000, 0x8100)).toEqual(bytes.subarray(0, 256));
           d.write(CONFIG, 4, 2, cmd);
           expect(iommu.ioas.unmapDma(0x100000, MIB)).toBe(MIB);

@@ -1,16 +1,10 @@
 // edu through the PCI layer (VfioPciDevice on SystemAddressSpaces): how its BAR is laid out and how guest
 // accesses reach it. The device fd and mapping widths underneath are test/hil/edu-widths.test.ts's.
-import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
+import { barRanges, describePci, useLab } from './lab';
 
 describePci('edu', 'edu on real vfio-pci', (bdfOf) => {
-  let lab: LabDevice;
   const base = 0xfe000000;
-  beforeAll(() => {
-    lab = openLab(bdfOf());
-    placeBar(lab.dev, 0, base);
-    enableDecode(lab.dev);
-  });
-  afterAll(() => lab?.close());
+  const lab = useLab(bdfOf, { 0: base });
 
   it('maps the whole 1 MiB BAR 0 directly', () => {
     const bdf = bdfOf();

@@ -8,7 +8,7 @@ import {
   VFIO_PCI_CONFIG_REGION_INDEX,
   type VfioError,
 } from '../../../lib';
-import { describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
+import { describePci, useLab } from './lab';
 
 /** What `sink` reports while `fn` runs, every report (a listener sees them all). */
 function during(sink: GuestErrorSink, fn: () => void): GuestError[] {
@@ -24,14 +24,8 @@ function during(sink: GuestErrorSink, fn: () => void): GuestError[] {
 }
 
 describePci('edu', 'guest errors on edu', (bdfOf) => {
-  let lab: LabDevice;
   const base = 0xfe000000;
-  beforeAll(() => {
-    lab = openLab(bdfOf());
-    placeBar(lab.dev, 0, base);
-    enableDecode(lab.dev);
-  });
-  afterAll(() => lab?.close());
+  const lab = useLab(bdfOf, { 0: base });
 
   it("reports on the bus's sink, which the device shares", () => {
     expect(lab.dev.guestErrors).toBe(lab.bus.guestErrors);
@@ -122,14 +116,8 @@ describePci('edu', 'guest errors on edu', (bdfOf) => {
 });
 
 describePci('e1000e', 'guest errors on e1000e', (bdfOf) => {
-  let lab: LabDevice;
   const bar3 = 0xfebf0000;
-  beforeAll(() => {
-    lab = openLab(bdfOf());
-    placeBar(lab.dev, 3, bar3);
-    enableDecode(lab.dev);
-  });
-  afterAll(() => lab?.close());
+  const lab = useLab(bdfOf, { 3: bar3 });
 
   it('MSI-X table accesses of 1 or 2 bytes: memory/access-invalid-size in msix-table, once each', () => {
     expect(lab.dev.msix?.tableBar).toBe(3);

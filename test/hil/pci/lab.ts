@@ -2,9 +2,10 @@ import { SystemAddressSpaces, VfioPciDevice, type VfioPciDeviceOptions } from '.
 import type { Device } from '../../../lib/vfio';
 import { activeBackend, describeBackends, openOn } from '../backends';
 import type { Role } from '../hil';
+import { placeBar } from '../../support/pci-helpers';
 
 export { bdfOf, describeDevice, type Role } from '../hil';
-export { placeBar } from '../../support/pci-helpers';
+export { placeBar };
 
 /** A lab device opened through VFIO and built into a VfioPciDevice on a fresh bus. */
 export interface LabDevice {
@@ -41,6 +42,41 @@ export function openLab(bdf: string, opts: VfioPciDeviceOptions = {}): LabDevice
 /** describeDevice for PCI-layer tests of `role`, run on each backend (openLab follows the run). */
 export function describePci(role: Role, name: string, body: (bdf: () => string) => void): void {
   describeBackends(role, `vfio-pci layer: ${name}`, (bdf) => body(bdf));
+}
+
+/**
+ * In a describe block: the lab device opened before its tests (its BARs placed at `bars`, BAR
+ * index to address, and decode on) and closed after them. The object stands for the device
+ * opened for the block, so its tests read `lab.dev`, `lab.bus` and `lab.vfio` as usual.
+ */
+export function useLab(
+  bdfOf: () => string,
+  bars: Readonly<Record<number, number>>,
+  opts: VfioPciDeviceOptions = {},
+): LabDevice {
+  let lab: LabDevice | undefined;
+  beforeAll(() => {
+    lab = openLab(bdfOf(), opts);
+    for (const [bar, address] of Object.entries(bars)) placeBar(lab.dev, Number(bar), address);
+    enableDecode(lab.dev);
+  });
+  afterAll(() => lab?.close());
+  const open = (): LabDevice => {
+    if (lab === undefined) throw new Error('the lab device is open only while its describe block runs');
+    return lab;
+  };
+  return {
+    get bus() {
+      return open().bus;
+    },
+    get dev() {
+      return open().dev;
+    },
+    get vfio() {
+      return open().vfio;
+    },
+    close: () => open().close(),
+  };
 }
 
 /** Enables memory and I/O decode. */

@@ -1,16 +1,9 @@
 // rtl8139 through the PCI layer (VfioPciDevice on SystemAddressSpaces): its I/O BAR in the I/O space and its
 // sub-page MMIO BAR. The raw device fd and mapping are test/hil/rtl8139-bars.test.ts's.
-import { barRanges, describePci, enableDecode, type LabDevice, openLab, placeBar } from './lab';
+import { barRanges, describePci, placeBar, useLab } from './lab';
 
 describePci('rtl8139', 'rtl8139 on real vfio-pci', (bdfOf) => {
-  let lab: LabDevice;
-  beforeAll(() => {
-    lab = openLab(bdfOf());
-    placeBar(lab.dev, 0, 0xc000);
-    placeBar(lab.dev, 1, 0xfebf1000);
-    enableDecode(lab.dev);
-  });
-  afterAll(() => lab?.close());
+  const lab = useLab(bdfOf, { 0: 0xc000, 1: 0xfebf1000 });
 
   it('serves the I/O BAR 0 through the fd, in the I/O space', () => {
     const bdf = bdfOf();

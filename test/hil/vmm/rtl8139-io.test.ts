@@ -2,12 +2,16 @@
 // 8139too binds it, loaded with use_io=1: every register access is port I/O to BAR 0, which the
 // Node VMM's vCPU threads serve themselves through the device fd, without JavaScript. The guest's
 // pings flow with INTx through a resample irqfd. This machine has two vCPUs, each on its thread.
+// Before it ends, the guest moves the BAR 1 the driver leaves unused over a page of its RAM and
+// back: a range KVM will not take as a memory slot, which the machine reports once.
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { PcMachine, type RoutedAccess } from '../../../lib';
+import { PcMachine, type GuestError, type RoutedAccess } from '../../../lib';
 import { describeDevice } from '../hil';
 import { expectNothingHeld, medianLateMs, INITRD, KERNEL, useVmmGuest } from './vmm';
 
 const PINGS = 3;
+/** Where the guest moves BAR 1 for a moment: a page of its RAM below 1 MiB, which Linux never gives out for DMA. */
+const RAM_PAGE = 0x80000;
 
 describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/O', (rtl8139) => {
   useVmmGuest();
@@ -20,7 +24,7 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
     const pc = await PcMachine.open({
       kernel: KERNEL!,
       initrd: INITRD!,
-      cmdline: `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.rtl=8139too guest.pings=${PINGS}`,
+      cmdline: `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.rtl=8139too guest.pings=${PINGS} guest.bar-over-ram=${RAM_PAGE}`,
       hugepages: true,
       cpus: 2,
       devices: [{ bdf: rtl8139(), deviceId: 0x8138 }],
@@ -31,8 +35,11 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       },
       onAccess: (a) => accesses.push(a),
     });
+    const reports: GuestError[] = [];
+    pc.on('guest-error', (e) => reports.push(e));
     try {
       const io = pc.bars.find((b) => b.bar === 0 && b.type === 'io')!;
+      const bar1 = pc.bars.find((b) => b.bar === 1)!;
       const route = pc.machine.bus
         .mapinfo()
         .find((r) => r.space === 'io' && r.addr <= io.address && io.address < r.addr + r.size);
@@ -77,6 +84,30 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       // held it 50 ms at a time): on the lab's one CPU, where the vCPU threads and the loop take
       // turns, a few samples wait for the scheduler for hundreds of ms; bench:vmm holds the target.
       expect(medianLateMs(delay)).toBeLessThan(10);
+      // BAR 1 over RAM: KVM already maps that page (a RAM slot), so the BAR could not become a
+      // slot. Reported once, with where and what, though the guest turned decode off and on over it.
+      expect(lines).toContain(`guest: bar-over-ram 0000:00:03.0 BAR 1 at 0x${RAM_PAGE.toString(16)}`);
+      expect(lines).toContain(
+        `guest: bar-over-ram 0000:00:03.0 BAR 1 back at 0x${bar1.address.toString(16)}`,
+      );
+      const trapped = reports.filter((r) => r.source === 'kvm');
+      expect(trapped).toEqual([
+        expect.objectContaining({
+          source: 'kvm',
+          kind: 'slot-trapped',
+          where: `${rtl8139()} BAR 1 mmaps[0]`,
+          address: RAM_PAGE,
+          size: 0x1000,
+          action: 'trapped',
+          message: expect.stringMatching(/stays trapped: .*overlaps slot \d+ \(ram\)/),
+          hint: expect.stringMatching(/a BAR the guest placed over a range KVM already maps/),
+          error: expect.any(RangeError),
+        }),
+      ]);
+      expect(pc.guestErrors.count('kvm', 'slot-trapped')).toBe(1);
+      // Back where it was, it is a direct slot again.
+      const back = pc.machine.bus.mapinfo().filter((r) => r.bdf === rtl8139() && r.bar === 1);
+      expect(back.map((r) => [r.addr, r.size, r.mapinfo])).toEqual([[bar1.address, 0x1000, 'direct']]);
     } finally {
       pc.close();
     }

@@ -174,6 +174,22 @@ describe('KvmMemoryListener', () => {
     expect(errors[0]).toMatchObject({ code: 'ENOSLOT' });
   });
 
+  it('reports each trapped range once, however often the guest brings it back; a new range anew', () => {
+    const { dev, kvm, listener, errors } = setup(ivshmemSpec(), {}, 1);
+    placeBar(dev, 0, 0xf1000000);
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    dev.configWrite(0x04, 2, 0); // decode off and on twice: BAR 0 is refused each time
+    enableDecode(dev);
+    dev.configWrite(0x04, 2, 0);
+    enableDecode(dev);
+    expect([kvm.slots().length, listener.errorCount, errors.length]).toEqual([1, 3, 1]);
+    expect(listener.guestErrors.count('kvm', 'slot-trapped')).toBe(1);
+    placeBar(dev, 0, 0xe1000000); // somewhere else: another range, another report
+    expect([listener.errorCount, errors.length]).toEqual([4, 2]);
+    expect(listener.guestErrors.count('kvm', 'slot-trapped')).toBe(2);
+  });
+
   it('without a sink, says so on its own log (first in full, then summaries), or not at all with log: null', () => {
     const run = (opts: { log: ((line: string) => void) | null; logIntervalMs?: number }) => {
       const bus = new SystemAddressSpaces();

@@ -4,6 +4,7 @@
 import type { Vcpu } from '../../../lib/kvm/vcpu';
 import type { VcpuThread, VcpuThreadHandlers } from '../../../lib/kvm/vcpu-thread';
 import { VcpuSet } from '../../../lib/kvm/vcpu-set';
+import { GuestErrorSink, type GuestError } from '../../../lib/base/guest-error';
 import { AddressSpace, MemoryRegion } from '../../../lib/memory';
 
 class FakeThread {
@@ -206,5 +207,73 @@ describe('VcpuSet', () => {
     expect(() => new VcpuSet(vcpus, {} as never)).toThrow(TypeError);
     set.stop();
     await run;
+  });
+
+  test("a thread's failed access is a guest error on the sink given, or on the set's own; onFault alone keeps them", async () => {
+    const sigbus = {
+      space: 'mmio',
+      address: 0xe0001000,
+      size: 4,
+      isWrite: false,
+      code: 'SIGBUS',
+      errno: 0,
+    } as const;
+    const eio = { space: 'pio', address: 0xc010, size: 2, isWrite: true, code: 'EIO', errno: 5 } as const;
+    const runWith = async (opts: object): Promise<void> => {
+      const { vcpus, threads } = fakes(2);
+      const set = new VcpuSet(vcpus, { routing: space(), ...opts });
+      const run = set.run();
+      await tick();
+      threads[1].handlers.onFault!(sigbus);
+      threads[0].handlers.onFault!(eio);
+      set.stop();
+      await run;
+    };
+    const sink = new GuestErrorSink({ log: null });
+    const seen: GuestError[] = [];
+    sink.on('guest-error', (e) => seen.push(e));
+    const called: number[] = [];
+    await runWith({ guestErrors: sink, onFault: (id: number) => called.push(id) });
+    expect(seen).toEqual([
+      {
+        source: 'kvm',
+        kind: 'thread-access-failed',
+        where: 'mmio',
+        address: 0xe0001000,
+        width: 4,
+        write: false,
+        action: 'read-all-ones',
+        message: 'vCPU 1: mmio read at 0xe0001000 size 4 failed (SIGBUS)',
+        hint: expect.stringMatching(/revoked/),
+        detail: { vcpu: 1, ...sigbus },
+      },
+      expect.objectContaining({
+        where: 'pio',
+        write: true,
+        action: 'dropped',
+        hint: 'the device fd refused it',
+      }),
+    ]);
+    // The deprecated callback still hears each one, beside the sink.
+    expect(called).toEqual([1, 0]);
+    // Without a sink: the set's own logs them (the first in full).
+    const lines: string[] = [];
+    await runWith({ log: (l: string) => lines.push(l) });
+    expect(lines).toEqual([
+      expect.stringMatching(/^vCPU 1: mmio read .* \(SIGBUS\) \[kvm\/thread-access-failed, read-all-ones\]/),
+    ]);
+    // onFault alone: the caller takes them, and nothing is logged.
+    const owned: number[] = [];
+    const quiet = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      await runWith({ onFault: (id: number) => owned.push(id) });
+      expect(quiet).not.toHaveBeenCalled();
+    } finally {
+      quiet.mockRestore();
+    }
+    expect(owned).toEqual([1, 0]);
+    const { vcpus } = fakes(1);
+    expect(() => new VcpuSet(vcpus, { routing: space(), guestErrors: {} as never })).toThrow(TypeError);
+    expect(() => new VcpuSet(vcpus, { routing: space(), onFault: 1 as never })).toThrow(TypeError);
   });
 });

@@ -9,17 +9,9 @@ import {
   type GuestError,
   type UnassignedAccess,
 } from '../../../lib';
-import { closeAll, space } from './helpers';
+import { closeAll, space, unassignedSpace as setup } from './helpers';
 
 afterEach(closeAll);
-
-function setup(): { as: AddressSpace; root: MemoryRegion; events: UnassignedAccess[] } {
-  const root = MemoryRegion.container('root', 0x10000);
-  const as = space(root);
-  const events: UnassignedAccess[] = [];
-  as.on('unassigned', (e) => events.push(e));
-  return { as, root, events };
-}
 
 describe('unassigned accesses', () => {
   test('logging is rate-limited and counts what it left out', () => {

@@ -1,5 +1,5 @@
 import { AddressSpace, BufferMemory, MemoryRegion, type UnassignedAccess } from '../../../lib';
-import { closeAll, recordingIo, space } from './helpers';
+import { closeAll, recordingIo, unassignedSpace as setup } from './helpers';
 
 afterEach(closeAll);
 
@@ -38,14 +38,6 @@ class TracingMemory extends BufferMemory {
     this.trace.push(`w8@${o}`);
     super.write64(o, v);
   }
-}
-
-function setup(): { as: AddressSpace; root: MemoryRegion; events: UnassignedAccess[] } {
-  const root = MemoryRegion.container('root', 0x10000);
-  const as = space(root);
-  const events: UnassignedAccess[] = [];
-  as.on('unassigned', (e) => events.push(e));
-  return { as, root, events };
 }
 
 describe('ram', () => {

@@ -4,6 +4,7 @@ import {
   type FlatRange,
   MemoryRegion,
   type MemoryRegionOps,
+  type UnassignedAccess,
 } from '../../../lib';
 
 /** Address spaces made by a test, closed after it so that later commits do not rebuild them. */
@@ -17,6 +18,18 @@ export function space(root: MemoryRegion, name = 'test', opts: AddressSpaceOptio
 
 export function closeAll(): void {
   while (open.length > 0) open.pop()!.close();
+}
+
+/**
+ * A 64 KiB address space over an empty container, and the accesses it reports unassigned (its
+ * deprecated 'unassigned' event): the fixture of the tests that map regions and access them.
+ */
+export function unassignedSpace(): { as: AddressSpace; root: MemoryRegion; events: UnassignedAccess[] } {
+  const root = MemoryRegion.container('root', 0x10000);
+  const as = space(root);
+  const events: UnassignedAccess[] = [];
+  as.on('unassigned', (e) => events.push(e));
+  return { as, root, events };
 }
 
 /** The flat view as plain tuples, for readable expectations. */

@@ -1,17 +1,9 @@
 // IoOps: an io region's valid and impl rules, seen through guest accesses and on their own.
-import { MemoryRegion, type UnassignedAccess } from '../../../lib';
+import { MemoryRegion } from '../../../lib';
 import { IoOps } from '../../../lib/memory/io-ops';
-import { closeAll, recordingIo, space } from './helpers';
+import { closeAll, recordingIo, unassignedSpace as setup } from './helpers';
 
 afterEach(closeAll);
-
-function setup(): { as: ReturnType<typeof space>; root: MemoryRegion; events: UnassignedAccess[] } {
-  const root = MemoryRegion.container('root', 0x10000);
-  const as = space(root);
-  const events: UnassignedAccess[] = [];
-  as.on('unassigned', (e) => events.push(e));
-  return { as, root, events };
-}
 
 describe('io: valid and impl', () => {
   test('defaults accept aligned 1, 2 and 4 byte accesses and pass them through', () => {

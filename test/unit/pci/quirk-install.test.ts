@@ -1,14 +1,7 @@
 // Quirk installation (quirk-install.ts): matched by the IDs the device presents and the BAR.
 import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import { FakeVfioDevice } from '../../support/fake-device';
-import {
-  barRanges,
-  e1000eSpec,
-  enableDecode,
-  ivshmemSpec,
-  openFake,
-  placeBar,
-} from '../../support/pci-helpers';
+import { barRanges, e1000eSpec, ivshmemSpec, openFake, placeBars } from '../../support/pci-helpers';
 
 describe('ID override and quirk matching', () => {
   it('presents overridden IDs and matches quirks by them', () => {
@@ -19,8 +12,7 @@ describe('ID override and quirk matching', () => {
       'vfio-rtl8168-window-address-quirk',
       'vfio-rtl8168-window-data-quirk',
     ]);
-    placeBar(dev, 2, 0xf0000000);
-    enableDecode(dev);
+    placeBars(dev, { 2: 0xf0000000 });
     expect(barRanges(dev, 2)).toEqual([
       [0, 0x70, '0000:00:06.0 BAR 2 mmaps[0]', 'trapped-mmap'],
       [0x70, 4, 'vfio-rtl8168-window-data-quirk', 'emulated'],
@@ -59,8 +51,7 @@ describe('quirk framework', () => {
     const dev = VfioPciDevice.open(bus, fake, { quirks: [quirk] });
     expect(dev.bars[0]?.quirks).toEqual(['test-quirk']);
     expect(dev.bars[1]?.quirks).toEqual([]);
-    placeBar(dev, 0, 0xfebc0000);
-    enableDecode(dev);
+    placeBars(dev, { 0: 0xfebc0000 });
     expect(bus.mmioRead(0xfebc0010, 4)).toBe(0x1234);
     bus.mmioWrite(0xfebc0010, 4, 7);
     expect(seen).toEqual([7]);
@@ -99,8 +90,7 @@ describe('quirk framework', () => {
     }
     expect(dev.bars[2]?.quirks).toEqual([]);
     expect(dev.guestErrors.total).toBe(0);
-    placeBar(dev, 2, 0xf0000000);
-    enableDecode(dev);
+    placeBars(dev, { 2: 0xf0000000 });
     // The BAR works, without the window: expanded to its page, as any sub-page BAR.
     expect(barRanges(dev, 2)).toEqual([[0, 0x1000, '0000:00:06.0 BAR 2 mmaps[0]', 'direct']]);
     expect(dev.deviceErrorCount).toBe(0);

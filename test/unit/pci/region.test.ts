@@ -9,6 +9,7 @@ import {
   ivshmemSpec,
   openFake,
   placeBar,
+  placeBars,
   rtl8139Spec,
 } from '../../support/pci-helpers';
 
@@ -31,9 +32,7 @@ describe('VfioPciDevice stacks', () => {
 
   it('places BARs at priority 1 in the memory space and I/O BARs in the I/O space', () => {
     const { bus, dev } = openFake();
-    placeBar(dev, 0, 0xfebc0000);
-    placeBar(dev, 2, 0xc000);
-    enableDecode(dev);
+    placeBars(dev, { 0: 0xfebc0000, 2: 0xc000 });
     expect(dev.bars[0]?.address).toBe(0xfebc0000);
     expect(dev.bars[0]?.base.parent).toBe(bus.memory.root);
     expect(dev.bars[0]?.base.priority).toBe(1);
@@ -60,8 +59,7 @@ describe('VfioPciDevice stacks', () => {
       ],
     };
     const { dev } = openFake(spec);
-    placeBar(dev, 0, 0xfebc0000);
-    enableDecode(dev);
+    placeBars(dev, { 0: 0xfebc0000 });
     expect(barRanges(dev, 0)).toEqual([
       [0, 0x1000, '0000:00:05.0 BAR 0 mmaps[0]', 'direct'],
       [0x1000, 0x3000, '0000:00:05.0 BAR 0', 'trapped-fd'],
@@ -79,8 +77,7 @@ describe('VfioPciDevice stacks', () => {
 describe('sub-page BARs', () => {
   it('expands a page-aligned sub-page BAR to the page at priority 0 and shrinks it off alignment', () => {
     const { bus, dev } = openFake(rtl8139Spec());
-    placeBar(dev, 1, 0xfebf1000);
-    enableDecode(dev);
+    placeBars(dev, { 1: 0xfebf1000 });
     const b1 = dev.bars[1];
     expect(b1?.expanded).toBe(true);
     expect(b1?.base.size).toBe(0x1000);
@@ -116,8 +113,7 @@ describe('sub-page BARs', () => {
 describe('routing', () => {
   it('serves trapped-mmap and direct ranges with one access of exactly the guest size', () => {
     const { bus, fake, dev } = openFake();
-    placeBar(dev, 3, 0xfebf0000);
-    enableDecode(dev);
+    placeBars(dev, { 3: 0xfebf0000 });
     fake.take();
     for (const size of [1, 2, 4] as const) {
       bus.mmioWrite(0xfebf0060, size, 0x5a);
@@ -139,8 +135,7 @@ describe('routing', () => {
 
   it('serves unaligned mmap accesses as one access of exactly the guest size, never a byte copy', () => {
     const { bus, fake, dev } = openFake();
-    placeBar(dev, 3, 0xfebf0000);
-    enableDecode(dev);
+    placeBars(dev, { 3: 0xfebf0000 });
     fake.take();
     bus.mmioWrite(0xfebf1003, 8, 0x1122334455667788n);
     expect(bus.mmioRead(0xfebf1003, 8)).toBe(0x1122334455667788n);
@@ -160,8 +155,7 @@ describe('routing', () => {
 
   it('serves fd-backed BARs with one pread/pwrite of the guest size', () => {
     const { bus, fake, dev } = openFake(rtl8139Spec());
-    placeBar(dev, 0, 0xc100);
-    enableDecode(dev);
+    placeBars(dev, { 0: 0xc100 });
     fake.take();
     bus.pioWrite(0xc137, 1, 0x10);
     expect(bus.pioRead(0xc136, 2)).toBe(0x1000);
@@ -261,8 +255,7 @@ describe('device fd errors', () => {
 
   it("reads all-ones and drops writes when a quirk's pass-through access fails", () => {
     const { bus, fake, dev, events } = openFailing(ivshmemSpec(), { vendorId: 0x10ec, deviceId: 0x8168 });
-    placeBar(dev, 2, 0xf0000000);
-    enableDecode(dev);
+    placeBars(dev, { 2: 0xf0000000 });
     fake.failing.add(2);
     expect(bus.mmioRead(0xf0000070, 4)).toBe(0xffffffff);
     expect(bus.mmioRead(0xf0000074, 4)).toBe(0xffffffff);
@@ -278,8 +271,7 @@ describe('device fd errors', () => {
 
   it('still throws errors that are not VFIO failures', () => {
     const { bus, fake, dev } = openFailing(e1000eSpec(), { noMmap: true });
-    placeBar(dev, 0, 0xfebc0000);
-    enableDecode(dev);
+    placeBars(dev, { 0: 0xfebc0000 });
     fake.error = new TypeError('a bug');
     fake.failing.add(0);
     expect(() => bus.mmioRead(0xfebc0010, 4)).toThrow(TypeError);
@@ -294,8 +286,7 @@ describe('device fd errors', () => {
       log: (l: string) => lines.push(l),
       logIntervalMs: 1e9,
     });
-    placeBar(dev, 0, 0xfebc0000);
-    enableDecode(dev);
+    placeBars(dev, { 0: 0xfebc0000 });
     fake.failing.add(0);
     for (let i = 0; i < 5; i++) bus.mmioRead(0xfebc0010, 4);
     expect(dev.deviceErrorCount).toBe(5);
