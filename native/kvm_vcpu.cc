@@ -174,7 +174,7 @@ template <typename T>
 napi_value RegsIoctl(napi_env env, napi_callback_info info, unsigned long request, const char* op,
                      bool set) {
   Args<2> args(env, info);
-  VcpuState* v = GetIdleVcpu(env, args[0], op);
+  VcpuState* v = GetStateVcpu(env, args[0], op);
   if (v == nullptr) return nullptr;
   T regs = {};
   if (set) {
@@ -222,6 +222,31 @@ napi_value SetFpu(napi_env e, napi_callback_info i) {
   return RegsIoctl<kvm_fpu>(e, i, KVM_SET_FPU, "KVM_SET_FPU", true);
 }
 
+/** GetTscKhz(vcpu) - KVM_GET_TSC_KHZ: the guest's TSC rate in kHz. */
+napi_value GetTscKhz(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  const char* op = "KVM_GET_TSC_KHZ";
+  VcpuState* v = GetStateVcpu(env, args[0], op);
+  if (v == nullptr) return nullptr;
+  int r = IoctlValue(v->fd, KVM_GET_TSC_KHZ, 0);
+  if (r < 0) return ThrowVcpu(env, op, v, -r);
+  napi_value out;
+  napi_create_uint32(env, static_cast<uint32_t>(r), &out);
+  return out;
+}
+
+/** SetTscKhz(vcpu, khz) - KVM_SET_TSC_KHZ: the rate the guest's TSC runs at. */
+napi_value SetTscKhz(napi_env env, napi_callback_info info) {
+  Args<2> args(env, info);
+  const char* op = "KVM_SET_TSC_KHZ";
+  VcpuState* v = GetStateVcpu(env, args[0], op);
+  uint32_t khz = 0;
+  if (v == nullptr || !GetUint32(env, args[1], "khz", &khz)) return nullptr;
+  int r = IoctlValue(v->fd, KVM_SET_TSC_KHZ, khz);
+  if (r < 0) return ThrowVcpu(env, op, v, -r);
+  return nullptr;
+}
+
 /**
  * TableIoctl - a vCPU ioctl whose argument is a counted table built in TypeScript (kvm_cpuid2,
  * kvm_msrs: a u32 count, padding, then entries of @entry bytes); the Buffer's length must match
@@ -230,7 +255,7 @@ napi_value SetFpu(napi_env e, napi_callback_info i) {
 napi_value TableIoctl(napi_env env, napi_callback_info info, unsigned long request, const char* op,
                       size_t entry) {
   Args<2> args(env, info);
-  VcpuState* v = GetIdleVcpu(env, args[0], op);
+  VcpuState* v = GetStateVcpu(env, args[0], op);
   if (v == nullptr) return nullptr;
   bool is_buffer = false;
   napi_is_buffer(env, args[1], &is_buffer);
@@ -439,6 +464,15 @@ VcpuState* GetVcpu(napi_env env, napi_value value, const char* op) {
   return v;
 }
 
+VcpuState* GetStateVcpu(napi_env env, napi_value value, const char* op) {
+  VcpuState* v = GetVcpu(env, value, op);
+  if (v != nullptr && v->thread != nullptr && !VcpuThreadParked(v->thread)) {
+    ThrowVfioError(env, op, EBUSY, "the vCPU's thread is running it (pause it first)", v->where);
+    return nullptr;
+  }
+  return v;
+}
+
 VcpuState* GetIdleVcpu(napi_env env, napi_value value, const char* op) {
   VcpuState* v = GetVcpu(env, value, op);
   if (v != nullptr && v->thread != nullptr) {
@@ -454,7 +488,8 @@ void RegisterVcpu(Napi::Env env, Napi::Object exports) {
       Method("kvmGetRegs", GetRegs),       Method("kvmSetRegs", SetRegs),
       Method("kvmGetSregs", GetSregs),     Method("kvmSetSregs", SetSregs),
       Method("kvmGetLapic", GetLapic),     Method("kvmSetLapic", SetLapic),
-      Method("kvmSetFpu", SetFpu),         Method("kvmSetCpuid2", SetCpuid2),
+      Method("kvmSetFpu", SetFpu),         Method("kvmGetTscKhz", GetTscKhz),
+      Method("kvmSetTscKhz", SetTscKhz),   Method("kvmSetCpuid2", SetCpuid2),
       Method("kvmSetMsrs", SetMsrs),       Method("kvmRun", Run),
       Method("kvmRunNative", RunNative),   Method("kvmArmKick", ArmKick),
   };

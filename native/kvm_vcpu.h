@@ -64,6 +64,15 @@ VcpuState* GetVcpu(napi_env env, napi_value value, const char* op);
  */
 VcpuState* GetIdleVcpu(napi_env env, napi_value value, const char* op);
 
+/**
+ * GetStateVcpu - as GetVcpu, but refuses (EBUSY) a vCPU whose thread is not parked: reading or
+ * setting its registers would race with KVM_RUN, or wait for a guest that may never exit.
+ */
+VcpuState* GetStateVcpu(napi_env env, napi_value value, const char* op);
+
+/** VcpuThreadParked - whether @t waits parked (its vCPU out of KVM_RUN until resumed). */
+bool VcpuThreadParked(const VcpuThread* t);
+
 /** KickSignal - the per-thread signal that takes a vCPU out of KVM_RUN. */
 int KickSignal();
 

@@ -62,6 +62,9 @@ class VcpuThread : public LoopQueue {
   int nice = 0;  // applied by the thread to itself (setpriority on its tid)
 
   std::atomic<int> request{kRun};
+  // True while the thread waits in Park (set before it says so, cleared by Resume and Stop): its
+  // vCPU is out of KVM_RUN and stays out, so the vCPU's state may be read and written meanwhile.
+  std::atomic<bool> parked{false};
   std::mutex mu;
   std::condition_variable cv;
   uint64_t posted = 0;    // hand-offs posted (guarded by mu)
@@ -104,10 +107,13 @@ void Kick(VcpuThread* t) {
 bool Park(VcpuThread* t, double why, double err) {
   std::unique_lock<std::mutex> lock(t->mu);
   auto generation = static_cast<double>(t->resumes);
+  // Not when a resume came first: the wait below ends at once and the thread runs the guest.
+  t->parked.store(t->request.load() == VcpuThread::kPause);
   lock.unlock();
   Post(t, new Event{kParked, why, err, 0, generation});
   lock.lock();
   t->cv.wait(lock, [t] { return t->request.load() != VcpuThread::kPause; });
+  t->parked.store(false);
   return t->request.load() != VcpuThread::kStop;
 }
 
@@ -418,6 +424,7 @@ napi_value Resume(napi_env env, napi_callback_info info) {
     std::lock_guard<std::mutex> lock(t->mu);
     int expected = VcpuThread::kPause;
     t->request.compare_exchange_strong(expected, VcpuThread::kRun);
+    t->parked.store(false);  // from here on the thread may be back in KVM_RUN
     t->resumes++;
   }
   t->cv.notify_all();
@@ -479,6 +486,7 @@ void StopVcpuThread(VcpuState* v) {
   {
     std::lock_guard<std::mutex> lock(t->mu);
     t->request.store(VcpuThread::kStop);
+    t->parked.store(false);
   }
   t->cv.notify_all();
   Kick(t);
@@ -489,6 +497,8 @@ void StopVcpuThread(VcpuState* v) {
   v->thread = nullptr;
   t->Close();
 }
+
+bool VcpuThreadParked(const VcpuThread* t) { return t->parked.load(); }
 
 void RegisterVcpuThread(napi_env env, napi_value exports) {
   const napi_property_descriptor methods[] = {

@@ -141,6 +141,38 @@ describe('vCPU threads: a triple fault', () => {
   }, 90_000);
 });
 
+describe('vCPU threads: registers while parked', () => {
+  test("a parked vCPU's registers and local APIC read and set (as a reset does); a running one's are refused", async () => {
+    const bus = new SystemAddressSpaces({ log: null });
+    const m = new GuestMachine(bus);
+    try {
+      m.load(guestBinary('hammer'));
+      [0x7f00, 0x7fff_ffff, 1, 2].forEach((v, i) => m.param(i, v)); // reads guest RAM for ever
+      const set = new VcpuSet([m.vcpu], { routing: { memory: bus.memory, io: bus.io } });
+      try {
+        expect(await set.run({ timeoutMs: 300 })).toEqual({ reason: 'timeout' });
+        expect(m.vcpu.thread?.state).toBe('parked');
+        const rip = m.vcpu.getRegs().rip;
+        expect(rip).toBeGreaterThan(0n);
+        expect(m.vcpu.getLapic().length).toBe(1024);
+        await set.reset((v) => v.setRegs({ ...v.getRegs(), rbx: 0x1234n }));
+        expect(m.vcpu.getRegs().rbx).toBe(0x1234n);
+        // Resumed, the thread may be in KVM_RUN at once: the state is its, and asking is refused.
+        const running = set.run({ timeoutMs: 300 });
+        expect(m.vcpu.thread?.state).toBe('running');
+        expect(() => m.vcpu.getRegs()).toThrow(/thread is running it \(pause it first\)/);
+        expect(await running).toEqual({ reason: 'timeout' });
+        expect(m.vcpu.getRegs().rip).toBeGreaterThan(0n);
+      } finally {
+        set.stop();
+      }
+    } finally {
+      m.close();
+      bus.close();
+    }
+  }, 60_000);
+});
+
 // Exits handed to JavaScript one after another (a guest writing its console a byte at a time does
 // this) must not hold the event loop: the loop serves hand-offs for a bounded time per turn, then
 // runs its timers. Each read here costs its handler 0.2 ms; a dispatcher that went on serving
