@@ -255,6 +255,8 @@ export interface NativeBinding {
   kvmGetLapic(vcpu: NativeKvmVcpu): Buffer;
   kvmSetLapic(vcpu: NativeKvmVcpu, lapic: Buffer): void;
   kvmSetFpu(vcpu: NativeKvmVcpu, fpu: Buffer): void;
+  kvmGetTscKhz(vcpu: NativeKvmVcpu): number;
+  kvmSetTscKhz(vcpu: NativeKvmVcpu, khz: number): void;
   /** KVM_SET_CPUID2 with a struct kvm_cpuid2 built in lib/kvm/x86.ts. */
   kvmSetCpuid2(vcpu: NativeKvmVcpu, table: Buffer): number;
   /** KVM_SET_MSRS with a struct kvm_msrs; returns how many MSRs KVM set. */

@@ -60,8 +60,10 @@ export interface RunResult {
  *
  * A VMM runs it on its own thread ({@link Vcpu.startThread}): KVM_RUN in a loop on a thread the
  * addon creates and joins, serving the ranges of an {@link ExitTable} there and handing the other
- * MMIO and port exits to this thread, one at a time. While the thread runs, the ioctls here that
- * need the vCPU (registers, run) refuse with EBUSY: pause the thread first.
+ * MMIO and port exits to this thread, one at a time. While the thread runs the guest, the ioctls
+ * here that need the vCPU refuse with EBUSY: registers, special registers, the local APIC, CPUID
+ * and MSRs work again once it is parked ({@link VcpuThread.pause}, or the end of a
+ * {@link VcpuSet} run); {@link Vcpu.run} and {@link Vcpu.runRouted} refuse while it has a thread.
  *
  * {@link Vcpu.run} and {@link Vcpu.runRouted} are bounded runs on the calling thread instead, for
  * tests and flat guests: a per-thread kick timer ends a run whose guest does not exit in time.
@@ -164,6 +166,24 @@ export class Vcpu implements Disposable {
   /** KVM_SET_FPU with the x87 control word and MXCSR (the rest as after FNINIT). */
   setFpu(fcw = 0x37f, mxcsr = 0x1f80): void {
     native.kvmSetFpu(this.#open('KVM_SET_FPU'), encodeFpu(fcw, mxcsr));
+  }
+
+  /**
+   * KVM_GET_TSC_KHZ: the rate of the guest's TSC in kHz, by default the host TSC's rate as KVM
+   * measured it when it loaded (which a host that refined its calibration later may disagree with).
+   */
+  get tscKhz(): number {
+    return native.kvmGetTscKhz(this.#open('KVM_GET_TSC_KHZ'));
+  }
+
+  /**
+   * KVM_SET_TSC_KHZ: run the guest's TSC at `khz`. Without TSC scaling in the CPU, KVM takes only a
+   * rate at or above the host's (and then catches the guest's TSC up on entries); a lower one fails.
+   */
+  setTscKhz(khz: number): void {
+    if (!Number.isInteger(khz) || khz <= 0 || khz > 0xffff_ffff)
+      throw new ArgRangeError(`setTscKhz: ${String(khz)} is not a rate in kHz`);
+    native.kvmSetTscKhz(this.#open('KVM_SET_TSC_KHZ'), khz);
   }
 
   /** KVM_GET_LAPIC: the in-kernel local APIC's first KiB of registers. */

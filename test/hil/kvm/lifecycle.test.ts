@@ -188,6 +188,17 @@ withKvm('KVM objects on /dev/kvm', () => {
     expect((wired.readUInt32LE(0x350) >> 8) & 7).toBe(7); // LINT0: ExtINT
     expect((wired.readUInt32LE(0x360) >> 8) & 7).toBe(4); // LINT1: NMI
     expect(() => vcpu.setLapic(Buffer.alloc(16))).toThrow(RangeError);
+    // The TSC rate: KVM's own by default; the same rate is taken, a slower one (no TSC scaling
+    // under the lab's TCG) is refused by KVM, and a rate that is not one is refused before it.
+    const khz = vcpu.tscKhz;
+    expect(khz).toBeGreaterThan(100_000);
+    vcpu.setTscKhz(khz);
+    expect(vcpu.tscKhz).toBe(khz);
+    expect(caught(() => vcpu.setTscKhz(Math.round(khz / 2)))).toMatchObject({
+      op: 'KVM_SET_TSC_KHZ',
+      code: 'EINVAL',
+    });
+    for (const bad of [0, -1, 1.5, 2 ** 32]) expect(() => vcpu.setTscKhz(bad)).toThrow(RangeError);
   });
 
   test('MsiRoutes keeps one GSI and one irqfd per routed vector, and drops both on mask', () => {
