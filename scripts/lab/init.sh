@@ -32,6 +32,19 @@ mount -t sysfs sysfs /sys || fail "mounting /sys"
 mount -t devtmpfs devtmpfs /dev || fail "mounting /dev"
 echo "lab: guest kernel $(uname -r) up"
 
+# KVM takes the TSC rate it gives its guests when it loads. The kernel's first TSC calibration is
+# refined about a second into the boot (clocksource tsc-early becomes tsc); under TCG the two can
+# differ by hundreds of ppm, and a KVM loaded in between gives its guests a rate and a kvm-clock
+# scale that do not match their TSC (the kernel warns "user requested TSC rate below hardware
+# speed", or silently catches the TSC up): nested guests then stalled at their first halt. So the
+# modules wait for the refined rate (at most 5 s; a TSC the kernel distrusts never gets one).
+cs=/sys/devices/system/clocksource/clocksource0/current_clocksource
+t=0
+while [ "$(cat "$cs" 2>/dev/null)" = tsc-early ] && [ "$t" -lt 50 ]; do
+  sleep 0.1
+  t=$((t + 1))
+done
+
 # lab_modules (comma-separated, from the kernel command line) replaces the list, so the lab's
 # self-test can prove that a module failing to load stops the run.
 modules=$(cat /modules.list)
