@@ -5,7 +5,10 @@
  *   section whose address and host offset disagree below the page is skipped, and only the
  *   page-aligned interior of any other section is mapped (the trimmed edges are reported);
  * - RAM-device sections (BARs: peer-to-peer DMA) are mapped only when start, size and host offset
- *   are page-aligned, and a failure to map one is reported, never fatal;
+ *   are page-aligned, and a failure to map one is reported, never fatal; a map the kernel refuses
+ *   with EFAULT (it cannot pin a BAR's pages: iommufd before BARs became dma-bufs) is not asked
+ *   again for the same piece of the same region, nor reported again, when a decode toggle or a
+ *   BAR move brings it back;
  * - a failure to map RAM is fatal for the commit: everything the commit did is undone, so the
  *   IOMMU is exactly as it was before it, and the sections it could not apply are retried on the
  *   next commit;
@@ -156,6 +159,11 @@ export interface DmaListenerStats {
   fatalCount: number;
   /** `dma-error` events since creation: RAM-device maps and unmaps the backend refused. */
   dmaErrorCount: number;
+  /**
+   * RAM-device maps not asked of the backend because it had refused the same piece of the same
+   * region with EFAULT (pages it cannot pin): skipped again, not reported again.
+   */
+  unaskedMaps: number;
   /** `warning` events since creation: sections skipped in whole or in part. */
   warningCount: number;
   /** Failed unmaps kept to be tried again on the next commits. */
@@ -235,6 +243,7 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
     commits: 0,
     fatalCount: 0,
     dmaErrorCount: 0,
+    unaskedMaps: 0,
     warningCount: 0,
     orphanCount: 0,
     droppedUnmaps: 0,
@@ -243,6 +252,8 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
   readonly guestErrors: GuestErrorSink;
   /** The skips reported so far: a section re-planned by a later commit is not reported again. */
   readonly #reportedSkips = new Set<string>();
+  /** Pieces of RAM-device regions whose map the kernel refused with EFAULT: `offset size iova` by region. */
+  readonly #unpinnable = new WeakMap<object, Map<string, unknown>>();
   #lastFatal: DmaCommitError | null = null;
   #unsubscribe: (() => void) | null = null;
   #closed = false;
@@ -439,7 +450,10 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       const skips = plan.skips;
       if (plan.req !== null) {
         const ahead = this.#premapped?.get(s);
+        const piece = `${s.offsetInRegion} ${plan.req.size} ${plan.req.iova}`;
+        const refused = s.kind === 'ram' ? undefined : this.#unpinnable.get(s.region)?.get(piece);
         try {
+          if (refused !== undefined) throw refused;
           if (ahead !== undefined && sameRequest(ahead, plan.req)) {
             this.#premapped!.delete(s);
           } else {
@@ -461,7 +475,15 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
             err,
           );
           skips.push(skip);
-          this.#dmaError({ iova: plan.req.iova, size: plan.req.size, region: s.region.name }, 'map', err);
+          if (refused !== undefined) {
+            this.#stats.unaskedMaps++;
+          } else {
+            this.#dmaError({ iova: plan.req.iova, size: plan.req.size, region: s.region.name }, 'map', err);
+            if ((err as { code?: unknown }).code === 'EFAULT') {
+              const pieces = this.#unpinnable.get(s.region) ?? new Map<string, unknown>();
+              this.#unpinnable.set(s.region, pieces.set(piece, err));
+            }
+          }
         }
       }
       const e: Entry = { section: s, mapped, skips };

@@ -109,6 +109,16 @@ describeBackends('edu', 'DMA through the listener', (bdf, backend) => {
         ? { mappingCount: 2, mappedBytes: RAM + MiB, fatalCount: 0, dmaErrorCount: 0 }
         : { mappingCount: 1, mappedBytes: RAM, fatalCount: 0, dmaErrorCount: 1 },
     );
+    // Memory decode off and on twice: the BAR comes back each time, the same piece of the same
+    // mapping. type1 maps it again; iommufd's refusal (no pages to pin) is not asked again.
+    for (let i = 0; i < 2; i++) {
+      m.devices[0].configWrite(0x04, 2, 0x0004);
+      enable(m, 0);
+    }
+    expect(m.dma!.mappings()).toEqual(backend === 'type1' ? [ram, bar] : [ram]);
+    expect(m.dma!.stats).toMatchObject(
+      backend === 'type1' ? { dmaErrorCount: 0, unaskedMaps: 0 } : { dmaErrorCount: 1, unaskedMaps: 2 },
+    );
   });
 });
 

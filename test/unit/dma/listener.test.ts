@@ -148,6 +148,44 @@ describe('DmaListener decisions', () => {
     expect(c.log.slice(before)).toEqual([]);
   });
 
+  it('asks the backend once for a BAR piece it refused with EFAULT; other refusals are asked again', () => {
+    const { c, root, l, warnings } = setup();
+    const errors: DmaErrorEvent[] = [];
+    l.on('dma-error', (e) => errors.push(e));
+    c.failMap = (req) =>
+      req.iova === 0xfe000000
+        ? new FakeError('EFAULT', 'cannot pin')
+        : req.iova === 0xfd000000
+          ? new FakeError('ENOSPC', 'no room')
+          : undefined;
+    const bar = MemoryRegion.ramDevice('bar', 0x1000, new FakeDeviceMemory(0x1000));
+    const other = MemoryRegion.ramDevice('other', 0x1000, new FakeDeviceMemory(0x1000));
+    const calls = (iova: number): number => c.log.filter((x) => x.op === 'map' && x.iova === iova).length;
+    // Placed, then decode toggled twice: the same pieces come back.
+    for (let i = 0; i < 3; i++) {
+      transaction(() => {
+        root.addSubregion(bar, 0xfe000000);
+        root.addSubregion(other, 0xfd000000);
+      });
+      transaction(() => {
+        root.removeSubregion(bar);
+        root.removeSubregion(other);
+      });
+    }
+    expect(calls(0xfe000000)).toBe(1);
+    expect(calls(0xfd000000)).toBe(3);
+    expect(errors.map((e) => e.region).sort()).toEqual(['bar', 'other', 'other', 'other']);
+    expect(warnings.filter((w) => w.region === 'bar').map((w) => w.reason)).toEqual([
+      'map-failed',
+      'map-failed',
+      'map-failed',
+    ]);
+    expect(l.stats).toMatchObject({ dmaErrorCount: 4, unaskedMaps: 2, mappingCount: 0 });
+    // Moved, it is another piece: asked again.
+    transaction(() => root.addSubregion(bar, 0xfe001000));
+    expect(calls(0xfe001000)).toBe(1);
+  });
+
   it('undoes the whole commit when RAM cannot be mapped, and applies it on the next commit', () => {
     const { c, root, l } = setup();
     const bar = MemoryRegion.ramDevice('bar', 0x2000, new FakeDeviceMemory(0x2000));
