@@ -38,8 +38,8 @@ export async function runStepsAsync<T>(
   return step.value;
 }
 
-/** allSteps: runs every step even when one throws; throws the first error at the end. @internal */
-export function allSteps(steps: (() => void)[]): void {
+/** stepErrors: runs every step even when one throws; returns what they threw, in order. @internal */
+export function stepErrors(steps: readonly (() => void)[]): unknown[] {
   const errors: unknown[] = [];
   for (const s of steps) {
     try {
@@ -48,6 +48,12 @@ export function allSteps(steps: (() => void)[]): void {
       errors.push(e);
     }
   }
+  return errors;
+}
+
+/** allSteps: runs every step even when one throws; throws the first error at the end. @internal */
+export function allSteps(steps: readonly (() => void)[]): void {
+  const errors = stepErrors(steps);
   if (errors.length > 0) throw errors[0];
 }
 

@@ -1,6 +1,7 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { PAGE_SIZE } from '../base';
+import { allSteps } from '../base/steps';
 import { MEMORY_HANDLE } from '../base/host-memory';
 import { closedError, kvmError } from './errors';
 import { SlotTable, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
@@ -382,32 +383,31 @@ export class Vm implements SlotTarget, Disposable {
   /** Release everything, then close the VM fd. Idempotent. */
   close(): void {
     if (this.#closed) return;
-    const errors: unknown[] = [];
-    const attempt = (fn: () => void): void => {
-      try {
-        fn();
-      } catch (e) {
-        errors.push(e);
-      }
-    };
-    for (const v of [...this.#vcpus]) attempt(() => v.close());
-    for (const a of [...this.#assigned]) attempt(() => a.release());
-    // No KVM_SET_USER_MEMORY_REGION per slot: the VM's slots go with it, and each removal would
-    // make KVM zap and wait for its readers. Only the record of them goes.
-    for (const s of this.slots.list()) this.slots.release(s);
-    if (this.#vfioDevice !== null) {
-      for (const fd of [...this.#vfioFiles]) {
-        attempt(() =>
-          native.kvmDeviceAttrFd(this.#vfioDevice!, true, KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_DEL, fd),
-        );
-      }
-      this.#vfioFiles.clear();
-      attempt(() => native.closeFd(this.#vfioDevice!));
-      this.#vfioDevice = null;
-    }
-    this.#closed = true;
-    attempt(() => native.closeFd(this.#handle));
-    if (errors.length > 0) throw errors[0];
+    const vfio = this.#vfioDevice;
+    // Every step runs even when an earlier one throws; the first error is thrown at the end.
+    allSteps([
+      ...[...this.#vcpus].map((v) => () => v.close()),
+      ...[...this.#assigned].map((a) => () => a.release()),
+      // No KVM_SET_USER_MEMORY_REGION per slot: the VM's slots go with it, and each removal would
+      // make KVM zap and wait for its readers. Only the record of them goes.
+      () => this.slots.list().forEach((s) => this.slots.release(s)),
+      ...(vfio === null
+        ? []
+        : [
+            ...[...this.#vfioFiles].map(
+              (fd) => () => native.kvmDeviceAttrFd(vfio, true, KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_DEL, fd),
+            ),
+            () => {
+              this.#vfioFiles.clear();
+              this.#vfioDevice = null;
+              native.closeFd(vfio);
+            },
+          ]),
+      () => {
+        this.#closed = true;
+        native.closeFd(this.#handle);
+      },
+    ]);
   }
 
   /** Same as {@link Vm.close}, for `using`. */

@@ -4,6 +4,7 @@
  * left the device busy (see left-busy.ts).
  */
 import { VfioBridgeError } from '../base/error';
+import { stepErrors } from '../base/steps';
 import type { Container } from '../vfio/container';
 import type { Device } from '../vfio/device';
 import type { Group } from '../vfio/group';
@@ -128,22 +129,18 @@ export class TestDevice implements AsyncDisposable {
   }
 
   async #release(checkIdle: boolean): Promise<void> {
-    const errors: unknown[] = [];
-    const step = (fn: () => void): void => {
-      try {
-        fn();
-      } catch (e) {
-        errors.push(e);
-      }
-    };
-    for (const w of [...this.#irqs]) step(() => w.close());
     let findings: LeftBusyFinding[] = [];
-    // Read before the device fd closes: closing it has vfio-pci disable and reset the device.
-    if (checkIdle && !this.device.closed) step(() => (findings = this.leftBusy()));
-    for (const b of [...this.#buffers]) step(() => b.close());
-    step(() => this.device.close());
-    step(() => this.group.close());
-    step(() => this.container.close());
+    const errors = stepErrors([
+      ...[...this.#irqs].map((w) => () => w.close()),
+      // Read before the device fd closes: closing it has vfio-pci disable and reset the device.
+      () => {
+        if (checkIdle && !this.device.closed) findings = this.leftBusy();
+      },
+      ...[...this.#buffers].map((b) => () => b.close()),
+      () => this.device.close(),
+      () => this.group.close(),
+      () => this.container.close(),
+    ]);
     try {
       await this.#restore();
     } catch (e) {

@@ -27,7 +27,7 @@ import {
 import { closedError } from '../base/error';
 import { EventEmitter } from 'node:events';
 import { forwardGuestErrors, sinkOf, type GuestError, type GuestErrorSink } from '../base/guest-error';
-import { allStepsAsync, runSteps, runStepsAsync } from '../base/steps';
+import { allSteps, allStepsAsync, runSteps, runStepsAsync } from '../base/steps';
 import {
   assertPinnable,
   DmaListener,
@@ -443,23 +443,16 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
     this.#closed = true;
     // Every step runs even when an earlier one throws, so nothing is left open; the first error is
     // thrown at the end.
-    const errors: unknown[] = [];
-    const step = (fn: () => void): void => {
-      try {
-        fn();
-      } catch (e) {
-        errors.push(e);
-      }
-    };
     const dma = this.#dma;
-    if (dma !== null) step(() => dma.close());
-    for (const d of this.devices.splice(0)) step(() => d.close());
     const iommu = this.#iommu;
-    if (iommu !== null) step(() => iommu.close());
-    step(() => this.bus.close());
-    step(() => this.ram.close());
-    this.guestErrors.flush();
-    if (errors.length > 0) throw errors[0];
+    allSteps([
+      () => dma?.close(),
+      ...this.devices.splice(0).map((d) => () => d.close()),
+      () => iommu?.close(),
+      () => this.bus.close(),
+      () => this.ram.close(),
+      () => this.guestErrors.flush(),
+    ]);
   }
 
   /**
