@@ -2,8 +2,9 @@
  * npm run bench:smp [-- --nice N] (in the lab): the Node VMM boots the VMM guest with 1, 2 and 4 vCPUs in one
  * run, each vCPU on its own thread, and prints the time to "drivers bound" of each as a ratio to
  * the one-vCPU time (target: at most 1.1x), with the event loop's delay over each machine's life.
- * The lab guest has one CPU: the vCPU threads cannot run in parallel there, so this measures that
- * more vCPUs cost no serialisation (the sliced run loop took 2.3x with two), not a speed-up.
+ * In a lab guest of one CPU the vCPU threads cannot run in parallel, so this measures that more
+ * vCPUs cost no serialisation (the sliced run loop took 2.3x with two), not a speed-up; with
+ * `VFIO_BRIDGE_LAB_CPUS=2 npm run bench:smp` two of them can.
  */
 import * as fs from 'node:fs';
 import { parseGuestConsole } from './guest-console';
