@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { PcMachine, type GuestError, type PcExit } from '../../../lib';
 import { bdfOf, describeDevice } from '../hil';
-import { expectNothingHeld, medianLateMs, vcpuPicture, watchStall, INITRD, KERNEL, useVmmGuest } from './vmm';
+import { expectNothingHeld, medianLateMs, runWatched, INITRD, KERNEL, useVmmGuest } from './vmm';
 
 const PINGS = 4;
 const CMDLINE = `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.pings=${PINGS}`;
@@ -71,19 +71,13 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
     expect(pc.resources().dmaMappings).toBeGreaterThan(0);
     const delay = monitorEventLoopDelay({ resolution: 10 });
     delay.enable();
-    const stall = watchStall(pc, 80_000);
-    exit = await pc.run({ timeoutMs: 90_000 });
-    stall.cancel();
+    exit = await runWatched(pc, 90_000);
     delay.disable();
     // The vCPU runs on its own thread: the event loop kept turning while the guest booted and pinged.
     // Loosely, by the median (the run loop of 50 ms slices held it 50 ms at a time): on the lab's
     // one CPU a few samples wait for the scheduler for hundreds of ms; bench:vmm holds the target.
     expect(medianLateMs(delay)).toBeLessThan(10);
     const out = lines.join('\n');
-    if (exit.reason !== 'reset') {
-      console.log('guest errors', pc.guestErrors.counts, 'exits', pc.exits);
-      console.log([...stall.lines, ...vcpuPicture(pc)].join('\n'));
-    }
     // On failure, the console's last lines say how far the guest got.
     expect({ exit, console: exit.reason === 'reset' ? [] : lines.slice(-12) }).toEqual({
       exit: { reason: 'reset', by: 'i8042' },

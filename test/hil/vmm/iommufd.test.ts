@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import { PcMachine, type PcExit } from '../../../lib';
 import { describeBackend, vfioNodeFds } from '../backends';
 import { bdfOf, describeDevice } from '../hil';
-import { expectNothingHeld, INITRD, KERNEL, useVmmGuest } from './vmm';
+import { expectNothingHeld, runWatched, INITRD, KERNEL, useVmmGuest } from './vmm';
 
 const PINGS = 3;
 const CMDLINE = `console=ttyS0 quiet loglevel=3 reboot=k panic=-1 guest.end=reboot guest.pings=${PINGS}`;
@@ -57,7 +57,7 @@ describeDevice('e1000e', 'a Linux guest with NICs passed through on iommufd', (e
         ['iommufd', null],
         ['iommufd', null],
       ]);
-      const exit: PcExit = await pc.run({ timeoutMs: 120_000 });
+      const exit: PcExit = await runWatched(pc, 120_000);
       expect({ exit, console: exit.reason === 'reset' ? [] : lines.slice(-12) }).toEqual({
         exit: { reason: 'reset', by: 'i8042' },
         console: [],

@@ -7,7 +7,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { PcMachine, type GuestError, type RoutedAccess } from '../../../lib';
 import { describeDevice } from '../hil';
-import { expectNothingHeld, medianLateMs, INITRD, KERNEL, useVmmGuest } from './vmm';
+import { expectNothingHeld, medianLateMs, runWatched, INITRD, KERNEL, useVmmGuest } from './vmm';
 
 const PINGS = 3;
 /** Where the guest moves BAR 1 for a moment: a page of its RAM below 1 MiB, which Linux never gives out for DMA. */
@@ -46,7 +46,7 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       expect(route?.mapinfo).toBe('trapped-fd');
       // While the guest runs on its threads (opening the machine is bench:vmm's to measure).
       delay.enable();
-      const exit = await pc.run({ timeoutMs: 90_000 });
+      const exit = await runWatched(pc, 90_000);
       delay.disable();
       expect(exit).toEqual({ reason: 'reset', by: 'i8042' });
       const out = lines.join('\n');

@@ -1,8 +1,9 @@
 // What the Node VMM's lab tests share: the guest's kernel and initramfs (named by scripts/lab), the
 // huge page pool guest RAM comes from, and the check that a closed machine holds nothing.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { IntervalHistogram } from 'node:perf_hooks';
-import type { PcMachine } from '../../../lib';
+import type { PcExit, PcMachine } from '../../../lib';
 
 export const KERNEL = process.env.VFIO_BRIDGE_VMM_KERNEL;
 export const INITRD = process.env.VFIO_BRIDGE_VMM_INITRD;
@@ -56,9 +57,15 @@ function threadLine(tid: string): string {
   }
 }
 
-/** This process's KVM VMs' counters in debugfs (empty when debugfs is not mounted). */
+/** This process's KVM VMs' counters in debugfs, mounted first if need be (none without debugfs). */
 function kvmCounters(): string[] {
   const root = '/sys/kernel/debug/kvm';
+  try {
+    if (!fs.readFileSync('/proc/mounts', 'utf8').includes(' /sys/kernel/debug debugfs '))
+      execFileSync('mount', ['-t', 'debugfs', 'debugfs', '/sys/kernel/debug'], { stdio: 'ignore' });
+  } catch {
+    // best effort: the threads' lines say most of it
+  }
   const names = ['exits', 'halt_exits', 'halt_wakeup', 'irq_injections', 'irq_exits', 'signal_exits'];
   const out: string[] = [];
   try {
@@ -124,4 +131,21 @@ export function vcpuPicture(pc: PcMachine): string[] {
     }
   }
   return out;
+}
+
+/**
+ * pc.run with the stall watch armed 10 s before the timeout; when the guest did not end by
+ * resetting, what the watch saw and the paused vCPUs' state are printed before the test fails.
+ */
+export async function runWatched(pc: PcMachine, timeoutMs: number): Promise<PcExit> {
+  const stall = watchStall(pc, timeoutMs - 10_000);
+  const exit = await pc.run({ timeoutMs });
+  stall.cancel();
+  if (exit.reason !== 'reset') {
+    console.log(
+      ['guest errors', JSON.stringify(pc.guestErrors.counts), 'exits', JSON.stringify(pc.exits)].join(' '),
+    );
+    console.log([...stall.lines, ...vcpuPicture(pc)].join('\n'));
+  }
+  return exit;
 }
