@@ -443,16 +443,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
     this.#closed = true;
     // Every step runs even when an earlier one throws, so nothing is left open; the first error is
     // thrown at the end.
-    const dma = this.#dma;
-    const iommu = this.#iommu;
-    allSteps([
-      () => dma?.close(),
-      ...this.devices.splice(0).map((d) => () => d.close()),
-      () => iommu?.close(),
-      () => this.bus.close(),
-      () => this.ram.close(),
-      () => this.guestErrors.flush(),
-    ]);
+    allSteps(this.#closeSteps((d) => d.close()));
   }
 
   /**
@@ -462,16 +453,21 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
   async closeAsync(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await allStepsAsync(this.#closeSteps((d) => d.closeAsync()));
+  }
+
+  /** What close and closeAsync do, in order: DMA, each device (by `closeDevice`), the IOMMU context, the bus, RAM. */
+  #closeSteps<R>(closeDevice: (d: VfioPciDevice) => R): (() => R | void)[] {
     const dma = this.#dma;
     const iommu = this.#iommu;
-    await allStepsAsync([
+    return [
       () => dma?.close(),
-      ...this.devices.splice(0).map((d) => () => d.closeAsync()),
+      ...this.devices.splice(0).map((d) => () => closeDevice(d)),
       () => iommu?.close(),
       () => this.bus.close(),
       () => this.ram.close(),
       () => this.guestErrors.flush(),
-    ]);
+    ];
   }
 
   /** Same as {@link Machine.close}, for `using`. */
