@@ -262,27 +262,45 @@ export class GuestErrorSink extends EventEmitter<GuestErrorEvents> {
   }
 }
 
+/** How {@link forwardGuestErrors} shows the sink's reports on another emitter. @internal */
+export interface GuestErrorForwarding {
+  /** The event on the target (default `guest-error`). */
+  event?: string;
+  /** What the target's listeners get for a report (default: the report); null: nothing. */
+  map?: (e: GuestError) => unknown;
+  /** The source of the `listener-threw` report a throwing listener becomes (default: the report's). */
+  source?: GuestErrorSource;
+}
+
 /**
- * Makes `target`'s `guest-error` event a view of `sink`'s: the sink hears a forwarding listener
- * only while `target` has listeners of its own, so with none the sink still logs.
+ * Makes `target`'s `guest-error` event (or `how.event`) a view of `sink`'s: the sink hears a
+ * forwarding listener only while `target` has listeners of its own, so with none the sink still
+ * logs. A listener that throws becomes a `listener-threw` report, never a throw into the guest's access.
  */
-export function forwardGuestErrors(target: EventEmitter, sink: GuestErrorSink): void {
+export function forwardGuestErrors(
+  target: EventEmitter,
+  sink: GuestErrorSink,
+  how: GuestErrorForwarding = {},
+): void {
+  const event = how.event ?? 'guest-error';
   const forward = (e: GuestError): void => {
-    emitGuarded(target, 'guest-error', [e], (err) =>
+    const payload = how.map ? how.map(e) : e;
+    if (payload === null) return;
+    emitGuarded(target, event, [payload], (err) =>
       sink.report({
-        source: e.source,
+        source: how.source ?? e.source,
         kind: 'listener-threw',
         action: 'ignored',
-        message: `a 'guest-error' listener threw: ${err instanceof Error ? err.message : String(err)}`,
+        message: `a '${event}' listener threw: ${err instanceof Error ? err.message : String(err)}`,
         error: err,
       }),
     );
   };
   target.on('newListener', (name: string | symbol) => {
-    if (name === 'guest-error' && target.listenerCount('guest-error') === 0) sink.on('guest-error', forward);
+    if (name === event && target.listenerCount(event) === 0) sink.on('guest-error', forward);
   });
   target.on('removeListener', (name: string | symbol) => {
-    if (name === 'guest-error' && target.listenerCount('guest-error') === 0) sink.off('guest-error', forward);
+    if (name === event && target.listenerCount(event) === 0) sink.off('guest-error', forward);
   });
 }
 

@@ -6,8 +6,7 @@
  */
 import type { EventEmitter } from 'node:events';
 
-import type { GuestError, GuestErrorSink } from '../base/guest-error';
-import { emitGuarded } from '../base/events';
+import { forwardGuestErrors, type GuestError, type GuestErrorSink } from '../base/guest-error';
 import type { DmaCommitError, DmaErrorEvent, DmaSkip } from '../dma';
 import type { UnassignedAccess } from '../memory';
 import type { DeviceErrorEvent } from '../pci';
@@ -62,25 +61,7 @@ export class PcReports {
   constructor(target: EventEmitter, sink: GuestErrorSink, ioSpace: string) {
     this.#sink = sink;
     this.#ioSpace = ioSpace;
-    const forward = (e: GuestError): void => {
-      const r = this.#toReport(e);
-      if (r === null) return;
-      emitGuarded(target, 'report', [r], (err) =>
-        sink.report({
-          source: 'vmm',
-          kind: 'listener-threw',
-          action: 'ignored',
-          message: `a 'report' listener threw: ${err instanceof Error ? err.message : String(err)}`,
-          error: err,
-        }),
-      );
-    };
-    target.on('newListener', (name: string | symbol) => {
-      if (name === 'report' && target.listenerCount('report') === 0) sink.on('guest-error', forward);
-    });
-    target.on('removeListener', (name: string | symbol) => {
-      if (name === 'report' && target.listenerCount('report') === 0) sink.off('guest-error', forward);
-    });
+    forwardGuestErrors(target, sink, { event: 'report', map: (e) => this.#toReport(e), source: 'vmm' });
   }
 
   /** Reports so far, by kind. */
