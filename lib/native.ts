@@ -5,8 +5,11 @@
  * `prebuilds/linux-x64/` in a published package (set `PREBUILDS_ONLY=1` to ignore `build/`).
  * The path is relative to this file's directory, so it works from `lib/` (tests) and `dist/`.
  *
- * It loads on first use, not on import, so the pure-TypeScript layers (lib/memory, lib/pci) work
- * where it cannot load, and importing the package there fails only when a native call is made.
+ * It loads when this file is first imported (by the parts that make native calls), as a Node
+ * addon loads at require: a program pays for it at start-up, not inside its first call (under the
+ * lab's TCG, finding and loading it held the event loop 60-160 ms in PcMachine.open). Where it
+ * cannot load, importing still succeeds: the error is kept and thrown by the first native use, so
+ * the pure-TypeScript layers (lib/memory never imports this file) work there.
  */
 import * as path from 'node:path';
 
@@ -503,4 +506,11 @@ export const native: NativeBinding = Object.create(
 export function onNativeLoad(hook: (binding: NativeBinding) => void): void {
   if (state === 'loaded') hook(native);
   else onLoad.push(hook);
+}
+
+// Load now (see the top of this file); a failure is kept in `state` and thrown at the first use.
+try {
+  load();
+} catch {
+  // state holds the NativeAddonError
 }

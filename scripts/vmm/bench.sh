@@ -46,13 +46,13 @@ in_lab() {
   bash "$here/qemu-baseline.sh" --kernel "$kernel" --initrd "$initrd" --pings "$pings" --rtl "$rtl" \
     --mem "$mem" --record /tmp/bench-vmm.qemu --brief || echo "bench: the QEMU side exited $?"
   # What the lab's one CPU allows an event loop with nothing else to do: the floor for the VMM's.
-  node -r @swc-node/register "$here/node-vmm.ts" --idle 10 || echo "bench: the idle baseline exited $?"
+  node build/vmm/node-vmm.js --idle 10 || echo "bench: the idle baseline exited $?"
   # The Node VMM's RAM in huge pages: 128 of 2 MiB for 256 MiB, and some slack.
   echo $((mem / 2 + 12)) >/proc/sys/vm/nr_hugepages
-  node -r @swc-node/register "$here/node-vmm.ts" --kernel "$kernel" --initrd "$initrd" --pings "$pings" \
+  node build/vmm/node-vmm.js --kernel "$kernel" --initrd "$initrd" --pings "$pings" \
     --rtl "$rtl" --mem "$mem" --hugepages yes --timeout 300 --record /tmp/bench-vmm.node --brief ||
     echo "bench: the Node VMM side exited $?"
-  node -r @swc-node/register "$here/bench-report.ts" --pings "$pings" /tmp/bench-vmm.qemu /tmp/bench-vmm.node
+  node build/vmm/bench-report.js --pings "$pings" /tmp/bench-vmm.qemu /tmp/bench-vmm.node
 }
 
 if [ "${1:-}" = --in-lab ]; then
@@ -73,5 +73,7 @@ if [ ! -f dist/index.js ] || [ -n "$(find lib -name '*.ts' -newer dist/index.js 
   echo "bench: FAIL dist/ is missing or older than lib/; run: npm run build" >&2
   exit 1
 fi
+# The runners as JavaScript (scripts/vmm/tsconfig.json says why), to build/vmm.
+"$here/../../node_modules/.bin/tsc" -p "$here/tsconfig.json"
 exec "$here/../lab/lab.sh" --timeout "${VFIO_BRIDGE_LAB_TIMEOUT:-900}" --cpus "$cpus" \
   bash "$here/bench.sh" --in-lab --pings "$pings" --rtl "$rtl"
