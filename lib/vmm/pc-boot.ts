@@ -102,7 +102,7 @@ export function startBoot(ctx: BootContext, layout: LinuxBootLayout): Boot {
 
 /**
  * bootSteps: {@link startBoot} in steps (the VM with its RAM, the slots of direct BARs, the exit
- * table, interrupt routing, the vCPUs). A consumer that stops early calls `return()`: what was
+ * table, each device's interrupt routing, each vCPU). A consumer that stops early calls `return()`: what was
  * built is closed.
  */
 export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator<string, Boot> {
@@ -167,6 +167,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
         { guestErrors: ctx.machine.guestErrors },
       );
       undo.push(() => msi.close());
+      yield 'msi';
     }
     undo.push(() => routes.clear());
     for (const { dev, slot } of ctx.routed) {
@@ -176,8 +177,8 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
         guestErrors: ctx.machine.guestErrors,
       });
       undo.push(() => intx.close());
+      yield 'intx';
     }
-    yield 'interrupts';
     const vcpus: Vcpu[] = [];
     for (let id = 0; id < ctx.cpus; id++) {
       const vcpu = vm.createVcpu(id, { guestErrors: ctx.machine.guestErrors });
@@ -189,6 +190,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
         cpus: ctx.cpus,
         tscDeadline: ctx.tscDeadline,
       });
+      yield 'vcpu';
     }
     const set = new VcpuSet(vcpus, {
       routing: ctx.routing,
