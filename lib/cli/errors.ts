@@ -76,7 +76,7 @@ export function reportFailure(e: unknown): FailureReport {
     };
   }
   if (e instanceof VfioBridgeError) {
-    // The lab's own statuses (3: cannot provision, 124: timed out) keep their meaning for scripts;
+    // The lab's own statuses (3: cannot provision, 75: the guest stalled, 124: timed out) keep their meaning for scripts;
     // an abort (Ctrl-C: a dump, a lab run) ends as a shell's interrupted command does.
     const exit =
       e instanceof LabError ? e.exitStatus : e.code === 'ABORT_ERR' ? EXIT_INTERRUPTED : EXIT_FAILED;

@@ -30,7 +30,7 @@ import { addMdevCommands } from './commands/mdev';
 
 const FAILURE_HELP = `
 Exit status: 0 done, 1 the operation failed, 2 the command line is wrong, 130 stopped (Ctrl-C).
-lab exits with its command's status instead (and 3 or 124, as lab --help says).
+lab exits with its command's status instead (and 3, 75 or 124, as lab --help says).
 Failures go to stderr as "vfio-bridge: MESSAGE [CODE]" and "  hint: HINT"; with --json as one line
 {"error":{"message":...,"hint":...,"code":...}} (stdout then holds nothing). CODE is an errno name
 (EBUSY, ENOENT, ...), a vfio-bridge code (ENOTVIABLE, ...), EUSAGE, or ERR_OUT_OF_RANGE /

@@ -82,7 +82,9 @@ VFIO_BRIDGE_LAB_QEMU names QEMU (default qemu-system-x86_64 on PATH); VFIO_BRIDG
 whose lock lets one guest run at a time (default CACHE/guest.lock).
 Exit status: the command's; 1 the lab failed (a "lab: FAIL" line from the guest says where, or the
 kernel build failed: the end of its log is shown), 2 the command line is wrong, 3 this host cannot
-provide QEMU, busybox, a kernel or the tools to build one, 124 --timeout ran out.
+provide QEMU, busybox, a kernel or the tools to build one, 75 the guest stopped running while the
+command ran (QEMU used no CPU for 90 s; the picture of its CPUs from QEMU's monitor is printed; nothing
+was decided, run it again), 124 --timeout ran out.
 `;
 
 function seconds(text: string, option: string): number {

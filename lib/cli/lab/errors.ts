@@ -9,6 +9,8 @@ import { VfioBridgeError } from '../../base/error';
 export const EXIT_UNPROVISIONABLE = 3;
 /** Exit status: the guest or the command outlived --timeout (as timeout(1) reports it). */
 export const EXIT_TIMEOUT = 124;
+/** Exit status: the guest stopped running (EX_TEMPFAIL: nothing was decided, run it again). */
+export const EXIT_STALLED = 75;
 
 /**
  * LabError codes:
@@ -17,6 +19,8 @@ export const EXIT_TIMEOUT = 124;
  * - `'ELABGUEST'`: the guest's init reported a failure (a module, a device, a mount);
  * - `'ELABBOOT'`: the guest never reached its init, or the command never reported its status;
  * - `'ETIMEDOUT'`: --timeout ran out (exit 124);
+ * - `'ELABSTALL'`: the guest stopped running while the command ran (QEMU idle, no timer firing in
+ *   the guest): a hang below the command, with the monitor's picture of its CPUs (exit 75);
  * - `'ELABLOCK'`: another lab guest held the machine for longer than --lock-wait;
  * - an errno name: a file or a tool the lab runs failed.
  */

@@ -11,9 +11,10 @@ import * as path from 'node:path';
 import * as readline from 'node:readline';
 
 import { AbortError } from '../../base/error';
-import { EXIT_TIMEOUT, LabError } from './errors';
+import { EXIT_STALLED, EXIT_TIMEOUT, LabError } from './errors';
 import type { Layout } from './layout';
 import { commandScript, guestPlan, qemuArgs, type CommandOptions, type MachineOptions } from './machine';
+import { watchStall } from './stall';
 
 /** What a guest run needs. */
 export interface GuestRun {
@@ -28,6 +29,8 @@ export interface GuestRun {
   /** Copies of backing files to keep after the run: role to path. */
   keepFiles: ReadonlyMap<string, string>;
   timeoutSeconds: number;
+  /** Seconds of QEMU CPU time standing still while the command runs that make a stalled guest (90). */
+  stallSeconds?: number;
   /** A progress line of the lab's own. */
   say: (line: string) => void;
   /** A line of the guest's console: the command's output. */
@@ -57,6 +60,22 @@ interface Boot {
   aborted: boolean;
   /** QEMU's own last complaint on stderr, if any. */
   qemuSaid: string | null;
+  /** What the monitor said when the guest stopped running (see stall.ts), or null. */
+  stalled: string[] | null;
+}
+
+/**
+ * Seconds of QEMU CPU time standing still, while the command runs, that make a stalled guest: an
+ * idle Linux guest under TCG still costs QEMU CPU time every few seconds (its timers).
+ */
+const STALL_SECONDS = 90;
+
+/** Where the guest's kernel keeps its symbols: System.map-VERSION beside vmlinuz-VERSION. */
+function systemMapOf(kernel: string): string | null {
+  const base = path.basename(kernel);
+  if (!base.startsWith('vmlinuz-')) return null;
+  const map = path.join(path.dirname(kernel), `System.map-${base.slice('vmlinuz-'.length)}`);
+  return fs.existsSync(map) ? map : null;
 }
 
 const seconds = (a: number, b: number): number => Math.round((b - a) / 100) / 10;
@@ -92,7 +111,7 @@ function prepare(run: GuestRun, runDir: string): Layout {
 }
 
 /** Boots the guest once, relaying its console; resolves when QEMU has exited. */
-function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> {
+function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string | null): Promise<Boot> {
   const b: Boot = {
     started: performance.now(),
     ready: null,
@@ -103,6 +122,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> 
     timedOut: false,
     aborted: false,
     qemuSaid: null,
+    stalled: null,
   };
   const log = fs.openSync(consoleLog, 'a');
   return new Promise((resolve, reject) => {
@@ -121,6 +141,26 @@ function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> 
       stop();
     };
     run.signal?.addEventListener('abort', onAbort, { once: true });
+    const still = run.stallSeconds ?? STALL_SECONDS;
+    const unwatch =
+      qemu.pid === undefined
+        ? (): void => undefined
+        : watchStall({
+            pid: qemu.pid,
+            monitor,
+            systemMap: systemMapOf(run.machine.kernel),
+            stillSeconds: still,
+            counting: () => b.ready !== null && b.done === null,
+            onStall: (picture) => {
+              b.stalled = picture;
+              run.say(`the guest stopped running (QEMU used no CPU for ${still} s); what its monitor says:`);
+              for (const line of picture) {
+                fs.writeSync(log, `lab-stall: ${line}\n`);
+                run.say(`  ${line}`);
+              }
+              stop();
+            },
+          });
     const relay = (stream: NodeJS.ReadableStream, fromQemu: boolean): Promise<void> => {
       const lines = readline.createInterface({ input: stream, crlfDelay: Infinity });
       lines.on('line', (raw) => {
@@ -138,6 +178,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> 
     };
     const relayed = Promise.all([relay(qemu.stdout, false), relay(qemu.stderr, true)]);
     qemu.once('error', (e) => {
+      unwatch();
       clearTimeout(timer);
       fs.closeSync(log);
       reject(
@@ -149,6 +190,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string): Promise<Boot> 
       );
     });
     qemu.once('exit', (code, sig) => {
+      unwatch();
       clearTimeout(timer);
       clearTimeout(killer);
       run.signal?.removeEventListener('abort', onAbort);
@@ -183,6 +225,16 @@ function verdict(run: GuestRun, b: Boot, runDir: string, lastConsole: string): O
   }
   const where = `console in ${lastConsole}`;
   if (b.aborted) throw new AbortError('the lab run (the guest was shut down)', run.signal?.reason);
+  if (b.stalled !== null) {
+    throw new LabError({
+      message:
+        `the guest stopped running during the command: QEMU used no CPU for ${run.stallSeconds ?? STALL_SECONDS} s and no timer ` +
+        'in the guest fired (a hang of the emulator or of the guest kernel, not a verdict on the command)',
+      code: 'ELABSTALL',
+      hint: `the monitor's picture of its CPUs is above and in the console (lab-stall: lines); run it again (${where})`,
+      exitStatus: EXIT_STALLED,
+    });
+  }
   if (b.timedOut) {
     throw new LabError({
       message: `timed out after ${run.timeoutSeconds}s during the ${b.ready === null ? 'boot' : 'command'} phase`,
@@ -233,8 +285,14 @@ export async function runGuest(run: GuestRun): Promise<GuestResult> {
   let layout: Layout | undefined;
   try {
     layout = prepare(run, runDir);
-    const args = qemuArgs(layout, { ...run.machine, runDir });
-    let b = await boot(run, args, consoleLog);
+    // The human monitor, for the picture of a stalled guest (a unix socket path is at most 107 bytes).
+    const socket = path.join(runDir, 'monitor.sock');
+    const monitor = socket.length < 100 ? socket : null;
+    const args = [
+      ...qemuArgs(layout, { ...run.machine, runDir }),
+      ...(monitor !== null ? ['-monitor', `unix:${monitor},server,nowait`] : []),
+    ];
+    let b = await boot(run, args, consoleLog, monitor);
     const text = (): string => fs.readFileSync(consoleLog, 'latin1');
     if (
       b.ready === null &&
@@ -246,7 +304,7 @@ export async function runGuest(run: GuestRun): Promise<GuestResult> {
     ) {
       run.say('the guest kernel panicked while booting; booting it once more');
       fs.renameSync(consoleLog, path.join(runDir, 'console.first-boot.log'));
-      b = await boot(run, args, consoleLog);
+      b = await boot(run, args, consoleLog, monitor);
     }
     run.say(`boot took ${seconds(b.started, b.ready ?? b.ended)} s`);
     if (b.ready !== null) run.say(`command took ${seconds(b.ready, b.done ?? b.ended)} s`);

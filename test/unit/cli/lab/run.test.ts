@@ -153,6 +153,20 @@ test('the timeout kills the guest: exit 124, naming the phase', async () => {
   });
 });
 
+test('a guest that stops running while the command runs: the monitor asked, exit 75, long before the timeout', async () => {
+  const g = guest('hang', { stallSeconds: 1.5 });
+  const started = Date.now();
+  const e = await failure(runGuest(g.run));
+  expect(Date.now() - started).toBeLessThan(15_000);
+  expect(e).toMatchObject({ code: 'ELABSTALL', exitStatus: 75 });
+  expect(e.message).toMatch(/^the guest stopped running during the command: QEMU used no CPU for 1.5 s/);
+  expect(g.said).toContain('the guest stopped running (QEMU used no CPU for 1.5 s); what its monitor says:');
+  // The stand-in has no monitor: each question is answered by the connection's error, then the threads.
+  expect(g.said).toContain('  (qemu) info registers');
+  expect(g.said.some((l) => /^ {2}thread \d+ sleep wchan=/.test(l))).toBe(true);
+  expect(fs.readFileSync(path.join(g.cache, 'last-console.log'), 'utf8')).toMatch(/^lab-stall: \(qemu\) info lapic$/m);
+});
+
 test('an abort shuts the guest down', async () => {
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 300);

@@ -1,0 +1,145 @@
+/**
+ * A lab guest that stopped running: QEMU alive but using no CPU at all, its guest never woken
+ * again (no timer inside it fires, so not even the guest's own `timeout` ends the command). A
+ * Linux guest that is merely idle still wakes for its timers, and under TCG each wake costs QEMU
+ * CPU time; so CPU time standing still for a minute and a half is a hang, not idleness. When that
+ * happens the watch asks QEMU's monitor what the guest's CPUs were doing (registers, local APIC,
+ * interrupt controllers), names the kernel symbol the CPU stopped in when the kernel's System.map
+ * is at hand, and hands the picture over, so the run can end at once with it instead of at
+ * --timeout with nothing.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+
+/** The monitor commands whose answers make the picture. */
+export const STALL_COMMANDS = ['info status', 'info cpus', 'info registers', 'info lapic', 'info pic', 'info irq'];
+
+/** How a watch is set up. */
+export interface StallWatchOptions {
+  /** QEMU's pid. */
+  pid: number;
+  /** QEMU's human monitor socket (`-monitor unix:PATH,server,nowait`), or null without one. */
+  monitor: string | null;
+  /** The guest kernel's System.map, if there is one, to name the instruction pointer. */
+  systemMap: string | null;
+  /** Seconds of unchanged CPU time that make a stall. */
+  stillSeconds: number;
+  /** How often CPU time is read, in seconds (10, or a third of stillSeconds if that is less). */
+  pollSeconds?: number;
+  /** Whether the run is in a phase where a stall counts (the command running). */
+  counting: () => boolean;
+  /** Called once, with the picture, when the guest stalled. */
+  onStall: (picture: string[]) => void;
+}
+
+/** QEMU's user + system CPU time, in clock ticks, or null once it is gone. */
+export function cpuTicks(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return null;
+  }
+}
+
+/** Starts watching; returns the function that stops it. */
+export function watchStall(o: StallWatchOptions): () => void {
+  let last = cpuTicks(o.pid);
+  let still = 0;
+  let fired = false;
+  const poll = o.pollSeconds ?? Math.min(10, o.stillSeconds / 3);
+  const timer = setInterval(() => {
+    const now = cpuTicks(o.pid);
+    if (now === null) return;
+    still = now === last && o.counting() ? still + poll : 0;
+    last = now;
+    if (still < o.stillSeconds || fired) return;
+    fired = true;
+    clearInterval(timer);
+    void stallPicture(o).then(o.onStall);
+  }, poll * 1000);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+/** What the monitor says about the stalled guest, and QEMU's threads' wait channels. */
+export async function stallPicture(o: Pick<StallWatchOptions, 'pid' | 'monitor' | 'systemMap'>): Promise<string[]> {
+  const out: string[] = [];
+  if (o.monitor !== null) {
+    for (const c of STALL_COMMANDS) {
+      // The FPU, vector and debug registers say nothing about a stall: left out.
+      const answer = (await monitorCommand(o.monitor, c)).filter((l) => !/^(FPR|XMM|YMM|ZMM|DR[0-9]|FCW)/.test(l));
+      out.push(`(qemu) ${c}`, ...answer);
+      if (c === 'info registers') {
+        const rip = /RIP=([0-9a-f]+)/i.exec(answer.join(' '));
+        const sym = rip && o.systemMap !== null ? symbolAt(o.systemMap, BigInt(`0x${rip[1]}`)) : null;
+        if (sym !== null) out.push(`RIP is in ${sym}`);
+      }
+    }
+  } else {
+    out.push('no monitor socket: only the threads');
+  }
+  try {
+    for (const t of fs.readdirSync(`/proc/${o.pid}/task`)) {
+      const read = (f: string): string => fs.readFileSync(`/proc/${o.pid}/task/${t}/${f}`, 'latin1').trim();
+      out.push(`thread ${t} ${read('comm')} wchan=${read('wchan')}`);
+    }
+  } catch {
+    out.push('QEMU is gone');
+  }
+  return out;
+}
+
+/** One human-monitor command's answer, its lines without the banner and prompts (5 s at most). */
+export function monitorCommand(socket: string, command: string): Promise<string[]> {
+  return new Promise((resolve) => {
+    let text = '';
+    let sent = false;
+    const c = net.connect(socket);
+    const done = (extra?: string): void => {
+      clearTimeout(timer);
+      c.destroy();
+      const lines = text
+        .replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')
+        .split(/\r?\n/)
+        .map((l) => l.trimEnd())
+        .filter((l) => l !== '' && !l.startsWith('QEMU ') && !l.startsWith('(qemu)'));
+      resolve(extra === undefined ? lines : [...lines, extra]);
+    };
+    const timer = setTimeout(() => done(`(no complete answer to '${command}' within 5 s)`), 5000);
+    c.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+      // The banner ends with the first prompt; the answer with the next one.
+      const prompts = text.split('(qemu)').length - 1;
+      if (!sent && prompts >= 1) {
+        sent = true;
+        text = '';
+        c.write(`${command}\n`);
+      } else if (sent && prompts >= 1 && /\(qemu\)\s*$/.test(text)) {
+        text = text.slice(text.indexOf('\n') + 1);
+        done();
+      }
+    });
+    c.on('error', (e) => done(`(monitor: ${e.message})`));
+  });
+}
+
+/** The symbol of System.map that holds `address` (as symbol+0xoffset), or null. */
+export function symbolAt(systemMap: string, address: bigint): string | null {
+  let text: string;
+  try {
+    text = fs.readFileSync(systemMap, 'latin1');
+  } catch {
+    return null;
+  }
+  let best: { at: bigint; name: string } | null = null;
+  for (const line of text.split('\n')) {
+    const [hex, type, name] = line.split(' ');
+    if (!name || !/^[tTwW]$/.test(type)) continue;
+    const at = BigInt(`0x${hex}`);
+    if (at <= address && (best === null || at > best.at)) best = { at, name };
+  }
+  return best === null ? null : `${best.name}+0x${(address - best.at).toString(16)}`;
+}
