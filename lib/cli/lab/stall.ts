@@ -12,7 +12,14 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 
 /** The monitor commands whose answers make the picture. */
-export const STALL_COMMANDS = ['info status', 'info cpus', 'info registers', 'info lapic', 'info pic', 'info irq'];
+export const STALL_COMMANDS = [
+  'info status',
+  'info cpus',
+  'info registers',
+  'info lapic',
+  'info pic',
+  'info irq',
+];
 
 /** How a watch is set up. */
 export interface StallWatchOptions {
@@ -65,12 +72,16 @@ export function watchStall(o: StallWatchOptions): () => void {
 }
 
 /** What the monitor says about the stalled guest, and QEMU's threads' wait channels. */
-export async function stallPicture(o: Pick<StallWatchOptions, 'pid' | 'monitor' | 'systemMap'>): Promise<string[]> {
+export async function stallPicture(
+  o: Pick<StallWatchOptions, 'pid' | 'monitor' | 'systemMap'>,
+): Promise<string[]> {
   const out: string[] = [];
   if (o.monitor !== null) {
     for (const c of STALL_COMMANDS) {
       // The FPU, vector and debug registers say nothing about a stall: left out.
-      const answer = (await monitorCommand(o.monitor, c)).filter((l) => !/^(FPR|XMM|YMM|ZMM|DR[0-9]|FCW)/.test(l));
+      const answer = (await monitorCommand(o.monitor, c)).filter(
+        (l) => !/^(FPR|XMM|YMM|ZMM|DR[0-9]|FCW)/.test(l),
+      );
       out.push(`(qemu) ${c}`, ...answer);
       if (c === 'info registers') {
         const rip = /RIP=([0-9a-f]+)/i.exec(answer.join(' '));
@@ -92,6 +103,9 @@ export async function stallPicture(o: Pick<StallWatchOptions, 'pid' | 'monitor' 
   return out;
 }
 
+/** The cursor-moving escapes QEMU's readline writes around its echo. */
+const TERMINAL_ESCAPES = new RegExp(`${String.fromCharCode(0x1b)}\\[[0-9;]*[A-Za-z]`, 'g');
+
 /** One human-monitor command's answer, its lines without the banner and prompts (5 s at most). */
 export function monitorCommand(socket: string, command: string): Promise<string[]> {
   return new Promise((resolve) => {
@@ -102,7 +116,7 @@ export function monitorCommand(socket: string, command: string): Promise<string[
       clearTimeout(timer);
       c.destroy();
       const lines = text
-        .replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')
+        .replace(TERMINAL_ESCAPES, '')
         .split(/\r?\n/)
         .map((l) => l.trimEnd())
         .filter((l) => l !== '' && !l.startsWith('QEMU ') && !l.startsWith('(qemu)'));

@@ -164,7 +164,9 @@ test('a guest that stops running while the command runs: the monitor asked, exit
   // The stand-in has no monitor: each question is answered by the connection's error, then the threads.
   expect(g.said).toContain('  (qemu) info registers');
   expect(g.said.some((l) => /^ {2}thread \d+ sleep wchan=/.test(l))).toBe(true);
-  expect(fs.readFileSync(path.join(g.cache, 'last-console.log'), 'utf8')).toMatch(/^lab-stall: \(qemu\) info lapic$/m);
+  expect(fs.readFileSync(path.join(g.cache, 'last-console.log'), 'utf8')).toMatch(
+    /^lab-stall: \(qemu\) info lapic$/m,
+  );
 });
 
 test('an abort shuts the guest down', async () => {

@@ -23,7 +23,7 @@ test("a process's CPU time in clock ticks; null once it is gone", () => {
 test('a monitor command: the answer without banner, echo, prompts or terminal escapes', async () => {
   const sock = path.join(tmp, 'm.sock');
   const server = net.createServer((c) => {
-    c.write('QEMU 7.2.0 monitor - type \'help\' for more information\r\n(qemu) ');
+    c.write("QEMU 7.2.0 monitor - type 'help' for more information\r\n(qemu) ");
     c.on('data', (d) => {
       const cmd = d.toString().trim();
       // QEMU's readline echoes the line with cursor escapes before it answers.
