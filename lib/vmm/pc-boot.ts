@@ -109,17 +109,29 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
   const machine = ctx.machine;
   const ram = machine.ram;
 
-  const undo: (() => void)[] = [];
+  // Each step undoes one thing; one with an `async` form uses it when the boot is closed asynchronously.
+  const undo: ((() => void) & { async?: () => Promise<void> })[] = [];
   const closeAll = (): void => allSteps(undo.splice(0).reverse());
   const closeAllAsync = (turn: () => Promise<void>): Promise<void> =>
-    allStepsAsync(undo.splice(0).reverse(), turn);
+    allStepsAsync(
+      undo
+        .splice(0)
+        .reverse()
+        .map((u) => u.async ?? u),
+      turn,
+    );
   let built = false;
   try {
     const vm = ctx.kvm.createVm();
     // The VM goes before its memory listener: its slots go with it, so the listener's removal of
     // each BAR's slot finds nothing left to ask KVM for.
     let unlisten = (): void => undefined;
-    undo.push(() => allSteps([() => vm.close(), () => unlisten()]));
+    undo.push(
+      Object.assign(() => allSteps([() => vm.close(), () => unlisten()]), {
+        // The VM's destruction in the kernel on the thread pool.
+        async: () => allStepsAsync([() => vm.closeAsync(), () => unlisten()]),
+      }),
+    );
     vm.setTssAddr(TSS_ADDR);
     vm.createIrqchip();
     vm.createPit();
