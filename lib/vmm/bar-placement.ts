@@ -108,6 +108,11 @@ export interface BarPlan {
   readonly placed: PlacedBar[];
   /** Write the interrupt lines and turn decode on: the one step listeners see (run it in a transaction). */
   enable(): void;
+  /**
+   * {@link enable} a function at a time, as firmware does, for a caller that gives the event loop a
+   * turn between functions (each one run in a transaction of its own: its BARs appear whole).
+   */
+  readonly enableEach: readonly (() => void)[];
 }
 
 /**
@@ -187,17 +192,15 @@ export function* placeBarsSteps(
       address: addr,
     });
   }
-  const enable = (): void => {
-    for (const { slot, target } of host.functions()) {
-      const pin = target.configRead(PCI_INTERRUPT_PIN, 1);
-      if (opts.intxGsi && pin >= 1 && pin <= 4) {
-        target.configWrite(PCI_INTERRUPT_LINE, 1, opts.intxGsi(slot, pin) & 0xff);
-      }
-      const cmd = byFunction.get(target)?.cmd ?? 0;
-      if (cmd) target.configWrite(PCI_COMMAND, 2, (target.configRead(PCI_COMMAND, 2) | cmd) & 0xffff);
+  const enableEach = [...host.functions()].map(({ slot, target }) => (): void => {
+    const pin = target.configRead(PCI_INTERRUPT_PIN, 1);
+    if (opts.intxGsi && pin >= 1 && pin <= 4) {
+      target.configWrite(PCI_INTERRUPT_LINE, 1, opts.intxGsi(slot, pin) & 0xff);
     }
-  };
-  return { placed: out, enable };
+    const cmd = byFunction.get(target)?.cmd ?? 0;
+    if (cmd) target.configWrite(PCI_COMMAND, 2, (target.configRead(PCI_COMMAND, 2) | cmd) & 0xffff);
+  });
+  return { placed: out, enable: () => enableEach.forEach((f) => f()), enableEach };
 }
 
 /** Sizes the BARs and ROM of one function, with decode off and every register restored after. */

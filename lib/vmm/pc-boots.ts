@@ -62,9 +62,12 @@ export class PcBoots {
       placeBarsSteps(this.#ctx.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi }),
       turn,
     );
-    transaction(() => plan.enable());
+    // Decode on a device at a time: each one's BARs mapped (DMA, KVM slots, the exit table) in a turn.
+    for (const enable of plan.enableEach) {
+      transaction(enable);
+      await turn();
+    }
     this.#bars = plan.placed;
-    await turn();
     const ctx = this.#context();
     const layout = loadBootImages(ctx);
     await turn();

@@ -101,6 +101,25 @@ withKvm('KVM objects on /dev/kvm', () => {
     expect(caught(() => vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram })).code).toBe('ECLOSED');
   });
 
+  test('closeAsync: the VM counts as closed at once, its vCPUs and slots go, its fd closes on the thread pool', async () => {
+    using kvm = Kvm.open();
+    const before = kvmFds().length;
+    const vm = kvm.createVm();
+    using m = new GuestMachine(new SystemAddressSpaces(), { irqchip: false });
+    vm.addSlot({ guestAddress: 0, size: 0x1000, memory: m.ram });
+    const vcpu = vm.createVcpu(0);
+    expect(kvmFds().length).toBe(before + 2);
+    const closing = vm.closeAsync();
+    expect(vm.closed).toBe(true);
+    expect(vcpu.closed).toBe(true);
+    expect(vm.slots.used).toBe(0);
+    expect(caught(() => vm.createVcpu(1)).code).toBe('ECLOSED');
+    await closing;
+    expect(kvmFds().length).toBe(before);
+    await vm.closeAsync(); // twice is fine
+    vm.close();
+  });
+
   test('a slot pins its memory: closed first, the pages stay mapped until the slot or the VM goes', () => {
     using kvm = Kvm.open();
     // The mappings of this process whose memfd is called `name`.

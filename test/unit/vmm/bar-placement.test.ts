@@ -1,3 +1,4 @@
+import { runSteps } from '../../../lib/base/steps';
 import fc from 'fast-check';
 import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
 import {
@@ -50,6 +51,29 @@ describe('placeBars', () => {
     expect(devs.map((d) => d.command & 0x3)).toEqual([0, 0, 0]);
     step.value.enable();
     expect(step.value.placed).toEqual(atOnce);
+    expect(b.bus.mapinfo()).toEqual(a.bus.mapinfo());
+    a.bus.close();
+    b.bus.close();
+  });
+
+  it('enableEach turns decode on a function at a time, in devfn order, ending where enable() does', () => {
+    const a = machine();
+    a.open(5, e1000eSpec());
+    a.open(4, rtl8139Spec());
+    placeBars(a.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
+    const b = machine();
+    const e1000e = b.open(5, e1000eSpec());
+    const rtl = b.open(4, rtl8139Spec());
+    const plan = runSteps(placeBarsSteps(b.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi }));
+    expect(plan.enableEach).toHaveLength(2);
+    plan.enableEach[0]();
+    expect([rtl.command & 0x3, e1000e.command & 0x3]).toEqual([expect.any(Number), 0]);
+    expect(rtl.command & 0x3).not.toBe(0);
+    expect(new Set(b.bus.mapinfo().flatMap((r) => (r.bdf === undefined ? [] : [r.bdf])))).toEqual(
+      new Set([rtl.bdf]),
+    );
+    plan.enableEach[1]();
+    expect(e1000e.command & 0x3).not.toBe(0);
     expect(b.bus.mapinfo()).toEqual(a.bus.mapinfo());
     a.bus.close();
     b.bus.close();
