@@ -195,6 +195,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
     for (let id = 0; id < ctx.cpus; id++) {
       const vcpu = vm.createVcpu(id, { guestErrors: ctx.machine.guestErrors });
       vcpus.push(vcpu);
+      yield 'vcpu';
       // Application processors keep their power-on registers: they wait for the boot CPU's
       // INIT/SIPI in the in-kernel APIC.
       setupBootVcpu(vcpu, id === 0 ? layout.cpu : null, {
