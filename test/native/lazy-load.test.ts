@@ -65,6 +65,26 @@ test('the whole package imports without the addon and fails with one line at the
   }
 }, 60_000);
 
+test('the parts that make native calls load the addon when imported; the memory model never does', () => {
+  const loaded = (what: string): boolean => {
+    const r = spawnSync(
+      process.execPath,
+      [
+        '-r',
+        '@swc-node/register',
+        '-e',
+        `require('./lib/${what}'); console.log(require('fs').readFileSync('/proc/self/maps', 'utf8').includes('vfio_bridge.node'))`,
+      ],
+      { cwd: ROOT, encoding: 'utf8' },
+    );
+    expect(r.stderr).toBe('');
+    return JSON.parse(r.stdout) as boolean;
+  };
+  expect(loaded('memory')).toBe(false);
+  expect(loaded('kvm')).toBe(true);
+  expect(loaded('vfio')).toBe(true);
+}, 60_000);
+
 test("PAGE_SIZE is the addon's sysconf(_SC_PAGESIZE)", () => {
   expect(native.pageSize).toBe(PAGE_SIZE);
 });
