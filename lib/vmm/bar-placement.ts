@@ -1,4 +1,5 @@
 import { runSteps } from '../base/steps';
+import { transaction } from '../memory';
 import { ArgRangeError } from '../base/error';
 import { hex } from '../base/values';
 import type { PciConfigTarget, PciRootBus } from './pci-root-bus';
@@ -138,7 +139,8 @@ export function* placeBarsSteps(
         `PCI 00:${slotName(slot, fn)} has header type ${header}: only endpoints (type 0) are placed`,
       );
     }
-    requests.push(...probe(slot, fn, target, opts.roms ?? true, minMem));
+    // One commit per function: with decode off, the sizing writes change nothing a listener sees.
+    transaction(() => requests.push(...probe(slot, fn, target, opts.roms ?? true, minMem)));
     yield 'probe';
   }
 
@@ -166,8 +168,7 @@ export function* placeBarsSteps(
 
   const out: PlacedBar[] = [];
   const byFunction = new Map<PciConfigTarget, { slot: number; fn: number; cmd: number }>();
-  for (const [i, r] of requests.entries()) {
-    if (i > 0 && r.target !== requests[i - 1].target) yield 'program';
+  const program = (r: Request): void => {
     const addr = placed.get(r) as number;
     const t = r.target;
     if (r.bar === 6) {
@@ -191,6 +192,15 @@ export function* placeBarsSteps(
       size: r.size,
       address: addr,
     });
+  };
+  // A function's BARs programmed in one commit (decode is off: nothing a listener sees changes).
+  for (let i = 0; i < requests.length; ) {
+    if (i > 0) yield 'program';
+    let j = i;
+    while (j < requests.length && requests[j].target === requests[i].target) j++;
+    const mine = requests.slice(i, j);
+    transaction(() => mine.forEach(program));
+    i = j;
   }
   const enableEach = [...host.functions()].map(({ slot, target }) => (): void => {
     const pin = target.configRead(PCI_INTERRUPT_PIN, 1);
