@@ -194,7 +194,7 @@ export function* placeBarsSteps(
     });
   };
   // A function's BARs programmed in one commit (decode is off: nothing a listener sees changes).
-  for (let i = 0; i < requests.length; ) {
+  for (let i = 0; i < requests.length;) {
     if (i > 0) yield 'program';
     let j = i;
     while (j < requests.length && requests[j].target === requests[i].target) j++;
