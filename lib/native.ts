@@ -184,6 +184,8 @@ export interface NativeBinding {
   guestMemoryAttach(fd: number, size: number, dev: number, ino: number): NativeGuestMemoryHandle;
   /** An external ArrayBuffer over [offset, offset + length) of the memory (at most 4 GiB on Node 20). */
   guestMemoryBuffer(memory: NativeGuestMemoryHandle, offset: number, length: number): ArrayBuffer;
+  /** memset [offset, offset + length) of the memory to `byte` (0..255), in place. */
+  guestMemoryFill(memory: NativeGuestMemoryHandle, offset: number, length: number, byte: number): void;
   guestMemoryInfo(memory: NativeGuestMemoryHandle): NativeGuestMemoryInfo;
   /** Detach every buffer made over the memory (all listed), unmap, close the fd. Idempotent. */
   guestMemoryClose(memory: NativeGuestMemoryHandle, buffers: ArrayBuffer[]): void;

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <string>
 
 #include "args.h"
@@ -225,6 +226,41 @@ napi_value Buffer(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/**
+ * Fill(handle, offset, length, byte) - memset [offset, offset + length) of the mapping to @byte,
+ * the pages staying in place (a hole punched instead would leave the IOMMU pinning pages the
+ * mapping no longer shows).
+ */
+napi_value Fill(napi_env env, napi_callback_info info) {
+  Args<4> args(env, info);
+  GuestMemoryState* s = GetState(env, args[0], "guestMemory.fill");
+  uint64_t offset, length;
+  uint32_t byte;
+  if (s == nullptr || !GetSafeInteger(env, args[1], "offset", &offset) ||
+      !GetSafeInteger(env, args[2], "length", &length) ||
+      !GetUint32(env, args[3], "byte", &byte)) {
+    return nullptr;
+  }
+  if (s->addr == nullptr) {
+    return ThrowVfioError(env, "guestMemory.fill", 0, "the guest memory is closed", s->where,
+                          "ECLOSED");
+  }
+  if (byte > 0xff) {
+    return ThrowRangeError(env, "guestMemory.fill: byte " + std::to_string(byte) +
+                                    " is not in [0, 255]");
+  }
+  if (offset > s->length || length > s->length - offset) {
+    return ThrowRangeError(env, "guestMemory.fill: offset " + std::to_string(offset) +
+                                    " length " + std::to_string(length) +
+                                    " is outside the memory (length " + std::to_string(s->length) +
+                                    ")");
+  }
+  // SAFETY: [offset, offset + length) lies in the mapping (checked above without overflow), which
+  // is mapped while s->addr is set.
+  memset(s->addr + offset, static_cast<int>(byte), length);
+  return nullptr;
+}
+
 /** Info(handle) - { address: bigint, fd, length, dev, ino } of open guest memory. */
 napi_value Info(napi_env env, napi_callback_info info) {
   Args<1> args(env, info);
@@ -316,8 +352,8 @@ bool MemoryPin(napi_env env, napi_value value, HostRange* out, MapBacking** pin)
 void RegisterGuestMemory(napi_env env, napi_value exports) {
   const napi_property_descriptor methods[] = {
       Method("guestMemoryCreate", Create), Method("guestMemoryAttach", Attach),
-      Method("guestMemoryBuffer", Buffer), Method("guestMemoryInfo", Info),
-      Method("guestMemoryClose", Close),
+      Method("guestMemoryBuffer", Buffer), Method("guestMemoryFill", Fill),
+      Method("guestMemoryInfo", Info),     Method("guestMemoryClose", Close),
   };
   DefineMethods(env, exports, methods);
 }

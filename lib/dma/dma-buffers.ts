@@ -1,7 +1,9 @@
 /**
- * Which DMA-able memory stands behind an ArrayBuffer, so the DMA listener can map a ram region by
- * its backing. GuestRam registers every window it makes; nothing here loads the addon.
+ * Which DMA-able memory stands behind a ram region or an ArrayBuffer, so the DMA listener can map a
+ * ram region without making its buffer. GuestRam registers every region and window it makes;
+ * nothing here loads the addon.
  */
+import type { MemoryRegion } from '../memory';
 import type { DmaMemory } from '../vfio/dma-types';
 
 /** The DMA-able memory a buffer shows, and from where. */
@@ -13,6 +15,7 @@ export interface DmaBufferOwner {
 }
 
 const owners = new WeakMap<ArrayBuffer | SharedArrayBuffer, DmaBufferOwner>();
+const regionOwners = new WeakMap<MemoryRegion, DmaBufferOwner>();
 
 /** Record that `buffer` shows `memory` from `offset`. */
 export function registerDmaBuffer(
@@ -26,4 +29,17 @@ export function registerDmaBuffer(
 /** The DMA-able memory behind `buffer` and where the buffer starts in it, or undefined. */
 export function dmaBufferOwner(buffer: ArrayBuffer | SharedArrayBuffer): DmaBufferOwner | undefined {
   return owners.get(buffer);
+}
+
+/**
+ * Record that ram region `region` shows `memory` from `offset` (its byte 0 there), whether or not
+ * its buffer was made: the DMA listener asks this before the region's buffer.
+ */
+export function registerDmaRegion(region: MemoryRegion, memory: DmaMemory, offset: number): void {
+  regionOwners.set(region, { memory, offset });
+}
+
+/** The DMA-able memory behind ram region `region` and where the region starts in it, or undefined. */
+export function dmaRegionOwner(region: MemoryRegion): DmaBufferOwner | undefined {
+  return regionOwners.get(region);
 }

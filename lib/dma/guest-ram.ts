@@ -13,7 +13,7 @@ import { ramShownBy } from '../memory/address-space';
 import { native, type NativeGuestMemoryHandle } from '../native';
 import { VfioError } from '../vfio';
 import { DMA_HANDLE, type DmaMemory } from '../vfio/dma-types';
-import { registerDmaBuffer } from './dma-buffers';
+import { registerDmaBuffer, registerDmaRegion } from './dma-buffers';
 
 /** Options of {@link GuestRam.create}. */
 export interface GuestRamOptions {
@@ -92,8 +92,10 @@ function hugepageError(size: number, page: number, cause: unknown): VfioError {
 /**
  * Guest RAM backed by a memfd. `buffer()` gives zero-copy ArrayBuffer windows (one window holds at
  * most {@link MAX_GUEST_RAM_BUFFER} bytes, so larger RAM is shown in pieces); `region()` makes a
- * memory-model ram region over a window, which the DMA listener maps; `hostAddress` and `fd` are
- * what a KVM memory slot needs. Worker threads map the same pages with `share()` / `attach()`.
+ * memory-model ram region whose window is made only when the memory model first reads or writes
+ * it, and which the DMA listener maps without one; `fill()` sets a range without a window;
+ * `hostAddress` and `fd` are what a KVM memory slot needs. Worker threads map the same pages with
+ * `share()` / `attach()`.
  *
  * `close()` detaches every buffer made (views read as empty, never as freed memory) and unmaps; the
  * pages live on while the IOMMU still maps them. It is refused while an address space shows the
@@ -109,6 +111,8 @@ export class GuestRam implements DmaMemory, Disposable {
   readonly hugePageSize: number;
   readonly #handle: NativeGuestMemoryHandle;
   readonly #windows = new Map<string, ArrayBuffer>();
+  /** The regions made by region(), held weakly: close() must see them before their windows exist. */
+  readonly #regions = new Set<WeakRef<MemoryRegion>>();
   readonly #address: bigint;
   readonly #fd: number;
   readonly #dev: number;
@@ -198,19 +202,7 @@ export class GuestRam implements DmaMemory, Disposable {
    * buffer). The same window returns the same buffer. Views of it read and write guest memory.
    */
   buffer(offset = 0, length?: number): ArrayBuffer {
-    this.#check('guestRam.buffer');
-    checkSize('offset', offset);
-    const len = length === undefined ? this.length - offset : checkSize('length', length);
-    if (offset > this.length || len > this.length - offset) {
-      throw new ArgRangeError(
-        `guestRam.buffer: offset ${offset} length ${len} is outside the ${this.length}-byte RAM`,
-      );
-    }
-    if (len > MAX_GUEST_RAM_BUFFER) {
-      throw new ArgRangeError(
-        `guestRam.buffer: ${len} bytes exceed the ${MAX_GUEST_RAM_BUFFER}-byte limit of one ArrayBuffer on this Node; take smaller windows`,
-      );
-    }
+    const len = this.#window('guestRam.buffer', offset, length);
     const key = `${offset}:${len}`;
     let ab = this.#windows.get(key);
     if (ab === undefined) {
@@ -247,10 +239,49 @@ export class GuestRam implements DmaMemory, Disposable {
 
   /**
    * A memory-model ram region over [offset, offset + size) of this RAM, to place in an address
-   * space; the DMA listener maps it from this memory.
+   * space; the DMA listener maps it from this memory. Its window, `buffer(offset, size)`, is made
+   * on the first access through the memory model, not here: V8 counts a window's length as
+   * external memory, and a window of hundreds of MiB makes it run a full garbage collection.
    */
   region(name: string, offset = 0, size = this.length - offset): MemoryRegion {
-    return MemoryRegion.ram(name, size, this.buffer(offset, size));
+    this.#window('guestRam.region', offset, size);
+    const r = MemoryRegion.ram(name, size, () => this.buffer(offset, size));
+    registerDmaRegion(r, this, offset);
+    for (const w of this.#regions) if (w.deref() === undefined) this.#regions.delete(w);
+    this.#regions.add(new WeakRef(r));
+    return r;
+  }
+
+  /**
+   * Set [offset, offset + length) of the RAM to `byte` (default 0) in place, without a window (a
+   * reboot clearing RAM piece by piece makes none to keep). The pages stay where they are, so what
+   * the IOMMU or KVM maps of them keeps seeing the RAM.
+   */
+  fill(offset: number, length: number, byte = 0): void {
+    this.#check('guestRam.fill');
+    checkSize('offset', offset);
+    checkSize('length', length);
+    if (offset > this.length || length > this.length - offset) {
+      throw new ArgRangeError(
+        `guestRam.fill: offset ${offset} length ${length} is outside the ${this.length}-byte RAM`,
+      );
+    }
+    if (typeof byte !== 'number') throw new ArgTypeError(`byte must be a number, got ${typeof byte}`);
+    if (!Number.isInteger(byte) || byte < 0 || byte > 0xff) {
+      throw new ArgRangeError(`guestRam.fill: byte ${byte} is not an integer in [0, 255]`);
+    }
+    native.guestMemoryFill(this.#handle, offset, length, byte);
+  }
+
+  /** @internal The windows made so far (and kept until close): how many, their bytes, the largest. */
+  get windowStats(): { count: number; bytes: number; largest: number } {
+    let bytes = 0;
+    let largest = 0;
+    for (const ab of this.#windows.values()) {
+      bytes += ab.byteLength;
+      largest = Math.max(largest, ab.byteLength);
+    }
+    return { count: this.#windows.size, bytes, largest };
   }
 
   /** What a worker needs to map the same pages with {@link GuestRam.attach}. Valid while this is open. */
@@ -286,7 +317,12 @@ export class GuestRam implements DmaMemory, Disposable {
    */
   close(): void {
     if (this.#closed) return;
-    const shown = ramShownBy(new Set(this.#windows.values()));
+    const regions = new Set<MemoryRegion>();
+    for (const w of this.#regions) {
+      const r = w.deref();
+      if (r !== undefined) regions.add(r);
+    }
+    const shown = ramShownBy(new Set(this.#windows.values()), regions);
     if (shown.length > 0) {
       const where = shown.map((u) => `'${u.region}' in address space '${u.space}'`);
       throw new VfioError({
@@ -299,6 +335,10 @@ export class GuestRam implements DmaMemory, Disposable {
       });
     }
     this.#closed = true;
+    // A region whose window was never made has nothing to detach: it is told instead, so that it
+    // shows nothing wherever it is placed later.
+    for (const r of regions) r.releaseBacking();
+    this.#regions.clear();
     native.guestMemoryClose(this.#handle, [...this.#windows.values()]);
     this.#windows.clear();
   }
@@ -306,6 +346,22 @@ export class GuestRam implements DmaMemory, Disposable {
   /** Same as {@link GuestRam.close}, for `using`. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** Checks a window [offset, offset + length) for `op`; returns its length (default: to the end). */
+  #window(op: string, offset: unknown, length: unknown): number {
+    this.#check(op);
+    const off = checkSize('offset', offset);
+    const len = length === undefined ? this.length - off : checkSize('length', length);
+    if (off > this.length || len > this.length - off) {
+      throw new ArgRangeError(`${op}: offset ${off} length ${len} is outside the ${this.length}-byte RAM`);
+    }
+    if (len > MAX_GUEST_RAM_BUFFER) {
+      throw new ArgRangeError(
+        `${op}: ${len} bytes exceed the ${MAX_GUEST_RAM_BUFFER}-byte limit of one ArrayBuffer on this Node; take smaller windows`,
+      );
+    }
+    return len;
   }
 
   #check(op: string): void {

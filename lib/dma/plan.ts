@@ -5,7 +5,7 @@
 import type { FlatRange } from '../memory';
 import { hex } from '../base/values';
 import { DMA_HANDLE, span, type DmaMapRequest, type DmaMemory } from '../vfio/dma-types';
-import { dmaBufferOwner } from './dma-buffers';
+import { dmaBufferOwner, dmaRegionOwner } from './dma-buffers';
 
 /** Why a section, or part of one, was not mapped. */
 export type DmaSkipReason =
@@ -110,8 +110,9 @@ export function planSection(s: FlatRange, page: number, ramPage: number): Plan {
 function hostMemory(s: FlatRange): { memory: DmaMemory; offset: number } | null {
   const r = s.region;
   if (s.kind === 'ram') {
+    // By the region first: a lazily-backed one (GuestRam.region) may never have made its buffer.
     const backing = r.allocatedBacking;
-    const w = backing === null ? undefined : dmaBufferOwner(backing);
+    const w = dmaRegionOwner(r) ?? (backing === null ? undefined : dmaBufferOwner(backing));
     if (w === undefined) return null;
     return { memory: w.memory, offset: w.offset + s.offsetInRegion };
   }

@@ -181,18 +181,23 @@ export interface RamInUse {
 
 /**
  * ramShownBy: every open address space whose current flat view shows a ram region backed by one of
- * `backings` (directly or through an alias). An owner asks this before it frees such memory: a
- * range the flat view still holds is what guest accesses, the DMA listener and KVM slots use.
+ * `backings`, or one of `regions` (lazily-backed ones whose buffer may not be made yet), directly
+ * or through an alias. An owner asks this before it frees such memory: a range the flat view still
+ * holds is what guest accesses, the DMA listener and KVM slots use.
  * @internal
  */
-export function ramShownBy(backings: ReadonlySet<ArrayBuffer | SharedArrayBuffer>): RamInUse[] {
+export function ramShownBy(
+  backings: ReadonlySet<ArrayBuffer | SharedArrayBuffer>,
+  regions: ReadonlySet<MemoryRegion> = new Set(),
+): RamInUse[] {
   const out: RamInUse[] = [];
   for (const s of registeredSpaces()) {
     if (!(s instanceof AddressSpace)) continue;
     const seen = new Set<MemoryRegion>();
     for (const r of s.flatView.ranges) {
+      if (r.kind !== 'ram' || seen.has(r.region)) continue;
       const b = r.region.allocatedBacking;
-      if (r.kind !== 'ram' || b === null || !backings.has(b) || seen.has(r.region)) continue;
+      if (!regions.has(r.region) && (b === null || !backings.has(b))) continue;
       seen.add(r.region);
       out.push({ space: s.name, region: r.region.name });
     }

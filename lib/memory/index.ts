@@ -12,6 +12,7 @@ export type {
 } from './types';
 export { MemoryTopologyError, type MemoryTopologyErrorCode } from './types';
 export { MemoryRegion } from './region';
+export type { RamBuffer, RamBufferFactory } from './ram-backing';
 export { BufferMemory } from './buffer-memory';
 export { beginTransaction, commitTransaction, transaction, transactionDepth } from './transaction';
 export { FlatView, type FlatRange } from './flat-view';

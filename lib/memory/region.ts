@@ -5,6 +5,7 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { assertMutable, noteChanged, topologyChanged } from './transaction';
 import { IoOps } from './io-ops';
+import { RamBacking, type RamBuffer, type RamBufferFactory } from './ram-backing';
 import {
   K_ALIAS,
   K_RAM,
@@ -20,7 +21,6 @@ import {
   checkFixedWidthMemory,
   checkPriority,
   checkAliasWindow,
-  checkRamBacking,
   checkRegionName,
 } from './validate';
 
@@ -64,9 +64,8 @@ export class MemoryRegion {
   /** io: the callbacks and their access rules. */
   private _io: IoOps | null = null;
 
-  /** ram: backing store (allocated on first access when none was given) and its view. */
-  private _backing: ArrayBuffer | SharedArrayBuffer | null = null;
-  private _capacity = 0;
+  /** ram: the backing (given, or made on first access) and its view once made. */
+  private _ram: RamBacking | null = null;
   private _dv: DataView | null = null;
 
   /** ram-device: the fixed-width memory behind it. */
@@ -101,18 +100,14 @@ export class MemoryRegion {
 
   /**
    * Guest RAM backed by an ArrayBuffer or SharedArrayBuffer (little-endian, any alignment). Without
-   * `backing`, a zeroed buffer of `size` bytes is allocated on first access.
+   * `backing`, a zeroed buffer of `size` bytes is allocated on first access. A function as `backing`
+   * makes the buffer (of at least `size` bytes) on the first access through the memory model, so
+   * big memory becomes an ArrayBuffer only if something here reads or writes it.
    */
-  static ram(name: string, size: number, backing?: ArrayBuffer | SharedArrayBuffer): MemoryRegion {
+  static ram(name: string, size: number, backing?: RamBuffer | RamBufferFactory): MemoryRegion {
     const r = new MemoryRegion('ram', checkRegionName(name), checkSize('ram', size));
-    if (backing !== undefined) {
-      checkRamBacking(name, backing, size);
-      r._backing = backing;
-      r._capacity = backing.byteLength;
-      r._dv = new DataView(backing);
-    } else {
-      r._capacity = size;
-    }
+    r._ram = new RamBacking(backing, size, name);
+    if (r._ram.buffer !== null) r._dv = new DataView(r._ram.buffer);
     return r;
   }
 
@@ -188,8 +183,11 @@ export class MemoryRegion {
   get memory(): FixedWidthMemory | null {
     return this._memory;
   }
-  /** The backing store of a ram region, allocated now if it was deferred (null for other kinds). */
-  get backing(): ArrayBuffer | SharedArrayBuffer | null {
+  /**
+   * The backing store of a ram region, made now if it was deferred (allocated, or asked of its
+   * factory); null for other kinds.
+   */
+  get backing(): RamBuffer | null {
     if (this._kind !== K_RAM) return null;
     return this.ramView.buffer as ArrayBuffer | SharedArrayBuffer;
   }
@@ -202,25 +200,27 @@ export class MemoryRegion {
   get io(): IoOps | null {
     return this._io;
   }
-  /** @internal A ram region's view of its backing, allocating a deferred backing now. */
+  /** @internal A ram region's view of its backing, making a deferred backing now. */
   get ramView(): DataView {
-    return this._dv ?? this._allocate();
+    return this._dv ?? (this._dv = new DataView(this._ram!.make(this.name)));
   }
-  /** @internal A ram region's backing as it is now, without allocating: null while deferred. */
-  get allocatedBacking(): ArrayBuffer | SharedArrayBuffer | null {
-    return this._backing;
+  /** @internal A ram region's backing as it is now, without making it: null while deferred. */
+  get allocatedBacking(): RamBuffer | null {
+    return this._ram === null ? null : this._ram.buffer;
   }
   /**
-   * @internal Whether a ram region's backing no longer holds it: its ArrayBuffer was detached (its
-   * owner, e.g. GuestRam, closed it) or a resizable one shrank.
+   * @internal Whether a ram region's backing no longer holds it: its owner released it, its
+   * ArrayBuffer was detached (its owner, e.g. GuestRam, closed it) or a resizable one shrank.
    */
   get backingLost(): boolean {
-    return this._kind === K_RAM && this._backing !== null && this._backing.byteLength < this._size;
+    return this._ram !== null && this._ram.lost(this._size);
   }
-
-  private _allocate(): DataView {
-    this._backing = new ArrayBuffer(this._capacity);
-    return (this._dv = new DataView(this._backing));
+  /**
+   * @internal The owner of a lazily-backed region's memory closed it: from its next rendering on the
+   * region shows nothing, as one whose buffer was detached; its factory is the owner's to refuse.
+   */
+  releaseBacking(): void {
+    this._ram?.release();
   }
 
   private _sortedChildren(): readonly MemoryRegion[] {
@@ -317,9 +317,9 @@ export class MemoryRegion {
   /** Resizes the region. A ram or ram-device region cannot outgrow its backing. */
   setSize(s: number): void {
     checkSize(`'${this.name}'`, s);
-    if (this._kind === K_RAM && s > this._capacity) {
+    if (this._kind === K_RAM && s > this._ram!.capacity) {
       throw new ArgRangeError(
-        `ram region '${this.name}' size ${s} exceeds its backing of ${this._capacity} bytes`,
+        `ram region '${this.name}' size ${s} exceeds its backing of ${this._ram!.capacity} bytes`,
       );
     }
     if (this._kind === K_RAM_DEVICE && s > this._memory!.length) {

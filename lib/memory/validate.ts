@@ -118,18 +118,42 @@ export function checkRegionName(name: unknown): string {
   return name;
 }
 
-/** Throws unless `backing` is an ArrayBuffer or SharedArrayBuffer of at least `size` bytes. */
-export function checkRamBacking(name: string, backing: unknown, size: number): void {
+/**
+ * Throws unless `backing` is an ArrayBuffer or SharedArrayBuffer of at least `size` bytes. `from`
+ * names where it came from when not given directly (`the backing factory of `).
+ */
+export function checkRamBacking(
+  name: string,
+  backing: unknown,
+  size: number,
+  from = '',
+): asserts backing is ArrayBuffer | SharedArrayBuffer {
   const isBuffer =
     backing instanceof ArrayBuffer ||
     (typeof SharedArrayBuffer !== 'undefined' && backing instanceof SharedArrayBuffer);
-  if (!isBuffer)
-    throw new ArgTypeError(`backing of ram region '${name}' must be an ArrayBuffer or SharedArrayBuffer`);
-  if (backing.byteLength < size) {
-    throw new ArgRangeError(
-      `ram region '${name}' size ${size} exceeds its backing of ${backing.byteLength} bytes`,
+  if (!isBuffer) {
+    throw new ArgTypeError(
+      from === ''
+        ? `backing of ram region '${name}' must be an ArrayBuffer, a SharedArrayBuffer or a function returning one`
+        : `${from}ram region '${name}' returned ${describe(backing)}: it must return an ArrayBuffer or SharedArrayBuffer`,
     );
   }
+  if (backing.byteLength < size) {
+    throw new ArgRangeError(
+      from === ''
+        ? `ram region '${name}' size ${size} exceeds its backing of ${backing.byteLength} bytes`
+        : `${from}ram region '${name}' returned a buffer of ${backing.byteLength} bytes, fewer than the region's ${size}` +
+            (backing.byteLength === 0 ? ' (a detached buffer: its memory was closed?)' : ''),
+    );
+  }
+}
+
+/** What a value is, for a message: its type, or its class for an object. */
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v !== 'object') return typeof v;
+  const ctor = (v as { constructor?: { name?: unknown } }).constructor;
+  return typeof ctor?.name === 'string' ? `a ${ctor.name}` : 'an object';
 }
 
 const FIXED_WIDTH_METHODS = [

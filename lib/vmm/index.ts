@@ -9,7 +9,8 @@
  * - `writeMpTable`, `pciIntxGsi`, `defaultIrqchipRoutes` (lib/kvm's): the guest's interrupt
  *   routing (an MP table; mptable.ts says why not ACPI);
  * - `loadLinux`, `pcE820`, `writeBootCpuState`, `setupBootVcpu`, `guestCpuid`: Linux's x86 boot
- *   protocol for a bzImage and the vCPU it starts on;
+ *   protocol for a bzImage and the vCPU it starts on, written into guest RAM through `BootRam`
+ *   windows of exactly the bytes each piece takes;
  * - `PcMachine`: all of it assembled on lib/kvm, lib/dma and lib/pci into a PC that boots Linux
  *   with passed-through devices.
  */
@@ -23,6 +24,7 @@ export * from './intx';
 export * from './mptable';
 export * from './boot/bzimage';
 export * from './boot/e820';
+export * from './boot/boot-ram';
 export * from './boot/cpu-state';
 export * from './boot/load-linux';
 export * from './boot/vcpu-setup';

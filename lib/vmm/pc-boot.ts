@@ -27,7 +27,9 @@ import { PciIntxRouting } from './irq/pci-intx';
 import { PciMsiRouting } from './irq/pci-msi';
 import { vfioPciSlotClassifier } from './slot-classifier';
 import { pciIntxGsi, pciIntxRoutes } from './intx';
-import { MPTABLE_START, writeMpTable } from './mptable';
+import { MPTABLE_START, mpTableSize, writeMpTable } from './mptable';
+import { checkBootWindow, type BootRam } from './boot/boot-ram';
+import { ArgRangeError } from '../base/error';
 import { PCI_HOLE, type PcReport } from './pc-options';
 import type { PciRootBus } from './pci-root-bus';
 
@@ -73,21 +75,36 @@ export interface BootContext {
   onStopped(set: VcpuSet): void;
 }
 
-/** Guest RAM from address 0, as bytes (all of it: this machine keeps RAM below the PCI hole). */
-export function lowRam(machine: Machine): Uint8Array {
-  const v = machine.gpaView(0, machine.ram.length);
-  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+/**
+ * lowRam: the machine's RAM range at guest-physical 0 (all its RAM: this machine keeps RAM below the
+ * PCI hole) for the boot loaders, a window of guest RAM of exactly each piece's size: a window of
+ * all of it would be one external ArrayBuffer of hundreds of MiB, for which V8 runs a full garbage
+ * collection.
+ */
+export function lowRam(machine: Machine): BootRam {
+  const low = machine.ramRanges.find((r) => r.gpa === 0);
+  if (low === undefined || low.size !== machine.ram.length) {
+    throw new ArgRangeError(
+      `guest-physical [0x0, +${machine.ram.length}) is not inside one RAM range: this machine boots with all of its RAM below the PCI hole`,
+    );
+  }
+  const ram = machine.ram;
+  return {
+    length: low.size,
+    bytes(gpa: number, length: number): Uint8Array {
+      checkBootWindow(gpa, length, low.size);
+      return new Uint8Array(ram.buffer(low.offset + gpa, length));
+    },
+  };
 }
 
 /** loadBootImages: the MP table and Linux (kernel, initramfs, command line) in guest RAM. */
 export function loadBootImages(ctx: BootContext): LinuxBootLayout {
-  const bytes = lowRam(ctx.machine);
-  writeMpTable(bytes.subarray(MPTABLE_START), MPTABLE_START, {
-    cpus: ctx.cpus,
-    intx: pciIntxRoutes(ctx.host),
-  });
+  const ram = lowRam(ctx.machine);
+  const spec = { cpus: ctx.cpus, intx: pciIntxRoutes(ctx.host) };
+  writeMpTable(ram.bytes(MPTABLE_START, mpTableSize(spec)), MPTABLE_START, spec);
   return loadLinux({
-    ram: bytes,
+    ram,
     kernel: ctx.kernel,
     cmdline: ctx.cmdline,
     ...(ctx.initrd ? { initrd: ctx.initrd } : {}),

@@ -9,9 +9,12 @@ import { transaction } from '../memory';
 import type { VfioPciDevice } from '../pci';
 import { DEFAULT_PCI_WINDOWS, placeBars, placeBarsSteps, type PlacedBar } from './bar-placement';
 import { pciIntxGsi } from './intx';
-import { bootSteps, loadBootImages, lowRam, startBoot, type Boot, type BootContext } from './pc-boot';
+import { bootSteps, loadBootImages, startBoot, type Boot, type BootContext } from './pc-boot';
 
-/** Guest RAM cleared per turn of the event loop at a reboot: a few ms of memset each. */
+/**
+ * Guest RAM cleared per turn of the event loop at a reboot: a few ms of memset each, in place
+ * (GuestRam.fill), so no window of it is made or kept.
+ */
 const CLEAR_CHUNK = 16 * 2 ** 20;
 
 /** What the boots are built from: a boot's context without the per-boot parts. */
@@ -97,7 +100,8 @@ export class PcBoots {
     this.#beginRestart(cmdline);
     for (const d of this.#devices()) this.#resetDevice(d, () => d.reset('guest'));
     this.#ctx.resetBoard();
-    lowRam(this.#ctx.machine).fill(0);
+    const ram = this.#ctx.machine.ram;
+    ram.fill(0, ram.length);
     this.first();
   }
 
@@ -114,9 +118,9 @@ export class PcBoots {
       await turn();
     }
     this.#ctx.resetBoard();
-    const ram = lowRam(this.#ctx.machine);
+    const ram = this.#ctx.machine.ram;
     for (let at = 0; at < ram.length; at += CLEAR_CHUNK) {
-      ram.fill(0, at, Math.min(at + CLEAR_CHUNK, ram.length));
+      ram.fill(at, Math.min(CLEAR_CHUNK, ram.length - at));
       await turn();
     }
     await this.firstAsync(turn);

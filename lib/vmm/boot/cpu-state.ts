@@ -7,6 +7,7 @@
  */
 import { ArgTypeError } from '../../base/error';
 import { VmmError } from '../errors';
+import { bootRamOf, type BootRam } from './boot-ram';
 
 /** Where the boot GDT goes (below the zero page, in memory firmware leaves alone). */
 export const BOOT_GDT_ADDR = 0x500;
@@ -171,8 +172,9 @@ const TSS = 0x808b; // G, present, busy 32/64-bit TSS (VMX refuses an entry with
 
 /**
  * writeBootCpuState: writes the boot GDT (null, null, __BOOT_CS, __BOOT_DS, TSS) and, for the
- * 64-bit entry, page tables mapping 0-4 GiB 1:1 with 2 MiB pages into `ram` (indexed by
- * guest-physical address), and returns the state for a vCPU entering the kernel at `entry` with
+ * 64-bit entry, page tables mapping 0-4 GiB 1:1 with 2 MiB pages into `ram` (bytes indexed by
+ * guest-physical address, or a {@link BootRam}: one window for the GDT, one for the page tables),
+ * and returns the state for a vCPU entering the kernel at `entry` with
  * boot_params at `zeroPage`:
  * - '64': long mode, paging on, CS = __BOOT_CS (64-bit code), the data segments = __BOOT_DS,
  *   RIP = the kernel's load address + 0x200, RSI = boot_params;
@@ -181,7 +183,7 @@ const TSS = 0x808b; // G, present, busy 32/64-bit TSS (VMX refuses an entry with
  * Interrupts are off (RFLAGS = 0x2).
  */
 export function writeBootCpuState(
-  ram: Uint8Array,
+  ram: Uint8Array | BootRam,
   mode: '64' | '32',
   entry: number,
   zeroPage: number,
@@ -189,18 +191,19 @@ export function writeBootCpuState(
   if (mode !== '64' && mode !== '32')
     throw new ArgTypeError(`boot mode must be '64' or '32', got ${String(mode)}`);
   const need = mode === '64' ? PAGE_TABLES_END : BOOT_GDT_ADDR + 8 * 5;
-  if (!(ram instanceof Uint8Array) || ram.length < need) {
+  const mem = bootRamOf(ram, 'writeBootCpuState');
+  if (mem.length < need) {
     throw new VmmError(
       'ENOSPACE',
       `the boot GDT and page tables need guest RAM up to 0x${need.toString(16)}`,
     );
   }
-  const v = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
   const code = gdtEntry(mode === '64' ? CODE64 : CODE32, 0, 0xfffff);
   const data = gdtEntry(DATA, 0, 0xfffff);
   const tss = gdtEntry(TSS, 0, 0xfffff);
   const gdt = [0n, 0n, code, data, tss];
-  gdt.forEach((e, i) => v.setBigUint64(BOOT_GDT_ADDR + 8 * i, e, true));
+  const g = viewOf(mem.bytes(BOOT_GDT_ADDR, 8 * gdt.length));
+  gdt.forEach((e, i) => g.setBigUint64(8 * i, e, true));
   const written = [{ addr: BOOT_GDT_ADDR, size: 8 * gdt.length, what: 'boot GDT' }];
 
   let cr0 = CR0_PE | CR0_ET;
@@ -208,14 +211,18 @@ export function writeBootCpuState(
   let cr4 = 0;
   let efer = 0;
   if (mode === '64') {
-    ram.fill(0, BOOT_PML4_ADDR, PAGE_TABLES_END);
-    v.setBigUint64(BOOT_PML4_ADDR, BigInt(BOOT_PDPT_ADDR | 0x3), true); // present, writable
+    const tables = mem.bytes(BOOT_PML4_ADDR, PAGE_TABLES_END - BOOT_PML4_ADDR);
+    tables.fill(0);
+    // Offsets in the window are guest-physical addresses less BOOT_PML4_ADDR.
+    const t = viewOf(tables);
+    const at = (gpa: number): number => gpa - BOOT_PML4_ADDR;
+    t.setBigUint64(at(BOOT_PML4_ADDR), BigInt(BOOT_PDPT_ADDR | 0x3), true); // present, writable
     for (let i = 0; i < 4; i++) {
       const pd = BOOT_PD_ADDR + i * 0x1000;
-      v.setBigUint64(BOOT_PDPT_ADDR + 8 * i, BigInt(pd | 0x3), true);
+      t.setBigUint64(at(BOOT_PDPT_ADDR + 8 * i), BigInt(pd | 0x3), true);
       for (let j = 0; j < 512; j++) {
         const addr = BigInt(i) * 0x40000000n + BigInt(j) * 0x200000n;
-        v.setBigUint64(pd + 8 * j, addr | 0x83n, true); // present, writable, 2 MiB page
+        t.setBigUint64(at(pd + 8 * j), addr | 0x83n, true); // present, writable, 2 MiB page
       }
     }
     written.push({
@@ -250,4 +257,8 @@ export function writeBootCpuState(
     },
     written,
   };
+}
+
+function viewOf(b: Uint8Array): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }

@@ -13,6 +13,7 @@
  */
 import { ArgTypeError } from '../../base/error';
 import { VmmError } from '../errors';
+import { bootRamOf, type BootRam } from './boot-ram';
 import { CAN_USE_HEAP, parseBzImage, SETUP_HEADER_OFFSET, type SetupHeader, XLF_KERNEL_64 } from './bzimage';
 import { type BootCpuState, writeBootCpuState } from './cpu-state';
 import { E820_ENTRY_SIZE, type E820Entry, isE820Ram, writeE820 } from './e820';
@@ -44,8 +45,11 @@ const HDR_CMD_LINE_PTR = 0x228;
 
 /** Options of {@link loadLinux}. */
 export interface LinuxBootOptions {
-  /** Guest RAM below the PCI hole, indexed by guest-physical address (RAM from address 0). */
-  readonly ram: Uint8Array;
+  /**
+   * Guest RAM below the PCI hole from address 0: all of it as bytes indexed by guest-physical
+   * address, or a {@link BootRam} that hands out a window per piece written.
+   */
+  readonly ram: Uint8Array | BootRam;
   /** The bzImage file. */
   readonly kernel: Uint8Array;
   /** The kernel command line (UTF-8, no NUL; at most the kernel's `cmdlineSize` bytes). */
@@ -98,8 +102,8 @@ export interface LinuxBootLayout {
  * (or lands outside the e820 map's RAM), EE820 for a malformed map.
  */
 export function loadLinux(opts: LinuxBootOptions): LinuxBootLayout {
-  const { ram, kernel, cmdline } = opts;
-  if (!(ram instanceof Uint8Array)) throw new ArgTypeError('loadLinux: ram must be a Uint8Array');
+  const { kernel, cmdline } = opts;
+  const ram = bootRamOf(opts.ram, 'loadLinux');
   if (typeof cmdline !== 'string') throw new ArgTypeError('loadLinux: cmdline must be a string');
   if (opts.initrd !== undefined && !(opts.initrd instanceof Uint8Array)) {
     throw new ArgTypeError('loadLinux: initrd must be a Uint8Array');
@@ -156,13 +160,15 @@ export function loadLinux(opts: LinuxBootOptions): LinuxBootLayout {
     initrd = { addr, size };
   }
 
-  // Everything checked: write.
-  ram.set(kernel.subarray(hdr.kernelOffset), loadAddr);
-  if (initrd && opts.initrd) ram.set(opts.initrd, initrd.addr);
-  ram.fill(0, CMDLINE_ADDR, CMDLINE_ADDR + cmd.length + 1);
-  ram.set(cmd, CMDLINE_ADDR);
+  // Everything checked: write, each piece through a window of its own size.
+  const payload = kernel.subarray(hdr.kernelOffset);
+  ram.bytes(loadAddr, payload.length).set(payload);
+  if (initrd && opts.initrd) ram.bytes(initrd.addr, initrd.size).set(opts.initrd);
+  const cmdArea = ram.bytes(CMDLINE_ADDR, cmd.length + 1);
+  cmdArea.fill(0);
+  cmdArea.set(cmd);
 
-  const zp = ram.subarray(ZERO_PAGE_ADDR, ZERO_PAGE_ADDR + PAGE);
+  const zp = ram.bytes(ZERO_PAGE_ADDR, PAGE);
   zp.fill(0);
   zp.set(kernel.subarray(SETUP_HEADER_OFFSET, SETUP_HEADER_OFFSET + hdr.headerLength), SETUP_HEADER_OFFSET);
   const v = new DataView(zp.buffer, zp.byteOffset, PAGE);
