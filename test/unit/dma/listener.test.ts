@@ -15,6 +15,7 @@ import {
   transaction,
   type GuestError,
 } from '../../../lib/memory';
+import { registerDmaRegion } from '../../../lib/dma/dma-buffers';
 import { FakeContainer, FakeDeviceMemory, FakeError, FakeRam } from './fake-container';
 
 function setup(): {
@@ -58,6 +59,26 @@ describe('DmaListener decisions', () => {
       { iova: 0x20000, size: 0x2000, region: 'rom-b', kind: 'ram', readonly: true },
     ]);
     expect(l.stats).toMatchObject({ mappedBytes: 0x6000, mappingCount: 2, skippedCount: 0 });
+  });
+
+  it('maps a lazily-backed region by the region, never making its buffer', () => {
+    const { c, root } = setup();
+    let made = 0;
+    const lazy = MemoryRegion.ram('lazy', 0x4000, () => {
+      made++;
+      return new ArrayBuffer(0x4000);
+    });
+    registerDmaRegion(lazy, ram, 0x8000);
+    root.addSubregion(MemoryRegion.alias('lazy-tail', lazy, 0x1000, 0x3000), 0x40000);
+    expect(c.maps.map((m) => [m.iova, m.size, m.offset, m.memory])).toEqual([[0x40000, 0x3000, 0x9000, ram]]);
+    expect(made).toBe(0);
+    expect(lazy.allocatedBacking).toBeNull();
+    // Made later by a guest access, the buffer does not change what is mapped: the region says it.
+    root.removeSubregion(root.subregions[0]);
+    root.addSubregion(lazy, 0x40000);
+    expect(lazy.backing).toBeInstanceOf(ArrayBuffer);
+    expect(made).toBe(1);
+    expect(c.state()).toEqual([[0x40000, 0x4000, 0x8000, true]]);
   });
 
   it('skips RAM whose address and host offset disagree below the page, naming the absolute range', () => {
