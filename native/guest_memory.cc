@@ -237,8 +237,7 @@ napi_value Fill(napi_env env, napi_callback_info info) {
   uint64_t offset, length;
   uint32_t byte;
   if (s == nullptr || !GetSafeInteger(env, args[1], "offset", &offset) ||
-      !GetSafeInteger(env, args[2], "length", &length) ||
-      !GetUint32(env, args[3], "byte", &byte)) {
+      !GetSafeInteger(env, args[2], "length", &length) || !GetUint32(env, args[3], "byte", &byte)) {
     return nullptr;
   }
   if (s->addr == nullptr) {
@@ -246,14 +245,13 @@ napi_value Fill(napi_env env, napi_callback_info info) {
                           "ECLOSED");
   }
   if (byte > 0xff) {
-    return ThrowRangeError(env, "guestMemory.fill: byte " + std::to_string(byte) +
-                                    " is not in [0, 255]");
+    return ThrowRangeError(
+        env, "guestMemory.fill: byte " + std::to_string(byte) + " is not in [0, 255]");
   }
   if (offset > s->length || length > s->length - offset) {
-    return ThrowRangeError(env, "guestMemory.fill: offset " + std::to_string(offset) +
-                                    " length " + std::to_string(length) +
-                                    " is outside the memory (length " + std::to_string(s->length) +
-                                    ")");
+    return ThrowRangeError(env, "guestMemory.fill: offset " + std::to_string(offset) + " length " +
+                                    std::to_string(length) + " is outside the memory (length " +
+                                    std::to_string(s->length) + ")");
   }
   // SAFETY: [offset, offset + length) lies in the mapping (checked above without overflow), which
   // is mapped while s->addr is set.

@@ -424,7 +424,11 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
     return this.ramRanges.map((r) => ({ gpa: r.gpa, size: r.size, hostAddress: base + BigInt(r.offset) }));
   }
 
-  /** A DataView of guest RAM at guest-physical `gpa` (the range must lie in one RAM range). */
+  /**
+   * A DataView of guest RAM at guest-physical `gpa` (the range must lie in one RAM range). It is cut
+   * from {@link GuestRam.view}'s window of up to 4 GiB of RAM, made by the first call and kept: for a
+   * few writes on a path that must not pause for a GC, take `ram.buffer(offset, length)` instead.
+   */
   gpaView(gpa: number, length: number): DataView {
     checkInteger(gpa, 'gpa');
     checkInteger(length, 'length');

@@ -49,7 +49,10 @@ describe('a lazily-backed ram region', () => {
   test('serves every access path from the factory buffer: widths, pairs, and accesses that cross ranges', () => {
     const buf = new ArrayBuffer(0x1000);
     const { as, root, events } = unassignedSpace();
-    root.addSubregion(MemoryRegion.ram('a', 0x1000, () => buf), 0x1000);
+    root.addSubregion(
+      MemoryRegion.ram('a', 0x1000, () => buf),
+      0x1000,
+    );
     as.write(0x1000, 8, 0x0102030405060708n);
     expect(as.read(0x1004, 2)).toBe(0x0304);
     as.write64Pair(0x1100, 0xaabbccdd, 0x11223344);
