@@ -11,6 +11,8 @@ import { Machine, PciRootBus, type LinuxBootLayout } from '../../lib/vmm';
 import { loadBootImages, type BootContext } from '../../lib/vmm/pc-boot';
 import { FakeContainer } from '../unit/dma/fake-container';
 import { bzImage } from '../unit/vmm/fake-bzimage';
+import { native } from '../../lib/native';
+import { DMA_HANDLE } from '../../lib/vfio/dma-types';
 import { caught, ROOT } from './helpers';
 
 const MiB = 2 ** 20;
@@ -110,6 +112,26 @@ describe('GuestRam.fill', () => {
     expect(() => ram.fill('0' as never, 1)).toThrow(TypeError);
     ram.close();
     expect((caught(() => ram.fill(0, 1)) as VfioError).code).toBe('ECLOSED');
+  });
+});
+
+describe('native guestMemoryFill', () => {
+  it('checks its range without overflow, and its byte, itself', () => {
+    const ram = GuestRam.create(0x2000);
+    const h = ram[DMA_HANDLE]();
+    expect(() => native.guestMemoryFill(h, 0x1000, 0x1001, 0)).toThrow(
+      'guestMemory.fill: offset 4096 length 4097 is outside the memory (length 8192)',
+    );
+    expect(() => native.guestMemoryFill(h, 2 ** 53 - 1, 2, 0)).toThrow(RangeError);
+    expect(() => native.guestMemoryFill(h, 0x2001, 0, 0)).toThrow(RangeError);
+    expect(() => native.guestMemoryFill(h, 0, 1, 256)).toThrow(
+      'guestMemory.fill: byte 256 is not in [0, 255]',
+    );
+    expect(() => native.guestMemoryFill({} as never, 0, 1, 0)).toThrow(TypeError);
+    native.guestMemoryFill(h, 0x1fff, 1, 0x5a);
+    expect([...readFd(ram, 0x1ffe, 2)]).toEqual([0, 0x5a]);
+    ram.close();
+    expect((caught(() => native.guestMemoryFill(h, 0, 1, 0)) as VfioError).code).toBe('ECLOSED');
   });
 });
 
