@@ -266,7 +266,8 @@ export class GuestRam implements DmaMemory, Disposable {
         `guestRam.fill: offset ${offset} length ${length} is outside the ${this.length}-byte RAM`,
       );
     }
-    if (typeof byte !== 'number') throw new ArgTypeError(`byte must be a number, got ${typeof byte}`);
+    if (typeof byte !== 'number')
+      throw new ArgTypeError(`guestRam.fill: byte must be a number, got ${typeof byte}`);
     if (!Number.isInteger(byte) || byte < 0 || byte > 0xff) {
       throw new ArgRangeError(`guestRam.fill: byte ${byte} is not an integer in [0, 255]`);
     }

@@ -108,7 +108,7 @@ describe('GuestRam.fill', () => {
     expect(() => ram.fill(0, 2 ** 53)).toThrow(RangeError);
     expect(() => ram.fill(0, 1, 256)).toThrow('guestRam.fill: byte 256 is not an integer in [0, 255]');
     expect(() => ram.fill(0, 1, 1.5)).toThrow(RangeError);
-    expect(() => ram.fill(0, 1, '1' as never)).toThrow(TypeError);
+    expect(() => ram.fill(0, 1, '1' as never)).toThrow('guestRam.fill: byte must be a number, got string');
     expect(() => ram.fill('0' as never, 1)).toThrow(TypeError);
     ram.close();
     expect((caught(() => ram.fill(0, 1)) as VfioError).code).toBe('ECLOSED');
