@@ -241,11 +241,15 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
   guestErrors.on('guest-error', (e) => {
     // Refused memory accesses are the guest probing for legacy hardware: counted, not shown. The
     // same report again is only counted.
-    const text = describeGuestError(e);
-    if (e.source !== 'memory' && !shown.has(text)) {
+    // Printed in a turn of its own, as a logger would: a report comes in the middle of the machine's
+    // work (a memory transaction, say), and writing the line is this runner's cost, not the VMM's.
+    if (e.source === 'memory') return;
+    setImmediate(() => {
+      const text = describeGuestError(e);
+      if (shown.has(text)) return;
       shown.add(text);
       event(`report ${text}`);
-    }
+    });
   });
   pc = await PcMachine.open({
     guestErrors,
