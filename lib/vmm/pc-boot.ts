@@ -19,7 +19,7 @@ import { allSteps, allStepsAsync, runSteps } from '../base/steps';
 import type { Machine } from './machine';
 import type { VfioPciDevice } from '../pci';
 import { Device } from '../vfio';
-import { loadLinux, type LinuxBootLayout } from './boot/load-linux';
+import { loadLinuxSteps, type LinuxBootLayout } from './boot/load-linux';
 import { pcE820 } from './boot/e820';
 import { setupBootVcpu } from './boot/vcpu-setup';
 import { ExitTableListener } from './exit-table-listener';
@@ -100,10 +100,16 @@ export function lowRam(machine: Machine): BootRam {
 
 /** loadBootImages: the MP table and Linux (kernel, initramfs, command line) in guest RAM. */
 export function loadBootImages(ctx: BootContext): LinuxBootLayout {
+  return runSteps(loadBootImagesSteps(ctx));
+}
+
+/** {@link loadBootImages} in steps: the MP table, then Linux's (see loadLinuxSteps). */
+export function* loadBootImagesSteps(ctx: BootContext): Generator<string, LinuxBootLayout> {
   const ram = lowRam(ctx.machine);
   const spec = { cpus: ctx.cpus, intx: pciIntxRoutes(ctx.host) };
   writeMpTable(ram.bytes(MPTABLE_START, mpTableSize(spec)), MPTABLE_START, spec);
-  return loadLinux({
+  yield 'mptable';
+  return yield* loadLinuxSteps({
     ram,
     kernel: ctx.kernel,
     cmdline: ctx.cmdline,

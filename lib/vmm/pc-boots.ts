@@ -9,7 +9,14 @@ import { transaction } from '../memory';
 import type { VfioPciDevice } from '../pci';
 import { DEFAULT_PCI_WINDOWS, placeBars, placeBarsSteps, type PlacedBar } from './bar-placement';
 import { pciIntxGsi } from './intx';
-import { bootSteps, loadBootImages, startBoot, type Boot, type BootContext } from './pc-boot';
+import {
+  bootSteps,
+  loadBootImages,
+  loadBootImagesSteps,
+  startBoot,
+  type Boot,
+  type BootContext,
+} from './pc-boot';
 
 /**
  * Guest RAM cleared per turn of the event loop at a reboot: a few ms of memset each, in place
@@ -72,7 +79,7 @@ export class PcBoots {
     }
     this.#bars = plan.placed;
     const ctx = this.#context();
-    const layout = loadBootImages(ctx);
+    const layout = await runStepsAsync(loadBootImagesSteps(ctx), turn);
     await turn();
     this.#start(await runStepsAsync(bootSteps(ctx, layout), turn));
   }

@@ -11,6 +11,7 @@
  *   pref_address (16 MiB for x86-64)       the kernel, init_size bytes
  *   top of RAM below 4 GiB / initrd_addr_max   the initramfs, page-aligned, as high as it fits
  */
+import { runSteps } from '../../base/steps';
 import { ArgTypeError } from '../../base/error';
 import { VmmError } from '../errors';
 import { bootRamOf, type BootRam } from './boot-ram';
@@ -102,6 +103,15 @@ export interface LinuxBootLayout {
  * (or lands outside the e820 map's RAM), EE820 for a malformed map.
  */
 export function loadLinux(opts: LinuxBootOptions): LinuxBootLayout {
+  return runSteps(loadLinuxSteps(opts));
+}
+
+/**
+ * loadLinuxSteps: {@link loadLinux} in steps (everything checked, then the kernel copied, then the
+ * initramfs, then the command line, the zero page and the CPU state), for a caller that gives the
+ * event loop a turn between them. Nothing is written before every check passed. @internal
+ */
+export function* loadLinuxSteps(opts: LinuxBootOptions): Generator<'kernel' | 'initrd', LinuxBootLayout> {
   const { kernel, cmdline } = opts;
   const ram = bootRamOf(opts.ram, 'loadLinux');
   if (typeof cmdline !== 'string') throw new ArgTypeError('loadLinux: cmdline must be a string');
@@ -163,7 +173,11 @@ export function loadLinux(opts: LinuxBootOptions): LinuxBootLayout {
   // Everything checked: write, each piece through a window of its own size.
   const payload = kernel.subarray(hdr.kernelOffset);
   ram.bytes(loadAddr, payload.length).set(payload);
-  if (initrd && opts.initrd) ram.bytes(initrd.addr, initrd.size).set(opts.initrd);
+  yield 'kernel';
+  if (initrd && opts.initrd) {
+    ram.bytes(initrd.addr, initrd.size).set(opts.initrd);
+    yield 'initrd';
+  }
   const cmdArea = ram.bytes(CMDLINE_ADDR, cmd.length + 1);
   cmdArea.fill(0);
   cmdArea.set(cmd);

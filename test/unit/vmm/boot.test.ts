@@ -23,6 +23,7 @@ import {
   ZERO_PAGE_ADDR,
 } from '../../../lib/vmm';
 import { bzImage } from './fake-bzimage';
+import { loadLinuxSteps } from '../../../lib/vmm/boot/load-linux';
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -153,6 +154,28 @@ describe('loadLinux', () => {
       'console=ttyS0 panic=-1\0',
     );
     expect(layout.cmdline).toEqual({ addr: CMDLINE_ADDR, size: 23 });
+  });
+
+  it('in steps: the kernel, then the initramfs, then the rest; the same RAM and layout as at once', () => {
+    const initrd = new Uint8Array(0x12345).fill(0x5a);
+    const { ram: atOnce, layout } = boot({ initrd });
+    const ram = new Uint8Array(ramSize);
+    const steps = loadLinuxSteps({
+      ram,
+      kernel: bzImage(),
+      cmdline: 'console=ttyS0 panic=-1',
+      e820: pcE820({ ramSize }),
+      initrd,
+    });
+    const seen: string[] = [];
+    let step = steps.next();
+    while (!step.done) {
+      seen.push(step.value);
+      step = steps.next();
+    }
+    expect(seen).toEqual(['kernel', 'initrd']);
+    expect(step.value).toEqual(layout);
+    expect(Buffer.compare(ram, atOnce)).toBe(0);
   });
 
   it('starts the 64-bit entry in long mode at load address + 0x200 with RSI = boot_params', () => {
