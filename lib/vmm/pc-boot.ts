@@ -21,7 +21,7 @@ import type { VfioPciDevice } from '../pci';
 import { Device } from '../vfio';
 import { loadLinuxSteps, type LinuxBootLayout } from './boot/load-linux';
 import { pcE820 } from './boot/e820';
-import { setupBootVcpu } from './boot/vcpu-setup';
+import { setupBootVcpuSteps } from './boot/vcpu-setup';
 import { ExitTableListener } from './exit-table-listener';
 import { PciIntxRouting } from './irq/pci-intx';
 import { PciMsiRouting } from './irq/pci-msi';
@@ -221,7 +221,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
       yield 'vcpu';
       // Application processors keep their power-on registers: they wait for the boot CPU's
       // INIT/SIPI in the in-kernel APIC.
-      setupBootVcpu(vcpu, id === 0 ? layout.cpu : null, {
+      yield* setupBootVcpuSteps(vcpu, id === 0 ? layout.cpu : null, {
         supportedCpuid: ctx.supportedCpuid,
         cpus: ctx.cpus,
         tscDeadline: ctx.tscDeadline,

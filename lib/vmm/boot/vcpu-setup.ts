@@ -4,6 +4,7 @@
  * the PICs, NMI), and the registers of {@link BootCpuState}. The same call serves every boot of
  * the machine, since each boot gets a fresh VM.
  */
+import { runSteps } from '../../base/steps';
 import type { CpuidEntry, Regs, Segment, Sregs, Vcpu } from '../../kvm';
 import { guestCpuid } from '../cpuid';
 import type { BootCpuState, KvmSegment } from './cpu-state';
@@ -26,12 +27,27 @@ function segment(s: KvmSegment): Segment {
   return { ...s, base: BigInt(s.base) };
 }
 
+/** What {@link setupBootVcpu} needs besides the vCPU and its registers. */
+export interface BootVcpuOptions {
+  supportedCpuid: readonly CpuidEntry[];
+  cpus: number;
+  tscDeadline?: boolean;
+}
+
 /** setupBootVcpu: CPUID, FPU, LAPIC, and with `cpu` the registers for the kernel's entry. */
-export function setupBootVcpu(
+export function setupBootVcpu(vcpu: Vcpu, cpu: BootCpuState | null, opts: BootVcpuOptions): void {
+  runSteps(setupBootVcpuSteps(vcpu, cpu, opts));
+}
+
+/**
+ * {@link setupBootVcpu} in steps (CPUID; the FPU and the local APIC; the registers), for a caller
+ * that gives the event loop a turn between them. @internal
+ */
+export function* setupBootVcpuSteps(
   vcpu: Vcpu,
   cpu: BootCpuState | null,
-  opts: { supportedCpuid: readonly CpuidEntry[]; cpus: number; tscDeadline?: boolean },
-): void {
+  opts: BootVcpuOptions,
+): Generator<'cpuid' | 'lapic', void> {
   vcpu.setCpuid(
     guestCpuid(opts.supportedCpuid, {
       apicId: vcpu.id,
@@ -39,9 +55,11 @@ export function setupBootVcpu(
       tscDeadline: opts.tscDeadline ?? false,
     }),
   );
+  yield 'cpuid';
   vcpu.setFpu();
   vcpu.setLapic(pcLapic(vcpu.getLapic()));
   if (cpu === null) return;
+  yield 'lapic';
   const s: Sregs = vcpu.getSregs();
   const c = cpu.sregs;
   s.cs = segment(c.cs);
