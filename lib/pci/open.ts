@@ -11,6 +11,7 @@
  * device's is /sys/bus/mdev/devices/UUID/vfio-dev/vfioN), and `auto` decides for each as it does
  * for the other.
  */
+import { turn } from '../base/steps';
 import { ArgTypeError } from '../base/error';
 import type {
   BackendDevice,
@@ -102,7 +103,11 @@ export async function openVfioDeviceAsync<T>(
 ): Promise<T> {
   const opening = new Opening(route, opts);
   try {
-    return await build(opening.adopt(await opening.context.openDeviceAsync(route.name)), opening);
+    const device = opening.adopt(await opening.context.openDeviceAsync(route.name));
+    // The open's own tail (attaching the device to the IOMMU context) and the build's first step
+    // each get a turn of the event loop.
+    await turn();
+    return await build(device, opening);
   } catch (e) {
     opening.release();
     throw e;
