@@ -29,8 +29,11 @@ function segment(s: KvmSegment): Segment {
 
 /** What {@link setupBootVcpu} needs besides the vCPU and its registers. */
 export interface BootVcpuOptions {
+  /** What KVM supports (Kvm.supportedCpuid), which the guest's CPUID is cut from. */
   supportedCpuid: readonly CpuidEntry[];
+  /** How many vCPUs the machine has (CPUID's logical processor count). */
   cpus: number;
+  /** Whether to show the TSC-deadline timer (KVM's in-kernel APIC emulates it). */
   tscDeadline?: boolean;
 }
 
