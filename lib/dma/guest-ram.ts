@@ -221,14 +221,7 @@ export class GuestRam implements DmaMemory, Disposable {
    * address does not make (and keep, until close) a window for each.
    */
   view(offset: number, length: number): DataView {
-    this.#check('guestRam.view');
-    checkSize('offset', offset);
-    checkSize('length', length);
-    if (offset > this.length || length > this.length - offset) {
-      throw new ArgRangeError(
-        `guestRam.view: offset ${offset} length ${length} is outside the ${this.length}-byte RAM`,
-      );
-    }
+    this.#range('guestRam.view', offset, length);
     const start = Math.floor(offset / MAX_GUEST_RAM_BUFFER) * MAX_GUEST_RAM_BUFFER;
     const size = Math.min(MAX_GUEST_RAM_BUFFER, this.length - start);
     if (offset + length <= start + size) {
@@ -258,14 +251,7 @@ export class GuestRam implements DmaMemory, Disposable {
    * the IOMMU or KVM maps of them keeps seeing the RAM.
    */
   fill(offset: number, length: number, byte = 0): void {
-    this.#check('guestRam.fill');
-    checkSize('offset', offset);
-    checkSize('length', length);
-    if (offset > this.length || length > this.length - offset) {
-      throw new ArgRangeError(
-        `guestRam.fill: offset ${offset} length ${length} is outside the ${this.length}-byte RAM`,
-      );
-    }
+    this.#range('guestRam.fill', offset, length);
     if (typeof byte !== 'number')
       throw new ArgTypeError(`guestRam.fill: byte must be a number, got ${typeof byte}`);
     if (!Number.isInteger(byte) || byte < 0 || byte > 0xff) {
@@ -349,14 +335,23 @@ export class GuestRam implements DmaMemory, Disposable {
     this.close();
   }
 
-  /** Checks a window [offset, offset + length) for `op`; returns its length (default: to the end). */
-  #window(op: string, offset: unknown, length: unknown): number {
+  /**
+   * Checks that `op` may touch [offset, offset + length): open, sizes, inside the RAM. With
+   * `toEnd`, an undefined length means to the end of the RAM. Returns the length.
+   */
+  #range(op: string, offset: unknown, length: unknown, toEnd = false): number {
     this.#check(op);
     const off = checkSize('offset', offset);
-    const len = length === undefined ? this.length - off : checkSize('length', length);
+    const len = toEnd && length === undefined ? this.length - off : checkSize('length', length);
     if (off > this.length || len > this.length - off) {
       throw new ArgRangeError(`${op}: offset ${off} length ${len} is outside the ${this.length}-byte RAM`);
     }
+    return len;
+  }
+
+  /** {@link GuestRam.#range} for a window (to the end unless given), which one ArrayBuffer must hold. */
+  #window(op: string, offset: unknown, length: unknown): number {
+    const len = this.#range(op, offset, length, true);
     if (len > MAX_GUEST_RAM_BUFFER) {
       throw new ArgRangeError(
         `${op}: ${len} bytes exceed the ${MAX_GUEST_RAM_BUFFER}-byte limit of one ArrayBuffer on this Node; take smaller windows`,
