@@ -13,6 +13,7 @@
         "native/group.cc",
         "native/device.cc",
         "native/kvm.cc",
+        "native/kvm_slots.cc",
         "native/kvm_vcpu.cc",
         "native/vcpu_thread.cc",
         "native/loop_queue.cc",

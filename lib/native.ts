@@ -227,6 +227,21 @@ export interface NativeBinding {
     memory: NativeMappingHandle | NativeGuestMemoryHandle | null,
     offset: number,
   ): void;
+  /**
+   * The same ops (`[slot, flags, gpa, size, memory, offset]`), given to KVM in order on the thread
+   * pool; one result per op: undefined, or the error KVM refused it with.
+   */
+  kvmSetUserMemoryRegionsAsync(
+    vm: NativeHandle,
+    ops: readonly (readonly [
+      number,
+      number,
+      number,
+      number,
+      NativeMappingHandle | NativeGuestMemoryHandle | null,
+      number,
+    ])[],
+  ): Promise<(Error | undefined)[]>;
   kvmCreateIrqchip(vm: NativeHandle): number;
   /** KVM_CREATE_PIT2 with kvm_pit_config.flags. */
   kvmCreatePit2(vm: NativeHandle, flags: number): void;
@@ -304,6 +319,10 @@ export interface NativeBinding {
   kvmVcpuStop(vcpu: NativeKvmVcpu): void;
   kvmVcpuRef(vcpu: NativeKvmVcpu, ref: boolean): void;
   kvmVcpuStats(vcpu: NativeKvmVcpu): NativeVcpuThreadStats;
+  /** During a hand-off: the vCPU keeps waiting after the handler returns, until kvmVcpuAnswer. */
+  kvmVcpuDefer(vcpu: NativeKvmVcpu): void;
+  /** Give a deferred hand-off's answer (already in the exit record); no thread: nothing. */
+  kvmVcpuAnswer(vcpu: NativeKvmVcpu): void;
   exitTableCreate(): NativeExitTable;
   /** Replace a space's ranges (0 MMIO, 1 port I/O); returns once no vCPU uses the old ones. */
   exitTableSet(table: NativeExitTable, space: number, entries: readonly NativeExitEntry[]): void;

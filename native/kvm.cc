@@ -15,6 +15,7 @@
 #include "handle.h"
 #include "host_memory.h"
 #include "ioctl.h"
+#include "kvm_vm.h"
 
 // Linux 6.1 headers may predate these; the values are the kernel's uAPI.
 #ifndef KVM_DEV_VFIO_FILE
@@ -29,39 +30,6 @@
 
 namespace vfio_bridge {
 namespace {
-
-constexpr int kKindVm = 1;
-
-/**
- * class VmResource - a VM's fd and a pin on the memory behind each of its slots, by slot number:
- * the pages stay mapped while KVM may translate to them, whoever closes the memory meanwhile. The
- * pins go when the slot is deleted or the VM's fd is given up.
- */
-class VmResource : public FdResource {
- public:
-  ~VmResource() override { Closed(); }
-  void Closed() override {
-    for (MapBacking*& p : pins) {
-      if (p != nullptr) MapUnpin(p);
-      p = nullptr;
-    }
-    pins.clear();
-  }
-  int Kind() const override { return kKindVm; }
-
-  std::vector<MapBacking*> pins;
-};
-
-/** GetVm - the open VM behind @value, or nullptr after throwing (as GetHandle). */
-VmResource* GetVm(napi_env env, napi_value value, const char* op) {
-  FdResource* h = GetHandle(env, value, op);
-  if (h == nullptr) return nullptr;
-  if (h->Kind() != kKindVm) {
-    ThrowTypeError(env, std::string(op) + " expects a VM handle");
-    return nullptr;
-  }
-  return static_cast<VmResource*>(h);
-}
 
 napi_value Int(napi_env env, int v) {
   napi_value out;
@@ -117,65 +85,6 @@ napi_value CreateVm(napi_env env, napi_callback_info info) {
 /** SetTssAddr(vm, addr) - KVM_SET_TSS_ADDR (three pages VMX needs for real mode). */
 napi_value SetTssAddr(napi_env env, napi_callback_info info) {
   return ValueIoctl(env, info, KVM_SET_TSS_ADDR, "KVM_SET_TSS_ADDR", "address", false);
-}
-
-/**
- * SetUserMemoryRegion(vm, slot, flags, gpa, size, memory, offset) - KVM_SET_USER_MEMORY_REGION
- * with @size bytes of @memory (a mapping or guest memory handle) from @offset; size 0 deletes the
- * slot (@memory is then null). The slot pins the memory's pages until it is deleted or the VM goes,
- * so closing the memory first never leaves KVM translating to an address that is no longer (or is
- * again, for something else) mapped. Alignment, overlap and bounds policy is lib/kvm's.
- */
-napi_value SetUserMemoryRegion(napi_env env, napi_callback_info info) {
-  Args<7> args(env, info);
-  const char* op = "KVM_SET_USER_MEMORY_REGION";
-  VmResource* vm = GetVm(env, args[0], op);
-  kvm_userspace_memory_region region = {};
-  uint64_t gpa, size, offset;
-  if (vm == nullptr || !GetUint32(env, args[1], "slot", &region.slot) ||
-      !GetUint32(env, args[2], "flags", &region.flags) ||
-      !GetSafeInteger(env, args[3], "guest address", &gpa) ||
-      !GetSafeInteger(env, args[4], "size", &size) ||
-      !GetSafeInteger(env, args[6], "offset", &offset)) {
-    return nullptr;
-  }
-  if (region.slot > 0xffff)
-    return ThrowRangeError(env, std::string(op) + ": slot number too large");
-  HostRange range;
-  MapBacking* pin = nullptr;
-  if (size > 0) {
-    if (!MemoryPin(env, args[5], &range, &pin)) {
-      return ThrowTypeError(env, std::string(op) + " expects a mapping or guest memory handle");
-    }
-    const char* refusal = nullptr;
-    int err = EINVAL;
-    if (pin == nullptr || range.base == nullptr) {
-      refusal = "the memory is closed";
-      err = 0;
-    } else if (offset > range.length || size > range.length - offset) {
-      refusal = "the slot reaches past the end of the memory";
-    } else if (!range.writable && (region.flags & KVM_MEM_READONLY) == 0) {
-      refusal = "read-only memory needs a read-only slot";
-      err = EACCES;
-    }
-    if (refusal != nullptr) {
-      if (pin != nullptr) MapUnpin(pin);
-      return ThrowVfioError(env, op, err, refusal, *range.where, err == 0 ? "ECLOSED" : "");
-    }
-    region.userspace_addr = reinterpret_cast<uint64_t>(range.base + offset);
-  }
-  region.guest_phys_addr = gpa;
-  region.memory_size = size;
-  int r = Ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region);
-  if (r < 0) {
-    if (pin != nullptr) MapUnpin(pin);
-    return ThrowErrno(env, op, vm, -r, "slot " + std::to_string(region.slot));
-  }
-  if (vm->pins.size() <= region.slot) vm->pins.resize(region.slot + 1, nullptr);
-  // KVM now translates through the new memory (or none): the old pin, if any, can go.
-  if (vm->pins[region.slot] != nullptr) MapUnpin(vm->pins[region.slot]);
-  vm->pins[region.slot] = pin;
-  return nullptr;
 }
 
 /** SetGsiRouting(vm, table) - KVM_SET_GSI_ROUTING with a struct kvm_irq_routing built in TS. */
@@ -397,7 +306,6 @@ void RegisterKvm(Napi::Env env, Napi::Object exports) {
       Method("kvmGetVcpuMmapSize", GetVcpuMmapSize),
       Method("kvmCreateVm", CreateVm),
       Method("kvmSetTssAddr", SetTssAddr),
-      Method("kvmSetUserMemoryRegion", SetUserMemoryRegion),
       Method("kvmCreateIrqchip", CreateIrqchip),
       Method("kvmCreatePit2", CreatePit2),
       Method("kvmIrqLine", IrqLine),
@@ -411,6 +319,7 @@ void RegisterKvm(Napi::Env env, Napi::Object exports) {
       Method("dupFd", DupFd),
   };
   DefineMethods(env, exports, methods);
+  RegisterKvmSlots(env, exports);
 }
 
 }  // namespace vfio_bridge

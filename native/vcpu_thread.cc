@@ -5,10 +5,13 @@
 // with no JavaScript. Any other MMIO or port exit is handed to JavaScript on the thread that owns
 // the device model, through a loop queue (loop_queue.h): the exit goes into the vCPU's exit record,
 // the thread waits, JavaScript serves it and writes the answer, and the thread copies the answer
-// into kvm_run and enters the guest again. The queue delivers for at most kDeliveryBudgetNs per
-// turn of the loop, so a guest handing off exit after exit never holds the loop longer. One vCPU's
-// accesses therefore stay in order, and JavaScript handlers never run concurrently: they all run on
-// that one thread, as QEMU's big lock serializes its device models.
+// into kvm_run and enters the guest again. JavaScript may defer its answer (Defer, during the
+// hand-off) and give it later (Answer): the vCPU then waits while the loop goes on, e.g. until the
+// memory slots a guest's BAR write changed are in KVM, so that its next access sees them. The queue
+// delivers for at most kDeliveryBudgetNs per turn of the loop, so a guest handing off exit after
+// exit never holds the loop longer. One vCPU's accesses therefore stay in order, and JavaScript
+// handlers never run concurrently: they all run on that one thread, as QEMU's big lock serializes
+// its device models.
 //
 // Control (pause, resume, stop) is a request word the thread reads before every KVM_RUN, plus a
 // kick to take it out of KVM_RUN: kvm_run.immediate_exit and the per-thread kick signal, whose
@@ -70,6 +73,9 @@ class VcpuThread : public LoopQueue {
   uint64_t posted = 0;    // hand-offs posted (guarded by mu)
   uint64_t answered = 0;  // hand-offs JavaScript has answered (guarded by mu)
   uint64_t resumes = 0;   // Resume calls so far (guarded by mu): tells a stale `parked` apart
+  // Set by Defer while JavaScript serves a hand-off: Deliver then leaves it unanswered, for Answer.
+  // Touched on the loop's thread only.
+  bool defer = false;
 
   std::atomic<uint64_t> fast_mmio{0}, fast_pio{0}, handoffs{0}, faults{0}, runs{0};
 
@@ -315,9 +321,14 @@ void VcpuThread::Deliver(napi_env env, napi_value fn, napi_async_context context
     return;
   }
   // A hand-off. The thread may have been stopped since it posted: then nobody waits for it.
+  defer = false;
   if (v != nullptr) {
     napi_value argv[1] = {Number(env, kExit)};
     CallFromLoop(env, context, fn, 1, argv);
+  }
+  if (defer) {
+    defer = false;
+    return;
   }
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -431,6 +442,33 @@ napi_value Resume(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/**
+ * Defer(vcpu) - called while JavaScript serves the thread's hand-off: the vCPU keeps waiting after
+ * the handler returns, until Answer.
+ */
+napi_value Defer(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  VcpuThread* t = GetThread(env, args[0], "vCPU defer");
+  if (t == nullptr) return nullptr;
+  t->defer = true;
+  return nullptr;
+}
+
+/** Answer(vcpu) - give a deferred hand-off's answer (already in the exit record): the vCPU goes on.
+ */
+napi_value Answer(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  VcpuState* v = GetVcpu(env, args[0], "vCPU answer");
+  if (v == nullptr || v->thread == nullptr) return nullptr;  // stopped meanwhile: nobody waits
+  VcpuThread* t = v->thread;
+  {
+    std::lock_guard<std::mutex> lock(t->mu);
+    t->answered = t->posted;
+  }
+  t->cv.notify_all();
+  return nullptr;
+}
+
 /** Stop(vcpu) - stop and join the thread; idempotent (no thread: nothing to do). */
 napi_value Stop(napi_env env, napi_callback_info info) {
   Args<1> args(env, info);
@@ -502,8 +540,10 @@ bool VcpuThreadParked(const VcpuThread* t) { return t->parked.load(); }
 
 void RegisterVcpuThread(napi_env env, napi_value exports) {
   const napi_property_descriptor methods[] = {
-      Method("kvmVcpuStart", Start), Method("kvmVcpuPause", Pause), Method("kvmVcpuResume", Resume),
-      Method("kvmVcpuStop", Stop),   Method("kvmVcpuRef", Ref),     Method("kvmVcpuStats", Stats),
+      Method("kvmVcpuStart", Start),   Method("kvmVcpuPause", Pause),
+      Method("kvmVcpuResume", Resume), Method("kvmVcpuStop", Stop),
+      Method("kvmVcpuRef", Ref),       Method("kvmVcpuStats", Stats),
+      Method("kvmVcpuDefer", Defer),   Method("kvmVcpuAnswer", Answer),
   };
   DefineMethods(env, exports, methods);
 }

@@ -42,6 +42,14 @@ export interface KvmMemoryListenerOptions {
   guestOffset?: number;
   /** Splits ranges into slotted and trapped pieces (default: page-aligned ranges are slotted whole). */
   classify?: SlotClassifier;
+  /**
+   * Give KVM the slot changes on the libuv thread pool, in order ({@link Vm.queueSlotAdd}), rather
+   * than on the calling thread: a commit returns before KVM has them, and `vm.slotChanges` says
+   * when it does (a {@link VcpuSet} given it as `pending` holds the vCPU whose access made the
+   * change until then, as QEMU's commit does under its big lock, and leaves the event loop free).
+   * A slot KVM refuses is reported as a trapped range when the refusal comes. Default false.
+   */
+  queue?: boolean;
 }
 
 /**
@@ -69,8 +77,14 @@ export class KvmMemoryListener implements MemoryListener {
   /** `name addr size` of each range reported trapped. */
   readonly #reported = new Set<string>();
   #pendingAdds: FlatRange[] = [];
+  readonly #queue: boolean;
 
   constructor(vm: SlotTarget, opts: KvmMemoryListenerOptions = {}) {
+    this.#queue = opts.queue === true;
+    if (this.#queue && (typeof vm.queueSlotAdd !== 'function' || typeof vm.queueSlotRemoval !== 'function'))
+      throw new ArgTypeError(
+        'KvmMemoryListener: queue needs a target with queueSlotAdd and queueSlotRemoval',
+      );
     this.#vm = vm;
     this.#page = opts.pageSize ?? 4096;
     this.#offset = opts.guestOffset ?? 0;
@@ -124,7 +138,11 @@ export class KvmMemoryListener implements MemoryListener {
       return;
     }
     this.#slots.delete(r);
-    for (const s of slots) this.#vm.removeSlot(s);
+    for (const s of slots) {
+      if (!this.#queue) this.#vm.removeSlot(s);
+      // A removal KVM refuses leaves nothing to do here: the range is gone from the flat view.
+      else this.#vm.queueSlotRemoval!(s).catch(() => undefined);
+    }
   }
 
   regionAdd(r: FlatRange): void {
@@ -151,23 +169,45 @@ export class KvmMemoryListener implements MemoryListener {
         this.#trapped(where, new ArgTypeError(`${r.region.name}: its memory is not a Mapping or GuestRam`));
         continue;
       }
+      const spec = {
+        guestAddress: p.addr + this.#offset,
+        size: p.size,
+        memory,
+        offset: p.offsetInRegion,
+        readonly: r.readonly,
+        name: r.region.name,
+      };
       try {
-        made.push(
-          this.#vm.addSlot({
-            guestAddress: p.addr + this.#offset,
-            size: p.size,
-            memory,
-            offset: p.offsetInRegion,
-            readonly: r.readonly,
-            name: r.region.name,
-          }),
-        );
+        if (!this.#queue) {
+          made.push(this.#vm.addSlot(spec));
+          continue;
+        }
+        const { slot, done } = this.#vm.queueSlotAdd!(spec);
+        made.push(slot);
+        done.catch((e: unknown) => this.#refused(r, slot, where, e));
       } catch (e) {
         this.#errorCount++;
         this.#trapped(where, e);
       }
     }
     if (made.length > 0) this.#slots.set(r, made);
+  }
+
+  /** A queued slot KVM refused: no longer the range's; its accesses exit. */
+  #refused(
+    r: FlatRange,
+    slot: MemorySlot,
+    where: { addr: number; size: number; name: string },
+    e: unknown,
+  ): void {
+    const held = this.#slots.get(r);
+    if (held !== undefined) {
+      const rest = held.filter((s) => s !== slot);
+      if (rest.length > 0) this.#slots.set(r, rest);
+      else this.#slots.delete(r);
+    }
+    this.#errorCount++;
+    this.#trapped(where, e);
   }
 
   #plainMapinfo(r: FlatRange): 'direct' | 'trapped-mmap' {

@@ -46,6 +46,10 @@ export interface SlotTarget {
   addSlot(spec: SlotSpec): MemorySlot;
   /** See {@link Vm.removeSlot}. */
   removeSlot(slot: MemorySlot): void;
+  /** See {@link Vm.queueSlotAdd}; needed by a listener that queues its changes. */
+  queueSlotAdd?(spec: SlotSpec): { slot: MemorySlot; done: Promise<void> };
+  /** See {@link Vm.queueSlotRemoval}; needed by a listener that queues its changes. */
+  queueSlotRemoval?(slot: MemorySlot): Promise<void>;
 }
 
 /**

@@ -59,6 +59,13 @@ export interface VcpuSetOptions {
    * @deprecated pass `guestErrors` and listen to its `guest-error` event
    */
   onFault?(vcpu: number, fault: VcpuThreadFault): void;
+  /**
+   * Work an exit's handler may have started that its vCPU must not run ahead of: called after
+   * each exit served here; a promise holds that vCPU (not the event loop) until it settles. Pass
+   * `() => vm.slotChanges` when the VM's memory listener queues its slot changes, so that a vCPU
+   * whose BAR write moved a slot next sees the memory map it made.
+   */
+  pending?: () => Promise<void> | null;
   /** Thread names: `${name} ${id}` (default `vcpu`). */
   name?: string;
   /**
@@ -107,6 +114,8 @@ export class VcpuSet {
       throw new ArgTypeError('VcpuSet needs options with routing.memory');
     if (opts.onFault !== undefined && typeof opts.onFault !== 'function')
       throw new ArgTypeError('VcpuSet: onFault must be a function');
+    if (opts.pending !== undefined && typeof opts.pending !== 'function')
+      throw new ArgTypeError('VcpuSet: pending must be a function returning a promise or null');
     this.guestErrors = sinkOf(opts);
     this.#reportFaults = opts.guestErrors !== undefined || opts.onFault === undefined;
     this.vcpus = vcpus;
@@ -257,7 +266,7 @@ export class VcpuSet {
     onFault?.(vcpu, f);
   }
 
-  #serve(id: number, exit: AccessExit): number | bigint | undefined {
+  #serve(id: number, exit: AccessExit): number | bigint | undefined | Promise<number | bigint | undefined> {
     const routing = this.#opts.routing;
     const isMmio = exit.kind === 'mmio';
     const address = isMmio ? exit.address : exit.port;
@@ -275,7 +284,9 @@ export class VcpuSet {
         this.#count,
       );
       if (routing.stop?.()) this.#finish({ reason: 'stopped' });
-      return exit.isWrite ? undefined : value;
+      const answer = exit.isWrite ? undefined : value;
+      const wait = this.#opts.pending?.() ?? null;
+      return wait === null ? answer : wait.then(() => answer);
     } catch (error) {
       // The device model threw: a bug of the VMM's, not the guest's. The read gets all-ones and
       // the run ends with the error, so the owner sees it.

@@ -29,10 +29,12 @@ export interface VcpuThreadFault {
 export interface VcpuThreadHandlers {
   /**
    * Serve an MMIO or port exit the thread could not serve itself; return the value of a read.
-   * The vCPU waits for this to return. If it throws, a read gets all-ones and the error is
-   * rethrown (an uncaught exception: a handler bug, never a guest's doing).
+   * The vCPU waits for this to return, or for the promise it returns to settle (the event loop
+   * goes on meanwhile: e.g. until kernel work the access started is done). If it throws, a read
+   * gets all-ones and the error is rethrown (an uncaught exception: a handler bug, never a guest's
+   * doing); a rejected promise is the same, as an unhandled rejection.
    */
-  onExit(exit: AccessExit): number | bigint | void;
+  onExit(exit: AccessExit): number | bigint | void | Promise<number | bigint | void>;
   /**
    * The thread parked: `paused` after {@link VcpuThread.pause}, `guest-exit` after an exit only
    * the owner can decide on (`exit`: shutdown, system event, entry failure, ...), `error` when
@@ -174,7 +176,21 @@ export class VcpuThread {
     if (isRead) writeAnswer(dv, -1);
     if (exit.isWrite && exit.size !== 8) exit.data = BigInt(writtenValue(dv, exit.size));
     const value = this.#handlers.onExit(exit);
-    if (isRead && value !== undefined) writeAnswer(dv, value);
+    if (!(value instanceof Promise)) {
+      if (isRead && value !== undefined) writeAnswer(dv, value);
+      return;
+    }
+    // The vCPU keeps waiting past this return, until the promise settles.
+    native.kvmVcpuDefer(this.#port.handle);
+    const answer = (v: number | bigint | void): void => {
+      if (this.#state === 'stopped') return; // nobody waits any more
+      if (isRead && v !== undefined) writeAnswer(dv, v);
+      native.kvmVcpuAnswer(this.#port.handle);
+    };
+    void value.then(answer, (e: unknown) => {
+      answer(undefined);
+      throw e;
+    });
   }
 
   #parked(why: number, errno: number, generation: number): void {

@@ -4,6 +4,7 @@ import { PAGE_SIZE } from '../base';
 import { allSteps, stepErrors } from '../base/steps';
 import { MEMORY_HANDLE } from '../base/host-memory';
 import { closedError, kvmError } from './errors';
+import { SlotQueue } from './slot-queue';
 import { SlotTable, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
 import {
   encodeRouting,
@@ -84,6 +85,7 @@ export class Vm implements SlotTarget, Disposable {
   readonly path: string;
   /** Memory slot accounting (capacity from KVM_CAP_NR_MEMSLOTS). */
   readonly slots: SlotTable;
+  readonly #queue: SlotQueue;
   readonly #handle: NativeHandle;
   readonly #vcpuMmapSize: number;
   readonly #vcpus = new Set<Vcpu>();
@@ -99,6 +101,7 @@ export class Vm implements SlotTarget, Disposable {
     this.#vcpuMmapSize = kvm.vcpuMmapSize;
     const max = native.kvmCheckExtension(handle, KVM_CAP.NR_MEMSLOTS) || 32;
     this.slots = new SlotTable(max, PAGE_SIZE);
+    this.#queue = new SlotQueue(() => (this.#closed ? null : this.#handle), this.slots);
   }
 
   /** @internal */
@@ -143,6 +146,7 @@ export class Vm implements SlotTarget, Disposable {
    */
   addSlot(spec: SlotSpec): MemorySlot {
     const h = this.#open('KVM_SET_USER_MEMORY_REGION');
+    this.#notQueued();
     const slot = this.slots.reserve(spec);
     try {
       native.kvmSetUserMemoryRegion(
@@ -164,16 +168,52 @@ export class Vm implements SlotTarget, Disposable {
   /** Delete a slot (size 0). Idempotent for a slot already removed. */
   removeSlot(slot: MemorySlot): void {
     if (!this.slots.has(slot)) return;
-    native.kvmSetUserMemoryRegion(
-      this.#open('KVM_SET_USER_MEMORY_REGION'),
-      slot.id,
-      0,
-      slot.guestAddress,
-      0,
-      null,
-      0,
-    );
+    const h = this.#open('KVM_SET_USER_MEMORY_REGION');
+    this.#notQueued();
+    native.kvmSetUserMemoryRegion(h, slot.id, 0, slot.guestAddress, 0, null, 0);
     this.slots.release(slot);
+  }
+
+  /**
+   * {@link Vm.addSlot} queued: the slot is checked and reserved now (bad specs throw here, as
+   * addSlot's do) and given to KVM on the libuv thread pool after every slot change queued before
+   * it; `done` resolves once KVM has it, or rejects with KVM's refusal (the slot is then released).
+   * Changes queued in one synchronous stretch reach KVM in one batch, in order. While any are
+   * queued, addSlot and removeSlot refuse (EBUSY): await {@link Vm.slotChanges} first.
+   */
+  queueSlotAdd(spec: SlotSpec): { slot: MemorySlot; done: Promise<void> } {
+    this.#open('KVM_SET_USER_MEMORY_REGION');
+    return this.#queue.add(spec);
+  }
+
+  /**
+   * {@link Vm.removeSlot} queued: the slot leaves {@link Vm.slots} now (its number may be reused
+   * by the next add, which KVM gets after this removal) and KVM once the promise resolves.
+   */
+  queueSlotRemoval(slot: MemorySlot): Promise<void> {
+    if (!this.slots.has(slot)) return Promise.resolve();
+    this.#open('KVM_SET_USER_MEMORY_REGION');
+    return this.#queue.remove(slot);
+  }
+
+  /**
+   * Resolves once every queued slot change has reached KVM (whether KVM took it or not); null when
+   * none is waiting. A vCPU whose access queued changes waits for this before it runs on.
+   */
+  get slotChanges(): Promise<void> | null {
+    return this.#queue.pending;
+  }
+
+  #notQueued(): void {
+    if (this.#queue.pending !== null) {
+      throw kvmError(
+        'KVM_SET_USER_MEMORY_REGION',
+        'EBUSY',
+        'slot changes are queued for KVM: a change made now would reach it out of order',
+        'await vm.slotChanges first, or queue this change too',
+        this.path,
+      );
+    }
   }
 
   /** KVM_CREATE_IRQCHIP: in-kernel PIC, IOAPIC and local APICs. Before any vCPU. */
@@ -399,6 +439,9 @@ export class Vm implements SlotTarget, Disposable {
    * event loop tens of ms under the lab's TCG. The VM counts as closed at once.
    */
   async closeAsync(): Promise<void> {
+    if (this.#closed) return;
+    // Queued slot changes hold a duplicate of the VM fd: let them end before the VM does.
+    await this.#queue.pending;
     if (this.#closed) return;
     const errors = stepErrors(this.#closeSteps());
     this.#closed = true;

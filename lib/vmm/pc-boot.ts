@@ -164,7 +164,12 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
     }
     yield 'vm';
     unlisten = machine.bus.memory.addMemoryListener(
-      new KvmMemoryListener(vm, { classify: vfioPciSlotClassifier, guestErrors: ctx.machine.guestErrors }),
+      // Slot changes go to KVM on the thread pool: a guest moving a BAR never holds the loop.
+      new KvmMemoryListener(vm, {
+        classify: vfioPciSlotClassifier,
+        guestErrors: ctx.machine.guestErrors,
+        queue: true,
+      }),
     );
     yield 'slots';
     // The ranges the vCPU threads serve themselves, kept equal to the flat views.
@@ -231,6 +236,8 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
     const set = new VcpuSet(vcpus, {
       routing: ctx.routing,
       table,
+      // The vCPU whose access changed the slots runs on once KVM has them.
+      pending: () => vm.slotChanges,
       nice: ctx.vcpuNice,
       onFault: (vcpu, f) =>
         ctx.report({

@@ -329,6 +329,8 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     if (this.#pending !== null) return this.#take();
     this.#running = true;
     try {
+      // The guest starts on the memory map its boot queued (its BARs' slots).
+      await boot.vm.slotChanges;
       const end = await boot.set.run({
         ...(Number.isFinite(timeout) ? { timeoutMs: timeout } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),

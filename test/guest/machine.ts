@@ -49,6 +49,8 @@ export interface GuestMachineOptions {
    * test of the exit paths wants.
    */
   slots?: boolean;
+  /** Give KVM the listener's slot changes on the thread pool (`KvmMemoryListener` `queue`). */
+  queueSlots?: boolean;
   /** The vCPU's options (where lines about exits runRouted cannot serve go). */
   vcpu?: VcpuOptions;
 }
@@ -84,6 +86,7 @@ export class GuestMachine implements Disposable {
       this.listener = new KvmMemoryListener(this.vm, {
         pageSize: PAGE_SIZE,
         classify: vfioPciSlotClassifier,
+        queue: opts.queueSlots === true,
       });
       this.#unlisten = opts.slots === false ? () => undefined : bus.memory.addMemoryListener(this.listener);
       undo.push(this.#unlisten);

@@ -224,6 +224,87 @@ describe('KvmMemoryListener', () => {
   });
 });
 
+/** A fake KVM that queues: changes wait in `kernel` until the test settles them, in order. */
+class QueuedFakeKvm extends FakeKvm {
+  readonly kernel: { line: string; slot: MemorySlot; settle(e?: Error): void }[] = [];
+  override addSlot(): MemorySlot {
+    throw new Error('a queued listener never adds synchronously');
+  }
+  override removeSlot(): void {
+    throw new Error('a queued listener never removes synchronously');
+  }
+  queueSlotAdd(spec: SlotSpec): { slot: MemorySlot; done: Promise<void> } {
+    const slot = this.table.reserve(spec);
+    const done = new Promise<void>((resolve, reject) =>
+      this.kernel.push({
+        line: `add ${slot.guestAddress.toString(16)}`,
+        slot,
+        settle: (e) => {
+          if (e === undefined) return resolve();
+          this.table.release(slot);
+          reject(e);
+        },
+      }),
+    );
+    return { slot, done };
+  }
+  queueSlotRemoval(slot: MemorySlot): Promise<void> {
+    this.table.release(slot);
+    return new Promise<void>((resolve) =>
+      this.kernel.push({ line: `del ${slot.guestAddress.toString(16)}`, slot, settle: () => resolve() }),
+    );
+  }
+}
+
+describe('KvmMemoryListener with queued slot changes', () => {
+  function queued(spec: FakeDeviceSpec) {
+    const bus = new SystemAddressSpaces();
+    const dev = VfioPciDevice.open(bus, new FakeVfioDevice(withHostAddresses(spec)));
+    const kvm = new QueuedFakeKvm();
+    const listener = new KvmMemoryListener(kvm, {
+      guestErrors: bus.guestErrors,
+      classify: vfioPciSlotClassifier,
+      queue: true,
+    });
+    bus.memory.addMemoryListener(listener);
+    return { bus, dev, kvm, listener };
+  }
+
+  it('needs a target that can queue', () => {
+    const plain = { addSlot: () => ({}) as MemorySlot, removeSlot: () => undefined };
+    expect(() => new KvmMemoryListener(plain, { queue: true })).toThrow(/queueSlotAdd/);
+  });
+
+  it('queues a move as the removal then the add, with the table updated at once', () => {
+    const { dev, kvm } = queued(ivshmemSpec());
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    expect(kvm.kernel.map((k) => k.line)).toEqual(['add f0000000']);
+    kvm.kernel.splice(0).forEach((k) => k.settle());
+    placeBar(dev, 2, 0xe0000000);
+    expect(kvm.kernel.map((k) => k.line)).toEqual(['del f0000000', 'add e0000000']);
+    expect(kvm.slots()).toEqual([[0xe0000000, 0x100000, HOST_BAR2]]);
+  });
+
+  it('reports a slot KVM refused when the refusal comes, and no longer holds it', async () => {
+    const { bus, dev, kvm, listener } = queued(ivshmemSpec());
+    const reports: string[] = [];
+    bus.guestErrors.on('guest-error', (e) => reports.push(`${e.source} ${e.kind} ${e.message}`));
+    placeBar(dev, 2, 0xf0000000);
+    enableDecode(dev);
+    kvm.kernel.splice(0).forEach((k) => k.settle(new Error('EEXIST: no')));
+    await new Promise((r) => setImmediate(r));
+    expect(listener.errorCount).toBe(1);
+    expect(reports).toEqual([
+      expect.stringMatching(/^kvm slot-trapped .*f0000000.* stays trapped: EEXIST: no/),
+    ]);
+    expect(kvm.slots()).toEqual([]);
+    // Decode off: nothing of the refused slot is queued for removal.
+    dev.configWrite(0x04, 2, 0);
+    expect(kvm.kernel).toEqual([]);
+  });
+});
+
 describe('SlotTable', () => {
   const mem = fakeHost({ length: 0x10000 }, 0x10000n);
   it('refuses unaligned, empty, overlapping and out-of-bounds slots with RangeErrors', () => {

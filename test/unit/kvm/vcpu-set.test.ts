@@ -112,6 +112,29 @@ describe('VcpuSet', () => {
     expect(await run).toEqual({ reason: 'error', vcpu: 1, error });
   });
 
+  test('pending work an exit started holds that exit answer until it settles; none answers at once', async () => {
+    const { vcpus, threads } = fakes(1);
+    const { memory } = space();
+    let release: (() => void) | null = null;
+    let pending: Promise<void> | null = null;
+    const set = new VcpuSet(vcpus, { routing: { memory }, pending: () => pending });
+    const run = set.run();
+    const read = { kind: 'mmio', address: 0x1004, size: 4, isWrite: false, data: 0n } as const;
+    expect(threads[0].handlers.onExit(read)).toBe(0x44);
+    pending = new Promise<void>((r) => (release = r));
+    const answer = threads[0].handlers.onExit(read);
+    expect(answer).toBeInstanceOf(Promise);
+    let value: unknown = 'not yet';
+    void (answer as Promise<unknown>).then((v) => (value = v));
+    await tick();
+    expect(value).toBe('not yet');
+    release!();
+    await tick();
+    expect(value).toBe(0x44);
+    set.stop();
+    expect(await run).toEqual({ reason: 'stopped' });
+  });
+
   test('routing.stop() ends the run after the access that made it true', async () => {
     const { vcpus, threads } = fakes(1);
     let done = false;
