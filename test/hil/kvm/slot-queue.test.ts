@@ -127,12 +127,17 @@ describeNeeding(noKvm, 'queued slot changes on real KVM', () => {
     }
   }, 60_000);
 
-  test('closeAsync waits for the queued changes; a change queued after close is refused', async () => {
+  test('a change not yet sent when the VM closes is refused; one on its way still settles', async () => {
     const a = memory('slot-a', V1);
     try {
-      const { done } = m.vm.queueSlotAdd({ guestAddress: GPA, size: PAGE, memory: a });
+      const sent = m.vm.queueSlotAdd({ guestAddress: GPA, size: PAGE, memory: a });
+      await Promise.resolve(); // the batch is sent in a microtask
+      const unsent = m.vm.queueSlotAdd({ guestAddress: GPA + PAGE, size: PAGE, memory: a });
+      const refused = expect(unsent.done).rejects.toMatchObject({ code: 'ECLOSED' });
       await m.vm.closeAsync();
-      await expect(done).resolves.toBeUndefined();
+      await expect(sent.done).resolves.toBeUndefined();
+      await refused;
+      expect(m.vm.slotChanges).toBeNull();
       expect(caught(() => m.vm.queueSlotAdd({ guestAddress: GPA, size: PAGE, memory: a }))).toMatchObject({
         code: 'ECLOSED',
       });
