@@ -63,6 +63,11 @@ if [ "$provision" = 0 ] && { [ $# -eq 0 ] || { [ $# -eq 1 ] && [ "$1" = demo ]; 
       [ -n "$(find lib native -newer dist/index.js -type f -print -quit)" ]; then
       npm run build
     fi
+    # The Node VMM's section runs the compiled runners (scripts/vmm/tsconfig.json says why).
+    if [ ! -f build/vmm/demo-vmm.js ] ||
+      [ -n "$(find scripts/vmm dist/index.js -newer build/vmm/demo-vmm.js -type f -print -quit)" ]; then
+      npm run build:vmm
+    fi
   )
   set -- node -r @swc-node/register "$here/demo.ts"
 fi

@@ -2,11 +2,15 @@
  * The demo's last section: the Node VMM (lib/vmm's PcMachine) boots Linux with the lab's e1000e and
  * rtl8139 passed through (scripts/vmm/node-vmm.ts), and the demo shows the guest's own view: its
  * drivers, links, ping results and interrupt counts, then what the machine held after close.
+ *
+ * `npm run lab`'s demo (scripts/lab/demo.ts) runs it as its own process, compiled to build/vmm with
+ * the other runners: `node build/vmm/demo-vmm.js role=BDF,...`. The event loop it shows beside the
+ * guest's lines is then a VMM's as a user would run it, with no TypeScript compiler in its heap.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { isSummaryLine, parseGuestConsole } from '../vmm/guest-console';
+import { isSummaryLine, parseGuestConsole } from './guest-console';
 
 const HUGEPAGES = '/proc/sys/vm/nr_hugepages';
 /** Guest RAM (MiB), and the 2 MiB pages it takes with some slack. */
@@ -56,7 +60,7 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
   }
   // Loaded here, so a demo without dist/ still shows everything before this section.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { runVmmGuest, describeLoop } = require('../vmm/node-vmm') as typeof import('../vmm/node-vmm');
+  const { runVmmGuest, describeLoop } = require('./node-vmm') as typeof import('./node-vmm');
   const restorePool = hugePagePool();
   console.log(
     `  ${MEM_MIB} MiB of guest RAM on ${restorePool ? '2 MiB huge pages' : 'small pages (no huge page pool)'}, ` +
@@ -106,4 +110,18 @@ export async function vmmGuestSection(devices: ReadonlyMap<string, string>): Pro
     loop.disable();
     restorePool?.();
   }
+}
+
+if (require.main === module) {
+  // role=BDF,... as VFIO_BRIDGE_HIL_DEVICES gives them.
+  const devices = new Map(
+    (process.argv[2] ?? '')
+      .split(',')
+      .filter((s) => s.includes('='))
+      .map((s) => s.trim().split('=') as [string, string]),
+  );
+  vmmGuestSection(devices).catch((e: unknown) => {
+    console.error(e);
+    process.exitCode = 1;
+  });
 }
