@@ -1,3 +1,7 @@
+// Vm is the VM fd's one owner: each VM ioctl is a method here (memory slots, the irqchip, GSI
+// routing, irqfd and ioeventfd, the KVM-VFIO device, vCPUs), so that its close releases all of it in
+// order; that is why this file is past 400 lines. The slot table (slots.ts), the queue of slot
+// changes (slot-queue.ts) and the vCPUs (vcpu.ts) are files of their own.
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { PAGE_SIZE } from '../base';
