@@ -12,7 +12,7 @@ export {
   type VcpuThreadHandlers,
   type VcpuThreadStats,
 } from './vcpu-thread';
-export { SlotTable, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
+export { SlotTable, type MemorySlot, type QueuedSlot, type SlotSpec, type SlotTarget } from './slots';
 export type { HostMemory } from '../base/host-memory';
 export {
   KvmMemoryListener,

@@ -1,13 +1,20 @@
-import { native, type NativeHandle } from '../native';
+import type { native } from '../native';
 import { MEMORY_HANDLE } from '../base/host-memory';
 import { kvmError } from './errors';
-import type { MemorySlot, SlotSpec, SlotTable } from './slots';
+import type { MemorySlot, QueuedSlot, SlotSpec, SlotTable } from './slots';
 import { KVM_MEM_READONLY } from './uapi';
 
-type NativeOp = Parameters<typeof native.kvmSetUserMemoryRegionsAsync>[1][number];
+/** One KVM_SET_USER_MEMORY_REGION as the addon takes it: slot, flags, gpa, size, memory, offset. */
+export type SlotOp = Parameters<typeof native.kvmSetUserMemoryRegionsAsync>[1][number];
+
+/**
+ * Gives KVM a batch of ops in order (the addon's kvmSetUserMemoryRegionsAsync on the VM): one
+ * result per op, undefined or its refusal. Null when the VM is closed.
+ */
+export type SlotSender = (ops: readonly SlotOp[]) => Promise<(Error | undefined)[]> | null;
 
 interface Queued {
-  readonly op: NativeOp;
+  readonly op: SlotOp;
   /** The slot an add made (released again if KVM refuses it), or the slot a removal deletes. */
   readonly slot: MemorySlot;
   readonly isAdd: boolean;
@@ -25,7 +32,7 @@ interface Queued {
  * the one before has settled.
  */
 export class SlotQueue {
-  readonly #handle: () => NativeHandle | null;
+  readonly #sendOps: SlotSender;
   readonly #table: SlotTable;
   #queued: Queued[] = [];
   #inFlight = false;
@@ -35,9 +42,8 @@ export class SlotQueue {
   #idle: (() => void)[] = [];
   #pending: Promise<void> | null = null;
 
-  /** `handle` gives the VM's handle, or null once the VM is closed. */
-  constructor(handle: () => NativeHandle | null, table: SlotTable) {
-    this.#handle = handle;
+  constructor(send: SlotSender, table: SlotTable) {
+    this.#sendOps = send;
     this.#table = table;
   }
 
@@ -49,9 +55,9 @@ export class SlotQueue {
   }
 
   /** Queue `spec`'s slot: reserved now (bad specs throw here), in KVM once `done` resolves. */
-  add(spec: SlotSpec): { slot: MemorySlot; done: Promise<void> } {
+  add(spec: SlotSpec): QueuedSlot {
     const slot = this.#table.reserve(spec);
-    const op: NativeOp = [
+    const op: SlotOp = [
       slot.id,
       slot.readonly ? KVM_MEM_READONLY : 0,
       slot.guestAddress,
@@ -69,7 +75,7 @@ export class SlotQueue {
     return this.#enqueue([slot.id, 0, slot.guestAddress, 0, null, 0], slot, false);
   }
 
-  #enqueue(op: NativeOp, slot: MemorySlot, isAdd: boolean): Promise<void> {
+  #enqueue(op: SlotOp, slot: MemorySlot, isAdd: boolean): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.#queued.push({ op, slot, isAdd, resolve, reject });
       if (!this.#inFlight && !this.#scheduled) {
@@ -88,28 +94,26 @@ export class SlotQueue {
       return false;
     });
     if (batch.length === 0) return this.#settled();
-    const h = this.#handle();
-    if (h === null) {
+    this.#inFlight = true;
+    // Each op is refused alone (a memory closed since its add was queued), the others still go;
+    // a batch that could not be queued at all (no fd left) is refused whole.
+    let sent: Promise<(Error | undefined)[]> | null;
+    try {
+      sent = this.#sendOps(batch.map((q) => q.op));
+    } catch (e) {
+      sent = Promise.reject(e);
+    }
+    if (sent === null) {
+      this.#inFlight = false;
       const e = kvmError(
         'KVM_SET_USER_MEMORY_REGION',
         'ECLOSED',
         'the VM was closed before its queued slot changes reached KVM',
         'its slots went with it',
       );
-      for (const q of batch) q.reject(e);
+      // Adds never reached KVM; removals have nothing left to remove.
+      for (const q of batch) this.#outcome(q, q.isAdd ? e : undefined);
       return this.#settled();
-    }
-    this.#inFlight = true;
-    // Each op is refused alone (a memory closed since its add was queued), the others still go;
-    // a batch that could not be queued at all (no fd left) is refused whole.
-    let sent: Promise<(Error | undefined)[]>;
-    try {
-      sent = native.kvmSetUserMemoryRegionsAsync(
-        h,
-        batch.map((q) => q.op),
-      );
-    } catch (e) {
-      sent = Promise.reject(e);
     }
     // The queue's state is settled before any of the batch's promises: code that awaited an add
     // may change slots synchronously at once when nothing else is queued.

@@ -40,6 +40,14 @@ export interface MemorySlot {
   readonly name: string;
 }
 
+/** A slot queued for KVM ({@link Vm.queueSlotAdd}). */
+export interface QueuedSlot {
+  /** The slot, reserved in the VM's slot table from the moment it was queued. */
+  readonly slot: MemorySlot;
+  /** Resolves once KVM has the slot; rejects with its refusal (the slot is then released). */
+  readonly done: Promise<void>;
+}
+
 /** The VM side of slot management: a {@link Vm} or, in unit tests, a fake. */
 export interface SlotTarget {
   /** See {@link Vm.addSlot}. */
@@ -47,7 +55,7 @@ export interface SlotTarget {
   /** See {@link Vm.removeSlot}. */
   removeSlot(slot: MemorySlot): void;
   /** See {@link Vm.queueSlotAdd}; needed by a listener that queues its changes. */
-  queueSlotAdd?(spec: SlotSpec): { slot: MemorySlot; done: Promise<void> };
+  queueSlotAdd?(spec: SlotSpec): QueuedSlot;
   /** See {@link Vm.queueSlotRemoval}; needed by a listener that queues its changes. */
   queueSlotRemoval?(slot: MemorySlot): Promise<void>;
 }

@@ -9,7 +9,7 @@ import { allSteps, stepErrors } from '../base/steps';
 import { MEMORY_HANDLE } from '../base/host-memory';
 import { closedError, kvmError } from './errors';
 import { SlotQueue } from './slot-queue';
-import { SlotTable, type MemorySlot, type SlotSpec, type SlotTarget } from './slots';
+import { SlotTable, type MemorySlot, type QueuedSlot, type SlotSpec, type SlotTarget } from './slots';
 import {
   encodeRouting,
   KVM_CAP,
@@ -105,7 +105,10 @@ export class Vm implements SlotTarget, Disposable {
     this.#vcpuMmapSize = kvm.vcpuMmapSize;
     const max = native.kvmCheckExtension(handle, KVM_CAP.NR_MEMSLOTS) || 32;
     this.slots = new SlotTable(max, PAGE_SIZE);
-    this.#queue = new SlotQueue(() => (this.#closed ? null : this.#handle), this.slots);
+    this.#queue = new SlotQueue(
+      (ops) => (this.#closed ? null : native.kvmSetUserMemoryRegionsAsync(this.#handle, ops)),
+      this.slots,
+    );
   }
 
   /** @internal */
@@ -185,7 +188,7 @@ export class Vm implements SlotTarget, Disposable {
    * Changes queued in one synchronous stretch reach KVM in one batch, in order. While any are
    * queued, addSlot and removeSlot refuse (EBUSY): await {@link Vm.slotChanges} first.
    */
-  queueSlotAdd(spec: SlotSpec): { slot: MemorySlot; done: Promise<void> } {
+  queueSlotAdd(spec: SlotSpec): QueuedSlot {
     this.#open('KVM_SET_USER_MEMORY_REGION');
     return this.#queue.add(spec);
   }
