@@ -7,6 +7,23 @@ import { KVM_MEM_READONLY } from './uapi';
 /** One KVM_SET_USER_MEMORY_REGION as the addon takes it: slot, flags, gpa, size, memory, offset. */
 export type SlotOp = Parameters<typeof native.kvmSetUserMemoryRegionsAsync>[1][number];
 
+/** The op that gives KVM `slot`. */
+export function addOp(slot: MemorySlot): SlotOp {
+  return [
+    slot.id,
+    slot.readonly ? KVM_MEM_READONLY : 0,
+    slot.guestAddress,
+    slot.size,
+    slot.memory[MEMORY_HANDLE](),
+    slot.offset,
+  ];
+}
+
+/** The op that deletes `slot` from KVM (size 0). */
+export function removeOp(slot: MemorySlot): SlotOp {
+  return [slot.id, 0, slot.guestAddress, 0, null, 0];
+}
+
 /**
  * Gives KVM a batch of ops in order (the addon's kvmSetUserMemoryRegionsAsync on the VM): one
  * result per op, undefined or its refusal. Null when the VM is closed.
@@ -57,22 +74,14 @@ export class SlotQueue {
   /** Queue `spec`'s slot: reserved now (bad specs throw here), in KVM once `done` resolves. */
   add(spec: SlotSpec): QueuedSlot {
     const slot = this.#table.reserve(spec);
-    const op: SlotOp = [
-      slot.id,
-      slot.readonly ? KVM_MEM_READONLY : 0,
-      slot.guestAddress,
-      slot.size,
-      slot.memory[MEMORY_HANDLE](),
-      slot.offset,
-    ];
-    return { slot, done: this.#enqueue(op, slot, true) };
+    return { slot, done: this.#enqueue(addOp(slot), slot, true) };
   }
 
   /** Queue `slot`'s removal: gone from the table now, from KVM once the promise resolves. */
   remove(slot: MemorySlot): Promise<void> {
     if (!this.#table.has(slot)) return Promise.resolve();
     this.#table.release(slot);
-    return this.#enqueue([slot.id, 0, slot.guestAddress, 0, null, 0], slot, false);
+    return this.#enqueue(removeOp(slot), slot, false);
   }
 
   #enqueue(op: SlotOp, slot: MemorySlot, isAdd: boolean): Promise<void> {

@@ -6,9 +6,8 @@ import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { PAGE_SIZE } from '../base';
 import { allSteps, stepErrors } from '../base/steps';
-import { MEMORY_HANDLE } from '../base/host-memory';
 import { closedError, kvmError } from './errors';
-import { SlotQueue } from './slot-queue';
+import { addOp, removeOp, SlotQueue } from './slot-queue';
 import { SlotTable, type MemorySlot, type QueuedSlot, type SlotSpec, type SlotTarget } from './slots';
 import {
   encodeRouting,
@@ -22,7 +21,6 @@ import {
   KVM_IOEVENTFD_FLAG_PIO,
   KVM_IRQFD_FLAG_DEASSIGN,
   KVM_IRQFD_FLAG_RESAMPLE,
-  KVM_MEM_READONLY,
   KVM_PIT_SPEAKER_DUMMY,
   type GsiRoute,
 } from './uapi';
@@ -156,15 +154,7 @@ export class Vm implements SlotTarget, Disposable {
     this.#notQueued();
     const slot = this.slots.reserve(spec);
     try {
-      native.kvmSetUserMemoryRegion(
-        h,
-        slot.id,
-        slot.readonly ? KVM_MEM_READONLY : 0,
-        slot.guestAddress,
-        slot.size,
-        slot.memory[MEMORY_HANDLE](),
-        slot.offset,
-      );
+      native.kvmSetUserMemoryRegion(h, ...addOp(slot));
     } catch (e) {
       this.slots.release(slot);
       throw e;
@@ -177,7 +167,7 @@ export class Vm implements SlotTarget, Disposable {
     if (!this.slots.has(slot)) return;
     const h = this.#open('KVM_SET_USER_MEMORY_REGION');
     this.#notQueued();
-    native.kvmSetUserMemoryRegion(h, slot.id, 0, slot.guestAddress, 0, null, 0);
+    native.kvmSetUserMemoryRegion(h, ...removeOp(slot));
     this.slots.release(slot);
   }
 

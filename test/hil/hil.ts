@@ -266,6 +266,21 @@ export function describeNeeding(missing: string | null, name: string, body: () =
   else describe(name, () => testNeeding(missing)('runs', () => undefined));
 }
 
+/** Why /dev/kvm cannot be used here, or null when it can. */
+export const noKvm = ((): string | null => {
+  try {
+    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+    return null;
+  } catch (e) {
+    return `/dev/kvm is not usable here (${(e as Error).message})`;
+  }
+})();
+
+/** describe() for tests that need /dev/kvm (see describeNeeding). */
+export function describeKvm(name: string, body: () => void): void {
+  describeNeeding(noKvm, name, body);
+}
+
 /** The fds of this process that are KVM objects (VM, vCPU, KVM-VFIO device). */
 export function kvmFds(): string[] {
   return fs.readdirSync('/proc/self/fd').flatMap((fd) => {

@@ -18,18 +18,10 @@ import {
   type Vcpu,
 } from '../../../lib';
 import { GuestMachine } from '../../guest/machine';
-import { caught, describeNeeding, kvmFds, tempDir } from '../hil';
+import { caught, describeKvm, kvmFds, tempDir } from '../hil';
 
 const LIB = JSON.stringify(path.join(__dirname, '..', '..', '..', 'lib'));
-const noKvm = (() => {
-  try {
-    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
-    return null;
-  } catch (e) {
-    return `/dev/kvm is not usable here (${(e as Error).message})`;
-  }
-})();
-const withKvm = (name: string, body: () => void): void => describeNeeding(noKvm, name, body);
+const withKvm = describeKvm;
 
 describe('Kvm.open errors', () => {
   let tmp: ReturnType<typeof tempDir>;

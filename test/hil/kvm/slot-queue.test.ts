@@ -8,16 +8,7 @@ import { Mapping, memfd, MemoryRegion, SystemAddressSpaces, VcpuSet, VfioPciDevi
 import { guestBinary, RAM_SIZE, RESULTS } from '../../guest/guest';
 import { CHECKPOINT_PORT, GuestMachine } from '../../guest/machine';
 import { placeBar } from '../pci/lab';
-import { caught, describeDevice, describeNeeding, openDevice } from '../hil';
-
-const noKvm = (() => {
-  try {
-    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
-    return null;
-  } catch (e) {
-    return `/dev/kvm is not usable here (${(e as Error).message})`;
-  }
-})();
+import { caught, describeDevice, describeKvm, openDevice } from '../hil';
 
 const PAGE = 4096;
 const GPA = RAM_SIZE + 0x10_0000; // above the test guest's RAM
@@ -60,7 +51,7 @@ async function hammer(m: GuestMachine, bus: SystemAddressSpaces, addr: number, c
   }
 }
 
-describeNeeding(noKvm, 'queued slot changes on real KVM', () => {
+describeKvm('queued slot changes on real KVM', () => {
   let bus: SystemAddressSpaces;
   let m: GuestMachine;
   beforeEach(() => {
