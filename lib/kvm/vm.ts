@@ -78,9 +78,10 @@ export interface VmParent {
  * A KVM virtual machine: memory slots with accounting, the in-kernel irqchip, GSI routing, irqfd,
  * ioeventfd, MSI injection, the KVM-VFIO device and vCPUs.
  *
- * Closing the VM deassigns every irqfd and ioeventfd, deletes every slot, closes the vCPUs and the
- * KVM-VFIO device, then the VM fd; {@link Vm.slots}, {@link Vm.assignments} and `vcpus` are then
- * empty, which is what a VMM can check to know nothing is left behind.
+ * Closing the VM closes the vCPUs, removes its VFIO files from the KVM-VFIO device and closes it,
+ * then the VM fd, with which KVM releases its slots, irqfds and ioeventfds; {@link Vm.slots},
+ * {@link Vm.assignments} and `vcpus` are then empty, which is what a VMM can check to know nothing
+ * is left behind.
  */
 export class Vm implements SlotTarget, Disposable {
   /** How errors name it: the KVM node's path and ` vm`, e.g. `/dev/kvm vm`. */
@@ -91,7 +92,8 @@ export class Vm implements SlotTarget, Disposable {
   readonly #handle: NativeHandle;
   readonly #vcpuMmapSize: number;
   readonly #vcpus = new Set<Vcpu>();
-  readonly #assigned = new Set<Assignment>();
+  /** Each assignment, with the duplicate of its eventfd it deassigns with. */
+  readonly #assigned = new Map<Assignment, NativeHandle>();
   #vfioDevice: NativeHandle | null = null;
   #vfioFiles = new Set<number>();
   #irqchip = false;
@@ -136,7 +138,7 @@ export class Vm implements SlotTarget, Disposable {
 
   /** The irqfds and ioeventfds currently assigned. */
   get assignments(): readonly Assignment[] {
-    return [...this.#assigned];
+    return [...this.#assigned.keys()];
   }
 
   /** KVM_CHECK_EXTENSION on the VM fd (what this VM supports). */
@@ -300,7 +302,7 @@ export class Vm implements SlotTarget, Disposable {
         }
       },
     };
-    this.#assigned.add(a);
+    this.#assigned.set(a, own);
     return a;
   }
 
@@ -353,7 +355,7 @@ export class Vm implements SlotTarget, Disposable {
         }
       },
     };
-    this.#assigned.add(a);
+    this.#assigned.set(a, own);
     return a;
   }
 
@@ -449,7 +451,15 @@ export class Vm implements SlotTarget, Disposable {
     const vfio = this.#vfioDevice;
     return [
       ...[...this.#vcpus].map((v) => () => v.close()),
-      ...[...this.#assigned].map((a) => () => a.release()),
+      // No KVM_IRQFD or KVM_IOEVENTFD deassign each: closing the VM fd releases its irqfds and its
+      // I/O buses their ioeventfds, where each deassign would wait for KVM's readers. Only the
+      // duplicates go. (The KVM-VFIO files below are deleted one by one: a device's KVM is
+      // cleared by that, and a later boot's VM may take it before this VM's release runs.)
+      () => {
+        const own = [...this.#assigned.values()];
+        this.#assigned.clear();
+        allSteps(own.map((h) => () => native.closeFd(h)));
+      },
       // No KVM_SET_USER_MEMORY_REGION per slot: the VM's slots go with it, and each removal would
       // make KVM zap and wait for its readers. Only the record of them goes.
       () => this.slots.list().forEach((s) => this.slots.release(s)),
