@@ -117,8 +117,8 @@ export interface BarPlan {
 }
 
 /**
- * placeBarsSteps: {@link placeBars} in steps, a function at a time (each function's sizing, then
- * each function's BARs programmed), with decode off throughout, so no step changes what the guest
+ * placeBarsSteps: {@link placeBars} in steps (each BAR's sizing, then each function's BARs
+ * programmed), with decode off throughout, so no step changes what the guest
  * or a listener sees; `enable()` then turns decode on for all of them at once.
  */
 export function* placeBarsSteps(
@@ -139,9 +139,8 @@ export function* placeBarsSteps(
         `PCI 00:${slotName(slot, fn)} has header type ${header}: only endpoints (type 0) are placed`,
       );
     }
-    // One commit per function: with decode off, the sizing writes change nothing a listener sees.
-    transaction(() => requests.push(...probe(slot, fn, target, opts.roms ?? true, minMem)));
-    yield 'probe';
+    // A BAR at a time, a commit each: with decode off, the sizing writes change nothing a listener sees.
+    yield* probe({ slot, fn, target }, opts.roms ?? true, minMem, requests);
   }
 
   // Largest first packs naturally aligned BARs without holes; ties keep devfn and BAR order.
@@ -213,82 +212,82 @@ export function* placeBarsSteps(
   return { placed: out, enable: () => enableEach.forEach((f) => f()), enableEach };
 }
 
-/** Sizes the BARs and ROM of one function, with decode off and every register restored after. */
-function probe(slot: number, fn: number, t: PciConfigTarget, roms: boolean, minMem: number): Request[] {
-  const out: Request[] = [];
+/** A function on the bus: where it is, and its configuration space. */
+interface Fn {
+  readonly slot: number;
+  readonly fn: number;
+  readonly target: PciConfigTarget;
+}
+
+/**
+ * Sizes the BARs and ROM of one function into `out`, a step (and a commit) for each, with decode
+ * off until the last and every register restored after.
+ */
+function* probe(f: Fn, roms: boolean, minMem: number, out: Request[]): Generator<'probe'> {
+  const t = f.target;
   const cmd = t.configRead(PCI_COMMAND, 2);
-  t.configWrite(PCI_COMMAND, 2, cmd & ~(CMD_IO | CMD_MEMORY));
+  transaction(() => t.configWrite(PCI_COMMAND, 2, cmd & ~(CMD_IO | CMD_MEMORY)));
   try {
-    for (let bar = 0; bar < 6; bar++) {
-      const reg = PCI_BASE_ADDRESS_0 + 4 * bar;
-      const orig = t.configRead(reg, 4);
-      t.configWrite(reg, 4, 0xffffffff);
-      const lo = t.configRead(reg, 4);
-      t.configWrite(reg, 4, orig);
-      if (lo === 0) continue;
-      if (lo & 1) {
-        const mask = lo & 0xfffffffc & 0xffff; // I/O decodes 16 bits; the upper half may read 0
-        const size = lowestBit(mask);
-        if (size) out.push({ slot, fn, target: t, bar, type: 'io', prefetchable: false, size, alloc: size });
-        continue;
-      }
-      const prefetchable = (lo & 0x8) !== 0;
-      if ((lo & 0x6) === 0x4 && bar < 5) {
-        const origHi = t.configRead(reg + 4, 4);
-        t.configWrite(reg + 4, 4, 0xffffffff);
-        const hi = t.configRead(reg + 4, 4);
-        t.configWrite(reg + 4, 4, origHi);
-        const low = (lo & 0xfffffff0) >>> 0;
-        const size = low ? lowestBit(low) : lowestBit(hi) * 2 ** 32;
-        if (size)
-          out.push({
-            slot,
-            fn,
-            target: t,
-            bar,
-            type: 'mem64',
-            prefetchable,
-            size,
-            alloc: Math.max(size, minMem),
-          });
-        bar++; // the upper half
-        continue;
-      }
-      const size = lowestBit((lo & 0xfffffff0) >>> 0);
-      if (size)
-        out.push({
-          slot,
-          fn,
-          target: t,
-          bar,
-          type: 'mem32',
-          prefetchable,
-          size,
-          alloc: Math.max(size, minMem),
-        });
+    for (let bar = 0; bar < 6;) {
+      bar = transaction(() => sizeBar(f, bar, minMem, out));
+      yield 'probe';
     }
     if (roms) {
-      const orig = t.configRead(PCI_ROM_ADDRESS, 4);
-      t.configWrite(PCI_ROM_ADDRESS, 4, 0xfffff800);
-      const rb = t.configRead(PCI_ROM_ADDRESS, 4);
-      t.configWrite(PCI_ROM_ADDRESS, 4, orig);
-      const size = lowestBit((rb & 0xfffff800) >>> 0);
-      if (size)
-        out.push({
-          slot,
-          fn,
-          target: t,
-          bar: 6,
-          type: 'rom',
-          prefetchable: false,
-          size,
-          alloc: Math.max(size, minMem),
-        });
+      transaction(() => sizeRom(f, minMem, out));
+      yield 'probe';
     }
   } finally {
-    t.configWrite(PCI_COMMAND, 2, cmd);
+    transaction(() => t.configWrite(PCI_COMMAND, 2, cmd));
   }
-  return out;
+}
+
+/** Sizes BAR `bar` (and the upper half of a 64-bit one) into `out`; returns the next BAR's index. */
+function sizeBar({ slot, fn, target: t }: Fn, bar: number, minMem: number, out: Request[]): number {
+  const reg = PCI_BASE_ADDRESS_0 + 4 * bar;
+  const orig = t.configRead(reg, 4);
+  t.configWrite(reg, 4, 0xffffffff);
+  const lo = t.configRead(reg, 4);
+  t.configWrite(reg, 4, orig);
+  if (lo === 0) return bar + 1;
+  if (lo & 1) {
+    const mask = lo & 0xfffffffc & 0xffff; // I/O decodes 16 bits; the upper half may read 0
+    const size = lowestBit(mask);
+    if (size) out.push({ slot, fn, target: t, bar, type: 'io', prefetchable: false, size, alloc: size });
+    return bar + 1;
+  }
+  const prefetchable = (lo & 0x8) !== 0;
+  if ((lo & 0x6) === 0x4 && bar < 5) {
+    const origHi = t.configRead(reg + 4, 4);
+    t.configWrite(reg + 4, 4, 0xffffffff);
+    const hi = t.configRead(reg + 4, 4);
+    t.configWrite(reg + 4, 4, origHi);
+    const low = (lo & 0xfffffff0) >>> 0;
+    const size = low ? lowestBit(low) : lowestBit(hi) * 2 ** 32;
+    if (size) {
+      const alloc = Math.max(size, minMem);
+      out.push({ slot, fn, target: t, bar, type: 'mem64', prefetchable, size, alloc });
+    }
+    return bar + 2; // the upper half
+  }
+  const size = lowestBit((lo & 0xfffffff0) >>> 0);
+  if (size) {
+    const alloc = Math.max(size, minMem);
+    out.push({ slot, fn, target: t, bar, type: 'mem32', prefetchable, size, alloc });
+  }
+  return bar + 1;
+}
+
+/** Sizes the expansion ROM into `out`. */
+function sizeRom({ slot, fn, target: t }: Fn, minMem: number, out: Request[]): void {
+  const orig = t.configRead(PCI_ROM_ADDRESS, 4);
+  t.configWrite(PCI_ROM_ADDRESS, 4, 0xfffff800);
+  const rb = t.configRead(PCI_ROM_ADDRESS, 4);
+  t.configWrite(PCI_ROM_ADDRESS, 4, orig);
+  const size = lowestBit((rb & 0xfffff800) >>> 0);
+  if (size) {
+    const alloc = Math.max(size, minMem);
+    out.push({ slot, fn, target: t, bar: 6, type: 'rom', prefetchable: false, size, alloc });
+  }
 }
 
 function lowestBit(v: number): number {
