@@ -114,6 +114,14 @@ export interface BarPlan {
    * turn between functions (each one run in a transaction of its own: its BARs appear whole).
    */
   readonly enableEach: readonly (() => void)[];
+  /**
+   * {@link enable} in still smaller steps, each run in a transaction of its own with a turn of the
+   * event loop between them: a function's decode turned on with its BARs parked at address 0,
+   * where they decode nothing, then each BAR moved to its place, so that what each BAR costs the
+   * listeners (DMA maps, KVM slots, exit ranges) is paid in a turn of its own. Ends where
+   * {@link enable} does; the ROM keeps its address, disabled, throughout.
+   */
+  readonly enableSteps: readonly (() => void)[];
 }
 
 /**
@@ -170,14 +178,7 @@ export function* placeBarsSteps(
   const program = (r: Request): void => {
     const addr = placed.get(r) as number;
     const t = r.target;
-    if (r.bar === 6) {
-      t.configWrite(PCI_ROM_ADDRESS, 4, addr >>> 0); // enable bit clear: the guest turns it on to read
-    } else {
-      const reg = PCI_BASE_ADDRESS_0 + 4 * r.bar;
-      const lowBits = t.configRead(reg, 4) & (r.type === 'io' ? 0x3 : 0xf);
-      t.configWrite(reg, 4, ((addr % 2 ** 32) | lowBits) >>> 0);
-      if (r.type === 'mem64') t.configWrite(reg + 4, 4, Math.floor(addr / 2 ** 32));
-    }
+    writeBar(r, addr);
     const f = byFunction.get(t) ?? { slot: r.slot, fn: r.fn, cmd: 0 };
     if (r.type === 'io') f.cmd |= CMD_IO;
     else if (r.type !== 'rom') f.cmd |= CMD_MEMORY;
@@ -201,7 +202,8 @@ export function* placeBarsSteps(
     transaction(() => mine.forEach(program));
     i = j;
   }
-  const enableEach = [...host.functions()].map(({ slot, target }) => (): void => {
+  const functions = [...host.functions()];
+  const enableEach = functions.map(({ slot, target }) => (): void => {
     const pin = target.configRead(PCI_INTERRUPT_PIN, 1);
     if (opts.intxGsi && pin >= 1 && pin <= 4) {
       target.configWrite(PCI_INTERRUPT_LINE, 1, opts.intxGsi(slot, pin) & 0xff);
@@ -209,7 +211,31 @@ export function* placeBarsSteps(
     const cmd = byFunction.get(target)?.cmd ?? 0;
     if (cmd) target.configWrite(PCI_COMMAND, 2, (target.configRead(PCI_COMMAND, 2) | cmd) & 0xffff);
   });
-  return { placed: out, enable: () => enableEach.forEach((f) => f()), enableEach };
+  // Address 0 decodes nothing: a BAR parked there appears only when moved to its place.
+  const enableSteps = functions.flatMap(({ target }, i) => {
+    const bars = requests.filter((r) => r.target === target && r.bar !== 6);
+    return [
+      (): void => {
+        for (const r of bars) writeBar(r, 0);
+        enableEach[i]();
+      },
+      ...bars.map((r) => (): void => writeBar(r, placed.get(r) as number)),
+    ];
+  });
+  return { placed: out, enable: () => enableEach.forEach((f) => f()), enableEach, enableSteps };
+}
+
+/** Writes `addr` to the BAR (both halves of a 64-bit one) or, disabled, to the ROM register. */
+function writeBar(r: Request, addr: number): void {
+  const t = r.target;
+  if (r.bar === 6) {
+    t.configWrite(PCI_ROM_ADDRESS, 4, addr >>> 0); // enable bit clear: the guest turns it on to read
+    return;
+  }
+  const reg = PCI_BASE_ADDRESS_0 + 4 * r.bar;
+  const lowBits = t.configRead(reg, 4) & (r.type === 'io' ? 0x3 : 0xf);
+  t.configWrite(reg, 4, ((addr % 2 ** 32) | lowBits) >>> 0);
+  if (r.type === 'mem64') t.configWrite(reg + 4, 4, Math.floor(addr / 2 ** 32));
 }
 
 /** A function on the bus: where it is, and its configuration space. */
