@@ -4,9 +4,14 @@
  * same work in the same order. And a list of undo steps that must all run, even when one throws.
  */
 
-/** A turn of the event loop: I/O and timers run before the promise settles. */
+/**
+ * A turn of the event loop: I/O and timers run before the promise settles. One setImmediate is not
+ * always a turn: taken in an I/O callback (the poll phase, where a thread-pool job such as an async
+ * open ends), it runs in the same iteration's check phase, before any timer. The second one runs
+ * only after the next iteration's timers and poll.
+ */
 export function turn(): Promise<void> {
-  return new Promise<void>((resolve) => setImmediate(resolve));
+  return new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve)));
 }
 
 /** runSteps: runs steps at once, and returns what they return. @internal */

@@ -5,10 +5,10 @@
  *   section whose address and host offset disagree below the page is skipped, and only the
  *   page-aligned interior of any other section is mapped (the trimmed edges are reported);
  * - RAM-device sections (BARs: peer-to-peer DMA) are mapped only when start, size and host offset
- *   are page-aligned, and a failure to map one is reported, never fatal; a map the kernel refuses
- *   with EFAULT (it cannot pin a BAR's pages: iommufd before BARs became dma-bufs) is not asked
- *   again for the same piece of the same region, nor reported again, when a decode toggle or a
- *   BAR move brings it back;
+ *   are page-aligned, and a failure to map one is reported, never fatal; what a map the kernel
+ *   refused with EFAULT stands for is not asked again, nor reported again, only recorded as a skip
+ *   (refusals.ts): on iommufd, which cannot pin a BAR's pages, no BAR on the IOAS at all after the
+ *   first, on type1 the same piece of the same region when a decode toggle brings it back;
  * - a failure to map RAM is fatal for the commit: everything the commit did is undone, so the
  *   IOMMU is exactly as it was before it, and the sections it could not apply are retried on the
  *   next commit;
@@ -27,6 +27,7 @@ import type { AddressSpace, FlatRange, MemoryListener } from '../memory';
 import { sinkOf, type GuestErrorSink } from '../base/guest-error';
 import { span, type DmaBackend, type DmaMapRequest } from '../vfio/dma-types';
 import { planSection, skipOf, type DmaSkip } from './plan';
+import { MapRefusals, refusalReach, unaskedWhy, type MapRefusal } from './refusals';
 
 export type { DmaSkip, DmaSkipReason } from './plan';
 
@@ -160,8 +161,9 @@ export interface DmaListenerStats {
   /** `dma-error` events since creation: RAM-device maps and unmaps the backend refused. */
   dmaErrorCount: number;
   /**
-   * RAM-device maps not asked of the backend because it had refused the same piece of the same
-   * region with EFAULT (pages it cannot pin): skipped again, not reported again.
+   * RAM-device maps not asked of the backend because a refusal with EFAULT (pages it cannot pin)
+   * already answers them (on iommufd any BAR after the first, on type1 the same piece of the same
+   * region): each is a skip, not reported again.
    */
   unaskedMaps: number;
   /** `warning` events since creation: sections skipped in whole or in part. */
@@ -252,8 +254,8 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
   readonly guestErrors: GuestErrorSink;
   /** The skips reported so far: a section re-planned by a later commit is not reported again. */
   readonly #reportedSkips = new Set<string>();
-  /** Pieces of RAM-device regions whose map the kernel refused with EFAULT: `offset size iova` by region. */
-  readonly #unpinnable = new WeakMap<object, Map<string, unknown>>();
+  /** The RAM-device maps the kernel refused with EFAULT, and what each stands for. */
+  readonly #refusals: MapRefusals;
   #lastFatal: DmaCommitError | null = null;
   #unsubscribe: (() => void) | null = null;
   #closed = false;
@@ -286,6 +288,7 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
     this.space = space;
     this.pageSize = container.iommuInfo().minPageSize;
     this.ramPageSize = Math.max(this.pageSize, host);
+    this.#refusals = new MapRefusals(this.backend === 'iommufd');
     this.#premapped = premapped;
     this.#unsubscribe = space.addMemoryListener(this);
     // What was mapped ahead and has left the flat view since is unmapped: the record stays exact.
@@ -448,42 +451,32 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       const plan = planSection(s, this.pageSize, this.ramPageSize);
       let mapped: Mapped | null = null;
       const skips = plan.skips;
-      if (plan.req !== null) {
+      const req = plan.req;
+      const refused =
+        req !== null && s.kind !== 'ram'
+          ? this.#refusals.find(s.region, pieceOf(s, req), req.memory)
+          : undefined;
+      if (req !== null && refused !== undefined) {
+        skips.push(skipOf(s, req.iova, req.size, 'map-failed', unaskedWhy(refused), refused.error));
+        this.#stats.unaskedMaps++;
+      } else if (req !== null) {
         const ahead = this.#premapped?.get(s);
-        const piece = `${s.offsetInRegion} ${plan.req.size} ${plan.req.iova}`;
-        const refused = s.kind === 'ram' ? undefined : this.#unpinnable.get(s.region)?.get(piece);
         try {
-          if (refused !== undefined) throw refused;
-          if (ahead !== undefined && sameRequest(ahead, plan.req)) {
+          if (ahead !== undefined && sameRequest(ahead, req)) {
             this.#premapped!.delete(s);
           } else {
             this.#stats.mapCalls++;
-            this.container.mapDma(plan.req);
+            this.container.mapDma(req);
           }
-          mapped = { section: s, req: plan.req, info: this.#info(s, plan.req) };
+          mapped = { section: s, req, info: this.#info(s, req) };
         } catch (err) {
           if (s.kind === 'ram') {
-            this.#fatal(s, plan.req, err, { removed, unmapped, added, rest: toAdd.slice(k) });
+            this.#fatal(s, req, err, { removed, unmapped, added, rest: toAdd.slice(k) });
             return;
           }
-          const skip = skipOf(
-            s,
-            plan.req.iova,
-            plan.req.size,
-            'map-failed',
-            `map failed: ${firstLine(err)}`,
-            err,
-          );
-          skips.push(skip);
-          if (refused !== undefined) {
-            this.#stats.unaskedMaps++;
-          } else {
-            this.#dmaError({ iova: plan.req.iova, size: plan.req.size, region: s.region.name }, 'map', err);
-            if ((err as { code?: unknown }).code === 'EFAULT') {
-              const pieces = this.#unpinnable.get(s.region) ?? new Map<string, unknown>();
-              this.#unpinnable.set(s.region, pieces.set(piece, err));
-            }
-          }
+          skips.push(skipOf(s, req.iova, req.size, 'map-failed', `map failed: ${firstLine(err)}`, err));
+          const r = this.#refusals.note(s.region, s.region.name, pieceOf(s, req), req.memory, err);
+          this.#mapFailed({ iova: req.iova, size: req.size, region: s.region.name }, err, r);
         }
       }
       const e: Entry = { section: s, mapped, skips };
@@ -615,12 +608,26 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
     this.#account(e, -1);
   }
 
+  /**
+   * A RAM-device map the backend refused, reported once: with what the refusal `r` stands for
+   * (the maps it answers from now on are skips, not reports), or null when it stands for nothing.
+   */
+  #mapFailed(m: { iova: number; size: number; region: string }, err: unknown, r: MapRefusal | null): void {
+    const hint =
+      r?.scope === 'device-memory'
+        ? 'peer-to-peer DMA to every BAR on this IOAS fails (iommufd pins what it maps, and a BAR has ' +
+          'no pages); nothing else does. The type1 backend maps BARs'
+        : undefined;
+    this.#dmaError(m, 'map', err, undefined, r === null ? undefined : refusalReach(r), hint);
+  }
+
   #dmaError(
     m: { iova: number; size: number; region: string },
     op: 'map' | 'unmap',
     error: unknown,
     outcome?: 'retry' | 'dropped',
     then?: string,
+    hint?: string,
   ): void {
     this.#stats.dmaErrorCount++;
     const ev: DmaErrorEvent = {
@@ -641,9 +648,10 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       action: op === 'map' ? 'skipped' : outcome === 'retry' ? 'retried' : 'forgotten',
       message: `DMA: ${op} of ${span(m.iova, m.size)} ('${m.region}') failed: ${firstLine(error)}${rest}`,
       hint:
-        op === 'map'
+        hint ??
+        (op === 'map'
           ? 'peer-to-peer DMA to this BAR fails; nothing else does'
-          : 'the IOMMU may still map it until the container closes',
+          : 'the IOMMU may still map it until the container closes'),
       error,
       detail: ev,
     });
@@ -722,6 +730,11 @@ const SKIP_HINTS: Record<DmaSkip['reason'], string> = {
   'no-host-memory': 'its memory is not host memory the IOMMU can map',
   'map-failed': 'the kernel refused the mapping',
 };
+
+/** The piece of its region a RAM-device map asks for: where in the region, how much, at which IOVA. */
+function pieceOf(s: FlatRange, req: DmaMapRequest): string {
+  return `${s.offsetInRegion} ${req.size} ${req.iova}`;
+}
 
 /** Two map requests for the same memory, offset, IOVA, size and rights. */
 function sameRequest(a: DmaMapRequest, b: DmaMapRequest): boolean {

@@ -36,8 +36,11 @@ export interface VfioPciDeviceOptions extends DeviceReportOptions {
   noMmap?: boolean;
 }
 
-/** A step of the build, named once done; `'bar'` comes once per BAR. @internal */
-export type BuildStep = 'config' | 'bars' | 'bar' | 'msix' | 'quirks' | 'rom';
+/**
+ * A step of the build, named once done: the IDs and the command register, the capability list,
+ * which configuration bytes are implemented; `'bar'` comes once per BAR. @internal
+ */
+export type BuildStep = 'ids' | 'capabilities' | 'config' | 'bars' | 'bar' | 'msix' | 'quirks' | 'rom';
 
 /** What the steps build, for VfioPciDevice to wire. @internal */
 export interface PciDeviceParts {
@@ -86,7 +89,7 @@ export function* buildDevice(
   };
   try {
     const io = new RegionIo(device.bdf, device, new DeviceReporter(deviceSink(opts, bus)));
-    const config = readConfig(io, opts);
+    const config = yield* readConfig(io, opts);
     yield 'config';
     // Discover the BARs and their mmap areas, then let MSI-X trim or relocate before anything is built.
     const found = findBars(io, opts.noMmap === true);
@@ -120,8 +123,11 @@ export function* buildDevice(
 
 type ConfigParts = Omit<PciDeviceParts, 'io' | 'bars' | 'rom' | 'msix' | 'abandon'>;
 
-/** The header and capabilities; the IDs overridden, and the device put in its reset state. */
-function readConfig(io: RegionIo, opts: VfioPciDeviceOptions): ConfigParts {
+/**
+ * The header and capabilities, the IDs overridden, and the device put in its reset state, in
+ * three steps: each is a few dozen reads of configuration space through the device fd.
+ */
+function* readConfig(io: RegionIo, opts: VfioPciDeviceOptions): Generator<BuildStep, ConfigParts> {
   const cfg = io.device.regionInfo(VFIO_PCI_CONFIG_REGION_INDEX);
   if (cfg.size < 0x40) throw new ArgRangeError(`${io.bdf}: config region of ${cfg.size} bytes is too small`);
   const configSize = Math.min(cfg.size, 4096);
@@ -138,7 +144,9 @@ function readConfig(io: RegionIo, opts: VfioPciDeviceOptions): ConfigParts {
   // The guest starts from the reset state, on the device too, as QEMU presents it.
   const command = resetCommand(phys(PCI_COMMAND, 2));
   io.write(VFIO_PCI_CONFIG_REGION_INDEX, 'config', PCI_COMMAND, 2, command);
+  yield 'ids';
   const capabilities = walkCapabilities(phys, configSize);
+  yield 'capabilities';
   const implemented = implementedConfigBytes(capabilities, phys);
   return {
     configSize,

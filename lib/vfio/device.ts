@@ -12,11 +12,13 @@ import {
 } from './hot-reset';
 import { DeviceIrq, type IrqOptions } from './irq';
 import { Mapping, PAGE_SIZE } from './mapping';
+import { isMdevUuid } from './mdev/sysfs';
 import type { AccessSize } from '../types';
 import {
   parseDeviceInfo,
   parseIrqInfo,
   parseRegionInfo,
+  VFIO_PCI_ROM_REGION_INDEX,
   type DeviceInfo,
   type IrqInfo,
   type RegionInfo,
@@ -367,7 +369,9 @@ export class Device implements Disposable {
    *
    * The limit is the region's size rounded up to a whole page, as the kernel's own check is: a BAR
    * smaller than a page can be mapped as the whole page, whose rest vfio-pci reserves, which is what
-   * lets a VMM hand a sub-page BAR to KVM as one page.
+   * lets a VMM hand a sub-page BAR to KVM as one page. A BAR of a PCI function (not a mediated
+   * device's region) is device memory, which vfio-pci maps without struct pages
+   * ({@link Mapping.deviceMemory}).
    * @throws VfioError ENOTMAPPABLE, or mmap's error (EINVAL: outside the mappable areas)
    */
   map(region: number, offset: number, length: number): Mapping {
@@ -389,6 +393,7 @@ export class Device implements Disposable {
       writable: info.writable,
       path: this.#groupPath,
       bdf: this.bdf,
+      deviceMemory: region < VFIO_PCI_ROM_REGION_INDEX && !isMdevUuid(this.bdf),
     });
   }
 

@@ -19,6 +19,11 @@ export interface DmaMemory {
   readonly length: number;
   /** A name for error messages (a region name, a device node). */
   readonly dmaName?: string;
+  /**
+   * True for device memory, mapped without struct pages (VM_IO, VM_PFNMAP), as vfio-pci maps a
+   * BAR: an IOMMU that pins what it maps (iommufd) refuses it with EFAULT.
+   */
+  readonly deviceMemory?: boolean;
   /** @internal The native handle behind the memory. */
   [DMA_HANDLE](): NativeMappingHandle | NativeGuestMemoryHandle;
 }

@@ -16,6 +16,11 @@ export interface MappingOptions {
   path?: string;
   /** PCI address, reported in errors. */
   bdf?: string;
+  /**
+   * The fd's pages are device memory, which the kernel maps without struct pages (VM_IO,
+   * VM_PFNMAP): a vfio-pci BAR. Default false. See {@link Mapping.deviceMemory}.
+   */
+  deviceMemory?: boolean;
 }
 
 const TWO_32 = 0x1_0000_0000;
@@ -82,14 +87,20 @@ const ARRAY_FOR_WIDTH = {
 export class Mapping implements Disposable {
   /** Length in bytes. */
   readonly length: number;
+  /**
+   * True for a mapping of device memory (a vfio-pci BAR, as Device.map makes it): it has no pages
+   * an IOMMU could pin, so iommufd refuses to map it for DMA (type1 maps it).
+   */
+  readonly deviceMemory: boolean;
   readonly #handle: NativeMappingHandle;
   readonly #slot: number;
   #closed = false;
 
-  private constructor(handle: NativeMappingHandle, slot: number, length: number) {
+  private constructor(handle: NativeMappingHandle, slot: number, length: number, deviceMemory: boolean) {
     this.#handle = handle;
     this.#slot = slot;
     this.length = length;
+    this.deviceMemory = deviceMemory;
   }
 
   /**
@@ -103,9 +114,11 @@ export class Mapping implements Disposable {
     if (length === 0) throw new ArgRangeError('length 0: a mapping must cover at least one byte');
     const writable = opts.writable ?? true;
     if (typeof writable !== 'boolean') throw new ArgTypeError('writable must be a boolean');
+    const deviceMemory = opts.deviceMemory ?? false;
+    if (typeof deviceMemory !== 'boolean') throw new ArgTypeError('deviceMemory must be a boolean');
     watchSigbusListeners();
     const { handle, slot } = native.mmap(fd, offset, length, writable, opts.path, opts.bdf);
-    return new Mapping(handle, slot, length);
+    return new Mapping(handle, slot, length, deviceMemory);
   }
 
   /**

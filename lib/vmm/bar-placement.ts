@@ -114,11 +114,19 @@ export interface BarPlan {
    * turn between functions (each one run in a transaction of its own: its BARs appear whole).
    */
   readonly enableEach: readonly (() => void)[];
+  /**
+   * {@link enable} in still smaller steps, each run in a transaction of its own with a turn of the
+   * event loop between them: a function's decode turned on with its BARs parked at address 0,
+   * where they decode nothing, then each BAR moved to its place, so that what each BAR costs the
+   * listeners (DMA maps, KVM slots, exit ranges) is paid in a turn of its own. Ends where
+   * {@link enable} does; the ROM keeps its address, disabled, throughout.
+   */
+  readonly enableSteps: readonly (() => void)[];
 }
 
 /**
- * placeBarsSteps: {@link placeBars} in steps, a function at a time (each function's sizing, then
- * each function's BARs programmed), with decode off throughout, so no step changes what the guest
+ * placeBarsSteps: {@link placeBars} in steps (each BAR's sizing, then each function's BARs
+ * programmed), with decode off throughout, so no step changes what the guest
  * or a listener sees; `enable()` then turns decode on for all of them at once.
  */
 export function* placeBarsSteps(
@@ -139,9 +147,8 @@ export function* placeBarsSteps(
         `PCI 00:${slotName(slot, fn)} has header type ${header}: only endpoints (type 0) are placed`,
       );
     }
-    // One commit per function: with decode off, the sizing writes change nothing a listener sees.
-    transaction(() => requests.push(...probe(slot, fn, target, opts.roms ?? true, minMem)));
-    yield 'probe';
+    // A BAR at a time, a commit each: with decode off, the sizing writes change nothing a listener sees.
+    yield* probe({ slot, fn, target }, opts.roms ?? true, minMem, requests);
   }
 
   // Largest first packs naturally aligned BARs without holes; ties keep devfn and BAR order.
@@ -171,14 +178,7 @@ export function* placeBarsSteps(
   const program = (r: Request): void => {
     const addr = placed.get(r) as number;
     const t = r.target;
-    if (r.bar === 6) {
-      t.configWrite(PCI_ROM_ADDRESS, 4, addr >>> 0); // enable bit clear: the guest turns it on to read
-    } else {
-      const reg = PCI_BASE_ADDRESS_0 + 4 * r.bar;
-      const lowBits = t.configRead(reg, 4) & (r.type === 'io' ? 0x3 : 0xf);
-      t.configWrite(reg, 4, ((addr % 2 ** 32) | lowBits) >>> 0);
-      if (r.type === 'mem64') t.configWrite(reg + 4, 4, Math.floor(addr / 2 ** 32));
-    }
+    writeBar(r, addr);
     const f = byFunction.get(t) ?? { slot: r.slot, fn: r.fn, cmd: 0 };
     if (r.type === 'io') f.cmd |= CMD_IO;
     else if (r.type !== 'rom') f.cmd |= CMD_MEMORY;
@@ -202,7 +202,8 @@ export function* placeBarsSteps(
     transaction(() => mine.forEach(program));
     i = j;
   }
-  const enableEach = [...host.functions()].map(({ slot, target }) => (): void => {
+  const functions = [...host.functions()];
+  const enableEach = functions.map(({ slot, target }) => (): void => {
     const pin = target.configRead(PCI_INTERRUPT_PIN, 1);
     if (opts.intxGsi && pin >= 1 && pin <= 4) {
       target.configWrite(PCI_INTERRUPT_LINE, 1, opts.intxGsi(slot, pin) & 0xff);
@@ -210,85 +211,109 @@ export function* placeBarsSteps(
     const cmd = byFunction.get(target)?.cmd ?? 0;
     if (cmd) target.configWrite(PCI_COMMAND, 2, (target.configRead(PCI_COMMAND, 2) | cmd) & 0xffff);
   });
-  return { placed: out, enable: () => enableEach.forEach((f) => f()), enableEach };
+  // Address 0 decodes nothing: a BAR parked there appears only when moved to its place.
+  const enableSteps = functions.flatMap(({ target }, i) => {
+    const bars = requests.filter((r) => r.target === target && r.bar !== 6);
+    return [
+      (): void => {
+        for (const r of bars) writeBar(r, 0);
+        enableEach[i]();
+      },
+      ...bars.map((r) => (): void => writeBar(r, placed.get(r) as number)),
+    ];
+  });
+  return { placed: out, enable: () => enableEach.forEach((f) => f()), enableEach, enableSteps };
 }
 
-/** Sizes the BARs and ROM of one function, with decode off and every register restored after. */
-function probe(slot: number, fn: number, t: PciConfigTarget, roms: boolean, minMem: number): Request[] {
-  const out: Request[] = [];
+/** Writes `addr` to the BAR (both halves of a 64-bit one) or, disabled, to the ROM register. */
+function writeBar(r: Request, addr: number): void {
+  const t = r.target;
+  if (r.bar === 6) {
+    t.configWrite(PCI_ROM_ADDRESS, 4, addr >>> 0); // enable bit clear: the guest turns it on to read
+    return;
+  }
+  const reg = PCI_BASE_ADDRESS_0 + 4 * r.bar;
+  const lowBits = t.configRead(reg, 4) & (r.type === 'io' ? 0x3 : 0xf);
+  t.configWrite(reg, 4, ((addr % 2 ** 32) | lowBits) >>> 0);
+  if (r.type === 'mem64') t.configWrite(reg + 4, 4, Math.floor(addr / 2 ** 32));
+}
+
+/** A function on the bus: where it is, and its configuration space. */
+interface Fn {
+  readonly slot: number;
+  readonly fn: number;
+  readonly target: PciConfigTarget;
+}
+
+/**
+ * Sizes the BARs and ROM of one function into `out`, a step (and a commit) for each, with decode
+ * off until the last and every register restored after.
+ */
+function* probe(f: Fn, roms: boolean, minMem: number, out: Request[]): Generator<'probe'> {
+  const t = f.target;
   const cmd = t.configRead(PCI_COMMAND, 2);
-  t.configWrite(PCI_COMMAND, 2, cmd & ~(CMD_IO | CMD_MEMORY));
+  transaction(() => t.configWrite(PCI_COMMAND, 2, cmd & ~(CMD_IO | CMD_MEMORY)));
   try {
-    for (let bar = 0; bar < 6; bar++) {
-      const reg = PCI_BASE_ADDRESS_0 + 4 * bar;
-      const orig = t.configRead(reg, 4);
-      t.configWrite(reg, 4, 0xffffffff);
-      const lo = t.configRead(reg, 4);
-      t.configWrite(reg, 4, orig);
-      if (lo === 0) continue;
-      if (lo & 1) {
-        const mask = lo & 0xfffffffc & 0xffff; // I/O decodes 16 bits; the upper half may read 0
-        const size = lowestBit(mask);
-        if (size) out.push({ slot, fn, target: t, bar, type: 'io', prefetchable: false, size, alloc: size });
-        continue;
-      }
-      const prefetchable = (lo & 0x8) !== 0;
-      if ((lo & 0x6) === 0x4 && bar < 5) {
-        const origHi = t.configRead(reg + 4, 4);
-        t.configWrite(reg + 4, 4, 0xffffffff);
-        const hi = t.configRead(reg + 4, 4);
-        t.configWrite(reg + 4, 4, origHi);
-        const low = (lo & 0xfffffff0) >>> 0;
-        const size = low ? lowestBit(low) : lowestBit(hi) * 2 ** 32;
-        if (size)
-          out.push({
-            slot,
-            fn,
-            target: t,
-            bar,
-            type: 'mem64',
-            prefetchable,
-            size,
-            alloc: Math.max(size, minMem),
-          });
-        bar++; // the upper half
-        continue;
-      }
-      const size = lowestBit((lo & 0xfffffff0) >>> 0);
-      if (size)
-        out.push({
-          slot,
-          fn,
-          target: t,
-          bar,
-          type: 'mem32',
-          prefetchable,
-          size,
-          alloc: Math.max(size, minMem),
-        });
+    for (let bar = 0; bar < 6;) {
+      bar = transaction(() => sizeBar(f, bar, minMem, out));
+      yield 'probe';
     }
     if (roms) {
-      const orig = t.configRead(PCI_ROM_ADDRESS, 4);
-      t.configWrite(PCI_ROM_ADDRESS, 4, 0xfffff800);
-      const rb = t.configRead(PCI_ROM_ADDRESS, 4);
-      t.configWrite(PCI_ROM_ADDRESS, 4, orig);
-      const size = lowestBit((rb & 0xfffff800) >>> 0);
-      if (size)
-        out.push({
-          slot,
-          fn,
-          target: t,
-          bar: 6,
-          type: 'rom',
-          prefetchable: false,
-          size,
-          alloc: Math.max(size, minMem),
-        });
+      transaction(() => sizeRom(f, minMem, out));
+      yield 'probe';
     }
   } finally {
-    t.configWrite(PCI_COMMAND, 2, cmd);
+    transaction(() => t.configWrite(PCI_COMMAND, 2, cmd));
   }
-  return out;
+}
+
+/** Sizes BAR `bar` (and the upper half of a 64-bit one) into `out`; returns the next BAR's index. */
+function sizeBar({ slot, fn, target: t }: Fn, bar: number, minMem: number, out: Request[]): number {
+  const reg = PCI_BASE_ADDRESS_0 + 4 * bar;
+  const orig = t.configRead(reg, 4);
+  t.configWrite(reg, 4, 0xffffffff);
+  const lo = t.configRead(reg, 4);
+  t.configWrite(reg, 4, orig);
+  if (lo === 0) return bar + 1;
+  if (lo & 1) {
+    const mask = lo & 0xfffffffc & 0xffff; // I/O decodes 16 bits; the upper half may read 0
+    const size = lowestBit(mask);
+    if (size) out.push({ slot, fn, target: t, bar, type: 'io', prefetchable: false, size, alloc: size });
+    return bar + 1;
+  }
+  const prefetchable = (lo & 0x8) !== 0;
+  if ((lo & 0x6) === 0x4 && bar < 5) {
+    const origHi = t.configRead(reg + 4, 4);
+    t.configWrite(reg + 4, 4, 0xffffffff);
+    const hi = t.configRead(reg + 4, 4);
+    t.configWrite(reg + 4, 4, origHi);
+    const low = (lo & 0xfffffff0) >>> 0;
+    const size = low ? lowestBit(low) : lowestBit(hi) * 2 ** 32;
+    if (size) {
+      const alloc = Math.max(size, minMem);
+      out.push({ slot, fn, target: t, bar, type: 'mem64', prefetchable, size, alloc });
+    }
+    return bar + 2; // the upper half
+  }
+  const size = lowestBit((lo & 0xfffffff0) >>> 0);
+  if (size) {
+    const alloc = Math.max(size, minMem);
+    out.push({ slot, fn, target: t, bar, type: 'mem32', prefetchable, size, alloc });
+  }
+  return bar + 1;
+}
+
+/** Sizes the expansion ROM into `out`. */
+function sizeRom({ slot, fn, target: t }: Fn, minMem: number, out: Request[]): void {
+  const orig = t.configRead(PCI_ROM_ADDRESS, 4);
+  t.configWrite(PCI_ROM_ADDRESS, 4, 0xfffff800);
+  const rb = t.configRead(PCI_ROM_ADDRESS, 4);
+  t.configWrite(PCI_ROM_ADDRESS, 4, orig);
+  const size = lowestBit((rb & 0xfffff800) >>> 0);
+  if (size) {
+    const alloc = Math.max(size, minMem);
+    out.push({ slot, fn, target: t, bar: 6, type: 'rom', prefetchable: false, size, alloc });
+  }
 }
 
 function lowestBit(v: number): number {

@@ -156,7 +156,10 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
       }),
     );
     vm.setTssAddr(TSS_ADDR);
+    yield 'vm';
+    // Each of these ioctls alone can take the kernel milliseconds (a nested KVM's most).
     vm.createIrqchip();
+    yield 'irqchip';
     vm.createPit();
     // Each RAM range already knows its offset in guest RAM, which is what a slot takes.
     for (const r of machine.ramRanges) {

@@ -72,8 +72,9 @@ export class PcBoots {
       placeBarsSteps(this.#ctx.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi }),
       turn,
     );
-    // Decode on a device at a time: each one's BARs mapped (DMA, KVM slots, the exit table) in a turn.
-    for (const enable of plan.enableEach) {
+    // Decode on a device at a time, then each BAR moved to its place: each BAR mapped (DMA, KVM
+    // slots, the exit table) in a turn.
+    for (const enable of plan.enableSteps) {
       transaction(enable);
       await turn();
     }

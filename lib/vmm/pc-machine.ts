@@ -26,7 +26,7 @@ import { EventEmitter } from 'node:events';
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { forwardGuestErrors, type GuestError, type GuestErrorSink } from '../base/guest-error';
 import { Machine } from './machine';
-import { Kvm, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
+import { Kvm, type CpuidEntry, type RoutedAccess, type Vcpu, type VcpuSet, type Vm } from '../kvm';
 import type { VfioPciDevice } from '../pci';
 import type { PlacedBar } from './bar-placement';
 import { parseBzImage } from './boot/bzimage';
@@ -87,6 +87,16 @@ export type PcMachineEvents = {
   'guest-error': [GuestError];
 };
 
+/** What every boot's vCPUs are set up from: asked of KVM once, a step of its own in open. */
+interface HostCpu {
+  readonly supportedCpuid: CpuidEntry[];
+  readonly tscDeadline: boolean;
+}
+
+function hostCpuOf(kvm: Kvm): HostCpu {
+  return { supportedCpuid: kvm.supportedCpuid(), tscDeadline: kvm.hasCapability('TSC_DEADLINE_TIMER') };
+}
+
 /**
  * A small PC on KVM that boots a Linux bzImage with vfio-pci devices passed through: open it with
  * {@link PcMachine.open}, boot with {@link PcMachine.run}, end with {@link PcMachine.closeAsync}.
@@ -116,6 +126,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     files: { kernel: Uint8Array; initrd: Uint8Array | undefined },
     machine: Machine,
     kvm: Kvm,
+    hostCpu: HostCpu,
   ) {
     super();
     this.machine = machine;
@@ -148,8 +159,8 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
         cpus: this.cpus,
         kernel: files.kernel,
         initrd: files.initrd,
-        supportedCpuid: kvm.supportedCpuid(),
-        tscDeadline: kvm.hasCapability('TSC_DEADLINE_TIMER'),
+        supportedCpuid: hostCpu.supportedCpuid,
+        tscDeadline: hostCpu.tscDeadline,
         vcpuNice: opts.vcpuNice ?? 0,
         routing: () => this.#exits.routing(this.machine, this.#onAccess),
         report: (r) => this.#report(r),
@@ -190,7 +201,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     let pc: PcMachine | undefined;
     try {
       machine = createMachine(opts, ramSize);
-      pc = new PcMachine(opts, files, machine, kvm);
+      pc = new PcMachine(opts, files, machine, kvm, hostCpuOf(kvm));
       for (const [i, spec] of (opts.devices ?? []).entries())
         pc.#attach(machine.addDevice(spec.bdf, deviceOptions(spec)), spec, i);
       pc.#boots.first();
@@ -230,9 +241,11 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     let pc: PcMachine | undefined;
     try {
       await step();
+      const cpu = hostCpuOf(kvm);
+      await step();
       machine = await createMachineAsync(opts, checked.ramSize);
       await step();
-      pc = new PcMachine(opts, { kernel, initrd }, machine, kvm);
+      pc = new PcMachine(opts, { kernel, initrd }, machine, kvm, cpu);
       for (const [i, spec] of (opts.devices ?? []).entries()) {
         await step();
         pc.#attach(await machine.addDeviceAsync(spec.bdf, deviceOptions(spec)), spec, i);

@@ -5,6 +5,7 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { GuestErrorSink } from '../base/guest-error';
 import * as fs from 'node:fs';
+import { readFileAsync } from '../base/read-file';
 import type { DmaCommitError, DmaErrorEvent, DmaSkip } from '../dma';
 import type { RoutedAccess, VcpuExit } from '../kvm';
 import type { UnassignedAccess } from '../memory';
@@ -291,7 +292,7 @@ export async function readInputAsync(what: string, v: string | Uint8Array): Prom
   if (v instanceof Uint8Array) return v;
   if (typeof v !== 'string') throw new ArgTypeError(`${what} must be a path or a Uint8Array`);
   try {
-    return await fs.promises.readFile(v);
+    return await readFileAsync(v);
   } catch (e) {
     throw new VmmError(
       'EINPUT',

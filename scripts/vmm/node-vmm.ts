@@ -236,6 +236,17 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
       return m;
     },
   );
+  // Reports waiting to be written, one a turn.
+  const queued: GuestError[] = [];
+  const printOne = (): void => {
+    const e = queued.shift()!;
+    const text = describeGuestError(e);
+    if (!shown.has(text)) {
+      shown.add(text);
+      event(`report ${text}`);
+    }
+    if (queued.length > 0) setImmediate(printOne);
+  };
   // The machine's sink, made here so that what the devices report while they open is heard too.
   const guestErrors = new GuestErrorSink({ log: null });
   guestErrors.on('guest-error', (e) => {
@@ -243,13 +254,9 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
     // same report again is only counted.
     // Printed in a turn of its own, as a logger would: a report comes in the middle of the machine's
     // work (a memory transaction, say), and writing the line is this runner's cost, not the VMM's.
+    // Several reports of one commit are queued and written one a turn, not all in the same one.
     if (e.source === 'memory') return;
-    setImmediate(() => {
-      const text = describeGuestError(e);
-      if (shown.has(text)) return;
-      shown.add(text);
-      event(`report ${text}`);
-    });
+    if (queued.push(e) === 1) setImmediate(printOne);
   });
   pc = await PcMachine.open({
     guestErrors,

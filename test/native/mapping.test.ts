@@ -270,6 +270,17 @@ describe('Mapping.fromFd', () => {
     fs.closeSync(fd);
   });
 
+  test('says whether it maps device memory: only when told, as Device.map tells it of a BAR', () => {
+    const fd = memfd('device-memory', 4096);
+    using plain = Mapping.fromFd(fd, 0, 4096);
+    using bar = Mapping.fromFd(fd, 0, 4096, { deviceMemory: true });
+    expect([plain.deviceMemory, bar.deviceMemory]).toEqual([false, true]);
+    expect(() => Mapping.fromFd(fd, 0, 4096, { deviceMemory: 1 as unknown as boolean })).toThrow(
+      /deviceMemory must be a boolean/,
+    );
+    fs.closeSync(fd);
+  });
+
   test('mmap failures are VfioErrors with errno and hint', () => {
     let error: unknown;
     try {

@@ -43,21 +43,22 @@ export function setupBootVcpu(vcpu: Vcpu, cpu: BootCpuState | null, opts: BootVc
 }
 
 /**
- * {@link setupBootVcpu} in steps (CPUID; the FPU and the local APIC; the registers), for a caller
- * that gives the event loop a turn between them. @internal
+ * {@link setupBootVcpu} in steps (the CPUID table made; set; the FPU and the local APIC; the
+ * segment registers; the others), for a caller that gives the event loop a turn between them.
+ * @internal
  */
 export function* setupBootVcpuSteps(
   vcpu: Vcpu,
   cpu: BootCpuState | null,
   opts: BootVcpuOptions,
-): Generator<'cpuid' | 'lapic', void> {
-  vcpu.setCpuid(
-    guestCpuid(opts.supportedCpuid, {
-      apicId: vcpu.id,
-      cpus: opts.cpus,
-      tscDeadline: opts.tscDeadline ?? false,
-    }),
-  );
+): Generator<'cpuid-table' | 'cpuid' | 'lapic' | 'sregs', void> {
+  const table = guestCpuid(opts.supportedCpuid, {
+    apicId: vcpu.id,
+    cpus: opts.cpus,
+    tscDeadline: opts.tscDeadline ?? false,
+  });
+  yield 'cpuid-table';
+  vcpu.setCpuid(table);
   yield 'cpuid';
   vcpu.setFpu();
   vcpu.setLapic(pcLapic(vcpu.getLapic()));
@@ -80,6 +81,7 @@ export function* setupBootVcpuSteps(
   s.cr4 = BigInt(c.cr4);
   s.efer = BigInt(c.efer);
   vcpu.setSregs(s);
+  yield 'sregs';
   const r = vcpu.getRegs();
   for (const k of Object.keys(r) as (keyof Regs)[]) r[k] = 0n;
   r.rip = BigInt(cpu.regs.rip);

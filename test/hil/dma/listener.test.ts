@@ -97,6 +97,8 @@ describeBackends('edu', 'DMA through the listener', (bdf, backend) => {
     // iommufd pins what it maps, and a BAR mapping has no pages: it stays out (reported, not fatal).
     expect(m.dma!.mappings()).toEqual(backend === 'type1' ? [ram, bar] : [ram]);
     if (backend === 'iommufd') expectBarRefused(m, bar0, MiB);
+    // Device.map says a BAR is device memory: what the listener takes a refusal on iommufd to stand for.
+    expect((m.devices[0].bars[0]!.mmaps[0].memory as { deviceMemory?: unknown }).deviceMemory).toBe(true);
     const data = pattern(4095, 1);
     new Uint8Array(m.ram.buffer(0x10000, 4095)).set(data);
     await eduDma(m.bus, bar0, 0x10000, 4095, false);

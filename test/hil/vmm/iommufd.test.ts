@@ -49,6 +49,18 @@ describeDevice('e1000e', 'a Linux guest with NICs passed through on iommufd', (e
       ]);
       // Guest RAM is in the IOAS from the first device on; no group node or container is open.
       expect(pc.resources().dmaMappings).toBeGreaterThan(0);
+      // Decode is on for every BAR once created. iommufd cannot pin a BAR: the first one refused
+      // stands for every other, asked no more and reported once; each is still a skip (e1000e's
+      // BARs 0 and 1, the RTL8139's BAR 1).
+      const dma = pc.machine.dma!;
+      expect(dma.stats).toMatchObject({ fatalCount: 0, dmaErrorCount: 1, unaskedMaps: 2 });
+      const refused = dma.skipped().filter((s) => s.reason === 'map-failed');
+      expect(refused.map((s) => s.region.replace(/^\S+ /, '')).sort()).toEqual([
+        'BAR 0 mmaps[0]',
+        'BAR 1 mmaps[0]',
+        'BAR 1 mmaps[0]',
+      ]);
+      expect(refused.every((s) => (s.error as { code?: string }).code === 'EFAULT')).toBe(true);
       const nodes = vfioNodeFds().filter((n) => !before.includes(n));
       expect(nodes.filter((n) => /^\/dev\/vfio\/(\d+|vfio)$/.test(n))).toEqual([]);
       // The two cdevs (the vCPU threads' exit table holds duplicates of the device fds).

@@ -124,7 +124,19 @@ export class FakeRam implements DmaMemory {
 
 /** Device memory the listener may map (a stand-in for a BAR Mapping). */
 export class FakeDeviceMemory extends BufferMemory implements DmaMemory {
+  /** As a vfio-pci BAR's Mapping says of itself: memory without pages to pin. */
+  constructor(
+    length: number,
+    readonly deviceMemory = false,
+  ) {
+    super(length);
+  }
   [DMA_HANDLE](): never {
     return {} as never;
   }
+}
+
+/** The fake as an iommufd IOAS: what the listener asks the backend is the same, its kind differs. */
+export class FakeIoas extends FakeContainer {
+  readonly kind = 'iommufd' as const;
 }

@@ -16,7 +16,7 @@ import {
   type GuestError,
 } from '../../../lib/memory';
 import { registerDmaRegion } from '../../../lib/dma/dma-buffers';
-import { FakeContainer, FakeDeviceMemory, FakeError, FakeRam } from './fake-container';
+import { FakeContainer, FakeDeviceMemory, FakeError, FakeIoas, FakeRam } from './fake-container';
 
 function setup(): {
   c: FakeContainer;
@@ -205,6 +205,87 @@ describe('DmaListener decisions', () => {
     // Moved, it is another piece: asked again.
     transaction(() => root.addSubregion(bar, 0xfe001000));
     expect(calls(0xfe001000)).toBe(1);
+  });
+
+  it('on iommufd, asks for no BAR after one was refused with EFAULT: each is a skip, reported once', () => {
+    const c = new FakeIoas();
+    const root = MemoryRegion.container('system', 2 ** 40);
+    const sink = new GuestErrorSink({ log: null });
+    const reports: GuestError[] = [];
+    sink.on('guest-error', (e) => reports.push(e));
+    const l = new DmaListener(c, new AddressSpace('memory', root, { log: null }), { guestErrors: sink });
+    expect(l.backend).toBe('iommufd');
+    // iommufd pins what it maps; a BAR's mapping has no pages.
+    c.failMap = (req) =>
+      (req.memory as Partial<FakeDeviceMemory>).deviceMemory
+        ? new FakeError('EFAULT', 'IOMMU_IOAS_MAP failed: Bad address')
+        : undefined;
+    const bar = (name: string, size: number): MemoryRegion =>
+      MemoryRegion.ramDevice(name, size, new FakeDeviceMemory(size, true));
+    const a = bar('e1000e BAR 0 mmaps[0]', 0x20000);
+    const b = bar('e1000e BAR 1 mmaps[0]', 0x20000);
+    const d = bar('rtl8139 BAR 1 mmaps[0]', 0x1000);
+    // A ram-device region that is not device memory (a memfd, say) is still asked.
+    const shm = MemoryRegion.ramDevice('shm', 0x1000, new FakeDeviceMemory(0x1000));
+    transaction(() => {
+      root.addSubregion(a, 0xc0080000);
+      root.addSubregion(b, 0xc00a0000);
+      root.addSubregion(d, 0xc00c4000);
+      root.addSubregion(shm, 0xd0000000);
+    });
+    const maps = (): number[] => c.log.filter((x) => x.op === 'map').map((x) => x.iova);
+    expect(maps()).toEqual([0xc0080000, 0xd0000000]);
+    expect(c.state()).toEqual([[0xd0000000, 0x1000, 0, true]]);
+    // Recorded exactly: three skips, one asked and two unasked, and one report with the hint.
+    expect(l.skipped().map((x) => [x.start, x.size, x.region, x.reason])).toEqual([
+      [0xc0080000, 0x20000, 'e1000e BAR 0 mmaps[0]', 'map-failed'],
+      [0xc00a0000, 0x20000, 'e1000e BAR 1 mmaps[0]', 'map-failed'],
+      [0xc00c4000, 0x1000, 'rtl8139 BAR 1 mmaps[0]', 'map-failed'],
+    ]);
+    expect(l.skipped()[1].message).toMatch(
+      /map not asked: the kernel refused device memory \('e1000e BAR 0 mmaps\[0\]'\) with EFAULT before/,
+    );
+    expect(l.skipped()[2].error).toMatchObject({ code: 'EFAULT' });
+    expect(l.stats).toMatchObject({ dmaErrorCount: 1, unaskedMaps: 2, mapCalls: 2, skippedCount: 3 });
+    expect(reports).toHaveLength(1);
+    expect(reports[0]).toMatchObject({ kind: 'dma-map-failed', where: 'e1000e BAR 0 mmaps[0]' });
+    expect(reports[0].message).toMatch(/no BAR on this IOAS is asked again/);
+    expect(reports[0].hint).toMatch(/every BAR on this IOAS.*type1/);
+    // Moved and toggled, the BARs are skipped again, unasked and unreported.
+    transaction(() => {
+      root.removeSubregion(a);
+      root.removeSubregion(b);
+    });
+    transaction(() => {
+      root.addSubregion(a, 0xe0000000);
+      root.addSubregion(b, 0xc00a0000);
+    });
+    expect(maps()).toEqual([0xc0080000, 0xd0000000]);
+    expect(l.skipped().map((x) => x.start)).toEqual([0xc00a0000, 0xc00c4000, 0xe0000000]);
+    expect(l.stats).toMatchObject({ dmaErrorCount: 1, unaskedMaps: 4, skippedCount: 3 });
+    expect(reports).toHaveLength(1);
+    l.close();
+  });
+
+  it('on iommufd, asks for no other piece of a region that is not device memory once it was refused', () => {
+    const c = new FakeIoas();
+    const root = MemoryRegion.container('system', 2 ** 40);
+    const l = new DmaListener(c, new AddressSpace('memory', root, { log: null }), { log: null });
+    c.failMap = (req) => (req.size === 0x2000 ? new FakeError('EFAULT', 'cannot pin') : undefined);
+    const r = MemoryRegion.ramDevice('window', 0x2000, new FakeDeviceMemory(0x2000));
+    const other = MemoryRegion.ramDevice('other', 0x1000, new FakeDeviceMemory(0x1000));
+    transaction(() => root.addSubregion(r, 0x100000));
+    transaction(() => {
+      root.removeSubregion(r);
+      root.addSubregion(r, 0x200000);
+      root.addSubregion(other, 0x300000);
+    });
+    // The moved region is not asked again; another region is, and is mapped.
+    expect(c.log.filter((x) => x.op === 'map').map((x) => x.iova)).toEqual([0x100000, 0x300000]);
+    expect(l.skipped().map((x) => [x.start, x.region])).toEqual([[0x200000, 'window']]);
+    expect(l.skipped()[0].message).toMatch(/no piece of this region is asked again/);
+    expect(l.stats).toMatchObject({ dmaErrorCount: 1, unaskedMaps: 1, mappingCount: 1 });
+    l.close();
   });
 
   it('undoes the whole commit when RAM cannot be mapped, and applies it on the next commit', () => {

@@ -1,6 +1,7 @@
 // Building a device in steps (build.ts): open() runs them at once, openAsync() with a turn of the
 // event loop after each, and both must build the same device from the same device accesses.
 import { SystemAddressSpaces, VfioPciDevice, type VfioPciDeviceOptions } from '../../../lib/pci';
+import { VFIO_PCI_CONFIG_REGION_INDEX } from '../../../lib/vfio/uapi';
 import { type FakeDeviceSpec, FakeVfioDevice } from '../../support/fake-device';
 import {
   e1000eSpec,
@@ -115,21 +116,26 @@ describe('open in steps', () => {
     const fake = new FakeVfioDevice(e1000eSpec());
     const t = ticker();
     const turnOf: number[] = [];
+    const configTurns = new Set<number>();
     const read = fake.read.bind(fake);
     fake.read = (r, o, s) => {
       turnOf.push(t.turns);
+      if (r === VFIO_PCI_CONFIG_REGION_INDEX) configTurns.add(t.turns);
       return read(r, o, s);
     };
     VfioPciDevice.open(new SystemAddressSpaces(), fake).close();
     expect(new Set(turnOf).size).toBe(1);
     turnOf.length = 0;
+    configTurns.clear();
     const dev = await VfioPciDevice.openAsync(new SystemAddressSpaces(), fake);
     const turns = t.turns;
     t.stop();
     // Configuration space, the BARs found, four BAR stacks, MSI-X, the quirks, the ROM.
     expect(turns).toBeGreaterThanOrEqual(9);
-    // The device's own accesses are spread over the steps, not made in one go.
+    // The device's own accesses are spread over the steps, not made in one go: configuration space
+    // alone over the IDs, the capability list and the implemented bytes (and the BARs after).
     expect(new Set(turnOf).size).toBeGreaterThanOrEqual(2);
+    expect(configTurns.size).toBeGreaterThanOrEqual(4);
     expect(dev.closed).toBe(false);
     dev.bus.close();
   });

@@ -1,6 +1,7 @@
 import { runSteps } from '../../../lib/base/steps';
 import fc from 'fast-check';
 import { SystemAddressSpaces, VfioPciDevice } from '../../../lib/pci';
+import { transaction } from '../../../lib/memory';
 import {
   DEFAULT_PCI_WINDOWS,
   type PciConfigTarget,
@@ -26,7 +27,7 @@ function machine() {
 }
 
 describe('placeBars', () => {
-  it('in steps, a function at a time: the same placement, nothing decoded or mapped until enable()', () => {
+  it('in steps, a BAR at a time: the same placement, nothing decoded or mapped until enable()', () => {
     const a = machine();
     for (const [slot, spec] of [
       [5, e1000eSpec()],
@@ -47,11 +48,47 @@ describe('placeBars', () => {
       expect(b.bus.mapinfo().filter((r) => r.bdf !== undefined)).toEqual([]);
       step = steps.next();
     }
-    expect(seen).toEqual(['probe', 'probe', 'probe', 'program', 'program']);
+    // A step a BAR register and one for the ROM (ivshmem's 64-bit BAR 2 takes two registers in
+    // one): 7 + 7 + 6, then a function's BARs programmed a step each.
+    expect(seen).toEqual([...Array<string>(20).fill('probe'), 'program', 'program']);
     expect(devs.map((d) => d.command & 0x3)).toEqual([0, 0, 0]);
     step.value.enable();
     expect(step.value.placed).toEqual(atOnce);
     expect(b.bus.mapinfo()).toEqual(a.bus.mapinfo());
+    a.bus.close();
+    b.bus.close();
+  });
+
+  it('enableSteps turns decode on with the BARs parked, then maps one BAR a step, ending where enable() does', () => {
+    const a = machine();
+    const aDevs = [a.open(5, e1000eSpec()), a.open(4, rtl8139Spec()), a.open(6, ivshmemSpec())];
+    const atOnce = placeBars(a.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi });
+    const b = machine();
+    const devs = [b.open(5, e1000eSpec()), b.open(4, rtl8139Spec()), b.open(6, ivshmemSpec())];
+    const plan = runSteps(placeBarsSteps(b.host, DEFAULT_PCI_WINDOWS, { intxGsi: pciIntxGsi }));
+    expect(plan.placed).toEqual(atOnce);
+    const barsMapped = (): string[] => [
+      ...new Set(b.bus.mapinfo().flatMap((r) => (r.bdf === undefined ? [] : [`${r.bdf} ${r.bar}`]))),
+    ];
+    // Per function (devfn order: 4, 5, 6), a step that turns decode on and maps nothing, then a
+    // step per BAR that maps that BAR alone.
+    const perFunction = [4, 5, 6].map((slot) => atOnce.filter((p) => p.slot === slot && p.type !== 'rom'));
+    expect(plan.enableSteps).toHaveLength(perFunction.reduce((n, bars) => n + 1 + bars.length, 0));
+    let k = 0;
+    for (const [i, bars] of perFunction.entries()) {
+      const dev = devs[[1, 0, 2][i]];
+      const before = barsMapped();
+      transaction(plan.enableSteps[k++]);
+      expect(dev.command & 0x3).not.toBe(0);
+      expect(barsMapped()).toEqual(before);
+      for (const p of bars) {
+        const was = barsMapped();
+        transaction(plan.enableSteps[k++]);
+        expect(barsMapped().filter((x) => !was.includes(x))).toEqual([`${dev.bdf} ${p.bar}`]);
+      }
+    }
+    expect(b.bus.mapinfo()).toEqual(a.bus.mapinfo());
+    expect(devs.map((d) => d.configRead(0x3c, 1))).toEqual(aDevs.map((d) => d.configRead(0x3c, 1)));
     a.bus.close();
     b.bus.close();
   });
