@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { IntervalHistogram } from 'node:perf_hooks';
 import type { PcExit, PcMachine } from '../../../lib';
+import { watchLoop } from '../loop-watchdog';
 
 export const KERNEL = process.env.VFIO_BRIDGE_VMM_KERNEL;
 export const INITRD = process.env.VFIO_BRIDGE_VMM_INITRD;
@@ -11,17 +12,23 @@ const HUGEPAGES = '/proc/sys/vm/nr_hugepages';
 // 256 MiB of guest RAM in 2 MiB pages, and a few to spare.
 const POOL = 136;
 
-/** In beforeAll/afterAll: the guest inputs are there, and a huge page pool for the test's RAM. */
+/**
+ * In beforeAll/afterAll: the guest inputs are there, a huge page pool for the test's RAM, and a
+ * watchdog that describes the process's threads if its event loop stops (loop-watchdog.ts).
+ */
 export function useVmmGuest(): void {
   let before = '';
+  let unwatch: (() => Promise<void>) | null = null;
   beforeAll(() => {
+    unwatch = watchLoop(expect.getState().testPath ?? 'a VMM test');
     if (!KERNEL || !INITRD)
       throw new Error('VFIO_BRIDGE_VMM_KERNEL/INITRD are not set: run through scripts/lab');
     before = fs.readFileSync(HUGEPAGES, 'utf8').trim();
     fs.writeFileSync(HUGEPAGES, String(Math.max(Number(before), POOL)));
   });
-  afterAll(() => {
+  afterAll(async () => {
     if (before !== '') fs.writeFileSync(HUGEPAGES, before);
+    await unwatch?.();
   });
 }
 
