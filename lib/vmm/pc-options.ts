@@ -5,7 +5,6 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { GuestErrorSink } from '../base/guest-error';
 import * as fs from 'node:fs';
-import { readFileAsync } from '../base/read-file';
 import type { DmaCommitError, DmaErrorEvent, DmaSkip } from '../dma';
 import type { RoutedAccess, VcpuExit } from '../kvm';
 import type { UnassignedAccess } from '../memory';
@@ -287,12 +286,18 @@ function readInput(what: string, v: string | Uint8Array): Uint8Array {
   }
 }
 
-/** readInputAsync: {@link readInput} without holding the event loop while the file is read. */
+/**
+ * readInputAsync: {@link readInput} without holding the event loop while the file is read: node:fs's
+ * callback readFile, which reads in pieces on the libuv thread pool. (fs.promises would too, but its
+ * first use loads a part of Node, fs/promises and the readline modules, on the event loop.)
+ */
 export async function readInputAsync(what: string, v: string | Uint8Array): Promise<Uint8Array> {
   if (v instanceof Uint8Array) return v;
   if (typeof v !== 'string') throw new ArgTypeError(`${what} must be a path or a Uint8Array`);
   try {
-    return await readFileAsync(v);
+    return await new Promise<Buffer>((resolve, reject) =>
+      fs.readFile(v, (e, data) => (e ? reject(e) : resolve(data))),
+    );
   } catch (e) {
     throw new VmmError(
       'EINPUT',
