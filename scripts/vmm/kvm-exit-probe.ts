@@ -1,8 +1,9 @@
 /**
  * The exit counts bench:vmm takes over each of the guest's ping runs, from the same kernel sources
  * for any VMM: KVM's debugfs counters (every exit, port I/O served in the kernel included) and the
- * kvm_userspace_exit tracepoint, counted by a hist trigger while the run lasts (every return from
- * KVM_RUN to the VMM, by exit reason), and the kvm_pio tracepoint the same way, by port.
+ * kvm_userspace_exit tracepoint, counted by a hist trigger installed for the whole run and read at
+ * each marker (every return from KVM_RUN to the VMM, by exit reason), and the kvm_pio tracepoint the
+ * same way, by port.
  * scripts/vmm/qemu-baseline.sh takes the same counts for QEMU in shell.
  *
  * Everything here is best effort: a kernel without debugfs or hist triggers gives no counts, and
@@ -49,6 +50,25 @@ export function parseHist(text: string): { rows: [string, number][]; hits: numbe
 }
 
 /** A hist trigger on one kvm tracepoint, counting its hits by one key between on() and off(). */
+type HistTable = ReturnType<typeof parseHist>;
+
+/** `done` less `start`, row by row (a hist trigger's counts only grow while it is installed). */
+export function histDelta(start: HistTable, done: HistTable): HistTable {
+  const before = new Map(start.rows);
+  const rows = done.rows
+    .map(([key, n]): [string, number] => [key, n - (before.get(key) ?? 0)])
+    .filter(([, n]) => n > 0)
+    .sort((a, b) => b[1] - a[1]);
+  const hits = done.hits === null ? null : done.hits - (start.hits ?? 0);
+  return { rows, hits };
+}
+
+/**
+ * A hist trigger on one kvm tracepoint, installed once for the whole run and read at each marker.
+ * Installing or removing one enables or disables the tracepoint, which patches kernel text; under
+ * the lab's TCG that stops every CPU for tens of milliseconds, the VMM's event loop included, so
+ * it is done before the VMM starts and after it ends, never at a ping marker.
+ */
 class Hist {
   readonly #dir: string;
   readonly #spec: string;
@@ -59,7 +79,7 @@ class Hist {
     this.#spec = `hist:keys=${keys}:sort=hitcount.descending`;
   }
 
-  on(): void {
+  install(): void {
     try {
       fs.writeFileSync(`${this.#dir}/trigger`, this.#spec);
       this.#on = true;
@@ -68,20 +88,24 @@ class Hist {
     }
   }
 
-  off(): ReturnType<typeof parseHist> | null {
+  /** The counts so far; null when the trigger is not installed. */
+  read(): HistTable | null {
     if (!this.#on) return null;
-    this.#on = false;
-    let text = '';
     try {
-      text = fs.readFileSync(`${this.#dir}/hist`, 'utf8');
-    } finally {
-      try {
-        fs.writeFileSync(`${this.#dir}/trigger`, `!${this.#spec}`);
-      } catch {
-        // Already gone; nothing to undo.
-      }
+      return parseHist(fs.readFileSync(`${this.#dir}/hist`, 'utf8'));
+    } catch {
+      return null;
     }
-    return parseHist(text);
+  }
+
+  remove(): void {
+    if (!this.#on) return;
+    this.#on = false;
+    try {
+      fs.writeFileSync(`${this.#dir}/trigger`, `!${this.#spec}`);
+    } catch {
+      // Already gone; nothing to undo.
+    }
   }
 }
 
@@ -94,11 +118,15 @@ export class PingRunProbe {
   readonly #record: RecordWriter;
   readonly #userspace = new Hist('kvm_userspace_exit', 'reason');
   readonly #pio = new Hist('kvm_pio', 'port.hex');
+  #atStart: { user: HistTable | null; pio: HistTable | null } | null = null;
 
+  /** Installs the hist triggers: make it before the VMM starts, {@link close} it after. */
   constructor(record: RecordWriter) {
     mounted(DEBUGFS, 'debugfs');
     mounted(TRACEFS, 'tracefs');
     this.#record = record;
+    this.#userspace.install();
+    this.#pio.install();
   }
 
   /** Reads the counters at a ping run's start and done markers; true when `line` was one. */
@@ -108,18 +136,26 @@ export class PingRunProbe {
     const [, phase, ifc, drv] = m;
     const vmm = Object.entries(own).map(([k, v]) => [`vmm.${k}`, v]);
     if (phase === 'start') {
-      this.#userspace.on();
-      this.#pio.on();
+      this.#atStart = { user: this.#userspace.read(), pio: this.#pio.read() };
       this.#record.counters('start', ifc, drv, { ...kvmExitStats(), ...Object.fromEntries(vmm) });
       return true;
     }
-    const user = this.#userspace.off();
-    const pio = this.#pio.off();
+    const since = (start: HistTable | null | undefined, done: HistTable | null): HistTable | null =>
+      start && done ? histDelta(start, done) : null;
+    const user = since(this.#atStart?.user, this.#userspace.read());
+    const pio = since(this.#atStart?.pio, this.#pio.read());
+    this.#atStart = null;
     const hist: Record<string, number> = {};
     if (user?.hits != null) hist.user = user.hits;
     for (const [reason, n] of user?.rows ?? []) hist[`user.${reason}`] = n;
     this.#record.counters('done', ifc, drv, { ...kvmExitStats(), ...Object.fromEntries(vmm), ...hist });
     if (pio) this.#record.ports(drv, pio.rows.slice(0, 6));
     return true;
+  }
+
+  /** Removes the hist triggers. */
+  close(): void {
+    this.#userspace.remove();
+    this.#pio.remove();
   }
 }

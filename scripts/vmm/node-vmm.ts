@@ -415,6 +415,7 @@ async function main(): Promise<void> {
     });
     for (const e of result.exits) record?.end(json(e));
   } finally {
+    probe?.close();
     record?.flush();
   }
   console.log(`${brief ? 'node| ' : ''}vmm: after close ${JSON.stringify(result.resources)}`);

@@ -60,11 +60,27 @@ stats() {
     [ ! -r "$dbg/$f" ] || printf ' %s=%s' "$f" "$(cat "$dbg/$f")"
   done
 }
-# hist_on/hist_off EVENT KEY [FILE]: count EVENT by KEY between the two calls, the table into FILE.
+# hist_on/hist_off EVENT KEY: a hist trigger counting EVENT by KEY, installed before QEMU starts
+# and removed after it ends. Installing or removing one enables or disables the tracepoint, which
+# patches kernel text and, under the lab's TCG, stops every CPU for tens of milliseconds: never at
+# a ping marker (kvm-exit-probe.ts does the same for the Node VMM). hist_read EVENT FILE: the counts
+# so far; hist_delta START DONE: DONE's rows less START's, as a hist table.
 hist_on() { echo "hist:keys=$2:sort=hitcount.descending" >"$trace/events/kvm/$1/trigger" 2>/dev/null || true; }
-hist_off() {
-  cat "$trace/events/kvm/$1/hist" 2>/dev/null >"$3" || true
-  echo "!hist:keys=$2:sort=hitcount.descending" >"$trace/events/kvm/$1/trigger" 2>/dev/null || true
+hist_off() { echo "!hist:keys=$2:sort=hitcount.descending" >"$trace/events/kvm/$1/trigger" 2>/dev/null || true; }
+hist_read() { cat "$trace/events/kvm/$1/hist" 2>/dev/null >"$2" || true; }
+hist_delta() {
+  awk '
+    function key() { line = $0; gsub(/[{}]/, "", line); split(line, f, " "); return f[2] }
+    FNR == NR && /^\{.*hitcount:/ { start[key()] = $NF; next }
+    FNR == NR && /^ *Hits:/ { hits0 = $2; next }
+    FNR == NR { next }
+    /^\{.*hitcount:/ { k = key(); n = $NF - start[k]; if (n > 0) rows[k] = n }
+    /^ *Hits:/ { hits = $2 - hits0; have = 1 }
+    END {
+      for (k in rows) printf "{ key: %s } hitcount: %d\n", k, rows[k] | "sort -k6,6nr"
+      close("sort -k6,6nr")
+      if (have) printf "Hits: %d\n", hits
+    }' "$1" "$2" 2>/dev/null || true
 }
 # hist_pairs FILE PREFIX TOTAL [ROWS]: a hist table's "{ key: value } hitcount: N" rows (the first
 # ROWS of them) as " PREFIXvalue=N", and its total as " TOTAL=N" unless TOTAL is empty.
@@ -93,12 +109,14 @@ if [ -z "$record" ]; then
   own_record=1
 fi
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"; [ "$own_record" = 0 ] || rm -f "$record"' EXIT
+trap 'hist_off kvm_userspace_exit reason; hist_off kvm_pio port.hex; rm -rf "$tmp"; [ "$own_record" = 0 ] || rm -f "$record"' EXIT
 exec 7>"$record"
 echo "side QEMU" >&7
 echo "about QEMU $(qemu-system-x86_64 --version | head -n 1 | awk '{ print $4 }'), -accel kvm, times from its exec" >&7
 echo "about guest RAM: $mem MiB of QEMU's default anonymous memory (transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown))" >&7
 
+hist_on kvm_userspace_exit reason
+hist_on kvm_pio port.hex
 t0=${EPOCHREALTIME/./}
 # The guest's /dev has no /dev/fd for process substitution: read QEMU through a pipe, in this shell.
 shopt -s lastpipe
@@ -111,15 +129,17 @@ shopt -s lastpipe
   us=$((${EPOCHREALTIME/./} - t0))
   case $line in
     'guest: ping start '*)
-      hist_on kvm_userspace_exit reason
-      hist_on kvm_pio port.hex
+      hist_read kvm_userspace_exit "$tmp/userspace.start"
+      hist_read kvm_pio "$tmp/pio.start"
       ifc_drv=${line#guest: ping start }
       echo "counters start $ifc_drv$(stats)" >&7
       ;;
     'guest: ping done '*)
       ifc_drv=${line#guest: ping done }
-      hist_off kvm_userspace_exit reason "$tmp/userspace"
-      hist_off kvm_pio port.hex "$tmp/pio"
+      hist_read kvm_userspace_exit "$tmp/userspace.done"
+      hist_read kvm_pio "$tmp/pio.done"
+      hist_delta "$tmp/userspace.start" "$tmp/userspace.done" >"$tmp/userspace"
+      hist_delta "$tmp/pio.start" "$tmp/pio.done" >"$tmp/pio"
       echo "counters done $ifc_drv$(stats)$(hist_pairs "$tmp/userspace" user. user)" >&7
       echo "ports ${ifc_drv#* }$(hist_pairs "$tmp/pio" '' '' 6)" >&7
       ;;

@@ -10,7 +10,7 @@ import {
   rttStats,
   type TimedLine,
 } from '../../../scripts/vmm/guest-console';
-import { parseHist } from '../../../scripts/vmm/kvm-exit-probe';
+import { histDelta, parseHist } from '../../../scripts/vmm/kvm-exit-probe';
 import { parseRecord, perPing, readRecord, RecordWriter } from '../../../scripts/vmm/run-record';
 
 const at = (t: number, text: string): TimedLine => ({ t, text });
@@ -209,5 +209,24 @@ describe('kvm tracepoint hists', () => {
       hits: 591,
     });
     expect(parseHist('')).toEqual({ rows: [], hits: null });
+  });
+
+  test("a ping run's counts are the hist at its done marker less the hist at its start", () => {
+    const start = { rows: [['10', 545] as [string, number], ['2', 46] as [string, number]], hits: 591 };
+    const done = {
+      rows: [['10', 600] as [string, number], ['2', 146] as [string, number], ['9', 3] as [string, number]],
+      hits: 749,
+    };
+    expect(histDelta(start, done)).toEqual({
+      rows: [
+        ['2', 100],
+        ['10', 55],
+        ['9', 3],
+      ],
+      hits: 158,
+    });
+    // A reason with no new hits is left out, as a hist taken over the run alone would not show it.
+    expect(histDelta(done, done)).toEqual({ rows: [], hits: 0 });
+    expect(histDelta({ rows: [], hits: null }, { rows: [], hits: null })).toEqual({ rows: [], hits: null });
   });
 });
