@@ -40,6 +40,7 @@ export {
   backendOf,
   IommufdBackend,
   openBackend,
+  openBackendAsync,
   Type1Backend,
   type BackendDevice,
   type BackendOpenOptions,

@@ -6,6 +6,7 @@
  * VFIO device is told about.
  */
 import { ArgTypeError } from '../base/error';
+import { runSteps, runStepsAsync } from '../base/steps';
 import {
   chooseBackend,
   type BackendDecision,
@@ -307,7 +308,21 @@ export interface OpenBackendOptions extends BackendProbeOptions {
  * @throws VfioError when the backend asked for cannot be had (see chooseBackend), or the open's error
  */
 export function openBackend(bdf: string | null, opts: OpenBackendOptions = {}): VfioBackend {
+  return runSteps(openBackendSteps(bdf, opts));
+}
+
+/**
+ * {@link openBackend} with a turn of the event loop between the probe (chooseBackend's reads of
+ * sysfs and /dev) and the open: under emulation each holds the loop for milliseconds.
+ * @throws VfioError as openBackend does, as a rejection
+ */
+export function openBackendAsync(bdf: string | null, opts: OpenBackendOptions = {}): Promise<VfioBackend> {
+  return runStepsAsync(openBackendSteps(bdf, opts));
+}
+
+function* openBackendSteps(bdf: string | null, opts: OpenBackendOptions): Generator<void, VfioBackend> {
   const decision = chooseBackend(bdf, opts.backend ?? 'auto', opts);
+  yield;
   return decision.backend === 'iommufd'
     ? IommufdBackend.open(decision, opts)
     : Type1Backend.open(decision, opts);

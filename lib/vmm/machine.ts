@@ -17,6 +17,7 @@ import {
   checkBackendChoice,
   isMdevUuid,
   openBackend,
+  openBackendAsync,
   type BackendDecision,
   type Container,
   type Ioas,
@@ -377,7 +378,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
 
   /** {@link Machine.#open} with an asynchronous `open`. */
   async #openAsync(bdf: string, open: (iommu: VfioBackend) => Promise<VfioPciDevice>): Promise<Opened> {
-    const { iommu, fresh } = this.#takeIommu(bdf);
+    const { iommu, fresh } = await this.#takeIommuAsync(bdf);
     try {
       return { dev: await open(iommu), iommu, fresh };
     } catch (e) {
@@ -392,6 +393,26 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
     const fresh = this.#iommu === null;
     this.#iommu ??= openBackend(bdf, { backend: this.#backend });
     return { iommu: this.#iommu, fresh };
+  }
+
+  /**
+   * {@link Machine.#takeIommu} with the backend opened in turns of the event loop (openBackendAsync).
+   * Another add that opened one meanwhile wins: this one's is closed and the machine's taken.
+   */
+  async #takeIommuAsync(bdf: string): Promise<{ iommu: VfioBackend; fresh: boolean }> {
+    if (this.#closed) throw closedError('machine.addDeviceAsync', 'the machine', bdf);
+    if (this.#iommu !== null) return { iommu: this.#iommu, fresh: false };
+    const iommu = await openBackendAsync(bdf, { backend: this.#backend });
+    if (this.#closed) {
+      iommu.close();
+      throw closedError('machine.addDeviceAsync', 'the machine', bdf);
+    }
+    if (this.#iommu !== null) {
+      iommu.close();
+      return { iommu: this.#iommu, fresh: false };
+    }
+    this.#iommu = iommu;
+    return { iommu, fresh: true };
   }
 
   /** Close the IOMMU context opened for a device that failed or was given back. */

@@ -8,6 +8,7 @@ import { chooseBackend, checkBackendChoice, type BackendProbeOptions } from '../
 import { findCdev } from '../../../lib/vfio/cdev';
 import { predictedBackend } from '../../../lib/cli/backend-info';
 import type { VfioError } from '../../../lib/vfio';
+import { openBackend, openBackendAsync } from '../../../lib/vfio/vfio-backend';
 
 const BDF = '0000:00:03.0';
 /** A mediated device (an mtty), on the mdev bus beside the PCI device. */
@@ -152,6 +153,19 @@ describe('chooseBackend', () => {
     );
     expect(checkBackendChoice(undefined)).toBe('auto');
     expect(() => chooseBackend('00:3', 'auto', host({}))).toThrow(RangeError);
+  });
+});
+
+describe('openBackendAsync', () => {
+  it('refuses what openBackend refuses, as a rejection after the probe, never a throw', async () => {
+    const o = host({ nodes: ['vfio/vfio'] });
+    const sync = refused(() => openBackend(BDF, { ...o, backend: 'iommufd' }));
+    let settled = false;
+    const p = openBackendAsync(BDF, { ...o, backend: 'iommufd' }).finally(() => (settled = true));
+    // The probe ran at the call; its refusal waits for the turn of the event loop.
+    expect(settled).toBe(false);
+    const e = (await p.catch((err: unknown) => err)) as VfioError;
+    expect([e.name, e.code, e.bdf, e.hint]).toEqual([sync.name, 'ENOIOMMUFD', BDF, sync.hint]);
   });
 });
 
