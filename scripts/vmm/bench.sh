@@ -45,12 +45,13 @@ in_lab() {
   rm -f /tmp/bench-vmm.qemu /tmp/bench-vmm.node
   bash "$here/qemu-baseline.sh" --kernel "$kernel" --initrd "$initrd" --pings "$pings" --rtl "$rtl" \
     --mem "$mem" --record /tmp/bench-vmm.qemu --brief || echo "bench: the QEMU side exited $?"
-  # A VMM's process starts V8's old generation at 64 MiB and without the memory reducer (docs/vmm.md,
-  # "The event loop and V8"): without the first, the first time the old generation fills (10-16 MiB
-  # in, while the guest boots) is a full mark-compact that held the loop 240 ms in the lab; without
-  # the second, V8 runs full GCs to shrink the heap when the allocation rate drops, 40-120 ms each at
-  # the start of a ping run. The idle baseline runs with the same flags.
-  local v8=(--initial-old-space-size=64 --no-memory-reducer)
+  # A VMM's process runs with V8 flags that keep work off its event loop (docs/vmm.md, "The event
+  # loop and V8"): every function compiled when its module loads, not at its first call (under the
+  # lab's TCG each first call held the loop for milliseconds, and PcMachine.open makes hundreds); the
+  # old generation at 64 MiB from the start (its first filling, 10-16 MiB in, while the guest boots,
+  # was a full mark-compact of 240 ms); no memory reducer (its full GCs, 40-120 ms each, came when
+  # the guest stopped needing JavaScript). The idle baseline runs with the same flags.
+  local v8=(--no-lazy --initial-old-space-size=64 --no-memory-reducer)
   # What the lab's one CPU allows an event loop with nothing else to do: the floor for the VMM's.
   node "${v8[@]}" build/vmm/node-vmm.js --idle 10 || echo "bench: the idle baseline exited $?"
   # The Node VMM's RAM in huge pages: 128 of 2 MiB for 256 MiB, and some slack.
