@@ -1,7 +1,7 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { sinkOf, type GuestErrorSink } from '../base/guest-error';
 import { routeAccess, type ExitRouting } from './exit-routing';
-import type { AccessExit, VcpuExit } from './exit';
+import type { VcpuExit } from './exit';
 import type { ExitTable } from './exit-table';
 import type { Vcpu } from './vcpu';
 import type { ParkReason, VcpuThread, VcpuThreadFault } from './vcpu-thread';
@@ -230,7 +230,18 @@ export class VcpuSet {
         this.#threads.push(
           v.startThread(
             {
-              onExit: (exit) => this.#serve(v.id, exit),
+              onExit: (exit) =>
+                this.#serve(
+                  v.id,
+                  exit.kind === 'mmio',
+                  exit.kind === 'mmio' ? exit.address : exit.port,
+                  exit.size,
+                  exit.isWrite,
+                  exit.kind === 'mmio' ? 1 : exit.count,
+                  exit.size === 8 ? exit.data : Number(exit.data),
+                ),
+              onAccess: (isMmio, address, size, isWrite, count, value) =>
+                this.#serve(v.id, isMmio, address, size, isWrite, count, value),
               onParked: (why, detail) => this.#parked(v.id, why, detail),
               onFault: (f: VcpuThreadFault) => this.#fault(v.id, f, onFault),
             },
@@ -266,25 +277,20 @@ export class VcpuSet {
     onFault?.(vcpu, f);
   }
 
-  #serve(id: number, exit: AccessExit): number | bigint | undefined | Promise<number | bigint | undefined> {
+  #serve(
+    id: number,
+    isMmio: boolean,
+    address: number,
+    size: number,
+    isWrite: boolean,
+    count: number,
+    written: number | bigint,
+  ): number | bigint | undefined | Promise<number | bigint | undefined> {
     const routing = this.#opts.routing;
-    const isMmio = exit.kind === 'mmio';
-    const address = isMmio ? exit.address : exit.port;
-    const count = isMmio ? 1 : exit.count;
-    const written = exit.size === 8 ? exit.data : Number(exit.data);
     try {
-      const value = routeAccess(
-        routing,
-        isMmio,
-        address,
-        exit.size,
-        exit.isWrite,
-        count,
-        written,
-        this.#count,
-      );
+      const value = routeAccess(routing, isMmio, address, size, isWrite, count, written, this.#count);
       if (routing.stop?.()) this.#finish({ reason: 'stopped' });
-      const answer = exit.isWrite ? undefined : value;
+      const answer = isWrite ? undefined : value;
       const wait = this.#opts.pending?.() ?? null;
       return wait === null ? answer : wait.then(() => answer);
     } catch (error) {

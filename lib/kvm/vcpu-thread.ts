@@ -36,6 +36,19 @@ export interface VcpuThreadHandlers {
    */
   onExit(exit: AccessExit): number | bigint | void | Promise<number | bigint | void>;
   /**
+   * The same exits as {@link VcpuThreadHandlers.onExit}, as plain values: when given, it is called
+   * instead of onExit, and no object is made per exit. `value` is what a write stores (a number
+   * below 8 bytes, a bigint at 8; 0 for a read), `count` the transfers of a port exit (1 for MMIO).
+   */
+  onAccess?(
+    isMmio: boolean,
+    address: number,
+    size: number,
+    isWrite: boolean,
+    count: number,
+    value: number | bigint,
+  ): number | bigint | void | Promise<number | bigint | void>;
+  /**
    * The thread parked: `paused` after {@link VcpuThread.pause}, `guest-exit` after an exit only
    * the owner can decide on (`exit`: shutdown, system event, entry failure, ...), `error` when
    * KVM_RUN failed (`error`).
@@ -96,7 +109,7 @@ export class VcpuThread {
   ) {
     if (handlers === null || typeof handlers !== 'object' || typeof handlers.onExit !== 'function')
       throw new ArgTypeError('startThread: handlers.onExit must be a function');
-    for (const k of ['onParked', 'onFault'] as const) {
+    for (const k of ['onAccess', 'onParked', 'onFault'] as const) {
       if (handlers[k] !== undefined && typeof handlers[k] !== 'function')
         throw new ArgTypeError(`startThread: handlers.${k} must be a function`);
     }
@@ -169,13 +182,26 @@ export class VcpuThread {
 
   #exit(): void {
     const dv = this.#port.exit;
-    const reason = dv.getUint32(EXIT_RECORD.reason, true);
-    const exit = decodeExit(dv, reason) as AccessExit;
-    const isRead = !exit.isWrite && (reason === KVM_EXIT.MMIO || reason === KVM_EXIT.IO);
+    const R = EXIT_RECORD;
+    const reason = dv.getUint32(R.reason, true);
+    const isAccess = reason === KVM_EXIT.MMIO || reason === KVM_EXIT.IO;
+    const isRead = isAccess && dv.getUint8(R.isWrite) === 0;
     // A read that the handler does not answer (or that throws) reads all-ones.
     if (isRead) writeAnswer(dv, -1);
-    if (exit.isWrite && exit.size !== 8) exit.data = BigInt(writtenValue(dv, exit.size));
-    const value = this.#handlers.onExit(exit);
+    const onAccess = this.#handlers.onAccess;
+    let value: ReturnType<VcpuThreadHandlers['onExit']>;
+    if (onAccess !== undefined && isAccess) {
+      const size = dv.getUint32(R.size, true);
+      // The address as two halves: a bigint read would be an allocation per exit.
+      const address = dv.getUint32(R.address, true) + dv.getUint32(R.address + 4, true) * 2 ** 32;
+      const isMmio = reason === KVM_EXIT.MMIO;
+      const count = isMmio ? 1 : dv.getUint32(R.count, true);
+      value = onAccess(isMmio, address, size, !isRead, count, isRead ? 0 : writtenValue(dv, size));
+    } else {
+      const exit = decodeExit(dv, reason) as AccessExit;
+      if (exit.isWrite && exit.size !== 8) exit.data = BigInt(writtenValue(dv, exit.size));
+      value = this.#handlers.onExit(exit);
+    }
     if (!(value instanceof Promise)) {
       if (isRead && value !== undefined) writeAnswer(dv, value);
       return;

@@ -141,6 +141,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     this.#onAccess = opts.onAccess;
     this.uart = new Uart16550({
       onOutput: (bytes) => this.emit('output', bytes),
+      wantsOutput: () => this.listenerCount('output') > 0,
       onLine: (line) => this.emit('line', line),
       onIrq: (level) => this.#irqLine(COM1_IRQ, level),
     });

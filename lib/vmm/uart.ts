@@ -59,11 +59,18 @@ const MSR_DCD = 0x80;
 const MSR_IDLE = MSR_DCD | MSR_DSR | MSR_CTS;
 
 const FIFO_SIZE = 16;
+/** The capture grows by pieces of this many bytes. */
+const CAPTURE_PIECE = 4096;
 
 /** Options of {@link Uart16550}. */
 export interface Uart16550Options {
   /** Called with each byte string the guest transmits, as it is written (no buffering). */
   onOutput?: (bytes: Uint8Array) => void;
+  /**
+   * Asked before each byte goes to `onOutput`: false skips it, and the byte string is not even
+   * made (a VMM whose output event has no listener right now). Default: always.
+   */
+  wantsOutput?: () => boolean;
   /** Called with each complete console line (without its line ending). */
   onLine?: (line: string) => void;
   /**
@@ -106,17 +113,21 @@ export class Uart16550 {
   #thrPending = false;
   #irqLevel = false;
   #line: number[] = [];
+  /** Full pieces of the capture, oldest first, and the piece being filled (#tail[0..#tailLength)). */
   #captured: Uint8Array[] = [];
   #capturedBytes = 0;
+  #tail: Uint8Array | null = null;
+  #tailLength = 0;
   readonly #captureLimit: number;
   readonly #onOutput?: (bytes: Uint8Array) => void;
+  readonly #wantsOutput?: () => boolean;
   readonly #onLine?: (line: string) => void;
   readonly #onIrq?: (level: boolean) => void;
   #txBytes = 0;
   #overruns = 0;
 
   constructor(opts: Uart16550Options = {}) {
-    for (const k of ['onOutput', 'onLine', 'onIrq'] as const) {
+    for (const k of ['onOutput', 'wantsOutput', 'onLine', 'onIrq'] as const) {
       if (opts[k] !== undefined && typeof opts[k] !== 'function') {
         throw new ArgTypeError(`Uart16550 option ${k} must be a function`);
       }
@@ -127,6 +138,7 @@ export class Uart16550 {
     }
     this.#captureLimit = limit;
     this.#onOutput = opts.onOutput;
+    this.#wantsOutput = opts.wantsOutput;
     this.#onLine = opts.onLine;
     this.#onIrq = opts.onIrq;
   }
@@ -148,7 +160,8 @@ export class Uart16550 {
 
   /** The last `captureLimit` bytes of output, decoded as UTF-8 (invalid sequences replaced). */
   get captured(): string {
-    const all = Buffer.concat(this.#captured);
+    const tail = this.#tail === null ? [] : [this.#tail.subarray(0, this.#tailLength)];
+    const all = Buffer.concat([...this.#captured, ...tail]);
     return all.subarray(Math.max(0, all.length - this.#captureLimit)).toString('utf8');
   }
 
@@ -294,9 +307,8 @@ export class Uart16550 {
       this.#receive(b);
     } else {
       this.#txBytes++;
-      const bytes = Uint8Array.of(b);
-      this.#capture(bytes);
-      this.#onOutput?.(bytes);
+      this.#capture(b);
+      if (this.#onOutput !== undefined && (this.#wantsOutput?.() ?? true)) this.#onOutput(Uint8Array.of(b));
       this.#lineByte(b);
     }
     this.#thrPending = true;
@@ -361,12 +373,20 @@ export class Uart16550 {
     this.#onIrq?.(level);
   }
 
-  #capture(bytes: Uint8Array): void {
+  /** Keeps `b` in the capture: a store into the piece being filled, no allocation per byte. */
+  #capture(b: number): void {
     if (this.#captureLimit === 0) return;
-    this.#captured.push(bytes);
-    this.#capturedBytes += bytes.length;
+    if (this.#tail === null) {
+      this.#tail = new Uint8Array(Math.min(CAPTURE_PIECE, this.#captureLimit));
+      this.#tailLength = 0;
+    }
+    this.#tail[this.#tailLength++] = b;
+    if (this.#tailLength < this.#tail.length) return;
+    this.#captured.push(this.#tail);
+    this.#capturedBytes += this.#tail.length;
+    this.#tail = null;
     if (this.#capturedBytes > this.#captureLimit * 2) {
-      // Compact now and then rather than on every byte.
+      // Compact now and then rather than on every piece.
       const all = Buffer.concat(this.#captured);
       const keep = all.subarray(all.length - this.#captureLimit);
       this.#captured = [keep];

@@ -88,6 +88,35 @@ describe('VcpuSet', () => {
     expect(set.running).toBe(false);
   });
 
+  test('onAccess, the plain-values form a thread calls, serves each exit as onExit does', async () => {
+    const { vcpus, threads } = fakes(1);
+    const { memory, values } = space();
+    const io = new AddressSpace('io', MemoryRegion.container('io-root', 0x10000));
+    io.root.addSubregion(
+      MemoryRegion.io('port', 4, {
+        read: (o) => 0x70 + o,
+        write: (_o, _s, v) => void values.push(Number(v)),
+      }),
+      0x60,
+    );
+    const set = new VcpuSet(vcpus, { routing: { memory, io } });
+    const run = set.run();
+    const h = threads[0].handlers;
+    expect(h.onAccess?.(true, 0x1004, 4, false, 1, 0)).toBe(0x44);
+    expect(h.onAccess?.(true, 0x1000, 1, true, 1, 0x99)).toBeUndefined();
+    expect(h.onAccess?.(false, 0x62, 1, false, 1, 0)).toBe(0x72);
+    expect(h.onAccess?.(false, 0x60, 2, true, 1, 0x1234)).toBeUndefined();
+    // The same exits through onExit give the same answers and writes.
+    expect(h.onExit({ kind: 'mmio', address: 0x1004, size: 4, isWrite: false, data: 0n })).toBe(0x44);
+    expect(h.onExit({ kind: 'io', port: 0x62, size: 1, isWrite: false, count: 1, data: 0n })).toBe(0x72);
+    expect(
+      h.onExit({ kind: 'io', port: 0x60, size: 2, isWrite: true, count: 1, data: 0x1234n }),
+    ).toBeUndefined();
+    expect(values).toEqual([0x99, 0x1234, 0x1234]);
+    set.stop();
+    expect(await run).toEqual({ reason: 'stopped' });
+  });
+
   test('a second run resumes the threads it parked', async () => {
     const { vcpus, threads, log } = fakes(1);
     const set = new VcpuSet(vcpus, { routing: space() });

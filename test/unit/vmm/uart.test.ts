@@ -63,6 +63,33 @@ describe('Uart16550 output', () => {
     expect(u.captured).toBe('stuvwxyz');
   });
 
+  it('keeps the last captureLimit bytes across capture pieces and compactions', () => {
+    // 4096-byte pieces; 10,000 bytes kept of 50,000 written means several compactions.
+    const u = new Uart16550({ captureLimit: 10_000 });
+    const text = Array.from({ length: 50_000 }, (_, i) => String.fromCharCode(0x21 + ((i * 7) % 90))).join(
+      '',
+    );
+    for (const c of Buffer.from(text)) u.write(THR, c);
+    expect(u.captured).toBe(text.slice(-10_000));
+    expect(u.transmitted).toBe(50_000);
+    const short = new Uart16550({ captureLimit: 10_000 });
+    for (const c of Buffer.from('abc')) short.write(THR, c);
+    expect(short.captured).toBe('abc');
+  });
+
+  it('asks wantsOutput before each byte, and makes no byte string nobody wants', () => {
+    const out: number[] = [];
+    let want = false;
+    const u = new Uart16550({ onOutput: (b) => out.push(...b), wantsOutput: () => want });
+    u.write(THR, 0x41);
+    want = true;
+    u.write(THR, 0x42);
+    expect(out).toEqual([0x42]);
+    // The capture and the lines do not depend on it.
+    expect(u.captured).toBe('AB');
+    expect(() => new Uart16550({ wantsOutput: 1 as never })).toThrow(/wantsOutput must be a function/);
+  });
+
   it('writes the divisor latch, not the line, while DLAB is set', () => {
     const out: number[] = [];
     const u = new Uart16550({ onOutput: (b) => out.push(...b) });
