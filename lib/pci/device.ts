@@ -94,6 +94,16 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
   readonly msix: Msix | null;
   /** Interrupts: INTx, MSI and MSI-X as the guest set them up, mirrored on the host; REQ. */
   readonly irq: PciInterrupts;
+  /**
+   * Where the region changes a config write makes go (BARs placed or moved, decode turned on or
+   * off), when not made at once. Null (the default): made inside {@link configWrite}. Otherwise the
+   * write reaches the device and the emulated registers at once, and `update`, which places the BARs
+   * as the registers then say, is handed to this function, to run later: a VMM runs it a turn of the
+   * event loop on, holding the vCPU that wrote until it ran. The writes of one stretch hand over one
+   * update (it reads the registers when it runs). `PcMachine` sets it while its vCPUs run: a guest's
+   * decode toggle then holds the loop for the device write and for the region changes separately.
+   */
+  deferMappings: ((update: () => void) => void) | null = null;
 
   readonly #bars: (BarState | null)[];
   readonly #rom: BarState | null;
@@ -102,6 +112,8 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
   #command: number;
   /** PMCSR power state (0 = D0); BARs decode only in D0, as in QEMU 10's PCI PM support. */
   #powerState = 0;
+  /** An update is handed to {@link deferMappings} and has not run yet. */
+  #mappingsDeferred = false;
   #closed = false;
   readonly #removeCloser: () => void;
   /** The group and what closes with the device, when it was opened by BDF. */
@@ -396,8 +408,7 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
       overlaps(offset, end, PCI_BASE_ADDRESS_0, 24) ||
       overlaps(offset, end, PCI_ROM_ADDRESS, 4)
     ) {
-      const command = this.#powerState === 0 ? this.#command : 0;
-      updateMappings(this.bus, this.#emu, this.#bars, this.#rom, command);
+      this.#updateMappings();
     }
     const msix = this.msix;
     if (msix && overlaps(offset, end, msix.capOffset + PCI_MSIX_FLAGS, 2)) {
@@ -405,6 +416,23 @@ export class VfioPciDevice extends EventEmitter<VfioPciDeviceEvents> implements 
       msix.setControl((ctrl & PCI_MSIX_FLAGS_ENABLE) !== 0, (ctrl & PCI_MSIX_FLAGS_MASKALL) !== 0);
     }
     this.irq.configWritten(offset, size);
+  }
+
+  /** Places the BARs as the registers say: now, or through {@link deferMappings}. */
+  #updateMappings(): void {
+    const defer = this.deferMappings;
+    if (defer === null) return this.#applyMappings();
+    if (this.#mappingsDeferred) return;
+    this.#mappingsDeferred = true;
+    defer(() => {
+      this.#mappingsDeferred = false;
+      if (!this.#closed) this.#applyMappings();
+    });
+  }
+
+  #applyMappings(): void {
+    const command = this.#powerState === 0 ? this.#command : 0;
+    updateMappings(this.bus, this.#emu, this.#bars, this.#rom, command);
   }
 
   #reportConfig(

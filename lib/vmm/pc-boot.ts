@@ -73,6 +73,8 @@ export interface BootContext {
   report(r: PcReport): void;
   /** The boot's vCPU threads were stopped (at close): their counts are final. */
   onStopped(set: VcpuSet): void;
+  /** Region changes config writes handed over that have not run yet (DeferredMappings.pending). */
+  mappingsPending(): Promise<void> | null;
 }
 
 /**
@@ -239,8 +241,12 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
     const set = new VcpuSet(vcpus, {
       routing: ctx.routing,
       table,
-      // The vCPU whose access changed the slots runs on once KVM has them.
-      pending: () => vm.slotChanges,
+      // The vCPU whose access changed the memory map runs on once it is changed: the region
+      // changes its config write handed over, then KVM's slots for them.
+      pending: () => {
+        const mappings = ctx.mappingsPending();
+        return mappings === null ? vm.slotChanges : mappings.then(() => vm.slotChanges ?? undefined);
+      },
       nice: ctx.vcpuNice,
       onFault: (vcpu, f) =>
         ctx.report({

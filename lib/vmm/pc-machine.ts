@@ -32,6 +32,7 @@ import type { PlacedBar } from './bar-placement';
 import { parseBzImage } from './boot/bzimage';
 import type { LinuxBootLayout } from './boot/load-linux';
 import { VmmError } from './errors';
+import { DeferredMappings } from './deferred-mappings';
 import { allSteps, allStepsAsync, turn } from '../base/steps';
 import type { RoutedDevice } from './pc-boot';
 import { abandon, createMachine, createMachineAsync, openKvm } from './pc-parts';
@@ -118,6 +119,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
   readonly #boots: PcBoots;
   #pending: PcExit | null = null;
   readonly #exits = new ExitCounter();
+  readonly #mappings = new DeferredMappings((error) => this.#mappingsFailed(error));
   #running = false;
   #closed = false;
 
@@ -166,6 +168,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
         routing: () => this.#exits.routing(this.machine, this.#onAccess),
         report: (r) => this.#report(r),
         onStopped: (set) => this.#exits.add(set),
+        mappingsPending: () => this.#mappings.pending,
         resetBoard: () => {
           this.host.reset();
           this.uart.reset();
@@ -342,6 +345,8 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     }
     if (this.#pending !== null) return this.#take();
     this.#running = true;
+    // While the vCPUs run, the region changes of a guest's config write come a turn after it.
+    for (const d of this.devices) d.deferMappings = this.#mappings.schedule;
     try {
       // The guest starts on the memory map its boot queued (its BARs' slots).
       await boot.vm.slotChanges;
@@ -349,10 +354,13 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
         ...(Number.isFinite(timeout) ? { timeoutMs: timeout } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
+      // A run ends with the memory map the guest's last writes asked for.
+      await this.#mappings.pending;
       if (this.#closed) return { reason: 'stopped' };
       if (this.#pending !== null) return this.#take();
       return pcExitOf(end);
     } finally {
+      for (const d of this.devices) d.deferMappings = null;
       this.#running = false;
     }
   }
@@ -414,6 +422,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#mappings.drop();
     allSteps([() => this.#boots.close(), () => this.machine.close(), () => this.kvm.close()]);
   }
 
@@ -425,6 +434,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
   async closeAsync(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#mappings.drop();
     await allStepsAsync([
       () => this.#boots.closeAsync(turn),
       () => this.machine.closeAsync(),
@@ -453,6 +463,12 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     const p = this.#pending!;
     this.#pending = null;
     return p;
+  }
+
+  /** Region changes a guest's config write handed over failed (a memory listener threw). */
+  #mappingsFailed(error: unknown): void {
+    if (this.#pending === null) this.#pending = { reason: 'error', error };
+    this.#boots.current?.set.interrupt();
   }
 
   #requestReset(by: 'i8042' | 'reset-control'): void {

@@ -46,6 +46,50 @@ describe('configuration space', () => {
   });
 });
 
+describe('deferMappings', () => {
+  it('hands the region changes of a stretch of writes over as one update, run when the owner says', () => {
+    const { bus, fake, dev } = openFake();
+    const updates: (() => void)[] = [];
+    dev.deferMappings = (u) => updates.push(u);
+    placeBar(dev, 0, 0xfebc0000);
+    enableDecode(dev);
+    // The device and the emulated registers have the writes; the bus does not show the BAR yet.
+    expect(fake.config[0x04] & 0x07).toBe(0x07);
+    expect(dev.configRead(0x04, 2) & 0x07).toBe(0x07);
+    expect(dev.bars[0]?.address).toBeNull();
+    expect(bus.memory.flatView.ranges).toEqual([]);
+    expect(updates).toHaveLength(1);
+    updates.shift()!();
+    expect(dev.bars[0]?.address).toBe(0xfebc0000);
+    expect(bus.memory.flatView.ranges.length).toBeGreaterThan(0);
+    // Decode off and on again in one stretch: one update, which places the BAR where it ends up.
+    dev.configWrite(0x04, 2, 0x0000);
+    placeBar(dev, 0, 0xfeac0000);
+    enableDecode(dev);
+    expect(updates).toHaveLength(1);
+    expect(dev.bars[0]?.address).toBe(0xfebc0000);
+    updates.shift()!();
+    expect(dev.bars[0]?.address).toBe(0xfeac0000);
+    // Back to null: at once again.
+    dev.deferMappings = null;
+    dev.configWrite(0x04, 2, 0x0000);
+    expect(dev.bars[0]?.address).toBeNull();
+    bus.close();
+  });
+
+  it('an update that runs after the device closed changes nothing and does not throw', () => {
+    const { bus, dev } = openFake();
+    const updates: (() => void)[] = [];
+    dev.deferMappings = (u) => updates.push(u);
+    placeBar(dev, 0, 0xfebc0000);
+    enableDecode(dev);
+    dev.close();
+    expect(() => updates.shift()!()).not.toThrow();
+    expect(bus.memory.flatView.ranges).toEqual([]);
+    bus.close();
+  });
+});
+
 describe('guest config accesses the device cannot serve', () => {
   it('reads all-ones past the end of config space, clips partial reads, and drops writes there', () => {
     const { fake, dev } = openFake(e1000eSpec(), { log: null });
