@@ -5,7 +5,7 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { PAGE_SIZE } from '../base';
-import { allSteps, stepErrors } from '../base/steps';
+import { allSteps, stepErrors, turn } from '../base/steps';
 import { closedError, kvmError } from './errors';
 import { addOp, removeOp, SlotQueue } from './slot-queue';
 import { SlotTable, type MemorySlot, type QueuedSlot, type SlotSpec, type SlotTarget } from './slots';
@@ -422,9 +422,11 @@ export class Vm implements SlotTarget, Disposable {
   /** Release everything, then close the VM fd. Idempotent. */
   close(): void {
     if (this.#closed) return;
+    const { now, vfio } = this.#closeSteps();
     // Every step runs even when an earlier one throws; the first error is thrown at the end.
     allSteps([
-      ...this.#closeSteps(),
+      ...now,
+      ...vfio,
       () => {
         this.#closed = true;
         native.closeFd(this.#handle);
@@ -435,21 +437,30 @@ export class Vm implements SlotTarget, Disposable {
   /**
    * {@link Vm.close} with the VM fd closed on the libuv thread pool: closing its last reference
    * destroys the VM in the kernel (its MMU, its slots' page references, the irqchip), which held the
-   * event loop tens of ms under the lab's TCG. The VM counts as closed at once.
+   * event loop tens of ms under the lab's TCG. Each KVM-VFIO file is deleted in a turn of the loop
+   * of its own. The VM counts as closed at once, its vCPUs and slots gone.
    */
   async closeAsync(): Promise<void> {
     if (this.#closed) return;
-    // Slot changes on their way to KVM hold a duplicate of the VM fd: the VM ends after them.
-    const errors = stepErrors(this.#closeSteps());
+    const { now, vfio } = this.#closeSteps();
+    const errors = stepErrors(now);
     this.#closed = true;
+    for (const step of vfio) {
+      await turn();
+      errors.push(...stepErrors([step]));
+    }
+    // Slot changes on their way to KVM hold a duplicate of the VM fd: the VM ends after them.
     await native.closeFdAsync(this.#handle).catch((e: unknown) => errors.push(e));
     if (errors.length > 0) throw errors[0];
   }
 
-  /** What goes before the VM fd itself: its vCPUs, assignments, slot records and VFIO files. */
-  #closeSteps(): (() => void)[] {
+  /**
+   * What goes before the VM fd itself: `now` its vCPUs, assignments and slot records, then `vfio`
+   * the KVM-VFIO files, each a KVM_DEV_VFIO_FILE_DEL (a few ms under TCG), and the KVM-VFIO device.
+   */
+  #closeSteps(): { now: (() => void)[]; vfio: (() => void)[] } {
     const vfio = this.#vfioDevice;
-    return [
+    const now = [
       ...[...this.#vcpus].map((v) => () => v.close()),
       // No KVM_IRQFD or KVM_IOEVENTFD deassign each: closing the VM fd releases its irqfds and its
       // I/O buses their ioeventfds, where each deassign would wait for KVM's readers. Only the
@@ -463,19 +474,21 @@ export class Vm implements SlotTarget, Disposable {
       // No KVM_SET_USER_MEMORY_REGION per slot: the VM's slots go with it, and each removal would
       // make KVM zap and wait for its readers. Only the record of them goes.
       () => this.slots.list().forEach((s) => this.slots.release(s)),
-      ...(vfio === null
-        ? []
-        : [
-            ...[...this.#vfioFiles].map(
-              (fd) => () => native.kvmDeviceAttrFd(vfio, true, KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_DEL, fd),
-            ),
-            () => {
-              this.#vfioFiles.clear();
-              this.#vfioDevice = null;
-              native.closeFd(vfio);
-            },
-          ]),
     ];
+    if (vfio === null) return { now, vfio: [] };
+    return {
+      now,
+      vfio: [
+        ...[...this.#vfioFiles].map(
+          (fd) => () => native.kvmDeviceAttrFd(vfio, true, KVM_DEV_VFIO_FILE, KVM_DEV_VFIO_FILE_DEL, fd),
+        ),
+        () => {
+          this.#vfioFiles.clear();
+          this.#vfioDevice = null;
+          native.closeFd(vfio);
+        },
+      ],
+    };
   }
 
   /** Same as {@link Vm.close}, for `using`. */

@@ -5,7 +5,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { exitCounts, LAYOUT, openE2e, runE2e, type E2eResult, type E2eSetup } from '../../guest/scenario';
 import { RAM_SIZE } from '../../guest/machine';
-import { bdfOf, describeDevice, kvmFds } from '../hil';
+import { Kvm } from '../../../lib';
+import { bdfOf, describeDevice, kvmFds, openDevice } from '../hil';
 
 const EDU_ID = 0x010000ed;
 
@@ -130,5 +131,26 @@ describeDevice('edu', 'a KVM guest driving passed-through devices', () => {
     expect(setup.dmaUnmapped).toBe(RAM_SIZE);
     expect(setup.opened[0].container.dmaMappings()).toEqual([]);
     expect(setup.opened[0].container.closed).toBe(true);
+  });
+});
+
+describeDevice('edu', "a VM's closeAsync with KVM-VFIO files", () => {
+  test('counts as closed at once and deletes each file in a turn of the event loop of its own', async () => {
+    using kvm = Kvm.open();
+    const edu = openDevice(bdfOf('edu'));
+    try {
+      const vm = kvm.createVm();
+      vm.addVfioFile(edu.group);
+      expect(vm.vfioFiles).toEqual([edu.group.fd]);
+      const closing = vm.closeAsync();
+      expect(vm.closed).toBe(true);
+      // The file's deletion waits for a turn of the event loop; it is done when the close is.
+      expect(vm.vfioFiles).toEqual([edu.group.fd]);
+      await closing;
+      expect(vm.vfioFiles).toEqual([]);
+      expect(kvmFds()).toEqual([]);
+    } finally {
+      edu.close();
+    }
   });
 });
