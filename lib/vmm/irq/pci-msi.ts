@@ -122,11 +122,21 @@ export class PciMsiRouting implements Disposable {
 
   #modeChanged(): void {
     // The old host eventfds are closed by now and their numbers may come back for the new ones, so
-    // an irqfd is never kept across a mode switch.
-    this.#dropAll();
-    const mode = this.#dev.irq.mode;
-    this.#listen(mode === 'msi' || mode === 'msix');
-    this.#sync();
+    // an irqfd is never kept across a mode switch. The old routes' removal and the new ones are one
+    // change of the routing table.
+    this.#batched(() => {
+      this.#dropAll();
+      const mode = this.#dev.irq.mode;
+      this.#listen(mode === 'msi' || mode === 'msix');
+      this.#sync();
+    });
+  }
+
+  /** Runs `fn`'s updates as one routing change where the target batches (nested ones join it). */
+  #batched(fn: () => void): void {
+    const batch = this.#target.batch;
+    if (batch === undefined) fn();
+    else this.#guard(`${this.#dev.bdf} ${this.#dev.irq.mode}`, () => batch.call(this.#target, fn));
   }
 
   /** Only while MSI or MSI-X is on: a listener in 'none' would make lib/pci wire INTx. */
@@ -196,7 +206,10 @@ export class PciMsiRouting implements Disposable {
   }
 
   #dropAll(): void {
-    for (const key of [...this.#applied.keys()]) this.#drop(key);
+    if (this.#applied.size === 0) return;
+    this.#batched(() => {
+      for (const key of [...this.#applied.keys()]) this.#drop(key);
+    });
   }
 
   #guard(key: string, fn: () => void): void {

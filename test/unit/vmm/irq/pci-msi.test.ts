@@ -299,6 +299,38 @@ describe('MsiRoutes batches what one guest change does to every vector', () => {
     expect(log).toEqual(['routing 24,25,26,27']);
   });
 
+  test('a mode switch and close each change the table once, whatever the number of vectors', () => {
+    const { dev } = openIrqFake({ msi: { vectorsLog2: 2, is64: true, maskable: true } });
+    const { vm, log } = fakeVm();
+    const routes = new MsiRoutes(vm);
+    const routing = new PciMsiRouting(dev, {
+      update: (k, m, t) => routes.update(k, m, t),
+      signalMsi: () => true,
+      batch: (fn) => routes.batch(fn),
+    });
+    const cap = dev.irq.msi!.capOffset;
+    dev.configWrite(cap + 4, 4, 0xfee00000);
+    dev.configWrite(cap + 8, 4, 0);
+    dev.configWrite(dev.irq.msi!.dataOffset, 2, 0x4020);
+    dev.configWrite(cap + 2, 2, (2 << 4) | 1);
+    // Disabled: the four routes go in one table, their irqfds released.
+    log.length = 0;
+    dev.configWrite(cap + 2, 2, 0);
+    expect(log.filter((l) => l.startsWith('routing'))).toEqual(['routing ']);
+    expect(log.filter((l) => l.startsWith('release'))).toHaveLength(4);
+    // Enabled again with four: one table, four irqfds.
+    log.length = 0;
+    dev.configWrite(cap + 2, 2, (2 << 4) | 1);
+    const tables = log.filter((l) => l.startsWith('routing'));
+    expect(tables).toHaveLength(1);
+    expect(tables[0].slice(8).split(',').map(Number).sort()).toEqual([24, 25, 26, 27]);
+    // Closed: one table for the four removals.
+    log.length = 0;
+    routing.close();
+    expect(log.filter((l) => l.startsWith('routing'))).toEqual(['routing ']);
+    expect(routing.routed).toBe(0);
+  });
+
   test('outside a batch, each update installs its own table; a failed install is thrown once', () => {
     const { vm, log } = fakeVm();
     const routes = new MsiRoutes(vm);
