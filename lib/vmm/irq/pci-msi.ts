@@ -183,9 +183,7 @@ export class PciMsiRouting implements Disposable {
     };
     // Every vector's change in one routing update: a guest enabling N vectors costs one
     // KVM_SET_GSI_ROUTING, not N. What the batch's end fails at is reported once, for the device.
-    const batch = this.#target.batch;
-    if (batch === undefined) apply();
-    else this.#guard(`${this.#dev.bdf} ${mode}`, () => batch.call(this.#target, apply));
+    this.#batched(apply);
   }
 
   /** An interrupt lib/pci delivered to JS: a pending bit released on unmask, or an early one. */

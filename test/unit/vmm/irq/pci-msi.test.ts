@@ -277,7 +277,8 @@ describe('MsiRoutes batches what one guest change does to every vector', () => {
     return { vm: vm as unknown as Vm, log };
   }
 
-  test('enabling MSI with four vectors installs the table once, then assigns the four irqfds', () => {
+  /** A device with MSI routed through a batching MsiRoutes on fakeVm, the guest's four vectors enabled. */
+  function enabledWithFourVectors() {
     const { dev } = openIrqFake({ msi: { vectorsLog2: 2, is64: true, maskable: true } });
     const { vm, log } = fakeVm();
     const routes = new MsiRoutes(vm);
@@ -291,6 +292,11 @@ describe('MsiRoutes batches what one guest change does to every vector', () => {
     dev.configWrite(cap + 8, 4, 0);
     dev.configWrite(dev.irq.msi!.dataOffset, 2, 0x4020);
     dev.configWrite(cap + 2, 2, (2 << 4) | 1);
+    return { dev, log, routing, cap };
+  }
+
+  test('enabling MSI with four vectors installs the table once, then assigns the four irqfds', () => {
+    const { dev, log, routing } = enabledWithFourVectors();
     expect(log).toEqual(['routing 24,25,26,27', 'irqfd 24', 'irqfd 25', 'irqfd 26', 'irqfd 27']);
     expect(routing.routed).toBe(4);
     // A new message for all four: one more table, the irqfds kept.
@@ -300,19 +306,7 @@ describe('MsiRoutes batches what one guest change does to every vector', () => {
   });
 
   test('a mode switch and close each change the table once, whatever the number of vectors', () => {
-    const { dev } = openIrqFake({ msi: { vectorsLog2: 2, is64: true, maskable: true } });
-    const { vm, log } = fakeVm();
-    const routes = new MsiRoutes(vm);
-    const routing = new PciMsiRouting(dev, {
-      update: (k, m, t) => routes.update(k, m, t),
-      signalMsi: () => true,
-      batch: (fn) => routes.batch(fn),
-    });
-    const cap = dev.irq.msi!.capOffset;
-    dev.configWrite(cap + 4, 4, 0xfee00000);
-    dev.configWrite(cap + 8, 4, 0);
-    dev.configWrite(dev.irq.msi!.dataOffset, 2, 0x4020);
-    dev.configWrite(cap + 2, 2, (2 << 4) | 1);
+    const { dev, log, routing, cap } = enabledWithFourVectors();
     // Disabled: the four routes go in one table, their irqfds released.
     log.length = 0;
     dev.configWrite(cap + 2, 2, 0);
