@@ -14,7 +14,7 @@ import { AbortError } from '../../base/error';
 import { EXIT_STALLED, EXIT_TIMEOUT, LabError } from './errors';
 import type { Layout } from './layout';
 import { commandScript, guestPlan, qemuArgs, type CommandOptions, type MachineOptions } from './machine';
-import { watchStall } from './stall';
+import { watchStall, type StallKind } from './stall';
 
 /** What a guest run needs. */
 export interface GuestRun {
@@ -31,6 +31,8 @@ export interface GuestRun {
   timeoutSeconds: number;
   /** Seconds of QEMU CPU time standing still while the command runs that make a stalled guest (90). */
   stallSeconds?: number;
+  /** Seconds of a silent console after which the CPU is sampled for a spin on a lock (120; stall.ts). */
+  spinQuietSeconds?: number;
   /** A progress line of the lab's own. */
   say: (line: string) => void;
   /** A line of the guest's console: the command's output. */
@@ -61,7 +63,9 @@ interface Boot {
   /** QEMU's own last complaint on stderr, if any. */
   qemuSaid: string | null;
   /** What the monitor said when the guest stopped running (see stall.ts), or null. */
-  stalled: string[] | null;
+  stalled: { kind: StallKind; picture: string[] } | null;
+  /** When the console last said something (performance.now()). */
+  spoke: number;
 }
 
 /**
@@ -123,6 +127,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
     aborted: false,
     qemuSaid: null,
     stalled: null,
+    spoke: performance.now(),
   };
   const log = fs.openSync(consoleLog, 'a');
   return new Promise((resolve, reject) => {
@@ -151,9 +156,13 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
             systemMap: systemMapOf(run.machine.kernel),
             stillSeconds: still,
             counting: () => b.ready !== null && b.done === null,
-            onStall: (picture) => {
-              b.stalled = picture;
-              run.say(`the guest stopped running (QEMU used no CPU for ${still} s); what its monitor says:`);
+            quietSince: () => b.spoke,
+            ...(run.spinQuietSeconds !== undefined ? { spinQuietSeconds: run.spinQuietSeconds } : {}),
+            onStall: (picture, kind) => {
+              b.stalled = { kind, picture };
+              run.say(
+                `the guest stopped running (${kind === 'still' ? `QEMU used no CPU for ${still} s` : 'its CPU spins on a lock with interrupts off'}); what its monitor says:`,
+              );
               for (const line of picture) {
                 fs.writeSync(log, `lab-stall: ${line}\n`);
                 run.say(`  ${line}`);
@@ -171,6 +180,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
           b.doneLine = line;
         }
         if (fromQemu && line.trim() !== '') b.qemuSaid = line;
+        b.spoke = performance.now();
         fs.writeSync(log, `${line}\n`);
         run.console(line);
       });
@@ -226,10 +236,14 @@ function verdict(run: GuestRun, b: Boot, runDir: string, lastConsole: string): O
   const where = `console in ${lastConsole}`;
   if (b.aborted) throw new AbortError('the lab run (the guest was shut down)', run.signal?.reason);
   if (b.stalled !== null) {
+    const how =
+      b.stalled.kind === 'still'
+        ? `QEMU used no CPU for ${run.stallSeconds ?? STALL_SECONDS} s and no timer in the guest fired`
+        : 'its one CPU spins on a spinlock with interrupts off, so the holder never runs again';
     throw new LabError({
       message:
-        `the guest stopped running during the command: QEMU used no CPU for ${run.stallSeconds ?? STALL_SECONDS} s and no timer ` +
-        'in the guest fired (a hang of the emulator or of the guest kernel, not a verdict on the command)',
+        `the guest stopped running during the command: ${how} ` +
+        '(a hang of the emulator or of the guest kernel, not a verdict on the command)',
       code: 'ELABSTALL',
       hint: `the monitor's picture of its CPUs is above and in the console (lab-stall: lines); run it again (${where})`,
       exitStatus: EXIT_STALLED,

@@ -1,12 +1,17 @@
 /**
- * A lab guest that stopped running: QEMU alive but using no CPU at all, its guest never woken
- * again (no timer inside it fires, so not even the guest's own `timeout` ends the command). A
- * Linux guest that is merely idle still wakes for its timers, and under TCG each wake costs QEMU
- * CPU time; so CPU time standing still for a minute and a half is a hang, not idleness. When that
- * happens the watch asks QEMU's monitor what the guest's CPUs were doing (registers, local APIC,
- * interrupt controllers), names the kernel symbol the CPU stopped in when the kernel's System.map
- * is at hand, and hands the picture over, so the run can end at once with it instead of at
- * --timeout with nothing.
+ * A lab guest that stopped running, seen from outside it. Two kinds:
+ * - still: QEMU alive but using no CPU at all, its guest never woken again (no timer inside it
+ *   fires, so not even the guest's own `timeout` ends the command). A Linux guest that is merely
+ *   idle still wakes for its timers, and under TCG each wake costs QEMU CPU time; so CPU time
+ *   standing still for a minute and a half is a hang, not idleness.
+ * - spin: QEMU busy, the console silent, and each sample of the CPU taken over half a minute finds
+ *   it in a spinlock's wait with interrupts off. The lab guest has one CPU, so the holder can
+ *   never run again: the guest kernel deadlocked on a lock (its own, or one an interrupt handler
+ *   took over the code that held it). Nothing in it runs any more, its timers included.
+ * When either happens the watch asks QEMU's monitor what the guest's CPUs were doing (registers,
+ * local APIC, interrupt controllers; for a spin the words on the stack too), names the kernel
+ * symbols when the kernel's System.map is at hand, and hands the picture over, so the run can end
+ * at once with it instead of at --timeout with nothing.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -35,9 +40,22 @@ export interface StallWatchOptions {
   pollSeconds?: number;
   /** Whether the run is in a phase where a stall counts (the command running). */
   counting: () => boolean;
-  /** Called once, with the picture, when the guest stalled. */
-  onStall: (picture: string[]) => void;
+  /** When the console last said something (performance.now()); without it no spin is watched for. */
+  quietSince?: () => number;
+  /** Seconds of a silent console after which the CPU is sampled for a spin (120). */
+  spinQuietSeconds?: number;
+  /** Called once, with the kind and the picture, when the guest stalled. */
+  onStall: (picture: string[], kind: StallKind) => void;
 }
+
+/** How a guest stopped running: its CPU idle for good, or spinning on a lock with interrupts off. */
+export type StallKind = 'still' | 'spin';
+
+/** Samples of a spinning CPU, one a poll apart, that make a spin (three: 20 s at the default poll). */
+const SPIN_SAMPLES = 3;
+
+/** Kernel functions that wait for a spinlock. */
+const SPIN_WAIT = /spin_lock|spinlock|queued_spin/;
 
 /** QEMU's user + system CPU time, in clock ticks, or null once it is gone. */
 export function cpuTicks(pid: number): number | null {
@@ -56,26 +74,78 @@ export function watchStall(o: StallWatchOptions): () => void {
   let last = cpuTicks(o.pid);
   let still = 0;
   let fired = false;
+  /** The spin samples of the current silence, each where the CPU was (or null: not in a lock's wait). */
+  let spins: (string | null)[] = [];
+  let sampling = false;
+  const symbols = o.systemMap !== null ? loadSymbols(o.systemMap) : null;
   const poll = o.pollSeconds ?? Math.min(10, o.stillSeconds / 3);
-  const timer = setInterval(() => {
-    const now = cpuTicks(o.pid);
-    if (now === null) return;
-    still = now === last && o.counting() ? still + poll : 0;
-    last = now;
-    if (still < o.stillSeconds || fired) return;
+  const fire = (kind: StallKind, first: string[]): void => {
     fired = true;
     clearInterval(timer);
-    void stallPicture(o).then(o.onStall);
+    void stallPicture(o, kind === 'spin').then((p) => o.onStall([...first, ...p], kind));
+  };
+  const sampleSpin = (): void => {
+    sampling = true;
+    void monitorCommand(o.monitor!, 'info registers').then((answer) => {
+      sampling = false;
+      if (fired) return;
+      const at = cpuPoint(answer);
+      const sym = at !== null && symbols !== null ? symbolIn(symbols, at.rip) : null;
+      spins.push(at !== null && !at.interrupts && sym !== null && SPIN_WAIT.test(sym) ? sym : null);
+      spins = spins.slice(-SPIN_SAMPLES);
+      if (spins.length === SPIN_SAMPLES && spins.every((x) => x !== null))
+        fire('spin', [`the CPU was in ${spins.join(', ')} with interrupts off, ${poll} s apart`]);
+    });
+  };
+  const timer = setInterval(() => {
+    const now = cpuTicks(o.pid);
+    if (now === null || fired) return;
+    still = now === last && o.counting() ? still + poll : 0;
+    last = now;
+    if (still >= o.stillSeconds) {
+      fire('still', []);
+      return;
+    }
+    const quiet = o.quietSince !== undefined ? (performance.now() - o.quietSince()) / 1000 : 0;
+    if (o.monitor === null || !o.counting() || quiet < (o.spinQuietSeconds ?? 120)) spins = [];
+    else if (!sampling) sampleSpin();
   }, poll * 1000);
   timer.unref();
   return () => clearInterval(timer);
 }
 
-/** What the monitor says about the stalled guest, and QEMU's threads' wait channels. */
+/** Where a CPU was, from the monitor's `info registers`. */
+export interface CpuPoint {
+  rip: bigint;
+  rsp: bigint;
+  /** RFLAGS.IF: whether the CPU takes interrupts. */
+  interrupts: boolean;
+}
+
+/** The first CPU's point in an `info registers` answer, or null if it has none. */
+export function cpuPoint(answer: readonly string[]): CpuPoint | null {
+  const text = answer.join(' ');
+  const reg = (name: string): bigint | null => {
+    const m = new RegExp(`\\b${name}=([0-9a-f]+)`, 'i').exec(text);
+    return m ? BigInt(`0x${m[1]}`) : null;
+  };
+  const rip = reg('RIP');
+  const rsp = reg('RSP');
+  const rfl = reg('RFL');
+  if (rip === null || rsp === null || rfl === null) return null;
+  return { rip, rsp, interrupts: (rfl & 0x200n) !== 0n };
+}
+
+/**
+ * What the monitor says about the stalled guest, and QEMU's threads' wait channels. With `stack`,
+ * the kernel code addresses among the 64 words on the CPU's stack too: the calls that led to it.
+ */
 export async function stallPicture(
   o: Pick<StallWatchOptions, 'pid' | 'monitor' | 'systemMap'>,
+  stack = false,
 ): Promise<string[]> {
   const out: string[] = [];
+  const symbols = o.systemMap !== null ? loadSymbols(o.systemMap) : null;
   if (o.monitor !== null) {
     for (const c of STALL_COMMANDS) {
       // The FPU, vector and debug registers say nothing about a stall: left out.
@@ -83,10 +153,15 @@ export async function stallPicture(
         (l) => !/^(FPR|XMM|YMM|ZMM|DR[0-9]|FCW)/.test(l),
       );
       out.push(`(qemu) ${c}`, ...answer);
-      if (c === 'info registers') {
-        const rip = /RIP=([0-9a-f]+)/i.exec(answer.join(' '));
-        const sym = rip && o.systemMap !== null ? symbolAt(o.systemMap, BigInt(`0x${rip[1]}`)) : null;
-        if (sym !== null) out.push(`RIP is in ${sym}`);
+      const at = c === 'info registers' ? cpuPoint(answer) : null;
+      if (at === null || symbols === null) continue;
+      const sym = symbolIn(symbols, at.rip);
+      if (sym !== null) out.push(`RIP is in ${sym}`);
+      if (!stack) continue;
+      const words = await monitorCommand(o.monitor, `x /64gx 0x${at.rsp.toString(16)}`);
+      for (const w of words.join(' ').match(/\b0x[0-9a-f]{16}\b/gi) ?? []) {
+        const name = symbolIn(symbols, BigInt(w), 0x10000n);
+        if (name !== null) out.push(`stack: ${w} ${name}`);
       }
     }
   } else {
@@ -140,20 +215,47 @@ export function monitorCommand(socket: string, command: string): Promise<string[
   });
 }
 
-/** The symbol of System.map that holds `address` (as symbol+0xoffset), or null. */
-export function symbolAt(systemMap: string, address: bigint): string | null {
+/** A System.map's code symbols, by address. */
+export type Symbols = readonly { at: bigint; name: string }[];
+
+/** The code symbols of a System.map, sorted by address; empty if it cannot be read. */
+export function loadSymbols(systemMap: string): Symbols {
   let text: string;
   try {
     text = fs.readFileSync(systemMap, 'latin1');
   } catch {
-    return null;
+    return [];
   }
-  let best: { at: bigint; name: string } | null = null;
+  const out: { at: bigint; name: string }[] = [];
   for (const line of text.split('\n')) {
     const [hex, type, name] = line.split(' ');
-    if (!name || !/^[tTwW]$/.test(type)) continue;
-    const at = BigInt(`0x${hex}`);
-    if (at <= address && (best === null || at > best.at)) best = { at, name };
+    if (name && /^[tTwW]$/.test(type)) out.push({ at: BigInt(`0x${hex}`), name });
   }
-  return best === null ? null : `${best.name}+0x${(address - best.at).toString(16)}`;
+  return out.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+}
+
+/**
+ * The code symbol that holds `address` (as symbol+0xoffset), or null: below the first symbol, or,
+ * with `within`, further than that past the nearest one (not code: a number on a stack, say).
+ */
+export function symbolIn(symbols: Symbols, address: bigint, within?: bigint): string | null {
+  let lo = 0;
+  let hi = symbols.length - 1;
+  let best = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (symbols[mid].at <= address) {
+      best = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  if (best < 0) return null;
+  const off = address - symbols[best].at;
+  if (within !== undefined && off >= within) return null;
+  return `${symbols[best].name}+0x${off.toString(16)}`;
+}
+
+/** The code symbol of System.map that holds `address` (as symbol+0xoffset), or null. */
+export function symbolAt(systemMap: string, address: bigint): string | null {
+  return symbolIn(loadSymbols(systemMap), address);
 }
