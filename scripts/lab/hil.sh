@@ -10,9 +10,9 @@ if ! compgen -G 'build/Release/*.node' >/dev/null && ! compgen -G 'prebuilds/lin
   exit 1
 fi
 [ -f dist/index.js ] || { echo "lab: FAIL dist/ is not built; run: npm run build" >&2; exit 1; }
-# A guest that stopped running (exit 75: QEMU idle, no timer firing in the guest, or its one CPU
-# spinning on a lock with interrupts off; the lab prints the
-# monitor's picture of its CPUs) decided nothing about the tests: the suite runs once more, and says so.
+# A guest that stopped running (exit 75: QEMU idle, no timer firing in the guest, or its CPU stuck at
+# one instruction never taking a waiting interrupt; the lab prints the monitor's picture of its
+# CPUs) decided nothing about the tests: the suite runs once more, and says so.
 for attempt in 1 2; do
   status=0
   # hil-run.sh runs jest with a watch from outside its process (a blocked event loop is shown).

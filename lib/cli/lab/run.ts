@@ -31,8 +31,8 @@ export interface GuestRun {
   timeoutSeconds: number;
   /** Seconds of QEMU CPU time standing still while the command runs that make a stalled guest (90). */
   stallSeconds?: number;
-  /** Seconds of a silent console after which the CPU is sampled for a spin on a lock (120; stall.ts). */
-  spinQuietSeconds?: number;
+  /** Seconds of a silent console after which the CPU is sampled for being stuck (120; stall.ts). */
+  stuckQuietSeconds?: number;
   /** A progress line of the lab's own. */
   say: (line: string) => void;
   /** A line of the guest's console: the command's output. */
@@ -157,11 +157,11 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
             stillSeconds: still,
             counting: () => b.ready !== null && b.done === null,
             quietSince: () => b.spoke,
-            ...(run.spinQuietSeconds !== undefined ? { spinQuietSeconds: run.spinQuietSeconds } : {}),
+            ...(run.stuckQuietSeconds !== undefined ? { stuckQuietSeconds: run.stuckQuietSeconds } : {}),
             onStall: (picture, kind) => {
               b.stalled = { kind, picture };
               run.say(
-                `the guest stopped running (${kind === 'still' ? `QEMU used no CPU for ${still} s` : 'its CPU spins on a lock with interrupts off'}); what its monitor says:`,
+                `the guest stopped running (${kind === 'still' ? `QEMU used no CPU for ${still} s` : 'its CPU stuck at one instruction, never taking a waiting interrupt'}); what its monitor says:`,
               );
               for (const line of picture) {
                 fs.writeSync(log, `lab-stall: ${line}\n`);
@@ -239,7 +239,7 @@ function verdict(run: GuestRun, b: Boot, runDir: string, lastConsole: string): O
     const how =
       b.stalled.kind === 'still'
         ? `QEMU used no CPU for ${run.stallSeconds ?? STALL_SECONDS} s and no timer in the guest fired`
-        : 'its one CPU spins on a spinlock with interrupts off, so the holder never runs again';
+        : 'its CPU stayed at one instruction for 20 s and never took the interrupt waiting in its local APIC';
     throw new LabError({
       message:
         `the guest stopped running during the command: ${how} ` +

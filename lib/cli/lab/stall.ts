@@ -4,12 +4,13 @@
  *   fires, so not even the guest's own `timeout` ends the command). A Linux guest that is merely
  *   idle still wakes for its timers, and under TCG each wake costs QEMU CPU time; so CPU time
  *   standing still for a minute and a half is a hang, not idleness.
- * - spin: QEMU busy, the console silent, and each sample of the CPU taken over half a minute finds
- *   it in a spinlock's wait with interrupts off. The lab guest has one CPU, so the holder can
- *   never run again: the guest kernel deadlocked on a lock (its own, or one an interrupt handler
- *   took over the code that held it). Nothing in it runs any more, its timers included.
+ * - stuck: QEMU busy, the console silent for two minutes, and three samples of the CPU a poll
+ *   apart find it at the same instruction, not halted, with an interrupt waiting in its local APIC
+ *   that it never takes. Seen in the lab under a nested guest with two vCPUs: the nested vCPU spins
+ *   on a lock its sibling holds, and QEMU never delivers the lab kernel's timer interrupt, so the
+ *   lab kernel never runs the sibling's thread again (nor anything else: its timers included).
  * When either happens the watch asks QEMU's monitor what the guest's CPUs were doing (registers,
- * local APIC, interrupt controllers; for a spin the words on the stack too), names the kernel
+ * local APIC, interrupt controllers; when stuck, the words on the stack too), names the kernel
  * symbols when the kernel's System.map is at hand, and hands the picture over, so the run can end
  * at once with it instead of at --timeout with nothing.
  */
@@ -40,22 +41,19 @@ export interface StallWatchOptions {
   pollSeconds?: number;
   /** Whether the run is in a phase where a stall counts (the command running). */
   counting: () => boolean;
-  /** When the console last said something (performance.now()); without it no spin is watched for. */
+  /** When the console last said something (performance.now()); without it, stuck is not watched for. */
   quietSince?: () => number;
-  /** Seconds of a silent console after which the CPU is sampled for a spin (120). */
-  spinQuietSeconds?: number;
+  /** Seconds of a silent console after which the CPU is sampled for being stuck (120). */
+  stuckQuietSeconds?: number;
   /** Called once, with the kind and the picture, when the guest stalled. */
   onStall: (picture: string[], kind: StallKind) => void;
 }
 
-/** How a guest stopped running: its CPU idle for good, or spinning on a lock with interrupts off. */
-export type StallKind = 'still' | 'spin';
+/** How a guest stopped running: its CPU idle for good, or stuck at one instruction (see above). */
+export type StallKind = 'still' | 'stuck';
 
-/** Samples of a spinning CPU, one a poll apart, that make a spin (three: 20 s at the default poll). */
-const SPIN_SAMPLES = 3;
-
-/** Kernel functions that wait for a spinlock. */
-const SPIN_WAIT = /spin_lock|spinlock|queued_spin/;
+/** Samples of a stuck CPU, one a poll apart, that make it stuck (three: 20 s at the default poll). */
+const STUCK_SAMPLES = 3;
 
 /** QEMU's user + system CPU time, in clock ticks, or null once it is gone. */
 export function cpuTicks(pid: number): number | null {
@@ -74,28 +72,31 @@ export function watchStall(o: StallWatchOptions): () => void {
   let last = cpuTicks(o.pid);
   let still = 0;
   let fired = false;
-  /** The spin samples of the current silence, each where the CPU was (or null: not in a lock's wait). */
-  let spins: (string | null)[] = [];
+  /** The samples in a row of the current silence that found the CPU not taking a waiting interrupt. */
+  let stuck: string[] = [];
   let sampling = false;
   const symbols = o.systemMap !== null ? loadSymbols(o.systemMap) : null;
   const poll = o.pollSeconds ?? Math.min(10, o.stillSeconds / 3);
   const fire = (kind: StallKind, first: string[]): void => {
     fired = true;
     clearInterval(timer);
-    void stallPicture(o, kind === 'spin').then((p) => o.onStall([...first, ...p], kind));
+    void stallPicture(o, kind === 'stuck').then((p) => o.onStall([...first, ...p], kind));
   };
-  const sampleSpin = (): void => {
-    sampling = true;
-    void monitorCommand(o.monitor!, 'info registers').then((answer) => {
-      sampling = false;
-      if (fired) return;
-      const at = cpuPoint(answer);
-      const sym = at !== null && symbols !== null ? symbolIn(symbols, at.rip) : null;
-      spins.push(at !== null && !at.interrupts && sym !== null && SPIN_WAIT.test(sym) ? sym : null);
-      spins = spins.slice(-SPIN_SAMPLES);
-      if (spins.length === SPIN_SAMPLES && spins.every((x) => x !== null))
-        fire('spin', [`the CPU was in ${spins.join(', ')} with interrupts off, ${poll} s apart`]);
-    });
+  const sample = async (monitor: string): Promise<void> => {
+    const at = cpuPoint(await monitorCommand(monitor, 'info registers'));
+    const irr = pendingVectors(await monitorCommand(monitor, 'info lapic'));
+    if (fired) return;
+    if (at === null || at.halted || irr.length === 0) {
+      stuck = [];
+      return;
+    }
+    const where = `${at.rip.toString(16)} ${irr.join(', ')}`;
+    stuck = [...stuck, where].slice(-STUCK_SAMPLES);
+    if (stuck.length < STUCK_SAMPLES || stuck.some((x) => x !== where)) return;
+    const name = symbols !== null ? symbolIn(symbols, at.rip) : null;
+    fire('stuck', [
+      `the CPU stayed at ${name ?? 'RIP'} ${at.rip.toString(16)} with vector ${irr.join(', ')} waiting in its local APIC, in ${STUCK_SAMPLES} samples ${poll} s apart`,
+    ]);
   };
   const timer = setInterval(() => {
     const now = cpuTicks(o.pid);
@@ -107,8 +108,11 @@ export function watchStall(o: StallWatchOptions): () => void {
       return;
     }
     const quiet = o.quietSince !== undefined ? (performance.now() - o.quietSince()) / 1000 : 0;
-    if (o.monitor === null || !o.counting() || quiet < (o.spinQuietSeconds ?? 120)) spins = [];
-    else if (!sampling) sampleSpin();
+    if (o.monitor === null || !o.counting() || quiet < (o.stuckQuietSeconds ?? 120)) stuck = [];
+    else if (!sampling) {
+      sampling = true;
+      void sample(o.monitor).finally(() => (sampling = false));
+    }
   }, poll * 1000);
   timer.unref();
   return () => clearInterval(timer);
@@ -120,6 +124,8 @@ export interface CpuPoint {
   rsp: bigint;
   /** RFLAGS.IF: whether the CPU takes interrupts. */
   interrupts: boolean;
+  /** Halted (HLT=1): waiting for an interrupt, as an idle guest does. */
+  halted: boolean;
 }
 
 /** The first CPU's point in an `info registers` answer, or null if it has none. */
@@ -133,7 +139,13 @@ export function cpuPoint(answer: readonly string[]): CpuPoint | null {
   const rsp = reg('RSP');
   const rfl = reg('RFL');
   if (rip === null || rsp === null || rfl === null) return null;
-  return { rip, rsp, interrupts: (rfl & 0x200n) !== 0n };
+  return { rip, rsp, interrupts: (rfl & 0x200n) !== 0n, halted: /\bHLT=1\b/.test(text) };
+}
+
+/** The vectors requested in a local APIC and not yet taken (its IRR), from `info lapic`. */
+export function pendingVectors(answer: readonly string[]): number[] {
+  const irr = answer.find((l) => /^IRR\b/.test(l));
+  return irr === undefined ? [] : (irr.slice(3).match(/\d+/g) ?? []).map(Number);
 }
 
 /**

@@ -1,6 +1,6 @@
 // The stalled-guest watch's parts: QEMU's CPU time from /proc, one human-monitor command's answer
 // (on a stand-in monitor that talks as QEMU's does: banner, prompt, echo), System.map lookups, and
-// the watch for a CPU that spins on a lock with interrupts off while the console is silent.
+// the watch for a CPU stuck at one instruction, never taking the interrupt waiting for it.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -10,6 +10,7 @@ import {
   cpuPoint,
   cpuTicks,
   monitorCommand,
+  pendingVectors,
   symbolAt,
   watchStall,
   type StallKind,
@@ -83,10 +84,10 @@ test('the text symbol that holds an address, as symbol+offset', () => {
   expect(symbolAt(path.join(tmp, 'none'), 0x1n)).toBeNull();
 });
 
-/** A stand-in monitor whose CPU is at `rip` with `rflags`; counts the register samples it gave. */
-async function spinMonitor(
+/** A stand-in monitor whose CPU is at one place; counts the register samples it gave. */
+async function stuckMonitor(
   sock: string,
-  rflags: string,
+  cpu: { hlt: 0 | 1; irr: string },
 ): Promise<{ server: net.Server; samples: () => number }> {
   let samples = 0;
   const server = net.createServer((c) => {
@@ -97,12 +98,14 @@ async function spinMonitor(
       if (cmd === 'info registers') {
         samples++;
         c.write(
-          'RAX=0000000000000000 RBX=ffff888003c1a000\r\n' +
-            'RSI=0000000000000001 RDI=ffffffff82a0b3c0 RBP=ffffc90000003e40 RSP=ffffc90000003e20\r\n' +
-            `RIP=ffffffff8100017b RFL=${rflags} [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\r\n(qemu) `,
+          'CPU#0\r\nRAX=00000000000002ff RBX=ffffffff81a05080\r\n' +
+            'RSI=0000000000000000 RDI=ffffffff81a05084 RBP=ffff888002503e08 RSP=ffff888002503da0\r\n' +
+            `RIP=ffffffff81000147 RFL=00000286 [--S--P-] CPL=0 II=0 A20=1 SMM=0 HLT=${cpu.hlt}\r\n(qemu) `,
         );
-      } else if (cmd.startsWith('x /64gx 0xffffc90000003e20')) {
-        c.write('ffffc90000003e20: 0x0000000000000246 0xffffffff81000234\r\n(qemu) ');
+      } else if (cmd === 'info lapic') {
+        c.write(`dumping local APIC state for CPU 0\r\n\r\nISR\t (none)\r\nIRR\t ${cpu.irr}\r\n\r\n(qemu) `);
+      } else if (cmd.startsWith('x /64gx 0xffff888002503da0')) {
+        c.write('ffff888002503da0: 0x0000000000000246 0xffffffff81000234\r\n(qemu) ');
       } else c.write('\r\n(qemu) ');
     });
   });
@@ -110,27 +113,24 @@ async function spinMonitor(
   return { server, samples: () => samples };
 }
 
-describe('a CPU spinning on a lock with interrupts off', () => {
+describe('a CPU stuck at one instruction, not taking a waiting interrupt', () => {
   let map: string;
   beforeEach(() => {
     map = path.join(tmp, 'System.map');
     fs.writeFileSync(
       map,
-      [
-        'ffffffff81000100 T native_queued_spin_lock_slowpath',
-        'ffffffff81000200 t irq_handler_that_locks',
-        '',
-      ].join('\n'),
+      ['ffffffff81000100 T queued_read_lock_slowpath', 'ffffffff81000200 t do_wait', ''].join('\n'),
     );
   });
 
-  const watch = (
+  /** Watches `sock` for `ms` (or until it fires): the stall, or null. */
+  const watchFor = (
     sock: string,
     quiet: () => number,
-  ): { stop: () => void; stalled: Promise<{ picture: string[]; kind: StallKind }> } => {
-    let stop = (): void => undefined;
-    const stalled = new Promise<{ picture: string[]; kind: StallKind }>((resolve) => {
-      stop = watchStall({
+    ms: number,
+  ): Promise<{ picture: string[]; kind: StallKind } | null> =>
+    new Promise((resolve) => {
+      const stop = watchStall({
         pid: process.pid,
         monitor: sock,
         systemMap: map,
@@ -138,65 +138,82 @@ describe('a CPU spinning on a lock with interrupts off', () => {
         pollSeconds: 0.1,
         counting: () => true,
         quietSince: quiet,
-        spinQuietSeconds: 0.2,
-        onStall: (picture, kind) => resolve({ picture, kind }),
+        stuckQuietSeconds: 0.2,
+        onStall: (picture, kind) => {
+          clearTimeout(t);
+          stop();
+          resolve({ picture, kind });
+        },
       });
+      const t = setTimeout(() => {
+        stop();
+        resolve(null);
+      }, ms);
     });
-    return { stop, stalled };
-  };
 
-  test('is a stall of its own kind once three samples in a row find it there; the picture names the calls on its stack', async () => {
+  test('is a stall of its own kind after three samples in a row; the picture names the calls on its stack', async () => {
     const sock = path.join(tmp, 'm.sock');
-    const m = await spinMonitor(sock, '00000046');
+    const m = await stuckMonitor(sock, { hlt: 0, irr: '236 ' });
     const silent = performance.now() - 10_000;
-    const w = watch(sock, () => silent);
     try {
-      const { picture, kind } = await w.stalled;
-      expect(kind).toBe('spin');
+      const stall = await watchFor(sock, () => silent, 10_000);
+      expect(stall?.kind).toBe('stuck');
       expect(m.samples()).toBeGreaterThanOrEqual(3);
-      expect(picture[0]).toBe(
-        'the CPU was in native_queued_spin_lock_slowpath+0x7b, native_queued_spin_lock_slowpath+0x7b, native_queued_spin_lock_slowpath+0x7b with interrupts off, 0.1 s apart',
+      expect(stall?.picture[0]).toBe(
+        'the CPU stayed at queued_read_lock_slowpath+0x47 ffffffff81000147 with vector 236 waiting in its local APIC, in 3 samples 0.1 s apart',
       );
-      expect(picture).toContain('RIP is in native_queued_spin_lock_slowpath+0x7b');
+      expect(stall?.picture).toContain('RIP is in queued_read_lock_slowpath+0x47');
       // 0x246 on the stack is no code address; the return address is.
-      expect(picture.filter((l) => l.startsWith('stack: '))).toEqual([
-        'stack: 0xffffffff81000234 irq_handler_that_locks+0x34',
+      expect(stall?.picture.filter((l) => l.startsWith('stack: '))).toEqual([
+        'stack: 0xffffffff81000234 do_wait+0x34',
       ]);
     } finally {
-      w.stop();
       m.server.close();
     }
   });
 
-  test('with interrupts on it is not one (the lock is contended, its holder can run), nor while the console speaks', async () => {
-    const sock = path.join(tmp, 'on.sock');
-    const m = await spinMonitor(sock, '00000246');
+  test.each([
+    ['halted (an idle guest)', { hlt: 1, irr: '236 ' }],
+    ['with no interrupt waiting', { hlt: 0, irr: '(none)' }],
+  ] as const)('it is not stuck %s', async (_, cpu) => {
+    const sock = path.join(tmp, 'm.sock');
+    const m = await stuckMonitor(sock, cpu);
     const silent = performance.now() - 10_000;
-    let fired = false;
-    const w = watch(sock, () => silent);
-    void w.stalled.then(() => (fired = true));
-    await new Promise((r) => setTimeout(r, 1000));
-    w.stop();
-    expect(m.samples()).toBeGreaterThanOrEqual(3);
-    expect(fired).toBe(false);
-    m.server.close();
+    try {
+      expect(await watchFor(sock, () => silent, 1000)).toBeNull();
+      expect(m.samples()).toBeGreaterThanOrEqual(3);
+    } finally {
+      m.server.close();
+    }
+  });
 
-    const sock2 = path.join(tmp, 'off.sock');
-    const m2 = await spinMonitor(sock2, '00000046');
-    const w2 = watch(sock2, () => performance.now());
-    void w2.stalled.then(() => (fired = true));
-    await new Promise((r) => setTimeout(r, 1000));
-    w2.stop();
-    expect(m2.samples()).toBe(0);
-    expect(fired).toBe(false);
-    m2.server.close();
+  test('nor is the CPU sampled while the console speaks', async () => {
+    const sock = path.join(tmp, 'm.sock');
+    const m = await stuckMonitor(sock, { hlt: 0, irr: '236 ' });
+    try {
+      expect(await watchFor(sock, () => performance.now(), 1000)).toBeNull();
+      expect(m.samples()).toBe(0);
+    } finally {
+      m.server.close();
+    }
   });
 });
 
-test("a CPU's point: RIP, RSP and the interrupt flag from info registers; null without them", () => {
+test("a CPU's point from info registers; the vectors waiting in a local APIC from info lapic", () => {
   expect(
-    cpuPoint(['RSI=0 RDI=0 RBP=0 RSP=ffffc90000003e20', 'RIP=ffffffff8100017b RFL=00000246 [---Z-P-] CPL=0']),
-  ).toEqual({ rip: 0xffffffff8100017bn, rsp: 0xffffc90000003e20n, interrupts: true });
-  expect(cpuPoint(['RSP=10 RIP=20 RFL=00000046'])).toEqual({ rip: 0x20n, rsp: 0x10n, interrupts: false });
+    cpuPoint([
+      'RSI=0 RDI=0 RBP=0 RSP=ffffc90000003e20',
+      'RIP=ffffffff8100017b RFL=00000246 [---Z-P-] CPL=0 HLT=0',
+    ]),
+  ).toEqual({ rip: 0xffffffff8100017bn, rsp: 0xffffc90000003e20n, interrupts: true, halted: false });
+  expect(cpuPoint(['RSP=10 RIP=20 RFL=00000046 HLT=1'])).toEqual({
+    rip: 0x20n,
+    rsp: 0x10n,
+    interrupts: false,
+    halted: true,
+  });
   expect(cpuPoint(['(monitor: connect ENOENT)'])).toBeNull();
+  expect(pendingVectors(['ISR\t 48 ', 'IRR\t 236 239 '])).toEqual([236, 239]);
+  expect(pendingVectors(['IRR\t (none)'])).toEqual([]);
+  expect(pendingVectors(['(monitor: connect ENOENT)'])).toEqual([]);
 });
