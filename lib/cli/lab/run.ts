@@ -14,7 +14,8 @@ import { AbortError } from '../../base/error';
 import { EXIT_STALLED, EXIT_TIMEOUT, LabError } from './errors';
 import type { Layout } from './layout';
 import { commandScript, guestPlan, qemuArgs, type CommandOptions, type MachineOptions } from './machine';
-import { watchStall, type StallKind } from './stall';
+import { loadSymbols, watchStall, type StallKind } from './stall';
+import { watchStuck } from './stuck';
 
 /** What a guest run needs. */
 export interface GuestRun {
@@ -31,7 +32,7 @@ export interface GuestRun {
   timeoutSeconds: number;
   /** Seconds of QEMU CPU time standing still while the command runs that make a stalled guest (90). */
   stallSeconds?: number;
-  /** Seconds of a silent console after which the CPU is sampled for being stuck (120; stall.ts). */
+  /** Seconds of a silent console after which the CPU is sampled for being stuck (10; stuck.ts). */
   stuckQuietSeconds?: number;
   /** A progress line of the lab's own. */
   say: (line: string) => void;
@@ -147,29 +148,49 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
     };
     run.signal?.addEventListener('abort', onAbort, { once: true });
     const still = run.stallSeconds ?? STALL_SECONDS;
-    const unwatch =
-      qemu.pid === undefined
-        ? (): void => undefined
-        : watchStall({
+    const systemMap = systemMapOf(run.machine.kernel);
+    const stalled = (kind: StallKind, picture: string[]): void => {
+      if (b.stalled !== null) return;
+      b.stalled = { kind, picture };
+      const how = kind === 'still' ? `QEMU used no CPU for ${still} s` : 'its CPU stuck at one instruction';
+      run.say(`the guest stopped running (${how}); what its monitor says:`);
+      for (const line of picture) {
+        fs.writeSync(log, `lab-stall: ${line}\n`);
+        run.say(`  ${line}`);
+      }
+      stop();
+    };
+    const counting = (): boolean => b.ready !== null && b.done === null;
+    const unwatch: (() => void)[] = [];
+    if (qemu.pid !== undefined) {
+      unwatch.push(
+        watchStall({
+          pid: qemu.pid,
+          monitor,
+          systemMap,
+          stillSeconds: still,
+          counting,
+          onStall: (picture) => stalled('still', picture),
+        }),
+      );
+      if (monitor !== null)
+        unwatch.push(
+          watchStuck({
             pid: qemu.pid,
             monitor,
-            systemMap: systemMapOf(run.machine.kernel),
-            stillSeconds: still,
-            counting: () => b.ready !== null && b.done === null,
+            systemMap,
+            symbols: systemMap !== null ? loadSymbols(systemMap) : null,
+            counting,
             quietSince: () => b.spoke,
-            ...(run.stuckQuietSeconds !== undefined ? { stuckQuietSeconds: run.stuckQuietSeconds } : {}),
-            onStall: (picture, kind) => {
-              b.stalled = { kind, picture };
-              run.say(
-                `the guest stopped running (${kind === 'still' ? `QEMU used no CPU for ${still} s` : 'its CPU stuck at one instruction, never taking a waiting interrupt'}); what its monitor says:`,
-              );
-              for (const line of picture) {
-                fs.writeSync(log, `lab-stall: ${line}\n`);
-                run.say(`  ${line}`);
-              }
-              stop();
+            ...(run.stuckQuietSeconds !== undefined ? { quietSeconds: run.stuckQuietSeconds } : {}),
+            onKick: (line) => {
+              fs.writeSync(log, `lab-stuck: ${line}\n`);
+              run.say(line);
             },
-          });
+            onStuck: (picture) => stalled('stuck', picture),
+          }),
+        );
+    }
     const relay = (stream: NodeJS.ReadableStream, fromQemu: boolean): Promise<void> => {
       const lines = readline.createInterface({ input: stream, crlfDelay: Infinity });
       lines.on('line', (raw) => {
@@ -180,7 +201,8 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
           b.doneLine = line;
         }
         if (fromQemu && line.trim() !== '') b.qemuSaid = line;
-        b.spoke = performance.now();
+        // The guest's console only: QEMU itself talks while its guest is stuck (slirp, say).
+        if (!fromQemu) b.spoke = performance.now();
         fs.writeSync(log, `${line}\n`);
         run.console(line);
       });
@@ -188,7 +210,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
     };
     const relayed = Promise.all([relay(qemu.stdout, false), relay(qemu.stderr, true)]);
     qemu.once('error', (e) => {
-      unwatch();
+      unwatch.forEach((u) => u());
       clearTimeout(timer);
       fs.closeSync(log);
       reject(
@@ -200,7 +222,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
       );
     });
     qemu.once('exit', (code, sig) => {
-      unwatch();
+      unwatch.forEach((u) => u());
       clearTimeout(timer);
       clearTimeout(killer);
       run.signal?.removeEventListener('abort', onAbort);
@@ -239,7 +261,7 @@ function verdict(run: GuestRun, b: Boot, runDir: string, lastConsole: string): O
     const how =
       b.stalled.kind === 'still'
         ? `QEMU used no CPU for ${run.stallSeconds ?? STALL_SECONDS} s and no timer in the guest fired`
-        : 'its CPU stayed at one instruction for 20 s and never took the interrupt waiting in its local APIC';
+        : 'its CPU stayed at one instruction, never taking the interrupt waiting in its local APIC, though kicked three times';
     throw new LabError({
       message:
         `the guest stopped running during the command: ${how} ` +

@@ -3,12 +3,9 @@
  * - still: QEMU alive but using no CPU at all, its guest never woken again (no timer inside it
  *   fires, so not even the guest's own `timeout` ends the command). A Linux guest that is merely
  *   idle still wakes for its timers, and under TCG each wake costs QEMU CPU time; so CPU time
- *   standing still for a minute and a half is a hang, not idleness.
- * - stuck: QEMU busy, the console silent for two minutes, and three samples of the CPU a poll
- *   apart find it at the same instruction, not halted, with an interrupt waiting in its local APIC
- *   that it never takes. Seen in the lab under a nested guest with two vCPUs: the nested vCPU spins
- *   on a lock its sibling holds, and QEMU never delivers the lab kernel's timer interrupt, so the
- *   lab kernel never runs the sibling's thread again (nor anything else: its timers included).
+ *   standing still for a minute and a half is a hang, not idleness. This file watches for it.
+ * - stuck: QEMU busy, its CPU at one instruction never taking the interrupt waiting for it, and
+ *   not moved by kicks (stuck.ts watches for it).
  * When either happens the watch asks QEMU's monitor what the guest's CPUs were doing (registers,
  * local APIC, interrupt controllers; when stuck, the words on the stack too), names the kernel
  * symbols when the kernel's System.map is at hand, and hands the picture over, so the run can end
@@ -41,19 +38,12 @@ export interface StallWatchOptions {
   pollSeconds?: number;
   /** Whether the run is in a phase where a stall counts (the command running). */
   counting: () => boolean;
-  /** When the console last said something (performance.now()); without it, stuck is not watched for. */
-  quietSince?: () => number;
-  /** Seconds of a silent console after which the CPU is sampled for being stuck (120). */
-  stuckQuietSeconds?: number;
-  /** Called once, with the kind and the picture, when the guest stalled. */
-  onStall: (picture: string[], kind: StallKind) => void;
+  /** Called once, with the picture, when the guest stalled. */
+  onStall: (picture: string[]) => void;
 }
 
 /** How a guest stopped running: its CPU idle for good, or stuck at one instruction (see above). */
 export type StallKind = 'still' | 'stuck';
-
-/** Samples of a stuck CPU, one a poll apart, that make it stuck (three: 20 s at the default poll). */
-const STUCK_SAMPLES = 3;
 
 /** QEMU's user + system CPU time, in clock ticks, or null once it is gone. */
 export function cpuTicks(pid: number): number | null {
@@ -72,47 +62,16 @@ export function watchStall(o: StallWatchOptions): () => void {
   let last = cpuTicks(o.pid);
   let still = 0;
   let fired = false;
-  /** The samples in a row of the current silence that found the CPU not taking a waiting interrupt. */
-  let stuck: string[] = [];
-  let sampling = false;
-  const symbols = o.systemMap !== null ? loadSymbols(o.systemMap) : null;
   const poll = o.pollSeconds ?? Math.min(10, o.stillSeconds / 3);
-  const fire = (kind: StallKind, first: string[]): void => {
-    fired = true;
-    clearInterval(timer);
-    void stallPicture(o, kind === 'stuck').then((p) => o.onStall([...first, ...p], kind));
-  };
-  const sample = async (monitor: string): Promise<void> => {
-    const at = cpuPoint(await monitorCommand(monitor, 'info registers'));
-    const irr = pendingVectors(await monitorCommand(monitor, 'info lapic'));
-    if (fired) return;
-    if (at === null || at.halted || irr.length === 0) {
-      stuck = [];
-      return;
-    }
-    const where = `${at.rip.toString(16)} ${irr.join(', ')}`;
-    stuck = [...stuck, where].slice(-STUCK_SAMPLES);
-    if (stuck.length < STUCK_SAMPLES || stuck.some((x) => x !== where)) return;
-    const name = symbols !== null ? symbolIn(symbols, at.rip) : null;
-    fire('stuck', [
-      `the CPU stayed at ${name ?? 'RIP'} ${at.rip.toString(16)} with vector ${irr.join(', ')} waiting in its local APIC, in ${STUCK_SAMPLES} samples ${poll} s apart`,
-    ]);
-  };
   const timer = setInterval(() => {
     const now = cpuTicks(o.pid);
-    if (now === null || fired) return;
+    if (now === null) return;
     still = now === last && o.counting() ? still + poll : 0;
     last = now;
-    if (still >= o.stillSeconds) {
-      fire('still', []);
-      return;
-    }
-    const quiet = o.quietSince !== undefined ? (performance.now() - o.quietSince()) / 1000 : 0;
-    if (o.monitor === null || !o.counting() || quiet < (o.stuckQuietSeconds ?? 120)) stuck = [];
-    else if (!sampling) {
-      sampling = true;
-      void sample(o.monitor).finally(() => (sampling = false));
-    }
+    if (still < o.stillSeconds || fired) return;
+    fired = true;
+    clearInterval(timer);
+    void stallPicture(o).then(o.onStall);
   }, poll * 1000);
   timer.unref();
   return () => clearInterval(timer);

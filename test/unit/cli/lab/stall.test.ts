@@ -1,20 +1,12 @@
 // The stalled-guest watch's parts: QEMU's CPU time from /proc, one human-monitor command's answer
 // (on a stand-in monitor that talks as QEMU's does: banner, prompt, echo), System.map lookups, and
-// the watch for a CPU stuck at one instruction, never taking the interrupt waiting for it.
+// the parsers of the monitor's answers.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import {
-  cpuPoint,
-  cpuTicks,
-  monitorCommand,
-  pendingVectors,
-  symbolAt,
-  watchStall,
-  type StallKind,
-} from '../../../../lib/cli/lab/stall';
+import { cpuPoint, cpuTicks, monitorCommand, pendingVectors, symbolAt } from '../../../../lib/cli/lab/stall';
 
 let tmp: string;
 beforeEach(() => {
@@ -82,121 +74,6 @@ test('the text symbol that holds an address, as symbol+offset', () => {
   expect(symbolAt(map, 0xffffffff81000200n)).toBe('default_idle+0x0');
   expect(symbolAt(map, 0xffffffff80000000n)).toBeNull();
   expect(symbolAt(path.join(tmp, 'none'), 0x1n)).toBeNull();
-});
-
-/** A stand-in monitor whose CPU is at one place; counts the register samples it gave. */
-async function stuckMonitor(
-  sock: string,
-  cpu: { hlt: 0 | 1; irr: string },
-): Promise<{ server: net.Server; samples: () => number }> {
-  let samples = 0;
-  const server = net.createServer((c) => {
-    c.write('QEMU 7.2.0 monitor\r\n(qemu) ');
-    c.on('data', (d) => {
-      const cmd = d.toString().trim();
-      c.write(`${cmd}\r\n`);
-      if (cmd === 'info registers') {
-        samples++;
-        c.write(
-          'CPU#0\r\nRAX=00000000000002ff RBX=ffffffff81a05080\r\n' +
-            'RSI=0000000000000000 RDI=ffffffff81a05084 RBP=ffff888002503e08 RSP=ffff888002503da0\r\n' +
-            `RIP=ffffffff81000147 RFL=00000286 [--S--P-] CPL=0 II=0 A20=1 SMM=0 HLT=${cpu.hlt}\r\n(qemu) `,
-        );
-      } else if (cmd === 'info lapic') {
-        c.write(`dumping local APIC state for CPU 0\r\n\r\nISR\t (none)\r\nIRR\t ${cpu.irr}\r\n\r\n(qemu) `);
-      } else if (cmd.startsWith('x /64gx 0xffff888002503da0')) {
-        c.write('ffff888002503da0: 0x0000000000000246 0xffffffff81000234\r\n(qemu) ');
-      } else c.write('\r\n(qemu) ');
-    });
-  });
-  await new Promise<void>((r) => server.listen(sock, r));
-  return { server, samples: () => samples };
-}
-
-describe('a CPU stuck at one instruction, not taking a waiting interrupt', () => {
-  let map: string;
-  beforeEach(() => {
-    map = path.join(tmp, 'System.map');
-    fs.writeFileSync(
-      map,
-      ['ffffffff81000100 T queued_read_lock_slowpath', 'ffffffff81000200 t do_wait', ''].join('\n'),
-    );
-  });
-
-  /** Watches `sock` for `ms` (or until it fires): the stall, or null. */
-  const watchFor = (
-    sock: string,
-    quiet: () => number,
-    ms: number,
-  ): Promise<{ picture: string[]; kind: StallKind } | null> =>
-    new Promise((resolve) => {
-      const stop = watchStall({
-        pid: process.pid,
-        monitor: sock,
-        systemMap: map,
-        stillSeconds: 60,
-        pollSeconds: 0.1,
-        counting: () => true,
-        quietSince: quiet,
-        stuckQuietSeconds: 0.2,
-        onStall: (picture, kind) => {
-          clearTimeout(t);
-          stop();
-          resolve({ picture, kind });
-        },
-      });
-      const t = setTimeout(() => {
-        stop();
-        resolve(null);
-      }, ms);
-    });
-
-  test('is a stall of its own kind after three samples in a row; the picture names the calls on its stack', async () => {
-    const sock = path.join(tmp, 'm.sock');
-    const m = await stuckMonitor(sock, { hlt: 0, irr: '236 ' });
-    const silent = performance.now() - 10_000;
-    try {
-      const stall = await watchFor(sock, () => silent, 10_000);
-      expect(stall?.kind).toBe('stuck');
-      expect(m.samples()).toBeGreaterThanOrEqual(3);
-      expect(stall?.picture[0]).toBe(
-        'the CPU stayed at queued_read_lock_slowpath+0x47 ffffffff81000147 with vector 236 waiting in its local APIC, in 3 samples 0.1 s apart',
-      );
-      expect(stall?.picture).toContain('RIP is in queued_read_lock_slowpath+0x47');
-      // 0x246 on the stack is no code address; the return address is.
-      expect(stall?.picture.filter((l) => l.startsWith('stack: '))).toEqual([
-        'stack: 0xffffffff81000234 do_wait+0x34',
-      ]);
-    } finally {
-      m.server.close();
-    }
-  });
-
-  test.each([
-    ['halted (an idle guest)', { hlt: 1, irr: '236 ' }],
-    ['with no interrupt waiting', { hlt: 0, irr: '(none)' }],
-  ] as const)('it is not stuck %s', async (_, cpu) => {
-    const sock = path.join(tmp, 'm.sock');
-    const m = await stuckMonitor(sock, cpu);
-    const silent = performance.now() - 10_000;
-    try {
-      expect(await watchFor(sock, () => silent, 1000)).toBeNull();
-      expect(m.samples()).toBeGreaterThanOrEqual(3);
-    } finally {
-      m.server.close();
-    }
-  });
-
-  test('nor is the CPU sampled while the console speaks', async () => {
-    const sock = path.join(tmp, 'm.sock');
-    const m = await stuckMonitor(sock, { hlt: 0, irr: '236 ' });
-    try {
-      expect(await watchFor(sock, () => performance.now(), 1000)).toBeNull();
-      expect(m.samples()).toBe(0);
-    } finally {
-      m.server.close();
-    }
-  });
 });
 
 test("a CPU's point from info registers; the vectors waiting in a local APIC from info lapic", () => {
