@@ -422,11 +422,12 @@ export class Vm implements SlotTarget, Disposable {
   /** Release everything, then close the VM fd. Idempotent. */
   close(): void {
     if (this.#closed) return;
-    const { now, vfio } = this.#closeSteps();
+    const { now, vfio, device } = this.#closeSteps();
     // Every step runs even when an earlier one throws; the first error is thrown at the end.
     allSteps([
       ...now,
       ...vfio,
+      ...(device !== null ? [() => native.closeFd(device)] : []),
       () => {
         this.#closed = true;
         native.closeFd(this.#handle);
@@ -438,17 +439,19 @@ export class Vm implements SlotTarget, Disposable {
    * {@link Vm.close} with the VM fd closed on the libuv thread pool: closing its last reference
    * destroys the VM in the kernel (its MMU, its slots' page references, the irqchip), which held the
    * event loop tens of ms under the lab's TCG. Each KVM-VFIO file is deleted in a turn of the loop
-   * of its own. The VM counts as closed at once, its vCPUs and slots gone.
+   * of its own, and the KVM-VFIO device is closed on the thread pool too (its release waits for an
+   * RCU grace period). The VM counts as closed at once, its vCPUs and slots gone.
    */
   async closeAsync(): Promise<void> {
     if (this.#closed) return;
-    const { now, vfio } = this.#closeSteps();
+    const { now, vfio, device } = this.#closeSteps();
     const errors = stepErrors(now);
     this.#closed = true;
     for (const step of vfio) {
       await turn();
       errors.push(...stepErrors([step]));
     }
+    if (device !== null) await native.closeFdAsync(device).catch((e: unknown) => errors.push(e));
     // Slot changes on their way to KVM hold a duplicate of the VM fd: the VM ends after them.
     await native.closeFdAsync(this.#handle).catch((e: unknown) => errors.push(e));
     if (errors.length > 0) throw errors[0];
@@ -456,9 +459,10 @@ export class Vm implements SlotTarget, Disposable {
 
   /**
    * What goes before the VM fd itself: `now` its vCPUs, assignments and slot records, then `vfio`
-   * the KVM-VFIO files, each a KVM_DEV_VFIO_FILE_DEL (a few ms under TCG), and the KVM-VFIO device.
+   * the KVM-VFIO files, each a KVM_DEV_VFIO_FILE_DEL (a few ms under TCG), then the KVM-VFIO
+   * `device` to close (no longer the VM's once these ran).
    */
-  #closeSteps(): { now: (() => void)[]; vfio: (() => void)[] } {
+  #closeSteps(): { now: (() => void)[]; vfio: (() => void)[]; device: NativeHandle | null } {
     const vfio = this.#vfioDevice;
     const now = [
       ...[...this.#vcpus].map((v) => () => v.close()),
@@ -475,7 +479,7 @@ export class Vm implements SlotTarget, Disposable {
       // make KVM zap and wait for its readers. Only the record of them goes.
       () => this.slots.list().forEach((s) => this.slots.release(s)),
     ];
-    if (vfio === null) return { now, vfio: [] };
+    if (vfio === null) return { now, vfio: [], device: null };
     return {
       now,
       vfio: [
@@ -485,9 +489,9 @@ export class Vm implements SlotTarget, Disposable {
         () => {
           this.#vfioFiles.clear();
           this.#vfioDevice = null;
-          native.closeFd(vfio);
         },
       ],
+      device: vfio,
     };
   }
 

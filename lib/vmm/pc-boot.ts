@@ -149,12 +149,16 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
   try {
     const vm = ctx.kvm.createVm();
     // The VM goes before its memory listener: its slots go with it, so the listener's removal of
-    // each BAR's slot finds nothing left to ask KVM for.
+    // each BAR's slot finds nothing left to ask KVM for. The devices' interrupt routing goes after
+    // the VM for the same reason: its irqfds and GSI table go with it, where removing them first
+    // would make KVM wait for an SRCU grace period per table and per resampler.
     let unlisten = (): void => undefined;
+    const irqUndo: (() => void)[] = [];
+    const afterVm = (): (() => void)[] => [() => unlisten(), ...irqUndo.splice(0).reverse()];
     undo.push(
-      Object.assign(() => allSteps([() => vm.close(), () => unlisten()]), {
+      Object.assign(() => allSteps([() => vm.close(), ...afterVm()]), {
         // The VM's destruction in the kernel on the thread pool.
-        async: () => allStepsAsync([() => vm.closeAsync(), () => unlisten()]),
+        async: () => allStepsAsync([() => vm.closeAsync(), ...afterVm()]),
       }),
     );
     vm.setTssAddr(TSS_ADDR);
@@ -211,17 +215,17 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
         },
         { guestErrors: ctx.machine.guestErrors },
       );
-      undo.push(() => msi.close());
+      irqUndo.push(() => msi.close());
       yield 'msi';
     }
-    undo.push(() => routes.clear());
+    irqUndo.push(() => routes.clear());
     for (const { dev, slot } of ctx.routed) {
       const pin = dev.irq.pin;
       if (pin < 1 || pin > 4) continue;
       const intx = new PciIntxRouting(dev, vm, pciIntxGsi(slot, pin), {
         guestErrors: ctx.machine.guestErrors,
       });
-      undo.push(() => intx.close());
+      irqUndo.push(() => intx.close());
       yield 'intx';
     }
     const vcpus: Vcpu[] = [];

@@ -3,10 +3,11 @@
 // their links up and ping the user-mode network's gateway (descriptor rings in guest RAM reached
 // by device DMA through the DMA listener, MSI-X through irqfds, INTx through a resample irqfd).
 // The guest then reboots, and on its second boot it misbehaves on purpose; the machine reports
-// what it did and runs on. Closing leaves no slot, irqfd, DMA mapping or fd behind.
+// what it did and runs on. Closing leaves no slot, irqfd, DMA mapping or fd behind, and asks KVM to
+// remove no route or irqfd one by one (the VM goes first, they with it).
 import * as fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { PcMachine, type GuestError, type PcExit } from '../../../lib';
+import { MsiRoutes, PcMachine, PciIntxRouting, type GuestError, type PcExit } from '../../../lib';
 import { bdfOf, describeDevice } from '../hil';
 import { expectNothingHeld, medianLateMs, runWatched, INITRD, KERNEL, useVmmGuest } from './vmm';
 
@@ -213,7 +214,25 @@ describeDevice('e1000e', 'a Linux guest under the Node VMM drives passed-through
     const vm = pc!.vm!;
     expect(vm.slots.used).toBeGreaterThan(0);
     expect(vm.assignments.filter((a) => a.kind === 'irqfd').length).toBeGreaterThan(0);
+    // The VM goes before the devices' interrupt routing: its GSI table and irqfds go with it, so
+    // the close asks KVM to remove neither (each removal waits for an SRCU grace period).
+    const routing = jest.spyOn(vm, 'setGsiRouting');
+    const vmClosedAt: string[] = [];
+    const clear = jest.spyOn(MsiRoutes.prototype, 'clear');
+    clear.mockImplementation(function (this: MsiRoutes) {
+      vmClosedAt.push(`routes ${vm.closed}`);
+      clear.mockRestore();
+      this.clear();
+    });
+    const intx = jest.spyOn(PciIntxRouting.prototype, 'close');
+    intx.mockImplementation(function (this: PciIntxRouting) {
+      vmClosedAt.push(`intx ${vm.closed}`);
+      intx.mockRestore();
+      this.close();
+    });
     pc!.close();
+    expect(vmClosedAt).toEqual(['intx true', 'routes true']);
+    expect(routing).not.toHaveBeenCalled();
     expect(vm.closed).toBe(true);
     expect(vm.slots.used).toBe(0);
     expect(vm.assignments).toEqual([]);
