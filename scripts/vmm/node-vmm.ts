@@ -6,14 +6,15 @@
  *   node -r @swc-node/register scripts/vmm/node-vmm.ts --kernel FILE --initrd FILE
  *        [--pings N] [--rtl 8139cp|8139too] [--no-rtl] [--mem MIB] [--cpus N] [--hugepages yes|no]
  *        [--append ARGS] [--timeout SECS] [--reboots N] [--record FILE] [--brief] [--nice N]
- *        [--holds FILE]
+ *        [--holds FILE] [--hold-ms MS]
  *   node -r @swc-node/register scripts/vmm/node-vmm.ts --idle SECS
  *
  * Without --record it boots and shows every line with its time and the exits served so far. With
  * --record FILE it also writes the run record bench-report.ts reads (scripts/vmm/run-record.ts),
  * with the exit counts over each ping run (scripts/vmm/kvm-exit-probe.ts). --brief leaves out
  * the individual ping replies. --nice sets the vCPU threads' nice value; --holds FILE writes each
- * hold of the event loop over 20 ms (where it began and what the VMM was doing) as JSON.
+ * hold of the event loop over 20 ms, or --hold-ms MS (where it began and what the VMM was doing),
+ * as JSON: with --hold-ms 7, the holds that make the delay's p99 over 2 ms.
  *
  * With --idle it only watches its own event loop for SECS seconds with nothing else to do: the
  * floor the lab's one CPU allows, which bench.sh prints beside the VMM's figures.
@@ -68,6 +69,8 @@ export interface VmmGuestOptions {
   readonly onEvent?: (text: string) => void;
   /** Where times count from, in performance.now() ms (default: when the runner starts). */
   readonly t0?: number;
+  /** A gap between the 5 ms interval's ticks longer than this (ms) is a hold worth naming ({@link HOLD_MS}). */
+  readonly holdMs?: number;
 }
 
 export interface VmmGuestResult {
@@ -92,10 +95,12 @@ export interface EventLoopFigures {
   readonly max: number;
   readonly ticks: number;
   readonly expectedTicks: number;
-  /** Each time the 5 ms interval came more than {@link HOLD_MS} late: where the loop was held. */
+  /** Each gap between ticks of the 5 ms interval longer than `holdMs`: where the loop was held. */
   readonly holds: readonly LoopHold[];
   /** When the watch began (performance.now()). */
   readonly startMs: number;
+  /** The gap (ms) past which a hold was named. */
+  readonly holdMs: number;
   /** How many gaps between ticks of the 5 ms interval fell in each of {@link GAP_BUCKETS} (ms). */
   readonly gaps: readonly number[];
 }
@@ -110,7 +115,7 @@ export interface LoopHold {
   readonly where: string;
 }
 
-/** A gap between two ticks of the 5 ms interval longer than this is a hold worth naming. */
+/** A gap between two ticks of the 5 ms interval longer than this is a hold worth naming (by default). */
 export const HOLD_MS = 20;
 
 const RESOLUTION_MS = 10;
@@ -123,6 +128,7 @@ const RESOLUTION_MS = 10;
 export function watchEventLoop(
   where: () => string = () => '',
   during: () => string | undefined = () => undefined,
+  holdMs = HOLD_MS,
 ): () => EventLoopFigures {
   // 10 ms sampling (Node's default): a 1 ms timer would itself take the lab's one CPU from the vCPU
   // threads.
@@ -140,7 +146,7 @@ export function watchEventLoop(
     const b = GAP_BUCKETS.findIndex((u) => t - last <= u);
     gaps[b < 0 ? GAP_BUCKETS.length : b]++;
     const ran = during();
-    if (t - last > HOLD_MS) holds.push({ at: last - start, ms: t - last - 5, where: ran ?? lastWhere });
+    if (t - last > holdMs) holds.push({ at: last - start, ms: t - last - 5, where: ran ?? lastWhere });
     last = t;
     lastWhere = where();
   }, 5);
@@ -156,6 +162,7 @@ export function watchEventLoop(
       expectedTicks: Math.floor((performance.now() - start) / 5),
       holds,
       startMs: start,
+      holdMs,
       gaps,
     };
   };
@@ -184,7 +191,7 @@ export function describeHolds(l: EventLoopFigures, longest = 8): string {
     return text;
   });
   const gaps = `5 ms interval gaps (ms) ${buckets.join(', ')}`;
-  if (l.holds.length === 0) return `${gaps}; no hold of the event loop over ${HOLD_MS} ms`;
+  if (l.holds.length === 0) return `${gaps}; no hold of the event loop over ${l.holdMs} ms`;
   const phases = new Map<string, { n: number; total: number; max: number }>();
   for (const h of l.holds) {
     const phase = h.where.split(':')[0];
@@ -199,7 +206,7 @@ export function describeHolds(l: EventLoopFigures, longest = 8): string {
     .sort((a, b) => b.ms - a.ms)
     .slice(0, longest)
     .map((h) => `${h.ms.toFixed(0)} ms at ${(h.at / 1000).toFixed(2)} s in ${h.where}`);
-  return `${gaps}; holds over ${HOLD_MS} ms: ${l.holds.length}; ${per.join(', ')}; longest: ${top.join('; ')}`;
+  return `${gaps}; holds over ${l.holdMs} ms: ${l.holds.length}; ${per.join(', ')}; longest: ${top.join('; ')}`;
 }
 
 const json = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
@@ -235,6 +242,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
       measured = undefined;
       return m;
     },
+    opts.holdMs,
   );
   // Reports waiting to be written, one a turn.
   const queued: GuestError[] = [];
@@ -401,6 +409,7 @@ async function main(): Promise<void> {
       append: arg('append', ''),
       timeoutMs: count('timeout', '120') * 1000,
       reboots: count('reboots', '0'),
+      holdMs: count('hold-ms', String(HOLD_MS)),
       t0,
       onLine: ({ t, text }, pc) => {
         const probed = probe?.onLine(text, { ...pc.exits }) === true;
