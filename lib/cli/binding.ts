@@ -59,17 +59,44 @@ function sysfsWrite(file: string, value: string, bdf: string): void {
   try {
     fs.writeFileSync(file, value);
   } catch (e) {
-    throw fileError(e, {
-      lead: `writing ${JSON.stringify(value.trim())} to ${file} failed`,
-      op: 'write',
-      path: file,
-      bdf,
-      hint: (code) =>
-        code === 'EACCES' || code === 'EPERM'
-          ? 'changing drivers needs root'
-          : 'see dmesg for what the kernel said',
-    });
+    throw sysfsError(e, file, value, bdf);
   }
+}
+
+function sysfsError(e: unknown, file: string, value: string, bdf: string): VfioError {
+  return fileError(e, {
+    lead: `writing ${JSON.stringify(value.trim())} to ${file} failed`,
+    op: 'write',
+    path: file,
+    bdf,
+    hint: (code) =>
+      code === 'EACCES' || code === 'EPERM'
+        ? 'changing drivers needs root'
+        : 'see dmesg for what the kernel said',
+  });
+}
+
+/**
+ * The first write to `bdf`'s sysfs files, with what it had before remembered in the same step
+ * (DriverState.rememberAround). A user who may not write `file` is told so by it first, before
+ * the state file's lock is needed.
+ */
+function firstWrite(bdf: string, file: string, value: string, opts: MoveOptions, write: () => void): void {
+  try {
+    fs.accessSync(file, fs.constants.W_OK);
+  } catch (e) {
+    // Anything but a refusal (a racing unbind that removed `driver/`) is the write's to report.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') throw sysfsError(e, file, value, bdf);
+  }
+  opts.state.rememberAround(
+    bdf,
+    () => {
+      const now = readDevice(bdf, opts);
+      return { driver: now.driver, driverOverride: now.driverOverride };
+    },
+    write,
+  );
 }
 
 /**
@@ -246,10 +273,9 @@ export async function bindDevices(bdfs: readonly string[], opts: BindOptions): P
     opts.onStart?.(i + 1, devices.length, dev.bdf);
     const change: DriverChange = { bdf: dev.bdf, from: dev.driver, to: opts.driver, changed: false };
     if (dev.driver !== opts.driver) {
-      const dir = deviceDir(dev.bdf, opts);
-      sysfsWrite(path.join(dir, 'driver_override'), opts.driver, dev.bdf);
-      // The kernel took the override: from here on there is something for restore to undo.
-      opts.state.remember(dev.bdf, dev.driver, dev.driverOverride);
+      const override = path.join(deviceDir(dev.bdf, opts), 'driver_override');
+      // Once the kernel took the override there is something for restore to undo.
+      firstWrite(dev.bdf, override, opts.driver, opts, () => sysfsWrite(override, opts.driver, dev.bdf));
       if (dev.driver !== null) writeUnbind(dev.bdf, opts);
       sysfsWrite(path.join(sysfsRoot(opts), 'bus/pci/drivers_probe'), dev.bdf, dev.bdf);
       await waitForDriver(dev.bdf, opts.driver, opts, `bind to ${opts.driver}`);
@@ -276,8 +302,8 @@ export async function unbindDevices(bdfs: readonly string[], opts: MoveOptions):
     const change: DriverChange = { bdf: dev.bdf, from: dev.driver, to: null, changed: false };
     if (dev.driver !== null) {
       giveBackGroup(dev.iommuGroup, opts.state, opts.vfioDevDir);
-      writeUnbind(dev.bdf, opts);
-      opts.state.remember(dev.bdf, dev.driver, dev.driverOverride);
+      const unbind = path.join(deviceDir(dev.bdf, opts), 'driver/unbind');
+      firstWrite(dev.bdf, unbind, dev.bdf, opts, () => writeUnbind(dev.bdf, opts));
       await waitForDriver(dev.bdf, null, opts, `leave ${dev.driver}`);
       change.changed = true;
     }

@@ -82,6 +82,30 @@ export class DriverState {
     });
   }
 
+  /**
+   * Make the first change to `bdf` with `write` (its driver_override, or its unbind) and remember
+   * what `current()` reads it had just before, in one step under the lock, unless something is
+   * remembered already. A command beside this one then cannot read the device between another's
+   * write and that one's record and take the other's change for the first driver. Nothing is
+   * remembered when `write` throws.
+   */
+  rememberAround(
+    bdf: string,
+    current: () => { driver: string | null; driverOverride: string | null },
+    write: () => void,
+  ): void {
+    withStateLock(this.path, () => {
+      const d = readState(this.path);
+      const before = d.devices[bdf] === undefined ? current() : null;
+      write();
+      if (before !== null) {
+        d.devices[bdf] = { ...before, savedAt: new Date().toISOString() };
+        writeState(this.path, d);
+      }
+      this.#data = d;
+    });
+  }
+
   forget(bdf: string): void {
     this.#update((d) => d.devices[bdf] !== undefined && delete d.devices[bdf]);
   }

@@ -65,6 +65,47 @@ describe('the lock', () => {
     a.forget('0000:00:02.0');
     expect(Object.keys(JSON.parse(fs.readFileSync(state, 'utf8')).devices)).toEqual(['0000:00:04.0']);
   });
+
+  test("a device's first change and its record are one step under the lock; a refused change records nothing", () => {
+    // Held across both, no command beside this one can read the device between another's write
+    // and that one's record and take the other's change for the first driver.
+    const a = DriverState.load(state);
+    const seen: string[] = [];
+    const lock = `${state}.lock`;
+    a.rememberAround(
+      '0000:00:02.0',
+      () => {
+        seen.push(`read, locked ${fs.existsSync(lock)}`);
+        return { driver: 'e1000', driverOverride: null };
+      },
+      () => seen.push(`write, locked ${fs.existsSync(lock)}`),
+    );
+    // Remembered already: the device is not read again, and the first driver stays.
+    a.rememberAround(
+      '0000:00:02.0',
+      () => {
+        seen.push('read again');
+        return { driver: 'vfio-pci', driverOverride: 'vfio-pci' };
+      },
+      () => seen.push('write again'),
+    );
+    expect(seen).toEqual(['read, locked true', 'write, locked true', 'write again']);
+    expect(DriverState.load(state).get('0000:00:02.0')).toMatchObject({
+      driver: 'e1000',
+      driverOverride: null,
+    });
+    expect(() =>
+      a.rememberAround(
+        '0000:00:04.0',
+        () => ({ driver: 'e1000', driverOverride: null }),
+        () => {
+          throw new Error('refused');
+        },
+      ),
+    ).toThrow('refused');
+    expect(DriverState.load(state).get('0000:00:04.0')).toBeUndefined();
+    expect(fs.existsSync(lock)).toBe(false);
+  });
 });
 
 test('concurrent binds and unbinds in separate processes: every entry kept, restore brings all back', async () => {
