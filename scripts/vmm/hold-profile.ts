@@ -78,6 +78,18 @@ export function describeHolds(
     lines.push('  self:', ...top(inside, 6, (id) => name(nodes.get(id)!)));
     lines.push('  package frames:', ...top(inside, 4, ours));
   }
+  // Every hold together: with node-vmm's --hold-ms 7, what makes the delay's p99.
+  const spans = holds
+    .map((h) => [startUs + h.at * 1000, startUs + (h.at + h.ms + 5) * 1000] as const)
+    .sort((a, b) => a[0] - b[0]);
+  const inAny: Sample[] = [];
+  let k = 0;
+  for (const smp of samples) {
+    while (k < spans.length && spans[k][1] < smp[0]) k++;
+    if (k < spans.length && spans[k][0] <= smp[0]) inAny.push(smp);
+  }
+  lines.push(`all ${holds.length} holds, self:`, ...top(inAny, 20, (id) => name(nodes.get(id)!)));
+  lines.push(`all ${holds.length} holds, package frames:`, ...top(inAny, 12, ours));
   lines.push('whole run, self:', ...top(samples, 20, (id) => name(nodes.get(id)!)));
   return lines;
 }
