@@ -42,7 +42,7 @@ in_lab() {
   # pays for the first read.
   cat "$kernel" "$initrd" >/dev/null
   echo "bench: the lab guest has $(nproc) CPU(s)"
-  rm -f /tmp/bench-vmm.qemu /tmp/bench-vmm.node
+  rm -f /tmp/bench-vmm.qemu /tmp/bench-vmm.node /tmp/bench-vmm.node.out
   bash "$here/qemu-baseline.sh" --kernel "$kernel" --initrd "$initrd" --pings "$pings" --rtl "$rtl" \
     --mem "$mem" --record /tmp/bench-vmm.qemu --brief || echo "bench: the QEMU side exited $?"
   # A VMM's process runs with V8 flags that keep work off its event loop (docs/vmm.md, "The event
@@ -56,9 +56,13 @@ in_lab() {
   node "${v8[@]}" build/vmm/node-vmm.js --idle 10 || echo "bench: the idle baseline exited $?"
   # The Node VMM's RAM in huge pages: 128 of 2 MiB for 256 MiB, and some slack.
   echo $((mem / 2 + 12)) >/proc/sys/vm/nr_hugepages
+  # Its output goes to a file and is shown after it ends: written to the lab's serial console as it
+  # came, each line held the loop being measured for milliseconds (a 300-byte report 26 ms), which
+  # is the bench's console and not the VMM.
   node "${v8[@]}" build/vmm/node-vmm.js --kernel "$kernel" --initrd "$initrd" --pings "$pings" \
-    --rtl "$rtl" --mem "$mem" --hugepages yes --timeout 300 --record /tmp/bench-vmm.node --brief ||
-    echo "bench: the Node VMM side exited $?"
+    --rtl "$rtl" --mem "$mem" --hugepages yes --timeout 300 --record /tmp/bench-vmm.node --brief \
+    >/tmp/bench-vmm.node.out 2>&1 || echo "bench: the Node VMM side exited $?"
+  cat /tmp/bench-vmm.node.out
   node build/vmm/bench-report.js --pings "$pings" /tmp/bench-vmm.qemu /tmp/bench-vmm.node
 }
 
