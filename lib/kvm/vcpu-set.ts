@@ -230,16 +230,6 @@ export class VcpuSet {
         this.#threads.push(
           v.startThread(
             {
-              onExit: (exit) =>
-                this.#serve(
-                  v.id,
-                  exit.kind === 'mmio',
-                  exit.kind === 'mmio' ? exit.address : exit.port,
-                  exit.size,
-                  exit.isWrite,
-                  exit.kind === 'mmio' ? 1 : exit.count,
-                  exit.size === 8 ? exit.data : Number(exit.data),
-                ),
               onAccess: (isMmio, address, size, isWrite, count, value) =>
                 this.#serve(v.id, isMmio, address, size, isWrite, count, value),
               onParked: (why, detail) => this.#parked(v.id, why, detail),

@@ -29,15 +29,16 @@ export interface VcpuThreadFault {
 export interface VcpuThreadHandlers {
   /**
    * Serve an MMIO or port exit the thread could not serve itself; return the value of a read.
+   * Optional when {@link VcpuThreadHandlers.onAccess} is given (one of the two is needed).
    * The vCPU waits for this to return, or for the promise it returns to settle (the event loop
    * goes on meanwhile: e.g. until kernel work the access started is done). If it throws, a read
    * gets all-ones and the error is rethrown (an uncaught exception: a handler bug, never a guest's
    * doing); a rejected promise is the same, as an unhandled rejection.
    */
-  onExit(exit: AccessExit): number | bigint | void | Promise<number | bigint | void>;
+  onExit?(exit: AccessExit): number | bigint | void | Promise<number | bigint | void>;
   /**
    * The same exits as {@link VcpuThreadHandlers.onExit}, as plain values: when given, it is called
-   * instead of onExit, and no object is made per exit. `value` is what a write stores (a number
+   * instead of onExit (which may then be left out), and no object is made per exit. `value` is what a write stores (a number
    * below 8 bytes, a bigint at 8; 0 for a read), `count` the transfers of a port exit (1 for MMIO).
    */
   onAccess?(
@@ -107,9 +108,11 @@ export class VcpuThread {
     name: string,
     nice = 0,
   ) {
-    if (handlers === null || typeof handlers !== 'object' || typeof handlers.onExit !== 'function')
-      throw new ArgTypeError('startThread: handlers.onExit must be a function');
-    for (const k of ['onAccess', 'onParked', 'onFault'] as const) {
+    if (handlers === null || typeof handlers !== 'object')
+      throw new ArgTypeError('startThread: handlers must be an object with onAccess or onExit');
+    if (typeof handlers.onExit !== 'function' && typeof handlers.onAccess !== 'function')
+      throw new ArgTypeError('startThread: handlers.onAccess or handlers.onExit must be a function');
+    for (const k of ['onExit', 'onAccess', 'onParked', 'onFault'] as const) {
       if (handlers[k] !== undefined && typeof handlers[k] !== 'function')
         throw new ArgTypeError(`startThread: handlers.${k} must be a function`);
     }
@@ -189,7 +192,7 @@ export class VcpuThread {
     // A read that the handler does not answer (or that throws) reads all-ones.
     if (isRead) writeAnswer(dv, -1);
     const onAccess = this.#handlers.onAccess;
-    let value: ReturnType<VcpuThreadHandlers['onExit']>;
+    let value: ReturnType<NonNullable<VcpuThreadHandlers['onExit']>>;
     if (onAccess !== undefined && isAccess) {
       const size = dv.getUint32(R.size, true);
       // The address as two halves: a bigint read would be an allocation per exit.
@@ -200,7 +203,8 @@ export class VcpuThread {
     } else {
       const exit = decodeExit(dv, reason) as AccessExit;
       if (exit.isWrite && exit.size !== 8) exit.data = BigInt(writtenValue(dv, exit.size));
-      value = this.#handlers.onExit(exit);
+      // Only MMIO and port exits are handed over, so with onAccess given this is not reached.
+      value = this.#handlers.onExit?.(exit);
     }
     if (!(value instanceof Promise)) {
       if (isRead && value !== undefined) writeAnswer(dv, value);

@@ -1,17 +1,21 @@
 /**
  * A lab CPU stuck at one instruction, never taking the interrupt waiting in its local APIC, while
- * QEMU runs flat out. Caught in the lab under a nested guest with two vCPUs: the nested vCPU spun
- * in queued_read_lock_slowpath on tasklist_lock (its sibling held it), the lab kernel's timer
- * vector 236 sat requested in the local APIC for minutes and QEMU never delivered it, so the lab
- * kernel never ran the sibling's thread again, nor anything else (an NMI from the monitor stayed
- * pending too). A key press through the monitor moved it at once: the keyboard controller's
- * interrupt makes QEMU look at the local APIC again, and the waiting timer and NMI went in with it.
+ * QEMU runs on. Caught in the lab in two forms, both under the nested guests of the HIL suite:
+ * - busy: the nested vCPU spun in queued_read_lock_slowpath on tasklist_lock (its sibling held
+ *   it), the lab kernel's timer vector 236 sat requested in the local APIC for minutes and QEMU
+ *   never delivered it, so the lab kernel never ran the sibling's thread again, nor anything else
+ *   (an NMI from the monitor stayed pending too);
+ * - halted: the lab kernel's idle loop (pv_native_safe_halt, interrupts on) with vector 236
+ *   requested, and QEMU never woke the CPU for it.
+ * A key press through the monitor moved it at once, both times: the keyboard controller's
+ * interrupt makes QEMU look at the local APIC again, and what waited went in with it.
  *
  * So the watch samples the CPU through the monitor while the console is silent, and a CPU found
- * in the same place in three samples in a row (not halted, the same vectors waiting) is kicked
- * with a key press and the kick is reported. A kick does nothing to a guest that has no use for
- * the key (the lab's console is the serial port). A CPU still stuck after three kicks in a row is
- * a stall: the run ends with the picture.
+ * in the same place in three samples in a row with the same vectors waiting (and, if halted,
+ * with interrupts on: a halted CPU with a deliverable interrupt waiting has been woken in every
+ * healthy sample) is kicked with a key press and the kick is reported. A kick does nothing to a
+ * guest that has no use for the key (the lab's console is the serial port). A CPU still stuck
+ * after three kicks in a row is a stall: the run ends with the picture.
  */
 import { cpuPoint, monitorCommand, pendingVectors, stallPicture, symbolIn, type Symbols } from './stall';
 
@@ -58,8 +62,8 @@ export function watchStuck(o: StuckWatchOptions): () => void {
     const at = cpuPoint(await monitorCommand(o.monitor, 'info registers'));
     const irr = pendingVectors(await monitorCommand(o.monitor, 'info lapic'));
     if (done) return;
-    const where =
-      at === null || at.halted || irr.length === 0 ? null : `${at.rip.toString(16)} ${irr.join(', ')}`;
+    const waiting = at !== null && irr.length > 0 && (!at.halted || at.interrupts);
+    const where = waiting ? `${at.rip.toString(16)}${at.halted ? ' halted' : ''} ${irr.join(', ')}` : null;
     if (where !== kickedAt) kicks = 0;
     if (at === null || where === null) {
       seen = [];
@@ -69,7 +73,7 @@ export function watchStuck(o: StuckWatchOptions): () => void {
     if (seen.length < SAMPLES || seen.some((x) => x !== where)) return;
     const name = o.symbols !== null ? symbolIn(o.symbols, at.rip) : null;
     const line =
-      `the CPU stayed at ${name ?? 'RIP'} ${at.rip.toString(16)} with vector ${irr.join(', ')} ` +
+      `the CPU stayed ${at.halted ? 'halted ' : ''}at ${name ?? 'RIP'} ${at.rip.toString(16)} with vector ${irr.join(', ')} ` +
       `waiting in its local APIC, in ${SAMPLES} samples ${o.everySeconds ?? 2} s apart`;
     seen = [];
     if (kicks === KICKS) {

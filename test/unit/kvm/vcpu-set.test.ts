@@ -2,6 +2,7 @@
 // interrupt, stop, timeout, abort, a throwing device model), that every thread is parked before
 // run() resolves, and that exits handed over reach the routing one at a time with their answers.
 import type { Vcpu } from '../../../lib/kvm/vcpu';
+import type { AccessExit } from '../../../lib/kvm/exit';
 import type { VcpuThread, VcpuThreadHandlers } from '../../../lib/kvm/vcpu-thread';
 import { VcpuSet } from '../../../lib/kvm/vcpu-set';
 import { GuestErrorSink, type GuestError } from '../../../lib/base/guest-error';
@@ -16,6 +17,18 @@ class FakeThread {
     readonly id: number,
   ) {
     this.log = log;
+  }
+  /** Hands `e` over as the real thread does: through onAccess, as plain values. */
+  exit(e: AccessExit): ReturnType<NonNullable<VcpuThreadHandlers['onAccess']>> {
+    const mmio = e.kind === 'mmio';
+    return this.handlers.onAccess!(
+      mmio,
+      mmio ? e.address : e.port,
+      e.size,
+      e.isWrite,
+      mmio ? 1 : e.count,
+      e.size === 8 ? e.data : Number(e.data),
+    );
   }
   get stats() {
     return { mmio: 1, pio: 2, handoffs: 0, faults: 0, runs: 3 };
@@ -74,11 +87,9 @@ describe('VcpuSet', () => {
     const run = set.run();
     await tick();
     expect(log).toEqual(['start 0 cpu 0', 'start 1 cpu 1']);
+    expect(threads[0].exit({ kind: 'mmio', address: 0x1004, size: 4, isWrite: false, data: 0n })).toBe(0x44);
     expect(
-      threads[0].handlers.onExit({ kind: 'mmio', address: 0x1004, size: 4, isWrite: false, data: 0n }),
-    ).toBe(0x44);
-    expect(
-      threads[1].handlers.onExit({ kind: 'mmio', address: 0x1000, size: 1, isWrite: true, data: 0x99n }),
+      threads[1].exit({ kind: 'mmio', address: 0x1000, size: 1, isWrite: true, data: 0x99n }),
     ).toBeUndefined();
     expect(values).toEqual([0x99]);
     threads[1].handlers.onParked?.('guest-exit', { exit: { kind: 'shutdown' } });
@@ -88,7 +99,7 @@ describe('VcpuSet', () => {
     expect(set.running).toBe(false);
   });
 
-  test('onAccess, the plain-values form a thread calls, serves each exit as onExit does', async () => {
+  test('the threads get onAccess, the plain-values form, and no onExit', async () => {
     const { vcpus, threads } = fakes(1);
     const { memory, values } = space();
     const io = new AddressSpace('io', MemoryRegion.container('io-root', 0x10000));
@@ -106,13 +117,9 @@ describe('VcpuSet', () => {
     expect(h.onAccess?.(true, 0x1000, 1, true, 1, 0x99)).toBeUndefined();
     expect(h.onAccess?.(false, 0x62, 1, false, 1, 0)).toBe(0x72);
     expect(h.onAccess?.(false, 0x60, 2, true, 1, 0x1234)).toBeUndefined();
-    // The same exits through onExit give the same answers and writes.
-    expect(h.onExit({ kind: 'mmio', address: 0x1004, size: 4, isWrite: false, data: 0n })).toBe(0x44);
-    expect(h.onExit({ kind: 'io', port: 0x62, size: 1, isWrite: false, count: 1, data: 0n })).toBe(0x72);
-    expect(
-      h.onExit({ kind: 'io', port: 0x60, size: 2, isWrite: true, count: 1, data: 0x1234n }),
-    ).toBeUndefined();
-    expect(values).toEqual([0x99, 0x1234, 0x1234]);
+    // Only onAccess: no exit object is made for the set.
+    expect(h.onExit).toBeUndefined();
+    expect(values).toEqual([0x99, 0x1234]);
     set.stop();
     expect(await run).toEqual({ reason: 'stopped' });
   });
@@ -149,9 +156,9 @@ describe('VcpuSet', () => {
     const set = new VcpuSet(vcpus, { routing: { memory }, pending: () => pending });
     const run = set.run();
     const read = { kind: 'mmio', address: 0x1004, size: 4, isWrite: false, data: 0n } as const;
-    expect(threads[0].handlers.onExit(read)).toBe(0x44);
+    expect(threads[0].exit(read)).toBe(0x44);
     pending = new Promise<void>((r) => (release = r));
-    const answer = threads[0].handlers.onExit(read);
+    const answer = threads[0].exit(read);
     expect(answer).toBeInstanceOf(Promise);
     let value: unknown = 'not yet';
     void (answer as Promise<unknown>).then((v) => (value = v));
@@ -172,7 +179,7 @@ describe('VcpuSet', () => {
       routing: { memory, stop: () => done, onAccess: () => (done = true) },
     });
     const run = set.run();
-    threads[0].handlers.onExit({ kind: 'mmio', address: 0x1000, size: 4, isWrite: true, data: 1n });
+    threads[0].exit({ kind: 'mmio', address: 0x1000, size: 4, isWrite: true, data: 1n });
     expect(await run).toEqual({ reason: 'stopped' });
   });
 
@@ -191,9 +198,7 @@ describe('VcpuSet', () => {
     );
     const set = new VcpuSet(vcpus, { routing: { memory } });
     const run = set.run();
-    expect(
-      threads[0].handlers.onExit({ kind: 'mmio', address: 0, size: 4, isWrite: false, data: 0n }),
-    ).toBeUndefined();
+    expect(threads[0].exit({ kind: 'mmio', address: 0, size: 4, isWrite: false, data: 0n })).toBeUndefined();
     expect(await run).toEqual({ reason: 'error', vcpu: 0, error: boom });
   });
 
@@ -201,9 +206,9 @@ describe('VcpuSet', () => {
     const { vcpus, threads } = fakes(1);
     const set = new VcpuSet(vcpus, { routing: space() });
     const run = set.run();
-    const h = threads[0].handlers;
-    expect(h.onExit({ kind: 'io', port: 0x60, size: 1, isWrite: false, count: 1, data: 0n })).toBe(0xff);
-    expect(h.onExit({ kind: 'io', port: 0x60, size: 2, isWrite: true, count: 4, data: 0n })).toBeUndefined();
+    const t = threads[0];
+    expect(t.exit({ kind: 'io', port: 0x60, size: 1, isWrite: false, count: 1, data: 0n })).toBe(0xff);
+    expect(t.exit({ kind: 'io', port: 0x60, size: 2, isWrite: true, count: 4, data: 0n })).toBeUndefined();
     expect(set.unservedExits).toBe(2);
     set.stop();
     await run;
@@ -227,7 +232,7 @@ describe('VcpuSet', () => {
     const set = new VcpuSet(vcpus, { routing: { memory } });
     memory.root.addSubregion(MemoryRegion.io('close', 1, { read: () => 0, write: () => set.stop() }), 0);
     const run = set.run();
-    threads[0].handlers.onExit({ kind: 'mmio', address: 0, size: 1, isWrite: true, data: 1n });
+    threads[0].exit({ kind: 'mmio', address: 0, size: 1, isWrite: true, data: 1n });
     expect(await run).toEqual({ reason: 'stopped' });
     expect(threads.map((t) => t.state)).toEqual(['stopped', 'stopped']);
     expect(await set.run()).toEqual({ reason: 'stopped' });

@@ -26,7 +26,7 @@ afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
  */
 async function stuckMonitor(
   kicksToMove: number,
-  cpu: { hlt: 0 | 1; irr: string } = { hlt: 0, irr: '236 ' },
+  cpu: { hlt: 0 | 1; irr: string; rflags?: string } = { hlt: 0, irr: '236 ' },
 ): Promise<{ sock: string; server: net.Server; samples: () => number; kicks: () => number }> {
   const sock = path.join(tmp, 'm.sock');
   let samples = 0;
@@ -43,7 +43,7 @@ async function stuckMonitor(
         c.write(
           'CPU#0\r\nRAX=00000000000002ff RBX=ffffffff81a05080\r\n' +
             'RSI=0000000000000000 RDI=ffffffff81a05084 RBP=ffff888002503e08 RSP=ffff888002503da0\r\n' +
-            `RIP=${rip} RFL=00000286 [--S--P-] CPL=0 II=0 A20=1 SMM=0 HLT=${cpu.hlt}\r\n(qemu) `,
+            `RIP=${rip} RFL=${cpu.rflags ?? '00000286'} [--S--P-] CPL=0 II=0 A20=1 SMM=0 HLT=${cpu.hlt}\r\n(qemu) `,
         );
       } else if (cmd === 'info lapic') {
         c.write(
@@ -126,9 +126,23 @@ test('a CPU three kicks do not move is stuck: the picture, with the kernel funct
   }
 });
 
+test('a CPU halted with interrupts on and a vector waiting is stuck too: QEMU did not wake it', async () => {
+  const m = await stuckMonitor(1, { hlt: 1, irr: '236 ' });
+  try {
+    const { kicked, stuck } = await watchFor(m.sock, silent, 1500);
+    expect(stuck).toBeNull();
+    expect(kicked).toEqual([
+      `the CPU stayed halted at queued_read_lock_slowpath+0x47 ffffffff81000147 with vector 236 waiting in its local APIC, in 3 samples 0.05 s apart: kicked it (${KICK})`,
+    ]);
+  } finally {
+    m.server.close();
+  }
+});
+
 test.each([
-  ['halted (an idle guest)', { hlt: 1, irr: '236 ' }],
-  ['with no interrupt waiting', { hlt: 0, irr: '(none)' }],
+  ['halted with nothing waiting (an idle guest)', { hlt: 1, irr: '(none)' }],
+  ['halted with interrupts off (only an NMI wakes it)', { hlt: 1, irr: '236 ', rflags: '00000046' }],
+  ['busy with no interrupt waiting', { hlt: 0, irr: '(none)' }],
 ] as const)('a CPU at one place %s is not kicked', async (_, cpu) => {
   const m = await stuckMonitor(Infinity, cpu);
   try {
