@@ -144,12 +144,15 @@ export class FakeKernel {
       const unbind = path.join(drivers, drv, 'unbind');
       if (!fs.existsSync(unbind)) continue;
       const bdf = fs.readFileSync(unbind, 'utf8').trim();
+      // Created by a writer that has not written yet (a regular file, not sysfs): next tick.
+      if (bdf === '') continue;
       fs.rmSync(unbind);
       fs.rmSync(path.join(this.root, 'bus/pci/devices', bdf, 'driver'), { force: true });
     }
     const probe = path.join(this.root, 'bus/pci/drivers_probe');
     if (!fs.existsSync(probe)) return;
     const bdf = fs.readFileSync(probe, 'utf8').trim();
+    if (bdf === '') return;
     fs.rmSync(probe);
     const dir = path.join(this.root, 'bus/pci/devices', bdf);
     if (fs.existsSync(path.join(dir, 'driver'))) return;
