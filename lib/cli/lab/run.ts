@@ -32,7 +32,7 @@ export interface GuestRun {
   timeoutSeconds: number;
   /** Seconds of QEMU CPU time standing still while the command runs that make a stalled guest (90). */
   stallSeconds?: number;
-  /** Seconds of a silent console after which the CPU is sampled for being stuck (10; stuck.ts). */
+  /** Seconds of a silent console after which the CPU is sampled for being stuck (5; stuck.ts). */
   stuckQuietSeconds?: number;
   /** A progress line of the lab's own. */
   say: (line: string) => void;

@@ -33,9 +33,9 @@ export interface StuckWatchOptions {
   counting: () => boolean;
   /** When the console last said something (performance.now()). */
   quietSince: () => number;
-  /** Seconds of a silent console before the CPU is sampled (10). */
+  /** Seconds of a silent console before the CPU is sampled (5). */
   quietSeconds?: number;
-  /** Seconds between samples (2). */
+  /** Seconds between samples (1). */
   everySeconds?: number;
   /** A kick was given: what the CPU was doing. */
   onKick: (line: string) => void;
@@ -74,7 +74,7 @@ export function watchStuck(o: StuckWatchOptions): () => void {
     const name = o.symbols !== null ? symbolIn(o.symbols, at.rip) : null;
     const line =
       `the CPU stayed ${at.halted ? 'halted ' : ''}at ${name ?? 'RIP'} ${at.rip.toString(16)} with vector ${irr.join(', ')} ` +
-      `waiting in its local APIC, in ${SAMPLES} samples ${o.everySeconds ?? 2} s apart`;
+      `waiting in its local APIC, in ${SAMPLES} samples ${o.everySeconds ?? 1} s apart`;
     seen = [];
     if (kicks === KICKS) {
       done = true;
@@ -90,13 +90,13 @@ export function watchStuck(o: StuckWatchOptions): () => void {
   const timer = setInterval(
     () => {
       const quiet = (performance.now() - o.quietSince()) / 1000;
-      if (!o.counting() || quiet < (o.quietSeconds ?? 10)) seen = [];
+      if (!o.counting() || quiet < (o.quietSeconds ?? 5)) seen = [];
       else if (!busy) {
         busy = true;
         void sample().finally(() => (busy = false));
       }
     },
-    (o.everySeconds ?? 2) * 1000,
+    (o.everySeconds ?? 1) * 1000,
   );
   timer.unref();
   return () => {
