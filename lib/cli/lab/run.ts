@@ -14,7 +14,7 @@ import { AbortError } from '../../base/error';
 import { EXIT_STALLED, EXIT_TIMEOUT, LabError } from './errors';
 import type { Layout } from './layout';
 import { commandScript, guestPlan, qemuArgs, type CommandOptions, type MachineOptions } from './machine';
-import { loadSymbols, watchStall, type StallKind } from './stall';
+import { lazySymbols, watchStall, type StallKind } from './stall';
 import { watchStuck } from './stuck';
 
 /** What a guest run needs. */
@@ -148,7 +148,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
     };
     run.signal?.addEventListener('abort', onAbort, { once: true });
     const still = run.stallSeconds ?? STALL_SECONDS;
-    const systemMap = systemMapOf(run.machine.kernel);
+    const symbols = lazySymbols(systemMapOf(run.machine.kernel));
     const stalled = (kind: StallKind, picture: string[]): void => {
       if (b.stalled !== null) return;
       b.stalled = { kind, picture };
@@ -167,7 +167,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
         watchStall({
           pid: qemu.pid,
           monitor,
-          systemMap,
+          symbols,
           stillSeconds: still,
           counting,
           onStall: (picture) => stalled('still', picture),
@@ -178,8 +178,7 @@ function boot(run: GuestRun, args: string[], consoleLog: string, monitor: string
           watchStuck({
             pid: qemu.pid,
             monitor,
-            systemMap,
-            symbols: systemMap !== null ? loadSymbols(systemMap) : null,
+            symbols,
             counting,
             quietSince: () => b.spoke,
             ...(run.stuckQuietSeconds !== undefined ? { quietSeconds: run.stuckQuietSeconds } : {}),

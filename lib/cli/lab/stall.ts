@@ -30,8 +30,8 @@ export interface StallWatchOptions {
   pid: number;
   /** QEMU's human monitor socket (`-monitor unix:PATH,server,nowait`), or null without one. */
   monitor: string | null;
-  /** The guest kernel's System.map, if there is one, to name the instruction pointer. */
-  systemMap: string | null;
+  /** The guest kernel's code symbols (lazySymbols), or null without a System.map: to name addresses. */
+  symbols: () => Symbols | null;
   /** Seconds of unchanged CPU time that make a stall. */
   stillSeconds: number;
   /** How often CPU time is read, in seconds (10, or a third of stillSeconds if that is less). */
@@ -112,11 +112,11 @@ export function pendingVectors(answer: readonly string[]): number[] {
  * the kernel code addresses among the 64 words on the CPU's stack too: the calls that led to it.
  */
 export async function stallPicture(
-  o: Pick<StallWatchOptions, 'pid' | 'monitor' | 'systemMap'>,
+  o: Pick<StallWatchOptions, 'pid' | 'monitor' | 'symbols'>,
   stack = false,
 ): Promise<string[]> {
   const out: string[] = [];
-  const symbols = o.systemMap !== null ? loadSymbols(o.systemMap) : null;
+  const symbols = o.symbols();
   if (o.monitor !== null) {
     for (const c of STALL_COMMANDS) {
       // The FPU, vector and debug registers say nothing about a stall: left out.
@@ -226,7 +226,11 @@ export function symbolIn(symbols: Symbols, address: bigint, within?: bigint): st
   return `${symbols[best].name}+0x${off.toString(16)}`;
 }
 
-/** The code symbol of System.map that holds `address` (as symbol+0xoffset), or null. */
-export function symbolAt(systemMap: string, address: bigint): string | null {
-  return symbolIn(loadSymbols(systemMap), address);
+/**
+ * The code symbols of `systemMap` (null without one), read at the first call and kept: a lab run
+ * that never stalls never reads the file.
+ */
+export function lazySymbols(systemMap: string | null): () => Symbols | null {
+  let symbols: Symbols | null | undefined;
+  return () => (symbols ??= systemMap !== null ? loadSymbols(systemMap) : null);
 }

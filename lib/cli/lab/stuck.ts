@@ -25,10 +25,8 @@ export interface StuckWatchOptions {
   pid: number;
   /** QEMU's human monitor socket. */
   monitor: string;
-  /** The guest kernel's System.map, for the picture. */
-  systemMap: string | null;
-  /** Its code symbols (loadSymbols), to name where the CPU is stuck. */
-  symbols: Symbols | null;
+  /** The guest kernel's code symbols (lazySymbols), or null: to name where the CPU is stuck. */
+  symbols: () => Symbols | null;
   /** Whether the run is in a phase where being stuck counts (the command running). */
   counting: () => boolean;
   /** When the console last said something (performance.now()). */
@@ -71,7 +69,8 @@ export function watchStuck(o: StuckWatchOptions): () => void {
     }
     seen = [...seen, where].slice(-SAMPLES);
     if (seen.length < SAMPLES || seen.some((x) => x !== where)) return;
-    const name = o.symbols !== null ? symbolIn(o.symbols, at.rip) : null;
+    const symbols = o.symbols();
+    const name = symbols !== null ? symbolIn(symbols, at.rip) : null;
     const line =
       `the CPU stayed ${at.halted ? 'halted ' : ''}at ${name ?? 'RIP'} ${at.rip.toString(16)} with vector ${irr.join(', ')} ` +
       `waiting in its local APIC, in ${SAMPLES} samples ${o.everySeconds ?? 1} s apart`;

@@ -6,7 +6,15 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { cpuPoint, cpuTicks, monitorCommand, pendingVectors, symbolAt } from '../../../../lib/cli/lab/stall';
+import {
+  cpuPoint,
+  cpuTicks,
+  lazySymbols,
+  loadSymbols,
+  monitorCommand,
+  pendingVectors,
+  symbolIn,
+} from '../../../../lib/cli/lab/stall';
 
 let tmp: string;
 beforeEach(() => {
@@ -57,7 +65,7 @@ test('a monitor that never answers whole is given up after 5 s', async () => {
   }
 }, 10_000);
 
-test('the text symbol that holds an address, as symbol+offset', () => {
+test('the text symbol that holds an address, as symbol+offset; the symbols read once', () => {
   const map = path.join(tmp, 'System.map');
   fs.writeFileSync(
     map,
@@ -69,11 +77,18 @@ test('the text symbol that holds an address, as symbol+offset', () => {
       '',
     ].join('\n'),
   );
-  expect(symbolAt(map, 0xffffffff81000104n)).toBe('native_safe_halt+0x4');
-  expect(symbolAt(map, 0xffffffff81000150n)).toBe('native_safe_halt+0x50'); // data symbols are not code
-  expect(symbolAt(map, 0xffffffff81000200n)).toBe('default_idle+0x0');
-  expect(symbolAt(map, 0xffffffff80000000n)).toBeNull();
-  expect(symbolAt(path.join(tmp, 'none'), 0x1n)).toBeNull();
+  const symbols = loadSymbols(map);
+  expect(symbolIn(symbols, 0xffffffff81000104n)).toBe('native_safe_halt+0x4');
+  expect(symbolIn(symbols, 0xffffffff81000150n)).toBe('native_safe_halt+0x50'); // data symbols are not code
+  expect(symbolIn(symbols, 0xffffffff81000200n)).toBe('default_idle+0x0');
+  expect(symbolIn(symbols, 0xffffffff80000000n)).toBeNull();
+  expect(symbolIn(loadSymbols(path.join(tmp, 'none')), 0x1n)).toBeNull();
+  // Read at the first call only: a later change of the file is not seen; no map, no symbols.
+  const lazy = lazySymbols(map);
+  expect(lazy()).toEqual(symbols);
+  fs.writeFileSync(map, '');
+  expect(lazy()).toEqual(symbols);
+  expect(lazySymbols(null)()).toBeNull();
 });
 
 test("a CPU's point from info registers; the vectors waiting in a local APIC from info lapic", () => {

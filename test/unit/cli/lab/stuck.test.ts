@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { loadSymbols } from '../../../../lib/cli/lab/stall';
+import { lazySymbols } from '../../../../lib/cli/lab/stall';
 import { KICK, watchStuck } from '../../../../lib/cli/lab/stuck';
 
 let tmp: string;
@@ -72,8 +72,7 @@ function watchFor(
     const stop = watchStuck({
       pid: process.pid,
       monitor: sock,
-      systemMap: map,
-      symbols: loadSymbols(map),
+      symbols: lazySymbols(map),
       counting: () => true,
       quietSince,
       quietSeconds: 0.1,
