@@ -216,6 +216,7 @@ export interface NativeBinding {
   kvmCheckExtension(kvmOrVm: NativeHandle, cap: number): number;
   kvmGetVcpuMmapSize(kvm: NativeHandle): number;
   kvmCreateVm(kvm: NativeHandle): NativeHandle;
+  kvmCreateVmAsync(kvm: NativeHandle): Promise<NativeHandle>;
   kvmSetTssAddr(vm: NativeHandle, addr: number): void;
   /** Size 0 deletes the slot (memory null); a slot pins its memory until then. */
   kvmSetUserMemoryRegion(

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "args.h"
+#include "async_call.h"
 #include "exports.h"
 #include "handle.h"
 #include "host_memory.h"
@@ -80,6 +81,54 @@ napi_value CreateVm(napi_env env, napi_callback_info info) {
   vm->fd = fd;
   vm->where = ErrorContext{h->where.path + " vm", ""};
   return WrapHandle(env, vm);
+}
+
+/**
+ * class CreateVmCall - KVM_CREATE_VM on the thread pool, on a dup of the KVM fd: a nested KVM takes
+ * milliseconds to set up a VM.
+ */
+class CreateVmCall : public AsyncCall {
+ public:
+  explicit CreateVmCall(const FdResource* kvm) : AsyncCall("KVM_CREATE_VM", kvm->where) {}
+  // A VM whose promise never settled (the environment went away first) is closed here.
+  ~CreateVmCall() override {
+    if (fd_ >= 0) close(fd_);
+  }
+
+  bool Prepare(napi_env env, const FdResource* kvm) { return DupFd(env, kvm, &kvm_); }
+
+  void Run() override {
+    int fd = IoctlValue(kvm_.get(), KVM_CREATE_VM, 0);
+    if (fd < 0) {
+      err = -fd;
+    } else {
+      fd_ = fd;
+    }
+    kvm_.Close();
+  }
+
+  napi_value Settle(napi_env env) override {
+    if (fd_ < 0) return AsyncCall::Settle(env);
+    auto* vm = new VmResource();
+    vm->fd = fd_;
+    vm->where = ErrorContext{where.path + " vm", ""};
+    fd_ = -1;  // the handle owns it now
+    return WrapHandle(env, vm);
+  }
+
+ private:
+  OwnedFd kvm_;
+  int fd_ = -1;
+};
+
+/** CreateVmAsync(kvm) - a promise of the VM's handle (KVM_CREATE_VM on the thread pool). */
+napi_value CreateVmAsync(napi_env env, napi_callback_info info) {
+  Args<1> args(env, info);
+  FdResource* h = GetHandle(env, args[0], "KVM_CREATE_VM");
+  if (h == nullptr) return nullptr;
+  auto* call = new CreateVmCall(h);
+  if (!call->Prepare(env, h)) return Abandon(env, call);
+  return Queue(env, call);
 }
 
 /** SetTssAddr(vm, addr) - KVM_SET_TSS_ADDR (three pages VMX needs for real mode). */
@@ -305,6 +354,7 @@ void RegisterKvm(Napi::Env env, Napi::Object exports) {
       Method("kvmCheckExtension", CheckExtension),
       Method("kvmGetVcpuMmapSize", GetVcpuMmapSize),
       Method("kvmCreateVm", CreateVm),
+      Method("kvmCreateVmAsync", CreateVmAsync),
       Method("kvmSetTssAddr", SetTssAddr),
       Method("kvmCreateIrqchip", CreateIrqchip),
       Method("kvmCreatePit2", CreatePit2),

@@ -120,6 +120,14 @@ export class Kvm implements Disposable {
     return Vm._create(h, this);
   }
 
+  /**
+   * {@link createVm} with KVM_CREATE_VM on the libuv thread pool (a nested KVM takes milliseconds to
+   * set a VM up). Like a VM made by createVm, the VM outlives a {@link Kvm.close} meanwhile.
+   */
+  async createVmAsync(): Promise<Vm> {
+    return Vm._create(await native.kvmCreateVmAsync(this.#open('KVM_CREATE_VM')), this);
+  }
+
   /** Whether {@link Kvm.close} was called. */
   get closed(): boolean {
     return this.#closed;

@@ -128,9 +128,10 @@ export function startBoot(ctx: BootContext, layout: LinuxBootLayout): Boot {
 /**
  * bootSteps: {@link startBoot} in steps (the VM with its RAM, the slots of direct BARs, the exit
  * table, each device's interrupt routing, each vCPU). A consumer that stops early calls `return()`: what was
- * built is closed.
+ * built is closed. `made` is a VM made for this boot already (Kvm.createVmAsync), owned by the
+ * steps from their first: closed with the rest if they fail or are cut short.
  */
-export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator<string, Boot> {
+export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout, made?: Vm): Generator<string, Boot> {
   const machine = ctx.machine;
   const ram = machine.ram;
 
@@ -147,7 +148,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout): Generator
     );
   let built = false;
   try {
-    const vm = ctx.kvm.createVm();
+    const vm = made ?? ctx.kvm.createVm();
     // The VM goes before its memory listener: its slots go with it, so the listener's removal of
     // each BAR's slot finds nothing left to ask KVM for. The devices' interrupt routing goes after
     // the VM for the same reason: its irqfds and GSI table go with it, where removing them first

@@ -82,7 +82,9 @@ export class PcBoots {
     const ctx = this.#context();
     const layout = await runStepsAsync(loadBootImagesSteps(ctx), turn);
     await turn();
-    this.#start(await runStepsAsync(bootSteps(ctx, layout), turn));
+    // The VM is made on the thread pool; the steps own it from their first (they close it if cut short).
+    const vm = await ctx.kvm.createVmAsync();
+    this.#start(await runStepsAsync(bootSteps(ctx, layout, vm), turn));
   }
 
   /** Close the current boot: its vCPU threads first, then its VM. */

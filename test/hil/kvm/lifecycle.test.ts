@@ -112,6 +112,21 @@ withKvm('KVM objects on /dev/kvm', () => {
     vm.close();
   });
 
+  test('createVmAsync: a VM made on the thread pool works as createVm makes it; a closed Kvm is ECLOSED', async () => {
+    const kvm = Kvm.open();
+    const before = kvmFds().length;
+    const making = kvm.createVmAsync();
+    kvm.close(); // the call holds its own copy of the fd: the VM is still made
+    const vm = await making;
+    expect(vm.closed).toBe(false);
+    vm.createIrqchip();
+    const vcpu = vm.createVcpu(0);
+    expect(vcpu.getRegs().rip).toBe(0xfff0n);
+    expect(kvmFds().length).toBe(before + 2); // the VM and its vCPU
+    vm.close();
+    expect(kvmFds().length).toBe(before);
+    await expect(kvm.createVmAsync()).rejects.toMatchObject({ code: 'ECLOSED', op: 'KVM_CREATE_VM' });
+  });
   test('a slot pins its memory: closed first, the pages stay mapped until the slot or the VM goes', () => {
     using kvm = Kvm.open();
     // The mappings of this process whose memfd is called `name`.
