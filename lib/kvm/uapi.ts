@@ -2,7 +2,7 @@
  * The KVM uAPI numbers and structure layouts lib/kvm uses (include/uapi/linux/kvm.h, x86-64).
  * Structures that carry policy are encoded here, in TypeScript, and handed to the addon as bytes.
  */
-import { ArgTypeError } from '../base/error';
+import { ArgRangeError, ArgTypeError } from '../base/error';
 
 /** The only KVM API version there has ever been. */
 export const KVM_API_VERSION = 12;
@@ -187,59 +187,93 @@ export type Sregs = Record<(typeof SEGMENTS)[number], Segment> &
 
 export const SREGS_SIZE = 8 * 24 + 2 * 16 + 7 * 8 + 4 * 8;
 
+/** A DataView on `b`: its built-in getters and setters, not Buffer's JavaScript ones (see x86.ts). */
+const dataView = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
+
 export function decodeSregs(b: Buffer): Sregs {
+  if (b.length < SREGS_SIZE) throw new ArgRangeError(`kvm_sregs of ${b.length} bytes is truncated`);
+  const dv = dataView(b);
   const out = {} as Sregs;
   let o = 0;
   for (const name of SEGMENTS) {
     out[name] = {
-      base: b.readBigUInt64LE(o),
-      limit: b.readUInt32LE(o + 8),
-      selector: b.readUInt16LE(o + 12),
-      type: b[o + 14],
-      present: b[o + 15],
-      dpl: b[o + 16],
-      db: b[o + 17],
-      s: b[o + 18],
-      l: b[o + 19],
-      g: b[o + 20],
-      avl: b[o + 21],
-      unusable: b[o + 22],
+      base: dv.getBigUint64(o, true),
+      limit: dv.getUint32(o + 8, true),
+      selector: dv.getUint16(o + 12, true),
+      type: b[o + 14]!,
+      present: b[o + 15]!,
+      dpl: b[o + 16]!,
+      db: b[o + 17]!,
+      s: b[o + 18]!,
+      l: b[o + 19]!,
+      g: b[o + 20]!,
+      avl: b[o + 21]!,
+      unusable: b[o + 22]!,
     };
     o += 24;
   }
   for (const name of ['gdt', 'idt'] as const) {
-    out[name] = { base: b.readBigUInt64LE(o), limit: b.readUInt16LE(o + 8) };
+    out[name] = { base: dv.getBigUint64(o, true), limit: dv.getUint16(o + 8, true) };
     o += 16;
   }
   for (const name of CONTROL) {
-    out[name] = b.readBigUInt64LE(o);
+    out[name] = dv.getBigUint64(o, true);
     o += 8;
   }
-  out.interruptBitmap = [0, 1, 2, 3].map((i) => b.readBigUInt64LE(o + 8 * i)) as Sregs['interruptBitmap'];
+  out.interruptBitmap = [
+    dv.getBigUint64(o, true),
+    dv.getBigUint64(o + 8, true),
+    dv.getBigUint64(o + 16, true),
+    dv.getBigUint64(o + 24, true),
+  ];
   return out;
+}
+
+/** A u64 field of struct kvm_sregs (DataView's setter would wrap what Buffer's refused). */
+function u64(v: bigint, what: string): bigint {
+  if (typeof v !== 'bigint') throw new ArgTypeError(`sregs ${what} must be a bigint`);
+  if (v < 0n || v > 0xffff_ffff_ffff_ffffn) throw new ArgRangeError(`sregs ${what} ${v} is not a u64`);
+  return v;
+}
+
+/** A u16 field of struct kvm_sregs. */
+function u16(v: number, what: string): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffff)
+    throw new ArgRangeError(`sregs ${what} ${String(v)} is not a u16`);
+  return v;
 }
 
 export function encodeSregs(s: Sregs): Buffer {
   const b = Buffer.alloc(SREGS_SIZE);
+  const dv = dataView(b);
   let o = 0;
   for (const name of SEGMENTS) {
     const g = s[name];
-    b.writeBigUInt64LE(g.base, o);
-    b.writeUInt32LE(g.limit >>> 0, o + 8);
-    b.writeUInt16LE(g.selector, o + 12);
-    [g.type, g.present, g.dpl, g.db, g.s, g.l, g.g, g.avl, g.unusable].forEach((v, i) => (b[o + 14 + i] = v));
+    dv.setBigUint64(o, u64(g.base, `${name}.base`), true);
+    dv.setUint32(o + 8, g.limit >>> 0, true);
+    dv.setUint16(o + 12, u16(g.selector, `${name}.selector`), true);
+    b[o + 14] = g.type;
+    b[o + 15] = g.present;
+    b[o + 16] = g.dpl;
+    b[o + 17] = g.db;
+    b[o + 18] = g.s;
+    b[o + 19] = g.l;
+    b[o + 20] = g.g;
+    b[o + 21] = g.avl;
+    b[o + 22] = g.unusable;
     o += 24;
   }
   for (const name of ['gdt', 'idt'] as const) {
-    b.writeBigUInt64LE(s[name].base, o);
-    b.writeUInt16LE(s[name].limit, o + 8);
+    dv.setBigUint64(o, u64(s[name].base, `${name}.base`), true);
+    dv.setUint16(o + 8, u16(s[name].limit, `${name}.limit`), true);
     o += 16;
   }
   for (const name of CONTROL) {
-    b.writeBigUInt64LE(s[name], o);
+    dv.setBigUint64(o, u64(s[name], name), true);
     o += 8;
   }
-  s.interruptBitmap.forEach((v, i) => b.writeBigUInt64LE(v, o + 8 * i));
+  for (let i = 0; i < 4; i++)
+    dv.setBigUint64(o + 8 * i, u64(s.interruptBitmap[i]!, `interruptBitmap[${i}]`), true);
   return b;
 }
 
