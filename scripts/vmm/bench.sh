@@ -42,17 +42,26 @@ in_lab() {
   # pays for the first read.
   cat "$kernel" "$initrd" >/dev/null
   echo "bench: the lab guest has $(nproc) CPU(s)"
-  rm -f /tmp/bench-vmm.qemu /tmp/bench-vmm.node /tmp/bench-vmm.node.out
-  bash "$here/qemu-baseline.sh" --kernel "$kernel" --initrd "$initrd" --pings "$pings" --rtl "$rtl" \
-    --mem "$mem" --record /tmp/bench-vmm.qemu --brief || echo "bench: the QEMU side exited $?"
+  rm -f /tmp/bench-vmm.qemu /tmp/bench-vmm.node /tmp/bench-vmm.node.out /tmp/bench-vmm.*.loop
   # A VMM's process runs with V8 flags that keep work off its event loop (docs/vmm.md, "The event
   # loop and V8"): every function compiled when its module loads, not at its first call (under the
   # lab's TCG each first call held the loop for milliseconds, and PcMachine.open makes hundreds); the
   # old generation at 64 MiB from the start (its first filling, 10-16 MiB in, while the guest boots,
   # was a full mark-compact of 240 ms); no memory reducer (its full GCs, 40-120 ms each, came when
-  # the guest stopped needing JavaScript). The idle baseline runs with the same flags.
+  # the guest stopped needing JavaScript). The idle baselines run with the same flags.
   local v8=(--no-lazy --initial-old-space-size=64 --no-memory-reducer)
-  # What the lab's one CPU allows an event loop with nothing else to do: the floor for the VMM's.
+  # The event loop's floor under this load: a Node process with nothing to do, beside QEMU's run of
+  # the same guest (the lab's CPUs and the host's are shared with it as with the Node VMM's own
+  # vCPU threads). Its figures are the baseline of the report's event-loop rows.
+  node "${v8[@]}" build/vmm/node-vmm.js --idle 0 --label 'idle beside QEMU' \
+    --loop-json /tmp/bench-vmm.idle.loop >/tmp/bench-vmm.idle.out 2>&1 &
+  local idle=$!
+  bash "$here/qemu-baseline.sh" --kernel "$kernel" --initrd "$initrd" --pings "$pings" --rtl "$rtl" \
+    --mem "$mem" --record /tmp/bench-vmm.qemu --brief || echo "bench: the QEMU side exited $?"
+  kill -TERM "$idle" 2>/dev/null || true
+  wait "$idle" || echo "bench: the idle process beside QEMU exited $?"
+  cat /tmp/bench-vmm.idle.out
+  # What the lab allows an event loop with nothing else to do: the floor for the VMM's.
   node "${v8[@]}" build/vmm/node-vmm.js --idle 10 || echo "bench: the idle baseline exited $?"
   # The Node VMM's RAM in huge pages: 128 of 2 MiB for 256 MiB, and some slack.
   echo $((mem / 2 + 12)) >/proc/sys/vm/nr_hugepages
@@ -61,9 +70,10 @@ in_lab() {
   # is the bench's console and not the VMM.
   node "${v8[@]}" build/vmm/node-vmm.js --kernel "$kernel" --initrd "$initrd" --pings "$pings" \
     --rtl "$rtl" --mem "$mem" --hugepages yes --timeout 300 --record /tmp/bench-vmm.node --brief \
-    >/tmp/bench-vmm.node.out 2>&1 || echo "bench: the Node VMM side exited $?"
+    --loop-json /tmp/bench-vmm.node.loop >/tmp/bench-vmm.node.out 2>&1 || echo "bench: the Node VMM side exited $?"
   cat /tmp/bench-vmm.node.out
-  node build/vmm/bench-report.js --pings "$pings" /tmp/bench-vmm.qemu /tmp/bench-vmm.node
+  node build/vmm/bench-report.js --pings "$pings" /tmp/bench-vmm.qemu /tmp/bench-vmm.node \
+    --loops /tmp/bench-vmm.idle.loop /tmp/bench-vmm.node.loop
 }
 
 if [ "${1:-}" = --in-lab ]; then

@@ -6,8 +6,8 @@
  *   node -r @swc-node/register scripts/vmm/node-vmm.ts --kernel FILE --initrd FILE
  *        [--pings N] [--rtl 8139cp|8139too] [--no-rtl] [--mem MIB] [--cpus N] [--hugepages yes|no]
  *        [--append ARGS] [--timeout SECS] [--reboots N] [--record FILE] [--brief] [--nice N]
- *        [--holds FILE] [--hold-ms MS]
- *   node -r @swc-node/register scripts/vmm/node-vmm.ts --idle SECS
+ *        [--holds FILE] [--hold-ms MS] [--loop-json FILE]
+ *   node -r @swc-node/register scripts/vmm/node-vmm.ts --idle SECS [--label TEXT] [--loop-json FILE]
  *
  * Without --record it boots and shows every line with its time and the exits served so far. With
  * --record FILE it also writes the run record bench-report.ts reads (scripts/vmm/run-record.ts),
@@ -16,8 +16,9 @@
  * hold of the event loop over 20 ms, or --hold-ms MS (where it began and what the VMM was doing),
  * as JSON: with --hold-ms 7, the holds that make the delay's p99 over 2 ms.
  *
- * With --idle it only watches its own event loop for SECS seconds with nothing else to do: the
- * floor the lab's one CPU allows, which bench.sh prints beside the VMM's figures.
+ * With --idle it only watches its own event loop for SECS seconds (0: until SIGTERM) with nothing
+ * else to do: the floor the lab allows, which bench.sh measures alone and beside QEMU's run of the
+ * same guest. --loop-json writes the loop's delay and ticks for bench-report.ts.
  */
 import * as fs from 'node:fs';
 // The compiled package, as a VMM built on it loads it: compiling lib/ on the fly would add tens of
@@ -350,21 +351,34 @@ function hugePagesFree(): string {
 
 /**
  * The event loop of this process doing nothing else for `secs` seconds, after 2 s in which the
- * process's own start (compiling, the first collections) settles.
+ * process's own start (compiling, the first collections) settles; with `secs` 0, until SIGTERM (bench.sh
+ * runs it so beside QEMU's side: the lab's floor while a VMM runs the same guest).
  */
-async function idle(secs: number): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, 2000));
+async function idle(secs: number, label: string): Promise<void> {
+  // Taken from the start: a SIGTERM during the 2 s of settling ends the watch at once.
+  const term = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+  await Promise.race([new Promise((resolve) => setTimeout(resolve, 2000)), term]);
   const stop = watchEventLoop(() => 'idle');
-  await new Promise((resolve) => setTimeout(resolve, secs * 1000));
+  const t0 = performance.now();
+  await (secs > 0 ? new Promise((resolve) => setTimeout(resolve, secs * 1000)) : term);
   const l = stop();
+  const took = ((performance.now() - t0) / 1000).toFixed(0);
   console.log(
-    `node| vmm: idle baseline (${secs} s, nothing running): ${describeLoop(l).replace(/^event loop from create to after close: /, '')}`,
+    `node| vmm: ${label} (${took} s, nothing running): ${describeLoop(l).replace(/^event loop from create to after close: /, '')}`,
   );
-  console.log(`node| vmm: idle baseline: ${describeHolds(l)}`);
+  console.log(`node| vmm: ${label}: ${describeHolds(l)}`);
+  writeLoopJson(l);
+}
+
+/** --loop-json FILE: the loop's figures for bench-report.ts (its `--loops` rows). */
+function writeLoopJson(l: EventLoopFigures): void {
+  if (!process.argv.includes('--loop-json')) return;
+  const { p50, p99, max, ticks, expectedTicks } = l;
+  fs.writeFileSync(arg('loop-json'), JSON.stringify({ p50, p99, max, ticks, expectedTicks }));
 }
 
 async function main(): Promise<void> {
-  if (process.argv.includes('--idle')) return idle(count('idle', '10'));
+  if (process.argv.includes('--idle')) return idle(count('idle', '10'), arg('label', 'idle baseline'));
   // Module loading is not the VMM's start-up: times count from here, as QEMU's side counts from its
   // exec. While the machine lives, lines go out through a stream on fd 1 that writes on the thread
   // pool: process.stdout writes files and pipes synchronously on Linux, and one line written to the
@@ -433,6 +447,7 @@ async function main(): Promise<void> {
   console.log(`${brief ? 'node| ' : ''}vmm: after close ${JSON.stringify(result.resources)}`);
   console.log(`${brief ? 'node| ' : ''}vmm: ${describeLoop(result.loop)}`);
   console.log(`${brief ? 'node| ' : ''}vmm: ${describeHolds(result.loop)}`);
+  writeLoopJson(result.loop);
   if (process.argv.includes('--holds')) {
     const startUs =
       Number(process.hrtime.bigint() / 1000n) - (performance.now() - result.loop.startMs) * 1000;
