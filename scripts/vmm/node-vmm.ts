@@ -436,7 +436,7 @@ async function main(): Promise<void> {
         record?.line(t, text);
         if (!(brief && / bytes from /.test(text)))
           say(brief ? `node| ${text}` : `${stamp(t)} ${text} (exits ${JSON.stringify(pc.exits)})`);
-        // The probe reads KVM's debugfs counters synchronously, to bracket the ping run exactly.
+        // At a ping marker the probe starts reading KVM's counters (on the thread pool).
         return probed ? 'bench probe (KVM debugfs counters)' : undefined;
       },
       onEvent: (text) =>
@@ -444,6 +444,7 @@ async function main(): Promise<void> {
     });
     for (const e of result.exits) record?.end(json(e));
   } finally {
+    await probe?.settled();
     probe?.close();
     record?.flush();
     await new Promise((resolve) => out.end(resolve));
