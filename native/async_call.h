@@ -20,6 +20,7 @@
 #include <node_api.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "errors.h"
 #include "handle.h"
 #include "ioctl.h"
@@ -130,5 +131,20 @@ napi_value Abandon(napi_env env, AsyncCall* call);
 
 /** Undefined - the value a call with no result resolves with. */
 napi_value Undefined(napi_env env);
+
+/**
+ * QueueOnHandle<Call> - the body of a native function whose one argument is a handle: @Call is made
+ * from the handle, takes its dup of the fd in Prepare(env, handle), and is queued; returns its
+ * promise, or nullptr after throwing @op's error for a handle that is not one or is closed.
+ */
+template <typename Call>
+napi_value QueueOnHandle(napi_env env, napi_callback_info info, const char* op) {
+  Args<1> args(env, info);
+  FdResource* h = GetHandle(env, args[0], op);
+  if (h == nullptr) return nullptr;
+  auto* call = new Call(h);
+  if (!call->Prepare(env, h)) return Abandon(env, call);
+  return Queue(env, call);
+}
 
 }  // namespace vfio_bridge

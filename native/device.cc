@@ -68,12 +68,7 @@ class DeviceResetCall : public AsyncCall {
 
 /** DeviceResetAsync(device) - a promise that settles when VFIO_DEVICE_RESET returns. */
 napi_value DeviceResetAsync(napi_env env, napi_callback_info info) {
-  Args<1> args(env, info);
-  FdResource* h = GetHandle(env, args[0], "VFIO_DEVICE_RESET");
-  if (h == nullptr) return nullptr;
-  auto* call = new DeviceResetCall(h);
-  if (!call->Prepare(env, h)) return Abandon(env, call);
-  return Queue(env, call);
+  return QueueOnHandle<DeviceResetCall>(env, info, "VFIO_DEVICE_RESET");
 }
 
 bool GetSize(napi_env env, napi_value v, uint32_t* size) {

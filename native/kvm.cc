@@ -123,12 +123,7 @@ class CreateVmCall : public AsyncCall {
 
 /** CreateVmAsync(kvm) - a promise of the VM's handle (KVM_CREATE_VM on the thread pool). */
 napi_value CreateVmAsync(napi_env env, napi_callback_info info) {
-  Args<1> args(env, info);
-  FdResource* h = GetHandle(env, args[0], "KVM_CREATE_VM");
-  if (h == nullptr) return nullptr;
-  auto* call = new CreateVmCall(h);
-  if (!call->Prepare(env, h)) return Abandon(env, call);
-  return Queue(env, call);
+  return QueueOnHandle<CreateVmCall>(env, info, "KVM_CREATE_VM");
 }
 
 /** SetTssAddr(vm, addr) - KVM_SET_TSS_ADDR (three pages VMX needs for real mode). */
