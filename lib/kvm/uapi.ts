@@ -3,6 +3,7 @@
  * Structures that carry policy are encoded here, in TypeScript, and handed to the addon as bytes.
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { viewOf } from '../base/values';
 
 /** The only KVM API version there has ever been. */
 export const KVM_API_VERSION = 12;
@@ -187,12 +188,9 @@ export type Sregs = Record<(typeof SEGMENTS)[number], Segment> &
 
 export const SREGS_SIZE = 8 * 24 + 2 * 16 + 7 * 8 + 4 * 8;
 
-/** A DataView on `b`: its built-in getters and setters, not Buffer's JavaScript ones (see x86.ts). */
-const dataView = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
-
 export function decodeSregs(b: Buffer): Sregs {
   if (b.length < SREGS_SIZE) throw new ArgRangeError(`kvm_sregs of ${b.length} bytes is truncated`);
-  const dv = dataView(b);
+  const dv = viewOf(b);
   const out = {} as Sregs;
   let o = 0;
   for (const name of SEGMENTS) {
@@ -245,7 +243,7 @@ function u16(v: number, what: string): number {
 
 export function encodeSregs(s: Sregs): Buffer {
   const b = Buffer.alloc(SREGS_SIZE);
-  const dv = dataView(b);
+  const dv = viewOf(b);
   let o = 0;
   for (const name of SEGMENTS) {
     const g = s[name];

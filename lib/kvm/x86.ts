@@ -5,6 +5,7 @@
  * lib/vmm/cpuid.ts); this file only lays them out.
  */
 import { ArgRangeError, ArgTypeError } from '../base/error';
+import { viewOf } from '../base/values';
 
 /** One CPUID leaf/subleaf as KVM_GET_SUPPORTED_CPUID reports it and KVM_SET_CPUID2 takes it. */
 export interface CpuidEntry {
@@ -50,17 +51,10 @@ const reg = (v: number, what: string): number => {
   return v >>> 0;
 };
 
-/**
- * A DataView on `b`. Its getters and setters are single built-ins, where Buffer's readUInt32LE is a
- * JavaScript function of a dozen steps: a table of 80 CPUID leaves decoded with those took 11 ms of
- * the event loop under the lab's TCG, where a VMM's first boot runs them uncompiled.
- */
-const dataView = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
-
 /** Decode a struct kvm_cpuid2 (as KVM_GET_SUPPORTED_CPUID returns it). */
 export function decodeCpuid(b: Buffer): CpuidEntry[] {
   if (b.length < TABLE_HEADER) throw new ArgRangeError(`kvm_cpuid2 of ${b.length} bytes has no header`);
-  const dv = dataView(b);
+  const dv = viewOf(b);
   const n = dv.getUint32(0, true);
   if (b.length < TABLE_HEADER + n * CPUID_ENTRY)
     throw new ArgRangeError(`kvm_cpuid2 of ${n} entries is truncated`);
@@ -83,7 +77,7 @@ export function decodeCpuid(b: Buffer): CpuidEntry[] {
 export function encodeCpuid(entries: readonly CpuidEntry[]): Buffer {
   if (!Array.isArray(entries)) throw new ArgTypeError('CPUID entries must be an array');
   const b = Buffer.alloc(TABLE_HEADER + entries.length * CPUID_ENTRY);
-  const dv = dataView(b);
+  const dv = viewOf(b);
   dv.setUint32(0, entries.length, true);
   for (let i = 0, o = TABLE_HEADER; i < entries.length; i++, o += CPUID_ENTRY) {
     const e = entries[i]!;

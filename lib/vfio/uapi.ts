@@ -4,6 +4,7 @@
  * the parsers be tested on synthetic buffers.
  */
 import { VfioError } from '../base/native-errors';
+import { viewOf } from '../base/values';
 
 export const VFIO_API_VERSION = 0;
 export const VFIO_TYPE1_IOMMU = 1;
@@ -207,10 +208,6 @@ function malformed(op: string, what: string): VfioError {
   return new VfioError({ message: `${op} returned a malformed structure: ${what}`, code: 'EPROTO', op });
 }
 
-function view(buf: Uint8Array): DataView {
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-}
-
 function safeNumber(op: string, what: string, v: bigint): number {
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed(op, `${what} ${v} exceeds 2^53`);
   return Number(v);
@@ -229,7 +226,7 @@ interface RawCap {
  * walk rejects headers outside the buffer, offsets inside the fixed structure, and cycles.
  */
 export function walkCaps(op: string, buf: Uint8Array, first: number, fixedSize: number): RawCap[] {
-  const dv = view(buf);
+  const dv = viewOf(buf);
   const caps: RawCap[] = [];
   const seen = new Set<number>();
   for (let at = first; at !== 0;) {
@@ -252,7 +249,7 @@ function need(op: string, buf: Uint8Array, at: number, size: number, what: strin
 export function parseDeviceInfo(buf: Uint8Array): DeviceInfo {
   const op = 'VFIO_DEVICE_GET_INFO';
   need(op, buf, 0, 16, 'vfio_device_info');
-  const dv = view(buf);
+  const dv = viewOf(buf);
   const flags = dv.getUint32(4, true);
   return {
     flags,
@@ -267,7 +264,7 @@ export function parseDeviceInfo(buf: Uint8Array): DeviceInfo {
 export function parseRegionInfo(buf: Uint8Array): RegionInfo {
   const op = 'VFIO_DEVICE_GET_REGION_INFO';
   need(op, buf, 0, 32, 'vfio_region_info');
-  const dv = view(buf);
+  const dv = viewOf(buf);
   const flags = dv.getUint32(4, true);
   const capOffset = dv.getUint32(12, true);
   const caps: RegionCap[] = [];
@@ -317,7 +314,7 @@ export function parseRegionInfo(buf: Uint8Array): RegionInfo {
 /** Parse struct vfio_irq_info (16 bytes). */
 export function parseIrqInfo(buf: Uint8Array): IrqInfo {
   need('VFIO_DEVICE_GET_IRQ_INFO', buf, 0, 16, 'vfio_irq_info');
-  const dv = view(buf);
+  const dv = viewOf(buf);
   const flags = dv.getUint32(4, true);
   return {
     index: dv.getUint32(8, true),
@@ -334,7 +331,7 @@ export function parseIrqInfo(buf: Uint8Array): IrqInfo {
 export function parseIommuInfo(buf: Uint8Array): IommuInfo {
   const op = 'VFIO_IOMMU_GET_INFO';
   need(op, buf, 0, 24, 'vfio_iommu_type1_info');
-  const dv = view(buf);
+  const dv = viewOf(buf);
   const flags = dv.getUint32(4, true);
   const capOffset = dv.getUint32(16, true);
   const caps: IommuCap[] = [];

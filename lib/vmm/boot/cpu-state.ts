@@ -6,6 +6,7 @@
  * KVM_GET_SUPPORTED_CPUID) and the MSRs stay the VMM's business.
  */
 import { ArgTypeError } from '../../base/error';
+import { viewOf } from '../../base/values';
 import { VmmError } from '../errors';
 import { bootRamOf, type BootRam } from './boot-ram';
 
@@ -257,8 +258,4 @@ export function writeBootCpuState(
     },
     written,
   };
-}
-
-function viewOf(b: Uint8Array): DataView {
-  return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }
