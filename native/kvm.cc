@@ -70,6 +70,14 @@ napi_value CreateIrqchip(napi_env env, napi_callback_info info) {
   return ValueIoctl(env, info, KVM_CREATE_IRQCHIP, "KVM_CREATE_IRQCHIP", nullptr);
 }
 
+/** VmHandle - the handle of VM fd @fd made on the KVM node at @kvm (it owns @fd from here). */
+napi_value VmHandle(napi_env env, int fd, const ErrorContext& kvm) {
+  auto* vm = new VmResource();
+  vm->fd = fd;
+  vm->where = ErrorContext{kvm.path + " vm", ""};
+  return WrapHandle(env, vm);
+}
+
 /** CreateVm(kvm) - KVM_CREATE_VM with the default machine type; returns the VM's handle. */
 napi_value CreateVm(napi_env env, napi_callback_info info) {
   Args<1> args(env, info);
@@ -77,10 +85,7 @@ napi_value CreateVm(napi_env env, napi_callback_info info) {
   if (h == nullptr) return nullptr;
   int fd = IoctlValue(h->fd, KVM_CREATE_VM, 0);
   if (fd < 0) return ThrowErrno(env, "KVM_CREATE_VM", h, -fd);
-  auto* vm = new VmResource();
-  vm->fd = fd;
-  vm->where = ErrorContext{h->where.path + " vm", ""};
-  return WrapHandle(env, vm);
+  return VmHandle(env, fd, h->where);
 }
 
 /**
@@ -109,11 +114,9 @@ class CreateVmCall : public AsyncCall {
 
   napi_value Settle(napi_env env) override {
     if (fd_ < 0) return AsyncCall::Settle(env);
-    auto* vm = new VmResource();
-    vm->fd = fd_;
-    vm->where = ErrorContext{where.path + " vm", ""};
+    int fd = fd_;
     fd_ = -1;  // the handle owns it now
-    return WrapHandle(env, vm);
+    return VmHandle(env, fd, where);
   }
 
  private:
