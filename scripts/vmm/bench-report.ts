@@ -13,6 +13,7 @@
  */
 import * as fs from 'node:fs';
 import { parseGuestConsole, rttStats, type GuestRun, type RttStats } from './guest-console';
+import type { LoopJson } from './node-vmm';
 import { perPing, readRecord, type RunRecord } from './run-record';
 
 /** KVM_EXIT_* numbers (linux/kvm.h) of the reasons a passthrough guest produces. */
@@ -47,18 +48,34 @@ function fmt(v: number | null | undefined, digits: number): string {
   return v === null || v === undefined || !Number.isFinite(v) ? '-' : v.toFixed(digits);
 }
 
+/** A target on the second side's own value rather than on the ratio: its text and whether it held. */
+interface AbsoluteTarget {
+  readonly text: string;
+  readonly met: boolean | undefined;
+}
+
 /**
  * One row: the label, each side's value, and with two sides the ratio of the second to the first and
- * the target (a ratio the second should not exceed).
+ * the target: a ratio the second should not exceed, or an {@link AbsoluteTarget} on its value.
  */
-function row(label: string, values: (number | null | undefined)[], digits: number, target?: number): void {
+function row(
+  label: string,
+  values: (number | null | undefined)[],
+  digits: number,
+  target?: number | AbsoluteTarget,
+): void {
   const cells = values.map((v) => fmt(v, digits).padStart(COL)).join('');
   let tail = '';
   const [a, b] = values;
+  const verdict = (met: boolean): string => (met ? 'met' : 'MISSED');
   if (values.length === 2 && a != null && b != null && a > 0) {
     const r = b / a;
     tail = `${`${r.toFixed(2)}x`.padStart(COL)}`;
-    if (target !== undefined) tail += `   target <= ${target}x: ${r <= target ? 'met' : 'MISSED'}`;
+    if (typeof target === 'number') tail += `   target <= ${target}x: ${verdict(r <= target)}`;
+  }
+  if (typeof target === 'object') {
+    tail = tail.padEnd(COL);
+    tail += `   target ${target.text}: ${target.met === undefined ? '-' : verdict(target.met)}`;
   }
   out(`${label.padEnd(LABEL)}${cells}${tail}`);
 }
@@ -249,18 +266,9 @@ function portName(p: string): string {
   return m ? `0x${m[1]}` : p;
 }
 
-/** An event loop's figures, as node-vmm.ts --loop-json writes them. */
-interface LoopFigures {
-  readonly p50: number;
-  readonly p99: number;
-  readonly max: number;
-  readonly ticks: number;
-  readonly expectedTicks: number;
-}
-
-function readLoop(path: string): LoopFigures | undefined {
+function readLoop(path: string): LoopJson | undefined {
   try {
-    return JSON.parse(fs.readFileSync(path, 'utf8')) as LoopFigures;
+    return JSON.parse(fs.readFileSync(path, 'utf8')) as LoopJson;
   } catch (e) {
     out(`no event-loop figures in ${path}: ${(e as Error).message}`);
     return undefined;
@@ -272,38 +280,20 @@ function readLoop(path: string): LoopFigures | undefined {
  * to do, with the same V8 flags, in the same lab while QEMU ran the same guest. The targets are the
  * issue's, absolute; the ratio says what the VMM adds to what the machine allows.
  */
-function loops(base: LoopFigures | undefined, vmm: LoopFigures | undefined): void {
+function loops(base: LoopJson | undefined, vmm: LoopJson | undefined): void {
   out();
   out(
     `${'event loop (ms)'.padEnd(LABEL)}${'idle Node'.padStart(COL)}${'Node VMM'.padStart(COL)}${'ratio'.padStart(COL)}`,
   );
-  const share = (l: LoopFigures | undefined): number | undefined =>
+  const share = (l: LoopJson | undefined): number | undefined =>
     l && l.expectedTicks > 0 ? (100 * l.ticks) / l.expectedTicks : undefined;
-  const line = (
-    label: string,
-    a: number | undefined,
-    b: number | undefined,
-    digits: number,
-    goal: string,
-    met?: boolean,
-  ): void => {
-    const ratio = a !== undefined && b !== undefined && a > 0 ? `${(b / a).toFixed(2)}x` : '-';
-    const verdict = met === undefined ? '' : met ? 'met' : 'MISSED';
-    out(
-      `${label.padEnd(LABEL)}${fmt(a, digits).padStart(COL)}${fmt(b, digits).padStart(COL)}${ratio.padStart(COL)}   target ${goal}: ${verdict}`,
-    );
-  };
-  line('  delay p99', base?.p99, vmm?.p99, 2, '<= 2 ms', vmm ? vmm.p99 <= 2 : undefined);
-  line('  delay max', base?.max, vmm?.max, 1, '<= 20 ms', vmm ? vmm.max <= 20 : undefined);
-  const sv = share(vmm);
-  line(
-    '  5 ms interval ticks fired (%)',
-    share(base),
-    sv,
-    1,
-    '>= 95 %',
-    sv === undefined ? undefined : sv >= 95,
-  );
+  const ticks = share(vmm);
+  row('  delay p99', [base?.p99, vmm?.p99], 2, { text: '<= 2 ms', met: vmm && vmm.p99 <= 2 });
+  row('  delay max', [base?.max, vmm?.max], 1, { text: '<= 20 ms', met: vmm && vmm.max <= 20 });
+  row('  5 ms interval ticks fired (%)', [share(base), ticks], 1, {
+    text: '>= 95 %',
+    met: ticks === undefined ? undefined : ticks >= 95,
+  });
   out("    (idle Node: a Node process with nothing to do and the VMM's V8 flags, in the same lab");
   out("    while QEMU ran the same guest: the machine's floor under that load. Node VMM: from");
   out('    PcMachine.open to after closeAsync.)');

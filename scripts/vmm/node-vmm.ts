@@ -370,11 +370,15 @@ async function idle(secs: number, label: string): Promise<void> {
   writeLoopJson(l);
 }
 
-/** --loop-json FILE: the loop's figures for bench-report.ts (its `--loops` rows). */
+/** What --loop-json writes of an {@link EventLoopFigures}: bench-report.ts's `--loops` rows. */
+export type LoopJson = Pick<EventLoopFigures, 'p50' | 'p99' | 'max' | 'ticks' | 'expectedTicks'>;
+
+/** --loop-json FILE: the loop's figures for bench-report.ts. */
 function writeLoopJson(l: EventLoopFigures): void {
   if (!process.argv.includes('--loop-json')) return;
   const { p50, p99, max, ticks, expectedTicks } = l;
-  fs.writeFileSync(arg('loop-json'), JSON.stringify({ p50, p99, max, ticks, expectedTicks }));
+  const json: LoopJson = { p50, p99, max, ticks, expectedTicks };
+  fs.writeFileSync(arg('loop-json'), JSON.stringify(json));
 }
 
 async function main(): Promise<void> {
