@@ -38,8 +38,9 @@ export interface VcpuThreadHandlers {
   onExit?(exit: AccessExit): number | bigint | void | Promise<number | bigint | void>;
   /**
    * The same exits as {@link VcpuThreadHandlers.onExit}, as plain values: when given, it is called
-   * instead of onExit (which may then be left out), and no object is made per exit. `value` is what a write stores (a number
-   * below 8 bytes, a bigint at 8; 0 for a read), `count` the transfers of a port exit (1 for MMIO).
+   * instead of onExit (which may then be left out), and no object is made per exit. `value` is what
+   * a write stores (a number below 8 bytes, a bigint at 8; 0 for a read), `count` the transfers of a
+   * port exit (1 for MMIO).
    */
   onAccess?(
     isMmio: boolean,
