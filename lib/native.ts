@@ -251,6 +251,8 @@ export interface NativeBinding {
   /** KVM_GET_SUPPORTED_CPUID: a struct kvm_cpuid2 (decoded in lib/kvm/x86.ts). */
   kvmGetSupportedCpuid(kvm: NativeHandle): Buffer;
   kvmSetGsiRouting(vm: NativeHandle, table: Buffer): void;
+  /** kvmSetGsiRouting on the thread pool, in order with the VM's earlier in-order calls. */
+  kvmSetGsiRoutingAsync(vm: NativeHandle, table: Buffer): Promise<void>;
   kvmIrqfd(vm: NativeHandle, fd: number, gsi: number, flags: number, resamplefd: number): void;
   kvmIoeventfd(
     vm: NativeHandle,
@@ -363,6 +365,19 @@ export interface NativeBinding {
     count: number,
     data: Uint8Array | undefined,
   ): void;
+  /**
+   * vfioSetIrqs on the thread pool, on duplicates of the device fd and of the payload's eventfds
+   * (which the caller may close at once). In order: it starts only once the device's earlier
+   * in-order calls have settled.
+   */
+  vfioSetIrqsAsync(
+    device: NativeHandle,
+    index: number,
+    flags: number,
+    start: number,
+    count: number,
+    data: Uint8Array | undefined,
+  ): Promise<void>;
   /**
    * A watcher on this environment's libuv loop: `callback(vector, count)` once per wake-up of a
    * watched eventfd, with the drained count (or `-errno` when the fd failed).

@@ -8,6 +8,9 @@ namespace {
 
 void Execute(napi_env, void* data) { static_cast<AsyncCall*>(data)->Run(); }
 
+bool Start(napi_env env, AsyncCall* call);
+void StartNext(napi_env env, CallOrder* order);
+
 void Complete(napi_env env, napi_status status, void* data) {
   auto* call = static_cast<AsyncCall*>(data);
   napi_value value = nullptr;
@@ -30,7 +33,45 @@ void Complete(napi_env env, napi_status status, void* data) {
   // JavaScript; the N-API calls fail quietly, and the holds are still given back here.
   call->Release(env);
   napi_delete_async_work(env, call->work);
+  std::shared_ptr<CallOrder> order = std::move(call->order);
   delete call;
+  if (order != nullptr) StartNext(env, order.get());
+}
+
+/** Start - put @call's work on the thread pool; false (its work freed) if that failed. */
+bool Start(napi_env env, AsyncCall* call) {
+  napi_value name;
+  if (napi_create_string_utf8(env, call->op, NAPI_AUTO_LENGTH, &name) == napi_ok &&
+      napi_create_async_work(env, nullptr, name, Execute, Complete, call, &call->work) == napi_ok &&
+      napi_queue_async_work(env, call->work) == napi_ok) {
+    return true;
+  }
+  if (call->work != nullptr) napi_delete_async_work(env, call->work);
+  call->work = nullptr;
+  return false;
+}
+
+/** StartNext - start the first waiting call of @order; one that cannot start is rejected. */
+void StartNext(napi_env env, CallOrder* order) {
+  while (!order->waiting.empty()) {
+    AsyncCall* next = order->waiting.front();
+    order->waiting.pop_front();
+    if (Start(env, next)) return;
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) ThrowVfioError(env, "napi_queue_async_work", EAGAIN, "", next->where);
+    napi_value error;
+    napi_get_and_clear_last_exception(env, &error);
+    napi_reject_deferred(env, next->deferred, error);
+    next->order.reset();
+    Abandon(env, next);
+  }
+  order->busy = false;
+}
+
+/** Promise - make @call's promise; false (nothing made) if that failed. */
+bool MakePromise(napi_env env, AsyncCall* call, napi_value* promise) {
+  return napi_create_promise(env, &call->deferred, promise) == napi_ok;
 }
 
 }  // namespace
@@ -82,21 +123,32 @@ napi_value Undefined(napi_env env) {
 }
 
 napi_value Queue(napi_env env, AsyncCall* call) {
-  napi_value name, promise;
-  if (napi_create_string_utf8(env, call->op, NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_promise(env, &call->deferred, &promise) != napi_ok) {
-    return Abandon(env, call);
-  }
-  if (napi_create_async_work(env, nullptr, name, Execute, Complete, call, &call->work) != napi_ok ||
-      napi_queue_async_work(env, call->work) != napi_ok) {
+  napi_value promise;
+  if (!MakePromise(env, call, &promise)) return Abandon(env, call);
+  if (!Start(env, call)) {
     // The promise is dropped unsettled: the caller gets the exception instead.
-    if (call->work != nullptr) napi_delete_async_work(env, call->work);
     Abandon(env, call);
     bool pending = false;
     napi_is_exception_pending(env, &pending);
     if (!pending) ThrowVfioError(env, "napi_queue_async_work", EAGAIN, "", ErrorContext{});
     return nullptr;
   }
+  return promise;
+}
+
+napi_value QueueInOrder(napi_env env, AsyncCall* call, FdResource* h) {
+  if (h->order == nullptr) h->order = std::make_shared<CallOrder>();
+  if (!h->order->busy) {
+    h->order->busy = true;
+    call->order = h->order;
+    napi_value promise = Queue(env, call);
+    if (promise == nullptr) h->order->busy = false;
+    return promise;
+  }
+  napi_value promise;
+  if (!MakePromise(env, call, &promise)) return Abandon(env, call);
+  call->order = h->order;
+  h->order->waiting.push_back(call);
   return promise;
 }
 

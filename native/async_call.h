@@ -20,6 +20,9 @@
 #include <node_api.h>
 #include <unistd.h>
 
+#include <list>
+#include <memory>
+
 #include "args.h"
 #include "errors.h"
 #include "handle.h"
@@ -84,6 +87,8 @@ class AsyncCall {
   int err = 0;
   napi_async_work work = nullptr;
   napi_deferred deferred = nullptr;
+  /** The order the call was queued in (QueueInOrder), or null. */
+  std::shared_ptr<CallOrder> order;
 
  private:
   napi_ref holds_[2] = {nullptr, nullptr};
@@ -124,6 +129,25 @@ class StructIoctlCall : public AsyncCall {
 napi_value Queue(napi_env env, AsyncCall* call);
 
 /**
+ * struct CallOrder - the calls queued in order on one handle. Each goes to the thread pool only
+ * once the one before it has settled, so calls whose effect depends on their order (interrupt
+ * changes, routing tables that replace each other) reach the kernel in the order JavaScript made
+ * them. A waiting call already holds what it needs: its fds were duplicated and its arguments
+ * copied when it was queued, so a handle or an eventfd closed meanwhile does not change what it
+ * does.
+ */
+struct CallOrder {
+  bool busy = false;
+  std::list<AsyncCall*> waiting;
+};
+
+/**
+ * QueueInOrder - as Queue, behind the calls queued in order on @h before it; returns its promise,
+ * or nullptr after throwing. Takes ownership of @call either way.
+ */
+napi_value QueueInOrder(napi_env env, AsyncCall* call, FdResource* h);
+
+/**
  * Abandon - drop @call that failed to prepare (an exception is pending): its holds are released and
  * it is deleted. Returns nullptr.
  */
@@ -134,7 +158,8 @@ napi_value Undefined(napi_env env);
 
 /**
  * QueueOnHandle<Call> - the body of a native function whose one argument is a handle: @Call is made
- * from the handle, takes its dup of the fd in Prepare(env, handle), and is queued; returns its
+ * from the handle, takes its dup of the fd in Prepare(env, handle), and is queued in order on the
+ * handle (a device's reset comes after the interrupt changes queued before it); returns its
  * promise, or nullptr after throwing @op's error for a handle that is not one or is closed.
  */
 template <typename Call>
@@ -144,7 +169,7 @@ napi_value QueueOnHandle(napi_env env, napi_callback_info info, const char* op) 
   if (h == nullptr) return nullptr;
   auto* call = new Call(h);
   if (!call->Prepare(env, h)) return Abandon(env, call);
-  return Queue(env, call);
+  return QueueInOrder(env, call, h);
 }
 
 }  // namespace vfio_bridge

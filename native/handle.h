@@ -5,10 +5,14 @@
 
 #include <node_api.h>
 
+#include <memory>
+
 #include "errors.h"
 #include "module.h"
 
 namespace vfio_bridge {
+
+struct CallOrder;
 
 /** class FdResource - one owned fd and the context used in its error messages. */
 class FdResource : public Resource {
@@ -24,6 +28,8 @@ class FdResource : public Resource {
 
   int fd = -1;
   ErrorContext where;
+  /** The calls queued in order on this handle (QueueInOrder); made by the first. */
+  std::shared_ptr<CallOrder> order;
 };
 
 /** NewHandle - wrap @fd (ownership passes to the handle). Returns nullptr if creation threw. */

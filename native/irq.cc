@@ -10,10 +10,14 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <list>
+#include <string>
 #include <vector>
 
 #include "args.h"
+#include "async_call.h"
 #include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
@@ -105,11 +109,25 @@ napi_value EventfdRead(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/** struct IrqSet - one VFIO_DEVICE_SET_IRQS argument, in 8-byte-aligned storage. */
+struct IrqSet {
+  std::vector<uint64_t> storage;
+  vfio_irq_set* get() { return reinterpret_cast<vfio_irq_set*>(storage.data()); }
+  /** Detail - what the errors name: the index, the vectors and the flags. */
+  std::string Detail() {
+    char b[80];
+    snprintf(b, sizeof b, "index %u start %u count %u flags 0x%x", get()->index, get()->start,
+             get()->count, get()->flags);
+    return b;
+  }
+};
+
 /**
- * SetIrqs(device, index, flags, start, count, data) - VFIO_DEVICE_SET_IRQS. @data is the raw
- * payload (int32 fds for DATA_EVENTFD, one byte per vector for DATA_BOOL) or undefined.
+ * ParseIrqSet - the device handle and the argument of (device, index, flags, start, count, data);
+ * @data is the raw payload (int32 fds for DATA_EVENTFD, one byte per vector for DATA_BOOL) or
+ * undefined. nullptr after throwing.
  */
-napi_value SetIrqs(napi_env env, napi_callback_info info) {
+FdResource* ParseIrqSet(napi_env env, napi_callback_info info, IrqSet* out) {
   Args<6> args(env, info);
   uint32_t index, flags, start, count;
   FdResource* h = GetHandle(env, args[0], "VFIO_DEVICE_SET_IRQS");
@@ -125,34 +143,98 @@ napi_value SetIrqs(napi_env env, napi_callback_info info) {
   if (type != napi_undefined) {
     bool is_typed = false;
     napi_is_typedarray(env, args[5], &is_typed);
-    if (!is_typed) return ThrowTypeError(env, "VFIO_DEVICE_SET_IRQS: data must be a Uint8Array");
-    napi_typedarray_type ttype;
-    napi_get_typedarray_info(env, args[5], &ttype, &length, &data, nullptr, nullptr);
+    napi_typedarray_type ttype = napi_int8_array;
+    if (is_typed) napi_get_typedarray_info(env, args[5], &ttype, &length, &data, nullptr, nullptr);
     if (ttype != napi_uint8_array) {
-      return ThrowTypeError(env, "VFIO_DEVICE_SET_IRQS: data must be a Uint8Array");
+      ThrowTypeError(env, "VFIO_DEVICE_SET_IRQS: data must be a Uint8Array");
+      return nullptr;
     }
   }
-  if (length > 65536) return ThrowRangeError(env, "VFIO_DEVICE_SET_IRQS: data over 64 KiB");
-  std::vector<uint64_t> storage((sizeof(vfio_irq_set) + length + 7) / 8, 0);
-  auto* set = reinterpret_cast<vfio_irq_set*>(storage.data());
+  if (length > 65536) {
+    ThrowRangeError(env, "VFIO_DEVICE_SET_IRQS: data over 64 KiB");
+    return nullptr;
+  }
+  out->storage.assign((sizeof(vfio_irq_set) + length + 7) / 8, 0);
+  vfio_irq_set* set = out->get();
   set->argsz = static_cast<uint32_t>(sizeof(vfio_irq_set) + length);
   set->flags = flags;
   set->index = index;
   set->start = start;
   set->count = count;
   if (length > 0) std::memcpy(set->data, data, length);
-  int r = Ioctl(h->fd, VFIO_DEVICE_SET_IRQS, set);
-  if (r < 0) {
-    return ThrowErrno(
-        env, "VFIO_DEVICE_SET_IRQS", h, -r,
-        "index " + std::to_string(index) + " start " + std::to_string(start) + " count " +
-            std::to_string(count) + " flags 0x" + [&] {
-              char b[16];
-              snprintf(b, sizeof b, "%x", flags);
-              return std::string(b);
-            }());
-  }
+  return h;
+}
+
+/** SetIrqs(device, index, flags, start, count, data) - VFIO_DEVICE_SET_IRQS (see ParseIrqSet). */
+napi_value SetIrqs(napi_env env, napi_callback_info info) {
+  IrqSet set;
+  FdResource* h = ParseIrqSet(env, info, &set);
+  if (h == nullptr) return nullptr;
+  int r = Ioctl(h->fd, VFIO_DEVICE_SET_IRQS, set.get());
+  if (r < 0) return ThrowErrno(env, "VFIO_DEVICE_SET_IRQS", h, -r, set.Detail());
   return nullptr;
+}
+
+/**
+ * class SetIrqsCall - VFIO_DEVICE_SET_IRQS on the thread pool, on duplicates of the device fd and
+ * of every eventfd in its payload: the kernel takes its own reference to each eventfd, so the
+ * caller may close them once the call is queued.
+ */
+class SetIrqsCall : public AsyncCall {
+ public:
+  SetIrqsCall(const FdResource* device, IrqSet set)
+      : AsyncCall("VFIO_DEVICE_SET_IRQS", device->where), set_(std::move(set)) {}
+
+  bool Prepare(napi_env env, const FdResource* device) {
+    if (!DupFd(env, device, &device_)) return false;
+    vfio_irq_set* s = set_.get();
+    if ((s->flags & VFIO_IRQ_SET_DATA_EVENTFD) == 0) return true;
+    size_t n = (s->argsz - sizeof(vfio_irq_set)) / sizeof(int32_t);
+    for (size_t i = 0; i < n; i++) {
+      int32_t fd;
+      std::memcpy(&fd, s->data + i * sizeof fd, sizeof fd);
+      if (fd < 0) continue;
+      OwnedFd& dup = fds_.emplace_back();
+      if (!dup.Dup(fd)) {
+        int err = errno;
+        ThrowVfioError(env, op, err, "duplicating eventfd " + std::to_string(fd), where);
+        return false;
+      }
+      fd = dup.get();
+      std::memcpy(s->data + i * sizeof fd, &fd, sizeof fd);
+    }
+    return true;
+  }
+
+  void Run() override {
+    int r = Ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, set_.get());
+    err = r < 0 ? -r : 0;
+    fds_.clear();
+    device_.Close();
+  }
+
+  napi_value Settle(napi_env env) override {
+    if (err != 0) return ThrowVfioError(env, op, err, set_.Detail(), where);
+    return Undefined(env);
+  }
+
+ private:
+  IrqSet set_;
+  OwnedFd device_;
+  std::list<OwnedFd> fds_;
+};
+
+/**
+ * SetIrqsAsync(device, index, flags, start, count, data) - SetIrqs on the thread pool, after the
+ * device's calls queued in order before it and before those queued after it; a promise.
+ */
+napi_value SetIrqsAsync(napi_env env, napi_callback_info info) {
+  IrqSet set;
+  FdResource* h = ParseIrqSet(env, info, &set);
+  if (h == nullptr) return nullptr;
+  auto* call = new SetIrqsCall(h, std::move(set));
+  if (!call->Prepare(env, h)) return Abandon(env, call);
+  return QueueInOrder(env, call, h);
 }
 
 // ---- the watcher ----------------------------------------------------------------------------
@@ -486,6 +568,7 @@ void RegisterIrq(Napi::Env env, Napi::Object exports) {
       Method("irqWatcherOpen", WatcherOpen),     Method("irqWatcherAdd", WatcherAdd),
       Method("irqWatcherRemove", WatcherRemove), Method("irqWatcherRef", WatcherRef),
       Method("irqWatcherClose", WatcherClose),   Method("irqBaselineOpen", BaselineOpen),
+      Method("vfioSetIrqsAsync", SetIrqsAsync),
   };
   DefineMethods(env, exports, methods);
 }

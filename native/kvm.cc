@@ -129,42 +129,104 @@ napi_value CreateVmAsync(napi_env env, napi_callback_info info) {
   return QueueOnHandle<CreateVmCall>(env, info, "KVM_CREATE_VM");
 }
 
+/** The header of struct kvm_irq_routing (nr, flags), where its entries start. */
+constexpr size_t kRoutingHeader = 8;
+/** KVM_SET_GSI_ROUTING: the request number encodes the struct size, which is the kernel's 8. */
+constexpr unsigned long kSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, kRoutingHeader);
+
 /** SetTssAddr(vm, addr) - KVM_SET_TSS_ADDR (three pages VMX needs for real mode). */
 napi_value SetTssAddr(napi_env env, napi_callback_info info) {
   return ValueIoctl(env, info, KVM_SET_TSS_ADDR, "KVM_SET_TSS_ADDR", "address", false);
 }
 
-/** SetGsiRouting(vm, table) - KVM_SET_GSI_ROUTING with a struct kvm_irq_routing built in TS. */
-napi_value SetGsiRouting(napi_env env, napi_callback_info info) {
+/**
+ * ParseRouting - the VM handle and an aligned copy of the struct kvm_irq_routing built in TS of
+ * (vm, table); its entry count in @nr. nullptr after throwing.
+ */
+FdResource* ParseRouting(napi_env env, napi_callback_info info, std::vector<uint64_t>* out,
+                         uint32_t* nr) {
   Args<2> args(env, info);
-  const char* op = "KVM_SET_GSI_ROUTING";
-  FdResource* h = GetHandle(env, args[0], op);
+  FdResource* h = GetHandle(env, args[0], "KVM_SET_GSI_ROUTING");
   if (h == nullptr) return nullptr;
   void* data = nullptr;
   size_t len = 0;
   bool is_buffer = false;
   napi_is_buffer(env, args[1], &is_buffer);
-  if (!is_buffer) return ThrowTypeError(env, "KVM_SET_GSI_ROUTING expects a Buffer");
+  if (!is_buffer) {
+    ThrowTypeError(env, "KVM_SET_GSI_ROUTING expects a Buffer");
+    return nullptr;
+  }
   napi_get_buffer_info(env, args[1], &data, &len);
   // The entries start at byte 8 as the kernel (C) lays the struct out; C++ sizes the header's empty
   // flexible-array wrapper differently, so sizeof(kvm_irq_routing) is not used here.
-  constexpr size_t kHeader = 8;
   static_assert(sizeof(kvm_irq_routing_entry) == 48, "kvm_irq_routing_entry layout");
-  if (len < kHeader) return ThrowRangeError(env, "routing table too short");
-  uint32_t nr;
-  std::memcpy(&nr, data, sizeof nr);
-  if (len != kHeader + static_cast<size_t>(nr) * sizeof(kvm_irq_routing_entry)) {
-    return ThrowRangeError(
-        env, "routing table length does not match its entry count " + std::to_string(nr));
+  if (len < kRoutingHeader) {
+    ThrowRangeError(env, "routing table too short");
+    return nullptr;
+  }
+  std::memcpy(nr, data, sizeof *nr);
+  if (len != kRoutingHeader + static_cast<size_t>(*nr) * sizeof(kvm_irq_routing_entry)) {
+    ThrowRangeError(env,
+                    "routing table length does not match its entry count " + std::to_string(*nr));
+    return nullptr;
   }
   // Copied to aligned storage: a Buffer's memory may be a slice at any offset.
-  std::vector<uint64_t> aligned((len + 7) / 8);
-  std::memcpy(aligned.data(), data, len);
-  // The request number encodes the struct size, which must be the kernel's 8 as well.
-  constexpr unsigned long kSetGsiRouting = _IOC(_IOC_WRITE, KVMIO, 0x6a, kHeader);
-  int r = Ioctl(h->fd, kSetGsiRouting, aligned.data());
-  if (r < 0) return ThrowErrno(env, op, h, -r, std::to_string(nr) + " routes");
+  out->assign((len + 7) / 8, 0);
+  std::memcpy(out->data(), data, len);
+  return h;
+}
+
+/** SetGsiRouting(vm, table) - KVM_SET_GSI_ROUTING with a struct kvm_irq_routing built in TS. */
+napi_value SetGsiRouting(napi_env env, napi_callback_info info) {
+  std::vector<uint64_t> table;
+  uint32_t nr;
+  FdResource* h = ParseRouting(env, info, &table, &nr);
+  if (h == nullptr) return nullptr;
+  int r = Ioctl(h->fd, kSetGsiRouting, table.data());
+  if (r < 0) return ThrowErrno(env, "KVM_SET_GSI_ROUTING", h, -r, std::to_string(nr) + " routes");
   return nullptr;
+}
+
+/**
+ * class SetGsiRoutingCall - KVM_SET_GSI_ROUTING on the thread pool, on a dup of the VM fd: KVM
+ * waits for an SRCU grace period before the new table is in force, milliseconds when nested.
+ */
+class SetGsiRoutingCall : public AsyncCall {
+ public:
+  SetGsiRoutingCall(const FdResource* vm, std::vector<uint64_t> table, uint32_t nr)
+      : AsyncCall("KVM_SET_GSI_ROUTING", vm->where), table_(std::move(table)), nr_(nr) {}
+
+  bool Prepare(napi_env env, const FdResource* vm) { return DupFd(env, vm, &vm_); }
+
+  void Run() override {
+    int r = Ioctl(vm_.get(), kSetGsiRouting, table_.data());
+    err = r < 0 ? -r : 0;
+    vm_.Close();
+  }
+
+  napi_value Settle(napi_env env) override {
+    if (err != 0) return ThrowVfioError(env, op, err, std::to_string(nr_) + " routes", where);
+    return Undefined(env);
+  }
+
+ private:
+  OwnedFd vm_;
+  std::vector<uint64_t> table_;
+  const uint32_t nr_;
+};
+
+/**
+ * SetGsiRoutingAsync(vm, table) - SetGsiRouting on the thread pool, in order with the VM's other
+ * calls queued in order (a later table never goes in before an earlier one); a promise.
+ */
+napi_value SetGsiRoutingAsync(napi_env env, napi_callback_info info) {
+  std::vector<uint64_t> table;
+  uint32_t nr;
+  FdResource* h = ParseRouting(env, info, &table, &nr);
+  if (h == nullptr) return nullptr;
+  auto* call = new SetGsiRoutingCall(h, std::move(table), nr);
+  if (!call->Prepare(env, h)) return Abandon(env, call);
+  return QueueInOrder(env, call, h);
 }
 
 /**
@@ -359,6 +421,7 @@ void RegisterKvm(Napi::Env env, Napi::Object exports) {
       Method("kvmIrqLine", IrqLine),
       Method("kvmGetSupportedCpuid", GetSupportedCpuid),
       Method("kvmSetGsiRouting", SetGsiRouting),
+      Method("kvmSetGsiRoutingAsync", SetGsiRoutingAsync),
       Method("kvmIrqfd", Irqfd),
       Method("kvmIoeventfd", Ioeventfd),
       Method("kvmSignalMsi", SignalMsi),

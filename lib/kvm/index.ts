@@ -31,7 +31,7 @@ export {
   type Segment,
   type Sregs,
 } from './uapi';
-export { MsiRoutes, type MsiMessage } from './msi-routes';
+export { GSI_TABLE, MsiRoutes, type MsiMessage, type MsiRoutesOptions } from './msi-routes';
 export { defaultIrqchipRoutes } from './irqchip-routes';
 export {
   CPUID_FLAG_SIGNIFICANT_INDEX,

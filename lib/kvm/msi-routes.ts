@@ -1,3 +1,4 @@
+import { Outstanding } from '../base/outstanding';
 import { defaultIrqchipRoutes } from './irqchip-routes';
 import type { GsiRoute } from './uapi';
 import type { Assignment, HasFd, Vm } from './vm';
@@ -10,6 +11,23 @@ export interface MsiMessage {
   addressHi: number;
   /** The message data. */
   data: number;
+}
+
+/** Where a queued MsiRoutes reports a routing table KVM refused (a vector's own failure: its key). */
+export const GSI_TABLE = 'GSI routing table';
+
+/** Options of {@link MsiRoutes}. */
+export interface MsiRoutesOptions {
+  /** The first GSI given to a vector (default 24: the IOAPIC's pins come first). */
+  firstGsi?: number;
+  /**
+   * Give KVM each routing table on the libuv thread pool (Vm.setGsiRoutingAsync), in order, and
+   * assign the new irqfds once their table is in, instead of at once: KVM waits for an SRCU grace
+   * period per table, milliseconds under nested virtualization. What KVM refuses then goes to this
+   * function, with the route's key (or {@link GSI_TABLE}), instead of being thrown;
+   * {@link MsiRoutes.pending} is what the vCPU that changed a vector waits for.
+   */
+  queued?: (error: unknown, where: string) => void;
 }
 
 /**
@@ -34,12 +52,24 @@ export class MsiRoutes {
   /** Inside {@link batch}: the table is installed, and irqfds assigned, once at its end. */
   #batching = 0;
   #dirty = false;
-  readonly #afterInstall: (() => void)[] = [];
+  /** What runs once the next table is in: each new irqfd, with its route's key. */
+  readonly #afterInstall: { key: string; op: () => void }[] = [];
 
-  constructor(vm: Vm, firstGsi = 24) {
+  readonly #queued: ((error: unknown, where: string) => void) | null;
+  readonly #outstanding = new Outstanding();
+
+  /** `opts` as a number: the first GSI (the older form). */
+  constructor(vm: Vm, opts: number | MsiRoutesOptions = {}) {
+    const o = typeof opts === 'number' ? { firstGsi: opts } : opts;
     this.#vm = vm;
-    this.#firstGsi = firstGsi;
-    this.#next = firstGsi;
+    this.#firstGsi = o.firstGsi ?? 24;
+    this.#next = this.#firstGsi;
+    this.#queued = o.queued ?? null;
+  }
+
+  /** Queued mode: resolves once every table and irqfd asked for so far is in KVM (or refused); else null. */
+  get pending(): Promise<void> | null {
+    return this.#outstanding.pending;
   }
 
   /** The GSI of a vector, or undefined when it is not routed. */
@@ -81,6 +111,7 @@ export class MsiRoutes {
   }
 
   #flush(): void {
+    if (this.#queued !== null) return this.#flushQueued(this.#queued);
     const errors: unknown[] = [];
     if (this.#dirty) {
       this.#dirty = false;
@@ -90,7 +121,7 @@ export class MsiRoutes {
         errors.push(e);
       }
     }
-    for (const op of this.#afterInstall.splice(0)) {
+    for (const { op } of this.#afterInstall.splice(0)) {
       try {
         op();
       } catch (e) {
@@ -98,6 +129,41 @@ export class MsiRoutes {
       }
     }
     if (errors.length > 0) throw errors[0];
+  }
+
+  /** The queued form of #flush: the table on the thread pool, then its irqfds, failures to `report`. */
+  #flushQueued(report: (error: unknown, where: string) => void): void {
+    const after = this.#afterInstall.splice(0);
+    const installed = this.#dirty ? this.#installAsync(report) : Promise.resolve();
+    this.#dirty = false;
+    if (after.length === 0) return;
+    const done = this.#outstanding.begin();
+    void installed.then(() => {
+      for (const { key, op } of after) {
+        try {
+          op();
+        } catch (e) {
+          if (!this.#vm.closed) report(e, key);
+        }
+      }
+      done();
+    });
+  }
+
+  /** The table on the thread pool; settles (never rejects) once KVM took or refused it. */
+  #installAsync(report: (error: unknown, where: string) => void): Promise<void> {
+    if (this.#vm.closed) return Promise.resolve();
+    const done = this.#outstanding.begin();
+    let sent: Promise<void>;
+    try {
+      sent = this.#vm.setGsiRoutingAsync(this.#table());
+    } catch (e) {
+      sent = Promise.reject(e);
+    }
+    return sent.then(done, (e: unknown) => {
+      done();
+      if (!this.#vm.closed) report(e, GSI_TABLE);
+    });
   }
 
   #apply(key: string, msg: MsiMessage | null, trigger?: HasFd): void {
@@ -121,9 +187,12 @@ export class MsiRoutes {
     }
     if (entry.irqfd === null && trigger !== undefined) {
       // After the table is in: an irqfd on a GSI with no route yet would drop what arrives first.
-      this.#afterInstall.push(() => {
-        if (this.#routes.get(key) === entry && entry.irqfd === null)
-          entry.irqfd = this.#vm.irqfd(trigger, gsi);
+      this.#afterInstall.push({
+        key,
+        op: () => {
+          if (this.#routes.get(key) === entry && entry.irqfd === null)
+            entry.irqfd = this.#vm.irqfd(trigger, gsi);
+        },
       });
     }
   }
@@ -134,13 +203,21 @@ export class MsiRoutes {
     this.#routes.clear();
     this.#free.length = 0;
     this.#next = this.#firstGsi;
-    if (!this.#vm.closed) this.#install();
+    this.#afterInstall.length = 0;
+    this.#dirty = false;
+    if (this.#vm.closed) return;
+    if (this.#queued !== null) void this.#installAsync(this.#queued);
+    else this.#install();
+  }
+
+  #install(): void {
+    this.#vm.setGsiRouting(this.#table());
   }
 
   // KVM_SET_GSI_ROUTING replaces the whole table: the default irqchip routes go in every one.
-  #install(): void {
+  #table(): GsiRoute[] {
     const routes: GsiRoute[] = defaultIrqchipRoutes();
     for (const r of this.#routes.values()) routes.push({ gsi: r.gsi, kind: 'msi', ...r.msg });
-    this.#vm.setGsiRouting(routes);
+    return routes;
   }
 }

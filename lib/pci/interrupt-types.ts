@@ -91,6 +91,10 @@ export interface IrqCapableDevice extends VfioDeviceLike {
   irqInfo(index: number): IrqInfo;
   /** See {@link Device.enableIrq}. */
   enableIrq(index: number, opts: IrqOptions): HostIrq;
+  /** See {@link Device.queueIrqChanges} (lib/vfio's Device has it; a fake may not). */
+  queueIrqChanges?(onError: (error: unknown) => void): void;
+  /** See {@link Device.irqChanges}. */
+  readonly irqChanges?: Promise<void> | null;
 }
 
 /** True when `d` can wire interrupts. */

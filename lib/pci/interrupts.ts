@@ -1,5 +1,5 @@
 /**
- * PciInterrupts, one state machine over ~480 lines on purpose: the guest's INTx, MSI and MSI-X
+ * PciInterrupts, one state machine over ~500 lines on purpose: the guest's INTx, MSI and MSI-X
  * setup and the host's one enabled IRQ index switch together (enabling one mode tears the other
  * down on the host, REQ rides beside them), so the transitions stay in one class where each can see
  * the others. The shapes it exchanges with its users are in interrupt-types.ts; the MSI and MSI-X
@@ -258,6 +258,24 @@ export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
     if (this.#wantsIntx()) this.#enterIntx();
   }
 
+  /**
+   * From now on the host's changes (each mode switch, unmask and resample eventfd: the device's
+   * VFIO_DEVICE_SET_IRQS) are made on the thread pool, in order, instead of inside the config or
+   * MSI-X table write that asked for them (Device.queueIrqChanges): a VMM's event loop does not
+   * wait the tens of milliseconds a nested kernel takes to enable MSI-X. A change the kernel
+   * refuses is reported as one refused at once is. {@link hostChanges} is what the vCPU that wrote
+   * waits for. Nothing changes for a device that cannot queue (a fake). @internal
+   */
+  queueHostChanges(): void {
+    const d = this.#device();
+    d?.queueIrqChanges?.((e) => this.#report('host change', e));
+  }
+
+  /** Resolves once the host changes queued so far are made; null when none waits. @internal */
+  get hostChanges(): Promise<void> | null {
+    return this.#device()?.irqChanges ?? null;
+  }
+
   /** Disables everything on the host and stops delivery. Idempotent. @internal */
   close(): void {
     if (this.#closed) return;
@@ -484,16 +502,20 @@ export class PciInterrupts extends EventEmitter<PciInterruptsEvents> {
       fn();
     } catch (e) {
       if (!isVfioError(e)) throw e;
-      this.#ctx.reporter.report({
-        bdf: this.#ctx.bdf,
-        reason: 'irq',
-        isWrite: true,
-        where: `interrupts: ${what}`,
-        offset: 0,
-        size: 0,
-        error: e,
-      });
+      this.#report(what, e);
     }
+  }
+
+  #report(what: string, error: unknown): void {
+    this.#ctx.reporter.report({
+      bdf: this.#ctx.bdf,
+      reason: 'irq',
+      isWrite: true,
+      where: `interrupts: ${what}`,
+      offset: 0,
+      size: 0,
+      error: error instanceof Error ? error : new Error(String(error)),
+    });
   }
 
   #checkOpen(): void {

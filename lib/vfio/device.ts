@@ -11,6 +11,7 @@ import {
   VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
 } from './hot-reset';
 import { DeviceIrq, type IrqOptions } from './irq';
+import { IrqChangeQueue } from './irq-queue';
 import { Mapping, PAGE_SIZE } from './mapping';
 import { isMdevUuid } from './mdev/sysfs';
 import type { AccessSize } from '../types';
@@ -98,6 +99,8 @@ export class Device implements Disposable {
   #closed = false;
   /** The DeviceIrqs handed out (closed ones are pruned as new ones are made). */
   readonly #irqs = new Set<DeviceIrq>();
+  #irqQueue: IrqChangeQueue | null = null;
+  #onIrqError: (error: unknown) => void = () => undefined;
   readonly #binding: IommufdBinding | null;
 
   private constructor(handle: NativeHandle, bdf: string, groupPath: string, binding: IommufdBinding | null) {
@@ -245,15 +248,42 @@ export class Device implements Disposable {
 
   /**
    * Enables IRQ index `index` (VFIO_PCI_INTX/MSI/MSIX/ERR/REQ_IRQ_INDEX) with eventfd triggers,
-   * optionally delivered into this environment's event loop. See {@link DeviceIrq}.
+   * optionally delivered into this environment's event loop. See {@link DeviceIrq}. After
+   * {@link queueIrqChanges}, the kernel gets the new index's changes on the thread pool.
    */
   enableIrq(index: number, opts: IrqOptions = {}): DeviceIrq {
     checkIndex('IRQ index', index);
     this.#open('VFIO_DEVICE_SET_IRQS');
     for (const irq of this.#irqs) if (irq.closed) this.#irqs.delete(irq);
-    const irq = new DeviceIrq(this, index, opts);
+    const irq = new DeviceIrq(this.#irqQueue ?? this, index, opts);
     this.#irqs.add(irq);
     return irq;
+  }
+
+  /**
+   * From now on, the IRQ indexes {@link enableIrq} enables make their changes (every
+   * VFIO_DEVICE_SET_IRQS: enable, disable, unmask) on the libuv thread pool, in the order they are
+   * made, instead of at once: enabling MSI-X can take the kernel tens of milliseconds, which a
+   * VMM's event loop must not wait for. A change the kernel refuses goes to `onError` (a VfioError
+   * naming the index and vectors) instead of being thrown; {@link irqChanges} is a promise of those
+   * made so far. Calling it again replaces `onError`. Indexes enabled before keep changing at once.
+   * What is queued holds its own duplicate of the device fd: close() returns at once, and the
+   * kernel releases the device once the last change has been made (await `irqChanges` first where
+   * the device is opened again).
+   */
+  queueIrqChanges(onError: (error: unknown) => void): void {
+    if (typeof onError !== 'function') throw new ArgTypeError('queueIrqChanges: onError must be a function');
+    this.#open('VFIO_DEVICE_SET_IRQS');
+    this.#onIrqError = onError;
+    this.#irqQueue ??= new IrqChangeQueue(
+      { bdf: this.bdf, irqInfo: (i) => this.irqInfo(i), handle: (op) => this.#open(op) },
+      (e) => this.#onIrqError(e),
+    );
+  }
+
+  /** Resolves once every interrupt change queued so far is made (or refused); null when none waits. */
+  get irqChanges(): Promise<void> | null {
+    return this.#irqQueue?.pending ?? null;
   }
 
   /**

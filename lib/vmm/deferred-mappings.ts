@@ -1,3 +1,4 @@
+import { Outstanding } from '../base/outstanding';
 import { turn } from '../base/steps';
 
 /**
@@ -10,9 +11,7 @@ import { turn } from '../base/steps';
  */
 export class DeferredMappings {
   readonly #onError: (error: unknown) => void;
-  #outstanding = 0;
-  #waiters: (() => void)[] = [];
-  #pending: Promise<void> | null = null;
+  readonly #outstanding = new Outstanding();
   #dropped = false;
 
   /** `onError`: what an update threw (a memory listener's failure); the others still run. */
@@ -22,32 +21,25 @@ export class DeferredMappings {
 
   /** What a device takes as its `deferMappings`. */
   readonly schedule = (update: () => void): void => {
-    this.#outstanding++;
+    const done = this.#outstanding.begin();
     void turn().then(() => {
       try {
         if (!this.#dropped) update();
       } catch (e) {
         this.#onError(e);
       } finally {
-        if (--this.#outstanding === 0) this.#settled();
+        done();
       }
     });
   };
 
   /** Resolves once every update handed over so far has run; null when none waits. */
   get pending(): Promise<void> | null {
-    if (this.#outstanding === 0) return null;
-    this.#pending ??= new Promise<void>((resolve) => this.#waiters.push(resolve));
-    return this.#pending;
+    return this.#outstanding.pending;
   }
 
   /** From now on updates are dropped, not run: the machine is closing, and its regions go with it. */
   drop(): void {
     this.#dropped = true;
-  }
-
-  #settled(): void {
-    this.#pending = null;
-    for (const w of this.#waiters.splice(0)) w();
   }
 }

@@ -6,6 +6,7 @@
  */
 import {
   ExitTable,
+  GSI_TABLE,
   KvmMemoryListener,
   MsiRoutes,
   VcpuSet,
@@ -43,6 +44,11 @@ export interface Boot {
   readonly layout: LinuxBootLayout;
   readonly routes: MsiRoutes;
   readonly set: VcpuSet;
+  /**
+   * What a vCPU waits for after an exit served in JavaScript: the region changes, slots, interrupt
+   * changes and routing tables queued so far; null when nothing is in flight.
+   */
+  readonly pending: () => Promise<void> | null;
   /** Take the boot down: its vCPU threads first, then what they ran on, its VM last. */
   readonly close: () => void;
   /** {@link close} with `turn()` awaited between its steps. */
@@ -117,6 +123,30 @@ export function* loadBootImagesSteps(ctx: BootContext): Generator<string, LinuxB
     cmdline: ctx.cmdline,
     ...(ctx.initrd ? { initrd: ctx.initrd } : {}),
     e820: pcE820({ ramSize: ctx.machine.ram.length, pciHoleStart: PCI_HOLE }),
+  });
+}
+
+/** One promise of those given that are not null; null when none is. */
+export function whenAll(waits: readonly (Promise<void> | null)[]): Promise<void> | null {
+  const some = waits.filter((w): w is Promise<void> => w !== null);
+  if (some.length === 0) return null;
+  return some.length === 1 ? some[0]! : Promise.all(some).then(() => undefined);
+}
+
+/** A routing table or irqfd KVM refused after its vector change was queued: the guest's doing. */
+function reportRouteRefused(ctx: BootContext, error: unknown, where: string): void {
+  const why = error instanceof Error ? error.message.split('\n')[0]! : String(error);
+  // A vector's key starts with its device (`BDF msix 3`); the table is every device's.
+  const device = where === GSI_TABLE ? undefined : where.split(' ')[0];
+  ctx.machine.guestErrors.report({
+    source: 'irq',
+    kind: 'irq-route-failed',
+    ...(device !== undefined ? { device } : {}),
+    where,
+    action: 'ignored',
+    message: `KVM refused the route of ${where}: ${why}`,
+    hint: "the guest's MSI message or vector setup is one KVM cannot route (or the GSI table is full)",
+    error,
   });
 }
 
@@ -205,7 +235,11 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout, made?: Vm)
       const f = d.vfioFile; // the group (type1) or the device cdev (iommufd)
       if (f !== null) vm.addVfioFile(f);
     }
-    const routes = new MsiRoutes(vm);
+    // A guest enabling MSI-X, or a boot wiring INTx, waits in the kernel for host interrupts and
+    // their remapping entries, and KVM for an SRCU grace period per routing table: tens of ms
+    // nested. Both go to the thread pool, in order, with the vCPU that wrote held until they are in.
+    for (const { dev } of ctx.routed) dev.irq.queueHostChanges();
+    const routes = new MsiRoutes(vm, { queued: (error, where) => reportRouteRefused(ctx, error, where) });
     for (const { dev } of ctx.routed) {
       const msi = new PciMsiRouting(
         dev,
@@ -243,15 +277,21 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout, made?: Vm)
       });
       yield 'vcpu';
     }
+    // The vCPU whose access changed the memory map runs on once it is changed (the region changes
+    // its config write handed over, then KVM's slots for them), and once the interrupt changes it
+    // asked for are in.
+    const pending = (): Promise<void> | null => {
+      const mappings = ctx.mappingsPending();
+      return whenAll([
+        mappings === null ? vm.slotChanges : mappings.then(() => vm.slotChanges ?? undefined),
+        routes.pending,
+        ...ctx.routed.map((r) => r.dev.irq.hostChanges),
+      ]);
+    };
     const set = new VcpuSet(vcpus, {
       routing: ctx.routing,
       table,
-      // The vCPU whose access changed the memory map runs on once it is changed: the region
-      // changes its config write handed over, then KVM's slots for them.
-      pending: () => {
-        const mappings = ctx.mappingsPending();
-        return mappings === null ? vm.slotChanges : mappings.then(() => vm.slotChanges ?? undefined);
-      },
+      pending,
       nice: ctx.vcpuNice,
       onFault: (vcpu, f) =>
         ctx.report({
@@ -270,7 +310,7 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout, made?: Vm)
       ctx.onStopped(set);
     });
     built = true;
-    return { vm, vcpus, layout, routes, set, close: closeAll, closeAsync: closeAllAsync };
+    return { vm, vcpus, layout, routes, set, pending, close: closeAll, closeAsync: closeAllAsync };
   } finally {
     if (!built) closeAll();
   }

@@ -348,14 +348,14 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     // While the vCPUs run, the region changes of a guest's config write come a turn after it.
     for (const d of this.devices) d.deferMappings = this.#mappings.schedule;
     try {
-      // The guest starts on the memory map its boot queued (its BARs' slots).
-      await boot.vm.slotChanges;
+      // The guest starts on the memory map and the interrupt wiring its boot queued.
+      await boot.pending();
       const end = await boot.set.run({
         ...(Number.isFinite(timeout) ? { timeoutMs: timeout } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
-      // A run ends with the memory map the guest's last writes asked for.
-      await this.#mappings.pending;
+      // A run ends with the memory map and interrupt wiring the guest's last writes asked for.
+      await boot.pending();
       if (this.#closed) return { reason: 'stopped' };
       if (this.#pending !== null) return this.#take();
       return pcExitOf(end);

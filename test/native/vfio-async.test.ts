@@ -4,7 +4,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { Device, Group, type VfioError } from '../../lib';
+import {
+  Device,
+  DeviceIrq,
+  EventFd,
+  Group,
+  VFIO_IRQ_SET_ACTION_TRIGGER,
+  VFIO_IRQ_SET_DATA_EVENTFD,
+  type VfioError,
+} from '../../lib';
+import { IrqChangeQueue } from '../../lib/vfio/irq-queue';
 import { native } from '../../lib/native';
 import { tempDir } from './helpers';
 
@@ -81,6 +90,77 @@ describe('promise methods without VFIO', () => {
     expect(((await p) as VfioError).code).toBe('ENOTTY');
     expect(fields(await failure(() => d.resetAsync()))).toEqual(fields(await failure(() => d.reset())));
     expect((await failure(() => d.resetAsync())) as VfioError).toMatchObject({ code: 'ECLOSED' });
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
+  });
+
+  test('interrupt changes and routing tables on the thread pool: rejected as the synchronous ioctls throw, in order', async () => {
+    const before = fs.readdirSync('/proc/self/fd').length;
+    const d = Device._fromHandle(native.openFd(node), '0000:00:03.0', '/dev/vfio/7');
+    const trigger = EventFd.open();
+    const payload = new Uint8Array(new Int32Array([trigger.fd, -1]).buffer);
+    const set = [1, VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 2, payload] as const;
+    const sync = await failure(() => d.setIrqs(...set));
+    expect(sync).toMatchObject({ code: 'ENOTTY', op: 'VFIO_DEVICE_SET_IRQS' });
+    expect(sync.message).toContain('index 1 start 0 count 2 flags 0x24');
+    // Queued in order behind each other on the device: settled in the order made, the reset too.
+    const settled: string[] = [];
+    const made = [0, 1, 2, 3].map((k) =>
+      failure(() => native.vfioSetIrqsAsync(d._handle, ...set)).then((e) => {
+        settled.push(`set ${k}`);
+        return e;
+      }),
+    );
+    made.push(failure(() => d.resetAsync()).then((e) => (settled.push('reset'), e)));
+    // The eventfd may be closed once a change is queued: the call holds its own duplicate.
+    trigger.close();
+    const errors = await Promise.all(made);
+    expect(settled).toEqual(['set 0', 'set 1', 'set 2', 'set 3', 'reset']);
+    for (const e of errors.slice(0, 4)) expect(fields(e)).toEqual(fields(sync));
+    // An eventfd that is not open is refused when the change is made, before any ioctl.
+    const notOpen = new Uint8Array(new Int32Array([1_000_000]).buffer);
+    const closed = await failure(() => native.vfioSetIrqsAsync(d._handle, 1, set[1], 0, 1, notOpen));
+    expect(closed).toMatchObject({ code: 'EBADF', op: 'VFIO_DEVICE_SET_IRQS' });
+    expect(closed.message).toContain('duplicating eventfd');
+    expect(await failure(() => native.vfioSetIrqsAsync(d._handle, 1, 0, 0, 1, 7 as never))).toBeInstanceOf(
+      TypeError,
+    );
+
+    // KVM_SET_GSI_ROUTING the same way (a regular file for the VM): one header, no entries.
+    const table = Buffer.alloc(8);
+    const syncRouting = await failure(() => native.kvmSetGsiRouting(d._handle, table));
+    expect(syncRouting.message).toContain('0 routes');
+    const tables = [0, 1, 2].map(() => failure(() => native.kvmSetGsiRoutingAsync(d._handle, table)));
+    for (const e of await Promise.all(tables)) expect(fields(e)).toEqual(fields(syncRouting));
+    expect(await failure(() => native.kvmSetGsiRoutingAsync(d._handle, Buffer.alloc(9)))).toBeInstanceOf(
+      RangeError,
+    );
+
+    // A DeviceIrq over the queue: each change reaches onError instead of throwing, pending settles.
+    const refused: unknown[] = [];
+    const info = {
+      index: 1,
+      flags: 1,
+      count: 2,
+      eventfd: true,
+      maskable: false,
+      automasked: false,
+      noresize: false,
+    };
+    const queue = new IrqChangeQueue({ bdf: d.bdf, irqInfo: () => info, handle: () => d._handle }, (e) =>
+      refused.push(e),
+    );
+    expect(queue.pending).toBeNull();
+    const irq = new DeviceIrq(queue, 1, { vectors: 2 });
+    expect(irq.enabled).toBe(true);
+    const wait = queue.pending;
+    expect(wait).not.toBeNull();
+    irq.close();
+    await wait;
+    await queue.pending;
+    expect(queue.pending).toBeNull();
+    expect(refused.map((e) => (e as VfioError).code)).toEqual(['ENOTTY', 'ENOTTY']);
+    expect((refused[1] as Error).message).toContain('flags 0x21'); // the disable
+    d.close();
     expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
   });
 });

@@ -1,6 +1,7 @@
 // PciMsiRouting on a fake device and a fake KVM: routes and irqfds follow the guest's MSI/MSI-X
 // setup, masked vectors are left to lib/pci's watcher (pending bit), and unmasking delivers.
 import {
+  GSI_TABLE,
   GuestErrorSink,
   MsiRoutes,
   type MsiMessage,
@@ -340,5 +341,63 @@ describe('MsiRoutes batches what one guest change does to every vector', () => {
         routes.update('c', { addressLo: 0xfee00000, addressHi: 0, data: 3 }, { fd: 7 });
       }),
     ).toThrow('ENOSPC');
+  });
+
+  test('queued: each table goes to the thread pool in order, its irqfds after it; refusals are reported', async () => {
+    const log: string[] = [];
+    const sent: { routes: string; settle: (e?: Error) => void }[] = [];
+    const vm = {
+      closed: false,
+      setGsiRoutingAsync(routes: { gsi: number; kind: string }[]) {
+        const msi = routes.filter((r) => r.kind === 'msi').map((r) => r.gsi);
+        log.push(`sent ${msi.join(',')}`);
+        return new Promise<void>((resolve, reject) =>
+          sent.push({ routes: msi.join(','), settle: (e) => (e ? reject(e) : resolve()) }),
+        );
+      },
+      setGsiRouting() {
+        throw new Error('a queued MsiRoutes never installs at once');
+      },
+      irqfd(_fd: { fd: number }, gsi: number) {
+        log.push(`irqfd ${gsi}`);
+        return { release: () => log.push(`release ${gsi}`) };
+      },
+    } as unknown as Vm;
+    const refused: [string, string][] = [];
+    const routes = new MsiRoutes(vm, { queued: (e, where) => refused.push([where, (e as Error).message]) });
+    expect(routes.pending).toBeNull();
+    routes.batch(() => {
+      routes.update('a', { addressLo: 0xfee00000, addressHi: 0, data: 1 }, { fd: 5 });
+      routes.update('b', { addressLo: 0xfee00000, addressHi: 0, data: 2 }, { fd: 6 });
+    });
+    // Sent, not in yet: no irqfd before its table, and the vCPU has something to wait for.
+    expect(log).toEqual(['sent 24,25']);
+    const first = routes.pending;
+    expect(first).not.toBeNull();
+    routes.update('a', null);
+    expect(log).toEqual(['sent 24,25', 'sent 25']);
+    sent[0].settle();
+    await Promise.resolve();
+    await Promise.resolve();
+    // The first table is in: b's irqfd is assigned; a's was removed before it was ever assigned.
+    expect(log).toEqual(['sent 24,25', 'sent 25', 'irqfd 25']);
+    expect(routes.pending).not.toBeNull();
+    sent[1].settle();
+    await first;
+    await routes.pending;
+    expect(routes.pending).toBeNull();
+    // A table KVM refuses is reported, not thrown; the irqfds after it are still tried.
+    routes.update('c', { addressLo: 0xfee00000, addressHi: 0, data: 3 }, { fd: 7 });
+    sent[2].settle(new Error('KVM_SET_GSI_ROUTING: ENOSPC'));
+    await routes.pending;
+    expect(refused).toEqual([[GSI_TABLE, 'KVM_SET_GSI_ROUTING: ENOSPC']]);
+    expect(log.slice(-2)).toEqual(['sent 25,24', 'irqfd 24']);
+    // Closed VM: nothing is sent, nothing is reported.
+    (vm as { closed: boolean }).closed = true;
+    routes.update('d', { addressLo: 0xfee00000, addressHi: 0, data: 4 }, { fd: 8 });
+    routes.clear();
+    await routes.pending;
+    expect(sent).toHaveLength(3);
+    expect(refused).toHaveLength(1);
   });
 });
