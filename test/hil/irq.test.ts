@@ -125,6 +125,53 @@ describeBackends('e1000e', 'MSI-X vector sets', (bdf) => {
   });
 });
 
+describeBackends('e1000e', 'interrupt changes on the thread pool (Device.queueIrqChanges)', (bdf) => {
+  test('enable, trigger, grow, refuse and close, in order, none of them at once', async () => {
+    const o = openDevice(bdf());
+    const refused: unknown[] = [];
+    try {
+      expect(o.device.irqChanges).toBeNull();
+      o.device.queueIrqChanges((e) => refused.push(e));
+      const got: [number, number][] = [];
+      const irq = o.device.enableIrq(VFIO_PCI_MSIX_IRQ_INDEX, {
+        vectors: 2,
+        onInterrupt: (v, n) => got.push([v, n]),
+      });
+      // Made on the thread pool: the enable, then the software trigger queued behind it.
+      expect(o.device.irqChanges).not.toBeNull();
+      irq.trigger(1);
+      await o.device.irqChanges;
+      await until(() => got.length === 1, 'vector 1');
+      irq.resize(5);
+      irq.trigger(4);
+      await until(() => got.length === 2, 'vector 4');
+      expect(got.map(([v]) => v)).toEqual([1, 4]);
+      // A change the kernel refuses reaches onError instead of being thrown: vfio-pci cannot mask
+      // an MSI-X vector (ENOTTY), and the trigger queued behind it is still made.
+      expect(refused).toEqual([]);
+      irq.mask(0);
+      irq.trigger(1);
+      await o.device.irqChanges;
+      expect(refused).toEqual([expect.objectContaining({ code: 'ENOTTY', op: 'VFIO_DEVICE_SET_IRQS' })]);
+      expect((refused[0] as Error).message).toMatch(/index 2 start 0 count 1 flags 0x9/);
+      await until(() => got.length === 3, 'vector 1 again');
+      irq.close();
+      expect(o.device.irqChanges).not.toBeNull();
+      await o.device.irqChanges;
+      expect(o.device.irqChanges).toBeNull();
+    } finally {
+      o.close();
+    }
+    // Released in the kernel once its last change was made: the device opens again at once.
+    const again = openDevice(bdf());
+    try {
+      again.device.enableIrq(VFIO_PCI_MSIX_IRQ_INDEX, { vectors: 1 }).close();
+    } finally {
+      again.close();
+    }
+  });
+});
+
 describeBackends('edu', 'closing a device closes its interrupts', (bdf, backend) => {
   test('an enabled DeviceIrq is closed with its device, so nothing keeps the process alive', () => {
     // In a process of its own: a watcher left running would keep it from ever exiting.

@@ -6,6 +6,7 @@
 // irq/irq-route-failed and goes on: the guest's config write returns as on a PC. Room made later lets
 // the next change of the table carry the vector's route.
 import {
+  GSI_TABLE,
   GuestErrorSink,
   Kvm,
   MsiRoutes,
@@ -86,5 +87,63 @@ describeDevice('edu', 'an MSI route KVM refuses: the GSI routing table is full',
     expect(routes.size).toBe(others);
     expect(vm.assignments.filter((a) => a.kind === 'irqfd').map((a) => a.target)).toEqual([gsi]);
     expect([routing.errors, sink.total]).toEqual([1, 1]);
+  });
+});
+
+describeDevice('edu', 'the same refusal with the routing tables on the thread pool', (bdf) => {
+  let o: Opened;
+  let bus: SystemAddressSpaces;
+  let kvm: Kvm;
+  let vm: Vm;
+  let routing: PciMsiRouting | undefined;
+  afterAll(() => {
+    routing?.close();
+    vm?.close();
+    kvm?.close();
+    bus?.close();
+    o?.close();
+  });
+
+  test('KVM refuses the table after the write returned: reported to `queued`, and room made later routes it', async () => {
+    o = openDevice(bdf());
+    const sink = new GuestErrorSink({ log: null });
+    bus = new SystemAddressSpaces({ guestErrors: sink });
+    const dev = VfioPciDevice.open(bus, o.device);
+    dev.irq.queueHostChanges();
+    kvm = Kvm.open();
+    vm = kvm.createVm();
+    vm.createIrqchip();
+    const refused: [string, string, string][] = [];
+    const routes = new MsiRoutes(vm, {
+      queued: (e, where) => refused.push([where, (e as { code: string }).code, (e as Error).message]),
+    });
+    const others = MAX_ROUTES - IRQCHIP_ROUTES;
+    routes.batch(() => {
+      for (let i = 0; i < others; i++)
+        routes.update(`other ${i}`, { addressLo: 0xfee00000, addressHi: 0, data: 0x4030 + (i % 16) });
+    });
+    await routes.pending;
+    expect(refused).toEqual([]);
+    routing = new PciMsiRouting(dev, {
+      update: (key, msg, trigger) => routes.update(key, msg, trigger),
+      batch: (fn) => routes.batch(fn),
+      signalMsi: (lo, hi, data) => vm.signalMsi(lo, hi, data),
+    });
+    enableMsi(dev);
+    expect(dev.irq.mode).toBe('msi');
+    // Nothing was refused while the write ran: the host's enable and the table are in flight.
+    expect([refused, routing.errors]).toEqual([[], 0]);
+    expect(dev.irq.hostChanges).not.toBeNull();
+    expect(routes.pending).not.toBeNull();
+    await Promise.all([dev.irq.hostChanges, routes.pending]);
+    expect(refused).toEqual([[GSI_TABLE, 'EINVAL', expect.stringMatching(/4097 routes/)]]);
+    // The vector's irqfd was still assigned after its table (KVM takes an irqfd on a GSI without a
+    // route); room for one more puts the route in with the next table.
+    const gsi = routes.gsiOf(routing.key('msi', 0));
+    expect(vm.assignments.filter((a) => a.kind === 'irqfd').map((a) => a.target)).toEqual([gsi]);
+    routes.update('other 0', null);
+    await routes.pending;
+    expect(refused).toHaveLength(1);
+    expect(sink.total).toBe(0);
   });
 });
