@@ -126,11 +126,10 @@ export function* loadBootImagesSteps(ctx: BootContext): Generator<string, LinuxB
   });
 }
 
-/** One promise of those given that are not null; null when none is. */
-export function whenAll(waits: readonly (Promise<void> | null)[]): Promise<void> | null {
-  const some = waits.filter((w): w is Promise<void> => w !== null);
-  if (some.length === 0) return null;
-  return some.length === 1 ? some[0]! : Promise.all(some).then(() => undefined);
+/** A promise of `a` and `b`, either of which may be null (nothing to wait for). */
+function both(a: Promise<void> | null, b: Promise<void> | null): Promise<void> | null {
+  if (a === null) return b;
+  return b === null ? a : Promise.all([a, b]).then(() => undefined);
 }
 
 /** A routing table or irqfd KVM refused after its vector change was queued: the guest's doing. */
@@ -280,13 +279,13 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout, made?: Vm)
     // The vCPU whose access changed the memory map runs on once it is changed (the region changes
     // its config write handed over, then KVM's slots for them), and once the interrupt changes it
     // asked for are in.
+    // Asked after every exit served in JavaScript: it allocates nothing while nothing is in flight.
     const pending = (): Promise<void> | null => {
       const mappings = ctx.mappingsPending();
-      return whenAll([
-        mappings === null ? vm.slotChanges : mappings.then(() => vm.slotChanges ?? undefined),
-        routes.pending,
-        ...ctx.routed.map((r) => r.dev.irq.hostChanges),
-      ]);
+      let wait = mappings === null ? vm.slotChanges : mappings.then(() => vm.slotChanges ?? undefined);
+      wait = both(wait, routes.pending);
+      for (let k = 0; k < ctx.routed.length; k++) wait = both(wait, ctx.routed[k]!.dev.irq.hostChanges);
+      return wait;
     };
     const set = new VcpuSet(vcpus, {
       routing: ctx.routing,
