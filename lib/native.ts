@@ -95,6 +95,16 @@ export type NativeErrorFactory = (
   bdf: string | undefined,
 ) => Error;
 
+/** The arguments of VFIO_DEVICE_SET_IRQS: device, index, flags, start, count, raw payload. */
+type IrqSetArgs = [
+  device: NativeHandle,
+  index: number,
+  flags: number,
+  start: number,
+  count: number,
+  data: Uint8Array | undefined,
+];
+
 /** The native interface. Raw ioctl results come back as Buffers and are parsed in lib/vfio/uapi. */
 export interface NativeBinding {
   /** The cheapest possible N-API call: the benchmark baseline. */
@@ -357,27 +367,13 @@ export interface NativeBinding {
   /** Drains the eventfd `fd`: its counter, or 0 when nothing is pending (never blocks). */
   eventfdRead(fd: number): number;
   /** VFIO_DEVICE_SET_IRQS; `data` is the raw payload (int32 fds or one byte per vector). */
-  vfioSetIrqs(
-    device: NativeHandle,
-    index: number,
-    flags: number,
-    start: number,
-    count: number,
-    data: Uint8Array | undefined,
-  ): void;
+  vfioSetIrqs(...set: IrqSetArgs): void;
   /**
    * vfioSetIrqs on the thread pool, on duplicates of the device fd and of the payload's eventfds
    * (which the caller may close at once). In order: it starts only once the device's earlier
    * in-order calls have settled.
    */
-  vfioSetIrqsAsync(
-    device: NativeHandle,
-    index: number,
-    flags: number,
-    start: number,
-    count: number,
-    data: Uint8Array | undefined,
-  ): Promise<void>;
+  vfioSetIrqsAsync(...set: IrqSetArgs): Promise<void>;
   /**
    * A watcher on this environment's libuv loop: `callback(vector, count)` once per wake-up of a
    * watched eventfd, with the drained count (or `-errno` when the fd failed).

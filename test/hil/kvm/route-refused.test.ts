@@ -24,11 +24,15 @@ const MAX_ROUTES = 4096;
 /** The in-kernel irqchip's routes every table carries (defaultIrqchipRoutes: 16 PIC, 24 IOAPIC). */
 const IRQCHIP_ROUTES = 40;
 
-describeDevice('edu', 'an MSI route KVM refuses: the GSI routing table is full', (bdf) => {
-  let o: Opened;
-  let bus: SystemAddressSpaces;
-  let kvm: Kvm;
-  let vm: Vm;
+/** What each test opens, closed after it: edu on a bus, and a VM with the in-kernel irqchip. */
+function useRoutedEdu(): {
+  open(bdf: string, sink: GuestErrorSink): { dev: VfioPciDevice; vm: Vm };
+  route(routing: PciMsiRouting): void;
+} {
+  let o: Opened | undefined;
+  let bus: SystemAddressSpaces | undefined;
+  let kvm: Kvm | undefined;
+  let vm: Vm | undefined;
   let routing: PciMsiRouting | undefined;
   afterAll(() => {
     routing?.close();
@@ -37,17 +41,30 @@ describeDevice('edu', 'an MSI route KVM refuses: the GSI routing table is full',
     bus?.close();
     o?.close();
   });
+  return {
+    open(bdf, sink) {
+      o = openDevice(bdf);
+      bus = new SystemAddressSpaces({ guestErrors: sink });
+      const dev = VfioPciDevice.open(bus, o.device);
+      kvm = Kvm.open();
+      vm = kvm.createVm();
+      vm.createIrqchip();
+      return { dev, vm };
+    },
+    route(r) {
+      routing = r;
+    },
+  };
+}
+
+describeDevice('edu', 'an MSI route KVM refuses: the GSI routing table is full', (bdf) => {
+  const fixture = useRoutedEdu();
 
   test("the guest's MSI enable returns, the refusal is one guest error, and room made later routes it", () => {
-    o = openDevice(bdf());
     const sink = new GuestErrorSink({ log: null });
     const reports: GuestError[] = [];
     sink.on('guest-error', (e) => reports.push(e));
-    bus = new SystemAddressSpaces({ guestErrors: sink });
-    const dev = VfioPciDevice.open(bus, o.device);
-    kvm = Kvm.open();
-    vm = kvm.createVm();
-    vm.createIrqchip();
+    const { dev, vm } = fixture.open(bdf(), sink);
     const routes = new MsiRoutes(vm);
     const others = MAX_ROUTES - IRQCHIP_ROUTES;
     routes.batch(() => {
@@ -56,11 +73,12 @@ describeDevice('edu', 'an MSI route KVM refuses: the GSI routing table is full',
     });
     // KVM took the table full to the last entry.
     expect(routes.size).toBe(others);
-    routing = new PciMsiRouting(dev, {
+    const routing = new PciMsiRouting(dev, {
       update: (key, msg, trigger) => routes.update(key, msg, trigger),
       batch: (fn) => routes.batch(fn),
       signalMsi: (lo, hi, data) => vm.signalMsi(lo, hi, data),
     });
+    fixture.route(routing);
     expect([routing.errors, reports]).toEqual([0, []]);
 
     enableMsi(dev);
@@ -91,28 +109,12 @@ describeDevice('edu', 'an MSI route KVM refuses: the GSI routing table is full',
 });
 
 describeDevice('edu', 'the same refusal with the routing tables on the thread pool', (bdf) => {
-  let o: Opened;
-  let bus: SystemAddressSpaces;
-  let kvm: Kvm;
-  let vm: Vm;
-  let routing: PciMsiRouting | undefined;
-  afterAll(() => {
-    routing?.close();
-    vm?.close();
-    kvm?.close();
-    bus?.close();
-    o?.close();
-  });
+  const fixture = useRoutedEdu();
 
   test('KVM refuses the table after the write returned: reported to `queued`, and room made later routes it', async () => {
-    o = openDevice(bdf());
     const sink = new GuestErrorSink({ log: null });
-    bus = new SystemAddressSpaces({ guestErrors: sink });
-    const dev = VfioPciDevice.open(bus, o.device);
+    const { dev, vm } = fixture.open(bdf(), sink);
     dev.irq.queueHostChanges();
-    kvm = Kvm.open();
-    vm = kvm.createVm();
-    vm.createIrqchip();
     const refused: [string, string, string][] = [];
     const routes = new MsiRoutes(vm, {
       queued: (e, where) => refused.push([where, (e as { code: string }).code, (e as Error).message]),
@@ -124,11 +126,12 @@ describeDevice('edu', 'the same refusal with the routing tables on the thread po
     });
     await routes.pending;
     expect(refused).toEqual([]);
-    routing = new PciMsiRouting(dev, {
+    const routing = new PciMsiRouting(dev, {
       update: (key, msg, trigger) => routes.update(key, msg, trigger),
       batch: (fn) => routes.batch(fn),
       signalMsi: (lo, hi, data) => vm.signalMsi(lo, hi, data),
     });
+    fixture.route(routing);
     enableMsi(dev);
     expect(dev.irq.mode).toBe('msi');
     // Nothing was refused while the write ran: the host's enable and the table are in flight.
