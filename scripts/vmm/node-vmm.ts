@@ -6,7 +6,7 @@
  *   node -r @swc-node/register scripts/vmm/node-vmm.ts --kernel FILE --initrd FILE
  *        [--pings N] [--rtl 8139cp|8139too] [--no-rtl] [--mem MIB] [--cpus N] [--hugepages yes|no]
  *        [--append ARGS] [--timeout SECS] [--reboots N] [--record FILE] [--brief] [--nice N]
- *        [--holds FILE] [--hold-ms MS] [--loop-json FILE]
+ *        [--holds FILE] [--hold-ms MS] [--loop-json FILE] [--backend auto|type1|iommufd]
  *   node -r @swc-node/register scripts/vmm/node-vmm.ts --idle SECS [--label TEXT] [--loop-json FILE]
  *
  * Without --record it boots and shows every line with its time and the exits served so far. With
@@ -55,6 +55,8 @@ export interface VmmGuestOptions {
   readonly cpus?: number;
   /** The vCPU threads' nice value (PcMachine's vcpuNice). */
   readonly vcpuNice?: number;
+  /** The IOMMU backend (PcMachine's `backend`; default auto). */
+  readonly backend?: 'auto' | 'type1' | 'iommufd';
   readonly hugepages?: boolean;
   /** More kernel command line. */
   readonly append?: string;
@@ -277,6 +279,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
     devices,
     cpus: opts.cpus ?? 1,
     ...(opts.vcpuNice !== undefined ? { vcpuNice: opts.vcpuNice } : {}),
+    ...(opts.backend !== undefined ? { backend: opts.backend } : {}),
     hugepages: opts.hugepages ?? false,
     onLine: (text) => {
       lastLine = text;
@@ -285,7 +288,7 @@ export async function runVmmGuest(opts: VmmGuestOptions): Promise<VmmGuestResult
       if (pc) measured = opts.onLine?.(line, pc) ?? measured;
     },
   });
-  event(`machine created in ${now().toFixed(2)} s`);
+  event(`machine created in ${now().toFixed(2)} s (IOMMU backend ${pc.machine.backend ?? 'none'})`);
   phase = 'run';
   try {
     event(
@@ -429,6 +432,7 @@ async function main(): Promise<void> {
       memMiB,
       cpus: count('cpus', '1'),
       ...(process.argv.includes('--nice') ? { vcpuNice: Number(arg('nice')) } : {}),
+      ...(process.argv.includes('--backend') ? { backend: backendArg(arg('backend')) } : {}),
       hugepages,
       append: arg('append', ''),
       timeoutMs: count('timeout', '120') * 1000,
@@ -470,4 +474,10 @@ if (require.main === module) {
     console.error(e);
     process.exit(1);
   });
+}
+
+/** --backend's value, checked. */
+function backendArg(v: string): 'auto' | 'type1' | 'iommufd' {
+  if (v === 'auto' || v === 'type1' || v === 'iommufd') return v;
+  throw new RangeError(`--backend ${v}: auto, type1 or iommufd`);
 }
