@@ -1,4 +1,5 @@
 import { VfioError } from '../base/native-errors';
+import { viewOf } from '../base/values';
 
 /**
  * VFIO_PCI_HOT_RESET_FLAG_DEV_ID: the device asked through its cdev (iommufd), so the entries name
@@ -51,7 +52,7 @@ export function parseHotResetInfo(buf: Uint8Array): HotResetInfo {
       op: 'VFIO_DEVICE_GET_PCI_HOT_RESET_INFO',
     });
   }
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const dv = viewOf(buf);
   const flags = dv.getUint32(4, true);
   const count = dv.getUint32(8, true);
   if (HEADER + count * ENTRY > buf.length) {

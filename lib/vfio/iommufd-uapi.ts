@@ -5,6 +5,7 @@
  */
 import { VfioError } from '../base/native-errors';
 import type { IovaRange } from './uapi';
+import { viewOf } from '../base/values';
 
 /** _IO(type, nr): iommufd and VFIO share type ';' (0x3b); no direction or size bits. */
 function io(nr: number): number {
@@ -168,7 +169,7 @@ export function parseHwInfo(raw: { type: number; capabilities: bigint; data: Uin
     data: raw.data,
   };
   if (raw.type === IOMMU_HW_INFO_TYPE_INTEL_VTD && raw.data.length >= 24) {
-    const dv = new DataView(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
+    const dv = viewOf(raw.data);
     return {
       ...out,
       vtd: {

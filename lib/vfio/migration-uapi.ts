@@ -5,6 +5,7 @@
  * builds against may predate them; the numbers are the kernel's and never change.
  */
 import { VfioError } from '../base/native-errors';
+import { viewOf } from '../base/values';
 
 /** VFIO_DEVICE_FEATURE's flags: the feature index in the low 16 bits, then what to do with it. */
 export const VFIO_DEVICE_FEATURE_MASK = 0xffff;
@@ -124,7 +125,7 @@ export function readU64(op: string, buf: Uint8Array, at: number): bigint {
       op,
     });
   }
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(at, true);
+  return viewOf(buf).getBigUint64(at, true);
 }
 
 /** Decodes vfio_precopy_info as the addon returns it (the whole structure, argsz first). */

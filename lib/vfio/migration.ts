@@ -27,6 +27,7 @@ import {
   VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE,
   VFIO_DEVICE_FEATURE_MIGRATION,
 } from './migration-uapi';
+import { viewOf } from '../base/values';
 
 const OP_STATE = 'VFIO_DEVICE_FEATURE_MIG_DEVICE_STATE';
 
@@ -151,7 +152,7 @@ export class DeviceMigration {
       undefined,
       MIG_STATE_SIZE,
     );
-    const n = new DataView(raw.buffer, raw.byteOffset, raw.byteLength).getUint32(0, true);
+    const n = viewOf(raw).getUint32(0, true);
     const s = stateName(n);
     if (s === undefined) {
       throw new MigrationError({

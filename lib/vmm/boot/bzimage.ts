@@ -1,5 +1,6 @@
 import { ArgTypeError } from '../../base/error';
 import { VmmError } from '../errors';
+import { viewOf } from '../../base/values';
 
 /** Offsets in a bzImage (and in boot_params, which embeds the same header at the same offset). */
 export const SETUP_HEADER_OFFSET = 0x1f1;
@@ -60,7 +61,7 @@ export function parseBzImage(image: Uint8Array): SetupHeader {
       `the kernel image is ${image.length} bytes, too short for a setup header`,
     );
   }
-  const v = new DataView(image.buffer, image.byteOffset, image.byteLength);
+  const v = viewOf(image);
   if (v.getUint16(BOOT_FLAG, true) !== 0xaa55 || v.getUint32(HEADER_MAGIC, true) !== HDRS) {
     throw new VmmError(
       'ENOTBZIMAGE',

@@ -1,6 +1,7 @@
 import { ArgRangeError, ArgTypeError } from '../../base/error';
 import { VmmError } from '../errors';
 import { MPTABLE_START } from '../mptable';
+import { viewOf } from '../../base/values';
 
 /** e820 entry types. */
 export const E820_RAM = 1;
@@ -142,7 +143,7 @@ export function writeE820(out: Uint8Array, entries: readonly E820Entry[]): numbe
       `${sorted.length} e820 entries need ${sorted.length * E820_ENTRY_SIZE} bytes, the buffer has ${out.length}`,
     );
   }
-  const v = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const v = viewOf(out);
   sorted.forEach((e, i) => {
     const at = i * E820_ENTRY_SIZE;
     v.setBigUint64(at, BigInt(e.addr), true);
