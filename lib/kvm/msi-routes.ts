@@ -16,6 +16,20 @@ export interface MsiMessage {
 /** Where a queued MsiRoutes reports a routing table KVM refused (a vector's own failure: its key). */
 export const GSI_TABLE = 'GSI routing table';
 
+/**
+ * `report(error, where)`, which must not throw: it runs in a promise callback, where a throw would
+ * be an unhandled rejection and leave the vCPU waiting for nothing. One that throws is a warning.
+ */
+function heard(report: (error: unknown, where: string) => void, error: unknown, where: string): void {
+  try {
+    report(error, where);
+  } catch (e) {
+    process.emitWarning(`MsiRoutes: the queued option threw: ${String(e)}`, {
+      code: 'VFIO_BRIDGE_LISTENER_THREW',
+    });
+  }
+}
+
 /** Options of {@link MsiRoutes}. */
 export interface MsiRoutesOptions {
   /** The first GSI given to a vector (default 24: the IOAPIC's pins come first). */
@@ -139,14 +153,17 @@ export class MsiRoutes {
     if (after.length === 0) return;
     const done = this.#outstanding.begin();
     void installed.then(() => {
-      for (const { key, op } of after) {
-        try {
-          op();
-        } catch (e) {
-          if (!this.#vm.closed) report(e, key);
+      try {
+        for (const { key, op } of after) {
+          try {
+            op();
+          } catch (e) {
+            if (!this.#vm.closed) heard(report, e, key);
+          }
         }
+      } finally {
+        done();
       }
-      done();
     });
   }
 
@@ -162,7 +179,7 @@ export class MsiRoutes {
     }
     return sent.then(done, (e: unknown) => {
       done();
-      if (!this.#vm.closed) report(e, GSI_TABLE);
+      if (!this.#vm.closed) heard(report, e, GSI_TABLE);
     });
   }
 

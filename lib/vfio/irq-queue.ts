@@ -47,7 +47,14 @@ export class IrqChangeQueue implements IrqDevice {
     const done = this.#outstanding.begin();
     made.then(done, (e: unknown) => {
       done();
-      this.#onError(e);
+      // In a promise callback a throw would be an unhandled rejection: it is a warning instead.
+      try {
+        this.#onError(e);
+      } catch (err) {
+        process.emitWarning(`queueIrqChanges: onError threw: ${String(err)}`, {
+          code: 'VFIO_BRIDGE_LISTENER_THREW',
+        });
+      }
     });
   }
 

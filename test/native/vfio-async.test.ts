@@ -160,6 +160,16 @@ describe('promise methods without VFIO', () => {
     expect(queue.pending).toBeNull();
     expect(refused.map((e) => (e as VfioError).code)).toEqual(['ENOTTY', 'ENOTTY']);
     expect((refused[1] as Error).message).toContain('flags 0x21'); // the disable
+    // An onError that throws is a process warning, and the changes still settle.
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    const throwing = new IrqChangeQueue({ bdf: d.bdf, irqInfo: () => info, handle: () => d._handle }, () => {
+      throw new Error('sink gone');
+    });
+    throwing.setIrqs(1, 0x21, 0, 0);
+    await throwing.pending;
+    await new Promise((r) => setImmediate(r));
+    expect(warn.mock.calls.map((c) => c[0])).toEqual(['queueIrqChanges: onError threw: Error: sink gone']);
+    warn.mockRestore();
     d.close();
     expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
   });

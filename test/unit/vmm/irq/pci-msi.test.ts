@@ -392,6 +392,21 @@ describe('MsiRoutes batches what one guest change does to every vector', () => {
     await routes.pending;
     expect(refused).toEqual([[GSI_TABLE, 'KVM_SET_GSI_ROUTING: ENOSPC']]);
     expect(log.slice(-2)).toEqual(['sent 25,24', 'irqfd 24']);
+    // A report that throws is a process warning; the vCPU's wait still ends.
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    const throwing = new MsiRoutes(vm, {
+      queued: () => {
+        throw new Error('sink gone');
+      },
+    });
+    throwing.update('e', { addressLo: 0xfee00000, addressHi: 0, data: 5 }, { fd: 9 });
+    sent[3].settle(new Error('KVM_SET_GSI_ROUTING: EINVAL'));
+    await throwing.pending;
+    expect(warn.mock.calls.map((c) => c[0])).toEqual([
+      'MsiRoutes: the queued option threw: Error: sink gone',
+    ]);
+    warn.mockRestore();
+    sent.length = 3;
     // Closed VM: nothing is sent, nothing is reported.
     (vm as { closed: boolean }).closed = true;
     routes.update('d', { addressLo: 0xfee00000, addressHi: 0, data: 4 }, { fd: 8 });
