@@ -164,6 +164,8 @@ export interface NativeBinding {
   vfioSetIommu(container: NativeHandle, type: number): void;
   vfioIommuInfo(container: NativeHandle): Buffer;
   memlockLimit(): [bigint, bigint];
+  /** The calling thread's CPU time in ms (CLOCK_THREAD_CPUTIME_ID). */
+  threadCpuMs(): number;
 
   /** Map [offset, offset + size) of a mapping or guest memory at iova (VFIO_IOMMU_MAP_DMA). */
   vfioMapDma(

@@ -33,6 +33,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -538,12 +539,33 @@ void StopVcpuThread(VcpuState* v) {
 
 bool VcpuThreadParked(const VcpuThread* t) { return t->parked.load(); }
 
+namespace {
+
+/**
+ * ThreadCpuMs() - the calling thread's CPU time in ms (CLOCK_THREAD_CPUTIME_ID): of a stretch of
+ * wall time on the main thread, what it ran, beside the vCPU threads that took the CPUs.
+ */
+napi_value ThreadCpuMs(napi_env env, napi_callback_info) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) {
+    int err = errno;
+    return ThrowVfioError(env, "clock_gettime", err, "CLOCK_THREAD_CPUTIME_ID", ErrorContext{});
+  }
+  napi_value out;
+  napi_create_double(
+      env, static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6, &out);
+  return out;
+}
+
+}  // namespace
+
 void RegisterVcpuThread(napi_env env, napi_value exports) {
   const napi_property_descriptor methods[] = {
-      Method("kvmVcpuStart", Start),   Method("kvmVcpuPause", Pause),
-      Method("kvmVcpuResume", Resume), Method("kvmVcpuStop", Stop),
-      Method("kvmVcpuRef", Ref),       Method("kvmVcpuStats", Stats),
-      Method("kvmVcpuDefer", Defer),   Method("kvmVcpuAnswer", Answer),
+      Method("kvmVcpuStart", Start),      Method("kvmVcpuPause", Pause),
+      Method("kvmVcpuResume", Resume),    Method("kvmVcpuStop", Stop),
+      Method("kvmVcpuRef", Ref),          Method("kvmVcpuStats", Stats),
+      Method("kvmVcpuDefer", Defer),      Method("kvmVcpuAnswer", Answer),
+      Method("threadCpuMs", ThreadCpuMs),
   };
   DefineMethods(env, exports, methods);
 }

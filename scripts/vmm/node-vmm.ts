@@ -32,6 +32,7 @@ import {
   type PcExit,
   type PcResources,
 } from '../../dist';
+import { native } from '../../dist/native';
 import { PingRunProbe } from './kvm-exit-probe';
 import { RecordWriter } from './run-record';
 import type { TimedLine } from './guest-console';
@@ -116,6 +117,11 @@ export interface LoopHold {
   readonly at: number;
   readonly ms: number;
   readonly where: string;
+  /**
+   * CPU time the main thread had between the two ticks (CLOCK_THREAD_CPUTIME_ID), of their
+   * `ms + 5` ms: what it ran, against waiting for a CPU or for its wake-up.
+   */
+  readonly ranMs: number;
 }
 
 /** A gap between two ticks of the 5 ms interval longer than this is a hold worth naming (by default). */
@@ -140,6 +146,7 @@ export function watchEventLoop(
   const start = performance.now();
   let ticks = 0;
   let last = start;
+  let lastCpu = native.threadCpuMs();
   let lastWhere = where();
   const holds: LoopHold[] = [];
   const gaps = new Array<number>(GAP_BUCKETS.length + 1).fill(0);
@@ -149,8 +156,11 @@ export function watchEventLoop(
     const b = GAP_BUCKETS.findIndex((u) => t - last <= u);
     gaps[b < 0 ? GAP_BUCKETS.length : b]++;
     const ran = during();
-    if (t - last > holdMs) holds.push({ at: last - start, ms: t - last - 5, where: ran ?? lastWhere });
+    const cpu = native.threadCpuMs();
+    if (t - last > holdMs)
+      holds.push({ at: last - start, ms: t - last - 5, where: ran ?? lastWhere, ranMs: cpu - lastCpu });
     last = t;
+    lastCpu = cpu;
     lastWhere = where();
   }, 5);
   return () => {
@@ -208,8 +218,18 @@ export function describeHolds(l: EventLoopFigures, longest = 8): string {
   const top = [...l.holds]
     .sort((a, b) => b.ms - a.ms)
     .slice(0, longest)
-    .map((h) => `${h.ms.toFixed(0)} ms at ${(h.at / 1000).toFixed(2)} s in ${h.where}`);
-  return `${gaps}; holds over ${l.holdMs} ms: ${l.holds.length}; ${per.join(', ')}; longest: ${top.join('; ')}`;
+    .map(
+      (h) =>
+        `${h.ms.toFixed(0)} ms (ran ${h.ranMs.toFixed(0)}) at ${(h.at / 1000).toFixed(2)} s in ${h.where}`,
+    );
+  let wall = 0;
+  let ran = 0;
+  for (const h of l.holds) {
+    wall += h.ms + 5;
+    ran += h.ranMs;
+  }
+  const cpu = `the main thread ran ${ran.toFixed(0)} ms of their ${wall.toFixed(0)}`;
+  return `${gaps}; holds over ${l.holdMs} ms: ${l.holds.length} (${cpu}); ${per.join(', ')}; longest: ${top.join('; ')}`;
 }
 
 const json = (v: unknown): string => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
