@@ -9,6 +9,14 @@ namespace {
 void Execute(napi_env, void* data) { static_cast<AsyncCall*>(data)->Run(); }
 
 bool Start(napi_env env, AsyncCall* call);
+
+/** ThrowStartFailed - after Start() failed: its exception, or EAGAIN when N-API left none. */
+void ThrowStartFailed(napi_env env, const ErrorContext& where) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) ThrowVfioError(env, "napi_queue_async_work", EAGAIN, "", where);
+}
+
 void StartNext(napi_env env, CallOrder* order);
 
 void Complete(napi_env env, napi_status status, void* data) {
@@ -57,9 +65,7 @@ void StartNext(napi_env env, CallOrder* order) {
     AsyncCall* next = order->waiting.front();
     order->waiting.pop_front();
     if (Start(env, next)) return;
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) ThrowVfioError(env, "napi_queue_async_work", EAGAIN, "", next->where);
+    ThrowStartFailed(env, next->where);
     napi_value error;
     napi_get_and_clear_last_exception(env, &error);
     napi_reject_deferred(env, next->deferred, error);
@@ -69,7 +75,7 @@ void StartNext(napi_env env, CallOrder* order) {
   order->busy = false;
 }
 
-/** Promise - make @call's promise; false (nothing made) if that failed. */
+/** MakePromise - make @call's promise; false (nothing made) if that failed. */
 bool MakePromise(napi_env env, AsyncCall* call, napi_value* promise) {
   return napi_create_promise(env, &call->deferred, promise) == napi_ok;
 }
@@ -128,9 +134,7 @@ napi_value Queue(napi_env env, AsyncCall* call) {
   if (!Start(env, call)) {
     // The promise is dropped unsettled: the caller gets the exception instead.
     Abandon(env, call);
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) ThrowVfioError(env, "napi_queue_async_work", EAGAIN, "", ErrorContext{});
+    ThrowStartFailed(env, ErrorContext{});
     return nullptr;
   }
   return promise;

@@ -20,8 +20,11 @@
 #include <node_api.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <list>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "args.h"
 #include "errors.h"
@@ -122,6 +125,48 @@ class StructIoctlCall : public AsyncCall {
   T arg_;
 };
 
+/** Undefined - the value a call with no result resolves with. */
+napi_value Undefined(napi_env env);
+
+/**
+ * class BufferIoctlCall - StructIoctlCall for an argument of variable length: one ioctl, @request
+ * with @arg (a copy in 8-byte-aligned storage), on a duplicate of a handle's fd; settles with
+ * undefined, or with @op's error for the errno naming @detail (what the synchronous call names).
+ */
+class BufferIoctlCall : public AsyncCall {
+ public:
+  BufferIoctlCall(const char* op, const FdResource* h, unsigned long request,
+                  std::vector<uint64_t> arg, std::string detail)
+      : AsyncCall(op, h->where),
+        request_(request),
+        arg_(std::move(arg)),
+        detail_(std::move(detail)) {}
+
+  /** Prepare - duplicate @h's fd; false after throwing. */
+  bool Prepare(napi_env env, const FdResource* h) { return DupFd(env, h, &fd_); }
+
+  void Run() override {
+    int r = Ioctl(fd_.get(), request_, arg_.data());
+    err = r < 0 ? -r : 0;
+    fd_.Close();
+  }
+
+  napi_value Settle(napi_env env) override {
+    if (err != 0) return ThrowVfioError(env, op, err, detail_, where);
+    return Undefined(env);
+  }
+
+ protected:
+  /** The argument as the ioctl gets it. */
+  void* arg() { return arg_.data(); }
+
+ private:
+  OwnedFd fd_;
+  const unsigned long request_;
+  std::vector<uint64_t> arg_;
+  const std::string detail_;
+};
+
 /**
  * Queue - queue @call on the thread pool; returns its promise, or nullptr after throwing. Takes
  * ownership of @call either way.
@@ -152,9 +197,6 @@ napi_value QueueInOrder(napi_env env, AsyncCall* call, FdResource* h);
  * it is deleted. Returns nullptr.
  */
 napi_value Abandon(napi_env env, AsyncCall* call);
-
-/** Undefined - the value a call with no result resolves with. */
-napi_value Undefined(napi_env env);
 
 /**
  * QueueOnHandle<Call> - the body of a native function whose one argument is a handle: @Call is made

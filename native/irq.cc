@@ -180,14 +180,15 @@ napi_value SetIrqs(napi_env env, napi_callback_info info) {
  * of every eventfd in its payload: the kernel takes its own reference to each eventfd, so the
  * caller may close them once the call is queued.
  */
-class SetIrqsCall : public AsyncCall {
+class SetIrqsCall : public BufferIoctlCall {
  public:
-  SetIrqsCall(const FdResource* device, IrqSet set)
-      : AsyncCall("VFIO_DEVICE_SET_IRQS", device->where), set_(std::move(set)) {}
+  SetIrqsCall(const FdResource* device, std::vector<uint64_t> set, std::string detail)
+      : BufferIoctlCall("VFIO_DEVICE_SET_IRQS", device, VFIO_DEVICE_SET_IRQS, std::move(set),
+                        std::move(detail)) {}
 
   bool Prepare(napi_env env, const FdResource* device) {
-    if (!DupFd(env, device, &device_)) return false;
-    vfio_irq_set* s = set_.get();
+    if (!BufferIoctlCall::Prepare(env, device)) return false;
+    auto* s = static_cast<vfio_irq_set*>(arg());
     if ((s->flags & VFIO_IRQ_SET_DATA_EVENTFD) == 0) return true;
     size_t n = (s->argsz - sizeof(vfio_irq_set)) / sizeof(int32_t);
     for (size_t i = 0; i < n; i++) {
@@ -207,20 +208,11 @@ class SetIrqsCall : public AsyncCall {
   }
 
   void Run() override {
-    int r = Ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, set_.get());
-    err = r < 0 ? -r : 0;
+    BufferIoctlCall::Run();
     fds_.clear();
-    device_.Close();
-  }
-
-  napi_value Settle(napi_env env) override {
-    if (err != 0) return ThrowVfioError(env, op, err, set_.Detail(), where);
-    return Undefined(env);
   }
 
  private:
-  IrqSet set_;
-  OwnedFd device_;
   std::list<OwnedFd> fds_;
 };
 
@@ -232,7 +224,8 @@ napi_value SetIrqsAsync(napi_env env, napi_callback_info info) {
   IrqSet set;
   FdResource* h = ParseIrqSet(env, info, &set);
   if (h == nullptr) return nullptr;
-  auto* call = new SetIrqsCall(h, std::move(set));
+  std::string detail = set.Detail();
+  auto* call = new SetIrqsCall(h, std::move(set.storage), std::move(detail));
   if (!call->Prepare(env, h)) return Abandon(env, call);
   return QueueInOrder(env, call, h);
 }

@@ -188,34 +188,6 @@ napi_value SetGsiRouting(napi_env env, napi_callback_info info) {
 }
 
 /**
- * class SetGsiRoutingCall - KVM_SET_GSI_ROUTING on the thread pool, on a dup of the VM fd: KVM
- * waits for an SRCU grace period before the new table is in force, milliseconds when nested.
- */
-class SetGsiRoutingCall : public AsyncCall {
- public:
-  SetGsiRoutingCall(const FdResource* vm, std::vector<uint64_t> table, uint32_t nr)
-      : AsyncCall("KVM_SET_GSI_ROUTING", vm->where), table_(std::move(table)), nr_(nr) {}
-
-  bool Prepare(napi_env env, const FdResource* vm) { return DupFd(env, vm, &vm_); }
-
-  void Run() override {
-    int r = Ioctl(vm_.get(), kSetGsiRouting, table_.data());
-    err = r < 0 ? -r : 0;
-    vm_.Close();
-  }
-
-  napi_value Settle(napi_env env) override {
-    if (err != 0) return ThrowVfioError(env, op, err, std::to_string(nr_) + " routes", where);
-    return Undefined(env);
-  }
-
- private:
-  OwnedFd vm_;
-  std::vector<uint64_t> table_;
-  const uint32_t nr_;
-};
-
-/**
  * SetGsiRoutingAsync(vm, table) - SetGsiRouting on the thread pool, in order with the VM's other
  * calls queued in order (a later table never goes in before an earlier one); a promise.
  */
@@ -224,7 +196,9 @@ napi_value SetGsiRoutingAsync(napi_env env, napi_callback_info info) {
   uint32_t nr;
   FdResource* h = ParseRouting(env, info, &table, &nr);
   if (h == nullptr) return nullptr;
-  auto* call = new SetGsiRoutingCall(h, std::move(table), nr);
+  // KVM waits for an SRCU grace period before the new table is in force: milliseconds nested.
+  auto* call = new BufferIoctlCall("KVM_SET_GSI_ROUTING", h, kSetGsiRouting, std::move(table),
+                                   std::to_string(nr) + " routes");
   if (!call->Prepare(env, h)) return Abandon(env, call);
   return QueueInOrder(env, call, h);
 }
