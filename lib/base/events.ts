@@ -27,3 +27,16 @@ export function emitGuarded(
   }
   return listeners.length > 0;
 }
+
+/**
+ * Call `fn(...args)` where a throw has nowhere to go (a promise callback, where it would be an
+ * unhandled rejection and end what waits on the callback): one that throws becomes a process
+ * warning (`VFIO_BRIDGE_LISTENER_THREW`) naming `what`.
+ */
+export function callWarning<A extends unknown[]>(what: string, fn: (...args: A) => void, ...args: A): void {
+  try {
+    fn(...args);
+  } catch (e) {
+    process.emitWarning(`${what} threw: ${String(e)}`, { code: 'VFIO_BRIDGE_LISTENER_THREW' });
+  }
+}

@@ -1,3 +1,4 @@
+import { callWarning } from '../base/events';
 import { Outstanding } from '../base/outstanding';
 import { defaultIrqchipRoutes } from './irqchip-routes';
 import type { GsiRoute } from './uapi';
@@ -15,20 +16,6 @@ export interface MsiMessage {
 
 /** Where a queued MsiRoutes reports a routing table KVM refused (a vector's own failure: its key). */
 export const GSI_TABLE = 'GSI routing table';
-
-/**
- * `report(error, where)`, which must not throw: it runs in a promise callback, where a throw would
- * be an unhandled rejection and leave the vCPU waiting for nothing. One that throws is a warning.
- */
-function heard(report: (error: unknown, where: string) => void, error: unknown, where: string): void {
-  try {
-    report(error, where);
-  } catch (e) {
-    process.emitWarning(`MsiRoutes: the queued option threw: ${String(e)}`, {
-      code: 'VFIO_BRIDGE_LISTENER_THREW',
-    });
-  }
-}
 
 /** Options of {@link MsiRoutes}. */
 export interface MsiRoutesOptions {
@@ -158,7 +145,7 @@ export class MsiRoutes {
           try {
             op();
           } catch (e) {
-            if (!this.#vm.closed) heard(report, e, key);
+            if (!this.#vm.closed) callWarning('MsiRoutes: the queued option', report, e, key);
           }
         }
       } finally {
@@ -179,7 +166,7 @@ export class MsiRoutes {
     }
     return sent.then(done, (e: unknown) => {
       done();
-      if (!this.#vm.closed) heard(report, e, GSI_TABLE);
+      if (!this.#vm.closed) callWarning('MsiRoutes: the queued option', report, e, GSI_TABLE);
     });
   }
 

@@ -1,3 +1,4 @@
+import { callWarning } from '../base/events';
 import { Outstanding } from '../base/outstanding';
 import { native, type NativeHandle } from '../native';
 import type { IrqDevice } from './irq';
@@ -47,14 +48,7 @@ export class IrqChangeQueue implements IrqDevice {
     const done = this.#outstanding.begin();
     made.then(done, (e: unknown) => {
       done();
-      // In a promise callback a throw would be an unhandled rejection: it is a warning instead.
-      try {
-        this.#onError(e);
-      } catch (err) {
-        process.emitWarning(`queueIrqChanges: onError threw: ${String(err)}`, {
-          code: 'VFIO_BRIDGE_LISTENER_THREW',
-        });
-      }
+      callWarning('queueIrqChanges: onError', this.#onError, e);
     });
   }
 

@@ -26,6 +26,7 @@ import { setupBootVcpuSteps } from './boot/vcpu-setup';
 import { ExitTableListener } from './exit-table-listener';
 import { PciIntxRouting } from './irq/pci-intx';
 import { PciMsiRouting } from './irq/pci-msi';
+import { msiRouteFailure, reportRouteFailure } from './irq/route-failures';
 import { vfioPciSlotClassifier } from './slot-classifier';
 import { pciIntxGsi, pciIntxRoutes } from './intx';
 import { MPTABLE_START, mpTableSize, writeMpTable } from './mptable';
@@ -134,19 +135,9 @@ function both(a: Promise<void> | null, b: Promise<void> | null): Promise<void> |
 
 /** A routing table or irqfd KVM refused after its vector change was queued: the guest's doing. */
 function reportRouteRefused(ctx: BootContext, error: unknown, where: string): void {
-  const why = error instanceof Error ? error.message.split('\n')[0]! : String(error);
   // A vector's key starts with its device (`BDF msix 3`); the table is every device's.
   const device = where === GSI_TABLE ? undefined : where.split(' ')[0];
-  ctx.machine.guestErrors.report({
-    source: 'irq',
-    kind: 'irq-route-failed',
-    ...(device !== undefined ? { device } : {}),
-    where,
-    action: 'ignored',
-    message: `KVM refused the route of ${where}: ${why}`,
-    hint: "the guest's MSI message or vector setup is one KVM cannot route (or the GSI table is full)",
-    error,
-  });
+  reportRouteFailure(ctx.machine.guestErrors, device, msiRouteFailure(where), error);
 }
 
 /** startBoot: build the boot's VM for Linux loaded at `layout`; nothing is left open if it throws. */
@@ -278,8 +269,8 @@ export function* bootSteps(ctx: BootContext, layout: LinuxBootLayout, made?: Vm)
     }
     // The vCPU whose access changed the memory map runs on once it is changed (the region changes
     // its config write handed over, then KVM's slots for them), and once the interrupt changes it
-    // asked for are in.
-    // Asked after every exit served in JavaScript: it allocates nothing while nothing is in flight.
+    // asked for are in. Asked after every exit served in JavaScript, it allocates nothing while
+    // nothing is in flight.
     const pending = (): Promise<void> | null => {
       const mappings = ctx.mappingsPending();
       let wait = mappings === null ? vm.slotChanges : mappings.then(() => vm.slotChanges ?? undefined);

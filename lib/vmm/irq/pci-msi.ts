@@ -2,7 +2,7 @@ import { ArgTypeError } from '../../base/error';
 import type { GuestErrorSink } from '../../base/guest-error';
 import type { PciInterruptListener, PciIrqChange, PciIrqType, VfioPciDevice } from '../../pci';
 import type { MsiMessage } from '../../kvm';
-import { RouteFailures } from './route-failures';
+import { msiRouteFailure, RouteFailures } from './route-failures';
 
 /** What {@link PciMsiRouting} needs of a device: lib/pci's VfioPciDevice. Fakes implement it. */
 export type MsiRoutingDevice = Pick<VfioPciDevice, 'bdf' | 'irq' | 'msix'> &
@@ -211,13 +211,6 @@ export class PciMsiRouting implements Disposable {
   }
 
   #guard(key: string, fn: () => void): void {
-    this.#failures.run(
-      {
-        where: key,
-        message: (why) => `KVM refused the route of ${key}: ${why}`,
-        hint: "the guest's MSI message or vector setup is one KVM cannot route (or the GSI table is full)",
-      },
-      fn,
-    );
+    this.#failures.run(msiRouteFailure(key), fn);
   }
 }

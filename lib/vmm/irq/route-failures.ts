@@ -11,6 +11,38 @@ export interface RouteFailure {
   readonly hint: string;
 }
 
+/** What a refused route of MSI/MSI-X vector `key` says (PciMsiRouting's, and a queued MsiRoutes'). */
+export function msiRouteFailure(key: string): RouteFailure {
+  return {
+    where: key,
+    message: (why) => `KVM refused the route of ${key}: ${why}`,
+    hint: "the guest's MSI message or vector setup is one KVM cannot route (or the GSI table is full)",
+  };
+}
+
+/**
+ * reportRouteFailure: `error`, from KVM refusing `failure`, reported to `sink` (source `irq`, kind
+ * `irq-route-failed`, action `ignored`); `device` is the BDF the report names, if one does.
+ */
+export function reportRouteFailure(
+  sink: GuestErrorSink,
+  device: string | undefined,
+  failure: RouteFailure,
+  e: unknown,
+): void {
+  const error = e instanceof Error ? e : new Error(String(e));
+  sink.report({
+    source: 'irq',
+    kind: 'irq-route-failed',
+    ...(device !== undefined ? { device } : {}),
+    where: failure.where,
+    action: 'ignored',
+    message: failure.message(error.message.split('\n')[0]!),
+    hint: failure.hint,
+    error,
+  });
+}
+
 /**
  * The guard the interrupt routings of one device put around every call into KVM: a refusal is
  * counted and reported to the sink (source `irq`, kind `irq-route-failed`, action `ignored`),
@@ -46,17 +78,7 @@ export class RouteFailures {
       return true;
     } catch (e) {
       this.#count++;
-      const error = e instanceof Error ? e : new Error(String(e));
-      this.#sink.report({
-        source: 'irq',
-        kind: 'irq-route-failed',
-        device: this.#device,
-        where: failure.where,
-        action: 'ignored',
-        message: failure.message(error.message.split('\n')[0]!),
-        hint: failure.hint,
-        error,
-      });
+      reportRouteFailure(this.#sink, this.#device, failure, e);
       return false;
     }
   }
