@@ -78,7 +78,10 @@ class CloseCall : public AsyncCall {
 /**
  * CloseFdAsync(handle) - close the fd on the libuv thread pool (closing a VFIO device fd makes the
  * kernel disable and reset the device, which takes it tens of ms). The handle is closed at once:
- * its number is gone from it before the promise is made. Idempotent: closed already resolves.
+ * its number is gone from it before the promise is made. The close is queued in order behind the
+ * calls queued on the handle before it (QueueInOrder), whose duplicates of the fd are closed as
+ * each ends: when the promise settles the file is gone, and a VFIO device is released for the
+ * next open. Idempotent: closed already resolves, once those calls are done.
  */
 napi_value CloseFdAsync(napi_env env, napi_callback_info info) {
   Args<1> args(env, info);
@@ -88,7 +91,7 @@ napi_value CloseFdAsync(napi_env env, napi_callback_info info) {
   int fd = r->fd;
   r->fd = -1;
   if (fd >= 0) r->Closed();
-  return Queue(env, new CloseCall(fd, r->where));
+  return QueueInOrder(env, new CloseCall(fd, r->where), r);
 }
 
 /** FdOf(handle) - the fd number, or -1 once closed. */

@@ -173,4 +173,34 @@ describe('promise methods without VFIO', () => {
     d.close();
     expect(fs.readdirSync('/proc/self/fd').length).toBe(before);
   });
+
+  test('closeAsync comes after the calls queued before it: once it resolves, no duplicate of the file is left', async () => {
+    // What a VFIO device needs to be released for its next open: every descriptor of its file
+    // closed, the duplicates the queued calls hold included.
+    const opened = (): number =>
+      fs.readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${fd}`) === node;
+        } catch {
+          return false;
+        }
+      }).length;
+    const d = Device._fromHandle(native.openFd(node), '0000:00:03.0', '/dev/vfio/7');
+    const payload = new Uint8Array(new Int32Array([-1]).buffer);
+    const settled: string[] = [];
+    const made = [0, 1, 2, 3].map((k) =>
+      failure(() => native.vfioSetIrqsAsync(d._handle, 1, VFIO_IRQ_SET_DATA_EVENTFD, 0, 1, payload)).then(
+        () => settled.push(`set ${k}`),
+      ),
+    );
+    // The device's own fd, and a duplicate held by each call still waiting for its turn.
+    expect(opened()).toBeGreaterThanOrEqual(4);
+    await d.closeAsync().then(() => settled.push('close'));
+    expect(opened()).toBe(0);
+    await Promise.all(made);
+    expect(settled).toEqual(['set 0', 'set 1', 'set 2', 'set 3', 'close']);
+    // Closed already: resolves, and nothing is left open.
+    await d.closeAsync();
+    expect(opened()).toBe(0);
+  });
 });
