@@ -21,158 +21,33 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { EventEmitter } from 'node:events';
 
-import { VfioBridgeError } from '../base';
-import { emitGuarded } from '../base/events';
 import type { AddressSpace, FlatRange, MemoryListener } from '../memory';
 import { sinkOf, type GuestErrorSink } from '../base/guest-error';
-import { span, type DmaBackend, type DmaMapRequest } from '../vfio/dma-types';
+import { type DmaBackend, type DmaMapRequest } from '../vfio/dma-types';
+import { ListenerReports, firstLine, notHeld } from './listener-reports';
+import {
+  DmaCommitError,
+  type DmaContainer,
+  type DmaListenerEvents,
+  type DmaListenerMapping,
+  type DmaListenerOptions,
+  type DmaListenerStats,
+} from './listener-types';
 import { planSection, skipOf, type DmaSkip } from './plan';
-import { MapRefusals, refusalReach, unaskedWhy, type MapRefusal } from './refusals';
+import { mapAhead, sameRequest, unmapUnadopted } from './map-ahead';
+import { MapRefusals, pieceOf, unaskedWhy } from './refusals';
 
 export type { DmaSkip, DmaSkipReason } from './plan';
-
-/**
- * The part of a DMA backend the listener uses: a type1 Container or an iommufd Ioas (both are a
- * {@link DmaBackend}), or a fake in unit tests.
- */
-export interface DmaContainer {
-  /** See {@link Container.mapDma}. */
-  mapDma(req: DmaMapRequest): void;
-  /** mapDma off the event loop (DmaListener.create uses it for the RAM already in the space). */
-  mapDmaAsync?(req: DmaMapRequest): Promise<void>;
-  /** See {@link Container.unmapDma}. */
-  unmapDma(iova: number, size: number): number;
-  /** See {@link Container.iommuInfo}. */
-  iommuInfo(): {
-    /** The IOMMU's smallest page in bytes: the granularity of every mapping. */
-    minPageSize: number;
-  };
-}
-
-/** One IOMMU mapping the listener made. */
-export interface DmaListenerMapping {
-  /** The IO virtual address it starts at: the guest-physical address of the mapped memory. */
-  readonly iova: number;
-  /** Its length in bytes, a whole number of pages. */
-  readonly size: number;
-  /** The name of the memory region it maps. */
-  readonly region: string;
-  /** `ram` for guest RAM, `ram-device` for a RAM-device region such as a mapped BAR. */
-  readonly kind: 'ram' | 'ram-device';
-  /** True when the device may only read (read-only RAM). */
-  readonly readonly: boolean;
-}
-
-/** A fatal commit: RAM could not be mapped, and the commit was undone. */
-export class DmaCommitError extends VfioBridgeError {
-  override readonly name: string = 'DmaCommitError';
-  /** The absolute guest-physical range that could not be mapped. */
-  readonly start: number;
-  /** The length in bytes of the range that could not be mapped. */
-  readonly size: number;
-  /** The name of the memory region the range belongs to. */
-  readonly region: string;
-  /** Mappings that could not be put back while undoing (empty when the IOMMU is as before). */
-  readonly rollbackErrors: unknown[];
-  constructor(start: number, size: number, region: string, cause: unknown, rollbackErrors: unknown[]) {
-    const why = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
-    super({
-      code: 'EDMACOMMIT',
-      message:
-        `DMA map of RAM ${span(start, size)} ('${region}') failed, the commit was undone: ${why}` +
-        (rollbackErrors.length > 0 ? ` (and ${rollbackErrors.length} mapping(s) could not be restored)` : ''),
-      cause,
-      hint: (cause as { hint?: string } | null)?.hint,
-    });
-    this.start = start;
-    this.size = size;
-    this.region = region;
-    this.rollbackErrors = rollbackErrors;
-  }
-}
-
-/** A non-fatal DMA failure: a RAM-device map refused, or an unmap the kernel refused. */
-export interface DmaErrorEvent {
-  /** The absolute guest-physical address (the IOVA) of the range the failed call named. */
-  readonly start: number;
-  /** The length in bytes of that range. */
-  readonly size: number;
-  /** The name of the memory region the range belongs to. */
-  readonly region: string;
-  /** Which call failed: a RAM-device map, or an unmap. */
-  readonly op: 'map' | 'unmap';
-  /** What the backend threw: usually a VfioError with the kernel's errno. */
-  readonly error: unknown;
-  /**
-   * What became of a failed unmap: `retry` (the kernel may still hold the mapping: it is unmapped
-   * again on the next commits, {@link UNMAP_ATTEMPTS} tries in all, with no further event until it
-   * is given up), or `dropped` (the listener forgot it: the container holds no such mapping, or the
-   * tries ran out and the container, which still records it, unmaps it when it closes).
-   */
-  readonly outcome?: 'retry' | 'dropped';
-}
-
-/** How many times in all an unmap the container may still hold is tried before it is given up. */
-export const UNMAP_ATTEMPTS = 4;
-
-/**
- * The codes a container answers an unmap with when it holds no such mapping, so no retry can help:
- * `ENOTMAPPED` (not in its record), `ENOIOMMU` (its IOMMU, and every mapping with it, went when its
- * last group left), `ECLOSED` (closing unmapped everything), `EDMASTATE` (the kernel held less than
- * recorded, and the record dropped it).
- */
-const NOT_HELD: ReadonlySet<unknown> = new Set(['ENOTMAPPED', 'ENOIOMMU', 'ECLOSED', 'EDMASTATE']);
-
-function notHeld(e: unknown): boolean {
-  return e !== null && typeof e === 'object' && NOT_HELD.has((e as { code?: unknown }).code);
-}
-
-/** Options of {@link DmaListener}. */
-export interface DmaListenerOptions {
-  /**
-   * Where skips and failures are reported (source `dma`): the machine's sink. Default: a sink of
-   * the listener's own, {@link DmaListener.guestErrors}.
-   */
-  guestErrors?: GuestErrorSink;
-  /** Without `guestErrors`: the own sink's log (`null`: none; events and counters remain). */
-  log?: ((line: string) => void) | null;
-  /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
-  logIntervalMs?: number;
-  /** The host page size (default 4096): RAM is mapped in whole host pages as well as IOMMU pages. */
-  hostPageSize?: number;
-}
-
-/** Counters of a listener, since it was created. */
-export interface DmaListenerStats {
-  /** Bytes the listener has mapped now (not a running total: unmaps take it down). */
-  mappedBytes: number;
-  /** Mappings the listener holds now, orphans whose unmap failed included. */
-  mappingCount: number;
-  /** Skipped pieces ({@link DmaSkip}) of the sections in the flat view now. */
-  skippedCount: number;
-  /** Map requests made to the backend since creation, those that failed and those of rollbacks included. */
-  mapCalls: number;
-  /** Unmap requests made to the backend since creation, those that failed included. */
-  unmapCalls: number;
-  /** Memory-listener commits since creation: one per transaction of the address space. */
-  commits: number;
-  /** Commits undone because RAM could not be mapped (`fatal` events) since creation. */
-  fatalCount: number;
-  /** `dma-error` events since creation: RAM-device maps and unmaps the backend refused. */
-  dmaErrorCount: number;
-  /**
-   * RAM-device maps not asked of the backend because a refusal with EFAULT (pages it cannot pin)
-   * already answers them (on iommufd any BAR after the first, on type1 the same piece of the same
-   * region): each is a skip, not reported again.
-   */
-  unaskedMaps: number;
-  /** `warning` events since creation: sections skipped in whole or in part. */
-  warningCount: number;
-  /** Failed unmaps kept to be tried again on the next commits. */
-  orphanCount: number;
-  /** Failed unmaps the listener forgot: the container held no such mapping, or the tries ran out. */
-  droppedUnmaps: number;
-}
+export {
+  DmaCommitError,
+  UNMAP_ATTEMPTS,
+  type DmaContainer,
+  type DmaErrorEvent,
+  type DmaListenerEvents,
+  type DmaListenerMapping,
+  type DmaListenerOptions,
+  type DmaListenerStats,
+} from './listener-types';
 
 interface Mapped {
   readonly section: FlatRange;
@@ -186,30 +61,6 @@ interface Entry {
   readonly mapped: Mapped | null;
   readonly skips: readonly DmaSkip[];
 }
-
-function firstLine(e: unknown): string {
-  return e instanceof Error ? e.message.split('\n')[0] : String(e);
-}
-
-/** The events of a {@link DmaListener}. */
-export type DmaListenerEvents = {
-  /**
-   * A section that was not mapped, or only in part (see {@link DmaSkip}), on every commit that plans it.
-   * @deprecated listen to `guest-error` on {@link DmaListener.guestErrors} (kind `dma-skipped`, each
-   *   distinct skip once; the DmaSkip is its `detail`)
-   */
-  warning: [DmaSkip];
-  /**
-   * A map or unmap the kernel refused (see {@link DmaErrorEvent}).
-   * @deprecated the same is a guest error of kind `dma-map-failed` or `dma-unmap-failed`
-   */
-  'dma-error': [DmaErrorEvent];
-  /**
-   * A RAM map failed and the commit was undone.
-   * @deprecated the same is a guest error of kind `dma-commit-failed`
-   */
-  fatal: [DmaCommitError];
-};
 
 /**
  * Follows `space` and keeps the IOMMU of `container` (either backend: a type1 Container or an
@@ -236,24 +87,12 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
   readonly #missing = new Set<FlatRange>();
   #dels: FlatRange[] = [];
   #adds: FlatRange[] = [];
-  readonly #stats: DmaListenerStats = {
-    mappedBytes: 0,
-    mappingCount: 0,
-    skippedCount: 0,
-    mapCalls: 0,
-    unmapCalls: 0,
-    commits: 0,
-    fatalCount: 0,
-    dmaErrorCount: 0,
-    unaskedMaps: 0,
-    warningCount: 0,
-    orphanCount: 0,
-    droppedUnmaps: 0,
-  };
+  /** The counters and the reports of skips and failures. */
+  readonly #reports: ListenerReports;
+  /** The counters ({@link ListenerReports.stats}), which the commit counts in. */
+  readonly #stats: DmaListenerStats;
   /** Where the listener reports skips and failures (source `dma`): the machine's sink, or its own. */
   readonly guestErrors: GuestErrorSink;
-  /** The skips reported so far: a section re-planned by a later commit is not reported again. */
-  readonly #reportedSkips = new Set<string>();
   /** The RAM-device maps the kernel refused with EFAULT, and what each stands for. */
   readonly #refusals: MapRefusals;
   #lastFatal: DmaCommitError | null = null;
@@ -284,6 +123,8 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       throw new ArgRangeError(`hostPageSize ${String(host)} is not a power of two`);
     }
     this.guestErrors = sink;
+    this.#reports = new ListenerReports(this, sink);
+    this.#stats = this.#reports.stats;
     this.container = container;
     this.space = space;
     this.pageSize = container.iommuInfo().minPageSize;
@@ -293,13 +134,7 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
     this.#unsubscribe = space.addMemoryListener(this);
     // What was mapped ahead and has left the flat view since is unmapped: the record stays exact.
     if (premapped !== null) {
-      for (const req of premapped.values()) {
-        try {
-          container.unmapDma(req.iova, req.size);
-        } catch {
-          // Nothing a caller can do: it was never the listener's, and the container keeps its record.
-        }
-      }
+      unmapUnadopted(container, premapped);
       this.#premapped = null;
     }
     // The first commit maps the RAM already in the space. Nobody can have subscribed to `fatal` yet,
@@ -322,24 +157,7 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
     space: AddressSpace,
     opts: DmaListenerOptions = {},
   ): Promise<DmaListener> {
-    const ahead = new Map<FlatRange, DmaMapRequest>();
-    if (typeof container?.mapDmaAsync === 'function') {
-      const page = container.iommuInfo().minPageSize;
-      const ramPage = Math.max(page, opts.hostPageSize ?? 4096);
-      try {
-        for (const s of space.flatView.ranges) {
-          if (s.kind !== 'ram') continue;
-          const req = planSection(s, page, ramPage).req;
-          if (req === null) continue;
-          await container.mapDmaAsync(req);
-          ahead.set(s, req);
-        }
-      } catch (e) {
-        for (const req of ahead.values()) container.unmapDma(req.iova, req.size);
-        throw e;
-      }
-    }
-    return new DmaListener(container, space, opts, ahead);
+    return new DmaListener(container, space, opts, await mapAhead(container, space, opts.hostPageSize));
   }
 
   /** The backend's kind (`type1`, `iommufd`), or null for a container that does not say (a fake). */
@@ -476,7 +294,7 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
           }
           skips.push(skipOf(s, req.iova, req.size, 'map-failed', `map failed: ${firstLine(err)}`, err));
           const r = this.#refusals.note(s.region, s.region.name, pieceOf(s, req), req.memory, err);
-          this.#mapFailed({ iova: req.iova, size: req.size, region: s.region.name }, err, r);
+          this.#reports.mapFailed({ iova: req.iova, size: req.size, region: s.region.name }, err, r);
         }
       }
       const e: Entry = { section: s, mapped, skips };
@@ -484,9 +302,9 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       added.push(e);
       warnings.push(...skips);
     }
-    for (const e of removed) this.#account(e, -1);
-    for (const e of added) this.#account(e, +1);
-    for (const w of warnings) this.#warn(w);
+    for (const e of removed) this.#reports.account(e, -1);
+    for (const e of added) this.#reports.account(e, +1);
+    for (const w of warnings) this.#reports.warn(w);
   }
 
   #info(s: FlatRange, req: DmaMapRequest): DmaListenerMapping {
@@ -497,14 +315,6 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       kind: s.kind as 'ram' | 'ram-device',
       readonly: req.write === false,
     });
-  }
-
-  /** mappedBytes and mappingCount follow what the kernel holds: the record and the orphans. */
-  #account(e: Entry, sign: 1 | -1): void {
-    if (e.mapped) {
-      this.#stats.mappedBytes += sign * e.mapped.info.size;
-      this.#stats.mappingCount += sign;
-    }
   }
 
   /**
@@ -529,7 +339,7 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
         // Maybe still mapped in the kernel: keep it recorded as an orphan so it is unmapped later.
         if (!notHeld(err)) {
           this.#orphans.set(e, 1);
-          this.#account(e, +1);
+          this.#reports.account(e, +1);
         }
       }
     }
@@ -543,154 +353,20 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       } catch (err) {
         rollbackErrors.push(err);
         // Not in the kernel any more, so not in the record either.
-        this.#account(e, -1);
+        this.#reports.account(e, -1);
       }
     }
     // Everything this commit meant to add is still to be mapped.
     for (const e of done.added) this.#missing.add(e.section);
     for (const x of done.rest) this.#missing.add(x);
     const err = new DmaCommitError(req.iova, req.size, s.region.name, cause, rollbackErrors);
-    this.#stats.fatalCount++;
     this.#lastFatal = err;
-    this.guestErrors.report({
-      source: 'dma',
-      kind: 'dma-commit-failed',
-      where: s.region.name,
-      address: req.iova,
-      size: req.size,
-      action: 'undone',
-      message: err.message,
-      hint: err.hint ?? 'devices cannot reach this RAM; the sections are tried again on the next commit',
-      error: cause,
-      detail: err,
-    });
-    this.#emit('fatal', err);
+    this.#reports.commitFailed(err, cause);
   }
 
-  /**
-   * An unmap of `e` failed after `failed` earlier failures (its section is out of the record). Retrying
-   * is bounded: a mapping the container no longer holds is forgotten at once, another one is kept
-   * as an orphan until {@link UNMAP_ATTEMPTS} tries failed. Only the first failure and the end are
-   * reported, so a mapping that cannot go does not fill the log one commit after another.
-   */
+  /** An unmap of `e` failed after `failed` earlier failures: see {@link ListenerReports.unmapFailed}. */
   #unmapFailed(e: Entry, failed: number, err: unknown, closing = false): void {
-    const m = e.mapped!.info;
-    if (notHeld(err)) {
-      this.#drop(e);
-      this.#dmaError(m, 'unmap', err, 'dropped', 'the container holds no such mapping, so it is forgotten');
-    } else if (closing || failed + 1 >= UNMAP_ATTEMPTS) {
-      this.#drop(e);
-      const why = closing ? 'the listener closed' : `given up after ${UNMAP_ATTEMPTS} tries`;
-      this.#dmaError(
-        m,
-        'unmap',
-        err,
-        'dropped',
-        `${why}: the container still records it and unmaps it when closed`,
-      );
-    } else {
-      this.#orphans.set(e, failed + 1);
-      if (failed === 0) {
-        this.#dmaError(
-          m,
-          'unmap',
-          err,
-          'retry',
-          `tried again on the next commits, ${UNMAP_ATTEMPTS} tries in all`,
-        );
-      }
-    }
-  }
-
-  /** Forget an entry the kernel no longer holds (or that the container is left to unmap). */
-  #drop(e: Entry): void {
-    this.#stats.droppedUnmaps++;
-    this.#account(e, -1);
-  }
-
-  /**
-   * A RAM-device map the backend refused, reported once: with what the refusal `r` stands for
-   * (the maps it answers from now on are skips, not reports), or null when it stands for nothing.
-   */
-  #mapFailed(m: { iova: number; size: number; region: string }, err: unknown, r: MapRefusal | null): void {
-    const hint =
-      r?.scope === 'device-memory'
-        ? 'peer-to-peer DMA to every BAR on this IOAS fails (iommufd pins what it maps, and a BAR has ' +
-          'no pages); nothing else does. The type1 backend maps BARs'
-        : undefined;
-    this.#dmaError(m, 'map', err, undefined, r === null ? undefined : refusalReach(r), hint);
-  }
-
-  #dmaError(
-    m: { iova: number; size: number; region: string },
-    op: 'map' | 'unmap',
-    error: unknown,
-    outcome?: 'retry' | 'dropped',
-    then?: string,
-    hint?: string,
-  ): void {
-    this.#stats.dmaErrorCount++;
-    const ev: DmaErrorEvent = {
-      start: m.iova,
-      size: m.size,
-      region: m.region,
-      op,
-      error,
-      ...(outcome !== undefined ? { outcome } : {}),
-    };
-    const rest = then !== undefined ? `; ${then}` : '';
-    this.guestErrors.report({
-      source: 'dma',
-      kind: op === 'map' ? 'dma-map-failed' : 'dma-unmap-failed',
-      where: m.region,
-      address: m.iova,
-      size: m.size,
-      action: op === 'map' ? 'skipped' : outcome === 'retry' ? 'retried' : 'forgotten',
-      message: `DMA: ${op} of ${span(m.iova, m.size)} ('${m.region}') failed: ${firstLine(error)}${rest}`,
-      hint:
-        hint ??
-        (op === 'map'
-          ? 'peer-to-peer DMA to this BAR fails; nothing else does'
-          : 'the IOMMU may still map it until the container closes'),
-      error,
-      detail: ev,
-    });
-    this.#emit('dma-error', ev);
-  }
-
-  #warn(w: DmaSkip): void {
-    this.#stats.warningCount++;
-    // A map-failed skip is reported as its dma-map-failed; the others once per distinct section.
-    const key = `${w.region} ${w.start} ${w.size} ${w.reason}`;
-    if (w.reason !== 'map-failed' && !this.#reportedSkips.has(key)) {
-      this.#reportedSkips.add(key);
-      this.guestErrors.report({
-        source: 'dma',
-        kind: 'dma-skipped',
-        where: w.region,
-        address: w.start,
-        size: w.size,
-        action: 'skipped',
-        message: w.message,
-        hint: SKIP_HINTS[w.reason],
-        detail: w,
-      });
-    }
-    this.#emit('warning', w);
-  }
-
-  // A throwing event handler must not abort a commit half-way.
-  #emit<K extends keyof DmaListenerEvents>(event: K, ...args: DmaListenerEvents[K]): void {
-    if (this.listenerCount(event) === 0) return;
-    emitGuarded(this, event, args, (e) =>
-      this.guestErrors.report({
-        source: 'dma',
-        kind: 'listener-threw',
-        action: 'ignored',
-        message: `DMA: a '${event}' listener threw: ${firstLine(e)}`,
-        error: e,
-      }),
-    );
+    this.#reports.unmapFailed(e, failed, err, closing, () => this.#orphans.set(e, failed + 1));
   }
 
   /**
@@ -708,7 +384,7 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
       try {
         this.#stats.unmapCalls++;
         this.container.unmapDma(e.mapped!.info.iova, e.mapped!.info.size);
-        this.#account(e, -1);
+        this.#reports.account(e, -1);
       } catch (err) {
         this.#unmapFailed(e, 0, err, true);
       }
@@ -719,31 +395,4 @@ export class DmaListener extends EventEmitter<DmaListenerEvents> implements Memo
   [Symbol.dispose](): void {
     this.close();
   }
-}
-
-/** What usually leaves a section unmapped, by reason. */
-const SKIP_HINTS: Record<DmaSkip['reason'], string> = {
-  unaligned: 'its guest-physical address and host offset disagree below the page',
-  'sub-page': 'less than a page is left once trimmed to whole pages',
-  trimmed: 'RAM is mapped in whole pages; the edges are not',
-  'unaligned-device': 'a BAR section not aligned to the IOMMU page: peer-to-peer DMA to it fails',
-  'no-host-memory': 'its memory is not host memory the IOMMU can map',
-  'map-failed': 'the kernel refused the mapping',
-};
-
-/** The piece of its region a RAM-device map asks for: where in the region, how much, at which IOVA. */
-function pieceOf(s: FlatRange, req: DmaMapRequest): string {
-  return `${s.offsetInRegion} ${req.size} ${req.iova}`;
-}
-
-/** Two map requests for the same memory, offset, IOVA, size and rights. */
-function sameRequest(a: DmaMapRequest, b: DmaMapRequest): boolean {
-  return (
-    a.memory === b.memory &&
-    (a.offset ?? 0) === (b.offset ?? 0) &&
-    a.iova === b.iova &&
-    a.size === b.size &&
-    a.read === b.read &&
-    a.write === b.write
-  );
 }

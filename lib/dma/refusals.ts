@@ -13,7 +13,8 @@
  *   not decode: the same piece of the same region is not asked again, any other piece is.
  * @internal
  */
-import type { DmaMemory } from '../vfio/dma-types';
+import type { FlatRange } from '../memory';
+import type { DmaMapRequest, DmaMemory } from '../vfio/dma-types';
 
 /** How far a refusal reaches: the piece, its whole region, or all device memory of the IOAS. */
 export type RefusalScope = 'piece' | 'region' | 'device-memory';
@@ -65,6 +66,11 @@ export class MapRefusals {
     this.#regions.set(region, r);
     return r;
   }
+}
+
+/** The piece of its region a RAM-device map asks for: where in the region, how much, at which IOVA. */
+export function pieceOf(s: FlatRange, req: DmaMapRequest): string {
+  return `${s.offsetInRegion} ${req.size} ${req.iova}`;
 }
 
 /** What a refusal means for what is not asked after it, as a report and a skip say it. */
