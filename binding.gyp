@@ -18,6 +18,7 @@
         "native/vcpu_thread.cc",
         "native/loop_queue.cc",
         "native/exit_table.cc",
+        "native/byte_sink.cc",
         "native/guest_memory.cc",
         "native/dma.cc",
         "native/irq.cc",

@@ -35,16 +35,22 @@ export interface NativeExitTable {
   readonly __vfioBridgeExitTable: never;
 }
 
-/** One range of an exit table (native/exit_table.h): `kind` 0 is a mapping, 1 a device fd. */
+/** One range of an exit table (native/exit_table.h). */
 export interface NativeExitEntry {
   start: number;
   size: number;
-  kind: 0 | 1;
-  /** The mapping (kind 0) or the device fd (kind 1). */
-  handle: NativeMappingHandle | NativeHandle;
-  /** Offset in the mapping (kind 0) or in the fd (kind 1) of `start`. */
+  /** 0 a mapping, 1 a device fd, 2 a constant (reads only), 3 a byte sink (byte writes only). */
+  kind: 0 | 1 | 2 | 3;
+  /** The mapping (kind 0), the device fd (kind 1), the sink (kind 3); null for a constant. */
+  handle: NativeMappingHandle | NativeHandle | NativeByteSink | null;
+  /** Offset in the mapping (kind 0) or in the fd (kind 1) of `start`; the value (kind 2). */
   offset: number;
   readonly: boolean;
+}
+
+/** A byte sink's handle (native/byte_sink.cc): where vCPU threads put a port's written bytes. */
+export interface NativeByteSink {
+  readonly __vfioBridgeByteSink: never;
 }
 
 /** A vCPU thread's counters. */
@@ -348,8 +354,22 @@ export interface NativeBinding {
     address: number,
     size: number,
     isWrite: boolean,
-  ): { kind: 0 | 1; at: bigint } | null;
+  ): { kind: 0 | 1 | 2 | 3; at: bigint } | null;
+  /** Serve one access as a vCPU thread would, on this thread: null when JavaScript must. */
+  exitTableServe(
+    table: NativeExitTable,
+    space: number,
+    address: number,
+    size: number,
+    isWrite: boolean,
+    value: bigint,
+  ): { value: bigint; fault: boolean; errno: number } | null;
   exitTableClose(table: NativeExitTable): void;
+  /** A byte sink; `onBytes` runs on this loop when a byte arrives in it after it was emptied. */
+  byteSinkOpen(onBytes: () => void): NativeByteSink;
+  /** The bytes put in the sink since the last take (null: none). */
+  byteSinkTake(sink: NativeByteSink): Buffer | null;
+  byteSinkClose(sink: NativeByteSink): void;
   readonly kvmStructSizes: {
     regs: number;
     sregs: number;

@@ -1,14 +1,18 @@
-// Exit tables (see exit_table.h): creation, publication from lib/vmm's listener, and a lookup that
-// lets the tests hold the native routing against the TypeScript flat view.
+// Exit tables (see exit_table.h): creation, publication from lib/vmm's listener, the serving of one
+// access (the vCPU threads' and the tests'), and a lookup that lets the tests hold the native
+// routing against the TypeScript flat view.
 #include "exit_table.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
+#include "accessors.h"
 #include "args.h"
 #include "exports.h"
 #include "handle.h"
@@ -61,6 +65,43 @@ void ExitTableCore::RemoveReader(std::atomic<const ExitSnapshot*>* hazard) {
 }
 
 namespace {
+
+vfio_bridge_load Load(const volatile uint8_t* p, uint32_t size) {
+  switch (size) {
+    case 1:
+      return vfio_bridge_load8(p);
+    case 2:
+      return vfio_bridge_load16(p);
+    case 4:
+      return vfio_bridge_load32(p);
+    default:
+      return vfio_bridge_load64(p);
+  }
+}
+
+int Store(volatile uint8_t* p, uint32_t size, uint64_t value) {
+  switch (size) {
+    case 1:
+      return vfio_bridge_store8(p, static_cast<uint8_t>(value));
+    case 2:
+      return vfio_bridge_store16(p, static_cast<uint16_t>(value));
+    case 4:
+      return vfio_bridge_store32(p, static_cast<uint32_t>(value));
+    default:
+      return vfio_bridge_store64(p, value);
+  }
+}
+
+/** FdAccess - one pread or pwrite of exactly @size bytes; 0 or an errno (EIO when short). */
+int FdAccess(int fd, uint8_t* data, uint32_t size, uint64_t offset, bool is_write) {
+  ssize_t n;
+  do {
+    n = is_write ? pwrite(fd, data, size, static_cast<off_t>(offset))
+                 : pread(fd, data, size, static_cast<off_t>(offset));
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(size)) return 0;
+  return n < 0 ? errno : EIO;
+}
 
 constexpr napi_type_tag kExitTableTag = {0x7666696f2d627269ULL, 0x6467652d65786974ULL};
 
@@ -135,7 +176,7 @@ bool ParseEntry(napi_env env, napi_value obj, size_t i, ExitSnapshot* snap, Exit
                              " is empty or ends past 2^53");
     return false;
   }
-  *out = ExitEntry{start, start + size, ExitEntry::kMmap, readonly, nullptr, -1, 0};
+  *out = ExitEntry{start, start + size, ExitEntry::kMmap, readonly, nullptr, -1, 0, nullptr};
   napi_value handle = Property(env, obj, "handle");
   if (kind == 0) {
     HostRange range;
@@ -163,8 +204,29 @@ bool ParseEntry(napi_env env, napi_value obj, size_t i, ExitSnapshot* snap, Exit
     out->base = range.base + offset;
     return true;
   }
+  if (kind == 2) {
+    if (size > 8) {
+      ThrowRangeError(env,
+                      at + ": a constant range is at most 8 bytes, not " + std::to_string(size));
+      return false;
+    }
+    // The value's bytes, little-endian from `start` (JavaScript gives it as a safe integer).
+    out->kind = ExitEntry::kConst;
+    out->readonly = true;
+    out->file_offset = offset;
+    return true;
+  }
+  if (kind == 3) {
+    std::shared_ptr<SinkCore> sink = GetByteSink(env, handle, "exit table");
+    if (!sink) return false;
+    out->kind = ExitEntry::kSink;
+    out->sink = sink.get();
+    snap->sinks.push_back(std::move(sink));
+    return true;
+  }
   if (kind != 1) {
-    ThrowRangeError(env, at + ": kind " + std::to_string(kind) + " is not 0 (mmap) or 1 (fd)");
+    ThrowRangeError(env, at + ": kind " + std::to_string(kind) +
+                             " is not 0 (mmap), 1 (fd), 2 (constant) or 3 (sink)");
     return false;
   }
   FdResource* h = GetHandle(env, handle, "exit table");
@@ -232,15 +294,61 @@ napi_value Lookup(napi_env env, napi_callback_info info) {
   } else {
     uint64_t delta = addr - e->start;
     uint64_t at = e->kind == ExitEntry::kMmap ? reinterpret_cast<uint64_t>(e->base + delta)
-                                              : e->file_offset + delta;
+                  : e->kind == ExitEntry::kFd ? e->file_offset + delta
+                                              : 0;
     napi_value kind, where;
     napi_create_object(env, &out);
-    napi_create_uint32(env, e->kind == ExitEntry::kMmap ? 0 : 1, &kind);
+    napi_create_uint32(env, static_cast<uint32_t>(e->kind), &kind);
     napi_create_bigint_uint64(env, at, &where);
     napi_set_named_property(env, out, "kind", kind);
     napi_set_named_property(env, out, "at", where);
   }
   ExitTableCore::Release(&hazard);
+  return out;
+}
+
+/**
+ * Serve(table, space, addr, size, isWrite, value) - serve one access as a vCPU thread would, on
+ * this thread: null when JavaScript must, else { value, fault, errno } (value: what a read got, as
+ * a bigint). How the tests hold the serving of each kind of range without a guest.
+ */
+napi_value Serve(napi_env env, napi_callback_info info) {
+  Args<6> args(env, info);
+  ExitTableResource* t = Unwrap(env, args[0], "exitTableServe");
+  int space;
+  uint64_t addr, value = 0;
+  uint32_t size;
+  bool is_write = false, lossless = true;
+  if (t == nullptr || !GetSpace(env, args[1], &space) ||
+      !GetSafeInteger(env, args[2], "address", &addr) || !GetUint32(env, args[3], "size", &size)) {
+    return nullptr;
+  }
+  napi_get_value_bool(env, args[4], &is_write);
+  if (napi_get_value_bigint_uint64(env, args[5], &value, &lossless) != napi_ok)
+    return ThrowTypeError(env, "exitTableServe: value must be a bigint");
+  uint8_t data[8];
+  std::memcpy(data, &value, sizeof data);
+  std::atomic<const ExitSnapshot*> hazard{nullptr};
+  const ExitSnapshot* s = t->core->Acquire(space, &hazard);
+  bool fault;
+  int err;
+  bool served = ServeAccess(s, addr, size, is_write, data, &fault, &err);
+  ExitTableCore::Release(&hazard);
+  napi_value out;
+  if (!served) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  uint64_t got = 0;
+  if (!is_write) std::memcpy(&got, data, size <= 8 ? size : 8);
+  napi_value v, f, e;
+  napi_create_object(env, &out);
+  napi_create_bigint_uint64(env, got, &v);
+  napi_get_boolean(env, fault, &f);
+  napi_create_int32(env, err, &e);
+  napi_set_named_property(env, out, "value", v);
+  napi_set_named_property(env, out, "fault", f);
+  napi_set_named_property(env, out, "errno", e);
   return out;
 }
 
@@ -258,12 +366,60 @@ const ExitEntry* ServableEntry(const ExitSnapshot* s, uint64_t addr, uint32_t si
   if (s == nullptr || (size != 1 && size != 2 && size != 4 && size != 8)) return nullptr;
   const ExitEntry* e = s->Find(addr, size);
   if (e == nullptr) return nullptr;
-  // A write to a read-only range is JavaScript's to report.
+  // A write to a read-only range is JavaScript's to report; a constant is read-only.
   if (is_write && e->readonly) return nullptr;
+  // A sink takes byte writes; its reads (a UART's receiver behind the same port) are JavaScript's.
+  if (e->kind == ExitEntry::kSink && (!is_write || size != 1)) return nullptr;
   // The fd regions take aligned accesses only (as their ops' `unaligned: false`); JavaScript
   // reports the others.
   if (e->kind == ExitEntry::kFd && (e->file_offset + (addr - e->start)) % size != 0) return nullptr;
   return e;
+}
+
+bool ServeAccess(const ExitSnapshot* s, uint64_t addr, uint32_t size, bool is_write, uint8_t* data,
+                 bool* fault, int* err) {
+  *fault = false;
+  *err = 0;
+  const ExitEntry* e = ServableEntry(s, addr, size, is_write);
+  if (e == nullptr) return false;
+  uint64_t delta = addr - e->start;
+  switch (e->kind) {
+    case ExitEntry::kMmap: {
+      // SAFETY: ServableEntry found [addr, addr + size) inside the entry, and the entry inside its
+      // mapping, whose pages the snapshot pins; the accessor is one access of exactly @size bytes.
+      volatile uint8_t* p = e->base + delta;
+      if (is_write) {
+        uint64_t value = 0;
+        std::memcpy(&value, data, size);
+        *fault = Store(p, size, value) != 0;
+      } else {
+        vfio_bridge_load l = Load(p, size);
+        *fault = l.fault != 0;
+        uint64_t value = *fault ? ~0ULL : l.value;
+        std::memcpy(data, &value, size);  // only the access's bytes: none above its width
+      }
+      return true;
+    }
+    case ExitEntry::kFd: {
+      uint8_t buf[8];
+      if (is_write) std::memcpy(buf, data, size);
+      *err = FdAccess(e->fd, buf, size, e->file_offset + delta, is_write);
+      if (!is_write) {
+        if (*err != 0) std::memset(buf, 0xff, size);
+        std::memcpy(data, buf, size);
+      }
+      return true;
+    }
+    case ExitEntry::kConst: {
+      // delta + size <= 8 (the entry is at most 8 bytes): the bytes of the value at the access.
+      uint64_t value = e->file_offset >> (8 * delta);
+      std::memcpy(data, &value, size);
+      return true;
+    }
+    case ExitEntry::kSink:
+      return e->sink->Append(data[0]);
+  }
+  return false;
 }
 
 std::shared_ptr<ExitTableCore> GetExitTable(napi_env env, napi_value value, const char* op) {
@@ -273,9 +429,8 @@ std::shared_ptr<ExitTableCore> GetExitTable(napi_env env, napi_value value, cons
 
 void RegisterExitTable(napi_env env, napi_value exports) {
   const napi_property_descriptor methods[] = {
-      Method("exitTableCreate", Create),
-      Method("exitTableSet", Set),
-      Method("exitTableLookup", Lookup),
+      Method("exitTableCreate", Create), Method("exitTableSet", Set),
+      Method("exitTableLookup", Lookup), Method("exitTableServe", Serve),
       Method("exitTableClose", Close),
   };
   DefineMethods(env, exports, methods);

@@ -2,11 +2,13 @@
 //
 // lib/vmm's memory listener publishes, for each address space (MMIO, port I/O), the flat ranges
 // whose accesses are one fixed-width access on a mapping (trapped-mmap) or one pread/pwrite on a
-// device fd (trapped-fd). Each publication replaces that space's snapshot whole: a vCPU sees the
-// old one or the new one, never a mix. Readers announce the snapshot they use in a hazard slot;
-// Publish returns only once no reader still holds the old snapshot, so a range removed is never
-// accessed after its commit returns. Snapshots pin what they point at (the mapping's pages, a dup
-// of the fd), so closing a Mapping or a Device under a running vCPU cannot pull memory or an fd
+// device fd (trapped-fd), and the registers a device model lets go for as long as its state
+// allows: reads of a constant (a UART's line status while nothing changes it), and byte writes
+// into a sink (a UART's transmitter). Each publication replaces that space's snapshot whole: a vCPU
+// sees the old one or the new one, never a mix. Readers announce the snapshot they use in a hazard
+// slot; Publish returns only once no reader still holds the old snapshot, so a range removed is
+// never accessed after its commit returns. Snapshots pin what they point at (the mapping's pages, a
+// dup of the fd), so closing a Mapping or a Device under a running vCPU cannot pull memory or an fd
 // number out from under it.
 #pragma once
 
@@ -18,6 +20,7 @@
 #include <mutex>
 #include <vector>
 
+#include "byte_sink.h"
 #include "host_memory.h"
 
 namespace vfio_bridge {
@@ -26,11 +29,12 @@ namespace vfio_bridge {
 struct ExitEntry {
   uint64_t start;
   uint64_t end;
-  enum Kind : uint8_t { kMmap, kFd } kind;
+  enum Kind : uint8_t { kMmap, kFd, kConst, kSink } kind;
   bool readonly;
   uint8_t* base;         // kMmap: the host address of `start`
   int fd;                // kFd: the snapshot's own dup of the device fd
-  uint64_t file_offset;  // kFd: the fd offset of `start`
+  uint64_t file_offset;  // kFd: the fd offset of `start`; kConst: the value (byte 0 at `start`)
+  SinkCore* sink;        // kSink: where byte writes go (the snapshot holds it)
 };
 
 /** struct ExitSnapshot - one space's entries, sorted and disjoint, and what they pin. */
@@ -42,6 +46,7 @@ struct ExitSnapshot {
   std::vector<ExitEntry> entries;
   std::vector<MapBacking*> pins;
   std::vector<int> fds;
+  std::vector<std::shared_ptr<SinkCore>> sinks;
 };
 
 constexpr int kSpaceMmio = 0;
@@ -78,10 +83,19 @@ class ExitTableCore {
 
 /**
  * ServableEntry - the entry a vCPU thread serves an access of @size bytes at @addr from, or nullptr
- * when JavaScript must: no entry holds it whole, an odd size, a write to a read-only range, or an
- * unaligned access to an fd range.
+ * when JavaScript must: no entry holds it whole, an odd size, a write to a read-only or constant
+ * range, an unaligned access to an fd range, or anything but a byte write to a sink.
  */
 const ExitEntry* ServableEntry(const ExitSnapshot* s, uint64_t addr, uint32_t size, bool is_write);
+
+/**
+ * ServeAccess - serve one access of @size bytes at @addr from @s, @data being its bytes (the
+ * value for a write, filled in for a read). False when JavaScript must serve it (as ServableEntry,
+ * or a sink that refused the byte). Else true, with *fault set when a mapping's page was revoked
+ * (a read then answers all-ones) and *err an errno when the fd access failed (likewise).
+ */
+bool ServeAccess(const ExitSnapshot* s, uint64_t addr, uint32_t size, bool is_write, uint8_t* data,
+                 bool* fault, int* err);
 
 /** GetExitTable - the table behind a handle from exitTableCreate (shared), or nullptr after
  * throwing. */

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "args.h"
+#include "byte_sink.h"
 #include "exports.h"
 #include "handle.h"
 #include "ioctl.h"
@@ -524,6 +525,7 @@ void RegisterVcpu(Napi::Env env, Napi::Object exports) {
                             {"bytes", exit_record::kBytes}});
   RegisterVcpuThread(env, exports);
   RegisterExitTable(env, exports);
+  RegisterByteSink(env, exports);
 }
 
 }  // namespace vfio_bridge

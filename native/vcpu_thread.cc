@@ -132,43 +132,6 @@ bool ParkSelf(VcpuThread* t, double why, double err) {
   return Park(t, why, err);
 }
 
-vfio_bridge_load Load(const volatile uint8_t* p, uint32_t size) {
-  switch (size) {
-    case 1:
-      return vfio_bridge_load8(p);
-    case 2:
-      return vfio_bridge_load16(p);
-    case 4:
-      return vfio_bridge_load32(p);
-    default:
-      return vfio_bridge_load64(p);
-  }
-}
-
-int Store(volatile uint8_t* p, uint32_t size, uint64_t value) {
-  switch (size) {
-    case 1:
-      return vfio_bridge_store8(p, static_cast<uint8_t>(value));
-    case 2:
-      return vfio_bridge_store16(p, static_cast<uint16_t>(value));
-    case 4:
-      return vfio_bridge_store32(p, static_cast<uint32_t>(value));
-    default:
-      return vfio_bridge_store64(p, value);
-  }
-}
-
-/** FdAccess - one pread or pwrite of exactly @size bytes; 0 or an errno (EIO when short). */
-int FdAccess(int fd, uint8_t* data, uint32_t size, uint64_t offset, bool is_write) {
-  ssize_t n;
-  do {
-    n = is_write ? pwrite(fd, data, size, static_cast<off_t>(offset))
-                 : pread(fd, data, size, static_cast<off_t>(offset));
-  } while (n < 0 && errno == EINTR);
-  if (n == static_cast<ssize_t>(size)) return 0;
-  return n < 0 ? errno : EIO;
-}
-
 /** ServeHere - serve the current MMIO/port exit from the exit table; false: JavaScript must. */
 bool ServeHere(VcpuThread* t) {
   VcpuState* v = t->v;
@@ -198,38 +161,11 @@ bool ServeHere(VcpuThread* t) {
     data = reinterpret_cast<uint8_t*>(run) + run->io.data_offset;
   }
   const ExitSnapshot* s = t->table->Acquire(space, &t->hazard);
-  const ExitEntry* e = ServableEntry(s, addr, size, is_write);
-  if (e == nullptr) {
-    ExitTableCore::Release(&t->hazard);
-    return false;
-  }
-  uint64_t delta = addr - e->start;
-  int err = 0;
-  bool fault = false;
-  if (e->kind == ExitEntry::kMmap) {
-    // SAFETY: ServableEntry found [addr, addr + size) inside the entry, and the entry inside its
-    // mapping, whose pages the snapshot pins; the accessor is one access of exactly @size bytes.
-    volatile uint8_t* p = e->base + delta;
-    if (is_write) {
-      uint64_t value = 0;
-      std::memcpy(&value, data, size);
-      fault = Store(p, size, value) != 0;
-    } else {
-      vfio_bridge_load l = Load(p, size);
-      fault = l.fault != 0;
-      uint64_t value = fault ? ~0ULL : l.value;
-      std::memcpy(data, &value, size);  // only the access's bytes: none above its width
-    }
-  } else {
-    uint8_t buf[8];
-    if (is_write) std::memcpy(buf, data, size);
-    err = FdAccess(e->fd, buf, size, e->file_offset + delta, is_write);
-    if (!is_write) {
-      if (err != 0) std::memset(buf, 0xff, size);
-      std::memcpy(data, buf, size);
-    }
-  }
+  bool fault;
+  int err;
+  bool served = ServeAccess(s, addr, size, is_write, data, &fault, &err);
   ExitTableCore::Release(&t->hazard);
+  if (!served) return false;
   (space == kSpaceMmio ? t->fast_mmio : t->fast_pio).fetch_add(1, std::memory_order_relaxed);
   if (fault || err != 0) {
     t->faults.fetch_add(1, std::memory_order_relaxed);

@@ -6,6 +6,7 @@ import {
   type NativeHandle,
   type NativeMappingHandle,
 } from '../native';
+import type { ByteSink } from './byte-sink';
 import { closedError } from './errors';
 
 /** The two spaces a vCPU exits on. */
@@ -17,6 +18,11 @@ export type ExitSpace = 'mmio' | 'pio';
  *   mapping, guarded against SIGBUS (a revoked BAR reads all-ones and is reported);
  * - `fd`: each access is one pread/pwrite of its size at `offset + (address - start)` of the fd;
  *   only aligned accesses (others go to JavaScript, which reports them).
+ * - `const`: each read answers the bytes of `value` at the access (little-endian from `start`; at
+ *   most 8 bytes); writes go to JavaScript. A device model publishes one for a register that reads
+ *   the same until the model's state changes (a UART's line status), and replaces it then;
+ * - `sink`: each byte write goes into the {@link ByteSink} (a UART's transmitter); reads, wider
+ *   writes, and writes the sink refuses (full, or closed) go to JavaScript.
  * A write to a `readonly` range goes to JavaScript. So do odd sizes and accesses that do not lie
  * inside one range.
  */
@@ -46,7 +52,30 @@ export type ExitTableEntry =
       fd: NativeHandle;
       /** File offset that `start` corresponds to (the region's offset plus the offset in it). */
       offset: number;
+    }
+  | {
+      /** First guest-physical address (or port) of the range. */
+      start: number;
+      /** Length of the range in bytes (at most 8). */
+      size: number;
+      /** Reads answer a constant. */
+      kind: 'const';
+      /** The range's bytes as a little-endian integer (a safe integer). */
+      value: number;
+    }
+  | {
+      /** First guest-physical address (or port) of the range. */
+      start: number;
+      /** Length of the range in bytes. */
+      size: number;
+      /** Byte writes go into a sink. */
+      kind: 'sink';
+      /** Where the bytes go (the table holds it while a vCPU may use it). */
+      sink: ByteSink;
     };
+
+/** The native kinds of {@link ExitTableEntry}'s. */
+const KINDS = ['mmap', 'fd', 'const', 'sink'] as const;
 
 const SPACE: Record<ExitSpace, number> = { mmio: 0, pio: 1 };
 
@@ -87,18 +116,7 @@ export class ExitTable implements Disposable {
   set(space: ExitSpace, entries: readonly ExitTableEntry[]): void {
     const s = spaceIndex(space);
     if (!Array.isArray(entries)) throw new ArgTypeError('ExitTable.set: entries must be an array');
-    const list: NativeExitEntry[] = entries.map((e) =>
-      e.kind === 'mmap'
-        ? {
-            start: e.start,
-            size: e.size,
-            kind: 0,
-            handle: e.mapping,
-            offset: e.offset,
-            readonly: !!e.readonly,
-          }
-        : { start: e.start, size: e.size, kind: 1, handle: e.fd, offset: e.offset, readonly: false },
-    );
+    const list: NativeExitEntry[] = entries.map(nativeEntry);
     native.exitTableSet(this.#open('ExitTable.set'), s, list);
     this.#counts[space] = list.length;
   }
@@ -114,8 +132,8 @@ export class ExitTable implements Disposable {
     isWrite: boolean,
   ): {
     /** Which kind of range serves the access. */
-    kind: 'mmap' | 'fd';
-    /** Where the access goes: the host virtual address (`mmap`) or the file offset (`fd`). */
+    kind: ExitTableEntry['kind'];
+    /** Where the access goes: the host virtual address (`mmap`), the file offset (`fd`), else 0. */
     at: bigint;
   } | null {
     const r = native.exitTableLookup(
@@ -125,7 +143,29 @@ export class ExitTable implements Disposable {
       size,
       isWrite,
     );
-    return r === null ? null : { kind: r.kind === 0 ? 'mmap' : 'fd', at: r.at };
+    return r === null ? null : { kind: KINDS[r.kind], at: r.at };
+  }
+
+  /**
+   * Serve one access as a vCPU thread would, on this thread: null when it would go to JavaScript,
+   * else what a read got (`value`), whether a mapping's page was revoked (`fault`) and the fd
+   * access's errno (0). For tests of what a table serves, without a guest.
+   */
+  serve(
+    space: ExitSpace,
+    address: number,
+    size: number,
+    isWrite: boolean,
+    value = 0n,
+  ): { value: bigint; fault: boolean; errno: number } | null {
+    return native.exitTableServe(
+      this.#open('ExitTable.serve'),
+      spaceIndex(space),
+      address,
+      size,
+      isWrite,
+      BigInt.asUintN(64, value),
+    );
   }
 
   /** Drop the table; threads still running keep the ranges they have until they stop. Idempotent. */
@@ -143,6 +183,26 @@ export class ExitTable implements Disposable {
   #open(op: string): NativeExitTable {
     if (this.#closed) throw closedError(op, 'exit table', 'exit table');
     return this.#handle;
+  }
+}
+
+function nativeEntry(e: ExitTableEntry): NativeExitEntry {
+  const at = { start: e.start, size: e.size };
+  switch (e.kind) {
+    case 'mmap':
+      return { ...at, kind: 0, handle: e.mapping, offset: e.offset, readonly: !!e.readonly };
+    case 'fd':
+      return { ...at, kind: 1, handle: e.fd, offset: e.offset, readonly: false };
+    case 'const':
+      if (!Number.isSafeInteger(e.value) || e.value < 0)
+        throw new ArgRangeError(`exit table constant ${String(e.value)} is not a safe integer >= 0`);
+      return { ...at, kind: 2, handle: null, offset: e.value, readonly: true };
+    case 'sink':
+      return { ...at, kind: 3, handle: e.sink._handle, offset: 0, readonly: false };
+    default:
+      throw new ArgRangeError(
+        `exit table entry kind ${String((e as { kind?: unknown }).kind)} is not mmap, fd, const or sink`,
+      );
   }
 }
 

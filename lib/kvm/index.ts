@@ -5,6 +5,7 @@ export { Vcpu, type RunOptions, type RunResult, type VcpuOptions } from './vcpu'
 export { type AccessExit, type VcpuExit } from './exit';
 export { routeAccess, type ExitRouting, type RoutedAccess } from './exit-routing';
 export { ExitTable, type ExitSpace, type ExitTableEntry } from './exit-table';
+export { ByteSink } from './byte-sink';
 export {
   VcpuThread,
   type ParkReason,

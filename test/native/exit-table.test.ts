@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import fc from 'fast-check';
 import {
   AddressSpace,
+  ByteSink,
   DMA_HANDLE,
   ExitTable,
   Mapping,
@@ -176,6 +177,12 @@ describe('ExitTable', () => {
                   ? readFile(s.fd, Number(want.at), size)
                   : readMapped(s.mappings, want.at, size);
               expect(BigInt(viaTs)).toBe(viaTable);
+              // And what a vCPU thread would answer, served here.
+              expect(table.serve('mmio', addr, size, false)).toEqual({
+                value: viaTable,
+                fault: false,
+                errno: 0,
+              });
             }
           };
           check();
@@ -230,6 +237,70 @@ describe('ExitTable', () => {
     expect(table.lookup('mmio', 0x1008, 8, false)).toBeNull();
   });
 });
+
+describe('ExitTable constants and byte sinks', () => {
+  const LSR = 0x3fd;
+  const THR = 0x3f8;
+
+  test('a constant answers reads with its bytes and leaves writes to JavaScript', () => {
+    using table = new ExitTable();
+    table.set('pio', [
+      { start: 0x10, size: 8, kind: 'const', value: 0x0605_0403_0201 },
+      { start: LSR, size: 1, kind: 'const', value: 0x60 },
+    ]);
+    expect(table.serve('pio', LSR, 1, false)).toEqual({ value: 0x60n, fault: false, errno: 0 });
+    expect(table.lookup('pio', LSR, 1, false)).toEqual({ kind: 'const', at: 0n });
+    expect(table.serve('pio', LSR, 1, true, 0x11n)).toBeNull();
+    expect(table.lookup('pio', LSR, 1, true)).toBeNull();
+    expect(table.serve('pio', 0x11, 2, false)?.value).toBe(0x0302n);
+    expect(table.serve('pio', 0x10, 8, false)?.value).toBe(0x0605_0403_0201n);
+    expect(table.serve('pio', 0x17, 1, false)?.value).toBe(0n);
+    expect(table.serve('pio', 0x17, 2, false)).toBeNull(); // straddles the end
+    expect(() => table.set('pio', [{ start: 0, size: 9, kind: 'const', value: 0 }])).toThrow(RangeError);
+    expect(() => table.set('pio', [{ start: 0, size: 1, kind: 'const', value: -1 }])).toThrow(RangeError);
+    expect(() => table.set('pio', [{ start: 0, size: 1, kind: 'other' } as never])).toThrow(RangeError);
+  });
+
+  test('a sink takes byte writes in order, wakes the loop once until taken, and refuses when full or closed', async () => {
+    let wakes = 0;
+    const sink = new ByteSink(() => wakes++);
+    using table = new ExitTable();
+    table.set('pio', [{ start: THR, size: 1, kind: 'sink', sink }]);
+    expect(table.lookup('pio', THR, 1, true)).toEqual({ kind: 'sink', at: 0n });
+    for (const b of Buffer.from('hi\n')) expect(table.serve('pio', THR, 1, true, BigInt(b))).not.toBeNull();
+    // Reads (the receiver behind the same port) and wider writes are JavaScript's.
+    expect(table.serve('pio', THR, 1, false)).toBeNull();
+    expect(table.serve('pio', THR, 2, true, 0x4141n)).toBeNull();
+    await until(() => wakes > 0);
+    expect(wakes).toBe(1);
+    expect(Buffer.from(sink.take()!).toString()).toBe('hi\n');
+    expect(sink.take()).toBeNull();
+    table.serve('pio', THR, 1, true, 0x21n);
+    await until(() => wakes > 1);
+    expect(wakes).toBe(2);
+    // Full: 64 KiB not taken. The next byte is refused (a vCPU thread would hand it over), and
+    // taking makes room again.
+    for (let i = 1; i < 64 * 1024; i++) table.serve('pio', THR, 1, true, BigInt(i & 0xff));
+    expect(table.serve('pio', THR, 1, true, 0x7an)).toBeNull();
+    const all = sink.take()!;
+    expect(all.length).toBe(64 * 1024);
+    expect([all[0], all[1], all[all.length - 1]]).toEqual([0x21, 1, 0xff]);
+    expect(table.serve('pio', THR, 1, true, 0x7an)).not.toBeNull();
+    // Closed: the bytes not taken are gone, and the table's entry refuses from then on.
+    sink.close();
+    expect(table.serve('pio', THR, 1, true, 0x7an)).toBeNull();
+    expect(sink.take()).toBeNull();
+    expect(caught(() => table.set('pio', [{ start: THR, size: 1, kind: 'sink', sink }])).code).toBe(
+      'ECLOSED',
+    );
+    expect(() => new ByteSink(7 as never)).toThrow(TypeError);
+  });
+});
+
+/** Waits (on the event loop) until `done`, for at most a second. */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 5));
+}
 
 function mapHandle(m: Mapping): never {
   return m[DMA_HANDLE]() as never;
