@@ -1,25 +1,23 @@
+/**
+ * The VFIO Device: one device fd, its info, region and IRQ queries, its resets and interrupts, and
+ * its lifecycle. Beside it: region I/O through the fd and mmap with the checks each access gets
+ * (region-io.ts), the hot reset's info, the group fds it passes and its errors (hot-reset.ts), the
+ * interrupts themselves (irq.ts, irq-queue.ts) and the tables of what is open (open-objects.ts).
+ */
 import { ArgRangeError, ArgTypeError, closedError } from '../base/error';
 import { native, type NativeHandle } from '../native';
 import { VfioError } from '../base/native-errors';
-import { addOpenDevice, findOpenGroup, removeOpenDevice } from './open-objects';
-import {
-  devicesNotOwnedError,
-  groupsNotOwnedError,
-  type HotResetInfo,
-  parseHotResetInfo,
-  VFIO_PCI_DEVID_NOT_OWNED,
-  VFIO_PCI_HOT_RESET_FLAG_DEV_ID,
-} from './hot-reset';
+import { addOpenDevice, removeOpenDevice } from './open-objects';
+import { hotResetFds, type HotResetInfo, parseHotResetInfo } from './hot-reset';
 import { DeviceIrq, type IrqOptions } from './irq';
 import { IrqChangeQueue } from './irq-queue';
-import { Mapping, PAGE_SIZE } from './mapping';
-import { isMdevUuid } from './mdev/sysfs';
+import type { Mapping } from './mapping';
+import { RegionIo } from './region-io';
 import type { AccessSize } from '../types';
 import {
   parseDeviceInfo,
   parseIrqInfo,
   parseRegionInfo,
-  VFIO_PCI_ROM_REGION_INDEX,
   type DeviceInfo,
   type IrqInfo,
   type RegionInfo,
@@ -31,50 +29,6 @@ function checkIndex(what: string, index: unknown): number {
     throw new ArgRangeError(`${what} ${index} is not a valid index`);
   }
   return index;
-}
-
-function checkSize(size: unknown): AccessSize {
-  if (size !== 1 && size !== 2 && size !== 4 && size !== 8) {
-    throw new ArgRangeError(`size ${String(size)} is not 1, 2, 4 or 8`);
-  }
-  return size;
-}
-
-/** The index of the expansion ROM region of a vfio-pci device. */
-const ROM_REGION = 6;
-
-function checkRange(
-  op: string,
-  region: RegionInfo,
-  offset: unknown,
-  size: unknown,
-  limit: number = region.size,
-  bdf = 'the device',
-): number {
-  if (typeof offset !== 'number')
-    throw new ArgTypeError(`${op}: offset must be a number, got ${typeof offset}`);
-  if (typeof size !== 'number') throw new ArgTypeError(`${op}: size must be a number, got ${typeof size}`);
-  if (region.size === 0) {
-    // An empty region is one the device does not implement; say so rather than quote its bounds.
-    throw new ArgRangeError(
-      region.index === ROM_REGION
-        ? `${op}: ${bdf} has no expansion ROM (region ${ROM_REGION} is empty)`
-        : `${op}: ${bdf} does not implement region ${region.index} (it is empty)`,
-    );
-  }
-  if (
-    !Number.isSafeInteger(offset) ||
-    offset < 0 ||
-    !Number.isSafeInteger(size) ||
-    size < 0 ||
-    offset > limit ||
-    size > limit - offset
-  ) {
-    throw new ArgRangeError(
-      `${op}: offset ${offset} width ${size} is outside region ${region.index} (size ${limit})`,
-    );
-  }
-  return offset;
 }
 
 /** How a device cdev is bound to an iommufd (VFIO_DEVICE_BIND_IOMMUFD). @internal */
@@ -102,12 +56,15 @@ export class Device implements Disposable {
   #irqQueue: IrqChangeQueue | null = null;
   #onIrqError: (error: unknown) => void = () => undefined;
   readonly #binding: IommufdBinding | null;
+  /** Region I/O through the fd and mmap, with the checks each access gets. */
+  readonly #io: RegionIo;
 
   private constructor(handle: NativeHandle, bdf: string, groupPath: string, binding: IommufdBinding | null) {
     this.#handle = handle;
     this.bdf = bdf;
     this.#groupPath = groupPath;
     this.#binding = binding;
+    this.#io = new RegionIo(bdf, groupPath);
   }
 
   /**
@@ -303,7 +260,7 @@ export class Device implements Disposable {
    */
   hotReset(groups?: readonly { readonly number: number; readonly fd: number }[]): void {
     const h = this.#open('VFIO_DEVICE_PCI_HOT_RESET');
-    native.vfioHotReset(h, this.#hotResetFds(groups));
+    native.vfioHotReset(h, hotResetFds(this.bdf, this.hotResetInfo(), groups));
   }
 
   /**
@@ -317,69 +274,25 @@ export class Device implements Disposable {
   ): Promise<void> {
     opts.signal?.throwIfAborted();
     const h = this.#open('VFIO_DEVICE_PCI_HOT_RESET');
-    await native.vfioHotResetAsync(h, this.#hotResetFds(groups));
-  }
-
-  /**
-   * The fd of every group a bus reset affects; throws naming the groups not open here. A device
-   * opened through its cdev proves ownership through its iommufd instead: no fds (an empty array).
-   */
-  #hotResetFds(groups?: readonly { readonly number: number; readonly fd: number }[]): Int32Array {
-    const info = this.hotResetInfo();
-    if ((info.flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID) !== 0) {
-      if (info.devices.some((d) => d.devId === VFIO_PCI_DEVID_NOT_OWNED))
-        throw devicesNotOwnedError(this.bdf, info);
-      return new Int32Array(0);
-    }
-    const fds: number[] = [];
-    const missing: number[] = [];
-    for (const n of info.groups) {
-      const g = groups !== undefined ? groups.find((x) => x.number === n) : findOpenGroup(n);
-      const fd = g?.fd ?? -1;
-      if (fd < 0) missing.push(n);
-      else fds.push(fd);
-    }
-    if (missing.length > 0) throw groupsNotOwnedError(this.bdf, info, missing);
-    return Int32Array.from(fds);
+    await native.vfioHotResetAsync(h, hotResetFds(this.bdf, this.hotResetInfo(), groups));
   }
 
   /** Read exactly `size` bytes at `offset` in `region` with one pread; bigint when size is 8. */
   read(region: number, offset: number, size: AccessSize): number | bigint {
     const h = this.#open('pread');
-    const info = this.regionInfo(region);
-    checkSize(size);
-    checkRange('read', info, offset, size, info.size, this.bdf);
-    if (!info.readable) throw this.#denied('pread', info, 'readable');
-    return native.pread(h, info.offset + offset, size);
+    return this.#io.read(h, this.regionInfo(region), offset, size);
   }
 
   /** Write exactly `size` bytes at `offset` in `region` with one pwrite; `v` is a bigint when size is 8. */
   write(region: number, offset: number, size: AccessSize, v: number | bigint): void {
     const h = this.#open('pwrite');
-    const info = this.regionInfo(region);
-    checkSize(size);
-    checkRange('write', info, offset, size, info.size, this.bdf);
-    if (size === 8 ? typeof v !== 'bigint' : typeof v !== 'number') {
-      throw new ArgTypeError(`write: a ${size}-byte value must be a ${size === 8 ? 'bigint' : 'number'}`);
-    }
-    if (
-      size === 8
-        ? (v as bigint) < 0n || (v as bigint) > 0xffff_ffff_ffff_ffffn
-        : !Number.isInteger(v) || (v as number) < 0 || (v as number) >= 2 ** (8 * size)
-    ) {
-      throw new ArgRangeError(`write: value ${String(v)} does not fit in ${size} byte(s) unsigned`);
-    }
-    if (!info.writable) throw this.#denied('pwrite', info, 'writable');
-    native.pwrite(h, info.offset + offset, size, v);
+    this.#io.write(h, this.regionInfo(region), offset, size, v);
   }
 
   /** Read `length` bytes at `offset` in `region` into a new Buffer with one pread (config space, dumps). */
   readBlock(region: number, offset: number, length: number): Buffer {
     const h = this.#open('pread');
-    const info = this.regionInfo(region);
-    checkRange('readBlock', info, offset, length, info.size, this.bdf);
-    if (!info.readable) throw this.#denied('pread', info, 'readable');
-    return native.preadBlock(h, info.offset + offset, length);
+    return this.#io.readBlock(h, this.regionInfo(region), offset, length);
   }
 
   /** Write all of `data` at `offset` in `region` with one pwrite. */
@@ -387,10 +300,7 @@ export class Device implements Disposable {
     if (!(data instanceof Uint8Array))
       throw new ArgTypeError('writeBlock: data must be a Uint8Array or Buffer');
     const h = this.#open('pwrite');
-    const info = this.regionInfo(region);
-    checkRange('writeBlock', info, offset, data.length, info.size, this.bdf);
-    if (!info.writable) throw this.#denied('pwrite', info, 'writable');
-    native.pwriteBlock(h, info.offset + offset, data);
+    this.#io.writeBlock(h, this.regionInfo(region), offset, data);
   }
 
   /**
@@ -405,26 +315,8 @@ export class Device implements Disposable {
    * @throws VfioError ENOTMAPPABLE, or mmap's error (EINVAL: outside the mappable areas)
    */
   map(region: number, offset: number, length: number): Mapping {
-    this.#open('mmap');
-    const info = this.regionInfo(region);
-    checkRange('map', info, offset, length, Math.ceil(info.size / PAGE_SIZE) * PAGE_SIZE, this.bdf);
-    if (length === 0) throw new ArgRangeError('map: length 0: a mapping must cover at least one byte');
-    if (!info.mappable) {
-      throw new VfioError({
-        message: `region ${region} of ${this.bdf} does not support mmap`,
-        code: 'ENOTMAPPABLE',
-        op: 'mmap',
-        path: this.#groupPath,
-        bdf: this.bdf,
-        hint: 'access it through read()/write() on the device fd instead',
-      });
-    }
-    return Mapping.fromFd(this.fd, info.offset + offset, length, {
-      writable: info.writable,
-      path: this.#groupPath,
-      bdf: this.bdf,
-      deviceMemory: region < VFIO_PCI_ROM_REGION_INDEX && !isMdevUuid(this.bdf),
-    });
+    const h = this.#open('mmap');
+    return this.#io.map(h, this.regionInfo(region), region, offset, length);
   }
 
   /** Close the device fd. Idempotent; later use throws VfioError `'ECLOSED'`. Mappings stay valid. */
@@ -482,16 +374,5 @@ export class Device implements Disposable {
   #open(op: string): NativeHandle {
     if (this.#closed) throw closedError(op, `device ${this.bdf}`, { bdf: this.bdf, path: this.#groupPath });
     return this.#handle;
-  }
-
-  #denied(op: string, info: RegionInfo, what: string): VfioError {
-    return new VfioError({
-      message: `region ${info.index} of ${this.bdf} is not ${what}`,
-      code: 'EACCES',
-      errno: 13,
-      op,
-      path: this.#groupPath,
-      bdf: this.bdf,
-    });
   }
 }

@@ -1,5 +1,11 @@
+/**
+ * PCI hot (bus) reset of a VFIO device: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO decoded, the group fds a
+ * VFIO_DEVICE_PCI_HOT_RESET passes to prove this process owns what it resets, and the errors naming
+ * what it does not own.
+ */
 import { VfioError } from '../base/native-errors';
 import { viewOf } from '../base/values';
+import { findOpenGroup } from './open-objects';
 
 /**
  * VFIO_PCI_HOT_RESET_FLAG_DEV_ID: the device asked through its cdev (iommufd), so the entries name
@@ -124,4 +130,30 @@ export function devicesNotOwnedError(bdf: string, info: HotResetInfo): VfioError
       'on iommufd a bus reset needs every device on the bus open through its cdev and bound to the same ' +
       'iommufd in this process; or use Device.reset() if the device has a function reset',
   });
+}
+
+/**
+ * The fd of every group a bus reset affects, from `groups` or else the groups open in this
+ * environment; throws naming the groups not open here. A device opened through its cdev proves
+ * ownership through its iommufd instead: no fds (an empty array).
+ */
+export function hotResetFds(
+  bdf: string,
+  info: HotResetInfo,
+  groups?: readonly { readonly number: number; readonly fd: number }[],
+): Int32Array {
+  if ((info.flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID) !== 0) {
+    if (info.devices.some((d) => d.devId === VFIO_PCI_DEVID_NOT_OWNED)) throw devicesNotOwnedError(bdf, info);
+    return new Int32Array(0);
+  }
+  const fds: number[] = [];
+  const missing: number[] = [];
+  for (const n of info.groups) {
+    const g = groups !== undefined ? groups.find((x) => x.number === n) : findOpenGroup(n);
+    const fd = g?.fd ?? -1;
+    if (fd < 0) missing.push(n);
+    else fds.push(fd);
+  }
+  if (missing.length > 0) throw groupsNotOwnedError(bdf, info, missing);
+  return Int32Array.from(fds);
 }

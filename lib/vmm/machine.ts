@@ -2,22 +2,16 @@
  * A machine for a Node VMM: guest RAM at its guest-physical ranges around a PCI hole, the PCI bus
  * from lib/pci (whose memory space is the machine's system memory), one IOMMU context for every
  * assigned device (a type1 container, or an iommufd IOAS), and the DMA listener keeping the IOMMU
- * in step with the memory space.
+ * in step with the memory space. This file is Machine's surface and lifecycle; beside it are its
+ * options, their checks and the RAM layout they give (machine-options.ts), and the IOMMU context
+ * the devices share, opened with the first (machine-iommu.ts).
  */
-import { ArgRangeError, ArgTypeError } from '../base/error';
+import { ArgRangeError } from '../base/error';
 import { checkInteger } from '../base/checks';
-import { transaction, type MemoryRegion } from '../memory';
+import { transaction } from '../memory';
+import { SystemAddressSpaces, VfioPciDevice, type VfioPciDeviceOptions } from '../pci';
 import {
-  SystemAddressSpaces,
-  VfioPciDevice,
-  type SystemAddressSpacesOptions,
-  type VfioPciDeviceOptions,
-} from '../pci';
-import {
-  checkBackendChoice,
   isMdevUuid,
-  openBackend,
-  openBackendAsync,
   type BackendDecision,
   type Container,
   type Ioas,
@@ -29,108 +23,11 @@ import { closedError } from '../base/error';
 import { EventEmitter } from 'node:events';
 import { forwardGuestErrors, sinkOf, type GuestError, type GuestErrorSink } from '../base/guest-error';
 import { allSteps, allStepsAsync, runSteps, runStepsAsync } from '../base/steps';
-import {
-  assertPinnable,
-  DmaListener,
-  GuestRam,
-  MAX_GUEST_RAM_BUFFER,
-  type DmaListenerOptions,
-  type GuestRamOptions,
-} from '../dma';
+import { assertPinnable, DmaListener, GuestRam, type DmaListenerOptions } from '../dma';
+import { MachineIommu, mapOp } from './machine-iommu';
+import { checkMachineOptions, ramLayout, type MachineOptions, type RamRange } from './machine-options';
 
-/** Options of {@link Machine.create}. */
-export interface MachineOptions {
-  /** Bytes of guest RAM (a multiple of 4 KiB, or of the huge page size). */
-  ramSize: number;
-  /**
-   * The guest-physical window kept free of RAM for BARs (default 3 GiB to 4 GiB, which holds the
-   * MSI window at 0xfee00000). RAM that does not fit below it continues at 4 GiB, or after the hole
-   * if the hole ends higher.
-   */
-  pciHole?: {
-    /** Guest-physical address where the hole starts (page-aligned). */
-    start: number;
-    /** Size of the hole in bytes (page-aligned). */
-    size: number;
-  };
-  /** Huge pages for guest RAM (see GuestRamOptions.hugepages). */
-  hugepages?: GuestRamOptions['hugepages'];
-  /**
-   * Where everything in the machine reports what the guest does wrong (the bus's spaces, the
-   * devices, the DMA listener). Default: a sink of the machine's own, {@link Machine.guestErrors}.
-   */
-  guestErrors?: GuestErrorSink;
-  /** Without `guestErrors`: the own sink's log (`null`: none; counts and events remain). */
-  log?: ((line: string) => void) | null;
-  /** Without `guestErrors`: the own sink's minimum time between two summary lines, in milliseconds. */
-  logIntervalMs?: number;
-  /** Options of the PCI bus (its sink is the machine's). */
-  bus?: Omit<SystemAddressSpacesOptions, 'guestErrors' | 'log' | 'logIntervalMs'>;
-  /** Options of the DMA listener (its sink is the machine's). */
-  dma?: Omit<DmaListenerOptions, 'guestErrors' | 'log' | 'logIntervalMs'>;
-  /** Where the host's free memory is read before guest RAM is pinned (default /proc/meminfo). */
-  meminfo?: string;
-  /**
-   * The IOMMU backend of the machine's devices (default `auto`: iommufd when the kernel offers
-   * /dev/iommu and the first device has a cdev, else type1). Every device goes through the same one.
-   */
-  backend?: VfioBackendChoice;
-}
-
-/** One piece of guest RAM in guest-physical space. */
-export interface RamRange {
-  /** Guest-physical address. */
-  readonly gpa: number;
-  /** Length in bytes. */
-  readonly size: number;
-  /** Where it starts in {@link Machine.ram}. */
-  readonly offset: number;
-  /** The ram region showing it in system memory (`ram-below-4g`, `ram-above-4g`, or pieces `[i]`). */
-  readonly region: MemoryRegion;
-}
-
-const GiB = 2 ** 30;
-
-const PAGE = 4096;
-
-// RAM that ends or breaks off inside a page cannot be mapped for DMA there (the listener trims it),
-// so a layout that would leave such a tail is refused before anything is allocated.
-function checkPage(what: string, v: number): void {
-  if (v % PAGE !== 0) {
-    throw new ArgRangeError(`${what} 0x${v.toString(16)} is not a multiple of the 4 KiB page`);
-  }
-}
-
-/** Check the layout before anything is allocated: nothing to undo when it is wrong. */
-function checkLayout(ramSize: number, hole: { start: number; size: number }): void {
-  if (ramSize === 0) throw new ArgRangeError('ramSize 0: the machine needs guest RAM');
-  checkPage('ramSize', ramSize);
-  checkPage('pciHole.start', hole.start);
-  checkPage('pciHole.size', hole.size);
-  const above = ramSize - Math.min(ramSize, hole.start);
-  const top = Math.max(4 * GiB, hole.start + hole.size);
-  if (above > 0 && top > Number.MAX_SAFE_INTEGER - above) {
-    throw new ArgRangeError(
-      `${above} bytes of RAM above the PCI hole [0x${hole.start.toString(16)}, +0x${hole.size.toString(16)}) ` +
-        'would end past 2^53: shrink the hole or the RAM',
-    );
-  }
-}
-
-/**
- * Guest RAM + PCI hole + SystemAddressSpaces + DMA listener. Devices added with {@link Machine.addDevice} share
- * the machine's IOMMU context, opened with the first one (a machine without passed-through devices
- * opens no VFIO node); the listener starts with the first one (a type1 container needs a group
- * before it has an IOMMU, an IOAS's ranges are known once a device is attached) and maps all RAM
- * at IOVA = guest-physical address, then every BAR the guest places where peer-to-peer DMA can
- * reach it.
- */
-/** A device opened into the machine's IOMMU context, and whether the context was opened for it. */
-interface Opened {
-  dev: VfioPciDevice;
-  iommu: VfioBackend;
-  fresh: boolean;
-}
+export type { MachineOptions, RamRange } from './machine-options';
 
 /** The events of a {@link Machine}. */
 export type MachineEvents = {
@@ -143,6 +40,12 @@ export type MachineEvents = {
  * VMM's machine holds besides KVM. Made by {@link Machine.create}; devices come with
  * {@link Machine.addDevice}. Everything in it reports what the guest does wrong to
  * {@link Machine.guestErrors}, also heard as the machine's own `guest-error` event.
+ *
+ * Devices added with {@link Machine.addDevice} share the machine's IOMMU context, opened with the
+ * first one (a machine without passed-through devices opens no VFIO node); the listener starts
+ * with the first one (a type1 container needs a group before it has an IOMMU, an IOAS's ranges are
+ * known once a device is attached) and maps all RAM at IOVA = guest-physical address, then every
+ * BAR the guest places where peer-to-peer DMA can reach it.
  */
 export class Machine extends EventEmitter<MachineEvents> implements Disposable {
   /** All guest RAM, one block (`pc.ram`), shown in system memory by {@link Machine.ramRanges}. */
@@ -154,8 +57,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
    * `machine.on('guest-error', ...)` hears the same reports.
    */
   readonly guestErrors: GuestErrorSink;
-  #iommu: VfioBackend | null = null;
-  readonly #backend: VfioBackendChoice;
+  readonly #iommu: MachineIommu;
   /** The guest-physical window kept free of RAM for BARs. */
   readonly pciHole: {
     /** Guest-physical address where the hole starts. */
@@ -184,12 +86,12 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
     this.guestErrors = bus.guestErrors;
     forwardGuestErrors(this, this.guestErrors);
     this.ram = ram;
-    this.#backend = backend;
+    this.#iommu = new MachineIommu(backend, () => this.#closed);
     this.#meminfo = meminfo;
     this.bus = bus;
     this.pciHole = hole;
     this.#dmaOptions = { ...dma, guestErrors: bus.guestErrors };
-    this.ramRanges = Machine.#layout(ram, hole);
+    this.ramRanges = ramLayout(ram, hole);
     transaction(() => {
       for (const r of this.ramRanges) bus.memory.root.addSubregion(r.region, r.gpa);
     });
@@ -209,26 +111,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
   }
 
   static *#build(opts: MachineOptions): Generator<'ram' | 'bus', Machine> {
-    if (opts === null || typeof opts !== 'object') throw new ArgTypeError('Machine.create needs options');
-    const ramSize = opts.ramSize;
-    checkInteger(ramSize, 'ramSize');
-    const hole = opts.pciHole ?? { start: 3 * GiB, size: GiB };
-    checkInteger(hole.start, 'pciHole.start');
-    checkInteger(hole.size, 'pciHole.size');
-    checkLayout(ramSize, hole);
-    const backend = checkBackendChoice(opts.backend);
-    for (const [what, o] of [
-      ['bus', opts.bus],
-      ['dma', opts.dma],
-    ] as const) {
-      for (const k of ['guestErrors', 'log', 'logIntervalMs']) {
-        if (o !== undefined && o !== null && k in o) {
-          throw new ArgTypeError(
-            `${what}.${k}: the machine's parts report to its one sink; give ${k} to Machine.create itself`,
-          );
-        }
-      }
-    }
+    const { ramSize, hole, backend } = checkMachineOptions(opts);
     const ram = GuestRam.create(ramSize, { name: 'pc.ram', hugepages: opts.hugepages ?? false });
     let bus: SystemAddressSpaces | undefined;
     let built = false;
@@ -237,14 +120,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
       bus = new SystemAddressSpaces({ ...opts.bus, guestErrors: sinkOf(opts) });
       yield 'bus';
       const meminfo = opts.meminfo ?? '/proc/meminfo';
-      const machine = new Machine(
-        ram,
-        bus,
-        { start: hole.start, size: hole.size },
-        opts.dma ?? {},
-        meminfo,
-        backend,
-      );
+      const machine = new Machine(ram, bus, hole, opts.dma ?? {}, meminfo, backend);
       built = true;
       return machine;
     } finally {
@@ -256,46 +132,27 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
     }
   }
 
-  // RAM below the hole, then above max(4 GiB, hole end), in windows one ArrayBuffer can hold.
-  static #layout(ram: GuestRam, hole: Machine['pciHole']): RamRange[] {
-    const out: RamRange[] = [];
-    const chunk = Math.floor(Math.min(MAX_GUEST_RAM_BUFFER, 2 * GiB) / GiB) * GiB || MAX_GUEST_RAM_BUFFER;
-    const low = Math.min(ram.length, hole.start);
-    const place = (name: string, gpa: number, offset: number, size: number): void => {
-      const pieces = Math.ceil(size / chunk);
-      for (let i = 0, at = 0; at < size; i++, at += chunk) {
-        const n = Math.min(chunk, size - at);
-        const label = pieces > 1 ? `${name}[${i}]` : name;
-        out.push({ gpa: gpa + at, size: n, offset: offset + at, region: ram.region(label, offset + at, n) });
-      }
-    };
-    if (low > 0) place('ram-below-4g', 0, 0, low);
-    if (ram.length > low)
-      place('ram-above-4g', Math.max(4 * GiB, hole.start + hole.size), low, ram.length - low);
-    return out;
-  }
-
   /**
    * Where the devices' DMA is mapped once a device was added: the type1 Container, or the iommufd
    * Ioas (null before: the machine needs no VFIO).
    */
   get container(): Container | Ioas | null {
-    return (this.#iommu?.dma as Container | Ioas | undefined) ?? null;
+    return (this.#iommu.current?.dma as Container | Ioas | undefined) ?? null;
   }
 
   /** The machine's IOMMU context (null until the first device is added). */
   get iommu(): VfioBackend | null {
-    return this.#iommu;
+    return this.#iommu.current;
   }
 
   /** The backend the devices go through, once the first was added (null before). */
   get backend(): VfioBackendKind | null {
-    return this.#iommu?.kind ?? null;
+    return this.#iommu.current?.kind ?? null;
   }
 
   /** Why that backend (null until the first device is added). */
   get backendDecision(): BackendDecision | null {
-    return this.#iommu?.decision ?? null;
+    return this.#iommu.current?.decision ?? null;
   }
 
   /** The DMA listener (null until the first device is added). */
@@ -308,16 +165,17 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
    * machine's bus and container, and start the DMA listener if this is the first device.
    */
   addDevice(bdf: string, opts: VfioPciDeviceOptions = {}): VfioPciDevice {
-    const { dev, iommu, fresh } = this.#open(bdf, (iommu) =>
+    const opened = this.#iommu.open(bdf, (iommu) =>
       isMdevUuid(bdf)
         ? VfioPciDevice.openByMdev(this.bus, bdf, { ...opts, iommu })
         : VfioPciDevice.openByBdf(this.bus, bdf, { ...opts, iommu }),
     );
+    const { dev, iommu } = opened;
     if (this.#dma === null) {
       try {
         assertPinnable(this.ram, this.#meminfo, mapOp(iommu));
       } catch (e) {
-        this.#giveBack(dev, iommu, fresh);
+        this.#iommu.giveBack(opened);
         throw e;
       }
       // The listener's first commit maps all guest RAM. If that fails (RLIMIT_MEMLOCK, DMA entries),
@@ -325,7 +183,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
       try {
         this.#dma = new DmaListener(iommu.dma, this.bus.memory, this.#dmaOptions);
       } catch (e) {
-        this.#giveBack(dev, iommu, fresh);
+        this.#iommu.giveBack(opened);
         throw e;
       }
     }
@@ -338,13 +196,14 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
    * (DmaListener.create): pinning RAM for the IOMMU does not hold the event loop.
    */
   async addDeviceAsync(bdf: string, opts: VfioPciDeviceOptions = {}): Promise<VfioPciDevice> {
-    const { dev, iommu, fresh } = await this.#openAsync(bdf, (iommu) =>
+    const opened = await this.#iommu.openAsync(bdf, (iommu) =>
       isMdevUuid(bdf)
         ? VfioPciDevice.openByMdevAsync(this.bus, bdf, { ...opts, iommu })
         : VfioPciDevice.openByBdfAsync(this.bus, bdf, { ...opts, iommu }),
     );
+    const { dev, iommu } = opened;
     if (this.#closed) {
-      this.#giveBack(dev, iommu, fresh);
+      this.#iommu.giveBack(opened);
       throw closedError('machine.addDeviceAsync', 'the machine', bdf);
     }
     if (this.#dma === null) {
@@ -357,76 +216,12 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
         }
         this.#dma = dma;
       } catch (e) {
-        this.#giveBack(dev, iommu, fresh);
+        this.#iommu.giveBack(opened);
         throw e;
       }
     }
     this.devices.push(dev);
     return dev;
-  }
-
-  /** Open a device with `open` into the machine's IOMMU context, opened with the first device. */
-  #open(bdf: string, open: (iommu: VfioBackend) => VfioPciDevice): Opened {
-    const { iommu, fresh } = this.#takeIommu(bdf);
-    try {
-      return { dev: open(iommu), iommu, fresh };
-    } catch (e) {
-      this.#dropIommu(iommu, fresh);
-      throw e;
-    }
-  }
-
-  /** {@link Machine.#open} with an asynchronous `open`. */
-  async #openAsync(bdf: string, open: (iommu: VfioBackend) => Promise<VfioPciDevice>): Promise<Opened> {
-    const { iommu, fresh } = await this.#takeIommuAsync(bdf);
-    try {
-      return { dev: await open(iommu), iommu, fresh };
-    } catch (e) {
-      this.#dropIommu(iommu, fresh);
-      throw e;
-    }
-  }
-
-  /** The machine's IOMMU context; the first device decides its backend (`auto`) and opens it. */
-  #takeIommu(bdf: string): { iommu: VfioBackend; fresh: boolean } {
-    if (this.#closed) throw closedError('machine.addDevice', 'the machine', bdf);
-    const fresh = this.#iommu === null;
-    this.#iommu ??= openBackend(bdf, { backend: this.#backend });
-    return { iommu: this.#iommu, fresh };
-  }
-
-  /**
-   * {@link Machine.#takeIommu} with the backend opened in turns of the event loop (openBackendAsync).
-   * Another add that opened one meanwhile wins: this one's is closed and the machine's taken.
-   */
-  async #takeIommuAsync(bdf: string): Promise<{ iommu: VfioBackend; fresh: boolean }> {
-    if (this.#closed) throw closedError('machine.addDeviceAsync', 'the machine', bdf);
-    if (this.#iommu !== null) return { iommu: this.#iommu, fresh: false };
-    const iommu = await openBackendAsync(bdf, { backend: this.#backend });
-    if (this.#closed) {
-      iommu.close();
-      throw closedError('machine.addDeviceAsync', 'the machine', bdf);
-    }
-    if (this.#iommu !== null) {
-      iommu.close();
-      return { iommu: this.#iommu, fresh: false };
-    }
-    this.#iommu = iommu;
-    return { iommu, fresh: true };
-  }
-
-  /** Close the IOMMU context opened for a device that failed or was given back. */
-  #dropIommu(iommu: VfioBackend, fresh: boolean): void {
-    if (fresh && this.#iommu === iommu) {
-      this.#iommu = null;
-      iommu.close();
-    }
-  }
-
-  /** A device that cannot be handed out: close it, and the IOMMU context it opened. */
-  #giveBack(dev: VfioPciDevice, iommu: VfioBackend, fresh: boolean): void {
-    dev.close();
-    this.#dropIommu(iommu, fresh);
   }
 
   /**
@@ -484,7 +279,7 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
   /** What close and closeAsync do, in order: DMA, each device (by `closeDevice`), the IOMMU context, the bus, RAM. */
   #closeSteps<R>(closeDevice: (d: VfioPciDevice) => R): (() => R | void)[] {
     const dma = this.#dma;
-    const iommu = this.#iommu;
+    const iommu = this.#iommu.current;
     return [
       () => dma?.close(),
       ...this.devices.splice(0).map((d) => () => closeDevice(d)),
@@ -504,9 +299,4 @@ export class Machine extends EventEmitter<MachineEvents> implements Disposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.closeAsync();
   }
-}
-
-/** The ioctl that pins guest RAM on `iommu`'s backend, for the errors before it. */
-function mapOp(iommu: VfioBackend): string {
-  return iommu.kind === 'iommufd' ? 'IOMMU_IOAS_MAP' : 'VFIO_IOMMU_MAP_DMA';
 }
