@@ -2,6 +2,7 @@ import type { ExitSpace, ExitTable, ExitTableEntry } from '../kvm';
 import type { FlatRange, MemoryListener } from '../memory';
 import { isPciRegionTag } from '../pci';
 import { DMA_HANDLE, Device, Mapping } from '../vfio';
+import { vcpuServedOf } from './vcpu-served';
 
 /** Finds the VFIO device behind a vfio-pci region's BDF (null: not one of ours). */
 export type VfioDeviceLookup = (bdf: string) => Device | null;
@@ -52,6 +53,9 @@ export class ExitTableListener implements MemoryListener {
   readonly #space: ExitSpace;
   readonly #device: VfioDeviceLookup;
   readonly #ranges = new Set<FlatRange>();
+  // The ranges of regions whose models let registers go (vcpu-served.ts), and how to stop
+  // watching them.
+  readonly #watched = new Map<FlatRange, () => void>();
   #dirty = false;
 
   constructor(table: ExitTable, space: ExitSpace, device: VfioDeviceLookup) {
@@ -63,10 +67,20 @@ export class ExitTableListener implements MemoryListener {
   regionAdd(r: FlatRange): void {
     this.#ranges.add(r);
     this.#dirty = true;
+    const served = vcpuServedOf(r.region);
+    // A change of what the model lets go is published at once: before the access that made it
+    // is answered, so no vCPU serves a register the model has taken back.
+    if (served !== undefined)
+      this.#watched.set(
+        r,
+        served.watch(() => this.#refresh()),
+      );
   }
 
   regionDel(r: FlatRange): void {
     this.#dirty = this.#ranges.delete(r) || this.#dirty;
+    this.#watched.get(r)?.();
+    this.#watched.delete(r);
   }
 
   commit(): void {
@@ -76,6 +90,7 @@ export class ExitTableListener implements MemoryListener {
     for (const r of [...this.#ranges].sort((a, b) => a.addr - b.addr)) {
       const e = exitEntryOf(r, this.#device);
       if (e !== null) entries.push(e);
+      else if (this.#watched.has(r)) servedEntries(r, entries);
     }
     this.#table.set(this.#space, entries);
   }
@@ -83,6 +98,29 @@ export class ExitTableListener implements MemoryListener {
   /** Empty the space (when the listener is removed). */
   clear(): void {
     this.#ranges.clear();
+    for (const stop of this.#watched.values()) stop();
+    this.#watched.clear();
     if (!this.#table.closed) this.#table.set(this.#space, []);
+  }
+
+  #refresh(): void {
+    this.#dirty = true;
+    this.commit();
+  }
+}
+
+/** The registers `r`'s model lets the vCPU threads serve, where `r` puts them, onto `out`. */
+function servedEntries(r: FlatRange, out: ExitTableEntry[]): void {
+  const served = vcpuServedOf(r.region);
+  if (served === undefined) return;
+  for (const e of served.entries()) {
+    // Only what this piece of the region shows (a region may be partly covered).
+    if (e.offset < r.offsetInRegion || e.offset + e.size > r.offsetInRegion + r.size) continue;
+    const start = r.addr + (e.offset - r.offsetInRegion);
+    out.push(
+      e.kind === 'const'
+        ? { start, size: e.size, kind: 'const', value: e.value }
+        : { start, size: e.size, kind: 'sink', sink: e.sink },
+    );
   }
 }

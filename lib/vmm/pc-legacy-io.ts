@@ -7,14 +7,14 @@ import { MemoryRegion, transaction } from '../memory';
 import { CMOS_INDEX_PORT, CmosRtc } from './cmos-rtc';
 import { I8042_COMMAND_PORT, I8042_DATA_PORT, I8042ResetPort } from './i8042';
 import { PCI_CONFIG_PORT, type PciRootBus } from './pci-root-bus';
-import { COM1_PORT, type Uart16550 } from './uart';
+import { COM1_PORT } from './uart';
 
 const POST_PORT = 0x80;
 
 /** addLegacyPorts: put the UART, the host bridge and the small PC ports on `io`. */
 export function addLegacyPorts(
   io: MemoryRegion,
-  parts: { uart: Uart16550; host: PciRootBus; onI8042Reset: () => void },
+  parts: { uart: { region(): MemoryRegion }; host: PciRootBus; onI8042Reset: () => void },
 ): void {
   const i8042 = new I8042ResetPort({ onReset: parts.onI8042Reset });
   const rtc = new CmosRtc();

@@ -55,6 +55,7 @@ import {
 } from './pc-options';
 import { PciRootBus } from './pci-root-bus';
 import { COM1_IRQ, Uart16550 } from './uart';
+import { UartOnVcpuThreads } from './uart-vcpu';
 
 export type { PcExitCounts } from './pc-run';
 export type {
@@ -117,6 +118,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
   readonly #reports: PcReports;
   readonly #onAccess: ((a: RoutedAccess) => void) | undefined;
   readonly #boots: PcBoots;
+  readonly #uartThreads: UartOnVcpuThreads;
   #pending: PcExit | null = null;
   readonly #exits = new ExitCounter();
   readonly #mappings = new DeferredMappings((error) => this.#mappingsFailed(error));
@@ -147,9 +149,11 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
       onLine: (line) => this.emit('line', line),
       onIrq: (level) => this.#irqLine(COM1_IRQ, level),
     });
+    // The console's THR writes and LSR reads are served on the vCPU threads (uart-vcpu.ts).
+    this.#uartThreads = new UartOnVcpuThreads(this.uart);
     this.host = new PciRootBus({ onReset: () => this.#requestReset('reset-control') });
     addLegacyPorts(machine.bus.io.root, {
-      uart: this.uart,
+      uart: this.#uartThreads,
       host: this.host,
       onI8042Reset: () => this.#requestReset('i8042'),
     });
@@ -171,6 +175,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
         mappingsPending: () => this.#mappings.pending,
         resetBoard: () => {
           this.host.reset();
+          this.#uartThreads.drain();
           this.uart.reset();
         },
       },
@@ -423,7 +428,12 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     if (this.#closed) return;
     this.#closed = true;
     this.#mappings.drop();
-    allSteps([() => this.#boots.close(), () => this.machine.close(), () => this.kvm.close()]);
+    allSteps([
+      () => this.#boots.close(),
+      () => this.#uartThreads.close(),
+      () => this.machine.close(),
+      () => this.kvm.close(),
+    ]);
   }
 
   /**
@@ -437,6 +447,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     this.#mappings.drop();
     await allStepsAsync([
       () => this.#boots.closeAsync(turn),
+      () => this.#uartThreads.close(),
       () => this.machine.closeAsync(),
       () => this.kvm.close(),
     ]);

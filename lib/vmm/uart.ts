@@ -125,6 +125,8 @@ export class Uart16550 {
   readonly #onIrq?: (level: boolean) => void;
   #txBytes = 0;
   #overruns = 0;
+  #quietWatchers: (() => void)[] = [];
+  #quietKey = -1;
 
   constructor(opts: Uart16550Options = {}) {
     for (const k of ['onOutput', 'wantsOutput', 'onLine', 'onIrq'] as const) {
@@ -165,6 +167,50 @@ export class Uart16550 {
     return all.subarray(Math.max(0, all.length - this.#captureLimit)).toString('utf8');
   }
 
+  /**
+   * The registers whose accesses change nothing the model must see at once, in the state it is in
+   * now, for a VMM that serves them on its vCPU threads (lib/vmm's UartOnVcpuThreads): `thr`, true
+   * while a THR write only transmits (the divisor latch and loopback off), so the bytes may be
+   * handed to {@link Uart16550.transmitBytes} later and in one go; `lsr`, LSR's value while reading
+   * it clears nothing (no overrun flagged), else null.
+   */
+  get quiet(): { thr: boolean; lsr: number | null } {
+    return {
+      thr: (this.#lcr & LCR_DLAB) === 0 && (this.#mcr & MCR_LOOP) === 0,
+      lsr: this.#lsr & LSR_OE ? null : this.#lsr,
+    };
+  }
+
+  /** Calls `fn` each time {@link Uart16550.quiet} changes; returns what stops that. */
+  watchQuiet(fn: () => void): () => void {
+    if (typeof fn !== 'function') throw new ArgTypeError('Uart16550.watchQuiet: fn must be a function');
+    this.#quietWatchers.push(fn);
+    this.#quietKey = this.#quietNow();
+    return () => {
+      this.#quietWatchers = this.#quietWatchers.filter((f) => f !== fn);
+    };
+  }
+
+  /**
+   * Bytes the guest wrote to THR while it was {@link Uart16550.quiet} (served elsewhere and handed
+   * over now): transmitted as those writes would have been, and given to `onOutput` in one piece.
+   */
+  transmitBytes(bytes: Uint8Array): void {
+    if (!(bytes instanceof Uint8Array))
+      throw new ArgTypeError('Uart16550.transmitBytes: bytes must be a Uint8Array');
+    if (bytes.length === 0) return;
+    this.#txBytes += bytes.length;
+    for (const b of bytes) {
+      this.#capture(b);
+      this.#lineByte(b);
+    }
+    if (this.#onOutput !== undefined && (this.#wantsOutput?.() ?? true))
+      this.#onOutput(Uint8Array.from(bytes));
+    this.#thrPending = true;
+    this.#update();
+    this.#quietChanged();
+  }
+
   /** An I/O region of 8 one-byte registers, to place at {@link COM1_PORT} in the VMM's port space. */
   region(name = 'serial'): MemoryRegion {
     return MemoryRegion.io(name, 8, {
@@ -178,6 +224,12 @@ export class Uart16550 {
   /** One guest read of the register at `offset` (0-7). */
   read(offset: number): number {
     checkOffset(offset);
+    const v = this.#read(offset);
+    this.#quietChanged();
+    return v;
+  }
+
+  #read(offset: number): number {
     const dlab = (this.#lcr & LCR_DLAB) !== 0;
     switch (offset) {
       case RBR_THR_DLL: {
@@ -226,7 +278,11 @@ export class Uart16550 {
     if (typeof value !== 'number' || !Number.isInteger(value)) {
       throw new ArgTypeError(`Uart16550 write value ${String(value)} is not an integer`);
     }
-    const v = value & 0xff;
+    this.#write(offset, value & 0xff);
+    this.#quietChanged();
+  }
+
+  #write(offset: number, v: number): void {
     const dlab = (this.#lcr & LCR_DLAB) !== 0;
     switch (offset) {
       case RBR_THR_DLL:
@@ -280,6 +336,7 @@ export class Uart16550 {
       throw new ArgTypeError('Uart16550 input must be a Uint8Array or string');
     for (const b of data) this.#receive(b);
     this.#update();
+    this.#quietChanged();
   }
 
   /** Back to the power-on state (the capture and counters are kept). */
@@ -296,6 +353,21 @@ export class Uart16550 {
     this.#rx.length = 0;
     this.#thrPending = false;
     this.#update();
+    this.#quietChanged();
+  }
+
+  /** {@link Uart16550.quiet} as one number, to tell a change cheaply. */
+  #quietNow(): number {
+    const q = this.quiet;
+    return (q.thr ? 1 : 0) | (((q.lsr ?? -1) + 1) << 1);
+  }
+
+  #quietChanged(): void {
+    if (this.#quietWatchers.length === 0) return;
+    const key = this.#quietNow();
+    if (key === this.#quietKey) return;
+    this.#quietKey = key;
+    for (const fn of this.#quietWatchers) fn();
   }
 
   #fifoEnabled(): boolean {

@@ -228,3 +228,63 @@ describe('Uart16550 as a port region', () => {
     expect(() => new Uart16550({ onIrq: 3 as never })).toThrow(TypeError);
   });
 });
+
+describe('Uart16550 registers served elsewhere (quiet, transmitBytes, watchQuiet)', () => {
+  it('says which registers are quiet as its state changes, and tells each change once', () => {
+    const u = new Uart16550();
+    let changes = 0;
+    const stop = u.watchQuiet(() => changes++);
+    expect(u.quiet).toEqual({ thr: true, lsr: 0x60 });
+    // The divisor latch takes THR's place: THR writes are the model's again.
+    u.write(LCR, 0x83);
+    expect(u.quiet).toEqual({ thr: false, lsr: 0x60 });
+    u.write(THR, 0x01); // DLL
+    u.write(LCR, 0x03);
+    expect(u.quiet.thr).toBe(true);
+    expect(changes).toBe(2);
+    // Loopback: a THR write is received, not transmitted.
+    u.write(MCR, 0x18);
+    expect(u.quiet.thr).toBe(false);
+    u.write(MCR, 0x08);
+    // Input: LSR still reads without effect, with DR set; an overrun makes reading it clear OE.
+    u.input('a');
+    expect(u.quiet.lsr).toBe(0x61);
+    u.input('bc'); // no FIFO: one byte fits
+    expect(u.quiet.lsr).toBeNull();
+    expect(u.read(LSR)).toBe(0x63);
+    expect(u.quiet.lsr).toBe(0x61);
+    u.read(THR);
+    expect(u.quiet).toEqual({ thr: true, lsr: 0x60 });
+    const seen = changes;
+    u.read(SCR); // no change, no call
+    expect(changes).toBe(seen);
+    stop();
+    u.write(LCR, 0x80);
+    expect(changes).toBe(seen);
+    expect(() => u.watchQuiet(7 as never)).toThrow(TypeError);
+  });
+
+  it('transmits bytes handed over later as the THR writes would have, in one output call', () => {
+    const outputs: string[] = [];
+    const lines: string[] = [];
+    const irqs: boolean[] = [];
+    const u = new Uart16550({
+      onOutput: (b) => outputs.push(Buffer.from(b).toString()),
+      onLine: (l) => lines.push(l),
+      onIrq: (level) => irqs.push(level),
+    });
+    u.write(IER, 0x02); // THRE interrupt on: pending at once (the transmitter is empty)
+    expect(u.read(IIR) & 0x0f).toBe(0x02); // read: acknowledged
+    u.transmitBytes(Buffer.from('ok\r\nmore'));
+    expect(outputs).toEqual(['ok\r\nmore']);
+    expect(lines).toEqual(['ok']);
+    expect(u.transmitted).toBe(8);
+    expect(u.captured).toBe('ok\r\nmore');
+    // As after a THR write: the THRE interrupt is pending again.
+    expect(irqs).toEqual([true, false, true]);
+    expect(u.read(IIR) & 0x0f).toBe(0x02);
+    u.transmitBytes(new Uint8Array(0));
+    expect(outputs.length).toBe(1);
+    expect(() => u.transmitBytes('x' as never)).toThrow(TypeError);
+  });
+});
