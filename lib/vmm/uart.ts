@@ -1,66 +1,12 @@
 import { ArgRangeError, ArgTypeError } from '../base/error';
 import { MemoryRegion } from '../memory';
+import { ConsoleOutput } from './console-output';
+import * as R from './uart-registers';
 
 /** The port a PC's first serial port (COM1, Linux's ttyS0) decodes, and its ISA IRQ. */
 export const COM1_PORT = 0x3f8;
 /** COM1's ISA IRQ. */
 export const COM1_IRQ = 4;
-
-// Register offsets (DLAB = LCR bit 7 selects the divisor latch at 0 and 1).
-const RBR_THR_DLL = 0;
-const IER_DLM = 1;
-const IIR_FCR = 2;
-const LCR = 3;
-const MCR = 4;
-const LSR = 5;
-const MSR = 6;
-const SCR = 7;
-
-const LCR_DLAB = 0x80;
-
-const IER_RDI = 0x01;
-const IER_THRI = 0x02;
-const IER_RLSI = 0x04;
-const IER_MSI = 0x08;
-
-const IIR_NO_INT = 0x01;
-const IIR_MSI = 0x00;
-const IIR_THRI = 0x02;
-const IIR_RDI = 0x04;
-const IIR_RLSI = 0x06;
-const IIR_CTI = 0x0c;
-const IIR_FIFO_ENABLED = 0xc0;
-
-const FCR_ENABLE = 0x01;
-const FCR_CLEAR_RX = 0x02;
-const FCR_TRIGGER_SHIFT = 6;
-const RX_TRIGGER = [1, 4, 8, 14];
-
-const LSR_DR = 0x01;
-const LSR_OE = 0x02;
-const LSR_THRE = 0x20;
-const LSR_TEMT = 0x40;
-
-const MCR_DTR = 0x01;
-const MCR_RTS = 0x02;
-const MCR_OUT1 = 0x04;
-const MCR_OUT2 = 0x08;
-const MCR_LOOP = 0x10;
-
-const MSR_DCTS = 0x01;
-const MSR_DDSR = 0x02;
-const MSR_TERI = 0x04;
-const MSR_DDCD = 0x08;
-const MSR_CTS = 0x10;
-const MSR_DSR = 0x20;
-const MSR_RI = 0x40;
-const MSR_DCD = 0x80;
-/** Outside loopback the modem lines read as a terminal that is present and ready (as QEMU's serial). */
-const MSR_IDLE = MSR_DCD | MSR_DSR | MSR_CTS;
-
-const FIFO_SIZE = 16;
-/** The capture grows by pieces of this many bytes. */
-const CAPTURE_PIECE = 4096;
 
 /** Options of {@link Uart16550}. */
 export interface Uart16550Options {
@@ -98,13 +44,18 @@ export interface Uart16550Options {
  * Each register is one byte wide: {@link Uart16550.region} takes byte accesses only, so the memory
  * layer cuts a wider guest access into byte accesses of consecutive registers, as QEMU does.
  * Nothing the guest does can make this throw.
+ *
+ * A VMM may serve the registers whose accesses change nothing at once ({@link Uart16550.quiet}:
+ * THR writes, LSR reads) on its vCPU threads and hand the written bytes over later
+ * ({@link Uart16550.transmitBytes}); lib/vmm's UartOnVcpuThreads does. Where the transmitted bytes
+ * go (output, lines, the capture) is console-output.ts; the register map is uart-registers.ts.
  */
 export class Uart16550 {
   #ier = 0;
   #lcr = 0;
-  #mcr = MCR_OUT2;
-  #lsr = LSR_THRE | LSR_TEMT;
-  #msr = MSR_IDLE;
+  #mcr = R.MCR_OUT2;
+  #lsr = R.LSR_THRE | R.LSR_TEMT;
+  #msr = R.MSR_IDLE;
   #scr = 0;
   #dll = 0x0c; // 9600 baud, as after a PC BIOS
   #dlm = 0;
@@ -112,18 +63,8 @@ export class Uart16550 {
   #rx: number[] = [];
   #thrPending = false;
   #irqLevel = false;
-  #line: number[] = [];
-  /** Full pieces of the capture, oldest first, and the piece being filled (#tail[0..#tailLength)). */
-  #captured: Uint8Array[] = [];
-  #capturedBytes = 0;
-  #tail: Uint8Array | null = null;
-  #tailLength = 0;
-  readonly #captureLimit: number;
-  readonly #onOutput?: (bytes: Uint8Array) => void;
-  readonly #wantsOutput?: () => boolean;
-  readonly #onLine?: (line: string) => void;
+  readonly #out: ConsoleOutput;
   readonly #onIrq?: (level: boolean) => void;
-  #txBytes = 0;
   #overruns = 0;
   #quietWatchers: (() => void)[] = [];
   #quietKey = -1;
@@ -134,14 +75,7 @@ export class Uart16550 {
         throw new ArgTypeError(`Uart16550 option ${k} must be a function`);
       }
     }
-    const limit = opts.captureLimit ?? 1 << 20;
-    if (!Number.isSafeInteger(limit) || limit < 0) {
-      throw new ArgRangeError(`Uart16550 captureLimit ${String(limit)} must be an integer >= 0`);
-    }
-    this.#captureLimit = limit;
-    this.#onOutput = opts.onOutput;
-    this.#wantsOutput = opts.wantsOutput;
-    this.#onLine = opts.onLine;
+    this.#out = new ConsoleOutput(opts);
     this.#onIrq = opts.onIrq;
   }
 
@@ -152,7 +86,7 @@ export class Uart16550 {
 
   /** Bytes the guest has transmitted since creation. */
   get transmitted(): number {
-    return this.#txBytes;
+    return this.#out.count;
   }
 
   /** Received bytes dropped because the FIFO (or the holding register) was full. */
@@ -162,9 +96,7 @@ export class Uart16550 {
 
   /** The last `captureLimit` bytes of output, decoded as UTF-8 (invalid sequences replaced). */
   get captured(): string {
-    const tail = this.#tail === null ? [] : [this.#tail.subarray(0, this.#tailLength)];
-    const all = Buffer.concat([...this.#captured, ...tail]);
-    return all.subarray(Math.max(0, all.length - this.#captureLimit)).toString('utf8');
+    return this.#out.captured;
   }
 
   /**
@@ -176,8 +108,8 @@ export class Uart16550 {
    */
   get quiet(): { thr: boolean; lsr: number | null } {
     return {
-      thr: (this.#lcr & LCR_DLAB) === 0 && (this.#mcr & MCR_LOOP) === 0,
-      lsr: this.#lsr & LSR_OE ? null : this.#lsr,
+      thr: (this.#lcr & R.LCR_DLAB) === 0 && (this.#mcr & R.MCR_LOOP) === 0,
+      lsr: this.#lsr & R.LSR_OE ? null : this.#lsr,
     };
   }
 
@@ -199,13 +131,7 @@ export class Uart16550 {
     if (!(bytes instanceof Uint8Array))
       throw new ArgTypeError('Uart16550.transmitBytes: bytes must be a Uint8Array');
     if (bytes.length === 0) return;
-    this.#txBytes += bytes.length;
-    for (const b of bytes) {
-      this.#capture(b);
-      this.#lineByte(b);
-    }
-    if (this.#onOutput !== undefined && (this.#wantsOutput?.() ?? true))
-      this.#onOutput(Uint8Array.from(bytes));
+    this.#out.bytes(bytes);
     this.#thrPending = true;
     this.#update();
     this.#quietChanged();
@@ -230,43 +156,43 @@ export class Uart16550 {
   }
 
   #read(offset: number): number {
-    const dlab = (this.#lcr & LCR_DLAB) !== 0;
+    const dlab = (this.#lcr & R.LCR_DLAB) !== 0;
     switch (offset) {
-      case RBR_THR_DLL: {
+      case R.RBR_THR_DLL: {
         if (dlab) return this.#dll;
         const v = this.#rx.shift() ?? 0;
-        if (this.#rx.length === 0) this.#lsr &= ~LSR_DR;
+        if (this.#rx.length === 0) this.#lsr &= ~R.LSR_DR;
         this.#update();
         return v;
       }
-      case IER_DLM:
+      case R.IER_DLM:
         return dlab ? this.#dlm : this.#ier;
-      case IIR_FCR: {
+      case R.IIR_FCR: {
         const iir = this.#iir();
         // Reading IIR while it reports THRE is how a 16550 acknowledges that interrupt.
-        if ((iir & 0x0f) === IIR_THRI) {
+        if ((iir & 0x0f) === R.IIR_THRI) {
           this.#thrPending = false;
           this.#update();
         }
         return iir;
       }
-      case LCR:
+      case R.LCR:
         return this.#lcr;
-      case MCR:
+      case R.MCR:
         return this.#mcr;
-      case LSR: {
+      case R.LSR: {
         const v = this.#lsr;
-        this.#lsr &= ~LSR_OE;
+        this.#lsr &= ~R.LSR_OE;
         this.#update();
         return v;
       }
-      case MSR: {
+      case R.MSR: {
         const v = this.#msr;
         this.#msr &= 0xf0;
         this.#update();
         return v;
       }
-      case SCR:
+      case R.SCR:
       default:
         return this.#scr;
     }
@@ -283,44 +209,44 @@ export class Uart16550 {
   }
 
   #write(offset: number, v: number): void {
-    const dlab = (this.#lcr & LCR_DLAB) !== 0;
+    const dlab = (this.#lcr & R.LCR_DLAB) !== 0;
     switch (offset) {
-      case RBR_THR_DLL:
+      case R.RBR_THR_DLL:
         if (dlab) this.#dll = v;
         else this.#transmit(v);
         break;
-      case IER_DLM:
+      case R.IER_DLM:
         if (dlab) {
           this.#dlm = v;
           break;
         }
         {
-          const turnedOn = v & ~this.#ier & IER_THRI;
+          const turnedOn = v & ~this.#ier & R.IER_THRI;
           // Only the four standard enables exist: the 8250 driver probes for more (XScale's UUE).
           this.#ier = v & 0x0f;
-          if (turnedOn && this.#lsr & LSR_THRE) this.#thrPending = true;
+          if (turnedOn && this.#lsr & R.LSR_THRE) this.#thrPending = true;
           this.#update();
         }
         break;
-      case IIR_FCR:
+      case R.IIR_FCR:
         this.#fcr = v & 0xc9; // enable, DMA mode and trigger level are stored; the clears are actions
-        if (v & FCR_CLEAR_RX) {
+        if (v & R.FCR_CLEAR_RX) {
           this.#rx.length = 0;
-          this.#lsr &= ~LSR_DR;
+          this.#lsr &= ~R.LSR_DR;
         }
         this.#update();
         break;
-      case LCR:
+      case R.LCR:
         this.#lcr = v;
         break;
-      case MCR:
+      case R.MCR:
         this.#setMcr(v & 0x1f);
         break;
-      case LSR:
-      case MSR:
+      case R.LSR:
+      case R.MSR:
         // Read-only status registers: a write has no effect on a 16550.
         break;
-      case SCR:
+      case R.SCR:
       default:
         this.#scr = v;
     }
@@ -328,7 +254,7 @@ export class Uart16550 {
 
   /**
    * Bytes arriving on the line (the host's input to the guest console). Bytes that do not fit in
-   * the FIFO are dropped and counted as an overrun, which the guest sees in LSR.
+   * the FIFO are dropped and counted as an overrun, which the guest sees in LS
    */
   input(bytes: Uint8Array | string): void {
     const data = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
@@ -343,9 +269,9 @@ export class Uart16550 {
   reset(): void {
     this.#ier = 0;
     this.#lcr = 0;
-    this.#mcr = MCR_OUT2;
-    this.#lsr = LSR_THRE | LSR_TEMT;
-    this.#msr = MSR_IDLE;
+    this.#mcr = R.MCR_OUT2;
+    this.#lsr = R.LSR_THRE | R.LSR_TEMT;
+    this.#msr = R.MSR_IDLE;
     this.#scr = 0;
     this.#dll = 0x0c;
     this.#dlm = 0;
@@ -371,110 +297,75 @@ export class Uart16550 {
   }
 
   #fifoEnabled(): boolean {
-    return (this.#fcr & FCR_ENABLE) !== 0;
+    return (this.#fcr & R.FCR_ENABLE) !== 0;
   }
 
   #transmit(b: number): void {
-    if (this.#mcr & MCR_LOOP) {
+    if (this.#mcr & R.MCR_LOOP) {
       this.#receive(b);
     } else {
-      this.#txBytes++;
-      this.#capture(b);
-      if (this.#onOutput !== undefined && (this.#wantsOutput?.() ?? true)) this.#onOutput(Uint8Array.of(b));
-      this.#lineByte(b);
+      this.#out.byte(b);
     }
     this.#thrPending = true;
     this.#update();
   }
 
   #receive(b: number): void {
-    const room = this.#fifoEnabled() ? FIFO_SIZE : 1;
+    const room = this.#fifoEnabled() ? R.FIFO_SIZE : 1;
     if (this.#rx.length >= room) {
       this.#overruns++;
-      this.#lsr |= LSR_OE;
+      this.#lsr |= R.LSR_OE;
       return;
     }
     this.#rx.push(b);
-    this.#lsr |= LSR_DR;
+    this.#lsr |= R.LSR_DR;
   }
 
   #setMcr(v: number): void {
     this.#mcr = v;
     const old = this.#msr;
-    let lines = MSR_IDLE;
-    if (v & MCR_LOOP) {
+    let lines = R.MSR_IDLE;
+    if (v & R.MCR_LOOP) {
       // Loopback wires the outputs back to the inputs: RTS→CTS, DTR→DSR, OUT1→RI, OUT2→DCD.
       lines =
-        (v & MCR_RTS ? MSR_CTS : 0) |
-        (v & MCR_DTR ? MSR_DSR : 0) |
-        (v & MCR_OUT1 ? MSR_RI : 0) |
-        (v & MCR_OUT2 ? MSR_DCD : 0);
+        (v & R.MCR_RTS ? R.MSR_CTS : 0) |
+        (v & R.MCR_DTR ? R.MSR_DSR : 0) |
+        (v & R.MCR_OUT1 ? R.MSR_RI : 0) |
+        (v & R.MCR_OUT2 ? R.MSR_DCD : 0);
     }
     const changed = (old ^ lines) & 0xf0;
     let delta = old & 0x0f;
-    if (changed & MSR_CTS) delta |= MSR_DCTS;
-    if (changed & MSR_DSR) delta |= MSR_DDSR;
-    if (changed & MSR_DCD) delta |= MSR_DDCD;
-    if (old & MSR_RI && !(lines & MSR_RI)) delta |= MSR_TERI;
+    if (changed & R.MSR_CTS) delta |= R.MSR_DCTS;
+    if (changed & R.MSR_DSR) delta |= R.MSR_DDSR;
+    if (changed & R.MSR_DCD) delta |= R.MSR_DDCD;
+    if (old & R.MSR_RI && !(lines & R.MSR_RI)) delta |= R.MSR_TERI;
     this.#msr = lines | delta;
     this.#update();
   }
 
   #iir(): number {
-    const fifo = this.#fifoEnabled() ? IIR_FIFO_ENABLED : 0;
+    const fifo = this.#fifoEnabled() ? R.IIR_FIFO_ENABLED : 0;
     return fifo | this.#pendingId();
   }
 
   /** The highest-priority pending, enabled interrupt, as IIR bits 3:0. */
   #pendingId(): number {
-    if (this.#ier & IER_RLSI && this.#lsr & LSR_OE) return IIR_RLSI;
-    if (this.#ier & IER_RDI && this.#lsr & LSR_DR) {
-      if (!this.#fifoEnabled()) return IIR_RDI;
-      const trigger = RX_TRIGGER[this.#fcr >> FCR_TRIGGER_SHIFT];
-      return this.#rx.length >= trigger ? IIR_RDI : IIR_CTI;
+    if (this.#ier & R.IER_RLSI && this.#lsr & R.LSR_OE) return R.IIR_RLSI;
+    if (this.#ier & R.IER_RDI && this.#lsr & R.LSR_DR) {
+      if (!this.#fifoEnabled()) return R.IIR_RDI;
+      const trigger = R.RX_TRIGGER[this.#fcr >> R.FCR_TRIGGER_SHIFT];
+      return this.#rx.length >= trigger ? R.IIR_RDI : R.IIR_CTI;
     }
-    if (this.#ier & IER_THRI && this.#thrPending) return IIR_THRI;
-    if (this.#ier & IER_MSI && this.#msr & 0x0f) return IIR_MSI;
-    return IIR_NO_INT;
+    if (this.#ier & R.IER_THRI && this.#thrPending) return R.IIR_THRI;
+    if (this.#ier & R.IER_MSI && this.#msr & 0x0f) return R.IIR_MSI;
+    return R.IIR_NO_INT;
   }
 
   #update(): void {
-    const level = this.#pendingId() !== IIR_NO_INT;
+    const level = this.#pendingId() !== R.IIR_NO_INT;
     if (level === this.#irqLevel) return;
     this.#irqLevel = level;
     this.#onIrq?.(level);
-  }
-
-  /** Keeps `b` in the capture: a store into the piece being filled, no allocation per byte. */
-  #capture(b: number): void {
-    if (this.#captureLimit === 0) return;
-    if (this.#tail === null) {
-      this.#tail = new Uint8Array(Math.min(CAPTURE_PIECE, this.#captureLimit));
-      this.#tailLength = 0;
-    }
-    this.#tail[this.#tailLength++] = b;
-    if (this.#tailLength < this.#tail.length) return;
-    this.#captured.push(this.#tail);
-    this.#capturedBytes += this.#tail.length;
-    this.#tail = null;
-    if (this.#capturedBytes > this.#captureLimit * 2) {
-      // Compact now and then rather than on every piece.
-      const all = Buffer.concat(this.#captured);
-      const keep = all.subarray(all.length - this.#captureLimit);
-      this.#captured = [keep];
-      this.#capturedBytes = keep.length;
-    }
-  }
-
-  #lineByte(b: number): void {
-    if (b === 0x0a) {
-      let bytes = this.#line;
-      if (bytes.length > 0 && bytes[bytes.length - 1] === 0x0d) bytes = bytes.slice(0, -1);
-      this.#line = [];
-      this.#onLine?.(Buffer.from(bytes).toString('utf8'));
-    } else if (this.#line.length < 65536) {
-      this.#line.push(b);
-    }
   }
 }
 
