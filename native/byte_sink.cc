@@ -85,16 +85,7 @@ void FinalizeByteSink(napi_env, void* data, void*) {
 }
 
 ByteSinkResource* Unwrap(napi_env env, napi_value value, const char* op) {
-  auto* s = static_cast<ByteSinkResource*>(TaggedExternal(env, value, kByteSinkTag));
-  if (s == nullptr) {
-    ThrowTypeError(env, std::string(op) + " expects a byte sink handle");
-    return nullptr;
-  }
-  if (!s->core) {
-    ThrowVfioError(env, op, 0, "the byte sink is closed", ErrorContext{}, "ECLOSED");
-    return nullptr;
-  }
-  return s;
+  return UnwrapShared<ByteSinkResource>(env, value, kByteSinkTag, op, "a byte sink", "byte sink");
 }
 
 /** Open(onBytes) - a sink whose first byte after each Take calls @onBytes on this loop. */

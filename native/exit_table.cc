@@ -117,16 +117,8 @@ void FinalizeExitTable(napi_env, void* data, void*) {
 }
 
 ExitTableResource* Unwrap(napi_env env, napi_value value, const char* op) {
-  auto* t = static_cast<ExitTableResource*>(TaggedExternal(env, value, kExitTableTag));
-  if (t == nullptr) {
-    ThrowTypeError(env, std::string(op) + " expects an exit table handle");
-    return nullptr;
-  }
-  if (!t->core) {
-    ThrowVfioError(env, op, 0, "the exit table is closed", ErrorContext{}, "ECLOSED");
-    return nullptr;
-  }
-  return t;
+  return UnwrapShared<ExitTableResource>(env, value, kExitTableTag, op, "an exit table",
+                                         "exit table");
 }
 
 napi_value Create(napi_env env, napi_callback_info) {

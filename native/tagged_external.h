@@ -4,6 +4,10 @@
 
 #include <node_api.h>
 
+#include <string>
+
+#include "errors.h"
+
 namespace vfio_bridge {
 
 /**
@@ -20,6 +24,27 @@ inline void* TaggedExternal(napi_env env, napi_value value, const napi_type_tag&
   void* data = nullptr;
   napi_get_value_external(env, value, &data);
   return data;
+}
+
+/**
+ * UnwrapShared - the resource of kind @tag behind @value whose `core` (the part it shares with
+ * other threads) is still held, or nullptr after throwing: TypeError "@op expects @a_what handle"
+ * for another value, VfioError ECLOSED "the @what is closed" once closed.
+ */
+template <class T>
+T* UnwrapShared(napi_env env, napi_value value, const napi_type_tag& tag, const char* op,
+                const char* a_what, const char* what) {
+  auto* r = static_cast<T*>(TaggedExternal(env, value, tag));
+  if (r == nullptr) {
+    ThrowTypeError(env, std::string(op) + " expects " + a_what + " handle");
+    return nullptr;
+  }
+  if (!r->core) {
+    ThrowVfioError(env, op, 0, std::string("the ") + what + " is closed", ErrorContext{},
+                   "ECLOSED");
+    return nullptr;
+  }
+  return r;
 }
 
 }  // namespace vfio_bridge

@@ -157,7 +157,14 @@ export class ExitTable implements Disposable {
     size: number,
     isWrite: boolean,
     value = 0n,
-  ): { value: bigint; fault: boolean; errno: number } | null {
+  ): {
+    /** What a read got (0 for a write). */
+    value: bigint;
+    /** Whether a mapping's page was revoked (a read then got all-ones). */
+    fault: boolean;
+    /** The fd access's errno, or 0. */
+    errno: number;
+  } | null {
     return native.exitTableServe(
       this.#open('ExitTable.serve'),
       spaceIndex(space),

@@ -106,7 +106,12 @@ export class Uart16550 {
    * handed to {@link Uart16550.transmitBytes} later and in one go; `lsr`, LSR's value while reading
    * it clears nothing (no overrun flagged), else null.
    */
-  get quiet(): { thr: boolean; lsr: number | null } {
+  get quiet(): {
+    /** True while a THR write only transmits. */
+    thr: boolean;
+    /** LSR's value while reading it has no effect, else null. */
+    lsr: number | null;
+  } {
     return {
       thr: (this.#lcr & R.LCR_DLAB) === 0 && (this.#mcr & R.MCR_LOOP) === 0,
       lsr: this.#lsr & R.LSR_OE ? null : this.#lsr,
