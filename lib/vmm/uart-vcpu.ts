@@ -4,7 +4,7 @@
  * THR writes, one byte each, with LSR read between them (the polled console) or an IIR read per
  * burst (the interrupt-driven tty); handed to JavaScript one at a time they were most of a booting
  * guest's exits. While the UART's state allows ({@link Uart16550.quiet}), THR writes go into a
- * {@link ByteSink} and LSR reads answer a constant, on the vCPU thread; every other access still
+ * {@link ByteSink} and LSR and MSR reads answer a constant, on the vCPU thread; every other access still
  * comes to the model here, which first takes the bytes in the sink, so the model sees every write in
  * the order the guest made it. The sink's bytes also come when it wakes the loop: output, lines and
  * the THRE interrupt follow within a turn of the loop instead of at each byte.
@@ -16,6 +16,7 @@ import { serveOnVcpuThreads, type VcpuServedEntry, type VcpuServedRegisters } fr
 
 const THR = 0;
 const LSR = 5;
+const MSR = 6;
 
 export class UartOnVcpuThreads implements VcpuServedRegisters {
   readonly uart: Uart16550;
@@ -56,6 +57,7 @@ export class UartOnVcpuThreads implements VcpuServedRegisters {
     const out: VcpuServedEntry[] = [];
     if (q.thr) out.push({ offset: THR, size: 1, kind: 'sink', sink: this.#sink });
     if (q.lsr !== null) out.push({ offset: LSR, size: 1, kind: 'const', value: q.lsr });
+    if (q.msr !== null) out.push({ offset: MSR, size: 1, kind: 'const', value: q.msr });
     return out;
   }
 

@@ -104,17 +104,21 @@ export class Uart16550 {
    * now, for a VMM that serves them on its vCPU threads (lib/vmm's UartOnVcpuThreads): `thr`, true
    * while a THR write only transmits (the divisor latch and loopback off), so the bytes may be
    * handed to {@link Uart16550.transmitBytes} later and in one go; `lsr`, LSR's value while reading
-   * it clears nothing (no overrun flagged), else null.
+   * it clears nothing (no overrun flagged), else null; `msr`, MSR's likewise (no change of a modem
+   * line latched: the 8250 driver reads it on every interrupt).
    */
   get quiet(): {
     /** True while a THR write only transmits. */
     thr: boolean;
     /** LSR's value while reading it has no effect, else null. */
     lsr: number | null;
+    /** MSR's value while reading it has no effect, else null. */
+    msr: number | null;
   } {
     return {
       thr: (this.#lcr & R.LCR_DLAB) === 0 && (this.#mcr & R.MCR_LOOP) === 0,
       lsr: this.#lsr & R.LSR_OE ? null : this.#lsr,
+      msr: this.#msr & 0x0f ? null : this.#msr,
     };
   }
 
@@ -290,7 +294,7 @@ export class Uart16550 {
   /** {@link Uart16550.quiet} as one number, to tell a change cheaply. */
   #quietNow(): number {
     const q = this.quiet;
-    return (q.thr ? 1 : 0) | (((q.lsr ?? -1) + 1) << 1);
+    return (q.thr ? 1 : 0) | (((q.lsr ?? -1) + 1) << 1) | (((q.msr ?? -1) + 1) << 10);
   }
 
   #quietChanged(): void {

@@ -14,6 +14,7 @@ const IIR = COM1_PORT + 2;
 const LCR = COM1_PORT + 3;
 const MCR = COM1_PORT + 4;
 const LSR = COM1_PORT + 5;
+const MSR = COM1_PORT + 6;
 
 function setup() {
   const output: string[] = [];
@@ -62,6 +63,7 @@ describe('the UART on the vCPU threads', () => {
       for (const b of Buffer.from('Linux version 6.12\n')) {
         expect(s.vcpuRead(LSR)).toEqual({ value: 0x60, here: true });
         expect(s.vcpuWrite(THR, b)).toBe(true);
+        expect(s.vcpuRead(MSR)).toEqual({ value: 0xb0, here: true });
       }
       expect(s.uart.transmitted).toBe(0); // still in the sink
       // The sink wakes the loop; the model gets the bytes in one piece.
@@ -93,6 +95,9 @@ describe('the UART on the vCPU threads', () => {
       // Loopback: written bytes are received; nothing is served on the thread meanwhile.
       s.vcpuWrite(MCR, 0x18); // takes 'c' first, then loops
       expect(s.uart.transmitted).toBe(3);
+      // The modem lines changed: MSR's deltas clear on read, so the first read is the model's.
+      expect(s.vcpuRead(MSR)).toEqual({ value: 0x83, here: false });
+      expect(s.vcpuRead(MSR)).toEqual({ value: 0x80, here: true });
       expect(s.vcpuWrite(THR, 0x41)).toBe(false);
       expect(s.vcpuRead(LSR)).toEqual({ value: 0x61, here: true }); // received: DR, still constant
       expect(s.vcpuRead(THR)).toEqual({ value: 0x41, here: false }); // RBR is JavaScript's

@@ -234,18 +234,23 @@ describe('Uart16550 registers served elsewhere (quiet, transmitBytes, watchQuiet
     const u = new Uart16550();
     let changes = 0;
     const stop = u.watchQuiet(() => changes++);
-    expect(u.quiet).toEqual({ thr: true, lsr: 0x60 });
+    expect(u.quiet).toEqual({ thr: true, lsr: 0x60, msr: 0xb0 });
     // The divisor latch takes THR's place: THR writes are the model's again.
     u.write(LCR, 0x83);
-    expect(u.quiet).toEqual({ thr: false, lsr: 0x60 });
+    expect(u.quiet).toEqual({ thr: false, lsr: 0x60, msr: 0xb0 });
     u.write(THR, 0x01); // DLL
     u.write(LCR, 0x03);
     expect(u.quiet.thr).toBe(true);
     expect(changes).toBe(2);
-    // Loopback: a THR write is received, not transmitted.
+    // Loopback: a THR write is received, not transmitted; the modem lines changed, and reading
+    // MSR clears that, so MSR is the model's until it has been read.
     u.write(MCR, 0x18);
     expect(u.quiet.thr).toBe(false);
+    expect(u.quiet.msr).toBeNull();
+    expect(u.read(MSR)).toBe(0x80 | 0x03); // DCD, with the deltas of DSR and CTS (which dropped)
+    expect(u.quiet.msr).toBe(0x80);
     u.write(MCR, 0x08);
+    u.read(MSR);
     // Input: LSR still reads without effect, with DR set; an overrun makes reading it clear OE.
     u.input('a');
     expect(u.quiet.lsr).toBe(0x61);
@@ -254,7 +259,7 @@ describe('Uart16550 registers served elsewhere (quiet, transmitBytes, watchQuiet
     expect(u.read(LSR)).toBe(0x63);
     expect(u.quiet.lsr).toBe(0x61);
     u.read(THR);
-    expect(u.quiet).toEqual({ thr: true, lsr: 0x60 });
+    expect(u.quiet).toEqual({ thr: true, lsr: 0x60, msr: 0xb0 });
     const seen = changes;
     u.read(SCR); // no change, no call
     expect(changes).toBe(seen);
