@@ -225,8 +225,8 @@ export class Device implements Disposable {
    * naming the index and vectors) instead of being thrown; {@link irqChanges} is a promise of those
    * made so far. Calling it again replaces `onError`. Indexes enabled before keep changing at once.
    * What is queued holds its own duplicate of the device fd: close() returns at once, and the
-   * kernel releases the device once the last change has been made (await `irqChanges` first where
-   * the device is opened again).
+   * kernel releases the device once the last change has been made; closeAsync() resolves only
+   * then (its close is queued behind them), so a device closed with it can be opened again at once.
    */
   queueIrqChanges(onError: (error: unknown) => void): void {
     if (typeof onError !== 'function') throw new ArgTypeError('queueIrqChanges: onError must be a function');
