@@ -118,7 +118,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
   readonly #reports: PcReports;
   readonly #onAccess: ((a: RoutedAccess) => void) | undefined;
   readonly #boots: PcBoots;
-  readonly #uartThreads: UartOnVcpuThreads;
+  readonly #uartThreads: UartOnVcpuThreads | null;
   #pending: PcExit | null = null;
   readonly #exits = new ExitCounter();
   readonly #mappings = new DeferredMappings((error) => this.#mappingsFailed(error));
@@ -149,11 +149,11 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
       onLine: (line) => this.emit('line', line),
       onIrq: (level) => this.#irqLine(COM1_IRQ, level),
     });
-    // The console's THR writes and LSR reads are served on the vCPU threads (uart-vcpu.ts).
-    this.#uartThreads = new UartOnVcpuThreads(this.uart);
+    // The console's THR writes and LSR and MSR reads are served on the vCPU threads (uart-vcpu.ts).
+    this.#uartThreads = opts.consoleOnVcpuThreads === false ? null : new UartOnVcpuThreads(this.uart);
     this.host = new PciRootBus({ onReset: () => this.#requestReset('reset-control') });
     addLegacyPorts(machine.bus.io.root, {
-      uart: this.#uartThreads,
+      uart: this.#uartThreads ?? this.uart,
       host: this.host,
       onI8042Reset: () => this.#requestReset('i8042'),
     });
@@ -175,7 +175,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
         mappingsPending: () => this.#mappings.pending,
         resetBoard: () => {
           this.host.reset();
-          this.#uartThreads.drain();
+          this.#uartThreads?.drain();
           this.uart.reset();
         },
       },
@@ -359,9 +359,11 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
         ...(Number.isFinite(timeout) ? { timeoutMs: timeout } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
-      // A run ends with the memory map and interrupt wiring the guest's last writes asked for.
+      // A run ends with the memory map and interrupt wiring the guest's last writes asked for,
+      // and with the console's last bytes out of the vCPU threads' sink.
       await boot.pending();
       if (this.#closed) return { reason: 'stopped' };
+      this.#uartThreads?.drain();
       if (this.#pending !== null) return this.#take();
       return pcExitOf(end);
     } finally {
@@ -430,7 +432,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     this.#mappings.drop();
     allSteps([
       () => this.#boots.close(),
-      () => this.#uartThreads.close(),
+      () => this.#uartThreads?.close(),
       () => this.machine.close(),
       () => this.kvm.close(),
     ]);
@@ -447,7 +449,7 @@ export class PcMachine extends EventEmitter<PcMachineEvents> implements Disposab
     this.#mappings.drop();
     await allStepsAsync([
       () => this.#boots.closeAsync(turn),
-      () => this.#uartThreads.close(),
+      () => this.#uartThreads?.close(),
       () => this.machine.closeAsync(),
       () => this.kvm.close(),
     ]);

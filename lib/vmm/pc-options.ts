@@ -189,6 +189,12 @@ export interface PcMachineOptions {
    * running vCPU at once instead of after the scheduler's slice.
    */
   readonly vcpuNice?: number;
+  /**
+   * Serve the console's THR writes and LSR and MSR reads on the vCPU threads while the UART's
+   * state allows (default true; lib/vmm's UartOnVcpuThreads). False hands every console access to
+   * JavaScript, one at a time, so that `onAccess` hears each of them.
+   */
+  readonly consoleOnVcpuThreads?: boolean;
   /** The KVM device (default /dev/kvm). */
   readonly kvmPath?: string;
   /**
@@ -254,6 +260,8 @@ export function checkPcShape(opts: PcMachineOptions): { ramSize: number; cpus: n
     throw new ArgTypeError('devices must be an array');
   if (opts.cmdline !== undefined && typeof opts.cmdline !== 'string')
     throw new ArgTypeError('cmdline must be a string');
+  if (opts.consoleOnVcpuThreads !== undefined && typeof opts.consoleOnVcpuThreads !== 'boolean')
+    throw new ArgTypeError('consoleOnVcpuThreads must be a boolean');
   const nice = opts.vcpuNice ?? 0;
   if (!Number.isInteger(nice) || nice < -20 || nice > 19)
     throw new ArgRangeError(`vcpuNice ${String(nice)} must be an integer in [-20, 19]`);

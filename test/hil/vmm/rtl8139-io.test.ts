@@ -28,6 +28,8 @@ describeDevice('rtl8139', 'a Linux guest drives it as an 8139too through port I/
       hugepages: true,
       cpus: 2,
       devices: [{ bdf: rtl8139(), deviceId: 0x8138 }],
+      // The console in JavaScript here: the port exits the vCPU threads serve are then BAR 0's alone.
+      consoleOnVcpuThreads: false,
       onLine: (l) => {
         lines.push(l);
         if (l.startsWith('guest: ping start ') || l.startsWith('guest: ping done '))

@@ -54,6 +54,7 @@ describe('PcMachine.open refuses what create refuses, before opening anything', 
     ['no options', null, TypeError],
     ['RAM too small', { kernel, ramSize: 16 * 2 ** 20 }, RangeError],
     ['a vCPU nice value out of range', { kernel, vcpuNice: 20 }, RangeError],
+    ['a console choice that is not a boolean', { kernel, consoleOnVcpuThreads: 'yes' as never }, TypeError],
     ['an IOMMU backend it does not know', { kernel, backend: 'vfio' }, RangeError],
     ['a kernel that is neither a path nor bytes', { kernel: 42 }, TypeError],
   ])('%s', async (_what, opts, type) => {
