@@ -43,8 +43,10 @@ export interface NativeExitEntry {
   kind: 0 | 1 | 2 | 3;
   /** The mapping (kind 0), the device fd (kind 1), the sink (kind 3); null for a constant. */
   handle: NativeMappingHandle | NativeHandle | NativeByteSink | null;
-  /** Offset in the mapping (kind 0) or in the fd (kind 1) of `start`; the value (kind 2). */
+  /** Offset in the mapping (kind 0) or in the fd (kind 1) of `start`. */
   offset: number;
+  /** What the range reads as (kind 2). */
+  value?: number;
   readonly: boolean;
 }
 

@@ -168,7 +168,7 @@ bool ParseEntry(napi_env env, napi_value obj, size_t i, ExitSnapshot* snap, Exit
                              " is empty or ends past 2^53");
     return false;
   }
-  *out = ExitEntry{start, start + size, ExitEntry::kMmap, readonly, nullptr, -1, 0, nullptr};
+  *out = ExitEntry{start, start + size, ExitEntry::kMmap, readonly, nullptr, -1, 0, 0, nullptr};
   napi_value handle = Property(env, obj, "handle");
   if (kind == 0) {
     HostRange range;
@@ -203,9 +203,10 @@ bool ParseEntry(napi_env env, napi_value obj, size_t i, ExitSnapshot* snap, Exit
       return false;
     }
     // The value's bytes, little-endian from `start` (JavaScript gives it as a safe integer).
+    if (!GetSafeInteger(env, Property(env, obj, "value"), (at + " value").c_str(), &out->value))
+      return false;
     out->kind = ExitEntry::kConst;
     out->readonly = true;
-    out->file_offset = offset;
     return true;
   }
   if (kind == 3) {
@@ -404,7 +405,7 @@ bool ServeAccess(const ExitSnapshot* s, uint64_t addr, uint32_t size, bool is_wr
     }
     case ExitEntry::kConst: {
       // delta + size <= 8 (the entry is at most 8 bytes): the bytes of the value at the access.
-      uint64_t value = e->file_offset >> (8 * delta);
+      uint64_t value = e->value >> (8 * delta);
       std::memcpy(data, &value, size);
       return true;
     }

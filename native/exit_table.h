@@ -33,7 +33,8 @@ struct ExitEntry {
   bool readonly;
   uint8_t* base;         // kMmap: the host address of `start`
   int fd;                // kFd: the snapshot's own dup of the device fd
-  uint64_t file_offset;  // kFd: the fd offset of `start`; kConst: the value (byte 0 at `start`)
+  uint64_t file_offset;  // kFd: the fd offset of `start`
+  uint64_t value;        // kConst: what the range reads as (byte 0 at `start`)
   SinkCore* sink;        // kSink: where byte writes go (the snapshot holds it)
 };
 

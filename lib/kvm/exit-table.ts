@@ -203,7 +203,7 @@ function nativeEntry(e: ExitTableEntry): NativeExitEntry {
     case 'const':
       if (!Number.isSafeInteger(e.value) || e.value < 0)
         throw new ArgRangeError(`exit table constant ${String(e.value)} is not a safe integer >= 0`);
-      return { ...at, kind: 2, handle: null, offset: e.value, readonly: true };
+      return { ...at, kind: 2, handle: null, offset: 0, value: e.value, readonly: true };
     case 'sink':
       return { ...at, kind: 3, handle: e.sink._handle, offset: 0, readonly: false };
     default:
