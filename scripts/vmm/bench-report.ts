@@ -307,6 +307,11 @@ function loops(base: LoopJson | undefined, vmm: LoopJson | undefined): void {
     text: '>= 95 %',
     met: ticks === undefined ? undefined : ticks >= 95,
   });
+  // What the loop had to do: the main thread's CPU time over the measured stretch (records from
+  // before this figure existed have none).
+  const busy = (l: LoopJson | undefined): number | undefined =>
+    l?.cpuMs !== undefined && l.wallMs > 0 ? (100 * l.cpuMs) / l.wallMs : undefined;
+  row('  main thread on a CPU (% of the time)', [busy(base), busy(vmm)], 1);
   out("    (idle Node: a Node process with nothing to do and the VMM's V8 flags, in the same lab");
   out("    while QEMU ran the same guest: the machine's floor under that load. Node VMM: from");
   out('    PcMachine.open to after closeAsync.)');
