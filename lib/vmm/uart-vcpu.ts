@@ -12,11 +12,8 @@
 import { ByteSink } from '../kvm';
 import { MemoryRegion } from '../memory';
 import type { Uart16550 } from './uart';
+import { LSR, MSR, RBR_THR_DLL } from './uart-registers';
 import { serveOnVcpuThreads, type VcpuServedEntry, type VcpuServedRegisters } from './vcpu-served';
-
-const THR = 0;
-const LSR = 5;
-const MSR = 6;
 
 export class UartOnVcpuThreads implements VcpuServedRegisters {
   readonly uart: Uart16550;
@@ -55,7 +52,7 @@ export class UartOnVcpuThreads implements VcpuServedRegisters {
     if (this.#sink.closed) return [];
     const q = this.uart.quiet;
     const out: VcpuServedEntry[] = [];
-    if (q.thr) out.push({ offset: THR, size: 1, kind: 'sink', sink: this.#sink });
+    if (q.thr) out.push({ offset: RBR_THR_DLL, size: 1, kind: 'sink', sink: this.#sink });
     if (q.lsr !== null) out.push({ offset: LSR, size: 1, kind: 'const', value: q.lsr });
     if (q.msr !== null) out.push({ offset: MSR, size: 1, kind: 'const', value: q.msr });
     return out;

@@ -46,7 +46,7 @@ export interface Uart16550Options {
  * Nothing the guest does can make this throw.
  *
  * A VMM may serve the registers whose accesses change nothing at once ({@link Uart16550.quiet}:
- * THR writes, LSR reads) on its vCPU threads and hand the written bytes over later
+ * THR writes, LSR and MSR reads) on its vCPU threads and hand the written bytes over later
  * ({@link Uart16550.transmitBytes}); lib/vmm's UartOnVcpuThreads does. Where the transmitted bytes
  * go (output, lines, the capture) is console-output.ts; the register map is uart-registers.ts.
  */
@@ -143,7 +143,6 @@ export class Uart16550 {
     this.#out.bytes(bytes);
     this.#thrPending = true;
     this.#update();
-    this.#quietChanged();
   }
 
   /** An I/O region of 8 one-byte registers, to place at {@link COM1_PORT} in the VMM's port space. */

@@ -20,7 +20,7 @@ import {
 } from '../../lib';
 import { native, type NativeHandle } from '../../lib/native';
 import { ExitTableListener } from '../../lib/vmm/exit-table-listener';
-import { caught } from './helpers';
+import { caught, until } from './helpers';
 
 const FILE = 0x10000;
 const PAGE = 4096;
@@ -296,11 +296,6 @@ describe('ExitTable constants and byte sinks', () => {
     expect(() => new ByteSink(7 as never)).toThrow(TypeError);
   });
 });
-
-/** Waits (on the event loop) until `done`, for at most a second. */
-async function until(done: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 5));
-}
 
 function mapHandle(m: Mapping): never {
   return m[DMA_HANDLE]() as never;

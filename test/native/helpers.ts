@@ -47,3 +47,8 @@ export function caught(fn: () => unknown): VfioError {
   }
   throw new Error('expected a VfioError');
 }
+
+/** Waits on the event loop, 5 ms at a time, until `done` (at most a second). */
+export async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 5));
+}

@@ -7,6 +7,7 @@ import { AddressSpace, ExitTable, MemoryRegion } from '../../lib';
 import { COM1_PORT, Uart16550 } from '../../lib/vmm';
 import { ExitTableListener } from '../../lib/vmm/exit-table-listener';
 import { UartOnVcpuThreads } from '../../lib/vmm/uart-vcpu';
+import { until } from './helpers';
 
 const THR = COM1_PORT;
 const IER = COM1_PORT + 1;
@@ -67,7 +68,7 @@ describe('the UART on the vCPU threads', () => {
       }
       expect(s.uart.transmitted).toBe(0); // still in the sink
       // The sink wakes the loop; the model gets the bytes in one piece.
-      for (let i = 0; i < 200 && s.output.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+      await until(() => s.output.length > 0);
       expect(s.output).toEqual(['Linux version 6.12\n']);
       expect(s.uart.transmitted).toBe(19);
     } finally {
